@@ -1,0 +1,59 @@
+import { readFile, writeFile } from 'node:fs/promises';
+import type { Command } from 'commander';
+import { Key, PartitionMap } from '../../store/index.js';
+import { CliUsageError } from '../cli-env.js';
+import { formatTable, parsePositiveInt, rangeText, withClient } from '../cli-io.js';
+import type { CliContext } from '../cli-context.js';
+
+export function registerClusterCommands(program: Command, ctx: CliContext): void {
+  const cluster = program.command('cluster').description('partition map administration');
+
+  cluster
+    .command('init')
+    .description('write a version-1 partition map: partitions split evenly over the first two key bytes, or at --split-keys')
+    .requiredOption('--nodes <list>', 'store node addresses HOST:PORT[,HOST:PORT...]; partitions are assigned round-robin')
+    .option('--partitions <n>', 'number of partitions (1–65536; ignored with --split-keys)', '8')
+    .option('--split-keys <file>', 'file with one split key per line (UTF-8), sorted; N keys make N+1 partitions')
+    .option('--map-version <n>', 'version of the map written', '1')
+    .requiredOption('--out <file>', 'where to write the map (JSON)')
+    .action(async (opts: { nodes: string; partitions: string; splitKeys?: string; mapVersion: string; out: string }) => {
+      const nodes = opts.nodes.split(',').map((n) => n.trim()).filter(Boolean);
+      const version = parsePositiveInt(opts.mapVersion, '--map-version');
+      let map: PartitionMap;
+      if (opts.splitKeys) {
+        const lines = (await readFile(opts.splitKeys, 'utf8')).split('\n').map((l) => l.replace(/\r$/, '')).filter((l) => l.length > 0);
+        map = PartitionMap.fromSplitKeys(version, nodes, lines.map((l) => Key.fromUtf8(l).bytes));
+      } else {
+        map = PartitionMap.evenlySplit(version, nodes, parsePositiveInt(opts.partitions, '--partitions'));
+      }
+      await writeFile(opts.out, JSON.stringify(map.toJson(), null, 2) + '\n');
+      ctx.print(`wrote map version ${map.version}: ${map.partitions.length} partitions on ${map.nodes().length} nodes to ${opts.out}`);
+    });
+
+  cluster
+    .command('map')
+    .description('print the partition map the cluster serves (newest version any seed has)')
+    .option('--seeds <list>', 'store nodes HOST:PORT[,...] (env SHARDPIPE_SEEDS)')
+    .option('--json', 'print the map file form')
+    .action(async (opts: { seeds?: string; json?: boolean }) => {
+      const map = await withClient(ctx.seeds(opts.seeds), ctx.logger, (client) => client.refreshMap());
+      if (opts.json) ctx.print(JSON.stringify(map.toJson()));
+      else {
+        ctx.print(`map version ${map.version}`);
+        ctx.print(formatTable(['id', 'range', 'node'], map.partitions.map((p) => [String(p.id), rangeText(p.start, p.end), p.node])));
+      }
+    });
+
+  cluster
+    .command('install')
+    .description('install a newer partition map on every node it names (nodes refuse older versions)')
+    .requiredOption('--map <file>', 'the map file (JSON)')
+    .option('--seeds <list>', 'store nodes HOST:PORT[,...] (env SHARDPIPE_SEEDS); default: the map\'s nodes')
+    .action(async (opts: { map: string; seeds?: string }) => {
+      const map = PartitionMap.fromJson(JSON.parse(await readFile(opts.map, 'utf8')));
+      const seeds = opts.seeds || ctx.env.SHARDPIPE_SEEDS ? ctx.seeds(opts.seeds) : map.nodes();
+      const results = await withClient(seeds, ctx.logger, (client) => client.installMap(map));
+      for (const r of results) ctx.print(`${r.node}: ${r.error ? `failed: ${r.error.message}` : r.installed ? 'installed' : 'already had it'}`);
+      if (results.some((r) => r.error)) throw new CliUsageError(`map version ${map.version} was not installed everywhere`);
+    });
+}

@@ -1,0 +1,66 @@
+import { readFile } from 'node:fs/promises';
+import type { Command } from 'commander';
+import { parseDurationMs } from '../../common/index.js';
+import { PartitionMap, StoreServer } from '../../store/index.js';
+import { parsePositiveInt } from '../cli-io.js';
+import type { CliContext } from '../cli-context.js';
+
+interface StartOptions {
+  map?: string;
+  node: string;
+  data: string;
+  listen?: string;
+  sync: boolean;
+  maxKeyBytes: string;
+  maxValueBytes: string;
+  maxBatchBytes: string;
+  sweepInterval: string;
+  shutdownGrace: string;
+}
+
+export function registerStoreCommands(program: Command, ctx: CliContext): void {
+  const store = program.command('store').description('store node');
+  store
+    .command('start')
+    .description('run a store node in the foreground until SIGTERM/SIGINT (then drains gracefully)')
+    .option('--map <file>', 'partition map file; optional once the node has persisted a map in --data')
+    .requiredOption('--node <host:port>', 'this node\'s address as named in the map; also the listen address')
+    .requiredOption('--data <dir>', 'data folder: the persisted map and one LevelDB per partition')
+    .option('--listen <host:port>', 'bind here instead of --node (e.g. 0.0.0.0:7001 in a container)')
+    .option('--no-sync', 'acknowledge writes before they are fsynced: faster, but a machine crash can lose acknowledged writes')
+    .option('--max-key-bytes <n>', 'longest key accepted', '4096')
+    .option('--max-value-bytes <n>', 'largest value accepted', String(4 * 1024 * 1024))
+    .option('--max-batch-bytes <n>', 'largest BulkInsert batch (key + value bytes)', String(16 * 1024 * 1024))
+    .option('--sweep-interval <duration>', 'how often expired entries are deleted (0 = never)', '5s')
+    .option('--shutdown-grace <duration>', 'how long shutdown waits for in-flight calls', '10s')
+    .action(async (opts: StartOptions) => {
+      const initialMap = opts.map ? PartitionMap.fromJson(JSON.parse(await readFile(opts.map, 'utf8'))) : undefined;
+      const server = await StoreServer.start({
+        node: opts.node,
+        dataDir: opts.data,
+        listen: opts.listen,
+        initialMap,
+        syncWrites: opts.sync,
+        maxKeyBytes: parsePositiveInt(opts.maxKeyBytes, '--max-key-bytes'),
+        maxValueBytes: parsePositiveInt(opts.maxValueBytes, '--max-value-bytes'),
+        maxBatchBytes: parsePositiveInt(opts.maxBatchBytes, '--max-batch-bytes'),
+        sweepIntervalMs: parseDurationMs(opts.sweepInterval),
+        shutdownGraceMs: parseDurationMs(opts.shutdownGrace),
+        logger: ctx.logger,
+      });
+      // Tests and supervisors wait for this line on stdout before sending traffic.
+      ctx.print(JSON.stringify({ event: 'ready', node: opts.node, port: server.port, mapVersion: server.node.map.version }));
+      await new Promise<void>((resolve) => {
+        const stop = (signal: string): void => {
+          ctx.logger.info({ signal }, 'stopping store node');
+          server.shutdown().then(resolve, (err: unknown) => {
+            ctx.logger.error({ err }, 'store node did not shut down cleanly');
+            process.exitCode = 1;
+            resolve();
+          });
+        };
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+      });
+    });
+}

@@ -1,0 +1,40 @@
+import { CommanderError } from 'commander';
+import { ShardpipeError } from '../common/index.js';
+import { CliContext } from './cli-context.js';
+import { CliUsageError, readCliEnv } from './cli-env.js';
+import { EXIT } from './cli-io.js';
+import { KvOutcomeError } from './commands/kv-commands.js';
+import { buildProgram } from './program.js';
+
+async function main(argv: string[]): Promise<number> {
+  let ctx: CliContext;
+  try {
+    ctx = new CliContext(readCliEnv(process.env));
+  } catch (err) {
+    process.stderr.write(`shardpipe: ${(err as Error).message}\n`);
+    return EXIT.usage;
+  }
+  try {
+    await buildProgram(ctx).parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // --help and --version end here too, with exit code 0.
+      return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    }
+    if (err instanceof KvOutcomeError) {
+      process.stderr.write(`shardpipe: ${err.message}\n`);
+      return err.exitCode;
+    }
+    if (err instanceof CliUsageError || err instanceof RangeError) {
+      process.stderr.write(`shardpipe: ${err.message}\n`);
+      return EXIT.usage;
+    }
+    const code = err instanceof ShardpipeError ? ` [${err.code}]` : '';
+    process.stderr.write(`shardpipe: ${(err as Error).message ?? String(err)}${code}\n`);
+    ctx.logger.debug({ err }, 'command failed');
+    return EXIT.failed;
+  }
+}
+
+process.exitCode = await main(process.argv);

@@ -1,0 +1,6 @@
+export { ShardpipeError, isShardpipeError } from './shardpipe-error.js';
+export type { ErrorContext, ShardpipeErrorOptions } from './shardpipe-error.js';
+export { createLogger } from './logger.js';
+export type { Logger, LoggerOptions } from './logger.js';
+export { parseDurationMs } from './duration.js';
+export { findFreePort } from './free-port.js';

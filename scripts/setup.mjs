@@ -1,0 +1,45 @@
+#!/usr/bin/env node
+// One-time set-up that `npm test` and `npm run demo` run first, so a fresh Debian machine with only
+// Node.js and npm needs nothing else: npm packages, redis-server (apt, when root), the TypeScript build.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const say = (msg) => process.stderr.write(`[setup] ${msg}\n`);
+const run = (cmd, args, opts = {}) => execFileSync(cmd, args, { cwd: root, stdio: 'inherit', ...opts });
+
+function installPackages() {
+  const marker = join(root, 'node_modules', '.package-lock.json');
+  const lock = join(root, 'package-lock.json');
+  if (existsSync(marker) && statSync(marker).mtimeMs >= statSync(lock).mtimeMs) return;
+  say('installing npm packages (npm ci)');
+  run('npm', ['ci', '--no-audit', '--no-fund']);
+}
+
+function hasCommand(name) {
+  return spawnSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' }).status === 0;
+}
+
+function installRedis() {
+  if (hasCommand('redis-server')) return;
+  if (typeof process.getuid === 'function' && process.getuid() === 0 && hasCommand('apt-get')) {
+    say('redis-server is missing: installing it with apt-get');
+    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+    run('apt-get', ['update', '-qq'], { env });
+    run('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'redis-server'], { env });
+    return;
+  }
+  say('redis-server is not installed and this is not root with apt-get, so it cannot be installed here.');
+  say('Install it yourself (Debian/Ubuntu: sudo apt-get install redis-server) or point shardpipe at a Redis with --redis URL.');
+}
+
+function build() {
+  say('building TypeScript (tsc)');
+  run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json']);
+}
+
+installPackages();
+installRedis();
+build();

@@ -1,0 +1,156 @@
+import type { BulkRow } from './proto/gen/shardpipe/store/v1/store.js';
+import { partitionContains, type Partition } from './partition-map.js';
+import type { BulkRowInput, WriteTiming } from './partition-store.js';
+import type { CallOptions, StoreClient } from './store-client.js';
+import { StoreError } from './store-errors.js';
+
+/** Options of `StoreClient.bulkPutAll`. */
+export interface BulkPutOptions extends CallOptions {
+  /** BulkInsert calls in flight at once, 1–64. Default 4. */
+  maxInFlight?: number;
+  /** Rows per call at most. Default 1000. */
+  batchMaxRows?: number;
+  /** Key plus value bytes per call at most. Default 4 MiB (must not exceed the nodes' limit). */
+  batchMaxBytes?: number;
+  /**
+   * Called whenever the acknowledged prefix of the input grows: `rows` and `bytes` count every
+   * input row from the start that is durably written. The place to checkpoint.
+   */
+  onAck?: (rows: number, bytes: number) => void;
+}
+
+/** What a bulkPutAll did. */
+export interface BulkPutResult {
+  rows: number;
+  bytes: number;
+  /** BulkInsert calls made, including the ones for remainders. */
+  calls: number;
+  /** Calls whose batch was only partly accepted (a partition boundary or map change inside it). */
+  partialAccepts: number;
+  /** Sum of the nodes' reported timing. */
+  serverTiming: WriteTiming;
+}
+
+interface Pending {
+  rows: number;
+  bytes: number;
+  done: boolean;
+}
+
+/**
+ * Writes a sorted stream of rows with BulkInsert: cuts it at partition boundaries (of the client's
+ * map), keeps up to `maxInFlight` calls in flight, resends the unaccepted rest of a batch (to wherever
+ * the map now routes it), and splits a batch a node finds too large. Fails on the first final error,
+ * after letting the calls in flight settle.
+ */
+export async function bulkPutAll(
+  client: StoreClient,
+  source: AsyncIterable<readonly BulkRowInput[]> | Iterable<readonly BulkRowInput[]>,
+  options: BulkPutOptions = {},
+): Promise<BulkPutResult> {
+  const maxInFlight = options.maxInFlight ?? 4;
+  if (!Number.isInteger(maxInFlight) || maxInFlight < 1 || maxInFlight > 64) throw new RangeError(`maxInFlight must be 1–64, got ${maxInFlight}`);
+  const batchMaxRows = options.batchMaxRows ?? 1000;
+  const batchMaxBytes = options.batchMaxBytes ?? 4 * 1024 * 1024;
+  if (!Number.isInteger(batchMaxRows) || batchMaxRows < 1) throw new RangeError(`batchMaxRows must be ≥ 1, got ${batchMaxRows}`);
+  if (!Number.isInteger(batchMaxBytes) || batchMaxBytes < 1) throw new RangeError(`batchMaxBytes must be ≥ 1, got ${batchMaxBytes}`);
+
+  const abort = new AbortController();
+  const onOuterAbort = (): void => abort.abort(options.signal?.reason);
+  options.signal?.addEventListener('abort', onOuterAbort, { once: true });
+  const callOptions: CallOptions = { signal: abort.signal, timeoutMs: options.timeoutMs };
+  const result: BulkPutResult = { rows: 0, bytes: 0, calls: 0, partialAccepts: 0, serverTiming: { queueMs: 0, writeMs: 0, fsyncMs: 0 } };
+  const inFlight = new Set<Promise<void>>();
+  const order: Pending[] = [];
+  let firstError: unknown;
+
+  const acknowledge = (): void => {
+    let advanced = false;
+    while (order.length > 0 && order[0]!.done) {
+      const p = order.shift()!;
+      result.rows += p.rows;
+      result.bytes += p.bytes;
+      advanced = true;
+    }
+    if (advanced) options.onAck?.(result.rows, result.bytes);
+  };
+
+  const send = async (rows: BulkRow[]): Promise<void> => {
+    let rest = rows;
+    while (rest.length > 0) {
+      abort.signal.throwIfAborted();
+      let response;
+      try {
+        result.calls++;
+        const batch = rest;
+        response = await client.routed(batch[0]!.key, callOptions, (conn, mapVersion, limits) => conn.unary('bulkInsert', { mapVersion, rows: batch }, limits));
+      } catch (err) {
+        if (err instanceof StoreError && err.code === 'STORE_BATCH_TOO_LARGE' && rest.length > 1) {
+          const half = rest.length >> 1;
+          await send(rest.slice(0, half));
+          rest = rest.slice(half);
+          continue;
+        }
+        throw err;
+      }
+      if (response.accepted === 0) {
+        throw new StoreError('STORE_INTERNAL', `node accepted no row of a batch starting at its own key (${rest.length} rows)`);
+      }
+      if (response.timing) {
+        result.serverTiming.queueMs += response.timing.queueMs;
+        result.serverTiming.writeMs += response.timing.writeMs;
+        result.serverTiming.fsyncMs += response.timing.fsyncMs;
+      }
+      if (response.accepted < rest.length) result.partialAccepts++;
+      rest = rest.slice(response.accepted);
+    }
+  };
+
+  const launch = async (rows: BulkRow[], bytes: number): Promise<void> => {
+    const pending: Pending = { rows: rows.length, bytes, done: false };
+    order.push(pending);
+    const task = send(rows).then(
+      () => {
+        pending.done = true;
+        acknowledge();
+      },
+      (err: unknown) => {
+        firstError ??= err;
+        abort.abort(err);
+      },
+    );
+    const tracked = task.finally(() => inFlight.delete(tracked));
+    inFlight.add(tracked);
+    if (inFlight.size >= maxInFlight) await Promise.race(inFlight);
+  };
+
+  try {
+    let partition: Partition | undefined;
+    let batch: BulkRow[] = [];
+    let batchBytes = 0;
+    for await (const chunk of source) {
+      for (const row of chunk) {
+        const size = row.key.length + row.value.length;
+        if (partition === undefined || batch.length >= batchMaxRows || batchBytes + size > batchMaxBytes || !partitionContains(partition, row.key)) {
+          if (batch.length > 0) await launch(batch, batchBytes);
+          if (firstError !== undefined) throw firstError;
+          batch = [];
+          batchBytes = 0;
+          if (partition === undefined || !partitionContains(partition, row.key)) partition = (await client.map(callOptions)).lookup(row.key);
+        }
+        batch.push({ key: row.key, value: row.value, etag: row.etag ?? 0, updatedAtMs: row.updatedAtMs ?? 0, expiresAtMs: row.expiresAtMs ?? 0 });
+        batchBytes += size;
+      }
+    }
+    if (batch.length > 0) await launch(batch, batchBytes);
+    await Promise.all(inFlight);
+    if (firstError !== undefined) throw firstError;
+    return result;
+  } catch (err) {
+    abort.abort(err);
+    await Promise.allSettled(inFlight);
+    throw firstError ?? err;
+  } finally {
+    options.signal?.removeEventListener('abort', onOuterAbort);
+  }
+}

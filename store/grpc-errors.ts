@@ -1,0 +1,61 @@
+import { Metadata, status, type ServiceError, type StatusObject } from '@grpc/grpc-js';
+import { StoreError, isStoreErrorCode, type StoreErrorCode } from './store-errors.js';
+
+/** Trailing metadata keys that carry our error details across gRPC. */
+export const METADATA_ERROR_CODE = 'shardpipe-error-code';
+export const METADATA_MAP_VERSION = 'shardpipe-map-version';
+export const METADATA_CURRENT_ETAG = 'shardpipe-current-etag';
+
+/**
+ * The one place a server-side failure becomes a gRPC status. Anything that is not a StoreError is
+ * a bug or an I/O failure: INTERNAL, with the message kept for the operator.
+ */
+export function toGrpcStatus(err: unknown): Partial<StatusObject> {
+  const storeError = err instanceof StoreError ? err : new StoreError('STORE_INTERNAL', `internal error: ${describe(err)}`, { cause: err });
+  const metadata = new Metadata();
+  metadata.set(METADATA_ERROR_CODE, storeError.code);
+  if (storeError.mapVersion !== undefined) metadata.set(METADATA_MAP_VERSION, String(storeError.mapVersion));
+  if (storeError.currentEtag !== undefined) metadata.set(METADATA_CURRENT_ETAG, String(storeError.currentEtag));
+  return { code: storeError.grpcStatus, details: storeError.message, metadata };
+}
+
+const STATUS_FALLBACK: Partial<Record<status, StoreErrorCode>> = {
+  [status.INVALID_ARGUMENT]: 'STORE_INVALID_ARGUMENT',
+  [status.RESOURCE_EXHAUSTED]: 'STORE_BATCH_TOO_LARGE',
+  [status.FAILED_PRECONDITION]: 'STORE_STALE_MAP',
+  [status.ABORTED]: 'STORE_ETAG_MISMATCH',
+  [status.NOT_FOUND]: 'STORE_NOT_FOUND',
+  [status.UNAVAILABLE]: 'STORE_UNAVAILABLE',
+  [status.DEADLINE_EXCEEDED]: 'STORE_DEADLINE_EXCEEDED',
+  [status.CANCELLED]: 'STORE_CANCELLED',
+  [status.INTERNAL]: 'STORE_INTERNAL',
+};
+
+/** The one place a failed call becomes a typed StoreError again, on the client. */
+export function fromGrpcError(err: unknown, context: Record<string, string | number | undefined> = {}): StoreError {
+  if (err instanceof StoreError) return err;
+  if (!isServiceError(err)) return new StoreError('STORE_UNKNOWN', describe(err), { cause: err, context });
+  const sent = err.metadata?.get(METADATA_ERROR_CODE)[0];
+  const code: StoreErrorCode =
+    typeof sent === 'string' && isStoreErrorCode(sent) ? sent : (STATUS_FALLBACK[err.code as status] ?? 'STORE_UNKNOWN');
+  return new StoreError(code, err.details || err.message, {
+    cause: err,
+    context,
+    mapVersion: numberFrom(err.metadata?.get(METADATA_MAP_VERSION)[0]),
+    currentEtag: numberFrom(err.metadata?.get(METADATA_CURRENT_ETAG)[0]),
+  });
+}
+
+function isServiceError(err: unknown): err is ServiceError {
+  return err instanceof Error && typeof (err as Partial<ServiceError>).code === 'number';
+}
+
+function numberFrom(value: string | Buffer | undefined): number | undefined {
+  if (typeof value !== 'string') return undefined;
+  const n = Number(value);
+  return Number.isSafeInteger(n) ? n : undefined;
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

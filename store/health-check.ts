@@ -1,0 +1,28 @@
+import { credentials, makeGenericClientConstructor, type ServiceError } from '@grpc/grpc-js';
+import { service as healthService } from 'grpc-health-check';
+
+const HealthClient = makeGenericClientConstructor(healthService, 'grpc.health.v1.Health');
+
+type HealthCheck = (
+  request: { service: string },
+  options: { deadline: number },
+  callback: (err: ServiceError | null, response: { status?: string } | undefined) => void,
+) => void;
+
+/**
+ * Asks a node's grpc.health.v1 service for its status ('SERVING', 'NOT_SERVING', ...), or
+ * 'UNREACHABLE' when it does not answer within `timeoutMs`.
+ */
+export async function checkHealth(address: string, timeoutMs = 1000, service = ''): Promise<string> {
+  const client = new HealthClient(address, credentials.createInsecure());
+  try {
+    return await new Promise<string>((resolve) => {
+      const check = (client as unknown as { check: HealthCheck }).check.bind(client);
+      check({ service }, { deadline: Date.now() + timeoutMs }, (err, res) => {
+        resolve(err ? 'UNREACHABLE' : (res?.status ?? 'UNKNOWN'));
+      });
+    });
+  } finally {
+    client.close();
+  }
+}

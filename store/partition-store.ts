@@ -1,0 +1,469 @@
+import { ClassicLevel } from 'classic-level';
+import type { Logger } from '../common/index.js';
+import { decodeRecord, encodeRecord, encodedRecordLength, isExpired, readU64, writeU64, type StoredRecord } from './record.js';
+import { RangeDigest } from './range-digest.js';
+import { StoreError } from './store-errors.js';
+
+/** A stored entry as read back: key plus record. */
+export interface StoredEntry extends StoredRecord {
+  key: Buffer;
+}
+
+/** A row to bulk-insert. Optional metadata (etag, times) is kept as given, for restores. */
+export interface BulkRowInput {
+  key: Buffer;
+  value: Buffer;
+  /** > 0: keep this etag (the node's sequence moves past it). 0: assign the next one. */
+  etag?: number;
+  updatedAtMs?: number;
+  /** Absolute expiry (Unix ms); 0 = none. Rows already expired are skipped. */
+  expiresAtMs?: number;
+}
+
+/** Server-side timing of one write group, in milliseconds. */
+export interface WriteTiming {
+  /** Waiting for earlier writes to the partition. */
+  queueMs: number;
+  /** Reading current records and building the LevelDB batch. */
+  writeMs: number;
+  /** The LevelDB batch write, including the log fsync when writes are synced. */
+  fsyncMs: number;
+}
+
+export interface PutOptions {
+  /** Compare-and-set: current etag must equal this (0 = key must not exist). */
+  expectedEtag?: number;
+  /** Time to live in ms; 0 or absent = no expiry. */
+  ttlMs?: number;
+}
+
+export interface PartitionStoreStats {
+  /** Entries stored. Exact: maintained with every write batch; expired entries count until swept. */
+  count: number;
+  /** Sum of key and encoded record sizes, in bytes. */
+  logicalBytes: number;
+  /** LevelDB's estimate of the data's size on disk (excludes the memtable). */
+  diskBytes: number;
+  /** Unix ms of the last write, 0 if none. */
+  lastWriteMs: number;
+}
+
+export interface PartitionStoreOptions {
+  /** fsync every write batch before acknowledging it. Default true. */
+  syncWrites?: boolean;
+  /** How often expired entries are deleted, in ms; 0 disables the sweeper. Default 5000. */
+  sweepIntervalMs?: number;
+  /** Clock, for tests of expiry. Default Date.now. */
+  now?: () => number;
+  logger?: Logger;
+}
+
+// Namespaces inside the one LevelDB of a partition: user data, metadata, and the expiry index.
+const NS_DATA = 0x64; // 'd'
+const NS_META = 0x6d; // 'm'
+const NS_EXPIRY = 0x78; // 'x'
+const META_STATE = Buffer.from([NS_META, 0x73]); // 'ms'
+const DATA_END = Buffer.from([NS_DATA + 1]);
+const SWEEP_BATCH = 1000;
+
+type Op =
+  | { kind: 'put'; key: Buffer; value: Buffer; options: PutOptions; resolve: (r: StoredRecord) => void; reject: (e: unknown) => void }
+  | { kind: 'delete'; key: Buffer; expectedEtag: number | undefined; resolve: (deleted: boolean) => void; reject: (e: unknown) => void }
+  | { kind: 'bulk'; rows: readonly BulkRowInput[]; enqueuedAt: number; resolve: (t: WriteTiming) => void; reject: (e: unknown) => void }
+  | { kind: 'sweep'; resolve: (swept: number) => void; reject: (e: unknown) => void };
+
+interface State {
+  seq: number;
+  count: number;
+  logicalBytes: number;
+  lastWriteMs: number;
+}
+
+/**
+ * One partition's data in its own LevelDB. Writes go through one queue and are group-committed:
+ * concurrent puts and deletes share one batch and one fsync, which also makes compare-and-set and
+ * the entry count exact without locks. Reads go straight to LevelDB.
+ */
+export class PartitionStore {
+  readonly location: string;
+  private readonly db: ClassicLevel<Buffer, Buffer>;
+  private readonly syncWrites: boolean;
+  private readonly now: () => number;
+  private readonly logger: Logger | undefined;
+  private readonly sweepIntervalMs: number;
+  private state: State = { seq: 0, count: 0, logicalBytes: 0, lastWriteMs: 0 };
+  private readonly queue: Op[] = [];
+  private draining: Promise<void> | undefined;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private closing: Promise<void> | undefined;
+
+  private constructor(location: string, options: PartitionStoreOptions) {
+    this.location = location;
+    this.db = new ClassicLevel<Buffer, Buffer>(location, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+    this.syncWrites = options.syncWrites ?? true;
+    this.now = options.now ?? Date.now;
+    this.logger = options.logger;
+    this.sweepIntervalMs = options.sweepIntervalMs ?? 5000;
+  }
+
+  /** Opens (creating if needed) the partition at `location` and starts its expiry sweeper. */
+  static async open(location: string, options: PartitionStoreOptions = {}): Promise<PartitionStore> {
+    const store = new PartitionStore(location, options);
+    await store.db.open();
+    const raw = await store.db.get(META_STATE);
+    if (raw !== undefined) store.state = decodeState(raw);
+    if (store.sweepIntervalMs > 0) store.scheduleSweep();
+    return store;
+  }
+
+  /** The live record of `key`, or undefined when absent or expired. */
+  async get(key: Buffer): Promise<StoredRecord | undefined> {
+    const raw = await this.db.get(dataKey(key));
+    if (raw === undefined) return undefined;
+    const record = decodeRecord(raw);
+    return isExpired(record, this.now()) ? undefined : record;
+  }
+
+  /** Writes `value`; rejects with STORE_ETAG_MISMATCH when `expectedEtag` does not match. */
+  put(key: Buffer, value: Buffer, options: PutOptions = {}): Promise<StoredRecord> {
+    return new Promise((resolve, reject) => this.enqueue({ kind: 'put', key, value, options, resolve, reject }));
+  }
+
+  /** Deletes `key`; resolves whether a live entry was deleted. */
+  delete(key: Buffer, expectedEtag?: number): Promise<boolean> {
+    return new Promise((resolve, reject) => this.enqueue({ kind: 'delete', key, expectedEtag, resolve, reject }));
+  }
+
+  /** Writes all rows in one atomic batch (upsert). The caller has checked they belong here. */
+  bulkInsert(rows: readonly BulkRowInput[]): Promise<WriteTiming> {
+    return new Promise((resolve, reject) =>
+      this.enqueue({ kind: 'bulk', rows, enqueuedAt: performance.now(), resolve, reject }),
+    );
+  }
+
+  /** Deletes entries whose expiry has passed; resolves how many. Runs periodically on its own. */
+  sweepExpired(): Promise<number> {
+    return new Promise((resolve, reject) => this.enqueue({ kind: 'sweep', resolve, reject }));
+  }
+
+  /**
+   * Live entries of `[start, end)` (empty end = unbounded) in key order, in arrays of up to
+   * `batchSize`, from one LevelDB snapshot taken when the iteration starts.
+   */
+  async *scan(start: Buffer, end: Buffer, options: { limit?: number; batchSize?: number; signal?: AbortSignal } = {}): AsyncGenerator<StoredEntry[]> {
+    const limit = options.limit && options.limit > 0 ? options.limit : Infinity;
+    const batchSize = Math.max(1, Math.min(options.batchSize ?? 1000, 10_000));
+    const iterator = this.db.iterator(dataRange(start, end));
+    let sent = 0;
+    try {
+      while (sent < limit) {
+        options.signal?.throwIfAborted();
+        const raw = await iterator.nextv(Math.min(batchSize, limit - sent));
+        if (raw.length === 0) return;
+        const now = this.now();
+        const out: StoredEntry[] = [];
+        for (const [k, v] of raw) {
+          const record = decodeRecord(v);
+          if (isExpired(record, now)) continue;
+          out.push({ key: k.subarray(1), ...record });
+        }
+        sent += out.length;
+        if (out.length > 0) yield out;
+      }
+    } finally {
+      await iterator.close();
+    }
+  }
+
+  /** Order-independent digest and count of the live entries of `[start, end)`. */
+  async checksum(start: Buffer, end: Buffer, options: { includeEtag?: boolean; signal?: AbortSignal } = {}): Promise<RangeDigest> {
+    const digest = new RangeDigest();
+    for await (const batch of this.scan(start, end, { batchSize: 1000, signal: options.signal })) {
+      for (const e of batch) digest.add(e.key, e.value, e.expiresAtMs, options.includeEtag ? e.etag : undefined);
+    }
+    return digest;
+  }
+
+  async stats(): Promise<PartitionStoreStats> {
+    const diskBytes = await this.db.approximateSize(Buffer.from([NS_DATA]), DATA_END);
+    return { count: this.state.count, logicalBytes: this.state.logicalBytes, diskBytes, lastWriteMs: this.state.lastWriteMs };
+  }
+
+  /** The highest etag this partition has handed out. */
+  get lastEtag(): number {
+    return this.state.seq;
+  }
+
+  /** Stops intake, finishes queued writes, closes LevelDB. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      clearTimeout(this.sweepTimer);
+      this.sweepTimer = undefined;
+      await this.draining;
+      await this.db.close();
+    })();
+    return this.closing;
+  }
+
+  private enqueue(op: Op): void {
+    if (this.closing !== undefined) {
+      op.reject(new StoreError('STORE_CLOSED', `partition at ${this.location} is closed`));
+      return;
+    }
+    this.queue.push(op);
+    this.draining ??= this.drain().finally(() => {
+      this.draining = undefined;
+    });
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queue.length > 0) {
+      // A bulk insert or a sweep is a group of its own; consecutive puts and deletes share one.
+      const first = this.queue[0]!;
+      let group: Op[];
+      if (first.kind === 'bulk' || first.kind === 'sweep') {
+        group = this.queue.splice(0, 1);
+      } else {
+        let n = 1;
+        while (n < this.queue.length && (this.queue[n]!.kind === 'put' || this.queue[n]!.kind === 'delete')) n++;
+        group = this.queue.splice(0, n);
+      }
+      try {
+        await this.runGroup(group);
+      } catch (err) {
+        for (const op of group) op.reject(err);
+      }
+    }
+  }
+
+  private async runGroup(group: Op[]): Promise<void> {
+    const op = group[0]!;
+    if (op.kind === 'bulk') return this.runBulk(op);
+    if (op.kind === 'sweep') return this.runSweep(op);
+    return this.runSingles(group);
+  }
+
+  private async runSingles(group: Op[]): Promise<void> {
+    const batch = this.db.batch();
+    const next = { ...this.state };
+    const now = this.now();
+    // Later ops in the group must see earlier ones: an overlay of what this batch writes.
+    const overlay = new Map<string, StoredRecord | null>();
+    const settle: Array<() => void> = [];
+    for (const op of group) {
+      if (op.kind !== 'put' && op.kind !== 'delete') continue;
+      const id = op.key.toString('latin1');
+      const dk = dataKey(op.key);
+      const stored = overlay.has(id) ? overlay.get(id)! : await this.readRaw(dk);
+      const live = stored !== null && !isExpired(stored, now) ? stored : null;
+      const expected = op.kind === 'put' ? op.options.expectedEtag : op.expectedEtag;
+      if (expected !== undefined && expected !== (live?.etag ?? 0)) {
+        const current = live?.etag ?? 0;
+        settle.push(() =>
+          op.reject(
+            new StoreError('STORE_ETAG_MISMATCH', `etag mismatch: expected ${expected}, current ${current === 0 ? '0 (key absent)' : current}`, {
+              currentEtag: current,
+            }),
+          ),
+        );
+        continue;
+      }
+      if (stored !== null) {
+        next.count--;
+        next.logicalBytes -= recordBytes(op.key, stored);
+      }
+      if (op.kind === 'put') {
+        const ttl = op.options.ttlMs ?? 0;
+        const record: StoredRecord = { value: op.value, etag: ++next.seq, updatedAtMs: now, expiresAtMs: ttl > 0 ? now + ttl : 0 };
+        batch.put(dk, encodeRecord(record));
+        if (record.expiresAtMs > 0) batch.put(expiryKey(record.expiresAtMs, op.key), EMPTY);
+        next.count++;
+        next.logicalBytes += recordBytes(op.key, record);
+        overlay.set(id, record);
+        settle.push(() => op.resolve(record));
+      } else {
+        if (stored !== null) batch.del(dk);
+        overlay.set(id, null);
+        settle.push(() => op.resolve(live !== null));
+      }
+    }
+    next.lastWriteMs = now;
+    await this.commit(batch, next);
+    for (const s of settle) s();
+  }
+
+  private async runBulk(op: Extract<Op, { kind: 'bulk' }>): Promise<void> {
+    const started = performance.now();
+    const rows = op.rows;
+    const batch = this.db.batch();
+    const next = { ...this.state };
+    const now = this.now();
+    const existing = await this.existingRecords(rows, now);
+    for (let i = 0; i < rows.length; i++) {
+      const row = rows[i]!;
+      const expiresAtMs = row.expiresAtMs ?? 0;
+      if (isExpired({ expiresAtMs }, now)) continue;
+      const dk = dataKey(row.key);
+      const old = existing.get(i);
+      if (old !== undefined) {
+        next.count--;
+        next.logicalBytes -= recordBytes(row.key, old);
+      }
+      let etag = row.etag ?? 0;
+      if (etag > 0) next.seq = Math.max(next.seq, etag);
+      else etag = ++next.seq;
+      const record: StoredRecord = { value: row.value, etag, updatedAtMs: row.updatedAtMs || now, expiresAtMs };
+      batch.put(dk, encodeRecord(record));
+      if (expiresAtMs > 0) batch.put(expiryKey(expiresAtMs, row.key), EMPTY);
+      next.count++;
+      next.logicalBytes += recordBytes(row.key, record);
+    }
+    next.lastWriteMs = now;
+    const built = performance.now();
+    await this.commit(batch, next);
+    op.resolve({ queueMs: started - op.enqueuedAt, writeMs: built - started, fsyncMs: performance.now() - built });
+  }
+
+  /**
+   * The stored records the rows overwrite, by row index. Sorted, distinct keys (the fast path)
+   * take one range iteration merged with the rows: nearly free into an empty range. Anything else
+   * reads key by key and also settles duplicates within the batch.
+   */
+  private async existingRecords(rows: readonly BulkRowInput[], now: number): Promise<Map<number, StoredRecord>> {
+    const found = new Map<number, StoredRecord>();
+    if (rows.length === 0) return found;
+    let sorted = true;
+    for (let i = 1; i < rows.length && sorted; i++) sorted = Buffer.compare(rows[i - 1]!.key, rows[i]!.key) < 0;
+    if (sorted) {
+      const iterator = this.db.iterator({ gte: dataKey(rows[0]!.key), lte: dataKey(rows[rows.length - 1]!.key) });
+      try {
+        let r = 0;
+        for (;;) {
+          const chunk = await iterator.nextv(1000);
+          if (chunk.length === 0) break;
+          for (const [k, v] of chunk) {
+            const key = k.subarray(1);
+            while (r < rows.length && Buffer.compare(rows[r]!.key, key) < 0) r++;
+            if (r < rows.length && rows[r]!.key.equals(key)) found.set(r, decodeRecord(v));
+          }
+        }
+      } finally {
+        await iterator.close();
+      }
+      return found;
+    }
+    // Unsorted or duplicate keys: a later row for a key overwrites the earlier row, not the stored record.
+    const lastSeen = new Map<string, number>();
+    for (let i = 0; i < rows.length; i++) {
+      const row = rows[i]!;
+      if (isExpired({ expiresAtMs: row.expiresAtMs ?? 0 }, now)) continue;
+      const id = row.key.toString('latin1');
+      const prev = lastSeen.get(id);
+      if (prev !== undefined) {
+        const earlier = rows[prev]!;
+        found.set(i, { value: earlier.value, etag: 0, updatedAtMs: 0, expiresAtMs: earlier.expiresAtMs ?? 0 });
+      } else {
+        const stored = await this.readRaw(dataKey(row.key));
+        if (stored !== null) found.set(i, stored);
+      }
+      lastSeen.set(id, i);
+    }
+    return found;
+  }
+
+  private async runSweep(op: Extract<Op, { kind: 'sweep' }>): Promise<void> {
+    const now = this.now();
+    const upper = Buffer.alloc(9);
+    upper[0] = NS_EXPIRY;
+    writeU64(upper, 1, now + 1);
+    const entries = await this.db.keys({ gte: Buffer.from([NS_EXPIRY]), lt: upper, limit: SWEEP_BATCH }).all();
+    if (entries.length === 0) return op.resolve(0);
+    const batch = this.db.batch();
+    const next = { ...this.state };
+    let swept = 0;
+    for (const indexKey of entries) {
+      const expiresAtMs = readU64(indexKey, 1);
+      const key = indexKey.subarray(9);
+      const dk = dataKey(key);
+      const stored = await this.readRaw(dk);
+      // The index may be stale: the key was rewritten (other or no expiry) or deleted since.
+      if (stored !== null && stored.expiresAtMs === expiresAtMs) {
+        batch.del(dk);
+        next.count--;
+        next.logicalBytes -= recordBytes(key, stored);
+        swept++;
+      }
+      batch.del(indexKey);
+    }
+    await this.commit(batch, next);
+    op.resolve(swept);
+    // More may be due than one sweep takes.
+    if (entries.length === SWEEP_BATCH) void this.sweepExpired().catch((err: unknown) => this.logSweepError(err));
+  }
+
+  private async commit(batch: ReturnType<ClassicLevel<Buffer, Buffer>['batch']>, next: State): Promise<void> {
+    batch.put(META_STATE, encodeState(next));
+    await batch.write({ sync: this.syncWrites });
+    this.state = next;
+  }
+
+  private async readRaw(dk: Buffer): Promise<StoredRecord | null> {
+    const raw = await this.db.get(dk);
+    return raw === undefined ? null : decodeRecord(raw);
+  }
+
+  private scheduleSweep(): void {
+    this.sweepTimer = setTimeout(() => {
+      this.sweepExpired()
+        .catch((err: unknown) => this.logSweepError(err))
+        .finally(() => {
+          if (this.closing === undefined) this.scheduleSweep();
+        });
+    }, this.sweepIntervalMs);
+    this.sweepTimer.unref();
+  }
+
+  private logSweepError(err: unknown): void {
+    if (this.closing !== undefined) return;
+    this.logger?.error({ err, location: this.location }, 'expiry sweep failed; will retry');
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+function dataKey(key: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(key.length + 1);
+  out[0] = NS_DATA;
+  key.copy(out, 1);
+  return out;
+}
+
+function dataRange(start: Buffer, end: Buffer): { gte: Buffer; lt: Buffer } {
+  return { gte: dataKey(start), lt: end.length === 0 ? DATA_END : dataKey(end) };
+}
+
+function expiryKey(expiresAtMs: number, key: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(9 + key.length);
+  out[0] = NS_EXPIRY;
+  writeU64(out, 1, expiresAtMs);
+  key.copy(out, 9);
+  return out;
+}
+
+/** What an entry adds to `logicalBytes`: its LevelDB key and encoded record. */
+function recordBytes(key: Buffer, record: StoredRecord): number {
+  return key.length + 1 + encodedRecordLength(record);
+}
+
+function encodeState(s: State): Buffer {
+  const out = Buffer.allocUnsafe(32);
+  writeU64(out, 0, s.seq);
+  writeU64(out, 8, s.count);
+  writeU64(out, 16, s.logicalBytes);
+  writeU64(out, 24, s.lastWriteMs);
+  return out;
+}
+
+function decodeState(raw: Buffer): State {
+  return { seq: readU64(raw, 0), count: readU64(raw, 8), logicalBytes: readU64(raw, 16), lastWriteMs: readU64(raw, 24) };
+}

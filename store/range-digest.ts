@@ -1,0 +1,53 @@
+import { createHash } from 'node:crypto';
+
+const LANES = 8;
+
+/**
+ * An order-independent digest of a set of entries: each entry is hashed with SHA-256 and the
+ * hashes are added lane-wise (8 × 32-bit lanes, mod 2^32). Identical contents give identical
+ * digests however they were written, and digests of disjoint ranges merge by addition — so a
+ * range can be verified across any partitioning.
+ */
+export class RangeDigest {
+  private readonly lanes = new Uint32Array(LANES);
+  private entries = 0;
+
+  /** Adds one entry. `etag` is hashed only when given (for comparisons that keep etags). */
+  add(key: Uint8Array, value: Uint8Array, expiresAtMs: number, etag?: number): void {
+    const header = Buffer.allocUnsafe(etag === undefined ? 16 : 24);
+    header.writeUInt32BE(key.byteLength, 0);
+    header.writeUInt32BE(value.byteLength, 4);
+    header.writeDoubleBE(expiresAtMs, 8);
+    if (etag !== undefined) header.writeDoubleBE(etag, 16);
+    const hash = createHash('sha256').update(header).update(key).update(value).digest();
+    for (let i = 0; i < LANES; i++) this.lanes[i] = (this.lanes[i]! + hash.readUInt32BE(i * 4)) >>> 0;
+    this.entries++;
+  }
+
+  /** Adds every entry of another digest (of a disjoint set). */
+  merge(other: RangeDigest): this {
+    for (let i = 0; i < LANES; i++) this.lanes[i] = (this.lanes[i]! + other.lanes[i]!) >>> 0;
+    this.entries += other.entries;
+    return this;
+  }
+
+  get count(): number {
+    return this.entries;
+  }
+
+  /** 64 hex characters. */
+  toHex(): string {
+    const out = Buffer.allocUnsafe(LANES * 4);
+    for (let i = 0; i < LANES; i++) out.writeUInt32BE(this.lanes[i]!, i * 4);
+    return out.toString('hex');
+  }
+
+  static fromHex(hex: string, count: number): RangeDigest {
+    if (!/^[0-9a-f]{64}$/.test(hex)) throw new RangeError(`a digest is 64 lowercase hex characters, got "${hex.slice(0, 80)}"`);
+    const digest = new RangeDigest();
+    const bytes = Buffer.from(hex, 'hex');
+    for (let i = 0; i < LANES; i++) digest.lanes[i] = bytes.readUInt32BE(i * 4);
+    digest.entries = count;
+    return digest;
+  }
+}

@@ -1,0 +1,70 @@
+import { StoreError } from './store-errors.js';
+
+/** What the store keeps for a key: the value and its metadata. Times are Unix ms; 0 = unset. */
+export interface StoredRecord {
+  value: Buffer;
+  /** Per-key version: changes on every write, never goes backwards on a node. */
+  etag: number;
+  updatedAtMs: number;
+  /** 0 = never expires. */
+  expiresAtMs: number;
+}
+
+/**
+ * Layout, version 1 (big-endian):
+ *   [0] format version = 1   [1] flags (bit 0: has expiry)
+ *   [2..10) etag u64   [10..18) updatedAt ms u64   [18..26) expiresAt ms u64 (only with bit 0)
+ *   then the value bytes.
+ * A leading version byte lets a later layout be read next to this one.
+ */
+export const RECORD_FORMAT_VERSION = 1;
+const FLAG_EXPIRES = 1;
+const HEADER_BYTES = 18;
+const TWO_32 = 2 ** 32;
+
+/** The size of `encodeRecord(record)` in bytes, without encoding it. */
+export function encodedRecordLength(record: StoredRecord): number {
+  return HEADER_BYTES + (record.expiresAtMs > 0 ? 8 : 0) + record.value.length;
+}
+
+export function encodeRecord(record: StoredRecord): Buffer {
+  const hasExpiry = record.expiresAtMs > 0;
+  const header = HEADER_BYTES + (hasExpiry ? 8 : 0);
+  const out = Buffer.allocUnsafe(header + record.value.length);
+  out[0] = RECORD_FORMAT_VERSION;
+  out[1] = hasExpiry ? FLAG_EXPIRES : 0;
+  writeU64(out, 2, record.etag);
+  writeU64(out, 10, record.updatedAtMs);
+  if (hasExpiry) writeU64(out, 18, record.expiresAtMs);
+  record.value.copy(out, header);
+  return out;
+}
+
+/** Decodes a stored record; the value is a view into `bytes`, not a copy. */
+export function decodeRecord(bytes: Buffer): StoredRecord {
+  if (bytes.length < HEADER_BYTES || bytes[0] !== RECORD_FORMAT_VERSION) {
+    throw new StoreError('STORE_INTERNAL', `unreadable record: format version ${bytes[0] ?? 'missing'}, ${bytes.length} bytes`);
+  }
+  const hasExpiry = (bytes[1]! & FLAG_EXPIRES) !== 0;
+  const header = HEADER_BYTES + (hasExpiry ? 8 : 0);
+  return {
+    etag: readU64(bytes, 2),
+    updatedAtMs: readU64(bytes, 10),
+    expiresAtMs: hasExpiry ? readU64(bytes, 18) : 0,
+    value: bytes.subarray(header),
+  };
+}
+
+/** True when the record has an expiry at or before `nowMs`: it reads as absent. */
+export function isExpired(record: Pick<StoredRecord, 'expiresAtMs'>, nowMs: number): boolean {
+  return record.expiresAtMs > 0 && record.expiresAtMs <= nowMs;
+}
+
+export function writeU64(buf: Buffer, offset: number, n: number): void {
+  buf.writeUInt32BE(Math.floor(n / TWO_32), offset);
+  buf.writeUInt32BE(n >>> 0, offset + 4);
+}
+
+export function readU64(buf: Buffer, offset: number): number {
+  return buf.readUInt32BE(offset) * TWO_32 + buf.readUInt32BE(offset + 4);
+}

@@ -1,0 +1,337 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from '../common/index.js';
+import { Key } from './key.js';
+import { NodeConnection, type CallLimits } from './node-connection.js';
+import { PartitionMap, type Partition } from './partition-map.js';
+import type { BulkRowInput, StoredEntry } from './partition-store.js';
+import { bulkPutAll, type BulkPutOptions, type BulkPutResult } from './bulk-writer.js';
+import { RangeDigest } from './range-digest.js';
+import type { StoredRecord } from './record.js';
+import { StoreError } from './store-errors.js';
+import type { ScanRequest } from './proto/gen/shardpipe/store/v1/store.js';
+
+/** Options of the thick client. Times in milliseconds. */
+export interface StoreClientOptions {
+  /** Addresses (HOST:PORT) of nodes to fetch the partition map from. At least one. */
+  seeds: readonly string[];
+  /** Deadline of one RPC attempt. Default 10000. */
+  rpcDeadlineMs?: number;
+  /** Budget of a whole operation including retries and map refreshes. Default 30000. */
+  operationTimeoutMs?: number;
+  /** First retry delay; doubles per attempt, with full jitter. Default 50. */
+  retryBaseMs?: number;
+  /** Cap of one retry delay. Default 2000. */
+  retryMaxMs?: number;
+  logger?: Logger;
+}
+
+/** Options every call takes. */
+export interface CallOptions {
+  signal?: AbortSignal;
+  /** Overrides the client's operation budget for this call. */
+  timeoutMs?: number;
+}
+
+export interface ClientPutOptions extends CallOptions {
+  /** Compare-and-set against this etag (0 = the key must not exist). */
+  expectedEtag?: number;
+  /** Time to live in ms. */
+  ttlMs?: number;
+}
+
+export interface ScanOptions extends CallOptions {
+  /** Most entries in all; 0 or absent = no limit. */
+  limit?: number;
+  /** Entries per streamed batch. Default 1000. */
+  batchSize?: number;
+}
+
+export interface NodeStats {
+  node: string;
+  /** The node's answer, or why it gave none. */
+  result:
+    | { ok: true; mapVersion: number; partitions: Array<{ id: number; approxCount: number; logicalBytes: number; diskBytes: number; lastWriteMs: number }> }
+    | { ok: false; error: StoreError };
+}
+
+/** Where to continue an operation after a failed attempt. */
+type Recovery = 'retry-now' | 'retry-after-backoff' | 'fail';
+
+/**
+ * The thick client: fetches the partition map from the seeds, routes each key to its owner over one
+ * channel per node, refreshes the map on FAILED_PRECONDITION and retries UNAVAILABLE with backoff
+ * and jitter within the operation's deadline.
+ */
+export class StoreClient {
+  private readonly seeds: readonly string[];
+  private readonly rpcDeadlineMs: number;
+  private readonly operationTimeoutMs: number;
+  private readonly retryBaseMs: number;
+  private readonly retryMaxMs: number;
+  private readonly logger: Logger | undefined;
+  private readonly connections = new Map<string, NodeConnection>();
+  private currentMap: PartitionMap | undefined;
+  private refreshing: Promise<PartitionMap> | undefined;
+  private closed = false;
+
+  constructor(options: StoreClientOptions) {
+    if (options.seeds.length === 0) throw new TypeError('StoreClient needs at least one seed node (HOST:PORT)');
+    this.seeds = [...options.seeds];
+    this.rpcDeadlineMs = options.rpcDeadlineMs ?? 10_000;
+    this.operationTimeoutMs = options.operationTimeoutMs ?? 30_000;
+    this.retryBaseMs = options.retryBaseMs ?? 50;
+    this.retryMaxMs = options.retryMaxMs ?? 2000;
+    this.logger = options.logger;
+  }
+
+  /** The map in use, fetching it first if needed. */
+  async map(options: CallOptions = {}): Promise<PartitionMap> {
+    return this.currentMap ?? this.refreshMap(options);
+  }
+
+  /**
+   * Fetches the newest map any reachable node has: seeds first, then nodes of the known map.
+   * Concurrent callers share one fetch.
+   */
+  refreshMap(options: CallOptions = {}): Promise<PartitionMap> {
+    this.refreshing ??= this.fetchMap(options).finally(() => {
+      this.refreshing = undefined;
+    });
+    return this.refreshing;
+  }
+
+  async get(key: Key, options: CallOptions = {}): Promise<StoredRecord | undefined> {
+    const response = await this.routed(key.bytes, options, (conn, mapVersion, limits) =>
+      conn.unary('get', { mapVersion, key: key.bytes }, limits),
+    );
+    return response.found && response.entry ? fromEntry(response.entry) : undefined;
+  }
+
+  /** Writes a value; rejects with STORE_ETAG_MISMATCH (carrying `currentEtag`) when a CAS fails. */
+  async put(key: Key, value: Buffer, options: ClientPutOptions = {}): Promise<StoredRecord> {
+    const response = await this.routed(key.bytes, options, (conn, mapVersion, limits) =>
+      conn.unary('put', { mapVersion, key: key.bytes, value, expectedEtag: options.expectedEtag, ttlMs: options.ttlMs ?? 0 }, limits),
+    );
+    return { value, etag: response.etag, updatedAtMs: response.updatedAtMs, expiresAtMs: response.expiresAtMs };
+  }
+
+  /** Deletes a key; resolves whether a live entry was deleted. */
+  async delete(key: Key, options: CallOptions & { expectedEtag?: number } = {}): Promise<boolean> {
+    const response = await this.routed(key.bytes, options, (conn, mapVersion, limits) =>
+      conn.unary('delete', { mapVersion, key: key.bytes, expectedEtag: options.expectedEtag }, limits),
+    );
+    return response.deleted;
+  }
+
+  /**
+   * Streams the live entries of `[start, end)` (empty = unbounded) in key order across partitions
+   * and nodes, until `limit` or the end. Each partition's part reads one snapshot; a failed stream
+   * resumes after the last entry received.
+   */
+  async *scanAll(start: Buffer, end: Buffer, options: ScanOptions = {}): AsyncGenerator<StoredEntry[]> {
+    let cursor: Buffer | undefined = start;
+    let remaining = options.limit && options.limit > 0 ? options.limit : Infinity;
+    // Streams run as long as the reader pulls: no per-RPC deadline unless the caller sets a budget.
+    const streamDeadline = options.timeoutMs === undefined ? Infinity : Date.now() + options.timeoutMs;
+    let retryDeadline = Date.now() + this.budget(options);
+    for (let tries = 0; cursor !== undefined && remaining > 0; ) {
+      const map = await this.map(options);
+      const partition = map.lookup(cursor);
+      const request: ScanRequest = { mapVersion: map.version, start: cursor, end, limit: Number.isFinite(remaining) ? remaining : 0, batchSize: options.batchSize ?? 1000 };
+      let next: Buffer | undefined = cursor;
+      try {
+        for await (const batch of this.connection(partition.node).scan(request, { deadline: streamDeadline, signal: options.signal })) {
+          if (batch.entries.length > 0) {
+            const entries = batch.entries.map((e) => ({ key: e.key, ...fromEntry(e) }));
+            // Resume after what was handed out if the stream breaks.
+            next = successor(entries[entries.length - 1]!.key);
+            cursor = next;
+            remaining -= entries.length;
+            tries = 0;
+            retryDeadline = Date.now() + this.budget(options);
+            yield entries;
+          }
+          if (batch.last) {
+            next = batch.next.length > 0 ? batch.next : undefined;
+            break;
+          }
+        }
+        cursor = next;
+      } catch (err) {
+        await this.afterFailure(toStoreError(err), map, partition.node, tries++, retryDeadline, options);
+      }
+    }
+  }
+
+  /** Writes a sorted stream of row chunks with pipelined BulkInsert calls (see `bulkPutAll`). */
+  bulkPutAll(source: AsyncIterable<readonly BulkRowInput[]> | Iterable<readonly BulkRowInput[]>, options: BulkPutOptions = {}): Promise<BulkPutResult> {
+    return bulkPutAll(this, source, options);
+  }
+
+  /** Order-independent digest and count of `[start, end)` across partitions (see RangeDigest). */
+  async checksum(start: Buffer, end: Buffer, options: CallOptions & { includeEtag?: boolean } = {}): Promise<RangeDigest> {
+    const total = new RangeDigest();
+    let cursor: Buffer | undefined = start;
+    while (cursor !== undefined) {
+      const from: Buffer = cursor;
+      const response = await this.routed(from, options, (conn, mapVersion, limits) =>
+        conn.unary('checksum', { mapVersion, start: from, end, includeEtag: options.includeEtag ?? false }, limits),
+      );
+      total.merge(RangeDigest.fromHex(response.digest, response.count));
+      cursor = response.next.length > 0 ? response.next : undefined;
+    }
+    return total;
+  }
+
+  /** Every node's partition stats; a node that does not answer is reported, not dropped. */
+  async stats(options: CallOptions = {}): Promise<NodeStats[]> {
+    const map = await this.map(options);
+    return Promise.all(
+      map.nodes().map(async (node): Promise<NodeStats> => {
+        try {
+          const r = await this.connection(node).unary('partitionStats', { partitionIds: [] }, this.limits(Date.now() + this.budget(options), options));
+          return { node, result: { ok: true, mapVersion: r.mapVersion, partitions: r.partitions } };
+        } catch (err) {
+          return { node, result: { ok: false, error: err as StoreError } };
+        }
+      }),
+    );
+  }
+
+  /**
+   * Installs `map` on every node it names (admin). Nodes that already have it are fine; each
+   * node's outcome is returned. Afterwards the client uses the new map.
+   */
+  async installMap(map: PartitionMap, options: CallOptions = {}): Promise<Array<{ node: string; installed: boolean; error?: StoreError }>> {
+    const deadline = Date.now() + this.budget(options);
+    const results = await Promise.all(
+      map.nodes().map(async (node) => {
+        try {
+          const r = await this.connection(node).unary('setPartitionMap', { map: map.toProto() }, this.limits(deadline, options));
+          return { node, installed: r.installed };
+        } catch (err) {
+          return { node, installed: false, error: err as StoreError };
+        }
+      }),
+    );
+    if (!this.currentMap || this.currentMap.version < map.version) this.currentMap = map;
+    return results;
+  }
+
+  /** Closes every channel. Idempotent. */
+  close(): void {
+    this.closed = true;
+    for (const conn of this.connections.values()) conn.close();
+    this.connections.clear();
+  }
+
+  /** The channel to `address`, created once and reused. */
+  connection(address: string): NodeConnection {
+    if (this.closed) throw new StoreError('STORE_CLOSED', 'the store client is closed');
+    let conn = this.connections.get(address);
+    if (!conn) {
+      conn = new NodeConnection(address);
+      this.connections.set(address, conn);
+    }
+    return conn;
+  }
+
+  /**
+   * Runs `attempt` against the owner of `key` under the current map, recovering from stale maps,
+   * nodes behind on the map, and unavailable nodes until the operation's deadline.
+   */
+  async routed<T>(
+    key: Buffer,
+    options: CallOptions,
+    attempt: (conn: NodeConnection, mapVersion: number, limits: CallLimits, partition: Partition) => Promise<T>,
+  ): Promise<T> {
+    const deadline = Date.now() + this.budget(options);
+    for (let tries = 0; ; tries++) {
+      const map = await this.map(options);
+      const partition = map.lookup(key);
+      try {
+        return await attempt(this.connection(partition.node), map.version, this.limits(deadline, options), partition);
+      } catch (err) {
+        await this.afterFailure(toStoreError(err), map, partition.node, tries, deadline, options);
+      }
+    }
+  }
+
+  /** Decides after a failed attempt: rethrows when final, otherwise recovers and waits as needed. */
+  private async afterFailure(error: StoreError, map: PartitionMap, node: string, tries: number, deadline: number, options: CallOptions): Promise<void> {
+    const recovery = await this.recover(error, map, node, options);
+    if (recovery === 'fail' || Date.now() >= deadline || options.signal?.aborted) throw error;
+    if (recovery === 'retry-after-backoff') {
+      const delay = Math.min(this.retryMaxMs, this.retryBaseMs * 2 ** Math.min(tries, 16)) * Math.random();
+      this.logger?.debug({ node, code: error.code, delayMs: Math.round(delay) }, 'retrying store call');
+      await sleep(Math.min(delay, Math.max(0, deadline - Date.now())), undefined, { signal: options.signal });
+    }
+  }
+
+  private async recover(error: StoreError, map: PartitionMap, node: string, options: CallOptions): Promise<Recovery> {
+    switch (error.code) {
+      case 'STORE_STALE_MAP':
+      case 'STORE_NOT_OWNER':
+        // The node knows a newer map (or the key moved): take the newest map around.
+        await this.refreshMap(options).catch(() => undefined);
+        return this.currentMap && this.currentMap.version > map.version ? 'retry-now' : 'retry-after-backoff';
+      case 'STORE_NODE_MAP_BEHIND':
+        // The node missed an install: hand it ours, which another node gave us.
+        await this.connection(node)
+          .unary('setPartitionMap', { map: map.toProto() }, this.limits(Date.now() + this.rpcDeadlineMs, options))
+          .catch((err: unknown) => this.logger?.warn({ err, node }, 'could not bring a node up to the current map'));
+        return 'retry-after-backoff';
+      case 'STORE_UNAVAILABLE':
+      case 'STORE_DEADLINE_EXCEEDED':
+        return 'retry-after-backoff';
+      default:
+        return 'fail';
+    }
+  }
+
+  private async fetchMap(options: CallOptions): Promise<PartitionMap> {
+    const candidates = [...new Set([...this.seeds, ...(this.currentMap?.nodes() ?? [])])];
+    const deadline = Date.now() + Math.min(this.budget(options), this.rpcDeadlineMs);
+    const answers = await Promise.all(
+      candidates.map(async (address) => {
+        try {
+          return PartitionMap.fromProto(await this.connection(address).unary('getPartitionMap', {}, this.limits(deadline, options)));
+        } catch (err) {
+          return err as StoreError;
+        }
+      }),
+    );
+    const maps = answers.filter((a): a is PartitionMap => a instanceof PartitionMap);
+    if (maps.length === 0) {
+      const reasons = answers.map((a, i) => `${candidates[i]}: ${(a as Error).message}`).join('; ');
+      throw new StoreError('STORE_UNAVAILABLE', `no store node answered for the partition map (${reasons})`);
+    }
+    const newest = maps.reduce((a, b) => (b.version > a.version ? b : a));
+    if (!this.currentMap || newest.version > this.currentMap.version) {
+      if (this.currentMap) this.logger?.info({ from: this.currentMap.version, to: newest.version }, 'partition map refreshed');
+      this.currentMap = newest;
+    }
+    return this.currentMap;
+  }
+
+  private budget(options: CallOptions): number {
+    return options.timeoutMs ?? this.operationTimeoutMs;
+  }
+
+  private limits(deadline: number, options: CallOptions): CallLimits {
+    return { deadline: Math.min(deadline, Date.now() + this.rpcDeadlineMs), signal: options.signal };
+  }
+}
+
+/** The smallest key after `key`. */
+export function successor(key: Buffer): Buffer {
+  return Buffer.concat([key, Buffer.from([0])]);
+}
+
+function toStoreError(err: unknown): StoreError {
+  return err instanceof StoreError ? err : new StoreError('STORE_UNKNOWN', String(err), { cause: err });
+}
+
+function fromEntry(e: { value: Buffer; etag: number; updatedAtMs: number; expiresAtMs: number }): StoredRecord {
+  return { value: e.value, etag: e.etag, updatedAtMs: e.updatedAtMs, expiresAtMs: e.expiresAtMs };
+}

@@ -1,0 +1,57 @@
+import { status } from '@grpc/grpc-js';
+import { ShardpipeError, type ShardpipeErrorOptions } from '../common/index.js';
+
+/** Every code a StoreError can carry, with the gRPC status it travels as and whether a retry may help. */
+export const STORE_ERROR_CODES = {
+  STORE_INVALID_KEY: { grpc: status.INVALID_ARGUMENT, retryable: false },
+  STORE_INVALID_ARGUMENT: { grpc: status.INVALID_ARGUMENT, retryable: false },
+  STORE_VALUE_TOO_LARGE: { grpc: status.INVALID_ARGUMENT, retryable: false },
+  STORE_BATCH_TOO_LARGE: { grpc: status.RESOURCE_EXHAUSTED, retryable: false },
+  STORE_INVALID_MAP: { grpc: status.INVALID_ARGUMENT, retryable: false },
+  STORE_STALE_MAP: { grpc: status.FAILED_PRECONDITION, retryable: true },
+  STORE_NODE_MAP_BEHIND: { grpc: status.FAILED_PRECONDITION, retryable: true },
+  STORE_NOT_OWNER: { grpc: status.FAILED_PRECONDITION, retryable: true },
+  STORE_MAP_NOT_NEWER: { grpc: status.FAILED_PRECONDITION, retryable: false },
+  STORE_MAP_CONFLICT: { grpc: status.FAILED_PRECONDITION, retryable: false },
+  STORE_ETAG_MISMATCH: { grpc: status.ABORTED, retryable: false },
+  STORE_NOT_FOUND: { grpc: status.NOT_FOUND, retryable: false },
+  STORE_UNAVAILABLE: { grpc: status.UNAVAILABLE, retryable: true },
+  STORE_DEADLINE_EXCEEDED: { grpc: status.DEADLINE_EXCEEDED, retryable: true },
+  STORE_CANCELLED: { grpc: status.CANCELLED, retryable: false },
+  STORE_CLOSED: { grpc: status.UNAVAILABLE, retryable: false },
+  STORE_INTERNAL: { grpc: status.INTERNAL, retryable: false },
+  STORE_UNKNOWN: { grpc: status.UNKNOWN, retryable: false },
+} as const;
+
+export type StoreErrorCode = keyof typeof STORE_ERROR_CODES;
+
+export interface StoreErrorOptions extends Omit<ShardpipeErrorOptions, 'retryable'> {
+  /** The partition map version of the node that raised it (stale-map and not-owner errors). */
+  mapVersion?: number;
+  /** The key's current etag (etag mismatches); 0 = the key does not exist. */
+  currentEtag?: number;
+}
+
+/** A failure of the store or of a call to it. The code decides the gRPC status and retryability. */
+export class StoreError extends ShardpipeError {
+  override readonly code: StoreErrorCode;
+  readonly mapVersion: number | undefined;
+  readonly currentEtag: number | undefined;
+
+  constructor(code: StoreErrorCode, message: string, options: StoreErrorOptions = {}) {
+    super(code, message, { ...options, retryable: STORE_ERROR_CODES[code].retryable });
+    this.name = 'StoreError';
+    this.code = code;
+    this.mapVersion = options.mapVersion;
+    this.currentEtag = options.currentEtag;
+  }
+
+  /** The gRPC status code this error is sent as. */
+  get grpcStatus(): status {
+    return STORE_ERROR_CODES[this.code].grpc;
+  }
+}
+
+export function isStoreErrorCode(code: string): code is StoreErrorCode {
+  return Object.hasOwn(STORE_ERROR_CODES, code);
+}

@@ -1,0 +1,340 @@
+import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from '../common/index.js';
+import { DEFAULT_MAX_KEY_BYTES, Key, displayBytes } from './key.js';
+import { PartitionMap, partitionContains, type Partition } from './partition-map.js';
+import { PartitionStore, type BulkRowInput, type PartitionStoreStats, type PutOptions, type StoredEntry, type WriteTiming } from './partition-store.js';
+import type { StoredRecord } from './record.js';
+import type { RangeDigest } from './range-digest.js';
+import { StoreError } from './store-errors.js';
+
+/** Options of a store node. Sizes in bytes, times in milliseconds. */
+export interface StoreNodeOptions {
+  /** This node's address as it appears in the partition map (HOST:PORT). Required. */
+  node: string;
+  /** Folder for the persisted map and one LevelDB folder per partition. Required. */
+  dataDir: string;
+  /** A map to start from; the newer of it and the persisted one is used. */
+  initialMap?: PartitionMap;
+  /** Longest key accepted. Default 4096. */
+  maxKeyBytes?: number;
+  /** Largest value accepted. Default 4 MiB. */
+  maxValueBytes?: number;
+  /** Largest BulkInsert batch (sum of key and value bytes). Default 16 MiB. */
+  maxBatchBytes?: number;
+  /** fsync each write batch before acknowledging. Default true; false trades durability for speed. */
+  syncWrites?: boolean;
+  /** Expiry sweeper interval. Default 5000; 0 disables it. */
+  sweepIntervalMs?: number;
+  logger?: Logger;
+}
+
+/** A bounded range request, after the node has clamped it to one of its partitions. */
+export interface ClampedRange {
+  partition: Partition;
+  start: Buffer;
+  end: Buffer;
+  /** Where the caller continues when its range extends past this partition; empty = done. */
+  next: Buffer;
+}
+
+export interface BulkInsertResult {
+  accepted: number;
+  nextKey: Buffer | undefined;
+  timing: WriteTiming;
+}
+
+const MAP_FILE = 'partition-map.json';
+
+/**
+ * The store node's logic, without gRPC: owns one PartitionStore per partition the map assigns to
+ * it, checks every request against the map version and ownership, and persists the newest map.
+ */
+export class StoreNode {
+  readonly address: string;
+  readonly maxKeyBytes: number;
+  readonly maxValueBytes: number;
+  readonly maxBatchBytes: number;
+  private readonly dataDir: string;
+  private readonly syncWrites: boolean;
+  private readonly sweepIntervalMs: number;
+  private readonly logger: Logger | undefined;
+  private currentMap: PartitionMap;
+  private readonly stores = new Map<number, PartitionStore>();
+  private mapChange: Promise<unknown> = Promise.resolve();
+  private draining = false;
+  private closed: Promise<void> | undefined;
+
+  private constructor(options: StoreNodeOptions, map: PartitionMap) {
+    this.address = options.node;
+    this.dataDir = options.dataDir;
+    this.maxKeyBytes = positive('maxKeyBytes', options.maxKeyBytes ?? DEFAULT_MAX_KEY_BYTES);
+    this.maxValueBytes = positive('maxValueBytes', options.maxValueBytes ?? 4 * 1024 * 1024);
+    this.maxBatchBytes = positive('maxBatchBytes', options.maxBatchBytes ?? 16 * 1024 * 1024);
+    this.syncWrites = options.syncWrites ?? true;
+    this.sweepIntervalMs = options.sweepIntervalMs ?? 5000;
+    this.logger = options.logger;
+    this.currentMap = map;
+  }
+
+  /** Loads the persisted map (or the initial one, whichever is newer) and opens this node's partitions. */
+  static async open(options: StoreNodeOptions): Promise<StoreNode> {
+    await mkdir(options.dataDir, { recursive: true });
+    const persisted = await readMapFile(join(options.dataDir, MAP_FILE));
+    const initial = options.initialMap;
+    let map = persisted ?? initial;
+    if (map === undefined) {
+      throw new StoreError('STORE_INVALID_MAP', `no partition map: ${options.dataDir} has none persisted, so pass one (--map FILE)`);
+    }
+    if (persisted && initial && initial.version > persisted.version) map = initial;
+    if (persisted && initial && initial.version < persisted.version) {
+      options.logger?.warn({ given: initial.version, persisted: persisted.version }, 'ignoring the given partition map: the persisted one is newer');
+    }
+    const node = new StoreNode(options, map);
+    if (map !== persisted) await node.persistMap(map);
+    await node.openOwnedPartitions(map);
+    if (map.partitionsOf(node.address).length === 0) {
+      options.logger?.warn({ node: node.address, mapVersion: map.version }, 'this node owns no partition in the map');
+    }
+    return node;
+  }
+
+  get map(): PartitionMap {
+    return this.currentMap;
+  }
+
+  /** Partitions this node serves, in key order. */
+  ownedPartitions(): Partition[] {
+    return this.currentMap.partitionsOf(this.address);
+  }
+
+  async get(mapVersion: number, key: Buffer): Promise<StoredRecord | undefined> {
+    const { store } = this.route(mapVersion, key);
+    return store.get(key);
+  }
+
+  async put(mapVersion: number, key: Buffer, value: Buffer, options: PutOptions): Promise<StoredRecord> {
+    this.checkValue(value, key);
+    if (options.ttlMs !== undefined && (!Number.isSafeInteger(options.ttlMs) || options.ttlMs < 0)) {
+      throw new StoreError('STORE_INVALID_ARGUMENT', `ttl must be a whole number of milliseconds ≥ 0, got ${options.ttlMs}`);
+    }
+    const { store } = this.route(mapVersion, key);
+    return store.put(key, value, options);
+  }
+
+  async delete(mapVersion: number, key: Buffer, expectedEtag?: number): Promise<boolean> {
+    const { store } = this.route(mapVersion, key);
+    return store.delete(key, expectedEtag);
+  }
+
+  /**
+   * Writes the longest prefix of `rows` that falls in the first row's partition, atomically.
+   * Rejects the whole batch when it is too large or any row is invalid (naming the row).
+   */
+  async bulkInsert(mapVersion: number, rows: readonly BulkRowInput[]): Promise<BulkInsertResult> {
+    if (rows.length === 0) return { accepted: 0, nextKey: undefined, timing: { queueMs: 0, writeMs: 0, fsyncMs: 0 } };
+    let bytes = 0;
+    for (let i = 0; i < rows.length; i++) {
+      const row = rows[i]!;
+      const problem = Key.problem(row.key, this.maxKeyBytes);
+      if (problem !== undefined) {
+        throw new StoreError('STORE_INVALID_KEY', `row ${i}: ${problem}`, { context: { row: i } });
+      }
+      this.checkValue(row.value, row.key, i);
+      bytes += row.key.length + row.value.length;
+    }
+    if (bytes > this.maxBatchBytes) {
+      throw new StoreError('STORE_BATCH_TOO_LARGE', `batch of ${rows.length} rows is ${bytes} bytes, over the limit of ${this.maxBatchBytes} bytes: send smaller batches`, {
+        context: { bytes, limit: this.maxBatchBytes },
+      });
+    }
+    const { partition, store } = this.route(mapVersion, rows[0]!.key);
+    let accepted = 1;
+    while (accepted < rows.length && partitionContains(partition, rows[accepted]!.key)) accepted++;
+    const timing = await store.bulkInsert(accepted === rows.length ? rows : rows.slice(0, accepted));
+    return { accepted, nextKey: accepted < rows.length ? rows[accepted]!.key : undefined, timing };
+  }
+
+  /** Streams live entries of the part of `[start, end)` inside the partition owning `start`. */
+  scan(range: ClampedRange, options: { limit?: number; batchSize?: number; signal?: AbortSignal }): AsyncGenerator<StoredEntry[]> {
+    return this.storeOf(range.partition).scan(range.start, range.end, options);
+  }
+
+  async checksum(range: ClampedRange, options: { includeEtag?: boolean; signal?: AbortSignal }): Promise<RangeDigest> {
+    return this.storeOf(range.partition).checksum(range.start, range.end, options);
+  }
+
+  /**
+   * Checks a range request and clamps it to the partition that owns `start` (empty = the
+   * beginning of the keyspace), which this node must own.
+   */
+  clampRange(mapVersion: number, start: Buffer, end: Buffer): ClampedRange {
+    if (start.length > 0) {
+      const problem = Key.problem(start, this.maxKeyBytes);
+      if (problem !== undefined) throw new StoreError('STORE_INVALID_KEY', `range start: ${problem}`);
+    }
+    if (end.length > 0 && Buffer.compare(start, end) >= 0) {
+      throw new StoreError('STORE_INVALID_ARGUMENT', `empty range: start "${displayBytes(start)}" is not below end "${displayBytes(end)}"`);
+    }
+    const { partition } = this.route(mapVersion, start);
+    const endsInside = partition.end.length === 0 || (end.length > 0 && Buffer.compare(end, partition.end) <= 0);
+    return endsInside
+      ? { partition, start, end, next: Buffer.alloc(0) }
+      : { partition, start, end: partition.end, next: partition.end };
+  }
+
+  async stats(partitionIds: readonly number[] = []): Promise<Array<{ partition: Partition; stats: PartitionStoreStats }>> {
+    this.checkOpen();
+    const owned = this.ownedPartitions().filter((p) => partitionIds.length === 0 || partitionIds.includes(p.id));
+    return Promise.all(owned.map(async (partition) => ({ partition, stats: await this.storeOf(partition).stats() })));
+  }
+
+  /**
+   * Installs a newer map: persists it first, then opens partitions newly assigned here and closes
+   * those no longer assigned (their folders stay on disk). An identical map is a no-op; an older one,
+   * or a different one under the same version, is refused.
+   */
+  setMap(next: PartitionMap): Promise<boolean> {
+    const change = this.mapChange.then(async () => {
+      this.checkOpen();
+      const current = this.currentMap;
+      if (next.version === current.version) {
+        if (next.equals(current)) return false;
+        throw new StoreError('STORE_MAP_CONFLICT', `a different map with version ${next.version} is already installed: give the new map a higher version`, {
+          mapVersion: current.version,
+        });
+      }
+      if (next.version < current.version) {
+        throw new StoreError('STORE_MAP_NOT_NEWER', `map version ${next.version} is older than the installed version ${current.version}`, {
+          mapVersion: current.version,
+        });
+      }
+      await this.persistMap(next);
+      await this.openOwnedPartitions(next);
+      this.currentMap = next;
+      const keep = new Set(next.partitionsOf(this.address).map((p) => p.id));
+      for (const [id, store] of this.stores) {
+        if (!keep.has(id)) {
+          this.stores.delete(id);
+          await store.close();
+        }
+      }
+      this.logger?.info({ from: current.version, to: next.version }, 'installed partition map');
+      return true;
+    });
+    this.mapChange = change.catch(() => undefined);
+    return change;
+  }
+
+  /** From now on every request gets UNAVAILABLE; calls already running finish. */
+  startDraining(): void {
+    this.draining = true;
+  }
+
+  get isDraining(): boolean {
+    return this.draining;
+  }
+
+  /** Drains and closes every partition (queued writes are finished first). Idempotent. */
+  close(): Promise<void> {
+    this.draining = true;
+    this.closed ??= (async () => {
+      await this.mapChange;
+      const errors: unknown[] = [];
+      for (const store of this.stores.values()) {
+        await store.close().catch((err: unknown) => errors.push(err));
+      }
+      this.stores.clear();
+      if (errors.length > 0) throw new AggregateError(errors, 'closing partitions failed');
+    })();
+    return this.closed;
+  }
+
+  private route(mapVersion: number, key: Buffer): { partition: Partition; store: PartitionStore } {
+    this.checkOpen();
+    const map = this.currentMap;
+    if (mapVersion < map.version) {
+      throw new StoreError('STORE_STALE_MAP', `caller's partition map version ${mapVersion} is older than this node's ${map.version}: refresh the map`, {
+        mapVersion: map.version,
+      });
+    }
+    if (mapVersion > map.version) {
+      throw new StoreError('STORE_NODE_MAP_BEHIND', `this node has partition map version ${map.version}, older than the caller's ${mapVersion}`, {
+        mapVersion: map.version,
+      });
+    }
+    if (key.length > 0) {
+      const problem = Key.problem(key, this.maxKeyBytes);
+      if (problem !== undefined) throw new StoreError('STORE_INVALID_KEY', problem, { context: { keyHex: Key.preview(key) } });
+    }
+    const partition = map.lookup(key);
+    const store = partition.node === this.address ? this.stores.get(partition.id) : undefined;
+    if (store === undefined) {
+      throw new StoreError('STORE_NOT_OWNER', `key "${displayBytes(key)}" belongs to partition ${partition.id} on ${partition.node}, not to ${this.address}`, {
+        mapVersion: map.version,
+        context: { partition: partition.id },
+      });
+    }
+    return { partition, store };
+  }
+
+  private storeOf(partition: Partition): PartitionStore {
+    const store = this.stores.get(partition.id);
+    if (store === undefined) throw new StoreError('STORE_NOT_OWNER', `partition ${partition.id} is not served by ${this.address}`, { mapVersion: this.currentMap.version });
+    return store;
+  }
+
+  private checkOpen(): void {
+    if (this.draining) throw new StoreError('STORE_UNAVAILABLE', `node ${this.address} is shutting down: retry on another replica or after restart`);
+  }
+
+  private checkValue(value: Buffer, key: Buffer, row?: number): void {
+    if (value.length > this.maxValueBytes) {
+      const where = row === undefined ? '' : `row ${row}: `;
+      throw new StoreError('STORE_VALUE_TOO_LARGE', `${where}value of key "${displayBytes(key.subarray(0, 64))}" is ${value.length} bytes, over the limit of ${this.maxValueBytes} bytes`, {
+        context: { row, bytes: value.length, limit: this.maxValueBytes },
+      });
+    }
+  }
+
+  private async openOwnedPartitions(map: PartitionMap): Promise<void> {
+    for (const partition of map.partitionsOf(this.address)) {
+      if (this.stores.has(partition.id)) continue;
+      const store = await PartitionStore.open(join(this.dataDir, `partition-${partition.id}`), {
+        syncWrites: this.syncWrites,
+        sweepIntervalMs: this.sweepIntervalMs,
+        logger: this.logger?.child({ partition: partition.id }),
+      });
+      this.stores.set(partition.id, store);
+    }
+  }
+
+  private async persistMap(map: PartitionMap): Promise<void> {
+    const path = join(this.dataDir, MAP_FILE);
+    const tmp = `${path}.tmp`;
+    const file = await open(tmp, 'w');
+    try {
+      await file.writeFile(JSON.stringify(map.toJson(), null, 2));
+      await file.sync();
+    } finally {
+      await file.close();
+    }
+    await rename(tmp, path);
+  }
+}
+
+async function readMapFile(path: string): Promise<PartitionMap | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  return PartitionMap.fromJson(JSON.parse(text));
+}
+
+function positive(name: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`${name} must be a whole number ≥ 1, got ${value}`);
+  return value;
+}

@@ -1,0 +1,89 @@
+import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { HealthImplementation } from 'grpc-health-check';
+import type { Logger } from '../common/index.js';
+import { StoreService } from './proto/gen/shardpipe/store/v1/store.js';
+import { createStoreHandlers } from './store-service.js';
+import { StoreNode, type StoreNodeOptions } from './store-node.js';
+
+export interface StoreServerOptions extends StoreNodeOptions {
+  /** Address to bind, HOST:PORT. Default: the node address. Port 0 picks a free port. */
+  listen?: string;
+  /** How long shutdown waits for in-flight calls before cancelling them. Default 10000 ms. */
+  shutdownGraceMs?: number;
+  logger: Logger;
+}
+
+/** Slack over the largest batch for the rest of a BulkInsert message (field tags, lengths). */
+const MESSAGE_OVERHEAD_BYTES = 1024 * 1024;
+export const STORE_SERVICE_NAME = 'shardpipe.store.v1.Store';
+
+/** A running store node: the StoreNode behind a gRPC server with grpc.health.v1. */
+export class StoreServer {
+  readonly node: StoreNode;
+  /** The bound port (useful with port 0). */
+  readonly port: number;
+  private readonly server: Server;
+  private readonly health: HealthImplementation;
+  private readonly logger: Logger;
+  private readonly shutdownGraceMs: number;
+  private stopping: Promise<void> | undefined;
+
+  private constructor(node: StoreNode, server: Server, health: HealthImplementation, port: number, options: StoreServerOptions) {
+    this.node = node;
+    this.server = server;
+    this.health = health;
+    this.port = port;
+    this.logger = options.logger;
+    this.shutdownGraceMs = options.shutdownGraceMs ?? 10_000;
+  }
+
+  static async start(options: StoreServerOptions): Promise<StoreServer> {
+    const logger = options.logger.child({ module: 'store', node: options.node });
+    const node = await StoreNode.open({ ...options, logger });
+    const server = new Server({
+      'grpc.max_receive_message_length': node.maxBatchBytes + MESSAGE_OVERHEAD_BYTES,
+      'grpc.max_send_message_length': -1,
+    });
+    server.addService(StoreService, createStoreHandlers(node, logger));
+    const health = new HealthImplementation({ '': 'SERVING', [STORE_SERVICE_NAME]: 'SERVING' });
+    health.addToServer(server);
+    let port: number;
+    try {
+      port = await new Promise<number>((resolve, reject) =>
+        server.bindAsync(options.listen ?? options.node, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+      );
+    } catch (err) {
+      await node.close();
+      throw err;
+    }
+    logger.info({ port, mapVersion: node.map.version, partitions: node.ownedPartitions().map((p) => p.id) }, 'store node serving');
+    return new StoreServer(node, server, health, port, options);
+  }
+
+  /**
+   * Graceful stop: reports NOT_SERVING, answers new calls with UNAVAILABLE, lets in-flight calls
+   * finish (up to the grace period), then closes the databases. Idempotent.
+   */
+  shutdown(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.logger.info('store node draining');
+      this.health.setStatus('', 'NOT_SERVING');
+      this.health.setStatus(STORE_SERVICE_NAME, 'NOT_SERVING');
+      this.node.startDraining();
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          this.logger.warn({ graceMs: this.shutdownGraceMs }, 'in-flight calls outlived the grace period; cancelling them');
+          this.server.forceShutdown();
+          resolve();
+        }, this.shutdownGraceMs);
+        this.server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      await this.node.close();
+      this.logger.info('store node stopped');
+    })();
+    return this.stopping;
+  }
+}

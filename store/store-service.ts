@@ -1,0 +1,124 @@
+import { once } from 'node:events';
+import type { ServerUnaryCall, ServerWritableStream, sendUnaryData } from '@grpc/grpc-js';
+import type { Logger } from '../common/index.js';
+import type { Entry, ScanBatch, ScanRequest, StoreServer as StoreHandlers } from './proto/gen/shardpipe/store/v1/store.js';
+import { toGrpcStatus } from './grpc-errors.js';
+import { PartitionMap } from './partition-map.js';
+import type { StoredEntry } from './partition-store.js';
+import type { StoreNode } from './store-node.js';
+import { StoreError } from './store-errors.js';
+
+const EMPTY = Buffer.alloc(0);
+
+/** The gRPC handlers of the Store service, translating between messages and StoreNode calls. */
+export function createStoreHandlers(node: StoreNode, logger: Logger): StoreHandlers {
+  const unary =
+    <Req, Res>(method: string, fn: (request: Req) => Promise<Res>) =>
+    (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
+      fn(call.request).then(
+        (response) => callback(null, response),
+        (err: unknown) => {
+          const status = toGrpcStatus(err);
+          logFailure(logger, method, status.code, err);
+          callback(status, null);
+        },
+      );
+    };
+
+  return {
+    get: unary('Get', async (req) => {
+      const record = await node.get(req.mapVersion, req.key);
+      return record === undefined ? { found: false } : { found: true, entry: toEntry({ key: req.key, ...record }) };
+    }),
+    put: unary('Put', async (req) => {
+      const record = await node.put(req.mapVersion, req.key, req.value, { expectedEtag: req.expectedEtag, ttlMs: req.ttlMs });
+      return { etag: record.etag, updatedAtMs: record.updatedAtMs, expiresAtMs: record.expiresAtMs };
+    }),
+    delete: unary('Delete', async (req) => ({ deleted: await node.delete(req.mapVersion, req.key, req.expectedEtag) })),
+    scanPage: unary('ScanPage', async (req) => {
+      const pageSize = req.batchSize > 0 ? req.batchSize : 1000;
+      const limit = req.limit > 0 ? Math.min(req.limit, pageSize) : pageSize;
+      const range = node.clampRange(req.mapVersion, req.start, req.end);
+      const entries: Entry[] = [];
+      for await (const batch of node.scan(range, { limit, batchSize: limit })) {
+        for (const e of batch) entries.push(toEntry(e));
+      }
+      const full = entries.length >= limit;
+      return { entries, last: true, next: full ? successor(entries[entries.length - 1]!.key) : range.next };
+    }),
+    scan: (call: ServerWritableStream<ScanRequest, ScanBatch>) => {
+      streamScan(node, call).catch((err: unknown) => {
+        const status = toGrpcStatus(err);
+        logFailure(logger, 'Scan', status.code, err);
+        if (!call.cancelled) call.emit('error', status);
+      });
+    },
+    bulkInsert: unary('BulkInsert', async (req) => {
+      const result = await node.bulkInsert(req.mapVersion, req.rows);
+      return { accepted: result.accepted, nextKey: result.nextKey ?? EMPTY, timing: result.timing };
+    }),
+    partitionStats: unary('PartitionStats', async (req) => {
+      const stats = await node.stats(req.partitionIds);
+      return {
+        mapVersion: node.map.version,
+        node: node.address,
+        partitions: stats.map(({ partition, stats: s }) => ({
+          id: partition.id,
+          start: partition.start,
+          end: partition.end,
+          approxCount: s.count,
+          logicalBytes: s.logicalBytes,
+          diskBytes: s.diskBytes,
+          lastWriteMs: s.lastWriteMs,
+        })),
+      };
+    }),
+    checksum: unary('Checksum', async (req) => {
+      const range = node.clampRange(req.mapVersion, req.start, req.end);
+      const digest = await node.checksum(range, { includeEtag: req.includeEtag });
+      return { digest: digest.toHex(), count: digest.count, next: range.next };
+    }),
+    getPartitionMap: unary('GetPartitionMap', async () => node.map.toProto()),
+    setPartitionMap: unary('SetPartitionMap', async (req) => {
+      if (req.map === undefined) throw new StoreError('STORE_INVALID_MAP', 'SetPartitionMap needs a map');
+      const installed = await node.setMap(PartitionMap.fromProto(req.map));
+      return { version: node.map.version, installed };
+    }),
+  };
+}
+
+/** Streams one partition's part of the range from one snapshot, waiting for the client to drain. */
+async function streamScan(node: StoreNode, call: ServerWritableStream<ScanRequest, ScanBatch>): Promise<void> {
+  const req = call.request;
+  const abort = new AbortController();
+  call.once('cancelled', () => abort.abort());
+  const range = node.clampRange(req.mapVersion, req.start, req.end);
+  let sent = 0;
+  let lastKey: Buffer | undefined;
+  for await (const batch of node.scan(range, { limit: req.limit, batchSize: req.batchSize || 1000, signal: abort.signal })) {
+    sent += batch.length;
+    lastKey = batch[batch.length - 1]!.key;
+    if (!call.write({ entries: batch.map(toEntry), last: false, next: EMPTY })) {
+      await once(call, 'drain', { signal: abort.signal });
+    }
+  }
+  const limitReached = req.limit > 0 && sent >= req.limit;
+  call.write({ entries: [], last: true, next: limitReached && lastKey ? successor(lastKey) : range.next });
+  call.end();
+}
+
+function toEntry(e: StoredEntry): Entry {
+  return { key: e.key, value: e.value, etag: e.etag, updatedAtMs: e.updatedAtMs, expiresAtMs: e.expiresAtMs };
+}
+
+/** The smallest key after `key`. */
+function successor(key: Buffer): Buffer {
+  return Buffer.concat([key, Buffer.from([0])]);
+}
+
+function logFailure(logger: Logger, method: string, code: number | undefined, err: unknown): void {
+  // Client mistakes and routine retries are the caller's to report; bugs and I/O failures are ours.
+  const ours = !(err instanceof StoreError) || err.code === 'STORE_INTERNAL';
+  if (ours) logger.error({ err, method, grpcCode: code }, 'request failed');
+  else logger.debug({ method, grpcCode: code, message: (err as Error).message }, 'request refused');
+}
