@@ -135,12 +135,15 @@ export class StoreClient {
     const streamDeadline = options.timeoutMs === undefined ? Infinity : Date.now() + options.timeoutMs;
     let retryDeadline = Date.now() + this.budget(options);
     for (let tries = 0; cursor !== undefined && remaining > 0; ) {
-      const map = await this.map(options);
-      const partition = map.lookup(cursor);
-      const request: ScanRequest = { mapVersion: map.version, start: cursor, end, limit: Number.isFinite(remaining) ? remaining : 0, batchSize: options.batchSize ?? 1000 };
+      let map: PartitionMap | undefined;
+      let node = 'seeds';
       let next: Buffer | undefined = cursor;
       try {
-        for await (const batch of this.connection(partition.node).scan(request, { deadline: streamDeadline, signal: options.signal })) {
+        map = await this.map(options);
+        const partition = map.lookup(cursor);
+        node = partition.node;
+        const request: ScanRequest = { mapVersion: map.version, start: cursor, end, limit: Number.isFinite(remaining) ? remaining : 0, batchSize: options.batchSize ?? 1000 };
+        for await (const batch of this.connection(node).scan(request, { deadline: streamDeadline, signal: options.signal })) {
           if (batch.entries.length > 0) {
             const entries = batch.entries.map((e) => ({ key: e.key, ...fromEntry(e) }));
             // Resume after what was handed out if the stream breaks.
@@ -158,7 +161,7 @@ export class StoreClient {
         }
         cursor = next;
       } catch (err) {
-        await this.afterFailure(toStoreError(err), map, partition.node, tries++, retryDeadline, options);
+        await this.afterFailure(toStoreError(err), map, node, tries++, retryDeadline, options);
       }
     }
   }
@@ -247,20 +250,24 @@ export class StoreClient {
   ): Promise<T> {
     const deadline = Date.now() + this.budget(options);
     for (let tries = 0; ; tries++) {
-      const map = await this.map(options);
-      const partition = map.lookup(key);
+      let map: PartitionMap | undefined;
+      let node = 'seeds';
       try {
-        return await attempt(this.connection(partition.node), map.version, this.limits(deadline, options), partition);
+        map = await this.map(options);
+        const partition = map.lookup(key);
+        node = partition.node;
+        return await attempt(this.connection(node), map.version, this.limits(deadline, options), partition);
       } catch (err) {
-        await this.afterFailure(toStoreError(err), map, partition.node, tries, deadline, options);
+        await this.afterFailure(toStoreError(err), map, node, tries, deadline, options);
       }
     }
   }
 
   /** Decides after a failed attempt: rethrows when final, otherwise recovers and waits as needed. */
-  private async afterFailure(error: StoreError, map: PartitionMap, node: string, tries: number, deadline: number, options: CallOptions): Promise<void> {
+  private async afterFailure(error: StoreError, map: PartitionMap | undefined, node: string, tries: number, deadline: number, options: CallOptions): Promise<void> {
     const recovery = await this.recover(error, map, node, options);
-    if (recovery === 'fail' || Date.now() >= deadline || options.signal?.aborted) throw error;
+    if (recovery === 'fail' || options.signal?.aborted) throw error;
+    if (Date.now() >= deadline) throw givingUp(error, node, tries + 1);
     if (recovery === 'retry-after-backoff') {
       const delay = Math.min(this.retryMaxMs, this.retryBaseMs * 2 ** Math.min(tries, 16)) * Math.random();
       this.logger?.debug({ node, code: error.code, delayMs: Math.round(delay) }, 'retrying store call');
@@ -268,14 +275,15 @@ export class StoreClient {
     }
   }
 
-  private async recover(error: StoreError, map: PartitionMap, node: string, options: CallOptions): Promise<Recovery> {
+  private async recover(error: StoreError, map: PartitionMap | undefined, node: string, options: CallOptions): Promise<Recovery> {
     switch (error.code) {
       case 'STORE_STALE_MAP':
       case 'STORE_NOT_OWNER':
         // The node knows a newer map (or the key moved): take the newest map around.
         await this.refreshMap(options).catch(() => undefined);
-        return this.currentMap && this.currentMap.version > map.version ? 'retry-now' : 'retry-after-backoff';
+        return this.currentMap && map && this.currentMap.version > map.version ? 'retry-now' : 'retry-after-backoff';
       case 'STORE_NODE_MAP_BEHIND':
+        if (map === undefined) return 'retry-after-backoff';
         // The node missed an install: hand it ours, which another node gave us.
         await this.connection(node)
           .unary('setPartitionMap', { map: map.toProto() }, this.limits(Date.now() + this.rpcDeadlineMs, options))
@@ -326,6 +334,20 @@ export class StoreClient {
 /** The smallest key after `key`. */
 export function successor(key: Buffer): Buffer {
   return Buffer.concat([key, Buffer.from([0])]);
+}
+
+/**
+ * The error for an operation whose retry budget ran out. A last attempt cut short by the budget
+ * says DEADLINE_EXCEEDED even when the node was simply down; both say which node and how often.
+ */
+function givingUp(error: StoreError, node: string, attempts: number): StoreError {
+  if (!error.retryable) return error;
+  const code = error.code === 'STORE_DEADLINE_EXCEEDED' ? 'STORE_UNAVAILABLE' : error.code;
+  return new StoreError(code, `store node ${node} did not complete the call after ${attempts} attempt(s): ${error.message}`, {
+    cause: error,
+    context: { node, attempts },
+    mapVersion: error.mapVersion,
+  });
 }
 
 function toStoreError(err: unknown): StoreError {

@@ -109,11 +109,13 @@ export class StoreNode {
   }
 
   async get(mapVersion: number, key: Buffer): Promise<StoredRecord | undefined> {
+    this.checkKey(key);
     const { store } = this.route(mapVersion, key);
     return store.get(key);
   }
 
   async put(mapVersion: number, key: Buffer, value: Buffer, options: PutOptions): Promise<StoredRecord> {
+    this.checkKey(key);
     this.checkValue(value, key);
     if (options.ttlMs !== undefined && (!Number.isSafeInteger(options.ttlMs) || options.ttlMs < 0)) {
       throw new StoreError('STORE_INVALID_ARGUMENT', `ttl must be a whole number of milliseconds ≥ 0, got ${options.ttlMs}`);
@@ -123,6 +125,7 @@ export class StoreNode {
   }
 
   async delete(mapVersion: number, key: Buffer, expectedEtag?: number): Promise<boolean> {
+    this.checkKey(key);
     const { store } = this.route(mapVersion, key);
     return store.delete(key, expectedEtag);
   }
@@ -263,10 +266,6 @@ export class StoreNode {
         mapVersion: map.version,
       });
     }
-    if (key.length > 0) {
-      const problem = Key.problem(key, this.maxKeyBytes);
-      if (problem !== undefined) throw new StoreError('STORE_INVALID_KEY', problem, { context: { keyHex: Key.preview(key) } });
-    }
     const partition = map.lookup(key);
     const store = partition.node === this.address ? this.stores.get(partition.id) : undefined;
     if (store === undefined) {
@@ -286,6 +285,11 @@ export class StoreNode {
 
   private checkOpen(): void {
     if (this.draining) throw new StoreError('STORE_UNAVAILABLE', `node ${this.address} is shutting down: retry on another replica or after restart`);
+  }
+
+  private checkKey(key: Buffer): void {
+    const problem = Key.problem(key, this.maxKeyBytes);
+    if (problem !== undefined) throw new StoreError('STORE_INVALID_KEY', problem, { context: { keyHex: Key.preview(key) } });
   }
 
   private checkValue(value: Buffer, key: Buffer, row?: number): void {
