@@ -13,6 +13,8 @@ export function buildProgram(ctx: CliContext): Command {
     .description('Feeds and protects a range-partitioned LevelDB key-value store.')
     .option('--log-level <level>', 'trace, debug, info, warn, error, fatal or silent (env SHARDPIPE_LOG_LEVEL)')
     .option('--log-format <format>', 'json or pretty; default: pretty on a terminal (env SHARDPIPE_LOG_FORMAT)')
+    // A fixed width keeps --help identical everywhere, so README's CLI reference can be checked.
+    .configureHelp({ helpWidth: 100 })
     .showHelpAfterError()
     .exitOverride();
   program.hook('preAction', () => {
