@@ -65,6 +65,7 @@ const NS_EXPIRY = 0x78; // 'x'
 const META_STATE = Buffer.from([NS_META, 0x73]); // 'ms'
 const DATA_END = Buffer.from([NS_DATA + 1]);
 const SWEEP_BATCH = 1000;
+const GROUP_MAX_ROWS = 50_000;
 
 type Op =
   | { kind: 'put'; key: Buffer; value: Buffer; options: PutOptions; resolve: (r: StoredRecord) => void; reject: (e: unknown) => void }
@@ -211,18 +212,19 @@ export class PartitionStore {
       return;
     }
     this.queue.push(op);
-    this.draining ??= this.drain().finally(() => {
-      this.draining = undefined;
-    });
+    this.draining ??= this.drain();
   }
 
   private async drain(): Promise<void> {
     while (this.queue.length > 0) {
-      // A bulk insert or a sweep is a group of its own; consecutive puts and deletes share one.
+      // Consecutive puts and deletes share one batch and fsync; so do consecutive bulk inserts
+      // over disjoint key ranges (pipelined batches of a sorted load). A sweep runs alone.
       const first = this.queue[0]!;
       let group: Op[];
-      if (first.kind === 'bulk' || first.kind === 'sweep') {
+      if (first.kind === 'sweep') {
         group = this.queue.splice(0, 1);
+      } else if (first.kind === 'bulk') {
+        group = this.queue.splice(0, this.disjointBulkRun());
       } else {
         let n = 1;
         while (n < this.queue.length && (this.queue[n]!.kind === 'put' || this.queue[n]!.kind === 'delete')) n++;
@@ -234,11 +236,13 @@ export class PartitionStore {
         for (const op of group) op.reject(err);
       }
     }
+    // Cleared synchronously with the last empty-queue check: an enqueue can never fall between.
+    this.draining = undefined;
   }
 
   private async runGroup(group: Op[]): Promise<void> {
     const op = group[0]!;
-    if (op.kind === 'bulk') return this.runBulk(op);
+    if (op.kind === 'bulk') return this.runBulk(group as Array<Extract<Op, { kind: 'bulk' }>>);
     if (op.kind === 'sweep') return this.runSweep(op);
     return this.runSingles(group);
   }
@@ -292,36 +296,60 @@ export class PartitionStore {
     for (const s of settle) s();
   }
 
-  private async runBulk(op: Extract<Op, { kind: 'bulk' }>): Promise<void> {
+  /**
+   * How many queued bulk inserts from the head can share one batch: each must have sorted keys
+   * and a range disjoint from those before it (so reading what they overwrite before writing any
+   * stays exact), up to GROUP_MAX_ROWS rows.
+   */
+  private disjointBulkRun(): number {
+    const ranges: Array<[Buffer, Buffer]> = [];
+    let rows = 0;
+    let n = 0;
+    for (const op of this.queue) {
+      if (op.kind !== 'bulk') break;
+      const range = sortedRange(op.rows);
+      if (n > 0 && (range === undefined || rows + op.rows.length > GROUP_MAX_ROWS)) break;
+      if (range !== undefined && ranges.some(([lo, hi]) => Buffer.compare(range[0], hi) <= 0 && Buffer.compare(lo, range[1]) <= 0)) break;
+      n++;
+      rows += op.rows.length;
+      if (range === undefined) break;
+      ranges.push(range);
+    }
+    return Math.max(1, n);
+  }
+
+  private async runBulk(group: Array<Extract<Op, { kind: 'bulk' }>>): Promise<void> {
     const started = performance.now();
-    const rows = op.rows;
     const batch = this.db.batch();
     const next = { ...this.state };
     const now = this.now();
-    const existing = await this.existingRecords(rows, now);
-    for (let i = 0; i < rows.length; i++) {
-      const row = rows[i]!;
-      const expiresAtMs = row.expiresAtMs ?? 0;
-      if (isExpired({ expiresAtMs }, now)) continue;
-      const dk = dataKey(row.key);
-      const old = existing.get(i);
-      if (old !== undefined) {
-        next.count--;
-        next.logicalBytes -= recordBytes(row.key, old);
+    for (const op of group) {
+      const rows = op.rows;
+      const existing = await this.existingRecords(rows, now);
+      for (let i = 0; i < rows.length; i++) {
+        const row = rows[i]!;
+        const expiresAtMs = row.expiresAtMs ?? 0;
+        if (isExpired({ expiresAtMs }, now)) continue;
+        const old = existing.get(i);
+        if (old !== undefined) {
+          next.count--;
+          next.logicalBytes -= recordBytes(row.key, old);
+        }
+        let etag = row.etag ?? 0;
+        if (etag > 0) next.seq = Math.max(next.seq, etag);
+        else etag = ++next.seq;
+        const record: StoredRecord = { value: row.value, etag, updatedAtMs: row.updatedAtMs || now, expiresAtMs };
+        batch.put(dataKey(row.key), encodeRecord(record));
+        if (expiresAtMs > 0) batch.put(expiryKey(expiresAtMs, row.key), EMPTY);
+        next.count++;
+        next.logicalBytes += recordBytes(row.key, record);
       }
-      let etag = row.etag ?? 0;
-      if (etag > 0) next.seq = Math.max(next.seq, etag);
-      else etag = ++next.seq;
-      const record: StoredRecord = { value: row.value, etag, updatedAtMs: row.updatedAtMs || now, expiresAtMs };
-      batch.put(dk, encodeRecord(record));
-      if (expiresAtMs > 0) batch.put(expiryKey(expiresAtMs, row.key), EMPTY);
-      next.count++;
-      next.logicalBytes += recordBytes(row.key, record);
     }
     next.lastWriteMs = now;
     const built = performance.now();
     await this.commit(batch, next);
-    op.resolve({ queueMs: started - op.enqueuedAt, writeMs: built - started, fsyncMs: performance.now() - built });
+    const fsyncMs = performance.now() - built;
+    for (const op of group) op.resolve({ queueMs: started - op.enqueuedAt, writeMs: built - started, fsyncMs });
   }
 
   /**
@@ -436,6 +464,13 @@ function dataKey(key: Buffer): Buffer {
   out[0] = NS_DATA;
   key.copy(out, 1);
   return out;
+}
+
+/** First and last key of strictly increasing rows; undefined when not sorted (or empty). */
+function sortedRange(rows: readonly BulkRowInput[]): [Buffer, Buffer] | undefined {
+  if (rows.length === 0) return undefined;
+  for (let i = 1; i < rows.length; i++) if (Buffer.compare(rows[i - 1]!.key, rows[i]!.key) >= 0) return undefined;
+  return [rows[0]!.key, rows[rows.length - 1]!.key];
 }
 
 function dataRange(start: Buffer, end: Buffer): { gte: Buffer; lt: Buffer } {

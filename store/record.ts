@@ -42,11 +42,11 @@ export function encodeRecord(record: StoredRecord): Buffer {
 
 /** Decodes a stored record; the value is a view into `bytes`, not a copy. */
 export function decodeRecord(bytes: Buffer): StoredRecord {
-  if (bytes.length < HEADER_BYTES || bytes[0] !== RECORD_FORMAT_VERSION) {
-    throw new StoreError('STORE_INTERNAL', `unreadable record: format version ${bytes[0] ?? 'missing'}, ${bytes.length} bytes`);
-  }
   const hasExpiry = (bytes[1]! & FLAG_EXPIRES) !== 0;
   const header = HEADER_BYTES + (hasExpiry ? 8 : 0);
+  if (bytes.length < header || bytes[0] !== RECORD_FORMAT_VERSION) {
+    throw new StoreError('STORE_INTERNAL', `unreadable record: format version ${bytes[0] ?? 'missing'}, ${bytes.length} bytes`);
+  }
   return {
     etag: readU64(bytes, 2),
     updatedAtMs: readU64(bytes, 10),
