@@ -81,9 +81,8 @@ describe('encodeRecord / decodeRecord', () => {
     expect(() => decodeRecord(Buffer.alloc(17, 1))).toThrow(StoreError);
   });
 
-  // SOURCE BUG (minor): store/record.ts decodeRecord only checks `bytes.length < HEADER_BYTES` (18);
-  // a record whose expiry flag is set but that is 18–25 bytes long passes the check and then
-  // readU64(bytes, 18) throws a raw RangeError [ERR_OUT_OF_RANGE] instead of StoreError STORE_INTERNAL.
+  // Regression: the length check once ignored the 8 expiry bytes, so a truncated record with the
+  // expiry flag threw a raw RangeError instead of StoreError STORE_INTERNAL.
   it('rejects a truncated record whose expiry flag is set with STORE_INTERNAL', () => {
     const full = encodeRecord({ value: Buffer.alloc(0), etag: 1, updatedAtMs: 1, expiresAtMs: 99 });
     const truncated = full.subarray(0, 20);
