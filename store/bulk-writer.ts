@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import type { BulkRow } from './proto/gen/shardpipe/store/v1/store.js';
 import { partitionContains, type Partition } from './partition-map.js';
 import type { BulkRowInput, WriteTiming } from './partition-store.js';
@@ -56,6 +57,8 @@ export async function bulkPutAll(
   if (!Number.isInteger(batchMaxBytes) || batchMaxBytes < 1) throw new RangeError(`batchMaxBytes must be ≥ 1, got ${batchMaxBytes}`);
 
   const abort = new AbortController();
+  // Every call in flight (and its retries' sleeps) listens on this signal.
+  setMaxListeners(maxInFlight * 4 + 16, abort.signal);
   const onOuterAbort = (): void => abort.abort(options.signal?.reason);
   options.signal?.addEventListener('abort', onOuterAbort, { once: true });
   const callOptions: CallOptions = { signal: abort.signal, timeoutMs: options.timeoutMs };
