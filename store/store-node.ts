@@ -335,7 +335,12 @@ async function readMapFile(path: string): Promise<PartitionMap | undefined> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;
   }
-  return PartitionMap.fromJson(JSON.parse(text));
+  try {
+    return PartitionMap.fromJson(JSON.parse(text));
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new StoreError('STORE_INVALID_MAP', `the persisted partition map ${path} is unreadable (${reason}): restore it or start with --map FILE after moving it away`, { cause: err });
+  }
 }
 
 function positive(name: string, value: number): number {
