@@ -1,4 +1,4 @@
-export { Key, DEFAULT_MAX_KEY_BYTES, displayBytes } from './key.js';
+export { Key, DEFAULT_MAX_KEY_BYTES, displayBytes, successor } from './key.js';
 export { PartitionMap, partitionContains } from './partition-map.js';
 export type { Partition, PartitionMapJson } from './partition-map.js';
 export { encodeRecord, decodeRecord, isExpired, RECORD_FORMAT_VERSION } from './record.js';
@@ -12,7 +12,7 @@ export { StoreNode } from './store-node.js';
 export type { StoreNodeOptions } from './store-node.js';
 export { StoreServer, STORE_SERVICE_NAME } from './store-server.js';
 export type { StoreServerOptions } from './store-server.js';
-export { StoreClient, successor } from './store-client.js';
+export { StoreClient } from './store-client.js';
 export type { StoreClientOptions, CallOptions, ClientPutOptions, ScanOptions, NodeStats } from './store-client.js';
 export type { BulkPutOptions, BulkPutResult } from './bulk-writer.js';
 export { NodeConnection } from './node-connection.js';

@@ -91,3 +91,10 @@ export function displayBytes(bytes: Uint8Array): string {
   }
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
 }
+
+/** The smallest key after `key`: where a scan continues after it. */
+export function successor(key: Uint8Array): Buffer {
+  const out = Buffer.alloc(key.byteLength + 1);
+  out.set(key);
+  return out;
+}

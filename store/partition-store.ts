@@ -360,9 +360,7 @@ export class PartitionStore {
   private async existingRecords(rows: readonly BulkRowInput[], now: number): Promise<Map<number, StoredRecord>> {
     const found = new Map<number, StoredRecord>();
     if (rows.length === 0) return found;
-    let sorted = true;
-    for (let i = 1; i < rows.length && sorted; i++) sorted = Buffer.compare(rows[i - 1]!.key, rows[i]!.key) < 0;
-    if (sorted) {
+    if (sortedRange(rows) !== undefined) {
       const iterator = this.db.iterator({ gte: dataKey(rows[0]!.key), lte: dataKey(rows[rows.length - 1]!.key) });
       try {
         let r = 0;

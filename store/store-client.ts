@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../common/index.js';
-import { Key } from './key.js';
+import { Key, successor } from './key.js';
 import { NodeConnection, type CallLimits } from './node-connection.js';
 import { PartitionMap, type Partition } from './partition-map.js';
 import type { BulkRowInput, StoredEntry } from './partition-store.js';
@@ -329,11 +329,6 @@ export class StoreClient {
   private limits(deadline: number, options: CallOptions): CallLimits {
     return { deadline: Math.min(deadline, Date.now() + this.rpcDeadlineMs), signal: options.signal };
   }
-}
-
-/** The smallest key after `key`. */
-export function successor(key: Buffer): Buffer {
-  return Buffer.concat([key, Buffer.from([0])]);
 }
 
 /**

@@ -3,6 +3,7 @@ import type { ServerUnaryCall, ServerWritableStream, sendUnaryData } from '@grpc
 import type { Logger } from '../common/index.js';
 import type { Entry, ScanBatch, ScanRequest, StoreServer as StoreHandlers } from './proto/gen/shardpipe/store/v1/store.js';
 import { toGrpcStatus } from './grpc-errors.js';
+import { successor } from './key.js';
 import { PartitionMap } from './partition-map.js';
 import type { StoredEntry } from './partition-store.js';
 import type { StoreNode } from './store-node.js';
@@ -109,11 +110,6 @@ async function streamScan(node: StoreNode, call: ServerWritableStream<ScanReques
 
 function toEntry(e: StoredEntry): Entry {
   return { key: e.key, value: e.value, etag: e.etag, updatedAtMs: e.updatedAtMs, expiresAtMs: e.expiresAtMs };
-}
-
-/** The smallest key after `key`. */
-function successor(key: Buffer): Buffer {
-  return Buffer.concat([key, Buffer.from([0])]);
 }
 
 function logFailure(logger: Logger, method: string, code: number | undefined, err: unknown): void {

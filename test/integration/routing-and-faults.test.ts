@@ -151,12 +151,7 @@ describe('client behaviour with a node stopped, slow or unavailable', () => {
   });
 
   it('fault injection (proxy): connections reset for a while, then the client gets through', async () => {
-    const realPort = await findFreePort();
-    const proxyPort = await findFreePort();
-    const proxy = await FaultProxy.start(proxyPort, { host: '127.0.0.1', port: realPort });
-    cleanups.push(() => proxy.close());
-    const address = `127.0.0.1:${proxyPort}`;
-    cluster = await StoreCluster.start({ nodes: 1, partitions: 2, addresses: [address], extraArgs: ['--listen', `127.0.0.1:${realPort}`] });
+    const { proxy, address } = await nodeBehindProxy(2);
     client = new StoreClient({ seeds: [address], operationTimeoutMs: 10_000, retryBaseMs: 20, retryMaxMs: 100 });
     await client.put(Key.fromUtf8('a'), Buffer.from('1'));
     proxy.setMode({ kind: 'reset' });
@@ -167,12 +162,7 @@ describe('client behaviour with a node stopped, slow or unavailable', () => {
   });
 
   it('fault injection (proxy): a slow node makes calls time out as retryable, and they succeed once it is fast again', async () => {
-    const realPort = await findFreePort();
-    const proxyPort = await findFreePort();
-    const proxy = await FaultProxy.start(proxyPort, { host: '127.0.0.1', port: realPort });
-    cleanups.push(() => proxy.close());
-    const address = `127.0.0.1:${proxyPort}`;
-    cluster = await StoreCluster.start({ nodes: 1, partitions: 1, addresses: [address], extraArgs: ['--listen', `127.0.0.1:${realPort}`] });
+    const { proxy, address } = await nodeBehindProxy(1);
     client = new StoreClient({ seeds: [address], rpcDeadlineMs: 150, operationTimeoutMs: 600, retryBaseMs: 20 });
     await client.put(Key.fromUtf8('slow'), Buffer.from('v'));
     proxy.setMode({ kind: 'delay', ms: 400 });
@@ -187,3 +177,13 @@ describe('client behaviour with a node stopped, slow or unavailable', () => {
   });
 });
 
+/** One node process that clients reach only through a FaultProxy: the map names the proxy. */
+async function nodeBehindProxy(partitions: number): Promise<{ proxy: FaultProxy; address: string }> {
+  const realPort = await findFreePort();
+  const proxyPort = await findFreePort();
+  const proxy = await FaultProxy.start(proxyPort, { host: '127.0.0.1', port: realPort });
+  cleanups.push(() => proxy.close());
+  const address = `127.0.0.1:${proxyPort}`;
+  cluster = await StoreCluster.start({ nodes: 1, partitions, addresses: [address], extraArgs: ['--listen', `127.0.0.1:${realPort}`] });
+  return { proxy, address };
+}
