@@ -2,6 +2,8 @@ import { z } from 'zod';
 
 const envSchema = z.object({
   SHARDPIPE_SEEDS: z.string().optional(),
+  SHARDPIPE_REDIS_URL: z.string().optional(),
+  SHARDPIPE_DATA_DIR: z.string().optional(),
   SHARDPIPE_LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).optional(),
   SHARDPIPE_LOG_FORMAT: z.enum(['json', 'pretty']).optional(),
 });
@@ -18,7 +20,7 @@ export function readCliEnv(env: NodeJS.ProcessEnv): CliEnv {
   return parsed.data;
 }
 
-/** A mistake in what the user typed or configured: exit code 2. */
+/** A mistake in what the user typed or configured: exit code 64 (EX_USAGE). */
 export class CliUsageError extends Error {
   override readonly name = 'CliUsageError';
 }

@@ -3,7 +3,7 @@ import { Key, StoreClient, displayBytes } from '../store/index.js';
 import { CliUsageError } from './cli-env.js';
 
 /** Exit codes scripts can rely on (README: "Exit codes"). */
-export const EXIT = { ok: 0, failed: 1, usage: 2, notFound: 3, conflict: 4 } as const;
+export const EXIT = { ok: 0, failed: 1, incomplete: 2, notFound: 3, conflict: 4, usage: 64 } as const;
 
 export type Encoding = 'utf8' | 'base64';
 

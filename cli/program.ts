@@ -3,6 +3,7 @@ import type { CliContext } from './cli-context.js';
 import { readCliEnv } from './cli-env.js';
 import { registerClusterCommands } from './commands/cluster-commands.js';
 import { registerDemoCommand } from './commands/demo-command.js';
+import { registerIngestCommands } from './commands/ingest-commands.js';
 import { registerKvCommands } from './commands/kv-commands.js';
 import { registerStatsCommand } from './commands/stats-command.js';
 import { registerStoreCommands } from './commands/store-commands.js';
@@ -26,6 +27,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerStoreCommands(program, ctx);
   registerKvCommands(program, ctx);
   registerStatsCommand(program, ctx);
+  registerIngestCommands(program, ctx);
   registerDemoCommand(program, ctx);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;

@@ -125,9 +125,9 @@ describe('a 3-node cluster of real node processes', () => {
     expect(table.partitions.reduce((s: number, p: { approxCount: number }) => s + p.approxCount, 0)).toBe(ROWS + 1);
   });
 
-  it('an invalid key typed on the command line is a usage error (exit 2) with the reason', async () => {
+  it('an invalid key typed on the command line is a usage error (exit 64) with the reason', async () => {
     const r = await runCli(['kv', 'get', '', '--seeds', cluster.seeds[0]!]);
-    expect(r.code).toBe(2);
+    expect(r.code).toBe(64);
     expect(r.stderr).toContain('key is empty');
   });
 

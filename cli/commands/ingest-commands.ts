@@ -1,0 +1,161 @@
+import { resolve } from 'node:path';
+import type { Command } from 'commander';
+import { parseDurationMs } from '../../common/index.js';
+import { IngestWorkers, PrivateRedis, connectionFromUrl, submitIngest, watchIngest, type IngestProgress, type IngestReport } from '../../jobs/index.js';
+import { StoreClient } from '../../store/index.js';
+import { CliUsageError } from '../cli-env.js';
+import { EXIT, formatTable, parsePositiveInt } from '../cli-io.js';
+import type { CliContext } from '../cli-context.js';
+
+interface IngestOptions {
+  keyColumn: string;
+  valueColumn?: string;
+  seeds?: string;
+  redis?: string;
+  dataDir?: string;
+  rejectsDir?: string;
+  wait?: boolean;
+  json?: boolean;
+  requireSuccess: boolean;
+  maxRejects?: string;
+  strictOrder?: boolean;
+  maxRowsPerSecond: string;
+  restart?: boolean;
+  localWorker: boolean;
+  concurrency: string;
+  lockDuration: string;
+  rowsPerTask: string;
+}
+
+export function registerIngestCommands(program: Command, ctx: CliContext): void {
+  program
+    .command('ingest <source>')
+    .description('load a drop (a folder of sorted Parquet/Arrow files with _SUCCESS, or one file) into the store through a BullMQ flow; exit 0 all ingested, 2 with rejects or failed files, 1 on a fatal error')
+    .requiredOption('--key-column <col>', 'column whose value becomes the key (string → UTF-8, binary → raw, integers → order-preserving fixed width)')
+    .option('--value-column <col>', 'column whose bytes become the value; default: a JSON document of all other columns')
+    .option('--seeds <list>', 'store nodes HOST:PORT[,...] (env SHARDPIPE_SEEDS)')
+    .option('--redis <url>', 'Redis for the job queues (env SHARDPIPE_REDIS_URL); default: a private redis-server in the data folder')
+    .option('--data-dir <dir>', 'data folder for the private Redis and rejects (env SHARDPIPE_DATA_DIR; default .shardpipe)')
+    .option('--rejects-dir <dir>', 'where rejected rows are written (NDJSON); default: DATA_DIR/rejects')
+    .option('--wait', 'wait for the end, with progress, and print the report (implied by the local worker)')
+    .option('--json', 'print the report as one JSON object')
+    .option('--no-require-success', 'ingest a folder even without the _SUCCESS marker')
+    .option('--max-rejects <n>', 'fail the ingest once more rows than this are rejected (default: unlimited, reported)')
+    .option('--strict-order', 'treat a key below the previous key in a file as an error')
+    .option('--max-rows-per-second <n>', 'throttle per file (0 = unlimited)', '0')
+    .option('--restart', 'start over instead of resuming an unfinished ingest of the same drop')
+    .option('--no-local-worker', 'only submit; `shardpipe worker` processes elsewhere do the work')
+    .option('--concurrency <n>', 'files the local worker ingests at once', '2')
+    .option('--lock-duration <duration>', 'how long a job stays claimed by a worker that stopped answering', '30s')
+    .option('--rows-per-task <n>', 'split files into child jobs of about this many rows (whole row groups)', '2000000')
+    .action(async (source: string, opts: IngestOptions) => {
+      const dataDir = resolve(opts.dataDir ?? ctx.env.SHARDPIPE_DATA_DIR ?? '.shardpipe');
+      const redisUrl = opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL;
+      const seeds = opts.localWorker ? ctx.seeds(opts.seeds) : [];
+      const lockDurationMs = parseDurationMs(opts.lockDuration);
+      const stop = new AbortController();
+      const onSignal = (): void => stop.abort(new CliUsageError('interrupted'));
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      const redis = redisUrl ? undefined : await PrivateRedis.start({ dataDir: resolve(dataDir, 'redis'), logger: ctx.logger });
+      const connection = connectionFromUrl(redisUrl ?? redis!.url);
+      let client: StoreClient | undefined;
+      let workers: IngestWorkers | undefined;
+      try {
+        const submitted = await submitIngest(
+          connection,
+          {
+            source: resolve(source),
+            keyColumn: opts.keyColumn,
+            valueColumn: opts.valueColumn,
+            rejectsDir: resolve(opts.rejectsDir ?? resolve(dataDir, 'rejects')),
+            maxRejects: opts.maxRejects === undefined ? undefined : parsePositiveInt(opts.maxRejects, '--max-rejects'),
+            strictOrder: opts.strictOrder ?? false,
+            maxRowsPerSecond: parsePositiveInt(opts.maxRowsPerSecond, '--max-rows-per-second'),
+          },
+          { restart: opts.restart, requireSuccess: opts.requireSuccess, rowsPerTask: parsePositiveInt(opts.rowsPerTask, '--rows-per-task') },
+        );
+        const { plan } = submitted;
+        ctx.logger.info({ ingestId: plan.ingestId, state: submitted.state, files: plan.files.length, children: plan.children.length, rows: plan.rowsTotal, skipped: plan.skipped }, 'ingest submitted');
+        if (!opts.json) {
+          process.stderr.write(`ingest ${plan.ingestId} (${submitted.state}): ${plan.files.length} files, ${plan.rowsTotal} rows in ${plan.children.length} tasks${plan.skipped.length ? `, ${plan.skipped.length} files skipped` : ''}\n`);
+        }
+        if (!opts.localWorker && !opts.wait) {
+          ctx.print(opts.json ? JSON.stringify({ id: plan.ingestId, state: submitted.state }) : plan.ingestId);
+          return;
+        }
+        if (opts.localWorker) {
+          client = new StoreClient({ seeds, logger: ctx.logger });
+          workers = IngestWorkers.start({ connection, client, concurrency: parsePositiveInt(opts.concurrency, '--concurrency'), lockDurationMs, logger: ctx.logger });
+        }
+        const report = await watchIngest(connection, plan, { onProgress: progressPrinter(ctx), signal: stop.signal });
+        if (process.stderr.isTTY) process.stderr.write('\n');
+        printReport(ctx, report, opts.json ?? false);
+        if (report.filesFailed > 0 || report.rowsRejected > 0) process.exitCode = EXIT.incomplete;
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        await workers?.close();
+        client?.close();
+        await redis?.stop();
+      }
+    });
+
+  program
+    .command('worker')
+    .description('run ingest workers against a shared Redis until SIGTERM/SIGINT (many machines may run them)')
+    .option('--redis <url>', 'Redis of the job queues (env SHARDPIPE_REDIS_URL); required')
+    .option('--seeds <list>', 'store nodes HOST:PORT[,...] (env SHARDPIPE_SEEDS)')
+    .option('--concurrency <n>', 'files ingested at once', '2')
+    .option('--lock-duration <duration>', 'how long a job stays claimed by a worker that stopped answering', '30s')
+    .action(async (opts: { redis?: string; seeds?: string; concurrency: string; lockDuration: string }) => {
+      const url = opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL;
+      if (!url) throw new CliUsageError('a worker needs the shared Redis: pass --redis URL or set SHARDPIPE_REDIS_URL');
+      const client = new StoreClient({ seeds: ctx.seeds(opts.seeds), logger: ctx.logger });
+      const workers = IngestWorkers.start({
+        connection: connectionFromUrl(url),
+        client,
+        concurrency: parsePositiveInt(opts.concurrency, '--concurrency'),
+        lockDurationMs: parseDurationMs(opts.lockDuration),
+        logger: ctx.logger,
+      });
+      await workers.waitUntilReady();
+      ctx.print(JSON.stringify({ event: 'ready', worker: 'ingest' }));
+      await new Promise<void>((done) => {
+        process.once('SIGTERM', done);
+        process.once('SIGINT', done);
+      });
+      await workers.close();
+      client.close();
+    });
+}
+
+function progressPrinter(ctx: CliContext): (p: IngestProgress) => void {
+  let lastLog = 0;
+  return (p) => {
+    const pct = p.rowsTotal > 0 ? ((p.rowsDone / p.rowsTotal) * 100).toFixed(1) : '100.0';
+    const eta = p.etaSeconds === undefined ? '?' : `${p.etaSeconds}s`;
+    if (process.stderr.isTTY) {
+      process.stderr.write(`\r${p.rowsDone}/${p.rowsTotal} rows (${pct}%)  ${p.rowsPerSecond} rows/s  ETA ${eta}  files ${p.filesDone + p.filesFailed}/${p.files}${p.filesFailed ? ` (${p.filesFailed} failed)` : ''}   `);
+    } else if (Date.now() - lastLog > 5000) {
+      lastLog = Date.now();
+      ctx.logger.info({ ...p }, 'ingest progress');
+    }
+  };
+}
+
+function printReport(ctx: CliContext, report: IngestReport, json: boolean): void {
+  if (json) {
+    const { id, rowsIngested, rowsRejected, filesOk, filesFailed, rejectsPath, durationMs, rowsPerSecond } = report;
+    ctx.print(JSON.stringify({ id, rowsIngested, rowsRejected, filesOk, filesFailed, rejectsPath, durationMs, rowsPerSecond, rowsOutOfOrder: report.rowsOutOfOrder, failures: report.failures }));
+    return;
+  }
+  ctx.print(
+    formatTable(
+      ['ingest', 'rows ingested', 'rejected', 'out of order', 'files ok', 'files failed', 'seconds', 'rows/s'],
+      [[report.id, String(report.rowsIngested), String(report.rowsRejected), String(report.rowsOutOfOrder), String(report.filesOk), String(report.filesFailed), (report.durationMs / 1000).toFixed(1), String(report.rowsPerSecond)]],
+    ),
+  );
+  for (const f of report.failures) ctx.print(`failed: ${f.file}: ${f.reason}`);
+  if (report.rowsRejected > 0) ctx.print(`rejected rows: ${report.rejectsPath}`);
+}

@@ -1,0 +1,203 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { BulkRowInput, StoreClient } from '../store/index.js';
+import type { DropFile } from './drop-scanner.js';
+import { IngestError } from './ingest-errors.js';
+import { readRecordBatches } from './record-batch-reader.js';
+import type { RejectsWriter } from './rejects-writer.js';
+import { createRowMapper } from './row-mapper.js';
+
+/**
+ * Where a file's ingest stands: the next input row to read, and counts so far. Bound to the file's
+ * fingerprint so a changed file never reuses it.
+ */
+export interface FileCheckpoint {
+  fingerprint: string;
+  /** Next row group to read, and the row within it. */
+  rowGroup: number;
+  rowOffset: number;
+  /** Input rows done: ingested plus rejected. */
+  rowsDone: number;
+  rowsIngested: number;
+  rowsRejected: number;
+  /** Key and value bytes ingested. */
+  bytesIngested: number;
+  /** Rows whose key was below the previous row's key. */
+  rowsOutOfOrder: number;
+}
+
+/** A file, or a range of its row groups, to ingest. */
+export interface FileTask {
+  file: DropFile;
+  rowGroupStart: number;
+  /** Exclusive. */
+  rowGroupEnd: number;
+}
+
+export interface FileIngestOptions {
+  keyColumn: string;
+  valueColumn?: string;
+  maxKeyBytes?: number;
+  maxValueBytes?: number;
+  /** Where rejected rows are written. Required. */
+  rejects: RejectsWriter;
+  /** Continue from here (ignored when its fingerprint is not the file's). */
+  resumeFrom?: FileCheckpoint;
+  /** Fail on the first row whose key is below the previous one. Default false. */
+  strictOrder?: boolean;
+  /** BulkInsert calls in flight. Default 4. */
+  maxInFlight?: number;
+  /** Rows per BulkInsert call. Default 1000. */
+  batchMaxRows?: number;
+  /** Throttle; 0 or absent = unlimited. */
+  maxRowsPerSecond?: number;
+  /**
+   * Called (one at a time, newest wins) whenever the durably written prefix of the input grows —
+   * the place to persist the checkpoint.
+   */
+  onCheckpoint?: (checkpoint: FileCheckpoint) => Promise<void>;
+  signal?: AbortSignal;
+}
+
+interface Position {
+  /** Rows handed to the store up to and including this chunk. */
+  sentAfter: number;
+  checkpoint: FileCheckpoint;
+}
+
+/**
+ * Ingests one file (or row-group range): record batches → rows and rejects → bulkPutAll, with
+ * a checkpoint after every acknowledged stretch. Resuming from a checkpoint re-sends at most the
+ * rows that were in flight when it was taken.
+ */
+export async function ingestFile(client: StoreClient, task: FileTask, options: FileIngestOptions): Promise<FileCheckpoint> {
+  const { file } = task;
+  const resume = options.resumeFrom?.fingerprint === file.fingerprint ? options.resumeFrom : undefined;
+  let current: FileCheckpoint = resume ?? {
+    fingerprint: file.fingerprint,
+    rowGroup: task.rowGroupStart,
+    rowOffset: 0,
+    rowsDone: 0,
+    rowsIngested: 0,
+    rowsRejected: 0,
+    bytesIngested: 0,
+    rowsOutOfOrder: 0,
+  };
+  const mapper = createRowMapper({
+    keyColumn: options.keyColumn,
+    valueColumn: options.valueColumn,
+    maxKeyBytes: options.maxKeyBytes,
+    maxValueBytes: options.maxValueBytes,
+    partitionValues: file.partitionValues,
+  });
+  const positions: Position[] = [];
+  const checkpoints = new CheckpointWriter(options.onCheckpoint);
+
+  async function* chunks(): AsyncGenerator<BulkRowInput[]> {
+    let sent = 0;
+    let previousKey: Buffer | undefined;
+    let counts = { ...current };
+    const started = performance.now();
+    let groupOffset = 0;
+    let group = -1;
+    for await (const { rowGroup, batch } of readRecordBatches(file, { rowGroupStart: current.rowGroup, rowGroupEnd: task.rowGroupEnd, signal: options.signal })) {
+      if (rowGroup !== group) {
+        group = rowGroup;
+        groupOffset = 0;
+      }
+      const batchStart = groupOffset;
+      groupOffset += batch.numRows;
+      // Rows before the checkpoint were written by an earlier attempt.
+      const skip = resume && rowGroup === resume.rowGroup ? Math.max(0, resume.rowOffset - batchStart) : 0;
+      if (skip >= batch.numRows) continue;
+      const { rows, rejects } = mapper.mapBatch(skip > 0 ? batch.slice(skip) : batch, { file: file.relativePath, rowGroup, rowOffset: batchStart + skip });
+      if (rejects.length > 0) await options.rejects.write(rejects);
+      let outOfOrder = 0;
+      let bytes = 0;
+      for (const row of rows) {
+        bytes += row.key.length + row.value.length;
+        if (previousKey !== undefined && Buffer.compare(row.key, previousKey) < 0) {
+          if (options.strictOrder) {
+            throw new IngestError('INGEST_OUT_OF_ORDER', `${file.relativePath}: row group ${rowGroup}: key ${row.key.toString('hex')} is below the previous key ${previousKey.toString('hex')} and --strict-order is set`, {
+              context: { file: file.relativePath, rowGroup },
+            });
+          }
+          outOfOrder++;
+        }
+        previousKey = row.key;
+      }
+      sent += rows.length;
+      counts = {
+        ...counts,
+        rowGroup,
+        rowOffset: groupOffset,
+        rowsDone: counts.rowsDone + rows.length + rejects.length,
+        rowsIngested: counts.rowsIngested + rows.length,
+        bytesIngested: counts.bytesIngested + bytes,
+        rowsRejected: counts.rowsRejected + rejects.length,
+        rowsOutOfOrder: counts.rowsOutOfOrder + outOfOrder,
+      };
+      positions.push({ sentAfter: sent, checkpoint: counts });
+      yield rows;
+      if (options.maxRowsPerSecond && options.maxRowsPerSecond > 0) {
+        const aheadMs = (sent / options.maxRowsPerSecond) * 1000 - (performance.now() - started);
+        if (aheadMs > 0) await sleep(aheadMs, undefined, { signal: options.signal });
+      }
+    }
+  }
+
+  // Counts come from the position, not the acknowledgement: rows acknowledged beyond the last
+  // whole chunk are sent again on resume and must not be counted twice.
+  const advance = (acked: number): void => {
+    let reached: FileCheckpoint | undefined;
+    while (positions.length > 0 && positions[0]!.sentAfter <= acked) reached = positions.shift()!.checkpoint;
+    if (reached === undefined) return;
+    current = reached;
+    checkpoints.offer(current);
+  };
+
+  const result = await client.bulkPutAll(chunks(), {
+    maxInFlight: options.maxInFlight,
+    batchMaxRows: options.batchMaxRows,
+    signal: options.signal,
+    onAck: advance,
+  });
+  // Trailing chunks with no rows (all rejected) are acknowledged by nothing but the end.
+  advance(result.rows);
+  await checkpoints.flush();
+  return current;
+}
+
+/** Persists checkpoints one at a time; while one is being written only the newest waits. */
+class CheckpointWriter {
+  private pending: FileCheckpoint | undefined;
+  private running: Promise<void> | undefined;
+  private failure: unknown;
+
+  constructor(private readonly persist: ((checkpoint: FileCheckpoint) => Promise<void>) | undefined) {}
+
+  offer(checkpoint: FileCheckpoint): void {
+    if (!this.persist) return;
+    if (this.failure !== undefined) throw this.failure;
+    this.pending = checkpoint;
+    this.running ??= this.run();
+  }
+
+  async flush(): Promise<void> {
+    await this.running;
+    if (this.failure !== undefined) throw this.failure;
+  }
+
+  private async run(): Promise<void> {
+    while (this.pending !== undefined) {
+      const next = this.pending;
+      this.pending = undefined;
+      try {
+        await this.persist!(next);
+      } catch (err) {
+        this.failure = err;
+        break;
+      }
+    }
+    this.running = undefined;
+  }
+}

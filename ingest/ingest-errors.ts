@@ -1,0 +1,73 @@
+import { ShardpipeError, type ShardpipeErrorOptions } from '../common/index.js';
+
+/**
+ * Every code an IngestError can carry and whether repeating the same operation may succeed. All are
+ * final: they describe the input, which a retry reads again unchanged. INGEST_INPUT_CHANGED too — a
+ * retry holds the same stale scan; what helps is a new scan (a new submission).
+ */
+export const INGEST_ERROR_CODES = {
+  /** The drop path (folder or file) does not exist or cannot be read. */
+  INGEST_SOURCE_NOT_FOUND: { retryable: false },
+  /** A folder without the `_SUCCESS` marker while it is required. */
+  INGEST_INCOMPLETE_DROP: { retryable: false },
+  /** A data file that is neither Parquet nor Arrow IPC, or uses a feature ingest does not read. */
+  INGEST_UNSUPPORTED_FORMAT: { retryable: false },
+  /** A file, footer, row group or record batch that cannot be decoded. */
+  INGEST_CORRUPT_FILE: { retryable: false },
+  /** The key column is not a top-level column of the file. */
+  INGEST_KEY_COLUMN_MISSING: { retryable: false },
+  /** The value column is not a top-level column of the file. */
+  INGEST_VALUE_COLUMN_MISSING: { retryable: false },
+  /** The key column has a type without a byte encoding (float, bool, nested, decimal...). */
+  INGEST_UNSUPPORTED_KEY_TYPE: { retryable: false },
+  /** The file's size or modification time differs from what the scan recorded. */
+  INGEST_INPUT_CHANGED: { retryable: false },
+  /** More rejected rows than the job allows. */
+  INGEST_TOO_MANY_REJECTS: { retryable: false },
+  /** Keys that go backwards where the input must be sorted. */
+  INGEST_OUT_OF_ORDER: { retryable: false },
+} as const;
+
+export type IngestErrorCode = keyof typeof INGEST_ERROR_CODES;
+
+/** Where an ingest failure happened. Every field is optional; `file` is set whenever one is known. */
+export interface IngestErrorContext {
+  /** Path of the file (as scanned). */
+  file?: string;
+  /** Row group (Parquet) or record batch (Arrow) index, 0-based. */
+  rowGroup?: number;
+  /** Row index within the row group, 0-based. */
+  row?: number;
+  /** The column concerned (key or value column). */
+  column?: string;
+  /** The drop folder or file given to the scanner. */
+  source?: string;
+}
+
+export interface IngestErrorOptions extends Omit<ShardpipeErrorOptions, 'retryable' | 'context'> {
+  context?: IngestErrorContext;
+}
+
+/** A failure of ingest's reading half. The code decides retryability; `context` says where. */
+export class IngestError extends ShardpipeError {
+  override readonly code: IngestErrorCode;
+  override readonly context: Readonly<IngestErrorContext>;
+
+  constructor(code: IngestErrorCode, message: string, options: IngestErrorOptions = {}) {
+    const context = Object.freeze({ ...options.context });
+    super(code, message, { cause: options.cause, context, retryable: INGEST_ERROR_CODES[code].retryable });
+    this.name = 'IngestError';
+    this.code = code;
+    this.context = context;
+  }
+}
+
+export function isIngestErrorCode(code: string): code is IngestErrorCode {
+  return Object.hasOwn(INGEST_ERROR_CODES, code);
+}
+
+/** The message of an unknown thrown value, for wrapping it in an IngestError. */
+export function describeCause(err: unknown): string {
+  if (err instanceof Error) return err.message || err.name;
+  return String(err);
+}

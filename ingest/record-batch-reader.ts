@@ -1,0 +1,193 @@
+import { open, type FileHandle } from 'node:fs/promises';
+import { RecordBatchReader, type RecordBatch } from 'apache-arrow';
+import { arrowBatchProblem } from './arrow-batch-check.js';
+import { verifyArrowMetadata } from './arrow-message-walker.js';
+import { assertFileUnchanged, type DropFile } from './drop-scanner.js';
+import { IngestError, describeCause } from './ingest-errors.js';
+import { ParquetDecoder } from './parquet-decoder.js';
+
+/** Options of `readRecordBatches`. */
+export interface ReadRecordBatchesOptions {
+  /** First row group (Parquet) or record batch (Arrow) to read, 0-based. Default 0. */
+  rowGroupStart?: number;
+  /** Row group to stop before (exclusive). Default: the end of the file. */
+  rowGroupEnd?: number;
+  /** Stops reading; the generator throws the signal's reason. */
+  signal?: AbortSignal;
+  /**
+   * Parquet only: how long the decoder may go without producing anything before it is declared hung
+   * and stopped (INGEST_CORRUPT_FILE). Default 60,000 ms.
+   */
+  stallTimeoutMs?: number;
+  /**
+   * Parquet only: largest row group decoded, in uncompressed bytes as the footer states them. A row
+   * group is decoded whole in memory, so a larger one is refused (INGEST_UNSUPPORTED_FORMAT) instead
+   * of exhausting memory. Default 1 GiB.
+   */
+  maxRowGroupBytes?: number;
+}
+
+/** One decoded batch and where it sits in the file. */
+export interface RecordBatchChunk {
+  /** Row group (Parquet) or record batch (Arrow) index. */
+  rowGroup: number;
+  /** Index of the batch's first row within the row group (0 unless a row group comes in several batches). */
+  rowOffset: number;
+  batch: RecordBatch;
+}
+
+const DEFAULT_MAX_ROW_GROUP_BYTES = 1024 ** 3;
+
+/**
+ * Reads a file's row groups (Parquet) or record batches (Arrow IPC file or stream) in order, one at
+ * a time, as Arrow record batches. Memory: Parquet holds the row group being handed out plus the next
+ * one being decoded (in a worker thread, see parquet-decoder.ts); Arrow reads one batch at a time
+ * through a file handle. Nothing reads the whole file.
+ *
+ * Throws IngestError INGEST_CORRUPT_FILE (with file and row group) for anything that cannot be
+ * decoded — including a decoder that crashes or stops making progress — INGEST_INPUT_CHANGED when
+ * the file differs from the scan, INGEST_SOURCE_NOT_FOUND when it is gone, and
+ * INGEST_UNSUPPORTED_FORMAT for an over-large row group.
+ */
+export async function* readRecordBatches(file: DropFile, options: ReadRecordBatchesOptions = {}): AsyncGenerator<RecordBatchChunk> {
+  const start = options.rowGroupStart ?? 0;
+  if (!Number.isInteger(start) || start < 0) throw new RangeError(`rowGroupStart must be an integer ≥ 0, got ${start}`);
+  const end = options.rowGroupEnd ?? Number.POSITIVE_INFINITY;
+  if (end !== Number.POSITIVE_INFINITY && (!Number.isInteger(end) || end < start)) {
+    throw new RangeError(`rowGroupEnd must be an integer ≥ rowGroupStart (${start}), got ${end}`);
+  }
+  const maxRowGroupBytes = options.maxRowGroupBytes ?? DEFAULT_MAX_ROW_GROUP_BYTES;
+  if (!Number.isFinite(maxRowGroupBytes) || maxRowGroupBytes < 1) throw new RangeError(`maxRowGroupBytes must be ≥ 1, got ${maxRowGroupBytes}`);
+  options.signal?.throwIfAborted();
+  await assertFileUnchanged(file);
+  if (file.format === 'parquet') {
+    yield* readParquet(file, start, end, maxRowGroupBytes, options);
+  } else {
+    yield* readArrow(file, start, end, options.signal);
+  }
+  // A file rewritten while we read it may have handed out a mix of versions: refuse the result.
+  await assertFileUnchanged(file);
+}
+
+function corrupt(file: DropFile, rowGroup: number | undefined, problem: string, cause?: unknown): IngestError {
+  return new IngestError('INGEST_CORRUPT_FILE', `${file.path}: ${problem}`, { cause, context: { file: file.path, rowGroup } });
+}
+
+function checkBatch(file: DropFile, index: number, batch: RecordBatch): void {
+  const problem = arrowBatchProblem(batch);
+  if (problem !== undefined) throw corrupt(file, index, `record batch ${index} is damaged: ${problem}`);
+}
+
+async function* readParquet(
+  file: DropFile,
+  start: number,
+  endRequested: number,
+  maxRowGroupBytes: number,
+  options: ReadRecordBatchesOptions,
+): AsyncGenerator<RecordBatchChunk> {
+  const decoder = await ParquetDecoder.open(file, { signal: options.signal, stallTimeoutMs: options.stallTimeoutMs });
+  try {
+    const end = Math.min(endRequested, decoder.rowGroups.length);
+    const fits = (g: number): boolean => decoder.rowGroups[g]!.bytes <= maxRowGroupBytes;
+    let requested = -1;
+    for (let g = start; g < end; g++) {
+      if (requested !== g) {
+        if (!fits(g)) {
+          throw new IngestError(
+            'INGEST_UNSUPPORTED_FORMAT',
+            `${file.path}: row group ${g} is ${decoder.rowGroups[g]!.bytes} bytes uncompressed, over maxRowGroupBytes (${maxRowGroupBytes}); ` +
+              'ingest decodes a row group whole in memory — rewrite the file with smaller row groups or raise the limit',
+            { context: { file: file.path, rowGroup: g } },
+          );
+        }
+        decoder.request(g);
+      }
+      const buffers = await decoder.collect();
+      // Let the worker decode the next row group while the caller maps this one.
+      if (g + 1 < end && fits(g + 1)) {
+        decoder.request(g + 1);
+        requested = g + 1;
+      }
+      let rowOffset = 0;
+      for (const ipc of buffers) {
+        let batches: RecordBatch[];
+        try {
+          batches = RecordBatchReader.from(ipc).readAll();
+        } catch (err) {
+          throw corrupt(file, g, `row group ${g} decoded to unreadable Arrow data: ${describeCause(err)}`, err);
+        }
+        for (const batch of batches) {
+          yield { rowGroup: g, rowOffset, batch };
+          rowOffset += batch.numRows;
+        }
+      }
+      const expected = decoder.rowGroups[g]!.rows;
+      if (rowOffset !== expected) throw corrupt(file, g, `row group ${g} decoded to ${rowOffset} rows, but the footer says ${expected}`);
+      options.signal?.throwIfAborted();
+    }
+  } finally {
+    await decoder.close();
+  }
+}
+
+async function* readArrow(file: DropFile, start: number, end: number, signal: AbortSignal | undefined): AsyncGenerator<RecordBatchChunk> {
+  let handle: FileHandle;
+  try {
+    handle = await open(file.path, 'r');
+  } catch (err) {
+    throw new IngestError('INGEST_SOURCE_NOT_FOUND', `${file.path} cannot be opened any more: ${describeCause(err)}`, { cause: err, context: { file: file.path } });
+  }
+  try {
+    // From a file handle apache-arrow reads the file format by random access (footer, then one batch
+    // at a time) and the stream format message by message.
+    let reader;
+    try {
+      // apache-arrow trusts the lengths in the metadata it decodes: check them all first.
+      await verifyArrowMetadata(handle, file.sizeBytes);
+      reader = await RecordBatchReader.from(handle);
+      await reader.open();
+    } catch (err) {
+      throw corrupt(file, undefined, `cannot read the Arrow IPC metadata: ${describeCause(err)}`, err);
+    }
+    if (reader.isFile()) {
+      const stop = Math.min(end, reader.numRecordBatches);
+      for (let index = start; index < stop; index++) {
+        let batch: RecordBatch | null;
+        try {
+          batch = await reader.readRecordBatch(index);
+        } catch (err) {
+          throw corrupt(file, index, `cannot decode record batch ${index}: ${describeCause(err)}`, err);
+        }
+        if (batch === null) throw corrupt(file, index, `record batch ${index} listed in the footer cannot be found`);
+        checkBatch(file, index, batch);
+        yield { rowGroup: index, rowOffset: 0, batch };
+        signal?.throwIfAborted();
+      }
+      return;
+    }
+    let position = 0;
+    const iterator = reader[Symbol.asyncIterator]();
+    try {
+      while (position < end) {
+        let step: IteratorResult<RecordBatch>;
+        try {
+          step = await iterator.next();
+        } catch (err) {
+          throw corrupt(file, position, `cannot decode record batch ${position}: ${describeCause(err)}`, err);
+        }
+        if (step.done) break;
+        // Batches before the range are decoded and dropped: a stream has no index to seek with.
+        if (position >= start) {
+          checkBatch(file, position, step.value);
+          yield { rowGroup: position, rowOffset: 0, batch: step.value };
+          signal?.throwIfAborted();
+        }
+        position++;
+      }
+    } finally {
+      await iterator.return?.();
+    }
+  } finally {
+    await handle.close();
+  }
+}

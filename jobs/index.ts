@@ -1,0 +1,11 @@
+export { PrivateRedis } from './redis-server-process.js';
+export type { PrivateRedisOptions } from './redis-server-process.js';
+export { connectionFromUrl } from './redis-connection.js';
+export { JobsError, JOBS_ERROR_CODES } from './jobs-errors.js';
+export type { JobsErrorCode } from './jobs-errors.js';
+export { submitIngest, childJobId, INGEST_QUEUE, INGEST_FILE_QUEUE } from './ingest-flow.js';
+export type { IngestSpec, IngestPlan, IngestReport, IngestFileData, IngestFileResult, IngestParentData, SubmitOptions, Submitted } from './ingest-flow.js';
+export { IngestWorkers } from './ingest-worker.js';
+export type { IngestWorkerOptions } from './ingest-worker.js';
+export { watchIngest } from './ingest-watch.js';
+export type { IngestProgress, WatchOptions } from './ingest-watch.js';

@@ -1,0 +1,191 @@
+import { createHash } from 'node:crypto';
+import { resolve } from 'node:path';
+import { FlowProducer, Job, Queue, type ConnectionOptions } from 'bullmq';
+import { IngestError, readFileFooter, scanDrop, type DropFile, type FileCheckpoint } from '../ingest/index.js';
+
+/** Queue of parent ingest jobs (one per drop). */
+export const INGEST_QUEUE = 'shardpipe-ingest';
+/** Queue of child jobs (one per file or row-group range). */
+export const INGEST_FILE_QUEUE = 'shardpipe-ingest-file';
+
+/** What an ingest of a drop is asked to do. Carried by the parent and every child. */
+export interface IngestSpec {
+  source: string;
+  keyColumn: string;
+  valueColumn?: string;
+  /** Folder for rejects files; each ingest writes into its own subfolder. */
+  rejectsDir: string;
+  /** Fail the ingest once more rows than this are rejected; absent = unlimited. */
+  maxRejects?: number;
+  strictOrder: boolean;
+  /** Per child; 0 = unlimited. */
+  maxRowsPerSecond: number;
+}
+
+export interface IngestParentData {
+  ingestId: string;
+  spec: IngestSpec;
+  files: number;
+  rowsTotal: number;
+  submittedAt: number;
+}
+
+export interface IngestFileData {
+  ingestId: string;
+  spec: IngestSpec;
+  file: DropFile;
+  rowGroupStart: number;
+  rowGroupEnd: number;
+  rowsTotal: number;
+  rejectsPath: string;
+  /** Written by the worker after every acknowledged stretch; a retry continues from it. */
+  checkpoint?: FileCheckpoint;
+  /** Set when the file's footer could not be read while planning: the child fails with it. */
+  plannedFailure?: string;
+}
+
+/** What a file child returns. */
+export interface IngestFileResult extends FileCheckpoint {
+  file: string;
+  rowGroupStart: number;
+  rowGroupEnd: number;
+  durationMs: number;
+}
+
+/** The parent's result: the ingest report. */
+export interface IngestReport {
+  id: string;
+  source: string;
+  rowsIngested: number;
+  rowsRejected: number;
+  rowsOutOfOrder: number;
+  filesOk: number;
+  filesFailed: number;
+  failures: Array<{ file: string; reason: string }>;
+  rejectsPath: string;
+  bytesIngested: number;
+  durationMs: number;
+  rowsPerSecond: number;
+}
+
+export interface IngestPlan {
+  ingestId: string;
+  files: DropFile[];
+  skipped: Array<{ path: string; reason: string }>;
+  children: IngestFileData[];
+  rowsTotal: number;
+}
+
+export interface SubmitOptions {
+  /** Start over even when an ingest of the same drop exists. Default false. */
+  restart?: boolean;
+  /** Refuse a folder without `_SUCCESS`. Default true. */
+  requireSuccess?: boolean;
+  /** Split files into children of about this many rows (whole row groups). Default 2,000,000. */
+  rowsPerTask?: number;
+  /** Retries of a child after a retryable failure. Default 5. */
+  attempts?: number;
+}
+
+export interface Submitted {
+  plan: IngestPlan;
+  /** 'new': flow created; 'resumed': an unfinished ingest of this drop goes on; 'finished': it already completed. */
+  state: 'new' | 'resumed' | 'finished';
+}
+
+/**
+ * Plans an ingest from the files' footers only (row counts per row group) and creates the BullMQ
+ * flow: a parent job and one child per file or row-group range. The ingest id is derived from the
+ * drop's files and the mapping, so submitting the same drop again finds the running ingest.
+ */
+export async function submitIngest(connection: ConnectionOptions, spec: IngestSpec, options: SubmitOptions = {}): Promise<Submitted> {
+  const plan = await planIngest(spec, options);
+  const parents = new Queue(INGEST_QUEUE, { connection });
+  try {
+    const existing = await Job.fromId<IngestParentData, IngestReport>(parents, plan.ingestId);
+    if (existing) {
+      const state = await existing.getState();
+      if (state === 'completed') return { plan, state: 'finished' };
+      if (state !== 'failed') return { plan, state: 'resumed' };
+      await existing.remove({ removeChildren: true });
+    }
+    const flows = new FlowProducer({ connection });
+    try {
+      await flows.add({
+        name: 'ingest-drop',
+        queueName: INGEST_QUEUE,
+        data: { ingestId: plan.ingestId, spec, files: plan.files.length, rowsTotal: plan.rowsTotal, submittedAt: Date.now() } satisfies IngestParentData,
+        opts: { jobId: plan.ingestId },
+        children: plan.children.map((child, i) => ({
+          name: 'ingest-file',
+          queueName: INGEST_FILE_QUEUE,
+          data: child,
+          opts: {
+            jobId: childJobId(plan.ingestId, i),
+            attempts: options.attempts ?? 5,
+            backoff: { type: 'exponential', delay: 1000 },
+            // A failed file is reported by the parent; it does not stop the other files.
+            ignoreDependencyOnFailure: true,
+          },
+        })),
+      });
+    } finally {
+      await flows.close();
+    }
+    return { plan, state: 'new' };
+  } finally {
+    await parents.close();
+  }
+}
+
+export function childJobId(ingestId: string, index: number): string {
+  return `${ingestId}-f${index}`;
+}
+
+async function planIngest(spec: IngestSpec, options: SubmitOptions): Promise<IngestPlan> {
+  const rowsPerTask = options.rowsPerTask ?? 2_000_000;
+  const scan = await scanDrop(spec.source, { requireSuccess: options.requireSuccess ?? true });
+  const identity = createHash('sha256')
+    .update(JSON.stringify([resolve(spec.source), spec.keyColumn, spec.valueColumn ?? null, scan.files.map((f) => f.fingerprint)]))
+    .digest('hex')
+    .slice(0, 16);
+  const ingestId = options.restart ? `ingest-${identity}-${Date.now().toString(36)}` : `ingest-${identity}`;
+  const rejectsFolder = resolve(spec.rejectsDir, ingestId);
+  const children: IngestFileData[] = [];
+  let rowsTotal = 0;
+  for (const file of scan.files) {
+    let footer;
+    try {
+      footer = await readFileFooter(file, spec.keyColumn);
+    } catch (err) {
+      // One unreadable file must not stop the drop: its child fails and the report names it.
+      if (!(err instanceof IngestError)) throw err;
+      children.push({ ingestId, spec, file, rowGroupStart: 0, rowGroupEnd: 0, rowsTotal: 0, rejectsPath: rejectsPathOf(rejectsFolder, children.length), plannedFailure: `${err.code}: ${err.message}` });
+      continue;
+    }
+    rowsTotal += footer.rows;
+    const groups = footer.rowGroups.length === 0 ? [{ rows: 0 }] : footer.rowGroups;
+    let start = 0;
+    while (start < groups.length) {
+      let end = start;
+      let rows = 0;
+      while (end < groups.length && (end === start || rows + groups[end]!.rows <= rowsPerTask)) rows += groups[end++]!.rows;
+      const index = children.length;
+      children.push({
+        ingestId,
+        spec,
+        file,
+        rowGroupStart: start,
+        rowGroupEnd: footer.rowGroups.length === 0 ? 0 : end,
+        rowsTotal: rows,
+        rejectsPath: rejectsPathOf(rejectsFolder, index),
+      });
+      start = end;
+    }
+  }
+  return { ingestId, files: scan.files, skipped: scan.skipped, children, rowsTotal };
+}
+
+function rejectsPathOf(folder: string, childIndex: number): string {
+  return resolve(folder, `${String(childIndex).padStart(5, '0')}.ndjson`);
+}

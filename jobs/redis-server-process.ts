@@ -1,0 +1,81 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdir } from 'node:fs/promises';
+import { createConnection } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { findFreePort, type Logger } from '../common/index.js';
+import { JobsError } from './jobs-errors.js';
+
+export interface PrivateRedisOptions {
+  /** Folder for Redis's data (AOF on), so a re-run finds the jobs of a killed run. Required. */
+  dataDir: string;
+  /** How long to wait for Redis to accept connections. Default 10000 ms. */
+  startTimeoutMs?: number;
+  logger?: Logger;
+}
+
+/**
+ * A redis-server child process for one shardpipe run when no Redis URL is given: loopback only,
+ * a free port, append-only persistence in the data folder.
+ */
+export class PrivateRedis {
+  readonly url: string;
+  private readonly child: ChildProcess;
+  private stopped: Promise<void> | undefined;
+
+  private constructor(url: string, child: ChildProcess) {
+    this.url = url;
+    this.child = child;
+  }
+
+  static async start(options: PrivateRedisOptions): Promise<PrivateRedis> {
+    if (spawnSync('sh', ['-c', 'command -v redis-server'], { stdio: 'ignore' }).status !== 0) {
+      throw new JobsError(
+        'JOBS_REDIS_MISSING',
+        'redis-server is not installed: install it (Debian/Ubuntu: apt-get install redis-server; `npm test`/`npm run demo` do this when run as root) or pass --redis URL',
+      );
+    }
+    await mkdir(options.dataDir, { recursive: true });
+    const port = await findFreePort();
+    const child = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--dir', options.dataDir, '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '', '--protected-mode', 'yes', '--loglevel', 'warning'],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const redis = new PrivateRedis(`redis://127.0.0.1:${port}`, child);
+    const deadline = Date.now() + (options.startTimeoutMs ?? 10_000);
+    while (!(await accepts(port))) {
+      if (child.exitCode !== null || Date.now() > deadline) {
+        await redis.stop();
+        throw new JobsError('JOBS_REDIS_UNAVAILABLE', `private redis-server did not start on port ${port}: ${stderr.trim() || 'no output'}`);
+      }
+      await sleep(20);
+    }
+    options.logger?.debug({ url: redis.url, dataDir: options.dataDir }, 'private redis-server started');
+    return redis;
+  }
+
+  /** SIGTERM (Redis flushes the AOF) and wait for exit. Idempotent. */
+  stop(): Promise<void> {
+    this.stopped ??= (async () => {
+      if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+      const exited = once(this.child, 'exit');
+      this.child.kill('SIGTERM');
+      await exited;
+    })();
+    return this.stopped;
+  }
+}
+
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ port, host: '127.0.0.1' });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
