@@ -125,6 +125,9 @@ export async function ingestFile(client: StoreClient, task: FileTask, options: F
         }
         previousKey = row.key;
       }
+      // Disorder inside a batch would cut it into tiny BulkInsert calls: send the batch sorted
+      // (stable, so a key's later row still wins). Disorder between batches stays as it is.
+      if (outOfOrder > 0) rows.sort((a, b) => Buffer.compare(a.key, b.key));
       sent += rows.length;
       counts = {
         ...counts,

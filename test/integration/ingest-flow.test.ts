@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PrivateRedis } from '../../jobs/index.js';
 import { StoreClient } from '../../store/index.js';
 import { CLI, StoreCluster, runCli } from '../helpers/store-cluster.js';
+import { REAL_DATA_DIR, readManifest } from '../helpers/ingest-manifest.js';
 import { toParquet, writeSparkDrop } from '../helpers/spark-drop.js';
 
 describe('shardpipe ingest: BullMQ flow into a real 3-node cluster', () => {
@@ -133,4 +134,52 @@ describe('shardpipe ingest: BullMQ flow into a real 3-node cluster', () => {
     // At most what was in flight when the last checkpoint was taken: 2 files × 4 calls × 1000 rows.
     expect(resent).toBeLessThanOrEqual(8000);
   });
+
+  it('a store node restarted mid-ingest: the ingest completes with nothing lost', async () => {
+    const drop = await writeSparkDrop(join(dir, 'drop-e'), { files: 2, rowsPerFile: 20_000, rowGroupRows: 2000, prefix: 'e-' });
+    const owner = cluster.nodes.find((n) => n.address === cluster.map.lookup(Buffer.from('e-')).node)!;
+    expect(owner).toBeDefined();
+    const run = ingest(drop.dir, '--value-column', 'payload', '--max-rows-per-second', '8000');
+    for (;;) {
+      if ((await storeDigest('e-')).count > 2000) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await owner.stop();
+    await new Promise((r) => setTimeout(r, 500));
+    await owner.start();
+    const r = await run;
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).rowsIngested).toBe(drop.rows);
+    const stored = await storeDigest('e-');
+    expect(stored.count).toBe(drop.rows);
+    expect(stored.toHex()).toBe(drop.digest.toHex());
+  });
+
+  it('a file without the key column fails alone with INGEST_KEY_COLUMN_MISSING; the others are ingested', async () => {
+    const folder = join(dir, 'drop-f');
+    const drop = await writeSparkDrop(folder, { files: 1, rowsPerFile: 300, prefix: 'f-' });
+    await writeFile(join(folder, 'part-00007-other-schema.parquet'), toParquet({ user: ['x', 'y'], payload: ['1', '2'] }, 'ZSTD', 10));
+    const r = await ingest(folder, '--value-column', 'payload');
+    expect(r.code, r.stderr).toBe(2);
+    const report = JSON.parse(r.stdout);
+    expect(report).toMatchObject({ rowsIngested: drop.rows, filesOk: 1, filesFailed: 1 });
+    expect(report.failures[0].file).toBe('part-00007-other-schema.parquet');
+    expect(report.failures[0].reason).toContain('INGEST_KEY_COLUMN_MISSING');
+    expect(report.failures[0].reason).toContain('user');
+  });
+
+  it('real files written by other tools go into the store with their key column: rows + rejects = the manifest count', async () => {
+    const picks = ['alltypes_tiny_pages.parquet', 'delta_byte_array.parquet', 'int32_with_null_pages.parquet', 'rle-dict-snappy-checksum.parquet', 'lz4_raw_compressed_larger.parquet'];
+    const manifest = readManifest();
+    for (const name of picks) {
+      const entry = manifest.find((e) => e.file.endsWith(`/${name}`))!;
+      expect(entry.keyColumn, name).toBeDefined();
+      const r = await runCli(['ingest', join(REAL_DATA_DIR, entry.file), '--key-column', entry.keyColumn!, '--seeds', cluster.seeds.join(','), '--redis', redis.url, '--data-dir', join(dir, 'data'), '--json', '--log-level', 'warn']);
+      expect([0, 2], `${name}: ${r.stderr}`).toContain(r.code);
+      const report = JSON.parse(r.stdout);
+      expect(report.filesFailed, name).toBe(0);
+      expect(report.rowsIngested + report.rowsRejected, name).toBe(entry.rows);
+      if (entry.keyHasNulls) expect(report.rowsRejected, name).toBeGreaterThan(0);
+    }
+  }, 120_000);
 });
