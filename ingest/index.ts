@@ -1,6 +1,6 @@
 export { IngestError, INGEST_ERROR_CODES, isIngestErrorCode } from './ingest-errors.js';
 export type { IngestErrorCode, IngestErrorContext, IngestErrorOptions } from './ingest-errors.js';
-export { scanDrop, assertFileUnchanged, assertFileUnchanged as checkFingerprint, fingerprintOf, isSideFileName, parseHiveSegment } from './drop-scanner.js';
+export { scanDrop, assertFileUnchanged, fingerprintOf, isSideFileName, parseHiveSegment } from './drop-scanner.js';
 export type { DropFile, DropFileFormat, DropScan, ScanDropOptions, SkippedFile } from './drop-scanner.js';
 export { readFileFooter } from './file-footer.js';
 export type { FileFooter, FooterRowGroup } from './file-footer.js';

@@ -91,7 +91,9 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
         const report = await watchIngest(connection, plan, { onProgress: progressPrinter(ctx), signal: stop.signal });
         if (process.stderr.isTTY) process.stderr.write('\n');
         printReport(ctx, report, opts.json ?? false);
-        if (report.filesFailed > 0 || report.rowsRejected > 0) process.exitCode = EXIT.incomplete;
+        // Over --max-rejects the ingest as a whole has failed; otherwise failures are per file.
+        if (report.failures.some((f) => f.reason.includes('INGEST_TOO_MANY_REJECTS'))) process.exitCode = EXIT.failed;
+        else if (report.filesFailed > 0 || report.rowsRejected > 0) process.exitCode = EXIT.incomplete;
       } finally {
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);

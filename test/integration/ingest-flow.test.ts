@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -182,4 +182,17 @@ describe('shardpipe ingest: BullMQ flow into a real 3-node cluster', () => {
       if (entry.keyHasNulls) expect(report.rowsRejected, name).toBeGreaterThan(0);
     }
   }, 120_000);
+
+  it('--max-rejects: beyond the budget the ingest fails (exit 1) and says why', async () => {
+    const folder = join(dir, 'drop-g');
+    await mkdir(folder);
+    const ids = Array.from({ length: 400 }, (_, i) => (i % 4 === 0 ? null : `g-${String(i).padStart(4, '0')}`));
+    await writeFile(join(folder, 'part-00000.parquet'), toParquet({ id: ids, payload: ids.map(() => 'v') }, 'SNAPPY', 50));
+    await writeFile(join(folder, '_SUCCESS'), '');
+    const r = await ingest(folder, '--value-column', 'payload', '--max-rejects', '10');
+    expect(r.code, r.stderr).toBe(1);
+    const report = JSON.parse(r.stdout);
+    expect(report.failures[0].reason).toContain('INGEST_TOO_MANY_REJECTS');
+    expect(report.failures[0].reason).toContain('over --max-rejects 10');
+  });
 });
