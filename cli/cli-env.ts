@@ -6,6 +6,8 @@ const envSchema = z.object({
   SHARDPIPE_DATA_DIR: z.string().optional(),
   SHARDPIPE_LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).optional(),
   SHARDPIPE_LOG_FORMAT: z.enum(['json', 'pretty']).optional(),
+  /** Credentials for `ingest az://CONTAINER/PREFIX` drops. */
+  AZURE_STORAGE_CONNECTION_STRING: z.string().optional(),
 });
 
 /** The environment variables the CLI reads, validated once at start. */

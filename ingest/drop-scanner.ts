@@ -17,8 +17,13 @@ export interface DropFile {
   sizeBytes: number;
   /** Modification time (ms since the epoch, fractional as the file system reports it). */
   mtimeMs: number;
-  /** SHA-256 (hex) of absolute path, size and mtime: changes whenever the file is replaced or rewritten. */
+  /** SHA-256 (hex) of absolute path, size and mtime (and `origin` when set): changes whenever the file is replaced or rewritten. */
   fingerprint: string;
+  /**
+   * Where a staged copy came from, for messages and the fingerprint: `az://container/blob@etag` for a
+   * blob of an Azure drop (`path` is then its local copy). Absent for local files.
+   */
+  origin?: string;
   /** Hive-style folder values on the way from the drop folder to the file (`dt=2026-01-01/` → `{ dt: '2026-01-01' }`), URL-decoded. */
   partitionValues: Record<string, string>;
 }
@@ -255,9 +260,11 @@ export async function assertFileUnchanged(file: DropFile): Promise<void> {
   }
 }
 
-/** SHA-256 hex of absolute path, size and mtime. */
-export function fingerprintOf(path: string, sizeBytes: number, mtimeMs: number): string {
-  return createHash('sha256').update(`${resolve(path)}\0${sizeBytes}\0${mtimeMs}`).digest('hex');
+/** SHA-256 hex of absolute path, size and mtime, and of `origin` when given (a staged copy's source). */
+export function fingerprintOf(path: string, sizeBytes: number, mtimeMs: number, origin?: string): string {
+  const hash = createHash('sha256').update(`${resolve(path)}\0${sizeBytes}\0${mtimeMs}`);
+  if (origin !== undefined) hash.update(`\0${origin}`);
+  return hash.digest('hex');
 }
 
 /**

@@ -2,6 +2,11 @@ export { IngestError, INGEST_ERROR_CODES, isIngestErrorCode } from './ingest-err
 export type { IngestErrorCode, IngestErrorContext, IngestErrorOptions } from './ingest-errors.js';
 export { scanDrop, assertFileUnchanged, fingerprintOf, isSideFileName, parseHiveSegment } from './drop-scanner.js';
 export type { DropFile, DropFileFormat, DropScan, ScanDropOptions, SkippedFile } from './drop-scanner.js';
+export { scanAzureDrop } from './azure-drop.js';
+export type { AzureDropScan, ScanAzureDropOptions } from './azure-drop.js';
+export { isAzureUrl, parseAzureUrl } from './azure-url.js';
+export type { AzureUrl } from './azure-url.js';
+export { assertStagedBlobUnchanged } from './azure-blob-cache.js';
 export { readFileFooter } from './file-footer.js';
 export type { FileFooter, FooterRowGroup } from './file-footer.js';
 export { readRecordBatches } from './record-batch-reader.js';

@@ -1,9 +1,10 @@
 import { ShardpipeError, type ShardpipeErrorOptions } from '../common/index.js';
 
 /**
- * Every code an IngestError can carry and whether repeating the same operation may succeed. All are
- * final: they describe the input, which a retry reads again unchanged. INGEST_INPUT_CHANGED too — a
- * retry holds the same stale scan; what helps is a new scan (a new submission).
+ * Every code an IngestError can carry and whether repeating the same operation may succeed. All but
+ * INGEST_SOURCE_UNAVAILABLE are final: they describe the input, which a retry reads again unchanged.
+ * INGEST_INPUT_CHANGED too — a retry holds the same stale scan; what helps is a new scan (a new
+ * submission).
  */
 export const INGEST_ERROR_CODES = {
   /** The drop path (folder or file) does not exist or cannot be read. */
@@ -20,12 +21,20 @@ export const INGEST_ERROR_CODES = {
   INGEST_VALUE_COLUMN_MISSING: { retryable: false },
   /** The key column has a type without a byte encoding (float, bool, nested, decimal...). */
   INGEST_UNSUPPORTED_KEY_TYPE: { retryable: false },
-  /** The file's size or modification time differs from what the scan recorded. */
+  /** The file's size or modification time (a staged blob's etag) differs from what the scan recorded. */
   INGEST_INPUT_CHANGED: { retryable: false },
   /** More rejected rows than the job allows. */
   INGEST_TOO_MANY_REJECTS: { retryable: false },
   /** Keys that go backwards where the input must be sorted. */
   INGEST_OUT_OF_ORDER: { retryable: false },
+  /** A malformed remote drop location (`az://CONTAINER/PREFIX`) or connection string. */
+  INGEST_INVALID_SOURCE: { retryable: false },
+  /** No credentials for a remote drop, or its storage refused them (HTTP 401/403). */
+  INGEST_ACCESS_DENIED: { retryable: false },
+  /** The remote storage did not answer, or answered with a server error or throttling, after the client's retries. */
+  INGEST_SOURCE_UNAVAILABLE: { retryable: true },
+  /** A remote file could not be written to the local staging folder (disk full, permissions, a name clash). */
+  INGEST_STAGING_FAILED: { retryable: false },
 } as const;
 
 export type IngestErrorCode = keyof typeof INGEST_ERROR_CODES;
@@ -42,6 +51,8 @@ export interface IngestErrorContext {
   column?: string;
   /** The drop folder or file given to the scanner. */
   source?: string;
+  /** Where a staged file came from (`az://container/blob@etag`). */
+  origin?: string;
 }
 
 export interface IngestErrorOptions extends Omit<ShardpipeErrorOptions, 'retryable' | 'context'> {

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
 import { FlowProducer, Job, Queue, type ConnectionOptions } from 'bullmq';
-import { IngestError, readFileFooter, scanDrop, type DropFile, type FileCheckpoint } from '../ingest/index.js';
+import { IngestError, isAzureUrl, readFileFooter, scanAzureDrop, scanDrop, type DropFile, type FileCheckpoint } from '../ingest/index.js';
 
 /** Queue of parent ingest jobs (one per drop). */
 export const INGEST_QUEUE = 'shardpipe-ingest';
@@ -10,7 +10,13 @@ export const INGEST_FILE_QUEUE = 'shardpipe-ingest-file';
 
 /** What an ingest of a drop is asked to do. Carried by the parent and every child. */
 export interface IngestSpec {
+  /** A local folder or file (absolute), or an Azure Blob drop `az://CONTAINER/PREFIX`. */
   source: string;
+  /**
+   * Where an `az://` drop is staged (`<cacheDir>/<container>/<blob>`); required for one. Workers
+   * read the staged copies, so they must see this folder.
+   */
+  cacheDir?: string;
   keyColumn: string;
   valueColumn?: string;
   /** Folder for rejects files; each ingest writes into its own subfolder. */
@@ -85,6 +91,10 @@ export interface SubmitOptions {
   rowsPerTask?: number;
   /** Retries of a child after a retryable failure. Default 5. */
   attempts?: number;
+  /** Connection string for an `az://` source. Used while planning only: never stored in the jobs. */
+  azureConnectionString?: string;
+  /** Stops the scan (and the staging of an `az://` drop). */
+  signal?: AbortSignal;
 }
 
 export interface Submitted {
@@ -144,9 +154,14 @@ export function childJobId(ingestId: string, index: number): string {
 
 async function planIngest(spec: IngestSpec, options: SubmitOptions): Promise<IngestPlan> {
   const rowsPerTask = options.rowsPerTask ?? 2_000_000;
-  const scan = await scanDrop(spec.source, { requireSuccess: options.requireSuccess ?? true });
+  const requireSuccess = options.requireSuccess ?? true;
+  const azure = isAzureUrl(spec.source);
+  if (azure && spec.cacheDir === undefined) throw new TypeError(`spec.cacheDir is required for an az:// source (${spec.source})`);
+  const scan = azure
+    ? await scanAzureDrop(spec.source, { connectionString: options.azureConnectionString, cacheDir: spec.cacheDir!, requireSuccess, signal: options.signal })
+    : await scanDrop(spec.source, { requireSuccess, signal: options.signal });
   const identity = createHash('sha256')
-    .update(JSON.stringify([resolve(spec.source), spec.keyColumn, spec.valueColumn ?? null, scan.files.map((f) => f.fingerprint)]))
+    .update(JSON.stringify([azure ? spec.source : resolve(spec.source), spec.keyColumn, spec.valueColumn ?? null, scan.files.map((f) => f.fingerprint)]))
     .digest('hex')
     .slice(0, 16);
   const ingestId = options.restart ? `ingest-${identity}-${Date.now().toString(36)}` : `ingest-${identity}`;

@@ -2,7 +2,7 @@ import { Redis, type RedisOptions } from 'ioredis';
 import { dirname } from 'node:path';
 import { Job, Queue, UnrecoverableError, Worker, type ConnectionOptions } from 'bullmq';
 import { ShardpipeError, type Logger } from '../common/index.js';
-import { IngestError, RejectsWriter, assertFileUnchanged, ingestFile, type FileCheckpoint } from '../ingest/index.js';
+import { IngestError, RejectsWriter, assertFileUnchanged, assertStagedBlobUnchanged, ingestFile, type FileCheckpoint } from '../ingest/index.js';
 import type { StoreClient } from '../store/index.js';
 import { INGEST_FILE_QUEUE, INGEST_QUEUE, type IngestFileData, type IngestFileResult, type IngestParentData, type IngestReport } from './ingest-flow.js';
 
@@ -77,6 +77,8 @@ async function processFile(job: Job<IngestFileData, IngestFileResult>, options: 
   const started = Date.now();
   if (data.plannedFailure !== undefined) throw new UnrecoverableError(data.plannedFailure);
   try {
+    // A blob of an Azure drop is read from its staged copy: it must still hold the planned version.
+    await assertStagedBlobUnchanged(data.file);
     await assertFileUnchanged(data.file);
     // A resumed child keeps the rejects written before its checkpoint.
     const rejects = await RejectsWriter.open(data.rejectsPath, { append: data.checkpoint !== undefined });

@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { parseDurationMs } from '../../common/index.js';
+import { isAzureUrl } from '../../ingest/index.js';
 import { IngestWorkers, PrivateRedis, connectionFromUrl, submitIngest, watchIngest, type IngestProgress, type IngestReport } from '../../jobs/index.js';
 import { StoreClient } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
@@ -30,12 +31,12 @@ interface IngestOptions {
 export function registerIngestCommands(program: Command, ctx: CliContext): void {
   program
     .command('ingest <source>')
-    .description('load a drop (a folder of sorted Parquet/Arrow files with _SUCCESS, or one file) into the store through a BullMQ flow; exit 0 all ingested, 2 with rejects or failed files, 1 on a fatal error')
+    .description('load a drop (a folder of sorted Parquet/Arrow files with _SUCCESS, one file, or an Azure Blob prefix az://CONTAINER/PREFIX with AZURE_STORAGE_CONNECTION_STRING) into the store through a BullMQ flow; exit 0 all ingested, 2 with rejects or failed files, 1 on a fatal error')
     .requiredOption('--key-column <col>', 'column whose value becomes the key (string → UTF-8, binary → raw, integers → order-preserving fixed width)')
     .option('--value-column <col>', 'column whose bytes become the value; default: a JSON document of all other columns')
     .option('--seeds <list>', 'store nodes HOST:PORT[,...] (env SHARDPIPE_SEEDS)')
     .option('--redis <url>', 'Redis for the job queues (env SHARDPIPE_REDIS_URL); default: a private redis-server in the data folder')
-    .option('--data-dir <dir>', 'data folder for the private Redis and rejects (env SHARDPIPE_DATA_DIR; default .shardpipe)')
+    .option('--data-dir <dir>', 'data folder for the private Redis, rejects and staged az:// drops (env SHARDPIPE_DATA_DIR; default .shardpipe)')
     .option('--rejects-dir <dir>', 'where rejected rows are written (NDJSON); default: DATA_DIR/rejects')
     .option('--wait', 'wait for the end, with progress, and print the report (implied by the local worker)')
     .option('--json', 'print the report as one JSON object')
@@ -65,7 +66,9 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
         const submitted = await submitIngest(
           connection,
           {
-            source: resolve(source),
+            source: isAzureUrl(source) ? source : resolve(source),
+            // Azure drops are staged here; workers read the copies.
+            cacheDir: isAzureUrl(source) ? resolve(dataDir, 'azure-cache') : undefined,
             keyColumn: opts.keyColumn,
             valueColumn: opts.valueColumn,
             rejectsDir: resolve(opts.rejectsDir ?? resolve(dataDir, 'rejects')),
@@ -73,7 +76,13 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
             strictOrder: opts.strictOrder ?? false,
             maxRowsPerSecond: parsePositiveInt(opts.maxRowsPerSecond, '--max-rows-per-second'),
           },
-          { restart: opts.restart, requireSuccess: opts.requireSuccess, rowsPerTask: parsePositiveInt(opts.rowsPerTask, '--rows-per-task') },
+          {
+            restart: opts.restart,
+            requireSuccess: opts.requireSuccess,
+            rowsPerTask: parsePositiveInt(opts.rowsPerTask, '--rows-per-task'),
+            azureConnectionString: ctx.env.AZURE_STORAGE_CONNECTION_STRING,
+            signal: stop.signal,
+          },
         );
         const { plan } = submitted;
         ctx.logger.info({ ingestId: plan.ingestId, state: submitted.state, files: plan.files.length, children: plan.children.length, rows: plan.rowsTotal, skipped: plan.skipped }, 'ingest submitted');
