@@ -27,7 +27,6 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -38,6 +37,7 @@ import { findFreePort } from '../common/index.js';
 import { createRowMapper, readRecordBatches, scanDrop, type DropFile } from '../ingest/index.js';
 import { PrivateRedis } from '../jobs/index.js';
 import { PartitionMap, StoreClient, displayBytes } from '../store/index.js';
+import { readPeakRssMb, stopChild, waitForReady } from './bench-processes.js';
 
 const KEY_BYTES = 16;
 const VALUE_BYTES = 100;
@@ -49,8 +49,6 @@ const PARTITIONS = 6;
 const KEY_COLUMN = 'id';
 const VALUE_COLUMN = 'payload';
 const RSS_POLL_MS = 20;
-const READY_TIMEOUT_MS = 30_000;
-const STOP_TIMEOUT_MS = 20_000;
 const MAIN_JS = join(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
 
 // Values are 100-character windows of one random base64 text, so Parquet's snappy and LevelDB's
@@ -319,54 +317,6 @@ async function startNode(address: string, mapFile: string, dataDir: string): Pro
   };
 }
 
-/** Resolves on the node's `{"event":"ready"}` line; rejects if it exits or takes too long first. */
-function waitForReady(child: ChildProcess): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const lines = createInterface({ input: child.stdout! });
-    const timer = setTimeout(() => reject(new Error(`store node gave no ready line within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
-    const onExit = (code: number | null): void => {
-      clearTimeout(timer);
-      reject(new Error(`store node exited (code ${code}) before it was ready`));
-    };
-    child.once('exit', onExit);
-    lines.on('line', (line) => {
-      if (!isReadyLine(line)) return;
-      clearTimeout(timer);
-      child.off('exit', onExit);
-      resolve();
-    });
-  });
-}
-
-function isReadyLine(line: string): boolean {
-  try {
-    return (JSON.parse(line) as { event?: unknown }).event === 'ready';
-  } catch {
-    return false;
-  }
-}
-
-async function stopChild(child: ChildProcess, exited: Promise<void>): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => {
-    process.stderr.write(`store node ${child.pid} did not stop within ${STOP_TIMEOUT_MS} ms of SIGTERM; killing it\n`);
-    child.kill('SIGKILL');
-  }, STOP_TIMEOUT_MS);
-  await exited;
-  clearTimeout(timer);
-  if (child.exitCode !== 0) process.stderr.write(`store node ${child.pid} exited with code ${child.exitCode ?? child.signalCode}\n`);
-}
-
-/** Peak resident set size (VmHWM) of a live process, where /proc is available. */
-async function readPeakRssMb(pid: number): Promise<number | undefined> {
-  try {
-    const match = /^VmHWM:\s+(\d+) kB/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'));
-    return match ? Number(match[1]) / 1024 : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 async function warmUp(file: DropFile): Promise<void> {
   const mapper = createRowMapper({ keyColumn: KEY_COLUMN, valueColumn: VALUE_COLUMN });

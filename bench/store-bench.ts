@@ -15,17 +15,17 @@
  * Run: `npm run bench:store` (builds first), or after `npx tsc -p tsconfig.json`:
  *   node dist/bench/store-bench.js [--rows N]
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ClassicLevel } from 'classic-level';
 import { findFreePort } from '../common/index.js';
 import { Key, PartitionMap, StoreClient, type BulkRowInput, type WriteTiming } from '../store/index.js';
+import { readPeakRssMb, stopChild, waitForReady } from './bench-processes.js';
 
 const KEY_BYTES = 16;
 const VALUE_BYTES = 100;
@@ -36,8 +36,6 @@ const OP_RUNS = [
   { concurrency: 1, ops: 5000 },
   { concurrency: 32, ops: 20_000 },
 ] as const;
-const READY_TIMEOUT_MS = 30_000;
-const STOP_TIMEOUT_MS = 20_000;
 const MAIN_JS = join(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
 
 // Values are views into one random pool, 100 bytes apart, so LevelDB's block compression sees
@@ -198,51 +196,6 @@ async function startNode(dataDir: string, sync: boolean): Promise<NodeProcess> {
   };
 }
 
-/** Resolves on the node's `{"event":"ready"}` line; rejects if it exits or takes too long first. */
-function waitForReady(child: ChildProcess): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const lines = createInterface({ input: child.stdout! });
-    const timer = setTimeout(() => reject(new Error(`store node gave no ready line within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
-    const onExit = (code: number | null): void => reject(new Error(`store node exited (code ${code}) before it was ready`));
-    child.once('exit', onExit);
-    lines.on('line', (line) => {
-      if (!isReadyLine(line)) return;
-      clearTimeout(timer);
-      child.off('exit', onExit);
-      resolve();
-    });
-  });
-}
-
-function isReadyLine(line: string): boolean {
-  try {
-    return (JSON.parse(line) as { event?: unknown }).event === 'ready';
-  } catch {
-    return false;
-  }
-}
-
-async function stopChild(child: ChildProcess, exited: Promise<void>): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => {
-    process.stderr.write(`store node ${child.pid} did not stop within ${STOP_TIMEOUT_MS} ms of SIGTERM; killing it\n`);
-    child.kill('SIGKILL');
-  }, STOP_TIMEOUT_MS);
-  await exited;
-  clearTimeout(timer);
-  if (child.exitCode !== 0) process.stderr.write(`store node ${child.pid} exited with code ${child.exitCode ?? child.signalCode}\n`);
-}
-
-/** Peak resident set size (VmHWM) of a live process, where /proc is available. */
-async function readPeakRssMb(pid: number): Promise<number | undefined> {
-  try {
-    const match = /^VmHWM:\s+(\d+) kB/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'));
-    return match ? Number(match[1]) / 1024 : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 async function measureBulk(client: StoreClient, rows: number, baseline: WriteFigures): Promise<BulkFigures> {
   await client.map();

@@ -1,0 +1,56 @@
+import type { ChildProcess } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
+
+// Child-process helpers shared by the benchmarks.
+const READY_TIMEOUT_MS = 30_000;
+const STOP_TIMEOUT_MS = 20_000;
+
+/** Resolves on the node's `{"event":"ready"}` line; rejects if it exits or takes too long first. */
+export function waitForReady(child: ChildProcess): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout! });
+    const timer = setTimeout(() => reject(new Error(`store node gave no ready line within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
+    const onExit = (code: number | null): void => {
+      clearTimeout(timer);
+      reject(new Error(`store node exited (code ${code}) before it was ready`));
+    };
+    child.once('exit', onExit);
+    lines.on('line', (line) => {
+      if (!isReadyLine(line)) return;
+      clearTimeout(timer);
+      child.off('exit', onExit);
+      resolve();
+    });
+  });
+}
+
+function isReadyLine(line: string): boolean {
+  try {
+    return (JSON.parse(line) as { event?: unknown }).event === 'ready';
+  } catch {
+    return false;
+  }
+}
+
+export async function stopChild(child: ChildProcess, exited: Promise<void>): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => {
+    process.stderr.write(`store node ${child.pid} did not stop within ${STOP_TIMEOUT_MS} ms of SIGTERM; killing it\n`);
+    child.kill('SIGKILL');
+  }, STOP_TIMEOUT_MS);
+  await exited;
+  clearTimeout(timer);
+  if (child.exitCode !== 0) process.stderr.write(`store node ${child.pid} exited with code ${child.exitCode ?? child.signalCode}\n`);
+}
+
+/** Peak resident set size (VmHWM) of a live process, where /proc is available. */
+export async function readPeakRssMb(pid: number): Promise<number | undefined> {
+  try {
+    const match = /^VmHWM:\s+(\d+) kB/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'));
+    return match ? Number(match[1]) / 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
