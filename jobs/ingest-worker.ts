@@ -63,10 +63,13 @@ export class IngestWorkers {
 
   /** Stops taking jobs and lets running ones finish (their checkpoints make a later resume cheap). Idempotent. */
   close(): Promise<void> {
-    this.closing ??= Promise.allSettled([...this.workers.map((w) => w.close()), this.fileQueue.close(), this.budget.close()]).then((results) => {
+    this.closing ??= (async () => {
+      // Running jobs still use the queue and the reject budget: close those after the workers.
+      const results = await Promise.allSettled(this.workers.map((w) => w.close()));
+      results.push(...(await Promise.allSettled([this.fileQueue.close(), this.budget.close()])));
       const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed.length > 0) throw new AggregateError(failed.map((f) => f.reason), 'closing ingest workers failed');
-    });
+    })();
     return this.closing;
   }
 }
