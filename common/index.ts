@@ -4,3 +4,4 @@ export { createLogger } from './logger.js';
 export type { Logger, LoggerOptions } from './logger.js';
 export { parseDurationMs } from './duration.js';
 export { findFreePort } from './free-port.js';
+export { acceptsConnections } from './port-check.js';

@@ -1,9 +1,8 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdir } from 'node:fs/promises';
-import { createConnection } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { findFreePort, type Logger } from '../common/index.js';
+import { acceptsConnections, findFreePort, type Logger } from '../common/index.js';
 import { JobsError } from './jobs-errors.js';
 
 export interface PrivateRedisOptions {
@@ -46,7 +45,7 @@ export class PrivateRedis {
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     const redis = new PrivateRedis(`redis://127.0.0.1:${port}`, child);
     const deadline = Date.now() + (options.startTimeoutMs ?? 10_000);
-    while (!(await accepts(port))) {
+    while (!(await acceptsConnections(port))) {
       if (child.exitCode !== null || Date.now() > deadline) {
         await redis.stop();
         throw new JobsError('JOBS_REDIS_UNAVAILABLE', `private redis-server did not start on port ${port}: ${stderr.trim() || 'no output'}`);
@@ -67,15 +66,4 @@ export class PrivateRedis {
     })();
     return this.stopped;
   }
-}
-
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = createConnection({ port, host: '127.0.0.1' });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
 }

@@ -2,11 +2,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { readdir } from 'node:fs/promises';
-import { createConnection } from 'node:net';
 import { join, relative, resolve, sep } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BlobServiceClient, type ContainerClient } from '@azure/storage-blob';
-import { findFreePort } from '../../common/index.js';
+import { acceptsConnections, findFreePort } from '../../common/index.js';
 
 const AZURITE_BLOB = resolve(import.meta.dirname, '../../node_modules/azurite/dist/src/blob/main.js');
 /** Azurite's well-known development account (public, documented by Microsoft). */
@@ -44,7 +43,7 @@ export class Azurite {
     );
     const azurite = new Azurite(child, port);
     const deadline = Date.now() + startTimeoutMs;
-    while (!(await accepts(port))) {
+    while (!(await acceptsConnections(port))) {
       if (child.exitCode !== null || child.signalCode !== null || Date.now() > deadline) {
         await azurite.stop();
         throw new Error(`azurite did not start on port ${port}: ${azurite.stderr.trim() || 'no output'}`);
@@ -91,15 +90,4 @@ export class Azurite {
     })();
     return this.stopping;
   }
-}
-
-function accepts(port: number): Promise<boolean> {
-  return new Promise((done) => {
-    const socket = createConnection({ port, host: '127.0.0.1' });
-    socket.once('connect', () => {
-      socket.destroy();
-      done(true);
-    });
-    socket.once('error', () => done(false));
-  });
 }
