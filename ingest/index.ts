@@ -10,6 +10,8 @@ export { assertStagedBlobUnchanged } from './azure-blob-cache.js';
 export { readFileFooter } from './file-footer.js';
 export type { FileFooter, FooterRowGroup } from './file-footer.js';
 export { readRecordBatches } from './record-batch-reader.js';
+export { configureParquetDecoderPool } from './parquet-decoder.js';
+export type { ParquetDecoderPoolOptions } from './parquet-decoder.js';
 export type { ReadRecordBatchesOptions, RecordBatchChunk } from './record-batch-reader.js';
 export { createRowMapper, DEFAULT_MAX_VALUE_BYTES } from './row-mapper.js';
 export type { RowMapper, RowMapperOptions, BatchLocation, MappedBatch, Reject } from './row-mapper.js';

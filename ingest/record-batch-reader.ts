@@ -41,7 +41,7 @@ const DEFAULT_MAX_ROW_GROUP_BYTES = 1024 ** 3;
 /**
  * Reads a file's row groups (Parquet) or record batches (Arrow IPC file or stream) in order, one at
  * a time, as Arrow record batches. Memory: Parquet holds the row group being handed out plus the next
- * one being decoded (in a worker thread, see parquet-decoder.ts); Arrow reads one batch at a time
+ * one being decoded (on the shared decoder threads, see parquet-decoder.ts); Arrow reads one batch at a time
  * through a file handle. Nothing reads the whole file.
  *
  * Throws IngestError INGEST_CORRUPT_FILE (with file and row group) for anything that cannot be
