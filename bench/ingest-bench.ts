@@ -38,6 +38,7 @@ import { createRowMapper, readRecordBatches, scanDrop, type DropFile } from '../
 import { PrivateRedis } from '../jobs/index.js';
 import { PartitionMap, StoreClient, displayBytes } from '../store/index.js';
 import { readPeakRssMb, stopChild, waitForReady } from './bench-processes.js';
+import { fixed, int, roundNumbers, table } from './bench-format.js';
 
 const KEY_BYTES = 16;
 const VALUE_BYTES = 100;
@@ -404,24 +405,5 @@ function printReport(rows: number, drop: Drop, e2e: EndToEnd, limit: InProcess, 
   process.stdout.write(out.join('\n') + '\n');
 }
 
-function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c]!.length)));
-  // Text columns left-aligned, figures right-aligned.
-  const isText = header.map((_, c) => rows.some((r) => /[a-z]/i.test(r[c]!) && !/^[\d.,×-]+$/.test(r[c]!)));
-  const line = (cells: string[]): string => cells.map((cell, c) => (isText[c] ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ').trimEnd();
-  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
-}
-
-function int(n: number): string {
-  return Math.round(n).toLocaleString('en-US');
-}
-
-function fixed(n: number, digits: number): string {
-  return n.toFixed(digits);
-}
-
-function roundNumbers(_key: string, value: unknown): unknown {
-  return typeof value === 'number' && !Number.isInteger(value) ? Math.round(value * 1000) / 1000 : value;
-}
 
 await main();
