@@ -37,7 +37,8 @@ export async function watchIngest(connection: ConnectionOptions, plan: IngestPla
       const parent = await Job.fromId<IngestParentData, IngestReport>(parents, plan.ingestId);
       if (!parent) throw new JobsError('JOBS_NOT_FOUND', `ingest ${plan.ingestId} is not in Redis (removed, or another Redis?)`);
       const state = await parent.getState();
-      if (state === 'completed') return parent.returnvalue;
+      // The job was read before getState, so it may predate completion: read it again for the report.
+      if (state === 'completed') return await completedReport(parents, plan.ingestId);
       if (state === 'failed') throw new JobsError('JOBS_FAILED', `ingest ${plan.ingestId} failed: ${parent.failedReason}`);
       if (options.onProgress) {
         let filesDone = 0;
@@ -74,4 +75,10 @@ export async function watchIngest(connection: ConnectionOptions, plan: IngestPla
   } finally {
     await Promise.allSettled([parents.close(), files.close()]);
   }
+}
+
+async function completedReport(parents: Queue<IngestParentData>, ingestId: string): Promise<IngestReport> {
+  const job = await Job.fromId<IngestParentData, IngestReport>(parents, ingestId);
+  if (!job?.returnvalue) throw new JobsError('JOBS_NOT_FOUND', `ingest ${ingestId} completed but its report is gone from Redis`);
+  return job.returnvalue;
 }
