@@ -30,17 +30,22 @@ function hasCommand(name) {
   return spawnSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' }).status === 0;
 }
 
-function installRedis() {
-  if (hasCommand('redis-server')) return;
-  if (typeof process.getuid === 'function' && process.getuid() === 0 && hasCommand('apt-get')) {
-    say('redis-server is missing: installing it with apt-get');
+const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+let aptUpdated = false;
+
+/** Installs Debian packages that provide `command` when it is missing, or says how to. */
+function ensureCommand(command, packages, why) {
+  if (hasCommand(command)) return;
+  if (isRoot && hasCommand('apt-get')) {
+    say(`${command} is missing (${why}): installing ${packages.join(' ')} with apt-get`);
     const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-    run('apt-get', ['update', '-qq'], { env });
-    run('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'redis-server'], { env });
+    if (!aptUpdated) run('apt-get', ['update', '-qq'], { env });
+    aptUpdated = true;
+    run('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...packages], { env });
     return;
   }
-  say('redis-server is not installed and this is not root with apt-get, so it cannot be installed here.');
-  say('Install it yourself (Debian/Ubuntu: sudo apt-get install redis-server) or point shardpipe at a Redis with --redis URL.');
+  say(`${command} is not installed (${why}) and this is not root with apt-get, so it cannot be installed here.`);
+  say(`Install it yourself (Debian/Ubuntu: sudo apt-get install ${packages.join(' ')}).`);
 }
 
 function build() {
@@ -48,6 +53,12 @@ function build() {
   run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json']);
 }
 
+// `--for-tests` adds what only the test suite needs: a headless browser and docker-compose's validator.
+const forTests = process.argv.includes('--for-tests');
 installPackages();
-installRedis();
+ensureCommand('redis-server', ['redis-server'], 'the job queues run on Redis; without it pass --redis URL');
+if (forTests) {
+  ensureCommand('chromium', ['chromium'], 'the dashboard tests drive a headless browser');
+  ensureCommand('docker-compose', ['docker-compose'], 'a test validates docker-compose.yml');
+}
 build();
