@@ -1,0 +1,12 @@
+export { BackupError, BACKUP_ERROR_CODES } from './backup-errors.js';
+export type { BackupErrorCode, BackupErrorContext, BackupErrorOptions } from './backup-errors.js';
+export { BACKUP_ID_PATTERN, newBackupId, isBackupId, assertBackupId, backupIdTimeMs } from './backup-id.js';
+export { parseBackupUrl, formatBackupUrl } from './backup-target.js';
+export type { BackupTarget, BackupUrl, TargetFileInfo, TargetCallOptions, TargetReadOptions } from './backup-target.js';
+export { LocalTarget } from './local-target.js';
+export { AzureTarget } from './azure-target.js';
+export type { AzureTargetOptions } from './azure-target.js';
+export { openBackupTarget } from './open-backup-target.js';
+export type { OpenBackupTargetOptions } from './open-backup-target.js';
+export { MANIFEST_FORMAT_VERSION, MANIFEST_FILE, shardFileName, parseManifest, serializeManifest, readManifest, writeManifest } from './backup-manifest.js';
+export type { BackupManifest, ManifestShard, ManifestPartition } from './backup-manifest.js';
