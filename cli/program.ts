@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import type { CliContext } from './cli-context.js';
 import { readCliEnv } from './cli-env.js';
+import { registerBackupCommands } from './commands/backup-commands.js';
 import { registerClusterCommands } from './commands/cluster-commands.js';
 import { registerDemoCommand } from './commands/demo-command.js';
 import { registerIngestCommands } from './commands/ingest-commands.js';
@@ -28,6 +29,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerKvCommands(program, ctx);
   registerStatsCommand(program, ctx);
   registerIngestCommands(program, ctx);
+  registerBackupCommands(program, ctx);
   registerDemoCommand(program, ctx);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;

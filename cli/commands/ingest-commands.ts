@@ -2,11 +2,12 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { parseDurationMs } from '../../common/index.js';
 import { isAzureUrl } from '../../ingest/index.js';
-import { IngestWorkers, PrivateRedis, connectionFromUrl, submitIngest, watchIngest, type IngestProgress, type IngestReport } from '../../jobs/index.js';
+import { BackupWorkers, IngestWorkers, PrivateRedis, connectionFromUrl, submitIngest, watchIngest, type IngestProgress, type IngestReport } from '../../jobs/index.js';
 import { StoreClient } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { EXIT, formatTable, parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
+import { targetOptionsOf } from './backup-commands.js';
 
 interface IngestOptions {
   keyColumn: string;
@@ -114,12 +115,13 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
 
   program
     .command('worker')
-    .description('run ingest workers against a shared Redis until SIGTERM/SIGINT (many machines may run them)')
+    .description('run ingest and backup workers (also scheduled backups) against a shared Redis until SIGTERM/SIGINT (many machines may run them)')
     .option('--redis <url>', 'Redis of the job queues (env SHARDPIPE_REDIS_URL); required')
     .option('--seeds <list>', 'store nodes HOST:PORT[,...] (env SHARDPIPE_SEEDS)')
     .option('--concurrency <n>', 'files ingested at once', '2')
+    .option('--backup-concurrency <n>', 'backup shards written at once', '2')
     .option('--lock-duration <duration>', 'how long a job stays claimed by a worker that stopped answering', '30s')
-    .action(async (opts: { redis?: string; seeds?: string; concurrency: string; lockDuration: string }) => {
+    .action(async (opts: { redis?: string; seeds?: string; concurrency: string; backupConcurrency: string; lockDuration: string }) => {
       const url = opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL;
       if (!url) throw new CliUsageError('a worker needs the shared Redis: pass --redis URL or set SHARDPIPE_REDIS_URL');
       const client = new StoreClient({ seeds: ctx.seeds(opts.seeds), logger: ctx.logger });
@@ -130,13 +132,22 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
         lockDurationMs: parseDurationMs(opts.lockDuration),
         logger: ctx.logger,
       });
-      await workers.waitUntilReady();
+      const backupWorkers = BackupWorkers.start({
+        connection: connectionFromUrl(url),
+        client,
+        targetOptions: targetOptionsOf(ctx),
+        concurrency: parsePositiveInt(opts.backupConcurrency, '--backup-concurrency'),
+        lockDurationMs: parseDurationMs(opts.lockDuration),
+        logger: ctx.logger,
+      });
+      await Promise.all([workers.waitUntilReady(), backupWorkers.waitUntilReady()]);
       ctx.print(JSON.stringify({ event: 'ready', worker: 'ingest' }));
+      ctx.print(JSON.stringify({ event: 'ready', worker: 'backup' }));
       await new Promise<void>((done) => {
         process.once('SIGTERM', done);
         process.once('SIGINT', done);
       });
-      await workers.close();
+      await Promise.allSettled([workers.close(), backupWorkers.close()]);
       client.close();
     });
 }

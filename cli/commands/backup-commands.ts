@@ -1,0 +1,369 @@
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { Command } from 'commander';
+import { parseDurationMs } from '../../common/index.js';
+import { BackupError, applyRetention, listBackups, openBackupTarget, readManifest, verifyBackup, type BackupTarget, type OpenBackupTargetOptions } from '../../backup/index.js';
+import {
+  BackupWorkers,
+  PrivateRedis,
+  connectionFromUrl,
+  listBackupSchedules,
+  removeBackupSchedule,
+  submitBackup,
+  upsertBackupSchedule,
+  watchBackup,
+  type BackupProgress,
+  type BackupReport,
+  type BackupSpec,
+} from '../../jobs/index.js';
+import { StoreClient, type ShardTarget } from '../../store/index.js';
+import { CliUsageError } from '../cli-env.js';
+import { EXIT, formatTable, parsePositiveInt } from '../cli-io.js';
+import type { CliContext } from '../cli-context.js';
+
+interface TargetOptions {
+  target?: string;
+  dataDir?: string;
+  json?: boolean;
+}
+
+interface PlanOptions {
+  shardRows?: string;
+  shardBytes?: string;
+  metricsUrl?: string;
+  lease: string;
+  rowGroupRows?: string;
+}
+
+interface RunOptions extends TargetOptions, PlanOptions {
+  seeds?: string;
+  redis?: string;
+  wait?: boolean;
+  keep?: string;
+  localWorker: boolean;
+  concurrency: string;
+  lockDuration: string;
+}
+
+interface ScheduleOptions extends TargetOptions, PlanOptions {
+  redis?: string;
+  cron?: string;
+  tz?: string;
+  keep: string;
+  name?: string;
+  incompleteGrace: string;
+}
+
+const TARGET_HELP = 'backup target: file:///DIR, a folder path, or az://CONTAINER/PREFIX (credentials: AZURE_STORAGE_CONNECTION_STRING); default file://DATA_DIR/backups';
+const DATA_DIR_HELP = 'data folder for the private Redis and the default target (env SHARDPIPE_DATA_DIR; default .shardpipe)';
+
+export function registerBackupCommands(program: Command, ctx: CliContext): void {
+  const backup = program.command('backup').description('consistent Parquet backups of the whole store to a folder or Azure Blob: run, list, show, verify, delete, schedule');
+
+  const withPlanOptions = (cmd: Command): Command =>
+    cmd
+      .option('--shard-rows <n>', 'cut the backup into shards of about this many entries (default 1000000)')
+      .option('--shard-bytes <n>', 'cut the backup into shards of about this many logical bytes instead')
+      .option('--metrics-url <url>', 'plan shards with this metrics server (GET /api/shards); default: plan in-process from the nodes')
+      .option('--lease <duration>', 'snapshot lease; every working shard job renews it, so it only has to outlast a stall', '10m')
+      .option('--row-group-rows <n>', 'rows per Parquet row group, 1–65536 (default 65536)');
+
+  withPlanOptions(
+    backup
+      .command('run')
+      .description('back up every partition from one snapshot per partition into Parquet shards and write the manifest last; exit 0 complete, 1 failed (no manifest)')
+      .option('--target <url>', TARGET_HELP)
+      .option('--seeds <list>', 'store nodes HOST:PORT[,...] (env SHARDPIPE_SEEDS)')
+      .option('--redis <url>', 'Redis for the job queues (env SHARDPIPE_REDIS_URL); default: a private redis-server in the data folder')
+      .option('--data-dir <dir>', DATA_DIR_HELP),
+  )
+    .option('--keep <n>', 'after a complete backup, keep only the newest N complete backups in the target (retention)')
+    .option('--wait', 'wait for the end, with progress, and print the report (implied by the local worker)')
+    .option('--json', 'print the report as one JSON object')
+    .option('--no-local-worker', 'only submit; `shardpipe worker` processes elsewhere do the work')
+    .option('--concurrency <n>', 'shards the local worker writes at once', '2')
+    .option('--lock-duration <duration>', 'how long a job stays claimed by a worker that stopped answering', '30s')
+    .action(async (opts: RunOptions) => {
+      const dataDir = dataDirOf(ctx, opts);
+      const spec: BackupSpec = { ...specOf(ctx, opts), keep: opts.keep === undefined ? undefined : keepOf(opts.keep) };
+      const redisUrl = opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL;
+      const seeds = ctx.seeds(opts.seeds);
+      const lockDurationMs = parseDurationMs(opts.lockDuration);
+      const stop = new AbortController();
+      const onSignal = (): void => stop.abort(new CliUsageError('interrupted'));
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      const client = new StoreClient({ seeds, logger: ctx.logger });
+      let redis: PrivateRedis | undefined;
+      let workers: BackupWorkers | undefined;
+      try {
+        redis = redisUrl ? undefined : await PrivateRedis.start({ dataDir: resolve(dataDir, 'redis'), logger: ctx.logger });
+        const connection = connectionFromUrl(redisUrl ?? redis!.url);
+        const submitted = await submitBackup(connection, client, spec, { targetOptions: targetOptionsOf(ctx), logger: ctx.logger, signal: stop.signal });
+        if (!opts.json) process.stderr.write(`backup ${submitted.backupId}: ${submitted.shards.length} shards, about ${submitted.approxRows} rows, snapshots of map version ${submitted.mapVersion} → ${spec.target}\n`);
+        if (!opts.localWorker && !opts.wait) {
+          ctx.print(opts.json ? JSON.stringify({ backupId: submitted.backupId, shards: submitted.shards.length, target: spec.target }) : submitted.backupId);
+          return;
+        }
+        if (opts.localWorker) {
+          workers = BackupWorkers.start({ connection, client, targetOptions: targetOptionsOf(ctx), concurrency: positive(opts.concurrency, '--concurrency'), lockDurationMs, logger: ctx.logger });
+        }
+        const report = await watchBackup(connection, submitted.backupId, { onProgress: progressPrinter(ctx), signal: stop.signal });
+        if (process.stderr.isTTY) process.stderr.write('\n');
+        printRunReport(ctx, report, opts.json ?? false);
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        await workers?.close();
+        client.close();
+        await redis?.stop();
+      }
+    });
+
+  backup
+    .command('list')
+    .description('list the backups in a target: complete (restorable), incomplete (no manifest) or unreadable')
+    .option('--target <url>', TARGET_HELP)
+    .option('--data-dir <dir>', DATA_DIR_HELP)
+    .option('--json', 'print one JSON object')
+    .action(async (opts: TargetOptions) => {
+      await withTarget(ctx, opts, async (target) => {
+        const backups = await listBackups(target);
+        if (opts.json) {
+          ctx.print(JSON.stringify({ target: target.url, backups: backups.map(({ manifest: _m, ...b }) => b) }));
+          return;
+        }
+        ctx.print(
+          formatTable(
+            ['backup', 'state', 'started', 'rows', 'shards', 'bytes'],
+            backups.map((b) => [b.id, b.state, b.startedAt, b.rows === undefined ? '-' : String(b.rows), b.shards === undefined ? '-' : String(b.shards), String(b.bytes)]),
+          ),
+        );
+      });
+    });
+
+  backup
+    .command('show <backupId>')
+    .description("print a complete backup's manifest summary (--json: the manifest itself)")
+    .option('--target <url>', TARGET_HELP)
+    .option('--data-dir <dir>', DATA_DIR_HELP)
+    .option('--json', 'print the manifest as JSON')
+    .action(async (backupId: string, opts: TargetOptions) => {
+      await withTarget(ctx, opts, async (target) => {
+        const m = await readManifest(target, backupId);
+        if (opts.json) {
+          ctx.print(JSON.stringify(m));
+          return;
+        }
+        ctx.print(`backup ${m.backupId} in ${target.url}\nstarted ${m.startedAt}, snapshots from ${m.snapshotAt}, finished ${m.finishedAt}, map version ${m.mapVersion}`);
+        ctx.print(`${m.totals.rows} rows, ${m.totals.bytes} bytes in ${m.shards.length} shards from ${m.partitions.length} partitions\n`);
+        ctx.print(formatTable(['shard', 'start', 'end', 'rows', 'bytes', 'checksum'], m.shards.map((s) => [s.file, s.start || '-∞', s.end || '+∞', String(s.rows), String(s.bytes), s.checksum.slice(0, 16)])));
+      });
+    });
+
+  backup
+    .command('verify <backupId>')
+    .description('re-read every shard file and check rows, bytes and checksum against the manifest, naming every bad file; exit 0 all good, 2 bad files, 1 unreadable manifest')
+    .option('--target <url>', TARGET_HELP)
+    .option('--data-dir <dir>', DATA_DIR_HELP)
+    .option('--json', 'print the report as one JSON object')
+    .action(async (backupId: string, opts: TargetOptions) => {
+      await withTarget(ctx, opts, async (target) => {
+        const report = await verifyBackup(target, backupId, {
+          onShard: (shard, problems) => ctx.logger.debug({ shard: shard.index, problems: problems.length }, 'shard verified'),
+        });
+        if (opts.json) ctx.print(JSON.stringify(report));
+        else {
+          ctx.print(`backup ${report.backupId}: ${report.shardsOk}/${report.shards} shard files good, ${report.rowsChecked} rows and ${report.bytesChecked} bytes read in ${(report.durationMs / 1000).toFixed(1)} s`);
+          for (const p of report.problems) ctx.print(`BAD shard ${p.shard} (${p.file}): ${p.problem}`);
+        }
+        if (!report.ok) {
+          const err = new BackupError('BACKUP_VERIFY_FAILED', `backup ${backupId} failed verification: ${report.problems.length} problem(s) in ${report.shards - report.shardsOk} shard file(s)`);
+          process.stderr.write(`shardpipe: ${err.message} [${err.code}]\n`);
+          process.exitCode = EXIT.incomplete;
+        }
+      });
+    });
+
+  backup
+    .command('delete <backupId>')
+    .description('delete a backup (manifest first, so a cut-short delete never leaves a backup that looks complete)')
+    .option('--target <url>', TARGET_HELP)
+    .option('--data-dir <dir>', DATA_DIR_HELP)
+    .option('--json', 'print one JSON object')
+    .action(async (backupId: string, opts: TargetOptions) => {
+      await withTarget(ctx, opts, async (target) => {
+        const files = await target.deleteBackup(backupId);
+        if (files === 0) throw new BackupError('BACKUP_NOT_FOUND', `backup ${backupId} is not in ${target.url} (\`backup list\` shows the ones that are)`);
+        ctx.print(opts.json ? JSON.stringify({ backupId, target: target.url, filesDeleted: files }) : `deleted backup ${backupId} (${files} files) from ${target.url}`);
+      });
+    });
+
+  backup
+    .command('prune')
+    .description('apply retention now: keep the newest N complete backups, delete older ones and stale incomplete ones')
+    .option('--target <url>', TARGET_HELP)
+    .option('--data-dir <dir>', DATA_DIR_HELP)
+    .requiredOption('--keep <n>', 'complete backups to keep (≥ 1; the newest complete backup is never deleted)')
+    .option('--incomplete-grace <duration>', 'delete an incomplete backup older than the newest complete one only after this long without writes', '6h')
+    .option('--dry-run', 'only print what would be deleted')
+    .option('--json', 'print one JSON object')
+    .action(async (opts: TargetOptions & { keep: string; incompleteGrace: string; dryRun?: boolean }) => {
+      await withTarget(ctx, opts, async (target) => {
+        const report = await applyRetention(target, { keep: keepOf(opts.keep), incompleteGraceMs: parseDurationMs(opts.incompleteGrace), dryRun: opts.dryRun });
+        if (opts.json) ctx.print(JSON.stringify(report));
+        else {
+          for (const d of report.deleted) ctx.print(`${report.dryRun ? 'would delete' : 'deleted'} ${d.id} (${d.state}): ${d.reason}`);
+          ctx.print(`kept ${report.kept.length} backup(s)`);
+        }
+      });
+    });
+
+  const schedule = withPlanOptions(
+    backup
+      .command('schedule')
+      .description('register (or update, by name) a cron schedule that runs a backup then retention, executed by `shardpipe worker` processes; `schedule list` and `schedule remove NAME` manage them')
+      .option('--target <url>', TARGET_HELP)
+      .option('--data-dir <dir>', DATA_DIR_HELP)
+      .option('--redis <url>', 'the shared Redis the workers use (env SHARDPIPE_REDIS_URL); required'),
+  )
+    .option('--cron <pattern>', 'when to run, a cron pattern such as "0 2 * * *" (02:00 every day)')
+    .option('--tz <zone>', 'time zone of the pattern, e.g. Europe/Berlin (default: UTC)')
+    .option('--keep <n>', 'complete backups to keep after each run (≥ 1)', '7')
+    .option('--incomplete-grace <duration>', 'retention deletes an incomplete backup only after this long without writes', '6h')
+    .option('--name <name>', 'schedule name (default: derived from the target)')
+    .option('--json', 'print one JSON object')
+    .action(async (opts: ScheduleOptions) => {
+      if (!opts.cron) throw new CliUsageError('backup schedule needs --cron "PATTERN" (or use `backup schedule list` / `backup schedule remove NAME`)');
+      const spec: BackupSpec = { ...specOf(ctx, opts), keep: keepOf(opts.keep), incompleteGraceMs: parseDurationMs(opts.incompleteGrace) };
+      const name = opts.name ?? scheduleNameOf(spec.target);
+      const registered = await upsertBackupSchedule(connectionFromUrl(sharedRedis(ctx, opts.redis)), { name, cron: opts.cron, tz: opts.tz, spec });
+      ctx.print(
+        opts.json
+          ? JSON.stringify(registered)
+          : `schedule ${registered.name}: "${registered.cron}"${registered.tz ? ` (${registered.tz})` : ''} → ${spec.target}, keep ${spec.keep}; next run ${registered.nextRunMs ? new Date(registered.nextRunMs).toISOString() : '?'} (needs a running \`shardpipe worker\`)`,
+      );
+    });
+
+  schedule
+    .command('list')
+    .description('list the backup schedules in the shared Redis')
+    .option('--redis <url>', 'the shared Redis (env SHARDPIPE_REDIS_URL); required')
+    .option('--json', 'print one JSON object')
+    .action(async (opts: { redis?: string; json?: boolean }) => {
+      const schedules = await listBackupSchedules(connectionFromUrl(sharedRedis(ctx, opts.redis)));
+      if (opts.json) {
+        ctx.print(JSON.stringify({ schedules }));
+        return;
+      }
+      ctx.print(
+        formatTable(
+          ['name', 'cron', 'tz', 'target', 'keep', 'next run'],
+          schedules.map((s) => [s.name, s.cron, s.tz ?? 'UTC', s.spec?.target ?? '?', String(s.spec?.keep ?? '-'), s.nextRunMs ? new Date(s.nextRunMs).toISOString() : '-']),
+        ),
+      );
+    });
+
+  schedule
+    .command('remove <name>')
+    .description('remove a backup schedule (backups already made stay)')
+    .option('--redis <url>', 'the shared Redis (env SHARDPIPE_REDIS_URL); required')
+    .action(async (name: string, opts: { redis?: string }) => {
+      await removeBackupSchedule(connectionFromUrl(sharedRedis(ctx, opts.redis)), name);
+      ctx.print(`removed schedule ${name}`);
+    });
+}
+
+/** Credentials and tuning for `az://` targets, from this process's environment. */
+export function targetOptionsOf(ctx: CliContext): OpenBackupTargetOptions {
+  return { azure: { connectionString: ctx.env.AZURE_STORAGE_CONNECTION_STRING } };
+}
+
+function dataDirOf(ctx: CliContext, opts: { dataDir?: string }): string {
+  return resolve(opts.dataDir ?? ctx.env.SHARDPIPE_DATA_DIR ?? '.shardpipe');
+}
+
+/** `--target` as a URL: a scheme-less value is a local folder; nothing given is DATA_DIR/backups. */
+function targetUrlOf(ctx: CliContext, opts: TargetOptions): string {
+  const given = opts.target;
+  if (given === undefined || given === '') return pathToFileURL(resolve(dataDirOf(ctx, opts), 'backups')).href;
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(given)) return given;
+  return pathToFileURL(resolve(given)).href;
+}
+
+async function withTarget(ctx: CliContext, opts: TargetOptions, fn: (target: BackupTarget) => Promise<void>): Promise<void> {
+  const target = openBackupTarget(targetUrlOf(ctx, opts), targetOptionsOf(ctx));
+  try {
+    await fn(target);
+  } finally {
+    await target.close();
+  }
+}
+
+function specOf(ctx: CliContext, opts: TargetOptions & PlanOptions): BackupSpec {
+  if (opts.shardRows !== undefined && opts.shardBytes !== undefined) throw new CliUsageError('give --shard-rows or --shard-bytes, not both');
+  const shardTarget: ShardTarget = opts.shardBytes !== undefined ? { targetBytes: positive(opts.shardBytes, '--shard-bytes') } : { targetRows: positive(opts.shardRows ?? '1000000', '--shard-rows') };
+  const leaseMs = parseDurationMs(opts.lease);
+  if (leaseMs < 10_000 || leaseMs > 24 * 3600_000) throw new CliUsageError(`--lease must be 10s–24h, got ${opts.lease}`);
+  const rowGroupRows = opts.rowGroupRows === undefined ? undefined : positive(opts.rowGroupRows, '--row-group-rows');
+  if (rowGroupRows !== undefined && rowGroupRows > 65_536) throw new CliUsageError(`--row-group-rows must be 1–65536, got ${rowGroupRows}`);
+  const target = targetUrlOf(ctx, opts);
+  // Refuses a malformed URL as a usage error before anything starts.
+  openBackupTarget(target, targetOptionsOf(ctx));
+  return { target, shardTarget, metricsUrl: opts.metricsUrl, leaseMs, rowGroupRows };
+}
+
+function positive(value: string, flag: string): number {
+  const n = parsePositiveInt(value, flag);
+  if (n < 1) throw new CliUsageError(`${flag} must be ≥ 1, got "${value}"`);
+  return n;
+}
+
+function keepOf(value: string): number {
+  return positive(value, '--keep');
+}
+
+function sharedRedis(ctx: CliContext, flag: string | undefined): string {
+  const url = flag ?? ctx.env.SHARDPIPE_REDIS_URL;
+  if (!url) throw new CliUsageError('schedules live in the shared Redis the workers use: pass --redis URL or set SHARDPIPE_REDIS_URL');
+  return url;
+}
+
+/** A stable default name per target, so scheduling the same target again updates its schedule. */
+function scheduleNameOf(target: string): string {
+  return target
+    .replace(/^[a-z]+:\/\//i, '')
+    .replace(/[^A-Za-z0-9._-]+/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(-100) || 'backup';
+}
+
+function progressPrinter(ctx: CliContext): (p: BackupProgress) => void {
+  let lastLog = 0;
+  return (p) => {
+    const pct = p.rowsTotal > 0 ? ((p.rowsDone / p.rowsTotal) * 100).toFixed(1) : '100.0';
+    const eta = p.etaSeconds === undefined ? '?' : `${p.etaSeconds}s`;
+    if (process.stderr.isTTY) {
+      process.stderr.write(`\r${p.rowsDone}/~${p.rowsTotal} rows (${pct}%)  ${p.rowsPerSecond} rows/s  ETA ${eta}  shards ${p.shardsDone + p.shardsFailed}/${p.shards}${p.shardsFailed ? ` (${p.shardsFailed} failed)` : ''}   `);
+    } else if (Date.now() - lastLog > 5000) {
+      lastLog = Date.now();
+      ctx.logger.info({ ...p }, 'backup progress');
+    }
+  };
+}
+
+function printRunReport(ctx: CliContext, report: BackupReport, json: boolean): void {
+  if (json) {
+    ctx.print(JSON.stringify(report));
+    return;
+  }
+  ctx.print(
+    formatTable(
+      ['backup', 'rows', 'bytes', 'shards', 'seconds', 'rows/s', 'MB/s'],
+      [[report.backupId, String(report.rows), String(report.bytes), String(report.shards), (report.durationMs / 1000).toFixed(1), String(report.rowsPerSecond), (report.bytesPerSecond / 1e6).toFixed(1)]],
+    ),
+  );
+  ctx.print(`target: ${report.target}`);
+  if (report.retention && 'deleted' in report.retention) for (const d of report.retention.deleted) ctx.print(`retention deleted ${d.id} (${d.state}): ${d.reason}`);
+  else if (report.retention) ctx.print(`retention failed: ${report.retention.error}`);
+}

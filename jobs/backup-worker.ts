@@ -1,0 +1,238 @@
+import { Job, UnrecoverableError, Worker, type ConnectionOptions } from 'bullmq';
+import { ShardpipeError, type Logger } from '../common/index.js';
+import {
+  BackupError,
+  LeaseKeeper,
+  applyRetention,
+  openBackupTarget,
+  writeManifest,
+  writeShard,
+  type BackupManifest,
+  type BackupTarget,
+  type OpenBackupTargetOptions,
+  type ShardResult,
+} from '../backup/index.js';
+import type { StoreClient } from '../store/index.js';
+import { BACKUP_QUEUE, BACKUP_SHARD_QUEUE, submitBackup, type BackupParentData, type BackupReport, type BackupShardData, type BackupSpec } from './backup-flow.js';
+
+export interface BackupWorkerOptions {
+  connection: ConnectionOptions;
+  /** Reads the store. Required; the caller owns and closes it. */
+  client: StoreClient;
+  /** Credentials and tuning for `az://` targets (this process's own; jobs never carry them). */
+  targetOptions?: OpenBackupTargetOptions;
+  /** Shards written at once by this worker. Default 2. */
+  concurrency?: number;
+  /** How long a job stays claimed by a worker that stopped answering (then another takes it over). Default 30000 ms. */
+  lockDurationMs?: number;
+  /** Called with the rows of each written stretch (for a prom-client counter). */
+  onRows?: (rows: number) => void;
+  logger: Logger;
+}
+
+/** Data of a job scheduler's job: start a backup with this spec. */
+export interface ScheduledBackupData {
+  schedule: string;
+  spec: BackupSpec;
+}
+
+/**
+ * The backup workers of one process: shard jobs (write one shard file each), and on the parent
+ * queue both the backup parents (manifest, snapshot release, retention) and the scheduled jobs
+ * that start a backup.
+ */
+export class BackupWorkers {
+  private closing: Promise<void> | undefined;
+
+  private constructor(private readonly workers: Worker[]) {}
+
+  static start(options: BackupWorkerOptions): BackupWorkers {
+    const logger = options.logger.child({ module: 'backup-worker' });
+    const lockDuration = options.lockDurationMs ?? 30_000;
+    const common = {
+      connection: options.connection,
+      lockDuration,
+      stalledInterval: Math.max(1000, Math.floor(lockDuration / 2)),
+      // A worker killed mid-shard leaves its job stalled: another worker rewrites the shard, it does not fail.
+      maxStalledCount: 10,
+    };
+    const shards = new Worker<BackupShardData, ShardResult>(BACKUP_SHARD_QUEUE, (job, _token, signal) => processShard(job, options, logger, signal), {
+      ...common,
+      concurrency: options.concurrency ?? 2,
+    });
+    const parents = new Worker<BackupParentData | ScheduledBackupData, BackupReport | { backupId: string }>(
+      BACKUP_QUEUE,
+      (job, _token, signal) =>
+        job.name === 'scheduled-backup' ? startScheduled(job as Job<ScheduledBackupData>, options, logger, signal) : finishBackup(job as Job<BackupParentData>, options, logger, signal),
+      { ...common, concurrency: 2 },
+    );
+    for (const worker of [shards, parents]) {
+      worker.on('error', (err) => logger.error({ err, queue: worker.name }, 'backup worker error'));
+      worker.on('failed', (job, err) => logger.warn({ jobId: job?.id, attemptsMade: job?.attemptsMade, err: err.message }, 'backup job attempt failed'));
+    }
+    return new BackupWorkers([shards, parents]);
+  }
+
+  /** Resolves once both workers are connected and taking jobs. */
+  async waitUntilReady(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.waitUntilReady()));
+  }
+
+  /** Stops taking jobs and lets running ones finish. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      const results = await Promise.allSettled(this.workers.map((w) => w.close()));
+      const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed.length > 0) throw new AggregateError(failed.map((f) => f.reason), 'closing backup workers failed');
+    })();
+    return this.closing;
+  }
+}
+
+/** Non-retryable failures do not get better by retrying: BullMQ must not try again. */
+function final(err: unknown): unknown {
+  if (err instanceof ShardpipeError && !err.retryable) return new UnrecoverableError(`${err.code}: ${err.message}`);
+  return err;
+}
+
+async function processShard(job: Job<BackupShardData, ShardResult>, options: BackupWorkerOptions, logger: Logger, signal?: AbortSignal): Promise<ShardResult> {
+  const data = job.data;
+  const log = logger.child({ jobId: job.id, backupId: data.backupId, shard: data.index });
+  const target = openBackupTarget(data.target, options.targetOptions);
+  let keeper: LeaseKeeper | undefined;
+  try {
+    if (job.attemptsMade > 0) log.info({ attemptsMade: job.attemptsMade }, 'rewriting shard from its snapshot');
+    keeper = await LeaseKeeper.start(options.client, data.leases, { leaseMs: data.leaseMs, what: `backup ${data.backupId}`, logger: log });
+    const stop = signal ? AbortSignal.any([signal, keeper.signal]) : keeper.signal;
+    let reported = 0;
+    const result = await writeShardOrLost(options, target, data, stop, keeper, async (rows) => {
+      options.onRows?.(rows - reported);
+      reported = rows;
+      await job.updateProgress({ rowsDone: rows, rowsTotal: data.approxRows });
+    });
+    log.info({ rows: result.rows, bytes: result.bytes, durationMs: result.durationMs }, 'shard written');
+    return result;
+  } catch (err) {
+    log.warn({ err: err instanceof Error ? err.message : String(err) }, 'shard failed');
+    throw final(err);
+  } finally {
+    keeper?.stop();
+    await target.close();
+  }
+}
+
+async function writeShardOrLost(
+  options: BackupWorkerOptions,
+  target: BackupTarget,
+  data: BackupShardData,
+  signal: AbortSignal,
+  keeper: LeaseKeeper,
+  onProgress: (rows: number) => Promise<void>,
+): Promise<ShardResult> {
+  try {
+    return await writeShard(
+      options.client,
+      target,
+      { backupId: data.backupId, index: data.index, start: Buffer.from(data.start, 'hex'), end: Buffer.from(data.end, 'hex'), leases: data.leases },
+      { rowGroupRows: data.rowGroupRows, signal, onProgress },
+    );
+  } catch (err) {
+    // Aborted because the heartbeat lost the snapshots: that is the failure to report.
+    if (keeper.signal.aborted) throw keeper.signal.reason;
+    throw err;
+  }
+}
+
+/**
+ * Runs when every shard job has finished (completed or failed for good). With every shard written
+ * it checks each file is there with the size its job wrote, then writes the manifest — the last
+ * write, which makes the backup complete. The snapshots are released in any case.
+ */
+async function finishBackup(job: Job<BackupParentData>, options: BackupWorkerOptions, logger: Logger, signal?: AbortSignal): Promise<BackupReport> {
+  const data = job.data;
+  const log = logger.child({ jobId: job.id, backupId: data.backupId });
+  const target = openBackupTarget(data.spec.target, options.targetOptions);
+  try {
+    const failures = await job.getIgnoredChildrenFailures();
+    if (Object.keys(failures).length > 0) {
+      const named = Object.entries(failures)
+        .map(([key, reason]) => ({ shard: Number(/-s(\d+)$/.exec(key)?.[1] ?? -1), reason }))
+        .sort((a, b) => a.shard - b.shard);
+      throw new BackupError(
+        'BACKUP_SHARD_FAILED',
+        `backup ${data.backupId}: ${named.length} of ${data.shards} shard(s) failed, so no manifest was written: ${named.map((f) => `shard ${f.shard}: ${f.reason}`).join('; ')}`,
+        { context: { backupId: data.backupId, target: data.spec.target } },
+      );
+    }
+    const results = Object.values(await job.getChildrenValues<ShardResult>()).sort((a, b) => a.index - b.index);
+    if (results.length !== data.shards || results.some((r, i) => r.index !== i)) {
+      throw new BackupError('BACKUP_SHARD_FAILED', `backup ${data.backupId}: ${results.length} of ${data.shards} shard results are present; no manifest was written`, {
+        context: { backupId: data.backupId },
+      });
+    }
+    for (const r of results) {
+      const info = await target.stat(data.backupId, r.file, { signal });
+      if (info?.bytes !== r.bytes) {
+        throw new BackupError('BACKUP_SHARD_FAILED', `backup ${data.backupId}: ${r.file} ${info ? `has ${info.bytes} bytes, its shard job wrote ${r.bytes}` : 'is missing'}; no manifest was written`, {
+          context: { backupId: data.backupId, file: r.file, shard: r.index },
+        });
+      }
+    }
+    const finishedAt = new Date();
+    const rows = results.reduce((s, r) => s + r.rows, 0);
+    const bytes = results.reduce((s, r) => s + r.bytes, 0);
+    const manifest: BackupManifest = {
+      formatVersion: 1,
+      backupId: data.backupId,
+      startedAt: new Date(data.startedAtMs).toISOString(),
+      finishedAt: finishedAt.toISOString(),
+      mapVersion: data.mapVersion,
+      snapshotAt: new Date(data.snapshotAtMs).toISOString(),
+      partitions: data.partitions,
+      shards: results.map(({ index, start, end, file, rows, bytes, checksum }) => ({ index, start, end, file, rows, bytes, checksum })),
+      totals: { rows, bytes },
+    };
+    await writeManifest(target, manifest, { signal });
+    const durationMs = finishedAt.getTime() - data.startedAtMs;
+    const report: BackupReport = {
+      backupId: data.backupId,
+      target: target.url,
+      mapVersion: data.mapVersion,
+      snapshotAt: manifest.snapshotAt,
+      shards: results.length,
+      rows,
+      bytes,
+      durationMs,
+      rowsPerSecond: durationMs > 0 ? Math.round((rows * 1000) / durationMs) : 0,
+      bytesPerSecond: durationMs > 0 ? Math.round((bytes * 1000) / durationMs) : 0,
+    };
+    log.info({ rows, bytes, shards: results.length, durationMs }, 'backup complete: manifest written');
+    if (data.spec.keep !== undefined) {
+      try {
+        report.retention = await applyRetention(target, { keep: data.spec.keep, incompleteGraceMs: data.spec.incompleteGraceMs, signal });
+        log.info({ deleted: report.retention.deleted }, 'retention applied');
+      } catch (err) {
+        // The backup itself is complete; a failed clean-up is reported and tried again next time.
+        log.warn({ err }, 'retention failed');
+        report.retention = { error: err instanceof Error ? err.message : String(err) };
+      }
+    }
+    return report;
+  } catch (err) {
+    throw final(err);
+  } finally {
+    await options.client.releaseSnapshots(data.leases);
+    await target.close();
+  }
+}
+
+/** A job scheduler's job: starts a backup (its parent then applies retention). */
+async function startScheduled(job: Job<ScheduledBackupData>, options: BackupWorkerOptions, logger: Logger, signal?: AbortSignal): Promise<{ backupId: string }> {
+  try {
+    const submitted = await submitBackup(options.connection, options.client, job.data.spec, { targetOptions: options.targetOptions, logger, signal });
+    logger.info({ schedule: job.data.schedule, backupId: submitted.backupId }, 'scheduled backup started');
+    return { backupId: submitted.backupId };
+  } catch (err) {
+    throw final(err);
+  }
+}
