@@ -89,10 +89,14 @@ export class BackupWorkers {
   }
 }
 
-/** Non-retryable failures do not get better by retrying: BullMQ must not try again. */
+/**
+ * Non-retryable failures do not get better by retrying: BullMQ must not try again. Either way the
+ * job's failedReason starts with the error code, so the parent and `watchBackup` can name it.
+ */
 function final(err: unknown): unknown {
-  if (err instanceof ShardpipeError && !err.retryable) return new UnrecoverableError(`${err.code}: ${err.message}`);
-  return err;
+  if (!(err instanceof ShardpipeError)) return err;
+  if (!err.retryable) return new UnrecoverableError(`${err.code}: ${err.message}`);
+  return new Error(`${err.code}: ${err.message}`, { cause: err });
 }
 
 async function processShard(job: Job<BackupShardData, ShardResult>, options: BackupWorkerOptions, logger: Logger, signal?: AbortSignal): Promise<ShardResult> {

@@ -250,7 +250,9 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     .description('list the backup schedules in the shared Redis')
     .option('--redis <url>', 'the shared Redis (env SHARDPIPE_REDIS_URL); required')
     .option('--json', 'print one JSON object')
-    .action(async (opts: { redis?: string; json?: boolean }) => {
+    .action(async (_opts: unknown, cmd: Command) => {
+      // `schedule` has the same options: whichever level they were typed at, they count.
+      const opts = cmd.optsWithGlobals<{ redis?: string; json?: boolean }>();
       const schedules = await listBackupSchedules(connectionFromUrl(sharedRedis(ctx, opts.redis)));
       if (opts.json) {
         ctx.print(JSON.stringify({ schedules }));
@@ -268,7 +270,8 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     .command('remove <name>')
     .description('remove a backup schedule (backups already made stay)')
     .option('--redis <url>', 'the shared Redis (env SHARDPIPE_REDIS_URL); required')
-    .action(async (name: string, opts: { redis?: string }) => {
+    .action(async (name: string, _opts: unknown, cmd: Command) => {
+      const opts = cmd.optsWithGlobals<{ redis?: string }>();
       await removeBackupSchedule(connectionFromUrl(sharedRedis(ctx, opts.redis)), name);
       ctx.print(`removed schedule ${name}`);
     });
