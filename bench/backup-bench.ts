@@ -1,0 +1,264 @@
+/**
+ * Backup benchmark (a measurement, not a test).
+ *
+ * Loads N rows (default 1,000,000; 16-byte keys spread over the keyspace, 100-byte incompressible
+ * values) into a local cluster of 3 store node children (`store start`) with 6 partitions
+ * (`cluster init --partitions 6`), through the thick client (not measured). Then measures:
+ *   1. end to end: `shardpipe backup run --target file://… --shard-rows 125000 --json` as a child
+ *      process (local worker in-process, default concurrency 2) against a private redis-server:
+ *      plan, snapshots, 8 shard jobs scanning their snapshots over gRPC into zstd Parquet files,
+ *      manifest. Wall time, rows/s, MB/s (key + value bytes, 1 MB = 10^6 B), file MB/s, the peak RSS
+ *      (VmHWM) of the backup child;
+ *   2. the in-process limit, after the cluster is stopped: each partition's LevelDB opened directly
+ *      (PartitionStore, classic-level `nextv` scan) → the same Parquet shard stream (zstd, checksum)
+ *      → a local file, partition after partition; and the ratio end to end / limit;
+ *   3. the scan alone (PartitionStore scan, nothing written).
+ * Prints a table, then one JSON line with every figure.
+ *
+ * Run: `npm run bench:backup` (builds first), or after `npx tsc -p tsconfig.json`:
+ *   node dist/bench/backup-bench.js [--rows N]
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { parquetShardStream, type ShardStreamStats } from '../backup/index.js';
+import { findFreePort } from '../common/index.js';
+import { PrivateRedis } from '../jobs/index.js';
+import { PartitionMap, PartitionStore, RangeDigest, StoreClient, type BulkRowInput } from '../store/index.js';
+import { readPeakRssMb, stopChild, waitForReady } from './bench-processes.js';
+import { fixed, int, roundNumbers, table } from './bench-format.js';
+
+const KEY_BYTES = 16;
+const VALUE_BYTES = 100;
+const NODES = 3;
+const PARTITIONS = 6;
+const SHARD_ROWS = 125_000;
+const LOAD_BATCH = 5000;
+const RSS_POLL_MS = 20;
+const MAIN_JS = join(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
+
+const VALUE_POOL = Buffer.from(randomBytes(768 * 1024).toString('base64'), 'latin1');
+const VALUE_SLOTS = Math.floor(VALUE_POOL.length / VALUE_BYTES);
+
+interface Figures {
+  rows: number;
+  ms: number;
+  rowsPerSec: number;
+  mbPerSec: number;
+  ratioToLimit: number;
+}
+
+interface EndToEnd extends Figures {
+  report: { backupId: string; rows: number; bytes: number; shards: number; durationMs: number; rowsPerSecond: number };
+  fileMbPerSec: number;
+  peakRssMb: number | undefined;
+  nodePeakRssMb: Array<number | undefined>;
+}
+
+interface NodeProcess {
+  address: string;
+  dataDir: string;
+  peakRssMb(): Promise<number | undefined>;
+  stop(): Promise<void>;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { rows: { type: 'string', default: '1000000' } } });
+  const rows = Number(values.rows);
+  if (!Number.isSafeInteger(rows) || rows < 1) throw new RangeError(`--rows must be a whole number ≥ 1, got ${values.rows}`);
+  const workDir = await mkdtemp(join(tmpdir(), 'shardpipe-backup-bench-'));
+  try {
+    const redis = await PrivateRedis.start({ dataDir: join(workDir, 'redis') });
+    let nodes: NodeProcess[] = [];
+    let map: PartitionMap;
+    let e2e: EndToEnd;
+    try {
+      ({ nodes, map } = await startCluster(workDir));
+      process.stderr.write(`loading ${rows} rows into ${NODES} nodes / ${PARTITIONS} partitions (not measured)…\n`);
+      await load(nodes.map((n) => n.address), rows);
+      process.stderr.write('end to end: shardpipe backup run…\n');
+      e2e = await measureEndToEnd(rows, nodes, redis.url, join(workDir, 'backups'));
+    } finally {
+      await Promise.all(nodes.map((n) => n.stop()));
+      await redis.stop();
+    }
+    const partitions = map.partitions.map((p) => join(nodes.find((n) => n.address === p.node)!.dataDir, `partition-${p.id}`));
+    process.stderr.write('in-process: scan alone (warm-up pass first)…\n');
+    await measureInProcess(rows, partitions.slice(0, 1), undefined, true);
+    const scan = await measureInProcess(rows, partitions, undefined);
+    process.stderr.write('in-process: classic-level scan → Parquet file (the limit)…\n');
+    const limit = await measureInProcess(rows, partitions, join(workDir, 'limit'));
+    e2e.ratioToLimit = e2e.rowsPerSec / limit.rowsPerSec;
+    scan.ratioToLimit = scan.rowsPerSec / limit.rowsPerSec;
+    limit.ratioToLimit = 1;
+    printReport(rows, e2e, limit, scan, process.resourceUsage().maxRSS / 1024);
+  } finally {
+    await rm(workDir, { recursive: true, force: true });
+  }
+}
+
+async function startCluster(workDir: string): Promise<{ nodes: NodeProcess[]; map: PartitionMap }> {
+  const dir = join(workDir, 'cluster');
+  await mkdir(dir, { recursive: true });
+  const addresses = await Promise.all(Array.from({ length: NODES }, async () => `127.0.0.1:${await findFreePort()}`));
+  const mapFile = join(dir, 'map.json');
+  const init = await collect(spawn(process.execPath, [MAIN_JS, 'cluster', 'init', '--nodes', addresses.join(','), '--partitions', String(PARTITIONS), '--out', mapFile], { stdio: ['ignore', 'pipe', 'pipe'] }));
+  if (init.code !== 0) throw new Error(`cluster init exited with code ${init.code}: ${init.stderr}`);
+  const map = PartitionMap.fromJson(JSON.parse(await readFile(mapFile, 'utf8')));
+  const started = await Promise.allSettled(addresses.map((a, i) => startNode(a, mapFile, join(dir, `node-${i}`))));
+  const nodes = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+  const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (failed) {
+    await Promise.all(nodes.map((n) => n.stop()));
+    throw failed.reason;
+  }
+  return { nodes, map };
+}
+
+/** Sorted rows, keys spread evenly over the keyspace (the first 6 bytes count up in even steps). */
+async function load(seeds: string[], rows: number): Promise<void> {
+  const client = new StoreClient({ seeds });
+  try {
+    const step = 2 ** 48 / rows;
+    function* batches(): Generator<BulkRowInput[]> {
+      for (let from = 0; from < rows; from += LOAD_BATCH) {
+        const batch: BulkRowInput[] = [];
+        for (let i = from; i < Math.min(rows, from + LOAD_BATCH); i++) {
+          const key = Buffer.alloc(KEY_BYTES);
+          key.writeUIntBE(Math.floor(i * step), 0, 6);
+          key.writeUInt32BE(i, 12);
+          const slot = (i % VALUE_SLOTS) * VALUE_BYTES;
+          batch.push({ key, value: VALUE_POOL.subarray(slot, slot + VALUE_BYTES) });
+        }
+        yield batch;
+      }
+    }
+    const result = await client.bulkPutAll(batches());
+    if (result.rows !== rows) throw new Error(`loaded ${result.rows} rows, expected ${rows}`);
+  } finally {
+    client.close();
+  }
+}
+
+async function measureEndToEnd(rows: number, nodes: NodeProcess[], redisUrl: string, folder: string): Promise<EndToEnd> {
+  const args = [MAIN_JS, 'backup', 'run', '--target', pathToFileURL(folder).href, '--shard-rows', String(SHARD_ROWS), '--seeds', nodes.map((n) => n.address).join(','), '--redis', redisUrl, '--json', '--log-level', 'warn'];
+  const started = performance.now();
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const [result, peakRssMb] = await Promise.all([collect(child), pollPeakRssMb(child)]);
+  const ms = performance.now() - started;
+  if (result.stderr.trim()) process.stderr.write(`[backup] ${result.stderr.trim().replaceAll('\n', '\n[backup] ')}\n`);
+  if (result.code !== 0) throw new Error(`backup run exited with code ${result.code}: ${result.stdout}`);
+  const report = JSON.parse(result.stdout.trim().split('\n').at(-1)!) as EndToEnd['report'];
+  if (report.rows !== rows) throw new Error(`backup reports ${report.rows} rows, expected ${rows}`);
+  let fileBytes = 0;
+  for (const f of await readdir(join(folder, report.backupId))) fileBytes += (await stat(join(folder, report.backupId, f))).size;
+  const nodePeakRssMb = await Promise.all(nodes.map((n) => n.peakRssMb()));
+  return { ...figures(rows, ms), fileMbPerSec: fileBytes / 1e6 / (ms / 1000), report, peakRssMb, nodePeakRssMb };
+}
+
+/** Each partition's LevelDB in turn: scan, and — with an output folder — the Parquet shard stream into a file. */
+async function measureInProcess(rows: number, partitions: string[], outDir: string | undefined, warmUp = false): Promise<Figures & { fileBytes: number }> {
+  if (outDir) await mkdir(outDir, { recursive: true });
+  let scanned = 0;
+  let fileBytes = 0;
+  const started = performance.now();
+  for (const [i, location] of partitions.entries()) {
+    const store = await PartitionStore.open(location);
+    try {
+      const scan = store.scan(Buffer.alloc(0), Buffer.alloc(0), { batchSize: 1000 });
+      if (outDir === undefined) {
+        for await (const batch of scan) scanned += batch.length;
+        continue;
+      }
+      const stats: ShardStreamStats = { rows: 0, digest: new RangeDigest() };
+      const path = join(outDir, `partition-${i}.parquet`);
+      await pipeline(Readable.from(parquetShardStream(scan, { backupId: '20260101T000000Z-000000', shard: i, rangeStart: Buffer.alloc(0), rangeEnd: Buffer.alloc(0) }, stats)), createWriteStream(path));
+      scanned += stats.rows;
+      fileBytes += (await stat(path)).size;
+    } finally {
+      await store.close();
+    }
+  }
+  const ms = performance.now() - started;
+  if (!warmUp && scanned !== rows) throw new Error(`in-process read ${scanned} rows, expected ${rows}`);
+  return { ...figures(scanned, ms), fileBytes };
+}
+
+function figures(rows: number, ms: number): Figures {
+  const seconds = ms / 1000;
+  return { rows, ms, rowsPerSec: rows / seconds, mbPerSec: (rows * (KEY_BYTES + VALUE_BYTES)) / 1e6 / seconds, ratioToLimit: 0 };
+}
+
+async function startNode(address: string, mapFile: string, dataDir: string): Promise<NodeProcess> {
+  const child = spawn(process.execPath, [MAIN_JS, 'store', 'start', '--map', mapFile, '--node', address, '--data', dataDir, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.stderr!.on('data', (d: Buffer) => process.stderr.write(`[node ${address}] ${d.toString()}`));
+  try {
+    await waitForReady(child);
+  } catch (err) {
+    child.kill('SIGKILL');
+    await exited;
+    throw err;
+  }
+  return { address, dataDir, peakRssMb: () => readPeakRssMb(child.pid!), stop: () => stopChild(child, exited) };
+}
+
+function collect(child: ChildProcess): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** Largest VmHWM seen while the child runs (VmHWM only grows). */
+async function pollPeakRssMb(child: ChildProcess): Promise<number | undefined> {
+  let peak: number | undefined;
+  while (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
+    const mb = await readPeakRssMb(child.pid);
+    if (mb !== undefined) peak = Math.max(peak ?? 0, mb);
+    await sleep(RSS_POLL_MS);
+  }
+  return peak;
+}
+
+function printReport(rows: number, e2e: EndToEnd, limit: Figures & { fileBytes: number }, scan: Figures, benchPeakRssMb: number): void {
+  const rss = (mb: number | undefined): string => (mb === undefined ? 'n/a' : fixed(mb, 0));
+  const out: string[] = [];
+  out.push(
+    `shardpipe backup bench: ${int(rows)} rows × (${KEY_BYTES} B key + ${VALUE_BYTES} B value) = ${((rows * (KEY_BYTES + VALUE_BYTES)) / 1e6).toFixed(1)} MB, ` +
+      `${NODES} nodes, ${PARTITIONS} partitions, ${e2e.report.shards} shards of ~${int(SHARD_ROWS)} rows, zstd Parquet to a local folder`,
+  );
+  out.push('');
+  out.push(
+    table(
+      ['path', 'rows/s', 'MB/s', 'vs limit', 'seconds', 'peak RSS MiB'],
+      [
+        ['shardpipe backup run, child process, wall time', int(e2e.rowsPerSec), fixed(e2e.mbPerSec, 1), `${fixed(e2e.ratioToLimit, 2)}×`, fixed(e2e.ms / 1000, 2), rss(e2e.peakRssMb)],
+        ['in-process: classic-level scan → Parquet file (limit)', int(limit.rowsPerSec), fixed(limit.mbPerSec, 1), '1.00×', fixed(limit.ms / 1000, 2), '-'],
+        ['in-process: classic-level scan alone', int(scan.rowsPerSec), fixed(scan.mbPerSec, 1), `${fixed(scan.ratioToLimit, 2)}×`, fixed(scan.ms / 1000, 2), '-'],
+      ],
+    ),
+  );
+  out.push('');
+  out.push(
+    `backup report: ${e2e.report.backupId}, ${int(e2e.report.rows)} rows, ${fixed(e2e.report.bytes / 1e6, 1)} MB of Parquet (${fixed(e2e.fileMbPerSec, 1)} file MB/s), ` +
+      `${fixed(e2e.report.durationMs / 1000, 2)} s from start to manifest (${int(e2e.report.rowsPerSecond)} rows/s); in-process files ${fixed(limit.fileBytes / 1e6, 1)} MB`,
+  );
+  out.push(`peak RSS: backup child ${rss(e2e.peakRssMb)} MiB, ${e2e.nodePeakRssMb.map((mb, i) => `node ${i} ${rss(mb)} MiB`).join(', ')}, bench process ${fixed(benchPeakRssMb, 0)} MiB`);
+  out.push(JSON.stringify({ bench: 'backup', rows, keyBytes: KEY_BYTES, valueBytes: VALUE_BYTES, nodes: NODES, partitions: PARTITIONS, shardRows: SHARD_ROWS, endToEnd: e2e, limit, scan, benchPeakRssMb }, roundNumbers));
+  process.stdout.write(out.join('\n') + '\n');
+}
+
+await main();
