@@ -83,20 +83,28 @@ export function parquetShardStream(
 
   const groups = rowGroups(source, rowGroupRows, stats, signal);
   let emptyFileSent = false;
+  // parquet-wasm ends its output normally when its input stream errors — with the rows so far and
+  // a valid footer. A failed scan must fail the file instead: the error is kept and thrown at the end.
+  let failure: { error: unknown } | undefined;
   const batches = new ReadableStream<ParquetWasm.RecordBatch>(
     {
       async pull(controller) {
-        const next = await groups.next();
-        if (next.done) {
-          // arrow-rs writes a file's schema only with its first batch: an empty shard still needs one.
-          if (stats.rows === 0 && !emptyFileSent) {
-            emptyFileSent = true;
-            controller.enqueue(toWasmBatch(pw, []));
+        try {
+          const next = await groups.next();
+          if (next.done) {
+            // arrow-rs writes a file's schema only with its first batch: an empty shard still needs one.
+            if (stats.rows === 0 && !emptyFileSent) {
+              emptyFileSent = true;
+              controller.enqueue(toWasmBatch(pw, []));
+            }
+            controller.close();
+            return;
           }
-          controller.close();
-          return;
+          controller.enqueue(toWasmBatch(pw, next.value));
+        } catch (error) {
+          failure = { error };
+          controller.error(error);
         }
-        controller.enqueue(toWasmBatch(pw, next.value));
       },
       async cancel() {
         await groups.return(undefined);
@@ -111,7 +119,14 @@ export function parquetShardStream(
       const reader = bytes.getReader();
       try {
         for (;;) {
-          const { done, value } = await reader.read();
+          let read: ReadableStreamReadResult<Uint8Array>;
+          try {
+            read = await reader.read();
+          } catch (err) {
+            throw failure ? failure.error : err;
+          }
+          const { done, value } = read;
+          if (failure) throw failure.error;
           if (done) return;
           yield value;
         }
