@@ -17,8 +17,9 @@ import {
   type BackupTarget,
 } from '../../backup/index.js';
 import { createLogger } from '../../common/index.js';
-import { BackupWorkers, PrivateRedis, connectionFromUrl, watchBackup } from '../../jobs/index.js';
-import { StoreClient } from '../../store/index.js';
+import { BACKUP_QUEUE, BackupWorkers, PrivateRedis, connectionFromUrl, submitBackup, watchBackup, type BackupParentData } from '../../jobs/index.js';
+import { StoreClient, StoreError } from '../../store/index.js';
+import { Job, Queue } from 'bullmq';
 import { CLI, StoreCluster, runCli, sortedRows } from '../helpers/store-cluster.js';
 
 const logger = createLogger({ level: 'silent', pretty: false });
@@ -105,6 +106,34 @@ describe('backup recovery and retention (real cluster, Redis, worker processes)'
       second.child.kill('SIGTERM');
       await exited2;
     }
+  });
+
+  it('snapshots that run out before their shards are written fail the backup with BACKUP_SNAPSHOT_LOST and no manifest', async () => {
+    const url = pathToFileURL(join(dir, 'expired')).href;
+    const connection = connectionFromUrl(redis.url);
+    const submitted = await submitBackup(connection, client, { target: url, shardTarget: { targetRows: 20_000 }, leaseMs: 1000 }, { logger });
+    const parents = new Queue<BackupParentData>(BACKUP_QUEUE, { connection });
+    const leases = (await Job.fromId<BackupParentData>(parents, submitted.backupId))!.data.leases;
+    await parents.close();
+    // No worker runs until the nodes have dropped the snapshots (a read through them fails).
+    await until(
+      async () =>
+        client.checksum(Buffer.alloc(0), Buffer.alloc(0), { snapshots: leases }).then(
+          () => false,
+          (err: unknown) => err instanceof StoreError && err.code === 'STORE_SNAPSHOT_NOT_FOUND',
+        ),
+      'the leases to run out',
+    );
+    const workers = BackupWorkers.start({ connection, client, logger });
+    try {
+      const err = await watchBackup(connection, submitted.backupId).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: 'BACKUP_SHARD_FAILED' });
+      expect((err as Error).message).toContain('BACKUP_SNAPSHOT_LOST');
+    } finally {
+      await workers.close();
+    }
+    expect((await listBackups(openBackupTarget(url))).filter((b) => b.state === 'complete')).toEqual([]);
+    expect(await readdir(join(dir, 'expired', submitted.backupId)).catch(() => [])).not.toContain(MANIFEST_FILE);
   });
 
   describe('retention', () => {

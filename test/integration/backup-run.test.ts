@@ -1,4 +1,7 @@
+import { once } from 'node:events';
 import { cp, mkdtemp, open, readdir, rm, stat } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -143,6 +146,43 @@ describe('shardpipe backup: a real 3-node cluster to a folder', () => {
     expect(report.shardsOk).toBe(manifest.shards.length - 3);
     const text = await cli('backup', 'verify', backupId, '--target', copyUrl);
     expect(text.stdout).toContain(`BAD shard ${c!.index} (${c!.file}): the file is missing`);
+  });
+
+  it("plans with a metrics server's /api/shards when --metrics-url is given (a stand-in HTTP server answering with the store's plan)", async () => {
+    const requests: string[] = [];
+    const server = createServer((req, res) => {
+      requests.push(req.url ?? '');
+      const targetRows = Number(new URL(req.url ?? '/', 'http://x').searchParams.get('targetRows'));
+      client.planShards({ targetRows }).then(
+        (shards) => {
+          res.setHeader('content-type', 'application/json');
+          res.end(JSON.stringify({ target: { targetRows }, mapVersion: 1, shards: shards.map((s) => ({ ...s, start: s.start.toString('hex'), end: s.end.toString('hex') })) }));
+        },
+        (err: unknown) => {
+          res.statusCode = 500;
+          res.end(String(err));
+        },
+      );
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const metricsUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      const r = await cli('backup', 'run', '--target', targetUrl, '--shard-rows', '30000', '--metrics-url', metricsUrl, '--seeds', cluster.seeds.join(','), '--redis', redis.url, '--json');
+      expect(r.code, r.stderr).toBe(0);
+      expect(requests).toEqual(['/api/shards?targetRows=30000']);
+      const report = JSON.parse(r.stdout);
+      expect(report.rows).toBe(ROWS);
+      const planned = await client.planShards({ targetRows: 30_000 });
+      const m = await readManifest(openBackupTarget(targetUrl), report.backupId);
+      expect(m.shards.map((s) => [s.start, s.end])).toEqual(planned.map((s) => [s.start.toString('hex'), s.end.toString('hex')]));
+      await openBackupTarget(targetUrl).deleteBackup(report.backupId);
+    } finally {
+      server.close();
+    }
+    const down = await cli('backup', 'run', '--target', targetUrl, '--metrics-url', metricsUrl, '--seeds', cluster.seeds.join(','), '--redis', redis.url);
+    expect(down.code).toBe(1);
+    expect(down.stderr).toContain('BACKUP_PLAN_FAILED');
   });
 
   it('writes during a backup are either wholly in a partition snapshot or not at all', async () => {
