@@ -238,7 +238,7 @@ function printReport(rows: number, e2e: EndToEnd, limit: Figures & { fileBytes: 
   const out: string[] = [];
   out.push(
     `shardpipe backup bench: ${int(rows)} rows × (${KEY_BYTES} B key + ${VALUE_BYTES} B value) = ${((rows * (KEY_BYTES + VALUE_BYTES)) / 1e6).toFixed(1)} MB, ` +
-      `${NODES} nodes, ${PARTITIONS} partitions, ${e2e.report.shards} shards of ~${int(SHARD_ROWS)} rows, zstd Parquet to a local folder`,
+      `${NODES} nodes, ${PARTITIONS} partitions, ${e2e.report.shards} shards (target ${int(SHARD_ROWS)} rows; a partition is cut only when over 1.5× that), zstd Parquet to a local folder`,
   );
   out.push('');
   out.push(
