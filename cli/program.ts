@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import type { CliContext } from './cli-context.js';
-import { readCliEnv } from './cli-env.js';
+import { loadCliConfig, readCliEnv } from './cli-env.js';
+import { registerConfigCommands } from './commands/config-commands.js';
 import { registerClusterCommands } from './commands/cluster-commands.js';
 import { registerDemoCommand } from './commands/demo-command.js';
 import { registerIngestCommands } from './commands/ingest-commands.js';
@@ -14,12 +15,14 @@ export function buildProgram(ctx: CliContext): Command {
     .description('Feeds and protects a range-partitioned LevelDB key-value store.')
     .option('--log-level <level>', 'trace, debug, info, warn, error, fatal or silent (env SHARDPIPE_LOG_LEVEL)')
     .option('--log-format <format>', 'json or pretty; default: pretty on a terminal (env SHARDPIPE_LOG_FORMAT)')
+    .option('--config <file>', 'JSON file of settings (env SHARDPIPE_CONFIG); see `shardpipe config print`')
     // A fixed width keeps --help identical everywhere, so README's CLI reference can be checked.
     .configureHelp({ helpWidth: 100 })
     .showHelpAfterError()
     .exitOverride();
   program.hook('preAction', () => {
-    const { logLevel, logFormat } = program.opts<{ logLevel?: string; logFormat?: string }>();
+    const { logLevel, logFormat, config } = program.opts<{ logLevel?: string; logFormat?: string; config?: string }>();
+    if (config !== undefined) ctx.useConfig(loadCliConfig(process.env, config));
     const env = readCliEnv({ SHARDPIPE_LOG_LEVEL: logLevel, SHARDPIPE_LOG_FORMAT: logFormat });
     ctx.configureLogging(env.SHARDPIPE_LOG_LEVEL, env.SHARDPIPE_LOG_FORMAT);
   });
@@ -29,6 +32,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerStatsCommand(program, ctx);
   registerIngestCommands(program, ctx);
   registerDemoCommand(program, ctx);
+  registerConfigCommands(program, ctx);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }
