@@ -14,6 +14,8 @@ export interface RestoreSpec {
   backupId: string;
   /** The backup target's canonical URL (`file:///DIR` or `az://CONTAINER/PREFIX`); workers open it with their own credentials. */
   target: string;
+  /** Per shard; 0 = unlimited. */
+  maxRowsPerSecond: number;
 }
 
 export interface RestoreParentData {

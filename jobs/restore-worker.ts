@@ -113,6 +113,7 @@ async function processShard(
         {
           resumeFrom: data.checkpoint,
           maxInFlight: options.maxInFlight,
+          maxRowsPerSecond: spec.maxRowsPerSecond,
           signal,
           onCheckpoint: async (checkpoint: ShardCheckpoint) => {
             await job.updateData({ ...data, checkpoint });

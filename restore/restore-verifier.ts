@@ -49,7 +49,8 @@ export interface VerifyOptions {
  * time. When no row of the shard has an expiry at or before the moment of the check, that is the
  * manifest's checksum and row count as written. Otherwise rows have expired since the backup
  * (skipped by the restore, or gone since): the file is read again and the expectation is the digest
- * of its rows still live. A row expiring while its range is being checked makes the answer
+ * of its rows still live — provided the file still adds up to the manifest's checksum (else the
+ * shard is a mismatch: what it must hold is unknown). A row expiring while its range is being checked makes the answer
  * ambiguous; that shard is checked again (up to `attempts` times).
  */
 export async function verifyRestore(client: StoreClient, shards: readonly ShardSpec[], options: VerifyOptions): Promise<VerifyReport> {
@@ -74,11 +75,21 @@ export async function verifyRestore(client: StoreClient, shards: readonly ShardS
         return;
       }
       shardsReread++;
-      let expected: { digest: RangeDigest; ambiguous: number };
+      let expected: { digest: RangeDigest; ambiguous: number; file: RangeDigest };
       try {
         expected = await liveDigest(options.readShard(shard, options.signal), before, after);
       } catch (err) {
         mismatches.push({ ...base, expectedRows: shard.rows, expectedDigest: shard.checksum, reason: `cannot read the shard file again: ${describeCause(err)}` });
+        return;
+      }
+      // The expectation is derived from the file only while the file is still what the manifest says.
+      if (expected.file.count !== shard.rows || expected.file.toHex() !== shard.checksum) {
+        mismatches.push({
+          ...base,
+          expectedRows: shard.rows,
+          expectedDigest: shard.checksum,
+          reason: `the shard file no longer matches the manifest (its ${expected.file.count} rows have checksum ${expected.file.toHex()}), so what the range must hold is unknown`,
+        });
         return;
       }
       if (expected.ambiguous > 0 && attempt < attempts) continue;
@@ -102,12 +113,17 @@ export async function verifyRestore(client: StoreClient, shards: readonly ShardS
   return { shardsChecked: shards.length, mismatches, shardsReread };
 }
 
-/** Digest of the rows live at `after`, and how many expire in (before, after] (live or not depends on when the store looked). */
-async function liveDigest(chunks: AsyncIterable<ShardChunk>, before: number, after: number): Promise<{ digest: RangeDigest; ambiguous: number }> {
+/**
+ * Digest of the rows live at `after`, how many expire in (before, after] (live or not depends on
+ * when the store looked), and the digest of every row (to check the file against the manifest).
+ */
+async function liveDigest(chunks: AsyncIterable<ShardChunk>, before: number, after: number): Promise<{ digest: RangeDigest; ambiguous: number; file: RangeDigest }> {
   const digest = new RangeDigest();
+  const file = new RangeDigest();
   let ambiguous = 0;
   for await (const chunk of chunks) {
     for (const row of chunk.rows) {
+      file.add(row.key, row.value, row.expiresAtMs, row.etag);
       if (row.expiresAtMs > 0 && row.expiresAtMs <= after) {
         if (row.expiresAtMs > before) ambiguous++;
         continue;
@@ -115,5 +131,5 @@ async function liveDigest(chunks: AsyncIterable<ShardChunk>, before: number, aft
       digest.add(row.key, row.value, row.expiresAtMs, row.etag);
     }
   }
-  return { digest, ambiguous };
+  return { digest, ambiguous, file };
 }

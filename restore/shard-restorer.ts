@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { DropFile } from '../ingest/index.js';
 import { RangeDigest, type BulkRowInput, type StoreClient } from '../store/index.js';
 import { RestoreError } from './restore-errors.js';
@@ -42,6 +43,8 @@ export interface ShardRestoreOptions {
   maxInFlight?: number;
   /** Rows per BulkInsert call. Default 1000. */
   batchMaxRows?: number;
+  /** Throttle (rows read per second); 0 or absent = unlimited. */
+  maxRowsPerSecond?: number;
   /** Clock deciding which rows have expired. Default Date.now. */
   now?: () => number;
   /**
@@ -87,6 +90,8 @@ export async function restoreShard(client: StoreClient, task: ShardTask, options
     let sent = 0;
     const digest = RangeDigest.fromHex(current.fileDigest, current.rowsDone);
     let counts = { ...current };
+    let read = 0;
+    const started = performance.now();
     for await (const chunk of readShardRows(task.file, shard, { rowGroup: current.rowGroup, rowOffset: current.rowOffset, signal: options.signal })) {
       const at = now();
       const live: BulkRowInput[] = [];
@@ -117,6 +122,11 @@ export async function restoreShard(client: StoreClient, task: ShardTask, options
       };
       positions.push({ sentAfter: sent, checkpoint: counts });
       yield live;
+      read += chunk.rows.length;
+      if (options.maxRowsPerSecond && options.maxRowsPerSecond > 0) {
+        const aheadMs = (read / options.maxRowsPerSecond) * 1000 - (performance.now() - started);
+        if (aheadMs > 0) await sleep(aheadMs, undefined, { signal: options.signal });
+      }
     }
   }
 
