@@ -3,6 +3,7 @@ import { BlobServiceClient, RestError, type ContainerClient } from '@azure/stora
 import { ShardpipeError } from '../common/index.js';
 import { BackupError, describeCause, type BackupErrorContext } from './backup-errors.js';
 import { assertBackupId, isBackupId } from './backup-id.js';
+import { MANIFEST_FILE } from './backup-layout.js';
 import { assertFileName, formatBackupUrl, type BackupTarget, type TargetCallOptions, type TargetFileInfo, type TargetReadOptions } from './backup-target.js';
 
 /** Options of an Azure Blob backup target. */
@@ -174,13 +175,18 @@ export class AzureTarget implements BackupTarget {
     return stream.pipe(out);
   }
 
+  localPath(): undefined {
+    return undefined;
+  }
+
   async deleteBackup(backupId: string, options: TargetCallOptions = {}): Promise<number> {
     const folder = this.folderOf(backupId);
     let deleted = 0;
     await this.call('deleting', { backupId }, options.signal, async (signal) => {
+      // The manifest goes first: a deletion cut short must not leave a backup that looks complete.
+      if ((await this.client().getBlobClient(folder + MANIFEST_FILE).deleteIfExists({ abortSignal: signal })).succeeded) deleted++;
       for await (const blob of this.client().listBlobsFlat({ prefix: folder, abortSignal: signal })) {
-        await this.client().getBlobClient(blob.name).deleteIfExists({ abortSignal: signal });
-        deleted++;
+        if ((await this.client().getBlobClient(blob.name).deleteIfExists({ abortSignal: signal })).succeeded) deleted++;
       }
     }, 'empty');
     return deleted;

@@ -24,6 +24,8 @@ export const BACKUP_ERROR_CODES = {
   BACKUP_MANIFEST_INVALID: { retryable: false },
   /** manifest.json has a `formatVersion` this build does not know. */
   BACKUP_UNSUPPORTED_VERSION: { retryable: false },
+  /** A shard file cannot be decoded as Parquet, or lacks the format's columns. */
+  BACKUP_CORRUPT_FILE: { retryable: false },
   /** The shard plan could not be made (metrics server unreachable or its answer invalid, or the cluster has no partitions). */
   BACKUP_PLAN_FAILED: { retryable: true },
   /** A snapshot lease expired (or its node restarted) before every shard was written; the backup cannot go on from one moment. */

@@ -1,18 +1,11 @@
 import { z } from 'zod';
 import { BackupError } from './backup-errors.js';
 import { BACKUP_ID_PATTERN } from './backup-id.js';
+import { MANIFEST_FILE, shardFileName } from './backup-layout.js';
 import type { BackupTarget, TargetCallOptions } from './backup-target.js';
 
 /** The manifest format this build writes and the only one it reads (FORMAT.md). */
 export const MANIFEST_FORMAT_VERSION = 1;
-/** The manifest's name inside a backup folder. Its presence marks the backup complete. */
-export const MANIFEST_FILE = 'manifest.json';
-
-/** `shard-00007.parquet`: the file of shard `index` (5-digit zero padding, wider past 99,999). */
-export function shardFileName(index: number): string {
-  if (!Number.isInteger(index) || index < 0) throw new RangeError(`a shard index is a whole number ≥ 0, got ${index}`);
-  return `shard-${String(index).padStart(5, '0')}.parquet`;
-}
 
 const hexKey = z.string().regex(/^(?:[0-9a-f]{2})*$/, 'keys are lowercase hex bytes ("" = start or end of the keyspace)');
 const count = z.number().int().min(0);

@@ -60,6 +60,8 @@ export interface BackupTarget {
   readText(backupId: string, name: string, options?: TargetCallOptions): Promise<string | undefined>;
   /** A stream of a file's bytes (or of a byte range). BACKUP_NOT_FOUND when it does not exist. */
   openRead(backupId: string, name: string, options?: TargetReadOptions): Promise<Readable>;
+  /** The file's path when the target is a local folder (readers may then open it directly); undefined for remote targets. */
+  localPath(backupId: string, name: string): string | undefined;
   /** Removes a backup's folder with every file in it (also uncommitted temporary files). Resolves with the files removed. */
   deleteBackup(backupId: string, options?: TargetCallOptions): Promise<number>;
   /** Releases clients. Idempotent. */

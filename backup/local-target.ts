@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { BackupError, describeCause } from './backup-errors.js';
 import { assertBackupId, isBackupId } from './backup-id.js';
+import { MANIFEST_FILE } from './backup-layout.js';
 import { assertFileName, formatBackupUrl, type BackupTarget, type TargetCallOptions, type TargetFileInfo, type TargetReadOptions } from './backup-target.js';
 
 /**
@@ -109,11 +110,18 @@ export class LocalTarget implements BackupTarget {
     return createReadStream('', { fd: handle, start, end, signal: options.signal, highWaterMark: 1 << 20 });
   }
 
+  localPath(backupId: string, name: string): string {
+    return this.pathOf(backupId, name);
+  }
+
   async deleteBackup(backupId: string, options: TargetCallOptions = {}): Promise<number> {
     options.signal?.throwIfAborted();
     const folder = this.folderOf(backupId);
     const entries = await this.fs(() => readdir(folder), 'listing', { backupId }, true);
     if (entries === undefined) return 0;
+    // The manifest goes first: a deletion cut short must not leave a backup that looks complete.
+    await this.fs(() => rm(join(folder, MANIFEST_FILE), { force: true }), 'deleting', { backupId, file: MANIFEST_FILE });
+    await this.syncFolder(folder, { backupId });
     await this.fs(() => rm(folder, { recursive: true, force: true }), 'deleting', { backupId });
     await this.syncFolder(this.dir, { backupId });
     return entries.length;

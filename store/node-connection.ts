@@ -15,8 +15,16 @@ import {
   type PartitionStatsResponse,
   type PutRequest,
   type PutResponse,
+  type OpenSnapshotRequest,
+  type OpenSnapshotResponse,
+  type ReleaseSnapshotRequest,
+  type ReleaseSnapshotResponse,
+  type RenewSnapshotRequest,
+  type RenewSnapshotResponse,
   type ScanBatch,
   type ScanRequest,
+  type SplitKeysRequest,
+  type SplitKeysResponse,
   type SetPartitionMapRequest,
   type SetPartitionMapResponse,
   type StoreClient as GeneratedStoreClientType,
@@ -37,6 +45,10 @@ interface UnaryMethods {
   checksum: [ChecksumRequest, ChecksumResponse];
   getPartitionMap: [GetPartitionMapRequest, PartitionMapProto];
   setPartitionMap: [SetPartitionMapRequest, SetPartitionMapResponse];
+  openSnapshot: [OpenSnapshotRequest, OpenSnapshotResponse];
+  renewSnapshot: [RenewSnapshotRequest, RenewSnapshotResponse];
+  releaseSnapshot: [ReleaseSnapshotRequest, ReleaseSnapshotResponse];
+  splitKeys: [SplitKeysRequest, SplitKeysResponse];
 }
 type UnaryMethodName = keyof UnaryMethods;
 type RequestOf<K extends UnaryMethodName> = UnaryMethods[K][0];

@@ -48,6 +48,38 @@ export interface PartitionStoreStats {
   lastWriteMs: number;
 }
 
+/** Where `scan` and `checksum` read from: a pinned snapshot (see `openSnapshot`) or, absent, the current data. */
+export interface ReadOptions {
+  snapshot?: PartitionSnapshot;
+  signal?: AbortSignal;
+}
+
+/**
+ * A point-in-time view of one partition that reads can name until it is closed. LevelDB keeps
+ * the files it needs alive meanwhile, so a long-held snapshot costs disk space, not memory.
+ */
+export class PartitionSnapshot {
+  /** Entries in the partition at the snapshot (expired entries count until swept). */
+  readonly count: number;
+  readonly takenAtMs: number;
+  /** @internal */
+  readonly handle: ReturnType<ClassicLevel<Buffer, Buffer>['snapshot']>;
+  /** @internal */
+  readonly owner: PartitionStore;
+
+  constructor(owner: PartitionStore, handle: ReturnType<ClassicLevel<Buffer, Buffer>['snapshot']>, count: number, takenAtMs: number) {
+    this.owner = owner;
+    this.handle = handle;
+    this.count = count;
+    this.takenAtMs = takenAtMs;
+  }
+
+  /** Releases the view. Idempotent. */
+  close(): Promise<void> {
+    return this.handle.close();
+  }
+}
+
 export interface PartitionStoreOptions {
   /** fsync every write batch before acknowledging it. Default true. */
   syncWrites?: boolean;
@@ -66,6 +98,11 @@ const META_STATE = Buffer.from([NS_META, 0x73]); // 'ms'
 const DATA_END = Buffer.from([NS_DATA + 1]);
 const SWEEP_BATCH = 1000;
 const GROUP_MAX_ROWS = 50_000;
+// Below this many bytes on disk a range is split by counting its keys (LevelDB's size index does
+// not see the memtable, and is coarse for small ranges).
+const EXACT_SPLIT_BYTES = 8 * 1024 * 1024;
+const BISECT_STEPS = 40;
+const MIDPOINT_EXTRA_BYTES = 8;
 
 type Op =
   | { kind: 'put'; key: Buffer; value: Buffer; options: PutOptions; resolve: (r: StoredRecord) => void; reject: (e: unknown) => void }
@@ -151,15 +188,15 @@ export class PartitionStore {
    * Live entries of `[start, end)` (empty end = unbounded) in key order, in arrays of up to
    * `batchSize`, from one LevelDB snapshot taken when the iteration starts.
    */
-  async *scan(start: Buffer, end: Buffer, options: { limit?: number; batchSize?: number; signal?: AbortSignal } = {}): AsyncGenerator<StoredEntry[]> {
+  async *scan(start: Buffer, end: Buffer, options: ReadOptions & { limit?: number; batchSize?: number } = {}): AsyncGenerator<StoredEntry[]> {
     const limit = options.limit && options.limit > 0 ? options.limit : Infinity;
     const batchSize = Math.max(1, Math.min(options.batchSize ?? 1000, 10_000));
-    const iterator = this.db.iterator(dataRange(start, end));
+    const iterator = this.db.iterator({ ...dataRange(start, end), snapshot: this.snapshotHandle(options.snapshot) });
     let sent = 0;
     try {
       while (sent < limit) {
         options.signal?.throwIfAborted();
-        const raw = await iterator.nextv(Math.min(batchSize, limit - sent));
+        const raw = await iterator.nextv(Math.min(batchSize, limit - sent)).catch(snapshotGone);
         if (raw.length === 0) return;
         const now = this.now();
         const out: StoredEntry[] = [];
@@ -177,9 +214,9 @@ export class PartitionStore {
   }
 
   /** Order-independent digest and count of the live entries of `[start, end)`. */
-  async checksum(start: Buffer, end: Buffer, options: { includeEtag?: boolean; signal?: AbortSignal } = {}): Promise<RangeDigest> {
+  async checksum(start: Buffer, end: Buffer, options: ReadOptions & { includeEtag?: boolean } = {}): Promise<RangeDigest> {
     const digest = new RangeDigest();
-    for await (const batch of this.scan(start, end, { batchSize: 1000, signal: options.signal })) {
+    for await (const batch of this.scan(start, end, { batchSize: 1000, signal: options.signal, snapshot: options.snapshot })) {
       for (const e of batch) digest.add(e.key, e.value, e.expiresAtMs, options.includeEtag ? e.etag : undefined);
     }
     return digest;
@@ -188,6 +225,46 @@ export class PartitionStore {
   async stats(): Promise<PartitionStoreStats> {
     const diskBytes = await this.db.approximateSize(Buffer.from([NS_DATA]), DATA_END);
     return { count: this.state.count, logicalBytes: this.state.logicalBytes, diskBytes, lastWriteMs: this.state.lastWriteMs };
+  }
+
+  /** Pins the current state for later reads; the caller closes it. */
+  async openSnapshot(): Promise<PartitionSnapshot> {
+    if (this.closing !== undefined) throw new StoreError('STORE_CLOSED', `partition at ${this.location} is closed`);
+    const takenAtMs = Date.now();
+    const handle = this.db.snapshot();
+    try {
+      // The count comes from the snapshot itself, so it matches what a scan of it will see.
+      const raw = await this.db.get(META_STATE, { snapshot: handle });
+      return new PartitionSnapshot(this, handle, raw === undefined ? 0 : decodeState(raw).count, takenAtMs);
+    } catch (err) {
+      await handle.close();
+      throw err;
+    }
+  }
+
+  /**
+   * Up to `parts - 1` sorted keys strictly inside `[start, end)` that cut it into pieces of about
+   * equal size, and the estimated entries of the range. Large ranges are cut by bisecting
+   * LevelDB's on-disk size index (no scan); ranges too small for it to see are counted exactly.
+   */
+  async splitKeys(start: Buffer, end: Buffer, parts: number, options: { signal?: AbortSignal } = {}): Promise<{ keys: Buffer[]; approxCount: number }> {
+    const range = dataRange(start, end);
+    const rangeBytes = await this.db.approximateSize(range.gte, range.lt);
+    const allBytes = await this.db.approximateSize(Buffer.from([NS_DATA]), DATA_END);
+    if (rangeBytes < EXACT_SPLIT_BYTES) return this.exactSplit(start, end, parts, options.signal);
+    const approxCount = allBytes > 0 ? Math.round((this.state.count * rangeBytes) / allBytes) : 0;
+    const keys: Buffer[] = [];
+    for (let i = 1; i < parts; i++) {
+      options.signal?.throwIfAborted();
+      const probe = await this.keyAtSize(range.gte, range.lt, (rangeBytes * i) / parts);
+      // Snap to the first real key at or after the probe, so keys are actual entries.
+      const [found] = await this.db.keys({ gte: probe, lt: range.lt, limit: 1 }).all();
+      if (found === undefined) break;
+      const key = found.subarray(1);
+      const previous = keys[keys.length - 1] ?? start;
+      if (Buffer.compare(key, previous) > 0) keys.push(key);
+    }
+    return { keys, approxCount };
   }
 
   /** The highest etag this partition has handed out. */
@@ -204,6 +281,46 @@ export class PartitionStore {
       await this.db.close();
     })();
     return this.closing;
+  }
+
+  private snapshotHandle(snapshot: PartitionSnapshot | undefined): ReturnType<ClassicLevel<Buffer, Buffer>['snapshot']> | undefined {
+    if (snapshot === undefined) return undefined;
+    if (snapshot.owner !== this) throw new TypeError(`a snapshot of another partition was passed to ${this.location}`);
+    return snapshot.handle;
+  }
+
+  private async exactSplit(start: Buffer, end: Buffer, parts: number, signal: AbortSignal | undefined): Promise<{ keys: Buffer[]; approxCount: number }> {
+    const all: Buffer[] = [];
+    const iterator = this.db.keys(dataRange(start, end));
+    try {
+      for (;;) {
+        signal?.throwIfAborted();
+        const page = await iterator.nextv(10_000);
+        if (page.length === 0) break;
+        for (const k of page) all.push(k.subarray(1));
+      }
+    } finally {
+      await iterator.close();
+    }
+    const keys: Buffer[] = [];
+    for (let i = 1; i < parts; i++) {
+      const key = all[Math.floor((all.length * i) / parts)];
+      if (key !== undefined && Buffer.compare(key, keys[keys.length - 1] ?? start) > 0) keys.push(key);
+    }
+    return { keys, approxCount: all.length };
+  }
+
+  /** The LevelDB key in `[lo, hi)` below which about `bytes` of the range's data lies. */
+  private async keyAtSize(lo: Buffer, hi: Buffer, bytes: number): Promise<Buffer> {
+    let low = lo;
+    let high = hi;
+    for (let step = 0; step < BISECT_STEPS; step++) {
+      const mid = midpoint(low, high);
+      if (mid === undefined) break;
+      if ((await this.db.approximateSize(lo, mid)) < bytes) low = mid;
+      else high = mid;
+    }
+    return high;
   }
 
   private enqueue(op: Op): void {
@@ -456,6 +573,40 @@ export class PartitionStore {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** A read of a snapshot released meanwhile (its lease ran out) fails with our code, not LevelDB's. */
+function snapshotGone(err: unknown): never {
+  if ((err as { code?: unknown }).code === 'LEVEL_SNAPSHOT_NOT_OPEN') {
+    throw new StoreError('STORE_SNAPSHOT_NOT_FOUND', 'the snapshot was released while it was being read: its lease ran out (renew it while reading)', { cause: err });
+  }
+  throw err;
+}
+
+/** A key strictly between `a` and `b` (a < b), halfway by value; undefined when none is found. */
+function midpoint(a: Buffer, b: Buffer): Buffer | undefined {
+  // Compare as fixed-width numbers over the common prefix plus enough bytes to tell them apart.
+  let prefix = 0;
+  while (prefix < a.length && prefix < b.length && a[prefix] === b[prefix]) prefix++;
+  const width = prefix + MIDPOINT_EXTRA_BYTES;
+  const toBig = (x: Buffer): bigint => {
+    let n = 0n;
+    for (let i = prefix; i < width; i++) n = (n << 8n) | BigInt(x[i] ?? 0);
+    return n;
+  };
+  const mid = (toBig(a) + toBig(b)) >> 1n;
+  const out = Buffer.alloc(width);
+  a.copy(out, 0, 0, prefix);
+  let rest = mid;
+  for (let i = width - 1; i >= prefix; i--) {
+    out[i] = Number(rest & 0xffn);
+    rest >>= 8n;
+  }
+  // Trailing zero bytes sort before longer keys with the same stem; dropping them keeps the key minimal.
+  let len = width;
+  while (len > prefix + 1 && out[len - 1] === 0) len--;
+  const key = out.subarray(0, len);
+  return Buffer.compare(key, a) > 0 && Buffer.compare(key, b) < 0 ? key : undefined;
+}
 
 function dataKey(key: Buffer): Buffer {
   const out = Buffer.allocUnsafe(key.length + 1);

@@ -6,6 +6,7 @@ import { PartitionMap, type Partition } from './partition-map.js';
 import type { BulkRowInput, StoredEntry } from './partition-store.js';
 import { bulkPutAll, type BulkPutOptions, type BulkPutResult } from './bulk-writer.js';
 import { RangeDigest } from './range-digest.js';
+import { planShards, type PartitionSize, type ShardRange, type ShardTarget } from './shard-planner.js';
 import type { StoredRecord } from './record.js';
 import { StoreError } from './store-errors.js';
 import type { ScanRequest } from './proto/gen/shardpipe/store/v1/store.js';
@@ -44,6 +45,26 @@ export interface ScanOptions extends CallOptions {
   limit?: number;
   /** Entries per streamed batch. Default 1000. */
   batchSize?: number;
+  /** Read each partition from its snapshot (see openSnapshots); every partition touched needs one. */
+  snapshots?: readonly SnapshotLease[];
+}
+
+/** A snapshot one node holds of one partition for a lease (see `openSnapshots`). */
+export interface SnapshotLease {
+  partitionId: number;
+  node: string;
+  snapshotId: string;
+  /** Entries in the partition at the snapshot (expired entries count until swept). */
+  rows: number;
+  /** When the node releases it unless renewed (Unix ms, node clock). */
+  expiresAtMs: number;
+}
+
+export interface SnapshotSet {
+  mapVersion: number;
+  /** When the first node was asked (Unix ms); every snapshot was taken after it. */
+  takenAtMs: number;
+  leases: SnapshotLease[];
 }
 
 export interface NodeStats {
@@ -142,7 +163,14 @@ export class StoreClient {
         map = await this.map(options);
         const partition = map.lookup(cursor);
         node = partition.node;
-        const request: ScanRequest = { mapVersion: map.version, start: cursor, end, limit: Number.isFinite(remaining) ? remaining : 0, batchSize: options.batchSize ?? 1000 };
+        const request: ScanRequest = {
+          mapVersion: map.version,
+          start: cursor,
+          end,
+          limit: Number.isFinite(remaining) ? remaining : 0,
+          batchSize: options.batchSize ?? 1000,
+          snapshotId: snapshotFor(options.snapshots, partition),
+        };
         for await (const batch of this.connection(node).scan(request, { deadline: streamDeadline, signal: options.signal })) {
           if (batch.entries.length > 0) {
             const entries = batch.entries.map((e) => ({ key: e.key, ...fromEntry(e) }));
@@ -172,18 +200,86 @@ export class StoreClient {
   }
 
   /** Order-independent digest and count of `[start, end)` across partitions (see RangeDigest). */
-  async checksum(start: Buffer, end: Buffer, options: CallOptions & { includeEtag?: boolean } = {}): Promise<RangeDigest> {
+  async checksum(start: Buffer, end: Buffer, options: CallOptions & { includeEtag?: boolean; snapshots?: readonly SnapshotLease[] } = {}): Promise<RangeDigest> {
     const total = new RangeDigest();
     let cursor: Buffer | undefined = start;
     while (cursor !== undefined) {
       const from: Buffer = cursor;
-      const response = await this.routed(from, options, (conn, mapVersion, limits) =>
-        conn.unary('checksum', { mapVersion, start: from, end, includeEtag: options.includeEtag ?? false }, limits),
+      const response = await this.routed(from, options, (conn, mapVersion, limits, partition) =>
+        conn.unary('checksum', { mapVersion, start: from, end, includeEtag: options.includeEtag ?? false, snapshotId: snapshotFor(options.snapshots, partition) }, limits),
       );
       total.merge(RangeDigest.fromHex(response.digest, response.count));
       cursor = response.next.length > 0 ? response.next : undefined;
     }
     return total;
+  }
+
+  /**
+   * Up to `parts - 1` sorted keys cutting the part of `[start, end)` inside the partition that owns
+   * `start` into pieces of about equal entry count, estimated by the node without a full scan.
+   */
+  async splitKeys(start: Buffer, end: Buffer, parts: number, options: CallOptions = {}): Promise<Buffer[]> {
+    if (parts < 2) return [];
+    const response = await this.routed(start, options, (conn, mapVersion, limits) => conn.unary('splitKeys', { mapVersion, start, end, parts }, limits));
+    return response.keys;
+  }
+
+  /** A shard plan of the whole keyspace from live partition stats (see `planShards`). */
+  async planShards(target: ShardTarget, options: CallOptions = {}): Promise<ShardRange[]> {
+    const map = await this.map(options);
+    const rows = new Map<number, { rows: number; bytes: number }>();
+    for (const { node, result } of await this.stats(options)) {
+      if (!result.ok) throw new StoreError(result.error.code, `cannot plan shards: store node ${node} did not report its partitions: ${result.error.message}`, { cause: result.error });
+      for (const p of result.partitions) rows.set(p.id, { rows: p.approxCount, bytes: p.logicalBytes });
+    }
+    const sizes: PartitionSize[] = map.partitions.map((p) => ({ id: p.id, start: p.start, end: p.end, node: p.node, rows: rows.get(p.id)?.rows ?? 0, bytes: rows.get(p.id)?.bytes ?? 0 }));
+    return planShards(sizes, target, (p, parts) => this.splitKeys(p.start, p.end, parts, options), options);
+  }
+
+  /**
+   * Pins a snapshot of every partition of the current map for `leaseMs`, asking all nodes at
+   * once so the snapshots are as close in time as the nodes allow. All or nothing: when one node
+   * fails, the snapshots already taken are released.
+   */
+  async openSnapshots(options: CallOptions & { leaseMs: number }): Promise<SnapshotSet> {
+    const map = await this.map(options);
+    const deadline = Date.now() + this.budget(options);
+    const takenAtMs = Date.now();
+    const answers = await Promise.allSettled(
+      map.nodes().map(async (node) => {
+        const r = await this.connection(node).unary('openSnapshot', { mapVersion: map.version, partitionIds: [], leaseMs: options.leaseMs }, this.limits(deadline, options));
+        return r.snapshots.map((s): SnapshotLease => ({ partitionId: s.partitionId, node, snapshotId: s.snapshotId, rows: s.count, expiresAtMs: s.expiresAtMs }));
+      }),
+    );
+    const leases = answers.flatMap((a) => (a.status === 'fulfilled' ? a.value : []));
+    const failed = answers.find((a): a is PromiseRejectedResult => a.status === 'rejected');
+    const missing = map.partitions.filter((p) => !leases.some((l) => l.partitionId === p.id));
+    if (failed !== undefined || missing.length > 0) {
+      await this.releaseSnapshots(leases, options);
+      if (failed !== undefined) throw toStoreError(failed.reason);
+      throw new StoreError('STORE_NOT_OWNER', `no node pinned partition(s) ${missing.map((p) => p.id).join(', ')}: the partition map changed meanwhile, retry`, { mapVersion: map.version });
+    }
+    return { mapVersion: map.version, takenAtMs, leases };
+  }
+
+  /** Extends every lease; fails with STORE_SNAPSHOT_NOT_FOUND when a node no longer holds one. */
+  async renewSnapshots(leases: readonly SnapshotLease[], leaseMs: number, options: CallOptions = {}): Promise<void> {
+    const deadline = Date.now() + this.budget(options);
+    await Promise.all(
+      [...groupByNode(leases)].map(([node, ids]) => this.connection(node).unary('renewSnapshot', { snapshotIds: ids, leaseMs }, this.limits(deadline, options))),
+    );
+  }
+
+  /** Releases leases, best effort: a node that is gone lets them run out on their own. */
+  async releaseSnapshots(leases: readonly SnapshotLease[], options: CallOptions = {}): Promise<void> {
+    const deadline = Date.now() + Math.min(this.budget(options), this.rpcDeadlineMs);
+    await Promise.all(
+      [...groupByNode(leases)].map(([node, ids]) =>
+        this.connection(node)
+          .unary('releaseSnapshot', { snapshotIds: ids }, this.limits(deadline, options))
+          .catch((err: unknown) => this.logger?.warn({ err, node }, 'could not release snapshots; their leases will run out')),
+      ),
+    );
   }
 
   /** Every node's partition stats; a node that does not answer is reported, not dropped. */
@@ -343,6 +439,22 @@ function givingUp(error: StoreError, node: string, attempts: number): StoreError
     context: { node, attempts },
     mapVersion: error.mapVersion,
   });
+}
+
+/** The snapshot id to read `partition` from, when reading snapshots at all. */
+function snapshotFor(leases: readonly SnapshotLease[] | undefined, partition: Partition): string {
+  if (leases === undefined) return '';
+  const lease = leases.find((l) => l.partitionId === partition.id && l.node === partition.node);
+  if (lease === undefined) {
+    throw new StoreError('STORE_SNAPSHOT_NOT_FOUND', `no snapshot of partition ${partition.id} on ${partition.node}: the partition map changed since the snapshots were taken`);
+  }
+  return lease.snapshotId;
+}
+
+function groupByNode(leases: readonly SnapshotLease[]): Map<string, string[]> {
+  const byNode = new Map<string, string[]>();
+  for (const l of leases) byNode.set(l.node, [...(byNode.get(l.node) ?? []), l.snapshotId]);
+  return byNode;
 }
 
 function toStoreError(err: unknown): StoreError {

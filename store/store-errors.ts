@@ -15,6 +15,7 @@ export const STORE_ERROR_CODES = {
   STORE_MAP_CONFLICT: { grpc: status.FAILED_PRECONDITION, retryable: false },
   STORE_ETAG_MISMATCH: { grpc: status.ABORTED, retryable: false },
   STORE_NOT_FOUND: { grpc: status.NOT_FOUND, retryable: false },
+  STORE_SNAPSHOT_NOT_FOUND: { grpc: status.NOT_FOUND, retryable: false },
   STORE_UNAVAILABLE: { grpc: status.UNAVAILABLE, retryable: true },
   STORE_DEADLINE_EXCEEDED: { grpc: status.DEADLINE_EXCEEDED, retryable: true },
   STORE_CANCELLED: { grpc: status.CANCELLED, retryable: false },

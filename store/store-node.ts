@@ -1,9 +1,10 @@
+import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../common/index.js';
 import { DEFAULT_MAX_KEY_BYTES, Key, displayBytes } from './key.js';
 import { PartitionMap, partitionContains, type Partition } from './partition-map.js';
-import { PartitionStore, type BulkRowInput, type PartitionStoreStats, type PutOptions, type StoredEntry, type WriteTiming } from './partition-store.js';
+import { PartitionStore, type BulkRowInput, type PartitionSnapshot, type PartitionStoreStats, type PutOptions, type StoredEntry, type WriteTiming } from './partition-store.js';
 import type { StoredRecord } from './record.js';
 import type { RangeDigest } from './range-digest.js';
 import { StoreError } from './store-errors.js';
@@ -44,7 +45,26 @@ export interface BulkInsertResult {
   timing: WriteTiming;
 }
 
+/** A snapshot the node holds for a caller until its lease runs out. */
+export interface SnapshotLeaseInfo {
+  snapshotId: string;
+  partitionId: number;
+  count: number;
+  takenAtMs: number;
+  expiresAtMs: number;
+}
+
+interface HeldSnapshot {
+  partitionId: number;
+  snapshot: PartitionSnapshot;
+  expiresAtMs: number;
+  timer: NodeJS.Timeout;
+}
+
 const MAP_FILE = 'partition-map.json';
+const MIN_LEASE_MS = 1000;
+const MAX_LEASE_MS = 24 * 60 * 60 * 1000;
+const MAX_SPLIT_PARTS = 1000;
 
 /**
  * The store node's logic, without gRPC: owns one PartitionStore per partition the map assigns to
@@ -61,6 +81,7 @@ export class StoreNode {
   private readonly logger: Logger | undefined;
   private currentMap: PartitionMap;
   private readonly stores = new Map<number, PartitionStore>();
+  private readonly snapshots = new Map<string, HeldSnapshot>();
   private mapChange: Promise<unknown> = Promise.resolve();
   private draining = false;
   private closed: Promise<void> | undefined;
@@ -158,13 +179,77 @@ export class StoreNode {
     return { accepted, nextKey: accepted < rows.length ? rows[accepted]!.key : undefined, timing };
   }
 
-  /** Streams live entries of the part of `[start, end)` inside the partition owning `start`. */
-  scan(range: ClampedRange, options: { limit?: number; batchSize?: number; signal?: AbortSignal }): AsyncGenerator<StoredEntry[]> {
-    return this.storeOf(range.partition).scan(range.start, range.end, options);
+  /**
+   * Streams live entries of the part of `[start, end)` inside the partition owning `start`, from
+   * the named snapshot of that partition when `snapshotId` is given.
+   */
+  scan(range: ClampedRange, options: { limit?: number; batchSize?: number; signal?: AbortSignal; snapshotId?: string }): AsyncGenerator<StoredEntry[]> {
+    return this.storeOf(range.partition).scan(range.start, range.end, { ...options, snapshot: this.heldSnapshot(options.snapshotId, range.partition) });
   }
 
-  async checksum(range: ClampedRange, options: { includeEtag?: boolean; signal?: AbortSignal }): Promise<RangeDigest> {
-    return this.storeOf(range.partition).checksum(range.start, range.end, options);
+  async checksum(range: ClampedRange, options: { includeEtag?: boolean; signal?: AbortSignal; snapshotId?: string }): Promise<RangeDigest> {
+    return this.storeOf(range.partition).checksum(range.start, range.end, { ...options, snapshot: this.heldSnapshot(options.snapshotId, range.partition) });
+  }
+
+  /** Split keys of the clamped range (see PartitionStore.splitKeys); `parts` is 2–1000. */
+  async splitKeys(range: ClampedRange, parts: number, signal?: AbortSignal): Promise<{ keys: Buffer[]; approxCount: number }> {
+    if (!Number.isSafeInteger(parts) || parts < 2 || parts > MAX_SPLIT_PARTS) {
+      throw new StoreError('STORE_INVALID_ARGUMENT', `parts must be 2–${MAX_SPLIT_PARTS}, got ${parts}`);
+    }
+    return this.storeOf(range.partition).splitKeys(range.start, range.end, parts, { signal });
+  }
+
+  /**
+   * Pins a snapshot of each named partition (empty = all this node serves) for `leaseMs`, one
+   * after the other as fast as LevelDB allows. Every snapshot is released if one fails.
+   */
+  async openSnapshots(mapVersion: number, partitionIds: readonly number[], leaseMs: number): Promise<SnapshotLeaseInfo[]> {
+    this.checkVersion(mapVersion);
+    checkLease(leaseMs);
+    const owned = this.ownedPartitions();
+    for (const id of partitionIds) {
+      if (!owned.some((p) => p.id === id)) {
+        throw new StoreError('STORE_NOT_OWNER', `partition ${id} is not served by ${this.address}`, { mapVersion: this.currentMap.version, context: { partition: id } });
+      }
+    }
+    const wanted = partitionIds.length === 0 ? owned : owned.filter((p) => partitionIds.includes(p.id));
+    const opened = await Promise.allSettled(wanted.map((p) => this.storeOf(p).openSnapshot()));
+    const failure = opened.find((r) => r.status === 'rejected');
+    if (failure !== undefined) {
+      await Promise.allSettled(opened.map((r) => (r.status === 'fulfilled' ? r.value.close() : undefined)));
+      throw failure.reason;
+    }
+    return opened.map((r, i) => {
+      const snapshot = (r as PromiseFulfilledResult<PartitionSnapshot>).value;
+      const snapshotId = `p${wanted[i]!.id}-${randomBytes(8).toString('hex')}`;
+      const expiresAtMs = Date.now() + leaseMs;
+      this.snapshots.set(snapshotId, { partitionId: wanted[i]!.id, snapshot, expiresAtMs, timer: this.expiryTimer(snapshotId, leaseMs) });
+      return { snapshotId, partitionId: wanted[i]!.id, count: snapshot.count, takenAtMs: snapshot.takenAtMs, expiresAtMs };
+    });
+  }
+
+  /** Extends the leases of held snapshots; any unknown one fails the call, naming it. */
+  renewSnapshots(snapshotIds: readonly string[], leaseMs: number): SnapshotLeaseInfo[] {
+    this.checkOpen();
+    checkLease(leaseMs);
+    const held = snapshotIds.map((id) => [id, this.snapshots.get(id)] as const);
+    const missing = held.filter(([, h]) => h === undefined).map(([id]) => id);
+    if (missing.length > 0) {
+      throw new StoreError('STORE_SNAPSHOT_NOT_FOUND', `snapshot ${missing.join(', ')} is not held by ${this.address}: its lease ran out, it was released, or the node restarted`);
+    }
+    return held.map(([snapshotId, h]) => {
+      clearTimeout(h!.timer);
+      h!.expiresAtMs = Date.now() + leaseMs;
+      h!.timer = this.expiryTimer(snapshotId, leaseMs);
+      return { snapshotId, partitionId: h!.partitionId, count: h!.snapshot.count, takenAtMs: h!.snapshot.takenAtMs, expiresAtMs: h!.expiresAtMs };
+    });
+  }
+
+  /** Releases held snapshots; returns how many were still held. */
+  async releaseSnapshots(snapshotIds: readonly string[]): Promise<number> {
+    let released = 0;
+    for (const id of snapshotIds) if (await this.dropSnapshot(id)) released++;
+    return released;
   }
 
   /**
@@ -219,6 +304,7 @@ export class StoreNode {
       for (const [id, store] of this.stores) {
         if (!keep.has(id)) {
           this.stores.delete(id);
+          await this.dropSnapshotsOf(id);
           await store.close();
         }
       }
@@ -244,6 +330,7 @@ export class StoreNode {
     this.closed ??= (async () => {
       await this.mapChange;
       const errors: unknown[] = [];
+      await this.dropSnapshotsOf(undefined).catch((err: unknown) => errors.push(err));
       for (const store of this.stores.values()) {
         await store.close().catch((err: unknown) => errors.push(err));
       }
@@ -253,7 +340,7 @@ export class StoreNode {
     return this.closed;
   }
 
-  private route(mapVersion: number, key: Buffer): { partition: Partition; store: PartitionStore } {
+  private checkVersion(mapVersion: number): void {
     this.checkOpen();
     const map = this.currentMap;
     if (mapVersion < map.version) {
@@ -266,6 +353,11 @@ export class StoreNode {
         mapVersion: map.version,
       });
     }
+  }
+
+  private route(mapVersion: number, key: Buffer): { partition: Partition; store: PartitionStore } {
+    this.checkVersion(mapVersion);
+    const map = this.currentMap;
     const partition = map.lookup(key);
     const store = partition.node === this.address ? this.stores.get(partition.id) : undefined;
     if (store === undefined) {
@@ -281,6 +373,42 @@ export class StoreNode {
     const store = this.stores.get(partition.id);
     if (store === undefined) throw new StoreError('STORE_NOT_OWNER', `partition ${partition.id} is not served by ${this.address}`, { mapVersion: this.currentMap.version });
     return store;
+  }
+
+  private heldSnapshot(snapshotId: string | undefined, partition: Partition): PartitionSnapshot | undefined {
+    if (snapshotId === undefined || snapshotId === '') return undefined;
+    const held = this.snapshots.get(snapshotId);
+    if (held === undefined) {
+      throw new StoreError('STORE_SNAPSHOT_NOT_FOUND', `snapshot ${snapshotId} is not held by ${this.address}: its lease ran out, it was released, or the node restarted`);
+    }
+    if (held.partitionId !== partition.id) {
+      throw new StoreError('STORE_INVALID_ARGUMENT', `snapshot ${snapshotId} is of partition ${held.partitionId}, but the range starts in partition ${partition.id}`);
+    }
+    return held.snapshot;
+  }
+
+  private expiryTimer(snapshotId: string, leaseMs: number): NodeJS.Timeout {
+    const timer = setTimeout(() => {
+      this.logger?.warn({ snapshotId }, 'snapshot lease ran out; releasing it');
+      this.dropSnapshot(snapshotId).catch((err: unknown) => this.logger?.error({ err, snapshotId }, 'releasing an expired snapshot failed'));
+    }, leaseMs);
+    timer.unref();
+    return timer;
+  }
+
+  private async dropSnapshot(snapshotId: string): Promise<boolean> {
+    const held = this.snapshots.get(snapshotId);
+    if (held === undefined) return false;
+    this.snapshots.delete(snapshotId);
+    clearTimeout(held.timer);
+    await held.snapshot.close();
+    return true;
+  }
+
+  private async dropSnapshotsOf(partitionId: number | undefined): Promise<void> {
+    for (const [id, held] of [...this.snapshots]) {
+      if (partitionId === undefined || held.partitionId === partitionId) await this.dropSnapshot(id);
+    }
   }
 
   private checkOpen(): void {
@@ -340,6 +468,12 @@ async function readMapFile(path: string): Promise<PartitionMap | undefined> {
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);
     throw new StoreError('STORE_INVALID_MAP', `the persisted partition map ${path} is unreadable (${reason}): restore it or start with --map FILE after moving it away`, { cause: err });
+  }
+}
+
+function checkLease(leaseMs: number): void {
+  if (!Number.isSafeInteger(leaseMs) || leaseMs < MIN_LEASE_MS || leaseMs > MAX_LEASE_MS) {
+    throw new StoreError('STORE_INVALID_ARGUMENT', `a snapshot lease must be ${MIN_LEASE_MS}–${MAX_LEASE_MS} ms, got ${leaseMs}`);
   }
 }
 

@@ -1,12 +1,12 @@
 import { once } from 'node:events';
 import type { ServerUnaryCall, ServerWritableStream, sendUnaryData } from '@grpc/grpc-js';
 import type { Logger } from '../common/index.js';
-import type { Entry, ScanBatch, ScanRequest, StoreServer as StoreHandlers } from './proto/gen/shardpipe/store/v1/store.js';
+import type { Entry, ScanBatch, ScanRequest, SnapshotInfo, StoreServer as StoreHandlers } from './proto/gen/shardpipe/store/v1/store.js';
 import { toGrpcStatus } from './grpc-errors.js';
 import { successor } from './key.js';
 import { PartitionMap } from './partition-map.js';
 import type { StoredEntry } from './partition-store.js';
-import type { StoreNode } from './store-node.js';
+import type { SnapshotLeaseInfo, StoreNode } from './store-node.js';
 import { StoreError } from './store-errors.js';
 
 const EMPTY = Buffer.alloc(0);
@@ -41,7 +41,7 @@ export function createStoreHandlers(node: StoreNode, logger: Logger): StoreHandl
       const limit = req.limit > 0 ? Math.min(req.limit, pageSize) : pageSize;
       const range = node.clampRange(req.mapVersion, req.start, req.end);
       const entries: Entry[] = [];
-      for await (const batch of node.scan(range, { limit, batchSize: limit })) {
+      for await (const batch of node.scan(range, { limit, batchSize: limit, snapshotId: req.snapshotId })) {
         for (const e of batch) entries.push(toEntry(e));
       }
       const full = entries.length >= limit;
@@ -76,9 +76,21 @@ export function createStoreHandlers(node: StoreNode, logger: Logger): StoreHandl
     }),
     checksum: unary('Checksum', async (req) => {
       const range = node.clampRange(req.mapVersion, req.start, req.end);
-      const digest = await node.checksum(range, { includeEtag: req.includeEtag });
+      const digest = await node.checksum(range, { includeEtag: req.includeEtag, snapshotId: req.snapshotId });
       return { digest: digest.toHex(), count: digest.count, next: range.next };
     }),
+    splitKeys: unary('SplitKeys', async (req) => {
+      const range = node.clampRange(req.mapVersion, req.start, req.end);
+      const split = await node.splitKeys(range, req.parts);
+      return { keys: split.keys, approxCount: split.approxCount, next: range.next };
+    }),
+    openSnapshot: unary('OpenSnapshot', async (req) => {
+      const takenAtMs = Date.now();
+      const snapshots = await node.openSnapshots(req.mapVersion, req.partitionIds, req.leaseMs);
+      return { mapVersion: node.map.version, takenAtMs, snapshots: snapshots.map(toSnapshotInfo) };
+    }),
+    renewSnapshot: unary('RenewSnapshot', async (req) => ({ snapshots: node.renewSnapshots(req.snapshotIds, req.leaseMs).map(toSnapshotInfo) })),
+    releaseSnapshot: unary('ReleaseSnapshot', async (req) => ({ released: await node.releaseSnapshots(req.snapshotIds) })),
     getPartitionMap: unary('GetPartitionMap', async () => node.map.toProto()),
     setPartitionMap: unary('SetPartitionMap', async (req) => {
       if (req.map === undefined) throw new StoreError('STORE_INVALID_MAP', 'SetPartitionMap needs a map');
@@ -96,7 +108,7 @@ async function streamScan(node: StoreNode, call: ServerWritableStream<ScanReques
   const range = node.clampRange(req.mapVersion, req.start, req.end);
   let sent = 0;
   let lastKey: Buffer | undefined;
-  for await (const batch of node.scan(range, { limit: req.limit, batchSize: req.batchSize || 1000, signal: abort.signal })) {
+  for await (const batch of node.scan(range, { limit: req.limit, batchSize: req.batchSize || 1000, signal: abort.signal, snapshotId: req.snapshotId })) {
     sent += batch.length;
     lastKey = batch[batch.length - 1]!.key;
     if (!call.write({ entries: batch.map(toEntry), last: false, next: EMPTY })) {
@@ -106,6 +118,10 @@ async function streamScan(node: StoreNode, call: ServerWritableStream<ScanReques
   const limitReached = req.limit > 0 && sent >= req.limit;
   call.write({ entries: [], last: true, next: limitReached && lastKey ? successor(lastKey) : range.next });
   call.end();
+}
+
+function toSnapshotInfo(s: SnapshotLeaseInfo): SnapshotInfo {
+  return { partitionId: s.partitionId, snapshotId: s.snapshotId, count: s.count, expiresAtMs: s.expiresAtMs };
 }
 
 function toEntry(e: StoredEntry): Entry {

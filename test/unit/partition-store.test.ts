@@ -724,3 +724,81 @@ describe('PartitionStore write queue', () => {
     expect(stranded).toEqual([]);
   });
 });
+
+describe('PartitionStore snapshots', () => {
+  it('a snapshot keeps reading what was there when it was taken, with its count, until closed', async () => {
+    const store = await openStore();
+    await store.bulkInsert([{ key: b('a'), value: b('1') }, { key: b('b'), value: b('2') }]);
+    const snapshot = await store.openSnapshot();
+    await store.put(b('a'), b('changed'));
+    await store.delete(b('b'));
+    await store.bulkInsert([{ key: b('c'), value: b('3') }]);
+    expect(snapshot.count).toBe(2);
+    const pinned = [];
+    for await (const batch of store.scan(EMPTY, EMPTY, { snapshot })) pinned.push(...batch);
+    expect(pinned.map((e) => `${e.key}=${e.value}`)).toEqual(['a=1', 'b=2']);
+    const digest = await store.checksum(EMPTY, EMPTY, { snapshot });
+    expect(digest.count).toBe(2);
+    expect((await scanAll(store)).map((e) => `${e.key}=${e.value}`)).toEqual(['a=changed', 'c=3']);
+    await snapshot.close();
+    await expect(async () => {
+      for await (const _ of store.scan(EMPTY, EMPTY, { snapshot })) void _;
+    }).rejects.toThrow();
+  });
+
+  it('refuses a snapshot of another partition', async () => {
+    const one = await openStore({}, 'one');
+    const two = await openStore({}, 'two');
+    const snapshot = await one.openSnapshot();
+    await expect(async () => {
+      for await (const _ of two.scan(EMPTY, EMPTY, { snapshot })) void _;
+    }).rejects.toThrow(/another partition/);
+    await snapshot.close();
+  });
+});
+
+describe('PartitionStore.splitKeys', () => {
+  function rows(count: number, valueBytes: number): BulkRowInput[] {
+    return Array.from({ length: count }, (_, i) => {
+      const key = Buffer.alloc(8);
+      key.writeUInt32BE(i * 7919, 0);
+      key.writeUInt32BE(i, 4);
+      return { key, value: Buffer.alloc(valueBytes, i % 251) };
+    });
+  }
+
+  async function piecesCounts(store: PartitionStore, keys: Buffer[]): Promise<number[]> {
+    const bounds = [EMPTY, ...keys, EMPTY];
+    const counts: number[] = [];
+    for (let i = 0; i + 1 < bounds.length; i++) counts.push((await scanAll(store, bounds[i], bounds[i + 1])).length);
+    return counts;
+  }
+
+  it('counts a small range exactly and cuts it into equal pieces', async () => {
+    const store = await openStore();
+    await store.bulkInsert(rows(10_000, 20));
+    const split = await store.splitKeys(EMPTY, EMPTY, 4);
+    expect(split.approxCount).toBe(10_000);
+    expect(split.keys).toHaveLength(3);
+    expect(await piecesCounts(store, split.keys)).toEqual([2500, 2500, 2500, 2500]);
+  });
+
+  it('cuts a large range by size without a scan: pieces within 10% of equal', async () => {
+    const store = await openStore({ syncWrites: false });
+    const all = rows(120_000, 200);
+    for (let i = 0; i < all.length; i += 10_000) await store.bulkInsert(all.slice(i, i + 10_000));
+    const split = await store.splitKeys(EMPTY, EMPTY, 8);
+    expect(split.keys).toHaveLength(7);
+    expect(Math.abs(split.approxCount - 120_000) / 120_000).toBeLessThan(0.1);
+    for (const n of await piecesCounts(store, split.keys)) expect(Math.abs(n - 15_000) / 15_000).toBeLessThan(0.1);
+  });
+
+  it('a range with fewer entries than pieces gives fewer keys, all inside the range', async () => {
+    const store = await openStore();
+    await store.bulkInsert([{ key: b('k1'), value: b('x') }, { key: b('k2'), value: b('x') }]);
+    const split = await store.splitKeys(b('k'), b('l'), 10);
+    expect(split.keys.length).toBeLessThanOrEqual(2);
+    for (const k of split.keys) expect(Buffer.compare(k, b('k')) > 0 && Buffer.compare(k, b('l')) < 0).toBe(true);
+  });
+});
+

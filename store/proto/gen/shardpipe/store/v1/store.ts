@@ -87,6 +87,8 @@ export interface ScanRequest {
   limit: number;
   /** Entries per streamed batch or page; 0 = server default. */
   batchSize: number;
+  /** Read from this snapshot (OpenSnapshot) of the partition owning `start`; empty = the current data. */
+  snapshotId: string;
 }
 
 export interface ScanBatch {
@@ -152,6 +154,8 @@ export interface ChecksumRequest {
   end: Buffer;
   /** Include etags in the digest (for comparing restores that keep etags). */
   includeEtag: boolean;
+  /** Read from this snapshot of the partition owning `start`; empty = the current data. */
+  snapshotId: string;
 }
 
 export interface ChecksumResponse {
@@ -185,6 +189,63 @@ export interface SetPartitionMapRequest {
 export interface SetPartitionMapResponse {
   version: number;
   installed: boolean;
+}
+
+export interface OpenSnapshotRequest {
+  mapVersion: number;
+  /** Empty = every partition this node serves. */
+  partitionIds: number[];
+  /** How long the snapshot lives without a renewal, in milliseconds. */
+  leaseMs: number;
+}
+
+export interface SnapshotInfo {
+  partitionId: number;
+  snapshotId: string;
+  /** Entries in the partition at the snapshot (expired entries count until swept). */
+  count: number;
+  expiresAtMs: number;
+}
+
+export interface OpenSnapshotResponse {
+  mapVersion: number;
+  snapshots: SnapshotInfo[];
+  takenAtMs: number;
+}
+
+export interface RenewSnapshotRequest {
+  snapshotIds: string[];
+  leaseMs: number;
+}
+
+export interface RenewSnapshotResponse {
+  snapshots: SnapshotInfo[];
+}
+
+export interface ReleaseSnapshotRequest {
+  snapshotIds: string[];
+}
+
+export interface ReleaseSnapshotResponse {
+  /** How many of the named snapshots were still held; the others had already expired or been released. */
+  released: number;
+}
+
+export interface SplitKeysRequest {
+  mapVersion: number;
+  start: Buffer;
+  end: Buffer;
+  /** Pieces wanted (2–1000); at most parts - 1 keys come back. */
+  parts: number;
+}
+
+export interface SplitKeysResponse {
+  /** Sorted keys strictly inside the clamped range; fewer when the range holds few entries. */
+  keys: Buffer[];
+  /** Estimated entries in the clamped range. */
+  approxCount: number;
+  /** Where the requested range continues past this partition; empty when it does not. */
+  next: Buffer;
 }
 
 function createBaseEntry(): Entry {
@@ -664,7 +725,7 @@ export const DeleteResponse: MessageFns<DeleteResponse> = {
 };
 
 function createBaseScanRequest(): ScanRequest {
-  return { mapVersion: 0, start: Buffer.alloc(0), end: Buffer.alloc(0), limit: 0, batchSize: 0 };
+  return { mapVersion: 0, start: Buffer.alloc(0), end: Buffer.alloc(0), limit: 0, batchSize: 0, snapshotId: "" };
 }
 
 export const ScanRequest: MessageFns<ScanRequest> = {
@@ -683,6 +744,9 @@ export const ScanRequest: MessageFns<ScanRequest> = {
     }
     if (message.batchSize !== 0) {
       writer.uint32(40).uint32(message.batchSize);
+    }
+    if (message.snapshotId !== "") {
+      writer.uint32(50).string(message.snapshotId);
     }
     return writer;
   },
@@ -738,6 +802,14 @@ export const ScanRequest: MessageFns<ScanRequest> = {
             }
 
             message.batchSize = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.snapshotId = reader.string();
             continue;
           }
         }
@@ -1353,7 +1425,7 @@ export const PartitionStatsResponse: MessageFns<PartitionStatsResponse> = {
 };
 
 function createBaseChecksumRequest(): ChecksumRequest {
-  return { mapVersion: 0, start: Buffer.alloc(0), end: Buffer.alloc(0), includeEtag: false };
+  return { mapVersion: 0, start: Buffer.alloc(0), end: Buffer.alloc(0), includeEtag: false, snapshotId: "" };
 }
 
 export const ChecksumRequest: MessageFns<ChecksumRequest> = {
@@ -1369,6 +1441,9 @@ export const ChecksumRequest: MessageFns<ChecksumRequest> = {
     }
     if (message.includeEtag !== false) {
       writer.uint32(32).bool(message.includeEtag);
+    }
+    if (message.snapshotId !== "") {
+      writer.uint32(42).string(message.snapshotId);
     }
     return writer;
   },
@@ -1416,6 +1491,14 @@ export const ChecksumRequest: MessageFns<ChecksumRequest> = {
             }
 
             message.includeEtag = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.snapshotId = reader.string();
             continue;
           }
         }
@@ -1773,6 +1856,577 @@ export const SetPartitionMapResponse: MessageFns<SetPartitionMapResponse> = {
   },
 };
 
+function createBaseOpenSnapshotRequest(): OpenSnapshotRequest {
+  return { mapVersion: 0, partitionIds: [], leaseMs: 0 };
+}
+
+export const OpenSnapshotRequest: MessageFns<OpenSnapshotRequest> = {
+  encode(message: OpenSnapshotRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.mapVersion !== 0) {
+      writer.uint32(8).uint64(message.mapVersion);
+    }
+    if (message.partitionIds.length !== 0) {
+      writer.uint32(18).fork();
+      for (const v of message.partitionIds) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    if (message.leaseMs !== 0) {
+      writer.uint32(24).uint64(message.leaseMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OpenSnapshotRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOpenSnapshotRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.mapVersion = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag === 16) {
+              message.partitionIds.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 18) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.partitionIds.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.leaseMs = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseSnapshotInfo(): SnapshotInfo {
+  return { partitionId: 0, snapshotId: "", count: 0, expiresAtMs: 0 };
+}
+
+export const SnapshotInfo: MessageFns<SnapshotInfo> = {
+  encode(message: SnapshotInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.partitionId !== 0) {
+      writer.uint32(8).uint32(message.partitionId);
+    }
+    if (message.snapshotId !== "") {
+      writer.uint32(18).string(message.snapshotId);
+    }
+    if (message.count !== 0) {
+      writer.uint32(24).uint64(message.count);
+    }
+    if (message.expiresAtMs !== 0) {
+      writer.uint32(32).uint64(message.expiresAtMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SnapshotInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSnapshotInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.partitionId = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.snapshotId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.count = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.expiresAtMs = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseOpenSnapshotResponse(): OpenSnapshotResponse {
+  return { mapVersion: 0, snapshots: [], takenAtMs: 0 };
+}
+
+export const OpenSnapshotResponse: MessageFns<OpenSnapshotResponse> = {
+  encode(message: OpenSnapshotResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.mapVersion !== 0) {
+      writer.uint32(8).uint64(message.mapVersion);
+    }
+    for (const v of message.snapshots) {
+      SnapshotInfo.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.takenAtMs !== 0) {
+      writer.uint32(24).uint64(message.takenAtMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OpenSnapshotResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOpenSnapshotResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.mapVersion = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.snapshots.push(SnapshotInfo.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.takenAtMs = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseRenewSnapshotRequest(): RenewSnapshotRequest {
+  return { snapshotIds: [], leaseMs: 0 };
+}
+
+export const RenewSnapshotRequest: MessageFns<RenewSnapshotRequest> = {
+  encode(message: RenewSnapshotRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.snapshotIds) {
+      writer.uint32(10).string(v!);
+    }
+    if (message.leaseMs !== 0) {
+      writer.uint32(16).uint64(message.leaseMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RenewSnapshotRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRenewSnapshotRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.snapshotIds.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.leaseMs = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseRenewSnapshotResponse(): RenewSnapshotResponse {
+  return { snapshots: [] };
+}
+
+export const RenewSnapshotResponse: MessageFns<RenewSnapshotResponse> = {
+  encode(message: RenewSnapshotResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.snapshots) {
+      SnapshotInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RenewSnapshotResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRenewSnapshotResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.snapshots.push(SnapshotInfo.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseReleaseSnapshotRequest(): ReleaseSnapshotRequest {
+  return { snapshotIds: [] };
+}
+
+export const ReleaseSnapshotRequest: MessageFns<ReleaseSnapshotRequest> = {
+  encode(message: ReleaseSnapshotRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.snapshotIds) {
+      writer.uint32(10).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReleaseSnapshotRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReleaseSnapshotRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.snapshotIds.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseReleaseSnapshotResponse(): ReleaseSnapshotResponse {
+  return { released: 0 };
+}
+
+export const ReleaseSnapshotResponse: MessageFns<ReleaseSnapshotResponse> = {
+  encode(message: ReleaseSnapshotResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.released !== 0) {
+      writer.uint32(8).uint32(message.released);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReleaseSnapshotResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReleaseSnapshotResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.released = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseSplitKeysRequest(): SplitKeysRequest {
+  return { mapVersion: 0, start: Buffer.alloc(0), end: Buffer.alloc(0), parts: 0 };
+}
+
+export const SplitKeysRequest: MessageFns<SplitKeysRequest> = {
+  encode(message: SplitKeysRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.mapVersion !== 0) {
+      writer.uint32(8).uint64(message.mapVersion);
+    }
+    if (message.start.length !== 0) {
+      writer.uint32(18).bytes(message.start);
+    }
+    if (message.end.length !== 0) {
+      writer.uint32(26).bytes(message.end);
+    }
+    if (message.parts !== 0) {
+      writer.uint32(32).uint32(message.parts);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SplitKeysRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSplitKeysRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.mapVersion = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.start = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.end = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.parts = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseSplitKeysResponse(): SplitKeysResponse {
+  return { keys: [], approxCount: 0, next: Buffer.alloc(0) };
+}
+
+export const SplitKeysResponse: MessageFns<SplitKeysResponse> = {
+  encode(message: SplitKeysResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.keys) {
+      writer.uint32(10).bytes(v!);
+    }
+    if (message.approxCount !== 0) {
+      writer.uint32(16).uint64(message.approxCount);
+    }
+    if (message.next.length !== 0) {
+      writer.uint32(26).bytes(message.next);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SplitKeysResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSplitKeysResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.keys.push(Buffer.from(reader.bytes()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.approxCount = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.next = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
 /**
  * One store node. Every data RPC carries the caller's partition map version: a node whose map is
  * newer, or that does not own the key, answers FAILED_PRECONDITION with its own version in the
@@ -1877,6 +2531,54 @@ export const StoreService = {
       Buffer.from(SetPartitionMapResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SetPartitionMapResponse => SetPartitionMapResponse.decode(value),
   },
+  /**
+   * Pins a point-in-time read view of partitions for a lease; Scan, ScanPage and Checksum can read it.
+   * A snapshot whose lease is not renewed is released by the node.
+   */
+  openSnapshot: {
+    path: "/shardpipe.store.v1.Store/OpenSnapshot" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: OpenSnapshotRequest): Buffer => Buffer.from(OpenSnapshotRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): OpenSnapshotRequest => OpenSnapshotRequest.decode(value),
+    responseSerialize: (value: OpenSnapshotResponse): Buffer =>
+      Buffer.from(OpenSnapshotResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): OpenSnapshotResponse => OpenSnapshotResponse.decode(value),
+  },
+  renewSnapshot: {
+    path: "/shardpipe.store.v1.Store/RenewSnapshot" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RenewSnapshotRequest): Buffer => Buffer.from(RenewSnapshotRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RenewSnapshotRequest => RenewSnapshotRequest.decode(value),
+    responseSerialize: (value: RenewSnapshotResponse): Buffer =>
+      Buffer.from(RenewSnapshotResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RenewSnapshotResponse => RenewSnapshotResponse.decode(value),
+  },
+  releaseSnapshot: {
+    path: "/shardpipe.store.v1.Store/ReleaseSnapshot" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReleaseSnapshotRequest): Buffer =>
+      Buffer.from(ReleaseSnapshotRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReleaseSnapshotRequest => ReleaseSnapshotRequest.decode(value),
+    responseSerialize: (value: ReleaseSnapshotResponse): Buffer =>
+      Buffer.from(ReleaseSnapshotResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReleaseSnapshotResponse => ReleaseSnapshotResponse.decode(value),
+  },
+  /**
+   * Keys cutting the part of a range inside the partition owning `start` into pieces of about equal
+   * entry count, estimated from LevelDB's size index (small ranges are counted exactly).
+   */
+  splitKeys: {
+    path: "/shardpipe.store.v1.Store/SplitKeys" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SplitKeysRequest): Buffer => Buffer.from(SplitKeysRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SplitKeysRequest => SplitKeysRequest.decode(value),
+    responseSerialize: (value: SplitKeysResponse): Buffer => Buffer.from(SplitKeysResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SplitKeysResponse => SplitKeysResponse.decode(value),
+  },
 } as const;
 
 export interface StoreServer extends UntypedServiceImplementation {
@@ -1892,6 +2594,18 @@ export interface StoreServer extends UntypedServiceImplementation {
   checksum: handleUnaryCall<ChecksumRequest, ChecksumResponse>;
   getPartitionMap: handleUnaryCall<GetPartitionMapRequest, PartitionMapProto>;
   setPartitionMap: handleUnaryCall<SetPartitionMapRequest, SetPartitionMapResponse>;
+  /**
+   * Pins a point-in-time read view of partitions for a lease; Scan, ScanPage and Checksum can read it.
+   * A snapshot whose lease is not renewed is released by the node.
+   */
+  openSnapshot: handleUnaryCall<OpenSnapshotRequest, OpenSnapshotResponse>;
+  renewSnapshot: handleUnaryCall<RenewSnapshotRequest, RenewSnapshotResponse>;
+  releaseSnapshot: handleUnaryCall<ReleaseSnapshotRequest, ReleaseSnapshotResponse>;
+  /**
+   * Keys cutting the part of a range inside the partition owning `start` into pieces of about equal
+   * entry count, estimated from LevelDB's size index (small ranges are counted exactly).
+   */
+  splitKeys: handleUnaryCall<SplitKeysRequest, SplitKeysResponse>;
 }
 
 export interface StoreClient extends Client {
@@ -2024,6 +2738,74 @@ export interface StoreClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: SetPartitionMapResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Pins a point-in-time read view of partitions for a lease; Scan, ScanPage and Checksum can read it.
+   * A snapshot whose lease is not renewed is released by the node.
+   */
+  openSnapshot(
+    request: OpenSnapshotRequest,
+    callback: (error: ServiceError | null, response: OpenSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  openSnapshot(
+    request: OpenSnapshotRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: OpenSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  openSnapshot(
+    request: OpenSnapshotRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: OpenSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  renewSnapshot(
+    request: RenewSnapshotRequest,
+    callback: (error: ServiceError | null, response: RenewSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  renewSnapshot(
+    request: RenewSnapshotRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RenewSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  renewSnapshot(
+    request: RenewSnapshotRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RenewSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  releaseSnapshot(
+    request: ReleaseSnapshotRequest,
+    callback: (error: ServiceError | null, response: ReleaseSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  releaseSnapshot(
+    request: ReleaseSnapshotRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReleaseSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  releaseSnapshot(
+    request: ReleaseSnapshotRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReleaseSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Keys cutting the part of a range inside the partition owning `start` into pieces of about equal
+   * entry count, estimated from LevelDB's size index (small ranges are counted exactly).
+   */
+  splitKeys(
+    request: SplitKeysRequest,
+    callback: (error: ServiceError | null, response: SplitKeysResponse) => void,
+  ): ClientUnaryCall;
+  splitKeys(
+    request: SplitKeysRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SplitKeysResponse) => void,
+  ): ClientUnaryCall;
+  splitKeys(
+    request: SplitKeysRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SplitKeysResponse) => void,
   ): ClientUnaryCall;
 }
 
