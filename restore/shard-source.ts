@@ -3,7 +3,7 @@ import { createWriteStream } from 'node:fs';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { BackupError, parseBackupUrl, readManifest, type BackupManifest, type BackupTarget, type TargetCallOptions } from '../backup/index.js';
+import { BackupError, readManifest, type BackupManifest, type BackupTarget, type TargetCallOptions } from '../backup/index.js';
 import type { DropFile } from '../ingest/index.js';
 import { RestoreError, describeCause, type RestoreErrorCode } from './restore-errors.js';
 import type { ShardSpec } from './shard-reader.js';
@@ -55,11 +55,8 @@ export async function openLocalShard(target: BackupTarget, backupId: string, sha
     throw new RestoreError('RESTORE_CORRUPT_SHARD', `shard ${shard.index}: ${shard.file} is ${info.bytes} bytes, the manifest says ${shard.bytes}`, { context });
   }
   const fingerprint = createHash('sha256').update(`${target.url}\0${backupId}\0${shard.file}\0${info.bytes}\0${info.modifiedAtMs}`).digest('hex');
-  const url = parseBackupUrl(target.url);
-  if (url.kind === 'file') {
-    const path = join(url.dir, backupId, shard.file);
-    return { file: await localFile(path, shard, fingerprint), fingerprint, release: async () => {} };
-  }
+  const inPlace = target.localPath(backupId, shard.file);
+  if (inPlace !== undefined) return { file: await localFile(inPlace, shard, fingerprint), fingerprint, release: async () => {} };
 
   const dir = join(options.stagingDir, backupId);
   const path = join(dir, `${shard.file}.${fingerprint.slice(0, 12)}.${randomUUID().slice(0, 8)}`);
