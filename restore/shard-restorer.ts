@@ -43,6 +43,8 @@ export interface ShardRestoreOptions {
   maxInFlight?: number;
   /** Rows per BulkInsert call. Default 1000. */
   batchMaxRows?: number;
+  /** Rows per chunk read from the file, which is also the checkpoint granularity. Default 2048. */
+  chunkRows?: number;
   /** Throttle (rows read per second); 0 or absent = unlimited. */
   maxRowsPerSecond?: number;
   /** Clock deciding which rows have expired. Default Date.now. */
@@ -92,7 +94,7 @@ export async function restoreShard(client: StoreClient, task: ShardTask, options
     let counts = { ...current };
     let read = 0;
     const started = performance.now();
-    for await (const chunk of readShardRows(task.file, shard, { rowGroup: current.rowGroup, rowOffset: current.rowOffset, signal: options.signal })) {
+    for await (const chunk of readShardRows(task.file, shard, { rowGroup: current.rowGroup, rowOffset: current.rowOffset, chunkRows: options.chunkRows ?? 2048, signal: options.signal })) {
       const at = now();
       const live: BulkRowInput[] = [];
       let bytes = 0;

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { openBackupTarget } from '../../backup/index.js';
-import { PrivateRedis } from '../../jobs/index.js';
+import { Queue } from 'bullmq';
+import { PrivateRedis, RESTORE_SHARD_QUEUE, connectionFromUrl, type RestoreShardData } from '../../jobs/index.js';
 import { openLocalShard, readShardRows, restoreShard, verifyRestore, type ShardSpec } from '../../restore/index.js';
 import { Key, StoreClient, type StoredEntry } from '../../store/index.js';
 import { writeBackupFixture, type FixtureEntry } from '../helpers/backup-fixture.js';
@@ -217,10 +218,10 @@ describe('shardpipe restore: a FORMAT.md backup into a differently partitioned c
   it('a restore killed with SIGKILL mid-way: running the same command again completes and verify passes', async () => {
     const { cluster, client } = await freshCluster();
     const args = ['restore', BACKUP_ID, '--target', pathToFileURL(backups).href, '--seeds', cluster.seeds.join(','), '--redis', redis.url, '--data-dir', tmp.sub('data'), '--json', '--lock-duration', '2s', '--log-level', 'warn'];
-    const first = spawn(process.execPath, [CLI, ...args, '--max-rows-per-second', '2500'], { stdio: 'ignore' });
+    const first = spawn(process.execPath, [CLI, ...args, '--max-rows-per-second', '1000'], { stdio: 'ignore' });
     for (;;) {
       const n = (await client.checksum(Buffer.alloc(0), Buffer.alloc(0))).count;
-      if (n > 4000) break;
+      if (n > 2500) break;
       await new Promise((res) => setTimeout(res, 50));
     }
     const exited = once(first, 'exit');
@@ -229,6 +230,11 @@ describe('shardpipe restore: a FORMAT.md backup into a differently partitioned c
     const partial = (await client.checksum(Buffer.alloc(0), Buffer.alloc(0))).count;
     const live = data.filter((e) => e.expiresAtMs === 0 || e.expiresAtMs > Date.now());
     expect(partial).toBeLessThan(live.length);
+    // What the re-run resumes from: checkpoints the killed worker wrote into its shard jobs.
+    const queue = new Queue<RestoreShardData>(RESTORE_SHARD_QUEUE, { connection: connectionFromUrl(redis.url) });
+    const jobs = (await queue.getJobs()).filter((j) => j.data.spec.target === pathToFileURL(backups).href && !j.finishedOn);
+    await queue.close();
+    expect(jobs.some((j) => (j.data.checkpoint?.rowsDone ?? 0) > 0)).toBe(true);
 
     const second = await runCli([...args, '--verify']);
     expect(second.code, second.stderr).toBe(0);
