@@ -95,7 +95,7 @@ describe('backup (backup module writer) then shardpipe restore into other cluste
       client.close();
       await target.close();
     }
-  });
+  }, 120_000);
 
   it('az:// target (Azurite): restores through staged copies, verify passes, nothing is left in the staging folder', async () => {
     const azurite = await Azurite.start();
@@ -128,5 +128,5 @@ describe('backup (backup module writer) then shardpipe restore into other cluste
       await azurite.deleteContainers();
       await azurite.stop();
     }
-  });
+  }, 180_000);
 });

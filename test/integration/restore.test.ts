@@ -178,7 +178,8 @@ describe('shardpipe restore: a FORMAT.md backup into a differently partitioned c
 
   it('restoreShard + verifyRestore in-process: entries that expire between restore and verify are not mismatches; a changed entry is', async () => {
     const { client } = await freshCluster();
-    const soon = Date.now() + 4000;
+    // Far enough out that a slow (loaded) machine still restores the rows before they expire.
+    const soon = Date.now() + 10_000;
     const rows = entries(3000, Date.now()).map((e, i) => (i % 100 === 5 ? { ...e, expiresAtMs: soon } : e));
     const dir = tmp.sub('expiring');
     const manifest = await writeBackupFixture(dir, rows, { backupId: BACKUP_ID, splits: ['8000'] });
@@ -241,5 +242,5 @@ describe('shardpipe restore: a FORMAT.md backup into a differently partitioned c
     const report = JSON.parse(second.stdout);
     expect(report).toMatchObject({ rowsRestored: live.length, verified: true, mismatches: [] });
     expect((await scanAll(client)).map(plain)).toEqual(live.map(plain));
-  });
+  }, 180_000);
 });
