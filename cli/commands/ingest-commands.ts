@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { parseDurationMs } from '../../common/index.js';
 import { isAzureUrl } from '../../ingest/index.js';
-import { IngestWorkers, PrivateRedis, connectionFromUrl, submitIngest, watchIngest, type IngestProgress, type IngestReport } from '../../jobs/index.js';
+import { IngestWorkers, PrivateRedis, RestoreWorkers, connectionFromUrl, submitIngest, watchIngest, type IngestProgress, type IngestReport } from '../../jobs/index.js';
 import { StoreClient } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { EXIT, formatTable, parsePositiveInt } from '../cli-io.js';
@@ -114,7 +114,7 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
 
   program
     .command('worker')
-    .description('run ingest workers against a shared Redis until SIGTERM/SIGINT (many machines may run them)')
+    .description('run ingest and restore workers against a shared Redis until SIGTERM/SIGINT (many machines may run them)')
     .option('--redis <url>', 'Redis of the job queues (env SHARDPIPE_REDIS_URL); required')
     .option('--seeds <list>', 'store nodes HOST:PORT[,...] (env SHARDPIPE_SEEDS)')
     .option('--concurrency <n>', 'files ingested at once', '2')
@@ -123,20 +123,22 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
       const url = opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL;
       if (!url) throw new CliUsageError('a worker needs the shared Redis: pass --redis URL or set SHARDPIPE_REDIS_URL');
       const client = new StoreClient({ seeds: ctx.seeds(opts.seeds), logger: ctx.logger });
-      const workers = IngestWorkers.start({
+      const shared = {
         connection: connectionFromUrl(url),
         client,
         concurrency: parsePositiveInt(opts.concurrency, '--concurrency'),
         lockDurationMs: parseDurationMs(opts.lockDuration),
         logger: ctx.logger,
-      });
-      await workers.waitUntilReady();
+      };
+      const workers = IngestWorkers.start(shared);
+      const restoreWorkers = RestoreWorkers.start({ ...shared, azure: { connectionString: ctx.env.AZURE_STORAGE_CONNECTION_STRING } });
+      await Promise.all([workers.waitUntilReady(), restoreWorkers.waitUntilReady()]);
       ctx.print(JSON.stringify({ event: 'ready', worker: 'ingest' }));
       await new Promise<void>((done) => {
         process.once('SIGTERM', done);
         process.once('SIGINT', done);
       });
-      await workers.close();
+      await Promise.allSettled([workers.close(), restoreWorkers.close()]);
       client.close();
     });
 }
