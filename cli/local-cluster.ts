@@ -1,19 +1,17 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
+import type { ChildProcess } from 'node:child_process';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { findFreePort, type Logger } from '../common/index.js';
 import { PartitionMap } from '../store/index.js';
-
-const CLI_ENTRY = fileURLToPath(new URL('./main.js', import.meta.url));
+import { startCliChild, stopChild } from './cli-child.js';
 
 export interface LocalClusterOptions {
   /** Each node's data goes to `<dataDir>/node-<i>`; the map to `<dataDir>/map.json`. Required. */
   dataDir: string;
   /** Store nodes. Default 3. */
   nodes?: number;
+  /** Nodes listen on 127.0.0.1:basePort+i, so their data and persisted map fit the next start too. Default: free ports. */
+  basePort?: number;
   /** The map for the given addresses; default: 6 partitions split evenly over the first key bytes. */
   map?: (addresses: string[]) => PartitionMap;
   /** A port per node for its Prometheus /metrics; omitted = none. */
@@ -48,7 +46,8 @@ export class LocalCluster {
 
   static async start(options: LocalClusterOptions): Promise<LocalCluster> {
     const count = options.nodes ?? 3;
-    const addresses = await Promise.all(Array.from({ length: count }, async () => `127.0.0.1:${await findFreePort()}`));
+    const basePort = options.basePort;
+    const addresses = await Promise.all(Array.from({ length: count }, async (_, i) => `127.0.0.1:${basePort === undefined ? await findFreePort() : basePort + i}`));
     const map = options.map?.(addresses) ?? PartitionMap.evenlySplit(1, addresses, 6);
     const cluster = new LocalCluster(options, addresses, map);
     await cluster.startNodes();
@@ -100,34 +99,15 @@ export class LocalCluster {
 
   private async startNode(address: string, dataDir: string, mapFile: string): Promise<RunningNode> {
     const metricsPort = this.options.metricsPorts ? await findFreePort() : undefined;
-    const args = [CLI_ENTRY, 'store', 'start', '--map', mapFile, '--node', address, '--data', dataDir, '--log-format', 'json', '--log-level', 'warn'];
+    const args = ['store', 'start', '--map', mapFile, '--node', address, '--data', dataDir];
     if (metricsPort !== undefined) args.push('--metrics-port', String(metricsPort));
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    const logger = this.options.logger.child({ node: address });
-    let stderr = '';
-    createInterface({ input: child.stderr! }).on('line', (line) => {
-      stderr = (stderr + line + '\n').slice(-4000);
-      logger.warn({ line }, 'store node says');
-    });
-    await new Promise<void>((resolve, reject) => {
-      createInterface({ input: child.stdout! }).on('line', (line) => {
-        if (line.includes('"event":"ready"')) resolve();
-      });
-      child.once('exit', (code, signal) => reject(new Error(`store node ${address} exited (${signal ?? code}) before it was ready: ${stderr.trim() || 'no output'}`)));
-    });
+    const child = await startCliChild(args, `store node ${address}`, this.options.logger.child({ node: address }));
     return { address, dataDir, child, metricsPort };
   }
 
   private async stopNodes(): Promise<void> {
     const nodes = this.nodes;
     this.nodes = [];
-    await Promise.all(
-      nodes.map(async ({ child }) => {
-        if (child.exitCode !== null || child.signalCode !== null) return;
-        const exited = once(child, 'exit');
-        child.kill('SIGTERM');
-        await exited;
-      }),
-    );
+    await Promise.all(nodes.map(({ child }) => stopChild(child)));
   }
 }

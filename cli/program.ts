@@ -9,6 +9,7 @@ import { registerKvCommands } from './commands/kv-commands.js';
 import { registerRestoreCommands } from './commands/restore-commands.js';
 import { registerStatsCommand } from './commands/stats-command.js';
 import { registerStoreCommands } from './commands/store-commands.js';
+import { registerUpCommand } from './commands/up-command.js';
 
 /** Builds the `shardpipe` command tree (also used by the docs test to read every --help). */
 export function buildProgram(ctx: CliContext): Command {
@@ -34,6 +35,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerIngestCommands(program, ctx);
   registerRestoreCommands(program, ctx);
   registerDemoCommand(program, ctx);
+  registerUpCommand(program, ctx);
   registerConfigCommands(program, ctx);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
