@@ -9,3 +9,5 @@ export { IngestWorkers } from './ingest-worker.js';
 export type { IngestWorkerOptions } from './ingest-worker.js';
 export { watchIngest } from './ingest-watch.js';
 export type { IngestProgress, WatchOptions } from './ingest-watch.js';
+export { JobMetrics } from './job-metrics.js';
+export type { RowsKind } from './job-metrics.js';
