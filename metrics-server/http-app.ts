@@ -99,7 +99,8 @@ function errorHandler(logger: Logger): ErrorRequestHandler {
     let status = 500;
     if (err instanceof MetricsError) status = err.httpStatus;
     else if (err instanceof StoreError) status = err.retryable ? 503 : 502;
-    if (status >= 500) logger.warn({ err, path: req.path }, 'request failed');
+    if (status === 500) logger.error({ err, path: req.path }, 'request failed');
+    else logger.debug({ err: err instanceof Error ? err.message : String(err), path: req.path, status }, 'request refused');
     if (res.headersSent) return;
     const code = err instanceof ShardpipeError ? err.code : 'INTERNAL';
     res.status(status).json({ error: { code, message: err instanceof Error ? err.message : String(err) } });
