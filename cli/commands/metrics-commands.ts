@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { parseDurationMs } from '../../common/index.js';
-import { MetricsServer } from '../../metrics-server/index.js';
 import { parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
 
@@ -29,6 +28,8 @@ export function registerMetricsCommands(program: Command, ctx: CliContext): void
     .action(async (opts: MetricsServerFlags) => {
       const intervalMs = parseDurationMs(opts.interval);
       if (intervalMs < 1) throw new RangeError(`--interval must be at least 1ms, got "${opts.interval}"`);
+      // Loaded here, not at the top: express and Bull Board would slow every other command's start.
+      const { MetricsServer } = await import('../../metrics-server/index.js');
       const registry = new Registry();
       collectDefaultMetrics({ register: registry });
       const server = await MetricsServer.start({
