@@ -4,7 +4,7 @@ import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import type { IServerAdapter } from '@bull-board/api/typings/app';
 import { ExpressAdapter } from '@bull-board/express';
-import type { Router } from 'express';
+import { Router } from 'express';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from '../common/index.js';
 import { StoreClient } from '../store/index.js';
@@ -87,8 +87,21 @@ export class MetricsServer {
       // shape, separately declared private fields, hence the cast.
       const board = createBullBoard({ queues: [], serverAdapter: serverAdapter as unknown as IServerAdapter, options: { uiConfig: { boardTitle: 'shardpipe jobs' } } });
       const readOnlyMode = !(options.allowQueueActions ?? false);
-      jobs = new JobOverview({ redisUrl: options.redisUrl, logger, onQueueFound: (queue) => board.addQueue(new BullMQAdapter(queue, { readOnlyMode })) });
-      queuesRouter = serverAdapter.getRouter() as Router;
+      const overview = new JobOverview({ redisUrl: options.redisUrl, logger, onQueueFound: (queue) => board.addQueue(new BullMQAdapter(queue, { readOnlyMode })) });
+      jobs = overview;
+      // Queues created after the start (a first backup, say) join Bull Board when someone looks.
+      let lookedAt = 0;
+      queuesRouter = Router().use((_req, _res, next) => {
+        if (Date.now() - lookedAt < 5000) return next();
+        lookedAt = Date.now();
+        overview.discover().then(
+          () => next(),
+          (err: unknown) => {
+            logger.debug({ err: (err as Error).message }, 'job queues not readable');
+            next();
+          },
+        );
+      }, serverAdapter.getRouter() as Router);
     }
     const app = createMetricsApp({ poller, planner: new ShardPlanner({ poller, client }), registry, jobs, queuesRouter, logger });
 

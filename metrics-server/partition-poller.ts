@@ -336,7 +336,8 @@ export class PartitionPoller {
       if (this.history.length > this.historyLength) this.history.splice(0, this.history.length - this.historyLength);
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
-      if (!this.stop.signal.aborted) this.logger.warn({ err: message }, 'poll failed: no partition map');
+      // Said once per outage, not on every poll.
+      if (!this.stop.signal.aborted) this.logger[this.lastPoll?.error === undefined ? 'warn' : 'debug']({ err: message }, 'poll failed: no partition map');
       result = { atMs: startedAt, durationMs: round(performance.now() - started), ok: false, nodesUp: 0, nodesDown: this.nodes.size, error: message };
     }
     this.lastPoll = result;

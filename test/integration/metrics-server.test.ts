@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createLogger, findFreePort } from '../../common/index.js';
-import { MetricsServer, type ClusterView, type NodeView, type PartitionView } from '../../metrics-server/index.js';
+import { MetricsServer, type ClusterView, type JobsView, type NodeView, type PartitionView } from '../../metrics-server/index.js';
 import { Key, StoreClient } from '../../store/index.js';
 import { parsePrometheusText, sampleValue } from '../helpers/prometheus-text.js';
 import { StoreCluster, sortedRows } from '../helpers/store-cluster.js';
@@ -213,7 +213,7 @@ describe('metrics server against a real 3-node cluster (partition figures, rates
   });
 });
 
-describe('metrics server before any store node answers', () => {
+describe('metrics server without store nodes or Redis', () => {
   it('is alive but not ready, and refuses shard plans with 503 METRICS_NOT_READY', async () => {
     const nowhere = `127.0.0.1:${await findFreePort()}`;
     const server = await MetricsServer.start({ seeds: [nowhere], port: 0, intervalMs: 3_600_000, pollTimeoutMs: 1000, logger });
@@ -232,6 +232,31 @@ describe('metrics server before any store node answers', () => {
       expect((await fetch(new URL('api/nope', server.url))).status).toBe(404);
     } finally {
       await server.close();
+    }
+  });
+
+  it('without Redis the jobs panel says so; with a Redis that is down it says unreachable, quickly', async () => {
+    const nowhere = `127.0.0.1:${await findFreePort()}`;
+    const plain = await MetricsServer.start({ seeds: [nowhere], port: 0, intervalMs: 3_600_000, pollTimeoutMs: 1000, logger });
+    try {
+      expect(await getJson(plain.url, 'api/jobs')).toEqual({ status: 200, body: { redis: 'not-configured', error: null, queues: [] } });
+      const board = await fetch(new URL('queues', plain.url));
+      expect(board.status).toBe(404);
+      expect(await board.text()).toContain('no Redis configured');
+    } finally {
+      await plain.close();
+    }
+    const deadRedis = `redis://127.0.0.1:${await findFreePort()}`;
+    const withDeadRedis = await MetricsServer.start({ seeds: [nowhere], port: 0, intervalMs: 3_600_000, pollTimeoutMs: 1000, redisUrl: deadRedis, logger });
+    try {
+      const started = Date.now();
+      const { status, body } = await getJson<JobsView>(withDeadRedis.url, 'api/jobs');
+      expect(Date.now() - started).toBeLessThan(5000);
+      expect(status).toBe(200);
+      expect(body.redis).toBe('unreachable');
+      expect(body.error).toBeTruthy();
+    } finally {
+      await withDeadRedis.close();
     }
   });
 });
