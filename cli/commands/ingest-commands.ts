@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { MetricsHttpServer, parseDurationMs } from '../../common/index.js';
 import { isAzureUrl } from '../../ingest/index.js';
-import { IngestWorkers, JobMetrics, PrivateRedis, connectionFromUrl, submitIngest, watchIngest, type IngestProgress, type IngestReport } from '../../jobs/index.js';
+import { IngestWorkers, JobMetrics, PrivateRedis, RestoreWorkers, connectionFromUrl, submitIngest, watchIngest, type IngestProgress, type IngestReport } from '../../jobs/index.js';
 import { StoreClient } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { EXIT, formatTable, parsePositiveInt } from '../cli-io.js';
@@ -115,7 +115,7 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
 
   program
     .command('worker')
-    .description('run ingest workers against a shared Redis until SIGTERM/SIGINT (many machines may run them)')
+    .description('run ingest and restore workers against a shared Redis until SIGTERM/SIGINT (many machines may run them)')
     .option('--redis <url>', 'Redis of the job queues (env SHARDPIPE_REDIS_URL); required')
     .option('--seeds <list>', 'store nodes HOST:PORT[,...] (env SHARDPIPE_SEEDS)')
     .option('--concurrency <n>', 'files ingested at once', '2')
@@ -130,21 +130,23 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
       if (registry) collectDefaultMetrics({ register: registry });
       const metrics = registry && (await MetricsHttpServer.start({ registry, port: metricsPort!, host: opts.metricsHost, logger: ctx.logger }));
       const client = new StoreClient({ seeds: ctx.seeds(opts.seeds), logger: ctx.logger });
-      const workers = IngestWorkers.start({
+      const shared = {
         connection: connectionFromUrl(url),
         client,
         concurrency: parsePositiveInt(opts.concurrency, '--concurrency'),
         lockDurationMs: parseDurationMs(opts.lockDuration),
         metrics: registry && new JobMetrics(registry),
         logger: ctx.logger,
-      });
-      await workers.waitUntilReady();
+      };
+      const workers = IngestWorkers.start(shared);
+      const restoreWorkers = RestoreWorkers.start({ ...shared, azure: { connectionString: ctx.env.AZURE_STORAGE_CONNECTION_STRING } });
+      await Promise.all([workers.waitUntilReady(), restoreWorkers.waitUntilReady()]);
       ctx.print(JSON.stringify({ event: 'ready', worker: 'ingest', ...(metrics ? { metricsPort: metrics.port } : {}) }));
       await new Promise<void>((done) => {
         process.once('SIGTERM', done);
         process.once('SIGINT', done);
       });
-      await workers.close();
+      await Promise.allSettled([workers.close(), restoreWorkers.close()]);
       client.close();
       await metrics?.close();
     });

@@ -2,8 +2,8 @@ import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { MetricsHttpServer, parseDurationMs } from '../../common/index.js';
-import { PartitionMap, StoreServer } from '../../store/index.js';
-import { parsePositiveInt } from '../cli-io.js';
+import { PartitionMap, StoreServer, checkHealth } from '../../store/index.js';
+import { EXIT, parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
 
 interface StartOptions {
@@ -79,5 +79,16 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
         process.once('SIGINT', () => stop('SIGINT'));
       });
       await metrics?.close();
+    });
+
+  store
+    .command('health')
+    .description('asks a node\'s grpc.health.v1 service; exit 0 when SERVING, 1 otherwise (for container health checks)')
+    .requiredOption('--node <host:port>', 'the node to ask')
+    .option('--timeout <duration>', 'how long to wait for the answer', '2s')
+    .action(async (opts: { node: string; timeout: string }) => {
+      const status = await checkHealth(opts.node, parseDurationMs(opts.timeout));
+      ctx.print(JSON.stringify({ node: opts.node, status }));
+      if (status !== 'SERVING') process.exitCode = EXIT.failed;
     });
 }

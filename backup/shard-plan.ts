@@ -1,0 +1,95 @@
+import { z } from 'zod';
+import type { ShardRange, ShardTarget, StoreClient } from '../store/index.js';
+import { BackupError, describeCause } from './backup-errors.js';
+
+/** Options of `planBackupShards`. */
+export interface PlanBackupShardsOptions {
+  /**
+   * Base URL of a metrics server (`http://host:port`): the plan is its `GET /api/shards` answer,
+   * made from its polled partition sizes. Absent: the store client plans in-process from live stats.
+   */
+  metricsUrl?: string;
+  /** Longest wait for the metrics server, in ms. Default 30000. */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+const hex = z.string().regex(/^(?:[0-9a-f]{2})*$/);
+const planAnswer = z.object({
+  mapVersion: z.number().int(),
+  shards: z
+    .array(
+      z.object({
+        index: z.number().int().min(0),
+        start: hex,
+        end: hex,
+        partitions: z.array(z.number().int().min(0)),
+        approxRows: z.number().min(0),
+        approxBytes: z.number().min(0),
+      }),
+    )
+    .min(1),
+});
+
+/**
+ * The shard plan of a backup: contiguous key ranges covering the keyspace exactly once, each about
+ * `target` in size. Throws BackupError BACKUP_PLAN_FAILED (retryable) when the plan cannot be had or
+ * does not cover the keyspace.
+ */
+export async function planBackupShards(client: StoreClient, target: ShardTarget, options: PlanBackupShardsOptions = {}): Promise<ShardRange[]> {
+  let shards: ShardRange[];
+  if (options.metricsUrl === undefined) {
+    try {
+      shards = await client.planShards(target, { signal: options.signal });
+    } catch (err) {
+      if (options.signal?.aborted) throw err;
+      throw new BackupError('BACKUP_PLAN_FAILED', `cannot plan the backup's shards from the store: ${describeCause(err)}`, { cause: err });
+    }
+  } else {
+    shards = await fetchPlan(options.metricsUrl, target, options);
+  }
+  checkCoverage(shards, options.metricsUrl ?? 'the store');
+  return shards;
+}
+
+async function fetchPlan(metricsUrl: string, target: ShardTarget, options: PlanBackupShardsOptions): Promise<ShardRange[]> {
+  const query = 'targetRows' in target ? `targetRows=${target.targetRows}` : `targetBytes=${target.targetBytes}`;
+  let url: URL;
+  try {
+    url = new URL(`api/shards?${query}`, metricsUrl.endsWith('/') ? metricsUrl : `${metricsUrl}/`);
+  } catch (err) {
+    throw new BackupError('BACKUP_PLAN_FAILED', `--metrics-url "${metricsUrl}" is not a URL: ${describeCause(err)}`, { cause: err });
+  }
+  const timeout = AbortSignal.timeout(options.timeoutMs ?? 30_000);
+  const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
+  let body: unknown;
+  try {
+    const response = await fetch(url, { signal, headers: { accept: 'application/json' } });
+    const text = await response.text();
+    if (!response.ok) throw new Error(`HTTP ${response.status}: ${text.slice(0, 300)}`);
+    body = JSON.parse(text);
+  } catch (err) {
+    if (options.signal?.aborted) throw options.signal.reason;
+    throw new BackupError('BACKUP_PLAN_FAILED', `the metrics server at ${url.href} gave no shard plan: ${describeCause(err)}; try again, or leave out --metrics-url to plan in-process`, {
+      cause: err,
+    });
+  }
+  const parsed = planAnswer.safeParse(body);
+  if (!parsed.success) {
+    throw new BackupError('BACKUP_PLAN_FAILED', `the metrics server at ${url.href} answered a shard plan this shardpipe does not understand: ${parsed.error.issues[0]!.message}`, { cause: parsed.error });
+  }
+  return parsed.data.shards.map((s) => ({ ...s, start: Buffer.from(s.start, 'hex'), end: Buffer.from(s.end, 'hex') }));
+}
+
+function checkCoverage(shards: readonly ShardRange[], source: string): void {
+  const bad = (why: string): never => {
+    throw new BackupError('BACKUP_PLAN_FAILED', `the shard plan from ${source} ${why}`);
+  };
+  if (shards.length === 0) bad('has no shards');
+  shards.forEach((s, i) => {
+    if (s.index !== i) bad(`lists shard ${s.index} at position ${i}`);
+    if (i === 0 ? s.start.length !== 0 : !s.start.equals(shards[i - 1]!.end)) bad(`has a gap or overlap before shard ${i}`);
+    if (s.end.length > 0 && Buffer.compare(s.start, s.end) >= 0) bad(`has an empty shard ${i}`);
+  });
+  if (shards.at(-1)!.end.length !== 0) bad('does not reach the end of the keyspace');
+}
