@@ -6,6 +6,7 @@ import { registerClusterCommands } from './commands/cluster-commands.js';
 import { registerDemoCommand } from './commands/demo-command.js';
 import { registerIngestCommands } from './commands/ingest-commands.js';
 import { registerKvCommands } from './commands/kv-commands.js';
+import { registerMetricsCommands } from './commands/metrics-commands.js';
 import { registerRestoreCommands } from './commands/restore-commands.js';
 import { registerStatsCommand } from './commands/stats-command.js';
 import { registerStoreCommands } from './commands/store-commands.js';
@@ -33,6 +34,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerKvCommands(program, ctx);
   registerStatsCommand(program, ctx);
   registerIngestCommands(program, ctx);
+  registerMetricsCommands(program, ctx);
   registerRestoreCommands(program, ctx);
   registerDemoCommand(program, ctx);
   registerUpCommand(program, ctx);

@@ -15,3 +15,5 @@ export { RestoreWorkers } from './restore-worker.js';
 export type { RestoreWorkerOptions } from './restore-worker.js';
 export { watchRestore } from './restore-watch.js';
 export type { RestoreProgress, WatchRestoreOptions } from './restore-watch.js';
+export { JobMetrics } from './job-metrics.js';
+export type { RowsKind } from './job-metrics.js';
