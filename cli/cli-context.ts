@@ -1,18 +1,35 @@
 import { createLogger, type Logger } from '../common/index.js';
-import type { CliEnv } from './cli-env.js';
+import type { CliEnv, LoadedConfig } from './cli-env.js';
 import { parseSeeds } from './cli-io.js';
 
 /** What every command gets from the entry: the environment, the root logger, output. */
 export class CliContext {
-  readonly env: CliEnv;
+  private loaded: LoadedConfig;
   private rootLogger: Logger | undefined;
   private logLevel: CliEnv['SHARDPIPE_LOG_LEVEL'];
   private logFormat: CliEnv['SHARDPIPE_LOG_FORMAT'];
 
-  constructor(env: CliEnv) {
-    this.env = env;
-    this.logLevel = env.SHARDPIPE_LOG_LEVEL;
-    this.logFormat = env.SHARDPIPE_LOG_FORMAT;
+  constructor(config: LoadedConfig) {
+    this.loaded = config;
+    this.logLevel = config.env.SHARDPIPE_LOG_LEVEL;
+    this.logFormat = config.env.SHARDPIPE_LOG_FORMAT;
+  }
+
+  /** The effective settings (environment over config file); flags are applied by each command. */
+  get env(): CliEnv {
+    return this.loaded.env;
+  }
+
+  /** The settings with where each came from (`config print`). */
+  get config(): LoadedConfig {
+    return this.loaded;
+  }
+
+  /** Replaces the settings once a global --config names a file; before any command runs. */
+  useConfig(config: LoadedConfig): void {
+    this.loaded = config;
+    this.logLevel = config.env.SHARDPIPE_LOG_LEVEL;
+    this.logFormat = config.env.SHARDPIPE_LOG_FORMAT;
   }
 
   /** Global --log-level/--log-format win over the environment; set before any command runs. */

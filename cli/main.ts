@@ -1,7 +1,7 @@
 import { CommanderError } from 'commander';
 import { ShardpipeError } from '../common/index.js';
 import { CliContext } from './cli-context.js';
-import { CliUsageError, readCliEnv } from './cli-env.js';
+import { CliUsageError, loadCliConfig } from './cli-env.js';
 import { EXIT } from './cli-io.js';
 import { KvOutcomeError } from './commands/kv-commands.js';
 import { buildProgram } from './program.js';
@@ -9,7 +9,7 @@ import { buildProgram } from './program.js';
 async function main(argv: string[]): Promise<number> {
   let ctx: CliContext;
   try {
-    ctx = new CliContext(readCliEnv(process.env));
+    ctx = new CliContext(loadCliConfig(process.env));
   } catch (err) {
     process.stderr.write(`shardpipe: ${(err as Error).message}\n`);
     return EXIT.usage;

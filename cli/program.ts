@@ -1,13 +1,17 @@
 import { Command } from 'commander';
 import type { CliContext } from './cli-context.js';
-import { readCliEnv } from './cli-env.js';
+import { loadCliConfig, readCliEnv } from './cli-env.js';
 import { registerBackupCommands } from './commands/backup-commands.js';
 import { registerClusterCommands } from './commands/cluster-commands.js';
+import { registerConfigCommands } from './commands/config-commands.js';
 import { registerDemoCommand } from './commands/demo-command.js';
 import { registerIngestCommands } from './commands/ingest-commands.js';
 import { registerKvCommands } from './commands/kv-commands.js';
+import { registerMetricsCommands } from './commands/metrics-commands.js';
+import { registerRestoreCommands } from './commands/restore-commands.js';
 import { registerStatsCommand } from './commands/stats-command.js';
 import { registerStoreCommands } from './commands/store-commands.js';
+import { registerUpCommand } from './commands/up-command.js';
 
 /** Builds the `shardpipe` command tree (also used by the docs test to read every --help). */
 export function buildProgram(ctx: CliContext): Command {
@@ -15,12 +19,14 @@ export function buildProgram(ctx: CliContext): Command {
     .description('Feeds and protects a range-partitioned LevelDB key-value store.')
     .option('--log-level <level>', 'trace, debug, info, warn, error, fatal or silent (env SHARDPIPE_LOG_LEVEL)')
     .option('--log-format <format>', 'json or pretty; default: pretty on a terminal (env SHARDPIPE_LOG_FORMAT)')
+    .option('--config <file>', 'JSON file of settings (env SHARDPIPE_CONFIG); see `shardpipe config print`')
     // A fixed width keeps --help identical everywhere, so README's CLI reference can be checked.
     .configureHelp({ helpWidth: 100 })
     .showHelpAfterError()
     .exitOverride();
   program.hook('preAction', () => {
-    const { logLevel, logFormat } = program.opts<{ logLevel?: string; logFormat?: string }>();
+    const { logLevel, logFormat, config } = program.opts<{ logLevel?: string; logFormat?: string; config?: string }>();
+    if (config !== undefined) ctx.useConfig(loadCliConfig(process.env, config));
     const env = readCliEnv({ SHARDPIPE_LOG_LEVEL: logLevel, SHARDPIPE_LOG_FORMAT: logFormat });
     ctx.configureLogging(env.SHARDPIPE_LOG_LEVEL, env.SHARDPIPE_LOG_FORMAT);
   });
@@ -30,7 +36,11 @@ export function buildProgram(ctx: CliContext): Command {
   registerStatsCommand(program, ctx);
   registerIngestCommands(program, ctx);
   registerBackupCommands(program, ctx);
+  registerMetricsCommands(program, ctx);
+  registerRestoreCommands(program, ctx);
   registerDemoCommand(program, ctx);
+  registerUpCommand(program, ctx);
+  registerConfigCommands(program, ctx);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }

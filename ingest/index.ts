@@ -21,3 +21,5 @@ export { RejectsWriter } from './rejects-writer.js';
 // The writing half (file → store), built on the reading half above.
 export { ingestFile } from './file-ingester.js';
 export type { FileCheckpoint, FileTask, FileIngestOptions } from './file-ingester.js';
+export { writeSampleDrop } from './sample-drop.js';
+export type { SampleDrop, SampleDropOptions } from './sample-drop.js';

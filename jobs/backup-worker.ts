@@ -13,6 +13,7 @@ import {
   type ShardResult,
 } from '../backup/index.js';
 import type { StoreClient } from '../store/index.js';
+import type { JobMetrics } from './job-metrics.js';
 import { BACKUP_QUEUE, BACKUP_SHARD_QUEUE, submitBackup, type BackupParentData, type BackupReport, type BackupShardData, type BackupSpec } from './backup-flow.js';
 
 export interface BackupWorkerOptions {
@@ -25,8 +26,8 @@ export interface BackupWorkerOptions {
   concurrency?: number;
   /** How long a job stays claimed by a worker that stopped answering (then another takes it over). Default 30000 ms. */
   lockDurationMs?: number;
-  /** Called with the rows of each written stretch (for a prom-client counter). */
-  onRows?: (rows: number) => void;
+  /** Job durations and `shardpipe_rows_total{kind="backup"}`; absent = no metrics. */
+  metrics?: JobMetrics;
   logger: Logger;
 }
 
@@ -66,6 +67,7 @@ export class BackupWorkers {
         job.name === 'scheduled-backup' ? startScheduled(job as Job<ScheduledBackupData>, options, logger, signal) : finishBackup(job as Job<BackupParentData>, options, logger, signal),
       { ...common, concurrency: 2 },
     );
+    options.metrics?.watch([shards, parents]);
     for (const worker of [shards, parents]) {
       worker.on('error', (err) => logger.error({ err, queue: worker.name }, 'backup worker error'));
       worker.on('failed', (job, err) => logger.warn({ jobId: job?.id, attemptsMade: job?.attemptsMade, err: err.message }, 'backup job attempt failed'));
@@ -110,7 +112,7 @@ async function processShard(job: Job<BackupShardData, ShardResult>, options: Bac
     const stop = signal ? AbortSignal.any([signal, keeper.signal]) : keeper.signal;
     let reported = 0;
     const result = await writeShardOrLost(options, target, data, stop, keeper, async (rows) => {
-      options.onRows?.(rows - reported);
+      options.metrics?.addRows('backup', rows - reported);
       reported = rows;
       await job.updateProgress({ rowsDone: rows, rowsTotal: data.approxRows });
     });

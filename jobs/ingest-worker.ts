@@ -4,6 +4,7 @@ import { Job, Queue, UnrecoverableError, Worker, type ConnectionOptions } from '
 import { ShardpipeError, type Logger } from '../common/index.js';
 import { IngestError, RejectsWriter, assertFileUnchanged, assertStagedBlobUnchanged, ingestFile, type FileCheckpoint } from '../ingest/index.js';
 import type { StoreClient } from '../store/index.js';
+import type { JobMetrics } from './job-metrics.js';
 import { INGEST_FILE_QUEUE, INGEST_QUEUE, type IngestFileData, type IngestFileResult, type IngestParentData, type IngestReport } from './ingest-flow.js';
 
 export interface IngestWorkerOptions {
@@ -16,6 +17,8 @@ export interface IngestWorkerOptions {
   lockDurationMs?: number;
   /** BulkInsert calls in flight per file. Default 4. */
   maxInFlight?: number;
+  /** Records job durations and rows ingested. Default: none. */
+  metrics?: JobMetrics;
   logger: Logger;
 }
 
@@ -53,6 +56,7 @@ export class IngestWorkers {
       worker.on('error', (err) => logger.error({ err, queue: worker.name }, 'ingest worker error'));
       worker.on('failed', (job, err) => logger.warn({ jobId: job?.id, attemptsMade: job?.attemptsMade, err: err.message }, 'ingest job attempt failed'));
     }
+    options.metrics?.watch([files, parents]);
     return new IngestWorkers([files, parents], fileQueue, rejectCounts);
   }
 
@@ -85,6 +89,7 @@ async function processFile(job: Job<IngestFileData, IngestFileResult>, options: 
     await assertFileUnchanged(data.file);
     // A resumed child keeps the rejects written before its checkpoint.
     const rejects = await RejectsWriter.open(data.rejectsPath, { append: data.checkpoint !== undefined });
+    let rowsCounted = data.checkpoint?.rowsIngested ?? 0;
     let final;
     try {
       if (data.checkpoint) log.info({ rowGroup: data.checkpoint.rowGroup, rowOffset: data.checkpoint.rowOffset, rowsDone: data.checkpoint.rowsDone }, 'resuming file from checkpoint');
@@ -101,6 +106,8 @@ async function processFile(job: Job<IngestFileData, IngestFileResult>, options: 
           maxInFlight: options.maxInFlight,
           signal,
           onCheckpoint: async (checkpoint: FileCheckpoint) => {
+            options.metrics?.addRows('ingest', checkpoint.rowsIngested - rowsCounted);
+            rowsCounted = checkpoint.rowsIngested;
             await job.updateData({ ...data, checkpoint });
             await job.updateProgress({ rowsDone: checkpoint.rowsDone, rowsTotal: data.rowsTotal });
             if (data.spec.maxRejects !== undefined) await budget.check(String(job.id), data, checkpoint.rowsRejected);

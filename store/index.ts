@@ -19,3 +19,4 @@ export type { StoreClientOptions, CallOptions, ClientPutOptions, ScanOptions, No
 export type { BulkPutOptions, BulkPutResult } from './bulk-writer.js';
 export { NodeConnection } from './node-connection.js';
 export { checkHealth } from './health-check.js';
+export { StoreRpcMetrics } from './store-metrics.js';

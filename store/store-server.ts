@@ -1,8 +1,10 @@
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
+import type { Registry } from 'prom-client';
 import type { Logger } from '../common/index.js';
 import { StoreService } from './proto/gen/shardpipe/store/v1/store.js';
 import { createStoreHandlers } from './store-service.js';
+import { StoreRpcMetrics } from './store-metrics.js';
 import { StoreNode, type StoreNodeOptions } from './store-node.js';
 
 export interface StoreServerOptions extends StoreNodeOptions {
@@ -10,6 +12,8 @@ export interface StoreServerOptions extends StoreNodeOptions {
   listen?: string;
   /** How long shutdown waits for in-flight calls before cancelling them. Default 10000 ms. */
   shutdownGraceMs?: number;
+  /** Where RPC counts and latencies are recorded (see StoreRpcMetrics). Default: none. */
+  metricsRegistry?: Registry;
   logger: Logger;
 }
 
@@ -44,7 +48,7 @@ export class StoreServer {
       'grpc.max_receive_message_length': node.maxBatchBytes + MESSAGE_OVERHEAD_BYTES,
       'grpc.max_send_message_length': -1,
     });
-    server.addService(StoreService, createStoreHandlers(node, logger));
+    server.addService(StoreService, createStoreHandlers(node, logger, options.metricsRegistry && new StoreRpcMetrics(options.metricsRegistry)));
     const health = new HealthImplementation({ '': 'SERVING', [STORE_SERVICE_NAME]: 'SERVING' });
     health.addToServer(server);
     let port: number;

@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import type { ServerUnaryCall, ServerWritableStream, sendUnaryData } from '@grpc/grpc-js';
+import { status as grpcStatus, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from '@grpc/grpc-js';
 import type { Logger } from '../common/index.js';
 import type { Entry, ScanBatch, ScanRequest, SnapshotInfo, StoreServer as StoreHandlers } from './proto/gen/shardpipe/store/v1/store.js';
 import { toGrpcStatus } from './grpc-errors.js';
@@ -8,18 +8,24 @@ import { PartitionMap } from './partition-map.js';
 import type { StoredEntry } from './partition-store.js';
 import type { SnapshotLeaseInfo, StoreNode } from './store-node.js';
 import { StoreError } from './store-errors.js';
+import type { StoreRpcMetrics } from './store-metrics.js';
 
 const EMPTY = Buffer.alloc(0);
 
 /** The gRPC handlers of the Store service, translating between messages and StoreNode calls. */
-export function createStoreHandlers(node: StoreNode, logger: Logger): StoreHandlers {
+export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: StoreRpcMetrics): StoreHandlers {
   const unary =
     <Req, Res>(method: string, fn: (request: Req) => Promise<Res>) =>
     (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
+      const done = metrics?.start(method);
       fn(call.request).then(
-        (response) => callback(null, response),
+        (response) => {
+          done?.(grpcStatus.OK);
+          callback(null, response);
+        },
         (err: unknown) => {
           const status = toGrpcStatus(err);
+          done?.(status.code);
           logFailure(logger, method, status.code, err);
           callback(status, null);
         },
@@ -48,8 +54,10 @@ export function createStoreHandlers(node: StoreNode, logger: Logger): StoreHandl
       return { entries, last: true, next: full ? successor(entries[entries.length - 1]!.key) : range.next };
     }),
     scan: (call: ServerWritableStream<ScanRequest, ScanBatch>) => {
-      streamScan(node, call).catch((err: unknown) => {
+      const done = metrics?.start('Scan');
+      streamScan(node, call).then(() => done?.(grpcStatus.OK), (err: unknown) => {
         const status = toGrpcStatus(err);
+        done?.(call.cancelled ? grpcStatus.CANCELLED : status.code);
         logFailure(logger, 'Scan', status.code, err);
         if (!call.cancelled) call.emit('error', status);
       });

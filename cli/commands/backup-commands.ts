@@ -54,7 +54,7 @@ interface ScheduleOptions extends TargetOptions, PlanOptions {
   incompleteGrace: string;
 }
 
-const TARGET_HELP = 'backup target: file:///DIR, a folder path, or az://CONTAINER/PREFIX (credentials: AZURE_STORAGE_CONNECTION_STRING); default file://DATA_DIR/backups';
+const TARGET_HELP = 'backup target: file:///DIR, a folder path, or az://CONTAINER/PREFIX (credentials: AZURE_STORAGE_CONNECTION_STRING; env SHARDPIPE_BACKUP_TARGET); default file://DATA_DIR/backups';
 const DATA_DIR_HELP = 'data folder for the private Redis and the default target (env SHARDPIPE_DATA_DIR; default .shardpipe)';
 
 export function registerBackupCommands(program: Command, ctx: CliContext): void {
@@ -64,7 +64,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     cmd
       .option('--shard-rows <n>', 'cut the backup into shards of about this many entries (default 1000000)')
       .option('--shard-bytes <n>', 'cut the backup into shards of about this many logical bytes instead')
-      .option('--metrics-url <url>', 'plan shards with this metrics server (GET /api/shards); default: plan in-process from the nodes')
+      .option('--metrics-url <url>', 'plan shards with this metrics server, GET /api/shards (env SHARDPIPE_METRICS_URL); default: plan in-process from the nodes')
       .option('--lease <duration>', 'snapshot lease; every working shard job renews it, so it only has to outlast a stall', '10m')
       .option('--row-group-rows <n>', 'rows per Parquet row group, 1–65536 (default 65536)');
 
@@ -288,7 +288,7 @@ function dataDirOf(ctx: CliContext, opts: { dataDir?: string }): string {
 
 /** `--target` as a URL: a scheme-less value is a local folder; nothing given is DATA_DIR/backups. */
 function targetUrlOf(ctx: CliContext, opts: TargetOptions): string {
-  const given = opts.target;
+  const given = opts.target ?? ctx.env.SHARDPIPE_BACKUP_TARGET;
   if (given === undefined || given === '') return pathToFileURL(resolve(dataDirOf(ctx, opts), 'backups')).href;
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(given)) return given;
   return pathToFileURL(resolve(given)).href;
@@ -313,7 +313,7 @@ function specOf(ctx: CliContext, opts: TargetOptions & PlanOptions): BackupSpec 
   const target = targetUrlOf(ctx, opts);
   // Refuses a malformed URL as a usage error before anything starts.
   openBackupTarget(target, targetOptionsOf(ctx));
-  return { target, shardTarget, metricsUrl: opts.metricsUrl, leaseMs, rowGroupRows };
+  return { target, shardTarget, metricsUrl: opts.metricsUrl ?? ctx.env.SHARDPIPE_METRICS_URL, leaseMs, rowGroupRows };
 }
 
 function positive(value: string, flag: string): number {

@@ -1,120 +1,142 @@
+import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Command } from 'commander';
-import { findFreePort } from '../../common/index.js';
-import { Key, PartitionMap, RangeDigest, StoreClient, StoreServer, type BulkRowInput } from '../../store/index.js';
+import { writeSampleDrop } from '../../ingest/index.js';
+import { PartitionMap } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
-import { formatTable, parsePositiveInt } from '../cli-io.js';
+import { EXIT, formatTable, parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
+import { LocalStack } from '../local-stack.js';
 
-const KEY_BYTES = 16;
-const VALUE_BYTES = 100;
-const CHUNK_ROWS = 10_000;
+const CLI_ENTRY = fileURLToPath(new URL('../main.js', import.meta.url));
+
+interface DemoOptions {
+  rows: string;
+  files: string;
+  dataDir?: string;
+  metricsPort: string;
+  keepRunning?: boolean;
+  json?: boolean;
+}
+
+interface Stage {
+  stage: string;
+  rows: number;
+  seconds: number;
+  rowsPerSecond: number;
+  detail: string;
+}
 
 /**
- * Until ingest, backup and restore exist, `demo` is the store smoke run: a local 3-node cluster,
- * a bulk load of sorted rows, reads, compare-and-set, and a checksum of everything read back.
+ * The newcomer's first run: a local stack (Redis, 3 store nodes, metrics server, a worker), a
+ * generated Spark-like drop, then the real CLI commands one after the other — ingest, backup,
+ * wipe, restore into a differently partitioned cluster with --verify — and a summary.
  */
 export function registerDemoCommand(program: Command, ctx: CliContext): void {
   program
     .command('demo')
-    .description('smoke run on embedded defaults: start a local 3-node cluster, bulk-load rows, read and verify them, stop')
-    .option('--rows <n>', 'rows to load', '200000')
-    .option('--partitions <n>', 'partitions over the 3 nodes', '6')
-    .option('--keep-data', 'keep the cluster\'s data folder afterwards')
-    .action(async (opts: { rows: string; partitions: string; keepData?: boolean }) => {
+    .description('the whole journey on embedded defaults: start Redis, 3 store nodes, the metrics server and a worker; generate a sorted Spark-like drop; ingest it, back it up, wipe the cluster, restore into 4 partitions instead of 6 with --verify; print a summary; exit 0 only if the restore verified')
+    .option('--rows <n>', 'rows in the generated drop', '1000000')
+    .option('--files <n>', 'part files in the drop', '8')
+    .option('--data-dir <dir>', 'keep everything here (default: a temporary folder, removed afterwards)')
+    .option('--metrics-port <n>', 'dashboard port (0 = any free port)', '0')
+    .option('--keep-running', 'after the summary keep the stack and dashboard up until Ctrl-C')
+    .option('--json', 'print the summary as one JSON object: {"verified", "dashboard", "stages": [{"stage","rows","seconds","rowsPerSecond","detail"}]}')
+    .action(async (opts: DemoOptions) => {
       const rows = parsePositiveInt(opts.rows, '--rows');
-      const partitions = parsePositiveInt(opts.partitions, '--partitions');
-      if (rows < 1) throw new CliUsageError('--rows must be at least 1');
-      const dataDir = await mkdtemp(join(tmpdir(), 'shardpipe-demo-'));
-      const logger = ctx.logger.child({ module: 'demo' });
-      const nodes = await Promise.all([0, 1, 2].map(async () => `127.0.0.1:${await findFreePort()}`));
-      const map = PartitionMap.evenlySplit(1, nodes, partitions);
-      const servers: StoreServer[] = [];
-      let client: StoreClient | undefined;
+      const files = parsePositiveInt(opts.files, '--files');
+      if (files > rows) throw new CliUsageError(`--files (${files}) cannot exceed --rows (${rows})`);
+      const dataDir = opts.dataDir ? resolve(opts.dataDir) : await mkdtemp(join(tmpdir(), 'shardpipe-demo-'));
+      const say = (line: string): void => {
+        if (!opts.json) process.stderr.write(`${line}\n`);
+      };
+      const stop = new AbortController();
+      const onSignal = (): void => stop.abort(new CliUsageError('interrupted'));
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      let stack: LocalStack | undefined;
       try {
-        for (const [i, node] of nodes.entries()) {
-          servers.push(await StoreServer.start({ node, dataDir: join(dataDir, `node-${i}`), initialMap: map, logger }));
-        }
-        ctx.print(`cluster: ${nodes.join(', ')} — ${partitions} partitions, data in ${dataDir}`);
-        client = new StoreClient({ seeds: [nodes[0]!], logger });
-
-        const expected = new RangeDigest();
-        const loadStart = performance.now();
-        const load = await client.bulkPutAll(generateRows(rows, expected), {
-          onAck: (done) => {
-            if (process.stderr.isTTY) process.stderr.write(`\rloading ${done}/${rows} rows`);
-          },
+        say(`generating a sorted drop of ${rows} rows in ${files} part files…`);
+        const drop = await writeSampleDrop(join(dataDir, 'drop'), { rows, files, signal: stop.signal });
+        stack = await LocalStack.start({
+          dataDir,
+          map: (nodes) => PartitionMap.fromSplitKeys(1, nodes, drop.splitKeys(6).map((k) => Buffer.from(k))),
+          metricsPort: parsePositiveInt(opts.metricsPort, '--metrics-port'),
+          logger: ctx.logger,
         });
-        const loadMs = performance.now() - loadStart;
-        if (process.stderr.isTTY) process.stderr.write('\n');
+        say(`stack up: store nodes ${stack.seeds.join(', ')} (6 partitions), Redis ${stack.redisUrl}`);
+        say(`dashboard: ${stack.metrics.url}  (jobs in detail at ${stack.metrics.url}queues)`);
+        const env = { ...stack.env, SHARDPIPE_DATA_DIR: dataDir };
+        const target = pathToFileURL(join(dataDir, 'backups')).href;
+        const stages: Stage[] = [];
 
-        const scanStart = performance.now();
-        const actual = new RangeDigest();
-        for await (const batch of client.scanAll(Buffer.alloc(0), Buffer.alloc(0))) {
-          for (const e of batch) actual.add(e.key, e.value, e.expiresAtMs);
+        say('\n== ingest');
+        const ingest = await runStage('ingest', ['ingest', drop.dir, '--key-column', 'id', '--value-column', 'payload', '--no-local-worker', '--wait', '--json'], env, stop.signal);
+        stages.push({ ...ingest.stage, rows: ingest.report.rowsIngested as number, detail: `${drop.files} files, ${(drop.bytes / 1e6).toFixed(1)} MB, ${ingest.report.rowsRejected} rejected` });
+
+        say('\n== backup');
+        const shardRows = String(Math.max(10_000, Math.ceil(rows / 8)));
+        const backup = await runStage('backup', ['backup', 'run', '--target', target, '--shard-rows', shardRows, '--no-local-worker', '--wait', '--json'], env, stop.signal);
+        const backupId = String(backup.report.backupId);
+        stages.push({ ...backup.stage, rows: Number(backup.report.rows), detail: `${backupId}: ${backup.report.shards} shards, ${(Number(backup.report.bytes) / 1e6).toFixed(1)} MB` });
+
+        say('\n== wipe: stopping the nodes, deleting their data, starting them empty with 4 partitions instead of 6');
+        const wipeStart = performance.now();
+        await stack.cluster.wipe(PartitionMap.fromSplitKeys(2, stack.seeds, drop.splitKeys(4).map((k) => Buffer.from(k))));
+        stages.push({ stage: 'wipe', rows: 0, seconds: (performance.now() - wipeStart) / 1000, rowsPerSecond: 0, detail: 'empty cluster, new partition map (version 2, 4 partitions)' });
+
+        say('\n== restore --verify');
+        const restore = await runStage('restore', ['restore', backupId, '--target', target, '--no-local-worker', '--verify', '--json'], env, stop.signal, [EXIT.ok, EXIT.incomplete]);
+        const verified = restore.report.verified === true && ingest.report.rowsIngested === rows && restore.report.rowsRestored === rows;
+        const mismatches = (restore.report.mismatches as unknown[] | undefined)?.length ?? 0;
+        stages.push({ ...restore.stage, rows: Number(restore.report.rowsRestored), detail: verified ? `verified: ${restore.report.shards} shard ranges match the manifest` : `NOT verified: ${mismatches} mismatches` });
+
+        if (opts.json) {
+          ctx.print(JSON.stringify({ verified, dashboard: stack.metrics.url, stages }));
+        } else {
+          ctx.print('');
+          ctx.print(formatTable(['stage', 'rows', 'seconds', 'rows/s', 'detail'], stages.map((s) => [s.stage, String(s.rows), s.seconds.toFixed(1), String(s.rowsPerSecond), s.detail])));
+          ctx.print(verified ? `\nVERIFIED: all ${rows} rows went in, out to Parquet and back, and match.` : '\nNOT VERIFIED: see the restore line above.');
         }
-        const scanMs = performance.now() - scanStart;
-        const checksum = await client.checksum(Buffer.alloc(0), Buffer.alloc(0));
-
-        const probe = Key.fromUtf8('demo:counter');
-        const first = await client.put(probe, Buffer.from('1'), { expectedEtag: 0 });
-        const second = await client.put(probe, Buffer.from('2'), { expectedEtag: first.etag });
-        const casRefused = await client.put(probe, Buffer.from('3'), { expectedEtag: first.etag }).then(
-          () => false,
-          () => true,
-        );
-        const stats = await client.stats();
-        const counted = stats.reduce((sum, n) => sum + (n.result.ok ? n.result.partitions.reduce((s, p) => s + p.approxCount, 0) : 0), 0);
-
-        const verified =
-          load.rows === rows &&
-          actual.count === rows &&
-          actual.toHex() === expected.toHex() &&
-          checksum.toHex() === expected.toHex() &&
-          counted === rows + 1 &&
-          second.etag > first.etag &&
-          casRefused;
-        ctx.print(
-          formatTable(
-            ['stage', 'rows', 'ms', 'rows/s'],
-            [
-              ['bulk load', String(load.rows), loadMs.toFixed(0), rate(load.rows, loadMs)],
-              ['scan', String(actual.count), scanMs.toFixed(0), rate(actual.count, scanMs)],
-            ],
-          ),
-        );
-        ctx.print(`checksum ${checksum.toHex().slice(0, 16)}… over ${checksum.count} rows; expected ${expected.toHex().slice(0, 16)}… over ${expected.count}`);
-        ctx.print(`partition counts total ${counted} (expected ${rows + 1}); compare-and-set ${casRefused ? 'refused a stale etag' : 'DID NOT refuse a stale etag'}`);
-        ctx.print(verified ? 'VERIFIED: every row written was read back intact' : 'NOT VERIFIED: see the figures above');
-        if (!verified) process.exitCode = 1;
+        if (!verified) process.exitCode = EXIT.failed;
+        if (opts.keepRunning && !stop.signal.aborted) {
+          say(`\nstill running — dashboard ${stack.metrics.url}; in another terminal:\n  export ${Object.entries(stack.env).map(([k, v]) => `${k}=${v}`).join(' ')}\nCtrl-C stops everything.`);
+          await new Promise<void>((done) => stop.signal.addEventListener('abort', () => done(), { once: true }));
+        }
       } finally {
-        client?.close();
-        for (const server of servers.reverse()) await server.shutdown();
-        if (!opts.keepData) await rm(dataDir, { recursive: true, force: true });
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        await stack?.close();
+        if (!opts.dataDir) await rm(dataDir, { recursive: true, force: true });
       }
     });
 }
 
-/** Sorted rows spread over the whole keyspace, so every partition gets its share. */
-function* generateRows(count: number, digest: RangeDigest): Generator<BulkRowInput[]> {
-  const step = 2 ** 48 / count;
-  for (let from = 0; from < count; from += CHUNK_ROWS) {
-    const chunk: BulkRowInput[] = [];
-    for (let i = from; i < Math.min(count, from + CHUNK_ROWS); i++) {
-      const key = Buffer.alloc(KEY_BYTES);
-      key.writeUIntBE(Math.floor(i * step), 0, 6);
-      key.writeUInt32BE(i, 12);
-      const value = Buffer.alloc(VALUE_BYTES, 97 + (i % 26));
-      value.writeUInt32BE(i, 0);
-      digest.add(key, value, 0);
-      chunk.push({ key, value });
-    }
-    yield chunk;
-  }
-}
-
-function rate(rows: number, ms: number): string {
-  return ms > 0 ? Math.round((rows * 1000) / ms).toLocaleString('en-US') : '-';
+/**
+ * Runs one CLI command of the journey as a child (its progress goes to our stderr) and parses its
+ * one-line JSON report. Exit codes outside `accept` fail the demo with the command's own message.
+ */
+async function runStage(
+  name: string,
+  args: string[],
+  env: Record<string, string>,
+  signal: AbortSignal,
+  accept: readonly number[] = [EXIT.ok],
+): Promise<{ stage: Omit<Stage, 'rows' | 'detail'>; report: Record<string, unknown> }> {
+  const started = performance.now();
+  const child = spawn(process.execPath, [CLI_ENTRY, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env }, signal });
+  let stdout = '';
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  const code = await new Promise<number | null>((done, fail) => {
+    child.once('error', fail);
+    child.once('exit', done);
+  });
+  if (code === null || !accept.includes(code)) throw new Error(`demo: \`shardpipe ${args.slice(0, 2).join(' ')}\` exited with ${code}; its messages are above`);
+  const report = JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as Record<string, unknown>;
+  const seconds = (performance.now() - started) / 1000;
+  const rows = Number(report.rowsIngested ?? report.rows ?? report.rowsRestored ?? 0);
+  return { stage: { stage: name, seconds, rowsPerSecond: seconds > 0 ? Math.round(rows / seconds) : 0 }, report };
 }

@@ -1,8 +1,9 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { parseDurationMs } from '../../common/index.js';
-import { PartitionMap, StoreServer } from '../../store/index.js';
-import { parsePositiveInt } from '../cli-io.js';
+import { Registry, collectDefaultMetrics } from 'prom-client';
+import { MetricsHttpServer, parseDurationMs } from '../../common/index.js';
+import { PartitionMap, StoreServer, checkHealth } from '../../store/index.js';
+import { EXIT, parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
 
 interface StartOptions {
@@ -16,6 +17,8 @@ interface StartOptions {
   maxBatchBytes: string;
   sweepInterval: string;
   shutdownGrace: string;
+  metricsPort?: string;
+  metricsHost: string;
 }
 
 export function registerStoreCommands(program: Command, ctx: CliContext): void {
@@ -33,8 +36,13 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     .option('--max-batch-bytes <n>', 'largest BulkInsert batch (key + value bytes)', String(16 * 1024 * 1024))
     .option('--sweep-interval <duration>', 'how often expired entries are deleted (0 = never)', '5s')
     .option('--shutdown-grace <duration>', 'how long shutdown waits for in-flight calls', '10s')
+    .option('--metrics-port <n>', 'serve Prometheus /metrics (RPC counts and latencies by method and status, process metrics) on this port; 0 = any free port')
+    .option('--metrics-host <host>', 'bind address of /metrics', '127.0.0.1')
     .action(async (opts: StartOptions) => {
       const initialMap = opts.map ? PartitionMap.fromJson(JSON.parse(await readFile(opts.map, 'utf8'))) : undefined;
+      const metricsPort = opts.metricsPort === undefined ? undefined : parsePositiveInt(opts.metricsPort, '--metrics-port');
+      const registry = metricsPort === undefined ? undefined : new Registry();
+      if (registry) collectDefaultMetrics({ register: registry });
       const server = await StoreServer.start({
         node: opts.node,
         dataDir: opts.data,
@@ -46,10 +54,18 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
         maxBatchBytes: parsePositiveInt(opts.maxBatchBytes, '--max-batch-bytes'),
         sweepIntervalMs: parseDurationMs(opts.sweepInterval),
         shutdownGraceMs: parseDurationMs(opts.shutdownGrace),
+        metricsRegistry: registry,
         logger: ctx.logger,
       });
+      let metrics: MetricsHttpServer | undefined;
+      try {
+        metrics = registry && (await MetricsHttpServer.start({ registry, port: metricsPort!, host: opts.metricsHost, logger: ctx.logger }));
+      } catch (err) {
+        await server.shutdown();
+        throw err;
+      }
       // Tests and supervisors wait for this line on stdout before sending traffic.
-      ctx.print(JSON.stringify({ event: 'ready', node: opts.node, port: server.port, mapVersion: server.node.map.version }));
+      ctx.print(JSON.stringify({ event: 'ready', node: opts.node, port: server.port, mapVersion: server.node.map.version, ...(metrics ? { metricsPort: metrics.port } : {}) }));
       await new Promise<void>((resolve) => {
         const stop = (signal: string): void => {
           ctx.logger.info({ signal }, 'stopping store node');
@@ -62,5 +78,17 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
         process.once('SIGTERM', () => stop('SIGTERM'));
         process.once('SIGINT', () => stop('SIGINT'));
       });
+      await metrics?.close();
+    });
+
+  store
+    .command('health')
+    .description('asks a node\'s grpc.health.v1 service; exit 0 when SERVING, 1 otherwise (for container health checks)')
+    .requiredOption('--node <host:port>', 'the node to ask')
+    .option('--timeout <duration>', 'how long to wait for the answer', '2s')
+    .action(async (opts: { node: string; timeout: string }) => {
+      const status = await checkHealth(opts.node, parseDurationMs(opts.timeout));
+      ctx.print(JSON.stringify({ node: opts.node, status }));
+      if (status !== 'SERVING') process.exitCode = EXIT.failed;
     });
 }

@@ -13,6 +13,8 @@ export const CLI = resolve(import.meta.dirname, '../../dist/cli/main.js');
 export class NodeProcess {
   child: ChildProcess | undefined;
   stderr = '';
+  /** The node's ready line, e.g. `{ port, mapVersion, metricsPort }` (with --metrics-port). */
+  ready: Record<string, unknown> = {};
 
   constructor(
     readonly address: string,
@@ -33,7 +35,10 @@ export class NodeProcess {
     const lines = createInterface({ input: child.stdout! });
     const ready = new Promise<void>((resolveReady, reject) => {
       lines.on('line', (line) => {
-        if (line.includes('"event":"ready"')) resolveReady();
+        if (line.includes('"event":"ready"')) {
+          this.ready = JSON.parse(line) as Record<string, unknown>;
+          resolveReady();
+        }
       });
       child.once('exit', (code) => reject(new Error(`node ${this.address} exited with ${code} before ready: ${this.stderr}`)));
     });

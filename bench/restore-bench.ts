@@ -1,0 +1,257 @@
+/**
+ * Restore benchmark (a measurement, not a test).
+ *
+ * Writes a backup of N rows (default 1,000,000) into a temp `file://` target with backup's own
+ * writer (parquetShardStream: zstd, 65,536-row row groups, FORMAT.md metadata; manifest last): 8
+ * shards of sorted 16-byte keys and 100-byte values (incompressible base64 text), etags in the
+ * millions, every third row with a TTL a day out. Then measures:
+ *   1. end to end: `shardpipe restore ID --target file://… --json` as a child process (local worker
+ *      in-process, default concurrency 2) against a private redis-server and 3 store node children
+ *      (`store start`, fsync per batch as they default) with 6 evenly split partitions, so shard
+ *      ranges and partitions do not line up: wall time, rows/s, MB/s (key + value bytes, 1 MB =
+ *      10^6 B), peak RSS (VmHWM) of the restore child;
+ *   2. the in-process limit, after the cluster is stopped: for each shard file in turn,
+ *      readShardRows (ingest's reader + the FORMAT.md checks) → encodeRecord → one classic-level
+ *      chained batch per chunk (no sync, as classic-level defaults) into one fresh LevelDB; and the
+ *      ratio end to end / limit.
+ * The in-process figure follows an unmeasured read of the first shard (decoder thread, wasm, JIT).
+ * Prints a table, then one JSON line with every figure.
+ *
+ * Run: `npm run bench:restore` (builds first), or after `npx tsc -p tsconfig.json`:
+ *   node dist/bench/restore-bench.js [--rows N]
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { ClassicLevel } from 'classic-level';
+import { newBackupId, openBackupTarget, parquetShardStream, shardFileName, writeManifest, type BackupManifest, type ShardStreamStats } from '../backup/index.js';
+import { findFreePort } from '../common/index.js';
+import { PrivateRedis } from '../jobs/index.js';
+import { readShardRows, type ShardSpec } from '../restore/index.js';
+import { PartitionMap, RangeDigest, encodeRecord, type StoredEntry } from '../store/index.js';
+import { readPeakRssMb, stopChild, waitForReady } from './bench-processes.js';
+import { fixed, int, roundNumbers, table } from './bench-format.js';
+
+const KEY_BYTES = 16;
+const VALUE_BYTES = 100;
+const SHARDS = 8;
+const NODES = 3;
+const PARTITIONS = 6;
+const RSS_POLL_MS = 20;
+const MAIN_JS = join(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
+const VALUE_POOL = Buffer.from(randomBytes(768 * 1024).toString('base64'), 'latin1');
+const VALUE_SLOTS = Math.floor(VALUE_POOL.length / VALUE_BYTES);
+
+interface Figures {
+  rows: number;
+  ms: number;
+  rowsPerSec: number;
+  mbPerSec: number;
+}
+
+interface NodeProcess {
+  pid: number;
+  peakRssMb(): Promise<number | undefined>;
+  stop(): Promise<void>;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { rows: { type: 'string', default: '1000000' } } });
+  const rows = Number(values.rows);
+  if (!Number.isSafeInteger(rows) || rows < SHARDS) throw new RangeError(`--rows must be a whole number ≥ ${SHARDS}, got ${values.rows}`);
+  const workDir = await mkdtemp(join(tmpdir(), 'shardpipe-restore-bench-'));
+  try {
+    process.stderr.write(`writing the backup: ${rows} rows in ${SHARDS} shards…\n`);
+    const backupDir = join(workDir, 'backups');
+    const manifest = await writeBackup(backupDir, rows);
+    process.stderr.write('end to end: shardpipe restore into 3 store nodes…\n');
+    const e2e = await measureEndToEnd(rows, manifest, backupDir, workDir);
+    const files = manifest.shards.map((s) => ({ shard: s, path: join(backupDir, manifest.backupId, s.file) }));
+    process.stderr.write('in-process: warm-up (first shard)…\n');
+    for await (const chunk of readShardRows(await dropFile(files[0]!.path, files[0]!.shard), files[0]!.shard)) void chunk;
+    process.stderr.write('in-process: shard files → classic-level batches (the limit)…\n');
+    const limit = await measureLimit(rows, files, join(workDir, 'limit-db'));
+    printReport(rows, manifest, e2e, limit);
+  } finally {
+    await rm(workDir, { recursive: true, force: true });
+  }
+}
+
+/** The i-th entry: sorted keys `k` + 15 digits, values from the random pool, etag and TTL pattern as documented. */
+function entry(i: number, now: number): StoredEntry {
+  const key = Buffer.from(`k${String(i).padStart(KEY_BYTES - 1, '0')}`, 'latin1');
+  const slot = (i % VALUE_SLOTS) * VALUE_BYTES;
+  return { key, value: VALUE_POOL.subarray(slot, slot + VALUE_BYTES), etag: 3_000_000 + i, updatedAtMs: now - 3_600_000, expiresAtMs: i % 3 === 0 ? now + 86_400_000 : 0 };
+}
+
+async function writeBackup(dir: string, rows: number): Promise<BackupManifest> {
+  const target = openBackupTarget(pathToFileURL(dir).href);
+  const backupId = newBackupId();
+  const now = Date.now();
+  const shards: BackupManifest['shards'] = [];
+  try {
+    for (let s = 0; s < SHARDS; s++) {
+      const from = Math.floor((s * rows) / SHARDS);
+      const to = Math.floor(((s + 1) * rows) / SHARDS);
+      const start = s === 0 ? Buffer.alloc(0) : entry(from, now).key;
+      const end = s === SHARDS - 1 ? Buffer.alloc(0) : entry(to, now).key;
+      const source = async function* (): AsyncGenerator<StoredEntry[]> {
+        for (let i = from; i < to; i += 1000) yield Array.from({ length: Math.min(1000, to - i) }, (_, j) => entry(i + j, now));
+      };
+      const stats: ShardStreamStats = { rows: 0, digest: new RangeDigest() };
+      const written = await target.writeFile(backupId, shardFileName(s), parquetShardStream(source(), { backupId, shard: s, rangeStart: start, rangeEnd: end }, stats));
+      shards.push({ index: s, start: start.toString('hex'), end: end.toString('hex'), file: shardFileName(s), rows: stats.rows, bytes: written.bytes, checksum: stats.digest.toHex() });
+    }
+    const at = new Date().toISOString();
+    const manifest: BackupManifest = {
+      formatVersion: 1,
+      backupId,
+      startedAt: at,
+      finishedAt: at,
+      mapVersion: 1,
+      snapshotAt: at,
+      partitions: [{ id: 0, start: '', end: '', node: '127.0.0.1:1', rows }],
+      shards,
+      totals: { rows, bytes: shards.reduce((n, s) => n + s.bytes, 0) },
+    };
+    await writeManifest(target, manifest);
+    return manifest;
+  } finally {
+    await target.close();
+  }
+}
+
+interface EndToEnd extends Figures {
+  ratioToLimit: number;
+  report: { rowsRestored: number; shardsFailed: number; durationMs: number; rowsPerSecond: number };
+  exitCode: number | null;
+  peakRssMb: number | undefined;
+  nodePeakRssMb: Array<number | undefined>;
+}
+
+async function measureEndToEnd(rows: number, manifest: BackupManifest, backupDir: string, workDir: string): Promise<EndToEnd> {
+  const clusterDir = join(workDir, 'cluster');
+  await mkdir(clusterDir, { recursive: true });
+  const redis = await PrivateRedis.start({ dataDir: join(workDir, 'redis') });
+  const nodes: NodeProcess[] = [];
+  try {
+    const addresses = await Promise.all(Array.from({ length: NODES }, async () => `127.0.0.1:${await findFreePort()}`));
+    const mapFile = join(clusterDir, 'map.json');
+    // Keys are ASCII `k0…`: split the printable range evenly between 'k0' and 'k9'.
+    const splits = Array.from({ length: PARTITIONS - 1 }, (_, p) => Buffer.from(`k${String(Math.floor(((p + 1) * 10 ** 15) / PARTITIONS)).padStart(15, '0')}`));
+    await writeFile(mapFile, JSON.stringify(PartitionMap.fromSplitKeys(1, addresses, splits).toJson()));
+    for (const [i, address] of addresses.entries()) nodes.push(await startNode(address, mapFile, join(clusterDir, `node-${i}`)));
+    const args = [MAIN_JS, 'restore', manifest.backupId, '--target', pathToFileURL(backupDir).href, '--seeds', addresses.join(','), '--redis', redis.url, '--data-dir', join(workDir, 'restore-data'), '--json', '--log-level', 'warn'];
+    const started = performance.now();
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const [result, peakRssMb] = await Promise.all([collect(child), pollPeakRssMb(child)]);
+    const ms = performance.now() - started;
+    if (result.stderr.trim()) process.stderr.write(`[restore] ${result.stderr.trim().replaceAll('\n', '\n[restore] ')}\n`);
+    const report = JSON.parse(result.stdout.trim().split('\n').at(-1) ?? '{}') as EndToEnd['report'];
+    if (result.code !== 0 || report.rowsRestored !== rows) throw new Error(`restore exited with ${result.code}, restored ${report.rowsRestored} of ${rows}: ${result.stdout}`);
+    const nodePeakRssMb = await Promise.all(nodes.map((n) => n.peakRssMb()));
+    return { ...figures(rows, ms), ratioToLimit: 0, report, exitCode: result.code, peakRssMb, nodePeakRssMb };
+  } finally {
+    await Promise.all(nodes.map((n) => n.stop()));
+    await redis.stop();
+  }
+}
+
+async function startNode(address: string, mapFile: string, dataDir: string): Promise<NodeProcess> {
+  const child = spawn(process.execPath, [MAIN_JS, 'store', 'start', '--map', mapFile, '--node', address, '--data', dataDir, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.stderr!.on('data', (data: Buffer) => process.stderr.write(`[node ${address}] ${data.toString()}`));
+  try {
+    await waitForReady(child);
+  } catch (err) {
+    child.kill('SIGKILL');
+    await exited;
+    throw err;
+  }
+  return { pid: child.pid!, peakRssMb: () => readPeakRssMb(child.pid!), stop: () => stopChild(child, exited) };
+}
+
+function collect(child: ChildProcess): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** Largest VmHWM seen while the child runs (VmHWM only grows). */
+async function pollPeakRssMb(child: ChildProcess): Promise<number | undefined> {
+  let peak: number | undefined;
+  while (child.exitCode === null && child.signalCode === null) {
+    const mb = await readPeakRssMb(child.pid!);
+    if (mb !== undefined) peak = Math.max(peak ?? 0, mb);
+    await sleep(RSS_POLL_MS);
+  }
+  return peak;
+}
+
+async function dropFile(path: string, shard: ShardSpec) {
+  const s = await stat(path);
+  return { path, relativePath: shard.file, format: 'parquet' as const, sizeBytes: s.size, mtimeMs: s.mtimeMs, fingerprint: shard.file, partitionValues: {} };
+}
+
+async function measureLimit(rows: number, files: Array<{ shard: ShardSpec; path: string }>, location: string): Promise<Figures & { ratioToLimit: number }> {
+  const db = new ClassicLevel<Buffer, Buffer>(location, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+  await db.open();
+  try {
+    let written = 0;
+    const started = performance.now();
+    for (const { shard, path } of files) {
+      for await (const chunk of readShardRows(await dropFile(path, shard), shard)) {
+        const batch = db.batch();
+        for (const row of chunk.rows) batch.put(row.key, encodeRecord(row));
+        await batch.write();
+        written += chunk.rows.length;
+      }
+    }
+    const ms = performance.now() - started;
+    if (written !== rows) throw new Error(`in-process limit wrote ${written} rows, expected ${rows}`);
+    return { ...figures(rows, ms), ratioToLimit: 1 };
+  } finally {
+    await db.close();
+  }
+}
+
+function figures(rows: number, ms: number): Figures {
+  const seconds = ms / 1000;
+  return { rows, ms, rowsPerSec: rows / seconds, mbPerSec: (rows * (KEY_BYTES + VALUE_BYTES)) / 1e6 / seconds };
+}
+
+function printReport(rows: number, manifest: BackupManifest, e2e: EndToEnd, limit: Figures): void {
+  e2e.ratioToLimit = e2e.rowsPerSec / limit.rowsPerSec;
+  const rss = (mb: number | undefined): string => (mb === undefined ? 'n/a' : fixed(mb, 0));
+  const out: string[] = [];
+  out.push(
+    `shardpipe restore bench: ${int(rows)} rows × (${KEY_BYTES} B key + ${VALUE_BYTES} B value) = ${fixed((rows * (KEY_BYTES + VALUE_BYTES)) / 1e6, 1)} MB in ${SHARDS} zstd shards ` +
+      `(${fixed(manifest.totals.bytes / 1e6, 1)} MB), into ${NODES} nodes × ${PARTITIONS} partitions`,
+  );
+  out.push('');
+  out.push(
+    table(
+      ['path', 'rows/s', 'MB/s', 'vs limit', 'seconds', 'peak RSS MiB'],
+      [
+        ['shardpipe restore, child process, wall time', int(e2e.rowsPerSec), fixed(e2e.mbPerSec, 1), `${fixed(e2e.ratioToLimit, 2)}×`, fixed(e2e.ms / 1000, 2), rss(e2e.peakRssMb)],
+        ['in-process: shard files → classic-level batches (limit)', int(limit.rowsPerSec), fixed(limit.mbPerSec, 1), '1.00×', fixed(limit.ms / 1000, 2), '-'],
+      ],
+    ),
+  );
+  out.push('');
+  out.push(`restore report: ${int(e2e.report.rowsRestored)} rows, ${e2e.report.shardsFailed} shards failed, ${fixed(e2e.report.durationMs / 1000, 2)} s from submit to report; node peak RSS ${e2e.nodePeakRssMb.map(rss).join(', ')} MiB`);
+  out.push(JSON.stringify({ bench: 'restore', rows, shards: SHARDS, backupBytes: manifest.totals.bytes, nodes: NODES, partitions: PARTITIONS, endToEnd: e2e, limit }, roundNumbers));
+  process.stdout.write(out.join('\n') + '\n');
+}
+
+await main();

@@ -1,0 +1,35 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import type { Logger } from '../common/index.js';
+
+const CLI_ENTRY = fileURLToPath(new URL('./main.js', import.meta.url));
+
+/**
+ * Runs `shardpipe ARGS` as a child process and resolves once it prints its `{"event":"ready"}`
+ * line. Its stderr goes to `logger`; if it exits first, the error carries the end of its stderr.
+ */
+export async function startCliChild(args: readonly string[], what: string, logger: Logger): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [CLI_ENTRY, ...args, '--log-format', 'json', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  createInterface({ input: child.stderr! }).on('line', (line) => {
+    stderr = (stderr + line + '\n').slice(-4000);
+    logger.warn({ line }, `${what} says`);
+  });
+  await new Promise<void>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      if (line.includes('"event":"ready"')) resolve();
+    });
+    child.once('exit', (code, signal) => reject(new Error(`${what} exited (${signal ?? code}) before it was ready: ${stderr.trim() || 'no output'}`)));
+  });
+  return child;
+}
+
+/** SIGTERM, then waits for the exit (a child that already exited is fine). */
+export async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, 'exit');
+  child.kill('SIGTERM');
+  await exited;
+}

@@ -1,0 +1,58 @@
+import type { Command } from 'commander';
+import { Registry, collectDefaultMetrics } from 'prom-client';
+import { parseDurationMs } from '../../common/index.js';
+import { parsePositiveInt } from '../cli-io.js';
+import type { CliContext } from '../cli-context.js';
+
+interface MetricsServerFlags {
+  seeds?: string;
+  port: string;
+  host: string;
+  interval: string;
+  redis?: string;
+  maxPartitionSeries: string;
+  allowQueueActions?: boolean;
+}
+
+export function registerMetricsCommands(program: Command, ctx: CliContext): void {
+  program
+    .command('metrics-server')
+    .description('poll every store node\'s partition stats and serve them: a web page at /, JSON under /api, Prometheus /metrics, shard plans, and the job queues (Bull Board at /queues); runs until SIGTERM/SIGINT')
+    .option('--seeds <list>', 'store nodes HOST:PORT[,...] (env SHARDPIPE_SEEDS)')
+    .option('--port <n>', 'HTTP port (0 = any free port)', '9464')
+    .option('--host <host>', 'bind address (0.0.0.0 to serve other machines)', '127.0.0.1')
+    .option('--interval <duration>', 'pause between polls of the store nodes', '10s')
+    .option('--redis <url>', 'Redis of the job queues, for the jobs panel and /queues (env SHARDPIPE_REDIS_URL); default: none')
+    .option('--max-partition-series <n>', 'partitions exported with their own label in /metrics; the rest are summed per node into partition="_other"', '200')
+    .option('--allow-queue-actions', 'let Bull Board retry, promote and remove jobs (default: read-only)')
+    .action(async (opts: MetricsServerFlags) => {
+      const intervalMs = parseDurationMs(opts.interval);
+      if (intervalMs < 1) throw new RangeError(`--interval must be at least 1ms, got "${opts.interval}"`);
+      // Loaded here, not at the top: express and Bull Board would slow every other command's start.
+      const { MetricsServer } = await import('../../metrics-server/index.js');
+      const registry = new Registry();
+      collectDefaultMetrics({ register: registry });
+      const server = await MetricsServer.start({
+        seeds: ctx.seeds(opts.seeds),
+        port: parsePositiveInt(opts.port, '--port'),
+        host: opts.host,
+        intervalMs,
+        redisUrl: opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL,
+        allowQueueActions: opts.allowQueueActions ?? false,
+        maxPartitionSeries: parsePositiveInt(opts.maxPartitionSeries, '--max-partition-series'),
+        registry,
+        logger: ctx.logger,
+      });
+      // Tests and supervisors wait for this line on stdout.
+      ctx.print(JSON.stringify({ event: 'ready', url: server.url, port: server.port }));
+      await new Promise<void>((resolve) => {
+        const stop = (signal: string): void => {
+          ctx.logger.info({ signal }, 'stopping the metrics server');
+          resolve();
+        };
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+      });
+      await server.close();
+    });
+}

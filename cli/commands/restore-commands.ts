@@ -1,0 +1,234 @@
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { Command } from 'commander';
+import { openBackupTarget, type BackupManifest, type BackupTarget } from '../../backup/index.js';
+import { parseDurationMs } from '../../common/index.js';
+import { PrivateRedis, RestoreWorkers, connectionFromUrl, submitRestore, watchRestore, type RestoreProgress, type RestoreReport } from '../../jobs/index.js';
+import {
+  RestoreError,
+  openLocalShard,
+  planRestore,
+  readRestoreManifest,
+  readShardRows,
+  verifyRestore,
+  type RestorePlan,
+  type ShardChunk,
+  type ShardSpec,
+  type VerifyReport,
+} from '../../restore/index.js';
+import { StoreClient } from '../../store/index.js';
+import { CliUsageError } from '../cli-env.js';
+import { EXIT, formatTable, parsePositiveInt, rangeText } from '../cli-io.js';
+import type { CliContext } from '../cli-context.js';
+
+interface RestoreOptions {
+  target?: string;
+  seeds?: string;
+  redis?: string;
+  dataDir?: string;
+  dryRun?: boolean;
+  verify?: boolean;
+  wait?: boolean;
+  json?: boolean;
+  restart?: boolean;
+  localWorker: boolean;
+  concurrency: string;
+  lockDuration: string;
+  maxRowsPerSecond: string;
+}
+
+export function registerRestoreCommands(program: Command, ctx: CliContext): void {
+  program
+    .command('restore <backupId>')
+    .description(
+      'load a complete backup into the cluster of --seeds (any partitioning) through a BullMQ flow, one job per shard, resumable; ' +
+        'exit 0 restored (and verified), 2 with failed shards or verify mismatches, 3 no complete backup with that id, 1 on a fatal error',
+    )
+    .option('--target <url>', 'where the backup is: file:///DIR or az://CONTAINER/PREFIX (with AZURE_STORAGE_CONNECTION_STRING); default: DATA_DIR/backups')
+    .option('--seeds <list>', 'store nodes of the cluster restored into, HOST:PORT[,...] (env SHARDPIPE_SEEDS)')
+    .option('--redis <url>', 'Redis for the job queues (env SHARDPIPE_REDIS_URL); default: a private redis-server in the data folder')
+    .option('--data-dir <dir>', 'data folder for the private Redis and staged az:// shards (env SHARDPIPE_DATA_DIR; default .shardpipe)')
+    .option('--dry-run', 'print the plan (shards, rows, bytes, how shard ranges fall on the current partitions) and exit')
+    .option('--verify', 'afterwards, compare every shard range of the store (checksum with etags, and count) with the backup; implies --wait')
+    .option('--wait', 'wait for the end, with progress, and print the report (implied by the local worker)')
+    .option('--json', 'print the report (or with --dry-run the plan) as one JSON object')
+    .option('--restart', 'start over instead of resuming an unfinished (or finished) restore of the same backup into the same cluster')
+    .option('--no-local-worker', 'only submit; `shardpipe worker` processes elsewhere do the work')
+    .option('--max-rows-per-second <n>', 'throttle per shard (0 = unlimited)', '0')
+    .option('--concurrency <n>', 'shards the local worker restores at once', '2')
+    .option('--lock-duration <duration>', 'how long a job stays claimed by a worker that stopped answering', '30s')
+    .action(async (backupId: string, opts: RestoreOptions) => {
+      const dataDir = resolve(opts.dataDir ?? ctx.env.SHARDPIPE_DATA_DIR ?? '.shardpipe');
+      const targetUrl = opts.target ?? pathToFileURL(resolve(dataDir, 'backups')).href;
+      const seeds = ctx.seeds(opts.seeds);
+      const lockDurationMs = parseDurationMs(opts.lockDuration);
+      const concurrency = parsePositiveInt(opts.concurrency, '--concurrency');
+      const azure = { connectionString: ctx.env.AZURE_STORAGE_CONNECTION_STRING };
+      const stagingDir = resolve(dataDir, 'restore-staging');
+      const stop = new AbortController();
+      const onSignal = (): void => stop.abort(new CliUsageError('interrupted'));
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      const target = openBackupTarget(targetUrl, { azure });
+      const client = new StoreClient({ seeds, logger: ctx.logger });
+      let redis: PrivateRedis | undefined;
+      let workers: RestoreWorkers | undefined;
+      try {
+        let manifest: BackupManifest;
+        try {
+          manifest = await readRestoreManifest(target, backupId, { signal: stop.signal });
+        } catch (err) {
+          if (err instanceof RestoreError && (err.code === 'RESTORE_BACKUP_NOT_FOUND' || err.code === 'RESTORE_BACKUP_INCOMPLETE')) {
+            process.stderr.write(`shardpipe: ${err.message} [${err.code}]\n`);
+            process.exitCode = EXIT.notFound;
+            return;
+          }
+          throw err;
+        }
+        const map = await client.refreshMap({ signal: stop.signal });
+        const plan = planRestore(manifest, map);
+        const targetEntries = await entriesInCluster(client);
+        if (opts.dryRun) {
+          if (opts.json) ctx.print(JSON.stringify({ ...plan, target: target.url, targetEntries }));
+          else printPlan((line) => ctx.print(line), plan, target.url, targetEntries);
+          return;
+        }
+        if (!opts.json) printPlan((line) => process.stderr.write(line + '\n'), plan, target.url, targetEntries);
+
+        const redisUrl = opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL;
+        redis = redisUrl ? undefined : await PrivateRedis.start({ dataDir: resolve(dataDir, 'redis'), logger: ctx.logger });
+        const connection = connectionFromUrl(redisUrl ?? redis!.url);
+        const submitted = await submitRestore(connection, { backupId, target: target.url, maxRowsPerSecond: parsePositiveInt(opts.maxRowsPerSecond, '--max-rows-per-second') }, manifest, map, { restart: opts.restart });
+        ctx.logger.info({ restoreId: submitted.restoreId, state: submitted.state, shards: manifest.shards.length, rows: manifest.totals.rows }, 'restore submitted');
+        if (!opts.json) process.stderr.write(`restore ${submitted.restoreId} (${submitted.state})\n`);
+        if (!opts.localWorker && !opts.wait && !opts.verify) {
+          ctx.print(opts.json ? JSON.stringify({ restoreId: submitted.restoreId, state: submitted.state }) : submitted.restoreId);
+          return;
+        }
+        if (opts.localWorker) {
+          workers = RestoreWorkers.start({ connection, client, azure, stagingDir, concurrency, lockDurationMs, logger: ctx.logger });
+        }
+        const report = await watchRestore(
+          connection,
+          { restoreId: submitted.restoreId, shards: manifest.shards.length, rowsTotal: manifest.totals.rows },
+          { onProgress: progressPrinter(ctx), signal: stop.signal },
+        );
+        if (process.stderr.isTTY) process.stderr.write('\n');
+        let verification: VerifyReport | undefined;
+        let verifyMs = 0;
+        if (opts.verify) {
+          const started = performance.now();
+          if (!opts.json) process.stderr.write(`verifying ${manifest.shards.length} shard ranges…\n`);
+          verification = await verifyRestore(client, manifest.shards, {
+            firstExpiresAtMs: new Map(report.shardResults.map((r) => [r.index, r.firstExpiresAtMs])),
+            readShard: (shard, signal) => shardRowsAgain(target, backupId, shard, stagingDir, signal),
+            signal: stop.signal,
+          });
+          verifyMs = Math.round(performance.now() - started);
+        }
+        printReport(ctx, report, verification, verifyMs, opts.json ?? false);
+        if (report.shardsFailed > 0 || (verification?.mismatches.length ?? 0) > 0) process.exitCode = EXIT.incomplete;
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        await workers?.close();
+        client.close();
+        await target.close();
+        await redis?.stop();
+      }
+    });
+}
+
+/** Approximate entries the cluster already holds (nodes that do not answer count as 0). */
+async function entriesInCluster(client: StoreClient): Promise<number> {
+  let total = 0;
+  for (const node of await client.stats()) if (node.result.ok) for (const p of node.result.partitions) total += p.approxCount;
+  return total;
+}
+
+/** A shard file's rows, read again for verification (staged copies removed afterwards). */
+async function* shardRowsAgain(target: BackupTarget, backupId: string, shard: ShardSpec, stagingDir: string, signal?: AbortSignal): AsyncGenerator<ShardChunk> {
+  const local = await openLocalShard(target, backupId, shard, { stagingDir, signal });
+  try {
+    yield* readShardRows(local.file, shard, { signal });
+  } finally {
+    await local.release();
+  }
+}
+
+function printPlan(out: (line: string) => void, plan: RestorePlan, target: string, targetEntries: number): void {
+  out(`restore plan: backup ${plan.backupId} in ${target}: ${plan.shards.length} shards, ${plan.rows} rows, ${plan.bytes} bytes`);
+  out(
+    `  backed up from map version ${plan.sourceMapVersion} (${plan.sourcePartitions} partitions); restoring into map version ${plan.targetMapVersion} (${plan.targetPartitions} partitions)` +
+      (plan.samePartitioning ? ', same boundaries' : ', different boundaries: writes are cut at the current ones'),
+  );
+  if (targetEntries > 0) out(`  note: the cluster already holds about ${targetEntries} entries; restored keys overwrite theirs, other keys stay (and --verify reports the ranges they are in)`);
+  const hex = (h: string): Buffer => Buffer.from(h, 'hex');
+  out(
+    formatTable(
+      ['shard', 'range', 'rows', 'bytes', 'into partitions'],
+      plan.shards.map((s) => [String(s.index), rangeText(hex(s.start), hex(s.end)), String(s.rows), String(s.bytes), s.targetPartitions.join(',')]),
+    ),
+  );
+}
+
+function progressPrinter(ctx: CliContext): (p: RestoreProgress) => void {
+  let lastLog = 0;
+  return (p) => {
+    const pct = p.rowsTotal > 0 ? ((p.rowsDone / p.rowsTotal) * 100).toFixed(1) : '100.0';
+    const eta = p.etaSeconds === undefined ? '?' : `${p.etaSeconds}s`;
+    if (process.stderr.isTTY) {
+      process.stderr.write(`\r${p.rowsDone}/${p.rowsTotal} rows (${pct}%)  ${p.rowsPerSecond} rows/s  ETA ${eta}  shards ${p.shardsDone + p.shardsFailed}/${p.shards}${p.shardsFailed ? ` (${p.shardsFailed} failed)` : ''}   `);
+    } else if (Date.now() - lastLog > 5000) {
+      lastLog = Date.now();
+      ctx.logger.info({ ...p }, 'restore progress');
+    }
+  };
+}
+
+function printReport(ctx: CliContext, report: RestoreReport, verification: VerifyReport | undefined, verifyMs: number, json: boolean): void {
+  const mismatches = verification?.mismatches ?? [];
+  if (json) {
+    ctx.print(
+      JSON.stringify({
+        backupId: report.backupId,
+        rowsRestored: report.rowsRestored,
+        shards: report.shards,
+        verified: verification !== undefined && mismatches.length === 0,
+        mismatches,
+        durationMs: report.durationMs,
+        rowsPerSecond: report.rowsPerSecond,
+        restoreId: report.restoreId,
+        rowsExpired: report.rowsExpired,
+        bytesRestored: report.bytesRestored,
+        shardsFailed: report.shardsFailed,
+        failures: report.failures,
+        verifyDurationMs: verification ? verifyMs : undefined,
+      }),
+    );
+    return;
+  }
+  ctx.print(
+    formatTable(
+      ['restore', 'rows restored', 'expired (skipped)', 'shards ok', 'shards failed', 'verified', 'seconds', 'rows/s'],
+      [[
+        report.restoreId,
+        String(report.rowsRestored),
+        String(report.rowsExpired),
+        String(report.shardsOk),
+        String(report.shardsFailed),
+        verification === undefined ? 'not asked' : mismatches.length === 0 ? `yes (${verification.shardsChecked} ranges)` : `NO: ${mismatches.length} ranges differ`,
+        (report.durationMs / 1000).toFixed(1),
+        String(report.rowsPerSecond),
+      ]],
+    ),
+  );
+  for (const f of report.failures) ctx.print(`failed: shard ${f.shard} (${f.file}): ${f.reason}`);
+  const hex = (h: string): Buffer => Buffer.from(h, 'hex');
+  for (const m of mismatches) {
+    ctx.print(
+      `mismatch: shard ${m.shard} (${m.file}) range ${rangeText(hex(m.start), hex(m.end))}: expected ${m.expectedRows} rows digest ${m.expectedDigest}, store has ${m.actualRows} rows digest ${m.actualDigest}` +
+        (m.reason ? ` (${m.reason})` : ''),
+    );
+  }
+}

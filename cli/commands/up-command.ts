@@ -1,0 +1,65 @@
+import { resolve } from 'node:path';
+import type { Command } from 'commander';
+import { PartitionMap } from '../../store/index.js';
+import { parsePositiveInt } from '../cli-io.js';
+import type { CliContext } from '../cli-context.js';
+import { LocalStack } from '../local-stack.js';
+
+interface UpOptions {
+  nodes: string;
+  partitions: string;
+  dataDir?: string;
+  redis?: string;
+  metricsPort: string;
+  workers: string;
+  basePort: string;
+}
+
+/** A long-running local stack for trying the CLI by hand; Ctrl-C stops everything. */
+export function registerUpCommand(program: Command, ctx: CliContext): void {
+  program
+    .command('up')
+    .description('run a local stack until Ctrl-C: Redis, store nodes, the metrics server with its dashboard, and workers; prints the environment that points other shardpipe commands at it')
+    .option('--nodes <n>', 'store nodes', '3')
+    .option('--partitions <n>', 'partitions, split evenly over the first two key bytes (for a new data folder; nodes keep the map they persisted)', '6')
+    .option('--base-port <n>', 'store nodes listen on 127.0.0.1:PORT, PORT+1, …', '7001')
+    .option('--data-dir <dir>', 'Redis and node data go to DIR/up, kept between runs (env SHARDPIPE_DATA_DIR; default .shardpipe)')
+    .option('--redis <url>', 'use this Redis instead of a private one (env SHARDPIPE_REDIS_URL)')
+    .option('--metrics-port <n>', 'dashboard port (0 = any free port)', '9464')
+    .option('--workers <n>', '`shardpipe worker` processes', '1')
+    .action(async (opts: UpOptions) => {
+      const dataDir = resolve(opts.dataDir ?? ctx.env.SHARDPIPE_DATA_DIR ?? '.shardpipe', 'up');
+      const partitions = parsePositiveInt(opts.partitions, '--partitions');
+      const stack = await LocalStack.start({
+        dataDir,
+        nodes: parsePositiveInt(opts.nodes, '--nodes'),
+        basePort: parsePositiveInt(opts.basePort, '--base-port'),
+        map: (nodes) => PartitionMap.evenlySplit(1, nodes, partitions),
+        redisUrl: opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL,
+        metricsPort: parsePositiveInt(opts.metricsPort, '--metrics-port'),
+        workers: parsePositiveInt(opts.workers, '--workers'),
+        logger: ctx.logger,
+      });
+      const exports = Object.entries(stack.env).map(([k, v]) => `export ${k}=${v}`);
+      ctx.print(JSON.stringify({ event: 'ready', dashboard: stack.metrics.url, ...stack.env }));
+      process.stderr.write(
+        [
+          `shardpipe is up: ${stack.seeds.length} store nodes (${partitions} partitions), Redis, metrics server, workers; data in ${dataDir}`,
+          `  dashboard  ${stack.metrics.url}`,
+          `  queues     ${stack.metrics.url}queues`,
+          'In another terminal:',
+          ...exports.map((e) => `  ${e}`),
+          '  shardpipe ingest DROP --key-column COL --no-local-worker --wait',
+          '  shardpipe backup run --no-local-worker --wait',
+          'Ctrl-C stops everything.',
+          '',
+        ].join('\n'),
+      );
+      await new Promise<void>((done) => {
+        process.once('SIGINT', () => done());
+        process.once('SIGTERM', () => done());
+      });
+      process.stderr.write('stopping…\n');
+      await stack.close();
+    });
+}

@@ -1,0 +1,98 @@
+import type { ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import type { Logger } from '../common/index.js';
+import { PrivateRedis } from '../jobs/index.js';
+import { MetricsServer } from '../metrics-server/index.js';
+import type { PartitionMap } from '../store/index.js';
+import { startCliChild, stopChild } from './cli-child.js';
+import { LocalCluster } from './local-cluster.js';
+
+export interface LocalStackOptions {
+  /** Redis data, node data and the map go under here. Required. */
+  dataDir: string;
+  /** Store nodes. Default 3. */
+  nodes?: number;
+  /** Fixed node ports from here up (see LocalCluster); default: free ports. */
+  basePort?: number;
+  /** The partition map for the nodes' addresses. */
+  map: (addresses: string[]) => PartitionMap;
+  /** Use this Redis instead of starting a private one. */
+  redisUrl?: string;
+  /** Dashboard port; 0 = any free one. Default 0. */
+  metricsPort?: number;
+  /** Poll interval of the metrics server, in ms. Default 2000 (a demo changes fast). */
+  metricsIntervalMs?: number;
+  /** `shardpipe worker` processes. Default 1. */
+  workers?: number;
+  logger: Logger;
+}
+
+/**
+ * Everything shardpipe needs on one machine, the shape of docker-compose.yml: Redis, store nodes
+ * and workers as child processes, and the metrics server with its dashboard in this process.
+ * Closed in reverse order of start.
+ */
+export class LocalStack {
+  private workers: ChildProcess[] = [];
+  private constructor(
+    readonly redisUrl: string,
+    readonly cluster: LocalCluster,
+    readonly metrics: MetricsServer,
+    private readonly redis: PrivateRedis | undefined,
+    private readonly logger: Logger,
+  ) {}
+
+  static async start(options: LocalStackOptions): Promise<LocalStack> {
+    const logger = options.logger;
+    const redis = options.redisUrl ? undefined : await PrivateRedis.start({ dataDir: join(options.dataDir, 'redis'), logger });
+    const redisUrl = options.redisUrl ?? redis!.url;
+    let cluster: LocalCluster | undefined;
+    let metrics: MetricsServer | undefined;
+    try {
+      cluster = await LocalCluster.start({ dataDir: join(options.dataDir, 'cluster'), nodes: options.nodes, basePort: options.basePort, map: options.map, logger });
+      metrics = await MetricsServer.start({
+        seeds: cluster.addresses,
+        port: options.metricsPort ?? 0,
+        intervalMs: options.metricsIntervalMs ?? 2000,
+        redisUrl,
+        logger,
+      });
+      const stack = new LocalStack(redisUrl, cluster, metrics, redis, logger);
+      for (let i = 0; i < (options.workers ?? 1); i++) await stack.startWorker();
+      return stack;
+    } catch (err) {
+      await metrics?.close();
+      await cluster?.close();
+      await redis?.stop();
+      throw err;
+    }
+  }
+
+  get seeds(): string[] {
+    return this.cluster.addresses;
+  }
+
+  /** The environment that points the CLI at this stack. */
+  get env(): Record<string, string> {
+    return { SHARDPIPE_SEEDS: this.seeds.join(','), SHARDPIPE_REDIS_URL: this.redisUrl };
+  }
+
+  /** Stops workers, the metrics server, the nodes and Redis, in that order; every step runs. */
+  async close(): Promise<void> {
+    const steps = [() => this.stopWorkers(), () => this.metrics.close(), () => this.cluster.close(), async () => this.redis?.stop()];
+    const errors: unknown[] = [];
+    for (const step of steps) await step().catch((err: unknown) => errors.push(err));
+    if (errors.length > 0) throw new AggregateError(errors, 'the local stack did not stop cleanly');
+  }
+
+  private async startWorker(): Promise<void> {
+    const n = this.workers.length + 1;
+    this.workers.push(await startCliChild(['worker', '--redis', this.redisUrl, '--seeds', this.seeds.join(',')], `worker ${n}`, this.logger.child({ worker: n })));
+  }
+
+  private async stopWorkers(): Promise<void> {
+    const workers = this.workers;
+    this.workers = [];
+    await Promise.all(workers.map(stopChild));
+  }
+}

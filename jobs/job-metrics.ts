@@ -1,0 +1,62 @@
+import type { Job, Worker } from 'bullmq';
+import { Counter, Histogram, type Registry } from 'prom-client';
+
+/** What a job moved: rows ingested into the store, written to backup shards, restored from them. */
+export type RowsKind = 'ingest' | 'backup' | 'restore';
+
+/** Seconds; a job is one file or shard, from under a second to hours. */
+const JOB_BUCKETS_SECONDS = [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200];
+
+/**
+ * Job metrics of a worker process, on a prom-client registry passed in:
+ * - `shardpipe_job_duration_seconds{queue, outcome}` — one observation per finished attempt
+ *   (`outcome` "completed" or "failed"; a failed attempt that is retried counts as failed), from
+ *   BullMQ's `processedOn` to `finishedOn` (or now);
+ * - `shardpipe_rows_total{kind}` — rows moved, `kind` "ingest" | "backup" | "restore", incremented
+ *   by job processors per acknowledged batch via `addRows`.
+ *
+ * Usage in a worker: `metrics.watch([worker1, worker2])` once, and `metrics.addRows('backup', n)`
+ * in the processor after each batch is durable. Several JobMetrics may share one registry.
+ */
+export class JobMetrics {
+  private readonly durations: Histogram<'queue' | 'outcome'>;
+  private readonly rows: Counter<'kind'>;
+
+  constructor(registry: Registry) {
+    this.durations =
+      (registry.getSingleMetric('shardpipe_job_duration_seconds') as Histogram<'queue' | 'outcome'> | undefined) ??
+      new Histogram({
+        name: 'shardpipe_job_duration_seconds',
+        help: 'Duration of job attempts by queue and outcome (completed or failed)',
+        labelNames: ['queue', 'outcome'],
+        buckets: JOB_BUCKETS_SECONDS,
+        registers: [registry],
+      });
+    this.rows =
+      (registry.getSingleMetric('shardpipe_rows_total') as Counter<'kind'> | undefined) ??
+      new Counter({ name: 'shardpipe_rows_total', help: 'Rows moved by jobs: ingested, backed up, restored', labelNames: ['kind'], registers: [registry] });
+    // Present from the start, so rates and alerts work before the first job.
+    for (const kind of ['ingest', 'backup', 'restore'] as const) this.rows.inc({ kind }, 0);
+  }
+
+  /** Records the duration of every attempt these workers finish. */
+  watch(workers: readonly Worker[]): void {
+    for (const worker of workers) {
+      worker.on('completed', (job: Job) => this.observe(worker.name, 'completed', job));
+      worker.on('failed', (job: Job | undefined) => {
+        if (job) this.observe(worker.name, 'failed', job);
+      });
+    }
+  }
+
+  /** Adds `rows` (≥ 0) moved by a job of `kind`. */
+  addRows(kind: RowsKind, rows: number): void {
+    if (rows > 0) this.rows.inc({ kind }, rows);
+  }
+
+  private observe(queue: string, outcome: 'completed' | 'failed', job: Job): void {
+    if (job.processedOn === undefined) return;
+    const seconds = Math.max(0, ((job.finishedOn ?? Date.now()) - job.processedOn) / 1000);
+    this.durations.observe({ queue, outcome }, seconds);
+  }
+}

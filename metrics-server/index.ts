@@ -1,0 +1,14 @@
+export { MetricsServer } from './metrics-server.js';
+export type { MetricsServerOptions } from './metrics-server.js';
+export { PartitionPoller } from './partition-poller.js';
+export type { PartitionPollerOptions, PollResult, PartitionStatus, PartitionRates, PartitionView, NodeView, ClusterView } from './partition-poller.js';
+export { ClusterMetrics, OTHER_PARTITIONS } from './cluster-metrics.js';
+export type { ClusterMetricsOptions } from './cluster-metrics.js';
+export { ShardPlanner } from './shard-planner.js';
+export type { ShardView, ShardPlanView } from './shard-planner.js';
+export { JobOverview, WATCHED_QUEUES } from './job-overview.js';
+export type { JobOverviewOptions, WatchedQueue, JobView, QueueView, JobsView } from './job-overview.js';
+export { createMetricsApp } from './http-app.js';
+export type { MetricsAppOptions } from './http-app.js';
+export { MetricsError, METRICS_ERROR_CODES } from './metrics-errors.js';
+export type { MetricsErrorCode } from './metrics-errors.js';

@@ -1,0 +1,153 @@
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createBullBoard } from '@bull-board/api';
+import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
+import type { IServerAdapter } from '@bull-board/api/typings/app';
+import { ExpressAdapter } from '@bull-board/express';
+import { Router } from 'express';
+import { Registry, collectDefaultMetrics } from 'prom-client';
+import type { Logger } from '../common/index.js';
+import { StoreClient } from '../store/index.js';
+import { ClusterMetrics } from './cluster-metrics.js';
+import { createMetricsApp } from './http-app.js';
+import { JobOverview } from './job-overview.js';
+import { PartitionPoller } from './partition-poller.js';
+import { ShardPlanner } from './shard-planner.js';
+
+/** Options of the metrics server. Times in milliseconds. */
+export interface MetricsServerOptions {
+  /** Store nodes (HOST:PORT) to fetch the partition map from. Required. */
+  seeds: readonly string[];
+  /** HTTP port; 0 picks a free one. Default 9464 (Prometheus exporters' range). */
+  port?: number;
+  /** Bind address. Default '127.0.0.1'; '0.0.0.0' to serve other machines. */
+  host?: string;
+  /** Pause between polls of the store nodes. Default 10000. */
+  intervalMs?: number;
+  /** Budget of one poll. Default 5000. */
+  pollTimeoutMs?: number;
+  /** redis:// URL of the job queues for the jobs panel and Bull Board. Absent: "no Redis configured". */
+  redisUrl?: string;
+  /** Let Bull Board retry, promote and remove jobs. Default false (read-only). */
+  allowQueueActions?: boolean;
+  /** Label cap of the per-partition metrics (see ClusterMetrics). Default 200. */
+  maxPartitionSeries?: number;
+  /** Registry served at /metrics. Default: a new one with prom-client's default process metrics. */
+  registry?: Registry;
+  logger: Logger;
+}
+
+/**
+ * The metrics server: polls the store nodes' PartitionStats, serves them as JSON, Prometheus
+ * metrics and a page, plans shards from them, and shows the job queues (Bull Board at /queues).
+ */
+export class MetricsServer {
+  readonly port: number;
+  readonly host: string;
+  readonly poller: PartitionPoller;
+  readonly registry: Registry;
+  private readonly server: Server;
+  private readonly client: StoreClient;
+  private readonly jobs: JobOverview | undefined;
+  private readonly logger: Logger;
+  private closing: Promise<void> | undefined;
+
+  private constructor(parts: { server: Server; client: StoreClient; poller: PartitionPoller; jobs: JobOverview | undefined; registry: Registry; logger: Logger; host: string }) {
+    this.server = parts.server;
+    this.client = parts.client;
+    this.poller = parts.poller;
+    this.jobs = parts.jobs;
+    this.registry = parts.registry;
+    this.logger = parts.logger;
+    this.host = parts.host;
+    this.port = (parts.server.address() as AddressInfo).port;
+  }
+
+  /** Starts polling and listening; resolves once the HTTP port is bound (not waiting for the first poll). */
+  static async start(options: MetricsServerOptions): Promise<MetricsServer> {
+    const logger = options.logger.child({ module: 'metrics-server' });
+    const host = options.host ?? '127.0.0.1';
+    const registry = options.registry ?? defaultRegistry();
+    const client = new StoreClient({ seeds: options.seeds, logger, rpcDeadlineMs: options.pollTimeoutMs ?? 5000 });
+    let metrics: ClusterMetrics | undefined;
+    const poller = new PartitionPoller({
+      client,
+      intervalMs: options.intervalMs,
+      pollTimeoutMs: options.pollTimeoutMs,
+      onPoll: (result) => metrics?.observePoll(result),
+      logger,
+    });
+    metrics = new ClusterMetrics({ registry, poller, maxPartitionSeries: options.maxPartitionSeries });
+
+    let jobs: JobOverview | undefined;
+    let queuesRouter: Router | undefined;
+    if (options.redisUrl !== undefined) {
+      const serverAdapter = new ExpressAdapter().setBasePath('/queues');
+      // @bull-board/express 9.10.1 carries its own @bull-board/api 9.10.1 next to our 9.10.2: same
+      // shape, separately declared private fields, hence the cast.
+      const board = createBullBoard({ queues: [], serverAdapter: serverAdapter as unknown as IServerAdapter, options: { uiConfig: { boardTitle: 'shardpipe jobs' } } });
+      const readOnlyMode = !(options.allowQueueActions ?? false);
+      const overview = new JobOverview({ redisUrl: options.redisUrl, logger, onQueueFound: (queue) => board.addQueue(new BullMQAdapter(queue, { readOnlyMode })) });
+      jobs = overview;
+      // Queues created after the start (a first backup, say) join Bull Board when someone looks.
+      let lookedAt = 0;
+      queuesRouter = Router().use((_req, _res, next) => {
+        if (Date.now() - lookedAt < 5000) return next();
+        lookedAt = Date.now();
+        overview.discover().then(
+          () => next(),
+          (err: unknown) => {
+            logger.debug({ err: (err as Error).message }, 'job queues not readable');
+            next();
+          },
+        );
+      }, serverAdapter.getRouter() as Router);
+    }
+    const app = createMetricsApp({ poller, planner: new ShardPlanner({ poller, client }), registry, jobs, queuesRouter, logger });
+
+    let server: Server | undefined;
+    try {
+      // Queues that already exist are in Bull Board from the start; later ones join when the page looks.
+      await jobs?.discover().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'job queues not readable yet'));
+      server = await new Promise<Server>((resolve, reject) => {
+        const s = app.listen(options.port ?? 9464, host, (err?: Error) => (err ? reject(err) : resolve(s)));
+      });
+    } catch (err) {
+      await jobs?.close();
+      client.close();
+      throw err;
+    }
+    poller.start();
+    const started = new MetricsServer({ server, client, poller, jobs, registry, logger, host });
+    logger.info({ url: started.url, intervalMs: poller.intervalMs, redis: jobs !== undefined }, 'metrics server listening');
+    return started;
+  }
+
+  /** `http://host:port/`. */
+  get url(): string {
+    const host = this.host === '0.0.0.0' || this.host === '::' ? '127.0.0.1' : this.host.includes(':') ? `[${this.host}]` : this.host;
+    return `http://${host}:${this.port}/`;
+  }
+
+  /** Stops listening and polling, closes Redis and the store channels. Idempotent; every step runs. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      const closeHttp = new Promise<void>((resolve, reject) => {
+        this.server.close((err) => (err ? reject(err) : resolve()));
+        this.server.closeIdleConnections();
+      });
+      const results = await Promise.allSettled([closeHttp, this.poller.close(), this.jobs?.close()]);
+      this.client.close();
+      const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed.length > 0) throw new AggregateError(failed.map((f) => f.reason), 'closing the metrics server failed');
+      this.logger.info('metrics server stopped');
+    })();
+    return this.closing;
+  }
+}
+
+function defaultRegistry(): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  return registry;
+}

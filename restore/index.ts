@@ -1,0 +1,12 @@
+export { RestoreError, RESTORE_ERROR_CODES } from './restore-errors.js';
+export type { RestoreErrorCode, RestoreErrorContext, RestoreErrorOptions } from './restore-errors.js';
+export { planRestore } from './restore-plan.js';
+export type { PlanManifest, PlannedShard, RestorePlan } from './restore-plan.js';
+export { checkShardFooter, readShardRows } from './shard-reader.js';
+export type { ShardRow, ShardSpec, ShardChunk, ReadShardOptions } from './shard-reader.js';
+export { readRestoreManifest, openLocalShard } from './shard-source.js';
+export type { LocalShard, LocalShardOptions } from './shard-source.js';
+export { restoreShard } from './shard-restorer.js';
+export type { ShardCheckpoint, ShardTask, ShardRestoreOptions } from './shard-restorer.js';
+export { verifyRestore } from './restore-verifier.js';
+export type { VerifyMismatch, VerifyReport, VerifyOptions } from './restore-verifier.js';

@@ -1,0 +1,198 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { DropFile } from '../ingest/index.js';
+import { RangeDigest, type BulkRowInput, type StoreClient } from '../store/index.js';
+import { RestoreError } from './restore-errors.js';
+import { readShardRows, type ShardSpec } from './shard-reader.js';
+
+/**
+ * Where a shard's restore stands: the next row to read and what was done before it. Bound to the
+ * shard file's fingerprint, so a checkpoint never applies to other bytes.
+ */
+export interface ShardCheckpoint {
+  fingerprint: string;
+  /** Next row group to read, and the row within it. */
+  rowGroup: number;
+  rowOffset: number;
+  /** Rows read from the file (restored plus expired). */
+  rowsDone: number;
+  /** Rows written to the store. */
+  rowsRestored: number;
+  /** Rows skipped because their expiry had passed when they were read. */
+  rowsExpired: number;
+  /** Key plus value bytes written. */
+  bytesRestored: number;
+  /** RangeDigest (hex) of every row read, expired ones included: must end equal to the manifest checksum. */
+  fileDigest: string;
+  /** Earliest expiry among the rows read (Unix ms), 0 = none expires. Verification needs it. */
+  firstExpiresAtMs: number;
+}
+
+/** A shard to restore from a local copy of its file. */
+export interface ShardTask {
+  /** The local file (a staged copy for remote targets). */
+  file: DropFile;
+  shard: ShardSpec;
+  /** Identifies the bytes of the shard file (size and modification time at the target). */
+  fingerprint: string;
+}
+
+export interface ShardRestoreOptions {
+  /** Continue from here (ignored when its fingerprint is not the task's). */
+  resumeFrom?: ShardCheckpoint;
+  /** BulkInsert calls in flight. Default 4. */
+  maxInFlight?: number;
+  /** Rows per BulkInsert call. Default 1000. */
+  batchMaxRows?: number;
+  /** Rows per chunk read from the file, which is also the checkpoint granularity. Default 2048. */
+  chunkRows?: number;
+  /** Throttle (rows read per second); 0 or absent = unlimited. */
+  maxRowsPerSecond?: number;
+  /** Clock deciding which rows have expired. Default Date.now. */
+  now?: () => number;
+  /**
+   * Called (one at a time, newest wins) whenever the durably written prefix of the shard grows:
+   * the place to persist the checkpoint.
+   */
+  onCheckpoint?: (checkpoint: ShardCheckpoint) => Promise<void>;
+  signal?: AbortSignal;
+}
+
+interface Position {
+  /** Rows handed to the store up to and including this chunk. */
+  sentAfter: number;
+  checkpoint: ShardCheckpoint;
+}
+
+/**
+ * Restores one shard file: rows → skip the expired → bulkPutAll (which cuts at the cluster's current
+ * partition boundaries), keeping etags, update times and expiries. A checkpoint follows every
+ * acknowledged stretch; resuming re-sends at most what was in flight. At the end the rows read must
+ * match the manifest's count and checksum, else RESTORE_SHARD_CHECKSUM_MISMATCH (the rows are
+ * written by then: the report names the shard).
+ */
+export async function restoreShard(client: StoreClient, task: ShardTask, options: ShardRestoreOptions = {}): Promise<ShardCheckpoint> {
+  const { shard } = task;
+  const now = options.now ?? Date.now;
+  const resume = options.resumeFrom?.fingerprint === task.fingerprint ? options.resumeFrom : undefined;
+  let current: ShardCheckpoint = resume ?? {
+    fingerprint: task.fingerprint,
+    rowGroup: 0,
+    rowOffset: 0,
+    rowsDone: 0,
+    rowsRestored: 0,
+    rowsExpired: 0,
+    bytesRestored: 0,
+    fileDigest: new RangeDigest().toHex(),
+    firstExpiresAtMs: 0,
+  };
+  const positions: Position[] = [];
+  const checkpoints = new LatestCheckpointWriter(options.onCheckpoint);
+
+  async function* chunks(): AsyncGenerator<BulkRowInput[]> {
+    let sent = 0;
+    const digest = RangeDigest.fromHex(current.fileDigest, current.rowsDone);
+    let counts = { ...current };
+    let read = 0;
+    const started = performance.now();
+    for await (const chunk of readShardRows(task.file, shard, { rowGroup: current.rowGroup, rowOffset: current.rowOffset, chunkRows: options.chunkRows ?? 2048, signal: options.signal })) {
+      const at = now();
+      const live: BulkRowInput[] = [];
+      let bytes = 0;
+      let firstExpiry = counts.firstExpiresAtMs;
+      for (const row of chunk.rows) {
+        digest.add(row.key, row.value, row.expiresAtMs, row.etag);
+        if (row.expiresAtMs > 0) {
+          firstExpiry = firstExpiry === 0 ? row.expiresAtMs : Math.min(firstExpiry, row.expiresAtMs);
+          if (row.expiresAtMs <= at) continue;
+        }
+        live.push(row);
+        bytes += row.key.length + row.value.length;
+      }
+      sent += live.length;
+      const end = chunk.rowOffset + chunk.rows.length;
+      const groupDone = end >= chunk.groupRows;
+      counts = {
+        ...counts,
+        rowGroup: groupDone ? chunk.rowGroup + 1 : chunk.rowGroup,
+        rowOffset: groupDone ? 0 : end,
+        rowsDone: counts.rowsDone + chunk.rows.length,
+        rowsRestored: counts.rowsRestored + live.length,
+        rowsExpired: counts.rowsExpired + chunk.rows.length - live.length,
+        bytesRestored: counts.bytesRestored + bytes,
+        fileDigest: digest.toHex(),
+        firstExpiresAtMs: firstExpiry,
+      };
+      positions.push({ sentAfter: sent, checkpoint: counts });
+      yield live;
+      read += chunk.rows.length;
+      if (options.maxRowsPerSecond && options.maxRowsPerSecond > 0) {
+        const aheadMs = (read / options.maxRowsPerSecond) * 1000 - (performance.now() - started);
+        if (aheadMs > 0) await sleep(aheadMs, undefined, { signal: options.signal });
+      }
+    }
+  }
+
+  // Counts come from the position, not the acknowledgement: rows acknowledged beyond the last
+  // whole chunk are sent again on resume and must not be counted twice.
+  const advance = (acked: number): void => {
+    let reached: ShardCheckpoint | undefined;
+    while (positions.length > 0 && positions[0]!.sentAfter <= acked) reached = positions.shift()!.checkpoint;
+    if (reached === undefined) return;
+    current = reached;
+    checkpoints.offer(current);
+  };
+
+  const result = await client.bulkPutAll(chunks(), {
+    maxInFlight: options.maxInFlight,
+    batchMaxRows: options.batchMaxRows,
+    signal: options.signal,
+    onAck: advance,
+  });
+  // Trailing chunks whose rows had all expired are acknowledged by nothing but the end.
+  advance(result.rows);
+  await checkpoints.flush();
+  if (current.rowsDone !== shard.rows || current.fileDigest !== shard.checksum) {
+    throw new RestoreError(
+      'RESTORE_SHARD_CHECKSUM_MISMATCH',
+      `shard ${shard.index} (${shard.file}): the file's ${current.rowsDone} rows have checksum ${current.fileDigest}, the manifest says ${shard.rows} rows with ${shard.checksum}; ` +
+        'the file was damaged or replaced after the backup — its rows were written, restore this range from another backup',
+      { context: { shard: shard.index, file: shard.file } },
+    );
+  }
+  return current;
+}
+
+/** Persists checkpoints one at a time; while one is being written only the newest waits. */
+class LatestCheckpointWriter {
+  private pending: ShardCheckpoint | undefined;
+  private running: Promise<void> | undefined;
+  private failure: unknown;
+
+  constructor(private readonly persist: ((checkpoint: ShardCheckpoint) => Promise<void>) | undefined) {}
+
+  offer(checkpoint: ShardCheckpoint): void {
+    if (!this.persist) return;
+    if (this.failure !== undefined) throw this.failure;
+    this.pending = checkpoint;
+    this.running ??= this.run();
+  }
+
+  async flush(): Promise<void> {
+    await this.running;
+    if (this.failure !== undefined) throw this.failure;
+  }
+
+  private async run(): Promise<void> {
+    while (this.pending !== undefined) {
+      const next = this.pending;
+      this.pending = undefined;
+      try {
+        await this.persist!(next);
+      } catch (err) {
+        this.failure = err;
+        break;
+      }
+    }
+    this.running = undefined;
+  }
+}

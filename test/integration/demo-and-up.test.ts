@@ -1,0 +1,67 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { acceptsConnections, findFreePort } from '../../common/index.js';
+import { CLI, runCli } from '../helpers/store-cluster.js';
+import { makeTempDir, type TempDir } from '../helpers/temp-dir.js';
+
+describe('shardpipe demo and shardpipe up', () => {
+  let tmp: TempDir;
+
+  beforeAll(async () => {
+    tmp = await makeTempDir('shardpipe-demo-test-');
+  });
+
+  afterAll(async () => {
+    await tmp.remove();
+  });
+
+  it('demo --rows 50000 ingests, backs up, wipes, restores into another partitioning, verifies and exits 0', { timeout: 240_000 }, async () => {
+    const r = await runCli(['demo', '--rows', '50000', '--files', '4', '--json'], { SHARDPIPE_REDIS_URL: '', SHARDPIPE_SEEDS: '' });
+    expect(r.code, r.stderr.slice(-3000)).toBe(0);
+    const summary = JSON.parse(r.stdout.trim().split('\n').pop()!) as { verified: boolean; dashboard: string; stages: Array<{ stage: string; rows: number; detail: string }> };
+    expect(summary.verified).toBe(true);
+    expect(summary.dashboard).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/);
+    expect(summary.stages.map((s) => s.stage)).toEqual(['ingest', 'backup', 'wipe', 'restore']);
+    for (const s of summary.stages.filter((x) => x.stage !== 'wipe')) expect(s.rows, s.stage).toBe(50_000);
+    expect(summary.stages.find((s) => s.stage === 'restore')!.detail).toMatch(/^verified/);
+    // Everything it started is gone: the dashboard no longer answers.
+    const port = Number(new URL(summary.dashboard).port);
+    expect(await acceptsConnections(port)).toBe(false);
+  });
+
+  it('up serves the dashboard and a working cluster until SIGINT, then stops everything and exits 0', { timeout: 120_000 }, async () => {
+    const basePort = await findFreePort();
+    const child = spawn(process.execPath, [CLI, 'up', '--base-port', String(basePort), '--metrics-port', '0', '--data-dir', tmp.path, '--nodes', '2'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, SHARDPIPE_REDIS_URL: '' },
+    });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const ready = await new Promise<{ dashboard: string; SHARDPIPE_SEEDS: string; SHARDPIPE_REDIS_URL: string }>((resolve, reject) => {
+      createInterface({ input: child.stdout }).on('line', (line) => {
+        if (line.includes('"event":"ready"')) resolve(JSON.parse(line));
+      });
+      child.once('exit', (code) => reject(new Error(`up exited ${code}: ${stderr}`)));
+    });
+    expect(ready.SHARDPIPE_SEEDS).toBe(`127.0.0.1:${basePort},127.0.0.1:${basePort + 1}`);
+    const put = await runCli(['kv', 'put', 'hello', 'world'], { SHARDPIPE_SEEDS: ready.SHARDPIPE_SEEDS });
+    expect(put.code, put.stderr).toBe(0);
+    const page = await fetch(ready.dashboard);
+    expect(page.status).toBe(200);
+    const deadline = Date.now() + 30_000;
+    let entries = 0;
+    while (Date.now() < deadline && entries < 1) {
+      const cluster = (await (await fetch(new URL('api/cluster', ready.dashboard))).json()) as { entries?: number };
+      entries = cluster.entries ?? 0;
+      if (entries < 1) await new Promise((r) => setTimeout(r, 500));
+    }
+    expect(entries).toBe(1);
+    child.kill('SIGINT');
+    const [code] = (await once(child, 'exit')) as [number | null];
+    expect(code, stderr).toBe(0);
+    expect(await acceptsConnections(basePort)).toBe(false);
+    expect(await acceptsConnections(basePort + 1)).toBe(false);
+  });
+});

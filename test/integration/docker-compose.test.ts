@@ -1,0 +1,100 @@
+import { execFile } from 'node:child_process';
+import { resolve } from 'node:path';
+import { promisify } from 'node:util';
+import type { Command } from 'commander';
+import { parse } from 'yaml';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { CliContext } from '../../cli/cli-context.js';
+import { SETTINGS, loadCliConfig } from '../../cli/cli-env.js';
+import { buildProgram } from '../../cli/program.js';
+
+const ROOT = resolve(import.meta.dirname, '../..');
+
+interface Service {
+  build?: unknown;
+  image?: string;
+  command?: string[];
+  environment?: Record<string, string>;
+  ports?: Array<{ published: number; target: number }>;
+  healthcheck?: { test: string[] };
+}
+
+/** Checks argv against the CLI's command tree: every word a command, every --flag one of its options. */
+function checkArgv(program: Command, argv: string[]): string[] {
+  const problems: string[] = [];
+  let cmd = program;
+  let i = 0;
+  while (i < argv.length && !argv[i]!.startsWith('-')) {
+    const next = cmd.commands.find((c) => c.name() === argv[i]);
+    if (next === undefined) break;
+    cmd = next;
+    i++;
+  }
+  if (cmd === program) return [`"${argv.join(' ')}" is not a shardpipe command`];
+  if (cmd.commands.length > 0) problems.push(`"${argv.slice(0, i).join(' ')}" needs a subcommand`);
+  const known = new Set([...cmd.options, ...program.options].flatMap((o) => [o.long, o.short].filter(Boolean) as string[]));
+  for (const word of argv.slice(i)) {
+    if (word.startsWith('--') && !known.has(word.split('=')[0]!) && !known.has(`--no-${word.slice(2)}`)) {
+      problems.push(`${cmd.name()}: unknown option ${word}`);
+    }
+  }
+  return problems;
+}
+
+const flag = (argv: string[], name: string): string | undefined => {
+  const i = argv.indexOf(name);
+  return i >= 0 ? argv[i + 1] : undefined;
+};
+const portOf = (address: string | undefined): string | undefined => address?.split(':').pop();
+
+describe('docker-compose.yml', () => {
+  let services: Record<string, Service>;
+  const program = buildProgram(new CliContext(loadCliConfig({})));
+
+  beforeAll(async () => {
+    const { stdout } = await promisify(execFile)('docker-compose', ['-f', 'docker-compose.yml', 'config'], { cwd: ROOT });
+    services = (parse(stdout) as { services: Record<string, Service> }).services;
+  });
+
+  it('validates with docker-compose config and has every service of the design', () => {
+    expect(Object.keys(services).sort()).toEqual(['azurite', 'init', 'metrics-server', 'redis', 'store-0', 'store-1', 'store-2', 'worker-1', 'worker-2']);
+    expect(services.redis!.command).toContain('--appendonly');
+  });
+
+  it('every shardpipe service runs a command the CLI has, with options it knows, and health checks it can answer', () => {
+    const own = Object.entries(services).filter(([, s]) => s.build !== undefined);
+    expect(own.length).toBe(7);
+    for (const [name, s] of own) {
+      expect(s.command, name).toBeDefined();
+      expect(checkArgv(program, s.command!), name).toEqual([]);
+      const health = s.healthcheck?.test;
+      if (health?.[2] === 'bin/shardpipe.js') expect(checkArgv(program, health.slice(3)), `${name} healthcheck`).toEqual([]);
+    }
+  });
+
+  it('environment names are settings the code reads, and addresses and ports agree', () => {
+    const settings = new Set(Object.keys(SETTINGS));
+    const seeds = services['worker-1']!.environment!.SHARDPIPE_SEEDS!.split(',');
+    for (const [name, s] of Object.entries(services).filter(([, x]) => x.build !== undefined)) {
+      for (const env of Object.keys(s.environment ?? {})) expect(settings.has(env), `${name}: ${env}`).toBe(true);
+    }
+    for (const name of ['store-0', 'store-1', 'store-2']) {
+      const argv = services[name]!.command!;
+      const node = flag(argv, '--node')!;
+      expect(seeds).toContain(node);
+      expect(node.startsWith(`${name}:`)).toBe(true);
+      expect(portOf(flag(argv, '--listen'))).toBe(portOf(node));
+      expect(services[name]!.healthcheck!.test).toContain(`127.0.0.1:${portOf(node)}`);
+    }
+    expect(flag(services.init!.command!, '--nodes')!.split(',')).toEqual(seeds);
+    const metrics = services['metrics-server']!;
+    const port = Number(flag(metrics.command!, '--port'));
+    expect(metrics.ports).toContainEqual(expect.objectContaining({ target: port }));
+    expect(metrics.healthcheck!.test.join(' ')).toContain(`127.0.0.1:${port}/healthz`);
+    const redisUrl = new URL(services['worker-1']!.environment!.SHARDPIPE_REDIS_URL!);
+    expect(redisUrl.hostname).toBe('redis');
+    const blob = /BlobEndpoint=http:\/\/([^:]+):(\d+)\//.exec(services['worker-1']!.environment!.AZURE_STORAGE_CONNECTION_STRING!)!;
+    expect(blob[1]).toBe('azurite');
+    expect(services.azurite!.command).toContain(blob[2]);
+  });
+});
