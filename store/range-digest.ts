@@ -1,6 +1,7 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 const LANES = 8;
+const hash256 = (data: Buffer): Buffer => hash('sha256', data, 'buffer') as unknown as Buffer;
 
 /**
  * An order-independent digest of a set of entries: each entry is hashed with SHA-256 and the
@@ -14,12 +15,16 @@ export class RangeDigest {
 
   /** Adds one entry. `etag` is hashed only when given (for comparisons that keep etags). */
   add(key: Uint8Array, value: Uint8Array, expiresAtMs: number, etag?: number): void {
-    const header = Buffer.allocUnsafe(etag === undefined ? 16 : 24);
-    header.writeUInt32BE(key.byteLength, 0);
-    header.writeUInt32BE(value.byteLength, 4);
-    header.writeDoubleBE(expiresAtMs, 8);
-    if (etag !== undefined) header.writeDoubleBE(etag, 16);
-    const hash = createHash('sha256').update(header).update(key).update(value).digest();
+    const headerBytes = etag === undefined ? 16 : 24;
+    // One buffer and a one-shot hash: a Hash object per entry cost about half of a backup's CPU.
+    const input = Buffer.allocUnsafe(headerBytes + key.byteLength + value.byteLength);
+    input.writeUInt32BE(key.byteLength, 0);
+    input.writeUInt32BE(value.byteLength, 4);
+    input.writeDoubleBE(expiresAtMs, 8);
+    if (etag !== undefined) input.writeDoubleBE(etag, 16);
+    input.set(key, headerBytes);
+    input.set(value, headerBytes + key.byteLength);
+    const hash = hash256(input);
     for (let i = 0; i < LANES; i++) this.lanes[i] = (this.lanes[i]! + hash.readUInt32BE(i * 4)) >>> 0;
     this.entries++;
   }
