@@ -8,4 +8,8 @@ export type { IngestSpec, IngestPlan, IngestReport, IngestFileData, IngestFileRe
 export { IngestWorkers } from './ingest-worker.js';
 export type { IngestWorkerOptions } from './ingest-worker.js';
 export { watchIngest } from './ingest-watch.js';
-export type { IngestProgress, WatchOptions } from './ingest-watch.js';
+export type { WatchOptions } from './ingest-watch.js';
+export { ProgressTracker, childProgress } from './ingest-progress.js';
+export type { ChildProgress, ChildSnapshot, GroupSize, IngestProgress, RunningChild } from './ingest-progress.js';
+export { findKeyOverlaps, fileKeyRange } from './key-overlaps.js';
+export type { FileKeyRange, KeyOverlaps } from './key-overlaps.js';
