@@ -46,9 +46,18 @@ export async function stopChild(child: ChildProcess, exited: Promise<void>): Pro
 }
 
 /** Peak resident set size (VmHWM) of a live process, where /proc is available. */
-export async function readPeakRssMb(pid: number): Promise<number | undefined> {
+export function readPeakRssMb(pid: number): Promise<number | undefined> {
+  return readStatusMb(pid, 'VmHWM');
+}
+
+/** Current resident set size (VmRSS) of a live process, where /proc is available. */
+export function readRssMb(pid: number): Promise<number | undefined> {
+  return readStatusMb(pid, 'VmRSS');
+}
+
+async function readStatusMb(pid: number, field: 'VmHWM' | 'VmRSS'): Promise<number | undefined> {
   try {
-    const match = /^VmHWM:\s+(\d+) kB/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'));
+    const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(await readFile(`/proc/${pid}/status`, 'utf8'));
     return match ? Number(match[1]) / 1024 : undefined;
   } catch {
     return undefined;

@@ -1,6 +1,6 @@
 import { mkdir } from 'node:fs/promises';
 import { resolve, sep } from 'node:path';
-import { BlobServiceClient, type BlobItem, type ContainerClient } from '@azure/storage-blob';
+import type { BlobItem, ContainerClient } from '@azure/storage-blob';
 import { stageBlob, type ListedBlob } from './azure-blob-cache.js';
 import { StallWatchdog, fromAzureError } from './azure-request.js';
 import { formatAzureUrl, parseAzureUrl } from './azure-url.js';
@@ -67,7 +67,7 @@ export async function scanAzureDrop(url: string, options: ScanAzureDropOptions):
   const { signal } = options;
 
   const { container: containerName, prefix } = parseAzureUrl(url);
-  const container = containerClient(url, containerName, options.connectionString);
+  const container = await containerClient(url, containerName, options.connectionString);
   const cacheRoot = resolve(options.cacheDir, containerName);
   const localPathOf = (name: string): string => {
     const path = resolve(cacheRoot, ...name.split('/'));
@@ -138,7 +138,7 @@ export async function scanAzureDrop(url: string, options: ScanAzureDropOptions):
   return { files, skipped, stagedAt: localRoot, downloaded, reused: staged.size - downloaded };
 }
 
-function containerClient(url: string, containerName: string, connectionString: string | undefined): ContainerClient {
+async function containerClient(url: string, containerName: string, connectionString: string | undefined): Promise<ContainerClient> {
   if (connectionString === undefined || connectionString === '') {
     throw new IngestError(
       'INGEST_ACCESS_DENIED',
@@ -146,6 +146,8 @@ function containerClient(url: string, containerName: string, connectionString: s
       { context: { source: url } },
     );
   }
+  // Loaded on first use: the SDK costs ~20 MiB of RSS in every process that imports it, and most ingests read local drops.
+  const { BlobServiceClient } = await import('@azure/storage-blob');
   try {
     return BlobServiceClient.fromConnectionString(connectionString).getContainerClient(containerName);
   } catch (err) {

@@ -1,4 +1,4 @@
-import { RestError } from '@azure/storage-blob';
+import type { RestError } from '@azure/storage-blob';
 import { IngestError, describeCause, type IngestErrorContext } from './ingest-errors.js';
 
 /**
@@ -48,7 +48,7 @@ export function fromAzureError(err: unknown, what: string, context: IngestErrorC
   if (signals.watchdog?.fired) {
     return new IngestError('INGEST_SOURCE_UNAVAILABLE', `${what}: no answer from storage within ${signals.watchdog.timeoutMs} ms; try again`, { cause: err, context });
   }
-  if (err instanceof RestError && err.statusCode !== undefined) {
+  if (isRestError(err) && err.statusCode !== undefined) {
     const status = err.statusCode;
     const detail = `HTTP ${status}${err.code ? ` ${err.code}` : ''}: ${firstLine(err.message)}`;
     if (status === 401 || status === 403) {
@@ -67,6 +67,11 @@ export function fromAzureError(err: unknown, what: string, context: IngestErrorC
   }
   // No HTTP answer at all: refused, reset, DNS, TLS — after the client's own retries.
   return new IngestError('INGEST_SOURCE_UNAVAILABLE', `${what}: storage cannot be reached (${redact(describeCause(err))}); try again`, { cause: err, context });
+}
+
+/** By name, not instanceof: the SDK is loaded lazily (see azure-drop.ts) and this module must not load it. */
+function isRestError(err: unknown): err is RestError {
+  return err instanceof Error && err.name === 'RestError';
 }
 
 function firstLine(text: string): string {

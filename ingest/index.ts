@@ -18,6 +18,7 @@ export type { RowMapper, RowMapperOptions, BatchLocation, MappedBatch, Reject } 
 export { arrowKeyEncoding, encodeIntKey, describeKeyEncoding } from './key-encoding.js';
 export type { KeyEncoding } from './key-encoding.js';
 export { RejectsWriter } from './rejects-writer.js';
+export { mergeRejects } from './merge-rejects.js';
 // The writing half (file → store), built on the reading half above.
 export { ingestFile } from './file-ingester.js';
 export type { FileCheckpoint, FileTask, FileIngestOptions } from './file-ingester.js';

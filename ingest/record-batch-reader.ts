@@ -25,6 +25,11 @@ export interface ReadRecordBatchesOptions {
    * of exhausting memory. Default 1 GiB.
    */
   maxRowGroupBytes?: number;
+  /**
+   * Parquet only: rows per decoded batch; a row group comes as several chunks (`rowOffset` says
+   * where each starts). Smaller batches keep less in memory at once. Default 8192.
+   */
+  batchRows?: number;
 }
 
 /** One decoded batch and where it sits in the file. */
@@ -85,7 +90,7 @@ async function* readParquet(
   maxRowGroupBytes: number,
   options: ReadRecordBatchesOptions,
 ): AsyncGenerator<RecordBatchChunk> {
-  const decoder = await ParquetDecoder.open(file, { signal: options.signal, stallTimeoutMs: options.stallTimeoutMs });
+  const decoder = await ParquetDecoder.open(file, { signal: options.signal, stallTimeoutMs: options.stallTimeoutMs, batchRows: options.batchRows });
   try {
     const end = Math.min(endRequested, decoder.rowGroups.length);
     const fits = (g: number): boolean => decoder.rowGroups[g]!.bytes <= maxRowGroupBytes;
@@ -109,7 +114,8 @@ async function* readParquet(
         requested = g + 1;
       }
       let rowOffset = 0;
-      for (const ipc of buffers) {
+      // Taken off the list as they are handed out, so a mapped batch's memory can go before the row group's end.
+      for (let ipc = buffers.shift(); ipc !== undefined; ipc = buffers.shift()) {
         let batches: RecordBatch[];
         try {
           batches = RecordBatchReader.from(ipc).readAll();

@@ -8,7 +8,6 @@ export type { IngestSpec, IngestPlan, IngestReport, IngestFileData, IngestFileRe
 export { IngestWorkers } from './ingest-worker.js';
 export type { IngestWorkerOptions } from './ingest-worker.js';
 export { watchIngest } from './ingest-watch.js';
-export type { IngestProgress, WatchOptions } from './ingest-watch.js';
 export { submitBackup, shardJobId, BACKUP_QUEUE, BACKUP_SHARD_QUEUE } from './backup-flow.js';
 export type { BackupSpec, BackupParentData, BackupShardData, BackupReport, SubmittedBackup, SubmitBackupOptions } from './backup-flow.js';
 export { BackupWorkers } from './backup-worker.js';
@@ -25,3 +24,8 @@ export { watchRestore } from './restore-watch.js';
 export type { RestoreProgress, WatchRestoreOptions } from './restore-watch.js';
 export { JobMetrics } from './job-metrics.js';
 export type { RowsKind } from './job-metrics.js';
+export type { WatchOptions } from './ingest-watch.js';
+export { ProgressTracker, childProgress } from './ingest-progress.js';
+export type { ChildProgress, ChildSnapshot, GroupSize, IngestProgress, RunningChild } from './ingest-progress.js';
+export { findKeyOverlaps, fileKeyRange } from './key-overlaps.js';
+export type { FileKeyRange, KeyOverlaps } from './key-overlaps.js';

@@ -2,6 +2,8 @@ import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
 import { FlowProducer, Job, Queue, type ConnectionOptions } from 'bullmq';
 import { IngestError, isAzureUrl, readFileFooter, scanAzureDrop, scanDrop, type DropFile, type FileCheckpoint } from '../ingest/index.js';
+import type { GroupSize } from './ingest-progress.js';
+import { fileKeyRange, findKeyOverlaps, type FileKeyRange, type KeyOverlaps } from './key-overlaps.js';
 
 /** Queue of parent ingest jobs (one per drop). */
 export const INGEST_QUEUE = 'shardpipe-ingest';
@@ -19,7 +21,10 @@ export interface IngestSpec {
   cacheDir?: string;
   keyColumn: string;
   valueColumn?: string;
-  /** Folder for rejects files; each ingest writes into its own subfolder. */
+  /**
+   * Folder for rejects: each ingest's children write into its subfolder `<ingestId>/`, and the parent
+   * joins those into `<ingestId>.ndjson` when it completes (see `rejectsFileOf`).
+   */
   rejectsDir: string;
   /** Fail the ingest once more rows than this are rejected; absent = unlimited. */
   maxRejects?: number;
@@ -34,6 +39,8 @@ export interface IngestParentData {
   files: number;
   rowsTotal: number;
   submittedAt: number;
+  /** From the plan; the report passes it on. */
+  keyOverlaps?: KeyOverlaps;
 }
 
 export interface IngestFileData {
@@ -43,6 +50,10 @@ export interface IngestFileData {
   rowGroupStart: number;
   rowGroupEnd: number;
   rowsTotal: number;
+  /** Bytes on disk of the child's row groups, from the footer: the total of its byte progress. */
+  bytesTotal?: number;
+  /** Rows and bytes of each of the child's row groups, from rowGroupStart on: for byte progress at a checkpoint. */
+  groupSizes?: GroupSize[];
   rejectsPath: string;
   /** Written by the worker after every acknowledged stretch; a retry continues from it. */
   checkpoint?: FileCheckpoint;
@@ -65,6 +76,8 @@ export interface IngestReport {
   rowsIngested: number;
   rowsRejected: number;
   rowsOutOfOrder: number;
+  /** Files whose key ranges overlap, from the footers' statistics (rowsOutOfOrder counts disorder inside files). */
+  keyOverlaps: KeyOverlaps;
   filesOk: number;
   filesFailed: number;
   failures: Array<{ file: string; reason: string }>;
@@ -80,6 +93,10 @@ export interface IngestPlan {
   skipped: Array<{ path: string; reason: string }>;
   children: IngestFileData[];
   rowsTotal: number;
+  /** Bytes on disk of every planned row group. */
+  bytesTotal: number;
+  /** Files that overlap in key range, by their footers' key statistics. */
+  keyOverlaps: KeyOverlaps;
 }
 
 export interface SubmitOptions {
@@ -124,7 +141,7 @@ export async function submitIngest(connection: ConnectionOptions, spec: IngestSp
       await flows.add({
         name: 'ingest-drop',
         queueName: INGEST_QUEUE,
-        data: { ingestId: plan.ingestId, spec, files: plan.files.length, rowsTotal: plan.rowsTotal, submittedAt: Date.now() } satisfies IngestParentData,
+        data: { ingestId: plan.ingestId, spec, files: plan.files.length, rowsTotal: plan.rowsTotal, submittedAt: Date.now(), keyOverlaps: plan.keyOverlaps } satisfies IngestParentData,
         opts: { jobId: plan.ingestId },
         children: plan.children.map((child, i) => ({
           name: 'ingest-file',
@@ -165,9 +182,11 @@ async function planIngest(spec: IngestSpec, options: SubmitOptions): Promise<Ing
     .digest('hex')
     .slice(0, 16);
   const ingestId = options.restart ? `ingest-${identity}-${Date.now().toString(36)}` : `ingest-${identity}`;
-  const rejectsFolder = resolve(spec.rejectsDir, ingestId);
+  const rejectsFolder = rejectsPartsDirOf(spec, ingestId);
   const children: IngestFileData[] = [];
   let rowsTotal = 0;
+  let bytesTotal = 0;
+  const ranges: FileKeyRange[] = [];
   for (const file of scan.files) {
     let footer;
     try {
@@ -179,13 +198,17 @@ async function planIngest(spec: IngestSpec, options: SubmitOptions): Promise<Ing
       continue;
     }
     rowsTotal += footer.rows;
-    const groups = footer.rowGroups.length === 0 ? [{ rows: 0 }] : footer.rowGroups;
+    if (footer.rows > 0) ranges.push(fileKeyRange(file.relativePath, footer.rowGroups));
+    const groups = footer.rowGroups.length === 0 ? [{ rows: 0, bytes: 0 }] : footer.rowGroups;
     let start = 0;
     while (start < groups.length) {
       let end = start;
       let rows = 0;
       while (end < groups.length && (end === start || rows + groups[end]!.rows <= rowsPerTask)) rows += groups[end++]!.rows;
       const index = children.length;
+      const groupSizes = footer.rowGroups.slice(start, end).map((g) => ({ rows: g.rows, bytes: g.bytes }));
+      const bytes = groupSizes.reduce((sum, g) => sum + g.bytes, 0);
+      bytesTotal += bytes;
       children.push({
         ingestId,
         spec,
@@ -193,12 +216,24 @@ async function planIngest(spec: IngestSpec, options: SubmitOptions): Promise<Ing
         rowGroupStart: start,
         rowGroupEnd: footer.rowGroups.length === 0 ? 0 : end,
         rowsTotal: rows,
+        bytesTotal: bytes,
+        groupSizes,
         rejectsPath: rejectsPathOf(rejectsFolder, index),
       });
       start = end;
     }
   }
-  return { ingestId, files: scan.files, skipped: scan.skipped, children, rowsTotal };
+  return { ingestId, files: scan.files, skipped: scan.skipped, children, rowsTotal, bytesTotal, keyOverlaps: findKeyOverlaps(ranges) };
+}
+
+/** Where the children of an ingest write their rejects, one NDJSON file each. */
+export function rejectsPartsDirOf(spec: IngestSpec, ingestId: string): string {
+  return resolve(spec.rejectsDir, ingestId);
+}
+
+/** The one rejects file of an ingest: the children's files joined by the parent (its report's `rejectsPath`). */
+export function rejectsFileOf(spec: IngestSpec, ingestId: string): string {
+  return resolve(spec.rejectsDir, `${ingestId}.ndjson`);
 }
 
 function rejectsPathOf(folder: string, childIndex: number): string {

@@ -2,19 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Job, Queue, type ConnectionOptions } from 'bullmq';
 import { JobsError } from './jobs-errors.js';
 import { INGEST_FILE_QUEUE, INGEST_QUEUE, childJobId, type IngestFileData, type IngestParentData, type IngestPlan, type IngestReport } from './ingest-flow.js';
-
-/** A progress snapshot of an ingest. Rows never go backwards, also across resumes. */
-export interface IngestProgress {
-  rowsDone: number;
-  rowsTotal: number;
-  filesDone: number;
-  filesFailed: number;
-  files: number;
-  /** Rows per second since watching began. */
-  rowsPerSecond: number;
-  /** Seconds left at that rate; undefined until there is a rate. */
-  etaSeconds: number | undefined;
-}
+import { ProgressTracker, type ChildProgress, type ChildSnapshot, type IngestProgress } from './ingest-progress.js';
 
 export interface WatchOptions {
   /** How often to look, in ms. Default 500. */
@@ -29,9 +17,8 @@ const POLL_CHUNK = 200;
 export async function watchIngest(connection: ConnectionOptions, plan: IngestPlan, options: WatchOptions = {}): Promise<IngestReport> {
   const parents = new Queue<IngestParentData>(INGEST_QUEUE, { connection });
   const files = new Queue<IngestFileData>(INGEST_FILE_QUEUE, { connection });
-  const best = new Map<number, number>();
-  const started = performance.now();
-  let startRows: number | undefined;
+  const tracker = new ProgressTracker({ rowsTotal: plan.rowsTotal, bytesTotal: plan.bytesTotal, files: plan.children.length });
+  const names = childNames(plan);
   try {
     for (;;) {
       const parent = await Job.fromId<IngestParentData, IngestReport>(parents, plan.ingestId);
@@ -41,40 +28,38 @@ export async function watchIngest(connection: ConnectionOptions, plan: IngestPla
       if (state === 'completed') return await completedReport(parents, plan.ingestId);
       if (state === 'failed') throw new JobsError('JOBS_FAILED', `ingest ${plan.ingestId} failed: ${parent.failedReason}`);
       if (options.onProgress) {
-        let filesDone = 0;
-        let filesFailed = 0;
+        const snapshots: ChildSnapshot[] = [];
         for (let from = 0; from < plan.children.length; from += POLL_CHUNK) {
           const ids = plan.children.slice(from, from + POLL_CHUNK).map((_, i) => from + i);
           const jobs = await Promise.all(ids.map((i) => Job.fromId<IngestFileData>(files, childJobId(plan.ingestId, i))));
           for (const [k, job] of jobs.entries()) {
-            if (!job) continue;
             const i = ids[k]!;
-            const progress = job.progress as { rowsDone?: number } | number;
-            const rows = typeof progress === 'object' && progress !== null ? (progress.rowsDone ?? 0) : 0;
-            if (job.finishedOn !== undefined && job.failedReason === undefined) filesDone++;
-            else if (job.finishedOn !== undefined) filesFailed++;
-            best.set(i, Math.max(best.get(i) ?? 0, rows));
+            const child = plan.children[i]!;
+            const progress = job !== undefined && typeof job.progress === 'object' && job.progress !== null ? (job.progress as Partial<ChildProgress>) : undefined;
+            snapshots.push({ index: i, name: names[i]!, rowsTotal: child.rowsTotal, bytesTotal: child.bytesTotal ?? 0, progress, state: childState(job) });
           }
         }
-        const rowsDone = [...best.values()].reduce((s, n) => s + n, 0);
-        startRows ??= rowsDone;
-        const seconds = (performance.now() - started) / 1000;
-        const rate = seconds > 0 ? (rowsDone - startRows) / seconds : 0;
-        options.onProgress({
-          rowsDone,
-          rowsTotal: plan.rowsTotal,
-          filesDone,
-          filesFailed,
-          files: plan.children.length,
-          rowsPerSecond: Math.round(rate),
-          etaSeconds: rate > 0 ? Math.max(0, Math.round((plan.rowsTotal - rowsDone) / rate)) : undefined,
-        });
+        options.onProgress(tracker.update(snapshots, performance.now()));
       }
       await sleep(options.pollMs ?? 500, undefined, { signal: options.signal });
     }
   } finally {
     await Promise.allSettled([parents.close(), files.close()]);
   }
+}
+
+/** Each child's file, with its row groups when the file is split over several children. */
+function childNames(plan: IngestPlan): string[] {
+  const perFile = new Map<string, number>();
+  for (const c of plan.children) perFile.set(c.file.relativePath, (perFile.get(c.file.relativePath) ?? 0) + 1);
+  return plan.children.map((c) => (perFile.get(c.file.relativePath)! > 1 ? `${c.file.relativePath} [row groups ${c.rowGroupStart}–${c.rowGroupEnd - 1}]` : c.file.relativePath));
+}
+
+function childState(job: Job<IngestFileData> | undefined): ChildSnapshot['state'] {
+  if (job === undefined) return 'waiting';
+  // A finished job with a result completed; one without failed for good (retries show as running).
+  if (job.finishedOn !== undefined) return job.returnvalue !== null && job.returnvalue !== undefined ? 'done' : 'failed';
+  return job.processedOn !== undefined ? 'running' : 'waiting';
 }
 
 async function completedReport(parents: Queue<IngestParentData>, ingestId: string): Promise<IngestReport> {

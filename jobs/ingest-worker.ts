@@ -1,11 +1,11 @@
 import { Redis, type RedisOptions } from 'ioredis';
-import { dirname } from 'node:path';
 import { Job, Queue, UnrecoverableError, Worker, type ConnectionOptions } from 'bullmq';
 import { ShardpipeError, type Logger } from '../common/index.js';
-import { IngestError, RejectsWriter, assertFileUnchanged, assertStagedBlobUnchanged, ingestFile, type FileCheckpoint } from '../ingest/index.js';
+import { IngestError, RejectsWriter, assertFileUnchanged, assertStagedBlobUnchanged, ingestFile, mergeRejects, type FileCheckpoint } from '../ingest/index.js';
 import type { StoreClient } from '../store/index.js';
 import type { JobMetrics } from './job-metrics.js';
-import { INGEST_FILE_QUEUE, INGEST_QUEUE, type IngestFileData, type IngestFileResult, type IngestParentData, type IngestReport } from './ingest-flow.js';
+import { INGEST_FILE_QUEUE, INGEST_QUEUE, rejectsFileOf, rejectsPartsDirOf, type IngestFileData, type IngestFileResult, type IngestParentData, type IngestReport } from './ingest-flow.js';
+import { childProgress } from './ingest-progress.js';
 
 export interface IngestWorkerOptions {
   connection: ConnectionOptions;
@@ -109,7 +109,7 @@ async function processFile(job: Job<IngestFileData, IngestFileResult>, options: 
             options.metrics?.addRows('ingest', checkpoint.rowsIngested - rowsCounted);
             rowsCounted = checkpoint.rowsIngested;
             await job.updateData({ ...data, checkpoint });
-            await job.updateProgress({ rowsDone: checkpoint.rowsDone, rowsTotal: data.rowsTotal });
+            await job.updateProgress(childProgress(data, checkpoint));
             if (data.spec.maxRejects !== undefined) await budget.check(String(job.id), data, checkpoint.rowsRejected);
           },
         },
@@ -117,7 +117,7 @@ async function processFile(job: Job<IngestFileData, IngestFileResult>, options: 
     } finally {
       await rejects.close();
     }
-    await job.updateProgress({ rowsDone: final.rowsDone, rowsTotal: data.rowsTotal });
+    await job.updateProgress(childProgress(data, final));
     return { ...final, file: data.file.relativePath, rowGroupStart: data.rowGroupStart, rowGroupEnd: data.rowGroupEnd, durationMs: Date.now() - started };
   } catch (err) {
     // Bad input does not get better by retrying; the store being unavailable may.
@@ -143,7 +143,7 @@ class RejectBudget {
     await client.expire(key, 7 * 24 * 3600);
     const total = (await client.hvals(key)).reduce((sum, n) => sum + Number(n), 0);
     if (total > data.spec.maxRejects!) {
-      throw new IngestError('INGEST_TOO_MANY_REJECTS', `${total} rows rejected, over --max-rejects ${data.spec.maxRejects}: see ${dirname(data.rejectsPath)}`, {
+      throw new IngestError('INGEST_TOO_MANY_REJECTS', `${total} rows rejected, over --max-rejects ${data.spec.maxRejects}: see ${rejectsFileOf(data.spec, data.ingestId)}`, {
         context: { file: data.file.relativePath },
       });
     }
@@ -163,6 +163,9 @@ async function reportOnChildren(job: Job<IngestParentData, IngestReport>, fileQu
     failures.push({ file: child?.data.file.relativePath ?? key, reason });
   }
   const results = Object.values(values);
+  // Every child has finished: their rejects files become the ingest's one file.
+  const rejectsPath = rejectsFileOf(job.data.spec, job.data.ingestId);
+  await mergeRejects(rejectsPartsDirOf(job.data.spec, job.data.ingestId), rejectsPath);
   const rowsIngested = results.reduce((s, r) => s + r.rowsIngested, 0);
   const durationMs = Date.now() - job.data.submittedAt;
   return {
@@ -171,11 +174,12 @@ async function reportOnChildren(job: Job<IngestParentData, IngestReport>, fileQu
     rowsIngested,
     rowsRejected: results.reduce((s, r) => s + r.rowsRejected, 0),
     rowsOutOfOrder: results.reduce((s, r) => s + r.rowsOutOfOrder, 0),
+    keyOverlaps: job.data.keyOverlaps ?? { filesOverlapping: 0, overlappingPairs: 0, overlaps: [], filesWithoutKeyRange: 0 },
     bytesIngested: results.reduce((s, r) => s + r.bytesIngested, 0),
     filesOk: results.length,
     filesFailed: failures.length,
     failures,
-    rejectsPath: `${job.data.spec.rejectsDir}/${job.data.ingestId}`,
+    rejectsPath,
     durationMs,
     rowsPerSecond: durationMs > 0 ? Math.round((rowsIngested * 1000) / durationMs) : 0,
   };

@@ -3,11 +3,12 @@ import type { Command } from 'commander';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { MetricsHttpServer, parseDurationMs } from '../../common/index.js';
 import { isAzureUrl } from '../../ingest/index.js';
-import { BackupWorkers, IngestWorkers, JobMetrics, PrivateRedis, RestoreWorkers, connectionFromUrl, submitIngest, watchIngest, type IngestProgress, type IngestReport } from '../../jobs/index.js';
+import { BackupWorkers, IngestWorkers, JobMetrics, PrivateRedis, RestoreWorkers, connectionFromUrl, submitIngest, watchIngest, type IngestReport, type KeyOverlaps } from '../../jobs/index.js';
 import { StoreClient } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { EXIT, formatTable, parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
+import { ProgressView } from '../ingest-progress-view.js';
 import { targetOptionsOf } from './backup-commands.js';
 
 interface IngestOptions {
@@ -90,6 +91,8 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
         ctx.logger.info({ ingestId: plan.ingestId, state: submitted.state, files: plan.files.length, children: plan.children.length, rows: plan.rowsTotal, skipped: plan.skipped }, 'ingest submitted');
         if (!opts.json) {
           process.stderr.write(`ingest ${plan.ingestId} (${submitted.state}): ${plan.files.length} files, ${plan.rowsTotal} rows in ${plan.children.length} tasks${plan.skipped.length ? `, ${plan.skipped.length} files skipped` : ''}\n`);
+          const overlapText = describeOverlaps(plan.keyOverlaps);
+          if (overlapText !== undefined) process.stderr.write(`${overlapText}\n`);
         }
         if (!opts.localWorker && !opts.wait) {
           ctx.print(opts.json ? JSON.stringify({ id: plan.ingestId, state: submitted.state }) : plan.ingestId);
@@ -99,8 +102,8 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
           client = new StoreClient({ seeds, logger: ctx.logger });
           workers = IngestWorkers.start({ connection, client, concurrency: parsePositiveInt(opts.concurrency, '--concurrency'), lockDurationMs, logger: ctx.logger });
         }
-        const report = await watchIngest(connection, plan, { onProgress: progressPrinter(ctx), signal: stop.signal });
-        if (process.stderr.isTTY) process.stderr.write('\n');
+        const view = new ProgressView(process.stderr, ctx.logger);
+        const report = await watchIngest(connection, plan, { onProgress: (p) => view.show(p), signal: stop.signal });
         printReport(ctx, report, opts.json ?? false);
         // Over --max-rejects the ingest as a whole has failed; otherwise failures are per file.
         if (report.failures.some((f) => f.reason.includes('INGEST_TOO_MANY_REJECTS'))) process.exitCode = EXIT.failed;
@@ -156,24 +159,10 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
     });
 }
 
-function progressPrinter(ctx: CliContext): (p: IngestProgress) => void {
-  let lastLog = 0;
-  return (p) => {
-    const pct = p.rowsTotal > 0 ? ((p.rowsDone / p.rowsTotal) * 100).toFixed(1) : '100.0';
-    const eta = p.etaSeconds === undefined ? '?' : `${p.etaSeconds}s`;
-    if (process.stderr.isTTY) {
-      process.stderr.write(`\r${p.rowsDone}/${p.rowsTotal} rows (${pct}%)  ${p.rowsPerSecond} rows/s  ETA ${eta}  files ${p.filesDone + p.filesFailed}/${p.files}${p.filesFailed ? ` (${p.filesFailed} failed)` : ''}   `);
-    } else if (Date.now() - lastLog > 5000) {
-      lastLog = Date.now();
-      ctx.logger.info({ ...p }, 'ingest progress');
-    }
-  };
-}
-
 function printReport(ctx: CliContext, report: IngestReport, json: boolean): void {
   if (json) {
     const { id, rowsIngested, rowsRejected, filesOk, filesFailed, rejectsPath, durationMs, rowsPerSecond } = report;
-    ctx.print(JSON.stringify({ id, rowsIngested, rowsRejected, filesOk, filesFailed, rejectsPath, durationMs, rowsPerSecond, rowsOutOfOrder: report.rowsOutOfOrder, failures: report.failures }));
+    ctx.print(JSON.stringify({ id, rowsIngested, rowsRejected, filesOk, filesFailed, rejectsPath, durationMs, rowsPerSecond, rowsOutOfOrder: report.rowsOutOfOrder, keyOverlaps: report.keyOverlaps, failures: report.failures }));
     return;
   }
   ctx.print(
@@ -182,6 +171,17 @@ function printReport(ctx: CliContext, report: IngestReport, json: boolean): void
       [[report.id, String(report.rowsIngested), String(report.rowsRejected), String(report.rowsOutOfOrder), String(report.filesOk), String(report.filesFailed), (report.durationMs / 1000).toFixed(1), String(report.rowsPerSecond)]],
     ),
   );
+  const overlapText = report.keyOverlaps === undefined ? undefined : describeOverlaps(report.keyOverlaps);
+  if (overlapText !== undefined) ctx.print(overlapText);
   for (const f of report.failures) ctx.print(`failed: ${f.file}: ${f.reason}`);
   if (report.rowsRejected > 0) ctx.print(`rejected rows: ${report.rejectsPath}`);
+}
+
+/** One line on files overlapping in key range; undefined when none do (and all had statistics). */
+function describeOverlaps(o: KeyOverlaps): string | undefined {
+  const unknown = o.filesWithoutKeyRange > 0 ? `${o.filesWithoutKeyRange} files have no key statistics (overlap unknown)` : '';
+  if (o.filesOverlapping === 0) return unknown || undefined;
+  const listed = o.overlaps.slice(0, 5).map((e) => `${e.file} ↔ ${e.overlapsWith.slice(0, 3).join(', ')}${e.overlapsWith.length > 3 ? ', …' : ''}`).join('; ');
+  const more = o.filesOverlapping > 5 ? '; …' : '';
+  return `key ranges overlap: ${o.filesOverlapping} files, ${o.overlappingPairs} pairs (${listed}${more})${unknown ? `; ${unknown}` : ''}`;
 }

@@ -119,6 +119,23 @@ describe('scanDrop on a Spark-like folder', () => {
     expect(JSON.parse(rows[0]!.value.toString())).toEqual({ name: 'person-2000', amount: 2000000, dt: '2026-01-01', region: 'eu/west' });
   });
 
+  it('hands a row group on in batches of batchRows, each with its row offset in the group', async () => {
+    const { files } = await scanDrop(drop);
+    const snappy = files.find((f) => f.relativePath.startsWith('part-00000'))!;
+    const chunks = [];
+    for await (const { rowGroup, rowOffset, batch } of readRecordBatches(snappy, { rowGroupStart: 1, batchRows: 40 })) {
+      chunks.push([rowGroup, rowOffset, batch.numRows, batch.getChild('id')!.get(0)]);
+    }
+    expect(chunks).toEqual([
+      [1, 0, 40, 100],
+      [1, 40, 40, 140],
+      [1, 80, 20, 180],
+      [2, 0, 40, 200],
+      [2, 40, 10, 240],
+    ]);
+    await expect(collect(snappy, { batchRows: 0 })).rejects.toThrow(RangeError);
+  });
+
   it('stops a Parquet read on abort, and reads nothing past the last row group', async () => {
     const { files } = await scanDrop(drop);
     const snappy = files.find((f) => f.relativePath.startsWith('part-00000'))!;

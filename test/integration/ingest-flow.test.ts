@@ -43,6 +43,8 @@ describe('shardpipe ingest: BullMQ flow into a real 3-node cluster', () => {
     const report = JSON.parse(r.stdout);
     expect(report).toMatchObject({ rowsIngested: drop.rows, rowsRejected: 0, filesOk: 4, filesFailed: 0 });
     expect(Object.keys(report)).toEqual(expect.arrayContaining(['id', 'rowsIngested', 'rowsRejected', 'filesOk', 'filesFailed', 'rejectsPath', 'durationMs', 'rowsPerSecond']));
+    // Sorted part files: no two share a key range.
+    expect(report.keyOverlaps).toEqual({ filesOverlapping: 0, overlappingPairs: 0, overlaps: [], filesWithoutKeyRange: 0 });
     const stored = await storeDigest('a-');
     expect(stored.count).toBe(drop.rows);
     expect(stored.toHex()).toBe(drop.digest.toHex());
@@ -51,6 +53,32 @@ describe('shardpipe ingest: BullMQ flow into a real 3-node cluster', () => {
     const again = await ingest(drop.dir, '--value-column', 'payload');
     expect(again.code).toBe(0);
     expect(JSON.parse(again.stdout).id).toBe(report.id);
+  });
+
+  it('files overlapping in key range: the plan and report name them, and the store still holds each key once', async () => {
+    const drop = await writeSparkDrop(join(dir, 'drop-h'), { files: 3, rowsPerFile: 3000, rowGroupRows: 1000, overlapRows: 500, prefix: 'h-' });
+    const r = await runCli(['ingest', drop.dir, '--key-column', 'id', '--value-column', 'payload', '--seeds', cluster.seeds.join(','), '--redis', redis.url, '--data-dir', join(dir, 'data'), '--log-level', 'warn']);
+    expect(r.code, r.stderr).toBe(0);
+    // Said when planning, before any row is read, and again in the report.
+    expect(r.stderr).toContain('key ranges overlap: 3 files, 2 pairs');
+    expect(r.stdout).toContain('key ranges overlap: 3 files, 2 pairs');
+    const again = await ingest(drop.dir, '--value-column', 'payload');
+    const report = JSON.parse(again.stdout);
+    expect(report).toMatchObject({ rowsIngested: 9000, rowsOutOfOrder: 0, filesOk: 3 });
+    const [p0, p1, p2] = ['part-00000-3f1c.c000.snappy.parquet', 'part-00001-3f1c.c000.zstd.parquet', 'part-00002-3f1c.c000.gzip.parquet'];
+    expect(report.keyOverlaps).toEqual({
+      filesOverlapping: 3,
+      overlappingPairs: 2,
+      overlaps: [
+        { file: p0, overlapsWith: [p1] },
+        { file: p1, overlapsWith: [p0, p2] },
+        { file: p2, overlapsWith: [p1] },
+      ],
+      filesWithoutKeyRange: 0,
+    });
+    const stored = await storeDigest('h-');
+    expect(stored.count).toBe(drop.rows);
+    expect(stored.toHex()).toBe(drop.digest.toHex());
   });
 
   it('refuses a folder without _SUCCESS unless told otherwise', async () => {
@@ -79,9 +107,10 @@ describe('shardpipe ingest: BullMQ flow into a real 3-node cluster', () => {
     expect(report.filesOk).toBe(3);
     expect(report.rowsRejected).toBe(6);
     expect(report.rowsIngested).toBe(2000 + 44);
-    const files = await readdir(report.rejectsPath);
-    const lines = (await Promise.all(files.map((f) => readFile(join(report.rejectsPath, f), 'utf8'))))
-      .join('')
+    // One file for the whole ingest; the children's parts are gone.
+    expect(report.rejectsPath).toBe(join(dir, 'data', 'rejects', `${report.id}.ndjson`));
+    await expect(readdir(join(dir, 'data', 'rejects', report.id))).rejects.toThrow(/ENOENT/);
+    const lines = (await readFile(report.rejectsPath, 'utf8'))
       .split('\n')
       .filter(Boolean)
       .map((l) => JSON.parse(l));

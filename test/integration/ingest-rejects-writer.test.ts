@@ -1,6 +1,6 @@
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { RejectsWriter, type Reject } from '../../ingest/index.js';
+import { RejectsWriter, mergeRejects, type Reject } from '../../ingest/index.js';
 import { makeTempDir, type TempDir } from '../helpers/temp-dir.js';
 
 describe('RejectsWriter', () => {
@@ -45,5 +45,28 @@ describe('RejectsWriter', () => {
     // A regular file where the folder should be.
     await writeFile(dir.sub('occupied'), '');
     await expect(RejectsWriter.open(dir.sub('occupied/rejects.ndjson'))).rejects.toThrow(/ENOTDIR|EEXIST/);
+  });
+
+  it('mergeRejects joins the parts in name order into one file, removes them, and can run again', async () => {
+    const parts = dir.sub('ingest-1');
+    for (const [i, rows] of [[0, [1, 2]], [2, [5]], [1, []]] as const) {
+      const writer = await RejectsWriter.open(`${parts}/${String(i).padStart(5, '0')}.ndjson`);
+      await writer.write(rows.map((row) => ({ file: `part-${i}`, rowGroup: i, row, keyHex: 'ab', reason: 'bad' })));
+      await writer.close();
+    }
+    await writeFile(`${parts}/notes.txt`, 'not a part');
+    const target = dir.sub('ingest-1.ndjson');
+    await mergeRejects(parts, target);
+    const lines = (await readFile(target, 'utf8')).trimEnd().split('\n').map((l) => JSON.parse(l) as { file: string; row: number });
+    expect(lines.map((l) => [l.file, l.row])).toEqual([['part-0', 1], ['part-0', 2], ['part-2', 5]]);
+    expect(lines[0]).toEqual({ file: 'part-0', rowGroup: 0, row: 1, key: 'ab', reason: 'bad' });
+    await expect(readdir(parts)).rejects.toThrow(/ENOENT/);
+    // Again (a parent job retried after the merge): the joined file stays as it is.
+    await mergeRejects(parts, target);
+    expect((await readFile(target, 'utf8')).trimEnd().split('\n')).toHaveLength(3);
+    // No parts and no file (nothing was ever rejected): an empty file to point at.
+    await mergeRejects(dir.sub('ingest-2'), dir.sub('ingest-2.ndjson'));
+    expect(await readFile(dir.sub('ingest-2.ndjson'), 'utf8')).toBe('');
+    expect((await readdir(dir.path)).filter((n) => n.endsWith('.partial'))).toEqual([]);
   });
 });

@@ -1,0 +1,203 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { findFreePort } from '../common/index.js';
+import { PrivateRedis } from '../jobs/index.js';
+import { PartitionMap, StoreClient, displayBytes } from '../store/index.js';
+import { readPeakRssMb, readRssMb, stopChild, waitForReady } from './bench-processes.js';
+
+// What the ingest benchmarks share: a private Redis and a local cluster of store node children, and
+// `shardpipe ingest` run as a child process whose memory is sampled.
+
+export const MAIN_JS = join(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
+const RSS_POLL_MS = 20;
+
+export interface NodeProcess {
+  address: string;
+  pid: number;
+  peakRssMb(): Promise<number | undefined>;
+  stop(): Promise<void>;
+}
+
+export interface PartitionRows {
+  id: number;
+  node: string;
+  range: string;
+  rows: number;
+}
+
+/** A private redis-server and `nodes` store node children sharing one map cut at `splitKeys`. */
+export interface BenchCluster {
+  redisUrl: string;
+  addresses: string[];
+  map: PartitionMap;
+  nodes: NodeProcess[];
+  /** Stops the nodes, then Redis. */
+  stop(): Promise<void>;
+}
+
+export async function startBenchCluster(workDir: string, nodeCount: number, splitKeys: string[]): Promise<BenchCluster> {
+  const clusterDir = join(workDir, 'cluster');
+  await mkdir(clusterDir, { recursive: true });
+  const redis = await PrivateRedis.start({ dataDir: join(workDir, 'redis') });
+  const nodes: NodeProcess[] = [];
+  const stop = async (): Promise<void> => {
+    await Promise.all(nodes.map((n) => n.stop()));
+    await redis.stop();
+  };
+  try {
+    const addresses = await Promise.all(Array.from({ length: nodeCount }, async () => `127.0.0.1:${await findFreePort()}`));
+    const splitFile = join(clusterDir, 'split-keys.txt');
+    const mapFile = join(clusterDir, 'map.json');
+    await writeFile(splitFile, splitKeys.join('\n') + '\n');
+    const init = await runToEnd([MAIN_JS, 'cluster', 'init', '--nodes', addresses.join(','), '--split-keys', splitFile, '--out', mapFile]);
+    if (init.code !== 0) throw new Error(`cluster init exited with code ${init.code}: ${init.stderr}`);
+    const map = PartitionMap.fromJson(JSON.parse(await readFile(mapFile, 'utf8')));
+    const starts = await Promise.allSettled(addresses.map((address, i) => startNode(address, mapFile, join(clusterDir, `node-${i}`))));
+    for (const s of starts) if (s.status === 'fulfilled') nodes.push(s.value);
+    const failed = starts.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed) throw failed.reason;
+    return { redisUrl: redis.url, addresses, map, nodes, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+async function startNode(address: string, mapFile: string, dataDir: string): Promise<NodeProcess> {
+  const args = [MAIN_JS, 'store', 'start', '--map', mapFile, '--node', address, '--data', dataDir, '--log-level', 'warn'];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.stderr!.on('data', (data: Buffer) => process.stderr.write(`[node ${address}] ${data.toString()}`));
+  try {
+    await waitForReady(child);
+  } catch (err) {
+    child.kill('SIGKILL');
+    await exited;
+    throw err;
+  }
+  return {
+    address,
+    pid: child.pid!,
+    peakRssMb: () => readPeakRssMb(child.pid!),
+    stop: () => stopChild(child, exited),
+  };
+}
+
+export interface ChildResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export function collect(child: ChildProcess): Promise<ChildResult> {
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+export function runToEnd(args: string[]): Promise<ChildResult> {
+  return collect(spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
+}
+
+/** The memory of a child over its life. */
+export interface RssSamples {
+  /** Largest VmHWM seen: the peak up to RSS_POLL_MS before the exit. */
+  peakRssMb: number | undefined;
+  /** Largest VmRSS seen in each tenth of the run (wall time): whether memory grows as the input is read. */
+  peakRssMbByTenth: number[];
+}
+
+/** Samples the child's RSS until it exits. */
+export async function sampleRss(child: ChildProcess): Promise<RssSamples> {
+  const samples: Array<{ at: number; mb: number }> = [];
+  let peak: number | undefined;
+  const started = performance.now();
+  if (child.pid === undefined) return { peakRssMb: undefined, peakRssMbByTenth: [] };
+  while (child.exitCode === null && child.signalCode === null) {
+    const [hwm, rss] = await Promise.all([readPeakRssMb(child.pid), readRssMb(child.pid)]);
+    if (hwm !== undefined) peak = Math.max(peak ?? 0, hwm);
+    if (rss !== undefined) samples.push({ at: performance.now() - started, mb: rss });
+    await sleep(RSS_POLL_MS);
+  }
+  const total = performance.now() - started;
+  const byTenth = Array.from({ length: 10 }, () => 0);
+  for (const s of samples) {
+    const tenth = Math.min(9, Math.floor((s.at / total) * 10));
+    byTenth[tenth] = Math.max(byTenth[tenth]!, s.mb);
+  }
+  return { peakRssMb: peak, peakRssMbByTenth: byTenth };
+}
+
+/** The fields of `shardpipe ingest --json` the benchmarks read. */
+export interface IngestJsonReport {
+  rowsIngested: number;
+  rowsRejected: number;
+  filesOk: number;
+  filesFailed: number;
+  durationMs: number;
+  rowsPerSecond: number;
+}
+
+export function parseReport(stdout: string): IngestJsonReport | undefined {
+  for (const line of stdout.split('\n').reverse()) {
+    try {
+      const parsed = JSON.parse(line) as Partial<IngestJsonReport>;
+      if (typeof parsed.rowsIngested === 'number') return parsed as IngestJsonReport;
+    } catch {
+      // not the report line
+    }
+  }
+  return undefined;
+}
+
+export interface IngestRun extends RssSamples {
+  ms: number;
+  code: number | null;
+  report: IngestJsonReport;
+}
+
+/**
+ * `shardpipe ingest SOURCE ... --json` as a child against the cluster; fails unless it ingested
+ * exactly `rows` rows and exited 0.
+ */
+export async function runIngest(cluster: BenchCluster, source: string, rows: number, extraArgs: string[], options: { dataDir: string; env?: NodeJS.ProcessEnv }): Promise<IngestRun> {
+  const args = [MAIN_JS, 'ingest', source, '--seeds', cluster.addresses.join(','), '--redis', cluster.redisUrl, '--data-dir', options.dataDir, '--json', '--log-level', 'warn', ...extraArgs];
+  const started = performance.now();
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
+  const [result, rss] = await Promise.all([collect(child), sampleRss(child)]);
+  const ms = performance.now() - started;
+  if (result.stderr.trim()) process.stderr.write(`[ingest] ${result.stderr.trim().replaceAll('\n', '\n[ingest] ')}\n`);
+  const report = parseReport(result.stdout);
+  if (report === undefined) throw new Error(`ingest (exit code ${result.code}) printed no JSON report; stdout: ${result.stdout.trim() || '(empty)'}`);
+  if (report.rowsIngested !== rows) {
+    throw new Error(`ingest reports rowsIngested ${report.rowsIngested}, expected ${rows} (exit code ${result.code}, rejected ${report.rowsRejected}, files failed ${report.filesFailed}): ${JSON.stringify(report)}`);
+  }
+  if (result.code !== 0) throw new Error(`ingest exited with code ${result.code} although it reports all ${rows} rows ingested: ${JSON.stringify(report)}`);
+  return { ...rss, ms, code: result.code, report };
+}
+
+/** Rows each partition holds, as the nodes report them: the check that the load landed, and where. */
+export async function partitionRows(cluster: BenchCluster): Promise<PartitionRows[]> {
+  const client = new StoreClient({ seeds: cluster.addresses });
+  try {
+    const out: PartitionRows[] = [];
+    for (const node of await client.stats()) {
+      if (!node.result.ok) throw node.result.error;
+      for (const p of node.result.partitions) {
+        const part = cluster.map.byId(p.id);
+        out.push({ id: p.id, node: part?.node ?? '?', range: part ? `[${displayBytes(part.start) || '−∞'}, ${displayBytes(part.end) || '+∞'})` : '?', rows: p.approxCount });
+      }
+    }
+    return out.sort((a, b) => a.id - b.id);
+  } finally {
+    client.close();
+  }
+}
