@@ -12,6 +12,7 @@ import { registerRestoreCommands } from './commands/restore-commands.js';
 import { registerStatsCommand } from './commands/stats-command.js';
 import { registerStoreCommands } from './commands/store-commands.js';
 import { registerUpCommand } from './commands/up-command.js';
+import { registerWorkerCommand } from './commands/worker-command.js';
 
 /** Builds the `shardpipe` command tree (also used by the docs test to read every --help). */
 export function buildProgram(ctx: CliContext): Command {
@@ -35,6 +36,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerKvCommands(program, ctx);
   registerStatsCommand(program, ctx);
   registerIngestCommands(program, ctx);
+  registerWorkerCommand(program, ctx);
   registerBackupCommands(program, ctx);
   registerMetricsCommands(program, ctx);
   registerRestoreCommands(program, ctx);

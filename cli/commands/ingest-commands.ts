@@ -1,15 +1,13 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { Registry, collectDefaultMetrics } from 'prom-client';
-import { MetricsHttpServer, parseDurationMs } from '../../common/index.js';
+import { parseDurationMs } from '../../common/index.js';
 import { isAzureUrl } from '../../ingest/index.js';
-import { BackupWorkers, IngestWorkers, JobMetrics, PrivateRedis, RestoreWorkers, connectionFromUrl, submitIngest, watchIngest, type IngestReport, type KeyOverlaps } from '../../jobs/index.js';
+import { IngestWorkers, PrivateRedis, connectionFromUrl, submitIngest, watchIngest, type IngestReport, type KeyOverlaps } from '../../jobs/index.js';
 import { StoreClient } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { EXIT, formatTable, parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
 import { ProgressView } from '../ingest-progress-view.js';
-import { targetOptionsOf } from './backup-commands.js';
 
 interface IngestOptions {
   keyColumn: string;
@@ -115,47 +113,6 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
         client?.close();
         await redis?.stop();
       }
-    });
-
-  program
-    .command('worker')
-    .description('run ingest, backup (also scheduled backups) and restore workers against a shared Redis until SIGTERM/SIGINT (many machines may run them)')
-    .option('--redis <url>', 'Redis of the job queues (env SHARDPIPE_REDIS_URL); required')
-    .option('--seeds <list>', 'store nodes HOST:PORT[,...] (env SHARDPIPE_SEEDS)')
-    .option('--concurrency <n>', 'files ingested at once', '2')
-    .option('--backup-concurrency <n>', 'backup shards written at once', '2')
-    .option('--lock-duration <duration>', 'how long a job stays claimed by a worker that stopped answering', '30s')
-    .option('--metrics-port <n>', 'serve Prometheus /metrics (job durations, rows ingested, process metrics) on this port; 0 = any free port')
-    .option('--metrics-host <host>', 'bind address of /metrics', '127.0.0.1')
-    .action(async (opts: { redis?: string; seeds?: string; concurrency: string; backupConcurrency: string; lockDuration: string; metricsPort?: string; metricsHost: string }) => {
-      const url = opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL;
-      if (!url) throw new CliUsageError('a worker needs the shared Redis: pass --redis URL or set SHARDPIPE_REDIS_URL');
-      const metricsPort = opts.metricsPort === undefined ? undefined : parsePositiveInt(opts.metricsPort, '--metrics-port');
-      const registry = metricsPort === undefined ? undefined : new Registry();
-      if (registry) collectDefaultMetrics({ register: registry });
-      const metrics = registry && (await MetricsHttpServer.start({ registry, port: metricsPort!, host: opts.metricsHost, logger: ctx.logger }));
-      const client = new StoreClient({ seeds: ctx.seeds(opts.seeds), logger: ctx.logger });
-      const shared = {
-        connection: connectionFromUrl(url),
-        client,
-        concurrency: parsePositiveInt(opts.concurrency, '--concurrency'),
-        lockDurationMs: parseDurationMs(opts.lockDuration),
-        metrics: registry && new JobMetrics(registry),
-        logger: ctx.logger,
-      };
-      const workers = IngestWorkers.start(shared);
-      const restoreWorkers = RestoreWorkers.start({ ...shared, azure: { connectionString: ctx.env.AZURE_STORAGE_CONNECTION_STRING } });
-      const backupWorkers = BackupWorkers.start({ ...shared, targetOptions: targetOptionsOf(ctx), concurrency: parsePositiveInt(opts.backupConcurrency, '--backup-concurrency') });
-      await Promise.all([workers.waitUntilReady(), restoreWorkers.waitUntilReady(), backupWorkers.waitUntilReady()]);
-      ctx.print(JSON.stringify({ event: 'ready', worker: 'ingest', ...(metrics ? { metricsPort: metrics.port } : {}) }));
-      ctx.print(JSON.stringify({ event: 'ready', worker: 'backup' }));
-      await new Promise<void>((done) => {
-        process.once('SIGTERM', done);
-        process.once('SIGINT', done);
-      });
-      await Promise.allSettled([workers.close(), restoreWorkers.close(), backupWorkers.close()]);
-      client.close();
-      await metrics?.close();
     });
 }
 

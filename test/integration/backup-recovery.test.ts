@@ -65,7 +65,7 @@ describe('backup recovery and retention (real cluster, Redis, worker processes)'
     const ready = new Promise<void>((resolve, reject) => {
       child.stdout!.on('data', (d: Buffer) => {
         out += d.toString();
-        if (out.includes('"worker":"backup"')) resolve();
+        if (out.includes('"event":"ready"')) resolve();
       });
       child.once('exit', (code) => reject(new Error(`worker exited early with ${code}`)));
     });
