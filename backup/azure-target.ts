@@ -1,5 +1,5 @@
 import { PassThrough, Readable } from 'node:stream';
-import { BlobServiceClient, RestError, type ContainerClient } from '@azure/storage-blob';
+import type { ContainerClient, RestError } from '@azure/storage-blob';
 import { ShardpipeError } from '../common/index.js';
 import { BackupError, describeCause, type BackupErrorContext } from './backup-errors.js';
 import { assertBackupId, isBackupId } from './backup-id.js';
@@ -70,7 +70,7 @@ export class AzureTarget implements BackupTarget {
   async listBackupIds(options: TargetCallOptions = {}): Promise<string[]> {
     const ids: string[] = [];
     await this.call('listing', {}, options.signal, async (signal) => {
-      for await (const item of this.client().listBlobsByHierarchy('/', { prefix: this.prefix, abortSignal: signal })) {
+      for await (const item of (await this.client()).listBlobsByHierarchy('/', { prefix: this.prefix, abortSignal: signal })) {
         if (item.kind !== 'prefix') continue;
         const id = item.name.slice(this.prefix.length).replace(/\/$/, '');
         if (isBackupId(id)) ids.push(id);
@@ -83,7 +83,7 @@ export class AzureTarget implements BackupTarget {
     const folder = this.folderOf(backupId);
     const files: TargetFileInfo[] = [];
     await this.call('listing', { backupId }, options.signal, async (signal) => {
-      for await (const blob of this.client().listBlobsFlat({ prefix: folder, abortSignal: signal })) {
+      for await (const blob of (await this.client()).listBlobsFlat({ prefix: folder, abortSignal: signal })) {
         const name = blob.name.slice(folder.length);
         if (name.includes('/') || name.startsWith('.')) continue;
         files.push({ name, bytes: blob.properties.contentLength ?? 0, modifiedAtMs: blob.properties.lastModified.getTime() });
@@ -95,7 +95,7 @@ export class AzureTarget implements BackupTarget {
   async stat(backupId: string, name: string, options: TargetCallOptions = {}): Promise<TargetFileInfo | undefined> {
     const blobName = this.blobOf(backupId, name);
     return this.call('reading', { backupId, file: name }, options.signal, async (signal) => {
-      const p = await this.client().getBlobClient(blobName).getProperties({ abortSignal: signal });
+      const p = await (await this.client()).getBlobClient(blobName).getProperties({ abortSignal: signal });
       return { name, bytes: p.contentLength ?? 0, modifiedAtMs: p.lastModified?.getTime() ?? 0 };
     }, 'empty');
   }
@@ -122,7 +122,7 @@ export class AzureTarget implements BackupTarget {
     );
     try {
       await this.call('uploading', { backupId, file: name }, options.signal, async (signal) => {
-        await this.client()
+        await (await this.client())
           .getBlockBlobClient(blobName)
           .uploadStream(counted, this.options.uploadBlockBytes, this.options.uploadConcurrency, {
             abortSignal: signal,
@@ -143,7 +143,7 @@ export class AzureTarget implements BackupTarget {
     await this.ensureContainer(options.signal);
     const body = Buffer.from(text, 'utf8');
     await this.call('writing', { backupId, file: name }, options.signal, async (signal) => {
-      await this.client()
+      await (await this.client())
         .getBlockBlobClient(blobName)
         .upload(body, body.byteLength, { abortSignal: signal, blobHTTPHeaders: { blobContentType: contentTypeOf(name) } });
     });
@@ -152,7 +152,7 @@ export class AzureTarget implements BackupTarget {
   async readText(backupId: string, name: string, options: TargetCallOptions = {}): Promise<string | undefined> {
     const blobName = this.blobOf(backupId, name);
     return this.call('reading', { backupId, file: name }, options.signal, async (signal) => {
-      const buffer = await this.client().getBlobClient(blobName).downloadToBuffer(0, undefined, { abortSignal: signal, maxRetryRequestsPerBlock: this.options.maxTries });
+      const buffer = await (await this.client()).getBlobClient(blobName).downloadToBuffer(0, undefined, { abortSignal: signal, maxRetryRequestsPerBlock: this.options.maxTries });
       return buffer.toString('utf8');
     }, 'empty');
   }
@@ -161,7 +161,7 @@ export class AzureTarget implements BackupTarget {
     const blobName = this.blobOf(backupId, name);
     const context = { backupId, file: name };
     const body = await this.call('reading', context, options.signal, async (signal) => {
-      const response = await this.client()
+      const response = await (await this.client())
         .getBlobClient(blobName)
         .download(options.offset ?? 0, options.length, { abortSignal: signal, maxRetryRequests: this.options.maxTries });
       return response.readableStreamBody;
@@ -184,9 +184,9 @@ export class AzureTarget implements BackupTarget {
     let deleted = 0;
     await this.call('deleting', { backupId }, options.signal, async (signal) => {
       // The manifest goes first: a deletion cut short must not leave a backup that looks complete.
-      if ((await this.client().getBlobClient(folder + MANIFEST_FILE).deleteIfExists({ abortSignal: signal })).succeeded) deleted++;
-      for await (const blob of this.client().listBlobsFlat({ prefix: folder, abortSignal: signal })) {
-        if ((await this.client().getBlobClient(blob.name).deleteIfExists({ abortSignal: signal })).succeeded) deleted++;
+      if ((await (await this.client()).getBlobClient(folder + MANIFEST_FILE).deleteIfExists({ abortSignal: signal })).succeeded) deleted++;
+      for await (const blob of (await this.client()).listBlobsFlat({ prefix: folder, abortSignal: signal })) {
+        if ((await (await this.client()).getBlobClient(blob.name).deleteIfExists({ abortSignal: signal })).succeeded) deleted++;
       }
     }, 'empty');
     return deleted;
@@ -196,7 +196,8 @@ export class AzureTarget implements BackupTarget {
     // The SDK holds no connections of its own beyond Node's keep-alive agent.
   }
 
-  private client(): ContainerClient {
+  /** The container's client; the SDK is loaded on first use so other commands do not pay for it. */
+  private async client(): Promise<ContainerClient> {
     if (this.containerClient) return this.containerClient;
     const cs = this.azure.connectionString;
     if (cs === undefined || cs === '') {
@@ -206,6 +207,7 @@ export class AzureTarget implements BackupTarget {
         { context: { target: this.url } },
       );
     }
+    const { BlobServiceClient } = await import('@azure/storage-blob');
     try {
       const service = BlobServiceClient.fromConnectionString(cs, {
         retryOptions: {
@@ -225,7 +227,7 @@ export class AzureTarget implements BackupTarget {
 
   private ensureContainer(signal: AbortSignal | undefined): Promise<void> {
     this.ensured ??= this.call('creating the container of', {}, signal, async (s) => {
-      await this.client().createIfNotExists({ abortSignal: s });
+      await (await this.client()).createIfNotExists({ abortSignal: s });
     }).catch((err: unknown) => {
       this.ensured = undefined;
       throw err;
@@ -252,7 +254,7 @@ export class AzureTarget implements BackupTarget {
     try {
       return await run(signal);
     } catch (err) {
-      if (missing === 'empty' && err instanceof RestError && err.statusCode === 404) return undefined;
+      if (missing === 'empty' && isRestError(err) && err.statusCode === 404) return undefined;
       throw this.translate(err, what, context, signal);
     }
   }
@@ -262,7 +264,7 @@ export class AzureTarget implements BackupTarget {
     if (signal?.aborted) return signal.reason;
     const where = [this.url, context.backupId, context.file].filter((s) => s !== undefined).join('/');
     const ctx = { target: this.url, ...context };
-    if (err instanceof RestError && err.statusCode !== undefined) {
+    if (isRestError(err) && err.statusCode !== undefined) {
       const status = err.statusCode;
       const detail = `HTTP ${status}${err.code ? ` ${err.code}` : ''}: ${redact(err.message.split('\n', 1)[0]!.trim())}`;
       if (status === 401 || status === 403) {
@@ -295,4 +297,9 @@ function contentTypeOf(name: string): string {
 /** A SAS token's signature must not reach a log line through an error message. */
 function redact(text: string): string {
   return text.replace(/([?&]sig=)[^&\s]+/gi, '$1REDACTED');
+}
+
+/** The SDK's HTTP failure, recognised without loading the SDK. */
+function isRestError(err: unknown): err is RestError {
+  return err instanceof Error && err.name === 'RestError';
 }
