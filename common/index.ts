@@ -7,3 +7,4 @@ export { findFreePort } from './free-port.js';
 export { acceptsConnections } from './port-check.js';
 export { MetricsHttpServer } from './metrics-http.js';
 export type { MetricsHttpServerOptions } from './metrics-http.js';
+export { LatestWriter } from './latest-writer.js';

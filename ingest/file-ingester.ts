@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { LatestWriter } from '../common/index.js';
 import type { BulkRowInput, StoreClient } from '../store/index.js';
 import type { DropFile } from './drop-scanner.js';
 import { IngestError } from './ingest-errors.js';
@@ -90,7 +91,7 @@ export async function ingestFile(client: StoreClient, task: FileTask, options: F
     partitionValues: file.partitionValues,
   });
   const positions: Position[] = [];
-  const checkpoints = new CheckpointWriter(options.onCheckpoint);
+  const checkpoints = new LatestWriter<FileCheckpoint>(options.onCheckpoint);
 
   async function* chunks(): AsyncGenerator<BulkRowInput[]> {
     let sent = 0;
@@ -170,37 +171,3 @@ export async function ingestFile(client: StoreClient, task: FileTask, options: F
   return current;
 }
 
-/** Persists checkpoints one at a time; while one is being written only the newest waits. */
-class CheckpointWriter {
-  private pending: FileCheckpoint | undefined;
-  private running: Promise<void> | undefined;
-  private failure: unknown;
-
-  constructor(private readonly persist: ((checkpoint: FileCheckpoint) => Promise<void>) | undefined) {}
-
-  offer(checkpoint: FileCheckpoint): void {
-    if (!this.persist) return;
-    if (this.failure !== undefined) throw this.failure;
-    this.pending = checkpoint;
-    this.running ??= this.run();
-  }
-
-  async flush(): Promise<void> {
-    await this.running;
-    if (this.failure !== undefined) throw this.failure;
-  }
-
-  private async run(): Promise<void> {
-    while (this.pending !== undefined) {
-      const next = this.pending;
-      this.pending = undefined;
-      try {
-        await this.persist!(next);
-      } catch (err) {
-        this.failure = err;
-        break;
-      }
-    }
-    this.running = undefined;
-  }
-}

@@ -15,6 +15,7 @@ import {
 import type { StoreClient } from '../store/index.js';
 import type { JobMetrics } from './job-metrics.js';
 import { BACKUP_QUEUE, BACKUP_SHARD_QUEUE, submitBackup, type BackupParentData, type BackupReport, type BackupShardData, type BackupSpec } from './backup-flow.js';
+import { workerSettings } from './worker-settings.js';
 
 export interface BackupWorkerOptions {
   connection: ConnectionOptions;
@@ -49,14 +50,7 @@ export class BackupWorkers {
 
   static start(options: BackupWorkerOptions): BackupWorkers {
     const logger = options.logger.child({ module: 'backup-worker' });
-    const lockDuration = options.lockDurationMs ?? 30_000;
-    const common = {
-      connection: options.connection,
-      lockDuration,
-      stalledInterval: Math.max(1000, Math.floor(lockDuration / 2)),
-      // A worker killed mid-shard leaves its job stalled: another worker rewrites the shard, it does not fail.
-      maxStalledCount: 10,
-    };
+    const common = workerSettings(options.connection, options.lockDurationMs);
     const shards = new Worker<BackupShardData, ShardResult>(BACKUP_SHARD_QUEUE, (job, _token, signal) => processShard(job, options, logger, signal), {
       ...common,
       concurrency: options.concurrency ?? 2,

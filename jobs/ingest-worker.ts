@@ -6,6 +6,7 @@ import type { StoreClient } from '../store/index.js';
 import type { JobMetrics } from './job-metrics.js';
 import { INGEST_FILE_QUEUE, INGEST_QUEUE, rejectsFileOf, rejectsPartsDirOf, type IngestFileData, type IngestFileResult, type IngestParentData, type IngestReport } from './ingest-flow.js';
 import { childProgress } from './ingest-progress.js';
+import { workerSettings } from './worker-settings.js';
 
 export interface IngestWorkerOptions {
   connection: ConnectionOptions;
@@ -37,14 +38,7 @@ export class IngestWorkers {
 
   static start(options: IngestWorkerOptions): IngestWorkers {
     const logger = options.logger.child({ module: 'ingest-worker' });
-    const lockDuration = options.lockDurationMs ?? 30_000;
-    const common = {
-      connection: options.connection,
-      lockDuration,
-      stalledInterval: Math.max(1000, Math.floor(lockDuration / 2)),
-      // A worker killed mid-file leaves its job stalled; it is resumed from its checkpoint, not failed.
-      maxStalledCount: 10,
-    };
+    const common = workerSettings(options.connection, options.lockDurationMs);
     const fileQueue = new Queue<IngestFileData>(INGEST_FILE_QUEUE, { connection: options.connection });
     const rejectCounts = new RejectBudget(new Redis(options.connection as RedisOptions));
     const files = new Worker<IngestFileData, IngestFileResult>(INGEST_FILE_QUEUE, (job, _token, signal) => processFile(job, options, rejectCounts, logger, signal), {

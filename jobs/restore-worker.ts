@@ -6,6 +6,7 @@ import { ShardpipeError, type Logger } from '../common/index.js';
 import { checkShardFooter, openLocalShard, restoreShard, type ShardCheckpoint } from '../restore/index.js';
 import type { StoreClient } from '../store/index.js';
 import { RESTORE_QUEUE, RESTORE_SHARD_QUEUE, type RestoreParentData, type RestoreReport, type RestoreShardData, type RestoreShardResult } from './restore-flow.js';
+import { workerSettings } from './worker-settings.js';
 
 export interface RestoreWorkerOptions {
   connection: ConnectionOptions;
@@ -39,14 +40,7 @@ export class RestoreWorkers {
 
   static start(options: RestoreWorkerOptions): RestoreWorkers {
     const logger = options.logger.child({ module: 'restore-worker' });
-    const lockDuration = options.lockDurationMs ?? 30_000;
-    const common = {
-      connection: options.connection,
-      lockDuration,
-      stalledInterval: Math.max(1000, Math.floor(lockDuration / 2)),
-      // A worker killed mid-shard leaves its job stalled; it is resumed from its checkpoint, not failed.
-      maxStalledCount: 10,
-    };
+    const common = workerSettings(options.connection, options.lockDurationMs);
     // One target client per URL for the worker's life (Azure clients keep connections alive).
     const targets = new Map<string, BackupTarget>();
     const targetOf = (url: string): BackupTarget => {

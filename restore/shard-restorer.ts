@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { LatestWriter } from '../common/index.js';
 import type { DropFile } from '../ingest/index.js';
 import { RangeDigest, type BulkRowInput, type StoreClient } from '../store/index.js';
 import { RestoreError } from './restore-errors.js';
@@ -86,7 +87,7 @@ export async function restoreShard(client: StoreClient, task: ShardTask, options
     firstExpiresAtMs: 0,
   };
   const positions: Position[] = [];
-  const checkpoints = new LatestCheckpointWriter(options.onCheckpoint);
+  const checkpoints = new LatestWriter<ShardCheckpoint>(options.onCheckpoint);
 
   async function* chunks(): AsyncGenerator<BulkRowInput[]> {
     let sent = 0;
@@ -162,37 +163,3 @@ export async function restoreShard(client: StoreClient, task: ShardTask, options
   return current;
 }
 
-/** Persists checkpoints one at a time; while one is being written only the newest waits. */
-class LatestCheckpointWriter {
-  private pending: ShardCheckpoint | undefined;
-  private running: Promise<void> | undefined;
-  private failure: unknown;
-
-  constructor(private readonly persist: ((checkpoint: ShardCheckpoint) => Promise<void>) | undefined) {}
-
-  offer(checkpoint: ShardCheckpoint): void {
-    if (!this.persist) return;
-    if (this.failure !== undefined) throw this.failure;
-    this.pending = checkpoint;
-    this.running ??= this.run();
-  }
-
-  async flush(): Promise<void> {
-    await this.running;
-    if (this.failure !== undefined) throw this.failure;
-  }
-
-  private async run(): Promise<void> {
-    while (this.pending !== undefined) {
-      const next = this.pending;
-      this.pending = undefined;
-      try {
-        await this.persist!(next);
-      } catch (err) {
-        this.failure = err;
-        break;
-      }
-    }
-    this.running = undefined;
-  }
-}
