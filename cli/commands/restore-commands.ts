@@ -35,7 +35,7 @@ interface RestoreOptions {
   json?: boolean;
   restart?: boolean;
   partitions?: string;
-  range: string[];
+  range?: string[];
   localWorker: boolean;
   concurrency: string;
   lockDuration: string;
@@ -46,8 +46,8 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
   program
     .command('restore <backupId>')
     .description(
-      'load a complete backup into the cluster of --seeds (any partitioning) through a BullMQ flow, one job per shard, resumable; ' +
-        'exit 0 restored (and verified), 2 with failed shards or verify mismatches, 3 no complete backup with that id, 1 on a fatal error',
+      'load a complete backup (or with --partitions/--range only some key ranges of it) into the cluster of --seeds (any partitioning) through a BullMQ flow, one job per shard, resumable; ' +
+        'exit 0 restored (and verified), 2 with failed shards or verify mismatches, 3 no complete backup with that id, 64 bad --partitions/--range, 1 on a fatal error',
     )
     .option('--target <url>', 'where the backup is: file:///DIR or az://CONTAINER/PREFIX (with AZURE_STORAGE_CONNECTION_STRING); default: DATA_DIR/backups')
     .option('--seeds <list>', 'store nodes of the cluster restored into, HOST:PORT[,...] (env SHARDPIPE_SEEDS)')
@@ -60,8 +60,7 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
     .option(
       '--range <start:end>',
       'restore only keys in [START, END), hex, either side empty = open end (e.g. 4000:8000, c000:); repeatable, or comma-separated; combines with --partitions',
-      (value: string, previous: string[]) => [...previous, value],
-      [] as string[],
+      (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
     )
     .option('--dry-run', 'print the plan (shards read, rows, bytes, the ranges restored, how they fall on the current partitions) and exit')
     .option('--verify', 'afterwards, compare every shard range (with a selection: every shard range ∩ selection) of the store (checksum with etags, and count) with the backup; implies --wait')
@@ -162,7 +161,7 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
  * usage errors naming them.
  */
 function selectionOf(opts: RestoreOptions, map: PartitionMap): KeyRange[] | undefined {
-  if (opts.partitions === undefined && opts.range.length === 0) return undefined;
+  if (opts.partitions === undefined && opts.range === undefined) return undefined;
   try {
     const ranges: KeyRange[] = [];
     if (opts.partitions !== undefined) {
@@ -172,7 +171,7 @@ function selectionOf(opts: RestoreOptions, map: PartitionMap): KeyRange[] | unde
       }
       ranges.push(...partitionRanges(map, ids.map(Number)));
     }
-    for (const value of opts.range) for (const text of value.split(',')) ranges.push(parseKeyRange(text));
+    for (const value of opts.range ?? []) for (const text of value.split(',')) ranges.push(parseKeyRange(text));
     return ranges;
   } catch (err) {
     if (err instanceof RestoreError && err.code === 'RESTORE_INVALID_SELECTION') throw new CliUsageError(`${err.message} [${err.code}]`);
