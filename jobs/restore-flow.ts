@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { FlowProducer, Job, Queue, type ConnectionOptions } from 'bullmq';
 import type { BackupManifest } from '../backup/index.js';
-import type { ShardCheckpoint, ShardSpec } from '../restore/index.js';
+import { intersectRanges, normalizeRanges, type KeyRange, type ShardCheckpoint, type ShardSpec } from '../restore/index.js';
 import type { PartitionMap } from '../store/index.js';
 
 /** Queue of parent restore jobs (one per restore). */
@@ -16,12 +16,20 @@ export interface RestoreSpec {
   target: string;
   /** Per shard; 0 = unlimited. */
   maxRowsPerSecond: number;
+  /**
+   * A partial restore: only keys in these ranges (hex, normalized) are written, only shards meeting
+   * them are read. Absent = the whole backup.
+   */
+  ranges?: KeyRange[];
 }
 
 export interface RestoreParentData {
   restoreId: string;
   spec: RestoreSpec;
+  /** Shards restored (children), and their manifest indexes. */
   shards: number;
+  shardIndexes: number[];
+  /** Rows of the shard files read. */
   rowsTotal: number;
   submittedAt: number;
 }
@@ -50,6 +58,10 @@ export interface RestoreReport {
   rowsRestored: number;
   /** Rows skipped because they had expired by the time they were restored. */
   rowsExpired: number;
+  /** Rows of the shard files read skipped because their key is outside the selection (partial restores). */
+  rowsOutsideRange: number;
+  /** The selection of a partial restore; absent for a full restore. */
+  ranges?: KeyRange[];
   bytesRestored: number;
   shards: number;
   shardsOk: number;
@@ -75,9 +87,10 @@ export interface SubmittedRestore {
 }
 
 /**
- * Creates the BullMQ flow of a restore: a parent job and one child per shard of the manifest. The
- * restore id comes from the backup, the target and the nodes of the cluster restored into, so
- * submitting the same restore again finds the running (or finished) one.
+ * Creates the BullMQ flow of a restore: a parent job and one child per shard of the manifest (per
+ * shard meeting `spec.ranges` for a partial restore). The restore id comes from the backup, the
+ * target, the nodes of the cluster restored into and the selection, so submitting the same restore
+ * again finds the running (or finished) one, and a partial and a full restore are different flows.
  */
 export async function submitRestore(
   connection: ConnectionOptions,
@@ -86,8 +99,11 @@ export async function submitRestore(
   cluster: PartitionMap,
   options: SubmitRestoreOptions = {},
 ): Promise<SubmittedRestore> {
+  const ranges = spec.ranges === undefined ? undefined : normalizeRanges(spec.ranges);
+  const shards = ranges === undefined ? manifest.shards : manifest.shards.filter((s) => intersectRanges({ start: s.start, end: s.end }, ranges).length > 0);
+  // A full restore hashes what it always did, so restores submitted before selections existed still resume.
   const identity = createHash('sha256')
-    .update(JSON.stringify([spec.target, spec.backupId, [...cluster.nodes()].sort()]))
+    .update(JSON.stringify([spec.target, spec.backupId, [...cluster.nodes()].sort(), ...(ranges === undefined ? [] : [ranges])]))
     .digest('hex')
     .slice(0, 12);
   const restoreId = options.restart ? `restore-${spec.backupId}-${identity}-${Date.now().toString(36)}` : `restore-${spec.backupId}-${identity}`;
@@ -105,12 +121,19 @@ export async function submitRestore(
       await flows.add({
         name: 'restore-backup',
         queueName: RESTORE_QUEUE,
-        data: { restoreId, spec, shards: manifest.shards.length, rowsTotal: manifest.totals.rows, submittedAt: Date.now() } satisfies RestoreParentData,
+        data: {
+          restoreId,
+          spec: { ...spec, ranges },
+          shards: shards.length,
+          shardIndexes: shards.map((s) => s.index),
+          rowsTotal: shards.reduce((n, s) => n + s.rows, 0),
+          submittedAt: Date.now(),
+        } satisfies RestoreParentData,
         opts: { jobId: restoreId },
-        children: manifest.shards.map((shard) => ({
+        children: shards.map((shard) => ({
           name: 'restore-shard',
           queueName: RESTORE_SHARD_QUEUE,
-          data: { restoreId, spec, shard: { ...shard } } satisfies RestoreShardData,
+          data: { restoreId, spec: { ...spec, ranges }, shard: { ...shard } } satisfies RestoreShardData,
           opts: {
             jobId: restoreShardJobId(restoreId, shard.index),
             attempts: options.attempts ?? 5,

@@ -25,15 +25,19 @@ export interface WatchRestoreOptions {
 
 const POLL_CHUNK = 200;
 
-/** Follows a restore until its parent job completes and resolves its report. */
+/**
+ * Follows a restore until its parent job completes and resolves its report. `shardIndexes` are the
+ * manifest indexes of its shard jobs (default 0 … shards-1: a full restore).
+ */
 export async function watchRestore(
   connection: ConnectionOptions,
-  restore: { restoreId: string; shards: number; rowsTotal: number },
+  restore: { restoreId: string; shards: number; rowsTotal: number; shardIndexes?: readonly number[] },
   options: WatchRestoreOptions = {},
 ): Promise<RestoreReport> {
   const parents = new Queue<RestoreParentData>(RESTORE_QUEUE, { connection });
   const shards = new Queue<RestoreShardData>(RESTORE_SHARD_QUEUE, { connection });
   const best = new Map<number, number>();
+  const indexes = restore.shardIndexes ?? Array.from({ length: restore.shards }, (_, i) => i);
   const started = performance.now();
   let startRows: number | undefined;
   try {
@@ -46,8 +50,8 @@ export async function watchRestore(
       if (options.onProgress) {
         let shardsDone = 0;
         let shardsFailed = 0;
-        for (let from = 0; from < restore.shards; from += POLL_CHUNK) {
-          const ids = Array.from({ length: Math.min(POLL_CHUNK, restore.shards - from) }, (_, i) => from + i);
+        for (let from = 0; from < indexes.length; from += POLL_CHUNK) {
+          const ids = indexes.slice(from, from + POLL_CHUNK);
           const jobs = await Promise.all(ids.map((i) => Job.fromId<RestoreShardData>(shards, restoreShardJobId(restore.restoreId, i))));
           for (const [k, job] of jobs.entries()) {
             if (!job) continue;

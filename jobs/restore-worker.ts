@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { Job, Queue, UnrecoverableError, Worker, type ConnectionOptions } from 'bullmq';
 import { openBackupTarget, type AzureTargetOptions, type BackupTarget } from '../backup/index.js';
 import { ShardpipeError, type Logger } from '../common/index.js';
-import { checkShardFooter, openLocalShard, restoreShard, type ShardCheckpoint } from '../restore/index.js';
+import { checkShardFooter, intersectRanges, openLocalShard, restoreShard, type ShardCheckpoint } from '../restore/index.js';
 import type { StoreClient } from '../store/index.js';
 import { RESTORE_QUEUE, RESTORE_SHARD_QUEUE, type RestoreParentData, type RestoreReport, type RestoreShardData, type RestoreShardResult } from './restore-flow.js';
 import { workerSettings } from './worker-settings.js';
@@ -103,7 +103,7 @@ async function processShard(
       }
       const final = await restoreShard(
         options.client,
-        { file: local.file, shard, fingerprint: local.fingerprint },
+        { file: local.file, shard, fingerprint: local.fingerprint, ranges: spec.ranges && intersectRanges({ start: shard.start, end: shard.end }, spec.ranges) },
         {
           resumeFrom: data.checkpoint,
           maxInFlight: options.maxInFlight,
@@ -148,6 +148,9 @@ async function reportOnShards(job: Job<RestoreParentData, RestoreReport>, shardQ
     target: job.data.spec.target,
     rowsRestored,
     rowsExpired: results.reduce((s, r) => s + r.rowsExpired, 0),
+    // Results of shards restored before partial restores existed have no rowsOutsideRange.
+    rowsOutsideRange: results.reduce((s, r) => s + (r.rowsOutsideRange ?? 0), 0),
+    ...(job.data.spec.ranges ? { ranges: job.data.spec.ranges } : {}),
     bytesRestored: results.reduce((s, r) => s + r.bytesRestored, 0),
     shards: job.data.shards,
     shardsOk: results.length,

@@ -10,3 +10,5 @@ export { restoreShard } from './shard-restorer.js';
 export type { ShardCheckpoint, ShardTask, ShardRestoreOptions } from './shard-restorer.js';
 export { verifyRestore } from './restore-verifier.js';
 export type { VerifyMismatch, VerifyReport, VerifyOptions } from './restore-verifier.js';
+export { parseKeyRange, partitionRanges, normalizeRanges, intersectRanges, coversKeyspace, selectionText, SortedRangeFilter } from './restore-selection.js';
+export type { KeyRange } from './restore-selection.js';

@@ -22,6 +22,8 @@ export const RESTORE_ERROR_CODES = {
   RESTORE_TARGET_UNAVAILABLE: { retryable: true },
   /** A shard could not be copied to the local staging folder (disk full, permissions). */
   RESTORE_STAGING_FAILED: { retryable: false },
+  /** A partial restore's selection names a partition the target's map does not have, or a malformed key range. */
+  RESTORE_INVALID_SELECTION: { retryable: false },
 } as const;
 
 export type RestoreErrorCode = keyof typeof RESTORE_ERROR_CODES;

@@ -3,6 +3,7 @@ import { LatestWriter } from '../common/index.js';
 import type { DropFile } from '../ingest/index.js';
 import { RangeDigest, type BulkRowInput, type StoreClient } from '../store/index.js';
 import { RestoreError } from './restore-errors.js';
+import { SortedRangeFilter, type KeyRange } from './restore-selection.js';
 import { readShardRows, type ShardSpec } from './shard-reader.js';
 
 /**
@@ -14,17 +15,19 @@ export interface ShardCheckpoint {
   /** Next row group to read, and the row within it. */
   rowGroup: number;
   rowOffset: number;
-  /** Rows read from the file (restored plus expired). */
+  /** Rows read from the file (restored plus expired plus outside the selection). */
   rowsDone: number;
   /** Rows written to the store. */
   rowsRestored: number;
   /** Rows skipped because their expiry had passed when they were read. */
   rowsExpired: number;
+  /** Rows skipped because their key is outside the task's ranges (a partial restore). */
+  rowsOutsideRange: number;
   /** Key plus value bytes written. */
   bytesRestored: number;
   /** RangeDigest (hex) of every row read, expired ones included: must end equal to the manifest checksum. */
   fileDigest: string;
-  /** Earliest expiry among the rows read (Unix ms), 0 = none expires. Verification needs it. */
+  /** Earliest expiry among the rows read inside the task's ranges (Unix ms), 0 = none expires. Verification needs it. */
   firstExpiresAtMs: number;
 }
 
@@ -35,6 +38,12 @@ export interface ShardTask {
   shard: ShardSpec;
   /** Identifies the bytes of the shard file (size and modification time at the target). */
   fingerprint: string;
+  /**
+   * Restore only rows whose key lies in one of these ranges (sorted, disjoint, inside the shard's
+   * range: see intersectRanges); absent = every row. The other rows are still read (the file's
+   * checksum covers them) but not written.
+   */
+  ranges?: readonly KeyRange[];
 }
 
 export interface ShardRestoreOptions {
@@ -74,7 +83,9 @@ interface Position {
 export async function restoreShard(client: StoreClient, task: ShardTask, options: ShardRestoreOptions = {}): Promise<ShardCheckpoint> {
   const { shard } = task;
   const now = options.now ?? Date.now;
-  const resume = options.resumeFrom?.fingerprint === task.fingerprint ? options.resumeFrom : undefined;
+  const resumed = options.resumeFrom?.fingerprint === task.fingerprint ? options.resumeFrom : undefined;
+  // Checkpoints written before partial restores existed have no rowsOutsideRange.
+  const resume = resumed && { ...resumed, rowsOutsideRange: resumed.rowsOutsideRange ?? 0 };
   let current: ShardCheckpoint = resume ?? {
     fingerprint: task.fingerprint,
     rowGroup: 0,
@@ -82,6 +93,7 @@ export async function restoreShard(client: StoreClient, task: ShardTask, options
     rowsDone: 0,
     rowsRestored: 0,
     rowsExpired: 0,
+    rowsOutsideRange: 0,
     bytesRestored: 0,
     fileDigest: new RangeDigest().toHex(),
     firstExpiresAtMs: 0,
@@ -95,13 +107,19 @@ export async function restoreShard(client: StoreClient, task: ShardTask, options
     let counts = { ...current };
     let read = 0;
     const started = performance.now();
+    const selected = task.ranges === undefined ? undefined : new SortedRangeFilter(task.ranges);
     for await (const chunk of readShardRows(task.file, shard, { rowGroup: current.rowGroup, rowOffset: current.rowOffset, chunkRows: options.chunkRows ?? 2048, signal: options.signal })) {
       const at = now();
       const live: BulkRowInput[] = [];
       let bytes = 0;
+      let outside = 0;
       let firstExpiry = counts.firstExpiresAtMs;
       for (const row of chunk.rows) {
         digest.add(row.key, row.value, row.expiresAtMs, row.etag);
+        if (selected !== undefined && !selected.contains(row.key)) {
+          outside++;
+          continue;
+        }
         if (row.expiresAtMs > 0) {
           firstExpiry = firstExpiry === 0 ? row.expiresAtMs : Math.min(firstExpiry, row.expiresAtMs);
           if (row.expiresAtMs <= at) continue;
@@ -118,7 +136,8 @@ export async function restoreShard(client: StoreClient, task: ShardTask, options
         rowOffset: groupDone ? 0 : end,
         rowsDone: counts.rowsDone + chunk.rows.length,
         rowsRestored: counts.rowsRestored + live.length,
-        rowsExpired: counts.rowsExpired + chunk.rows.length - live.length,
+        rowsExpired: counts.rowsExpired + chunk.rows.length - live.length - outside,
+        rowsOutsideRange: counts.rowsOutsideRange + outside,
         bytesRestored: counts.bytesRestored + bytes,
         fileDigest: digest.toHex(),
         firstExpiresAtMs: firstExpiry,
@@ -149,7 +168,7 @@ export async function restoreShard(client: StoreClient, task: ShardTask, options
     signal: options.signal,
     onAck: advance,
   });
-  // Trailing chunks whose rows had all expired are acknowledged by nothing but the end.
+  // Trailing chunks whose rows had all expired (or lay outside the ranges) are acknowledged by nothing but the end.
   advance(result.rows);
   await checkpoints.flush();
   if (current.rowsDone !== shard.rows || current.fileDigest !== shard.checksum) {

@@ -7,16 +7,19 @@ import { PrivateRedis, RestoreWorkers, connectionFromUrl, submitRestore, watchRe
 import {
   RestoreError,
   openLocalShard,
+  parseKeyRange,
+  partitionRanges,
   planRestore,
   readRestoreManifest,
   readShardRows,
   verifyRestore,
+  type KeyRange,
   type RestorePlan,
   type ShardChunk,
   type ShardSpec,
   type VerifyReport,
 } from '../../restore/index.js';
-import { StoreClient } from '../../store/index.js';
+import { StoreClient, type PartitionMap } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { EXIT, formatTable, parsePositiveInt, rangeText } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
@@ -31,6 +34,8 @@ interface RestoreOptions {
   wait?: boolean;
   json?: boolean;
   restart?: boolean;
+  partitions?: string;
+  range?: string[];
   localWorker: boolean;
   concurrency: string;
   lockDuration: string;
@@ -41,15 +46,24 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
   program
     .command('restore <backupId>')
     .description(
-      'load a complete backup into the cluster of --seeds (any partitioning) through a BullMQ flow, one job per shard, resumable; ' +
-        'exit 0 restored (and verified), 2 with failed shards or verify mismatches, 3 no complete backup with that id, 1 on a fatal error',
+      'load a complete backup (or with --partitions/--range only some key ranges of it) into the cluster of --seeds (any partitioning) through a BullMQ flow, one job per shard, resumable; ' +
+        'exit 0 restored (and verified), 2 with failed shards or verify mismatches, 3 no complete backup with that id, 64 bad --partitions/--range, 1 on a fatal error',
     )
     .option('--target <url>', 'where the backup is: file:///DIR or az://CONTAINER/PREFIX (with AZURE_STORAGE_CONNECTION_STRING); default: DATA_DIR/backups')
     .option('--seeds <list>', 'store nodes of the cluster restored into, HOST:PORT[,...] (env SHARDPIPE_SEEDS)')
     .option('--redis <url>', 'Redis for the job queues (env SHARDPIPE_REDIS_URL); default: a private redis-server in the data folder')
     .option('--data-dir <dir>', 'data folder for the private Redis and staged az:// shards (env SHARDPIPE_DATA_DIR; default .shardpipe)')
-    .option('--dry-run', 'print the plan (shards, rows, bytes, how shard ranges fall on the current partitions) and exit')
-    .option('--verify', 'afterwards, compare every shard range of the store (checksum with etags, and count) with the backup; implies --wait')
+    .option(
+      '--partitions <ids>',
+      'restore only the key ranges of these partitions of the CURRENT map of --seeds, ID[,ID...] (e.g. after replacing a failed node); other keys are left as they are',
+    )
+    .option(
+      '--range <start:end>',
+      'restore only keys in [START, END), hex, either side empty = open end (e.g. 4000:8000, c000:); repeatable, or comma-separated; combines with --partitions',
+      (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
+    )
+    .option('--dry-run', 'print the plan (shards read, rows, bytes, the ranges restored, how they fall on the current partitions) and exit')
+    .option('--verify', 'afterwards, compare every shard range (with a selection: every shard range ∩ selection) of the store (checksum with etags, and count) with the backup; implies --wait')
     .option('--wait', 'wait for the end, with progress, and print the report (implied by the local worker)')
     .option('--json', 'print the report (or with --dry-run the plan) as one JSON object')
     .option('--restart', 'start over instead of resuming an unfinished (or finished) restore of the same backup into the same cluster')
@@ -86,8 +100,9 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
           throw err;
         }
         const map = await client.refreshMap({ signal: stop.signal });
-        const plan = planRestore(manifest, map);
-        const targetEntries = await entriesInCluster(client);
+        const selection = selectionOf(opts, map);
+        const plan = planRestore(manifest, map, selection);
+        const targetEntries = await entriesInCluster(client, plan.shards.flatMap((s) => s.targetPartitions));
         if (opts.dryRun) {
           if (opts.json) ctx.print(JSON.stringify({ ...plan, target: target.url, targetEntries }));
           else printPlan((line) => ctx.print(line), plan, target.url, targetEntries);
@@ -98,8 +113,9 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
         const redisUrl = opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL;
         redis = redisUrl ? undefined : await PrivateRedis.start({ dataDir: resolve(dataDir, 'redis'), logger: ctx.logger });
         const connection = connectionFromUrl(redisUrl ?? redis!.url);
-        const submitted = await submitRestore(connection, { backupId, target: target.url, maxRowsPerSecond: parsePositiveInt(opts.maxRowsPerSecond, '--max-rows-per-second') }, manifest, map, { restart: opts.restart });
-        ctx.logger.info({ restoreId: submitted.restoreId, state: submitted.state, shards: manifest.shards.length, rows: manifest.totals.rows }, 'restore submitted');
+        const spec = { backupId, target: target.url, maxRowsPerSecond: parsePositiveInt(opts.maxRowsPerSecond, '--max-rows-per-second'), ...(plan.selection ? { ranges: plan.selection } : {}) };
+        const submitted = await submitRestore(connection, spec, manifest, map, { restart: opts.restart });
+        ctx.logger.info({ restoreId: submitted.restoreId, state: submitted.state, shards: plan.shards.length, rows: plan.rows, selection: plan.selection }, 'restore submitted');
         if (!opts.json) process.stderr.write(`restore ${submitted.restoreId} (${submitted.state})\n`);
         if (!opts.localWorker && !opts.wait && !opts.verify) {
           ctx.print(opts.json ? JSON.stringify({ restoreId: submitted.restoreId, state: submitted.state }) : submitted.restoreId);
@@ -110,7 +126,7 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
         }
         const report = await watchRestore(
           connection,
-          { restoreId: submitted.restoreId, shards: manifest.shards.length, rowsTotal: manifest.totals.rows },
+          { restoreId: submitted.restoreId, shards: plan.shards.length, rowsTotal: plan.rows, shardIndexes: plan.shards.map((s) => s.index) },
           { onProgress: progressPrinter(ctx), signal: stop.signal },
         );
         if (process.stderr.isTTY) process.stderr.write('\n');
@@ -118,9 +134,10 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
         let verifyMs = 0;
         if (opts.verify) {
           const started = performance.now();
-          if (!opts.json) process.stderr.write(`verifying ${manifest.shards.length} shard ranges…\n`);
+          if (!opts.json) process.stderr.write(`verifying ${plan.shards.reduce((n, s) => n + s.pieces.length, 0)} ranges of ${plan.shards.length} shards…\n`);
           verification = await verifyRestore(client, manifest.shards, {
             firstExpiresAtMs: new Map(report.shardResults.map((r) => [r.index, r.firstExpiresAtMs])),
+            selection: plan.selection,
             readShard: (shard, signal) => shardRowsAgain(target, backupId, shard, stagingDir, signal),
             signal: stop.signal,
           });
@@ -139,10 +156,34 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
     });
 }
 
-/** Approximate entries the cluster already holds (nodes that do not answer count as 0). */
-async function entriesInCluster(client: StoreClient): Promise<number> {
+/**
+ * The key ranges of --partitions and --range (undefined = neither: a full restore). Bad values are
+ * usage errors naming them.
+ */
+function selectionOf(opts: RestoreOptions, map: PartitionMap): KeyRange[] | undefined {
+  if (opts.partitions === undefined && opts.range === undefined) return undefined;
+  try {
+    const ranges: KeyRange[] = [];
+    if (opts.partitions !== undefined) {
+      const ids = opts.partitions.split(',').map((t) => t.trim());
+      for (const id of ids) {
+        if (!/^\d+$/.test(id)) throw new CliUsageError(`--partitions: "${id}" is not a partition id; the target cluster's partitions are ${map.partitions.map((p) => p.id).join(', ')}`);
+      }
+      ranges.push(...partitionRanges(map, ids.map(Number)));
+    }
+    for (const value of opts.range ?? []) for (const text of value.split(',')) ranges.push(parseKeyRange(text));
+    return ranges;
+  } catch (err) {
+    if (err instanceof RestoreError && err.code === 'RESTORE_INVALID_SELECTION') throw new CliUsageError(`${err.message} [${err.code}]`);
+    throw err;
+  }
+}
+
+/** Approximate entries the named partitions already hold (nodes that do not answer count as 0). */
+async function entriesInCluster(client: StoreClient, partitionIds: readonly number[]): Promise<number> {
+  const wanted = new Set(partitionIds);
   let total = 0;
-  for (const node of await client.stats()) if (node.result.ok) for (const p of node.result.partitions) total += p.approxCount;
+  for (const node of await client.stats()) if (node.result.ok) for (const p of node.result.partitions) if (wanted.has(p.id)) total += p.approxCount;
   return total;
 }
 
@@ -157,17 +198,24 @@ async function* shardRowsAgain(target: BackupTarget, backupId: string, shard: Sh
 }
 
 function printPlan(out: (line: string) => void, plan: RestorePlan, target: string, targetEntries: number): void {
-  out(`restore plan: backup ${plan.backupId} in ${target}: ${plan.shards.length} shards, ${plan.rows} rows, ${plan.bytes} bytes`);
+  const hex = (h: string): Buffer => Buffer.from(h, 'hex');
+  const ranges = (rs: readonly KeyRange[]): string => rs.map((r) => rangeText(hex(r.start), hex(r.end))).join(' ');
+  if (plan.selection) {
+    out(`partial restore of ${ranges(plan.selection)}: keys outside are not written`);
+    out(`restore plan: backup ${plan.backupId} in ${target}: reads ${plan.shards.length} of ${plan.shards.length + plan.shardsSkipped} shards (${plan.rows} rows, ${plan.bytes} bytes)`);
+  } else out(`restore plan: backup ${plan.backupId} in ${target}: ${plan.shards.length} shards, ${plan.rows} rows, ${plan.bytes} bytes`);
   out(
     `  backed up from map version ${plan.sourceMapVersion} (${plan.sourcePartitions} partitions); restoring into map version ${plan.targetMapVersion} (${plan.targetPartitions} partitions)` +
       (plan.samePartitioning ? ', same boundaries' : ', different boundaries: writes are cut at the current ones'),
   );
-  if (targetEntries > 0) out(`  note: the cluster already holds about ${targetEntries} entries; restored keys overwrite theirs, other keys stay (and --verify reports the ranges they are in)`);
-  const hex = (h: string): Buffer => Buffer.from(h, 'hex');
+  if (targetEntries > 0) {
+    out(`  note: the partitions restored into already hold about ${targetEntries} entries; restored keys overwrite theirs, other keys stay (and --verify reports the ranges they are in)`);
+  }
+  const header = ['shard', 'range', 'rows', 'bytes', ...(plan.selection ? ['restored ranges'] : []), 'into partitions'];
   out(
     formatTable(
-      ['shard', 'range', 'rows', 'bytes', 'into partitions'],
-      plan.shards.map((s) => [String(s.index), rangeText(hex(s.start), hex(s.end)), String(s.rows), String(s.bytes), s.targetPartitions.join(',')]),
+      header,
+      plan.shards.map((s) => [String(s.index), rangeText(hex(s.start), hex(s.end)), String(s.rows), String(s.bytes), ...(plan.selection ? [ranges(s.pieces)] : []), s.targetPartitions.join(',')]),
     ),
   );
 }
@@ -200,6 +248,8 @@ function printReport(ctx: CliContext, report: RestoreReport, verification: Verif
         rowsPerSecond: report.rowsPerSecond,
         restoreId: report.restoreId,
         rowsExpired: report.rowsExpired,
+        rowsOutsideRange: report.rowsOutsideRange,
+        ranges: report.ranges,
         bytesRestored: report.bytesRestored,
         shardsFailed: report.shardsFailed,
         failures: report.failures,
@@ -210,14 +260,15 @@ function printReport(ctx: CliContext, report: RestoreReport, verification: Verif
   }
   ctx.print(
     formatTable(
-      ['restore', 'rows restored', 'expired (skipped)', 'shards ok', 'shards failed', 'verified', 'seconds', 'rows/s'],
+      ['restore', 'rows restored', 'expired (skipped)', ...(report.ranges ? ['outside selection (skipped)'] : []), 'shards ok', 'shards failed', 'verified', 'seconds', 'rows/s'],
       [[
         report.restoreId,
         String(report.rowsRestored),
         String(report.rowsExpired),
+        ...(report.ranges ? [String(report.rowsOutsideRange)] : []),
         String(report.shardsOk),
         String(report.shardsFailed),
-        verification === undefined ? 'not asked' : mismatches.length === 0 ? `yes (${verification.shardsChecked} ranges)` : `NO: ${mismatches.length} ranges differ`,
+        verification === undefined ? 'not asked' : mismatches.length === 0 ? `yes (${verification.rangesChecked} ranges)` : `NO: ${mismatches.length} ranges differ`,
         (report.durationMs / 1000).toFixed(1),
         String(report.rowsPerSecond),
       ]],
