@@ -48,8 +48,10 @@ export interface PartitionRates {
   logicalBytesPerSecond: number;
   /** Whether the partition was written between the two samples (its last write time moved). */
   wrote: boolean;
-  /** Reads per second: null, because PartitionStats carries no read counter (see README). */
-  readsPerSecond: null;
+  /** Entries read per second (gets, scanned and checksummed entries); null when the node restarted in between (its counters restart). */
+  readsPerSecond: number | null;
+  /** Entries written per second (puts, deletes, bulk rows, overwrites included); null when the node restarted in between. */
+  writesPerSecond: number | null;
 }
 
 /** One partition as the API and the page show it. All figures come from one sample, `ageMs` old. */
@@ -118,6 +120,8 @@ interface Sample {
   logicalBytes: number;
   diskBytes: number;
   lastWriteMs: number;
+  reads: number;
+  writes: number;
   atMs: number;
 }
 
@@ -217,7 +221,8 @@ export class PartitionPoller {
           entriesPerSecond: round((current.entries - previous.entries) / seconds),
           logicalBytesPerSecond: round((current.logicalBytes - previous.logicalBytes) / seconds),
           wrote: current.lastWriteMs > previous.lastWriteMs,
-          readsPerSecond: null,
+          readsPerSecond: current.reads >= previous.reads ? round((current.reads - previous.reads) / seconds) : null,
+          writesPerSecond: current.writes >= previous.writes ? round((current.writes - previous.writes) / seconds) : null,
         };
       }
       return {
@@ -321,7 +326,7 @@ export class PartitionPoller {
         for (const s of answer.result.partitions) {
           // Figures belong to the partition id; the range and node shown are the current map's.
           if (!map.byId(s.id)) continue;
-          const current: Sample = { entries: s.approxCount, logicalBytes: s.logicalBytes, diskBytes: s.diskBytes, lastWriteMs: s.lastWriteMs, atMs };
+          const current: Sample = { entries: s.approxCount, logicalBytes: s.logicalBytes, diskBytes: s.diskBytes, lastWriteMs: s.lastWriteMs, reads: s.reads, writes: s.writes, atMs };
           this.samples.set(s.id, { current, previous: this.samples.get(s.id)?.current });
           fresh.add(s.id);
         }

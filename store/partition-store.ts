@@ -46,6 +46,10 @@ export interface PartitionStoreStats {
   diskBytes: number;
   /** Unix ms of the last write, 0 if none. */
   lastWriteMs: number;
+  /** Entries read (gets, scanned and checksummed entries) since the partition was opened. */
+  reads: number;
+  /** Entries written (puts, deletes, bulk rows) since the partition was opened. */
+  writes: number;
 }
 
 /** Where `scan` and `checksum` read from: a pinned snapshot (see `openSnapshot`) or, absent, the current data. */
@@ -130,6 +134,9 @@ export class PartitionStore {
   private readonly logger: Logger | undefined;
   private readonly sweepIntervalMs: number;
   private state: State = { seq: 0, count: 0, logicalBytes: 0, lastWriteMs: 0 };
+  // Since open, for rates; not persisted.
+  private reads = 0;
+  private writes = 0;
   private readonly queue: Op[] = [];
   private draining: Promise<void> | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
@@ -156,6 +163,7 @@ export class PartitionStore {
 
   /** The live record of `key`, or undefined when absent or expired. */
   async get(key: Buffer): Promise<StoredRecord | undefined> {
+    this.reads++;
     const raw = await this.db.get(dataKey(key));
     if (raw === undefined) return undefined;
     const record = decodeRecord(raw);
@@ -164,18 +172,18 @@ export class PartitionStore {
 
   /** Writes `value`; rejects with STORE_ETAG_MISMATCH when `expectedEtag` does not match. */
   put(key: Buffer, value: Buffer, options: PutOptions = {}): Promise<StoredRecord> {
-    return new Promise((resolve, reject) => this.enqueue({ kind: 'put', key, value, options, resolve, reject }));
+    return new Promise((resolve, reject) => this.enqueue({ kind: 'put', key, value, options, resolve: this.counted(1, resolve), reject }));
   }
 
   /** Deletes `key`; resolves whether a live entry was deleted. */
   delete(key: Buffer, expectedEtag?: number): Promise<boolean> {
-    return new Promise((resolve, reject) => this.enqueue({ kind: 'delete', key, expectedEtag, resolve, reject }));
+    return new Promise((resolve, reject) => this.enqueue({ kind: 'delete', key, expectedEtag, resolve: this.counted(1, resolve), reject }));
   }
 
   /** Writes all rows in one atomic batch (upsert). The caller has checked they belong here. */
   bulkInsert(rows: readonly BulkRowInput[]): Promise<WriteTiming> {
     return new Promise((resolve, reject) =>
-      this.enqueue({ kind: 'bulk', rows, enqueuedAt: performance.now(), resolve, reject }),
+      this.enqueue({ kind: 'bulk', rows, enqueuedAt: performance.now(), resolve: this.counted(rows.length, resolve), reject }),
     );
   }
 
@@ -206,6 +214,7 @@ export class PartitionStore {
           out.push({ key: k.subarray(1), ...record });
         }
         sent += out.length;
+        this.reads += out.length;
         if (out.length > 0) yield out;
       }
     } finally {
@@ -224,7 +233,7 @@ export class PartitionStore {
 
   async stats(): Promise<PartitionStoreStats> {
     const diskBytes = await this.db.approximateSize(Buffer.from([NS_DATA]), DATA_END);
-    return { count: this.state.count, logicalBytes: this.state.logicalBytes, diskBytes, lastWriteMs: this.state.lastWriteMs };
+    return { count: this.state.count, logicalBytes: this.state.logicalBytes, diskBytes, lastWriteMs: this.state.lastWriteMs, reads: this.reads, writes: this.writes };
   }
 
   /** Pins the current state for later reads; the caller closes it. */
@@ -281,6 +290,14 @@ export class PartitionStore {
       await this.db.close();
     })();
     return this.closing;
+  }
+
+  /** Wraps a write's resolve so the write counter moves only for writes that committed. */
+  private counted<T>(entries: number, resolve: (value: T) => void): (value: T) => void {
+    return (value) => {
+      this.writes += entries;
+      resolve(value);
+    };
   }
 
   private snapshotHandle(snapshot: PartitionSnapshot | undefined): ReturnType<ClassicLevel<Buffer, Buffer>['snapshot']> | undefined {

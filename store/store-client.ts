@@ -71,7 +71,7 @@ export interface NodeStats {
   node: string;
   /** The node's answer, or why it gave none. */
   result:
-    | { ok: true; mapVersion: number; partitions: Array<{ id: number; approxCount: number; logicalBytes: number; diskBytes: number; lastWriteMs: number }> }
+    | { ok: true; mapVersion: number; partitions: Array<{ id: number; approxCount: number; logicalBytes: number; diskBytes: number; lastWriteMs: number; reads: number; writes: number }> }
     | { ok: false; error: StoreError };
 }
 

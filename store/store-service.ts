@@ -79,6 +79,8 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
           logicalBytes: s.logicalBytes,
           diskBytes: s.diskBytes,
           lastWriteMs: s.lastWriteMs,
+          reads: s.reads,
+          writes: s.writes,
         })),
       };
     }),

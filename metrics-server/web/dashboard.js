@@ -257,6 +257,8 @@ function renderPartitionTable() {
       h('td', { class: 'num' }, fmtBytes(p.diskBytes)),
       h('td', {}, since(p.lastWriteMs)),
       h('td', { class: 'num', title: r ? `net ${fmtBytes(r.logicalBytesPerSecond)}/s over ${Math.round(r.intervalMs / 1000)}s` : '' }, writes),
+      h('td', { class: 'num', title: 'entries written per second (puts, deletes, bulk rows)' }, r && r.writesPerSecond !== null ? fmtInt(r.writesPerSecond) : '—'),
+      h('td', { class: 'num', title: 'entries read per second (gets, scans, checksums)' }, r && r.readsPerSecond !== null ? fmtInt(r.readsPerSecond) : '—'),
       h('td', {}, p.status === 'ok' ? fmtAge(p.ageMs) : [badge(p.status), ` ${fmtAge(p.ageMs)}`]),
     );
   });

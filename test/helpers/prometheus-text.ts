@@ -8,7 +8,7 @@
  *   sample      = name [ "{" [ label { "," label } [ "," ] ] "}" ] spaces value [ spaces timestamp ]
  *   label       = labelname "=" '"' { char | "\\\\" | '\\"' | "\\n" } '"'
  *   name        = [a-zA-Z_:][a-zA-Z0-9_:]*       labelname = [a-zA-Z_][a-zA-Z0-9_]*
- *   value       = a Go ParseFloat number | "NaN" | "+Inf" | "-Inf"      timestamp = integer ms
+ *   value       = a Go ParseFloat number | NaN | +Inf | -Inf (any case, as ParseFloat takes them; prom-client writes "Nan")      timestamp = integer ms
  *   type        = counter | gauge | histogram | summary | untyped
  *
  * Beyond the grammar it checks what Prometheus checks on ingestion: at most one HELP and TYPE per
@@ -166,9 +166,10 @@ function parseSample(line: string, fail: (why: string) => never): Sample {
 }
 
 function parseValue(text: string, fail: (why: string) => never): number {
-  if (text === 'NaN') return NaN;
-  if (text === '+Inf' || text === 'Inf') return Infinity;
-  if (text === '-Inf') return -Infinity;
+  const lower = text.toLowerCase();
+  if (lower === 'nan') return NaN;
+  if (lower === '+inf' || lower === 'inf') return Infinity;
+  if (lower === '-inf') return -Infinity;
   if (!FLOAT.test(text)) fail(`invalid value "${text}"`);
   return Number(text);
 }

@@ -99,15 +99,20 @@ describe('metrics server against a real 3-node cluster (partition figures, rates
     const rows = Array.from({ length: 1000 }, (_, i) => ({ key: Buffer.concat([Buffer.from([0x60, 0x00, 0xab]), Buffer.from(String(i).padStart(6, '0'))]), value: Buffer.alloc(20, 7) }));
     await client.bulkPutAll([rows]);
     for (const r of rows) live.set(r.key.toString('hex'), r.key);
+    let read = 0;
+    for await (const batch of client.scanAll(target.start, target.end)) read += batch.length;
     await server.poller.poll();
     for (const p of await partitions()) {
       expect(p.rates, `partition ${p.id}`).not.toBeNull();
       if (p.id === target.id) {
-        expect(p.rates).toMatchObject({ wrote: true, readsPerSecond: null });
+        expect(p.rates).toMatchObject({ wrote: true });
         expect(p.rates!.entriesPerSecond).toBeCloseTo((1000 * 1000) / p.rates!.intervalMs, 0);
+        expect(p.rates!.writesPerSecond).toBeCloseTo((1000 * 1000) / p.rates!.intervalMs, 0);
+        expect(read).toBeGreaterThanOrEqual(1000);
+        expect(p.rates!.readsPerSecond).toBeCloseTo((read * 1000) / p.rates!.intervalMs, 0);
         expect(p.lastWriteMs).toBeGreaterThan(Date.now() - 60_000);
       } else {
-        expect(p.rates).toMatchObject({ wrote: false, entriesPerSecond: 0, logicalBytesPerSecond: 0 });
+        expect(p.rates).toMatchObject({ wrote: false, entriesPerSecond: 0, logicalBytesPerSecond: 0, writesPerSecond: 0, readsPerSecond: 0 });
       }
     }
   });

@@ -140,6 +140,12 @@ export interface PartitionStat {
   logicalBytes: number;
   diskBytes: number;
   lastWriteMs: number;
+  /**
+   * Entries read (Get, Scan, ScanPage, Checksum) and written (Put, Delete, BulkInsert rows) since
+   * the node started: counters for rates; they restart from 0 with the node.
+   */
+  reads: number;
+  writes: number;
 }
 
 export interface PartitionStatsResponse {
@@ -1245,6 +1251,8 @@ function createBasePartitionStat(): PartitionStat {
     logicalBytes: 0,
     diskBytes: 0,
     lastWriteMs: 0,
+    reads: 0,
+    writes: 0,
   };
 }
 
@@ -1270,6 +1278,12 @@ export const PartitionStat: MessageFns<PartitionStat> = {
     }
     if (message.lastWriteMs !== 0) {
       writer.uint32(56).uint64(message.lastWriteMs);
+    }
+    if (message.reads !== 0) {
+      writer.uint32(64).uint64(message.reads);
+    }
+    if (message.writes !== 0) {
+      writer.uint32(72).uint64(message.writes);
     }
     return writer;
   },
@@ -1341,6 +1355,22 @@ export const PartitionStat: MessageFns<PartitionStat> = {
             }
 
             message.lastWriteMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.reads = longToNumber(reader.uint64());
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.writes = longToNumber(reader.uint64());
             continue;
           }
         }
