@@ -2,7 +2,6 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
-import type { IServerAdapter } from '@bull-board/api/typings/app';
 import { ExpressAdapter } from '@bull-board/express';
 import { Router } from 'express';
 import { Registry, collectDefaultMetrics } from 'prom-client';
@@ -83,9 +82,7 @@ export class MetricsServer {
     let queuesRouter: Router | undefined;
     if (options.redisUrl !== undefined) {
       const serverAdapter = new ExpressAdapter().setBasePath('/queues');
-      // @bull-board/express 9.10.1 carries its own @bull-board/api 9.10.1 next to our 9.10.2: same
-      // shape, separately declared private fields, hence the cast.
-      const board = createBullBoard({ queues: [], serverAdapter: serverAdapter as unknown as IServerAdapter, options: { uiConfig: { boardTitle: 'shardpipe jobs' } } });
+      const board = createBullBoard({ queues: [], serverAdapter, options: { uiConfig: { boardTitle: 'shardpipe jobs' } } });
       const readOnlyMode = !(options.allowQueueActions ?? false);
       const overview = new JobOverview({ redisUrl: options.redisUrl, logger, onQueueFound: (queue) => board.addQueue(new BullMQAdapter(queue, { readOnlyMode })) });
       jobs = overview;
