@@ -58,7 +58,7 @@ const forTests = process.argv.includes('--for-tests');
 installPackages();
 ensureCommand('redis-server', ['redis-server'], 'the job queues run on Redis; without it pass --redis URL');
 if (forTests) {
-  ensureCommand('chromium', ['chromium'], 'the dashboard tests drive a headless browser');
+  ensureCommand('chromium', ['chromium', 'fonts-liberation'], 'the dashboard tests drive a headless browser');
   ensureCommand('docker-compose', ['docker-compose'], 'a test validates docker-compose.yml');
 }
 build();
