@@ -23,12 +23,14 @@ export async function mergeRejects(partsDir: string, target: string, options: { 
   const partial = `${target}.partial`;
   const out = createWriteStream(partial);
   try {
-    for (const name of names) await pipeline(createReadStream(join(partsDir, name)), out, { end: false, signal: options.signal });
-    out.end();
-    await new Promise<void>((resolve, reject) => {
-      out.once('finish', resolve);
-      out.once('error', reject);
-    });
+    // One pipeline over all parts: a pipeline per part would leave its listeners on `out`.
+    await pipeline(
+      async function* () {
+        for (const name of names) yield* createReadStream(join(partsDir, name));
+      },
+      out,
+      { signal: options.signal },
+    );
   } catch (err) {
     out.destroy();
     await rm(partial, { force: true });
