@@ -1,6 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { LatestWriter } from '../common/index.js';
-import type { BulkRowInput, StoreClient } from '../store/index.js';
+import { bulkPutCheckpointed, type CheckpointedChunk, type StoreClient } from '../store/index.js';
 import type { DropFile } from './drop-scanner.js';
 import { IngestError } from './ingest-errors.js';
 import { readRecordBatches } from './record-batch-reader.js';
@@ -59,12 +58,6 @@ export interface FileIngestOptions {
   signal?: AbortSignal;
 }
 
-interface Position {
-  /** Rows handed to the store up to and including this chunk. */
-  sentAfter: number;
-  checkpoint: FileCheckpoint;
-}
-
 /**
  * Ingests one file (or row-group range): record batches → rows and rejects → bulkPutAll, with
  * a checkpoint after every acknowledged stretch. Resuming from a checkpoint re-sends at most the
@@ -73,7 +66,7 @@ interface Position {
 export async function ingestFile(client: StoreClient, task: FileTask, options: FileIngestOptions): Promise<FileCheckpoint> {
   const { file } = task;
   const resume = options.resumeFrom?.fingerprint === file.fingerprint ? options.resumeFrom : undefined;
-  let current: FileCheckpoint = resume ?? {
+  const current: FileCheckpoint = resume ?? {
     fingerprint: file.fingerprint,
     rowGroup: task.rowGroupStart,
     rowOffset: 0,
@@ -90,10 +83,7 @@ export async function ingestFile(client: StoreClient, task: FileTask, options: F
     maxValueBytes: options.maxValueBytes,
     partitionValues: file.partitionValues,
   });
-  const positions: Position[] = [];
-  const checkpoints = new LatestWriter<FileCheckpoint>(options.onCheckpoint);
-
-  async function* chunks(): AsyncGenerator<BulkRowInput[]> {
+  async function* chunks(): AsyncGenerator<CheckpointedChunk<FileCheckpoint>> {
     let sent = 0;
     let previousKey: Buffer | undefined;
     let counts = { ...current };
@@ -140,8 +130,7 @@ export async function ingestFile(client: StoreClient, task: FileTask, options: F
         rowsRejected: counts.rowsRejected + rejects.length,
         rowsOutOfOrder: counts.rowsOutOfOrder + outOfOrder,
       };
-      positions.push({ sentAfter: sent, checkpoint: counts });
-      yield rows;
+      yield { rows, checkpoint: counts };
       if (options.maxRowsPerSecond && options.maxRowsPerSecond > 0) {
         const aheadMs = (sent / options.maxRowsPerSecond) * 1000 - (performance.now() - started);
         if (aheadMs > 0) await sleep(aheadMs, undefined, { signal: options.signal });
@@ -149,25 +138,12 @@ export async function ingestFile(client: StoreClient, task: FileTask, options: F
     }
   }
 
-  // Counts come from the position, not the acknowledgement: rows acknowledged beyond the last
-  // whole chunk are sent again on resume and must not be counted twice.
-  const advance = (acked: number): void => {
-    let reached: FileCheckpoint | undefined;
-    while (positions.length > 0 && positions[0]!.sentAfter <= acked) reached = positions.shift()!.checkpoint;
-    if (reached === undefined) return;
-    current = reached;
-    checkpoints.offer(current);
-  };
-
-  const result = await client.bulkPutAll(chunks(), {
+  return bulkPutCheckpointed(client, chunks(), {
+    start: current,
+    persist: options.onCheckpoint,
     maxInFlight: options.maxInFlight,
     batchMaxRows: options.batchMaxRows,
     signal: options.signal,
-    onAck: advance,
   });
-  // Trailing chunks with no rows (all rejected) are acknowledged by nothing but the end.
-  advance(result.rows);
-  await checkpoints.flush();
-  return current;
 }
 

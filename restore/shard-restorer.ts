@@ -1,7 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { LatestWriter } from '../common/index.js';
 import type { DropFile } from '../ingest/index.js';
-import { RangeDigest, type BulkRowInput, type StoreClient } from '../store/index.js';
+import { RangeDigest, bulkPutCheckpointed, type BulkRowInput, type CheckpointedChunk, type StoreClient } from '../store/index.js';
 import { RestoreError } from './restore-errors.js';
 import { SortedRangeFilter, type KeyRange } from './restore-selection.js';
 import { readShardRows, type ShardSpec } from './shard-reader.js';
@@ -67,12 +66,6 @@ export interface ShardRestoreOptions {
   signal?: AbortSignal;
 }
 
-interface Position {
-  /** Rows handed to the store up to and including this chunk. */
-  sentAfter: number;
-  checkpoint: ShardCheckpoint;
-}
-
 /**
  * Restores one shard file: rows → skip the expired → bulkPutAll (which cuts at the cluster's current
  * partition boundaries), keeping etags, update times and expiries. A checkpoint follows every
@@ -98,11 +91,7 @@ export async function restoreShard(client: StoreClient, task: ShardTask, options
     fileDigest: new RangeDigest().toHex(),
     firstExpiresAtMs: 0,
   };
-  const positions: Position[] = [];
-  const checkpoints = new LatestWriter<ShardCheckpoint>(options.onCheckpoint);
-
-  async function* chunks(): AsyncGenerator<BulkRowInput[]> {
-    let sent = 0;
+  async function* chunks(): AsyncGenerator<CheckpointedChunk<ShardCheckpoint>> {
     const digest = RangeDigest.fromHex(current.fileDigest, current.rowsDone);
     let counts = { ...current };
     let read = 0;
@@ -127,7 +116,6 @@ export async function restoreShard(client: StoreClient, task: ShardTask, options
         live.push(row);
         bytes += row.key.length + row.value.length;
       }
-      sent += live.length;
       const end = chunk.rowOffset + chunk.rows.length;
       const groupDone = end >= chunk.groupRows;
       counts = {
@@ -142,8 +130,7 @@ export async function restoreShard(client: StoreClient, task: ShardTask, options
         fileDigest: digest.toHex(),
         firstExpiresAtMs: firstExpiry,
       };
-      positions.push({ sentAfter: sent, checkpoint: counts });
-      yield live;
+      yield { rows: live, checkpoint: counts };
       read += chunk.rows.length;
       if (options.maxRowsPerSecond && options.maxRowsPerSecond > 0) {
         const aheadMs = (read / options.maxRowsPerSecond) * 1000 - (performance.now() - started);
@@ -152,25 +139,13 @@ export async function restoreShard(client: StoreClient, task: ShardTask, options
     }
   }
 
-  // Counts come from the position, not the acknowledgement: rows acknowledged beyond the last
-  // whole chunk are sent again on resume and must not be counted twice.
-  const advance = (acked: number): void => {
-    let reached: ShardCheckpoint | undefined;
-    while (positions.length > 0 && positions[0]!.sentAfter <= acked) reached = positions.shift()!.checkpoint;
-    if (reached === undefined) return;
-    current = reached;
-    checkpoints.offer(current);
-  };
-
-  const result = await client.bulkPutAll(chunks(), {
+  current = await bulkPutCheckpointed(client, chunks(), {
+    start: current,
+    persist: options.onCheckpoint,
     maxInFlight: options.maxInFlight,
     batchMaxRows: options.batchMaxRows,
     signal: options.signal,
-    onAck: advance,
   });
-  // Trailing chunks whose rows had all expired (or lay outside the ranges) are acknowledged by nothing but the end.
-  advance(result.rows);
-  await checkpoints.flush();
   if (current.rowsDone !== shard.rows || current.fileDigest !== shard.checksum) {
     throw new RestoreError(
       'RESTORE_SHARD_CHECKSUM_MISMATCH',

@@ -20,3 +20,5 @@ export type { BulkPutOptions, BulkPutResult } from './bulk-writer.js';
 export { NodeConnection } from './node-connection.js';
 export { checkHealth } from './health-check.js';
 export { StoreRpcMetrics } from './store-metrics.js';
+export { bulkPutCheckpointed } from './checkpointed-put.js';
+export type { CheckpointedChunk, CheckpointedPutOptions } from './checkpointed-put.js';
