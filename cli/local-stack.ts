@@ -14,6 +14,8 @@ export interface LocalStackOptions {
   nodes?: number;
   /** Fixed node ports from here up (see LocalCluster); default: free ports. */
   basePort?: number;
+  /** Give every store node a Prometheus /metrics port. Default false. */
+  nodeMetrics?: boolean;
   /** The partition map for the nodes' addresses. */
   map: (addresses: string[]) => PartitionMap;
   /** Use this Redis instead of starting a private one. */
@@ -49,7 +51,7 @@ export class LocalStack {
     let cluster: LocalCluster | undefined;
     let metrics: MetricsServer | undefined;
     try {
-      cluster = await LocalCluster.start({ dataDir: join(options.dataDir, 'cluster'), nodes: options.nodes, basePort: options.basePort, map: options.map, logger });
+      cluster = await LocalCluster.start({ dataDir: join(options.dataDir, 'cluster'), nodes: options.nodes, basePort: options.basePort, metricsPorts: options.nodeMetrics, map: options.map, logger });
       metrics = await MetricsServer.start({
         seeds: cluster.addresses,
         port: options.metricsPort ?? 0,

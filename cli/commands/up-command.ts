@@ -38,15 +38,18 @@ export function registerUpCommand(program: Command, ctx: CliContext): void {
         redisUrl: opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL,
         metricsPort: parsePositiveInt(opts.metricsPort, '--metrics-port'),
         workers: parsePositiveInt(opts.workers, '--workers'),
+        nodeMetrics: true,
         logger: ctx.logger,
       });
       const exports = Object.entries(stack.env).map(([k, v]) => `export ${k}=${v}`);
-      ctx.print(JSON.stringify({ event: 'ready', dashboard: stack.metrics.url, ...stack.env }));
+      const nodeMetrics = stack.cluster.endpoints.map((e) => e.metricsUrl);
+      ctx.print(JSON.stringify({ event: 'ready', dashboard: stack.metrics.url, nodeMetrics, ...stack.env }));
       process.stderr.write(
         [
           `shardpipe is up: ${stack.seeds.length} store nodes (${partitions} partitions), Redis, metrics server, workers; data in ${dataDir}`,
           `  dashboard  ${stack.metrics.url}`,
           `  queues     ${stack.metrics.url}queues`,
+          `  node /metrics  ${nodeMetrics.join(' ')}`,
           'In another terminal:',
           ...exports.map((e) => `  ${e}`),
           '  shardpipe ingest DROP --key-column COL --no-local-worker --wait',

@@ -39,7 +39,7 @@ describe('shardpipe demo and shardpipe up', () => {
     });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const ready = await new Promise<{ dashboard: string; SHARDPIPE_SEEDS: string; SHARDPIPE_REDIS_URL: string }>((resolve, reject) => {
+    const ready = await new Promise<{ dashboard: string; nodeMetrics: string[]; SHARDPIPE_SEEDS: string; SHARDPIPE_REDIS_URL: string }>((resolve, reject) => {
       createInterface({ input: child.stdout }).on('line', (line) => {
         if (line.includes('"event":"ready"')) resolve(JSON.parse(line));
       });
@@ -50,6 +50,9 @@ describe('shardpipe demo and shardpipe up', () => {
     expect(put.code, put.stderr).toBe(0);
     const page = await fetch(ready.dashboard);
     expect(page.status).toBe(200);
+    expect(ready.nodeMetrics).toHaveLength(2);
+    const nodeMetrics = await (await fetch(ready.nodeMetrics[0]!)).text();
+    expect(nodeMetrics).toContain('# TYPE');
     const deadline = Date.now() + 30_000;
     let entries = 0;
     while (Date.now() < deadline && entries < 1) {
