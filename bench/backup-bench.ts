@@ -18,22 +18,19 @@
  * Run: `npm run bench:backup` (builds first), or after `npx tsc -p tsconfig.json`:
  *   node dist/bench/backup-bench.js [--rows N]
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parquetShardStream, type ShardStreamStats } from '../backup/index.js';
-import { findFreePort } from '../common/index.js';
-import { PrivateRedis } from '../jobs/index.js';
 import { PartitionMap, PartitionStore, RangeDigest, StoreClient, type BulkRowInput } from '../store/index.js';
-import { readPeakRssMb, stopChild, waitForReady } from './bench-processes.js';
+import { MAIN_JS, collect, sampleRss, startBenchCluster, type NodeProcess } from './bench-cluster.js';
 import { fixed, int, roundNumbers, table } from './bench-format.js';
 
 const KEY_BYTES = 16;
@@ -42,8 +39,6 @@ const NODES = 3;
 const PARTITIONS = 6;
 const SHARD_ROWS = 125_000;
 const LOAD_BATCH = 5000;
-const RSS_POLL_MS = 20;
-const MAIN_JS = join(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
 
 const VALUE_POOL = Buffer.from(randomBytes(768 * 1024).toString('base64'), 'latin1');
 const VALUE_SLOTS = Math.floor(VALUE_POOL.length / VALUE_BYTES);
@@ -63,32 +58,22 @@ interface EndToEnd extends Figures {
   nodePeakRssMb: Array<number | undefined>;
 }
 
-interface NodeProcess {
-  address: string;
-  dataDir: string;
-  peakRssMb(): Promise<number | undefined>;
-  stop(): Promise<void>;
-}
-
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { rows: { type: 'string', default: '1000000' } } });
   const rows = Number(values.rows);
   if (!Number.isSafeInteger(rows) || rows < 1) throw new RangeError(`--rows must be a whole number ≥ 1, got ${values.rows}`);
   const workDir = await mkdtemp(join(tmpdir(), 'shardpipe-backup-bench-'));
   try {
-    const redis = await PrivateRedis.start({ dataDir: join(workDir, 'redis') });
-    let nodes: NodeProcess[] = [];
-    let map: PartitionMap;
+    const cluster = await startBenchCluster(workDir, NODES, (nodes) => PartitionMap.evenlySplit(1, nodes, PARTITIONS));
+    const { nodes, map } = cluster;
     let e2e: EndToEnd;
     try {
-      ({ nodes, map } = await startCluster(workDir));
       process.stderr.write(`loading ${rows} rows into ${NODES} nodes / ${PARTITIONS} partitions (not measured)…\n`);
-      await load(nodes.map((n) => n.address), rows);
+      await load(cluster.addresses, rows);
       process.stderr.write('end to end: shardpipe backup run…\n');
-      e2e = await measureEndToEnd(rows, nodes, redis.url, join(workDir, 'backups'));
+      e2e = await measureEndToEnd(rows, nodes, cluster.redisUrl, join(workDir, 'backups'));
     } finally {
-      await Promise.all(nodes.map((n) => n.stop()));
-      await redis.stop();
+      await cluster.stop();
     }
     const partitions = map.partitions.map((p) => join(nodes.find((n) => n.address === p.node)!.dataDir, `partition-${p.id}`));
     process.stderr.write('in-process: scan alone (warm-up pass first)…\n');
@@ -103,24 +88,6 @@ async function main(): Promise<void> {
   } finally {
     await rm(workDir, { recursive: true, force: true });
   }
-}
-
-async function startCluster(workDir: string): Promise<{ nodes: NodeProcess[]; map: PartitionMap }> {
-  const dir = join(workDir, 'cluster');
-  await mkdir(dir, { recursive: true });
-  const addresses = await Promise.all(Array.from({ length: NODES }, async () => `127.0.0.1:${await findFreePort()}`));
-  const mapFile = join(dir, 'map.json');
-  const init = await collect(spawn(process.execPath, [MAIN_JS, 'cluster', 'init', '--nodes', addresses.join(','), '--partitions', String(PARTITIONS), '--out', mapFile], { stdio: ['ignore', 'pipe', 'pipe'] }));
-  if (init.code !== 0) throw new Error(`cluster init exited with code ${init.code}: ${init.stderr}`);
-  const map = PartitionMap.fromJson(JSON.parse(await readFile(mapFile, 'utf8')));
-  const started = await Promise.allSettled(addresses.map((a, i) => startNode(a, mapFile, join(dir, `node-${i}`))));
-  const nodes = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
-  const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-  if (failed) {
-    await Promise.all(nodes.map((n) => n.stop()));
-    throw failed.reason;
-  }
-  return { nodes, map };
 }
 
 /** Sorted rows, keys spread evenly over the keyspace (the first 6 bytes count up in even steps). */
@@ -152,7 +119,7 @@ async function measureEndToEnd(rows: number, nodes: NodeProcess[], redisUrl: str
   const args = [MAIN_JS, 'backup', 'run', '--target', pathToFileURL(folder).href, '--shard-rows', String(SHARD_ROWS), '--seeds', nodes.map((n) => n.address).join(','), '--redis', redisUrl, '--json', '--log-level', 'warn'];
   const started = performance.now();
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  const [result, peakRssMb] = await Promise.all([collect(child), pollPeakRssMb(child)]);
+  const [result, { peakRssMb }] = await Promise.all([collect(child), sampleRss(child)]);
   const ms = performance.now() - started;
   if (result.stderr.trim()) process.stderr.write(`[backup] ${result.stderr.trim().replaceAll('\n', '\n[backup] ')}\n`);
   if (result.code !== 0) throw new Error(`backup run exited with code ${result.code}: ${result.stdout}`);
@@ -195,42 +162,6 @@ async function measureInProcess(rows: number, partitions: string[], outDir: stri
 function figures(rows: number, ms: number): Figures {
   const seconds = ms / 1000;
   return { rows, ms, rowsPerSec: rows / seconds, mbPerSec: (rows * (KEY_BYTES + VALUE_BYTES)) / 1e6 / seconds, ratioToLimit: 0 };
-}
-
-async function startNode(address: string, mapFile: string, dataDir: string): Promise<NodeProcess> {
-  const child = spawn(process.execPath, [MAIN_JS, 'store', 'start', '--map', mapFile, '--node', address, '--data', dataDir, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.stderr!.on('data', (d: Buffer) => process.stderr.write(`[node ${address}] ${d.toString()}`));
-  try {
-    await waitForReady(child);
-  } catch (err) {
-    child.kill('SIGKILL');
-    await exited;
-    throw err;
-  }
-  return { address, dataDir, peakRssMb: () => readPeakRssMb(child.pid!), stop: () => stopChild(child, exited) };
-}
-
-function collect(child: ChildProcess): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve, reject) => {
-    child.once('error', reject);
-    child.once('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
-/** Largest VmHWM seen while the child runs (VmHWM only grows). */
-async function pollPeakRssMb(child: ChildProcess): Promise<number | undefined> {
-  let peak: number | undefined;
-  while (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
-    const mb = await readPeakRssMb(child.pid);
-    if (mb !== undefined) peak = Math.max(peak ?? 0, mb);
-    await sleep(RSS_POLL_MS);
-  }
-  return peak;
 }
 
 function printReport(rows: number, e2e: EndToEnd, limit: Figures & { fileBytes: number }, scan: Figures, benchPeakRssMb: number): void {

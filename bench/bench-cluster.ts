@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -16,6 +16,7 @@ const RSS_POLL_MS = 20;
 
 export interface NodeProcess {
   address: string;
+  dataDir: string;
   pid: number;
   peakRssMb(): Promise<number | undefined>;
   stop(): Promise<void>;
@@ -28,7 +29,7 @@ export interface PartitionRows {
   rows: number;
 }
 
-/** A private redis-server and `nodes` store node children sharing one map cut at `splitKeys`. */
+/** A private redis-server and `nodes` store node children sharing one map. */
 export interface BenchCluster {
   redisUrl: string;
   addresses: string[];
@@ -38,7 +39,7 @@ export interface BenchCluster {
   stop(): Promise<void>;
 }
 
-export async function startBenchCluster(workDir: string, nodeCount: number, splitKeys: string[]): Promise<BenchCluster> {
+export async function startBenchCluster(workDir: string, nodeCount: number, mapOf: (addresses: string[]) => PartitionMap): Promise<BenchCluster> {
   const clusterDir = join(workDir, 'cluster');
   await mkdir(clusterDir, { recursive: true });
   const redis = await PrivateRedis.start({ dataDir: join(workDir, 'redis') });
@@ -49,12 +50,9 @@ export async function startBenchCluster(workDir: string, nodeCount: number, spli
   };
   try {
     const addresses = await Promise.all(Array.from({ length: nodeCount }, async () => `127.0.0.1:${await findFreePort()}`));
-    const splitFile = join(clusterDir, 'split-keys.txt');
     const mapFile = join(clusterDir, 'map.json');
-    await writeFile(splitFile, splitKeys.join('\n') + '\n');
-    const init = await runToEnd([MAIN_JS, 'cluster', 'init', '--nodes', addresses.join(','), '--split-keys', splitFile, '--out', mapFile]);
-    if (init.code !== 0) throw new Error(`cluster init exited with code ${init.code}: ${init.stderr}`);
-    const map = PartitionMap.fromJson(JSON.parse(await readFile(mapFile, 'utf8')));
+    const map = mapOf(addresses);
+    await writeFile(mapFile, JSON.stringify(map.toJson()));
     const starts = await Promise.allSettled(addresses.map((address, i) => startNode(address, mapFile, join(clusterDir, `node-${i}`))));
     for (const s of starts) if (s.status === 'fulfilled') nodes.push(s.value);
     const failed = starts.find((s): s is PromiseRejectedResult => s.status === 'rejected');
@@ -80,6 +78,7 @@ async function startNode(address: string, mapFile: string, dataDir: string): Pro
   }
   return {
     address,
+    dataDir,
     pid: child.pid!,
     peakRssMb: () => readPeakRssMb(child.pid!),
     stop: () => stopChild(child, exited),
@@ -101,10 +100,6 @@ export function collect(child: ChildProcess): Promise<ChildResult> {
     child.once('error', reject);
     child.once('close', (code) => resolve({ code, stdout, stderr }));
   });
-}
-
-export function runToEnd(args: string[]): Promise<ChildResult> {
-  return collect(spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
 }
 
 /** The memory of a child over its life. */

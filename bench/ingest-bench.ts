@@ -27,6 +27,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { scanDrop } from '../ingest/index.js';
+import { PartitionMap } from '../store/index.js';
 import { partitionRows, runIngest, startBenchCluster, type IngestJsonReport, type PartitionRows } from './bench-cluster.js';
 import {
   KEY_BYTES, KEY_COLUMN, ROW_GROUP_ROWS, VALUE_BYTES, VALUE_COLUMN, measureInProcess, parquetBytes, splitKeys, warmUp, writeFigures,
@@ -109,7 +110,7 @@ async function writeDrop(dir: string, rows: number): Promise<Drop> {
 
 /** Redis, a 3-node cluster cut at the split keys, then the ingest CLI as a child; everything stopped before returning. */
 async function measureEndToEnd(rows: number, drop: Drop, workDir: string): Promise<EndToEnd> {
-  const cluster = await startBenchCluster(workDir, NODES, splitKeys(rows, PARTITIONS));
+  const cluster = await startBenchCluster(workDir, NODES, (nodes) => PartitionMap.fromSplitKeys(1, nodes, splitKeys(rows, PARTITIONS).map((k) => Buffer.from(k))));
   try {
     const run = await runIngest(cluster, drop.dir, rows, ['--key-column', KEY_COLUMN, '--value-column', VALUE_COLUMN], { dataDir: join(workDir, 'ingest-data') });
     const partitions = await partitionRows(cluster);

@@ -23,6 +23,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { scanDrop } from '../ingest/index.js';
+import { PartitionMap } from '../store/index.js';
 import { partitionRows, runIngest, startBenchCluster, type IngestRun } from './bench-cluster.js';
 import { KEY_BYTES, KEY_COLUMN, ROW_GROUP_ROWS, VALUE_BYTES, VALUE_COLUMN, measureInProcess, splitKeys, warmUp, writeFigures, writeParquetStreamed, type InProcess, type WriteFigures } from './bench-drop.js';
 import { fixed, int, roundNumbers, table } from './bench-format.js';
@@ -92,7 +93,7 @@ function parseCommandLine(): Args {
 }
 
 async function measureEndToEnd(rows: number, drop: string, workDir: string, extraArgs: string[]): Promise<EndToEnd> {
-  const cluster = await startBenchCluster(workDir, NODES, splitKeys(rows, PARTITIONS));
+  const cluster = await startBenchCluster(workDir, NODES, (nodes) => PartitionMap.fromSplitKeys(1, nodes, splitKeys(rows, PARTITIONS).map((k) => Buffer.from(k))));
   try {
     const run = await runIngest(cluster, drop, rows, ['--key-column', KEY_COLUMN, '--value-column', VALUE_COLUMN, ...extraArgs], { dataDir: join(workDir, 'ingest-data') });
     const storedRows = (await partitionRows(cluster)).reduce((s, p) => s + p.rows, 0);

@@ -20,21 +20,18 @@
  * Run: `npm run bench:restore` (builds first), or after `npx tsc -p tsconfig.json`:
  *   node dist/bench/restore-bench.js [--rows N]
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ClassicLevel } from 'classic-level';
 import { newBackupId, openBackupTarget, parquetShardStream, shardFileName, writeManifest, type BackupManifest, type ShardStreamStats } from '../backup/index.js';
-import { findFreePort } from '../common/index.js';
-import { PrivateRedis } from '../jobs/index.js';
 import { readShardRows, type ShardSpec } from '../restore/index.js';
 import { PartitionMap, RangeDigest, encodeRecord, type StoredEntry } from '../store/index.js';
-import { readPeakRssMb, stopChild, waitForReady } from './bench-processes.js';
+import { MAIN_JS, collect, sampleRss, startBenchCluster } from './bench-cluster.js';
 import { fixed, int, roundNumbers, table } from './bench-format.js';
 
 const KEY_BYTES = 16;
@@ -42,8 +39,6 @@ const VALUE_BYTES = 100;
 const SHARDS = 8;
 const NODES = 3;
 const PARTITIONS = 6;
-const RSS_POLL_MS = 20;
-const MAIN_JS = join(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
 const VALUE_POOL = Buffer.from(randomBytes(768 * 1024).toString('base64'), 'latin1');
 const VALUE_SLOTS = Math.floor(VALUE_POOL.length / VALUE_BYTES);
 
@@ -52,12 +47,6 @@ interface Figures {
   ms: number;
   rowsPerSec: number;
   mbPerSec: number;
-}
-
-interface NodeProcess {
-  pid: number;
-  peakRssMb(): Promise<number | undefined>;
-  stop(): Promise<void>;
 }
 
 async function main(): Promise<void> {
@@ -135,21 +124,15 @@ interface EndToEnd extends Figures {
 }
 
 async function measureEndToEnd(rows: number, manifest: BackupManifest, backupDir: string, workDir: string): Promise<EndToEnd> {
-  const clusterDir = join(workDir, 'cluster');
-  await mkdir(clusterDir, { recursive: true });
-  const redis = await PrivateRedis.start({ dataDir: join(workDir, 'redis') });
-  const nodes: NodeProcess[] = [];
+  // Keys are ASCII `k0…`: split the printable range evenly between 'k0' and 'k9'.
+  const splits = Array.from({ length: PARTITIONS - 1 }, (_, p) => Buffer.from(`k${String(Math.floor(((p + 1) * 10 ** 15) / PARTITIONS)).padStart(15, '0')}`));
+  const cluster = await startBenchCluster(workDir, NODES, (nodes) => PartitionMap.fromSplitKeys(1, nodes, splits));
+  const { nodes, addresses } = cluster;
   try {
-    const addresses = await Promise.all(Array.from({ length: NODES }, async () => `127.0.0.1:${await findFreePort()}`));
-    const mapFile = join(clusterDir, 'map.json');
-    // Keys are ASCII `k0…`: split the printable range evenly between 'k0' and 'k9'.
-    const splits = Array.from({ length: PARTITIONS - 1 }, (_, p) => Buffer.from(`k${String(Math.floor(((p + 1) * 10 ** 15) / PARTITIONS)).padStart(15, '0')}`));
-    await writeFile(mapFile, JSON.stringify(PartitionMap.fromSplitKeys(1, addresses, splits).toJson()));
-    for (const [i, address] of addresses.entries()) nodes.push(await startNode(address, mapFile, join(clusterDir, `node-${i}`)));
-    const args = [MAIN_JS, 'restore', manifest.backupId, '--target', pathToFileURL(backupDir).href, '--seeds', addresses.join(','), '--redis', redis.url, '--data-dir', join(workDir, 'restore-data'), '--json', '--log-level', 'warn'];
+    const args = [MAIN_JS, 'restore', manifest.backupId, '--target', pathToFileURL(backupDir).href, '--seeds', addresses.join(','), '--redis', cluster.redisUrl, '--data-dir', join(workDir, 'restore-data'), '--json', '--log-level', 'warn'];
     const started = performance.now();
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    const [result, peakRssMb] = await Promise.all([collect(child), pollPeakRssMb(child)]);
+    const [result, { peakRssMb }] = await Promise.all([collect(child), sampleRss(child)]);
     const ms = performance.now() - started;
     if (result.stderr.trim()) process.stderr.write(`[restore] ${result.stderr.trim().replaceAll('\n', '\n[restore] ')}\n`);
     const report = JSON.parse(result.stdout.trim().split('\n').at(-1) ?? '{}') as EndToEnd['report'];
@@ -157,46 +140,10 @@ async function measureEndToEnd(rows: number, manifest: BackupManifest, backupDir
     const nodePeakRssMb = await Promise.all(nodes.map((n) => n.peakRssMb()));
     return { ...figures(rows, ms), ratioToLimit: 0, report, exitCode: result.code, peakRssMb, nodePeakRssMb };
   } finally {
-    await Promise.all(nodes.map((n) => n.stop()));
-    await redis.stop();
+    await cluster.stop();
   }
 }
 
-async function startNode(address: string, mapFile: string, dataDir: string): Promise<NodeProcess> {
-  const child = spawn(process.execPath, [MAIN_JS, 'store', 'start', '--map', mapFile, '--node', address, '--data', dataDir, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.stderr!.on('data', (data: Buffer) => process.stderr.write(`[node ${address}] ${data.toString()}`));
-  try {
-    await waitForReady(child);
-  } catch (err) {
-    child.kill('SIGKILL');
-    await exited;
-    throw err;
-  }
-  return { pid: child.pid!, peakRssMb: () => readPeakRssMb(child.pid!), stop: () => stopChild(child, exited) };
-}
-
-function collect(child: ChildProcess): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve, reject) => {
-    child.once('error', reject);
-    child.once('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
-/** Largest VmHWM seen while the child runs (VmHWM only grows). */
-async function pollPeakRssMb(child: ChildProcess): Promise<number | undefined> {
-  let peak: number | undefined;
-  while (child.exitCode === null && child.signalCode === null) {
-    const mb = await readPeakRssMb(child.pid!);
-    if (mb !== undefined) peak = Math.max(peak ?? 0, mb);
-    await sleep(RSS_POLL_MS);
-  }
-  return peak;
-}
 
 async function dropFile(path: string, shard: ShardSpec) {
   const s = await stat(path);
