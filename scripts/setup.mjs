@@ -15,15 +15,7 @@ function installPackages() {
   const lock = join(root, 'package-lock.json');
   if (existsSync(marker) && statSync(marker).mtimeMs >= statSync(lock).mtimeMs) return;
   say('installing npm packages (npm ci)');
-  try {
-    run('npm', ['ci', '--no-audit', '--no-fund']);
-  } catch {
-    // The registry mirror here lacks some other-platform optional packages (e.g. msgpackr-extract
-    // for macOS), which the lock file cannot list, and npm ci refuses such a lock. npm install
-    // takes the same locked versions and skips what it cannot fetch for other platforms.
-    say('npm ci refused the lock file; installing the locked versions with npm install instead');
-    run('npm', ['install', '--no-audit', '--no-fund']);
-  }
+  run('npm', ['ci', '--no-audit', '--no-fund']);
 }
 
 function hasCommand(name) {

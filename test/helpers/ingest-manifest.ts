@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 
-/** The shared real-world test files (apache/parquet-testing), beside the repo: `../shared/testdata/real`. */
-export const REAL_DATA_DIR = resolve(import.meta.dirname, '../../../shared/testdata/real');
+/** The real-world test files (apache/parquet-testing, arrow-testing, Spark output), kept in the repo with their licenses. */
+export const REAL_DATA_DIR = resolve(import.meta.dirname, '../fixtures/real');
 
 /** One row of MANIFEST.md's table. */
 export interface ManifestEntry {
