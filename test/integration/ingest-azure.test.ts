@@ -7,14 +7,13 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   IngestError,
   assertStagedBlobUnchanged,
-  isAzureUrl,
-  parseAzureUrl,
   readFileFooter,
   readRecordBatches,
   scanAzureDrop,
   scanDrop,
   type DropFile,
 } from '../../ingest/index.js';
+import { isAzureUrl, parseAzureUrl } from '../../common/index.js';
 import { INGEST_FILE_QUEUE, INGEST_QUEUE, PrivateRedis, childJobId, connectionFromUrl } from '../../jobs/index.js';
 import { StoreClient } from '../../store/index.js';
 import { Azurite } from '../helpers/azurite.js';
