@@ -60,6 +60,9 @@ describe('the thick client’s recovery paths against real nodes', () => {
     const batches = Math.ceil(total / 1000) + 1; // + 1: a cut at the partition boundary
     const acceptedAtLeast = Math.ceil((total * rowBytes) / maxBatchBytes);
     expect(result.calls).toBeGreaterThan(acceptedAtLeast + batches);
+    // The nodes' timing of the accepted calls adds up: every one wrote and synced.
+    expect(result.serverTiming.writeMs).toBeGreaterThan(0);
+    expect(result.serverTiming.fsyncMs).toBeGreaterThan(0);
     const stored = await client.checksum(ALL, ALL);
     expect(stored.count).toBe(total);
     expect(stored.toHex()).toBe(digestOf(rows).toHex());
