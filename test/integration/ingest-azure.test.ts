@@ -20,15 +20,9 @@ import { Azurite } from '../helpers/azurite.js';
 import { StoreCluster, runCli } from '../helpers/store-cluster.js';
 import { toParquet, writeSparkDrop } from '../helpers/spark-drop.js';
 import { makeTempDir, type TempDir } from '../helpers/temp-dir.js';
+import { rejectionOf } from '../helpers/rejection.js';
 
-async function refusal(promise: Promise<unknown>): Promise<IngestError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(IngestError);
-  return err as IngestError;
-}
+const refusal = (promise: Promise<unknown>): Promise<IngestError> => rejectionOf(promise, IngestError);
 
 const sha256 = async (path: string): Promise<string> => createHash('sha256').update(await readFile(path)).digest('hex');
 
