@@ -46,7 +46,7 @@ export function parseAzureUrl(url: string, options: ParseAzureUrlOptions = {}): 
   const segments = prefix.split('/');
   // A trailing '/' leaves one empty last segment; any other empty one is `//`.
   const bad = segments.find((s, i) => s === '.' || s === '..' || (s === '' && i < segments.length - 1 && prefix !== ''));
-  if (bad !== undefined) throw invalid(`the prefix has an ${bad === '' ? 'empty' : `"${bad}"`} path segment; write it without`);
+  if (bad !== undefined) throw invalid(`the prefix has an ${bad === '' ? 'empty' : `"${bad}"`} path segment (leave it out)`);
   if (options.asFolder && prefix !== '' && !prefix.endsWith('/')) prefix += '/';
   if (prefix.length > maxPrefixChars) throw invalid(`the prefix has ${prefix.length} characters, over the ${maxPrefixChars} allowed`);
   return { container, prefix };
