@@ -1,7 +1,7 @@
 import { PassThrough, Readable } from 'node:stream';
-import type { ContainerClient, RestError } from '@azure/storage-blob';
-import { ShardpipeError } from '../common/index.js';
-import { BackupError, describeCause, type BackupErrorContext } from './backup-errors.js';
+import type { ContainerClient } from '@azure/storage-blob';
+import { ShardpipeError, classifyAzureFailure, isRestError, openAzureContainer } from '../common/index.js';
+import { BackupError, type BackupErrorCode, type BackupErrorContext } from './backup-errors.js';
 import { assertBackupId, isBackupId } from './backup-id.js';
 import { MANIFEST_FILE } from './backup-layout.js';
 import { assertFileName, formatBackupUrl, type BackupTarget, type TargetCallOptions, type TargetFileInfo, type TargetReadOptions } from './backup-target.js';
@@ -198,30 +198,16 @@ export class AzureTarget implements BackupTarget {
 
   /** The container's client; the SDK is loaded on first use so other commands do not pay for it. */
   private async client(): Promise<ContainerClient> {
-    if (this.containerClient) return this.containerClient;
-    const cs = this.azure.connectionString;
-    if (cs === undefined || cs === '') {
-      throw new BackupError(
-        'BACKUP_ACCESS_DENIED',
-        `${this.url} is an Azure Blob target and no connection string was given: set AZURE_STORAGE_CONNECTION_STRING to the storage account's connection string`,
-        { context: { target: this.url } },
-      );
-    }
-    const { BlobServiceClient } = await import('@azure/storage-blob');
-    try {
-      const service = BlobServiceClient.fromConnectionString(cs, {
-        retryOptions: {
-          maxTries: this.options.maxTries,
-          tryTimeoutInMs: this.options.tryTimeoutMs,
-          retryDelayInMs: this.options.retryDelayMs,
-          maxRetryDelayInMs: this.options.maxRetryDelayMs,
-        },
-      });
-      this.containerClient = service.getContainerClient(this.container);
-    } catch (err) {
-      // The SDK's messages name the bad part ("Invalid AccountKey…"), never the secret itself.
-      throw new BackupError('BACKUP_INVALID_TARGET', `the connection string for ${this.url} cannot be used: ${describeCause(err)}`, { cause: err, context: { target: this.url } });
-    }
+    this.containerClient ??= await openAzureContainer(this.azure.connectionString, this.container, {
+      retry: this.options,
+      missingCredentials: () =>
+        new BackupError(
+          'BACKUP_ACCESS_DENIED',
+          `${this.url} is an Azure Blob target and no connection string was given: set AZURE_STORAGE_CONNECTION_STRING to the storage account's connection string`,
+          { context: { target: this.url } },
+        ),
+      invalidCredentials: (detail, cause) => new BackupError('BACKUP_INVALID_TARGET', `the connection string for ${this.url} cannot be used: ${detail}`, { cause, context: { target: this.url } }),
+    });
     return this.containerClient;
   }
 
@@ -261,30 +247,28 @@ export class AzureTarget implements BackupTarget {
 
   private translate(err: unknown, what: string, context: BackupErrorContext, signal: AbortSignal | undefined): unknown {
     if (err instanceof ShardpipeError) return err;
-    if (signal?.aborted) return signal.reason;
+    const failure = classifyAzureFailure(err, { signal });
+    if (failure.kind === 'aborted') return failure.reason;
     const where = [this.url, context.backupId, context.file].filter((s) => s !== undefined).join('/');
-    const ctx = { target: this.url, ...context };
-    if (isRestError(err) && err.statusCode !== undefined) {
-      const status = err.statusCode;
-      const detail = `HTTP ${status}${err.code ? ` ${err.code}` : ''}: ${redact(err.message.split('\n', 1)[0]!.trim())}`;
-      if (status === 401 || status === 403) {
-        return new BackupError(
+    const fail = (code: BackupErrorCode, message: string): BackupError => new BackupError(code, `${what} ${where}: ${message}`, { cause: err, context: { target: this.url, ...context } });
+    switch (failure.kind) {
+      case 'denied':
+        return fail(
           'BACKUP_ACCESS_DENIED',
-          `${what} ${where}: storage refused the credentials (${detail}); check that AZURE_STORAGE_CONNECTION_STRING is for this account and may list, read, write and delete in the container`,
-          { cause: err, context: ctx },
+          `storage refused the credentials (${failure.detail}); check that AZURE_STORAGE_CONNECTION_STRING is for this account and may list, read, write and delete in the container`,
         );
-      }
-      if (status === 404) return new BackupError('BACKUP_NOT_FOUND', `${what} ${where}: not found (${detail})`, { cause: err, context: ctx });
-      if (status === 408 || status === 429 || status >= 500) {
-        return new BackupError('BACKUP_TARGET_UNAVAILABLE', `${what} ${where}: storage is unavailable after ${this.options.maxTries} attempts (${detail}); try again`, { cause: err, context: ctx });
-      }
-      return new BackupError('BACKUP_INVALID_TARGET', `${what} ${where}: storage rejected the request (${detail})`, { cause: err, context: ctx });
+      case 'not-found':
+        return fail('BACKUP_NOT_FOUND', `not found (${failure.detail})`);
+      case 'unavailable':
+        return fail('BACKUP_TARGET_UNAVAILABLE', `storage is unavailable after ${this.options.maxTries} attempts (${failure.detail}); try again`);
+      case 'changed':
+      case 'rejected':
+        return fail('BACKUP_INVALID_TARGET', `storage rejected the request (${failure.detail})`);
+      case 'stalled':
+      case 'unreachable':
+        // No HTTP answer at all (refused, reset, DNS, TLS, timeout) after the SDK's retries.
+        return fail('BACKUP_TARGET_UNAVAILABLE', `storage cannot be reached after ${this.options.maxTries} attempts (${failure.kind === 'stalled' ? `no answer within ${failure.timeoutMs} ms` : failure.detail}); try again`);
     }
-    // No HTTP answer at all (refused, reset, DNS, TLS, timeout) after the SDK's retries.
-    return new BackupError('BACKUP_TARGET_UNAVAILABLE', `${what} ${where}: storage cannot be reached after ${this.options.maxTries} attempts (${redact(describeCause(err))}); try again`, {
-      cause: err,
-      context: ctx,
-    });
   }
 }
 
@@ -292,14 +276,4 @@ function contentTypeOf(name: string): string {
   if (name.endsWith('.json')) return 'application/json';
   if (name.endsWith('.parquet')) return 'application/vnd.apache.parquet';
   return 'application/octet-stream';
-}
-
-/** A SAS token's signature must not reach a log line through an error message. */
-function redact(text: string): string {
-  return text.replace(/([?&]sig=)[^&\s]+/gi, '$1REDACTED');
-}
-
-/** The SDK's HTTP failure, recognised without loading the SDK. */
-function isRestError(err: unknown): err is RestError {
-  return err instanceof Error && err.name === 'RestError';
 }

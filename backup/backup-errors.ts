@@ -1,4 +1,4 @@
-import { ShardpipeError, type ShardpipeErrorOptions } from '../common/index.js';
+import { errorClass, type CodedErrorOptions } from '../common/index.js';
 
 /**
  * Every code a BackupError can carry and whether repeating the same operation may succeed.
@@ -54,26 +54,7 @@ export interface BackupErrorContext {
   partition?: number;
 }
 
-export interface BackupErrorOptions extends Omit<ShardpipeErrorOptions, 'retryable' | 'context'> {
-  context?: BackupErrorContext;
-}
+export type BackupErrorOptions = CodedErrorOptions<BackupErrorContext>;
 
 /** A failure of backup (targets, manifest, shard writing, verification). The code decides retryability. */
-export class BackupError extends ShardpipeError {
-  override readonly code: BackupErrorCode;
-  override readonly context: Readonly<BackupErrorContext>;
-
-  constructor(code: BackupErrorCode, message: string, options: BackupErrorOptions = {}) {
-    const context = Object.freeze({ ...options.context });
-    super(code, message, { cause: options.cause, context, retryable: BACKUP_ERROR_CODES[code].retryable });
-    this.name = 'BackupError';
-    this.code = code;
-    this.context = context;
-  }
-}
-
-/** The message of an unknown thrown value, for wrapping it in a BackupError. */
-export function describeCause(err: unknown): string {
-  if (err instanceof Error) return err.message || err.name;
-  return String(err);
-}
+export class BackupError extends errorClass<typeof BACKUP_ERROR_CODES, BackupErrorContext>('BackupError', BACKUP_ERROR_CODES) {}

@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { isAbsolute } from 'node:path';
+import { describeCause, formatAzureUrl, isAzureUrl, parseAzureUrl } from '../common/index.js';
 import { BackupError } from './backup-errors.js';
 
 /** A parsed backup target URL. */
@@ -68,8 +69,6 @@ export interface BackupTarget {
   close(): Promise<void>;
 }
 
-/** Azure's container names: 3–63 lowercase letters, digits and single hyphens. */
-const CONTAINER_NAME = /^(?=.{3,63}$)[a-z0-9]+(?:-[a-z0-9]+)*$/;
 /** File names inside a backup folder: no separators, not hidden (hidden names are temporary files). */
 const FILE_NAME = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$/;
 
@@ -86,21 +85,14 @@ export function parseBackupUrl(url: string): BackupUrl {
     try {
       dir = fileURLToPath(url);
     } catch (err) {
-      throw invalid(`is not a valid file URL (${err instanceof Error ? err.message : String(err)})`);
+      throw invalid(`is not a valid file URL (${describeCause(err)})`);
     }
     if (!isAbsolute(dir)) throw invalid('does not name an absolute folder');
     return { kind: 'file', dir: dir.length > 1 ? dir.replace(/\/+$/, '') : dir };
   }
-  if (/^az:\/\//i.test(url)) {
-    const rest = url.slice('az://'.length);
-    const slash = rest.indexOf('/');
-    const container = slash < 0 ? rest : rest.slice(0, slash);
-    let prefix = slash < 0 ? '' : rest.slice(slash + 1);
-    if (!CONTAINER_NAME.test(container)) throw invalid(`has no valid container name ("${container}": 3–63 lowercase letters, digits and single hyphens)`);
-    if (prefix !== '' && !prefix.endsWith('/')) prefix += '/';
-    const segments = prefix === '' ? [] : prefix.slice(0, -1).split('/');
-    if (segments.some((s) => s === '' || s === '.' || s === '..')) throw invalid('has an empty, "." or ".." path segment in its prefix');
-    if (prefix.length > 900) throw invalid(`has a prefix of ${prefix.length} characters (at most 900 leave room for file names)`);
+  if (isAzureUrl(url)) {
+    // At most 900 characters leave room for the backup id and file names under Azure's 1024.
+    const { container, prefix } = parseAzureUrl(url, { asFolder: true, maxPrefixChars: 900, invalid: (reason) => invalid(`is not usable: ${reason}`) });
     return { kind: 'az', container, prefix };
   }
   throw invalid('has an unknown scheme');
@@ -109,7 +101,7 @@ export function parseBackupUrl(url: string): BackupUrl {
 /** The canonical URL of a parsed target. */
 export function formatBackupUrl(parsed: BackupUrl): string {
   if (parsed.kind === 'file') return pathToFileURL(parsed.dir).href;
-  return `az://${parsed.container}/${parsed.prefix.replace(/\/$/, '')}`;
+  return formatAzureUrl(parsed.container, parsed.prefix.replace(/\/$/, ''));
 }
 
 /** Throws BackupError BACKUP_INVALID_TARGET for a file name that cannot live in a backup folder. */

@@ -1,5 +1,5 @@
 import { RangeDigest } from '../store/index.js';
-import { describeCause } from './backup-errors.js';
+import { describeCause } from '../common/index.js';
 import { readManifest, type ManifestShard } from './backup-manifest.js';
 import type { BackupTarget } from './backup-target.js';
 import { readShardFile } from './shard-reader.js';

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { ShardRange, ShardTarget, StoreClient } from '../store/index.js';
-import { BackupError, describeCause } from './backup-errors.js';
+import { describeCause } from '../common/index.js';
+import { BackupError } from './backup-errors.js';
 
 /** Options of `planBackupShards`. */
 export interface PlanBackupShardsOptions {

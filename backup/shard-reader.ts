@@ -6,7 +6,8 @@ import { pipeline } from 'node:stream/promises';
 import type { Data, RecordBatch, Vector } from 'apache-arrow';
 import { IngestError, readRecordBatches, scanDrop } from '../ingest/index.js';
 import type { StoredEntry } from '../store/index.js';
-import { BackupError, describeCause } from './backup-errors.js';
+import { describeCause } from '../common/index.js';
+import { BackupError } from './backup-errors.js';
 import type { BackupTarget } from './backup-target.js';
 
 /** Options of `readShardFile`. */

@@ -8,3 +8,15 @@ export { acceptsConnections } from './port-check.js';
 export { MetricsHttpServer } from './metrics-http.js';
 export type { MetricsHttpServerOptions } from './metrics-http.js';
 export { LatestWriter } from './latest-writer.js';
+export { describeCause } from './describe-cause.js';
+export { errorClass } from './error-class.js';
+export type { CodedErrorOptions, ErrorCodeTable } from './error-class.js';
+// Azure Blob: one adapter for ingest and backup. Type-only imports of the SDK; it loads on first client.
+export { isAzureUrl, parseAzureUrl, formatAzureUrl } from './azure/azure-url.js';
+export type { AzureUrl, ParseAzureUrlOptions } from './azure/azure-url.js';
+export { openAzureContainer } from './azure/azure-client.js';
+export type { AzureRetryOptions, OpenAzureContainerOptions } from './azure/azure-client.js';
+export { classifyAzureFailure, isRestError } from './azure/azure-failure.js';
+export type { AzureFailure } from './azure/azure-failure.js';
+export { StallWatchdog } from './azure/stall-watchdog.js';
+export { redact } from './azure/redact.js';

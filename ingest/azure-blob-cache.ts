@@ -5,10 +5,10 @@ import { basename, dirname, join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ContainerClient } from '@azure/storage-blob';
-import { StallWatchdog, fromAzureError } from './azure-request.js';
-import { isAzureUrl } from './azure-url.js';
+import { StallWatchdog, describeCause, isAzureUrl } from '../common/index.js';
+import { fromAzureError } from './azure-request.js';
 import type { DropFile } from './drop-scanner.js';
-import { IngestError, describeCause } from './ingest-errors.js';
+import { IngestError } from './ingest-errors.js';
 
 /** A blob as listed: what its staged copy must match. */
 export interface ListedBlob {

@@ -1,11 +1,11 @@
 import { mkdir } from 'node:fs/promises';
 import { resolve, sep } from 'node:path';
 import type { BlobItem, ContainerClient } from '@azure/storage-blob';
+import { StallWatchdog, describeCause, formatAzureUrl, openAzureContainer, parseAzureUrl } from '../common/index.js';
 import { stageBlob, type ListedBlob } from './azure-blob-cache.js';
-import { StallWatchdog, fromAzureError } from './azure-request.js';
-import { formatAzureUrl, parseAzureUrl } from './azure-url.js';
+import { fromAzureError } from './azure-request.js';
 import { fingerprintOf, isSideFileName, scanDrop, type DropFile, type DropScan, type SkippedFile } from './drop-scanner.js';
-import { IngestError, describeCause } from './ingest-errors.js';
+import { IngestError } from './ingest-errors.js';
 
 /** Options of `scanAzureDrop`. */
 export interface ScanAzureDropOptions {
@@ -66,8 +66,18 @@ export async function scanAzureDrop(url: string, options: ScanAzureDropOptions):
   if (!Number.isFinite(stallTimeoutMs) || stallTimeoutMs <= 0) throw new RangeError(`stallTimeoutMs must be a positive number of ms, got ${stallTimeoutMs}`);
   const { signal } = options;
 
-  const { container: containerName, prefix } = parseAzureUrl(url);
-  const container = await containerClient(url, containerName, options.connectionString);
+  const { container: containerName, prefix } = parseAzureUrl(url, {
+    invalid: (reason) => new IngestError('INGEST_INVALID_SOURCE', `${url}: ${reason}; expected az://CONTAINER/PREFIX`, { context: { source: url } }),
+  });
+  const container = await openAzureContainer(options.connectionString, containerName, {
+    missingCredentials: () =>
+      new IngestError(
+        'INGEST_ACCESS_DENIED',
+        `${url} is an Azure Blob drop and no connection string was given: set AZURE_STORAGE_CONNECTION_STRING to the storage account's connection string`,
+        { context: { source: url } },
+      ),
+    invalidCredentials: (detail, cause) => new IngestError('INGEST_INVALID_SOURCE', `the connection string for ${url} cannot be used: ${detail}`, { cause, context: { source: url } }),
+  });
   const cacheRoot = resolve(options.cacheDir, containerName);
   const localPathOf = (name: string): string => {
     const path = resolve(cacheRoot, ...name.split('/'));
@@ -136,24 +146,6 @@ export async function scanAzureDrop(url: string, options: ScanAzureDropOptions):
   }
   skipped.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   return { files, skipped, stagedAt: localRoot, downloaded, reused: staged.size - downloaded };
-}
-
-async function containerClient(url: string, containerName: string, connectionString: string | undefined): Promise<ContainerClient> {
-  if (connectionString === undefined || connectionString === '') {
-    throw new IngestError(
-      'INGEST_ACCESS_DENIED',
-      `${url} is an Azure Blob drop and no connection string was given: set AZURE_STORAGE_CONNECTION_STRING to the storage account's connection string`,
-      { context: { source: url } },
-    );
-  }
-  // Loaded on first use: the SDK costs ~20 MiB of RSS in every process that imports it, and most ingests read local drops.
-  const { BlobServiceClient } = await import('@azure/storage-blob');
-  try {
-    return BlobServiceClient.fromConnectionString(connectionString).getContainerClient(containerName);
-  } catch (err) {
-    // The SDK's messages name the bad part ("Invalid AccountKey…"), never the secret itself.
-    throw new IngestError('INGEST_INVALID_SOURCE', `the connection string for ${url} cannot be used: ${describeCause(err)}`, { cause: err, context: { source: url } });
-  }
 }
 
 /** The blob named exactly `name`, when there is one that is not a folder marker. */

@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import { open, readdir, realpath, stat } from 'node:fs/promises';
 import { basename, extname, join, relative, resolve, sep } from 'node:path';
-import { IngestError, describeCause } from './ingest-errors.js';
+import { describeCause } from '../common/index.js';
+import { IngestError } from './ingest-errors.js';
 
 /** The formats ingest reads. Arrow means Arrow IPC, file ("Feather v2") or stream format. */
 export type DropFileFormat = 'parquet' | 'arrow';

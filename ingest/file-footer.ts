@@ -1,9 +1,10 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { RecordBatchReader, type Schema } from 'apache-arrow';
 import { parquetMetadataAsync, parquetSchema, type AsyncBuffer, type ColumnChunk, type FileMetaData, type SchemaTree } from 'hyparquet';
+import { describeCause } from '../common/index.js';
 import { isRecordBatchMessage, isSchemaMessage, readArrowFileLayout, walkArrowMessages } from './arrow-message-walker.js';
 import { assertFileUnchanged, type DropFile } from './drop-scanner.js';
-import { IngestError, describeCause } from './ingest-errors.js';
+import { IngestError } from './ingest-errors.js';
 import { arrowKeyEncoding, encodeIntKey, parquetKeyEncoding, type KeyEncoding } from './key-encoding.js';
 
 /** One row group (Parquet) or record batch (Arrow) as the footer describes it. */

@@ -4,8 +4,6 @@ export { scanDrop, assertFileUnchanged, fingerprintOf, isSideFileName, parseHive
 export type { DropFile, DropFileFormat, DropScan, ScanDropOptions, SkippedFile } from './drop-scanner.js';
 export { scanAzureDrop } from './azure-drop.js';
 export type { AzureDropScan, ScanAzureDropOptions } from './azure-drop.js';
-export { isAzureUrl, parseAzureUrl } from './azure-url.js';
-export type { AzureUrl } from './azure-url.js';
 export { assertStagedBlobUnchanged } from './azure-blob-cache.js';
 export { readFileFooter } from './file-footer.js';
 export type { FileFooter, FooterRowGroup } from './file-footer.js';

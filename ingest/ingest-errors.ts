@@ -1,4 +1,4 @@
-import { ShardpipeError, type ShardpipeErrorOptions } from '../common/index.js';
+import { errorClass, type CodedErrorOptions } from '../common/index.js';
 
 /**
  * Every code an IngestError can carry and whether repeating the same operation may succeed. All but
@@ -55,30 +55,11 @@ export interface IngestErrorContext {
   origin?: string;
 }
 
-export interface IngestErrorOptions extends Omit<ShardpipeErrorOptions, 'retryable' | 'context'> {
-  context?: IngestErrorContext;
-}
+export type IngestErrorOptions = CodedErrorOptions<IngestErrorContext>;
 
 /** A failure of ingest's reading half. The code decides retryability; `context` says where. */
-export class IngestError extends ShardpipeError {
-  override readonly code: IngestErrorCode;
-  override readonly context: Readonly<IngestErrorContext>;
-
-  constructor(code: IngestErrorCode, message: string, options: IngestErrorOptions = {}) {
-    const context = Object.freeze({ ...options.context });
-    super(code, message, { cause: options.cause, context, retryable: INGEST_ERROR_CODES[code].retryable });
-    this.name = 'IngestError';
-    this.code = code;
-    this.context = context;
-  }
-}
+export class IngestError extends errorClass<typeof INGEST_ERROR_CODES, IngestErrorContext>('IngestError', INGEST_ERROR_CODES) {}
 
 export function isIngestErrorCode(code: string): code is IngestErrorCode {
   return Object.hasOwn(INGEST_ERROR_CODES, code);
-}
-
-/** The message of an unknown thrown value, for wrapping it in an IngestError. */
-export function describeCause(err: unknown): string {
-  if (err instanceof Error) return err.message || err.name;
-  return String(err);
 }

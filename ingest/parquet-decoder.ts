@@ -2,8 +2,9 @@ import { open } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { describeCause } from '../common/index.js';
 import type { DropFile } from './drop-scanner.js';
-import { IngestError, describeCause } from './ingest-errors.js';
+import { IngestError } from './ingest-errors.js';
 import { repairLegacyChunkSizes, type FooterPatch } from './legacy-chunk-sizes.js';
 import { PARQUET_DECODER_WORKER_SOURCE } from './parquet-decoder-worker.js';
 

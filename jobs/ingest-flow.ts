@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
 import { FlowProducer, Job, Queue, type ConnectionOptions } from 'bullmq';
-import { IngestError, isAzureUrl, readFileFooter, scanAzureDrop, scanDrop, type DropFile, type FileCheckpoint } from '../ingest/index.js';
+import { isAzureUrl } from '../common/index.js';
+import { IngestError, readFileFooter, scanAzureDrop, scanDrop, type DropFile, type FileCheckpoint } from '../ingest/index.js';
 import type { GroupSize } from './ingest-progress.js';
 import { fileKeyRange, findKeyOverlaps, type FileKeyRange, type KeyOverlaps } from './key-overlaps.js';
 

@@ -1,4 +1,4 @@
-import { ShardpipeError, type ShardpipeErrorOptions } from '../common/index.js';
+import { errorClass } from '../common/index.js';
 
 /** Codes of failures in job handling (queues, Redis, workers). */
 export const JOBS_ERROR_CODES = {
@@ -11,12 +11,5 @@ export const JOBS_ERROR_CODES = {
 
 export type JobsErrorCode = keyof typeof JOBS_ERROR_CODES;
 
-export class JobsError extends ShardpipeError {
-  override readonly code: JobsErrorCode;
-
-  constructor(code: JobsErrorCode, message: string, options: Omit<ShardpipeErrorOptions, 'retryable'> = {}) {
-    super(code, message, { ...options, retryable: JOBS_ERROR_CODES[code].retryable });
-    this.name = 'JobsError';
-    this.code = code;
-  }
-}
+/** A failure of job handling. The code decides retryability. */
+export class JobsError extends errorClass('JobsError', JOBS_ERROR_CODES) {}

@@ -1,4 +1,4 @@
-import { ShardpipeError, type ShardpipeErrorOptions } from '../common/index.js';
+import { errorClass } from '../common/index.js';
 
 /** Codes of the metrics server's own failures, with their HTTP status. */
 export const METRICS_ERROR_CODES = {
@@ -8,14 +8,7 @@ export const METRICS_ERROR_CODES = {
 
 export type MetricsErrorCode = keyof typeof METRICS_ERROR_CODES;
 
-export class MetricsError extends ShardpipeError {
-  override readonly code: MetricsErrorCode;
-  readonly httpStatus: number;
-
-  constructor(code: MetricsErrorCode, message: string, options: Omit<ShardpipeErrorOptions, 'retryable'> = {}) {
-    super(code, message, { ...options, retryable: METRICS_ERROR_CODES[code].retryable });
-    this.name = 'MetricsError';
-    this.code = code;
-    this.httpStatus = METRICS_ERROR_CODES[code].httpStatus;
-  }
+/** A failure of the metrics server, answered with the code's HTTP status. */
+export class MetricsError extends errorClass('MetricsError', METRICS_ERROR_CODES) {
+  readonly httpStatus: number = METRICS_ERROR_CODES[this.code].httpStatus;
 }

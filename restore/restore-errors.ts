@@ -1,4 +1,4 @@
-import { ShardpipeError, type ShardpipeErrorOptions } from '../common/index.js';
+import { errorClass, type CodedErrorOptions } from '../common/index.js';
 
 /**
  * Every code a RestoreError can carry and whether repeating the same operation may succeed. The
@@ -40,26 +40,7 @@ export interface RestoreErrorContext {
   row?: number;
 }
 
-export interface RestoreErrorOptions extends Omit<ShardpipeErrorOptions, 'retryable' | 'context'> {
-  context?: RestoreErrorContext;
-}
+export type RestoreErrorOptions = CodedErrorOptions<RestoreErrorContext>;
 
 /** A failure of restore. The code decides retryability; `context` says where. */
-export class RestoreError extends ShardpipeError {
-  override readonly code: RestoreErrorCode;
-  override readonly context: Readonly<RestoreErrorContext>;
-
-  constructor(code: RestoreErrorCode, message: string, options: RestoreErrorOptions = {}) {
-    const context = Object.freeze({ ...options.context });
-    super(code, message, { cause: options.cause, context, retryable: RESTORE_ERROR_CODES[code].retryable });
-    this.name = 'RestoreError';
-    this.code = code;
-    this.context = context;
-  }
-}
-
-/** The message of an unknown thrown value, for wrapping it in a RestoreError. */
-export function describeCause(err: unknown): string {
-  if (err instanceof Error) return err.message || err.name;
-  return String(err);
-}
+export class RestoreError extends errorClass<typeof RESTORE_ERROR_CODES, RestoreErrorContext>('RestoreError', RESTORE_ERROR_CODES) {}

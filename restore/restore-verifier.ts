@@ -1,5 +1,5 @@
 import { RangeDigest, type StoreClient } from '../store/index.js';
-import { describeCause } from './restore-errors.js';
+import { describeCause } from '../common/index.js';
 import { SortedRangeFilter, intersectRanges, normalizeRanges, type KeyRange } from './restore-selection.js';
 import type { ShardChunk, ShardSpec } from './shard-reader.js';
 

@@ -1,7 +1,8 @@
 import { DataType, type Data, type RecordBatch } from 'apache-arrow';
 import { asyncBufferFromFile, parquetMetadataAsync, type FileMetaData } from 'hyparquet';
 import { IngestError, readRecordBatches, type DropFile } from '../ingest/index.js';
-import { RestoreError, describeCause } from './restore-errors.js';
+import { describeCause } from '../common/index.js';
+import { RestoreError } from './restore-errors.js';
 
 /** One entry of a shard file (FORMAT.md), as the store takes it. Times in Unix ms; 0 = no expiry. */
 export interface ShardRow {

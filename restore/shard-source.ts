@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { BackupError, readManifest, type BackupManifest, type BackupTarget, type TargetCallOptions } from '../backup/index.js';
 import type { DropFile } from '../ingest/index.js';
-import { RestoreError, describeCause, type RestoreErrorCode } from './restore-errors.js';
+import { describeCause } from '../common/index.js';
+import { RestoreError, type RestoreErrorCode } from './restore-errors.js';
 import type { ShardSpec } from './shard-reader.js';
 
 /** A shard file readable on this machine, and the identity of its bytes at the target. */

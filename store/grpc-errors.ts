@@ -1,4 +1,5 @@
 import { Metadata, status, type ServiceError, type StatusObject } from '@grpc/grpc-js';
+import { describeCause } from '../common/index.js';
 import { StoreError, isStoreErrorCode, type StoreErrorCode } from './store-errors.js';
 
 /** Trailing metadata keys that carry our error details across gRPC. */
@@ -11,7 +12,7 @@ export const METADATA_CURRENT_ETAG = 'shardpipe-current-etag';
  * a bug or an I/O failure: INTERNAL, with the message kept for the operator.
  */
 export function toGrpcStatus(err: unknown): Partial<StatusObject> {
-  const storeError = err instanceof StoreError ? err : new StoreError('STORE_INTERNAL', `internal error: ${describe(err)}`, { cause: err });
+  const storeError = err instanceof StoreError ? err : new StoreError('STORE_INTERNAL', `internal error: ${describeCause(err)}`, { cause: err });
   const metadata = new Metadata();
   metadata.set(METADATA_ERROR_CODE, storeError.code);
   if (storeError.mapVersion !== undefined) metadata.set(METADATA_MAP_VERSION, String(storeError.mapVersion));
@@ -34,7 +35,7 @@ const STATUS_FALLBACK: Partial<Record<status, StoreErrorCode>> = {
 /** The one place a failed call becomes a typed StoreError again, on the client. */
 export function fromGrpcError(err: unknown, context: Record<string, string | number | undefined> = {}): StoreError {
   if (err instanceof StoreError) return err;
-  if (!isServiceError(err)) return new StoreError('STORE_UNKNOWN', describe(err), { cause: err, context });
+  if (!isServiceError(err)) return new StoreError('STORE_UNKNOWN', describeCause(err), { cause: err, context });
   const sent = err.metadata?.get(METADATA_ERROR_CODE)[0];
   const code: StoreErrorCode =
     typeof sent === 'string' && isStoreErrorCode(sent) ? sent : (STATUS_FALLBACK[err.code as status] ?? 'STORE_UNKNOWN');
@@ -54,8 +55,4 @@ function numberFrom(value: string | Buffer | undefined): number | undefined {
   if (typeof value !== 'string') return undefined;
   const n = Number(value);
   return Number.isSafeInteger(n) ? n : undefined;
-}
-
-function describe(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -1,5 +1,5 @@
 import { status } from '@grpc/grpc-js';
-import { ShardpipeError, type ShardpipeErrorOptions } from '../common/index.js';
+import { errorClass, type CodedErrorOptions } from '../common/index.js';
 
 /** Every code a StoreError can carry, with the gRPC status it travels as and whether a retry may help. */
 export const STORE_ERROR_CODES = {
@@ -26,7 +26,7 @@ export const STORE_ERROR_CODES = {
 
 export type StoreErrorCode = keyof typeof STORE_ERROR_CODES;
 
-export interface StoreErrorOptions extends Omit<ShardpipeErrorOptions, 'retryable'> {
+export interface StoreErrorOptions extends CodedErrorOptions {
   /** The partition map version of the node that raised it (stale-map and not-owner errors). */
   mapVersion?: number;
   /** The key's current etag (etag mismatches); 0 = the key does not exist. */
@@ -34,15 +34,12 @@ export interface StoreErrorOptions extends Omit<ShardpipeErrorOptions, 'retryabl
 }
 
 /** A failure of the store or of a call to it. The code decides the gRPC status and retryability. */
-export class StoreError extends ShardpipeError {
-  override readonly code: StoreErrorCode;
+export class StoreError extends errorClass('StoreError', STORE_ERROR_CODES) {
   readonly mapVersion: number | undefined;
   readonly currentEtag: number | undefined;
 
   constructor(code: StoreErrorCode, message: string, options: StoreErrorOptions = {}) {
-    super(code, message, { ...options, retryable: STORE_ERROR_CODES[code].retryable });
-    this.name = 'StoreError';
-    this.code = code;
+    super(code, message, options);
     this.mapVersion = options.mapVersion;
     this.currentEtag = options.currentEtag;
   }

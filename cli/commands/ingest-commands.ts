@@ -1,7 +1,6 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { parseDurationMs } from '../../common/index.js';
-import { isAzureUrl } from '../../ingest/index.js';
+import { isAzureUrl, parseDurationMs } from '../../common/index.js';
 import { IngestWorkers, PrivateRedis, connectionFromUrl, submitIngest, watchIngest, type IngestReport, type KeyOverlaps } from '../../jobs/index.js';
 import { StoreClient } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';

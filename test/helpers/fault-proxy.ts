@@ -8,6 +8,8 @@ export type ProxyMode = { kind: 'pass' } | { kind: 'reset' } | { kind: 'delay'; 
  */
 export class FaultProxy {
   mode: ProxyMode = { kind: 'pass' };
+  /** Client connections accepted so far (refused ones included): a client that reconnects shows here. */
+  connectionsAccepted = 0;
   private readonly sockets = new Set<Socket>();
 
   private constructor(
@@ -38,6 +40,7 @@ export class FaultProxy {
   }
 
   private accept(client: Socket, target: { host: string; port: number }): void {
+    this.connectionsAccepted++;
     if (this.mode.kind === 'reset') {
       client.destroy();
       return;

@@ -14,15 +14,9 @@ import {
 } from '../../backup/index.js';
 import { Azurite } from '../helpers/azurite.js';
 import { makeTempDir, type TempDir } from '../helpers/temp-dir.js';
+import { rejectionOf } from '../helpers/rejection.js';
 
-async function failure(promise: Promise<unknown>): Promise<BackupError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(BackupError);
-  return err as BackupError;
-}
+const failure = (promise: Promise<unknown>): Promise<BackupError> => rejectionOf(promise, BackupError);
 
 async function* chunks(total: number, size: number, failAfter?: number): AsyncGenerator<Uint8Array> {
   for (let sent = 0; sent < total; sent += size) {

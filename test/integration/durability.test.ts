@@ -1,3 +1,6 @@
+import { on } from 'node:events';
+import { credentials, makeGenericClientConstructor, type ClientReadableStream } from '@grpc/grpc-js';
+import { service as healthService } from 'grpc-health-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Key, StoreClient, StoreError, checkHealth } from '../../store/index.js';
 import { NodeProcess, StoreCluster, sortedRows } from '../helpers/store-cluster.js';
@@ -94,29 +97,71 @@ describe('a node process: durability, restart, expiry, shutdown', () => {
     expect(scanned.map((e) => e.key.toString())).toEqual(['ttl:stays']);
   });
 
-  it('SIGTERM drains: the node reports NOT_SERVING or is gone, exits 0, and the client sees UNAVAILABLE', async () => {
+  it('SIGTERM drains: the node reports NOT_SERVING while still up, refuses new calls with UNAVAILABLE, lets calls in flight finish, exits 0', async () => {
     cluster = await StoreCluster.start({ nodes: 1, partitions: 2 });
     const node = cluster.nodes[0]!;
+    const alive = (): boolean => node.child !== undefined && node.child.exitCode === null && node.child.signalCode === null;
     client = new StoreClient({ seeds: cluster.seeds, operationTimeoutMs: 500 });
-    const load = client.bulkPutAll(sortedRows(20_000));
-    await new Promise((r) => setTimeout(r, 50));
-    const exit = node.stop();
-    const outcome = await load.then(
-      (r) => r.rows,
-      (err: unknown) => err,
-    );
-    expect(await exit).toBe(0);
-    // Either the load finished before the drain, or it failed with a retryable code — never corruption.
-    if (typeof outcome !== 'number') {
-      expect(outcome).toBeInstanceOf(StoreError);
-      expect((outcome as StoreError).code).toMatch(/STORE_UNAVAILABLE|STORE_DEADLINE_EXCEEDED/);
+    // A health Watch opened before the signal is a call in flight: the drain lets it run, so it hears
+    // the status change from the node itself, and keeps the node up (within --shutdown-grace) meanwhile.
+    const watch = watchHealth(node.address);
+    try {
+      expect(await watch.next()).toBe('SERVING');
+      let loadStarted!: () => void;
+      const acked = new Promise<void>((resolve) => (loadStarted = resolve));
+      const load = client.bulkPutAll(sortedRows(20_000), { onAck: () => loadStarted() });
+      const outcome = load.then(
+        (r) => r.rows,
+        (err: unknown) => err,
+      );
+      await Promise.race([acked, outcome]);
+      const exit = node.stop();
+
+      expect(await watch.next()).toBe('NOT_SERVING');
+      expect(alive()).toBe(true);
+      const err = await client.get(Key.fromUtf8('x')).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(StoreError);
+      expect((err as StoreError).code).toBe('STORE_UNAVAILABLE');
+      expect(alive(), 'UNAVAILABLE came from the draining node, not a dead one').toBe(true);
+
+      watch.close();
+      expect(await exit).toBe(0);
+      // Either the load finished before the drain, or it failed with a retryable code — never corruption.
+      const result = await outcome;
+      if (typeof result !== 'number') {
+        expect(result).toBeInstanceOf(StoreError);
+        expect((result as StoreError).code).toMatch(/STORE_UNAVAILABLE|STORE_DEADLINE_EXCEEDED/);
+      } else {
+        expect(result).toBe(20_000);
+      }
+      expect(await checkHealth(node.address, 500)).toBe('UNREACHABLE');
+    } finally {
+      watch.close();
     }
-    expect(['UNREACHABLE', 'NOT_SERVING']).toContain(await checkHealth(node.address, 500));
-    const err = await client.get(Key.fromUtf8('x')).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(StoreError);
-    expect((err as StoreError).code).toBe('STORE_UNAVAILABLE');
   });
 });
+
+/** A grpc.health.v1 Watch stream: `next()` resolves the next status the node sends. */
+function watchHealth(address: string): { next: () => Promise<string>; close: () => void } {
+  const Health = makeGenericClientConstructor(healthService, 'grpc.health.v1.Health');
+  const health = new Health(address, credentials.createInsecure());
+  const call = (health as unknown as { watch: (request: { service: string }) => ClientReadableStream<{ status: string }> }).watch({ service: '' });
+  const statuses = on(call, 'data');
+  let closed = false;
+  return {
+    next: async () => {
+      const { value, done } = await statuses.next();
+      if (done) throw new Error('the health watch ended');
+      return (value as [{ status: string }])[0].status;
+    },
+    close: () => {
+      if (closed) return;
+      closed = true;
+      call.cancel();
+      health.close();
+    },
+  };
+}
 
 async function totalCount(client: StoreClient): Promise<number> {
   const stats = await client.stats();

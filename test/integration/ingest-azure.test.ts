@@ -7,29 +7,22 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   IngestError,
   assertStagedBlobUnchanged,
-  isAzureUrl,
-  parseAzureUrl,
   readFileFooter,
   readRecordBatches,
   scanAzureDrop,
   scanDrop,
   type DropFile,
 } from '../../ingest/index.js';
+import { isAzureUrl, parseAzureUrl } from '../../common/index.js';
 import { INGEST_FILE_QUEUE, INGEST_QUEUE, PrivateRedis, childJobId, connectionFromUrl } from '../../jobs/index.js';
 import { StoreClient } from '../../store/index.js';
 import { Azurite } from '../helpers/azurite.js';
 import { StoreCluster, runCli } from '../helpers/store-cluster.js';
 import { toParquet, writeSparkDrop } from '../helpers/spark-drop.js';
 import { makeTempDir, type TempDir } from '../helpers/temp-dir.js';
+import { rejectionOf } from '../helpers/rejection.js';
 
-async function refusal(promise: Promise<unknown>): Promise<IngestError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(IngestError);
-  return err as IngestError;
-}
+const refusal = (promise: Promise<unknown>): Promise<IngestError> => rejectionOf(promise, IngestError);
 
 const sha256 = async (path: string): Promise<string> => createHash('sha256').update(await readFile(path)).digest('hex');
 

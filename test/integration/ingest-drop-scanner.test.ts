@@ -13,6 +13,7 @@ import {
 } from '../../ingest/index.js';
 import { writeArrowFile, writeParquetFile } from '../helpers/ingest-files.js';
 import { makeTempDir, type TempDir } from '../helpers/temp-dir.js';
+import { rejectionOf } from '../helpers/rejection.js';
 
 /** `rows` rows with ids from `first`: id (int32), name (utf8), amount (int64). */
 function people(first: number, rows: number): Table {
@@ -31,14 +32,7 @@ async function collect(file: DropFile, options: Parameters<typeof readRecordBatc
   return out;
 }
 
-async function refusal(promise: Promise<unknown>): Promise<IngestError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(IngestError);
-  return err as IngestError;
-}
+const refusal = (promise: Promise<unknown>): Promise<IngestError> => rejectionOf(promise, IngestError);
 
 describe('scanDrop on a Spark-like folder', () => {
   let dir: TempDir;

@@ -564,6 +564,20 @@ describe('PartitionStore.bulkInsert', () => {
     expect(timing.writeMs).toBeGreaterThanOrEqual(0);
     expect(timing.fsyncMs).toBeGreaterThanOrEqual(0);
     expect((await store.stats()).count).toBe(0);
+
+    // Real work takes time in every phase; a batch queued behind another waits at least for its commit.
+    const rows = (tag: string): BulkRowInput[] => Array.from({ length: 2000 }, (_, i) => ({ key: b(`t${String(i).padStart(5, '0')}`), value: Buffer.alloc(200, tag) }));
+    // Overlapping key ranges: never grouped into one write, so the second one queues.
+    const [first, second] = await Promise.all([store.bulkInsert(rows('a')), store.bulkInsert(rows('b'))]);
+    for (const t of [first, second]) {
+      expect(t.writeMs).toBeGreaterThan(0);
+      expect(t.fsyncMs).toBeGreaterThan(0);
+    }
+    expect(second.queueMs).toBeGreaterThan(0);
+    expect(second.queueMs).toBeGreaterThanOrEqual(first.fsyncMs);
+    expect(second.queueMs).toBeGreaterThan(first.queueMs);
+    expect((await store.stats()).count).toBe(2000);
+    expect((await store.get(b('t00000')))?.value.equals(Buffer.alloc(200, 'b'))).toBe(true);
   });
 });
 
