@@ -143,4 +143,32 @@ describe('ingest reports say what happened: first real error, stored rows, rejec
     expect(allowed.code, allowed.stderr).toBe(0);
     expect(JSON.parse(allowed.stdout)).toMatchObject({ rowsIngested: 0, filesOk: 0, filesFailed: 0, files: [] });
   });
+  it('a file failing on a store error mid-way (a node refusing a key, as a full disk refuses writes): the store error is reported and the rows checkpointed before it count', async () => {
+    // Nodes that take keys of at most 64 bytes, while ingest's own limit is 4 KiB: the node refuses the long key.
+    const strict = await StoreCluster.start({ nodes: 1, partitions: 2, extraArgs: ['--max-key-bytes', '64'] });
+    const strictClient = new StoreClient({ seeds: strict.seeds });
+    try {
+      const folder = join(dir, 'drop-store-error');
+      await mkdir(folder);
+      const { id, payload } = columns('se-', 20_000);
+      // Still in key order: just after se-015000.
+      id[15_000] = `${id[15_000]}${'z'.repeat(100)}`;
+      await writeFile(join(folder, 'part-00000.parquet'), toParquet({ id, payload }, 'SNAPPY', 2000));
+      await writeFile(join(folder, '_SUCCESS'), '');
+      const r = await runCli(['ingest', folder, '--key-column', 'id', '--value-column', 'payload', '--seeds', strict.seeds.join(','), '--redis', redis.url, '--data-dir', join(dir, 'data'), '--json', '--log-level', 'warn']);
+      expect(r.code, r.stderr).toBe(2);
+      const report = JSON.parse(r.stdout);
+      expect(report.failures[0].reason).toContain('STORE_INVALID_KEY');
+      expect(report.failures[0].reason).not.toContain('CANCELLED');
+      const inStore = (await strictClient.checksum(Buffer.from('se-'), Buffer.from('se.'))).count;
+      // Rows up to the last checkpoint count; only writes in flight when the call failed (4 calls of 1000 rows) may be stored beyond it.
+      expect(report.rowsIngested).toBeGreaterThan(10_000);
+      expect(report.rowsIngested).toBeLessThanOrEqual(inStore);
+      expect(inStore - report.rowsIngested).toBeLessThanOrEqual(4000);
+      expect(report.files[0]).toMatchObject({ state: 'failed', rowsIngested: report.rowsIngested });
+    } finally {
+      strictClient.close();
+      await strict.close();
+    }
+  });
 });
