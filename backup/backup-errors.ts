@@ -26,8 +26,10 @@ export const BACKUP_ERROR_CODES = {
   BACKUP_UNSUPPORTED_VERSION: { retryable: false },
   /** A shard file cannot be decoded as Parquet, or lacks the format's columns. */
   BACKUP_CORRUPT_FILE: { retryable: false },
-  /** The shard plan could not be made (metrics server unreachable or its answer invalid, or the cluster has no partitions). */
+  /** The shard plan could not be had for now: the metrics server or a store node did not answer, or the map kept changing. */
   BACKUP_PLAN_FAILED: { retryable: true },
+  /** No shard plan can be made as asked: a target too small for the store's size, a bad --metrics-url, an answer that is not a valid plan. */
+  BACKUP_PLAN_IMPOSSIBLE: { retryable: false },
   /** A snapshot lease expired (or its node restarted) before every shard was written; the backup cannot go on from one moment. */
   BACKUP_SNAPSHOT_LOST: { retryable: false },
   /** At least one shard of the backup failed; the message names them. No manifest was written. */

@@ -94,7 +94,8 @@ export async function scanDrop(source: string, options: ScanDropOptions = {}): P
 
   if (rootStat.isFile()) {
     const name = basename(root);
-    const found = await classify(root, name, {}, rootStat.size, rootStat.mtimeMs);
+    // A file given by name is meant as data: an empty one is kept, to fail as empty (INGEST_EMPTY_FILE).
+    const found = await classify(root, name, {}, rootStat.size, rootStat.mtimeMs, rootStat.size === 0);
     if ('reason' in found) {
       throw new IngestError('INGEST_UNSUPPORTED_FORMAT', `${root} is neither Parquet nor Arrow IPC: ${found.reason}`, {
         context: { file: root, source: root },
@@ -215,10 +216,11 @@ async function classify(
   partitionValues: Record<string, string>,
   sizeBytes: number,
   mtimeMs: number,
+  isData = false,
 ): Promise<DropFile | SkippedFile> {
   const name = basename(path);
   const ext = extname(name).toLowerCase();
-  const looksLikeData = PARQUET_EXTENSIONS.has(ext) || ARROW_EXTENSIONS.has(ext) || name.startsWith('part-');
+  const looksLikeData = isData || PARQUET_EXTENSIONS.has(ext) || ARROW_EXTENSIONS.has(ext) || name.startsWith('part-');
   const detected = await detectFormat(path, sizeBytes);
   // A file named like data whose bytes are not (typically truncated) stays in the drop, so that
   // reading it fails for that file alone, naming it, while the other files are ingested.
@@ -259,6 +261,19 @@ export async function assertFileUnchanged(file: DropFile): Promise<void> {
       { context: { file: file.path } },
     );
   }
+}
+
+/**
+ * Throws IngestError INGEST_EMPTY_FILE, naming the file, for a data file of 0 bytes (a writer that
+ * failed before writing anything, a copy that never started). Checked before any reader touches it,
+ * so the report says "empty" instead of a decoder's out-of-bounds message.
+ */
+export function assertFileNotEmpty(file: DropFile): void {
+  if (file.sizeBytes > 0) return;
+  const where = file.origin === undefined ? file.path : `${file.origin} (staged as ${file.path})`;
+  throw new IngestError('INGEST_EMPTY_FILE', `${where} is empty (0 bytes): there is nothing to read. Rewrite the file, or remove it from the drop`, {
+    context: { file: file.path, ...(file.origin === undefined ? {} : { origin: file.origin }) },
+  });
 }
 
 /** SHA-256 hex of absolute path, size and mtime, and of `origin` when given (a staged copy's source). */

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { bulkPutCheckpointed, type CheckpointedChunk, type StoreClient } from '../store/index.js';
-import type { DropFile } from './drop-scanner.js';
+import { assertFileNotEmpty, type DropFile } from './drop-scanner.js';
 import { IngestError } from './ingest-errors.js';
 import { readRecordBatches } from './record-batch-reader.js';
 import type { RejectsWriter } from './rejects-writer.js';
@@ -65,6 +65,7 @@ export interface FileIngestOptions {
  */
 export async function ingestFile(client: StoreClient, task: FileTask, options: FileIngestOptions): Promise<FileCheckpoint> {
   const { file } = task;
+  assertFileNotEmpty(file);
   const resume = options.resumeFrom?.fingerprint === file.fingerprint ? options.resumeFrom : undefined;
   const current: FileCheckpoint = resume ?? {
     fingerprint: file.fingerprint,

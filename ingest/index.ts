@@ -1,6 +1,6 @@
 export { IngestError, INGEST_ERROR_CODES, isIngestErrorCode } from './ingest-errors.js';
 export type { IngestErrorCode, IngestErrorContext, IngestErrorOptions } from './ingest-errors.js';
-export { scanDrop, assertFileUnchanged, fingerprintOf, isSideFileName, parseHiveSegment } from './drop-scanner.js';
+export { scanDrop, assertFileNotEmpty, assertFileUnchanged, fingerprintOf, isSideFileName, parseHiveSegment } from './drop-scanner.js';
 export type { DropFile, DropFileFormat, DropScan, ScanDropOptions, SkippedFile } from './drop-scanner.js';
 export { scanAzureDrop } from './azure-drop.js';
 export type { AzureDropScan, ScanAzureDropOptions } from './azure-drop.js';

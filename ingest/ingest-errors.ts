@@ -27,6 +27,10 @@ export const INGEST_ERROR_CODES = {
   INGEST_TOO_MANY_REJECTS: { retryable: false },
   /** Keys that go backwards where the input must be sorted. */
   INGEST_OUT_OF_ORDER: { retryable: false },
+  /** A data file of 0 bytes. */
+  INGEST_EMPTY_FILE: { retryable: false },
+  /** A drop with no data files at all (only `_SUCCESS` or side files), while that is not allowed. */
+  INGEST_EMPTY_DROP: { retryable: false },
   /** A malformed remote drop location (`az://CONTAINER/PREFIX`) or connection string. */
   INGEST_INVALID_SOURCE: { retryable: false },
   /** No credentials for a remote drop, or its storage refused them (HTTP 401/403). */

@@ -4,7 +4,7 @@ export { connectionFromUrl } from './redis-connection.js';
 export { JobsError, JOBS_ERROR_CODES } from './jobs-errors.js';
 export type { JobsErrorCode } from './jobs-errors.js';
 export { submitIngest, childJobId, INGEST_QUEUE, INGEST_FILE_QUEUE } from './ingest-flow.js';
-export type { IngestSpec, IngestPlan, IngestReport, IngestFileData, IngestFileResult, IngestParentData, SubmitOptions, Submitted } from './ingest-flow.js';
+export type { IngestSpec, IngestPlan, IngestReport, IngestFileReport, IngestFileData, IngestFileResult, IngestParentData, SubmitOptions, Submitted } from './ingest-flow.js';
 export { IngestWorkers } from './ingest-worker.js';
 export type { IngestWorkerOptions } from './ingest-worker.js';
 export { watchIngest } from './ingest-watch.js';

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
 import { FlowProducer, Job, Queue, type ConnectionOptions } from 'bullmq';
 import { isAzureUrl } from '../common/index.js';
-import { IngestError, readFileFooter, scanAzureDrop, scanDrop, type DropFile, type FileCheckpoint } from '../ingest/index.js';
+import { IngestError, assertFileNotEmpty, readFileFooter, scanAzureDrop, scanDrop, type DropFile, type FileCheckpoint } from '../ingest/index.js';
 import type { GroupSize } from './ingest-progress.js';
 import { fileKeyRange, findKeyOverlaps, type FileKeyRange, type KeyOverlaps } from './key-overlaps.js';
 
@@ -70,6 +70,22 @@ export interface IngestFileResult extends FileCheckpoint {
   durationMs: number;
 }
 
+/** One child (a file, or a row-group range of one) in the ingest report. */
+export interface IngestFileReport {
+  file: string;
+  rowGroupStart: number;
+  /** Exclusive. */
+  rowGroupEnd: number;
+  state: 'ok' | 'failed';
+  /** Rows durably written, up to the last checkpoint for a failed child. */
+  rowsIngested: number;
+  rowsRejected: number;
+  rowsOutOfOrder: number;
+  bytesIngested: number;
+  /** Why it failed: `CODE: message`. */
+  reason?: string;
+}
+
 /** The parent's result: the ingest report. */
 export interface IngestReport {
   id: string;
@@ -82,6 +98,8 @@ export interface IngestReport {
   filesOk: number;
   filesFailed: number;
   failures: Array<{ file: string; reason: string }>;
+  /** Every child in plan order, failed ones with what they wrote before failing. Totals above are their sums. */
+  files: IngestFileReport[];
   rejectsPath: string;
   bytesIngested: number;
   durationMs: number;
@@ -105,6 +123,8 @@ export interface SubmitOptions {
   restart?: boolean;
   /** Refuse a folder without `_SUCCESS`. Default true. */
   requireSuccess?: boolean;
+  /** Accept a drop without data files (an empty ingest) instead of refusing it with INGEST_EMPTY_DROP. Default false. */
+  allowEmpty?: boolean;
   /** Split files into children of about this many rows (whole row groups). Default 2,000,000. */
   rowsPerTask?: number;
   /** Retries of a child after a retryable failure. Default 5. */
@@ -178,6 +198,12 @@ async function planIngest(spec: IngestSpec, options: SubmitOptions): Promise<Ing
   const scan = azure
     ? await scanAzureDrop(spec.source, { connectionString: options.azureConnectionString, cacheDir: spec.cacheDir!, requireSuccess, signal: options.signal })
     : await scanDrop(spec.source, { requireSuccess, signal: options.signal });
+  if (scan.files.length === 0 && !(options.allowEmpty ?? false)) {
+    const skipped = scan.skipped.length > 0 ? ` (${scan.skipped.length} other file(s) skipped: ${scan.skipped.slice(0, 3).map((f) => `${f.path}: ${f.reason}`).join('; ')})` : '';
+    throw new IngestError('INGEST_EMPTY_DROP', `drop ${spec.source} has no data files${skipped}: nothing to ingest. Check the path (the writer may have written elsewhere), or pass --allow-empty (allowEmpty: true) if an empty drop is expected`, {
+      context: { source: spec.source },
+    });
+  }
   const identity = createHash('sha256')
     .update(JSON.stringify([azure ? spec.source : resolve(spec.source), spec.keyColumn, spec.valueColumn ?? null, scan.files.map((f) => f.fingerprint)]))
     .digest('hex')
@@ -191,6 +217,7 @@ async function planIngest(spec: IngestSpec, options: SubmitOptions): Promise<Ing
   for (const file of scan.files) {
     let footer;
     try {
+      assertFileNotEmpty(file);
       footer = await readFileFooter(file, spec.keyColumn);
     } catch (err) {
       // One unreadable file must not stop the drop: its child fails and the report names it.

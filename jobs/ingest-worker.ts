@@ -4,7 +4,7 @@ import { ShardpipeError, type Logger } from '../common/index.js';
 import { IngestError, RejectsWriter, assertFileUnchanged, assertStagedBlobUnchanged, ingestFile, mergeRejects, type FileCheckpoint } from '../ingest/index.js';
 import type { StoreClient } from '../store/index.js';
 import type { JobMetrics } from './job-metrics.js';
-import { INGEST_FILE_QUEUE, INGEST_QUEUE, rejectsFileOf, rejectsPartsDirOf, type IngestFileData, type IngestFileResult, type IngestParentData, type IngestReport } from './ingest-flow.js';
+import { INGEST_FILE_QUEUE, INGEST_QUEUE, rejectsFileOf, rejectsPartsDirOf, type IngestFileData, type IngestFileReport, type IngestFileResult, type IngestParentData, type IngestReport } from './ingest-flow.js';
 import { childProgress } from './ingest-progress.js';
 import { workerSettings } from './worker-settings.js';
 
@@ -125,22 +125,24 @@ async function processFile(job: Job<IngestFileData, IngestFileResult>, options: 
 
 /**
  * --max-rejects is per ingest: each child records its own reject count in a Redis hash of the
- * ingest, so the budget holds across files and workers.
+ * ingest, so the budget holds across files and workers. A child fails only when rejects of its own
+ * go over the budget: the one that crosses the line (recorded once, so every message names it) and
+ * any that add rejects after it. Files without new rejects are never blamed.
  */
 class RejectBudget {
   constructor(private readonly redis: Redis) {}
 
   async check(jobId: string, data: IngestFileData, childRejected: number): Promise<void> {
-    const client = this.redis;
     const key = `shardpipe:ingest-rejects:${data.ingestId}`;
-    await client.hset(key, jobId, childRejected);
-    await client.expire(key, 7 * 24 * 3600);
-    const total = (await client.hvals(key)).reduce((sum, n) => sum + Number(n), 0);
-    if (total > data.spec.maxRejects!) {
-      throw new IngestError('INGEST_TOO_MANY_REJECTS', `${total} rows rejected, over --max-rejects ${data.spec.maxRejects}: see ${rejectsFileOf(data.spec, data.ingestId)}`, {
-        context: { file: data.file.relativePath },
-      });
-    }
+    const file = data.file.relativePath;
+    const [previous, total, crossedBy] = (await this.redis.eval(BUDGET_SCRIPT, 2, key, `${key}:crossed-by`, jobId, childRejected, data.spec.maxRejects!, 7 * 24 * 3600, file)) as [number, number, string | null];
+    if (total <= data.spec.maxRejects! || childRejected <= previous) return;
+    const where = `see ${rejectsFileOf(data.spec, data.ingestId)}`;
+    const message =
+      crossedBy === file
+        ? `${file} crossed the reject budget: ${total} rows rejected, over --max-rejects ${data.spec.maxRejects} (${childRejected} of them in this file); ${where}`
+        : `${file} rejected ${childRejected} rows after ${crossedBy} crossed --max-rejects ${data.spec.maxRejects} (${total} rows rejected, over --max-rejects ${data.spec.maxRejects}); ${where}`;
+    throw new IngestError('INGEST_TOO_MANY_REJECTS', message, { context: { file } });
   }
 
   async close(): Promise<void> {
@@ -148,33 +150,75 @@ class RejectBudget {
   }
 }
 
+/**
+ * Atomically: record this child's count (KEYS[1] field ARGV[1] = ARGV[2]), sum all, and remember
+ * the first file (ARGV[5]) whose count took the sum over ARGV[3]. Returns { previous count, sum, that file }.
+ */
+const BUDGET_SCRIPT = `
+local previous = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+local total = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(v) end
+if total > tonumber(ARGV[3]) and tonumber(ARGV[2]) > previous then
+  redis.call('SET', KEYS[2], ARGV[5], 'NX', 'EX', ARGV[4])
+end
+return { previous, total, redis.call('GET', KEYS[2]) }
+`;
+
 async function reportOnChildren(job: Job<IngestParentData, IngestReport>, fileQueue: Queue<IngestFileData>): Promise<IngestReport> {
   const values = (await job.getChildrenValues<IngestFileResult>()) as Record<string, IngestFileResult>;
   const ignored = await job.getIgnoredChildrenFailures();
-  const failures: IngestReport['failures'] = [];
+  const files: Array<IngestFileReport & { order: number }> = [];
+  for (const [key, result] of Object.entries(values)) {
+    const { file, rowGroupStart, rowGroupEnd, rowsIngested, rowsRejected, rowsOutOfOrder, bytesIngested } = result;
+    files.push({ order: childOrder(key), file, rowGroupStart, rowGroupEnd, state: 'ok', rowsIngested, rowsRejected, rowsOutOfOrder, bytesIngested });
+  }
   for (const [key, reason] of Object.entries(ignored)) {
     const child = await Job.fromId<IngestFileData>(fileQueue, key.slice(key.lastIndexOf(':') + 1));
-    failures.push({ file: child?.data.file.relativePath ?? key, reason });
+    // A failed file still wrote everything up to its last checkpoint: count it, so report and store agree.
+    const done = child?.data.checkpoint;
+    files.push({
+      order: childOrder(key),
+      file: child?.data.file.relativePath ?? key,
+      rowGroupStart: child?.data.rowGroupStart ?? 0,
+      rowGroupEnd: child?.data.rowGroupEnd ?? 0,
+      state: 'failed',
+      rowsIngested: done?.rowsIngested ?? 0,
+      rowsRejected: done?.rowsRejected ?? 0,
+      rowsOutOfOrder: done?.rowsOutOfOrder ?? 0,
+      bytesIngested: done?.bytesIngested ?? 0,
+      reason,
+    });
   }
-  const results = Object.values(values);
+  files.sort((a, b) => a.order - b.order);
+  const sum = (field: 'rowsIngested' | 'rowsRejected' | 'rowsOutOfOrder' | 'bytesIngested'): number => files.reduce((s, f) => s + f[field], 0);
   // Every child has finished: their rejects files become the ingest's one file.
   const rejectsPath = rejectsFileOf(job.data.spec, job.data.ingestId);
   await mergeRejects(rejectsPartsDirOf(job.data.spec, job.data.ingestId), rejectsPath);
-  const rowsIngested = results.reduce((s, r) => s + r.rowsIngested, 0);
+  const rowsIngested = sum('rowsIngested');
   const durationMs = Date.now() - job.data.submittedAt;
+  const failed = files.filter((f) => f.state === 'failed');
   return {
     id: job.data.ingestId,
     source: job.data.spec.source,
     rowsIngested,
-    rowsRejected: results.reduce((s, r) => s + r.rowsRejected, 0),
-    rowsOutOfOrder: results.reduce((s, r) => s + r.rowsOutOfOrder, 0),
+    rowsRejected: sum('rowsRejected'),
+    rowsOutOfOrder: sum('rowsOutOfOrder'),
     keyOverlaps: job.data.keyOverlaps ?? { filesOverlapping: 0, overlappingPairs: 0, overlaps: [], filesWithoutKeyRange: 0 },
-    bytesIngested: results.reduce((s, r) => s + r.bytesIngested, 0),
-    filesOk: results.length,
-    filesFailed: failures.length,
-    failures,
+    bytesIngested: sum('bytesIngested'),
+    filesOk: files.length - failed.length,
+    filesFailed: failed.length,
+    failures: failed.map((f) => ({ file: f.file, reason: f.reason! })),
+    files: files.map(({ order: _order, ...f }) => f),
     rejectsPath,
     durationMs,
     rowsPerSecond: durationMs > 0 ? Math.round((rowsIngested * 1000) / durationMs) : 0,
   };
+}
+
+/** A child's index from its job key (`…-f<index>`, see childJobId), for listing files in plan order. */
+function childOrder(key: string): number {
+  const index = Number(key.slice(key.lastIndexOf('-f') + 2));
+  return Number.isSafeInteger(index) ? index : Number.MAX_SAFE_INTEGER;
 }

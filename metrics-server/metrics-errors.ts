@@ -4,6 +4,7 @@ import { errorClass } from '../common/index.js';
 export const METRICS_ERROR_CODES = {
   METRICS_INVALID_QUERY: { retryable: false, httpStatus: 400 },
   METRICS_NOT_READY: { retryable: true, httpStatus: 503 },
+  METRICS_PLAN_TOO_LARGE: { retryable: false, httpStatus: 400 },
 } as const;
 
 export type MetricsErrorCode = keyof typeof METRICS_ERROR_CODES;

@@ -29,6 +29,8 @@ export interface MetricsServerOptions {
   redisUrl?: string;
   /** Let Bull Board retry, promote and remove jobs. Default false (read-only). */
   allowQueueActions?: boolean;
+  /** Most shards one /api/shards plan may have; a smaller target is answered 400 METRICS_PLAN_TOO_LARGE. Default 100,000 (store's DEFAULT_MAX_PLAN_SHARDS). */
+  maxPlanShards?: number;
   /** Label cap of the per-partition metrics (see ClusterMetrics). Default 200. */
   maxPartitionSeries?: number;
   /** Registry served at /metrics. Default: a new one with prom-client's default process metrics. */
@@ -100,7 +102,7 @@ export class MetricsServer {
         );
       }, serverAdapter.getRouter() as Router);
     }
-    const app = createMetricsApp({ poller, planner: new ShardPlanner({ poller, client }), registry, jobs, queuesRouter, logger });
+    const app = createMetricsApp({ poller, planner: new ShardPlanner({ poller, client, maxShards: options.maxPlanShards }), registry, jobs, queuesRouter, logger });
 
     let server: Server | undefined;
     try {

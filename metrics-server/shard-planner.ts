@@ -1,4 +1,4 @@
-import { displayBytes, planShards, type PartitionSize, type ShardTarget, type StoreClient } from '../store/index.js';
+import { StoreError, displayBytes, planShards, type PartitionSize, type ShardRange, type ShardTarget, type StoreClient } from '../store/index.js';
 import { MetricsError } from './metrics-errors.js';
 import type { PartitionPoller } from './partition-poller.js';
 
@@ -34,10 +34,13 @@ export interface ShardPlanView {
 export class ShardPlanner {
   private readonly poller: PartitionPoller;
   private readonly client: StoreClient;
+  private readonly maxShards: number | undefined;
 
-  constructor(options: { poller: PartitionPoller; client: StoreClient }) {
+  /** `maxShards`: most shards in one plan (default: planShards' DEFAULT_MAX_PLAN_SHARDS). */
+  constructor(options: { poller: PartitionPoller; client: StoreClient; maxShards?: number }) {
     this.poller = options.poller;
     this.client = options.client;
+    this.maxShards = options.maxShards;
   }
 
   async plan(target: ShardTarget, options: { signal?: AbortSignal } = {}): Promise<ShardPlanView> {
@@ -55,7 +58,17 @@ export class ShardPlanner {
       const partition = map.byId(p.id)!;
       return { id: p.id, start: partition.start, end: partition.end, node: p.node, rows: p.entries!, bytes: p.logicalBytes! };
     });
-    const shards = await planShards(sizes, target, (p, parts) => this.client.splitKeys(p.start, p.end, parts, { signal: options.signal }), { signal: options.signal });
+    let shards: ShardRange[];
+    try {
+      shards = await planShards(sizes, target, (p, parts) => this.client.splitKeys(p.start, p.end, parts, { signal: options.signal }), { signal: options.signal, maxShards: this.maxShards });
+    } catch (err) {
+      // The target, not the store, is at fault: the caller has to ask for larger shards.
+      if (err instanceof StoreError && err.code === 'STORE_PLAN_TOO_LARGE') {
+        const query = 'targetRows' in target ? 'targetRows' : 'targetBytes';
+        throw new MetricsError('METRICS_PLAN_TOO_LARGE', `${err.message} (${query}=${String(err.context.smallestTarget)} or more)`, { cause: err, context: err.context });
+      }
+      throw err;
+    }
     return {
       target,
       mapVersion: map.version,

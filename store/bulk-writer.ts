@@ -112,16 +112,20 @@ export async function bulkPutAll(
   const launch = async (rows: BulkRow[], bytes: number): Promise<void> => {
     const pending: Pending = { rows: rows.length, bytes, done: false };
     order.push(pending);
-    const task = send(rows).then(
-      () => {
-        pending.done = true;
+    const fail = (err: unknown): void => {
+      firstError ??= err;
+      abort.abort(err);
+    };
+    const task = send(rows).then(() => {
+      pending.done = true;
+      // onAck may throw (a checkpoint that cannot be kept): that fails the put like any call would,
+      // instead of rejecting a promise nobody may be waiting on any more.
+      try {
         acknowledge();
-      },
-      (err: unknown) => {
-        firstError ??= err;
-        abort.abort(err);
-      },
-    );
+      } catch (err) {
+        fail(err);
+      }
+    }, fail);
     const tracked = task.finally(() => inFlight.delete(tracked));
     inFlight.add(tracked);
     if (inFlight.size >= maxInFlight) await Promise.race(inFlight);
@@ -150,9 +154,11 @@ export async function bulkPutAll(
     if (firstError !== undefined) throw firstError;
     return result;
   } catch (err) {
+    // The first failure is the one reported: the cancellations it causes below must not replace it.
+    firstError ??= err;
     abort.abort(err);
     await Promise.allSettled(inFlight);
-    throw firstError ?? err;
+    throw firstError;
   } finally {
     options.signal?.removeEventListener('abort', onOuterAbort);
   }

@@ -31,12 +31,21 @@ export async function bulkPutCheckpointed<C>(client: StoreClient, chunks: AsyncI
   const positions: Array<{ sentAfter: number; checkpoint: C }> = [];
   let current = options.start;
 
+  // A failure of the source (a file that cannot be decoded further) ends the rows instead of
+  // cancelling the writes in flight: everything read before it is written and checkpointed, then
+  // the source's error is thrown. Only the caller's signal cancels writes.
+  let sourceFailure: { error: unknown } | undefined;
   async function* rows(): AsyncGenerator<readonly BulkRowInput[]> {
     let sent = 0;
-    for await (const chunk of chunks) {
-      sent += chunk.rows.length;
-      positions.push({ sentAfter: sent, checkpoint: chunk.checkpoint });
-      yield chunk.rows;
+    try {
+      for await (const chunk of chunks) {
+        sent += chunk.rows.length;
+        positions.push({ sentAfter: sent, checkpoint: chunk.checkpoint });
+        yield chunk.rows;
+      }
+    } catch (err) {
+      if (options.signal?.aborted) throw err;
+      sourceFailure = { error: err };
     }
   }
 
@@ -48,7 +57,28 @@ export async function bulkPutCheckpointed<C>(client: StoreClient, chunks: AsyncI
     writer.offer(current);
   };
 
-  const result = await client.bulkPutAll(rows(), { maxInFlight: options.maxInFlight, batchMaxRows: options.batchMaxRows, signal: options.signal, onAck: advance });
+  // After a failure, what was acknowledged before it stays counted: persist it. A checkpoint that
+  // cannot be persisted then only makes a retry resend more; the failure thrown is the first one.
+  const persistBeforeThrowing = async (acked?: number): Promise<void> => {
+    try {
+      if (acked !== undefined) advance(acked);
+      await writer.flush();
+    } catch {
+      // Secondary to the failure about to be thrown (see above).
+    }
+  };
+  let result;
+  try {
+    result = await client.bulkPutAll(rows(), { maxInFlight: options.maxInFlight, batchMaxRows: options.batchMaxRows, signal: options.signal, onAck: advance });
+  } catch (err) {
+    await persistBeforeThrowing();
+    throw sourceFailure?.error ?? err;
+  }
+  if (sourceFailure !== undefined) {
+    // Every chunk the source handed over before failing is written.
+    await persistBeforeThrowing(result.rows);
+    throw sourceFailure.error;
+  }
   // Trailing chunks without rows (all rejected, expired or filtered) are acknowledged by nothing but the end.
   advance(result.rows);
   await writer.flush();

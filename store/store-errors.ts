@@ -22,6 +22,8 @@ export const STORE_ERROR_CODES = {
   STORE_CLOSED: { grpc: status.UNAVAILABLE, retryable: false },
   STORE_INTERNAL: { grpc: status.INTERNAL, retryable: false },
   STORE_UNKNOWN: { grpc: status.UNKNOWN, retryable: false },
+  /** A shard plan's target would make more shards than a plan may have (client side; no node is asked). */
+  STORE_PLAN_TOO_LARGE: { grpc: status.INVALID_ARGUMENT, retryable: false },
 } as const;
 
 export type StoreErrorCode = keyof typeof STORE_ERROR_CODES;

@@ -286,8 +286,11 @@ function dataDirOf(ctx: CliContext, opts: { dataDir?: string }): string {
   return resolve(opts.dataDir ?? ctx.env.SHARDPIPE_DATA_DIR ?? '.shardpipe');
 }
 
-/** `--target` as a URL: a scheme-less value is a local folder; nothing given is DATA_DIR/backups. */
-function targetUrlOf(ctx: CliContext, opts: TargetOptions): string {
+/**
+ * `--target` (or SHARDPIPE_BACKUP_TARGET) as a URL: a scheme-less value is a local folder; nothing
+ * given is DATA_DIR/backups. Every command that reads or writes backups (restore too) parses it here.
+ */
+export function targetUrlOf(ctx: CliContext, opts: TargetOptions): string {
   const given = opts.target ?? ctx.env.SHARDPIPE_BACKUP_TARGET;
   if (given === undefined || given === '') return pathToFileURL(resolve(dataDirOf(ctx, opts), 'backups')).href;
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(given)) return given;

@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { isAzureUrl, parseDurationMs } from '../../common/index.js';
+import { IngestError } from '../../ingest/index.js';
 import { IngestWorkers, PrivateRedis, connectionFromUrl, submitIngest, watchIngest, type IngestReport, type KeyOverlaps } from '../../jobs/index.js';
 import { StoreClient } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
@@ -18,6 +19,7 @@ interface IngestOptions {
   wait?: boolean;
   json?: boolean;
   requireSuccess: boolean;
+  allowEmpty?: boolean;
   maxRejects?: string;
   strictOrder?: boolean;
   maxRowsPerSecond: string;
@@ -31,7 +33,7 @@ interface IngestOptions {
 export function registerIngestCommands(program: Command, ctx: CliContext): void {
   program
     .command('ingest <source>')
-    .description('load a drop (a folder of sorted Parquet/Arrow files with _SUCCESS, one file, or an Azure Blob prefix az://CONTAINER/PREFIX with AZURE_STORAGE_CONNECTION_STRING) into the store through a BullMQ flow; exit 0 all ingested, 2 with rejects or failed files, 1 on a fatal error')
+    .description('load a drop (a folder of sorted Parquet/Arrow files with _SUCCESS, one file, or an Azure Blob prefix az://CONTAINER/PREFIX with AZURE_STORAGE_CONNECTION_STRING) into the store through a BullMQ flow; exit 0 all ingested, 2 with rejects or failed files or a drop without data files, 1 on a fatal error (also over --max-rejects)')
     .requiredOption('--key-column <col>', 'column whose value becomes the key (string → UTF-8, binary → raw, integers → order-preserving fixed width)')
     .option('--value-column <col>', 'column whose bytes become the value; default: a JSON document of all other columns')
     .option('--seeds <list>', 'store nodes HOST:PORT[,...] (env SHARDPIPE_SEEDS)')
@@ -41,6 +43,7 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
     .option('--wait', 'wait for the end, with progress, and print the report (implied by the local worker)')
     .option('--json', 'print the report as one JSON object')
     .option('--no-require-success', 'ingest a folder even without the _SUCCESS marker')
+    .option('--allow-empty', 'accept a drop without data files (exit 0, an empty report) instead of refusing it with INGEST_EMPTY_DROP (exit 2)')
     .option('--max-rejects <n>', 'fail the ingest once more rows than this are rejected (default: unlimited, reported)')
     .option('--strict-order', 'treat a key below the previous key in a file as an error')
     .option('--max-rows-per-second <n>', 'throttle per file (0 = unlimited)', '0')
@@ -63,27 +66,39 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
       let client: StoreClient | undefined;
       let workers: IngestWorkers | undefined;
       try {
-        const submitted = await submitIngest(
-          connection,
-          {
-            source: isAzureUrl(source) ? source : resolve(source),
-            // Azure drops are staged here; workers read the copies.
-            cacheDir: isAzureUrl(source) ? resolve(dataDir, 'azure-cache') : undefined,
-            keyColumn: opts.keyColumn,
-            valueColumn: opts.valueColumn,
-            rejectsDir: resolve(opts.rejectsDir ?? resolve(dataDir, 'rejects')),
-            maxRejects: opts.maxRejects === undefined ? undefined : parsePositiveInt(opts.maxRejects, '--max-rejects'),
-            strictOrder: opts.strictOrder ?? false,
-            maxRowsPerSecond: parsePositiveInt(opts.maxRowsPerSecond, '--max-rows-per-second'),
-          },
-          {
-            restart: opts.restart,
-            requireSuccess: opts.requireSuccess,
-            rowsPerTask: parsePositiveInt(opts.rowsPerTask, '--rows-per-task'),
-            azureConnectionString: ctx.env.AZURE_STORAGE_CONNECTION_STRING,
-            signal: stop.signal,
-          },
-        );
+        let submitted;
+        try {
+          submitted = await submitIngest(
+            connection,
+            {
+              source: isAzureUrl(source) ? source : resolve(source),
+              // Azure drops are staged here; workers read the copies.
+              cacheDir: isAzureUrl(source) ? resolve(dataDir, 'azure-cache') : undefined,
+              keyColumn: opts.keyColumn,
+              valueColumn: opts.valueColumn,
+              rejectsDir: resolve(opts.rejectsDir ?? resolve(dataDir, 'rejects')),
+              maxRejects: opts.maxRejects === undefined ? undefined : parsePositiveInt(opts.maxRejects, '--max-rejects'),
+              strictOrder: opts.strictOrder ?? false,
+              maxRowsPerSecond: parsePositiveInt(opts.maxRowsPerSecond, '--max-rows-per-second'),
+            },
+            {
+              restart: opts.restart,
+              requireSuccess: opts.requireSuccess,
+              allowEmpty: opts.allowEmpty ?? false,
+              rowsPerTask: parsePositiveInt(opts.rowsPerTask, '--rows-per-task'),
+              azureConnectionString: ctx.env.AZURE_STORAGE_CONNECTION_STRING,
+              signal: stop.signal,
+            },
+          );
+        } catch (err) {
+          // Nothing to ingest is not a crash: the drop is there, it holds no data (exit 2 like other incomplete ingests).
+          if (err instanceof IngestError && err.code === 'INGEST_EMPTY_DROP') {
+            process.stderr.write(`shardpipe: ${err.message} [${err.code}]\n`);
+            process.exitCode = EXIT.incomplete;
+            return;
+          }
+          throw err;
+        }
         const { plan } = submitted;
         ctx.logger.info({ ingestId: plan.ingestId, state: submitted.state, files: plan.files.length, children: plan.children.length, rows: plan.rowsTotal, skipped: plan.skipped }, 'ingest submitted');
         if (!opts.json) {
@@ -118,7 +133,9 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
 function printReport(ctx: CliContext, report: IngestReport, json: boolean): void {
   if (json) {
     const { id, rowsIngested, rowsRejected, filesOk, filesFailed, rejectsPath, durationMs, rowsPerSecond } = report;
-    ctx.print(JSON.stringify({ id, rowsIngested, rowsRejected, filesOk, filesFailed, rejectsPath, durationMs, rowsPerSecond, rowsOutOfOrder: report.rowsOutOfOrder, keyOverlaps: report.keyOverlaps, failures: report.failures }));
+    ctx.print(
+      JSON.stringify({ id, rowsIngested, rowsRejected, filesOk, filesFailed, rejectsPath, durationMs, rowsPerSecond, rowsOutOfOrder: report.rowsOutOfOrder, keyOverlaps: report.keyOverlaps, failures: report.failures, files: report.files ?? [] }),
+    );
     return;
   }
   ctx.print(
@@ -129,7 +146,9 @@ function printReport(ctx: CliContext, report: IngestReport, json: boolean): void
   );
   const overlapText = report.keyOverlaps === undefined ? undefined : describeOverlaps(report.keyOverlaps);
   if (overlapText !== undefined) ctx.print(overlapText);
-  for (const f of report.failures) ctx.print(`failed: ${f.file}: ${f.reason}`);
+  for (const f of report.files ?? []) {
+    if (f.state === 'failed') ctx.print(`failed: ${f.file}: ${f.reason}${f.rowsIngested > 0 ? ` (${f.rowsIngested} rows ingested before it failed)` : ''}`);
+  }
   if (report.rowsRejected > 0) ctx.print(`rejected rows: ${report.rejectsPath}`);
 }
 

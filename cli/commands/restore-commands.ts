@@ -1,5 +1,4 @@
 import { resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import type { Command } from 'commander';
 import { openBackupTarget, type BackupManifest, type BackupTarget } from '../../backup/index.js';
 import { parseDurationMs } from '../../common/index.js';
@@ -23,6 +22,7 @@ import { StoreClient, type PartitionMap } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { EXIT, formatTable, parsePositiveInt, rangeText } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
+import { targetUrlOf } from './backup-commands.js';
 
 interface RestoreOptions {
   target?: string;
@@ -49,7 +49,7 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
       'load a complete backup (or with --partitions/--range only some key ranges of it) into the cluster of --seeds (any partitioning) through a BullMQ flow, one job per shard, resumable; ' +
         'exit 0 restored (and verified), 2 with failed shards or verify mismatches, 3 no complete backup with that id, 64 bad --partitions/--range, 1 on a fatal error',
     )
-    .option('--target <url>', 'where the backup is: file:///DIR or az://CONTAINER/PREFIX (with AZURE_STORAGE_CONNECTION_STRING); default: DATA_DIR/backups')
+    .option('--target <url>', 'where the backup is, as for backup run: file:///DIR, a folder path, or az://CONTAINER/PREFIX (with AZURE_STORAGE_CONNECTION_STRING; env SHARDPIPE_BACKUP_TARGET); default file://DATA_DIR/backups')
     .option('--seeds <list>', 'store nodes of the cluster restored into, HOST:PORT[,...] (env SHARDPIPE_SEEDS)')
     .option('--redis <url>', 'Redis for the job queues (env SHARDPIPE_REDIS_URL); default: a private redis-server in the data folder')
     .option('--data-dir <dir>', 'data folder for the private Redis and staged az:// shards (env SHARDPIPE_DATA_DIR; default .shardpipe)')
@@ -73,7 +73,7 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
     .option('--lock-duration <duration>', 'how long a job stays claimed by a worker that stopped answering', '30s')
     .action(async (backupId: string, opts: RestoreOptions) => {
       const dataDir = resolve(opts.dataDir ?? ctx.env.SHARDPIPE_DATA_DIR ?? '.shardpipe');
-      const targetUrl = opts.target ?? pathToFileURL(resolve(dataDir, 'backups')).href;
+      const targetUrl = targetUrlOf(ctx, opts);
       const seeds = ctx.seeds(opts.seeds);
       const lockDurationMs = parseDurationMs(opts.lockDuration);
       const concurrency = parsePositiveInt(opts.concurrency, '--concurrency');

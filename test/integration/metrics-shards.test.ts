@@ -97,4 +97,43 @@ describe('shard plans from the metrics server on a skewed cluster (one partition
     expect(fine.shards.length).toBeGreaterThanOrEqual(40);
     for (const [i, n] of counts.entries()) expect(Math.abs(n - 1000), `shard ${i} has ${n} rows`).toBeLessThanOrEqual(1000 * 0.25);
   });
+  it('targetRows=10 (the big partition needs 4,000 pieces, over SplitKeys\' 1,000 per call): a valid plan, split in stages, never 502', async () => {
+    const res = await fetch(new URL('api/shards?targetRows=10', server.url));
+    expect(res.status, await res.clone().text()).toBe(200);
+    const { shards } = (await res.json()) as ShardPlanView;
+    expect(shards.filter((s) => s.partitions.length === 1 && s.partitions[0] === 0).length).toBeGreaterThan(1000);
+    // Tiling, checked by one scan instead of a checksum per shard: each key is in exactly one shard.
+    expect(shards[0]!.start).toBe('');
+    expect(shards.at(-1)!.end).toBe('');
+    const bounds = shards.map((s) => ({ start: Buffer.from(s.start, 'hex'), end: Buffer.from(s.end, 'hex'), rows: 0 }));
+    for (let i = 1; i < bounds.length; i++) expect(bounds[i]!.start.equals(bounds[i - 1]!.end), `shard ${i} starts where ${i - 1} ends`).toBe(true);
+    let at = 0;
+    let seen = 0;
+    for await (const batch of client.scanAll(Buffer.alloc(0), Buffer.alloc(0))) {
+      for (const e of batch) {
+        while (bounds[at]!.end.length > 0 && Buffer.compare(e.key, bounds[at]!.end) >= 0) at++;
+        bounds[at]!.rows++;
+        seen++;
+      }
+    }
+    expect(seen).toBe(total);
+    expect(bounds.filter((b) => b.rows === 0)).toEqual([]);
+    expect(Math.max(...bounds.map((b) => b.rows))).toBeLessThanOrEqual(40);
+  });
+
+  it('a target no plan can meet (more shards than the cap) is answered 400 METRICS_PLAN_TOO_LARGE with the reason', async () => {
+    const capped = await MetricsServer.start({ seeds: cluster.seeds, port: 0, intervalMs: 3_600_000, maxPlanShards: 500, logger });
+    try {
+      await capped.poller.waitUntilReady();
+      await capped.poller.poll();
+      const res = await fetch(new URL('api/shards?targetRows=10', capped.url));
+      expect(res.status).toBe(400);
+      const body = (await res.json()) as { error: { code: string; message: string } };
+      expect(body.error.code).toBe('METRICS_PLAN_TOO_LARGE');
+      expect(body.error.message).toContain('more than the 500 a plan may have');
+      expect(body.error.message).toMatch(/targetRows=\d+ or more/);
+    } finally {
+      await capped.close();
+    }
+  });
 });

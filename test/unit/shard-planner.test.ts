@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { planShards, type PartitionSize, type ShardRange } from '../../store/index.js';
+import { MAX_SPLIT_PARTS, StoreError, planShards, type PartitionSize, type ShardRange } from '../../store/index.js';
 
 const b = (hex: string) => Buffer.from(hex, 'hex');
 
@@ -65,5 +65,71 @@ describe('planShards', () => {
     const parts = partitions([10, 10, 10]);
     await expect(planShards([parts[0]!, parts[2]!], { targetRows: 10 }, evenSplit)).rejects.toThrow(/not contiguous/);
     await expect(planShards(parts, { targetRows: 0 }, evenSplit)).rejects.toThrow(/whole number ≥ 1/);
+  });
+});
+
+/** 4-byte big-endian key of a number. */
+const key32 = (n: number): Buffer => {
+  const k = Buffer.alloc(4);
+  k.writeUInt32BE(n);
+  return k;
+};
+const num32 = (k: Buffer, open: number): number => (k.length === 0 ? open : k.readUInt32BE(0));
+
+/**
+ * A node's SplitKeys over data spread evenly on 4-byte keys: refuses more than MAX_SPLIT_PARTS parts,
+ * as the node does ("parts must be 2–1000"), and records what it was asked.
+ */
+function evenSplit32(calls: Array<{ start: Buffer; end: Buffer; parts: number }>) {
+  return async (p: PartitionSize, parts: number): Promise<Buffer[]> => {
+    calls.push({ start: p.start, end: p.end, parts });
+    if (parts < 2 || parts > MAX_SPLIT_PARTS) throw new StoreError('STORE_INVALID_ARGUMENT', `parts must be 2–${MAX_SPLIT_PARTS}, got ${parts}`);
+    const lo = num32(p.start, 0);
+    const hi = num32(p.end, 2 ** 32);
+    return Array.from({ length: parts - 1 }, (_, i) => key32(Math.floor(lo + ((hi - lo) * (i + 1)) / parts)));
+  };
+}
+
+describe('planShards on partitions that need more than 1000 pieces', () => {
+  const one = (rows: number): PartitionSize[] => [{ id: 0, start: Buffer.alloc(0), end: Buffer.alloc(0), node: 'n0', rows, bytes: rows * 100 }];
+
+  it('splits in stages (no call asks for more than 1000 parts) and still tiles the keyspace into shards near the target', async () => {
+    const calls: Array<{ start: Buffer; end: Buffer; parts: number }> = [];
+    // 5,000 pieces: 5 first, then 1,000 in each.
+    const shards = await planShards(one(5_000_000), { targetRows: 1000 }, evenSplit32(calls));
+    expectExactCover(shards);
+    expect(shards.length).toBe(5000);
+    expect(Math.max(...calls.map((c) => c.parts))).toBeLessThanOrEqual(MAX_SPLIT_PARTS);
+    expect(calls.length).toBe(6);
+    // Evenly spread data: every shard spans about 1/5000 of the key space.
+    const widths = shards.map((s) => num32(s.end, 2 ** 32) - num32(s.start, 0));
+    for (const w of widths) expect(Math.abs(w - 2 ** 32 / 5000) / (2 ** 32 / 5000)).toBeLessThan(0.01);
+  });
+
+  it('three stages for over a million pieces; pieces of a piece stay inside it', async () => {
+    const calls: Array<{ start: Buffer; end: Buffer; parts: number }> = [];
+    const shards = await planShards(one(2_500_000), { targetRows: 2 }, evenSplit32(calls), { maxShards: 2_000_000 });
+    expect(shards.length).toBe(1_250_000);
+    // expectExactCover without an expect per shard (1.25M of them).
+    const gaps = shards.filter((s, i) => s.index !== i || (i === 0 ? s.start.length !== 0 : !s.start.equals(shards[i - 1]!.end) || Buffer.compare(s.start, shards[i - 1]!.start) <= 0));
+    expect(gaps).toEqual([]);
+    expect(shards.at(-1)!.end.length).toBe(0);
+    expect(calls.some((c) => c.parts === 2)).toBe(true);
+    expect(Math.max(...calls.map((c) => c.parts))).toBeLessThanOrEqual(MAX_SPLIT_PARTS);
+  });
+
+  it('a target that would make more shards than a plan may have is refused before any node is asked, naming a target that fits', async () => {
+    const calls: Array<{ start: Buffer; end: Buffer; parts: number }> = [];
+    const err = await planShards(one(224_000), { targetRows: 10 }, evenSplit32(calls), { maxShards: 1000 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StoreError);
+    expect((err as StoreError).code).toBe('STORE_PLAN_TOO_LARGE');
+    expect((err as StoreError).retryable).toBe(false);
+    expect(calls).toHaveLength(0);
+    const fits = (err as StoreError).context.smallestTarget as number;
+    expect((err as StoreError).message).toContain(`at least ${fits} rows`);
+    expect(fits).toBeGreaterThanOrEqual(224);
+    const shards = await planShards(one(224_000), { targetRows: fits }, evenSplit32(calls), { maxShards: 1000 });
+    expectExactCover(shards);
+    expect(shards.length).toBeLessThanOrEqual(1000);
   });
 });
