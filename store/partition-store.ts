@@ -1,5 +1,6 @@
 import { ClassicLevel } from 'classic-level';
 import type { Logger } from '../common/index.js';
+import { MAX_ETAG, MAX_TIME_MS } from './field-limits.js';
 import { decodeRecord, encodeRecord, encodedRecordLength, isExpired, readU64, writeU64, type StoredRecord } from './record.js';
 import { RangeDigest } from './range-digest.js';
 import { StoreError } from './store-errors.js';
@@ -390,6 +391,11 @@ export class PartitionStore {
     const settle: Array<() => void> = [];
     for (const op of group) {
       if (op.kind !== 'put' && op.kind !== 'delete') continue;
+      const problem = op.kind === 'put' ? putProblem(op.options.ttlMs ?? 0, now, next.seq) : undefined;
+      if (problem !== undefined) {
+        settle.push(() => op.reject(problem));
+        continue;
+      }
       const id = op.key.toString('latin1');
       const dk = dataKey(op.key);
       const stored = overlay.has(id) ? overlay.get(id)! : await this.readRaw(dk);
@@ -471,6 +477,7 @@ export class PartitionStore {
         }
         let etag = row.etag ?? 0;
         if (etag > 0) next.seq = Math.max(next.seq, etag);
+        else if (next.seq >= MAX_ETAG) throw etagsExhausted(next.seq);
         else etag = ++next.seq;
         const record: StoredRecord = { value: row.value, etag, updatedAtMs: row.updatedAtMs || now, expiresAtMs };
         batch.put(dataKey(row.key), encodeRecord(record));
@@ -590,6 +597,23 @@ export class PartitionStore {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/**
+ * Why a put cannot be written at `now`: its expiry would pass MAX_TIME_MS, or the partition has
+ * no etag left to hand out. The service checked the TTL's range; only `now` makes it too far here.
+ */
+function putProblem(ttlMs: number, now: number, seq: number): StoreError | undefined {
+  if (ttlMs > 0 && now + ttlMs > MAX_TIME_MS) {
+    return new StoreError('STORE_INVALID_ARGUMENT', `ttl_ms ${ttlMs} puts the expiry past ${new Date(MAX_TIME_MS).toISOString()} (the latest time the store holds): use a TTL of at most ${MAX_TIME_MS - now} ms`, {
+      context: { field: 'ttl_ms', value: ttlMs },
+    });
+  }
+  return seq >= MAX_ETAG ? etagsExhausted(seq) : undefined;
+}
+
+function etagsExhausted(seq: number): StoreError {
+  return new StoreError('STORE_ETAG_EXHAUSTED', `this partition has handed out etag ${seq}, the largest the store assigns (${MAX_ETAG}): no new etag is left for the write`);
+}
 
 /** A read of a snapshot released meanwhile (its lease ran out) fails with our code, not LevelDB's. */
 function snapshotGone(err: unknown): never {
