@@ -3,8 +3,8 @@ import { create, toBinary, type DescMessage, type MessageInitShape } from '@bufb
 import { STORE_SERVICE_DESC } from '../../store/index.js';
 import { METADATA_ERROR_CODE } from '../../store/grpc-errors.js';
 
-/** The outcome of one raw call: the response bytes, or the gRPC error with our code. */
-export type RawOutcome = { ok: true; bytes: Buffer; ms: number } | { ok: false; error: ServiceError; code: string | undefined; ms: number };
+/** The outcome of one raw call: the response bytes (each streamed message), or the gRPC error with our code. */
+export type RawOutcome = { ok: true; bytes: Buffer; messages: Buffer[]; ms: number } | { ok: false; error: ServiceError; code: string | undefined; ms: number };
 
 /**
  * A raw grpc-js client of the Store service that sends requests built by reflection from the
@@ -48,11 +48,11 @@ export class RawStoreClient {
         const stream = this.client.makeServerStreamRequest(path, id, id, bytes, new Metadata(), { deadline });
         stream.on('data', (b: Buffer) => chunks.push(b));
         stream.on('error', fail);
-        stream.on('end', () => resolve({ ok: true, bytes: Buffer.concat(chunks), ms: performance.now() - started }));
+        stream.on('end', () => resolve({ ok: true, bytes: Buffer.concat(chunks), messages: chunks, ms: performance.now() - started }));
       } else {
         this.client.makeUnaryRequest(path, id, id, bytes, new Metadata(), { deadline }, (err, response) => {
           if (err) fail(err);
-          else resolve({ ok: true, bytes: response!, ms: performance.now() - started });
+          else resolve({ ok: true, bytes: response!, messages: [response!], ms: performance.now() - started });
         });
       }
     });
