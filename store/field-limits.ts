@@ -114,18 +114,17 @@ export const FIELD_LIMITS: Readonly<Record<string, Readonly<Record<string, Field
 
 /** The allowed range of a field as text, for error messages and the README table. */
 export function describeLimit(limit: FieldLimit, ctx?: FieldLimitContext): string {
-  const keyMax = ctx ? String(ctx.maxKeyBytes) : 'max key bytes (default 4096)';
   switch (limit.kind) {
     case 'int':
       return `${limit.min}–${limit.max}${limit.unit ? ` ${limit.unit}` : ''}${limit.note ? ` (${limit.note})` : ''}`;
     case 'bool':
       return 'true or false';
     case 'key':
-      return `1–${keyMax} bytes`;
+      return ctx ? `1–${ctx.maxKeyBytes} bytes` : '1 byte to --max-key-bytes (default 4096)';
     case 'bound':
-      return `0–${keyMax} bytes (empty = open end)`;
+      return ctx ? `0–${ctx.maxKeyBytes} bytes (empty = open end)` : 'empty (open end), or 1 byte to --max-key-bytes (default 4096)';
     case 'value':
-      return `0–${ctx ? String(ctx.maxValueBytes) : 'max value bytes (default 4 MiB)'} bytes`;
+      return ctx ? `0–${ctx.maxValueBytes} bytes` : '0 bytes to --max-value-bytes (default 4 MiB)';
     case 'string':
       return `0–${limit.maxBytes} bytes`;
     case 'message':

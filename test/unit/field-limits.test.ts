@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type { DescMessage } from '@bufbuild/protobuf';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { formatDurationMs, parseDurationMs } from '../../common/index.js';
@@ -65,6 +66,13 @@ describe('FIELD_LIMITS', () => {
     expect(MAX_ETAG - MAX_KEPT_ETAG).toBeGreaterThanOrEqual(2 ** 52 - 1);
     expect(new Date(MAX_TIME_MS).toISOString()).toBe('9999-12-31T23:59:59.999Z');
     expect(Date.now() + MAX_TTL_MS).toBeLessThan(MAX_TIME_MS);
+  });
+
+  it('is the table in the README ("Field ranges"), row for row', () => {
+    const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+    for (const [message, fields] of Object.entries(FIELD_LIMITS)) {
+      for (const [field, limit] of Object.entries(fields)) expect(readme).toContain(`| \`${message}.${field}\` | ${describeLimit(limit)} |`);
+    }
   });
 
   it('describes ranges for messages', () => {
