@@ -1,6 +1,6 @@
 import { ClassicLevel } from 'classic-level';
 import type { Logger } from '../common/index.js';
-import { MAX_ETAG, MAX_TIME_MS } from './field-limits.js';
+import { MAX_ETAG, MAX_KEPT_ETAG, MAX_TIME_MS } from './field-limits.js';
 import { decodeRecord, encodeRecord, encodedRecordLength, isExpired, readU64, writeU64, type StoredRecord } from './record.js';
 import { RangeDigest } from './range-digest.js';
 import { StoreError } from './store-errors.js';
@@ -158,6 +158,7 @@ export class PartitionStore {
     await store.db.open();
     const raw = await store.db.get(META_STATE);
     if (raw !== undefined) store.state = decodeState(raw);
+    if (store.state.seq > MAX_KEPT_ETAG) await store.rebaseSequence();
     if (store.sweepIntervalMs > 0) store.scheduleSweep();
     return store;
   }
@@ -275,6 +276,33 @@ export class PartitionStore {
       if (Buffer.compare(key, previous) > 0) keys.push(key);
     }
     return { keys, approxCount };
+  }
+
+  /**
+   * A sequence past MAX_KEPT_ETAG can only come from a kept etag an older version accepted (no
+   * partition hands out 2^52 etags itself); left alone, the partition would soon run out of etags
+   * (STORE_ETAG_EXHAUSTED on every put). The sequence restarts at the highest in-range etag stored;
+   * keys holding larger etags keep them until they are next written. Persisted with the next write.
+   */
+  private async rebaseSequence(): Promise<void> {
+    let highest = 0;
+    let above = 0;
+    const iterator = this.db.iterator({ gte: Buffer.from([NS_DATA]), lt: DATA_END });
+    try {
+      for (;;) {
+        const page = await iterator.nextv(1000);
+        if (page.length === 0) break;
+        for (const [, v] of page) {
+          const etag = decodeRecord(v).etag;
+          if (etag <= MAX_KEPT_ETAG) highest = Math.max(highest, etag);
+          else above++;
+        }
+      }
+    } finally {
+      await iterator.close();
+    }
+    this.logger?.warn({ location: this.location, from: this.state.seq, to: highest, keysAbove: above }, 'etag sequence beyond the kept-etag range (written by an older version): restarting it at the highest in-range etag');
+    this.state = { ...this.state, seq: highest };
   }
 
   /** The highest etag this partition has handed out. */
