@@ -483,15 +483,14 @@ async function readMapFile(path: string): Promise<PartitionMap | undefined> {
 
 /** The kept etag and times of a bulk row lie in their ranges (store/field-limits.ts). */
 function checkRowMetadata(row: BulkRowInput, i: number): void {
-  const fields: Array<[string, number | undefined, number]> = [
-    ['etag', row.etag, MAX_KEPT_ETAG],
-    ['updated_at_ms', row.updatedAtMs, MAX_TIME_MS],
-    ['expires_at_ms', row.expiresAtMs, MAX_TIME_MS],
-  ];
-  for (const [name, value, max] of fields) {
-    if (value !== undefined && (!Number.isSafeInteger(value) || value < 0 || value > max)) {
-      throw new StoreError('STORE_INVALID_ARGUMENT', `row ${i}: ${name} is ${value}, out of range: allowed 0–${max}`, { context: { row: i, field: name } });
-    }
+  checkRowField(i, 'etag', row.etag, MAX_KEPT_ETAG);
+  checkRowField(i, 'updated_at_ms', row.updatedAtMs, MAX_TIME_MS);
+  checkRowField(i, 'expires_at_ms', row.expiresAtMs, MAX_TIME_MS);
+}
+
+function checkRowField(i: number, name: string, value: number | undefined, max: number): void {
+  if (value !== undefined && (!Number.isSafeInteger(value) || value < 0 || value > max)) {
+    throw new StoreError('STORE_INVALID_ARGUMENT', `row ${i}: ${name} is ${value}, out of range: allowed 0–${max}`, { context: { row: i, field: name } });
   }
 }
 
