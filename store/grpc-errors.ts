@@ -1,11 +1,14 @@
 import { Metadata, status, type ServiceError, type StatusObject } from '@grpc/grpc-js';
 import { describeCause } from '../common/index.js';
+import { truncateForMessage } from './field-limits.js';
 import { StoreError, isStoreErrorCode, type StoreErrorCode } from './store-errors.js';
 
 /** Trailing metadata keys that carry our error details across gRPC. */
 export const METADATA_ERROR_CODE = 'shardpipe-error-code';
 export const METADATA_MAP_VERSION = 'shardpipe-map-version';
 export const METADATA_CURRENT_ETAG = 'shardpipe-current-etag';
+/** The status message travels in an HTTP/2 trailer; a long one would never arrive (the call times out). */
+const MAX_DETAILS_CHARS = 2000;
 
 /**
  * The one place a server-side failure becomes a gRPC status. Anything that is not a StoreError is
@@ -17,7 +20,7 @@ export function toGrpcStatus(err: unknown): Partial<StatusObject> {
   metadata.set(METADATA_ERROR_CODE, storeError.code);
   if (storeError.mapVersion !== undefined) metadata.set(METADATA_MAP_VERSION, String(storeError.mapVersion));
   if (storeError.currentEtag !== undefined) metadata.set(METADATA_CURRENT_ETAG, String(storeError.currentEtag));
-  return { code: storeError.grpcStatus, details: storeError.message, metadata };
+  return { code: storeError.grpcStatus, details: truncateForMessage(storeError.message, MAX_DETAILS_CHARS), metadata };
 }
 
 const STATUS_FALLBACK: Partial<Record<status, StoreErrorCode>> = {

@@ -4,6 +4,18 @@ export type { Partition, PartitionMapJson } from './partition-map.js';
 export { encodeRecord, decodeRecord, isExpired, RECORD_FORMAT_VERSION } from './record.js';
 export type { StoredRecord } from './record.js';
 export { RangeDigest } from './range-digest.js';
+export {
+  FIELD_LIMITS,
+  MAX_ETAG,
+  MAX_KEPT_ETAG,
+  MAX_MAP_VERSION,
+  MAX_MAP_VERSION_STEP,
+  MAX_TIME_MS,
+  MAX_TTL_MS,
+  describeLimit,
+} from './field-limits.js';
+export type { FieldLimit, FieldLimitContext } from './field-limits.js';
+export { STORE_SERVICE_DESC, checkRequest, requestDescOf } from './request-check.js';
 export { StoreError, STORE_ERROR_CODES } from './store-errors.js';
 export type { StoreErrorCode, StoreErrorOptions } from './store-errors.js';
 export { PartitionStore } from './partition-store.js';

@@ -1,5 +1,6 @@
 import { ClassicLevel } from 'classic-level';
 import type { Logger } from '../common/index.js';
+import { MAX_ETAG, MAX_KEPT_ETAG, MAX_TIME_MS } from './field-limits.js';
 import { decodeRecord, encodeRecord, encodedRecordLength, isExpired, readU64, writeU64, type StoredRecord } from './record.js';
 import { RangeDigest } from './range-digest.js';
 import { StoreError } from './store-errors.js';
@@ -157,6 +158,7 @@ export class PartitionStore {
     await store.db.open();
     const raw = await store.db.get(META_STATE);
     if (raw !== undefined) store.state = decodeState(raw);
+    if (store.state.seq > MAX_KEPT_ETAG) await store.rebaseSequence();
     if (store.sweepIntervalMs > 0) store.scheduleSweep();
     return store;
   }
@@ -276,6 +278,33 @@ export class PartitionStore {
     return { keys, approxCount };
   }
 
+  /**
+   * A sequence past MAX_KEPT_ETAG can only come from a kept etag an older version accepted (no
+   * partition hands out 2^52 etags itself); left alone, the partition would soon run out of etags
+   * (STORE_ETAG_EXHAUSTED on every put). The sequence restarts at the highest in-range etag stored;
+   * keys holding larger etags keep them until they are next written. Persisted with the next write.
+   */
+  private async rebaseSequence(): Promise<void> {
+    let highest = 0;
+    let above = 0;
+    const iterator = this.db.iterator({ gte: Buffer.from([NS_DATA]), lt: DATA_END });
+    try {
+      for (;;) {
+        const page = await iterator.nextv(1000);
+        if (page.length === 0) break;
+        for (const [, v] of page) {
+          const etag = decodeRecord(v).etag;
+          if (etag <= MAX_KEPT_ETAG) highest = Math.max(highest, etag);
+          else above++;
+        }
+      }
+    } finally {
+      await iterator.close();
+    }
+    this.logger?.warn({ location: this.location, from: this.state.seq, to: highest, keysAbove: above }, 'etag sequence beyond the kept-etag range (written by an older version): restarting it at the highest in-range etag');
+    this.state = { ...this.state, seq: highest };
+  }
+
   /** The highest etag this partition has handed out. */
   get lastEtag(): number {
     return this.state.seq;
@@ -390,6 +419,11 @@ export class PartitionStore {
     const settle: Array<() => void> = [];
     for (const op of group) {
       if (op.kind !== 'put' && op.kind !== 'delete') continue;
+      const problem = op.kind === 'put' ? putProblem(op.options.ttlMs ?? 0, now, next.seq) : undefined;
+      if (problem !== undefined) {
+        settle.push(() => op.reject(problem));
+        continue;
+      }
       const id = op.key.toString('latin1');
       const dk = dataKey(op.key);
       const stored = overlay.has(id) ? overlay.get(id)! : await this.readRaw(dk);
@@ -471,6 +505,7 @@ export class PartitionStore {
         }
         let etag = row.etag ?? 0;
         if (etag > 0) next.seq = Math.max(next.seq, etag);
+        else if (next.seq >= MAX_ETAG) throw etagsExhausted(next.seq);
         else etag = ++next.seq;
         const record: StoredRecord = { value: row.value, etag, updatedAtMs: row.updatedAtMs || now, expiresAtMs };
         batch.put(dataKey(row.key), encodeRecord(record));
@@ -590,6 +625,23 @@ export class PartitionStore {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/**
+ * Why a put cannot be written at `now`: its expiry would pass MAX_TIME_MS, or the partition has
+ * no etag left to hand out. The service checked the TTL's range; only `now` makes it too far here.
+ */
+function putProblem(ttlMs: number, now: number, seq: number): StoreError | undefined {
+  if (ttlMs > 0 && now + ttlMs > MAX_TIME_MS) {
+    return new StoreError('STORE_INVALID_ARGUMENT', `ttl_ms ${ttlMs} puts the expiry past ${new Date(MAX_TIME_MS).toISOString()} (the latest time the store holds): use a TTL of at most ${MAX_TIME_MS - now} ms`, {
+      context: { field: 'ttl_ms', value: ttlMs },
+    });
+  }
+  return seq >= MAX_ETAG ? etagsExhausted(seq) : undefined;
+}
+
+function etagsExhausted(seq: number): StoreError {
+  return new StoreError('STORE_ETAG_EXHAUSTED', `this partition has handed out etag ${seq}, the largest the store assigns (${MAX_ETAG}): no new etag is left for the write`);
+}
 
 /** A read of a snapshot released meanwhile (its lease ran out) fails with our code, not LevelDB's. */
 function snapshotGone(err: unknown): never {

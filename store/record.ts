@@ -1,3 +1,4 @@
+import { MAX_ETAG, MAX_TIME_MS } from './field-limits.js';
 import { StoreError } from './store-errors.js';
 
 /** What the store keeps for a key: the value and its metadata. Times are Unix ms; 0 = unset. */
@@ -40,7 +41,15 @@ export function encodeRecord(record: StoredRecord): Buffer {
   return out;
 }
 
-/** Decodes a stored record; the value is a view into `bytes`, not a copy. */
+/**
+ * Decodes a stored record; the value is a view into `bytes`, not a copy.
+ *
+ * The store never writes a field outside its range (store/field-limits.ts), but a record can hold
+ * one anyway (written by an older version, or planted). Such fields are clamped, so every reader
+ * (Get, Scan, backups, checksums) can still carry them: an etag above MAX_ETAG reads as MAX_ETAG,
+ * a time above MAX_TIME_MS as MAX_TIME_MS (9999-12-31T23:59:59.999Z: for an expiry, "never, in
+ * practice"). The bytes on disk are left alone until the key is next written.
+ */
 export function decodeRecord(bytes: Buffer): StoredRecord {
   const hasExpiry = (bytes[1]! & FLAG_EXPIRES) !== 0;
   const header = HEADER_BYTES + (hasExpiry ? 8 : 0);
@@ -48,9 +57,9 @@ export function decodeRecord(bytes: Buffer): StoredRecord {
     throw new StoreError('STORE_INTERNAL', `unreadable record: format version ${bytes[0] ?? 'missing'}, ${bytes.length} bytes`);
   }
   return {
-    etag: readU64(bytes, 2),
-    updatedAtMs: readU64(bytes, 10),
-    expiresAtMs: hasExpiry ? readU64(bytes, 18) : 0,
+    etag: Math.min(readU64(bytes, 2), MAX_ETAG),
+    updatedAtMs: Math.min(readU64(bytes, 10), MAX_TIME_MS),
+    expiresAtMs: hasExpiry ? Math.min(readU64(bytes, 18), MAX_TIME_MS) : 0,
     value: bytes.subarray(header),
   };
 }

@@ -299,21 +299,22 @@ export class StoreClient {
 
   /**
    * Installs `map` on every node it names (admin). Nodes that already have it are fine; each
-   * node's outcome is returned. Afterwards the client uses the new map.
+   * node's outcome is returned. Afterwards the client uses the new map. `force` installs it even
+   * when its version is not 1–1,000 ahead of a node's (recovering a node whose version is wrong).
    */
-  async installMap(map: PartitionMap, options: CallOptions = {}): Promise<Array<{ node: string; installed: boolean; error?: StoreError }>> {
+  async installMap(map: PartitionMap, options: CallOptions & { force?: boolean } = {}): Promise<Array<{ node: string; installed: boolean; error?: StoreError }>> {
     const deadline = Date.now() + this.budget(options);
     const results = await Promise.all(
       map.nodes().map(async (node) => {
         try {
-          const r = await this.connection(node).unary('setPartitionMap', { map: map.toProto() }, this.limits(deadline, options));
+          const r = await this.connection(node).unary('setPartitionMap', { map: map.toProto(), force: options.force ?? false }, this.limits(deadline, options));
           return { node, installed: r.installed };
         } catch (err) {
           return { node, installed: false, error: err as StoreError };
         }
       }),
     );
-    if (!this.currentMap || this.currentMap.version < map.version) this.currentMap = map;
+    if (!this.currentMap || this.currentMap.version < map.version || options.force) this.currentMap = map;
     return results;
   }
 
@@ -382,7 +383,7 @@ export class StoreClient {
         if (map === undefined) return 'retry-after-backoff';
         // The node missed an install: hand it ours, which another node gave us.
         await this.connection(node)
-          .unary('setPartitionMap', { map: map.toProto() }, this.limits(Date.now() + this.rpcDeadlineMs, options))
+          .unary('setPartitionMap', { map: map.toProto(), force: false }, this.limits(Date.now() + this.rpcDeadlineMs, options))
           .catch((err: unknown) => this.logger?.warn({ err, node }, 'could not bring a node up to the current map'));
         return 'retry-after-backoff';
       case 'STORE_UNAVAILABLE':

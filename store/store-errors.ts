@@ -13,6 +13,8 @@ export const STORE_ERROR_CODES = {
   STORE_NOT_OWNER: { grpc: status.FAILED_PRECONDITION, retryable: true },
   STORE_MAP_NOT_NEWER: { grpc: status.FAILED_PRECONDITION, retryable: false },
   STORE_MAP_CONFLICT: { grpc: status.FAILED_PRECONDITION, retryable: false },
+  STORE_MAP_VERSION_JUMP: { grpc: status.FAILED_PRECONDITION, retryable: false },
+  STORE_ETAG_EXHAUSTED: { grpc: status.FAILED_PRECONDITION, retryable: false },
   STORE_ETAG_MISMATCH: { grpc: status.ABORTED, retryable: false },
   STORE_NOT_FOUND: { grpc: status.NOT_FOUND, retryable: false },
   STORE_SNAPSHOT_NOT_FOUND: { grpc: status.NOT_FOUND, retryable: false },

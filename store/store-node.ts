@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../common/index.js';
+import { MAX_KEPT_ETAG, MAX_LEASE_MS, MAX_MAP_VERSION_STEP, MAX_TIME_MS, MAX_TTL_MS, MAX_SPLIT_PARTS, MIN_LEASE_MS, MIN_SPLIT_PARTS, truncateForMessage } from './field-limits.js';
 import { DEFAULT_MAX_KEY_BYTES, Key, displayBytes } from './key.js';
 import { PartitionMap, partitionContains, type Partition } from './partition-map.js';
 import { PartitionStore, type BulkRowInput, type PartitionSnapshot, type PartitionStoreStats, type PutOptions, type StoredEntry, type WriteTiming } from './partition-store.js';
@@ -62,9 +63,6 @@ interface HeldSnapshot {
 }
 
 const MAP_FILE = 'partition-map.json';
-const MIN_LEASE_MS = 1000;
-const MAX_LEASE_MS = 24 * 60 * 60 * 1000;
-const MAX_SPLIT_PARTS = 1000;
 
 /**
  * The store node's logic, without gRPC: owns one PartitionStore per partition the map assigns to
@@ -138,8 +136,8 @@ export class StoreNode {
   async put(mapVersion: number, key: Buffer, value: Buffer, options: PutOptions): Promise<StoredRecord> {
     this.checkKey(key);
     this.checkValue(value, key);
-    if (options.ttlMs !== undefined && (!Number.isSafeInteger(options.ttlMs) || options.ttlMs < 0)) {
-      throw new StoreError('STORE_INVALID_ARGUMENT', `ttl must be a whole number of milliseconds ≥ 0, got ${options.ttlMs}`);
+    if (options.ttlMs !== undefined && (!Number.isSafeInteger(options.ttlMs) || options.ttlMs < 0 || options.ttlMs > MAX_TTL_MS)) {
+      throw new StoreError('STORE_INVALID_ARGUMENT', `ttl must be a whole number of milliseconds 0–${MAX_TTL_MS}, got ${options.ttlMs}`);
     }
     const { store } = this.route(mapVersion, key);
     return store.put(key, value, options);
@@ -165,6 +163,7 @@ export class StoreNode {
         throw new StoreError('STORE_INVALID_KEY', `row ${i}: ${problem}`, { context: { row: i } });
       }
       this.checkValue(row.value, row.key, i);
+      checkRowMetadata(row, i);
       bytes += row.key.length + row.value.length;
     }
     if (bytes > this.maxBatchBytes) {
@@ -193,8 +192,8 @@ export class StoreNode {
 
   /** Split keys of the clamped range (see PartitionStore.splitKeys); `parts` is 2–1000. */
   async splitKeys(range: ClampedRange, parts: number, signal?: AbortSignal): Promise<{ keys: Buffer[]; approxCount: number }> {
-    if (!Number.isSafeInteger(parts) || parts < 2 || parts > MAX_SPLIT_PARTS) {
-      throw new StoreError('STORE_INVALID_ARGUMENT', `parts must be 2–${MAX_SPLIT_PARTS}, got ${parts}`);
+    if (!Number.isSafeInteger(parts) || parts < MIN_SPLIT_PARTS || parts > MAX_SPLIT_PARTS) {
+      throw new StoreError('STORE_INVALID_ARGUMENT', `parts must be ${MIN_SPLIT_PARTS}–${MAX_SPLIT_PARTS}, got ${parts}`);
     }
     return this.storeOf(range.partition).splitKeys(range.start, range.end, parts, { signal });
   }
@@ -233,9 +232,10 @@ export class StoreNode {
     this.checkOpen();
     checkLease(leaseMs);
     const held = snapshotIds.map((id) => [id, this.snapshots.get(id)] as const);
-    const missing = held.filter(([, h]) => h === undefined).map(([id]) => id);
+    const missing = held.filter(([, h]) => h === undefined).map(([id]) => truncateForMessage(id));
     if (missing.length > 0) {
-      throw new StoreError('STORE_SNAPSHOT_NOT_FOUND', `snapshot ${missing.join(', ')} is not held by ${this.address}: its lease ran out, it was released, or the node restarted`);
+      const named = missing.length > 3 ? `${missing.slice(0, 3).join(', ')} and ${missing.length - 3} more` : missing.join(', ');
+      throw new StoreError('STORE_SNAPSHOT_NOT_FOUND', `snapshot ${named} is not held by ${this.address}: its lease ran out, it was released, or the node restarted`);
     }
     return held.map(([snapshotId, h]) => {
       clearTimeout(h!.timer);
@@ -280,22 +280,32 @@ export class StoreNode {
   /**
    * Installs a newer map: persists it first, then opens partitions newly assigned here and closes
    * those no longer assigned (their folders stay on disk). An identical map is a no-op; an older one,
-   * or a different one under the same version, is refused.
+   * a different one under the same version, or one more than MAX_MAP_VERSION_STEP versions ahead
+   * is refused — unless `force` (admin recovery), which installs any other map.
    */
-  setMap(next: PartitionMap): Promise<boolean> {
+  setMap(next: PartitionMap, options: { force?: boolean } = {}): Promise<boolean> {
     const change = this.mapChange.then(async () => {
       this.checkOpen();
       const current = this.currentMap;
-      if (next.version === current.version) {
-        if (next.equals(current)) return false;
+      if (next.equals(current)) return false;
+      if (options.force) {
+        if (next.version <= current.version || next.version - current.version > MAX_MAP_VERSION_STEP) {
+          this.logger?.warn({ from: current.version, to: next.version }, 'forced install of a partition map outside the normal version step');
+        }
+      } else if (next.version === current.version) {
         throw new StoreError('STORE_MAP_CONFLICT', `a different map with version ${next.version} is already installed: give the new map a higher version`, {
           mapVersion: current.version,
         });
-      }
-      if (next.version < current.version) {
+      } else if (next.version < current.version) {
         throw new StoreError('STORE_MAP_NOT_NEWER', `map version ${next.version} is older than the installed version ${current.version}`, {
           mapVersion: current.version,
         });
+      } else if (next.version - current.version > MAX_MAP_VERSION_STEP) {
+        throw new StoreError(
+          'STORE_MAP_VERSION_JUMP',
+          `map version ${next.version} is ${next.version - current.version} ahead of the installed version ${current.version}: a map may move at most ${MAX_MAP_VERSION_STEP} versions per install (an admin can override with cluster install --force)`,
+          { mapVersion: current.version },
+        );
       }
       await this.persistMap(next);
       await this.openOwnedPartitions(next);
@@ -379,7 +389,7 @@ export class StoreNode {
     if (snapshotId === undefined || snapshotId === '') return undefined;
     const held = this.snapshots.get(snapshotId);
     if (held === undefined) {
-      throw new StoreError('STORE_SNAPSHOT_NOT_FOUND', `snapshot ${snapshotId} is not held by ${this.address}: its lease ran out, it was released, or the node restarted`);
+      throw new StoreError('STORE_SNAPSHOT_NOT_FOUND', `snapshot ${truncateForMessage(snapshotId)} is not held by ${this.address}: its lease ran out, it was released, or the node restarted`);
     }
     if (held.partitionId !== partition.id) {
       throw new StoreError('STORE_INVALID_ARGUMENT', `snapshot ${snapshotId} is of partition ${held.partitionId}, but the range starts in partition ${partition.id}`);
@@ -468,6 +478,19 @@ async function readMapFile(path: string): Promise<PartitionMap | undefined> {
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);
     throw new StoreError('STORE_INVALID_MAP', `the persisted partition map ${path} is unreadable (${reason}): restore it or start with --map FILE after moving it away`, { cause: err });
+  }
+}
+
+/** The kept etag and times of a bulk row lie in their ranges (store/field-limits.ts). */
+function checkRowMetadata(row: BulkRowInput, i: number): void {
+  checkRowField(i, 'etag', row.etag, MAX_KEPT_ETAG);
+  checkRowField(i, 'updated_at_ms', row.updatedAtMs, MAX_TIME_MS);
+  checkRowField(i, 'expires_at_ms', row.expiresAtMs, MAX_TIME_MS);
+}
+
+function checkRowField(i: number, name: string, value: number | undefined, max: number): void {
+  if (value !== undefined && (!Number.isSafeInteger(value) || value < 0 || value > max)) {
+    throw new StoreError('STORE_INVALID_ARGUMENT', `row ${i}: ${name} is ${value}, out of range: allowed 0–${max}`, { context: { row: i, field: name } });
   }
 }
 

@@ -2,8 +2,7 @@ import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../common/index.js';
-import { StoreService } from './proto/gen/shardpipe/store/v1/store.js';
-import { createStoreHandlers } from './store-service.js';
+import { STORE_SERVICE_DEFINITION, createStoreHandlers } from './store-service.js';
 import { StoreRpcMetrics } from './store-metrics.js';
 import { StoreNode, type StoreNodeOptions } from './store-node.js';
 
@@ -48,7 +47,7 @@ export class StoreServer {
       'grpc.max_receive_message_length': node.maxBatchBytes + MESSAGE_OVERHEAD_BYTES,
       'grpc.max_send_message_length': -1,
     });
-    server.addService(StoreService, createStoreHandlers(node, logger, options.metricsRegistry && new StoreRpcMetrics(options.metricsRegistry)));
+    server.addService(STORE_SERVICE_DEFINITION, createStoreHandlers(node, logger, options.metricsRegistry && new StoreRpcMetrics(options.metricsRegistry)));
     const health = new HealthImplementation({ '': 'SERVING', [STORE_SERVICE_NAME]: 'SERVING' });
     health.addToServer(server);
     let port: number;

@@ -1,8 +1,10 @@
 import { once } from 'node:events';
 import { status as grpcStatus, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from '@grpc/grpc-js';
 import type { Logger } from '../common/index.js';
-import type { Entry, ScanBatch, ScanRequest, SnapshotInfo, StoreServer as StoreHandlers } from './proto/gen/shardpipe/store/v1/store.js';
+import { StoreService, type Entry, type ScanBatch, type ScanRequest, type SnapshotInfo, type StoreServer as StoreHandlers } from './proto/gen/shardpipe/store/v1/store.js';
+import type { FieldLimitContext } from './field-limits.js';
 import { toGrpcStatus } from './grpc-errors.js';
+import { checkRequest, requestDescOf, undecodableRequestError } from './request-check.js';
 import { successor } from './key.js';
 import { PartitionMap } from './partition-map.js';
 import type { StoredEntry } from './partition-store.js';
@@ -11,14 +13,56 @@ import { StoreError } from './store-errors.js';
 import type { StoreRpcMetrics } from './store-metrics.js';
 
 const EMPTY = Buffer.alloc(0);
+const UNDECODABLE = Symbol('undecodable request');
+
+/** A request the generated code could not decode, kept so the handler can say which field is wrong. */
+interface Undecodable {
+  [UNDECODABLE]: { bytes: Buffer; cause: unknown };
+}
+
+/**
+ * The Store service definition to serve: the generated one, except that a request the generated
+ * code cannot decode (an integer beyond 2^53 − 1, malformed bytes) reaches the handler, which
+ * answers INVALID_ARGUMENT naming the field, instead of grpc-js's bare INTERNAL.
+ */
+export const STORE_SERVICE_DEFINITION: typeof StoreService = Object.fromEntries(
+  Object.entries(StoreService).map(([name, method]) => [
+    name,
+    {
+      ...method,
+      requestDeserialize: (bytes: Buffer) => {
+        try {
+          return method.requestDeserialize(bytes);
+        } catch (cause) {
+          return { [UNDECODABLE]: { bytes, cause } } satisfies Undecodable;
+        }
+      },
+    },
+  ]),
+) as unknown as typeof StoreService;
+
+/**
+ * Checks a request against the documented field ranges (store/field-limits.ts) before the node
+ * sees it; throws StoreError INVALID_ARGUMENT naming the field, the value and the range.
+ */
+function admit<Req>(method: string, request: Req, limits: FieldLimitContext): Req {
+  const desc = requestDescOf(method);
+  const undecodable = (request as Partial<Undecodable>)[UNDECODABLE];
+  if (undecodable !== undefined) throw undecodableRequestError(desc, undecodable.bytes, undecodable.cause, limits);
+  checkRequest(desc, request as object, limits);
+  return request;
+}
 
 /** The gRPC handlers of the Store service, translating between messages and StoreNode calls. */
 export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: StoreRpcMetrics): StoreHandlers {
+  const limits: FieldLimitContext = { maxKeyBytes: node.maxKeyBytes, maxValueBytes: node.maxValueBytes };
   const unary =
     <Req, Res>(method: string, fn: (request: Req) => Promise<Res>) =>
     (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
       const done = metrics?.start(method);
-      fn(call.request).then(
+      Promise.resolve()
+        .then(() => fn(admit(method, call.request, limits)))
+        .then(
         (response) => {
           done?.(grpcStatus.OK);
           callback(null, response);
@@ -55,7 +99,7 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
     }),
     scan: (call: ServerWritableStream<ScanRequest, ScanBatch>) => {
       const done = metrics?.start('Scan');
-      streamScan(node, call).then(() => done?.(grpcStatus.OK), (err: unknown) => {
+      streamScan(node, call, limits).then(() => done?.(grpcStatus.OK), (err: unknown) => {
         const status = toGrpcStatus(err);
         done?.(call.cancelled ? grpcStatus.CANCELLED : status.code);
         logFailure(logger, 'Scan', status.code, err);
@@ -104,15 +148,15 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
     getPartitionMap: unary('GetPartitionMap', async () => node.map.toProto()),
     setPartitionMap: unary('SetPartitionMap', async (req) => {
       if (req.map === undefined) throw new StoreError('STORE_INVALID_MAP', 'SetPartitionMap needs a map');
-      const installed = await node.setMap(PartitionMap.fromProto(req.map));
+      const installed = await node.setMap(PartitionMap.fromProto(req.map), { force: req.force });
       return { version: node.map.version, installed };
     }),
   };
 }
 
 /** Streams one partition's part of the range from one snapshot, waiting for the client to drain. */
-async function streamScan(node: StoreNode, call: ServerWritableStream<ScanRequest, ScanBatch>): Promise<void> {
-  const req = call.request;
+async function streamScan(node: StoreNode, call: ServerWritableStream<ScanRequest, ScanBatch>, limits: FieldLimitContext): Promise<void> {
+  const req = admit('Scan', call.request, limits);
   const abort = new AbortController();
   call.once('cancelled', () => abort.abort());
   const range = node.clampRange(req.mapVersion, req.start, req.end);

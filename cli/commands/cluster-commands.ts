@@ -49,10 +49,11 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
     .description('install a newer partition map on every node it names (nodes refuse older versions)')
     .requiredOption('--map <file>', 'the map file (JSON)')
     .option('--seeds <list>', 'store nodes HOST:PORT[,...] (env SHARDPIPE_SEEDS); default: the map\'s nodes')
-    .action(async (opts: { map: string; seeds?: string }) => {
+    .option('--force', 'admin recovery: install even if the version moves back or more than 1000 ahead of a node\'s (see README "recover a node whose map version is wrong")')
+    .action(async (opts: { map: string; seeds?: string; force?: boolean }) => {
       const map = PartitionMap.fromJson(JSON.parse(await readFile(opts.map, 'utf8')));
       const seeds = opts.seeds || ctx.env.SHARDPIPE_SEEDS ? ctx.seeds(opts.seeds) : map.nodes();
-      const results = await withClient(seeds, ctx.logger, (client) => client.installMap(map));
+      const results = await withClient(seeds, ctx.logger, (client) => client.installMap(map, { force: opts.force ?? false }));
       for (const r of results) ctx.print(`${r.node}: ${r.error ? `failed: ${r.error.message}` : r.installed ? 'installed' : 'already had it'}`);
       if (results.some((r) => r.error)) throw new CliUsageError(`map version ${map.version} was not installed everywhere`);
     });

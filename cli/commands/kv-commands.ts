@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { parseDurationMs } from '../../common/index.js';
-import { StoreError, type StoredRecord } from '../../store/index.js';
+import { MAX_TTL_MS, StoreError, type StoredRecord } from '../../store/index.js';
 import { EXIT, decodeArg, encodeOut, parseEncoding, parseKey, parsePositiveInt, withClient, type Encoding } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
 
@@ -36,17 +36,17 @@ export function registerKvCommands(program: Command, ctx: CliContext): void {
   });
 
   common(kv.command('put <key> <value>').description('write a value (with --etag: only if the key\'s etag still matches; exit 4 otherwise)'))
-    .option('--ttl <duration>', 'expire after this long, e.g. 30s, 5m, 1h')
+    .option('--ttl <duration>', 'expire after this long, e.g. 30s, 5m, 1h (at most 36500d)')
     .option('--etag <n>', 'compare-and-set: the current etag (0 = the key must not exist)')
     .action(async (keyText: string, valueText: string, opts: CommonOptions & { ttl?: string; etag?: string }) => {
       const encoding = parseEncoding(opts.encoding);
       const key = parseKey(keyText, encoding);
       const value = decodeArg(valueText, encoding, 'value');
+      // Checked before anything is sent: a bad flag must not leave a write behind.
+      const ttlMs = opts.ttl === undefined ? undefined : parseDurationMs(opts.ttl, { name: '--ttl', maxMs: MAX_TTL_MS });
+      const expectedEtag = opts.etag === undefined ? undefined : parsePositiveInt(opts.etag, '--etag');
       const record = await withClient(ctx.seeds(opts.seeds), ctx.logger, (c) =>
-        c.put(key, value, {
-          ttlMs: opts.ttl === undefined ? undefined : parseDurationMs(opts.ttl),
-          expectedEtag: opts.etag === undefined ? undefined : parsePositiveInt(opts.etag, '--etag'),
-        }),
+        c.put(key, value, { ttlMs, expectedEtag }),
       ).catch(conflictToOutcome);
       ctx.print(opts.json ? JSON.stringify(entryJson(key.bytes, record, encoding)) : `etag ${record.etag}`);
     });

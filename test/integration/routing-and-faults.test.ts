@@ -44,7 +44,7 @@ describe('bad requests get the right status and the node keeps serving', () => {
 
     const badRow = await failure(conn.unary('bulkInsert', { mapVersion: 1, rows: [rows[0]!, { ...rows[1]!, key: Buffer.alloc(0) }] }, limits()));
     expect(badRow?.code).toBe('STORE_INVALID_KEY');
-    expect(badRow?.message).toContain('row 1');
+    expect(badRow?.message).toContain('BulkInsertRequest.rows[1].key');
 
     const stale = await failure(conn.unary('get', { mapVersion: 0, key: Buffer.from([0, 1]) }, limits()));
     expect(stale?.code).toBe('STORE_STALE_MAP');

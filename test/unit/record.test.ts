@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { RECORD_FORMAT_VERSION, StoreError, decodeRecord, encodeRecord, isExpired, type StoredRecord } from '../../store/index.js';
+import { MAX_TIME_MS, RECORD_FORMAT_VERSION, StoreError, decodeRecord, encodeRecord, isExpired, type StoredRecord } from '../../store/index.js';
 import { encodedRecordLength, readU64, writeU64 } from '../../store/record.js';
 
 function roundTrip(record: StoredRecord): StoredRecord {
@@ -32,13 +32,14 @@ describe('encodeRecord / decodeRecord', () => {
   });
 
   it.each([0, 1, 2 ** 32 - 1, 2 ** 32, 2 ** 32 + 1, 2 ** 40 + 12345, 2 ** 52 + 1, Number.MAX_SAFE_INTEGER])(
-    'round-trips etag and times of %d exactly',
+    'round-trips etag and times of %d exactly (times past MAX_TIME_MS read clamped)',
     (n) => {
       const record: StoredRecord = { value: Buffer.from('v'), etag: n, updatedAtMs: n, expiresAtMs: n };
       const back = roundTrip(record);
       expect(back.etag).toBe(n);
-      expect(back.updatedAtMs).toBe(n);
-      expect(back.expiresAtMs).toBe(n);
+      expect(back.updatedAtMs).toBe(Math.min(n, MAX_TIME_MS));
+      expect(back.expiresAtMs).toBe(Math.min(n, MAX_TIME_MS));
+      expect(readU64(encodeRecord(record), 10)).toBe(n);
     },
   );
 

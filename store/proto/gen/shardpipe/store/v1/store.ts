@@ -189,7 +189,14 @@ export interface PartitionMapProto {
 }
 
 export interface SetPartitionMapRequest {
-  map?: PartitionMapProto | undefined;
+  map?:
+    | PartitionMapProto
+    | undefined;
+  /**
+   * Install even when the version moves back, or forward by more than 1,000 (admin recovery of a
+   * node whose version is wrong). Without it the version must move forward by 1–1,000.
+   */
+  force: boolean;
 }
 
 export interface SetPartitionMapResponse {
@@ -1784,13 +1791,16 @@ export const PartitionMapProto: MessageFns<PartitionMapProto> = {
 };
 
 function createBaseSetPartitionMapRequest(): SetPartitionMapRequest {
-  return { map: undefined };
+  return { map: undefined, force: false };
 }
 
 export const SetPartitionMapRequest: MessageFns<SetPartitionMapRequest> = {
   encode(message: SetPartitionMapRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.map !== undefined) {
       PartitionMapProto.encode(message.map, writer.uint32(10).fork()).join();
+    }
+    if (message.force !== false) {
+      writer.uint32(16).bool(message.force);
     }
     return writer;
   },
@@ -1814,6 +1824,14 @@ export const SetPartitionMapRequest: MessageFns<SetPartitionMapRequest> = {
             }
 
             message.map = PartitionMapProto.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.force = reader.bool();
             continue;
           }
         }
@@ -2461,6 +2479,8 @@ export const SplitKeysResponse: MessageFns<SplitKeysResponse> = {
  * One store node. Every data RPC carries the caller's partition map version: a node whose map is
  * newer, or that does not own the key, answers FAILED_PRECONDITION with its own version in the
  * trailing metadata `shardpipe-map-version`; our error code is in `shardpipe-error-code`.
+ * Every field has a documented range (store/field-limits.ts, README "Field ranges"); a request
+ * outside it is INVALID_ARGUMENT naming the field, the value and the range, before anything is written.
  */
 export type StoreService = typeof StoreService;
 export const StoreService = {

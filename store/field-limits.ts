@@ -1,0 +1,140 @@
+/**
+ * The documented range of every field of every Store RPC request (README "Field ranges"). The
+ * service checks each request against this table before it reaches the node, so nothing outside
+ * these ranges is ever written; a unit test keeps the table covering every field of store.proto.
+ *
+ * Every integer range lies inside JavaScript's exact integers (≤ 2^53 − 1): whatever the store
+ * accepts it can also report, and a client decoding 64-bit fields as numbers never fails.
+ */
+
+/** Latest time the store accepts or reports, Unix ms: 9999-12-31T23:59:59.999Z (a 4-digit-year ISO date). */
+export const MAX_TIME_MS = 253_402_300_799_999;
+/** Longest time to live of a put: 100 years of 365 days, in ms. */
+export const MAX_TTL_MS = 36_500 * 86_400_000;
+/** Largest etag the store assigns, reports, or compares against (2^53 − 1). */
+export const MAX_ETAG = Number.MAX_SAFE_INTEGER;
+/**
+ * Largest etag a BulkInsert row may keep (2^52). A partition's etag sequence moves past kept etags,
+ * so this leaves at least 2^52 fresh etags for later writes: one row can never exhaust a partition.
+ */
+export const MAX_KEPT_ETAG = 2 ** 52;
+/** Largest partition map version (2^53 − 1). */
+export const MAX_MAP_VERSION = Number.MAX_SAFE_INTEGER;
+/** How far one SetPartitionMap may move a node's map version forward without `force`. */
+export const MAX_MAP_VERSION_STEP = 1000;
+/** Snapshot leases, ms: 1 s – 24 h. */
+export const MIN_LEASE_MS = 1000;
+export const MAX_LEASE_MS = 24 * 60 * 60 * 1000;
+/** SplitKeys pieces. */
+export const MIN_SPLIT_PARTS = 2;
+export const MAX_SPLIT_PARTS = 1000;
+/** Entries per Scan batch or ScanPage page (0 = the server default). */
+export const MAX_SCAN_BATCH = 10_000;
+/** Longest snapshot id, in bytes (the node hands out ids of about 28). */
+export const MAX_SNAPSHOT_ID_BYTES = 128;
+/** Longest node address HOST:PORT, in bytes (a 253-byte DNS name, brackets, port). */
+export const MAX_NODE_ADDRESS_BYTES = 300;
+/** Most partitions in a map, partition ids or snapshot ids in one request. */
+export const MAX_LIST_ITEMS = 65_536;
+/** Most rows in one BulkInsert (the batch is also bounded by bytes, --max-batch-bytes). */
+export const MAX_BULK_ROWS = 1_000_000;
+const UINT32_MAX = 0xffff_ffff;
+
+/** Node settings some ranges depend on. */
+export interface FieldLimitContext {
+  maxKeyBytes: number;
+  maxValueBytes: number;
+}
+
+/** The range of one field. Lists carry `maxItems` and an element range. */
+export type FieldLimit =
+  | { kind: 'int'; min: number; max: number; unit?: string; note?: string }
+  | { kind: 'bool' }
+  /** A key: 1 byte – the node's max key bytes. */
+  | { kind: 'key' }
+  /** A range bound: empty (open) or a valid key. */
+  | { kind: 'bound' }
+  /** A value: 0 – the node's max value bytes. */
+  | { kind: 'value' }
+  | { kind: 'string'; maxBytes: number }
+  | { kind: 'message'; required: boolean }
+  | { kind: 'list'; maxItems: number; minItems?: number; item: FieldLimit };
+
+const mapVersion: FieldLimit = { kind: 'int', min: 0, max: MAX_MAP_VERSION, note: 'the caller\'s partition map version' };
+const expectedEtag: FieldLimit = { kind: 'int', min: 0, max: MAX_ETAG, note: '0 = the key must not exist' };
+const bound: FieldLimit = { kind: 'bound' };
+const time: FieldLimit = { kind: 'int', min: 0, max: MAX_TIME_MS, unit: 'ms', note: 'Unix ms, 0 = unset' };
+const partitionId: FieldLimit = { kind: 'int', min: 0, max: UINT32_MAX };
+const partitionIds: FieldLimit = { kind: 'list', maxItems: MAX_LIST_ITEMS, item: partitionId };
+const leaseMs: FieldLimit = { kind: 'int', min: MIN_LEASE_MS, max: MAX_LEASE_MS, unit: 'ms' };
+const snapshotId: FieldLimit = { kind: 'string', maxBytes: MAX_SNAPSHOT_ID_BYTES };
+const snapshotIds: FieldLimit = { kind: 'list', maxItems: MAX_LIST_ITEMS, item: snapshotId };
+
+/** Ranges by message and field, with the wire (proto) names. */
+export const FIELD_LIMITS: Readonly<Record<string, Readonly<Record<string, FieldLimit>>>> = {
+  GetRequest: { map_version: mapVersion, key: { kind: 'key' } },
+  PutRequest: {
+    map_version: mapVersion,
+    key: { kind: 'key' },
+    value: { kind: 'value' },
+    expected_etag: expectedEtag,
+    ttl_ms: { kind: 'int', min: 0, max: MAX_TTL_MS, unit: 'ms', note: '0 = no expiry; now + ttl must not pass 9999-12-31' },
+  },
+  DeleteRequest: { map_version: mapVersion, key: { kind: 'key' }, expected_etag: expectedEtag },
+  ScanRequest: {
+    map_version: mapVersion,
+    start: bound,
+    end: bound,
+    limit: { kind: 'int', min: 0, max: UINT32_MAX, note: '0 = no limit' },
+    batch_size: { kind: 'int', min: 0, max: MAX_SCAN_BATCH, note: '0 = server default' },
+    snapshot_id: snapshotId,
+  },
+  BulkInsertRequest: { map_version: mapVersion, rows: { kind: 'list', maxItems: MAX_BULK_ROWS, item: { kind: 'message', required: true } } },
+  BulkRow: {
+    key: { kind: 'key' },
+    value: { kind: 'value' },
+    etag: { kind: 'int', min: 0, max: MAX_KEPT_ETAG, note: '0 = assign the next one' },
+    updated_at_ms: time,
+    expires_at_ms: time,
+  },
+  PartitionStatsRequest: { partition_ids: partitionIds },
+  ChecksumRequest: { map_version: mapVersion, start: bound, end: bound, include_etag: { kind: 'bool' }, snapshot_id: snapshotId },
+  GetPartitionMapRequest: {},
+  SetPartitionMapRequest: { map: { kind: 'message', required: true }, force: { kind: 'bool' } },
+  PartitionMapProto: {
+    version: { kind: 'int', min: 1, max: MAX_MAP_VERSION },
+    partitions: { kind: 'list', minItems: 1, maxItems: MAX_LIST_ITEMS, item: { kind: 'message', required: true } },
+  },
+  PartitionProto: { id: partitionId, start: bound, end: bound, node: { kind: 'string', maxBytes: MAX_NODE_ADDRESS_BYTES } },
+  OpenSnapshotRequest: { map_version: mapVersion, partition_ids: partitionIds, lease_ms: leaseMs },
+  RenewSnapshotRequest: { snapshot_ids: snapshotIds, lease_ms: leaseMs },
+  ReleaseSnapshotRequest: { snapshot_ids: snapshotIds },
+  SplitKeysRequest: { map_version: mapVersion, start: bound, end: bound, parts: { kind: 'int', min: MIN_SPLIT_PARTS, max: MAX_SPLIT_PARTS } },
+};
+
+/** The allowed range of a field as text, for error messages and the README table. */
+export function describeLimit(limit: FieldLimit, ctx?: FieldLimitContext): string {
+  switch (limit.kind) {
+    case 'int':
+      return `${limit.min}–${limit.max}${limit.unit ? ` ${limit.unit}` : ''}${limit.note ? ` (${limit.note})` : ''}`;
+    case 'bool':
+      return 'true or false';
+    case 'key':
+      return ctx ? `1–${ctx.maxKeyBytes} bytes` : '1 byte to --max-key-bytes (default 4096)';
+    case 'bound':
+      return ctx ? `0–${ctx.maxKeyBytes} bytes (empty = open end)` : 'empty (open end), or 1 byte to --max-key-bytes (default 4096)';
+    case 'value':
+      return ctx ? `0–${ctx.maxValueBytes} bytes` : '0 bytes to --max-value-bytes (default 4 MiB)';
+    case 'string':
+      return `0–${limit.maxBytes} bytes`;
+    case 'message':
+      return limit.required ? 'required' : 'optional';
+    case 'list':
+      return `${limit.minItems ?? 0}–${limit.maxItems} items, each ${describeLimit(limit.item, ctx)}`;
+  }
+}
+
+/** A string for an error message: at most `maxChars`, with the full length when cut. */
+export function truncateForMessage(text: string, maxChars = 64): string {
+  return text.length <= maxChars ? text : `${text.slice(0, maxChars)}…(${text.length} chars)`;
+}
