@@ -1,19 +1,24 @@
 import type { ConnectionOptions } from 'bullmq';
+import { redactUrl } from '../common/index.js';
 import { JobsError } from './jobs-errors.js';
 
-/** BullMQ connection options from a redis:// or rediss:// URL. */
+/**
+ * BullMQ connection options from a redis:// or rediss:// URL: user name and password (Redis ACL or
+ * requirepass) and TLS (rediss://) go to ioredis as they are; errors never repeat the password.
+ */
 export function connectionFromUrl(url: string): ConnectionOptions {
+  const shown = redactUrl(url);
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
-    throw new JobsError('JOBS_INVALID_URL', `invalid Redis URL "${url}": expected redis://[user:password@]host:port[/db]`);
+    throw new JobsError('JOBS_INVALID_URL', `invalid Redis URL "${shown}": expected redis://[user:password@]host:port[/db]`);
   }
   if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') {
-    throw new JobsError('JOBS_INVALID_URL', `invalid Redis URL "${url}": the scheme must be redis:// or rediss://`);
+    throw new JobsError('JOBS_INVALID_URL', `invalid Redis URL "${shown}": the scheme must be redis:// or rediss://`);
   }
   const db = parsed.pathname.length > 1 ? Number(parsed.pathname.slice(1)) : 0;
-  if (!Number.isInteger(db) || db < 0) throw new JobsError('JOBS_INVALID_URL', `invalid Redis URL "${url}": database must be a whole number`);
+  if (!Number.isInteger(db) || db < 0) throw new JobsError('JOBS_INVALID_URL', `invalid Redis URL "${shown}": database must be a whole number`);
   return {
     host: parsed.hostname,
     port: parsed.port ? Number(parsed.port) : 6379,

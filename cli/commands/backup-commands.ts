@@ -93,7 +93,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       const onSignal = (): void => stop.abort(new CliUsageError('interrupted'));
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
-      const client = new StoreClient({ seeds, logger: ctx.logger });
+      const client = new StoreClient({ seeds, logger: ctx.logger, credentials: ctx.storeCredentials() });
       let redis: PrivateRedis | undefined;
       let workers: BackupWorkers | undefined;
       try {

@@ -97,7 +97,7 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
           return;
         }
         if (opts.localWorker) {
-          client = new StoreClient({ seeds, logger: ctx.logger });
+          client = new StoreClient({ seeds, logger: ctx.logger, credentials: ctx.storeCredentials() });
           workers = IngestWorkers.start({ connection, client, concurrency: parsePositiveInt(opts.concurrency, '--concurrency'), lockDurationMs, logger: ctx.logger });
         }
         const view = new ProgressView(process.stderr, ctx.logger);

@@ -84,7 +84,7 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
       const target = openBackupTarget(targetUrl, { azure });
-      const client = new StoreClient({ seeds, logger: ctx.logger });
+      const client = new StoreClient({ seeds, logger: ctx.logger, credentials: ctx.storeCredentials() });
       let redis: PrivateRedis | undefined;
       let workers: RestoreWorkers | undefined;
       try {
