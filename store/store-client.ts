@@ -428,6 +428,9 @@ export class StoreClient {
     const maps = answers.filter((a): a is PartitionMap => a instanceof PartitionMap);
     if (maps.length === 0) {
       const reasons = answers.map((a, i) => `${candidates[i]}: ${(a as Error).message}`).join('; ');
+      // Refused credentials will not pass on a retry: say so with their code.
+      const refused = (answers as StoreError[]).find((e) => e.code === 'STORE_UNAUTHENTICATED' || e.code === 'STORE_PERMISSION_DENIED');
+      if (refused !== undefined) throw new StoreError(refused.code, `the store nodes refused to give the partition map (${reasons})`, { cause: refused });
       throw new StoreError('STORE_UNAVAILABLE', `no store node answered for the partition map (${reasons})`);
     }
     const newest = maps.reduce((a, b) => (b.version > a.version ? b : a));

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { Registry, collectDefaultMetrics } from 'prom-client';
-import { MetricsHttpServer, parseDurationMs } from '../../common/index.js';
+import { MetricsHttpServer, checkBind, parseDurationMs } from '../../common/index.js';
 import { PartitionMap, StoreServer, checkHealth } from '../../store/index.js';
 import { EXIT, parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
@@ -46,6 +46,8 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
       const tokens = ctx.serverTokens(opts.authTokenFile);
       const tls = ctx.serverTls();
       const insecure = opts.insecure ?? false;
+      // Fail before the node opens its data, not after.
+      if (opts.metricsPort !== undefined) checkBind(opts.metricsHost, { what: '/metrics endpoint', authenticated: tokens !== undefined, insecure, flag: '--metrics-host' });
       const initialMap = opts.map ? PartitionMap.fromJson(JSON.parse(await readFile(opts.map, 'utf8'))) : undefined;
       const metricsPort = opts.metricsPort === undefined ? undefined : parsePositiveInt(opts.metricsPort, '--metrics-port');
       const registry = metricsPort === undefined ? undefined : new Registry();
