@@ -9,6 +9,8 @@ export interface PlanBackupShardsOptions {
    * made from its polled partition sizes. Absent: the store client plans in-process from live stats.
    */
   metricsUrl?: string;
+  /** Sent to the metrics server as `authorization: Bearer TOKEN` (role read). Default: none. */
+  token?: string;
   /** Longest wait for the metrics server, in ms. Default 30000. */
   timeoutMs?: number;
   signal?: AbortSignal;
@@ -64,7 +66,7 @@ async function fetchPlan(metricsUrl: string, target: ShardTarget, options: PlanB
   const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
   let body: unknown;
   try {
-    const response = await fetch(url, { signal, headers: { accept: 'application/json' } });
+    const response = await fetch(url, { signal, headers: { accept: 'application/json', ...(options.token ? { authorization: `Bearer ${options.token}` } : {}) } });
     const text = await response.text();
     if (!response.ok) throw new Error(`HTTP ${response.status}: ${text.slice(0, 300)}`);
     body = JSON.parse(text);
