@@ -1,6 +1,7 @@
+import { readFileSync } from 'node:fs';
 import { AuthTokens, canServeTls, createLogger, loadTls, type Logger, type TlsMaterial } from '../common/index.js';
 import type { StoreCredentials } from '../store/index.js';
-import type { CliEnv, LoadedConfig, SettingName } from './cli-env.js';
+import { CliUsageError, type CliEnv, type LoadedConfig, type SettingName } from './cli-env.js';
 import { parseSeeds } from './cli-io.js';
 
 /** What every command gets from the entry: the environment, the root logger, output. */
@@ -47,7 +48,27 @@ export class CliContext {
 
   /** How this process reaches store nodes: SHARDPIPE_TOKEN and the SHARDPIPE_TLS_* files. */
   storeCredentials(): StoreCredentials {
-    return { token: this.env.SHARDPIPE_TOKEN, tls: this.tlsMaterial() };
+    return { token: this.token(), tls: this.tlsMaterial() };
+  }
+
+  /** The TLS a client uses towards servers (CA, client certificate), without any token. */
+  clientTls(): TlsMaterial | undefined {
+    return this.tlsMaterial();
+  }
+
+  /** SHARDPIPE_TOKEN, else the content of SHARDPIPE_TOKEN_FILE; undefined when neither is set. */
+  token(): string | undefined {
+    if (this.env.SHARDPIPE_TOKEN !== undefined) return this.env.SHARDPIPE_TOKEN;
+    const file = this.env.SHARDPIPE_TOKEN_FILE;
+    if (file === undefined) return undefined;
+    let token: string;
+    try {
+      token = readFileSync(file, 'utf8').trim();
+    } catch (err) {
+      throw new CliUsageError(`SHARDPIPE_TOKEN_FILE ${file}: ${(err as Error).message}`);
+    }
+    if (!/^[\x21-\x7e]+$/.test(token)) throw new CliUsageError(`SHARDPIPE_TOKEN_FILE ${file}: must hold one token (printable ASCII, no spaces)`);
+    return token;
   }
 
   /** The TLS this process serves with: certificate and key (and CA for mutual TLS), or none. */

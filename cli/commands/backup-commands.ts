@@ -99,7 +99,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       try {
         redis = redisUrl ? undefined : await PrivateRedis.start({ dataDir: resolve(dataDir, 'redis'), logger: ctx.logger });
         const connection = connectionFromUrl(redisUrl ?? redis!.url);
-        const submitted = await submitBackup(connection, client, spec, { targetOptions: targetOptionsOf(ctx), metricsToken: ctx.env.SHARDPIPE_TOKEN, logger: ctx.logger, signal: stop.signal });
+        const submitted = await submitBackup(connection, client, spec, { targetOptions: targetOptionsOf(ctx), metricsToken: ctx.token(), logger: ctx.logger, signal: stop.signal });
         if (!opts.json) process.stderr.write(`backup ${submitted.backupId}: ${submitted.shards.length} shards, about ${submitted.approxRows} rows, snapshots of map version ${submitted.mapVersion} → ${spec.target}\n`);
         if (!opts.localWorker && !opts.wait) {
           ctx.print(opts.json ? JSON.stringify({ backupId: submitted.backupId, shards: submitted.shards.length, target: spec.target }) : submitted.backupId);

@@ -99,7 +99,7 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     .requiredOption('--node <host:port>', 'the node to ask')
     .option('--timeout <duration>', 'how long to wait for the answer', '2s')
     .action(async (opts: { node: string; timeout: string }) => {
-      const status = await checkHealth(opts.node, parseDurationMs(opts.timeout), '', ctx.storeCredentials().tls);
+      const status = await checkHealth(opts.node, parseDurationMs(opts.timeout), '', ctx.clientTls());
       ctx.print(JSON.stringify({ node: opts.node, status }));
       if (status !== 'SERVING') process.exitCode = EXIT.failed;
     });

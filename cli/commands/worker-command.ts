@@ -40,7 +40,7 @@ export function registerWorkerCommand(program: Command, ctx: CliContext): void {
       };
       const workers = IngestWorkers.start(shared);
       const restoreWorkers = RestoreWorkers.start({ ...shared, azure: { connectionString: ctx.env.AZURE_STORAGE_CONNECTION_STRING } });
-      const backupWorkers = BackupWorkers.start({ ...shared, targetOptions: targetOptionsOf(ctx), metricsToken: ctx.env.SHARDPIPE_TOKEN, concurrency: parsePositiveInt(opts.backupConcurrency, '--backup-concurrency') });
+      const backupWorkers = BackupWorkers.start({ ...shared, targetOptions: targetOptionsOf(ctx), metricsToken: ctx.token(), concurrency: parsePositiveInt(opts.backupConcurrency, '--backup-concurrency') });
       await Promise.all([workers.waitUntilReady(), restoreWorkers.waitUntilReady(), backupWorkers.waitUntilReady()]);
       ctx.print(JSON.stringify({ event: 'ready', workers: ['ingest', 'backup', 'restore'], ...(metrics ? { metricsPort: metrics.port } : {}) }));
       await new Promise<void>((done) => {
