@@ -8,9 +8,10 @@ import { Client, Metadata, credentials, status, type ServiceError } from '@grpc/
 import { Queue, QueueEvents, Worker } from 'bullmq';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { findFreePort } from '../../common/index.js';
-import { connectionFromUrl } from '../../jobs/index.js';
+import { PrivateRedis, connectionFromUrl } from '../../jobs/index.js';
 import { Key, PartitionMap, StoreClient, StoreError, checkHealth, type StoreCredentials } from '../../store/index.js';
 import { CLI, NodeProcess, StoreCluster, runCli } from '../helpers/store-cluster.js';
+import { writeSparkDrop } from '../helpers/spark-drop.js';
 import { makeTestCerts, type TestCerts } from '../helpers/test-certs.js';
 import { makeTempDir, type TempDir } from '../helpers/temp-dir.js';
 
@@ -360,6 +361,43 @@ describe('Redis with a password', () => {
     expect(printed.stdout).not.toContain(password);
     expect(printed.stdout).not.toContain(TOKENS.admin);
     expect(printed.stdout).toContain('redis://:***@127.0.0.1');
+  });
+});
+
+describe('Redis with a password, end to end', () => {
+  it('shardpipe ingest runs against redis-server --requirepass and a token-locked cluster; neither secret is printed', { timeout: 60_000 }, async () => {
+    const port = await findFreePort();
+    const password = 'ingest-redis-pw-51e0';
+    const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--requirepass', password, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    cleanups.push(async () => {
+      const exited = once(redis, 'exit');
+      redis.kill('SIGTERM');
+      await exited;
+    });
+    const cluster = await startCluster(2, ['--auth-token-file', tokenFile]);
+    const drop = await writeSparkDrop(tmp.sub('drop'), { files: 2, rowsPerFile: 2000, rowGroupRows: 1000, prefix: 'rp-' });
+    const env = { SHARDPIPE_REDIS_URL: `redis://:${password}@127.0.0.1:${port}`, SHARDPIPE_TOKEN: TOKENS.write, SHARDPIPE_SEEDS: cluster.seeds.join(',') };
+    const r = await runCli(['ingest', drop.dir, '--key-column', 'id', '--value-column', 'payload', '--data-dir', tmp.sub('ingest-data'), '--json', '--log-level', 'debug', '--log-format', 'json'], env);
+    expect(r.code, r.stderr.slice(-2000)).toBe(0);
+    expect(JSON.parse(r.stdout.trim().split('\n').pop()!)).toMatchObject({ rowsIngested: drop.rows, rowsRejected: 0 });
+    const digest = await client(cluster.seeds, { token: TOKENS.read }).checksum(Buffer.from('rp-'), Buffer.from('rp.'));
+    expect(digest.count).toBe(drop.rows);
+    for (const secret of [password, TOKENS.write]) expect(r.stdout + r.stderr).not.toContain(secret);
+
+  });
+
+  it('the private redis-server of a command is password-protected too', async () => {
+    const redis = await PrivateRedis.start({ dataDir: tmp.sub('private-redis') });
+    cleanups.push(() => redis.stop());
+    const url = new URL(redis.url);
+    expect(url.password).toMatch(/^[0-9a-f]{48}$/);
+    const queue = new Queue(`test-${crypto.randomUUID()}`, { connection: connectionFromUrl(redis.url) });
+    cleanups.push(() => queue.close());
+    expect(await queue.count()).toBe(0);
+    const anonymous = new Queue(`test-${crypto.randomUUID()}`, { connection: { ...connectionFromUrl(`redis://127.0.0.1:${url.port}`), maxRetriesPerRequest: 0, retryStrategy: () => null } });
+    anonymous.on('error', () => undefined);
+    await expect(anonymous.count()).rejects.toThrow(/NOAUTH|Connection is closed/);
+    await anonymous.close().catch(() => undefined);
   });
 });
 

@@ -1,8 +1,8 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { stat } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { acceptsConnections, findFreePort } from '../../common/index.js';
 import { CLI, runCli } from '../helpers/store-cluster.js';
 import { makeTempDir, type TempDir } from '../helpers/temp-dir.js';
@@ -12,6 +12,17 @@ describe('shardpipe demo and shardpipe up', () => {
 
   beforeAll(async () => {
     tmp = await makeTempDir('shardpipe-demo-test-');
+  });
+
+  /** Stops an `up` left running by a failed assertion (SIGINT: it stops its own children). */
+  let running: ChildProcess | undefined;
+  afterEach(async () => {
+    if (running && running.exitCode === null && running.signalCode === null) {
+      const exited = once(running, 'exit');
+      running.kill('SIGINT');
+      await exited;
+    }
+    running = undefined;
   });
 
   afterAll(async () => {
@@ -38,6 +49,7 @@ describe('shardpipe demo and shardpipe up', () => {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, SHARDPIPE_REDIS_URL: '' },
     });
+    running = child;
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const ready = await new Promise<{ dashboard: string; nodeMetrics: string[]; tokenFile: string; SHARDPIPE_SEEDS: string; SHARDPIPE_REDIS_URL: string; SHARDPIPE_TOKEN: string }>((resolve, reject) => {
