@@ -1,4 +1,5 @@
 import type { ConnectionOptions } from 'bullmq';
+import { Redis, type RedisOptions } from 'ioredis';
 import { redactUrl } from '../common/index.js';
 import { JobsError } from './jobs-errors.js';
 
@@ -29,4 +30,28 @@ export function connectionFromUrl(url: string): ConnectionOptions {
     // Workers block on Redis; BullMQ requires unlimited retries per request for them.
     maxRetriesPerRequest: null,
   };
+}
+
+/**
+ * Pings Redis once with the connection's credentials, so a wrong password fails at once with
+ * JOBS_REDIS_REFUSED instead of BullMQ reconnecting forever. Other failures (Redis down) are left
+ * to BullMQ's retries. `shownUrl` names the server in the message (give it redacted).
+ */
+export async function checkRedisCredentials(connection: ConnectionOptions, shownUrl: string, timeoutMs = 5000): Promise<void> {
+  const probe = new Redis({ ...(connection as RedisOptions), lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: timeoutMs });
+  // ioredis reports a refused AUTH as an 'error' event; connect() then only says the connection closed.
+  let refusal: Error | undefined;
+  probe.on('error', (err: Error) => (refusal ??= err));
+  try {
+    await probe.connect();
+    await probe.ping();
+  } catch (caught) {
+    const err = refusal ?? (caught as Error);
+    const message = err.message;
+    if (/WRONGPASS|NOAUTH|invalid password|invalid username-password/i.test(message)) {
+      throw new JobsError('JOBS_REDIS_REFUSED', `Redis at ${redactUrl(shownUrl)} refused the credentials: ${message}`, { cause: err });
+    }
+  } finally {
+    probe.disconnect();
+  }
 }

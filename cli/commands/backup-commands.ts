@@ -6,6 +6,7 @@ import { BackupError, applyRetention, listBackups, openBackupTarget, readManifes
 import {
   BackupWorkers,
   PrivateRedis,
+  checkRedisCredentials,
   connectionFromUrl,
   listBackupSchedules,
   removeBackupSchedule,
@@ -99,6 +100,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       try {
         redis = redisUrl ? undefined : await PrivateRedis.start({ dataDir: resolve(dataDir, 'redis'), logger: ctx.logger });
         const connection = connectionFromUrl(redisUrl ?? redis!.url);
+        await checkRedisCredentials(connection, redisUrl ?? redis!.url);
         const submitted = await submitBackup(connection, client, spec, { targetOptions: targetOptionsOf(ctx), metricsToken: ctx.token(), logger: ctx.logger, signal: stop.signal });
         if (!opts.json) process.stderr.write(`backup ${submitted.backupId}: ${submitted.shards.length} shards, about ${submitted.approxRows} rows, snapshots of map version ${submitted.mapVersion} → ${spec.target}\n`);
         if (!opts.localWorker && !opts.wait) {

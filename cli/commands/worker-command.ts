@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { MetricsHttpServer, parseDurationMs } from '../../common/index.js';
-import { BackupWorkers, IngestWorkers, JobMetrics, RestoreWorkers, connectionFromUrl } from '../../jobs/index.js';
+import { BackupWorkers, IngestWorkers, JobMetrics, RestoreWorkers, checkRedisCredentials, connectionFromUrl } from '../../jobs/index.js';
 import { StoreClient } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { parsePositiveInt } from '../cli-io.js';
@@ -29,9 +29,11 @@ export function registerWorkerCommand(program: Command, ctx: CliContext): void {
       const registry = metricsPort === undefined ? undefined : new Registry();
       if (registry) collectDefaultMetrics({ register: registry });
       const metrics = registry && (await MetricsHttpServer.start({ registry, port: metricsPort!, host: opts.metricsHost, tokens: ctx.serverTokens(opts.authTokenFile), tls: ctx.serverTls(), insecure: opts.insecure ?? false, logger: ctx.logger }));
+      const connection = connectionFromUrl(url);
+      await checkRedisCredentials(connection, url);
       const client = new StoreClient({ seeds: ctx.seeds(opts.seeds), logger: ctx.logger, credentials: ctx.storeCredentials() });
       const shared = {
-        connection: connectionFromUrl(url),
+        connection,
         client,
         concurrency: parsePositiveInt(opts.concurrency, '--concurrency'),
         lockDurationMs: parseDurationMs(opts.lockDuration),

@@ -384,6 +384,16 @@ describe('Redis with a password, end to end', () => {
     expect(digest.count).toBe(drop.rows);
     for (const secret of [password, TOKENS.write]) expect(r.stdout + r.stderr).not.toContain(secret);
 
+    // A wrong password fails the command at once with JOBS_REDIS_REFUSED, never showing the password.
+    const wrong = await runCli(['ingest', drop.dir, '--key-column', 'id', '--data-dir', tmp.sub('ingest-data-2'), '--json'], { ...env, SHARDPIPE_REDIS_URL: `redis://:wrong-${password}@127.0.0.1:${port}` });
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toContain('JOBS_REDIS_REFUSED');
+    expect(wrong.stderr).toContain(`redis://:***@127.0.0.1:${port}`);
+    expect(wrong.stderr).not.toContain(password);
+    const worker = await runCli(['worker'], { ...env, SHARDPIPE_REDIS_URL: `redis://127.0.0.1:${port}` });
+    expect(worker.code).toBe(1);
+    expect(worker.stderr).toContain('JOBS_REDIS_REFUSED');
+
   });
 
   it('the private redis-server of a command is password-protected too', async () => {
