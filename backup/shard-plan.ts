@@ -11,6 +11,8 @@ export interface PlanBackupShardsOptions {
    * made from its polled partition sizes. Absent: the store client plans in-process from live stats.
    */
   metricsUrl?: string;
+  /** Sent to the metrics server as `authorization: Bearer TOKEN` (role read). Default: none. */
+  token?: string;
   /** Longest wait for the metrics server, in ms. Default 30000. */
   timeoutMs?: number;
   signal?: AbortSignal;
@@ -74,7 +76,7 @@ async function fetchPlan(metricsUrl: string, target: ShardTarget, options: PlanB
   let body: unknown;
   let refused: string | undefined;
   try {
-    const response = await fetch(url, { signal, headers: { accept: 'application/json' } });
+    const response = await fetch(url, { signal, headers: { accept: 'application/json', ...(options.token ? { authorization: `Bearer ${options.token}` } : {}) } });
     const text = await response.text();
     // A 4xx answer is about the request (e.g. METRICS_PLAN_TOO_LARGE): asking again gets the same.
     if (response.status >= 400 && response.status < 500) refused = `HTTP ${response.status}: ${errorMessageOf(text)}`;

@@ -10,8 +10,9 @@ const CLI_ENTRY = fileURLToPath(new URL('./main.js', import.meta.url));
  * Runs `shardpipe ARGS` as a child process and resolves once it prints its `{"event":"ready"}`
  * line. Its stderr goes to `logger`; if it exits first, the error carries the end of its stderr.
  */
-export async function startCliChild(args: readonly string[], what: string, logger: Logger): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [CLI_ENTRY, ...args, '--log-format', 'json', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startCliChild(args: readonly string[], what: string, logger: Logger, env: Readonly<Record<string, string>> = {}): Promise<ChildProcess> {
+  // Secrets go in the environment, never in argv (which `ps` shows).
+  const child = spawn(process.execPath, [CLI_ENTRY, ...args, '--log-format', 'json', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let stderr = '';
   createInterface({ input: child.stderr! }).on('line', (line) => {
     stderr = (stderr + line + '\n').slice(-4000);

@@ -1,5 +1,7 @@
-import { createLogger, type Logger } from '../common/index.js';
-import type { CliEnv, LoadedConfig } from './cli-env.js';
+import { readFileSync } from 'node:fs';
+import { AuthTokens, canServeTls, createLogger, loadTls, type Logger, type TlsMaterial } from '../common/index.js';
+import type { StoreCredentials } from '../store/index.js';
+import { CliUsageError, type CliEnv, type LoadedConfig, type SettingName } from './cli-env.js';
 import { parseSeeds } from './cli-io.js';
 
 /** What every command gets from the entry: the environment, the root logger, output. */
@@ -30,6 +32,58 @@ export class CliContext {
     this.loaded = config;
     this.logLevel = config.env.SHARDPIPE_LOG_LEVEL;
     this.logFormat = config.env.SHARDPIPE_LOG_FORMAT;
+  }
+
+  /** Global flags (--token, --tls-*) win over the environment and the config file; before any command runs. */
+  applyFlags(flags: Partial<CliEnv>): void {
+    const env = { ...this.loaded.env };
+    const sources = { ...this.loaded.sources };
+    for (const [name, value] of Object.entries(flags) as Array<[SettingName, string | undefined]>) {
+      if (value === undefined) continue;
+      (env as Record<string, string>)[name] = value;
+      sources[name] = 'flag';
+    }
+    this.loaded = { ...this.loaded, env, sources };
+  }
+
+  /** How this process reaches store nodes: SHARDPIPE_TOKEN and the SHARDPIPE_TLS_* files. */
+  storeCredentials(): StoreCredentials {
+    return { token: this.token(), tls: this.tlsMaterial() };
+  }
+
+  /** The TLS a client uses towards servers (CA, client certificate), without any token. */
+  clientTls(): TlsMaterial | undefined {
+    return this.tlsMaterial();
+  }
+
+  /** SHARDPIPE_TOKEN, else the content of SHARDPIPE_TOKEN_FILE; undefined when neither is set. */
+  token(): string | undefined {
+    if (this.env.SHARDPIPE_TOKEN !== undefined) return this.env.SHARDPIPE_TOKEN;
+    const file = this.env.SHARDPIPE_TOKEN_FILE;
+    if (file === undefined) return undefined;
+    let token: string;
+    try {
+      token = readFileSync(file, 'utf8').trim();
+    } catch (err) {
+      throw new CliUsageError(`SHARDPIPE_TOKEN_FILE ${file}: ${(err as Error).message}`);
+    }
+    if (!/^[\x21-\x7e]+$/.test(token)) throw new CliUsageError(`SHARDPIPE_TOKEN_FILE ${file}: must hold one token (printable ASCII, no spaces)`);
+    return token;
+  }
+
+  /** The TLS this process serves with: certificate and key (and CA for mutual TLS), or none. */
+  serverTls(): TlsMaterial | undefined {
+    const tls = this.tlsMaterial();
+    return canServeTls(tls) ? tls : undefined;
+  }
+
+  /** The tokens a server accepts, from its --auth-token-file; undefined without one. */
+  serverTokens(file: string | undefined): AuthTokens | undefined {
+    return file === undefined ? undefined : AuthTokens.fromFile(file);
+  }
+
+  private tlsMaterial(): TlsMaterial | undefined {
+    return loadTls({ ca: this.env.SHARDPIPE_TLS_CA, cert: this.env.SHARDPIPE_TLS_CERT, key: this.env.SHARDPIPE_TLS_KEY });
   }
 
   /** Global --log-level/--log-format win over the environment; set before any command runs. */

@@ -17,6 +17,11 @@ export const SETTINGS = {
   SHARDPIPE_LOG_LEVEL: { file: 'logLevel', about: LOG_LEVELS.join(', '), default: 'info' },
   SHARDPIPE_LOG_FORMAT: { file: 'logFormat', about: 'json or pretty; unset = pretty on a terminal', default: undefined },
   AZURE_STORAGE_CONNECTION_STRING: { file: 'azureConnectionString', about: 'credentials for az:// drops and backup targets', default: undefined },
+  SHARDPIPE_TOKEN: { file: 'token', about: 'token sent to store nodes and the metrics server (authorization: Bearer); see --auth-token-file', default: undefined },
+  SHARDPIPE_TOKEN_FILE: { file: 'tokenFile', about: 'file holding the token (Docker/Kubernetes secrets); SHARDPIPE_TOKEN wins', default: undefined },
+  SHARDPIPE_TLS_CA: { file: 'tlsCa', about: 'PEM CA bundle: clients trust servers signed by it; servers require client certificates signed by it', default: undefined },
+  SHARDPIPE_TLS_CERT: { file: 'tlsCert', about: 'PEM certificate: a server\'s identity (serves TLS), a client\'s certificate for mutual TLS', default: undefined },
+  SHARDPIPE_TLS_KEY: { file: 'tlsKey', about: 'PEM private key of SHARDPIPE_TLS_CERT', default: undefined },
 } as const;
 
 export type SettingName = keyof typeof SETTINGS;
@@ -30,6 +35,11 @@ const envSchema = z.object({
   SHARDPIPE_LOG_LEVEL: z.enum(LOG_LEVELS).optional(),
   SHARDPIPE_LOG_FORMAT: z.enum(LOG_FORMATS).optional(),
   AZURE_STORAGE_CONNECTION_STRING: z.string().min(1).optional(),
+  SHARDPIPE_TOKEN: z.string().regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces').optional(),
+  SHARDPIPE_TOKEN_FILE: z.string().min(1).optional(),
+  SHARDPIPE_TLS_CA: z.string().min(1).optional(),
+  SHARDPIPE_TLS_CERT: z.string().min(1).optional(),
+  SHARDPIPE_TLS_KEY: z.string().min(1).optional(),
 });
 
 /** The settings the CLI reads, validated once at start. */

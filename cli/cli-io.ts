@@ -1,5 +1,5 @@
 import type { Logger } from '../common/index.js';
-import { Key, StoreClient, displayBytes } from '../store/index.js';
+import { Key, StoreClient, displayBytes, type StoreCredentials } from '../store/index.js';
 import { CliUsageError } from './cli-env.js';
 
 /** Exit codes scripts can rely on (README: "Exit codes"). */
@@ -48,9 +48,9 @@ export function parsePositiveInt(value: string, flag: string): number {
   return n;
 }
 
-/** Runs `fn` with a client for the seeds and always closes it. */
-export async function withClient<T>(seeds: string[], logger: Logger, fn: (client: StoreClient) => Promise<T>): Promise<T> {
-  const client = new StoreClient({ seeds, logger });
+/** Runs `fn` with a client for the seeds (with the context's token and TLS) and always closes it. */
+export async function withClient<T>(seeds: string[], ctx: { logger: Logger; storeCredentials(): StoreCredentials }, fn: (client: StoreClient) => Promise<T>): Promise<T> {
+  const client = new StoreClient({ seeds, logger: ctx.logger, credentials: ctx.storeCredentials() });
   try {
     return await fn(client);
   } finally {

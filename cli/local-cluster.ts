@@ -16,6 +16,8 @@ export interface LocalClusterOptions {
   map?: (addresses: string[]) => PartitionMap;
   /** A port per node for its Prometheus /metrics; omitted = none. */
   metricsPorts?: boolean;
+  /** `--auth-token-file` of every node (and its /metrics). Omitted: protected mode, loopback only. */
+  tokenFile?: string;
   logger: Logger;
 }
 
@@ -101,6 +103,7 @@ export class LocalCluster {
     const metricsPort = this.options.metricsPorts ? await findFreePort() : undefined;
     const args = ['store', 'start', '--map', mapFile, '--node', address, '--data', dataDir];
     if (metricsPort !== undefined) args.push('--metrics-port', String(metricsPort));
+    if (this.options.tokenFile !== undefined) args.push('--auth-token-file', this.options.tokenFile);
     const child = await startCliChild(args, `store node ${address}`, this.options.logger.child({ node: address }));
     return { address, dataDir, child, metricsPort };
   }

@@ -1,11 +1,13 @@
 import type { ChildProcess } from 'node:child_process';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Logger } from '../common/index.js';
+import { AuthTokens, type Logger } from '../common/index.js';
 import { PrivateRedis } from '../jobs/index.js';
 import { MetricsServer } from '../metrics-server/index.js';
 import type { PartitionMap } from '../store/index.js';
 import { startCliChild, stopChild } from './cli-child.js';
 import { LocalCluster } from './local-cluster.js';
+import { ensureTokenFile, type RoleTokens } from './token-file.js';
 
 export interface LocalStackOptions {
   /** Redis data, node data and the map go under here. Required. */
@@ -32,7 +34,8 @@ export interface LocalStackOptions {
 /**
  * Everything shardpipe needs on one machine, the shape of docker-compose.yml: Redis, store nodes
  * and workers as child processes, and the metrics server with its dashboard in this process.
- * Closed in reverse order of start.
+ * Locked like a deployment: a token file with fresh tokens (`<dataDir>/tokens`, mode 0600)
+ * guards every node, /metrics and the dashboard. Closed in reverse order of start.
  */
 export class LocalStack {
   private workers: ChildProcess[] = [];
@@ -40,26 +43,34 @@ export class LocalStack {
     readonly redisUrl: string,
     readonly cluster: LocalCluster,
     readonly metrics: MetricsServer,
+    /** The token file every component uses. */
+    readonly tokenFile: string,
+    private readonly tokens: RoleTokens,
     private readonly redis: PrivateRedis | undefined,
     private readonly logger: Logger,
   ) {}
 
   static async start(options: LocalStackOptions): Promise<LocalStack> {
     const logger = options.logger;
+    await mkdir(options.dataDir, { recursive: true });
+    const tokenFile = join(options.dataDir, 'tokens');
+    const tokens = await ensureTokenFile(tokenFile);
     const redis = options.redisUrl ? undefined : await PrivateRedis.start({ dataDir: join(options.dataDir, 'redis'), logger });
     const redisUrl = options.redisUrl ?? redis!.url;
     let cluster: LocalCluster | undefined;
     let metrics: MetricsServer | undefined;
     try {
-      cluster = await LocalCluster.start({ dataDir: join(options.dataDir, 'cluster'), nodes: options.nodes, basePort: options.basePort, metricsPorts: options.nodeMetrics, map: options.map, logger });
+      cluster = await LocalCluster.start({ dataDir: join(options.dataDir, 'cluster'), nodes: options.nodes, basePort: options.basePort, metricsPorts: options.nodeMetrics, map: options.map, tokenFile, logger });
       metrics = await MetricsServer.start({
         seeds: cluster.addresses,
         port: options.metricsPort ?? 0,
         intervalMs: options.metricsIntervalMs ?? 2000,
         redisUrl,
+        tokens: AuthTokens.fromFile(tokenFile),
+        storeCredentials: { token: tokens.read },
         logger,
       });
-      const stack = new LocalStack(redisUrl, cluster, metrics, redis, logger);
+      const stack = new LocalStack(redisUrl, cluster, metrics, tokenFile, tokens, redis, logger);
       for (let i = 0; i < (options.workers ?? 1); i++) await stack.startWorker();
       return stack;
     } catch (err) {
@@ -74,9 +85,9 @@ export class LocalStack {
     return this.cluster.addresses;
   }
 
-  /** The environment that points the CLI at this stack. */
+  /** The environment that points the CLI at this stack, with the admin token (SHARDPIPE_TOKEN). */
   get env(): Record<string, string> {
-    return { SHARDPIPE_SEEDS: this.seeds.join(','), SHARDPIPE_REDIS_URL: this.redisUrl };
+    return { SHARDPIPE_SEEDS: this.seeds.join(','), SHARDPIPE_REDIS_URL: this.redisUrl, SHARDPIPE_TOKEN: this.tokens.admin };
   }
 
   /** Stops workers, the metrics server, the nodes and Redis, in that order; every step runs. */
@@ -89,7 +100,9 @@ export class LocalStack {
 
   private async startWorker(): Promise<void> {
     const n = this.workers.length + 1;
-    this.workers.push(await startCliChild(['worker', '--redis', this.redisUrl, '--seeds', this.seeds.join(',')], `worker ${n}`, this.logger.child({ worker: n })));
+    // Credentials go by environment, not argv; a worker writes and reads but never administers.
+    const env = { SHARDPIPE_TOKEN: this.tokens.write, SHARDPIPE_REDIS_URL: this.redisUrl };
+    this.workers.push(await startCliChild(['worker', '--seeds', this.seeds.join(',')], `worker ${n}`, this.logger.child({ worker: n }), env));
   }
 
   private async stopWorkers(): Promise<void> {

@@ -1,5 +1,5 @@
 import { CommanderError } from 'commander';
-import { ShardpipeError } from '../common/index.js';
+import { ConfigError, ShardpipeError } from '../common/index.js';
 import { CliContext } from './cli-context.js';
 import { CliUsageError, loadCliConfig } from './cli-env.js';
 import { EXIT } from './cli-io.js';
@@ -25,6 +25,10 @@ async function main(argv: string[]): Promise<number> {
     if (err instanceof KvOutcomeError) {
       process.stderr.write(`shardpipe: ${err.message}\n`);
       return err.exitCode;
+    }
+    if (err instanceof ConfigError) {
+      process.stderr.write(`shardpipe: ${err.message} [${err.code}]\n`);
+      return EXIT.usage;
     }
     if (err instanceof CliUsageError || err instanceof RangeError) {
       process.stderr.write(`shardpipe: ${err.message}\n`);

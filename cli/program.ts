@@ -21,13 +21,18 @@ export function buildProgram(ctx: CliContext): Command {
     .option('--log-level <level>', 'trace, debug, info, warn, error, fatal or silent (env SHARDPIPE_LOG_LEVEL)')
     .option('--log-format <format>', 'json or pretty; default: pretty on a terminal (env SHARDPIPE_LOG_FORMAT)')
     .option('--config <file>', 'JSON file of settings (env SHARDPIPE_CONFIG); see `shardpipe config print`')
+    .option('--token <token>', 'token sent to store nodes and the metrics server (env SHARDPIPE_TOKEN; prefer the environment: flags show in ps)')
+    .option('--tls-ca <file>', 'PEM CA: clients trust servers signed by it; servers require client certificates signed by it (env SHARDPIPE_TLS_CA)')
+    .option('--tls-cert <file>', 'PEM certificate: servers serve TLS with it, clients present it for mutual TLS (env SHARDPIPE_TLS_CERT)')
+    .option('--tls-key <file>', 'PEM private key of --tls-cert (env SHARDPIPE_TLS_KEY)')
     // A fixed width keeps --help identical everywhere, so README's CLI reference can be checked.
     .configureHelp({ helpWidth: 100 })
     .showHelpAfterError()
     .exitOverride();
   program.hook('preAction', () => {
-    const { logLevel, logFormat, config } = program.opts<{ logLevel?: string; logFormat?: string; config?: string }>();
+    const { logLevel, logFormat, config, token, tlsCa, tlsCert, tlsKey } = program.opts<{ logLevel?: string; logFormat?: string; config?: string; token?: string; tlsCa?: string; tlsCert?: string; tlsKey?: string }>();
     if (config !== undefined) ctx.useConfig(loadCliConfig(process.env, config));
+    ctx.applyFlags(readCliEnv({ SHARDPIPE_TOKEN: token, SHARDPIPE_TLS_CA: tlsCa, SHARDPIPE_TLS_CERT: tlsCert, SHARDPIPE_TLS_KEY: tlsKey }));
     const env = readCliEnv({ SHARDPIPE_LOG_LEVEL: logLevel, SHARDPIPE_LOG_FORMAT: logFormat });
     ctx.configureLogging(env.SHARDPIPE_LOG_LEVEL, env.SHARDPIPE_LOG_FORMAT);
   });

@@ -86,6 +86,8 @@ export interface SubmitBackupOptions {
   attempts?: number;
   /** Checks the target before snapshots are taken (credentials for `az://`). */
   targetOptions?: OpenBackupTargetOptions;
+  /** Sent as `authorization: Bearer` to the spec's `metricsUrl`. Default: none. */
+  metricsToken?: string;
   /** Start time (tests). Default now. */
   now?: Date;
   logger?: Logger;
@@ -113,7 +115,7 @@ export async function submitBackup(connection: ConnectionOptions, client: StoreC
   }
   const startedAtMs = (options.now ?? new Date()).getTime();
   const backupId = newBackupId(new Date(startedAtMs));
-  const shards = await planBackupShards(client, spec.shardTarget, { metricsUrl: spec.metricsUrl, signal });
+  const shards = await planBackupShards(client, spec.shardTarget, { metricsUrl: spec.metricsUrl, token: options.metricsToken, signal });
 
   let snapshot;
   let map;

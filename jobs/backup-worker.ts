@@ -23,6 +23,8 @@ export interface BackupWorkerOptions {
   client: StoreClient;
   /** Credentials and tuning for `az://` targets (this process's own; jobs never carry them). */
   targetOptions?: OpenBackupTargetOptions;
+  /** Token for a spec's `metricsUrl` (this process's own; jobs never carry it). Default: none. */
+  metricsToken?: string;
   /** Shards written at once by this worker. Default 2. */
   concurrency?: number;
   /** How long a job stays claimed by a worker that stopped answering (then another takes it over). Default 30000 ms. */
@@ -229,7 +231,7 @@ async function finishBackup(job: Job<BackupParentData>, options: BackupWorkerOpt
 /** A job scheduler's job: starts a backup (its parent then applies retention). */
 async function startScheduled(job: Job<ScheduledBackupData>, options: BackupWorkerOptions, logger: Logger, signal?: AbortSignal): Promise<{ backupId: string }> {
   try {
-    const submitted = await submitBackup(options.connection, options.client, job.data.spec, { targetOptions: options.targetOptions, logger, signal });
+    const submitted = await submitBackup(options.connection, options.client, job.data.spec, { targetOptions: options.targetOptions, metricsToken: options.metricsToken, logger, signal });
     logger.info({ schedule: job.data.schedule, backupId: submitted.backupId }, 'scheduled backup started');
     return { backupId: submitted.backupId };
   } catch (err) {

@@ -1,6 +1,6 @@
 export { PrivateRedis } from './redis-server-process.js';
 export type { PrivateRedisOptions } from './redis-server-process.js';
-export { connectionFromUrl } from './redis-connection.js';
+export { checkRedisCredentials, connectionFromUrl } from './redis-connection.js';
 export { JobsError, JOBS_ERROR_CODES } from './jobs-errors.js';
 export type { JobsErrorCode } from './jobs-errors.js';
 export { submitIngest, childJobId, INGEST_QUEUE, INGEST_FILE_QUEUE } from './ingest-flow.js';

@@ -5,6 +5,7 @@ export const JOBS_ERROR_CODES = {
   JOBS_REDIS_MISSING: { retryable: false },
   JOBS_REDIS_UNAVAILABLE: { retryable: true },
   JOBS_INVALID_URL: { retryable: false },
+  JOBS_REDIS_REFUSED: { retryable: false },
   JOBS_NOT_FOUND: { retryable: false },
   JOBS_FAILED: { retryable: false },
 } as const;

@@ -1,8 +1,9 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdir } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { acceptsConnections, findFreePort, type Logger } from '../common/index.js';
+import { acceptsConnections, findFreePort, redactUrl, type Logger } from '../common/index.js';
 import { JobsError } from './jobs-errors.js';
 
 export interface PrivateRedisOptions {
@@ -15,7 +16,9 @@ export interface PrivateRedisOptions {
 
 /**
  * A redis-server child process for one shardpipe run when no Redis URL is given: loopback only,
- * a free port, append-only persistence in the data folder.
+ * a free port, append-only persistence in the data folder, and a fresh random password (in `url`)
+ * so other local users cannot reach the queues either. The password goes to redis-server on its
+ * stdin, never in argv.
  */
 export class PrivateRedis {
   readonly url: string;
@@ -36,14 +39,19 @@ export class PrivateRedis {
     }
     await mkdir(options.dataDir, { recursive: true });
     const port = await findFreePort();
+    const password = randomBytes(24).toString('hex');
     const child = spawn(
       'redis-server',
-      ['--port', String(port), '--bind', '127.0.0.1', '--dir', options.dataDir, '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '', '--protected-mode', 'yes', '--loglevel', 'warning'],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
+      // "-" reads config from stdin first; the flags after it are applied on top.
+      ['-', '--port', String(port), '--bind', '127.0.0.1', '--dir', options.dataDir, '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '', '--protected-mode', 'yes', '--loglevel', 'warning'],
+      { stdio: ['pipe', 'ignore', 'pipe'] },
     );
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-    const redis = new PrivateRedis(`redis://127.0.0.1:${port}`, child);
+    // A redis-server that exits at once closes its stdin: that shows in the start error below.
+    child.stdin!.once('error', (err) => (stderr += `(writing its config: ${err.message})\n`));
+    child.stdin!.end(`requirepass ${password}\n`);
+    const redis = new PrivateRedis(`redis://:${password}@127.0.0.1:${port}`, child);
     const deadline = Date.now() + (options.startTimeoutMs ?? 10_000);
     while (!(await acceptsConnections(port))) {
       if (child.exitCode !== null || Date.now() > deadline) {
@@ -52,7 +60,7 @@ export class PrivateRedis {
       }
       await sleep(20);
     }
-    options.logger?.debug({ url: redis.url, dataDir: options.dataDir }, 'private redis-server started');
+    options.logger?.debug({ url: redactUrl(redis.url), dataDir: options.dataDir }, 'private redis-server started');
     return redis;
   }
 

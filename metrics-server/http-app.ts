@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import express, { type ErrorRequestHandler, type Express, type Router } from 'express';
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
-import { ShardpipeError, type Logger } from '../common/index.js';
+import { ShardpipeError, checkHttpRequest, type HttpAuthOptions, type Logger } from '../common/index.js';
 import { StoreError } from '../store/index.js';
 import type { JobOverview } from './job-overview.js';
 import { MetricsError } from './metrics-errors.js';
@@ -18,6 +18,8 @@ export interface MetricsAppOptions {
   jobs?: JobOverview;
   /** Bull Board's router, mounted at /queues. */
   queuesRouter?: Router;
+  /** Who may look: tokens (role read; changing jobs in Bull Board admin) or loopback only. */
+  auth: HttpAuthOptions;
   logger: Logger;
 }
 
@@ -46,6 +48,13 @@ export function createMetricsApp(options: MetricsAppOptions): Express {
   app.get('/readyz', (_req, res) => {
     if (poller.ready) res.json({ ready: true });
     else res.status(503).json({ ready: false, reason: poller.cluster().lastPoll?.error ?? 'no poll has reached a store node yet' });
+  });
+  // Everything below needs a token (or, without tokens, a loopback peer); probes above do not.
+  app.use((req, res, next) => {
+    const role = req.method === 'GET' || req.method === 'HEAD' ? 'read' : 'admin';
+    const refusal = checkHttpRequest(req, role, options.auth);
+    if (refusal === undefined) return next();
+    res.status(refusal.status).set(refusal.headers).json({ error: { code: refusal.status === 401 ? 'UNAUTHENTICATED' : 'PERMISSION_DENIED', message: refusal.message } });
   });
   app.get('/metrics', async (_req, res) => {
     res.type(registry.contentType).send(await registry.metrics());

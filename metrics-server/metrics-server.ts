@@ -1,12 +1,13 @@
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
 import { Router } from 'express';
 import { Registry, collectDefaultMetrics } from 'prom-client';
-import type { Logger } from '../common/index.js';
-import { StoreClient } from '../store/index.js';
+import { canServeTls, checkBind, type AuthTokens, type Logger, type TlsMaterial } from '../common/index.js';
+import { StoreClient, type StoreCredentials } from '../store/index.js';
 import { ClusterMetrics } from './cluster-metrics.js';
 import { createMetricsApp } from './http-app.js';
 import { JobOverview } from './job-overview.js';
@@ -35,6 +36,14 @@ export interface MetricsServerOptions {
   maxPartitionSeries?: number;
   /** Registry served at /metrics. Default: a new one with prom-client's default process metrics. */
   registry?: Registry;
+  /** Tokens accepted by the page, the API and /metrics (role read; queue actions admin). Absent: protected mode, loopback only. */
+  tokens?: AuthTokens;
+  /** Serve HTTPS with `cert` + `key`; with `ca`, require client certificates signed by it. Absent: plain HTTP. */
+  tls?: TlsMaterial;
+  /** Without tokens, bind any address and accept any peer anyway. Default false. */
+  insecure?: boolean;
+  /** How the poller reaches the store nodes (token, TLS). Default: plaintext, no token. */
+  storeCredentials?: StoreCredentials;
   logger: Logger;
 }
 
@@ -51,9 +60,11 @@ export class MetricsServer {
   private readonly client: StoreClient;
   private readonly jobs: JobOverview | undefined;
   private readonly logger: Logger;
+  private readonly tls: boolean;
   private closing: Promise<void> | undefined;
 
-  private constructor(parts: { server: Server; client: StoreClient; poller: PartitionPoller; jobs: JobOverview | undefined; registry: Registry; logger: Logger; host: string }) {
+  private constructor(parts: { server: Server; client: StoreClient; poller: PartitionPoller; jobs: JobOverview | undefined; registry: Registry; logger: Logger; host: string; tls: boolean }) {
+    this.tls = parts.tls;
     this.server = parts.server;
     this.client = parts.client;
     this.poller = parts.poller;
@@ -68,8 +79,10 @@ export class MetricsServer {
   static async start(options: MetricsServerOptions): Promise<MetricsServer> {
     const logger = options.logger.child({ module: 'metrics-server' });
     const host = options.host ?? '127.0.0.1';
+    const auth = { tokens: options.tokens, insecure: options.insecure ?? false, what: 'the metrics server' };
+    checkBind(host, { what: 'metrics server', authenticated: auth.tokens !== undefined, insecure: auth.insecure, flag: '--host' });
     const registry = options.registry ?? defaultRegistry();
-    const client = new StoreClient({ seeds: options.seeds, logger, rpcDeadlineMs: options.pollTimeoutMs ?? 5000 });
+    const client = new StoreClient({ seeds: options.seeds, logger, rpcDeadlineMs: options.pollTimeoutMs ?? 5000, credentials: options.storeCredentials });
     let metrics: ClusterMetrics | undefined;
     const poller = new PartitionPoller({
       client,
@@ -102,14 +115,22 @@ export class MetricsServer {
         );
       }, serverAdapter.getRouter() as Router);
     }
-    const app = createMetricsApp({ poller, planner: new ShardPlanner({ poller, client, maxShards: options.maxPlanShards }), registry, jobs, queuesRouter, logger });
+    const app = createMetricsApp({ poller, planner: new ShardPlanner({ poller, client, maxShards: options.maxPlanShards }), registry, jobs, queuesRouter, auth, logger });
+    const tls = options.tls;
 
     let server: Server | undefined;
     try {
       // Queues that already exist are in Bull Board from the start; later ones join when the page looks.
       await jobs?.discover().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'job queues not readable yet'));
+      const s: Server = canServeTls(tls)
+        ? (createTlsServer({ cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: tls.ca !== undefined, rejectUnauthorized: tls.ca !== undefined }, app) as unknown as Server)
+        : createServer(app);
       server = await new Promise<Server>((resolve, reject) => {
-        const s = app.listen(options.port ?? 9464, host, (err?: Error) => (err ? reject(err) : resolve(s)));
+        s.once('error', reject);
+        s.listen(options.port ?? 9464, host, () => {
+          s.off('error', reject);
+          resolve(s);
+        });
       });
     } catch (err) {
       await jobs?.close();
@@ -117,15 +138,15 @@ export class MetricsServer {
       throw err;
     }
     poller.start();
-    const started = new MetricsServer({ server, client, poller, jobs, registry, logger, host });
-    logger.info({ url: started.url, intervalMs: poller.intervalMs, redis: jobs !== undefined }, 'metrics server listening');
+    const started = new MetricsServer({ server, client, poller, jobs, registry, logger, host, tls: canServeTls(tls) });
+    logger.info({ url: started.url, intervalMs: poller.intervalMs, redis: jobs !== undefined, tokens: auth.tokens !== undefined }, 'metrics server listening');
     return started;
   }
 
-  /** `http://host:port/`. */
+  /** `http(s)://host:port/`. */
   get url(): string {
     const host = this.host === '0.0.0.0' || this.host === '::' ? '127.0.0.1' : this.host.includes(':') ? `[${this.host}]` : this.host;
-    return `http://${host}:${this.port}/`;
+    return `${this.tls ? 'https' : 'http'}://${host}:${this.port}/`;
   }
 
   /** Stops listening and polling, closes Redis and the store channels. Idempotent; every step runs. */

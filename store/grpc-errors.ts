@@ -9,6 +9,10 @@ export const METADATA_MAP_VERSION = 'shardpipe-map-version';
 export const METADATA_CURRENT_ETAG = 'shardpipe-current-etag';
 /** The status message travels in an HTTP/2 trailer; a long one would never arrive (the call times out). */
 const MAX_DETAILS_CHARS = 2000;
+/** Request metadata: a node whose map is older than this version fetches the map from METADATA_MAP_FROM. */
+export const METADATA_CALLER_MAP_VERSION = 'x-shardpipe-map-version';
+/** Request metadata: HOST:PORT of a node of the map that has the caller's newer map. */
+export const METADATA_MAP_FROM = 'x-shardpipe-map-from';
 
 /**
  * The one place a server-side failure becomes a gRPC status. Anything that is not a StoreError is
@@ -33,6 +37,8 @@ const STATUS_FALLBACK: Partial<Record<status, StoreErrorCode>> = {
   [status.DEADLINE_EXCEEDED]: 'STORE_DEADLINE_EXCEEDED',
   [status.CANCELLED]: 'STORE_CANCELLED',
   [status.INTERNAL]: 'STORE_INTERNAL',
+  [status.UNAUTHENTICATED]: 'STORE_UNAUTHENTICATED',
+  [status.PERMISSION_DENIED]: 'STORE_PERMISSION_DENIED',
 };
 
 /** The one place a failed call becomes a typed StoreError again, on the client. */

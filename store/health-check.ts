@@ -1,5 +1,7 @@
-import { credentials, makeGenericClientConstructor, type ServiceError } from '@grpc/grpc-js';
+import { makeGenericClientConstructor, type ServiceError } from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
+import type { TlsMaterial } from '../common/index.js';
+import { channelCredentials } from './node-connection.js';
 
 const HealthClient = makeGenericClientConstructor(healthService, 'grpc.health.v1.Health');
 
@@ -11,10 +13,11 @@ type HealthCheck = (
 
 /**
  * Asks a node's grpc.health.v1 service for its status ('SERVING', 'NOT_SERVING', ...), or
- * 'UNREACHABLE' when it does not answer within `timeoutMs`.
+ * 'UNREACHABLE' when it does not answer within `timeoutMs`. A node serving TLS needs `tls` (its CA,
+ * and a client certificate under mutual TLS); health needs no token.
  */
-export async function checkHealth(address: string, timeoutMs = 1000, service = ''): Promise<string> {
-  const client = new HealthClient(address, credentials.createInsecure());
+export async function checkHealth(address: string, timeoutMs = 1000, service = '', tls?: TlsMaterial): Promise<string> {
+  const client = new HealthClient(address, channelCredentials(tls));
   try {
     return await new Promise<string>((resolve) => {
       const check = (client as unknown as { check: HealthCheck }).check.bind(client);

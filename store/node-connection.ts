@@ -1,4 +1,5 @@
-import { Metadata, credentials, type CallOptions, type ClientUnaryCall, type ServiceError } from '@grpc/grpc-js';
+import { Metadata, credentials, type CallOptions, type ChannelCredentials, type ClientUnaryCall, type ServiceError } from '@grpc/grpc-js';
+import type { TlsMaterial } from '../common/index.js';
 import {
   StoreClient as GeneratedStoreClient,
   type BulkInsertRequest,
@@ -60,20 +61,48 @@ export interface CallLimits {
   signal?: AbortSignal;
 }
 
+/** How a client proves who it is to store nodes, and how it checks them. */
+export interface StoreCredentials {
+  /** Sent as `authorization: Bearer TOKEN` on every call (SHARDPIPE_TOKEN / --token). Default: none. */
+  token?: string;
+  /**
+   * TLS to the nodes: `ca` is trusted for the nodes' certificates (default: the system's CAs);
+   * `cert` + `key` are presented for mutual TLS. Absent: plaintext.
+   */
+  tls?: TlsMaterial;
+}
+
+/** gRPC channel credentials of `tls` (plaintext when absent). */
+export function channelCredentials(tls: TlsMaterial | undefined): ChannelCredentials {
+  if (tls === undefined) return credentials.createInsecure();
+  return credentials.createSsl(tls.ca ?? null, tls.key ?? null, tls.cert ?? null);
+}
+
 /** One channel to one store node, with typed promise calls. Errors arrive as StoreError. */
 export class NodeConnection {
   readonly address: string;
   private readonly client: GeneratedStoreClientType;
+  private readonly token: string | undefined;
 
-  constructor(address: string) {
+  constructor(address: string, creds: StoreCredentials = {}) {
     this.address = address;
-    this.client = new GeneratedStoreClient(address, credentials.createInsecure(), {
+    this.token = creds.token;
+    this.client = new GeneratedStoreClient(address, channelCredentials(creds.tls), {
       'grpc.max_send_message_length': -1,
       'grpc.max_receive_message_length': -1,
     });
   }
 
-  unary<K extends UnaryMethodName>(method: K, request: RequestOf<K>, limits: CallLimits): Promise<ResponseOf<K>> {
+  /** Call metadata: the token, plus `extra` headers of this call. */
+  private metadata(extra?: Readonly<Record<string, string>>): Metadata {
+    const md = new Metadata();
+    if (this.token !== undefined) md.set('authorization', `Bearer ${this.token}`);
+    for (const [k, v] of Object.entries(extra ?? {})) md.set(k, v);
+    return md;
+  }
+
+  /** One unary call; `headers` go along as request metadata. */
+  unary<K extends UnaryMethodName>(method: K, request: RequestOf<K>, limits: CallLimits, headers?: Readonly<Record<string, string>>): Promise<ResponseOf<K>> {
     return new Promise((resolve, reject) => {
       if (limits.signal?.aborted) {
         reject(new StoreError('STORE_CANCELLED', `${method} to ${this.address} cancelled`, { cause: limits.signal.reason }));
@@ -86,7 +115,7 @@ export class NodeConnection {
         cb: Callback<ResponseOf<K>>,
       ) => ClientUnaryCall;
       const onAbort = (): void => call.cancel();
-      const call = fn.call(this.client, request, new Metadata(), { deadline: limits.deadline }, (err, response) => {
+      const call = fn.call(this.client, request, this.metadata(headers), { deadline: limits.deadline }, (err, response) => {
         limits.signal?.removeEventListener('abort', onAbort);
         if (err) reject(fromGrpcError(err, { node: this.address, method }));
         else resolve(response);
@@ -97,7 +126,7 @@ export class NodeConnection {
 
   /** The streaming scan, as an async iterable of batches (back-pressure by pulling). */
   async *scan(request: ScanRequest, limits: CallLimits): AsyncGenerator<ScanBatch> {
-    const call = this.client.scan(request, new Metadata(), { deadline: limits.deadline });
+    const call = this.client.scan(request, this.metadata(), { deadline: limits.deadline });
     const onAbort = (): void => call.cancel();
     limits.signal?.addEventListener('abort', onAbort, { once: true });
     try {

@@ -1,7 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../common/index.js';
 import { Key, successor } from './key.js';
-import { NodeConnection, type CallLimits } from './node-connection.js';
+import { METADATA_CALLER_MAP_VERSION, METADATA_MAP_FROM } from './grpc-errors.js';
+import { NodeConnection, type CallLimits, type StoreCredentials } from './node-connection.js';
 import { PartitionMap, type Partition } from './partition-map.js';
 import type { BulkRowInput, StoredEntry } from './partition-store.js';
 import { bulkPutAll, type BulkPutOptions, type BulkPutResult } from './bulk-writer.js';
@@ -23,6 +24,8 @@ export interface StoreClientOptions {
   retryBaseMs?: number;
   /** Cap of one retry delay. Default 2000. */
   retryMaxMs?: number;
+  /** Token and TLS for every node (see StoreCredentials). Default: plaintext, no token. */
+  credentials?: StoreCredentials;
   logger?: Logger;
 }
 
@@ -90,8 +93,11 @@ export class StoreClient {
   private readonly retryBaseMs: number;
   private readonly retryMaxMs: number;
   private readonly logger: Logger | undefined;
+  private readonly credentials: StoreCredentials;
   private readonly connections = new Map<string, NodeConnection>();
   private currentMap: PartitionMap | undefined;
+  /** A node known to hold `currentMap` (it answered with it, or installed it): named to lagging nodes. */
+  private mapSource: string | undefined;
   private refreshing: Promise<PartitionMap> | undefined;
   private closed = false;
 
@@ -103,6 +109,7 @@ export class StoreClient {
     this.retryBaseMs = options.retryBaseMs ?? 50;
     this.retryMaxMs = options.retryMaxMs ?? 2000;
     this.logger = options.logger;
+    this.credentials = { ...options.credentials };
   }
 
   /** The map in use, fetching it first if needed. */
@@ -314,7 +321,10 @@ export class StoreClient {
         }
       }),
     );
-    if (!this.currentMap || this.currentMap.version < map.version || options.force) this.currentMap = map;
+    if (!this.currentMap || this.currentMap.version < map.version || options.force) {
+      this.currentMap = map;
+      this.mapSource = results.find((r) => r.error === undefined)?.node;
+    }
     return results;
   }
 
@@ -330,7 +340,7 @@ export class StoreClient {
     if (this.closed) throw new StoreError('STORE_CLOSED', 'the store client is closed');
     let conn = this.connections.get(address);
     if (!conn) {
-      conn = new NodeConnection(address);
+      conn = new NodeConnection(address, this.credentials);
       this.connections.set(address, conn);
     }
     return conn;
@@ -380,18 +390,28 @@ export class StoreClient {
         await this.refreshMap(options).catch(() => undefined);
         return this.currentMap && map && this.currentMap.version > map.version ? 'retry-now' : 'retry-after-backoff';
       case 'STORE_NODE_MAP_BEHIND':
-        if (map === undefined) return 'retry-after-backoff';
-        // The node missed an install: hand it ours, which another node gave us.
-        await this.connection(node)
-          .unary('setPartitionMap', { map: map.toProto(), force: false }, this.limits(Date.now() + this.rpcDeadlineMs, options))
-          .catch((err: unknown) => this.logger?.warn({ err, node }, 'could not bring a node up to the current map'));
-        return 'retry-after-backoff';
+        return map === undefined ? 'retry-after-backoff' : this.healLaggingNode(node, map, options);
       case 'STORE_UNAVAILABLE':
       case 'STORE_DEADLINE_EXCEEDED':
         return 'retry-after-backoff';
       default:
         return 'fail';
     }
+  }
+
+  /**
+   * A node missed a map install: name a node of the map that has our map, and the node fetches it
+   * from there itself, so a data client needs no admin role to heal it.
+   */
+  private async healLaggingNode(node: string, map: PartitionMap, options: CallOptions): Promise<Recovery> {
+    const others = map.nodes().filter((n) => n !== node);
+    const source = this.mapSource !== undefined && others.includes(this.mapSource) ? this.mapSource : others[0];
+    if (source === undefined) return 'retry-after-backoff';
+    const headers = { [METADATA_MAP_FROM]: source, [METADATA_CALLER_MAP_VERSION]: String(map.version) };
+    const theirs = await this.connection(node)
+      .unary('getPartitionMap', {}, this.limits(Date.now() + this.rpcDeadlineMs, options), headers)
+      .catch((err: unknown) => this.logger?.warn({ err, node, source }, 'could not bring a node up to the current map'));
+    return theirs !== undefined && theirs.version >= map.version ? 'retry-now' : 'retry-after-backoff';
   }
 
   private async fetchMap(options: CallOptions): Promise<PartitionMap> {
@@ -409,12 +429,16 @@ export class StoreClient {
     const maps = answers.filter((a): a is PartitionMap => a instanceof PartitionMap);
     if (maps.length === 0) {
       const reasons = answers.map((a, i) => `${candidates[i]}: ${(a as Error).message}`).join('; ');
+      // Refused credentials will not pass on a retry: say so with their code.
+      const refused = (answers as StoreError[]).find((e) => e.code === 'STORE_UNAUTHENTICATED' || e.code === 'STORE_PERMISSION_DENIED');
+      if (refused !== undefined) throw new StoreError(refused.code, `the store nodes refused to give the partition map (${reasons})`, { cause: refused });
       throw new StoreError('STORE_UNAVAILABLE', `no store node answered for the partition map (${reasons})`);
     }
     const newest = maps.reduce((a, b) => (b.version > a.version ? b : a));
     if (!this.currentMap || newest.version > this.currentMap.version) {
       if (this.currentMap) this.logger?.info({ from: this.currentMap.version, to: newest.version }, 'partition map refreshed');
       this.currentMap = newest;
+      this.mapSource = candidates[answers.indexOf(newest)];
     }
     return this.currentMap;
   }

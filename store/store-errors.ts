@@ -22,6 +22,8 @@ export const STORE_ERROR_CODES = {
   STORE_DEADLINE_EXCEEDED: { grpc: status.DEADLINE_EXCEEDED, retryable: true },
   STORE_CANCELLED: { grpc: status.CANCELLED, retryable: false },
   STORE_CLOSED: { grpc: status.UNAVAILABLE, retryable: false },
+  STORE_UNAUTHENTICATED: { grpc: status.UNAUTHENTICATED, retryable: false },
+  STORE_PERMISSION_DENIED: { grpc: status.PERMISSION_DENIED, retryable: false },
   STORE_INTERNAL: { grpc: status.INTERNAL, retryable: false },
   STORE_UNKNOWN: { grpc: status.UNKNOWN, retryable: false },
   /** A shard plan's target would make more shards than a plan may have (client side; no node is asked). */

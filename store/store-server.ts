@@ -1,7 +1,9 @@
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import type { Registry } from 'prom-client';
-import type { Logger } from '../common/index.js';
+import { canServeTls, checkBind, hostOf, type AuthTokens, type Logger, type TlsMaterial } from '../common/index.js';
+import { PeerMapFetcher } from './peer-map-fetcher.js';
+import { storeAuthInterceptor } from './store-auth.js';
 import { STORE_SERVICE_DEFINITION, createStoreHandlers } from './store-service.js';
 import { StoreRpcMetrics } from './store-metrics.js';
 import { StoreNode, type StoreNodeOptions } from './store-node.js';
@@ -13,6 +15,12 @@ export interface StoreServerOptions extends StoreNodeOptions {
   shutdownGraceMs?: number;
   /** Where RPC counts and latencies are recorded (see StoreRpcMetrics). Default: none. */
   metricsRegistry?: Registry;
+  /** Tokens and roles the node accepts (`--auth-token-file`). Absent: protected mode, loopback peers only. */
+  tokens?: AuthTokens;
+  /** TLS: `cert` + `key` serve TLS; `ca` also requires client certificates signed by it (mutual TLS). Absent: plaintext. */
+  tls?: TlsMaterial;
+  /** Without tokens, bind any address and accept any peer anyway. Default false. */
+  insecure?: boolean;
   logger: Logger;
 }
 
@@ -42,10 +50,16 @@ export class StoreServer {
 
   static async start(options: StoreServerOptions): Promise<StoreServer> {
     const logger = options.logger.child({ module: 'store', node: options.node });
+    const listen = options.listen ?? options.node;
+    checkBind(hostOf(listen), { what: 'store node', authenticated: options.tokens !== undefined, insecure: options.insecure ?? false, flag: '--listen (or --node)' });
+    if (options.tls !== undefined && !canServeTls(options.tls)) throw new TypeError('StoreServer: tls needs cert and key');
     const node = await StoreNode.open({ ...options, logger });
+    // A lagging node fetches a newer map from a peer with the node's own credentials.
+    const mapFetcher = new PeerMapFetcher(node, { token: options.tokens?.peerToken, tls: options.tls }, logger);
     const server = new Server({
       'grpc.max_receive_message_length': node.maxBatchBytes + MESSAGE_OVERHEAD_BYTES,
       'grpc.max_send_message_length': -1,
+      interceptors: [storeAuthInterceptor({ tokens: options.tokens, insecure: options.insecure ?? false, mapFetcher, logger })],
     });
     server.addService(STORE_SERVICE_DEFINITION, createStoreHandlers(node, logger, options.metricsRegistry && new StoreRpcMetrics(options.metricsRegistry)));
     const health = new HealthImplementation({ '': 'SERVING', [STORE_SERVICE_NAME]: 'SERVING' });
@@ -53,13 +67,13 @@ export class StoreServer {
     let port: number;
     try {
       port = await new Promise<number>((resolve, reject) =>
-        server.bindAsync(options.listen ?? options.node, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+        server.bindAsync(listen, serverCredentials(options.tls), (err, p) => (err ? reject(err) : resolve(p))),
       );
     } catch (err) {
       await node.close();
       throw err;
     }
-    logger.info({ port, mapVersion: node.map.version, partitions: node.ownedPartitions().map((p) => p.id) }, 'store node serving');
+    logger.info({ port, tls: options.tls !== undefined, mutualTls: options.tls?.ca !== undefined, tokens: options.tokens !== undefined, mapVersion: node.map.version, partitions: node.ownedPartitions().map((p) => p.id) }, 'store node serving');
     return new StoreServer(node, server, health, port, options);
   }
 
@@ -89,4 +103,9 @@ export class StoreServer {
     })();
     return this.stopping;
   }
+}
+
+function serverCredentials(tls: TlsMaterial | undefined): ServerCredentials {
+  if (!canServeTls(tls)) return ServerCredentials.createInsecure();
+  return ServerCredentials.createSsl(tls.ca ?? null, [{ private_key: tls.key, cert_chain: tls.cert }], tls.ca !== undefined);
 }

@@ -6,6 +6,7 @@ import { BackupError, applyRetention, listBackups, openBackupTarget, readManifes
 import {
   BackupWorkers,
   PrivateRedis,
+  checkRedisCredentials,
   connectionFromUrl,
   listBackupSchedules,
   removeBackupSchedule,
@@ -93,13 +94,14 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       const onSignal = (): void => stop.abort(new CliUsageError('interrupted'));
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
-      const client = new StoreClient({ seeds, logger: ctx.logger });
+      const client = new StoreClient({ seeds, logger: ctx.logger, credentials: ctx.storeCredentials() });
       let redis: PrivateRedis | undefined;
       let workers: BackupWorkers | undefined;
       try {
         redis = redisUrl ? undefined : await PrivateRedis.start({ dataDir: resolve(dataDir, 'redis'), logger: ctx.logger });
         const connection = connectionFromUrl(redisUrl ?? redis!.url);
-        const submitted = await submitBackup(connection, client, spec, { targetOptions: targetOptionsOf(ctx), logger: ctx.logger, signal: stop.signal });
+        await checkRedisCredentials(connection, redisUrl ?? redis!.url);
+        const submitted = await submitBackup(connection, client, spec, { targetOptions: targetOptionsOf(ctx), metricsToken: ctx.token(), logger: ctx.logger, signal: stop.signal });
         if (!opts.json) process.stderr.write(`backup ${submitted.backupId}: ${submitted.shards.length} shards, about ${submitted.approxRows} rows, snapshots of map version ${submitted.mapVersion} → ${spec.target}\n`);
         if (!opts.localWorker && !opts.wait) {
           ctx.print(opts.json ? JSON.stringify({ backupId: submitted.backupId, shards: submitted.shards.length, target: spec.target }) : submitted.backupId);

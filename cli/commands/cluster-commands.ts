@@ -4,6 +4,7 @@ import { Key, PartitionMap } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { formatTable, parsePositiveInt, rangeText, withClient } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
+import { generateRoleTokens, writeTokenFile } from '../token-file.js';
 
 export function registerClusterCommands(program: Command, ctx: CliContext): void {
   const cluster = program.command('cluster').description('partition map administration');
@@ -36,7 +37,7 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
     .option('--seeds <list>', 'store nodes HOST:PORT[,...] (env SHARDPIPE_SEEDS)')
     .option('--json', 'print the map file form')
     .action(async (opts: { seeds?: string; json?: boolean }) => {
-      const map = await withClient(ctx.seeds(opts.seeds), ctx.logger, (client) => client.refreshMap());
+      const map = await withClient(ctx.seeds(opts.seeds), ctx, (client) => client.refreshMap());
       if (opts.json) ctx.print(JSON.stringify(map.toJson()));
       else {
         ctx.print(`map version ${map.version}`);
@@ -53,8 +54,22 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
     .action(async (opts: { map: string; seeds?: string; force?: boolean }) => {
       const map = PartitionMap.fromJson(JSON.parse(await readFile(opts.map, 'utf8')));
       const seeds = opts.seeds || ctx.env.SHARDPIPE_SEEDS ? ctx.seeds(opts.seeds) : map.nodes();
-      const results = await withClient(seeds, ctx.logger, (client) => client.installMap(map, { force: opts.force ?? false }));
+      const results = await withClient(seeds, ctx, (client) => client.installMap(map, { force: opts.force ?? false }));
       for (const r of results) ctx.print(`${r.node}: ${r.error ? `failed: ${r.error.message}` : r.installed ? 'installed' : 'already had it'}`);
       if (results.some((r) => r.error)) throw new CliUsageError(`map version ${map.version} was not installed everywhere`);
+    });
+
+  cluster
+    .command('tokens')
+    .description('write an --auth-token-file with a fresh random token per role (admin, write, read), readable by the owner only; the tokens are not printed')
+    .requiredOption('--out <file>', 'where to write the token file (an existing file is replaced)')
+    .option('--role-files', 'also write FILE.admin, FILE.write and FILE.read, each holding just that token (for SHARDPIPE_TOKEN_FILE and Docker secrets)')
+    .action(async (opts: { out: string; roleFiles?: boolean }) => {
+      const tokens = generateRoleTokens();
+      await writeTokenFile(opts.out, tokens);
+      if (opts.roleFiles) {
+        for (const [role, token] of Object.entries(tokens)) await writeFile(`${opts.out}.${role}`, `${token}\n`, { mode: 0o600 });
+      }
+      ctx.print(`wrote tokens for admin, write and read to ${opts.out}${opts.roleFiles ? ` and ${opts.out}.{admin,write,read}` : ''} (mode 0600); give it to servers as --auth-token-file, and each client its token as SHARDPIPE_TOKEN or SHARDPIPE_TOKEN_FILE`);
     });
 }

@@ -1,9 +1,12 @@
 import type { Command } from 'commander';
+import { redactUrl } from '../../common/index.js';
 import { SETTINGS, type SettingName } from '../cli-env.js';
 import type { CliContext } from '../cli-context.js';
 import { formatTable } from '../cli-io.js';
 
-const SECRET: ReadonlySet<SettingName> = new Set(['AZURE_STORAGE_CONNECTION_STRING']);
+const SECRET: ReadonlySet<SettingName> = new Set(['AZURE_STORAGE_CONNECTION_STRING', 'SHARDPIPE_TOKEN']);
+/** Settings that are URLs which may carry a password: shown with the password masked. */
+const URLS: ReadonlySet<SettingName> = new Set(['SHARDPIPE_REDIS_URL', 'SHARDPIPE_METRICS_URL']);
 
 export function registerConfigCommands(program: Command, ctx: CliContext): void {
   const config = program.command('config').description('the effective settings and where they come from');
@@ -18,7 +21,7 @@ export function registerConfigCommands(program: Command, ctx: CliContext): void 
         return {
           env: name,
           file: SETTINGS[name].file,
-          value: value !== undefined && SECRET.has(name) && sources[name] !== 'default' ? '***' : (value ?? null),
+          value: value !== undefined && SECRET.has(name) && sources[name] !== 'default' ? '***' : value !== undefined && URLS.has(name) ? redactUrl(value) : (value ?? null),
           source: sources[name],
           about: SETTINGS[name].about,
         };

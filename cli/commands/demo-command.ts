@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Command } from 'commander';
+import { redactUrl } from '../../common/index.js';
 import { writeSampleDrop } from '../../ingest/index.js';
 import { PartitionMap } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
@@ -67,7 +68,7 @@ export function registerDemoCommand(program: Command, ctx: CliContext): void {
           metricsPort: parsePositiveInt(opts.metricsPort, '--metrics-port'),
           logger: ctx.logger,
         });
-        say(`stack up: store nodes ${stack.seeds.join(', ')} (6 partitions), Redis ${stack.redisUrl}`);
+        say(`stack up: store nodes ${stack.seeds.join(', ')} (6 partitions), Redis ${redactUrl(stack.redisUrl)}`);
         say(`dashboard: ${stack.metrics.url}  (jobs in detail at ${stack.metrics.url}queues)`);
         const env = { ...stack.env, SHARDPIPE_DATA_DIR: dataDir };
         const target = pathToFileURL(join(dataDir, 'backups')).href;

@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { isAzureUrl, parseDurationMs } from '../../common/index.js';
 import { IngestError } from '../../ingest/index.js';
-import { IngestWorkers, PrivateRedis, connectionFromUrl, submitIngest, watchIngest, type IngestReport, type KeyOverlaps } from '../../jobs/index.js';
+import { IngestWorkers, PrivateRedis, checkRedisCredentials, connectionFromUrl, submitIngest, watchIngest, type IngestReport, type KeyOverlaps } from '../../jobs/index.js';
 import { StoreClient } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { EXIT, formatTable, parsePositiveInt } from '../cli-io.js';
@@ -63,6 +63,7 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
       process.once('SIGTERM', onSignal);
       const redis = redisUrl ? undefined : await PrivateRedis.start({ dataDir: resolve(dataDir, 'redis'), logger: ctx.logger });
       const connection = connectionFromUrl(redisUrl ?? redis!.url);
+      await checkRedisCredentials(connection, redisUrl ?? redis!.url);
       let client: StoreClient | undefined;
       let workers: IngestWorkers | undefined;
       try {
@@ -111,7 +112,7 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
           return;
         }
         if (opts.localWorker) {
-          client = new StoreClient({ seeds, logger: ctx.logger });
+          client = new StoreClient({ seeds, logger: ctx.logger, credentials: ctx.storeCredentials() });
           workers = IngestWorkers.start({ connection, client, concurrency: parsePositiveInt(opts.concurrency, '--concurrency'), lockDurationMs, logger: ctx.logger });
         }
         const view = new ProgressView(process.stderr, ctx.logger);

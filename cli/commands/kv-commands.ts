@@ -30,7 +30,7 @@ export function registerKvCommands(program: Command, ctx: CliContext): void {
   common(kv.command('get <key>').description('print a key\'s value (exit 3 when absent)')).action(async (keyText: string, opts: CommonOptions) => {
     const encoding = parseEncoding(opts.encoding);
     const key = parseKey(keyText, encoding);
-    const record = await withClient(ctx.seeds(opts.seeds), ctx.logger, (c) => c.get(key));
+    const record = await withClient(ctx.seeds(opts.seeds), ctx, (c) => c.get(key));
     if (record === undefined) throw new KvOutcomeError(`key "${keyText}" not found`, EXIT.notFound);
     ctx.print(opts.json ? JSON.stringify(entryJson(key.bytes, record, encoding)) : encodeOut(record.value, encoding));
   });
@@ -45,7 +45,7 @@ export function registerKvCommands(program: Command, ctx: CliContext): void {
       // Checked before anything is sent: a bad flag must not leave a write behind.
       const ttlMs = opts.ttl === undefined ? undefined : parseDurationMs(opts.ttl, { name: '--ttl', maxMs: MAX_TTL_MS });
       const expectedEtag = opts.etag === undefined ? undefined : parsePositiveInt(opts.etag, '--etag');
-      const record = await withClient(ctx.seeds(opts.seeds), ctx.logger, (c) =>
+      const record = await withClient(ctx.seeds(opts.seeds), ctx, (c) =>
         c.put(key, value, { ttlMs, expectedEtag }),
       ).catch(conflictToOutcome);
       ctx.print(opts.json ? JSON.stringify(entryJson(key.bytes, record, encoding)) : `etag ${record.etag}`);
@@ -56,7 +56,7 @@ export function registerKvCommands(program: Command, ctx: CliContext): void {
     .action(async (keyText: string, opts: CommonOptions & { etag?: string }) => {
       const encoding = parseEncoding(opts.encoding);
       const key = parseKey(keyText, encoding);
-      const deleted = await withClient(ctx.seeds(opts.seeds), ctx.logger, (c) =>
+      const deleted = await withClient(ctx.seeds(opts.seeds), ctx, (c) =>
         c.delete(key, { expectedEtag: opts.etag === undefined ? undefined : parsePositiveInt(opts.etag, '--etag') }),
       ).catch(conflictToOutcome);
       if (!deleted) throw new KvOutcomeError(`key "${keyText}" not found`, EXIT.notFound);
@@ -72,7 +72,7 @@ export function registerKvCommands(program: Command, ctx: CliContext): void {
       const start = opts.start === undefined ? Buffer.alloc(0) : parseKey(opts.start, encoding).bytes;
       const end = opts.end === undefined ? Buffer.alloc(0) : parseKey(opts.end, encoding).bytes;
       const limit = parsePositiveInt(opts.limit, '--limit');
-      await withClient(ctx.seeds(opts.seeds), ctx.logger, async (c) => {
+      await withClient(ctx.seeds(opts.seeds), ctx, async (c) => {
         for await (const batch of c.scanAll(start, end, { limit })) {
           for (const e of batch) {
             ctx.print(opts.json ? JSON.stringify(entryJson(e.key, e, encoding)) : `${encodeOut(e.key, encoding)}\t${encodeOut(e.value, encoding)}`);

@@ -12,6 +12,8 @@ interface MetricsServerFlags {
   redis?: string;
   maxPartitionSeries: string;
   allowQueueActions?: boolean;
+  authTokenFile?: string;
+  insecure?: boolean;
 }
 
 export function registerMetricsCommands(program: Command, ctx: CliContext): void {
@@ -24,7 +26,9 @@ export function registerMetricsCommands(program: Command, ctx: CliContext): void
     .option('--interval <duration>', 'pause between polls of the store nodes', '10s')
     .option('--redis <url>', 'Redis of the job queues, for the jobs panel and /queues (env SHARDPIPE_REDIS_URL); default: none')
     .option('--max-partition-series <n>', 'partitions exported with their own label in /metrics; the rest are summed per node into partition="_other"', '200')
-    .option('--allow-queue-actions', 'let Bull Board retry, promote and remove jobs (default: read-only)')
+    .option('--allow-queue-actions', 'let Bull Board retry, promote and remove jobs (default: read-only); needs an admin token')
+    .option('--auth-token-file <file>', 'tokens the page, API and /metrics accept (role read; queue actions admin), one "ROLE TOKEN" per line; without it only loopback clients')
+    .option('--insecure', 'without --auth-token-file, still bind a non-loopback address and serve anyone')
     .action(async (opts: MetricsServerFlags) => {
       const intervalMs = parseDurationMs(opts.interval);
       if (intervalMs < 1) throw new RangeError(`--interval must be at least 1ms, got "${opts.interval}"`);
@@ -41,6 +45,10 @@ export function registerMetricsCommands(program: Command, ctx: CliContext): void
         allowQueueActions: opts.allowQueueActions ?? false,
         maxPartitionSeries: parsePositiveInt(opts.maxPartitionSeries, '--max-partition-series'),
         registry,
+        tokens: ctx.serverTokens(opts.authTokenFile),
+        tls: ctx.serverTls(),
+        insecure: opts.insecure ?? false,
+        storeCredentials: ctx.storeCredentials(),
         logger: ctx.logger,
       });
       // Tests and supervisors wait for this line on stdout.

@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { openBackupTarget, type BackupManifest, type BackupTarget } from '../../backup/index.js';
 import { parseDurationMs } from '../../common/index.js';
-import { PrivateRedis, RestoreWorkers, connectionFromUrl, submitRestore, watchRestore, type RestoreProgress, type RestoreReport } from '../../jobs/index.js';
+import { PrivateRedis, RestoreWorkers, checkRedisCredentials, connectionFromUrl, submitRestore, watchRestore, type RestoreProgress, type RestoreReport } from '../../jobs/index.js';
 import {
   RestoreError,
   openLocalShard,
@@ -84,7 +84,7 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
       const target = openBackupTarget(targetUrl, { azure });
-      const client = new StoreClient({ seeds, logger: ctx.logger });
+      const client = new StoreClient({ seeds, logger: ctx.logger, credentials: ctx.storeCredentials() });
       let redis: PrivateRedis | undefined;
       let workers: RestoreWorkers | undefined;
       try {
@@ -113,6 +113,7 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
         const redisUrl = opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL;
         redis = redisUrl ? undefined : await PrivateRedis.start({ dataDir: resolve(dataDir, 'redis'), logger: ctx.logger });
         const connection = connectionFromUrl(redisUrl ?? redis!.url);
+        await checkRedisCredentials(connection, redisUrl ?? redis!.url);
         const spec = { backupId, target: target.url, maxRowsPerSecond: parsePositiveInt(opts.maxRowsPerSecond, '--max-rows-per-second'), ...(plan.selection ? { ranges: plan.selection } : {}) };
         const submitted = await submitRestore(connection, spec, manifest, map, { restart: opts.restart });
         ctx.logger.info({ restoreId: submitted.restoreId, state: submitted.state, shards: plan.shards.length, rows: plan.rows, selection: plan.selection }, 'restore submitted');

@@ -10,7 +10,7 @@ export function registerStatsCommand(program: Command, ctx: CliContext): void {
     .option('--seeds <list>', 'store nodes HOST:PORT[,...] (env SHARDPIPE_SEEDS)')
     .option('--json', '{"mapVersion", "partitions": [{"id","start","end","node","approxCount","bytes"}]}')
     .action(async (opts: { seeds?: string; json?: boolean }) => {
-      const { map, nodes } = await withClient(ctx.seeds(opts.seeds), ctx.logger, async (c) => ({ map: await c.refreshMap(), nodes: await c.stats() }));
+      const { map, nodes } = await withClient(ctx.seeds(opts.seeds), ctx, async (c) => ({ map: await c.refreshMap(), nodes: await c.stats() }));
       const byId = new Map<number, { approxCount: number; bytes: number }>();
       const down = new Map<string, string>();
       for (const n of nodes) {

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { Registry, collectDefaultMetrics } from 'prom-client';
-import { MetricsHttpServer, parseDurationMs } from '../../common/index.js';
+import { MetricsHttpServer, checkBind, parseDurationMs } from '../../common/index.js';
 import { PartitionMap, StoreServer, checkHealth } from '../../store/index.js';
 import { EXIT, parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
@@ -19,6 +19,8 @@ interface StartOptions {
   shutdownGrace: string;
   metricsPort?: string;
   metricsHost: string;
+  authTokenFile?: string;
+  insecure?: boolean;
 }
 
 export function registerStoreCommands(program: Command, ctx: CliContext): void {
@@ -38,7 +40,14 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     .option('--shutdown-grace <duration>', 'how long shutdown waits for in-flight calls', '10s')
     .option('--metrics-port <n>', 'serve Prometheus /metrics (RPC counts and latencies by method and status, process metrics) on this port; 0 = any free port')
     .option('--metrics-host <host>', 'bind address of /metrics', '127.0.0.1')
+    .option('--auth-token-file <file>', 'tokens this node accepts, one "ROLE TOKEN" per line (ROLE: admin, write or read); also guards /metrics (read). Without it only loopback clients are accepted')
+    .option('--insecure', 'without --auth-token-file, still bind a non-loopback address and accept any client (trusted networks only)')
     .action(async (opts: StartOptions) => {
+      const tokens = ctx.serverTokens(opts.authTokenFile);
+      const tls = ctx.serverTls();
+      const insecure = opts.insecure ?? false;
+      // Fail before the node opens its data, not after.
+      if (opts.metricsPort !== undefined) checkBind(opts.metricsHost, { what: '/metrics endpoint', authenticated: tokens !== undefined, insecure, flag: '--metrics-host' });
       const initialMap = opts.map ? PartitionMap.fromJson(JSON.parse(await readFile(opts.map, 'utf8'))) : undefined;
       const metricsPort = opts.metricsPort === undefined ? undefined : parsePositiveInt(opts.metricsPort, '--metrics-port');
       const registry = metricsPort === undefined ? undefined : new Registry();
@@ -55,11 +64,14 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
         sweepIntervalMs: parseDurationMs(opts.sweepInterval),
         shutdownGraceMs: parseDurationMs(opts.shutdownGrace),
         metricsRegistry: registry,
+        tokens,
+        tls,
+        insecure,
         logger: ctx.logger,
       });
       let metrics: MetricsHttpServer | undefined;
       try {
-        metrics = registry && (await MetricsHttpServer.start({ registry, port: metricsPort!, host: opts.metricsHost, logger: ctx.logger }));
+        metrics = registry && (await MetricsHttpServer.start({ registry, port: metricsPort!, host: opts.metricsHost, tokens, tls, insecure, logger: ctx.logger }));
       } catch (err) {
         await server.shutdown();
         throw err;
@@ -87,7 +99,7 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     .requiredOption('--node <host:port>', 'the node to ask')
     .option('--timeout <duration>', 'how long to wait for the answer', '2s')
     .action(async (opts: { node: string; timeout: string }) => {
-      const status = await checkHealth(opts.node, parseDurationMs(opts.timeout));
+      const status = await checkHealth(opts.node, parseDurationMs(opts.timeout), '', ctx.clientTls());
       ctx.print(JSON.stringify({ node: opts.node, status }));
       if (status !== 'SERVING') process.exitCode = EXIT.failed;
     });

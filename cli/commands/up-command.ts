@@ -43,13 +43,15 @@ export function registerUpCommand(program: Command, ctx: CliContext): void {
       });
       const exports = Object.entries(stack.env).map(([k, v]) => `export ${k}=${v}`);
       const nodeMetrics = stack.cluster.endpoints.map((e) => e.metricsUrl);
-      ctx.print(JSON.stringify({ event: 'ready', dashboard: stack.metrics.url, nodeMetrics, ...stack.env }));
+      // stdout is the caller's (a terminal or a supervisor); the token never goes to the logs.
+      ctx.print(JSON.stringify({ event: 'ready', dashboard: stack.metrics.url, nodeMetrics, tokenFile: stack.tokenFile, ...stack.env }));
       process.stderr.write(
         [
           `shardpipe is up: ${stack.seeds.length} store nodes (${partitions} partitions), Redis, metrics server, workers; data in ${dataDir}`,
           `  dashboard  ${stack.metrics.url}`,
           `  queues     ${stack.metrics.url}queues`,
           `  node /metrics  ${nodeMetrics.join(' ')}`,
+          `  tokens     ${stack.tokenFile} (admin, write, read; the dashboard asks for a password: the read token, any user name)`,
           'In another terminal:',
           ...exports.map((e) => `  ${e}`),
           '  shardpipe ingest DROP --key-column COL --no-local-worker --wait',

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { MetricsHttpServer, parseDurationMs } from '../../common/index.js';
-import { BackupWorkers, IngestWorkers, JobMetrics, RestoreWorkers, connectionFromUrl } from '../../jobs/index.js';
+import { BackupWorkers, IngestWorkers, JobMetrics, RestoreWorkers, checkRedisCredentials, connectionFromUrl } from '../../jobs/index.js';
 import { StoreClient } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { parsePositiveInt } from '../cli-io.js';
@@ -20,16 +20,20 @@ export function registerWorkerCommand(program: Command, ctx: CliContext): void {
     .option('--lock-duration <duration>', 'how long a job stays claimed by a worker that stopped answering', '30s')
     .option('--metrics-port <n>', 'serve Prometheus /metrics (job durations, rows ingested, process metrics) on this port; 0 = any free port')
     .option('--metrics-host <host>', 'bind address of /metrics', '127.0.0.1')
-    .action(async (opts: { redis?: string; seeds?: string; concurrency: string; backupConcurrency: string; lockDuration: string; metricsPort?: string; metricsHost: string }) => {
+    .option('--auth-token-file <file>', 'tokens /metrics accepts (role read or higher), one "ROLE TOKEN" per line; without it only loopback scrapers')
+    .option('--insecure', 'without --auth-token-file, still bind /metrics to a non-loopback address and serve anyone')
+    .action(async (opts: { redis?: string; seeds?: string; concurrency: string; backupConcurrency: string; lockDuration: string; metricsPort?: string; metricsHost: string; authTokenFile?: string; insecure?: boolean }) => {
       const url = opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL;
       if (!url) throw new CliUsageError('a worker needs the shared Redis: pass --redis URL or set SHARDPIPE_REDIS_URL');
       const metricsPort = opts.metricsPort === undefined ? undefined : parsePositiveInt(opts.metricsPort, '--metrics-port');
       const registry = metricsPort === undefined ? undefined : new Registry();
       if (registry) collectDefaultMetrics({ register: registry });
-      const metrics = registry && (await MetricsHttpServer.start({ registry, port: metricsPort!, host: opts.metricsHost, logger: ctx.logger }));
-      const client = new StoreClient({ seeds: ctx.seeds(opts.seeds), logger: ctx.logger });
+      const metrics = registry && (await MetricsHttpServer.start({ registry, port: metricsPort!, host: opts.metricsHost, tokens: ctx.serverTokens(opts.authTokenFile), tls: ctx.serverTls(), insecure: opts.insecure ?? false, logger: ctx.logger }));
+      const connection = connectionFromUrl(url);
+      await checkRedisCredentials(connection, url);
+      const client = new StoreClient({ seeds: ctx.seeds(opts.seeds), logger: ctx.logger, credentials: ctx.storeCredentials() });
       const shared = {
-        connection: connectionFromUrl(url),
+        connection,
         client,
         concurrency: parsePositiveInt(opts.concurrency, '--concurrency'),
         lockDurationMs: parseDurationMs(opts.lockDuration),
@@ -38,7 +42,7 @@ export function registerWorkerCommand(program: Command, ctx: CliContext): void {
       };
       const workers = IngestWorkers.start(shared);
       const restoreWorkers = RestoreWorkers.start({ ...shared, azure: { connectionString: ctx.env.AZURE_STORAGE_CONNECTION_STRING } });
-      const backupWorkers = BackupWorkers.start({ ...shared, targetOptions: targetOptionsOf(ctx), concurrency: parsePositiveInt(opts.backupConcurrency, '--backup-concurrency') });
+      const backupWorkers = BackupWorkers.start({ ...shared, targetOptions: targetOptionsOf(ctx), metricsToken: ctx.token(), concurrency: parsePositiveInt(opts.backupConcurrency, '--backup-concurrency') });
       await Promise.all([workers.waitUntilReady(), restoreWorkers.waitUntilReady(), backupWorkers.waitUntilReady()]);
       ctx.print(JSON.stringify({ event: 'ready', workers: ['ingest', 'backup', 'restore'], ...(metrics ? { metricsPort: metrics.port } : {}) }));
       await new Promise<void>((done) => {

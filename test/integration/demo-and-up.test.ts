@@ -1,7 +1,8 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { stat } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { acceptsConnections, findFreePort } from '../../common/index.js';
 import { CLI, runCli } from '../helpers/store-cluster.js';
 import { makeTempDir, type TempDir } from '../helpers/temp-dir.js';
@@ -11,6 +12,17 @@ describe('shardpipe demo and shardpipe up', () => {
 
   beforeAll(async () => {
     tmp = await makeTempDir('shardpipe-demo-test-');
+  });
+
+  /** Stops an `up` left running by a failed assertion (SIGINT: it stops its own children). */
+  let running: ChildProcess | undefined;
+  afterEach(async () => {
+    if (running && running.exitCode === null && running.signalCode === null) {
+      const exited = once(running, 'exit');
+      running.kill('SIGINT');
+      await exited;
+    }
+    running = undefined;
   });
 
   afterAll(async () => {
@@ -31,32 +43,42 @@ describe('shardpipe demo and shardpipe up', () => {
     expect(await acceptsConnections(port)).toBe(false);
   });
 
-  it('up serves the dashboard and a working cluster until SIGINT, then stops everything and exits 0', { timeout: 120_000 }, async () => {
+  it('up serves the dashboard and a working cluster, locked with generated tokens, until SIGINT, then stops everything and exits 0', { timeout: 120_000 }, async () => {
     const basePort = await findFreePort();
     const child = spawn(process.execPath, [CLI, 'up', '--base-port', String(basePort), '--metrics-port', '0', '--data-dir', tmp.path, '--nodes', '2'], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, SHARDPIPE_REDIS_URL: '' },
     });
+    running = child;
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const ready = await new Promise<{ dashboard: string; nodeMetrics: string[]; SHARDPIPE_SEEDS: string; SHARDPIPE_REDIS_URL: string }>((resolve, reject) => {
+    const ready = await new Promise<{ dashboard: string; nodeMetrics: string[]; tokenFile: string; SHARDPIPE_SEEDS: string; SHARDPIPE_REDIS_URL: string; SHARDPIPE_TOKEN: string }>((resolve, reject) => {
       createInterface({ input: child.stdout }).on('line', (line) => {
         if (line.includes('"event":"ready"')) resolve(JSON.parse(line));
       });
       child.once('exit', (code) => reject(new Error(`up exited ${code}: ${stderr}`)));
     });
     expect(ready.SHARDPIPE_SEEDS).toBe(`127.0.0.1:${basePort},127.0.0.1:${basePort + 1}`);
-    const put = await runCli(['kv', 'put', 'hello', 'world'], { SHARDPIPE_SEEDS: ready.SHARDPIPE_SEEDS });
+    // Locked: a generated token file (owner-only) guards nodes, /metrics and the dashboard.
+    expect((await stat(ready.tokenFile)).mode & 0o777).toBe(0o600);
+    expect(ready.SHARDPIPE_TOKEN).toMatch(/^[0-9a-f]{64}$/);
+    const anonymous = await runCli(['kv', 'put', 'hello', 'world'], { SHARDPIPE_SEEDS: ready.SHARDPIPE_SEEDS, SHARDPIPE_TOKEN: '' });
+    expect(anonymous.code).toBe(1);
+    expect(anonymous.stderr).toContain('STORE_UNAUTHENTICATED');
+    const put = await runCli(['kv', 'put', 'hello', 'world'], { SHARDPIPE_SEEDS: ready.SHARDPIPE_SEEDS, SHARDPIPE_TOKEN: ready.SHARDPIPE_TOKEN });
     expect(put.code, put.stderr).toBe(0);
-    const page = await fetch(ready.dashboard);
+    const auth = { headers: { authorization: `Bearer ${ready.SHARDPIPE_TOKEN}` } };
+    expect((await fetch(ready.dashboard)).status).toBe(401);
+    const page = await fetch(ready.dashboard, auth);
     expect(page.status).toBe(200);
     expect(ready.nodeMetrics).toHaveLength(2);
-    const nodeMetrics = await (await fetch(ready.nodeMetrics[0]!)).text();
+    expect((await fetch(ready.nodeMetrics[0]!)).status).toBe(401);
+    const nodeMetrics = await (await fetch(ready.nodeMetrics[0]!, auth)).text();
     expect(nodeMetrics).toContain('# TYPE');
     const deadline = Date.now() + 30_000;
     let entries = 0;
     while (Date.now() < deadline && entries < 1) {
-      const cluster = (await (await fetch(new URL('api/cluster', ready.dashboard))).json()) as { entries?: number };
+      const cluster = (await (await fetch(new URL('api/cluster', ready.dashboard), auth)).json()) as { entries?: number };
       entries = cluster.entries ?? 0;
       if (entries < 1) await new Promise((r) => setTimeout(r, 500));
     }
@@ -64,6 +86,9 @@ describe('shardpipe demo and shardpipe up', () => {
     child.kill('SIGINT');
     const [code] = (await once(child, 'exit')) as [number | null];
     expect(code, stderr).toBe(0);
+    // The export line is for the terminal; no JSON log line carries the token.
+    expect(stderr).toContain(`export SHARDPIPE_TOKEN=${ready.SHARDPIPE_TOKEN}`);
+    for (const line of stderr.split('\n').filter((l) => l.startsWith('{'))) expect(line).not.toContain(ready.SHARDPIPE_TOKEN);
     expect(await acceptsConnections(basePort)).toBe(false);
     expect(await acceptsConnections(basePort + 1)).toBe(false);
   });

@@ -15,8 +15,17 @@ interface Service {
   image?: string;
   command?: string[];
   environment?: Record<string, string>;
-  ports?: Array<{ published: number; target: number }>;
+  ports?: Array<{ published: number; target: number } | string>;
   healthcheck?: { test: string[] };
+  secrets?: Array<{ source: string; target?: string }>;
+}
+
+/** A published port in either form docker-compose prints: `{ published, target }` or `HOST_IP:PUBLISHED:TARGET/PROTO`. */
+function publishedPort(p: { published: number; target: number } | string): { hostIp: string; published: number; target: number } {
+  if (typeof p !== 'string') return { hostIp: '0.0.0.0', published: Number(p.published), target: Number(p.target) };
+  const parts = p.replace(/\/\w+$/, '').split(':');
+  const [target, published, hostIp] = [parts.pop()!, parts.pop()!, parts.pop() ?? '0.0.0.0'];
+  return { hostIp, published: Number(published), target: Number(target) };
 }
 
 /** Checks argv against the CLI's command tree: every word a command, every --flag one of its options. */
@@ -89,12 +98,31 @@ describe('docker-compose.yml', () => {
     expect(flag(services.init!.command!, '--nodes')!.split(',')).toEqual(seeds);
     const metrics = services['metrics-server']!;
     const port = Number(flag(metrics.command!, '--port'));
-    expect(metrics.ports).toContainEqual(expect.objectContaining({ target: port }));
+    expect(metrics.ports!.map(publishedPort)).toContainEqual(expect.objectContaining({ target: port }));
     expect(metrics.healthcheck!.test.join(' ')).toContain(`127.0.0.1:${port}/healthz`);
     const redisUrl = new URL(services['worker-1']!.environment!.SHARDPIPE_REDIS_URL!);
     expect(redisUrl.hostname).toBe('redis');
     const blob = /BlobEndpoint=http:\/\/([^:]+):(\d+)\//.exec(services['worker-1']!.environment!.AZURE_STORAGE_CONNECTION_STRING!)!;
     expect(blob[1]).toBe('azurite');
     expect(services.azurite!.command).toContain(blob[2]);
+  });
+
+  it('publishes ports on the host loopback only, and every shardpipe server bound to all interfaces has a token file secret', () => {
+    for (const [name, s] of Object.entries(services)) {
+      for (const p of s.ports ?? []) expect(publishedPort(p).hostIp, `${name} publishes ${JSON.stringify(p)}`).toBe('127.0.0.1');
+    }
+    for (const [name, s] of Object.entries(services).filter(([, x]) => x.build !== undefined && x.command?.some((w) => w.includes('0.0.0.0')))) {
+      const tokenFile = flag(s.command!, '--auth-token-file');
+      expect(tokenFile, `${name} binds 0.0.0.0 without --auth-token-file`).toBe('/run/secrets/shardpipe-tokens');
+      expect(s.secrets?.map((x) => x.source), name).toContain('shardpipe-tokens');
+      expect(s.command, name).not.toContain('--insecure');
+    }
+    // Clients get a token of the role they need through SHARDPIPE_TOKEN_FILE; none holds admin.
+    for (const name of ['worker-1', 'worker-2', 'metrics-server']) {
+      const s = services[name]!;
+      expect(s.environment!.SHARDPIPE_TOKEN_FILE, name).toBe('/run/secrets/shardpipe-token');
+      const mounted = s.secrets!.find((x) => x.target === 'shardpipe-token');
+      expect(mounted?.source, name).toBe(name === 'metrics-server' ? 'shardpipe-read-token' : 'shardpipe-write-token');
+    }
   });
 });

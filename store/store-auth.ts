@@ -1,0 +1,118 @@
+import { ServerInterceptingCall, type Metadata, type ServerInterceptor } from '@grpc/grpc-js';
+import { AuthTokens, isLoopback, protectedModeMessage, roleAllows, type Logger, type Role } from '../common/index.js';
+import { METADATA_CALLER_MAP_VERSION, METADATA_MAP_FROM, toGrpcStatus } from './grpc-errors.js';
+import type { PeerMapFetcher } from './peer-map-fetcher.js';
+import { StoreError } from './store-errors.js';
+
+/** The role each Store RPC needs. A method missing here needs admin (fail closed). */
+export const METHOD_ROLES: Readonly<Record<string, Role>> = {
+  Get: 'read',
+  Scan: 'read',
+  ScanPage: 'read',
+  PartitionStats: 'read',
+  Checksum: 'read',
+  SplitKeys: 'read',
+  GetPartitionMap: 'read',
+  // Backups are reads; their snapshots are leases that run out by themselves.
+  OpenSnapshot: 'read',
+  RenewSnapshot: 'read',
+  ReleaseSnapshot: 'read',
+  Put: 'write',
+  Delete: 'write',
+  BulkInsert: 'write',
+  SetPartitionMap: 'admin',
+};
+
+const HEALTH_PREFIX = '/grpc.health.v1.Health/';
+
+export interface StoreAuthOptions {
+  /** Accepted tokens; absent = protected mode (loopback peers only, unless `insecure`). */
+  tokens?: AuthTokens;
+  /** Without tokens, accept any peer. */
+  insecure: boolean;
+  /** Catches a lagging node up when a caller names a peer with a newer map. */
+  mapFetcher?: PeerMapFetcher;
+  logger: Logger;
+}
+
+/**
+ * The one gate in front of every Store RPC: checks the caller's token and role (or, with no
+ * tokens, that it is on loopback), then lets a caller with a newer map have the node fetch it
+ * before the call runs. grpc.health.v1 stays open so probes need no token. Refusals carry our
+ * codes in trailing metadata like every other store error; tokens are never logged.
+ */
+export function storeAuthInterceptor(options: StoreAuthOptions): ServerInterceptor {
+  const { tokens, insecure, mapFetcher, logger } = options;
+  const refusals = new RefusalLog(logger);
+  return (method, call) => {
+    const path = method.path;
+    const intercepting: ServerInterceptingCall = new ServerInterceptingCall(call, {
+      start: (next) =>
+        next({
+          onReceiveMetadata: (metadata, proceed) => {
+            if (path.startsWith(HEALTH_PREFIX)) return proceed(metadata);
+            const name = path.slice(path.lastIndexOf('/') + 1);
+            const peer = call.getConnectionInfo().remoteAddress ?? call.getPeer();
+            const refusal = check(name, metadata, peer);
+            if (refusal !== undefined) {
+              refusals.note(refusal.code, name, peer);
+              const status = toGrpcStatus(refusal);
+              intercepting.sendStatus({ code: refusal.grpcStatus, details: refusal.message, metadata: status.metadata });
+              return;
+            }
+            const from = first(metadata, METADATA_MAP_FROM);
+            const version = Number(first(metadata, METADATA_CALLER_MAP_VERSION));
+            if (mapFetcher === undefined || from === undefined || !Number.isSafeInteger(version)) return proceed(metadata);
+            mapFetcher.catchUp(from, version).then(() => proceed(metadata));
+          },
+        }),
+    });
+    return intercepting;
+  };
+
+  function check(name: string, metadata: Metadata, peer: string): StoreError | undefined {
+    if (tokens === undefined) {
+      if (insecure || isLoopback(peer)) return undefined;
+      return new StoreError('STORE_UNAUTHENTICATED', protectedModeMessage('this store node', peer));
+    }
+    const needed = METHOD_ROLES[name] ?? 'admin';
+    const result = tokens.check(AuthTokens.tokenOfHeader(first(metadata, 'authorization')));
+    if (!result.ok) {
+      return new StoreError(
+        'STORE_UNAUTHENTICATED',
+        result.reason === 'missing'
+          ? `${name} needs a token: set SHARDPIPE_TOKEN (or --token) to a token of role ${needed} or higher from the node's --auth-token-file`
+          : `${name} refused: the token is not one of this node's --auth-token-file`,
+      );
+    }
+    if (!roleAllows(result.role, needed)) {
+      return new StoreError('STORE_PERMISSION_DENIED', `${name} needs role ${needed}; the token has role ${result.role}`);
+    }
+    return undefined;
+  }
+}
+
+function first(metadata: Metadata, key: string): string | undefined {
+  const value = metadata.get(key)[0];
+  return typeof value === 'string' ? value : undefined;
+}
+
+/** Logs refused calls at most once per interval, with how many were refused meanwhile. */
+class RefusalLog {
+  private lastMs = 0;
+  private suppressed = 0;
+  private static readonly INTERVAL_MS = 5000;
+
+  constructor(private readonly logger: Logger) {}
+
+  note(code: string, method: string, peer: string): void {
+    const now = Date.now();
+    if (now - this.lastMs < RefusalLog.INTERVAL_MS) {
+      this.suppressed++;
+      return;
+    }
+    this.logger.warn({ code, method, peer, alsoRefused: this.suppressed }, 'refused a call');
+    this.lastMs = now;
+    this.suppressed = 0;
+  }
+}
