@@ -5,6 +5,8 @@ import { StoreError, isStoreErrorCode, type StoreErrorCode } from './store-error
 export const METADATA_ERROR_CODE = 'shardpipe-error-code';
 export const METADATA_MAP_VERSION = 'shardpipe-map-version';
 export const METADATA_CURRENT_ETAG = 'shardpipe-current-etag';
+/** Milliseconds an overloaded node asks the caller to wait before retrying. */
+export const METADATA_RETRY_AFTER_MS = 'shardpipe-retry-after-ms';
 
 /**
  * The one place a server-side failure becomes a gRPC status. Anything that is not a StoreError is
@@ -16,6 +18,7 @@ export function toGrpcStatus(err: unknown): Partial<StatusObject> {
   metadata.set(METADATA_ERROR_CODE, storeError.code);
   if (storeError.mapVersion !== undefined) metadata.set(METADATA_MAP_VERSION, String(storeError.mapVersion));
   if (storeError.currentEtag !== undefined) metadata.set(METADATA_CURRENT_ETAG, String(storeError.currentEtag));
+  if (storeError.retryAfterMs !== undefined) metadata.set(METADATA_RETRY_AFTER_MS, String(storeError.retryAfterMs));
   return { code: storeError.grpcStatus, details: storeError.message, metadata };
 }
 
@@ -43,6 +46,7 @@ export function fromGrpcError(err: unknown, context: Record<string, string | num
     context,
     mapVersion: numberFrom(err.metadata?.get(METADATA_MAP_VERSION)[0]),
     currentEtag: numberFrom(err.metadata?.get(METADATA_CURRENT_ETAG)[0]),
+    retryAfterMs: numberFrom(err.metadata?.get(METADATA_RETRY_AFTER_MS)[0]),
   });
 }
 

@@ -2,6 +2,7 @@ import { credentials, makeGenericClientConstructor, type ServiceError } from '@g
 import { service as healthService } from 'grpc-health-check';
 
 const HealthClient = makeGenericClientConstructor(healthService, 'grpc.health.v1.Health');
+const HEALTH_MAX_RECEIVE_BYTES = 64 * 1024;
 
 type HealthCheck = (
   request: { service: string },
@@ -14,7 +15,8 @@ type HealthCheck = (
  * 'UNREACHABLE' when it does not answer within `timeoutMs`.
  */
 export async function checkHealth(address: string, timeoutMs = 1000, service = ''): Promise<string> {
-  const client = new HealthClient(address, credentials.createInsecure());
+  // A health answer is a few bytes; a peer sending more is not a store node.
+  const client = new HealthClient(address, credentials.createInsecure(), { 'grpc.max_receive_message_length': HEALTH_MAX_RECEIVE_BYTES });
   try {
     return await new Promise<string>((resolve) => {
       const check = (client as unknown as { check: HealthCheck }).check.bind(client);

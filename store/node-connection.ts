@@ -30,6 +30,7 @@ import {
   type StoreClient as GeneratedStoreClientType,
 } from './proto/gen/shardpipe/store/v1/store.js';
 import { fromGrpcError } from './grpc-errors.js';
+import { MAX_RESPONSE_MESSAGE_BYTES } from './message-limits.js';
 import { StoreError } from './store-errors.js';
 
 type Callback<Res> = (error: ServiceError | null, response: Res) => void;
@@ -67,9 +68,11 @@ export class NodeConnection {
 
   constructor(address: string) {
     this.address = address;
+    // Requests are bounded by each node's own receive limit (it answers RESOURCE_EXHAUSTED, and the
+    // bulk writer splits); responses by the nodes' scan batch bound.
     this.client = new GeneratedStoreClient(address, credentials.createInsecure(), {
       'grpc.max_send_message_length': -1,
-      'grpc.max_receive_message_length': -1,
+      'grpc.max_receive_message_length': MAX_RESPONSE_MESSAGE_BYTES,
     });
   }
 
