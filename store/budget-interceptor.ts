@@ -8,7 +8,7 @@ export interface BudgetInterceptorOptions {
   budget: InflightBudget;
   /** Only calls whose path starts with this are budgeted (grpc.health.v1 must answer when overloaded). */
   servicePrefix: string;
-  /** Bytes to reserve before a call's request is read: its largest possible size. */
+  /** Bytes to reserve before a call's request is read: its largest possible size (charged REQUEST_COPIES_HELD times). */
   reserveBytes: (method: string) => number;
   /** Called for every refused call (metrics). */
   onRefused?: (method: string) => void;
@@ -20,10 +20,15 @@ const MIN_RETRY_AFTER_MS = 50;
 const MAX_RETRY_AFTER_MS = 5000;
 /** What a request holds besides its byte fields (message framing, numbers), per field. */
 const FIELD_OVERHEAD_BYTES = 16;
+/**
+ * Copies of a request a node holds while handling it: the received message and its decoded
+ * fields (the generated decoder copies byte fields). A call is charged this many times its bytes.
+ */
+export const REQUEST_COPIES_HELD = 2;
 
 /**
- * Bounds the request bytes a node holds at once. Room for the largest request of the method is
- * taken before the request is read — grpc-js keeps the HTTP/2 stream paused until then, so an
+ * Bounds the request bytes a node holds at once, counting each request twice (REQUEST_COPIES_HELD).
+ * Room for the largest request of the method is taken before the request is read — grpc-js keeps the HTTP/2 stream paused until then, so an
  * unadmitted call buffers at most one flow-control window — and shrunk to the request's real size
  * once it is decoded; it is given back when the call ends. A call that finds no room within the
  * budget's wait (or its own deadline) ends with RESOURCE_EXHAUSTED / STORE_OVERLOADED and a retry hint.
@@ -53,7 +58,7 @@ class BudgetedCall extends ServerInterceptingCall {
       start: (next) =>
         next({
           onReceiveMessage: (message, pass) => {
-            this.lease?.shrink(requestBytes(message));
+            this.lease?.shrink(REQUEST_COPIES_HELD * requestBytes(message));
             pass(message);
           },
           onCancel: () => this.end(),
@@ -74,7 +79,7 @@ class BudgetedCall extends ServerInterceptingCall {
     const deadline = this.inner.getDeadline();
     const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline;
     const waitMs = Math.min(this.budget.maxWaitMs, Number.isFinite(deadlineMs) ? deadlineMs - Date.now() - DEADLINE_MARGIN_MS : Infinity);
-    const reserve = this.options.reserveBytes(this.method);
+    const reserve = REQUEST_COPIES_HELD * this.options.reserveBytes(this.method);
     this.budget.acquire(reserve, { waitMs, signal: this.waiting.signal }).then((lease) => {
       if (this.ended) {
         lease?.release();

@@ -2,7 +2,7 @@ import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../common/index.js';
-import { createBudgetInterceptor } from './budget-interceptor.js';
+import { REQUEST_COPIES_HELD, createBudgetInterceptor } from './budget-interceptor.js';
 import { InflightBudget } from './inflight-budget.js';
 import { MAX_RESPONSE_MESSAGE_BYTES } from './message-limits.js';
 import { StoreService } from './proto/gen/shardpipe/store/v1/store.js';
@@ -20,7 +20,8 @@ export interface StoreServerOptions extends StoreNodeOptions {
   /**
    * Request bytes the node holds at once, over all calls; a call beyond it waits up to
    * `inflightWaitMs` for room, then gets RESOURCE_EXHAUSTED / STORE_OVERLOADED with a retry hint.
-   * At least the largest request (`maxBatchBytes` + 1 MiB). Default 256 MiB.
+   * A request counts twice its size (the received message and its decoded copy are both held).
+   * At least twice the largest request (2 × (`maxBatchBytes` + 1 MiB)). Default 256 MiB.
    */
   maxInflightBytes?: number;
   /** Longest a call waits for room in the in-flight budget (never past its deadline). Default 2000 ms. */
@@ -95,8 +96,8 @@ export class StoreServer {
         throw new RangeError(`maxKeyBytes + maxValueBytes and scanBatchMaxBytes must stay below ${MAX_RESPONSE_MESSAGE_BYTES - MESSAGE_OVERHEAD_BYTES} bytes: clients accept responses of up to ${MAX_RESPONSE_MESSAGE_BYTES} bytes`);
       }
       const maxInflightBytes = options.maxInflightBytes ?? DEFAULT_MAX_INFLIGHT_BYTES;
-      if (!Number.isSafeInteger(maxInflightBytes) || maxInflightBytes < receiveLimit) {
-        throw new RangeError(`maxInflightBytes must be a whole number ≥ the largest request (maxBatchBytes + 1 MiB = ${receiveLimit}), got ${maxInflightBytes}`);
+      if (!Number.isSafeInteger(maxInflightBytes) || maxInflightBytes < REQUEST_COPIES_HELD * receiveLimit) {
+        throw new RangeError(`maxInflightBytes must be a whole number ≥ twice the largest request (2 × (maxBatchBytes + 1 MiB) = ${REQUEST_COPIES_HELD * receiveLimit}), got ${maxInflightBytes}`);
       }
       const budget = new InflightBudget({ limitBytes: maxInflightBytes, maxWaitMs: options.inflightWaitMs ?? 2000 });
       nodeMetrics =

@@ -37,7 +37,7 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     .option('--max-key-bytes <n>', 'longest key accepted', '4096')
     .option('--max-value-bytes <n>', 'largest value accepted', String(4 * 1024 * 1024))
     .option('--max-batch-bytes <n>', 'largest BulkInsert batch (key + value bytes)', String(16 * 1024 * 1024))
-    .option('--max-inflight-bytes <n>', 'request bytes the node holds at once over all calls; beyond it calls wait (--inflight-wait), then get RESOURCE_EXHAUSTED with a retry hint. At least --max-batch-bytes + 1 MiB', String(DEFAULT_MAX_INFLIGHT_BYTES))
+    .option('--max-inflight-bytes <n>', 'request bytes the node holds at once over all calls; a request counts twice its size (received + decoded); beyond it calls wait (--inflight-wait), then get RESOURCE_EXHAUSTED with a retry hint. At least 2 × (--max-batch-bytes + 1 MiB)', String(DEFAULT_MAX_INFLIGHT_BYTES))
     .option('--inflight-wait <duration>', 'how long a call waits for room in --max-inflight-bytes before it is refused', '2s')
     .option('--sweep-interval <duration>', 'how often expired entries are deleted (0 = never)', '5s')
     .option('--shutdown-grace <duration>', 'how long shutdown waits for in-flight calls', '10s')
@@ -48,9 +48,10 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
       const metricsPort = opts.metricsPort === undefined ? undefined : parsePositiveInt(opts.metricsPort, '--metrics-port');
       const maxBatchBytes = parsePositiveInt(opts.maxBatchBytes, '--max-batch-bytes');
       const maxInflightBytes = parsePositiveInt(opts.maxInflightBytes, '--max-inflight-bytes');
-      const smallestBudget = maxBatchBytes + 1024 * 1024;
+      // A request counts twice (received message and decoded copy): the budget must hold the largest one.
+      const smallestBudget = 2 * (maxBatchBytes + 1024 * 1024);
       if (maxInflightBytes < smallestBudget) {
-        throw new CliUsageError(`--max-inflight-bytes must be at least the largest request (--max-batch-bytes + 1 MiB = ${smallestBudget}), got ${maxInflightBytes}`);
+        throw new CliUsageError(`--max-inflight-bytes must be at least twice the largest request (2 × (--max-batch-bytes + 1 MiB) = ${smallestBudget}), got ${maxInflightBytes}`);
       }
       const registry = metricsPort === undefined ? undefined : new Registry();
       if (registry) collectDefaultMetrics({ register: registry });
