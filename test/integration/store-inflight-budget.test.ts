@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { NodeConnection, StoreClient, StoreError } from '../../store/index.js';
 import { parsePrometheusText } from '../helpers/prometheus-text.js';
-import { StoreCluster } from '../helpers/store-cluster.js';
+import { StoreCluster, runCli } from '../helpers/store-cluster.js';
 
 const MiB = 1024 * 1024;
 const BUDGET = 64 * MiB;
@@ -119,4 +119,11 @@ describe('a per-node budget of request bytes in flight', () => {
     const [stats] = await client.stats();
     expect(stats!.result.ok && stats!.result.partitions[0]!.approxCount).toBe(seen);
   }, 180_000);
+
+  it('store start refuses a budget that cannot hold the largest request, saying why (exit 64)', async () => {
+    const { code, stderr } = await runCli(['store', 'start', '--node', '127.0.0.1:1', '--data', '/nonexistent/never-created', '--max-inflight-bytes', '1000']);
+    expect(code).toBe(64);
+    expect(stderr).toContain('--max-inflight-bytes must be at least twice the largest request');
+    expect(stderr).toContain('got 1000');
+  });
 });
