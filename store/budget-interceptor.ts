@@ -44,7 +44,7 @@ export function createBudgetInterceptor(options: BudgetInterceptorOptions): Serv
 
 class BudgetedCall extends ServerInterceptingCall {
   private lease: BudgetLease | undefined;
-  private admitted = false;
+  private firstReadStarted = false;
   private ended = false;
   private readonly waiting = new AbortController();
 
@@ -71,11 +71,12 @@ class BudgetedCall extends ServerInterceptingCall {
   }
 
   override startRead(): void {
-    if (this.admitted) {
+    // Only the first read (the request message) waits for room; later ones (half-close) pass.
+    if (this.firstReadStarted) {
       super.startRead();
       return;
     }
-    this.admitted = true;
+    this.firstReadStarted = true;
     const deadline = this.inner.getDeadline();
     const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline;
     const waitMs = Math.min(this.budget.maxWaitMs, Number.isFinite(deadlineMs) ? deadlineMs - Date.now() - DEADLINE_MARGIN_MS : Infinity);

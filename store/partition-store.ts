@@ -682,13 +682,13 @@ export class PartitionStore {
    */
   private enterFault(err: unknown): StoreError {
     this.writeErrors++;
+    if (this.fault !== undefined) return this.fault.error;
     const cause = err instanceof Error ? err : new Error(String(err));
     const error = new StoreError(
       'STORE_PARTITION_UNAVAILABLE',
       `${this.name} cannot write (${osError(cause)}): the write was not acknowledged; the partition retries by itself and takes writes again once the disk has room — retry the call`,
       { cause, context: { partition: this.name } },
     );
-    if (this.fault !== undefined) return this.fault.error;
     this.fault = { error, cause, sinceMs: Date.now(), attempts: 0 };
     this.logger?.error({ err: cause, location: this.location }, 'partition write failed; refusing writes and recovering');
     this.onServingChange?.(false, cause);
