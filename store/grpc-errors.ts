@@ -13,6 +13,8 @@ const MAX_DETAILS_CHARS = 2000;
 export const METADATA_CALLER_MAP_VERSION = 'x-shardpipe-map-version';
 /** Request metadata: HOST:PORT of a node of the map that has the caller's newer map. */
 export const METADATA_MAP_FROM = 'x-shardpipe-map-from';
+/** Milliseconds an overloaded node asks the caller to wait before retrying. */
+export const METADATA_RETRY_AFTER_MS = 'shardpipe-retry-after-ms';
 
 /**
  * The one place a server-side failure becomes a gRPC status. Anything that is not a StoreError is
@@ -24,6 +26,7 @@ export function toGrpcStatus(err: unknown): Partial<StatusObject> {
   metadata.set(METADATA_ERROR_CODE, storeError.code);
   if (storeError.mapVersion !== undefined) metadata.set(METADATA_MAP_VERSION, String(storeError.mapVersion));
   if (storeError.currentEtag !== undefined) metadata.set(METADATA_CURRENT_ETAG, String(storeError.currentEtag));
+  if (storeError.retryAfterMs !== undefined) metadata.set(METADATA_RETRY_AFTER_MS, String(storeError.retryAfterMs));
   return { code: storeError.grpcStatus, details: truncateForMessage(storeError.message, MAX_DETAILS_CHARS), metadata };
 }
 
@@ -53,6 +56,7 @@ export function fromGrpcError(err: unknown, context: Record<string, string | num
     context,
     mapVersion: numberFrom(err.metadata?.get(METADATA_MAP_VERSION)[0]),
     currentEtag: numberFrom(err.metadata?.get(METADATA_CURRENT_ETAG)[0]),
+    retryAfterMs: numberFrom(err.metadata?.get(METADATA_RETRY_AFTER_MS)[0]),
   });
 }
 

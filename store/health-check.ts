@@ -4,6 +4,7 @@ import type { TlsMaterial } from '../common/index.js';
 import { channelCredentials } from './node-connection.js';
 
 const HealthClient = makeGenericClientConstructor(healthService, 'grpc.health.v1.Health');
+const HEALTH_MAX_RECEIVE_BYTES = 64 * 1024;
 
 type HealthCheck = (
   request: { service: string },
@@ -17,7 +18,8 @@ type HealthCheck = (
  * and a client certificate under mutual TLS); health needs no token.
  */
 export async function checkHealth(address: string, timeoutMs = 1000, service = '', tls?: TlsMaterial): Promise<string> {
-  const client = new HealthClient(address, channelCredentials(tls));
+  // A health answer is a few bytes; a peer sending more is not a store node.
+  const client = new HealthClient(address, channelCredentials(tls), { 'grpc.max_receive_message_length': HEALTH_MAX_RECEIVE_BYTES });
   try {
     return await new Promise<string>((resolve) => {
       const check = (client as unknown as { check: HealthCheck }).check.bind(client);

@@ -31,6 +31,7 @@ import {
   type StoreClient as GeneratedStoreClientType,
 } from './proto/gen/shardpipe/store/v1/store.js';
 import { fromGrpcError } from './grpc-errors.js';
+import { MAX_RESPONSE_MESSAGE_BYTES } from './message-limits.js';
 import { StoreError } from './store-errors.js';
 
 type Callback<Res> = (error: ServiceError | null, response: Res) => void;
@@ -87,9 +88,11 @@ export class NodeConnection {
   constructor(address: string, creds: StoreCredentials = {}) {
     this.address = address;
     this.token = creds.token;
+    // Requests are bounded by each node's own receive limit (it answers RESOURCE_EXHAUSTED, and the
+    // bulk writer splits); responses by the nodes' scan batch bound.
     this.client = new GeneratedStoreClient(address, channelCredentials(creds.tls), {
       'grpc.max_send_message_length': -1,
-      'grpc.max_receive_message_length': -1,
+      'grpc.max_receive_message_length': MAX_RESPONSE_MESSAGE_BYTES,
     });
   }
 

@@ -83,8 +83,9 @@ type Recovery = 'retry-now' | 'retry-after-backoff' | 'fail';
 
 /**
  * The thick client: fetches the partition map from the seeds, routes each key to its owner over one
- * channel per node, refreshes the map on FAILED_PRECONDITION and retries UNAVAILABLE with backoff
- * and jitter within the operation's deadline.
+ * channel per node, refreshes the map on FAILED_PRECONDITION and retries UNAVAILABLE (node down,
+ * partition recovering from a write fault) and STORE_OVERLOADED (after the node's retry hint) with
+ * backoff and jitter within the operation's deadline.
  */
 export class StoreClient {
   private readonly seeds: readonly string[];
@@ -376,7 +377,9 @@ export class StoreClient {
     if (recovery === 'fail' || options.signal?.aborted) throw error;
     if (Date.now() >= deadline) throw givingUp(error, node, tries + 1);
     if (recovery === 'retry-after-backoff') {
-      const delay = Math.min(this.retryMaxMs, this.retryBaseMs * 2 ** Math.min(tries, 16)) * Math.random();
+      const backoff = Math.min(this.retryMaxMs, this.retryBaseMs * 2 ** Math.min(tries, 16)) * Math.random();
+      // An overloaded node says when it expects room; spread the callers around that time.
+      const delay = error.retryAfterMs === undefined ? backoff : Math.max(backoff, error.retryAfterMs * (0.5 + Math.random()));
       this.logger?.debug({ node, code: error.code, delayMs: Math.round(delay) }, 'retrying store call');
       await sleep(Math.min(delay, Math.max(0, deadline - Date.now())), undefined, { signal: options.signal });
     }
@@ -392,6 +395,8 @@ export class StoreClient {
       case 'STORE_NODE_MAP_BEHIND':
         return map === undefined ? 'retry-after-backoff' : this.healLaggingNode(node, map, options);
       case 'STORE_UNAVAILABLE':
+      case 'STORE_PARTITION_UNAVAILABLE':
+      case 'STORE_OVERLOADED':
       case 'STORE_DEADLINE_EXCEEDED':
         return 'retry-after-backoff';
       default:

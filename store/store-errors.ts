@@ -19,6 +19,8 @@ export const STORE_ERROR_CODES = {
   STORE_NOT_FOUND: { grpc: status.NOT_FOUND, retryable: false },
   STORE_SNAPSHOT_NOT_FOUND: { grpc: status.NOT_FOUND, retryable: false },
   STORE_UNAVAILABLE: { grpc: status.UNAVAILABLE, retryable: true },
+  STORE_PARTITION_UNAVAILABLE: { grpc: status.UNAVAILABLE, retryable: true },
+  STORE_OVERLOADED: { grpc: status.RESOURCE_EXHAUSTED, retryable: true },
   STORE_DEADLINE_EXCEEDED: { grpc: status.DEADLINE_EXCEEDED, retryable: true },
   STORE_CANCELLED: { grpc: status.CANCELLED, retryable: false },
   STORE_CLOSED: { grpc: status.UNAVAILABLE, retryable: false },
@@ -37,17 +39,21 @@ export interface StoreErrorOptions extends CodedErrorOptions {
   mapVersion?: number;
   /** The key's current etag (etag mismatches); 0 = the key does not exist. */
   currentEtag?: number;
+  /** How long the node asks the caller to wait before retrying (overload), in ms. */
+  retryAfterMs?: number;
 }
 
 /** A failure of the store or of a call to it. The code decides the gRPC status and retryability. */
 export class StoreError extends errorClass('StoreError', STORE_ERROR_CODES) {
   readonly mapVersion: number | undefined;
   readonly currentEtag: number | undefined;
+  readonly retryAfterMs: number | undefined;
 
   constructor(code: StoreErrorCode, message: string, options: StoreErrorOptions = {}) {
     super(code, message, options);
     this.mapVersion = options.mapVersion;
     this.currentEtag = options.currentEtag;
+    this.retryAfterMs = options.retryAfterMs;
   }
 
   /** The gRPC status code this error is sent as. */

@@ -1,5 +1,5 @@
 import { status as GrpcStatus } from '@grpc/grpc-js';
-import { Counter, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 
 type Labels = 'method' | 'code';
 
@@ -39,4 +39,97 @@ export class StoreRpcMetrics {
       this.seconds.observe(labels, Number(process.hrtime.bigint() - started) / 1e9);
     };
   }
+}
+
+/** What a node reports for its health and limit metrics. */
+export interface StoreNodeMetricsSource {
+  node: string;
+  partitions: () => ReadonlyArray<{ partitionId: number; serving: boolean; writeErrors: number }>;
+  inflightBytes: () => number;
+  waitingBytes: () => number;
+}
+
+type NodeLabels = 'node' | 'partition';
+const nodeSources = new WeakMap<Registry, Set<StoreNodeMetricsSource>>();
+
+/**
+ * Health and limit metrics of store nodes, read when scraped: `shardpipe_partition_serving`
+ * (1 = takes writes, 0 = recovering from a write fault), `shardpipe_partition_write_errors_total`,
+ * `shardpipe_store_inflight_bytes` / `shardpipe_store_inflight_waiting_bytes` (the request budget)
+ * and `shardpipe_store_overloaded_total` (calls refused with STORE_OVERLOADED, by method).
+ * Several nodes may share one registry; each is labelled with its address.
+ */
+export class StoreNodeMetrics {
+  private readonly overloaded: Counter<'node' | 'method'>;
+  private readonly sources: Set<StoreNodeMetricsSource>;
+
+  constructor(
+    private readonly registry: Registry,
+    private readonly source: StoreNodeMetricsSource,
+  ) {
+    let sources = nodeSources.get(registry);
+    if (sources === undefined) {
+      sources = new Set();
+      nodeSources.set(registry, sources);
+      registerNodeGauges(registry, sources);
+    }
+    this.sources = sources;
+    sources.add(source);
+    this.overloaded =
+      (registry.getSingleMetric('shardpipe_store_overloaded_total') as Counter<'node' | 'method'> | undefined) ??
+      new Counter({ name: 'shardpipe_store_overloaded_total', help: 'Calls refused with STORE_OVERLOADED (in-flight request budget full), by method', labelNames: ['node', 'method'], registers: [registry] });
+  }
+
+  /** Counts one call refused for overload. */
+  refused(method: string): void {
+    this.overloaded.inc({ node: this.source.node, method });
+  }
+
+  /** Stops reporting this node (its gauges disappear at the next scrape). */
+  close(): void {
+    this.sources.delete(this.source);
+  }
+}
+
+function registerNodeGauges(registry: Registry, sources: Set<StoreNodeMetricsSource>): void {
+  new Gauge<NodeLabels>({
+    name: 'shardpipe_partition_serving',
+    help: '1 while the partition takes writes, 0 while it recovers from a write fault (disk full, I/O error)',
+    labelNames: ['node', 'partition'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const s of sources) for (const p of s.partitions()) this.set({ node: s.node, partition: String(p.partitionId) }, p.serving ? 1 : 0);
+    },
+  });
+  new Counter<NodeLabels>({
+    name: 'shardpipe_partition_write_errors_total',
+    help: 'LevelDB write failures of the partition since it was opened',
+    labelNames: ['node', 'partition'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const s of sources) for (const p of s.partitions()) this.inc({ node: s.node, partition: String(p.partitionId) }, p.writeErrors);
+    },
+  });
+  new Gauge<'node'>({
+    name: 'shardpipe_store_inflight_bytes',
+    help: 'Request bytes the node holds for admitted calls (bounded by --max-inflight-bytes)',
+    labelNames: ['node'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const s of sources) this.set({ node: s.node }, s.inflightBytes());
+    },
+  });
+  new Gauge<'node'>({
+    name: 'shardpipe_store_inflight_waiting_bytes',
+    help: 'Request bytes of calls waiting for room in the in-flight budget',
+    labelNames: ['node'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const s of sources) this.set({ node: s.node }, s.waitingBytes());
+    },
+  });
 }

@@ -5,7 +5,7 @@ import type { Logger } from '../common/index.js';
 import { MAX_KEPT_ETAG, MAX_LEASE_MS, MAX_MAP_VERSION_STEP, MAX_TIME_MS, MAX_TTL_MS, MAX_SPLIT_PARTS, MIN_LEASE_MS, MIN_SPLIT_PARTS, truncateForMessage } from './field-limits.js';
 import { DEFAULT_MAX_KEY_BYTES, Key, displayBytes } from './key.js';
 import { PartitionMap, partitionContains, type Partition } from './partition-map.js';
-import { PartitionStore, type BulkRowInput, type PartitionSnapshot, type PartitionStoreStats, type PutOptions, type StoredEntry, type WriteTiming } from './partition-store.js';
+import { DEFAULT_SCAN_BATCH_MAX_BYTES, PartitionStore, type BulkRowInput, type PartitionHealth, type PartitionSnapshot, type PartitionStoreStats, type PutOptions, type StoredEntry, type WriteTiming } from './partition-store.js';
 import type { StoredRecord } from './record.js';
 import type { RangeDigest } from './range-digest.js';
 import { StoreError } from './store-errors.js';
@@ -28,7 +28,19 @@ export interface StoreNodeOptions {
   syncWrites?: boolean;
   /** Expiry sweeper interval. Default 5000; 0 disables it. */
   sweepIntervalMs?: number;
+  /** Largest scan batch (one Scan message or ScanPage), key + value + 32 bytes per entry; one larger entry comes alone. Default 4 MiB. */
+  scanBatchMaxBytes?: number;
+  /** Pause bounds of a partition's recovery after a failed write (see PartitionStoreOptions). Defaults 200 and 5000. */
+  faultRetryBaseMs?: number;
+  faultRetryMaxMs?: number;
+  /** Called whenever a partition starts or stops taking writes, or the set of partitions changes. */
+  onHealthChange?: () => void;
   logger?: Logger;
+}
+
+/** Whether one partition of this node takes writes (see PartitionStore.health). */
+export interface PartitionHealthInfo extends PartitionHealth {
+  partitionId: number;
 }
 
 /** A bounded range request, after the node has clamped it to one of its partitions. */
@@ -73,7 +85,11 @@ export class StoreNode {
   readonly maxKeyBytes: number;
   readonly maxValueBytes: number;
   readonly maxBatchBytes: number;
+  readonly scanBatchMaxBytes: number;
   private readonly dataDir: string;
+  private readonly faultRetryBaseMs: number | undefined;
+  private readonly faultRetryMaxMs: number | undefined;
+  private readonly onHealthChange: (() => void) | undefined;
   private readonly syncWrites: boolean;
   private readonly sweepIntervalMs: number;
   private readonly logger: Logger | undefined;
@@ -90,6 +106,10 @@ export class StoreNode {
     this.maxKeyBytes = positive('maxKeyBytes', options.maxKeyBytes ?? DEFAULT_MAX_KEY_BYTES);
     this.maxValueBytes = positive('maxValueBytes', options.maxValueBytes ?? 4 * 1024 * 1024);
     this.maxBatchBytes = positive('maxBatchBytes', options.maxBatchBytes ?? 16 * 1024 * 1024);
+    this.scanBatchMaxBytes = positive('scanBatchMaxBytes', options.scanBatchMaxBytes ?? DEFAULT_SCAN_BATCH_MAX_BYTES);
+    this.faultRetryBaseMs = options.faultRetryBaseMs;
+    this.faultRetryMaxMs = options.faultRetryMaxMs;
+    this.onHealthChange = options.onHealthChange;
     this.syncWrites = options.syncWrites ?? true;
     this.sweepIntervalMs = options.sweepIntervalMs ?? 5000;
     this.logger = options.logger;
@@ -183,7 +203,19 @@ export class StoreNode {
    * the named snapshot of that partition when `snapshotId` is given.
    */
   scan(range: ClampedRange, options: { limit?: number; batchSize?: number; signal?: AbortSignal; snapshotId?: string }): AsyncGenerator<StoredEntry[]> {
-    return this.storeOf(range.partition).scan(range.start, range.end, { ...options, snapshot: this.heldSnapshot(options.snapshotId, range.partition) });
+    return this.storeOf(range.partition).scan(range.start, range.end, {
+      ...options,
+      batchMaxBytes: this.scanBatchMaxBytes,
+      snapshot: this.heldSnapshot(options.snapshotId, range.partition),
+    });
+  }
+
+  /** Whether each partition this node serves takes writes, in key order. */
+  partitionHealth(): PartitionHealthInfo[] {
+    return this.ownedPartitions().flatMap((p) => {
+      const store = this.stores.get(p.id);
+      return store === undefined ? [] : [{ partitionId: p.id, ...store.health }];
+    });
   }
 
   async checksum(range: ClampedRange, options: { includeEtag?: boolean; signal?: AbortSignal; snapshotId?: string }): Promise<RangeDigest> {
@@ -319,6 +351,7 @@ export class StoreNode {
         }
       }
       this.logger?.info({ from: current.version, to: next.version }, 'installed partition map');
+      this.onHealthChange?.();
       return true;
     });
     this.mapChange = change.catch(() => undefined);
@@ -445,6 +478,10 @@ export class StoreNode {
       const store = await PartitionStore.open(join(this.dataDir, `partition-${partition.id}`), {
         syncWrites: this.syncWrites,
         sweepIntervalMs: this.sweepIntervalMs,
+        name: `partition ${partition.id}`,
+        faultRetryBaseMs: this.faultRetryBaseMs,
+        faultRetryMaxMs: this.faultRetryMaxMs,
+        onServingChange: () => this.onHealthChange?.(),
         logger: this.logger?.child({ partition: partition.id }),
       });
       this.stores.set(partition.id, store);

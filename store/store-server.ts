@@ -2,10 +2,13 @@ import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import type { Registry } from 'prom-client';
 import { canServeTls, checkBind, hostOf, type AuthTokens, type Logger, type TlsMaterial } from '../common/index.js';
+import { REQUEST_COPIES_HELD, createBudgetInterceptor } from './budget-interceptor.js';
+import { InflightBudget } from './inflight-budget.js';
+import { MAX_RESPONSE_MESSAGE_BYTES } from './message-limits.js';
 import { PeerMapFetcher } from './peer-map-fetcher.js';
 import { storeAuthInterceptor } from './store-auth.js';
 import { STORE_SERVICE_DEFINITION, createStoreHandlers } from './store-service.js';
-import { StoreRpcMetrics } from './store-metrics.js';
+import { StoreNodeMetrics, StoreRpcMetrics } from './store-metrics.js';
 import { StoreNode, type StoreNodeOptions } from './store-node.js';
 
 export interface StoreServerOptions extends StoreNodeOptions {
@@ -15,6 +18,15 @@ export interface StoreServerOptions extends StoreNodeOptions {
   shutdownGraceMs?: number;
   /** Where RPC counts and latencies are recorded (see StoreRpcMetrics). Default: none. */
   metricsRegistry?: Registry;
+  /**
+   * Request bytes the node holds at once, over all calls; a call beyond it waits up to
+   * `inflightWaitMs` for room, then gets RESOURCE_EXHAUSTED / STORE_OVERLOADED with a retry hint.
+   * A request counts twice its size (the received message and its decoded copy are both held).
+   * At least twice the largest request (2 × (`maxBatchBytes` + 1 MiB)). Default 256 MiB.
+   */
+  maxInflightBytes?: number;
+  /** Longest a call waits for room in the in-flight budget (never past its deadline). Default 2000 ms. */
+  inflightWaitMs?: number;
   /** Tokens and roles the node accepts (`--auth-token-file`). Absent: protected mode, loopback peers only. */
   tokens?: AuthTokens;
   /** TLS: `cert` + `key` serve TLS; `ca` also requires client certificates signed by it (mutual TLS). Absent: plaintext. */
@@ -26,7 +38,18 @@ export interface StoreServerOptions extends StoreNodeOptions {
 
 /** Slack over the largest batch for the rest of a BulkInsert message (field tags, lengths). */
 const MESSAGE_OVERHEAD_BYTES = 1024 * 1024;
+/** Room a call other than BulkInsert/Put takes while its request is read: they carry keys and ids only. */
+const SMALL_REQUEST_BYTES = 64 * 1024;
+export const DEFAULT_MAX_INFLIGHT_BYTES = 256 * 1024 * 1024;
 export const STORE_SERVICE_NAME = 'shardpipe.store.v1.Store';
+
+/**
+ * The grpc.health.v1 service name of one partition: SERVING while it takes writes, NOT_SERVING
+ * while it recovers from a write fault, UNKNOWN once the map moved it elsewhere.
+ */
+export function partitionHealthService(partitionId: number): string {
+  return `${STORE_SERVICE_NAME}/partition-${partitionId}`;
+}
 
 /** A running store node: the StoreNode behind a gRPC server with grpc.health.v1. */
 export class StoreServer {
@@ -37,13 +60,15 @@ export class StoreServer {
   private readonly health: HealthImplementation;
   private readonly logger: Logger;
   private readonly shutdownGraceMs: number;
+  private readonly nodeMetrics: StoreNodeMetrics | undefined;
   private stopping: Promise<void> | undefined;
 
-  private constructor(node: StoreNode, server: Server, health: HealthImplementation, port: number, options: StoreServerOptions) {
+  private constructor(node: StoreNode, server: Server, health: HealthImplementation, port: number, nodeMetrics: StoreNodeMetrics | undefined, options: StoreServerOptions) {
     this.node = node;
     this.server = server;
     this.health = health;
     this.port = port;
+    this.nodeMetrics = nodeMetrics;
     this.logger = options.logger;
     this.shutdownGraceMs = options.shutdownGraceMs ?? 10_000;
   }
@@ -53,16 +78,69 @@ export class StoreServer {
     const listen = options.listen ?? options.node;
     checkBind(hostOf(listen), { what: 'store node', authenticated: options.tokens !== undefined, insecure: options.insecure ?? false, flag: '--listen (or --node)' });
     if (options.tls !== undefined && !canServeTls(options.tls)) throw new TypeError('StoreServer: tls needs cert and key');
-    const node = await StoreNode.open({ ...options, logger });
-    // A lagging node fetches a newer map from a peer with the node's own credentials.
-    const mapFetcher = new PeerMapFetcher(node, { token: options.tokens?.peerToken, tls: options.tls }, logger);
-    const server = new Server({
-      'grpc.max_receive_message_length': node.maxBatchBytes + MESSAGE_OVERHEAD_BYTES,
-      'grpc.max_send_message_length': -1,
-      interceptors: [storeAuthInterceptor({ tokens: options.tokens, insecure: options.insecure ?? false, mapFetcher, logger })],
-    });
-    server.addService(STORE_SERVICE_DEFINITION, createStoreHandlers(node, logger, options.metricsRegistry && new StoreRpcMetrics(options.metricsRegistry)));
     const health = new HealthImplementation({ '': 'SERVING', [STORE_SERVICE_NAME]: 'SERVING' });
+    const known = new Set<number>();
+    let node: StoreNode | undefined;
+    const reportHealth = (): void => {
+      if (node === undefined || node.isDraining) return;
+      const partitions = node.partitionHealth();
+      for (const id of known) if (!partitions.some((p) => p.partitionId === id)) health.setStatus(partitionHealthService(id), 'UNKNOWN');
+      known.clear();
+      for (const p of partitions) {
+        known.add(p.partitionId);
+        health.setStatus(partitionHealthService(p.partitionId), p.serving ? 'SERVING' : 'NOT_SERVING');
+      }
+      // The node as a whole serves only while every partition it owns takes writes.
+      const overall = partitions.every((p) => p.serving) ? 'SERVING' : 'NOT_SERVING';
+      health.setStatus('', overall);
+      health.setStatus(STORE_SERVICE_NAME, overall);
+    };
+    node = await StoreNode.open({ ...options, logger, onHealthChange: reportHealth });
+    const opened = node;
+    let nodeMetrics: StoreNodeMetrics | undefined;
+    let server: Server;
+    try {
+      const receiveLimit = opened.maxBatchBytes + MESSAGE_OVERHEAD_BYTES;
+      const largestEntry = opened.maxKeyBytes + opened.maxValueBytes + MESSAGE_OVERHEAD_BYTES;
+      if (Math.max(largestEntry, opened.scanBatchMaxBytes + MESSAGE_OVERHEAD_BYTES) > MAX_RESPONSE_MESSAGE_BYTES) {
+        throw new RangeError(`maxKeyBytes + maxValueBytes and scanBatchMaxBytes must stay below ${MAX_RESPONSE_MESSAGE_BYTES - MESSAGE_OVERHEAD_BYTES} bytes: clients accept responses of up to ${MAX_RESPONSE_MESSAGE_BYTES} bytes`);
+      }
+      const maxInflightBytes = options.maxInflightBytes ?? DEFAULT_MAX_INFLIGHT_BYTES;
+      if (!Number.isSafeInteger(maxInflightBytes) || maxInflightBytes < REQUEST_COPIES_HELD * receiveLimit) {
+        throw new RangeError(`maxInflightBytes must be a whole number ≥ twice the largest request (2 × (maxBatchBytes + 1 MiB) = ${REQUEST_COPIES_HELD * receiveLimit}), got ${maxInflightBytes}`);
+      }
+      const budget = new InflightBudget({ limitBytes: maxInflightBytes, maxWaitMs: options.inflightWaitMs ?? 2000 });
+      nodeMetrics =
+        options.metricsRegistry &&
+        new StoreNodeMetrics(options.metricsRegistry, {
+          node: opened.address,
+          partitions: () => opened.partitionHealth(),
+          inflightBytes: () => budget.usedBytes,
+          waitingBytes: () => budget.waitingBytes,
+        });
+      const reserveBytes = (method: string): number => {
+        if (method === 'BulkInsert') return receiveLimit;
+        if (method === 'Put') return opened.maxKeyBytes + opened.maxValueBytes + SMALL_REQUEST_BYTES;
+        return SMALL_REQUEST_BYTES;
+      };
+      // A lagging node fetches a newer map from a peer with the node's own credentials.
+      const mapFetcher = new PeerMapFetcher(opened, { token: options.tokens?.peerToken, tls: options.tls }, logger);
+      server = new Server({
+        'grpc.max_receive_message_length': receiveLimit,
+        'grpc.max_send_message_length': MAX_RESPONSE_MESSAGE_BYTES,
+        // Authentication first: an unauthenticated call must not reserve room in the budget.
+        interceptors: [
+          storeAuthInterceptor({ tokens: options.tokens, insecure: options.insecure ?? false, mapFetcher, logger }),
+          createBudgetInterceptor({ budget, servicePrefix: `/${STORE_SERVICE_NAME}/`, reserveBytes, onRefused: (method) => nodeMetrics?.refused(method) }),
+        ],
+      });
+    } catch (err) {
+      nodeMetrics?.close();
+      await opened.close();
+      throw err;
+    }
+    server.addService(STORE_SERVICE_DEFINITION, createStoreHandlers(opened, logger, options.metricsRegistry && new StoreRpcMetrics(options.metricsRegistry)));
+    reportHealth();
     health.addToServer(server);
     let port: number;
     try {
@@ -70,11 +148,12 @@ export class StoreServer {
         server.bindAsync(listen, serverCredentials(options.tls), (err, p) => (err ? reject(err) : resolve(p))),
       );
     } catch (err) {
-      await node.close();
+      nodeMetrics?.close();
+      await opened.close();
       throw err;
     }
-    logger.info({ port, tls: options.tls !== undefined, mutualTls: options.tls?.ca !== undefined, tokens: options.tokens !== undefined, mapVersion: node.map.version, partitions: node.ownedPartitions().map((p) => p.id) }, 'store node serving');
-    return new StoreServer(node, server, health, port, options);
+    logger.info({ port, tls: options.tls !== undefined, mutualTls: options.tls?.ca !== undefined, tokens: options.tokens !== undefined, mapVersion: opened.map.version, partitions: opened.ownedPartitions().map((p) => p.id), maxInflightBytes: options.maxInflightBytes ?? DEFAULT_MAX_INFLIGHT_BYTES }, 'store node serving');
+    return new StoreServer(opened, server, health, port, nodeMetrics, options);
   }
 
   /**
@@ -84,9 +163,10 @@ export class StoreServer {
   shutdown(): Promise<void> {
     this.stopping ??= (async () => {
       this.logger.info('store node draining');
+      this.node.startDraining();
       this.health.setStatus('', 'NOT_SERVING');
       this.health.setStatus(STORE_SERVICE_NAME, 'NOT_SERVING');
-      this.node.startDraining();
+      for (const p of this.node.partitionHealth()) this.health.setStatus(partitionHealthService(p.partitionId), 'NOT_SERVING');
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
           this.logger.warn({ graceMs: this.shutdownGraceMs }, 'in-flight calls outlived the grace period; cancelling them');
@@ -98,6 +178,7 @@ export class StoreServer {
           resolve();
         });
       });
+      this.nodeMetrics?.close();
       await this.node.close();
       this.logger.info('store node stopped');
     })();

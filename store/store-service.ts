@@ -7,7 +7,7 @@ import { toGrpcStatus } from './grpc-errors.js';
 import { checkRequest, requestDescOf, undecodableRequestError } from './request-check.js';
 import { successor } from './key.js';
 import { PartitionMap } from './partition-map.js';
-import type { StoredEntry } from './partition-store.js';
+import { SCAN_ENTRY_OVERHEAD_BYTES, type StoredEntry } from './partition-store.js';
 import type { SnapshotLeaseInfo, StoreNode } from './store-node.js';
 import { StoreError } from './store-errors.js';
 import type { StoreRpcMetrics } from './store-metrics.js';
@@ -91,11 +91,23 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
       const limit = req.limit > 0 ? Math.min(req.limit, pageSize) : pageSize;
       const range = node.clampRange(req.mapVersion, req.start, req.end);
       const entries: Entry[] = [];
-      for await (const batch of node.scan(range, { limit, batchSize: limit, snapshotId: req.snapshotId })) {
-        for (const e of batch) entries.push(toEntry(e));
+      // A page is bounded by bytes as well as entries; when the bytes run out, the next page starts at the entry left over.
+      let bytes = 0;
+      let leftOver: Buffer | undefined;
+      pages: for await (const batch of node.scan(range, { limit, batchSize: limit, snapshotId: req.snapshotId })) {
+        for (const e of batch) {
+          const size = scanEntryBytes(e);
+          if (entries.length > 0 && bytes + size > node.scanBatchMaxBytes) {
+            leftOver = e.key;
+            break pages;
+          }
+          entries.push(toEntry(e));
+          bytes += size;
+        }
       }
       const full = entries.length >= limit;
-      return { entries, last: true, next: full ? successor(entries[entries.length - 1]!.key) : range.next };
+      const next = leftOver ?? (full ? successor(entries[entries.length - 1]!.key) : range.next);
+      return { entries, last: true, next };
     }),
     scan: (call: ServerWritableStream<ScanRequest, ScanBatch>) => {
       const done = metrics?.start('Scan');
@@ -172,6 +184,11 @@ async function streamScan(node: StoreNode, call: ServerWritableStream<ScanReques
   const limitReached = req.limit > 0 && sent >= req.limit;
   call.write({ entries: [], last: true, next: limitReached && lastKey ? successor(lastKey) : range.next });
   call.end();
+}
+
+/** What an entry counts against a scan batch's byte bound (as PartitionStore.scan counts it). */
+function scanEntryBytes(e: StoredEntry): number {
+  return e.key.length + e.value.length + SCAN_ENTRY_OVERHEAD_BYTES;
 }
 
 function toSnapshotInfo(s: SnapshotLeaseInfo): SnapshotInfo {

@@ -2,7 +2,8 @@ import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { MetricsHttpServer, checkBind, parseDurationMs } from '../../common/index.js';
-import { PartitionMap, StoreServer, checkHealth } from '../../store/index.js';
+import { DEFAULT_MAX_INFLIGHT_BYTES, PartitionMap, StoreServer, checkHealth, partitionHealthService } from '../../store/index.js';
+import { CliUsageError } from '../cli-env.js';
 import { EXIT, parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
 
@@ -15,6 +16,8 @@ interface StartOptions {
   maxKeyBytes: string;
   maxValueBytes: string;
   maxBatchBytes: string;
+  maxInflightBytes: string;
+  inflightWait: string;
   sweepInterval: string;
   shutdownGrace: string;
   metricsPort?: string;
@@ -36,6 +39,8 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     .option('--max-key-bytes <n>', 'longest key accepted', '4096')
     .option('--max-value-bytes <n>', 'largest value accepted', String(4 * 1024 * 1024))
     .option('--max-batch-bytes <n>', 'largest BulkInsert batch (key + value bytes)', String(16 * 1024 * 1024))
+    .option('--max-inflight-bytes <n>', 'request bytes the node holds at once over all calls; a request counts twice its size (received + decoded); beyond it calls wait (--inflight-wait), then get RESOURCE_EXHAUSTED with a retry hint. At least 2 × (--max-batch-bytes + 1 MiB)', String(DEFAULT_MAX_INFLIGHT_BYTES))
+    .option('--inflight-wait <duration>', 'how long a call waits for room in --max-inflight-bytes before it is refused', '2s')
     .option('--sweep-interval <duration>', 'how often expired entries are deleted (0 = never)', '5s')
     .option('--shutdown-grace <duration>', 'how long shutdown waits for in-flight calls', '10s')
     .option('--metrics-port <n>', 'serve Prometheus /metrics (RPC counts and latencies by method and status, process metrics) on this port; 0 = any free port')
@@ -50,6 +55,13 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
       if (opts.metricsPort !== undefined) checkBind(opts.metricsHost, { what: '/metrics endpoint', authenticated: tokens !== undefined, insecure, flag: '--metrics-host' });
       const initialMap = opts.map ? PartitionMap.fromJson(JSON.parse(await readFile(opts.map, 'utf8'))) : undefined;
       const metricsPort = opts.metricsPort === undefined ? undefined : parsePositiveInt(opts.metricsPort, '--metrics-port');
+      const maxBatchBytes = parsePositiveInt(opts.maxBatchBytes, '--max-batch-bytes');
+      const maxInflightBytes = parsePositiveInt(opts.maxInflightBytes, '--max-inflight-bytes');
+      // A request counts twice (received message and decoded copy): the budget must hold the largest one.
+      const smallestBudget = 2 * (maxBatchBytes + 1024 * 1024);
+      if (maxInflightBytes < smallestBudget) {
+        throw new CliUsageError(`--max-inflight-bytes must be at least twice the largest request (2 × (--max-batch-bytes + 1 MiB) = ${smallestBudget}), got ${maxInflightBytes}`);
+      }
       const registry = metricsPort === undefined ? undefined : new Registry();
       if (registry) collectDefaultMetrics({ register: registry });
       const server = await StoreServer.start({
@@ -60,7 +72,9 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
         syncWrites: opts.sync,
         maxKeyBytes: parsePositiveInt(opts.maxKeyBytes, '--max-key-bytes'),
         maxValueBytes: parsePositiveInt(opts.maxValueBytes, '--max-value-bytes'),
-        maxBatchBytes: parsePositiveInt(opts.maxBatchBytes, '--max-batch-bytes'),
+        maxBatchBytes,
+        maxInflightBytes,
+        inflightWaitMs: parseDurationMs(opts.inflightWait),
         sweepIntervalMs: parseDurationMs(opts.sweepInterval),
         shutdownGraceMs: parseDurationMs(opts.shutdownGrace),
         metricsRegistry: registry,
@@ -95,12 +109,14 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
 
   store
     .command('health')
-    .description('asks a node\'s grpc.health.v1 service; exit 0 when SERVING, 1 otherwise (for container health checks)')
+    .description('asks a node\'s grpc.health.v1 service; exit 0 when SERVING, 1 otherwise (for container health checks). The node is NOT_SERVING while draining or while any of its partitions cannot write')
     .requiredOption('--node <host:port>', 'the node to ask')
+    .option('--partition <id>', 'ask about one partition instead (NOT_SERVING while it recovers from a write fault such as a full disk)')
     .option('--timeout <duration>', 'how long to wait for the answer', '2s')
-    .action(async (opts: { node: string; timeout: string }) => {
-      const status = await checkHealth(opts.node, parseDurationMs(opts.timeout), '', ctx.clientTls());
-      ctx.print(JSON.stringify({ node: opts.node, status }));
+    .action(async (opts: { node: string; partition?: string; timeout: string }) => {
+      const partition = opts.partition === undefined ? undefined : parsePositiveInt(opts.partition, '--partition');
+      const status = await checkHealth(opts.node, parseDurationMs(opts.timeout), partition === undefined ? '' : partitionHealthService(partition), ctx.clientTls());
+      ctx.print(JSON.stringify({ node: opts.node, ...(partition === undefined ? {} : { partition }), status }));
       if (status !== 'SERVING') process.exitCode = EXIT.failed;
     });
 }
