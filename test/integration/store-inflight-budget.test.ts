@@ -92,7 +92,7 @@ describe('a per-node budget of request bytes in flight', () => {
     expect(afterRaw - before!).toBeLessThanOrEqual(BUDGET / MiB + 150);
 
     // Phase 2: new keys through the thick client, which backs off and retries when refused.
-    client = new StoreClient({ seeds: cluster.seeds, operationTimeoutMs: 120_000, rpcDeadlineMs: 60_000 });
+    client = new StoreClient({ seeds: cluster.seeds, operationTimeoutMs: 300_000, rpcDeadlineMs: 60_000 });
     const refusedBefore = await overloadedTotal(node.ready.metricsPort);
     const viaClient = await Promise.all(
       Array.from({ length: CLIENT_CALLS }, (_, i) =>
@@ -118,7 +118,7 @@ describe('a per-node budget of request bytes in flight', () => {
     expect(seen).toBe(acknowledged.size * ROWS_PER_CALL);
     const [stats] = await client.stats();
     expect(stats!.result.ok && stats!.result.partitions[0]!.approxCount).toBe(seen);
-  }, 180_000);
+  }, 400_000);
 
   it('store start refuses a budget that cannot hold the largest request, saying why (exit 64)', async () => {
     const { code, stderr } = await runCli(['store', 'start', '--node', '127.0.0.1:1', '--data', '/nonexistent/never-created', '--max-inflight-bytes', '1000']);
