@@ -3,8 +3,8 @@ import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { describeCause } from '../common/index.js';
-import type { DropFile } from './drop-scanner.js';
-import { IngestError } from './ingest-errors.js';
+import type { DropFile } from '../ingest/drop-scanner.js';
+import { IngestError } from '../ingest/ingest-errors.js';
 import { repairLegacyChunkSizes, type FooterPatch } from './legacy-chunk-sizes.js';
 import { PARQUET_DECODER_WORKER_SOURCE } from './parquet-decoder-worker.js';
 

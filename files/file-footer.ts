@@ -3,9 +3,9 @@ import { RecordBatchReader, type Schema } from 'apache-arrow';
 import { parquetMetadataAsync, parquetSchema, type AsyncBuffer, type ColumnChunk, type FileMetaData, type SchemaTree } from 'hyparquet';
 import { describeCause } from '../common/index.js';
 import { isRecordBatchMessage, isSchemaMessage, readArrowFileLayout, walkArrowMessages } from './arrow-message-walker.js';
-import { assertFileUnchanged, type DropFile } from './drop-scanner.js';
-import { IngestError } from './ingest-errors.js';
-import { arrowKeyEncoding, encodeIntKey, parquetKeyEncoding, type KeyEncoding } from './key-encoding.js';
+import { assertFileUnchanged, type DropFile } from '../ingest/drop-scanner.js';
+import { IngestError } from '../ingest/ingest-errors.js';
+import { arrowKeyEncoding, encodeIntKey, parquetKeyEncoding, type KeyEncoding } from '../ingest/key-encoding.js';
 
 /** One row group (Parquet) or record batch (Arrow) as the footer describes it. */
 export interface FooterRowGroup {

@@ -3,8 +3,8 @@ import { RecordBatchReader, type RecordBatch } from 'apache-arrow';
 import { describeCause } from '../common/index.js';
 import { arrowBatchProblem } from './arrow-batch-check.js';
 import { verifyArrowMetadata } from './arrow-message-walker.js';
-import { assertFileUnchanged, type DropFile } from './drop-scanner.js';
-import { IngestError } from './ingest-errors.js';
+import { assertFileUnchanged, type DropFile } from '../ingest/drop-scanner.js';
+import { IngestError } from '../ingest/ingest-errors.js';
 import { ParquetDecoder } from './parquet-decoder.js';
 
 /** Options of `readRecordBatches`. */
