@@ -1,11 +1,10 @@
 import { open, type FileHandle } from 'node:fs/promises';
-import { RecordBatchReader, type Schema } from 'apache-arrow';
-import { parquetMetadataAsync, parquetSchema, type AsyncBuffer, type ColumnChunk, type FileMetaData, type SchemaTree } from 'hyparquet';
+import { RecordBatchReader, type DataType, type Schema } from 'apache-arrow';
+import { asyncBufferFromFile, parquetMetadataAsync, parquetSchema, type AsyncBuffer, type ColumnChunk, type FileMetaData, type SchemaElement, type SchemaTree, type Statistics } from 'hyparquet';
 import { describeCause } from '../common/index.js';
 import { isRecordBatchMessage, isSchemaMessage, readArrowFileLayout, walkArrowMessages } from './arrow-message-walker.js';
-import { assertFileUnchanged, type DropFile } from '../ingest/drop-scanner.js';
-import { IngestError } from '../ingest/ingest-errors.js';
-import { arrowKeyEncoding, encodeIntKey, parquetKeyEncoding, type KeyEncoding } from '../ingest/key-encoding.js';
+import { assertUnchanged, type DataFile } from './data-file.js';
+import { FileError } from './file-errors.js';
 
 /** One row group (Parquet) or record batch (Arrow) as the footer describes it. */
 export interface FooterRowGroup {
@@ -15,73 +14,88 @@ export interface FooterRowGroup {
   /** Bytes on disk (Parquet: compressed column chunks; Arrow: the message with its body). */
   bytes: number;
   /**
-   * Lower bound of the key column in this row group, encoded like the row mapper encodes keys, so it
-   * compares bytewise with store keys. From Parquet statistics; absent when the file has none, for
-   * Arrow files, and when the statistics cannot be trusted to be in key order. A bound, not
-   * necessarily a key present (writers may truncate long values).
+   * Parquet, with `statisticsColumn`: that column's chunk statistics in this row group, raw (bytes
+   * stay bytes, timestamps and dates stay integers). Absent when the writer wrote none.
    */
-  keyMin?: Buffer;
-  /** Upper bound of the key column in this row group; see keyMin. */
-  keyMax?: Buffer;
+  statistics?: Statistics;
+}
+
+/** One top-level column. */
+export interface FooterColumn {
+  name: string;
+  /** Descriptive text: Parquet physical type with its annotation, or the Arrow type. */
+  type: string;
+  /** Parquet: the schema element, and whether the column is nested (a group) or repeated. */
+  parquet?: { element: SchemaElement; nestedOrRepeated: boolean };
+  /** Arrow: the field's type. */
+  arrowType?: DataType;
 }
 
 /** What a file's footer (metadata) says, read without touching data pages or record batch bodies. */
-export interface FileFooter {
+export interface Footer {
+  format: DataFile['format'];
   /** Sum of the row groups' row counts. */
   rows: number;
   rowGroups: FooterRowGroup[];
-  /** Top-level columns. `type` is descriptive text: Parquet physical type with its annotation, or the Arrow type. */
-  columns: Array<{ name: string; type: string }>;
+  columns: FooterColumn[];
+  /** Parquet key-value metadata (empty for Arrow files). */
+  keyValueMetadata: ReadonlyMap<string, string>;
+}
+
+/** Options of `readFooter`. */
+export interface ReadFooterOptions {
+  /** Parquet: a top-level leaf column whose statistics each row group should carry. */
+  statisticsColumn?: string;
 }
 
 /**
  * Reads the footer of a Parquet file (with hyparquet: statistics included) or the message headers of
- * an Arrow IPC file or stream (row counts per record batch; bodies are skipped). With `keyColumn`, the
- * column must exist and have a key encoding, and Parquet row groups get their key bounds.
+ * an Arrow IPC file or stream (row counts per record batch; bodies are skipped).
  *
- * Throws IngestError INGEST_CORRUPT_FILE (naming the file and the problem), INGEST_INPUT_CHANGED, INGEST_SOURCE_NOT_FOUND,
- * INGEST_KEY_COLUMN_MISSING or INGEST_UNSUPPORTED_KEY_TYPE.
+ * Throws FileError FILE_CORRUPT (naming the file and the problem), FILE_CHANGED or FILE_NOT_FOUND.
  */
-export async function readFileFooter(file: DropFile, keyColumn?: string): Promise<FileFooter> {
-  await assertFileUnchanged(file);
+export async function readFooter(file: DataFile, options: ReadFooterOptions = {}): Promise<Footer> {
+  await assertUnchanged(file);
+  if (file.format === 'parquet') {
+    let buffer: AsyncBuffer;
+    try {
+      buffer = await asyncBufferFromFile(file.path);
+    } catch (err) {
+      throw cannotOpen(file, err);
+    }
+    try {
+      return await parquetFooter(file, buffer, options.statisticsColumn);
+    } catch (err) {
+      throw asCorrupt(file, err);
+    }
+  }
   let handle: FileHandle;
   try {
     handle = await open(file.path, 'r');
   } catch (err) {
-    throw new IngestError('INGEST_SOURCE_NOT_FOUND', `${file.path} cannot be opened any more: ${describeCause(err)}`, {
-      cause: err,
-      context: { file: file.path },
-    });
+    throw cannotOpen(file, err);
   }
   try {
-    return file.format === 'parquet' ? await parquetFooter(file, handle, keyColumn) : await arrowFooter(file, handle, keyColumn);
+    return await arrowFooter(file, handle);
   } catch (err) {
-    if (err instanceof IngestError) throw err;
-    // Whatever else escaped (a read failing with EIO, a length that breaks a Buffer read) comes from
-    // the file: say which one.
-    throw corrupt(file, `cannot read the footer: ${describeCause(err)}`, err);
+    throw asCorrupt(file, err);
   } finally {
     await handle.close();
   }
 }
 
-function corrupt(file: DropFile, problem: string, cause?: unknown): IngestError {
-  return new IngestError('INGEST_CORRUPT_FILE', `${file.path}: ${problem}`, { cause, context: { file: file.path } });
+function cannotOpen(file: DataFile, err: unknown): FileError {
+  return new FileError('FILE_NOT_FOUND', `${file.path} cannot be opened any more: ${describeCause(err)}`, { cause: err, context: { file: file.path } });
 }
 
-function keyColumnMissing(file: DropFile, keyColumn: string, columns: Array<{ name: string; type: string }>): IngestError {
-  const available = columns.map((c) => `${c.name} (${c.type})`).join(', ') || '(none)';
-  return new IngestError('INGEST_KEY_COLUMN_MISSING', `${file.path}: key column "${keyColumn}" is not a top-level column; the file has: ${available}`, {
-    context: { file: file.path, column: keyColumn },
-  });
+// Whatever else escaped (a read failing with EIO, a length that breaks a Buffer read) comes from the
+// file: say which one.
+function asCorrupt(file: DataFile, err: unknown): FileError {
+  return err instanceof FileError ? err : corrupt(file, `cannot read the footer: ${describeCause(err)}`, err);
 }
 
-function unsupportedKeyType(file: DropFile, keyColumn: string, type: string): IngestError {
-  return new IngestError(
-    'INGEST_UNSUPPORTED_KEY_TYPE',
-    `${file.path}: key column "${keyColumn}" has type ${type}, which has no key encoding; keys can be strings, binary, integers, dates or timestamps (see ingest/README-mapping.md)`,
-    { context: { file: file.path, column: keyColumn } },
-  );
+function corrupt(file: DataFile, problem: string, cause?: unknown): FileError {
+  return new FileError('FILE_CORRUPT', `${file.path}: ${problem}`, { cause, context: { file: file.path } });
 }
 
 // ---- Parquet ------------------------------------------------------------------------------------
@@ -102,24 +116,11 @@ const RAW_PARSERS = {
 /** The tail hyparquet fetches first; footers are usually far smaller, larger ones cost a second read. */
 const FOOTER_FETCH_BYTES = 64 * 1024;
 
-function asyncBufferOf(handle: FileHandle, size: number): AsyncBuffer {
-  return {
-    byteLength: size,
-    async slice(start: number, end?: number): Promise<ArrayBuffer> {
-      const stop = Math.min(end ?? size, size);
-      if (!Number.isSafeInteger(start) || start < 0 || stop < start) throw new Error(`a read of bytes ${start}–${stop} of a ${size}-byte file`);
-      const out = new Uint8Array(stop - start);
-      if (out.byteLength > 0) await handle.read(out, 0, out.byteLength, start);
-      return out.buffer;
-    },
-  };
-}
-
-async function parquetFooter(file: DropFile, handle: FileHandle, keyColumn: string | undefined): Promise<FileFooter> {
+async function parquetFooter(file: DataFile, buffer: AsyncBuffer, statisticsColumn: string | undefined): Promise<Footer> {
   let metadata: FileMetaData;
   let root: SchemaTree;
   try {
-    metadata = await parquetMetadataAsync(asyncBufferOf(handle, file.sizeBytes), {
+    metadata = await parquetMetadataAsync(buffer, {
       parsers: RAW_PARSERS,
       geoparquet: false,
       initialFetchSize: FOOTER_FETCH_BYTES,
@@ -130,7 +131,11 @@ async function parquetFooter(file: DropFile, handle: FileHandle, keyColumn: stri
   }
   if (root === undefined || !Array.isArray(root.children)) throw corrupt(file, 'the Parquet footer has no schema');
 
-  const columns = root.children.map((c) => ({ name: c.element.name, type: describeParquetType(c) }));
+  const columns: FooterColumn[] = root.children.map((c) => ({
+    name: c.element.name,
+    type: describeParquetType(c),
+    parquet: { element: c.element, nestedOrRepeated: c.children.length > 0 || c.element.repetition_type === 'REPEATED' },
+  }));
   const groups = metadata.row_groups ?? [];
   // The row groups' counts are what readers deliver; the file-level num_rows is ignored (parquet-rs
   // 0.3 wrote 0 there, see repeated_no_annotation.parquet).
@@ -138,79 +143,24 @@ async function parquetFooter(file: DropFile, handle: FileHandle, keyColumn: stri
   for (const rg of groups) rows += Number(rg.num_rows);
   if (!Number.isSafeInteger(rows) || rows < 0) throw corrupt(file, `the Parquet footer's row groups declare ${rows} rows`);
 
-  let keyLeaf: { index: number; encoding: KeyEncoding; statsUsable: boolean } | undefined;
-  if (keyColumn !== undefined) {
-    const node = root.children.find((c) => c.element.name === keyColumn);
-    if (node === undefined) throw keyColumnMissing(file, keyColumn, columns);
-    const description = describeParquetType(node);
-    if (node.children.length > 0 || node.element.repetition_type === 'REPEATED') throw unsupportedKeyType(file, keyColumn, description);
-    const parquetEncoding = parquetKeyEncoding(node.element);
-    if (parquetEncoding === undefined) throw unsupportedKeyType(file, keyColumn, description);
-    // arrow-rs honours the Arrow schema a writer embeds (ARROW:schema), which can re-type a temporal
-    // column (Timestamp(s) stored as millis, Date64 stored as days): then the Parquet statistics are
-    // not in the key's unit. We do not decode that schema here — an unverified flatbuffer from a
-    // corrupt file can make apache-arrow allocate without bound — and simply drop temporal bounds.
-    const encoding = parquetEncoding;
-    const hasArrowSchema = metadata.key_value_metadata?.some((kv) => kv.key === 'ARROW:schema') ?? false;
-    const statsUsable = node.element.type !== 'INT96' && !(hasArrowSchema && encoding.kind === 'int' && encoding.temporal !== undefined);
-    const index = groups[0]?.columns.findIndex((c) => pathIs(c, keyColumn)) ?? -1;
-    keyLeaf = { index, encoding, statsUsable: statsUsable && index >= 0 };
-  }
-
+  const statsIndex = statisticsColumn === undefined ? -1 : (groups[0]?.columns.findIndex((c) => pathIs(c, statisticsColumn)) ?? -1);
   const rowGroups: FooterRowGroup[] = groups.map((rg, index) => {
     let bytes = 0;
     for (const chunk of rg.columns) bytes += Number(chunk.meta_data?.total_compressed_size ?? 0);
     if (bytes === 0 && rg.total_compressed_size !== undefined) bytes = Number(rg.total_compressed_size);
     const out: FooterRowGroup = { index, rows: Number(rg.num_rows), bytes };
-    if (keyLeaf?.statsUsable) {
-      const chunk = rg.columns[keyLeaf.index];
-      const bounds = chunk !== undefined && pathIs(chunk, keyColumn!) ? keyBounds(chunk, keyLeaf.encoding) : undefined;
-      if (bounds !== undefined) {
-        out.keyMin = bounds.min;
-        out.keyMax = bounds.max;
-      }
-    }
+    const chunk = statsIndex >= 0 ? rg.columns[statsIndex] : undefined;
+    const statistics = chunk !== undefined && pathIs(chunk, statisticsColumn!) ? chunk.meta_data?.statistics : undefined;
+    if (statistics !== undefined) out.statistics = statistics;
     return out;
   });
-  return { rows, rowGroups, columns };
+  const keyValueMetadata = new Map((metadata.key_value_metadata ?? []).map((kv) => [kv.key, kv.value ?? '']));
+  return { format: 'parquet', rows, rowGroups, columns, keyValueMetadata };
 }
 
 function pathIs(chunk: ColumnChunk, column: string): boolean {
   const path = chunk.meta_data?.path_in_schema;
   return path !== undefined && path.length === 1 && path[0] === column;
-}
-
-/**
- * Key bounds from a column chunk's statistics. `min_value`/`max_value` follow the column's logical
- * sort order; the deprecated `min`/`max` were compared as signed values (and bytes as signed bytes by
- * old parquet-mr), so they are used only for signed integer keys.
- */
-function keyBounds(chunk: ColumnChunk, encoding: KeyEncoding): { min: Buffer; max: Buffer } | undefined {
-  const stats = chunk.meta_data?.statistics;
-  if (stats === undefined) return undefined;
-  let min: unknown = stats.min_value;
-  let max: unknown = stats.max_value;
-  if ((min === undefined || max === undefined) && encoding.kind === 'int' && encoding.signed) {
-    min = stats.min;
-    max = stats.max;
-  }
-  if (min === undefined || max === undefined || min === null || max === null) return undefined;
-  try {
-    return { min: encodeStat(min, encoding), max: encodeStat(max, encoding) };
-  } catch {
-    // A statistic that does not fit the key's width (a writer bug): no bounds rather than wrong ones.
-    return undefined;
-  }
-}
-
-function encodeStat(value: unknown, encoding: KeyEncoding): Buffer {
-  if (encoding.kind === 'bytes') {
-    if (value instanceof Uint8Array) return Buffer.from(value);
-    if (typeof value === 'string') return Buffer.from(value, 'utf8');
-    throw new TypeError(`byte statistic of type ${typeof value}`);
-  }
-  if (typeof value !== 'number' && typeof value !== 'bigint') throw new TypeError(`integer statistic of type ${typeof value}`);
-  return encodeIntKey(value, encoding.width, encoding.signed);
 }
 
 /** `INT64 (TIMESTAMP(MICROS, UTC))`, `BYTE_ARRAY (STRING)`, `LIST`, `STRUCT`... */
@@ -246,7 +196,7 @@ function describeParquetType(node: SchemaTree): string {
 
 const ARROW_FILE_MAGIC_BYTES = 8; // "ARROW1" + 2 bytes of padding
 
-async function arrowFooter(file: DropFile, handle: FileHandle, keyColumn: string | undefined): Promise<FileFooter> {
+async function arrowFooter(file: DataFile, handle: FileHandle): Promise<Footer> {
   const head = Buffer.alloc(6);
   await handle.read(head, 0, 6, 0);
   const isFileFormat = head.toString('latin1') === 'ARROW1';
@@ -290,12 +240,6 @@ async function arrowFooter(file: DropFile, handle: FileHandle, keyColumn: string
     throw corrupt(file, `the Arrow IPC file footer lists ${footerBatches} record batches but the file body holds ${rowGroups.length}`);
   }
   if (schema === undefined) throw corrupt(file, `the Arrow IPC ${isFileFormat ? 'file' : 'stream'} has no schema message`);
-  const columns = schema.fields.map((f) => ({ name: f.name, type: String(f.type) }));
-  if (keyColumn !== undefined) {
-    const field = schema.fields.find((f) => f.name === keyColumn);
-    if (field === undefined) throw keyColumnMissing(file, keyColumn, columns);
-    // Arrow IPC carries no statistics, so there are no key bounds to compute; only validate the type.
-    if (arrowKeyEncoding(field.type) === undefined) throw unsupportedKeyType(file, keyColumn, String(field.type));
-  }
-  return { rows, rowGroups, columns };
+  const columns: FooterColumn[] = schema.fields.map((f) => ({ name: f.name, type: String(f.type), arrowType: f.type }));
+  return { format: 'arrow', rows, rowGroups, columns, keyValueMetadata: new Map() };
 }

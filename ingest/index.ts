@@ -5,12 +5,11 @@ export type { DropFile, DropFileFormat, DropScan, ScanDropOptions, SkippedFile }
 export { scanAzureDrop } from './azure-drop.js';
 export type { AzureDropScan, ScanAzureDropOptions } from './azure-drop.js';
 export { assertStagedBlobUnchanged } from './azure-blob-cache.js';
-export { readFileFooter } from '../files/file-footer.js';
-export type { FileFooter, FooterRowGroup } from '../files/file-footer.js';
-export { readRecordBatches } from '../files/record-batch-reader.js';
-export { configureParquetDecoderPool } from '../files/parquet-decoder.js';
-export type { ParquetDecoderPoolOptions } from '../files/parquet-decoder.js';
-export type { ReadRecordBatchesOptions, RecordBatchChunk } from '../files/record-batch-reader.js';
+export { readFileFooter } from './file-footer.js';
+export type { FileFooter, FooterRowGroup } from './file-footer.js';
+// files/' reader with ingest's errors (IngestError codes), and its options as they are.
+export { readRecordBatches, toIngestError } from './file-reading.js';
+export type { ReadRecordBatchesOptions, RecordBatchChunk } from '../files/index.js';
 export { createRowMapper, DEFAULT_MAX_VALUE_BYTES } from './row-mapper.js';
 export type { RowMapper, RowMapperOptions, BatchLocation, MappedBatch, Reject } from './row-mapper.js';
 export { arrowKeyEncoding, encodeIntKey, describeKeyEncoding } from './key-encoding.js';
