@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { DataType, type Data, type RecordBatch } from 'apache-arrow';
-import { FileError, readRecordBatches, statDataFile, type DataFile } from '../files/index.js';
+import { FileError, readFooter, readRecordBatches, statDataFile, type DataFile } from '../files/index.js';
 import type { StoredEntry } from '../store/index.js';
 import { BackupError, type BackupErrorContext } from './backup-errors.js';
 import type { BackupTarget } from './backup-target.js';
@@ -14,7 +14,7 @@ export interface ShardChunk {
   rowGroup: number;
   /** Row index within the row group of the first row. */
   rowOffset: number;
-  /** Rows in the row group so far, this chunk included (`rowOffset + rows.length === groupRows`). */
+  /** Rows in the row group, from the footer (so `rowOffset + rows.length === groupRows` marks its end). */
   groupRows: number;
   rows: StoredEntry[];
 }
@@ -61,6 +61,8 @@ export async function* readShardRows(file: DataFile, options: ReadShardRowsOptio
   let group = -1;
   let groupOffset = 0;
   try {
+    // A row group is decoded in several batches: its end is where the footer says, not a batch's end.
+    const groups = (await readFooter(file)).rowGroups;
     for await (const { rowGroup, batch } of readRecordBatches(file, { rowGroupStart: startGroup, signal: options.signal })) {
       if (rowGroup !== group) {
         group = rowGroup;
@@ -69,7 +71,7 @@ export async function* readShardRows(file: DataFile, options: ReadShardRowsOptio
       const batchStart = groupOffset;
       groupOffset += batch.numRows;
       const row = shardColumns(batch, rowGroup, corrupt);
-      const groupRows = batchStart + batch.numRows;
+      const groupRows = groups[rowGroup]?.rows ?? batchStart + batch.numRows;
       const first = rowGroup === startGroup ? Math.max(0, startOffset - batchStart) : 0;
       for (let from = first; from < batch.numRows; from += chunkRows) {
         const to = Math.min(batch.numRows, from + chunkRows);
