@@ -6,9 +6,9 @@ import {
   type Footer,
   type ReadFooterOptions,
   type ReadRecordBatchesOptions,
+  type DataFile,
   type RecordBatchChunk,
 } from '../files/index.js';
-import type { DropFile } from './drop-scanner.js';
 import { IngestError, type IngestErrorCode } from './ingest-errors.js';
 
 /** files/' codes as ingest has always reported them. */
@@ -28,10 +28,10 @@ export function toIngestError(err: unknown): unknown {
 }
 
 /**
- * files/' `readRecordBatches` for a scanned file, failing with IngestError: INGEST_CORRUPT_FILE (with
+ * files/' `readRecordBatches` for a scanned file (a DropFile), failing with IngestError: INGEST_CORRUPT_FILE (with
  * file and row group), INGEST_INPUT_CHANGED, INGEST_SOURCE_NOT_FOUND, INGEST_UNSUPPORTED_FORMAT.
  */
-export async function* readRecordBatches(file: DropFile, options: ReadRecordBatchesOptions = {}): AsyncGenerator<RecordBatchChunk> {
+export async function* readRecordBatches(file: DataFile, options: ReadRecordBatchesOptions = {}): AsyncGenerator<RecordBatchChunk> {
   try {
     yield* readFileRecordBatches(file, options);
   } catch (err) {
@@ -40,7 +40,7 @@ export async function* readRecordBatches(file: DropFile, options: ReadRecordBatc
 }
 
 /** files/' `readFooter`, failing with IngestError like `readRecordBatches`. */
-export async function readDropFileFooter(file: DropFile, options: ReadFooterOptions = {}): Promise<Footer> {
+export async function readDropFileFooter(file: DataFile, options: ReadFooterOptions = {}): Promise<Footer> {
   try {
     return await readFooter(file, options);
   } catch (err) {
