@@ -8,7 +8,7 @@ export { assertStagedBlobUnchanged } from './azure-blob-cache.js';
 export { readFileFooter } from './file-footer.js';
 export type { FileFooter, FooterRowGroup } from './file-footer.js';
 // files/' reader with ingest's errors (IngestError codes), and its options as they are.
-export { readRecordBatches, toIngestError } from './file-reading.js';
+export { readRecordBatches } from './file-reading.js';
 export type { ReadRecordBatchesOptions, RecordBatchChunk } from '../files/index.js';
 export { createRowMapper, DEFAULT_MAX_VALUE_BYTES } from './row-mapper.js';
 export type { RowMapper, RowMapperOptions, BatchLocation, MappedBatch, Reject } from './row-mapper.js';
