@@ -54,6 +54,10 @@ export interface BackupErrorContext {
   shard?: number;
   /** Partition id. */
   partition?: number;
+  /** Row group of a shard file, 0-based. */
+  rowGroup?: number;
+  /** Row within the row group, 0-based. */
+  row?: number;
 }
 
 export type BackupErrorOptions = CodedErrorOptions<BackupErrorContext>;

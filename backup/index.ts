@@ -11,12 +11,24 @@ export { openBackupTarget } from './open-backup-target.js';
 export type { OpenBackupTargetOptions } from './open-backup-target.js';
 export { MANIFEST_FORMAT_VERSION, parseManifest, serializeManifest, readManifest, writeManifest } from './backup-manifest.js';
 export type { BackupManifest, ManifestShard, ManifestPartition } from './backup-manifest.js';
-export { parquetShardStream, MAX_ROW_GROUP_ROWS } from './parquet-shard-stream.js';
-export type { ShardFileMetadata, ParquetShardStreamOptions, ShardStreamStats } from './parquet-shard-stream.js';
+// The shard file format (FORMAT.md): one definition for the writer, the reader, restore and tests.
+export {
+  MAX_ROW_GROUP_ROWS,
+  SHARD_FORMAT_VERSION,
+  SHARD_COLUMNS,
+  SHARD_SCHEMA,
+  SHARD_METADATA_KEYS,
+  shardKeyValueMetadata,
+  shardRecordBatch,
+  shardFooterProblem,
+} from './shard-format.js';
+export type { ShardFileMetadata, ExpectedShardFooter, ShardFooterProblem } from './shard-format.js';
+export { parquetShardStream } from './parquet-shard-stream.js';
+export type { ParquetShardStreamOptions, ShardStreamStats } from './parquet-shard-stream.js';
 export { writeShard } from './shard-writer.js';
 export type { ShardTask, ShardResult, WriteShardOptions } from './shard-writer.js';
-export { readShardFile } from './shard-reader.js';
-export type { ReadShardFileOptions } from './shard-reader.js';
+export { readShardFile, readShardRows } from './shard-reader.js';
+export type { ReadShardFileOptions, ReadShardRowsOptions, ShardChunk } from './shard-reader.js';
 export { LeaseKeeper } from './lease-keeper.js';
 export type { LeaseKeeperOptions } from './lease-keeper.js';
 export { planBackupShards } from './shard-plan.js';

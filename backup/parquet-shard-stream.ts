@@ -1,20 +1,8 @@
 import { createRequire } from 'node:module';
-import { Binary, Field, Int64, RecordBatch, Schema, Struct, makeData, tableToIPC, Table as ArrowTable } from 'apache-arrow';
+import { tableToIPC, Table as ArrowTable } from 'apache-arrow';
 import type * as ParquetWasm from 'parquet-wasm';
-import { RangeDigest, type StoredEntry } from '../store/index.js';
-
-/** Rows per Parquet row group at most (FORMAT.md). */
-export const MAX_ROW_GROUP_ROWS = 65_536;
-
-/** What a shard file says about itself in its Parquet key-value metadata (FORMAT.md). */
-export interface ShardFileMetadata {
-  backupId: string;
-  shard: number;
-  /** Range start; empty = start of the keyspace. */
-  rangeStart: Buffer;
-  /** Range end (exclusive); empty = end of the keyspace. */
-  rangeEnd: Buffer;
-}
+import type { RangeDigest, StoredEntry } from '../store/index.js';
+import { MAX_ROW_GROUP_ROWS, shardKeyValueMetadata, shardRecordBatch, type ShardFileMetadata } from './shard-format.js';
 
 /** Options of `parquetShardStream`. */
 export interface ParquetShardStreamOptions {
@@ -29,15 +17,6 @@ export interface ShardStreamStats {
   /** Order-independent digest with etags, as the store's Checksum with include_etag (FORMAT.md). */
   digest: RangeDigest;
 }
-
-/** Arrow schema of a shard file (FORMAT.md column order and nullability). */
-const SCHEMA = new Schema([
-  new Field('key', new Binary(), false),
-  new Field('value', new Binary(), false),
-  new Field('etag', new Int64(), false),
-  new Field('updated_at_ms', new Int64(), false),
-  new Field('expires_at_ms', new Int64(), true),
-]);
 
 let wasm: typeof ParquetWasm | undefined;
 
@@ -70,15 +49,7 @@ export function parquetShardStream(
     .setCompression(pw.Compression.ZSTD)
     .setMaxRowGroupSize(rowGroupRows)
     .setCreatedBy('shardpipe backup')
-    .setKeyValueMetadata(
-      new Map([
-        ['shardpipe.format', '1'],
-        ['shardpipe.backup_id', metadata.backupId],
-        ['shardpipe.shard', String(metadata.shard)],
-        ['shardpipe.range_start', metadata.rangeStart.toString('hex')],
-        ['shardpipe.range_end', metadata.rangeEnd.toString('hex')],
-      ]),
-    )
+    .setKeyValueMetadata(shardKeyValueMetadata(metadata))
     .build();
 
   const groups = rowGroups(source, rowGroupRows, stats, signal);
@@ -172,47 +143,9 @@ async function* rowGroups(source: AsyncIterable<readonly StoredEntry[]>, rows: n
 
 /** One Arrow record batch of entries, handed to parquet-wasm through the IPC stream format. */
 function toWasmBatch(pw: typeof ParquetWasm, entries: readonly StoredEntry[]): ParquetWasm.RecordBatch {
-  const n = entries.length;
-  const etag = new BigInt64Array(n);
-  const updated = new BigInt64Array(n);
-  const expires = new BigInt64Array(n);
-  const validity = new Uint8Array(Math.ceil(n / 8));
-  let nulls = 0;
-  for (let i = 0; i < n; i++) {
-    const e = entries[i]!;
-    etag[i] = BigInt(e.etag);
-    updated[i] = BigInt(e.updatedAtMs);
-    if (e.expiresAtMs > 0) {
-      expires[i] = BigInt(e.expiresAtMs);
-      validity[i >> 3]! |= 1 << (i & 7);
-    } else {
-      nulls++;
-    }
-  }
-  const children = [
-    binaryData(entries, (e) => e.key),
-    binaryData(entries, (e) => e.value),
-    makeData({ type: new Int64(), length: n, data: etag }),
-    makeData({ type: new Int64(), length: n, data: updated }),
-    makeData({ type: new Int64(), length: n, nullCount: nulls, nullBitmap: nulls === 0 ? null : validity, data: expires }),
-  ];
-  const struct = makeData({ type: new Struct(SCHEMA.fields), length: n, nullCount: 0, children });
-  const ipc = tableToIPC(new ArrowTable([new RecordBatch(SCHEMA, struct)]), 'stream');
+  const ipc = tableToIPC(new ArrowTable([shardRecordBatch(entries)]), 'stream');
   const table = pw.Table.fromIPCStream(ipc);
   const batch = table.recordBatch(0)!;
   table.free();
   return batch;
-}
-
-/** A Binary column from one contiguous value buffer and int32 offsets. */
-function binaryData(entries: readonly StoredEntry[], pick: (e: StoredEntry) => Buffer) {
-  const offsets = new Int32Array(entries.length + 1);
-  let total = 0;
-  for (let i = 0; i < entries.length; i++) {
-    total += pick(entries[i]!).byteLength;
-    offsets[i + 1] = total;
-  }
-  const data = Buffer.allocUnsafe(total);
-  for (let i = 0; i < entries.length; i++) pick(entries[i]!).copy(data, offsets[i]!);
-  return makeData({ type: new Binary(), length: entries.length, nullCount: 0, valueOffsets: offsets, data });
 }

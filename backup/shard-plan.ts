@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { ShardpipeError } from '../common/index.js';
-import type { ShardRange, ShardTarget, StoreClient } from '../store/index.js';
+import { planCoverageProblem, type ShardRange, type ShardTarget, type StoreClient } from '../store/index.js';
 import { describeCause } from '../common/index.js';
 import { BackupError } from './backup-errors.js';
 
@@ -111,14 +111,6 @@ function errorMessageOf(text: string): string {
 }
 
 function checkCoverage(shards: readonly ShardRange[], source: string): void {
-  const bad = (why: string): never => {
-    throw new BackupError('BACKUP_PLAN_IMPOSSIBLE', `the shard plan from ${source} ${why}`);
-  };
-  if (shards.length === 0) bad('has no shards');
-  shards.forEach((s, i) => {
-    if (s.index !== i) bad(`lists shard ${s.index} at position ${i}`);
-    if (i === 0 ? s.start.length !== 0 : !s.start.equals(shards[i - 1]!.end)) bad(`has a gap or overlap before shard ${i}`);
-    if (s.end.length > 0 && Buffer.compare(s.start, s.end) >= 0) bad(`has an empty shard ${i}`);
-  });
-  if (shards.at(-1)!.end.length !== 0) bad('does not reach the end of the keyspace');
+  const problem = planCoverageProblem(shards);
+  if (problem !== undefined) throw new BackupError('BACKUP_PLAN_IMPOSSIBLE', `the shard plan from ${source} ${problem}`);
 }

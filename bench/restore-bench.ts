@@ -11,7 +11,7 @@
  *      ranges and partitions do not line up: wall time, rows/s, MB/s (key + value bytes, 1 MB =
  *      10^6 B), peak RSS (VmHWM) of the restore child;
  *   2. the in-process limit, after the cluster is stopped: for each shard file in turn,
- *      readShardRows (ingest's reader + the FORMAT.md checks) → encodeRecord → one classic-level
+ *      readShardRows (backup's shard reader on files/ + the FORMAT.md checks) → encodeRecord → one classic-level
  *      chained batch per chunk (no sync, as classic-level defaults) into one fresh LevelDB; and the
  *      ratio end to end / limit.
  * The in-process figure follows an unmeasured read of the first shard (decoder thread, wasm, JIT).
@@ -22,13 +22,14 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ClassicLevel } from 'classic-level';
 import { newBackupId, openBackupTarget, parquetShardStream, shardFileName, writeManifest, type BackupManifest, type ShardStreamStats } from '../backup/index.js';
+import { statDataFile } from '../files/index.js';
 import { readShardRows, type ShardSpec } from '../restore/index.js';
 import { PartitionMap, RangeDigest, encodeRecord, type StoredEntry } from '../store/index.js';
 import { MAIN_JS, collect, sampleRss, startBenchCluster } from './bench-cluster.js';
@@ -62,7 +63,7 @@ async function main(): Promise<void> {
     const e2e = await measureEndToEnd(rows, manifest, backupDir, workDir);
     const files = manifest.shards.map((s) => ({ shard: s, path: join(backupDir, manifest.backupId, s.file) }));
     process.stderr.write('in-process: warm-up (first shard)…\n');
-    for await (const chunk of readShardRows(await dropFile(files[0]!.path, files[0]!.shard), files[0]!.shard)) void chunk;
+    for await (const chunk of readShardRows(await statDataFile(files[0]!.path, 'parquet'), files[0]!.shard)) void chunk;
     process.stderr.write('in-process: shard files → classic-level batches (the limit)…\n');
     const limit = await measureLimit(rows, files, join(workDir, 'limit-db'));
     printReport(rows, manifest, e2e, limit);
@@ -145,11 +146,6 @@ async function measureEndToEnd(rows: number, manifest: BackupManifest, backupDir
 }
 
 
-async function dropFile(path: string, shard: ShardSpec) {
-  const s = await stat(path);
-  return { path, relativePath: shard.file, format: 'parquet' as const, sizeBytes: s.size, mtimeMs: s.mtimeMs, fingerprint: shard.file, partitionValues: {} };
-}
-
 async function measureLimit(rows: number, files: Array<{ shard: ShardSpec; path: string }>, location: string): Promise<Figures & { ratioToLimit: number }> {
   const db = new ClassicLevel<Buffer, Buffer>(location, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
   await db.open();
@@ -157,7 +153,7 @@ async function measureLimit(rows: number, files: Array<{ shard: ShardSpec; path:
     let written = 0;
     const started = performance.now();
     for (const { shard, path } of files) {
-      for await (const chunk of readShardRows(await dropFile(path, shard), shard)) {
+      for await (const chunk of readShardRows(await statDataFile(path, 'parquet'), shard)) {
         const batch = db.batch();
         for (const row of chunk.rows) batch.put(row.key, encodeRecord(row));
         await batch.write();

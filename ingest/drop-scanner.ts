@@ -2,22 +2,21 @@ import { createHash } from 'node:crypto';
 import { open, readdir, realpath, stat } from 'node:fs/promises';
 import { basename, extname, join, relative, resolve, sep } from 'node:path';
 import { describeCause } from '../common/index.js';
+import { assertUnchanged, type DataFile, type DataFileFormat } from '../files/index.js';
+import { toIngestError } from './file-reading.js';
 import { IngestError } from './ingest-errors.js';
 
-/** The formats ingest reads. Arrow means Arrow IPC, file ("Feather v2") or stream format. */
-export type DropFileFormat = 'parquet' | 'arrow';
+/** The formats ingest reads (files/ reads them). Arrow means Arrow IPC, file ("Feather v2") or stream format. */
+export type DropFileFormat = DataFileFormat;
 
-/** One data file of a drop, as found by `scanDrop`. */
-export interface DropFile {
+/** One data file of a drop, as found by `scanDrop`: a files/ DataFile with what ingest adds. */
+export interface DropFile extends DataFile {
   /** Absolute path. */
   path: string;
   /** Path relative to the drop folder, with `/` separators (the file name for a single-file drop). */
   relativePath: string;
   /** Detected from the file's magic bytes; the extension is only a hint. */
   format: DropFileFormat;
-  sizeBytes: number;
-  /** Modification time (ms since the epoch, fractional as the file system reports it). */
-  mtimeMs: number;
   /** SHA-256 (hex) of absolute path, size and mtime (and `origin` when set): changes whenever the file is replaced or rewritten. */
   fingerprint: string;
   /**
@@ -245,21 +244,10 @@ async function classify(
  * INGEST_SOURCE_NOT_FOUND when it is gone.
  */
 export async function assertFileUnchanged(file: DropFile): Promise<void> {
-  let now;
   try {
-    now = await stat(file.path);
+    await assertUnchanged(file);
   } catch (err) {
-    throw new IngestError('INGEST_SOURCE_NOT_FOUND', `${file.path} was scanned but cannot be read any more: ${describeCause(err)}`, {
-      cause: err,
-      context: { file: file.path },
-    });
-  }
-  if (now.size !== file.sizeBytes || now.mtimeMs !== file.mtimeMs) {
-    throw new IngestError(
-      'INGEST_INPUT_CHANGED',
-      `${file.path} changed since it was scanned (size ${file.sizeBytes} → ${now.size} bytes, mtime ${file.mtimeMs} → ${now.mtimeMs}); scan the drop again`,
-      { context: { file: file.path } },
-    );
+    throw toIngestError(err);
   }
 }
 

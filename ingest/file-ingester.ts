@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { bulkPutCheckpointed, type CheckpointedChunk, type StoreClient } from '../store/index.js';
 import { assertFileNotEmpty, type DropFile } from './drop-scanner.js';
 import { IngestError } from './ingest-errors.js';
-import { readRecordBatches } from './record-batch-reader.js';
+import { readRecordBatches } from './file-reading.js';
 import type { RejectsWriter } from './rejects-writer.js';
 import { createRowMapper } from './row-mapper.js';
 

@@ -7,10 +7,9 @@ export type { AzureDropScan, ScanAzureDropOptions } from './azure-drop.js';
 export { assertStagedBlobUnchanged } from './azure-blob-cache.js';
 export { readFileFooter } from './file-footer.js';
 export type { FileFooter, FooterRowGroup } from './file-footer.js';
-export { readRecordBatches } from './record-batch-reader.js';
-export { configureParquetDecoderPool } from './parquet-decoder.js';
-export type { ParquetDecoderPoolOptions } from './parquet-decoder.js';
-export type { ReadRecordBatchesOptions, RecordBatchChunk } from './record-batch-reader.js';
+// files/' reader with ingest's errors (IngestError codes), and its options as they are.
+export { readRecordBatches } from './file-reading.js';
+export type { ReadRecordBatchesOptions, RecordBatchChunk } from '../files/index.js';
 export { createRowMapper, DEFAULT_MAX_VALUE_BYTES } from './row-mapper.js';
 export type { RowMapper, RowMapperOptions, BatchLocation, MappedBatch, Reject } from './row-mapper.js';
 export { arrowKeyEncoding, encodeIntKey, describeKeyEncoding } from './key-encoding.js';

@@ -1,6 +1,6 @@
 import { partitionContains, type PartitionMap } from '../store/index.js';
 import { coversKeyspace, intersectRanges, normalizeRanges, type KeyRange } from './restore-selection.js';
-import type { ShardSpec } from './shard-reader.js';
+import type { ShardSpec } from './shard-file.js';
 
 /** What a restore plan needs from a manifest. */
 export interface PlanManifest {

@@ -1,7 +1,7 @@
 import { RangeDigest, type StoreClient } from '../store/index.js';
 import { describeCause } from '../common/index.js';
 import { SortedRangeFilter, intersectRanges, normalizeRanges, type KeyRange } from './restore-selection.js';
-import type { ShardChunk, ShardSpec } from './shard-reader.js';
+import type { ShardChunk, ShardSpec } from './shard-file.js';
 
 /** One range of a shard whose store contents differ from what the backup says it must hold. */
 export interface VerifyMismatch {

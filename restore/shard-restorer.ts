@@ -1,9 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { DropFile } from '../ingest/index.js';
+import type { DataFile } from '../files/index.js';
 import { RangeDigest, bulkPutCheckpointed, type BulkRowInput, type CheckpointedChunk, type StoreClient } from '../store/index.js';
 import { RestoreError } from './restore-errors.js';
 import { SortedRangeFilter, type KeyRange } from './restore-selection.js';
-import { readShardRows, type ShardSpec } from './shard-reader.js';
+import { readShardRows, type ShardSpec } from './shard-file.js';
 
 /**
  * Where a shard's restore stands: the next row to read and what was done before it. Bound to the
@@ -33,7 +33,7 @@ export interface ShardCheckpoint {
 /** A shard to restore from a local copy of its file. */
 export interface ShardTask {
   /** The local file (a staged copy for remote targets). */
-  file: DropFile;
+  file: DataFile;
   shard: ShardSpec;
   /** Identifies the bytes of the shard file (size and modification time at the target). */
   fingerprint: string;

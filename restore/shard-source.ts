@@ -4,14 +4,14 @@ import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { BackupError, readManifest, type BackupManifest, type BackupTarget, type TargetCallOptions } from '../backup/index.js';
-import type { DropFile } from '../ingest/index.js';
+import type { DataFile } from '../files/index.js';
 import { describeCause } from '../common/index.js';
 import { RestoreError, type RestoreErrorCode } from './restore-errors.js';
-import type { ShardSpec } from './shard-reader.js';
+import type { ShardSpec } from './shard-file.js';
 
 /** A shard file readable on this machine, and the identity of its bytes at the target. */
 export interface LocalShard {
-  file: DropFile;
+  file: DataFile;
   /** Size and modification time of the file at the target, hashed with its name: checkpoints are bound to it. */
   fingerprint: string;
   /** Removes a staged copy (nothing for a local target). Idempotent. */
@@ -57,7 +57,7 @@ export async function openLocalShard(target: BackupTarget, backupId: string, sha
   }
   const fingerprint = createHash('sha256').update(`${target.url}\0${backupId}\0${shard.file}\0${info.bytes}\0${info.modifiedAtMs}`).digest('hex');
   const inPlace = target.localPath(backupId, shard.file);
-  if (inPlace !== undefined) return { file: await localFile(inPlace, shard, fingerprint), fingerprint, release: async () => {} };
+  if (inPlace !== undefined) return { file: await localFile(inPlace, shard), fingerprint, release: async () => {} };
 
   const dir = join(options.stagingDir, backupId);
   const path = join(dir, `${shard.file}.${fingerprint.slice(0, 12)}.${randomUUID().slice(0, 8)}`);
@@ -81,7 +81,7 @@ export async function openLocalShard(target: BackupTarget, backupId: string, sha
     await rm(path, { force: true });
   };
   try {
-    const file = await localFile(path, shard, fingerprint);
+    const file = await localFile(path, shard);
     if (file.sizeBytes !== shard.bytes) {
       throw new RestoreError('RESTORE_TARGET_UNAVAILABLE', `shard ${shard.index}: received ${file.sizeBytes} bytes of ${shard.file}, expected ${shard.bytes}; try again`, { context });
     }
@@ -92,14 +92,14 @@ export async function openLocalShard(target: BackupTarget, backupId: string, sha
   }
 }
 
-async function localFile(path: string, shard: ShardSpec, fingerprint: string): Promise<DropFile> {
+async function localFile(path: string, shard: ShardSpec): Promise<DataFile> {
   let s;
   try {
     s = await stat(path);
   } catch (err) {
     throw new RestoreError('RESTORE_CORRUPT_SHARD', `shard ${shard.index}: cannot read ${path}: ${describeCause(err)}`, { cause: err, context: { shard: shard.index, file: shard.file } });
   }
-  return { path, relativePath: shard.file, format: 'parquet', sizeBytes: s.size, mtimeMs: s.mtimeMs, fingerprint, partitionValues: {} };
+  return { path, format: 'parquet', sizeBytes: s.size, mtimeMs: s.mtimeMs };
 }
 
 const TRANSLATIONS: Partial<Record<string, RestoreErrorCode>> = {

@@ -20,7 +20,7 @@ export { StoreError, STORE_ERROR_CODES } from './store-errors.js';
 export type { StoreErrorCode, StoreErrorOptions } from './store-errors.js';
 export { PartitionStore } from './partition-store.js';
 export type { BulkRowInput, StoredEntry, WriteTiming, PartitionStoreOptions, PartitionStoreStats, PartitionSnapshot, ReadOptions, PartitionHealth } from './partition-store.js';
-export { planShards, MAX_SPLIT_PARTS, DEFAULT_MAX_PLAN_SHARDS } from './shard-planner.js';
+export { planShards, planCoverageProblem, MAX_SPLIT_PARTS, DEFAULT_MAX_PLAN_SHARDS } from './shard-planner.js';
 export type { PartitionSize, PlanShardsOptions, ShardRange, ShardTarget, SplitKeysFn } from './shard-planner.js';
 export { StoreNode } from './store-node.js';
 export type { StoreNodeOptions, SnapshotLeaseInfo, PartitionHealthInfo } from './store-node.js';

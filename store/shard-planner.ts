@@ -150,6 +150,25 @@ async function splitInStages(partition: PartitionSize, start: Buffer, end: Buffe
   return out;
 }
 
+/**
+ * Why `shards` is not a plan as `planShards` makes them — indexes 0, 1, …; contiguous from the
+ * start of the keyspace to its end; no empty shard — or undefined when it is one. For plans that
+ * come from elsewhere (a metrics server's answer).
+ */
+export function planCoverageProblem(shards: readonly ShardRange[]): string | undefined {
+  if (shards.length === 0) return 'has no shards';
+  for (let i = 0; i < shards.length; i++) {
+    const s = shards[i]!;
+    if (s.index !== i) return `lists shard ${s.index} at position ${i}`;
+    if (i === 0 ? s.start.length !== 0 : !s.start.equals(shards[i - 1]!.end)) return `has a gap or overlap before shard ${i}`;
+    if (s.end.length > 0 && Buffer.compare(s.start, s.end) >= 0) return `has an empty shard ${i}`;
+    // An open end followed by more shards would make them overlap it (their start "" equals its end "").
+    if (s.end.length === 0 && i < shards.length - 1) return `has shard ${i} reaching the end of the keyspace before the last shard`;
+  }
+  if (shards.at(-1)!.end.length !== 0) return 'does not reach the end of the keyspace';
+  return undefined;
+}
+
 /** The keys strictly inside `[start, end)` (`end` empty = open), each above the one before. */
 function increasingInside(start: Buffer, end: Buffer, keys: readonly Buffer[]): Buffer[] {
   const out: Buffer[] = [];

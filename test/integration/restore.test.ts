@@ -7,7 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { openBackupTarget } from '../../backup/index.js';
 import { Queue } from 'bullmq';
 import { PrivateRedis, RESTORE_SHARD_QUEUE, connectionFromUrl, type RestoreShardData } from '../../jobs/index.js';
-import { openLocalShard, readShardRows, restoreShard, verifyRestore, type ShardSpec } from '../../restore/index.js';
+import { openLocalShard, readShardRows, restoreShard, verifyRestore, type ShardCheckpoint, type ShardSpec } from '../../restore/index.js';
 import { Key, StoreClient, type StoredEntry } from '../../store/index.js';
 import { writeBackupFixture, type FixtureEntry } from '../helpers/backup-fixture.js';
 import { CLI, StoreCluster, runCli } from '../helpers/store-cluster.js';
@@ -213,6 +213,40 @@ describe('shardpipe restore: a FORMAT.md backup into a differently partitioned c
     expect(bad.mismatches[0]).toMatchObject({ shard: 1, start: '8000', end: '' });
     expect(bad.mismatches[0]!.actualRows).toBe(bad.mismatches[0]!.expectedRows);
     expect(bad.mismatches[0]!.actualDigest).not.toBe(bad.mismatches[0]!.expectedDigest);
+    await target.close();
+  });
+
+  it('restoreShard stopped inside a row group larger than one decoded batch (8192 rows) resumes from its checkpoint and restores every row', async () => {
+    const { client } = await freshCluster();
+    const rows = entries(20_000, Date.now()).map((e) => ({ ...e, expiresAtMs: 0 }));
+    const dir = tmp.sub('big-row-groups');
+    // One row group of 20,000 rows: the reader decodes it as batches of 8192, 8192 and 3616 rows.
+    const manifest = await writeBackupFixture(dir, rows, { backupId: BACKUP_ID, splits: [], rowGroupRows: 20_000 });
+    const target = openBackupTarget(pathToFileURL(dir).href);
+    const shard = manifest.shards[0]!;
+    const local = await openLocalShard(target, BACKUP_ID, shard, { stagingDir: tmp.sub('staging') });
+    const task = { file: local.file, shard, fingerprint: local.fingerprint };
+    const stop = new AbortController();
+    let saved: ShardCheckpoint | undefined;
+    // Chunks of one decoded batch each: every checkpoint before the end falls on a batch boundary
+    // inside the row group, which must not be taken for the row group's end.
+    const first = restoreShard(client, task, {
+      chunkRows: 8192,
+      signal: stop.signal,
+      onCheckpoint: async (checkpoint) => {
+        saved ??= checkpoint;
+        stop.abort(new Error('stopped for the test'));
+      },
+    });
+    await expect(first).rejects.toThrow('stopped for the test');
+    expect(saved!.rowsDone % 8192).toBe(0);
+    expect(saved!.rowsDone).toBeLessThan(shard.rows);
+    expect(saved).toMatchObject({ rowGroup: 0, rowOffset: saved!.rowsDone });
+    const done = await restoreShard(client, task, { resumeFrom: saved, chunkRows: 8192 });
+    expect(done.rowsDone).toBe(shard.rows);
+    expect(done.fileDigest).toBe(shard.checksum);
+    expect((await scanAll(client)).map(plain)).toEqual(rows.map(plain));
+    await local.release();
     await target.close();
   });
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MAX_SPLIT_PARTS, StoreError, planShards, type PartitionSize, type ShardRange } from '../../store/index.js';
+import { MAX_SPLIT_PARTS, StoreError, planCoverageProblem, planShards, type PartitionSize, type ShardRange } from '../../store/index.js';
 
 const b = (hex: string) => Buffer.from(hex, 'hex');
 
@@ -131,5 +131,23 @@ describe('planShards on partitions that need more than 1000 pieces', () => {
     const shards = await planShards(one(224_000), { targetRows: fits }, evenSplit32(calls), { maxShards: 1000 });
     expectExactCover(shards);
     expect(shards.length).toBeLessThanOrEqual(1000);
+  });
+});
+
+describe('planCoverageProblem (the check backup applies to plans from a metrics server)', () => {
+  it('accepts what planShards makes and names each way a plan can fail to tile the keyspace', async () => {
+    const shards = await planShards(partitions([1_000, 2_000, 950_000, 3_000, 500, 43_500]), { targetRows: 100_000 }, evenSplit);
+    expect(planCoverageProblem(shards)).toBeUndefined();
+    const at = (i: number, change: Partial<ShardRange>) => shards.map((s, j) => (j === i ? { ...s, ...change } : s));
+    expect(planCoverageProblem([])).toBe('has no shards');
+    expect(planCoverageProblem(at(1, { index: 7 }))).toBe('lists shard 7 at position 1');
+    expect(planCoverageProblem(at(0, { start: b('01') }))).toBe('has a gap or overlap before shard 0');
+    expect(planCoverageProblem(at(2, { start: b('ff') }))).toBe('has a gap or overlap before shard 2');
+    expect(planCoverageProblem(at(0, { end: b('') }))).toBe('has shard 0 reaching the end of the keyspace before the last shard');
+    // Two shards over the whole keyspace each: every start equals the end before it, yet they overlap.
+    expect(planCoverageProblem([{ ...shards[0]!, end: b('') }, { ...shards[1]!, start: b(''), end: b('') }])).toBe('has shard 0 reaching the end of the keyspace before the last shard');
+    expect(planCoverageProblem(shards.slice(0, -1))).toBe('does not reach the end of the keyspace');
+    const one = [{ index: 0, start: b(''), end: b('80'), partitions: [0], approxRows: 1, approxBytes: 1 }, { index: 1, start: b('80'), end: b('80'), partitions: [0], approxRows: 1, approxBytes: 1 }];
+    expect(planCoverageProblem(one)).toBe('has an empty shard 1');
   });
 });

@@ -4,7 +4,7 @@
  * Why a worker: on some corrupt files arrow-rs panics, which in WebAssembly is a trap
  * (`RuntimeError: unreachable`) thrown from a wasm-bindgen task, outside any promise we could catch —
  * it would take the whole process down and leave the wasm instance unusable. In a worker the trap ends
- * only the worker, and the main thread turns it into INGEST_CORRUPT_FILE. Why source text rather than a
+ * only the worker, and the main thread turns it into FILE_CORRUPT. Why source text rather than a
  * file: it then runs the same from `dist/` and under vitest (which cannot start a `.ts` worker), with
  * parquet-wasm's location resolved by the main thread and passed in.
  *

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { isAffectedWriter } from '../../ingest/legacy-chunk-sizes.js';
-import { CompactReader, encodeI64, fieldNumber } from '../../ingest/thrift-compact.js';
+import { isAffectedWriter } from '../../files/legacy-chunk-sizes.js';
+import { CompactReader, encodeI64, fieldNumber } from '../../files/thrift-compact.js';
 
 describe('thrift compact reader (footer repair)', () => {
   it('reads i64 fields and remembers where their bytes are, so they can be re-encoded', () => {

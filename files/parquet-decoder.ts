@@ -3,8 +3,8 @@ import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { describeCause } from '../common/index.js';
-import type { DropFile } from './drop-scanner.js';
-import { IngestError } from './ingest-errors.js';
+import type { DataFile } from './data-file.js';
+import { FileError } from './file-errors.js';
 import { repairLegacyChunkSizes, type FooterPatch } from './legacy-chunk-sizes.js';
 import { PARQUET_DECODER_WORKER_SOURCE } from './parquet-decoder-worker.js';
 
@@ -20,7 +20,7 @@ export interface ParquetDecoderOptions {
   signal?: AbortSignal;
   /**
    * How long a thread running this file's request may go without a message before it is declared hung
-   * and terminated (INGEST_CORRUPT_FILE; the pool replaces it). Time spent queued does not count. Decoding one row group must produce a message within this time. Default 60,000 ms.
+   * and terminated (FILE_CORRUPT; the pool replaces it). Time spent queued does not count. Decoding one row group must produce a message within this time. Default 60,000 ms.
    */
   stallTimeoutMs?: number;
   /**
@@ -311,7 +311,7 @@ export function configureParquetDecoderPool(options: ParquetDecoderPoolOptions):
  * it is decoding; each decoder has at most one row group requested; the caller decides how many it keeps.
  */
 export class ParquetDecoder {
-  readonly file: DropFile;
+  readonly file: DataFile;
   readonly rowGroups: readonly ParquetRowGroupInfo[];
   readonly #ref: FileRef;
   readonly #stallTimeoutMs: number;
@@ -320,7 +320,7 @@ export class ParquetDecoder {
   #pending: { rowGroup: number; result: Promise<JobResult> } | undefined;
   #closed = false;
 
-  private constructor(file: DropFile, ref: FileRef, rowGroups: ParquetRowGroupInfo[], stallTimeoutMs: number, options: ParquetDecoderOptions) {
+  private constructor(file: DataFile, ref: FileRef, rowGroups: ParquetRowGroupInfo[], stallTimeoutMs: number, options: ParquetDecoderOptions) {
     this.file = file;
     this.#ref = ref;
     this.rowGroups = rowGroups;
@@ -329,8 +329,8 @@ export class ParquetDecoder {
     this.#signal = options.signal;
   }
 
-  /** Reads the footer on a pool thread. Throws INGEST_CORRUPT_FILE naming the file. */
-  static async open(file: DropFile, options: ParquetDecoderOptions = {}): Promise<ParquetDecoder> {
+  /** Reads the footer on a pool thread. Throws FILE_CORRUPT naming the file. */
+  static async open(file: DataFile, options: ParquetDecoderOptions = {}): Promise<ParquetDecoder> {
     const stallTimeoutMs = options.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
     if (!Number.isInteger(stallTimeoutMs) || stallTimeoutMs < 1) throw new RangeError(`stallTimeoutMs must be an integer ≥ 1, got ${stallTimeoutMs}`);
     const batchRows = options.batchRows ?? DEFAULT_BATCH_ROWS;
@@ -345,7 +345,7 @@ export class ParquetDecoder {
         await handle.close();
       }
     } catch (err) {
-      throw new IngestError('INGEST_SOURCE_NOT_FOUND', `${file.path} cannot be read any more: ${describeCause(err)}`, {
+      throw new FileError('FILE_NOT_FOUND', `${file.path} cannot be read any more: ${describeCause(err)}`, {
         cause: err,
         context: { file: file.path },
       });
@@ -398,19 +398,19 @@ export class ParquetDecoder {
   }
 }
 
-function corrupt(path: string, problem: string, rowGroup?: number): IngestError {
-  return new IngestError('INGEST_CORRUPT_FILE', `${path}: ${problem}`, { context: { file: path, rowGroup } });
+function corrupt(path: string, problem: string, rowGroup?: number): FileError {
+  return new FileError('FILE_CORRUPT', `${path}: ${problem}`, { context: { file: path, rowGroup } });
 }
 
-function translate(err: unknown, file: DropFile, rowGroup: number | undefined, signal: AbortSignal | undefined): unknown {
+function translate(err: unknown, file: DataFile, rowGroup: number | undefined, signal: AbortSignal | undefined): unknown {
   if (signal?.aborted) return signal.reason;
-  if (err instanceof IngestError) return err;
+  if (err instanceof FileError) return err;
   if (err instanceof WorkerFailure) {
     const where = rowGroup === undefined ? 'reading the footer' : `decoding row group ${rowGroup}`;
     // A WebAssembly trap is how a Rust panic surfaces: arrow-rs hit data it did not expect.
     const what = err.message.includes('unreachable') ? `${err.message}: arrow-rs panicked on the data` : err.message;
-    return new IngestError(
-      'INGEST_CORRUPT_FILE',
+    return new FileError(
+      'FILE_CORRUPT',
       `${file.path}: the Parquet decoder failed ${where} (${what}); the file is corrupt or uses a layout the decoder cannot read`,
       { cause: err, context: { file: file.path, rowGroup } },
     );

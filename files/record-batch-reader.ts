@@ -3,8 +3,8 @@ import { RecordBatchReader, type RecordBatch } from 'apache-arrow';
 import { describeCause } from '../common/index.js';
 import { arrowBatchProblem } from './arrow-batch-check.js';
 import { verifyArrowMetadata } from './arrow-message-walker.js';
-import { assertFileUnchanged, type DropFile } from './drop-scanner.js';
-import { IngestError } from './ingest-errors.js';
+import { assertUnchanged, type DataFile } from './data-file.js';
+import { FileError } from './file-errors.js';
 import { ParquetDecoder } from './parquet-decoder.js';
 
 /** Options of `readRecordBatches`. */
@@ -17,12 +17,12 @@ export interface ReadRecordBatchesOptions {
   signal?: AbortSignal;
   /**
    * Parquet only: how long the decoder may go without producing anything before it is declared hung
-   * and stopped (INGEST_CORRUPT_FILE). Default 60,000 ms.
+   * and stopped (FILE_CORRUPT). Default 60,000 ms.
    */
   stallTimeoutMs?: number;
   /**
    * Parquet only: largest row group decoded, in uncompressed bytes as the footer states them. A row
-   * group is decoded whole in memory, so a larger one is refused (INGEST_UNSUPPORTED_FORMAT) instead
+   * group is decoded whole in memory, so a larger one is refused (FILE_UNSUPPORTED) instead
    * of exhausting memory. Default 1 GiB.
    */
   maxRowGroupBytes?: number;
@@ -50,12 +50,12 @@ const DEFAULT_MAX_ROW_GROUP_BYTES = 1024 ** 3;
  * one being decoded (on the shared decoder threads, see parquet-decoder.ts); Arrow reads one batch at a time
  * through a file handle. Nothing reads the whole file.
  *
- * Throws IngestError INGEST_CORRUPT_FILE (with file and row group) for anything that cannot be
- * decoded — including a decoder that crashes or stops making progress — INGEST_INPUT_CHANGED when
- * the file differs from the scan, INGEST_SOURCE_NOT_FOUND when it is gone, and
- * INGEST_UNSUPPORTED_FORMAT for an over-large row group.
+ * Throws FileError FILE_CORRUPT (with file and row group) for anything that cannot be
+ * decoded — including a decoder that crashes or stops making progress — FILE_CHANGED when
+ * the file differs from the scan, FILE_NOT_FOUND when it is gone, and
+ * FILE_UNSUPPORTED for an over-large row group.
  */
-export async function* readRecordBatches(file: DropFile, options: ReadRecordBatchesOptions = {}): AsyncGenerator<RecordBatchChunk> {
+export async function* readRecordBatches(file: DataFile, options: ReadRecordBatchesOptions = {}): AsyncGenerator<RecordBatchChunk> {
   const start = options.rowGroupStart ?? 0;
   if (!Number.isInteger(start) || start < 0) throw new RangeError(`rowGroupStart must be an integer ≥ 0, got ${start}`);
   const end = options.rowGroupEnd ?? Number.POSITIVE_INFINITY;
@@ -65,27 +65,27 @@ export async function* readRecordBatches(file: DropFile, options: ReadRecordBatc
   const maxRowGroupBytes = options.maxRowGroupBytes ?? DEFAULT_MAX_ROW_GROUP_BYTES;
   if (!Number.isFinite(maxRowGroupBytes) || maxRowGroupBytes < 1) throw new RangeError(`maxRowGroupBytes must be ≥ 1, got ${maxRowGroupBytes}`);
   options.signal?.throwIfAborted();
-  await assertFileUnchanged(file);
+  await assertUnchanged(file);
   if (file.format === 'parquet') {
     yield* readParquet(file, start, end, maxRowGroupBytes, options);
   } else {
     yield* readArrow(file, start, end, options.signal);
   }
   // A file rewritten while we read it may have handed out a mix of versions: refuse the result.
-  await assertFileUnchanged(file);
+  await assertUnchanged(file);
 }
 
-function corrupt(file: DropFile, rowGroup: number | undefined, problem: string, cause?: unknown): IngestError {
-  return new IngestError('INGEST_CORRUPT_FILE', `${file.path}: ${problem}`, { cause, context: { file: file.path, rowGroup } });
+function corrupt(file: DataFile, rowGroup: number | undefined, problem: string, cause?: unknown): FileError {
+  return new FileError('FILE_CORRUPT', `${file.path}: ${problem}`, { cause, context: { file: file.path, rowGroup } });
 }
 
-function checkBatch(file: DropFile, index: number, batch: RecordBatch): void {
+function checkBatch(file: DataFile, index: number, batch: RecordBatch): void {
   const problem = arrowBatchProblem(batch);
   if (problem !== undefined) throw corrupt(file, index, `record batch ${index} is damaged: ${problem}`);
 }
 
 async function* readParquet(
-  file: DropFile,
+  file: DataFile,
   start: number,
   endRequested: number,
   maxRowGroupBytes: number,
@@ -99,10 +99,10 @@ async function* readParquet(
     for (let g = start; g < end; g++) {
       if (requested !== g) {
         if (!fits(g)) {
-          throw new IngestError(
-            'INGEST_UNSUPPORTED_FORMAT',
+          throw new FileError(
+            'FILE_UNSUPPORTED',
             `${file.path}: row group ${g} is ${decoder.rowGroups[g]!.bytes} bytes uncompressed, over maxRowGroupBytes (${maxRowGroupBytes}); ` +
-              'ingest decodes a row group whole in memory — rewrite the file with smaller row groups or raise the limit',
+              'the reader decodes a row group whole in memory — rewrite the file with smaller row groups or raise the limit',
             { context: { file: file.path, rowGroup: g } },
           );
         }
@@ -137,12 +137,12 @@ async function* readParquet(
   }
 }
 
-async function* readArrow(file: DropFile, start: number, end: number, signal: AbortSignal | undefined): AsyncGenerator<RecordBatchChunk> {
+async function* readArrow(file: DataFile, start: number, end: number, signal: AbortSignal | undefined): AsyncGenerator<RecordBatchChunk> {
   let handle: FileHandle;
   try {
     handle = await open(file.path, 'r');
   } catch (err) {
-    throw new IngestError('INGEST_SOURCE_NOT_FOUND', `${file.path} cannot be opened any more: ${describeCause(err)}`, { cause: err, context: { file: file.path } });
+    throw new FileError('FILE_NOT_FOUND', `${file.path} cannot be opened any more: ${describeCause(err)}`, { cause: err, context: { file: file.path } });
   }
   try {
     // From a file handle apache-arrow reads the file format by random access (footer, then one batch
