@@ -18,12 +18,12 @@ const failure = (p: Promise<unknown>): Promise<StoreError> =>
   );
 const grpcCode = (err: StoreError): number => (err.cause as ServiceError).code;
 const deadline = (): { deadline: number } => ({ deadline: Date.now() + 5000 });
+/** The routing core of the running block's client: its channels, for raw calls. */
+let router: StoreRouter;
 
 describe('every number and string on the wire is checked at the boundary (one real node process)', () => {
   let cluster: StoreCluster;
   let client: StoreClient;
-  /** The client's routing core: its channels, for raw calls. */
-  let router: StoreRouter;
   let raw: RawStoreClient;
 
   beforeAll(async () => {
@@ -121,8 +121,6 @@ describe('every number and string on the wire is checked at the boundary (one re
 describe('the map version moves by a bounded step unless forced', () => {
   let cluster: StoreCluster;
   let client: StoreClient;
-  /** The client's routing core: its channels, for raw calls. */
-  let router: StoreRouter;
   let dir: TempDir;
 
   beforeAll(async () => {
@@ -196,8 +194,6 @@ describe('the map version moves by a bounded step unless forced', () => {
 describe('a partition that holds an out-of-range record still reads, scans and backs up', () => {
   let cluster: StoreCluster;
   let client: StoreClient;
-  /** The client's routing core: its channels, for raw calls. */
-  let router: StoreRouter;
   let dir: TempDir;
 
   beforeAll(async () => {
