@@ -1,11 +1,12 @@
 import { setMaxListeners } from 'node:events';
+import { LatestWriter } from '../common/index.js';
 import type { BulkRow } from './proto/gen/shardpipe/store/v1/store.js';
 import { partitionContains, type Partition } from './partition-map.js';
 import type { BulkRowInput, WriteTiming } from './partition-store.js';
-import type { CallOptions, StoreClient } from './store-client.js';
 import { StoreError } from './store-errors.js';
+import type { CallOptions, StoreRouter } from './store-router.js';
 
-/** Options of `StoreClient.bulkPutAll`. */
+/** Options of `bulkPutAll`. */
 export interface BulkPutOptions extends CallOptions {
   /** BulkInsert calls in flight at once, 1–64. Default 4. */
   maxInFlight?: number;
@@ -39,13 +40,13 @@ interface Pending {
 }
 
 /**
- * Writes a sorted stream of rows with BulkInsert: cuts it at partition boundaries (of the client's
+ * Writes a sorted stream of rows with BulkInsert: cuts it at partition boundaries (of the router's
  * map), keeps up to `maxInFlight` calls in flight, resends the unaccepted rest of a batch (to wherever
  * the map now routes it), and splits a batch a node finds too large. Fails on the first final error,
  * after letting the calls in flight settle.
  */
 export async function bulkPutAll(
-  client: StoreClient,
+  router: StoreRouter,
   source: AsyncIterable<readonly BulkRowInput[]> | Iterable<readonly BulkRowInput[]>,
   options: BulkPutOptions = {},
 ): Promise<BulkPutResult> {
@@ -86,7 +87,7 @@ export async function bulkPutAll(
       try {
         result.calls++;
         const batch = rest;
-        response = await client.routed(batch[0]!.key, callOptions, (conn, mapVersion, limits) => conn.unary('bulkInsert', { mapVersion, rows: batch }, limits));
+        response = await router.routed(batch[0]!.key, callOptions, (conn, mapVersion, limits) => conn.unary('bulkInsert', { mapVersion, rows: batch }, limits));
       } catch (err) {
         if (err instanceof StoreError && err.code === 'STORE_BATCH_TOO_LARGE' && rest.length > 1) {
           const half = rest.length >> 1;
@@ -143,7 +144,7 @@ export async function bulkPutAll(
           if (firstError !== undefined) throw firstError;
           batch = [];
           batchBytes = 0;
-          if (partition === undefined || !partitionContains(partition, row.key)) partition = (await client.map(callOptions)).lookup(row.key);
+          if (partition === undefined || !partitionContains(partition, row.key)) partition = (await router.map(callOptions)).lookup(row.key);
         }
         batch.push({ key: row.key, value: row.value, etag: row.etag ?? 0, updatedAtMs: row.updatedAtMs ?? 0, expiresAtMs: row.expiresAtMs ?? 0 });
         batchBytes += size;
@@ -162,4 +163,92 @@ export async function bulkPutAll(
   } finally {
     options.signal?.removeEventListener('abort', onOuterAbort);
   }
+}
+
+/** What writes a sorted stream of row chunks with `bulkPutAll`: a StoreClient. */
+export interface BulkPutter {
+  bulkPutAll(source: AsyncIterable<readonly BulkRowInput[]> | Iterable<readonly BulkRowInput[]>, options?: BulkPutOptions): Promise<BulkPutResult>;
+}
+
+/** Rows to write, and where the caller stands once they (and all before them) are acknowledged. */
+export interface CheckpointedChunk<C> {
+  rows: readonly BulkRowInput[];
+  checkpoint: C;
+}
+
+export interface CheckpointedPutOptions<C> {
+  /** Where the caller stands before the first chunk (returned if no chunk is acknowledged). */
+  start: C;
+  /** Persists a checkpoint; called one at a time, only the newest waiting (see LatestWriter). */
+  persist?: (checkpoint: C) => Promise<void>;
+  /** BulkInsert calls in flight (see bulkPutAll). */
+  maxInFlight?: number;
+  /** Rows per BulkInsert call (see bulkPutAll). */
+  batchMaxRows?: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * `bulkPutAll` (of a StoreClient) over a stream of chunks that each carry a checkpoint: after every acknowledged
+ * stretch, the checkpoint of the last chunk written whole is persisted. Counts in a checkpoint come
+ * from its chunk, not from the acknowledgement, so rows acknowledged beyond the last whole chunk —
+ * sent again on resume — are never counted twice. Resolves the last checkpoint, persisted.
+ */
+export async function bulkPutCheckpointed<C>(putter: BulkPutter, chunks: AsyncIterable<CheckpointedChunk<C>>, options: CheckpointedPutOptions<C>): Promise<C> {
+  const writer = new LatestWriter<C>(options.persist);
+  const positions: Array<{ sentAfter: number; checkpoint: C }> = [];
+  let current = options.start;
+
+  // A failure of the source (a file that cannot be decoded further) ends the rows instead of
+  // cancelling the writes in flight: everything read before it is written and checkpointed, then
+  // the source's error is thrown. Only the caller's signal cancels writes.
+  let sourceFailure: { error: unknown } | undefined;
+  async function* rows(): AsyncGenerator<readonly BulkRowInput[]> {
+    let sent = 0;
+    try {
+      for await (const chunk of chunks) {
+        sent += chunk.rows.length;
+        positions.push({ sentAfter: sent, checkpoint: chunk.checkpoint });
+        yield chunk.rows;
+      }
+    } catch (err) {
+      if (options.signal?.aborted) throw err;
+      sourceFailure = { error: err };
+    }
+  }
+
+  const advance = (acked: number): void => {
+    let reached: C | undefined;
+    while (positions.length > 0 && positions[0]!.sentAfter <= acked) reached = positions.shift()!.checkpoint;
+    if (reached === undefined) return;
+    current = reached;
+    writer.offer(current);
+  };
+
+  // After a failure, what was acknowledged before it stays counted: persist it. A checkpoint that
+  // cannot be persisted then only makes a retry resend more; the failure thrown is the first one.
+  const persistBeforeThrowing = async (acked?: number): Promise<void> => {
+    try {
+      if (acked !== undefined) advance(acked);
+      await writer.flush();
+    } catch {
+      // Secondary to the failure about to be thrown (see above).
+    }
+  };
+  let result;
+  try {
+    result = await putter.bulkPutAll(rows(), { maxInFlight: options.maxInFlight, batchMaxRows: options.batchMaxRows, signal: options.signal, onAck: advance });
+  } catch (err) {
+    await persistBeforeThrowing();
+    throw sourceFailure?.error ?? err;
+  }
+  if (sourceFailure !== undefined) {
+    // Every chunk the source handed over before failing is written.
+    await persistBeforeThrowing(result.rows);
+    throw sourceFailure.error;
+  }
+  // Trailing chunks without rows (all rejected, expired or filtered) are acknowledged by nothing but the end.
+  advance(result.rows);
+  await writer.flush();
+  return current;
 }

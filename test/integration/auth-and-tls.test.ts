@@ -9,7 +9,7 @@ import { Queue, QueueEvents, Worker } from 'bullmq';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { findFreePort } from '../../common/index.js';
 import { PrivateRedis, connectionFromUrl } from '../../jobs/index.js';
-import { Key, PartitionMap, StoreClient, StoreError, checkHealth, type StoreCredentials } from '../../store/index.js';
+import { Key, PartitionMap, StoreClient, StoreError, StoreRouter, checkHealth, type StoreCredentials } from '../../store/index.js';
 import { CLI, NodeProcess, StoreCluster, runCli } from '../helpers/store-cluster.js';
 import { writeSparkDrop } from '../helpers/spark-drop.js';
 import { makeTestCerts, type TestCerts } from '../helpers/test-certs.js';
@@ -38,10 +38,15 @@ afterAll(async () => {
   await tmp?.remove();
 });
 
+/** A client's routing core with these credentials: its channels, for raw calls. */
+function router(seeds: string[], creds: StoreCredentials = {}, timeoutMs = 5000): StoreRouter {
+  const r = new StoreRouter({ seeds, credentials: creds, operationTimeoutMs: timeoutMs, rpcDeadlineMs: Math.min(timeoutMs, 2000) });
+  cleanups.push(() => r.close());
+  return r;
+}
+
 function client(seeds: string[], creds: StoreCredentials = {}, timeoutMs = 5000): StoreClient {
-  const c = new StoreClient({ seeds, credentials: creds, operationTimeoutMs: timeoutMs, rpcDeadlineMs: Math.min(timeoutMs, 2000) });
-  cleanups.push(() => c.close());
-  return c;
+  return new StoreClient(router(seeds, creds, timeoutMs));
 }
 
 async function startCluster(nodes: number, extraArgs: string[]): Promise<StoreCluster> {
@@ -106,7 +111,7 @@ describe('tokens with roles on store nodes (plaintext)', () => {
     expect((await reader.get(key))?.value.toString()).toBe('v');
     const map = await writer.map();
     const next = PartitionMap.create(map.version + 1, map.partitions);
-    const writeInstall = await failure(writer.connection(seeds[0]!).unary('setPartitionMap', { map: next.toProto() }, { deadline: Date.now() + 5000 }));
+    const writeInstall = await failure(router(seeds, { token: TOKENS.write }).connection(seeds[0]!).unary('setPartitionMap', { map: next.toProto() }, { deadline: Date.now() + 5000 }));
     expect(writeInstall.code).toBe('STORE_PERMISSION_DENIED');
     expect(grpcCode(writeInstall)).toBe(status.PERMISSION_DENIED);
 
@@ -168,15 +173,16 @@ describe('a lagging node fetches the newer map itself', () => {
   it('from the peer the client names, with no admin token on the client; a peer outside the map is refused', async () => {
     const cluster = await startCluster(2, ['--auth-token-file', tokenFile]);
     const [a, b] = cluster.seeds as [string, string];
-    const admin = client([a], { token: TOKENS.admin });
+    const adminRouter = router([a], { token: TOKENS.admin });
+    const admin = new StoreClient(adminRouter);
     const v1 = await admin.map();
     const v2 = PartitionMap.create(2, v1.partitions);
     // Installed on A only: B misses the install.
-    await admin.connection(a).unary('setPartitionMap', { map: v2.toProto() }, { deadline: Date.now() + 5000 });
+    await adminRouter.connection(a).unary('setPartitionMap', { map: v2.toProto() }, { deadline: Date.now() + 5000 });
 
     // A caller naming a server outside B's map is ignored: B keeps version 1.
     const outsider = `127.0.0.1:${await findFreePort()}`;
-    const reader = client([a, b], { token: TOKENS.read });
+    const reader = router([a, b], { token: TOKENS.read });
     const answer = await reader.connection(b).unary('getPartitionMap', {}, { deadline: Date.now() + 5000 }, { 'x-shardpipe-map-from': outsider, 'x-shardpipe-map-version': '2' });
     expect(answer.version).toBe(1);
 

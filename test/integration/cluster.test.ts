@@ -1,16 +1,19 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Key, RangeDigest, StoreClient, StoreError } from '../../store/index.js';
+import { Key, RangeDigest, StoreClient, StoreError, StoreRouter } from '../../store/index.js';
 import { StoreCluster, runCli, sortedRows } from '../helpers/store-cluster.js';
 
 describe('a 3-node cluster of real node processes', () => {
   let cluster: StoreCluster;
   let client: StoreClient;
+  /** The client's routing core: its channels, for raw calls. */
+  let router: StoreRouter;
   const ROWS = 30_000;
   const expected = new RangeDigest();
 
   beforeAll(async () => {
     cluster = await StoreCluster.start({ nodes: 3, partitions: 6 });
-    client = new StoreClient({ seeds: [cluster.seeds[1]!] });
+    router = new StoreRouter({ seeds: [cluster.seeds[1]!] });
+    client = new StoreClient(router);
   });
 
   afterAll(async () => {
@@ -64,7 +67,7 @@ describe('a 3-node cluster of real node processes', () => {
     const boundary = map.partitions[1]!.start;
     const before = Buffer.from([0x00, 0x01]);
     const after = Buffer.concat([boundary, Buffer.from('after')]);
-    const conn = client.connection(map.partitions[0]!.node);
+    const conn = router.connection(map.partitions[0]!.node);
     const response = await conn.unary(
       'bulkInsert',
       { mapVersion: map.version, rows: [before, after].map((key) => ({ key, value: Buffer.from('v'), etag: 0, updatedAtMs: 0, expiresAtMs: 0 })) },

@@ -3,7 +3,7 @@ import { ScalarType, type DescField, type DescMessage, type DescMethod } from '@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalTarget, newBackupId, readShardFile, shardFileName, writeShard } from '../../backup/index.js';
-import { FIELD_LIMITS, Key, MAX_ETAG, MAX_TIME_MS, STORE_SERVICE_DESC, StoreClient, type FieldLimit } from '../../store/index.js';
+import { FIELD_LIMITS, Key, MAX_ETAG, MAX_TIME_MS, STORE_SERVICE_DESC, StoreClient, StoreRouter, type FieldLimit } from '../../store/index.js';
 import { StoreService } from '../../store/proto/gen/shardpipe/store/v1/store.js';
 import { RawStoreClient } from '../helpers/raw-store-call.js';
 import { StoreCluster } from '../helpers/store-cluster.js';
@@ -171,13 +171,16 @@ const ACCEPTABLE = new Set([status.OK, status.INVALID_ARGUMENT, status.FAILED_PR
 describe('property: every field of every RPC, random and extreme values, against one real node', () => {
   let cluster: StoreCluster;
   let client: StoreClient;
+  /** The client's routing core: its channels, for raw calls. */
+  let router: StoreRouter;
   let raw: RawStoreClient;
   let dir: TempDir;
   const counts: Record<string, { ok: number; refused: number; outOfRange: number; rawBytes: number }> = {};
 
   beforeAll(async () => {
     cluster = await StoreCluster.start({ nodes: 1, partitions: 2, extraArgs: ['--max-key-bytes', String(MAX_KEY_BYTES), '--max-value-bytes', String(MAX_VALUE_BYTES)] });
-    client = new StoreClient({ seeds: cluster.seeds });
+    router = new StoreRouter({ seeds: cluster.seeds });
+    client = new StoreClient(router);
     raw = new RawStoreClient(cluster.seeds[0]!);
     dir = await makeTempDir();
   });
@@ -193,7 +196,7 @@ describe('property: every field of every RPC, random and extreme values, against
 
   /** Brings the node back to the test's map (version 1) if a case installed another one. */
   async function restoreMap(): Promise<void> {
-    const current = await client.connection(cluster.seeds[0]!).unary('getPartitionMap', {}, { deadline: Date.now() + 5000 });
+    const current = await router.connection(cluster.seeds[0]!).unary('getPartitionMap', {}, { deadline: Date.now() + 5000 });
     if (current.version === 1 && current.partitions.length === cluster.map.partitions.length && current.partitions.every((p) => p.node === cluster.seeds[0])) return;
     const results = await client.installMap(cluster.map, { force: true });
     expect(results.every((r) => r.installed && r.error === undefined)).toBe(true);

@@ -4,7 +4,7 @@ import { status, type ServiceError } from '@grpc/grpc-js';
 import { ClassicLevel } from 'classic-level';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalTarget, newBackupId, readShardFile, shardFileName, writeShard } from '../../backup/index.js';
-import { Key, MAX_ETAG, MAX_KEPT_ETAG, MAX_TIME_MS, MAX_TTL_MS, PartitionMap, StoreClient, StoreError } from '../../store/index.js';
+import { Key, MAX_ETAG, MAX_KEPT_ETAG, MAX_TIME_MS, MAX_TTL_MS, PartitionMap, StoreClient, StoreError, StoreRouter } from '../../store/index.js';
 import { RawStoreClient } from '../helpers/raw-store-call.js';
 import { StoreCluster, runCli } from '../helpers/store-cluster.js';
 import { makeTempDir, type TempDir } from '../helpers/temp-dir.js';
@@ -18,6 +18,8 @@ const failure = (p: Promise<unknown>): Promise<StoreError> =>
   );
 const grpcCode = (err: StoreError): number => (err.cause as ServiceError).code;
 const deadline = (): { deadline: number } => ({ deadline: Date.now() + 5000 });
+/** The routing core of the running block's client: its channels, for raw calls. */
+let router: StoreRouter;
 
 describe('every number and string on the wire is checked at the boundary (one real node process)', () => {
   let cluster: StoreCluster;
@@ -26,7 +28,8 @@ describe('every number and string on the wire is checked at the boundary (one re
 
   beforeAll(async () => {
     cluster = await StoreCluster.start({ nodes: 1, partitions: 2 });
-    client = new StoreClient({ seeds: cluster.seeds });
+    router = new StoreRouter({ seeds: cluster.seeds });
+    client = new StoreClient(router);
     raw = new RawStoreClient(cluster.seeds[0]!);
   });
 
@@ -37,7 +40,7 @@ describe('every number and string on the wire is checked at the boundary (one re
   });
 
   it('a BulkInsert row with etag 2^53−1 is refused naming the row, field, value and range; the partition keeps working', async () => {
-    const conn = client.connection(cluster.seeds[0]!);
+    const conn = router.connection(cluster.seeds[0]!);
     const key = Buffer.from('poison-etag');
     const err = await failure(conn.unary('bulkInsert', { mapVersion: 1, rows: [{ key, value: Buffer.from('v'), etag: MAX_ETAG, updatedAtMs: 0, expiresAtMs: 0 }] }, deadline()));
     expect(err.code).toBe('STORE_INVALID_ARGUMENT');
@@ -122,7 +125,8 @@ describe('the map version moves by a bounded step unless forced', () => {
 
   beforeAll(async () => {
     cluster = await StoreCluster.start({ nodes: 1, partitions: 2 });
-    client = new StoreClient({ seeds: cluster.seeds });
+    router = new StoreRouter({ seeds: cluster.seeds });
+    client = new StoreClient(router);
     dir = await makeTempDir();
   });
 
@@ -132,7 +136,7 @@ describe('the map version moves by a bounded step unless forced', () => {
     await dir?.remove();
   });
 
-  const install = (version: number, force = false) => client.connection(cluster.seeds[0]!).unary('setPartitionMap', { map: cluster.map.withVersion(version).toProto(), force }, deadline());
+  const install = (version: number, force = false) => router.connection(cluster.seeds[0]!).unary('setPartitionMap', { map: cluster.map.withVersion(version).toProto(), force }, deadline());
   const writeMap = async (version: number): Promise<string> => {
     const file = dir.sub(`map-${version}.json`);
     await writeFile(file, JSON.stringify(cluster.map.withVersion(version).toJson()));
@@ -194,7 +198,8 @@ describe('a partition that holds an out-of-range record still reads, scans and b
 
   beforeAll(async () => {
     cluster = await StoreCluster.start({ nodes: 1, partitions: 2 });
-    client = new StoreClient({ seeds: cluster.seeds });
+    router = new StoreRouter({ seeds: cluster.seeds });
+    client = new StoreClient(router);
     dir = await makeTempDir();
   });
 
@@ -229,7 +234,7 @@ describe('a partition that holds an out-of-range record still reads, scans and b
     const scanned = [];
     for await (const batch of client.scanAll(Buffer.alloc(0), Buffer.alloc(0))) scanned.push(...batch);
     expect(scanned.map((e) => e.key.toString())).toEqual(['neighbour', 'planted']);
-    const page = await client.connection(node.address).unary('scanPage', { mapVersion: 1, start: Buffer.alloc(0), end: Buffer.alloc(0), limit: 0, batchSize: 10, snapshotId: '' }, deadline());
+    const page = await router.connection(node.address).unary('scanPage', { mapVersion: 1, start: Buffer.alloc(0), end: Buffer.alloc(0), limit: 0, batchSize: 10, snapshotId: '' }, deadline());
     expect(page.entries.map((e) => e.etag)).toContain(MAX_ETAG);
     expect((await client.checksum(Buffer.alloc(0), Buffer.alloc(0), { includeEtag: true })).count).toBe(2);
 

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createLogger, findFreePort } from '../../common/index.js';
 import { MetricsServer, type ClusterView, type JobsView, type NodeView, type PartitionView } from '../../metrics-server/index.js';
-import { Key, StoreClient } from '../../store/index.js';
+import { Key, StoreClient, StoreRouter } from '../../store/index.js';
 import { parsePrometheusText, sampleValue } from '../helpers/prometheus-text.js';
 import { StoreCluster, sortedRows } from '../helpers/store-cluster.js';
 
@@ -21,6 +21,8 @@ async function getJson<T>(base: string, path: string): Promise<{ status: number;
 describe('metrics server against a real 3-node cluster (partition figures, rates, /metrics, unreachable nodes)', () => {
   let cluster: StoreCluster;
   let client: StoreClient;
+  /** The client's routing core: its channels, for raw calls. */
+  let router: StoreRouter;
   let server: MetricsServer;
   /** The keys that should be live, by hex. */
   const live = new Map<string, Buffer>();
@@ -28,7 +30,8 @@ describe('metrics server against a real 3-node cluster (partition figures, rates
   beforeAll(async () => {
     // A short sweep interval so expired entries leave the counts quickly.
     cluster = await StoreCluster.start({ nodes: 3, partitions: 6, extraArgs: ['--sweep-interval', '200ms', '--metrics-port', '0'] });
-    client = new StoreClient({ seeds: cluster.seeds });
+    router = new StoreRouter({ seeds: cluster.seeds });
+    client = new StoreClient(router);
     // Polled by hand (the first poll runs at start), so every test knows which samples exist.
     server = await MetricsServer.start({ seeds: cluster.seeds, port: 0, intervalMs: 3_600_000, logger });
     await server.poller.waitUntilReady();
@@ -159,7 +162,7 @@ describe('metrics server against a real 3-node cluster (partition figures, rates
     const map = await client.map();
     const owned = map.partitionsOf(node.address)[0]!;
     // One refused call: a map version the node does not have yet.
-    await expect(client.connection(node.address).unary('get', { mapVersion: 999, key: Buffer.concat([owned.start, Buffer.from('x')]) }, { deadline: Date.now() + 5000 })).rejects.toMatchObject({
+    await expect(router.connection(node.address).unary('get', { mapVersion: 999, key: Buffer.concat([owned.start, Buffer.from('x')]) }, { deadline: Date.now() + 5000 })).rejects.toMatchObject({
       code: 'STORE_NODE_MAP_BEHIND',
     });
     for await (const batch of client.scanAll(owned.start, owned.end, { limit: 10 })) expect(batch.length).toBeGreaterThan(0);

@@ -1,7 +1,7 @@
 import { Client, credentials, status, type ServiceError } from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { findFreePort } from '../../common/index.js';
-import { Key, PartitionMap, StoreClient, StoreError, checkHealth, type BulkRowInput } from '../../store/index.js';
+import { Key, PartitionMap, StoreClient, StoreError, StoreRouter, checkHealth, type BulkRowInput } from '../../store/index.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 import { StoreCluster, runCli, sortedRows } from '../helpers/store-cluster.js';
 
@@ -20,10 +20,11 @@ afterEach(async () => {
 describe('bad requests get the right status and the node keeps serving', () => {
   it('invalid keys, oversized batch, stale map version, a key the node does not own, random bytes', async () => {
     cluster = await StoreCluster.start({ nodes: 2, partitions: 2, extraArgs: ['--max-batch-bytes', '20000', '--max-key-bytes', '64'] });
-    client = new StoreClient({ seeds: cluster.seeds });
+    const router = new StoreRouter({ seeds: cluster.seeds });
+    client = new StoreClient(router);
     const map = await client.map();
     const owner = map.partitions[0]!.node;
-    const conn = client.connection(owner);
+    const conn = router.connection(owner);
     const limits = () => ({ deadline: Date.now() + 5000 });
     const failure = (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => e as StoreError);
 
@@ -82,7 +83,7 @@ describe('partition map changes mid-traffic', () => {
     const rows: BulkRowInput[][] = sortedRows(24_000, 7, 500).map((chunk) => chunk.filter((r) => Buffer.compare(r.key, last.start) < 0));
     const total = rows.reduce((s, c) => s + c.length, 0);
 
-    const admin = new StoreClient({ seeds: cluster.seeds });
+    const admin = new StoreRouter({ seeds: cluster.seeds });
     cleanups.push(async () => admin.close());
     let installed = false;
     const load = client.bulkPutAll(
@@ -114,16 +115,17 @@ describe('partition map changes mid-traffic', () => {
 
   it('a node refuses an older map and a different map under the same version', async () => {
     cluster = await StoreCluster.start({ nodes: 1, partitions: 2 });
-    client = new StoreClient({ seeds: cluster.seeds });
+    const router = new StoreRouter({ seeds: cluster.seeds });
+    client = new StoreClient(router);
     const v1 = await client.map();
     const node = cluster.seeds[0]!;
-    const same = await client.connection(node).unary('setPartitionMap', { map: v1.toProto() }, { deadline: Date.now() + 5000 });
+    const same = await router.connection(node).unary('setPartitionMap', { map: v1.toProto() }, { deadline: Date.now() + 5000 });
     expect(same.installed).toBe(false);
     const other = PartitionMap.evenlySplit(1, [node], 3);
-    const conflict = await client.connection(node).unary('setPartitionMap', { map: other.toProto() }, { deadline: Date.now() + 5000 }).catch((e: StoreError) => e);
+    const conflict = await router.connection(node).unary('setPartitionMap', { map: other.toProto() }, { deadline: Date.now() + 5000 }).catch((e: StoreError) => e);
     expect((conflict as StoreError).code).toBe('STORE_MAP_CONFLICT');
     await client.installMap(PartitionMap.evenlySplit(3, [node], 3));
-    const older = await client.connection(node).unary('setPartitionMap', { map: PartitionMap.evenlySplit(2, [node], 2).toProto() }, { deadline: Date.now() + 5000 }).catch((e: StoreError) => e);
+    const older = await router.connection(node).unary('setPartitionMap', { map: PartitionMap.evenlySplit(2, [node], 2).toProto() }, { deadline: Date.now() + 5000 }).catch((e: StoreError) => e);
     expect((older as StoreError).code).toBe('STORE_MAP_NOT_NEWER');
     expect((older as StoreError).message).toContain('older than the installed version 3');
   });

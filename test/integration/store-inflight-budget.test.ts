@@ -1,7 +1,7 @@
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { readFile } from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
-import { NodeConnection, StoreClient, StoreError } from '../../store/index.js';
+import { NodeConnection, StoreClient, StoreError, StoreRouter } from '../../store/index.js';
 import { parsePrometheusText } from '../helpers/prometheus-text.js';
 import { StoreCluster, runCli } from '../helpers/store-cluster.js';
 
@@ -92,11 +92,12 @@ describe('a per-node budget of request bytes in flight', () => {
     expect(afterRaw - before!).toBeLessThanOrEqual(BUDGET / MiB + 150);
 
     // Phase 2: new keys through the thick client, which backs off and retries when refused.
-    client = new StoreClient({ seeds: cluster.seeds, operationTimeoutMs: 300_000, rpcDeadlineMs: 60_000 });
+    const router = new StoreRouter({ seeds: cluster.seeds, operationTimeoutMs: 300_000, rpcDeadlineMs: 60_000 });
+    client = new StoreClient(router);
     const refusedBefore = await overloadedTotal(node.ready.metricsPort);
     const viaClient = await Promise.all(
       Array.from({ length: CLIENT_CALLS }, (_, i) =>
-        client!.routed(Buffer.from([100 + i]), {}, (conn, mapVersion, limits) => conn.unary('bulkInsert', { mapVersion, rows: callRows(100 + i) }, limits)),
+        router.routed(Buffer.from([100 + i]), {}, (conn, mapVersion, limits) => conn.unary('bulkInsert', { mapVersion, rows: callRows(100 + i) }, limits)),
       ),
     );
     for (const r of viaClient) expect(r.accepted).toBe(ROWS_PER_CALL);
