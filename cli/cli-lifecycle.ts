@@ -73,6 +73,18 @@ export class CliLifecycle {
     return component;
   }
 
+  /**
+   * `err` as the interruption it is: after a signal, an AbortError (timers, fetch and streams wrap the
+   * root signal's reason in one) or the reason itself becomes the reason, so every interrupted command
+   * ends the same way ("interrupted", exit 64) wherever the abort caught it. Other errors stay.
+   */
+  interruption(err: unknown): unknown {
+    const reason: unknown = this.#controller.signal.reason;
+    if (this.#signalled === undefined) return err;
+    if (err === reason || (err instanceof Error && (err.name === 'AbortError' || err.cause === reason))) return reason;
+    return err;
+  }
+
   /** Resolves on the first SIGINT/SIGTERM (at once if one came already). */
   untilSignal(): Promise<NodeJS.Signals> {
     const signal = this.start();

@@ -24,7 +24,8 @@ async function run(ctx: CliContext, argv: string[]): Promise<number> {
   try {
     await buildProgram(ctx).parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
-  } catch (err) {
+  } catch (thrown) {
+    const err = ctx.lifecycle.interruption(thrown);
     if (err instanceof CommanderError) {
       // --help and --version end here too, with exit code 0.
       return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
