@@ -31,7 +31,7 @@ interface Component {
  * One process, one signal handler: the first SIGINT/SIGTERM aborts the root signal (work in flight
  * stops with "interrupted", long-running commands return from `untilSignal()`), `close()` then stops
  * every registered component in reverse start order, each even when an earlier one failed, each
- * failure logged once. A second signal ends the process at once.
+ * failure logged once. The same signal a second time ends the process at once.
  *
  * The handler is installed by `start()` (or the first `add()`), so short commands that never ask
  * keep Node's default: Ctrl-C ends them immediately.
@@ -55,11 +55,6 @@ export class CliLifecycle {
       for (const s of SIGNALS) (this.#options.signals ?? process).on(s, this.#onSignal);
     }
     return this.#controller.signal;
-  }
-
-  /** The first signal received, if any. */
-  get signalled(): NodeJS.Signals | undefined {
-    return this.#signalled;
   }
 
   /**
@@ -124,6 +119,9 @@ export class CliLifecycle {
 
   readonly #onSignal = (signal: NodeJS.Signals): void => {
     if (this.#signalled !== undefined) {
+      // Only the same signal again forces: after a Ctrl-C reached the whole process group, the
+      // parent's SIGTERM to its children (`up`, `demo`) must not cut their drain short.
+      if (signal !== this.#signalled) return;
       (this.#options.notice ?? ((line) => process.stderr.write(line)))(`shardpipe: second ${signal}: exiting without finishing cleanup\n`);
       (this.#options.forceExit ?? ((s) => process.exit(128 + constants.signals[s])))(signal);
       return;

@@ -29,8 +29,8 @@ export function registerWorkerCommand(program: Command, ctx: CliContext): void {
       const metricsPort = opts.metricsPort === undefined ? undefined : parsePositiveInt(opts.metricsPort, '--metrics-port');
       const registry = metricsPort === undefined ? undefined : new Registry();
       let metricsServerPort: number | undefined;
-      if (registry) collectDefaultMetrics({ register: registry });
       if (registry) {
+        collectDefaultMetrics({ register: registry });
         const start = MetricsHttpServer.start({ registry, port: metricsPort!, host: opts.metricsHost, tokens: ctx.serverTokens(opts.authTokenFile), tls: ctx.serverTls(), insecure: opts.insecure ?? false, logger: ctx.logger });
         metricsServerPort = ctx.lifecycle.add('/metrics endpoint', await start, (m) => m.close()).port;
       }

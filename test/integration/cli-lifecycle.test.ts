@@ -72,7 +72,7 @@ describe('CLI lifecycle in a real process', () => {
     expect(code).toBe(1);
   });
 
-  it('a second signal while closing ends the process at once with 128 + signal (130 for SIGINT, 143 for SIGTERM)', async () => {
+  it('the same signal again while closing ends the process at once with 128 + signal (130 for SIGINT, 143 for SIGTERM)', async () => {
     for (const [signal, expected] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
       const child = lifecycleProcess(true);
       const out = lines(child);

@@ -75,13 +75,16 @@ describe('CliLifecycle', () => {
     expect(() => lifecycle.add('late', 1, () => undefined)).toThrow(/after the CLI began to close/);
   });
 
-  it('a second signal forces the exit with 128 + the signal number', async () => {
+  it('the same signal a second time forces the exit; a different one does not', async () => {
     const source = signals();
     const forced: NodeJS.Signals[] = [];
     const notices: string[] = [];
     const lifecycle = new CliLifecycle({ logger: () => createLogger({ level: 'silent', pretty: false }), signals: source, forceExit: (s) => void forced.push(s), notice: (l) => void notices.push(l) });
     lifecycle.start();
     source.send('SIGINT');
+    expect(forced).toEqual([]);
+    // A SIGTERM after the SIGINT (a parent stopping its children after Ctrl-C hit them all) does not cut the close short.
+    source.send('SIGTERM');
     expect(forced).toEqual([]);
     source.send('SIGINT');
     expect(forced).toEqual(['SIGINT']);
