@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { AuthTokens, canServeTls, createLogger, loadTls, type Logger, type TlsMaterial } from '../common/index.js';
 import type { StoreCredentials } from '../store/index.js';
 import { CliUsageError, type CliEnv, type LoadedConfig, type SettingName } from './cli-env.js';
+import { CliLifecycle } from './cli-lifecycle.js';
 import { parseSeeds } from './cli-io.js';
 
 /** What every command gets from the entry: the environment, the root logger, output. */
@@ -10,6 +11,8 @@ export class CliContext {
   private rootLogger: Logger | undefined;
   private logLevel: CliEnv['SHARDPIPE_LOG_LEVEL'];
   private logFormat: CliEnv['SHARDPIPE_LOG_FORMAT'];
+  /** The process's one signal handler and the components it closes, in reverse start order. */
+  readonly lifecycle = new CliLifecycle({ logger: () => this.logger });
 
   constructor(config: LoadedConfig) {
     this.loaded = config;

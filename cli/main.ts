@@ -14,10 +14,18 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`shardpipe: ${(err as Error).message}\n`);
     return EXIT.usage;
   }
+  const code = await run(ctx, argv);
+  // Whatever the command started, stopped here in reverse order, also after a failure or a signal.
+  const clean = await ctx.lifecycle.close();
+  return !clean && code === EXIT.ok ? EXIT.failed : code;
+}
+
+async function run(ctx: CliContext, argv: string[]): Promise<number> {
   try {
     await buildProgram(ctx).parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
-  } catch (err) {
+  } catch (thrown) {
+    const err = ctx.lifecycle.interruption(thrown);
     if (err instanceof CommanderError) {
       // --help and --version end here too, with exit code 0.
       return err.exitCode === 0 ? EXIT.ok : EXIT.usage;

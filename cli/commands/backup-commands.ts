@@ -1,40 +1,14 @@
-import { resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import type { Command } from 'commander';
+import { BackupError, applyRetention, listBackups, readManifest, verifyBackup } from '../../backup/index.js';
 import { parseDurationMs } from '../../common/index.js';
-import { BackupError, applyRetention, listBackups, openBackupTarget, readManifest, verifyBackup, type BackupTarget, type OpenBackupTargetOptions } from '../../backup/index.js';
-import {
-  BackupWorkers,
-  PrivateRedis,
-  checkRedisCredentials,
-  connectionFromUrl,
-  listBackupSchedules,
-  removeBackupSchedule,
-  submitBackup,
-  upsertBackupSchedule,
-  watchBackup,
-  type BackupProgress,
-  type BackupReport,
-  type BackupSpec,
-} from '../../jobs/index.js';
-import { StoreClient, type ShardTarget } from '../../store/index.js';
+import { BackupWorkers, connectionFromUrl, listBackupSchedules, removeBackupSchedule, submitBackup, upsertBackupSchedule, watchBackup, type BackupReport, type BackupSpec } from '../../jobs/index.js';
+import { StoreClient } from '../../store/index.js';
+import { atLeastOne, keepOf, scheduleNameOf, sharedRedis, specOf, targetOptionsOf, withTarget, type PlanOptions, type TargetOptions } from '../backup-flags.js';
 import { CliUsageError } from '../cli-env.js';
-import { EXIT, formatTable, parsePositiveInt } from '../cli-io.js';
+import { EXIT, formatTable } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
-
-interface TargetOptions {
-  target?: string;
-  dataDir?: string;
-  json?: boolean;
-}
-
-interface PlanOptions {
-  shardRows?: string;
-  shardBytes?: string;
-  metricsUrl?: string;
-  lease: string;
-  rowGroupRows?: string;
-}
+import { dataDirOf, openJobRedis } from '../job-redis.js';
+import { ProgressView, backupSnapshot } from '../progress-view.js';
 
 interface RunOptions extends TargetOptions, PlanOptions {
   seeds?: string;
@@ -85,41 +59,25 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     .option('--concurrency <n>', 'shards the local worker writes at once', '2')
     .option('--lock-duration <duration>', 'how long a job stays claimed by a worker that stopped answering', '30s')
     .action(async (opts: RunOptions) => {
-      const dataDir = dataDirOf(ctx, opts);
       const spec: BackupSpec = { ...specOf(ctx, opts), keep: opts.keep === undefined ? undefined : keepOf(opts.keep) };
-      const redisUrl = opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL;
       const seeds = ctx.seeds(opts.seeds);
       const lockDurationMs = parseDurationMs(opts.lockDuration);
-      const stop = new AbortController();
-      const onSignal = (): void => stop.abort(new CliUsageError('interrupted'));
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
-      const client = new StoreClient({ seeds, logger: ctx.logger, credentials: ctx.storeCredentials() });
-      let redis: PrivateRedis | undefined;
-      let workers: BackupWorkers | undefined;
-      try {
-        redis = redisUrl ? undefined : await PrivateRedis.start({ dataDir: resolve(dataDir, 'redis'), logger: ctx.logger });
-        const connection = connectionFromUrl(redisUrl ?? redis!.url);
-        await checkRedisCredentials(connection, redisUrl ?? redis!.url);
-        const submitted = await submitBackup(connection, client, spec, { targetOptions: targetOptionsOf(ctx), metricsToken: ctx.token(), logger: ctx.logger, signal: stop.signal });
-        if (!opts.json) process.stderr.write(`backup ${submitted.backupId}: ${submitted.shards.length} shards, about ${submitted.approxRows} rows, snapshots of map version ${submitted.mapVersion} → ${spec.target}\n`);
-        if (!opts.localWorker && !opts.wait) {
-          ctx.print(opts.json ? JSON.stringify({ backupId: submitted.backupId, shards: submitted.shards.length, target: spec.target }) : submitted.backupId);
-          return;
-        }
-        if (opts.localWorker) {
-          workers = BackupWorkers.start({ connection, client, targetOptions: targetOptionsOf(ctx), concurrency: positive(opts.concurrency, '--concurrency'), lockDurationMs, logger: ctx.logger });
-        }
-        const report = await watchBackup(connection, submitted.backupId, { onProgress: progressPrinter(ctx), signal: stop.signal });
-        if (process.stderr.isTTY) process.stderr.write('\n');
-        printRunReport(ctx, report, opts.json ?? false);
-      } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-        await workers?.close();
-        client.close();
-        await redis?.stop();
+      const signal = ctx.lifecycle.start();
+      const client = ctx.lifecycle.add('store client', new StoreClient({ seeds, logger: ctx.logger, credentials: ctx.storeCredentials() }), (c) => c.close());
+      const connection = await openJobRedis(ctx, opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL, dataDirOf(ctx, opts.dataDir));
+      const submitted = await submitBackup(connection, client, spec, { targetOptions: targetOptionsOf(ctx), metricsToken: ctx.token(), logger: ctx.logger, signal });
+      if (!opts.json) process.stderr.write(`backup ${submitted.backupId}: ${submitted.shards.length} shards, about ${submitted.approxRows} rows, snapshots of map version ${submitted.mapVersion} → ${spec.target}\n`);
+      if (!opts.localWorker && !opts.wait) {
+        ctx.print(opts.json ? JSON.stringify({ backupId: submitted.backupId, shards: submitted.shards.length, target: spec.target }) : submitted.backupId);
+        return;
       }
+      if (opts.localWorker) {
+        const concurrency = atLeastOne(opts.concurrency, '--concurrency');
+        ctx.lifecycle.add('backup workers', BackupWorkers.start({ connection, client, targetOptions: targetOptionsOf(ctx), concurrency, lockDurationMs, logger: ctx.logger }), (w) => w.close());
+      }
+      const view = new ProgressView(process.stderr, ctx.logger, { what: 'backup' });
+      const report = await watchBackup(connection, submitted.backupId, { onProgress: (p) => view.show(backupSnapshot(p)), signal }).finally(() => view.done());
+      printRunReport(ctx, report, opts.json ?? false);
     });
 
   backup
@@ -277,87 +235,6 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       await removeBackupSchedule(connectionFromUrl(sharedRedis(ctx, opts.redis)), name);
       ctx.print(`removed schedule ${name}`);
     });
-}
-
-/** Credentials and tuning for `az://` targets, from this process's environment. */
-export function targetOptionsOf(ctx: CliContext): OpenBackupTargetOptions {
-  return { azure: { connectionString: ctx.env.AZURE_STORAGE_CONNECTION_STRING } };
-}
-
-function dataDirOf(ctx: CliContext, opts: { dataDir?: string }): string {
-  return resolve(opts.dataDir ?? ctx.env.SHARDPIPE_DATA_DIR ?? '.shardpipe');
-}
-
-/**
- * `--target` (or SHARDPIPE_BACKUP_TARGET) as a URL: a scheme-less value is a local folder; nothing
- * given is DATA_DIR/backups. Every command that reads or writes backups (restore too) parses it here.
- */
-export function targetUrlOf(ctx: CliContext, opts: TargetOptions): string {
-  const given = opts.target ?? ctx.env.SHARDPIPE_BACKUP_TARGET;
-  if (given === undefined || given === '') return pathToFileURL(resolve(dataDirOf(ctx, opts), 'backups')).href;
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(given)) return given;
-  return pathToFileURL(resolve(given)).href;
-}
-
-async function withTarget(ctx: CliContext, opts: TargetOptions, fn: (target: BackupTarget) => Promise<void>): Promise<void> {
-  const target = openBackupTarget(targetUrlOf(ctx, opts), targetOptionsOf(ctx));
-  try {
-    await fn(target);
-  } finally {
-    await target.close();
-  }
-}
-
-function specOf(ctx: CliContext, opts: TargetOptions & PlanOptions): BackupSpec {
-  if (opts.shardRows !== undefined && opts.shardBytes !== undefined) throw new CliUsageError('give --shard-rows or --shard-bytes, not both');
-  const shardTarget: ShardTarget = opts.shardBytes !== undefined ? { targetBytes: positive(opts.shardBytes, '--shard-bytes') } : { targetRows: positive(opts.shardRows ?? '1000000', '--shard-rows') };
-  const leaseMs = parseDurationMs(opts.lease);
-  if (leaseMs < 10_000 || leaseMs > 24 * 3600_000) throw new CliUsageError(`--lease must be 10s–24h, got ${opts.lease}`);
-  const rowGroupRows = opts.rowGroupRows === undefined ? undefined : positive(opts.rowGroupRows, '--row-group-rows');
-  if (rowGroupRows !== undefined && rowGroupRows > 65_536) throw new CliUsageError(`--row-group-rows must be 1–65536, got ${rowGroupRows}`);
-  const target = targetUrlOf(ctx, opts);
-  // Refuses a malformed URL as a usage error before anything starts.
-  openBackupTarget(target, targetOptionsOf(ctx));
-  return { target, shardTarget, metricsUrl: opts.metricsUrl ?? ctx.env.SHARDPIPE_METRICS_URL, leaseMs, rowGroupRows };
-}
-
-function positive(value: string, flag: string): number {
-  const n = parsePositiveInt(value, flag);
-  if (n < 1) throw new CliUsageError(`${flag} must be ≥ 1, got "${value}"`);
-  return n;
-}
-
-function keepOf(value: string): number {
-  return positive(value, '--keep');
-}
-
-function sharedRedis(ctx: CliContext, flag: string | undefined): string {
-  const url = flag ?? ctx.env.SHARDPIPE_REDIS_URL;
-  if (!url) throw new CliUsageError('schedules live in the shared Redis the workers use: pass --redis URL or set SHARDPIPE_REDIS_URL');
-  return url;
-}
-
-/** A stable default name per target, so scheduling the same target again updates its schedule. */
-function scheduleNameOf(target: string): string {
-  return target
-    .replace(/^[a-z]+:\/\//i, '')
-    .replace(/[^A-Za-z0-9._-]+/g, '-')
-    .replace(/^-+|-+$/g, '')
-    .slice(-100) || 'backup';
-}
-
-function progressPrinter(ctx: CliContext): (p: BackupProgress) => void {
-  let lastLog = 0;
-  return (p) => {
-    const pct = p.rowsTotal > 0 ? ((p.rowsDone / p.rowsTotal) * 100).toFixed(1) : '100.0';
-    const eta = p.etaSeconds === undefined ? '?' : `${p.etaSeconds}s`;
-    if (process.stderr.isTTY) {
-      process.stderr.write(`\r${p.rowsDone}/~${p.rowsTotal} rows (${pct}%)  ${p.rowsPerSecond} rows/s  ETA ${eta}  shards ${p.shardsDone + p.shardsFailed}/${p.shards}${p.shardsFailed ? ` (${p.shardsFailed} failed)` : ''}   `);
-    } else if (Date.now() - lastLog > 5000) {
-      lastLog = Date.now();
-      ctx.logger.info({ ...p }, 'backup progress');
-    }
-  };
 }
 
 function printRunReport(ctx: CliContext, report: BackupReport, json: boolean): void {

@@ -54,64 +54,56 @@ export function registerDemoCommand(program: Command, ctx: CliContext): void {
       const say = (line: string): void => {
         if (!opts.json) process.stderr.write(`${line}\n`);
       };
-      const stop = new AbortController();
-      const onSignal = (): void => stop.abort(new CliUsageError('interrupted'));
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
-      let stack: LocalStack | undefined;
-      try {
-        say(`generating a sorted drop of ${rows} rows in ${files} part files…`);
-        const drop = await writeSampleDrop(join(dataDir, 'drop'), { rows, files, signal: stop.signal });
-        stack = await LocalStack.start({
-          dataDir,
-          map: (nodes) => PartitionMap.fromSplitKeys(1, nodes, drop.splitKeys(6).map((k) => Buffer.from(k))),
-          metricsPort: parsePositiveInt(opts.metricsPort, '--metrics-port'),
-          logger: ctx.logger,
-        });
-        say(`stack up: store nodes ${stack.seeds.join(', ')} (6 partitions), Redis ${redactUrl(stack.redisUrl)}`);
-        say(`dashboard: ${stack.metrics.url}  (jobs in detail at ${stack.metrics.url}queues)`);
-        const env = { ...stack.env, SHARDPIPE_DATA_DIR: dataDir };
-        const target = pathToFileURL(join(dataDir, 'backups')).href;
-        const stages: Stage[] = [];
+      const signal = ctx.lifecycle.start();
+      // Registered first, so it runs last: after the stack has stopped using the folder.
+      if (!opts.dataDir) ctx.lifecycle.add('demo folder', dataDir, (dir) => rm(dir, { recursive: true, force: true }));
+      say(`generating a sorted drop of ${rows} rows in ${files} part files…`);
+      const drop = await writeSampleDrop(join(dataDir, 'drop'), { rows, files, signal });
+      const start = LocalStack.start({
+        dataDir,
+        map: (nodes) => PartitionMap.fromSplitKeys(1, nodes, drop.splitKeys(6).map((k) => Buffer.from(k))),
+        metricsPort: parsePositiveInt(opts.metricsPort, '--metrics-port'),
+        logger: ctx.logger,
+      });
+      const stack = ctx.lifecycle.add('local stack', await start, (s) => s.close());
+      say(`stack up: store nodes ${stack.seeds.join(', ')} (6 partitions), Redis ${redactUrl(stack.redisUrl)}`);
+      say(`dashboard: ${stack.metrics.url}  (jobs in detail at ${stack.metrics.url}queues)`);
+      const env = { ...stack.env, SHARDPIPE_DATA_DIR: dataDir };
+      const target = pathToFileURL(join(dataDir, 'backups')).href;
+      const stages: Stage[] = [];
 
-        say('\n== ingest');
-        const ingest = await runStage('ingest', ['ingest', drop.dir, '--key-column', 'id', '--value-column', 'payload', '--no-local-worker', '--wait', '--json'], env, stop.signal);
-        stages.push({ ...ingest.stage, rows: ingest.report.rowsIngested as number, detail: `${drop.files} files, ${(drop.bytes / 1e6).toFixed(1)} MB, ${ingest.report.rowsRejected} rejected` });
+      say('\n== ingest');
+      const ingest = await runStage('ingest', ['ingest', drop.dir, '--key-column', 'id', '--value-column', 'payload', '--no-local-worker', '--wait', '--json'], env, signal);
+      stages.push({ ...ingest.stage, rows: ingest.report.rowsIngested as number, detail: `${drop.files} files, ${(drop.bytes / 1e6).toFixed(1)} MB, ${ingest.report.rowsRejected} rejected` });
 
-        say('\n== backup');
-        const shardRows = String(Math.max(10_000, Math.ceil(rows / 8)));
-        const backup = await runStage('backup', ['backup', 'run', '--target', target, '--shard-rows', shardRows, '--no-local-worker', '--wait', '--json'], env, stop.signal);
-        const backupId = String(backup.report.backupId);
-        stages.push({ ...backup.stage, rows: Number(backup.report.rows), detail: `${backupId}: ${backup.report.shards} shards, ${(Number(backup.report.bytes) / 1e6).toFixed(1)} MB` });
+      say('\n== backup');
+      const shardRows = String(Math.max(10_000, Math.ceil(rows / 8)));
+      const backup = await runStage('backup', ['backup', 'run', '--target', target, '--shard-rows', shardRows, '--no-local-worker', '--wait', '--json'], env, signal);
+      const backupId = String(backup.report.backupId);
+      stages.push({ ...backup.stage, rows: Number(backup.report.rows), detail: `${backupId}: ${backup.report.shards} shards, ${(Number(backup.report.bytes) / 1e6).toFixed(1)} MB` });
 
-        say('\n== wipe: stopping the nodes, deleting their data, starting them empty with 4 partitions instead of 6');
-        const wipeStart = performance.now();
-        await stack.cluster.wipe(PartitionMap.fromSplitKeys(2, stack.seeds, drop.splitKeys(4).map((k) => Buffer.from(k))));
-        stages.push({ stage: 'wipe', rows: 0, seconds: (performance.now() - wipeStart) / 1000, rowsPerSecond: 0, detail: 'empty cluster, new partition map (version 2, 4 partitions)' });
+      say('\n== wipe: stopping the nodes, deleting their data, starting them empty with 4 partitions instead of 6');
+      const wipeStart = performance.now();
+      await stack.cluster.wipe(PartitionMap.fromSplitKeys(2, stack.seeds, drop.splitKeys(4).map((k) => Buffer.from(k))));
+      stages.push({ stage: 'wipe', rows: 0, seconds: (performance.now() - wipeStart) / 1000, rowsPerSecond: 0, detail: 'empty cluster, new partition map (version 2, 4 partitions)' });
 
-        say('\n== restore --verify');
-        const restore = await runStage('restore', ['restore', backupId, '--target', target, '--no-local-worker', '--verify', '--json'], env, stop.signal, [EXIT.ok, EXIT.incomplete]);
-        const verified = restore.report.verified === true && ingest.report.rowsIngested === rows && restore.report.rowsRestored === rows;
-        const mismatches = (restore.report.mismatches as unknown[] | undefined)?.length ?? 0;
-        stages.push({ ...restore.stage, rows: Number(restore.report.rowsRestored), detail: verified ? `verified: ${restore.report.shards} shard ranges match the manifest` : `NOT verified: ${mismatches} mismatches` });
+      say('\n== restore --verify');
+      const restore = await runStage('restore', ['restore', backupId, '--target', target, '--no-local-worker', '--verify', '--json'], env, signal, [EXIT.ok, EXIT.incomplete]);
+      const verified = restore.report.verified === true && ingest.report.rowsIngested === rows && restore.report.rowsRestored === rows;
+      const mismatches = (restore.report.mismatches as unknown[] | undefined)?.length ?? 0;
+      stages.push({ ...restore.stage, rows: Number(restore.report.rowsRestored), detail: verified ? `verified: ${restore.report.shards} shard ranges match the manifest` : `NOT verified: ${mismatches} mismatches` });
 
-        if (opts.json) {
-          ctx.print(JSON.stringify({ verified, dashboard: stack.metrics.url, stages }));
-        } else {
-          ctx.print('');
-          ctx.print(formatTable(['stage', 'rows', 'seconds', 'rows/s', 'detail'], stages.map((s) => [s.stage, String(s.rows), s.seconds.toFixed(1), String(s.rowsPerSecond), s.detail])));
-          ctx.print(verified ? `\nVERIFIED: all ${rows} rows went in, out to Parquet and back, and match.` : '\nNOT VERIFIED: see the restore line above.');
-        }
-        if (!verified) process.exitCode = EXIT.failed;
-        if (opts.keepRunning && !stop.signal.aborted) {
-          say(`\nstill running — dashboard ${stack.metrics.url}; in another terminal:\n  export ${Object.entries(stack.env).map(([k, v]) => `${k}=${v}`).join(' ')}\nCtrl-C stops everything.`);
-          await new Promise<void>((done) => stop.signal.addEventListener('abort', () => done(), { once: true }));
-        }
-      } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-        await stack?.close();
-        if (!opts.dataDir) await rm(dataDir, { recursive: true, force: true });
+      if (opts.json) {
+        ctx.print(JSON.stringify({ verified, dashboard: stack.metrics.url, stages }));
+      } else {
+        ctx.print('');
+        ctx.print(formatTable(['stage', 'rows', 'seconds', 'rows/s', 'detail'], stages.map((s) => [s.stage, String(s.rows), s.seconds.toFixed(1), String(s.rowsPerSecond), s.detail])));
+        ctx.print(verified ? `\nVERIFIED: all ${rows} rows went in, out to Parquet and back, and match.` : '\nNOT VERIFIED: see the restore line above.');
+      }
+      if (!verified) process.exitCode = EXIT.failed;
+      if (opts.keepRunning && !signal.aborted) {
+        say(`\nstill running — dashboard ${stack.metrics.url}; in another terminal:\n  export ${Object.entries(stack.env).map(([k, v]) => `${k}=${v}`).join(' ')}\nCtrl-C stops everything.`);
+        await ctx.lifecycle.untilSignal();
       }
     });
 }

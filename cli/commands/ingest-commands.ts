@@ -2,12 +2,12 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { isAzureUrl, parseDurationMs } from '../../common/index.js';
 import { IngestError } from '../../ingest/index.js';
-import { IngestWorkers, PrivateRedis, checkRedisCredentials, connectionFromUrl, submitIngest, watchIngest, type IngestReport, type KeyOverlaps } from '../../jobs/index.js';
+import { IngestWorkers, submitIngest, watchIngest, type IngestReport, type KeyOverlaps } from '../../jobs/index.js';
 import { StoreClient } from '../../store/index.js';
-import { CliUsageError } from '../cli-env.js';
 import { EXIT, formatTable, parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
-import { ProgressView } from '../ingest-progress-view.js';
+import { dataDirOf, openJobRedis } from '../job-redis.js';
+import { ProgressView, ingestSnapshot } from '../progress-view.js';
 
 interface IngestOptions {
   keyColumn: string;
@@ -53,81 +53,66 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
     .option('--lock-duration <duration>', 'how long a job stays claimed by a worker that stopped answering', '30s')
     .option('--rows-per-task <n>', 'split files into child jobs of about this many rows (whole row groups)', '2000000')
     .action(async (source: string, opts: IngestOptions) => {
-      const dataDir = resolve(opts.dataDir ?? ctx.env.SHARDPIPE_DATA_DIR ?? '.shardpipe');
-      const redisUrl = opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL;
+      const dataDir = dataDirOf(ctx, opts.dataDir);
       const seeds = opts.localWorker ? ctx.seeds(opts.seeds) : [];
       const lockDurationMs = parseDurationMs(opts.lockDuration);
-      const stop = new AbortController();
-      const onSignal = (): void => stop.abort(new CliUsageError('interrupted'));
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
-      const redis = redisUrl ? undefined : await PrivateRedis.start({ dataDir: resolve(dataDir, 'redis'), logger: ctx.logger });
-      const connection = connectionFromUrl(redisUrl ?? redis!.url);
-      await checkRedisCredentials(connection, redisUrl ?? redis!.url);
-      let client: StoreClient | undefined;
-      let workers: IngestWorkers | undefined;
+      const signal = ctx.lifecycle.start();
+      const connection = await openJobRedis(ctx, opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL, dataDir);
+      let submitted;
       try {
-        let submitted;
-        try {
-          submitted = await submitIngest(
-            connection,
-            {
-              source: isAzureUrl(source) ? source : resolve(source),
-              // Azure drops are staged here; workers read the copies.
-              cacheDir: isAzureUrl(source) ? resolve(dataDir, 'azure-cache') : undefined,
-              keyColumn: opts.keyColumn,
-              valueColumn: opts.valueColumn,
-              rejectsDir: resolve(opts.rejectsDir ?? resolve(dataDir, 'rejects')),
-              maxRejects: opts.maxRejects === undefined ? undefined : parsePositiveInt(opts.maxRejects, '--max-rejects'),
-              strictOrder: opts.strictOrder ?? false,
-              maxRowsPerSecond: parsePositiveInt(opts.maxRowsPerSecond, '--max-rows-per-second'),
-            },
-            {
-              restart: opts.restart,
-              requireSuccess: opts.requireSuccess,
-              allowEmpty: opts.allowEmpty ?? false,
-              rowsPerTask: parsePositiveInt(opts.rowsPerTask, '--rows-per-task'),
-              azureConnectionString: ctx.env.AZURE_STORAGE_CONNECTION_STRING,
-              signal: stop.signal,
-            },
-          );
-        } catch (err) {
-          // Nothing to ingest is not a crash: the drop is there, it holds no data (exit 2 like other incomplete ingests).
-          if (err instanceof IngestError && err.code === 'INGEST_EMPTY_DROP') {
-            process.stderr.write(`shardpipe: ${err.message} [${err.code}]\n`);
-            process.exitCode = EXIT.incomplete;
-            return;
-          }
-          throw err;
-        }
-        const { plan } = submitted;
-        ctx.logger.info({ ingestId: plan.ingestId, state: submitted.state, files: plan.files.length, children: plan.children.length, rows: plan.rowsTotal, skipped: plan.skipped }, 'ingest submitted');
-        if (!opts.json) {
-          process.stderr.write(`ingest ${plan.ingestId} (${submitted.state}): ${plan.files.length} files, ${plan.rowsTotal} rows in ${plan.children.length} tasks${plan.skipped.length ? `, ${plan.skipped.length} files skipped` : ''}\n`);
-          const overlapText = describeOverlaps(plan.keyOverlaps);
-          if (overlapText !== undefined) process.stderr.write(`${overlapText}\n`);
-        }
-        if (!opts.localWorker && !opts.wait) {
-          ctx.print(opts.json ? JSON.stringify({ id: plan.ingestId, state: submitted.state }) : plan.ingestId);
+        submitted = await submitIngest(
+          connection,
+          {
+            source: isAzureUrl(source) ? source : resolve(source),
+            // Azure drops are staged here; workers read the copies.
+            cacheDir: isAzureUrl(source) ? resolve(dataDir, 'azure-cache') : undefined,
+            keyColumn: opts.keyColumn,
+            valueColumn: opts.valueColumn,
+            rejectsDir: resolve(opts.rejectsDir ?? resolve(dataDir, 'rejects')),
+            maxRejects: opts.maxRejects === undefined ? undefined : parsePositiveInt(opts.maxRejects, '--max-rejects'),
+            strictOrder: opts.strictOrder ?? false,
+            maxRowsPerSecond: parsePositiveInt(opts.maxRowsPerSecond, '--max-rows-per-second'),
+          },
+          {
+            restart: opts.restart,
+            requireSuccess: opts.requireSuccess,
+            allowEmpty: opts.allowEmpty ?? false,
+            rowsPerTask: parsePositiveInt(opts.rowsPerTask, '--rows-per-task'),
+            azureConnectionString: ctx.env.AZURE_STORAGE_CONNECTION_STRING,
+            signal,
+          },
+        );
+      } catch (err) {
+        // Nothing to ingest is not a crash: the drop is there, it holds no data (exit 2 like other incomplete ingests).
+        if (err instanceof IngestError && err.code === 'INGEST_EMPTY_DROP') {
+          process.stderr.write(`shardpipe: ${err.message} [${err.code}]\n`);
+          process.exitCode = EXIT.incomplete;
           return;
         }
-        if (opts.localWorker) {
-          client = new StoreClient({ seeds, logger: ctx.logger, credentials: ctx.storeCredentials() });
-          workers = IngestWorkers.start({ connection, client, concurrency: parsePositiveInt(opts.concurrency, '--concurrency'), lockDurationMs, logger: ctx.logger });
-        }
-        const view = new ProgressView(process.stderr, ctx.logger);
-        const report = await watchIngest(connection, plan, { onProgress: (p) => view.show(p), signal: stop.signal });
-        printReport(ctx, report, opts.json ?? false);
-        // Over --max-rejects the ingest as a whole has failed; otherwise failures are per file.
-        if (report.failures.some((f) => f.reason.includes('INGEST_TOO_MANY_REJECTS'))) process.exitCode = EXIT.failed;
-        else if (report.filesFailed > 0 || report.rowsRejected > 0) process.exitCode = EXIT.incomplete;
-      } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-        await workers?.close();
-        client?.close();
-        await redis?.stop();
+        throw err;
       }
+      const { plan } = submitted;
+      ctx.logger.info({ ingestId: plan.ingestId, state: submitted.state, files: plan.files.length, children: plan.children.length, rows: plan.rowsTotal, skipped: plan.skipped }, 'ingest submitted');
+      if (!opts.json) {
+        process.stderr.write(`ingest ${plan.ingestId} (${submitted.state}): ${plan.files.length} files, ${plan.rowsTotal} rows in ${plan.children.length} tasks${plan.skipped.length ? `, ${plan.skipped.length} files skipped` : ''}\n`);
+        const overlapText = describeOverlaps(plan.keyOverlaps);
+        if (overlapText !== undefined) process.stderr.write(`${overlapText}\n`);
+      }
+      if (!opts.localWorker && !opts.wait) {
+        ctx.print(opts.json ? JSON.stringify({ id: plan.ingestId, state: submitted.state }) : plan.ingestId);
+        return;
+      }
+      if (opts.localWorker) {
+        const client = ctx.lifecycle.add('store client', new StoreClient({ seeds, logger: ctx.logger, credentials: ctx.storeCredentials() }), (c) => c.close());
+        const concurrency = parsePositiveInt(opts.concurrency, '--concurrency');
+        ctx.lifecycle.add('ingest workers', IngestWorkers.start({ connection, client, concurrency, lockDurationMs, logger: ctx.logger }), (w) => w.close());
+      }
+      const view = new ProgressView(process.stderr, ctx.logger, { what: 'ingest' });
+      const report = await watchIngest(connection, plan, { onProgress: (p) => view.show(ingestSnapshot(p)), signal }).finally(() => view.done());
+      printReport(ctx, report, opts.json ?? false);
+      // Over --max-rejects the ingest as a whole has failed; otherwise failures are per file.
+      if (report.failures.some((f) => f.reason.includes('INGEST_TOO_MANY_REJECTS'))) process.exitCode = EXIT.failed;
+      else if (report.filesFailed > 0 || report.rowsRejected > 0) process.exitCode = EXIT.incomplete;
     });
 }
 

@@ -30,13 +30,14 @@ export function registerMetricsCommands(program: Command, ctx: CliContext): void
     .option('--auth-token-file <file>', 'tokens the page, API and /metrics accept (role read; queue actions admin), one "ROLE TOKEN" per line; without it only loopback clients')
     .option('--insecure', 'without --auth-token-file, still bind a non-loopback address and serve anyone')
     .action(async (opts: MetricsServerFlags) => {
+      ctx.lifecycle.start();
       const intervalMs = parseDurationMs(opts.interval);
       if (intervalMs < 1) throw new RangeError(`--interval must be at least 1ms, got "${opts.interval}"`);
       // Loaded here, not at the top: express and Bull Board would slow every other command's start.
       const { MetricsServer } = await import('../../metrics-server/index.js');
       const registry = new Registry();
       collectDefaultMetrics({ register: registry });
-      const server = await MetricsServer.start({
+      const start = MetricsServer.start({
         seeds: ctx.seeds(opts.seeds),
         port: parsePositiveInt(opts.port, '--port'),
         host: opts.host,
@@ -51,16 +52,9 @@ export function registerMetricsCommands(program: Command, ctx: CliContext): void
         storeCredentials: ctx.storeCredentials(),
         logger: ctx.logger,
       });
+      const server = ctx.lifecycle.add('metrics server', await start, (s) => s.close());
       // Tests and supervisors wait for this line on stdout.
       ctx.print(JSON.stringify({ event: 'ready', url: server.url, port: server.port }));
-      await new Promise<void>((resolve) => {
-        const stop = (signal: string): void => {
-          ctx.logger.info({ signal }, 'stopping the metrics server');
-          resolve();
-        };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
-      });
-      await server.close();
+      await ctx.lifecycle.untilSignal();
     });
 }

@@ -1,28 +1,17 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { openBackupTarget, type BackupManifest, type BackupTarget } from '../../backup/index.js';
+import { openBackupTarget, type BackupManifest } from '../../backup/index.js';
 import { parseDurationMs } from '../../common/index.js';
-import { PrivateRedis, RestoreWorkers, checkRedisCredentials, connectionFromUrl, submitRestore, watchRestore, type RestoreProgress, type RestoreReport } from '../../jobs/index.js';
-import {
-  RestoreError,
-  openLocalShard,
-  parseKeyRange,
-  partitionRanges,
-  planRestore,
-  readRestoreManifest,
-  readShardRows,
-  verifyRestore,
-  type KeyRange,
-  type RestorePlan,
-  type ShardChunk,
-  type ShardSpec,
-  type VerifyReport,
-} from '../../restore/index.js';
+import { RestoreWorkers, submitRestore, watchRestore, type RestoreReport } from '../../jobs/index.js';
+import { RestoreError, parseKeyRange, partitionRanges, planRestore, readRestoreManifest, verifyRestore, type KeyRange, type RestorePlan, type VerifyReport } from '../../restore/index.js';
 import { StoreClient, type PartitionMap } from '../../store/index.js';
+import { targetUrlOf } from '../backup-flags.js';
 import { CliUsageError } from '../cli-env.js';
 import { EXIT, formatTable, parsePositiveInt, rangeText } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
-import { targetUrlOf } from './backup-commands.js';
+import { dataDirOf, openJobRedis } from '../job-redis.js';
+import { ProgressView, restoreSnapshot } from '../progress-view.js';
+import { entriesInCluster, shardRowsAgain } from '../restore-sources.js';
 
 interface RestoreOptions {
   target?: string;
@@ -72,88 +61,70 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
     .option('--concurrency <n>', 'shards the local worker restores at once', '2')
     .option('--lock-duration <duration>', 'how long a job stays claimed by a worker that stopped answering', '30s')
     .action(async (backupId: string, opts: RestoreOptions) => {
-      const dataDir = resolve(opts.dataDir ?? ctx.env.SHARDPIPE_DATA_DIR ?? '.shardpipe');
+      const dataDir = dataDirOf(ctx, opts.dataDir);
       const targetUrl = targetUrlOf(ctx, opts);
       const seeds = ctx.seeds(opts.seeds);
       const lockDurationMs = parseDurationMs(opts.lockDuration);
       const concurrency = parsePositiveInt(opts.concurrency, '--concurrency');
       const azure = { connectionString: ctx.env.AZURE_STORAGE_CONNECTION_STRING };
       const stagingDir = resolve(dataDir, 'restore-staging');
-      const stop = new AbortController();
-      const onSignal = (): void => stop.abort(new CliUsageError('interrupted'));
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
-      const target = openBackupTarget(targetUrl, { azure });
-      const client = new StoreClient({ seeds, logger: ctx.logger, credentials: ctx.storeCredentials() });
-      let redis: PrivateRedis | undefined;
-      let workers: RestoreWorkers | undefined;
+      const signal = ctx.lifecycle.start();
+      const target = ctx.lifecycle.add('backup target', openBackupTarget(targetUrl, { azure }), (t) => t.close());
+      const client = ctx.lifecycle.add('store client', new StoreClient({ seeds, logger: ctx.logger, credentials: ctx.storeCredentials() }), (c) => c.close());
+      let manifest: BackupManifest;
       try {
-        let manifest: BackupManifest;
-        try {
-          manifest = await readRestoreManifest(target, backupId, { signal: stop.signal });
-        } catch (err) {
-          if (err instanceof RestoreError && (err.code === 'RESTORE_BACKUP_NOT_FOUND' || err.code === 'RESTORE_BACKUP_INCOMPLETE')) {
-            process.stderr.write(`shardpipe: ${err.message} [${err.code}]\n`);
-            process.exitCode = EXIT.notFound;
-            return;
-          }
-          throw err;
-        }
-        const map = await client.refreshMap({ signal: stop.signal });
-        const selection = selectionOf(opts, map);
-        const plan = planRestore(manifest, map, selection);
-        const targetEntries = await entriesInCluster(client, plan.shards.flatMap((s) => s.targetPartitions));
-        if (opts.dryRun) {
-          if (opts.json) ctx.print(JSON.stringify({ ...plan, target: target.url, targetEntries }));
-          else printPlan((line) => ctx.print(line), plan, target.url, targetEntries);
+        manifest = await readRestoreManifest(target, backupId, { signal });
+      } catch (err) {
+        if (err instanceof RestoreError && (err.code === 'RESTORE_BACKUP_NOT_FOUND' || err.code === 'RESTORE_BACKUP_INCOMPLETE')) {
+          process.stderr.write(`shardpipe: ${err.message} [${err.code}]\n`);
+          process.exitCode = EXIT.notFound;
           return;
         }
-        if (!opts.json) printPlan((line) => process.stderr.write(line + '\n'), plan, target.url, targetEntries);
-
-        const redisUrl = opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL;
-        redis = redisUrl ? undefined : await PrivateRedis.start({ dataDir: resolve(dataDir, 'redis'), logger: ctx.logger });
-        const connection = connectionFromUrl(redisUrl ?? redis!.url);
-        await checkRedisCredentials(connection, redisUrl ?? redis!.url);
-        const spec = { backupId, target: target.url, maxRowsPerSecond: parsePositiveInt(opts.maxRowsPerSecond, '--max-rows-per-second'), ...(plan.selection ? { ranges: plan.selection } : {}) };
-        const submitted = await submitRestore(connection, spec, manifest, map, { restart: opts.restart });
-        ctx.logger.info({ restoreId: submitted.restoreId, state: submitted.state, shards: plan.shards.length, rows: plan.rows, selection: plan.selection }, 'restore submitted');
-        if (!opts.json) process.stderr.write(`restore ${submitted.restoreId} (${submitted.state})\n`);
-        if (!opts.localWorker && !opts.wait && !opts.verify) {
-          ctx.print(opts.json ? JSON.stringify({ restoreId: submitted.restoreId, state: submitted.state }) : submitted.restoreId);
-          return;
-        }
-        if (opts.localWorker) {
-          workers = RestoreWorkers.start({ connection, client, azure, stagingDir, concurrency, lockDurationMs, logger: ctx.logger });
-        }
-        const report = await watchRestore(
-          connection,
-          { restoreId: submitted.restoreId, shards: plan.shards.length, rowsTotal: plan.rows, shardIndexes: plan.shards.map((s) => s.index) },
-          { onProgress: progressPrinter(ctx), signal: stop.signal },
-        );
-        if (process.stderr.isTTY) process.stderr.write('\n');
-        let verification: VerifyReport | undefined;
-        let verifyMs = 0;
-        if (opts.verify) {
-          const started = performance.now();
-          if (!opts.json) process.stderr.write(`verifying ${plan.shards.reduce((n, s) => n + s.pieces.length, 0)} ranges of ${plan.shards.length} shards…\n`);
-          verification = await verifyRestore(client, manifest.shards, {
-            firstExpiresAtMs: new Map(report.shardResults.map((r) => [r.index, r.firstExpiresAtMs])),
-            selection: plan.selection,
-            readShard: (shard, signal) => shardRowsAgain(target, backupId, shard, stagingDir, signal),
-            signal: stop.signal,
-          });
-          verifyMs = Math.round(performance.now() - started);
-        }
-        printReport(ctx, report, verification, verifyMs, opts.json ?? false);
-        if (report.shardsFailed > 0 || (verification?.mismatches.length ?? 0) > 0) process.exitCode = EXIT.incomplete;
-      } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-        await workers?.close();
-        client.close();
-        await target.close();
-        await redis?.stop();
+        throw err;
       }
+      const map = await client.refreshMap({ signal });
+      const plan = planRestore(manifest, map, selectionOf(opts, map));
+      const targetEntries = await entriesInCluster(client, plan.shards.flatMap((s) => s.targetPartitions));
+      if (opts.dryRun) {
+        if (opts.json) ctx.print(JSON.stringify({ ...plan, target: target.url, targetEntries }));
+        else printPlan((line) => ctx.print(line), plan, target.url, targetEntries);
+        return;
+      }
+      if (!opts.json) printPlan((line) => process.stderr.write(line + '\n'), plan, target.url, targetEntries);
+
+      const connection = await openJobRedis(ctx, opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL, dataDir);
+      const spec = { backupId, target: target.url, maxRowsPerSecond: parsePositiveInt(opts.maxRowsPerSecond, '--max-rows-per-second'), ...(plan.selection ? { ranges: plan.selection } : {}) };
+      const submitted = await submitRestore(connection, spec, manifest, map, { restart: opts.restart });
+      ctx.logger.info({ restoreId: submitted.restoreId, state: submitted.state, shards: plan.shards.length, rows: plan.rows, selection: plan.selection }, 'restore submitted');
+      if (!opts.json) process.stderr.write(`restore ${submitted.restoreId} (${submitted.state})\n`);
+      if (!opts.localWorker && !opts.wait && !opts.verify) {
+        ctx.print(opts.json ? JSON.stringify({ restoreId: submitted.restoreId, state: submitted.state }) : submitted.restoreId);
+        return;
+      }
+      if (opts.localWorker) {
+        ctx.lifecycle.add('restore workers', RestoreWorkers.start({ connection, client, azure, stagingDir, concurrency, lockDurationMs, logger: ctx.logger }), (w) => w.close());
+      }
+      const view = new ProgressView(process.stderr, ctx.logger, { what: 'restore' });
+      const report = await watchRestore(
+        connection,
+        { restoreId: submitted.restoreId, shards: plan.shards.length, rowsTotal: plan.rows, shardIndexes: plan.shards.map((s) => s.index) },
+        { onProgress: (p) => view.show(restoreSnapshot(p)), signal },
+      ).finally(() => view.done());
+      let verification: VerifyReport | undefined;
+      let verifyMs = 0;
+      if (opts.verify) {
+        const started = performance.now();
+        if (!opts.json) process.stderr.write(`verifying ${plan.shards.reduce((n, s) => n + s.pieces.length, 0)} ranges of ${plan.shards.length} shards…\n`);
+        verification = await verifyRestore(client, manifest.shards, {
+          firstExpiresAtMs: new Map(report.shardResults.map((r) => [r.index, r.firstExpiresAtMs])),
+          selection: plan.selection,
+          readShard: (shard, signal) => shardRowsAgain(target, backupId, shard, stagingDir, signal),
+          signal,
+        });
+        verifyMs = Math.round(performance.now() - started);
+      }
+      printReport(ctx, report, verification, verifyMs, opts.json ?? false);
+      if (report.shardsFailed > 0 || (verification?.mismatches.length ?? 0) > 0) process.exitCode = EXIT.incomplete;
     });
 }
 
@@ -180,24 +151,6 @@ function selectionOf(opts: RestoreOptions, map: PartitionMap): KeyRange[] | unde
   }
 }
 
-/** Approximate entries the named partitions already hold (nodes that do not answer count as 0). */
-async function entriesInCluster(client: StoreClient, partitionIds: readonly number[]): Promise<number> {
-  const wanted = new Set(partitionIds);
-  let total = 0;
-  for (const node of await client.stats()) if (node.result.ok) for (const p of node.result.partitions) if (wanted.has(p.id)) total += p.approxCount;
-  return total;
-}
-
-/** A shard file's rows, read again for verification (staged copies removed afterwards). */
-async function* shardRowsAgain(target: BackupTarget, backupId: string, shard: ShardSpec, stagingDir: string, signal?: AbortSignal): AsyncGenerator<ShardChunk> {
-  const local = await openLocalShard(target, backupId, shard, { stagingDir, signal });
-  try {
-    yield* readShardRows(local.file, shard, { signal });
-  } finally {
-    await local.release();
-  }
-}
-
 function printPlan(out: (line: string) => void, plan: RestorePlan, target: string, targetEntries: number): void {
   const hex = (h: string): Buffer => Buffer.from(h, 'hex');
   const ranges = (rs: readonly KeyRange[]): string => rs.map((r) => rangeText(hex(r.start), hex(r.end))).join(' ');
@@ -219,20 +172,6 @@ function printPlan(out: (line: string) => void, plan: RestorePlan, target: strin
       plan.shards.map((s) => [String(s.index), rangeText(hex(s.start), hex(s.end)), String(s.rows), String(s.bytes), ...(plan.selection ? [ranges(s.pieces)] : []), s.targetPartitions.join(',')]),
     ),
   );
-}
-
-function progressPrinter(ctx: CliContext): (p: RestoreProgress) => void {
-  let lastLog = 0;
-  return (p) => {
-    const pct = p.rowsTotal > 0 ? ((p.rowsDone / p.rowsTotal) * 100).toFixed(1) : '100.0';
-    const eta = p.etaSeconds === undefined ? '?' : `${p.etaSeconds}s`;
-    if (process.stderr.isTTY) {
-      process.stderr.write(`\r${p.rowsDone}/${p.rowsTotal} rows (${pct}%)  ${p.rowsPerSecond} rows/s  ETA ${eta}  shards ${p.shardsDone + p.shardsFailed}/${p.shards}${p.shardsFailed ? ` (${p.shardsFailed} failed)` : ''}   `);
-    } else if (Date.now() - lastLog > 5000) {
-      lastLog = Date.now();
-      ctx.logger.info({ ...p }, 'restore progress');
-    }
-  };
 }
 
 function printReport(ctx: CliContext, report: RestoreReport, verification: VerifyReport | undefined, verifyMs: number, json: boolean): void {

@@ -48,6 +48,8 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     .option('--auth-token-file <file>', 'tokens this node accepts, one "ROLE TOKEN" per line (ROLE: admin, write or read); also guards /metrics (read). Without it only loopback clients are accepted')
     .option('--insecure', 'without --auth-token-file, still bind a non-loopback address and accept any client (trusted networks only)')
     .action(async (opts: StartOptions) => {
+      // From here a SIGTERM, even during start-up, ends in a drain rather than a kill.
+      ctx.lifecycle.start();
       const tokens = ctx.serverTokens(opts.authTokenFile);
       const tls = ctx.serverTls();
       const insecure = opts.insecure ?? false;
@@ -64,7 +66,8 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
       }
       const registry = metricsPort === undefined ? undefined : new Registry();
       if (registry) collectDefaultMetrics({ register: registry });
-      const server = await StoreServer.start({
+      const metrics = registry && ctx.lifecycle.add('/metrics endpoint', await MetricsHttpServer.start({ registry, port: metricsPort!, host: opts.metricsHost, tokens, tls, insecure, logger: ctx.logger }), (m) => m.close());
+      const start = StoreServer.start({
         node: opts.node,
         dataDir: opts.data,
         listen: opts.listen,
@@ -83,28 +86,11 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
         insecure,
         logger: ctx.logger,
       });
-      let metrics: MetricsHttpServer | undefined;
-      try {
-        metrics = registry && (await MetricsHttpServer.start({ registry, port: metricsPort!, host: opts.metricsHost, tokens, tls, insecure, logger: ctx.logger }));
-      } catch (err) {
-        await server.shutdown();
-        throw err;
-      }
+      // Drains on the way out (health NOT_SERVING, new calls refused, calls in flight finished) while /metrics still answers.
+      const server = ctx.lifecycle.add('store node', await start, (s) => s.shutdown());
       // Tests and supervisors wait for this line on stdout before sending traffic.
       ctx.print(JSON.stringify({ event: 'ready', node: opts.node, port: server.port, mapVersion: server.node.map.version, ...(metrics ? { metricsPort: metrics.port } : {}) }));
-      await new Promise<void>((resolve) => {
-        const stop = (signal: string): void => {
-          ctx.logger.info({ signal }, 'stopping store node');
-          server.shutdown().then(resolve, (err: unknown) => {
-            ctx.logger.error({ err }, 'store node did not shut down cleanly');
-            process.exitCode = 1;
-            resolve();
-          });
-        };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
-      });
-      await metrics?.close();
+      await ctx.lifecycle.untilSignal();
     });
 
   store

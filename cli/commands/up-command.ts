@@ -30,7 +30,9 @@ export function registerUpCommand(program: Command, ctx: CliContext): void {
     .action(async (opts: UpOptions) => {
       const dataDir = resolve(opts.dataDir ?? ctx.env.SHARDPIPE_DATA_DIR ?? '.shardpipe', 'up');
       const partitions = parsePositiveInt(opts.partitions, '--partitions');
-      const stack = await LocalStack.start({
+      // A Ctrl-C during start-up still stops every child once they are up.
+      ctx.lifecycle.start();
+      const start = LocalStack.start({
         dataDir,
         nodes: parsePositiveInt(opts.nodes, '--nodes'),
         basePort: parsePositiveInt(opts.basePort, '--base-port'),
@@ -41,6 +43,7 @@ export function registerUpCommand(program: Command, ctx: CliContext): void {
         nodeMetrics: true,
         logger: ctx.logger,
       });
+      const stack = ctx.lifecycle.add('local stack', await start, (s) => s.close());
       const exports = Object.entries(stack.env).map(([k, v]) => `export ${k}=${v}`);
       const nodeMetrics = stack.cluster.endpoints.map((e) => e.metricsUrl);
       // stdout is the caller's (a terminal or a supervisor); the token never goes to the logs.
@@ -60,11 +63,7 @@ export function registerUpCommand(program: Command, ctx: CliContext): void {
           '',
         ].join('\n'),
       );
-      await new Promise<void>((done) => {
-        process.once('SIGINT', () => done());
-        process.once('SIGTERM', () => done());
-      });
+      await ctx.lifecycle.untilSignal();
       process.stderr.write('stopping…\n');
-      await stack.close();
     });
 }

@@ -6,7 +6,7 @@ import { StoreClient } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
-import { targetOptionsOf } from './backup-commands.js';
+import { targetOptionsOf } from '../backup-flags.js';
 
 /** `shardpipe worker`: every kind of job worker in one process, against a shared Redis. */
 export function registerWorkerCommand(program: Command, ctx: CliContext): void {
@@ -25,13 +25,18 @@ export function registerWorkerCommand(program: Command, ctx: CliContext): void {
     .action(async (opts: { redis?: string; seeds?: string; concurrency: string; backupConcurrency: string; lockDuration: string; metricsPort?: string; metricsHost: string; authTokenFile?: string; insecure?: boolean }) => {
       const url = opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL;
       if (!url) throw new CliUsageError('a worker needs the shared Redis: pass --redis URL or set SHARDPIPE_REDIS_URL');
+      ctx.lifecycle.start();
       const metricsPort = opts.metricsPort === undefined ? undefined : parsePositiveInt(opts.metricsPort, '--metrics-port');
       const registry = metricsPort === undefined ? undefined : new Registry();
-      if (registry) collectDefaultMetrics({ register: registry });
-      const metrics = registry && (await MetricsHttpServer.start({ registry, port: metricsPort!, host: opts.metricsHost, tokens: ctx.serverTokens(opts.authTokenFile), tls: ctx.serverTls(), insecure: opts.insecure ?? false, logger: ctx.logger }));
+      let metricsServerPort: number | undefined;
+      if (registry) {
+        collectDefaultMetrics({ register: registry });
+        const start = MetricsHttpServer.start({ registry, port: metricsPort!, host: opts.metricsHost, tokens: ctx.serverTokens(opts.authTokenFile), tls: ctx.serverTls(), insecure: opts.insecure ?? false, logger: ctx.logger });
+        metricsServerPort = ctx.lifecycle.add('/metrics endpoint', await start, (m) => m.close()).port;
+      }
       const connection = connectionFromUrl(url);
       await checkRedisCredentials(connection, url);
-      const client = new StoreClient({ seeds: ctx.seeds(opts.seeds), logger: ctx.logger, credentials: ctx.storeCredentials() });
+      const client = ctx.lifecycle.add('store client', new StoreClient({ seeds: ctx.seeds(opts.seeds), logger: ctx.logger, credentials: ctx.storeCredentials() }), (c) => c.close());
       const shared = {
         connection,
         client,
@@ -40,17 +45,22 @@ export function registerWorkerCommand(program: Command, ctx: CliContext): void {
         metrics: registry && new JobMetrics(registry),
         logger: ctx.logger,
       };
-      const workers = IngestWorkers.start(shared);
-      const restoreWorkers = RestoreWorkers.start({ ...shared, azure: { connectionString: ctx.env.AZURE_STORAGE_CONNECTION_STRING } });
-      const backupWorkers = BackupWorkers.start({ ...shared, targetOptions: targetOptionsOf(ctx), metricsToken: ctx.token(), concurrency: parsePositiveInt(opts.backupConcurrency, '--backup-concurrency') });
-      await Promise.all([workers.waitUntilReady(), restoreWorkers.waitUntilReady(), backupWorkers.waitUntilReady()]);
-      ctx.print(JSON.stringify({ event: 'ready', workers: ['ingest', 'backup', 'restore'], ...(metrics ? { metricsPort: metrics.port } : {}) }));
-      await new Promise<void>((done) => {
-        process.once('SIGTERM', done);
-        process.once('SIGINT', done);
-      });
-      await Promise.allSettled([workers.close(), restoreWorkers.close(), backupWorkers.close()]);
-      client.close();
-      await metrics?.close();
+      const backupConcurrency = parsePositiveInt(opts.backupConcurrency, '--backup-concurrency');
+      const started = [
+        IngestWorkers.start(shared),
+        RestoreWorkers.start({ ...shared, azure: { connectionString: ctx.env.AZURE_STORAGE_CONNECTION_STRING } }),
+        BackupWorkers.start({ ...shared, targetOptions: targetOptionsOf(ctx), metricsToken: ctx.token(), concurrency: backupConcurrency }),
+      ];
+      // The three kinds drain side by side: a stop waits for the slowest job, not the sum.
+      ctx.lifecycle.add('job workers', started, closeTogether);
+      await Promise.all(started.map((w) => w.waitUntilReady()));
+      ctx.print(JSON.stringify({ event: 'ready', workers: ['ingest', 'backup', 'restore'], ...(metricsServerPort === undefined ? {} : { metricsPort: metricsServerPort }) }));
+      await ctx.lifecycle.untilSignal();
     });
+}
+
+/** Closes every worker group at once; each close runs, and any failure is reported after all ended. */
+async function closeTogether(groups: ReadonlyArray<{ close(): Promise<void> }>): Promise<void> {
+  const failed = (await Promise.allSettled(groups.map((g) => g.close()))).flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+  if (failed.length > 0) throw new AggregateError(failed, `${failed.length} worker group(s) did not close cleanly`);
 }

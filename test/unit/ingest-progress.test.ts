@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ProgressView, formatBytes, formatEta, formatProgressLines, progressBar } from '../../cli/ingest-progress-view.js';
+import { ProgressView, backupSnapshot, formatEta, formatProgressLines, ingestSnapshot, progressBar, restoreSnapshot } from '../../cli/progress-view.js';
 import { createLogger } from '../../common/index.js';
 import type { FileCheckpoint } from '../../ingest/index.js';
 import { ProgressTracker, childProgress, type ChildSnapshot, type IngestProgress } from '../../jobs/index.js';
@@ -65,16 +65,17 @@ describe('progress lines', () => {
   };
 
   it('draws a total bar with rows, bytes, rate, ETA and files, then a bar per running file', () => {
-    const lines = formatProgressLines(progress, { columns: 200 });
+    const lines = formatProgressLines(ingestSnapshot(progress), { columns: 200 });
     expect(lines).toHaveLength(3);
-    expect(lines[0]).toBe(`total ${progressBar(4_170_000 / 9_225_225, 30)}  45.2%  4.17M/9.23M rows  463 MB/1.02 GB  71.2k rows/s  7.90 MB/s  ETA 1m11s  files 3/5 (1 failed)`);
+    // Bytes by pretty-bytes: three significant digits, trailing zeros dropped (7.9 MB, not 7.90 MB).
+    expect(lines[0]).toBe(`total ${progressBar(4_170_000 / 9_225_225, 30)}  45.2%  4.17M/9.23M rows  463 MB/1.02 GB  71.2k rows/s  7.9 MB/s  ETA 1m11s  files 3/5 (1 failed)`);
     expect(lines[1]).toBe(`  ${'█'.repeat(24)}${'░'.repeat(6)}  80.0%  1.60M/2.00M rows  177 MB/222 MB  part-00000.parquet [row groups 32–63]`);
     expect(lines[2]).toContain('  0.0%');
   });
 
   it('fits narrow terminals and caps the file bars', () => {
     const many = { ...progress, running: Array.from({ length: 12 }, (_, i) => ({ ...progress.running[1]!, name: `part-${i}` })) };
-    const lines = formatProgressLines(many, { columns: 60, maxFileBars: 3 });
+    const lines = formatProgressLines(ingestSnapshot(many), { columns: 60, maxFileBars: 3 });
     expect(lines).toHaveLength(5);
     expect(lines.at(-1)).toBe('  … and 9 more running');
     for (const line of lines) expect(line.length).toBeLessThanOrEqual(60);
@@ -82,30 +83,52 @@ describe('progress lines', () => {
 
   it('formats units', () => {
     expect([progressBar(0, 4), progressBar(0.5, 4), progressBar(2, 4), progressBar(Number.NaN, 4)]).toEqual(['░░░░', '██░░', '████', '░░░░']);
-    expect([formatBytes(999), formatBytes(1500), formatBytes(463e6), formatBytes(1.025e9)]).toEqual(['999 B', '1.50 kB', '463 MB', '1.02 GB']);
     expect([formatEta(undefined), formatEta(45), formatEta(185), formatEta(7620)]).toEqual(['?', '45s', '3m05s', '2h07m']);
   });
 
-  it('on a terminal redraws in place: cursor up over the previous drawing, lines cleared', () => {
+  it('on a terminal redraws in place: the first drawing as it is, then only what changed, over the old lines', () => {
     const written: string[] = [];
-    const view = new ProgressView({ isTTY: true, columns: 200, write: (t: string) => written.push(t) }, createLogger({ level: 'silent', pretty: false }));
-    view.show(progress);
-    view.show({ ...progress, running: [] });
-    expect(written[0]!.startsWith('\x1b[2Ktotal ')).toBe(true);
-    expect(written[0]!.split('\n')).toHaveLength(4);
-    // Three lines drawn before: up three, then one line and everything below it cleared.
-    expect(written[1]!.startsWith('\x1b[3A\r\x1b[2Ktotal ')).toBe(true);
-    expect(written[1]!.endsWith('\n\x1b[J')).toBe(true);
+    const view = new ProgressView({ isTTY: true, columns: 200, rows: 40, write: (t: string) => written.push(t) }, createLogger({ level: 'silent', pretty: false }), { what: 'ingest' });
+    view.show(ingestSnapshot(progress));
+    view.show(ingestSnapshot({ ...progress, rowsDone: 5_000_000, running: [] }));
+    view.done();
+    // Synchronized output (DEC 2026) around each frame, so a terminal never shows half a redraw.
+    const frame = (t: string): string => t.replace(/^\x1b\[\?2026h/, '').replace(/\x1b\[\?2026l$/, '');
+    const first = frame(written[0]!);
+    expect(first.startsWith('total ')).toBe(true);
+    expect(first.split('\n')).toHaveLength(4);
+    // Three lines drawn before (and the cursor on the line below): each erased on the way up, then the new total line; nothing below it.
+    const second = frame(written[1]!);
+    expect(second.startsWith(`${'\x1b[2K\x1b[1A'.repeat(3)}\x1b[2K\x1b[Gtotal `)).toBe(true);
+    expect(second.split('\n')).toHaveLength(2);
+    expect(second).toContain('5.00M/9.23M rows');
+    expect(second).not.toContain('part-00000');
+  });
+
+  it('draws backups and restores with the same bars: shards as parts, no bytes, an approximate backup total', () => {
+    const shardProgress = { rowsDone: 250, rowsTotal: 1000, shardsDone: 1, shardsFailed: 1, shards: 4, rowsPerSecond: 50, etaSeconds: 15 };
+    const [backup] = formatProgressLines(backupSnapshot(shardProgress), { columns: 200 });
+    expect(backup).toBe(`total ${progressBar(0.25, 30)}  25.0%  250/~1.00k rows  50 rows/s  ETA 15s  shards 2/4 (1 failed)`);
+    const [restore] = formatProgressLines(restoreSnapshot(shardProgress), { columns: 200 });
+    expect(restore).toBe(`total ${progressBar(0.25, 30)}  25.0%  250/1.00k rows  50 rows/s  ETA 15s  shards 2/4 (1 failed)`);
+  });
+
+  it('logs backup progress off a terminal with the fields it always had', () => {
+    const logged: Array<[unknown, unknown]> = [];
+    const logger = createLogger({ level: 'silent', pretty: false });
+    logger.info = ((obj: unknown, msg: unknown) => logged.push([obj, msg])) as typeof logger.info;
+    new ProgressView({ isTTY: false, write: () => 0 }, logger, { what: 'backup' }).show(backupSnapshot({ rowsDone: 5, rowsTotal: 10, shardsDone: 1, shardsFailed: 0, shards: 2, rowsPerSecond: 5, etaSeconds: 1 }), 0);
+    expect(logged).toEqual([[{ rowsDone: 5, rowsTotal: 10, shardsDone: 1, shardsFailed: 0, shards: 2, rowsPerSecond: 5, etaSeconds: 1 }, 'backup progress']]);
   });
 
   it('elsewhere logs structured lines, at most one per interval', () => {
     const logged: unknown[] = [];
     const logger = createLogger({ level: 'silent', pretty: false });
     logger.info = ((obj: unknown) => logged.push(obj)) as typeof logger.info;
-    const view = new ProgressView({ isTTY: false, write: () => { throw new Error('no drawing off a terminal'); } }, logger, 5000);
-    view.show(progress, 0);
-    view.show(progress, 1000);
-    view.show(progress, 6000);
+    const view = new ProgressView({ isTTY: false, write: () => { throw new Error('no drawing off a terminal'); } }, logger, { what: 'ingest', logIntervalMs: 5000 });
+    view.show(ingestSnapshot(progress), 0);
+    view.show(ingestSnapshot(progress), 1000);
+    view.show(ingestSnapshot(progress), 6000);
     expect(logged).toHaveLength(2);
     expect(logged[0]).toMatchObject({ rowsDone: 4_170_000, bytesDone: 463e6, bytesTotal: 1.025e9, etaSeconds: 71, running: [{ file: 'part-00000.parquet [row groups 32–63]' }, { file: 'part-00001.parquet' }] });
   });
