@@ -1,0 +1,90 @@
+import { Worker, type ConnectionOptions, type Job } from 'bullmq';
+import type { Logger } from '../common/index.js';
+import { decodeJobFailure, toBullmqError } from './job-failure.js';
+import type { JobMetrics } from './job-metrics.js';
+import { workerSettings } from './worker-settings.js';
+
+/** A processor of one queue; `signal` aborts when the worker closes or the job's lock is lost. */
+export type FanOutProcessor<Data, Result> = (job: Job<Data, Result>, signal?: AbortSignal) => Promise<Result>;
+
+/** One side of a fan-out: the queue a worker takes jobs from and what it does with them. */
+export interface FanOutQueue<Data, Result> {
+  queue: string;
+  concurrency: number;
+  process: FanOutProcessor<Data, Result>;
+}
+
+/** The workers of one job family in one process. */
+export interface FanOutWorkersConfig<ChildData, ChildResult, ParentData, ParentResult> {
+  /** Names the family in logs (`module: <kind>-worker`): `ingest`, `backup`, `restore`. */
+  kind: string;
+  connection: ConnectionOptions;
+  /** See WorkerSettings; default 30000 ms. */
+  lockDurationMs?: number;
+  children: FanOutQueue<ChildData, ChildResult>;
+  parents: FanOutQueue<ParentData, ParentResult>;
+  /** Closed after the workers, in order: what running jobs still use (queues, Redis clients, targets). */
+  resources?: ReadonlyArray<{ close(): Promise<void> | void }>;
+  metrics?: JobMetrics;
+  logger: Logger;
+}
+
+/**
+ * The skeleton every job family runs on: a worker for the children (files, shards) and one for the
+ * parents that report on them. A processor's error reaches BullMQ through the failure codec
+ * (`toBullmqError`): its code, retryability and context travel in the job's failedReason, and a
+ * non-retryable one is an UnrecoverableError, so BullMQ does not try again.
+ */
+export class FanOutWorkers<ChildData, ChildResult, ParentData, ParentResult> {
+  private readonly workers: Worker[];
+  private readonly resources: ReadonlyArray<{ close(): Promise<void> | void }>;
+  private readonly kind: string;
+  private closing: Promise<void> | undefined;
+
+  protected constructor(config: FanOutWorkersConfig<ChildData, ChildResult, ParentData, ParentResult>) {
+    const logger = config.logger.child({ module: `${config.kind}-worker` });
+    const settings = workerSettings(config.connection, config.lockDurationMs);
+    this.kind = config.kind;
+    this.resources = config.resources ?? [];
+    this.workers = [worker(config.children, settings), worker(config.parents, settings)];
+    for (const worker of this.workers) {
+      worker.on('error', (err) => logger.error({ err, queue: worker.name }, `${config.kind} worker error`));
+      worker.on('failed', (job, err) => {
+        const failure = decodeJobFailure(err.message);
+        logger.warn({ queue: worker.name, jobId: job?.id, attemptsMade: job?.attemptsMade, code: failure.code, retryable: failure.retryable, context: failure.context, err: failure.message }, `${config.kind} job attempt failed`);
+      });
+    }
+    config.metrics?.watch(this.workers);
+  }
+
+  /** Resolves once both workers are connected and taking jobs. */
+  async waitUntilReady(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.waitUntilReady()));
+  }
+
+  /** Stops taking jobs and lets running ones finish (their checkpoints make a later resume cheap), then closes the resources. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      // Running jobs still use the resources: close those after the workers.
+      const results = await Promise.allSettled(this.workers.map((w) => w.close()));
+      for (const resource of this.resources) results.push(...(await Promise.allSettled([resource.close()])));
+      const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed.length > 0) throw new AggregateError(failed.map((f) => f.reason), `closing ${this.kind} workers failed`);
+    })();
+    return this.closing;
+  }
+}
+
+function worker<Data, Result>(side: FanOutQueue<Data, Result>, settings: ReturnType<typeof workerSettings>): Worker<Data, Result> {
+  return new Worker<Data, Result>(
+    side.queue,
+    async (job, _token, signal) => {
+      try {
+        return await side.process(job, signal);
+      } catch (err) {
+        throw toBullmqError(err);
+      }
+    },
+    { ...settings, concurrency: side.concurrency },
+  );
+}
