@@ -1,4 +1,4 @@
-import type { ConnectionOptions, Job } from 'bullmq';
+import type { Job } from 'bullmq';
 import type { Logger } from '../common/index.js';
 import {
   BackupError,
@@ -12,25 +12,14 @@ import {
   type OpenBackupTargetOptions,
   type ShardResult,
 } from '../backup/index.js';
-import type { StoreClient } from '../store/index.js';
-import type { JobMetrics } from './job-metrics.js';
 import { BACKUP_QUEUE, BACKUP_SHARD_QUEUE, shardIndexOf, submitBackup, type BackupParentData, type BackupReport, type BackupShardData, type BackupSpec } from './backup-flow.js';
-import { FanOutWorkers } from './fan-out-workers.js';
+import { FanOutWorkers, type FanOutWorkerOptions } from './fan-out-workers.js';
 import { decodeJobFailure, formatJobFailure } from './job-failure.js';
 
-export interface BackupWorkerOptions {
-  connection: ConnectionOptions;
-  /** Reads the store. Required; the caller owns and closes it. */
-  client: StoreClient;
+/** Workers' options; `concurrency` counts shards written at once (default 2), `client` reads the store. */
+export interface BackupWorkerOptions extends FanOutWorkerOptions {
   /** Credentials and tuning for `az://` targets (this process's own; jobs never carry them). */
   targetOptions?: OpenBackupTargetOptions;
-  /** Shards written at once by this worker. Default 2. */
-  concurrency?: number;
-  /** How long a job stays claimed by a worker that stopped answering (then another takes it over). Default 30000 ms. */
-  lockDurationMs?: number;
-  /** Job durations and `shardpipe_rows_total{kind="backup"}`; absent = no metrics. */
-  metrics?: JobMetrics;
-  logger: Logger;
 }
 
 /** Data of a job scheduler's job: start a backup with this spec. */

@@ -1,11 +1,26 @@
 import { Worker, type ConnectionOptions, type Job } from 'bullmq';
 import type { Logger } from '../common/index.js';
+import type { StoreClient } from '../store/index.js';
 import { decodeJobFailure, toBullmqError } from './job-failure.js';
 import type { JobMetrics } from './job-metrics.js';
 import { workerSettings } from './worker-settings.js';
 
 /** A processor of one queue; `signal` aborts when the worker closes or the job's lock is lost. */
 export type FanOutProcessor<Data, Result> = (job: Job<Data, Result>, signal?: AbortSignal) => Promise<Result>;
+
+/** The options every job family's workers take (each family adds its own). */
+export interface FanOutWorkerOptions {
+  connection: ConnectionOptions;
+  /** Reads or writes the store. Required; the caller owns and closes it. */
+  client: StoreClient;
+  /** Children (files, shards) worked on at once by this process. Default 2. */
+  concurrency?: number;
+  /** How long a job stays claimed by a worker that stopped answering (then another takes it over). Default 30000 ms. */
+  lockDurationMs?: number;
+  /** Job durations and `shardpipe_rows_total{kind}`; absent = no metrics. */
+  metrics?: JobMetrics;
+  logger: Logger;
+}
 
 /** One side of a fan-out: the queue a worker takes jobs from and what it does with them. */
 export interface FanOutQueue<Data, Result> {

@@ -27,7 +27,7 @@ export type { FileKeyRange, KeyOverlaps } from './key-overlaps.js';
 export { addFanOut, childJobOptions } from './fan-out-flow.js';
 export type { FanOut, FanOutState } from './fan-out-flow.js';
 export { FanOutWorkers } from './fan-out-workers.js';
-export type { FanOutProcessor, FanOutQueue, FanOutWorkersConfig } from './fan-out-workers.js';
+export type { FanOutProcessor, FanOutQueue, FanOutWorkerOptions, FanOutWorkersConfig } from './fan-out-workers.js';
 export { watchFlow, childState } from './flow-watch.js';
 export type { ChildState, FlowWatch, WatchFlowOptions } from './flow-watch.js';
 export { ShardProgressTracker } from './shard-progress.js';

@@ -1,27 +1,16 @@
 import { Redis, type RedisOptions } from 'ioredis';
-import { Job, Queue, type ConnectionOptions } from 'bullmq';
+import { Job, Queue } from 'bullmq';
 import type { Logger } from '../common/index.js';
 import { IngestError, RejectsWriter, assertFileUnchanged, assertStagedBlobUnchanged, ingestFile, mergeRejects, type FileCheckpoint } from '../ingest/index.js';
-import type { StoreClient } from '../store/index.js';
-import type { JobMetrics } from './job-metrics.js';
 import { INGEST_FILE_QUEUE, INGEST_QUEUE, rejectsFileOf, rejectsPartsDirOf, type IngestFileData, type IngestFileReport, type IngestFileResult, type IngestParentData, type IngestReport } from './ingest-flow.js';
 import { childProgress } from './ingest-progress.js';
-import { FanOutWorkers } from './fan-out-workers.js';
+import { FanOutWorkers, type FanOutWorkerOptions } from './fan-out-workers.js';
 import { decodeJobFailure, formatJobFailure, jobFailureError } from './job-failure.js';
 
-export interface IngestWorkerOptions {
-  connection: ConnectionOptions;
-  /** Routes rows to the store nodes. Required; the caller owns and closes it. */
-  client: StoreClient;
-  /** Files ingested at once by this worker. Default 2. */
-  concurrency?: number;
-  /** How long a job stays claimed by a worker that stopped answering (then another takes it over). Default 30000 ms. */
-  lockDurationMs?: number;
+/** Workers' options; `concurrency` counts files (default 2), `client` routes rows to the store nodes. */
+export interface IngestWorkerOptions extends FanOutWorkerOptions {
   /** BulkInsert calls in flight per file. Default 4. */
   maxInFlight?: number;
-  /** Records job durations and rows ingested. Default: none. */
-  metrics?: JobMetrics;
-  logger: Logger;
 }
 
 /** The workers of one process: file children and the parents that report on them. */

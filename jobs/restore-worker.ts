@@ -1,29 +1,21 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Job, Queue, type ConnectionOptions } from 'bullmq';
+import { Job, Queue } from 'bullmq';
 import { openBackupTarget, type AzureTargetOptions, type BackupTarget } from '../backup/index.js';
 import type { Logger } from '../common/index.js';
 import { checkShardFooter, intersectRanges, openLocalShard, restoreShard, type ShardCheckpoint } from '../restore/index.js';
-import type { StoreClient } from '../store/index.js';
 import { RESTORE_QUEUE, RESTORE_SHARD_QUEUE, type RestoreParentData, type RestoreReport, type RestoreShardData, type RestoreShardResult } from './restore-flow.js';
-import { FanOutWorkers } from './fan-out-workers.js';
+import { FanOutWorkers, type FanOutWorkerOptions } from './fan-out-workers.js';
 import { decodeJobFailure, formatJobFailure } from './job-failure.js';
 
-export interface RestoreWorkerOptions {
-  connection: ConnectionOptions;
-  /** Routes rows to the store nodes. Required; the caller owns and closes it. */
-  client: StoreClient;
+/** Workers' options; `concurrency` counts shards (default 2), `client` routes rows to the store nodes. No metrics yet. */
+export interface RestoreWorkerOptions extends Omit<FanOutWorkerOptions, 'metrics'> {
   /** Credentials and tuning for `az://` backup targets (from this process's environment, never from the jobs). */
   azure?: AzureTargetOptions;
   /** Where shard blobs of `az://` targets are staged while they are read. Default `<os tmpdir>/shardpipe-restore`. */
   stagingDir?: string;
-  /** Shards restored at once by this worker. Default 2. */
-  concurrency?: number;
-  /** How long a job stays claimed by a worker that stopped answering (then another takes it over). Default 30000 ms. */
-  lockDurationMs?: number;
   /** BulkInsert calls in flight per shard. Default 4. */
   maxInFlight?: number;
-  logger: Logger;
 }
 
 /** The restore workers of one process: shard children and the parents that report on them. */
