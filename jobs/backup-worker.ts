@@ -36,19 +36,15 @@ export interface ScheduledBackupData {
 export class BackupWorkers extends FanOutWorkers<BackupShardData, ShardResult, BackupParentData | ScheduledBackupData, BackupReport | { backupId: string }> {
   static start(options: BackupWorkerOptions): BackupWorkers {
     const logger = options.logger.child({ module: 'backup-worker' });
-    return new BackupWorkers({
+    return new BackupWorkers(options, {
       kind: 'backup',
-      connection: options.connection,
-      lockDurationMs: options.lockDurationMs,
-      children: { queue: BACKUP_SHARD_QUEUE, concurrency: options.concurrency ?? 2, process: (job, signal) => processShard(job, options, logger, signal) },
+      children: { queue: BACKUP_SHARD_QUEUE, process: (job, signal) => processShard(job, options, logger, signal) },
       parents: {
         queue: BACKUP_QUEUE,
         concurrency: 2,
         process: (job, signal) =>
           job.name === 'scheduled-backup' ? startScheduled(job as Job<ScheduledBackupData>, options, logger, signal) : finishBackup(job as Job<BackupParentData>, options, logger, signal),
       },
-      metrics: options.metrics,
-      logger: options.logger,
     });
   }
 }

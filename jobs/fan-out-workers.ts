@@ -25,23 +25,19 @@ export interface FanOutWorkerOptions {
 /** One side of a fan-out: the queue a worker takes jobs from and what it does with them. */
 export interface FanOutQueue<Data, Result> {
   queue: string;
-  concurrency: number;
+  /** Jobs at once. Children: the options' `concurrency` (default 2); parents: required. */
+  concurrency?: number;
   process: FanOutProcessor<Data, Result>;
 }
 
-/** The workers of one job family in one process. */
+/** What makes one job family out of the skeleton. */
 export interface FanOutWorkersConfig<ChildData, ChildResult, ParentData, ParentResult> {
   /** Names the family in logs (`module: <kind>-worker`): `ingest`, `backup`, `restore`. */
   kind: string;
-  connection: ConnectionOptions;
-  /** See WorkerSettings; default 30000 ms. */
-  lockDurationMs?: number;
   children: FanOutQueue<ChildData, ChildResult>;
-  parents: FanOutQueue<ParentData, ParentResult>;
+  parents: FanOutQueue<ParentData, ParentResult> & { concurrency: number };
   /** Closed after the workers, in order: what running jobs still use (queues, Redis clients, targets). */
   resources?: ReadonlyArray<{ close(): Promise<void> | void }>;
-  metrics?: JobMetrics;
-  logger: Logger;
 }
 
 /**
@@ -56,12 +52,12 @@ export class FanOutWorkers<ChildData, ChildResult, ParentData, ParentResult> {
   private readonly kind: string;
   private closing: Promise<void> | undefined;
 
-  protected constructor(config: FanOutWorkersConfig<ChildData, ChildResult, ParentData, ParentResult>) {
-    const logger = config.logger.child({ module: `${config.kind}-worker` });
-    const settings = workerSettings(config.connection, config.lockDurationMs);
+  protected constructor(options: Omit<FanOutWorkerOptions, 'client'>, config: FanOutWorkersConfig<ChildData, ChildResult, ParentData, ParentResult>) {
+    const logger = options.logger.child({ module: `${config.kind}-worker` });
+    const settings = workerSettings(options.connection, options.lockDurationMs);
     this.kind = config.kind;
     this.resources = config.resources ?? [];
-    this.workers = [worker(config.children, settings), worker(config.parents, settings)];
+    this.workers = [worker(config.children, settings, options.concurrency ?? 2), worker(config.parents, settings, config.parents.concurrency)];
     for (const worker of this.workers) {
       worker.on('error', (err) => logger.error({ err, queue: worker.name }, `${config.kind} worker error`));
       worker.on('failed', (job, err) => {
@@ -69,7 +65,7 @@ export class FanOutWorkers<ChildData, ChildResult, ParentData, ParentResult> {
         logger.warn({ queue: worker.name, jobId: job?.id, attemptsMade: job?.attemptsMade, code: failure.code, retryable: failure.retryable, context: failure.context, err: failure.message }, `${config.kind} job attempt failed`);
       });
     }
-    config.metrics?.watch(this.workers);
+    options.metrics?.watch(this.workers);
   }
 
   /** Resolves once both workers are connected and taking jobs. */
@@ -90,7 +86,7 @@ export class FanOutWorkers<ChildData, ChildResult, ParentData, ParentResult> {
   }
 }
 
-function worker<Data, Result>(side: FanOutQueue<Data, Result>, settings: ReturnType<typeof workerSettings>): Worker<Data, Result> {
+function worker<Data, Result>(side: FanOutQueue<Data, Result>, settings: ReturnType<typeof workerSettings>, concurrency: number): Worker<Data, Result> {
   return new Worker<Data, Result>(
     side.queue,
     async (job, _token, signal) => {
@@ -100,6 +96,6 @@ function worker<Data, Result>(side: FanOutQueue<Data, Result>, settings: ReturnT
         throw toBullmqError(err);
       }
     },
-    { ...settings, concurrency: side.concurrency },
+    { ...settings, concurrency },
   );
 }

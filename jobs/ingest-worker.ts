@@ -19,15 +19,11 @@ export class IngestWorkers extends FanOutWorkers<IngestFileData, IngestFileResul
     const logger = options.logger.child({ module: 'ingest-worker' });
     const fileQueue = new Queue<IngestFileData>(INGEST_FILE_QUEUE, { connection: options.connection });
     const budget = new RejectBudget(new Redis(options.connection as RedisOptions));
-    return new IngestWorkers({
+    return new IngestWorkers(options, {
       kind: 'ingest',
-      connection: options.connection,
-      lockDurationMs: options.lockDurationMs,
-      children: { queue: INGEST_FILE_QUEUE, concurrency: options.concurrency ?? 2, process: (job, signal) => processFile(job, options, budget, logger, signal) },
+      children: { queue: INGEST_FILE_QUEUE, process: (job, signal) => processFile(job, options, budget, logger, signal) },
       parents: { queue: INGEST_QUEUE, concurrency: 4, process: (job) => reportOnChildren(job, fileQueue) },
       resources: [fileQueue, budget],
-      metrics: options.metrics,
-      logger: options.logger,
     });
   }
 }

@@ -33,14 +33,11 @@ export class RestoreWorkers extends FanOutWorkers<RestoreShardData, RestoreShard
       return target;
     };
     const shardQueue = new Queue<RestoreShardData>(RESTORE_SHARD_QUEUE, { connection: options.connection });
-    return new RestoreWorkers({
+    return new RestoreWorkers(options, {
       kind: 'restore',
-      connection: options.connection,
-      lockDurationMs: options.lockDurationMs,
-      children: { queue: RESTORE_SHARD_QUEUE, concurrency: options.concurrency ?? 2, process: (job, signal) => processShard(job, options, targetOf, logger, signal) },
+      children: { queue: RESTORE_SHARD_QUEUE, process: (job, signal) => processShard(job, options, targetOf, logger, signal) },
       parents: { queue: RESTORE_QUEUE, concurrency: 4, process: (job) => reportOnShards(job, shardQueue) },
       resources: [shardQueue, { close: () => Promise.all([...targets.values()].map((t) => t.close())).then(() => undefined) }],
-      logger: options.logger,
     });
   }
 }

@@ -32,7 +32,7 @@ interface ParentReport {
 
 /** A job family made of the skeleton alone: children add up numbers or throw, the parent reports. */
 class TestWorkers extends FanOutWorkers<ChildData, number, { parentFails?: boolean }, ParentReport> {
-  static start(connection: ConnectionOptions, queues: { parent: string; child: string }): TestWorkers {
+  static start(connection: ConnectionOptions, queues: { parent: string; child: string }, resources: Array<{ close(): Promise<void> | void }> = []): TestWorkers {
     const child: FanOutProcessor<ChildData, number> = async (job) => {
       switch (job.data.outcome) {
         case 'ok':
@@ -45,23 +45,24 @@ class TestWorkers extends FanOutWorkers<ChildData, number, { parentFails?: boole
           throw new RangeError(`value ${job.data.value} is out of range`);
       }
     };
-    return new TestWorkers({
-      kind: 'test',
-      connection,
-      lockDurationMs: 5000,
-      children: { queue: queues.child, concurrency: 4, process: child },
-      parents: {
-        queue: queues.parent,
-        concurrency: 1,
-        process: async (job) => {
-          if (job.data.parentFails) throw new BackupError('BACKUP_SHARD_FAILED', 'two shards failed', { context: { backupId: String(job.id) } });
-          const values = Object.values(await job.getChildrenValues<number>());
-          const failures = Object.entries(await job.getIgnoredChildrenFailures()).map(([key, reason]) => ({ key, ...decodeJobFailure(reason) }));
-          return { sum: values.reduce((s, v) => s + v, 0), failures: failures.sort((a, b) => (a.key < b.key ? -1 : 1)) };
+    return new TestWorkers(
+      { connection, lockDurationMs: 5000, concurrency: 4, logger },
+      {
+        kind: 'test',
+        resources,
+        children: { queue: queues.child, process: child },
+        parents: {
+          queue: queues.parent,
+          concurrency: 1,
+          process: async (job) => {
+            if (job.data.parentFails) throw new BackupError('BACKUP_SHARD_FAILED', 'two shards failed', { context: { backupId: String(job.id) } });
+            const values = Object.values(await job.getChildrenValues<number>());
+            const failures = Object.entries(await job.getIgnoredChildrenFailures()).map(([key, reason]) => ({ key, ...decodeJobFailure(reason) }));
+            return { sum: values.reduce((s, v) => s + v, 0), failures: failures.sort((a, b) => (a.key < b.key ? -1 : 1)) };
+          },
         },
       },
-      logger,
-    });
+    );
   }
 }
 
@@ -223,5 +224,28 @@ describe('the fan-out skeleton on a real Redis', () => {
     ).catch((e: unknown) => e);
     // Node's AbortError from the poll's sleep, with the signal's reason as its cause.
     expect(err).toMatchObject({ name: 'AbortError', cause: reason });
+  });
+
+  it('close stops both workers, then closes every resource in order even when one fails, once however often it is called', async () => {
+    const queues = names();
+    const closed: string[] = [];
+    const workers = TestWorkers.start(connection, queues, [
+      { close: () => void closed.push('first') },
+      {
+        close: async () => {
+          closed.push('second');
+          throw new Error('second failed to close');
+        },
+      },
+      { close: () => void closed.push('third') },
+    ]);
+    await workers.waitUntilReady();
+    const [a, b] = [workers.close(), workers.close()];
+    expect(a).toBe(b);
+    const err = await a.catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AggregateError);
+    expect((err as AggregateError).message).toBe('closing test workers failed');
+    expect((err as AggregateError).errors.map((e: Error) => e.message)).toEqual(['second failed to close']);
+    expect(closed).toEqual(['first', 'second', 'third']);
   });
 });
