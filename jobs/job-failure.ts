@@ -74,12 +74,14 @@ export function formatJobFailure(failure: JobFailure): string {
 /**
  * What a processor throws to BullMQ for `err`: the failure's envelope as the message, as an
  * UnrecoverableError when it is not retryable (BullMQ then does not try again), else as an Error
- * that keeps `err` as its cause.
+ * that keeps `err` as its cause; either with `err`'s stack.
  */
 export function toBullmqError(err: unknown): Error {
   const failure = jobFailureOf(err);
-  if (!failure.retryable) return new UnrecoverableError(encodeJobFailure(failure));
-  return new Error(encodeJobFailure(failure), { cause: err });
+  const wrapped = failure.retryable ? new Error(encodeJobFailure(failure), { cause: err }) : new UnrecoverableError(encodeJobFailure(failure));
+  // BullMQ keeps the thrown error's stack in the job (`stacktrace`): keep the one of where it failed.
+  if (err instanceof Error && err.stack !== undefined) wrapped.stack = err.stack;
+  return wrapped;
 }
 
 /** JSON keeps neither `undefined` nor NaN and ±Infinity: drop the one, spell the others. */

@@ -20,13 +20,16 @@ describe('job failure codec', () => {
   });
 
   it('turns non-retryable failures into UnrecoverableError and keeps the cause of retryable ones', () => {
-    const fatal = toBullmqError(new IngestError('INGEST_EMPTY_FILE', 'a.parquet is 0 bytes'));
+    const empty = new IngestError('INGEST_EMPTY_FILE', 'a.parquet is 0 bytes');
+    const fatal = toBullmqError(empty);
     expect(fatal).toBeInstanceOf(UnrecoverableError);
     expect(decodeJobFailure(fatal.message).code).toBe('INGEST_EMPTY_FILE');
     const cause = new StoreError('STORE_UNAVAILABLE', 'down');
     const retry = toBullmqError(cause);
     expect(retry).not.toBeInstanceOf(UnrecoverableError);
     expect(retry.cause).toBe(cause);
+    expect(retry.stack).toBe(cause.stack);
+    expect(fatal.stack).toBe(empty.stack);
     expect(decodeJobFailure(retry.message)).toMatchObject({ code: 'STORE_UNAVAILABLE', retryable: true });
   });
 
