@@ -1,7 +1,10 @@
-import { FlowProducer, type ConnectionOptions } from 'bullmq';
+import type { ConnectionOptions } from 'bullmq';
 import type { Logger } from '../common/index.js';
-import { BackupError, newBackupId, openBackupTarget, planBackupShards, type ManifestPartition, type OpenBackupTargetOptions, type RetentionReport } from '../backup/index.js';
+import { BACKUP_ERROR_CODES, BackupError, newBackupId, openBackupTarget, planBackupShards, type ManifestPartition, type BackupErrorCode, type OpenBackupTargetOptions, type RetentionReport } from '../backup/index.js';
 import type { ShardRange, ShardTarget, SnapshotLease, StoreClient } from '../store/index.js';
+import { addFanOut } from './fan-out-flow.js';
+import { watchFlow, type WatchFlowOptions } from './flow-watch.js';
+import { ShardProgressTracker, type ShardProgress } from './shard-progress.js';
 
 /** Queue of parent backup jobs (one per backup; also the scheduled jobs that start one). */
 export const BACKUP_QUEUE = 'shardpipe-backup';
@@ -147,43 +150,34 @@ export async function submitBackup(connection: ConnectionOptions, client: StoreC
     approxRows,
   };
   const keepFor = { age: 30 * 24 * 3600 };
-  const flows = new FlowProducer({ connection });
   try {
-    await flows.add({
-      name: 'backup',
-      queueName: BACKUP_QUEUE,
-      data: parent,
-      opts: { jobId: backupId, attempts: 5, backoff: { type: 'exponential', delay: 2000 }, removeOnComplete: keepFor, removeOnFail: keepFor },
-      children: shards.map((s) => ({
+    await addFanOut(connection, {
+      parent: { name: 'backup', queue: BACKUP_QUEUE, id: backupId, data: parent, opts: { attempts: 5, backoff: { type: 'exponential', delay: 2000 }, removeOnComplete: keepFor, removeOnFail: keepFor } },
+      children: {
         name: 'backup-shard',
-        queueName: BACKUP_SHARD_QUEUE,
-        data: {
-          backupId,
-          target: spec.target,
-          index: s.index,
-          start: s.start.toString('hex'),
-          end: s.end.toString('hex'),
-          approxRows: s.approxRows,
-          leases,
-          leaseMs: spec.leaseMs,
-          rowGroupRows: spec.rowGroupRows,
-        } satisfies BackupShardData,
-        opts: {
-          jobId: shardJobId(backupId, s.index),
-          attempts: options.attempts ?? 5,
-          backoff: { type: 'exponential', delay: 1000 },
-          // The parent names every failed shard and writes no manifest; other shards still finish.
-          ignoreDependencyOnFailure: true,
-          removeOnComplete: keepFor,
-          removeOnFail: keepFor,
-        },
-      })),
+        queue: BACKUP_SHARD_QUEUE,
+        // A retry rewrites the shard from its snapshot.
+        attempts: options.attempts,
+        keep: keepFor,
+        jobs: shards.map((s) => ({
+          id: shardJobId(backupId, s.index),
+          data: {
+            backupId,
+            target: spec.target,
+            index: s.index,
+            start: s.start.toString('hex'),
+            end: s.end.toString('hex'),
+            approxRows: s.approxRows,
+            leases,
+            leaseMs: spec.leaseMs,
+            rowGroupRows: spec.rowGroupRows,
+          } satisfies BackupShardData,
+        })),
+      },
     });
   } catch (err) {
     await client.releaseSnapshots(leases);
     throw err;
-  } finally {
-    await flows.close();
   }
   options.logger?.info({ backupId, shards: shards.length, partitions: partitions.length, approxRows, mapVersion: snapshot.mapVersion }, 'backup submitted');
   return { backupId, target: spec.target, mapVersion: snapshot.mapVersion, snapshotAtMs: snapshot.takenAtMs, shards, approxRows };
@@ -191,4 +185,47 @@ export async function submitBackup(connection: ConnectionOptions, client: StoreC
 
 export function shardJobId(backupId: string, index: number): string {
   return `${backupId}-s${index}`;
+}
+
+/** The shard index in a shard job's id or BullMQ key (`…-s<index>`, see shardJobId); -1 for another. */
+export function shardIndexOf(jobKey: string): number {
+  const at = jobKey.lastIndexOf('-s');
+  const index = at < 0 ? NaN : Number(jobKey.slice(at + 2));
+  return Number.isSafeInteger(index) ? index : -1;
+}
+
+/** A progress snapshot of a backup. */
+export type BackupProgress = ShardProgress;
+
+export interface WatchBackupOptions extends WatchFlowOptions {
+  onProgress?: (progress: BackupProgress) => void;
+}
+
+/**
+ * Follows a backup until its parent job completes and resolves its report (see watchFlow). A
+ * failed backup rejects with its BackupError (BACKUP_SHARD_FAILED naming the shards,
+ * BACKUP_SNAPSHOT_LOST, …) when its failure has a backup code, else JobsError JOBS_FAILED.
+ */
+export async function watchBackup(connection: ConnectionOptions, backupId: string, options: WatchBackupOptions = {}): Promise<BackupReport> {
+  const { onProgress } = options;
+  let tracker: ShardProgressTracker | undefined;
+  return await watchFlow<BackupParentData, BackupReport, BackupShardData>(
+    connection,
+    {
+      kind: 'backup',
+      parentQueue: BACKUP_QUEUE,
+      childQueue: BACKUP_SHARD_QUEUE,
+      parentId: backupId,
+      childIds: (parent) => Array.from({ length: parent.data.shards }, (_, i) => shardJobId(backupId, i)),
+      onChildren:
+        onProgress &&
+        ((jobs, parent) => {
+          tracker ??= new ShardProgressTracker(parent.data.approxRows);
+          onProgress(tracker.update(jobs));
+        }),
+      errorOf: (failure) =>
+        Object.hasOwn(BACKUP_ERROR_CODES, failure.code) ? new BackupError(failure.code as BackupErrorCode, failure.message, { context: { ...failure.context, backupId } }) : undefined,
+    },
+    options,
+  );
 }

@@ -1,5 +1,5 @@
-import { Job, UnrecoverableError, Worker, type ConnectionOptions } from 'bullmq';
-import { ShardpipeError, type Logger } from '../common/index.js';
+import type { Job } from 'bullmq';
+import type { Logger } from '../common/index.js';
 import {
   BackupError,
   LeaseKeeper,
@@ -12,26 +12,16 @@ import {
   type OpenBackupTargetOptions,
   type ShardResult,
 } from '../backup/index.js';
-import type { StoreClient } from '../store/index.js';
-import type { JobMetrics } from './job-metrics.js';
-import { BACKUP_QUEUE, BACKUP_SHARD_QUEUE, submitBackup, type BackupParentData, type BackupReport, type BackupShardData, type BackupSpec } from './backup-flow.js';
-import { workerSettings } from './worker-settings.js';
+import { BACKUP_QUEUE, BACKUP_SHARD_QUEUE, shardIndexOf, submitBackup, type BackupParentData, type BackupReport, type BackupShardData, type BackupSpec } from './backup-flow.js';
+import { FanOutWorkers, type FanOutWorkerOptions } from './fan-out-workers.js';
+import { decodeJobFailure, formatJobFailure } from './job-failure.js';
 
-export interface BackupWorkerOptions {
-  connection: ConnectionOptions;
-  /** Reads the store. Required; the caller owns and closes it. */
-  client: StoreClient;
+/** Workers' options; `concurrency` counts shards written at once (default 2), `client` reads the store. */
+export interface BackupWorkerOptions extends FanOutWorkerOptions {
   /** Credentials and tuning for `az://` targets (this process's own; jobs never carry them). */
   targetOptions?: OpenBackupTargetOptions;
   /** Token for a spec's `metricsUrl` (this process's own; jobs never carry it). Default: none. */
   metricsToken?: string;
-  /** Shards written at once by this worker. Default 2. */
-  concurrency?: number;
-  /** How long a job stays claimed by a worker that stopped answering (then another takes it over). Default 30000 ms. */
-  lockDurationMs?: number;
-  /** Job durations and `shardpipe_rows_total{kind="backup"}`; absent = no metrics. */
-  metrics?: JobMetrics;
-  logger: Logger;
 }
 
 /** Data of a job scheduler's job: start a backup with this spec. */
@@ -45,56 +35,20 @@ export interface ScheduledBackupData {
  * queue both the backup parents (manifest, snapshot release, retention) and the scheduled jobs
  * that start a backup.
  */
-export class BackupWorkers {
-  private closing: Promise<void> | undefined;
-
-  private constructor(private readonly workers: Worker[]) {}
-
+export class BackupWorkers extends FanOutWorkers<BackupShardData, ShardResult, BackupParentData | ScheduledBackupData, BackupReport | { backupId: string }> {
   static start(options: BackupWorkerOptions): BackupWorkers {
     const logger = options.logger.child({ module: 'backup-worker' });
-    const common = workerSettings(options.connection, options.lockDurationMs);
-    const shards = new Worker<BackupShardData, ShardResult>(BACKUP_SHARD_QUEUE, (job, _token, signal) => processShard(job, options, logger, signal), {
-      ...common,
-      concurrency: options.concurrency ?? 2,
+    return new BackupWorkers(options, {
+      kind: 'backup',
+      children: { queue: BACKUP_SHARD_QUEUE, process: (job, signal) => processShard(job, options, logger, signal) },
+      parents: {
+        queue: BACKUP_QUEUE,
+        concurrency: 2,
+        process: (job, signal) =>
+          job.name === 'scheduled-backup' ? startScheduled(job as Job<ScheduledBackupData>, options, logger, signal) : finishBackup(job as Job<BackupParentData>, options, logger, signal),
+      },
     });
-    const parents = new Worker<BackupParentData | ScheduledBackupData, BackupReport | { backupId: string }>(
-      BACKUP_QUEUE,
-      (job, _token, signal) =>
-        job.name === 'scheduled-backup' ? startScheduled(job as Job<ScheduledBackupData>, options, logger, signal) : finishBackup(job as Job<BackupParentData>, options, logger, signal),
-      { ...common, concurrency: 2 },
-    );
-    options.metrics?.watch([shards, parents]);
-    for (const worker of [shards, parents]) {
-      worker.on('error', (err) => logger.error({ err, queue: worker.name }, 'backup worker error'));
-      worker.on('failed', (job, err) => logger.warn({ jobId: job?.id, attemptsMade: job?.attemptsMade, err: err.message }, 'backup job attempt failed'));
-    }
-    return new BackupWorkers([shards, parents]);
   }
-
-  /** Resolves once both workers are connected and taking jobs. */
-  async waitUntilReady(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.waitUntilReady()));
-  }
-
-  /** Stops taking jobs and lets running ones finish. Idempotent. */
-  close(): Promise<void> {
-    this.closing ??= (async () => {
-      const results = await Promise.allSettled(this.workers.map((w) => w.close()));
-      const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
-      if (failed.length > 0) throw new AggregateError(failed.map((f) => f.reason), 'closing backup workers failed');
-    })();
-    return this.closing;
-  }
-}
-
-/**
- * Non-retryable failures do not get better by retrying: BullMQ must not try again. Either way the
- * job's failedReason starts with the error code, so the parent and `watchBackup` can name it.
- */
-function final(err: unknown): unknown {
-  if (!(err instanceof ShardpipeError)) return err;
-  if (!err.retryable) return new UnrecoverableError(`${err.code}: ${err.message}`);
-  return new Error(`${err.code}: ${err.message}`, { cause: err });
 }
 
 async function processShard(job: Job<BackupShardData, ShardResult>, options: BackupWorkerOptions, logger: Logger, signal?: AbortSignal): Promise<ShardResult> {
@@ -114,9 +68,6 @@ async function processShard(job: Job<BackupShardData, ShardResult>, options: Bac
     });
     log.info({ rows: result.rows, bytes: result.bytes, durationMs: result.durationMs }, 'shard written');
     return result;
-  } catch (err) {
-    log.warn({ err: err instanceof Error ? err.message : String(err) }, 'shard failed');
-    throw final(err);
   } finally {
     keeper?.stop();
     await target.close();
@@ -158,7 +109,7 @@ async function finishBackup(job: Job<BackupParentData>, options: BackupWorkerOpt
     const failures = await job.getIgnoredChildrenFailures();
     if (Object.keys(failures).length > 0) {
       const named = Object.entries(failures)
-        .map(([key, reason]) => ({ shard: Number(/-s(\d+)$/.exec(key)?.[1] ?? -1), reason }))
+        .map(([key, reason]) => ({ shard: shardIndexOf(key), reason: formatJobFailure(decodeJobFailure(reason)) }))
         .sort((a, b) => a.shard - b.shard);
       throw new BackupError(
         'BACKUP_SHARD_FAILED',
@@ -220,8 +171,6 @@ async function finishBackup(job: Job<BackupParentData>, options: BackupWorkerOpt
       }
     }
     return report;
-  } catch (err) {
-    throw final(err);
   } finally {
     await options.client.releaseSnapshots(data.leases);
     await target.close();
@@ -230,11 +179,7 @@ async function finishBackup(job: Job<BackupParentData>, options: BackupWorkerOpt
 
 /** A job scheduler's job: starts a backup (its parent then applies retention). */
 async function startScheduled(job: Job<ScheduledBackupData>, options: BackupWorkerOptions, logger: Logger, signal?: AbortSignal): Promise<{ backupId: string }> {
-  try {
-    const submitted = await submitBackup(options.connection, options.client, job.data.spec, { targetOptions: options.targetOptions, metricsToken: options.metricsToken, logger, signal });
-    logger.info({ schedule: job.data.schedule, backupId: submitted.backupId }, 'scheduled backup started');
-    return { backupId: submitted.backupId };
-  } catch (err) {
-    throw final(err);
-  }
+  const submitted = await submitBackup(options.connection, options.client, job.data.spec, { targetOptions: options.targetOptions, metricsToken: options.metricsToken, logger, signal });
+  logger.info({ schedule: job.data.schedule, backupId: submitted.backupId }, 'scheduled backup started');
+  return { backupId: submitted.backupId };
 }

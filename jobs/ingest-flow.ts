@@ -1,9 +1,12 @@
 import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
-import { FlowProducer, Job, Queue, type ConnectionOptions } from 'bullmq';
+import type { ConnectionOptions } from 'bullmq';
 import { isAzureUrl } from '../common/index.js';
 import { IngestError, assertFileNotEmpty, readFileFooter, scanAzureDrop, scanDrop, type DropFile, type FileCheckpoint } from '../ingest/index.js';
-import type { GroupSize } from './ingest-progress.js';
+import { ProgressTracker, type ChildProgress, type ChildSnapshot, type GroupSize, type IngestProgress } from './ingest-progress.js';
+import { addFanOut } from './fan-out-flow.js';
+import { childState, watchFlow, type WatchFlowOptions } from './flow-watch.js';
+import { jobFailureOf, type JobFailure } from './job-failure.js';
 import { fileKeyRange, findKeyOverlaps, type FileKeyRange, type KeyOverlaps } from './key-overlaps.js';
 
 /** Queue of parent ingest jobs (one per drop). */
@@ -59,7 +62,7 @@ export interface IngestFileData {
   /** Written by the worker after every acknowledged stretch; a retry continues from it. */
   checkpoint?: FileCheckpoint;
   /** Set when the file's footer could not be read while planning: the child fails with it. */
-  plannedFailure?: string;
+  plannedFailure?: JobFailure;
 }
 
 /** What a file child returns. */
@@ -82,6 +85,8 @@ export interface IngestFileReport {
   rowsRejected: number;
   rowsOutOfOrder: number;
   bytesIngested: number;
+  /** The failure's code (failed children). */
+  code?: string;
   /** Why it failed: `CODE: message`. */
   reason?: string;
 }
@@ -97,7 +102,8 @@ export interface IngestReport {
   keyOverlaps: KeyOverlaps;
   filesOk: number;
   filesFailed: number;
-  failures: Array<{ file: string; reason: string }>;
+  /** Failed children: the failure's code, and `CODE: message` for people. */
+  failures: Array<{ file: string; code: string; reason: string }>;
   /** Every child in plan order, failed ones with what they wrote before failing. Totals above are their sums. */
   files: IngestFileReport[];
   rejectsPath: string;
@@ -148,42 +154,60 @@ export interface Submitted {
  */
 export async function submitIngest(connection: ConnectionOptions, spec: IngestSpec, options: SubmitOptions = {}): Promise<Submitted> {
   const plan = await planIngest(spec, options);
-  const parents = new Queue(INGEST_QUEUE, { connection });
-  try {
-    const existing = await Job.fromId<IngestParentData, IngestReport>(parents, plan.ingestId);
-    if (existing) {
-      const state = await existing.getState();
-      if (state === 'completed') return { plan, state: 'finished' };
-      if (state !== 'failed') return { plan, state: 'resumed' };
-      await existing.remove({ removeChildren: true });
-    }
-    const flows = new FlowProducer({ connection });
-    try {
-      await flows.add({
+  const state = await addFanOut(
+    connection,
+    {
+      parent: {
         name: 'ingest-drop',
-        queueName: INGEST_QUEUE,
+        queue: INGEST_QUEUE,
+        id: plan.ingestId,
         data: { ingestId: plan.ingestId, spec, files: plan.files.length, rowsTotal: plan.rowsTotal, submittedAt: Date.now(), keyOverlaps: plan.keyOverlaps } satisfies IngestParentData,
-        opts: { jobId: plan.ingestId },
-        children: plan.children.map((child, i) => ({
-          name: 'ingest-file',
-          queueName: INGEST_FILE_QUEUE,
-          data: child,
-          opts: {
-            jobId: childJobId(plan.ingestId, i),
-            attempts: options.attempts ?? 5,
-            backoff: { type: 'exponential', delay: 1000 },
-            // A failed file is reported by the parent; it does not stop the other files.
-            ignoreDependencyOnFailure: true,
-          },
-        })),
-      });
-    } finally {
-      await flows.close();
-    }
-    return { plan, state: 'new' };
-  } finally {
-    await parents.close();
-  }
+      },
+      children: { name: 'ingest-file', queue: INGEST_FILE_QUEUE, attempts: options.attempts, jobs: plan.children.map((child, i) => ({ id: childJobId(plan.ingestId, i), data: child })) },
+    },
+    { resume: true },
+  );
+  return { plan, state };
+}
+
+export interface WatchOptions extends WatchFlowOptions {
+  onProgress?: (progress: IngestProgress) => void;
+}
+
+/** Follows an ingest until its parent job completes and resolves its report (see watchFlow). */
+export async function watchIngest(connection: ConnectionOptions, plan: IngestPlan, options: WatchOptions = {}): Promise<IngestReport> {
+  const { onProgress } = options;
+  const tracker = new ProgressTracker({ rowsTotal: plan.rowsTotal, bytesTotal: plan.bytesTotal, files: plan.children.length });
+  const names = childNames(plan);
+  const ids = plan.children.map((_, i) => childJobId(plan.ingestId, i));
+  return await watchFlow<IngestParentData, IngestReport, IngestFileData>(
+    connection,
+    {
+      kind: 'ingest',
+      parentQueue: INGEST_QUEUE,
+      childQueue: INGEST_FILE_QUEUE,
+      parentId: plan.ingestId,
+      childIds: () => ids,
+      onChildren:
+        onProgress &&
+        ((jobs) => {
+          const snapshots: ChildSnapshot[] = jobs.map((job, i) => {
+            const child = plan.children[i]!;
+            const progress = job !== undefined && typeof job.progress === 'object' && job.progress !== null ? (job.progress as Partial<ChildProgress>) : undefined;
+            return { index: i, name: names[i]!, rowsTotal: child.rowsTotal, bytesTotal: child.bytesTotal ?? 0, progress, state: childState(job) };
+          });
+          onProgress(tracker.update(snapshots, performance.now()));
+        }),
+    },
+    options,
+  );
+}
+
+/** Each child's file, with its row groups when the file is split over several children. */
+function childNames(plan: IngestPlan): string[] {
+  const perFile = new Map<string, number>();
+  for (const c of plan.children) perFile.set(c.file.relativePath, (perFile.get(c.file.relativePath) ?? 0) + 1);
+  return plan.children.map((c) => (perFile.get(c.file.relativePath)! > 1 ? `${c.file.relativePath} [row groups ${c.rowGroupStart}–${c.rowGroupEnd - 1}]` : c.file.relativePath));
 }
 
 export function childJobId(ingestId: string, index: number): string {
@@ -222,7 +246,7 @@ async function planIngest(spec: IngestSpec, options: SubmitOptions): Promise<Ing
     } catch (err) {
       // One unreadable file must not stop the drop: its child fails and the report names it.
       if (!(err instanceof IngestError)) throw err;
-      children.push({ ingestId, spec, file, rowGroupStart: 0, rowGroupEnd: 0, rowsTotal: 0, rejectsPath: rejectsPathOf(rejectsFolder, children.length), plannedFailure: `${err.code}: ${err.message}` });
+      children.push({ ingestId, spec, file, rowGroupStart: 0, rowGroupEnd: 0, rowsTotal: 0, rejectsPath: rejectsPathOf(rejectsFolder, children.length), plannedFailure: jobFailureOf(err) });
       continue;
     }
     rowsTotal += footer.rows;

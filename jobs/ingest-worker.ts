@@ -1,74 +1,30 @@
 import { Redis, type RedisOptions } from 'ioredis';
-import { Job, Queue, UnrecoverableError, Worker, type ConnectionOptions } from 'bullmq';
-import { ShardpipeError, type Logger } from '../common/index.js';
+import { Job, Queue } from 'bullmq';
+import type { Logger } from '../common/index.js';
 import { IngestError, RejectsWriter, assertFileUnchanged, assertStagedBlobUnchanged, ingestFile, mergeRejects, type FileCheckpoint } from '../ingest/index.js';
-import type { StoreClient } from '../store/index.js';
-import type { JobMetrics } from './job-metrics.js';
 import { INGEST_FILE_QUEUE, INGEST_QUEUE, rejectsFileOf, rejectsPartsDirOf, type IngestFileData, type IngestFileReport, type IngestFileResult, type IngestParentData, type IngestReport } from './ingest-flow.js';
 import { childProgress } from './ingest-progress.js';
-import { workerSettings } from './worker-settings.js';
+import { FanOutWorkers, type FanOutWorkerOptions } from './fan-out-workers.js';
+import { decodeJobFailure, formatJobFailure, jobFailureError } from './job-failure.js';
 
-export interface IngestWorkerOptions {
-  connection: ConnectionOptions;
-  /** Routes rows to the store nodes. Required; the caller owns and closes it. */
-  client: StoreClient;
-  /** Files ingested at once by this worker. Default 2. */
-  concurrency?: number;
-  /** How long a job stays claimed by a worker that stopped answering (then another takes it over). Default 30000 ms. */
-  lockDurationMs?: number;
+/** Workers' options; `concurrency` counts files (default 2), `client` routes rows to the store nodes. */
+export interface IngestWorkerOptions extends FanOutWorkerOptions {
   /** BulkInsert calls in flight per file. Default 4. */
   maxInFlight?: number;
-  /** Records job durations and rows ingested. Default: none. */
-  metrics?: JobMetrics;
-  logger: Logger;
 }
 
 /** The workers of one process: file children and the parents that report on them. */
-export class IngestWorkers {
-  private readonly workers: Worker[];
-  private readonly fileQueue: Queue;
-  private readonly budget: RejectBudget;
-  private closing: Promise<void> | undefined;
-
-  private constructor(workers: Worker[], fileQueue: Queue, budget: RejectBudget) {
-    this.workers = workers;
-    this.fileQueue = fileQueue;
-    this.budget = budget;
-  }
-
+export class IngestWorkers extends FanOutWorkers<IngestFileData, IngestFileResult, IngestParentData, IngestReport> {
   static start(options: IngestWorkerOptions): IngestWorkers {
     const logger = options.logger.child({ module: 'ingest-worker' });
-    const common = workerSettings(options.connection, options.lockDurationMs);
     const fileQueue = new Queue<IngestFileData>(INGEST_FILE_QUEUE, { connection: options.connection });
-    const rejectCounts = new RejectBudget(new Redis(options.connection as RedisOptions));
-    const files = new Worker<IngestFileData, IngestFileResult>(INGEST_FILE_QUEUE, (job, _token, signal) => processFile(job, options, rejectCounts, logger, signal), {
-      ...common,
-      concurrency: options.concurrency ?? 2,
+    const budget = new RejectBudget(new Redis(options.connection as RedisOptions));
+    return new IngestWorkers(options, {
+      kind: 'ingest',
+      children: { queue: INGEST_FILE_QUEUE, process: (job, signal) => processFile(job, options, budget, logger, signal) },
+      parents: { queue: INGEST_QUEUE, concurrency: 4, process: (job) => reportOnChildren(job, fileQueue) },
+      resources: [fileQueue, budget],
     });
-    const parents = new Worker<IngestParentData, IngestReport>(INGEST_QUEUE, (job) => reportOnChildren(job, fileQueue), { ...common, concurrency: 4 });
-    for (const worker of [files, parents]) {
-      worker.on('error', (err) => logger.error({ err, queue: worker.name }, 'ingest worker error'));
-      worker.on('failed', (job, err) => logger.warn({ jobId: job?.id, attemptsMade: job?.attemptsMade, err: err.message }, 'ingest job attempt failed'));
-    }
-    options.metrics?.watch([files, parents]);
-    return new IngestWorkers([files, parents], fileQueue, rejectCounts);
-  }
-
-  /** Resolves once both workers are connected and taking jobs. */
-  async waitUntilReady(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.waitUntilReady()));
-  }
-
-  /** Stops taking jobs and lets running ones finish (their checkpoints make a later resume cheap). Idempotent. */
-  close(): Promise<void> {
-    this.closing ??= (async () => {
-      // Running jobs still use the queue and the reject budget: close those after the workers.
-      const results = await Promise.allSettled(this.workers.map((w) => w.close()));
-      results.push(...(await Promise.allSettled([this.fileQueue.close(), this.budget.close()])));
-      const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
-      if (failed.length > 0) throw new AggregateError(failed.map((f) => f.reason), 'closing ingest workers failed');
-    })();
-    return this.closing;
   }
 }
 
@@ -76,51 +32,42 @@ async function processFile(job: Job<IngestFileData, IngestFileResult>, options: 
   const data = job.data;
   const log = logger.child({ jobId: job.id, file: data.file.relativePath });
   const started = Date.now();
-  if (data.plannedFailure !== undefined) throw new UnrecoverableError(data.plannedFailure);
+  if (data.plannedFailure !== undefined) throw jobFailureError(data.plannedFailure);
+  // A blob of an Azure drop is read from its staged copy: it must still hold the planned version.
+  await assertStagedBlobUnchanged(data.file);
+  await assertFileUnchanged(data.file);
+  // A resumed child keeps the rejects written before its checkpoint.
+  const rejects = await RejectsWriter.open(data.rejectsPath, { append: data.checkpoint !== undefined });
+  let rowsCounted = data.checkpoint?.rowsIngested ?? 0;
+  let final;
   try {
-    // A blob of an Azure drop is read from its staged copy: it must still hold the planned version.
-    await assertStagedBlobUnchanged(data.file);
-    await assertFileUnchanged(data.file);
-    // A resumed child keeps the rejects written before its checkpoint.
-    const rejects = await RejectsWriter.open(data.rejectsPath, { append: data.checkpoint !== undefined });
-    let rowsCounted = data.checkpoint?.rowsIngested ?? 0;
-    let final;
-    try {
-      if (data.checkpoint) log.info({ rowGroup: data.checkpoint.rowGroup, rowOffset: data.checkpoint.rowOffset, rowsDone: data.checkpoint.rowsDone }, 'resuming file from checkpoint');
-      final = await ingestFile(
-        options.client,
-        { file: data.file, rowGroupStart: data.rowGroupStart, rowGroupEnd: data.rowGroupEnd },
-        {
-          keyColumn: data.spec.keyColumn,
-          valueColumn: data.spec.valueColumn,
-          rejects,
-          resumeFrom: data.checkpoint,
-          strictOrder: data.spec.strictOrder,
-          maxRowsPerSecond: data.spec.maxRowsPerSecond,
-          maxInFlight: options.maxInFlight,
-          signal,
-          onCheckpoint: async (checkpoint: FileCheckpoint) => {
-            options.metrics?.addRows('ingest', checkpoint.rowsIngested - rowsCounted);
-            rowsCounted = checkpoint.rowsIngested;
-            await job.updateData({ ...data, checkpoint });
-            await job.updateProgress(childProgress(data, checkpoint));
-            if (data.spec.maxRejects !== undefined) await budget.check(String(job.id), data, checkpoint.rowsRejected);
-          },
+    if (data.checkpoint) log.info({ rowGroup: data.checkpoint.rowGroup, rowOffset: data.checkpoint.rowOffset, rowsDone: data.checkpoint.rowsDone }, 'resuming file from checkpoint');
+    final = await ingestFile(
+      options.client,
+      { file: data.file, rowGroupStart: data.rowGroupStart, rowGroupEnd: data.rowGroupEnd },
+      {
+        keyColumn: data.spec.keyColumn,
+        valueColumn: data.spec.valueColumn,
+        rejects,
+        resumeFrom: data.checkpoint,
+        strictOrder: data.spec.strictOrder,
+        maxRowsPerSecond: data.spec.maxRowsPerSecond,
+        maxInFlight: options.maxInFlight,
+        signal,
+        onCheckpoint: async (checkpoint: FileCheckpoint) => {
+          options.metrics?.addRows('ingest', checkpoint.rowsIngested - rowsCounted);
+          rowsCounted = checkpoint.rowsIngested;
+          await job.updateData({ ...data, checkpoint });
+          await job.updateProgress(childProgress(data, checkpoint));
+          if (data.spec.maxRejects !== undefined) await budget.check(String(job.id), data, checkpoint.rowsRejected);
         },
-      );
-    } finally {
-      await rejects.close();
-    }
-    await job.updateProgress(childProgress(data, final));
-    return { ...final, file: data.file.relativePath, rowGroupStart: data.rowGroupStart, rowGroupEnd: data.rowGroupEnd, durationMs: Date.now() - started };
-  } catch (err) {
-    // Bad input does not get better by retrying; the store being unavailable may.
-    if (err instanceof ShardpipeError && !err.retryable) {
-      log.error({ code: err.code, err: err.message }, 'file failed');
-      throw new UnrecoverableError(`${err.code}: ${err.message}`);
-    }
-    throw err;
+      },
+    );
+  } finally {
+    await rejects.close();
   }
+  await job.updateProgress(childProgress(data, final));
+  return { ...final, file: data.file.relativePath, rowGroupStart: data.rowGroupStart, rowGroupEnd: data.rowGroupEnd, durationMs: Date.now() - started };
 }
 
 /**
@@ -174,7 +121,8 @@ async function reportOnChildren(job: Job<IngestParentData, IngestReport>, fileQu
     const { file, rowGroupStart, rowGroupEnd, rowsIngested, rowsRejected, rowsOutOfOrder, bytesIngested } = result;
     files.push({ order: childOrder(key), file, rowGroupStart, rowGroupEnd, state: 'ok', rowsIngested, rowsRejected, rowsOutOfOrder, bytesIngested });
   }
-  for (const [key, reason] of Object.entries(ignored)) {
+  for (const [key, failedReason] of Object.entries(ignored)) {
+    const failure = decodeJobFailure(failedReason);
     const child = await Job.fromId<IngestFileData>(fileQueue, key.slice(key.lastIndexOf(':') + 1));
     // A failed file still wrote everything up to its last checkpoint: count it, so report and store agree.
     const done = child?.data.checkpoint;
@@ -188,7 +136,8 @@ async function reportOnChildren(job: Job<IngestParentData, IngestReport>, fileQu
       rowsRejected: done?.rowsRejected ?? 0,
       rowsOutOfOrder: done?.rowsOutOfOrder ?? 0,
       bytesIngested: done?.bytesIngested ?? 0,
-      reason,
+      code: failure.code,
+      reason: formatJobFailure(failure),
     });
   }
   files.sort((a, b) => a.order - b.order);
@@ -209,7 +158,7 @@ async function reportOnChildren(job: Job<IngestParentData, IngestReport>, fileQu
     bytesIngested: sum('bytesIngested'),
     filesOk: files.length - failed.length,
     filesFailed: failed.length,
-    failures: failed.map((f) => ({ file: f.file, reason: f.reason! })),
+    failures: failed.map((f) => ({ file: f.file, code: f.code!, reason: f.reason! })),
     files: files.map(({ order: _order, ...f }) => f),
     rejectsPath,
     durationMs,

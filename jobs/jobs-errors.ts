@@ -8,6 +8,7 @@ export const JOBS_ERROR_CODES = {
   JOBS_REDIS_REFUSED: { retryable: false },
   JOBS_NOT_FOUND: { retryable: false },
   JOBS_FAILED: { retryable: false },
+  JOBS_PROCESSOR_ERROR: { retryable: true },
 } as const;
 
 export type JobsErrorCode = keyof typeof JOBS_ERROR_CODES;

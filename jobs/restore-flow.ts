@@ -1,8 +1,11 @@
 import { createHash } from 'node:crypto';
-import { FlowProducer, Job, Queue, type ConnectionOptions } from 'bullmq';
+import type { ConnectionOptions } from 'bullmq';
 import type { BackupManifest } from '../backup/index.js';
 import { intersectRanges, normalizeRanges, type KeyRange, type ShardCheckpoint, type ShardSpec } from '../restore/index.js';
 import type { PartitionMap } from '../store/index.js';
+import { addFanOut } from './fan-out-flow.js';
+import { watchFlow, type WatchFlowOptions } from './flow-watch.js';
+import { ShardProgressTracker, type ShardProgress } from './shard-progress.js';
 
 /** Queue of parent restore jobs (one per restore). */
 export const RESTORE_QUEUE = 'shardpipe-restore';
@@ -66,7 +69,8 @@ export interface RestoreReport {
   shards: number;
   shardsOk: number;
   shardsFailed: number;
-  failures: Array<{ shard: number; file: string; reason: string }>;
+  /** Failed shards: the failure's code, and `CODE: message` for people. */
+  failures: Array<{ shard: number; file: string; code: string; reason: string }>;
   /** Per restored shard: what verification needs (see verifyRestore). */
   shardResults: Array<{ index: number; rowsRestored: number; rowsExpired: number; firstExpiresAtMs: number }>;
   durationMs: number;
@@ -107,49 +111,66 @@ export async function submitRestore(
     .digest('hex')
     .slice(0, 12);
   const restoreId = options.restart ? `restore-${spec.backupId}-${identity}-${Date.now().toString(36)}` : `restore-${spec.backupId}-${identity}`;
-  const parents = new Queue(RESTORE_QUEUE, { connection });
-  try {
-    const existing = await Job.fromId<RestoreParentData, RestoreReport>(parents, restoreId);
-    if (existing) {
-      const state = await existing.getState();
-      if (state === 'completed') return { restoreId, state: 'finished' };
-      if (state !== 'failed') return { restoreId, state: 'resumed' };
-      await existing.remove({ removeChildren: true });
-    }
-    const flows = new FlowProducer({ connection });
-    try {
-      await flows.add({
+  const scoped = { ...spec, ranges };
+  const state = await addFanOut(
+    connection,
+    {
+      parent: {
         name: 'restore-backup',
-        queueName: RESTORE_QUEUE,
+        queue: RESTORE_QUEUE,
+        id: restoreId,
         data: {
           restoreId,
-          spec: { ...spec, ranges },
+          spec: scoped,
           shards: shards.length,
           shardIndexes: shards.map((s) => s.index),
           rowsTotal: shards.reduce((n, s) => n + s.rows, 0),
           submittedAt: Date.now(),
         } satisfies RestoreParentData,
-        opts: { jobId: restoreId },
-        children: shards.map((shard) => ({
-          name: 'restore-shard',
-          queueName: RESTORE_SHARD_QUEUE,
-          data: { restoreId, spec: { ...spec, ranges }, shard: { ...shard } } satisfies RestoreShardData,
-          opts: {
-            jobId: restoreShardJobId(restoreId, shard.index),
-            attempts: options.attempts ?? 5,
-            backoff: { type: 'exponential', delay: 1000 },
-            // A failed shard is reported by the parent; it does not stop the other shards.
-            ignoreDependencyOnFailure: true,
-          },
-        })),
-      });
-    } finally {
-      await flows.close();
-    }
-    return { restoreId, state: 'new' };
-  } finally {
-    await parents.close();
-  }
+      },
+      children: {
+        name: 'restore-shard',
+        queue: RESTORE_SHARD_QUEUE,
+        attempts: options.attempts,
+        jobs: shards.map((shard) => ({ id: restoreShardJobId(restoreId, shard.index), data: { restoreId, spec: scoped, shard: { ...shard } } satisfies RestoreShardData })),
+      },
+    },
+    { resume: true },
+  );
+  return { restoreId, state };
+}
+
+/** A progress snapshot of a restore. */
+export type RestoreProgress = ShardProgress;
+
+export interface WatchRestoreOptions extends WatchFlowOptions {
+  onProgress?: (progress: RestoreProgress) => void;
+}
+
+/**
+ * Follows a restore until its parent job completes and resolves its report (see watchFlow).
+ * `shardIndexes` are the manifest indexes of its shard jobs (default 0 … shards-1: a full restore).
+ */
+export async function watchRestore(
+  connection: ConnectionOptions,
+  restore: { restoreId: string; shards: number; rowsTotal: number; shardIndexes?: readonly number[] },
+  options: WatchRestoreOptions = {},
+): Promise<RestoreReport> {
+  const { onProgress } = options;
+  const tracker = new ShardProgressTracker(restore.rowsTotal);
+  const ids = (restore.shardIndexes ?? Array.from({ length: restore.shards }, (_, i) => i)).map((i) => restoreShardJobId(restore.restoreId, i));
+  return await watchFlow<RestoreParentData, RestoreReport, RestoreShardData>(
+    connection,
+    {
+      kind: 'restore',
+      parentQueue: RESTORE_QUEUE,
+      childQueue: RESTORE_SHARD_QUEUE,
+      parentId: restore.restoreId,
+      childIds: () => ids,
+      onChildren: onProgress && ((jobs) => onProgress(tracker.update(jobs))),
+    },
+    options,
+  );
 }
 
 export function restoreShardJobId(restoreId: string, index: number): string {

@@ -1,7 +1,7 @@
 import { Queue, type Job, type JobType } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Logger } from '../common/index.js';
-import { INGEST_FILE_QUEUE, INGEST_QUEUE, connectionFromUrl } from '../jobs/index.js';
+import { INGEST_FILE_QUEUE, INGEST_QUEUE, connectionFromUrl, decodeJobFailure, formatJobFailure } from '../jobs/index.js';
 
 /** A queue the page lists once it exists in Redis. */
 export interface WatchedQueue {
@@ -182,7 +182,8 @@ export class JobOverview {
       attemptsMade: job.attemptsMade,
       progress,
       progressText,
-      failedReason: job.failedReason || null,
+      // Decoded from the failure codec's envelope, so the page shows `CODE: message`.
+      failedReason: job.failedReason ? formatJobFailure(decodeJobFailure(job.failedReason)) : null,
       children,
     };
   }

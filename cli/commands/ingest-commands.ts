@@ -111,7 +111,7 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
       const report = await watchIngest(connection, plan, { onProgress: (p) => view.show(ingestSnapshot(p)), signal }).finally(() => view.done());
       printReport(ctx, report, opts.json ?? false);
       // Over --max-rejects the ingest as a whole has failed; otherwise failures are per file.
-      if (report.failures.some((f) => f.reason.includes('INGEST_TOO_MANY_REJECTS'))) process.exitCode = EXIT.failed;
+      if (report.failures.some((f) => f.code === 'INGEST_TOO_MANY_REJECTS')) process.exitCode = EXIT.failed;
       else if (report.filesFailed > 0 || report.rowsRejected > 0) process.exitCode = EXIT.incomplete;
     });
 }

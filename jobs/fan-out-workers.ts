@@ -1,0 +1,101 @@
+import { Worker, type ConnectionOptions, type Job } from 'bullmq';
+import type { Logger } from '../common/index.js';
+import type { StoreClient } from '../store/index.js';
+import { decodeJobFailure, toBullmqError } from './job-failure.js';
+import type { JobMetrics } from './job-metrics.js';
+import { workerSettings } from './worker-settings.js';
+
+/** A processor of one queue; `signal` aborts when the worker closes or the job's lock is lost. */
+export type FanOutProcessor<Data, Result> = (job: Job<Data, Result>, signal?: AbortSignal) => Promise<Result>;
+
+/** The options every job family's workers take (each family adds its own). */
+export interface FanOutWorkerOptions {
+  connection: ConnectionOptions;
+  /** Reads or writes the store. Required; the caller owns and closes it. */
+  client: StoreClient;
+  /** Children (files, shards) worked on at once by this process. Default 2. */
+  concurrency?: number;
+  /** How long a job stays claimed by a worker that stopped answering (then another takes it over). Default 30000 ms. */
+  lockDurationMs?: number;
+  /** Job durations and `shardpipe_rows_total{kind}`; absent = no metrics. */
+  metrics?: JobMetrics;
+  logger: Logger;
+}
+
+/** One side of a fan-out: the queue a worker takes jobs from and what it does with them. */
+export interface FanOutQueue<Data, Result> {
+  queue: string;
+  /** Jobs at once. Children: the options' `concurrency` (default 2); parents: required. */
+  concurrency?: number;
+  process: FanOutProcessor<Data, Result>;
+}
+
+/** What makes one job family out of the skeleton. */
+export interface FanOutWorkersConfig<ChildData, ChildResult, ParentData, ParentResult> {
+  /** Names the family in logs (`module: <kind>-worker`): `ingest`, `backup`, `restore`. */
+  kind: string;
+  children: FanOutQueue<ChildData, ChildResult>;
+  parents: FanOutQueue<ParentData, ParentResult> & { concurrency: number };
+  /** Closed after the workers, in order: what running jobs still use (queues, Redis clients, targets). */
+  resources?: ReadonlyArray<{ close(): Promise<void> | void }>;
+}
+
+/**
+ * The skeleton every job family runs on: a worker for the children (files, shards) and one for the
+ * parents that report on them. A processor's error reaches BullMQ through the failure codec
+ * (`toBullmqError`): its code, retryability and context travel in the job's failedReason, and a
+ * non-retryable one is an UnrecoverableError, so BullMQ does not try again.
+ */
+export class FanOutWorkers<ChildData, ChildResult, ParentData, ParentResult> {
+  private readonly workers: Worker[];
+  private readonly resources: ReadonlyArray<{ close(): Promise<void> | void }>;
+  private readonly kind: string;
+  private closing: Promise<void> | undefined;
+
+  protected constructor(options: Omit<FanOutWorkerOptions, 'client'>, config: FanOutWorkersConfig<ChildData, ChildResult, ParentData, ParentResult>) {
+    const logger = options.logger.child({ module: `${config.kind}-worker` });
+    const settings = workerSettings(options.connection, options.lockDurationMs);
+    this.kind = config.kind;
+    this.resources = config.resources ?? [];
+    this.workers = [worker(config.children, settings, options.concurrency ?? 2), worker(config.parents, settings, config.parents.concurrency)];
+    for (const worker of this.workers) {
+      worker.on('error', (err) => logger.error({ err, queue: worker.name }, `${config.kind} worker error`));
+      worker.on('failed', (job, err) => {
+        const failure = decodeJobFailure(err.message);
+        logger.warn({ queue: worker.name, jobId: job?.id, attemptsMade: job?.attemptsMade, code: failure.code, retryable: failure.retryable, context: failure.context, err: failure.message }, `${config.kind} job attempt failed`);
+      });
+    }
+    options.metrics?.watch(this.workers);
+  }
+
+  /** Resolves once both workers are connected and taking jobs. */
+  async waitUntilReady(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.waitUntilReady()));
+  }
+
+  /** Stops taking jobs and lets running ones finish (their checkpoints make a later resume cheap), then closes the resources. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      // Running jobs still use the resources: close those after the workers.
+      const results = await Promise.allSettled(this.workers.map((w) => w.close()));
+      for (const resource of this.resources) results.push(...(await Promise.allSettled([resource.close()])));
+      const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed.length > 0) throw new AggregateError(failed.map((f) => f.reason), `closing ${this.kind} workers failed`);
+    })();
+    return this.closing;
+  }
+}
+
+function worker<Data, Result>(side: FanOutQueue<Data, Result>, settings: ReturnType<typeof workerSettings>, concurrency: number): Worker<Data, Result> {
+  return new Worker<Data, Result>(
+    side.queue,
+    async (job, _token, signal) => {
+      try {
+        return await side.process(job, signal);
+      } catch (err) {
+        throw toBullmqError(err);
+      }
+    },
+    { ...settings, concurrency },
+  );
+}

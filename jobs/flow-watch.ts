@@ -1,0 +1,83 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Job, Queue, type ConnectionOptions } from 'bullmq';
+import { decodeJobFailure, formatJobFailure, type JobFailure } from './job-failure.js';
+import { JobsError } from './jobs-errors.js';
+
+/** One fan-out flow to follow: a parent job whose children do the work. */
+export interface FlowWatch<ParentData, Report, ChildData> {
+  /** Names the flow in messages: `ingest`, `backup`, `restore`. */
+  kind: string;
+  parentQueue: string;
+  childQueue: string;
+  /** The parent job's id (the ingest, backup or restore id). */
+  parentId: string;
+  /** Ids of the children whose jobs `onChildren` is given, in the order it gets them. */
+  childIds?: (parent: Job<ParentData, Report>) => readonly string[];
+  /** Called at every poll while the parent runs, with each child's job (undefined: not in Redis yet or any more). */
+  onChildren?: (children: ReadonlyArray<Job<ChildData> | undefined>, parent: Job<ParentData, Report>) => void;
+  /** The error a failed parent rejects with, from its failure; undefined or absent: JobsError JOBS_FAILED. */
+  errorOf?: (failure: JobFailure) => Error | undefined;
+}
+
+export interface WatchFlowOptions {
+  /** How often to look, in ms. Default 500. */
+  pollMs?: number;
+  signal?: AbortSignal;
+}
+
+/** Children read from Redis at once. */
+const POLL_CHUNK = 200;
+
+/**
+ * Follows a flow until its parent job finishes: resolves the parent's return value (the report),
+ * rejects with the parent's failure (see `errorOf`), or with JobsError JOBS_NOT_FOUND once the
+ * parent is not in Redis (removed, another Redis) or completed without a report.
+ */
+export async function watchFlow<ParentData, Report, ChildData>(connection: ConnectionOptions, watch: FlowWatch<ParentData, Report, ChildData>, options: WatchFlowOptions = {}): Promise<Report> {
+  const parents = new Queue<ParentData>(watch.parentQueue, { connection });
+  const children = new Queue<ChildData>(watch.childQueue, { connection });
+  const what = `${watch.kind} ${watch.parentId}`;
+  try {
+    for (;;) {
+      const parent = await Job.fromId<ParentData, Report>(parents, watch.parentId);
+      if (!parent) throw new JobsError('JOBS_NOT_FOUND', `${what} is not in Redis (removed, or another Redis?)`, { context: { jobId: watch.parentId } });
+      const state = await parent.getState();
+      if (state === 'completed' || state === 'failed') {
+        // The job was read before its state, so it may predate the finish: read it again for the outcome.
+        const done = await Job.fromId<ParentData, Report>(parents, watch.parentId);
+        if (state === 'failed') throw failed(what, watch.parentId, decodeJobFailure(done?.failedReason), watch.errorOf);
+        if (done?.returnvalue === undefined || done.returnvalue === null) throw new JobsError('JOBS_NOT_FOUND', `${what} completed but its report is gone from Redis`, { context: { jobId: watch.parentId } });
+        return done.returnvalue;
+      }
+      if (watch.onChildren) {
+        const ids = watch.childIds?.(parent) ?? [];
+        const jobs: Array<Job<ChildData> | undefined> = [];
+        for (let from = 0; from < ids.length; from += POLL_CHUNK) {
+          jobs.push(...(await Promise.all(ids.slice(from, from + POLL_CHUNK).map((id) => Job.fromId<ChildData>(children, id)))));
+        }
+        watch.onChildren(jobs, parent);
+      }
+      await sleep(options.pollMs ?? 500, undefined, { signal: options.signal });
+    }
+  } finally {
+    await Promise.allSettled([parents.close(), children.close()]);
+  }
+}
+
+function failed(what: string, jobId: string, failure: JobFailure, errorOf?: (failure: JobFailure) => Error | undefined): Error {
+  return errorOf?.(failure) ?? new JobsError('JOBS_FAILED', `${what} failed: ${formatJobFailure(failure)}`, { context: { jobId, failureCode: failure.code } });
+}
+
+/** Where a child job stands. */
+export type ChildState = 'waiting' | 'running' | 'done' | 'failed';
+
+/**
+ * A child's state from its job. A finished job with a result completed; one without failed for
+ * good — an attempt that is retried is not finished, and a job that failed once, then completed,
+ * is done.
+ */
+export function childState(job: Job | undefined): ChildState {
+  if (job === undefined) return 'waiting';
+  if (job.finishedOn !== undefined) return job.returnvalue !== null && job.returnvalue !== undefined ? 'done' : 'failed';
+  return job.processedOn !== undefined ? 'running' : 'waiting';
+}
