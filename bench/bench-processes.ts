@@ -63,3 +63,43 @@ async function readStatusMb(pid: number, field: 'VmHWM' | 'VmRSS'): Promise<numb
     return undefined;
   }
 }
+
+// Linux reports CPU times in /proc in clock ticks; USER_HZ is 100 on every mainstream kernel build.
+const CLOCK_TICKS_PER_SECOND = 100;
+
+/** User + system CPU seconds a live process has used so far (/proc/PID/stat utime + stime). */
+export async function readCpuSeconds(pid: number): Promise<number | undefined> {
+  const fields = await statFields(`/proc/${pid}/stat`);
+  return fields === undefined ? undefined : (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+}
+
+/**
+ * User + system CPU seconds of this process's children that have exited and been waited for
+ * (/proc/self/stat cutime + cstime). The difference across one child's life is that child's CPU
+ * time, exactly, provided no other child exits meanwhile.
+ */
+export async function reapedChildrenCpuSeconds(): Promise<number> {
+  const fields = await statFields('/proc/self/stat');
+  return fields === undefined ? Number.NaN : (Number(fields[13]) + Number(fields[14])) / CLOCK_TICKS_PER_SECOND;
+}
+
+/** Peak RSS (VmHWM) of this process. */
+export async function selfPeakRssMb(): Promise<number | undefined> {
+  return readStatusMb(process.pid, 'VmHWM');
+}
+
+/** This process's user + system CPU seconds. */
+export function selfCpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+}
+
+/** The fields of a /proc stat line after the command name (which may hold spaces): index 0 is the state. */
+async function statFields(path: string): Promise<string[] | undefined> {
+  try {
+    const text = await readFile(path, 'utf8');
+    return text.slice(text.lastIndexOf(')') + 2).trim().split(' ');
+  } catch {
+    return undefined;
+  }
+}
