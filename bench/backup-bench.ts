@@ -32,7 +32,7 @@ import { parquetShardStream, type ShardStreamStats } from '../backup/index.js';
 import { PartitionMap, PartitionStore, RangeDigest, StoreClient, type BulkRowInput } from '../store/index.js';
 import { MAIN_JS, collect, sampleRss, startBenchCluster, type NodeProcess } from './bench-cluster.js';
 import { fixed, int, roundNumbers, table } from './bench-format.js';
-import { reapedChildrenCpuSeconds } from './bench-processes.js';
+import { reapedChildrenCpuSeconds, selfPeakRssMb } from './bench-processes.js';
 
 const KEY_BYTES = 16;
 const VALUE_BYTES = 100;
@@ -89,7 +89,7 @@ async function main(): Promise<void> {
     e2e.ratioToLimit = e2e.rowsPerSec / limit.rowsPerSec;
     scan.ratioToLimit = scan.rowsPerSec / limit.rowsPerSec;
     limit.ratioToLimit = 1;
-    printReport(rows, e2e, limit, scan, process.resourceUsage().maxRSS / 1024);
+    printReport(rows, e2e, limit, scan, (await selfPeakRssMb()) ?? Number.NaN);
   } finally {
     await rm(workDir, { recursive: true, force: true });
   }

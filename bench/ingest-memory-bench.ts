@@ -27,6 +27,7 @@ import { PartitionMap } from '../store/index.js';
 import { partitionRows, runIngest, startBenchCluster, type IngestRun } from './bench-cluster.js';
 import { KEY_BYTES, KEY_COLUMN, ROW_GROUP_ROWS, VALUE_BYTES, VALUE_COLUMN, measureInProcess, splitKeys, warmUp, writeFigures, writeParquetStreamed, type InProcess, type WriteFigures } from './bench-drop.js';
 import { fixed, int, roundNumbers, table } from './bench-format.js';
+import { selfPeakRssMb } from './bench-processes.js';
 
 const NODES = 3;
 const PARTITIONS = 6;
@@ -58,7 +59,7 @@ async function main(): Promise<void> {
     const generateStarted = performance.now();
     const fileBytes = await writeParquetStreamed(path, rows);
     const generateMs = performance.now() - generateStarted;
-    const generatorPeakRssMb = process.resourceUsage().maxRSS / 1024;
+    const generatorPeakRssMb = (await selfPeakRssMb()) ?? Number.NaN;
     await writeFile(join(workDir, 'drop', '_SUCCESS'), '');
     process.stderr.write(`end to end: shardpipe ingest into ${NODES} store nodes…\n`);
     const endToEnd = await measureEndToEnd(rows, join(workDir, 'drop'), workDir, args.ingestArgs);

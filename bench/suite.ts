@@ -9,7 +9,8 @@
  * incompressible base64 values; ingest reads them from 8 snappy Parquet files into 3 nodes × 6
  * partitions cut at split keys; backup and restore move the same shape of rows through 3 nodes × 6
  * partitions; bench:store loads one node with 4 partitions; the memory bench ingests one large
- * Parquet file. `--quick` uses 100k rows and a 32 MB memory file, full uses 1M rows and 1 GB.
+ * Parquet file. `--quick` uses 50k rows and a 16 MB memory file (run in 2 of the 3 repetitions),
+ * full uses 1M rows and a 1 GB file (run once).
  *
  * Peers, measured here: `redis-cli --pipe` of the same rows as SET commands into a redis-server with
  * AOF (everysec, always); redis-benchmark GET/SET (AOF always); a no-op grpc-js server (raw bytes)
@@ -45,7 +46,7 @@ interface Sizes {
   noopCalls: number;
 }
 
-const QUICK: Sizes = { rows: 100_000, storeOps: 500, memorySizeMb: 32, memoryReps: 2, naiveRows: 5000, redisBenchmarkRequests: 10_000, noopCalls: 2000 };
+const QUICK: Sizes = { rows: 50_000, storeOps: 300, memorySizeMb: 16, memoryReps: 2, naiveRows: 2000, redisBenchmarkRequests: 5000, noopCalls: 1000 };
 const FULL: Sizes = { rows: 1_000_000, storeOps: 5000, memorySizeMb: 1024, memoryReps: 1, naiveRows: 20_000, redisBenchmarkRequests: 50_000, noopCalls: 5000 };
 
 const rowsPerSec = 'rows/s';
@@ -258,6 +259,7 @@ async function main(): Promise<void> {
   if (!Number.isInteger(reps) || reps < 1 || reps > 20) throw new RangeError(`--reps must be 1–20, got ${values.reps}`);
   const loadAtStart = loadavg()[0]!;
   const startedAt = new Date().toISOString();
+  const commit = gitCommit(REPO_DIR);
   const started = performance.now();
   const workDir = await mkdtemp(join(tmpdir(), 'shardpipe-bench-suite-'));
   const samples: Samples = new Map();
@@ -278,7 +280,7 @@ async function main(): Promise<void> {
     mode,
     startedAt,
     durationSec: (performance.now() - started) / 1000,
-    commit: gitCommit(REPO_DIR),
+    commit,
     machine: machineInfo(loadAtStart),
     dataSet: {
       rows: sizes.rows,
