@@ -215,6 +215,12 @@ export async function measureNaiveLoader(workDir: string, rows: number, concurre
     }, concurrency, rows);
     const clientUsage = process.cpuUsage(clientBefore);
     const nodeAfter = await node.cpuSeconds();
+    let stored = 0;
+    for (const n of await client.stats()) {
+      if (!n.result.ok) throw n.result.error;
+      for (const p of n.result.partitions) stored += p.approxCount;
+    }
+    if (stored !== rows) throw new Error(`naive loader: the node reports ${stored} rows stored, expected ${rows}`);
     return {
       rows,
       rowsPerSec: callsPerSec,

@@ -56,8 +56,10 @@ export class DelayProxy {
 function forward(from: Socket, to: Socket, delayMs: number): void {
   const queue: Array<{ due: number; chunk: Buffer | null }> = [];
   let timer: NodeJS.Timeout | undefined;
+  let blocked = false;
   const drain = (): void => {
     timer = undefined;
+    if (blocked) return;
     const now = performance.now();
     while (queue.length > 0 && queue[0]!.due <= now) {
       const { chunk } = queue.shift()!;
@@ -66,15 +68,22 @@ function forward(from: Socket, to: Socket, delayMs: number): void {
         return;
       }
       if (to.writable && !to.write(chunk)) {
+        // Hold the rest (and the reader) until the writer drains; then carry on where this stopped.
+        blocked = true;
         from.pause();
-        to.once('drain', () => from.resume());
+        to.once('drain', () => {
+          blocked = false;
+          from.resume();
+          drain();
+        });
+        return;
       }
     }
     if (queue.length > 0) timer = setTimeout(drain, Math.max(0, queue[0]!.due - performance.now()));
   };
   const push = (chunk: Buffer | null): void => {
     queue.push({ due: performance.now() + delayMs, chunk });
-    if (timer === undefined) timer = setTimeout(drain, delayMs);
+    if (timer === undefined && !blocked) timer = setTimeout(drain, delayMs);
   };
   from.on('data', (chunk: Buffer) => push(chunk));
   from.on('end', () => push(null));
