@@ -37,12 +37,12 @@ export async function stopChild(child: ChildProcess, exited: Promise<void>): Pro
   if (child.exitCode !== null || child.signalCode !== null) return;
   child.kill('SIGTERM');
   const timer = setTimeout(() => {
-    process.stderr.write(`store node ${child.pid} did not stop within ${STOP_TIMEOUT_MS} ms of SIGTERM; killing it\n`);
+    process.stderr.write(`child process ${child.pid} did not stop within ${STOP_TIMEOUT_MS} ms of SIGTERM; killing it\n`);
     child.kill('SIGKILL');
   }, STOP_TIMEOUT_MS);
   await exited;
   clearTimeout(timer);
-  if (child.exitCode !== 0) process.stderr.write(`store node ${child.pid} exited with code ${child.exitCode ?? child.signalCode}\n`);
+  if (child.exitCode !== 0) process.stderr.write(`child process ${child.pid} exited with code ${child.exitCode ?? child.signalCode}\n`);
 }
 
 /** Peak resident set size (VmHWM) of a live process, where /proc is available. */
