@@ -7,7 +7,8 @@
  * to look at — on a shared machine, rerun before believing it); 2 when there are fewer than two
  * comparable runs.
  *
- * Run: `npm run bench:compare [-- --min-change 0.05] [-- --all]` (--all also prints the unchanged).
+ * Run: `npm run bench:compare [-- --mode quick|full] [-- --min-change 0.05] [-- --all]` (--mode: the
+ * newest run of that mode rather than the newest run; --all also prints the unchanged figures).
  */
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,11 +19,12 @@ import { compareRuns } from './bench-stats.js';
 
 const HISTORY_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'history');
 
-const { values } = parseArgs({ options: { 'min-change': { type: 'string', default: '0.05' }, all: { type: 'boolean', default: false } } });
+const { values } = parseArgs({ options: { 'min-change': { type: 'string', default: '0.05' }, all: { type: 'boolean', default: false }, mode: { type: 'string' } } });
+if (values.mode !== undefined && values.mode !== 'quick' && values.mode !== 'full') throw new RangeError(`--mode must be quick or full, got ${values.mode}`);
 const minChange = Number(values['min-change']);
 if (!Number.isFinite(minChange) || minChange < 0 || minChange >= 1) throw new RangeError(`--min-change must be in [0, 1), got ${values['min-change']}`);
 
-const runs = await loadRuns(HISTORY_DIR);
+const runs = (await loadRuns(HISTORY_DIR)).filter((r) => values.mode === undefined || r.run.mode === values.mode);
 const newest = runs.at(-1);
 const previous = newest && runs.slice(0, -1).reverse().find((r) => r.run.mode === newest.run.mode);
 if (!newest || !previous) {
