@@ -32,6 +32,7 @@ import { parquetShardStream, type ShardStreamStats } from '../backup/index.js';
 import { PartitionMap, PartitionStore, RangeDigest, StoreClient, type BulkRowInput } from '../store/index.js';
 import { MAIN_JS, collect, sampleRss, startBenchCluster, type NodeProcess } from './bench-cluster.js';
 import { fixed, int, roundNumbers, table } from './bench-format.js';
+import { reapedChildrenCpuSeconds, selfPeakRssMb } from './bench-processes.js';
 
 const KEY_BYTES = 16;
 const VALUE_BYTES = 100;
@@ -56,6 +57,10 @@ interface EndToEnd extends Figures {
   fileMbPerSec: number;
   peakRssMb: number | undefined;
   nodePeakRssMb: Array<number | undefined>;
+  /** User + system CPU seconds of the child. */
+  cpuSeconds: number;
+  /** User + system CPU seconds of each node during the run. */
+  nodeCpuSeconds: Array<number | undefined>;
 }
 
 async function main(): Promise<void> {
@@ -84,7 +89,7 @@ async function main(): Promise<void> {
     e2e.ratioToLimit = e2e.rowsPerSec / limit.rowsPerSec;
     scan.ratioToLimit = scan.rowsPerSec / limit.rowsPerSec;
     limit.ratioToLimit = 1;
-    printReport(rows, e2e, limit, scan, process.resourceUsage().maxRSS / 1024);
+    printReport(rows, e2e, limit, scan, (await selfPeakRssMb()) ?? Number.NaN);
   } finally {
     await rm(workDir, { recursive: true, force: true });
   }
@@ -117,10 +122,14 @@ async function load(seeds: string[], rows: number): Promise<void> {
 
 async function measureEndToEnd(rows: number, nodes: NodeProcess[], redisUrl: string, folder: string): Promise<EndToEnd> {
   const args = [MAIN_JS, 'backup', 'run', '--target', pathToFileURL(folder).href, '--shard-rows', String(SHARD_ROWS), '--seeds', nodes.map((n) => n.address).join(','), '--redis', redisUrl, '--json', '--log-level', 'warn'];
+  const nodeCpuBefore = await Promise.all(nodes.map((n) => n.cpuSeconds()));
+  const cpuBefore = await reapedChildrenCpuSeconds();
   const started = performance.now();
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const [result, { peakRssMb }] = await Promise.all([collect(child), sampleRss(child)]);
   const ms = performance.now() - started;
+  const cpuSeconds = (await reapedChildrenCpuSeconds()) - cpuBefore;
+  const nodeCpuSeconds = (await Promise.all(nodes.map((n) => n.cpuSeconds()))).map((after, i) => (after === undefined || nodeCpuBefore[i] === undefined ? undefined : after - nodeCpuBefore[i]!));
   if (result.stderr.trim()) process.stderr.write(`[backup] ${result.stderr.trim().replaceAll('\n', '\n[backup] ')}\n`);
   if (result.code !== 0) throw new Error(`backup run exited with code ${result.code}: ${result.stdout}`);
   const report = JSON.parse(result.stdout.trim().split('\n').at(-1)!) as EndToEnd['report'];
@@ -128,7 +137,7 @@ async function measureEndToEnd(rows: number, nodes: NodeProcess[], redisUrl: str
   let fileBytes = 0;
   for (const f of await readdir(join(folder, report.backupId))) fileBytes += (await stat(join(folder, report.backupId, f))).size;
   const nodePeakRssMb = await Promise.all(nodes.map((n) => n.peakRssMb()));
-  return { ...figures(rows, ms), fileMbPerSec: fileBytes / 1e6 / (ms / 1000), report, peakRssMb, nodePeakRssMb };
+  return { ...figures(rows, ms), fileMbPerSec: fileBytes / 1e6 / (ms / 1000), report, peakRssMb, nodePeakRssMb, cpuSeconds, nodeCpuSeconds };
 }
 
 /** Each partition's LevelDB in turn: scan, and — with an output folder — the Parquet shard stream into a file. */

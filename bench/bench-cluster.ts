@@ -6,7 +6,8 @@ import { fileURLToPath } from 'node:url';
 import { findFreePort } from '../common/index.js';
 import { PrivateRedis } from '../jobs/index.js';
 import { PartitionMap, StoreClient, displayBytes } from '../store/index.js';
-import { readPeakRssMb, readRssMb, stopChild, waitForReady } from './bench-processes.js';
+import { readCpuSeconds, readPeakRssMb, readRssMb, reapedChildrenCpuSeconds, stopChild, waitForReady } from './bench-processes.js';
+import { DelayProxy } from './delay-proxy.js';
 
 // What the ingest benchmarks share: a private Redis and a local cluster of store node children, and
 // `shardpipe ingest` run as a child process whose memory is sampled.
@@ -19,7 +20,17 @@ export interface NodeProcess {
   dataDir: string;
   pid: number;
   peakRssMb(): Promise<number | undefined>;
+  /** User + system CPU seconds the node has used so far. */
+  cpuSeconds(): Promise<number | undefined>;
   stop(): Promise<void>;
+}
+
+export interface BenchClusterOptions {
+  /**
+   * One-way delay in ms added by a TCP proxy in front of every node (default 0: no proxy). The map
+   * then names the proxies' addresses, so every client of the cluster goes through them.
+   */
+  delayMs?: number;
 }
 
 export interface PartitionRows {
@@ -39,13 +50,15 @@ export interface BenchCluster {
   stop(): Promise<void>;
 }
 
-export async function startBenchCluster(workDir: string, nodeCount: number, mapOf: (addresses: string[]) => PartitionMap): Promise<BenchCluster> {
+export async function startBenchCluster(workDir: string, nodeCount: number, mapOf: (addresses: string[]) => PartitionMap, options: BenchClusterOptions = {}): Promise<BenchCluster> {
   const clusterDir = join(workDir, 'cluster');
   await mkdir(clusterDir, { recursive: true });
   const redis = await PrivateRedis.start({ dataDir: join(workDir, 'redis') });
   const nodes: NodeProcess[] = [];
+  const proxies: DelayProxy[] = [];
   const stop = async (): Promise<void> => {
     await Promise.all(nodes.map((n) => n.stop()));
+    await Promise.all(proxies.map((p) => p.close()));
     await redis.stop();
   };
   try {
@@ -53,7 +66,15 @@ export async function startBenchCluster(workDir: string, nodeCount: number, mapO
     const mapFile = join(clusterDir, 'map.json');
     const map = mapOf(addresses);
     await writeFile(mapFile, JSON.stringify(map.toJson()));
-    const starts = await Promise.allSettled(addresses.map((address, i) => startNode(address, mapFile, join(clusterDir, `node-${i}`))));
+    const delayMs = options.delayMs ?? 0;
+    const starts = await Promise.allSettled(
+      addresses.map(async (address, i) => {
+        if (delayMs === 0) return startNode(address, mapFile, join(clusterDir, `node-${i}`));
+        const listenPort = await findFreePort();
+        proxies.push(await DelayProxy.start(Number(address.split(':')[1]), { host: '127.0.0.1', port: listenPort }, delayMs));
+        return startNode(address, mapFile, join(clusterDir, `node-${i}`), `127.0.0.1:${listenPort}`);
+      }),
+    );
     for (const s of starts) if (s.status === 'fulfilled') nodes.push(s.value);
     const failed = starts.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failed) throw failed.reason;
@@ -64,8 +85,9 @@ export async function startBenchCluster(workDir: string, nodeCount: number, mapO
   }
 }
 
-async function startNode(address: string, mapFile: string, dataDir: string): Promise<NodeProcess> {
+async function startNode(address: string, mapFile: string, dataDir: string, listen?: string): Promise<NodeProcess> {
   const args = [MAIN_JS, 'store', 'start', '--map', mapFile, '--node', address, '--data', dataDir, '--log-level', 'warn'];
+  if (listen !== undefined) args.push('--listen', listen);
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   child.stderr!.on('data', (data: Buffer) => process.stderr.write(`[node ${address}] ${data.toString()}`));
@@ -81,6 +103,7 @@ async function startNode(address: string, mapFile: string, dataDir: string): Pro
     dataDir,
     pid: child.pid!,
     peakRssMb: () => readPeakRssMb(child.pid!),
+    cpuSeconds: () => readCpuSeconds(child.pid!),
     stop: () => stopChild(child, exited),
   };
 }
@@ -155,6 +178,8 @@ export function parseReport(stdout: string): IngestJsonReport | undefined {
 
 export interface IngestRun extends RssSamples {
   ms: number;
+  /** User + system CPU seconds of the ingest child, from exit to exit. */
+  cpuSeconds: number;
   code: number | null;
   report: IngestJsonReport;
 }
@@ -165,10 +190,12 @@ export interface IngestRun extends RssSamples {
  */
 export async function runIngest(cluster: BenchCluster, source: string, rows: number, extraArgs: string[], options: { dataDir: string; env?: NodeJS.ProcessEnv }): Promise<IngestRun> {
   const args = [MAIN_JS, 'ingest', source, '--seeds', cluster.addresses.join(','), '--redis', cluster.redisUrl, '--data-dir', options.dataDir, '--json', '--log-level', 'warn', ...extraArgs];
+  const cpuBefore = await reapedChildrenCpuSeconds();
   const started = performance.now();
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
   const [result, rss] = await Promise.all([collect(child), sampleRss(child)]);
   const ms = performance.now() - started;
+  const cpuSeconds = (await reapedChildrenCpuSeconds()) - cpuBefore;
   if (result.stderr.trim()) process.stderr.write(`[ingest] ${result.stderr.trim().replaceAll('\n', '\n[ingest] ')}\n`);
   const report = parseReport(result.stdout);
   if (report === undefined) throw new Error(`ingest (exit code ${result.code}) printed no JSON report; stdout: ${result.stdout.trim() || '(empty)'}`);
@@ -176,7 +203,7 @@ export async function runIngest(cluster: BenchCluster, source: string, rows: num
     throw new Error(`ingest reports rowsIngested ${report.rowsIngested}, expected ${rows} (exit code ${result.code}, rejected ${report.rowsRejected}, files failed ${report.filesFailed}): ${JSON.stringify(report)}`);
   }
   if (result.code !== 0) throw new Error(`ingest exited with code ${result.code} although it reports all ${rows} rows ingested: ${JSON.stringify(report)}`);
-  return { ...rss, ms, code: result.code, report };
+  return { ...rss, ms, cpuSeconds, code: result.code, report };
 }
 
 /** Rows each partition holds, as the nodes report them: the check that the load landed, and where. */

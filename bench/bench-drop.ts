@@ -22,6 +22,12 @@ export const VALUE_COLUMN = 'payload';
 const VALUE_POOL = Buffer.from(randomBytes(768 * 1024).toString('base64'), 'latin1');
 const VALUE_SLOTS = Math.floor(VALUE_POOL.length / VALUE_BYTES);
 
+/** The i-th value: a 100-byte window of the random base64 text (a view, not a copy). */
+export function valueBytes(i: number): Buffer {
+  const slot = (i % VALUE_SLOTS) * VALUE_BYTES;
+  return VALUE_POOL.subarray(slot, slot + VALUE_BYTES);
+}
+
 /** The i-th key: `k` and i in 15 digits, 16 ASCII bytes, so string order is row order. */
 export function keyText(i: number): string {
   return `k${String(i).padStart(KEY_BYTES - 1, '0')}`;

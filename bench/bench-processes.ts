@@ -37,12 +37,12 @@ export async function stopChild(child: ChildProcess, exited: Promise<void>): Pro
   if (child.exitCode !== null || child.signalCode !== null) return;
   child.kill('SIGTERM');
   const timer = setTimeout(() => {
-    process.stderr.write(`store node ${child.pid} did not stop within ${STOP_TIMEOUT_MS} ms of SIGTERM; killing it\n`);
+    process.stderr.write(`child process ${child.pid} did not stop within ${STOP_TIMEOUT_MS} ms of SIGTERM; killing it\n`);
     child.kill('SIGKILL');
   }, STOP_TIMEOUT_MS);
   await exited;
   clearTimeout(timer);
-  if (child.exitCode !== 0) process.stderr.write(`store node ${child.pid} exited with code ${child.exitCode ?? child.signalCode}\n`);
+  if (child.exitCode !== 0) process.stderr.write(`child process ${child.pid} exited with code ${child.exitCode ?? child.signalCode}\n`);
 }
 
 /** Peak resident set size (VmHWM) of a live process, where /proc is available. */
@@ -59,6 +59,46 @@ async function readStatusMb(pid: number, field: 'VmHWM' | 'VmRSS'): Promise<numb
   try {
     const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(await readFile(`/proc/${pid}/status`, 'utf8'));
     return match ? Number(match[1]) / 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+// Linux reports CPU times in /proc in clock ticks; USER_HZ is 100 on every mainstream kernel build.
+const CLOCK_TICKS_PER_SECOND = 100;
+
+/** User + system CPU seconds a live process has used so far (/proc/PID/stat utime + stime). */
+export async function readCpuSeconds(pid: number): Promise<number | undefined> {
+  const fields = await statFields(`/proc/${pid}/stat`);
+  return fields === undefined ? undefined : (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+}
+
+/**
+ * User + system CPU seconds of this process's children that have exited and been waited for
+ * (/proc/self/stat cutime + cstime). The difference across one child's life is that child's CPU
+ * time, exactly, provided no other child exits meanwhile.
+ */
+export async function reapedChildrenCpuSeconds(): Promise<number> {
+  const fields = await statFields('/proc/self/stat');
+  return fields === undefined ? Number.NaN : (Number(fields[13]) + Number(fields[14])) / CLOCK_TICKS_PER_SECOND;
+}
+
+/** Peak RSS (VmHWM) of this process. */
+export async function selfPeakRssMb(): Promise<number | undefined> {
+  return readStatusMb(process.pid, 'VmHWM');
+}
+
+/** This process's user + system CPU seconds. */
+export function selfCpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+}
+
+/** The fields of a /proc stat line after the command name (which may hold spaces): index 0 is the state. */
+async function statFields(path: string): Promise<string[] | undefined> {
+  try {
+    const text = await readFile(path, 'utf8');
+    return text.slice(text.lastIndexOf(')') + 2).trim().split(' ');
   } catch {
     return undefined;
   }

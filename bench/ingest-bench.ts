@@ -17,10 +17,13 @@
  *   3. the reader alone: readRecordBatches + mapBatch, nothing written.
  * Both in-process figures follow an unmeasured read of the first file (decoder thread, wasm, JIT
  * warm); the ingest child is measured cold, as a user runs it.
+ * With `--delay-ms N` every node sits behind a TCP proxy adding N ms of one-way delay (the
+ * distributed benchmark); `--no-limit` skips the in-process figures.
+ * CPU seconds (user + system) of the ingest child and of each node are in the JSON line.
  * Prints a table, then one JSON line with every figure.
  *
  * Run: `npm run bench:ingest` (builds first), or after `npx tsc -p tsconfig.json`:
- *   node dist/bench/ingest-bench.js [--rows N]
+ *   node dist/bench/ingest-bench.js [--rows N] [--delay-ms N] [--no-limit]
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -34,6 +37,7 @@ import {
   type InProcess, type WriteFigures,
 } from './bench-drop.js';
 import { fixed, int, roundNumbers, table } from './bench-format.js';
+import { selfPeakRssMb } from './bench-processes.js';
 
 const FILES = 8;
 const NODES = 3;
@@ -51,19 +55,28 @@ interface EndToEnd extends WriteFigures {
   report: IngestJsonReport;
   exitCode: number | null;
   peakRssMb: number | undefined;
+  /** User + system CPU seconds of the ingest child. */
+  cpuSeconds: number;
   nodePeakRssMb: Array<number | undefined>;
+  /** User + system CPU seconds each node spent during the ingest (and the row count check after it). */
+  nodeCpuSeconds: Array<number | undefined>;
+  delayMs: number;
   partitions: PartitionRows[];
   storedRows: number;
 }
 
 async function main(): Promise<void> {
-  const rows = parseRowCount();
+  const { rows, delayMs, limit: withLimit } = parseCommandLine();
   const workDir = await mkdtemp(join(tmpdir(), 'shardpipe-ingest-bench-'));
   try {
     process.stderr.write(`generating the drop: ${rows} rows in ${Math.min(FILES, rows)} snappy part files…\n`);
     const drop = await writeDrop(join(workDir, 'drop'), rows);
     process.stderr.write('end to end: shardpipe ingest into 3 store nodes…\n');
-    const endToEnd = await measureEndToEnd(rows, drop, workDir);
+    const endToEnd = await measureEndToEnd(rows, drop, workDir, delayMs);
+    if (!withLimit) {
+      printReport(rows, drop, endToEnd, undefined, undefined, await benchPeakRssMb());
+      return;
+    }
     const files = (await scanDrop(drop.dir)).files;
     // Unmeasured: the first read of a process pays for the decoder thread, compiling parquet-wasm
     // and JIT warm-up, which would otherwise all land on whichever measurement runs first.
@@ -76,18 +89,24 @@ async function main(): Promise<void> {
     endToEnd.ratioToLimit = endToEnd.rowsPerSec / limit.rowsPerSec;
     reader.ratioToLimit = reader.rowsPerSec / limit.rowsPerSec;
     limit.ratioToLimit = 1;
-    const benchPeakRssMb = process.resourceUsage().maxRSS / 1024;
-    printReport(rows, drop, endToEnd, limit, reader, benchPeakRssMb);
+    printReport(rows, drop, endToEnd, limit, reader, await benchPeakRssMb());
   } finally {
     await rm(workDir, { recursive: true, force: true });
   }
 }
 
-function parseRowCount(): number {
-  const { values } = parseArgs({ options: { rows: { type: 'string', default: '1000000' } } });
+function parseCommandLine(): { rows: number; delayMs: number; limit: boolean } {
+  const { values } = parseArgs({ options: { rows: { type: 'string', default: '1000000' }, 'delay-ms': { type: 'string', default: '0' }, 'no-limit': { type: 'boolean', default: false } } });
   const rows = Number(values.rows);
   if (!Number.isSafeInteger(rows) || rows < 1) throw new RangeError(`--rows must be a whole number ≥ 1, got ${values.rows}`);
-  return rows;
+  const delayMs = Number(values['delay-ms']);
+  if (!Number.isFinite(delayMs) || delayMs < 0 || delayMs > 1000) throw new RangeError(`--delay-ms must be 0–1000, got ${values['delay-ms']}`);
+  return { rows, delayMs, limit: !values['no-limit'] };
+}
+
+/** This process's own peak RSS (VmHWM), not its children's. */
+async function benchPeakRssMb(): Promise<number> {
+  return (await selfPeakRssMb()) ?? Number.NaN;
 }
 
 /** Sorted part files the way Spark writes them (keys ascending across files), `.crc` files, `_SUCCESS`. */
@@ -109,36 +128,46 @@ async function writeDrop(dir: string, rows: number): Promise<Drop> {
 }
 
 /** Redis, a 3-node cluster cut at the split keys, then the ingest CLI as a child; everything stopped before returning. */
-async function measureEndToEnd(rows: number, drop: Drop, workDir: string): Promise<EndToEnd> {
-  const cluster = await startBenchCluster(workDir, NODES, (nodes) => PartitionMap.fromSplitKeys(1, nodes, splitKeys(rows, PARTITIONS).map((k) => Buffer.from(k))));
+async function measureEndToEnd(rows: number, drop: Drop, workDir: string, delayMs: number): Promise<EndToEnd> {
+  const cluster = await startBenchCluster(workDir, NODES, (nodes) => PartitionMap.fromSplitKeys(1, nodes, splitKeys(rows, PARTITIONS).map((k) => Buffer.from(k))), { delayMs });
   try {
+    const nodeCpuBefore = await Promise.all(cluster.nodes.map((n) => n.cpuSeconds()));
     const run = await runIngest(cluster, drop.dir, rows, ['--key-column', KEY_COLUMN, '--value-column', VALUE_COLUMN], { dataDir: join(workDir, 'ingest-data') });
     const partitions = await partitionRows(cluster);
     const storedRows = partitions.reduce((s, p) => s + p.rows, 0);
     if (storedRows !== rows) process.stderr.write(`WARNING: the nodes report ${storedRows} rows stored, expected ${rows}\n`);
     const nodePeakRssMb = await Promise.all(cluster.nodes.map((n) => n.peakRssMb()));
-    return { ...writeFigures(rows, run.ms), ratioToLimit: 0, report: run.report, exitCode: run.code, peakRssMb: run.peakRssMb, nodePeakRssMb, partitions, storedRows };
+    const nodeCpuSeconds = (await Promise.all(cluster.nodes.map((n) => n.cpuSeconds()))).map((after, i) => (after === undefined || nodeCpuBefore[i] === undefined ? undefined : after - nodeCpuBefore[i]!));
+    return {
+      ...writeFigures(rows, run.ms), ratioToLimit: 0, report: run.report, exitCode: run.code, peakRssMb: run.peakRssMb, cpuSeconds: run.cpuSeconds,
+      nodePeakRssMb, nodeCpuSeconds, delayMs, partitions, storedRows,
+    };
   } finally {
     await cluster.stop();
   }
 }
 
-function printReport(rows: number, drop: Drop, e2e: EndToEnd, limit: InProcess, reader: InProcess, benchPeakRssMb: number): void {
+function printReport(rows: number, drop: Drop, e2e: EndToEnd, limit: InProcess | undefined, reader: InProcess | undefined, benchPeakRssMb: number): void {
   const totalMb = (rows * (KEY_BYTES + VALUE_BYTES)) / 1e6;
   const rss = (mb: number | undefined): string => (mb === undefined ? 'n/a' : fixed(mb, 0));
   const out: string[] = [];
   out.push(
     `shardpipe ingest bench: ${int(rows)} rows × (${KEY_BYTES} B key + ${VALUE_BYTES} B value) = ${totalMb.toFixed(1)} MB, ` +
-      `${drop.files} snappy part files (${fixed(drop.bytesOnDisk / 1e6, 1)} MB on disk, ≤ ${int(ROW_GROUP_ROWS)} rows per row group), ${NODES} nodes, ${e2e.partitions.length} partitions`,
+      `${drop.files} snappy part files (${fixed(drop.bytesOnDisk / 1e6, 1)} MB on disk, ≤ ${int(ROW_GROUP_ROWS)} rows per row group), ${NODES} nodes, ${e2e.partitions.length} partitions` +
+      (e2e.delayMs > 0 ? `, every node behind a proxy adding ${e2e.delayMs} ms one-way` : ''),
   );
   out.push('');
   out.push(
     table(
       ['path', 'rows/s', 'MB/s', 'vs limit', 'seconds', 'peak RSS MiB'],
       [
-        ['shardpipe ingest, child process, wall time', int(e2e.rowsPerSec), fixed(e2e.mbPerSec, 1), `${fixed(e2e.ratioToLimit, 2)}×`, fixed(e2e.ms / 1000, 2), rss(e2e.peakRssMb)],
-        ['in-process: read + map + classic-level batch (limit)', int(limit.rowsPerSec), fixed(limit.mbPerSec, 1), '1.00×', fixed(limit.ms / 1000, 2), '-'],
-        ['in-process: read + map alone', int(reader.rowsPerSec), fixed(reader.mbPerSec, 1), `${fixed(reader.ratioToLimit, 2)}×`, fixed(reader.ms / 1000, 2), '-'],
+        ['shardpipe ingest, child process, wall time', int(e2e.rowsPerSec), fixed(e2e.mbPerSec, 1), limit ? `${fixed(e2e.ratioToLimit, 2)}×` : '-', fixed(e2e.ms / 1000, 2), rss(e2e.peakRssMb)],
+        ...(limit && reader
+          ? [
+              ['in-process: read + map + classic-level batch (limit)', int(limit.rowsPerSec), fixed(limit.mbPerSec, 1), '1.00×', fixed(limit.ms / 1000, 2), '-'],
+              ['in-process: read + map alone', int(reader.rowsPerSec), fixed(reader.mbPerSec, 1), `${fixed(reader.ratioToLimit, 2)}×`, fixed(reader.ms / 1000, 2), '-'],
+            ]
+          : []),
       ],
     ),
   );
@@ -153,6 +182,8 @@ function printReport(rows: number, drop: Drop, e2e: EndToEnd, limit: InProcess, 
   out.push('');
   const nodeRss = e2e.nodePeakRssMb.map((mb, i) => `node ${i} ${rss(mb)} MiB`).join(', ');
   out.push(`peak RSS: ingest child ${rss(e2e.peakRssMb)} MiB, ${nodeRss}, bench process ${fixed(benchPeakRssMb, 0)} MiB`);
+  const perM = (s: number | undefined): string => (s === undefined ? 'n/a' : fixed((s / rows) * 1e6, 2));
+  out.push(`CPU s per 1M rows: ingest child ${perM(e2e.cpuSeconds)}, ${e2e.nodeCpuSeconds.map((s, i) => `node ${i} ${perM(s)}`).join(', ')}`);
   out.push(
     JSON.stringify(
       { bench: 'ingest', rows, keyBytes: KEY_BYTES, valueBytes: VALUE_BYTES, files: drop.files, rowGroupRows: ROW_GROUP_ROWS, dropBytes: drop.bytesOnDisk, nodes: NODES, endToEnd: e2e, limit, reader, benchPeakRssMb },

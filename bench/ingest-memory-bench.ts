@@ -27,13 +27,14 @@ import { PartitionMap } from '../store/index.js';
 import { partitionRows, runIngest, startBenchCluster, type IngestRun } from './bench-cluster.js';
 import { KEY_BYTES, KEY_COLUMN, ROW_GROUP_ROWS, VALUE_BYTES, VALUE_COLUMN, measureInProcess, splitKeys, warmUp, writeFigures, writeParquetStreamed, type InProcess, type WriteFigures } from './bench-drop.js';
 import { fixed, int, roundNumbers, table } from './bench-format.js';
+import { selfPeakRssMb } from './bench-processes.js';
 
 const NODES = 3;
 const PARTITIONS = 6;
 /** File bytes per row as parquet-wasm writes these rows (snappy): sizes the row count for --size-mb. */
 const FILE_BYTES_PER_ROW = 111;
-/** The bar from the ingest issue: a 1 GB file well under 512 MB RSS. */
-const RSS_BAR_MIB = 512;
+/** The goal of issue 11: the ingest worker under 256 MiB peak RSS on the 1 GB file (the ingest issue asked for well under 512). */
+const RSS_BAR_MIB = 256;
 
 interface Args {
   sizeMb: number;
@@ -58,7 +59,7 @@ async function main(): Promise<void> {
     const generateStarted = performance.now();
     const fileBytes = await writeParquetStreamed(path, rows);
     const generateMs = performance.now() - generateStarted;
-    const generatorPeakRssMb = process.resourceUsage().maxRSS / 1024;
+    const generatorPeakRssMb = (await selfPeakRssMb()) ?? Number.NaN;
     await writeFile(join(workDir, 'drop', '_SUCCESS'), '');
     process.stderr.write(`end to end: shardpipe ingest into ${NODES} store nodes…\n`);
     const endToEnd = await measureEndToEnd(rows, join(workDir, 'drop'), workDir, args.ingestArgs);
@@ -122,7 +123,7 @@ function printReport(rows: number, fileBytes: number, sizeOnDisk: number, genera
   out.push(table(['path', 'rows/s', 'MB/s', 'vs limit', 'seconds', 'peak RSS MiB'], lines));
   out.push('');
   out.push(`ingest child RSS, largest in each tenth of the run (MiB): ${e2e.peakRssMbByTenth.map((mb) => fixed(mb, 0)).join(' ')}`);
-  out.push(`peak RSS: ingest child ${rss(e2e.peakRssMb)} MiB (bar: well under ${RSS_BAR_MIB} MiB), ${e2e.nodePeakRssMb.map((mb, i) => `node ${i} ${rss(mb)} MiB`).join(', ')}`);
+  out.push(`peak RSS: ingest child ${rss(e2e.peakRssMb)} MiB (goal: under ${RSS_BAR_MIB} MiB), ${e2e.nodePeakRssMb.map((mb, i) => `node ${i} ${rss(mb)} MiB`).join(', ')}`);
   out.push(`nodes hold ${int(e2e.storedRows)} rows; ingest report: ${int(e2e.report.rowsIngested)} ingested, ${int(e2e.report.rowsRejected)} rejected, ${fixed(e2e.report.durationMs / 1000, 1)} s from submit to report`);
   out.push(
     JSON.stringify(

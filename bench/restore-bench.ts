@@ -34,6 +34,7 @@ import { readShardRows, type ShardSpec } from '../restore/index.js';
 import { PartitionMap, RangeDigest, encodeRecord, type StoredEntry } from '../store/index.js';
 import { MAIN_JS, collect, sampleRss, startBenchCluster } from './bench-cluster.js';
 import { fixed, int, roundNumbers, table } from './bench-format.js';
+import { reapedChildrenCpuSeconds } from './bench-processes.js';
 
 const KEY_BYTES = 16;
 const VALUE_BYTES = 100;
@@ -122,6 +123,10 @@ interface EndToEnd extends Figures {
   exitCode: number | null;
   peakRssMb: number | undefined;
   nodePeakRssMb: Array<number | undefined>;
+  /** User + system CPU seconds of the child. */
+  cpuSeconds: number;
+  /** User + system CPU seconds of each node during the run. */
+  nodeCpuSeconds: Array<number | undefined>;
 }
 
 async function measureEndToEnd(rows: number, manifest: BackupManifest, backupDir: string, workDir: string): Promise<EndToEnd> {
@@ -131,15 +136,19 @@ async function measureEndToEnd(rows: number, manifest: BackupManifest, backupDir
   const { nodes, addresses } = cluster;
   try {
     const args = [MAIN_JS, 'restore', manifest.backupId, '--target', pathToFileURL(backupDir).href, '--seeds', addresses.join(','), '--redis', cluster.redisUrl, '--data-dir', join(workDir, 'restore-data'), '--json', '--log-level', 'warn'];
+    const nodeCpuBefore = await Promise.all(nodes.map((n) => n.cpuSeconds()));
+    const cpuBefore = await reapedChildrenCpuSeconds();
     const started = performance.now();
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const [result, { peakRssMb }] = await Promise.all([collect(child), sampleRss(child)]);
     const ms = performance.now() - started;
+    const cpuSeconds = (await reapedChildrenCpuSeconds()) - cpuBefore;
+    const nodeCpuSeconds = (await Promise.all(nodes.map((n) => n.cpuSeconds()))).map((after, i) => (after === undefined || nodeCpuBefore[i] === undefined ? undefined : after - nodeCpuBefore[i]!));
     if (result.stderr.trim()) process.stderr.write(`[restore] ${result.stderr.trim().replaceAll('\n', '\n[restore] ')}\n`);
     const report = JSON.parse(result.stdout.trim().split('\n').at(-1) ?? '{}') as EndToEnd['report'];
     if (result.code !== 0 || report.rowsRestored !== rows) throw new Error(`restore exited with ${result.code}, restored ${report.rowsRestored} of ${rows}: ${result.stdout}`);
     const nodePeakRssMb = await Promise.all(nodes.map((n) => n.peakRssMb()));
-    return { ...figures(rows, ms), ratioToLimit: 0, report, exitCode: result.code, peakRssMb, nodePeakRssMb };
+    return { ...figures(rows, ms), ratioToLimit: 0, report, exitCode: result.code, peakRssMb, nodePeakRssMb, cpuSeconds, nodeCpuSeconds };
   } finally {
     await cluster.stop();
   }

@@ -9,11 +9,12 @@
  *      (the default) and once with `--no-sync`: rows/s, MB/s (key + value bytes, 1 MB = 10^6 B) and
  *      the ratio to the baseline;
  *   3. Get and Put ops/s with p50/p99 latency at concurrency 1 and 32 against each node;
- *   4. peak RSS of this process and of each node child.
+ *   4. peak RSS of this process and of each node child; CPU seconds (user + system) of the node and of
+ *      this process (the client) during each bulk load.
  * Prints a table, then one JSON line with every figure.
  *
  * Run: `npm run bench:store` (builds first), or after `npx tsc -p tsconfig.json`:
- *   node dist/bench/store-bench.js [--rows N]
+ *   node dist/bench/store-bench.js [--rows N] [--ops N (Get/Put calls per run at concurrency 1; 4× that at 32)]
  */
 import { spawn } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
@@ -25,7 +26,7 @@ import { parseArgs } from 'node:util';
 import { ClassicLevel } from 'classic-level';
 import { findFreePort } from '../common/index.js';
 import { Key, PartitionMap, StoreClient, type BulkRowInput, type WriteTiming } from '../store/index.js';
-import { readPeakRssMb, stopChild, waitForReady } from './bench-processes.js';
+import { readCpuSeconds, readPeakRssMb, selfCpuSeconds, selfPeakRssMb, stopChild, waitForReady } from './bench-processes.js';
 import { fixed, int, roundNumbers, table } from './bench-format.js';
 
 const KEY_BYTES = 16;
@@ -33,10 +34,7 @@ const VALUE_BYTES = 100;
 const CHUNK_ROWS = 1000;
 const PARTITIONS = 4;
 const MAX_IN_FLIGHT = 4;
-const OP_RUNS = [
-  { concurrency: 1, ops: 5000 },
-  { concurrency: 32, ops: 20_000 },
-] as const;
+const OP_CONCURRENCY = [1, 32] as const;
 const MAIN_JS = join(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
 
 // Values are views into one random pool, 100 bytes apart, so LevelDB's block compression sees
@@ -56,6 +54,10 @@ interface BulkFigures extends WriteFigures {
   calls: number;
   storedRows: number;
   serverTiming: WriteTiming;
+  /** User + system CPU seconds of the node during the load. */
+  nodeCpuSeconds: number | undefined;
+  /** User + system CPU seconds of this process (the client) during the load. */
+  clientCpuSeconds: number;
 }
 
 interface OpFigures {
@@ -80,11 +82,12 @@ interface NodeProcess {
   address: string;
   pid: number;
   peakRssMb(): Promise<number | undefined>;
+  cpuSeconds(): Promise<number | undefined>;
   stop(): Promise<void>;
 }
 
 async function main(): Promise<void> {
-  const rows = parseRowCount();
+  const { rows, ops } = parseCommandLine();
   const workDir = await mkdtemp(join(tmpdir(), 'shardpipe-bench-'));
   try {
     process.stderr.write(`baseline: classic-level, ${rows} rows…\n`);
@@ -93,20 +96,22 @@ async function main(): Promise<void> {
     for (const sync of [true, false]) {
       const label = sync ? 'fsync per batch' : '--no-sync';
       process.stderr.write(`store node (${label}): bulk load and ops…\n`);
-      runs.push(await measureNode(rows, sync, label, baseline, join(workDir, sync ? 'node-sync' : 'node-nosync')));
+      runs.push(await measureNode(rows, ops, sync, label, baseline, join(workDir, sync ? 'node-sync' : 'node-nosync')));
     }
-    const benchPeakRssMb = process.resourceUsage().maxRSS / 1024;
+    const benchPeakRssMb = (await selfPeakRssMb()) ?? Number.NaN;
     printReport(rows, baseline, runs, benchPeakRssMb);
   } finally {
     await rm(workDir, { recursive: true, force: true });
   }
 }
 
-function parseRowCount(): number {
-  const { values } = parseArgs({ options: { rows: { type: 'string', default: '1000000' } } });
+function parseCommandLine(): { rows: number; ops: number } {
+  const { values } = parseArgs({ options: { rows: { type: 'string', default: '1000000' }, ops: { type: 'string', default: '5000' } } });
   const rows = Number(values.rows);
   if (!Number.isSafeInteger(rows) || rows < 1) throw new RangeError(`--rows must be a whole number ≥ 1, got ${values.rows}`);
-  return rows;
+  const ops = Number(values.ops);
+  if (!Number.isSafeInteger(ops) || ops < 1) throw new RangeError(`--ops must be a whole number ≥ 1, got ${values.ops}`);
+  return { rows, ops };
 }
 
 /** The i-th of `count` sorted keys, spread over the whole keyspace so every partition gets a share. */
@@ -157,14 +162,14 @@ function writeFigures(rows: number, ms: number): WriteFigures {
 }
 
 /** Starts a node child, bulk-loads it, measures ops against it, and reads its peak RSS before stopping it. */
-async function measureNode(rows: number, sync: boolean, label: string, baseline: WriteFigures, dataDir: string): Promise<NodeRun> {
+async function measureNode(rows: number, opCount: number, sync: boolean, label: string, baseline: WriteFigures, dataDir: string): Promise<NodeRun> {
   const node = await startNode(dataDir, sync);
   const client = new StoreClient({ seeds: [node.address] });
   try {
-    const bulk = await measureBulk(client, rows, baseline);
+    const bulk = await measureBulk(client, node, rows, baseline);
     const ops: OpFigures[] = [];
     for (const op of ['get', 'put'] as const) {
-      for (const run of OP_RUNS) ops.push(await measureOps(client, op, run.concurrency, run.ops, rows));
+      for (const concurrency of OP_CONCURRENCY) ops.push(await measureOps(client, op, concurrency, concurrency === 1 ? opCount : 4 * opCount, rows));
     }
     return { label, sync, bulk, ops, peakRssMb: await node.peakRssMb() };
   } finally {
@@ -193,22 +198,29 @@ async function startNode(dataDir: string, sync: boolean): Promise<NodeProcess> {
     address,
     pid: child.pid!,
     peakRssMb: () => readPeakRssMb(child.pid!),
+    cpuSeconds: () => readCpuSeconds(child.pid!),
     stop: () => stopChild(child, exited),
   };
 }
 
 
-async function measureBulk(client: StoreClient, rows: number, baseline: WriteFigures): Promise<BulkFigures> {
+async function measureBulk(client: StoreClient, node: NodeProcess, rows: number, baseline: WriteFigures): Promise<BulkFigures> {
   await client.map();
+  const nodeCpuBefore = await node.cpuSeconds();
+  const clientCpuBefore = selfCpuSeconds();
   const started = performance.now();
   const result = await client.bulkPutAll(rowChunks(rows), { maxInFlight: MAX_IN_FLIGHT });
   const figures = writeFigures(result.rows, performance.now() - started);
+  const clientCpuSeconds = selfCpuSeconds() - clientCpuBefore;
+  const nodeCpuAfter = await node.cpuSeconds();
   return {
     ...figures,
     ratioToBaseline: figures.rowsPerSec / baseline.rowsPerSec,
     calls: result.calls,
     storedRows: await storedRowCount(client),
     serverTiming: result.serverTiming,
+    nodeCpuSeconds: nodeCpuAfter === undefined || nodeCpuBefore === undefined ? undefined : nodeCpuAfter - nodeCpuBefore,
+    clientCpuSeconds,
   };
 }
 
@@ -279,6 +291,8 @@ function printReport(rows: number, baseline: WriteFigures, runs: NodeRun[], benc
   for (const r of runs) {
     const t = r.bulk.serverTiming;
     out.push(`server time summed over BulkInsert calls (${r.label}): queue ${fixed(t.queueMs / 1000, 2)} s, build ${fixed(t.writeMs / 1000, 2)} s, write+fsync ${fixed(t.fsyncMs / 1000, 2)} s`);
+    const perM = (sec: number | undefined): string => (sec === undefined ? 'n/a' : fixed((sec / r.bulk.rows) * 1e6, 2));
+    out.push(`CPU s per 1M rows loaded (${r.label}): node ${perM(r.bulk.nodeCpuSeconds)}, client (this process) ${perM(r.bulk.clientCpuSeconds)}`);
   }
   out.push('');
   out.push(
