@@ -26,6 +26,8 @@ export interface StackOptions {
   dir?: () => string;
   /** Runs once the stack is up (e.g. to load rows through `client`). */
   seed?: (stack: Stack) => Promise<void>;
+  /** Timeout of the start-up hook, seeding included; default: the configured hookTimeout. */
+  timeoutMs?: number;
 }
 
 /**
@@ -46,7 +48,7 @@ export function useStack(options: StackOptions): Stack {
     stack.client = new StoreClient({ seeds: stack.cluster.seeds });
     stack.cliArgs = ['--seeds', stack.cluster.seeds.join(','), '--redis', stack.redis.url];
     await options.seed?.(stack);
-  });
+  }, options.timeoutMs);
   afterAll(async () => {
     stack.client?.close();
     await stack.cluster?.close();
