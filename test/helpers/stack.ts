@@ -13,6 +13,8 @@ export interface Stack {
   readonly redis: PrivateRedis;
   readonly cluster: StoreCluster;
   readonly client: StoreClient;
+  /** A path inside `dir` (not created). */
+  sub(name: string): string;
   /** `--seeds <cluster> --redis <url>`, for CLI calls. */
   readonly cliArgs: string[];
 }
@@ -35,7 +37,7 @@ export interface StackOptions {
  * temp directory it made) in `afterAll`. The returned object is filled in once `beforeAll` has run.
  */
 export function useStack(options: StackOptions): Stack {
-  const stack = {} as { -readonly [K in keyof Stack]: Stack[K] };
+  const stack = { sub: (name: string) => join(stack.dir, name) } as { -readonly [K in keyof Stack]: Stack[K] };
   let ownDir = false;
   beforeAll(async () => {
     if (options.dir) stack.dir = options.dir();
