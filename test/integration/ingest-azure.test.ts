@@ -17,7 +17,7 @@ import { isAzureUrl, parseAzureUrl } from '../../common/index.js';
 import { INGEST_FILE_QUEUE, INGEST_QUEUE, childJobId, connectionFromUrl } from '../../jobs/index.js';
 import { Azurite } from '../helpers/azurite.js';
 import { runCli } from '../helpers/store-cluster.js';
-import { toParquet, writeSparkDrop } from '../helpers/spark-drop.js';
+import { toParquet, writeSparkDrop, type SparkDropOptions } from '../helpers/spark-drop.js';
 import { makeTempDir, type TempDir } from '../helpers/temp-dir.js';
 import { rejectionOf } from '../helpers/rejection.js';
 import { useStack } from '../helpers/stack.js';
@@ -49,6 +49,16 @@ describe('az:// drops: Azure Blob prefixes staged and scanned like local folders
     await azurite?.stop();
     await tmp?.remove();
   });
+
+  /** A Spark-like drop written to `spark-NAME` (keys `NAME-…`), uploaded to a fresh container under `drop-NAME`; scans cache in `cache-NAME`. */
+  async function uploadedDrop(name: string, drop: Omit<SparkDropOptions, 'prefix'>) {
+    const local = tmp.sub(`spark-${name}`);
+    await writeSparkDrop(local, { ...drop, prefix: `${name}-` });
+    const container = await azurite.createContainer();
+    await azurite.uploadFolder(container, local, `drop-${name}`);
+    const options = { connectionString: azurite.connectionString, cacheDir: tmp.sub(`cache-${name}`) };
+    return { local, container, options, url: `az://${container.containerName}/drop-${name}` };
+  }
 
   it('parses az://CONTAINER/PREFIX and refuses malformed URLs with INGEST_INVALID_SOURCE', async () => {
     expect(isAzureUrl('az://drops/2026/x')).toBe(true);
@@ -142,12 +152,7 @@ describe('az:// drops: Azure Blob prefixes staged and scanned like local folders
   });
 
   it('a re-scan reuses the staged copies: no download, same mtime, same fingerprint', async () => {
-    const local = tmp.sub('spark-c');
-    await writeSparkDrop(local, { files: 2, rowsPerFile: 500, prefix: 'c-' });
-    const container = await azurite.createContainer();
-    await azurite.uploadFolder(container, local, 'drop-c');
-    const options = { connectionString: azurite.connectionString, cacheDir: tmp.sub('cache-c') };
-    const url = `az://${container.containerName}/drop-c`;
+    const { container, options, url } = await uploadedDrop('c', { files: 2, rowsPerFile: 500 });
     const first = await scanAzureDrop(url, options);
     expect(first).toMatchObject({ downloaded: 2, reused: 0 });
     const inodes = await Promise.all(first.files.map(async (f) => (await stat(f.path)).ino));
@@ -163,12 +168,7 @@ describe('az:// drops: Azure Blob prefixes staged and scanned like local folders
   });
 
   it('a blob overwritten with the same bytes (new etag) gets a new fingerprint; the old plan is refused with INGEST_INPUT_CHANGED', async () => {
-    const local = tmp.sub('spark-d');
-    await writeSparkDrop(local, { files: 2, rowsPerFile: 300, prefix: 'd-' });
-    const container = await azurite.createContainer();
-    await azurite.uploadFolder(container, local, 'drop-d');
-    const options = { connectionString: azurite.connectionString, cacheDir: tmp.sub('cache-d') };
-    const url = `az://${container.containerName}/drop-d`;
+    const { local, container, options, url } = await uploadedDrop('d', { files: 2, rowsPerFile: 300 });
     const before = await scanAzureDrop(url, options);
     const target = before.files[1]!;
     // Same size and possibly the same lastModified second: only the etag tells the versions apart.
