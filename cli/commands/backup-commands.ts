@@ -7,6 +7,7 @@ import { atLeastOne, keepOf, scheduleNameOf, sharedRedis, specOf, targetOptionsO
 import { CliUsageError } from '../cli-env.js';
 import { EXIT, formatTable } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
+import { SEEDS_HELP, withLocalWorkerOptions } from '../common-options.js';
 import { dataDirOf, openJobRedis } from '../job-redis.js';
 import { ProgressView, backupSnapshot } from '../progress-view.js';
 
@@ -35,6 +36,10 @@ const DATA_DIR_HELP = 'data folder for the private Redis and the default target 
 export function registerBackupCommands(program: Command, ctx: CliContext): void {
   const backup = program.command('backup').description('consistent Parquet backups of the whole store to a folder or Azure Blob: run, list, show, verify, delete, schedule');
 
+  /** A `backup` subcommand that works on one target: with `--target` and `--data-dir`. */
+  const targetCommand = (nameAndArgs: string, description: string): Command =>
+    backup.command(nameAndArgs).description(description).option('--target <url>', TARGET_HELP).option('--data-dir <dir>', DATA_DIR_HELP);
+
   const withPlanOptions = (cmd: Command): Command =>
     cmd
       .option('--shard-rows <n>', 'cut the backup into shards of about this many entries (default 1000000)')
@@ -43,21 +48,21 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       .option('--lease <duration>', 'snapshot lease; every working shard job renews it, so it only has to outlast a stall', '10m')
       .option('--row-group-rows <n>', 'rows per Parquet row group, 1–65536 (default 65536)');
 
-  withPlanOptions(
-    backup
-      .command('run')
-      .description('back up every partition from one snapshot per partition into Parquet shards and write the manifest last; exit 0 complete, 1 failed (no manifest)')
-      .option('--target <url>', TARGET_HELP)
-      .option('--seeds <list>', 'store nodes HOST:PORT[,...] (env SHARDPIPE_SEEDS)')
-      .option('--redis <url>', 'Redis for the job queues (env SHARDPIPE_REDIS_URL); default: a private redis-server in the data folder')
-      .option('--data-dir <dir>', DATA_DIR_HELP),
+  withLocalWorkerOptions(
+    withPlanOptions(
+      backup
+        .command('run')
+        .description('back up every partition from one snapshot per partition into Parquet shards and write the manifest last; exit 0 complete, 1 failed (no manifest)')
+        .option('--target <url>', TARGET_HELP)
+        .option('--seeds <list>', SEEDS_HELP)
+        .option('--redis <url>', 'Redis for the job queues (env SHARDPIPE_REDIS_URL); default: a private redis-server in the data folder')
+        .option('--data-dir <dir>', DATA_DIR_HELP),
+    )
+      .option('--keep <n>', 'after a complete backup, keep only the newest N complete backups in the target (retention)')
+      .option('--wait', 'wait for the end, with progress, and print the report (implied by the local worker)')
+      .option('--json', 'print the report as one JSON object'),
+    'shards the local worker writes at once',
   )
-    .option('--keep <n>', 'after a complete backup, keep only the newest N complete backups in the target (retention)')
-    .option('--wait', 'wait for the end, with progress, and print the report (implied by the local worker)')
-    .option('--json', 'print the report as one JSON object')
-    .option('--no-local-worker', 'only submit; `shardpipe worker` processes elsewhere do the work')
-    .option('--concurrency <n>', 'shards the local worker writes at once', '2')
-    .option('--lock-duration <duration>', 'how long a job stays claimed by a worker that stopped answering', '30s')
     .action(async (opts: RunOptions) => {
       const spec: BackupSpec = { ...specOf(ctx, opts), keep: opts.keep === undefined ? undefined : keepOf(opts.keep) };
       const seeds = ctx.seeds(opts.seeds);
@@ -80,11 +85,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       printRunReport(ctx, report, opts.json ?? false);
     });
 
-  backup
-    .command('list')
-    .description('list the backups in a target: complete (restorable), incomplete (no manifest) or unreadable')
-    .option('--target <url>', TARGET_HELP)
-    .option('--data-dir <dir>', DATA_DIR_HELP)
+  targetCommand('list', 'list the backups in a target: complete (restorable), incomplete (no manifest) or unreadable')
     .option('--json', 'print one JSON object')
     .action(async (opts: TargetOptions) => {
       await withTarget(ctx, opts, async (target) => {
@@ -102,11 +103,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       });
     });
 
-  backup
-    .command('show <backupId>')
-    .description("print a complete backup's manifest summary (--json: the manifest itself)")
-    .option('--target <url>', TARGET_HELP)
-    .option('--data-dir <dir>', DATA_DIR_HELP)
+  targetCommand('show <backupId>', "print a complete backup's manifest summary (--json: the manifest itself)")
     .option('--json', 'print the manifest as JSON')
     .action(async (backupId: string, opts: TargetOptions) => {
       await withTarget(ctx, opts, async (target) => {
@@ -121,11 +118,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       });
     });
 
-  backup
-    .command('verify <backupId>')
-    .description('re-read every shard file and check rows, bytes and checksum against the manifest, naming every bad file; exit 0 all good, 2 bad files, 1 unreadable manifest')
-    .option('--target <url>', TARGET_HELP)
-    .option('--data-dir <dir>', DATA_DIR_HELP)
+  targetCommand('verify <backupId>', 're-read every shard file and check rows, bytes and checksum against the manifest, naming every bad file; exit 0 all good, 2 bad files, 1 unreadable manifest')
     .option('--json', 'print the report as one JSON object')
     .action(async (backupId: string, opts: TargetOptions) => {
       await withTarget(ctx, opts, async (target) => {
@@ -145,11 +138,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       });
     });
 
-  backup
-    .command('delete <backupId>')
-    .description('delete a backup (manifest first, so a cut-short delete never leaves a backup that looks complete)')
-    .option('--target <url>', TARGET_HELP)
-    .option('--data-dir <dir>', DATA_DIR_HELP)
+  targetCommand('delete <backupId>', 'delete a backup (manifest first, so a cut-short delete never leaves a backup that looks complete)')
     .option('--json', 'print one JSON object')
     .action(async (backupId: string, opts: TargetOptions) => {
       await withTarget(ctx, opts, async (target) => {
@@ -159,11 +148,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       });
     });
 
-  backup
-    .command('prune')
-    .description('apply retention now: keep the newest N complete backups, delete older ones and stale incomplete ones')
-    .option('--target <url>', TARGET_HELP)
-    .option('--data-dir <dir>', DATA_DIR_HELP)
+  targetCommand('prune', 'apply retention now: keep the newest N complete backups, delete older ones and stale incomplete ones')
     .requiredOption('--keep <n>', 'complete backups to keep (≥ 1; the newest complete backup is never deleted)')
     .option('--incomplete-grace <duration>', 'delete an incomplete backup older than the newest complete one only after this long without writes', '6h')
     .option('--dry-run', 'only print what would be deleted')
@@ -180,11 +165,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     });
 
   const schedule = withPlanOptions(
-    backup
-      .command('schedule')
-      .description('register (or update, by name) a cron schedule that runs a backup then retention, executed by `shardpipe worker` processes; `schedule list` and `schedule remove NAME` manage them')
-      .option('--target <url>', TARGET_HELP)
-      .option('--data-dir <dir>', DATA_DIR_HELP)
+    targetCommand('schedule', 'register (or update, by name) a cron schedule that runs a backup then retention, executed by `shardpipe worker` processes; `schedule list` and `schedule remove NAME` manage them')
       .option('--redis <url>', 'the shared Redis the workers use (env SHARDPIPE_REDIS_URL); required'),
   )
     .option('--cron <pattern>', 'when to run, a cron pattern such as "0 2 * * *" (02:00 every day)')

@@ -4,6 +4,7 @@ import { Key, PartitionMap } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { formatTable, parsePositiveInt, rangeText, withClient } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
+import { SEEDS_HELP } from '../common-options.js';
 import { generateRoleTokens, writeTokenFile } from '../token-file.js';
 
 export function registerClusterCommands(program: Command, ctx: CliContext): void {
@@ -34,7 +35,7 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
   cluster
     .command('map')
     .description('print the partition map the cluster serves (newest version any seed has)')
-    .option('--seeds <list>', 'store nodes HOST:PORT[,...] (env SHARDPIPE_SEEDS)')
+    .option('--seeds <list>', SEEDS_HELP)
     .option('--json', 'print the map file form')
     .action(async (opts: { seeds?: string; json?: boolean }) => {
       const map = await withClient(ctx.seeds(opts.seeds), ctx, (client) => client.refreshMap());

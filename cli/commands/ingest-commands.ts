@@ -6,6 +6,7 @@ import { IngestWorkers, submitIngest, watchIngest, type IngestReport, type KeyOv
 import { StoreClient } from '../../store/index.js';
 import { EXIT, formatTable, parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
+import { SEEDS_HELP, withLocalWorkerOptions } from '../common-options.js';
 import { dataDirOf, openJobRedis } from '../job-redis.js';
 import { ProgressView, ingestSnapshot } from '../progress-view.js';
 
@@ -31,26 +32,26 @@ interface IngestOptions {
 }
 
 export function registerIngestCommands(program: Command, ctx: CliContext): void {
-  program
-    .command('ingest <source>')
-    .description('load a drop (a folder of sorted Parquet/Arrow files with _SUCCESS, one file, or an Azure Blob prefix az://CONTAINER/PREFIX with AZURE_STORAGE_CONNECTION_STRING) into the store through a BullMQ flow; exit 0 all ingested, 2 with rejects or failed files or a drop without data files, 1 on a fatal error (also over --max-rejects)')
-    .requiredOption('--key-column <col>', 'column whose value becomes the key (string → UTF-8, binary → raw, integers → order-preserving fixed width)')
-    .option('--value-column <col>', 'column whose bytes become the value; default: a JSON document of all other columns')
-    .option('--seeds <list>', 'store nodes HOST:PORT[,...] (env SHARDPIPE_SEEDS)')
-    .option('--redis <url>', 'Redis for the job queues (env SHARDPIPE_REDIS_URL); default: a private redis-server in the data folder')
-    .option('--data-dir <dir>', 'data folder for the private Redis, rejects and staged az:// drops (env SHARDPIPE_DATA_DIR; default .shardpipe)')
-    .option('--rejects-dir <dir>', 'where rejected rows are written (NDJSON); default: DATA_DIR/rejects')
-    .option('--wait', 'wait for the end, with progress, and print the report (implied by the local worker)')
-    .option('--json', 'print the report as one JSON object')
-    .option('--no-require-success', 'ingest a folder even without the _SUCCESS marker')
-    .option('--allow-empty', 'accept a drop without data files (exit 0, an empty report) instead of refusing it with INGEST_EMPTY_DROP (exit 2)')
-    .option('--max-rejects <n>', 'fail the ingest once more rows than this are rejected (default: unlimited, reported)')
-    .option('--strict-order', 'treat a key below the previous key in a file as an error')
-    .option('--max-rows-per-second <n>', 'throttle per file (0 = unlimited)', '0')
-    .option('--restart', 'start over instead of resuming an unfinished ingest of the same drop')
-    .option('--no-local-worker', 'only submit; `shardpipe worker` processes elsewhere do the work')
-    .option('--concurrency <n>', 'files the local worker ingests at once', '2')
-    .option('--lock-duration <duration>', 'how long a job stays claimed by a worker that stopped answering', '30s')
+  withLocalWorkerOptions(
+    program
+      .command('ingest <source>')
+      .description('load a drop (a folder of sorted Parquet/Arrow files with _SUCCESS, one file, or an Azure Blob prefix az://CONTAINER/PREFIX with AZURE_STORAGE_CONNECTION_STRING) into the store through a BullMQ flow; exit 0 all ingested, 2 with rejects or failed files or a drop without data files, 1 on a fatal error (also over --max-rejects)')
+      .requiredOption('--key-column <col>', 'column whose value becomes the key (string → UTF-8, binary → raw, integers → order-preserving fixed width)')
+      .option('--value-column <col>', 'column whose bytes become the value; default: a JSON document of all other columns')
+      .option('--seeds <list>', SEEDS_HELP)
+      .option('--redis <url>', 'Redis for the job queues (env SHARDPIPE_REDIS_URL); default: a private redis-server in the data folder')
+      .option('--data-dir <dir>', 'data folder for the private Redis, rejects and staged az:// drops (env SHARDPIPE_DATA_DIR; default .shardpipe)')
+      .option('--rejects-dir <dir>', 'where rejected rows are written (NDJSON); default: DATA_DIR/rejects')
+      .option('--wait', 'wait for the end, with progress, and print the report (implied by the local worker)')
+      .option('--json', 'print the report as one JSON object')
+      .option('--no-require-success', 'ingest a folder even without the _SUCCESS marker')
+      .option('--allow-empty', 'accept a drop without data files (exit 0, an empty report) instead of refusing it with INGEST_EMPTY_DROP (exit 2)')
+      .option('--max-rejects <n>', 'fail the ingest once more rows than this are rejected (default: unlimited, reported)')
+      .option('--strict-order', 'treat a key below the previous key in a file as an error')
+      .option('--max-rows-per-second <n>', 'throttle per file (0 = unlimited)', '0')
+      .option('--restart', 'start over instead of resuming an unfinished ingest of the same drop'),
+    'files the local worker ingests at once',
+  )
     .option('--rows-per-task <n>', 'split files into child jobs of about this many rows (whole row groups)', '2000000')
     .action(async (source: string, opts: IngestOptions) => {
       const dataDir = dataDirOf(ctx, opts.dataDir);

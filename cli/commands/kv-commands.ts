@@ -3,6 +3,7 @@ import { parseDurationMs } from '../../common/index.js';
 import { MAX_TTL_MS, StoreError, type StoredRecord } from '../../store/index.js';
 import { EXIT, decodeArg, encodeOut, parseEncoding, parseKey, parsePositiveInt, withClient, type Encoding } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
+import { SEEDS_HELP } from '../common-options.js';
 
 interface CommonOptions {
   seeds?: string;
@@ -23,7 +24,7 @@ export function registerKvCommands(program: Command, ctx: CliContext): void {
   const kv = program.command('kv').description('read and write single keys');
   const common = (cmd: Command): Command =>
     cmd
-      .option('--seeds <list>', 'store nodes HOST:PORT[,...] (env SHARDPIPE_SEEDS)')
+      .option('--seeds <list>', SEEDS_HELP)
       .option('--json', 'machine-readable output')
       .option('--encoding <enc>', 'how keys and values are given and shown: utf8 or base64', 'utf8');
 

@@ -3,6 +3,7 @@ import { Registry, collectDefaultMetrics } from 'prom-client';
 import { parseDurationMs } from '../../common/index.js';
 import { parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
+import { SEEDS_HELP } from '../common-options.js';
 
 interface MetricsServerFlags {
   seeds?: string;
@@ -20,7 +21,7 @@ export function registerMetricsCommands(program: Command, ctx: CliContext): void
   program
     .command('metrics-server')
     .description('poll every store node\'s partition stats and serve them: a web page at /, JSON under /api, Prometheus /metrics, shard plans, and the job queues (Bull Board at /queues); runs until SIGTERM/SIGINT')
-    .option('--seeds <list>', 'store nodes HOST:PORT[,...] (env SHARDPIPE_SEEDS)')
+    .option('--seeds <list>', SEEDS_HELP)
     .option('--port <n>', 'HTTP port (0 = any free port)', '9464')
     .option('--host <host>', 'bind address (0.0.0.0 to serve other machines)', '127.0.0.1')
     .option('--interval <duration>', 'pause between polls of the store nodes', '10s')

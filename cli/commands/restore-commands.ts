@@ -9,6 +9,7 @@ import { targetUrlOf } from '../backup-flags.js';
 import { CliUsageError } from '../cli-env.js';
 import { EXIT, formatTable, parsePositiveInt, rangeText } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
+import { withLocalWorkerOptions } from '../common-options.js';
 import { dataDirOf, openJobRedis } from '../job-redis.js';
 import { ProgressView, restoreSnapshot } from '../progress-view.js';
 import { entriesInCluster, shardRowsAgain } from '../restore-sources.js';
@@ -32,34 +33,34 @@ interface RestoreOptions {
 }
 
 export function registerRestoreCommands(program: Command, ctx: CliContext): void {
-  program
-    .command('restore <backupId>')
-    .description(
-      'load a complete backup (or with --partitions/--range only some key ranges of it) into the cluster of --seeds (any partitioning) through a BullMQ flow, one job per shard, resumable; ' +
-        'exit 0 restored (and verified), 2 with failed shards or verify mismatches, 3 no complete backup with that id, 64 bad --partitions/--range, 1 on a fatal error',
-    )
-    .option('--target <url>', 'where the backup is, as for backup run: file:///DIR, a folder path, or az://CONTAINER/PREFIX (with AZURE_STORAGE_CONNECTION_STRING; env SHARDPIPE_BACKUP_TARGET); default file://DATA_DIR/backups')
-    .option('--seeds <list>', 'store nodes of the cluster restored into, HOST:PORT[,...] (env SHARDPIPE_SEEDS)')
-    .option('--redis <url>', 'Redis for the job queues (env SHARDPIPE_REDIS_URL); default: a private redis-server in the data folder')
-    .option('--data-dir <dir>', 'data folder for the private Redis and staged az:// shards (env SHARDPIPE_DATA_DIR; default .shardpipe)')
-    .option(
-      '--partitions <ids>',
-      'restore only the key ranges of these partitions of the CURRENT map of --seeds, ID[,ID...] (e.g. after replacing a failed node); other keys are left as they are',
-    )
-    .option(
-      '--range <start:end>',
-      'restore only keys in [START, END), hex, either side empty = open end (e.g. 4000:8000, c000:); repeatable, or comma-separated; combines with --partitions',
-      (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
-    )
-    .option('--dry-run', 'print the plan (shards read, rows, bytes, the ranges restored, how they fall on the current partitions) and exit')
-    .option('--verify', 'afterwards, compare every shard range (with a selection: every shard range ∩ selection) of the store (checksum with etags, and count) with the backup; implies --wait')
-    .option('--wait', 'wait for the end, with progress, and print the report (implied by the local worker)')
-    .option('--json', 'print the report (or with --dry-run the plan) as one JSON object')
-    .option('--restart', 'start over instead of resuming an unfinished (or finished) restore of the same backup into the same cluster')
-    .option('--no-local-worker', 'only submit; `shardpipe worker` processes elsewhere do the work')
-    .option('--max-rows-per-second <n>', 'throttle per shard (0 = unlimited)', '0')
-    .option('--concurrency <n>', 'shards the local worker restores at once', '2')
-    .option('--lock-duration <duration>', 'how long a job stays claimed by a worker that stopped answering', '30s')
+  withLocalWorkerOptions(
+    program
+      .command('restore <backupId>')
+      .description(
+        'load a complete backup (or with --partitions/--range only some key ranges of it) into the cluster of --seeds (any partitioning) through a BullMQ flow, one job per shard, resumable; ' +
+          'exit 0 restored (and verified), 2 with failed shards or verify mismatches, 3 no complete backup with that id, 64 bad --partitions/--range, 1 on a fatal error',
+      )
+      .option('--target <url>', 'where the backup is, as for backup run: file:///DIR, a folder path, or az://CONTAINER/PREFIX (with AZURE_STORAGE_CONNECTION_STRING; env SHARDPIPE_BACKUP_TARGET); default file://DATA_DIR/backups')
+      .option('--seeds <list>', 'store nodes of the cluster restored into, HOST:PORT[,...] (env SHARDPIPE_SEEDS)')
+      .option('--redis <url>', 'Redis for the job queues (env SHARDPIPE_REDIS_URL); default: a private redis-server in the data folder')
+      .option('--data-dir <dir>', 'data folder for the private Redis and staged az:// shards (env SHARDPIPE_DATA_DIR; default .shardpipe)')
+      .option(
+        '--partitions <ids>',
+        'restore only the key ranges of these partitions of the CURRENT map of --seeds, ID[,ID...] (e.g. after replacing a failed node); other keys are left as they are',
+      )
+      .option(
+        '--range <start:end>',
+        'restore only keys in [START, END), hex, either side empty = open end (e.g. 4000:8000, c000:); repeatable, or comma-separated; combines with --partitions',
+        (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
+      )
+      .option('--dry-run', 'print the plan (shards read, rows, bytes, the ranges restored, how they fall on the current partitions) and exit')
+      .option('--verify', 'afterwards, compare every shard range (with a selection: every shard range ∩ selection) of the store (checksum with etags, and count) with the backup; implies --wait')
+      .option('--wait', 'wait for the end, with progress, and print the report (implied by the local worker)')
+      .option('--json', 'print the report (or with --dry-run the plan) as one JSON object')
+      .option('--restart', 'start over instead of resuming an unfinished (or finished) restore of the same backup into the same cluster')
+      .option('--max-rows-per-second <n>', 'throttle per shard (0 = unlimited)', '0'),
+    'shards the local worker restores at once',
+  )
     .action(async (backupId: string, opts: RestoreOptions) => {
       const dataDir = dataDirOf(ctx, opts.dataDir);
       const targetUrl = targetUrlOf(ctx, opts);

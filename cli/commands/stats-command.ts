@@ -2,12 +2,13 @@ import type { Command } from 'commander';
 import { displayBytes } from '../../store/index.js';
 import { formatTable, rangeText, withClient } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
+import { SEEDS_HELP } from '../common-options.js';
 
 export function registerStatsCommand(program: Command, ctx: CliContext): void {
   program
     .command('stats')
     .description('per-partition table: id, key range, node, approximate entry count, bytes (unreachable nodes are marked)')
-    .option('--seeds <list>', 'store nodes HOST:PORT[,...] (env SHARDPIPE_SEEDS)')
+    .option('--seeds <list>', SEEDS_HELP)
     .option('--json', '{"mapVersion", "partitions": [{"id","start","end","node","approxCount","bytes"}]}')
     .action(async (opts: { seeds?: string; json?: boolean }) => {
       const { map, nodes } = await withClient(ctx.seeds(opts.seeds), ctx, async (c) => ({ map: await c.refreshMap(), nodes: await c.stats() }));

@@ -1,13 +1,14 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { Registry, collectDefaultMetrics } from 'prom-client';
-import { MetricsHttpServer, checkBind, parseDurationMs } from '../../common/index.js';
+import { checkBind, parseDurationMs } from '../../common/index.js';
 import { DEFAULT_MAX_INFLIGHT_BYTES, PartitionMap, StoreServer, checkHealth, partitionHealthService } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { EXIT, parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
+import { metricsPortOf, withMetricsEndpointOptions, type MetricsEndpointFlags } from '../common-options.js';
+import { startMetricsEndpoint } from '../metrics-endpoint.js';
 
-interface StartOptions {
+interface StartOptions extends MetricsEndpointFlags {
   map?: string;
   node: string;
   data: string;
@@ -20,15 +21,11 @@ interface StartOptions {
   inflightWait: string;
   sweepInterval: string;
   shutdownGrace: string;
-  metricsPort?: string;
-  metricsHost: string;
-  authTokenFile?: string;
-  insecure?: boolean;
 }
 
 export function registerStoreCommands(program: Command, ctx: CliContext): void {
   const store = program.command('store').description('store node');
-  store
+  const start = store
     .command('start')
     .description('run a store node in the foreground until SIGTERM/SIGINT (then drains gracefully)')
     .option('--map <file>', 'partition map file; optional once the node has persisted a map in --data')
@@ -42,56 +39,54 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     .option('--max-inflight-bytes <n>', 'request bytes the node holds at once over all calls; a request counts twice its size (received + decoded); beyond it calls wait (--inflight-wait), then get RESOURCE_EXHAUSTED with a retry hint. At least 2 × (--max-batch-bytes + 1 MiB)', String(DEFAULT_MAX_INFLIGHT_BYTES))
     .option('--inflight-wait <duration>', 'how long a call waits for room in --max-inflight-bytes before it is refused', '2s')
     .option('--sweep-interval <duration>', 'how often expired entries are deleted (0 = never)', '5s')
-    .option('--shutdown-grace <duration>', 'how long shutdown waits for in-flight calls', '10s')
-    .option('--metrics-port <n>', 'serve Prometheus /metrics (RPC counts and latencies by method and status, process metrics) on this port; 0 = any free port')
-    .option('--metrics-host <host>', 'bind address of /metrics', '127.0.0.1')
-    .option('--auth-token-file <file>', 'tokens this node accepts, one "ROLE TOKEN" per line (ROLE: admin, write or read); also guards /metrics (read). Without it only loopback clients are accepted')
-    .option('--insecure', 'without --auth-token-file, still bind a non-loopback address and accept any client (trusted networks only)')
-    .action(async (opts: StartOptions) => {
-      // From here a SIGTERM, even during start-up, ends in a drain rather than a kill.
-      ctx.lifecycle.start();
-      const tokens = ctx.serverTokens(opts.authTokenFile);
-      const tls = ctx.serverTls();
-      const insecure = opts.insecure ?? false;
-      // Fail before the node opens its data, not after.
-      if (opts.metricsPort !== undefined) checkBind(opts.metricsHost, { what: '/metrics endpoint', authenticated: tokens !== undefined, insecure, flag: '--metrics-host' });
-      const initialMap = opts.map ? PartitionMap.fromJson(JSON.parse(await readFile(opts.map, 'utf8'))) : undefined;
-      const metricsPort = opts.metricsPort === undefined ? undefined : parsePositiveInt(opts.metricsPort, '--metrics-port');
-      const maxBatchBytes = parsePositiveInt(opts.maxBatchBytes, '--max-batch-bytes');
-      const maxInflightBytes = parsePositiveInt(opts.maxInflightBytes, '--max-inflight-bytes');
-      // A request counts twice (received message and decoded copy): the budget must hold the largest one.
-      const smallestBudget = 2 * (maxBatchBytes + 1024 * 1024);
-      if (maxInflightBytes < smallestBudget) {
-        throw new CliUsageError(`--max-inflight-bytes must be at least twice the largest request (2 × (--max-batch-bytes + 1 MiB) = ${smallestBudget}), got ${maxInflightBytes}`);
-      }
-      const registry = metricsPort === undefined ? undefined : new Registry();
-      if (registry) collectDefaultMetrics({ register: registry });
-      const metrics = registry && ctx.lifecycle.add('/metrics endpoint', await MetricsHttpServer.start({ registry, port: metricsPort!, host: opts.metricsHost, tokens, tls, insecure, logger: ctx.logger }), (m) => m.close());
-      const start = StoreServer.start({
-        node: opts.node,
-        dataDir: opts.data,
-        listen: opts.listen,
-        initialMap,
-        syncWrites: opts.sync,
-        maxKeyBytes: parsePositiveInt(opts.maxKeyBytes, '--max-key-bytes'),
-        maxValueBytes: parsePositiveInt(opts.maxValueBytes, '--max-value-bytes'),
-        maxBatchBytes,
-        maxInflightBytes,
-        inflightWaitMs: parseDurationMs(opts.inflightWait),
-        sweepIntervalMs: parseDurationMs(opts.sweepInterval),
-        shutdownGraceMs: parseDurationMs(opts.shutdownGrace),
-        metricsRegistry: registry,
-        tokens,
-        tls,
-        insecure,
-        logger: ctx.logger,
-      });
-      // Drains on the way out (health NOT_SERVING, new calls refused, calls in flight finished) while /metrics still answers.
-      const server = ctx.lifecycle.add('store node', await start, (s) => s.shutdown());
-      // Tests and supervisors wait for this line on stdout before sending traffic.
-      ctx.print(JSON.stringify({ event: 'ready', node: opts.node, port: server.port, mapVersion: server.node.map.version, ...(metrics ? { metricsPort: metrics.port } : {}) }));
-      await ctx.lifecycle.untilSignal();
+    .option('--shutdown-grace <duration>', 'how long shutdown waits for in-flight calls', '10s');
+  withMetricsEndpointOptions(start, {
+    metricsPort: 'serve Prometheus /metrics (RPC counts and latencies by method and status, process metrics) on this port; 0 = any free port',
+    authTokenFile: 'tokens this node accepts, one "ROLE TOKEN" per line (ROLE: admin, write or read); also guards /metrics (read). Without it only loopback clients are accepted',
+    insecure: 'without --auth-token-file, still bind a non-loopback address and accept any client (trusted networks only)',
+  }).action(async (opts: StartOptions) => {
+    // From here a SIGTERM, even during start-up, ends in a drain rather than a kill.
+    ctx.lifecycle.start();
+    const tokens = ctx.serverTokens(opts.authTokenFile);
+    const tls = ctx.serverTls();
+    const insecure = opts.insecure ?? false;
+    // Fail before the node opens its data, not after.
+    if (opts.metricsPort !== undefined) checkBind(opts.metricsHost, { what: '/metrics endpoint', authenticated: tokens !== undefined, insecure, flag: '--metrics-host' });
+    const initialMap = opts.map ? PartitionMap.fromJson(JSON.parse(await readFile(opts.map, 'utf8'))) : undefined;
+    const metricsPort = metricsPortOf(opts);
+    const maxBatchBytes = parsePositiveInt(opts.maxBatchBytes, '--max-batch-bytes');
+    const maxInflightBytes = parsePositiveInt(opts.maxInflightBytes, '--max-inflight-bytes');
+    // A request counts twice (received message and decoded copy): the budget must hold the largest one.
+    const smallestBudget = 2 * (maxBatchBytes + 1024 * 1024);
+    if (maxInflightBytes < smallestBudget) {
+      throw new CliUsageError(`--max-inflight-bytes must be at least twice the largest request (2 × (--max-batch-bytes + 1 MiB) = ${smallestBudget}), got ${maxInflightBytes}`);
+    }
+    const metrics = await startMetricsEndpoint(ctx, { port: metricsPort, host: opts.metricsHost, access: () => ({ tokens, tls, insecure }) });
+    const starting = StoreServer.start({
+      node: opts.node,
+      dataDir: opts.data,
+      listen: opts.listen,
+      initialMap,
+      syncWrites: opts.sync,
+      maxKeyBytes: parsePositiveInt(opts.maxKeyBytes, '--max-key-bytes'),
+      maxValueBytes: parsePositiveInt(opts.maxValueBytes, '--max-value-bytes'),
+      maxBatchBytes,
+      maxInflightBytes,
+      inflightWaitMs: parseDurationMs(opts.inflightWait),
+      sweepIntervalMs: parseDurationMs(opts.sweepInterval),
+      shutdownGraceMs: parseDurationMs(opts.shutdownGrace),
+      metricsRegistry: metrics.registry,
+      tokens,
+      tls,
+      insecure,
+      logger: ctx.logger,
     });
+    // Drains on the way out (health NOT_SERVING, new calls refused, calls in flight finished) while /metrics still answers.
+    const server = ctx.lifecycle.add('store node', await starting, (s) => s.shutdown());
+    // Tests and supervisors wait for this line on stdout before sending traffic.
+    ctx.print(JSON.stringify({ event: 'ready', node: opts.node, port: server.port, mapVersion: server.node.map.version, ...(metrics.port === undefined ? {} : { metricsPort: metrics.port }) }));
+    await ctx.lifecycle.untilSignal();
+  });
 
   store
     .command('health')

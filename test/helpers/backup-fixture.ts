@@ -71,3 +71,22 @@ export function shardParquet(rows: readonly FixtureEntry[], meta: { backupId: st
   const props = new parquet.WriterPropertiesBuilder().setCompression(parquet.Compression.ZSTD).setMaxRowGroupSize(rowGroupRows).setKeyValueMetadata(metadata).build();
   return parquet.writeParquet(wasmTable, props);
 }
+
+/**
+ * A manifest of one shard covering the whole keyspace (file `shard-00000.parquet`), started at
+ * `startedAt` and finished a minute later: for tests of targets and retention, not of shard contents.
+ */
+export function oneShardManifest(backupId: string, options: { startedAt: string; rows: number; bytes: number }): BackupManifest {
+  const { startedAt, rows, bytes } = options;
+  return {
+    formatVersion: 1,
+    backupId,
+    startedAt,
+    finishedAt: new Date(Date.parse(startedAt) + 60_000).toISOString(),
+    mapVersion: 1,
+    snapshotAt: startedAt,
+    partitions: [{ id: 0, start: '', end: '', node: '127.0.0.1:7001', rows }],
+    shards: [{ index: 0, start: '', end: '', file: 'shard-00000.parquet', rows, bytes, checksum: '0'.repeat(64) }],
+    totals: { rows, bytes },
+  };
+}

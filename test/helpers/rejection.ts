@@ -9,3 +9,15 @@ export async function rejectionOf<E extends Error>(promise: Promise<unknown>, ty
   expect(err).toBeInstanceOf(type);
   return err as E;
 }
+
+/** The error `fn` throws, checked to be a `type` (fails the test when `fn` returns). */
+export function thrownBy<E extends Error>(fn: () => unknown, type: abstract new (...args: never[]) => E): E {
+  let err: unknown;
+  try {
+    fn();
+  } catch (e) {
+    err = e;
+  }
+  expect(err).toBeInstanceOf(type);
+  return err as E;
+}

@@ -324,16 +324,22 @@ describe('protected mode: no tokens configured', () => {
   });
 });
 
+/** A redis-server on a free port that requires `password`, stopped after the test; its port. */
+async function startPasswordRedis(password: string): Promise<number> {
+  const port = await findFreePort();
+  const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--requirepass', password, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  cleanups.push(async () => {
+    const exited = once(redis, 'exit');
+    redis.kill('SIGTERM');
+    await exited;
+  });
+  return port;
+}
+
 describe('Redis with a password', () => {
   it('a queue works through redis://:PASSWORD@ against redis-server --requirepass, a wrong password fails, and errors never show it', async () => {
-    const port = await findFreePort();
     const password = 'redis-secret-7f3a9c';
-    const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--requirepass', password, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-    cleanups.push(async () => {
-      const exited = once(redis, 'exit');
-      redis.kill('SIGTERM');
-      await exited;
-    });
+    const port = await startPasswordRedis(password);
     const connection = connectionFromUrl(`redis://:${encodeURIComponent(password)}@127.0.0.1:${port}`);
     const name = `test-${crypto.randomUUID()}`;
     const queue = new Queue(name, { connection });
@@ -372,14 +378,8 @@ describe('Redis with a password', () => {
 
 describe('Redis with a password, end to end', () => {
   it('shardpipe ingest runs against redis-server --requirepass and a token-locked cluster; neither secret is printed', { timeout: 60_000 }, async () => {
-    const port = await findFreePort();
     const password = 'ingest-redis-pw-51e0';
-    const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--requirepass', password, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-    cleanups.push(async () => {
-      const exited = once(redis, 'exit');
-      redis.kill('SIGTERM');
-      await exited;
-    });
+    const port = await startPasswordRedis(password);
     const cluster = await startCluster(2, ['--auth-token-file', tokenFile]);
     const drop = await writeSparkDrop(tmp.sub('drop'), { files: 2, rowsPerFile: 2000, rowGroupRows: 1000, prefix: 'rp-' });
     const env = { SHARDPIPE_REDIS_URL: `redis://:${password}@127.0.0.1:${port}`, SHARDPIPE_TOKEN: TOKENS.write, SHARDPIPE_SEEDS: cluster.seeds.join(',') };

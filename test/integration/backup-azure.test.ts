@@ -1,48 +1,37 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BackupError, listBackups, openBackupTarget, readManifest, verifyBackup, type BackupTarget } from '../../backup/index.js';
 import { createLogger, findFreePort } from '../../common/index.js';
-import { BackupWorkers, PrivateRedis, connectionFromUrl, shardJobId, submitBackup, watchBackup, BACKUP_SHARD_QUEUE } from '../../jobs/index.js';
-import { StoreClient } from '../../store/index.js';
+import { BackupWorkers, connectionFromUrl, shardJobId, submitBackup, watchBackup, BACKUP_SHARD_QUEUE } from '../../jobs/index.js';
 import { Azurite } from '../helpers/azurite.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
-import { StoreCluster, runCli, sortedRows } from '../helpers/store-cluster.js';
+import { runCli, sortedRows } from '../helpers/store-cluster.js';
+import { useStack } from '../helpers/stack.js';
 import { Job, Queue } from 'bullmq';
 
 const ROWS = 40_000;
 const logger = createLogger({ level: 'silent', pretty: false });
 
 describe('backup to Azure Blob (real Azurite)', () => {
-  let dir: string;
-  let redis: PrivateRedis;
-  let cluster: StoreCluster;
-  let client: StoreClient;
   let azurite: Azurite;
-
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'shardpipe-backup-az-'));
-    [redis, cluster, azurite] = await Promise.all([PrivateRedis.start({ dataDir: join(dir, 'redis') }), StoreCluster.start({ nodes: 3, partitions: 3 }), Azurite.start()]);
-    client = new StoreClient({ seeds: cluster.seeds });
-    for (const chunk of sortedRows(ROWS, 3)) await client.bulkPutAll([chunk]);
+    azurite = await Azurite.start();
   });
+  afterAll(async () => {
+    await azurite?.stop();
+  });
+  const stack = useStack({ prefix: 'shardpipe-backup-az-', nodes: 3, partitions: 3, seed: async ({ client }) => {
+    for (const chunk of sortedRows(ROWS, 3)) await client.bulkPutAll([chunk]);
+  } });
 
   afterEach(async () => {
     await azurite.deleteContainers();
-  });
-
-  afterAll(async () => {
-    client?.close();
-    await Promise.allSettled([cluster?.close(), redis?.stop(), azurite?.stop()]);
-    await rm(dir, { recursive: true, force: true });
   });
 
   it('backs up, lists and verifies through the CLI with AZURE_STORAGE_CONNECTION_STRING', async () => {
     const container = await azurite.createContainer();
     const url = `az://${container.containerName}/nightly`;
     const env = { AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString };
-    const run = await runCli(['backup', 'run', '--target', url, '--shard-rows', '10000', '--seeds', cluster.seeds.join(','), '--redis', redis.url, '--json', '--log-level', 'warn'], env);
+    const run = await runCli(['backup', 'run', '--target', url, '--shard-rows', '10000', ...stack.cliArgs, '--json', '--log-level', 'warn'], env);
     expect(run.code, run.stderr).toBe(0);
     const report = JSON.parse(run.stdout);
     expect(report).toMatchObject({ rows: ROWS, target: url });
@@ -65,7 +54,7 @@ describe('backup to Azure Blob (real Azurite)', () => {
     let proxy: FaultProxy;
     let target: BackupTarget;
     let workers: BackupWorkers;
-    const connection = () => connectionFromUrl(redis.url);
+    const connection = () => connectionFromUrl(stack.redis.url);
 
     const start = async (): Promise<string> => {
       proxy = await FaultProxy.start(await findFreePort(), { host: '127.0.0.1', port: azurite.port });
@@ -73,7 +62,7 @@ describe('backup to Azure Blob (real Azurite)', () => {
       const connectionString = azurite.connectionString.replace(`:${azurite.port}/`, `:${proxy.port}/`);
       const azure = { connectionString, maxTries: 3, retryDelayMs: 200, maxRetryDelayMs: 500, tryTimeoutMs: 5000, uploadBlockBytes: 1 << 20 };
       target = openBackupTarget(`az://${container.containerName}/p`, { azure });
-      workers = BackupWorkers.start({ connection: connection(), client, targetOptions: { azure }, concurrency: 1, logger });
+      workers = BackupWorkers.start({ connection: connection(), client: stack.client, targetOptions: { azure }, concurrency: 1, logger });
       return target.url;
     };
 
@@ -100,7 +89,7 @@ describe('backup to Azure Blob (real Azurite)', () => {
 
     it('a short outage is retried (SDK retries, then BullMQ attempts) and the backup completes', async () => {
       const url = await start();
-      const submitted = await submitBackup(connection(), client, { target: url, shardTarget: { targetRows: 5_000 }, leaseMs: 120_000, rowGroupRows: 2000 }, { targetOptions: { azure: { connectionString: azurite.connectionString } } });
+      const submitted = await submitBackup(connection(), stack.client, { target: url, shardTarget: { targetRows: 5_000 }, leaseMs: 120_000, rowGroupRows: 2000 }, { targetOptions: { azure: { connectionString: azurite.connectionString } } });
       await shardStarted(submitted.backupId, submitted.shards.length);
       proxy.setMode({ kind: 'reset' });
       await new Promise((r) => setTimeout(r, 1500)); // the outage being injected
@@ -114,7 +103,7 @@ describe('backup to Azure Blob (real Azurite)', () => {
       const url = await start();
       const submitted = await submitBackup(
         connection(),
-        client,
+        stack.client,
         { target: url, shardTarget: { targetRows: 5_000 }, leaseMs: 120_000, rowGroupRows: 2000 },
         { attempts: 2, targetOptions: { azure: { connectionString: azurite.connectionString } } },
       );

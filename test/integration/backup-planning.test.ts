@@ -1,44 +1,25 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { BackupError, openBackupTarget, planBackupShards, readManifest } from '../../backup/index.js';
 import { createLogger } from '../../common/index.js';
-import { PrivateRedis } from '../../jobs/index.js';
 import { MetricsServer } from '../../metrics-server/index.js';
 import { StoreClient } from '../../store/index.js';
 import { StoreCluster, runCli, sortedRows } from '../helpers/store-cluster.js';
+import { keysPerShard } from '../helpers/shard-tiling.js';
+import { useStack } from '../helpers/stack.js';
 
 const ROWS = 60_000;
 const logger = createLogger({ level: 'warn', pretty: false });
 
 describe('backup plans for partitions that need more than 1000 pieces; restore --target takes what backup run takes', () => {
-  let dir: string;
-  let redis: PrivateRedis;
-  let cluster: StoreCluster;
-  let client: StoreClient;
+  // One partition holds every row: at --shard-rows 50 it needs 1200 pieces, more than one SplitKeys call may ask for.
+  const stack = useStack({ prefix: 'shardpipe-backup-plan-', nodes: 1, partitions: 1, seed: async ({ client }) => void (await client.bulkPutAll(sortedRows(ROWS, 5))) });
 
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'shardpipe-backup-plan-'));
-    redis = await PrivateRedis.start({ dataDir: join(dir, 'redis') });
-    // One partition holds every row: at --shard-rows 50 it needs 1200 pieces, more than one SplitKeys call may ask for.
-    cluster = await StoreCluster.start({ nodes: 1, partitions: 1 });
-    client = new StoreClient({ seeds: cluster.seeds });
-    await client.bulkPutAll(sortedRows(ROWS, 5));
-  });
-
-  afterAll(async () => {
-    client?.close();
-    await cluster?.close();
-    await redis?.stop();
-    await rm(dir, { recursive: true, force: true });
-  });
-
-  const cli = (...args: string[]) => runCli([...args, '--seeds', cluster.seeds.join(','), '--redis', redis.url, '--log-level', 'warn']);
+  const cli = (...args: string[]) => runCli([...args, ...stack.cliArgs, '--log-level', 'warn']);
 
   it('backup run --shard-rows 50 on a 60,000-row partition succeeds, and every row is in exactly one shard', async () => {
-    const folder = join(dir, 'fine');
+    const folder = join(stack.dir, 'fine');
     const r = await cli('backup', 'run', '--target', folder, '--shard-rows', '50', '--concurrency', '4', '--json');
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).not.toContain('BACKUP_PLAN_FAILED');
@@ -46,30 +27,17 @@ describe('backup plans for partitions that need more than 1000 pieces; restore -
     expect(report.rows).toBe(ROWS);
     const manifest = await readManifest(openBackupTarget(pathToFileURL(folder).href), report.backupId);
     expect(manifest.shards.length).toBeGreaterThan(1000);
-    // The shards tile the keyspace ...
-    const shards = manifest.shards.map((s) => ({ start: Buffer.from(s.start, 'hex'), end: Buffer.from(s.end, 'hex'), rows: s.rows, seen: 0 }));
-    expect(shards[0]!.start.length).toBe(0);
-    expect(shards.at(-1)!.end.length).toBe(0);
-    for (let i = 1; i < shards.length; i++) expect(shards[i]!.start.equals(shards[i - 1]!.end), `shard ${i} starts where ${i - 1} ends`).toBe(true);
-    // ... so each stored key falls in exactly one shard, whose row count the manifest states.
-    let stored = 0;
-    let at = 0;
-    for await (const batch of client.scanAll(Buffer.alloc(0), Buffer.alloc(0))) {
-      for (const e of batch) {
-        while (shards[at]!.end.length > 0 && Buffer.compare(e.key, shards[at]!.end) >= 0) at++;
-        shards[at]!.seen++;
-        stored++;
-      }
-    }
-    expect(stored).toBe(ROWS);
-    expect(shards.filter((s) => s.seen !== s.rows)).toEqual([]);
+    // The shards tile the keyspace, so each stored key falls in exactly one shard, whose row count the manifest states.
+    const { counts, seen } = await keysPerShard(stack.client, manifest.shards);
+    expect(seen).toBe(ROWS);
+    expect(manifest.shards.filter((s, i) => counts[i] !== s.rows)).toEqual([]);
     expect(manifest.totals.rows).toBe(ROWS);
     // Near the target: the node's split keys are estimates, so allow a wide band.
-    expect(Math.max(...shards.map((s) => s.rows))).toBeLessThanOrEqual(150);
+    expect(Math.max(...manifest.shards.map((s) => s.rows))).toBeLessThanOrEqual(150);
   }, 240_000);
 
   it('a target no plan can meet fails at once with BACKUP_PLAN_IMPOSSIBLE (not retryable), naming a --shard-rows that fits', async () => {
-    const server = await MetricsServer.start({ seeds: cluster.seeds, port: 0, intervalMs: 3_600_000, maxPlanShards: 100, logger });
+    const server = await MetricsServer.start({ seeds: stack.cluster.seeds, port: 0, intervalMs: 3_600_000, maxPlanShards: 100, logger });
     try {
       await server.poller.waitUntilReady();
       await server.poller.poll();
@@ -79,7 +47,7 @@ describe('backup plans for partitions that need more than 1000 pieces; restore -
       const body = (await answer.json()) as { error: { code: string; message: string } };
       expect(body.error.code).toBe('METRICS_PLAN_TOO_LARGE');
       expect(body.error.message).toMatch(/targetRows=\d+ or more/);
-      const err = await planBackupShards(client, { targetRows: 10 }, { metricsUrl: url }).catch((e: unknown) => e);
+      const err = await planBackupShards(stack.client, { targetRows: 10 }, { metricsUrl: url }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(BackupError);
       expect(err).toMatchObject({ code: 'BACKUP_PLAN_IMPOSSIBLE', retryable: false });
       expect((err as BackupError).message).toContain('--shard-rows');
@@ -94,7 +62,7 @@ describe('backup plans for partitions that need more than 1000 pieces; restore -
   });
 
   it('restore --target /plain/dir: a backup written to a plain folder path is restored from that path', async () => {
-    const folder = join(dir, 'plain');
+    const folder = join(stack.dir, 'plain');
     const backup = await cli('backup', 'run', '--target', folder, '--json');
     expect(backup.code, backup.stderr).toBe(0);
     const { backupId } = JSON.parse(backup.stdout);
@@ -105,14 +73,14 @@ describe('backup plans for partitions that need more than 1000 pieces; restore -
     const target = await StoreCluster.start({ nodes: 2, partitions: 3 });
     const targetClient = new StoreClient({ seeds: target.seeds });
     try {
-      const r = await runCli(['restore', backupId, '--target', folder, '--seeds', target.seeds.join(','), '--redis', redis.url, '--verify', '--json', '--log-level', 'warn']);
+      const r = await runCli(['restore', backupId, '--target', folder, '--seeds', target.seeds.join(','), '--redis', stack.redis.url, '--verify', '--json', '--log-level', 'warn']);
       expect(r.code, r.stderr).toBe(0);
       const report = JSON.parse(r.stdout);
       expect(report).toMatchObject({ backupId, rowsRestored: ROWS, verified: true });
       const all = Buffer.alloc(0);
-      expect((await targetClient.checksum(all, all, { includeEtag: true })).toHex()).toBe((await client.checksum(all, all, { includeEtag: true })).toHex());
+      expect((await targetClient.checksum(all, all, { includeEtag: true })).toHex()).toBe((await stack.client.checksum(all, all, { includeEtag: true })).toHex());
       // A relative path is a folder too, as for backup run.
-      const fromRelative = await runCli(['restore', backupId, '--target', relative(process.cwd(), folder), '--seeds', target.seeds.join(','), '--redis', redis.url, '--dry-run', '--json', '--log-level', 'warn']);
+      const fromRelative = await runCli(['restore', backupId, '--target', relative(process.cwd(), folder), '--seeds', target.seeds.join(','), '--redis', stack.redis.url, '--dry-run', '--json', '--log-level', 'warn']);
       expect(fromRelative.code, fromRelative.stderr).toBe(0);
       expect(JSON.parse(fromRelative.stdout).target).toBe(pathToFileURL(folder).href);
     } finally {

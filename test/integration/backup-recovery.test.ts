@@ -13,13 +13,13 @@ import {
   openBackupTarget,
   verifyBackup,
   writeManifest,
-  type BackupManifest,
   type BackupTarget,
 } from '../../backup/index.js';
 import { createLogger } from '../../common/index.js';
 import { BACKUP_QUEUE, BackupWorkers, PrivateRedis, connectionFromUrl, submitBackup, watchBackup, type BackupParentData } from '../../jobs/index.js';
 import { StoreClient, StoreError } from '../../store/index.js';
 import { Job, Queue } from 'bullmq';
+import { oneShardManifest } from '../helpers/backup-fixture.js';
 import { CLI, StoreCluster, runCli, sortedRows } from '../helpers/store-cluster.js';
 
 const logger = createLogger({ level: 'silent', pretty: false });
@@ -142,18 +142,7 @@ describe('backup recovery and retention (real cluster, Redis, worker processes)'
 
     async function complete(id: string): Promise<void> {
       await target.writeFile(id, 'shard-00000.parquet', [Buffer.from('x')]);
-      const manifest: BackupManifest = {
-        formatVersion: 1,
-        backupId: id,
-        startedAt: '2026-01-01T00:00:00.000Z',
-        finishedAt: '2026-01-01T00:01:00.000Z',
-        mapVersion: 1,
-        snapshotAt: '2026-01-01T00:00:00.000Z',
-        partitions: [{ id: 0, start: '', end: '', node: '127.0.0.1:1', rows: 1 }],
-        shards: [{ index: 0, start: '', end: '', file: 'shard-00000.parquet', rows: 1, bytes: 1, checksum: 'a'.repeat(64) }],
-        totals: { rows: 1, bytes: 1 },
-      };
-      await writeManifest(target, manifest);
+      await writeManifest(target, oneShardManifest(id, { startedAt: '2026-01-01T00:00:00.000Z', rows: 1, bytes: 1 }));
     }
     const incomplete = (id: string) => target.writeFile(id, 'shard-00000.parquet', [Buffer.from('x')]);
 

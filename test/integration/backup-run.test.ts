@@ -1,17 +1,17 @@
 import { once } from 'node:events';
-import { cp, mkdtemp, open, readdir, rm, stat } from 'node:fs/promises';
+import { cp, open, readdir, rm, stat } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { DuckDBInstance } from '@duckdb/node-api';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { openBackupTarget, readManifest, readShardFile, type BackupManifest } from '../../backup/index.js';
-import { BackupWorkers, PrivateRedis, connectionFromUrl, submitBackup, watchBackup } from '../../jobs/index.js';
+import { BackupWorkers, connectionFromUrl, submitBackup, watchBackup } from '../../jobs/index.js';
 import { createLogger } from '../../common/index.js';
-import { Key, StoreClient, type BulkRowInput } from '../../store/index.js';
-import { StoreCluster, runCli, sortedRows } from '../helpers/store-cluster.js';
+import { Key, type BulkRowInput } from '../../store/index.js';
+import { runCli, sortedRows } from '../helpers/store-cluster.js';
+import { useStack } from '../helpers/stack.js';
 
 const ROWS = 60_000;
 /** sortedRows chunks hold 5000 rows; every third of a chunk expires. */
@@ -19,38 +19,27 @@ const EXPIRING = (ROWS / 5000) * Math.ceil(5000 / 3);
 const logger = createLogger({ level: 'warn', pretty: false });
 
 describe('shardpipe backup: a real 3-node cluster to a folder', () => {
-  let dir: string;
-  let redis: PrivateRedis;
-  let cluster: StoreCluster;
-  let client: StoreClient;
   let targetUrl: string;
   let backupId: string;
   let manifest: BackupManifest;
-
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'shardpipe-backup-'));
-    redis = await PrivateRedis.start({ dataDir: join(dir, 'redis') });
-    cluster = await StoreCluster.start({ nodes: 3, partitions: 6 });
-    client = new StoreClient({ seeds: cluster.seeds });
-    targetUrl = pathToFileURL(join(dir, 'backups')).href;
-    // Rows with etags, update times and (every third) an expiry far ahead, as a restore must keep them.
-    for (const chunk of sortedRows(ROWS, 7)) {
-      const rows: BulkRowInput[] = chunk.map((r, i) => ({ ...r, etag: 1000 + i, updatedAtMs: 1_700_000_000_000 + i, expiresAtMs: i % 3 === 0 ? Date.now() + 86_400_000 * 30 : 0 }));
-      await client.bulkPutAll([rows]);
-    }
-  });
-
-  afterAll(async () => {
-    client?.close();
-    await cluster?.close();
-    await redis?.stop();
-    await rm(dir, { recursive: true, force: true });
+  const stack = useStack({
+    prefix: 'shardpipe-backup-',
+    nodes: 3,
+    partitions: 6,
+    seed: async ({ dir, client }) => {
+      targetUrl = pathToFileURL(join(dir, 'backups')).href;
+      // Rows with etags, update times and (every third) an expiry far ahead, as a restore must keep them.
+      for (const chunk of sortedRows(ROWS, 7)) {
+        const rows: BulkRowInput[] = chunk.map((r, i) => ({ ...r, etag: 1000 + i, updatedAtMs: 1_700_000_000_000 + i, expiresAtMs: i % 3 === 0 ? Date.now() + 86_400_000 * 30 : 0 }));
+        await client.bulkPutAll([rows]);
+      }
+    },
   });
 
   const cli = (...args: string[]) => runCli([...args, '--log-level', 'warn']);
 
   it('backs up every row into shard files and a manifest whose checksums the store reproduces', async () => {
-    const r = await cli('backup', 'run', '--target', targetUrl, '--shard-rows', '4000', '--seeds', cluster.seeds.join(','), '--redis', redis.url, '--json', '--row-group-rows', '1000');
+    const r = await cli('backup', 'run', '--target', targetUrl, '--shard-rows', '4000', ...stack.cliArgs, '--json', '--row-group-rows', '1000');
     expect(r.code, r.stderr).toBe(0);
     const report = JSON.parse(r.stdout);
     expect(report).toMatchObject({ rows: ROWS, target: targetUrl });
@@ -60,22 +49,22 @@ describe('shardpipe backup: a real 3-node cluster to a folder', () => {
     // 6 partitions of ~10,000 rows: each is cut at split keys the node computes.
     expect(manifest.shards.length).toBeGreaterThan(6);
     expect(manifest.partitions.map((p) => p.rows).reduce((a, b) => a + b)).toBe(ROWS);
-    const files = await readdir(join(dir, 'backups', backupId));
+    const files = await readdir(join(stack.dir, 'backups', backupId));
     expect(files.sort()).toEqual(['manifest.json', ...manifest.shards.map((s) => s.file)].sort());
     for (const s of manifest.shards) {
-      const digest = await client.checksum(Buffer.from(s.start, 'hex'), Buffer.from(s.end, 'hex'), { includeEtag: true });
+      const digest = await stack.client.checksum(Buffer.from(s.start, 'hex'), Buffer.from(s.end, 'hex'), { includeEtag: true });
       expect({ shard: s.index, rows: digest.count, checksum: digest.toHex() }).toEqual({ shard: s.index, rows: s.rows, checksum: s.checksum });
-      expect((await stat(join(dir, 'backups', backupId, s.file))).size).toBe(s.bytes);
+      expect((await stat(join(stack.dir, 'backups', backupId, s.file))).size).toBe(s.bytes);
     }
   });
 
   it('writes files DuckDB reads: FORMAT.md columns, zstd, row groups, key-value metadata, the exact rows', async () => {
     const db = await DuckDBInstance.create(':memory:');
     const conn = await db.connect();
-    const glob = join(dir, 'backups', backupId, 'shard-*.parquet');
+    const glob = join(stack.dir, 'backups', backupId, 'shard-*.parquet');
     const rows = async (sql: string) => (await conn.runAndReadAll(sql)).getRowsJson();
     expect(await rows(`select count(*), count(distinct key), count(expires_at_ms) from read_parquet('${glob}')`)).toEqual([[String(ROWS), String(ROWS), String(EXPIRING)]]);
-    expect(await rows(`select name, type from parquet_schema('${join(dir, 'backups', backupId, manifest.shards[0]!.file)}') where name <> 'arrow_schema' order by name`)).toEqual([
+    expect(await rows(`select name, type from parquet_schema('${join(stack.dir, 'backups', backupId, manifest.shards[0]!.file)}') where name <> 'arrow_schema' order by name`)).toEqual([
       ['etag', 'INT64'],
       ['expires_at_ms', 'INT64'],
       ['key', 'BYTE_ARRAY'],
@@ -86,7 +75,7 @@ describe('shardpipe backup: a real 3-node cluster to a folder', () => {
     expect(groups).toEqual([['ZSTD', '1000']]);
     const shard = manifest.shards[1]!;
     const meta = Object.fromEntries(
-      (await rows(`select decode(key), decode(value) from parquet_kv_metadata('${join(dir, 'backups', backupId, shard.file)}') where decode(key) like 'shardpipe.%'`)) as Array<[string, string]>,
+      (await rows(`select decode(key), decode(value) from parquet_kv_metadata('${join(stack.dir, 'backups', backupId, shard.file)}') where decode(key) like 'shardpipe.%'`)) as Array<[string, string]>,
     );
     expect(meta).toEqual({
       'shardpipe.format': '1',
@@ -97,7 +86,7 @@ describe('shardpipe backup: a real 3-node cluster to a folder', () => {
     });
     // One row compared field by field with the store.
     const [row] = (await rows(`select hex(key), hex(value), etag, updated_at_ms, expires_at_ms from read_parquet('${glob}') order by key limit 1 offset 12345`)) as Array<[string, string, string, string, string | null]>;
-    const stored = await client.get(Key.fromBytes(Buffer.from(row![0], 'hex')));
+    const stored = await stack.client.get(Key.fromBytes(Buffer.from(row![0], 'hex')));
     expect(stored).toBeDefined();
     expect([row![1].toLowerCase(), Number(row![2]), Number(row![3]), row![4] === null ? 0 : Number(row![4])]).toEqual([
       stored!.value.toString('hex'),
@@ -120,8 +109,8 @@ describe('shardpipe backup: a real 3-node cluster to a folder', () => {
   });
 
   it('verify names every corrupted, truncated or missing shard file and exits 2', async () => {
-    const copy = join(dir, 'copy');
-    await cp(join(dir, 'backups', backupId), join(copy, backupId), { recursive: true });
+    const copy = join(stack.dir, 'copy');
+    await cp(join(stack.dir, 'backups', backupId), join(copy, backupId), { recursive: true });
     const copyUrl = pathToFileURL(copy).href;
     const [a, b, c] = manifest.shards;
     // Bytes flipped inside a data page (same size), a file cut short, a file removed.
@@ -153,7 +142,7 @@ describe('shardpipe backup: a real 3-node cluster to a folder', () => {
     const server = createServer((req, res) => {
       requests.push(req.url ?? '');
       const targetRows = Number(new URL(req.url ?? '/', 'http://x').searchParams.get('targetRows'));
-      client.planShards({ targetRows }).then(
+      stack.client.planShards({ targetRows }).then(
         (shards) => {
           res.setHeader('content-type', 'application/json');
           res.end(JSON.stringify({ target: { targetRows }, mapVersion: 1, shards: shards.map((s) => ({ ...s, start: s.start.toString('hex'), end: s.end.toString('hex') })) }));
@@ -168,19 +157,19 @@ describe('shardpipe backup: a real 3-node cluster to a folder', () => {
     await once(server, 'listening');
     const metricsUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     try {
-      const r = await cli('backup', 'run', '--target', targetUrl, '--shard-rows', '30000', '--metrics-url', metricsUrl, '--seeds', cluster.seeds.join(','), '--redis', redis.url, '--json');
+      const r = await cli('backup', 'run', '--target', targetUrl, '--shard-rows', '30000', '--metrics-url', metricsUrl, ...stack.cliArgs, '--json');
       expect(r.code, r.stderr).toBe(0);
       expect(requests).toEqual(['/api/shards?targetRows=30000']);
       const report = JSON.parse(r.stdout);
       expect(report.rows).toBe(ROWS);
-      const planned = await client.planShards({ targetRows: 30_000 });
+      const planned = await stack.client.planShards({ targetRows: 30_000 });
       const m = await readManifest(openBackupTarget(targetUrl), report.backupId);
       expect(m.shards.map((s) => [s.start, s.end])).toEqual(planned.map((s) => [s.start.toString('hex'), s.end.toString('hex')]));
       await openBackupTarget(targetUrl).deleteBackup(report.backupId);
     } finally {
       server.close();
     }
-    const down = await cli('backup', 'run', '--target', targetUrl, '--metrics-url', metricsUrl, '--seeds', cluster.seeds.join(','), '--redis', redis.url);
+    const down = await cli('backup', 'run', '--target', targetUrl, '--metrics-url', metricsUrl, ...stack.cliArgs);
     expect(down.code).toBe(1);
     expect(down.stderr).toContain('BACKUP_PLAN_FAILED');
   });
@@ -201,15 +190,15 @@ describe('shardpipe backup: a real 3-node cluster to a folder', () => {
     const writer = (async () => {
       while (writing) {
         generation++;
-        for (const keys of groups) await client.bulkPutAll([keys.map((key) => ({ key, value: Buffer.from(String(generation).padStart(8, '0')) }))]);
+        for (const keys of groups) await stack.client.bulkPutAll([keys.map((key) => ({ key, value: Buffer.from(String(generation).padStart(8, '0')) }))]);
       }
     })();
-    const connection = connectionFromUrl(redis.url);
+    const connection = connectionFromUrl(stack.redis.url);
     while (generation < 5) await new Promise((r) => setImmediate(r));
     const before = generation;
-    const submitted = await submitBackup(connection, client, { target: targetUrl, shardTarget: { targetRows: 20_000 }, leaseMs: 60_000 }, { logger });
+    const submitted = await submitBackup(connection, stack.client, { target: targetUrl, shardTarget: { targetRows: 20_000 }, leaseMs: 60_000 }, { logger });
     const after = generation;
-    const workers = BackupWorkers.start({ connection, client, logger });
+    const workers = BackupWorkers.start({ connection, client: stack.client, logger });
     try {
       await watchBackup(connection, submitted.backupId);
     } finally {

@@ -13,6 +13,7 @@ import {
   type BackupTarget,
 } from '../../backup/index.js';
 import { Azurite } from '../helpers/azurite.js';
+import { oneShardManifest } from '../helpers/backup-fixture.js';
 import { makeTempDir, type TempDir } from '../helpers/temp-dir.js';
 import { rejectionOf } from '../helpers/rejection.js';
 
@@ -25,19 +26,7 @@ async function* chunks(total: number, size: number, failAfter?: number): AsyncGe
   }
 }
 
-function manifestFor(backupId: string): BackupManifest {
-  return {
-    formatVersion: 1,
-    backupId,
-    startedAt: '2026-11-24T02:00:00.000Z',
-    finishedAt: '2026-11-24T02:01:00.000Z',
-    mapVersion: 1,
-    snapshotAt: '2026-11-24T02:00:00.100Z',
-    partitions: [{ id: 0, start: '', end: '', node: '127.0.0.1:7001', rows: 3 }],
-    shards: [{ index: 0, start: '', end: '', file: 'shard-00000.parquet', rows: 3, bytes: 10, checksum: '0'.repeat(64) }],
-    totals: { rows: 3, bytes: 10 },
-  };
-}
+const manifestFor = (backupId: string): BackupManifest => oneShardManifest(backupId, { startedAt: '2026-11-24T02:00:00.000Z', rows: 3, bytes: 10 });
 
 /** The same contract, run against each kind of target. */
 function contract(name: string, open: () => Promise<BackupTarget>): void {

@@ -21,55 +21,66 @@ const deadline = (): { deadline: number } => ({ deadline: Date.now() + 5000 });
 /** The routing core of the running block's client: its channels, for raw calls. */
 let router: StoreRouter;
 
+/** For the running block: a one-node, two-partition cluster, a client over `router` (set here), and a temp dir; all closed after it. */
+function useOneNode(): { cluster: StoreCluster; client: StoreClient; dir: TempDir } {
+  const one = {} as { cluster: StoreCluster; client: StoreClient; dir: TempDir };
+  beforeAll(async () => {
+    one.cluster = await StoreCluster.start({ nodes: 1, partitions: 2 });
+    router = new StoreRouter({ seeds: one.cluster.seeds });
+    one.client = new StoreClient(router);
+    one.dir = await makeTempDir();
+  });
+  afterAll(async () => {
+    one.client?.close();
+    await one.cluster?.close();
+    await one.dir?.remove();
+  });
+  return one;
+}
+
 describe('every number and string on the wire is checked at the boundary (one real node process)', () => {
-  let cluster: StoreCluster;
-  let client: StoreClient;
+  const one = useOneNode();
   let raw: RawStoreClient;
 
-  beforeAll(async () => {
-    cluster = await StoreCluster.start({ nodes: 1, partitions: 2 });
-    router = new StoreRouter({ seeds: cluster.seeds });
-    client = new StoreClient(router);
-    raw = new RawStoreClient(cluster.seeds[0]!);
+  beforeAll(() => {
+    raw = new RawStoreClient(one.cluster.seeds[0]!);
   });
 
-  afterAll(async () => {
+  afterAll(() => {
     raw?.close();
-    client?.close();
-    await cluster?.close();
   });
 
   it('a BulkInsert row with etag 2^53−1 is refused naming the row, field, value and range; the partition keeps working', async () => {
-    const conn = router.connection(cluster.seeds[0]!);
+    const conn = router.connection(one.cluster.seeds[0]!);
     const key = Buffer.from('poison-etag');
     const err = await failure(conn.unary('bulkInsert', { mapVersion: 1, rows: [{ key, value: Buffer.from('v'), etag: MAX_ETAG, updatedAtMs: 0, expiresAtMs: 0 }] }, deadline()));
     expect(err.code).toBe('STORE_INVALID_ARGUMENT');
     expect(grpcCode(err)).toBe(status.INVALID_ARGUMENT);
     expect(err.retryable).toBe(false);
     expect(err.message).toContain(`BulkInsertRequest.rows[0].etag is ${MAX_ETAG}, out of range: allowed 0–${MAX_KEPT_ETAG}`);
-    expect(await client.get(Key.fromBytes(key))).toBeUndefined();
+    expect(await one.client.get(Key.fromBytes(key))).toBeUndefined();
 
     // The largest kept etag is accepted, and fresh etags still follow it.
     await conn.unary('bulkInsert', { mapVersion: 1, rows: [{ key, value: Buffer.from('kept'), etag: MAX_KEPT_ETAG, updatedAtMs: 0, expiresAtMs: 0 }] }, deadline());
-    const next = await client.put(Key.fromUtf8('after-kept'), Buffer.from('x'));
+    const next = await one.client.put(Key.fromUtf8('after-kept'), Buffer.from('x'));
     expect(next.etag).toBe(MAX_KEPT_ETAG + 1);
     const scanned = [];
-    for await (const batch of client.scanAll(Buffer.alloc(0), Buffer.alloc(0))) scanned.push(...batch);
+    for await (const batch of one.client.scanAll(Buffer.alloc(0), Buffer.alloc(0))) scanned.push(...batch);
     expect(scanned.find((e) => e.key.equals(key))?.etag).toBe(MAX_KEPT_ETAG);
   });
 
   it('a put whose TTL carries the expiry past 2^53 ms is refused and nothing is stored; the longest TTL works', async () => {
     const key = Key.fromUtf8('huge-ttl');
     const ttlMs = 2 ** 53 - Date.now() + 1000;
-    const err = await failure(client.put(key, Buffer.from('v'), { ttlMs }));
+    const err = await failure(one.client.put(key, Buffer.from('v'), { ttlMs }));
     expect(err.code).toBe('STORE_INVALID_ARGUMENT');
     expect(grpcCode(err)).toBe(status.INVALID_ARGUMENT);
     expect(err.message).toContain(`PutRequest.ttl_ms is ${ttlMs}, out of range: allowed 0–${MAX_TTL_MS} ms`);
-    expect(await client.get(key)).toBeUndefined();
+    expect(await one.client.get(key)).toBeUndefined();
 
-    const longest = await client.put(key, Buffer.from('v'), { ttlMs: MAX_TTL_MS });
+    const longest = await one.client.put(key, Buffer.from('v'), { ttlMs: MAX_TTL_MS });
     expect(longest.expiresAtMs).toBe(longest.updatedAtMs + MAX_TTL_MS);
-    expect((await client.get(key))?.expiresAtMs).toBe(longest.expiresAtMs);
+    expect((await one.client.get(key))?.expiresAtMs).toBe(longest.expiresAtMs);
   });
 
   it('64-bit fields beyond 2^53 − 1 (which the generated code cannot decode) are INVALID_ARGUMENT naming the field', async () => {
@@ -85,7 +96,7 @@ describe('every number and string on the wire is checked at the boundary (one re
     if (bulk.ok) return;
     expect(bulk.error.code).toBe(status.INVALID_ARGUMENT);
     expect(bulk.error.details).toContain(`BulkInsertRequest.rows[1].expires_at_ms is 9223372036854775808, out of range: allowed 0–${MAX_TIME_MS} ms`);
-    expect(await client.get(Key.fromUtf8('a'))).toBeUndefined();
+    expect(await one.client.get(Key.fromUtf8('a'))).toBeUndefined();
   });
 
   it('a 100 KB snapshot id is answered at once, with only its start in the message', async () => {
@@ -109,7 +120,7 @@ describe('every number and string on the wire is checked at the boundary (one re
   });
 
   it('kv put --ttl 104000000d is refused before anything is sent, naming the allowed range', async () => {
-    const seeds = cluster.seeds.join(',');
+    const seeds = one.cluster.seeds.join(',');
     const put = await runCli(['kv', 'put', 'cli-ttl', 'v', '--ttl', '104000000d', '--seeds', seeds]);
     expect(put.code).toBe(64);
     expect(put.stderr).toContain('--ttl "104000000d" is 8985600000000000 ms, out of range: allowed 0ms–36500d');
@@ -119,27 +130,12 @@ describe('every number and string on the wire is checked at the boundary (one re
 });
 
 describe('the map version moves by a bounded step unless forced', () => {
-  let cluster: StoreCluster;
-  let client: StoreClient;
-  let dir: TempDir;
+  const one = useOneNode();
 
-  beforeAll(async () => {
-    cluster = await StoreCluster.start({ nodes: 1, partitions: 2 });
-    router = new StoreRouter({ seeds: cluster.seeds });
-    client = new StoreClient(router);
-    dir = await makeTempDir();
-  });
-
-  afterAll(async () => {
-    client?.close();
-    await cluster?.close();
-    await dir?.remove();
-  });
-
-  const install = (version: number, force = false) => router.connection(cluster.seeds[0]!).unary('setPartitionMap', { map: cluster.map.withVersion(version).toProto(), force }, deadline());
+  const install = (version: number, force = false) => router.connection(one.cluster.seeds[0]!).unary('setPartitionMap', { map: one.cluster.map.withVersion(version).toProto(), force }, deadline());
   const writeMap = async (version: number): Promise<string> => {
-    const file = dir.sub(`map-${version}.json`);
-    await writeFile(file, JSON.stringify(cluster.map.withVersion(version).toJson()));
+    const file = one.dir.sub(`map-${version}.json`);
+    await writeFile(file, JSON.stringify(one.cluster.map.withVersion(version).toJson()));
     return file;
   };
 
@@ -160,7 +156,7 @@ describe('the map version moves by a bounded step unless forced', () => {
   });
 
   it('cluster install --force recovers a node whose map version is wrong (runbook)', async () => {
-    const seeds = cluster.seeds.join(',');
+    const seeds = one.cluster.seeds.join(',');
     // Without --force the CLI reports the refusal and exits non-zero.
     const refused = await runCli(['cluster', 'install', '--map', await writeMap(Number.MAX_SAFE_INTEGER), '--seeds', seeds]);
     expect(refused.code).not.toBe(0);
@@ -177,7 +173,7 @@ describe('the map version moves by a bounded step unless forced', () => {
     const map = await runCli(['cluster', 'map', '--json', '--seeds', seeds]);
     expect(PartitionMap.fromJson(JSON.parse(map.stdout)).version).toBe(5);
     // A fresh client works against the recovered node, and the next normal install is accepted.
-    const fresh = new StoreClient({ seeds: cluster.seeds });
+    const fresh = new StoreClient({ seeds: one.cluster.seeds });
     try {
       await fresh.put(Key.fromUtf8('after-recovery'), Buffer.from('ok'));
       expect((await fresh.get(Key.fromUtf8('after-recovery')))?.value.toString()).toBe('ok');
@@ -186,32 +182,17 @@ describe('the map version moves by a bounded step unless forced', () => {
     }
     expect((await install(6)).installed).toBe(true);
     // The persisted map survives a restart at the recovered version.
-    const persisted = JSON.parse(await readFile(join(cluster.nodes[0]!.dataDir, 'partition-map.json'), 'utf8')) as { version: number };
+    const persisted = JSON.parse(await readFile(join(one.cluster.nodes[0]!.dataDir, 'partition-map.json'), 'utf8')) as { version: number };
     expect(persisted.version).toBe(6);
   });
 });
 
 describe('a partition that holds an out-of-range record still reads, scans and backs up', () => {
-  let cluster: StoreCluster;
-  let client: StoreClient;
-  let dir: TempDir;
-
-  beforeAll(async () => {
-    cluster = await StoreCluster.start({ nodes: 1, partitions: 2 });
-    router = new StoreRouter({ seeds: cluster.seeds });
-    client = new StoreClient(router);
-    dir = await makeTempDir();
-  });
-
-  afterAll(async () => {
-    client?.close();
-    await cluster?.close();
-    await dir?.remove();
-  });
+  const one = useOneNode();
 
   it('fault injection: a record planted in LevelDB with etag and times at 2^64−1 gets, scans, checksums and backs up clamped; puts work', async () => {
-    await client.put(Key.fromUtf8('neighbour'), Buffer.from('n'));
-    const node = cluster.nodes[0]!;
+    await one.client.put(Key.fromUtf8('neighbour'), Buffer.from('n'));
+    const node = one.cluster.nodes[0]!;
     await node.stop();
     // The record layout of store/record.ts, with every 64-bit field at its largest.
     const record = Buffer.concat([Buffer.from([1, 1]), Buffer.alloc(24, 0xff), Buffer.from('planted-value')]);
@@ -227,34 +208,34 @@ describe('a partition that holds an out-of-range record still reads, scans and b
     await db.close();
     await node.start();
 
-    const got = await client.get(Key.fromUtf8('planted'));
+    const got = await one.client.get(Key.fromUtf8('planted'));
     expect(got).toMatchObject({ etag: MAX_ETAG, updatedAtMs: MAX_TIME_MS, expiresAtMs: MAX_TIME_MS });
     expect(got?.value.toString()).toBe('planted-value');
 
     const scanned = [];
-    for await (const batch of client.scanAll(Buffer.alloc(0), Buffer.alloc(0))) scanned.push(...batch);
+    for await (const batch of one.client.scanAll(Buffer.alloc(0), Buffer.alloc(0))) scanned.push(...batch);
     expect(scanned.map((e) => e.key.toString())).toEqual(['neighbour', 'planted']);
     const page = await router.connection(node.address).unary('scanPage', { mapVersion: 1, start: Buffer.alloc(0), end: Buffer.alloc(0), limit: 0, batchSize: 10, snapshotId: '' }, deadline());
     expect(page.entries.map((e) => e.etag)).toContain(MAX_ETAG);
-    expect((await client.checksum(Buffer.alloc(0), Buffer.alloc(0), { includeEtag: true })).count).toBe(2);
+    expect((await one.client.checksum(Buffer.alloc(0), Buffer.alloc(0), { includeEtag: true })).count).toBe(2);
 
     // Backup shard writer over a snapshot scan, and the shard reads back.
-    const target = new LocalTarget(dir.path);
+    const target = new LocalTarget(one.dir.path);
     const backupId = newBackupId();
-    const snapshots = await client.openSnapshots({ leaseMs: 60_000 });
+    const snapshots = await one.client.openSnapshots({ leaseMs: 60_000 });
     try {
-      const shard = await writeShard(client, target, { backupId, index: 0, start: Buffer.alloc(0), end: Buffer.alloc(0), leases: snapshots.leases });
+      const shard = await writeShard(one.client, target, { backupId, index: 0, start: Buffer.alloc(0), end: Buffer.alloc(0), leases: snapshots.leases });
       expect(shard.rows).toBe(2);
     } finally {
-      await client.releaseSnapshots(snapshots.leases);
+      await one.client.releaseSnapshots(snapshots.leases);
     }
     const restored = [];
     for await (const batch of readShardFile(target, backupId, shardFileName(0))) restored.push(...batch);
     expect(restored.find((e) => e.key.toString() === 'planted')).toMatchObject({ etag: MAX_ETAG, updatedAtMs: MAX_TIME_MS, expiresAtMs: MAX_TIME_MS });
 
     // Writing the key again replaces the planted record with an in-range one; the sequence was rebased.
-    const put = await client.put(Key.fromUtf8('planted'), Buffer.from('fresh'));
+    const put = await one.client.put(Key.fromUtf8('planted'), Buffer.from('fresh'));
     expect(put.etag).toBe(2);
-    expect((await client.get(Key.fromUtf8('planted')))?.etag).toBe(put.etag);
+    expect((await one.client.get(Key.fromUtf8('planted')))?.etag).toBe(put.etag);
   });
 });

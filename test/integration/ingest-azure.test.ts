@@ -14,13 +14,13 @@ import {
   type DropFile,
 } from '../../ingest/index.js';
 import { isAzureUrl, parseAzureUrl } from '../../common/index.js';
-import { INGEST_FILE_QUEUE, INGEST_QUEUE, PrivateRedis, childJobId, connectionFromUrl } from '../../jobs/index.js';
-import { StoreClient } from '../../store/index.js';
+import { INGEST_FILE_QUEUE, INGEST_QUEUE, childJobId, connectionFromUrl } from '../../jobs/index.js';
 import { Azurite } from '../helpers/azurite.js';
-import { StoreCluster, runCli } from '../helpers/store-cluster.js';
-import { toParquet, writeSparkDrop } from '../helpers/spark-drop.js';
+import { runCli } from '../helpers/store-cluster.js';
+import { toParquet, writeSparkDrop, type SparkDropOptions } from '../helpers/spark-drop.js';
 import { makeTempDir, type TempDir } from '../helpers/temp-dir.js';
 import { rejectionOf } from '../helpers/rejection.js';
+import { useStack } from '../helpers/stack.js';
 
 const refusal = (promise: Promise<unknown>): Promise<IngestError> => rejectionOf(promise, IngestError);
 
@@ -49,6 +49,16 @@ describe('az:// drops: Azure Blob prefixes staged and scanned like local folders
     await azurite?.stop();
     await tmp?.remove();
   });
+
+  /** A Spark-like drop written to `spark-NAME` (keys `NAME-…`), uploaded to a fresh container under `drop-NAME`; scans cache in `cache-NAME`. */
+  async function uploadedDrop(name: string, drop: Omit<SparkDropOptions, 'prefix'>) {
+    const local = tmp.sub(`spark-${name}`);
+    await writeSparkDrop(local, { ...drop, prefix: `${name}-` });
+    const container = await azurite.createContainer();
+    await azurite.uploadFolder(container, local, `drop-${name}`);
+    const options = { connectionString: azurite.connectionString, cacheDir: tmp.sub(`cache-${name}`) };
+    return { local, container, options, url: `az://${container.containerName}/drop-${name}` };
+  }
 
   it('parses az://CONTAINER/PREFIX and refuses malformed URLs with INGEST_INVALID_SOURCE', async () => {
     expect(isAzureUrl('az://drops/2026/x')).toBe(true);
@@ -142,12 +152,7 @@ describe('az:// drops: Azure Blob prefixes staged and scanned like local folders
   });
 
   it('a re-scan reuses the staged copies: no download, same mtime, same fingerprint', async () => {
-    const local = tmp.sub('spark-c');
-    await writeSparkDrop(local, { files: 2, rowsPerFile: 500, prefix: 'c-' });
-    const container = await azurite.createContainer();
-    await azurite.uploadFolder(container, local, 'drop-c');
-    const options = { connectionString: azurite.connectionString, cacheDir: tmp.sub('cache-c') };
-    const url = `az://${container.containerName}/drop-c`;
+    const { container, options, url } = await uploadedDrop('c', { files: 2, rowsPerFile: 500 });
     const first = await scanAzureDrop(url, options);
     expect(first).toMatchObject({ downloaded: 2, reused: 0 });
     const inodes = await Promise.all(first.files.map(async (f) => (await stat(f.path)).ino));
@@ -163,12 +168,7 @@ describe('az:// drops: Azure Blob prefixes staged and scanned like local folders
   });
 
   it('a blob overwritten with the same bytes (new etag) gets a new fingerprint; the old plan is refused with INGEST_INPUT_CHANGED', async () => {
-    const local = tmp.sub('spark-d');
-    await writeSparkDrop(local, { files: 2, rowsPerFile: 300, prefix: 'd-' });
-    const container = await azurite.createContainer();
-    await azurite.uploadFolder(container, local, 'drop-d');
-    const options = { connectionString: azurite.connectionString, cacheDir: tmp.sub('cache-d') };
-    const url = `az://${container.containerName}/drop-d`;
+    const { local, container, options, url } = await uploadedDrop('d', { files: 2, rowsPerFile: 300 });
     const before = await scanAzureDrop(url, options);
     const target = before.files[1]!;
     // Same size and possibly the same lastModified second: only the etag tells the versions apart.
@@ -203,24 +203,10 @@ describe('az:// drops: Azure Blob prefixes staged and scanned like local folders
   });
 
   describe('shardpipe ingest az://… into a real 3-node cluster', () => {
-    let redis: PrivateRedis;
-    let cluster: StoreCluster;
-    let client: StoreClient;
-
-    beforeAll(async () => {
-      redis = await PrivateRedis.start({ dataDir: tmp.sub('redis') });
-      cluster = await StoreCluster.start({ nodes: 3, partitions: 6 });
-      client = new StoreClient({ seeds: cluster.seeds });
-    });
-
-    afterAll(async () => {
-      client?.close();
-      await cluster?.close();
-      await redis?.stop();
-    });
+    const stack = useStack({ dir: () => tmp.path, nodes: 3, partitions: 6 });
 
     const ingest = (source: string, env: Record<string, string>, ...extra: string[]) =>
-      runCli(['ingest', source, '--key-column', 'id', '--value-column', 'payload', '--seeds', cluster.seeds.join(','), '--redis', redis.url, '--data-dir', tmp.sub('data'), '--json', '--log-level', 'warn', ...extra], env);
+      runCli(['ingest', source, '--key-column', 'id', '--value-column', 'payload', ...stack.cliArgs, '--data-dir', tmp.sub('data'), '--json', '--log-level', 'warn', ...extra], env);
 
     it('ingests the drop exactly; the connection string stays out of the jobs; without it the command fails with INGEST_ACCESS_DENIED', async () => {
       const local = tmp.sub('spark-f');
@@ -238,12 +224,12 @@ describe('az:// drops: Azure Blob prefixes staged and scanned like local folders
       expect(r.code, r.stderr).toBe(0);
       const report = JSON.parse(r.stdout);
       expect(report).toMatchObject({ rowsIngested: drop.rows, rowsRejected: 0, filesOk: 3, filesFailed: 0 });
-      const stored = await client.checksum(Buffer.from('az-'), Buffer.from('az.'));
+      const stored = await stack.client.checksum(Buffer.from('az-'), Buffer.from('az.'));
       expect(stored.count).toBe(drop.rows);
       expect(stored.toHex()).toBe(drop.digest.toHex());
       expect(existsSync(join(tmp.sub('data'), 'azure-cache', container.containerName, 'exports', 'run-1'))).toBe(true);
 
-      const connection = connectionFromUrl(redis.url);
+      const connection = connectionFromUrl(stack.redis.url);
       const parents = new Queue(INGEST_QUEUE, { connection });
       const files = new Queue(INGEST_FILE_QUEUE, { connection });
       try {

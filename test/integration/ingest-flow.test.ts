@@ -1,43 +1,24 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PrivateRedis } from '../../jobs/index.js';
-import { StoreClient } from '../../store/index.js';
-import { CLI, StoreCluster, runCli } from '../helpers/store-cluster.js';
+import { describe, expect, it } from 'vitest';
+import { CLI, runCli } from '../helpers/store-cluster.js';
+import { useStack } from '../helpers/stack.js';
 import { REAL_DATA_DIR, readManifest } from '../helpers/ingest-manifest.js';
 import { toParquet, writeSparkDrop } from '../helpers/spark-drop.js';
 
 describe('shardpipe ingest: BullMQ flow into a real 3-node cluster', () => {
-  let dir: string;
-  let redis: PrivateRedis;
-  let cluster: StoreCluster;
-  let client: StoreClient;
-
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'shardpipe-ingest-'));
-    redis = await PrivateRedis.start({ dataDir: join(dir, 'redis') });
-    cluster = await StoreCluster.start({ nodes: 3, partitions: 6 });
-    client = new StoreClient({ seeds: cluster.seeds });
-  });
-
-  afterAll(async () => {
-    client?.close();
-    await cluster?.close();
-    await redis?.stop();
-    await rm(dir, { recursive: true, force: true });
-  });
+  const stack = useStack({ prefix: 'shardpipe-ingest-', nodes: 3, partitions: 6 });
 
   const ingest = (source: string, ...extra: string[]) =>
-    runCli(['ingest', source, '--key-column', 'id', '--seeds', cluster.seeds.join(','), '--redis', redis.url, '--data-dir', join(dir, 'data'), '--json', '--log-level', 'warn', ...extra]);
+    runCli(['ingest', source, '--key-column', 'id', ...stack.cliArgs, '--data-dir', join(stack.dir, 'data'), '--json', '--log-level', 'warn', ...extra]);
 
   /** Entries whose key starts with `prefix`, as a digest. */
-  const storeDigest = async (prefix: string) => client.checksum(Buffer.from(prefix), Buffer.from(prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1)));
+  const storeDigest = async (prefix: string) => stack.client.checksum(Buffer.from(prefix), Buffer.from(prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1)));
 
   it('ingests a Spark-like drop (several part files, codecs, .crc, _SUCCESS) exactly', async () => {
-    const drop = await writeSparkDrop(join(dir, 'drop-a'), { files: 4, rowsPerFile: 5000, rowGroupRows: 1500, prefix: 'a-' });
+    const drop = await writeSparkDrop(join(stack.dir, 'drop-a'), { files: 4, rowsPerFile: 5000, rowGroupRows: 1500, prefix: 'a-' });
     const r = await ingest(drop.dir, '--value-column', 'payload');
     expect(r.code, r.stderr).toBe(0);
     const report = JSON.parse(r.stdout);
@@ -56,8 +37,8 @@ describe('shardpipe ingest: BullMQ flow into a real 3-node cluster', () => {
   });
 
   it('files overlapping in key range: the plan and report name them, and the store still holds each key once', async () => {
-    const drop = await writeSparkDrop(join(dir, 'drop-h'), { files: 3, rowsPerFile: 3000, rowGroupRows: 1000, overlapRows: 500, prefix: 'h-' });
-    const r = await runCli(['ingest', drop.dir, '--key-column', 'id', '--value-column', 'payload', '--seeds', cluster.seeds.join(','), '--redis', redis.url, '--data-dir', join(dir, 'data'), '--log-level', 'warn']);
+    const drop = await writeSparkDrop(join(stack.dir, 'drop-h'), { files: 3, rowsPerFile: 3000, rowGroupRows: 1000, overlapRows: 500, prefix: 'h-' });
+    const r = await runCli(['ingest', drop.dir, '--key-column', 'id', '--value-column', 'payload', ...stack.cliArgs, '--data-dir', join(stack.dir, 'data'), '--log-level', 'warn']);
     expect(r.code, r.stderr).toBe(0);
     // Said when planning, before any row is read, and again in the report.
     expect(r.stderr).toContain('key ranges overlap: 3 files, 2 pairs');
@@ -82,7 +63,7 @@ describe('shardpipe ingest: BullMQ flow into a real 3-node cluster', () => {
   });
 
   it('refuses a folder without _SUCCESS unless told otherwise', async () => {
-    const drop = await writeSparkDrop(join(dir, 'drop-b'), { files: 1, rowsPerFile: 100, success: false, prefix: 'b-' });
+    const drop = await writeSparkDrop(join(stack.dir, 'drop-b'), { files: 1, rowsPerFile: 100, success: false, prefix: 'b-' });
     const refused = await ingest(drop.dir);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toContain('_SUCCESS');
@@ -93,7 +74,7 @@ describe('shardpipe ingest: BullMQ flow into a real 3-node cluster', () => {
   });
 
   it('null keys and oversized values become rejects with file, row group, row and reason; a corrupt file fails alone (exit 2)', async () => {
-    const folder = join(dir, 'drop-c');
+    const folder = join(stack.dir, 'drop-c');
     await writeSparkDrop(folder, { files: 2, rowsPerFile: 1000, prefix: 'c-' });
     const ids = Array.from({ length: 50 }, (_, i) => (i % 10 === 3 ? null : `zz-${String(i).padStart(4, '0')}`));
     await writeFile(join(folder, 'part-09999-bad-rows.parquet'), toParquet({ id: ids, payload: ids.map((_, i) => (i === 7 ? 'x'.repeat(5 * 1024 * 1024) : 'ok')) }, 'SNAPPY', 20));
@@ -108,8 +89,8 @@ describe('shardpipe ingest: BullMQ flow into a real 3-node cluster', () => {
     expect(report.rowsRejected).toBe(6);
     expect(report.rowsIngested).toBe(2000 + 44);
     // One file for the whole ingest; the children's parts are gone.
-    expect(report.rejectsPath).toBe(join(dir, 'data', 'rejects', `${report.id}.ndjson`));
-    await expect(readdir(join(dir, 'data', 'rejects', report.id))).rejects.toThrow(/ENOENT/);
+    expect(report.rejectsPath).toBe(join(stack.dir, 'data', 'rejects', `${report.id}.ndjson`));
+    await expect(readdir(join(stack.dir, 'data', 'rejects', report.id))).rejects.toThrow(/ENOENT/);
     const lines = (await readFile(report.rejectsPath, 'utf8'))
       .split('\n')
       .filter(Boolean)
@@ -124,8 +105,8 @@ describe('shardpipe ingest: BullMQ flow into a real 3-node cluster', () => {
   });
 
   it('a worker killed with SIGKILL mid-ingest: running the same command again completes, re-sends little, and the store holds exactly the input', async () => {
-    const drop = await writeSparkDrop(join(dir, 'drop-d'), { files: 3, rowsPerFile: 20_000, rowGroupRows: 2000, prefix: 'd-' });
-    const args = ['ingest', drop.dir, '--key-column', 'id', '--value-column', 'payload', '--seeds', cluster.seeds.join(','), '--redis', redis.url, '--data-dir', join(dir, 'data'), '--json', '--lock-duration', '2s', '--log-level', 'warn'];
+    const drop = await writeSparkDrop(join(stack.dir, 'drop-d'), { files: 3, rowsPerFile: 20_000, rowGroupRows: 2000, prefix: 'd-' });
+    const args = ['ingest', drop.dir, '--key-column', 'id', '--value-column', 'payload', ...stack.cliArgs, '--data-dir', join(stack.dir, 'data'), '--json', '--lock-duration', '2s', '--log-level', 'warn'];
     const first = spawn(process.execPath, [CLI, ...args, '--max-rows-per-second', '10000'], { stdio: 'ignore' });
     // Kill once a good part of the input is in the store.
     for (;;) {
@@ -150,8 +131,8 @@ describe('shardpipe ingest: BullMQ flow into a real 3-node cluster', () => {
     // Every write takes the next etag of its partition and nothing else writes meanwhile, so a
     // partition's etag span counts its writes: writes beyond one per row were re-sends.
     const spans = new Map<number, { min: number; max: number }>();
-    const map = await client.map();
-    for await (const batch of client.scanAll(Buffer.from('d-'), Buffer.from('d.'))) {
+    const map = await stack.client.map();
+    for await (const batch of stack.client.scanAll(Buffer.from('d-'), Buffer.from('d.'))) {
       for (const e of batch) {
         const p = map.lookup(e.key).id;
         const span = spans.get(p) ?? { min: Infinity, max: 0 };
@@ -165,8 +146,8 @@ describe('shardpipe ingest: BullMQ flow into a real 3-node cluster', () => {
   });
 
   it('a store node restarted mid-ingest: the ingest completes with nothing lost', async () => {
-    const drop = await writeSparkDrop(join(dir, 'drop-e'), { files: 2, rowsPerFile: 20_000, rowGroupRows: 2000, prefix: 'e-' });
-    const owner = cluster.nodes.find((n) => n.address === cluster.map.lookup(Buffer.from('e-')).node)!;
+    const drop = await writeSparkDrop(join(stack.dir, 'drop-e'), { files: 2, rowsPerFile: 20_000, rowGroupRows: 2000, prefix: 'e-' });
+    const owner = stack.cluster.nodes.find((n) => n.address === stack.cluster.map.lookup(Buffer.from('e-')).node)!;
     expect(owner).toBeDefined();
     const run = ingest(drop.dir, '--value-column', 'payload', '--max-rows-per-second', '8000');
     for (;;) {
@@ -185,7 +166,7 @@ describe('shardpipe ingest: BullMQ flow into a real 3-node cluster', () => {
   });
 
   it('a file without the key column fails alone with INGEST_KEY_COLUMN_MISSING; the others are ingested', async () => {
-    const folder = join(dir, 'drop-f');
+    const folder = join(stack.dir, 'drop-f');
     const drop = await writeSparkDrop(folder, { files: 1, rowsPerFile: 300, prefix: 'f-' });
     await writeFile(join(folder, 'part-00007-other-schema.parquet'), toParquet({ user: ['x', 'y'], payload: ['1', '2'] }, 'ZSTD', 10));
     const r = await ingest(folder, '--value-column', 'payload');
@@ -203,7 +184,7 @@ describe('shardpipe ingest: BullMQ flow into a real 3-node cluster', () => {
     for (const name of picks) {
       const entry = manifest.find((e) => e.file.endsWith(`/${name}`))!;
       expect(entry.keyColumn, name).toBeDefined();
-      const r = await runCli(['ingest', join(REAL_DATA_DIR, entry.file), '--key-column', entry.keyColumn!, '--seeds', cluster.seeds.join(','), '--redis', redis.url, '--data-dir', join(dir, 'data'), '--json', '--log-level', 'warn']);
+      const r = await runCli(['ingest', join(REAL_DATA_DIR, entry.file), '--key-column', entry.keyColumn!, ...stack.cliArgs, '--data-dir', join(stack.dir, 'data'), '--json', '--log-level', 'warn']);
       expect([0, 2], `${name}: ${r.stderr}`).toContain(r.code);
       const report = JSON.parse(r.stdout);
       expect(report.filesFailed, name).toBe(0);
@@ -213,7 +194,7 @@ describe('shardpipe ingest: BullMQ flow into a real 3-node cluster', () => {
   }, 120_000);
 
   it('--max-rejects: beyond the budget the ingest fails (exit 1) and says why', async () => {
-    const folder = join(dir, 'drop-g');
+    const folder = join(stack.dir, 'drop-g');
     await mkdir(folder);
     const ids = Array.from({ length: 400 }, (_, i) => (i % 4 === 0 ? null : `g-${String(i).padStart(4, '0')}`));
     await writeFile(join(folder, 'part-00000.parquet'), toParquet({ id: ids, payload: ids.map(() => 'v') }, 'SNAPPY', 50));

@@ -1,11 +1,10 @@
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parquetMetadata } from 'hyparquet';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PrivateRedis } from '../../jobs/index.js';
+import { describe, expect, it } from 'vitest';
 import { StoreClient } from '../../store/index.js';
 import { StoreCluster, runCli } from '../helpers/store-cluster.js';
+import { useStack } from '../helpers/stack.js';
 import { toParquet } from '../helpers/spark-drop.js';
 
 /** `count` rows with keys `${prefix}000000…`, in key order; `nullEvery` > 0 nulls every n-th key. */
@@ -15,36 +14,19 @@ function columns(prefix: string, count: number, nullEvery = 0): { id: Array<stri
 }
 
 describe('ingest reports say what happened: first real error, stored rows, rejects, empty files and drops', () => {
-  let dir: string;
-  let redis: PrivateRedis;
-  let cluster: StoreCluster;
-  let client: StoreClient;
-
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'shardpipe-ingest-reports-'));
-    redis = await PrivateRedis.start({ dataDir: join(dir, 'redis') });
-    cluster = await StoreCluster.start({ nodes: 2, partitions: 4 });
-    client = new StoreClient({ seeds: cluster.seeds });
-  });
-
-  afterAll(async () => {
-    client?.close();
-    await cluster?.close();
-    await redis?.stop();
-    await rm(dir, { recursive: true, force: true });
-  });
+  const stack = useStack({ prefix: 'shardpipe-ingest-reports-', nodes: 2, partitions: 4 });
 
   const ingest = (source: string, ...extra: string[]) =>
-    runCli(['ingest', source, '--key-column', 'id', '--value-column', 'payload', '--seeds', cluster.seeds.join(','), '--redis', redis.url, '--data-dir', join(dir, 'data'), '--json', '--log-level', 'warn', ...extra]);
+    runCli(['ingest', source, '--key-column', 'id', '--value-column', 'payload', ...stack.cliArgs, '--data-dir', join(stack.dir, 'data'), '--json', '--log-level', 'warn', ...extra]);
 
   /** Entries in the store whose key starts with `prefix` (one ASCII prefix ending below '~'). */
   const stored = async (prefix: string): Promise<number> => {
     const end = prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
-    return (await client.checksum(Buffer.from(prefix), Buffer.from(end))).count;
+    return (await stack.client.checksum(Buffer.from(prefix), Buffer.from(end))).count;
   };
 
   it('a Parquet file with a corrupt page (footer intact): the decode error is reported, not a cancellation, and rowsIngested is what the store holds', async () => {
-    const folder = join(dir, 'drop-corrupt-page');
+    const folder = join(stack.dir, 'drop-corrupt-page');
     await mkdir(folder);
     // 6 row groups of 5000 rows; each row group is several BulkInsert calls, so calls are in flight when row group 3 fails.
     const bytes = Buffer.from(toParquet(columns('cp-', 30_000), 'SNAPPY', 5000));
@@ -75,7 +57,7 @@ describe('ingest reports say what happened: first real error, stored rows, rejec
   });
 
   it('--max-rejects exceeded: the rejects are reported and the file that crossed the line is named; clean files are not blamed', async () => {
-    const folder = join(dir, 'drop-max-rejects');
+    const folder = join(stack.dir, 'drop-max-rejects');
     await mkdir(folder);
     // Every 4th key is null: 25 rejects per 100 rows, the budget of 10 is crossed in this file's first batch.
     await writeFile(join(folder, 'part-00000-dirty.parquet'), toParquet(columns('mr-a-', 400, 4), 'SNAPPY', 50));
@@ -107,7 +89,7 @@ describe('ingest reports say what happened: first real error, stored rows, rejec
   });
 
   it('a 0-byte file fails alone as empty (INGEST_EMPTY_FILE, named); the other files are ingested', async () => {
-    const folder = join(dir, 'drop-empty-file');
+    const folder = join(stack.dir, 'drop-empty-file');
     await mkdir(folder);
     await writeFile(join(folder, 'part-00000-good.parquet'), toParquet(columns('ef-', 700), 'ZSTD', 200));
     await writeFile(join(folder, 'part-00001-empty.parquet'), '');
@@ -129,7 +111,7 @@ describe('ingest reports say what happened: first real error, stored rows, rejec
   });
 
   it('a drop holding only _SUCCESS: exit 2 with INGEST_EMPTY_DROP, or exit 0 with --allow-empty', async () => {
-    const folder = join(dir, 'drop-only-success');
+    const folder = join(stack.dir, 'drop-only-success');
     await mkdir(folder);
     await writeFile(join(folder, '_SUCCESS'), '');
     await writeFile(join(folder, '.part-00000.crc'), 'crc');
@@ -148,14 +130,14 @@ describe('ingest reports say what happened: first real error, stored rows, rejec
     const strict = await StoreCluster.start({ nodes: 1, partitions: 2, extraArgs: ['--max-key-bytes', '64'] });
     const strictClient = new StoreClient({ seeds: strict.seeds });
     try {
-      const folder = join(dir, 'drop-store-error');
+      const folder = join(stack.dir, 'drop-store-error');
       await mkdir(folder);
       const { id, payload } = columns('se-', 20_000);
       // Still in key order: just after se-015000.
       id[15_000] = `${id[15_000]}${'z'.repeat(100)}`;
       await writeFile(join(folder, 'part-00000.parquet'), toParquet({ id, payload }, 'SNAPPY', 2000));
       await writeFile(join(folder, '_SUCCESS'), '');
-      const r = await runCli(['ingest', folder, '--key-column', 'id', '--value-column', 'payload', '--seeds', strict.seeds.join(','), '--redis', redis.url, '--data-dir', join(dir, 'data'), '--json', '--log-level', 'warn']);
+      const r = await runCli(['ingest', folder, '--key-column', 'id', '--value-column', 'payload', '--seeds', strict.seeds.join(','), '--redis', stack.redis.url, '--data-dir', join(stack.dir, 'data'), '--json', '--log-level', 'warn']);
       expect(r.code, r.stderr).toBe(2);
       const report = JSON.parse(r.stdout);
       expect(report.failures[0].reason).toContain('STORE_INVALID_KEY');

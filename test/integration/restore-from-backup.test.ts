@@ -1,13 +1,12 @@
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { newBackupId, openBackupTarget, parquetShardStream, shardFileName, writeManifest, type BackupManifest, type BackupTarget, type ShardStreamStats } from '../../backup/index.js';
-import { PrivateRedis } from '../../jobs/index.js';
 import { RangeDigest, StoreClient, type StoredEntry } from '../../store/index.js';
 import { Azurite } from '../helpers/azurite.js';
 import { StoreCluster, runCli, sortedRows } from '../helpers/store-cluster.js';
-import { makeTempDir, type TempDir } from '../helpers/temp-dir.js';
+import { useStack } from '../helpers/stack.js';
 
 async function scanAll(client: StoreClient): Promise<StoredEntry[]> {
   const out: StoredEntry[] = [];
@@ -52,42 +51,32 @@ async function backUp(client: StoreClient, target: BackupTarget, splits: string[
 }
 
 describe('backup (backup module writer) then shardpipe restore into other clusters', () => {
-  let tmp: TempDir;
-  let redis: PrivateRedis;
-  let source: StoreCluster;
-  let sourceClient: StoreClient;
   let sourceEntries: StoredEntry[];
   let manifest: BackupManifest;
   let folder: string;
 
-  beforeAll(async () => {
-    tmp = await makeTempDir('shardpipe-restore-e2e-');
-    redis = await PrivateRedis.start({ dataDir: tmp.sub('redis') });
-    source = await StoreCluster.start({ nodes: 2, partitions: 3 });
-    sourceClient = new StoreClient({ seeds: source.seeds });
-    const now = Date.now();
-    // Etags and update times come from the source nodes; a third of the rows have TTLs an hour out.
-    await sourceClient.bulkPutAll(sortedRows(24_000, 1).map((chunk) => chunk.map((r, i) => ({ ...r, expiresAtMs: i % 3 === 0 ? now + 3_600_000 : 0 }))));
-    sourceEntries = await scanAll(sourceClient);
-    expect(sourceEntries).toHaveLength(24_000);
-    folder = tmp.sub('backups');
-    const target = openBackupTarget(pathToFileURL(folder).href);
-    manifest = await backUp(sourceClient, target, ['3000', '9000', 'c000']);
-    await target.close();
-  });
-
-  afterAll(async () => {
-    sourceClient?.close();
-    await source?.close();
-    await redis?.stop();
-    await tmp?.remove();
+  const stack = useStack({
+    prefix: 'shardpipe-restore-e2e-',
+    nodes: 2,
+    partitions: 3,
+    seed: async ({ cluster: source, client: sourceClient, redis }) => {
+      const now = Date.now();
+      // Etags and update times come from the source nodes; a third of the rows have TTLs an hour out.
+      await sourceClient.bulkPutAll(sortedRows(24_000, 1).map((chunk) => chunk.map((r, i) => ({ ...r, expiresAtMs: i % 3 === 0 ? now + 3_600_000 : 0 }))));
+      sourceEntries = await scanAll(sourceClient);
+      expect(sourceEntries).toHaveLength(24_000);
+      folder = stack.sub('backups');
+      const target = openBackupTarget(pathToFileURL(folder).href);
+      manifest = await backUp(sourceClient, target, ['3000', '9000', 'c000']);
+      await target.close();
+    },
   });
 
   it('file:// target into a 3-node, 5-partition cluster: verify passes and every key, value, etag, update time and TTL matches the source', async () => {
     const target = await StoreCluster.start({ nodes: 3, partitions: 5 });
     const client = new StoreClient({ seeds: target.seeds });
     try {
-      const r = await runCli(['restore', manifest.backupId, '--target', pathToFileURL(folder).href, '--seeds', target.seeds.join(','), '--redis', redis.url, '--data-dir', tmp.sub('data'), '--verify', '--json', '--log-level', 'warn']);
+      const r = await runCli(['restore', manifest.backupId, '--target', pathToFileURL(folder).href, '--seeds', target.seeds.join(','), '--redis', stack.redis.url, '--data-dir', stack.sub('data'), '--verify', '--json', '--log-level', 'warn']);
       expect(r.code, r.stderr).toBe(0);
       expect(JSON.parse(r.stdout)).toMatchObject({ backupId: manifest.backupId, rowsRestored: 24_000, shards: 4, verified: true, mismatches: [] });
       expect((await scanAll(client)).map(plain)).toEqual(sourceEntries.map(plain));
@@ -104,9 +93,9 @@ describe('backup (backup module writer) then shardpipe restore into other cluste
     try {
       const container = await azurite.createContainer();
       await azurite.uploadFolder(container, join(folder, manifest.backupId), `nightly/${manifest.backupId}`);
-      const dataDir = tmp.sub('data-az');
+      const dataDir = stack.sub('data-az');
       const url = `az://${container.containerName}/nightly`;
-      const args = ['restore', manifest.backupId, '--target', url, '--seeds', target.seeds.join(','), '--redis', redis.url, '--data-dir', dataDir, '--json', '--log-level', 'warn'];
+      const args = ['restore', manifest.backupId, '--target', url, '--seeds', target.seeds.join(','), '--redis', stack.redis.url, '--data-dir', dataDir, '--json', '--log-level', 'warn'];
       const dry = await runCli([...args, '--dry-run'], { AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString });
       expect(dry.code, dry.stderr).toBe(0);
       expect(JSON.parse(dry.stdout)).toMatchObject({ rows: 24_000, targetPartitions: 2, samePartitioning: false });

@@ -1,14 +1,13 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { openBackupTarget, readManifest, type BackupManifest } from '../../backup/index.js';
 import { findFreePort } from '../../common/index.js';
-import { PrivateRedis } from '../../jobs/index.js';
 import { openLocalShard, readShardRows, verifyRestore, type ShardSpec } from '../../restore/index.js';
 import { Key, PartitionMap, StoreClient, partitionContains, type Partition, type StoredEntry } from '../../store/index.js';
 import { NodeProcess, StoreCluster, runCli, sortedRows } from '../helpers/store-cluster.js';
-import { makeTempDir, type TempDir } from '../helpers/temp-dir.js';
+import { useStack } from '../helpers/stack.js';
 
 async function scanRange(client: StoreClient, start = Buffer.alloc(0), end = Buffer.alloc(0)): Promise<StoredEntry[]> {
   const out: StoredEntry[] = [];
@@ -20,54 +19,45 @@ const plain = (e: StoredEntry) => ({ key: e.key.toString('hex'), value: e.value.
 const inPartition = (p: Pick<Partition, 'start' | 'end'>) => (e: { key: Buffer }) => partitionContains(p, e.key);
 
 describe('shardpipe restore --partitions / --range: restoring part of a backup (replacing a failed store node)', () => {
-  let tmp: TempDir;
-  let redis: PrivateRedis;
-  let source: StoreCluster;
-  let sourceClient: StoreClient;
   let backedUp: StoredEntry[];
   let backupId: string;
   let targetUrl: string;
   const cli = (...args: string[]) => runCli([...args, '--log-level', 'warn']);
 
-  beforeAll(async () => {
-    tmp = await makeTempDir('shardpipe-restore-partial-');
-    redis = await PrivateRedis.start({ dataDir: tmp.sub('redis') });
-    // Three nodes, one partition each.
-    source = await StoreCluster.start({ nodes: 3, partitions: 3 });
-    sourceClient = new StoreClient({ seeds: source.seeds });
-    const now = Date.now();
-    await sourceClient.bulkPutAll(sortedRows(6000, 3).map((chunk) => chunk.map((r, i) => ({ ...r, expiresAtMs: i % 5 === 0 ? now + 3_600_000 : 0 }))));
-    targetUrl = pathToFileURL(tmp.sub('backups')).href;
-    const r = await cli('backup', 'run', '--target', targetUrl, '--seeds', source.seeds.join(','), '--redis', redis.url, '--data-dir', tmp.sub('data'), '--shard-rows', '700', '--json');
-    expect(r.code, r.stderr).toBe(0);
-    backupId = JSON.parse(r.stdout).backupId;
-    backedUp = await scanRange(sourceClient);
-    expect(backedUp).toHaveLength(6000);
-  }, 120_000);
-
-  afterAll(async () => {
-    sourceClient?.close();
-    await source?.close();
-    await redis?.stop();
-    await tmp?.remove();
+  // Three nodes, one partition each.
+  const stack = useStack({
+    prefix: 'shardpipe-restore-partial-',
+    nodes: 3,
+    partitions: 3,
+    timeoutMs: 120_000,
+    seed: async ({ cluster: source, client: sourceClient, redis }) => {
+      const now = Date.now();
+      await sourceClient.bulkPutAll(sortedRows(6000, 3).map((chunk) => chunk.map((r, i) => ({ ...r, expiresAtMs: i % 5 === 0 ? now + 3_600_000 : 0 }))));
+      targetUrl = pathToFileURL(stack.sub('backups')).href;
+      const r = await cli('backup', 'run', '--target', targetUrl, '--seeds', source.seeds.join(','), '--redis', redis.url, '--data-dir', stack.sub('data'), '--shard-rows', '700', '--json');
+      expect(r.code, r.stderr).toBe(0);
+      backupId = JSON.parse(r.stdout).backupId;
+      backedUp = await scanRange(sourceClient);
+      expect(backedUp).toHaveLength(6000);
+    },
   });
 
   it('runbook: a node and its disk are lost; a new empty node takes its partition (map v2) and `restore --partitions A --verify` brings back only that range', async () => {
-    const map = source.map;
+    const map = stack.cluster.map;
     const a = map.partitions[0]!;
     const b = map.partitions[1]!;
-    const deadIndex = source.nodes.findIndex((n) => n.address === a.node);
+    const deadIndex = stack.cluster.nodes.findIndex((n) => n.address === a.node);
     expect(map.partitionsOf(a.node).map((p) => p.id)).toEqual([a.id]);
 
     // After the backup, keys change in partitions A and B.
     const changedA = backedUp.filter(inPartition(a)).filter((_, i) => i % 50 === 0);
     const changedB = backedUp.filter(inPartition(b)).filter((_, i) => i % 50 === 0);
-    for (const e of [...changedA, ...changedB]) await sourceClient.put(Key.fromBytes(e.key), Buffer.from('newer than the backup'));
-    const afterChanges = await scanRange(sourceClient);
+    for (const e of [...changedA, ...changedB]) await stack.client.put(Key.fromBytes(e.key), Buffer.from('newer than the backup'));
+    const afterChanges = await scanRange(stack.client);
 
     // A's node dies with its disk.
-    await source.nodes[deadIndex]!.kill();
-    const healthy = source.nodes.filter((_, i) => i !== deadIndex).map((n) => n.address);
+    await stack.cluster.nodes[deadIndex]!.kill();
+    const healthy = stack.cluster.nodes.filter((_, i) => i !== deadIndex).map((n) => n.address);
 
     // The runbook: map --json → move A's partitions to NEW, version + 1 → start NEW → install.
     const current = await cli('cluster', 'map', '--json', '--seeds', healthy.join(','));
@@ -75,15 +65,15 @@ describe('shardpipe restore --partitions / --range: restoring part of a backup (
     const json = JSON.parse(current.stdout) as { version: number; partitions: Array<{ id: number; node: string }> };
     const newAddress = `127.0.0.1:${await findFreePort()}`;
     const edited = { ...json, version: json.version + 1, partitions: json.partitions.map((p) => (p.node === a.node ? { ...p, node: newAddress } : p)) };
-    const mapFile = tmp.sub('map-v2.json');
+    const mapFile = stack.sub('map-v2.json');
     await writeFile(mapFile, JSON.stringify(edited));
-    const fresh = new NodeProcess(newAddress, tmp.sub('new-node'), mapFile);
+    const fresh = new NodeProcess(newAddress, stack.sub('new-node'), mapFile);
     await fresh.start();
     try {
       const installed = await cli('cluster', 'install', '--map', mapFile);
       expect(installed.code, installed.stderr + installed.stdout).toBe(0);
       const seeds = [newAddress, ...healthy].join(',');
-      const args = ['restore', backupId, '--target', targetUrl, '--seeds', seeds, '--redis', redis.url, '--data-dir', tmp.sub('data')];
+      const args = ['restore', backupId, '--target', targetUrl, '--seeds', seeds, '--redis', stack.redis.url, '--data-dir', stack.sub('data')];
 
       // Unknown ids and malformed ranges are usage errors naming the value and the known ids.
       const badId = await cli(...args, '--partitions', `${a.id},9`);
@@ -152,7 +142,7 @@ describe('shardpipe restore --partitions / --range: restoring part of a backup (
       const low = backedUp[1234]!.key.toString('hex');
       const high = backedUp[2345]!.key.toString('hex');
       const tail = backedUp[5555]!.key.toString('hex');
-      const args = ['restore', backupId, '--target', targetUrl, '--seeds', target.seeds.join(','), '--redis', redis.url, '--data-dir', tmp.sub('data'), '--json'];
+      const args = ['restore', backupId, '--target', targetUrl, '--seeds', target.seeds.join(','), '--redis', stack.redis.url, '--data-dir', stack.sub('data'), '--json'];
       const dry = JSON.parse((await cli(...args, '--range', `${low}:${high}`, '--range', `${tail}:`, '--dry-run')).stdout);
       // The test is only worth something if the ranges cut through shard files.
       expect(dry.shards.some((s: { start: string; end: string; pieces: Array<{ start: string; end: string }> }) => s.pieces[0]!.start !== s.start)).toBe(true);
@@ -170,7 +160,7 @@ describe('shardpipe restore --partitions / --range: restoring part of a backup (
       const manifest = await readBackupManifest(targetUrl, backupId);
       const backupTarget = openBackupTarget(targetUrl);
       const readShard = async function* (shard: ShardSpec) {
-        const local = await openLocalShard(backupTarget, backupId, shard, { stagingDir: tmp.sub('staging') });
+        const local = await openLocalShard(backupTarget, backupId, shard, { stagingDir: stack.sub('staging') });
         yield* readShardRows(local.file, shard);
       };
       const selection = [{ start: low, end: high }, { start: tail, end: '' }];

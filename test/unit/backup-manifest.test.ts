@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { BackupError, backupIdTimeMs, isBackupId, newBackupId, parseBackupUrl, parseManifest, serializeManifest, shardFileName, type BackupManifest } from '../../backup/index.js';
+import { thrownBy } from '../helpers/rejection.js';
 
 const ID = '20261124T020000Z-3fa9c1';
 
@@ -21,13 +22,7 @@ function manifest(): BackupManifest {
 }
 
 function refusal(text: string, expect_: Parameters<typeof parseManifest>[1] = {}): BackupError {
-  try {
-    parseManifest(text, expect_);
-  } catch (err) {
-    expect(err).toBeInstanceOf(BackupError);
-    return err as BackupError;
-  }
-  throw new Error('the manifest was accepted');
+  return thrownBy(() => parseManifest(text, expect_), BackupError);
 }
 
 describe('backup ids', () => {

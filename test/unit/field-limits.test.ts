@@ -18,6 +18,7 @@ import {
   requestDescOf,
 } from '../../store/index.js';
 import { makeTempDir, type TempDir } from '../helpers/temp-dir.js';
+import { thrownBy } from '../helpers/rejection.js';
 
 const ctx = { maxKeyBytes: 64, maxValueBytes: 1000 };
 
@@ -36,15 +37,7 @@ function requestMessages(): DescMessage[] {
   return [...seen.values()];
 }
 
-function refusal(fn: () => void): StoreError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof StoreError) return err;
-    throw err;
-  }
-  throw new Error('expected a StoreError');
-}
+const refusal = (fn: () => void): StoreError => thrownBy(fn, StoreError);
 
 describe('FIELD_LIMITS', () => {
   it('documents a range for every field of every request message of store.proto, and nothing else', () => {

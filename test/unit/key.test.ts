@@ -1,16 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_MAX_KEY_BYTES, Key, StoreError, displayBytes } from '../../store/index.js';
+import { thrownBy } from '../helpers/rejection.js';
 
 /** Runs `fn`, expecting a StoreError; returns it. */
-function storeErrorOf(fn: () => unknown): StoreError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(StoreError);
-    return err as StoreError;
-  }
-  throw new Error('expected a StoreError, nothing was thrown');
-}
+const storeErrorOf = (fn: () => unknown): StoreError => thrownBy(fn, StoreError);
 
 describe('Key validation', () => {
   it('rejects an empty key with STORE_INVALID_KEY', () => {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { PartitionMap, StoreError, partitionContains, type Partition, type PartitionMapJson } from '../../store/index.js';
 import { PartitionMapProto } from '../../store/proto/gen/shardpipe/store/v1/store.js';
+import { thrownBy } from '../helpers/rejection.js';
 
 const NODES = ['127.0.0.1:7001', '127.0.0.1:7002', '127.0.0.1:7003'];
 const b = (text: string) => Buffer.from(text, 'latin1');
@@ -12,14 +13,9 @@ function part(id: number, start: string, end: string, node = NODES[0]!): Partiti
 
 /** Runs `fn`, expecting StoreError STORE_INVALID_MAP; returns its message. */
 function invalidMapMessage(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(StoreError);
-    expect((err as StoreError).code).toBe('STORE_INVALID_MAP');
-    return (err as StoreError).message;
-  }
-  throw new Error('expected STORE_INVALID_MAP, nothing was thrown');
+  const err = thrownBy(fn, StoreError);
+  expect(err.code).toBe('STORE_INVALID_MAP');
+  return err.message;
 }
 
 /** Reference lookup: the one partition whose [start, end) holds the key. */

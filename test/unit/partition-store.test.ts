@@ -2,6 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { PartitionStore, RangeDigest, StoreError, type BulkRowInput, type PartitionStoreOptions, type StoredEntry } from '../../store/index.js';
 import { encodedRecordLength } from '../../store/record.js';
 import { makeTempDir, type TempDir } from '../helpers/temp-dir.js';
+import { rejectionOf } from '../helpers/rejection.js';
 
 const EMPTY = Buffer.alloc(0);
 const b = (text: string) => Buffer.from(text, 'latin1');
@@ -41,15 +42,7 @@ async function batchesOf(store: PartitionStore, start: Buffer, end: Buffer, opti
   return out;
 }
 
-async function rejection(promise: Promise<unknown>): Promise<StoreError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).toBeInstanceOf(StoreError);
-    return err as StoreError;
-  }
-  throw new Error('expected the promise to reject with a StoreError');
-}
+const rejection = (promise: Promise<unknown>): Promise<StoreError> => rejectionOf(promise, StoreError);
 
 /** 'settled' when `promise` settles within `ms`, otherwise 'pending'. */
 async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<'settled' | 'pending'> {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { MAX_TIME_MS, RECORD_FORMAT_VERSION, StoreError, decodeRecord, encodeRecord, isExpired, type StoredRecord } from '../../store/index.js';
 import { encodedRecordLength, readU64, writeU64 } from '../../store/record.js';
+import { thrownBy } from '../helpers/rejection.js';
 
 function roundTrip(record: StoredRecord): StoredRecord {
   return decodeRecord(encodeRecord(record));
@@ -65,15 +66,9 @@ describe('encodeRecord / decodeRecord', () => {
   it.each([0, 2, 0xff])('rejects format version byte %d with STORE_INTERNAL', (version) => {
     const bytes = encodeRecord({ value: Buffer.from('v'), etag: 1, updatedAtMs: 1, expiresAtMs: 0 });
     bytes[0] = version;
-    let caught: unknown;
-    try {
-      decodeRecord(bytes);
-    } catch (err) {
-      caught = err;
-    }
-    expect(caught).toBeInstanceOf(StoreError);
-    expect((caught as StoreError).code).toBe('STORE_INTERNAL');
-    expect((caught as StoreError).message).toBe(`unreadable record: format version ${version}, 19 bytes`);
+    const caught = thrownBy(() => decodeRecord(bytes), StoreError);
+    expect(caught.code).toBe('STORE_INTERNAL');
+    expect(caught.message).toBe(`unreadable record: format version ${version}, 19 bytes`);
   });
 
   it('rejects input shorter than the header with STORE_INTERNAL', () => {
@@ -87,14 +82,8 @@ describe('encodeRecord / decodeRecord', () => {
   it('rejects a truncated record whose expiry flag is set with STORE_INTERNAL', () => {
     const full = encodeRecord({ value: Buffer.alloc(0), etag: 1, updatedAtMs: 1, expiresAtMs: 99 });
     const truncated = full.subarray(0, 20);
-    let caught: unknown;
-    try {
-      decodeRecord(truncated);
-    } catch (err) {
-      caught = err;
-    }
-    expect(caught).toBeInstanceOf(StoreError);
-    expect((caught as StoreError).code).toBe('STORE_INTERNAL');
+    const caught = thrownBy(() => decodeRecord(truncated), StoreError);
+    expect(caught.code).toBe('STORE_INTERNAL');
   });
 });
 
