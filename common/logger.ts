@@ -55,15 +55,16 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const pretty = options.pretty ?? process.stderr.isTTY === true;
   const base = { ...options.base };
   const level = options.level ?? 'info';
-  const hooks = options.onError ? errorHook(options.onError) : undefined;
+  // pino takes `hooks: undefined` as "no hooks at all" and fails: pass the key only with a hook.
+  const hooks = options.onError ? { hooks: errorHook(options.onError) } : {};
   if (pretty) {
     return pino({
       level,
       base,
       redact: REDACT,
-      hooks,
+      ...hooks,
       transport: { target: 'pino-pretty', options: { destination: 2, colorize: true, translateTime: 'SYS:HH:MM:ss.l' } },
     });
   }
-  return pino({ level, base, redact: REDACT, hooks }, pino.destination({ dest: 2, sync: true }));
+  return pino({ level, base, redact: REDACT, ...hooks }, pino.destination({ dest: 2, sync: true }));
 }

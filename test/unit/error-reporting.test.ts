@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ShardpipeError, isUnexpectedError, scrubSecrets } from '../../common/index.js';
+import { ShardpipeError, createLogger, isUnexpectedError, scrubSecrets } from '../../common/index.js';
 
 describe('scrubSecrets', () => {
   it('blanks secret fields, bearer and basic credentials, URL passwords, Azure keys and known secrets anywhere in an event', () => {
@@ -52,5 +52,23 @@ describe('isUnexpectedError', () => {
     expect(isUnexpectedError(new ShardpipeError('INGEST_INCOMPLETE_DROP', 'no _SUCCESS'))).toBe(false);
     expect(isUnexpectedError(new ShardpipeError('STORE_UNAVAILABLE', 'down', { retryable: true }))).toBe(false);
     expect(isUnexpectedError(new DOMException('aborted', 'AbortError'))).toBe(false);
+  });
+});
+
+describe('createLogger onError', () => {
+  it('hands error and fatal lines with an err to onError with their bound and plain fields; other lines and loggers without a hook are untouched', () => {
+    const seen: Array<[unknown, Record<string, unknown>]> = [];
+    const logger = createLogger({ level: 'error', pretty: false, onError: (err, fields) => seen.push([err, fields]) });
+    const boom = new TypeError('boom');
+    logger.child({ module: 'store', partition: 3 }).error({ err: boom, jobId: 'j-1', nested: { no: 1 } }, 'request failed');
+    logger.error({ code: 'X' }, 'an error line without err');
+    logger.warn({ err: boom }, 'a warning');
+    logger.fatal({ err: 'a string' }, 'fatal');
+    expect(seen).toEqual([
+      [boom, { module: 'store', partition: 3, jobId: 'j-1' }],
+      ['a string', {}],
+    ]);
+    // Without a hook, pino's own defaults stay (passing `hooks: undefined` would break every log call).
+    expect(() => createLogger({ level: 'error', pretty: false }).error({ err: boom }, 'plain')).not.toThrow();
   });
 });
