@@ -242,6 +242,9 @@ describe('every metric a rule or dashboard names is exported by a running stack'
     const after = Date.now() / 1000;
     const backupReport = JSON.parse(backup.stdout) as { target: string; rows: number };
     expect(backupReport.rows).toBe(ingestReport.rowsIngested);
+    // A nightly schedule of the same target (by the folder path, as a user may type it): its period is exported under the workers' target label.
+    const schedule = await cli(['backup', 'schedule', '--target', tmp.sub('backups'), '--cron', '0 2 * * *', '--name', 'nightly']);
+    expect(schedule.code, schedule.stderr).toBe(0);
 
     // The metrics server's gauges appear once a poll has heard from the nodes.
     await expect.poll(async () => (await fetch(`${metricsUrl}readyz`)).status, { timeout: 20_000 }).toBe(200);
@@ -266,6 +269,7 @@ describe('every metric a rule or dashboard names is exported by a running stack'
     const completedAt = sampleValue(workerScrape, 'shardpipe_backup_last_success_timestamp_seconds', { target: backupReport.target });
     expect(completedAt).toBeGreaterThanOrEqual(before);
     expect(completedAt).toBeLessThanOrEqual(after);
+    expect(sampleValue(serverScrape, 'shardpipe_backup_schedule_interval_seconds', { schedule: 'nightly', target: backupReport.target })).toBe(86_400);
     for (const [i, scrapeOf] of nodeScrapes.entries()) {
       const node = cluster.nodes[i]!;
       const fs = await statfs(node.dataDir);
