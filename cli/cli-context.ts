@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { AuthTokens, canServeTls, createLogger, loadTls, type Logger, type TlsMaterial } from '../common/index.js';
+import { AuthTokens, NO_ERROR_REPORTER, canServeTls, createLogger, loadTls, type ErrorReporter, type Logger, type TlsMaterial } from '../common/index.js';
 import type { StoreCredentials } from '../store/index.js';
 import { CliUsageError, type CliEnv, type LoadedConfig, type SettingName } from './cli-env.js';
 import { CliLifecycle } from './cli-lifecycle.js';
@@ -13,6 +13,8 @@ export class CliContext {
   private logFormat: CliEnv['SHARDPIPE_LOG_FORMAT'];
   /** The process's one signal handler and the components it closes, in reverse start order. */
   readonly lifecycle = new CliLifecycle({ logger: () => this.logger });
+  /** Where unexpected errors are sent (SENTRY_DSN); set by the entry before any command runs. */
+  errors: ErrorReporter = NO_ERROR_REPORTER;
 
   constructor(config: LoadedConfig) {
     this.loaded = config;
@@ -59,6 +61,23 @@ export class CliContext {
     return this.tlsMaterial();
   }
 
+  /** What this process must never send anywhere: its token, passwords in its URLs, its Azure credentials. */
+  secrets(): string[] {
+    const out = [this.env.SHARDPIPE_TOKEN, this.env.AZURE_STORAGE_CONNECTION_STRING];
+    try {
+      out.push(this.token());
+    } catch {
+      // An unreadable token file is reported by the command that needs it; there is no secret to hide.
+    }
+    for (const url of [this.env.SHARDPIPE_REDIS_URL, this.env.SHARDPIPE_METRICS_URL]) {
+      if (url === undefined || !URL.canParse(url)) continue;
+      const { username, password } = new URL(url);
+      // A user name alone may be a password (Redis ACL); beside a password it is just a name.
+      out.push(decodeURIComponent(password || username));
+    }
+    return out.filter((s): s is string => s !== undefined && s !== '');
+  }
+
   /** SHARDPIPE_TOKEN, else the content of SHARDPIPE_TOKEN_FILE; undefined when neither is set. */
   token(): string | undefined {
     if (this.env.SHARDPIPE_TOKEN !== undefined) return this.env.SHARDPIPE_TOKEN;
@@ -99,6 +118,7 @@ export class CliContext {
     this.rootLogger ??= createLogger({
       level: this.logLevel ?? 'info',
       pretty: this.logFormat === undefined ? undefined : this.logFormat === 'pretty',
+      onError: (err, fields) => this.errors.report(err, fields),
     });
     return this.rootLogger;
   }

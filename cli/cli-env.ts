@@ -22,6 +22,7 @@ export const SETTINGS = {
   SHARDPIPE_TLS_CA: { file: 'tlsCa', about: 'PEM CA bundle: clients trust servers signed by it; servers require client certificates signed by it', default: undefined },
   SHARDPIPE_TLS_CERT: { file: 'tlsCert', about: 'PEM certificate: a server\'s identity (serves TLS), a client\'s certificate for mutual TLS', default: undefined },
   SHARDPIPE_TLS_KEY: { file: 'tlsKey', about: 'PEM private key of SHARDPIPE_TLS_CERT', default: undefined },
+  SENTRY_DSN: { file: 'sentryDsn', about: 'send unexpected errors (not user errors with a stable code) to this Sentry DSN; unset = nothing is loaded or sent', default: undefined },
 } as const;
 
 export type SettingName = keyof typeof SETTINGS;
@@ -40,6 +41,7 @@ const envSchema = z.object({
   SHARDPIPE_TLS_CA: z.string().min(1).optional(),
   SHARDPIPE_TLS_CERT: z.string().min(1).optional(),
   SHARDPIPE_TLS_KEY: z.string().min(1).optional(),
+  SENTRY_DSN: z.string().regex(/^https?:\/\/[^@/]+@[^/]+\/\S+$/, 'must be a Sentry DSN: https://KEY@HOST/PROJECT').optional(),
 });
 
 /** The settings the CLI reads, validated once at start. */

@@ -1,5 +1,6 @@
-import { CommanderError } from 'commander';
-import { ConfigError, ShardpipeError } from '../common/index.js';
+import { readFileSync } from 'node:fs';
+import { CommanderError, type Command } from 'commander';
+import { ConfigError, ShardpipeError, startErrorReporting } from '../common/index.js';
 import { CliContext } from './cli-context.js';
 import { CliUsageError, loadCliConfig } from './cli-env.js';
 import { EXIT } from './cli-io.js';
@@ -14,15 +15,34 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`shardpipe: ${(err as Error).message}\n`);
     return EXIT.usage;
   }
+  const dsn = ctx.env.SENTRY_DSN;
+  // Loaded only with a DSN: a command's start-up pays nothing for error reporting otherwise.
+  if (dsn !== undefined) ctx.errors = await startErrorReporting({ dsn, release: releaseName(), secrets: () => ctx.secrets(), logger: () => ctx.logger });
   const code = await run(ctx, argv);
   // Whatever the command started, stopped here in reverse order, also after a failure or a signal.
   const clean = await ctx.lifecycle.close();
+  await ctx.errors.flush();
   return !clean && code === EXIT.ok ? EXIT.failed : code;
+}
+
+/** `shardpipe@VERSION` from package.json, for error reports. */
+function releaseName(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return `shardpipe@${pkg.version}`;
+}
+
+/** The command's words, e.g. "store start". */
+function commandPath(command: Command): string {
+  const words: string[] = [];
+  for (let c: Command | null = command; c?.parent; c = c.parent) words.unshift(c.name());
+  return words.join(' ');
 }
 
 async function run(ctx: CliContext, argv: string[]): Promise<number> {
   try {
-    await buildProgram(ctx).parseAsync(argv);
+    const program = buildProgram(ctx);
+    program.hook('preAction', (_program, action) => ctx.errors.setContext({ command: commandPath(action) }));
+    await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
   } catch (thrown) {
     const err = ctx.lifecycle.interruption(thrown);
@@ -43,6 +63,7 @@ async function run(ctx: CliContext, argv: string[]): Promise<number> {
       return EXIT.usage;
     }
     const code = err instanceof ShardpipeError ? ` [${err.code}]` : '';
+    ctx.errors.report(err);
     process.stderr.write(`shardpipe: ${(err as Error).message ?? String(err)}${code}\n`);
     ctx.logger.debug({ err }, 'command failed');
     return EXIT.failed;

@@ -1,6 +1,8 @@
 export { ShardpipeError, isShardpipeError } from './shardpipe-error.js';
 export type { ErrorContext, ShardpipeErrorOptions } from './shardpipe-error.js';
 export { createLogger } from './logger.js';
+export { NO_ERROR_REPORTER, isUnexpectedError, scrubSecrets, startErrorReporting } from './error-reporting.js';
+export type { ErrorReporter, ErrorReportingOptions } from './error-reporting.js';
 export type { Logger, LoggerOptions } from './logger.js';
 export { parseDurationMs, formatDurationMs } from './duration.js';
 export type { DurationRange } from './duration.js';

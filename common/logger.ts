@@ -9,6 +9,12 @@ export interface LoggerOptions {
   pretty?: boolean;
   /** Bound to every line, e.g. `{ module: 'store' }`. */
   base?: Record<string, unknown>;
+  /**
+   * Called for every line at level error or fatal that carries an `err`, with the line's bound
+   * fields (module, partition, jobId, file…) and its other plain fields: where errors are handled,
+   * they are logged, so this is where an error reporter hears of them. Default: none.
+   */
+  onError?: (err: unknown, fields: Record<string, string | number | boolean>) => void;
 }
 
 /**
@@ -20,18 +26,45 @@ const REDACT = {
   censor: '***',
 };
 
+const ERROR_LEVEL = 50;
+
+/** A pino hook that hands error lines with an `err` to `onError`, then logs them as usual. */
+function errorHook(onError: NonNullable<LoggerOptions['onError']>): pino.LoggerOptions['hooks'] {
+  return {
+    logMethod(args, method, level) {
+      const first = args[0] as unknown;
+      if (level >= ERROR_LEVEL && typeof first === 'object' && first !== null && 'err' in first) {
+        const fields: Record<string, string | number | boolean> = {};
+        for (const [k, v] of Object.entries({ ...this.bindings(), ...first })) {
+          if (k !== 'err' && (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean')) fields[k] = v;
+        }
+        try {
+          onError((first as { err: unknown }).err, fields);
+        } catch (err) {
+          // A failing reporter must not cost the log line; its own failure is logged without the hook.
+          method.call(this, { reporterErr: err }, 'error reporter failed');
+        }
+      }
+      method.apply(this, args);
+    },
+  };
+}
+
 /** The root logger of a process: JSON lines on stderr, or pretty output on a terminal. */
 export function createLogger(options: LoggerOptions = {}): Logger {
   const pretty = options.pretty ?? process.stderr.isTTY === true;
   const base = { ...options.base };
   const level = options.level ?? 'info';
+  // pino takes `hooks: undefined` as "no hooks at all" and fails: pass the key only with a hook.
+  const hooks = options.onError ? { hooks: errorHook(options.onError) } : {};
   if (pretty) {
     return pino({
       level,
       base,
       redact: REDACT,
+      ...hooks,
       transport: { target: 'pino-pretty', options: { destination: 2, colorize: true, translateTime: 'SYS:HH:MM:ss.l' } },
     });
   }
-  return pino({ level, base, redact: REDACT }, pino.destination({ dest: 2, sync: true }));
+  return pino({ level, base, redact: REDACT, ...hooks }, pino.destination({ dest: 2, sync: true }));
 }

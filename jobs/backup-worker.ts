@@ -146,6 +146,7 @@ async function finishBackup(job: Job<BackupParentData>, options: BackupWorkerOpt
       totals: { rows, bytes },
     };
     await writeManifest(target, manifest, { signal });
+    options.metrics?.backupCompleted(target.url, Date.now());
     const durationMs = finishedAt.getTime() - data.startedAtMs;
     const report: BackupReport = {
       backupId: data.backupId,

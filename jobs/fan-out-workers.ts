@@ -1,5 +1,5 @@
 import { Worker, type ConnectionOptions, type Job } from 'bullmq';
-import type { Logger } from '../common/index.js';
+import { isUnexpectedError, type Logger } from '../common/index.js';
 import type { StoreClient } from '../store/index.js';
 import { decodeJobFailure, toBullmqError } from './job-failure.js';
 import type { JobMetrics } from './job-metrics.js';
@@ -57,7 +57,7 @@ export class FanOutWorkers<ChildData, ChildResult, ParentData, ParentResult> {
     const settings = workerSettings(options.connection, options.lockDurationMs);
     this.kind = config.kind;
     this.resources = config.resources ?? [];
-    this.workers = [worker(config.children, settings, options.concurrency ?? 2), worker(config.parents, settings, config.parents.concurrency)];
+    this.workers = [worker(config.children, settings, options.concurrency ?? 2, logger), worker(config.parents, settings, config.parents.concurrency, logger)];
     for (const worker of this.workers) {
       worker.on('error', (err) => logger.error({ err, queue: worker.name }, `${config.kind} worker error`));
       worker.on('failed', (job, err) => {
@@ -86,16 +86,33 @@ export class FanOutWorkers<ChildData, ChildResult, ParentData, ParentResult> {
   }
 }
 
-function worker<Data, Result>(side: FanOutQueue<Data, Result>, settings: ReturnType<typeof workerSettings>, concurrency: number): Worker<Data, Result> {
+function worker<Data, Result>(side: FanOutQueue<Data, Result>, settings: ReturnType<typeof workerSettings>, concurrency: number, logger: Logger): Worker<Data, Result> {
   return new Worker<Data, Result>(
     side.queue,
     async (job, _token, signal) => {
       try {
         return await side.process(job, signal);
       } catch (err) {
+        // A bug or an unplanned failure: its stack is logged here (and so reaches the error reporter);
+        // planned failures travel by code and are logged by the 'failed' listener.
+        if (isUnexpectedError(err) && !signal?.aborted) logger.error({ err, queue: side.queue, jobId: job.id, attemptsMade: job.attemptsMade, ...jobContext(job.data) }, 'job attempt failed with an unexpected error');
         throw toBullmqError(err);
       }
     },
     { ...settings, concurrency },
   );
+}
+
+/** What identifies a job's work in a report: its operation's id, file and shard, where its data has them. */
+function jobContext(data: unknown): Record<string, string | number> {
+  const d = (data ?? {}) as Record<string, unknown> & { file?: { relativePath?: unknown }; shard?: { index?: unknown; file?: unknown } };
+  const out: Record<string, string | number> = {};
+  for (const key of ['ingestId', 'backupId', 'restoreId', 'index'] as const) {
+    const v = d[key];
+    if (typeof v === 'string' || typeof v === 'number') out[key === 'index' ? 'shard' : key] = v;
+  }
+  if (typeof d.file?.relativePath === 'string') out.file = d.file.relativePath;
+  if (typeof d.shard?.index === 'number') out.shard = d.shard.index;
+  if (typeof d.shard?.file === 'string') out.file = d.shard.file;
+  return out;
 }

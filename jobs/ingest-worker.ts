@@ -39,6 +39,7 @@ async function processFile(job: Job<IngestFileData, IngestFileResult>, options: 
   // A resumed child keeps the rejects written before its checkpoint.
   const rejects = await RejectsWriter.open(data.rejectsPath, { append: data.checkpoint !== undefined });
   let rowsCounted = data.checkpoint?.rowsIngested ?? 0;
+  let rejectsCounted = data.checkpoint?.rowsRejected ?? 0;
   let final;
   try {
     if (data.checkpoint) log.info({ rowGroup: data.checkpoint.rowGroup, rowOffset: data.checkpoint.rowOffset, rowsDone: data.checkpoint.rowsDone }, 'resuming file from checkpoint');
@@ -57,6 +58,8 @@ async function processFile(job: Job<IngestFileData, IngestFileResult>, options: 
         onCheckpoint: async (checkpoint: FileCheckpoint) => {
           options.metrics?.addRows('ingest', checkpoint.rowsIngested - rowsCounted);
           rowsCounted = checkpoint.rowsIngested;
+          options.metrics?.addRejected('ingest', checkpoint.rowsRejected - rejectsCounted);
+          rejectsCounted = checkpoint.rowsRejected;
           await job.updateData({ ...data, checkpoint });
           await job.updateProgress(childProgress(data, checkpoint));
           if (data.spec.maxRejects !== undefined) await budget.check(String(job.id), data, checkpoint.rowsRejected);

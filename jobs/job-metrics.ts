@@ -1,5 +1,5 @@
 import type { Job, Worker } from 'bullmq';
-import { Counter, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 
 /** What a job moved: rows ingested into the store, written to backup shards, restored from them. */
 export type RowsKind = 'ingest' | 'backup' | 'restore';
@@ -13,7 +13,11 @@ const JOB_BUCKETS_SECONDS = [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 180
  *   (`outcome` "completed" or "failed"; a failed attempt that is retried counts as failed), from
  *   BullMQ's `processedOn` to `finishedOn` (or now);
  * - `shardpipe_rows_total{kind}` — rows moved, `kind` "ingest" | "backup" | "restore", incremented
- *   by job processors per acknowledged batch via `addRows`.
+ *   by job processors per acknowledged batch via `addRows`;
+ * - `shardpipe_rows_rejected_total{kind}` — rows an ingest rejected (written to its rejects file),
+ *   per checkpoint via `addRejected`;
+ * - `shardpipe_backup_last_success_timestamp_seconds{target}` — Unix time at which the last backup
+ *   to that target (redacted URL) wrote its manifest in this process, via `backupCompleted`.
  *
  * Usage in a worker: `metrics.watch([worker1, worker2])` once, and `metrics.addRows('backup', n)`
  * in the processor after each batch is durable. Several JobMetrics may share one registry.
@@ -21,6 +25,8 @@ const JOB_BUCKETS_SECONDS = [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 180
 export class JobMetrics {
   private readonly durations: Histogram<'queue' | 'outcome'>;
   private readonly rows: Counter<'kind'>;
+  private readonly rejected: Counter<'kind'>;
+  private readonly backupSuccess: Gauge<'target'>;
 
   constructor(registry: Registry) {
     this.durations =
@@ -35,8 +41,20 @@ export class JobMetrics {
     this.rows =
       (registry.getSingleMetric('shardpipe_rows_total') as Counter<'kind'> | undefined) ??
       new Counter({ name: 'shardpipe_rows_total', help: 'Rows moved by jobs: ingested, backed up, restored', labelNames: ['kind'], registers: [registry] });
+    this.rejected =
+      (registry.getSingleMetric('shardpipe_rows_rejected_total') as Counter<'kind'> | undefined) ??
+      new Counter({ name: 'shardpipe_rows_rejected_total', help: 'Rows rejected by jobs (written to the rejects file with the reason)', labelNames: ['kind'], registers: [registry] });
+    this.backupSuccess =
+      (registry.getSingleMetric('shardpipe_backup_last_success_timestamp_seconds') as Gauge<'target'> | undefined) ??
+      new Gauge({
+        name: 'shardpipe_backup_last_success_timestamp_seconds',
+        help: 'Unix time the last complete backup to the target (redacted URL) wrote its manifest, as seen by this worker',
+        labelNames: ['target'],
+        registers: [registry],
+      });
     // Present from the start, so rates and alerts work before the first job.
     for (const kind of ['ingest', 'backup', 'restore'] as const) this.rows.inc({ kind }, 0);
+    this.rejected.inc({ kind: 'ingest' }, 0);
   }
 
   /** Records the duration of every attempt these workers finish. */
@@ -52,6 +70,16 @@ export class JobMetrics {
   /** Adds `rows` (≥ 0) moved by a job of `kind`. */
   addRows(kind: RowsKind, rows: number): void {
     if (rows > 0) this.rows.inc({ kind }, rows);
+  }
+
+  /** Adds `rows` (≥ 0) rejected by a job of `kind`. */
+  addRejected(kind: RowsKind, rows: number): void {
+    if (rows > 0) this.rejected.inc({ kind }, rows);
+  }
+
+  /** Records that a backup to `target` (a redacted URL) became complete at `finishedAtMs`. */
+  backupCompleted(target: string, finishedAtMs: number): void {
+    this.backupSuccess.set({ target }, finishedAtMs / 1000);
   }
 
   private observe(queue: string, outcome: 'completed' | 'failed', job: Job): void {

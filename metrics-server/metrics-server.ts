@@ -8,6 +8,7 @@ import { Router } from 'express';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { canServeTls, checkBind, type AuthTokens, type Logger, type TlsMaterial } from '../common/index.js';
 import { StoreClient, type StoreCredentials } from '../store/index.js';
+import { BackupScheduleMetrics } from './backup-schedule-metrics.js';
 import { ClusterMetrics } from './cluster-metrics.js';
 import { createMetricsApp } from './http-app.js';
 import { JobOverview } from './job-overview.js';
@@ -96,6 +97,7 @@ export class MetricsServer {
     let jobs: JobOverview | undefined;
     let queuesRouter: Router | undefined;
     if (options.redisUrl !== undefined) {
+      new BackupScheduleMetrics({ registry, redisUrl: options.redisUrl, logger });
       const serverAdapter = new ExpressAdapter().setBasePath('/queues');
       const board = createBullBoard({ queues: [], serverAdapter, options: { uiConfig: { boardTitle: 'shardpipe jobs' } } });
       const readOnlyMode = !(options.allowQueueActions ?? false);

@@ -45,12 +45,13 @@ function build() {
   run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json']);
 }
 
-// `--for-tests` adds what only the test suite needs: a headless browser and docker-compose's validator.
+// `--for-tests` adds what only the test suite needs: a headless browser, docker-compose's validator and promtool.
 const forTests = process.argv.includes('--for-tests');
 installPackages();
 ensureCommand('redis-server', ['redis-server'], 'the job queues run on Redis; without it pass --redis URL');
 if (forTests) {
   ensureCommand('chromium', ['chromium', 'fonts-liberation'], 'the dashboard tests drive a headless browser');
   ensureCommand('docker-compose', ['docker-compose'], 'a test validates docker-compose.yml');
+  ensureCommand('promtool', ['prometheus'], 'a test checks and unit-tests deploy/prometheus/alerts.yml');
 }
 build();

@@ -1,3 +1,4 @@
+import { statfs } from 'node:fs/promises';
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 
@@ -47,6 +48,8 @@ export interface StoreNodeMetricsSource {
   partitions: () => ReadonlyArray<{ partitionId: number; serving: boolean; writeErrors: number }>;
   inflightBytes: () => number;
   waitingBytes: () => number;
+  /** The node's data folder: the free and total bytes of its file system are reported. */
+  dataDir: string;
 }
 
 type NodeLabels = 'node' | 'partition';
@@ -56,7 +59,9 @@ const nodeSources = new WeakMap<Registry, Set<StoreNodeMetricsSource>>();
  * Health and limit metrics of store nodes, read when scraped: `shardpipe_partition_serving`
  * (1 = takes writes, 0 = recovering from a write fault), `shardpipe_partition_write_errors_total`,
  * `shardpipe_store_inflight_bytes` / `shardpipe_store_inflight_waiting_bytes` (the request budget)
- * and `shardpipe_store_overloaded_total` (calls refused with STORE_OVERLOADED, by method).
+ * `shardpipe_store_overloaded_total` (calls refused with STORE_OVERLOADED, by method) and
+ * `shardpipe_store_disk_free_bytes` / `shardpipe_store_disk_total_bytes` (the data folder's file
+ * system, as statfs reports it; free = available to the node's user).
  * Several nodes may share one registry; each is labelled with its address.
  */
 export class StoreNodeMetrics {
@@ -130,6 +135,34 @@ function registerNodeGauges(registry: Registry, sources: Set<StoreNodeMetricsSou
     collect() {
       this.reset();
       for (const s of sources) this.set({ node: s.node }, s.waitingBytes());
+    },
+  });
+  const disk = async (pick: (f: { bavail: number; blocks: number; bsize: number }) => number, gauge: Gauge<'node'>): Promise<void> => {
+    gauge.reset();
+    for (const s of sources) {
+      try {
+        gauge.set({ node: s.node }, pick(await statfs(s.dataDir)));
+      } catch {
+        // The folder vanished or is unreadable: no figure rather than a wrong one.
+      }
+    }
+  };
+  new Gauge<'node'>({
+    name: 'shardpipe_store_disk_free_bytes',
+    help: "Bytes available to the node on its data folder's file system",
+    labelNames: ['node'],
+    registers: [registry],
+    async collect() {
+      await disk((f) => f.bavail * f.bsize, this);
+    },
+  });
+  new Gauge<'node'>({
+    name: 'shardpipe_store_disk_total_bytes',
+    help: "Size of the node's data folder's file system, bytes",
+    labelNames: ['node'],
+    registers: [registry],
+    async collect() {
+      await disk((f) => f.blocks * f.bsize, this);
     },
   });
 }

@@ -117,6 +117,7 @@ export class StoreServer {
           partitions: () => opened.partitionHealth(),
           inflightBytes: () => budget.usedBytes,
           waitingBytes: () => budget.waitingBytes,
+          dataDir: options.dataDir,
         });
       const reserveBytes = (method: string): number => {
         if (method === 'BulkInsert') return receiveLimit;

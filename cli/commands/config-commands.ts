@@ -6,7 +6,7 @@ import { formatTable } from '../cli-io.js';
 
 const SECRET: ReadonlySet<SettingName> = new Set(['AZURE_STORAGE_CONNECTION_STRING', 'SHARDPIPE_TOKEN']);
 /** Settings that are URLs which may carry a password: shown with the password masked. */
-const URLS: ReadonlySet<SettingName> = new Set(['SHARDPIPE_REDIS_URL', 'SHARDPIPE_METRICS_URL']);
+const URLS: ReadonlySet<SettingName> = new Set(['SHARDPIPE_REDIS_URL', 'SHARDPIPE_METRICS_URL', 'SENTRY_DSN']);
 
 export function registerConfigCommands(program: Command, ctx: CliContext): void {
   const config = program.command('config').description('the effective settings and where they come from');

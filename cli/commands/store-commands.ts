@@ -47,6 +47,7 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
   }).action(async (opts: StartOptions) => {
     // From here a SIGTERM, even during start-up, ends in a drain rather than a kill.
     ctx.lifecycle.start();
+    ctx.errors.setContext({ node: opts.node });
     const tokens = ctx.serverTokens(opts.authTokenFile);
     const tls = ctx.serverTls();
     const insecure = opts.insecure ?? false;

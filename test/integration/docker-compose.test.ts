@@ -1,5 +1,7 @@
 import { execFile } from 'node:child_process';
-import { resolve } from 'node:path';
+import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, relative, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import type { Command } from 'commander';
 import { parse } from 'yaml';
@@ -18,6 +20,9 @@ interface Service {
   ports?: Array<{ published: number; target: number } | string>;
   healthcheck?: { test: string[] };
   secrets?: Array<{ source: string; target?: string }>;
+  profiles?: string[];
+  volumes?: string[];
+  user?: string;
 }
 
 /** A published port in either form docker-compose prints: `{ published, target }` or `HOST_IP:PUBLISHED:TARGET/PROTO`. */
@@ -66,7 +71,9 @@ describe('docker-compose.yml', () => {
   });
 
   it('validates with docker-compose config and has every service of the design', () => {
-    expect(Object.keys(services).sort()).toEqual(['azurite', 'init', 'metrics-server', 'redis', 'store-0', 'store-1', 'store-2', 'worker-1', 'worker-2']);
+    // docker-compose 1.x lists the services of every profile; the design's run without one.
+    const always = Object.entries(services).filter(([, x]) => x.profiles === undefined).map(([name]) => name);
+    expect(always.sort()).toEqual(['azurite', 'init', 'metrics-server', 'redis', 'store-0', 'store-1', 'store-2', 'worker-1', 'worker-2']);
     expect(services.redis!.command).toContain('--appendonly');
   });
 
@@ -124,5 +131,76 @@ describe('docker-compose.yml', () => {
       const mounted = s.secrets!.find((x) => x.target === 'shardpipe-token');
       expect(mounted?.source, name).toBe(name === 'metrics-server' ? 'shardpipe-read-token' : 'shardpipe-write-token');
     }
+  });
+});
+
+describe('docker-compose.yml, profile observability', () => {
+  let services: Record<string, Service>;
+
+  beforeAll(async () => {
+    const { stdout } = await promisify(execFile)('docker-compose', ['-f', 'docker-compose.yml', '--profile', 'observability', 'config'], { cwd: ROOT });
+    services = (parse(stdout) as { services: Record<string, Service> }).services;
+  });
+
+  /** The host folder mounted at `target` in `service`, relative to the repository. */
+  const mountOf = (service: Service, target: string): string | undefined => {
+    const volume = service.volumes?.find((v) => v.split(':')[1] === target);
+    return volume === undefined ? undefined : relative(ROOT, volume.split(':')[0]!);
+  };
+
+  it('adds Prometheus and Grafana, pinned, only in that profile, on the host loopback', () => {
+    for (const name of ['prometheus', 'grafana']) {
+      const s = services[name]!;
+      expect(s.profiles, name).toEqual(['observability']);
+      expect(s.image, name).toMatch(/^[a-z/]+:v?\d+\.\d+\.\d+$/);
+      expect((s.ports ?? []).map(publishedPort).every((p) => p.hostIp === '127.0.0.1'), name).toBe(true);
+    }
+  });
+
+  it("Prometheus loads deploy/prometheus (rules included), scrapes every node's, worker's and the metrics server's /metrics with the read token, and promtool accepts its config", async () => {
+    const prometheus = services.prometheus!;
+    expect(mountOf(prometheus, '/etc/prometheus')).toBe('deploy/prometheus');
+    expect(prometheus.command).toContain('--config.file=/etc/prometheus/prometheus.yml');
+    expect(prometheus.secrets?.map((x) => x.source)).toContain('shardpipe-read-token');
+    const config = parse(await readFile(join(ROOT, 'deploy/prometheus/prometheus.yml'), 'utf8')) as {
+      rule_files: string[];
+      scrape_configs: Array<{ authorization: { credentials_file: string }; static_configs: Array<{ targets: string[] }> }>;
+    };
+    expect(config.rule_files).toEqual(['alerts.yml']);
+    for (const job of config.scrape_configs) expect(job.authorization.credentials_file).toBe('/run/secrets/shardpipe-read-token');
+    const targets = config.scrape_configs.flatMap((j) => j.static_configs.flatMap((c) => c.targets)).sort();
+    const expected: string[] = [];
+    for (const [name, s] of Object.entries(services)) {
+      if (s.build === undefined || s.command === undefined) continue;
+      const port = flag(s.command, '--metrics-port') ?? (s.command[0] === 'metrics-server' ? flag(s.command, '--port') : undefined);
+      if (port !== undefined) expected.push(`${name}:${port}`);
+    }
+    expect(expected.length).toBe(6);
+    expect(targets).toEqual(expected.sort());
+
+    // promtool checks the config and the rule files it names; the token file stands in for the secret.
+    const tmp = await mkdtemp(join(tmpdir(), 'shardpipe-prometheus-config-'));
+    try {
+      await writeFile(join(tmp, 'read-token'), 'r'.repeat(32));
+      const text = await readFile(join(ROOT, 'deploy/prometheus/prometheus.yml'), 'utf8');
+      await writeFile(join(tmp, 'prometheus.yml'), text.replaceAll('/run/secrets/shardpipe-read-token', join(tmp, 'read-token')));
+      await copyFile(join(ROOT, 'deploy/prometheus/alerts.yml'), join(tmp, 'alerts.yml'));
+      const check = await promisify(execFile)('/usr/bin/promtool', ['check', 'config', join(tmp, 'prometheus.yml')]);
+      expect(check.stdout).toContain('SUCCESS: 1 rule files found');
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
+  });
+
+  it('Grafana is provisioned with that Prometheus and every dashboard of deploy/grafana', async () => {
+    const grafana = services.grafana!;
+    expect(mountOf(grafana, '/etc/grafana/provisioning')).toBe('deploy/grafana/provisioning');
+    expect(mountOf(grafana, '/var/lib/grafana/dashboards')).toBe('deploy/grafana');
+    expect(grafana.secrets?.map((x) => x.source)).toContain('grafana-admin-password');
+    const sources = parse(await readFile(join(ROOT, 'deploy/grafana/provisioning/datasources/prometheus.yml'), 'utf8')) as { datasources: Array<{ type: string; url: string; isDefault: boolean }> };
+    const listen = services.prometheus!.command!.find((w) => w.startsWith('--web.listen-address='))!.split(':').pop();
+    expect(sources.datasources).toEqual([expect.objectContaining({ type: 'prometheus', url: `http://prometheus:${listen}`, isDefault: true })]);
+    const providers = parse(await readFile(join(ROOT, 'deploy/grafana/provisioning/dashboards/shardpipe.yml'), 'utf8')) as { providers: Array<{ type: string; options: { path: string } }> };
+    expect(providers.providers).toEqual([expect.objectContaining({ type: 'file', options: { path: '/var/lib/grafana/dashboards' } })]);
   });
 });
