@@ -134,6 +134,9 @@ function spawnEtcd(dataDir: string, clientPort: number, peerPort: number): Child
       '--initial-advertise-peer-urls', peer,
       '--initial-cluster', `shardpipe=${peer}`,
       '--initial-cluster-state', 'new',
+      // A short election timeout lowers etcd's minimum lease TTL (1.5 × election timeout) to 1 s.
+      '--heartbeat-interval', '50',
+      '--election-timeout', '500',
       '--logger', 'zap',
       '--log-level', 'warn',
     ],
