@@ -15,6 +15,8 @@ export interface CoordinatorOptions {
   id?: string;
   /** Called after every committed change (tests and logs). */
   onChange?: (change: { version: number; changes: ChainChange[] }) => void;
+  /** Called when this coordinator becomes the leader. */
+  onElected?: () => void;
   logger: Logger;
 }
 
@@ -32,6 +34,7 @@ export class Coordinator {
   private readonly logger: Logger;
   private readonly ttlSeconds: number;
   private readonly onChange: CoordinatorOptions['onChange'];
+  private readonly onElected: CoordinatorOptions['onElected'];
   private readonly stop = new AbortController();
   private campaign: Campaign | undefined;
   private watchers: Watcher[] = [];
@@ -50,6 +53,7 @@ export class Coordinator {
     this.store = new EtcdMapStore(this.etcd, display);
     this.logger = options.logger.child({ module: 'coordinator', coordinator: this.id });
     this.onChange = options.onChange;
+    this.onElected = options.onElected;
   }
 
   /** Starts campaigning; resolves at once (leadership comes when etcd grants it). */
@@ -83,6 +87,7 @@ export class Coordinator {
     campaign.on('elected', () => {
       this.logger.info('elected leader');
       this.leading = true;
+      this.onElected?.();
       this.lead().catch((err: unknown) => this.logger.error({ err }, 'starting to lead failed'));
     });
     campaign.on('error', (err) => {

@@ -12,7 +12,13 @@ export function registerCoordinatorCommand(program: Command, ctx: CliContext): v
     .option('--lease <duration>', 'election lease: how long a dead leader holds off the next one', '5s');
   withEtcdOptions(cmd, false).action(async (opts: EtcdFlags & { etcd: string; lease: string }) => {
     ctx.lifecycle.start();
-    const coordinator = Coordinator.start({ etcd: await etcdConnectionOf(opts.etcd, opts), leaseMs: parseDurationMs(opts.lease), logger: ctx.logger });
+    const coordinator = Coordinator.start({
+      etcd: await etcdConnectionOf(opts.etcd, opts),
+      leaseMs: parseDurationMs(opts.lease),
+      logger: ctx.logger,
+      onElected: () => ctx.print(JSON.stringify({ event: 'elected', coordinator: coordinator.id })),
+      onChange: (c) => ctx.print(JSON.stringify({ event: 'changed', version: c.version, changes: c.changes })),
+    });
     ctx.lifecycle.add('coordinator', coordinator, (c) => c.close());
     // Tests and supervisors wait for this line on stdout.
     ctx.print(JSON.stringify({ event: 'ready', coordinator: coordinator.id }));
