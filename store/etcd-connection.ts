@@ -1,5 +1,5 @@
 import { ExponentialBackoff, noop } from 'cockatiel';
-import { Etcd3, type IOptions } from 'etcd3';
+import { Etcd3, EtcdAuthenticationFailedError, EtcdPermissionDeniedError, EtcdUserNotFoundError, GRPCUnauthenticatedError, type IOptions } from 'etcd3';
 import { redactUrl } from '../common/index.js';
 import { StoreError } from './store-errors.js';
 
@@ -60,7 +60,7 @@ export function parseEtcdUrl(url: string): EtcdEndpoints {
 export function connectEtcd(options: EtcdConnectionOptions): Etcd3 {
   const endpoints = parseEtcdUrl(options.url);
   if ((options.cert === undefined) !== (options.key === undefined)) throw new RangeError('--etcd-cert and --etcd-key go together');
-  const callTimeoutMs = options.callTimeoutMs ?? 5000;
+  const callTimeoutMs = options.callTimeoutMs ?? DEFAULT_ETCD_CALL_TIMEOUT_MS;
   const config: IOptions = {
     hosts: endpoints.hosts,
     dialTimeout: callTimeoutMs,
@@ -74,9 +74,23 @@ export function connectEtcd(options: EtcdConnectionOptions): Etcd3 {
   return new Etcd3(config);
 }
 
-/** Wraps a failed etcd call in STORE_ETCD_UNAVAILABLE naming the endpoints (no secrets) and what was tried. */
-export function etcdFailure(err: unknown, display: string, doing: string): StoreError {
+/** Default deadline of one etcd call, ms. */
+export const DEFAULT_ETCD_CALL_TIMEOUT_MS = 5000;
+
+/**
+ * Wraps a failed etcd call: STORE_ETCD_UNAUTHENTICATED when etcd refused the credentials, else
+ * STORE_ETCD_UNAVAILABLE; both name the endpoints (no secrets), what was being done and the deadline.
+ */
+export function etcdFailure(err: unknown, display: string, doing: string, timeoutMs = DEFAULT_ETCD_CALL_TIMEOUT_MS): StoreError {
   if (err instanceof StoreError) return err;
   const reason = err instanceof Error ? err.message : String(err);
-  return new StoreError('STORE_ETCD_UNAVAILABLE', `etcd at ${display} did not answer while ${doing}: ${reason}`, { cause: err });
+  if (isEtcdAuthFailure(err)) {
+    return new StoreError('STORE_ETCD_UNAUTHENTICATED', `etcd at ${display} refused the credentials while ${doing}: ${reason}: check the user and password in the --etcd URL, or --etcd-cert/--etcd-key`, { cause: err });
+  }
+  return new StoreError('STORE_ETCD_UNAVAILABLE', `etcd at ${display} did not answer while ${doing} (each call has ${timeoutMs} ms): ${reason}`, { cause: err });
+}
+
+/** etcd refused who we are (wrong user or password, unknown user, no permission): retrying will not help. */
+export function isEtcdAuthFailure(err: unknown): boolean {
+  return err instanceof EtcdAuthenticationFailedError || err instanceof EtcdPermissionDeniedError || err instanceof EtcdUserNotFoundError || err instanceof GRPCUnauthenticatedError;
 }

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { EtcdLeaseInvalidError, type Etcd3, type Lease, type Watcher } from 'etcd3';
 import type { Logger } from '../common/index.js';
-import { connectEtcd, etcdFailure, parseEtcdUrl, type EtcdConnectionOptions } from './etcd-connection.js';
+import { connectEtcd, etcdFailure, isEtcdAuthFailure, parseEtcdUrl, type EtcdConnectionOptions } from './etcd-connection.js';
 import { EtcdMapStore, type NodeRegistration, type StoredMap } from './etcd-map-store.js';
 import type { PartitionMap } from './partition-map.js';
 import type { StoreNode } from './store-node.js';
@@ -73,9 +73,9 @@ export class EtcdNodeAgent {
         agent.loop = agent.keepAlive();
         return agent;
       } catch (err) {
-        if (Date.now() >= deadline) {
+        if (Date.now() >= deadline || isEtcdAuthFailure(err)) {
           etcd.close();
-          throw etcdFailure(err, display, `registering node ${options.node} (gave up after ${timeoutMs} ms)`);
+          throw etcdFailure(err, display, `registering node ${options.node} (tried for ${timeoutMs} ms)`, options.etcd.callTimeoutMs);
         }
         await sleep(200);
       }

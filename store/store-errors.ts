@@ -36,6 +36,8 @@ export const STORE_ERROR_CODES = {
   STORE_MAP_MANAGED_BY_ETCD: { grpc: status.FAILED_PRECONDITION, retryable: false },
   /** etcd did not answer (client side: node, coordinator, cluster commands). */
   STORE_ETCD_UNAVAILABLE: { grpc: status.UNAVAILABLE, retryable: true },
+  /** etcd refused the credentials (user/password in the URL, client certificate). */
+  STORE_ETCD_UNAUTHENTICATED: { grpc: status.UNAUTHENTICATED, retryable: false },
   /** cluster init found fewer registered nodes than replicas asked for within its wait. */
   STORE_CLUSTER_NODES_MISSING: { grpc: status.FAILED_PRECONDITION, retryable: false },
   /** cluster init found a map in etcd already. */

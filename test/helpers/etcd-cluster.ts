@@ -81,9 +81,9 @@ export class EtcdTestCluster {
   }
 
   /** Starts a store node on a free port (or `address`, to restart with its data); resolves once it registered. */
-  async startNode(address?: string, extraArgs: string[] = []): Promise<CliProcess> {
+  async startNode(address?: string, extraArgs: string[] = [], etcdUrl = this.etcd.url): Promise<CliProcess> {
     const addr = address ?? `127.0.0.1:${await findFreePort()}`;
-    const node = new CliProcess(['store', 'start', '--etcd', this.etcd.url, '--node', addr, '--data', this.dir.sub(`node-${addr.replace(':', '-')}`), '--lease', this.lease, ...extraArgs]).start();
+    const node = new CliProcess(['store', 'start', '--etcd', etcdUrl, '--node', addr, '--data', this.dir.sub(`node-${addr.replace(':', '-')}`), '--lease', this.lease, ...extraArgs]).start();
     this.nodes.set(addr, node);
     await node.event('registered');
     return node;

@@ -223,4 +223,26 @@ describe('store nodes on etcd', () => {
     expect(node.logged('fenced: refusing reads and writes')).toBe(true);
     expect(await probeUntil(address, (code) => code !== 'STORE_FENCED', 5000)).toBe('OK');
   });
+
+  it('with etcd user auth, a node logs in with the user in the URL (never printing the password); a wrong password fails at once with STORE_ETCD_UNAUTHENTICATED', async () => {
+    cluster = await EtcdTestCluster.start();
+    const admin = cluster.etcdClient;
+    await admin.user('root').create('r00t-secret');
+    await admin.user('root').addRole('root');
+    await admin.auth.authEnable();
+    const [host] = cluster.etcd.url.replace('http://', '').split('/');
+
+    const node = await cluster.startNode(undefined, [], `http://root:r00t-secret@${host}`);
+    expect(node.stderr).not.toContain('r00t-secret');
+    const status = await cluster.cli(['cluster', 'status', '--etcd', `http://root:wrong-pass@${host}`]);
+    expect(status.code).toBe(1);
+    expect(status.stderr).toContain(`etcd at http://root:***@${host}/ refused the credentials`);
+    expect(status.stderr).toContain('[STORE_ETCD_UNAUTHENTICATED]');
+    expect(status.stderr).not.toContain('wrong-pass');
+
+    const init = await cluster.cli(['cluster', 'init', '--etcd', `http://root:r00t-secret@${host}`, '--partitions', '2']);
+    expect(init.code).toBe(0);
+    expect((await node.event('ready')).mapVersion).toBe(1);
+    expect(node.stderr + init.stdout + init.stderr).not.toContain('r00t-secret');
+  });
 });
