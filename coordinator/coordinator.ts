@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Campaign, Etcd3, Watcher } from 'etcd3';
 import type { Logger } from '../common/index.js';
-import { EtcdMapStore, connectEtcd, parseEtcdUrl, type EtcdConnectionOptions } from '../store/index.js';
+import { EtcdMapStore, StoreError, connectEtcd, etcdFailure, parseEtcdUrl, type EtcdConnectionOptions } from '../store/index.js';
 import { reconcile, type ChainChange } from './chain-plan.js';
 
 /** Options of one coordinator process. */
@@ -15,6 +15,8 @@ export interface CoordinatorOptions {
   id?: string;
   /** Called after every committed change (tests and logs). */
   onChange?: (change: { version: number; changes: ChainChange[] }) => void;
+  /** How long start-up tries to reach etcd before failing with STORE_ETCD_UNAVAILABLE. Default 10000 ms. */
+  connectTimeoutMs?: number;
   /** Called when this coordinator becomes the leader. */
   onElected?: () => void;
   logger: Logger;
@@ -56,9 +58,27 @@ export class Coordinator {
     this.onElected = options.onElected;
   }
 
-  /** Starts campaigning; resolves at once (leadership comes when etcd grants it). */
-  static start(options: CoordinatorOptions): Coordinator {
+  /**
+   * Checks that etcd answers (retrying for `connectTimeoutMs`; refused credentials fail at once),
+   * then campaigns; leadership comes when etcd grants it.
+   */
+  static async start(options: CoordinatorOptions): Promise<Coordinator> {
     const coordinator = new Coordinator(options);
+    const timeoutMs = options.connectTimeoutMs ?? 10_000;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        await coordinator.store.readAt();
+        break;
+      } catch (err) {
+        const refused = err instanceof StoreError && err.code === 'STORE_ETCD_UNAUTHENTICATED';
+        if (Date.now() >= deadline || refused) {
+          coordinator.etcd.close();
+          throw refused ? err : etcdFailure((err as Error).cause ?? err, coordinator.store.display, `starting coordinator ${coordinator.id} (tried for ${timeoutMs} ms)`, options.etcd.callTimeoutMs);
+        }
+        await sleep(200);
+      }
+    }
     coordinator.campaignAgain();
     return coordinator;
   }

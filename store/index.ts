@@ -1,7 +1,7 @@
 export { Key, DEFAULT_MAX_KEY_BYTES, displayBytes, successor } from './key.js';
 export { PartitionMap, partitionContains } from './partition-map.js';
 export type { Partition, PartitionMapJson, PartitionMapOptions, PartitionSpec, Replica, ReplicaState } from './partition-map.js';
-export { connectEtcd, parseEtcdUrl, etcdFailure } from './etcd-connection.js';
+export { connectEtcd, parseEtcdUrl, etcdFailure, isEtcdAuthFailure, DEFAULT_ETCD_CALL_TIMEOUT_MS } from './etcd-connection.js';
 export type { EtcdConnectionOptions, EtcdEndpoints } from './etcd-connection.js';
 export { EtcdMapStore, ETCD_PREFIX, etcdKeys } from './etcd-map-store.js';
 export type { NodeRegistration, StoredMap } from './etcd-map-store.js';

@@ -12,7 +12,7 @@ export function registerCoordinatorCommand(program: Command, ctx: CliContext): v
     .option('--lease <duration>', 'election lease: how long a dead leader holds off the next one', '5s');
   withEtcdOptions(cmd, false).action(async (opts: EtcdFlags & { etcd: string; lease: string }) => {
     ctx.lifecycle.start();
-    const coordinator = Coordinator.start({
+    const coordinator: Coordinator = await Coordinator.start({
       etcd: await etcdConnectionOf(opts.etcd, opts),
       leaseMs: parseDurationMs(opts.lease),
       logger: ctx.logger,
