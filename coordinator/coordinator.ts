@@ -108,7 +108,7 @@ export class Coordinator {
       this.logger.info('elected leader');
       this.leading = true;
       this.onElected?.();
-      this.lead().catch((err: unknown) => this.logger.error({ err }, 'starting to lead failed'));
+      void this.lead();
     });
     campaign.on('error', (err) => {
       if (this.stop.signal.aborted) return;
@@ -120,12 +120,24 @@ export class Coordinator {
     });
   }
 
+  /** Sets up the watches (retrying while etcd does not answer and we still lead), then runs a first pass. */
   private async lead(): Promise<void> {
-    const { revision } = await this.store.nodes();
-    const kick = (): void => this.schedule();
-    this.watchers.push(await this.store.watchNodes(revision, kick, this.logger));
-    this.watchers.push(await this.store.watch(revision, kick, this.logger));
-    this.schedule();
+    let backoffMs = 100;
+    while (this.leading && !this.stop.signal.aborted) {
+      try {
+        const { revision } = await this.store.nodes();
+        const kick = (): void => this.schedule();
+        this.watchers.push(await this.store.watchNodes(revision, kick, this.logger));
+        this.watchers.push(await this.store.watch(revision, kick, this.logger));
+        this.schedule();
+        return;
+      } catch (err) {
+        this.logger.warn({ err: (err as Error).message }, 'starting to lead failed; trying again');
+        await this.cancelWatches();
+        await sleep(backoffMs, undefined, { signal: this.stop.signal }).catch(() => undefined);
+        backoffMs = Math.min(2000, backoffMs * 2);
+      }
+    }
   }
 
   /** Runs a pass now, or once more after the running one (events during a pass are never lost). */

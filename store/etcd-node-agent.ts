@@ -133,7 +133,8 @@ export class EtcdNodeAgent {
 
   private async install(map: PartitionMap): Promise<void> {
     const node = this.node;
-    if (node === undefined || node.map.equals(map)) return;
+    // A draining node keeps the map it drains under; it leaves etcd when it stops.
+    if (node === undefined || node.isDraining || node.map.equals(map)) return;
     // etcd is the truth: its map replaces whatever the node holds, whichever version that has.
     await node.setMap(map, { force: true, fromEtcd: true });
   }
