@@ -22,6 +22,8 @@ export const MAX_KEPT_ETAG = 2 ** 52;
 export const MAX_MAP_VERSION = Number.MAX_SAFE_INTEGER;
 /** How far one SetPartitionMap may move a node's map version forward without `force`. */
 export const MAX_MAP_VERSION_STEP = 1000;
+/** Most replicas a chain may have (and the largest replication factor a map may ask for). */
+export const MAX_CHAIN_REPLICAS = 16;
 /** Snapshot leases, ms: 1 s – 24 h. */
 export const MIN_LEASE_MS = 1000;
 export const MAX_LEASE_MS = 24 * 60 * 60 * 1000;
@@ -104,8 +106,17 @@ export const FIELD_LIMITS: Readonly<Record<string, Readonly<Record<string, Field
   PartitionMapProto: {
     version: { kind: 'int', min: 1, max: MAX_MAP_VERSION },
     partitions: { kind: 'list', minItems: 1, maxItems: MAX_LIST_ITEMS, item: { kind: 'message', required: true } },
+    replicas: { kind: 'int', min: 0, max: MAX_CHAIN_REPLICAS, note: '0 = 1' },
   },
-  PartitionProto: { id: partitionId, start: bound, end: bound, node: { kind: 'string', maxBytes: MAX_NODE_ADDRESS_BYTES } },
+  PartitionProto: {
+    id: partitionId,
+    start: bound,
+    end: bound,
+    node: { kind: 'string', maxBytes: MAX_NODE_ADDRESS_BYTES },
+    chain: { kind: 'list', maxItems: MAX_CHAIN_REPLICAS, item: { kind: 'message', required: true } },
+    epoch: { kind: 'int', min: 0, max: MAX_MAP_VERSION, note: '0 = 1' },
+  },
+  ReplicaProto: { node: { kind: 'string', maxBytes: MAX_NODE_ADDRESS_BYTES }, state: { kind: 'int', min: 0, max: 2, note: '1 serving, 2 syncing, 0 = serving' } },
   OpenSnapshotRequest: { map_version: mapVersion, partition_ids: partitionIds, lease_ms: leaseMs },
   RenewSnapshotRequest: { snapshot_ids: snapshotIds, lease_ms: leaseMs },
   ReleaseSnapshotRequest: { snapshot_ids: snapshotIds },

@@ -1,6 +1,12 @@
 export { Key, DEFAULT_MAX_KEY_BYTES, displayBytes, successor } from './key.js';
 export { PartitionMap, partitionContains } from './partition-map.js';
-export type { Partition, PartitionMapJson } from './partition-map.js';
+export type { Partition, PartitionMapJson, PartitionMapOptions, PartitionSpec, Replica, ReplicaState } from './partition-map.js';
+export { connectEtcd, parseEtcdUrl, etcdFailure, isEtcdAuthFailure, DEFAULT_ETCD_CALL_TIMEOUT_MS } from './etcd-connection.js';
+export type { EtcdConnectionOptions, EtcdEndpoints } from './etcd-connection.js';
+export { EtcdMapStore, ETCD_PREFIX, etcdKeys } from './etcd-map-store.js';
+export type { NodeRegistration, StoredMap } from './etcd-map-store.js';
+export { EtcdNodeAgent } from './etcd-node-agent.js';
+export type { EtcdNodeAgentOptions } from './etcd-node-agent.js';
 export { encodeRecord, decodeRecord, isExpired, RECORD_FORMAT_VERSION } from './record.js';
 export type { StoredRecord } from './record.js';
 export { RangeDigest } from './range-digest.js';
@@ -10,6 +16,7 @@ export {
   MAX_KEPT_ETAG,
   MAX_MAP_VERSION,
   MAX_MAP_VERSION_STEP,
+  MAX_CHAIN_REPLICAS,
   MAX_TIME_MS,
   MAX_TTL_MS,
   describeLimit,

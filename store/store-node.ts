@@ -35,6 +35,8 @@ export interface StoreNodeOptions {
   faultRetryMaxMs?: number;
   /** Called whenever a partition starts or stops taking writes, or the set of partitions changes. */
   onHealthChange?: () => void;
+  /** The map comes from etcd (`store start --etcd`): SetPartitionMap is refused. Default false. */
+  mapFromEtcd?: boolean;
   logger?: Logger;
 }
 
@@ -98,7 +100,10 @@ export class StoreNode {
   private readonly snapshots = new Map<string, HeldSnapshot>();
   private mapChange: Promise<unknown> = Promise.resolve();
   private draining = false;
+  private fencedReason: string | undefined;
   private closed: Promise<void> | undefined;
+  /** True when the map comes from etcd (SetPartitionMap is refused). */
+  readonly mapFromEtcd: boolean;
 
   private constructor(options: StoreNodeOptions, map: PartitionMap) {
     this.address = options.node;
@@ -113,6 +118,7 @@ export class StoreNode {
     this.syncWrites = options.syncWrites ?? true;
     this.sweepIntervalMs = options.sweepIntervalMs ?? 5000;
     this.logger = options.logger;
+    this.mapFromEtcd = options.mapFromEtcd ?? false;
     this.currentMap = map;
   }
 
@@ -315,7 +321,14 @@ export class StoreNode {
    * a different one under the same version, or one more than MAX_MAP_VERSION_STEP versions ahead
    * is refused — unless `force` (admin recovery), which installs any other map.
    */
-  setMap(next: PartitionMap, options: { force?: boolean } = {}): Promise<boolean> {
+  setMap(next: PartitionMap, options: { force?: boolean; fromEtcd?: boolean } = {}): Promise<boolean> {
+    if (this.mapFromEtcd && !options.fromEtcd) {
+      return Promise.reject(
+        new StoreError('STORE_MAP_MANAGED_BY_ETCD', `node ${this.address} takes its partition map from etcd: change the map there (shardpipe coordinator, cluster init), not with SetPartitionMap`, {
+          mapVersion: this.currentMap.version,
+        }),
+      );
+    }
     const change = this.mapChange.then(async () => {
       this.checkOpen();
       const current = this.currentMap;
@@ -358,6 +371,25 @@ export class StoreNode {
     return change;
   }
 
+  /**
+   * Fencing (etcd mode): from now on every data request gets the retryable STORE_FENCED, because
+   * this node cannot tell whether its map is still current. `reason` goes into the message.
+   */
+  fence(reason: string): void {
+    if (this.fencedReason === undefined) this.logger?.warn({ reason }, 'fenced: refusing reads and writes until the current map is read from etcd again');
+    this.fencedReason = reason;
+  }
+
+  /** Ends fencing: called once the node has installed the current map from etcd again. */
+  unfence(): void {
+    if (this.fencedReason !== undefined) this.logger?.info({ mapVersion: this.currentMap.version }, 'unfenced: serving again');
+    this.fencedReason = undefined;
+  }
+
+  get isFenced(): boolean {
+    return this.fencedReason !== undefined;
+  }
+
   /** From now on every request gets UNAVAILABLE; calls already running finish. */
   startDraining(): void {
     this.draining = true;
@@ -385,6 +417,11 @@ export class StoreNode {
 
   private checkVersion(mapVersion: number): void {
     this.checkOpen();
+    if (this.fencedReason !== undefined) {
+      throw new StoreError('STORE_FENCED', `node ${this.address} is fenced (${this.fencedReason}): it serves again once it has the current partition map from etcd; retry, or use another replica`, {
+        mapVersion: this.currentMap.version,
+      });
+    }
     const map = this.currentMap;
     if (mapVersion < map.version) {
       throw new StoreError('STORE_STALE_MAP', `caller's partition map version ${mapVersion} is older than this node's ${map.version}: refresh the map`, {

@@ -181,11 +181,24 @@ export interface PartitionProto {
   /** Empty = end of the keyspace. */
   end: Buffer;
   node: string;
+  /** The replicas, head first (head = `node`). Empty = a chain of one: `node`, serving (static maps). */
+  chain: ReplicaProto[];
+  /** Changes whenever the chain or the range changes. 0 = 1 (static maps). */
+  epoch: number;
+}
+
+/** One replica of a partition's chain. */
+export interface ReplicaProto {
+  node: string;
+  /** 1 = serving, 2 = syncing (store/README.md); 0 = serving. */
+  state: number;
 }
 
 export interface PartitionMapProto {
   version: number;
   partitions: PartitionProto[];
+  /** Replicas each chain should have (the replication factor). 0 = 1 (static maps). */
+  replicas: number;
 }
 
 export interface SetPartitionMapRequest {
@@ -1655,7 +1668,7 @@ export const GetPartitionMapRequest: MessageFns<GetPartitionMapRequest> = {
 };
 
 function createBasePartitionProto(): PartitionProto {
-  return { id: 0, start: Buffer.alloc(0), end: Buffer.alloc(0), node: "" };
+  return { id: 0, start: Buffer.alloc(0), end: Buffer.alloc(0), node: "", chain: [], epoch: 0 };
 }
 
 export const PartitionProto: MessageFns<PartitionProto> = {
@@ -1671,6 +1684,12 @@ export const PartitionProto: MessageFns<PartitionProto> = {
     }
     if (message.node !== "") {
       writer.uint32(34).string(message.node);
+    }
+    for (const v of message.chain) {
+      ReplicaProto.encode(v!, writer.uint32(42).fork()).join();
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(48).uint64(message.epoch);
     }
     return writer;
   },
@@ -1720,6 +1739,79 @@ export const PartitionProto: MessageFns<PartitionProto> = {
             message.node = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.chain.push(ReplicaProto.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.epoch = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseReplicaProto(): ReplicaProto {
+  return { node: "", state: 0 };
+}
+
+export const ReplicaProto: MessageFns<ReplicaProto> = {
+  encode(message: ReplicaProto, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.node !== "") {
+      writer.uint32(10).string(message.node);
+    }
+    if (message.state !== 0) {
+      writer.uint32(16).uint32(message.state);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplicaProto {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplicaProto();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.node = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.state = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1734,7 +1826,7 @@ export const PartitionProto: MessageFns<PartitionProto> = {
 };
 
 function createBasePartitionMapProto(): PartitionMapProto {
-  return { version: 0, partitions: [] };
+  return { version: 0, partitions: [], replicas: 0 };
 }
 
 export const PartitionMapProto: MessageFns<PartitionMapProto> = {
@@ -1744,6 +1836,9 @@ export const PartitionMapProto: MessageFns<PartitionMapProto> = {
     }
     for (const v of message.partitions) {
       PartitionProto.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.replicas !== 0) {
+      writer.uint32(24).uint32(message.replicas);
     }
     return writer;
   },
@@ -1775,6 +1870,14 @@ export const PartitionMapProto: MessageFns<PartitionMapProto> = {
             }
 
             message.partitions.push(PartitionProto.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.replicas = reader.uint32();
             continue;
           }
         }
