@@ -5,8 +5,9 @@
  * Writes one ~1 GB snappy Parquet file (`--size-mb`, default 1024; 16-byte keys, 100-byte values,
  * 62,500-row groups) into a temp folder, a row group at a time so the generator stays bounded too.
  * Then:
- *   1. end to end: `shardpipe ingest FILE --key-column id --value-column payload --json` as a child
- *      process (local worker in-process, default concurrency and tasks) against a private
+ *   1. end to end: the plain `shardpipe ingest DROP --key-column id --value-column payload --seeds
+ *      A,B,C --redis URL --wait --json` (bin/shardpipe.js, local worker in-process, default
+ *      concurrency and tasks) as a child process against a
  *      redis-server and 3 store node children holding 6 partitions: wall time, rows/s, MB/s, the peak
  *      RSS (VmHWM) of the ingest child, its largest RSS in each tenth of the run (flat = memory does not
  *      grow with the file), and the peak RSS of each store node;
@@ -96,7 +97,7 @@ function parseCommandLine(): Args {
 async function measureEndToEnd(rows: number, drop: string, workDir: string, extraArgs: string[]): Promise<EndToEnd> {
   const cluster = await startBenchCluster(workDir, NODES, (nodes) => PartitionMap.fromSplitKeys(1, nodes, splitKeys(rows, PARTITIONS).map((k) => Buffer.from(k))));
   try {
-    const run = await runIngest(cluster, drop, rows, ['--key-column', KEY_COLUMN, '--value-column', VALUE_COLUMN, ...extraArgs], { dataDir: join(workDir, 'ingest-data') });
+    const run = await runIngest(cluster, drop, rows, ['--key-column', KEY_COLUMN, '--value-column', VALUE_COLUMN, ...extraArgs], { cwd: join(workDir, 'ingest-cwd') });
     const storedRows = (await partitionRows(cluster)).reduce((s, p) => s + p.rows, 0);
     if (storedRows !== rows) process.stderr.write(`WARNING: the nodes report ${storedRows} rows stored, expected ${rows}\n`);
     const nodePeakRssMb = await Promise.all(cluster.nodes.map((n) => n.peakRssMb()));
