@@ -101,25 +101,20 @@ export async function ingestFile(client: StoreClient, task: FileTask, options: F
       // Rows before the checkpoint were written by an earlier attempt.
       const skip = resume && rowGroup === resume.rowGroup ? Math.max(0, resume.rowOffset - batchStart) : 0;
       if (skip >= batch.numRows) continue;
-      const { rows, rejects } = mapper.mapBatch(skip > 0 ? batch.slice(skip) : batch, { file: file.relativePath, rowGroup, rowOffset: batchStart + skip });
+      const mapped = mapper.mapBatchPacked(skip > 0 ? batch.slice(skip) : batch, { file: file.relativePath, rowGroup, rowOffset: batchStart + skip }, previousKey);
+      const { rejects, outOfOrder } = mapped;
       if (rejects.length > 0) await options.rejects.write(rejects);
-      let outOfOrder = 0;
-      let bytes = 0;
-      for (const row of rows) {
-        bytes += row.key.length + row.value.length;
-        if (previousKey !== undefined && Buffer.compare(row.key, previousKey) < 0) {
-          if (options.strictOrder) {
-            throw new IngestError('INGEST_OUT_OF_ORDER', `${file.relativePath}: row group ${rowGroup}: key ${row.key.toString('hex')} is below the previous key ${previousKey.toString('hex')} and --strict-order is set`, {
-              context: { file: file.relativePath, rowGroup },
-            });
-          }
-          outOfOrder++;
-        }
-        previousKey = row.key;
+      if (outOfOrder > 0 && options.strictOrder) {
+        const { key, previousKey: before } = mapped.firstOutOfOrder!;
+        throw new IngestError('INGEST_OUT_OF_ORDER', `${file.relativePath}: row group ${rowGroup}: key ${key.toString('hex')} is below the previous key ${before.toString('hex')} and --strict-order is set`, {
+          context: { file: file.relativePath, rowGroup },
+        });
       }
+      previousKey = mapped.lastKey;
+      const bytes = mapped.rows.bytes;
       // Disorder inside a batch would cut it into tiny BulkInsert calls: send the batch sorted
       // (stable, so a key's later row still wins). Disorder between batches stays as it is.
-      if (outOfOrder > 0) rows.sort((a, b) => Buffer.compare(a.key, b.key));
+      const rows = outOfOrder > 0 ? mapped.rows.toRows().sort((a, b) => Buffer.compare(a.key, b.key)) : mapped.rows.toRows();
       sent += rows.length;
       counts = {
         ...counts,
