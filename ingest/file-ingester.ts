@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { bulkPutCheckpointed, type CheckpointedChunk, type StoreClient } from '../store/index.js';
+import { PackedRows, bulkPutCheckpointed, type CheckpointedChunk, type StoreClient } from '../store/index.js';
 import { assertFileNotEmpty, type DropFile } from './drop-scanner.js';
 import { IngestError } from './ingest-errors.js';
 import { readRecordBatches } from './file-reading.js';
@@ -44,9 +44,12 @@ export interface FileIngestOptions {
   resumeFrom?: FileCheckpoint;
   /** Fail on the first row whose key is below the previous one. Default false. */
   strictOrder?: boolean;
-  /** BulkInsert calls in flight. Default 4. */
+  /** BulkInsert calls in flight. Default: bulkPutAll's (DEFAULT_BULK_MAX_IN_FLIGHT). */
   maxInFlight?: number;
-  /** Rows per BulkInsert call. Default 1000. */
+  /**
+   * Rows per BulkInsert call at most. Default: bulkPutAll's (DEFAULT_BULK_BATCH_MAX_ROWS); a
+   * decoded batch (8192 rows by default) goes out as one call when it fits its byte limit.
+   */
   batchMaxRows?: number;
   /** Throttle; 0 or absent = unlimited. */
   maxRowsPerSecond?: number;
@@ -114,14 +117,14 @@ export async function ingestFile(client: StoreClient, task: FileTask, options: F
       const bytes = mapped.rows.bytes;
       // Disorder inside a batch would cut it into tiny BulkInsert calls: send the batch sorted
       // (stable, so a key's later row still wins). Disorder between batches stays as it is.
-      const rows = outOfOrder > 0 ? mapped.rows.toRows().sort((a, b) => Buffer.compare(a.key, b.key)) : mapped.rows.toRows();
-      sent += rows.length;
+      const rows = outOfOrder > 0 ? PackedRows.fromRows(mapped.rows.toRows().sort((a, b) => Buffer.compare(a.key, b.key))) : mapped.rows;
+      sent += rows.count;
       counts = {
         ...counts,
         rowGroup,
         rowOffset: groupOffset,
-        rowsDone: counts.rowsDone + rows.length + rejects.length,
-        rowsIngested: counts.rowsIngested + rows.length,
+        rowsDone: counts.rowsDone + rows.count + rejects.length,
+        rowsIngested: counts.rowsIngested + rows.count,
         bytesIngested: counts.bytesIngested + bytes,
         rowsRejected: counts.rowsRejected + rejects.length,
         rowsOutOfOrder: counts.rowsOutOfOrder + outOfOrder,

@@ -268,7 +268,7 @@ class KeyOrder {
 
   next(buf: Buffer, start: number, end: number): void {
     const prev = this.#buf;
-    if (prev !== undefined && buf.compare(prev, this.#start, this.#end, start, end) < 0) {
+    if (prev !== undefined && compareRanges(buf, start, end, prev, this.#start, this.#end) < 0) {
       this.outOfOrder++;
       this.#first ??= { key: Buffer.from(buf.subarray(start, end)), previousKey: Buffer.from(prev.subarray(this.#start, this.#end)) };
     }
@@ -285,6 +285,22 @@ class KeyOrder {
     this.#start = start;
     this.#end = end;
   }
+}
+
+/** Keys up to this long are compared in a loop: a native Buffer.compare call costs more than comparing 64 bytes. */
+const LOOP_COMPARE_BYTES = 64;
+
+/** Bytewise order of a[as, ae) and b[bs, be), like Buffer.compare. */
+function compareRanges(a: Buffer, as: number, ae: number, b: Buffer, bs: number, be: number): number {
+  const la = ae - as;
+  const lb = be - bs;
+  const n = la < lb ? la : lb;
+  if (n > LOOP_COMPARE_BYTES) return a.compare(b, bs, be, as, ae);
+  for (let i = 0; i < n; i++) {
+    const d = a[as + i]! - b[bs + i]!;
+    if (d !== 0) return d;
+  }
+  return la - lb;
 }
 
 const NO_META = Buffer.alloc(0);

@@ -75,6 +75,17 @@ describe('RowMapper.mapBatchPacked', () => {
     );
   });
 
+  it('counts keys out of order the same for long keys sharing a long prefix (compared natively beyond 64 bytes)', () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.integer({ min: 60, max: 70 }), fc.string({ unit: fc.constantFrom('a', 'b'), maxLength: 3 })), { minLength: 1, maxLength: 40 }), (keys) => {
+        const ids = keys.map(([prefix, tail]) => 'p'.repeat(prefix) + tail);
+        const batch = batchOf({ k: vectorFromArray(ids, new Utf8()), v: vectorFromArray(ids.map(() => 'v'), new Utf8()) });
+        expectSame(batch, { keyColumn: 'k', valueColumn: 'v' }, Buffer.from('p'.repeat(65)));
+      }),
+      { numRuns: 200 },
+    );
+  });
+
   it('falls back to the per-row path with the same results for other key and value types (ints, LargeUtf8, dictionary, JSON documents)', () => {
     const ints = [5, 3, null, 9, 9, 1];
     const texts = ['b', 'a', 'toolongvalue!', null, '', 'c'];
