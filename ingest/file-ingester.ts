@@ -58,6 +58,13 @@ export interface FileIngestOptions {
    * the place to persist the checkpoint.
    */
   onCheckpoint?: (checkpoint: FileCheckpoint) => Promise<void>;
+  /**
+   * Asked before each record batch is read: an error it returns ends the file the way a read failure
+   * does — every batch read before is written and checkpointed, then the error is thrown — so the
+   * checkpoint still counts exactly what the store holds (a reject budget found exceeded at a
+   * checkpoint, while later batches were in flight).
+   */
+  stopWhen?: () => Error | undefined;
   signal?: AbortSignal;
 }
 
@@ -95,6 +102,8 @@ export async function ingestFile(client: StoreClient, task: FileTask, options: F
     let groupOffset = 0;
     let group = -1;
     for await (const { rowGroup, batch } of readRecordBatches(file, { rowGroupStart: current.rowGroup, rowGroupEnd: task.rowGroupEnd, signal: options.signal })) {
+      const stop = options.stopWhen?.();
+      if (stop !== undefined) throw stop;
       if (rowGroup !== group) {
         group = rowGroup;
         groupOffset = 0;
