@@ -136,7 +136,7 @@ async function runBench(name: string, args: string[]): Promise<Record<string, an
 async function repetition(samples: Samples, sizes: Sizes, workDir: string, respFile: string, withMemory: boolean): Promise<void> {
   const rows = String(sizes.rows);
 
-  const ingest = await runBench('ingest-bench', ['--rows', rows]);
+  const ingest = await runBench('ingest-bench', ['--rows', rows, '--no-redis-pipe']);
   add(samples, 'ingest.limit.rowsPerSec', ingest.limit.rowsPerSec);
   add(samples, 'ingest.reader.rowsPerSec', ingest.reader.rowsPerSec);
   add(samples, 'ingest.e2e.rowsPerSec', ingest.endToEnd.rowsPerSec);
@@ -155,7 +155,7 @@ async function repetition(samples: Samples, sizes: Sizes, workDir: string, respF
   }
 
   for (const delayMs of [1, 5]) {
-    const delayed = await runBench('ingest-bench', ['--rows', rows, '--delay-ms', String(delayMs), '--no-limit']);
+    const delayed = await runBench('ingest-bench', ['--rows', rows, '--delay-ms', String(delayMs), '--no-limit', '--no-redis-pipe']);
     add(samples, `ingest.delay${delayMs}.rowsPerSec`, delayed.endToEnd.rowsPerSec);
   }
 
