@@ -57,7 +57,9 @@ export type FieldLimit =
   /** A value: 0 – the node's max value bytes. */
   | { kind: 'value' }
   | { kind: 'string'; maxBytes: number }
-  | { kind: 'message'; required: boolean }
+  | { kind: 'message'; required: boolean; note?: string }
+  /** Bytes laid out as the note says; checked as a whole (a packed batch, store/packed-rows.ts). */
+  | { kind: 'bytes'; note: string }
   | { kind: 'list'; maxItems: number; minItems?: number; item: FieldLimit };
 
 const mapVersion: FieldLimit = { kind: 'int', min: 0, max: MAX_MAP_VERSION, note: 'the caller\'s partition map version' };
@@ -89,7 +91,18 @@ export const FIELD_LIMITS: Readonly<Record<string, Readonly<Record<string, Field
     batch_size: { kind: 'int', min: 0, max: MAX_SCAN_BATCH, note: '0 = server default' },
     snapshot_id: snapshotId,
   },
-  BulkInsertRequest: { map_version: mapVersion, rows: { kind: 'list', maxItems: MAX_BULK_ROWS, item: { kind: 'message', required: true } } },
+  BulkInsertRequest: {
+    map_version: mapVersion,
+    rows: { kind: 'list', maxItems: MAX_BULK_ROWS, item: { kind: 'message', required: true } },
+    packed: { kind: 'message', required: false, note: 'not together with rows' },
+  },
+  PackedRows: {
+    format: { kind: 'int', min: 1, max: 1, note: 'the packed layout; a node refuses a format it does not know' },
+    count: { kind: 'int', min: 0, max: MAX_BULK_ROWS, note: 'rows' },
+    lengths: { kind: 'bytes', note: 'count × 8 bytes: u32 LE key length, u32 LE value length; each key and value in the range of BulkRow.key and BulkRow.value' },
+    data: { kind: 'bytes', note: 'the keys and values, concatenated: as many bytes as lengths add up to' },
+    meta: { kind: 'bytes', note: 'empty, or count × 24 bytes: etag, updated_at_ms, expires_at_ms as u64 LE, each in the range of its BulkRow field' },
+  },
   BulkRow: {
     key: { kind: 'key' },
     value: { kind: 'value' },
@@ -128,7 +141,9 @@ export function describeLimit(limit: FieldLimit, ctx?: FieldLimitContext): strin
     case 'string':
       return `0–${limit.maxBytes} bytes`;
     case 'message':
-      return limit.required ? 'required' : 'optional';
+      return `${limit.required ? 'required' : 'optional'}${limit.note ? ` (${limit.note})` : ''}`;
+    case 'bytes':
+      return limit.note;
     case 'list':
       return `${limit.minItems ?? 0}–${limit.maxItems} items, each ${describeLimit(limit.item, ctx)}`;
   }

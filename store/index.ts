@@ -15,11 +15,14 @@ export {
   describeLimit,
 } from './field-limits.js';
 export type { FieldLimit, FieldLimitContext } from './field-limits.js';
-export { STORE_SERVICE_DESC, checkRequest, requestDescOf } from './request-check.js';
+export { STORE_SERVICE_DESC, checkPackedRows, checkRequest, requestDescOf } from './request-check.js';
+export { PACKED_ROWS_FORMAT, PackedRows, PackedRowsBuilder } from './packed-rows.js';
+export type { PackedRowsMessage, RowMeta } from './packed-rows.js';
 export { StoreError, STORE_ERROR_CODES } from './store-errors.js';
 export type { StoreErrorCode, StoreErrorOptions } from './store-errors.js';
 export { PartitionStore } from './partition-store.js';
-export type { BulkRowInput, StoredEntry, WriteTiming, PartitionStoreOptions, PartitionStoreStats, PartitionSnapshot, ReadOptions, PartitionHealth } from './partition-store.js';
+export type { BulkRowInput } from './bulk-row.js';
+export type { StoredEntry, WriteTiming, PartitionStoreOptions, PartitionStoreStats, PartitionSnapshot, ReadOptions, PartitionHealth } from './partition-store.js';
 export { planShards, planCoverageProblem, MAX_SPLIT_PARTS, DEFAULT_MAX_PLAN_SHARDS } from './shard-planner.js';
 export type { PartitionSize, PlanShardsOptions, ShardRange, ShardTarget, SplitKeysFn } from './shard-planner.js';
 export { StoreNode } from './store-node.js';

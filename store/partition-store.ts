@@ -5,24 +5,17 @@ import { ClassicLevel } from 'classic-level';
 import type { Logger } from '../common/index.js';
 import { MAX_ETAG, MAX_KEPT_ETAG, MAX_TIME_MS } from './field-limits.js';
 import { decodeRecord, encodeRecord, encodedRecordLength, isExpired, readU64, writeU64, type StoredRecord } from './record.js';
+import type { BulkRowInput } from './bulk-row.js';
 import { RangeDigest } from './range-digest.js';
 import { StoreError } from './store-errors.js';
+
+export type { BulkRowInput } from './bulk-row.js';
 
 /** A stored entry as read back: key plus record. */
 export interface StoredEntry extends StoredRecord {
   key: Buffer;
 }
 
-/** A row to bulk-insert. Optional metadata (etag, times) is kept as given, for restores. */
-export interface BulkRowInput {
-  key: Buffer;
-  value: Buffer;
-  /** > 0: keep this etag (the node's sequence moves past it). 0: assign the next one. */
-  etag?: number;
-  updatedAtMs?: number;
-  /** Absolute expiry (Unix ms); 0 = none. Rows already expired are skipped. */
-  expiresAtMs?: number;
-}
 
 /** Server-side timing of one write group, in milliseconds. */
 export interface WriteTiming {

@@ -108,10 +108,30 @@ export interface BulkRow {
   expiresAtMs: number;
 }
 
+/**
+ * Rows of one BulkInsert in one buffer, beside the per-row `rows` form (set one or the other).
+ * A prefix of rows is a prefix of `lengths`, `data` and `meta`, so a node can pass an accepted
+ * prefix on without decoding and re-encoding it. README "Packed batches" has the versioning rule.
+ */
+export interface PackedRows {
+  /** 1. A node refuses a format it does not know (INVALID_ARGUMENT naming it). */
+  format: number;
+  /** rows */
+  count: number;
+  /** count × (u32 little-endian key length, u32 little-endian value length) */
+  lengths: Buffer;
+  /** key0 value0 key1 value1 … concatenated */
+  data: Buffer;
+  /** empty, or count × 24 bytes: etag, updated_at_ms, expires_at_ms as u64 LE (0 = unset) */
+  meta: Buffer;
+}
+
 export interface BulkInsertRequest {
   mapVersion: number;
   /** Sorted rows; the node writes the longest prefix that falls inside the first key's partition. */
   rows: BulkRow[];
+  /** The same rows packed in one buffer; setting both `rows` and `packed` is INVALID_ARGUMENT. */
+  packed?: PackedRows | undefined;
 }
 
 export interface BulkInsertResponse {
@@ -996,8 +1016,98 @@ export const BulkRow: MessageFns<BulkRow> = {
   },
 };
 
+function createBasePackedRows(): PackedRows {
+  return { format: 0, count: 0, lengths: Buffer.alloc(0), data: Buffer.alloc(0), meta: Buffer.alloc(0) };
+}
+
+export const PackedRows: MessageFns<PackedRows> = {
+  encode(message: PackedRows, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.format !== 0) {
+      writer.uint32(8).uint32(message.format);
+    }
+    if (message.count !== 0) {
+      writer.uint32(16).uint32(message.count);
+    }
+    if (message.lengths.length !== 0) {
+      writer.uint32(26).bytes(message.lengths);
+    }
+    if (message.data.length !== 0) {
+      writer.uint32(34).bytes(message.data);
+    }
+    if (message.meta.length !== 0) {
+      writer.uint32(42).bytes(message.meta);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PackedRows {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePackedRows();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.format = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.count = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.lengths = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.data = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.meta = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
 function createBaseBulkInsertRequest(): BulkInsertRequest {
-  return { mapVersion: 0, rows: [] };
+  return { mapVersion: 0, rows: [], packed: undefined };
 }
 
 export const BulkInsertRequest: MessageFns<BulkInsertRequest> = {
@@ -1007,6 +1117,9 @@ export const BulkInsertRequest: MessageFns<BulkInsertRequest> = {
     }
     for (const v of message.rows) {
       BulkRow.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.packed !== undefined) {
+      PackedRows.encode(message.packed, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -1038,6 +1151,14 @@ export const BulkInsertRequest: MessageFns<BulkInsertRequest> = {
             }
 
             message.rows.push(BulkRow.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.packed = PackedRows.decode(reader, reader.uint32());
             continue;
           }
         }
