@@ -1,9 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DataFile } from '../files/index.js';
-import { RangeDigest, bulkPutCheckpointed, type BulkRowInput, type CheckpointedChunk, type StoreClient } from '../store/index.js';
+import { RangeDigest, bulkPutCheckpointed, type CheckpointedChunk, type StoreClient } from '../store/index.js';
 import { RestoreError } from './restore-errors.js';
 import { SortedRangeFilter, type KeyRange } from './restore-selection.js';
-import { readShardRows, type ShardSpec } from './shard-file.js';
+import { readShardColumns, type ShardSpec } from './shard-file.js';
+import { packShardChunk } from './shard-packer.js';
 
 /**
  * Where a shard's restore stands: the next row to read and what was done before it. Bound to the
@@ -97,41 +98,25 @@ export async function restoreShard(client: StoreClient, task: ShardTask, options
     let read = 0;
     const started = performance.now();
     const selected = task.ranges === undefined ? undefined : new SortedRangeFilter(task.ranges);
-    for await (const chunk of readShardRows(task.file, shard, { rowGroup: current.rowGroup, rowOffset: current.rowOffset, chunkRows: options.chunkRows ?? 2048, signal: options.signal })) {
-      const at = now();
-      const live: BulkRowInput[] = [];
-      let bytes = 0;
-      let outside = 0;
-      let firstExpiry = counts.firstExpiresAtMs;
-      for (const row of chunk.rows) {
-        digest.add(row.key, row.value, row.expiresAtMs, row.etag);
-        if (selected !== undefined && !selected.contains(row.key)) {
-          outside++;
-          continue;
-        }
-        if (row.expiresAtMs > 0) {
-          firstExpiry = firstExpiry === 0 ? row.expiresAtMs : Math.min(firstExpiry, row.expiresAtMs);
-          if (row.expiresAtMs <= at) continue;
-        }
-        live.push(row);
-        bytes += row.key.length + row.value.length;
-      }
-      const end = chunk.rowOffset + chunk.rows.length;
+    for await (const chunk of readShardColumns(task.file, shard, { rowGroup: current.rowGroup, rowOffset: current.rowOffset, chunkRows: options.chunkRows ?? 2048, signal: options.signal })) {
+      const rows = chunk.to - chunk.from;
+      const { packed, expired, outside, firstExpiresAtMs } = packShardChunk(chunk, { digest, selected, now: now(), firstExpiresAtMs: counts.firstExpiresAtMs });
+      const end = chunk.rowOffset + rows;
       const groupDone = end >= chunk.groupRows;
       counts = {
         ...counts,
         rowGroup: groupDone ? chunk.rowGroup + 1 : chunk.rowGroup,
         rowOffset: groupDone ? 0 : end,
-        rowsDone: counts.rowsDone + chunk.rows.length,
-        rowsRestored: counts.rowsRestored + live.length,
-        rowsExpired: counts.rowsExpired + chunk.rows.length - live.length - outside,
+        rowsDone: counts.rowsDone + rows,
+        rowsRestored: counts.rowsRestored + packed.count,
+        rowsExpired: counts.rowsExpired + expired,
         rowsOutsideRange: counts.rowsOutsideRange + outside,
-        bytesRestored: counts.bytesRestored + bytes,
+        bytesRestored: counts.bytesRestored + packed.bytes,
         fileDigest: digest.toHex(),
-        firstExpiresAtMs: firstExpiry,
+        firstExpiresAtMs,
       };
-      yield { rows: live, checkpoint: counts };
-      read += chunk.rows.length;
+      yield { rows: packed.toRows(), checkpoint: counts };
+      read += rows;
       if (options.maxRowsPerSecond && options.maxRowsPerSecond > 0) {
         const aheadMs = (read / options.maxRowsPerSecond) * 1000 - (performance.now() - started);
         if (aheadMs > 0) await sleep(aheadMs, undefined, { signal: options.signal });
