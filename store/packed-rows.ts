@@ -48,9 +48,12 @@ export class PackedRows {
   /** Start of row i's key in `data` is `offsets[first + i] - offsets[first]`; shared by slices. */
   private readonly offsets: Float64Array;
   private readonly first: number;
+  /** Whether the keys strictly increase, once asked (slices of a sorted batch are sorted). */
+  private sorted: boolean | undefined;
 
   /** @internal Use PackedRowsBuilder, fromRows or fromMessage. */
-  constructor(count: number, lengths: Buffer, data: Buffer, meta: Buffer, offsets: Float64Array, first: number) {
+  constructor(count: number, lengths: Buffer, data: Buffer, meta: Buffer, offsets: Float64Array, first: number, sorted?: boolean) {
+    this.sorted = sorted;
     this.count = count;
     this.lengths = lengths;
     this.data = data;
@@ -155,6 +158,63 @@ export class PackedRows {
     return this.metaBytes.readBigUInt64LE(this.at(i) * PACKED_META_BYTES + field * 8);
   }
 
+  /** Where row i's key starts in `data` (its value follows it). @internal */
+  keyOffset(i: number): number {
+    return this.offsets[this.first + i]! - this.offsets[this.first]!;
+  }
+
+  /** Bytewise comparison of row i's key with `other[otherStart..]`, without a view. */
+  compareKeyTo(i: number, other: Uint8Array, otherStart = 0): number {
+    const start = this.keyOffset(this.at(i));
+    return this.data.compare(other, otherStart, other.length, start, start + this.keyLength(i));
+  }
+
+  /** Bytewise comparison of the keys of rows i and j. */
+  compareKeys(i: number, j: number): number {
+    const a = this.keyOffset(this.at(i));
+    const b = this.keyOffset(this.at(j));
+    return this.data.compare(this.data, b, b + this.keyLength(j), a, a + this.keyLength(i));
+  }
+
+  /** Whether the keys strictly increase (sorted, no duplicates). Computed once. */
+  isStrictlySorted(): boolean {
+    if (this.sorted === undefined) {
+      this.sorted = true;
+      for (let i = 1; i < this.count; i++) {
+        if (this.compareKeys(i - 1, i) >= 0) {
+          this.sorted = false;
+          break;
+        }
+      }
+    }
+    return this.sorted;
+  }
+
+  /**
+   * The first row from `from` on whose key is ≥ `bound`, by binary search: for strictly sorted
+   * rows only (see isStrictlySorted); `count` when there is none.
+   */
+  firstKeyAtLeast(bound: Uint8Array, from = 0): number {
+    let lo = from;
+    let hi = this.count;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.compareKeyTo(mid, bound) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** Copies row i's key into `target` at `at`; returns the bytes copied. */
+  copyKey(i: number, target: Buffer, at: number): number {
+    return copyBytes(this.data, this.keyOffset(this.at(i)), this.keyLength(i), target, at);
+  }
+
+  /** Copies row i's value into `target` at `at`; returns the bytes copied. */
+  copyValue(i: number, target: Buffer, at: number): number {
+    return copyBytes(this.data, this.keyOffset(this.at(i)) + this.keyLength(i), this.valueLength(i), target, at);
+  }
+
   /** Rows `[start, end)` as views of this batch's buffers. */
   slice(start: number, end: number = this.count): PackedRows {
     const s = Math.max(0, Math.min(start, this.count));
@@ -163,7 +223,7 @@ export class PackedRows {
     const base = this.offsets[this.first]!;
     const data = this.data.subarray(this.offsets[this.first + s]! - base, this.offsets[this.first + e]! - base);
     const meta = this.metaBytes.length === 0 ? EMPTY : this.metaBytes.subarray(s * PACKED_META_BYTES, e * PACKED_META_BYTES);
-    return new PackedRows(e - s, this.lengths.subarray(s * PACKED_LENGTH_BYTES, e * PACKED_LENGTH_BYTES), data, meta, this.offsets, this.first + s);
+    return new PackedRows(e - s, this.lengths.subarray(s * PACKED_LENGTH_BYTES, e * PACKED_LENGTH_BYTES), data, meta, this.offsets, this.first + s, this.sorted === true ? true : undefined);
   }
 
   /** The rows as objects (views of the keys and values); for callers of the per-row API. */
@@ -286,6 +346,20 @@ export class PackedRowsBuilder {
     this.withMeta = true;
     this.metaBuf = Buffer.alloc(this.offsets.length * PACKED_META_BYTES);
   }
+}
+
+/**
+ * Below this many bytes a loop copies faster than Buffer#copy, whose argument checks and
+ * temporary view cost more than the copy itself (keys are typically 8–64 bytes).
+ */
+const LOOP_COPY_MAX_BYTES = 64;
+
+function copyBytes(source: Buffer, start: number, length: number, target: Buffer, at: number): number {
+  if (length <= LOOP_COPY_MAX_BYTES) {
+    for (let b = 0; b < length; b++) target[at + b] = source[start + b]!;
+    return length;
+  }
+  return source.copy(target, at, start, start + length);
 }
 
 function grow(buf: Buffer, capacity: number, used: number): Buffer {

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Logger } from '../common/index.js';
 import { MAX_KEPT_ETAG, MAX_LEASE_MS, MAX_MAP_VERSION_STEP, MAX_TIME_MS, MAX_TTL_MS, MAX_SPLIT_PARTS, MIN_LEASE_MS, MIN_SPLIT_PARTS, truncateForMessage } from './field-limits.js';
 import { DEFAULT_MAX_KEY_BYTES, Key, displayBytes } from './key.js';
+import { PackedRows } from './packed-rows.js';
 import { PartitionMap, partitionContains, type Partition } from './partition-map.js';
 import { DEFAULT_SCAN_BATCH_MAX_BYTES, PartitionStore, type BulkRowInput, type PartitionHealth, type PartitionSnapshot, type PartitionStoreStats, type PutOptions, type StoredEntry, type WriteTiming } from './partition-store.js';
 import type { StoredRecord } from './record.js';
@@ -173,7 +174,8 @@ export class StoreNode {
    * Writes the longest prefix of `rows` that falls in the first row's partition, atomically.
    * Rejects the whole batch when it is too large or any row is invalid (naming the row).
    */
-  async bulkInsert(mapVersion: number, rows: readonly BulkRowInput[]): Promise<BulkInsertResult> {
+  async bulkInsert(mapVersion: number, rows: readonly BulkRowInput[] | PackedRows): Promise<BulkInsertResult> {
+    if (rows instanceof PackedRows) return this.bulkInsertPacked(mapVersion, rows);
     if (rows.length === 0) return { accepted: 0, nextKey: undefined, timing: { queueMs: 0, writeMs: 0, fsyncMs: 0 } };
     let bytes = 0;
     for (let i = 0; i < rows.length; i++) {
@@ -196,6 +198,40 @@ export class StoreNode {
     while (accepted < rows.length && partitionContains(partition, rows[accepted]!.key)) accepted++;
     const timing = await store.bulkInsert(accepted === rows.length ? rows : rows.slice(0, accepted));
     return { accepted, nextKey: accepted < rows.length ? rows[accepted]!.key : undefined, timing };
+  }
+
+  /** bulkInsert of a packed batch: the same checks and answers, reading lengths and metadata in place. */
+  private async bulkInsertPacked(mapVersion: number, rows: PackedRows): Promise<BulkInsertResult> {
+    const count = rows.count;
+    if (count === 0) return { accepted: 0, nextKey: undefined, timing: { queueMs: 0, writeMs: 0, fsyncMs: 0 } };
+    for (let i = 0; i < count; i++) {
+      const keyLength = rows.keyLength(i);
+      if (keyLength === 0 || keyLength > this.maxKeyBytes) {
+        throw new StoreError('STORE_INVALID_KEY', `row ${i}: ${Key.problem(rows.key(i), this.maxKeyBytes)}`, { context: { row: i } });
+      }
+      if (rows.valueLength(i) > this.maxValueBytes) this.checkValue(rows.value(i), rows.key(i), i);
+    }
+    if (rows.hasMeta) {
+      for (let i = 0; i < count; i++) {
+        if (rows.metaField(i, 0) > MAX_KEPT_ETAG || rows.metaField(i, 1) > MAX_TIME_MS || rows.metaField(i, 2) > MAX_TIME_MS) checkRowMetadata(rows.meta(i)!, i);
+      }
+    }
+    if (rows.bytes > this.maxBatchBytes) {
+      throw new StoreError('STORE_BATCH_TOO_LARGE', `batch of ${count} rows is ${rows.bytes} bytes, over the limit of ${this.maxBatchBytes} bytes: send smaller batches`, {
+        context: { bytes: rows.bytes, limit: this.maxBatchBytes },
+      });
+    }
+    const { partition, store } = this.route(mapVersion, rows.key(0));
+    let accepted = 1;
+    const { start, end } = partition;
+    if (rows.isStrictlySorted()) {
+      // Every key after the first (which is inside) is larger: only the partition's end can cut.
+      accepted = end.length === 0 ? count : rows.firstKeyAtLeast(end, 1);
+    } else {
+      while (accepted < count && rows.compareKeyTo(accepted, start) >= 0 && (end.length === 0 || rows.compareKeyTo(accepted, end) < 0)) accepted++;
+    }
+    const timing = await store.bulkInsert(accepted === count ? rows : rows.slice(0, accepted));
+    return { accepted, nextKey: accepted < count ? rows.key(accepted) : undefined, timing };
   }
 
   /**
@@ -519,7 +555,7 @@ async function readMapFile(path: string): Promise<PartitionMap | undefined> {
 }
 
 /** The kept etag and times of a bulk row lie in their ranges (store/field-limits.ts). */
-function checkRowMetadata(row: BulkRowInput, i: number): void {
+function checkRowMetadata(row: Pick<BulkRowInput, 'etag' | 'updatedAtMs' | 'expiresAtMs'>, i: number): void {
   checkRowField(i, 'etag', row.etag, MAX_KEPT_ETAG);
   checkRowField(i, 'updated_at_ms', row.updatedAtMs, MAX_TIME_MS);
   checkRowField(i, 'expires_at_ms', row.expiresAtMs, MAX_TIME_MS);

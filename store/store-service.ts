@@ -120,7 +120,7 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
       });
     },
     bulkInsert: unary('BulkInsert', async (req) => {
-      const rows = req.packed === undefined ? req.rows : PackedRows.fromMessage(req.packed, 'BulkInsertRequest.packed').toRows();
+      const rows = req.packed === undefined ? req.rows : PackedRows.fromMessage(req.packed, 'BulkInsertRequest.packed');
       const result = await node.bulkInsert(req.mapVersion, rows);
       return { accepted: result.accepted, nextKey: result.nextKey ?? EMPTY, timing: result.timing };
     }),
