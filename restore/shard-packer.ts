@@ -1,4 +1,5 @@
 import type { ShardColumnsChunk } from '../backup/index.js';
+import { copyBytes } from '../common/index.js';
 import { PACKED_ROWS_FORMAT, PackedRows, type RangeDigest } from '../store/index.js';
 import type { SortedRangeFilter } from './restore-selection.js';
 
@@ -38,6 +39,10 @@ export function packShardChunk(chunk: ShardColumnsChunk, options: PackShardChunk
   const lengths = Buffer.allocUnsafe(rows * 8);
   const data = Buffer.allocUnsafe(keyOffsets[to]! - keyOffsets[from]! + valueOffsets[to]! - valueOffsets[from]!);
   const meta = Buffer.allocUnsafe(rows * 24);
+  // Plain Uint8Array views: copies from and into them cost less than through Buffer methods.
+  const keyBytes = asBytes(keys);
+  const valueBytes = asBytes(values);
+  const dataBytes = asBytes(data);
   let count = 0;
   let used = 0;
   let expired = 0;
@@ -50,7 +55,7 @@ export function packShardChunk(chunk: ShardColumnsChunk, options: PackShardChunk
     const vl = valueOffsets[i + 1]! - vs;
     const etag = c.etag(i);
     const expiresAtMs = c.expiresAtMs(i);
-    digest.addFrom(keys, ks, kl, values, vs, vl, expiresAtMs, etag);
+    digest.addFrom(keyBytes, ks, kl, valueBytes, vs, vl, expiresAtMs, etag);
     if (selected !== undefined && !selected.contains(keys.subarray(ks, ks + kl))) {
       outside++;
       continue;
@@ -64,8 +69,8 @@ export function packShardChunk(chunk: ShardColumnsChunk, options: PackShardChunk
     }
     lengths.writeUInt32LE(kl, count * 8);
     lengths.writeUInt32LE(vl, count * 8 + 4);
-    keys.copy(data, used, ks, ks + kl);
-    values.copy(data, used + kl, vs, vs + vl);
+    copyBytes(keyBytes, ks, kl, dataBytes, used);
+    copyBytes(valueBytes, vs, vl, dataBytes, used + kl);
     used += kl + vl;
     const m = count * 24;
     writeU64(meta, m, etag);
@@ -78,6 +83,10 @@ export function packShardChunk(chunk: ShardColumnsChunk, options: PackShardChunk
 }
 
 const TWO_32 = 2 ** 32;
+
+function asBytes(buf: Buffer): Uint8Array {
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+}
 
 /** A safe non-negative integer (the reader checked it) as u64 little-endian. */
 function writeU64(buf: Buffer, at: number, n: number): void {

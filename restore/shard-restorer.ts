@@ -31,6 +31,8 @@ export interface ShardCheckpoint {
   firstExpiresAtMs: number;
 }
 
+const DEFAULT_CHUNK_ROWS = 8192;
+
 /** A shard to restore from a local copy of its file. */
 export interface ShardTask {
   /** The local file (a staged copy for remote targets). */
@@ -51,9 +53,13 @@ export interface ShardRestoreOptions {
   resumeFrom?: ShardCheckpoint;
   /** BulkInsert calls in flight. Default 4. */
   maxInFlight?: number;
-  /** Rows per BulkInsert call. Default 1000. */
+  /** Rows per BulkInsert call at most. Default: bulkPutAll's. */
   batchMaxRows?: number;
-  /** Rows per chunk read from the file, which is also the checkpoint granularity. Default 2048. */
+  /**
+   * Rows per chunk read from the file: the checkpoint granularity, and the largest packed batch
+   * sent (bulkPutAll cuts a chunk at partition boundaries but never merges chunks). Default 8192
+   * (about 1 MB of 16-byte keys and 100-byte values, near bulkPutAll's 1 MiB per call).
+   */
   chunkRows?: number;
   /** Throttle (rows read per second); 0 or absent = unlimited. */
   maxRowsPerSecond?: number;
@@ -98,7 +104,7 @@ export async function restoreShard(client: StoreClient, task: ShardTask, options
     let read = 0;
     const started = performance.now();
     const selected = task.ranges === undefined ? undefined : new SortedRangeFilter(task.ranges);
-    for await (const chunk of readShardColumns(task.file, shard, { rowGroup: current.rowGroup, rowOffset: current.rowOffset, chunkRows: options.chunkRows ?? 2048, signal: options.signal })) {
+    for await (const chunk of readShardColumns(task.file, shard, { rowGroup: current.rowGroup, rowOffset: current.rowOffset, chunkRows: options.chunkRows ?? DEFAULT_CHUNK_ROWS, signal: options.signal })) {
       const rows = chunk.to - chunk.from;
       const { packed, expired, outside, firstExpiresAtMs } = packShardChunk(chunk, { digest, selected, now: now(), firstExpiresAtMs: counts.firstExpiresAtMs });
       const end = chunk.rowOffset + rows;
@@ -115,7 +121,7 @@ export async function restoreShard(client: StoreClient, task: ShardTask, options
         fileDigest: digest.toHex(),
         firstExpiresAtMs,
       };
-      yield { rows: packed.toRows(), checkpoint: counts };
+      yield { rows: packed, checkpoint: counts };
       read += rows;
       if (options.maxRowsPerSecond && options.maxRowsPerSecond > 0) {
         const aheadMs = (read / options.maxRowsPerSecond) * 1000 - (performance.now() - started);

@@ -106,6 +106,14 @@ describe('backup shard reader: column chunks (restore fast path) and the per-row
     const above = await first({ start: Buffer.alloc(0), end: entries[70]!.key });
     expect(above).toMatchObject({ code: 'BACKUP_CORRUPT_FILE', context: { rowGroup: 1, row: 6 } });
 
+    // Two faults in one chunk: the first row at fault is the one named.
+    const both = Array.from({ length: 100 }, (_, i) => entry(i));
+    both[20] = { ...both[20]!, key: both[19]!.key };
+    const bothFile = await shardFile(tmp, 'both.parquet', both);
+    const bothErr = await readError(readShardColumns(bothFile, { chunkRows: 40, range: { start: Buffer.alloc(0), end: both[10]!.key } }));
+    expect(bothErr).toMatchObject({ code: 'BACKUP_CORRUPT_FILE', context: { rowGroup: 0, row: 10 } });
+    expect(bothErr.message).toContain('lies outside');
+
     const empty = Array.from({ length: 10 }, (_, i) => entry(i));
     empty[0] = { ...empty[0]!, key: Buffer.alloc(0) };
     const emptyFile = await shardFile(tmp, 'empty-key.parquet', empty);
