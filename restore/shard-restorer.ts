@@ -130,13 +130,20 @@ export async function restoreShard(client: StoreClient, task: ShardTask, options
     }
   }
 
-  current = await bulkPutCheckpointed(client, chunks(), {
-    start: current,
-    persist: options.onCheckpoint,
-    maxInFlight: options.maxInFlight,
-    batchMaxRows: options.batchMaxRows,
-    signal: options.signal,
-  });
+  try {
+    current = await bulkPutCheckpointed(client, chunks(), {
+      start: current,
+      persist: options.onCheckpoint,
+      maxInFlight: options.maxInFlight,
+      batchMaxRows: options.batchMaxRows,
+      signal: options.signal,
+    });
+  } catch (err) {
+    // Stopped by the caller: its reason, not whichever call in flight noticed first (a cancelled
+    // RPC fails as CANCELLED, and may be first when the abort lands while calls are in flight).
+    if (options.signal?.aborted) throw options.signal.reason;
+    throw err;
+  }
   if (current.rowsDone !== shard.rows || current.fileDigest !== shard.checksum) {
     throw new RestoreError(
       'RESTORE_SHARD_CHECKSUM_MISMATCH',
