@@ -33,6 +33,8 @@ export interface BenchClusterOptions {
    * then names the proxies' addresses, so every client of the cluster goes through them.
    */
   delayMs?: number;
+  /** Node.js flags for the node children, before the script (e.g. `--cpu-prof`). Default none. */
+  nodeArgs?: readonly string[];
 }
 
 export interface PartitionRows {
@@ -71,10 +73,10 @@ export async function startBenchCluster(workDir: string, nodeCount: number, mapO
     const delayMs = options.delayMs ?? 0;
     const starts = await Promise.allSettled(
       addresses.map(async (address, i) => {
-        if (delayMs === 0) return startNode(address, mapFile, join(clusterDir, `node-${i}`));
+        if (delayMs === 0) return startNode(address, mapFile, join(clusterDir, `node-${i}`), undefined, options.nodeArgs);
         const listenPort = await findFreePort();
         proxies.push(await DelayProxy.start(Number(address.split(':')[1]), { host: '127.0.0.1', port: listenPort }, delayMs));
-        return startNode(address, mapFile, join(clusterDir, `node-${i}`), `127.0.0.1:${listenPort}`);
+        return startNode(address, mapFile, join(clusterDir, `node-${i}`), `127.0.0.1:${listenPort}`, options.nodeArgs);
       }),
     );
     for (const s of starts) if (s.status === 'fulfilled') nodes.push(s.value);
@@ -87,8 +89,8 @@ export async function startBenchCluster(workDir: string, nodeCount: number, mapO
   }
 }
 
-async function startNode(address: string, mapFile: string, dataDir: string, listen?: string): Promise<NodeProcess> {
-  const args = [MAIN_JS, 'store', 'start', '--map', mapFile, '--node', address, '--data', dataDir, '--log-level', 'warn'];
+async function startNode(address: string, mapFile: string, dataDir: string, listen?: string, nodeArgs: readonly string[] = []): Promise<NodeProcess> {
+  const args = [...nodeArgs, MAIN_JS, 'store', 'start', '--map', mapFile, '--node', address, '--data', dataDir, '--log-level', 'warn'];
   if (listen !== undefined) args.push('--listen', listen);
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));

@@ -127,6 +127,7 @@ function printReport(rows: number, fileBytes: number, sizeOnDisk: number, genera
   out.push('');
   out.push(`ingest child RSS, largest in each tenth of the run (MiB): ${e2e.peakRssMbByTenth.map((mb) => fixed(mb, 0)).join(' ')}`);
   out.push(`peak RSS: ingest child ${rss(e2e.peakRssMb)} MiB (goal: under ${RSS_BAR_MIB} MiB), ${e2e.nodePeakRssMb.map((mb, i) => `node ${i} ${rss(mb)} MiB`).join(', ')}`);
+  out.push(`CPU s per 1M rows: ingest child ${fixed((e2e.cpuSeconds * 1e6) / rows, 2)} (store nodes: see bench:ingest)`);
   out.push(`nodes hold ${int(e2e.storedRows)} rows; ingest report: ${int(e2e.report.rowsIngested)} ingested, ${int(e2e.report.rowsRejected)} rejected, ${fixed(e2e.report.durationMs / 1000, 1)} s from submit to report`);
   out.push(
     JSON.stringify(
