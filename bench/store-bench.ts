@@ -8,13 +8,18 @@
  *      partitions) with `StoreClient.bulkPutAll(…, { maxInFlight: 4 })`, once with fsync per batch
  *      (the default) and once with `--no-sync`: rows/s, MB/s (key + value bytes, 1 MB = 10^6 B) and
  *      the ratio to the baseline;
- *   3. Get and Put ops/s with p50/p99 latency at concurrency 1 and 32 against each node;
+ *   3. Get and Put ops/s through the real StoreClient, with p50/p99 latency and CPU seconds of the
+ *      node and of this process per 1M ops, at concurrency 1 and 32 against each node; beside them,
+ *      in the same run, a no-op grpc-js unary call (the transport ceiling, raw bytes, same call
+ *      counts) and redis-benchmark GET/SET (AOF always, 100-byte values), each op figure with its
+ *      ratio to the no-op call at the same concurrency;
  *   4. peak RSS of this process and of each node child; CPU seconds (user + system) of the node and of
  *      this process (the client) during each bulk load.
  * Prints a table, then one JSON line with every figure.
  *
  * Run: `npm run bench:store` (builds first), or after `npx tsc -p tsconfig.json`:
  *   node dist/bench/store-bench.js [--rows N] [--ops N (Get/Put calls per run at concurrency 1; 4× that at 32)]
+ *     [--node-cpu-prof DIR (run the node children with node --cpu-prof, profiles into DIR)]
  */
 import { spawn } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
@@ -26,6 +31,7 @@ import { parseArgs } from 'node:util';
 import { ClassicLevel } from 'classic-level';
 import { findFreePort } from '../common/index.js';
 import { Key, PartitionMap, StoreClient, type BulkRowInput, type WriteTiming } from '../store/index.js';
+import { measureNoopGrpc, measureRedisBenchmark, type CallRate, type RedisBenchmarkFigures } from './bench-peers.js';
 import { readCpuSeconds, readPeakRssMb, selfCpuSeconds, selfPeakRssMb, stopChild, waitForReady } from './bench-processes.js';
 import { fixed, int, roundNumbers, table } from './bench-format.js';
 
@@ -68,6 +74,17 @@ interface OpFigures {
   p50Ms: number;
   p99Ms: number;
   misses: number;
+  /** opsPerSec / the no-op grpc-js call rate at the same concurrency, same run. */
+  ratioToNoop?: number;
+  /** User + system CPU seconds per 1M ops of the node and of this process (the client). */
+  nodeCpuPerMOps: number | undefined;
+  clientCpuPerMOps: number;
+}
+
+/** The peers of the point operations, measured in the same run. */
+interface PointPeers {
+  noop: CallRate[];
+  redisBenchmark: RedisBenchmarkFigures[];
 }
 
 interface NodeRun {
@@ -87,7 +104,7 @@ interface NodeProcess {
 }
 
 async function main(): Promise<void> {
-  const { rows, ops } = parseCommandLine();
+  const { rows, ops, nodeCpuProfDir } = parseCommandLine();
   const workDir = await mkdtemp(join(tmpdir(), 'shardpipe-bench-'));
   try {
     process.stderr.write(`baseline: classic-level, ${rows} rows…\n`);
@@ -96,22 +113,25 @@ async function main(): Promise<void> {
     for (const sync of [true, false]) {
       const label = sync ? 'fsync per batch' : '--no-sync';
       process.stderr.write(`store node (${label}): bulk load and ops…\n`);
-      runs.push(await measureNode(rows, ops, sync, label, baseline, join(workDir, sync ? 'node-sync' : 'node-nosync')));
+      runs.push(await measureNode(rows, ops, sync, label, baseline, join(workDir, sync ? 'node-sync' : 'node-nosync'), nodeCpuProfDir));
     }
+    process.stderr.write('peers: no-op grpc-js call, redis-benchmark GET/SET…\n');
+    const peers = await measurePointPeers(ops, workDir);
+    for (const r of runs) for (const o of r.ops) o.ratioToNoop = o.opsPerSec / (peers.noop.find((n) => n.concurrency === o.concurrency)?.callsPerSec ?? Number.NaN);
     const benchPeakRssMb = (await selfPeakRssMb()) ?? Number.NaN;
-    printReport(rows, baseline, runs, benchPeakRssMb);
+    printReport(rows, baseline, runs, peers, benchPeakRssMb);
   } finally {
     await rm(workDir, { recursive: true, force: true });
   }
 }
 
-function parseCommandLine(): { rows: number; ops: number } {
-  const { values } = parseArgs({ options: { rows: { type: 'string', default: '1000000' }, ops: { type: 'string', default: '5000' } } });
+function parseCommandLine(): { rows: number; ops: number; nodeCpuProfDir: string | undefined } {
+  const { values } = parseArgs({ options: { rows: { type: 'string', default: '1000000' }, ops: { type: 'string', default: '5000' }, 'node-cpu-prof': { type: 'string' } } });
   const rows = Number(values.rows);
   if (!Number.isSafeInteger(rows) || rows < 1) throw new RangeError(`--rows must be a whole number ≥ 1, got ${values.rows}`);
   const ops = Number(values.ops);
   if (!Number.isSafeInteger(ops) || ops < 1) throw new RangeError(`--ops must be a whole number ≥ 1, got ${values.ops}`);
-  return { rows, ops };
+  return { rows, ops, nodeCpuProfDir: values['node-cpu-prof'] };
 }
 
 /** The i-th of `count` sorted keys, spread over the whole keyspace so every partition gets a share. */
@@ -162,14 +182,14 @@ function writeFigures(rows: number, ms: number): WriteFigures {
 }
 
 /** Starts a node child, bulk-loads it, measures ops against it, and reads its peak RSS before stopping it. */
-async function measureNode(rows: number, opCount: number, sync: boolean, label: string, baseline: WriteFigures, dataDir: string): Promise<NodeRun> {
-  const node = await startNode(dataDir, sync);
+async function measureNode(rows: number, opCount: number, sync: boolean, label: string, baseline: WriteFigures, dataDir: string, cpuProfDir: string | undefined): Promise<NodeRun> {
+  const node = await startNode(dataDir, sync, cpuProfDir);
   const client = new StoreClient({ seeds: [node.address] });
   try {
     const bulk = await measureBulk(client, node, rows, baseline);
     const ops: OpFigures[] = [];
     for (const op of ['get', 'put'] as const) {
-      for (const concurrency of OP_CONCURRENCY) ops.push(await measureOps(client, op, concurrency, concurrency === 1 ? opCount : 4 * opCount, rows));
+      for (const concurrency of OP_CONCURRENCY) ops.push(await measureOps(client, node, op, concurrency, concurrency === 1 ? opCount : 4 * opCount, rows));
     }
     return { label, sync, bulk, ops, peakRssMb: await node.peakRssMb() };
   } finally {
@@ -178,11 +198,11 @@ async function measureNode(rows: number, opCount: number, sync: boolean, label: 
   }
 }
 
-async function startNode(dataDir: string, sync: boolean): Promise<NodeProcess> {
+async function startNode(dataDir: string, sync: boolean, cpuProfDir: string | undefined): Promise<NodeProcess> {
   const address = `127.0.0.1:${await findFreePort()}`;
   const mapFile = `${dataDir}-map.json`;
   await writeFile(mapFile, JSON.stringify(PartitionMap.evenlySplit(1, [address], PARTITIONS).toJson()));
-  const args = [MAIN_JS, 'store', 'start', '--map', mapFile, '--node', address, '--data', dataDir, '--log-level', 'warn'];
+  const args = [...(cpuProfDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', cpuProfDir]), MAIN_JS, 'store', 'start', '--map', mapFile, '--node', address, '--data', dataDir, '--log-level', 'warn'];
   if (!sync) args.push('--no-sync');
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -234,8 +254,11 @@ async function storedRowCount(client: StoreClient): Promise<number> {
   return total;
 }
 
-/** `ops` random gets or puts of loaded keys from `concurrency` workers sharing one counter. */
-async function measureOps(client: StoreClient, op: 'get' | 'put', concurrency: number, ops: number, rows: number): Promise<OpFigures> {
+/**
+ * `ops` random gets or puts of loaded keys from `concurrency` workers sharing one counter, through
+ * the real StoreClient (map cache, routing, coalescing), with the CPU time of node and client.
+ */
+async function measureOps(client: StoreClient, node: NodeProcess, op: 'get' | 'put', concurrency: number, ops: number, rows: number): Promise<OpFigures> {
   const latencies = new Float64Array(ops);
   let next = 0;
   let misses = 0;
@@ -253,11 +276,33 @@ async function measureOps(client: StoreClient, op: 'get' | 'put', concurrency: n
       latencies[n] = performance.now() - started;
     }
   };
+  const nodeCpuBefore = await node.cpuSeconds();
+  const clientCpuBefore = selfCpuSeconds();
   const started = performance.now();
   await Promise.all(Array.from({ length: concurrency }, worker));
   const ms = performance.now() - started;
+  const clientCpu = selfCpuSeconds() - clientCpuBefore;
+  const nodeCpuAfter = await node.cpuSeconds();
   latencies.sort();
-  return { op, concurrency, ops, opsPerSec: ops / (ms / 1000), p50Ms: percentile(latencies, 0.5), p99Ms: percentile(latencies, 0.99), misses };
+  return {
+    op,
+    concurrency,
+    ops,
+    opsPerSec: ops / (ms / 1000),
+    p50Ms: percentile(latencies, 0.5),
+    p99Ms: percentile(latencies, 0.99),
+    misses,
+    nodeCpuPerMOps: nodeCpuBefore === undefined || nodeCpuAfter === undefined ? undefined : ((nodeCpuAfter - nodeCpuBefore) / ops) * 1e6,
+    clientCpuPerMOps: (clientCpu / ops) * 1e6,
+  };
+}
+
+/** The no-op grpc-js call with the op runs' call counts, and redis-benchmark GET/SET (AOF always) at both concurrencies. */
+async function measurePointPeers(opCount: number, workDir: string): Promise<PointPeers> {
+  const noop = await measureNoopGrpc(OP_CONCURRENCY.map((concurrency) => ({ concurrency, calls: concurrency === 1 ? opCount : 4 * opCount })));
+  const redisBenchmark: RedisBenchmarkFigures[] = [];
+  for (const concurrency of OP_CONCURRENCY) redisBenchmark.push(...(await measureRedisBenchmark(workDir, 'always', concurrency, Math.max(10 * opCount, 10_000))));
+  return { noop, redisBenchmark };
 }
 
 /** Nearest-rank percentile of sorted values. */
@@ -265,7 +310,7 @@ function percentile(sorted: Float64Array, q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
 }
 
-function printReport(rows: number, baseline: WriteFigures, runs: NodeRun[], benchPeakRssMb: number): void {
+function printReport(rows: number, baseline: WriteFigures, runs: NodeRun[], peers: PointPeers, benchPeakRssMb: number): void {
   const totalMb = (rows * (KEY_BYTES + VALUE_BYTES)) / 1e6;
   const out: string[] = [];
   out.push(`shardpipe store bench: ${int(rows)} rows × (${KEY_BYTES} B key + ${VALUE_BYTES} B value) = ${totalMb.toFixed(1)} MB, 1 node, ${PARTITIONS} partitions`);
@@ -297,14 +342,32 @@ function printReport(rows: number, baseline: WriteFigures, runs: NodeRun[], benc
   out.push('');
   out.push(
     table(
-      ['op', 'node', 'concurrency', 'ops', 'ops/s', 'p50 ms', 'p99 ms', 'misses'],
-      runs.flatMap((r) => r.ops.map((o) => [o.op, r.label, String(o.concurrency), int(o.ops), int(o.opsPerSec), fixed(o.p50Ms, 3), fixed(o.p99Ms, 3), String(o.misses)])),
+      ['op', 'node', 'concurrency', 'ops', 'ops/s', 'vs no-op call', 'p50 ms', 'p99 ms', 'misses', 'node CPU s/1M ops', 'client CPU s/1M ops'],
+      [
+        ...runs.flatMap((r) =>
+          r.ops.map((o) => [
+            o.op,
+            r.label,
+            String(o.concurrency),
+            int(o.ops),
+            int(o.opsPerSec),
+            `${fixed(o.ratioToNoop ?? Number.NaN, 2)}×`,
+            fixed(o.p50Ms, 3),
+            fixed(o.p99Ms, 3),
+            String(o.misses),
+            o.nodeCpuPerMOps === undefined ? 'n/a' : fixed(o.nodeCpuPerMOps, 1),
+            fixed(o.clientCpuPerMOps, 1),
+          ]),
+        ),
+        ...peers.noop.map((n) => ['no-op grpc-js call (peer)', '-', String(n.concurrency), int(n.calls), int(n.callsPerSec), '1.00×', fixed(n.p50Ms, 3), '-', '-', '-', '-']),
+        ...peers.redisBenchmark.map((b) => [`redis-benchmark ${b.test} (peer${b.test === 'SET' ? ', AOF always' : ''})`, '-', String(b.concurrency), int(b.requests), int(b.opsPerSec), '-', '-', '-', '-', '-', '-']),
+      ],
     ),
   );
   out.push('');
   const nodeRss = runs.map((r) => `node (${r.label}) ${r.peakRssMb === undefined ? 'n/a' : `${fixed(r.peakRssMb, 0)} MiB`}`).join(', ');
   out.push(`peak RSS: bench process ${fixed(benchPeakRssMb, 0)} MiB, ${nodeRss}`);
-  out.push(JSON.stringify({ bench: 'store', rows, keyBytes: KEY_BYTES, valueBytes: VALUE_BYTES, partitions: PARTITIONS, maxInFlight: MAX_IN_FLIGHT, baseline, nodes: runs, benchPeakRssMb }, roundNumbers));
+  out.push(JSON.stringify({ bench: 'store', rows, keyBytes: KEY_BYTES, valueBytes: VALUE_BYTES, partitions: PARTITIONS, maxInFlight: MAX_IN_FLIGHT, baseline, nodes: runs, pointPeers: peers, benchPeakRssMb }, roundNumbers));
   process.stdout.write(out.join('\n') + '\n');
 }
 
