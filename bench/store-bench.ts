@@ -9,10 +9,10 @@
  *      (the default) and once with `--no-sync`: rows/s, MB/s (key + value bytes, 1 MB = 10^6 B) and
  *      the ratio to the baseline;
  *   3. Get and Put ops/s through the real StoreClient, with p50/p99 latency and CPU seconds of the
- *      node and of this process per 1M ops, at concurrency 1 and 32 against each node; beside them,
- *      in the same run, a no-op grpc-js unary call (the transport ceiling, raw bytes, same call
- *      counts) and redis-benchmark GET/SET (AOF always, 100-byte values), each op figure with its
- *      ratio to the no-op call at the same concurrency;
+ *      node and of this process per 1M ops, at concurrency 1 and 32 against each node, each against
+ *      a no-op grpc-js unary call (the transport ceiling, raw bytes) at the same concurrency measured
+ *      in alternating rounds with it (the machine's load moves both alike); and redis-benchmark
+ *      GET/SET (AOF always, 100-byte values) in the same run;
  *   4. peak RSS of this process and of each node child; CPU seconds (user + system) of the node and of
  *      this process (the client) during each bulk load.
  * Prints a table, then one JSON line with every figure.
@@ -31,7 +31,7 @@ import { parseArgs } from 'node:util';
 import { ClassicLevel } from 'classic-level';
 import { findFreePort } from '../common/index.js';
 import { Key, PartitionMap, StoreClient, type BulkRowInput, type WriteTiming } from '../store/index.js';
-import { measureNoopGrpc, measureRedisBenchmark, type CallRate, type RedisBenchmarkFigures } from './bench-peers.js';
+import { measureRedisBenchmark, runCalls, startNoopGrpc, type NoopGrpc, type RedisBenchmarkFigures } from './bench-peers.js';
 import { readCpuSeconds, readPeakRssMb, selfCpuSeconds, selfPeakRssMb, stopChild, waitForReady } from './bench-processes.js';
 import { fixed, int, roundNumbers, table } from './bench-format.js';
 
@@ -74,8 +74,11 @@ interface OpFigures {
   p50Ms: number;
   p99Ms: number;
   misses: number;
-  /** opsPerSec / the no-op grpc-js call rate at the same concurrency, same run. */
-  ratioToNoop?: number;
+  /** The no-op grpc-js call at the same concurrency, in rounds alternating with these ops. */
+  noopCallsPerSec: number;
+  noopP50Ms: number;
+  /** opsPerSec / noopCallsPerSec. */
+  ratioToNoop: number;
   /** User + system CPU seconds per 1M ops of the node and of this process (the client). */
   nodeCpuPerMOps: number | undefined;
   clientCpuPerMOps: number;
@@ -83,9 +86,13 @@ interface OpFigures {
 
 /** The peers of the point operations, measured in the same run. */
 interface PointPeers {
-  noop: CallRate[];
+  /** The no-op call per concurrency, over the rounds of the fsync node's Get and Put runs. */
+  noop: Array<{ concurrency: number; calls: number; callsPerSec: number }>;
   redisBenchmark: RedisBenchmarkFigures[];
 }
+
+/** Rounds each op run is cut into, alternating with as many no-op calls. */
+const OP_ROUNDS = 5;
 
 interface NodeRun {
   label: string;
@@ -110,14 +117,18 @@ async function main(): Promise<void> {
     process.stderr.write(`baseline: classic-level, ${rows} rows…\n`);
     const baseline = await measureBaseline(rows, join(workDir, 'baseline'));
     const runs: NodeRun[] = [];
-    for (const sync of [true, false]) {
-      const label = sync ? 'fsync per batch' : '--no-sync';
-      process.stderr.write(`store node (${label}): bulk load and ops…\n`);
-      runs.push(await measureNode(rows, ops, sync, label, baseline, join(workDir, sync ? 'node-sync' : 'node-nosync'), nodeCpuProfDir));
+    const noop = await startNoopGrpc();
+    try {
+      for (const sync of [true, false]) {
+        const label = sync ? 'fsync per batch' : '--no-sync';
+        process.stderr.write(`store node (${label}): bulk load and ops…\n`);
+        runs.push(await measureNode(rows, ops, sync, label, baseline, join(workDir, sync ? 'node-sync' : 'node-nosync'), noop, nodeCpuProfDir));
+      }
+    } finally {
+      await noop.close();
     }
-    process.stderr.write('peers: no-op grpc-js call, redis-benchmark GET/SET…\n');
-    const peers = await measurePointPeers(ops, workDir);
-    for (const r of runs) for (const o of r.ops) o.ratioToNoop = o.opsPerSec / (peers.noop.find((n) => n.concurrency === o.concurrency)?.callsPerSec ?? Number.NaN);
+    process.stderr.write('peers: redis-benchmark GET/SET…\n');
+    const peers = await measurePointPeers(runs.find((r) => r.sync)!, ops, workDir);
     const benchPeakRssMb = (await selfPeakRssMb()) ?? Number.NaN;
     printReport(rows, baseline, runs, peers, benchPeakRssMb);
   } finally {
@@ -182,14 +193,14 @@ function writeFigures(rows: number, ms: number): WriteFigures {
 }
 
 /** Starts a node child, bulk-loads it, measures ops against it, and reads its peak RSS before stopping it. */
-async function measureNode(rows: number, opCount: number, sync: boolean, label: string, baseline: WriteFigures, dataDir: string, cpuProfDir: string | undefined): Promise<NodeRun> {
+async function measureNode(rows: number, opCount: number, sync: boolean, label: string, baseline: WriteFigures, dataDir: string, noop: NoopGrpc, cpuProfDir: string | undefined): Promise<NodeRun> {
   const node = await startNode(dataDir, sync, cpuProfDir);
   const client = new StoreClient({ seeds: [node.address] });
   try {
     const bulk = await measureBulk(client, node, rows, baseline);
     const ops: OpFigures[] = [];
     for (const op of ['get', 'put'] as const) {
-      for (const concurrency of OP_CONCURRENCY) ops.push(await measureOps(client, node, op, concurrency, concurrency === 1 ? opCount : 4 * opCount, rows));
+      for (const concurrency of OP_CONCURRENCY) ops.push(await measureOps(client, node, noop, op, concurrency, concurrency === 1 ? opCount : 4 * opCount, rows));
     }
     return { label, sync, bulk, ops, peakRssMb: await node.peakRssMb() };
   } finally {
@@ -255,15 +266,21 @@ async function storedRowCount(client: StoreClient): Promise<number> {
 }
 
 /**
- * `ops` random gets or puts of loaded keys from `concurrency` workers sharing one counter, through
- * the real StoreClient (map cache, routing, coalescing), with the CPU time of node and client.
+ * `ops` random gets or puts of loaded keys from `concurrency` workers, through the real
+ * StoreClient (map cache, routing, coalescing), with the CPU time of node and client; in
+ * OP_ROUNDS rounds, each after as many no-op grpc-js calls at the same concurrency.
  */
-async function measureOps(client: StoreClient, node: NodeProcess, op: 'get' | 'put', concurrency: number, ops: number, rows: number): Promise<OpFigures> {
+async function measureOps(client: StoreClient, node: NodeProcess, noop: NoopGrpc, op: 'get' | 'put', concurrency: number, ops: number, rows: number): Promise<OpFigures> {
   const latencies = new Float64Array(ops);
+  const noopP50s: number[] = [];
   let next = 0;
   let misses = 0;
-  const worker = async (): Promise<void> => {
-    while (next < ops) {
+  let opMs = 0;
+  let noopMs = 0;
+  let nodeCpu: number | undefined = 0;
+  let clientCpu = 0;
+  const worker = async (end: number): Promise<void> => {
+    while (next < end) {
       const n = next++;
       const i = randomInt(rows);
       const key = Key.fromBytes(keyOf(i, rows));
@@ -276,30 +293,49 @@ async function measureOps(client: StoreClient, node: NodeProcess, op: 'get' | 'p
       latencies[n] = performance.now() - started;
     }
   };
-  const nodeCpuBefore = await node.cpuSeconds();
-  const clientCpuBefore = selfCpuSeconds();
-  const started = performance.now();
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  const ms = performance.now() - started;
-  const clientCpu = selfCpuSeconds() - clientCpuBefore;
-  const nodeCpuAfter = await node.cpuSeconds();
+  for (let round = 0; round < OP_ROUNDS; round++) {
+    const end = Math.round(((round + 1) * ops) / OP_ROUNDS);
+    const calls = end - next;
+    const noopRound = await runCalls(noop.call, concurrency, calls);
+    noopMs += (calls / noopRound.callsPerSec) * 1000;
+    noopP50s.push(noopRound.p50Ms);
+    const nodeCpuBefore = await node.cpuSeconds();
+    const clientCpuBefore = selfCpuSeconds();
+    const started = performance.now();
+    await Promise.all(Array.from({ length: concurrency }, () => worker(end)));
+    opMs += performance.now() - started;
+    clientCpu += selfCpuSeconds() - clientCpuBefore;
+    const nodeCpuAfter = await node.cpuSeconds();
+    nodeCpu = nodeCpu === undefined || nodeCpuBefore === undefined || nodeCpuAfter === undefined ? undefined : nodeCpu + nodeCpuAfter - nodeCpuBefore;
+  }
   latencies.sort();
+  noopP50s.sort((a, b) => a - b);
+  const opsPerSec = ops / (opMs / 1000);
+  const noopCallsPerSec = ops / (noopMs / 1000);
   return {
     op,
     concurrency,
     ops,
-    opsPerSec: ops / (ms / 1000),
+    opsPerSec,
     p50Ms: percentile(latencies, 0.5),
     p99Ms: percentile(latencies, 0.99),
     misses,
-    nodeCpuPerMOps: nodeCpuBefore === undefined || nodeCpuAfter === undefined ? undefined : ((nodeCpuAfter - nodeCpuBefore) / ops) * 1e6,
+    noopCallsPerSec,
+    noopP50Ms: noopP50s[noopP50s.length >> 1]!,
+    ratioToNoop: opsPerSec / noopCallsPerSec,
+    nodeCpuPerMOps: nodeCpu === undefined ? undefined : (nodeCpu / ops) * 1e6,
     clientCpuPerMOps: (clientCpu / ops) * 1e6,
   };
 }
 
-/** The no-op grpc-js call with the op runs' call counts, and redis-benchmark GET/SET (AOF always) at both concurrencies. */
-async function measurePointPeers(opCount: number, workDir: string): Promise<PointPeers> {
-  const noop = await measureNoopGrpc(OP_CONCURRENCY.map((concurrency) => ({ concurrency, calls: concurrency === 1 ? opCount : 4 * opCount })));
+/** The no-op call rates of the fsync node's op runs per concurrency, and redis-benchmark GET/SET (AOF always) at both concurrencies. */
+async function measurePointPeers(run: NodeRun, opCount: number, workDir: string): Promise<PointPeers> {
+  const noop = OP_CONCURRENCY.map((concurrency) => {
+    const rows = run.ops.filter((o) => o.concurrency === concurrency);
+    const calls = rows.reduce((sum, o) => sum + o.ops, 0);
+    const seconds = rows.reduce((sum, o) => sum + o.ops / o.noopCallsPerSec, 0);
+    return { concurrency, calls, callsPerSec: calls / seconds };
+  });
   const redisBenchmark: RedisBenchmarkFigures[] = [];
   for (const concurrency of OP_CONCURRENCY) redisBenchmark.push(...(await measureRedisBenchmark(workDir, 'always', concurrency, Math.max(10 * opCount, 10_000))));
   return { noop, redisBenchmark };
@@ -342,7 +378,7 @@ function printReport(rows: number, baseline: WriteFigures, runs: NodeRun[], peer
   out.push('');
   out.push(
     table(
-      ['op', 'node', 'concurrency', 'ops', 'ops/s', 'vs no-op call', 'p50 ms', 'p99 ms', 'misses', 'node CPU s/1M ops', 'client CPU s/1M ops'],
+      ['op', 'node', 'concurrency', 'ops', 'ops/s', 'no-op calls/s', 'vs no-op call', 'p50 ms', 'no-op p50 ms', 'p99 ms', 'misses', 'node CPU s/1M ops', 'client CPU s/1M ops'],
       [
         ...runs.flatMap((r) =>
           r.ops.map((o) => [
@@ -351,16 +387,17 @@ function printReport(rows: number, baseline: WriteFigures, runs: NodeRun[], peer
             String(o.concurrency),
             int(o.ops),
             int(o.opsPerSec),
-            `${fixed(o.ratioToNoop ?? Number.NaN, 2)}×`,
+            int(o.noopCallsPerSec),
+            `${fixed(o.ratioToNoop, 2)}×`,
             fixed(o.p50Ms, 3),
+            fixed(o.noopP50Ms, 3),
             fixed(o.p99Ms, 3),
             String(o.misses),
             o.nodeCpuPerMOps === undefined ? 'n/a' : fixed(o.nodeCpuPerMOps, 1),
             fixed(o.clientCpuPerMOps, 1),
           ]),
         ),
-        ...peers.noop.map((n) => ['no-op grpc-js call (peer)', '-', String(n.concurrency), int(n.calls), int(n.callsPerSec), '1.00×', fixed(n.p50Ms, 3), '-', '-', '-', '-']),
-        ...peers.redisBenchmark.map((b) => [`redis-benchmark ${b.test} (peer${b.test === 'SET' ? ', AOF always' : ''})`, '-', String(b.concurrency), int(b.requests), int(b.opsPerSec), '-', '-', '-', '-', '-', '-']),
+        ...peers.redisBenchmark.map((b) => [`redis-benchmark ${b.test} (peer${b.test === 'SET' ? ', AOF always' : ''})`, '-', String(b.concurrency), int(b.requests), int(b.opsPerSec), '-', '-', '-', '-', '-', '-', '-', '-']),
       ],
     ),
   );

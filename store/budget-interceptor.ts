@@ -46,7 +46,8 @@ class BudgetedCall extends ServerInterceptingCall {
   private lease: BudgetLease | undefined;
   private firstReadStarted = false;
   private ended = false;
-  private readonly waiting = new AbortController();
+  // Created only when a call has to wait for room: most never do.
+  private waiting: AbortController | undefined;
 
   constructor(
     private readonly inner: ServerInterceptingCallInterface,
@@ -77,10 +78,18 @@ class BudgetedCall extends ServerInterceptingCall {
       return;
     }
     this.firstReadStarted = true;
+    const reserve = REQUEST_COPIES_HELD * this.options.reserveBytes(this.method);
+    // The common case, room at once: admitted synchronously, without a timer, signal or promise.
+    const now = this.ended ? undefined : this.budget.tryAcquire(reserve);
+    if (now !== undefined) {
+      this.lease = now;
+      super.startRead();
+      return;
+    }
     const deadline = this.inner.getDeadline();
     const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline;
     const waitMs = Math.min(this.budget.maxWaitMs, Number.isFinite(deadlineMs) ? deadlineMs - Date.now() - DEADLINE_MARGIN_MS : Infinity);
-    const reserve = REQUEST_COPIES_HELD * this.options.reserveBytes(this.method);
+    this.waiting = new AbortController();
     this.budget.acquire(reserve, { waitMs, signal: this.waiting.signal }).then((lease) => {
       if (this.ended) {
         lease?.release();
@@ -112,7 +121,7 @@ class BudgetedCall extends ServerInterceptingCall {
   private end(): void {
     if (this.ended) return;
     this.ended = true;
-    this.waiting.abort();
+    this.waiting?.abort();
     this.lease?.release();
   }
 }
