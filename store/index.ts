@@ -10,8 +10,10 @@ export {
   MAX_KEPT_ETAG,
   MAX_MAP_VERSION,
   MAX_MAP_VERSION_STEP,
+  MAX_MULTI_OPS,
   MAX_TIME_MS,
   MAX_TTL_MS,
+  MULTI_MAX_BYTES,
   describeLimit,
 } from './field-limits.js';
 export type { FieldLimit, FieldLimitContext } from './field-limits.js';
@@ -33,7 +35,9 @@ export type { StoreRouterOptions, CallOptions } from './store-router.js';
 export { bulkPutCheckpointed } from './bulk-writer.js';
 export type { BulkPutOptions, BulkPutResult, BulkPutter, CheckpointedChunk, CheckpointedPutOptions } from './bulk-writer.js';
 export { NodeConnection, channelCredentials } from './node-connection.js';
-export type { StoreCredentials } from './node-connection.js';
+export type { NodeConnectionOptions, StoreCredentials } from './node-connection.js';
+export { PointCoalescer } from './point-coalescer.js';
+export type { PointCoalescerOptions, PointKind, PointMethods, PointTransport } from './point-coalescer.js';
 export { METHOD_ROLES } from './store-auth.js';
 export { checkHealth } from './health-check.js';
 export { StoreRpcMetrics, StoreNodeMetrics } from './store-metrics.js';
