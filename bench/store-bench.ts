@@ -20,6 +20,7 @@
  * Run: `npm run bench:store` (builds first), or after `npx tsc -p tsconfig.json`:
  *   node dist/bench/store-bench.js [--rows N] [--ops N (Get/Put calls per run at concurrency 1; 4× that at 32)]
  *     [--node-cpu-prof DIR (run the node children with node --cpu-prof, profiles into DIR)]
+ *     [--point-calls-in-flight N (StoreClient pointCallsInFlight for the Get/Put runs; default: the client's)]
  */
 import { spawn } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
@@ -111,7 +112,7 @@ interface NodeProcess {
 }
 
 async function main(): Promise<void> {
-  const { rows, ops, nodeCpuProfDir } = parseCommandLine();
+  const { rows, ops, nodeCpuProfDir, pointCallsInFlight } = parseCommandLine();
   const workDir = await mkdtemp(join(tmpdir(), 'shardpipe-bench-'));
   try {
     process.stderr.write(`baseline: classic-level, ${rows} rows…\n`);
@@ -122,7 +123,7 @@ async function main(): Promise<void> {
       for (const sync of [true, false]) {
         const label = sync ? 'fsync per batch' : '--no-sync';
         process.stderr.write(`store node (${label}): bulk load and ops…\n`);
-        runs.push(await measureNode(rows, ops, sync, label, baseline, join(workDir, sync ? 'node-sync' : 'node-nosync'), noop, nodeCpuProfDir));
+        runs.push(await measureNode(rows, ops, sync, label, baseline, join(workDir, sync ? 'node-sync' : 'node-nosync'), noop, nodeCpuProfDir, pointCallsInFlight));
       }
     } finally {
       await noop.close();
@@ -136,13 +137,17 @@ async function main(): Promise<void> {
   }
 }
 
-function parseCommandLine(): { rows: number; ops: number; nodeCpuProfDir: string | undefined } {
-  const { values } = parseArgs({ options: { rows: { type: 'string', default: '1000000' }, ops: { type: 'string', default: '5000' }, 'node-cpu-prof': { type: 'string' } } });
+function parseCommandLine(): { rows: number; ops: number; nodeCpuProfDir: string | undefined; pointCallsInFlight: number | undefined } {
+  const { values } = parseArgs({
+    options: { rows: { type: 'string', default: '1000000' }, ops: { type: 'string', default: '5000' }, 'node-cpu-prof': { type: 'string' }, 'point-calls-in-flight': { type: 'string' } },
+  });
+  const inFlight = values['point-calls-in-flight'] === undefined ? undefined : Number(values['point-calls-in-flight']);
+  if (inFlight !== undefined && (!Number.isSafeInteger(inFlight) || inFlight < 1 || inFlight > 64)) throw new RangeError(`--point-calls-in-flight must be 1–64, got ${values['point-calls-in-flight']}`);
   const rows = Number(values.rows);
   if (!Number.isSafeInteger(rows) || rows < 1) throw new RangeError(`--rows must be a whole number ≥ 1, got ${values.rows}`);
   const ops = Number(values.ops);
   if (!Number.isSafeInteger(ops) || ops < 1) throw new RangeError(`--ops must be a whole number ≥ 1, got ${values.ops}`);
-  return { rows, ops, nodeCpuProfDir: values['node-cpu-prof'] };
+  return { rows, ops, nodeCpuProfDir: values['node-cpu-prof'], pointCallsInFlight: inFlight };
 }
 
 /** The i-th of `count` sorted keys, spread over the whole keyspace so every partition gets a share. */
@@ -193,9 +198,19 @@ function writeFigures(rows: number, ms: number): WriteFigures {
 }
 
 /** Starts a node child, bulk-loads it, measures ops against it, and reads its peak RSS before stopping it. */
-async function measureNode(rows: number, opCount: number, sync: boolean, label: string, baseline: WriteFigures, dataDir: string, noop: NoopGrpc, cpuProfDir: string | undefined): Promise<NodeRun> {
+async function measureNode(
+  rows: number,
+  opCount: number,
+  sync: boolean,
+  label: string,
+  baseline: WriteFigures,
+  dataDir: string,
+  noop: NoopGrpc,
+  cpuProfDir: string | undefined,
+  pointCallsInFlight: number | undefined,
+): Promise<NodeRun> {
   const node = await startNode(dataDir, sync, cpuProfDir);
-  const client = new StoreClient({ seeds: [node.address] });
+  const client = new StoreClient({ seeds: [node.address], pointCallsInFlight });
   try {
     const bulk = await measureBulk(client, node, rows, baseline);
     const ops: OpFigures[] = [];

@@ -133,11 +133,14 @@ function statusOf(err: unknown): PartialStatusObject {
   return { code: status.code ?? grpcStatus.INTERNAL, details: status.details ?? '', metadata: status.metadata ?? null };
 }
 
-/** The bytes a decoded request holds: its byte and string fields, one level into repeated messages. */
-function requestBytes(message: unknown): number {
+/**
+ * The bytes a decoded request holds: its byte and string fields, two levels into nested messages
+ * (BulkInsertRequest.rows[i].value, MultiRequest.ops[i].put.value).
+ */
+export function requestBytes(message: unknown): number {
   if (message === null || typeof message !== 'object') return FIELD_OVERHEAD_BYTES;
   let bytes = 0;
-  for (const value of Object.values(message as Record<string, unknown>)) bytes += fieldBytes(value, 1);
+  for (const value of Object.values(message as Record<string, unknown>)) bytes += fieldBytes(value, 2);
   return bytes;
 }
 

@@ -63,10 +63,25 @@ export class PointCoalescer {
   private waiting: Pending[] = [];
   private waitingBytes = 0;
   private multiSupported = true;
-  private readonly callDone = (): void => {
-    this.inFlight--;
-    if (this.waiting.length > 0 && this.inFlight < this.maxInFlight) this.flush();
+  private flushScheduled = false;
+  private readonly flushNow = (): void => {
+    this.flushScheduled = false;
+    this.flush();
   };
+  private readonly plainDone = (): void => this.callDone(false);
+
+  /**
+   * A call finished. What waits goes out once the callers just answered have sent their next
+   * requests (process.nextTick runs after the promise continuations of this turn): sending at
+   * once would split the batch, the earliest of them going alone.
+   */
+  private callDone(wasMulti: boolean): void {
+    this.inFlight--;
+    if (!this.flushScheduled && this.inFlight < this.maxInFlight && (wasMulti || this.waiting.length > 0)) {
+      this.flushScheduled = true;
+      process.nextTick(this.flushNow);
+    }
+  }
 
   constructor(
     private readonly transport: PointTransport,
@@ -84,7 +99,7 @@ export class PointCoalescer {
 
   call<K extends PointKind>(kind: K, request: PointMethods[K][0], limits: CallLimits): Promise<PointMethods[K][1]> {
     const bytes = opBytes(kind, request);
-    if (!this.multiSupported || bytes >= MULTI_MAX_BYTES || (this.inFlight < this.maxInFlight && this.waiting.length === 0)) {
+    if (!this.multiSupported || bytes >= MULTI_MAX_BYTES || (this.inFlight < this.maxInFlight && this.waiting.length === 0 && !this.flushScheduled)) {
       return this.plain(kind, request, limits);
     }
     if (limits.signal?.aborted) return Promise.reject(cancelled(kind, this.transport.address, limits.signal));
@@ -107,7 +122,7 @@ export class PointCoalescer {
     this.inFlight++;
     const call = this.transport.plain(kind, request, limits);
     // Registered before the caller's own continuation, so a caller that sends again at once finds the slot free.
-    call.then(this.callDone, this.callDone);
+    call.then(this.plainDone, this.plainDone);
     return call;
   }
 
@@ -126,7 +141,7 @@ export class PointCoalescer {
     this.inFlight++;
     this.transport.multi({ ops: batch.map(toOp) }, { deadline }).then(
       (response) => {
-        this.callDone();
+        this.callDone(true);
         if (response.results.length !== batch.length) {
           const error = new StoreError('STORE_INTERNAL', `store node ${this.transport.address} answered a Multi of ${batch.length} ops with ${response.results.length} results`);
           for (const p of batch) settle(p, undefined, error);
@@ -135,7 +150,7 @@ export class PointCoalescer {
         batch.forEach((p, i) => answer(p, response.results[i]!, this.transport.address));
       },
       (error: unknown) => {
-        this.callDone();
+        this.callDone(true);
         if (isUnimplemented(error)) {
           // A node older than Multi: plain calls from now on, starting with these.
           this.multiSupported = false;

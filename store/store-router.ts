@@ -133,7 +133,8 @@ export class StoreRouter {
       let map: PartitionMap | undefined;
       let node = 'seeds';
       try {
-        map = await this.map(options);
+        // The cached map without a promise turn: this runs once per point operation.
+        map = this.maps.current ?? (await this.map(options));
         const partition = map.lookup(key);
         node = partition.node;
         return await attempt(this.connection(node), map.version, this.limits(deadline, options), partition);
