@@ -59,7 +59,8 @@ export interface NodeStats {
  * partition map from the seeds, routes each key to its owner over one channel per node, refreshes
  * the map on FAILED_PRECONDITION and retries UNAVAILABLE (node down, partition recovering from a
  * write fault) and STORE_OVERLOADED (after the node's retry hint) with backoff and jitter within
- * the operation's deadline.
+ * the operation's deadline. Concurrent get/put/delete calls to one node travel together in Multi
+ * calls (see PointCoalescer), each answered as its plain call would be.
  */
 export class StoreClient implements BulkPutter {
   private readonly router: StoreRouter;
