@@ -157,6 +157,11 @@ export class PointCoalescer {
           for (const p of batch) if (!p.settled) this.sendPlain(p);
           return;
         }
+        if (error instanceof StoreError && error.code === 'STORE_BATCH_TOO_LARGE') {
+          // Over the node's receive limit (a node run with a tiny --max-batch-bytes): each op alone fits.
+          for (const p of batch) if (!p.settled) this.sendPlain(p);
+          return;
+        }
         for (const p of batch) settle(p, undefined, error);
       },
     );

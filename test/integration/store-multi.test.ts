@@ -218,6 +218,18 @@ describe('Multi: coalesced point operations', () => {
     expect(node.stderr).toContain('fault injection: serving the Store service without Multi');
   }, 60_000);
 
+  it('sends the ops of a Multi over the node\'s receive limit as plain calls (a node with a tiny --max-batch-bytes)', async () => {
+    // Receive limit: --max-batch-bytes + 1 MiB, just over 1 MiB; a Multi of 1 MiB of values plus framing is over it.
+    const c = await cluster(1, 2, ['--max-batch-bytes', '1', '--metrics-port', '0']);
+    const writer = client(c.seeds);
+    // 4096 key + value bytes per op: 256 waiting ops fill MULTI_MAX_BYTES exactly, and the framing puts the Multi over the limit.
+    const keys = Array.from({ length: 300 }, (_, i) => keyOf('big', i));
+    const value = (i: number): Buffer => Buffer.alloc(4096 - keys[i]!.bytes.length, i % 256);
+    const written = await Promise.all(keys.map((k, i) => writer.put(k, value(i))));
+    expect(written).toHaveLength(300);
+    for (let i = 0; i < keys.length; i++) expect((await writer.get(keys[i]!))?.value.equals(value(i))).toBe(true);
+  }, 60_000);
+
   it('refuses a malformed Multi as a whole with INVALID_ARGUMENT naming the field, and an out-of-range op in its own slot', async () => {
     const c = await cluster(1, 1);
     const node = c.seeds[0]!;
