@@ -243,8 +243,8 @@ export class PartitionStore {
   /**
    * One key read on the event loop (getSync). LevelDB answers a point read from its block cache
    * or the OS page cache in microseconds, well under the thread-pool round trip of the async get
-   * (which on 2 busy cores cost more than the read: Get at concurrency 1 went from 0.56× to … of
-   * a no-op gRPC call). A read that must go to the disk blocks the loop for its duration.
+   * (a hand-off to a worker thread and back, which on 2 busy cores costs more than the read). A
+   * read that must go to the disk blocks the loop for its duration.
    */
   private pointRead(dk: Buffer): Buffer | undefined {
     try {
