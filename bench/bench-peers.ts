@@ -146,32 +146,53 @@ export interface CallRate {
   p50Ms: number;
 }
 
-/** A no-op grpc-js server child; `calls` unary calls from `concurrency` workers on one channel, for each concurrency. */
-export async function measureNoopGrpc(runs: Array<{ concurrency: number; calls: number }>): Promise<CallRate[]> {
+/** A no-op grpc-js server child and one channel to it: the transport ceiling of a unary call. */
+export interface NoopGrpc {
+  /** One no-op unary call (raw bytes both ways, 10 s deadline). */
+  call(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Starts the no-op grpc-js server child and warms its channel up (200 calls). */
+export async function startNoopGrpc(): Promise<NoopGrpc> {
   const port = await findFreePort();
   const child: ChildProcess = spawn(process.execPath, [NOOP_SERVER_JS, String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   child.stderr!.on('data', (d: Buffer) => process.stderr.write(`[noop-grpc] ${d.toString()}`));
   const client = new Client(`127.0.0.1:${port}`, credentials.createInsecure());
-  try {
-    await waitForReady(child);
-    const call = (): Promise<void> =>
-      new Promise((resolve, reject) => {
-        client.makeUnaryRequest(NOOP_METHOD_PATH, rawBytes, rawBytes, EMPTY, { deadline: Date.now() + 10_000 }, (err) => (err ? reject(err) : resolve()));
-      });
-    await runCalls(call, 1, 200);
-    const out: CallRate[] = [];
-    for (const run of runs) out.push({ concurrency: run.concurrency, ...(await runCalls(call, run.concurrency, run.calls)) });
-    return out;
-  } finally {
+  const close = async (): Promise<void> => {
     client.close();
     await stopChild(child, exited);
+  };
+  const call = (): Promise<void> =>
+    new Promise((resolve, reject) => {
+      client.makeUnaryRequest(NOOP_METHOD_PATH, rawBytes, rawBytes, EMPTY, { deadline: Date.now() + 10_000 }, (err) => (err ? reject(err) : resolve()));
+    });
+  try {
+    await waitForReady(child);
+    await runCalls(call, 1, 200);
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  return { call, close };
+}
+
+/** A no-op grpc-js server child; `calls` unary calls from `concurrency` workers on one channel, for each concurrency. */
+export async function measureNoopGrpc(runs: Array<{ concurrency: number; calls: number }>): Promise<CallRate[]> {
+  const noop = await startNoopGrpc();
+  try {
+    const out: CallRate[] = [];
+    for (const run of runs) out.push({ concurrency: run.concurrency, ...(await runCalls(noop.call, run.concurrency, run.calls)) });
+    return out;
+  } finally {
+    await noop.close();
   }
 }
 const EMPTY = Buffer.alloc(0);
 
 /** `calls` calls of `call` from `concurrency` workers sharing one counter. */
-async function runCalls(call: (n: number) => Promise<void>, concurrency: number, calls: number): Promise<{ calls: number; callsPerSec: number; p50Ms: number }> {
+export async function runCalls(call: (n: number) => Promise<void>, concurrency: number, calls: number): Promise<{ calls: number; callsPerSec: number; p50Ms: number }> {
   const latencies = new Float64Array(calls);
   let next = 0;
   const worker = async (): Promise<void> => {

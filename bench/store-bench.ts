@@ -8,14 +8,19 @@
  *      partitions) with `StoreClient.bulkPutAll(…, { maxInFlight: 4 })`, once with fsync per batch
  *      (the default) and once with `--no-sync`: rows/s, MB/s (key + value bytes, 1 MB = 10^6 B) and
  *      the ratio to the baseline;
- *   3. Get and Put ops/s with p50/p99 latency at concurrency 1 and 32 against each node;
+ *   3. Get and Put ops/s through the real StoreClient, with p50/p99 latency and CPU seconds of the
+ *      node and of this process per 1M ops, at concurrency 1 and 32 against each node, each against
+ *      a no-op grpc-js unary call (the transport ceiling, raw bytes) at the same concurrency measured
+ *      in alternating rounds with it (the machine's load moves both alike); and redis-benchmark
+ *      GET/SET (AOF always, 100-byte values) in the same run;
  *   4. peak RSS of this process and of each node child; CPU seconds (user + system) of the node and of
  *      this process (the client) during each bulk load.
  * Prints a table, then one JSON line with every figure.
  *
  * Run: `npm run bench:store` (builds first), or after `npx tsc -p tsconfig.json`:
  *   node dist/bench/store-bench.js [--rows N] [--ops N (Get/Put calls per run at concurrency 1; 4× that at 32)]
- *     [--node-cpu-prof DIR (profile each node child with node --cpu-prof into DIR)]
+ *     [--node-cpu-prof DIR (run the node children with node --cpu-prof, profiles into DIR)]
+ *     [--point-calls-in-flight N (StoreClient pointCallsInFlight for the Get/Put runs; default: the client's)]
  */
 import { spawn } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
@@ -27,6 +32,7 @@ import { parseArgs } from 'node:util';
 import { ClassicLevel } from 'classic-level';
 import { findFreePort } from '../common/index.js';
 import { Key, PartitionMap, StoreClient, type BulkRowInput, type WriteTiming } from '../store/index.js';
+import { measureRedisBenchmark, runCalls, startNoopGrpc, type NoopGrpc, type RedisBenchmarkFigures } from './bench-peers.js';
 import { readCpuSeconds, readPeakRssMb, selfCpuSeconds, selfPeakRssMb, stopChild, waitForReady } from './bench-processes.js';
 import { fixed, int, roundNumbers, table } from './bench-format.js';
 
@@ -36,8 +42,6 @@ const CHUNK_ROWS = 1000;
 const PARTITIONS = 4;
 const MAX_IN_FLIGHT = 4;
 const OP_CONCURRENCY = [1, 32] as const;
-/** `--node-cpu-prof DIR`: run each node under `node --cpu-prof`, profiles written to DIR when it stops. */
-let nodeCpuProfDir: string | undefined;
 const MAIN_JS = join(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
 
 // Values are views into one random pool, 100 bytes apart, so LevelDB's block compression sees
@@ -71,7 +75,25 @@ interface OpFigures {
   p50Ms: number;
   p99Ms: number;
   misses: number;
+  /** The no-op grpc-js call at the same concurrency, in rounds alternating with these ops. */
+  noopCallsPerSec: number;
+  noopP50Ms: number;
+  /** opsPerSec / noopCallsPerSec. */
+  ratioToNoop: number;
+  /** User + system CPU seconds per 1M ops of the node and of this process (the client). */
+  nodeCpuPerMOps: number | undefined;
+  clientCpuPerMOps: number;
 }
+
+/** The peers of the point operations, measured in the same run. */
+interface PointPeers {
+  /** The no-op call per concurrency, over the rounds of the fsync node's Get and Put runs. */
+  noop: Array<{ concurrency: number; calls: number; callsPerSec: number }>;
+  redisBenchmark: RedisBenchmarkFigures[];
+}
+
+/** Rounds each op run is cut into, alternating with as many no-op calls. */
+const OP_ROUNDS = 5;
 
 interface NodeRun {
   label: string;
@@ -90,32 +112,42 @@ interface NodeProcess {
 }
 
 async function main(): Promise<void> {
-  const { rows, ops, nodeCpuProf } = parseCommandLine();
-  nodeCpuProfDir = nodeCpuProf;
+  const { rows, ops, nodeCpuProfDir, pointCallsInFlight } = parseCommandLine();
   const workDir = await mkdtemp(join(tmpdir(), 'shardpipe-bench-'));
   try {
     process.stderr.write(`baseline: classic-level, ${rows} rows…\n`);
     const baseline = await measureBaseline(rows, join(workDir, 'baseline'));
     const runs: NodeRun[] = [];
-    for (const sync of [true, false]) {
-      const label = sync ? 'fsync per batch' : '--no-sync';
-      process.stderr.write(`store node (${label}): bulk load and ops…\n`);
-      runs.push(await measureNode(rows, ops, sync, label, baseline, join(workDir, sync ? 'node-sync' : 'node-nosync')));
+    const noop = await startNoopGrpc();
+    try {
+      for (const sync of [true, false]) {
+        const label = sync ? 'fsync per batch' : '--no-sync';
+        process.stderr.write(`store node (${label}): bulk load and ops…\n`);
+        runs.push(await measureNode(rows, ops, sync, label, baseline, join(workDir, sync ? 'node-sync' : 'node-nosync'), noop, nodeCpuProfDir, pointCallsInFlight));
+      }
+    } finally {
+      await noop.close();
     }
+    process.stderr.write('peers: redis-benchmark GET/SET…\n');
+    const peers = await measurePointPeers(runs.find((r) => r.sync)!, ops, workDir);
     const benchPeakRssMb = (await selfPeakRssMb()) ?? Number.NaN;
-    printReport(rows, baseline, runs, benchPeakRssMb);
+    printReport(rows, baseline, runs, peers, benchPeakRssMb);
   } finally {
     await rm(workDir, { recursive: true, force: true });
   }
 }
 
-function parseCommandLine(): { rows: number; ops: number; nodeCpuProf: string | undefined } {
-  const { values } = parseArgs({ options: { rows: { type: 'string', default: '1000000' }, ops: { type: 'string', default: '5000' }, 'node-cpu-prof': { type: 'string' } } });
+function parseCommandLine(): { rows: number; ops: number; nodeCpuProfDir: string | undefined; pointCallsInFlight: number | undefined } {
+  const { values } = parseArgs({
+    options: { rows: { type: 'string', default: '1000000' }, ops: { type: 'string', default: '5000' }, 'node-cpu-prof': { type: 'string' }, 'point-calls-in-flight': { type: 'string' } },
+  });
+  const inFlight = values['point-calls-in-flight'] === undefined ? undefined : Number(values['point-calls-in-flight']);
+  if (inFlight !== undefined && (!Number.isSafeInteger(inFlight) || inFlight < 1 || inFlight > 64)) throw new RangeError(`--point-calls-in-flight must be 1–64, got ${values['point-calls-in-flight']}`);
   const rows = Number(values.rows);
   if (!Number.isSafeInteger(rows) || rows < 1) throw new RangeError(`--rows must be a whole number ≥ 1, got ${values.rows}`);
   const ops = Number(values.ops);
   if (!Number.isSafeInteger(ops) || ops < 1) throw new RangeError(`--ops must be a whole number ≥ 1, got ${values.ops}`);
-  return { rows, ops, nodeCpuProf: values['node-cpu-prof'] };
+  return { rows, ops, nodeCpuProfDir: values['node-cpu-prof'], pointCallsInFlight: inFlight };
 }
 
 /** The i-th of `count` sorted keys, spread over the whole keyspace so every partition gets a share. */
@@ -166,14 +198,24 @@ function writeFigures(rows: number, ms: number): WriteFigures {
 }
 
 /** Starts a node child, bulk-loads it, measures ops against it, and reads its peak RSS before stopping it. */
-async function measureNode(rows: number, opCount: number, sync: boolean, label: string, baseline: WriteFigures, dataDir: string): Promise<NodeRun> {
-  const node = await startNode(dataDir, sync);
-  const client = new StoreClient({ seeds: [node.address] });
+async function measureNode(
+  rows: number,
+  opCount: number,
+  sync: boolean,
+  label: string,
+  baseline: WriteFigures,
+  dataDir: string,
+  noop: NoopGrpc,
+  cpuProfDir: string | undefined,
+  pointCallsInFlight: number | undefined,
+): Promise<NodeRun> {
+  const node = await startNode(dataDir, sync, cpuProfDir);
+  const client = new StoreClient({ seeds: [node.address], pointCallsInFlight });
   try {
     const bulk = await measureBulk(client, node, rows, baseline);
     const ops: OpFigures[] = [];
     for (const op of ['get', 'put'] as const) {
-      for (const concurrency of OP_CONCURRENCY) ops.push(await measureOps(client, op, concurrency, concurrency === 1 ? opCount : 4 * opCount, rows));
+      for (const concurrency of OP_CONCURRENCY) ops.push(await measureOps(client, node, noop, op, concurrency, concurrency === 1 ? opCount : 4 * opCount, rows));
     }
     return { label, sync, bulk, ops, peakRssMb: await node.peakRssMb() };
   } finally {
@@ -182,12 +224,11 @@ async function measureNode(rows: number, opCount: number, sync: boolean, label: 
   }
 }
 
-async function startNode(dataDir: string, sync: boolean): Promise<NodeProcess> {
+async function startNode(dataDir: string, sync: boolean, cpuProfDir: string | undefined): Promise<NodeProcess> {
   const address = `127.0.0.1:${await findFreePort()}`;
   const mapFile = `${dataDir}-map.json`;
   await writeFile(mapFile, JSON.stringify(PartitionMap.evenlySplit(1, [address], PARTITIONS).toJson()));
-  const profile = nodeCpuProfDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', nodeCpuProfDir];
-  const args = [...profile, MAIN_JS, 'store', 'start', '--map', mapFile, '--node', address, '--data', dataDir, '--log-level', 'warn'];
+  const args = [...(cpuProfDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', cpuProfDir]), MAIN_JS, 'store', 'start', '--map', mapFile, '--node', address, '--data', dataDir, '--log-level', 'warn'];
   if (!sync) args.push('--no-sync');
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -239,13 +280,22 @@ async function storedRowCount(client: StoreClient): Promise<number> {
   return total;
 }
 
-/** `ops` random gets or puts of loaded keys from `concurrency` workers sharing one counter. */
-async function measureOps(client: StoreClient, op: 'get' | 'put', concurrency: number, ops: number, rows: number): Promise<OpFigures> {
+/**
+ * `ops` random gets or puts of loaded keys from `concurrency` workers, through the real
+ * StoreClient (map cache, routing, coalescing), with the CPU time of node and client; in
+ * OP_ROUNDS rounds, each after as many no-op grpc-js calls at the same concurrency.
+ */
+async function measureOps(client: StoreClient, node: NodeProcess, noop: NoopGrpc, op: 'get' | 'put', concurrency: number, ops: number, rows: number): Promise<OpFigures> {
   const latencies = new Float64Array(ops);
+  const noopP50s: number[] = [];
   let next = 0;
   let misses = 0;
-  const worker = async (): Promise<void> => {
-    while (next < ops) {
+  let opMs = 0;
+  let noopMs = 0;
+  let nodeCpu: number | undefined = 0;
+  let clientCpu = 0;
+  const worker = async (end: number): Promise<void> => {
+    while (next < end) {
       const n = next++;
       const i = randomInt(rows);
       const key = Key.fromBytes(keyOf(i, rows));
@@ -258,11 +308,52 @@ async function measureOps(client: StoreClient, op: 'get' | 'put', concurrency: n
       latencies[n] = performance.now() - started;
     }
   };
-  const started = performance.now();
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  const ms = performance.now() - started;
+  for (let round = 0; round < OP_ROUNDS; round++) {
+    const end = Math.round(((round + 1) * ops) / OP_ROUNDS);
+    const calls = end - next;
+    const noopRound = await runCalls(noop.call, concurrency, calls);
+    noopMs += (calls / noopRound.callsPerSec) * 1000;
+    noopP50s.push(noopRound.p50Ms);
+    const nodeCpuBefore = await node.cpuSeconds();
+    const clientCpuBefore = selfCpuSeconds();
+    const started = performance.now();
+    await Promise.all(Array.from({ length: concurrency }, () => worker(end)));
+    opMs += performance.now() - started;
+    clientCpu += selfCpuSeconds() - clientCpuBefore;
+    const nodeCpuAfter = await node.cpuSeconds();
+    nodeCpu = nodeCpu === undefined || nodeCpuBefore === undefined || nodeCpuAfter === undefined ? undefined : nodeCpu + nodeCpuAfter - nodeCpuBefore;
+  }
   latencies.sort();
-  return { op, concurrency, ops, opsPerSec: ops / (ms / 1000), p50Ms: percentile(latencies, 0.5), p99Ms: percentile(latencies, 0.99), misses };
+  noopP50s.sort((a, b) => a - b);
+  const opsPerSec = ops / (opMs / 1000);
+  const noopCallsPerSec = ops / (noopMs / 1000);
+  return {
+    op,
+    concurrency,
+    ops,
+    opsPerSec,
+    p50Ms: percentile(latencies, 0.5),
+    p99Ms: percentile(latencies, 0.99),
+    misses,
+    noopCallsPerSec,
+    noopP50Ms: noopP50s[noopP50s.length >> 1]!,
+    ratioToNoop: opsPerSec / noopCallsPerSec,
+    nodeCpuPerMOps: nodeCpu === undefined ? undefined : (nodeCpu / ops) * 1e6,
+    clientCpuPerMOps: (clientCpu / ops) * 1e6,
+  };
+}
+
+/** The no-op call rates of the fsync node's op runs per concurrency, and redis-benchmark GET/SET (AOF always) at both concurrencies. */
+async function measurePointPeers(run: NodeRun, opCount: number, workDir: string): Promise<PointPeers> {
+  const noop = OP_CONCURRENCY.map((concurrency) => {
+    const rows = run.ops.filter((o) => o.concurrency === concurrency);
+    const calls = rows.reduce((sum, o) => sum + o.ops, 0);
+    const seconds = rows.reduce((sum, o) => sum + o.ops / o.noopCallsPerSec, 0);
+    return { concurrency, calls, callsPerSec: calls / seconds };
+  });
+  const redisBenchmark: RedisBenchmarkFigures[] = [];
+  for (const concurrency of OP_CONCURRENCY) redisBenchmark.push(...(await measureRedisBenchmark(workDir, 'always', concurrency, Math.max(10 * opCount, 10_000))));
+  return { noop, redisBenchmark };
 }
 
 /** Nearest-rank percentile of sorted values. */
@@ -270,7 +361,7 @@ function percentile(sorted: Float64Array, q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
 }
 
-function printReport(rows: number, baseline: WriteFigures, runs: NodeRun[], benchPeakRssMb: number): void {
+function printReport(rows: number, baseline: WriteFigures, runs: NodeRun[], peers: PointPeers, benchPeakRssMb: number): void {
   const totalMb = (rows * (KEY_BYTES + VALUE_BYTES)) / 1e6;
   const out: string[] = [];
   out.push(`shardpipe store bench: ${int(rows)} rows × (${KEY_BYTES} B key + ${VALUE_BYTES} B value) = ${totalMb.toFixed(1)} MB, 1 node, ${PARTITIONS} partitions`);
@@ -302,14 +393,33 @@ function printReport(rows: number, baseline: WriteFigures, runs: NodeRun[], benc
   out.push('');
   out.push(
     table(
-      ['op', 'node', 'concurrency', 'ops', 'ops/s', 'p50 ms', 'p99 ms', 'misses'],
-      runs.flatMap((r) => r.ops.map((o) => [o.op, r.label, String(o.concurrency), int(o.ops), int(o.opsPerSec), fixed(o.p50Ms, 3), fixed(o.p99Ms, 3), String(o.misses)])),
+      ['op', 'node', 'concurrency', 'ops', 'ops/s', 'no-op calls/s', 'vs no-op call', 'p50 ms', 'no-op p50 ms', 'p99 ms', 'misses', 'node CPU s/1M ops', 'client CPU s/1M ops'],
+      [
+        ...runs.flatMap((r) =>
+          r.ops.map((o) => [
+            o.op,
+            r.label,
+            String(o.concurrency),
+            int(o.ops),
+            int(o.opsPerSec),
+            int(o.noopCallsPerSec),
+            `${fixed(o.ratioToNoop, 2)}×`,
+            fixed(o.p50Ms, 3),
+            fixed(o.noopP50Ms, 3),
+            fixed(o.p99Ms, 3),
+            String(o.misses),
+            o.nodeCpuPerMOps === undefined ? 'n/a' : fixed(o.nodeCpuPerMOps, 1),
+            fixed(o.clientCpuPerMOps, 1),
+          ]),
+        ),
+        ...peers.redisBenchmark.map((b) => [`redis-benchmark ${b.test} (peer${b.test === 'SET' ? ', AOF always' : ''})`, '-', String(b.concurrency), int(b.requests), int(b.opsPerSec), '-', '-', '-', '-', '-', '-', '-', '-']),
+      ],
     ),
   );
   out.push('');
   const nodeRss = runs.map((r) => `node (${r.label}) ${r.peakRssMb === undefined ? 'n/a' : `${fixed(r.peakRssMb, 0)} MiB`}`).join(', ');
   out.push(`peak RSS: bench process ${fixed(benchPeakRssMb, 0)} MiB, ${nodeRss}`);
-  out.push(JSON.stringify({ bench: 'store', rows, keyBytes: KEY_BYTES, valueBytes: VALUE_BYTES, partitions: PARTITIONS, maxInFlight: MAX_IN_FLIGHT, baseline, nodes: runs, benchPeakRssMb }, roundNumbers));
+  out.push(JSON.stringify({ bench: 'store', rows, keyBytes: KEY_BYTES, valueBytes: VALUE_BYTES, partitions: PARTITIONS, maxInFlight: MAX_IN_FLIGHT, baseline, nodes: runs, pointPeers: peers, benchPeakRssMb }, roundNumbers));
   process.stdout.write(out.join('\n') + '\n');
 }
 

@@ -14,7 +14,7 @@
  *
  * Peers, measured here: `redis-cli --pipe` of the same rows as SET commands into a redis-server with
  * AOF (everysec, always); redis-benchmark GET/SET (AOF always); a no-op grpc-js server (raw bytes)
- * at concurrency 1 and 32; a naive loader (one Put RPC per row, concurrency 32) into a store node.
+ * at concurrency 1 and 32, in rounds alternating with bench:store's Get/Put runs; a naive loader (one Put RPC per row, concurrency 32) into a store node.
  * The distributed figures rerun the ingest with every node behind a proxy adding 1 ms and 5 ms of
  * one-way delay.
  *
@@ -29,7 +29,7 @@ import { parseArgs } from 'node:util';
 import { collect } from './bench-cluster.js';
 import { fixed, int, table } from './bench-format.js';
 import { gitCommit, machineInfo, saveRun, type SuiteRun } from './bench-history.js';
-import { measureNaiveLoader, measureNoopGrpc, measureRedisBenchmark, measureRedisPipe, writeRespFile } from './bench-peers.js';
+import { measureNaiveLoader, measureRedisBenchmark, measureRedisPipe, writeRespFile } from './bench-peers.js';
 import { summarize, type Figure, type FigureSpec } from './bench-stats.js';
 
 const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
@@ -43,11 +43,10 @@ interface Sizes {
   memoryReps: number;
   naiveRows: number;
   redisBenchmarkRequests: number;
-  noopCalls: number;
 }
 
-const QUICK: Sizes = { rows: 50_000, storeOps: 300, memorySizeMb: 16, memoryReps: 2, naiveRows: 2000, redisBenchmarkRequests: 5000, noopCalls: 1000 };
-const FULL: Sizes = { rows: 1_000_000, storeOps: 5000, memorySizeMb: 1024, memoryReps: 1, naiveRows: 20_000, redisBenchmarkRequests: 50_000, noopCalls: 5000 };
+const QUICK: Sizes = { rows: 50_000, storeOps: 300, memorySizeMb: 16, memoryReps: 2, naiveRows: 2000, redisBenchmarkRequests: 5000 };
+const FULL: Sizes = { rows: 1_000_000, storeOps: 5000, memorySizeMb: 1024, memoryReps: 1, naiveRows: 20_000, redisBenchmarkRequests: 50_000 };
 
 const rowsPerSec = 'rows/s';
 const opsPerSec = 'ops/s';
@@ -173,8 +172,8 @@ async function repetition(samples: Samples, sizes: Sizes, workDir: string, respF
   add(samples, 'store.node.peakRssMb', sync.peakRssMb);
   for (const o of sync.ops) add(samples, `store.${o.op}.c${o.concurrency}.opsPerSec`, o.opsPerSec);
 
-  process.stderr.write('  no-op grpc-js server\n');
-  for (const r of await measureNoopGrpc([{ concurrency: 1, calls: sizes.noopCalls }, { concurrency: 32, calls: 4 * sizes.noopCalls }])) add(samples, `noop.c${r.concurrency}.callsPerSec`, r.callsPerSec);
+  // The no-op call in rounds alternating with the Get/Put runs above (bench:store), so both see the same load.
+  for (const r of store.pointPeers.noop) add(samples, `noop.c${r.concurrency}.callsPerSec`, r.callsPerSec);
 
   process.stderr.write('  redis-benchmark GET/SET, AOF always\n');
   for (const concurrency of [1, 32]) {
@@ -302,7 +301,7 @@ async function main(): Promise<void> {
       memoryRepetitions: sizes.memoryReps,
       naiveLoaderRows: sizes.naiveRows,
       redisBenchmarkRequests: sizes.redisBenchmarkRequests,
-      noopCallsAtConcurrency1: sizes.noopCalls,
+      noopCallsAtConcurrency1: "as many as the store ops, in 5 rounds alternating with them",
     },
     repetitions: reps,
     figures,

@@ -56,6 +56,16 @@ export interface LoadedConfig {
   sources: Record<SettingName, SettingSource>;
   /** The config file read, if any. */
   file: string | undefined;
+  /** Test-only fault injection, from the environment only (never a config file or flag). */
+  faultInjection: FaultInjection;
+}
+
+/**
+ * Faults a test can inject into a real process. `SHARDPIPE_FAULT_INJECTION_NO_MULTI=1`: a store
+ * node serves the Store service without Multi (answers UNIMPLEMENTED, as a node older than Multi does).
+ */
+export interface FaultInjection {
+  storeWithoutMulti: boolean;
 }
 
 /**
@@ -78,7 +88,7 @@ export function loadCliConfig(processEnv: NodeJS.ProcessEnv, configFile?: string
   for (const name of Object.keys(SETTINGS) as SettingName[]) {
     sources[name] = name in envParsed.data ? 'env' : name in fromFile ? 'file' : SETTINGS[name].default === undefined ? 'unset' : 'default';
   }
-  return { env, sources, file: file || undefined };
+  return { env, sources, file: file || undefined, faultInjection: { storeWithoutMulti: processEnv.SHARDPIPE_FAULT_INJECTION_NO_MULTI === '1' } };
 }
 
 /** Validates settings given as flags (same rules as the environment). */

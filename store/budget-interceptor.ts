@@ -46,7 +46,8 @@ class BudgetedCall extends ServerInterceptingCall {
   private lease: BudgetLease | undefined;
   private firstReadStarted = false;
   private ended = false;
-  private readonly waiting = new AbortController();
+  // Created only when a call has to wait for room: most never do.
+  private waiting: AbortController | undefined;
 
   constructor(
     private readonly inner: ServerInterceptingCallInterface,
@@ -77,10 +78,18 @@ class BudgetedCall extends ServerInterceptingCall {
       return;
     }
     this.firstReadStarted = true;
+    const reserve = REQUEST_COPIES_HELD * this.options.reserveBytes(this.method);
+    // The common case, room at once: admitted synchronously, without a timer, signal or promise.
+    const now = this.ended ? undefined : this.budget.tryAcquire(reserve);
+    if (now !== undefined) {
+      this.lease = now;
+      super.startRead();
+      return;
+    }
     const deadline = this.inner.getDeadline();
     const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline;
     const waitMs = Math.min(this.budget.maxWaitMs, Number.isFinite(deadlineMs) ? deadlineMs - Date.now() - DEADLINE_MARGIN_MS : Infinity);
-    const reserve = REQUEST_COPIES_HELD * this.options.reserveBytes(this.method);
+    this.waiting = new AbortController();
     this.budget.acquire(reserve, { waitMs, signal: this.waiting.signal }).then((lease) => {
       if (this.ended) {
         lease?.release();
@@ -112,7 +121,7 @@ class BudgetedCall extends ServerInterceptingCall {
   private end(): void {
     if (this.ended) return;
     this.ended = true;
-    this.waiting.abort();
+    this.waiting?.abort();
     this.lease?.release();
   }
 }
@@ -124,11 +133,14 @@ function statusOf(err: unknown): PartialStatusObject {
   return { code: status.code ?? grpcStatus.INTERNAL, details: status.details ?? '', metadata: status.metadata ?? null };
 }
 
-/** The bytes a decoded request holds: its byte and string fields, one level into repeated messages. */
-function requestBytes(message: unknown): number {
+/**
+ * The bytes a decoded request holds: its byte and string fields, two levels into nested messages
+ * (BulkInsertRequest.rows[i].value, MultiRequest.ops[i].put.value).
+ */
+export function requestBytes(message: unknown): number {
   if (message === null || typeof message !== 'object') return FIELD_OVERHEAD_BYTES;
   let bytes = 0;
-  for (const value of Object.values(message as Record<string, unknown>)) bytes += fieldBytes(value, 1);
+  for (const value of Object.values(message as Record<string, unknown>)) bytes += fieldBytes(value, 2);
   return bytes;
 }
 

@@ -40,6 +40,13 @@ export const MAX_NODE_ADDRESS_BYTES = 300;
 export const MAX_LIST_ITEMS = 65_536;
 /** Most rows in one BulkInsert (the batch is also bounded by bytes, --max-batch-bytes). */
 export const MAX_BULK_ROWS = 1_000_000;
+/** Most point operations in one Multi (the thick client also bounds a Multi's key + value bytes, MULTI_MAX_BYTES). */
+export const MAX_MULTI_OPS = 1000;
+/**
+ * Key + value bytes the thick client puts into one Multi; a single op at least this large goes as
+ * its own plain call. Any Multi is also bounded by the node's receive limit (--max-batch-bytes + 1 MiB).
+ */
+export const MULTI_MAX_BYTES = 1024 * 1024;
 const UINT32_MAX = 0xffff_ffff;
 
 /** Node settings some ranges depend on. */
@@ -134,6 +141,9 @@ export const FIELD_LIMITS: Readonly<Record<string, Readonly<Record<string, Field
   RenewSnapshotRequest: { snapshot_ids: snapshotIds, lease_ms: leaseMs },
   ReleaseSnapshotRequest: { snapshot_ids: snapshotIds },
   SplitKeysRequest: { map_version: mapVersion, start: bound, end: bound, parts: { kind: 'int', min: MIN_SPLIT_PARTS, max: MAX_SPLIT_PARTS } },
+  MultiRequest: { ops: { kind: 'list', minItems: 1, maxItems: MAX_MULTI_OPS, item: { kind: 'message', required: true } } },
+  // Exactly one of the three is set (checked by the service); each is checked as its plain call's request.
+  MultiOp: { get: { kind: 'message', required: false }, put: { kind: 'message', required: false }, delete: { kind: 'message', required: false } },
 };
 
 /** The allowed range of a field as text, for error messages and the README table. */

@@ -49,15 +49,27 @@ export function fromGrpcError(err: unknown, context: Record<string, string | num
   if (err instanceof StoreError) return err;
   if (!isServiceError(err)) return new StoreError('STORE_UNKNOWN', describeCause(err), { cause: err, context });
   const sent = err.metadata?.get(METADATA_ERROR_CODE)[0];
-  const code: StoreErrorCode =
-    typeof sent === 'string' && isStoreErrorCode(sent) ? sent : (STATUS_FALLBACK[err.code as status] ?? 'STORE_UNKNOWN');
-  return new StoreError(code, err.details || err.message, {
+  return storeErrorOf(err.code, typeof sent === 'string' ? sent : undefined, err.details || err.message, {
     cause: err,
     context,
     mapVersion: numberFrom(err.metadata?.get(METADATA_MAP_VERSION)[0]),
     currentEtag: numberFrom(err.metadata?.get(METADATA_CURRENT_ETAG)[0]),
     retryAfterMs: numberFrom(err.metadata?.get(METADATA_RETRY_AFTER_MS)[0]),
   });
+}
+
+/**
+ * The typed error of a failed operation from its parts: the gRPC status code, our code as sent (an
+ * unknown one falls back by status), the message and details. For plain calls' statuses and Multi slots.
+ */
+export function storeErrorOf(
+  grpcCode: number,
+  sentCode: string | undefined,
+  message: string,
+  details: { cause?: unknown; context?: Record<string, string | number | undefined>; mapVersion?: number; currentEtag?: number; retryAfterMs?: number },
+): StoreError {
+  const code: StoreErrorCode = sentCode !== undefined && isStoreErrorCode(sentCode) ? sentCode : (STATUS_FALLBACK[grpcCode as status] ?? 'STORE_UNKNOWN');
+  return new StoreError(code, message, details);
 }
 
 function isServiceError(err: unknown): err is ServiceError {

@@ -17,8 +17,10 @@ export {
   MAX_MAP_VERSION,
   MAX_MAP_VERSION_STEP,
   MAX_CHAIN_REPLICAS,
+  MAX_MULTI_OPS,
   MAX_TIME_MS,
   MAX_TTL_MS,
+  MULTI_MAX_BYTES,
   describeLimit,
 } from './field-limits.js';
 export type { FieldLimit, FieldLimitContext } from './field-limits.js';
@@ -43,7 +45,9 @@ export type { StoreRouterOptions, CallOptions } from './store-router.js';
 export { bulkPutAll, bulkPutCheckpointed, DEFAULT_BULK_BATCH_MAX_BYTES, DEFAULT_BULK_BATCH_MAX_ROWS, DEFAULT_BULK_MAX_IN_FLIGHT } from './bulk-writer.js';
 export type { BulkChunk, BulkPutOptions, BulkPutResult, BulkPutter, BulkSource, CheckpointedChunk, CheckpointedPutOptions } from './bulk-writer.js';
 export { NodeConnection, channelCredentials } from './node-connection.js';
-export type { StoreCredentials } from './node-connection.js';
+export type { NodeConnectionOptions, StoreCredentials } from './node-connection.js';
+export { PointCoalescer } from './point-coalescer.js';
+export type { PointCoalescerOptions, PointKind, PointMethods, PointTransport } from './point-coalescer.js';
 export { METHOD_ROLES } from './store-auth.js';
 export { checkHealth } from './health-check.js';
 export { StoreRpcMetrics, StoreNodeMetrics } from './store-metrics.js';

@@ -49,6 +49,12 @@ export class InflightBudget {
     return this.waiters.reduce((sum, w) => sum + w.bytes, 0);
   }
 
+  /** A lease of `bytes` (capped at the limit) at once if there is room and nobody waits; else undefined. */
+  tryAcquire(bytes: number): BudgetLease | undefined {
+    const want = Math.max(0, Math.min(Math.ceil(bytes), this.limitBytes));
+    return this.waiters.length === 0 && this.used + want <= this.limitBytes ? this.grant(want) : undefined;
+  }
+
   /**
    * Resolves a lease of `bytes` (capped at the limit) once there is room, or undefined when none
    * was free within `waitMs` (default `maxWaitMs`) or `signal` fired.

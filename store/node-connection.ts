@@ -1,5 +1,7 @@
 import { Metadata, credentials, type CallOptions, type ChannelCredentials, type ClientUnaryCall, type ServiceError } from '@grpc/grpc-js';
 import type { TlsMaterial } from '../common/index.js';
+import type { CallLimits } from './call-limits.js';
+import { PointCoalescer, type PointKind, type PointMethods } from './point-coalescer.js';
 import {
   StoreClient as GeneratedStoreClient,
   type BulkInsertRequest,
@@ -11,6 +13,8 @@ import {
   type GetPartitionMapRequest,
   type GetRequest,
   type GetResponse,
+  type MultiRequest,
+  type MultiResponse,
   type PartitionMapProto,
   type PartitionStatsRequest,
   type PartitionStatsResponse,
@@ -51,16 +55,13 @@ interface UnaryMethods {
   renewSnapshot: [RenewSnapshotRequest, RenewSnapshotResponse];
   releaseSnapshot: [ReleaseSnapshotRequest, ReleaseSnapshotResponse];
   splitKeys: [SplitKeysRequest, SplitKeysResponse];
+  multi: [MultiRequest, MultiResponse];
 }
 type UnaryMethodName = keyof UnaryMethods;
 type RequestOf<K extends UnaryMethodName> = UnaryMethods[K][0];
 type ResponseOf<K extends UnaryMethodName> = UnaryMethods[K][1];
 
-export interface CallLimits {
-  /** Absolute deadline (Date.now() based). */
-  deadline: number;
-  signal?: AbortSignal;
-}
+export type { CallLimits } from './call-limits.js';
 
 /** How a client proves who it is to store nodes, and how it checks them. */
 export interface StoreCredentials {
@@ -79,15 +80,29 @@ export function channelCredentials(tls: TlsMaterial | undefined): ChannelCredent
   return credentials.createSsl(tls.ca ?? null, tls.key ?? null, tls.cert ?? null);
 }
 
+/** Options of one node's channel. */
+export interface NodeConnectionOptions {
+  /** Point RPCs in flight on the channel before concurrent Get/Put/Delete are merged into Multi calls (see PointCoalescer). Default 2. */
+  pointCallsInFlight?: number;
+}
+
 /** One channel to one store node, with typed promise calls. Errors arrive as StoreError. */
 export class NodeConnection {
   readonly address: string;
   private readonly client: GeneratedStoreClientType;
   private readonly token: string | undefined;
+  // grpc-js copies a call's metadata before adding to it, so calls without extra headers share one.
+  private readonly plainMetadata: Metadata;
+  private readonly points: PointCoalescer;
 
-  constructor(address: string, creds: StoreCredentials = {}) {
+  constructor(address: string, creds: StoreCredentials = {}, options: NodeConnectionOptions = {}) {
     this.address = address;
     this.token = creds.token;
+    this.plainMetadata = this.metadata();
+    this.points = new PointCoalescer(
+      { address, plain: (kind, request, limits) => this.unary(kind, request as never, limits), multi: (request, limits) => this.unary('multi', request, limits) },
+      { maxInFlight: options.pointCallsInFlight },
+    );
     // Requests are bounded by each node's own receive limit (it answers RESOURCE_EXHAUSTED, and the
     // bulk writer splits); responses by the nodes' scan batch bound.
     this.client = new GeneratedStoreClient(address, channelCredentials(creds.tls), {
@@ -104,6 +119,14 @@ export class NodeConnection {
     return md;
   }
 
+  /**
+   * A Get, Put or Delete, merged with concurrent ones to this node into one Multi call when
+   * others are in flight (see PointCoalescer); answered exactly as the plain call would be.
+   */
+  point<K extends PointKind>(kind: K, request: PointMethods[K][0], limits: CallLimits): Promise<PointMethods[K][1]> {
+    return this.points.call(kind, request, limits);
+  }
+
   /** One unary call; `headers` go along as request metadata. */
   unary<K extends UnaryMethodName>(method: K, request: RequestOf<K>, limits: CallLimits, headers?: Readonly<Record<string, string>>): Promise<ResponseOf<K>> {
     return new Promise((resolve, reject) => {
@@ -117,13 +140,14 @@ export class NodeConnection {
         opts: Partial<CallOptions>,
         cb: Callback<ResponseOf<K>>,
       ) => ClientUnaryCall;
-      const onAbort = (): void => call.cancel();
-      const call = fn.call(this.client, request, this.metadata(headers), { deadline: limits.deadline }, (err, response) => {
-        limits.signal?.removeEventListener('abort', onAbort);
+      const signal = limits.signal;
+      const onAbort = signal && ((): void => call.cancel());
+      const call = fn.call(this.client, request, headers === undefined ? this.plainMetadata : this.metadata(headers), { deadline: limits.deadline }, (err, response) => {
+        if (onAbort) signal.removeEventListener('abort', onAbort);
         if (err) reject(fromGrpcError(err, { node: this.address, method }));
         else resolve(response);
       });
-      limits.signal?.addEventListener('abort', onAbort, { once: true });
+      if (onAbort) signal.addEventListener('abort', onAbort, { once: true });
     });
   }
 

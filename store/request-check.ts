@@ -17,11 +17,13 @@ function loadService(): DescService {
   return service;
 }
 
+const requestDescs = new Map(STORE_SERVICE_DESC.methods.map((m) => [m.name, m.input]));
+
 /** The request message of a Store method, by its proto name (`Get`, `BulkInsert`, …). */
 export function requestDescOf(method: string): DescMessage {
-  const found = STORE_SERVICE_DESC.methods.find((m) => m.name === method);
+  const found = requestDescs.get(method);
   if (found === undefined) throw new TypeError(`the Store service has no method ${method}`);
-  return found.input;
+  return found;
 }
 
 /** The range of a field; every field of every request message has one (a unit test checks). */
@@ -34,10 +36,11 @@ export function limitOf(message: DescMessage, field: DescField): FieldLimit {
 /**
  * Checks a decoded request against FIELD_LIMITS and throws StoreError (INVALID_ARGUMENT) naming
  * the first field out of range, its value and the allowed range. Works on the generated
- * (number-typed) messages and on reflective ones (bigint-typed) alike.
+ * (number-typed) messages and on reflective ones (bigint-typed) alike. `path` names the message
+ * in errors (default its type name; `MultiRequest.ops[3].put` for an op of a Multi).
  */
-export function checkRequest(desc: DescMessage, message: object, ctx: FieldLimitContext): void {
-  checkMessage(desc, message as Record<string, unknown>, desc.name, ctx);
+export function checkRequest(desc: DescMessage, message: object, ctx: FieldLimitContext, path: string = desc.name): void {
+  checkMessage(desc, message as Record<string, unknown>, path, ctx);
 }
 
 /**

@@ -21,7 +21,16 @@ export const METHOD_ROLES: Readonly<Record<string, Role>> = {
   Delete: 'write',
   BulkInsert: 'write',
   SetPartitionMap: 'admin',
+  // Point ops in one call: reading is enough to be let in; each put or delete in it needs write,
+  // checked per op by the service against the role this gate grants (METADATA_GRANTED_ROLE).
+  Multi: 'read',
 };
+
+/**
+ * Request metadata this gate sets on every call it lets through: the role the caller was granted
+ * (admin when the node runs without tokens). Whatever a caller sends under this name is replaced.
+ */
+export const METADATA_GRANTED_ROLE = 'x-shardpipe-granted-role';
 
 const HEALTH_PREFIX = '/grpc.health.v1.Health/';
 
@@ -53,13 +62,14 @@ export function storeAuthInterceptor(options: StoreAuthOptions): ServerIntercept
             if (path.startsWith(HEALTH_PREFIX)) return proceed(metadata);
             const name = path.slice(path.lastIndexOf('/') + 1);
             const peer = call.getConnectionInfo().remoteAddress ?? call.getPeer();
-            const refusal = check(name, metadata, peer);
-            if (refusal !== undefined) {
-              refusals.note(refusal.code, name, peer);
-              const status = toGrpcStatus(refusal);
-              intercepting.sendStatus({ code: refusal.grpcStatus, details: refusal.message, metadata: status.metadata });
+            const granted = check(name, metadata, peer);
+            if (granted instanceof StoreError) {
+              refusals.note(granted.code, name, peer);
+              const status = toGrpcStatus(granted);
+              intercepting.sendStatus({ code: granted.grpcStatus, details: granted.message, metadata: status.metadata });
               return;
             }
+            metadata.set(METADATA_GRANTED_ROLE, granted);
             const from = first(metadata, METADATA_MAP_FROM);
             const version = Number(first(metadata, METADATA_CALLER_MAP_VERSION));
             if (mapFetcher === undefined || from === undefined || !Number.isSafeInteger(version)) return proceed(metadata);
@@ -70,9 +80,10 @@ export function storeAuthInterceptor(options: StoreAuthOptions): ServerIntercept
     return intercepting;
   };
 
-  function check(name: string, metadata: Metadata, peer: string): StoreError | undefined {
+  /** The role granted to the call, or why it is refused. */
+  function check(name: string, metadata: Metadata, peer: string): StoreError | Role {
     if (tokens === undefined) {
-      if (insecure || isLoopback(peer)) return undefined;
+      if (insecure || isLoopback(peer)) return 'admin';
       return new StoreError('STORE_UNAUTHENTICATED', protectedModeMessage('this store node', peer));
     }
     const needed = METHOD_ROLES[name] ?? 'admin';
@@ -88,7 +99,7 @@ export function storeAuthInterceptor(options: StoreAuthOptions): ServerIntercept
     if (!roleAllows(result.role, needed)) {
       return new StoreError('STORE_PERMISSION_DENIED', `${name} needs role ${needed}; the token has role ${result.role}`);
     }
-    return undefined;
+    return result.role;
   }
 }
 

@@ -59,7 +59,8 @@ export interface NodeStats {
  * partition map from the seeds, routes each key to its owner over one channel per node, refreshes
  * the map on FAILED_PRECONDITION and retries UNAVAILABLE (node down, partition recovering from a
  * write fault) and STORE_OVERLOADED (after the node's retry hint) with backoff and jitter within
- * the operation's deadline.
+ * the operation's deadline. Concurrent get/put/delete calls to one node travel together in Multi
+ * calls (see PointCoalescer), each answered as its plain call would be.
  */
 export class StoreClient implements BulkPutter {
   private readonly router: StoreRouter;
@@ -84,7 +85,7 @@ export class StoreClient implements BulkPutter {
 
   async get(key: Key, options: CallOptions = {}): Promise<StoredRecord | undefined> {
     const response = await this.router.routed(key.bytes, options, (conn, mapVersion, limits) =>
-      conn.unary('get', { mapVersion, key: key.bytes }, limits),
+      conn.point('get', { mapVersion, key: key.bytes }, limits),
     );
     return response.found && response.entry ? fromEntry(response.entry) : undefined;
   }
@@ -92,7 +93,7 @@ export class StoreClient implements BulkPutter {
   /** Writes a value; rejects with STORE_ETAG_MISMATCH (carrying `currentEtag`) when a CAS fails. */
   async put(key: Key, value: Buffer, options: ClientPutOptions = {}): Promise<StoredRecord> {
     const response = await this.router.routed(key.bytes, options, (conn, mapVersion, limits) =>
-      conn.unary('put', { mapVersion, key: key.bytes, value, expectedEtag: options.expectedEtag, ttlMs: options.ttlMs ?? 0 }, limits),
+      conn.point('put', { mapVersion, key: key.bytes, value, expectedEtag: options.expectedEtag, ttlMs: options.ttlMs ?? 0 }, limits),
     );
     return { value, etag: response.etag, updatedAtMs: response.updatedAtMs, expiresAtMs: response.expiresAtMs };
   }
@@ -100,7 +101,7 @@ export class StoreClient implements BulkPutter {
   /** Deletes a key; resolves whether a live entry was deleted. */
   async delete(key: Key, options: CallOptions & { expectedEtag?: number } = {}): Promise<boolean> {
     const response = await this.router.routed(key.bytes, options, (conn, mapVersion, limits) =>
-      conn.unary('delete', { mapVersion, key: key.bytes, expectedEtag: options.expectedEtag }, limits),
+      conn.point('delete', { mapVersion, key: key.bytes, expectedEtag: options.expectedEtag }, limits),
     );
     return response.deleted;
   }

@@ -6,7 +6,7 @@ import { MAX_KEPT_ETAG, MAX_LEASE_MS, MAX_MAP_VERSION_STEP, MAX_TIME_MS, MAX_TTL
 import { DEFAULT_MAX_KEY_BYTES, Key, displayBytes } from './key.js';
 import { PackedRows } from './packed-rows.js';
 import { PartitionMap, partitionContains, type Partition } from './partition-map.js';
-import { DEFAULT_SCAN_BATCH_MAX_BYTES, PartitionStore, type BulkRowInput, type PartitionHealth, type PartitionSnapshot, type PartitionStoreStats, type PutOptions, type StoredEntry, type WriteTiming } from './partition-store.js';
+import { DEFAULT_SCAN_BATCH_MAX_BYTES, PartitionStore, type PointWrite, type BulkRowInput, type PartitionHealth, type PartitionSnapshot, type PartitionStoreStats, type PutOptions, type StoredEntry, type WriteTiming } from './partition-store.js';
 import type { StoredRecord } from './record.js';
 import type { RangeDigest } from './range-digest.js';
 import { StoreError } from './store-errors.js';
@@ -60,6 +60,19 @@ export interface BulkInsertResult {
   nextKey: Buffer | undefined;
   timing: WriteTiming;
 }
+
+/** One point operation of a Multi, with the caller's map version. */
+export type PointOp =
+  | { kind: 'get'; mapVersion: number; key: Buffer }
+  | { kind: 'put'; mapVersion: number; key: Buffer; value: Buffer; options: PutOptions }
+  | { kind: 'delete'; mapVersion: number; key: Buffer; expectedEtag?: number };
+
+/** The outcome of one point operation: what get/put/delete would resolve, or why it failed. */
+export type PointOutcome =
+  | { ok: true; kind: 'get'; record: StoredRecord | undefined }
+  | { ok: true; kind: 'put'; record: StoredRecord }
+  | { ok: true; kind: 'delete'; deleted: boolean }
+  | { ok: false; error: unknown };
 
 /** A snapshot the node holds for a caller until its lease runs out. */
 export interface SnapshotLeaseInfo {
@@ -163,9 +176,7 @@ export class StoreNode {
   async put(mapVersion: number, key: Buffer, value: Buffer, options: PutOptions): Promise<StoredRecord> {
     this.checkKey(key);
     this.checkValue(value, key);
-    if (options.ttlMs !== undefined && (!Number.isSafeInteger(options.ttlMs) || options.ttlMs < 0 || options.ttlMs > MAX_TTL_MS)) {
-      throw new StoreError('STORE_INVALID_ARGUMENT', `ttl must be a whole number of milliseconds 0–${MAX_TTL_MS}, got ${options.ttlMs}`);
-    }
+    checkTtl(options.ttlMs);
     const { store } = this.route(mapVersion, key);
     return store.put(key, value, options);
   }
@@ -174,6 +185,55 @@ export class StoreNode {
     this.checkKey(key);
     const { store } = this.route(mapVersion, key);
     return store.delete(key, expectedEtag);
+  }
+
+  /**
+   * Runs many point operations, each with the outcome its own get/put/delete would have (its own
+   * checks, routing, CAS and errors). Gets read each partition with one multi-get; the puts and
+   * deletes of each partition are queued together, so they share one batch and one fsync.
+   */
+  async multi(ops: readonly PointOp[]): Promise<PointOutcome[]> {
+    const outcomes: Array<PointOutcome | Promise<PointOutcome>> = new Array(ops.length);
+    const gets = new Map<PartitionStore, number[]>();
+    const writes = new Map<PartitionStore, number[]>();
+    for (let i = 0; i < ops.length; i++) {
+      const op = ops[i]!;
+      try {
+        this.checkKey(op.key);
+        if (op.kind === 'put') {
+          this.checkValue(op.value, op.key);
+          checkTtl(op.options.ttlMs);
+        }
+        const { store } = this.route(op.mapVersion, op.key);
+        const byStore = op.kind === 'get' ? gets : writes;
+        const slots = byStore.get(store);
+        if (slots === undefined) byStore.set(store, [i]);
+        else slots.push(i);
+      } catch (error) {
+        outcomes[i] = { ok: false, error };
+      }
+    }
+    const reads: Array<Promise<void>> = [];
+    for (const [store, slots] of gets) {
+      reads.push(
+        store.getMany(slots.map((i) => ops[i]!.key)).then(
+          (records) => slots.forEach((slot, j) => (outcomes[slot] = { ok: true, kind: 'get', record: records[j] })),
+          (error: unknown) => slots.forEach((slot) => (outcomes[slot] = { ok: false, error })),
+        ),
+      );
+    }
+    for (const [store, slots] of writes) {
+      const settled = store.writeMany(slots.map((i) => ops[i] as PointWrite & PointOp));
+      slots.forEach((slot, j) => {
+        const kind = ops[slot]!.kind;
+        outcomes[slot] = settled[j]!.then(
+          (r): PointOutcome => (kind === 'put' ? { ok: true, kind: 'put', record: r as StoredRecord } : { ok: true, kind: 'delete', deleted: r as boolean }),
+          (error: unknown): PointOutcome => ({ ok: false, error }),
+        );
+      });
+    }
+    await Promise.all(reads);
+    return Promise.all(outcomes);
   }
 
   /**
@@ -601,6 +661,12 @@ function checkRowMetadata(row: Pick<BulkRowInput, 'etag' | 'updatedAtMs' | 'expi
 function checkRowField(i: number, name: string, value: number | undefined, max: number): void {
   if (value !== undefined && (!Number.isSafeInteger(value) || value < 0 || value > max)) {
     throw new StoreError('STORE_INVALID_ARGUMENT', `row ${i}: ${name} is ${value}, out of range: allowed 0–${max}`, { context: { row: i, field: name } });
+  }
+}
+
+function checkTtl(ttlMs: number | undefined): void {
+  if (ttlMs !== undefined && (!Number.isSafeInteger(ttlMs) || ttlMs < 0 || ttlMs > MAX_TTL_MS)) {
+    throw new StoreError('STORE_INVALID_ARGUMENT', `ttl must be a whole number of milliseconds 0–${MAX_TTL_MS}, got ${ttlMs}`);
   }
 }
 

@@ -20,6 +20,11 @@ export interface StoreRouterOptions {
   retryMaxMs?: number;
   /** Token and TLS for every node (see StoreCredentials). Default: plaintext, no token. */
   credentials?: StoreCredentials;
+  /**
+   * Get/Put/Delete calls in flight per node before concurrent ones are merged into one Multi call
+   * (1–64). A request that finds fewer in flight goes at once as its plain call. Default 2.
+   */
+  pointCallsInFlight?: number;
   logger?: Logger;
 }
 
@@ -59,6 +64,7 @@ export class StoreRouter {
   private readonly retryMaxMs: number;
   readonly logger: Logger | undefined;
   private readonly credentials: StoreCredentials;
+  private readonly pointCallsInFlight: number | undefined;
   private readonly connections = new Map<string, NodeConnection>();
   private readonly maps: MapCache;
   private closed = false;
@@ -71,6 +77,9 @@ export class StoreRouter {
     this.retryMaxMs = options.retryMaxMs ?? 2000;
     this.logger = options.logger;
     this.credentials = { ...options.credentials };
+    const inFlight = options.pointCallsInFlight;
+    if (inFlight !== undefined && (!Number.isSafeInteger(inFlight) || inFlight < 1 || inFlight > 64)) throw new RangeError(`pointCallsInFlight must be 1–64, got ${inFlight}`);
+    this.pointCallsInFlight = inFlight;
     this.maps = new MapCache({ seeds: options.seeds, logger: options.logger, ask: (address, limits) => this.connection(address).unary('getPartitionMap', {}, limits) });
   }
 
@@ -94,7 +103,7 @@ export class StoreRouter {
     if (this.closed) throw new StoreError('STORE_CLOSED', 'the store client is closed');
     let conn = this.connections.get(address);
     if (!conn) {
-      conn = new NodeConnection(address, this.credentials);
+      conn = new NodeConnection(address, this.credentials, { pointCallsInFlight: this.pointCallsInFlight });
       this.connections.set(address, conn);
     }
     return conn;
@@ -124,7 +133,8 @@ export class StoreRouter {
       let map: PartitionMap | undefined;
       let node = 'seeds';
       try {
-        map = await this.map(options);
+        // The cached map without a promise turn: this runs once per point operation.
+        map = this.maps.current ?? (await this.map(options));
         const partition = map.lookup(key);
         node = partition.node;
         return await attempt(this.connection(node), map.version, this.limits(deadline, options), partition);

@@ -33,6 +33,11 @@ export interface StoreServerOptions extends StoreNodeOptions {
   tls?: TlsMaterial;
   /** Without tokens, bind any address and accept any peer anyway. Default false. */
   insecure?: boolean;
+  /**
+   * Fault injection for tests only: serve the Store service without Multi, so calls to it get
+   * UNIMPLEMENTED as from a node that predates it. Default false.
+   */
+  faultInjectionWithoutMulti?: boolean;
   logger: Logger;
 }
 
@@ -120,7 +125,8 @@ export class StoreServer {
           dataDir: options.dataDir,
         });
       const reserveBytes = (method: string): number => {
-        if (method === 'BulkInsert') return receiveLimit;
+        // A Multi may carry many puts: as large as any request the node takes.
+        if (method === 'BulkInsert' || method === 'Multi') return receiveLimit;
         if (method === 'Put') return opened.maxKeyBytes + opened.maxValueBytes + SMALL_REQUEST_BYTES;
         return SMALL_REQUEST_BYTES;
       };
@@ -140,7 +146,15 @@ export class StoreServer {
       await opened.close();
       throw err;
     }
-    server.addService(STORE_SERVICE_DEFINITION, createStoreHandlers(opened, logger, options.metricsRegistry && new StoreRpcMetrics(options.metricsRegistry)));
+    const handlers = createStoreHandlers(opened, logger, options.metricsRegistry && new StoreRpcMetrics(options.metricsRegistry));
+    if (options.faultInjectionWithoutMulti) {
+      logger.warn('fault injection: serving the Store service without Multi');
+      const { multi: _definition, ...withoutMulti } = STORE_SERVICE_DEFINITION;
+      const { multi: _handler, ...handlersWithoutMulti } = handlers;
+      server.addService(withoutMulti, handlersWithoutMulti);
+    } else {
+      server.addService(STORE_SERVICE_DEFINITION, handlers);
+    }
     reportHealth();
     health.addToServer(server);
     let port: number;

@@ -1,19 +1,22 @@
 import { once } from 'node:events';
 import { status as grpcStatus, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from '@grpc/grpc-js';
-import type { Logger } from '../common/index.js';
-import { StoreService, type Entry, type ScanBatch, type ScanRequest, type SnapshotInfo, type StoreServer as StoreHandlers } from './proto/gen/shardpipe/store/v1/store.js';
-import type { FieldLimitContext } from './field-limits.js';
+import { roleAllows, type Logger, type Role } from '../common/index.js';
+import { StoreService, type Entry, type MultiOp, type MultiRequest, type MultiResult, type ScanBatch, type ScanRequest, type SnapshotInfo, type StoreServer as StoreHandlers } from './proto/gen/shardpipe/store/v1/store.js';
+import { FIELD_LIMITS, MAX_MULTI_OPS, truncateForMessage, type FieldLimitContext } from './field-limits.js';
 import { toGrpcStatus } from './grpc-errors.js';
 import { checkRequest, requestDescOf, undecodableRequestError } from './request-check.js';
 import { successor } from './key.js';
 import { PackedRows } from './packed-rows.js';
 import { PartitionMap } from './partition-map.js';
 import { SCAN_ENTRY_OVERHEAD_BYTES, type StoredEntry } from './partition-store.js';
-import type { SnapshotLeaseInfo, StoreNode } from './store-node.js';
+import { METADATA_GRANTED_ROLE } from './store-auth.js';
+import type { PointOp, PointOutcome, SnapshotLeaseInfo, StoreNode } from './store-node.js';
 import { StoreError } from './store-errors.js';
 import type { StoreRpcMetrics } from './store-metrics.js';
 
 const EMPTY = Buffer.alloc(0);
+/** As a plain call's status message (grpc-errors.ts). */
+const MAX_SLOT_MESSAGE_CHARS = 2000;
 const UNDECODABLE = Symbol('undecodable request');
 
 /** A request the generated code could not decode, kept so the handler can say which field is wrong. */
@@ -44,13 +47,14 @@ export const STORE_SERVICE_DEFINITION: typeof StoreService = Object.fromEntries(
 
 /**
  * Checks a request against the documented field ranges (store/field-limits.ts) before the node
- * sees it; throws StoreError INVALID_ARGUMENT naming the field, the value and the range.
+ * sees it; throws StoreError INVALID_ARGUMENT naming the field, the value and the range. Without
+ * `checkFields` only decodability is checked (Multi checks each op in its own slot).
  */
-function admit<Req>(method: string, request: Req, limits: FieldLimitContext): Req {
+function admit<Req>(method: string, request: Req, limits: FieldLimitContext, checkFields = true): Req {
   const desc = requestDescOf(method);
   const undecodable = (request as Partial<Undecodable>)[UNDECODABLE];
   if (undecodable !== undefined) throw undecodableRequestError(desc, undecodable.bytes, undecodable.cause, limits);
-  checkRequest(desc, request as object, limits);
+  if (checkFields) checkRequest(desc, request as object, limits);
   return request;
 }
 
@@ -58,11 +62,11 @@ function admit<Req>(method: string, request: Req, limits: FieldLimitContext): Re
 export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: StoreRpcMetrics): StoreHandlers {
   const limits: FieldLimitContext = { maxKeyBytes: node.maxKeyBytes, maxValueBytes: node.maxValueBytes };
   const unary =
-    <Req, Res>(method: string, fn: (request: Req) => Promise<Res>) =>
+    <Req, Res>(method: string, fn: (request: Req, call: ServerUnaryCall<Req, Res>) => Promise<Res>, checkFields = true) =>
     (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
       const done = metrics?.start(method);
       Promise.resolve()
-        .then(() => fn(admit(method, call.request, limits)))
+        .then(() => fn(admit(method, call.request, limits, checkFields), call))
         .then(
         (response) => {
           done?.(grpcStatus.OK);
@@ -159,6 +163,11 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
     }),
     renewSnapshot: unary('RenewSnapshot', async (req) => ({ snapshots: node.renewSnapshots(req.snapshotIds, req.leaseMs).map(toSnapshotInfo) })),
     releaseSnapshot: unary('ReleaseSnapshot', async (req) => ({ released: await node.releaseSnapshots(req.snapshotIds) })),
+    multi: unary(
+      'Multi',
+      async (req, call) => ({ results: await runMulti(node, req, grantedRole(call.metadata.get(METADATA_GRANTED_ROLE)[0]), limits, logger) }),
+      false,
+    ),
     getPartitionMap: unary('GetPartitionMap', async () => node.map.toProto()),
     setPartitionMap: unary('SetPartitionMap', async (req) => {
       if (req.map === undefined) throw new StoreError('STORE_INVALID_MAP', 'SetPartitionMap needs a map');
@@ -166,6 +175,86 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
       return { version: node.map.version, installed };
     }),
   };
+}
+
+/**
+ * Answers a Multi slot by slot. The request's shape (op count, exactly one kind per op) is the
+ * caller's contract and fails the whole call; everything about one op — its field ranges, its role,
+ * routing, CAS, the write itself — is answered in its own slot, as its plain call would be.
+ */
+async function runMulti(node: StoreNode, req: MultiRequest, role: Role | undefined, limits: FieldLimitContext, logger: Logger): Promise<MultiResult[]> {
+  const opsLimit = FIELD_LIMITS.MultiRequest!.ops!;
+  if (req.ops.length < 1 || req.ops.length > MAX_MULTI_OPS) {
+    throw new StoreError('STORE_INVALID_ARGUMENT', `MultiRequest.ops has ${req.ops.length} items, out of range: allowed 1–${MAX_MULTI_OPS}`, {
+      context: { field: 'MultiRequest.ops', value: String(req.ops.length), allowed: opsLimit.kind === 'list' ? `${opsLimit.minItems ?? 0}–${opsLimit.maxItems} items` : undefined },
+    });
+  }
+  const results: Array<MultiResult | undefined> = new Array(req.ops.length);
+  const ops: PointOp[] = [];
+  const slots: number[] = [];
+  const mayWrite = role !== undefined && roleAllows(role, 'write');
+  for (let i = 0; i < req.ops.length; i++) {
+    const op = req.ops[i]!;
+    const kinds = (op.get ? 1 : 0) + (op.put ? 1 : 0) + (op.delete ? 1 : 0);
+    if (kinds !== 1) throw new StoreError('STORE_INVALID_ARGUMENT', `MultiRequest.ops[${i}] sets ${kinds} of get, put, delete: exactly one is needed`, { context: { field: `MultiRequest.ops[${i}]` } });
+    try {
+      const point = admitOp(op, i, limits);
+      if (point.kind !== 'get' && !mayWrite) throw new StoreError('STORE_PERMISSION_DENIED', `${point.kind === 'put' ? 'Put' : 'Delete'} needs role write; the token has role ${role ?? 'none'}`);
+      ops.push(point);
+      slots.push(i);
+    } catch (err) {
+      results[i] = failedSlot(err, logger);
+    }
+  }
+  const outcomes = ops.length === 0 ? [] : await node.multi(ops);
+  outcomes.forEach((outcome, j) => (results[slots[j]!] = answeredSlot(outcome, ops[j]!.key, logger)));
+  return results as MultiResult[];
+}
+
+/** One op of a Multi as a node operation, after the field checks of its plain call's request. */
+function admitOp(op: MultiOp, i: number, limits: FieldLimitContext): PointOp {
+  if (op.get) {
+    checkRequest(requestDescOf('Get'), op.get, limits, `MultiRequest.ops[${i}].get`);
+    return { kind: 'get', mapVersion: op.get.mapVersion, key: op.get.key };
+  }
+  if (op.put) {
+    checkRequest(requestDescOf('Put'), op.put, limits, `MultiRequest.ops[${i}].put`);
+    return { kind: 'put', mapVersion: op.put.mapVersion, key: op.put.key, value: op.put.value, options: { expectedEtag: op.put.expectedEtag, ttlMs: op.put.ttlMs } };
+  }
+  checkRequest(requestDescOf('Delete'), op.delete!, limits, `MultiRequest.ops[${i}].delete`);
+  return { kind: 'delete', mapVersion: op.delete!.mapVersion, key: op.delete!.key, expectedEtag: op.delete!.expectedEtag };
+}
+
+function answeredSlot(outcome: PointOutcome, key: Buffer, logger: Logger): MultiResult {
+  if (!outcome.ok) return failedSlot(outcome.error, logger);
+  const ok = { code: grpcStatus.OK, errorCode: '', message: '' };
+  switch (outcome.kind) {
+    case 'get':
+      return { ...ok, get: outcome.record === undefined ? { found: false } : { found: true, entry: toEntry({ key, ...outcome.record }) } };
+    case 'put':
+      return { ...ok, put: { etag: outcome.record.etag, updatedAtMs: outcome.record.updatedAtMs, expiresAtMs: outcome.record.expiresAtMs } };
+    case 'delete':
+      return { ...ok, delete: { deleted: outcome.deleted } };
+  }
+}
+
+/** A failed op's slot: what toGrpcStatus would put in a plain call's status and trailers. */
+function failedSlot(err: unknown, logger: Logger): MultiResult {
+  const status = toGrpcStatus(err);
+  logFailure(logger, 'Multi', status.code, err);
+  const error = err instanceof StoreError ? err : undefined;
+  return {
+    code: status.code ?? grpcStatus.INTERNAL,
+    errorCode: error?.code ?? 'STORE_INTERNAL',
+    message: truncateForMessage(status.details ?? '', MAX_SLOT_MESSAGE_CHARS),
+    currentEtag: error?.currentEtag,
+    mapVersion: error?.mapVersion,
+    retryAfterMs: error?.retryAfterMs,
+  };
+}
+
+function grantedRole(value: unknown): Role | undefined {
+  return value === 'read' || value === 'write' || value === 'admin' ? value : undefined;
 }
 
 /** Streams one partition's part of the range from one snapshot, waiting for the client to drain. */

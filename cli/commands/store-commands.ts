@@ -94,6 +94,7 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
       tokens,
       tls,
       insecure,
+      faultInjectionWithoutMulti: ctx.config.faultInjection.storeWithoutMulti,
       logger: ctx.logger,
     });
     // Drains on the way out (health NOT_SERVING, new calls refused, calls in flight finished) while /metrics still answers.

@@ -22,12 +22,15 @@ export class NodeProcess {
     /** Omitted: the node must start from the map it persisted. */
     readonly mapFile: string | undefined,
     readonly extraArgs: string[] = [],
+    /** Extra environment of the node process (e.g. a fault-injection switch). */
+    readonly env: Record<string, string> = {},
   ) {}
 
   /** Starts the node and resolves once it prints its ready line. */
   async start(): Promise<void> {
     const child = spawn(process.execPath, [CLI, 'store', 'start', ...(this.mapFile ? ['--map', this.mapFile] : []), '--node', this.address, '--data', this.dataDir, '--log-format', 'json', '--log-level', 'warn', ...this.extraArgs], {
       stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...this.env },
     });
     this.child = child;
     this.stderr = '';

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { InflightBudget } from '../../store/index.js';
+import { requestBytes } from '../../store/budget-interceptor.js';
 
 describe('InflightBudget', () => {
   it('grants while there is room, queues first come first served, and serves waiters as room is given back', async () => {
@@ -41,5 +42,14 @@ describe('InflightBudget', () => {
     expect(lease.bytes).toBe(100);
     lease.release();
     expect(() => new InflightBudget({ limitBytes: 0 })).toThrow(RangeError);
+  });
+});
+
+describe('requestBytes (what a decoded request holds against the budget)', () => {
+  it('counts the values of the puts inside a Multi, not only its top-level fields', () => {
+    const value = Buffer.alloc(100_000);
+    const ops = Array.from({ length: 10 }, (_, i) => ({ put: { mapVersion: 1, key: Buffer.from(`k${i}`), value, ttlMs: 0 } }));
+    expect(requestBytes({ ops })).toBeGreaterThanOrEqual(10 * value.length);
+    expect(requestBytes({ mapVersion: 1, rows: [{ key: Buffer.from('k'), value }] })).toBeGreaterThanOrEqual(value.length);
   });
 });

@@ -294,6 +294,49 @@ export interface SplitKeysResponse {
   next: Buffer;
 }
 
+/**
+ * One point operation of a Multi: exactly one of get, put, delete is set. Each carries its own
+ * map version and is checked against the same field ranges as its plain call.
+ */
+export interface MultiOp {
+  get?: GetRequest | undefined;
+  put?: PutRequest | undefined;
+  delete?: DeleteRequest | undefined;
+}
+
+export interface MultiRequest {
+  /** 1–1000 ops; the node answers them in this order. */
+  ops: MultiOp[];
+}
+
+/**
+ * The outcome of one op, in the slot of its index. `code` 0 (OK): the response of the op's kind is
+ * set. Otherwise the gRPC status code its plain call would have ended with, and the error's details.
+ */
+export interface MultiResult {
+  code: number;
+  /** Our error code (STORE_ETAG_MISMATCH, STORE_NOT_OWNER, …), as `shardpipe-error-code` of a plain call. */
+  errorCode: string;
+  message: string;
+  /** The key's current etag, on STORE_ETAG_MISMATCH (0 = the key is absent). */
+  currentEtag?:
+    | number
+    | undefined;
+  /** The node's partition map version, on a stale or foreign-key answer. */
+  mapVersion?: number | undefined;
+  get?: GetResponse | undefined;
+  put?: PutResponse | undefined;
+  delete?:
+    | DeleteResponse
+    | undefined;
+  /** Milliseconds to wait before retrying, on STORE_OVERLOADED. */
+  retryAfterMs?: number | undefined;
+}
+
+export interface MultiResponse {
+  results: MultiResult[];
+}
+
 function createBaseEntry(): Entry {
   return { key: Buffer.alloc(0), value: Buffer.alloc(0), etag: 0, updatedAtMs: 0, expiresAtMs: 0 };
 }
@@ -2699,6 +2742,310 @@ export const SplitKeysResponse: MessageFns<SplitKeysResponse> = {
   },
 };
 
+function createBaseMultiOp(): MultiOp {
+  return { get: undefined, put: undefined, delete: undefined };
+}
+
+export const MultiOp: MessageFns<MultiOp> = {
+  encode(message: MultiOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.get !== undefined) {
+      GetRequest.encode(message.get, writer.uint32(10).fork()).join();
+    }
+    if (message.put !== undefined) {
+      PutRequest.encode(message.put, writer.uint32(18).fork()).join();
+    }
+    if (message.delete !== undefined) {
+      DeleteRequest.encode(message.delete, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MultiOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMultiOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.get = GetRequest.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.put = PutRequest.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.delete = DeleteRequest.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseMultiRequest(): MultiRequest {
+  return { ops: [] };
+}
+
+export const MultiRequest: MessageFns<MultiRequest> = {
+  encode(message: MultiRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.ops) {
+      MultiOp.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MultiRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMultiRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.ops.push(MultiOp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseMultiResult(): MultiResult {
+  return {
+    code: 0,
+    errorCode: "",
+    message: "",
+    currentEtag: undefined,
+    mapVersion: undefined,
+    get: undefined,
+    put: undefined,
+    delete: undefined,
+    retryAfterMs: undefined,
+  };
+}
+
+export const MultiResult: MessageFns<MultiResult> = {
+  encode(message: MultiResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.code !== 0) {
+      writer.uint32(8).uint32(message.code);
+    }
+    if (message.errorCode !== "") {
+      writer.uint32(18).string(message.errorCode);
+    }
+    if (message.message !== "") {
+      writer.uint32(26).string(message.message);
+    }
+    if (message.currentEtag !== undefined) {
+      writer.uint32(32).uint64(message.currentEtag);
+    }
+    if (message.mapVersion !== undefined) {
+      writer.uint32(40).uint64(message.mapVersion);
+    }
+    if (message.get !== undefined) {
+      GetResponse.encode(message.get, writer.uint32(50).fork()).join();
+    }
+    if (message.put !== undefined) {
+      PutResponse.encode(message.put, writer.uint32(58).fork()).join();
+    }
+    if (message.delete !== undefined) {
+      DeleteResponse.encode(message.delete, writer.uint32(66).fork()).join();
+    }
+    if (message.retryAfterMs !== undefined) {
+      writer.uint32(72).uint64(message.retryAfterMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MultiResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMultiResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.code = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.errorCode = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.currentEtag = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.mapVersion = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.get = GetResponse.decode(reader, reader.uint32());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.put = PutResponse.decode(reader, reader.uint32());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.delete = DeleteResponse.decode(reader, reader.uint32());
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.retryAfterMs = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseMultiResponse(): MultiResponse {
+  return { results: [] };
+}
+
+export const MultiResponse: MessageFns<MultiResponse> = {
+  encode(message: MultiResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.results) {
+      MultiResult.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MultiResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMultiResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.results.push(MultiResult.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
 /**
  * One store node. Every data RPC carries the caller's partition map version: a node whose map is
  * newer, or that does not own the key, answers FAILED_PRECONDITION with its own version in the
@@ -2853,6 +3200,20 @@ export const StoreService = {
     responseSerialize: (value: SplitKeysResponse): Buffer => Buffer.from(SplitKeysResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SplitKeysResponse => SplitKeysResponse.decode(value),
   },
+  /**
+   * Many point operations (Get, Put, Delete) in one call, each answered in its own slot as its
+   * plain call would be (value or etag, or its error with code, message and current etag). The
+   * thick client merges concurrent point requests to one node into it. At most 1000 ops.
+   */
+  multi: {
+    path: "/shardpipe.store.v1.Store/Multi" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: MultiRequest): Buffer => Buffer.from(MultiRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): MultiRequest => MultiRequest.decode(value),
+    responseSerialize: (value: MultiResponse): Buffer => Buffer.from(MultiResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): MultiResponse => MultiResponse.decode(value),
+  },
 } as const;
 
 export interface StoreServer extends UntypedServiceImplementation {
@@ -2880,6 +3241,12 @@ export interface StoreServer extends UntypedServiceImplementation {
    * entry count, estimated from LevelDB's size index (small ranges are counted exactly).
    */
   splitKeys: handleUnaryCall<SplitKeysRequest, SplitKeysResponse>;
+  /**
+   * Many point operations (Get, Put, Delete) in one call, each answered in its own slot as its
+   * plain call would be (value or etag, or its error with code, message and current etag). The
+   * thick client merges concurrent point requests to one node into it. At most 1000 ops.
+   */
+  multi: handleUnaryCall<MultiRequest, MultiResponse>;
 }
 
 export interface StoreClient extends Client {
@@ -3080,6 +3447,26 @@ export interface StoreClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: SplitKeysResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Many point operations (Get, Put, Delete) in one call, each answered in its own slot as its
+   * plain call would be (value or etag, or its error with code, message and current etag). The
+   * thick client merges concurrent point requests to one node into it. At most 1000 ops.
+   */
+  multi(
+    request: MultiRequest,
+    callback: (error: ServiceError | null, response: MultiResponse) => void,
+  ): ClientUnaryCall;
+  multi(
+    request: MultiRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: MultiResponse) => void,
+  ): ClientUnaryCall;
+  multi(
+    request: MultiRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: MultiResponse) => void,
   ): ClientUnaryCall;
 }
 

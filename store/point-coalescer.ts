@@ -1,0 +1,225 @@
+import { status } from '@grpc/grpc-js';
+import type { CallLimits } from './call-limits.js';
+import { MAX_MULTI_OPS, MULTI_MAX_BYTES } from './field-limits.js';
+import { storeErrorOf } from './grpc-errors.js';
+import type {
+  DeleteRequest,
+  DeleteResponse,
+  GetRequest,
+  GetResponse,
+  MultiOp,
+  MultiRequest,
+  MultiResponse,
+  MultiResult,
+  PutRequest,
+  PutResponse,
+} from './proto/gen/shardpipe/store/v1/store.js';
+import { StoreError } from './store-errors.js';
+
+/** The point operations with their request and response messages. */
+export interface PointMethods {
+  get: [GetRequest, GetResponse];
+  put: [PutRequest, PutResponse];
+  delete: [DeleteRequest, DeleteResponse];
+}
+export type PointKind = keyof PointMethods;
+
+/** The two calls the coalescer makes on one node's channel. */
+export interface PointTransport {
+  readonly address: string;
+  plain<K extends PointKind>(kind: K, request: PointMethods[K][0], limits: CallLimits): Promise<PointMethods[K][1]>;
+  multi(request: MultiRequest, limits: CallLimits): Promise<MultiResponse>;
+}
+
+interface Pending {
+  kind: PointKind;
+  request: PointMethods[PointKind][0];
+  limits: CallLimits;
+  bytes: number;
+  settled: boolean;
+  resolve: (response: PointMethods[PointKind][1]) => void;
+  reject: (error: unknown) => void;
+  onAbort: (() => void) | undefined;
+}
+
+/** Options of a PointCoalescer. */
+export interface PointCoalescerOptions {
+  /** Point RPCs (plain or Multi) in flight on the channel before requests wait to be merged. Default 2. */
+  maxInFlight?: number;
+}
+
+/**
+ * Merges concurrent point requests to one node into Multi calls, as Redis pipelining or a
+ * DataLoader does. A request that finds fewer than `maxInFlight` point calls in flight and none
+ * waiting goes at once as its plain Get/Put/Delete, so a lone caller pays nothing extra; the
+ * others wait for a call to finish and go together as one Multi (at most MAX_MULTI_OPS ops and
+ * MULTI_MAX_BYTES key + value bytes; a larger op goes alone). Every request gets the answer of its own slot,
+ * as its plain call would answer it. A node that answers UNIMPLEMENTED for Multi (it predates it)
+ * gets plain calls from then on.
+ */
+export class PointCoalescer {
+  private readonly maxInFlight: number;
+  private inFlight = 0;
+  private waiting: Pending[] = [];
+  private waitingBytes = 0;
+  private multiSupported = true;
+  private flushScheduled = false;
+  private readonly flushNow = (): void => {
+    this.flushScheduled = false;
+    this.flush();
+  };
+  private readonly plainDone = (): void => this.callDone(false);
+
+  /**
+   * A call finished. What waits goes out once the callers just answered have sent their next
+   * requests (process.nextTick runs after the promise continuations of this turn): sending at
+   * once would split the batch, the earliest of them going alone.
+   */
+  private callDone(wasMulti: boolean): void {
+    this.inFlight--;
+    if (!this.flushScheduled && this.inFlight < this.maxInFlight && (wasMulti || this.waiting.length > 0)) {
+      this.flushScheduled = true;
+      process.nextTick(this.flushNow);
+    }
+  }
+
+  constructor(
+    private readonly transport: PointTransport,
+    options: PointCoalescerOptions = {},
+  ) {
+    const maxInFlight = options.maxInFlight ?? 2;
+    if (!Number.isSafeInteger(maxInFlight) || maxInFlight < 1 || maxInFlight > 64) throw new RangeError(`pointCallsInFlight must be 1–64, got ${maxInFlight}`);
+    this.maxInFlight = maxInFlight;
+  }
+
+  /** Whether Multi is still used (false once the node answered UNIMPLEMENTED). */
+  get usesMulti(): boolean {
+    return this.multiSupported;
+  }
+
+  call<K extends PointKind>(kind: K, request: PointMethods[K][0], limits: CallLimits): Promise<PointMethods[K][1]> {
+    const bytes = opBytes(kind, request);
+    if (!this.multiSupported || bytes >= MULTI_MAX_BYTES || (this.inFlight < this.maxInFlight && this.waiting.length === 0 && !this.flushScheduled)) {
+      return this.plain(kind, request, limits);
+    }
+    if (limits.signal?.aborted) return Promise.reject(cancelled(kind, this.transport.address, limits.signal));
+    return new Promise((resolve, reject) => {
+      const pending: Pending = { kind, request, limits, bytes, settled: false, resolve: resolve as Pending['resolve'], reject, onAbort: undefined };
+      const signal = limits.signal;
+      if (signal !== undefined) {
+        // Aborted while waiting: it leaves the batch. Aborted in flight: its outcome is unknown, as for a cancelled plain call.
+        pending.onAbort = () => settle(pending, undefined, cancelled(kind, this.transport.address, signal));
+        signal.addEventListener('abort', pending.onAbort, { once: true });
+      }
+      if (this.waitingBytes + bytes > MULTI_MAX_BYTES) this.flush();
+      this.waiting.push(pending);
+      this.waitingBytes += bytes;
+      if (this.waiting.length >= MAX_MULTI_OPS) this.flush();
+    });
+  }
+
+  private plain<K extends PointKind>(kind: K, request: PointMethods[K][0], limits: CallLimits): Promise<PointMethods[K][1]> {
+    this.inFlight++;
+    const call = this.transport.plain(kind, request, limits);
+    // Registered before the caller's own continuation, so a caller that sends again at once finds the slot free.
+    call.then(this.plainDone, this.plainDone);
+    return call;
+  }
+
+  /** Sends what is waiting: one op as its plain call, more as one Multi. */
+  private flush(): void {
+    const batch = this.waiting.filter((p) => !p.settled);
+    this.waiting = [];
+    this.waitingBytes = 0;
+    if (batch.length === 0) return;
+    if (batch.length === 1 || !this.multiSupported) {
+      for (const p of batch) this.sendPlain(p);
+      return;
+    }
+    let deadline = Infinity;
+    for (const p of batch) deadline = Math.min(deadline, p.limits.deadline);
+    this.inFlight++;
+    this.transport.multi({ ops: batch.map(toOp) }, { deadline }).then(
+      (response) => {
+        this.callDone(true);
+        if (response.results.length !== batch.length) {
+          const error = new StoreError('STORE_INTERNAL', `store node ${this.transport.address} answered a Multi of ${batch.length} ops with ${response.results.length} results`);
+          for (const p of batch) settle(p, undefined, error);
+          return;
+        }
+        batch.forEach((p, i) => answer(p, response.results[i]!, this.transport.address));
+      },
+      (error: unknown) => {
+        this.callDone(true);
+        if (isUnimplemented(error)) {
+          // A node older than Multi: plain calls from now on, starting with these.
+          this.multiSupported = false;
+          for (const p of batch) if (!p.settled) this.sendPlain(p);
+          return;
+        }
+        if (error instanceof StoreError && error.code === 'STORE_BATCH_TOO_LARGE') {
+          // Over the node's receive limit (a node run with a tiny --max-batch-bytes): each op alone fits.
+          for (const p of batch) if (!p.settled) this.sendPlain(p);
+          return;
+        }
+        for (const p of batch) settle(p, undefined, error);
+      },
+    );
+  }
+
+  private sendPlain(p: Pending): void {
+    if (p.settled) return;
+    this.plain(p.kind, p.request as never, p.limits).then(
+      (response) => settle(p, response, undefined),
+      (error: unknown) => settle(p, undefined, error),
+    );
+  }
+}
+
+function settle(p: Pending, response: PointMethods[PointKind][1] | undefined, error: unknown): void {
+  if (p.settled) return;
+  p.settled = true;
+  if (p.onAbort !== undefined) p.limits.signal?.removeEventListener('abort', p.onAbort);
+  if (error !== undefined) p.reject(error);
+  else p.resolve(response!);
+}
+
+/** One slot's answer, as the plain call would have given it. */
+function answer(p: Pending, result: MultiResult, node: string): void {
+  if (result.code !== status.OK) {
+    const error = storeErrorOf(result.code, result.errorCode, result.message, {
+      context: { node, method: p.kind },
+      mapVersion: result.mapVersion,
+      currentEtag: result.currentEtag,
+      retryAfterMs: result.retryAfterMs,
+    });
+    settle(p, undefined, error);
+    return;
+  }
+  const response = result[p.kind];
+  if (response === undefined) settle(p, undefined, new StoreError('STORE_INTERNAL', `store node ${node} answered a ${p.kind} op of a Multi without a ${p.kind} result`));
+  else settle(p, response, undefined);
+}
+
+function toOp(p: Pending): MultiOp {
+  switch (p.kind) {
+    case 'get':
+      return { get: p.request as GetRequest };
+    case 'put':
+      return { put: p.request as PutRequest };
+    case 'delete':
+      return { delete: p.request as DeleteRequest };
+  }
+}
+
+function opBytes(kind: PointKind, request: PointMethods[PointKind][0]): number {
+  return request.key.length + (kind === 'put' ? (request as PutRequest).value.length : 0);
+}
+
+function cancelled(kind: PointKind, node: string, signal: AbortSignal): StoreError {
+  return new StoreError('STORE_CANCELLED', `${kind} to ${node} cancelled`, { cause: signal.reason });
+}
+
+function isUnimplemented(error: unknown): boolean {
+  return error instanceof StoreError && (error.cause as { code?: unknown } | undefined)?.code === status.UNIMPLEMENTED;
+}
