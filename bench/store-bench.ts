@@ -5,9 +5,11 @@
  *   1. a baseline in this process: classic-level chained batches of 1000 rows into a fresh LevelDB
  *      (no sync, as classic-level defaults);
  *   2. BulkInsert through gRPC into one store node run as a child process (`store start`, 4
- *      partitions) with `StoreClient.bulkPutAll(…, { maxInFlight: 4 })`, once with fsync per batch
- *      (the default) and once with `--no-sync`: rows/s, MB/s (key + value bytes, 1 MB = 10^6 B) and
- *      the ratio to the baseline;
+ *      partitions) with `StoreClient.bulkPutAll` of PackedRows batches at its defaults (the path of
+ *      ingest and restore), once with fsync per batch (the default) and once with `--no-sync`, and
+ *      into a third node (fsync) in the per-row form of old clients (a BulkRow message per row,
+ *      1,000 rows per call, 4 in flight): rows/s, MB/s (key + value bytes, 1 MB = 10^6 B) and the
+ *      ratio to the baseline;
  *   3. Get and Put ops/s with p50/p99 latency at concurrency 1 and 32 against each node;
  *   4. peak RSS of this process and of each node child; CPU seconds (user + system) of the node and of
  *      this process (the client) during each bulk load.
@@ -15,7 +17,6 @@
  *
  * Run: `npm run bench:store` (builds first), or after `npx tsc -p tsconfig.json`:
  *   node dist/bench/store-bench.js [--rows N] [--ops N (Get/Put calls per run at concurrency 1; 4× that at 32)]
- *     [--node-cpu-prof DIR (profile each node child with node --cpu-prof into DIR)]
  */
 import { spawn } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
@@ -26,7 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ClassicLevel } from 'classic-level';
 import { findFreePort } from '../common/index.js';
-import { Key, PartitionMap, StoreClient, type BulkRowInput, type WriteTiming } from '../store/index.js';
+import { DEFAULT_BULK_BATCH_MAX_BYTES, Key, PartitionMap, PackedRows, PackedRowsBuilder, StoreClient, type BulkRowInput, type WriteTiming } from '../store/index.js';
 import { readCpuSeconds, readPeakRssMb, selfCpuSeconds, selfPeakRssMb, stopChild, waitForReady } from './bench-processes.js';
 import { fixed, int, roundNumbers, table } from './bench-format.js';
 
@@ -36,8 +37,6 @@ const CHUNK_ROWS = 1000;
 const PARTITIONS = 4;
 const MAX_IN_FLIGHT = 4;
 const OP_CONCURRENCY = [1, 32] as const;
-/** `--node-cpu-prof DIR`: run each node under `node --cpu-prof`, profiles written to DIR when it stops. */
-let nodeCpuProfDir: string | undefined;
 const MAIN_JS = join(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
 
 // Values are views into one random pool, 100 bytes apart, so LevelDB's block compression sees
@@ -61,6 +60,14 @@ interface BulkFigures extends WriteFigures {
   nodeCpuSeconds: number | undefined;
   /** User + system CPU seconds of this process (the client) during the load. */
   clientCpuSeconds: number;
+  /** The node's peak RSS right after the load, MiB. */
+  nodePeakRssMb: number | undefined;
+}
+
+/** The BulkInsert load through the per-row form (old clients), on a node of its own. */
+interface PerRowRun {
+  label: string;
+  bulk: BulkFigures;
 }
 
 interface OpFigures {
@@ -90,8 +97,7 @@ interface NodeProcess {
 }
 
 async function main(): Promise<void> {
-  const { rows, ops, nodeCpuProf } = parseCommandLine();
-  nodeCpuProfDir = nodeCpuProf;
+  const { rows, ops } = parseCommandLine();
   const workDir = await mkdtemp(join(tmpdir(), 'shardpipe-bench-'));
   try {
     process.stderr.write(`baseline: classic-level, ${rows} rows…\n`);
@@ -102,20 +108,22 @@ async function main(): Promise<void> {
       process.stderr.write(`store node (${label}): bulk load and ops…\n`);
       runs.push(await measureNode(rows, ops, sync, label, baseline, join(workDir, sync ? 'node-sync' : 'node-nosync')));
     }
+    process.stderr.write('store node (fsync per batch): bulk load, per-row form (old clients)…\n');
+    const perRow = await measurePerRowNode(rows, baseline, join(workDir, 'node-per-row'));
     const benchPeakRssMb = (await selfPeakRssMb()) ?? Number.NaN;
-    printReport(rows, baseline, runs, benchPeakRssMb);
+    printReport(rows, baseline, runs, perRow, benchPeakRssMb);
   } finally {
     await rm(workDir, { recursive: true, force: true });
   }
 }
 
-function parseCommandLine(): { rows: number; ops: number; nodeCpuProf: string | undefined } {
-  const { values } = parseArgs({ options: { rows: { type: 'string', default: '1000000' }, ops: { type: 'string', default: '5000' }, 'node-cpu-prof': { type: 'string' } } });
+function parseCommandLine(): { rows: number; ops: number } {
+  const { values } = parseArgs({ options: { rows: { type: 'string', default: '1000000' }, ops: { type: 'string', default: '5000' } } });
   const rows = Number(values.rows);
   if (!Number.isSafeInteger(rows) || rows < 1) throw new RangeError(`--rows must be a whole number ≥ 1, got ${values.rows}`);
   const ops = Number(values.ops);
   if (!Number.isSafeInteger(ops) || ops < 1) throw new RangeError(`--ops must be a whole number ≥ 1, got ${values.ops}`);
-  return { rows, ops, nodeCpuProf: values['node-cpu-prof'] };
+  return { rows, ops };
 }
 
 /** The i-th of `count` sorted keys, spread over the whole keyspace so every partition gets a share. */
@@ -142,6 +150,20 @@ function* rowChunks(count: number): Generator<BulkRowInput[]> {
     }
     yield chunk;
   }
+}
+
+/** Rows per packed chunk: one default BulkInsert batch's worth of bytes. */
+const PACKED_CHUNK_ROWS = Math.floor(DEFAULT_BULK_BATCH_MAX_BYTES / (KEY_BYTES + VALUE_BYTES));
+
+/** The benchmark rows as packed batches, built the way ingest and restore build them (PackedRowsBuilder). */
+function* packedChunks(count: number): Generator<PackedRows> {
+  const key = Buffer.allocUnsafe(KEY_BYTES);
+  const builder = new PackedRowsBuilder({ rowsHint: PACKED_CHUNK_ROWS, bytesHint: PACKED_CHUNK_ROWS * (KEY_BYTES + VALUE_BYTES) });
+  for (let i = 0; i < count; i++) {
+    builder.add(keyOf(i, count, key), valueOf(i));
+    if (builder.count === PACKED_CHUNK_ROWS) yield builder.finish();
+  }
+  if (builder.count > 0) yield builder.finish();
 }
 
 async function measureBaseline(rows: number, location: string): Promise<WriteFigures> {
@@ -186,8 +208,7 @@ async function startNode(dataDir: string, sync: boolean): Promise<NodeProcess> {
   const address = `127.0.0.1:${await findFreePort()}`;
   const mapFile = `${dataDir}-map.json`;
   await writeFile(mapFile, JSON.stringify(PartitionMap.evenlySplit(1, [address], PARTITIONS).toJson()));
-  const profile = nodeCpuProfDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', nodeCpuProfDir];
-  const args = [...profile, MAIN_JS, 'store', 'start', '--map', mapFile, '--node', address, '--data', dataDir, '--log-level', 'warn'];
+  const args = [MAIN_JS, 'store', 'start', '--map', mapFile, '--node', address, '--data', dataDir, '--log-level', 'warn'];
   if (!sync) args.push('--no-sync');
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -209,15 +230,36 @@ async function startNode(dataDir: string, sync: boolean): Promise<NodeProcess> {
 }
 
 
-async function measureBulk(client: StoreClient, node: NodeProcess, rows: number, baseline: WriteFigures): Promise<BulkFigures> {
+/** A per-row (old client) load into a fresh node with fsync per batch: figures and the node's peak RSS. */
+async function measurePerRowNode(rows: number, baseline: WriteFigures, dataDir: string): Promise<PerRowRun> {
+  const node = await startNode(dataDir, true);
+  const client = new StoreClient({ seeds: [node.address] });
+  try {
+    return { label: 'fsync per batch', bulk: await measureBulk(client, node, rows, baseline, 'per-row') };
+  } finally {
+    client.close();
+    await node.stop();
+  }
+}
+
+/**
+ * The bulk load through the client: `packed` — PackedRows batches with bulkPutAll's defaults (the
+ * path of ingest and restore); `per-row` — row objects sent as one BulkRow message each, 1,000 rows
+ * and 4 calls in flight, as clients before packed batches did.
+ */
+async function measureBulk(client: StoreClient, node: NodeProcess, rows: number, baseline: WriteFigures, form: 'packed' | 'per-row' = 'packed'): Promise<BulkFigures> {
   await client.map();
   const nodeCpuBefore = await node.cpuSeconds();
   const clientCpuBefore = selfCpuSeconds();
   const started = performance.now();
-  const result = await client.bulkPutAll(rowChunks(rows), { maxInFlight: MAX_IN_FLIGHT });
+  const result =
+    form === 'packed'
+      ? await client.bulkPutAll(packedChunks(rows))
+      : await client.bulkPutAll(rowChunks(rows), { maxInFlight: MAX_IN_FLIGHT, batchMaxRows: CHUNK_ROWS, batchMaxBytes: 4 * 1024 * 1024, perRowForm: true });
   const figures = writeFigures(result.rows, performance.now() - started);
   const clientCpuSeconds = selfCpuSeconds() - clientCpuBefore;
   const nodeCpuAfter = await node.cpuSeconds();
+  const nodePeakRssMb = await node.peakRssMb();
   return {
     ...figures,
     ratioToBaseline: figures.rowsPerSec / baseline.rowsPerSec,
@@ -226,6 +268,7 @@ async function measureBulk(client: StoreClient, node: NodeProcess, rows: number,
     serverTiming: result.serverTiming,
     nodeCpuSeconds: nodeCpuAfter === undefined || nodeCpuBefore === undefined ? undefined : nodeCpuAfter - nodeCpuBefore,
     clientCpuSeconds,
+    nodePeakRssMb,
   };
 }
 
@@ -270,7 +313,7 @@ function percentile(sorted: Float64Array, q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
 }
 
-function printReport(rows: number, baseline: WriteFigures, runs: NodeRun[], benchPeakRssMb: number): void {
+function printReport(rows: number, baseline: WriteFigures, runs: NodeRun[], perRow: PerRowRun, benchPeakRssMb: number): void {
   const totalMb = (rows * (KEY_BYTES + VALUE_BYTES)) / 1e6;
   const out: string[] = [];
   out.push(`shardpipe store bench: ${int(rows)} rows × (${KEY_BYTES} B key + ${VALUE_BYTES} B value) = ${totalMb.toFixed(1)} MB, 1 node, ${PARTITIONS} partitions`);
@@ -289,15 +332,25 @@ function printReport(rows: number, baseline: WriteFigures, runs: NodeRun[], benc
           int(r.bulk.calls),
           int(r.bulk.storedRows),
         ]),
+        [
+          `BulkInsert, per-row form (old clients), ${perRow.label}`,
+          int(perRow.bulk.rowsPerSec),
+          fixed(perRow.bulk.mbPerSec, 1),
+          `${fixed(perRow.bulk.ratioToBaseline, 2)}×`,
+          fixed(perRow.bulk.ms / 1000, 2),
+          int(perRow.bulk.calls),
+          int(perRow.bulk.storedRows),
+        ],
       ],
     ),
   );
   out.push('');
-  for (const r of runs) {
+  const mib = (mb: number | undefined): string => (mb === undefined ? 'n/a' : `${fixed(mb, 0)} MiB`);
+  for (const r of [...runs, { label: `per-row form, ${perRow.label}`, bulk: perRow.bulk }]) {
     const t = r.bulk.serverTiming;
     out.push(`server time summed over BulkInsert calls (${r.label}): queue ${fixed(t.queueMs / 1000, 2)} s, build ${fixed(t.writeMs / 1000, 2)} s, write+fsync ${fixed(t.fsyncMs / 1000, 2)} s`);
     const perM = (sec: number | undefined): string => (sec === undefined ? 'n/a' : fixed((sec / r.bulk.rows) * 1e6, 2));
-    out.push(`CPU s per 1M rows loaded (${r.label}): node ${perM(r.bulk.nodeCpuSeconds)}, client (this process) ${perM(r.bulk.clientCpuSeconds)}`);
+    out.push(`CPU s per 1M rows loaded (${r.label}): node ${perM(r.bulk.nodeCpuSeconds)}, client (this process) ${perM(r.bulk.clientCpuSeconds)}; node peak RSS after the load ${mib(r.bulk.nodePeakRssMb)}`);
   }
   out.push('');
   out.push(
@@ -309,7 +362,7 @@ function printReport(rows: number, baseline: WriteFigures, runs: NodeRun[], benc
   out.push('');
   const nodeRss = runs.map((r) => `node (${r.label}) ${r.peakRssMb === undefined ? 'n/a' : `${fixed(r.peakRssMb, 0)} MiB`}`).join(', ');
   out.push(`peak RSS: bench process ${fixed(benchPeakRssMb, 0)} MiB, ${nodeRss}`);
-  out.push(JSON.stringify({ bench: 'store', rows, keyBytes: KEY_BYTES, valueBytes: VALUE_BYTES, partitions: PARTITIONS, maxInFlight: MAX_IN_FLIGHT, baseline, nodes: runs, benchPeakRssMb }, roundNumbers));
+  out.push(JSON.stringify({ bench: 'store', rows, keyBytes: KEY_BYTES, valueBytes: VALUE_BYTES, partitions: PARTITIONS, maxInFlight: MAX_IN_FLIGHT, baseline, nodes: runs, perRow, benchPeakRssMb }, roundNumbers));
   process.stdout.write(out.join('\n') + '\n');
 }
 

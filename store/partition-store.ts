@@ -175,6 +175,12 @@ export class PartitionStore {
   private recovery: Promise<void> | undefined;
   private readonly stopRecovery = new AbortController();
   private state: State = { seq: 0, count: 0, logicalBytes: 0, lastWriteMs: 0 };
+  /**
+   * No stored key is larger than this (undefined: no key is stored). Kept on open and after every
+   * write, never lowered (deletes leave it high, which only costs a read): a bulk insert entirely
+   * above it overwrites nothing and skips reading what it would overwrite — a sorted load's case.
+   */
+  private maxKey: Buffer | undefined;
   // Since open, for rates; not persisted.
   private reads = 0;
   private writes = 0;
@@ -204,6 +210,8 @@ export class PartitionStore {
     const raw = await store.db.get(META_STATE);
     if (raw !== undefined) store.state = decodeState(raw);
     if (store.state.seq > MAX_KEPT_ETAG) await store.rebaseSequence();
+    const [last] = await store.db.keys({ gte: Buffer.from([NS_DATA]), lt: DATA_END, reverse: true, limit: 1 }).all();
+    store.maxKey = last?.subarray(1);
     if (store.sweepIntervalMs > 0) store.scheduleSweep();
     return store;
   }
@@ -558,6 +566,7 @@ export class PartitionStore {
     }
     next.lastWriteMs = now;
     await this.commit(batch, next);
+    for (const op of group) if (op.kind === 'put') this.noteWritten(op.key);
     for (const s of settle) s();
   }
 
@@ -600,7 +609,7 @@ export class PartitionStore {
       total += bulkLayoutBytes(op.rows, now);
     }
     const batch = new WriteOps(this.db, total);
-    const out = Buffer.allocUnsafe(total);
+    const out = layoutBuffer(total);
     let at = 0;
     try {
       for (let g = 0; g < group.length; g++) {
@@ -646,6 +655,7 @@ export class PartitionStore {
     next.lastWriteMs = now;
     const built = performance.now();
     await this.commit(batch, next);
+    for (const op of group) this.noteWritten(op.rows);
     const fsyncMs = performance.now() - built;
     for (const op of group) op.resolve({ queueMs: started - op.enqueuedAt, writeMs: built - started, fsyncMs });
   }
@@ -659,6 +669,7 @@ export class PartitionStore {
   private async overwrittenBytes(rows: PackedRows, sorted: boolean, now: number): Promise<Map<number, number>> {
     const found = new Map<number, number>();
     if (rows.count === 0) return found;
+    if (sorted && (this.maxKey === undefined || rows.compareKeyTo(0, this.maxKey) > 0)) return found;
     if (sorted) {
       // Not worth caching: these blocks are about to be rewritten, and large values would push out hot ones.
       const iterator = this.db.iterator({ gte: dataKey(rows.key(0)), lte: dataKey(rows.key(rows.count - 1)), fillCache: false });
@@ -694,6 +705,17 @@ export class PartitionStore {
       lastSeen.set(id, i);
     }
     return found;
+  }
+
+  /** Raises maxKey to the largest key of `rows` (written). */
+  private noteWritten(rows: PackedRows | Buffer): void {
+    let largest: Buffer | undefined;
+    if (Buffer.isBuffer(rows)) largest = rows;
+    else if (rows.count === 0) return;
+    else if (rows.isStrictlySorted()) largest = rows.key(rows.count - 1);
+    else for (let i = 0; i < rows.count; i++) if (largest === undefined || rows.compareKeyTo(i, largest) > 0) largest = rows.key(i);
+    // A copy: the key may be a view of a whole request.
+    if (largest !== undefined && (this.maxKey === undefined || Buffer.compare(largest, this.maxKey) > 0)) this.maxKey = Buffer.from(largest);
   }
 
   private async runSweep(op: Extract<Op, { kind: 'sweep' }>): Promise<void> {
@@ -963,6 +985,21 @@ function encodeProbe(ms: number): Buffer {
   const out = Buffer.allocUnsafe(8);
   writeU64(out, 0, ms);
   return out;
+}
+
+/**
+ * Write groups of up to this many bytes are laid out in one buffer reused by every partition of
+ * the process: runBulk fills it and hands views of it to the chained batch without awaiting in
+ * between, and LevelDB copies each put at once, so no group ever sees another's bytes. Larger
+ * groups get a buffer of their own.
+ */
+const LAYOUT_REUSE_MAX_BYTES = 4 * 1024 * 1024;
+let sharedLayout: Buffer = Buffer.alloc(0);
+
+function layoutBuffer(bytes: number): Buffer {
+  if (bytes > LAYOUT_REUSE_MAX_BYTES) return Buffer.allocUnsafe(bytes);
+  if (sharedLayout.length < bytes) sharedLayout = Buffer.allocUnsafe(Math.min(LAYOUT_REUSE_MAX_BYTES, Math.max(bytes, 2 * sharedLayout.length)));
+  return sharedLayout;
 }
 
 /** Bytes runBulk lays out for `rows` at `now`: data key, record and expiry index entry of each live row. */
