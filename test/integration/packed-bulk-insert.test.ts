@@ -126,7 +126,7 @@ describe('packed BulkInsert against one real node (2 partitions)', () => {
       ['a kept etag over 2^52', () => encode(1, metaWith(1, 0, BigInt(MAX_KEPT_ETAG) + 1n)), 'STORE_INVALID_ARGUMENT', /^BulkInsertRequest\.packed\[1\]\.etag is 4503599627370497, out of range/],
       ['an updated_at_ms of 2^64 − 1', () => encode(1, metaWith(0, 1, 2n ** 64n - 1n)), 'STORE_INVALID_ARGUMENT', /^BulkInsertRequest\.packed\[0\]\.updated_at_ms is 18446744073709551615, out of range/],
       ['an expiry past 9999-12-31', () => encode(1, metaWith(4, 2, BigInt(MAX_TIME_MS) + 1n)), 'STORE_INVALID_ARGUMENT', /^BulkInsertRequest\.packed\[4\]\.expires_at_ms is 253402300800000, out of range/],
-      ['rows and packed together', () => encode(1, good().message, [{ key: Buffer.from([0x10, 1]), value: Buffer.alloc(0), etag: 0, updatedAtMs: 0, expiresAtMs: 0 }]), 'STORE_INVALID_ARGUMENT', /^BulkInsertRequest sets both rows \(1\) and packed/],
+      ['rows and packed together', () => encode(1, good().message, [{ key: Buffer.from([0x10, 1]), value: Buffer.alloc(0), etag: 0, updatedAtMs: 0, expiresAtMs: 0 }]), 'STORE_INVALID_ARGUMENT', /^BulkInsertRequest\.rows \(1 rows\) and BulkInsertRequest\.packed are both set/],
     ];
 
     it.each(cases)('%s', async (_name, request, code, message) => {
