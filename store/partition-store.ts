@@ -133,6 +133,8 @@ const EXACT_SPLIT_BYTES = 8 * 1024 * 1024;
 const BISECT_STEPS = 40;
 const MIDPOINT_EXTRA_BYTES = 8;
 
+type BulkOp = Extract<Op, { kind: 'bulk' }>;
+
 type Op =
   | { kind: 'put'; key: Buffer; value: Buffer; options: PutOptions; resolve: (r: StoredRecord) => void; reject: (e: unknown) => void }
   | { kind: 'delete'; key: Buffer; expectedEtag: number | undefined; resolve: (deleted: boolean) => void; reject: (e: unknown) => void }
@@ -186,6 +188,10 @@ export class PartitionStore {
   private writes = 0;
   private readonly queue: Op[] = [];
   private draining: Promise<void> | undefined;
+  /** The bulk write being committed, if any: resolves whether it was (never rejects). */
+  private committing: Promise<boolean> | undefined;
+  /** The state once `committing` lands: what the next group builds on. */
+  private tip: State | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
   private closing: Promise<void> | undefined;
 
@@ -406,7 +412,7 @@ export class PartitionStore {
       clearTimeout(this.sweepTimer);
       this.sweepTimer = undefined;
       this.stopRecovery.abort();
-      await this.draining;
+      await this.idle();
       await this.recovery;
       await this.db.close();
     })();
@@ -499,18 +505,48 @@ export class PartitionStore {
         group = this.queue.splice(0, n);
       }
       try {
-        await this.runGroup(group);
+        // A group that only appends past every key written (or being written) reads nothing, so
+        // it is built while the group before it is being written; everything else waits for that
+        // write first. Writes still reach LevelDB one at a time, in order.
+        if (first.kind !== 'bulk' || !this.appendsOnly(group as BulkOp[])) {
+          await this.committing;
+          // The write awaited may have failed meanwhile.
+          const fault = this.fault as WriteFault | undefined;
+          if (fault !== undefined) {
+            for (const op of group) {
+              if (op.kind === 'sweep') op.resolve(0);
+              else op.reject(fault.error);
+            }
+            continue;
+          }
+        }
+        if (first.kind === 'bulk') await this.runBulk(group as BulkOp[]);
+        else await this.runGroup(group);
       } catch (err) {
         for (const op of group) op.reject(err);
       }
     }
     // Cleared synchronously with the last empty-queue check: an enqueue can never fall between.
+    // A bulk commit may still be in flight (`committing`): the next drain builds on top of it.
     this.draining = undefined;
+  }
+
+  /** Until the queue is drained and every write committed. */
+  private async idle(): Promise<void> {
+    while (this.draining !== undefined || this.committing !== undefined) {
+      await this.draining;
+      await this.committing;
+    }
+  }
+
+  /** Whether every insert of the group is sorted and lies above the largest key written or being written. */
+  private appendsOnly(group: BulkOp[]): boolean {
+    const maxKey = this.maxKey;
+    return group.every((op) => op.sorted && op.rows.count > 0 && (maxKey === undefined || op.rows.compareKeyTo(0, maxKey) > 0));
   }
 
   private async runGroup(group: Op[]): Promise<void> {
     const op = group[0]!;
-    if (op.kind === 'bulk') return this.runBulk(group as Array<Extract<Op, { kind: 'bulk' }>>);
     if (op.kind === 'sweep') return this.runSweep(op);
     return this.runSingles(group);
   }
@@ -598,9 +634,14 @@ export class PartitionStore {
    * One LevelDB batch for a group of bulk inserts. Keys and records of the whole group are laid
    * out in one buffer, and the batch is given views of it: no buffer per row.
    */
-  private async runBulk(group: Array<Extract<Op, { kind: 'bulk' }>>): Promise<void> {
+  /**
+   * Builds the group's batch on the state the previous write leaves (`tip`), then commits it once
+   * that write has landed — without waiting here: resolves when the batch is built, and the group's
+   * ops settle when it is written. A group built on a write that then fails is not written.
+   */
+  private async runBulk(group: BulkOp[]): Promise<void> {
     const started = performance.now();
-    const next = { ...this.state };
+    const next = { ...(this.tip ?? this.state) };
     const now = this.now();
     const overwritten: Array<Map<number, number>> = [];
     let total = 0;
@@ -654,10 +695,34 @@ export class PartitionStore {
     }
     next.lastWriteMs = now;
     const built = performance.now();
-    await this.commit(batch, next);
+    // Raised now (a write that fails leaves it high, which only costs a read): the next group
+    // appends only if it lies above these rows too.
     for (const op of group) this.noteWritten(op.rows);
-    const fsyncMs = performance.now() - built;
-    for (const op of group) op.resolve({ queueMs: started - op.enqueuedAt, writeMs: built - started, fsyncMs });
+    this.tip = next;
+    const previous = this.committing;
+    let committing: Promise<boolean> | undefined = undefined;
+    committing = (async (): Promise<boolean> => {
+      try {
+        if (previous !== undefined && !(await previous)) {
+          throw this.fault?.error ?? new StoreError('STORE_CLOSED', `partition at ${this.location} is closed`);
+        }
+        const writing = performance.now();
+        await this.commit(batch, next);
+        const fsyncMs = performance.now() - writing;
+        for (const op of group) op.resolve({ queueMs: started - op.enqueuedAt, writeMs: built - started, fsyncMs });
+        return true;
+      } catch (err) {
+        await batch.discard().catch(() => undefined);
+        for (const op of group) op.reject(err);
+        return false;
+      } finally {
+        if (this.committing === committing) {
+          this.committing = undefined;
+          this.tip = undefined;
+        }
+      }
+    })();
+    this.committing = committing;
   }
 
   /**
@@ -794,7 +859,7 @@ export class PartitionStore {
       }
       fault.attempts++;
       try {
-        await this.draining;
+        await this.idle();
         await this.tryResume();
         this.fault = undefined;
         this.logger?.info({ location: this.location, attempts: fault.attempts, downMs: Date.now() - fault.sinceMs }, 'partition takes writes again');
