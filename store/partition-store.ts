@@ -950,8 +950,12 @@ function etagsExhausted(seq: number): StoreError {
  * six times faster per row than the array form (1.2M vs 0.19M rows/s for 1,000-row batches here).
  * But a chained batch's native copy of the data is freed only when V8 collects the JS object, and
  * V8 does not count that memory, so large batches piled up outside the heap (15 MiB BulkInserts
- * grew a node by about their size each); from CHAINED_BATCH_MAX_BYTES on, the array form is used,
- * which frees its native batch as soon as the write is done.
+ * grew a node by about their size each); from CHAINED_BATCH_MAX_BYTES on, puts and deletes whose
+ * size is not known up front use the array form, which frees its native batch as soon as the write
+ * is done. Bulk groups (size known, at most GROUP_MAX_BYTES) always use the chained batch: the
+ * array form cost 0.8 µs more per row, and since the packed path allocates little per row, the
+ * native batches waiting for V8 to collect them stay a small part of the node's memory (measured:
+ * a forced collection after every write lowered the peak by about 25 MiB).
  */
 class WriteOps {
   readonly ops: Array<{ type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer }> = [];

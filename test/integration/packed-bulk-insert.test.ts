@@ -1,9 +1,12 @@
-import { status } from '@grpc/grpc-js';
+import { Server, ServerCredentials, status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Key, MAX_KEPT_ETAG, MAX_TIME_MS, PackedRows, PackedRowsBuilder, StoreClient, type BulkRowInput } from '../../store/index.js';
+import { createLogger, findFreePort } from '../../common/index.js';
+import { Key, MAX_KEPT_ETAG, MAX_TIME_MS, PackedRows, PackedRowsBuilder, PartitionMap, StoreClient, StoreNode, type BulkRowInput } from '../../store/index.js';
+import { STORE_SERVICE_DEFINITION, createStoreHandlers } from '../../store/store-service.js';
 import { BulkInsertRequest, BulkInsertResponse, type PackedRows as PackedRowsProto } from '../../store/proto/gen/shardpipe/store/v1/store.js';
 import { RawStoreClient } from '../helpers/raw-store-call.js';
 import { StoreCluster } from '../helpers/store-cluster.js';
+import { makeTempDir } from '../helpers/temp-dir.js';
 
 /**
  * Packed BulkInsert batches (store.proto PackedRows) against real nodes: round trips through the
@@ -188,5 +191,37 @@ describe('old (per-row) and new (packed) clients', () => {
     const [oldStats, newStats] = await Promise.all([statsOf(oldClient), statsOf(newClient)]);
     expect(newStats).toEqual(oldStats);
     expect(newStats.reduce((n, [c]) => n + c, 0)).toBe(oldDigest.count);
+  });
+});
+
+describe('a node that predates packed batches', () => {
+  it('fault injection (a node whose decoder drops `packed`, as the code before it did): the client sees nothing accepted, sends the per-row form from then on, and every row lands once', async () => {
+    const dir = await makeTempDir('shardpipe-old-node-');
+    const address = `127.0.0.1:${await findFreePort()}`;
+    const node = await StoreNode.open({ node: address, dataDir: dir.path, initialMap: PartitionMap.evenlySplit(1, [address], 2), syncWrites: false });
+    // The real service, except that BulkInsert requests lose the field an old node does not know.
+    const definition = {
+      ...STORE_SERVICE_DEFINITION,
+      bulkInsert: { ...STORE_SERVICE_DEFINITION.bulkInsert, requestDeserialize: (bytes: Buffer) => ({ ...BulkInsertRequest.decode(bytes), packed: undefined }) },
+    };
+    const server = new Server();
+    server.addService(definition, createStoreHandlers(node, createLogger({ level: 'silent' })));
+    await new Promise<void>((resolve, reject) => server.bindAsync(address, ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())));
+    const client = new StoreClient({ seeds: [address] });
+    try {
+      const rows = rowsOf(2500, 6, false);
+      const result = await client.bulkPutAll([packedOf(rows)], { batchMaxRows: 500, maxInFlight: 1 });
+      expect(result.rows).toBe(2500);
+      // Six batches (500 rows each, cut at the partition boundary at row 1250); the first was sent
+      // packed (nothing accepted) and again per row, the others per row only.
+      expect(result.calls).toBe(1 + 6);
+      expect((await client.checksum(ALL, ALL)).count).toBe(2500);
+      expect((await client.get(Key.fromBytes(rows[1234]!.key)))?.value.equals(rows[1234]!.value)).toBe(true);
+    } finally {
+      client.close();
+      await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+      await node.close();
+      await dir.remove();
+    }
   });
 });
