@@ -85,6 +85,12 @@ export class PartitionSnapshot {
 export interface PartitionStoreOptions {
   /** fsync every write batch before acknowledging it. Default true. */
   syncWrites?: boolean;
+  /**
+   * LevelDB's memtable, bytes. Larger loads faster; the partition holds up to twice it in memory,
+   * and its write-ahead log grows to about it, which reopening after a full disk needs free.
+   * Default DEFAULT_WRITE_BUFFER_BYTES (8 MiB).
+   */
+  writeBufferBytes?: number;
   /** How often expired entries are deleted, in ms; 0 disables the sweeper. Default 5000. */
   sweepIntervalMs?: number;
   /** Clock, for tests of expiry. Default Date.now. */
@@ -124,6 +130,13 @@ const META_STATE = Buffer.from([NS_META, 0x73]); // 'ms'
 const META_PROBE = Buffer.from([NS_META, 0x70]); // 'mp'
 const DATA_END = Buffer.from([NS_DATA + 1]);
 const SWEEP_BATCH = 1000;
+/**
+ * Default LevelDB memtable size per partition. Twice LevelDB's 4 MiB default: bulk loads write
+ * about 1.8× faster (fewer memtable switches and level-0 files under the same rows), for up to
+ * 2 × 4 MiB more memory per partition (the memtable and the one being flushed). 16 MiB gained
+ * nothing more in bench:store and cost memory.
+ */
+export const DEFAULT_WRITE_BUFFER_BYTES = 8 * 1024 * 1024;
 const GROUP_MAX_ROWS = 50_000;
 // One LevelDB batch is built in memory (and copied into LevelDB's): bound its bytes too.
 const GROUP_MAX_BYTES = 16 * 1024 * 1024;
@@ -197,7 +210,7 @@ export class PartitionStore {
 
   private constructor(location: string, options: PartitionStoreOptions) {
     this.location = location;
-    this.db = new ClassicLevel<Buffer, Buffer>(location, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+    this.db = new ClassicLevel<Buffer, Buffer>(location, { keyEncoding: 'buffer', valueEncoding: 'buffer', writeBufferSize: options.writeBufferBytes ?? DEFAULT_WRITE_BUFFER_BYTES });
     this.syncWrites = options.syncWrites ?? true;
     this.now = options.now ?? Date.now;
     this.logger = options.logger;
