@@ -5,9 +5,11 @@
  *   1. a baseline in this process: classic-level chained batches of 1000 rows into a fresh LevelDB
  *      (no sync, as classic-level defaults);
  *   2. BulkInsert through gRPC into one store node run as a child process (`store start`, 4
- *      partitions) with `StoreClient.bulkPutAll(…, { maxInFlight: 4 })`, once with fsync per batch
- *      (the default) and once with `--no-sync`: rows/s, MB/s (key + value bytes, 1 MB = 10^6 B) and
- *      the ratio to the baseline;
+ *      partitions) with `StoreClient.bulkPutAll` of PackedRows batches at its defaults (the path of
+ *      ingest and restore), once with fsync per batch (the default) and once with `--no-sync`, and
+ *      into a third node (fsync) in the per-row form of old clients (a BulkRow message per row,
+ *      1,000 rows per call, 4 in flight): rows/s, MB/s (key + value bytes, 1 MB = 10^6 B) and the
+ *      ratio to the baseline;
  *   3. Get and Put ops/s through the real StoreClient, with p50/p99 latency and CPU seconds of the
  *      node and of this process per 1M ops, at concurrency 1 and 32 against each node, each against
  *      a no-op grpc-js unary call (the transport ceiling, raw bytes) at the same concurrency measured
@@ -31,7 +33,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ClassicLevel } from 'classic-level';
 import { findFreePort } from '../common/index.js';
-import { Key, PartitionMap, StoreClient, type BulkRowInput, type WriteTiming } from '../store/index.js';
+import { DEFAULT_BULK_BATCH_MAX_BYTES, Key, PartitionMap, PackedRows, PackedRowsBuilder, StoreClient, type BulkRowInput, type WriteTiming } from '../store/index.js';
 import { measureRedisBenchmark, runCalls, startNoopGrpc, type NoopGrpc, type RedisBenchmarkFigures } from './bench-peers.js';
 import { readCpuSeconds, readPeakRssMb, selfCpuSeconds, selfPeakRssMb, stopChild, waitForReady } from './bench-processes.js';
 import { fixed, int, roundNumbers, table } from './bench-format.js';
@@ -65,6 +67,14 @@ interface BulkFigures extends WriteFigures {
   nodeCpuSeconds: number | undefined;
   /** User + system CPU seconds of this process (the client) during the load. */
   clientCpuSeconds: number;
+  /** The node's peak RSS right after the load, MiB. */
+  nodePeakRssMb: number | undefined;
+}
+
+/** The BulkInsert load through the per-row form (old clients), on a node of its own. */
+interface PerRowRun {
+  label: string;
+  bulk: BulkFigures;
 }
 
 interface OpFigures {
@@ -128,10 +138,12 @@ async function main(): Promise<void> {
     } finally {
       await noop.close();
     }
+    process.stderr.write('store node (fsync per batch): bulk load, per-row form (old clients)…\n');
+    const perRow = await measurePerRowNode(rows, baseline, join(workDir, 'node-per-row'), nodeCpuProfDir);
     process.stderr.write('peers: redis-benchmark GET/SET…\n');
     const peers = await measurePointPeers(runs.find((r) => r.sync)!, ops, workDir);
     const benchPeakRssMb = (await selfPeakRssMb()) ?? Number.NaN;
-    printReport(rows, baseline, runs, peers, benchPeakRssMb);
+    printReport(rows, baseline, runs, perRow, peers, benchPeakRssMb);
   } finally {
     await rm(workDir, { recursive: true, force: true });
   }
@@ -174,6 +186,20 @@ function* rowChunks(count: number): Generator<BulkRowInput[]> {
     }
     yield chunk;
   }
+}
+
+/** Rows per packed chunk: one default BulkInsert batch's worth of bytes. */
+const PACKED_CHUNK_ROWS = Math.floor(DEFAULT_BULK_BATCH_MAX_BYTES / (KEY_BYTES + VALUE_BYTES));
+
+/** The benchmark rows as packed batches, built the way ingest and restore build them (PackedRowsBuilder). */
+function* packedChunks(count: number): Generator<PackedRows> {
+  const key = Buffer.allocUnsafe(KEY_BYTES);
+  const builder = new PackedRowsBuilder({ rowsHint: PACKED_CHUNK_ROWS, bytesHint: PACKED_CHUNK_ROWS * (KEY_BYTES + VALUE_BYTES) });
+  for (let i = 0; i < count; i++) {
+    builder.add(keyOf(i, count, key), valueOf(i));
+    if (builder.count === PACKED_CHUNK_ROWS) yield builder.finish();
+  }
+  if (builder.count > 0) yield builder.finish();
 }
 
 async function measureBaseline(rows: number, location: string): Promise<WriteFigures> {
@@ -250,15 +276,36 @@ async function startNode(dataDir: string, sync: boolean, cpuProfDir: string | un
 }
 
 
-async function measureBulk(client: StoreClient, node: NodeProcess, rows: number, baseline: WriteFigures): Promise<BulkFigures> {
+/** A per-row (old client) load into a fresh node with fsync per batch: figures and the node's peak RSS. */
+async function measurePerRowNode(rows: number, baseline: WriteFigures, dataDir: string, cpuProfDir: string | undefined): Promise<PerRowRun> {
+  const node = await startNode(dataDir, true, cpuProfDir);
+  const client = new StoreClient({ seeds: [node.address] });
+  try {
+    return { label: 'fsync per batch', bulk: await measureBulk(client, node, rows, baseline, 'per-row') };
+  } finally {
+    client.close();
+    await node.stop();
+  }
+}
+
+/**
+ * The bulk load through the client: `packed` — PackedRows batches with bulkPutAll's defaults (the
+ * path of ingest and restore); `per-row` — row objects sent as one BulkRow message each, 1,000 rows
+ * and 4 calls in flight, as clients before packed batches did.
+ */
+async function measureBulk(client: StoreClient, node: NodeProcess, rows: number, baseline: WriteFigures, form: 'packed' | 'per-row' = 'packed'): Promise<BulkFigures> {
   await client.map();
   const nodeCpuBefore = await node.cpuSeconds();
   const clientCpuBefore = selfCpuSeconds();
   const started = performance.now();
-  const result = await client.bulkPutAll(rowChunks(rows), { maxInFlight: MAX_IN_FLIGHT });
+  const result =
+    form === 'packed'
+      ? await client.bulkPutAll(packedChunks(rows))
+      : await client.bulkPutAll(rowChunks(rows), { maxInFlight: MAX_IN_FLIGHT, batchMaxRows: CHUNK_ROWS, batchMaxBytes: 4 * 1024 * 1024, perRowForm: true });
   const figures = writeFigures(result.rows, performance.now() - started);
   const clientCpuSeconds = selfCpuSeconds() - clientCpuBefore;
   const nodeCpuAfter = await node.cpuSeconds();
+  const nodePeakRssMb = await node.peakRssMb();
   return {
     ...figures,
     ratioToBaseline: figures.rowsPerSec / baseline.rowsPerSec,
@@ -267,6 +314,7 @@ async function measureBulk(client: StoreClient, node: NodeProcess, rows: number,
     serverTiming: result.serverTiming,
     nodeCpuSeconds: nodeCpuAfter === undefined || nodeCpuBefore === undefined ? undefined : nodeCpuAfter - nodeCpuBefore,
     clientCpuSeconds,
+    nodePeakRssMb,
   };
 }
 
@@ -361,7 +409,7 @@ function percentile(sorted: Float64Array, q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
 }
 
-function printReport(rows: number, baseline: WriteFigures, runs: NodeRun[], peers: PointPeers, benchPeakRssMb: number): void {
+function printReport(rows: number, baseline: WriteFigures, runs: NodeRun[], perRow: PerRowRun, peers: PointPeers, benchPeakRssMb: number): void {
   const totalMb = (rows * (KEY_BYTES + VALUE_BYTES)) / 1e6;
   const out: string[] = [];
   out.push(`shardpipe store bench: ${int(rows)} rows × (${KEY_BYTES} B key + ${VALUE_BYTES} B value) = ${totalMb.toFixed(1)} MB, 1 node, ${PARTITIONS} partitions`);
@@ -380,15 +428,25 @@ function printReport(rows: number, baseline: WriteFigures, runs: NodeRun[], peer
           int(r.bulk.calls),
           int(r.bulk.storedRows),
         ]),
+        [
+          `BulkInsert, per-row form (old clients), ${perRow.label}`,
+          int(perRow.bulk.rowsPerSec),
+          fixed(perRow.bulk.mbPerSec, 1),
+          `${fixed(perRow.bulk.ratioToBaseline, 2)}×`,
+          fixed(perRow.bulk.ms / 1000, 2),
+          int(perRow.bulk.calls),
+          int(perRow.bulk.storedRows),
+        ],
       ],
     ),
   );
   out.push('');
-  for (const r of runs) {
+  const mib = (mb: number | undefined): string => (mb === undefined ? 'n/a' : `${fixed(mb, 0)} MiB`);
+  for (const r of [...runs, { label: `per-row form, ${perRow.label}`, bulk: perRow.bulk }]) {
     const t = r.bulk.serverTiming;
     out.push(`server time summed over BulkInsert calls (${r.label}): queue ${fixed(t.queueMs / 1000, 2)} s, build ${fixed(t.writeMs / 1000, 2)} s, write+fsync ${fixed(t.fsyncMs / 1000, 2)} s`);
     const perM = (sec: number | undefined): string => (sec === undefined ? 'n/a' : fixed((sec / r.bulk.rows) * 1e6, 2));
-    out.push(`CPU s per 1M rows loaded (${r.label}): node ${perM(r.bulk.nodeCpuSeconds)}, client (this process) ${perM(r.bulk.clientCpuSeconds)}`);
+    out.push(`CPU s per 1M rows loaded (${r.label}): node ${perM(r.bulk.nodeCpuSeconds)}, client (this process) ${perM(r.bulk.clientCpuSeconds)}; node peak RSS after the load ${mib(r.bulk.nodePeakRssMb)}`);
   }
   out.push('');
   out.push(
@@ -419,7 +477,7 @@ function printReport(rows: number, baseline: WriteFigures, runs: NodeRun[], peer
   out.push('');
   const nodeRss = runs.map((r) => `node (${r.label}) ${r.peakRssMb === undefined ? 'n/a' : `${fixed(r.peakRssMb, 0)} MiB`}`).join(', ');
   out.push(`peak RSS: bench process ${fixed(benchPeakRssMb, 0)} MiB, ${nodeRss}`);
-  out.push(JSON.stringify({ bench: 'store', rows, keyBytes: KEY_BYTES, valueBytes: VALUE_BYTES, partitions: PARTITIONS, maxInFlight: MAX_IN_FLIGHT, baseline, nodes: runs, pointPeers: peers, benchPeakRssMb }, roundNumbers));
+  out.push(JSON.stringify({ bench: 'store', rows, keyBytes: KEY_BYTES, valueBytes: VALUE_BYTES, partitions: PARTITIONS, maxInFlight: MAX_IN_FLIGHT, baseline, nodes: runs, perRow, pointPeers: peers, benchPeakRssMb }, roundNumbers));
   process.stdout.write(out.join('\n') + '\n');
 }
 

@@ -209,18 +209,22 @@ export async function bulkPutAll(router: StoreRouter, source: BulkSource, option
   }
 }
 
-/** End of the batch starting at `from`: inside `partition`, at most `maxRows` rows and `maxBytes` bytes (at least one row). */
+/**
+ * End of the batch starting at `from`: at most `maxRows` rows and `maxBytes` bytes (at least one
+ * row), and before the first key at or past the end of `partition` — found by binary search, as
+ * the rows are meant to be sorted; the node cuts at its partition's end anyway (longest prefix),
+ * so rows that are not sorted still land right, in more calls.
+ */
 function cutPoint(rows: PackedRows, from: number, partition: Partition, maxRows: number, maxBytes: number): number {
   const limit = Math.min(rows.count, from + maxRows);
   let bytes = rows.keyLength(from) + rows.valueLength(from);
   let to = from + 1;
-  const { start, end } = partition;
   while (to < limit) {
     bytes += rows.keyLength(to) + rows.valueLength(to);
-    if (bytes > maxBytes || rows.compareKeyTo(to, start) < 0 || (end.length > 0 && rows.compareKeyTo(to, end) >= 0)) break;
+    if (bytes > maxBytes) break;
     to++;
   }
-  return to;
+  return partition.end.length === 0 ? to : rows.firstKeyAtLeast(partition.end, from + 1, to);
 }
 
 /** A packed batch as per-row BulkRow messages, for nodes that predate `packed`. */

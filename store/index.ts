@@ -29,7 +29,7 @@ export { PACKED_ROWS_FORMAT, PackedRows, PackedRowsBuilder } from './packed-rows
 export type { PackedRowsMessage, RowMeta } from './packed-rows.js';
 export { StoreError, STORE_ERROR_CODES } from './store-errors.js';
 export type { StoreErrorCode, StoreErrorOptions } from './store-errors.js';
-export { PartitionStore } from './partition-store.js';
+export { PartitionStore, DEFAULT_WRITE_BUFFER_BYTES } from './partition-store.js';
 export type { BulkRowInput } from './bulk-row.js';
 export type { StoredEntry, WriteTiming, PartitionStoreOptions, PartitionStoreStats, PartitionSnapshot, ReadOptions, PartitionHealth } from './partition-store.js';
 export { planShards, planCoverageProblem, MAX_SPLIT_PARTS, DEFAULT_MAX_PLAN_SHARDS } from './shard-planner.js';

@@ -46,11 +46,25 @@ export function writeRecordHeader(out: Buffer, at: number, etag: number, updated
   const hasExpiry = expiresAtMs > 0;
   out[at] = RECORD_FORMAT_VERSION;
   out[at + 1] = hasExpiry ? FLAG_EXPIRES : 0;
-  writeU64(out, at + 2, etag);
-  writeU64(out, at + 10, updatedAtMs);
+  storeU64(out, at + 2, etag);
+  storeU64(out, at + 10, updatedAtMs);
   if (!hasExpiry) return at + HEADER_BYTES;
-  writeU64(out, at + 18, expiresAtMs);
+  storeU64(out, at + 18, expiresAtMs);
   return at + HEADER_BYTES + 8;
+}
+
+/** writeU64 by byte stores, for the bulk path (Buffer#writeUInt32BE checks its arguments on every call). */
+function storeU64(out: Buffer, at: number, n: number): void {
+  const hi = Math.floor(n / TWO_32);
+  const lo = n >>> 0;
+  out[at] = hi >>> 24;
+  out[at + 1] = (hi >>> 16) & 0xff;
+  out[at + 2] = (hi >>> 8) & 0xff;
+  out[at + 3] = hi & 0xff;
+  out[at + 4] = lo >>> 24;
+  out[at + 5] = (lo >>> 16) & 0xff;
+  out[at + 6] = (lo >>> 8) & 0xff;
+  out[at + 7] = lo & 0xff;
 }
 
 /**

@@ -112,7 +112,7 @@ function checkMessage(desc: DescMessage, message: Record<string, unknown>, path:
 function checkOneRowForm(message: Record<string, unknown>, path: string): void {
   const rows = message.rows as unknown[] | undefined;
   if (message.packed !== undefined && message.packed !== null && rows !== undefined && rows.length > 0) {
-    throw new StoreError('STORE_INVALID_ARGUMENT', `${path} sets both rows (${rows.length}) and packed: send the rows one way, per-row \`rows\` or one \`packed\` batch`, {
+    throw new StoreError('STORE_INVALID_ARGUMENT', `${path}.rows (${rows.length} rows) and ${path}.packed are both set: send the rows one way, per-row \`rows\` or one \`packed\` batch`, {
       context: { field: `${path}.packed` },
     });
   }

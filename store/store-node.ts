@@ -29,6 +29,8 @@ export interface StoreNodeOptions {
   syncWrites?: boolean;
   /** Expiry sweeper interval. Default 5000; 0 disables it. */
   sweepIntervalMs?: number;
+  /** LevelDB memtable per partition, bytes (see PartitionStoreOptions.writeBufferBytes). Default 8 MiB. */
+  writeBufferBytes?: number;
   /** Largest scan batch (one Scan message or ScanPage), key + value + 32 bytes per entry; one larger entry comes alone. Default 4 MiB. */
   scanBatchMaxBytes?: number;
   /** Pause bounds of a partition's recovery after a failed write (see PartitionStoreOptions). Defaults 200 and 5000. */
@@ -108,6 +110,7 @@ export class StoreNode {
   private readonly onHealthChange: (() => void) | undefined;
   private readonly syncWrites: boolean;
   private readonly sweepIntervalMs: number;
+  private readonly writeBufferBytes: number | undefined;
   private readonly logger: Logger | undefined;
   private currentMap: PartitionMap;
   private readonly stores = new Map<number, PartitionStore>();
@@ -131,6 +134,7 @@ export class StoreNode {
     this.onHealthChange = options.onHealthChange;
     this.syncWrites = options.syncWrites ?? true;
     this.sweepIntervalMs = options.sweepIntervalMs ?? 5000;
+    this.writeBufferBytes = options.writeBufferBytes;
     this.logger = options.logger;
     this.mapFromEtcd = options.mapFromEtcd ?? false;
     this.currentMap = map;
@@ -611,6 +615,7 @@ export class StoreNode {
       const store = await PartitionStore.open(join(this.dataDir, `partition-${partition.id}`), {
         syncWrites: this.syncWrites,
         sweepIntervalMs: this.sweepIntervalMs,
+        writeBufferBytes: this.writeBufferBytes,
         name: `partition ${partition.id}`,
         faultRetryBaseMs: this.faultRetryBaseMs,
         faultRetryMaxMs: this.faultRetryMaxMs,

@@ -3,6 +3,7 @@ import { status as grpcStatus, type ServerUnaryCall, type ServerWritableStream, 
 import { roleAllows, type Logger, type Role } from '../common/index.js';
 import { StoreService, type Entry, type MultiOp, type MultiRequest, type MultiResult, type ScanBatch, type ScanRequest, type SnapshotInfo, type StoreServer as StoreHandlers } from './proto/gen/shardpipe/store/v1/store.js';
 import { FIELD_LIMITS, MAX_MULTI_OPS, truncateForMessage, type FieldLimitContext } from './field-limits.js';
+import { decodePackedBulkInsert } from './bulk-insert-codec.js';
 import { toGrpcStatus } from './grpc-errors.js';
 import { checkRequest, requestDescOf, undecodableRequestError } from './request-check.js';
 import { successor } from './key.js';
@@ -36,6 +37,8 @@ export const STORE_SERVICE_DEFINITION: typeof StoreService = Object.fromEntries(
       ...method,
       requestDeserialize: (bytes: Buffer) => {
         try {
+          // A packed batch is decoded into views of the received message, not copies.
+          if (name === 'bulkInsert') return decodePackedBulkInsert(bytes) ?? method.requestDeserialize(bytes);
           return method.requestDeserialize(bytes);
         } catch (cause) {
           return { [UNDECODABLE]: { bytes, cause } } satisfies Undecodable;

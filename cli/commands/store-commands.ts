@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { checkBind, parseDurationMs } from '../../common/index.js';
-import { DEFAULT_MAX_INFLIGHT_BYTES, EtcdNodeAgent, PartitionMap, StoreServer, checkHealth, partitionHealthService, type StoredMap } from '../../store/index.js';
+import { DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_WRITE_BUFFER_BYTES, EtcdNodeAgent, PartitionMap, StoreServer, checkHealth, partitionHealthService, type StoredMap } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { EXIT, parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
@@ -20,6 +20,7 @@ interface StartOptions extends MetricsEndpointFlags, EtcdFlags {
   maxValueBytes: string;
   maxBatchBytes: string;
   maxInflightBytes: string;
+  writeBufferBytes: string;
   inflightWait: string;
   sweepInterval: string;
   shutdownGrace: string;
@@ -39,6 +40,7 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     .option('--max-value-bytes <n>', 'largest value accepted', String(4 * 1024 * 1024))
     .option('--max-batch-bytes <n>', 'largest BulkInsert batch (key + value bytes)', String(16 * 1024 * 1024))
     .option('--max-inflight-bytes <n>', 'request bytes the node holds at once over all calls; a request counts twice its size (received + decoded); beyond it calls wait (--inflight-wait), then get RESOURCE_EXHAUSTED with a retry hint. At least 2 × (--max-batch-bytes + 1 MiB)', String(DEFAULT_MAX_INFLIGHT_BYTES))
+    .option('--write-buffer-bytes <n>', 'LevelDB memtable per partition: larger loads faster; a partition holds up to twice it in memory, and reopening after a full disk needs about it free', String(DEFAULT_WRITE_BUFFER_BYTES))
     .option('--inflight-wait <duration>', 'how long a call waits for room in --max-inflight-bytes before it is refused', '2s')
     .option('--sweep-interval <duration>', 'how often expired entries are deleted (0 = never)', '5s')
     .option('--shutdown-grace <duration>', 'how long shutdown waits for in-flight calls', '10s');
@@ -87,6 +89,7 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
       maxValueBytes: parsePositiveInt(opts.maxValueBytes, '--max-value-bytes'),
       maxBatchBytes,
       maxInflightBytes,
+      writeBufferBytes: parsePositiveInt(opts.writeBufferBytes, '--write-buffer-bytes'),
       inflightWaitMs: parseDurationMs(opts.inflightWait),
       sweepIntervalMs: parseDurationMs(opts.sweepInterval),
       shutdownGraceMs: parseDurationMs(opts.shutdownGrace),

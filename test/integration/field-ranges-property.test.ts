@@ -86,7 +86,40 @@ function messageArb(desc: DescMessage, hints: bigint[], depth = 0): fc.Arbitrary
       if (g.value !== undefined) value[fields[i]![0]] = g.value;
       bad ||= g.bad;
     });
+    // A BulkInsert carries its rows one way: per-row rows or one packed batch.
+    if (desc.name === 'BulkInsertRequest' && value.packed !== undefined && (value.rows as unknown[] | undefined)?.length) bad = true;
     return { value, bad };
+  });
+}
+
+/**
+ * Packed batches (PackedRows): rows whose keys, values and metadata come from BulkRow's ranges
+ * (out of range ones make the batch bad), with or without metadata, and sometimes parts that do
+ * not fit together (an unknown format, a count that is off, a byte too many in data or meta).
+ */
+function packedArb(hints: bigint[]): fc.Arbitrary<Gen> {
+  const limits = FIELD_LIMITS.BulkRow!;
+  const int = (name: string): Extract<FieldLimit, { kind: 'int' }> => limits[name] as Extract<FieldLimit, { kind: 'int' }>;
+  const row = fc.tuple(bytesArb(limits.key!), bytesArb(limits.value!), intArb(int('etag'), UINT64_MAX, true, hints), intArb(int('updated_at_ms'), UINT64_MAX, true, hints), intArb(int('expires_at_ms'), UINT64_MAX, true, hints));
+  const broken = fc.constantFrom('none', 'none', 'none', 'none', 'format', 'count', 'data', 'meta');
+  return fc.tuple(fc.array(row, { maxLength: 6 }), fc.boolean(), broken, fc.integer({ min: 0, max: 2 ** 32 - 1 })).map(([rows, withMeta, breakage, format]) => {
+    const lengths = Buffer.alloc(rows.length * 8);
+    const meta = Buffer.alloc(withMeta ? rows.length * 24 : 0);
+    let bad = false;
+    rows.forEach(([key, value, ...fields], i) => {
+      lengths.writeUInt32LE((key.value as Uint8Array).length, i * 8);
+      lengths.writeUInt32LE((value.value as Uint8Array).length, i * 8 + 4);
+      bad ||= key.bad || value.bad;
+      if (!withMeta) return;
+      fields.forEach((f, j) => meta.writeBigUInt64LE(f.value as bigint, i * 24 + j * 8));
+      bad ||= fields.some((f) => f.bad);
+    });
+    const message = { format: 1, count: rows.length, lengths, data: Buffer.concat(rows.flatMap(([k, v]) => [k.value as Uint8Array, v.value as Uint8Array])), meta };
+    if (breakage === 'format') message.format = format === 1 ? 2 : format;
+    else if (breakage === 'count') message.count = rows.length + 1;
+    else if (breakage === 'data') message.data = Buffer.concat([message.data, Buffer.from([0])]);
+    else if (breakage === 'meta') message.meta = Buffer.concat([message.meta, Buffer.from([0])]);
+    return { value: message, bad: bad || breakage !== 'none' };
   });
 }
 
@@ -105,6 +138,9 @@ function fieldArb(desc: DescMessage, field: DescField, hints: bigint[], depth: n
         ? fc.constant({ value: new Array(limit.maxItems + 1).fill({}), bad: true })
         : item.filter((g) => !g.bad).map((g) => ({ value: new Array(limit.maxItems + 1).fill(g.value), bad: true }));
     return fc.oneof({ weight: 40, arbitrary: some }, { weight: 1, arbitrary: tooMany });
+  }
+  if (field.fieldKind === 'message' && field.message.name === 'PackedRows') {
+    return fc.oneof({ weight: 2, arbitrary: fc.constant(ok(undefined)) }, { weight: 1, arbitrary: packedArb(hints) });
   }
   if (field.fieldKind === 'message') {
     const present = messageArb(field.message, hints, depth + 1);

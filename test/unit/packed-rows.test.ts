@@ -141,7 +141,7 @@ describe('checkPackedRows', () => {
     const packed = PackedRows.fromRows(rowsOf(3)).toMessage();
     const both = refusal(() => checkRequest(requestDescOf('BulkInsert'), { mapVersion: 1, rows: [{ key: Buffer.from('a'), value: Buffer.alloc(0) }], packed }, ctx));
     expect(both.code).toBe('STORE_INVALID_ARGUMENT');
-    expect(both.message).toMatch(/^BulkInsertRequest sets both rows \(1\) and packed/);
+    expect(both.message).toMatch(/^BulkInsertRequest\.rows \(1 rows\) and BulkInsertRequest\.packed are both set/);
     checkRequest(requestDescOf('BulkInsert'), { mapVersion: 1, rows: [], packed }, ctx);
     const bad = refusal(() => checkRequest(requestDescOf('BulkInsert'), { mapVersion: 1, rows: [], packed: { ...packed, format: 9 } }, ctx));
     expect(bad.message).toMatch(/^BulkInsertRequest\.packed\.format is 9/);
