@@ -175,7 +175,7 @@ describe('Multi: coalesced point operations', () => {
     // The client learns v1, then v2 moves the (empty) last partition from B to A.
     const stale = client(addresses);
     await stale.map();
-    const v2 = PartitionMap.create(2, v1.partitions.map((p) => (p.id === 3 ? { ...p, node: a } : p)));
+    const v2 = PartitionMap.create(2, v1.partitions.map((p) => (p.id === 3 ? { id: p.id, start: p.start, end: p.end, node: a } : p)));
     const admin = client(addresses);
     expect((await admin.installMap(v2)).every((r) => r.installed)).toBe(true);
     const multisBefore = await multiCalls(nodes[0]!);
