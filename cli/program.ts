@@ -5,6 +5,7 @@ import { registerBackupCommands } from './commands/backup-commands.js';
 import { registerClusterCommands } from './commands/cluster-commands.js';
 import { registerConfigCommands } from './commands/config-commands.js';
 import { registerDemoCommand } from './commands/demo-command.js';
+import { registerGatewayCommand } from './commands/gateway-command.js';
 import { registerIngestCommands } from './commands/ingest-commands.js';
 import { registerKvCommands } from './commands/kv-commands.js';
 import { registerMetricsCommands } from './commands/metrics-commands.js';
@@ -44,6 +45,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerWorkerCommand(program, ctx);
   registerBackupCommands(program, ctx);
   registerMetricsCommands(program, ctx);
+  registerGatewayCommand(program, ctx);
   registerRestoreCommands(program, ctx);
   registerDemoCommand(program, ctx);
   registerUpCommand(program, ctx);
