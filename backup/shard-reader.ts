@@ -40,15 +40,42 @@ export interface ReadShardRowsOptions {
 }
 
 /**
+ * The five columns of one decoded record batch as flat arrays — no object per row. Row i's key is
+ * `keys[keyOffsets[i], keyOffsets[i + 1])`, its value likewise; `expiresAtMs` is 0 for null.
+ * Buffers are views into the decoded batch, valid while the caller keeps the chunk.
+ */
+export interface ShardColumns {
+  keys: Buffer;
+  keyOffsets: ArrayLike<number>;
+  values: Buffer;
+  valueOffsets: ArrayLike<number>;
+  etag(i: number): number;
+  updatedAtMs(i: number): number;
+  expiresAtMs(i: number): number;
+}
+
+/** A run of rows `[from, to)` of one decoded batch of a shard file, and where it sits. */
+export interface ShardColumnsChunk {
+  rowGroup: number;
+  /** Row index within the row group of row `from`. */
+  rowOffset: number;
+  /** Rows in the row group, from the footer (so `rowOffset + to - from === groupRows` marks its end). */
+  groupRows: number;
+  columns: ShardColumns;
+  from: number;
+  to: number;
+}
+
+/**
  * Reads a local shard file one row group at a time (files/ reader: bounded memory, decoding on the
- * shared decoder thread, so a damaged file cannot take the process down) and hands out its entries
- * in chunks, checking the FORMAT.md column types and nulls (and with `range` each key) on the way.
- * Keys and values are views into the decoded batch. `expiresAtMs` is 0 for null.
+ * shared decoder thread, so a damaged file cannot take the process down) and hands out its rows
+ * in chunks of columns, checking the FORMAT.md column types and nulls (and with `range` each key)
+ * on the way. The fast path of restore; `readShardRows` makes entries of the same chunks.
  *
  * Throws BackupError BACKUP_CORRUPT_FILE (with the row group and row of the first bad row) and
  * BACKUP_NOT_FOUND when the file is gone.
  */
-export async function* readShardRows(file: DataFile, options: ReadShardRowsOptions = {}): AsyncGenerator<ShardChunk> {
+export async function* readShardColumns(file: DataFile, options: ReadShardRowsOptions = {}): AsyncGenerator<ShardColumnsChunk> {
   const startGroup = options.rowGroup ?? 0;
   const startOffset = options.rowOffset ?? 0;
   const chunkRows = options.chunkRows ?? Number.MAX_SAFE_INTEGER;
@@ -57,6 +84,7 @@ export async function* readShardRows(file: DataFile, options: ReadShardRowsOptio
   const corrupt = (problem: string, cause?: unknown, rowGroup?: number, row?: number): BackupError =>
     new BackupError('BACKUP_CORRUPT_FILE', `${label}: ${problem}`, { cause, context: { ...options.context, rowGroup, row } });
   const range = options.range;
+  // The previous key, as a copy (it may sit in a batch already handed out).
   let previous: Buffer | undefined;
   let group = -1;
   let groupOffset = 0;
@@ -70,27 +98,18 @@ export async function* readShardRows(file: DataFile, options: ReadShardRowsOptio
       }
       const batchStart = groupOffset;
       groupOffset += batch.numRows;
-      const row = shardColumns(batch, rowGroup, corrupt);
+      const columns = shardColumns(batch, rowGroup, corrupt);
       const groupRows = groups[rowGroup]?.rows ?? batchStart + batch.numRows;
       const first = rowGroup === startGroup ? Math.max(0, startOffset - batchStart) : 0;
       for (let from = first; from < batch.numRows; from += chunkRows) {
         const to = Math.min(batch.numRows, from + chunkRows);
-        const rows: StoredEntry[] = new Array(to - from);
+        if (range !== undefined) previous = checkKeys(columns, from, to, range, previous, (i, what) => corrupt(`row group ${rowGroup}, row ${batchStart + i}: ${what}`, undefined, rowGroup, batchStart + i));
+        else for (let i = from; i < to; i++) columns.etag(i);
         for (let i = from; i < to; i++) {
-          const entry = row(i);
-          if (range !== undefined) {
-            const bad = (what: string): BackupError => corrupt(`row group ${rowGroup}, row ${batchStart + i}: ${what}`, undefined, rowGroup, batchStart + i);
-            if (entry.key.length === 0) throw bad('empty key');
-            if (Buffer.compare(entry.key, range.start) < 0 || (range.end.length > 0 && Buffer.compare(entry.key, range.end) >= 0)) {
-              throw bad(`key ${entry.key.toString('hex')} lies outside the shard's range [${range.start.toString('hex') || '-∞'}, ${range.end.toString('hex') || '+∞'})`);
-            }
-            if (previous !== undefined && Buffer.compare(previous, entry.key) >= 0) throw bad(`key ${entry.key.toString('hex')} is not above the previous key ${previous.toString('hex')}`);
-            if (!(entry.etag >= 1)) throw bad(`etag ${entry.etag} (etags are ≥ 1)`);
-            previous = entry.key;
-          }
-          rows[i - from] = entry;
+          columns.updatedAtMs(i);
+          columns.expiresAtMs(i);
         }
-        yield { rowGroup, rowOffset: batchStart + from, groupRows, rows };
+        yield { rowGroup, rowOffset: batchStart + from, groupRows, columns, from, to };
       }
     }
   } catch (err) {
@@ -100,10 +119,78 @@ export async function* readShardRows(file: DataFile, options: ReadShardRowsOptio
   }
 }
 
+/**
+ * Checks rows `[from, to)`: non-empty keys inside `range`, each above the one before (`previous`
+ * carries over from the last chunk), etags ≥ 1. Returns a copy of the last key. Keys that ascend
+ * lie in the range when the first and the last do, so the range costs two comparisons a chunk;
+ * on any failure the rows are checked one by one to name the first bad one.
+ */
+function checkKeys(c: ShardColumns, from: number, to: number, range: { start: Buffer; end: Buffer }, previous: Buffer | undefined, bad: (i: number, what: string) => BackupError): Buffer | undefined {
+  if (to === from) return previous;
+  const { keys, keyOffsets } = c;
+  let ok = true;
+  for (let i = from; i < to && ok; i++) {
+    const s = keyOffsets[i]!;
+    const e = keyOffsets[i + 1]!;
+    // > 0 when key i is above the one before (source `keys[s, e)` against the target range).
+    const order = i > from ? keys.compare(keys, keyOffsets[i - 1]!, s, s, e) : previous === undefined ? 1 : -previous.compare(keys, s, e);
+    ok = e > s && order > 0 && c.etag(i) >= 1;
+  }
+  const last = to - 1;
+  ok &&= range.start.compare(keys, keyOffsets[from]!, keyOffsets[from + 1]!) <= 0 && (range.end.length === 0 || range.end.compare(keys, keyOffsets[last]!, keyOffsets[last + 1]!) > 0);
+  if (!ok) checkKeysOneByOne(c, from, to, range, previous, bad);
+  return Buffer.from(keys.subarray(keyOffsets[last]!, keyOffsets[last + 1]!));
+}
+
+/** `checkKeys` row by row, in order: throws for the first bad row. */
+function checkKeysOneByOne(c: ShardColumns, from: number, to: number, range: { start: Buffer; end: Buffer }, previous: Buffer | undefined, bad: (i: number, what: string) => BackupError): void {
+  const { keys, keyOffsets } = c;
+  const hex = (i: number): string => keys.toString('hex', keyOffsets[i]!, keyOffsets[i + 1]!);
+  for (let i = from; i < to; i++) {
+    const s = keyOffsets[i]!;
+    const e = keyOffsets[i + 1]!;
+    if (e === s) throw bad(i, 'empty key');
+    if (range.start.compare(keys, s, e) > 0 || (range.end.length > 0 && range.end.compare(keys, s, e) <= 0)) {
+      throw bad(i, `key ${hex(i)} lies outside the shard's range [${range.start.toString('hex') || '-∞'}, ${range.end.toString('hex') || '+∞'})`);
+    }
+    const order = i > from ? keys.compare(keys, keyOffsets[i - 1]!, s, s, e) : previous === undefined ? 1 : -previous.compare(keys, s, e);
+    if (order <= 0) throw bad(i, `key ${hex(i)} is not above the previous key ${i > from ? hex(i - 1) : previous!.toString('hex')}`);
+    const etag = c.etag(i);
+    if (!(etag >= 1)) throw bad(i, `etag ${etag} (etags are ≥ 1)`);
+  }
+}
+
+/**
+ * Reads a local shard file as `readShardColumns` does and hands out its entries in chunks. Keys
+ * and values are views into the decoded batch.
+ *
+ * Throws BackupError BACKUP_CORRUPT_FILE (with the row group and row of the first bad row) and
+ * BACKUP_NOT_FOUND when the file is gone.
+ */
+export async function* readShardRows(file: DataFile, options: ReadShardRowsOptions = {}): AsyncGenerator<ShardChunk> {
+  for await (const { rowGroup, rowOffset, groupRows, columns: c, from, to } of readShardColumns(file, options)) {
+    const rows: StoredEntry[] = new Array(to - from);
+    for (let i = from; i < to; i++) {
+      rows[i - from] = {
+        key: c.keys.subarray(c.keyOffsets[i]!, c.keyOffsets[i + 1]!),
+        value: c.values.subarray(c.valueOffsets[i]!, c.valueOffsets[i + 1]!),
+        etag: c.etag(i),
+        updatedAtMs: c.updatedAtMs(i),
+        expiresAtMs: c.expiresAtMs(i),
+      };
+    }
+    yield { rowGroup, rowOffset, groupRows, rows };
+  }
+}
+
 type Corrupt = (problem: string, cause?: unknown, rowGroup?: number, row?: number) => BackupError;
 
+const TWO_32 = 2 ** 32;
+// 2^53 = 2^21 × 2^32: a high word at or above this is not a safe integer.
+const SAFE_HIGH_WORD = 2 ** 21;
+
 /** Typed accessors over the five columns of one record batch. */
-function shardColumns(batch: RecordBatch, rowGroup: number, corrupt: Corrupt): (i: number) => StoredEntry {
+function shardColumns(batch: RecordBatch, rowGroup: number, corrupt: Corrupt): ShardColumns {
   const data = (name: string, nullable: boolean): Data => {
     const vector = batch.getChild(name);
     if (vector === null || vector.data.length !== 1) throw corrupt(`row group ${rowGroup}: column ${name} is missing or split`, undefined, rowGroup);
@@ -113,37 +200,41 @@ function shardColumns(batch: RecordBatch, rowGroup: number, corrupt: Corrupt): (
     if (!nullable && d.nullCount > 0) throw corrupt(`row group ${rowGroup}: column ${name} has ${d.nullCount} nulls, FORMAT.md says none`, undefined, rowGroup);
     return d;
   };
-  const binary = (name: string) => {
+  const binary = (name: string): { bytes: Buffer; offsets: ArrayLike<number> } => {
     const d = data(name, false);
     if (!DataType.isBinary(d.type) && !DataType.isLargeBinary(d.type)) throw corrupt(`row group ${rowGroup}: column ${name} decoded as ${String(d.type)}, not binary`, undefined, rowGroup);
-    const offsets = d.valueOffsets as Int32Array | BigInt64Array;
     const values = d.values as Uint8Array;
-    const large = offsets instanceof BigInt64Array;
-    return (i: number): Buffer => {
-      const s = large ? Number((offsets as BigInt64Array)[i]) : (offsets as Int32Array)[i]!;
-      const e = large ? Number((offsets as BigInt64Array)[i + 1]) : (offsets as Int32Array)[i + 1]!;
-      // A view, not a copy: the batch stays alive until its rows are written.
-      return Buffer.from(values.buffer, values.byteOffset + s, e - s);
-    };
+    const raw = d.valueOffsets as Int32Array | BigInt64Array;
+    // 64-bit offsets (LargeBinary) once per batch into doubles: exact below 2^53.
+    const offsets = raw instanceof BigInt64Array ? Float64Array.from(raw, (n) => Number(n)) : raw;
+    // A view, not a copy: the batch stays alive until its rows are written.
+    return { bytes: Buffer.from(values.buffer, values.byteOffset, values.byteLength), offsets };
   };
-  const int64 = (name: string, nullable: boolean) => {
+  const int64 = (name: string, nullable: boolean): ((i: number) => number) => {
     const d = data(name, nullable);
     if (!DataType.isInt(d.type) || d.type.bitWidth !== 64) throw corrupt(`row group ${rowGroup}: column ${name} decoded as ${String(d.type)}, not a 64-bit integer`, undefined, rowGroup);
     const values = d.values as BigInt64Array | BigUint64Array;
+    // Little-endian 32-bit halves: reading them is much cheaper than a BigInt per row.
+    const words = new Uint32Array(values.buffer, values.byteOffset, values.length * 2);
     const bitmap = d.nullCount > 0 ? d.nullBitmap : undefined;
-    return (i: number): number | undefined => {
-      if (bitmap !== undefined && (bitmap[i >> 3]! & (1 << (i & 7))) === 0) return undefined;
-      const n = Number(values[i]);
-      if (!Number.isSafeInteger(n) || n < 0) throw corrupt(`row group ${rowGroup}, row ${i}: column ${name} holds ${values[i]}, not a time or etag`, undefined, rowGroup, i);
-      return n;
+    return (i: number): number => {
+      if (bitmap !== undefined && (bitmap[i >> 3]! & (1 << (i & 7))) === 0) return 0;
+      const high = words[2 * i + 1]!;
+      if (high >= SAFE_HIGH_WORD) throw corrupt(`row group ${rowGroup}, row ${i}: column ${name} holds ${values[i]}, not a time or etag`, undefined, rowGroup, i);
+      return high * TWO_32 + words[2 * i]!;
     };
   };
   const key = binary('key');
   const value = binary('value');
-  const etag = int64('etag', false);
-  const updated = int64('updated_at_ms', false);
-  const expires = int64('expires_at_ms', true);
-  return (i) => ({ key: key(i), value: value(i), etag: etag(i)!, updatedAtMs: updated(i)!, expiresAtMs: expires(i) ?? 0 });
+  return {
+    keys: key.bytes,
+    keyOffsets: key.offsets,
+    values: value.bytes,
+    valueOffsets: value.offsets,
+    etag: int64('etag', false),
+    updatedAtMs: int64('updated_at_ms', false),
+    expiresAtMs: int64('expires_at_ms', true),
+  };
 }
 
 /** Options of `readShardFile`. */

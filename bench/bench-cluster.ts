@@ -13,6 +13,8 @@ import { DelayProxy } from './delay-proxy.js';
 // `shardpipe ingest` run as a child process whose memory is sampled.
 
 export const MAIN_JS = join(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
+/** The user's entry point, `shardpipe` (bin/shardpipe.js → dist/cli/main.js): what a user's wall time includes. */
+export const BIN_JS = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'shardpipe.js');
 const RSS_POLL_MS = 20;
 
 export interface NodeProcess {
@@ -31,6 +33,8 @@ export interface BenchClusterOptions {
    * then names the proxies' addresses, so every client of the cluster goes through them.
    */
   delayMs?: number;
+  /** Node.js flags for the node children, before the script (e.g. `--cpu-prof`). Default none. */
+  nodeArgs?: readonly string[];
 }
 
 export interface PartitionRows {
@@ -69,10 +73,10 @@ export async function startBenchCluster(workDir: string, nodeCount: number, mapO
     const delayMs = options.delayMs ?? 0;
     const starts = await Promise.allSettled(
       addresses.map(async (address, i) => {
-        if (delayMs === 0) return startNode(address, mapFile, join(clusterDir, `node-${i}`));
+        if (delayMs === 0) return startNode(address, mapFile, join(clusterDir, `node-${i}`), undefined, options.nodeArgs);
         const listenPort = await findFreePort();
         proxies.push(await DelayProxy.start(Number(address.split(':')[1]), { host: '127.0.0.1', port: listenPort }, delayMs));
-        return startNode(address, mapFile, join(clusterDir, `node-${i}`), `127.0.0.1:${listenPort}`);
+        return startNode(address, mapFile, join(clusterDir, `node-${i}`), `127.0.0.1:${listenPort}`, options.nodeArgs);
       }),
     );
     for (const s of starts) if (s.status === 'fulfilled') nodes.push(s.value);
@@ -85,8 +89,8 @@ export async function startBenchCluster(workDir: string, nodeCount: number, mapO
   }
 }
 
-async function startNode(address: string, mapFile: string, dataDir: string, listen?: string): Promise<NodeProcess> {
-  const args = [MAIN_JS, 'store', 'start', '--map', mapFile, '--node', address, '--data', dataDir, '--log-level', 'warn'];
+async function startNode(address: string, mapFile: string, dataDir: string, listen?: string, nodeArgs: readonly string[] = []): Promise<NodeProcess> {
+  const args = [...nodeArgs, MAIN_JS, 'store', 'start', '--map', mapFile, '--node', address, '--data', dataDir, '--log-level', 'warn'];
   if (listen !== undefined) args.push('--listen', listen);
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -184,19 +188,34 @@ export interface IngestRun extends RssSamples {
   report: IngestJsonReport;
 }
 
+export interface RunIngestOptions {
+  /**
+   * The child's working directory (created if missing): with default flags its data folder
+   * (private data, rejects) is `<cwd>/.shardpipe`, as for a user running the command there.
+   */
+  cwd: string;
+  env?: NodeJS.ProcessEnv;
+  /** Node options for the child before the script, e.g. `--cpu-prof --cpu-prof-dir DIR`. Default none. */
+  nodeArgs?: string[];
+}
+
 /**
- * `shardpipe ingest SOURCE ... --json` as a child against the cluster; fails unless it ingested
- * exactly `rows` rows and exited 0.
+ * The plain command a user types, `shardpipe ingest SOURCE ...extraArgs --seeds A,B,C --redis URL
+ * --wait --json` (bin/shardpipe.js, default flags otherwise), as a child against the cluster; fails
+ * unless it ingested exactly `rows` rows and exited 0. The wall time runs from spawn to exit: CLI
+ * start included.
  */
-export async function runIngest(cluster: BenchCluster, source: string, rows: number, extraArgs: string[], options: { dataDir: string; env?: NodeJS.ProcessEnv }): Promise<IngestRun> {
-  const args = [MAIN_JS, 'ingest', source, '--seeds', cluster.addresses.join(','), '--redis', cluster.redisUrl, '--data-dir', options.dataDir, '--json', '--log-level', 'warn', ...extraArgs];
+export async function runIngest(cluster: BenchCluster, source: string, rows: number, extraArgs: string[], options: RunIngestOptions): Promise<IngestRun> {
+  const args = [...(options.nodeArgs ?? []), BIN_JS, 'ingest', source, ...extraArgs, '--seeds', cluster.addresses.join(','), '--redis', cluster.redisUrl, '--wait', '--json'];
+  await mkdir(options.cwd, { recursive: true });
   const cpuBefore = await reapedChildrenCpuSeconds();
   const started = performance.now();
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
+  const child = spawn(process.execPath, args, { cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
   const [result, rss] = await Promise.all([collect(child), sampleRss(child)]);
   const ms = performance.now() - started;
   const cpuSeconds = (await reapedChildrenCpuSeconds()) - cpuBefore;
-  if (result.stderr.trim()) process.stderr.write(`[ingest] ${result.stderr.trim().replaceAll('\n', '\n[ingest] ')}\n`);
+  const warnings = result.stderr.split('\n').filter((line) => line.trim() !== '' && !isQuietLogLine(line));
+  if (warnings.length > 0) process.stderr.write(`[ingest] ${warnings.join('\n[ingest] ')}\n`);
   const report = parseReport(result.stdout);
   if (report === undefined) throw new Error(`ingest (exit code ${result.code}) printed no JSON report; stdout: ${result.stdout.trim() || '(empty)'}`);
   if (report.rowsIngested !== rows) {
@@ -204,6 +223,16 @@ export async function runIngest(cluster: BenchCluster, source: string, rows: num
   }
   if (result.code !== 0) throw new Error(`ingest exited with code ${result.code} although it reports all ${rows} rows ingested: ${JSON.stringify(report)}`);
   return { ...rss, ms, cpuSeconds, code: result.code, report };
+}
+
+/** A JSON log line below warn (pino levels: 30 = info): the default log level prints those, the bench need not echo them. */
+function isQuietLogLine(line: string): boolean {
+  try {
+    const level = (JSON.parse(line) as { level?: unknown }).level;
+    return typeof level === 'number' && level < 40;
+  } catch {
+    return false;
+  }
 }
 
 /** Rows each partition holds, as the nodes report them: the check that the load landed, and where. */

@@ -5,8 +5,9 @@
  * Writes one ~1 GB snappy Parquet file (`--size-mb`, default 1024; 16-byte keys, 100-byte values,
  * 62,500-row groups) into a temp folder, a row group at a time so the generator stays bounded too.
  * Then:
- *   1. end to end: `shardpipe ingest FILE --key-column id --value-column payload --json` as a child
- *      process (local worker in-process, default concurrency and tasks) against a private
+ *   1. end to end: the plain `shardpipe ingest DROP --key-column id --value-column payload --seeds
+ *      A,B,C --redis URL --wait --json` (bin/shardpipe.js, local worker in-process, default
+ *      concurrency and tasks) as a child process against a
  *      redis-server and 3 store node children holding 6 partitions: wall time, rows/s, MB/s, the peak
  *      RSS (VmHWM) of the ingest child, its largest RSS in each tenth of the run (flat = memory does not
  *      grow with the file), and the peak RSS of each store node;
@@ -16,7 +17,7 @@
  * Prints a table, then one JSON line with every figure. The temp folder is deleted at the end.
  *
  * Run: `npm run bench:ingest-memory` (builds first), or after `npx tsc -p tsconfig.json`:
- *   node dist/bench/ingest-memory-bench.js [--size-mb N] [--no-limit] [-- extra ingest CLI options]
+ *   node dist/bench/ingest-memory-bench.js [--size-mb N] [--no-limit] [--node-args "..."] [-- extra ingest CLI options]
  */
 import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -40,6 +41,8 @@ interface Args {
   sizeMb: number;
   limit: boolean;
   ingestArgs: string[];
+  /** Node options for the ingest child (`--node-args "--cpu-prof --heapsnapshot-near-heap-limit=1"`). */
+  nodeArgs: string[];
 }
 
 interface EndToEnd extends WriteFigures, IngestRun {
@@ -62,7 +65,7 @@ async function main(): Promise<void> {
     const generatorPeakRssMb = (await selfPeakRssMb()) ?? Number.NaN;
     await writeFile(join(workDir, 'drop', '_SUCCESS'), '');
     process.stderr.write(`end to end: shardpipe ingest into ${NODES} store nodes…\n`);
-    const endToEnd = await measureEndToEnd(rows, join(workDir, 'drop'), workDir, args.ingestArgs);
+    const endToEnd = await measureEndToEnd(rows, join(workDir, 'drop'), workDir, args.ingestArgs, args.nodeArgs);
     let limit: InProcess | undefined;
     if (args.limit) {
       const files = (await scanDrop(join(workDir, 'drop'))).files;
@@ -81,22 +84,22 @@ async function main(): Promise<void> {
 
 function parseCommandLine(): Args {
   const { values, positionals } = parseArgs({
-    options: { 'size-mb': { type: 'string', default: '1024' }, 'no-limit': { type: 'boolean', default: false }, help: { type: 'boolean', default: false } },
+    options: { 'size-mb': { type: 'string', default: '1024' }, 'no-limit': { type: 'boolean', default: false }, 'node-args': { type: 'string', default: '' }, help: { type: 'boolean', default: false } },
     allowPositionals: true,
   });
   if (values.help) {
-    process.stdout.write('usage: node dist/bench/ingest-memory-bench.js [--size-mb N (default 1024)] [--no-limit] [-- extra `shardpipe ingest` options]\n');
+    process.stdout.write('usage: node dist/bench/ingest-memory-bench.js [--size-mb N (default 1024)] [--no-limit] [--node-args "NODE OPTIONS for the ingest child"] [-- extra `shardpipe ingest` options]\n');
     process.exit(0);
   }
   const sizeMb = Number(values['size-mb']);
   if (!Number.isFinite(sizeMb) || sizeMb <= 0) throw new RangeError(`--size-mb must be a number > 0, got ${values['size-mb']}`);
-  return { sizeMb, limit: !values['no-limit'], ingestArgs: positionals };
+  return { sizeMb, limit: !values['no-limit'], ingestArgs: positionals, nodeArgs: values['node-args'].split(' ').filter(Boolean) };
 }
 
-async function measureEndToEnd(rows: number, drop: string, workDir: string, extraArgs: string[]): Promise<EndToEnd> {
+async function measureEndToEnd(rows: number, drop: string, workDir: string, extraArgs: string[], nodeArgs: string[]): Promise<EndToEnd> {
   const cluster = await startBenchCluster(workDir, NODES, (nodes) => PartitionMap.fromSplitKeys(1, nodes, splitKeys(rows, PARTITIONS).map((k) => Buffer.from(k))));
   try {
-    const run = await runIngest(cluster, drop, rows, ['--key-column', KEY_COLUMN, '--value-column', VALUE_COLUMN, ...extraArgs], { dataDir: join(workDir, 'ingest-data') });
+    const run = await runIngest(cluster, drop, rows, ['--key-column', KEY_COLUMN, '--value-column', VALUE_COLUMN, ...extraArgs], { cwd: join(workDir, 'ingest-cwd'), nodeArgs });
     const storedRows = (await partitionRows(cluster)).reduce((s, p) => s + p.rows, 0);
     if (storedRows !== rows) process.stderr.write(`WARNING: the nodes report ${storedRows} rows stored, expected ${rows}\n`);
     const nodePeakRssMb = await Promise.all(cluster.nodes.map((n) => n.peakRssMb()));
@@ -124,6 +127,7 @@ function printReport(rows: number, fileBytes: number, sizeOnDisk: number, genera
   out.push('');
   out.push(`ingest child RSS, largest in each tenth of the run (MiB): ${e2e.peakRssMbByTenth.map((mb) => fixed(mb, 0)).join(' ')}`);
   out.push(`peak RSS: ingest child ${rss(e2e.peakRssMb)} MiB (goal: under ${RSS_BAR_MIB} MiB), ${e2e.nodePeakRssMb.map((mb, i) => `node ${i} ${rss(mb)} MiB`).join(', ')}`);
+  out.push(`CPU s per 1M rows: ingest child ${fixed((e2e.cpuSeconds * 1e6) / rows, 2)} (store nodes: see bench:ingest)`);
   out.push(`nodes hold ${int(e2e.storedRows)} rows; ingest report: ${int(e2e.report.rowsIngested)} ingested, ${int(e2e.report.rowsRejected)} rejected, ${fixed(e2e.report.durationMs / 1000, 1)} s from submit to report`);
   out.push(
     JSON.stringify(

@@ -7,8 +7,8 @@
  * millions, every third row with a TTL a day out. Then measures:
  *   1. end to end: `shardpipe restore ID --target file://… --json` as a child process (local worker
  *      in-process, default concurrency 2) against a private redis-server and 3 store node children
- *      (`store start`, fsync per batch as they default) with 6 evenly split partitions, so shard
- *      ranges and partitions do not line up: wall time, rows/s, MB/s (key + value bytes, 1 MB =
+ *      (`store start`, fsync per batch as they default) with 6 partitions split evenly over the rows
+ *      (2 per node), so shard ranges and partitions do not line up: wall time, rows/s, MB/s (key + value bytes, 1 MB =
  *      10^6 B), peak RSS (VmHWM) of the restore child;
  *   2. the in-process limit, after the cluster is stopped: for each shard file in turn,
  *      readShardRows (backup's shard reader on files/ + the FORMAT.md checks) → encodeRecord → one classic-level
@@ -18,7 +18,8 @@
  * Prints a table, then one JSON line with every figure.
  *
  * Run: `npm run bench:restore` (builds first), or after `npx tsc -p tsconfig.json`:
- *   node dist/bench/restore-bench.js [--rows N]
+ *   node dist/bench/restore-bench.js [--rows N] [--cpu-prof DIR]
+ * `--cpu-prof DIR` has the restore child and the store nodes write V8 CPU profiles into DIR.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -34,7 +35,7 @@ import { readShardRows, type ShardSpec } from '../restore/index.js';
 import { PartitionMap, RangeDigest, encodeRecord, type StoredEntry } from '../store/index.js';
 import { MAIN_JS, collect, sampleRss, startBenchCluster } from './bench-cluster.js';
 import { fixed, int, roundNumbers, table } from './bench-format.js';
-import { reapedChildrenCpuSeconds } from './bench-processes.js';
+import { reapedChildrenCpuSeconds, selfCpuSeconds, selfPeakRssMb } from './bench-processes.js';
 
 const KEY_BYTES = 16;
 const VALUE_BYTES = 100;
@@ -51,8 +52,14 @@ interface Figures {
   mbPerSec: number;
 }
 
+interface Limit extends Figures {
+  ratioToLimit: number;
+  /** User + system CPU seconds of this process (all its threads) during the limit run. */
+  cpuSeconds: number;
+}
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { rows: { type: 'string', default: '1000000' } } });
+  const { values } = parseArgs({ options: { rows: { type: 'string', default: '1000000' }, 'cpu-prof': { type: 'string' } } });
   const rows = Number(values.rows);
   if (!Number.isSafeInteger(rows) || rows < SHARDS) throw new RangeError(`--rows must be a whole number ≥ ${SHARDS}, got ${values.rows}`);
   const workDir = await mkdtemp(join(tmpdir(), 'shardpipe-restore-bench-'));
@@ -61,13 +68,13 @@ async function main(): Promise<void> {
     const backupDir = join(workDir, 'backups');
     const manifest = await writeBackup(backupDir, rows);
     process.stderr.write('end to end: shardpipe restore into 3 store nodes…\n');
-    const e2e = await measureEndToEnd(rows, manifest, backupDir, workDir);
+    const e2e = await measureEndToEnd(rows, manifest, backupDir, workDir, profileArgs(values['cpu-prof']));
     const files = manifest.shards.map((s) => ({ shard: s, path: join(backupDir, manifest.backupId, s.file) }));
     process.stderr.write('in-process: warm-up (first shard)…\n');
     for await (const chunk of readShardRows(await statDataFile(files[0]!.path, 'parquet'), files[0]!.shard)) void chunk;
     process.stderr.write('in-process: shard files → classic-level batches (the limit)…\n');
     const limit = await measureLimit(rows, files, join(workDir, 'limit-db'));
-    printReport(rows, manifest, e2e, limit);
+    printReport(rows, manifest, e2e, limit, (await selfPeakRssMb()) ?? Number.NaN);
   } finally {
     await rm(workDir, { recursive: true, force: true });
   }
@@ -129,13 +136,14 @@ interface EndToEnd extends Figures {
   nodeCpuSeconds: Array<number | undefined>;
 }
 
-async function measureEndToEnd(rows: number, manifest: BackupManifest, backupDir: string, workDir: string): Promise<EndToEnd> {
-  // Keys are ASCII `k0…`: split the printable range evenly between 'k0' and 'k9'.
-  const splits = Array.from({ length: PARTITIONS - 1 }, (_, p) => Buffer.from(`k${String(Math.floor(((p + 1) * 10 ** 15) / PARTITIONS)).padStart(15, '0')}`));
-  const cluster = await startBenchCluster(workDir, NODES, (nodes) => PartitionMap.fromSplitKeys(1, nodes, splits));
+async function measureEndToEnd(rows: number, manifest: BackupManifest, backupDir: string, workDir: string, nodeArgs: string[]): Promise<EndToEnd> {
+  // Split the rows evenly (a split key is the key of a row: shard ranges, cut at rows/8, and
+  // partitions, cut at rows/6, do not line up), so every node takes its share.
+  const splits = Array.from({ length: PARTITIONS - 1 }, (_, p) => entry(Math.floor(((p + 1) * rows) / PARTITIONS), 0).key);
+  const cluster = await startBenchCluster(workDir, NODES, (nodes) => PartitionMap.fromSplitKeys(1, nodes, splits), { nodeArgs });
   const { nodes, addresses } = cluster;
   try {
-    const args = [MAIN_JS, 'restore', manifest.backupId, '--target', pathToFileURL(backupDir).href, '--seeds', addresses.join(','), '--redis', cluster.redisUrl, '--data-dir', join(workDir, 'restore-data'), '--json', '--log-level', 'warn'];
+    const args = [...nodeArgs, MAIN_JS, 'restore', manifest.backupId, '--target', pathToFileURL(backupDir).href, '--seeds', addresses.join(','), '--redis', cluster.redisUrl, '--data-dir', join(workDir, 'restore-data'), '--json', '--log-level', 'warn'];
     const nodeCpuBefore = await Promise.all(nodes.map((n) => n.cpuSeconds()));
     const cpuBefore = await reapedChildrenCpuSeconds();
     const started = performance.now();
@@ -155,11 +163,12 @@ async function measureEndToEnd(rows: number, manifest: BackupManifest, backupDir
 }
 
 
-async function measureLimit(rows: number, files: Array<{ shard: ShardSpec; path: string }>, location: string): Promise<Figures & { ratioToLimit: number }> {
+async function measureLimit(rows: number, files: Array<{ shard: ShardSpec; path: string }>, location: string): Promise<Limit> {
   const db = new ClassicLevel<Buffer, Buffer>(location, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
   await db.open();
   try {
     let written = 0;
+    const cpuBefore = selfCpuSeconds();
     const started = performance.now();
     for (const { shard, path } of files) {
       for await (const chunk of readShardRows(await statDataFile(path, 'parquet'), shard)) {
@@ -170,11 +179,17 @@ async function measureLimit(rows: number, files: Array<{ shard: ShardSpec; path:
       }
     }
     const ms = performance.now() - started;
+    const cpuSeconds = selfCpuSeconds() - cpuBefore;
     if (written !== rows) throw new Error(`in-process limit wrote ${written} rows, expected ${rows}`);
-    return { ...figures(rows, ms), ratioToLimit: 1 };
+    return { ...figures(rows, ms), ratioToLimit: 1, cpuSeconds };
   } finally {
     await db.close();
   }
+}
+
+/** `--cpu-prof DIR`: every child the bench starts writes a V8 CPU profile into DIR. */
+function profileArgs(dir: string | undefined): string[] {
+  return dir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${dir}`];
 }
 
 function figures(rows: number, ms: number): Figures {
@@ -182,9 +197,10 @@ function figures(rows: number, ms: number): Figures {
   return { rows, ms, rowsPerSec: rows / seconds, mbPerSec: (rows * (KEY_BYTES + VALUE_BYTES)) / 1e6 / seconds };
 }
 
-function printReport(rows: number, manifest: BackupManifest, e2e: EndToEnd, limit: Figures): void {
+function printReport(rows: number, manifest: BackupManifest, e2e: EndToEnd, limit: Limit, benchPeakRssMb: number): void {
   e2e.ratioToLimit = e2e.rowsPerSec / limit.rowsPerSec;
   const rss = (mb: number | undefined): string => (mb === undefined ? 'n/a' : fixed(mb, 0));
+  const perM = (seconds: number | undefined): string => (seconds === undefined ? 'n/a' : fixed((seconds * 1e6) / rows, 2));
   const out: string[] = [];
   out.push(
     `shardpipe restore bench: ${int(rows)} rows × (${KEY_BYTES} B key + ${VALUE_BYTES} B value) = ${fixed((rows * (KEY_BYTES + VALUE_BYTES)) / 1e6, 1)} MB in ${SHARDS} zstd shards ` +
@@ -201,8 +217,10 @@ function printReport(rows: number, manifest: BackupManifest, e2e: EndToEnd, limi
     ),
   );
   out.push('');
-  out.push(`restore report: ${int(e2e.report.rowsRestored)} rows, ${e2e.report.shardsFailed} shards failed, ${fixed(e2e.report.durationMs / 1000, 2)} s from submit to report; node peak RSS ${e2e.nodePeakRssMb.map(rss).join(', ')} MiB`);
-  out.push(JSON.stringify({ bench: 'restore', rows, shards: SHARDS, backupBytes: manifest.totals.bytes, nodes: NODES, partitions: PARTITIONS, endToEnd: e2e, limit }, roundNumbers));
+  out.push(`restore report: ${int(e2e.report.rowsRestored)} rows, ${e2e.report.shardsFailed} shards failed, ${fixed(e2e.report.durationMs / 1000, 2)} s from submit to report`);
+  out.push(`CPU s per 1M rows: restore child ${perM(e2e.cpuSeconds)}, ${e2e.nodeCpuSeconds.map((s, i) => `node ${i} ${perM(s)}`).join(', ')}; in-process limit (bench process) ${perM(limit.cpuSeconds)}`);
+  out.push(`peak RSS: restore child ${rss(e2e.peakRssMb)} MiB, ${e2e.nodePeakRssMb.map((mb, i) => `node ${i} ${rss(mb)} MiB`).join(', ')}, bench process ${fixed(benchPeakRssMb, 0)} MiB`);
+  out.push(JSON.stringify({ bench: 'restore', rows, shards: SHARDS, backupBytes: manifest.totals.bytes, nodes: NODES, partitions: PARTITIONS, endToEnd: e2e, limit, benchPeakRssMb }, roundNumbers));
   process.stdout.write(out.join('\n') + '\n');
 }
 

@@ -15,6 +15,7 @@
  *
  * Run: `npm run bench:store` (builds first), or after `npx tsc -p tsconfig.json`:
  *   node dist/bench/store-bench.js [--rows N] [--ops N (Get/Put calls per run at concurrency 1; 4× that at 32)]
+ *     [--node-cpu-prof DIR (profile each node child with node --cpu-prof into DIR)]
  */
 import { spawn } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
@@ -35,6 +36,8 @@ const CHUNK_ROWS = 1000;
 const PARTITIONS = 4;
 const MAX_IN_FLIGHT = 4;
 const OP_CONCURRENCY = [1, 32] as const;
+/** `--node-cpu-prof DIR`: run each node under `node --cpu-prof`, profiles written to DIR when it stops. */
+let nodeCpuProfDir: string | undefined;
 const MAIN_JS = join(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
 
 // Values are views into one random pool, 100 bytes apart, so LevelDB's block compression sees
@@ -87,7 +90,8 @@ interface NodeProcess {
 }
 
 async function main(): Promise<void> {
-  const { rows, ops } = parseCommandLine();
+  const { rows, ops, nodeCpuProf } = parseCommandLine();
+  nodeCpuProfDir = nodeCpuProf;
   const workDir = await mkdtemp(join(tmpdir(), 'shardpipe-bench-'));
   try {
     process.stderr.write(`baseline: classic-level, ${rows} rows…\n`);
@@ -105,13 +109,13 @@ async function main(): Promise<void> {
   }
 }
 
-function parseCommandLine(): { rows: number; ops: number } {
-  const { values } = parseArgs({ options: { rows: { type: 'string', default: '1000000' }, ops: { type: 'string', default: '5000' } } });
+function parseCommandLine(): { rows: number; ops: number; nodeCpuProf: string | undefined } {
+  const { values } = parseArgs({ options: { rows: { type: 'string', default: '1000000' }, ops: { type: 'string', default: '5000' }, 'node-cpu-prof': { type: 'string' } } });
   const rows = Number(values.rows);
   if (!Number.isSafeInteger(rows) || rows < 1) throw new RangeError(`--rows must be a whole number ≥ 1, got ${values.rows}`);
   const ops = Number(values.ops);
   if (!Number.isSafeInteger(ops) || ops < 1) throw new RangeError(`--ops must be a whole number ≥ 1, got ${values.ops}`);
-  return { rows, ops };
+  return { rows, ops, nodeCpuProf: values['node-cpu-prof'] };
 }
 
 /** The i-th of `count` sorted keys, spread over the whole keyspace so every partition gets a share. */
@@ -182,7 +186,8 @@ async function startNode(dataDir: string, sync: boolean): Promise<NodeProcess> {
   const address = `127.0.0.1:${await findFreePort()}`;
   const mapFile = `${dataDir}-map.json`;
   await writeFile(mapFile, JSON.stringify(PartitionMap.evenlySplit(1, [address], PARTITIONS).toJson()));
-  const args = [MAIN_JS, 'store', 'start', '--map', mapFile, '--node', address, '--data', dataDir, '--log-level', 'warn'];
+  const profile = nodeCpuProfDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', nodeCpuProfDir];
+  const args = [...profile, MAIN_JS, 'store', 'start', '--map', mapFile, '--node', address, '--data', dataDir, '--log-level', 'warn'];
   if (!sync) args.push('--no-sync');
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));

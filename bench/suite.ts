@@ -88,7 +88,7 @@ const FIGURES: FigureSpec[] = [
   { id: 'redisbench.get.c32.opsPerSec', label: 'peer: redis-benchmark GET, concurrency 32', unit: opsPerSec, better: 'higher' },
   { id: 'redisbench.set.c1.opsPerSec', label: 'peer: redis-benchmark SET (AOF always), concurrency 1', unit: opsPerSec, better: 'higher' },
   { id: 'redisbench.set.c32.opsPerSec', label: 'peer: redis-benchmark SET (AOF always), concurrency 32', unit: opsPerSec, better: 'higher' },
-  { id: 'backup.limit.rowsPerSec', label: 'backup in-process limit: scan → Parquet file', unit: rowsPerSec, better: 'higher', process: 'bench' },
+  { id: 'backup.limit.rowsPerSec', label: 'backup in-process limit: scan → Parquet file, 2 threads', unit: rowsPerSec, better: 'higher', process: 'bench' },
   { id: 'backup.e2e.rowsPerSec', label: 'shardpipe backup run end to end', unit: rowsPerSec, better: 'higher', baseline: 'backup.limit.rowsPerSec' },
   { id: 'backup.child.cpuPerM', label: 'backup: CPU of the backup child', unit: cpuPerM, better: 'lower', process: 'backup child' },
   { id: 'backup.nodes.cpuPerM', label: 'backup: CPU of the 3 store nodes together', unit: cpuPerM, better: 'lower', process: 'store nodes' },
@@ -98,6 +98,10 @@ const FIGURES: FigureSpec[] = [
   { id: 'restore.child.cpuPerM', label: 'restore: CPU of the restore child', unit: cpuPerM, better: 'lower', process: 'restore child' },
   { id: 'restore.nodes.cpuPerM', label: 'restore: CPU of the 3 store nodes together', unit: cpuPerM, better: 'lower', process: 'store nodes' },
   { id: 'restore.child.peakRssMb', label: 'restore: peak RSS of the restore child', unit: mib, better: 'lower', process: 'restore child' },
+  { id: 'backup.limit.cpuPerM', label: 'backup in-process limit: CPU of the bench process (2 threads)', unit: cpuPerM, better: 'lower', process: 'bench' },
+  { id: 'backup.nodes.peakRssMb', label: 'backup: peak RSS of the largest store node', unit: mib, better: 'lower', process: 'store node' },
+  { id: 'restore.limit.cpuPerM', label: 'restore in-process limit: CPU of the bench process', unit: cpuPerM, better: 'lower', process: 'bench' },
+  { id: 'restore.nodes.peakRssMb', label: 'restore: peak RSS of the largest store node', unit: mib, better: 'lower', process: 'store node' },
   { id: 'memory.limit.rowsPerSec', label: 'one large file: in-process limit', unit: rowsPerSec, better: 'higher', process: 'bench' },
   { id: 'memory.e2e.rowsPerSec', label: 'one large file: shardpipe ingest end to end', unit: rowsPerSec, better: 'higher', baseline: 'memory.limit.rowsPerSec' },
   { id: 'memory.child.peakRssMb', label: 'one large file: peak RSS of the ingest child (goal < 256)', unit: mib, better: 'lower', process: 'ingest child' },
@@ -136,7 +140,7 @@ async function runBench(name: string, args: string[]): Promise<Record<string, an
 async function repetition(samples: Samples, sizes: Sizes, workDir: string, respFile: string, withMemory: boolean): Promise<void> {
   const rows = String(sizes.rows);
 
-  const ingest = await runBench('ingest-bench', ['--rows', rows]);
+  const ingest = await runBench('ingest-bench', ['--rows', rows, '--no-redis-pipe']);
   add(samples, 'ingest.limit.rowsPerSec', ingest.limit.rowsPerSec);
   add(samples, 'ingest.reader.rowsPerSec', ingest.reader.rowsPerSec);
   add(samples, 'ingest.e2e.rowsPerSec', ingest.endToEnd.rowsPerSec);
@@ -155,7 +159,7 @@ async function repetition(samples: Samples, sizes: Sizes, workDir: string, respF
   }
 
   for (const delayMs of [1, 5]) {
-    const delayed = await runBench('ingest-bench', ['--rows', rows, '--delay-ms', String(delayMs), '--no-limit']);
+    const delayed = await runBench('ingest-bench', ['--rows', rows, '--delay-ms', String(delayMs), '--no-limit', '--no-redis-pipe']);
     add(samples, `ingest.delay${delayMs}.rowsPerSec`, delayed.endToEnd.rowsPerSec);
   }
 
@@ -188,6 +192,8 @@ async function repetition(samples: Samples, sizes: Sizes, workDir: string, respF
   add(samples, 'backup.child.cpuPerM', perM(backup.endToEnd.cpuSeconds, sizes.rows));
   add(samples, 'backup.nodes.cpuPerM', perM(sum(backup.endToEnd.nodeCpuSeconds), sizes.rows));
   add(samples, 'backup.child.peakRssMb', backup.endToEnd.peakRssMb);
+  add(samples, 'backup.limit.cpuPerM', perM(backup.limit.cpuSeconds, sizes.rows));
+  add(samples, 'backup.nodes.peakRssMb', max(backup.endToEnd.nodePeakRssMb));
 
   const restore = await runBench('restore-bench', ['--rows', rows]);
   add(samples, 'restore.limit.rowsPerSec', restore.limit.rowsPerSec);
@@ -195,6 +201,8 @@ async function repetition(samples: Samples, sizes: Sizes, workDir: string, respF
   add(samples, 'restore.child.cpuPerM', perM(restore.endToEnd.cpuSeconds, sizes.rows));
   add(samples, 'restore.nodes.cpuPerM', perM(sum(restore.endToEnd.nodeCpuSeconds), sizes.rows));
   add(samples, 'restore.child.peakRssMb', restore.endToEnd.peakRssMb);
+  add(samples, 'restore.limit.cpuPerM', perM(restore.limit.cpuSeconds, sizes.rows));
+  add(samples, 'restore.nodes.peakRssMb', max(restore.endToEnd.nodePeakRssMb));
 
   if (withMemory) {
     const memory = await runBench('ingest-memory-bench', ['--size-mb', String(sizes.memorySizeMb)]);

@@ -3,7 +3,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AuthTokens, type Logger } from '../common/index.js';
 import { PrivateRedis } from '../jobs/index.js';
-import { MetricsServer } from '../metrics-server/index.js';
+import type { MetricsServer } from '../metrics-server/index.js';
 import type { PartitionMap } from '../store/index.js';
 import { startCliChild, stopChild } from './cli-child.js';
 import { LocalCluster } from './local-cluster.js';
@@ -61,6 +61,8 @@ export class LocalStack {
     let metrics: MetricsServer | undefined;
     try {
       cluster = await LocalCluster.start({ dataDir: join(options.dataDir, 'cluster'), nodes: options.nodes, basePort: options.basePort, metricsPorts: options.nodeMetrics, map: options.map, tokenFile, logger });
+      // Loaded here, not at import: the dashboard (bull-board, express) is a third of the CLI's start-up, and only `up` and `demo` serve it.
+      const { MetricsServer } = await import('../metrics-server/index.js');
       metrics = await MetricsServer.start({
         seeds: cluster.addresses,
         port: options.metricsPort ?? 0,

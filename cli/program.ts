@@ -4,6 +4,7 @@ import { loadCliConfig, readCliEnv } from './cli-env.js';
 import { registerBackupCommands } from './commands/backup-commands.js';
 import { registerClusterCommands } from './commands/cluster-commands.js';
 import { registerConfigCommands } from './commands/config-commands.js';
+import { registerCoordinatorCommand } from './commands/coordinator-command.js';
 import { registerDemoCommand } from './commands/demo-command.js';
 import { registerGatewayCommand } from './commands/gateway-command.js';
 import { registerIngestCommands } from './commands/ingest-commands.js';
@@ -39,6 +40,7 @@ export function buildProgram(ctx: CliContext): Command {
   });
   registerClusterCommands(program, ctx);
   registerStoreCommands(program, ctx);
+  registerCoordinatorCommand(program, ctx);
   registerKvCommands(program, ctx);
   registerStatsCommand(program, ctx);
   registerIngestCommands(program, ctx);

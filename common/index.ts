@@ -33,3 +33,4 @@ export { checkBind, hostOf, isLoopback, protectedModeMessage } from './protected
 export { checkHttpRequest } from './http-auth.js';
 export type { HttpAuthOptions, HttpRefusal } from './http-auth.js';
 export { redactUrl } from './redact-url.js';
+export { copyBytes } from './copy-bytes.js';

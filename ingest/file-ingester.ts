@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { bulkPutCheckpointed, type CheckpointedChunk, type StoreClient } from '../store/index.js';
+import { PackedRows, bulkPutCheckpointed, type CheckpointedChunk, type StoreClient } from '../store/index.js';
 import { assertFileNotEmpty, type DropFile } from './drop-scanner.js';
 import { IngestError } from './ingest-errors.js';
 import { readRecordBatches } from './file-reading.js';
@@ -44,9 +44,12 @@ export interface FileIngestOptions {
   resumeFrom?: FileCheckpoint;
   /** Fail on the first row whose key is below the previous one. Default false. */
   strictOrder?: boolean;
-  /** BulkInsert calls in flight. Default 4. */
+  /** BulkInsert calls in flight. Default: bulkPutAll's (DEFAULT_BULK_MAX_IN_FLIGHT). */
   maxInFlight?: number;
-  /** Rows per BulkInsert call. Default 1000. */
+  /**
+   * Rows per BulkInsert call at most. Default: bulkPutAll's (DEFAULT_BULK_BATCH_MAX_ROWS); a
+   * decoded batch (8192 rows by default) goes out as one call when it fits its byte limit.
+   */
   batchMaxRows?: number;
   /** Throttle; 0 or absent = unlimited. */
   maxRowsPerSecond?: number;
@@ -55,6 +58,13 @@ export interface FileIngestOptions {
    * the place to persist the checkpoint.
    */
   onCheckpoint?: (checkpoint: FileCheckpoint) => Promise<void>;
+  /**
+   * Asked before each record batch is read: an error it returns ends the file the way a read failure
+   * does — every batch read before is written and checkpointed, then the error is thrown — so the
+   * checkpoint still counts exactly what the store holds (a reject budget found exceeded at a
+   * checkpoint, while later batches were in flight).
+   */
+  stopWhen?: () => Error | undefined;
   signal?: AbortSignal;
 }
 
@@ -92,6 +102,8 @@ export async function ingestFile(client: StoreClient, task: FileTask, options: F
     let groupOffset = 0;
     let group = -1;
     for await (const { rowGroup, batch } of readRecordBatches(file, { rowGroupStart: current.rowGroup, rowGroupEnd: task.rowGroupEnd, signal: options.signal })) {
+      const stop = options.stopWhen?.();
+      if (stop !== undefined) throw stop;
       if (rowGroup !== group) {
         group = rowGroup;
         groupOffset = 0;
@@ -101,32 +113,27 @@ export async function ingestFile(client: StoreClient, task: FileTask, options: F
       // Rows before the checkpoint were written by an earlier attempt.
       const skip = resume && rowGroup === resume.rowGroup ? Math.max(0, resume.rowOffset - batchStart) : 0;
       if (skip >= batch.numRows) continue;
-      const { rows, rejects } = mapper.mapBatch(skip > 0 ? batch.slice(skip) : batch, { file: file.relativePath, rowGroup, rowOffset: batchStart + skip });
+      const mapped = mapper.mapBatchPacked(skip > 0 ? batch.slice(skip) : batch, { file: file.relativePath, rowGroup, rowOffset: batchStart + skip }, previousKey);
+      const { rejects, outOfOrder } = mapped;
       if (rejects.length > 0) await options.rejects.write(rejects);
-      let outOfOrder = 0;
-      let bytes = 0;
-      for (const row of rows) {
-        bytes += row.key.length + row.value.length;
-        if (previousKey !== undefined && Buffer.compare(row.key, previousKey) < 0) {
-          if (options.strictOrder) {
-            throw new IngestError('INGEST_OUT_OF_ORDER', `${file.relativePath}: row group ${rowGroup}: key ${row.key.toString('hex')} is below the previous key ${previousKey.toString('hex')} and --strict-order is set`, {
-              context: { file: file.relativePath, rowGroup },
-            });
-          }
-          outOfOrder++;
-        }
-        previousKey = row.key;
+      if (outOfOrder > 0 && options.strictOrder) {
+        const { key, previousKey: before } = mapped.firstOutOfOrder!;
+        throw new IngestError('INGEST_OUT_OF_ORDER', `${file.relativePath}: row group ${rowGroup}: key ${key.toString('hex')} is below the previous key ${before.toString('hex')} and --strict-order is set`, {
+          context: { file: file.relativePath, rowGroup },
+        });
       }
+      previousKey = mapped.lastKey;
+      const bytes = mapped.rows.bytes;
       // Disorder inside a batch would cut it into tiny BulkInsert calls: send the batch sorted
       // (stable, so a key's later row still wins). Disorder between batches stays as it is.
-      if (outOfOrder > 0) rows.sort((a, b) => Buffer.compare(a.key, b.key));
-      sent += rows.length;
+      const rows = outOfOrder > 0 ? PackedRows.fromRows(mapped.rows.toRows().sort((a, b) => Buffer.compare(a.key, b.key))) : mapped.rows;
+      sent += rows.count;
       counts = {
         ...counts,
         rowGroup,
         rowOffset: groupOffset,
-        rowsDone: counts.rowsDone + rows.length + rejects.length,
-        rowsIngested: counts.rowsIngested + rows.length,
+        rowsDone: counts.rowsDone + rows.count + rejects.length,
+        rowsIngested: counts.rowsIngested + rows.count,
         bytesIngested: counts.bytesIngested + bytes,
         rowsRejected: counts.rowsRejected + rejects.length,
         rowsOutOfOrder: counts.rowsOutOfOrder + outOfOrder,

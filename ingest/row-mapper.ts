@@ -1,5 +1,5 @@
 import { DataType, makeVector, type Data, type RecordBatch } from 'apache-arrow';
-import { DEFAULT_MAX_KEY_BYTES, Key, type BulkRowInput } from '../store/index.js';
+import { DEFAULT_MAX_KEY_BYTES, Key, PACKED_ROWS_FORMAT, PackedRows, PackedRowsBuilder, type BulkRowInput } from '../store/index.js';
 import { IngestError } from './ingest-errors.js';
 import { arrowKeyEncoding, writeIntKey, type KeyEncoding } from './key-encoding.js';
 import { jsonRenderer, type JsonRenderer } from './value-json.js';
@@ -55,6 +55,24 @@ export interface MappedBatch {
   rejects: Reject[];
 }
 
+/**
+ * What `mapBatchPacked` made of one batch: the store rows as one packed batch in input order, the
+ * rejects in input order, and the order of the accepted keys.
+ */
+export interface PackedMappedBatch {
+  rows: PackedRows;
+  rejects: Reject[];
+  /** Accepted rows whose key is below the accepted key before them (the first row's: `previousKey`). */
+  outOfOrder: number;
+  /** The first such row's key and the key before it (copies), for messages. */
+  firstOutOfOrder?: { key: Buffer; previousKey: Buffer };
+  /**
+   * The key the next batch's first row is compared with (pass it as its `previousKey`): the last
+   * accepted key (a copy), or `previousKey` when no row was accepted; absent when neither exists.
+   */
+  lastKey?: Buffer;
+}
+
 /** Turns Arrow record batches into store rows. Stateless between batches; one per (file, options). */
 export interface RowMapper {
   /** The frozen, defaulted options. */
@@ -65,6 +83,13 @@ export interface RowMapper {
    * INGEST_KEY_COLUMN_MISSING, INGEST_VALUE_COLUMN_MISSING or INGEST_UNSUPPORTED_KEY_TYPE.
    */
   mapBatch(batch: RecordBatch, where: BatchLocation): MappedBatch;
+  /**
+   * `mapBatch` into one packed batch: the same rows, the same rejects, the same errors. String and
+   * binary key and value columns are copied from the Arrow buffers straight into the batch, with no
+   * per-row objects. Also counts the accepted keys that fall below the key before them, starting
+   * from `previousKey` (the last key of the batch before).
+   */
+  mapBatchPacked(batch: RecordBatch, where: BatchLocation, previousKey?: Buffer): PackedMappedBatch;
 }
 
 const REJECT_KEY_HEX_BYTES = 256;
@@ -120,6 +145,7 @@ export function createRowMapper(options: RowMapperOptions): RowMapper {
   return {
     options: frozen,
     mapBatch: (batch, where) => mapBatch(frozen, batch, where),
+    mapBatchPacked: (batch, where, previousKey) => mapBatchPacked(frozen, batch, where, previousKey),
   };
 }
 
@@ -127,9 +153,17 @@ function columnNames(batch: RecordBatch): string {
   return batch.schema.fields.map((f) => `${f.name} (${String(f.type)})`).join(', ') || '(none)';
 }
 
-function mapBatch(options: RowMapper['options'], batch: RecordBatch, where: BatchLocation): MappedBatch {
+/** The key column, its encoding and the value column of a batch; throws for problems of the whole file. */
+interface BatchColumns {
+  keyData: Data;
+  encoding: KeyEncoding;
+  /** The value column (with `valueColumn`); undefined: the value is the JSON document. */
+  valueData: Data | undefined;
+  keyIndex: number;
+}
+
+function batchColumns(options: RowMapper['options'], batch: RecordBatch, where: BatchLocation): BatchColumns {
   const { file, rowGroup } = where;
-  const rowOffset = where.rowOffset ?? 0;
   const fields = batch.schema.fields;
   const keyIndex = fields.findIndex((f) => f.name === options.keyColumn);
   if (keyIndex < 0) {
@@ -149,26 +183,32 @@ function mapBatch(options: RowMapper['options'], batch: RecordBatch, where: Batc
       { context: { file, rowGroup, column: options.keyColumn } },
     );
   }
-
-  let valueOf: (i: number) => Buffer | string | null;
-  if (options.valueColumn !== undefined) {
-    const valueIndex = fields.findIndex((f) => f.name === options.valueColumn);
-    if (valueIndex < 0) {
-      throw new IngestError(
-        'INGEST_VALUE_COLUMN_MISSING',
-        `${file}: value column "${options.valueColumn}" is not a top-level column; the file has: ${columnNames(batch)}`,
-        { context: { file, rowGroup, column: options.valueColumn } },
-      );
-    }
-    valueOf = valueColumnReader(batch.data.children[valueIndex]!);
-  } else {
-    valueOf = documentBuilder(batch, keyIndex, options.partitionValues);
+  if (options.valueColumn === undefined) return { keyData, encoding, valueData: undefined, keyIndex };
+  const valueIndex = fields.findIndex((f) => f.name === options.valueColumn);
+  if (valueIndex < 0) {
+    throw new IngestError(
+      'INGEST_VALUE_COLUMN_MISSING',
+      `${file}: value column "${options.valueColumn}" is not a top-level column; the file has: ${columnNames(batch)}`,
+      { context: { file, rowGroup, column: options.valueColumn } },
+    );
   }
+  return { keyData, encoding, valueData: batch.data.children[valueIndex]!, keyIndex };
+}
 
-  const n = batch.numRows;
-  const keys = extractKeys(keyData, encoding);
-  const packer = new Utf8Packer();
+function mapBatch(options: RowMapper['options'], batch: RecordBatch, where: BatchLocation): MappedBatch {
   const rows: BulkRowInput[] = [];
+  const rejects = mapRows(options, batch, where, batchColumns(options, batch, where), (key, value) => void rows.push({ key, value }));
+  return { rows, rejects };
+}
+
+/** Every row of the batch: accepted ones to `accept` in input order; returns the rejects in input order. */
+function mapRows(options: RowMapper['options'], batch: RecordBatch, where: BatchLocation, columns: BatchColumns, accept: (key: Buffer, value: Buffer) => void): Reject[] {
+  const { file, rowGroup } = where;
+  const rowOffset = where.rowOffset ?? 0;
+  const valueOf = columns.valueData !== undefined ? valueColumnReader(columns.valueData) : documentBuilder(batch, columns.keyIndex, options.partitionValues);
+  const n = batch.numRows;
+  const keys = extractKeys(columns.keyData, columns.encoding);
+  const packer = new Utf8Packer();
   const rejects: Reject[] = [];
   for (let i = 0; i < n; i++) {
     const key = keys[i];
@@ -194,9 +234,153 @@ function mapBatch(options: RowMapper['options'], batch: RecordBatch, where: Batc
       rejects.push(makeReject(file, rowGroup, rowOffset + i, key, `value is ${bytes.byteLength} bytes, over the limit of ${options.maxValueBytes} bytes`));
       continue;
     }
-    rows.push({ key: key!, value: bytes });
+    accept(key!, bytes);
   }
-  return { rows, rejects };
+  return rejects;
+}
+
+/** Rows of one batch into a packed batch (see RowMapper.mapBatchPacked). */
+function mapBatchPacked(options: RowMapper['options'], batch: RecordBatch, where: BatchLocation, previousKey: Buffer | undefined): PackedMappedBatch {
+  const columns = batchColumns(options, batch, where);
+  const direct = packBytesColumns(options, where, columns);
+  if (direct !== undefined) return direct(previousKey);
+  // Other types: the per-row path's rows, copied into one batch; the order counted on its keys.
+  const builder = new PackedRowsBuilder({ rowsHint: batch.numRows });
+  const order = new KeyOrder(previousKey);
+  const rejects = mapRows(options, batch, where, columns, (key, value) => {
+    order.next(key, 0, key.length);
+    builder.add(key, value);
+  });
+  return { rows: builder.finish(), rejects, ...order.result() };
+}
+
+/** Counts keys below the key before them; keys are given as ranges of a buffer, so nothing is allocated per row. */
+class KeyOrder {
+  outOfOrder = 0;
+  #buf: Buffer | undefined;
+  #start = 0;
+  #end = 0;
+  #first: { key: Buffer; previousKey: Buffer } | undefined;
+
+  constructor(previousKey: Buffer | undefined) {
+    if (previousKey !== undefined) this.#remember(previousKey, 0, previousKey.length);
+  }
+
+  next(buf: Buffer, start: number, end: number): void {
+    const prev = this.#buf;
+    if (prev !== undefined && compareRanges(buf, start, end, prev, this.#start, this.#end) < 0) {
+      this.outOfOrder++;
+      this.#first ??= { key: Buffer.from(buf.subarray(start, end)), previousKey: Buffer.from(prev.subarray(this.#start, this.#end)) };
+    }
+    this.#remember(buf, start, end);
+  }
+
+  result(): Pick<PackedMappedBatch, 'outOfOrder' | 'firstOutOfOrder' | 'lastKey'> {
+    const lastKey = this.#buf === undefined ? undefined : Buffer.from(this.#buf.subarray(this.#start, this.#end));
+    return { outOfOrder: this.outOfOrder, firstOutOfOrder: this.#first, lastKey };
+  }
+
+  #remember(buf: Buffer, start: number, end: number): void {
+    this.#buf = buf;
+    this.#start = start;
+    this.#end = end;
+  }
+}
+
+/** Keys up to this long are compared in a loop: a native Buffer.compare call costs more than comparing 64 bytes. */
+const LOOP_COMPARE_BYTES = 64;
+
+/** Bytewise order of a[as, ae) and b[bs, be), like Buffer.compare. */
+function compareRanges(a: Buffer, as: number, ae: number, b: Buffer, bs: number, be: number): number {
+  const la = ae - as;
+  const lb = be - bs;
+  const n = la < lb ? la : lb;
+  if (n > LOOP_COMPARE_BYTES) return a.compare(b, bs, be, as, ae);
+  for (let i = 0; i < n; i++) {
+    const d = a[as + i]! - b[bs + i]!;
+    if (d !== 0) return d;
+  }
+  return la - lb;
+}
+
+const NO_META = Buffer.alloc(0);
+/** Up to this many bytes a byte loop copies faster than a native copy call (measured on Node 20: 16 B 18 ns vs 86 ns). */
+const LOOP_COPY_BYTES = 32;
+
+/** A Buffer over an Arrow values array, without copying. */
+function bufferOf(values: Uint8Array): Buffer {
+  return Buffer.from(values.buffer, values.byteOffset, values.byteLength);
+}
+
+/**
+ * The direct path: a Utf8 or Binary key column (32-bit offsets, not dictionary-encoded) and a Utf8 or
+ * Binary value column, copied from the Arrow buffers into the batch's buffers. Undefined for any
+ * other columns (the per-row path then maps them). The rejects and their reasons are mapRows's.
+ */
+function packBytesColumns(options: RowMapper['options'], where: BatchLocation, columns: BatchColumns): ((previousKey: Buffer | undefined) => PackedMappedBatch) | undefined {
+  const { keyData, valueData } = columns;
+  if (valueData === undefined || !isPlainBytes(keyData.type) || !isPlainBytes(valueData.type)) return undefined;
+  return (previousKey) => {
+    const { file, rowGroup } = where;
+    const rowOffset = where.rowOffset ?? 0;
+    const n = keyData.length;
+    const kOff = keyData.valueOffsets as Int32Array;
+    const vOff = valueData.valueOffsets as Int32Array;
+    const kBuf = bufferOf(keyData.values as Uint8Array);
+    const vBuf = bufferOf(valueData.values as Uint8Array);
+    const keyNulls = keyData.nullCount > 0;
+    const valueNulls = valueData.nullCount > 0;
+    const { maxKeyBytes, maxValueBytes } = options;
+    // Room for every row: rejects only leave some unused.
+    const lengths = Buffer.allocUnsafe(n * 8);
+    const data = Buffer.allocUnsafe(kOff[n]! - kOff[0]! + (vOff[n]! - vOff[0]!));
+    const order = new KeyOrder(previousKey);
+    const rejects: Reject[] = [];
+    let count = 0;
+    let at = 0;
+    for (let i = 0; i < n; i++) {
+      const ks = kOff[i]!;
+      const ke = kOff[i + 1]!;
+      const kLen = ke - ks;
+      if (keyNulls && !keyData.getValid(i)) {
+        rejects.push(makeReject(file, rowGroup, rowOffset + i, null, `key column "${options.keyColumn}" is null`));
+        continue;
+      }
+      if (kLen === 0 || kLen > maxKeyBytes) {
+        const key = kBuf.subarray(ks, ke);
+        rejects.push(makeReject(file, rowGroup, rowOffset + i, key, Key.problem(key, maxKeyBytes)!));
+        continue;
+      }
+      if (valueNulls && !valueData.getValid(i)) {
+        rejects.push(makeReject(file, rowGroup, rowOffset + i, kBuf.subarray(ks, ke), `value column "${options.valueColumn}" is null`));
+        continue;
+      }
+      const vs = vOff[i]!;
+      const ve = vOff[i + 1]!;
+      const vLen = ve - vs;
+      if (vLen > maxValueBytes) {
+        rejects.push(makeReject(file, rowGroup, rowOffset + i, kBuf.subarray(ks, ke), `value is ${vLen} bytes, over the limit of ${maxValueBytes} bytes`));
+        continue;
+      }
+      order.next(kBuf, ks, ke);
+      lengths.writeUInt32LE(kLen, count * 8);
+      lengths.writeUInt32LE(vLen, count * 8 + 4);
+      if (kLen <= LOOP_COPY_BYTES) for (let j = 0; j < kLen; j++) data[at + j] = kBuf[ks + j]!;
+      else kBuf.copy(data, at, ks, ke);
+      at += kLen;
+      if (vLen <= LOOP_COPY_BYTES) for (let j = 0; j < vLen; j++) data[at + j] = vBuf[vs + j]!;
+      else vBuf.copy(data, at, vs, ve);
+      at += vLen;
+      count++;
+    }
+    const rows = PackedRows.fromMessage({ format: PACKED_ROWS_FORMAT, count, lengths: lengths.subarray(0, count * 8), data: data.subarray(0, at), meta: NO_META });
+    return { rows, rejects, ...order.result() };
+  };
+}
+
+/** Utf8 or Binary with 32-bit offsets: the types the direct path copies. */
+function isPlainBytes(type: DataType): boolean {
+  return DataType.isUtf8(type) || DataType.isBinary(type);
 }
 
 function makeReject(file: string, rowGroup: number, row: number, key: Buffer | null | undefined, reason: string): Reject {

@@ -1,7 +1,6 @@
 import { mkdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tableFromArrays, tableToIPC } from 'apache-arrow';
-import * as parquet from 'parquet-wasm';
 
 /** Options of a generated drop. */
 export interface SampleDropOptions {
@@ -37,6 +36,8 @@ export async function writeSampleDrop(dir: string, options: SampleDropOptions): 
   if (!Number.isSafeInteger(files) || files < 1) throw new RangeError(`files must be a whole number ≥ 1, got ${files}`);
   const prefix = options.prefix ?? 'user-';
   const idOf = (row: number): string => `${prefix}${String(row).padStart(9, '0')}`;
+  // parquet-wasm (a 5 MB wasm module) is loaded only by the demo that writes with it, not by every CLI start.
+  const parquet = await import('parquet-wasm');
   await mkdir(dir, { recursive: true });
   let bytes = 0;
   for (let f = 0; f < files; f++) {
@@ -52,7 +53,7 @@ export async function writeSampleDrop(dir: string, options: SampleDropOptions): 
       ns[row - from] = BigInt(row) * 1_000_003n;
     }
     const path = join(dir, `part-${String(f).padStart(5, '0')}-sample.c000.snappy.parquet`);
-    await writeFile(path, toParquet({ id: ids, payload: payloads, n: ns }, options.rowGroupRows ?? 50_000));
+    await writeFile(path, toParquet(parquet, { id: ids, payload: payloads, n: ns }, options.rowGroupRows ?? 50_000));
     bytes += (await stat(path)).size;
   }
   await writeFile(join(dir, '_SUCCESS'), '');
@@ -65,7 +66,9 @@ export async function writeSampleDrop(dir: string, options: SampleDropOptions): 
   };
 }
 
-function toParquet(columns: Record<string, unknown>, rowGroupRows: number): Uint8Array {
+type ParquetWasm = typeof import('parquet-wasm');
+
+function toParquet(parquet: ParquetWasm, columns: Record<string, unknown>, rowGroupRows: number): Uint8Array {
   const table = tableFromArrays(columns as Parameters<typeof tableFromArrays>[0]);
   const wasmTable = parquet.Table.fromIPCStream(tableToIPC(table, 'stream'));
   const props = new parquet.WriterPropertiesBuilder().setCompression(parquet.Compression.SNAPPY).setMaxRowGroupSize(rowGroupRows).build();

@@ -20,8 +20,14 @@ export interface FlowWatch<ParentData, Report, ChildData> {
 }
 
 export interface WatchFlowOptions {
-  /** How often to look, in ms. Default 500. */
+  /** How often to read the children for `onChildren`, in ms. Default 500. */
   pollMs?: number;
+  /**
+   * How often to look whether the parent has finished, in ms (at most `pollMs`). Default 50: the
+   * wait after the last child finishes is part of every command's wall time, and a look is one small
+   * job read.
+   */
+  finishPollMs?: number;
   signal?: AbortSignal;
 }
 
@@ -37,19 +43,25 @@ export async function watchFlow<ParentData, Report, ChildData>(connection: Conne
   const parents = new Queue<ParentData>(watch.parentQueue, { connection });
   const children = new Queue<ChildData>(watch.childQueue, { connection });
   const what = `${watch.kind} ${watch.parentId}`;
+  const notFound = (): JobsError => new JobsError('JOBS_NOT_FOUND', `${what} is not in Redis (removed, or another Redis?)`, { context: { jobId: watch.parentId } });
+  const pollMs = options.pollMs ?? 500;
+  const finishPollMs = Math.min(pollMs, options.finishPollMs ?? 50);
+  let childrenReadAt = Number.NEGATIVE_INFINITY;
   try {
     for (;;) {
-      const parent = await Job.fromId<ParentData, Report>(parents, watch.parentId);
-      if (!parent) throw new JobsError('JOBS_NOT_FOUND', `${what} is not in Redis (removed, or another Redis?)`, { context: { jobId: watch.parentId } });
-      const state = await parent.getState();
+      // The state alone is one small call; the job (its data and outcome) is read when needed.
+      const state = await parents.getJobState(watch.parentId);
+      if (state === 'unknown') throw notFound();
       if (state === 'completed' || state === 'failed') {
-        // The job was read before its state, so it may predate the finish: read it again for the outcome.
         const done = await Job.fromId<ParentData, Report>(parents, watch.parentId);
         if (state === 'failed') throw failed(what, watch.parentId, decodeJobFailure(done?.failedReason), watch.errorOf);
         if (done?.returnvalue === undefined || done.returnvalue === null) throw new JobsError('JOBS_NOT_FOUND', `${what} completed but its report is gone from Redis`, { context: { jobId: watch.parentId } });
         return done.returnvalue;
       }
-      if (watch.onChildren) {
+      if (watch.onChildren && performance.now() - childrenReadAt >= pollMs) {
+        childrenReadAt = performance.now();
+        const parent = await Job.fromId<ParentData, Report>(parents, watch.parentId);
+        if (!parent) throw notFound();
         const ids = watch.childIds?.(parent) ?? [];
         const jobs: Array<Job<ChildData> | undefined> = [];
         for (let from = 0; from < ids.length; from += POLL_CHUNK) {
@@ -57,7 +69,7 @@ export async function watchFlow<ParentData, Report, ChildData>(connection: Conne
         }
         watch.onChildren(jobs, parent);
       }
-      await sleep(options.pollMs ?? 500, undefined, { signal: options.signal });
+      await sleep(finishPollMs, undefined, { signal: options.signal });
     }
   } finally {
     await Promise.allSettled([parents.close(), children.close()]);

@@ -40,6 +40,7 @@ async function processFile(job: Job<IngestFileData, IngestFileResult>, options: 
   const rejects = await RejectsWriter.open(data.rejectsPath, { append: data.checkpoint !== undefined });
   let rowsCounted = data.checkpoint?.rowsIngested ?? 0;
   let rejectsCounted = data.checkpoint?.rowsRejected ?? 0;
+  let overBudget: IngestError | undefined;
   let final;
   try {
     if (data.checkpoint) log.info({ rowGroup: data.checkpoint.rowGroup, rowOffset: data.checkpoint.rowOffset, rowsDone: data.checkpoint.rowsDone }, 'resuming file from checkpoint');
@@ -62,13 +63,23 @@ async function processFile(job: Job<IngestFileData, IngestFileResult>, options: 
           rejectsCounted = checkpoint.rowsRejected;
           await job.updateData({ ...data, checkpoint });
           await job.updateProgress(childProgress(data, checkpoint));
-          if (data.spec.maxRejects !== undefined) await budget.check(String(job.id), data, checkpoint.rowsRejected);
+          if (data.spec.maxRejects === undefined || overBudget !== undefined) return;
+          // Not thrown here: batches in flight still land, and the file stops at the next batch so
+          // that the last checkpoint counts them (see stopWhen).
+          try {
+            await budget.check(String(job.id), data, checkpoint.rowsRejected);
+          } catch (err) {
+            if (!(err instanceof IngestError)) throw err;
+            overBudget = err;
+          }
         },
+        stopWhen: () => overBudget,
       },
     );
   } finally {
     await rejects.close();
   }
+  if (overBudget !== undefined) throw overBudget;
   await job.updateProgress(childProgress(data, final));
   return { ...final, file: data.file.relativePath, rowGroupStart: data.rowGroupStart, rowGroupEnd: data.rowGroupEnd, durationMs: Date.now() - started };
 }

@@ -6,6 +6,8 @@ export { checkShardFooter, readShardRows } from './shard-file.js';
 export type { ShardRow, ShardSpec, ShardChunk, ReadShardOptions } from './shard-file.js';
 export { readRestoreManifest, openLocalShard } from './shard-source.js';
 export type { LocalShard, LocalShardOptions } from './shard-source.js';
+export { packShardChunk } from './shard-packer.js';
+export type { PackedShardChunk, PackShardChunkOptions } from './shard-packer.js';
 export { restoreShard } from './shard-restorer.js';
 export type { ShardCheckpoint, ShardTask, ShardRestoreOptions } from './shard-restorer.js';
 export { verifyRestore } from './restore-verifier.js';

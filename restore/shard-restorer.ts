@@ -1,9 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DataFile } from '../files/index.js';
-import { RangeDigest, bulkPutCheckpointed, type BulkRowInput, type CheckpointedChunk, type StoreClient } from '../store/index.js';
+import { RangeDigest, bulkPutCheckpointed, type CheckpointedChunk, type StoreClient } from '../store/index.js';
 import { RestoreError } from './restore-errors.js';
 import { SortedRangeFilter, type KeyRange } from './restore-selection.js';
-import { readShardRows, type ShardSpec } from './shard-file.js';
+import { readShardColumns, type ShardSpec } from './shard-file.js';
+import { packShardChunk } from './shard-packer.js';
 
 /**
  * Where a shard's restore stands: the next row to read and what was done before it. Bound to the
@@ -30,6 +31,8 @@ export interface ShardCheckpoint {
   firstExpiresAtMs: number;
 }
 
+const DEFAULT_CHUNK_ROWS = 8192;
+
 /** A shard to restore from a local copy of its file. */
 export interface ShardTask {
   /** The local file (a staged copy for remote targets). */
@@ -50,9 +53,13 @@ export interface ShardRestoreOptions {
   resumeFrom?: ShardCheckpoint;
   /** BulkInsert calls in flight. Default 4. */
   maxInFlight?: number;
-  /** Rows per BulkInsert call. Default 1000. */
+  /** Rows per BulkInsert call at most. Default: bulkPutAll's. */
   batchMaxRows?: number;
-  /** Rows per chunk read from the file, which is also the checkpoint granularity. Default 2048. */
+  /**
+   * Rows per chunk read from the file: the checkpoint granularity, and the largest packed batch
+   * sent (bulkPutAll cuts a chunk at partition boundaries but never merges chunks). Default 8192
+   * (about 1 MB of 16-byte keys and 100-byte values, near bulkPutAll's 1 MiB per call).
+   */
   chunkRows?: number;
   /** Throttle (rows read per second); 0 or absent = unlimited. */
   maxRowsPerSecond?: number;
@@ -97,41 +104,25 @@ export async function restoreShard(client: StoreClient, task: ShardTask, options
     let read = 0;
     const started = performance.now();
     const selected = task.ranges === undefined ? undefined : new SortedRangeFilter(task.ranges);
-    for await (const chunk of readShardRows(task.file, shard, { rowGroup: current.rowGroup, rowOffset: current.rowOffset, chunkRows: options.chunkRows ?? 2048, signal: options.signal })) {
-      const at = now();
-      const live: BulkRowInput[] = [];
-      let bytes = 0;
-      let outside = 0;
-      let firstExpiry = counts.firstExpiresAtMs;
-      for (const row of chunk.rows) {
-        digest.add(row.key, row.value, row.expiresAtMs, row.etag);
-        if (selected !== undefined && !selected.contains(row.key)) {
-          outside++;
-          continue;
-        }
-        if (row.expiresAtMs > 0) {
-          firstExpiry = firstExpiry === 0 ? row.expiresAtMs : Math.min(firstExpiry, row.expiresAtMs);
-          if (row.expiresAtMs <= at) continue;
-        }
-        live.push(row);
-        bytes += row.key.length + row.value.length;
-      }
-      const end = chunk.rowOffset + chunk.rows.length;
+    for await (const chunk of readShardColumns(task.file, shard, { rowGroup: current.rowGroup, rowOffset: current.rowOffset, chunkRows: options.chunkRows ?? DEFAULT_CHUNK_ROWS, signal: options.signal })) {
+      const rows = chunk.to - chunk.from;
+      const { packed, expired, outside, firstExpiresAtMs } = packShardChunk(chunk, { digest, selected, now: now(), firstExpiresAtMs: counts.firstExpiresAtMs });
+      const end = chunk.rowOffset + rows;
       const groupDone = end >= chunk.groupRows;
       counts = {
         ...counts,
         rowGroup: groupDone ? chunk.rowGroup + 1 : chunk.rowGroup,
         rowOffset: groupDone ? 0 : end,
-        rowsDone: counts.rowsDone + chunk.rows.length,
-        rowsRestored: counts.rowsRestored + live.length,
-        rowsExpired: counts.rowsExpired + chunk.rows.length - live.length - outside,
+        rowsDone: counts.rowsDone + rows,
+        rowsRestored: counts.rowsRestored + packed.count,
+        rowsExpired: counts.rowsExpired + expired,
         rowsOutsideRange: counts.rowsOutsideRange + outside,
-        bytesRestored: counts.bytesRestored + bytes,
+        bytesRestored: counts.bytesRestored + packed.bytes,
         fileDigest: digest.toHex(),
-        firstExpiresAtMs: firstExpiry,
+        firstExpiresAtMs,
       };
-      yield { rows: live, checkpoint: counts };
-      read += chunk.rows.length;
+      yield { rows: packed, checkpoint: counts };
+      read += rows;
       if (options.maxRowsPerSecond && options.maxRowsPerSecond > 0) {
         const aheadMs = (read / options.maxRowsPerSecond) * 1000 - (performance.now() - started);
         if (aheadMs > 0) await sleep(aheadMs, undefined, { signal: options.signal });
@@ -139,13 +130,20 @@ export async function restoreShard(client: StoreClient, task: ShardTask, options
     }
   }
 
-  current = await bulkPutCheckpointed(client, chunks(), {
-    start: current,
-    persist: options.onCheckpoint,
-    maxInFlight: options.maxInFlight,
-    batchMaxRows: options.batchMaxRows,
-    signal: options.signal,
-  });
+  try {
+    current = await bulkPutCheckpointed(client, chunks(), {
+      start: current,
+      persist: options.onCheckpoint,
+      maxInFlight: options.maxInFlight,
+      batchMaxRows: options.batchMaxRows,
+      signal: options.signal,
+    });
+  } catch (err) {
+    // Stopped by the caller: its reason, not whichever call in flight noticed first (a cancelled
+    // RPC fails as CANCELLED, and may be first when the abort lands while calls are in flight).
+    if (options.signal?.aborted) throw options.signal.reason;
+    throw err;
+  }
   if (current.rowsDone !== shard.rows || current.fileDigest !== shard.checksum) {
     throw new RestoreError(
       'RESTORE_SHARD_CHECKSUM_MISMATCH',

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // One-time set-up that `npm test` and `npm run demo` run first, so a fresh Debian machine with only
-// Node.js and npm needs nothing else: npm packages, redis-server (apt, when root), the TypeScript build.
+// Node.js and npm needs nothing else: npm packages, redis-server and etcd (apt, when root), the TypeScript build.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -49,6 +49,7 @@ function build() {
 const forTests = process.argv.includes('--for-tests');
 installPackages();
 ensureCommand('redis-server', ['redis-server'], 'the job queues run on Redis; without it pass --redis URL');
+ensureCommand('etcd', ['etcd-server'], 'replicated clusters keep their partition map and node leases in etcd; without it pass --etcd URL');
 if (forTests) {
   ensureCommand('chromium', ['chromium', 'fonts-liberation'], 'the dashboard tests drive a headless browser');
   ensureCommand('docker-compose', ['docker-compose'], 'a test validates docker-compose.yml');

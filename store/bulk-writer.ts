@@ -1,24 +1,44 @@
 import { setMaxListeners } from 'node:events';
 import { LatestWriter } from '../common/index.js';
-import type { BulkRow } from './proto/gen/shardpipe/store/v1/store.js';
+import type { BulkRowInput } from './bulk-row.js';
+import { PackedRows, PackedRowsBuilder } from './packed-rows.js';
 import { partitionContains, type Partition } from './partition-map.js';
-import type { BulkRowInput, WriteTiming } from './partition-store.js';
+import type { WriteTiming } from './partition-store.js';
 import { StoreError } from './store-errors.js';
 import type { CallOptions, StoreRouter } from './store-router.js';
+
+/** A chunk of sorted rows to write: row objects, or a packed batch (sent as views of its buffers). */
+export type BulkChunk = readonly BulkRowInput[] | PackedRows;
+
+/** A sorted stream of chunks for `bulkPutAll`. */
+export type BulkSource = AsyncIterable<BulkChunk> | Iterable<BulkChunk>;
+
+/** Default BulkInsert calls in flight. */
+export const DEFAULT_BULK_MAX_IN_FLIGHT = 4;
+/** Default rows per BulkInsert call. */
+export const DEFAULT_BULK_BATCH_MAX_ROWS = 16_384;
+/** Default key plus value bytes per BulkInsert call. */
+export const DEFAULT_BULK_BATCH_MAX_BYTES = 1024 * 1024;
 
 /** Options of `bulkPutAll`. */
 export interface BulkPutOptions extends CallOptions {
   /** BulkInsert calls in flight at once, 1–64. Default 4. */
   maxInFlight?: number;
-  /** Rows per call at most. Default 1000. */
+  /** Rows per call at most. Default 16,384. */
   batchMaxRows?: number;
-  /** Key plus value bytes per call at most. Default 4 MiB (must not exceed the nodes' limit). */
+  /** Key plus value bytes per call at most (a single larger row goes alone). Default 1 MiB (must not exceed the nodes' limit). */
   batchMaxBytes?: number;
   /**
    * Called whenever the acknowledged prefix of the input grows: `rows` and `bytes` count every
    * input row from the start that is durably written. The place to checkpoint.
    */
   onAck?: (rows: number, bytes: number) => void;
+  /**
+   * Send every batch as per-row `rows` (one BulkRow message per row), as clients did before packed
+   * batches: slower on both ends; for comparisons. Default false (a node that does not know packed
+   * batches is detected, and the per-row form used for it, either way).
+   */
+  perRowForm?: boolean;
 }
 
 /** What a bulkPutAll did. */
@@ -40,20 +60,19 @@ interface Pending {
 }
 
 /**
- * Writes a sorted stream of rows with BulkInsert: cuts it at partition boundaries (of the router's
- * map), keeps up to `maxInFlight` calls in flight, resends the unaccepted rest of a batch (to wherever
- * the map now routes it), and splits a batch a node finds too large. Fails on the first final error,
- * after letting the calls in flight settle.
+ * Writes a sorted stream of rows with BulkInsert, each call one packed batch (store.proto
+ * `PackedRows`): cuts the stream at partition boundaries (of the router's map) and by rows and
+ * bytes, keeps up to `maxInFlight` calls in flight, resends the unaccepted rest of a batch (to
+ * wherever the map now routes it), and splits a batch a node finds too large. Row objects are
+ * copied into packed batches once; PackedRows chunks are cut with `slice` (views, no copy) and
+ * never merged, so size them near `batchMaxBytes`. Fails on the first final error, after letting
+ * the calls in flight settle.
  */
-export async function bulkPutAll(
-  router: StoreRouter,
-  source: AsyncIterable<readonly BulkRowInput[]> | Iterable<readonly BulkRowInput[]>,
-  options: BulkPutOptions = {},
-): Promise<BulkPutResult> {
-  const maxInFlight = options.maxInFlight ?? 4;
+export async function bulkPutAll(router: StoreRouter, source: BulkSource, options: BulkPutOptions = {}): Promise<BulkPutResult> {
+  const maxInFlight = options.maxInFlight ?? DEFAULT_BULK_MAX_IN_FLIGHT;
   if (!Number.isInteger(maxInFlight) || maxInFlight < 1 || maxInFlight > 64) throw new RangeError(`maxInFlight must be 1–64, got ${maxInFlight}`);
-  const batchMaxRows = options.batchMaxRows ?? 1000;
-  const batchMaxBytes = options.batchMaxBytes ?? 4 * 1024 * 1024;
+  const batchMaxRows = options.batchMaxRows ?? DEFAULT_BULK_BATCH_MAX_ROWS;
+  const batchMaxBytes = options.batchMaxBytes ?? DEFAULT_BULK_BATCH_MAX_BYTES;
   if (!Number.isInteger(batchMaxRows) || batchMaxRows < 1) throw new RangeError(`batchMaxRows must be ≥ 1, got ${batchMaxRows}`);
   if (!Number.isInteger(batchMaxBytes) || batchMaxBytes < 1) throw new RangeError(`batchMaxBytes must be ≥ 1, got ${batchMaxBytes}`);
 
@@ -67,6 +86,9 @@ export async function bulkPutAll(
   const inFlight = new Set<Promise<void>>();
   const order: Pending[] = [];
   let firstError: unknown;
+  // A node that does not know `packed` sees an empty batch and accepts nothing: from then on this
+  // run sends per-row `rows`, which every node reads.
+  let perRow = options.perRowForm ?? false;
 
   const acknowledge = (): void => {
     let advanced = false;
@@ -79,18 +101,29 @@ export async function bulkPutAll(
     if (advanced) options.onAck?.(result.rows, result.bytes);
   };
 
-  const send = async (rows: BulkRow[]): Promise<void> => {
+  const insert = (batch: PackedRows) =>
+    router.routed(batch.key(0), callOptions, (conn, mapVersion, limits) => {
+      const request = perRow ? { mapVersion, rows: toBulkRows(batch) } : { mapVersion, rows: [], packed: batch.toMessage() };
+      return conn.unary('bulkInsert', request, limits);
+    });
+
+  const send = async (rows: PackedRows): Promise<void> => {
     let rest = rows;
-    while (rest.length > 0) {
+    while (rest.count > 0) {
       abort.signal.throwIfAborted();
       let response;
       try {
         result.calls++;
-        const batch = rest;
-        response = await router.routed(batch[0]!.key, callOptions, (conn, mapVersion, limits) => conn.unary('bulkInsert', { mapVersion, rows: batch }, limits));
+        const sentPerRow = perRow;
+        response = await insert(rest);
+        if (response.accepted === 0 && !sentPerRow) {
+          perRow = true;
+          result.calls++;
+          response = await insert(rest);
+        }
       } catch (err) {
-        if (err instanceof StoreError && err.code === 'STORE_BATCH_TOO_LARGE' && rest.length > 1) {
-          const half = rest.length >> 1;
+        if (err instanceof StoreError && err.code === 'STORE_BATCH_TOO_LARGE' && rest.count > 1) {
+          const half = rest.count >> 1;
           await send(rest.slice(0, half));
           rest = rest.slice(half);
           continue;
@@ -98,20 +131,20 @@ export async function bulkPutAll(
         throw err;
       }
       if (response.accepted === 0) {
-        throw new StoreError('STORE_INTERNAL', `node accepted no row of a batch starting at its own key (${rest.length} rows)`);
+        throw new StoreError('STORE_INTERNAL', `node accepted no row of a batch starting at its own key (${rest.count} rows)`);
       }
       if (response.timing) {
         result.serverTiming.queueMs += response.timing.queueMs;
         result.serverTiming.writeMs += response.timing.writeMs;
         result.serverTiming.fsyncMs += response.timing.fsyncMs;
       }
-      if (response.accepted < rest.length) result.partialAccepts++;
+      if (response.accepted < rest.count) result.partialAccepts++;
       rest = rest.slice(response.accepted);
     }
   };
 
-  const launch = async (rows: BulkRow[], bytes: number): Promise<void> => {
-    const pending: Pending = { rows: rows.length, bytes, done: false };
+  const launch = async (rows: PackedRows): Promise<void> => {
+    const pending: Pending = { rows: rows.count, bytes: rows.bytes, done: false };
     order.push(pending);
     const fail = (err: unknown): void => {
       firstError ??= err;
@@ -130,27 +163,38 @@ export async function bulkPutAll(
     const tracked = task.finally(() => inFlight.delete(tracked));
     inFlight.add(tracked);
     if (inFlight.size >= maxInFlight) await Promise.race(inFlight);
+    if (firstError !== undefined) throw firstError;
   };
 
   try {
     let partition: Partition | undefined;
-    let batch: BulkRow[] = [];
-    let batchBytes = 0;
+    const builder = new PackedRowsBuilder({ rowsHint: Math.min(batchMaxRows, 4096), bytesHint: Math.min(batchMaxBytes, 1024 * 1024) });
+    const flush = async (): Promise<void> => {
+      if (builder.count > 0) await launch(builder.finish());
+    };
     for await (const chunk of source) {
+      if (chunk instanceof PackedRows) {
+        // Rows already packed go out as views of the chunk: what the builder holds goes first.
+        await flush();
+        let from = 0;
+        while (from < chunk.count) {
+          if (partition === undefined || !partitionContains(partition, chunk.key(from))) partition = (await router.map(callOptions)).lookup(chunk.key(from));
+          const to = cutPoint(chunk, from, partition, batchMaxRows, batchMaxBytes);
+          await launch(chunk.slice(from, to));
+          from = to;
+        }
+        continue;
+      }
       for (const row of chunk) {
         const size = row.key.length + row.value.length;
-        if (partition === undefined || batch.length >= batchMaxRows || batchBytes + size > batchMaxBytes || !partitionContains(partition, row.key)) {
-          if (batch.length > 0) await launch(batch, batchBytes);
-          if (firstError !== undefined) throw firstError;
-          batch = [];
-          batchBytes = 0;
+        if (partition === undefined || builder.count >= batchMaxRows || builder.bytes + size > batchMaxBytes || !partitionContains(partition, row.key)) {
+          await flush();
           if (partition === undefined || !partitionContains(partition, row.key)) partition = (await router.map(callOptions)).lookup(row.key);
         }
-        batch.push({ key: row.key, value: row.value, etag: row.etag ?? 0, updatedAtMs: row.updatedAtMs ?? 0, expiresAtMs: row.expiresAtMs ?? 0 });
-        batchBytes += size;
+        builder.add(row.key, row.value, row);
       }
     }
-    if (batch.length > 0) await launch(batch, batchBytes);
+    await flush();
     await Promise.all(inFlight);
     if (firstError !== undefined) throw firstError;
     return result;
@@ -165,14 +209,35 @@ export async function bulkPutAll(
   }
 }
 
+/** End of the batch starting at `from`: inside `partition`, at most `maxRows` rows and `maxBytes` bytes (at least one row). */
+function cutPoint(rows: PackedRows, from: number, partition: Partition, maxRows: number, maxBytes: number): number {
+  const limit = Math.min(rows.count, from + maxRows);
+  let bytes = rows.keyLength(from) + rows.valueLength(from);
+  let to = from + 1;
+  const { start, end } = partition;
+  while (to < limit) {
+    bytes += rows.keyLength(to) + rows.valueLength(to);
+    if (bytes > maxBytes || rows.compareKeyTo(to, start) < 0 || (end.length > 0 && rows.compareKeyTo(to, end) >= 0)) break;
+    to++;
+  }
+  return to;
+}
+
+/** A packed batch as per-row BulkRow messages, for nodes that predate `packed`. */
+function toBulkRows(rows: PackedRows): Array<{ key: Buffer; value: Buffer; etag: number; updatedAtMs: number; expiresAtMs: number }> {
+  const out = new Array<{ key: Buffer; value: Buffer; etag: number; updatedAtMs: number; expiresAtMs: number }>(rows.count);
+  for (let i = 0; i < rows.count; i++) out[i] = { key: rows.key(i), value: rows.value(i), etag: rows.metaField(i, 0), updatedAtMs: rows.metaField(i, 1), expiresAtMs: rows.metaField(i, 2) };
+  return out;
+}
+
 /** What writes a sorted stream of row chunks with `bulkPutAll`: a StoreClient. */
 export interface BulkPutter {
-  bulkPutAll(source: AsyncIterable<readonly BulkRowInput[]> | Iterable<readonly BulkRowInput[]>, options?: BulkPutOptions): Promise<BulkPutResult>;
+  bulkPutAll(source: BulkSource, options?: BulkPutOptions): Promise<BulkPutResult>;
 }
 
 /** Rows to write, and where the caller stands once they (and all before them) are acknowledged. */
 export interface CheckpointedChunk<C> {
-  rows: readonly BulkRowInput[];
+  rows: BulkChunk;
   checkpoint: C;
 }
 
@@ -203,11 +268,11 @@ export async function bulkPutCheckpointed<C>(putter: BulkPutter, chunks: AsyncIt
   // cancelling the writes in flight: everything read before it is written and checkpointed, then
   // the source's error is thrown. Only the caller's signal cancels writes.
   let sourceFailure: { error: unknown } | undefined;
-  async function* rows(): AsyncGenerator<readonly BulkRowInput[]> {
+  async function* rows(): AsyncGenerator<BulkChunk> {
     let sent = 0;
     try {
       for await (const chunk of chunks) {
-        sent += chunk.rows.length;
+        sent += chunk.rows instanceof PackedRows ? chunk.rows.count : chunk.rows.length;
         positions.push({ sentAfter: sent, checkpoint: chunk.checkpoint });
         yield chunk.rows;
       }

@@ -22,6 +22,8 @@ export const MAX_KEPT_ETAG = 2 ** 52;
 export const MAX_MAP_VERSION = Number.MAX_SAFE_INTEGER;
 /** How far one SetPartitionMap may move a node's map version forward without `force`. */
 export const MAX_MAP_VERSION_STEP = 1000;
+/** Most replicas a chain may have (and the largest replication factor a map may ask for). */
+export const MAX_CHAIN_REPLICAS = 16;
 /** Snapshot leases, ms: 1 s – 24 h. */
 export const MIN_LEASE_MS = 1000;
 export const MAX_LEASE_MS = 24 * 60 * 60 * 1000;
@@ -57,7 +59,9 @@ export type FieldLimit =
   /** A value: 0 – the node's max value bytes. */
   | { kind: 'value' }
   | { kind: 'string'; maxBytes: number }
-  | { kind: 'message'; required: boolean }
+  | { kind: 'message'; required: boolean; note?: string }
+  /** Bytes laid out as the note says; checked as a whole (a packed batch, store/packed-rows.ts). */
+  | { kind: 'bytes'; note: string }
   | { kind: 'list'; maxItems: number; minItems?: number; item: FieldLimit };
 
 const mapVersion: FieldLimit = { kind: 'int', min: 0, max: MAX_MAP_VERSION, note: 'the caller\'s partition map version' };
@@ -89,7 +93,18 @@ export const FIELD_LIMITS: Readonly<Record<string, Readonly<Record<string, Field
     batch_size: { kind: 'int', min: 0, max: MAX_SCAN_BATCH, note: '0 = server default' },
     snapshot_id: snapshotId,
   },
-  BulkInsertRequest: { map_version: mapVersion, rows: { kind: 'list', maxItems: MAX_BULK_ROWS, item: { kind: 'message', required: true } } },
+  BulkInsertRequest: {
+    map_version: mapVersion,
+    rows: { kind: 'list', maxItems: MAX_BULK_ROWS, item: { kind: 'message', required: true } },
+    packed: { kind: 'message', required: false, note: 'not together with rows' },
+  },
+  PackedRows: {
+    format: { kind: 'int', min: 1, max: 1, note: 'the packed layout; a node refuses a format it does not know' },
+    count: { kind: 'int', min: 0, max: MAX_BULK_ROWS, note: 'rows' },
+    lengths: { kind: 'bytes', note: 'count × 8 bytes: u32 LE key length, u32 LE value length; each key and value in the range of BulkRow.key and BulkRow.value' },
+    data: { kind: 'bytes', note: 'the keys and values, concatenated: as many bytes as lengths add up to' },
+    meta: { kind: 'bytes', note: 'empty, or count × 24 bytes: etag, updated_at_ms, expires_at_ms as u64 LE, each in the range of its BulkRow field' },
+  },
   BulkRow: {
     key: { kind: 'key' },
     value: { kind: 'value' },
@@ -104,8 +119,17 @@ export const FIELD_LIMITS: Readonly<Record<string, Readonly<Record<string, Field
   PartitionMapProto: {
     version: { kind: 'int', min: 1, max: MAX_MAP_VERSION },
     partitions: { kind: 'list', minItems: 1, maxItems: MAX_LIST_ITEMS, item: { kind: 'message', required: true } },
+    replicas: { kind: 'int', min: 0, max: MAX_CHAIN_REPLICAS, note: '0 = 1' },
   },
-  PartitionProto: { id: partitionId, start: bound, end: bound, node: { kind: 'string', maxBytes: MAX_NODE_ADDRESS_BYTES } },
+  PartitionProto: {
+    id: partitionId,
+    start: bound,
+    end: bound,
+    node: { kind: 'string', maxBytes: MAX_NODE_ADDRESS_BYTES },
+    chain: { kind: 'list', maxItems: MAX_CHAIN_REPLICAS, item: { kind: 'message', required: true } },
+    epoch: { kind: 'int', min: 0, max: MAX_MAP_VERSION, note: '0 = 1' },
+  },
+  ReplicaProto: { node: { kind: 'string', maxBytes: MAX_NODE_ADDRESS_BYTES }, state: { kind: 'int', min: 0, max: 2, note: '1 serving, 2 syncing, 0 = serving' } },
   OpenSnapshotRequest: { map_version: mapVersion, partition_ids: partitionIds, lease_ms: leaseMs },
   RenewSnapshotRequest: { snapshot_ids: snapshotIds, lease_ms: leaseMs },
   ReleaseSnapshotRequest: { snapshot_ids: snapshotIds },
@@ -128,7 +152,9 @@ export function describeLimit(limit: FieldLimit, ctx?: FieldLimitContext): strin
     case 'string':
       return `0–${limit.maxBytes} bytes`;
     case 'message':
-      return limit.required ? 'required' : 'optional';
+      return `${limit.required ? 'required' : 'optional'}${limit.note ? ` (${limit.note})` : ''}`;
+    case 'bytes':
+      return limit.note;
     case 'list':
       return `${limit.minItems ?? 0}–${limit.maxItems} items, each ${describeLimit(limit.item, ctx)}`;
   }

@@ -1,6 +1,12 @@
 export { Key, DEFAULT_MAX_KEY_BYTES, displayBytes, successor } from './key.js';
 export { PartitionMap, partitionContains } from './partition-map.js';
-export type { Partition, PartitionMapJson } from './partition-map.js';
+export type { Partition, PartitionMapJson, PartitionMapOptions, PartitionSpec, Replica, ReplicaState } from './partition-map.js';
+export { connectEtcd, parseEtcdUrl, etcdFailure, isEtcdAuthFailure, DEFAULT_ETCD_CALL_TIMEOUT_MS } from './etcd-connection.js';
+export type { EtcdConnectionOptions, EtcdEndpoints } from './etcd-connection.js';
+export { EtcdMapStore, ETCD_PREFIX, etcdKeys } from './etcd-map-store.js';
+export type { NodeRegistration, StoredMap } from './etcd-map-store.js';
+export { EtcdNodeAgent } from './etcd-node-agent.js';
+export type { EtcdNodeAgentOptions } from './etcd-node-agent.js';
 export { encodeRecord, decodeRecord, isExpired, RECORD_FORMAT_VERSION } from './record.js';
 export type { StoredRecord } from './record.js';
 export { RangeDigest } from './range-digest.js';
@@ -10,16 +16,20 @@ export {
   MAX_KEPT_ETAG,
   MAX_MAP_VERSION,
   MAX_MAP_VERSION_STEP,
+  MAX_CHAIN_REPLICAS,
   MAX_TIME_MS,
   MAX_TTL_MS,
   describeLimit,
 } from './field-limits.js';
 export type { FieldLimit, FieldLimitContext } from './field-limits.js';
-export { STORE_SERVICE_DESC, checkRequest, requestDescOf } from './request-check.js';
+export { STORE_SERVICE_DESC, checkPackedRows, checkRequest, requestDescOf } from './request-check.js';
+export { PACKED_ROWS_FORMAT, PackedRows, PackedRowsBuilder } from './packed-rows.js';
+export type { PackedRowsMessage, RowMeta } from './packed-rows.js';
 export { StoreError, STORE_ERROR_CODES } from './store-errors.js';
 export type { StoreErrorCode, StoreErrorOptions } from './store-errors.js';
 export { PartitionStore } from './partition-store.js';
-export type { BulkRowInput, StoredEntry, WriteTiming, PartitionStoreOptions, PartitionStoreStats, PartitionSnapshot, ReadOptions, PartitionHealth } from './partition-store.js';
+export type { BulkRowInput } from './bulk-row.js';
+export type { StoredEntry, WriteTiming, PartitionStoreOptions, PartitionStoreStats, PartitionSnapshot, ReadOptions, PartitionHealth } from './partition-store.js';
 export { planShards, planCoverageProblem, MAX_SPLIT_PARTS, DEFAULT_MAX_PLAN_SHARDS } from './shard-planner.js';
 export type { PartitionSize, PlanShardsOptions, ShardRange, ShardTarget, SplitKeysFn } from './shard-planner.js';
 export { StoreNode } from './store-node.js';
@@ -30,8 +40,8 @@ export { StoreClient } from './store-client.js';
 export type { StoreClientOptions, ClientPutOptions, ScanOptions, NodeStats, SnapshotLease, SnapshotSet } from './store-client.js';
 export { StoreRouter } from './store-router.js';
 export type { StoreRouterOptions, CallOptions } from './store-router.js';
-export { bulkPutCheckpointed } from './bulk-writer.js';
-export type { BulkPutOptions, BulkPutResult, BulkPutter, CheckpointedChunk, CheckpointedPutOptions } from './bulk-writer.js';
+export { bulkPutAll, bulkPutCheckpointed, DEFAULT_BULK_BATCH_MAX_BYTES, DEFAULT_BULK_BATCH_MAX_ROWS, DEFAULT_BULK_MAX_IN_FLIGHT } from './bulk-writer.js';
+export type { BulkChunk, BulkPutOptions, BulkPutResult, BulkPutter, BulkSource, CheckpointedChunk, CheckpointedPutOptions } from './bulk-writer.js';
 export { NodeConnection, channelCredentials } from './node-connection.js';
 export type { StoreCredentials } from './node-connection.js';
 export { METHOD_ROLES } from './store-auth.js';

@@ -1,21 +1,58 @@
 import { z } from 'zod';
 import { Key, DEFAULT_MAX_KEY_BYTES, displayBytes } from './key.js';
+import { MAX_CHAIN_REPLICAS, MAX_MAP_VERSION } from './field-limits.js';
 import { StoreError } from './store-errors.js';
-import type { PartitionMapProto } from './proto/gen/shardpipe/store/v1/store.js';
+import type { PartitionMapProto, ReplicaProto } from './proto/gen/shardpipe/store/v1/store.js';
+
+/** What a replica of a chain does (store/README.md has the table of states and transitions). */
+export type ReplicaState = 'serving' | 'syncing';
+
+/** One replica of a partition's chain. */
+export interface Replica {
+  /** HOST:PORT. */
+  readonly node: string;
+  readonly state: ReplicaState;
+}
 
 /** One range partition `[start, end)`. Empty `start` = the beginning, empty `end` = the end of the keyspace. */
 export interface Partition {
   readonly id: number;
   readonly start: Buffer;
   readonly end: Buffer;
-  /** The owning node's address, HOST:PORT. */
+  /** The chain head's address, HOST:PORT: the node writes (and, until chains forward, reads) go to. */
   readonly node: string;
+  /** The replicas, head first; a static map's partition is a chain of one serving replica. */
+  readonly chain: readonly Replica[];
+  /** Changes whenever the chain or the range changes; 1 in a static map. */
+  readonly epoch: number;
+}
+
+/** A partition as given to PartitionMap.create: without `chain`, a chain of one (`node`, serving). */
+export interface PartitionSpec {
+  readonly id: number;
+  readonly start: Buffer;
+  readonly end: Buffer;
+  /** The head; may be left out when `chain` is given, and must then equal its first node. */
+  readonly node?: string;
+  readonly chain?: readonly Replica[];
+  /** Default 1. */
+  readonly epoch?: number;
+}
+
+/** Map-wide settings beside the partitions. */
+export interface PartitionMapOptions {
+  /** Replicas each chain should have (the coordinator adds syncing tails up to it). Default 1. */
+  replicas?: number;
+  maxKeyBytes?: number;
 }
 
 const NODE_ADDRESS = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):\d{1,5}$/;
 
+const REPLICA_STATES: readonly ReplicaState[] = ['serving', 'syncing'];
+
 const mapFileSchema = z.object({
   version: z.number().int().min(1, 'version must be 1 or more'),
+  replicas: z.number().int().min(1).max(MAX_CHAIN_REPLICAS).optional(),
   partitions: z
     .array(
       z.object({
@@ -23,6 +60,12 @@ const mapFileSchema = z.object({
         start: z.string().regex(/^(?:[0-9a-fA-F]{2})*$/, 'start must be hex bytes ("" = beginning)'),
         end: z.string().regex(/^(?:[0-9a-fA-F]{2})*$/, 'end must be hex bytes ("" = end)'),
         node: z.string().regex(NODE_ADDRESS, 'node must be HOST:PORT'),
+        chain: z
+          .array(z.object({ node: z.string().regex(NODE_ADDRESS, 'node must be HOST:PORT'), state: z.enum(['serving', 'syncing']) }))
+          .min(1, 'a chain needs at least one replica')
+          .max(MAX_CHAIN_REPLICAS)
+          .optional(),
+        epoch: z.number().int().min(1).max(MAX_MAP_VERSION).optional(),
       }),
     )
     .min(1, 'a map needs at least one partition'),
@@ -37,18 +80,26 @@ export type PartitionMapJson = z.infer<typeof mapFileSchema>;
  */
 export class PartitionMap {
   readonly version: number;
+  /** Replicas each chain should have (the replication factor); 1 for a static map. */
+  readonly replicas: number;
   /** Sorted by start. */
   readonly partitions: readonly Partition[];
 
-  private constructor(version: number, partitions: Partition[]) {
+  private constructor(version: number, replicas: number, partitions: Partition[]) {
     this.version = version;
+    this.replicas = replicas;
     this.partitions = Object.freeze(partitions);
     Object.freeze(this);
   }
 
-  /** Builds and validates a map; throws StoreError STORE_INVALID_MAP naming the first problem. */
-  static create(version: number, partitions: readonly Partition[], maxKeyBytes = DEFAULT_MAX_KEY_BYTES): PartitionMap {
+  /**
+   * Builds and validates a map; throws StoreError STORE_INVALID_MAP naming the first problem.
+   * The last argument is the longest key (a number, as before) or the map options.
+   */
+  static create(version: number, partitions: readonly PartitionSpec[], options: number | PartitionMapOptions = {}): PartitionMap {
+    const { maxKeyBytes = DEFAULT_MAX_KEY_BYTES, replicas = 1 } = typeof options === 'number' ? { maxKeyBytes: options } : options;
     if (!Number.isSafeInteger(version) || version < 1) invalid(`version must be a whole number of 1 or more, got ${version}`);
+    if (!Number.isInteger(replicas) || replicas < 1 || replicas > MAX_CHAIN_REPLICAS) invalid(`replicas must be 1–${MAX_CHAIN_REPLICAS}, got ${replicas}`);
     if (partitions.length === 0) invalid('a map needs at least one partition');
     const sorted = [...partitions].sort((a, b) => Buffer.compare(a.start, b.start));
     const ids = new Set<number>();
@@ -56,7 +107,7 @@ export class PartitionMap {
       if (!Number.isInteger(p.id) || p.id < 0 || p.id > 0xffffffff) invalid(`partition id must be a whole number 0–4294967295, got ${p.id}`);
       if (ids.has(p.id)) invalid(`partition id ${p.id} is used twice`);
       ids.add(p.id);
-      if (!NODE_ADDRESS.test(p.node)) invalid(`partition ${p.id}: node must be HOST:PORT, got "${p.node}"`);
+      checkChain(p);
       for (const [name, bound] of [['start', p.start], ['end', p.end]] as const) {
         if (bound.length > 0 && Key.problem(bound, maxKeyBytes) !== undefined) {
           invalid(`partition ${p.id}: ${name} ${Key.problem(bound, maxKeyBytes)}`);
@@ -74,7 +125,14 @@ export class PartitionMap {
       }
       if (p.end.length > 0 && Buffer.compare(p.start, p.end) >= 0) invalid(`partition ${p.id} is empty: start "${displayBytes(p.start)}" is not below end "${displayBytes(p.end)}"`);
     });
-    return new PartitionMap(version, sorted.map((p) => Object.freeze({ id: p.id, start: Buffer.from(p.start), end: Buffer.from(p.end), node: p.node })));
+    return new PartitionMap(
+      version,
+      replicas,
+      sorted.map((p) => {
+        const chain = Object.freeze((p.chain ?? [{ node: p.node!, state: 'serving' as const }]).map((r) => Object.freeze({ node: r.node, state: r.state })));
+        return Object.freeze({ id: p.id, start: Buffer.from(p.start), end: Buffer.from(p.end), node: chain[0]!.node, chain, epoch: p.epoch ?? 1 });
+      }),
+    );
   }
 
   /** Parses the JSON file form (validated with precise errors). */
@@ -86,12 +144,24 @@ export class PartitionMap {
     }
     return PartitionMap.create(
       parsed.data.version,
-      parsed.data.partitions.map((p) => ({ id: p.id, start: Buffer.from(p.start, 'hex'), end: Buffer.from(p.end, 'hex'), node: p.node })),
+      parsed.data.partitions.map((p) => ({ id: p.id, start: Buffer.from(p.start, 'hex'), end: Buffer.from(p.end, 'hex'), node: p.node, chain: p.chain, epoch: p.epoch })),
+      { replicas: parsed.data.replicas ?? 1 },
     );
   }
 
   static fromProto(proto: PartitionMapProto): PartitionMap {
-    return PartitionMap.create(proto.version, proto.partitions.map((p) => ({ id: p.id, start: p.start, end: p.end, node: p.node })));
+    return PartitionMap.create(
+      proto.version,
+      proto.partitions.map((p) => ({
+        id: p.id,
+        start: p.start,
+        end: p.end,
+        node: p.node,
+        chain: p.chain.length === 0 ? undefined : p.chain.map(replicaFromProto),
+        epoch: p.epoch === 0 ? 1 : p.epoch,
+      })),
+      { replicas: proto.replicas === 0 ? 1 : proto.replicas },
+    );
   }
 
   /**
@@ -113,7 +183,7 @@ export class PartitionMap {
   static fromSplitKeys(version: number, nodes: readonly string[], splitKeys: readonly Buffer[]): PartitionMap {
     if (nodes.length === 0) throw new RangeError('at least one node is needed');
     const bounds = [Buffer.alloc(0), ...splitKeys, Buffer.alloc(0)];
-    const partitions: Partition[] = [];
+    const partitions: PartitionSpec[] = [];
     for (let i = 0; i + 1 < bounds.length; i++) {
       partitions.push({ id: i, start: bounds[i]!, end: bounds[i + 1]!, node: nodes[i % nodes.length]! });
     }
@@ -137,43 +207,101 @@ export class PartitionMap {
     return this.partitions.find((p) => p.id === id);
   }
 
-  /** Partitions assigned to `node`. */
+  /** Partitions whose chain `node` heads (the ones it serves until chains forward writes). */
   partitionsOf(node: string): Partition[] {
     return this.partitions.filter((p) => p.node === node);
   }
 
-  /** Distinct node addresses, in key order of their first partition. */
+  /** Partitions whose chain holds a replica on `node`, in any state. */
+  replicasOf(node: string): Partition[] {
+    return this.partitions.filter((p) => p.chain.some((r) => r.node === node));
+  }
+
+  /** Distinct chain-head addresses, in key order of their first partition. */
   nodes(): string[] {
     return [...new Set(this.partitions.map((p) => p.node))];
   }
 
-  /** Same version and identical partitions. */
+  /** Distinct addresses of every replica of every chain, in key order of their first partition. */
+  replicaNodes(): string[] {
+    return [...new Set(this.partitions.flatMap((p) => p.chain.map((r) => r.node)))];
+  }
+
+  /** Same version, replication factor and identical partitions (ranges, chains, epochs). */
   equals(other: PartitionMap): boolean {
     return (
       this.version === other.version &&
+      this.replicas === other.replicas &&
       this.partitions.length === other.partitions.length &&
       this.partitions.every((p, i) => {
         const q = other.partitions[i]!;
-        return p.id === q.id && p.node === q.node && p.start.equals(q.start) && p.end.equals(q.end);
+        return (
+          p.id === q.id &&
+          p.epoch === q.epoch &&
+          p.start.equals(q.start) &&
+          p.end.equals(q.end) &&
+          p.chain.length === q.chain.length &&
+          p.chain.every((r, j) => r.node === q.chain[j]!.node && r.state === q.chain[j]!.state)
+        );
       })
     );
   }
 
   /** The same partitions under a new version. */
   withVersion(version: number): PartitionMap {
-    return PartitionMap.create(version, this.partitions);
+    return PartitionMap.create(version, this.partitions, { replicas: this.replicas });
   }
 
+  /** A static single-replica map writes the file form it always had; chains and epochs appear otherwise. */
   toJson(): PartitionMapJson {
+    const plain = this.replicas === 1 && this.partitions.every((p) => p.chain.length === 1 && p.epoch === 1);
     return {
       version: this.version,
-      partitions: this.partitions.map((p) => ({ id: p.id, start: p.start.toString('hex'), end: p.end.toString('hex'), node: p.node })),
+      ...(plain ? {} : { replicas: this.replicas }),
+      partitions: this.partitions.map((p) => ({
+        id: p.id,
+        start: p.start.toString('hex'),
+        end: p.end.toString('hex'),
+        node: p.node,
+        ...(plain ? {} : { chain: p.chain.map((r) => ({ node: r.node, state: r.state })), epoch: p.epoch }),
+      })),
     };
   }
 
   toProto(): PartitionMapProto {
-    return { version: this.version, partitions: this.partitions.map((p) => ({ id: p.id, start: p.start, end: p.end, node: p.node })) };
+    return {
+      version: this.version,
+      replicas: this.replicas,
+      partitions: this.partitions.map((p) => ({ id: p.id, start: p.start, end: p.end, node: p.node, chain: p.chain.map(replicaToProto), epoch: p.epoch })),
+    };
   }
+}
+
+/** Chain invariants (store/README.md): non-empty, distinct nodes, head serving, serving before syncing. */
+function checkChain(p: PartitionSpec): void {
+  const chain = p.chain ?? (p.node === undefined ? [] : [{ node: p.node, state: 'serving' as const }]);
+  if (chain.length === 0) invalid(`partition ${p.id}: a chain needs at least one replica`);
+  if (chain.length > MAX_CHAIN_REPLICAS) invalid(`partition ${p.id}: a chain may have at most ${MAX_CHAIN_REPLICAS} replicas, got ${chain.length}`);
+  if (p.node !== undefined && p.node !== chain[0]!.node) invalid(`partition ${p.id}: node "${p.node}" is not the head of its chain ("${chain[0]!.node}")`);
+  const seen = new Set<string>();
+  chain.forEach((r, i) => {
+    if (!NODE_ADDRESS.test(r.node)) invalid(`partition ${p.id}: node must be HOST:PORT, got "${r.node}"`);
+    if (!REPLICA_STATES.includes(r.state)) invalid(`partition ${p.id}: replica ${r.node} has unknown state "${String(r.state)}" (serving or syncing)`);
+    if (seen.has(r.node)) invalid(`partition ${p.id}: node ${r.node} is in its chain twice`);
+    seen.add(r.node);
+    if (i === 0 && r.state !== 'serving') invalid(`partition ${p.id}: the head ${r.node} must be serving, is ${r.state}`);
+    if (r.state === 'serving' && chain[i - 1]?.state === 'syncing') invalid(`partition ${p.id}: serving replica ${r.node} comes after a syncing one (syncing replicas are the tail)`);
+  });
+  if (p.epoch !== undefined && (!Number.isSafeInteger(p.epoch) || p.epoch < 1)) invalid(`partition ${p.id}: epoch must be a whole number of 1 or more, got ${p.epoch}`);
+}
+
+function replicaFromProto(r: ReplicaProto): Replica {
+  if (r.state > 2) invalid(`replica ${r.node}: state must be 0–2 (1 serving, 2 syncing), got ${r.state}`);
+  return { node: r.node, state: r.state === 2 ? 'syncing' : 'serving' };
+}
+
+function replicaToProto(r: Replica): ReplicaProto {
+  return { node: r.node, state: r.state === 'syncing' ? 2 : 1 };
 }
 
 /** True when `key` lies in `[partition.start, partition.end)`. */

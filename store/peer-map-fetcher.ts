@@ -24,7 +24,8 @@ export class PeerMapFetcher {
 
   /** Fetches from `peer` when the caller's `version` is newer than ours. Never throws. */
   async catchUp(peer: string, version: number): Promise<void> {
-    if (!Number.isSafeInteger(version) || version <= this.node.map.version) return;
+    // In etcd mode the node learns maps from its etcd watch only.
+    if (this.node.mapFromEtcd || !Number.isSafeInteger(version) || version <= this.node.map.version) return;
     if (this.inFlight) return this.inFlight;
     this.inFlight = this.fetch(peer).finally(() => {
       this.inFlight = undefined;

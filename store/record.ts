@@ -28,17 +28,29 @@ export function encodedRecordLength(record: StoredRecord): number {
   return HEADER_BYTES + (record.expiresAtMs > 0 ? 8 : 0) + record.value.length;
 }
 
+/** Header bytes of every record, and the extra bytes of one with an expiry. */
+export const RECORD_HEADER_BYTES = HEADER_BYTES;
+export const RECORD_EXPIRY_BYTES = 8;
+
 export function encodeRecord(record: StoredRecord): Buffer {
-  const hasExpiry = record.expiresAtMs > 0;
-  const header = HEADER_BYTES + (hasExpiry ? 8 : 0);
-  const out = Buffer.allocUnsafe(header + record.value.length);
-  out[0] = RECORD_FORMAT_VERSION;
-  out[1] = hasExpiry ? FLAG_EXPIRES : 0;
-  writeU64(out, 2, record.etag);
-  writeU64(out, 10, record.updatedAtMs);
-  if (hasExpiry) writeU64(out, 18, record.expiresAtMs);
-  record.value.copy(out, header);
+  const out = Buffer.allocUnsafe(encodedRecordLength(record));
+  record.value.copy(out, writeRecordHeader(out, 0, record.etag, record.updatedAtMs, record.expiresAtMs));
   return out;
+}
+
+/**
+ * Writes a record's header into `out` at `at` (the value goes right after it, for records laid
+ * out in a shared buffer); returns where the value starts.
+ */
+export function writeRecordHeader(out: Buffer, at: number, etag: number, updatedAtMs: number, expiresAtMs: number): number {
+  const hasExpiry = expiresAtMs > 0;
+  out[at] = RECORD_FORMAT_VERSION;
+  out[at + 1] = hasExpiry ? FLAG_EXPIRES : 0;
+  writeU64(out, at + 2, etag);
+  writeU64(out, at + 10, updatedAtMs);
+  if (!hasExpiry) return at + HEADER_BYTES;
+  writeU64(out, at + 18, expiresAtMs);
+  return at + HEADER_BYTES + 8;
 }
 
 /**

@@ -2,6 +2,7 @@ import { createFileRegistry, fromBinary, ScalarType, type DescField, type DescMe
 import { base64Decode } from '@bufbuild/protobuf/wire';
 import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
 import { Key } from './key.js';
+import { PackedRows, type PackedRowsMessage } from './packed-rows.js';
 import { FIELD_LIMITS, describeLimit, truncateForMessage, type FieldLimit, type FieldLimitContext } from './field-limits.js';
 import { STORE_PROTO_DESCRIPTOR_BASE64 } from './proto/gen/shardpipe/store/v1/store-descriptor.js';
 import { StoreError, type StoreErrorCode } from './store-errors.js';
@@ -75,6 +76,7 @@ function pathOf(path: string, name: string, index?: number): string {
 }
 
 function checkMessage(desc: DescMessage, message: Record<string, unknown>, path: string, ctx: FieldLimitContext): void {
+  if (desc.name === 'BulkInsertRequest') checkOneRowForm(message, path);
   for (const { field, limit } of planOf(desc)) {
     const value = message[field.localName];
     if (field.fieldKind === 'list') {
@@ -98,6 +100,63 @@ function checkMessage(desc: DescMessage, message: Record<string, unknown>, path:
       checkScalar(limit, value, path, field.name, undefined, ctx);
     } else {
       throw new TypeError(`${pathOf(path, field.name)}: ${field.fieldKind} fields have no range check`);
+    }
+  }
+  if (desc.name === 'PackedRows') checkPackedRows(PackedRows.fromMessage(asPackedMessage(message), path), ctx, path);
+}
+
+/** A BulkInsert carries its rows one way: per-row `rows` or one `packed` batch. */
+function checkOneRowForm(message: Record<string, unknown>, path: string): void {
+  const rows = message.rows as unknown[] | undefined;
+  if (message.packed !== undefined && message.packed !== null && rows !== undefined && rows.length > 0) {
+    throw new StoreError('STORE_INVALID_ARGUMENT', `${path} sets both rows (${rows.length}) and packed: send the rows one way, per-row \`rows\` or one \`packed\` batch`, {
+      context: { field: `${path}.packed` },
+    });
+  }
+}
+
+/** The generated (Buffer) and reflective (Uint8Array) forms of a PackedRows message alike. */
+function asPackedMessage(message: Record<string, unknown>): PackedRowsMessage {
+  const bytes = (v: unknown): Buffer => {
+    const u8 = (v ?? new Uint8Array(0)) as Uint8Array;
+    return Buffer.isBuffer(u8) ? u8 : Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
+  };
+  return { format: Number(message.format ?? 0), count: Number(message.count ?? 0), lengths: bytes(message.lengths), data: bytes(message.data), meta: bytes(message.meta) };
+}
+
+const BULK_ROW_LIMITS = FIELD_LIMITS.BulkRow!;
+const PACKED_META_FIELDS = [
+  { name: 'etag', limit: BULK_ROW_LIMITS.etag as Extract<FieldLimit, { kind: 'int' }> },
+  { name: 'updated_at_ms', limit: BULK_ROW_LIMITS.updated_at_ms as Extract<FieldLimit, { kind: 'int' }> },
+  { name: 'expires_at_ms', limit: BULK_ROW_LIMITS.expires_at_ms as Extract<FieldLimit, { kind: 'int' }> },
+] as const;
+
+/**
+ * Checks every row of a packed batch against the ranges of BulkRow's fields, with the per-row
+ * form's codes and messages, naming the row as `<path>[i].<field>`. Reads lengths and metadata in
+ * place: no row objects.
+ */
+export function checkPackedRows(packed: PackedRows, ctx: FieldLimitContext, path = 'BulkInsertRequest.packed'): void {
+  const count = packed.count;
+  for (let i = 0; i < count; i++) {
+    const keyLength = packed.keyLength(i);
+    if (keyLength === 0 || keyLength > ctx.maxKeyBytes) {
+      const problem = Key.problem(packed.key(i), ctx.maxKeyBytes)!;
+      fail('STORE_INVALID_KEY', `${path}[${i}].key`, `: ${problem}`, keyLength, BULK_ROW_LIMITS.key!, ctx);
+    }
+    const valueLength = packed.valueLength(i);
+    if (valueLength > ctx.maxValueBytes) {
+      fail('STORE_VALUE_TOO_LARGE', `${path}[${i}].value`, `: value is ${valueLength} bytes, over the limit of ${ctx.maxValueBytes} bytes`, valueLength, BULK_ROW_LIMITS.value!, ctx);
+    }
+  }
+  if (!packed.hasMeta) return;
+  for (let i = 0; i < count; i++) {
+    for (let f = 0; f < 3; f++) {
+      const { name, limit } = PACKED_META_FIELDS[f]!;
+      if (packed.metaField(i, f as 0 | 1 | 2) > limit.max) {
+        const exact = packed.metaFieldExact(i, f as 0 | 1 | 2);
+        fail('STORE_INVALID_ARGUMENT', `${path}[${i}].${name}`, `is ${exact}, out of range: allowed ${describeLimit(limit, ctx)}`, exact, limit, ctx);
+      }
     }
   }
 }
@@ -137,6 +196,9 @@ function checkScalar(limit: FieldLimit, value: unknown, path: string, name: stri
       }
       return;
     }
+    case 'bytes':
+      // Checked as a whole by the message's own check (checkPackedRows).
+      return;
     default:
       throw new TypeError(`${pathOf(path, name, index)}: a ${limit.kind} range on a scalar field`);
   }

@@ -1,7 +1,7 @@
 import { Key, successor } from './key.js';
 import type { PartitionMap, Partition } from './partition-map.js';
 import type { BulkRowInput, StoredEntry } from './partition-store.js';
-import { bulkPutAll, type BulkPutOptions, type BulkPutResult, type BulkPutter } from './bulk-writer.js';
+import { bulkPutAll, type BulkPutOptions, type BulkPutResult, type BulkPutter, type BulkSource } from './bulk-writer.js';
 import { RangeDigest } from './range-digest.js';
 import { planShards, type PartitionSize, type ShardRange, type ShardTarget } from './shard-planner.js';
 import type { StoredRecord } from './record.js';
@@ -156,7 +156,7 @@ export class StoreClient implements BulkPutter {
   }
 
   /** Writes a sorted stream of row chunks with pipelined BulkInsert calls (see `bulkPutAll`). */
-  bulkPutAll(source: AsyncIterable<readonly BulkRowInput[]> | Iterable<readonly BulkRowInput[]>, options: BulkPutOptions = {}): Promise<BulkPutResult> {
+  bulkPutAll(source: BulkSource, options: BulkPutOptions = {}): Promise<BulkPutResult> {
     return bulkPutAll(this.router, source, options);
   }
 

@@ -30,6 +30,18 @@ export const STORE_ERROR_CODES = {
   STORE_UNKNOWN: { grpc: status.UNKNOWN, retryable: false },
   /** A shard plan's target would make more shards than a plan may have (client side; no node is asked). */
   STORE_PLAN_TOO_LARGE: { grpc: status.INVALID_ARGUMENT, retryable: false },
+  /** The node lost its etcd session for longer than its lease and serves nothing until it has the current map again. */
+  STORE_FENCED: { grpc: status.UNAVAILABLE, retryable: true },
+  /** SetPartitionMap on a node whose map comes from etcd. */
+  STORE_MAP_MANAGED_BY_ETCD: { grpc: status.FAILED_PRECONDITION, retryable: false },
+  /** etcd did not answer (client side: node, coordinator, cluster commands). */
+  STORE_ETCD_UNAVAILABLE: { grpc: status.UNAVAILABLE, retryable: true },
+  /** etcd refused the credentials (user/password in the URL, client certificate). */
+  STORE_ETCD_UNAUTHENTICATED: { grpc: status.UNAUTHENTICATED, retryable: false },
+  /** cluster init found fewer registered nodes than replicas asked for within its wait. */
+  STORE_CLUSTER_NODES_MISSING: { grpc: status.FAILED_PRECONDITION, retryable: false },
+  /** cluster init found a map in etcd already. */
+  STORE_CLUSTER_MAP_EXISTS: { grpc: status.FAILED_PRECONDITION, retryable: false },
 } as const;
 
 export type StoreErrorCode = keyof typeof STORE_ERROR_CODES;

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Logger } from '../common/index.js';
 import { MAX_KEPT_ETAG, MAX_LEASE_MS, MAX_MAP_VERSION_STEP, MAX_TIME_MS, MAX_TTL_MS, MAX_SPLIT_PARTS, MIN_LEASE_MS, MIN_SPLIT_PARTS, truncateForMessage } from './field-limits.js';
 import { DEFAULT_MAX_KEY_BYTES, Key, displayBytes } from './key.js';
+import { PackedRows } from './packed-rows.js';
 import { PartitionMap, partitionContains, type Partition } from './partition-map.js';
 import { DEFAULT_SCAN_BATCH_MAX_BYTES, PartitionStore, type BulkRowInput, type PartitionHealth, type PartitionSnapshot, type PartitionStoreStats, type PutOptions, type StoredEntry, type WriteTiming } from './partition-store.js';
 import type { StoredRecord } from './record.js';
@@ -35,6 +36,8 @@ export interface StoreNodeOptions {
   faultRetryMaxMs?: number;
   /** Called whenever a partition starts or stops taking writes, or the set of partitions changes. */
   onHealthChange?: () => void;
+  /** The map comes from etcd (`store start --etcd`): SetPartitionMap is refused. Default false. */
+  mapFromEtcd?: boolean;
   logger?: Logger;
 }
 
@@ -98,7 +101,10 @@ export class StoreNode {
   private readonly snapshots = new Map<string, HeldSnapshot>();
   private mapChange: Promise<unknown> = Promise.resolve();
   private draining = false;
+  private fencedReason: string | undefined;
   private closed: Promise<void> | undefined;
+  /** True when the map comes from etcd (SetPartitionMap is refused). */
+  readonly mapFromEtcd: boolean;
 
   private constructor(options: StoreNodeOptions, map: PartitionMap) {
     this.address = options.node;
@@ -113,6 +119,7 @@ export class StoreNode {
     this.syncWrites = options.syncWrites ?? true;
     this.sweepIntervalMs = options.sweepIntervalMs ?? 5000;
     this.logger = options.logger;
+    this.mapFromEtcd = options.mapFromEtcd ?? false;
     this.currentMap = map;
   }
 
@@ -173,7 +180,8 @@ export class StoreNode {
    * Writes the longest prefix of `rows` that falls in the first row's partition, atomically.
    * Rejects the whole batch when it is too large or any row is invalid (naming the row).
    */
-  async bulkInsert(mapVersion: number, rows: readonly BulkRowInput[]): Promise<BulkInsertResult> {
+  async bulkInsert(mapVersion: number, rows: readonly BulkRowInput[] | PackedRows): Promise<BulkInsertResult> {
+    if (rows instanceof PackedRows) return this.bulkInsertPacked(mapVersion, rows);
     if (rows.length === 0) return { accepted: 0, nextKey: undefined, timing: { queueMs: 0, writeMs: 0, fsyncMs: 0 } };
     let bytes = 0;
     for (let i = 0; i < rows.length; i++) {
@@ -196,6 +204,40 @@ export class StoreNode {
     while (accepted < rows.length && partitionContains(partition, rows[accepted]!.key)) accepted++;
     const timing = await store.bulkInsert(accepted === rows.length ? rows : rows.slice(0, accepted));
     return { accepted, nextKey: accepted < rows.length ? rows[accepted]!.key : undefined, timing };
+  }
+
+  /** bulkInsert of a packed batch: the same checks and answers, reading lengths and metadata in place. */
+  private async bulkInsertPacked(mapVersion: number, rows: PackedRows): Promise<BulkInsertResult> {
+    const count = rows.count;
+    if (count === 0) return { accepted: 0, nextKey: undefined, timing: { queueMs: 0, writeMs: 0, fsyncMs: 0 } };
+    for (let i = 0; i < count; i++) {
+      const keyLength = rows.keyLength(i);
+      if (keyLength === 0 || keyLength > this.maxKeyBytes) {
+        throw new StoreError('STORE_INVALID_KEY', `row ${i}: ${Key.problem(rows.key(i), this.maxKeyBytes)}`, { context: { row: i } });
+      }
+      if (rows.valueLength(i) > this.maxValueBytes) this.checkValue(rows.value(i), rows.key(i), i);
+    }
+    if (rows.hasMeta) {
+      for (let i = 0; i < count; i++) {
+        if (rows.metaField(i, 0) > MAX_KEPT_ETAG || rows.metaField(i, 1) > MAX_TIME_MS || rows.metaField(i, 2) > MAX_TIME_MS) checkRowMetadata(rows.meta(i)!, i);
+      }
+    }
+    if (rows.bytes > this.maxBatchBytes) {
+      throw new StoreError('STORE_BATCH_TOO_LARGE', `batch of ${count} rows is ${rows.bytes} bytes, over the limit of ${this.maxBatchBytes} bytes: send smaller batches`, {
+        context: { bytes: rows.bytes, limit: this.maxBatchBytes },
+      });
+    }
+    const { partition, store } = this.route(mapVersion, rows.key(0));
+    let accepted = 1;
+    const { start, end } = partition;
+    if (rows.isStrictlySorted()) {
+      // Every key after the first (which is inside) is larger: only the partition's end can cut.
+      accepted = end.length === 0 ? count : rows.firstKeyAtLeast(end, 1);
+    } else {
+      while (accepted < count && rows.compareKeyTo(accepted, start) >= 0 && (end.length === 0 || rows.compareKeyTo(accepted, end) < 0)) accepted++;
+    }
+    const timing = await store.bulkInsert(accepted === count ? rows : rows.slice(0, accepted));
+    return { accepted, nextKey: accepted < count ? rows.key(accepted) : undefined, timing };
   }
 
   /**
@@ -315,7 +357,14 @@ export class StoreNode {
    * a different one under the same version, or one more than MAX_MAP_VERSION_STEP versions ahead
    * is refused — unless `force` (admin recovery), which installs any other map.
    */
-  setMap(next: PartitionMap, options: { force?: boolean } = {}): Promise<boolean> {
+  setMap(next: PartitionMap, options: { force?: boolean; fromEtcd?: boolean } = {}): Promise<boolean> {
+    if (this.mapFromEtcd && !options.fromEtcd) {
+      return Promise.reject(
+        new StoreError('STORE_MAP_MANAGED_BY_ETCD', `node ${this.address} takes its partition map from etcd: change the map there (shardpipe coordinator, cluster init), not with SetPartitionMap`, {
+          mapVersion: this.currentMap.version,
+        }),
+      );
+    }
     const change = this.mapChange.then(async () => {
       this.checkOpen();
       const current = this.currentMap;
@@ -358,6 +407,25 @@ export class StoreNode {
     return change;
   }
 
+  /**
+   * Fencing (etcd mode): from now on every data request gets the retryable STORE_FENCED, because
+   * this node cannot tell whether its map is still current. `reason` goes into the message.
+   */
+  fence(reason: string): void {
+    if (this.fencedReason === undefined) this.logger?.warn({ reason }, 'fenced: refusing reads and writes until the current map is read from etcd again');
+    this.fencedReason = reason;
+  }
+
+  /** Ends fencing: called once the node has installed the current map from etcd again. */
+  unfence(): void {
+    if (this.fencedReason !== undefined) this.logger?.info({ mapVersion: this.currentMap.version }, 'unfenced: serving again');
+    this.fencedReason = undefined;
+  }
+
+  get isFenced(): boolean {
+    return this.fencedReason !== undefined;
+  }
+
   /** From now on every request gets UNAVAILABLE; calls already running finish. */
   startDraining(): void {
     this.draining = true;
@@ -385,6 +453,11 @@ export class StoreNode {
 
   private checkVersion(mapVersion: number): void {
     this.checkOpen();
+    if (this.fencedReason !== undefined) {
+      throw new StoreError('STORE_FENCED', `node ${this.address} is fenced (${this.fencedReason}): it serves again once it has the current partition map from etcd; retry, or use another replica`, {
+        mapVersion: this.currentMap.version,
+      });
+    }
     const map = this.currentMap;
     if (mapVersion < map.version) {
       throw new StoreError('STORE_STALE_MAP', `caller's partition map version ${mapVersion} is older than this node's ${map.version}: refresh the map`, {
@@ -519,7 +592,7 @@ async function readMapFile(path: string): Promise<PartitionMap | undefined> {
 }
 
 /** The kept etag and times of a bulk row lie in their ranges (store/field-limits.ts). */
-function checkRowMetadata(row: BulkRowInput, i: number): void {
+function checkRowMetadata(row: Pick<BulkRowInput, 'etag' | 'updatedAtMs' | 'expiresAtMs'>, i: number): void {
   checkRowField(i, 'etag', row.etag, MAX_KEPT_ETAG);
   checkRowField(i, 'updated_at_ms', row.updatedAtMs, MAX_TIME_MS);
   checkRowField(i, 'expires_at_ms', row.expiresAtMs, MAX_TIME_MS);

@@ -167,7 +167,9 @@ export class StoreRouter {
   private async recover(error: StoreError, map: PartitionMap | undefined, node: string, options: CallOptions): Promise<Recovery> {
     switch (error.code) {
       case 'STORE_STALE_MAP':
-      case 'STORE_NOT_OWNER': {
+      case 'STORE_NOT_OWNER':
+      // A fenced node serves again once it has etcd's map, which may have moved the key elsewhere.
+      case 'STORE_FENCED': {
         // The node knows a newer map (or the key moved): take the newest map around.
         await this.refreshMap(options).catch(() => undefined);
         const current = this.maps.current;

@@ -6,6 +6,7 @@ import type { FieldLimitContext } from './field-limits.js';
 import { toGrpcStatus } from './grpc-errors.js';
 import { checkRequest, requestDescOf, undecodableRequestError } from './request-check.js';
 import { successor } from './key.js';
+import { PackedRows } from './packed-rows.js';
 import { PartitionMap } from './partition-map.js';
 import { SCAN_ENTRY_OVERHEAD_BYTES, type StoredEntry } from './partition-store.js';
 import type { SnapshotLeaseInfo, StoreNode } from './store-node.js';
@@ -119,7 +120,8 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
       });
     },
     bulkInsert: unary('BulkInsert', async (req) => {
-      const result = await node.bulkInsert(req.mapVersion, req.rows);
+      const rows = req.packed === undefined ? req.rows : PackedRows.fromMessage(req.packed, 'BulkInsertRequest.packed');
+      const result = await node.bulkInsert(req.mapVersion, rows);
       return { accepted: result.accepted, nextKey: result.nextKey ?? EMPTY, timing: result.timing };
     }),
     partitionStats: unary('PartitionStats', async (req) => {

@@ -1,7 +1,9 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { Key, PartitionMap } from '../../store/index.js';
+import { PartitionMap } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
+import { clusterInitEtcd, clusterStatus, readSplitKeys, type InitEtcdFlags, type StatusFlags } from '../cluster-etcd.js';
+import { withEtcdOptions } from '../etcd-options.js';
 import { formatTable, parsePositiveInt, rangeText, withClient } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
 import { SEEDS_HELP } from '../common-options.js';
@@ -10,21 +12,29 @@ import { generateRoleTokens, writeTokenFile } from '../token-file.js';
 export function registerClusterCommands(program: Command, ctx: CliContext): void {
   const cluster = program.command('cluster').description('partition map administration');
 
-  cluster
+  const init = cluster
     .command('init')
-    .description('write a version-1 partition map: partitions split evenly over the first two key bytes, or at --split-keys')
-    .requiredOption('--nodes <list>', 'store node addresses HOST:PORT[,HOST:PORT...]; partitions are assigned round-robin')
+    .description('write a version-1 partition map: partitions split evenly over the first two key bytes, or at --split-keys. With --etcd: the first map of a replicated cluster, written to etcd from the registered nodes (exit 1 when a map exists or too few nodes registered in time)')
+    .option('--nodes <list>', 'without --etcd (required then): store node addresses HOST:PORT[,HOST:PORT...]; partitions are assigned round-robin')
     .option('--partitions <n>', 'number of partitions (1–65536; ignored with --split-keys)', '8')
     .option('--split-keys <file>', 'file with one split key per line (UTF-8), sorted; N keys make N+1 partitions')
-    .option('--map-version <n>', 'version of the map written', '1')
-    .requiredOption('--out <file>', 'where to write the map (JSON)')
-    .action(async (opts: { nodes: string; partitions: string; splitKeys?: string; mapVersion: string; out: string }) => {
+    .option('--map-version <n>', 'version of the map written (file maps only; a map in etcd starts at 1)', '1')
+    .option('--out <file>', 'without --etcd (required then): where to write the map (JSON)')
+    .option('--replicas <n>', 'with --etcd: replicas per chain, on distinct nodes, heads spread evenly', '1')
+    .option('--wait <duration>', 'with --etcd: how long to wait for --replicas nodes to register', '30s');
+  withEtcdOptions(init, 'write the map to this etcd instead of a file, placing chains on the nodes registered there (store start --etcd). Endpoints http(s)://HOST:PORT[,...]; a user in the URL logs in with etcd user auth (never logged)');
+  init.action(async (opts: InitEtcdFlags & { nodes?: string; mapVersion: string; out?: string }) => {
+      if (opts.etcd !== undefined) {
+        if (opts.nodes !== undefined || opts.out !== undefined) throw new CliUsageError('--nodes and --out are for file maps: with --etcd the nodes are the registered ones and the map goes to etcd');
+        await clusterInitEtcd(ctx, { ...opts, etcd: opts.etcd });
+        return;
+      }
+      if (opts.nodes === undefined || opts.out === undefined) throw new CliUsageError('cluster init needs --nodes and --out (a map file), or --etcd URL (a map in etcd)');
       const nodes = opts.nodes.split(',').map((n) => n.trim()).filter(Boolean);
       const version = parsePositiveInt(opts.mapVersion, '--map-version');
       let map: PartitionMap;
       if (opts.splitKeys) {
-        const lines = (await readFile(opts.splitKeys, 'utf8')).split('\n').map((l) => l.replace(/\r$/, '')).filter((l) => l.length > 0);
-        map = PartitionMap.fromSplitKeys(version, nodes, lines.map((l) => Key.fromUtf8(l).bytes));
+        map = PartitionMap.fromSplitKeys(version, nodes, await readSplitKeys(opts.splitKeys));
       } else {
         map = PartitionMap.evenlySplit(version, nodes, parsePositiveInt(opts.partitions, '--partitions'));
       }
@@ -45,6 +55,14 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
         ctx.print(formatTable(['id', 'range', 'node'], map.partitions.map((p) => [String(p.id), rangeText(p.start, p.end), p.node])));
       }
     });
+
+  const status = cluster
+    .command('status')
+    .description('show every partition\'s chain (head first), epoch and replica states (serving, syncing); with --etcd also whether each replica\'s node holds a live lease. Exit 0 when shown, 1 when etcd or the nodes do not answer')
+    .option('--seeds <list>', `${SEEDS_HELP}; asked when --etcd is not given`)
+    .option('--json', 'print {version, replicas, partitions: [{id, start, end, epoch, chain: [{node, state, live?}]}], nodes?} as JSON');
+  withEtcdOptions(status, 'read the map and the node leases from this etcd instead of asking the nodes. Endpoints http(s)://HOST:PORT[,...]');
+  status.action(async (opts: StatusFlags) => clusterStatus(ctx, opts));
 
   cluster
     .command('install')

@@ -1,15 +1,17 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { checkBind, parseDurationMs } from '../../common/index.js';
-import { DEFAULT_MAX_INFLIGHT_BYTES, PartitionMap, StoreServer, checkHealth, partitionHealthService } from '../../store/index.js';
+import { DEFAULT_MAX_INFLIGHT_BYTES, EtcdNodeAgent, PartitionMap, StoreServer, checkHealth, partitionHealthService, type StoredMap } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { EXIT, parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
 import { metricsPortOf, withMetricsEndpointOptions, type MetricsEndpointFlags } from '../common-options.js';
 import { startMetricsEndpoint } from '../metrics-endpoint.js';
+import { etcdConnectionOf, withEtcdOptions, type EtcdFlags } from '../etcd-options.js';
 
-interface StartOptions extends MetricsEndpointFlags {
+interface StartOptions extends MetricsEndpointFlags, EtcdFlags {
   map?: string;
+  lease: string;
   node: string;
   data: string;
   listen?: string;
@@ -40,6 +42,8 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     .option('--inflight-wait <duration>', 'how long a call waits for room in --max-inflight-bytes before it is refused', '2s')
     .option('--sweep-interval <duration>', 'how often expired entries are deleted (0 = never)', '5s')
     .option('--shutdown-grace <duration>', 'how long shutdown waits for in-flight calls', '10s');
+  withEtcdOptions(start, 'take the partition map from etcd instead of --map: register under a lease, wait for a map (shardpipe cluster init), follow every change; SetPartitionMap is refused. Endpoints http(s)://HOST:PORT[,...]; a user in the URL logs in with etcd user auth (never logged)')
+    .option('--lease <duration>', 'with --etcd: the node\'s lease; a node that cannot renew it for this long is fenced (STORE_FENCED) and the coordinator drops it from its chains', '5s');
   withMetricsEndpointOptions(start, {
     metricsPort: 'serve Prometheus /metrics (RPC counts and latencies by method and status, process metrics) on this port; 0 = any free port',
     authTokenFile: 'tokens this node accepts, one "ROLE TOKEN" per line (ROLE: admin, write or read); also guards /metrics (read). Without it only loopback clients are accepted',
@@ -53,7 +57,16 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     const insecure = opts.insecure ?? false;
     // Fail before the node opens its data, not after.
     if (opts.metricsPort !== undefined) checkBind(opts.metricsHost, { what: '/metrics endpoint', authenticated: tokens !== undefined, insecure, flag: '--metrics-host' });
-    const initialMap = opts.map ? PartitionMap.fromJson(JSON.parse(await readFile(opts.map, 'utf8'))) : undefined;
+    if (opts.etcd !== undefined && opts.map !== undefined) throw new CliUsageError('--map and --etcd exclude each other: with --etcd the map comes from etcd');
+    let initialMap = opts.map ? PartitionMap.fromJson(JSON.parse(await readFile(opts.map, 'utf8'))) : undefined;
+    let agent: EtcdNodeAgent | undefined;
+    let fromEtcd: StoredMap | undefined;
+    if (opts.etcd !== undefined) {
+      agent = ctx.lifecycle.add('etcd membership', await EtcdNodeAgent.start({ etcd: await etcdConnectionOf(opts.etcd, opts), node: opts.node, leaseMs: parseDurationMs(opts.lease), logger: ctx.logger }), (a) => a.close());
+      ctx.print(JSON.stringify({ event: 'registered', node: opts.node, leaseMs: agent.leaseMs }));
+      fromEtcd = await agent.waitForMap(ctx.lifecycle.start());
+      initialMap = fromEtcd.map;
+    }
     const metricsPort = metricsPortOf(opts);
     const maxBatchBytes = parsePositiveInt(opts.maxBatchBytes, '--max-batch-bytes');
     const maxInflightBytes = parsePositiveInt(opts.maxInflightBytes, '--max-inflight-bytes');
@@ -68,6 +81,7 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
       dataDir: opts.data,
       listen: opts.listen,
       initialMap,
+      mapFromEtcd: agent !== undefined,
       syncWrites: opts.sync,
       maxKeyBytes: parsePositiveInt(opts.maxKeyBytes, '--max-key-bytes'),
       maxValueBytes: parsePositiveInt(opts.maxValueBytes, '--max-value-bytes'),
@@ -84,6 +98,7 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     });
     // Drains on the way out (health NOT_SERVING, new calls refused, calls in flight finished) while /metrics still answers.
     const server = ctx.lifecycle.add('store node', await starting, (s) => s.shutdown());
+    if (agent !== undefined && fromEtcd !== undefined) await agent.follow(server.node, fromEtcd);
     // Tests and supervisors wait for this line on stdout before sending traffic.
     ctx.print(JSON.stringify({ event: 'ready', node: opts.node, port: server.port, mapVersion: server.node.map.version, ...(metrics.port === undefined ? {} : { metricsPort: metrics.port }) }));
     await ctx.lifecycle.untilSignal();

@@ -79,7 +79,7 @@ describe('partition map changes mid-traffic', () => {
     const v1 = await client.map();
     // v2 moves the (unwritten) last partition to another node and bumps the version.
     const last = v1.partitions[5]!;
-    const v2 = PartitionMap.create(2, v1.partitions.map((p) => (p.id === last.id ? { ...p, node: v1.partitions[0]!.node } : p)));
+    const v2 = PartitionMap.create(2, v1.partitions.map((p) => (p.id === last.id ? { id: p.id, start: p.start, end: p.end, node: v1.partitions[0]!.node } : p)));
     const rows: BulkRowInput[][] = sortedRows(24_000, 7, 500).map((chunk) => chunk.filter((r) => Buffer.compare(r.key, last.start) < 0));
     const total = rows.reduce((s, c) => s + c.length, 0);
 

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { RangeDigest } from '../../store/index.js';
 
@@ -139,5 +140,41 @@ describe('RangeDigest', () => {
     const one = RangeDigest.fromHex('00000001'.repeat(8), 1);
     expect(max.merge(one).toHex()).toBe('0'.repeat(64));
     expect(max.count).toBe(2);
+  });
+
+  it('is the documented layout, computed independently: SHA-256 of (key length, value length u32 BE, expiry, etag as f64 BE, key, value) added in 8 u32 BE lanes — the checksum of backups already written', () => {
+    const reference = (list: readonly Entry[], withEtag: boolean): string => {
+      const lanes = new Array<number>(8).fill(0);
+      for (const e of list) {
+        const header = Buffer.alloc(withEtag ? 24 : 16);
+        header.writeUInt32BE(e.key.length, 0);
+        header.writeUInt32BE(e.value.length, 4);
+        header.writeDoubleBE(e.expiresAtMs, 8);
+        if (withEtag) header.writeDoubleBE(e.etag!, 16);
+        const h = createHash('sha256').update(header).update(e.key).update(e.value).digest();
+        for (let i = 0; i < 8; i++) lanes[i] = (lanes[i]! + h.readUInt32BE(i * 4)) % 2 ** 32;
+      }
+      return Buffer.concat(lanes.map((l) => { const b = Buffer.alloc(4); b.writeUInt32BE(l); return b; })).toString('hex');
+    };
+    // Values past 32 bytes and keys of every length up to past the short-copy cutoff, high bytes included.
+    const list = Array.from({ length: 300 }, (_, i) => ({
+      key: Buffer.from(Array.from({ length: 1 + (i % 40) }, (_, j) => (i * 7 + j * 131) & 255)),
+      value: Buffer.from(Array.from({ length: i % 97 }, (_, j) => (i * 13 + j * 29) & 255)),
+      expiresAtMs: i % 3 === 0 ? 1_700_000_000_000 + i : 0,
+      etag: 2 ** 40 + i,
+    }));
+    expect(digestOf(list, true).toHex()).toBe(reference(list, true));
+    expect(digestOf(list, false).toHex()).toBe(reference(list, false));
+    const columns = new RangeDigest();
+    const keys = Buffer.concat(list.map((e) => e.key));
+    const values = Buffer.concat(list.map((e) => e.value));
+    let k = 0;
+    let v = 0;
+    for (const e of list) {
+      columns.addFrom(keys, k, e.key.length, values, v, e.value.length, e.expiresAtMs, e.etag);
+      k += e.key.length;
+      v += e.value.length;
+    }
+    expect(columns.toHex()).toBe(reference(list, true));
   });
 });

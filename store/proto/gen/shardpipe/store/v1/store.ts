@@ -108,10 +108,30 @@ export interface BulkRow {
   expiresAtMs: number;
 }
 
+/**
+ * Rows of one BulkInsert in one buffer, beside the per-row `rows` form (set one or the other).
+ * A prefix of rows is a prefix of `lengths`, `data` and `meta`, so a node can pass an accepted
+ * prefix on without decoding and re-encoding it. README "Packed batches" has the versioning rule.
+ */
+export interface PackedRows {
+  /** 1. A node refuses a format it does not know (INVALID_ARGUMENT naming it). */
+  format: number;
+  /** rows */
+  count: number;
+  /** count × (u32 little-endian key length, u32 little-endian value length) */
+  lengths: Buffer;
+  /** key0 value0 key1 value1 … concatenated */
+  data: Buffer;
+  /** empty, or count × 24 bytes: etag, updated_at_ms, expires_at_ms as u64 LE (0 = unset) */
+  meta: Buffer;
+}
+
 export interface BulkInsertRequest {
   mapVersion: number;
   /** Sorted rows; the node writes the longest prefix that falls inside the first key's partition. */
   rows: BulkRow[];
+  /** The same rows packed in one buffer; setting both `rows` and `packed` is INVALID_ARGUMENT. */
+  packed?: PackedRows | undefined;
 }
 
 export interface BulkInsertResponse {
@@ -181,11 +201,24 @@ export interface PartitionProto {
   /** Empty = end of the keyspace. */
   end: Buffer;
   node: string;
+  /** The replicas, head first (head = `node`). Empty = a chain of one: `node`, serving (static maps). */
+  chain: ReplicaProto[];
+  /** Changes whenever the chain or the range changes. 0 = 1 (static maps). */
+  epoch: number;
+}
+
+/** One replica of a partition's chain. */
+export interface ReplicaProto {
+  node: string;
+  /** 1 = serving, 2 = syncing (store/README.md); 0 = serving. */
+  state: number;
 }
 
 export interface PartitionMapProto {
   version: number;
   partitions: PartitionProto[];
+  /** Replicas each chain should have (the replication factor). 0 = 1 (static maps). */
+  replicas: number;
 }
 
 export interface SetPartitionMapRequest {
@@ -996,8 +1029,98 @@ export const BulkRow: MessageFns<BulkRow> = {
   },
 };
 
+function createBasePackedRows(): PackedRows {
+  return { format: 0, count: 0, lengths: Buffer.alloc(0), data: Buffer.alloc(0), meta: Buffer.alloc(0) };
+}
+
+export const PackedRows: MessageFns<PackedRows> = {
+  encode(message: PackedRows, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.format !== 0) {
+      writer.uint32(8).uint32(message.format);
+    }
+    if (message.count !== 0) {
+      writer.uint32(16).uint32(message.count);
+    }
+    if (message.lengths.length !== 0) {
+      writer.uint32(26).bytes(message.lengths);
+    }
+    if (message.data.length !== 0) {
+      writer.uint32(34).bytes(message.data);
+    }
+    if (message.meta.length !== 0) {
+      writer.uint32(42).bytes(message.meta);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PackedRows {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePackedRows();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.format = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.count = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.lengths = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.data = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.meta = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
 function createBaseBulkInsertRequest(): BulkInsertRequest {
-  return { mapVersion: 0, rows: [] };
+  return { mapVersion: 0, rows: [], packed: undefined };
 }
 
 export const BulkInsertRequest: MessageFns<BulkInsertRequest> = {
@@ -1007,6 +1130,9 @@ export const BulkInsertRequest: MessageFns<BulkInsertRequest> = {
     }
     for (const v of message.rows) {
       BulkRow.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.packed !== undefined) {
+      PackedRows.encode(message.packed, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -1038,6 +1164,14 @@ export const BulkInsertRequest: MessageFns<BulkInsertRequest> = {
             }
 
             message.rows.push(BulkRow.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.packed = PackedRows.decode(reader, reader.uint32());
             continue;
           }
         }
@@ -1655,7 +1789,7 @@ export const GetPartitionMapRequest: MessageFns<GetPartitionMapRequest> = {
 };
 
 function createBasePartitionProto(): PartitionProto {
-  return { id: 0, start: Buffer.alloc(0), end: Buffer.alloc(0), node: "" };
+  return { id: 0, start: Buffer.alloc(0), end: Buffer.alloc(0), node: "", chain: [], epoch: 0 };
 }
 
 export const PartitionProto: MessageFns<PartitionProto> = {
@@ -1671,6 +1805,12 @@ export const PartitionProto: MessageFns<PartitionProto> = {
     }
     if (message.node !== "") {
       writer.uint32(34).string(message.node);
+    }
+    for (const v of message.chain) {
+      ReplicaProto.encode(v!, writer.uint32(42).fork()).join();
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(48).uint64(message.epoch);
     }
     return writer;
   },
@@ -1720,6 +1860,79 @@ export const PartitionProto: MessageFns<PartitionProto> = {
             message.node = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.chain.push(ReplicaProto.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.epoch = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseReplicaProto(): ReplicaProto {
+  return { node: "", state: 0 };
+}
+
+export const ReplicaProto: MessageFns<ReplicaProto> = {
+  encode(message: ReplicaProto, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.node !== "") {
+      writer.uint32(10).string(message.node);
+    }
+    if (message.state !== 0) {
+      writer.uint32(16).uint32(message.state);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplicaProto {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplicaProto();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.node = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.state = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1734,7 +1947,7 @@ export const PartitionProto: MessageFns<PartitionProto> = {
 };
 
 function createBasePartitionMapProto(): PartitionMapProto {
-  return { version: 0, partitions: [] };
+  return { version: 0, partitions: [], replicas: 0 };
 }
 
 export const PartitionMapProto: MessageFns<PartitionMapProto> = {
@@ -1744,6 +1957,9 @@ export const PartitionMapProto: MessageFns<PartitionMapProto> = {
     }
     for (const v of message.partitions) {
       PartitionProto.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.replicas !== 0) {
+      writer.uint32(24).uint32(message.replicas);
     }
     return writer;
   },
@@ -1775,6 +1991,14 @@ export const PartitionMapProto: MessageFns<PartitionMapProto> = {
             }
 
             message.partitions.push(PartitionProto.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.replicas = reader.uint32();
             continue;
           }
         }

@@ -1,0 +1,131 @@
+import { readFile } from 'node:fs/promises';
+import { parseDurationMs } from '../common/index.js';
+import { initialMap } from '../coordinator/index.js';
+import { EtcdMapStore, Key, StoreError, connectEtcd, parseEtcdUrl, type NodeRegistration, type PartitionMap } from '../store/index.js';
+import { CliUsageError } from './cli-env.js';
+import { formatTable, parsePositiveInt, rangeText, withClient } from './cli-io.js';
+import type { CliContext } from './cli-context.js';
+import { etcdConnectionOf, type EtcdFlags } from './etcd-options.js';
+
+/** Flags of `cluster init --etcd`. */
+export interface InitEtcdFlags extends EtcdFlags {
+  partitions: string;
+  splitKeys?: string;
+  replicas: string;
+  wait: string;
+}
+
+/** Flags of `cluster status`. */
+export interface StatusFlags extends EtcdFlags {
+  seeds?: string;
+  json?: boolean;
+}
+
+/** Split keys from a file, one UTF-8 key per line (sorted; N keys make N+1 partitions). */
+export async function readSplitKeys(file: string): Promise<Buffer[]> {
+  const lines = (await readFile(file, 'utf8')).split('\n').map((l) => l.replace(/\r$/, '')).filter((l) => l.length > 0);
+  return lines.map((l) => Key.fromUtf8(l).bytes);
+}
+
+/**
+ * `cluster init --etcd`: waits (watching registrations) up to --wait for --replicas nodes, places
+ * chains on them and writes the first map in one create-if-absent transaction.
+ */
+export async function clusterInitEtcd(ctx: CliContext, opts: InitEtcdFlags & { etcd: string }): Promise<void> {
+  const replicas = parsePositiveInt(opts.replicas, '--replicas');
+  const waitMs = parseDurationMs(opts.wait);
+  const ranges = opts.splitKeys ? { splitKeys: await readSplitKeys(opts.splitKeys) } : { partitions: parsePositiveInt(opts.partitions, '--partitions') };
+  const display = parseEtcdUrl(opts.etcd).display;
+  const etcd = connectEtcd(await etcdConnectionOf(opts.etcd, opts));
+  const store = new EtcdMapStore(etcd, display);
+  try {
+    const existing = await store.read();
+    if (existing !== undefined) {
+      throw new StoreError('STORE_CLUSTER_MAP_EXISTS', `etcd at ${display} holds a partition map already (version ${existing.map.version}, ${existing.map.partitions.length} partitions): the coordinator changes it from here; see shardpipe cluster status`);
+    }
+    const nodes = await waitForNodes(ctx, store, replicas, waitMs);
+    const map = initialMap([...nodes.keys()], replicas, ranges);
+    if (!(await store.create(map))) throw new StoreError('STORE_CLUSTER_MAP_EXISTS', `another writer put a partition map into etcd at ${display} first: see shardpipe cluster status`);
+    ctx.print(`wrote map version 1 to etcd: ${map.partitions.length} partitions, ${replicas} replica${replicas === 1 ? '' : 's'} each, on ${map.replicaNodes().length} nodes`);
+  } finally {
+    etcd.close();
+  }
+}
+
+async function waitForNodes(ctx: CliContext, store: EtcdMapStore, replicas: number, waitMs: number): Promise<Map<string, NodeRegistration>> {
+  let { nodes, revision } = await store.nodes();
+  if (nodes.size >= replicas) return nodes;
+  ctx.logger.info({ registered: nodes.size, replicas, waitMs }, 'waiting for store nodes to register in etcd');
+  let wake: () => void = () => undefined;
+  const watcher = await store.watchNodes(revision, () => wake(), ctx.logger);
+  const deadline = Date.now() + waitMs;
+  try {
+    while (nodes.size < replicas) {
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new StoreError(
+          'STORE_CLUSTER_NODES_MISSING',
+          `${replicas} replicas need ${replicas} registered store nodes, but ${nodes.size} registered within ${waitMs} ms (${[...nodes.keys()].join(', ') || 'none'}): start more with shardpipe store start --etcd, or ask for fewer --replicas`,
+        );
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      ({ nodes, revision } = await store.nodes());
+    }
+    return nodes;
+  } finally {
+    await watcher.cancel();
+  }
+}
+
+/** `cluster status`: the map's chains from etcd (with lease liveness) or from the seeds. */
+export async function clusterStatus(ctx: CliContext, opts: StatusFlags): Promise<void> {
+  let map: PartitionMap;
+  let live: Map<string, NodeRegistration> | undefined;
+  if (opts.etcd !== undefined) {
+    const display = parseEtcdUrl(opts.etcd).display;
+    const etcd = connectEtcd(await etcdConnectionOf(opts.etcd, opts));
+    try {
+      const store = new EtcdMapStore(etcd, display);
+      const stored = await store.read();
+      live = (await store.nodes()).nodes;
+      if (stored === undefined) throw new StoreError('STORE_INVALID_MAP', `etcd at ${display} holds no partition map yet (${live.size} nodes registered): run shardpipe cluster init --etcd`);
+      map = stored.map;
+    } finally {
+      etcd.close();
+    }
+  } else {
+    if (opts.etcdCa !== undefined || opts.etcdCert !== undefined) throw new CliUsageError('--etcd-ca/--etcd-cert/--etcd-key need --etcd');
+    map = await withClient(ctx.seeds(opts.seeds), ctx, (client) => client.refreshMap());
+  }
+  const liveOf = (node: string): boolean | undefined => (live === undefined ? undefined : live.has(node));
+  if (opts.json) {
+    ctx.print(
+      JSON.stringify({
+        version: map.version,
+        replicas: map.replicas,
+        partitions: map.partitions.map((p) => ({
+          id: p.id,
+          start: p.start.toString('hex'),
+          end: p.end.toString('hex'),
+          epoch: p.epoch,
+          chain: p.chain.map((r) => ({ node: r.node, state: r.state, ...(live === undefined ? {} : { live: liveOf(r.node) }) })),
+        })),
+        ...(live === undefined ? {} : { nodes: [...live.values()].map((n) => ({ node: n.node, leaseMs: n.leaseMs, registeredAtMs: n.registeredAtMs })) }),
+      }),
+    );
+    return;
+  }
+  ctx.print(`map version ${map.version}, ${map.replicas} replica${map.replicas === 1 ? '' : 's'} per chain`);
+  const replicaText = (node: string, state: string): string => `${node} ${state}${liveOf(node) === false ? ' (no lease)' : ''}`;
+  ctx.print(formatTable(['id', 'range', 'epoch', 'chain (head first)'], map.partitions.map((p) => [String(p.id), rangeText(p.start, p.end), String(p.epoch), p.chain.map((r) => replicaText(r.node, r.state)).join(' → ')])));
+  if (live !== undefined) {
+    const idle = [...live.keys()].filter((n) => map.replicasOf(n).length === 0);
+    ctx.print(`registered nodes: ${live.size}${idle.length > 0 ? ` (holding no replica: ${idle.join(', ')})` : ''}`);
+  }
+}

@@ -1,0 +1,81 @@
+import { PartitionMap, StoreError, type Partition, type PartitionSpec, type Replica } from '../store/index.js';
+
+/** How the first map cuts the keyspace: evenly into `partitions`, or at sorted, distinct split keys. */
+export type InitialRanges = { partitions: number } | { splitKeys: readonly Buffer[] };
+
+/**
+ * The first map of a cluster (version 1, every epoch 1, every replica serving: there is no data to
+ * copy yet). Chain i is nodes i, i+1, … i+R−1 (mod n) of the sorted registered nodes, so replicas
+ * of one chain are on distinct nodes and heads are spread evenly (partition counts per head differ
+ * by at most one).
+ */
+export function initialMap(nodes: readonly string[], replicas: number, ranges: InitialRanges): PartitionMap {
+  const sorted = [...new Set(nodes)].sort();
+  if (!Number.isInteger(replicas) || replicas < 1) throw new RangeError(`replicas must be a whole number ≥ 1, got ${replicas}`);
+  if (sorted.length < replicas) {
+    throw new StoreError('STORE_CLUSTER_NODES_MISSING', `${replicas} replicas need ${replicas} distinct nodes, but ${sorted.length} are registered (${sorted.join(', ') || 'none'})`);
+  }
+  // Only the ranges are taken from this helper map; chains are placed below.
+  const ranged = 'partitions' in ranges ? PartitionMap.evenlySplit(1, [sorted[0]!], ranges.partitions) : PartitionMap.fromSplitKeys(1, [sorted[0]!], ranges.splitKeys);
+  const specs: PartitionSpec[] = ranged.partitions.map((p, i) => ({
+    id: p.id,
+    start: p.start,
+    end: p.end,
+    epoch: 1,
+    chain: Array.from({ length: replicas }, (_, j): Replica => ({ node: sorted[(i + j) % sorted.length]!, state: 'serving' })),
+  }));
+  return PartitionMap.create(1, specs, { replicas });
+}
+
+/** What one reconcile pass changed, for logs and tests. */
+export interface ChainChange {
+  partition: number;
+  removed: string[];
+  added: string[];
+  epoch: number;
+}
+
+/**
+ * The map after one membership pass, or undefined when nothing changes (store/README.md,
+ * "Transitions the coordinator makes"):
+ * - a replica on a node that is not `live` leaves its chain, except the chain's last serving replica
+ *   (the only copy there is; the partition waits for that node to return);
+ * - a chain with fewer than `map.replicas` replicas gets live nodes that do not hold it as syncing
+ *   tails, the nodes with the fewest replicas first (then by address);
+ * - each partition touched gets epoch + 1, and the map version + 1, all in the one map returned.
+ */
+export function reconcile(map: PartitionMap, live: ReadonlySet<string>): { map: PartitionMap; changes: ChainChange[] } | undefined {
+  const load = new Map<string, number>();
+  for (const node of live) load.set(node, 0);
+  const kept = map.partitions.map((p) => {
+    const survivors = p.chain.filter((r) => live.has(r.node));
+    // No serving replica left alive: keep the head (every serving replica holds every acknowledged
+    // write, and the head is where the data is until chains forward). Syncing ones follow it.
+    const chain = survivors.some((r) => r.state === 'serving') ? survivors : [p.chain[0]!, ...survivors];
+    return { partition: p, chain };
+  });
+  for (const { chain } of kept) for (const r of chain) if (load.has(r.node)) load.set(r.node, load.get(r.node)! + 1);
+  const changes: ChainChange[] = [];
+  const specs: PartitionSpec[] = kept.map(({ partition, chain }) => {
+    const removed = partition.chain.filter((r) => !chain.includes(r)).map((r) => r.node);
+    const added: string[] = [];
+    while (chain.length < map.replicas) {
+      const candidate = [...load.entries()]
+        .filter(([node]) => !chain.some((r) => r.node === node))
+        .sort(([a, la], [b, lb]) => la - lb || (a < b ? -1 : a > b ? 1 : 0))[0];
+      if (candidate === undefined) break;
+      chain.push({ node: candidate[0], state: 'syncing' });
+      load.set(candidate[0], candidate[1] + 1);
+      added.push(candidate[0]);
+    }
+    if (removed.length === 0 && added.length === 0) return specOf(partition, partition.chain, partition.epoch);
+    changes.push({ partition: partition.id, removed, added, epoch: partition.epoch + 1 });
+    return specOf(partition, chain, partition.epoch + 1);
+  });
+  if (changes.length === 0) return undefined;
+  return { map: PartitionMap.create(map.version + 1, specs, { replicas: map.replicas }), changes };
+}
+
+function specOf(p: Partition, chain: readonly Replica[], epoch: number): PartitionSpec {
+  return { id: p.id, start: p.start, end: p.end, chain, epoch };
+}

@@ -1,0 +1,191 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Campaign, Etcd3, Watcher } from 'etcd3';
+import type { Logger } from '../common/index.js';
+import { EtcdMapStore, StoreError, connectEtcd, etcdFailure, parseEtcdUrl, type EtcdConnectionOptions } from '../store/index.js';
+import { reconcile, type ChainChange } from './chain-plan.js';
+
+/** Options of one coordinator process. */
+export interface CoordinatorOptions {
+  etcd: EtcdConnectionOptions;
+  /** TTL of the election lease, ms (whole seconds): how long a dead leader blocks a takeover. Default 5000. */
+  leaseMs?: number;
+  /** Name in the election and logs. Default `hostname:pid:random`. */
+  id?: string;
+  /** Called after every committed change (tests and logs). */
+  onChange?: (change: { version: number; changes: ChainChange[] }) => void;
+  /** How long start-up tries to reach etcd before failing with STORE_ETCD_UNAVAILABLE. Default 10000 ms. */
+  connectTimeoutMs?: number;
+  /** Called when this coordinator becomes the leader. */
+  onElected?: () => void;
+  logger: Logger;
+}
+
+/**
+ * Keeps chains in step with node registrations. Any number run against one etcd; one leads
+ * (etcd3 Election). The leader watches registrations and the map and, after every event, runs one
+ * reconcile pass (coordinator/chain-plan.ts) written as one compare-and-swap transaction; a lost
+ * race or an etcd failure just runs the pass again from what etcd holds. A leader killed at any
+ * point leaves either the old map or the new one, and the next leader's first pass finishes the work.
+ */
+export class Coordinator {
+  readonly id: string;
+  private readonly etcd: Etcd3;
+  private readonly store: EtcdMapStore;
+  private readonly logger: Logger;
+  private readonly ttlSeconds: number;
+  private readonly onChange: CoordinatorOptions['onChange'];
+  private readonly onElected: CoordinatorOptions['onElected'];
+  private readonly stop = new AbortController();
+  private campaign: Campaign | undefined;
+  private watchers: Watcher[] = [];
+  private leading = false;
+  private pending = false;
+  private running: Promise<void> | undefined;
+  private closed: Promise<void> | undefined;
+
+  private constructor(options: CoordinatorOptions) {
+    const leaseMs = options.leaseMs ?? 5000;
+    if (!Number.isFinite(leaseMs) || leaseMs < 1000 || leaseMs > 3_600_000) throw new RangeError(`--lease must be 1s–1h, got ${leaseMs} ms`);
+    this.ttlSeconds = Math.ceil(leaseMs / 1000);
+    this.id = options.id ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+    const display = parseEtcdUrl(options.etcd.url).display;
+    this.etcd = connectEtcd(options.etcd);
+    this.store = new EtcdMapStore(this.etcd, display);
+    this.logger = options.logger.child({ module: 'coordinator', coordinator: this.id });
+    this.onChange = options.onChange;
+    this.onElected = options.onElected;
+  }
+
+  /**
+   * Checks that etcd answers (retrying for `connectTimeoutMs`; refused credentials fail at once),
+   * then campaigns; leadership comes when etcd grants it.
+   */
+  static async start(options: CoordinatorOptions): Promise<Coordinator> {
+    const coordinator = new Coordinator(options);
+    const timeoutMs = options.connectTimeoutMs ?? 10_000;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        await coordinator.store.readAt();
+        break;
+      } catch (err) {
+        const refused = err instanceof StoreError && err.code === 'STORE_ETCD_UNAUTHENTICATED';
+        if (Date.now() >= deadline || refused) {
+          coordinator.etcd.close();
+          throw refused ? err : etcdFailure((err as Error).cause ?? err, coordinator.store.display, `starting coordinator ${coordinator.id} (tried for ${timeoutMs} ms)`, options.etcd.callTimeoutMs);
+        }
+        await sleep(200);
+      }
+    }
+    coordinator.campaignAgain();
+    return coordinator;
+  }
+
+  get isLeader(): boolean {
+    return this.leading;
+  }
+
+  /** Resigns (another coordinator takes over at once) and disconnects. Idempotent. */
+  close(): Promise<void> {
+    this.closed ??= (async () => {
+      this.stop.abort();
+      this.leading = false;
+      await this.running;
+      await this.cancelWatches();
+      await this.campaign?.resign().catch((err: unknown) => this.logger.warn({ err: (err as Error).message }, 'resigning failed; the election lease runs out by itself'));
+      this.etcd.close();
+    })();
+    return this.closed;
+  }
+
+  private campaignAgain(): void {
+    if (this.stop.signal.aborted) return;
+    const campaign = this.etcd.election(this.store.keys.election, this.ttlSeconds).campaign(this.id);
+    this.campaign = campaign;
+    campaign.on('elected', () => {
+      this.logger.info('elected leader');
+      this.leading = true;
+      this.onElected?.();
+      void this.lead();
+    });
+    campaign.on('error', (err) => {
+      if (this.stop.signal.aborted) return;
+      this.logger.warn({ err: err.message, wasLeader: this.leading }, 'election campaign failed; campaigning again');
+      this.leading = false;
+      this.cancelWatches()
+        .then(() => sleep(200, undefined, { signal: this.stop.signal }))
+        .then(() => this.campaignAgain(), () => undefined);
+    });
+  }
+
+  /** Sets up the watches (retrying while etcd does not answer and we still lead), then runs a first pass. */
+  private async lead(): Promise<void> {
+    let backoffMs = 100;
+    while (this.leading && !this.stop.signal.aborted) {
+      try {
+        const { revision } = await this.store.nodes();
+        const kick = (): void => this.schedule();
+        this.watchers.push(await this.store.watchNodes(revision, kick, this.logger));
+        this.watchers.push(await this.store.watch(revision, kick, this.logger));
+        this.schedule();
+        return;
+      } catch (err) {
+        this.logger.warn({ err: (err as Error).message }, 'starting to lead failed; trying again');
+        await this.cancelWatches();
+        await sleep(backoffMs, undefined, { signal: this.stop.signal }).catch(() => undefined);
+        backoffMs = Math.min(2000, backoffMs * 2);
+      }
+    }
+  }
+
+  /** Runs a pass now, or once more after the running one (events during a pass are never lost). */
+  private schedule(): void {
+    this.pending = true;
+    this.running ??= this.drain().finally(() => {
+      this.running = undefined;
+    });
+  }
+
+  private async drain(): Promise<void> {
+    let backoffMs = 100;
+    while (this.pending && this.leading && !this.stop.signal.aborted) {
+      this.pending = false;
+      try {
+        await this.pass();
+        backoffMs = 100;
+      } catch (err) {
+        this.logger.warn({ err: (err as Error).message }, 'reconcile pass failed; trying again');
+        this.pending = true;
+        await sleep(backoffMs, undefined, { signal: this.stop.signal }).catch(() => undefined);
+        backoffMs = Math.min(2000, backoffMs * 2);
+      }
+    }
+  }
+
+  /** One pass: read registrations and the map, plan, write with CAS; a lost race passes again. */
+  private async pass(): Promise<void> {
+    for (;;) {
+      if (!this.leading || this.stop.signal.aborted) return;
+      const stored = await this.store.read();
+      // Before `cluster init` there is nothing to do: the map watch runs the next pass.
+      if (stored === undefined) return;
+      const { nodes } = await this.store.nodes();
+      const plan = reconcile(stored.map, new Set(nodes.keys()));
+      if (plan === undefined) return;
+      if (await this.store.replace(stored.map.version, plan.map)) {
+        this.logger.info({ version: plan.map.version, changes: plan.changes }, 'changed chains');
+        this.onChange?.({ version: plan.map.version, changes: plan.changes });
+        return;
+      }
+      this.logger.info({ version: stored.map.version }, 'the map changed while planning; planning again');
+    }
+  }
+
+  private async cancelWatches(): Promise<void> {
+    const watchers = this.watchers;
+    this.watchers = [];
+    await Promise.all(watchers.map((w) => w.cancel().catch((err: unknown) => this.logger.debug({ err }, 'cancelling a watch failed'))));
+  }
+}

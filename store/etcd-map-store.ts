@@ -1,0 +1,175 @@
+import type { Etcd3, Watcher } from 'etcd3';
+import { z } from 'zod';
+import type { Logger } from '../common/index.js';
+import { etcdFailure } from './etcd-connection.js';
+import { PartitionMap } from './partition-map.js';
+import { StoreError } from './store-errors.js';
+
+/** Default key prefix of one cluster in etcd (`--etcd-prefix` is not offered yet: one cluster per etcd). */
+export const ETCD_PREFIX = '/shardpipe/v1';
+
+/**
+ * The keys one cluster uses in etcd (README "etcd layout"):
+ * - `map`: the partition map, JSON file form with chains and epochs;
+ * - `map-version`: the map's version as a decimal string, the key every change compares (CAS);
+ * - `nodes/HOST:PORT`: a node's registration, attached to its lease (gone when the lease is);
+ * - `coordinator/`: the coordinators' election (etcd3 Election).
+ */
+export function etcdKeys(prefix = ETCD_PREFIX): { map: string; mapVersion: string; nodes: string; node: (address: string) => string; election: string } {
+  return {
+    map: `${prefix}/map`,
+    mapVersion: `${prefix}/map-version`,
+    nodes: `${prefix}/nodes/`,
+    node: (address) => `${prefix}/nodes/${address}`,
+    election: `${prefix}/coordinator`,
+  };
+}
+
+/** What a node writes under its lease. */
+export interface NodeRegistration {
+  node: string;
+  /** When this registration was written (Unix ms). */
+  registeredAtMs: number;
+  /** The lease's TTL as granted by etcd, in ms. */
+  leaseMs: number;
+  pid: number;
+}
+
+const registrationSchema = z.object({ node: z.string(), registeredAtMs: z.number(), leaseMs: z.number(), pid: z.number() });
+
+/** A map read from etcd with the etcd revision it was read at (a watch continues from there). */
+export interface StoredMap {
+  map: PartitionMap;
+  revision: string;
+}
+
+/**
+ * The partition map and node registrations of one cluster in etcd. Every change of the map is one
+ * transaction that writes the map and its version together, guarded by a compare on the version
+ * read before (compare-and-swap): of two writers starting from the same map, exactly one wins.
+ */
+export class EtcdMapStore {
+  readonly keys: ReturnType<typeof etcdKeys>;
+
+  constructor(
+    private readonly etcd: Etcd3,
+    /** The etcd URL without secrets, for messages. */
+    readonly display: string,
+    prefix = ETCD_PREFIX,
+  ) {
+    this.keys = etcdKeys(prefix);
+  }
+
+  /** The current map, or undefined before `cluster init`. Linearizable read. */
+  async read(): Promise<StoredMap | undefined> {
+    const { map, revision } = await this.readAt();
+    return map === undefined ? undefined : { map, revision };
+  }
+
+  /** The current map (if any) and the etcd revision of the read, to watch from. */
+  async readAt(): Promise<{ map: PartitionMap | undefined; revision: string }> {
+    let res;
+    try {
+      res = await this.etcd.get(this.keys.map).exec();
+    } catch (err) {
+      throw etcdFailure(err, this.display, 'reading the partition map');
+    }
+    const kv = res.kvs[0];
+    return { map: kv === undefined ? undefined : this.parse(kv.value), revision: res.header.revision };
+  }
+
+  /** Writes the first map; false when a map exists already. */
+  async create(map: PartitionMap): Promise<boolean> {
+    try {
+      const res = await this.etcd
+        .if(this.keys.mapVersion, 'Create', '==', 0)
+        .then(this.etcd.put(this.keys.map).value(JSON.stringify(map.toJson())), this.etcd.put(this.keys.mapVersion).value(String(map.version)))
+        .commit();
+      return res.succeeded;
+    } catch (err) {
+      throw etcdFailure(err, this.display, 'writing the first partition map');
+    }
+  }
+
+  /**
+   * Replaces the map at version `expectedVersion` by `next` (whose version must be one higher) in
+   * one transaction; false when the stored version is no longer `expectedVersion` (someone else won).
+   */
+  async replace(expectedVersion: number, next: PartitionMap): Promise<boolean> {
+    if (next.version !== expectedVersion + 1) throw new RangeError(`a map change moves the version by one: expected ${expectedVersion + 1}, got ${next.version}`);
+    try {
+      const res = await this.etcd
+        .if(this.keys.mapVersion, 'Value', '==', String(expectedVersion))
+        .then(this.etcd.put(this.keys.map).value(JSON.stringify(next.toJson())), this.etcd.put(this.keys.mapVersion).value(String(next.version)))
+        .commit();
+      return res.succeeded;
+    } catch (err) {
+      throw etcdFailure(err, this.display, `writing partition map version ${next.version}`);
+    }
+  }
+
+  /**
+   * Calls `onMap` with every map written after `revision` (the etcd client re-attaches a broken
+   * watch and resumes where it was). Errors and reconnects go to the logger.
+   */
+  async watch(revision: string | undefined, onMap: (map: PartitionMap) => void, logger?: Logger): Promise<Watcher> {
+    let builder = this.etcd.watch().key(this.keys.map);
+    if (revision !== undefined) builder = builder.startRevision(String(BigInt(revision) + 1n));
+    const watcher = await builder.create();
+    watcher.on('put', (kv) => {
+      try {
+        onMap(this.parse(kv.value));
+      } catch (err) {
+        logger?.error({ err }, 'the partition map in etcd is invalid; keeping the installed one');
+      }
+    });
+    watcher.on('disconnected', (err) => logger?.warn({ err: err.message }, 'etcd watch of the partition map disconnected; reconnecting'));
+    watcher.on('error', (err) => logger?.warn({ err: err.message }, 'etcd watch of the partition map failed'));
+    return watcher;
+  }
+
+  /** Registered (live) nodes, by address, with the etcd revision they were read at. */
+  async nodes(): Promise<{ nodes: Map<string, NodeRegistration>; revision: string }> {
+    let res;
+    try {
+      res = await this.etcd.getAll().prefix(this.keys.nodes).exec();
+    } catch (err) {
+      throw etcdFailure(err, this.display, 'reading node registrations');
+    }
+    const nodes = new Map<string, NodeRegistration>();
+    for (const kv of res.kvs) {
+      const parsed = registrationSchema.safeParse(safeJson(kv.value.toString('utf8')));
+      if (parsed.success) nodes.set(parsed.data.node, parsed.data);
+    }
+    return { nodes, revision: res.header.revision };
+  }
+
+  /** Watches registrations from `revision` on; `onChange` is called after every put or delete. */
+  async watchNodes(revision: string, onChange: () => void, logger?: Logger): Promise<Watcher> {
+    const watcher = await this.etcd.watch().prefix(this.keys.nodes).startRevision(String(BigInt(revision) + 1n)).create();
+    watcher.on('put', onChange);
+    watcher.on('delete', onChange);
+    // A reconnected watch may have missed nothing (it resumes), but re-reading is cheap and certain.
+    watcher.on('connected', onChange);
+    watcher.on('disconnected', (err) => logger?.warn({ err: err.message }, 'etcd watch of node registrations disconnected; reconnecting'));
+    watcher.on('error', (err) => logger?.warn({ err: err.message }, 'etcd watch of node registrations failed'));
+    return watcher;
+  }
+
+  private parse(value: Buffer): PartitionMap {
+    try {
+      return PartitionMap.fromJson(JSON.parse(value.toString('utf8')));
+    } catch (err) {
+      if (err instanceof StoreError) throw err;
+      throw new StoreError('STORE_INVALID_MAP', `the partition map in etcd (${this.keys.map}) is not JSON: ${(err as Error).message}`, { cause: err });
+    }
+  }
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}

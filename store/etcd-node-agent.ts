@@ -1,0 +1,225 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { EtcdLeaseInvalidError, type Etcd3, type Lease, type Watcher } from 'etcd3';
+import type { Logger } from '../common/index.js';
+import { connectEtcd, etcdFailure, isEtcdAuthFailure, parseEtcdUrl, type EtcdConnectionOptions } from './etcd-connection.js';
+import { EtcdMapStore, type NodeRegistration, type StoredMap } from './etcd-map-store.js';
+import type { PartitionMap } from './partition-map.js';
+import type { StoreNode } from './store-node.js';
+
+/** Options of a node's etcd membership. */
+export interface EtcdNodeAgentOptions {
+  etcd: EtcdConnectionOptions;
+  /** This node's address, HOST:PORT (the registration key). Required. */
+  node: string;
+  /** Lease asked for, ms (etcd grants whole seconds, at least its minimum TTL). Default 5000. */
+  leaseMs?: number;
+  /** How long start-up tries to reach etcd before failing with STORE_ETCD_UNAVAILABLE. Default 10000 ms. */
+  connectTimeoutMs?: number;
+  logger: Logger;
+}
+
+/**
+ * A store node's membership in an etcd-managed cluster: registers under a lease and keeps it alive,
+ * watches the partition map and installs every new one on the node, and fences the node when it
+ * cannot confirm its lease for a whole lease (store/README.md "What a node does with the map").
+ *
+ * The fence deadline counts from when the last confirmed keep-alive was *sent*: etcd renewed the
+ * lease no earlier than that, so the lease cannot have run out in etcd before this node fences.
+ */
+export class EtcdNodeAgent {
+  readonly store: EtcdMapStore;
+  private readonly etcd: Etcd3;
+  private readonly address: string;
+  private readonly logger: Logger;
+  private readonly askedTtlSeconds: number;
+  private lease: Lease;
+  private grantedLeaseMs: number;
+  private node: StoreNode | undefined;
+  private watcher: Watcher | undefined;
+  private fenceTimer: NodeJS.Timeout | undefined;
+  private resyncing: Promise<void> | undefined;
+  private readonly stop = new AbortController();
+  private loop: Promise<void> | undefined;
+  private closed: Promise<void> | undefined;
+
+  private constructor(etcd: Etcd3, store: EtcdMapStore, options: EtcdNodeAgentOptions, lease: Lease, grantedLeaseMs: number) {
+    this.etcd = etcd;
+    this.store = store;
+    this.address = options.node;
+    this.logger = options.logger.child({ module: 'etcd-membership' });
+    this.askedTtlSeconds = ttlSeconds(options.leaseMs ?? 5000);
+    this.lease = lease;
+    this.grantedLeaseMs = grantedLeaseMs;
+  }
+
+  /** The lease etcd granted, ms. */
+  get leaseMs(): number {
+    return this.grantedLeaseMs;
+  }
+
+  /** Connects and registers under a fresh lease; STORE_ETCD_UNAVAILABLE (URL without secrets, timeout) when etcd cannot be reached. */
+  static async start(options: EtcdNodeAgentOptions): Promise<EtcdNodeAgent> {
+    const display = parseEtcdUrl(options.etcd.url).display;
+    const etcd = connectEtcd(options.etcd);
+    const store = new EtcdMapStore(etcd, display);
+    const timeoutMs = options.connectTimeoutMs ?? 10_000;
+    const deadline = Date.now() + timeoutMs;
+    const ttl = ttlSeconds(options.leaseMs ?? 5000);
+    for (;;) {
+      try {
+        const { lease, leaseMs } = await register(etcd, store, options.node, ttl);
+        const agent = new EtcdNodeAgent(etcd, store, options, lease, leaseMs);
+        agent.logger.info({ etcd: display, node: options.node, leaseMs }, 'registered in etcd');
+        agent.loop = agent.keepAlive();
+        return agent;
+      } catch (err) {
+        if (Date.now() >= deadline || isEtcdAuthFailure(err)) {
+          etcd.close();
+          throw etcdFailure(err, display, `registering node ${options.node} (tried for ${timeoutMs} ms)`, options.etcd.callTimeoutMs);
+        }
+        await sleep(200);
+      }
+    }
+  }
+
+  /** The map in etcd, waiting (watching, not polling) until `cluster init` writes one. */
+  async waitForMap(signal?: AbortSignal): Promise<StoredMap> {
+    const { map, revision } = await this.store.readAt();
+    if (map !== undefined) return { map, revision };
+    this.logger.info({ etcd: this.store.display }, 'waiting for a partition map in etcd (shardpipe cluster init)');
+    return new Promise<StoredMap>((resolve, reject) => {
+      let watcher: Watcher | undefined;
+      const done = (fn: () => void): void => {
+        signal?.removeEventListener('abort', onAbort);
+        watcher?.cancel().catch((err: unknown) => this.logger.debug({ err }, 'cancelling the map watch failed'));
+        fn();
+      };
+      const onAbort = (): void => done(() => reject(signal!.reason));
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.store
+        .watch(revision, () => {
+          // Read again rather than trust the event alone: the read carries the revision to watch from.
+          this.store.read().then((stored) => stored && done(() => resolve(stored)), (err: unknown) => done(() => reject(err)));
+        }, this.logger)
+        .then((w) => {
+          watcher = w;
+          if (signal?.aborted) done(() => reject(signal.reason));
+        }, reject);
+    });
+  }
+
+  /** Installs `from` on `node` if needed, then keeps the node's map in step with etcd and fences it when the lease cannot be confirmed. */
+  async follow(node: StoreNode, from: StoredMap): Promise<void> {
+    this.node = node;
+    await this.install(from.map);
+    this.armFence(Date.now());
+    this.watcher = await this.store.watch(from.revision, (map) => {
+      this.install(map).catch((err: unknown) => this.logger.error({ err, mapVersion: map.version }, 'installing the partition map from etcd failed'));
+    }, this.logger);
+  }
+
+  /** Stops keeping the lease and revokes it (the coordinator sees the node leave at once). Idempotent. */
+  close(): Promise<void> {
+    this.closed ??= (async () => {
+      this.stop.abort();
+      clearTimeout(this.fenceTimer);
+      await this.loop;
+      await this.watcher?.cancel().catch((err: unknown) => this.logger.debug({ err }, 'cancelling the map watch failed'));
+      await this.lease.revoke().catch((err: unknown) => this.logger.warn({ err: (err as Error).message }, 'could not revoke the etcd lease; it runs out by itself'));
+      this.etcd.close();
+    })();
+    return this.closed;
+  }
+
+  private async install(map: PartitionMap): Promise<void> {
+    const node = this.node;
+    // A draining node keeps the map it drains under; it leaves etcd when it stops.
+    if (node === undefined || node.isDraining || node.map.equals(map)) return;
+    // etcd is the truth: its map replaces whatever the node holds, whichever version that has.
+    await node.setMap(map, { force: true, fromEtcd: true });
+  }
+
+  private async keepAlive(): Promise<void> {
+    const signal = this.stop.signal;
+    while (!signal.aborted) {
+      const intervalMs = Math.max(100, Math.floor(this.grantedLeaseMs / 3));
+      const sentAt = Date.now();
+      try {
+        await this.lease.keepaliveOnce({ deadline: sentAt + intervalMs });
+        this.confirmed(sentAt);
+      } catch (err) {
+        if (signal.aborted) return;
+        if (err instanceof EtcdLeaseInvalidError) await this.renewRegistration();
+        else this.logger.debug({ err: (err as Error).message }, 'etcd lease keep-alive failed');
+      }
+      const wait = intervalMs - (Date.now() - sentAt);
+      if (wait > 0) await sleep(wait, undefined, { signal }).catch(() => undefined);
+    }
+  }
+
+  /** The lease ran out in etcd (revoked, or etcd came back after it expired): fence, register anew, resync. */
+  private async renewRegistration(): Promise<void> {
+    this.node?.fence('its etcd lease expired');
+    this.lease.release();
+    const sentAt = Date.now();
+    try {
+      const { lease, leaseMs } = await register(this.etcd, this.store, this.address, this.askedTtlSeconds);
+      this.lease = lease;
+      this.grantedLeaseMs = leaseMs;
+      this.logger.info({ leaseMs }, 'registered in etcd again under a new lease');
+      this.confirmed(sentAt);
+    } catch (err) {
+      this.logger.debug({ err: (err as Error).message }, 'registering in etcd again failed; retrying');
+    }
+  }
+
+  private confirmed(sentAt: number): void {
+    this.armFence(sentAt);
+    if (this.node?.isFenced) {
+      this.resyncing ??= this.resync().finally(() => {
+        this.resyncing = undefined;
+      });
+    }
+  }
+
+  /** Reads the current map (linearizable), installs it and only then serves again. */
+  private async resync(): Promise<void> {
+    try {
+      const stored = await this.store.read();
+      if (stored === undefined) return;
+      await this.install(stored.map);
+      this.node?.unfence();
+    } catch (err) {
+      this.logger.warn({ err: (err as Error).message }, 'reading the partition map after a lost etcd session failed; staying fenced');
+    }
+  }
+
+  private armFence(sentAt: number): void {
+    if (this.node === undefined) return;
+    clearTimeout(this.fenceTimer);
+    const leaseMs = this.grantedLeaseMs;
+    this.fenceTimer = setTimeout(() => this.node?.fence(`no etcd lease keep-alive confirmed for ${leaseMs} ms`), Math.max(0, sentAt + leaseMs - Date.now()));
+    this.fenceTimer.unref();
+  }
+}
+
+async function register(etcd: Etcd3, store: EtcdMapStore, address: string, ttl: number): Promise<{ lease: Lease; leaseMs: number }> {
+  const lease = etcd.lease(ttl, { autoKeepAlive: false });
+  try {
+    await lease.grant();
+    // etcd may grant more than asked (its minimum TTL): fence by what it granted.
+    const res = await lease.keepaliveOnce({ deadline: Date.now() + 5000 });
+    const leaseMs = Number(res.TTL) * 1000;
+    const registration: NodeRegistration = { node: address, registeredAtMs: Date.now(), leaseMs, pid: process.pid };
+    await lease.put(store.keys.node(address)).value(JSON.stringify(registration)).exec();
+    return { lease, leaseMs };
+  } catch (err) {
+    lease.release();
+    throw err;
+  }
+}
+
+function ttlSeconds(leaseMs: number): number {
+  if (!Number.isFinite(leaseMs) || leaseMs < 1000 || leaseMs > 3_600_000) throw new RangeError(`--lease must be 1s–1h, got ${leaseMs} ms`);
+  return Math.ceil(leaseMs / 1000);
+}

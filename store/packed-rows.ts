@@ -1,0 +1,379 @@
+import type { BulkRowInput } from './bulk-row.js';
+import { StoreError } from './store-errors.js';
+
+/**
+ * The packed batch format this code writes and reads (store.proto `PackedRows.format`). A node
+ * refuses any other number; a new layout gets a new number and old nodes refuse it by name
+ * (README "Packed batches").
+ */
+export const PACKED_ROWS_FORMAT = 1;
+
+/** Bytes of one row's entry in `lengths`: u32 LE key length, u32 LE value length. */
+export const PACKED_LENGTH_BYTES = 8;
+/** Bytes of one row's entry in `meta`: etag, updated_at_ms, expires_at_ms as u64 LE. */
+export const PACKED_META_BYTES = 24;
+
+/** A row's metadata in a packed batch; 0 or absent = unset (as in BulkRow). */
+export interface RowMeta {
+  etag?: number;
+  updatedAtMs?: number;
+  expiresAtMs?: number;
+}
+
+/** The wire message (store.proto `PackedRows`), as the generated code types it. */
+export interface PackedRowsMessage {
+  format: number;
+  count: number;
+  lengths: Buffer;
+  data: Buffer;
+  meta: Buffer;
+}
+
+const TWO_32 = 2 ** 32;
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * Rows of one BulkInsert in three buffers: lengths, key and value bytes, and optional metadata.
+ * Rows are read as views into those buffers, and `slice` cuts a run of rows as views too: nothing
+ * is copied between building a batch and handing it to gRPC, and an accepted prefix can be passed on.
+ */
+export class PackedRows {
+  readonly count: number;
+  /** Key and value bytes of all rows. */
+  readonly bytes: number;
+  private readonly lengths: Buffer;
+  private readonly data: Buffer;
+  /** Empty when no row has metadata. */
+  private readonly metaBytes: Buffer;
+  /** Start of row i's key in `data` is `offsets[first + i] - offsets[first]`; shared by slices. */
+  private readonly offsets: Float64Array;
+  private readonly first: number;
+  /** Whether the keys strictly increase, once asked (slices of a sorted batch are sorted). */
+  private sorted: boolean | undefined;
+
+  /** @internal Use PackedRowsBuilder, fromRows or fromMessage. */
+  constructor(count: number, lengths: Buffer, data: Buffer, meta: Buffer, offsets: Float64Array, first: number, sorted?: boolean) {
+    this.sorted = sorted;
+    this.count = count;
+    this.lengths = lengths;
+    this.data = data;
+    this.metaBytes = meta;
+    this.offsets = offsets;
+    this.first = first;
+    this.bytes = data.length;
+  }
+
+  /** Packs rows (copying their bytes into one buffer). Metadata is kept when any row has some. */
+  static fromRows(rows: readonly BulkRowInput[]): PackedRows {
+    let bytes = 0;
+    let withMeta = false;
+    for (const row of rows) {
+      bytes += row.key.length + row.value.length;
+      if (!withMeta && ((row.etag ?? 0) !== 0 || (row.updatedAtMs ?? 0) !== 0 || (row.expiresAtMs ?? 0) !== 0)) withMeta = true;
+    }
+    const builder = new PackedRowsBuilder({ rowsHint: rows.length, bytesHint: bytes });
+    for (const row of rows) builder.add(row.key, row.value, withMeta ? row : undefined);
+    return builder.finish();
+  }
+
+  /**
+   * A received `PackedRows` message as rows, after checking that its parts fit together: a known
+   * format, `count` entries in `lengths` and (when present) `meta`, and lengths adding up to `data`.
+   * Throws StoreError STORE_INVALID_ARGUMENT naming the field under `path`. Keys, values and
+   * metadata ranges are checked separately (checkPackedRows in request-check.ts).
+   */
+  static fromMessage(message: PackedRowsMessage, path = 'PackedRows'): PackedRows {
+    const { format, count, lengths, data, meta } = message;
+    if (format !== PACKED_ROWS_FORMAT) {
+      throw invalid(`${path}.format`, `${path}.format is ${format}, a packed batch format this node does not know: it reads format ${PACKED_ROWS_FORMAT} (send format ${PACKED_ROWS_FORMAT}, or per-row \`rows\`)`, format);
+    }
+    if (lengths.length !== count * PACKED_LENGTH_BYTES) {
+      throw invalid(`${path}.lengths`, `${path}.lengths is ${lengths.length} bytes, but count ${count} needs ${count * PACKED_LENGTH_BYTES} (8 per row)`, lengths.length);
+    }
+    if (meta.length !== 0 && meta.length !== count * PACKED_META_BYTES) {
+      throw invalid(`${path}.meta`, `${path}.meta is ${meta.length} bytes, but must be empty or ${count * PACKED_META_BYTES} for count ${count} (24 per row)`, meta.length);
+    }
+    const offsets = new Float64Array(count + 1);
+    let at = 0;
+    for (let i = 0; i < count; i++) {
+      offsets[i] = at;
+      at += lengths.readUInt32LE(i * PACKED_LENGTH_BYTES) + lengths.readUInt32LE(i * PACKED_LENGTH_BYTES + 4);
+    }
+    offsets[count] = at;
+    if (at !== data.length) {
+      throw invalid(`${path}.data`, `${path}.data is ${data.length} bytes, but the lengths of its ${count} rows add up to ${at}`, data.length);
+    }
+    return new PackedRows(count, lengths, data, meta, offsets, 0);
+  }
+
+  /** The wire message: views of this batch's buffers. */
+  toMessage(): PackedRowsMessage {
+    return { format: PACKED_ROWS_FORMAT, count: this.count, lengths: this.lengths, data: this.data, meta: this.metaBytes };
+  }
+
+  /** Whether the rows carry metadata (`meta` is not empty). */
+  get hasMeta(): boolean {
+    return this.metaBytes.length > 0;
+  }
+
+  keyLength(i: number): number {
+    return this.lengths.readUInt32LE(this.at(i) * PACKED_LENGTH_BYTES);
+  }
+
+  valueLength(i: number): number {
+    return this.lengths.readUInt32LE(this.at(i) * PACKED_LENGTH_BYTES + 4);
+  }
+
+  /** Row i's key: a view, not a copy. */
+  key(i: number): Buffer {
+    const start = this.offsets[this.first + this.at(i)]! - this.offsets[this.first]!;
+    return this.data.subarray(start, start + this.keyLength(i));
+  }
+
+  /** Row i's value: a view, not a copy. */
+  value(i: number): Buffer {
+    const start = this.offsets[this.first + this.at(i)]! - this.offsets[this.first]! + this.keyLength(i);
+    return this.data.subarray(start, start + this.valueLength(i));
+  }
+
+  /** Row i's metadata (0 = unset), or undefined when the batch carries none. */
+  meta(i: number): RowMeta | undefined {
+    if (this.metaBytes.length === 0) return undefined;
+    const at = this.at(i) * PACKED_META_BYTES;
+    return { etag: this.metaU64(at), updatedAtMs: this.metaU64(at + 8), expiresAtMs: this.metaU64(at + 16) };
+  }
+
+  /**
+   * Row i's metadata field (0 etag, 1 updated_at_ms, 2 expires_at_ms) as a number; 0 without
+   * metadata. Values beyond 2^53 read inexactly but still beyond every range the store accepts.
+   */
+  metaField(i: number, field: 0 | 1 | 2): number {
+    if (this.metaBytes.length === 0) return 0;
+    return this.metaU64(this.at(i) * PACKED_META_BYTES + field * 8);
+  }
+
+  /** Row i's metadata field exactly, for error messages. */
+  metaFieldExact(i: number, field: 0 | 1 | 2): bigint {
+    if (this.metaBytes.length === 0) return 0n;
+    return this.metaBytes.readBigUInt64LE(this.at(i) * PACKED_META_BYTES + field * 8);
+  }
+
+  /** Where row i's key starts in `data` (its value follows it). @internal */
+  keyOffset(i: number): number {
+    return this.offsets[this.first + i]! - this.offsets[this.first]!;
+  }
+
+  /** Bytewise comparison of row i's key with `other[otherStart..]`, without a view. */
+  compareKeyTo(i: number, other: Uint8Array, otherStart = 0): number {
+    const start = this.keyOffset(this.at(i));
+    return this.data.compare(other, otherStart, other.length, start, start + this.keyLength(i));
+  }
+
+  /** Bytewise comparison of the keys of rows i and j. */
+  compareKeys(i: number, j: number): number {
+    const a = this.keyOffset(this.at(i));
+    const b = this.keyOffset(this.at(j));
+    return this.data.compare(this.data, b, b + this.keyLength(j), a, a + this.keyLength(i));
+  }
+
+  /** Whether the keys strictly increase (sorted, no duplicates). Computed once. */
+  isStrictlySorted(): boolean {
+    if (this.sorted === undefined) {
+      this.sorted = true;
+      for (let i = 1; i < this.count; i++) {
+        if (this.compareKeys(i - 1, i) >= 0) {
+          this.sorted = false;
+          break;
+        }
+      }
+    }
+    return this.sorted;
+  }
+
+  /**
+   * The first row from `from` on whose key is ≥ `bound`, by binary search: for strictly sorted
+   * rows only (see isStrictlySorted); `count` when there is none.
+   */
+  firstKeyAtLeast(bound: Uint8Array, from = 0): number {
+    let lo = from;
+    let hi = this.count;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.compareKeyTo(mid, bound) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** Copies row i's key into `target` at `at`; returns the bytes copied. */
+  copyKey(i: number, target: Buffer, at: number): number {
+    return copyBytes(this.data, this.keyOffset(this.at(i)), this.keyLength(i), target, at);
+  }
+
+  /** Copies row i's value into `target` at `at`; returns the bytes copied. */
+  copyValue(i: number, target: Buffer, at: number): number {
+    return copyBytes(this.data, this.keyOffset(this.at(i)) + this.keyLength(i), this.valueLength(i), target, at);
+  }
+
+  /** Rows `[start, end)` as views of this batch's buffers. */
+  slice(start: number, end: number = this.count): PackedRows {
+    const s = Math.max(0, Math.min(start, this.count));
+    const e = Math.max(s, Math.min(end, this.count));
+    if (s === 0 && e === this.count) return this;
+    const base = this.offsets[this.first]!;
+    const data = this.data.subarray(this.offsets[this.first + s]! - base, this.offsets[this.first + e]! - base);
+    const meta = this.metaBytes.length === 0 ? EMPTY : this.metaBytes.subarray(s * PACKED_META_BYTES, e * PACKED_META_BYTES);
+    return new PackedRows(e - s, this.lengths.subarray(s * PACKED_LENGTH_BYTES, e * PACKED_LENGTH_BYTES), data, meta, this.offsets, this.first + s, this.sorted === true ? true : undefined);
+  }
+
+  /** The rows as objects (views of the keys and values); for callers of the per-row API. */
+  toRows(): BulkRowInput[] {
+    const rows: BulkRowInput[] = new Array(this.count);
+    for (let i = 0; i < this.count; i++) {
+      const row: BulkRowInput = { key: this.key(i), value: this.value(i) };
+      if (this.metaBytes.length > 0) {
+        row.etag = this.metaField(i, 0);
+        row.updatedAtMs = this.metaField(i, 1);
+        row.expiresAtMs = this.metaField(i, 2);
+      }
+      rows[i] = row;
+    }
+    return rows;
+  }
+
+  private at(i: number): number {
+    if (!Number.isInteger(i) || i < 0 || i >= this.count) throw new RangeError(`row ${i} is outside a packed batch of ${this.count} rows`);
+    return i;
+  }
+
+  private metaU64(at: number): number {
+    return this.metaBytes.readUInt32LE(at + 4) * TWO_32 + this.metaBytes.readUInt32LE(at);
+  }
+}
+
+/**
+ * Builds a PackedRows by copying rows into growing buffers (sized by the hints, doubled as
+ * needed). `finish` hands the buffers to the batch without copying and starts the builder afresh.
+ */
+export class PackedRowsBuilder {
+  private readonly rowsHint: number;
+  private readonly bytesHint: number;
+  private lengths: Buffer = EMPTY;
+  private data: Buffer = EMPTY;
+  private metaBuf: Buffer = EMPTY;
+  private offsets = new Float64Array(0);
+  private rows = 0;
+  private used = 0;
+  private withMeta = false;
+
+  /** `rowsHint` and `bytesHint`: the rows and key + value bytes expected, to size the buffers once. */
+  constructor(options: { rowsHint?: number; bytesHint?: number } = {}) {
+    this.rowsHint = Math.max(1, Math.floor(options.rowsHint ?? 1024));
+    this.bytesHint = Math.max(1, Math.floor(options.bytesHint ?? 64 * 1024));
+  }
+
+  /** Rows added since the last finish. */
+  get count(): number {
+    return this.rows;
+  }
+
+  /** Key and value bytes added since the last finish. */
+  get bytes(): number {
+    return this.used;
+  }
+
+  /** Appends a row, copying its key and value (and metadata, when given). */
+  add(key: Uint8Array, value: Uint8Array, meta?: RowMeta): void {
+    const size = key.byteLength + value.byteLength;
+    this.reserve(this.rows + 1, this.used + size);
+    const l = this.rows * PACKED_LENGTH_BYTES;
+    this.lengths.writeUInt32LE(key.byteLength, l);
+    this.lengths.writeUInt32LE(value.byteLength, l + 4);
+    this.data.set(key, this.used);
+    this.data.set(value, this.used + key.byteLength);
+    this.offsets[this.rows] = this.used;
+    if (meta !== undefined && ((meta.etag ?? 0) !== 0 || (meta.updatedAtMs ?? 0) !== 0 || (meta.expiresAtMs ?? 0) !== 0)) {
+      if (!this.withMeta) this.startMeta();
+      const m = this.rows * PACKED_META_BYTES;
+      writeU64LE(this.metaBuf, m, meta.etag ?? 0);
+      writeU64LE(this.metaBuf, m + 8, meta.updatedAtMs ?? 0);
+      writeU64LE(this.metaBuf, m + 16, meta.expiresAtMs ?? 0);
+    } else if (this.withMeta) {
+      this.metaBuf.fill(0, this.rows * PACKED_META_BYTES, (this.rows + 1) * PACKED_META_BYTES);
+    }
+    this.rows++;
+    this.used += size;
+  }
+
+  /** The rows added so far as a batch; the builder starts empty again. */
+  finish(): PackedRows {
+    const offsets = this.rows === 0 ? new Float64Array(1) : this.offsets.subarray(0, this.rows + 1);
+    offsets[this.rows] = this.used;
+    const packed = new PackedRows(
+      this.rows,
+      this.lengths.subarray(0, this.rows * PACKED_LENGTH_BYTES),
+      this.data.subarray(0, this.used),
+      this.withMeta ? this.metaBuf.subarray(0, this.rows * PACKED_META_BYTES) : EMPTY,
+      offsets,
+      0,
+    );
+    this.lengths = EMPTY;
+    this.data = EMPTY;
+    this.metaBuf = EMPTY;
+    this.offsets = new Float64Array(0);
+    this.rows = 0;
+    this.used = 0;
+    this.withMeta = false;
+    return packed;
+  }
+
+  private reserve(rows: number, bytes: number): void {
+    if (rows + 1 > this.offsets.length) {
+      const capacity = Math.max(rows + 1, this.offsets.length === 0 ? this.rowsHint + 1 : this.offsets.length * 2);
+      const offsets = new Float64Array(capacity);
+      offsets.set(this.offsets.subarray(0, this.rows));
+      this.offsets = offsets;
+      this.lengths = grow(this.lengths, capacity * PACKED_LENGTH_BYTES, this.rows * PACKED_LENGTH_BYTES);
+      if (this.withMeta) this.metaBuf = grow(this.metaBuf, capacity * PACKED_META_BYTES, this.rows * PACKED_META_BYTES);
+    }
+    if (bytes > this.data.length) {
+      this.data = grow(this.data, Math.max(bytes, this.data.length === 0 ? this.bytesHint : this.data.length * 2), this.used);
+    }
+  }
+
+  /** The first row with metadata: earlier rows get zeros (unset). */
+  private startMeta(): void {
+    this.withMeta = true;
+    this.metaBuf = Buffer.alloc(this.offsets.length * PACKED_META_BYTES);
+  }
+}
+
+/**
+ * Below this many bytes a loop copies faster than Buffer#copy, whose argument checks and
+ * temporary view cost more than the copy itself (keys are typically 8–64 bytes).
+ */
+const LOOP_COPY_MAX_BYTES = 64;
+
+function copyBytes(source: Buffer, start: number, length: number, target: Buffer, at: number): number {
+  if (length <= LOOP_COPY_MAX_BYTES) {
+    for (let b = 0; b < length; b++) target[at + b] = source[start + b]!;
+    return length;
+  }
+  return source.copy(target, at, start, start + length);
+}
+
+function grow(buf: Buffer, capacity: number, used: number): Buffer {
+  const out = Buffer.allocUnsafe(capacity);
+  buf.copy(out, 0, 0, used);
+  return out;
+}
+
+function writeU64LE(buf: Buffer, at: number, n: number): void {
+  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`packed row metadata must be a whole number 0–${Number.MAX_SAFE_INTEGER}, got ${n}`);
+  buf.writeUInt32LE(n >>> 0, at);
+  buf.writeUInt32LE(Math.floor(n / TWO_32), at + 4);
+}
+
+function invalid(field: string, message: string, value: number): StoreError {
+  return new StoreError('STORE_INVALID_ARGUMENT', message, { context: { field, value: String(value) } });
+}

@@ -1,0 +1,151 @@
+import { describe, expect, it } from 'vitest';
+import { MAX_KEPT_ETAG, MAX_TIME_MS, PACKED_ROWS_FORMAT, PackedRows, PackedRowsBuilder, StoreError, checkPackedRows, checkRequest, requestDescOf, type BulkRowInput } from '../../store/index.js';
+import { BulkInsertRequest } from '../../store/proto/gen/shardpipe/store/v1/store.js';
+import { thrownBy } from '../helpers/rejection.js';
+
+const ctx = { maxKeyBytes: 16, maxValueBytes: 100 };
+const refusal = (fn: () => void): StoreError => thrownBy(fn, StoreError);
+
+function rowsOf(n: number, withMeta = false): BulkRowInput[] {
+  return Array.from({ length: n }, (_, i) => ({
+    key: Buffer.from(`k${String(i).padStart(4, '0')}`),
+    value: Buffer.alloc(i % 7, i),
+    ...(withMeta ? { etag: i * 3, updatedAtMs: 1_700_000_000_000 + i, expiresAtMs: i % 2 === 0 ? 0 : MAX_TIME_MS } : {}),
+  }));
+}
+
+function expectRows(packed: PackedRows, rows: readonly BulkRowInput[]): void {
+  expect(packed.count).toBe(rows.length);
+  expect(packed.bytes).toBe(rows.reduce((n, r) => n + r.key.length + r.value.length, 0));
+  for (let i = 0; i < rows.length; i++) {
+    expect(packed.key(i).equals(rows[i]!.key)).toBe(true);
+    expect(packed.value(i).equals(rows[i]!.value)).toBe(true);
+  }
+}
+
+describe('PackedRows', () => {
+  it('round-trips rows without metadata through the builder, the wire message and back', () => {
+    const rows = rowsOf(100);
+    const builder = new PackedRowsBuilder({ rowsHint: 3, bytesHint: 5 });
+    for (const r of rows) builder.add(r.key, r.value);
+    expect(builder.count).toBe(100);
+    const packed = builder.finish();
+    expect(builder.count).toBe(0);
+    expect(builder.bytes).toBe(0);
+    expectRows(packed, rows);
+    expect(packed.hasMeta).toBe(false);
+    expect(packed.meta(5)).toBeUndefined();
+
+    const wire = BulkInsertRequest.decode(BulkInsertRequest.encode({ mapVersion: 1, rows: [], packed: packed.toMessage() }).finish());
+    expect(wire.packed!.format).toBe(PACKED_ROWS_FORMAT);
+    expect(wire.packed!.meta.length).toBe(0);
+    const back = PackedRows.fromMessage(wire.packed!);
+    expectRows(back, rows);
+    expect(back.toRows().map((r) => r.key.toString())).toEqual(rows.map((r) => r.key.toString()));
+  });
+
+  it('keeps metadata, filling zeros for rows added before the first row with some', () => {
+    const builder = new PackedRowsBuilder();
+    builder.add(Buffer.from('a'), Buffer.from('1'));
+    builder.add(Buffer.from('b'), Buffer.from('2'), { etag: 2 ** 52, updatedAtMs: 5, expiresAtMs: MAX_TIME_MS });
+    builder.add(Buffer.from('c'), Buffer.from('3'));
+    const packed = builder.finish();
+    expect(packed.meta(0)).toEqual({ etag: 0, updatedAtMs: 0, expiresAtMs: 0 });
+    expect(packed.meta(1)).toEqual({ etag: 2 ** 52, updatedAtMs: 5, expiresAtMs: MAX_TIME_MS });
+    expect(packed.meta(2)).toEqual({ etag: 0, updatedAtMs: 0, expiresAtMs: 0 });
+    expect(packed.toMessage().meta.length).toBe(3 * 24);
+    const back = PackedRows.fromMessage(BulkInsertRequest.decode(BulkInsertRequest.encode({ mapVersion: 1, rows: [], packed: packed.toMessage() }).finish()).packed!);
+    expect(back.meta(1)).toEqual(packed.meta(1));
+  });
+
+  it('fromRows packs metadata only when a row has some', () => {
+    expect(PackedRows.fromRows(rowsOf(10)).hasMeta).toBe(false);
+    const rows = rowsOf(10, true);
+    const packed = PackedRows.fromRows(rows);
+    expectRows(packed, rows);
+    for (let i = 0; i < rows.length; i++) expect(packed.meta(i)).toEqual({ etag: rows[i]!.etag, updatedAtMs: rows[i]!.updatedAtMs, expiresAtMs: rows[i]!.expiresAtMs });
+    expect(PackedRows.fromRows([]).count).toBe(0);
+  });
+
+  it('slices are views of the same bytes, nest, and are prefixes of the wire buffers', () => {
+    const rows = rowsOf(50, true);
+    const packed = PackedRows.fromRows(rows);
+    const whole = packed.toMessage();
+    const head = packed.slice(0, 20);
+    const mid = packed.slice(20, 45);
+    const inner = mid.slice(5, 10);
+    expectRows(head, rows.slice(0, 20));
+    expectRows(mid, rows.slice(20, 45));
+    expectRows(inner, rows.slice(25, 30));
+    expect(inner.meta(0)).toEqual(packed.meta(25));
+    // A prefix of rows is a prefix of every buffer.
+    const h = head.toMessage();
+    expect(whole.lengths.subarray(0, h.lengths.length).equals(h.lengths)).toBe(true);
+    expect(whole.data.subarray(0, h.data.length).equals(h.data)).toBe(true);
+    expect(whole.meta.subarray(0, h.meta.length).equals(h.meta)).toBe(true);
+    // No copy: the slice's data shares memory with the batch.
+    expect(mid.key(0).buffer).toBe(packed.key(0).buffer);
+    expect(packed.slice(0, packed.count)).toBe(packed);
+    expect(packed.slice(60, 70).count).toBe(0);
+    expect(() => head.key(20)).toThrow(RangeError);
+  });
+
+  it('refuses a message whose parts do not fit together, naming the field', () => {
+    const good = PackedRows.fromRows(rowsOf(4)).toMessage();
+    expect(refusal(() => PackedRows.fromMessage({ ...good, format: 2 }, 'BulkInsertRequest.packed')).message).toMatch(/^BulkInsertRequest\.packed\.format is 2, a packed batch format this node does not know/);
+    expect(refusal(() => PackedRows.fromMessage({ ...good, format: 0 })).code).toBe('STORE_INVALID_ARGUMENT');
+    expect(refusal(() => PackedRows.fromMessage({ ...good, count: 5 })).message).toMatch(/^PackedRows\.lengths is 32 bytes, but count 5 needs 40/);
+    expect(refusal(() => PackedRows.fromMessage({ ...good, meta: Buffer.alloc(24) })).message).toMatch(/^PackedRows\.meta is 24 bytes, but must be empty or 96/);
+    expect(refusal(() => PackedRows.fromMessage({ ...good, data: good.data.subarray(1) })).message).toMatch(/^PackedRows\.data is \d+ bytes, but the lengths of its 4 rows add up to \d+/);
+  });
+});
+
+describe('checkPackedRows', () => {
+  const one = (key: Buffer, value: Buffer, meta?: Parameters<PackedRowsBuilder['add']>[2]): PackedRows => {
+    const b = new PackedRowsBuilder();
+    b.add(Buffer.from('ok'), Buffer.from('v'));
+    b.add(key, value, meta);
+    return b.finish();
+  };
+
+  it('accepts rows at the edges of every range', () => {
+    checkPackedRows(one(Buffer.alloc(16, 1), Buffer.alloc(100), { etag: MAX_KEPT_ETAG, updatedAtMs: MAX_TIME_MS, expiresAtMs: MAX_TIME_MS }), ctx);
+  });
+
+  it('names the row and field, with the per-row form codes', () => {
+    let err = refusal(() => checkPackedRows(one(Buffer.alloc(0), Buffer.from('v')), ctx));
+    expect(err.code).toBe('STORE_INVALID_KEY');
+    expect(err.message).toBe('BulkInsertRequest.packed[1].key: key is empty: keys must be 1 or more bytes');
+    err = refusal(() => checkPackedRows(one(Buffer.alloc(17), Buffer.from('v')), ctx));
+    expect(err.message).toBe('BulkInsertRequest.packed[1].key: key is 17 bytes, over the limit of 16 bytes');
+    err = refusal(() => checkPackedRows(one(Buffer.from('k'), Buffer.alloc(101)), ctx));
+    expect(err.code).toBe('STORE_VALUE_TOO_LARGE');
+    expect(err.message).toBe('BulkInsertRequest.packed[1].value: value is 101 bytes, over the limit of 100 bytes');
+    err = refusal(() => checkPackedRows(one(Buffer.from('k'), Buffer.from('v'), { etag: MAX_KEPT_ETAG + 1 }), ctx));
+    expect(err.code).toBe('STORE_INVALID_ARGUMENT');
+    expect(err.message).toMatch(/^BulkInsertRequest\.packed\[1\]\.etag is 4503599627370497, out of range: allowed 0–4503599627370496/);
+    err = refusal(() => checkPackedRows(one(Buffer.from('k'), Buffer.from('v'), { expiresAtMs: MAX_TIME_MS + 1 }), ctx));
+    expect(err.message).toMatch(/^BulkInsertRequest\.packed\[1\]\.expires_at_ms is 253402300800000, out of range/);
+  });
+
+  it('reports a u64 beyond 2^53 exactly', () => {
+    const packed = one(Buffer.from('k'), Buffer.from('v'), { etag: 1 });
+    const message = packed.toMessage();
+    const meta = Buffer.from(message.meta);
+    meta.writeBigUInt64LE(2n ** 64n - 1n, 24 + 8);
+    const err = refusal(() => checkPackedRows(PackedRows.fromMessage({ ...message, meta }), ctx));
+    expect(err.message).toMatch(/^BulkInsertRequest\.packed\[1\]\.updated_at_ms is 18446744073709551615, out of range/);
+  });
+
+  it('checkRequest refuses rows and packed together, and checks packed batches', () => {
+    const packed = PackedRows.fromRows(rowsOf(3)).toMessage();
+    const both = refusal(() => checkRequest(requestDescOf('BulkInsert'), { mapVersion: 1, rows: [{ key: Buffer.from('a'), value: Buffer.alloc(0) }], packed }, ctx));
+    expect(both.code).toBe('STORE_INVALID_ARGUMENT');
+    expect(both.message).toMatch(/^BulkInsertRequest sets both rows \(1\) and packed/);
+    checkRequest(requestDescOf('BulkInsert'), { mapVersion: 1, rows: [], packed }, ctx);
+    const bad = refusal(() => checkRequest(requestDescOf('BulkInsert'), { mapVersion: 1, rows: [], packed: { ...packed, format: 9 } }, ctx));
+    expect(bad.message).toMatch(/^BulkInsertRequest\.packed\.format is 9/);
+    const badKey = PackedRows.fromRows([{ key: Buffer.alloc(20), value: Buffer.alloc(0) }]).toMessage();
+    expect(refusal(() => checkRequest(requestDescOf('BulkInsert'), { mapVersion: 1, rows: [], packed: badKey }, ctx)).message).toMatch(/^BulkInsertRequest\.packed\[0\]\.key: key is 20 bytes/);
+  });
+});
