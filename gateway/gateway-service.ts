@@ -118,40 +118,68 @@ export class GatewayService {
   /**
    * Writes rows arriving in any order: buffers them per partition of the current map, and writes a
    * partition's rows sorted (the last of equal keys wins) once it holds `bulkPartitionRows`, when
-   * the buffer is full, and at the end. The map may change meanwhile: the bulk writer cuts each
+   * the rows held reach `bulkMaxBufferedRows`, and at the end. The map may change meanwhile: the bulk writer cuts each
    * sorted batch at the partition boundaries of the map it has then.
    */
   async bulkPut(requests: AsyncIterable<BulkPutRequest>, signal?: AbortSignal): Promise<BulkPutResponse> {
     const map = await this.call(() => this.client.map({ signal, timeoutMs: this.retryBudgetMs }));
     const buffers = new Map<number, IndexedRow[]>();
-    let buffered = 0;
+    // Writes of one partition run one after another (the last of equal keys wins); partitions and
+    // the receiving of further rows overlap with them.
+    const tails = new Map<number, Promise<void>>();
+    const writing = new Set<Promise<void>>();
+    let failure: unknown;
+    let held = 0;
     let index = 0;
     let written = 0;
-    const flush = async (id: number): Promise<void> => {
+    const flush = (id: number): void => {
       const rows = buffers.get(id);
       if (rows === undefined || rows.length === 0) return;
       buffers.delete(id);
-      buffered -= rows.length;
-      await this.writeSorted(rows, signal);
-      written += rows.length;
+      const write = (tails.get(id) ?? Promise.resolve())
+        .then(() => (failure === undefined ? this.writeSorted(rows, signal) : undefined))
+        .then(
+          () => void (written += rows.length),
+          (err: unknown) => void (failure ??= err),
+        )
+        .finally(() => {
+          held -= rows.length;
+          writing.delete(write);
+        });
+      tails.set(id, write);
+      writing.add(write);
+    };
+    const settle = async (): Promise<void> => {
+      while (writing.size > 0) await Promise.all([...writing]);
     };
     try {
       for await (const req of requests) {
         for (const row of req.rows) {
           const problem = Key.problem(row.key);
-          if (problem !== undefined) throw new GatewayError('GATEWAY_INVALID_ARGUMENT', `BulkPutRequest row ${index} (counting from 0 over the stream): ${problem}; no row from it on was written, ${written} rows before were`);
+          if (problem !== undefined) {
+            await settle();
+            throw new GatewayError('GATEWAY_INVALID_ARGUMENT', `BulkPutRequest row ${index} (counting from 0 over the stream): ${problem}; ${written} rows before it were written, the rows the gateway still held and those from it on were not (send them again without the bad row)`);
+          }
           const key = Buffer.from(row.key.buffer, row.key.byteOffset, row.key.byteLength);
           const id = map.lookup(key).id;
           let rows = buffers.get(id);
           if (rows === undefined) buffers.set(id, (rows = []));
           rows.push({ key, value: Buffer.from(row.value.buffer, row.value.byteOffset, row.value.byteLength), index: index++ });
-          buffered++;
-          if (rows.length >= this.bulkPartitionRows) await flush(id);
+          held++;
+          if (rows.length >= this.bulkPartitionRows) flush(id);
         }
-        while (buffered > this.bulkMaxBufferedRows) await flush(fullest(buffers));
+        // Rows held (buffered and being written) stay bounded: flush the fullest buffer, then wait.
+        while (held > this.bulkMaxBufferedRows && failure === undefined) {
+          if (buffers.size > 0) flush(fullest(buffers));
+          await Promise.race([...writing]);
+        }
+        if (failure !== undefined) break;
       }
-      for (const id of [...buffers.keys()]) await flush(id);
+      if (failure === undefined) for (const id of [...buffers.keys()]) flush(id);
+      await settle();
+      if (failure !== undefined) throw failure;
     } catch (err) {
+      await settle();
       throw toGatewayError(err);
     }
     return create(BulkPutResponseSchema, { rows: BigInt(written) });

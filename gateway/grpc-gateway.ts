@@ -30,8 +30,8 @@ export function createGrpcGatewayServer(service: GatewayService, limiter: Reques
   return { server, health };
 }
 
-/** A grpc-js service definition whose (de)serializers are protobuf-es's, from the descriptor. */
-function serviceDefinition(desc: DescService): ServiceDefinition {
+/** A grpc-js service definition whose (de)serializers are protobuf-es's, from the descriptor (also for grpc-js clients). */
+export function serviceDefinition(desc: DescService): ServiceDefinition {
   const def: Record<string, ServiceDefinition[string]> = {};
   for (const m of desc.methods) {
     def[m.name] = {

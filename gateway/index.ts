@@ -8,3 +8,4 @@ export { GATEWAY_METHOD_ROLES } from './gateway-auth.js';
 export { RequestLimiter } from './request-limiter.js';
 export type { RequestLimiterOptions } from './request-limiter.js';
 export { Gateway as GATEWAY_SERVICE_DESC, file_shardpipe_gateway_v1_gateway as GATEWAY_PROTO_FILE } from './proto/gen/shardpipe/gateway/v1/gateway_pb.js';
+export { serviceDefinition as grpcServiceDefinition } from './grpc-gateway.js';

@@ -136,6 +136,11 @@ describe('gateway driven from Python (gRPC) and curl (Connect JSON)', () => {
     expect(await python('scan-all-digest')).toEqual({ entries, sha256: digest.digest('hex') });
   }, 180_000);
 
+  it('Python: a BulkPut row with an empty key is INVALID_ARGUMENT naming its position in the stream', async () => {
+    const out = await python('bulk-bad-key');
+    expect(out).toEqual({ status: 'INVALID_ARGUMENT', details: expect.stringContaining('BulkPutRequest row 2500 (counting from 0 over the stream): key is empty') });
+  }, 60_000);
+
   it('curl: Put, Get, CAS conflict (409 with the current etag), partial pages of a 10,000-key range', async () => {
     const put = await curl(gateway.address, 'Put', { key: b64('curl:a'), value: b64('hello') });
     expect(put.status).toBe(200);
