@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Key, PartitionMap, StoreClient, checkHealth, type PartitionMapJson } from '../../store/index.js';
 import { CLI, StoreCluster } from '../helpers/store-cluster.js';
 import { makeTempDir, type TempDir } from '../helpers/temp-dir.js';
+import { makeTestCerts } from '../helpers/test-certs.js';
 
 const run = promisify(execFile);
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -28,8 +29,8 @@ class GatewayProcess {
   port = 0;
   private constructor(private readonly child: ChildProcess) {}
 
-  static async start(seeds: string[], extra: string[] = []): Promise<GatewayProcess> {
-    const child = spawn(process.execPath, [CLI, 'gateway', '--seeds', seeds.join(','), '--listen', '127.0.0.1:0', '--log-format', 'json', '--log-level', 'warn', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+  static async start(seeds: string[], extra: string[] = [], env: Record<string, string> = {}): Promise<GatewayProcess> {
+    const child = spawn(process.execPath, [CLI, 'gateway', '--seeds', seeds.join(','), '--listen', '127.0.0.1:0', '--log-format', 'json', '--log-level', 'warn', ...extra], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     const gateway = new GatewayProcess(child);
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -256,4 +257,40 @@ describe('gateway with --auth-token-file', () => {
     // Health stays open for probes.
     expect(await checkHealth(secured.address, 5000, '')).toBe('SERVING');
   }, 60_000);
+});
+
+describe('gateway over TLS (mutual), in front of TLS store nodes', () => {
+  it('serves gRPC (Python) and Connect JSON (curl over HTTP/1.1) on one TLS port, and refuses a caller without a client certificate', async () => {
+    await run('mkdir', ['-p', tmp.sub('certs')]);
+    const certs = await makeTestCerts(tmp.sub('certs'));
+    const tlsEnv = { SHARDPIPE_TLS_CERT: certs.serverCert, SHARDPIPE_TLS_KEY: certs.serverKey, SHARDPIPE_TLS_CA: certs.ca };
+    // The node children take their TLS from the environment they inherit.
+    const saved = { ...process.env };
+    Object.assign(process.env, tlsEnv);
+    let tlsCluster: StoreCluster | undefined;
+    let tlsGateway: GatewayProcess | undefined;
+    try {
+      tlsCluster = await StoreCluster.start({ nodes: 1, partitions: 2 });
+      process.env = saved;
+      tlsGateway = await GatewayProcess.start(tlsCluster.seeds, [], tlsEnv);
+      const url = `https://${tlsGateway.address}/shardpipe.gateway.v1.Gateway`;
+      const tlsCurl = ['-s', '-m', '30', '--http1.1', '--cacert', certs.ca, '-H', 'Content-Type: application/json'];
+      const put = await run('curl', [...tlsCurl, '--cert', certs.clientCert, '--key', certs.clientKey, '-d', JSON.stringify({ key: b64('tls:a'), value: b64('secret') }), `${url}/Put`]);
+      expect(JSON.parse(put.stdout)).toHaveProperty('etag');
+      const script = [
+        'import sys, grpc',
+        'from shardpipe.gateway.v1 import gateway_pb2 as pb, gateway_pb2_grpc as rpc',
+        'ca, cert, key, addr = [open(p, "rb").read() if i < 3 else p for i, p in enumerate(sys.argv[1:5])]',
+        'creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)',
+        'print(rpc.GatewayStub(grpc.secure_channel(addr, creds)).Get(pb.GetRequest(key=b"tls:a")).value.decode())',
+      ].join('\n');
+      const got = await run(PYTHON, ['-c', script, certs.ca, certs.clientCert, certs.clientKey, tlsGateway.address], { env: { ...process.env, PYTHONPATH: stubs } });
+      expect(got.stdout.trim()).toBe('secret');
+      await expect(run('curl', [...tlsCurl, '-d', JSON.stringify({ key: b64('tls:a') }), `${url}/Get`])).rejects.toThrow();
+    } finally {
+      process.env = saved;
+      await tlsGateway?.stop();
+      await tlsCluster?.close();
+    }
+  }, 120_000);
 });
