@@ -6,6 +6,7 @@ import { registerClusterCommands } from './commands/cluster-commands.js';
 import { registerConfigCommands } from './commands/config-commands.js';
 import { registerCoordinatorCommand } from './commands/coordinator-command.js';
 import { registerDemoCommand } from './commands/demo-command.js';
+import { registerGatewayCommand } from './commands/gateway-command.js';
 import { registerIngestCommands } from './commands/ingest-commands.js';
 import { registerKvCommands } from './commands/kv-commands.js';
 import { registerMetricsCommands } from './commands/metrics-commands.js';
@@ -46,6 +47,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerWorkerCommand(program, ctx);
   registerBackupCommands(program, ctx);
   registerMetricsCommands(program, ctx);
+  registerGatewayCommand(program, ctx);
   registerRestoreCommands(program, ctx);
   registerDemoCommand(program, ctx);
   registerUpCommand(program, ctx);

@@ -73,13 +73,13 @@ describe('docker-compose.yml', () => {
   it('validates with docker-compose config and has every service of the design', () => {
     // docker-compose 1.x lists the services of every profile; the design's run without one.
     const always = Object.entries(services).filter(([, x]) => x.profiles === undefined).map(([name]) => name);
-    expect(always.sort()).toEqual(['azurite', 'init', 'metrics-server', 'redis', 'store-0', 'store-1', 'store-2', 'worker-1', 'worker-2']);
+    expect(always.sort()).toEqual(['azurite', 'gateway', 'init', 'metrics-server', 'redis', 'store-0', 'store-1', 'store-2', 'worker-1', 'worker-2']);
     expect(services.redis!.command).toContain('--appendonly');
   });
 
   it('every shardpipe service runs a command the CLI has, with options it knows, and health checks it can answer', () => {
     const own = Object.entries(services).filter(([, s]) => s.build !== undefined);
-    expect(own.length).toBe(7);
+    expect(own.length).toBe(8);
     for (const [name, s] of own) {
       expect(s.command, name).toBeDefined();
       expect(checkArgv(program, s.command!), name).toEqual([]);

@@ -1,0 +1,153 @@
+/**
+ * Gateway benchmark (a measurement, not a test).
+ *
+ * One store node child (`store start --no-sync`, 4 partitions) and one gateway child (`shardpipe
+ * gateway`), measured in the same run:
+ *   1. a no-op call to the gateway's own gRPC server (grpc.health.v1 Check: the same server, port and
+ *      interceptors, no store call) — the ceiling of any gateway call;
+ *   2. Get and Put ops/s through the gateway (gRPC) and with the thick client direct, at concurrency
+ *      1 and 32; ratios gateway/no-op and gateway/direct;
+ *   3. BulkPut of N sorted rows (client stream, 1000 rows a message) vs StoreClient.bulkPutAll direct
+ *      (separate key ranges, same node): rows/s and the ratio.
+ * Goals (issue 14): gateway Get at 32 ≥ 0.7× the no-op; BulkPut of sorted rows ≥ 0.7× direct.
+ * Prints a table, then one JSON line with every figure.
+ *
+ * Run after `npx tsc -p tsconfig.json`: node dist/bench/gateway-bench.js [--rows N (default 200000)] [--ops N (default 2000)]
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { create } from '@bufbuild/protobuf';
+import { Client, credentials, makeGenericClientConstructor, type ClientWritableStream, type ServiceError } from '@grpc/grpc-js';
+import { findFreePort } from '../common/index.js';
+import { grpcServiceDefinition, GATEWAY_SERVICE_DESC } from '../gateway/index.js';
+import { BulkPutRequestSchema, GetRequestSchema, PutRequestSchema, type BulkPutRequest } from '../gateway/proto/gen/shardpipe/gateway/v1/gateway_pb.js';
+import { Key, PartitionMap, StoreClient, type BulkRowInput } from '../store/index.js';
+import { stopChild, waitForReady } from './bench-processes.js';
+import { fixed, int, table } from './bench-format.js';
+
+const MAIN_JS = join(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
+const { values: args } = parseArgs({ options: { rows: { type: 'string', default: '200000' }, ops: { type: 'string', default: '2000' }, help: { type: 'boolean' } } });
+if (args.help) {
+  process.stdout.write('node dist/bench/gateway-bench.js [--rows N (BulkPut rows, default 200000)] [--ops N (calls per run at concurrency 1; 4× at 32; default 2000)]\n');
+  process.exit(0);
+}
+const ROWS = Number(args.rows);
+const OPS = Number(args.ops);
+if (!Number.isSafeInteger(ROWS) || ROWS < 1000) throw new RangeError(`--rows must be a whole number ≥ 1000, got ${args.rows}`);
+if (!Number.isSafeInteger(OPS) || OPS < 10) throw new RangeError(`--ops must be a whole number ≥ 10, got ${args.ops}`);
+
+type Call = (...a: unknown[]) => unknown;
+type GatewayClient = Client & { Check: Call; Get: Call; Put: Call; BulkPut: Call };
+const GatewayGrpcClient = makeGenericClientConstructor(grpcServiceDefinition(GATEWAY_SERVICE_DESC), 'Gateway');
+const HealthCheckClient = makeGenericClientConstructor(
+  { Check: { path: '/grpc.health.v1.Health/Check', requestStream: false, responseStream: false, requestSerialize: (b: Buffer) => b, requestDeserialize: (b: Buffer) => b, responseSerialize: (b: Buffer) => b, responseDeserialize: (b: Buffer) => b } },
+  'Health',
+);
+
+function startChild(argv: string[]): { child: ChildProcess; exited: Promise<void> } {
+  const child = spawn(process.execPath, [MAIN_JS, ...argv, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  return { child, exited: once(child, 'exit').then(() => undefined) };
+}
+
+function unary<T>(fn: (cb: (err: ServiceError | null, value?: T) => void) => void): Promise<T> {
+  return new Promise((resolve, reject) => fn((err, value) => (err ? reject(err) : resolve(value as T))));
+}
+
+/** Runs `op` `total` times with `concurrency` callers; ops/s. */
+async function measure(total: number, concurrency: number, op: (i: number) => Promise<unknown>): Promise<number> {
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < total) await op(next++);
+  }));
+  return total / ((performance.now() - started) / 1000);
+}
+
+function keyOf(prefix: number, i: number): Buffer {
+  const key = Buffer.alloc(16);
+  key.writeUInt8(prefix, 0);
+  key.writeUInt32BE(i, 12);
+  return key;
+}
+
+const dir = await mkdtemp(join(tmpdir(), 'shardpipe-gateway-bench-'));
+const nodeAddress = `127.0.0.1:${await findFreePort()}`;
+const gatewayPort = await findFreePort();
+const mapFile = join(dir, 'map.json');
+await writeFile(mapFile, JSON.stringify(PartitionMap.evenlySplit(1, [nodeAddress], 4).toJson()));
+const node = startChild(['store', 'start', '--map', mapFile, '--node', nodeAddress, '--data', join(dir, 'node'), '--no-sync']);
+const gateway = { child: undefined as ChildProcess | undefined, exited: Promise.resolve() };
+const direct = new StoreClient({ seeds: [nodeAddress] });
+let gw: GatewayClient | undefined;
+let health: GatewayClient | undefined;
+try {
+  await waitForReady(node.child);
+  Object.assign(gateway, startChild(['gateway', '--seeds', nodeAddress, '--listen', `127.0.0.1:${gatewayPort}`]));
+  await waitForReady(gateway.child!);
+  gw = new GatewayGrpcClient(`127.0.0.1:${gatewayPort}`, credentials.createInsecure()) as unknown as GatewayClient;
+  health = new HealthCheckClient(`127.0.0.1:${gatewayPort}`, credentials.createInsecure()) as unknown as GatewayClient;
+  const value = Buffer.alloc(100, 7);
+  for (let i = 0; i < 1000; i++) await direct.put(Key.fromBytes(keyOf(0x40, i)), value);
+
+  // Warm every path (JIT, channels, the gateway's map) before the clock.
+  await measure(500, 8, () => unary((cb) => health!.Check(Buffer.alloc(0), cb)));
+  await measure(500, 8, (i) => unary((cb) => gw!.Get(create(GetRequestSchema, { key: keyOf(0x40, i % 1000) }), cb)));
+  await measure(500, 8, (i) => unary((cb) => gw!.Put(create(PutRequestSchema, { key: keyOf(0x43, i), value }), cb)));
+  await measure(500, 8, (i) => direct.get(Key.fromBytes(keyOf(0x40, i % 1000))));
+
+  const rows: string[][] = [];
+  const figures: Record<string, number> = {};
+  for (const concurrency of [1, 32]) {
+    const total = concurrency === 1 ? OPS : OPS * 4;
+    const noop = await measure(total, concurrency, () => unary((cb) => health!.Check(Buffer.alloc(0), cb)));
+    const gwGet = await measure(total, concurrency, (i) => unary((cb) => gw!.Get(create(GetRequestSchema, { key: keyOf(0x40, i % 1000) }), cb)));
+    const directGet = await measure(total, concurrency, (i) => direct.get(Key.fromBytes(keyOf(0x40, i % 1000))));
+    const gwPut = await measure(total, concurrency, (i) => unary((cb) => gw!.Put(create(PutRequestSchema, { key: keyOf(0x41, i), value }), cb)));
+    const directPut = await measure(total, concurrency, (i) => direct.put(Key.fromBytes(keyOf(0x42, i)), value));
+    Object.assign(figures, { [`noop_c${concurrency}`]: noop, [`gateway_get_c${concurrency}`]: gwGet, [`direct_get_c${concurrency}`]: directGet, [`gateway_put_c${concurrency}`]: gwPut, [`direct_put_c${concurrency}`]: directPut });
+    rows.push([`no-op (gateway health Check)`, String(concurrency), int(noop), '', '']);
+    rows.push(['Get via gateway', String(concurrency), int(gwGet), fixed(gwGet / noop, 2), fixed(gwGet / directGet, 2)]);
+    rows.push(['Get direct', String(concurrency), int(directGet), fixed(directGet / noop, 2), '']);
+    rows.push(['Put via gateway', String(concurrency), int(gwPut), fixed(gwPut / noop, 2), fixed(gwPut / directPut, 2)]);
+    rows.push(['Put direct', String(concurrency), int(directPut), fixed(directPut / noop, 2), '']);
+  }
+
+  // BulkPut of sorted rows: gateway (client stream) then direct, into separate key ranges.
+  const gwStarted = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    const call = gw!.BulkPut((err: ServiceError | null) => (err ? reject(err) : resolve())) as ClientWritableStream<BulkPutRequest>;
+    (async () => {
+      for (let from = 0; from < ROWS; from += 1000) {
+        const message = create(BulkPutRequestSchema, { rows: Array.from({ length: Math.min(1000, ROWS - from) }, (_, j) => ({ key: keyOf(0x80, from + j), value })) });
+        if (!call.write(message)) await once(call, 'drain');
+      }
+      call.end();
+    })().catch(reject);
+  });
+  const gwBulk = ROWS / ((performance.now() - gwStarted) / 1000);
+  const directStarted = performance.now();
+  await direct.bulkPutAll((function* (): Generator<BulkRowInput[]> {
+    for (let from = 0; from < ROWS; from += 1000) yield Array.from({ length: Math.min(1000, ROWS - from) }, (_, j) => ({ key: keyOf(0xc0, from + j), value }));
+  })(), { maxInFlight: 4 });
+  const directBulk = ROWS / ((performance.now() - directStarted) / 1000);
+  Object.assign(figures, { gateway_bulk_rows_per_sec: gwBulk, direct_bulk_rows_per_sec: directBulk });
+  rows.push([`BulkPut via gateway (${int(ROWS)} sorted rows)`, '-', int(gwBulk), '', fixed(gwBulk / directBulk, 2)]);
+  rows.push(['bulkPutAll direct', '-', int(directBulk), '', '']);
+
+  process.stdout.write(table(['operation', 'concurrency', 'ops/s (rows/s)', '÷ no-op', '÷ direct'], rows) + '\n');
+  const goals = { getVsNoopC32: figures.gateway_get_c32! / figures.noop_c32!, bulkVsDirect: gwBulk / directBulk };
+  process.stdout.write(`goals: gateway Get c32 ÷ no-op = ${fixed(goals.getVsNoopC32, 2)} (goal ≥ 0.70); BulkPut ÷ direct = ${fixed(goals.bulkVsDirect, 2)} (goal ≥ 0.70)\n`);
+  process.stdout.write(JSON.stringify({ bench: 'gateway', rows: ROWS, ops: OPS, figures, goals }) + '\n');
+} finally {
+  gw?.close();
+  health?.close();
+  direct.close();
+  if (gateway.child) await stopChild(gateway.child, gateway.exited);
+  await stopChild(node.child, node.exited);
+  await rm(dir, { recursive: true, force: true });
+}

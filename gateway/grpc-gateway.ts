@@ -1,0 +1,137 @@
+import { once } from 'node:events';
+import { fromBinary, toBinary, type DescMessage, type DescService } from '@bufbuild/protobuf';
+import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
+import { Metadata, Server, ServerInterceptingCall, type ServerInterceptor, type ServiceDefinition, type UntypedServiceImplementation, type sendUnaryData, type ServerUnaryCall, type ServerWritableStream, type ServerReadableStream } from '@grpc/grpc-js';
+import { ReflectionService } from '@grpc/reflection';
+import { HealthImplementation } from 'grpc-health-check';
+import { checkGatewayCall, type GatewayAuthOptions } from './gateway-auth.js';
+import { toGatewayError } from './gateway-errors.js';
+import type { GatewayService } from './gateway-service.js';
+import type { RequestLimiter } from './request-limiter.js';
+import { Gateway, file_shardpipe_gateway_v1_gateway } from './proto/gen/shardpipe/gateway/v1/gateway_pb.js';
+
+/** The grpc.health.v1 / reflection paths, open without a token (health) or with role read (reflection). */
+const HEALTH_PREFIX = '/grpc.health.v1.Health/';
+
+/**
+ * A grpc-js server (not bound: connections are injected by the gateway's listener) serving the
+ * Gateway service from its protobuf-es descriptor, plus grpc.health.v1 and server reflection
+ * (v1 and v1alpha) so generic tools (grpcurl, Postman) discover the API.
+ */
+export function createGrpcGatewayServer(service: GatewayService, limiter: RequestLimiter, auth: GatewayAuthOptions, maxMessageBytes: number): { server: Server; health: HealthImplementation } {
+  const server = new Server({ interceptors: [authInterceptor(auth)], 'grpc.max_receive_message_length': maxMessageBytes, 'grpc.max_send_message_length': maxMessageBytes });
+  server.addService(serviceDefinition(Gateway), implementation(service, limiter));
+  const health = new HealthImplementation({ '': 'SERVING', [Gateway.typeName]: 'SERVING' });
+  health.addToServer(server);
+  const fileBytes = Buffer.from(toBinary(FileDescriptorProtoSchema, file_shardpipe_gateway_v1_gateway.proto));
+  // @grpc/reflection reads only `fileDescriptorProtos` of a proto-loader package definition.
+  const pkg = { [Gateway.typeName]: { fileDescriptorProtos: [fileBytes] } } as unknown as ConstructorParameters<typeof ReflectionService>[0];
+  new ReflectionService(pkg).addToServer(server);
+  return { server, health };
+}
+
+/** A grpc-js service definition whose (de)serializers are protobuf-es's, from the descriptor (also for grpc-js clients). */
+export function serviceDefinition(desc: DescService): ServiceDefinition {
+  const def: Record<string, ServiceDefinition[string]> = {};
+  for (const m of desc.methods) {
+    def[m.name] = {
+      path: `/${desc.typeName}/${m.name}`,
+      requestStream: m.methodKind === 'client_streaming' || m.methodKind === 'bidi_streaming',
+      responseStream: m.methodKind === 'server_streaming' || m.methodKind === 'bidi_streaming',
+      requestSerialize: serializer(m.input),
+      requestDeserialize: deserializer(m.input),
+      responseSerialize: serializer(m.output),
+      responseDeserialize: deserializer(m.output),
+      originalName: m.localName,
+    };
+  }
+  return def as ServiceDefinition;
+}
+
+function serializer(schema: DescMessage) {
+  return (message: Parameters<typeof toBinary>[1]): Buffer => Buffer.from(toBinary(schema, message));
+}
+
+function deserializer(schema: DescMessage) {
+  return (bytes: Buffer): unknown => fromBinary(schema, bytes);
+}
+
+/* eslint-disable @typescript-eslint/no-explicit-any */
+function implementation(service: GatewayService, limiter: RequestLimiter): UntypedServiceImplementation {
+  const unary =
+    (fn: (req: any, signal: AbortSignal) => Promise<any>) =>
+    (call: ServerUnaryCall<any, any>, callback: sendUnaryData<any>): void => {
+      const signal = cancelSignal(call);
+      limiter.run(() => fn(call.request, signal)).then(
+        (response) => callback(null, response),
+        (err: unknown) => callback(toStatus(err)),
+      );
+    };
+  const serverStream =
+    (fn: (req: any, signal: AbortSignal) => AsyncGenerator<any>) =>
+    (call: ServerWritableStream<any, any>): void => {
+      const signal = cancelSignal(call);
+      limiter
+        .run(async () => {
+          for await (const message of fn(call.request, signal)) {
+            if (!call.write(message)) await once(call, 'drain', { signal });
+          }
+        })
+        .then(
+          () => call.end(),
+          (err: unknown) => {
+            if (!signal.aborted) call.emit('error', toStatus(err));
+          },
+        );
+    };
+  return {
+    Get: unary((req, signal) => service.get(req, signal)),
+    Put: unary((req, signal) => service.put(req, signal)),
+    Delete: unary((req, signal) => service.delete(req, signal)),
+    ScanPage: unary((req, signal) => service.scanPage(req, signal)),
+    Scan: serverStream((req, signal) => service.scan(req, signal)),
+    ScanAll: serverStream((req, signal) => service.scanAll(req, signal)),
+    BulkPut: (call: ServerReadableStream<any, any>, callback: sendUnaryData<any>): void => {
+      const signal = cancelSignal(call);
+      limiter.run(() => service.bulkPut(call, signal)).then(
+        (response) => callback(null, response),
+        (err: unknown) => callback(toStatus(err)),
+      );
+    },
+  };
+}
+/* eslint-enable @typescript-eslint/no-explicit-any */
+
+function cancelSignal(call: { on(event: 'cancelled', fn: () => void): unknown }): AbortSignal {
+  const controller = new AbortController();
+  call.on('cancelled', () => controller.abort(new Error('the caller cancelled the call')));
+  return controller.signal;
+}
+
+/** A final outcome as a grpc-js status, our code and the current etag in trailing metadata. */
+function toStatus(err: unknown): { code: number; details: string; metadata: Metadata } {
+  const e = toGatewayError(err);
+  const metadata = new Metadata();
+  for (const [k, v] of Object.entries(e.metadata)) metadata.set(k, v);
+  return { code: e.grpcStatus, details: e.message.slice(0, 2000), metadata };
+}
+
+function authInterceptor(auth: GatewayAuthOptions): ServerInterceptor {
+  return (method, call) => {
+    const intercepting: ServerInterceptingCall = new ServerInterceptingCall(call, {
+      start: (next) =>
+        next({
+          onReceiveMetadata: (metadata, proceed) => {
+            if (method.path.startsWith(HEALTH_PREFIX)) return proceed(metadata);
+            const name = method.path.slice(method.path.lastIndexOf('/') + 1);
+            const header = metadata.get('authorization')[0];
+            const refusal = checkGatewayCall(name, typeof header === 'string' ? header : undefined, call.getConnectionInfo().remoteAddress, auth);
+            if (refusal === undefined) return proceed(metadata);
+            const status = toStatus(refusal);
+            intercepting.sendStatus({ code: status.code, details: status.details, metadata: status.metadata });
+          },
+        }),
+    });
+    return intercepting;
+  };
+}

@@ -1,0 +1,11 @@
+export { GatewayServer } from './gateway-server.js';
+export type { GatewayServerOptions } from './gateway-server.js';
+export { GatewayService } from './gateway-service.js';
+export type { GatewayServiceOptions } from './gateway-service.js';
+export { GatewayError, GATEWAY_ERROR_CODES, toGatewayError } from './gateway-errors.js';
+export type { GatewayErrorCode, GatewayErrorOptions } from './gateway-errors.js';
+export { GATEWAY_METHOD_ROLES } from './gateway-auth.js';
+export { RequestLimiter } from './request-limiter.js';
+export type { RequestLimiterOptions } from './request-limiter.js';
+export { Gateway as GATEWAY_SERVICE_DESC, file_shardpipe_gateway_v1_gateway as GATEWAY_PROTO_FILE } from './proto/gen/shardpipe/gateway/v1/gateway_pb.js';
+export { serviceDefinition as grpcServiceDefinition } from './grpc-gateway.js';
