@@ -1,5 +1,6 @@
 import { Server, ServerCredentials } from '@grpc/grpc-js';
-import { HealthImplementation } from 'grpc-health-check';
+import { createRequire } from 'node:module';
+import type { HealthImplementation } from 'grpc-health-check';
 import type { Registry } from 'prom-client';
 import { canServeTls, checkBind, hostOf, type AuthTokens, type Logger, type TlsMaterial } from '../common/index.js';
 import { REQUEST_COPIES_HELD, createBudgetInterceptor } from './budget-interceptor.js';
@@ -89,7 +90,9 @@ export class StoreServer {
     const listen = options.listen ?? options.node;
     checkBind(hostOf(listen), { what: 'store node', authenticated: options.tokens !== undefined, insecure: options.insecure ?? false, flag: '--listen (or --node)' });
     if (options.tls !== undefined && !canServeTls(options.tls)) throw new TypeError('StoreServer: tls needs cert and key');
-    const health = new HealthImplementation({ '': 'SERVING', [STORE_SERVICE_NAME]: 'SERVING' });
+    // Loaded here, not by every process that imports the store (clients never serve health).
+    const { HealthImplementation: Health } = createRequire(import.meta.url)('grpc-health-check') as typeof import('grpc-health-check');
+    const health = new Health({ '': 'SERVING', [STORE_SERVICE_NAME]: 'SERVING' });
     const known = new Set<number>();
     let node: StoreNode | undefined;
     const reportHealth = (): void => {
