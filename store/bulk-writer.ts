@@ -57,6 +57,7 @@ interface Pending {
   rows: number;
   bytes: number;
   done: boolean;
+  controller: AbortController;
 }
 
 /**
@@ -76,16 +77,26 @@ export async function bulkPutAll(router: StoreRouter, source: BulkSource, option
   if (!Number.isInteger(batchMaxRows) || batchMaxRows < 1) throw new RangeError(`batchMaxRows must be ≥ 1, got ${batchMaxRows}`);
   if (!Number.isInteger(batchMaxBytes) || batchMaxBytes < 1) throw new RangeError(`batchMaxBytes must be ≥ 1, got ${batchMaxBytes}`);
 
-  const abort = new AbortController();
-  // Every call in flight (and its retries' sleeps) listens on this signal.
-  setMaxListeners(maxInFlight * 4 + 16, abort.signal);
-  const onOuterAbort = (): void => abort.abort(options.signal?.reason);
-  options.signal?.addEventListener('abort', onOuterAbort, { once: true });
-  const callOptions: CallOptions = { signal: abort.signal, timeoutMs: options.timeoutMs };
+  options.signal?.throwIfAborted();
+  // Each call has its own signal: a failed call cancels only the calls after it in the input (they
+  // cannot be acknowledged any more), so calls before it still land and are counted; the caller's
+  // signal cancels them all.
+  const callOptionsOf = (pending: Pending): CallOptions => ({ signal: pending.controller.signal, timeoutMs: options.timeoutMs });
+  const mapOptions: CallOptions = { signal: options.signal, timeoutMs: options.timeoutMs };
   const result: BulkPutResult = { rows: 0, bytes: 0, calls: 0, partialAccepts: 0, serverTiming: { queueMs: 0, writeMs: 0, fsyncMs: 0 } };
   const inFlight = new Set<Promise<void>>();
   const order: Pending[] = [];
   let firstError: unknown;
+  const cancelAfter = (pending: Pending | undefined, reason: unknown): void => {
+    const at = pending === undefined ? -1 : order.indexOf(pending);
+    for (let i = at + 1; i < order.length; i++) order[i]!.controller.abort(reason);
+  };
+  const onOuterAbort = (): void => {
+    // The caller's reason is what the put fails with, not the cancelled calls' errors.
+    firstError ??= options.signal!.reason;
+    cancelAfter(undefined, options.signal!.reason);
+  };
+  options.signal?.addEventListener('abort', onOuterAbort, { once: true });
   // A node that does not know `packed` sees an empty batch and accepts nothing: from then on this
   // run sends per-row `rows`, which every node reads.
   let perRow = options.perRowForm ?? false;
@@ -101,30 +112,30 @@ export async function bulkPutAll(router: StoreRouter, source: BulkSource, option
     if (advanced) options.onAck?.(result.rows, result.bytes);
   };
 
-  const insert = (batch: PackedRows) =>
+  const insert = (batch: PackedRows, callOptions: CallOptions) =>
     router.routed(batch.key(0), callOptions, (conn, mapVersion, limits) => {
       const request = perRow ? { mapVersion, rows: toBulkRows(batch) } : { mapVersion, rows: [], packed: batch.toMessage() };
       return conn.unary('bulkInsert', request, limits);
     });
 
-  const send = async (rows: PackedRows): Promise<void> => {
+  const send = async (rows: PackedRows, callOptions: CallOptions): Promise<void> => {
     let rest = rows;
     while (rest.count > 0) {
-      abort.signal.throwIfAborted();
+      callOptions.signal?.throwIfAborted();
       let response;
       try {
         result.calls++;
         const sentPerRow = perRow;
-        response = await insert(rest);
+        response = await insert(rest, callOptions);
         if (response.accepted === 0 && !sentPerRow) {
           perRow = true;
           result.calls++;
-          response = await insert(rest);
+          response = await insert(rest, callOptions);
         }
       } catch (err) {
         if (err instanceof StoreError && err.code === 'STORE_BATCH_TOO_LARGE' && rest.count > 1) {
           const half = rest.count >> 1;
-          await send(rest.slice(0, half));
+          await send(rest.slice(0, half), callOptions);
           rest = rest.slice(half);
           continue;
         }
@@ -144,22 +155,28 @@ export async function bulkPutAll(router: StoreRouter, source: BulkSource, option
   };
 
   const launch = async (rows: PackedRows): Promise<void> => {
-    const pending: Pending = { rows: rows.count, bytes: rows.bytes, done: false };
+    if (firstError !== undefined) throw firstError;
+    const pending: Pending = { rows: rows.count, bytes: rows.bytes, done: false, controller: new AbortController() };
+    // A call's retries' sleeps listen on its signal too.
+    setMaxListeners(16, pending.controller.signal);
     order.push(pending);
-    const fail = (err: unknown): void => {
+    const fail = (failed: Pending | undefined, err: unknown): void => {
       firstError ??= err;
-      abort.abort(err);
+      cancelAfter(failed, err);
     };
-    const task = send(rows).then(() => {
-      pending.done = true;
-      // onAck may throw (a checkpoint that cannot be kept): that fails the put like any call would,
-      // instead of rejecting a promise nobody may be waiting on any more.
-      try {
-        acknowledge();
-      } catch (err) {
-        fail(err);
-      }
-    }, fail);
+    const task = send(rows, callOptionsOf(pending)).then(
+      () => {
+        pending.done = true;
+        // onAck may throw (a checkpoint that cannot be kept): that fails the put like any call would,
+        // instead of rejecting a promise nobody may be waiting on any more.
+        try {
+          acknowledge();
+        } catch (err) {
+          fail(undefined, err);
+        }
+      },
+      (err: unknown) => fail(pending, err),
+    );
     const tracked = task.finally(() => inFlight.delete(tracked));
     inFlight.add(tracked);
     if (inFlight.size >= maxInFlight) await Promise.race(inFlight);
@@ -178,7 +195,7 @@ export async function bulkPutAll(router: StoreRouter, source: BulkSource, option
         await flush();
         let from = 0;
         while (from < chunk.count) {
-          if (partition === undefined || !partitionContains(partition, chunk.key(from))) partition = (await router.map(callOptions)).lookup(chunk.key(from));
+          if (partition === undefined || !partitionContains(partition, chunk.key(from))) partition = (await router.map(mapOptions)).lookup(chunk.key(from));
           const to = cutPoint(chunk, from, partition, batchMaxRows, batchMaxBytes);
           await launch(chunk.slice(from, to));
           from = to;
@@ -189,7 +206,7 @@ export async function bulkPutAll(router: StoreRouter, source: BulkSource, option
         const size = row.key.length + row.value.length;
         if (partition === undefined || builder.count >= batchMaxRows || builder.bytes + size > batchMaxBytes || !partitionContains(partition, row.key)) {
           await flush();
-          if (partition === undefined || !partitionContains(partition, row.key)) partition = (await router.map(callOptions)).lookup(row.key);
+          if (partition === undefined || !partitionContains(partition, row.key)) partition = (await router.map(mapOptions)).lookup(row.key);
         }
         builder.add(row.key, row.value, row);
       }
@@ -199,9 +216,9 @@ export async function bulkPutAll(router: StoreRouter, source: BulkSource, option
     if (firstError !== undefined) throw firstError;
     return result;
   } catch (err) {
-    // The first failure is the one reported: the cancellations it causes below must not replace it.
+    // The first failure is the one reported. Calls in flight settle (each within its deadline), so
+    // what they land is acknowledged; only the calls after a failed one were cancelled.
     firstError ??= err;
-    abort.abort(err);
     await Promise.allSettled(inFlight);
     throw firstError;
   } finally {
@@ -211,20 +228,27 @@ export async function bulkPutAll(router: StoreRouter, source: BulkSource, option
 
 /**
  * End of the batch starting at `from`: at most `maxRows` rows and `maxBytes` bytes (at least one
- * row), and before the first key at or past the end of `partition` — found by binary search, as
- * the rows are meant to be sorted; the node cuts at its partition's end anyway (longest prefix),
- * so rows that are not sorted still land right, in more calls.
+ * row), and before the first key at or past the end of `partition`. Both found by binary search
+ * (bytes over the row offsets, keys as the rows are meant to be sorted), and the key search only
+ * when the batch's last key is past the end: a batch inside its partition costs one comparison.
+ * The node cuts at its partition's end anyway (longest prefix), so rows that are not sorted
+ * still land right, in more calls.
  */
-function cutPoint(rows: PackedRows, from: number, partition: Partition, maxRows: number, maxBytes: number): number {
-  const limit = Math.min(rows.count, from + maxRows);
-  let bytes = rows.keyLength(from) + rows.valueLength(from);
-  let to = from + 1;
-  while (to < limit) {
-    bytes += rows.keyLength(to) + rows.valueLength(to);
-    if (bytes > maxBytes) break;
-    to++;
+export function cutPoint(rows: PackedRows, from: number, partition: Partition, maxRows: number, maxBytes: number): number {
+  let to = Math.min(rows.count, from + maxRows);
+  if (rows.bytesBetween(from, to) > maxBytes) {
+    // The largest end in [from + 1, to) whose rows fit; from + 1 when none does (a larger row goes alone).
+    let lo = from + 1;
+    let hi = to - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if (rows.bytesBetween(from, mid) <= maxBytes) lo = mid;
+      else hi = mid - 1;
+    }
+    to = lo;
   }
-  return partition.end.length === 0 ? to : rows.firstKeyAtLeast(partition.end, from + 1, to);
+  if (partition.end.length === 0 || rows.compareKeyTo(to - 1, partition.end) < 0) return to;
+  return rows.firstKeyAtLeast(partition.end, from + 1, to);
 }
 
 /** A packed batch as per-row BulkRow messages, for nodes that predate `packed`. */

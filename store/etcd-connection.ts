@@ -1,9 +1,17 @@
-import { ExponentialBackoff, noop } from 'cockatiel';
-import { Etcd3, EtcdAuthenticationFailedError, EtcdPermissionDeniedError, EtcdUserNotFoundError, GRPCUnauthenticatedError, type IOptions } from 'etcd3';
+import { createRequire } from 'node:module';
+import type { Etcd3, IOptions } from 'etcd3';
 import { redactUrl } from '../common/index.js';
 import { StoreError } from './store-errors.js';
 
 /** Where etcd is and how to authenticate to it. */
+const require = createRequire(import.meta.url);
+// etcd3 (and cockatiel) take most of a second to load: loaded by the first etcd connection, not by every process that imports the store.
+let etcd3Module: typeof import('etcd3') | undefined;
+/** The etcd3 module, loaded on first use. */
+export function loadEtcd3(): typeof import('etcd3') {
+  return (etcd3Module ??= require('etcd3') as typeof import('etcd3'));
+}
+
 export interface EtcdConnectionOptions {
   /**
    * One or more endpoints, comma-separated: `http://HOST:PORT` or `https://HOST:PORT`; a user in
@@ -61,6 +69,7 @@ export function connectEtcd(options: EtcdConnectionOptions): Etcd3 {
   const endpoints = parseEtcdUrl(options.url);
   if ((options.cert === undefined) !== (options.key === undefined)) throw new RangeError('--etcd-cert and --etcd-key go together');
   const callTimeoutMs = options.callTimeoutMs ?? DEFAULT_ETCD_CALL_TIMEOUT_MS;
+  const { ExponentialBackoff, noop } = require('cockatiel') as typeof import('cockatiel');
   const config: IOptions = {
     hosts: endpoints.hosts,
     dialTimeout: callTimeoutMs,
@@ -71,7 +80,7 @@ export function connectEtcd(options: EtcdConnectionOptions): Etcd3 {
     config.credentials = { rootCertificate: options.ca ?? Buffer.alloc(0), ...(options.cert ? { certChain: options.cert, privateKey: options.key! } : {}) };
   }
   if (endpoints.username !== undefined) config.auth = { username: endpoints.username, password: endpoints.password ?? '' };
-  return new Etcd3(config);
+  return new (loadEtcd3().Etcd3)(config);
 }
 
 /** Default deadline of one etcd call, ms. */
@@ -92,5 +101,6 @@ export function etcdFailure(err: unknown, display: string, doing: string, timeou
 
 /** etcd refused who we are (wrong user or password, unknown user, no permission): retrying will not help. */
 export function isEtcdAuthFailure(err: unknown): boolean {
+  const { EtcdAuthenticationFailedError, EtcdPermissionDeniedError, EtcdUserNotFoundError, GRPCUnauthenticatedError } = loadEtcd3();
   return err instanceof EtcdAuthenticationFailedError || err instanceof EtcdPermissionDeniedError || err instanceof EtcdUserNotFoundError || err instanceof GRPCUnauthenticatedError;
 }

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { EtcdLeaseInvalidError, type Etcd3, type Lease, type Watcher } from 'etcd3';
+import type { Etcd3, Lease, Watcher } from 'etcd3';
 import type { Logger } from '../common/index.js';
-import { connectEtcd, etcdFailure, isEtcdAuthFailure, parseEtcdUrl, type EtcdConnectionOptions } from './etcd-connection.js';
+import { connectEtcd, etcdFailure, isEtcdAuthFailure, loadEtcd3, parseEtcdUrl, type EtcdConnectionOptions } from './etcd-connection.js';
 import { EtcdMapStore, type NodeRegistration, type StoredMap } from './etcd-map-store.js';
 import type { PartitionMap } from './partition-map.js';
 import type { StoreNode } from './store-node.js';
@@ -149,7 +149,7 @@ export class EtcdNodeAgent {
         this.confirmed(sentAt);
       } catch (err) {
         if (signal.aborted) return;
-        if (err instanceof EtcdLeaseInvalidError) await this.renewRegistration();
+        if (err instanceof loadEtcd3().EtcdLeaseInvalidError) await this.renewRegistration();
         else this.logger.debug({ err: (err as Error).message }, 'etcd lease keep-alive failed');
       }
       const wait = intervalMs - (Date.now() - sentAt);

@@ -217,6 +217,11 @@ export class PackedRows {
     return lo;
   }
 
+  /** Key plus value bytes of rows `[from, to)` (0 ≤ from ≤ to ≤ count), from the offsets: no loop over the rows. */
+  bytesBetween(from: number, to: number): number {
+    return this.offsets[this.first + to]! - this.offsets[this.first + from]!;
+  }
+
   /** Copies row i's key into `target` at `at`; returns the bytes copied. */
   copyKey(i: number, target: Buffer, at: number): number {
     return copyBytes(this.data, this.keyOffset(i), this.keyLength(i), target, at);

@@ -1,11 +1,15 @@
 import { readdir, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ClassicLevel } from 'classic-level';
+import { createRequire } from 'node:module';
+import type { ClassicLevel } from 'classic-level';
 import type { Logger } from '../common/index.js';
 import { MAX_ETAG, MAX_KEPT_ETAG, MAX_TIME_MS } from './field-limits.js';
 import { RECORD_EXPIRY_BYTES, RECORD_HEADER_BYTES, decodeRecord, encodeRecord, encodedRecordLength, isExpired, readU64, writeRecordHeader, writeU64, type StoredRecord } from './record.js';
 import type { BulkRowInput } from './bulk-row.js';
+
+// Loaded when a partition opens: processes that only talk to nodes (the CLI, ingest workers) skip it.
+const loadClassicLevel = (): typeof import('classic-level') => createRequire(import.meta.url)('classic-level') as typeof import('classic-level');
 import { PackedRows } from './packed-rows.js';
 import { RangeDigest } from './range-digest.js';
 import { StoreError } from './store-errors.js';
@@ -215,7 +219,7 @@ export class PartitionStore {
 
   private constructor(location: string, options: PartitionStoreOptions) {
     this.location = location;
-    this.db = new ClassicLevel<Buffer, Buffer>(location, { keyEncoding: 'buffer', valueEncoding: 'buffer', writeBufferSize: options.writeBufferBytes ?? DEFAULT_WRITE_BUFFER_BYTES });
+    this.db = new (loadClassicLevel().ClassicLevel)<Buffer, Buffer>(location, { keyEncoding: 'buffer', valueEncoding: 'buffer', writeBufferSize: options.writeBufferBytes ?? DEFAULT_WRITE_BUFFER_BYTES });
     this.syncWrites = options.syncWrites ?? true;
     this.now = options.now ?? Date.now;
     this.logger = options.logger;

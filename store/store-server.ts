@@ -1,8 +1,10 @@
 import { Server, ServerCredentials } from '@grpc/grpc-js';
-import { HealthImplementation } from 'grpc-health-check';
+import { createRequire } from 'node:module';
+import type { HealthImplementation } from 'grpc-health-check';
 import type { Registry } from 'prom-client';
 import { canServeTls, checkBind, hostOf, type AuthTokens, type Logger, type TlsMaterial } from '../common/index.js';
 import { REQUEST_COPIES_HELD, createBudgetInterceptor } from './budget-interceptor.js';
+import { DEFAULT_FLOW_CONTROL_WINDOW_BYTES, FLOW_CONTROL_WINDOW_OPTION, checkFlowControlWindow, setServerConnectionWindow, setServerStreamWindow } from './http2-window.js';
 import { InflightBudget } from './inflight-budget.js';
 import { MAX_RESPONSE_MESSAGE_BYTES } from './message-limits.js';
 import { PeerMapFetcher } from './peer-map-fetcher.js';
@@ -27,6 +29,11 @@ export interface StoreServerOptions extends StoreNodeOptions {
   maxInflightBytes?: number;
   /** Longest a call waits for room in the in-flight budget (never past its deadline). Default 2000 ms. */
   inflightWaitMs?: number;
+  /**
+   * HTTP/2 flow-control window the node advertises, per stream and per connection: how many bytes
+   * a client may send before the node's WINDOW_UPDATE comes back. 65,535 – 2^31 − 1. Default 16 MiB.
+   */
+  flowControlWindowBytes?: number;
   /** Tokens and roles the node accepts (`--auth-token-file`). Absent: protected mode, loopback peers only. */
   tokens?: AuthTokens;
   /** TLS: `cert` + `key` serve TLS; `ca` also requires client certificates signed by it (mutual TLS). Absent: plaintext. */
@@ -83,7 +90,9 @@ export class StoreServer {
     const listen = options.listen ?? options.node;
     checkBind(hostOf(listen), { what: 'store node', authenticated: options.tokens !== undefined, insecure: options.insecure ?? false, flag: '--listen (or --node)' });
     if (options.tls !== undefined && !canServeTls(options.tls)) throw new TypeError('StoreServer: tls needs cert and key');
-    const health = new HealthImplementation({ '': 'SERVING', [STORE_SERVICE_NAME]: 'SERVING' });
+    // Loaded here, not by every process that imports the store (clients never serve health).
+    const { HealthImplementation: Health } = createRequire(import.meta.url)('grpc-health-check') as typeof import('grpc-health-check');
+    const health = new Health({ '': 'SERVING', [STORE_SERVICE_NAME]: 'SERVING' });
     const known = new Set<number>();
     let node: StoreNode | undefined;
     const reportHealth = (): void => {
@@ -114,6 +123,7 @@ export class StoreServer {
       if (!Number.isSafeInteger(maxInflightBytes) || maxInflightBytes < REQUEST_COPIES_HELD * receiveLimit) {
         throw new RangeError(`maxInflightBytes must be a whole number ≥ twice the largest request (2 × (maxBatchBytes + 1 MiB) = ${REQUEST_COPIES_HELD * receiveLimit}), got ${maxInflightBytes}`);
       }
+      const windowBytes = checkFlowControlWindow(options.flowControlWindowBytes ?? DEFAULT_FLOW_CONTROL_WINDOW_BYTES);
       const budget = new InflightBudget({ limitBytes: maxInflightBytes, maxWaitMs: options.inflightWaitMs ?? 2000 });
       nodeMetrics =
         options.metricsRegistry &&
@@ -135,12 +145,14 @@ export class StoreServer {
       server = new Server({
         'grpc.max_receive_message_length': receiveLimit,
         'grpc.max_send_message_length': MAX_RESPONSE_MESSAGE_BYTES,
+        [FLOW_CONTROL_WINDOW_OPTION]: windowBytes,
         // Authentication first: an unauthenticated call must not reserve room in the budget.
         interceptors: [
           storeAuthInterceptor({ tokens: options.tokens, insecure: options.insecure ?? false, mapFetcher, logger }),
           createBudgetInterceptor({ budget, servicePrefix: `/${STORE_SERVICE_NAME}/`, reserveBytes, onRefused: (method) => nodeMetrics?.refused(method) }),
         ],
       });
+      setServerStreamWindow(server, windowBytes, logger);
     } catch (err) {
       nodeMetrics?.close();
       await opened.close();
@@ -167,6 +179,7 @@ export class StoreServer {
       await opened.close();
       throw err;
     }
+    setServerConnectionWindow(server, options.flowControlWindowBytes ?? DEFAULT_FLOW_CONTROL_WINDOW_BYTES, logger);
     logger.info({ port, tls: options.tls !== undefined, mutualTls: options.tls?.ca !== undefined, tokens: options.tokens !== undefined, mapVersion: opened.map.version, partitions: opened.ownedPartitions().map((p) => p.id), maxInflightBytes: options.maxInflightBytes ?? DEFAULT_MAX_INFLIGHT_BYTES }, 'store node serving');
     return new StoreServer(opened, server, health, port, nodeMetrics, options);
   }
