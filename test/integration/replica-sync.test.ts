@@ -36,42 +36,52 @@ async function check(c: EtcdTestCluster, seed: string): Promise<{ code: number |
 }
 
 /**
- * 3 nodes, RF 2, 2 partitions: p0 on [n0, n1], p1 on [n1, n2] (n2 holds only p1's tail). Rows
- * are written to the heads, then each tail is repaired (synced from its head) so every replica
- * holds them: the state a forwarding chain keeps by itself.
+ * 3 nodes, 2 partitions, RF `replicas` (placement: p0 on [n0, n1, …], p1 on [n1, n2, …]). Rows are
+ * written to the heads, then every other replica is repaired (synced from its head) so every
+ * replica holds them: the state a forwarding chain keeps by itself.
  */
-async function syncedCluster(lease = '1s'): Promise<{ c: EtcdTestCluster; map: PartitionMap; head: string; tail: string; client: StoreClient; data: BulkRowInput[] }> {
+async function syncedCluster(lease: string, replicas: number): Promise<{ c: EtcdTestCluster; map: PartitionMap; client: StoreClient; data: BulkRowInput[] }> {
   const c = await EtcdTestCluster.start({ lease });
   cluster = c;
   const nodes = [await c.startNode(), await c.startNode(), await c.startNode()];
   await c.startCoordinator();
-  expect((await c.cli(['cluster', 'init', '--etcd', c.etcd.url, '--partitions', '2', '--replicas', '2'])).code).toBe(0);
+  expect((await c.cli(['cluster', 'init', '--etcd', c.etcd.url, '--partitions', '2', '--replicas', String(replicas)])).code).toBe(0);
   await Promise.all(nodes.map((n) => n.event('ready')));
   const first = (await c.store.read())!.map;
-  const head = first.byId(1)!.chain[0]!.node;
-  const tail = first.byId(1)!.chain[1]!.node;
-  const client = new StoreClient({ seeds: [head], operationTimeoutMs: 20_000 });
+  const client = new StoreClient({ seeds: [first.partitions[0]!.node], operationTimeoutMs: 20_000 });
   const data = rows(6000);
   expect((await client.bulkPutAll([data.slice(0, 3000), data.slice(3000)])).rows).toBe(6000);
+  let lastRepair = 0;
   for (const p of first.partitions) {
-    const repaired = await c.cli(['cluster', 'repair', String(p.id), '--replica', p.chain[1]!.node, '--etcd', c.etcd.url]);
-    expect(repaired.stderr).toBe('');
-    expect(repaired.stdout).toContain(`${p.chain[1]!.node} is syncing again`);
+    for (const r of p.chain.slice(1)) {
+      const repaired = await c.cli(['cluster', 'repair', String(p.id), '--replica', r.node, '--etcd', c.etcd.url]);
+      expect(repaired.stderr).toBe('');
+      expect(repaired.stdout).toContain(`${r.node} is syncing again`);
+      lastRepair = Number(/map version (\d+)/.exec(repaired.stdout)![1]);
+    }
   }
-  const map = await c.waitForMap((m) => m.partitions.every((p) => allServing(p, 2)) && m.version > first.version + 2, 10_000).catch(async (e) => {
+  // The last repaired replica is syncing at `lastRepair`: a later map with every replica serving has promoted it.
+  const map = await waitOrDump(c, (m) => m.version > lastRepair && m.partitions.every((p) => allServing(p, replicas)));
+  return { c, map, client, data };
+}
+
+async function waitOrDump(c: EtcdTestCluster, test: (m: PartitionMap) => boolean): Promise<PartitionMap> {
+  return c.waitForMap(test, 30_000).catch(async (e) => {
     console.log('DEBUG', JSON.stringify((await c.store.read())!.map.toJson()), JSON.stringify(await c.store.syncReports()));
-    for (const [a, n] of c.nodes) console.log('NODE', a, n.stderr.split('\n').filter((l) => /sync|error|warn/i.test(l)).slice(0, 10).join('\n'));
+    for (const [a, n] of c.nodes) console.log('NODE', a, n.stderr.split('\n').filter((l) => /sync|error|warn/i.test(l)).slice(-10).join('\n'));
     for (const n of c.coordinators) console.log('COORD', n.stderr.slice(-3000));
     throw e;
   });
-  return { c, map, head, tail, client, data };
 }
 
 describe('replica sync on etcd', () => {
-  it('a repaired tail copies its head and is promoted; cluster check is consistent; a node SIGKILLed, written around and restarted with its data syncs back (new and deleted keys) and serves; a fresh fourth node replacing it syncs and becomes tail with equal checksums', async () => {
-    const { c, map, head, tail, client, data } = await syncedCluster();
+  it('repaired replicas copy their head and are promoted; cluster check is consistent; a node SIGKILLed, written around and restarted with its data syncs back (new, changed and deleted keys) and serves; a fresh fourth node replacing it syncs and becomes tail with equal checksums', async () => {
+    const { c, map, client, data } = await syncedCluster('1s', 3);
+    const seed = map.partitions[0]!.node;
+    // The node heading no partition: losing it leaves every chain a serving head.
+    const victim = [...c.nodes.keys()].find((n) => !map.partitions.some((p) => p.node === n))!;
     try {
-      let checked = await check(c, head);
+      let checked = await check(c, seed);
       expect(checked.stderr).toBe('');
       expect(checked.code).toBe(0);
       expect(checked.json.consistent).toBe(true);
@@ -82,50 +92,58 @@ describe('replica sync on etcd', () => {
       }
       expect(checked.json.partitions.reduce((n, p) => n + p.replicas[0]!.count, 0)).toBe(data.length);
 
-      // The restart: SIGKILL the tail-only node; the coordinator drops it (p1 runs on its head alone).
-      await c.nodes.get(tail)!.kill();
-      const without = await c.waitForMap((m) => !m.byId(1)!.chain.some((r) => r.node === tail));
+      // The restart: SIGKILL it; the coordinator drops it from both chains (no other node can fill in).
+      await c.nodes.get(victim)!.kill();
+      const without = await waitOrDump(c, (m) => m.replicasOf(victim).length === 0);
       const p1 = without.byId(1)!;
       const inP1 = data.filter((r) => Buffer.compare(r.key, p1.start) >= 0);
       for (const r of inP1.slice(0, 50)) expect(await client.delete(Key.fromBytes(r.key))).toBe(true);
       for (const r of inP1.slice(50, 80)) await client.put(Key.fromBytes(r.key), Buffer.from('changed while away'));
       const extra = rows(500, 'late').filter((r) => Buffer.compare(r.key, p1.start) >= 0).map((r) => ({ ...r, key: Buffer.concat([r.key, Buffer.from('+')]) }));
       await client.bulkPutAll([extra]);
-      const restarted = await c.startNode(tail);
+      const expected = inP1.length - 50 + extra.length;
+      // The head wrote those alone (chains do not forward yet): repair p1's other survivor, as
+      // forwarding would have kept it, so the check below compares the restarted node with both.
+      const survivor = p1.chain[1]!.node;
+      const repaired = await c.cli(['cluster', 'repair', '1', '--replica', survivor, '--etcd', c.etcd.url]);
+      expect(repaired.code).toBe(0);
+      const repairedAt = Number(/map version (\d+)/.exec(repaired.stdout)![1]);
+      const healed = await waitOrDump(c, (m) => m.version > repairedAt && allServing(m.byId(1), 2));
+      const restarted = await c.startNode(victim);
       await restarted.event('ready');
-      const back = await c.waitForMap((m) => allServing(m.byId(1), 2) && m.byId(1)!.chain[1]!.node === tail, 30_000);
-      expect(back.byId(1)!.epoch).toBe(p1.epoch + 2);
+      const back = await waitOrDump(c, (m) => m.partitions.every((p) => allServing(p, 3) && p.chain[2]!.node === victim));
+      expect(back.byId(1)!.epoch).toBe(healed.byId(1)!.epoch + 2);
       expect(restarted.logged('replica sync copied and verified the partition')).toBe(true);
-      checked = await check(c, head);
+      checked = await check(c, seed);
       expect(checked.code).toBe(0);
-      const p1Check = checked.json.partitions.find((p) => p.id === 1)!;
-      expect(p1Check.replicas.map((r) => r.count)).toEqual([inP1.length - 50 + extra.length, inP1.length - 50 + extra.length]);
+      expect(checked.json.partitions.find((p) => p.id === 1)!.replicas.map((r) => r.count)).toEqual([expected, expected, expected]);
 
-      // Replace the node for good: SIGKILL it, start a fresh one; it joins p1 as syncing tail, copies, serves.
-      await c.nodes.get(tail)!.kill();
-      await c.waitForMap((m) => !m.byId(1)!.chain.some((r) => r.node === tail));
+      // Replace the node for good: SIGKILL it, start a fresh one; it joins both chains as syncing tail, copies, serves.
+      await c.nodes.get(victim)!.kill();
+      await waitOrDump(c, (m) => m.replicasOf(victim).length === 0);
       const fresh = await c.startNode();
       const address = [...c.nodes.keys()].at(-1)!;
       await fresh.event('ready');
-      const replaced = await c.waitForMap((m) => allServing(m.byId(1), 2) && m.byId(1)!.chain[1]!.node === address, 30_000);
-      expect(replaced.byId(1)!.chain.map((r) => r.node)).toEqual([p1.chain[0]!.node, address]);
-      checked = await check(c, head);
+      const replaced = await waitOrDump(c, (m) => m.partitions.every((p) => allServing(p, 3) && p.chain[2]!.node === address));
+      expect(replaced.byId(1)!.chain.map((r) => r.node).slice(0, 2)).toEqual(healed.byId(1)!.chain.map((r) => r.node));
+      checked = await check(c, seed);
       expect(checked.code).toBe(0);
       const digests = checked.json.partitions.find((p) => p.id === 1)!.replicas;
-      expect(digests.map((r) => r.node)).toEqual([p1.chain[0]!.node, address]);
-      expect(digests[0]!.digest).toBe(digests[1]!.digest);
-      expect(digests[1]!.count).toBe(inP1.length - 50 + extra.length);
+      expect(digests.map((r) => r.node)[2]).toBe(address);
+      expect(new Set(digests.map((r) => r.digest)).size).toBe(1);
+      expect(digests[2]!.count).toBe(expected);
     } finally {
       client.close();
     }
-  }, 120_000);
+  }, 150_000);
 
   it('fault injection: cluster check names a replica whose LevelDB got a wrong value while it was stopped (and the first differing key range); cluster repair resyncs it and the check agrees again', async () => {
     // A lease longer than the stop, so the node comes back into its chain as serving, corruption and all.
-    const { c, head, tail, client, data } = await syncedCluster('15s');
+    const { c, map, client, data } = await syncedCluster('15s', 2);
+    const p1 = map.byId(1)!;
+    const head = p1.chain[0]!.node;
+    const tail = p1.chain[1]!.node;
     try {
-      const map = (await c.store.read())!.map;
-      const p1 = map.byId(1)!;
       const victimKey = data.filter((r) => Buffer.compare(r.key, p1.start) >= 0)[1234]!.key;
       await c.nodes.get(tail)!.kill();
       const db = new ClassicLevel<Buffer, Buffer>(join(c.dir.sub(`node-${tail.replace(':', '-')}`), 'partition-1'), { keyEncoding: 'buffer', valueEncoding: 'buffer' });
