@@ -175,6 +175,7 @@ export class EtcdNodeAgent {
       if (wanted.has(id)) continue;
       running.abort.abort();
       this.syncs.delete(id);
+      this.node?.reportSync(id, undefined);
       // Promoted (or dropped from the chain): the report has done its work.
       this.etcd.delete().key(this.store.keys.sync(id, this.address)).exec().catch((err: unknown) => this.logger.debug({ err: (err as Error).message }, 'removing a sync report failed; it goes with the lease'));
     }
@@ -198,6 +199,7 @@ export class EtcdNodeAgent {
       const target = node.replicaStore(partitionId);
       if (partition === undefined || target === undefined) return;
       const startedAtMs = Date.now();
+      node.reportSync(partitionId, { rows: 0, bytes: 0, totalRows: 0 });
       const base = { partition: partitionId, node: this.address, source: running.source, startedAtMs };
       const at = (progress: SyncProgress, state: SyncReport['state'], error?: string): SyncReport => ({
         ...base,
@@ -223,6 +225,7 @@ export class EtcdNodeAgent {
           signal,
           onProgress: (progress) => {
             last = progress;
+            node.reportSync(partitionId, progress);
             if (Date.now() - reportedAt < 500) return;
             reportedAt = Date.now();
             this.report(at(progress, 'copying'), running);

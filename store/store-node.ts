@@ -115,6 +115,7 @@ export class StoreNode {
   private currentMap: PartitionMap;
   private readonly stores = new Map<number, PartitionStore>();
   private readonly snapshots = new Map<string, HeldSnapshot>();
+  private readonly syncs = new Map<number, { rows: number; bytes: number; totalRows: number }>();
   private mapChange: Promise<unknown> = Promise.resolve();
   private draining = false;
   private fencedReason: string | undefined;
@@ -344,6 +345,20 @@ export class StoreNode {
     const endsInside = partition.end.length === 0 || (end.length > 0 && Buffer.compare(end, partition.end) <= 0);
     const digest = await store.checksum(from, endsInside ? end : partition.end, options);
     return { digest, partition, state: replica.state, next: endsInside ? Buffer.alloc(0) : partition.end };
+  }
+
+  /** Records the progress of this node's sync of a partition (undefined: no sync running), for metrics. */
+  reportSync(partitionId: number, progress: { rows: number; bytes: number; totalRows: number } | undefined): void {
+    if (progress === undefined) this.syncs.delete(partitionId);
+    else this.syncs.set(partitionId, progress);
+  }
+
+  /** This node's replicas under its map: state, and the progress of a syncing one's copy. */
+  replicaStates(): Array<{ partitionId: number; state: string; sync: { rows: number; bytes: number; totalRows: number } | undefined }> {
+    return this.currentMap.replicasOf(this.address).map((p) => {
+      const state = p.chain.find((r) => r.node === this.address)!.state;
+      return { partitionId: p.id, state, sync: state === 'syncing' ? (this.syncs.get(p.id) ?? { rows: 0, bytes: 0, totalRows: 0 }) : undefined };
+    });
   }
 
   /** The local store of a partition this node holds a replica of (any state), for a replica sync. */
