@@ -66,7 +66,7 @@ async function syncedCluster(lease: string, replicas: number): Promise<{ c: Etcd
 }
 
 async function waitOrDump(c: EtcdTestCluster, test: (m: PartitionMap) => boolean): Promise<PartitionMap> {
-  return c.waitForMap(test, 30_000).catch(async (e) => {
+  return c.waitForMap(test, 60_000).catch(async (e) => {
     console.log('DEBUG', JSON.stringify((await c.store.read())!.map.toJson()), JSON.stringify(await c.store.syncReports()));
     for (const [a, n] of c.nodes) console.log('NODE', a, n.stderr.split('\n').filter((l) => /sync|error|warn/i.test(l)).slice(-10).join('\n'));
     for (const n of c.coordinators) console.log('COORD', n.stderr.slice(-3000));
@@ -135,7 +135,7 @@ describe('replica sync on etcd', () => {
     } finally {
       client.close();
     }
-  }, 150_000);
+  }, 300_000);
 
   it('fault injection: cluster check names a replica whose LevelDB got a wrong value while it was stopped (and the first differing key range); cluster repair resyncs it and the check agrees again', async () => {
     // A lease longer than the stop, so the node comes back into its chain as serving, corruption and all.
@@ -187,5 +187,5 @@ describe('replica sync on etcd', () => {
     } finally {
       client.close();
     }
-  }, 120_000);
+  }, 240_000);
 });
