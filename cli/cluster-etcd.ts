@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { parseDurationMs } from '../common/index.js';
 import { initialMap } from '../coordinator/index.js';
-import { EtcdMapStore, Key, StoreError, connectEtcd, parseEtcdUrl, type NodeRegistration, type PartitionMap } from '../store/index.js';
+import { EtcdMapStore, Key, StoreError, connectEtcd, parseEtcdUrl, type NodeRegistration, type PartitionMap, type SyncReport } from '../store/index.js';
 import { CliUsageError } from './cli-env.js';
 import { formatTable, parsePositiveInt, rangeText, withClient } from './cli-io.js';
 import type { CliContext } from './cli-context.js';
@@ -87,6 +87,7 @@ async function waitForNodes(ctx: CliContext, store: EtcdMapStore, replicas: numb
 export async function clusterStatus(ctx: CliContext, opts: StatusFlags): Promise<void> {
   let map: PartitionMap;
   let live: Map<string, NodeRegistration> | undefined;
+  let syncs: SyncReport[] = [];
   if (opts.etcd !== undefined) {
     const display = parseEtcdUrl(opts.etcd).display;
     const etcd = connectEtcd(await etcdConnectionOf(opts.etcd, opts));
@@ -94,6 +95,7 @@ export async function clusterStatus(ctx: CliContext, opts: StatusFlags): Promise
       const store = new EtcdMapStore(etcd, display);
       const stored = await store.read();
       live = (await store.nodes()).nodes;
+      syncs = (await store.syncReports()).reports;
       if (stored === undefined) throw new StoreError('STORE_INVALID_MAP', `etcd at ${display} holds no partition map yet (${live.size} nodes registered): run shardpipe cluster init --etcd`);
       map = stored.map;
     } finally {
@@ -104,6 +106,9 @@ export async function clusterStatus(ctx: CliContext, opts: StatusFlags): Promise
     map = await withClient(ctx.seeds(opts.seeds), ctx, (client) => client.refreshMap());
   }
   const liveOf = (node: string): boolean | undefined => (live === undefined ? undefined : live.has(node));
+  const syncOf = (partition: number, node: string, state: string): SyncReport | undefined => (state === 'syncing' ? syncs.find((s) => s.partition === partition && s.node === node) : undefined);
+  const syncJson = (s: SyncReport | undefined): object =>
+    s === undefined ? {} : { sync: { state: s.state, source: s.source, rows: s.rows, bytes: s.bytes, totalRows: s.totalRows, epoch: s.epoch, updatedAtMs: s.updatedAtMs, ...(s.error ? { error: s.error } : {}) } };
   if (opts.json) {
     ctx.print(
       JSON.stringify({
@@ -114,7 +119,7 @@ export async function clusterStatus(ctx: CliContext, opts: StatusFlags): Promise
           start: p.start.toString('hex'),
           end: p.end.toString('hex'),
           epoch: p.epoch,
-          chain: p.chain.map((r) => ({ node: r.node, state: r.state, ...(live === undefined ? {} : { live: liveOf(r.node) }) })),
+          chain: p.chain.map((r) => ({ node: r.node, state: r.state, ...(live === undefined ? {} : { live: liveOf(r.node) }), ...syncJson(syncOf(p.id, r.node, r.state)) })),
         })),
         ...(live === undefined ? {} : { nodes: [...live.values()].map((n) => ({ node: n.node, leaseMs: n.leaseMs, registeredAtMs: n.registeredAtMs })) }),
       }),
@@ -122,10 +127,19 @@ export async function clusterStatus(ctx: CliContext, opts: StatusFlags): Promise
     return;
   }
   ctx.print(`map version ${map.version}, ${map.replicas} replica${map.replicas === 1 ? '' : 's'} per chain`);
-  const replicaText = (node: string, state: string): string => `${node} ${state}${liveOf(node) === false ? ' (no lease)' : ''}`;
-  ctx.print(formatTable(['id', 'range', 'epoch', 'chain (head first)'], map.partitions.map((p) => [String(p.id), rangeText(p.start, p.end), String(p.epoch), p.chain.map((r) => replicaText(r.node, r.state)).join(' → ')])));
+  const replicaText = (partition: number, node: string, state: string): string => `${node} ${state}${progressText(syncOf(partition, node, state))}${liveOf(node) === false ? ' (no lease)' : ''}`;
+  ctx.print(formatTable(['id', 'range', 'epoch', 'chain (head first)'], map.partitions.map((p) => [String(p.id), rangeText(p.start, p.end), String(p.epoch), p.chain.map((r) => replicaText(p.id, r.node, r.state)).join(' → ')])));
   if (live !== undefined) {
     const idle = [...live.keys()].filter((n) => map.replicasOf(n).length === 0);
     ctx.print(`registered nodes: ${live.size}${idle.length > 0 ? ` (holding no replica: ${idle.join(', ')})` : ''}`);
   }
+}
+
+/** " (copying 1200/5000 rows, 1.2 MB)" for a syncing replica's latest report. */
+function progressText(s: SyncReport | undefined): string {
+  if (s === undefined) return '';
+  const mb = (s.bytes / 1e6).toFixed(1);
+  if (s.state === 'copied') return ` (copied ${s.rows} rows, ${mb} MB; verified, awaiting promotion)`;
+  if (s.state === 'failed') return ` (sync failed, retrying: ${s.error ?? 'unknown error'})`;
+  return ` (copying ${s.rows}/${s.totalRows} rows, ${mb} MB from ${s.source})`;
 }

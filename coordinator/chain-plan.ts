@@ -79,3 +79,49 @@ export function reconcile(map: PartitionMap, live: ReadonlySet<string>): { map: 
 function specOf(p: Partition, chain: readonly Replica[], epoch: number): PartitionSpec {
   return { id: p.id, start: p.start, end: p.end, chain, epoch };
 }
+
+/** A syncing replica that finished its copy at an epoch (from its `syncs/` report in etcd). */
+export interface CopiedReplica {
+  partition: number;
+  node: string;
+  epoch: number;
+}
+
+/**
+ * The map after promoting every syncing replica whose verified copy was reported at its partition's
+ * current epoch (an older report may predate a chain change it has not seen): its state becomes
+ * `serving` and it moves before the chain's remaining syncing replicas; epoch + 1 per partition,
+ * map version + 1. Undefined when no report applies.
+ */
+export function promote(map: PartitionMap, copied: readonly CopiedReplica[]): { map: PartitionMap; promoted: CopiedReplica[] } | undefined {
+  const promoted: CopiedReplica[] = [];
+  const specs = map.partitions.map((p) => {
+    const ready = new Set(copied.filter((c) => c.partition === p.id && c.epoch === p.epoch && p.chain.some((r) => r.node === c.node && r.state === 'syncing')).map((c) => c.node));
+    if (ready.size === 0) return specOf(p, p.chain, p.epoch);
+    const chain = p.chain.map((r): Replica => (ready.has(r.node) ? { node: r.node, state: 'serving' } : r));
+    for (const node of ready) promoted.push({ partition: p.id, node, epoch: p.epoch + 1 });
+    return specOf(p, [...chain.filter((r) => r.state === 'serving'), ...chain.filter((r) => r.state === 'syncing')], p.epoch + 1);
+  });
+  if (promoted.length === 0) return undefined;
+  return { map: PartitionMap.create(map.version + 1, specs, { replicas: map.replicas }), promoted };
+}
+
+/**
+ * `cluster repair P --replica NODE`: that replica goes back to `syncing` at the chain's tail (its
+ * node copies the partition again), epoch + 1, map version + 1. Refused (STORE_REPAIR_REFUSED) when
+ * the node holds no replica of P or holds its only serving one (there is nothing to copy from).
+ */
+export function resync(map: PartitionMap, partitionId: number, node: string): PartitionMap {
+  const p = map.byId(partitionId);
+  if (p === undefined) throw new StoreError('STORE_REPAIR_REFUSED', `the map (version ${map.version}) has no partition ${partitionId}`);
+  const replica = p.chain.find((r) => r.node === node);
+  if (replica === undefined) throw new StoreError('STORE_REPAIR_REFUSED', `partition ${partitionId} has no replica on ${node}: its chain is ${p.chain.map((r) => `${r.node} ${r.state}`).join(' → ')}`);
+  if (replica.state === 'syncing') throw new StoreError('STORE_REPAIR_REFUSED', `the replica of partition ${partitionId} on ${node} is syncing already: it becomes serving once its copy is verified (cluster status shows its progress)`);
+  const others = p.chain.filter((r) => r.node !== node);
+  if (!others.some((r) => r.state === 'serving')) {
+    throw new StoreError('STORE_REPAIR_REFUSED', `${node} holds the only serving replica of partition ${partitionId}: there is no other replica to copy it from (restore it from a backup instead)`);
+  }
+  const chain = [...others.filter((r) => r.state === 'serving'), ...others.filter((r) => r.state === 'syncing'), { node, state: 'syncing' as const }];
+  const specs = map.partitions.map((q) => (q.id === partitionId ? specOf(q, chain, q.epoch + 1) : specOf(q, q.chain, q.epoch)));
+  return PartitionMap.create(map.version + 1, specs, { replicas: map.replicas });
+}

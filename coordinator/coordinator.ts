@@ -3,8 +3,8 @@ import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Campaign, Etcd3, Watcher } from 'etcd3';
 import type { Logger } from '../common/index.js';
-import { EtcdMapStore, StoreError, connectEtcd, etcdFailure, parseEtcdUrl, type EtcdConnectionOptions } from '../store/index.js';
-import { reconcile, type ChainChange } from './chain-plan.js';
+import { EtcdMapStore, StoreError, connectEtcd, etcdFailure, parseEtcdUrl, type EtcdConnectionOptions, type PartitionMap } from '../store/index.js';
+import { promote, reconcile, type ChainChange, type CopiedReplica } from './chain-plan.js';
 
 /** Options of one coordinator process. */
 export interface CoordinatorOptions {
@@ -14,7 +14,7 @@ export interface CoordinatorOptions {
   /** Name in the election and logs. Default `hostname:pid:random`. */
   id?: string;
   /** Called after every committed change (tests and logs). */
-  onChange?: (change: { version: number; changes: ChainChange[] }) => void;
+  onChange?: (change: { version: number; changes: ChainChange[]; promoted?: CopiedReplica[] }) => void;
   /** How long start-up tries to reach etcd before failing with STORE_ETCD_UNAVAILABLE. Default 10000 ms. */
   connectTimeoutMs?: number;
   /** Called when this coordinator becomes the leader. */
@@ -129,6 +129,7 @@ export class Coordinator {
         const kick = (): void => this.schedule();
         this.watchers.push(await this.store.watchNodes(revision, kick, this.logger));
         this.watchers.push(await this.store.watch(revision, kick, this.logger));
+        this.watchers.push(await this.store.watchSyncs(revision, kick, this.logger));
         this.schedule();
         return;
       } catch (err) {
@@ -172,15 +173,26 @@ export class Coordinator {
       // Before `cluster init` there is nothing to do: the map watch runs the next pass.
       if (stored === undefined) return;
       const { nodes } = await this.store.nodes();
-      const plan = reconcile(stored.map, new Set(nodes.keys()));
+      // Membership first; a promotion waits for a pass where no replica is to be removed or added.
+      const plan = reconcile(stored.map, new Set(nodes.keys())) ?? (await this.promotion(stored.map, nodes));
       if (plan === undefined) return;
       if (await this.store.replace(stored.map.version, plan.map)) {
-        this.logger.info({ version: plan.map.version, changes: plan.changes }, 'changed chains');
-        this.onChange?.({ version: plan.map.version, changes: plan.changes });
+        const promoted = 'promoted' in plan ? plan.promoted : undefined;
+        const changes = 'changes' in plan ? plan.changes : [];
+        this.logger.info({ version: plan.map.version, ...(promoted ? { promoted } : { changes }) }, promoted ? 'promoted synced replicas to serving' : 'changed chains');
+        this.onChange?.({ version: plan.map.version, changes, ...(promoted ? { promoted } : {}) });
+        // A promotion can leave another promotion or change due: pass again.
+        if (promoted) continue;
         return;
       }
       this.logger.info({ version: stored.map.version }, 'the map changed while planning; planning again');
     }
+  }
+
+  /** Promotes syncing replicas whose live node reported a verified copy at the current epoch. */
+  private async promotion(map: PartitionMap, live: ReadonlyMap<string, unknown>): Promise<{ map: PartitionMap; promoted: CopiedReplica[] } | undefined> {
+    const { reports } = await this.store.syncReports();
+    return promote(map, reports.filter((r) => r.state === 'copied' && live.has(r.node)));
   }
 
   private async cancelWatches(): Promise<void> {

@@ -15,15 +15,61 @@ export const ETCD_PREFIX = '/shardpipe/v1';
  * - `nodes/HOST:PORT`: a node's registration, attached to its lease (gone when the lease is);
  * - `coordinator/`: the coordinators' election (etcd3 Election).
  */
-export function etcdKeys(prefix = ETCD_PREFIX): { map: string; mapVersion: string; nodes: string; node: (address: string) => string; election: string } {
+export function etcdKeys(prefix = ETCD_PREFIX): {
+  map: string;
+  mapVersion: string;
+  nodes: string;
+  node: (address: string) => string;
+  election: string;
+  syncs: string;
+  sync: (partition: number, address: string) => string;
+} {
   return {
     map: `${prefix}/map`,
     mapVersion: `${prefix}/map-version`,
     nodes: `${prefix}/nodes/`,
     node: (address) => `${prefix}/nodes/${address}`,
     election: `${prefix}/coordinator`,
+    // `syncs/PARTITION/HOST:PORT`: a syncing replica's progress, under its node's lease.
+    syncs: `${prefix}/syncs/`,
+    sync: (partition, address) => `${prefix}/syncs/${partition}/${address}`,
   };
 }
+
+/**
+ * What a syncing replica reports under its lease (`syncs/P/NODE`): `copying` with progress, then
+ * `copied` once its copy matched the source snapshot's checksum at `epoch` — the coordinator then
+ * promotes it to serving; `failed` (with `error`) while it retries.
+ */
+export interface SyncReport {
+  partition: number;
+  node: string;
+  /** The partition's epoch the report is for; the coordinator only acts on the current one. */
+  epoch: number;
+  state: 'copying' | 'copied' | 'failed';
+  /** The replica copied from. */
+  source: string;
+  rows: number;
+  bytes: number;
+  totalRows: number;
+  startedAtMs: number;
+  updatedAtMs: number;
+  error?: string;
+}
+
+const syncReportSchema = z.object({
+  partition: z.number().int().min(0),
+  node: z.string(),
+  epoch: z.number().int().min(1),
+  state: z.enum(['copying', 'copied', 'failed']),
+  source: z.string(),
+  rows: z.number().int().min(0),
+  bytes: z.number().int().min(0),
+  totalRows: z.number().int().min(0),
+  startedAtMs: z.number(),
+  updatedAtMs: z.number(),
+  error: z.string().optional(),
+});
 
 /** What a node writes under its lease. */
 export interface NodeRegistration {
@@ -153,6 +199,33 @@ export class EtcdMapStore {
     watcher.on('connected', onChange);
     watcher.on('disconnected', (err) => logger?.warn({ err: err.message }, 'etcd watch of node registrations disconnected; reconnecting'));
     watcher.on('error', (err) => logger?.warn({ err: err.message }, 'etcd watch of node registrations failed'));
+    return watcher;
+  }
+
+  /** Every sync report (syncing replicas' progress), with the revision read at. */
+  async syncReports(): Promise<{ reports: SyncReport[]; revision: string }> {
+    let res;
+    try {
+      res = await this.etcd.getAll().prefix(this.keys.syncs).exec();
+    } catch (err) {
+      throw etcdFailure(err, this.display, 'reading sync reports');
+    }
+    const reports: SyncReport[] = [];
+    for (const kv of res.kvs) {
+      const parsed = syncReportSchema.safeParse(safeJson(kv.value.toString('utf8')));
+      if (parsed.success) reports.push(parsed.data);
+    }
+    return { reports, revision: res.header.revision };
+  }
+
+  /** Watches sync reports from `revision` on; `onChange` is called after every put or delete. */
+  async watchSyncs(revision: string, onChange: () => void, logger?: Logger): Promise<Watcher> {
+    const watcher = await this.etcd.watch().prefix(this.keys.syncs).startRevision(String(BigInt(revision) + 1n)).create();
+    watcher.on('put', onChange);
+    watcher.on('delete', onChange);
+    watcher.on('connected', onChange);
+    watcher.on('disconnected', (err) => logger?.warn({ err: err.message }, 'etcd watch of sync reports disconnected; reconnecting'));
+    watcher.on('error', (err) => logger?.warn({ err: err.message }, 'etcd watch of sync reports failed'));
     return watcher;
   }
 

@@ -2,8 +2,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Etcd3, Lease, Watcher } from 'etcd3';
 import type { Logger } from '../common/index.js';
 import { connectEtcd, etcdFailure, isEtcdAuthFailure, loadEtcd3, parseEtcdUrl, type EtcdConnectionOptions } from './etcd-connection.js';
-import { EtcdMapStore, type NodeRegistration, type StoredMap } from './etcd-map-store.js';
+import { EtcdMapStore, type NodeRegistration, type StoredMap, type SyncReport } from './etcd-map-store.js';
+import { NodeConnection, type StoreCredentials } from './node-connection.js';
 import type { PartitionMap } from './partition-map.js';
+import { syncReplica, type SyncProgress } from './replica-sync.js';
 import type { StoreNode } from './store-node.js';
 
 /** Options of a node's etcd membership. */
@@ -38,6 +40,8 @@ export class EtcdNodeAgent {
   private watcher: Watcher | undefined;
   private fenceTimer: NodeJS.Timeout | undefined;
   private resyncing: Promise<void> | undefined;
+  private credentials: StoreCredentials = {};
+  private readonly syncs = new Map<number, RunningSync>();
   private readonly stop = new AbortController();
   private loop: Promise<void> | undefined;
   private closed: Promise<void> | undefined;
@@ -108,9 +112,14 @@ export class EtcdNodeAgent {
     });
   }
 
-  /** Installs `from` on `node` if needed, then keeps the node's map in step with etcd and fences it when the lease cannot be confirmed. */
-  async follow(node: StoreNode, from: StoredMap): Promise<void> {
+  /**
+   * Installs `from` on `node` if needed, then keeps the node's map in step with etcd and fences it
+   * when the lease cannot be confirmed. Every replica the map gives this node as `syncing` is
+   * copied from its chain's head (with `credentials`) and reported under `syncs/` in etcd.
+   */
+  async follow(node: StoreNode, from: StoredMap, credentials: StoreCredentials = {}): Promise<void> {
     this.node = node;
+    this.credentials = credentials;
     await this.install(from.map);
     this.armFence(Date.now());
     this.watcher = await this.store.watch(from.revision, (map) => {
@@ -123,6 +132,7 @@ export class EtcdNodeAgent {
     this.closed ??= (async () => {
       this.stop.abort();
       clearTimeout(this.fenceTimer);
+      await Promise.all([...this.syncs.values()].map((s) => s.done));
       await this.loop;
       await this.watcher?.cancel().catch((err: unknown) => this.logger.debug({ err }, 'cancelling the map watch failed'));
       await this.lease.revoke().catch((err: unknown) => this.logger.warn({ err: (err as Error).message }, 'could not revoke the etcd lease; it runs out by itself'));
@@ -134,9 +144,118 @@ export class EtcdNodeAgent {
   private async install(map: PartitionMap): Promise<void> {
     const node = this.node;
     // A draining node keeps the map it drains under; it leaves etcd when it stops.
-    if (node === undefined || node.isDraining || node.map.equals(map)) return;
+    if (node === undefined || node.isDraining) return;
     // etcd is the truth: its map replaces whatever the node holds, whichever version that has.
-    await node.setMap(map, { force: true, fromEtcd: true });
+    if (!node.map.equals(map)) await node.setMap(map, { force: true, fromEtcd: true });
+    this.followSyncs(map);
+  }
+
+  /**
+   * Starts a sync for every replica of this node the map calls `syncing` (from the chain's head:
+   * until chains forward writes, the head is the replica holding every write), stops those no
+   * longer syncing, and re-reports a finished copy under a newer epoch so the coordinator can
+   * still promote it after an unrelated chain change.
+   */
+  private followSyncs(map: PartitionMap): void {
+    if (this.stop.signal.aborted) return;
+    const wanted = new Set<number>();
+    for (const p of map.replicasOf(this.address)) {
+      if (p.chain.find((r) => r.node === this.address)?.state !== 'syncing') continue;
+      wanted.add(p.id);
+      const source = p.chain[0]!.node;
+      const running = this.syncs.get(p.id);
+      if (running !== undefined && running.source === source) {
+        if (running.report?.state === 'copied' && running.report.epoch !== p.epoch) this.report({ ...running.report, epoch: p.epoch, updatedAtMs: Date.now() }, running);
+        continue;
+      }
+      running?.abort.abort();
+      this.startSync(p.id, source);
+    }
+    for (const [id, running] of this.syncs) {
+      if (wanted.has(id)) continue;
+      running.abort.abort();
+      this.syncs.delete(id);
+      this.node?.reportSync(id, undefined);
+      // Promoted (or dropped from the chain): the report has done its work.
+      this.etcd.delete().key(this.store.keys.sync(id, this.address)).exec().catch((err: unknown) => this.logger.debug({ err: (err as Error).message }, 'removing a sync report failed; it goes with the lease'));
+    }
+  }
+
+  private startSync(partitionId: number, source: string): void {
+    const abort = new AbortController();
+    const running: RunningSync = { source, abort, done: Promise.resolve(), report: undefined, writes: Promise.resolve() };
+    this.syncs.set(partitionId, running);
+    running.done = this.runSync(partitionId, running).then(() => running.writes).catch((err: unknown) => this.logger.error({ err, partition: partitionId }, 'replica sync stopped'));
+  }
+
+  private async runSync(partitionId: number, running: RunningSync): Promise<void> {
+    const signal = AbortSignal.any([this.stop.signal, running.abort.signal]);
+    const log = this.logger.child({ partition: partitionId, source: running.source });
+    let backoffMs = 200;
+    while (!signal.aborted) {
+      const node = this.node!;
+      const map = node.map;
+      const partition = map.byId(partitionId);
+      const target = node.replicaStore(partitionId);
+      if (partition === undefined || target === undefined) return;
+      const startedAtMs = Date.now();
+      node.reportSync(partitionId, { rows: 0, bytes: 0, totalRows: 0 });
+      const base = { partition: partitionId, node: this.address, source: running.source, startedAtMs };
+      const at = (progress: SyncProgress, state: SyncReport['state'], error?: string): SyncReport => ({
+        ...base,
+        epoch: node.map.byId(partitionId)?.epoch ?? partition.epoch,
+        state,
+        rows: progress.rows,
+        bytes: progress.bytes,
+        totalRows: progress.totalRows,
+        updatedAtMs: Date.now(),
+        ...(error === undefined ? {} : { error }),
+      });
+      let last: SyncProgress = { rows: 0, bytes: 0, totalRows: 0, deleted: 0 };
+      let reportedAt = 0;
+      const connection = new NodeConnection(running.source, this.credentials);
+      try {
+        log.info({ epoch: partition.epoch }, 'replica sync started: copying the partition from a snapshot of the head');
+        this.report(at(last, 'copying'), running);
+        const result = await syncReplica({
+          partition,
+          mapVersion: map.version,
+          target,
+          source: connection,
+          signal,
+          onProgress: (progress) => {
+            last = progress;
+            node.reportSync(partitionId, progress);
+            if (Date.now() - reportedAt < 500) return;
+            reportedAt = Date.now();
+            this.report(at(progress, 'copying'), running);
+          },
+        });
+        log.info({ rows: result.rows, bytes: result.bytes, deleted: result.deleted, ms: Date.now() - startedAtMs }, 'replica sync copied and verified the partition; waiting for the coordinator to make it serving');
+        this.report(at(result, 'copied'), running);
+        return;
+      } catch (err) {
+        if (signal.aborted) return;
+        log.warn({ err: (err as Error).message, backoffMs }, 'replica sync failed; starting it again');
+        this.report(at(last, 'failed', (err as Error).message), running);
+        await sleep(backoffMs, undefined, { signal }).catch(() => undefined);
+        backoffMs = Math.min(5000, backoffMs * 2);
+      } finally {
+        connection.close();
+      }
+    }
+  }
+
+  /** Puts a sync report under this node's lease (it goes when the node does); failures are logged. */
+  private report(report: SyncReport, running: RunningSync): void {
+    running.report = report;
+    // One write at a time, in order: a late `copying` must never land after `copied`.
+    running.writes = running.writes
+      .then(() => this.lease.put(this.store.keys.sync(report.partition, this.address)).value(JSON.stringify(report)).exec())
+      .then(
+        () => undefined,
+        (err: unknown) => this.logger.warn({ err: (err as Error).message, partition: report.partition }, 'writing the sync report to etcd failed'),
+      );
   }
 
   private async keepAlive(): Promise<void> {
@@ -201,6 +320,14 @@ export class EtcdNodeAgent {
     this.fenceTimer = setTimeout(() => this.node?.fence(`no etcd lease keep-alive confirmed for ${leaseMs} ms`), Math.max(0, sentAt + leaseMs - Date.now()));
     this.fenceTimer.unref();
   }
+}
+
+interface RunningSync {
+  source: string;
+  abort: AbortController;
+  done: Promise<void>;
+  report: SyncReport | undefined;
+  writes: Promise<void>;
 }
 
 async function register(etcd: Etcd3, store: EtcdMapStore, address: string, ttl: number): Promise<{ lease: Lease; leaseMs: number }> {

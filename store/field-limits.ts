@@ -120,7 +120,7 @@ export const FIELD_LIMITS: Readonly<Record<string, Readonly<Record<string, Field
     expires_at_ms: time,
   },
   PartitionStatsRequest: { partition_ids: partitionIds },
-  ChecksumRequest: { map_version: mapVersion, start: bound, end: bound, include_etag: { kind: 'bool' }, snapshot_id: snapshotId },
+  ChecksumRequest: { map_version: mapVersion, start: bound, end: bound, include_etag: { kind: 'bool' }, snapshot_id: snapshotId, replica: { kind: 'bool' } },
   GetPartitionMapRequest: {},
   SetPartitionMapRequest: { map: { kind: 'message', required: true }, force: { kind: 'bool' } },
   PartitionMapProto: {

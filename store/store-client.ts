@@ -168,12 +168,25 @@ export class StoreClient implements BulkPutter {
     while (cursor !== undefined) {
       const from: Buffer = cursor;
       const response = await this.router.routed(from, options, (conn, mapVersion, limits, partition) =>
-        conn.unary('checksum', { mapVersion, start: from, end, includeEtag: options.includeEtag ?? false, snapshotId: snapshotFor(options.snapshots, partition) }, limits),
+        conn.unary('checksum', { mapVersion, start: from, end, includeEtag: options.includeEtag ?? false, snapshotId: snapshotFor(options.snapshots, partition), replica: false }, limits),
       );
       total.merge(RangeDigest.fromHex(response.digest, response.count));
       cursor = response.next.length > 0 ? response.next : undefined;
     }
     return total;
+  }
+
+  /**
+   * The digest (with etags) of `[start, end)` inside `partition` as held by the replica on `node`,
+   * whatever its place in the chain, with the replica's state and the partition's epoch as that
+   * node sees them (what `cluster check` compares). One call, no retries: a replica that does not
+   * answer is the caller's finding.
+   */
+  async replicaChecksum(node: string, partition: Partition, start: Buffer, end: Buffer, options: CallOptions = {}): Promise<{ digest: RangeDigest; state: string; epoch: number }> {
+    const map = await this.map(options);
+    const from = Buffer.compare(start, partition.start) < 0 ? partition.start : start;
+    const r = await this.router.connection(node).unary('checksum', { mapVersion: map.version, start: from, end, includeEtag: true, snapshotId: '', replica: true }, this.router.limits(this.router.deadline(options), options));
+    return { digest: RangeDigest.fromHex(r.digest, r.count), state: r.replicaState, epoch: r.epoch };
   }
 
   /**

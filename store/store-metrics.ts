@@ -50,6 +50,8 @@ export interface StoreNodeMetricsSource {
   waitingBytes: () => number;
   /** The node's data folder: the free and total bytes of its file system are reported. */
   dataDir: string;
+  /** The replicas the node holds, their state and a syncing one's copy progress. */
+  replicas?: () => ReadonlyArray<{ partitionId: number; state: string; sync: { rows: number; bytes: number; totalRows: number } | undefined }>;
 }
 
 type NodeLabels = 'node' | 'partition';
@@ -61,7 +63,9 @@ const nodeSources = new WeakMap<Registry, Set<StoreNodeMetricsSource>>();
  * `shardpipe_store_inflight_bytes` / `shardpipe_store_inflight_waiting_bytes` (the request budget)
  * `shardpipe_store_overloaded_total` (calls refused with STORE_OVERLOADED, by method) and
  * `shardpipe_store_disk_free_bytes` / `shardpipe_store_disk_total_bytes` (the data folder's file
- * system, as statfs reports it; free = available to the node's user).
+ * system, as statfs reports it; free = available to the node's user); `shardpipe_replica_state`
+ * (1 per replica held, labelled with its state) and, for syncing replicas, `shardpipe_replica_sync_bytes`,
+ * `_sync_rows` and `_sync_total_rows` (the current copy's progress).
  * Several nodes may share one registry; each is labelled with its address.
  */
 export class StoreNodeMetrics {
@@ -137,6 +141,31 @@ function registerNodeGauges(registry: Registry, sources: Set<StoreNodeMetricsSou
       for (const s of sources) this.set({ node: s.node }, s.waitingBytes());
     },
   });
+  new Gauge<NodeLabels | 'state'>({
+    name: 'shardpipe_replica_state',
+    help: "1 for the state (serving, syncing) of each replica this node holds, by partition",
+    labelNames: ['node', 'partition', 'state'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const s of sources) for (const r of s.replicas?.() ?? []) this.set({ node: s.node, partition: String(r.partitionId), state: r.state }, 1);
+    },
+  });
+  const syncGauge = (name: string, help: string, pick: (sync: { rows: number; bytes: number; totalRows: number }) => number): void => {
+    new Gauge<NodeLabels>({
+      name,
+      help,
+      labelNames: ['node', 'partition'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const s of sources) for (const r of s.replicas?.() ?? []) if (r.sync !== undefined) this.set({ node: s.node, partition: String(r.partitionId) }, pick(r.sync));
+      },
+    });
+  };
+  syncGauge('shardpipe_replica_sync_bytes', 'Key + value bytes a syncing replica has copied so far in its current sync (restarts at 0 when a sync starts again)', (x) => x.bytes);
+  syncGauge('shardpipe_replica_sync_rows', 'Rows a syncing replica has copied so far in its current sync', (x) => x.rows);
+  syncGauge('shardpipe_replica_sync_total_rows', "Rows in the snapshot a syncing replica copies (0 until it has one)", (x) => x.totalRows);
   const disk = async (pick: (f: { bavail: number; blocks: number; bsize: number }) => number, gauge: Gauge<'node'>): Promise<void> => {
     gauge.reset();
     for (const s of sources) {

@@ -115,6 +115,7 @@ export class StoreNode {
   private currentMap: PartitionMap;
   private readonly stores = new Map<number, PartitionStore>();
   private readonly snapshots = new Map<string, HeldSnapshot>();
+  private readonly syncs = new Map<number, { rows: number; bytes: number; totalRows: number }>();
   private mapChange: Promise<unknown> = Promise.resolve();
   private draining = false;
   private fencedReason: string | undefined;
@@ -328,6 +329,43 @@ export class StoreNode {
     return this.storeOf(range.partition).checksum(range.start, range.end, { ...options, snapshot: this.heldSnapshot(options.snapshotId, range.partition) });
   }
 
+  /**
+   * The digest of this node's own replica of the partition owning `start` (clamped to it), whatever
+   * the replica's place or state in the chain: what `cluster check` compares across a chain.
+   */
+  async replicaChecksum(mapVersion: number, start: Buffer, end: Buffer, options: { includeEtag?: boolean; signal?: AbortSignal } = {}): Promise<{ digest: RangeDigest; partition: Partition; state: string; next: Buffer }> {
+    this.checkVersion(mapVersion);
+    const partition = this.currentMap.lookup(start);
+    const replica = partition.chain.find((r) => r.node === this.address);
+    const store = replica === undefined ? undefined : this.stores.get(partition.id);
+    if (replica === undefined || store === undefined) {
+      throw new StoreError('STORE_NOT_OWNER', `partition ${partition.id} has no replica on ${this.address}`, { mapVersion: this.currentMap.version, context: { partition: partition.id } });
+    }
+    const from = Buffer.compare(start, partition.start) < 0 ? partition.start : start;
+    const endsInside = partition.end.length === 0 || (end.length > 0 && Buffer.compare(end, partition.end) <= 0);
+    const digest = await store.checksum(from, endsInside ? end : partition.end, options);
+    return { digest, partition, state: replica.state, next: endsInside ? Buffer.alloc(0) : partition.end };
+  }
+
+  /** Records the progress of this node's sync of a partition (undefined: no sync running), for metrics. */
+  reportSync(partitionId: number, progress: { rows: number; bytes: number; totalRows: number } | undefined): void {
+    if (progress === undefined) this.syncs.delete(partitionId);
+    else this.syncs.set(partitionId, progress);
+  }
+
+  /** This node's replicas under its map: state, and the progress of a syncing one's copy. */
+  replicaStates(): Array<{ partitionId: number; state: string; sync: { rows: number; bytes: number; totalRows: number } | undefined }> {
+    return this.currentMap.replicasOf(this.address).map((p) => {
+      const state = p.chain.find((r) => r.node === this.address)!.state;
+      return { partitionId: p.id, state, sync: state === 'syncing' ? (this.syncs.get(p.id) ?? { rows: 0, bytes: 0, totalRows: 0 }) : undefined };
+    });
+  }
+
+  /** The local store of a partition this node holds a replica of (any state), for a replica sync. */
+  replicaStore(partitionId: number): PartitionStore | undefined {
+    return this.stores.get(partitionId);
+  }
+
   /** Split keys of the clamped range (see PartitionStore.splitKeys); `parts` is 2–1000. */
   async splitKeys(range: ClampedRange, parts: number, signal?: AbortSignal): Promise<{ keys: Buffer[]; approxCount: number }> {
     if (!Number.isSafeInteger(parts) || parts < MIN_SPLIT_PARTS || parts > MAX_SPLIT_PARTS) {
@@ -455,7 +493,7 @@ export class StoreNode {
       await this.persistMap(next);
       await this.openOwnedPartitions(next);
       this.currentMap = next;
-      const keep = new Set(next.partitionsOf(this.address).map((p) => p.id));
+      const keep = new Set(next.replicasOf(this.address).map((p) => p.id));
       for (const [id, store] of this.stores) {
         if (!keep.has(id)) {
           this.stores.delete(id);
@@ -609,8 +647,9 @@ export class StoreNode {
     }
   }
 
+  // Every replica this node holds gets its LevelDB (a syncing one copies into it; see replica-sync.ts).
   private async openOwnedPartitions(map: PartitionMap): Promise<void> {
-    for (const partition of map.partitionsOf(this.address)) {
+    for (const partition of map.replicasOf(this.address)) {
       if (this.stores.has(partition.id)) continue;
       const store = await PartitionStore.open(join(this.dataDir, `partition-${partition.id}`), {
         syncWrites: this.syncWrites,

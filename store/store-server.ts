@@ -133,6 +133,7 @@ export class StoreServer {
           inflightBytes: () => budget.usedBytes,
           waitingBytes: () => budget.waitingBytes,
           dataDir: options.dataDir,
+          replicas: () => opened.replicaStates(),
         });
       const reserveBytes = (method: string): number => {
         // A Multi may carry many puts: as large as any request the node takes.

@@ -150,9 +150,13 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
       };
     }),
     checksum: unary('Checksum', async (req) => {
+      if (req.replica) {
+        const r = await node.replicaChecksum(req.mapVersion, req.start, req.end, { includeEtag: req.includeEtag });
+        return { digest: r.digest.toHex(), count: r.digest.count, next: r.next, replicaState: r.state, epoch: r.partition.epoch };
+      }
       const range = node.clampRange(req.mapVersion, req.start, req.end);
       const digest = await node.checksum(range, { includeEtag: req.includeEtag, snapshotId: req.snapshotId });
-      return { digest: digest.toHex(), count: digest.count, next: range.next };
+      return { digest: digest.toHex(), count: digest.count, next: range.next, replicaState: '', epoch: range.partition.epoch };
     }),
     splitKeys: unary('SplitKeys', async (req) => {
       const range = node.clampRange(req.mapVersion, req.start, req.end);

@@ -3,7 +3,8 @@ import type { Command } from 'commander';
 import { PartitionMap } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { clusterInitEtcd, clusterStatus, readSplitKeys, type InitEtcdFlags, type StatusFlags } from '../cluster-etcd.js';
-import { withEtcdOptions } from '../etcd-options.js';
+import { withEtcdOptions, type EtcdFlags } from '../etcd-options.js';
+import { clusterCheck, clusterRepair } from '../cluster-check.js';
 import { formatTable, parsePositiveInt, rangeText, withClient } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
 import { SEEDS_HELP } from '../common-options.js';
@@ -63,6 +64,24 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
     .option('--json', 'print {version, replicas, partitions: [{id, start, end, epoch, chain: [{node, state, live?}]}], nodes?} as JSON');
   withEtcdOptions(status, 'read the map and the node leases from this etcd instead of asking the nodes. Endpoints http(s)://HOST:PORT[,...]');
   status.action(async (opts: StatusFlags) => clusterStatus(ctx, opts));
+
+  cluster
+    .command('check')
+    .description('every replica of every partition digests its copy (keys, values, expiries, etags); reports each partition as consistent or names the diverging replica and the first differing key range. Syncing replicas are shown but not judged. Exit 0 only when every partition is consistent, 1 otherwise')
+    .option('--seeds <list>', SEEDS_HELP)
+    .option('--json', 'print {consistent, partitions: [{id, epoch, replicas: [{node, count, digest, state, error?}], consistent, diverging?, firstDifference?: {start, end}}]} (keys hex)')
+    .action(async (opts: { seeds?: string; json?: boolean }) => clusterCheck(ctx, opts));
+
+  const repair = cluster
+    .command('repair')
+    .description('resync one replica: it goes back to syncing at the tail of partition PARTITION\'s chain (one etcd transaction, epoch + 1), copies the partition again from the head and is made serving once the copy matches. Refused for the chain\'s only serving replica')
+    .argument('<partition>', 'partition id (cluster status shows them)')
+    .requiredOption('--replica <host:port>', 'the node whose replica is resynced');
+  withEtcdOptions(repair, 'the etcd holding the map (the map changes only there). Endpoints http(s)://HOST:PORT[,...]');
+  repair.action(async (partition: string, opts: EtcdFlags & { replica: string }) => {
+    if (opts.etcd === undefined) throw new CliUsageError('cluster repair needs --etcd URL: replicas exist only in etcd-managed clusters');
+    await clusterRepair(ctx, partition, { ...opts, etcd: opts.etcd });
+  });
 
   cluster
     .command('install')

@@ -102,7 +102,8 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     });
     // Drains on the way out (health NOT_SERVING, new calls refused, calls in flight finished) while /metrics still answers.
     const server = ctx.lifecycle.add('store node', await starting, (s) => s.shutdown());
-    if (agent !== undefined && fromEtcd !== undefined) await agent.follow(server.node, fromEtcd);
+    // Syncs copy from peers with the node's own credentials, as map catch-up does.
+    if (agent !== undefined && fromEtcd !== undefined) await agent.follow(server.node, fromEtcd, { token: tokens?.peerToken, tls });
     // Tests and supervisors wait for this line on stdout before sending traffic.
     ctx.print(JSON.stringify({ event: 'ready', node: opts.node, port: server.port, mapVersion: server.node.map.version, ...(metrics.port === undefined ? {} : { metricsPort: metrics.port }) }));
     await ctx.lifecycle.untilSignal();

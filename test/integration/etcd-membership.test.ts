@@ -148,7 +148,7 @@ describe('store nodes on etcd', () => {
     expect(unreachable.stderr).not.toContain('s3cret');
   });
 
-  it('SIGKILL of a node removes it from every chain within about a lease (one transaction, epochs bumped); restarted with its data it comes back as a syncing tail', async () => {
+  it('SIGKILL of a node removes it from every chain within about a lease (one transaction, epochs bumped); restarted with its data it comes back as a syncing tail, syncs and is made serving', async () => {
     cluster = await EtcdTestCluster.start();
     const nodes = [await cluster.startNode(), await cluster.startNode(), await cluster.startNode()];
     await cluster.startCoordinator();
@@ -178,9 +178,12 @@ describe('store nodes on etcd', () => {
       expect(p.chain.at(-1)).toEqual({ node: victim, state: 'syncing' });
       expect(p.epoch).toBe(after.byId(p.id)!.epoch + 1);
     }
-    // It started from the map it found (without it), and installs the one that adds it from its watch.
+    // It started from the map it found (without it), installs the one that adds it from its watch,
+    // copies each (empty) partition from its head and is promoted: one transaction, epoch + 1.
     await restarted.event('ready');
-    expect(await nodeMapVersionUntil(victim, back.version, 5000)).toBe(back.version);
+    const serving = await cluster.waitForMap((m) => m.partitions.every((p) => p.chain.at(-1)?.node === victim && p.chain.every((r) => r.state === 'serving')), 20_000);
+    for (const p of serving.partitions) expect(p.epoch).toBe(back.byId(p.id)!.epoch + 1);
+    expect(await nodeMapVersionUntil(victim, serving.version, 5000)).toBe(serving.version);
   });
 
   it('two coordinators: SIGKILL the leader, the other is elected and removes a node that died meanwhile', async () => {

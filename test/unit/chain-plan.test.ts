@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { initialMap, reconcile } from '../../coordinator/index.js';
+import { initialMap, promote, reconcile, resync } from '../../coordinator/index.js';
 import { PartitionMap, StoreError, type Replica } from '../../store/index.js';
 
 const A = '127.0.0.1:7001';
@@ -88,5 +88,52 @@ describe('reconcile', () => {
     const live = new Set([B, C, D]);
     const plan = reconcile(mapOf(3, [s(A), s(B), s(C)], [s(D), s(A)], [s(A)]), live)!;
     expect(reconcile(plan.map, live)).toBeUndefined();
+  });
+});
+
+describe('promote', () => {
+  it('makes a syncing replica serving when its copy was reported at the current epoch, before the syncing ones; epoch + 1 per partition, version + 1', () => {
+    const before = mapOf(3, [s(A), y(B), y(C)], [s(B), y(A)], [s(C), y(D)]);
+    const plan = promote(before, [
+      { partition: 0, node: C, epoch: 3 },
+      { partition: 1, node: A, epoch: 2 },
+      { partition: 2, node: A, epoch: 3 },
+    ])!;
+    expect(plan.map.version).toBe(8);
+    // Partition 1's report is for an older epoch, partition 2's for a node not syncing there: both ignored.
+    expect(chains(plan.map)).toEqual([['1', '3', '2*'], ['2', '1*'], ['3', '4*']]);
+    expect(plan.map.partitions.map((p) => p.epoch)).toEqual([4, 3, 3]);
+    expect(plan.promoted).toEqual([{ partition: 0, node: C, epoch: 4 }]);
+  });
+
+  it('changes nothing without an applicable report, or for a replica already serving', () => {
+    expect(promote(mapOf(2, [s(A), s(B)]), [{ partition: 0, node: B, epoch: 3 }])).toBeUndefined();
+    expect(promote(mapOf(2, [s(A), y(B)]), [])).toBeUndefined();
+  });
+});
+
+describe('resync (cluster repair)', () => {
+  it('sends a serving replica back to syncing at the tail, its successor heading when it was head; epoch and version + 1', () => {
+    const map = resync(mapOf(3, [s(A), s(B), y(C)], [s(B), s(C)]), 0, A);
+    expect(chains(map)).toEqual([['2', '3*', '1*'], ['2', '3']]);
+    expect(map.version).toBe(8);
+    expect(map.partitions.map((p) => p.epoch)).toEqual([4, 3]);
+    expect(map.byId(0)!.node).toBe(B);
+  });
+
+  it('refuses the only serving replica, a replica syncing already, a node without a replica and an unknown partition', () => {
+    const map = mapOf(3, [s(A), y(B)]);
+    const codeOf = (fn: () => unknown): string | undefined => {
+      try {
+        fn();
+      } catch (err) {
+        return err instanceof StoreError ? `${err.code}: ${err.message}` : String(err);
+      }
+      return undefined;
+    };
+    expect(codeOf(() => resync(map, 0, A))).toMatch(/^STORE_REPAIR_REFUSED: 127\.0\.0\.1:7001 holds the only serving replica of partition 0/);
+    expect(codeOf(() => resync(map, 0, B))).toMatch(/^STORE_REPAIR_REFUSED: .* is syncing already/);
+    expect(codeOf(() => resync(map, 0, C))).toMatch(/^STORE_REPAIR_REFUSED: partition 0 has no replica on 127\.0\.0\.1:7003/);
+    expect(codeOf(() => resync(map, 5, A))).toMatch(/^STORE_REPAIR_REFUSED: the map \(version 7\) has no partition 5/);
   });
 });

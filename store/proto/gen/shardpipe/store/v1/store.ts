@@ -182,6 +182,11 @@ export interface ChecksumRequest {
   includeEtag: boolean;
   /** Read from this snapshot of the partition owning `start`; empty = the current data. */
   snapshotId: string;
+  /**
+   * Digest this node's own replica of the partition owning `start`, whatever its place in the chain
+   * (head, middle, syncing tail): what `cluster check` compares. Ignores snapshot_id.
+   */
+  replica: boolean;
 }
 
 export interface ChecksumResponse {
@@ -190,6 +195,9 @@ export interface ChecksumResponse {
   count: number;
   /** Where to continue when the range extends past the partition; empty when done. */
   next: Buffer;
+  /** With `replica`: this replica's state in the chain (serving, syncing) and the partition's epoch. */
+  replicaState: string;
+  epoch: number;
 }
 
 export interface GetPartitionMapRequest {
@@ -1639,7 +1647,14 @@ export const PartitionStatsResponse: MessageFns<PartitionStatsResponse> = {
 };
 
 function createBaseChecksumRequest(): ChecksumRequest {
-  return { mapVersion: 0, start: Buffer.alloc(0), end: Buffer.alloc(0), includeEtag: false, snapshotId: "" };
+  return {
+    mapVersion: 0,
+    start: Buffer.alloc(0),
+    end: Buffer.alloc(0),
+    includeEtag: false,
+    snapshotId: "",
+    replica: false,
+  };
 }
 
 export const ChecksumRequest: MessageFns<ChecksumRequest> = {
@@ -1658,6 +1673,9 @@ export const ChecksumRequest: MessageFns<ChecksumRequest> = {
     }
     if (message.snapshotId !== "") {
       writer.uint32(42).string(message.snapshotId);
+    }
+    if (message.replica !== false) {
+      writer.uint32(48).bool(message.replica);
     }
     return writer;
   },
@@ -1715,6 +1733,14 @@ export const ChecksumRequest: MessageFns<ChecksumRequest> = {
             message.snapshotId = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.replica = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1729,7 +1755,7 @@ export const ChecksumRequest: MessageFns<ChecksumRequest> = {
 };
 
 function createBaseChecksumResponse(): ChecksumResponse {
-  return { digest: "", count: 0, next: Buffer.alloc(0) };
+  return { digest: "", count: 0, next: Buffer.alloc(0), replicaState: "", epoch: 0 };
 }
 
 export const ChecksumResponse: MessageFns<ChecksumResponse> = {
@@ -1742,6 +1768,12 @@ export const ChecksumResponse: MessageFns<ChecksumResponse> = {
     }
     if (message.next.length !== 0) {
       writer.uint32(26).bytes(message.next);
+    }
+    if (message.replicaState !== "") {
+      writer.uint32(34).string(message.replicaState);
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(40).uint64(message.epoch);
     }
     return writer;
   },
@@ -1781,6 +1813,22 @@ export const ChecksumResponse: MessageFns<ChecksumResponse> = {
             }
 
             message.next = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.replicaState = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.epoch = longToNumber(reader.uint64());
             continue;
           }
         }
