@@ -1,9 +1,11 @@
-import { Metadata, credentials, type CallOptions, type ChannelCredentials, type ClientUnaryCall, type ServiceError } from '@grpc/grpc-js';
+import { Metadata, credentials, makeGenericClientConstructor, type CallOptions, type ChannelCredentials, type ClientUnaryCall, type ServiceError } from '@grpc/grpc-js';
 import type { TlsMaterial } from '../common/index.js';
 import type { CallLimits } from './call-limits.js';
 import { PointCoalescer, type PointKind, type PointMethods } from './point-coalescer.js';
+import { POINT_CODECS } from './point-codec.js';
 import {
   StoreClient as GeneratedStoreClient,
+  StoreService,
   type BulkInsertRequest,
   type BulkInsertResponse,
   type ChecksumRequest,
@@ -39,6 +41,28 @@ import { MAX_RESPONSE_MESSAGE_BYTES } from './message-limits.js';
 import { StoreError } from './store-errors.js';
 
 type Callback<Res> = (error: ServiceError | null, response: Res) => void;
+
+/**
+ * The generated client, with the point messages (Get, Put, Multi) written and read by the hand
+ * codecs of store/point-codec.ts — the same bytes on the wire, less CPU per call.
+ */
+const FastStoreClient = makeGenericClientConstructor(
+  Object.fromEntries(
+    Object.entries(StoreService).map(([name, method]) => {
+      const point = POINT_CODECS[name as keyof typeof POINT_CODECS] as (typeof POINT_CODECS)[keyof typeof POINT_CODECS] | undefined;
+      if (point === undefined) return [name, method];
+      return [
+        name,
+        {
+          ...method,
+          requestSerialize: point.encodeRequest,
+          responseDeserialize: (bytes: Buffer) => point.decodeResponse(bytes) ?? method.responseDeserialize(bytes),
+        },
+      ];
+    }),
+  ) as unknown as typeof StoreService,
+  'shardpipe.store.v1.Store',
+) as unknown as typeof GeneratedStoreClient;
 
 /** The unary RPCs with their request and response messages. */
 interface UnaryMethods {
@@ -105,7 +129,7 @@ export class NodeConnection {
     );
     // Requests are bounded by each node's own receive limit (it answers RESOURCE_EXHAUSTED, and the
     // bulk writer splits); responses by the nodes' scan batch bound.
-    this.client = new GeneratedStoreClient(address, channelCredentials(creds.tls), {
+    this.client = new FastStoreClient(address, channelCredentials(creds.tls), {
       'grpc.max_send_message_length': -1,
       'grpc.max_receive_message_length': MAX_RESPONSE_MESSAGE_BYTES,
     });
