@@ -598,9 +598,18 @@ export const decodePutResponse = decodeWith(readPutResponse);
 export const decodeMultiRequest = decodeWith(readMultiRequest);
 export const decodeMultiResponse = decodeWith(readMultiResponse);
 
-/** The hand codecs by service method name, for the client's and the node's service definitions. */
+/**
+ * The hand codecs by service method name, for the client's and the node's service definitions,
+ * with the generated message codecs they match (their fallback, and bench/point-codec-bench's baseline).
+ */
 export const POINT_CODECS = {
-  get: { encodeRequest: encodeGetRequest, decodeRequest: decodeGetRequest, encodeResponse: encodeGetResponse, decodeResponse: decodeGetResponse },
-  put: { encodeRequest: encodePutRequest, decodeRequest: decodePutRequest, encodeResponse: encodePutResponse, decodeResponse: decodePutResponse },
-  multi: { encodeRequest: encodeMultiRequest, decodeRequest: decodeMultiRequest, encodeResponse: encodeMultiResponse, decodeResponse: decodeMultiResponse },
+  get: { encodeRequest: encodeGetRequest, decodeRequest: decodeGetRequest, encodeResponse: encodeGetResponse, decodeResponse: decodeGetResponse, generated: { request: GetRequest, response: GetResponse } },
+  put: { encodeRequest: encodePutRequest, decodeRequest: decodePutRequest, encodeResponse: encodePutResponse, decodeResponse: decodePutResponse, generated: { request: PutRequest, response: PutResponse } },
+  multi: {
+    encodeRequest: encodeMultiRequest,
+    decodeRequest: decodeMultiRequest,
+    encodeResponse: encodeMultiResponse,
+    decodeResponse: decodeMultiResponse,
+    generated: { request: MultiRequest, response: MultiResponse },
+  },
 } as const;
