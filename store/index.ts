@@ -49,6 +49,7 @@ export type { BulkChunk, BulkPutOptions, BulkPutResult, BulkPutter, BulkSource, 
 export { NodeConnection, channelCredentials } from './node-connection.js';
 export type { NodeConnectionOptions, StoreCredentials } from './node-connection.js';
 export { PointCoalescer } from './point-coalescer.js';
+export { POINT_CODECS } from './point-codec.js';
 export type { PointCoalescerOptions, PointKind, PointMethods, PointTransport } from './point-coalescer.js';
 export { METHOD_ROLES } from './store-auth.js';
 export { checkHealth } from './health-check.js';

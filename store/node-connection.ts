@@ -2,6 +2,7 @@ import { Metadata, credentials, makeGenericClientConstructor, type CallOptions, 
 import type { TlsMaterial } from '../common/index.js';
 import type { CallLimits } from './call-limits.js';
 import { PointCoalescer, type PointKind, type PointMethods } from './point-coalescer.js';
+import { POINT_CODECS } from './point-codec.js';
 import {
   StoreClient as GeneratedStoreClient,
   StoreService,
@@ -41,16 +42,31 @@ import { DEFAULT_FLOW_CONTROL_WINDOW_BYTES, FLOW_CONTROL_WINDOW_OPTION } from '.
 import { MAX_RESPONSE_MESSAGE_BYTES } from './message-limits.js';
 import { StoreError } from './store-errors.js';
 
+type Callback<Res> = (error: ServiceError | null, response: Res) => void;
+
 /**
- * The generated client, except that BulkInsert requests are encoded by hand (bulk-insert-codec.ts:
- * the same bytes, sized first and written once instead of copied about five times).
+ * The generated client, with the hot messages written and read by hand — the same bytes on the wire,
+ * less CPU per call: BulkInsert requests (bulk-insert-codec.ts: sized first and written once instead
+ * of copied about five times) and the point messages Get, Put, Multi (point-codec.ts).
  */
-const StoreChannelClient = makeGenericClientConstructor(
-  { ...StoreService, bulkInsert: { ...StoreService.bulkInsert, requestSerialize: encodeBulkInsert } },
+const FastStoreClient = makeGenericClientConstructor(
+  Object.fromEntries(
+    Object.entries(StoreService).map(([name, method]) => {
+      if (name === 'bulkInsert') return [name, { ...method, requestSerialize: encodeBulkInsert }];
+      const point = POINT_CODECS[name as keyof typeof POINT_CODECS] as (typeof POINT_CODECS)[keyof typeof POINT_CODECS] | undefined;
+      if (point === undefined) return [name, method];
+      return [
+        name,
+        {
+          ...method,
+          requestSerialize: point.encodeRequest,
+          responseDeserialize: (bytes: Buffer) => point.decodeResponse(bytes) ?? method.responseDeserialize(bytes),
+        },
+      ];
+    }),
+  ) as unknown as typeof StoreService,
   'shardpipe.store.v1.Store',
 ) as unknown as typeof GeneratedStoreClient;
-
-type Callback<Res> = (error: ServiceError | null, response: Res) => void;
 
 /** The unary RPCs with their request and response messages. */
 interface UnaryMethods {
@@ -117,7 +133,7 @@ export class NodeConnection {
     );
     // Requests are bounded by each node's own receive limit (it answers RESOURCE_EXHAUSTED, and the
     // bulk writer splits); responses by the nodes' scan batch bound.
-    this.client = new StoreChannelClient(address, channelCredentials(creds.tls), {
+    this.client = new FastStoreClient(address, channelCredentials(creds.tls), {
       'grpc.max_send_message_length': -1,
       'grpc.max_receive_message_length': MAX_RESPONSE_MESSAGE_BYTES,
       // Scan pages and Multi answers are not throttled to 64 KiB per round trip (http2-window.ts).

@@ -4,6 +4,7 @@ import { roleAllows, type Logger, type Role } from '../common/index.js';
 import { StoreService, type Entry, type MultiOp, type MultiRequest, type MultiResult, type ScanBatch, type ScanRequest, type SnapshotInfo, type StoreServer as StoreHandlers } from './proto/gen/shardpipe/store/v1/store.js';
 import { FIELD_LIMITS, MAX_MULTI_OPS, truncateForMessage, type FieldLimitContext } from './field-limits.js';
 import { decodePackedBulkInsert } from './bulk-insert-codec.js';
+import { POINT_CODECS } from './point-codec.js';
 import { toGrpcStatus } from './grpc-errors.js';
 import { checkRequest, requestDescOf, undecodableRequestError } from './request-check.js';
 import { successor } from './key.js';
@@ -31,21 +32,27 @@ interface Undecodable {
  * answers INVALID_ARGUMENT naming the field, instead of grpc-js's bare INTERNAL.
  */
 export const STORE_SERVICE_DEFINITION: typeof StoreService = Object.fromEntries(
-  Object.entries(StoreService).map(([name, method]) => [
-    name,
-    {
-      ...method,
-      requestDeserialize: (bytes: Buffer) => {
-        try {
-          // A packed batch is decoded into views of the received message, not copies.
-          if (name === 'bulkInsert') return decodePackedBulkInsert(bytes) ?? method.requestDeserialize(bytes);
-          return method.requestDeserialize(bytes);
-        } catch (cause) {
-          return { [UNDECODABLE]: { bytes, cause } } satisfies Undecodable;
-        }
+  Object.entries(StoreService).map(([name, method]) => {
+    const point = POINT_CODECS[name as keyof typeof POINT_CODECS] as (typeof POINT_CODECS)[keyof typeof POINT_CODECS] | undefined;
+    return [
+      name,
+      {
+        ...method,
+        requestDeserialize: (bytes: Buffer) => {
+          try {
+            // A packed batch is decoded into views of the received message, not copies.
+            if (name === 'bulkInsert') return decodePackedBulkInsert(bytes) ?? method.requestDeserialize(bytes);
+            // Point messages by hand (store/point-codec.ts); the generated decoder takes what it does not.
+            if (point !== undefined) return point.decodeRequest(bytes) ?? method.requestDeserialize(bytes);
+            return method.requestDeserialize(bytes);
+          } catch (cause) {
+            return { [UNDECODABLE]: { bytes, cause } } satisfies Undecodable;
+          }
+        },
+        ...(point === undefined ? {} : { responseSerialize: point.encodeResponse }),
       },
-    },
-  ]),
+    ];
+  }),
 ) as unknown as typeof StoreService;
 
 /**
