@@ -42,6 +42,12 @@ export const STORE_ERROR_CODES = {
   STORE_CLUSTER_NODES_MISSING: { grpc: status.FAILED_PRECONDITION, retryable: false },
   /** cluster init found a map in etcd already. */
   STORE_CLUSTER_MAP_EXISTS: { grpc: status.FAILED_PRECONDITION, retryable: false },
+  /** A chain forward under another partition epoch (or from a node that is not the receiver's predecessor). */
+  STORE_STALE_EPOCH: { grpc: status.FAILED_PRECONDITION, retryable: true },
+  /** A chain forward arrived while an earlier one of its stream is missing (or the replica needs a sync). */
+  STORE_FORWARD_GAP: { grpc: status.FAILED_PRECONDITION, retryable: true },
+  /** A CAS write was applied by a head whose chain changed before the tail acknowledged it: it may or may not have taken effect. */
+  STORE_AMBIGUOUS: { grpc: status.UNAVAILABLE, retryable: false },
 } as const;
 
 export type StoreErrorCode = keyof typeof STORE_ERROR_CODES;
