@@ -150,13 +150,13 @@ export class ChainReplica {
   }
 
   /**
-   * Installs the partition as a new map has it. Sends to a successor that changed start again at
-   * once to the new one; a replica that became the tail acknowledges everything it holds.
+   * Installs the partition as a new map has it. Sends in flight under the old epoch start again at
+   * once (to the new successor, under the new epoch); a replica that became the tail acknowledges everything it holds.
    */
   setPartition(partition: Partition): void {
-    const before = this.successorOf(this.partition);
+    const before = this.partition;
     this.partition = partition;
-    if (this.successorOf(partition) !== before || this.index < 0) {
+    if (partition.epoch !== before.epoch || this.successorOf(partition) !== this.successorOf(before) || this.index < 0) {
       const changed = this.chainChanged;
       this.chainChanged = new AbortController();
       changed.abort(new StoreError('STORE_STALE_EPOCH', `partition ${this.partitionId}: the chain changed (epoch ${partition.epoch})`));

@@ -388,11 +388,11 @@ export class StoreNode {
     return [...this.replicas.values()].map((r) => ({ partitionId: r.partitionId, epoch: r.epoch, ...r.progress, forwardedBytes: r.forwardedBytes }));
   }
 
-  /** The checksum of this node's replica of a partition, whatever its place in the chain (for comparing replicas). */
+  /** The checksum of this node's replica of a partition, whatever its place in the chain, etags included (for comparing replicas). */
   async replicaChecksum(partitionId: number): Promise<RangeDigest> {
     const store = this.stores.get(partitionId);
     if (store === undefined) throw new StoreError('STORE_NOT_OWNER', `partition ${partitionId} has no replica on ${this.address}`, { mapVersion: this.currentMap.version });
-    return store.checksum(Buffer.alloc(0), Buffer.alloc(0));
+    return store.checksum(Buffer.alloc(0), Buffer.alloc(0), { includeEtag: true });
   }
 
   /** The chain replica of a partition with more than one replica (undefined: a chain of one, nothing to forward). */
