@@ -13,7 +13,7 @@ export function generateRoleTokens(): RoleTokens {
 /** Writes `tokens` as an `--auth-token-file` (`ROLE TOKEN` lines), readable by the owner only. */
 export async function writeTokenFile(path: string, tokens: RoleTokens): Promise<void> {
   const text = [
-    '# shardpipe tokens: ROLE TOKEN per line; roles nest (admin > write > read). Keep this file secret.',
+    '# shardpipe tokens: ROLE TOKEN per line; roles nest (admin > write > read); replica is for nodes only. Keep this file secret.',
     ...ROLES.map((role) => `${role} ${tokens[role]}`),
     '',
   ].join('\n');

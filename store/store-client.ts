@@ -1,5 +1,5 @@
 import { Key, successor } from './key.js';
-import type { PartitionMap, Partition } from './partition-map.js';
+import { readNodeOf, type PartitionMap, type Partition } from './partition-map.js';
 import type { BulkRowInput, StoredEntry } from './partition-store.js';
 import { bulkPutAll, type BulkPutOptions, type BulkPutResult, type BulkPutter, type BulkSource } from './bulk-writer.js';
 import { RangeDigest } from './range-digest.js';
@@ -86,6 +86,7 @@ export class StoreClient implements BulkPutter {
   async get(key: Key, options: CallOptions = {}): Promise<StoredRecord | undefined> {
     const response = await this.router.routed(key.bytes, options, (conn, mapVersion, limits) =>
       conn.point('get', { mapVersion, key: key.bytes }, limits),
+      'read',
     );
     return response.found && response.entry ? fromEntry(response.entry) : undefined;
   }
@@ -124,7 +125,7 @@ export class StoreClient implements BulkPutter {
       try {
         map = await this.map(options);
         const partition = map.lookup(cursor);
-        node = partition.node;
+        node = readNodeOf(partition);
         const request: ScanRequest = {
           mapVersion: map.version,
           start: cursor,
@@ -169,6 +170,7 @@ export class StoreClient implements BulkPutter {
       const from: Buffer = cursor;
       const response = await this.router.routed(from, options, (conn, mapVersion, limits, partition) =>
         conn.unary('checksum', { mapVersion, start: from, end, includeEtag: options.includeEtag ?? false, snapshotId: snapshotFor(options.snapshots, partition) }, limits),
+        'read',
       );
       total.merge(RangeDigest.fromHex(response.digest, response.count));
       cursor = response.next.length > 0 ? response.next : undefined;
@@ -182,7 +184,7 @@ export class StoreClient implements BulkPutter {
    */
   async splitKeys(start: Buffer, end: Buffer, parts: number, options: CallOptions = {}): Promise<Buffer[]> {
     if (parts < 2) return [];
-    const response = await this.router.routed(start, options, (conn, mapVersion, limits) => conn.unary('splitKeys', { mapVersion, start, end, parts }, limits));
+    const response = await this.router.routed(start, options, (conn, mapVersion, limits) => conn.unary('splitKeys', { mapVersion, start, end, parts }, limits), 'read');
     return response.keys;
   }
 
@@ -208,7 +210,7 @@ export class StoreClient implements BulkPutter {
     const deadline = this.router.deadline(options);
     const takenAtMs = Date.now();
     const answers = await Promise.allSettled(
-      map.nodes().map(async (node) => {
+      map.readNodes().map(async (node) => {
         const r = await this.router.connection(node).unary('openSnapshot', { mapVersion: map.version, partitionIds: [], leaseMs: options.leaseMs }, this.router.limits(deadline, options));
         return r.snapshots.map((s): SnapshotLease => ({ partitionId: s.partitionId, node, snapshotId: s.snapshotId, rows: s.count, expiresAtMs: s.expiresAtMs }));
       }),
@@ -248,7 +250,7 @@ export class StoreClient implements BulkPutter {
   async stats(options: CallOptions = {}): Promise<NodeStats[]> {
     const map = await this.map(options);
     return Promise.all(
-      map.nodes().map(async (node): Promise<NodeStats> => {
+      map.readNodes().map(async (node): Promise<NodeStats> => {
         try {
           const r = await this.router.connection(node).unary('partitionStats', { partitionIds: [] }, this.router.limits(this.router.deadline(options), options));
           return { node, result: { ok: true, mapVersion: r.mapVersion, partitions: r.partitions } };
@@ -289,9 +291,10 @@ export class StoreClient implements BulkPutter {
 /** The snapshot id to read `partition` from, when reading snapshots at all. */
 function snapshotFor(leases: readonly SnapshotLease[] | undefined, partition: Partition): string {
   if (leases === undefined) return '';
-  const lease = leases.find((l) => l.partitionId === partition.id && l.node === partition.node);
+  const node = readNodeOf(partition);
+  const lease = leases.find((l) => l.partitionId === partition.id && l.node === node);
   if (lease === undefined) {
-    throw new StoreError('STORE_SNAPSHOT_NOT_FOUND', `no snapshot of partition ${partition.id} on ${partition.node}: the partition map changed since the snapshots were taken`);
+    throw new StoreError('STORE_SNAPSHOT_NOT_FOUND', `no snapshot of partition ${partition.id} on ${node}: the partition map changed since the snapshots were taken`);
   }
   return lease.snapshotId;
 }

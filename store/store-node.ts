@@ -5,7 +5,7 @@ import type { Logger } from '../common/index.js';
 import { MAX_KEPT_ETAG, MAX_LEASE_MS, MAX_MAP_VERSION_STEP, MAX_TIME_MS, MAX_TTL_MS, MAX_SPLIT_PARTS, MIN_LEASE_MS, MIN_SPLIT_PARTS, truncateForMessage } from './field-limits.js';
 import { DEFAULT_MAX_KEY_BYTES, Key, displayBytes } from './key.js';
 import { PackedRows } from './packed-rows.js';
-import { PartitionMap, partitionContains, type Partition } from './partition-map.js';
+import { PartitionMap, partitionContains, readNodeOf, type Partition } from './partition-map.js';
 import { DEFAULT_SCAN_BATCH_MAX_BYTES, PartitionStore, type PointWrite, type BulkRowInput, type PartitionHealth, type PartitionSnapshot, type PartitionStoreStats, type PutOptions, type StoredEntry, type WriteTiming } from './partition-store.js';
 import type { StoredRecord } from './record.js';
 import type { RangeDigest } from './range-digest.js';
@@ -664,10 +664,10 @@ export class StoreNode {
     this.checkVersion(mapVersion);
     const map = this.currentMap;
     const partition = map.lookup(key);
-    const serves = access === 'write' ? partition.node === this.address : readReplicaOf(partition) === this.address;
+    const serves = access === 'write' ? partition.node === this.address : readNodeOf(partition) === this.address;
     const store = serves ? this.stores.get(partition.id) : undefined;
     if (store === undefined) {
-      const target = access === 'write' ? partition.node : readReplicaOf(partition);
+      const target = access === 'write' ? partition.node : readNodeOf(partition);
       throw new StoreError('STORE_NOT_OWNER', `key "${displayBytes(key)}" belongs to partition ${partition.id}, whose ${access === 'write' ? 'head (writes)' : 'tail (reads)'} is ${target}, not ${this.address}`, {
         mapVersion: map.version,
         context: { partition: partition.id },
@@ -793,12 +793,6 @@ async function readMapFile(path: string): Promise<PartitionMap | undefined> {
     const reason = err instanceof Error ? err.message : String(err);
     throw new StoreError('STORE_INVALID_MAP', `the persisted partition map ${path} is unreadable (${reason}): restore it or start with --map FILE after moving it away`, { cause: err });
   }
-}
-
-/** The replica reads of a partition go to: the last serving one of its chain. */
-function readReplicaOf(partition: Partition): string {
-  for (let i = partition.chain.length - 1; i >= 0; i--) if (partition.chain[i]!.state === 'serving') return partition.chain[i]!.node;
-  return partition.node;
 }
 
 /** A node started without a transport (a static map of one replica per chain) cannot forward. */

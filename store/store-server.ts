@@ -10,6 +10,7 @@ import { storeAuthInterceptor } from './store-auth.js';
 import { STORE_SERVICE_DEFINITION, createStoreHandlers } from './store-service.js';
 import { StoreNodeMetrics, StoreRpcMetrics } from './store-metrics.js';
 import { StoreNode, type StoreNodeOptions } from './store-node.js';
+import { ChainForwarder } from './chain-forwarder.js';
 
 export interface StoreServerOptions extends StoreNodeOptions {
   /** Address to bind, HOST:PORT. Default: the node address. Port 0 picks a free port. */
@@ -68,7 +69,15 @@ export class StoreServer {
   private readonly nodeMetrics: StoreNodeMetrics | undefined;
   private stopping: Promise<void> | undefined;
 
-  private constructor(node: StoreNode, server: Server, health: HealthImplementation, port: number, nodeMetrics: StoreNodeMetrics | undefined, options: StoreServerOptions) {
+  private constructor(
+    node: StoreNode,
+    server: Server,
+    health: HealthImplementation,
+    port: number,
+    nodeMetrics: StoreNodeMetrics | undefined,
+    options: StoreServerOptions,
+    private readonly forwarder: ChainForwarder,
+  ) {
     this.node = node;
     this.server = server;
     this.health = health;
@@ -100,7 +109,14 @@ export class StoreServer {
       health.setStatus('', overall);
       health.setStatus(STORE_SERVICE_NAME, overall);
     };
-    node = await StoreNode.open({ ...options, logger, onHealthChange: reportHealth });
+    // Chain forwards go out with the node's replica token, over the node's TLS settings.
+    const forwarder = new ChainForwarder({ token: options.tokens?.replicaToken, tls: options.tls });
+    try {
+      node = await StoreNode.open({ ...options, logger, onHealthChange: reportHealth, transport: options.transport ?? forwarder });
+    } catch (err) {
+      forwarder.close();
+      throw err;
+    }
     const opened = node;
     let nodeMetrics: StoreNodeMetrics | undefined;
     let server: Server;
@@ -144,6 +160,7 @@ export class StoreServer {
     } catch (err) {
       nodeMetrics?.close();
       await opened.close();
+      forwarder.close();
       throw err;
     }
     const handlers = createStoreHandlers(opened, logger, options.metricsRegistry && new StoreRpcMetrics(options.metricsRegistry));
@@ -165,10 +182,11 @@ export class StoreServer {
     } catch (err) {
       nodeMetrics?.close();
       await opened.close();
+      forwarder.close();
       throw err;
     }
     logger.info({ port, tls: options.tls !== undefined, mutualTls: options.tls?.ca !== undefined, tokens: options.tokens !== undefined, mapVersion: opened.map.version, partitions: opened.ownedPartitions().map((p) => p.id), maxInflightBytes: options.maxInflightBytes ?? DEFAULT_MAX_INFLIGHT_BYTES }, 'store node serving');
-    return new StoreServer(opened, server, health, port, nodeMetrics, options);
+    return new StoreServer(opened, server, health, port, nodeMetrics, options, forwarder);
   }
 
   /**
@@ -195,6 +213,7 @@ export class StoreServer {
       });
       this.nodeMetrics?.close();
       await this.node.close();
+      this.forwarder.close();
       this.logger.info('store node stopped');
     })();
     return this.stopping;
