@@ -668,7 +668,8 @@ export class StoreNode {
     const store = serves ? this.stores.get(partition.id) : undefined;
     if (store === undefined) {
       const target = access === 'write' ? partition.node : readNodeOf(partition);
-      throw new StoreError('STORE_NOT_OWNER', `key "${displayBytes(key)}" belongs to partition ${partition.id}, whose ${access === 'write' ? 'head (writes)' : 'tail (reads)'} is ${target}, not ${this.address}`, {
+      const role = partition.chain.length < 2 ? '' : access === 'write' ? ' (writes go to its chain\'s head)' : ' (reads go to its chain\'s tail)';
+      throw new StoreError('STORE_NOT_OWNER', `key "${displayBytes(key)}" belongs to partition ${partition.id} on ${target}, not to ${this.address}${role}`, {
         mapVersion: map.version,
         context: { partition: partition.id },
       });

@@ -191,9 +191,16 @@ export class StoreRouter {
       case 'STORE_NODE_MAP_BEHIND':
         return map === undefined ? 'retry-after-backoff' : this.healLaggingNode(node, map, options);
       case 'STORE_UNAVAILABLE':
+      case 'STORE_DEADLINE_EXCEEDED': {
+        // In a chain a dead node is replaced by a new map (its successor heads, its predecessor
+        // tails): look for one from the other replicas before waiting.
+        if (map === undefined || map.replicas < 2) return 'retry-after-backoff';
+        await this.refreshMap(options).catch(() => undefined);
+        const current = this.maps.current;
+        return current && current.version > map.version ? 'retry-now' : 'retry-after-backoff';
+      }
       case 'STORE_PARTITION_UNAVAILABLE':
       case 'STORE_OVERLOADED':
-      case 'STORE_DEADLINE_EXCEEDED':
         return 'retry-after-backoff';
       default:
         return 'fail';
