@@ -1,4 +1,4 @@
-import type { ForwardRequest, ForwardResponse } from './proto/gen/shardpipe/store/v1/store.js';
+import { ForwardRequest, type ForwardResponse } from './proto/gen/shardpipe/store/v1/store.js';
 import type { ForwardAck, ForwardMessage, ForwardTransport } from './chain-replica.js';
 import { NodeConnection, type StoreCredentials } from './node-connection.js';
 import { PackedRows } from './packed-rows.js';
@@ -69,6 +69,11 @@ export function forwardFromProto(req: ForwardRequest): ForwardMessage {
       }),
     },
   };
+}
+
+/** Bytes a forward takes on the wire (its encoded ForwardRequest): for the bench's bytes forwarded per row. */
+export function forwardWireBytes(message: ForwardMessage): number {
+  return ForwardRequest.encode(forwardToProto(message)).finish().length;
 }
 
 export function forwardAckToProto(ack: ForwardAck): ForwardResponse {

@@ -121,6 +121,22 @@ describe('chain write path (in-process transport, real LevelDB)', () => {
     await expect(h.nodes.get(B)!.bulkInsert(1, rows(0, 1))).rejects.toMatchObject({ code: 'STORE_NOT_OWNER' });
   });
 
+  it('a read never sees a write that is not on every replica: until the tail has it, the tail answers the old value and the head refuses reads', async () => {
+    const h = await harness([A, B, C]);
+    await h.nodes.get(A)!.put(1, Buffer.from('k'), Buffer.from('old'), {});
+    h.cut.add(C);
+    const write = h.nodes.get(A)!.put(1, Buffer.from('k'), Buffer.from('new'), {});
+    write.catch(() => undefined);
+    await waitFor(async () => h.sent.some((m) => m.from === B && m.seq === 2));
+    expect((await h.nodes.get(C)!.get(1, Buffer.from('k')))?.value.toString()).toBe('old');
+    await expect(h.nodes.get(A)!.get(1, Buffer.from('k'))).rejects.toMatchObject({ code: 'STORE_NOT_OWNER' });
+    await expect(h.nodes.get(B)!.get(1, Buffer.from('k'))).rejects.toMatchObject({ code: 'STORE_NOT_OWNER' });
+    h.cut.delete(C);
+    // B's send to C times out (2 s here) and goes again: the write is acknowledged, and the tail reads it.
+    await write;
+    expect((await h.nodes.get(C)!.get(1, Buffer.from('k')))?.value.toString()).toBe('new');
+  });
+
   it('a forward with a stale epoch, or from a node that is not the predecessor, is rejected and writes nothing', async () => {
     const h = await harness([A, B, C]);
     await h.nodes.get(A)!.bulkInsert(1, rows(0, 10));
