@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import type { Logger } from '../common/index.js';
 import type { PackedRows } from './packed-rows.js';
 import type { Partition } from './partition-map.js';
@@ -105,7 +106,7 @@ export class ChainReplica {
   private readonly unacked = new Map<number, Unacked>();
   private readonly waiting = new Map<number, Waiting>();
   /** Aborted on every chain change, so sends to a removed successor stop at once and go again. */
-  private chainChanged = new AbortController();
+  private chainChanged = unboundedController();
   private closed = false;
   /** Bytes of forwards this replica sent (payload: keys, values, metadata), for the bench and metrics. */
   forwardedBytes = 0;
@@ -158,7 +159,7 @@ export class ChainReplica {
     this.partition = partition;
     if (partition.epoch !== before.epoch || this.successorOf(partition) !== this.successorOf(before) || this.index < 0) {
       const changed = this.chainChanged;
-      this.chainChanged = new AbortController();
+      this.chainChanged = unboundedController();
       changed.abort(new StoreError('STORE_STALE_EPOCH', `partition ${this.partitionId}: the chain changed (epoch ${partition.epoch})`));
     }
   }
@@ -358,6 +359,13 @@ export function opBytes(op: ForwardOp): number {
   let bytes = 0;
   for (const w of op.writes) bytes += w.key.length + ('deleted' in w ? 1 : w.record.value.length + 24);
   return bytes;
+}
+
+/** Every forward in flight listens to it (one per unacknowledged write), so no listener limit. */
+function unboundedController(): AbortController {
+  const controller = new AbortController();
+  setMaxListeners(0, controller.signal);
+  return controller;
 }
 
 function pause(ms: number, signal: AbortSignal): Promise<void> {

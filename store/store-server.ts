@@ -142,6 +142,10 @@ export class StoreServer {
         });
       const reserveBytes = (method: string): number => {
         // A Multi may carry many puts: as large as any request the node takes.
+        // A forward's bytes were admitted by its head's budget, and each replica holds at most
+        // maxUnacked of them: queueing it here behind the node's own head writes (which wait for
+        // forwards elsewhere) could make two nodes wait on each other until both time out.
+        if (method === 'Forward') return 0;
         if (method === 'BulkInsert' || method === 'Multi') return receiveLimit;
         if (method === 'Put') return opened.maxKeyBytes + opened.maxValueBytes + SMALL_REQUEST_BYTES;
         return SMALL_REQUEST_BYTES;
