@@ -93,16 +93,18 @@ export class StoreClient implements BulkPutter {
 
   /** Writes a value; rejects with STORE_ETAG_MISMATCH (carrying `currentEtag`) when a CAS fails. */
   async put(key: Key, value: Buffer, options: ClientPutOptions = {}): Promise<StoredRecord> {
+    const cas = casAttempts(options.expectedEtag);
     const response = await this.router.routed(key.bytes, options, (conn, mapVersion, limits) =>
-      conn.point('put', { mapVersion, key: key.bytes, value, expectedEtag: options.expectedEtag, ttlMs: options.ttlMs ?? 0 }, limits),
+      cas(conn.point('put', { mapVersion, key: key.bytes, value, expectedEtag: options.expectedEtag, ttlMs: options.ttlMs ?? 0 }, limits)),
     );
     return { value, etag: response.etag, updatedAtMs: response.updatedAtMs, expiresAtMs: response.expiresAtMs };
   }
 
   /** Deletes a key; resolves whether a live entry was deleted. */
   async delete(key: Key, options: CallOptions & { expectedEtag?: number } = {}): Promise<boolean> {
+    const cas = casAttempts(options.expectedEtag);
     const response = await this.router.routed(key.bytes, options, (conn, mapVersion, limits) =>
-      conn.point('delete', { mapVersion, key: key.bytes, expectedEtag: options.expectedEtag }, limits),
+      cas(conn.point('delete', { mapVersion, key: key.bytes, expectedEtag: options.expectedEtag }, limits)),
     );
     return response.deleted;
   }
@@ -286,6 +288,33 @@ export class StoreClient implements BulkPutter {
   close(): void {
     this.router.close();
   }
+}
+
+/**
+ * Watches the attempts of one CAS write. An attempt that ended without an answer (deadline, or the
+ * node gone mid-call) may have been applied; if a later attempt then finds the etag changed, that
+ * change may be this very write — so the outcome is STORE_AMBIGUOUS, not a plain mismatch (and it
+ * is never applied twice: the etag check of the retry sees the first one).
+ */
+function casAttempts(expectedEtag: number | undefined): <T>(attempt: Promise<T>) => Promise<T> {
+  if (expectedEtag === undefined) return (attempt) => attempt;
+  let unknown: StoreError | undefined;
+  return async (attempt) => {
+    try {
+      return await attempt;
+    } catch (err) {
+      if (!(err instanceof StoreError)) throw err;
+      if (err.code === 'STORE_DEADLINE_EXCEEDED' || err.code === 'STORE_UNAVAILABLE') unknown ??= err;
+      if (err.code === 'STORE_ETAG_MISMATCH' && unknown !== undefined) {
+        throw new StoreError(
+          'STORE_AMBIGUOUS',
+          `compare-and-set with etag ${expectedEtag}: an earlier attempt got no answer (${unknown.code}) and the etag is now ${err.currentEtag ?? 'different'}: the earlier attempt may have applied it; read the key to find out`,
+          { cause: err, currentEtag: err.currentEtag },
+        );
+      }
+      throw err;
+    }
+  };
 }
 
 /** The snapshot id to read `partition` from, when reading snapshots at all. */

@@ -3,6 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { PartitionStore } from '../../store/partition-store.js';
 import { Key, StoreClient, type BulkRowInput, type PartitionMap } from '../../store/index.js';
 import { EtcdTestCluster } from '../helpers/etcd-cluster.js';
+import { StoreCluster } from '../helpers/store-cluster.js';
 
 // Real etcd, three real `store start --etcd` processes and a coordinator; SIGKILL mid-load.
 let cluster: EtcdTestCluster | undefined;
@@ -89,4 +90,33 @@ describe('chain replication with real node processes', () => {
     }
     expect(total).toBe(ROWS);
   }, 120_000);
+});
+
+describe('CAS through a chain whose tail stops answering (real processes, SIGSTOP)', () => {
+  it('an attempt without an answer, then a mismatch on retry, is reported as STORE_AMBIGUOUS, and the CAS is applied exactly once', async () => {
+    const nodes = await StoreCluster.start({ nodes: 2, partitions: 1, replicas: 2, extraArgs: ['--no-sync', '--forward-timeout', '1s'] });
+    try {
+      client = new StoreClient({ seeds: nodes.seeds, rpcDeadlineMs: 500, operationTimeoutMs: 20_000 });
+      const key = Key.fromBytes(Buffer.from('acct'));
+      const first = await client.put(key, Buffer.from('100'), { expectedEtag: 0 });
+      const tail = nodes.nodes[1]!;
+      tail.child!.kill('SIGSTOP');
+      // The head applies the CAS and waits for the stopped tail's ack; the client's attempt times out.
+      const cas = client.put(key, Buffer.from('90'), { expectedEtag: first.etag }).then(
+        () => 'acknowledged',
+        (error: unknown) => error,
+      );
+      const outcome = await cas;
+      tail.child!.kill('SIGCONT');
+      expect(outcome).toMatchObject({ code: 'STORE_AMBIGUOUS', retryable: false });
+      // The caller reads (at the tail, once it answers again) and finds its write there — once.
+      // The head re-sends the forward after its --forward-timeout; wait until the tail has it.
+      let seen = await client.get(key);
+      for (const until = Date.now() + 10_000; seen?.value.toString() !== '90' && Date.now() < until; ) seen = await client.get(key);
+      expect(seen?.value.toString()).toBe('90');
+      expect(seen?.etag).toBe(first.etag + 1);
+    } finally {
+      await nodes.close();
+    }
+  }, 60_000);
 });
