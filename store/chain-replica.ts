@@ -325,7 +325,7 @@ export class ChainReplica {
   }
 
   private async sendUntilAcked(message: ForwardMessage): Promise<HopTiming[]> {
-    for (;;) {
+    for (let attempt = 1; ; attempt++) {
       if (this.closed) throw new StoreError('STORE_CLOSED', `partition ${this.partitionId} on ${this.node} is closing`);
       if (this.index < 0) {
         throw new StoreError('STORE_AMBIGUOUS', `partition ${this.partitionId}: ${this.node} left the chain (epoch ${this.partition.epoch}) before write ${message.seq} was acknowledged; it may or may not be on the chain`);
@@ -341,7 +341,9 @@ export class ChainReplica {
       } catch (error) {
         if (this.closed) throw error;
         this.onForwardRetry?.({ partitionId: this.partitionId, seq: message.seq, successor, error });
-        this.logger?.warn({ err: error, partition: this.partitionId, seq: message.seq, successor }, 'forward failed; sending it again to the current successor');
+        // Once per forward at warn: a dead successor fails every attempt until the map drops it.
+        const level = attempt === 1 ? 'warn' : 'debug';
+        this.logger?.[level]({ err: error, partition: this.partitionId, seq: message.seq, successor, attempt }, 'forward failed; sending it again to the current successor');
         if (!changed.aborted) await pause(RETRY_PAUSE_MS, changed);
       }
     }
