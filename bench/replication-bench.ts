@@ -9,18 +9,24 @@
  * - Bytes forwarded per row: the wire size of the Forward message a bulk chunk becomes (encoded by
  *   the node's own forwarder code), per row, times the hops of a chain of three (2).
  *
- * Not measured here: time from SIGKILL of a head to the first accepted write on its successor
- * (needs etcd and a coordinator; test/integration/chain-kill.test.ts covers the behaviour).
+ * - Failover: three `store start --etcd` nodes (lease 2 s) with a coordinator and a private etcd,
+ *   R=3: SIGKILL the head of a partition, then time one thick-client put to that partition (its own
+ *   retries included) until the successor accepts it. Goal: under 2 × the lease.
  *
  * Run after `npx tsc -p tsconfig.json`:
  *   node dist/bench/replication-bench.js [--rows 1000000] [--ops 20000] [--concurrency 32]
  */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Key, PackedRowsBuilder, PartitionMap, StoreClient, forwardWireBytes, type PackedRows } from '../store/index.js';
-import { startBenchCluster, type BenchCluster } from './bench-cluster.js';
+import { findFreePort } from '../common/index.js';
+import { PrivateEtcd } from '../coordinator/index.js';
+import { MAIN_JS, startBenchCluster, type BenchCluster } from './bench-cluster.js';
 
 const { values } = parseArgs({
   options: {
@@ -132,6 +138,57 @@ async function measure(replicas: 1 | 3, workDir: string): Promise<Figures> {
   }
 }
 
+const LEASE_MS = 2000;
+
+/** A CLI child; resolves once it printed `{"event": name}` on stdout. */
+function cliChild(args: string[], event: string | undefined): { child: ChildProcess; ready: Promise<void> } {
+  const child = spawn(process.execPath, [MAIN_JS, ...args, '--log-level', 'error'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const ready = new Promise<void>((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`${args.slice(0, 2).join(' ')} exited (${code}) before "${event}"`)));
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      if (event !== undefined && line.startsWith('{') && (JSON.parse(line) as { event?: string }).event === event) resolve();
+    });
+  });
+  return { child, ready };
+}
+
+/** Milliseconds from SIGKILL of a chain head to a put on that partition accepted by its successor. */
+async function failoverMs(workDir: string): Promise<number> {
+  const etcd = await PrivateEtcd.start({ dataDir: join(workDir, 'etcd') });
+  const children: ChildProcess[] = [];
+  try {
+    const addresses = await Promise.all([0, 1, 2].map(async () => `127.0.0.1:${await findFreePort()}`));
+    const nodes = addresses.map((a, i) => cliChild(['store', 'start', '--etcd', etcd.url, '--node', a, '--data', join(workDir, `etcd-node-${i}`), '--lease', `${LEASE_MS / 1000}s`, '--no-sync'], 'ready'));
+    children.push(...nodes.map((n) => n.child));
+    const coordinator = cliChild(['coordinator', '--etcd', etcd.url, '--lease', `${LEASE_MS / 1000}s`], 'ready');
+    children.push(coordinator.child);
+    await coordinator.ready;
+    const init = spawn(process.execPath, [MAIN_JS, 'cluster', 'init', '--etcd', etcd.url, '--partitions', '3', '--replicas', '3', '--log-level', 'error'], { stdio: 'inherit' });
+    const [code] = (await once(init, 'exit')) as [number | null];
+    if (code !== 0) throw new Error(`cluster init exited ${code}`);
+    await Promise.all(nodes.map((n) => n.ready));
+    const client = new StoreClient({ seeds: addresses, operationTimeoutMs: 60_000 });
+    try {
+      const key = Key.fromBytes(Buffer.from([0x00, 0x01]));
+      await client.put(key, Buffer.from('before'));
+      const head = (await client.map()).lookup(key.bytes).node;
+      const victim = children[addresses.indexOf(head)]!;
+      const exited = once(victim, 'exit');
+      const killedAt = performance.now();
+      victim.kill('SIGKILL');
+      await exited;
+      await client.put(key, Buffer.from('after'));
+      return performance.now() - killedAt;
+    } finally {
+      client.close();
+    }
+  } finally {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    await Promise.all(children.map((c) => (c.exitCode === null && c.signalCode === null ? once(c, 'exit') : undefined)));
+    await etcd.stop();
+  }
+}
+
 /** Wire bytes of the Forward of one full bulk chunk, per row, over the two hops of a chain of three. */
 function forwardedBytesPerRow(): { perHop: number; perRow: number; payloadPerRow: number } {
   const rows = chunks(CHUNK_ROWS).next().value as PackedRows;
@@ -144,6 +201,7 @@ try {
   const rf1 = await measure(1, workDir);
   const rf3 = await measure(3, workDir);
   const fwd = forwardedBytesPerRow();
+  const failover = await failoverMs(workDir);
   const round = (n: number): number => Math.round(n * 100) / 100;
   console.log(
     JSON.stringify(
@@ -161,6 +219,7 @@ try {
           cpuRf3OverRf1: round(rf3.cpuSecondsPer1M / rf1.cpuSecondsPer1M),
         },
         forwardedBytesPerRow: { perHop: round(fwd.perHop), chainOfThree: round(fwd.perRow), rowPayload: fwd.payloadPerRow },
+        failover: { leaseMs: LEASE_MS, sigkillToFirstAcceptedWriteMs: Math.round(failover), overLease: round(failover / LEASE_MS), goal: '< 2 × lease' },
       },
       null,
       2,
