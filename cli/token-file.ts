@@ -13,7 +13,7 @@ export function generateRoleTokens(): RoleTokens {
 /** Writes `tokens` as an `--auth-token-file` (`ROLE TOKEN` lines), readable by the owner only. */
 export async function writeTokenFile(path: string, tokens: RoleTokens): Promise<void> {
   const text = [
-    '# shardpipe tokens: ROLE TOKEN per line; roles nest (admin > write > read). Keep this file secret.',
+    '# shardpipe tokens: ROLE TOKEN per line; roles nest (admin > write > read); replica is for nodes only. Keep this file secret.',
     ...ROLES.map((role) => `${role} ${tokens[role]}`),
     '',
   ].join('\n');
@@ -34,7 +34,13 @@ export async function ensureTokenFile(path: string): Promise<RoleTokens> {
       const [role, token, extra] = line.trim().split(/\s+/);
       if (extra === undefined && token !== undefined && (ROLES as readonly string[]).includes(role!)) found[role as Role] = token;
     }
-    const valid = ROLES.every((r) => found[r] !== undefined) && isValidTokenFile(existing);
+    const valid = ROLES.every((r) => r === 'replica' || found[r] !== undefined) && isValidTokenFile(existing);
+    if (valid && found.replica === undefined) {
+      // A file from before chain forwards: keep its client tokens (they may be exported), add the replica one.
+      const tokens = { ...(found as Omit<RoleTokens, 'replica'>), replica: randomBytes(32).toString('hex') };
+      await writeTokenFile(path, tokens);
+      return tokens;
+    }
     if (valid) {
       await chmod(path, 0o600);
       return found as RoleTokens;

@@ -2,18 +2,22 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { ConfigError } from './config-error.js';
 
-/** What a token may do. Roles nest: admin ⊇ write ⊇ read. */
-export type Role = 'read' | 'write' | 'admin';
+/**
+ * What a token may do. Client roles nest: admin ⊇ write ⊇ read. `replica` stands apart: store
+ * nodes use it for each other (chain forwards) and it allows nothing else; no client role includes it.
+ */
+export type Role = 'read' | 'write' | 'admin' | 'replica';
 
-export const ROLES: readonly Role[] = ['read', 'write', 'admin'];
+export const ROLES: readonly Role[] = ['read', 'write', 'admin', 'replica'];
 
-const RANK: Record<Role, number> = { read: 1, write: 2, admin: 3 };
+const RANK: Record<Role, number> = { read: 1, write: 2, admin: 3, replica: 0 };
 
 /** Shortest token accepted: shorter ones are guessable. */
 export const MIN_TOKEN_LENGTH = 16;
 
 /** Whether `role` includes everything `needed` may do. */
 export function roleAllows(role: Role, needed: Role): boolean {
+  if (role === 'replica' || needed === 'replica') return role === needed;
   return RANK[role] >= RANK[needed];
 }
 
@@ -36,11 +40,14 @@ export class AuthTokens {
    * cluster (a node fetching the partition map from another node).
    */
   readonly peerToken: string;
+  /** The `replica` token of the file, which a node presents when it forwards to its successor in a chain. */
+  readonly replicaToken: string | undefined;
   private readonly entries: readonly Entry[];
 
-  private constructor(entries: Entry[], peerToken: string) {
+  private constructor(entries: Entry[], peerToken: string, replicaToken: string | undefined) {
     this.entries = entries;
     this.peerToken = peerToken;
+    this.replicaToken = replicaToken;
   }
 
   /** Parses token file text; errors name the file and line. */
@@ -48,6 +55,7 @@ export class AuthTokens {
     const entries: Entry[] = [];
     const seen = new Set<string>();
     let peer: { role: Role; token: string } | undefined;
+    let replica: string | undefined;
     for (const [i, raw] of text.split('\n').entries()) {
       const line = raw.replace(/\r$/, '').trim();
       if (line === '' || line.startsWith('#')) continue;
@@ -63,10 +71,12 @@ export class AuthTokens {
       if (seen.has(hex)) throw new ConfigError('CONFIG_TOKEN_FILE_INVALID', `${where}: the same token appears twice; give each role its own token`);
       seen.add(hex);
       entries.push({ role: role as Role, digest });
-      if (peer === undefined || RANK[role as Role] < RANK[peer.role]) peer = { role: role as Role, token };
+      if (role === 'replica') replica ??= token;
+      else if (peer === undefined || RANK[role as Role] < RANK[peer.role]) peer = { role: role as Role, token };
     }
     if (entries.length === 0) throw new ConfigError('CONFIG_TOKEN_FILE_INVALID', `${source}: no tokens (expected lines "ROLE TOKEN", ROLE one of ${ROLES.join(', ')})`);
-    return new AuthTokens(entries, peer!.token);
+    if (peer === undefined) throw new ConfigError('CONFIG_TOKEN_FILE_INVALID', `${source}: only replica tokens; a node also needs a read, write or admin token to present to its peers`);
+    return new AuthTokens(entries, peer.token, replica);
   }
 
   /** Reads and parses a token file. */

@@ -79,6 +79,11 @@ class BudgetedCall extends ServerInterceptingCall {
     }
     this.firstReadStarted = true;
     const reserve = REQUEST_COPIES_HELD * this.options.reserveBytes(this.method);
+    // A method that reserves nothing bypasses the queue (chain forwards: see store-server.ts).
+    if (reserve === 0) {
+      super.startRead();
+      return;
+    }
     // The common case, room at once: admitted synchronously, without a timer, signal or promise.
     const now = this.ended ? undefined : this.budget.tryAcquire(reserve);
     if (now !== undefined) {

@@ -144,6 +144,19 @@ export const FIELD_LIMITS: Readonly<Record<string, Readonly<Record<string, Field
   MultiRequest: { ops: { kind: 'list', minItems: 1, maxItems: MAX_MULTI_OPS, item: { kind: 'message', required: true } } },
   // Exactly one of the three is set (checked by the service); each is checked as its plain call's request.
   MultiOp: { get: { kind: 'message', required: false }, put: { kind: 'message', required: false }, delete: { kind: 'message', required: false } },
+  ForwardRequest: {
+    partition_id: partitionId,
+    epoch: { kind: 'int', min: 1, max: MAX_MAP_VERSION, note: 'the sender\'s partition epoch; another one than the receiver\'s is STORE_STALE_EPOCH' },
+    from: { kind: 'string', maxBytes: MAX_NODE_ADDRESS_BYTES },
+    stream_id: { kind: 'string', maxBytes: 64 },
+    seq: { kind: 'int', min: 1, max: MAX_ETAG, note: 'the head\'s sequence number of the write' },
+    packed: { kind: 'message', required: false, note: 'a bulk write: its accepted rows as they arrived; not together with points' },
+    first_etag: { kind: 'int', min: 0, max: MAX_ETAG, note: 'with packed: the first etag the head handed out' },
+    now_ms: time,
+    points: { kind: 'list', maxItems: MAX_MULTI_OPS, item: { kind: 'message', required: true } },
+  },
+  ForwardPoint: { entry: { kind: 'message', required: true }, deleted: { kind: 'bool' } },
+  Entry: { key: { kind: 'key' }, value: { kind: 'value' }, etag: { kind: 'int', min: 0, max: MAX_ETAG }, updated_at_ms: time, expires_at_ms: time },
 };
 
 /** The allowed range of a field as text, for error messages and the README table. */

@@ -57,3 +57,5 @@ export { StoreRpcMetrics, StoreNodeMetrics } from './store-metrics.js';
 export { InflightBudget } from './inflight-budget.js';
 export type { BudgetLease, InflightBudgetOptions } from './inflight-budget.js';
 export { MAX_RESPONSE_MESSAGE_BYTES } from './message-limits.js';
+export { ChainReplica, type ChainReplicaOptions, type ForwardAck, type ForwardMessage, type ForwardOp, type ForwardTransport, type HopTiming, type PointApplied } from './chain-replica.js';
+export { ChainForwarder, forwardWireBytes } from './chain-forwarder.js';

@@ -63,7 +63,7 @@ export class MapCache {
   }
 
   private async fetch(limits: CallLimits): Promise<PartitionMap> {
-    const candidates = [...new Set([...this.seeds, ...(this.currentMap?.nodes() ?? [])])];
+    const candidates = [...new Set([...this.seeds, ...(this.currentMap?.replicaNodes() ?? [])])];
     const answers = await Promise.all(
       candidates.map(async (address) => {
         try {

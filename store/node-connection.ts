@@ -17,6 +17,8 @@ import {
   type GetResponse,
   type MultiRequest,
   type MultiResponse,
+  type ForwardRequest,
+  type ForwardResponse,
   type PartitionMapProto,
   type PartitionStatsRequest,
   type PartitionStatsResponse,
@@ -84,6 +86,7 @@ interface UnaryMethods {
   releaseSnapshot: [ReleaseSnapshotRequest, ReleaseSnapshotResponse];
   splitKeys: [SplitKeysRequest, SplitKeysResponse];
   multi: [MultiRequest, MultiResponse];
+  forward: [ForwardRequest, ForwardResponse];
 }
 type UnaryMethodName = keyof UnaryMethods;
 type RequestOf<K extends UnaryMethodName> = UnaryMethods[K][0];

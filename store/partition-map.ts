@@ -19,12 +19,18 @@ export interface Partition {
   readonly id: number;
   readonly start: Buffer;
   readonly end: Buffer;
-  /** The chain head's address, HOST:PORT: the node writes (and, until chains forward, reads) go to. */
+  /** The chain head's address, HOST:PORT: the node writes go to (reads go to readNodeOf). */
   readonly node: string;
   /** The replicas, head first; a static map's partition is a chain of one serving replica. */
   readonly chain: readonly Replica[];
   /** Changes whenever the chain or the range changes; 1 in a static map. */
   readonly epoch: number;
+}
+
+/** The replica reads of a partition go to: the last serving one of its chain (a syncing tail serves no reads). */
+export function readNodeOf(partition: Partition): string {
+  for (let i = partition.chain.length - 1; i >= 0; i--) if (partition.chain[i]!.state === 'serving') return partition.chain[i]!.node;
+  return partition.node;
 }
 
 /** A partition as given to PartitionMap.create: without `chain`, a chain of one (`node`, serving). */
@@ -220,6 +226,11 @@ export class PartitionMap {
   /** Distinct chain-head addresses, in key order of their first partition. */
   nodes(): string[] {
     return [...new Set(this.partitions.map((p) => p.node))];
+  }
+
+  /** Distinct addresses of the replicas reads go to (each chain's tail: its last serving replica), in key order. */
+  readNodes(): string[] {
+    return [...new Set(this.partitions.map(readNodeOf))];
   }
 
   /** Distinct addresses of every replica of every chain, in key order of their first partition. */

@@ -32,6 +32,22 @@ export interface WriteTiming {
   fsyncMs: number;
 }
 
+/**
+ * What a head assigned to a bulk write, so a replica can apply the same rows to the same records
+ * (chain replication ships values): etags are handed out from `firstEtag` by the same rule
+ * (a row's kept etag stays and raises the counter; others take the next), `nowMs` is the update time
+ * and the instant expired rows are dropped at.
+ */
+export interface BulkAssignment {
+  firstEtag: number;
+  nowMs: number;
+}
+
+/** WriteTiming of a bulk write, with what it assigned. */
+export interface BulkWriteTiming extends WriteTiming {
+  assigned: BulkAssignment;
+}
+
 export interface PutOptions {
   /** Compare-and-set: current etag must equal this (0 = key must not exist). */
   expectedEtag?: number;
@@ -160,7 +176,7 @@ type BulkOp = Extract<Op, { kind: 'bulk' }>;
 type Op =
   | { kind: 'put'; key: Buffer; value: Buffer; options: PutOptions; resolve: (r: StoredRecord) => void; reject: (e: unknown) => void }
   | { kind: 'delete'; key: Buffer; expectedEtag: number | undefined; resolve: (deleted: boolean) => void; reject: (e: unknown) => void }
-  | { kind: 'bulk'; rows: PackedRows; sorted: boolean; enqueuedAt: number; resolve: (t: WriteTiming) => void; reject: (e: unknown) => void }
+  | { kind: 'bulk'; rows: PackedRows; sorted: boolean; enqueuedAt: number; assigned: BulkAssignment | undefined; resolve: (t: BulkWriteTiming) => void; reject: (e: unknown) => void }
   | { kind: 'sweep'; resolve: (swept: number) => void; reject: (e: unknown) => void };
 
 interface WriteFault {
@@ -309,11 +325,13 @@ export class PartitionStore {
   /**
    * Writes all rows in one atomic batch (upsert). The caller has checked they belong here and
    * that their fields are in range. Rows given as objects are packed first (one copy).
+   * `assigned` (a replica applying its head's write) replaces this partition's own etag counter
+   * and clock for these rows, so they get exactly the head's records.
    */
-  bulkInsert(input: readonly BulkRowInput[] | PackedRows): Promise<WriteTiming> {
+  bulkInsert(input: readonly BulkRowInput[] | PackedRows, assigned?: BulkAssignment): Promise<BulkWriteTiming> {
     const rows = input instanceof PackedRows ? input : PackedRows.fromRows(input);
     return new Promise((resolve, reject) =>
-      this.enqueue({ kind: 'bulk', rows, sorted: rows.isStrictlySorted(), enqueuedAt: performance.now(), resolve: this.counted(rows.count, resolve), reject }),
+      this.enqueue({ kind: 'bulk', rows, sorted: rows.isStrictlySorted(), enqueuedAt: performance.now(), assigned, resolve: this.counted(rows.count, resolve), reject }),
     );
   }
 
@@ -731,37 +749,43 @@ export class PartitionStore {
     const next = { ...(this.tip ?? this.state) };
     const now = this.now();
     const overwritten: Array<Map<number, number>> = [];
+    const assignments: BulkAssignment[] = [];
     let total = 0;
     for (const op of group) {
-      overwritten.push(await this.overwrittenBytes(op.rows, op.sorted, now));
-      total += bulkLayoutBytes(op.rows, now);
+      const opNow = op.assigned?.nowMs ?? now;
+      overwritten.push(await this.overwrittenBytes(op.rows, op.sorted, opNow));
+      total += bulkLayoutBytes(op.rows, opNow);
     }
     const batch = new WriteOps(this.db, total);
     const out = layoutBuffer(total);
     let at = 0;
     try {
       for (let g = 0; g < group.length; g++) {
-        const rows = group[g]!.rows;
+        const { rows, assigned } = group[g]!;
         const old = overwritten[g]!;
+        const opNow = assigned?.nowMs ?? now;
+        // A replica counts from its head's first etag; the head from its own sequence.
+        let seq = assigned === undefined ? next.seq : assigned.firstEtag - 1;
+        assignments.push({ firstEtag: seq + 1, nowMs: opNow });
         for (let i = 0; i < rows.count; i++) {
           const expiresAtMs = rows.metaField(i, 2);
-          if (expiresAtMs > 0 && expiresAtMs <= now) continue;
+          if (expiresAtMs > 0 && expiresAtMs <= opNow) continue;
           const oldBytes = old.get(i);
           if (oldBytes !== undefined) {
             next.count--;
             next.logicalBytes -= oldBytes;
           }
           let etag = rows.metaField(i, 0);
-          if (etag > 0) next.seq = Math.max(next.seq, etag);
-          else if (next.seq >= MAX_ETAG) throw etagsExhausted(next.seq);
-          else etag = ++next.seq;
+          if (etag > 0) seq = Math.max(seq, etag);
+          else if (seq >= MAX_ETAG) throw etagsExhausted(seq);
+          else etag = ++seq;
           const keyLength = rows.keyLength(i);
           const keyAt = at;
           out[at] = NS_DATA;
           at += 1 + rows.copyKey(i, out, at + 1);
           const key = out.subarray(keyAt, at);
           const recordAt = at;
-          at = writeRecordHeader(out, at, etag, rows.metaField(i, 1) || now, expiresAtMs);
+          at = writeRecordHeader(out, at, etag, rows.metaField(i, 1) || opNow, expiresAtMs);
           at += rows.copyValue(i, out, at);
           batch.putBuffers(key, out.subarray(recordAt, at));
           if (expiresAtMs > 0) {
@@ -775,6 +799,7 @@ export class PartitionStore {
           next.count++;
           next.logicalBytes += at - keyAt - (expiresAtMs > 0 ? 9 + keyLength : 0);
         }
+        next.seq = Math.max(next.seq, seq);
       }
     } catch (err) {
       await batch.discard();
@@ -796,7 +821,7 @@ export class PartitionStore {
         const writing = performance.now();
         await this.commit(batch, next);
         const fsyncMs = performance.now() - writing;
-        for (const op of group) op.resolve({ queueMs: started - op.enqueuedAt, writeMs: built - started, fsyncMs });
+        group.forEach((op, g) => op.resolve({ queueMs: started - op.enqueuedAt, writeMs: built - started, fsyncMs, assigned: assignments[g]! }));
         return true;
       } catch (err) {
         await batch.discard().catch(() => undefined);

@@ -1,5 +1,5 @@
 import { Key, successor } from './key.js';
-import type { PartitionMap, Partition } from './partition-map.js';
+import { readNodeOf, type PartitionMap, type Partition } from './partition-map.js';
 import type { BulkRowInput, StoredEntry } from './partition-store.js';
 import { bulkPutAll, type BulkPutOptions, type BulkPutResult, type BulkPutter, type BulkSource } from './bulk-writer.js';
 import { RangeDigest } from './range-digest.js';
@@ -86,22 +86,25 @@ export class StoreClient implements BulkPutter {
   async get(key: Key, options: CallOptions = {}): Promise<StoredRecord | undefined> {
     const response = await this.router.routed(key.bytes, options, (conn, mapVersion, limits) =>
       conn.point('get', { mapVersion, key: key.bytes }, limits),
+      'read',
     );
     return response.found && response.entry ? fromEntry(response.entry) : undefined;
   }
 
   /** Writes a value; rejects with STORE_ETAG_MISMATCH (carrying `currentEtag`) when a CAS fails. */
   async put(key: Key, value: Buffer, options: ClientPutOptions = {}): Promise<StoredRecord> {
+    const cas = casAttempts(options.expectedEtag);
     const response = await this.router.routed(key.bytes, options, (conn, mapVersion, limits) =>
-      conn.point('put', { mapVersion, key: key.bytes, value, expectedEtag: options.expectedEtag, ttlMs: options.ttlMs ?? 0 }, limits),
+      cas(conn.point('put', { mapVersion, key: key.bytes, value, expectedEtag: options.expectedEtag, ttlMs: options.ttlMs ?? 0 }, limits)),
     );
     return { value, etag: response.etag, updatedAtMs: response.updatedAtMs, expiresAtMs: response.expiresAtMs };
   }
 
   /** Deletes a key; resolves whether a live entry was deleted. */
   async delete(key: Key, options: CallOptions & { expectedEtag?: number } = {}): Promise<boolean> {
+    const cas = casAttempts(options.expectedEtag);
     const response = await this.router.routed(key.bytes, options, (conn, mapVersion, limits) =>
-      conn.point('delete', { mapVersion, key: key.bytes, expectedEtag: options.expectedEtag }, limits),
+      cas(conn.point('delete', { mapVersion, key: key.bytes, expectedEtag: options.expectedEtag }, limits)),
     );
     return response.deleted;
   }
@@ -124,7 +127,7 @@ export class StoreClient implements BulkPutter {
       try {
         map = await this.map(options);
         const partition = map.lookup(cursor);
-        node = partition.node;
+        node = readNodeOf(partition);
         const request: ScanRequest = {
           mapVersion: map.version,
           start: cursor,
@@ -169,6 +172,7 @@ export class StoreClient implements BulkPutter {
       const from: Buffer = cursor;
       const response = await this.router.routed(from, options, (conn, mapVersion, limits, partition) =>
         conn.unary('checksum', { mapVersion, start: from, end, includeEtag: options.includeEtag ?? false, snapshotId: snapshotFor(options.snapshots, partition), replica: false }, limits),
+        'read',
       );
       total.merge(RangeDigest.fromHex(response.digest, response.count));
       cursor = response.next.length > 0 ? response.next : undefined;
@@ -195,7 +199,7 @@ export class StoreClient implements BulkPutter {
    */
   async splitKeys(start: Buffer, end: Buffer, parts: number, options: CallOptions = {}): Promise<Buffer[]> {
     if (parts < 2) return [];
-    const response = await this.router.routed(start, options, (conn, mapVersion, limits) => conn.unary('splitKeys', { mapVersion, start, end, parts }, limits));
+    const response = await this.router.routed(start, options, (conn, mapVersion, limits) => conn.unary('splitKeys', { mapVersion, start, end, parts }, limits), 'read');
     return response.keys;
   }
 
@@ -221,7 +225,7 @@ export class StoreClient implements BulkPutter {
     const deadline = this.router.deadline(options);
     const takenAtMs = Date.now();
     const answers = await Promise.allSettled(
-      map.nodes().map(async (node) => {
+      map.readNodes().map(async (node) => {
         const r = await this.router.connection(node).unary('openSnapshot', { mapVersion: map.version, partitionIds: [], leaseMs: options.leaseMs }, this.router.limits(deadline, options));
         return r.snapshots.map((s): SnapshotLease => ({ partitionId: s.partitionId, node, snapshotId: s.snapshotId, rows: s.count, expiresAtMs: s.expiresAtMs }));
       }),
@@ -261,7 +265,7 @@ export class StoreClient implements BulkPutter {
   async stats(options: CallOptions = {}): Promise<NodeStats[]> {
     const map = await this.map(options);
     return Promise.all(
-      map.nodes().map(async (node): Promise<NodeStats> => {
+      map.readNodes().map(async (node): Promise<NodeStats> => {
         try {
           const r = await this.router.connection(node).unary('partitionStats', { partitionIds: [] }, this.router.limits(this.router.deadline(options), options));
           return { node, result: { ok: true, mapVersion: r.mapVersion, partitions: r.partitions } };
@@ -299,12 +303,40 @@ export class StoreClient implements BulkPutter {
   }
 }
 
+/**
+ * Watches the attempts of one CAS write. An attempt that ended without an answer (deadline, or the
+ * node gone mid-call) may have been applied; if a later attempt then finds the etag changed, that
+ * change may be this very write — so the outcome is STORE_AMBIGUOUS, not a plain mismatch (and it
+ * is never applied twice: the etag check of the retry sees the first one).
+ */
+function casAttempts(expectedEtag: number | undefined): <T>(attempt: Promise<T>) => Promise<T> {
+  if (expectedEtag === undefined) return (attempt) => attempt;
+  let unknown: StoreError | undefined;
+  return async (attempt) => {
+    try {
+      return await attempt;
+    } catch (err) {
+      if (!(err instanceof StoreError)) throw err;
+      if (err.code === 'STORE_DEADLINE_EXCEEDED' || err.code === 'STORE_UNAVAILABLE') unknown ??= err;
+      if (err.code === 'STORE_ETAG_MISMATCH' && unknown !== undefined) {
+        throw new StoreError(
+          'STORE_AMBIGUOUS',
+          `compare-and-set with etag ${expectedEtag}: an earlier attempt got no answer (${unknown.code}) and the etag is now ${err.currentEtag ?? 'different'}: the earlier attempt may have applied it; read the key to find out`,
+          { cause: err, currentEtag: err.currentEtag },
+        );
+      }
+      throw err;
+    }
+  };
+}
+
 /** The snapshot id to read `partition` from, when reading snapshots at all. */
 function snapshotFor(leases: readonly SnapshotLease[] | undefined, partition: Partition): string {
   if (leases === undefined) return '';
-  const lease = leases.find((l) => l.partitionId === partition.id && l.node === partition.node);
+  const node = readNodeOf(partition);
+  const lease = leases.find((l) => l.partitionId === partition.id && l.node === node);
   if (lease === undefined) {
-    throw new StoreError('STORE_SNAPSHOT_NOT_FOUND', `no snapshot of partition ${partition.id} on ${partition.node}: the partition map changed since the snapshots were taken`);
+    throw new StoreError('STORE_SNAPSHOT_NOT_FOUND', `no snapshot of partition ${partition.id} on ${node}: the partition map changed since the snapshots were taken`);
   }
   return lease.snapshotId;
 }

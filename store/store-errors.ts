@@ -46,6 +46,12 @@ export const STORE_ERROR_CODES = {
   STORE_SYNC_MISMATCH: { grpc: status.ABORTED, retryable: true },
   /** cluster repair was asked for a replica it cannot resync (not in the chain, or the chain's only serving replica). */
   STORE_REPAIR_REFUSED: { grpc: status.FAILED_PRECONDITION, retryable: false },
+  /** A chain forward under another partition epoch (or from a node that is not the receiver's predecessor). */
+  STORE_STALE_EPOCH: { grpc: status.FAILED_PRECONDITION, retryable: true },
+  /** A chain forward arrived while an earlier one of its stream is missing (or the replica needs a sync). */
+  STORE_FORWARD_GAP: { grpc: status.FAILED_PRECONDITION, retryable: true },
+  /** A CAS write was applied by a head whose chain changed before the tail acknowledged it: it may or may not have taken effect. */
+  STORE_AMBIGUOUS: { grpc: status.UNAVAILABLE, retryable: false },
 } as const;
 
 export type StoreErrorCode = keyof typeof STORE_ERROR_CODES;

@@ -5,11 +5,12 @@ import type { Logger } from '../common/index.js';
 import { MAX_KEPT_ETAG, MAX_LEASE_MS, MAX_MAP_VERSION_STEP, MAX_TIME_MS, MAX_TTL_MS, MAX_SPLIT_PARTS, MIN_LEASE_MS, MIN_SPLIT_PARTS, truncateForMessage } from './field-limits.js';
 import { DEFAULT_MAX_KEY_BYTES, Key, displayBytes } from './key.js';
 import { PackedRows } from './packed-rows.js';
-import { PartitionMap, partitionContains, type Partition } from './partition-map.js';
+import { PartitionMap, partitionContains, readNodeOf, type Partition } from './partition-map.js';
 import { DEFAULT_SCAN_BATCH_MAX_BYTES, PartitionStore, type PointWrite, type BulkRowInput, type PartitionHealth, type PartitionSnapshot, type PartitionStoreStats, type PutOptions, type StoredEntry, type WriteTiming } from './partition-store.js';
 import type { StoredRecord } from './record.js';
 import type { RangeDigest } from './range-digest.js';
 import { StoreError } from './store-errors.js';
+import { ChainReplica, type ForwardAck, type ForwardMessage, type ForwardOp, type ForwardTransport, type HopTiming } from './chain-replica.js';
 
 /** Options of a store node. Sizes in bytes, times in milliseconds. */
 export interface StoreNodeOptions {
@@ -40,6 +41,12 @@ export interface StoreNodeOptions {
   onHealthChange?: () => void;
   /** The map comes from etcd (`store start --etcd`): SetPartitionMap is refused. Default false. */
   mapFromEtcd?: boolean;
+  /** How this node forwards writes to its successor in a chain (store/chain-forwarder.ts over gRPC). Needed for chains of more than one replica. */
+  transport?: ForwardTransport;
+  /** A forward not acknowledged within this is sent again to the current successor. Default 2000. */
+  forwardTimeoutMs?: number;
+  /** Called when a forward is sent again (timed out or failed), to be reported. */
+  onForwardRetry?: (info: { partitionId: number; seq: number; successor: string; error: unknown }) => void;
   logger?: Logger;
 }
 
@@ -60,7 +67,15 @@ export interface ClampedRange {
 export interface BulkInsertResult {
   accepted: number;
   nextKey: Buffer | undefined;
-  timing: WriteTiming;
+  timing: WriteTiming & ChainTiming;
+}
+
+/** Per-hop timing of a replicated write: the head's own write is WriteTiming; these follow it. */
+export interface ChainTiming {
+  /** From the head's write being durable to the tail's ack arriving back, ms (0 for a chain of one). */
+  forwardMs?: number;
+  /** Each replica below the head, nearest first: its write and its wait for the rest of the chain. */
+  hops?: HopTiming[];
 }
 
 /** One point operation of a Multi, with the caller's map version. */
@@ -114,6 +129,10 @@ export class StoreNode {
   private readonly logger: Logger | undefined;
   private currentMap: PartitionMap;
   private readonly stores = new Map<number, PartitionStore>();
+  private readonly replicas = new Map<number, ChainReplica>();
+  private readonly transport: ForwardTransport | undefined;
+  private readonly forwardTimeoutMs: number | undefined;
+  private readonly onForwardRetry: StoreNodeOptions['onForwardRetry'];
   private readonly snapshots = new Map<string, HeldSnapshot>();
   private readonly syncs = new Map<number, { rows: number; bytes: number; totalRows: number }>();
   private mapChange: Promise<unknown> = Promise.resolve();
@@ -138,6 +157,9 @@ export class StoreNode {
     this.writeBufferBytes = options.writeBufferBytes;
     this.logger = options.logger;
     this.mapFromEtcd = options.mapFromEtcd ?? false;
+    this.transport = options.transport;
+    this.forwardTimeoutMs = options.forwardTimeoutMs;
+    this.onForwardRetry = options.onForwardRetry;
     this.currentMap = map;
   }
 
@@ -167,14 +189,14 @@ export class StoreNode {
     return this.currentMap;
   }
 
-  /** Partitions this node serves, in key order. */
+  /** Partitions this node serves reads of (it is their chain's last serving replica), in key order. */
   ownedPartitions(): Partition[] {
-    return this.currentMap.partitionsOf(this.address);
+    return this.currentMap.replicasOf(this.address).filter((p) => this.replicas.get(p.id)?.isReadReplica ?? p.node === this.address);
   }
 
   async get(mapVersion: number, key: Buffer): Promise<StoredRecord | undefined> {
     this.checkKey(key);
-    const { store } = this.route(mapVersion, key);
+    const { store } = this.route(mapVersion, key, 'read');
     return store.get(key);
   }
 
@@ -182,14 +204,25 @@ export class StoreNode {
     this.checkKey(key);
     this.checkValue(value, key);
     checkTtl(options.ttlMs);
-    const { store } = this.route(mapVersion, key);
-    return store.put(key, value, options);
+    const { partition, store } = this.route(mapVersion, key, 'write');
+    const replica = this.chainOf(partition);
+    if (replica === undefined) return store.put(key, value, options);
+    replica.checkRoom();
+    const replicated = store.put(key, value, options).then((record) => ({ record, acked: replica.replicate({ kind: 'points', nowMs: record.updatedAtMs, writes: [{ key, record }] }) }));
+    const { record, acked } = await replicated;
+    await this.chainAck(acked, options.expectedEtag !== undefined, partition);
+    return record;
   }
 
   async delete(mapVersion: number, key: Buffer, expectedEtag?: number): Promise<boolean> {
     this.checkKey(key);
-    const { store } = this.route(mapVersion, key);
-    return store.delete(key, expectedEtag);
+    const { partition, store } = this.route(mapVersion, key, 'write');
+    const replica = this.chainOf(partition);
+    if (replica === undefined) return store.delete(key, expectedEtag);
+    replica.checkRoom();
+    const { deleted, acked } = await store.delete(key, expectedEtag).then((deleted) => ({ deleted, acked: replica.replicate({ kind: 'points', nowMs: Date.now(), writes: [{ key, deleted: true }] }) }));
+    await this.chainAck(acked, expectedEtag !== undefined, partition);
+    return deleted;
   }
 
   /**
@@ -209,7 +242,8 @@ export class StoreNode {
           this.checkValue(op.value, op.key);
           checkTtl(op.options.ttlMs);
         }
-        const { store } = this.route(op.mapVersion, op.key);
+        const { partition, store } = this.route(op.mapVersion, op.key, op.kind === 'get' ? 'read' : 'write');
+        if (op.kind !== 'get') this.chainOf(partition)?.checkRoom();
         const byStore = op.kind === 'get' ? gets : writes;
         const slots = byStore.get(store);
         if (slots === undefined) byStore.set(store, [i]);
@@ -229,12 +263,28 @@ export class StoreNode {
     }
     for (const [store, slots] of writes) {
       const settled = store.writeMany(slots.map((i) => ops[i] as PointWrite & PointOp));
+      const partition = this.currentMap.lookup(ops[slots[0]!]!.key);
+      const replica = this.chainOf(partition);
       slots.forEach((slot, j) => {
-        const kind = ops[slot]!.kind;
-        outcomes[slot] = settled[j]!.then(
-          (r): PointOutcome => (kind === 'put' ? { ok: true, kind: 'put', record: r as StoredRecord } : { ok: true, kind: 'delete', deleted: r as boolean }),
-          (error: unknown): PointOutcome => ({ ok: false, error }),
-        );
+        const op = ops[slot]!;
+        const outcome = settled[j]!.then((r): PointOutcome => (op.kind === 'put' ? { ok: true, kind: 'put', record: r as StoredRecord } : { ok: true, kind: 'delete', deleted: r as boolean }));
+        if (replica === undefined) {
+          outcomes[slot] = outcome.catch((error: unknown): PointOutcome => ({ ok: false, error }));
+          return;
+        }
+        // Numbered as the store settles them (its write order), then each waits for the chain's ack.
+        const cas = op.kind === 'put' ? op.options.expectedEtag !== undefined : op.kind === 'delete' && op.expectedEtag !== undefined;
+        outcomes[slot] = outcome
+          .then((o) => {
+            const applied: ForwardOp =
+              o.ok && o.kind === 'put' ? { kind: 'points', nowMs: o.record.updatedAtMs, writes: [{ key: op.key, record: o.record }] } : { kind: 'points', nowMs: Date.now(), writes: [{ key: op.key, deleted: true }] };
+            return { o, acked: replica.replicate(applied) };
+          })
+          .then(async ({ o, acked }) => {
+            await this.chainAck(acked, cas, partition);
+            return o;
+          })
+          .catch((error: unknown): PointOutcome => ({ ok: false, error }));
       });
     }
     await Promise.all(reads);
@@ -264,10 +314,10 @@ export class StoreNode {
         context: { bytes, limit: this.maxBatchBytes },
       });
     }
-    const { partition, store } = this.route(mapVersion, rows[0]!.key);
+    const { partition, store } = this.route(mapVersion, rows[0]!.key, 'write');
     let accepted = 1;
     while (accepted < rows.length && partitionContains(partition, rows[accepted]!.key)) accepted++;
-    const timing = await store.bulkInsert(accepted === rows.length ? rows : rows.slice(0, accepted));
+    const timing = await this.replicatedBulk(partition, store, PackedRows.fromRows(accepted === rows.length ? rows : rows.slice(0, accepted)));
     return { accepted, nextKey: accepted < rows.length ? rows[accepted]!.key : undefined, timing };
   }
 
@@ -292,7 +342,7 @@ export class StoreNode {
         context: { bytes: rows.bytes, limit: this.maxBatchBytes },
       });
     }
-    const { partition, store } = this.route(mapVersion, rows.key(0));
+    const { partition, store } = this.route(mapVersion, rows.key(0), 'write');
     let accepted = 1;
     const { start, end } = partition;
     if (rows.isStrictlySorted()) {
@@ -301,8 +351,73 @@ export class StoreNode {
     } else {
       while (accepted < count && rows.compareKeyTo(accepted, start) >= 0 && (end.length === 0 || rows.compareKeyTo(accepted, end) < 0)) accepted++;
     }
-    const timing = await store.bulkInsert(accepted === count ? rows : rows.slice(0, accepted));
+    const timing = await this.replicatedBulk(partition, store, accepted === count ? rows : rows.slice(0, accepted));
     return { accepted, nextKey: accepted < count ? rows.key(accepted) : undefined, timing };
+  }
+
+  /** Writes an accepted prefix at the head and, in a chain, forwards it as it arrived with the head's assignments. */
+  private async replicatedBulk(partition: Partition, store: PartitionStore, rows: PackedRows): Promise<WriteTiming & ChainTiming> {
+    const replica = this.chainOf(partition);
+    if (replica === undefined) return store.bulkInsert(rows);
+    replica.checkRoom();
+    const { timing, acked } = await store.bulkInsert(rows).then((timing) => ({ timing, acked: replica.replicate({ kind: 'bulk', rows, assigned: timing.assigned }) }));
+    const forwarded = performance.now();
+    const hops = await this.chainAck(acked, false, partition);
+    return { queueMs: timing.queueMs, writeMs: timing.writeMs, fsyncMs: timing.fsyncMs, forwardMs: performance.now() - forwarded, hops };
+  }
+
+  /**
+   * A forward from this node's predecessor in a chain (the Forward RPC): checked against the
+   * partition's epoch, applied in sequence order, durably, passed on; resolves with the ack.
+   */
+  async receiveForward(message: ForwardMessage): Promise<ForwardAck> {
+    this.checkOpen();
+    if (this.fencedReason !== undefined) {
+      throw new StoreError('STORE_FENCED', `node ${this.address} is fenced (${this.fencedReason}): it takes forwards again once it has the current partition map from etcd`, { mapVersion: this.currentMap.version });
+    }
+    const replica = this.replicas.get(message.partitionId);
+    if (replica === undefined) {
+      throw new StoreError('STORE_STALE_EPOCH', `forward of partition ${message.partitionId} (epoch ${message.epoch}), which ${this.address} holds no replica of at map version ${this.currentMap.version}`, {
+        mapVersion: this.currentMap.version,
+      });
+    }
+    return replica.receive(message);
+  }
+
+  /** Where each replica of this node stands in its chain's write stream, by partition id. */
+  chainProgress(): Array<{ partitionId: number; epoch: number; lastSeq: number; unacked: number; forwardedBytes: number }> {
+    return [...this.replicas.values()].map((r) => ({ partitionId: r.partitionId, epoch: r.epoch, ...r.progress, forwardedBytes: r.forwardedBytes }));
+  }
+
+  /** The whole-partition digest of this node's replica, whatever its place in the chain, etags included (for comparing replicas in-process). */
+  async replicaDigest(partitionId: number): Promise<RangeDigest> {
+    const store = this.stores.get(partitionId);
+    if (store === undefined) throw new StoreError('STORE_NOT_OWNER', `partition ${partitionId} has no replica on ${this.address}`, { mapVersion: this.currentMap.version });
+    return store.checksum(Buffer.alloc(0), Buffer.alloc(0), { includeEtag: true });
+  }
+
+  /** The chain replica of a partition with more than one replica (undefined: a chain of one, nothing to forward). */
+  private chainOf(partition: Partition): ChainReplica | undefined {
+    if (partition.chain.length < 2) return undefined;
+    return this.replicas.get(partition.id);
+  }
+
+  /**
+   * Waits for the tail's ack of a write this head applied. A write whose ack cannot come (this node
+   * left the chain, or is closing) may or may not survive on the new chain: a CAS says so
+   * (STORE_AMBIGUOUS, not retryable: re-applying could apply it twice); anything else is an upsert,
+   * which the caller may simply send again (STORE_UNAVAILABLE, retryable).
+   */
+  private async chainAck(acked: Promise<HopTiming[]>, cas: boolean, partition: Partition): Promise<HopTiming[]> {
+    try {
+      return await acked;
+    } catch (error) {
+      const message = `partition ${partition.id}: the write was applied on ${this.address} but the chain changed before its tail acknowledged it`;
+      if (cas) {
+        throw new StoreError('STORE_AMBIGUOUS', `${message}; it may or may not have taken effect: read the key (its etag) to find out before retrying`, { cause: error, context: { partition: partition.id } });
+      }
+      throw new StoreError('STORE_UNAVAILABLE', `${message}; send it again to the new head (it is an upsert)`, { cause: error, context: { partition: partition.id } });
+    }
   }
 
   /**
@@ -319,7 +434,7 @@ export class StoreNode {
 
   /** Whether each partition this node serves takes writes, in key order. */
   partitionHealth(): PartitionHealthInfo[] {
-    return this.ownedPartitions().flatMap((p) => {
+    return this.currentMap.replicasOf(this.address).flatMap((p) => {
       const store = this.stores.get(p.id);
       return store === undefined ? [] : [{ partitionId: p.id, ...store.health }];
     });
@@ -440,7 +555,7 @@ export class StoreNode {
     if (end.length > 0 && Buffer.compare(start, end) >= 0) {
       throw new StoreError('STORE_INVALID_ARGUMENT', `empty range: start "${displayBytes(start)}" is not below end "${displayBytes(end)}"`);
     }
-    const { partition } = this.route(mapVersion, start);
+    const { partition } = this.route(mapVersion, start, 'read');
     const endsInside = partition.end.length === 0 || (end.length > 0 && Buffer.compare(end, partition.end) <= 0);
     return endsInside
       ? { partition, start, end, next: Buffer.alloc(0) }
@@ -493,10 +608,17 @@ export class StoreNode {
       await this.persistMap(next);
       await this.openOwnedPartitions(next);
       this.currentMap = next;
+      for (const p of next.replicasOf(this.address)) this.replicas.get(p.id)?.setPartition(p);
       const keep = new Set(next.replicasOf(this.address).map((p) => p.id));
       for (const [id, store] of this.stores) {
         if (!keep.has(id)) {
           this.stores.delete(id);
+          const replica = this.replicas.get(id);
+          if (replica !== undefined) {
+            this.replicas.delete(id);
+            replica.leave();
+            replica.close();
+          }
           await this.dropSnapshotsOf(id);
           await store.close();
         }
@@ -544,6 +666,8 @@ export class StoreNode {
       await this.mapChange;
       const errors: unknown[] = [];
       await this.dropSnapshotsOf(undefined).catch((err: unknown) => errors.push(err));
+      for (const replica of this.replicas.values()) replica.close();
+      this.replicas.clear();
       for (const store of this.stores.values()) {
         await store.close().catch((err: unknown) => errors.push(err));
       }
@@ -573,13 +697,17 @@ export class StoreNode {
     }
   }
 
-  private route(mapVersion: number, key: Buffer): { partition: Partition; store: PartitionStore } {
+  /** Writes go to the chain head, reads to its last serving replica (its tail); anything else is STORE_NOT_OWNER (retryable: refresh the map). */
+  private route(mapVersion: number, key: Buffer, access: 'read' | 'write'): { partition: Partition; store: PartitionStore } {
     this.checkVersion(mapVersion);
     const map = this.currentMap;
     const partition = map.lookup(key);
-    const store = partition.node === this.address ? this.stores.get(partition.id) : undefined;
+    const serves = access === 'write' ? partition.node === this.address : readNodeOf(partition) === this.address;
+    const store = serves ? this.stores.get(partition.id) : undefined;
     if (store === undefined) {
-      throw new StoreError('STORE_NOT_OWNER', `key "${displayBytes(key)}" belongs to partition ${partition.id} on ${partition.node}, not to ${this.address}`, {
+      const target = access === 'write' ? partition.node : readNodeOf(partition);
+      const role = partition.chain.length < 2 ? '' : access === 'write' ? ' (writes go to its chain\'s head)' : ' (reads go to its chain\'s tail)';
+      throw new StoreError('STORE_NOT_OWNER', `key "${displayBytes(key)}" belongs to partition ${partition.id} on ${target}, not to ${this.address}${role}`, {
         mapVersion: map.version,
         context: { partition: partition.id },
       });
@@ -662,6 +790,18 @@ export class StoreNode {
         logger: this.logger?.child({ partition: partition.id }),
       });
       this.stores.set(partition.id, store);
+      this.replicas.set(
+        partition.id,
+        new ChainReplica({
+          node: this.address,
+          store,
+          partition,
+          transport: this.transport ?? noTransport(this.address),
+          forwardTimeoutMs: this.forwardTimeoutMs,
+          onForwardRetry: this.onForwardRetry,
+          logger: this.logger?.child({ partition: partition.id }),
+        }),
+      );
     }
   }
 
@@ -693,6 +833,13 @@ async function readMapFile(path: string): Promise<PartitionMap | undefined> {
     const reason = err instanceof Error ? err.message : String(err);
     throw new StoreError('STORE_INVALID_MAP', `the persisted partition map ${path} is unreadable (${reason}): restore it or start with --map FILE after moving it away`, { cause: err });
   }
+}
+
+/** A node started without a transport (a static map of one replica per chain) cannot forward. */
+function noTransport(node: string): ForwardTransport {
+  return {
+    send: () => Promise.reject(new StoreError('STORE_UNAVAILABLE', `node ${node} has no forward transport: chains of more than one replica need a node started with one (store start --etcd)`)),
+  };
 }
 
 /** The kept etag and times of a bulk row lie in their ranges (store/field-limits.ts). */

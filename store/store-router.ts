@@ -3,7 +3,7 @@ import type { Logger } from '../common/index.js';
 import { METADATA_CALLER_MAP_VERSION, METADATA_MAP_FROM } from './grpc-errors.js';
 import { MapCache } from './map-cache.js';
 import { NodeConnection, type CallLimits, type StoreCredentials } from './node-connection.js';
-import type { Partition, PartitionMap } from './partition-map.js';
+import { readNodeOf, type Partition, type PartitionMap } from './partition-map.js';
 import { StoreError } from './store-errors.js';
 
 /** Options of the routing core (and of the StoreClient over it). Times in milliseconds. */
@@ -120,13 +120,15 @@ export class StoreRouter {
   }
 
   /**
-   * Runs `attempt` against the owner of `key` under the current map, recovering from stale maps,
+   * Runs `attempt` against the owner of `key` under the current map (its chain's head for a
+   * write, its tail for a read), recovering from stale maps,
    * nodes behind on the map, and unavailable nodes until the operation's deadline.
    */
   async routed<T>(
     key: Buffer,
     options: CallOptions,
     attempt: (conn: NodeConnection, mapVersion: number, limits: CallLimits, partition: Partition) => Promise<T>,
+    access: 'read' | 'write' = 'write',
   ): Promise<T> {
     const deadline = this.deadline(options);
     for (let tries = 0; ; tries++) {
@@ -136,7 +138,8 @@ export class StoreRouter {
         // The cached map without a promise turn: this runs once per point operation.
         map = this.maps.current ?? (await this.map(options));
         const partition = map.lookup(key);
-        node = partition.node;
+        // Writes go to the chain's head, reads to its tail: a read sees only what every replica has.
+        node = access === 'write' ? partition.node : readNodeOf(partition);
         return await attempt(this.connection(node), map.version, this.limits(deadline, options), partition);
       } catch (err) {
         await this.afterFailure(toStoreError(err), { map, node, tries, deadline }, options);
@@ -188,9 +191,16 @@ export class StoreRouter {
       case 'STORE_NODE_MAP_BEHIND':
         return map === undefined ? 'retry-after-backoff' : this.healLaggingNode(node, map, options);
       case 'STORE_UNAVAILABLE':
+      case 'STORE_DEADLINE_EXCEEDED': {
+        // In a chain a dead node is replaced by a new map (its successor heads, its predecessor
+        // tails): look for one from the other replicas before waiting.
+        if (map === undefined || map.replicas < 2) return 'retry-after-backoff';
+        await this.refreshMap(options).catch(() => undefined);
+        const current = this.maps.current;
+        return current && current.version > map.version ? 'retry-now' : 'retry-after-backoff';
+      }
       case 'STORE_PARTITION_UNAVAILABLE':
       case 'STORE_OVERLOADED':
-      case 'STORE_DEADLINE_EXCEEDED':
         return 'retry-after-backoff';
       default:
         return 'fail';

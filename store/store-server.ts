@@ -12,6 +12,7 @@ import { storeAuthInterceptor } from './store-auth.js';
 import { STORE_SERVICE_DEFINITION, createStoreHandlers } from './store-service.js';
 import { StoreNodeMetrics, StoreRpcMetrics } from './store-metrics.js';
 import { StoreNode, type StoreNodeOptions } from './store-node.js';
+import { ChainForwarder } from './chain-forwarder.js';
 
 export interface StoreServerOptions extends StoreNodeOptions {
   /** Address to bind, HOST:PORT. Default: the node address. Port 0 picks a free port. */
@@ -75,7 +76,15 @@ export class StoreServer {
   private readonly nodeMetrics: StoreNodeMetrics | undefined;
   private stopping: Promise<void> | undefined;
 
-  private constructor(node: StoreNode, server: Server, health: HealthImplementation, port: number, nodeMetrics: StoreNodeMetrics | undefined, options: StoreServerOptions) {
+  private constructor(
+    node: StoreNode,
+    server: Server,
+    health: HealthImplementation,
+    port: number,
+    nodeMetrics: StoreNodeMetrics | undefined,
+    options: StoreServerOptions,
+    private readonly forwarder: ChainForwarder,
+  ) {
     this.node = node;
     this.server = server;
     this.health = health;
@@ -109,7 +118,14 @@ export class StoreServer {
       health.setStatus('', overall);
       health.setStatus(STORE_SERVICE_NAME, overall);
     };
-    node = await StoreNode.open({ ...options, logger, onHealthChange: reportHealth });
+    // Chain forwards go out with the node's replica token, over the node's TLS settings.
+    const forwarder = new ChainForwarder({ token: options.tokens?.replicaToken, tls: options.tls });
+    try {
+      node = await StoreNode.open({ ...options, logger, onHealthChange: reportHealth, transport: options.transport ?? forwarder });
+    } catch (err) {
+      forwarder.close();
+      throw err;
+    }
     const opened = node;
     let nodeMetrics: StoreNodeMetrics | undefined;
     let server: Server;
@@ -137,6 +153,10 @@ export class StoreServer {
         });
       const reserveBytes = (method: string): number => {
         // A Multi may carry many puts: as large as any request the node takes.
+        // A forward's bytes were admitted by its head's budget, and each replica holds at most
+        // maxUnacked of them: queueing it here behind the node's own head writes (which wait for
+        // forwards elsewhere) could make two nodes wait on each other until both time out.
+        if (method === 'Forward') return 0;
         if (method === 'BulkInsert' || method === 'Multi') return receiveLimit;
         if (method === 'Put') return opened.maxKeyBytes + opened.maxValueBytes + SMALL_REQUEST_BYTES;
         return SMALL_REQUEST_BYTES;
@@ -157,6 +177,7 @@ export class StoreServer {
     } catch (err) {
       nodeMetrics?.close();
       await opened.close();
+      forwarder.close();
       throw err;
     }
     const handlers = createStoreHandlers(opened, logger, options.metricsRegistry && new StoreRpcMetrics(options.metricsRegistry));
@@ -178,11 +199,12 @@ export class StoreServer {
     } catch (err) {
       nodeMetrics?.close();
       await opened.close();
+      forwarder.close();
       throw err;
     }
     setServerConnectionWindow(server, options.flowControlWindowBytes ?? DEFAULT_FLOW_CONTROL_WINDOW_BYTES, logger);
     logger.info({ port, tls: options.tls !== undefined, mutualTls: options.tls?.ca !== undefined, tokens: options.tokens !== undefined, mapVersion: opened.map.version, partitions: opened.ownedPartitions().map((p) => p.id), maxInflightBytes: options.maxInflightBytes ?? DEFAULT_MAX_INFLIGHT_BYTES }, 'store node serving');
-    return new StoreServer(opened, server, health, port, nodeMetrics, options);
+    return new StoreServer(opened, server, health, port, nodeMetrics, options, forwarder);
   }
 
   /**
@@ -209,6 +231,7 @@ export class StoreServer {
       });
       this.nodeMetrics?.close();
       await this.node.close();
+      this.forwarder.close();
       this.logger.info('store node stopped');
     })();
     return this.stopping;

@@ -5,6 +5,7 @@ import { StoreService, type Entry, type MultiOp, type MultiRequest, type MultiRe
 import { FIELD_LIMITS, MAX_MULTI_OPS, truncateForMessage, type FieldLimitContext } from './field-limits.js';
 import { decodePackedBulkInsert } from './bulk-insert-codec.js';
 import { POINT_CODECS } from './point-codec.js';
+import { forwardAckToProto, forwardFromProto } from './chain-forwarder.js';
 import { toGrpcStatus } from './grpc-errors.js';
 import { checkRequest, requestDescOf, undecodableRequestError } from './request-check.js';
 import { successor } from './key.js';
@@ -136,7 +137,8 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
     bulkInsert: unary('BulkInsert', async (req) => {
       const rows = req.packed === undefined ? req.rows : PackedRows.fromMessage(req.packed, 'BulkInsertRequest.packed');
       const result = await node.bulkInsert(req.mapVersion, rows);
-      return { accepted: result.accepted, nextKey: result.nextKey ?? EMPTY, timing: result.timing };
+      const { queueMs, writeMs, fsyncMs, forwardMs = 0, hops = [] } = result.timing;
+      return { accepted: result.accepted, nextKey: result.nextKey ?? EMPTY, timing: { queueMs, writeMs, fsyncMs, forwardMs, hops } };
     }),
     partitionStats: unary('PartitionStats', async (req) => {
       const stats = await node.stats(req.partitionIds);
@@ -182,6 +184,7 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
       async (req, call) => ({ results: await runMulti(node, req, grantedRole(call.metadata.get(METADATA_GRANTED_ROLE)[0]), limits, logger) }),
       false,
     ),
+    forward: unary('Forward', async (req) => forwardAckToProto(await node.receiveForward(forwardFromProto(req)))),
     getPartitionMap: unary('GetPartitionMap', async () => node.map.toProto()),
     setPartitionMap: unary('SetPartitionMap', async (req) => {
       if (req.map === undefined) throw new StoreError('STORE_INVALID_MAP', 'SetPartitionMap needs a map');

@@ -99,15 +99,15 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
 
   cluster
     .command('tokens')
-    .description('write an --auth-token-file with a fresh random token per role (admin, write, read), readable by the owner only; the tokens are not printed')
+    .description('write an --auth-token-file with a fresh random token per role (admin, write, read, and replica for chain forwards between nodes), readable by the owner only; the tokens are not printed')
     .requiredOption('--out <file>', 'where to write the token file (an existing file is replaced)')
-    .option('--role-files', 'also write FILE.admin, FILE.write and FILE.read, each holding just that token (for SHARDPIPE_TOKEN_FILE and Docker secrets)')
+    .option('--role-files', 'also write FILE.admin, FILE.write, FILE.read and FILE.replica, each holding just that token (for SHARDPIPE_TOKEN_FILE and Docker secrets)')
     .action(async (opts: { out: string; roleFiles?: boolean }) => {
       const tokens = generateRoleTokens();
       await writeTokenFile(opts.out, tokens);
       if (opts.roleFiles) {
         for (const [role, token] of Object.entries(tokens)) await writeFile(`${opts.out}.${role}`, `${token}\n`, { mode: 0o600 });
       }
-      ctx.print(`wrote tokens for admin, write and read to ${opts.out}${opts.roleFiles ? ` and ${opts.out}.{admin,write,read}` : ''} (mode 0600); give it to servers as --auth-token-file, and each client its token as SHARDPIPE_TOKEN or SHARDPIPE_TOKEN_FILE`);
+      ctx.print(`wrote tokens for admin, write, read and replica to ${opts.out}${opts.roleFiles ? ` and ${opts.out}.{admin,write,read,replica}` : ''} (mode 0600); give it to servers as --auth-token-file, and each client its token as SHARDPIPE_TOKEN or SHARDPIPE_TOKEN_FILE`);
     });
 }

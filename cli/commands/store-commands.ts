@@ -24,6 +24,7 @@ interface StartOptions extends MetricsEndpointFlags, EtcdFlags {
   inflightWait: string;
   sweepInterval: string;
   shutdownGrace: string;
+  forwardTimeout: string;
 }
 
 export function registerStoreCommands(program: Command, ctx: CliContext): void {
@@ -43,12 +44,13 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     .option('--write-buffer-bytes <n>', 'LevelDB memtable per partition: larger loads faster; a partition holds up to twice it in memory, and reopening after a full disk needs about it free', String(DEFAULT_WRITE_BUFFER_BYTES))
     .option('--inflight-wait <duration>', 'how long a call waits for room in --max-inflight-bytes before it is refused', '2s')
     .option('--sweep-interval <duration>', 'how often expired entries are deleted (0 = never)', '5s')
-    .option('--shutdown-grace <duration>', 'how long shutdown waits for in-flight calls', '10s');
+    .option('--shutdown-grace <duration>', 'how long shutdown waits for in-flight calls', '10s')
+    .option('--forward-timeout <duration>', 'in a chain of replicas: a write forwarded to the next replica and not acknowledged within this is sent again to the then-current successor (and logged), never dropped', '2s');
   withEtcdOptions(start, 'take the partition map from etcd instead of --map: register under a lease, wait for a map (shardpipe cluster init), follow every change; SetPartitionMap is refused. Endpoints http(s)://HOST:PORT[,...]; a user in the URL logs in with etcd user auth (never logged)')
     .option('--lease <duration>', 'with --etcd: the node\'s lease; a node that cannot renew it for this long is fenced (STORE_FENCED) and the coordinator drops it from its chains', '5s');
   withMetricsEndpointOptions(start, {
     metricsPort: 'serve Prometheus /metrics (RPC counts and latencies by method and status, process metrics) on this port; 0 = any free port',
-    authTokenFile: 'tokens this node accepts, one "ROLE TOKEN" per line (ROLE: admin, write or read); also guards /metrics (read). Without it only loopback clients are accepted',
+    authTokenFile: 'tokens this node accepts, one "ROLE TOKEN" per line (ROLE: admin, write, read, or replica for chain forwards between nodes); also guards /metrics (read). Without it only loopback clients are accepted',
     insecure: 'without --auth-token-file, still bind a non-loopback address and accept any client (trusted networks only)',
   }).action(async (opts: StartOptions) => {
     // From here a SIGTERM, even during start-up, ends in a drain rather than a kill.
@@ -93,6 +95,7 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
       inflightWaitMs: parseDurationMs(opts.inflightWait),
       sweepIntervalMs: parseDurationMs(opts.sweepInterval),
       shutdownGraceMs: parseDurationMs(opts.shutdownGrace),
+      forwardTimeoutMs: parseDurationMs(opts.forwardTimeout),
       metricsRegistry: metrics.registry,
       tokens,
       tls,

@@ -78,10 +78,20 @@ export class StoreCluster {
     readonly nodes: NodeProcess[],
   ) {}
 
-  static async start(options: { nodes: number; partitions: number; extraArgs?: string[]; addresses?: string[] }): Promise<StoreCluster> {
+  /** `replicas` > 1: a static map of chains of that many nodes (rotations of the node list, heads spread). */
+  static async start(options: { nodes: number; partitions: number; extraArgs?: string[]; addresses?: string[]; replicas?: number }): Promise<StoreCluster> {
     const dir = await mkdtemp(join(tmpdir(), 'shardpipe-test-'));
     const addresses = options.addresses ?? (await Promise.all(Array.from({ length: options.nodes }, async () => `127.0.0.1:${await findFreePort()}`)));
-    const map = PartitionMap.evenlySplit(1, addresses, options.partitions);
+    const even = PartitionMap.evenlySplit(1, addresses, options.partitions);
+    const replicas = options.replicas ?? 1;
+    const map =
+      replicas === 1
+        ? even
+        : PartitionMap.create(
+            1,
+            even.partitions.map((p, i) => ({ id: p.id, start: p.start, end: p.end, chain: Array.from({ length: replicas }, (_, k) => ({ node: addresses[(i + k) % addresses.length]!, state: 'serving' as const })) })),
+            { replicas },
+          );
     const mapFile = join(dir, 'map.json');
     await writeFile(mapFile, JSON.stringify(map.toJson()));
     const nodes = addresses.map((a, i) => new NodeProcess(a, join(dir, `node-${i}`), mapFile, options.extraArgs));

@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { RangeDigest, StoreError, type BulkRowInput, type Partition, type StoredEntry } from '../../store/index.js';
 import { rejectionOf } from '../helpers/rejection.js';
+import { StoreCluster } from '../helpers/store-cluster.js';
 import { clientTarget, nodeTarget, type StoreTarget } from '../helpers/store-targets.js';
 
 const EMPTY = Buffer.alloc(0);
@@ -245,3 +246,6 @@ function storeContract<S>(name: string, open: () => Promise<StoreTarget<S>>): vo
 // One line per kind of store.
 storeContract('one StoreNode in-process', nodeTarget);
 storeContract('a 2-node cluster over gRPC through StoreClient', () => clientTarget());
+storeContract('chains of 3 replicas on 3 nodes over gRPC (writes at the heads, reads at the tails)', () =>
+  clientTarget(StoreCluster.start({ nodes: 3, partitions: 3, replicas: 3, extraArgs: ['--no-sync'] })),
+);

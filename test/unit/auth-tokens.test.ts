@@ -30,6 +30,19 @@ describe('AuthTokens', () => {
     expect(roleAllows('read', 'write')).toBe(false);
   });
 
+  it('the replica role stands apart: only a replica token may forward, and it may do nothing else; peers are shown a client role', () => {
+    for (const role of ['read', 'write', 'admin'] as const) {
+      expect(roleAllows(role, 'replica')).toBe(false);
+      expect(roleAllows('replica', role)).toBe(false);
+    }
+    expect(roleAllows('replica', 'replica')).toBe(true);
+    const withReplica = AuthTokens.parse(`replica ${A}\nread ${R}`);
+    expect(withReplica.replicaToken).toBe(A);
+    expect(withReplica.peerToken).toBe(R);
+    expect(withReplica.check(A)).toEqual({ ok: true, role: 'replica' });
+    expect(() => AuthTokens.parse(`replica ${A}`)).toThrow(/only replica tokens/);
+  });
+
   it.each([
     [`admin ${A}\nroot ${W}`, 'tokens line 2: unknown role "root"'],
     [`admin ${A}\nwrite`, 'tokens line 2: expected "ROLE TOKEN"'],

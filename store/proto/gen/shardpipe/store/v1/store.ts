@@ -145,6 +145,9 @@ export interface ServerTiming {
   queueMs: number;
   writeMs: number;
   fsyncMs: number;
+  /** In a chain: from the head's durable write to the tail's ack, and each replica below the head. */
+  forwardMs: number;
+  hops: ForwardHop[];
 }
 
 export interface PartitionStatsRequest {
@@ -343,6 +346,42 @@ export interface MultiResult {
 
 export interface MultiResponse {
   results: MultiResult[];
+}
+
+/**
+ * One write a head applied, as values: a bulk batch's accepted prefix exactly as it arrived plus the
+ * head's assignments (first etag, update time; expiries are absolute in `packed`), or the records
+ * point writes stored. The receiver refuses any other epoch than its own, and a sender that is not
+ * its predecessor (STORE_STALE_EPOCH), and applies forwards in `seq` order.
+ */
+export interface ForwardRequest {
+  partitionId: number;
+  epoch: number;
+  /** The sender, HOST:PORT. */
+  from: string;
+  streamId: string;
+  seq: number;
+  packed?: PackedRows | undefined;
+  firstEtag: number;
+  nowMs: number;
+  points: ForwardPoint[];
+}
+
+/** A put's stored record (key, value, etag, times) or a delete of `entry.key`. */
+export interface ForwardPoint {
+  entry?: Entry | undefined;
+  deleted: boolean;
+}
+
+export interface ForwardHop {
+  node: string;
+  writeMs: number;
+  forwardMs: number;
+}
+
+export interface ForwardResponse {
+  seq: number;
+  hops: ForwardHop[];
 }
 
 function createBaseEntry(): Entry {
@@ -1307,7 +1346,7 @@ export const BulkInsertResponse: MessageFns<BulkInsertResponse> = {
 };
 
 function createBaseServerTiming(): ServerTiming {
-  return { queueMs: 0, writeMs: 0, fsyncMs: 0 };
+  return { queueMs: 0, writeMs: 0, fsyncMs: 0, forwardMs: 0, hops: [] };
 }
 
 export const ServerTiming: MessageFns<ServerTiming> = {
@@ -1320,6 +1359,12 @@ export const ServerTiming: MessageFns<ServerTiming> = {
     }
     if (message.fsyncMs !== 0) {
       writer.uint32(25).double(message.fsyncMs);
+    }
+    if (message.forwardMs !== 0) {
+      writer.uint32(33).double(message.forwardMs);
+    }
+    for (const v of message.hops) {
+      ForwardHop.encode(v!, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -1359,6 +1404,22 @@ export const ServerTiming: MessageFns<ServerTiming> = {
             }
 
             message.fsyncMs = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.forwardMs = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.hops.push(ForwardHop.decode(reader, reader.uint32()));
             continue;
           }
         }
@@ -3094,6 +3155,332 @@ export const MultiResponse: MessageFns<MultiResponse> = {
   },
 };
 
+function createBaseForwardRequest(): ForwardRequest {
+  return {
+    partitionId: 0,
+    epoch: 0,
+    from: "",
+    streamId: "",
+    seq: 0,
+    packed: undefined,
+    firstEtag: 0,
+    nowMs: 0,
+    points: [],
+  };
+}
+
+export const ForwardRequest: MessageFns<ForwardRequest> = {
+  encode(message: ForwardRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.partitionId !== 0) {
+      writer.uint32(8).uint32(message.partitionId);
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(16).uint64(message.epoch);
+    }
+    if (message.from !== "") {
+      writer.uint32(26).string(message.from);
+    }
+    if (message.streamId !== "") {
+      writer.uint32(34).string(message.streamId);
+    }
+    if (message.seq !== 0) {
+      writer.uint32(40).uint64(message.seq);
+    }
+    if (message.packed !== undefined) {
+      PackedRows.encode(message.packed, writer.uint32(50).fork()).join();
+    }
+    if (message.firstEtag !== 0) {
+      writer.uint32(56).uint64(message.firstEtag);
+    }
+    if (message.nowMs !== 0) {
+      writer.uint32(64).uint64(message.nowMs);
+    }
+    for (const v of message.points) {
+      ForwardPoint.encode(v!, writer.uint32(74).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ForwardRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseForwardRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.partitionId = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.epoch = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.from = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.streamId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.seq = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.packed = PackedRows.decode(reader, reader.uint32());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.firstEtag = longToNumber(reader.uint64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.nowMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.points.push(ForwardPoint.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseForwardPoint(): ForwardPoint {
+  return { entry: undefined, deleted: false };
+}
+
+export const ForwardPoint: MessageFns<ForwardPoint> = {
+  encode(message: ForwardPoint, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.entry !== undefined) {
+      Entry.encode(message.entry, writer.uint32(10).fork()).join();
+    }
+    if (message.deleted !== false) {
+      writer.uint32(16).bool(message.deleted);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ForwardPoint {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseForwardPoint();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.entry = Entry.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.deleted = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseForwardHop(): ForwardHop {
+  return { node: "", writeMs: 0, forwardMs: 0 };
+}
+
+export const ForwardHop: MessageFns<ForwardHop> = {
+  encode(message: ForwardHop, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.node !== "") {
+      writer.uint32(10).string(message.node);
+    }
+    if (message.writeMs !== 0) {
+      writer.uint32(17).double(message.writeMs);
+    }
+    if (message.forwardMs !== 0) {
+      writer.uint32(25).double(message.forwardMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ForwardHop {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseForwardHop();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.node = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.writeMs = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.forwardMs = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseForwardResponse(): ForwardResponse {
+  return { seq: 0, hops: [] };
+}
+
+export const ForwardResponse: MessageFns<ForwardResponse> = {
+  encode(message: ForwardResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.seq !== 0) {
+      writer.uint32(8).uint64(message.seq);
+    }
+    for (const v of message.hops) {
+      ForwardHop.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ForwardResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseForwardResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.seq = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.hops.push(ForwardHop.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
 /**
  * One store node. Every data RPC carries the caller's partition map version: a node whose map is
  * newer, or that does not own the key, answers FAILED_PRECONDITION with its own version in the
@@ -3262,6 +3649,19 @@ export const StoreService = {
     responseSerialize: (value: MultiResponse): Buffer => Buffer.from(MultiResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): MultiResponse => MultiResponse.decode(value),
   },
+  /**
+   * Node to node (role `replica`, which no client token holds): one write its chain's head applied,
+   * passed from a replica to its successor; answered once the tail has it durably (the ack).
+   */
+  forward: {
+    path: "/shardpipe.store.v1.Store/Forward" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ForwardRequest): Buffer => Buffer.from(ForwardRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ForwardRequest => ForwardRequest.decode(value),
+    responseSerialize: (value: ForwardResponse): Buffer => Buffer.from(ForwardResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ForwardResponse => ForwardResponse.decode(value),
+  },
 } as const;
 
 export interface StoreServer extends UntypedServiceImplementation {
@@ -3295,6 +3695,11 @@ export interface StoreServer extends UntypedServiceImplementation {
    * thick client merges concurrent point requests to one node into it. At most 1000 ops.
    */
   multi: handleUnaryCall<MultiRequest, MultiResponse>;
+  /**
+   * Node to node (role `replica`, which no client token holds): one write its chain's head applied,
+   * passed from a replica to its successor; answered once the tail has it durably (the ack).
+   */
+  forward: handleUnaryCall<ForwardRequest, ForwardResponse>;
 }
 
 export interface StoreClient extends Client {
@@ -3515,6 +3920,25 @@ export interface StoreClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: MultiResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Node to node (role `replica`, which no client token holds): one write its chain's head applied,
+   * passed from a replica to its successor; answered once the tail has it durably (the ack).
+   */
+  forward(
+    request: ForwardRequest,
+    callback: (error: ServiceError | null, response: ForwardResponse) => void,
+  ): ClientUnaryCall;
+  forward(
+    request: ForwardRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ForwardResponse) => void,
+  ): ClientUnaryCall;
+  forward(
+    request: ForwardRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ForwardResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -1,0 +1,122 @@
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { PartitionStore } from '../../store/partition-store.js';
+import { Key, StoreClient, type BulkRowInput, type PartitionMap } from '../../store/index.js';
+import { EtcdTestCluster } from '../helpers/etcd-cluster.js';
+import { StoreCluster } from '../helpers/store-cluster.js';
+
+// Real etcd, three real `store start --etcd` processes and a coordinator; SIGKILL mid-load.
+let cluster: EtcdTestCluster | undefined;
+let client: StoreClient | undefined;
+afterEach(async () => {
+  client?.close();
+  client = undefined;
+  await cluster?.close();
+  cluster = undefined;
+});
+
+const ROWS = 60_000;
+const BATCH = 2_000;
+
+function rows(): BulkRowInput[] {
+  return Array.from({ length: ROWS }, (_, i) => {
+    const key = Buffer.alloc(6);
+    key.writeUInt16BE(Math.floor((i * 65536) / ROWS));
+    key.writeUInt32BE(i, 2);
+    return { key, value: Buffer.from(`value-${i}`) };
+  });
+}
+
+/** The count and digest (etags included) of each replica's LevelDB of partition `id`, read from its folder. */
+async function replicaDigest(dir: string, id: number): Promise<{ count: number; digest: string }> {
+  const store = await PartitionStore.open(join(dir, `partition-${id}`), { sweepIntervalMs: 0 });
+  try {
+    const d = await store.checksum(Buffer.alloc(0), Buffer.alloc(0), { includeEtag: true });
+    return { count: d.count, digest: d.toHex() };
+  } finally {
+    await store.close();
+  }
+}
+
+describe('chain replication with real node processes', () => {
+  it('RF=3: SIGKILL of a node mid-load (head of one chain, middle of another, tail of the third): the load finishes, rows lost = 0, both survivors of every chain hold identical replicas', async () => {
+    cluster = await EtcdTestCluster.start({ lease: '1s' });
+    await Promise.all([cluster.startNode(), cluster.startNode(), cluster.startNode()]);
+    await cluster.startCoordinator();
+    const init = await cluster.cli(['cluster', 'init', '--etcd', cluster.etcd.url, '--partitions', '3', '--replicas', '3']);
+    expect(init.stderr).toBe('');
+    expect(init.code).toBe(0);
+    await Promise.all([...cluster.nodes.values()].map((n) => n.event('ready')));
+    const map = (await cluster.store.read())!.map;
+    const victim = map.partitions[0]!.node;
+    const roles = map.partitions.map((p) => p.chain.findIndex((r) => r.node === victim)).sort();
+    // With three nodes and R=3 one node is head, middle and tail at once: one kill covers all three cases.
+    expect(roles).toEqual([0, 1, 2]);
+
+    client = new StoreClient({ seeds: [...cluster.nodes.keys()] });
+    const data = rows();
+    let acked = 0;
+    let killed: Promise<void> | undefined;
+    for (let from = 0; from < ROWS; from += BATCH * 2) {
+      // Two batches in flight, so the kill lands between a write and its ack somewhere.
+      await Promise.all(
+        [from, from + BATCH].map(async (start) => {
+          const result = await client!.bulkPutAll([data.slice(start, start + BATCH)], { maxInFlight: 2, batchMaxRows: 500 });
+          acked += result.rows;
+        }),
+      );
+      if (killed === undefined && acked >= ROWS / 3) killed = cluster.nodes.get(victim)!.kill('SIGKILL');
+    }
+    await killed;
+    expect(acked).toBe(ROWS);
+
+    const after = await cluster.waitForMap((m: PartitionMap) => m.partitions.every((p) => !p.chain.some((r) => r.node === victim)));
+    expect(after.partitions.every((p) => p.chain.length === 2)).toBe(true);
+    // Reads at the tails see every row.
+    await client.refreshMap();
+    expect((await client.checksum(Buffer.alloc(0), Buffer.alloc(0))).count).toBe(ROWS);
+    for (const i of [0, 12_345, ROWS - 1]) expect((await client.get(Key.fromBytes(data[i]!.key)))?.value.toString()).toBe(`value-${i}`);
+
+    // Stop the survivors and compare their LevelDB folders partition by partition.
+    const survivors = [...cluster.nodes.keys()].filter((n) => n !== victim);
+    await Promise.all(survivors.map((n) => cluster!.nodes.get(n)!.kill('SIGKILL')));
+    let total = 0;
+    for (const p of after.partitions) {
+      const digests = await Promise.all(p.chain.map((r) => replicaDigest(cluster!.dir.sub(`node-${r.node.replace(':', '-')}`), p.id)));
+      const expected = data.filter((row) => Buffer.compare(row.key, p.start) >= 0 && (p.end.length === 0 || Buffer.compare(row.key, p.end) < 0)).length;
+      expect(digests[0]!.count, `partition ${p.id} on ${p.chain[0]!.node}`).toBe(expected);
+      expect(digests[1], `partition ${p.id}: ${p.chain[1]!.node} equals ${p.chain[0]!.node}`).toEqual(digests[0]);
+      total += digests[0]!.count;
+    }
+    expect(total).toBe(ROWS);
+  }, 120_000);
+});
+
+describe('CAS through a chain whose tail stops answering (real processes, SIGSTOP)', () => {
+  it('an attempt without an answer, then a mismatch on retry, is reported as STORE_AMBIGUOUS, and the CAS is applied exactly once', async () => {
+    const nodes = await StoreCluster.start({ nodes: 2, partitions: 1, replicas: 2, extraArgs: ['--no-sync', '--forward-timeout', '1s'] });
+    try {
+      client = new StoreClient({ seeds: nodes.seeds, rpcDeadlineMs: 500, operationTimeoutMs: 20_000 });
+      const key = Key.fromBytes(Buffer.from('acct'));
+      const first = await client.put(key, Buffer.from('100'), { expectedEtag: 0 });
+      const tail = nodes.nodes[1]!;
+      tail.child!.kill('SIGSTOP');
+      // The head applies the CAS and waits for the stopped tail's ack; the client's attempt times out.
+      const cas = client.put(key, Buffer.from('90'), { expectedEtag: first.etag }).then(
+        () => 'acknowledged',
+        (error: unknown) => error,
+      );
+      const outcome = await cas;
+      tail.child!.kill('SIGCONT');
+      expect(outcome).toMatchObject({ code: 'STORE_AMBIGUOUS', retryable: false });
+      // The caller reads (at the tail, once it answers again) and finds its write there — once.
+      // The head re-sends the forward after its --forward-timeout; wait until the tail has it.
+      let seen = await client.get(key);
+      for (const until = Date.now() + 10_000; seen?.value.toString() !== '90' && Date.now() < until; ) seen = await client.get(key);
+      expect(seen?.value.toString()).toBe('90');
+      expect(seen?.etag).toBe(first.etag + 1);
+    } finally {
+      await nodes.close();
+    }
+  }, 60_000);
+});

@@ -1,0 +1,246 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { PackedRowsBuilder } from '../../store/packed-rows.js';
+import { PartitionMap, type Replica } from '../../store/partition-map.js';
+import { StoreNode } from '../../store/store-node.js';
+import { StoreError } from '../../store/store-errors.js';
+import type { ForwardAck, ForwardMessage, ForwardTransport } from '../../store/chain-replica.js';
+
+// Real StoreNodes on real LevelDB folders, linked by an in-process transport that a test can cut
+// (a link that hangs until aborted, as to a SIGKILLed peer): the deterministic protocol cases.
+
+const A = '127.0.0.1:1';
+const B = '127.0.0.1:2';
+const C = '127.0.0.1:3';
+
+interface Harness {
+  nodes: Map<string, StoreNode>;
+  /** Links that hang (never answer) until the sender aborts: a dead peer. */
+  cut: Set<string>;
+  sent: ForwardMessage[];
+  install(chain: readonly (string | Replica)[], epoch: number, version: number): Promise<PartitionMap>;
+}
+
+const dirs: string[] = [];
+const open: StoreNode[] = [];
+
+afterEach(async () => {
+  await Promise.allSettled(open.splice(0).map((n) => n.close()));
+  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+});
+
+function mapOf(chain: readonly (string | Replica)[], epoch: number, version: number): PartitionMap {
+  const replicas = chain.map((r) => (typeof r === 'string' ? { node: r, state: 'serving' as const } : r));
+  return PartitionMap.create(version, [{ id: 0, start: Buffer.alloc(0), end: Buffer.alloc(0), chain: replicas, epoch }], { replicas: 3 });
+}
+
+async function harness(names: readonly string[], forwardTimeoutMs = 2000): Promise<Harness> {
+  const nodes = new Map<string, StoreNode>();
+  const cut = new Set<string>();
+  const sent: ForwardMessage[] = [];
+  const transport = (from: string): ForwardTransport => ({
+    send(node, message, { signal, timeoutMs }): Promise<ForwardAck> {
+      sent.push(message);
+      if (cut.has(node) || cut.has(from)) {
+        // No answer: the sender's deadline or its abort (a chain change) ends the call, as over gRPC.
+        return new Promise((_, reject) => {
+          const timer = setTimeout(() => reject(new StoreError('STORE_DEADLINE_EXCEEDED', `forward to ${node} timed out`)), timeoutMs);
+          signal.addEventListener('abort', () => (clearTimeout(timer), reject(signal.reason)), { once: true });
+        });
+      }
+      const target = nodes.get(node);
+      if (target === undefined) return Promise.reject(new StoreError('STORE_UNAVAILABLE', `no node ${node}`));
+      return target.receiveForward(message);
+    },
+  });
+  const initial = mapOf(names, 1, 1);
+  for (const name of names) {
+    const dir = await mkdtemp(join(tmpdir(), 'chain-'));
+    dirs.push(dir);
+    const node = await StoreNode.open({ node: name, dataDir: dir, initialMap: initial, transport: transport(name), forwardTimeoutMs, sweepIntervalMs: 0, syncWrites: false });
+    open.push(node);
+    nodes.set(name, node);
+  }
+  return {
+    nodes,
+    cut,
+    sent,
+    async install(chain, epoch, version) {
+      const map = mapOf(chain, epoch, version);
+      for (const [name, node] of nodes) if (!cut.has(name)) await node.setMap(map, { force: true });
+      return map;
+    },
+  };
+}
+
+function rows(from: number, count: number): ReturnType<PackedRowsBuilder['finish']> {
+  const b = new PackedRowsBuilder();
+  for (let i = from; i < from + count; i++) b.add(Buffer.from(`k${String(i).padStart(7, '0')}`), Buffer.from(`value-${i}`));
+  return b.finish();
+}
+
+async function digests(h: Harness, names: readonly string[]): Promise<Array<{ count: number; digest: string }>> {
+  return Promise.all(
+    names.map(async (n) => {
+      const d = await h.nodes.get(n)!.replicaDigest(0);
+      return { count: d.count, digest: d.toHex() };
+    }),
+  );
+}
+
+describe('chain write path (in-process transport, real LevelDB)', () => {
+  it('writes at the head reach every replica with the same records; reads only at the tail, writes only at the head', async () => {
+    const h = await harness([A, B, C]);
+    const head = h.nodes.get(A)!;
+    const tail = h.nodes.get(C)!;
+    const result = await head.bulkInsert(1, rows(0, 500));
+    expect(result.accepted).toBe(500);
+    expect(result.timing.hops?.map((x) => x.node)).toEqual([B, C]);
+    const put = await head.put(1, Buffer.from('k0000001'), Buffer.from('changed'), { ttlMs: 60_000 });
+    const cas = await head.put(1, Buffer.from('k0000002'), Buffer.from('cas'), { expectedEtag: 3 });
+    expect(await head.delete(1, Buffer.from('k0000003'))).toBe(true);
+    const multi = await head.multi([
+      { kind: 'put', mapVersion: 1, key: Buffer.from('m1'), value: Buffer.from('x'), options: {} },
+      { kind: 'delete', mapVersion: 1, key: Buffer.from('k0000004') },
+    ]);
+    expect(multi.every((o) => o.ok)).toBe(true);
+
+    const all = await digests(h, [A, B, C]);
+    expect(all[0]!.count).toBe(499);
+    expect(all[1]).toEqual(all[0]);
+    expect(all[2]).toEqual(all[0]);
+    // Same etags and expiries too, not only values: read each replica's stored record.
+    const atTail = await tail.get(1, Buffer.from('k0000001'));
+    expect(atTail).toEqual(put);
+    expect((await tail.get(1, Buffer.from('k0000002')))?.etag).toBe(cas.etag);
+
+    await expect(head.get(1, Buffer.from('k0000001'))).rejects.toMatchObject({ code: 'STORE_NOT_OWNER', retryable: true });
+    await expect(tail.put(1, Buffer.from('x'), Buffer.from('y'), {})).rejects.toMatchObject({ code: 'STORE_NOT_OWNER', retryable: true });
+    await expect(h.nodes.get(B)!.bulkInsert(1, rows(0, 1))).rejects.toMatchObject({ code: 'STORE_NOT_OWNER' });
+  });
+
+  it('a read never sees a write that is not on every replica: until the tail has it, the tail answers the old value and the head refuses reads', async () => {
+    const h = await harness([A, B, C]);
+    await h.nodes.get(A)!.put(1, Buffer.from('k'), Buffer.from('old'), {});
+    h.cut.add(C);
+    const write = h.nodes.get(A)!.put(1, Buffer.from('k'), Buffer.from('new'), {});
+    write.catch(() => undefined);
+    await waitFor(async () => h.sent.some((m) => m.from === B && m.seq === 2));
+    expect((await h.nodes.get(C)!.get(1, Buffer.from('k')))?.value.toString()).toBe('old');
+    await expect(h.nodes.get(A)!.get(1, Buffer.from('k'))).rejects.toMatchObject({ code: 'STORE_NOT_OWNER' });
+    await expect(h.nodes.get(B)!.get(1, Buffer.from('k'))).rejects.toMatchObject({ code: 'STORE_NOT_OWNER' });
+    h.cut.delete(C);
+    // B's send to C times out (2 s here) and goes again: the write is acknowledged, and the tail reads it.
+    await write;
+    expect((await h.nodes.get(C)!.get(1, Buffer.from('k')))?.value.toString()).toBe('new');
+  });
+
+  it('a forward with a stale epoch, or from a node that is not the predecessor, is rejected and writes nothing', async () => {
+    const h = await harness([A, B, C]);
+    await h.nodes.get(A)!.bulkInsert(1, rows(0, 10));
+    const forwarded = h.sent.find((m) => m.from === A)!;
+    const tail = h.nodes.get(C)!;
+    await expect(tail.receiveForward({ ...forwarded, from: B, epoch: 7, seq: 2, op: { kind: 'bulk', rows: rows(100, 5), assigned: { firstEtag: 50, nowMs: Date.now() } } })).rejects.toMatchObject({
+      code: 'STORE_STALE_EPOCH',
+      retryable: true,
+    });
+    await expect(tail.receiveForward({ ...forwarded, from: A, seq: 2, op: { kind: 'bulk', rows: rows(100, 5), assigned: { firstEtag: 50, nowMs: Date.now() } } })).rejects.toMatchObject({
+      code: 'STORE_STALE_EPOCH',
+    });
+    expect((await tail.replicaDigest(0)).count).toBe(10);
+  });
+
+  it('fault injection: the head dies after forwarding; its successor becomes head and re-sends what was not acknowledged', async () => {
+    const h = await harness([A, B, C]);
+    await h.nodes.get(A)!.bulkInsert(1, rows(0, 100));
+    // B applies the next write but its link to C hangs (as if C were slow), then A dies.
+    h.cut.add(`${C}`);
+    const pending = h.nodes.get(A)!.bulkInsert(1, rows(100, 100));
+    pending.catch(() => undefined);
+    await waitFor(async () => (await h.nodes.get(B)!.replicaDigest(0)).count === 200);
+    h.cut.delete(C);
+    h.cut.add(A);
+    await h.install([B, C], 2, 2);
+    // B re-sends to C under the new epoch; the dead head's client sees a failure (it retries: upsert).
+    await waitFor(async () => (await h.nodes.get(C)!.replicaDigest(0)).count === 200);
+    const [b, c] = await digests(h, [B, C]);
+    expect(c).toEqual(b);
+    // The new head takes writes and the tail acks them.
+    const r = await h.nodes.get(B)!.bulkInsert(2, rows(200, 50));
+    expect(r.timing.hops?.map((x) => x.node)).toEqual([C]);
+    expect((await h.nodes.get(C)!.get(2, Buffer.from('k0000249')))?.value.toString()).toBe('value-249');
+  });
+
+  it('fault injection: the middle dies; the head re-sends the unacknowledged suffix to the tail and the write is acknowledged', async () => {
+    const h = await harness([A, B, C]);
+    await h.nodes.get(A)!.bulkInsert(1, rows(0, 100));
+    h.cut.add(B);
+    const writes = [h.nodes.get(A)!.bulkInsert(1, rows(100, 10)), h.nodes.get(A)!.put(1, Buffer.from('p'), Buffer.from('v'), {}), h.nodes.get(A)!.bulkInsert(1, rows(110, 10))];
+    await h.install([A, C], 2, 2);
+    const done = await Promise.all(writes);
+    expect(done).toHaveLength(3);
+    const [a, c] = await digests(h, [A, C]);
+    expect(a.count).toBe(121);
+    expect(c).toEqual(a);
+  });
+
+  it('fault injection: the tail dies; its predecessor becomes tail and acknowledges what it holds', async () => {
+    const h = await harness([A, B, C]);
+    h.cut.add(C);
+    const write = h.nodes.get(A)!.bulkInsert(1, rows(0, 50));
+    await waitFor(async () => (await h.nodes.get(B)!.replicaDigest(0)).count === 50);
+    await h.install([A, B], 2, 2);
+    expect((await write).accepted).toBe(50);
+    expect((await h.nodes.get(B)!.get(2, Buffer.from('k0000049')))?.value.toString()).toBe('value-49');
+  });
+
+  it('fault injection: a CAS whose head leaves the chain before the ack answers STORE_AMBIGUOUS, and is applied at most once', async () => {
+    const h = await harness([A, B, C]);
+    const first = await h.nodes.get(A)!.put(1, Buffer.from('acct'), Buffer.from('100'), { expectedEtag: 0 });
+    h.cut.add(B);
+    const cas = h.nodes.get(A)!.put(1, Buffer.from('acct'), Buffer.from('90'), { expectedEtag: first.etag }).then(
+      () => 'acknowledged',
+      (error: unknown) => error,
+    );
+    // A applied it and its forward to B hangs; then the coordinator removes A from the chain.
+    await waitFor(async () => h.sent.some((m) => m.from === A && m.seq === 2));
+    await h.nodes.get(A)!.setMap(mapOf([B, C], 2, 2), { force: true });
+    expect(await cas).toMatchObject({ code: 'STORE_AMBIGUOUS', retryable: false });
+    h.cut.delete(B);
+    // The caller reads to find out (at the tail): here the CAS never reached B or C.
+    for (const n of [B, C]) await h.nodes.get(n)!.setMap(mapOf([B, C], 2, 2), { force: true });
+    const seen = await h.nodes.get(C)!.get(2, Buffer.from('acct'));
+    expect(seen?.etag).toBe(first.etag);
+    // Retrying the CAS on the new head applies it exactly once; a blind re-send would now fail.
+    const again = await h.nodes.get(B)!.put(2, Buffer.from('acct'), Buffer.from('90'), { expectedEtag: first.etag });
+    await expect(h.nodes.get(B)!.put(2, Buffer.from('acct'), Buffer.from('90'), { expectedEtag: first.etag })).rejects.toMatchObject({ code: 'STORE_ETAG_MISMATCH' });
+    expect((await h.nodes.get(C)!.get(2, Buffer.from('acct')))?.etag).toBe(again.etag);
+  });
+
+  it('forwards that arrive out of order are applied in sequence order', async () => {
+    const h = await harness([A, B]);
+    const tail = h.nodes.get(B)!;
+    const base = { partitionId: 0, epoch: 1, from: A, streamId: 's1' };
+    const k = Buffer.from('same');
+    const rec = (etag: number, value: string) => ({ key: k, record: { value: Buffer.from(value), etag, updatedAtMs: 1000 + etag, expiresAtMs: 0 } });
+    const second = tail.receiveForward({ ...base, seq: 2, op: { kind: 'points', nowMs: Date.now(), writes: [rec(2, 'second')] } });
+    const first = tail.receiveForward({ ...base, seq: 1, op: { kind: 'points', nowMs: Date.now(), writes: [rec(1, 'first')] } });
+    await Promise.all([first, second]);
+    const got = await tail.get(1, k);
+    expect(got?.value.toString()).toBe('second');
+    expect(got?.etag).toBe(2);
+    // A duplicate of an applied forward is acknowledged without being applied again.
+    await tail.receiveForward({ ...base, seq: 1, op: { kind: 'points', nowMs: Date.now(), writes: [rec(1, 'first')] } });
+    expect((await tail.get(1, k))?.value.toString()).toBe('second');
+  });
+});
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > until) throw new Error('condition not reached in time');
+    await new Promise((r) => setImmediate(r));
+  }
+}
