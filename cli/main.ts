@@ -19,7 +19,7 @@ async function main(argv: string[]): Promise<number> {
   // Loaded only with a DSN: a command's start-up pays nothing for error reporting otherwise.
   if (dsn !== undefined) ctx.errors = await startErrorReporting({ dsn, release: releaseName(), secrets: () => ctx.secrets(), logger: () => ctx.logger });
   // Loaded only when OTEL_* names an exporter: otherwise spans are the API's no-ops (see common/tracing.ts).
-  const tracing = tracingWanted(process.env) ? await startTracing({ serviceName: `shardpipe-${argv[2] ?? 'cli'}` }) : undefined;
+  const tracing = tracingWanted(process.env) ? await startTracing({ serviceName: process.env.OTEL_SERVICE_NAME || `shardpipe-${argv[2] ?? 'cli'}` }) : undefined;
   const code = await run(ctx, argv);
   // Whatever the command started, stopped here in reverse order, also after a failure or a signal.
   const clean = await ctx.lifecycle.close();

@@ -39,9 +39,9 @@ export interface TracingHandle {
 }
 
 /**
- * Starts the Node SDK (W3C trace context propagation, batch export; no auto-instrumentation) with
- * `serviceName` unless `OTEL_SERVICE_NAME` names one. Call once, from a process's entry, when
- * tracingWanted says so.
+ * Starts the Node SDK (W3C trace context propagation, batch export; no auto-instrumentation) as
+ * `serviceName` (it wins over OTEL_SERVICE_NAME: the entry passes that one when set). Call once,
+ * from a process's entry, when tracingWanted says so.
  */
 export async function startTracing(options: { serviceName: string }): Promise<TracingHandle> {
   const { NodeSDK } = await import('@opentelemetry/sdk-node');

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { create, toBinary } from '@bufbuild/protobuf';
@@ -142,6 +142,32 @@ describe('tracing: one trace per operation across CLI, worker and store node (OT
     }
     // Batches, not rows: the rows of the node's write spans add up to the ingest's rows exactly.
     expect(writtenRows()).toBe(6000);
+  });
+
+  it('a backup is one trace too: CLI root → backup-shard jobs → Scan client spans → the node\'s store.Scan spans', async () => {
+    const target = tmp.sub('backups');
+    await mkdir(target);
+    const r = await runCli(['backup', 'run', '--target', `file://${target}`, '--no-local-worker', '--wait', '--json', '--seeds', cluster.seeds.join(','), '--redis', redis.url, '--data-dir', tmp.sub('cli-backup'), '--log-level', 'warn'], otelEnv);
+    expect(r.code, r.stderr).toBe(0);
+    const report = JSON.parse(r.stdout) as { traceId: string; rows: number; shards: number };
+    expect(report.traceId).toMatch(HEX32);
+    expect(report.rows).toBeGreaterThanOrEqual(6000);
+    const inTrace = (): ReceivedSpan[] => receiver.spans.filter((s) => s.traceId === report.traceId);
+    await until('the node\'s Scan spans of every shard', () => inTrace().filter((s) => s.name === 'store.Scan').length >= report.shards && inTrace().some((s) => s.name === 'backup'));
+    const spans = inTrace();
+    const byId = new Map(spans.map((s) => [s.spanId, s]));
+    const root = spans.find((s) => s.parentSpanId === '')!;
+    expect([root.name, root.service]).toEqual(['shardpipe backup run', 'shardpipe-backup']);
+    const shards = spans.filter((s) => s.name === 'backup-shard');
+    expect(shards).toHaveLength(report.shards);
+    for (const s of shards) expect(s.parentSpanId).toBe(root.spanId);
+    const scans = spans.filter((s) => s.name === 'Scan');
+    expect(scans.length).toBeGreaterThanOrEqual(report.shards);
+    for (const s of scans) expect(byId.get(s.parentSpanId)?.name).toBe('backup-shard');
+    for (const s of spans.filter((x) => x.name === 'store.Scan')) {
+      expect(s.service).toBe('shardpipe-store');
+      expect(byId.get(s.parentSpanId)?.name).toBe('Scan');
+    }
   });
 
   it('the node returns the caller\'s x-request-id in trailers and logs it; without one it makes one up', async () => {
