@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { CommanderError, type Command } from 'commander';
-import { ConfigError, ShardpipeError, startErrorReporting } from '../common/index.js';
+import { ConfigError, ShardpipeError, startErrorReporting, startTracing, tracingWanted } from '../common/index.js';
 import { CliContext } from './cli-context.js';
 import { CliUsageError, loadCliConfig } from './cli-env.js';
 import { EXIT } from './cli-io.js';
@@ -18,10 +18,14 @@ async function main(argv: string[]): Promise<number> {
   const dsn = ctx.env.SENTRY_DSN;
   // Loaded only with a DSN: a command's start-up pays nothing for error reporting otherwise.
   if (dsn !== undefined) ctx.errors = await startErrorReporting({ dsn, release: releaseName(), secrets: () => ctx.secrets(), logger: () => ctx.logger });
+  // Loaded only when OTEL_* names an exporter: otherwise spans are the API's no-ops (see common/tracing.ts).
+  const tracing = tracingWanted(process.env) ? await startTracing({ serviceName: process.env.OTEL_SERVICE_NAME || `shardpipe-${argv[2] ?? 'cli'}` }) : undefined;
   const code = await run(ctx, argv);
   // Whatever the command started, stopped here in reverse order, also after a failure or a signal.
   const clean = await ctx.lifecycle.close();
   await ctx.errors.flush();
+  // Exports the spans still queued; an unreachable collector costs the export timeout, never the exit code.
+  await tracing?.shutdown().catch((err: unknown) => ctx.logger.warn({ err }, 'exporting the last spans failed'));
   return !clean && code === EXIT.ok ? EXIT.failed : code;
 }
 

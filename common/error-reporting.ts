@@ -1,5 +1,6 @@
 import { redact } from './azure/redact.js';
 import type { Logger } from './logger.js';
+import { activeTraceId } from './tracing.js';
 import { ShardpipeError, type ErrorContext } from './shardpipe-error.js';
 
 /** Sends unexpected errors to a Sentry-compatible endpoint (or nowhere: `NO_ERROR_REPORTER`). */
@@ -131,7 +132,9 @@ export async function startErrorReporting(options: ErrorReportingOptions): Promi
     report(err, context = {}) {
       if (!isUnexpectedError(err)) return;
       const own = err instanceof ShardpipeError ? { code: err.code, ...err.context } : {};
-      const tags = tagsOf({ ...own, ...context });
+      // A job's log lines bind its traceId; elsewhere the active span's (when exporting) names the trace.
+      const traceId = activeTraceId();
+      const tags = tagsOf({ ...(traceId === undefined ? {} : { traceId }), ...own, ...context });
       Sentry.captureException(err, { tags, contexts: { shardpipe: tags } });
     },
     setContext(context) {

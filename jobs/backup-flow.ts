@@ -95,6 +95,8 @@ export interface SubmitBackupOptions {
   now?: Date;
   logger?: Logger;
   signal?: AbortSignal;
+  /** W3C `traceparent` of the operation's span: every job's span is its child (see TracedJobData). */
+  traceparent?: string;
 }
 
 /** Tries to take one consistent set of snapshots (the map may move meanwhile). */
@@ -174,6 +176,7 @@ export async function submitBackup(connection: ConnectionOptions, client: StoreC
           } satisfies BackupShardData,
         })),
       },
+      traceparent: options.traceparent,
     });
   } catch (err) {
     await client.releaseSnapshots(leases);

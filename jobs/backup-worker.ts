@@ -40,12 +40,12 @@ export class BackupWorkers extends FanOutWorkers<BackupShardData, ShardResult, B
     const logger = options.logger.child({ module: 'backup-worker' });
     return new BackupWorkers(options, {
       kind: 'backup',
-      children: { queue: BACKUP_SHARD_QUEUE, process: (job, signal) => processShard(job, options, logger, signal) },
+      children: { queue: BACKUP_SHARD_QUEUE, process: (job, signal, log) => processShard(job, options, log, signal) },
       parents: {
         queue: BACKUP_QUEUE,
         concurrency: 2,
-        process: (job, signal) =>
-          job.name === 'scheduled-backup' ? startScheduled(job as Job<ScheduledBackupData>, options, logger, signal) : finishBackup(job as Job<BackupParentData>, options, logger, signal),
+        process: (job, signal, log) =>
+          job.name === 'scheduled-backup' ? startScheduled(job as Job<ScheduledBackupData>, options, log, signal) : finishBackup(job as Job<BackupParentData>, options, log, signal),
       },
     });
   }
@@ -53,7 +53,7 @@ export class BackupWorkers extends FanOutWorkers<BackupShardData, ShardResult, B
 
 async function processShard(job: Job<BackupShardData, ShardResult>, options: BackupWorkerOptions, logger: Logger, signal?: AbortSignal): Promise<ShardResult> {
   const data = job.data;
-  const log = logger.child({ jobId: job.id, backupId: data.backupId, shard: data.index });
+  const log = logger.child({ backupId: data.backupId, shard: data.index });
   const target = openBackupTarget(data.target, options.targetOptions);
   let keeper: LeaseKeeper | undefined;
   try {
@@ -103,7 +103,7 @@ async function writeShardOrLost(
  */
 async function finishBackup(job: Job<BackupParentData>, options: BackupWorkerOptions, logger: Logger, signal?: AbortSignal): Promise<BackupReport> {
   const data = job.data;
-  const log = logger.child({ jobId: job.id, backupId: data.backupId });
+  const log = logger.child({ backupId: data.backupId });
   const target = openBackupTarget(data.spec.target, options.targetOptions);
   try {
     const failures = await job.getIgnoredChildrenFailures();

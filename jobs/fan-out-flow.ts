@@ -12,6 +12,13 @@ export interface FanOut<ParentData, ChildData> {
     keep?: KeepJobs;
     jobs: ReadonlyArray<{ id: string; data: ChildData }>;
   };
+  /** W3C `traceparent` of the operation's span, carried in the data of the parent and every child (see TracedJobData). */
+  traceparent?: string;
+}
+
+/** What the skeleton adds to every job's data: the span its worker's span is a child of. */
+export interface TracedJobData {
+  traceparent?: string;
 }
 
 /** What became of a submitted flow whose id may already be in Redis. */
@@ -58,12 +65,16 @@ export async function addFanOut<ParentData, ChildData>(connection: ConnectionOpt
     await flows.add({
       name: flow.parent.name,
       queueName: flow.parent.queue,
-      data: flow.parent.data,
+      data: traced(flow.parent.data, flow.traceparent),
       opts: { ...flow.parent.opts, jobId: flow.parent.id },
-      children: children.jobs.map((child) => ({ name: children.name, queueName: children.queue, data: child.data, opts: childJobOptions(child.id, children.attempts, children.keep) })),
+      children: children.jobs.map((child) => ({ name: children.name, queueName: children.queue, data: traced(child.data, flow.traceparent), opts: childJobOptions(child.id, children.attempts, children.keep) })),
     });
   } finally {
     await flows.close();
   }
   return 'new';
+}
+
+function traced<Data>(data: Data, traceparent: string | undefined): Data | (Data & TracedJobData) {
+  return traceparent === undefined ? data : { ...data, traceparent };
 }

@@ -1,12 +1,16 @@
 import { Worker, type ConnectionOptions, type Job } from 'bullmq';
-import { isUnexpectedError, type Logger } from '../common/index.js';
+import { contextOf, inSpan, isUnexpectedError, type Logger } from '../common/index.js';
 import type { StoreClient } from '../store/index.js';
+import type { TracedJobData } from './fan-out-flow.js';
 import { decodeJobFailure, toBullmqError } from './job-failure.js';
 import type { JobMetrics } from './job-metrics.js';
 import { workerSettings } from './worker-settings.js';
 
-/** A processor of one queue; `signal` aborts when the worker closes or the job's lock is lost. */
-export type FanOutProcessor<Data, Result> = (job: Job<Data, Result>, signal?: AbortSignal) => Promise<Result>;
+/**
+ * A processor of one queue; `signal` aborts when the worker closes or the job's lock is lost; `log`
+ * is the worker's logger bound to the job's id and trace id (log every line of the job through it).
+ */
+export type FanOutProcessor<Data, Result> = (job: Job<Data, Result>, signal: AbortSignal | undefined, log: Logger) => Promise<Result>;
 
 /** The options every job family's workers take (each family adds its own). */
 export interface FanOutWorkerOptions {
@@ -62,7 +66,7 @@ export class FanOutWorkers<ChildData, ChildResult, ParentData, ParentResult> {
       worker.on('error', (err) => logger.error({ err, queue: worker.name }, `${config.kind} worker error`));
       worker.on('failed', (job, err) => {
         const failure = decodeJobFailure(err.message);
-        logger.warn({ queue: worker.name, jobId: job?.id, attemptsMade: job?.attemptsMade, code: failure.code, retryable: failure.retryable, context: failure.context, err: failure.message }, `${config.kind} job attempt failed`);
+        logger.warn({ queue: worker.name, jobId: job?.id, traceId: traceIdOf(job?.data), attemptsMade: job?.attemptsMade, code: failure.code, retryable: failure.retryable, context: failure.context, err: failure.message }, `${config.kind} job attempt failed`);
       });
     }
     options.metrics?.watch(this.workers);
@@ -89,16 +93,20 @@ export class FanOutWorkers<ChildData, ChildResult, ParentData, ParentResult> {
 function worker<Data, Result>(side: FanOutQueue<Data, Result>, settings: ReturnType<typeof workerSettings>, concurrency: number, logger: Logger): Worker<Data, Result> {
   return new Worker<Data, Result>(
     side.queue,
-    async (job, _token, signal) => {
-      try {
-        return await side.process(job, signal);
-      } catch (err) {
-        // A bug or an unplanned failure: its stack is logged here (and so reaches the error reporter);
-        // planned failures travel by code and are logged by the 'failed' listener.
-        if (isUnexpectedError(err) && !signal?.aborted) logger.error({ err, queue: side.queue, jobId: job.id, attemptsMade: job.attemptsMade, ...jobContext(job.data) }, 'job attempt failed with an unexpected error');
-        throw toBullmqError(err);
-      }
-    },
+    // One span per job attempt (a file, a shard, a report), child of the operation's span.
+    (job, _token, signal) =>
+      inSpan(job.name, { 'messaging.destination.name': side.queue, 'shardpipe.job_id': String(job.id), 'shardpipe.attempt': job.attemptsMade + 1, ...jobContext(job.data) }, contextOf((job.data as TracedJobData | undefined)?.traceparent), async () => {
+        const traceId = traceIdOf(job.data);
+        const log = logger.child(traceId === undefined ? { jobId: job.id } : { jobId: job.id, traceId });
+        try {
+          return await side.process(job, signal, log);
+        } catch (err) {
+          // A bug or an unplanned failure: its stack is logged here (and so reaches the error reporter);
+          // planned failures travel by code and are logged by the 'failed' listener.
+          if (isUnexpectedError(err) && !signal?.aborted) log.error({ err, queue: side.queue, attemptsMade: job.attemptsMade, ...jobContext(job.data) }, 'job attempt failed with an unexpected error');
+          throw toBullmqError(err);
+        }
+      }),
     { ...settings, concurrency },
   );
 }
@@ -115,4 +123,10 @@ function jobContext(data: unknown): Record<string, string | number> {
   if (typeof d.shard?.index === 'number') out.shard = d.shard.index;
   if (typeof d.shard?.file === 'string') out.file = d.shard.file;
   return out;
+}
+
+/** The trace id a job's data carries (its operation's), if any. */
+function traceIdOf(data: unknown): string | undefined {
+  const traceparent = (data as TracedJobData | undefined)?.traceparent;
+  return typeof traceparent === 'string' ? /^00-([0-9a-f]{32})-/.exec(traceparent)?.[1] : undefined;
 }

@@ -139,6 +139,8 @@ export interface SubmitOptions {
   azureConnectionString?: string;
   /** Stops the scan (and the staging of an `az://` drop). */
   signal?: AbortSignal;
+  /** W3C `traceparent` of the operation's span: every job's span is its child (see TracedJobData). */
+  traceparent?: string;
 }
 
 export interface Submitted {
@@ -164,6 +166,7 @@ export async function submitIngest(connection: ConnectionOptions, spec: IngestSp
         data: { ingestId: plan.ingestId, spec, files: plan.files.length, rowsTotal: plan.rowsTotal, submittedAt: Date.now(), keyOverlaps: plan.keyOverlaps } satisfies IngestParentData,
       },
       children: { name: 'ingest-file', queue: INGEST_FILE_QUEUE, attempts: options.attempts, jobs: plan.children.map((child, i) => ({ id: childJobId(plan.ingestId, i), data: child })) },
+      traceparent: options.traceparent,
     },
     { resume: true },
   );

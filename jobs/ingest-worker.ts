@@ -21,7 +21,7 @@ export class IngestWorkers extends FanOutWorkers<IngestFileData, IngestFileResul
     const budget = new RejectBudget(new Redis(options.connection as RedisOptions));
     return new IngestWorkers(options, {
       kind: 'ingest',
-      children: { queue: INGEST_FILE_QUEUE, process: (job, signal) => processFile(job, options, budget, logger, signal) },
+      children: { queue: INGEST_FILE_QUEUE, process: (job, signal, log) => processFile(job, options, budget, log, signal) },
       parents: { queue: INGEST_QUEUE, concurrency: 4, process: (job) => reportOnChildren(job, fileQueue) },
       resources: [fileQueue, budget],
     });
@@ -30,7 +30,7 @@ export class IngestWorkers extends FanOutWorkers<IngestFileData, IngestFileResul
 
 async function processFile(job: Job<IngestFileData, IngestFileResult>, options: IngestWorkerOptions, budget: RejectBudget, logger: Logger, signal?: AbortSignal): Promise<IngestFileResult> {
   const data = job.data;
-  const log = logger.child({ jobId: job.id, file: data.file.relativePath });
+  const log = logger.child({ file: data.file.relativePath });
   const started = Date.now();
   if (data.plannedFailure !== undefined) throw jobFailureError(data.plannedFailure);
   // A blob of an Azure drop is read from its staged copy: it must still hold the planned version.

@@ -82,6 +82,8 @@ export interface SubmitRestoreOptions {
   restart?: boolean;
   /** Retries of a shard after a retryable failure. Default 5. */
   attempts?: number;
+  /** W3C `traceparent` of the operation's span: every job's span is its child (see TracedJobData). */
+  traceparent?: string;
 }
 
 export interface SubmittedRestore {
@@ -134,6 +136,7 @@ export async function submitRestore(
         attempts: options.attempts,
         jobs: shards.map((shard) => ({ id: restoreShardJobId(restoreId, shard.index), data: { restoreId, spec: scoped, shard: { ...shard } } satisfies RestoreShardData })),
       },
+      traceparent: options.traceparent,
     },
     { resume: true },
   );

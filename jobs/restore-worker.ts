@@ -35,7 +35,7 @@ export class RestoreWorkers extends FanOutWorkers<RestoreShardData, RestoreShard
     const shardQueue = new Queue<RestoreShardData>(RESTORE_SHARD_QUEUE, { connection: options.connection });
     return new RestoreWorkers(options, {
       kind: 'restore',
-      children: { queue: RESTORE_SHARD_QUEUE, process: (job, signal) => processShard(job, options, targetOf, logger, signal) },
+      children: { queue: RESTORE_SHARD_QUEUE, process: (job, signal, log) => processShard(job, options, targetOf, log, signal) },
       parents: { queue: RESTORE_QUEUE, concurrency: 4, process: (job) => reportOnShards(job, shardQueue) },
       resources: [shardQueue, { close: () => Promise.all([...targets.values()].map((t) => t.close())).then(() => undefined) }],
     });
@@ -51,7 +51,7 @@ async function processShard(
 ): Promise<RestoreShardResult> {
   const data = job.data;
   const { shard, spec } = data;
-  const log = logger.child({ jobId: job.id, backupId: spec.backupId, shard: shard.index });
+  const log = logger.child({ backupId: spec.backupId, shard: shard.index });
   const started = Date.now();
   const target = targetOf(spec.target);
   const local = await openLocalShard(target, spec.backupId, shard, { stagingDir: options.stagingDir ?? join(tmpdir(), 'shardpipe-restore'), signal });

@@ -49,9 +49,11 @@ export function fromGrpcError(err: unknown, context: Record<string, string | num
   if (err instanceof StoreError) return err;
   if (!isServiceError(err)) return new StoreError('STORE_UNKNOWN', describeCause(err), { cause: err, context });
   const sent = err.metadata?.get(METADATA_ERROR_CODE)[0];
+  // The node's request id (x-request-id, see request-tracing.ts) finds the call in the node's log.
+  const requestId = err.metadata?.get('x-request-id')[0];
   return storeErrorOf(err.code, typeof sent === 'string' ? sent : undefined, err.details || err.message, {
     cause: err,
-    context,
+    context: typeof requestId === 'string' ? { ...context, requestId } : context,
     mapVersion: numberFrom(err.metadata?.get(METADATA_MAP_VERSION)[0]),
     currentEtag: numberFrom(err.metadata?.get(METADATA_CURRENT_ETAG)[0]),
     retryAfterMs: numberFrom(err.metadata?.get(METADATA_RETRY_AFTER_MS)[0]),

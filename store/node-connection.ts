@@ -1,5 +1,6 @@
 import { Metadata, credentials, makeGenericClientConstructor, type CallOptions, type ChannelCredentials, type ClientUnaryCall, type ServiceError } from '@grpc/grpc-js';
-import type { TlsMaterial } from '../common/index.js';
+import { SpanKind } from '@opentelemetry/api';
+import { inSpan, tracer, traceparentOf, tracingActive, type TlsMaterial } from '../common/index.js';
 import type { CallLimits } from './call-limits.js';
 import { PointCoalescer, type PointKind, type PointMethods } from './point-coalescer.js';
 import { POINT_CODECS } from './point-codec.js';
@@ -162,6 +163,12 @@ export class NodeConnection {
 
   /** One unary call; `headers` go along as request metadata. */
   unary<K extends UnaryMethodName>(method: K, request: RequestOf<K>, limits: CallLimits, headers?: Readonly<Record<string, string>>): Promise<ResponseOf<K>> {
+    // Exporting, each BulkInsert gets a client span whose context the node joins; otherwise calls keep the shared metadata.
+    if (method === 'bulkInsert' && tracingActive() && headers?.traceparent === undefined) {
+      const req = request as BulkInsertRequest;
+      const attributes = { 'rpc.system': 'grpc', 'rpc.method': 'BulkInsert', 'server.address': this.address, 'shardpipe.rows': req.packed?.count ?? req.rows.length, 'shardpipe.bytes': req.packed?.data.length ?? 0 };
+      return inSpan('BulkInsert', attributes, undefined, (span) => this.unary(method, request, limits, { ...headers, traceparent: traceparentOf(span) }));
+    }
     return new Promise((resolve, reject) => {
       if (limits.signal?.aborted) {
         reject(new StoreError('STORE_CANCELLED', `${method} to ${this.address} cancelled`, { cause: limits.signal.reason }));
@@ -186,7 +193,8 @@ export class NodeConnection {
 
   /** The streaming scan, as an async iterable of batches (back-pressure by pulling). */
   async *scan(request: ScanRequest, limits: CallLimits): AsyncGenerator<ScanBatch> {
-    const call = this.client.scan(request, this.metadata(), { deadline: limits.deadline });
+    const span = tracingActive() ? tracer().startSpan('Scan', { kind: SpanKind.CLIENT, attributes: { 'rpc.system': 'grpc', 'rpc.method': 'Scan', 'server.address': this.address } }) : undefined;
+    const call = this.client.scan(request, this.metadata(span && { traceparent: traceparentOf(span) }), { deadline: limits.deadline });
     const onAbort = (): void => call.cancel();
     limits.signal?.addEventListener('abort', onAbort, { once: true });
     try {
@@ -196,6 +204,7 @@ export class NodeConnection {
     } finally {
       limits.signal?.removeEventListener('abort', onAbort);
       call.cancel();
+      span?.end();
     }
   }
 

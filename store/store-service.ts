@@ -16,6 +16,7 @@ import { METADATA_GRANTED_ROLE } from './store-auth.js';
 import type { PointOp, PointOutcome, SnapshotLeaseInfo, StoreNode } from './store-node.js';
 import { StoreError } from './store-errors.js';
 import type { StoreRpcMetrics } from './store-metrics.js';
+import { recordWriteSpans, requestIdOf, requestIdTrailer, startServerSpan } from './request-tracing.js';
 
 const EMPTY = Buffer.alloc(0);
 /** As a plain call's status message (grpc-errors.ts). */
@@ -73,20 +74,22 @@ function admit<Req>(method: string, request: Req, limits: FieldLimitContext, che
 export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: StoreRpcMetrics): StoreHandlers {
   const limits: FieldLimitContext = { maxKeyBytes: node.maxKeyBytes, maxValueBytes: node.maxValueBytes };
   const unary =
-    <Req, Res>(method: string, fn: (request: Req, call: ServerUnaryCall<Req, Res>) => Promise<Res>, checkFields = true) =>
+    <Req, Res>(method: string, fn: (request: Req, call: ServerUnaryCall<Req, Res>, requestId: string) => Promise<Res>, checkFields = true) =>
     (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
       const done = metrics?.start(method);
+      const requestId = requestIdOf(call.metadata);
       Promise.resolve()
-        .then(() => fn(admit(method, call.request, limits, checkFields), call))
+        .then(() => fn(admit(method, call.request, limits, checkFields), call, requestId))
         .then(
         (response) => {
           done?.(grpcStatus.OK);
-          callback(null, response);
+          callback(null, response, requestIdTrailer(requestId));
         },
         (err: unknown) => {
           const status = toGrpcStatus(err);
           done?.(status.code);
-          logFailure(logger, method, status.code, err);
+          logFailure(logger, method, status.code, err, requestId);
+          if (status.metadata) requestIdTrailer(requestId, status.metadata);
           callback(status, null);
         },
       );
@@ -127,18 +130,32 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
     }),
     scan: (call: ServerWritableStream<ScanRequest, ScanBatch>) => {
       const done = metrics?.start('Scan');
-      streamScan(node, call, limits).then(() => done?.(grpcStatus.OK), (err: unknown) => {
+      const requestId = requestIdOf(call.metadata);
+      const span = startServerSpan('Scan', call.metadata, requestId);
+      streamScan(node, call, limits, requestId).then(() => done?.(grpcStatus.OK), (err: unknown) => {
         const status = toGrpcStatus(err);
         done?.(call.cancelled ? grpcStatus.CANCELLED : status.code);
-        logFailure(logger, 'Scan', status.code, err);
+        logFailure(logger, 'Scan', status.code, err, requestId);
+        span?.recordException(err as Error);
+        if (status.metadata) requestIdTrailer(requestId, status.metadata);
         if (!call.cancelled) call.emit('error', status);
-      });
+      }).finally(() => span?.end());
     },
-    bulkInsert: unary('BulkInsert', async (req) => {
+    bulkInsert: unary('BulkInsert', async (req, call, requestId) => {
       const rows = req.packed === undefined ? req.rows : PackedRows.fromMessage(req.packed, 'BulkInsertRequest.packed');
-      const result = await node.bulkInsert(req.mapVersion, rows);
-      const { queueMs, writeMs, fsyncMs, forwardMs = 0, hops = [] } = result.timing;
-      return { accepted: result.accepted, nextKey: result.nextKey ?? EMPTY, timing: { queueMs, writeMs, fsyncMs, forwardMs, hops } };
+      const span = startServerSpan('BulkInsert', call.metadata, requestId);
+      const startedAt = Date.now();
+      try {
+        const result = await node.bulkInsert(req.mapVersion, rows);
+        if (span !== undefined) recordWriteSpans(span, result.timing, acceptedCounts(rows, result.accepted), startedAt, Date.now());
+        const { queueMs, writeMs, fsyncMs, forwardMs = 0, hops = [] } = result.timing;
+        return { accepted: result.accepted, nextKey: result.nextKey ?? EMPTY, timing: { queueMs, writeMs, fsyncMs, forwardMs, hops } };
+      } catch (err) {
+        span?.recordException(err as Error);
+        throw err;
+      } finally {
+        span?.end();
+      }
     }),
     partitionStats: unary('PartitionStats', async (req) => {
       const stats = await node.stats(req.partitionIds);
@@ -181,7 +198,7 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
     releaseSnapshot: unary('ReleaseSnapshot', async (req) => ({ released: await node.releaseSnapshots(req.snapshotIds) })),
     multi: unary(
       'Multi',
-      async (req, call) => ({ results: await runMulti(node, req, grantedRole(call.metadata.get(METADATA_GRANTED_ROLE)[0]), limits, logger) }),
+      async (req, call, requestId) => ({ results: await runMulti(node, req, grantedRole(call.metadata.get(METADATA_GRANTED_ROLE)[0]), limits, { logger, requestId }) }),
       false,
     ),
     forward: unary('Forward', async (req) => forwardAckToProto(await node.receiveForward(forwardFromProto(req)))),
@@ -199,7 +216,7 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
  * caller's contract and fails the whole call; everything about one op — its field ranges, its role,
  * routing, CAS, the write itself — is answered in its own slot, as its plain call would be.
  */
-async function runMulti(node: StoreNode, req: MultiRequest, role: Role | undefined, limits: FieldLimitContext, logger: Logger): Promise<MultiResult[]> {
+async function runMulti(node: StoreNode, req: MultiRequest, role: Role | undefined, limits: FieldLimitContext, log: RequestLog): Promise<MultiResult[]> {
   const opsLimit = FIELD_LIMITS.MultiRequest!.ops!;
   if (req.ops.length < 1 || req.ops.length > MAX_MULTI_OPS) {
     throw new StoreError('STORE_INVALID_ARGUMENT', `MultiRequest.ops has ${req.ops.length} items, out of range: allowed 1–${MAX_MULTI_OPS}`, {
@@ -220,11 +237,11 @@ async function runMulti(node: StoreNode, req: MultiRequest, role: Role | undefin
       ops.push(point);
       slots.push(i);
     } catch (err) {
-      results[i] = failedSlot(err, logger);
+      results[i] = failedSlot(err, log);
     }
   }
   const outcomes = ops.length === 0 ? [] : await node.multi(ops);
-  outcomes.forEach((outcome, j) => (results[slots[j]!] = answeredSlot(outcome, ops[j]!.key, logger)));
+  outcomes.forEach((outcome, j) => (results[slots[j]!] = answeredSlot(outcome, ops[j]!.key, log)));
   return results as MultiResult[];
 }
 
@@ -242,8 +259,8 @@ function admitOp(op: MultiOp, i: number, limits: FieldLimitContext): PointOp {
   return { kind: 'delete', mapVersion: op.delete!.mapVersion, key: op.delete!.key, expectedEtag: op.delete!.expectedEtag };
 }
 
-function answeredSlot(outcome: PointOutcome, key: Buffer, logger: Logger): MultiResult {
-  if (!outcome.ok) return failedSlot(outcome.error, logger);
+function answeredSlot(outcome: PointOutcome, key: Buffer, log: RequestLog): MultiResult {
+  if (!outcome.ok) return failedSlot(outcome.error, log);
   const ok = { code: grpcStatus.OK, errorCode: '', message: '' };
   switch (outcome.kind) {
     case 'get':
@@ -256,9 +273,9 @@ function answeredSlot(outcome: PointOutcome, key: Buffer, logger: Logger): Multi
 }
 
 /** A failed op's slot: what toGrpcStatus would put in a plain call's status and trailers. */
-function failedSlot(err: unknown, logger: Logger): MultiResult {
+function failedSlot(err: unknown, log: RequestLog): MultiResult {
   const status = toGrpcStatus(err);
-  logFailure(logger, 'Multi', status.code, err);
+  logFailure(log.logger, 'Multi', status.code, err, log.requestId);
   const error = err instanceof StoreError ? err : undefined;
   return {
     code: status.code ?? grpcStatus.INTERNAL,
@@ -275,7 +292,7 @@ function grantedRole(value: unknown): Role | undefined {
 }
 
 /** Streams one partition's part of the range from one snapshot, waiting for the client to drain. */
-async function streamScan(node: StoreNode, call: ServerWritableStream<ScanRequest, ScanBatch>, limits: FieldLimitContext): Promise<void> {
+async function streamScan(node: StoreNode, call: ServerWritableStream<ScanRequest, ScanBatch>, limits: FieldLimitContext, requestId: string): Promise<void> {
   const req = admit('Scan', call.request, limits);
   const abort = new AbortController();
   call.once('cancelled', () => abort.abort());
@@ -291,7 +308,7 @@ async function streamScan(node: StoreNode, call: ServerWritableStream<ScanReques
   }
   const limitReached = req.limit > 0 && sent >= req.limit;
   call.write({ entries: [], last: true, next: limitReached && lastKey ? successor(lastKey) : range.next });
-  call.end();
+  call.end(requestIdTrailer(requestId));
 }
 
 /** What an entry counts against a scan batch's byte bound (as PartitionStore.scan counts it). */
@@ -307,9 +324,22 @@ function toEntry(e: StoredEntry): Entry {
   return { key: e.key, value: e.value, etag: e.etag, updatedAtMs: e.updatedAtMs, expiresAtMs: e.expiresAtMs };
 }
 
-function logFailure(logger: Logger, method: string, code: number | undefined, err: unknown): void {
+function logFailure(logger: Logger, method: string, code: number | undefined, err: unknown, requestId: string): void {
   // Client mistakes and routine retries are the caller's to report; bugs and I/O failures are ours.
   const ours = !(err instanceof StoreError) || err.code === 'STORE_INTERNAL';
-  if (ours) logger.error({ err, method, grpcCode: code }, 'request failed');
-  else logger.debug({ method, grpcCode: code, message: (err as Error).message }, 'request refused');
+  if (ours) logger.error({ err, method, grpcCode: code, requestId }, 'request failed');
+  else logger.debug({ method, grpcCode: code, requestId, message: (err as Error).message }, 'request refused');
+}
+
+/** Where a call's failures are logged, with its request id. */
+interface RequestLog {
+  logger: Logger;
+  requestId: string;
+}
+
+/** Rows and key + value bytes of the first `accepted` rows (the part a BulkInsert wrote). */
+function acceptedCounts(rows: readonly { key: Uint8Array; value: Uint8Array }[] | PackedRows, accepted: number): { rows: number; bytes: number } {
+  let bytes = 0;
+  for (let i = 0; i < accepted; i++) bytes += rows instanceof PackedRows ? rows.keyLength(i) + rows.valueLength(i) : rows[i]!.key.length + rows[i]!.value.length;
+  return { rows: accepted, bytes };
 }

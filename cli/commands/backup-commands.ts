@@ -9,6 +9,7 @@ import { EXIT, formatTable } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
 import { SEEDS_HELP, withLocalWorkerOptions } from '../common-options.js';
 import { dataDirOf, openJobRedis } from '../job-redis.js';
+import { operationSpan } from '../operation-span.js';
 import { ProgressView, backupSnapshot } from '../progress-view.js';
 
 interface RunOptions extends TargetOptions, PlanOptions {
@@ -68,12 +69,14 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       const seeds = ctx.seeds(opts.seeds);
       const lockDurationMs = parseDurationMs(opts.lockDuration);
       const signal = ctx.lifecycle.start();
+      const operation = operationSpan(ctx, 'shardpipe backup run');
       const client = ctx.lifecycle.add('store client', new StoreClient({ seeds, logger: ctx.logger, credentials: ctx.storeCredentials() }), (c) => c.close());
       const connection = await openJobRedis(ctx, opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL, dataDirOf(ctx, opts.dataDir));
-      const submitted = await submitBackup(connection, client, spec, { targetOptions: targetOptionsOf(ctx), metricsToken: ctx.token(), logger: ctx.logger, signal });
+      const submitted = await submitBackup(connection, client, spec, { targetOptions: targetOptionsOf(ctx), metricsToken: ctx.token(), logger: ctx.logger, signal, traceparent: operation.traceparent });
+      operation.setAttribute('shardpipe.backup_id', submitted.backupId);
       if (!opts.json) process.stderr.write(`backup ${submitted.backupId}: ${submitted.shards.length} shards, about ${submitted.approxRows} rows, snapshots of map version ${submitted.mapVersion} → ${spec.target}\n`);
       if (!opts.localWorker && !opts.wait) {
-        ctx.print(opts.json ? JSON.stringify({ backupId: submitted.backupId, shards: submitted.shards.length, target: spec.target }) : submitted.backupId);
+        ctx.print(opts.json ? JSON.stringify({ backupId: submitted.backupId, traceId: operation.traceId, shards: submitted.shards.length, target: spec.target }) : submitted.backupId);
         return;
       }
       if (opts.localWorker) {
@@ -82,7 +85,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       }
       const view = new ProgressView(process.stderr, ctx.logger, { what: 'backup' });
       const report = await watchBackup(connection, submitted.backupId, { onProgress: (p) => view.show(backupSnapshot(p)), signal }).finally(() => view.done());
-      printRunReport(ctx, report, opts.json ?? false);
+      printRunReport(ctx, report, opts.json ?? false, operation.traceId);
     });
 
   targetCommand('list', 'list the backups in a target: complete (restorable), incomplete (no manifest) or unreadable')
@@ -218,9 +221,9 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     });
 }
 
-function printRunReport(ctx: CliContext, report: BackupReport, json: boolean): void {
+function printRunReport(ctx: CliContext, report: BackupReport, json: boolean, traceId: string): void {
   if (json) {
-    ctx.print(JSON.stringify(report));
+    ctx.print(JSON.stringify({ traceId, ...report }));
     return;
   }
   ctx.print(

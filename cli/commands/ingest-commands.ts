@@ -8,6 +8,7 @@ import { EXIT, formatTable, parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
 import { SEEDS_HELP, withLocalWorkerOptions } from '../common-options.js';
 import { dataDirOf, openJobRedis } from '../job-redis.js';
+import { operationSpan } from '../operation-span.js';
 import { ProgressView, ingestSnapshot } from '../progress-view.js';
 
 interface IngestOptions {
@@ -58,6 +59,7 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
       const seeds = opts.localWorker ? ctx.seeds(opts.seeds) : [];
       const lockDurationMs = parseDurationMs(opts.lockDuration);
       const signal = ctx.lifecycle.start();
+      const operation = operationSpan(ctx, 'shardpipe ingest');
       const connection = await openJobRedis(ctx, opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL, dataDir);
       let submitted;
       try {
@@ -81,6 +83,7 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
             rowsPerTask: parsePositiveInt(opts.rowsPerTask, '--rows-per-task'),
             azureConnectionString: ctx.env.AZURE_STORAGE_CONNECTION_STRING,
             signal,
+            traceparent: operation.traceparent,
           },
         );
       } catch (err) {
@@ -93,14 +96,15 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
         throw err;
       }
       const { plan } = submitted;
-      ctx.logger.info({ ingestId: plan.ingestId, state: submitted.state, files: plan.files.length, children: plan.children.length, rows: plan.rowsTotal, skipped: plan.skipped }, 'ingest submitted');
+      operation.setAttribute('shardpipe.ingest_id', plan.ingestId);
+      ctx.logger.info({ ingestId: plan.ingestId, traceId: operation.traceId, state: submitted.state, files: plan.files.length, children: plan.children.length, rows: plan.rowsTotal, skipped: plan.skipped }, 'ingest submitted');
       if (!opts.json) {
         process.stderr.write(`ingest ${plan.ingestId} (${submitted.state}): ${plan.files.length} files, ${plan.rowsTotal} rows in ${plan.children.length} tasks${plan.skipped.length ? `, ${plan.skipped.length} files skipped` : ''}\n`);
         const overlapText = describeOverlaps(plan.keyOverlaps);
         if (overlapText !== undefined) process.stderr.write(`${overlapText}\n`);
       }
       if (!opts.localWorker && !opts.wait) {
-        ctx.print(opts.json ? JSON.stringify({ id: plan.ingestId, state: submitted.state }) : plan.ingestId);
+        ctx.print(opts.json ? JSON.stringify({ id: plan.ingestId, state: submitted.state, traceId: operation.traceId }) : plan.ingestId);
         return;
       }
       if (opts.localWorker) {
@@ -110,18 +114,18 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
       }
       const view = new ProgressView(process.stderr, ctx.logger, { what: 'ingest' });
       const report = await watchIngest(connection, plan, { onProgress: (p) => view.show(ingestSnapshot(p)), signal }).finally(() => view.done());
-      printReport(ctx, report, opts.json ?? false);
+      printReport(ctx, report, opts.json ?? false, operation.traceId);
       // Over --max-rejects the ingest as a whole has failed; otherwise failures are per file.
       if (report.failures.some((f) => f.code === 'INGEST_TOO_MANY_REJECTS')) process.exitCode = EXIT.failed;
       else if (report.filesFailed > 0 || report.rowsRejected > 0) process.exitCode = EXIT.incomplete;
     });
 }
 
-function printReport(ctx: CliContext, report: IngestReport, json: boolean): void {
+function printReport(ctx: CliContext, report: IngestReport, json: boolean, traceId: string): void {
   if (json) {
     const { id, rowsIngested, rowsRejected, filesOk, filesFailed, rejectsPath, durationMs, rowsPerSecond } = report;
     ctx.print(
-      JSON.stringify({ id, rowsIngested, rowsRejected, filesOk, filesFailed, rejectsPath, durationMs, rowsPerSecond, rowsOutOfOrder: report.rowsOutOfOrder, keyOverlaps: report.keyOverlaps, failures: report.failures, files: report.files ?? [] }),
+      JSON.stringify({ id, traceId, rowsIngested, rowsRejected, filesOk, filesFailed, rejectsPath, durationMs, rowsPerSecond, rowsOutOfOrder: report.rowsOutOfOrder, keyOverlaps: report.keyOverlaps, failures: report.failures, files: report.files ?? [] }),
     );
     return;
   }

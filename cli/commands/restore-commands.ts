@@ -11,6 +11,7 @@ import { EXIT, formatTable, parsePositiveInt, rangeText } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
 import { withLocalWorkerOptions } from '../common-options.js';
 import { dataDirOf, openJobRedis } from '../job-redis.js';
+import { operationSpan } from '../operation-span.js';
 import { ProgressView, restoreSnapshot } from '../progress-view.js';
 import { entriesInCluster, shardRowsAgain } from '../restore-sources.js';
 
@@ -95,11 +96,13 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
 
       const connection = await openJobRedis(ctx, opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL, dataDir);
       const spec = { backupId, target: target.url, maxRowsPerSecond: parsePositiveInt(opts.maxRowsPerSecond, '--max-rows-per-second'), ...(plan.selection ? { ranges: plan.selection } : {}) };
-      const submitted = await submitRestore(connection, spec, manifest, map, { restart: opts.restart });
+      const operation = operationSpan(ctx, 'shardpipe restore');
+      const submitted = await submitRestore(connection, spec, manifest, map, { restart: opts.restart, traceparent: operation.traceparent });
+      operation.setAttribute('shardpipe.restore_id', submitted.restoreId);
       ctx.logger.info({ restoreId: submitted.restoreId, state: submitted.state, shards: plan.shards.length, rows: plan.rows, selection: plan.selection }, 'restore submitted');
       if (!opts.json) process.stderr.write(`restore ${submitted.restoreId} (${submitted.state})\n`);
       if (!opts.localWorker && !opts.wait && !opts.verify) {
-        ctx.print(opts.json ? JSON.stringify({ restoreId: submitted.restoreId, state: submitted.state }) : submitted.restoreId);
+        ctx.print(opts.json ? JSON.stringify({ restoreId: submitted.restoreId, traceId: operation.traceId, state: submitted.state }) : submitted.restoreId);
         return;
       }
       if (opts.localWorker) {
@@ -124,7 +127,7 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
         });
         verifyMs = Math.round(performance.now() - started);
       }
-      printReport(ctx, report, verification, verifyMs, opts.json ?? false);
+      printReport(ctx, report, verification, verifyMs, opts.json ?? false, operation.traceId);
       if (report.shardsFailed > 0 || (verification?.mismatches.length ?? 0) > 0) process.exitCode = EXIT.incomplete;
     });
 }
@@ -175,11 +178,12 @@ function printPlan(out: (line: string) => void, plan: RestorePlan, target: strin
   );
 }
 
-function printReport(ctx: CliContext, report: RestoreReport, verification: VerifyReport | undefined, verifyMs: number, json: boolean): void {
+function printReport(ctx: CliContext, report: RestoreReport, verification: VerifyReport | undefined, verifyMs: number, json: boolean, traceId: string): void {
   const mismatches = verification?.mismatches ?? [];
   if (json) {
     ctx.print(
       JSON.stringify({
+        traceId,
         backupId: report.backupId,
         rowsRestored: report.rowsRestored,
         shards: report.shards,

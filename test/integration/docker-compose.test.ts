@@ -92,7 +92,8 @@ describe('docker-compose.yml', () => {
     const settings = new Set(Object.keys(SETTINGS));
     const seeds = services['worker-1']!.environment!.SHARDPIPE_SEEDS!.split(',');
     for (const [name, s] of Object.entries(services).filter(([, x]) => x.build !== undefined)) {
-      for (const env of Object.keys(s.environment ?? {})) expect(settings.has(env), `${name}: ${env}`).toBe(true);
+      // OTEL_* are the OpenTelemetry SDK's own standard variables (README "Tracing").
+      for (const env of Object.keys(s.environment ?? {})) expect(settings.has(env) || env.startsWith('OTEL_'), `${name}: ${env}`).toBe(true);
     }
     for (const name of ['store-0', 'store-1', 'store-2']) {
       const argv = services[name]!.command!;
@@ -190,6 +191,19 @@ describe('docker-compose.yml, profile observability', () => {
     } finally {
       await rm(tmp, { recursive: true, force: true });
     }
+  });
+
+  it('adds Jaeger for traces (OTLP inside the network, UI on loopback); the services export to OTEL_EXPORTER_OTLP_ENDPOINT only when it is set', async () => {
+    const jaeger = services.jaeger!;
+    expect(jaeger.profiles).toEqual(['observability']);
+    expect(jaeger.image).toMatch(/^jaegertracing\/all-in-one:\d+\.\d+\.\d+$/);
+    expect((jaeger.ports ?? []).map(publishedPort)).toEqual([{ hostIp: '127.0.0.1', published: 16686, target: 16686 }]);
+    const shardpipe = Object.entries(services).filter(([, s]) => s.build !== undefined);
+    expect(shardpipe.length).toBeGreaterThan(0);
+    for (const [name, s] of shardpipe) expect((s.environment ?? {}).OTEL_EXPORTER_OTLP_ENDPOINT ?? '', name).toBe('');
+    const { stdout } = await promisify(execFile)('docker-compose', ['-f', 'docker-compose.yml', '--profile', 'observability', 'config'], { cwd: ROOT, env: { ...process.env, OTEL_EXPORTER_OTLP_ENDPOINT: 'http://jaeger:4318' } });
+    const traced = (parse(stdout) as { services: Record<string, Service> }).services;
+    for (const [name] of shardpipe) expect(traced[name]!.environment?.OTEL_EXPORTER_OTLP_ENDPOINT, name).toBe('http://jaeger:4318');
   });
 
   it('Grafana is provisioned with that Prometheus and every dashboard of deploy/grafana', async () => {

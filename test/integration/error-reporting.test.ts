@@ -164,6 +164,9 @@ describe('error reporting to a Sentry-compatible endpoint (SENTRY_DSN)', { timeo
     expect(fromJob[0]!.tags!.jobId).toBeTruthy();
     expect(fromJob[0]!.tags!.backupId).toMatch(/^\d{8}T\d{6}Z-/);
     expect(fromJob[0]!.tags!.shard).toMatch(/^\d+$/);
+    // The job's trace (the CLI's operation span, carried in the job data), as on its log lines.
+    expect(fromJob[0]!.tags!.traceId).toMatch(/^[0-9a-f]{32}$/);
+    expect(fromJob[0]!.tags!.traceId).not.toMatch(/^0+$/);
     // BACKUP_SHARD_FAILED, the command's own outcome, is a stable code: not reported.
     expect(receiver.events.some((e) => e.tags?.code === 'BACKUP_SHARD_FAILED')).toBe(false);
 
