@@ -101,6 +101,12 @@ export class ChainReplica {
   private readonly logger: Logger | undefined;
   private partition: Partition;
   private streamId: string | undefined;
+  /**
+   * This replica joined its chain by a sync (it was `syncing` under some map): its rows come from a
+   * snapshot, so the first stream it sees may be joined mid-way, even after its promotion (a quiet
+   * partition forwards nothing while it copies). A replica from `cluster init` must start at 1.
+   */
+  private joinedBySync = false;
   /** The last sequence number applied here (head: assigned). */
   private lastSeq = 0;
   private readonly unacked = new Map<number, Unacked>();
@@ -116,6 +122,7 @@ export class ChainReplica {
     this.store = options.store;
     this.partition = options.partition;
     this.partitionId = options.partition.id;
+    this.noteSyncing();
     this.transport = options.transport;
     this.forwardTimeoutMs = options.forwardTimeoutMs ?? 2000;
     this.maxUnacked = options.maxUnacked ?? 10_000;
@@ -157,6 +164,7 @@ export class ChainReplica {
   setPartition(partition: Partition): void {
     const before = this.partition;
     this.partition = partition;
+    this.noteSyncing();
     if (partition.epoch !== before.epoch || this.successorOf(partition) !== this.successorOf(before) || this.index < 0) {
       const changed = this.chainChanged;
       this.chainChanged = unboundedController();
@@ -238,13 +246,13 @@ export class ChainReplica {
   }
 
   /**
-   * A forward of a stream this replica has not seen: a syncing replica (or one that has applied
-   * nothing yet) starts with it; a replica that holds another stream takes only its beginning.
+   * A forward of a stream this replica has not seen: a replica that joined by a sync (syncing, or
+   * promoted before any forward reached it) starts with it wherever it is, one that has applied
+   * nothing yet starts at its beginning; a replica that holds another stream takes only its beginning.
    */
   private adoptStream(message: ForwardMessage): void {
-    const syncing = this.partition.chain[this.index]?.state === 'syncing';
-    if (this.streamId === undefined && (syncing || this.lastSeq === 0)) {
-      this.lastSeq = syncing ? message.seq - 1 : 0;
+    if (this.streamId === undefined && (this.joinedBySync || this.lastSeq === 0)) {
+      this.lastSeq = this.joinedBySync ? message.seq - 1 : 0;
     } else if (message.seq !== 1) {
       throw new StoreError('STORE_FORWARD_GAP', `partition ${this.partitionId} on ${this.node}: a forward of a new write stream starts at sequence ${message.seq}, not 1; this replica needs a sync`, {
         context: { partition: this.partitionId },
@@ -253,6 +261,10 @@ export class ChainReplica {
       this.lastSeq = 0;
     }
     this.streamId = message.streamId;
+  }
+
+  private noteSyncing(): void {
+    if (this.partition.chain[this.index]?.state === 'syncing') this.joinedBySync = true;
   }
 
   private waitTurn(message: ForwardMessage): Promise<void> {

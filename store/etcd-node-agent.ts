@@ -4,7 +4,7 @@ import type { Logger } from '../common/index.js';
 import { connectEtcd, etcdFailure, isEtcdAuthFailure, loadEtcd3, parseEtcdUrl, type EtcdConnectionOptions } from './etcd-connection.js';
 import { EtcdMapStore, type NodeRegistration, type StoredMap, type SyncReport } from './etcd-map-store.js';
 import { NodeConnection, type StoreCredentials } from './node-connection.js';
-import type { PartitionMap } from './partition-map.js';
+import { readNodeOf, type PartitionMap } from './partition-map.js';
 import { syncReplica, type SyncProgress } from './replica-sync.js';
 import type { StoreNode } from './store-node.js';
 
@@ -115,7 +115,7 @@ export class EtcdNodeAgent {
   /**
    * Installs `from` on `node` if needed, then keeps the node's map in step with etcd and fences it
    * when the lease cannot be confirmed. Every replica the map gives this node as `syncing` is
-   * copied from its chain's head (with `credentials`) and reported under `syncs/` in etcd.
+   * copied from its chain's tail (with `credentials`) and reported under `syncs/` in etcd.
    */
   async follow(node: StoreNode, from: StoredMap, credentials: StoreCredentials = {}): Promise<void> {
     this.node = node;
@@ -151,10 +151,11 @@ export class EtcdNodeAgent {
   }
 
   /**
-   * Starts a sync for every replica of this node the map calls `syncing` (from the chain's head:
-   * until chains forward writes, the head is the replica holding every write), stops those no
-   * longer syncing, and re-reports a finished copy under a newer epoch so the coordinator can
-   * still promote it after an unrelated chain change.
+   * Starts a sync for every replica of this node the map calls `syncing`, from the chain's tail
+   * (its last serving replica: it holds every acknowledged write, and it is the one replica that
+   * serves reads, snapshots included), stops those no longer syncing, restarts one whose tail
+   * changed, and re-reports a finished copy under a newer epoch so the coordinator can still
+   * promote it after an unrelated chain change.
    */
   private followSyncs(map: PartitionMap): void {
     if (this.stop.signal.aborted) return;
@@ -162,7 +163,7 @@ export class EtcdNodeAgent {
     for (const p of map.replicasOf(this.address)) {
       if (p.chain.find((r) => r.node === this.address)?.state !== 'syncing') continue;
       wanted.add(p.id);
-      const source = p.chain[0]!.node;
+      const source = readNodeOf(p);
       const running = this.syncs.get(p.id);
       if (running !== undefined && running.source === source) {
         if (running.report?.state === 'copied' && running.report.epoch !== p.epoch) this.report({ ...running.report, epoch: p.epoch, updatedAtMs: Date.now() }, running);
@@ -215,7 +216,7 @@ export class EtcdNodeAgent {
       let reportedAt = 0;
       const connection = new NodeConnection(running.source, this.credentials);
       try {
-        log.info({ epoch: partition.epoch }, 'replica sync started: copying the partition from a snapshot of the head');
+        log.info({ epoch: partition.epoch }, 'replica sync started: copying the partition from a snapshot of the chain\'s tail');
         this.report(at(last, 'copying'), running);
         const result = await syncReplica({
           partition,

@@ -74,7 +74,7 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
 
   const repair = cluster
     .command('repair')
-    .description('resync one replica: it goes back to syncing at the tail of partition PARTITION\'s chain (one etcd transaction, epoch + 1), copies the partition again from the head and is made serving once the copy matches. Refused for the chain\'s only serving replica')
+    .description('resync one replica: it goes back to syncing at the tail of partition PARTITION\'s chain (one etcd transaction, epoch + 1), copies the partition again from the tail and is made serving once the copy matches. Refused for the chain\'s only serving replica')
     .argument('<partition>', 'partition id (cluster status shows them)')
     .requiredOption('--replica <host:port>', 'the node whose replica is resynced');
   withEtcdOptions(repair, 'the etcd holding the map (the map changes only there). Endpoints http(s)://HOST:PORT[,...]');

@@ -219,6 +219,25 @@ describe('chain write path (in-process transport, real LevelDB)', () => {
     expect((await h.nodes.get(C)!.get(2, Buffer.from('acct')))?.etag).toBe(again.etag);
   });
 
+  it('a replica that joined by a sync and was promoted before any forward reached it takes the head\'s stream mid-way (a quiet partition); one from cluster init still needs its beginning', async () => {
+    const h = await harness([A, B, C], 300);
+    const head = h.nodes.get(A)!;
+    // C leaves; the head writes (its stream goes past 1); C comes back syncing and is promoted with nothing written meanwhile.
+    await h.install([A, B], 2, 2);
+    expect((await head.bulkInsert(2, rows(0, 100))).accepted).toBe(100);
+    await head.put(2, Buffer.from('k0000001'), Buffer.from('before'), {});
+    await h.install([A, B, { node: C, state: 'syncing' }], 3, 3);
+    await h.install([A, B, C], 4, 4);
+    const put = await head.put(4, Buffer.from('k0000002'), Buffer.from('after the promotion'), {});
+    // Acknowledged means the tail, C, has it: same record as the head's.
+    expect(await h.nodes.get(C)!.get(4, Buffer.from('k0000002'))).toEqual(put);
+    // A serving replica from cluster init that saw no forward yet refuses a stream that starts past 1.
+    const fresh = await harness([A, B], 300);
+    await expect(
+      fresh.nodes.get(B)!.receiveForward({ partitionId: 0, epoch: 1, from: A, streamId: 's9', seq: 5, op: { kind: 'points', nowMs: Date.now(), writes: [{ key: Buffer.from('x'), deleted: true }] } }),
+    ).rejects.toMatchObject({ code: 'STORE_FORWARD_GAP' });
+  });
+
   it('forwards that arrive out of order are applied in sequence order', async () => {
     const h = await harness([A, B]);
     const tail = h.nodes.get(B)!;

@@ -179,7 +179,7 @@ describe('store nodes on etcd', () => {
       expect(p.epoch).toBe(after.byId(p.id)!.epoch + 1);
     }
     // It started from the map it found (without it), installs the one that adds it from its watch,
-    // copies each (empty) partition from its head and is promoted: one transaction, epoch + 1.
+    // copies each (empty) partition from its chain's tail and is promoted: one transaction, epoch + 1.
     await restarted.event('ready');
     const serving = await cluster.waitForMap((m) => m.partitions.every((p) => p.chain.at(-1)?.node === victim && p.chain.every((r) => r.state === 'serving')), 20_000);
     for (const p of serving.partitions) expect(p.epoch).toBe(back.byId(p.id)!.epoch + 1);

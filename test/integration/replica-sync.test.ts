@@ -4,9 +4,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Key, StoreClient, decodeRecord, encodeRecord, type BulkRowInput, type Partition, type PartitionMap } from '../../store/index.js';
 import { EtcdTestCluster } from '../helpers/etcd-cluster.js';
 
-// Real etcd, real `store start --etcd` and `coordinator` processes, SIGKILL. The write path does not
-// forward down chains yet (another branch builds it), so every sync here copies a quiet partition:
-// writes go to the head while no sync runs.
+// Real etcd, real `store start --etcd` and `coordinator` processes, SIGKILL. Chains forward every
+// write from the head to the tail, so replicas hold the same data without any repair; a syncing
+// replica copies from its chain's tail (the last serving replica).
 let cluster: EtcdTestCluster | undefined;
 afterEach(async () => {
   await cluster?.close();
@@ -37,32 +37,31 @@ async function check(c: EtcdTestCluster, seed: string): Promise<{ code: number |
 
 /**
  * 3 nodes, 2 partitions, RF `replicas` (placement: p0 on [n0, n1, …], p1 on [n1, n2, …]). Rows are
- * written to the heads, then every other replica is repaired (synced from its head) so every
- * replica holds them: the state a forwarding chain keeps by itself.
+ * written through the heads only; the chains forward them, so every replica holds them at once.
  */
-async function syncedCluster(lease: string, replicas: number): Promise<{ c: EtcdTestCluster; map: PartitionMap; client: StoreClient; data: BulkRowInput[] }> {
+async function forwardedCluster(lease: string, replicas: number): Promise<{ c: EtcdTestCluster; map: PartitionMap; client: StoreClient; data: BulkRowInput[] }> {
   const c = await EtcdTestCluster.start({ lease });
   cluster = c;
   const nodes = [await c.startNode(), await c.startNode(), await c.startNode()];
   await c.startCoordinator();
   expect((await c.cli(['cluster', 'init', '--etcd', c.etcd.url, '--partitions', '2', '--replicas', String(replicas)])).code).toBe(0);
   await Promise.all(nodes.map((n) => n.event('ready')));
-  const first = (await c.store.read())!.map;
-  const client = new StoreClient({ seeds: [first.partitions[0]!.node], operationTimeoutMs: 20_000 });
+  const map = (await c.store.read())!.map;
+  expect(map.partitions.every((p) => allServing(p, replicas))).toBe(true);
+  const client = new StoreClient({ seeds: [map.partitions[0]!.node], operationTimeoutMs: 20_000 });
   const data = rows(6000);
   expect((await client.bulkPutAll([data.slice(0, 3000), data.slice(3000)])).rows).toBe(6000);
-  let lastRepair = 0;
-  for (const p of first.partitions) {
-    for (const r of p.chain.slice(1)) {
-      const repaired = await c.cli(['cluster', 'repair', String(p.id), '--replica', r.node, '--etcd', c.etcd.url]);
-      expect(repaired.stderr).toBe('');
-      expect(repaired.stdout).toContain(`${r.node} is syncing again`);
-      lastRepair = Number(/map version (\d+)/.exec(repaired.stdout)![1]);
-    }
-  }
-  // The last repaired replica is syncing at `lastRepair`: a later map with every replica serving has promoted it.
-  const map = await waitOrDump(c, (m) => m.version > lastRepair && m.partitions.every((p) => allServing(p, replicas)));
   return { c, map, client, data };
+}
+
+/** The sources the node's `replica sync started` log lines name for a partition, in order. */
+function syncSources(node: { stderr: string }, partition: number): string[] {
+  return node.stderr
+    .split('\n')
+    .filter((l) => l.includes('"msg":"replica sync started'))
+    .map((l) => JSON.parse(l) as { partition: number; source: string })
+    .filter((l) => l.partition === partition)
+    .map((l) => l.source);
 }
 
 async function waitOrDump(c: EtcdTestCluster, test: (m: PartitionMap) => boolean): Promise<PartitionMap> {
@@ -75,12 +74,13 @@ async function waitOrDump(c: EtcdTestCluster, test: (m: PartitionMap) => boolean
 }
 
 describe('replica sync on etcd', () => {
-  it('repaired replicas copy their head and are promoted; cluster check is consistent; a node SIGKILLed, written around and restarted with its data syncs back (new, changed and deleted keys) and serves; a fresh fourth node replacing it syncs and becomes tail with equal checksums', async () => {
-    const { c, map, client, data } = await syncedCluster('1s', 3);
+  it('writes forwarded down the chains reach every replica (cluster check consistent, no repair); a node SIGKILLed, written around and restarted with its data syncs back from the tail (new, changed and deleted keys) and serves; a fresh fourth node replacing it syncs and becomes tail with equal checksums', async () => {
+    const { c, map, client, data } = await forwardedCluster('1s', 3);
     const seed = map.partitions[0]!.node;
     // The node heading no partition: losing it leaves every chain a serving head.
     const victim = [...c.nodes.keys()].find((n) => !map.partitions.some((p) => p.node === n))!;
     try {
+      // Written at the heads only: every replica of both chains holds every row, byte for byte.
       let checked = await check(c, seed);
       expect(checked.stderr).toBe('');
       expect(checked.code).toBe(0);
@@ -88,9 +88,11 @@ describe('replica sync on etcd', () => {
       for (const p of checked.json.partitions) {
         expect(p.replicas.map((r) => r.node)).toEqual(map.byId(p.id)!.chain.map((r) => r.node));
         expect(new Set(p.replicas.map((r) => r.digest)).size).toBe(1);
+        expect(new Set(p.replicas.map((r) => r.count)).size).toBe(1);
         expect(p.replicas.every((r) => r.state === 'serving' && /^[0-9a-f]{64}$/.test(r.digest))).toBe(true);
       }
       expect(checked.json.partitions.reduce((n, p) => n + p.replicas[0]!.count, 0)).toBe(data.length);
+      expect((await c.store.read())!.map.version).toBe(map.version);
 
       // The restart: SIGKILL it; the coordinator drops it from both chains (no other node can fill in).
       await c.nodes.get(victim)!.kill();
@@ -102,21 +104,33 @@ describe('replica sync on etcd', () => {
       const extra = rows(500, 'late').filter((r) => Buffer.compare(r.key, p1.start) >= 0).map((r) => ({ ...r, key: Buffer.concat([r.key, Buffer.from('+')]) }));
       await client.bulkPutAll([extra]);
       const expected = inP1.length - 50 + extra.length;
-      // The head wrote those alone (chains do not forward yet): repair p1's other survivor, as
-      // forwarding would have kept it, so the check below compares the restarted node with both.
-      const survivor = p1.chain[1]!.node;
-      const repaired = await c.cli(['cluster', 'repair', '1', '--replica', survivor, '--etcd', c.etcd.url]);
-      expect(repaired.code).toBe(0);
-      const repairedAt = Number(/map version (\d+)/.exec(repaired.stdout)![1]);
-      const healed = await waitOrDump(c, (m) => m.version > repairedAt && allServing(m.byId(1), 2));
+      // The survivors got those writes by forwarding alone.
+      checked = await check(c, seed);
+      expect(checked.code).toBe(0);
+      const aroundP1 = checked.json.partitions.find((p) => p.id === 1)!;
+      expect(aroundP1.replicas.map((r) => r.node)).toEqual(p1.chain.map((r) => r.node));
+      expect(aroundP1.replicas.map((r) => r.count)).toEqual([expected, expected]);
+      expect(new Set(aroundP1.replicas.map((r) => r.digest)).size).toBe(1);
+
       const restarted = await c.startNode(victim);
       await restarted.event('ready');
       const back = await waitOrDump(c, (m) => m.partitions.every((p) => allServing(p, 3) && p.chain[2]!.node === victim));
-      expect(back.byId(1)!.epoch).toBe(healed.byId(1)!.epoch + 2);
+      // Added as syncing tail (+1), promoted (+1).
+      expect(back.byId(1)!.epoch).toBe(p1.epoch + 2);
       expect(restarted.logged('replica sync copied and verified the partition')).toBe(true);
+      // It copied from each chain's tail (the last serving replica), not from its head.
+      // (A failed attempt starts again from the same source, so there may be more than one line.)
+      for (const p of without.partitions) expect(new Set(syncSources(restarted, p.id))).toEqual(new Set([p.chain.at(-1)!.node]));
+      expect(syncSources(restarted, 1)).not.toContain(p1.node);
       checked = await check(c, seed);
       expect(checked.code).toBe(0);
-      expect(checked.json.partitions.find((p) => p.id === 1)!.replicas.map((r) => r.count)).toEqual([expected, expected, expected]);
+      expect(checked.json.consistent).toBe(true);
+      const backP1 = checked.json.partitions.find((p) => p.id === 1)!;
+      expect(backP1.replicas.map((r) => r.count)).toEqual([expected, expected, expected]);
+      expect(new Set(backP1.replicas.map((r) => r.digest)).size).toBe(1);
+      // The deleted keys are gone on it too, and a changed one reads as changed at its new tail.
+      expect(await client.get(Key.fromBytes(inP1[0]!.key))).toBeUndefined();
+      expect((await client.get(Key.fromBytes(inP1[50]!.key)))?.value.toString()).toBe('changed while away');
 
       // Replace the node for good: SIGKILL it, start a fresh one; it joins both chains as syncing tail, copies, serves.
       await c.nodes.get(victim)!.kill();
@@ -125,13 +139,24 @@ describe('replica sync on etcd', () => {
       const address = [...c.nodes.keys()].at(-1)!;
       await fresh.event('ready');
       const replaced = await waitOrDump(c, (m) => m.partitions.every((p) => allServing(p, 3) && p.chain[2]!.node === address));
-      expect(replaced.byId(1)!.chain.map((r) => r.node).slice(0, 2)).toEqual(healed.byId(1)!.chain.map((r) => r.node));
+      expect(replaced.byId(1)!.chain.map((r) => r.node).slice(0, 2)).toEqual(p1.chain.map((r) => r.node));
+      for (const p of without.partitions) expect(new Set(syncSources(fresh, p.id))).toEqual(new Set([p.chain.at(-1)!.node]));
       checked = await check(c, seed);
       expect(checked.code).toBe(0);
-      const digests = checked.json.partitions.find((p) => p.id === 1)!.replicas;
-      expect(digests.map((r) => r.node)[2]).toBe(address);
-      expect(new Set(digests.map((r) => r.digest)).size).toBe(1);
-      expect(digests[2]!.count).toBe(expected);
+      expect(checked.json.consistent).toBe(true);
+      for (const p of checked.json.partitions) {
+        expect(p.replicas.map((r) => r.node)[2]).toBe(address);
+        expect(new Set(p.replicas.map((r) => r.digest)).size).toBe(1);
+        expect(new Set(p.replicas.map((r) => r.count)).size).toBe(1);
+      }
+      expect(checked.json.partitions.find((p) => p.id === 1)!.replicas[2]!.count).toBe(expected);
+      // Now the tail: a write at the head is forwarded to it and read back from it.
+      const probe = Buffer.concat([p1.start, Buffer.from('probe')]);
+      await client.put(Key.fromBytes(probe), Buffer.from('after the replacement'));
+      expect((await client.get(Key.fromBytes(probe)))?.value.toString()).toBe('after the replacement');
+      checked = await check(c, seed);
+      expect(checked.code).toBe(0);
+      expect(checked.json.partitions.find((p) => p.id === 1)!.replicas.map((r) => r.count)).toEqual([expected + 1, expected + 1, expected + 1]);
     } finally {
       client.close();
     }
@@ -139,7 +164,7 @@ describe('replica sync on etcd', () => {
 
   it('fault injection: cluster check names a replica whose LevelDB got a wrong value while it was stopped (and the first differing key range); cluster repair resyncs it and the check agrees again', async () => {
     // A lease longer than the stop, so the node comes back into its chain as serving, corruption and all.
-    const { c, map, client, data } = await syncedCluster('15s', 2);
+    const { c, map, client, data } = await forwardedCluster('15s', 2);
     const p1 = map.byId(1)!;
     const head = p1.chain[0]!.node;
     const tail = p1.chain[1]!.node;
