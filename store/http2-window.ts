@@ -3,12 +3,19 @@ import type { Server } from '@grpc/grpc-js';
 import type { Logger } from '../common/index.js';
 
 /**
- * HTTP/2 flow-control window (per stream and per connection) nodes and clients advertise: 16 MiB.
- * With Node's default of 64 KiB a peer may send only 64 KiB per round trip on a connection, which
- * caps a 1 MiB BulkInsert at 1 ms of delay to ~64 MB/s; memory stays bounded by the nodes'
- * in-flight byte budget (grpc-js reads every stream as it arrives either way).
+ * HTTP/2 flow-control window (per stream and per connection) clients advertise toward nodes: 16 MiB,
+ * so scan pages and Multi answers are not throttled to 64 KiB per round trip.
  */
 export const DEFAULT_FLOW_CONTROL_WINDOW_BYTES = 16 * 1024 * 1024;
+
+/**
+ * The window a node advertises unless `store start --flow-control-window` says otherwise: HTTP/2's
+ * 64 KiB. A wider one lets a peer send a 1 MiB BulkInsert in one round trip (at 1 ms of delay the
+ * 64 KiB window caps a connection at ~64 MB/s), but grpc-js reads every stream as it arrives, so
+ * a burst then lands in memory faster than the in-flight byte budget refuses it: with 16 MiB (and
+ * 2 MiB) a 40 × 15 MiB burst grew a node past budget + 150 MiB, with 64 KiB it stays inside.
+ */
+export const DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES = 65_535;
 /** HTTP/2's largest window (RFC 9113 §6.9.1). */
 const MAX_WINDOW_BYTES = 2 ** 31 - 1;
 /** The RFC's initial window. */

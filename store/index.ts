@@ -32,6 +32,7 @@ export type { PackedRowsMessage, RowMeta } from './packed-rows.js';
 export { StoreError, STORE_ERROR_CODES } from './store-errors.js';
 export type { StoreErrorCode, StoreErrorOptions } from './store-errors.js';
 export { PartitionStore, DEFAULT_WRITE_BUFFER_BYTES } from './partition-store.js';
+export { DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES } from './http2-window.js';
 export type { BulkRowInput } from './bulk-row.js';
 export type { StoredEntry, WriteTiming, PartitionStoreOptions, PartitionStoreStats, PartitionSnapshot, ReadOptions, PartitionHealth } from './partition-store.js';
 export { planShards, planCoverageProblem, MAX_SPLIT_PARTS, DEFAULT_MAX_PLAN_SHARDS } from './shard-planner.js';

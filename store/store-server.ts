@@ -4,7 +4,7 @@ import type { HealthImplementation } from 'grpc-health-check';
 import type { Registry } from 'prom-client';
 import { canServeTls, checkBind, hostOf, type AuthTokens, type Logger, type TlsMaterial } from '../common/index.js';
 import { REQUEST_COPIES_HELD, createBudgetInterceptor } from './budget-interceptor.js';
-import { DEFAULT_FLOW_CONTROL_WINDOW_BYTES, FLOW_CONTROL_WINDOW_OPTION, checkFlowControlWindow, setServerConnectionWindow, setServerStreamWindow } from './http2-window.js';
+import { DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES, FLOW_CONTROL_WINDOW_OPTION, checkFlowControlWindow, setServerConnectionWindow, setServerStreamWindow } from './http2-window.js';
 import { InflightBudget } from './inflight-budget.js';
 import { MAX_RESPONSE_MESSAGE_BYTES } from './message-limits.js';
 import { PeerMapFetcher } from './peer-map-fetcher.js';
@@ -32,7 +32,8 @@ export interface StoreServerOptions extends StoreNodeOptions {
   inflightWaitMs?: number;
   /**
    * HTTP/2 flow-control window the node advertises, per stream and per connection: how many bytes
-   * a client may send before the node's WINDOW_UPDATE comes back. 65,535 – 2^31 − 1. Default 16 MiB.
+   * a client may send before the node's WINDOW_UPDATE comes back. 65,535 – 2^31 − 1. Default
+   * 64 KiB (DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES says why).
    */
   flowControlWindowBytes?: number;
   /** Tokens and roles the node accepts (`--auth-token-file`). Absent: protected mode, loopback peers only. */
@@ -139,7 +140,7 @@ export class StoreServer {
       if (!Number.isSafeInteger(maxInflightBytes) || maxInflightBytes < REQUEST_COPIES_HELD * receiveLimit) {
         throw new RangeError(`maxInflightBytes must be a whole number ≥ twice the largest request (2 × (maxBatchBytes + 1 MiB) = ${REQUEST_COPIES_HELD * receiveLimit}), got ${maxInflightBytes}`);
       }
-      const windowBytes = checkFlowControlWindow(options.flowControlWindowBytes ?? DEFAULT_FLOW_CONTROL_WINDOW_BYTES);
+      const windowBytes = checkFlowControlWindow(options.flowControlWindowBytes ?? DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES);
       const budget = new InflightBudget({ limitBytes: maxInflightBytes, maxWaitMs: options.inflightWaitMs ?? 2000 });
       nodeMetrics =
         options.metricsRegistry &&
@@ -202,7 +203,7 @@ export class StoreServer {
       forwarder.close();
       throw err;
     }
-    setServerConnectionWindow(server, options.flowControlWindowBytes ?? DEFAULT_FLOW_CONTROL_WINDOW_BYTES, logger);
+    setServerConnectionWindow(server, options.flowControlWindowBytes ?? DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES, logger);
     logger.info({ port, tls: options.tls !== undefined, mutualTls: options.tls?.ca !== undefined, tokens: options.tokens !== undefined, mapVersion: opened.map.version, partitions: opened.ownedPartitions().map((p) => p.id), maxInflightBytes: options.maxInflightBytes ?? DEFAULT_MAX_INFLIGHT_BYTES }, 'store node serving');
     return new StoreServer(opened, server, health, port, nodeMetrics, options, forwarder);
   }

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { checkBind, parseDurationMs } from '../../common/index.js';
-import { DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_WRITE_BUFFER_BYTES, EtcdNodeAgent, PartitionMap, StoreServer, checkHealth, partitionHealthService, type StoredMap } from '../../store/index.js';
+import { DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES, DEFAULT_WRITE_BUFFER_BYTES, EtcdNodeAgent, PartitionMap, StoreServer, checkHealth, partitionHealthService, type StoredMap } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { EXIT, parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
@@ -21,6 +21,7 @@ interface StartOptions extends MetricsEndpointFlags, EtcdFlags {
   maxBatchBytes: string;
   maxInflightBytes: string;
   writeBufferBytes: string;
+  flowControlWindow: string;
   inflightWait: string;
   sweepInterval: string;
   shutdownGrace: string;
@@ -41,6 +42,7 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     .option('--max-value-bytes <n>', 'largest value accepted', String(4 * 1024 * 1024))
     .option('--max-batch-bytes <n>', 'largest BulkInsert batch (key + value bytes)', String(16 * 1024 * 1024))
     .option('--max-inflight-bytes <n>', 'request bytes the node holds at once over all calls; a request counts twice its size (received + decoded); beyond it calls wait (--inflight-wait), then get RESOURCE_EXHAUSTED with a retry hint. At least 2 × (--max-batch-bytes + 1 MiB)', String(DEFAULT_MAX_INFLIGHT_BYTES))
+    .option('--flow-control-window <bytes>', 'HTTP/2 window the node advertises (65535–2147483647): wider lets a client send a large batch per round trip on far links, but lets a burst reach memory faster than --max-inflight-bytes refuses it', String(DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES))
     .option('--write-buffer-bytes <n>', 'LevelDB memtable per partition: larger loads faster; a partition holds up to twice it in memory, and reopening after a full disk needs about it free', String(DEFAULT_WRITE_BUFFER_BYTES))
     .option('--inflight-wait <duration>', 'how long a call waits for room in --max-inflight-bytes before it is refused', '2s')
     .option('--sweep-interval <duration>', 'how often expired entries are deleted (0 = never)', '5s')
@@ -92,6 +94,7 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
       maxBatchBytes,
       maxInflightBytes,
       writeBufferBytes: parsePositiveInt(opts.writeBufferBytes, '--write-buffer-bytes'),
+      flowControlWindowBytes: parsePositiveInt(opts.flowControlWindow, '--flow-control-window'),
       inflightWaitMs: parseDurationMs(opts.inflightWait),
       sweepIntervalMs: parseDurationMs(opts.sweepInterval),
       shutdownGraceMs: parseDurationMs(opts.shutdownGrace),
