@@ -1,4 +1,5 @@
 import { BulkInsertRequest as BulkInsertRequestCodec, type BulkInsertRequest } from './proto/gen/shardpipe/store/v1/store.js';
+import { varintSize, writeVarint } from './wire-varint.js';
 
 const WIRE_VARINT = 0;
 const WIRE_LEN = 2;
@@ -136,24 +137,6 @@ export function encodeBulkInsert(request: BulkInsertRequest): Buffer {
 
 function isUint(n: number, bound: number): boolean {
   return Number.isInteger(n) && n >= 0 && n < bound;
-}
-
-function varintSize(n: number): number {
-  let size = 1;
-  while (n >= 128) {
-    n = Math.floor(n / 128);
-    size++;
-  }
-  return size;
-}
-
-function writeVarint(out: Buffer, pos: number, n: number): number {
-  while (n >= 128) {
-    out[pos++] = (n % 128) | 0x80;
-    n = Math.floor(n / 128);
-  }
-  out[pos++] = n;
-  return pos;
 }
 
 function writeBytesField(out: Buffer, pos: number, field: number, bytes: Uint8Array): number {

@@ -11,6 +11,7 @@ import {
   type MultiOp,
   type MultiResult,
 } from './proto/gen/shardpipe/store/v1/store.js';
+import { varintSize, writeVarint } from './wire-varint.js';
 
 /*
  * Hand codecs for the point-operation messages (Get, Put, Multi), byte for byte the generated
@@ -49,15 +50,6 @@ function bytesOf(b: unknown): Uint8Array {
   return b;
 }
 
-function varintSize(n: number): number {
-  let size = 1;
-  while (n >= 128) {
-    n = Math.floor(n / 128);
-    size++;
-  }
-  return size;
-}
-
 /** Size of a length-delimited field of `len` bytes with a one-byte tag. */
 function lenFieldSize(len: number): number {
   return 1 + varintSize(len) + len;
@@ -71,12 +63,7 @@ class Out {
     this.buf = Buffer.allocUnsafe(size);
   }
   varint(n: number): void {
-    const buf = this.buf;
-    while (n >= 128) {
-      buf[this.pos++] = (n % 128) | 0x80;
-      n = Math.floor(n / 128);
-    }
-    buf[this.pos++] = n;
+    this.pos = writeVarint(this.buf, this.pos, n);
   }
   bytes(tag: number, b: Uint8Array): void {
     this.buf[this.pos++] = tag;
