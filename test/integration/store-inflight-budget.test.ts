@@ -55,9 +55,7 @@ describe('a per-node budget of request bytes in flight', () => {
     cluster = await StoreCluster.start({
       nodes: 1,
       partitions: 1,
-      // Memtables at the 4 MiB this bound was set with: the 8 MiB default adds up to 2 × 4 MiB per
-      // partition of LevelDB memory that is not request bytes in flight, which is what this measures.
-      extraArgs: ['--no-sync', '--max-inflight-bytes', String(BUDGET), '--inflight-wait', '200ms', '--metrics-port', '0', '--write-buffer-bytes', String(4 * MiB)],
+      extraArgs: ['--no-sync', '--max-inflight-bytes', String(BUDGET), '--inflight-wait', '200ms', '--metrics-port', '0'],
     });
     const node = cluster.nodes[0]!;
     const pid = node.child!.pid!;
