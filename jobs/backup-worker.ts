@@ -1,5 +1,5 @@
 import type { Job } from 'bullmq';
-import type { Logger } from '../common/index.js';
+import { activeTraceparent, parseTraceparent, startRootSpan, traceparentOf, type Logger } from '../common/index.js';
 import {
   BackupError,
   LeaseKeeper,
@@ -13,6 +13,7 @@ import {
   type ShardResult,
 } from '../backup/index.js';
 import { BACKUP_QUEUE, BACKUP_SHARD_QUEUE, shardIndexOf, submitBackup, type BackupParentData, type BackupReport, type BackupShardData, type BackupSpec } from './backup-flow.js';
+import type { TracedJobData } from './fan-out-flow.js';
 import { FanOutWorkers, type FanOutWorkerOptions } from './fan-out-workers.js';
 import { decodeJobFailure, formatJobFailure } from './job-failure.js';
 
@@ -35,7 +36,7 @@ export interface ScheduledBackupData {
  * queue both the backup parents (manifest, snapshot release, retention) and the scheduled jobs
  * that start a backup.
  */
-export class BackupWorkers extends FanOutWorkers<BackupShardData, ShardResult, BackupParentData | ScheduledBackupData, BackupReport | { backupId: string }> {
+export class BackupWorkers extends FanOutWorkers<BackupShardData, ShardResult, BackupParentData | ScheduledBackupData, BackupReport | { backupId: string; traceId: string }> {
   static start(options: BackupWorkerOptions): BackupWorkers {
     const logger = options.logger.child({ module: 'backup-worker' });
     return new BackupWorkers(options, {
@@ -150,6 +151,7 @@ async function finishBackup(job: Job<BackupParentData>, options: BackupWorkerOpt
     const durationMs = finishedAt.getTime() - data.startedAtMs;
     const report: BackupReport = {
       backupId: data.backupId,
+      ...traceIdOf((data as BackupParentData & TracedJobData).traceparent),
       target: target.url,
       mapVersion: data.mapVersion,
       snapshotAt: manifest.snapshotAt,
@@ -178,9 +180,29 @@ async function finishBackup(job: Job<BackupParentData>, options: BackupWorkerOpt
   }
 }
 
-/** A job scheduler's job: starts a backup (its parent then applies retention). */
-async function startScheduled(job: Job<ScheduledBackupData>, options: BackupWorkerOptions, logger: Logger, signal?: AbortSignal): Promise<{ backupId: string }> {
-  const submitted = await submitBackup(options.connection, options.client, job.data.spec, { targetOptions: options.targetOptions, metricsToken: options.metricsToken, logger, signal });
-  logger.info({ schedule: job.data.schedule, backupId: submitted.backupId }, 'scheduled backup started');
-  return { backupId: submitted.backupId };
+/**
+ * A job scheduler's job: starts a backup (its parent then applies retention). Each run is one
+ * operation with a trace of its own: exporting, this job attempt's span is the trace's root (its
+ * data carries no parent); otherwise a root span with a fresh trace id names it, as the CLI's does.
+ * Its shard and parent jobs carry that context, and its log lines and result the trace id.
+ */
+async function startScheduled(job: Job<ScheduledBackupData>, options: BackupWorkerOptions, logger: Logger, signal?: AbortSignal): Promise<{ backupId: string; traceId: string }> {
+  const active = activeTraceparent();
+  const root = active === undefined ? startRootSpan('scheduled backup', { 'shardpipe.schedule': job.data.schedule }) : undefined;
+  const traceparent = active ?? traceparentOf(root!);
+  const traceId = parseTraceparent(traceparent)!.traceId;
+  const log = logger.child({ traceId, schedule: job.data.schedule });
+  try {
+    const submitted = await submitBackup(options.connection, options.client, job.data.spec, { targetOptions: options.targetOptions, metricsToken: options.metricsToken, logger: log, signal, traceparent });
+    log.info({ backupId: submitted.backupId }, 'scheduled backup started');
+    return { backupId: submitted.backupId, traceId };
+  } finally {
+    root?.end();
+  }
+}
+
+/** `{ traceId }` of the operation whose context a job's data carries; `{}` without one. */
+function traceIdOf(traceparent: string | undefined): { traceId?: string } {
+  const sc = parseTraceparent(traceparent);
+  return sc === undefined ? {} : { traceId: sc.traceId };
 }

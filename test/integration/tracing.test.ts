@@ -64,7 +64,7 @@ describe('tracing: one trace per operation across CLI, worker and store node (OT
       for (const k of Object.keys(otelEnv)) delete process.env[k];
     }
     redis = await PrivateRedis.start({ dataDir: tmp.sub('redis') });
-    worker = spawn(process.execPath, [CLI, 'worker', '--redis', redis.url, '--seeds', cluster.seeds.join(','), '--log-format', 'json', '--log-level', 'warn'], {
+    worker = spawn(process.execPath, [CLI, 'worker', '--redis', redis.url, '--seeds', cluster.seeds.join(','), '--log-format', 'json', '--log-level', 'info'], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...otelEnv },
     });
@@ -194,6 +194,37 @@ describe('tracing: one trace per operation across CLI, worker and store node (OT
     // A header that is no usable id is replaced, not echoed.
     const bad = await rawGet(node.address, Buffer.alloc(0), 'x'.repeat(200));
     expect(String(bad.trailers.get('x-request-id')[0])).toMatch(/^[0-9a-f]{12}-[0-9a-z]+$/);
+  });
+
+  it('a scheduled backup run by the worker is one trace of its own: the scheduled job\'s span is the root, its shard and parent jobs its children; its log lines and report carry the trace id', async () => {
+    const target = tmp.sub('scheduled-backups');
+    await mkdir(target);
+    const sched = await runCli(['backup', 'schedule', '--target', `file://${target}`, '--cron', '*/2 * * * * *', '--name', 'traced', '--redis', redis.url, '--json']);
+    expect(sched.code, sched.stderr).toBe(0);
+    const runRoot = (): ReceivedSpan | undefined =>
+      receiver.spans.find((s) => s.name === 'scheduled-backup' && s.parentSpanId === '' && receiver.spans.some((b) => b.name === 'backup' && b.traceId === s.traceId));
+    try {
+      await until('a scheduled run whose backup finished', () => runRoot() !== undefined, 60_000);
+    } finally {
+      const removed = await runCli(['backup', 'schedule', 'remove', 'traced', '--redis', redis.url]);
+      expect(removed.code, removed.stderr).toBe(0);
+    }
+    const root = runRoot()!;
+    expect(root.service).toBe('shardpipe-worker');
+    const spans = receiver.spans.filter((s) => s.traceId === root.traceId);
+    // One root per run: nothing else of the run starts a trace.
+    expect(spans.filter((s) => s.parentSpanId === '').map((s) => s.name)).toEqual(['scheduled-backup']);
+    const shards = spans.filter((s) => s.name === 'backup-shard');
+    expect(shards.length).toBeGreaterThan(0);
+    for (const s of [...shards, ...spans.filter((x) => x.name === 'backup')]) expect(s.parentSpanId).toBe(root.spanId);
+    const lines = workerLog.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const started = lines.find((l) => l.msg === 'scheduled backup started' && l.traceId === root.traceId);
+    expect(started).toMatchObject({ schedule: 'traced' });
+    const backupId = String(started!.backupId);
+    expect(lines.find((l) => l.msg === 'backup complete: manifest written' && l.backupId === backupId)?.traceId).toBe(root.traceId);
+    // Other runs, if the schedule fired again before it was removed, are traces of their own.
+    const otherRuns = receiver.spans.filter((s) => s.name === 'scheduled-backup' && s.spanId !== root.spanId);
+    for (const r of otherRuns) expect(r.traceId).not.toBe(root.traceId);
   });
 
   it('point calls carry trace context: kv put and kv get are each one trace, the CLI\'s Put/Get client span the parent of the node\'s store.Put/store.Get', async () => {
