@@ -31,13 +31,13 @@ import { mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { PartitionMap, StoreClient, type BulkRowInput } from '../store/index.js';
 import type { LimitDone, LimitTask } from './backup-limit-worker.js';
 import { MAIN_JS, collect, sampleRss, startBenchCluster, type NodeProcess } from './bench-cluster.js';
 import { fixed, int, roundNumbers, table } from './bench-format.js';
 import { reapedChildrenCpuSeconds, selfCpuSeconds, selfPeakRssMb } from './bench-processes.js';
+import { parseBenchArgs } from './bench-args.js';
 
 const KEY_BYTES = 16;
 const VALUE_BYTES = 100;
@@ -71,7 +71,7 @@ interface EndToEnd extends Figures {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { rows: { type: 'string', default: '1000000' }, 'cpu-prof': { type: 'string' } } });
+  const { values } = parseBenchArgs('node dist/bench/backup-bench.js [--rows N (default 1000000)] [--cpu-prof DIR]', { options: { rows: { type: 'string', default: '1000000' }, 'cpu-prof': { type: 'string' } } });
   const profile = values['cpu-prof'] === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${values['cpu-prof']}`];
   const rows = Number(values.rows);
   if (!Number.isSafeInteger(rows) || rows < 1) throw new RangeError(`--rows must be a whole number ≥ 1, got ${values.rows}`);

@@ -12,14 +12,14 @@
  */
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { fixed, table } from './bench-format.js';
 import { loadRuns } from './bench-history.js';
 import { compareRuns } from './bench-stats.js';
+import { parseBenchArgs } from './bench-args.js';
 
 const HISTORY_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'history');
 
-const { values } = parseArgs({ options: { 'min-change': { type: 'string', default: '0.05' }, all: { type: 'boolean', default: false }, mode: { type: 'string' } } });
+const { values } = parseBenchArgs('node dist/bench/compare.js [--mode quick|full] [--min-change FRACTION (default 0.05)] [--all] — the newest two saved suite runs of a mode compared', { options: { 'min-change': { type: 'string', default: '0.05' }, all: { type: 'boolean', default: false }, mode: { type: 'string' } } });
 if (values.mode !== undefined && values.mode !== 'quick' && values.mode !== 'full') throw new RangeError(`--mode must be quick or full, got ${values.mode}`);
 const minChange = Number(values['min-change']);
 if (!Number.isFinite(minChange) || minChange < 0 || minChange >= 1) throw new RangeError(`--min-change must be in [0, 1), got ${values['min-change']}`);

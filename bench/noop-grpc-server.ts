@@ -9,6 +9,10 @@ import { NOOP_SERVICE } from './noop-service.js';
 
 const EMPTY = Buffer.alloc(0);
 
+if (process.argv[2] === '--help' || process.argv[2] === '-h') {
+  process.stdout.write('usage: node dist/bench/noop-grpc-server.js PORT — a no-op grpc-js server on 127.0.0.1:PORT (started by the benches)\n');
+  process.exit(0);
+}
 const port = Number(process.argv[2]);
 if (!Number.isInteger(port) || port < 1 || port > 65535) throw new RangeError(`port must be 1–65535, got ${process.argv[2]}`);
 const server = new Server();

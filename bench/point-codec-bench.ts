@@ -8,11 +8,11 @@
  *   node dist/bench/point-codec-bench.js [--ops-per-multi 32] [--rounds 10]
  */
 import { randomBytes } from 'node:crypto';
-import { parseArgs } from 'node:util';
 import { POINT_CODECS } from '../store/index.js';
 import { fixed, table } from './bench-format.js';
+import { parseBenchArgs } from './bench-args.js';
 
-const { values } = parseArgs({ options: { 'ops-per-multi': { type: 'string', default: '32' }, rounds: { type: 'string', default: '10' } } });
+const { values } = parseBenchArgs('node dist/bench/point-codec-bench.js [--ops-per-multi N (default 32)] [--rounds N (default 10)]', { options: { 'ops-per-multi': { type: 'string', default: '32' }, rounds: { type: 'string', default: '10' } } });
 const perMulti = Number(values['ops-per-multi']);
 const rounds = Number(values.rounds);
 if (!Number.isInteger(perMulti) || perMulti < 1 || perMulti > 1000) throw new RangeError(`--ops-per-multi must be 1–1000, got ${values['ops-per-multi']}`);

@@ -19,15 +19,15 @@ import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { findFreePort } from '../common/index.js';
 import { Key, NodeConnection, PartitionMap, PartitionStore, StoreClient, syncReplica, type BulkRowInput } from '../store/index.js';
 import { fixed, table } from './bench-format.js';
 import { median } from './bench-stats.js';
 import { MAIN_JS } from './bench-cluster.js';
 import { stopChild, waitForReady } from './bench-processes.js';
+import { parseBenchArgs } from './bench-args.js';
 
-const { values } = parseArgs({ options: { rows: { type: 'string', default: '200000' }, 'value-bytes': { type: 'string', default: '100' }, reps: { type: 'string', default: '2' } } });
+const { values } = parseBenchArgs('node dist/bench/replication-sync-bench.js [--rows N (default 200000)] [--value-bytes N (default 100)] [--reps N (default 2)]', { options: { rows: { type: 'string', default: '200000' }, 'value-bytes': { type: 'string', default: '100' }, reps: { type: 'string', default: '2' } } });
 const rows = whole(values.rows!, '--rows');
 const valueBytes = whole(values['value-bytes']!, '--value-bytes');
 const reps = whole(values.reps!, '--reps');

@@ -27,7 +27,6 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
 import { ClassicLevel } from 'classic-level';
 import { newBackupId, openBackupTarget, parquetShardStream, shardFileName, writeManifest, type BackupManifest, type ShardStreamStats } from '../backup/index.js';
 import { statDataFile } from '../files/index.js';
@@ -36,6 +35,7 @@ import { PartitionMap, RangeDigest, encodeRecord, type StoredEntry } from '../st
 import { MAIN_JS, collect, sampleRss, startBenchCluster } from './bench-cluster.js';
 import { fixed, int, roundNumbers, table } from './bench-format.js';
 import { reapedChildrenCpuSeconds, selfCpuSeconds, selfPeakRssMb } from './bench-processes.js';
+import { parseBenchArgs } from './bench-args.js';
 
 const KEY_BYTES = 16;
 const VALUE_BYTES = 100;
@@ -59,7 +59,7 @@ interface Limit extends Figures {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { rows: { type: 'string', default: '1000000' }, 'cpu-prof': { type: 'string' } } });
+  const { values } = parseBenchArgs('node dist/bench/restore-bench.js [--rows N (default 1000000)] [--cpu-prof DIR]', { options: { rows: { type: 'string', default: '1000000' }, 'cpu-prof': { type: 'string' } } });
   const rows = Number(values.rows);
   if (!Number.isSafeInteger(rows) || rows < SHARDS) throw new RangeError(`--rows must be a whole number ≥ ${SHARDS}, got ${values.rows}`);
   const workDir = await mkdtemp(join(tmpdir(), 'shardpipe-restore-bench-'));

@@ -30,13 +30,13 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { ClassicLevel } from 'classic-level';
 import { findFreePort } from '../common/index.js';
 import { DEFAULT_BULK_BATCH_MAX_BYTES, Key, PartitionMap, PackedRows, PackedRowsBuilder, StoreClient, type BulkRowInput, type WriteTiming } from '../store/index.js';
 import { measureRedisBenchmark, runCalls, startNoopGrpc, type NoopGrpc, type RedisBenchmarkFigures } from './bench-peers.js';
 import { readCpuSeconds, readPeakRssMb, selfCpuSeconds, selfPeakRssMb, stopChild, waitForReady } from './bench-processes.js';
 import { fixed, int, roundNumbers, table } from './bench-format.js';
+import { parseBenchArgs } from './bench-args.js';
 
 const KEY_BYTES = 16;
 const VALUE_BYTES = 100;
@@ -150,9 +150,10 @@ async function main(): Promise<void> {
 }
 
 function parseCommandLine(): { rows: number; ops: number; nodeCpuProfDir: string | undefined; pointCallsInFlight: number | undefined } {
-  const { values } = parseArgs({
-    options: { rows: { type: 'string', default: '1000000' }, ops: { type: 'string', default: '5000' }, 'node-cpu-prof': { type: 'string' }, 'point-calls-in-flight': { type: 'string' } },
-  });
+  const { values } = parseBenchArgs(
+    'node dist/bench/store-bench.js [--rows N (default 1000000)] [--ops N (Get/Put calls per run at concurrency 1; 4× that at 32; default 5000)] [--node-cpu-prof DIR] [--point-calls-in-flight N (1–64)]',
+    { options: { rows: { type: 'string', default: '1000000' }, ops: { type: 'string', default: '5000' }, 'node-cpu-prof': { type: 'string' }, 'point-calls-in-flight': { type: 'string' } } },
+  );
   const inFlight = values['point-calls-in-flight'] === undefined ? undefined : Number(values['point-calls-in-flight']);
   if (inFlight !== undefined && (!Number.isSafeInteger(inFlight) || inFlight < 1 || inFlight > 64)) throw new RangeError(`--point-calls-in-flight must be 1–64, got ${values['point-calls-in-flight']}`);
   const rows = Number(values.rows);

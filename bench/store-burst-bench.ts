@@ -14,16 +14,16 @@ import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { findFreePort } from '../common/index.js';
 import { NodeConnection, PartitionMap, StoreError } from '../store/index.js';
 import { MAIN_JS } from './bench-cluster.js';
 import { readPeakRssMb, readRssMb, stopChild, waitForReady } from './bench-processes.js';
+import { parseBenchArgs } from './bench-args.js';
 
 const ROWS_PER_CALL = 15;
 const VALUE_BYTES = 1024 * 1024 - 64;
 
-const { values, positionals } = parseArgs({ options: { calls: { type: 'string', default: '40' } }, allowPositionals: true });
+const { values, positionals } = parseBenchArgs('node dist/bench/store-burst-bench.js [--calls N (default 40)] [-- extra `store start` options, e.g. --max-inflight-bytes 67108864]', { options: { calls: { type: 'string', default: '40' } }, allowPositionals: true });
 const calls = Number(values.calls);
 if (!Number.isInteger(calls) || calls < 1) throw new RangeError(`--calls must be a whole number ≥ 1, got ${values.calls}`);
 

@@ -25,12 +25,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { collect } from './bench-cluster.js';
 import { fixed, int, table } from './bench-format.js';
 import { gitCommit, machineInfo, saveRun, type SuiteRun } from './bench-history.js';
 import { measureNaiveLoader, measureRedisBenchmark, measureRedisPipe, writeRespFile } from './bench-peers.js';
 import { summarize, type Figure, type FigureSpec } from './bench-stats.js';
+import { parseBenchArgs } from './bench-args.js';
 
 const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
 const REPO_DIR = join(BENCH_DIR, '..', '..');
@@ -259,7 +259,7 @@ function markdown(run: SuiteRun): string {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, reps: { type: 'string' }, 'no-save': { type: 'boolean', default: false }, note: { type: 'string', multiple: true } } });
+  const { values } = parseBenchArgs('node dist/bench/suite.js [--quick] [--reps N] [--no-save] [--note TEXT …] — every bench, saved to bench/history (npm run bench)', { options: { quick: { type: 'boolean', default: false }, reps: { type: 'string' }, 'no-save': { type: 'boolean', default: false }, note: { type: 'string', multiple: true } } });
   const mode = values.quick ? 'quick' : 'full';
   const sizes = values.quick ? QUICK : FULL;
   const reps = values.reps === undefined ? 3 : Number(values.reps);

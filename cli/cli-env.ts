@@ -11,6 +11,7 @@ const LOG_FORMATS = ['json', 'pretty'] as const;
 export const SETTINGS = {
   SHARDPIPE_SEEDS: { file: 'seeds', about: 'store nodes HOST:PORT[,...] to fetch the partition map from', default: undefined },
   SHARDPIPE_REDIS_URL: { file: 'redisUrl', about: 'Redis of the job queues; unset = a private redis-server per command', default: undefined },
+  SHARDPIPE_REDIS_URL_FILE: { file: 'redisUrlFile', about: 'file holding the Redis URL (it may carry a password; Docker/Kubernetes secrets); SHARDPIPE_REDIS_URL wins', default: undefined },
   SHARDPIPE_DATA_DIR: { file: 'dataDir', about: 'data folder: private Redis, rejects, staged blobs, default backups', default: '.shardpipe' },
   SHARDPIPE_BACKUP_TARGET: { file: 'backupTarget', about: 'backup target file:///DIR or az://CONTAINER/PREFIX', default: 'file://<dataDir>/backups' },
   SHARDPIPE_METRICS_URL: { file: 'metricsUrl', about: 'metrics server to take shard plans from; unset = plan in-process', default: undefined },
@@ -30,6 +31,7 @@ export type SettingName = keyof typeof SETTINGS;
 const envSchema = z.object({
   SHARDPIPE_SEEDS: z.string().min(1).optional(),
   SHARDPIPE_REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must start with redis:// or rediss://').optional(),
+  SHARDPIPE_REDIS_URL_FILE: z.string().min(1).optional(),
   SHARDPIPE_DATA_DIR: z.string().min(1).optional(),
   SHARDPIPE_BACKUP_TARGET: z.string().regex(/^(file:\/\/\/|az:\/\/)/, 'must start with file:/// or az://').optional(),
   SHARDPIPE_METRICS_URL: z.string().regex(/^https?:\/\//, 'must start with http:// or https://').optional(),
@@ -84,10 +86,13 @@ export function loadCliConfig(processEnv: NodeJS.ProcessEnv, configFile?: string
   const file = configFile ?? processEnv.SHARDPIPE_CONFIG;
   const fromFile = file === undefined || file === '' ? {} : readConfigFile(file);
   const env: CliEnv = { ...fromFile, ...envParsed.data };
+  const urlFromFile = env.SHARDPIPE_REDIS_URL === undefined && env.SHARDPIPE_REDIS_URL_FILE !== undefined;
+  if (urlFromFile) env.SHARDPIPE_REDIS_URL = readRedisUrlFile(env.SHARDPIPE_REDIS_URL_FILE!);
   const sources = {} as Record<SettingName, SettingSource>;
   for (const name of Object.keys(SETTINGS) as SettingName[]) {
     sources[name] = name in envParsed.data ? 'env' : name in fromFile ? 'file' : SETTINGS[name].default === undefined ? 'unset' : 'default';
   }
+  if (urlFromFile) sources.SHARDPIPE_REDIS_URL = sources.SHARDPIPE_REDIS_URL_FILE;
   return { env, sources, file: file || undefined, faultInjection: { storeWithoutMulti: processEnv.SHARDPIPE_FAULT_INJECTION_NO_MULTI === '1' } };
 }
 
@@ -97,6 +102,18 @@ export function readCliEnv(values: Partial<Record<SettingName, string | undefine
   const parsed = envSchema.safeParse(defined);
   if (!parsed.success) throw new CliUsageError(describeIssue(parsed.error, (setting) => flagOf(setting)));
   return parsed.data;
+}
+
+/** The Redis URL a SHARDPIPE_REDIS_URL_FILE holds (one line), checked as SHARDPIPE_REDIS_URL is; errors never show the file's content. */
+function readRedisUrlFile(path: string): string {
+  let url: string;
+  try {
+    url = readFileSync(path, 'utf8').trim();
+  } catch (err) {
+    throw new CliUsageError(`SHARDPIPE_REDIS_URL_FILE ${path}: ${(err as Error).message}`);
+  }
+  if (!/^rediss?:\/\/\S+$/.test(url)) throw new CliUsageError(`SHARDPIPE_REDIS_URL_FILE ${path}: must hold one redis:// or rediss:// URL`);
+  return url;
 }
 
 function readConfigFile(path: string): CliEnv {

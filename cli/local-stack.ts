@@ -1,5 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
-import { mkdir } from 'node:fs/promises';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AuthTokens, type Logger } from '../common/index.js';
 import { PrivateRedis } from '../jobs/index.js';
@@ -48,6 +48,7 @@ export class LocalStack {
     private readonly tokens: RoleTokens,
     private readonly redis: PrivateRedis | undefined,
     private readonly logger: Logger,
+    private readonly secretFiles: { adminToken: string; redisUrl: string },
   ) {}
 
   static async start(options: LocalStackOptions): Promise<LocalStack> {
@@ -72,7 +73,10 @@ export class LocalStack {
         storeCredentials: { token: tokens.read },
         logger,
       });
-      const stack = new LocalStack(redisUrl, cluster, metrics, tokenFile, tokens, redis, logger);
+      const secretFiles = { adminToken: join(options.dataDir, 'admin-token'), redisUrl: join(options.dataDir, 'redis-url') };
+      await writeSecretFile(secretFiles.adminToken, tokens.admin);
+      await writeSecretFile(secretFiles.redisUrl, redisUrl);
+      const stack = new LocalStack(redisUrl, cluster, metrics, tokenFile, tokens, redis, logger, secretFiles);
       for (let i = 0; i < (options.workers ?? 1); i++) await stack.startWorker();
       return stack;
     } catch (err) {
@@ -87,9 +91,17 @@ export class LocalStack {
     return this.cluster.addresses;
   }
 
-  /** The environment that points the CLI at this stack, with the admin token (SHARDPIPE_TOKEN). */
+  /** The environment that points the CLI at this stack, with the admin token (SHARDPIPE_TOKEN); for child processes, never to print. */
   get env(): Record<string, string> {
     return { SHARDPIPE_SEEDS: this.seeds.join(','), SHARDPIPE_REDIS_URL: this.redisUrl, SHARDPIPE_TOKEN: this.tokens.admin };
+  }
+
+  /**
+   * The same environment to show a user: the admin token and the Redis URL (with its password)
+   * as files (`<dataDir>/admin-token`, `<dataDir>/redis-url`, mode 0600), never the secrets themselves.
+   */
+  get printableEnv(): Record<string, string> {
+    return { SHARDPIPE_SEEDS: this.seeds.join(','), SHARDPIPE_REDIS_URL_FILE: this.secretFiles.redisUrl, SHARDPIPE_TOKEN_FILE: this.secretFiles.adminToken };
   }
 
   /** Stops workers, the metrics server, the nodes and Redis, in that order; every step runs. */
@@ -112,4 +124,10 @@ export class LocalStack {
     this.workers = [];
     await Promise.all(workers.map(stopChild));
   }
+}
+
+/** Writes one secret on one line, readable by the owner only (also when the file was there before). */
+async function writeSecretFile(path: string, secret: string): Promise<void> {
+  await writeFile(path, secret + '\n', { mode: 0o600 });
+  await chmod(path, 0o600);
 }

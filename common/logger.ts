@@ -28,8 +28,12 @@ const REDACT = {
 
 const ERROR_LEVEL = 50;
 
-/** A pino hook that hands error lines with an `err` to `onError`, then logs them as usual. */
-function errorHook(onError: NonNullable<LoggerOptions['onError']>): pino.LoggerOptions['hooks'] {
+/**
+ * A pino hook that hands error lines with an `err` to `onError`, then logs them when `level` is at
+ * least `outputLevel` (the level asked for: above error, the logger runs at error so that the hook
+ * still hears of errors — `--log-level fatal|silent` quiets the output, not the error reports).
+ */
+function errorHook(onError: NonNullable<LoggerOptions['onError']>, outputLevel: number): pino.LoggerOptions['hooks'] {
   return {
     logMethod(args, method, level) {
       const first = args[0] as unknown;
@@ -45,7 +49,7 @@ function errorHook(onError: NonNullable<LoggerOptions['onError']>): pino.LoggerO
           method.call(this, { reporterErr: err }, 'error reporter failed');
         }
       }
-      method.apply(this, args);
+      if (level >= outputLevel) method.apply(this, args);
     },
   };
 }
@@ -54,9 +58,12 @@ function errorHook(onError: NonNullable<LoggerOptions['onError']>): pino.LoggerO
 export function createLogger(options: LoggerOptions = {}): Logger {
   const pretty = options.pretty ?? process.stderr.isTTY === true;
   const base = { ...options.base };
-  const level = options.level ?? 'info';
+  const asked = options.level ?? 'info';
+  const askedValue = asked === 'silent' ? Infinity : pino.levels.values[asked]!;
+  // With an error hook, lines at error and above always reach it, whatever level is asked for.
+  const level = options.onError && askedValue > ERROR_LEVEL ? 'error' : asked;
   // pino takes `hooks: undefined` as "no hooks at all" and fails: pass the key only with a hook.
-  const hooks = options.onError ? { hooks: errorHook(options.onError) } : {};
+  const hooks = options.onError ? { hooks: errorHook(options.onError, askedValue) } : {};
   if (pretty) {
     return pino({
       level,

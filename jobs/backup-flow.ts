@@ -61,6 +61,8 @@ export interface BackupShardData {
 /** The parent's result. */
 export interface BackupReport {
   backupId: string;
+  /** The trace of the operation that started the backup (the CLI command or the scheduled run), when its jobs carry one. */
+  traceId?: string;
   target: string;
   mapVersion: number;
   snapshotAt: string;

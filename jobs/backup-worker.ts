@@ -1,5 +1,6 @@
 import type { Job } from 'bullmq';
-import type { Logger } from '../common/index.js';
+import { Redis, type RedisOptions } from 'ioredis';
+import { activeTraceparent, parseTraceparent, startRootSpan, traceparentOf, type Logger } from '../common/index.js';
 import {
   BackupError,
   LeaseKeeper,
@@ -13,6 +14,8 @@ import {
   type ShardResult,
 } from '../backup/index.js';
 import { BACKUP_QUEUE, BACKUP_SHARD_QUEUE, shardIndexOf, submitBackup, type BackupParentData, type BackupReport, type BackupShardData, type BackupSpec } from './backup-flow.js';
+import { BackupSuccessLog } from './backup-success-log.js';
+import type { TracedJobData } from './fan-out-flow.js';
 import { FanOutWorkers, type FanOutWorkerOptions } from './fan-out-workers.js';
 import { decodeJobFailure, formatJobFailure } from './job-failure.js';
 
@@ -35,19 +38,40 @@ export interface ScheduledBackupData {
  * queue both the backup parents (manifest, snapshot release, retention) and the scheduled jobs
  * that start a backup.
  */
-export class BackupWorkers extends FanOutWorkers<BackupShardData, ShardResult, BackupParentData | ScheduledBackupData, BackupReport | { backupId: string }> {
+export class BackupWorkers extends FanOutWorkers<BackupShardData, ShardResult, BackupParentData | ScheduledBackupData, BackupReport | { backupId: string; traceId: string }> {
+  /** Settles once the last successes recorded in Redis are in the metrics. */
+  private restored: Promise<void> = Promise.resolve();
+
   static start(options: BackupWorkerOptions): BackupWorkers {
     const logger = options.logger.child({ module: 'backup-worker' });
-    return new BackupWorkers(options, {
+    // Its own client, failing fast: the workers' connection retries forever, and a backup that is complete must not hang on this record.
+    const redis = new Redis({ ...(options.connection as RedisOptions), maxRetriesPerRequest: 2 });
+    redis.on('error', (err: Error) => logger.debug({ err }, 'Redis client of the backup success record: connection error'));
+    const successes = new BackupSuccessLog(redis);
+    const workers = new BackupWorkers(options, {
       kind: 'backup',
       children: { queue: BACKUP_SHARD_QUEUE, process: (job, signal, log) => processShard(job, options, log, signal) },
       parents: {
         queue: BACKUP_QUEUE,
         concurrency: 2,
         process: (job, signal, log) =>
-          job.name === 'scheduled-backup' ? startScheduled(job as Job<ScheduledBackupData>, options, log, signal) : finishBackup(job as Job<BackupParentData>, options, log, signal),
+          job.name === 'scheduled-backup' ? startScheduled(job as Job<ScheduledBackupData>, options, log, signal) : finishBackup(job as Job<BackupParentData>, options, successes, log, signal),
       },
+      resources: [successes],
     });
+    const metrics = options.metrics;
+    if (metrics !== undefined) {
+      workers.restored = successes.read().then(
+        (last) => metrics.restoreBackupSuccess(last),
+        (err: unknown) => logger.warn({ err }, 'last backup successes not read from Redis: shardpipe_backup_last_success_timestamp_seconds waits for the next backup'),
+      );
+    }
+    return workers;
+  }
+
+  /** Resolves once the workers take jobs and the metrics hold the last successes recorded in Redis. */
+  override async waitUntilReady(): Promise<void> {
+    await Promise.all([super.waitUntilReady(), this.restored]);
   }
 }
 
@@ -101,7 +125,7 @@ async function writeShardOrLost(
  * it checks each file is there with the size its job wrote, then writes the manifest — the last
  * write, which makes the backup complete. The snapshots are released in any case.
  */
-async function finishBackup(job: Job<BackupParentData>, options: BackupWorkerOptions, logger: Logger, signal?: AbortSignal): Promise<BackupReport> {
+async function finishBackup(job: Job<BackupParentData>, options: BackupWorkerOptions, successes: BackupSuccessLog, logger: Logger, signal?: AbortSignal): Promise<BackupReport> {
   const data = job.data;
   const log = logger.child({ backupId: data.backupId });
   const target = openBackupTarget(data.spec.target, options.targetOptions);
@@ -146,10 +170,14 @@ async function finishBackup(job: Job<BackupParentData>, options: BackupWorkerOpt
       totals: { rows, bytes },
     };
     await writeManifest(target, manifest, { signal });
-    options.metrics?.backupCompleted(target.url, Date.now());
+    const completedAtMs = Date.now();
+    options.metrics?.backupCompleted(target.url, completedAtMs);
+    // The backup is complete whatever becomes of the record: a failure only delays the metric after a restart.
+    await successes.record(target.url, completedAtMs).catch((err: unknown) => log.warn({ err }, 'last backup success not recorded in Redis'));
     const durationMs = finishedAt.getTime() - data.startedAtMs;
     const report: BackupReport = {
       backupId: data.backupId,
+      ...traceIdOf((data as BackupParentData & TracedJobData).traceparent),
       target: target.url,
       mapVersion: data.mapVersion,
       snapshotAt: manifest.snapshotAt,
@@ -178,9 +206,29 @@ async function finishBackup(job: Job<BackupParentData>, options: BackupWorkerOpt
   }
 }
 
-/** A job scheduler's job: starts a backup (its parent then applies retention). */
-async function startScheduled(job: Job<ScheduledBackupData>, options: BackupWorkerOptions, logger: Logger, signal?: AbortSignal): Promise<{ backupId: string }> {
-  const submitted = await submitBackup(options.connection, options.client, job.data.spec, { targetOptions: options.targetOptions, metricsToken: options.metricsToken, logger, signal });
-  logger.info({ schedule: job.data.schedule, backupId: submitted.backupId }, 'scheduled backup started');
-  return { backupId: submitted.backupId };
+/**
+ * A job scheduler's job: starts a backup (its parent then applies retention). Each run is one
+ * operation with a trace of its own: exporting, this job attempt's span is the trace's root (its
+ * data carries no parent); otherwise a root span with a fresh trace id names it, as the CLI's does.
+ * Its shard and parent jobs carry that context, and its log lines and result the trace id.
+ */
+async function startScheduled(job: Job<ScheduledBackupData>, options: BackupWorkerOptions, logger: Logger, signal?: AbortSignal): Promise<{ backupId: string; traceId: string }> {
+  const active = activeTraceparent();
+  const root = active === undefined ? startRootSpan('scheduled backup', { 'shardpipe.schedule': job.data.schedule }) : undefined;
+  const traceparent = active ?? traceparentOf(root!);
+  const traceId = parseTraceparent(traceparent)!.traceId;
+  const log = logger.child({ traceId, schedule: job.data.schedule });
+  try {
+    const submitted = await submitBackup(options.connection, options.client, job.data.spec, { targetOptions: options.targetOptions, metricsToken: options.metricsToken, logger: log, signal, traceparent });
+    log.info({ backupId: submitted.backupId }, 'scheduled backup started');
+    return { backupId: submitted.backupId, traceId };
+  } finally {
+    root?.end();
+  }
+}
+
+/** `{ traceId }` of the operation whose context a job's data carries; `{}` without one. */
+function traceIdOf(traceparent: string | undefined): { traceId?: string } {
+  const sc = parseTraceparent(traceparent);
+  return sc === undefined ? {} : { traceId: sc.traceId };
 }

@@ -17,7 +17,8 @@ const JOB_BUCKETS_SECONDS = [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 180
  * - `shardpipe_rows_rejected_total{kind}` — rows an ingest rejected (written to its rejects file),
  *   per checkpoint via `addRejected`;
  * - `shardpipe_backup_last_success_timestamp_seconds{target}` — Unix time at which the last backup
- *   to that target (redacted URL) wrote its manifest in this process, via `backupCompleted`.
+ *   to that target (redacted URL) wrote its manifest: completed in this process (`backupCompleted`)
+ *   or recorded in Redis by any worker before this one started (`restoreBackupSuccess`).
  *
  * Usage in a worker: `metrics.watch([worker1, worker2])` once, and `metrics.addRows('backup', n)`
  * in the processor after each batch is durable. Several JobMetrics may share one registry.
@@ -27,6 +28,8 @@ export class JobMetrics {
   private readonly rows: Counter<'kind'>;
   private readonly rejected: Counter<'kind'>;
   private readonly backupSuccess: Gauge<'target'>;
+  /** What backupSuccess holds, by target (Unix ms). */
+  private readonly lastSuccessMs = new Map<string, number>();
 
   constructor(registry: Registry) {
     this.durations =
@@ -48,7 +51,7 @@ export class JobMetrics {
       (registry.getSingleMetric('shardpipe_backup_last_success_timestamp_seconds') as Gauge<'target'> | undefined) ??
       new Gauge({
         name: 'shardpipe_backup_last_success_timestamp_seconds',
-        help: 'Unix time the last complete backup to the target (redacted URL) wrote its manifest, as seen by this worker',
+        help: 'Unix time the last complete backup to the target (redacted URL) wrote its manifest (kept in Redis across worker restarts)',
         labelNames: ['target'],
         registers: [registry],
       });
@@ -79,7 +82,16 @@ export class JobMetrics {
 
   /** Records that a backup to `target` (a redacted URL) became complete at `finishedAtMs`. */
   backupCompleted(target: string, finishedAtMs: number): void {
+    this.lastSuccessMs.set(target, finishedAtMs);
     this.backupSuccess.set({ target }, finishedAtMs / 1000);
+  }
+
+  /** Sets the last success of each target from the durable record (Unix ms), unless this process saw a later one. */
+  restoreBackupSuccess(lastSuccessMs: ReadonlyMap<string, number>): void {
+    for (const [target, ms] of lastSuccessMs) {
+      const current = this.lastSuccessMs.get(target);
+      if (current === undefined || current < ms) this.backupCompleted(target, ms);
+    }
   }
 
   private observe(queue: string, outcome: 'completed' | 'failed', job: Job): void {

@@ -1,6 +1,6 @@
 import { Metadata, credentials, makeGenericClientConstructor, type CallOptions, type ChannelCredentials, type ClientUnaryCall, type ServiceError } from '@grpc/grpc-js';
-import { SpanKind } from '@opentelemetry/api';
-import { inSpan, tracer, traceparentOf, tracingActive, type TlsMaterial } from '../common/index.js';
+import { SpanKind, SpanStatusCode, type Link, type Span } from '@opentelemetry/api';
+import { contextOf, inSpan, parseTraceparent, tracer, traceparentOf, tracingActive, type TlsMaterial } from '../common/index.js';
 import type { CallLimits } from './call-limits.js';
 import { PointCoalescer, type PointKind, type PointMethods } from './point-coalescer.js';
 import { POINT_CODECS } from './point-codec.js';
@@ -132,7 +132,11 @@ export class NodeConnection {
     this.token = creds.token;
     this.plainMetadata = this.metadata();
     this.points = new PointCoalescer(
-      { address, plain: (kind, request, limits) => this.unary(kind, request as never, limits), multi: (request, limits) => this.unary('multi', request, limits) },
+      {
+        address,
+        plain: (kind, request, limits, traceparent) => this.unary(kind, request as never, limits, traceparent === undefined ? undefined : { traceparent }),
+        multi: (request, limits, traceparents) => (traceparents === undefined ? this.unary('multi', request, limits) : this.tracedMulti(request, limits, traceparents)),
+      },
       { maxInFlight: options.pointCallsInFlight },
     );
     // Requests are bounded by each node's own receive limit (it answers RESOURCE_EXHAUSTED, and the
@@ -158,7 +162,34 @@ export class NodeConnection {
    * others are in flight (see PointCoalescer); answered exactly as the plain call would be.
    */
   point<K extends PointKind>(kind: K, request: PointMethods[K][0], limits: CallLimits): Promise<PointMethods[K][1]> {
-    return this.points.call(kind, request, limits);
+    // Off, the op keeps the shared metadata; exporting, it gets a client span whose context goes with its call.
+    if (!tracingActive()) return this.points.call(kind, request, limits);
+    const method = POINT_METHOD_NAMES[kind];
+    return inSpan(method, { 'rpc.system': 'grpc', 'rpc.method': method, 'server.address': this.address }, undefined, (span) => this.points.call(kind, request, limits, traceparentOf(span)));
+  }
+
+  /**
+   * A Multi carrying ops of callers that trace: its client span is a child of the first op's span
+   * and links the others' (a batch serves several traces), and its context goes to the node.
+   */
+  private tracedMulti(request: MultiRequest, limits: CallLimits, traceparents: ReadonlyArray<string | undefined>): Promise<MultiResponse> {
+    const links: Link[] = [];
+    for (const tp of traceparents.slice(1)) {
+      const linked = parseTraceparent(tp);
+      if (linked !== undefined) links.push({ context: linked });
+    }
+    const attributes = { 'rpc.system': 'grpc', 'rpc.method': 'Multi', 'server.address': this.address, 'shardpipe.ops': request.ops.length };
+    const span = tracer().startSpan('Multi', { kind: SpanKind.CLIENT, attributes, links }, contextOf(traceparents[0]));
+    return this.unary('multi', request, limits, { traceparent: traceparentOf(span) }).then(
+      (response) => {
+        span.end();
+        return response;
+      },
+      (err: unknown) => {
+        endFailed(span, err);
+        throw err;
+      },
+    );
   }
 
   /** One unary call; `headers` go along as request metadata. */
@@ -211,4 +242,13 @@ export class NodeConnection {
   close(): void {
     this.client.close();
   }
+}
+
+/** The RPC name of each point op, as its spans are named. */
+const POINT_METHOD_NAMES: Readonly<Record<PointKind, string>> = { get: 'Get', put: 'Put', delete: 'Delete' };
+
+function endFailed(span: Span, err: unknown): void {
+  span.recordException(err as Error);
+  span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error)?.message });
+  span.end();
 }

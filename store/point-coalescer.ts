@@ -24,17 +24,21 @@ export interface PointMethods {
 }
 export type PointKind = keyof PointMethods;
 
-/** The two calls the coalescer makes on one node's channel. */
+/**
+ * The two calls the coalescer makes on one node's channel. `traceparent` is the W3C trace context
+ * of the op's caller (tracing on); a Multi gets each op's, in op order (undefined when none has one).
+ */
 export interface PointTransport {
   readonly address: string;
-  plain<K extends PointKind>(kind: K, request: PointMethods[K][0], limits: CallLimits): Promise<PointMethods[K][1]>;
-  multi(request: MultiRequest, limits: CallLimits): Promise<MultiResponse>;
+  plain<K extends PointKind>(kind: K, request: PointMethods[K][0], limits: CallLimits, traceparent?: string): Promise<PointMethods[K][1]>;
+  multi(request: MultiRequest, limits: CallLimits, traceparents?: ReadonlyArray<string | undefined>): Promise<MultiResponse>;
 }
 
 interface Pending {
   kind: PointKind;
   request: PointMethods[PointKind][0];
   limits: CallLimits;
+  traceparent: string | undefined;
   bytes: number;
   settled: boolean;
   resolve: (response: PointMethods[PointKind][1]) => void;
@@ -97,14 +101,15 @@ export class PointCoalescer {
     return this.multiSupported;
   }
 
-  call<K extends PointKind>(kind: K, request: PointMethods[K][0], limits: CallLimits): Promise<PointMethods[K][1]> {
+  /** Sends one op; `traceparent` (the caller's span, tracing on) goes with its call, plain or Multi. */
+  call<K extends PointKind>(kind: K, request: PointMethods[K][0], limits: CallLimits, traceparent?: string): Promise<PointMethods[K][1]> {
     const bytes = opBytes(kind, request);
     if (!this.multiSupported || bytes >= MULTI_MAX_BYTES || (this.inFlight < this.maxInFlight && this.waiting.length === 0 && !this.flushScheduled)) {
-      return this.plain(kind, request, limits);
+      return this.plain(kind, request, limits, traceparent);
     }
     if (limits.signal?.aborted) return Promise.reject(cancelled(kind, this.transport.address, limits.signal));
     return new Promise((resolve, reject) => {
-      const pending: Pending = { kind, request, limits, bytes, settled: false, resolve: resolve as Pending['resolve'], reject, onAbort: undefined };
+      const pending: Pending = { kind, request, limits, traceparent, bytes, settled: false, resolve: resolve as Pending['resolve'], reject, onAbort: undefined };
       const signal = limits.signal;
       if (signal !== undefined) {
         // Aborted while waiting: it leaves the batch. Aborted in flight: its outcome is unknown, as for a cancelled plain call.
@@ -118,9 +123,9 @@ export class PointCoalescer {
     });
   }
 
-  private plain<K extends PointKind>(kind: K, request: PointMethods[K][0], limits: CallLimits): Promise<PointMethods[K][1]> {
+  private plain<K extends PointKind>(kind: K, request: PointMethods[K][0], limits: CallLimits, traceparent: string | undefined): Promise<PointMethods[K][1]> {
     this.inFlight++;
-    const call = this.transport.plain(kind, request, limits);
+    const call = this.transport.plain(kind, request, limits, traceparent);
     // Registered before the caller's own continuation, so a caller that sends again at once finds the slot free.
     call.then(this.plainDone, this.plainDone);
     return call;
@@ -139,7 +144,9 @@ export class PointCoalescer {
     let deadline = Infinity;
     for (const p of batch) deadline = Math.min(deadline, p.limits.deadline);
     this.inFlight++;
-    this.transport.multi({ ops: batch.map(toOp) }, { deadline }).then(
+    // Tracing is on or off for the whole process: the first op says whether the ops carry trace context.
+    const traceparents = batch[0]!.traceparent === undefined ? undefined : batch.map((p) => p.traceparent);
+    this.transport.multi({ ops: batch.map(toOp) }, { deadline }, traceparents).then(
       (response) => {
         this.callDone(true);
         if (response.results.length !== batch.length) {
@@ -169,7 +176,7 @@ export class PointCoalescer {
 
   private sendPlain(p: Pending): void {
     if (p.settled) return;
-    this.plain(p.kind, p.request as never, p.limits).then(
+    this.plain(p.kind, p.request as never, p.limits, p.traceparent).then(
       (response) => settle(p, response, undefined),
       (error: unknown) => settle(p, undefined, error),
     );

@@ -19,6 +19,8 @@ import type { StoreRpcMetrics } from './store-metrics.js';
 import { recordWriteSpans, requestIdOf, requestIdTrailer, startServerSpan } from './request-tracing.js';
 
 const EMPTY = Buffer.alloc(0);
+/** The point RPCs whose server span the unary wrapper makes when the caller sends trace context. */
+const POINT_SPAN_METHODS: ReadonlySet<string> = new Set(['Get', 'Put', 'Delete', 'Multi']);
 /** As a plain call's status message (grpc-errors.ts). */
 const MAX_SLOT_MESSAGE_CHARS = 2000;
 const UNDECODABLE = Symbol('undecodable request');
@@ -78,16 +80,23 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
     (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
       const done = metrics?.start(method);
       const requestId = requestIdOf(call.metadata);
+      // Point calls get their server span here (BulkInsert makes its own, with the write phases).
+      const span = POINT_SPAN_METHODS.has(method) ? startServerSpan(method, call.metadata, requestId) : undefined;
       Promise.resolve()
         .then(() => fn(admit(method, call.request, limits, checkFields), call, requestId))
         .then(
         (response) => {
           done?.(grpcStatus.OK);
+          span?.end();
           callback(null, response, requestIdTrailer(requestId));
         },
         (err: unknown) => {
           const status = toGrpcStatus(err);
           done?.(status.code);
+          if (span !== undefined) {
+            span.recordException(err as Error);
+            span.end();
+          }
           logFailure(logger, method, status.code, err, requestId);
           if (status.metadata) requestIdTrailer(requestId, status.metadata);
           callback(status, null);

@@ -102,7 +102,7 @@ export function registerDemoCommand(program: Command, ctx: CliContext): void {
       }
       if (!verified) process.exitCode = EXIT.failed;
       if (opts.keepRunning && !signal.aborted) {
-        say(`\nstill running — dashboard ${stack.metrics.url}; in another terminal:\n  export ${Object.entries(stack.env).map(([k, v]) => `${k}=${v}`).join(' ')}\nCtrl-C stops everything.`);
+        say(`\nstill running — dashboard ${stack.metrics.url}; in another terminal:\n  export ${Object.entries(stack.printableEnv).map(([k, v]) => `${k}=${v}`).join(' ')}\nCtrl-C stops everything.`);
         await ctx.lifecycle.untilSignal();
       }
     });

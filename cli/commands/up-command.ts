@@ -44,10 +44,10 @@ export function registerUpCommand(program: Command, ctx: CliContext): void {
         logger: ctx.logger,
       });
       const stack = ctx.lifecycle.add('local stack', await start, (s) => s.close());
-      const exports = Object.entries(stack.env).map(([k, v]) => `export ${k}=${v}`);
+      // Secrets (the admin token, the Redis password) are shown as the files that hold them, never themselves.
+      const exports = Object.entries(stack.printableEnv).map(([k, v]) => `export ${k}=${v}`);
       const nodeMetrics = stack.cluster.endpoints.map((e) => e.metricsUrl);
-      // stdout is the caller's (a terminal or a supervisor); the token never goes to the logs.
-      ctx.print(JSON.stringify({ event: 'ready', dashboard: stack.metrics.url, nodeMetrics, tokenFile: stack.tokenFile, ...stack.env }));
+      ctx.print(JSON.stringify({ event: 'ready', dashboard: stack.metrics.url, nodeMetrics, tokenFile: stack.tokenFile, ...stack.printableEnv }));
       process.stderr.write(
         [
           `shardpipe is up: ${stack.seeds.length} store nodes (${partitions} partitions), Redis, metrics server, workers; data in ${dataDir}`,
@@ -55,6 +55,7 @@ export function registerUpCommand(program: Command, ctx: CliContext): void {
           `  queues     ${stack.metrics.url}queues`,
           `  node /metrics  ${nodeMetrics.join(' ')}`,
           `  tokens     ${stack.tokenFile} (admin, write, read; the dashboard asks for a password: the read token, any user name)`,
+          `  admin token ${stack.printableEnv.SHARDPIPE_TOKEN_FILE}, Redis URL ${stack.printableEnv.SHARDPIPE_REDIS_URL_FILE} (owner-only files)`,
           'In another terminal:',
           ...exports.map((e) => `  ${e}`),
           '  shardpipe ingest DROP --key-column COL --no-local-worker --wait',

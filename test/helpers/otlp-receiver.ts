@@ -15,6 +15,8 @@ export interface ReceivedSpan {
   startNs: bigint;
   endNs: bigint;
   attributes: Record<string, string | number | boolean>;
+  /** The spans this one links to (a batch serving several traces links their spans). */
+  links: Array<{ traceId: string; spanId: string }>;
 }
 
 /**
@@ -142,6 +144,11 @@ export function decodeExportRequest(body: Buffer): ReceivedSpan[] {
           startNs: int(7),
           endNs: int(8),
           attributes: attributesOf(sub(f, 9)),
+          // Link { trace_id = 1; span_id = 2; … } at Span field 13.
+          links: sub(f, 13).map((l) => {
+            const lf = fields(l);
+            return { traceId: sub(lf, 1)[0]?.toString('hex') ?? '', spanId: sub(lf, 2)[0]?.toString('hex') ?? '' };
+          }),
         });
       }
     }

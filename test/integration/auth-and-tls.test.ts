@@ -111,7 +111,7 @@ describe('tokens with roles on store nodes (plaintext)', () => {
     expect((await reader.get(key))?.value.toString()).toBe('v');
     const map = await writer.map();
     const next = PartitionMap.create(map.version + 1, map.partitions);
-    const writeInstall = await failure(router(seeds, { token: TOKENS.write }).connection(seeds[0]!).unary('setPartitionMap', { map: next.toProto() }, { deadline: Date.now() + 5000 }));
+    const writeInstall = await failure(router(seeds, { token: TOKENS.write }).connection(seeds[0]!).unary('setPartitionMap', { map: next.toProto(), force: false }, { deadline: Date.now() + 5000 }));
     expect(writeInstall.code).toBe('STORE_PERMISSION_DENIED');
     expect(grpcCode(writeInstall)).toBe(status.PERMISSION_DENIED);
 
@@ -178,7 +178,7 @@ describe('a lagging node fetches the newer map itself', () => {
     const v1 = await admin.map();
     const v2 = PartitionMap.create(2, v1.partitions);
     // Installed on A only: B misses the install.
-    await adminRouter.connection(a).unary('setPartitionMap', { map: v2.toProto() }, { deadline: Date.now() + 5000 });
+    await adminRouter.connection(a).unary('setPartitionMap', { map: v2.toProto(), force: false }, { deadline: Date.now() + 5000 });
 
     // A caller naming a server outside B's map is ignored: B keeps version 1.
     const outsider = `127.0.0.1:${await findFreePort()}`;

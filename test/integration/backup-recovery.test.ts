@@ -212,6 +212,24 @@ describe('backup recovery and retention (real cluster, Redis, worker processes)'
         expect(removed.code, removed.stderr).toBe(0);
         // Retention after the second backup removed the first: one complete backup at a time.
         await until(async () => (await listBackups(target2)).filter((b) => b.state === 'complete').length === 1 && 'ok', 'retention');
+        // Tracing off, each scheduled run still names a trace of its own: the scheduled job's result and
+        // its backup's report carry the same trace id, a different one per run.
+        const queue = new Queue(BACKUP_QUEUE, { connection });
+        try {
+          const jobs = await queue.getJobs(['completed']);
+          const runs = jobs.filter((j) => j.name === 'scheduled-backup').map((j) => j.returnvalue as { backupId: string; traceId: string });
+          const reports = new Map(jobs.filter((j) => j.name === 'backup').map((j) => [(j.returnvalue as { backupId: string }).backupId, j.returnvalue as { traceId?: string }]));
+          const finished = runs.filter((r) => completed.has(r.backupId));
+          expect(finished.length).toBeGreaterThanOrEqual(2);
+          for (const r of finished) {
+            expect(r.traceId).toMatch(/^[0-9a-f]{32}$/);
+            expect(r.traceId).not.toMatch(/^0+$/);
+            expect(reports.get(r.backupId)?.traceId).toBe(r.traceId);
+          }
+          expect(new Set(finished.map((r) => r.traceId)).size).toBe(finished.length);
+        } finally {
+          await queue.close();
+        }
       } finally {
         await workers.close();
       }

@@ -182,7 +182,7 @@ describe('chain write path (in-process transport, real LevelDB)', () => {
     const done = await Promise.all(writes);
     expect(done).toHaveLength(3);
     const [a, c] = await digests(h, [A, C]);
-    expect(a.count).toBe(121);
+    expect(a!.count).toBe(121);
     expect(c).toEqual(a);
   });
 

@@ -54,6 +54,27 @@ describe('settings: flags, environment, config file, defaults', () => {
     expect(env.stderr).toContain('environment variable SHARDPIPE_REDIS_URL: must start with redis://');
   });
 
+  it('SHARDPIPE_REDIS_URL_FILE: the URL is read from the file (shown without its password); a missing or bad file is refused without showing its content', async () => {
+    const file = join(tmp.path, 'redis-url');
+    await writeFile(file, 'redis://:s3cret-redis-pass@redis-host:6380/2\n', { mode: 0o600 });
+    const p = await print([], { SHARDPIPE_REDIS_URL_FILE: file });
+    const url = setting(p, 'SHARDPIPE_REDIS_URL');
+    expect(url.source).toBe('env');
+    expect(url.value).toContain('redis-host:6380/2');
+    expect(url.value).not.toContain('s3cret-redis-pass');
+    // SHARDPIPE_REDIS_URL wins.
+    expect(setting(await print([], { SHARDPIPE_REDIS_URL_FILE: file, SHARDPIPE_REDIS_URL: 'redis://other:6379' }), 'SHARDPIPE_REDIS_URL').value).toBe('redis://other:6379');
+    const missing = await runCli(['config', 'print'], { ...clean, SHARDPIPE_REDIS_URL_FILE: join(tmp.path, 'nope') });
+    expect(missing.code).toBe(64);
+    expect(missing.stderr).toContain(`SHARDPIPE_REDIS_URL_FILE ${join(tmp.path, 'nope')}`);
+    const bad = join(tmp.path, 'bad-redis-url');
+    await writeFile(bad, 'hunter2-not-a-url\n');
+    const refused = await runCli(['config', 'print'], { ...clean, SHARDPIPE_REDIS_URL_FILE: bad });
+    expect(refused.code).toBe(64);
+    expect(refused.stderr).toContain('must hold one redis:// or rediss:// URL');
+    expect(refused.stderr).not.toContain('hunter2');
+  });
+
   it('an unknown setting in the file is refused with the list of known ones', async () => {
     const bad = join(tmp.path, 'unknown.json');
     await writeFile(bad, JSON.stringify({ redis: 'redis://x' }));

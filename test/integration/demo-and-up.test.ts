@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { acceptsConnections, findFreePort } from '../../common/index.js';
@@ -52,7 +52,9 @@ describe('shardpipe demo and shardpipe up', () => {
     running = child;
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const ready = await new Promise<{ dashboard: string; nodeMetrics: string[]; tokenFile: string; SHARDPIPE_SEEDS: string; SHARDPIPE_REDIS_URL: string; SHARDPIPE_TOKEN: string }>((resolve, reject) => {
+    let stdout = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    const ready = await new Promise<{ dashboard: string; nodeMetrics: string[]; tokenFile: string; SHARDPIPE_SEEDS: string; SHARDPIPE_REDIS_URL_FILE: string; SHARDPIPE_TOKEN_FILE: string }>((resolve, reject) => {
       createInterface({ input: child.stdout }).on('line', (line) => {
         if (line.includes('"event":"ready"')) resolve(JSON.parse(line));
       });
@@ -61,13 +63,24 @@ describe('shardpipe demo and shardpipe up', () => {
     expect(ready.SHARDPIPE_SEEDS).toBe(`127.0.0.1:${basePort},127.0.0.1:${basePort + 1}`);
     // Locked: a generated token file (owner-only) guards nodes, /metrics and the dashboard.
     expect((await stat(ready.tokenFile)).mode & 0o777).toBe(0o600);
-    expect(ready.SHARDPIPE_TOKEN).toMatch(/^[0-9a-f]{64}$/);
+    // The secrets are shown as owner-only files holding them, never themselves.
+    for (const file of [ready.SHARDPIPE_TOKEN_FILE, ready.SHARDPIPE_REDIS_URL_FILE]) expect((await stat(file)).mode & 0o777, file).toBe(0o600);
+    const adminToken = (await readFile(ready.SHARDPIPE_TOKEN_FILE, 'utf8')).trim();
+    expect(adminToken).toMatch(/^[0-9a-f]{64}$/);
+    const redisUrl = (await readFile(ready.SHARDPIPE_REDIS_URL_FILE, 'utf8')).trim();
+    const redisPassword = decodeURIComponent(new URL(redisUrl).password);
+    expect(redisPassword.length).toBeGreaterThanOrEqual(16);
     const anonymous = await runCli(['kv', 'put', 'hello', 'world'], { SHARDPIPE_SEEDS: ready.SHARDPIPE_SEEDS, SHARDPIPE_TOKEN: '' });
     expect(anonymous.code).toBe(1);
     expect(anonymous.stderr).toContain('STORE_UNAUTHENTICATED');
-    const put = await runCli(['kv', 'put', 'hello', 'world'], { SHARDPIPE_SEEDS: ready.SHARDPIPE_SEEDS, SHARDPIPE_TOKEN: ready.SHARDPIPE_TOKEN });
+    // What up printed is enough: the exported files point the CLI at the stack (nodes and Redis).
+    const fromFiles = { SHARDPIPE_SEEDS: ready.SHARDPIPE_SEEDS, SHARDPIPE_TOKEN: '', SHARDPIPE_TOKEN_FILE: ready.SHARDPIPE_TOKEN_FILE, SHARDPIPE_REDIS_URL: '', SHARDPIPE_REDIS_URL_FILE: ready.SHARDPIPE_REDIS_URL_FILE };
+    const put = await runCli(['kv', 'put', 'hello', 'world'], fromFiles);
     expect(put.code, put.stderr).toBe(0);
-    const auth = { headers: { authorization: `Bearer ${ready.SHARDPIPE_TOKEN}` } };
+    const schedules = await runCli(['backup', 'schedule', 'list', '--json'], fromFiles);
+    expect(schedules.code, schedules.stderr).toBe(0);
+    expect(JSON.parse(schedules.stdout)).toEqual({ schedules: [] });
+    const auth = { headers: { authorization: `Bearer ${adminToken}` } };
     expect((await fetch(ready.dashboard)).status).toBe(401);
     const page = await fetch(ready.dashboard, auth);
     expect(page.status).toBe(200);
@@ -86,9 +99,15 @@ describe('shardpipe demo and shardpipe up', () => {
     child.kill('SIGINT');
     const [code] = (await once(child, 'exit')) as [number | null];
     expect(code, stderr).toBe(0);
-    // The export line is for the terminal; no JSON log line carries the token.
-    expect(stderr).toContain(`export SHARDPIPE_TOKEN=${ready.SHARDPIPE_TOKEN}`);
-    for (const line of stderr.split('\n').filter((l) => l.startsWith('{'))) expect(line).not.toContain(ready.SHARDPIPE_TOKEN);
+    // The export lines name the files; neither output carries a secret.
+    expect(stderr).toContain(`export SHARDPIPE_TOKEN_FILE=${ready.SHARDPIPE_TOKEN_FILE}`);
+    expect(stderr).toContain(`export SHARDPIPE_REDIS_URL_FILE=${ready.SHARDPIPE_REDIS_URL_FILE}`);
+    const tokens = (await readFile(ready.tokenFile, 'utf8')).split('\n').filter((l) => l !== '' && !l.startsWith('#')).map((l) => l.split(' ')[1]!);
+    expect(tokens.length).toBeGreaterThanOrEqual(3);
+    for (const secret of [...tokens, redisPassword]) {
+      expect(stdout).not.toContain(secret);
+      expect(stderr).not.toContain(secret);
+    }
     expect(await acceptsConnections(basePort)).toBe(false);
     expect(await acceptsConnections(basePort + 1)).toBe(false);
   });

@@ -1,5 +1,6 @@
-import { execFile } from 'node:child_process';
-import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { copyFile, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -9,6 +10,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { CliContext } from '../../cli/cli-context.js';
 import { SETTINGS, loadCliConfig } from '../../cli/cli-env.js';
 import { buildProgram } from '../../cli/program.js';
+import { findFreePort } from '../../common/index.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 
@@ -19,10 +21,12 @@ interface Service {
   environment?: Record<string, string>;
   ports?: Array<{ published: number; target: number } | string>;
   healthcheck?: { test: string[] };
+  entrypoint?: string[];
   secrets?: Array<{ source: string; target?: string }>;
   profiles?: string[];
   volumes?: string[];
   user?: string;
+  security_opt?: string[];
 }
 
 /** A published port in either form docker-compose prints: `{ published, target }` or `HOST_IP:PUBLISHED:TARGET/PROTO`. */
@@ -74,7 +78,7 @@ describe('docker-compose.yml', () => {
     // docker-compose 1.x lists the services of every profile; the design's run without one.
     const always = Object.entries(services).filter(([, x]) => x.profiles === undefined).map(([name]) => name);
     expect(always.sort()).toEqual(['azurite', 'gateway', 'init', 'metrics-server', 'redis', 'store-0', 'store-1', 'store-2', 'worker-1', 'worker-2']);
-    expect(services.redis!.command).toContain('--appendonly');
+    expect(services.redis!.command!.join(' ')).toContain('--appendonly yes');
   });
 
   it('every shardpipe service runs a command the CLI has, with options it knows, and health checks it can answer', () => {
@@ -108,11 +112,57 @@ describe('docker-compose.yml', () => {
     const port = Number(flag(metrics.command!, '--port'));
     expect(metrics.ports!.map(publishedPort)).toContainEqual(expect.objectContaining({ target: port }));
     expect(metrics.healthcheck!.test.join(' ')).toContain(`127.0.0.1:${port}/healthz`);
-    const redisUrl = new URL(services['worker-1']!.environment!.SHARDPIPE_REDIS_URL!);
-    expect(redisUrl.hostname).toBe('redis');
+    // Redis is reached through the redis-url secret (it carries the password), never a URL in the environment.
+    for (const [name, s] of Object.entries(services)) expect(s.environment?.SHARDPIPE_REDIS_URL, name).toBeUndefined();
+    for (const name of ['worker-1', 'worker-2', 'metrics-server']) {
+      expect(services[name]!.environment!.SHARDPIPE_REDIS_URL_FILE, name).toBe('/run/secrets/redis-url');
+      expect(services[name]!.secrets!.map((x) => x.source), name).toContain('redis-url');
+    }
+    expect(services.redis!.secrets!.map((x) => x.source)).toContain('redis-url');
     const blob = /BlobEndpoint=http:\/\/([^:]+):(\d+)\//.exec(services['worker-1']!.environment!.AZURE_STORAGE_CONNECTION_STRING!)!;
     expect(blob[1]).toBe('azurite');
     expect(services.azurite!.command).toContain(blob[2]);
+  });
+
+  it('Redis requires the password of the redis-url secret: its command and health check, run against a real redis-server, refuse a client without it', async () => {
+    const tmp = await mkdtemp(join(tmpdir(), 'shardpipe-compose-redis-'));
+    let server: ChildProcess | undefined;
+    try {
+      const password = 'c0ffee'.repeat(8);
+      await writeFile(join(tmp, 'redis-url'), `redis://:${password}@redis:6379\n`, { mode: 0o600 });
+      const port = await findFreePort();
+      // The service's own shell text, with what only a container has (the secret's path, the image's
+      // entrypoint and user) swapped for this machine's, and a free port and data folder.
+      const local = (text: string): string =>
+        text.replaceAll('$$', '$').replaceAll('/run/secrets/redis-url', join(tmp, 'redis-url')).replaceAll('/tmp/redis-auth.conf', join(tmp, 'auth.conf'));
+      const [entry, flagC] = services.redis!.entrypoint as string[];
+      expect([entry, flagC]).toEqual(['sh', '-c']);
+      const script = local(services.redis!.command!.join(' '))
+        .replace(/chown redis:redis \S+ &&/, '')
+        .replace('exec docker-entrypoint.sh redis-server', 'exec redis-server')
+        .concat(` --port ${port} --bind 127.0.0.1 --dir ${tmp} --save ''`);
+      expect(script).not.toContain(password);
+      server = spawn('sh', ['-c', script], { stdio: 'ignore' });
+      const cli = (env: Record<string, string>, ...args: string[]) => promisify(execFile)('redis-cli', ['-p', String(port), ...args], { env: { ...process.env, ...env } }).then((r) => r.stdout.trim(), () => 'failed');
+      await expect.poll(() => cli({ REDISCLI_AUTH: password }, 'ping'), { timeout: 10_000 }).toBe('PONG');
+      expect(await cli({}, 'set', 'k', 'v')).toContain('NOAUTH');
+      expect(await cli({ REDISCLI_AUTH: 'wrong' }, 'ping')).toMatch(/WRONGPASS|NOAUTH/);
+      expect((await stat(join(tmp, 'auth.conf'))).mode & 0o777).toBe(0o600);
+      // The health check passes with the secret, and fails against a Redis that wants another password.
+      const [kind, health] = services.redis!.healthcheck!.test as [string, string];
+      expect(kind).toBe('CMD-SHELL');
+      const check = (text: string) => promisify(execFile)('sh', ['-c', text.replace('redis-cli ping', `redis-cli -p ${port} ping`)]).then(() => 0, () => 1);
+      expect(await check(local(health))).toBe(0);
+      await writeFile(join(tmp, 'redis-url'), 'redis://:other-password@redis:6379\n');
+      expect(await check(local(health))).toBe(1);
+    } finally {
+      if (server && server.exitCode === null) {
+        const exited = once(server, 'exit');
+        server.kill('SIGTERM');
+        await exited;
+      }
+      await rm(tmp, { recursive: true, force: true });
+    }
   });
 
   it('publishes ports on the host loopback only, and every shardpipe server bound to all interfaces has a token file secret', () => {
@@ -149,9 +199,10 @@ describe('docker-compose.yml, profile observability', () => {
     return volume === undefined ? undefined : relative(ROOT, volume.split(':')[0]!);
   };
 
-  it('adds Prometheus and Grafana, pinned, only in that profile, on the host loopback', () => {
+  it('adds Prometheus and Grafana, pinned, only in that profile, on the host loopback; run as root (file secrets keep the host mode) they cannot gain privileges', () => {
     for (const name of ['prometheus', 'grafana']) {
       const s = services[name]!;
+      if (s.user === '0') expect(s.security_opt, name).toContain('no-new-privileges:true');
       expect(s.profiles, name).toEqual(['observability']);
       expect(s.image, name).toMatch(/^[a-z/]+:v?\d+\.\d+\.\d+$/);
       expect((s.ports ?? []).map(publishedPort).every((p) => p.hostIp === '127.0.0.1'), name).toBe(true);

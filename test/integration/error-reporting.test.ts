@@ -8,7 +8,7 @@ import { ClassicLevel } from 'classic-level';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PrivateRedis } from '../../jobs/index.js';
 import { writeSparkDrop } from '../helpers/spark-drop.js';
-import { StoreCluster, runCli } from '../helpers/store-cluster.js';
+import { NodeProcess, StoreCluster, runCli } from '../helpers/store-cluster.js';
 import { makeTempDir, type TempDir } from '../helpers/temp-dir.js';
 
 /** One Sentry envelope as received: its raw text (to look for secrets) and its event items. */
@@ -77,11 +77,12 @@ describe('error reporting to a Sentry-compatible endpoint (SENTRY_DSN)', { timeo
   let redis: PrivateRedis;
   let env: Record<string, string>;
   let secrets: string[];
+  let tokenFile: string;
 
   beforeAll(async () => {
     tmp = await makeTempDir('shardpipe-sentry-');
     receiver = await EnvelopeReceiver.start();
-    const tokenFile = tmp.sub('tokens');
+    tokenFile = tmp.sub('tokens');
     await writeFile(tokenFile, Object.entries(TOKENS).map(([role, token]) => `${role} ${token}`).join('\n') + '\n', { mode: 0o600 });
     // Node processes (started and restarted by StoreCluster) inherit the DSN from this test file's process.
     process.env.SENTRY_DSN = receiver.dsn;
@@ -171,5 +172,29 @@ describe('error reporting to a Sentry-compatible endpoint (SENTRY_DSN)', { timeo
     expect(receiver.events.some((e) => e.tags?.code === 'BACKUP_SHARD_FAILED')).toBe(false);
 
     for (const envelope of receiver.envelopes) for (const secret of secrets) expect(envelope.raw).not.toContain(secret);
+  });
+
+  it('a node run with --log-level silent still reports an unexpected error (reports do not depend on the log level), and logs nothing', async () => {
+    // Follows the previous test: the unreadable record is still in partition 0.
+    const node = cluster.nodes[0]!;
+    await node.stop();
+    const quiet = new NodeProcess(node.address, node.dataDir, undefined, ['--auth-token-file', tokenFile, '--log-level', 'silent']);
+    await quiet.start();
+    try {
+      const before = receiver.events.length;
+      const get = await cli(['kv', 'get', 'crash-key']);
+      expect(get.code, get.stderr).toBe(1);
+      expect(get.stderr).toContain('STORE_INTERNAL');
+      await expect.poll(() => receiver.events.slice(before).filter((e) => e.tags?.command === 'store start').length, { timeout: 10_000 }).toBeGreaterThanOrEqual(1);
+      const fromNode = receiver.events.slice(before).find((e) => e.tags?.command === 'store start')!;
+      expect(fromNode.tags).toMatchObject({ node: node.address, method: 'Get', code: 'STORE_INTERNAL' });
+      expect(fromNode.exception!.values.at(-1)!.value).toContain('unreadable record');
+      // Silent: the error line that carried the report was not written.
+      expect(quiet.stderr.split('\n').filter((l) => l.startsWith('{'))).toEqual([]);
+      for (const envelope of receiver.envelopes) for (const secret of secrets) expect(envelope.raw).not.toContain(secret);
+    } finally {
+      await quiet.stop();
+      await node.start();
+    }
   });
 });

@@ -49,7 +49,7 @@ function expected(rows: Input): { accepted: number; outOfOrder: number; stored: 
     accepted++;
     if (previous !== undefined && Buffer.compare(Buffer.from(id), Buffer.from(previous)) < 0) outOfOrder++;
     previous = id;
-    stored.set(id, value);
+    stored.set(id, value!);
   });
   return { accepted, outOfOrder, stored };
 }

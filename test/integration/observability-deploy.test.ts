@@ -165,6 +165,9 @@ describe('every metric a rule or dashboard names is exported by a running stack'
   let workerMetricsPort: number;
   let metricsUrl: string;
   let env: Record<string, string>;
+  let tokenFile: string;
+  /** What the first test's backup left: its target label and the worker's last-success figure. */
+  let lastBackup: { target: string; completedAt: number } | undefined;
 
   /** Starts a long-running CLI command and resolves its ready line. */
   async function startCommand(args: string[], extraEnv: Record<string, string>): Promise<Record<string, unknown>> {
@@ -199,7 +202,7 @@ describe('every metric a rule or dashboard names is exported by a running stack'
 
   beforeAll(async () => {
     tmp = await makeTempDir('shardpipe-observability-');
-    const tokenFile = tmp.sub('tokens');
+    tokenFile = tmp.sub('tokens');
     await writeFile(tokenFile, Object.entries(TOKENS).map(([role, token]) => `${role} ${token}`).join('\n') + '\n', { mode: 0o600 });
     redis = await PrivateRedis.start({ dataDir: tmp.sub('redis') });
     cluster = await StoreCluster.start({ nodes: 2, partitions: 4, extraArgs: ['--auth-token-file', tokenFile, '--metrics-port', '0'] });
@@ -269,6 +272,7 @@ describe('every metric a rule or dashboard names is exported by a running stack'
     const completedAt = sampleValue(workerScrape, 'shardpipe_backup_last_success_timestamp_seconds', { target: backupReport.target });
     expect(completedAt).toBeGreaterThanOrEqual(before);
     expect(completedAt).toBeLessThanOrEqual(after);
+    lastBackup = { target: backupReport.target, completedAt: completedAt! };
     expect(sampleValue(serverScrape, 'shardpipe_backup_schedule_interval_seconds', { schedule: 'nightly', target: backupReport.target })).toBe(86_400);
     for (const [i, scrapeOf] of nodeScrapes.entries()) {
       const node = cluster.nodes[i]!;
@@ -280,5 +284,20 @@ describe('every metric a rule or dashboard names is exported by a running stack'
       expect(Math.abs(free! - fs.bavail * fs.bsize)).toBeLessThan(2 ** 30);
       expect(free).toBeLessThanOrEqual(total!);
     }
+  });
+
+  it('after every worker is killed and a new one starts, it exports the last backup success at once (read from Redis), so ShardpipeBackupTooOld can still fire', async () => {
+    expect(lastBackup, 'the previous test ran a backup').toBeDefined();
+    // SIGKILL every worker of the stack (the only one): nothing of their memory survives.
+    for (const child of children.filter((c) => c.spawnargs.includes('worker'))) {
+      if (child.exitCode !== null || child.signalCode !== null) continue;
+      const exited = once(child, 'exit');
+      child.kill('SIGKILL');
+      await exited;
+    }
+    const worker = await startCommand(['worker', '--metrics-port', '0', '--auth-token-file', tokenFile], { ...env, SHARDPIPE_TOKEN: TOKENS.write });
+    // Its first scrape, before any backup ran in it: the series is there with the same time.
+    const workerScrape = await scrape(`http://127.0.0.1:${worker.metricsPort as number}/metrics`);
+    expect(sampleValue(workerScrape, 'shardpipe_backup_last_success_timestamp_seconds', { target: lastBackup!.target })).toBe(lastBackup!.completedAt);
   });
 });

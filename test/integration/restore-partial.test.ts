@@ -9,7 +9,7 @@ import { Key, PartitionMap, StoreClient, partitionContains, type Partition, type
 import { NodeProcess, StoreCluster, runCli, sortedRows } from '../helpers/store-cluster.js';
 import { useStack } from '../helpers/stack.js';
 
-async function scanRange(client: StoreClient, start = Buffer.alloc(0), end = Buffer.alloc(0)): Promise<StoredEntry[]> {
+async function scanRange(client: StoreClient, start: Buffer = Buffer.alloc(0), end: Buffer = Buffer.alloc(0)): Promise<StoredEntry[]> {
   const out: StoredEntry[] = [];
   for await (const batch of client.scanAll(start, end)) out.push(...batch);
   return out;

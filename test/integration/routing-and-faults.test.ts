@@ -92,7 +92,7 @@ describe('partition map changes mid-traffic', () => {
           if (i === Math.floor(rows.length / 3) && !installed) {
             installed = true;
             // Install on one node only: the others lag until a client hands them the map.
-            await admin.connection(v1.partitions[1]!.node).unary('setPartitionMap', { map: v2.toProto() }, { deadline: Date.now() + 5000 });
+            await admin.connection(v1.partitions[1]!.node).unary('setPartitionMap', { map: v2.toProto(), force: false }, { deadline: Date.now() + 5000 });
           }
           yield chunk;
         }
@@ -119,13 +119,13 @@ describe('partition map changes mid-traffic', () => {
     client = new StoreClient(router);
     const v1 = await client.map();
     const node = cluster.seeds[0]!;
-    const same = await router.connection(node).unary('setPartitionMap', { map: v1.toProto() }, { deadline: Date.now() + 5000 });
+    const same = await router.connection(node).unary('setPartitionMap', { map: v1.toProto(), force: false }, { deadline: Date.now() + 5000 });
     expect(same.installed).toBe(false);
     const other = PartitionMap.evenlySplit(1, [node], 3);
-    const conflict = await router.connection(node).unary('setPartitionMap', { map: other.toProto() }, { deadline: Date.now() + 5000 }).catch((e: StoreError) => e);
+    const conflict = await router.connection(node).unary('setPartitionMap', { map: other.toProto(), force: false }, { deadline: Date.now() + 5000 }).catch((e: StoreError) => e);
     expect((conflict as StoreError).code).toBe('STORE_MAP_CONFLICT');
     await client.installMap(PartitionMap.evenlySplit(3, [node], 3));
-    const older = await router.connection(node).unary('setPartitionMap', { map: PartitionMap.evenlySplit(2, [node], 2).toProto() }, { deadline: Date.now() + 5000 }).catch((e: StoreError) => e);
+    const older = await router.connection(node).unary('setPartitionMap', { map: PartitionMap.evenlySplit(2, [node], 2).toProto(), force: false }, { deadline: Date.now() + 5000 }).catch((e: StoreError) => e);
     expect((older as StoreError).code).toBe('STORE_MAP_NOT_NEWER');
     expect((older as StoreError).message).toContain('older than the installed version 3');
   });

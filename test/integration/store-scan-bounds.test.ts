@@ -45,7 +45,7 @@ describe('scan batches are bounded by bytes as well as entries', () => {
 
     // ScanPage: one page holds at most the byte bound; `next` continues exactly where it stopped.
     const paged: Array<{ key: Buffer; value: Buffer }> = [];
-    let start = Buffer.from([0x10]);
+    let start: Buffer = Buffer.from([0x10]);
     let pages = 0;
     while (start.length > 0 && Buffer.compare(start, Buffer.from([0x11])) < 0) {
       const page = await conn.unary('scanPage', { mapVersion: map.version, start, end: Buffer.from([0x11]), limit: 0, batchSize: 10_000, snapshotId: '' }, { deadline: Date.now() + 30_000 });

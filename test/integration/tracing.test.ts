@@ -5,9 +5,11 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { Client, Metadata, credentials, type ServiceError, type StatusObject } from '@grpc/grpc-js';
+import { ROOT_CONTEXT } from '@opentelemetry/api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inSpan, startTracing, traceparentOf } from '../../common/index.js';
 import { PrivateRedis } from '../../jobs/index.js';
-import { STORE_SERVICE_DESC } from '../../store/index.js';
+import { Key, STORE_SERVICE_DESC, StoreClient } from '../../store/index.js';
 import { OtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
 import { writeSparkDrop } from '../helpers/spark-drop.js';
 import { CLI, StoreCluster, runCli } from '../helpers/store-cluster.js';
@@ -62,7 +64,7 @@ describe('tracing: one trace per operation across CLI, worker and store node (OT
       for (const k of Object.keys(otelEnv)) delete process.env[k];
     }
     redis = await PrivateRedis.start({ dataDir: tmp.sub('redis') });
-    worker = spawn(process.execPath, [CLI, 'worker', '--redis', redis.url, '--seeds', cluster.seeds.join(','), '--log-format', 'json', '--log-level', 'warn'], {
+    worker = spawn(process.execPath, [CLI, 'worker', '--redis', redis.url, '--seeds', cluster.seeds.join(','), '--log-format', 'json', '--log-level', 'info'], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...otelEnv },
     });
@@ -192,6 +194,111 @@ describe('tracing: one trace per operation across CLI, worker and store node (OT
     // A header that is no usable id is replaced, not echoed.
     const bad = await rawGet(node.address, Buffer.alloc(0), 'x'.repeat(200));
     expect(String(bad.trailers.get('x-request-id')[0])).toMatch(/^[0-9a-f]{12}-[0-9a-z]+$/);
+  });
+
+  it('a scheduled backup run by the worker is one trace of its own: the scheduled job\'s span is the root, its shard and parent jobs its children; its log lines and report carry the trace id', async () => {
+    const target = tmp.sub('scheduled-backups');
+    await mkdir(target);
+    const sched = await runCli(['backup', 'schedule', '--target', `file://${target}`, '--cron', '*/2 * * * * *', '--name', 'traced', '--redis', redis.url, '--json']);
+    expect(sched.code, sched.stderr).toBe(0);
+    const runRoot = (): ReceivedSpan | undefined =>
+      receiver.spans.find((s) => s.name === 'scheduled-backup' && s.parentSpanId === '' && receiver.spans.some((b) => b.name === 'backup' && b.traceId === s.traceId));
+    try {
+      await until('a scheduled run whose backup finished', () => runRoot() !== undefined, 60_000);
+    } finally {
+      const removed = await runCli(['backup', 'schedule', 'remove', 'traced', '--redis', redis.url]);
+      expect(removed.code, removed.stderr).toBe(0);
+    }
+    const root = runRoot()!;
+    expect(root.service).toBe('shardpipe-worker');
+    const spans = receiver.spans.filter((s) => s.traceId === root.traceId);
+    // One root per run: nothing else of the run starts a trace.
+    expect(spans.filter((s) => s.parentSpanId === '').map((s) => s.name)).toEqual(['scheduled-backup']);
+    const shards = spans.filter((s) => s.name === 'backup-shard');
+    expect(shards.length).toBeGreaterThan(0);
+    for (const s of [...shards, ...spans.filter((x) => x.name === 'backup')]) expect(s.parentSpanId).toBe(root.spanId);
+    const lines = workerLog.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const started = lines.find((l) => l.msg === 'scheduled backup started' && l.traceId === root.traceId);
+    expect(started).toMatchObject({ schedule: 'traced' });
+    const backupId = String(started!.backupId);
+    expect(lines.find((l) => l.msg === 'backup complete: manifest written' && l.backupId === backupId)?.traceId).toBe(root.traceId);
+    // Other runs, if the schedule fired again before it was removed, are traces of their own.
+    const otherRuns = receiver.spans.filter((s) => s.name === 'scheduled-backup' && s.spanId !== root.spanId);
+    for (const r of otherRuns) expect(r.traceId).not.toBe(root.traceId);
+  });
+
+  it('point calls carry trace context: kv put and kv get are each one trace, the CLI\'s Put/Get client span the parent of the node\'s store.Put/store.Get', async () => {
+    const seeds = cluster.seeds.join(',');
+    const put = await runCli(['kv', 'put', 'traced-key', 'v1', '--seeds', seeds, '--log-level', 'warn'], otelEnv);
+    expect(put.code, put.stderr).toBe(0);
+    const get = await runCli(['kv', 'get', 'traced-key', '--seeds', seeds, '--log-level', 'warn'], otelEnv);
+    expect(get.code, get.stderr).toBe(0);
+    expect(get.stdout.trim()).toBe('v1');
+    for (const [client, server] of [['Put', 'store.Put'], ['Get', 'store.Get']] as const) {
+      await until(`a ${server} span with its ${client} parent`, () => {
+        const ids = new Set(receiver.spans.filter((s) => s.name === client && s.service === 'shardpipe-kv').map((s) => s.spanId));
+        return receiver.spans.some((s) => s.name === server && ids.has(s.parentSpanId));
+      });
+      const callSpan = receiver.spans.find((s) => s.name === client && s.service === 'shardpipe-kv')!;
+      // The CLI's call is the trace's root (a kv command is one call).
+      expect(callSpan.parentSpanId).toBe('');
+      expect(callSpan.attributes['rpc.method']).toBe(client);
+      const nodeSpan = receiver.spans.find((s) => s.name === server && s.parentSpanId === callSpan.spanId)!;
+      expect(nodeSpan.service).toBe('shardpipe-store');
+      expect(nodeSpan.traceId).toBe(callSpan.traceId);
+      expect(typeof nodeSpan.attributes['shardpipe.request_id']).toBe('string');
+    }
+  });
+
+  it('coalesced point calls: a Multi\'s client span is the child of its first op\'s span and links the others (each its own trace); the node\'s store.Multi is its child', async () => {
+    // In this process (a client library user that exports): the spans of a Multi are only made
+    // where several callers' ops meet, which a CLI command cannot show.
+    Object.assign(process.env, otelEnv);
+    const sdk = await startTracing({ serviceName: 'tracing-test-client' });
+    const client = new StoreClient({ seeds: cluster.seeds, pointCallsInFlight: 1, operationTimeoutMs: 20_000 });
+    try {
+      const callers: string[] = [];
+      await Promise.all(
+        Array.from({ length: 40 }, (_, i) =>
+          // Each caller's op under its own root span: 40 traces.
+          inSpan('caller', undefined, ROOT_CONTEXT, async (span) => {
+            callers.push(traceparentOf(span));
+            await client.get(Key.fromUtf8(`coalesce-${i}`));
+          }),
+        ),
+      );
+      await sdk.shutdown();
+      const traces = new Set(callers.map((tp) => tp.split('-')[1]!));
+      expect(traces.size).toBe(40);
+      await until('the node\'s store.Multi spans', () => receiver.spans.some((s) => s.name === 'store.Multi' && traces.has(s.traceId)));
+      const mine = (): ReceivedSpan[] => receiver.spans.filter((s) => traces.has(s.traceId));
+      const gets = mine().filter((s) => s.name === 'Get' && s.service === 'tracing-test-client');
+      expect(gets).toHaveLength(40);
+      const multis = mine().filter((s) => s.name === 'Multi' && s.service === 'tracing-test-client');
+      expect(multis.length).toBeGreaterThan(0);
+      const getIds = new Map(gets.map((g) => [g.spanId, g]));
+      // Every op is served once: by its own plain call (a store.Get child) or as the parent or a link of one Multi.
+      const servedBy = new Map<string, number>();
+      for (const m of multis) {
+        const parent = getIds.get(m.parentSpanId);
+        expect(parent, 'a Multi\'s parent is an op span').toBeDefined();
+        expect(m.traceId).toBe(parent!.traceId);
+        expect(m.links.length + 1).toBe(m.attributes['shardpipe.ops']);
+        for (const id of [m.parentSpanId, ...m.links.map((l) => l.spanId)]) servedBy.set(id, (servedBy.get(id) ?? 0) + 1);
+        for (const l of m.links) expect(getIds.get(l.spanId)?.traceId).toBe(l.traceId);
+      }
+      await until('a node span for every call', () => {
+        const nodeSpans = mine().filter((s) => s.service === 'shardpipe-store');
+        return multis.every((m) => nodeSpans.some((n) => n.name === 'store.Multi' && n.parentSpanId === m.spanId)) &&
+          gets.filter((g) => !servedBy.has(g.spanId)).every((g) => nodeSpans.some((n) => n.name === 'store.Get' && n.parentSpanId === g.spanId));
+      });
+      for (const g of gets) expect(servedBy.get(g.spanId) ?? 0).toBeLessThanOrEqual(1);
+      // Coalescing happened: more ops than calls.
+      expect([...servedBy.keys()].length).toBeGreaterThan(multis.length);
+    } finally {
+      client.close();
+      for (const k of Object.keys(otelEnv)) delete process.env[k];
+    }
   });
 
   it('tracing off: no OpenTelemetry SDK module is resolved, the report still has a trace id, and job log lines carry it with the job id', async () => {

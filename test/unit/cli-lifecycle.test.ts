@@ -13,7 +13,7 @@ function signals(): EventEmitter & { send(signal: NodeJS.Signals): void } {
 function recordingLogger(): { logger: ReturnType<typeof createLogger>; errors: Array<{ obj: Record<string, unknown>; msg: string }> } {
   const logger = createLogger({ level: 'silent', pretty: false });
   const errors: Array<{ obj: Record<string, unknown>; msg: string }> = [];
-  logger.error = ((obj: Record<string, unknown>, msg: string) => errors.push({ obj, msg })) as typeof logger.error;
+  logger.error = ((obj: Record<string, unknown>, msg: string) => errors.push({ obj, msg })) as unknown as typeof logger.error;
   return { logger, errors };
 }
 

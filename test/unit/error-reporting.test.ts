@@ -72,3 +72,15 @@ describe('createLogger onError', () => {
     expect(() => createLogger({ level: 'error', pretty: false }).error({ err: boom }, 'plain')).not.toThrow();
   });
 });
+
+describe('error lines reach the reporter whatever the log level', () => {
+  it('at --log-level fatal and silent, error and fatal lines with an err still call onError (the output stays as quiet as asked)', () => {
+    for (const level of ['fatal', 'silent'] as const) {
+      const heard: string[] = [];
+      const logger = createLogger({ level, pretty: false, onError: (err) => heard.push((err as Error).message) });
+      logger.child({ module: 'x' }).error({ err: new Error(`error at ${level}`) }, 'failed');
+      logger.warn({ err: new Error('a warning is no report') }, 'warned');
+      expect(heard, level).toEqual([`error at ${level}`]);
+    }
+  });
+});

@@ -116,7 +116,7 @@ describe('progress lines', () => {
   it('logs backup progress off a terminal with the fields it always had', () => {
     const logged: Array<[unknown, unknown]> = [];
     const logger = createLogger({ level: 'silent', pretty: false });
-    logger.info = ((obj: unknown, msg: unknown) => logged.push([obj, msg])) as typeof logger.info;
+    logger.info = ((obj: unknown, msg: unknown) => logged.push([obj, msg])) as unknown as typeof logger.info;
     new ProgressView({ isTTY: false, write: () => 0 }, logger, { what: 'backup' }).show(backupSnapshot({ rowsDone: 5, rowsTotal: 10, shardsDone: 1, shardsFailed: 0, shards: 2, rowsPerSecond: 5, etaSeconds: 1 }), 0);
     expect(logged).toEqual([[{ rowsDone: 5, rowsTotal: 10, shardsDone: 1, shardsFailed: 0, shards: 2, rowsPerSecond: 5, etaSeconds: 1 }, 'backup progress']]);
   });

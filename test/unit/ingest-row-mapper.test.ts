@@ -200,7 +200,7 @@ describe('JSON value documents', () => {
       [{ a: 1, b: 'x' }, { a: null, b: 'y' }, null],
       new Struct([new Field('a', new Int32(), true), new Field('b', new Utf8())]),
     );
-    const mapType = new Map_(new Field('entries', new Struct([new Field('key', new Utf8()), new Field('value', new Int64(), true)])));
+    const mapType = new Map_<Utf8, Int64>(new Field('entries', new Struct<{ key: Utf8; value: Int64 }>([new Field('key', new Utf8()), new Field('value', new Int64(), true)])));
     const maps = vectorFromArray([new Map([['k', 1n]]), new Map(), null] as Array<Map<string, bigint> | null>, mapType);
     const mapped = map({ id: vectorFromArray([1, 2, 3], new Int32()), list, struct, maps }, { keyColumn: 'id' });
     expect(docs(mapped)).toEqual([

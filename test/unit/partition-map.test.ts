@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { PartitionMap, StoreError, partitionContains, type Partition, type PartitionMapJson } from '../../store/index.js';
+import { PartitionMap, StoreError, partitionContains, type Partition, type PartitionMapJson, type PartitionSpec } from '../../store/index.js';
 import { PartitionMapProto } from '../../store/proto/gen/shardpipe/store/v1/store.js';
 import { thrownBy } from '../helpers/rejection.js';
 
@@ -7,7 +7,7 @@ const NODES = ['127.0.0.1:7001', '127.0.0.1:7002', '127.0.0.1:7003'];
 const b = (text: string) => Buffer.from(text, 'latin1');
 const hex = (h: string) => Buffer.from(h, 'hex');
 
-function part(id: number, start: string, end: string, node = NODES[0]!): Partition {
+function part(id: number, start: string, end: string, node = NODES[0]!): PartitionSpec {
   return { id, start: b(start), end: b(end), node };
 }
 
@@ -193,8 +193,8 @@ describe('PartitionMap.create validation', () => {
   });
 
   it('binary bounds are shown as hex in messages', () => {
-    const p0: Partition = { id: 0, start: Buffer.alloc(0), end: hex('00ff'), node: NODES[0]! };
-    const p1: Partition = { id: 1, start: hex('0100'), end: Buffer.alloc(0), node: NODES[0]! };
+    const p0: PartitionSpec = { id: 0, start: Buffer.alloc(0), end: hex('00ff'), node: NODES[0]! };
+    const p1: PartitionSpec = { id: 1, start: hex('0100'), end: Buffer.alloc(0), node: NODES[0]! };
     expect(invalidMapMessage(() => PartitionMap.create(1, [p0, p1]))).toBe(
       'invalid partition map: gap between partition 0 (ends "0x00ff") and 1 (starts "0x0100")',
     );

@@ -4,7 +4,7 @@ import { encodedRecordLength } from '../../store/record.js';
 import { makeTempDir, type TempDir } from '../helpers/temp-dir.js';
 import { rejectionOf } from '../helpers/rejection.js';
 
-const EMPTY = Buffer.alloc(0);
+const EMPTY: Buffer = Buffer.alloc(0);
 const b = (text: string) => Buffer.from(text, 'latin1');
 const START_MS = 1_700_000_000_000;
 
