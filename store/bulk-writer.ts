@@ -267,6 +267,12 @@ export interface BulkPutter {
 export interface CheckpointedChunk<C> {
   rows: BulkChunk;
   checkpoint: C;
+  /**
+   * Called once every row of this chunk (and of all before it) is acknowledged, when nothing reads
+   * `rows` any more: where a caller reuses the chunk's buffers. Not called for chunks a failure left
+   * unacknowledged.
+   */
+  release?: () => void;
 }
 
 export interface CheckpointedPutOptions<C> {
@@ -289,7 +295,7 @@ export interface CheckpointedPutOptions<C> {
  */
 export async function bulkPutCheckpointed<C>(putter: BulkPutter, chunks: AsyncIterable<CheckpointedChunk<C>>, options: CheckpointedPutOptions<C>): Promise<C> {
   const writer = new LatestWriter<C>(options.persist);
-  const positions: Array<{ sentAfter: number; checkpoint: C }> = [];
+  const positions: Array<{ sentAfter: number; checkpoint: C; release: (() => void) | undefined }> = [];
   let current = options.start;
 
   // A failure of the source (a file that cannot be decoded further) ends the rows instead of
@@ -301,7 +307,7 @@ export async function bulkPutCheckpointed<C>(putter: BulkPutter, chunks: AsyncIt
     try {
       for await (const chunk of chunks) {
         sent += chunk.rows instanceof PackedRows ? chunk.rows.count : chunk.rows.length;
-        positions.push({ sentAfter: sent, checkpoint: chunk.checkpoint });
+        positions.push({ sentAfter: sent, checkpoint: chunk.checkpoint, release: chunk.release });
         yield chunk.rows;
       }
     } catch (err) {
@@ -312,7 +318,11 @@ export async function bulkPutCheckpointed<C>(putter: BulkPutter, chunks: AsyncIt
 
   const advance = (acked: number): void => {
     let reached: C | undefined;
-    while (positions.length > 0 && positions[0]!.sentAfter <= acked) reached = positions.shift()!.checkpoint;
+    while (positions.length > 0 && positions[0]!.sentAfter <= acked) {
+      const position = positions.shift()!;
+      reached = position.checkpoint;
+      position.release?.();
+    }
     if (reached === undefined) return;
     current = reached;
     writer.offer(current);
