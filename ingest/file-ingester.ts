@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PackedRows, bulkPutCheckpointed, type CheckpointedChunk, type StoreClient } from '../store/index.js';
-import { BatchBufferPool } from './batch-buffer-pool.js';
+import { BatchBufferPool } from '../common/index.js';
 import { assertFileNotEmpty, type DropFile } from './drop-scanner.js';
 import { IngestError } from './ingest-errors.js';
 import { readRecordBatches } from './file-reading.js';

@@ -11,8 +11,6 @@ export type { FileFooter, FooterRowGroup } from './file-footer.js';
 export { readRecordBatches } from './file-reading.js';
 export type { ReadRecordBatchesOptions, RecordBatchChunk } from '../files/index.js';
 export { createRowMapper, DEFAULT_MAX_VALUE_BYTES } from './row-mapper.js';
-export { BatchBufferPool } from './batch-buffer-pool.js';
-export type { BatchBufferPoolOptions } from './batch-buffer-pool.js';
 export type { RowMapper, RowMapperOptions, BatchLocation, MappedBatch, PackedMappedBatch, Reject } from './row-mapper.js';
 export { arrowKeyEncoding, encodeIntKey, describeKeyEncoding } from './key-encoding.js';
 export type { KeyEncoding } from './key-encoding.js';

@@ -1,7 +1,7 @@
 import { endianness } from 'node:os';
 import { DataType, makeVector, type Data, type RecordBatch } from 'apache-arrow';
 import { DEFAULT_MAX_KEY_BYTES, Key, PACKED_ROWS_FORMAT, PackedRows, PackedRowsBuilder, type BulkRowInput } from '../store/index.js';
-import type { BatchBufferPool } from './batch-buffer-pool.js';
+import type { BatchBufferPool } from '../common/index.js';
 import { IngestError } from './ingest-errors.js';
 import { arrowKeyEncoding, writeIntKey, type KeyEncoding } from './key-encoding.js';
 import { jsonRenderer, type JsonRenderer } from './value-json.js';

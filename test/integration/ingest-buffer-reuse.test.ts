@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BatchBufferPool } from '../../ingest/index.js';
+import { BatchBufferPool } from '../../common/index.js';
 import { PACKED_ROWS_FORMAT, PackedRows, StoreClient, bulkPutCheckpointed, type CheckpointedChunk } from '../../store/index.js';
 import { StoreCluster } from '../helpers/store-cluster.js';
 

@@ -1,6 +1,7 @@
 import { Table, Utf8, vectorFromArray } from 'apache-arrow';
 import { describe, expect, it } from 'vitest';
-import { BatchBufferPool, createRowMapper } from '../../ingest/index.js';
+import { BatchBufferPool } from '../../common/index.js';
+import { createRowMapper } from '../../ingest/index.js';
 
 describe('BatchBufferPool', () => {
   it('hands a given-back buffer out again, as a view of the requested size', () => {

@@ -7,8 +7,8 @@ export interface BatchBufferPoolOptions {
 }
 
 /**
- * Reuses the buffers packed batches are built in. A mapped batch lives until the nodes acknowledge
- * it, long enough for V8 to move its ArrayBuffer to the old generation, where a dead one waits for
+ * Reuses the buffers packed batches are built in (ingest's mapped batches, the client's encoded
+ * BulkInsert requests). A batch lives until the nodes acknowledge it, long enough for V8 to move its ArrayBuffer to the old generation, where a dead one waits for
  * a full collection (V8 starts one only after ~64 MiB of external growth): a fresh buffer per
  * batch meant one ~1 MiB allocation per 8,192 rows for the GC. A buffer given back once its batch
  * is acknowledged is taken again by a later batch.
