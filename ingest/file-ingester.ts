@@ -71,11 +71,11 @@ export interface FileIngestOptions {
 
 /**
  * Buffers of mapped batches, shared by the files this process ingests (on one thread): each file
- * has up to maxInFlight batches in flight plus the one being mapped, so 16 free buffers cover the
- * default two files at once. Only batches of at most 4 MiB are kept (a file of huge rows does not
- * pin its buffers).
+ * has up to maxInFlight (4) batches in flight plus the one being mapped; 8 free buffers are what
+ * the default two files give back between takes. Only batches of at most 4 MiB are kept (a file of
+ * huge rows does not pin its buffers).
  */
-const BATCH_BUFFERS = new BatchBufferPool({ maxFree: 16, maxBytes: 4 * 1024 * 1024 });
+const BATCH_BUFFERS = new BatchBufferPool({ maxFree: 8, maxBytes: 4 * 1024 * 1024 });
 
 /**
  * Ingests one file (or row-group range): record batches → rows and rejects → bulkPutAll, with
