@@ -34,5 +34,7 @@ export { checkHttpRequest } from './http-auth.js';
 export type { HttpAuthOptions, HttpRefusal } from './http-auth.js';
 export { redactUrl } from './redact-url.js';
 export { copyBytes } from './copy-bytes.js';
+export { BatchBufferPool } from './batch-buffer-pool.js';
+export type { BatchBufferPoolOptions } from './batch-buffer-pool.js';
 export { activeTraceId, activeTraceparent, contextOf, inSpan, parseTraceparent, startRootSpan, startTracing, traceparentOf, tracer, tracingActive, tracingWanted } from './tracing.js';
 export type { TracingHandle } from './tracing.js';

@@ -61,6 +61,14 @@ const DEFAULT_BATCH_ROWS = 8192;
  * its life. A thread above this size (bytes) after a request is stopped; the next one starts fresh.
  */
 const MAX_RETAINED_WASM_BYTES = 256 * 1024 * 1024;
+/**
+ * The decoder thread's V8 heap. It holds only small objects (row groups live in wasm memory, decoded
+ * batches in transferred ArrayBuffers, neither counted here), but an uncapped isolate grows its young
+ * generation to V8's default 3 × 16 MiB like a busy main thread. Measured with
+ * bench/ingest-memory-bench.ts (see README "Performance"). A thread over the cap dies, which the pool
+ * reports like any other decoder crash: the old generation is left far above what decoding uses.
+ */
+const DECODER_RESOURCE_LIMITS = { maxYoungGenerationSizeMb: 6, maxOldGenerationSizeMb: 128 };
 let wasmUrl: string | undefined;
 
 function parquetWasmUrl(): string {
@@ -108,7 +116,7 @@ class DecoderThread {
   idleTimer: NodeJS.Timeout | undefined;
 
   constructor(readonly pool: DecoderPool) {
-    this.worker = new Worker(PARQUET_DECODER_WORKER_SOURCE, { eval: true, workerData: { wasmUrl: parquetWasmUrl() } });
+    this.worker = new Worker(PARQUET_DECODER_WORKER_SOURCE, { eval: true, workerData: { wasmUrl: parquetWasmUrl() }, resourceLimits: DECODER_RESOURCE_LIMITS });
     this.worker.unref();
     this.worker.on('message', (reply: Reply) => pool.onReply(this, reply));
     this.worker.on('error', (err) => pool.onFailure(this, new WorkerFailure(`${err.name}: ${err.message}`)));

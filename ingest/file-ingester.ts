@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PackedRows, bulkPutCheckpointed, type CheckpointedChunk, type StoreClient } from '../store/index.js';
+import { BatchBufferPool } from '../common/index.js';
 import { assertFileNotEmpty, type DropFile } from './drop-scanner.js';
 import { IngestError } from './ingest-errors.js';
 import { readRecordBatches } from './file-reading.js';
@@ -69,6 +70,14 @@ export interface FileIngestOptions {
 }
 
 /**
+ * Buffers of mapped batches, shared by the files this process ingests (on one thread): each file
+ * has up to maxInFlight (4) batches in flight plus the one being mapped; 8 free buffers are what
+ * the default two files give back between takes. Only batches of at most 4 MiB are kept (a file of
+ * huge rows does not pin its buffers).
+ */
+const BATCH_BUFFERS = new BatchBufferPool({ maxFree: 8, maxBytes: 4 * 1024 * 1024 });
+
+/**
  * Ingests one file (or row-group range): record batches → rows and rejects → bulkPutAll, with
  * a checkpoint after every acknowledged stretch. Resuming from a checkpoint re-sends at most the
  * rows that were in flight when it was taken.
@@ -113,7 +122,7 @@ export async function ingestFile(client: StoreClient, task: FileTask, options: F
       // Rows before the checkpoint were written by an earlier attempt.
       const skip = resume && rowGroup === resume.rowGroup ? Math.max(0, resume.rowOffset - batchStart) : 0;
       if (skip >= batch.numRows) continue;
-      const mapped = mapper.mapBatchPacked(skip > 0 ? batch.slice(skip) : batch, { file: file.relativePath, rowGroup, rowOffset: batchStart + skip }, previousKey);
+      const mapped = mapper.mapBatchPacked(skip > 0 ? batch.slice(skip) : batch, { file: file.relativePath, rowGroup, rowOffset: batchStart + skip }, previousKey, BATCH_BUFFERS);
       const { rejects, outOfOrder } = mapped;
       if (rejects.length > 0) await options.rejects.write(rejects);
       if (outOfOrder > 0 && options.strictOrder) {
@@ -127,6 +136,8 @@ export async function ingestFile(client: StoreClient, task: FileTask, options: F
       // Disorder inside a batch would cut it into tiny BulkInsert calls: send the batch sorted
       // (stable, so a key's later row still wins). Disorder between batches stays as it is.
       const rows = outOfOrder > 0 ? PackedRows.fromRows(mapped.rows.toRows().sort((a, b) => Buffer.compare(a.key, b.key))) : mapped.rows;
+      // A sorted copy leaves the mapped batch unread; otherwise it is released once acknowledged.
+      if (rows !== mapped.rows) mapped.release();
       sent += rows.count;
       counts = {
         ...counts,
@@ -138,7 +149,7 @@ export async function ingestFile(client: StoreClient, task: FileTask, options: F
         rowsRejected: counts.rowsRejected + rejects.length,
         rowsOutOfOrder: counts.rowsOutOfOrder + outOfOrder,
       };
-      yield { rows, checkpoint: counts };
+      yield { rows, checkpoint: counts, release: rows === mapped.rows ? mapped.release : undefined };
       if (options.maxRowsPerSecond && options.maxRowsPerSecond > 0) {
         const aheadMs = (sent / options.maxRowsPerSecond) * 1000 - (performance.now() - started);
         if (aheadMs > 0) await sleep(aheadMs, undefined, { signal: options.signal });

@@ -1,5 +1,7 @@
+import { endianness } from 'node:os';
 import { DataType, makeVector, type Data, type RecordBatch } from 'apache-arrow';
 import { DEFAULT_MAX_KEY_BYTES, Key, PACKED_ROWS_FORMAT, PackedRows, PackedRowsBuilder, type BulkRowInput } from '../store/index.js';
+import type { BatchBufferPool } from '../common/index.js';
 import { IngestError } from './ingest-errors.js';
 import { arrowKeyEncoding, writeIntKey, type KeyEncoding } from './key-encoding.js';
 import { jsonRenderer, type JsonRenderer } from './value-json.js';
@@ -71,6 +73,12 @@ export interface PackedMappedBatch {
    * accepted key (a copy), or `previousKey` when no row was accepted; absent when neither exists.
    */
   lastKey?: Buffer;
+  /**
+   * Gives the batch's buffer back to the pool it was taken from (a no-op without one). Call it once,
+   * when nothing reads `rows` any more (they are acknowledged, or copied); rejects and keys above
+   * are copies and stay valid.
+   */
+  release(): void;
 }
 
 /** Turns Arrow record batches into store rows. Stateless between batches; one per (file, options). */
@@ -87,9 +95,10 @@ export interface RowMapper {
    * `mapBatch` into one packed batch: the same rows, the same rejects, the same errors. String and
    * binary key and value columns are copied from the Arrow buffers straight into the batch, with no
    * per-row objects. Also counts the accepted keys that fall below the key before them, starting
-   * from `previousKey` (the last key of the batch before).
+   * from `previousKey` (the last key of the batch before). With `pool`, the direct path builds the
+   * batch in a buffer taken from it (see PackedMappedBatch.release).
    */
-  mapBatchPacked(batch: RecordBatch, where: BatchLocation, previousKey?: Buffer): PackedMappedBatch;
+  mapBatchPacked(batch: RecordBatch, where: BatchLocation, previousKey?: Buffer, pool?: BatchBufferPool): PackedMappedBatch;
 }
 
 const REJECT_KEY_HEX_BYTES = 256;
@@ -145,7 +154,7 @@ export function createRowMapper(options: RowMapperOptions): RowMapper {
   return {
     options: frozen,
     mapBatch: (batch, where) => mapBatch(frozen, batch, where),
-    mapBatchPacked: (batch, where, previousKey) => mapBatchPacked(frozen, batch, where, previousKey),
+    mapBatchPacked: (batch, where, previousKey, pool) => mapBatchPacked(frozen, batch, where, previousKey, pool),
   };
 }
 
@@ -240,10 +249,10 @@ function mapRows(options: RowMapper['options'], batch: RecordBatch, where: Batch
 }
 
 /** Rows of one batch into a packed batch (see RowMapper.mapBatchPacked). */
-function mapBatchPacked(options: RowMapper['options'], batch: RecordBatch, where: BatchLocation, previousKey: Buffer | undefined): PackedMappedBatch {
+function mapBatchPacked(options: RowMapper['options'], batch: RecordBatch, where: BatchLocation, previousKey: Buffer | undefined, pool: BatchBufferPool | undefined): PackedMappedBatch {
   const columns = batchColumns(options, batch, where);
   const direct = packBytesColumns(options, where, columns);
-  if (direct !== undefined) return direct(previousKey);
+  if (direct !== undefined) return direct(previousKey, pool);
   // Other types: the per-row path's rows, copied into one batch; the order counted on its keys.
   const builder = new PackedRowsBuilder({ rowsHint: batch.numRows });
   const order = new KeyOrder(previousKey);
@@ -251,8 +260,12 @@ function mapBatchPacked(options: RowMapper['options'], batch: RecordBatch, where
     order.next(key, 0, key.length);
     builder.add(key, value);
   });
-  return { rows: builder.finish(), rejects, ...order.result() };
+  return { rows: builder.finish(), rejects, ...order.result(), release: NO_RELEASE };
 }
+
+const NO_RELEASE = (): void => {};
+/** Row lengths are written through a Uint32Array where the machine is little-endian, as the format is. */
+const LITTLE_ENDIAN = endianness() === 'LE';
 
 /** Counts keys below the key before them; keys are given as ranges of a buffer, so nothing is allocated per row. */
 class KeyOrder {
@@ -317,10 +330,10 @@ function bufferOf(values: Uint8Array): Buffer {
  * Binary value column, copied from the Arrow buffers into the batch's buffers. Undefined for any
  * other columns (the per-row path then maps them). The rejects and their reasons are mapRows's.
  */
-function packBytesColumns(options: RowMapper['options'], where: BatchLocation, columns: BatchColumns): ((previousKey: Buffer | undefined) => PackedMappedBatch) | undefined {
+function packBytesColumns(options: RowMapper['options'], where: BatchLocation, columns: BatchColumns): ((previousKey: Buffer | undefined, pool: BatchBufferPool | undefined) => PackedMappedBatch) | undefined {
   const { keyData, valueData } = columns;
   if (valueData === undefined || !isPlainBytes(keyData.type) || !isPlainBytes(valueData.type)) return undefined;
-  return (previousKey) => {
+  return (previousKey, pool) => {
     const { file, rowGroup } = where;
     const rowOffset = where.rowOffset ?? 0;
     const n = keyData.length;
@@ -331,9 +344,13 @@ function packBytesColumns(options: RowMapper['options'], where: BatchLocation, c
     const keyNulls = keyData.nullCount > 0;
     const valueNulls = valueData.nullCount > 0;
     const { maxKeyBytes, maxValueBytes } = options;
-    // Room for every row: rejects only leave some unused.
-    const lengths = Buffer.allocUnsafe(n * 8);
-    const data = Buffer.allocUnsafe(kOff[n]! - kOff[0]! + (vOff[n]! - vOff[0]!));
+    // Room for every row (rejects only leave some unused), lengths first, in one buffer.
+    const dataBytes = kOff[n]! - kOff[0]! + (vOff[n]! - vOff[0]!);
+    const slab = pool === undefined ? Buffer.allocUnsafe(n * 8 + dataBytes) : pool.take(n * 8 + dataBytes);
+    const lengths = slab.subarray(0, n * 8);
+    const data = slab.subarray(n * 8);
+    // Only where aligned: a small unpooled allocation comes from Node's shared pool at any offset.
+    const lengths32 = LITTLE_ENDIAN && lengths.byteOffset % 4 === 0 ? new Uint32Array(lengths.buffer, lengths.byteOffset, n * 2) : undefined;
     const order = new KeyOrder(previousKey);
     const rejects: Reject[] = [];
     let count = 0;
@@ -363,8 +380,13 @@ function packBytesColumns(options: RowMapper['options'], where: BatchLocation, c
         continue;
       }
       order.next(kBuf, ks, ke);
-      lengths.writeUInt32LE(kLen, count * 8);
-      lengths.writeUInt32LE(vLen, count * 8 + 4);
+      if (lengths32 !== undefined) {
+        lengths32[2 * count] = kLen;
+        lengths32[2 * count + 1] = vLen;
+      } else {
+        lengths.writeUInt32LE(kLen, count * 8);
+        lengths.writeUInt32LE(vLen, count * 8 + 4);
+      }
       if (kLen <= LOOP_COPY_BYTES) for (let j = 0; j < kLen; j++) data[at + j] = kBuf[ks + j]!;
       else kBuf.copy(data, at, ks, ke);
       at += kLen;
@@ -374,7 +396,13 @@ function packBytesColumns(options: RowMapper['options'], where: BatchLocation, c
       count++;
     }
     const rows = PackedRows.fromMessage({ format: PACKED_ROWS_FORMAT, count, lengths: lengths.subarray(0, count * 8), data: data.subarray(0, at), meta: NO_META });
-    return { rows, rejects, ...order.result() };
+    let released = pool === undefined;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      pool!.give(slab);
+    };
+    return { rows, rejects, ...order.result(), release };
   };
 }
 

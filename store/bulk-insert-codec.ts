@@ -1,4 +1,5 @@
 import { BulkInsertRequest as BulkInsertRequestCodec, type BulkInsertRequest } from './proto/gen/shardpipe/store/v1/store.js';
+import type { BatchBufferPool } from '../common/index.js';
 import { varintSize, writeVarint } from './wire-varint.js';
 
 const WIRE_VARINT = 0;
@@ -96,6 +97,29 @@ function lengthDelimited(bytes: Buffer, r: { pos: number }): Buffer | undefined 
  * in finish() and again in Buffer.from: ~5 copies of each ~1 MiB batch). Per-row requests go
  * through the generated encoder, without the extra Buffer.from copy.
  */
+/** Requests to encode into a pooled buffer (see encodeBulkInsertPooled), and the buffer each got. */
+const encodePools = new WeakMap<BulkInsertRequest, BatchBufferPool>();
+const pooledOutputs = new WeakMap<BulkInsertRequest, Buffer>();
+
+/**
+ * Has `encodeBulkInsert` write this packed request into a buffer taken from `pool` (the gRPC
+ * serializer sees only the request). Give it back with `releaseEncodedBulkInsert` once the call
+ * succeeded: the node answers a unary call only after reading the whole request, so grpc-js has
+ * copied the bytes into its frame by then. After a failure nothing is given back (the GC takes it).
+ */
+export function encodeBulkInsertPooled(request: BulkInsertRequest, pool: BatchBufferPool): BulkInsertRequest {
+  encodePools.set(request, pool);
+  return request;
+}
+
+/** Gives the buffer a pooled request was encoded into back to its pool (once; a no-op otherwise). */
+export function releaseEncodedBulkInsert(request: BulkInsertRequest): void {
+  const out = pooledOutputs.get(request);
+  if (out === undefined) return;
+  pooledOutputs.delete(request);
+  encodePools.get(request)?.give(out);
+}
+
 export function encodeBulkInsert(request: BulkInsertRequest): Buffer {
   const packed = request.packed;
   if (request.rows.length !== 0 || packed === undefined) {
@@ -112,7 +136,9 @@ export function encodeBulkInsert(request: BulkInsertRequest): Buffer {
   if (data.length !== 0) inner += 1 + varintSize(data.length) + data.length;
   if (meta.length !== 0) inner += 1 + varintSize(meta.length) + meta.length;
   const total = (request.mapVersion !== 0 ? 1 + varintSize(request.mapVersion) : 0) + 1 + varintSize(inner) + inner;
-  const out = Buffer.allocUnsafe(total);
+  const pool = encodePools.get(request);
+  const out = pool === undefined ? Buffer.allocUnsafe(total) : pool.take(total);
+  if (pool !== undefined) pooledOutputs.set(request, out);
   let pos = 0;
   if (request.mapVersion !== 0) {
     out[pos++] = (1 << 3) | WIRE_VARINT;

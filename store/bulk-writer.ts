@@ -1,5 +1,6 @@
 import { setMaxListeners } from 'node:events';
-import { LatestWriter } from '../common/index.js';
+import { BatchBufferPool, LatestWriter } from '../common/index.js';
+import { encodeBulkInsertPooled, releaseEncodedBulkInsert } from './bulk-insert-codec.js';
 import type { BulkRowInput } from './bulk-row.js';
 import { PackedRows, PackedRowsBuilder } from './packed-rows.js';
 import { partitionContains, type Partition } from './partition-map.js';
@@ -61,6 +62,12 @@ interface Pending {
 }
 
 /**
+ * Buffers the packed requests are encoded into (~1 MiB each), reused once a call succeeded: calls in
+ * flight over all puts of the process rarely exceed 8 (2 files × 4 calls by default).
+ */
+const ENCODED_REQUESTS = new BatchBufferPool({ maxFree: 8, maxBytes: 4 * 1024 * 1024 });
+
+/**
  * Writes a sorted stream of rows with BulkInsert, each call one packed batch (store.proto
  * `PackedRows`): cuts the stream at partition boundaries (of the router's map) and by rows and
  * bytes, keeps up to `maxInFlight` calls in flight, resends the unaccepted rest of a batch (to
@@ -113,9 +120,12 @@ export async function bulkPutAll(router: StoreRouter, source: BulkSource, option
   };
 
   const insert = (batch: PackedRows, callOptions: CallOptions) =>
-    router.routed(batch.key(0), callOptions, (conn, mapVersion, limits) => {
-      const request = perRow ? { mapVersion, rows: toBulkRows(batch) } : { mapVersion, rows: [], packed: batch.toMessage() };
-      return conn.unary('bulkInsert', request, limits);
+    router.routed(batch.key(0), callOptions, async (conn, mapVersion, limits) => {
+      if (perRow) return conn.unary('bulkInsert', { mapVersion, rows: toBulkRows(batch) }, limits);
+      const request = encodeBulkInsertPooled({ mapVersion, rows: [], packed: batch.toMessage() }, ENCODED_REQUESTS);
+      const response = await conn.unary('bulkInsert', request, limits);
+      releaseEncodedBulkInsert(request);
+      return response;
     });
 
   const send = async (rows: PackedRows, callOptions: CallOptions): Promise<void> => {
@@ -267,6 +277,12 @@ export interface BulkPutter {
 export interface CheckpointedChunk<C> {
   rows: BulkChunk;
   checkpoint: C;
+  /**
+   * Called once every row of this chunk (and of all before it) is acknowledged, when nothing reads
+   * `rows` any more: where a caller reuses the chunk's buffers. Not called for chunks a failure left
+   * unacknowledged.
+   */
+  release?: () => void;
 }
 
 export interface CheckpointedPutOptions<C> {
@@ -289,7 +305,7 @@ export interface CheckpointedPutOptions<C> {
  */
 export async function bulkPutCheckpointed<C>(putter: BulkPutter, chunks: AsyncIterable<CheckpointedChunk<C>>, options: CheckpointedPutOptions<C>): Promise<C> {
   const writer = new LatestWriter<C>(options.persist);
-  const positions: Array<{ sentAfter: number; checkpoint: C }> = [];
+  const positions: Array<{ sentAfter: number; checkpoint: C; release: (() => void) | undefined }> = [];
   let current = options.start;
 
   // A failure of the source (a file that cannot be decoded further) ends the rows instead of
@@ -301,7 +317,7 @@ export async function bulkPutCheckpointed<C>(putter: BulkPutter, chunks: AsyncIt
     try {
       for await (const chunk of chunks) {
         sent += chunk.rows instanceof PackedRows ? chunk.rows.count : chunk.rows.length;
-        positions.push({ sentAfter: sent, checkpoint: chunk.checkpoint });
+        positions.push({ sentAfter: sent, checkpoint: chunk.checkpoint, release: chunk.release });
         yield chunk.rows;
       }
     } catch (err) {
@@ -312,7 +328,11 @@ export async function bulkPutCheckpointed<C>(putter: BulkPutter, chunks: AsyncIt
 
   const advance = (acked: number): void => {
     let reached: C | undefined;
-    while (positions.length > 0 && positions[0]!.sentAfter <= acked) reached = positions.shift()!.checkpoint;
+    while (positions.length > 0 && positions[0]!.sentAfter <= acked) {
+      const position = positions.shift()!;
+      reached = position.checkpoint;
+      position.release?.();
+    }
     if (reached === undefined) return;
     current = reached;
     writer.offer(current);

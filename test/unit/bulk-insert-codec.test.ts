@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { PackedRowsBuilder, type BulkRowInput } from '../../store/index.js';
-import { decodePackedBulkInsert, encodeBulkInsert } from '../../store/bulk-insert-codec.js';
+import { BatchBufferPool } from '../../common/index.js';
+import { decodePackedBulkInsert, encodeBulkInsert, encodeBulkInsertPooled, releaseEncodedBulkInsert } from '../../store/bulk-insert-codec.js';
 import { BulkInsertRequest } from '../../store/proto/gen/shardpipe/store/v1/store.js';
 
 /** The client's hand encoder of BulkInsertRequest writes exactly the generated encoder's bytes. */
@@ -75,5 +76,31 @@ describe('encodeBulkInsert', () => {
     expect(() => encodeBulkInsert({ mapVersion: -1, rows: [], packed: rows })).toThrow(RangeError);
     expect(() => encodeBulkInsert({ mapVersion: 1.5, rows: [], packed: rows })).toThrow(RangeError);
     expect(() => encodeBulkInsert({ mapVersion: 1, rows: [], packed: { ...rows, count: 2 ** 32 } })).toThrow(RangeError);
+  });
+});
+
+describe('encodeBulkInsert into a pool', () => {
+  it('writes the same bytes into a pooled buffer, reused only after the request is released', () => {
+    const pool = new BatchBufferPool();
+    const first = encodeBulkInsertPooled({ mapVersion: 7, rows: [], packed: packed(1000, 2, false).toMessage() }, pool);
+    const a = encodeBulkInsert(first);
+    expect(a.equals(generated(first))).toBe(true);
+    // Not released: a second request gets memory of its own.
+    const second = encodeBulkInsertPooled({ mapVersion: 8, rows: [], packed: packed(1000, 3, false).toMessage() }, pool);
+    const b = encodeBulkInsert(second);
+    expect(b.buffer).not.toBe(a.buffer);
+    expect(b.equals(generated(second))).toBe(true);
+    releaseEncodedBulkInsert(first);
+    releaseEncodedBulkInsert(first);
+    expect(pool.freeCount).toBe(1);
+    const third = encodeBulkInsertPooled({ mapVersion: 9, rows: [], packed: packed(1000, 4, false).toMessage() }, pool);
+    const c = encodeBulkInsert(third);
+    expect(c.buffer).toBe(a.buffer);
+    expect(c.equals(generated(third))).toBe(true);
+    // Per-row requests go through the generated encoder, nothing taken from the pool.
+    const perRow = encodeBulkInsertPooled({ mapVersion: 5, rows: [{ key: Buffer.from('a'), value: Buffer.from('b'), etag: 0, updatedAtMs: 0, expiresAtMs: 0 }], packed: undefined }, pool);
+    expect(encodeBulkInsert(perRow).equals(generated(perRow))).toBe(true);
+    releaseEncodedBulkInsert(perRow);
+    expect(pool.freeCount).toBe(0);
   });
 });
