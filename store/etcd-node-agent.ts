@@ -224,6 +224,7 @@ export class EtcdNodeAgent {
           target,
           source: connection,
           signal,
+          onSnapshot: (position) => node.positionReplica(partitionId, position),
           onProgress: (progress) => {
             last = progress;
             node.reportSync(partitionId, progress);

@@ -1,5 +1,5 @@
 import type { Partition } from './partition-map.js';
-import type { PartitionStore, StoredEntry } from './partition-store.js';
+import type { ChainPosition, PartitionStore, StoredEntry } from './partition-store.js';
 import type { BulkRowInput } from './bulk-row.js';
 import type { NodeConnection } from './node-connection.js';
 import { StoreError } from './store-errors.js';
@@ -32,6 +32,11 @@ export interface ReplicaSyncOptions {
   rpcDeadlineMs?: number;
   /** Entries per scan batch asked for. Default 1000. */
   batchSize?: number;
+  /**
+   * Called once the source's snapshot is open, with the last chain write it holds: the local
+   * replica applies forwards after it and takes the ones up to it as copied (ChainReplica.startAt).
+   */
+  onSnapshot?: (position: ChainPosition) => void;
   /** Called after every copied batch. */
   onProgress?: (progress: SyncProgress) => void;
   signal?: AbortSignal;
@@ -61,6 +66,7 @@ export async function syncReplica(options: ReplicaSyncOptions): Promise<SyncResu
   const snapshot = opened.snapshots.find((s) => s.partitionId === partition.id);
   if (snapshot === undefined) throw new StoreError('STORE_NOT_OWNER', `${source.address} pinned no snapshot of partition ${partition.id}`, { context: { partition: partition.id } });
   const snapshotId = snapshot.snapshotId;
+  options.onSnapshot?.({ stream: snapshot.chainStream, seq: snapshot.chainSeq });
   const progress: SyncProgress = { rows: 0, bytes: 0, totalRows: snapshot.count, deleted: 0 };
   let renewedAt = Date.now();
   try {

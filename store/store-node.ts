@@ -6,7 +6,7 @@ import { MAX_KEPT_ETAG, MAX_LEASE_MS, MAX_MAP_VERSION_STEP, MAX_TIME_MS, MAX_TTL
 import { DEFAULT_MAX_KEY_BYTES, Key, displayBytes } from './key.js';
 import { PackedRows } from './packed-rows.js';
 import { PartitionMap, partitionContains, readNodeOf, type Partition } from './partition-map.js';
-import { DEFAULT_SCAN_BATCH_MAX_BYTES, PartitionStore, type PointWrite, type BulkRowInput, type PartitionHealth, type PartitionSnapshot, type PartitionStoreStats, type PutOptions, type StoredEntry, type WriteTiming } from './partition-store.js';
+import { DEFAULT_SCAN_BATCH_MAX_BYTES, PartitionStore, type PointWrite, type BulkRowInput, type PartitionHealth, type ChainPosition, type PartitionSnapshot, type PartitionStoreStats, type PutOptions, type StoredEntry, type WriteTiming } from './partition-store.js';
 import type { StoredRecord } from './record.js';
 import type { RangeDigest } from './range-digest.js';
 import { StoreError } from './store-errors.js';
@@ -98,6 +98,8 @@ export interface SnapshotLeaseInfo {
   count: number;
   takenAtMs: number;
   expiresAtMs: number;
+  /** The last chain write the snapshot holds. */
+  chain: ChainPosition;
 }
 
 interface HeldSnapshot {
@@ -208,7 +210,8 @@ export class StoreNode {
     const replica = this.chainOf(partition);
     if (replica === undefined) return store.put(key, value, options);
     replica.checkRoom();
-    const replicated = store.put(key, value, options).then((record) => ({ record, acked: replica.replicate({ kind: 'points', nowMs: record.updatedAtMs, writes: [{ key, record }] }) }));
+    const tag = replica.headTag();
+    const replicated = store.put(key, value, options, tag).then((record) => ({ record, acked: replica.replicate({ kind: 'points', nowMs: record.updatedAtMs, writes: [{ key, record }] }, tag) }));
     const { record, acked } = await replicated;
     await this.chainAck(acked, options.expectedEtag !== undefined, partition);
     return record;
@@ -220,7 +223,8 @@ export class StoreNode {
     const replica = this.chainOf(partition);
     if (replica === undefined) return store.delete(key, expectedEtag);
     replica.checkRoom();
-    const { deleted, acked } = await store.delete(key, expectedEtag).then((deleted) => ({ deleted, acked: replica.replicate({ kind: 'points', nowMs: Date.now(), writes: [{ key, deleted: true }] }) }));
+    const tag = replica.headTag();
+    const { deleted, acked } = await store.delete(key, expectedEtag, tag).then((deleted) => ({ deleted, acked: replica.replicate({ kind: 'points', nowMs: Date.now(), writes: [{ key, deleted: true }] }, tag) }));
     await this.chainAck(acked, expectedEtag !== undefined, partition);
     return deleted;
   }
@@ -262,9 +266,10 @@ export class StoreNode {
       );
     }
     for (const [store, slots] of writes) {
-      const settled = store.writeMany(slots.map((i) => ops[i] as PointWrite & PointOp));
       const partition = this.currentMap.lookup(ops[slots[0]!]!.key);
       const replica = this.chainOf(partition);
+      const tags = slots.map(() => replica?.headTag());
+      const settled = store.writeMany(slots.map((i, j) => ({ ...(ops[i] as PointWrite & PointOp), chain: tags[j] })));
       slots.forEach((slot, j) => {
         const op = ops[slot]!;
         const outcome = settled[j]!.then((r): PointOutcome => (op.kind === 'put' ? { ok: true, kind: 'put', record: r as StoredRecord } : { ok: true, kind: 'delete', deleted: r as boolean }));
@@ -278,7 +283,7 @@ export class StoreNode {
           .then((o) => {
             const applied: ForwardOp =
               o.ok && o.kind === 'put' ? { kind: 'points', nowMs: o.record.updatedAtMs, writes: [{ key: op.key, record: o.record }] } : { kind: 'points', nowMs: Date.now(), writes: [{ key: op.key, deleted: true }] };
-            return { o, acked: replica.replicate(applied) };
+            return { o, acked: replica.replicate(applied, tags[j]!) };
           })
           .then(async ({ o, acked }) => {
             await this.chainAck(acked, cas, partition);
@@ -360,7 +365,8 @@ export class StoreNode {
     const replica = this.chainOf(partition);
     if (replica === undefined) return store.bulkInsert(rows);
     replica.checkRoom();
-    const { timing, acked } = await store.bulkInsert(rows).then((timing) => ({ timing, acked: replica.replicate({ kind: 'bulk', rows, assigned: timing.assigned }) }));
+    const tag = replica.headTag();
+    const { timing, acked } = await store.bulkInsert(rows, undefined, tag).then((timing) => ({ timing, acked: replica.replicate({ kind: 'bulk', rows, assigned: timing.assigned }, tag) }));
     const forwarded = performance.now();
     const hops = await this.chainAck(acked, false, partition);
     return { queueMs: timing.queueMs, writeMs: timing.writeMs, fsyncMs: timing.fsyncMs, forwardMs: performance.now() - forwarded, hops };
@@ -385,7 +391,7 @@ export class StoreNode {
   }
 
   /** Where each replica of this node stands in its chain's write stream, by partition id. */
-  chainProgress(): Array<{ partitionId: number; epoch: number; lastSeq: number; unacked: number; forwardedBytes: number }> {
+  chainProgress(): Array<{ partitionId: number; epoch: number; lastSeq: number; unacked: number; streamId: string; positioned: boolean; forwardedBytes: number }> {
     return [...this.replicas.values()].map((r) => ({ partitionId: r.partitionId, epoch: r.epoch, ...r.progress, forwardedBytes: r.forwardedBytes }));
   }
 
@@ -448,7 +454,7 @@ export class StoreNode {
    * The digest of this node's own replica of the partition owning `start` (clamped to it), whatever
    * the replica's place or state in the chain: what `cluster check` compares across a chain.
    */
-  async replicaChecksum(mapVersion: number, start: Buffer, end: Buffer, options: { includeEtag?: boolean; signal?: AbortSignal } = {}): Promise<{ digest: RangeDigest; partition: Partition; state: string; next: Buffer }> {
+  async replicaChecksum(mapVersion: number, start: Buffer, end: Buffer, options: { includeEtag?: boolean; signal?: AbortSignal } = {}): Promise<{ digest: RangeDigest; partition: Partition; state: string; next: Buffer; chain: ChainPosition }> {
     this.checkVersion(mapVersion);
     const partition = this.currentMap.lookup(start);
     const replica = partition.chain.find((r) => r.node === this.address);
@@ -458,8 +464,14 @@ export class StoreNode {
     }
     const from = Buffer.compare(start, partition.start) < 0 ? partition.start : start;
     const endsInside = partition.end.length === 0 || (end.length > 0 && Buffer.compare(end, partition.end) <= 0);
-    const digest = await store.checksum(from, endsInside ? end : partition.end, options);
-    return { digest, partition, state: replica.state, next: endsInside ? Buffer.alloc(0) : partition.end };
+    // One snapshot: the digest is exactly the data at the chain position it reports.
+    const snapshot = await store.openSnapshot();
+    try {
+      const digest = await store.checksum(from, endsInside ? end : partition.end, { ...options, snapshot });
+      return { digest, partition, state: replica.state, next: endsInside ? Buffer.alloc(0) : partition.end, chain: snapshot.chain };
+    } finally {
+      await snapshot.close();
+    }
   }
 
   /** Records the progress of this node's sync of a partition (undefined: no sync running), for metrics. */
@@ -474,6 +486,11 @@ export class StoreNode {
       const state = p.chain.find((r) => r.node === this.address)!.state;
       return { partitionId: p.id, state, sync: state === 'syncing' ? (this.syncs.get(p.id) ?? { rows: 0, bytes: 0, totalRows: 0 }) : undefined };
     });
+  }
+
+  /** A syncing replica's place in the write stream, from the snapshot its sync copies (ChainReplica.startAt). */
+  positionReplica(partitionId: number, position: ChainPosition): void {
+    this.replicas.get(partitionId)?.startAt(position);
   }
 
   /** The local store of a partition this node holds a replica of (any state), for a replica sync. */
@@ -514,7 +531,7 @@ export class StoreNode {
       const snapshotId = `p${wanted[i]!.id}-${randomBytes(8).toString('hex')}`;
       const expiresAtMs = Date.now() + leaseMs;
       this.snapshots.set(snapshotId, { partitionId: wanted[i]!.id, snapshot, expiresAtMs, timer: this.expiryTimer(snapshotId, leaseMs) });
-      return { snapshotId, partitionId: wanted[i]!.id, count: snapshot.count, takenAtMs: snapshot.takenAtMs, expiresAtMs };
+      return { snapshotId, partitionId: wanted[i]!.id, count: snapshot.count, takenAtMs: snapshot.takenAtMs, expiresAtMs, chain: snapshot.chain };
     });
   }
 
@@ -532,7 +549,7 @@ export class StoreNode {
       clearTimeout(h!.timer);
       h!.expiresAtMs = Date.now() + leaseMs;
       h!.timer = this.expiryTimer(snapshotId, leaseMs);
-      return { snapshotId, partitionId: h!.partitionId, count: h!.snapshot.count, takenAtMs: h!.snapshot.takenAtMs, expiresAtMs: h!.expiresAtMs };
+      return { snapshotId, partitionId: h!.partitionId, count: h!.snapshot.count, takenAtMs: h!.snapshot.takenAtMs, expiresAtMs: h!.expiresAtMs, chain: h!.snapshot.chain };
     });
   }
 

@@ -20,6 +20,8 @@ interface Harness {
   /** Links that hang (never answer) until the sender aborts: a dead peer. */
   cut: Set<string>;
   sent: ForwardMessage[];
+  /** Closes a node (its LevelDB stays) and opens it again on the same folder: a process restarted within its lease. */
+  restart(name: string): Promise<StoreNode>;
   install(chain: readonly (string | Replica)[], epoch: number, version: number): Promise<PartitionMap>;
 }
 
@@ -56,17 +58,27 @@ async function harness(names: readonly string[], forwardTimeoutMs = 2000): Promi
     },
   });
   const initial = mapOf(names, 1, 1);
+  const dirOf = new Map<string, string>();
+  const start = async (name: string): Promise<StoreNode> => {
+    const node = await StoreNode.open({ node: name, dataDir: dirOf.get(name)!, initialMap: initial, transport: transport(name), forwardTimeoutMs, sweepIntervalMs: 0, syncWrites: false });
+    open.push(node);
+    nodes.set(name, node);
+    return node;
+  };
   for (const name of names) {
     const dir = await mkdtemp(join(tmpdir(), 'chain-'));
     dirs.push(dir);
-    const node = await StoreNode.open({ node: name, dataDir: dir, initialMap: initial, transport: transport(name), forwardTimeoutMs, sweepIntervalMs: 0, syncWrites: false });
-    open.push(node);
-    nodes.set(name, node);
+    dirOf.set(name, dir);
+    await start(name);
   }
   return {
     nodes,
     cut,
     sent,
+    async restart(name) {
+      await nodes.get(name)!.close();
+      return start(name);
+    },
     async install(chain, epoch, version) {
       const map = mapOf(chain, epoch, version);
       for (const [name, node] of nodes) if (!cut.has(name)) await node.setMap(map, { force: true });
@@ -219,7 +231,7 @@ describe('chain write path (in-process transport, real LevelDB)', () => {
     expect((await h.nodes.get(C)!.get(2, Buffer.from('acct')))?.etag).toBe(again.etag);
   });
 
-  it('a replica that joined by a sync and was promoted before any forward reached it takes the head\'s stream mid-way (a quiet partition); one from cluster init still needs its beginning', async () => {
+  it('a replica that joined by a sync and was promoted before any forward reached it takes the head\'s stream where its sync\'s snapshot had it (a quiet partition); one from cluster init still needs its beginning', async () => {
     const h = await harness([A, B, C], 300);
     const head = h.nodes.get(A)!;
     // C leaves; the head writes (its stream goes past 1); C comes back syncing and is promoted with nothing written meanwhile.
@@ -227,6 +239,11 @@ describe('chain write path (in-process transport, real LevelDB)', () => {
     expect((await head.bulkInsert(2, rows(0, 100))).accepted).toBe(100);
     await head.put(2, Buffer.from('k0000001'), Buffer.from('before'), {});
     await h.install([A, B, { node: C, state: 'syncing' }], 3, 3);
+    // What C's sync does once it has opened its snapshot of the tail (B): take the snapshot's place in the stream.
+    const [snap] = await h.nodes.get(B)!.openSnapshots(3, [0], 60_000);
+    expect(snap!.chain.seq).toBe(2);
+    h.nodes.get(C)!.positionReplica(0, snap!.chain);
+    await h.nodes.get(B)!.releaseSnapshots([snap!.snapshotId]);
     await h.install([A, B, C], 4, 4);
     const put = await head.put(4, Buffer.from('k0000002'), Buffer.from('after the promotion'), {});
     // Acknowledged means the tail, C, has it: same record as the head's.
@@ -236,6 +253,62 @@ describe('chain write path (in-process transport, real LevelDB)', () => {
     await expect(
       fresh.nodes.get(B)!.receiveForward({ partitionId: 0, epoch: 1, from: A, streamId: 's9', seq: 5, op: { kind: 'points', nowMs: Date.now(), writes: [{ key: Buffer.from('x'), deleted: true }] } }),
     ).rejects.toMatchObject({ code: 'STORE_FORWARD_GAP' });
+  });
+
+  it('fault injection: a syncing replica whose first two forwards arrive out of order, before its sync opened its snapshot, applies both in order from the snapshot\'s position', async () => {
+    const h = await harness([A, B, C], 2000);
+    const head = h.nodes.get(A)!;
+    await h.install([A, B], 2, 2);
+    expect((await head.bulkInsert(2, rows(0, 10))).accepted).toBe(10);
+    await head.put(2, Buffer.from('k0000001'), Buffer.from('before'), {});
+    await h.install([A, B, { node: C, state: 'syncing' }], 3, 3);
+    const tail = h.nodes.get(B)!;
+    const [snap] = await tail.openSnapshots(3, [0], 60_000);
+    const at = snap!.chain;
+    expect(at.seq).toBe(2);
+    // The tail's next two forwards reach C the wrong way round, before C knows where it stands.
+    const syncing = h.nodes.get(C)!;
+    const base = { partitionId: 0, epoch: 3, from: B, streamId: at.stream };
+    const put = (key: string, etag: number) => ({ kind: 'points' as const, nowMs: 5000, writes: [{ key: Buffer.from(key), record: { value: Buffer.from(key), etag, updatedAtMs: 5000, expiresAtMs: 0 } }] });
+    const later = syncing.receiveForward({ ...base, seq: at.seq + 2, op: put('later', 102) });
+    const earlier = syncing.receiveForward({ ...base, seq: at.seq + 1, op: put('earlier', 101) });
+    // Neither is applied on a guess: both wait for the position.
+    await new Promise((r) => setImmediate(r));
+    expect(syncing.chainProgress()[0]).toMatchObject({ positioned: false, lastSeq: 0 });
+    syncing.positionReplica(0, at);
+    await Promise.all([later, earlier]);
+    await tail.releaseSnapshots([snap!.snapshotId]);
+    expect((await syncing.replicaStore(0)!.get(Buffer.from('earlier')))?.etag).toBe(101);
+    expect((await syncing.replicaStore(0)!.get(Buffer.from('later')))?.etag).toBe(102);
+    expect(syncing.chainProgress()[0]).toMatchObject({ positioned: true, lastSeq: at.seq + 2, streamId: at.stream });
+    // Forwards up to the snapshot's position are in the copy: acknowledged, not applied again.
+    await syncing.receiveForward({ ...base, seq: at.seq, op: put('not-applied', 100) });
+    expect(await syncing.replicaStore(0)!.get(Buffer.from('not-applied'))).toBeUndefined();
+  });
+
+  it('fault injection: a middle replica restarted within its lease continues the chain from the position persisted with its writes; what it had not passed on reaches the tail', async () => {
+    const h = await harness([A, B, C], 300);
+    const head = h.nodes.get(A)!;
+    expect((await head.bulkInsert(1, rows(0, 100))).accepted).toBe(100);
+    // B applies the next write, but its forward to C hangs; then B stops and starts again.
+    h.cut.add(C);
+    const pending = head.bulkInsert(1, rows(100, 50));
+    pending.catch(() => undefined);
+    await waitFor(async () => (await h.nodes.get(B)!.replicaDigest(0)).count === 150);
+    h.cut.add(B);
+    const restarted = await h.restart(B);
+    expect(restarted.chainProgress()[0]).toMatchObject({ lastSeq: 2, positioned: true });
+    h.cut.delete(B);
+    h.cut.delete(C);
+    // A's re-send of seq 2 is a duplicate at B, which passes it on to C; the write is acknowledged.
+    expect((await pending).accepted).toBe(50);
+    const put = await head.put(1, Buffer.from('k0000007'), Buffer.from('after the restart'), {});
+    expect(await h.nodes.get(C)!.get(1, Buffer.from('k0000007'))).toEqual(put);
+    const all = await digests(h, [A, B, C]);
+    expect(all[0]!.count).toBe(150);
+    expect(all[1]).toEqual(all[0]);
+    expect(all[2]).toEqual(all[0]);
+    expect(h.nodes.get(C)!.chainProgress()[0]).toMatchObject({ lastSeq: 3 });
   });
 
   it('forwards that arrive out of order are applied in sequence order', async () => {
