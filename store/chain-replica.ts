@@ -79,6 +79,53 @@ interface Waiting {
   timer: NodeJS.Timeout;
 }
 
+/**
+ * The keys live forwards wrote into a syncing replica since its sync's snapshot position: newer than
+ * anything the snapshot holds, so the copy neither writes over them nor deletes them (a forwarded
+ * delete is a tombstone here), and the copy's verification leaves them out. `touchedAt` gives the
+ * clock value at a key's first write; the copy compares it with the clock when it read a batch.
+ */
+export interface CopyGuard {
+  touchedAt(key: Buffer): number | undefined;
+  /** Advances with every key first touched. */
+  readonly clock: number;
+  /** More keys were touched than the guard holds (MAX_TOUCHED): the copy cannot be verified, start it again. */
+  readonly overflowed: boolean;
+  /** Every touched key (latin1) with its clock value. */
+  touched(): IterableIterator<[string, number]>;
+}
+
+/** Most keys a syncing replica tracks as written by forwards during one copy (about 100 bytes each). */
+const MAX_TOUCHED = 1_000_000;
+
+class TouchedKeys implements CopyGuard {
+  private readonly keys = new Map<string, number>();
+  clock = 0;
+  overflowed = false;
+
+  touchedAt(key: Buffer): number | undefined {
+    return this.keys.get(key.toString('latin1'));
+  }
+
+  get size(): number {
+    return this.keys.size;
+  }
+
+  touched(): IterableIterator<[string, number]> {
+    return this.keys.entries();
+  }
+
+  touch(key: Buffer): void {
+    const id = key.toString('latin1');
+    if (this.keys.has(id)) return;
+    if (this.keys.size >= MAX_TOUCHED) {
+      this.overflowed = true;
+      return;
+    }
+    this.keys.set(id, ++this.clock);
+  }
+}
+
 /** Most out-of-order forwards a replica holds while it waits for the ones before them. */
 const MAX_WAITING = 1024;
 const RETRY_PAUSE_MS = 50;
@@ -109,6 +156,8 @@ export class ChainReplica {
   private positioned = true;
   /** The last sequence number taken here (queued for writing; head: assigned), of `streamId`. */
   private lastSeq = 0;
+  /** While a sync copies into this replica: keys forwards wrote since its snapshot (dropped once it serves). */
+  private guard: TouchedKeys | undefined;
   private readonly unacked = new Map<number, Unacked>();
   private readonly waiting = new Map<number, Waiting>();
   /** Aborted on every chain change, so sends to a removed successor stop at once and go again. */
@@ -174,8 +223,8 @@ export class ChainReplica {
   }
 
   /** The highest sequence number taken here, and how many forwards still wait for their ack. */
-  get progress(): { lastSeq: number; unacked: number; streamId: string; positioned: boolean } {
-    return { lastSeq: this.lastSeq, unacked: this.unacked.size, streamId: this.streamId ?? '', positioned: this.positioned };
+  get progress(): { lastSeq: number; unacked: number; streamId: string; positioned: boolean; touchedKeys: number } {
+    return { lastSeq: this.lastSeq, unacked: this.unacked.size, streamId: this.streamId ?? '', positioned: this.positioned, touchedKeys: this.guard?.size ?? 0 };
   }
 
   /**
@@ -196,7 +245,14 @@ export class ChainReplica {
       this.lastSeq = Math.max(this.lastSeq, position.seq);
     }
     this.positioned = true;
+    // A new snapshot holds every forward up to its position: only keys written after it count.
+    this.guard = new TouchedKeys();
     for (const w of [...this.waiting.values()]) this.wake(w);
+  }
+
+  /** The keys forwards wrote since the running sync's snapshot (undefined: no sync positioned this replica). */
+  get copyGuard(): CopyGuard | undefined {
+    return this.guard;
   }
 
   /**
@@ -209,6 +265,8 @@ export class ChainReplica {
     this.partition = partition;
     // Entering `syncing` (cluster repair): its data is about to be replaced by a copy.
     if (!wasSyncing && this.state === 'syncing') this.positioned = false;
+    // Promoted or removed: the copy is over, its tombstones go.
+    if (this.state !== 'syncing') this.guard = undefined;
     if (partition.epoch !== before.epoch || this.successorOf(partition) !== this.successorOf(before) || this.index < 0) {
       const changed = this.chainChanged;
       this.chainChanged = unboundedController();
@@ -359,6 +417,13 @@ export class ChainReplica {
    * resolves when they are durable. Applying a forward twice writes the same records again.
    */
   private apply(op: ForwardOp, tag: ChainTag): Promise<unknown> {
+    // Marked as the writes are queued, before any await: the copy checks the marks synchronously
+    // just before it queues its own rows, so the two never interleave.
+    const guard = this.guard;
+    if (guard !== undefined) {
+      if (op.kind === 'bulk') for (let i = 0; i < op.rows.count; i++) guard.touch(op.rows.key(i));
+      else for (const w of op.writes) guard.touch(w.key);
+    }
     if (op.kind === 'bulk') return this.store.bulkInsert(op.rows, op.assigned, tag);
     const parts: Array<PackedRowsBuilder | Buffer> = [];
     for (const w of op.writes) {

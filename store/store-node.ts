@@ -10,7 +10,7 @@ import { DEFAULT_SCAN_BATCH_MAX_BYTES, PartitionStore, type PointWrite, type Bul
 import type { StoredRecord } from './record.js';
 import type { RangeDigest } from './range-digest.js';
 import { StoreError } from './store-errors.js';
-import { ChainReplica, type ForwardAck, type ForwardMessage, type ForwardOp, type ForwardTransport, type HopTiming } from './chain-replica.js';
+import { ChainReplica, type CopyGuard, type ForwardAck, type ForwardMessage, type ForwardOp, type ForwardTransport, type HopTiming } from './chain-replica.js';
 
 /** Options of a store node. Sizes in bytes, times in milliseconds. */
 export interface StoreNodeOptions {
@@ -391,7 +391,7 @@ export class StoreNode {
   }
 
   /** Where each replica of this node stands in its chain's write stream, by partition id. */
-  chainProgress(): Array<{ partitionId: number; epoch: number; lastSeq: number; unacked: number; streamId: string; positioned: boolean; forwardedBytes: number }> {
+  chainProgress(): Array<{ partitionId: number; epoch: number; lastSeq: number; unacked: number; streamId: string; positioned: boolean; touchedKeys: number; forwardedBytes: number }> {
     return [...this.replicas.values()].map((r) => ({ partitionId: r.partitionId, epoch: r.epoch, ...r.progress, forwardedBytes: r.forwardedBytes }));
   }
 
@@ -489,8 +489,10 @@ export class StoreNode {
   }
 
   /** A syncing replica's place in the write stream, from the snapshot its sync copies (ChainReplica.startAt). */
-  positionReplica(partitionId: number, position: ChainPosition): void {
-    this.replicas.get(partitionId)?.startAt(position);
+  positionReplica(partitionId: number, position: ChainPosition): CopyGuard | undefined {
+    const replica = this.replicas.get(partitionId);
+    replica?.startAt(position);
+    return replica?.copyGuard;
   }
 
   /** The local store of a partition this node holds a replica of (any state), for a replica sync. */

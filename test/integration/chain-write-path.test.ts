@@ -7,6 +7,8 @@ import { PartitionMap, type Replica } from '../../store/partition-map.js';
 import { StoreNode } from '../../store/store-node.js';
 import { StoreError } from '../../store/store-errors.js';
 import type { ForwardAck, ForwardMessage, ForwardTransport } from '../../store/chain-replica.js';
+import type { NodeConnection } from '../../store/node-connection.js';
+import { syncReplica } from '../../store/replica-sync.js';
 
 // Real StoreNodes on real LevelDB folders, linked by an in-process transport that a test can cut
 // (a link that hangs until aborted, as to a SIGKILLed peer): the deterministic protocol cases.
@@ -311,6 +313,51 @@ describe('chain write path (in-process transport, real LevelDB)', () => {
     expect(h.nodes.get(C)!.chainProgress()[0]).toMatchObject({ lastSeq: 3 });
   });
 
+  it('fault injection: forwards during a sync (deletes of keys the copy has passed, has not reached yet, and is reading; puts) win over the snapshot\'s rows: no key is brought back, the copy verifies, every replica equal', async () => {
+    const h = await harness([A, B, C], 2000);
+    const head = h.nodes.get(A)!;
+    expect((await head.bulkInsert(1, rows(0, 3000))).accepted).toBe(3000);
+    // C is away while the chain changes a key and deletes another, then comes back syncing.
+    await h.install([A, B], 2, 2);
+    await head.put(2, Buffer.from('k0000100'), Buffer.from('changed while away'), {});
+    await head.delete(2, Buffer.from('k0000200'));
+    await h.install([A, B, { node: C, state: 'syncing' }], 3, 3);
+    const tail = h.nodes.get(B)!;
+    const syncing = h.nodes.get(C)!;
+    let batches = 0;
+    const duringCopy = async (): Promise<void> => {
+      // Written by the head and acknowledged by C (the syncing tail) while the copy reads batch 3 of 6.
+      await head.delete(3, Buffer.from('k0001200')); // in the batch being read
+      await head.delete(3, Buffer.from('k0000300')); // already copied
+      await head.delete(3, Buffer.from('k0002500')); // not reached yet
+      await head.put(3, Buffer.from('k0000400'), Buffer.from('put during the copy'), {});
+      await head.put(3, Buffer.from('k9999999'), Buffer.from('new key during the copy'), {});
+    };
+    const result = await syncReplica({
+      partition: h.nodes.get(C)!.map.byId(0)!,
+      mapVersion: 3,
+      target: syncing.replicaStore(0)!,
+      source: inProcessSource(tail, async () => {
+        if (++batches === 3) await duringCopy();
+      }),
+      batchSize: 500,
+      onSnapshot: (position) => syncing.positionReplica(0, position),
+    });
+    expect(batches).toBeGreaterThanOrEqual(6);
+    expect(result.rows).toBe(2999);
+    for (const gone of ['k0000200', 'k0000300', 'k0001200', 'k0002500']) expect(await syncing.replicaStore(0)!.get(Buffer.from(gone)), gone).toBeUndefined();
+    expect((await syncing.replicaStore(0)!.get(Buffer.from('k0000400')))?.value.toString()).toBe('put during the copy');
+    expect((await syncing.replicaStore(0)!.get(Buffer.from('k0000100')))?.value.toString()).toBe('changed while away');
+    const all = await digests(h, [A, B, C]);
+    expect(all[0]!.count).toBe(2999 - 3 + 1);
+    expect(all[1]).toEqual(all[0]);
+    expect(all[2]).toEqual(all[0]);
+    // The keys forwards wrote during the copy (its tombstones among them) are tracked until C serves, then dropped.
+    expect(syncing.chainProgress()[0]!.touchedKeys).toBe(5);
+    await h.install([A, B, C], 4, 4);
+    expect(syncing.chainProgress()[0]).toMatchObject({ positioned: true, touchedKeys: 0 });
+  });
+
   it('forwards that arrive out of order are applied in sequence order', async () => {
     const h = await harness([A, B]);
     const tail = h.nodes.get(B)!;
@@ -328,6 +375,39 @@ describe('chain write path (in-process transport, real LevelDB)', () => {
     expect((await tail.get(1, k))?.value.toString()).toBe('second');
   });
 });
+
+/**
+ * Fault injection: a sync's source (the calls replica-sync makes) served in-process by a node,
+ * running `beforeBatch` before each scanned batch is handed over.
+ */
+function inProcessSource(node: StoreNode, beforeBatch: () => Promise<void>): NodeConnection {
+  const source = {
+    address: node.address,
+    async unary(method: string, req: Record<string, unknown>): Promise<unknown> {
+      const r = req as never as { mapVersion: number; partitionIds: number[]; leaseMs: number; snapshotIds: string[]; start: Buffer; end: Buffer; snapshotId: string };
+      if (method === 'openSnapshot') {
+        const snaps = await node.openSnapshots(r.mapVersion, r.partitionIds, r.leaseMs);
+        return { snapshots: snaps.map((x) => ({ partitionId: x.partitionId, snapshotId: x.snapshotId, count: x.count, expiresAtMs: x.expiresAtMs, chainStream: x.chain.stream, chainSeq: x.chain.seq })) };
+      }
+      if (method === 'renewSnapshot') return { snapshots: node.renewSnapshots(r.snapshotIds, r.leaseMs) };
+      if (method === 'releaseSnapshot') return { released: await node.releaseSnapshots(r.snapshotIds) };
+      if (method === 'checksum') {
+        const digest = await node.checksum(node.clampRange(r.mapVersion, r.start, r.end), { includeEtag: true, snapshotId: r.snapshotId });
+        return { digest: digest.toHex(), count: digest.count };
+      }
+      throw new Error(`unexpected call ${method}`);
+    },
+    async *scan(req: { mapVersion: number; start: Buffer; end: Buffer; limit: number; batchSize: number; snapshotId: string }) {
+      const range = node.clampRange(req.mapVersion, req.start, req.end);
+      for await (const entries of node.scan(range, { snapshotId: req.snapshotId, batchSize: req.batchSize, limit: req.limit })) {
+        if (req.limit !== 1) await beforeBatch();
+        yield { entries, last: false };
+      }
+      yield { entries: [], last: true };
+    },
+  };
+  return source as never as NodeConnection;
+}
 
 async function waitFor(check: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
   const until = Date.now() + timeoutMs;
