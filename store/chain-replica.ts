@@ -245,6 +245,11 @@ export class ChainReplica {
       this.lastSeq = Math.max(this.lastSeq, position.seq);
     }
     this.positioned = true;
+    // Persisted too (an empty write tagged with it; never moves the position back): a replica whose
+    // copy is done but that got no forward since reports the position its data is at.
+    if (position.stream !== '') {
+      this.store.bulkInsert(new PackedRowsBuilder().finish(), undefined, { ...position }).catch((err: unknown) => this.logger?.warn({ err, partition: this.partitionId }, 'persisting the position of a sync\'s snapshot failed; the next forward persists one'));
+    }
     // A new snapshot holds every forward up to its position: only keys written after it count.
     this.guard = new TouchedKeys();
     for (const w of [...this.waiting.values()]) this.wake(w);

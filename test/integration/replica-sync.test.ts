@@ -15,7 +15,7 @@ afterEach(async () => {
 
 interface CheckJson {
   consistent: boolean;
-  partitions: Array<{ id: number; epoch: number; consistent: boolean; diverging?: string[]; firstDifference?: { start: string; end: string }; replicas: Array<{ node: string; count: number; digest: string; state: string }> }>;
+  partitions: Array<{ id: number; epoch: number; consistent: boolean; seq?: number; attempts: number; diverging?: string[]; firstDifference?: { start: string; end: string }; replicas: Array<{ node: string; count: number; digest: string; state: string; seq: number }> }>;
 }
 
 /** Keys spread over the first-two-bytes space, so both halves of a 2-partition split get some. */
@@ -100,6 +100,15 @@ describe('replica sync on etcd', () => {
     })();
     const fresh = await c.startNode();
     const promoted = await waitOrDump(c, (m) => m.partitions.every((p) => allServing(p, 3) && p.chain[2]!.node !== victim));
+    // Checked while the writes go on: every replica's digest is taken at one sequence number.
+    const writesBefore = writes;
+    const during = await check(c, promoted.partitions[0]!.node);
+    expect(during.json.consistent, JSON.stringify(during.json)).toBe(true);
+    for (const p of during.json.partitions) {
+      expect(p.seq, `partition ${p.id}`).toBeGreaterThan(0);
+      for (const r of p.replicas) expect(r.seq, `partition ${p.id} on ${r.node}`).toBe(p.seq);
+    }
+    expect(writes, 'writes went on during the check').toBeGreaterThan(writesBefore);
     stop = true;
     await load;
     expect(writes).toBeGreaterThan(0);
