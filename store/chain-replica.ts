@@ -31,6 +31,8 @@ export interface ForwardMessage {
   streamId: string;
   /** The head's sequence number of this write, 1, 2, 3, … per stream. */
   seq: number;
+  /** The head's last sequence number when it sent this write (≥ seq), for the replicas' lag; absent = seq. */
+  headSeq?: number;
   op: ForwardOp;
 }
 
@@ -156,6 +158,8 @@ export class ChainReplica {
   private positioned = true;
   /** The last sequence number taken here (queued for writing; head: assigned), of `streamId`. */
   private lastSeq = 0;
+  /** The highest head sequence number forwards of `streamId` carried (the head's own: lastSeq). */
+  private headSeq = 0;
   /** While a sync copies into this replica: keys forwards wrote since its snapshot (dropped once it serves). */
   private guard: TouchedKeys | undefined;
   private readonly unacked = new Map<number, Unacked>();
@@ -165,6 +169,10 @@ export class ChainReplica {
   private closed = false;
   /** Bytes of forwards this replica sent (payload: keys, values, metadata), for the bench and metrics. */
   forwardedBytes = 0;
+  /** Sends of forwards that failed or timed out (each was sent again), since this replica opened. */
+  forwardRetries = 0;
+  /** The latest of those: to whom, why, when (Unix ms). */
+  lastForwardRetry: { successor: string; error: string; atMs: number } | undefined;
 
   constructor(options: ChainReplicaOptions) {
     this.node = options.node;
@@ -220,6 +228,18 @@ export class ChainReplica {
 
   get epoch(): number {
     return this.partition.epoch;
+  }
+
+  /**
+   * How many of the head's writes this replica does not hold durably yet: the head's sequence number
+   * (as the latest forward carried it) minus the one persisted here. 0 at the head, and while a
+   * syncing replica has no position yet (its sync progress says where it is).
+   */
+  get lagSequences(): number {
+    if (this.isHead || !this.positioned || this.streamId === undefined) return 0;
+    const durable = this.store.chainPosition;
+    const applied = durable.stream === this.streamId ? durable.seq : 0;
+    return Math.max(0, this.headSeq - applied);
   }
 
   /** The highest sequence number taken here, and how many forwards still wait for their ack. */
@@ -301,7 +321,7 @@ export class ChainReplica {
   replicate(op: ForwardOp, tag: ChainTag): Promise<HopTiming[]> {
     if (tag.seq < 1) throw new RangeError(`partition ${this.partitionId}: a write is replicated after the store numbered it (tag.seq ≥ 1), got ${tag.seq}`);
     if (tag.stream === this.streamId) this.lastSeq = Math.max(this.lastSeq, tag.seq);
-    const message: ForwardMessage = { partitionId: this.partitionId, epoch: this.partition.epoch, from: this.node, streamId: tag.stream, seq: tag.seq, op };
+    const message: ForwardMessage = { partitionId: this.partitionId, epoch: this.partition.epoch, from: this.node, streamId: tag.stream, seq: tag.seq, headSeq: Math.max(this.lastSeq, tag.seq), op };
     return this.passOn(message);
   }
 
@@ -315,6 +335,7 @@ export class ChainReplica {
   /** A forward from the predecessor: checked, applied in sequence order, passed on; resolves with the ack. */
   async receive(message: ForwardMessage): Promise<ForwardAck> {
     this.check(message);
+    if (message.streamId === this.streamId || this.streamId === undefined) this.headSeq = Math.max(this.headSeq, message.headSeq ?? message.seq);
     for (;;) {
       if (this.positioned) {
         if (message.streamId !== this.streamId) this.adoptStream(message);
@@ -386,6 +407,7 @@ export class ChainReplica {
     } else {
       this.lastSeq = 0;
     }
+    if (this.streamId !== message.streamId) this.headSeq = Math.max(message.headSeq ?? message.seq, message.seq);
     this.streamId = message.streamId;
   }
 
@@ -484,6 +506,8 @@ export class ChainReplica {
         return ack.hops;
       } catch (error) {
         if (this.closed) throw error;
+        this.forwardRetries++;
+        this.lastForwardRetry = { successor, error: error instanceof Error ? error.message.slice(0, 300) : String(error), atMs: Date.now() };
         this.onForwardRetry?.({ partitionId: this.partitionId, seq: message.seq, successor, error });
         // Once per forward at warn: a dead successor fails every attempt until the map drops it.
         const level = attempt === 1 ? 'warn' : 'debug';

@@ -8,6 +8,9 @@ import { readNodeOf, type PartitionMap } from './partition-map.js';
 import { syncReplica, type SyncProgress } from './replica-sync.js';
 import type { StoreNode } from './store-node.js';
 
+/** How often a node reports its replicas' lag and forward retries to etcd, ms. */
+const REPLICATION_REPORT_MS = 1000;
+
 /** Options of a node's etcd membership. */
 export interface EtcdNodeAgentOptions {
   etcd: EtcdConnectionOptions;
@@ -125,6 +128,32 @@ export class EtcdNodeAgent {
     this.watcher = await this.store.watch(from.revision, (map) => {
       this.install(map).catch((err: unknown) => this.logger.error({ err, mapVersion: map.version }, 'installing the partition map from etcd failed'));
     }, this.logger);
+    void this.reportReplication();
+  }
+
+  /**
+   * Every second, writes each replica's lag and forward retries under `replication/P/NODE` (under
+   * the lease) when they changed: the coordinator and `cluster status` read them there.
+   */
+  private async reportReplication(): Promise<void> {
+    const signal = this.stop.signal;
+    const written = new Map<number, string>();
+    while (!signal.aborted) {
+      await sleep(REPLICATION_REPORT_MS, undefined, { signal }).catch(() => undefined);
+      const node = this.node;
+      if (signal.aborted || node === undefined || node.isFenced) continue;
+      for (const r of node.replicaStates()) {
+        const body = { partition: r.partitionId, node: this.address, epoch: r.epoch, lagSequences: r.lagSequences, forwardRetries: r.forwardRetries, ...(r.lastForwardRetry === undefined ? {} : { lastForwardRetry: r.lastForwardRetry }) };
+        const text = JSON.stringify(body);
+        if (written.get(r.partitionId) === text) continue;
+        try {
+          await this.lease.put(this.store.keys.replicationOf(r.partitionId, this.address)).value(JSON.stringify({ ...body, updatedAtMs: Date.now() })).exec();
+          written.set(r.partitionId, text);
+        } catch (err) {
+          this.logger.debug({ err: (err as Error).message, partition: r.partitionId }, 'writing the replication report to etcd failed; trying again in a second');
+        }
+      }
+    }
   }
 
   /** Stops keeping the lease and revokes it (the coordinator sees the node leave at once). Idempotent. */

@@ -481,10 +481,19 @@ export class StoreNode {
   }
 
   /** This node's replicas under its map: state, and the progress of a syncing one's copy. */
-  replicaStates(): Array<{ partitionId: number; state: string; sync: { rows: number; bytes: number; totalRows: number } | undefined }> {
+  replicaStates(): Array<{ partitionId: number; epoch: number; state: string; sync: { rows: number; bytes: number; totalRows: number } | undefined; lagSequences: number; forwardRetries: number; lastForwardRetry?: { successor: string; error: string; atMs: number } }> {
     return this.currentMap.replicasOf(this.address).map((p) => {
       const state = p.chain.find((r) => r.node === this.address)!.state;
-      return { partitionId: p.id, state, sync: state === 'syncing' ? (this.syncs.get(p.id) ?? { rows: 0, bytes: 0, totalRows: 0 }) : undefined };
+      const replica = this.replicas.get(p.id);
+      return {
+        partitionId: p.id,
+        epoch: p.epoch,
+        state,
+        sync: state === 'syncing' ? (this.syncs.get(p.id) ?? { rows: 0, bytes: 0, totalRows: 0 }) : undefined,
+        lagSequences: p.chain.length < 2 ? 0 : (replica?.lagSequences ?? 0),
+        forwardRetries: replica?.forwardRetries ?? 0,
+        ...(replica?.lastForwardRetry === undefined ? {} : { lastForwardRetry: replica.lastForwardRetry }),
+      };
     });
   }
 

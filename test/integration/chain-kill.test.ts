@@ -143,6 +143,50 @@ describe('a node SIGKILLed and restarted within its lease (real processes, etcd)
   }, 180_000);
 });
 
+describe('replication lag and forward retries are reported (real processes, etcd, SIGSTOP)', () => {
+  it('a tail that stops answering past --forward-timeout: its head\'s retries reach etcd, the coordinator\'s log and cluster status; every replica exports shardpipe_replica_lag_sequences, back at 0 once caught up', async () => {
+    cluster = await EtcdTestCluster.start({ lease: '5s' });
+    await Promise.all([cluster.startNode(undefined, ['--forward-timeout', '500ms', '--metrics-port', '0']), cluster.startNode(undefined, ['--forward-timeout', '500ms', '--metrics-port', '0'])]);
+    const coordinator = await cluster.startCoordinator();
+    const init = await cluster.cli(['cluster', 'init', '--etcd', cluster.etcd.url, '--partitions', '1', '--replicas', '2']);
+    expect(init.code, init.stderr).toBe(0);
+    const ready = await Promise.all([...cluster.nodes.values()].map((n) => n.event('ready')));
+    const map = (await cluster.store.read())!.map;
+    const [head, tail] = map.partitions[0]!.chain.map((r) => r.node) as [string, string];
+    client = new StoreClient({ seeds: [head], operationTimeoutMs: 30_000 });
+    await client.put(Key.fromBytes(Buffer.from('a')), Buffer.from('1'));
+    const stopped = cluster.nodes.get(tail)!;
+    stopped.child!.kill('SIGSTOP');
+    // Answered once the tail answers again; meanwhile the head's forward times out and goes again.
+    const write = client.put(Key.fromBytes(Buffer.from('b')), Buffer.from('2'));
+    const reports = async () => (await cluster!.store.replicationReports()).find((r) => r.node === head && r.partition === 0);
+    await expect.poll(async () => (await reports())?.forwardRetries ?? 0, { timeout: 15_000, interval: 200 }).toBeGreaterThan(0);
+    stopped.child!.kill('SIGCONT');
+    await write;
+    const report = (await reports())!;
+    expect(report.lastForwardRetry?.successor).toBe(tail);
+    await expect.poll(() => coordinator.logged('a replica sent forwards again'), { timeout: 10_000, interval: 200 }).toBe(true);
+    const status = await cluster.cli(['cluster', 'status', '--etcd', cluster.etcd.url, '--json']);
+    expect(status.code, status.stderr).toBe(0);
+    const chain = (JSON.parse(status.stdout) as { partitions: Array<{ chain: Array<{ node: string; forwardRetries?: number; lagSequences?: number }> }> }).partitions[0]!.chain;
+    expect(chain.find((r) => r.node === head)!.forwardRetries).toBeGreaterThan(0);
+    const text = await cluster.cli(['cluster', 'status', '--etcd', cluster.etcd.url]);
+    expect(text.stdout).toContain(`forwards retried`);
+    expect(text.stdout).toContain(`last to ${tail}`);
+    // Caught up: each replica's lag is 0, on /metrics and in etcd.
+    for (const r of ready) {
+      const port = r.metricsPort as number;
+      await expect
+        .poll(async () => {
+          const body = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+          return /shardpipe_replica_lag_sequences\{[^}]*partition="0"[^}]*\} 0$/m.test(body);
+        }, { timeout: 10_000, interval: 200 })
+        .toBe(true);
+    }
+    await expect.poll(async () => (await cluster!.store.replicationReports()).find((r) => r.node === tail)?.lagSequences, { timeout: 10_000, interval: 200 }).toBe(0);
+  }, 90_000);
+});
+
 describe('CAS through a chain whose tail stops answering (real processes, SIGSTOP)', () => {
   it('an attempt without an answer, then a mismatch on retry, is reported as STORE_AMBIGUOUS, and the CAS is applied exactly once', async () => {
     const nodes = await StoreCluster.start({ nodes: 2, partitions: 1, replicas: 2, extraArgs: ['--no-sync', '--forward-timeout', '1s'] });

@@ -358,6 +358,24 @@ describe('chain write path (in-process transport, real LevelDB)', () => {
     expect(syncing.chainProgress()[0]).toMatchObject({ positioned: true, touchedKeys: 0 });
   });
 
+  it('fault injection: a replica holding a forward that waits for an earlier one lags by the head\'s sequence number minus its own, and by 0 once it has both', async () => {
+    const h = await harness([A, B]);
+    const tail = h.nodes.get(B)!;
+    const base = { partitionId: 0, epoch: 1, from: A, streamId: 's1' };
+    const put = (key: string, etag: number) => ({ kind: 'points' as const, nowMs: 1000, writes: [{ key: Buffer.from(key), record: { value: Buffer.from(key), etag, updatedAtMs: 1000, expiresAtMs: 0 } }] });
+    await tail.receiveForward({ ...base, seq: 1, headSeq: 1, op: put('one', 1) });
+    expect(tail.replicaStates()[0]!.lagSequences).toBe(0);
+    const third = tail.receiveForward({ ...base, seq: 3, headSeq: 3, op: put('three', 3) });
+    await new Promise((r) => setImmediate(r));
+    // The head is at 3; this replica holds 1 durably.
+    expect(tail.replicaStates()[0]!.lagSequences).toBe(2);
+    await tail.receiveForward({ ...base, seq: 2, headSeq: 3, op: put('two', 2) });
+    await third;
+    expect(tail.replicaStates()[0]!.lagSequences).toBe(0);
+    // The head itself never lags; forwards it sent again are counted.
+    expect(h.nodes.get(A)!.replicaStates()[0]!.lagSequences).toBe(0);
+  });
+
   it('forwards that arrive out of order are applied in sequence order', async () => {
     const h = await harness([A, B]);
     const tail = h.nodes.get(B)!;

@@ -377,6 +377,8 @@ export interface ForwardRequest {
   firstEtag: number;
   nowMs: number;
   points: ForwardPoint[];
+  /** The head's last sequence number when it sent this write (≥ seq): how far behind a replica is. */
+  headSeq: number;
 }
 
 /** A put's stored record (key, value, etag, times) or a delete of `entry.key`. */
@@ -3222,6 +3224,7 @@ function createBaseForwardRequest(): ForwardRequest {
     firstEtag: 0,
     nowMs: 0,
     points: [],
+    headSeq: 0,
   };
 }
 
@@ -3253,6 +3256,9 @@ export const ForwardRequest: MessageFns<ForwardRequest> = {
     }
     for (const v of message.points) {
       ForwardPoint.encode(v!, writer.uint32(74).fork()).join();
+    }
+    if (message.headSeq !== 0) {
+      writer.uint32(80).uint64(message.headSeq);
     }
     return writer;
   },
@@ -3340,6 +3346,14 @@ export const ForwardRequest: MessageFns<ForwardRequest> = {
             }
 
             message.points.push(ForwardPoint.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.headSeq = longToNumber(reader.uint64());
             continue;
           }
         }
