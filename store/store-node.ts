@@ -53,6 +53,8 @@ export interface StoreNodeOptions {
 /** Whether one partition of this node takes writes (see PartitionStore.health). */
 export interface PartitionHealthInfo extends PartitionHealth {
   partitionId: number;
+  /** This node answers clients for it: it is the chain's head (writes) or its tail (reads), and the node is not fenced. */
+  servesClients: boolean;
 }
 
 /** A bounded range request, after the node has clamped it to one of its partitions. */
@@ -442,7 +444,8 @@ export class StoreNode {
   partitionHealth(): PartitionHealthInfo[] {
     return this.currentMap.replicasOf(this.address).flatMap((p) => {
       const store = this.stores.get(p.id);
-      return store === undefined ? [] : [{ partitionId: p.id, ...store.health }];
+      const servesClients = this.fencedReason === undefined && (p.node === this.address || readNodeOf(p) === this.address);
+      return store === undefined ? [] : [{ partitionId: p.id, ...store.health, servesClients }];
     });
   }
 
@@ -666,12 +669,14 @@ export class StoreNode {
   fence(reason: string): void {
     if (this.fencedReason === undefined) this.logger?.warn({ reason }, 'fenced: refusing reads and writes until the current map is read from etcd again');
     this.fencedReason = reason;
+    this.onHealthChange?.();
   }
 
   /** Ends fencing: called once the node has installed the current map from etcd again. */
   unfence(): void {
     if (this.fencedReason !== undefined) this.logger?.info({ mapVersion: this.currentMap.version }, 'unfenced: serving again');
     this.fencedReason = undefined;
+    this.onHealthChange?.();
   }
 
   get isFenced(): boolean {

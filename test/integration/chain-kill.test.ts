@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PartitionStore } from '../../store/partition-store.js';
-import { Key, StoreClient, type BulkRowInput, type PartitionMap } from '../../store/index.js';
+import { Key, StoreClient, checkHealth, type BulkRowInput, type PartitionMap } from '../../store/index.js';
 import { EtcdTestCluster } from '../helpers/etcd-cluster.js';
 import { StoreCluster } from '../helpers/store-cluster.js';
 
@@ -134,6 +134,11 @@ describe('a node SIGKILLed and restarted within its lease (real processes, etcd)
     expect(now.version).toBe(before.version);
     expect(now.partitions.map((p) => p.epoch)).toEqual(before.partitions.map((p) => p.epoch));
     expect((await client.checksum(Buffer.alloc(0), Buffer.alloc(0))).count).toBe(data.length + before.partitions.length);
+    // Per-partition health: SERVING where the node answers clients (head, tail), NOT_SERVING in the middle.
+    for (const p of now.partitions) {
+      const service = `shardpipe.store.v1.Store/partition-${p.id}`;
+      expect(await Promise.all(p.chain.map((r) => checkHealth(r.node, 2000, service)))).toEqual(['SERVING', 'NOT_SERVING', 'SERVING']);
+    }
     const nodes = [...cluster.nodes.keys()];
     await Promise.all(nodes.map((n) => cluster!.nodes.get(n)!.kill('SIGKILL')));
     for (const p of now.partitions) {
