@@ -275,6 +275,22 @@ export class ChainReplica {
     for (const w of [...this.waiting.values()]) this.wake(w);
   }
 
+  /**
+   * Before a sync opens its snapshot: forwards wait (unpositioned) until `startAt`, so nothing is
+   * applied here that the snapshot might not hold — every forward applied before has passed the
+   * snapshot's source (ahead in the chain) already. Returns a function that lets them go on again
+   * if the snapshot could not be opened (the replica is then as it was).
+   */
+  holdForSnapshot(): () => void {
+    if (!this.positioned) return () => undefined;
+    this.positioned = false;
+    return () => {
+      if (this.positioned) return;
+      this.positioned = true;
+      for (const w of [...this.waiting.values()]) this.wake(w);
+    };
+  }
+
   /** The keys forwards wrote since the running sync's snapshot (undefined: no sync positioned this replica). */
   get copyGuard(): CopyGuard | undefined {
     return this.guard;

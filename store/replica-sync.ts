@@ -16,6 +16,8 @@ export interface SyncProgress {
   totalRows: number;
   /** Local rows removed because the snapshot does not hold them (a returning replica's deleted keys). */
   deleted: number;
+  /** The last key up to which the local replica is done (copied, and local extras deleted): where a copy from another source can resume. */
+  copiedThrough?: Buffer;
 }
 
 /** Options of one sync of a local replica from a source replica. */
@@ -32,6 +34,13 @@ export interface ReplicaSyncOptions {
   snapshotLeaseMs?: number;
   /** Deadline of each unary call to the source, ms. Default 10000. */
   rpcDeadlineMs?: number;
+  /**
+   * Resume: the local replica is already done up to and including this key (a copy from the
+   * chain's previous tail got that far; its rows there equal this snapshot's, or were written by
+   * forwards since, which it applies too), so the copy starts after it. The verification still
+   * covers the whole partition.
+   */
+  startAfter?: Buffer;
   /** Entries per scan batch asked for. Default 1000. */
   batchSize?: number;
   /**
@@ -39,6 +48,8 @@ export interface ReplicaSyncOptions {
    * replica applies forwards after it and takes the ones up to it as copied (ChainReplica.startAt).
    */
   onSnapshot?: (position: ChainPosition) => CopyGuard | undefined;
+  /** Called just before the snapshot is opened; the function it returns is called if opening fails. */
+  beforeSnapshot?: () => () => void;
   /** Called after every copied batch. */
   onProgress?: (progress: SyncProgress) => void;
   signal?: AbortSignal;
@@ -65,9 +76,19 @@ export async function syncReplica(options: ReplicaSyncOptions): Promise<SyncResu
   const leaseMs = options.snapshotLeaseMs ?? 60_000;
   const rpcDeadlineMs = options.rpcDeadlineMs ?? 10_000;
   const limits = (): { deadline: number; signal?: AbortSignal } => ({ deadline: Date.now() + rpcDeadlineMs, signal });
-  const opened = await source.unary('openSnapshot', { mapVersion, partitionIds: [partition.id], leaseMs }, limits());
+  const release = options.beforeSnapshot?.();
+  let opened;
+  try {
+    opened = await source.unary('openSnapshot', { mapVersion, partitionIds: [partition.id], leaseMs }, limits());
+  } catch (err) {
+    release?.();
+    throw err;
+  }
   const snapshot = opened.snapshots.find((s) => s.partitionId === partition.id);
-  if (snapshot === undefined) throw new StoreError('STORE_NOT_OWNER', `${source.address} pinned no snapshot of partition ${partition.id}`, { context: { partition: partition.id } });
+  if (snapshot === undefined) {
+    release?.();
+    throw new StoreError('STORE_NOT_OWNER', `${source.address} pinned no snapshot of partition ${partition.id}`, { context: { partition: partition.id } });
+  }
   const snapshotId = snapshot.snapshotId;
   const guard = options.onSnapshot?.({ stream: snapshot.chainStream, seq: snapshot.chainSeq }) ?? NO_FORWARDS;
   const progress: SyncProgress = { rows: 0, bytes: 0, totalRows: snapshot.count, deleted: 0 };
@@ -80,8 +101,9 @@ export async function syncReplica(options: ReplicaSyncOptions): Promise<SyncResu
   try {
     // Local rows as they were before the copy wrote anything: a lockstep merge with the source's
     // sorted stream finds the local keys the snapshot lacks.
-    const local = localRows(target, partition, guard, signal);
-    const stream = source.scan({ mapVersion, start: partition.start, end: partition.end, limit: 0, batchSize: options.batchSize ?? 1000, snapshotId }, { deadline: Infinity, signal });
+    const from = options.startAfter === undefined ? partition.start : Buffer.concat([options.startAfter, Buffer.from([0])]);
+    const local = localRows(target, from, partition.end, guard, signal);
+    const stream = source.scan({ mapVersion, start: from, end: partition.end, limit: 0, batchSize: options.batchSize ?? 1000, snapshotId }, { deadline: Infinity, signal });
     for await (const batch of stream) {
       signal?.throwIfAborted();
       if (batch.entries.length > 0) {
@@ -105,6 +127,7 @@ export async function syncReplica(options: ReplicaSyncOptions): Promise<SyncResu
         if (rows.length > 0) await target.bulkInsert(rows);
         progress.rows += entries.length;
         progress.deleted += await local.dropMissingBefore(entries);
+        progress.copiedThrough = entries[entries.length - 1]!.key;
         options.onProgress?.({ ...progress });
         if (Date.now() - renewedAt > leaseMs / 3) {
           await source.unary('renewSnapshot', { snapshotIds: [snapshotId], leaseMs }, limits());
@@ -197,11 +220,11 @@ async function snapshotRow(source: NodeConnection, mapVersion: number, snapshotI
  * deleted (CAS on their etag) when the source's stream passes them without holding them — unless a
  * forward wrote them since the snapshot (they are newer than it).
  */
-function localRows(target: PartitionStore, partition: Partition, guard: CopyGuard, signal: AbortSignal | undefined): {
+function localRows(target: PartitionStore, start: Buffer, end: Buffer, guard: CopyGuard, signal: AbortSignal | undefined): {
   dropMissingBefore: (entries: readonly { key: Buffer }[]) => Promise<number>;
   dropRest: () => Promise<number>;
 } {
-  const iterator = target.scan(partition.start, partition.end, { batchSize: 1000, signal });
+  const iterator = target.scan(start, end, { batchSize: 1000, signal });
   let buffered: StoredEntry[] = [];
   let done = false;
   const seen = new Set<string>();

@@ -501,6 +501,11 @@ export class StoreNode {
   }
 
   /** A syncing replica's place in the write stream, from the snapshot its sync copies (ChainReplica.startAt). */
+  /** Holds a replica's forwards while its sync opens a snapshot (ChainReplica.holdForSnapshot); the result lets them go if that fails. */
+  holdReplicaForSnapshot(partitionId: number): () => void {
+    return this.replicas.get(partitionId)?.holdForSnapshot() ?? (() => undefined);
+  }
+
   positionReplica(partitionId: number, position: ChainPosition): CopyGuard | undefined {
     const replica = this.replicas.get(partitionId);
     replica?.startAt(position);

@@ -376,6 +376,56 @@ describe('chain write path (in-process transport, real LevelDB)', () => {
     expect(h.nodes.get(A)!.replicaStates()[0]!.lagSequences).toBe(0);
   });
 
+  it('fault injection: a copy cut off when the chain\'s tail dies resumes from the new tail after the last key it finished, with forwards held while the new snapshot opens; the copy verifies and every replica is equal', async () => {
+    const h = await harness([A, B, C], 2000);
+    const head = h.nodes.get(A)!;
+    expect((await head.bulkInsert(1, rows(0, 3000))).accepted).toBe(3000);
+    await h.install([A, B], 2, 2);
+    await head.delete(2, Buffer.from('k0002000'));
+    await h.install([A, B, { node: C, state: 'syncing' }], 3, 3);
+    const syncing = h.nodes.get(C)!;
+    const first = new AbortController();
+    let copiedThrough: Buffer | undefined;
+    let batches = 0;
+    const cut = syncReplica({
+      partition: syncing.map.byId(0)!,
+      mapVersion: 3,
+      target: syncing.replicaStore(0)!,
+      source: inProcessSource(h.nodes.get(B)!, async () => {
+        // B dies while the copy reads its third batch.
+        if (++batches === 3) first.abort(new Error('the tail died'));
+      }),
+      batchSize: 500,
+      signal: first.signal,
+      beforeSnapshot: () => syncing.holdReplicaForSnapshot(0),
+      onSnapshot: (position) => syncing.positionReplica(0, position),
+      onProgress: (p) => (copiedThrough = p.copiedThrough),
+    });
+    await expect(cut).rejects.toThrow();
+    expect(copiedThrough?.toString()).toBe('k0000999');
+    h.cut.add(B);
+    await h.install([A, { node: C, state: 'syncing' }], 4, 4);
+    // Writes go on to C straight from A: behind and ahead of where the copy stopped.
+    await head.put(4, Buffer.from('k0000010'), Buffer.from('after the tail died'), {});
+    await head.delete(4, Buffer.from('k0002500'));
+    const resumed = await syncReplica({
+      partition: syncing.map.byId(0)!,
+      mapVersion: 4,
+      target: syncing.replicaStore(0)!,
+      source: inProcessSource(head, async () => undefined),
+      batchSize: 500,
+      startAfter: copiedThrough,
+      beforeSnapshot: () => syncing.holdReplicaForSnapshot(0),
+      onSnapshot: (position) => syncing.positionReplica(0, position),
+    });
+    // Only the rows after k0000999 were streamed again (2000 of them, less the two deleted).
+    expect(resumed.rows).toBe(1998);
+    const [a, c] = await digests(h, [A, C]);
+    expect(a!.count).toBe(2998);
+    expect(c).toEqual(a);
+    expect((await syncing.replicaStore(0)!.get(Buffer.from('k0000010')))?.value.toString()).toBe('after the tail died');
+  });
+
   it('forwards that arrive out of order are applied in sequence order', async () => {
     const h = await harness([A, B]);
     const tail = h.nodes.get(B)!;
