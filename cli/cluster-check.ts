@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { resync } from '../coordinator/index.js';
 import { EtcdMapStore, StoreError, connectEtcd, parseEtcdUrl, type Partition, type StoreClient } from '../store/index.js';
 import { EXIT, formatTable, parsePositiveInt, withClient } from './cli-io.js';
@@ -8,6 +9,10 @@ import { etcdConnectionOf, type EtcdFlags } from './etcd-options.js';
 const SEARCH_PARTS = 16;
 /** Rounds of that search (16² pieces at most): enough to name a small range without a full diff. */
 const SEARCH_ROUNDS = 2;
+/** Rounds of digests a partition gets for its serving replicas to report one chain position. */
+const POSITION_ATTEMPTS = 30;
+/** Pause between those rounds, ms (doubling up to 1 s). */
+const POSITION_PAUSE_MS = 50;
 
 /** One replica's answer in `cluster check`. */
 interface ReplicaReport {
@@ -15,6 +20,9 @@ interface ReplicaReport {
   count: number;
   digest: string;
   state: string;
+  /** The head's write stream and sequence number the digest is exactly at. */
+  stream: string;
+  seq: number;
   error?: string;
 }
 
@@ -24,15 +32,24 @@ interface PartitionReport {
   epoch: number;
   replicas: ReplicaReport[];
   consistent: boolean;
+  /** The chain sequence number every serving replica's digest is at; absent when they never reported one (writes kept coming). */
+  seq?: number;
+  /** Rounds of digests it took for the serving replicas to report one position. */
+  attempts: number;
   /** Replicas whose digest differs from the reference (the digest most serving replicas hold; the head's on a tie). */
   diverging?: string[];
   /** The first key range (hex, end exclusive, "" = open) where a diverging replica differs. */
   firstDifference?: { start: string; end: string };
+  /** Why the partition could not be judged. */
+  error?: string;
 }
 
 /**
- * `cluster check`: every replica of every partition digests the partition (with etags) and the
- * serving replicas' digests are compared. A partition whose serving replicas disagree names the
+ * `cluster check`: every replica of every partition digests the partition (with etags) from one
+ * snapshot, which reports the chain position (head's write stream and sequence number) it is at;
+ * the serving replicas' digests are compared only once they are all at the same position, asked
+ * again until they are (POSITION_ATTEMPTS rounds; a partition whose writes never pause enough is
+ * reported as not checked, not as diverging). A partition whose serving replicas disagree names the
  * diverging ones and, by cutting the range with SplitKeys and comparing the pieces, the first key
  * range where they differ. Syncing replicas are shown but not judged (they are still copying).
  * Exit 0 only when every partition is consistent.
@@ -54,7 +71,7 @@ export async function clusterCheck(ctx: CliContext, opts: { seeds?: string; json
         reports.map((r) => [
           String(r.id),
           String(r.epoch),
-          r.consistent ? 'consistent' : `DIVERGES${r.diverging?.length ? `: ${r.diverging.join(', ')}` : ''}${r.firstDifference ? ` first in [${r.firstDifference.start}, ${r.firstDifference.end})` : ''}`,
+          r.consistent ? `consistent at seq ${r.seq ?? 0}` : r.error !== undefined ? r.error : `DIVERGES${r.diverging?.length ? `: ${r.diverging.join(', ')}` : ''}${r.firstDifference ? ` first in [${r.firstDifference.start}, ${r.firstDifference.end})` : ''}`,
           r.replicas.map((x) => (x.error ? `${x.node} ${x.state} error: ${x.error}` : `${x.node} ${x.state} ${x.count} ${x.digest.slice(0, 12)}`)).join(' | '),
         ]),
       ),
@@ -65,12 +82,26 @@ export async function clusterCheck(ctx: CliContext, opts: { seeds?: string; json
 }
 
 async function checkPartition(client: StoreClient, p: Partition): Promise<PartitionReport> {
-  const replicas = await digests(client, p, p.start, p.end);
-  const serving = replicas.filter((r) => r.state === 'serving');
+  let replicas: ReplicaReport[] = [];
+  let serving: ReplicaReport[] = [];
+  let attempts = 0;
+  let atOne = false;
+  for (let pauseMs = POSITION_PAUSE_MS; attempts < POSITION_ATTEMPTS; pauseMs = Math.min(1000, pauseMs * 2)) {
+    if (attempts > 0) await sleep(pauseMs);
+    attempts++;
+    replicas = await digests(client, p, p.start, p.end);
+    serving = replicas.filter((r) => r.state === 'serving');
+    atOne = serving.every((r) => r.error === undefined && r.stream === serving[0]!.stream && r.seq === serving[0]!.seq);
+    if (atOne || replicas.some((r) => r.error !== undefined)) break;
+  }
   const failed = replicas.filter((r) => r.error !== undefined);
+  if (!atOne && failed.length === 0) {
+    const where = serving.map((r) => `${r.node} at ${r.seq}`).join(', ');
+    return { id: p.id, epoch: p.epoch, replicas, consistent: false, attempts, error: `not checked: its serving replicas were never at one sequence number in ${attempts} rounds (${where}); writes keep coming — run the check again in a quieter moment` };
+  }
   const reference = referenceDigest(p, serving);
   const diverging = serving.filter((r) => r.error === undefined && r.digest !== reference).map((r) => r.node);
-  const report: PartitionReport = { id: p.id, epoch: p.epoch, replicas, consistent: failed.length === 0 && diverging.length === 0 };
+  const report: PartitionReport = { id: p.id, epoch: p.epoch, replicas, consistent: failed.length === 0 && diverging.length === 0, attempts, ...(atOne ? { seq: serving[0]?.seq ?? 0 } : {}) };
   if (diverging.length > 0) {
     report.diverging = diverging;
     const good = serving.find((r) => r.error === undefined && r.digest === reference)!.node;
@@ -95,9 +126,9 @@ async function digests(client: StoreClient, p: Partition, start: Buffer, end: Bu
       const inMap = p.chain.find((r) => r.node === node)?.state ?? 'unknown';
       try {
         const r = await client.replicaChecksum(node, p, start, end, { timeoutMs: 60_000 });
-        return { node, count: r.digest.count, digest: r.digest.toHex(), state: r.state || inMap };
+        return { node, count: r.digest.count, digest: r.digest.toHex(), state: r.state || inMap, stream: r.chain.stream, seq: r.chain.seq };
       } catch (err) {
-        return { node, count: 0, digest: '', state: inMap, error: err instanceof StoreError ? `${err.code}: ${err.message}` : (err as Error).message };
+        return { node, count: 0, digest: '', state: inMap, stream: '', seq: 0, error: err instanceof StoreError ? `${err.code}: ${err.message}` : (err as Error).message };
       }
     }),
   );

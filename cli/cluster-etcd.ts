@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { parseDurationMs } from '../common/index.js';
 import { initialMap } from '../coordinator/index.js';
-import { EtcdMapStore, Key, StoreError, connectEtcd, parseEtcdUrl, type NodeRegistration, type PartitionMap, type SyncReport } from '../store/index.js';
+import { EtcdMapStore, Key, StoreError, connectEtcd, parseEtcdUrl, type NodeRegistration, type PartitionMap, type ReplicationReport, type SyncReport } from '../store/index.js';
 import { CliUsageError } from './cli-env.js';
 import { formatTable, parsePositiveInt, rangeText, withClient } from './cli-io.js';
 import type { CliContext } from './cli-context.js';
@@ -88,6 +88,7 @@ export async function clusterStatus(ctx: CliContext, opts: StatusFlags): Promise
   let map: PartitionMap;
   let live: Map<string, NodeRegistration> | undefined;
   let syncs: SyncReport[] = [];
+  let replication: ReplicationReport[] = [];
   if (opts.etcd !== undefined) {
     const display = parseEtcdUrl(opts.etcd).display;
     const etcd = connectEtcd(await etcdConnectionOf(opts.etcd, opts));
@@ -96,6 +97,7 @@ export async function clusterStatus(ctx: CliContext, opts: StatusFlags): Promise
       const stored = await store.read();
       live = (await store.nodes()).nodes;
       syncs = (await store.syncReports()).reports;
+      replication = await store.replicationReports();
       if (stored === undefined) throw new StoreError('STORE_INVALID_MAP', `etcd at ${display} holds no partition map yet (${live.size} nodes registered): run shardpipe cluster init --etcd`);
       map = stored.map;
     } finally {
@@ -107,6 +109,9 @@ export async function clusterStatus(ctx: CliContext, opts: StatusFlags): Promise
   }
   const liveOf = (node: string): boolean | undefined => (live === undefined ? undefined : live.has(node));
   const syncOf = (partition: number, node: string, state: string): SyncReport | undefined => (state === 'syncing' ? syncs.find((s) => s.partition === partition && s.node === node) : undefined);
+  const replicationOf = (partition: number, node: string): ReplicationReport | undefined => replication.find((r) => r.partition === partition && r.node === node);
+  const replicationJson = (r: ReplicationReport | undefined): object =>
+    r === undefined ? {} : { lagSequences: r.lagSequences, forwardRetries: r.forwardRetries, ...(r.lastForwardRetry ? { lastForwardRetry: r.lastForwardRetry } : {}) };
   const syncJson = (s: SyncReport | undefined): object =>
     s === undefined ? {} : { sync: { state: s.state, source: s.source, rows: s.rows, bytes: s.bytes, totalRows: s.totalRows, epoch: s.epoch, updatedAtMs: s.updatedAtMs, ...(s.error ? { error: s.error } : {}) } };
   if (opts.json) {
@@ -119,7 +124,7 @@ export async function clusterStatus(ctx: CliContext, opts: StatusFlags): Promise
           start: p.start.toString('hex'),
           end: p.end.toString('hex'),
           epoch: p.epoch,
-          chain: p.chain.map((r) => ({ node: r.node, state: r.state, ...(live === undefined ? {} : { live: liveOf(r.node) }), ...syncJson(syncOf(p.id, r.node, r.state)) })),
+          chain: p.chain.map((r) => ({ node: r.node, state: r.state, ...(live === undefined ? {} : { live: liveOf(r.node) }), ...syncJson(syncOf(p.id, r.node, r.state)), ...replicationJson(replicationOf(p.id, r.node)) })),
         })),
         ...(live === undefined ? {} : { nodes: [...live.values()].map((n) => ({ node: n.node, leaseMs: n.leaseMs, registeredAtMs: n.registeredAtMs })) }),
       }),
@@ -127,12 +132,21 @@ export async function clusterStatus(ctx: CliContext, opts: StatusFlags): Promise
     return;
   }
   ctx.print(`map version ${map.version}, ${map.replicas} replica${map.replicas === 1 ? '' : 's'} per chain`);
-  const replicaText = (partition: number, node: string, state: string): string => `${node} ${state}${progressText(syncOf(partition, node, state))}${liveOf(node) === false ? ' (no lease)' : ''}`;
+  const replicaText = (partition: number, node: string, state: string): string =>
+    `${node} ${state}${progressText(syncOf(partition, node, state))}${replicationText(replicationOf(partition, node))}${liveOf(node) === false ? ' (no lease)' : ''}`;
   ctx.print(formatTable(['id', 'range', 'epoch', 'chain (head first)'], map.partitions.map((p) => [String(p.id), rangeText(p.start, p.end), String(p.epoch), p.chain.map((r) => replicaText(p.id, r.node, r.state)).join(' → ')])));
   if (live !== undefined) {
     const idle = [...live.keys()].filter((n) => map.replicasOf(n).length === 0);
     ctx.print(`registered nodes: ${live.size}${idle.length > 0 ? ` (holding no replica: ${idle.join(', ')})` : ''}`);
   }
+}
+
+/** " (lagging by 12)", " (forwards retried 3×, last to HOST:PORT: …)" from a replica's replication report. */
+function replicationText(r: ReplicationReport | undefined): string {
+  if (r === undefined) return '';
+  const lag = r.lagSequences > 0 ? ` (lagging by ${r.lagSequences})` : '';
+  const retried = r.forwardRetries > 0 && r.lastForwardRetry !== undefined ? ` (forwards retried ${r.forwardRetries}×, last to ${r.lastForwardRetry.successor}: ${r.lastForwardRetry.error.slice(0, 80)})` : '';
+  return lag + retried;
 }
 
 /** " (copying 1200/5000 rows, 1.2 MB)" for a syncing replica's latest report. */

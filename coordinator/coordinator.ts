@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Campaign, Etcd3, Watcher } from 'etcd3';
 import type { Logger } from '../common/index.js';
-import { EtcdMapStore, StoreError, connectEtcd, etcdFailure, parseEtcdUrl, type EtcdConnectionOptions, type PartitionMap } from '../store/index.js';
+import { EtcdMapStore, StoreError, connectEtcd, etcdFailure, parseEtcdUrl, type EtcdConnectionOptions, type PartitionMap, type ReplicationReport } from '../store/index.js';
 import { promote, reconcile, type ChainChange, type CopiedReplica } from './chain-plan.js';
 
 /** Options of one coordinator process. */
@@ -40,6 +40,8 @@ export class Coordinator {
   private readonly stop = new AbortController();
   private campaign: Campaign | undefined;
   private watchers: Watcher[] = [];
+  /** Forward retries last seen per `partition/node` replication report. */
+  private readonly retriesSeen = new Map<string, number>();
   private leading = false;
   private pending = false;
   private running: Promise<void> | undefined;
@@ -130,6 +132,7 @@ export class Coordinator {
         this.watchers.push(await this.store.watchNodes(revision, kick, this.logger));
         this.watchers.push(await this.store.watch(revision, kick, this.logger));
         this.watchers.push(await this.store.watchSyncs(revision, kick, this.logger));
+        this.watchers.push(await this.store.watchReplication(revision, (r) => this.noteReplication(r), this.logger));
         this.schedule();
         return;
       } catch (err) {
@@ -138,6 +141,23 @@ export class Coordinator {
         await sleep(backoffMs, undefined, { signal: this.stop.signal }).catch(() => undefined);
         backoffMs = Math.min(2000, backoffMs * 2);
       }
+    }
+  }
+
+  /**
+   * A replica's report of forwards it had to send again: logged once per new retry count, naming
+   * the successor and the error. Chains change on lease expiry alone (a slow successor whose lease
+   * holds keeps its place); this makes the retries visible where the chains are decided.
+   */
+  private noteReplication(report: ReplicationReport): void {
+    const key = `${report.partition}/${report.node}`;
+    const seen = this.retriesSeen.get(key) ?? 0;
+    this.retriesSeen.set(key, report.forwardRetries);
+    if (report.forwardRetries > seen && report.lastForwardRetry !== undefined) {
+      this.logger.warn(
+        { partition: report.partition, node: report.node, successor: report.lastForwardRetry.successor, retries: report.forwardRetries - seen, total: report.forwardRetries, error: report.lastForwardRetry.error, lagSequences: report.lagSequences },
+        'a replica sent forwards again: its successor failed or did not answer within --forward-timeout',
+      );
     }
   }
 

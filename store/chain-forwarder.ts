@@ -35,7 +35,7 @@ export class ChainForwarder implements ForwardTransport {
 
 /** The wire form of a forward: a bulk batch's buffers as views (no copy), or the point records. */
 export function forwardToProto(m: ForwardMessage): ForwardRequest {
-  const base = { partitionId: m.partitionId, epoch: m.epoch, from: m.from, streamId: m.streamId, seq: m.seq };
+  const base = { partitionId: m.partitionId, epoch: m.epoch, from: m.from, streamId: m.streamId, seq: m.seq, headSeq: m.headSeq ?? 0 };
   if (m.op.kind === 'bulk') return { ...base, packed: m.op.rows.toMessage(), firstEtag: m.op.assigned.firstEtag, nowMs: m.op.assigned.nowMs, points: [] };
   return {
     ...base,
@@ -51,7 +51,7 @@ export function forwardToProto(m: ForwardMessage): ForwardRequest {
 
 /** A received forward (field ranges already checked), as the chain replica takes it. */
 export function forwardFromProto(req: ForwardRequest): ForwardMessage {
-  const base = { partitionId: req.partitionId, epoch: req.epoch, from: req.from, streamId: req.streamId, seq: req.seq };
+  const base = { partitionId: req.partitionId, epoch: req.epoch, from: req.from, streamId: req.streamId, seq: req.seq, ...(req.headSeq > 0 ? { headSeq: req.headSeq } : {}) };
   if (req.packed !== undefined) {
     if (req.points.length > 0) throw new StoreError('STORE_INVALID_ARGUMENT', 'ForwardRequest has both packed and points: a forward is one bulk write or point writes');
     return { ...base, op: { kind: 'bulk', rows: PackedRows.fromMessage(req.packed, 'ForwardRequest.packed'), assigned: { firstEtag: req.firstEtag, nowMs: req.nowMs } } };

@@ -3,7 +3,7 @@ import { setMaxListeners } from 'node:events';
 import type { Logger } from '../common/index.js';
 import type { PackedRows } from './packed-rows.js';
 import type { Partition } from './partition-map.js';
-import type { BulkAssignment, PartitionStore } from './partition-store.js';
+import type { BulkAssignment, ChainPosition, ChainTag, PartitionStore } from './partition-store.js';
 import type { StoredRecord } from './record.js';
 import { PackedRowsBuilder } from './packed-rows.js';
 import { StoreError } from './store-errors.js';
@@ -31,6 +31,8 @@ export interface ForwardMessage {
   streamId: string;
   /** The head's sequence number of this write, 1, 2, 3, … per stream. */
   seq: number;
+  /** The head's last sequence number when it sent this write (≥ seq), for the replicas' lag; absent = seq. */
+  headSeq?: number;
   op: ForwardOp;
 }
 
@@ -79,6 +81,53 @@ interface Waiting {
   timer: NodeJS.Timeout;
 }
 
+/**
+ * The keys live forwards wrote into a syncing replica since its sync's snapshot position: newer than
+ * anything the snapshot holds, so the copy neither writes over them nor deletes them (a forwarded
+ * delete is a tombstone here), and the copy's verification leaves them out. `touchedAt` gives the
+ * clock value at a key's first write; the copy compares it with the clock when it read a batch.
+ */
+export interface CopyGuard {
+  touchedAt(key: Buffer): number | undefined;
+  /** Advances with every key first touched. */
+  readonly clock: number;
+  /** More keys were touched than the guard holds (MAX_TOUCHED): the copy cannot be verified, start it again. */
+  readonly overflowed: boolean;
+  /** Every touched key (latin1) with its clock value. */
+  touched(): IterableIterator<[string, number]>;
+}
+
+/** Most keys a syncing replica tracks as written by forwards during one copy (about 100 bytes each). */
+const MAX_TOUCHED = 1_000_000;
+
+class TouchedKeys implements CopyGuard {
+  private readonly keys = new Map<string, number>();
+  clock = 0;
+  overflowed = false;
+
+  touchedAt(key: Buffer): number | undefined {
+    return this.keys.get(key.toString('latin1'));
+  }
+
+  get size(): number {
+    return this.keys.size;
+  }
+
+  touched(): IterableIterator<[string, number]> {
+    return this.keys.entries();
+  }
+
+  touch(key: Buffer): void {
+    const id = key.toString('latin1');
+    if (this.keys.has(id)) return;
+    if (this.keys.size >= MAX_TOUCHED) {
+      this.overflowed = true;
+      return;
+    }
+    this.keys.set(id, ++this.clock);
+  }
+}
+
 /** Most out-of-order forwards a replica holds while it waits for the ones before them. */
 const MAX_WAITING = 1024;
 const RETRY_PAUSE_MS = 50;
@@ -102,13 +151,17 @@ export class ChainReplica {
   private partition: Partition;
   private streamId: string | undefined;
   /**
-   * This replica joined its chain by a sync (it was `syncing` under some map): its rows come from a
-   * snapshot, so the first stream it sees may be joined mid-way, even after its promotion (a quiet
-   * partition forwards nothing while it copies). A replica from `cluster init` must start at 1.
+   * Whether this replica knows where in the head's write stream it stands. A syncing replica does
+   * not until its sync has opened the snapshot it copies (`startAt` with the snapshot's position):
+   * forwards wait until then, so its position is never guessed from whichever forward came first.
    */
-  private joinedBySync = false;
-  /** The last sequence number applied here (head: assigned). */
+  private positioned = true;
+  /** The last sequence number taken here (queued for writing; head: assigned), of `streamId`. */
   private lastSeq = 0;
+  /** The highest head sequence number forwards of `streamId` carried (the head's own: lastSeq). */
+  private headSeq = 0;
+  /** While a sync copies into this replica: keys forwards wrote since its snapshot (dropped once it serves). */
+  private guard: TouchedKeys | undefined;
   private readonly unacked = new Map<number, Unacked>();
   private readonly waiting = new Map<number, Waiting>();
   /** Aborted on every chain change, so sends to a removed successor stop at once and go again. */
@@ -116,19 +169,44 @@ export class ChainReplica {
   private closed = false;
   /** Bytes of forwards this replica sent (payload: keys, values, metadata), for the bench and metrics. */
   forwardedBytes = 0;
+  /** Sends of forwards that failed or timed out (each was sent again), since this replica opened. */
+  forwardRetries = 0;
+  /** The latest of those: to whom, why, when (Unix ms). */
+  lastForwardRetry: { successor: string; error: string; atMs: number } | undefined;
 
   constructor(options: ChainReplicaOptions) {
     this.node = options.node;
     this.store = options.store;
     this.partition = options.partition;
     this.partitionId = options.partition.id;
-    this.noteSyncing();
+    this.logger = options.logger;
+    this.resume(options.store.chainPosition);
     this.transport = options.transport;
     this.forwardTimeoutMs = options.forwardTimeoutMs ?? 2000;
     this.maxUnacked = options.maxUnacked ?? 10_000;
     if (!Number.isSafeInteger(this.forwardTimeoutMs) || this.forwardTimeoutMs < 1) throw new RangeError(`forwardTimeoutMs must be a whole number ≥ 1, got ${this.forwardTimeoutMs}`);
     this.onForwardRetry = options.onForwardRetry;
-    this.logger = options.logger;
+  }
+
+  /**
+   * Where a replica opened on existing data stands: a syncing one waits for its sync's snapshot; a
+   * middle or tail continues from the position persisted with its last write (its predecessor
+   * re-sends what it lacks). A head starts a new stream: writes it applied but had not forwarded
+   * before it stopped are nowhere else, so its successors must not take its numbering as theirs.
+   */
+  private resume(persisted: ChainPosition): void {
+    if (this.state === 'syncing') {
+      this.positioned = false;
+    } else if (persisted.stream !== '' && !this.isHead) {
+      this.streamId = persisted.stream;
+      this.lastSeq = persisted.seq;
+    } else if (persisted.stream !== '') {
+      this.logger?.warn({ partition: this.partitionId, stream: persisted.stream, seq: persisted.seq }, 'restarted as the head of its chain: starting a new write stream (run `shardpipe cluster check` if it stopped with writes unacknowledged)');
+    }
+  }
+
+  private get state(): string | undefined {
+    return this.partition.chain[this.index]?.state;
   }
 
   /** This replica's position in its chain under the current map. */
@@ -152,9 +230,70 @@ export class ChainReplica {
     return this.partition.epoch;
   }
 
-  /** The highest sequence number applied here, and how many forwards still wait for their ack. */
-  get progress(): { lastSeq: number; unacked: number } {
-    return { lastSeq: this.lastSeq, unacked: this.unacked.size };
+  /**
+   * How many of the head's writes this replica does not hold durably yet: the head's sequence number
+   * (as the latest forward carried it) minus the one persisted here. 0 at the head, and while a
+   * syncing replica has no position yet (its sync progress says where it is).
+   */
+  get lagSequences(): number {
+    if (this.isHead || !this.positioned || this.streamId === undefined) return 0;
+    const durable = this.store.chainPosition;
+    const applied = durable.stream === this.streamId ? durable.seq : 0;
+    return Math.max(0, this.headSeq - applied);
+  }
+
+  /** The highest sequence number taken here, and how many forwards still wait for their ack. */
+  get progress(): { lastSeq: number; unacked: number; streamId: string; positioned: boolean; touchedKeys: number } {
+    return { lastSeq: this.lastSeq, unacked: this.unacked.size, streamId: this.streamId ?? '', positioned: this.positioned, touchedKeys: this.guard?.size ?? 0 };
+  }
+
+  /**
+   * A syncing replica's place in the write stream, from the snapshot its sync copies: every forward
+   * up to `position.seq` is in the snapshot, every later one is applied here. Forwards that arrived
+   * before (they waited) go on at once. Called again by a restarted sync, it never moves back.
+   */
+  startAt(position: ChainPosition): void {
+    if (position.stream === '') {
+      if (!this.positioned) {
+        this.streamId = undefined;
+        this.lastSeq = 0;
+      }
+    } else if (!this.positioned || this.streamId !== position.stream) {
+      this.streamId = position.stream;
+      this.lastSeq = position.seq;
+    } else {
+      this.lastSeq = Math.max(this.lastSeq, position.seq);
+    }
+    this.positioned = true;
+    // Persisted too (an empty write tagged with it; never moves the position back): a replica whose
+    // copy is done but that got no forward since reports the position its data is at.
+    if (position.stream !== '') {
+      this.store.bulkInsert(new PackedRowsBuilder().finish(), undefined, { ...position }).catch((err: unknown) => this.logger?.warn({ err, partition: this.partitionId }, 'persisting the position of a sync\'s snapshot failed; the next forward persists one'));
+    }
+    // A new snapshot holds every forward up to its position: only keys written after it count.
+    this.guard = new TouchedKeys();
+    for (const w of [...this.waiting.values()]) this.wake(w);
+  }
+
+  /**
+   * Before a sync opens its snapshot: forwards wait (unpositioned) until `startAt`, so nothing is
+   * applied here that the snapshot might not hold — every forward applied before has passed the
+   * snapshot's source (ahead in the chain) already. Returns a function that lets them go on again
+   * if the snapshot could not be opened (the replica is then as it was).
+   */
+  holdForSnapshot(): () => void {
+    if (!this.positioned) return () => undefined;
+    this.positioned = false;
+    return () => {
+      if (this.positioned) return;
+      this.positioned = true;
+      for (const w of [...this.waiting.values()]) this.wake(w);
+    };
+  }
+
+  /** The keys forwards wrote since the running sync's snapshot (undefined: no sync positioned this replica). */
+  get copyGuard(): CopyGuard | undefined {
+    return this.guard;
   }
 
   /**
@@ -163,8 +302,12 @@ export class ChainReplica {
    */
   setPartition(partition: Partition): void {
     const before = this.partition;
+    const wasSyncing = this.state === 'syncing';
     this.partition = partition;
-    this.noteSyncing();
+    // Entering `syncing` (cluster repair): its data is about to be replaced by a copy.
+    if (!wasSyncing && this.state === 'syncing') this.positioned = false;
+    // Promoted or removed: the copy is over, its tombstones go.
+    if (this.state !== 'syncing') this.guard = undefined;
     if (partition.epoch !== before.epoch || this.successorOf(partition) !== this.successorOf(before) || this.index < 0) {
       const changed = this.chainChanged;
       this.chainChanged = unboundedController();
@@ -178,13 +321,23 @@ export class ChainReplica {
   }
 
   /**
-   * At the head: numbers a write the partition store has just applied and sends it down the chain;
-   * resolves once the tail has it. Must be called in the order the writes were applied (from the
-   * store's settlement, before anything else awaits), since that order is the sequence.
+   * At the head: the tag a write is queued on the partition store with, so the store numbers it
+   * in its commit order and persists the number in the write's own batch (ChainTag).
    */
-  replicate(op: ForwardOp): Promise<HopTiming[]> {
+  headTag(): ChainTag {
     this.streamId ??= randomBytes(8).toString('hex');
-    const message: ForwardMessage = { partitionId: this.partitionId, epoch: this.partition.epoch, from: this.node, streamId: this.streamId, seq: ++this.lastSeq, op };
+    return { stream: this.streamId, seq: 0 };
+  }
+
+  /**
+   * At the head: sends a write the partition store has applied (numbered through `tag`, from
+   * `headTag`) down the chain; resolves once the tail has it. Any call order: receivers apply in
+   * sequence order.
+   */
+  replicate(op: ForwardOp, tag: ChainTag): Promise<HopTiming[]> {
+    if (tag.seq < 1) throw new RangeError(`partition ${this.partitionId}: a write is replicated after the store numbered it (tag.seq ≥ 1), got ${tag.seq}`);
+    if (tag.stream === this.streamId) this.lastSeq = Math.max(this.lastSeq, tag.seq);
+    const message: ForwardMessage = { partitionId: this.partitionId, epoch: this.partition.epoch, from: this.node, streamId: tag.stream, seq: tag.seq, headSeq: Math.max(this.lastSeq, tag.seq), op };
     return this.passOn(message);
   }
 
@@ -198,16 +351,26 @@ export class ChainReplica {
   /** A forward from the predecessor: checked, applied in sequence order, passed on; resolves with the ack. */
   async receive(message: ForwardMessage): Promise<ForwardAck> {
     this.check(message);
-    if (message.streamId !== this.streamId) this.adoptStream(message);
-    if (message.seq <= this.lastSeq) {
-      // Sent again after a chain change: already written here, so ack once it is below us too.
-      const pending = this.unacked.get(message.seq);
-      return { seq: message.seq, hops: pending === undefined ? [] : await pending.acked };
+    if (message.streamId === this.streamId || this.streamId === undefined) this.headSeq = Math.max(this.headSeq, message.headSeq ?? message.seq);
+    for (;;) {
+      if (this.positioned) {
+        if (message.streamId !== this.streamId) this.adoptStream(message);
+        if (message.seq <= this.lastSeq + 1) break;
+      }
+      await this.waitTurn(message);
+      // The chain may have changed while it waited.
+      this.check(message);
     }
-    if (message.seq > this.lastSeq + 1) await this.waitTurn(message);
+    if (message.seq <= this.lastSeq) {
+      // Already written here (sent again after a chain change, or in the snapshot a sync copied, or
+      // before a restart): ack it once it is below us too, passing it on if no send of it is pending.
+      const pending = this.unacked.get(message.seq);
+      if (pending !== undefined) return { seq: message.seq, hops: await pending.acked };
+      return { seq: message.seq, hops: await this.passOn({ ...message, from: this.node, epoch: this.partition.epoch }) };
+    }
     this.lastSeq = message.seq;
     const started = performance.now();
-    const written = this.apply(message.op);
+    const written = this.apply(message.op, { stream: message.streamId, seq: message.seq });
     this.releaseNext();
     await written;
     const writeMs = performance.now() - started;
@@ -246,13 +409,13 @@ export class ChainReplica {
   }
 
   /**
-   * A forward of a stream this replica has not seen: a replica that joined by a sync (syncing, or
-   * promoted before any forward reached it) starts with it wherever it is, one that has applied
-   * nothing yet starts at its beginning; a replica that holds another stream takes only its beginning.
+   * A forward of a stream this replica does not hold: one that holds none (a fresh replica, or a
+   * synced one whose snapshot had none) takes it from its beginning, as does one that holds another
+   * stream (a restarted head starts a new one); anything else is a gap only a sync can fill.
    */
   private adoptStream(message: ForwardMessage): void {
-    if (this.streamId === undefined && (this.joinedBySync || this.lastSeq === 0)) {
-      this.lastSeq = this.joinedBySync ? message.seq - 1 : 0;
+    if (this.streamId === undefined && this.lastSeq === 0) {
+      this.lastSeq = 0;
     } else if (message.seq !== 1) {
       throw new StoreError('STORE_FORWARD_GAP', `partition ${this.partitionId} on ${this.node}: a forward of a new write stream starts at sequence ${message.seq}, not 1; this replica needs a sync`, {
         context: { partition: this.partitionId },
@@ -260,21 +423,19 @@ export class ChainReplica {
     } else {
       this.lastSeq = 0;
     }
+    if (this.streamId !== message.streamId) this.headSeq = Math.max(message.headSeq ?? message.seq, message.seq);
     this.streamId = message.streamId;
   }
 
-  private noteSyncing(): void {
-    if (this.partition.chain[this.index]?.state === 'syncing') this.joinedBySync = true;
-  }
-
   private waitTurn(message: ForwardMessage): Promise<void> {
+    const missing = (): string => (this.positioned ? `${this.lastSeq + 1} is missing` : 'its sync has not opened its snapshot yet');
     if (this.waiting.size >= MAX_WAITING || this.waiting.has(message.seq)) {
-      return Promise.reject(new StoreError('STORE_FORWARD_GAP', `partition ${this.partitionId} on ${this.node}: forward ${message.seq} arrived while ${this.lastSeq + 1} is missing; retry`));
+      return Promise.reject(new StoreError('STORE_FORWARD_GAP', `partition ${this.partitionId} on ${this.node}: forward ${message.seq} arrived while ${missing()}; retry`));
     }
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiting.delete(message.seq);
-        reject(new StoreError('STORE_FORWARD_GAP', `partition ${this.partitionId} on ${this.node}: forward ${message.seq} waited ${this.forwardTimeoutMs} ms for ${this.lastSeq + 1}; retry`));
+        reject(new StoreError('STORE_FORWARD_GAP', `partition ${this.partitionId} on ${this.node}: forward ${message.seq} waited ${this.forwardTimeoutMs} ms while ${missing()}; retry`));
       }, this.forwardTimeoutMs);
       timer.unref();
       this.waiting.set(message.seq, { message, resolve, reject, timer });
@@ -284,37 +445,46 @@ export class ChainReplica {
   /** Lets the forward that is next in sequence apply, if it arrived early. */
   private releaseNext(): void {
     const next = this.waiting.get(this.lastSeq + 1);
-    if (next === undefined) return;
-    this.waiting.delete(next.message.seq);
-    clearTimeout(next.timer);
-    next.resolve();
+    if (next !== undefined) this.wake(next);
+  }
+
+  private wake(w: Waiting): void {
+    this.waiting.delete(w.message.seq);
+    clearTimeout(w.timer);
+    w.resolve();
   }
 
   /**
-   * Queues the op's writes on the partition store at once (its queue keeps their order), and
-   * resolves when they are durable.
+   * Queues the op's writes on the partition store at once (its queue keeps their order), the last
+   * one carrying the forward's tag (so the position persisted never runs ahead of the data), and
+   * resolves when they are durable. Applying a forward twice writes the same records again.
    */
-  private apply(op: ForwardOp): Promise<unknown> {
-    if (op.kind === 'bulk') return this.store.bulkInsert(op.rows, op.assigned);
-    const writes: Array<Promise<unknown>> = [];
-    let puts: PackedRowsBuilder | undefined;
-    const flush = (): void => {
-      if (puts === undefined) return;
-      // Kept etags and times: the rows become exactly the head's records.
-      writes.push(this.store.bulkInsert(puts.finish(), { firstEtag: 1, nowMs: op.nowMs }));
-      puts = undefined;
-    };
+  private apply(op: ForwardOp, tag: ChainTag): Promise<unknown> {
+    // Marked as the writes are queued, before any await: the copy checks the marks synchronously
+    // just before it queues its own rows, so the two never interleave.
+    const guard = this.guard;
+    if (guard !== undefined) {
+      if (op.kind === 'bulk') for (let i = 0; i < op.rows.count; i++) guard.touch(op.rows.key(i));
+      else for (const w of op.writes) guard.touch(w.key);
+    }
+    if (op.kind === 'bulk') return this.store.bulkInsert(op.rows, op.assigned, tag);
+    const parts: Array<PackedRowsBuilder | Buffer> = [];
     for (const w of op.writes) {
       if ('deleted' in w) {
-        flush();
-        writes.push(this.store.delete(w.key));
-      } else {
-        puts ??= new PackedRowsBuilder();
-        puts.add(w.key, w.record.value, { etag: w.record.etag, updatedAtMs: w.record.updatedAtMs, expiresAtMs: w.record.expiresAtMs });
+        parts.push(w.key);
+        continue;
       }
+      let puts = parts[parts.length - 1];
+      if (!(puts instanceof PackedRowsBuilder)) parts.push((puts = new PackedRowsBuilder()));
+      puts.add(w.key, w.record.value, { etag: w.record.etag, updatedAtMs: w.record.updatedAtMs, expiresAtMs: w.record.expiresAtMs });
     }
-    flush();
-    return Promise.all(writes);
+    return Promise.all(
+      parts.map((part, i) => {
+        const last = i === parts.length - 1 ? tag : undefined;
+        // Kept etags and times: the rows become exactly the head's records.
+        return part instanceof PackedRowsBuilder ? this.store.bulkInsert(part.finish(), { firstEtag: 1, nowMs: op.nowMs }, last) : this.store.delete(part, undefined, last);
+      }),
+    );
   }
 
   /** Sends to the current successor until it acks (none: this is the tail, done). Never drops a forward. */
@@ -352,6 +522,8 @@ export class ChainReplica {
         return ack.hops;
       } catch (error) {
         if (this.closed) throw error;
+        this.forwardRetries++;
+        this.lastForwardRetry = { successor, error: error instanceof Error ? error.message.slice(0, 300) : String(error), atMs: Date.now() };
         this.onForwardRetry?.({ partitionId: this.partitionId, seq: message.seq, successor, error });
         // Once per forward at warn: a dead successor fails every attempt until the map drops it.
         const level = attempt === 1 ? 'warn' : 'debug';

@@ -23,6 +23,8 @@ export function etcdKeys(prefix = ETCD_PREFIX): {
   election: string;
   syncs: string;
   sync: (partition: number, address: string) => string;
+  replication: string;
+  replicationOf: (partition: number, address: string) => string;
 } {
   return {
     map: `${prefix}/map`,
@@ -33,6 +35,9 @@ export function etcdKeys(prefix = ETCD_PREFIX): {
     // `syncs/PARTITION/HOST:PORT`: a syncing replica's progress, under its node's lease.
     syncs: `${prefix}/syncs/`,
     sync: (partition, address) => `${prefix}/syncs/${partition}/${address}`,
+    // `replication/PARTITION/HOST:PORT`: a replica's lag and forward retries, under its node's lease.
+    replication: `${prefix}/replication/`,
+    replicationOf: (partition, address) => `${prefix}/replication/${partition}/${address}`,
   };
 }
 
@@ -56,6 +61,31 @@ export interface SyncReport {
   updatedAtMs: number;
   error?: string;
 }
+
+/**
+ * What a replica reports under its node's lease (`replication/P/NODE`, written when it changes, at
+ * most every second): how far behind its head it is and the forwards it had to send again, so the
+ * coordinator and `cluster status` see them, not only the node's log.
+ */
+export interface ReplicationReport {
+  partition: number;
+  node: string;
+  epoch: number;
+  lagSequences: number;
+  forwardRetries: number;
+  lastForwardRetry?: { successor: string; error: string; atMs: number };
+  updatedAtMs: number;
+}
+
+const replicationReportSchema = z.object({
+  partition: z.number().int().min(0),
+  node: z.string(),
+  epoch: z.number().int().min(1),
+  lagSequences: z.number().int().min(0),
+  forwardRetries: z.number().int().min(0),
+  lastForwardRetry: z.object({ successor: z.string(), error: z.string(), atMs: z.number() }).optional(),
+  updatedAtMs: z.number(),
+});
 
 const syncReportSchema = z.object({
   partition: z.number().int().min(0),
@@ -216,6 +246,34 @@ export class EtcdMapStore {
       if (parsed.success) reports.push(parsed.data);
     }
     return { reports, revision: res.header.revision };
+  }
+
+  /** Every replication report (replicas' lag and forward retries). */
+  async replicationReports(): Promise<ReplicationReport[]> {
+    let res;
+    try {
+      res = await this.etcd.getAll().prefix(this.keys.replication).exec();
+    } catch (err) {
+      throw etcdFailure(err, this.display, 'reading replication reports');
+    }
+    const reports: ReplicationReport[] = [];
+    for (const kv of res.kvs) {
+      const parsed = replicationReportSchema.safeParse(safeJson(kv.value.toString('utf8')));
+      if (parsed.success) reports.push(parsed.data);
+    }
+    return reports;
+  }
+
+  /** Watches replication reports from `revision` on; `onPut` gets every report written. */
+  async watchReplication(revision: string, onPut: (report: ReplicationReport) => void, logger?: Logger): Promise<Watcher> {
+    const watcher = await this.etcd.watch().prefix(this.keys.replication).startRevision(String(BigInt(revision) + 1n)).create();
+    watcher.on('put', (kv) => {
+      const parsed = replicationReportSchema.safeParse(safeJson(kv.value.toString('utf8')));
+      if (parsed.success) onPut(parsed.data);
+    });
+    watcher.on('disconnected', (err) => logger?.warn({ err: err.message }, 'etcd watch of replication reports disconnected; reconnecting'));
+    watcher.on('error', (err) => logger?.warn({ err: err.message }, 'etcd watch of replication reports failed'));
+    return watcher;
   }
 
   /** Watches sync reports from `revision` on; `onChange` is called after every put or delete. */

@@ -6,7 +6,11 @@ import { EtcdMapStore, type NodeRegistration, type StoredMap, type SyncReport } 
 import { NodeConnection, type StoreCredentials } from './node-connection.js';
 import { readNodeOf, type PartitionMap } from './partition-map.js';
 import { syncReplica, type SyncProgress } from './replica-sync.js';
+import { StoreError } from './store-errors.js';
 import type { StoreNode } from './store-node.js';
+
+/** How often a node reports its replicas' lag and forward retries to etcd, ms. */
+const REPLICATION_REPORT_MS = 1000;
 
 /** Options of a node's etcd membership. */
 export interface EtcdNodeAgentOptions {
@@ -125,6 +129,32 @@ export class EtcdNodeAgent {
     this.watcher = await this.store.watch(from.revision, (map) => {
       this.install(map).catch((err: unknown) => this.logger.error({ err, mapVersion: map.version }, 'installing the partition map from etcd failed'));
     }, this.logger);
+    void this.reportReplication();
+  }
+
+  /**
+   * Every second, writes each replica's lag and forward retries under `replication/P/NODE` (under
+   * the lease) when they changed: the coordinator and `cluster status` read them there.
+   */
+  private async reportReplication(): Promise<void> {
+    const signal = this.stop.signal;
+    const written = new Map<number, string>();
+    while (!signal.aborted) {
+      await sleep(REPLICATION_REPORT_MS, undefined, { signal }).catch(() => undefined);
+      const node = this.node;
+      if (signal.aborted || node === undefined || node.isFenced) continue;
+      for (const r of node.replicaStates()) {
+        const body = { partition: r.partitionId, node: this.address, epoch: r.epoch, lagSequences: r.lagSequences, forwardRetries: r.forwardRetries, ...(r.lastForwardRetry === undefined ? {} : { lastForwardRetry: r.lastForwardRetry }) };
+        const text = JSON.stringify(body);
+        if (written.get(r.partitionId) === text) continue;
+        try {
+          await this.lease.put(this.store.keys.replicationOf(r.partitionId, this.address)).value(JSON.stringify({ ...body, updatedAtMs: Date.now() })).exec();
+          written.set(r.partitionId, text);
+        } catch (err) {
+          this.logger.debug({ err: (err as Error).message, partition: r.partitionId }, 'writing the replication report to etcd failed; trying again in a second');
+        }
+      }
+    }
   }
 
   /** Stops keeping the lease and revokes it (the coordinator sees the node leave at once). Idempotent. */
@@ -170,7 +200,9 @@ export class EtcdNodeAgent {
         continue;
       }
       running?.abort.abort();
-      this.startSync(p.id, source);
+      // The tail changed: the new tail is ahead of the old one in the chain and holds everything it
+      // held, so the copy resumes after the last key done (the verification still covers it all).
+      this.startSync(p.id, source, running?.copiedThrough);
     }
     for (const [id, running] of this.syncs) {
       if (wanted.has(id)) continue;
@@ -182,9 +214,9 @@ export class EtcdNodeAgent {
     }
   }
 
-  private startSync(partitionId: number, source: string): void {
+  private startSync(partitionId: number, source: string, copiedThrough?: Buffer): void {
     const abort = new AbortController();
-    const running: RunningSync = { source, abort, done: Promise.resolve(), report: undefined, writes: Promise.resolve() };
+    const running: RunningSync = { source, abort, done: Promise.resolve(), report: undefined, writes: Promise.resolve(), ...(copiedThrough === undefined ? {} : { copiedThrough }) };
     this.syncs.set(partitionId, running);
     running.done = this.runSync(partitionId, running).then(() => running.writes).catch((err: unknown) => this.logger.error({ err, partition: partitionId }, 'replica sync stopped'));
   }
@@ -216,7 +248,7 @@ export class EtcdNodeAgent {
       let reportedAt = 0;
       const connection = new NodeConnection(running.source, this.credentials);
       try {
-        log.info({ epoch: partition.epoch }, 'replica sync started: copying the partition from a snapshot of the chain\'s tail');
+        log.info({ epoch: partition.epoch, ...(running.copiedThrough === undefined ? {} : { resumedAfter: running.copiedThrough.toString('hex') }) }, 'replica sync started: copying the partition from a snapshot of the chain\'s tail');
         this.report(at(last, 'copying'), running);
         const result = await syncReplica({
           partition,
@@ -224,8 +256,12 @@ export class EtcdNodeAgent {
           target,
           source: connection,
           signal,
+          beforeSnapshot: () => node.holdReplicaForSnapshot(partitionId),
+          onSnapshot: (position) => node.positionReplica(partitionId, position),
+          ...(running.copiedThrough === undefined ? {} : { startAfter: running.copiedThrough }),
           onProgress: (progress) => {
             last = progress;
+            if (progress.copiedThrough !== undefined) running.copiedThrough = progress.copiedThrough;
             node.reportSync(partitionId, progress);
             if (Date.now() - reportedAt < 500) return;
             reportedAt = Date.now();
@@ -237,6 +273,8 @@ export class EtcdNodeAgent {
         return;
       } catch (err) {
         if (signal.aborted) return;
+        // A copy that did not verify starts from the first key; one cut off (source gone) resumes.
+        if (err instanceof StoreError && err.code === 'STORE_SYNC_MISMATCH') running.copiedThrough = undefined;
         log.warn({ err: (err as Error).message, backoffMs }, 'replica sync failed; starting it again');
         this.report(at(last, 'failed', (err as Error).message), running);
         await sleep(backoffMs, undefined, { signal }).catch(() => undefined);
@@ -325,6 +363,8 @@ export class EtcdNodeAgent {
 
 interface RunningSync {
   source: string;
+  /** Where this replica's copy got to (kept when the chain's tail changes: the copy from the new one resumes after it). */
+  copiedThrough?: Buffer;
   abort: AbortController;
   done: Promise<void>;
   report: SyncReport | undefined;

@@ -154,6 +154,7 @@ export const FIELD_LIMITS: Readonly<Record<string, Readonly<Record<string, Field
     first_etag: { kind: 'int', min: 0, max: MAX_ETAG, note: 'with packed: the first etag the head handed out' },
     now_ms: time,
     points: { kind: 'list', maxItems: MAX_MULTI_OPS, item: { kind: 'message', required: true } },
+    head_seq: { kind: 'int', min: 0, max: MAX_ETAG, note: 'the head\'s last sequence number when it sent the write (replica lag); 0 = unknown' },
   },
   ForwardPoint: { entry: { kind: 'message', required: true }, deleted: { kind: 'bool' } },
   Entry: { key: { kind: 'key' }, value: { kind: 'value' }, etag: { kind: 'int', min: 0, max: MAX_ETAG }, updated_at_ms: time, expires_at_ms: time },

@@ -4,7 +4,7 @@ export type { Partition, PartitionMapJson, PartitionMapOptions, PartitionSpec, R
 export { connectEtcd, parseEtcdUrl, etcdFailure, isEtcdAuthFailure, DEFAULT_ETCD_CALL_TIMEOUT_MS } from './etcd-connection.js';
 export type { EtcdConnectionOptions, EtcdEndpoints } from './etcd-connection.js';
 export { EtcdMapStore, ETCD_PREFIX, etcdKeys } from './etcd-map-store.js';
-export type { NodeRegistration, StoredMap, SyncReport } from './etcd-map-store.js';
+export type { NodeRegistration, ReplicationReport, StoredMap, SyncReport } from './etcd-map-store.js';
 export { syncReplica } from './replica-sync.js';
 export type { ReplicaSyncOptions, SyncProgress, SyncResult } from './replica-sync.js';
 export { EtcdNodeAgent } from './etcd-node-agent.js';

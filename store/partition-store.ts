@@ -57,8 +57,25 @@ export interface PutOptions {
 
 /** One put or delete of a group written together (see PartitionStore.writeMany). */
 export type PointWrite =
-  | { kind: 'put'; key: Buffer; value: Buffer; options: PutOptions }
-  | { kind: 'delete'; key: Buffer; expectedEtag?: number };
+  | { kind: 'put'; key: Buffer; value: Buffer; options: PutOptions; chain?: ChainTag }
+  | { kind: 'delete'; key: Buffer; expectedEtag?: number; chain?: ChainTag };
+
+/**
+ * A write's place in its chain's write stream, persisted in the same LevelDB batch as the write
+ * (so a restarted replica knows exactly which forwards it holds, and a snapshot which it contains).
+ * `seq` 0 asks the partition to number the write (at the head: the next of `stream`, in commit
+ * order, written back into `seq`); a replica gives the head's number.
+ */
+export interface ChainTag {
+  stream: string;
+  seq: number;
+}
+
+/** The last chain write a partition (or a snapshot of it) holds; stream '' = none yet. */
+export interface ChainPosition {
+  stream: string;
+  seq: number;
+}
 
 export interface PartitionStoreStats {
   /** Entries stored. Exact: maintained with every write batch; expired entries count until swept. */
@@ -89,16 +106,19 @@ export class PartitionSnapshot {
   /** Entries in the partition at the snapshot (expired entries count until swept). */
   readonly count: number;
   readonly takenAtMs: number;
+  /** The last chain write the snapshot holds (exact: persisted in the batch of that write). */
+  readonly chain: ChainPosition;
   /** @internal */
   readonly handle: ReturnType<ClassicLevel<Buffer, Buffer>['snapshot']>;
   /** @internal */
   readonly owner: PartitionStore;
 
-  constructor(owner: PartitionStore, handle: ReturnType<ClassicLevel<Buffer, Buffer>['snapshot']>, count: number, takenAtMs: number) {
+  constructor(owner: PartitionStore, handle: ReturnType<ClassicLevel<Buffer, Buffer>['snapshot']>, count: number, takenAtMs: number, chain: ChainPosition = { stream: '', seq: 0 }) {
     this.owner = owner;
     this.handle = handle;
     this.count = count;
     this.takenAtMs = takenAtMs;
+    this.chain = chain;
   }
 
   /** Releases the view. Idempotent. */
@@ -174,9 +194,9 @@ const MIDPOINT_EXTRA_BYTES = 8;
 type BulkOp = Extract<Op, { kind: 'bulk' }>;
 
 type Op =
-  | { kind: 'put'; key: Buffer; value: Buffer; options: PutOptions; resolve: (r: StoredRecord) => void; reject: (e: unknown) => void }
-  | { kind: 'delete'; key: Buffer; expectedEtag: number | undefined; resolve: (deleted: boolean) => void; reject: (e: unknown) => void }
-  | { kind: 'bulk'; rows: PackedRows; sorted: boolean; enqueuedAt: number; assigned: BulkAssignment | undefined; resolve: (t: BulkWriteTiming) => void; reject: (e: unknown) => void }
+  | { kind: 'put'; key: Buffer; value: Buffer; options: PutOptions; chain?: ChainTag; resolve: (r: StoredRecord) => void; reject: (e: unknown) => void }
+  | { kind: 'delete'; key: Buffer; expectedEtag: number | undefined; chain?: ChainTag; resolve: (deleted: boolean) => void; reject: (e: unknown) => void }
+  | { kind: 'bulk'; rows: PackedRows; sorted: boolean; enqueuedAt: number; assigned: BulkAssignment | undefined; chain?: ChainTag; resolve: (t: BulkWriteTiming) => void; reject: (e: unknown) => void }
   | { kind: 'sweep'; resolve: (swept: number) => void; reject: (e: unknown) => void };
 
 interface WriteFault {
@@ -191,6 +211,9 @@ interface State {
   count: number;
   logicalBytes: number;
   lastWriteMs: number;
+  /** The last chain write committed (ChainTag); '' / 0 when the partition never was in a chain. */
+  chainStream: string;
+  chainSeq: number;
 }
 
 /**
@@ -214,7 +237,7 @@ export class PartitionStore {
   private writeErrors = 0;
   private recovery: Promise<void> | undefined;
   private readonly stopRecovery = new AbortController();
-  private state: State = { seq: 0, count: 0, logicalBytes: 0, lastWriteMs: 0 };
+  private state: State = { seq: 0, count: 0, logicalBytes: 0, lastWriteMs: 0, chainStream: '', chainSeq: 0 };
   /**
    * No stored key is larger than this (undefined: no key is stored). Kept on open and after every
    * write, never lowered (deletes leave it high, which only costs a read): a bulk insert entirely
@@ -304,22 +327,22 @@ export class PartitionStore {
     const settled = writes.map(
       (w) =>
         new Promise<StoredRecord | boolean>((resolve, reject) => {
-          if (w.kind === 'put') ops.push({ kind: 'put', key: w.key, value: w.value, options: w.options, resolve: this.counted(1, resolve), reject });
-          else ops.push({ kind: 'delete', key: w.key, expectedEtag: w.expectedEtag, resolve: this.counted(1, resolve), reject });
+          if (w.kind === 'put') ops.push({ kind: 'put', key: w.key, value: w.value, options: w.options, chain: w.chain, resolve: this.counted(1, resolve), reject });
+          else ops.push({ kind: 'delete', key: w.key, expectedEtag: w.expectedEtag, chain: w.chain, resolve: this.counted(1, resolve), reject });
         }),
     );
     this.enqueue(...ops);
     return settled;
   }
 
-  /** Writes `value`; rejects with STORE_ETAG_MISMATCH when `expectedEtag` does not match. */
-  put(key: Buffer, value: Buffer, options: PutOptions = {}): Promise<StoredRecord> {
-    return new Promise((resolve, reject) => this.enqueue({ kind: 'put', key, value, options, resolve: this.counted(1, resolve), reject }));
+  /** Writes `value`; rejects with STORE_ETAG_MISMATCH when `expectedEtag` does not match. `chain`: its place in the chain's stream (ChainTag). */
+  put(key: Buffer, value: Buffer, options: PutOptions = {}, chain?: ChainTag): Promise<StoredRecord> {
+    return new Promise((resolve, reject) => this.enqueue({ kind: 'put', key, value, options, chain, resolve: this.counted(1, resolve), reject }));
   }
 
-  /** Deletes `key`; resolves whether a live entry was deleted. */
-  delete(key: Buffer, expectedEtag?: number): Promise<boolean> {
-    return new Promise((resolve, reject) => this.enqueue({ kind: 'delete', key, expectedEtag, resolve: this.counted(1, resolve), reject }));
+  /** Deletes `key`; resolves whether a live entry was deleted. `chain`: its place in the chain's stream (ChainTag). */
+  delete(key: Buffer, expectedEtag?: number, chain?: ChainTag): Promise<boolean> {
+    return new Promise((resolve, reject) => this.enqueue({ kind: 'delete', key, expectedEtag, chain, resolve: this.counted(1, resolve), reject }));
   }
 
   /**
@@ -328,11 +351,16 @@ export class PartitionStore {
    * `assigned` (a replica applying its head's write) replaces this partition's own etag counter
    * and clock for these rows, so they get exactly the head's records.
    */
-  bulkInsert(input: readonly BulkRowInput[] | PackedRows, assigned?: BulkAssignment): Promise<BulkWriteTiming> {
+  bulkInsert(input: readonly BulkRowInput[] | PackedRows, assigned?: BulkAssignment, chain?: ChainTag): Promise<BulkWriteTiming> {
     const rows = input instanceof PackedRows ? input : PackedRows.fromRows(input);
     return new Promise((resolve, reject) =>
-      this.enqueue({ kind: 'bulk', rows, sorted: rows.isStrictlySorted(), enqueuedAt: performance.now(), assigned, resolve: this.counted(rows.count, resolve), reject }),
+      this.enqueue({ kind: 'bulk', rows, sorted: rows.isStrictlySorted(), enqueuedAt: performance.now(), assigned, chain, resolve: this.counted(rows.count, resolve), reject }),
     );
+  }
+
+  /** The last chain write this partition holds durably. */
+  get chainPosition(): ChainPosition {
+    return { stream: this.state.chainStream, seq: this.state.chainSeq };
   }
 
   /** Deletes entries whose expiry has passed; resolves how many. Runs periodically on its own. */
@@ -418,7 +446,8 @@ export class PartitionStore {
     try {
       // The count comes from the snapshot itself, so it matches what a scan of it will see.
       const raw = await this.db.get(META_STATE, { snapshot: handle });
-      return new PartitionSnapshot(this, handle, raw === undefined ? 0 : decodeState(raw).count, takenAtMs);
+      const state = raw === undefined ? undefined : decodeState(raw);
+      return new PartitionSnapshot(this, handle, state?.count ?? 0, takenAtMs, { stream: state?.chainStream ?? '', seq: state?.chainSeq ?? 0 });
     } catch (err) {
       await handle.close();
       throw err;
@@ -678,10 +707,12 @@ export class PartitionStore {
         next.count++;
         next.logicalBytes += recordBytes(op.key, record);
         overlay.set(id, record);
+        numberChainWrite(next, op.chain);
         settle.push(() => op.resolve(record));
       } else {
         if (stored !== null) batch.del(dk);
         overlay.set(id, null);
+        numberChainWrite(next, op.chain);
         settle.push(() => op.resolve(live !== null));
       }
     }
@@ -800,6 +831,7 @@ export class PartitionStore {
           next.logicalBytes += at - keyAt - (expiresAtMs > 0 ? 9 + keyLength : 0);
         }
         next.seq = Math.max(next.seq, seq);
+        numberChainWrite(next, group[g]!.chain);
       }
     } catch (err) {
       await batch.discard();
@@ -1254,15 +1286,43 @@ function recordBytes(key: Buffer, record: StoredRecord): number {
   return key.length + 1 + encodedRecordLength(record);
 }
 
+// 32 bytes, then (since chains) the chain sequence (8) and stream id (latin1, to the end); a
+// 32-byte state from before reads as no chain position.
 function encodeState(s: State): Buffer {
-  const out = Buffer.allocUnsafe(32);
+  const out = Buffer.allocUnsafe(40 + s.chainStream.length);
   writeU64(out, 0, s.seq);
   writeU64(out, 8, s.count);
   writeU64(out, 16, s.logicalBytes);
   writeU64(out, 24, s.lastWriteMs);
+  writeU64(out, 32, s.chainSeq);
+  out.write(s.chainStream, 40, 'latin1');
   return out;
 }
 
 function decodeState(raw: Buffer): State {
-  return { seq: readU64(raw, 0), count: readU64(raw, 8), logicalBytes: readU64(raw, 16), lastWriteMs: readU64(raw, 24) };
+  const chained = raw.length >= 40;
+  return {
+    seq: readU64(raw, 0),
+    count: readU64(raw, 8),
+    logicalBytes: readU64(raw, 16),
+    lastWriteMs: readU64(raw, 24),
+    chainSeq: chained ? readU64(raw, 32) : 0,
+    chainStream: chained ? raw.toString('latin1', 40) : '',
+  };
+}
+
+/**
+ * Moves the state's chain position to a write's tag: the head's next number of its stream (written
+ * back into the tag), or the number a replica was given. A replica's re-applied older forward
+ * leaves the position where it is; a new stream replaces it.
+ */
+function numberChainWrite(next: State, tag: ChainTag | undefined): void {
+  if (tag === undefined) return;
+  if (tag.seq === 0) {
+    tag.seq = next.chainStream === tag.stream ? next.chainSeq + 1 : 1;
+  } else if (next.chainStream === tag.stream && tag.seq <= next.chainSeq) {
+    return;
+  }
+  next.chainStream = tag.stream;
+  next.chainSeq = tag.seq;
 }

@@ -61,6 +61,13 @@ export class RangeDigest {
     return this;
   }
 
+  /** Takes out every entry of another digest (of a subset of this one's entries). */
+  subtract(other: RangeDigest): this {
+    for (let i = 0; i < LANES; i++) this.lanes[i] = (this.lanes[i]! - other.lanes[i]!) >>> 0;
+    this.entries -= other.entries;
+    return this;
+  }
+
   get count(): number {
     return this.entries;
   }

@@ -1,5 +1,7 @@
 import type { Partition } from './partition-map.js';
-import type { PartitionStore, StoredEntry } from './partition-store.js';
+import type { CopyGuard } from './chain-replica.js';
+import type { ChainPosition, PartitionStore, StoredEntry } from './partition-store.js';
+import { RangeDigest } from './range-digest.js';
 import type { BulkRowInput } from './bulk-row.js';
 import type { NodeConnection } from './node-connection.js';
 import { StoreError } from './store-errors.js';
@@ -14,6 +16,8 @@ export interface SyncProgress {
   totalRows: number;
   /** Local rows removed because the snapshot does not hold them (a returning replica's deleted keys). */
   deleted: number;
+  /** The last key up to which the local replica is done (copied, and local extras deleted): where a copy from another source can resume. */
+  copiedThrough?: Buffer;
 }
 
 /** Options of one sync of a local replica from a source replica. */
@@ -30,8 +34,22 @@ export interface ReplicaSyncOptions {
   snapshotLeaseMs?: number;
   /** Deadline of each unary call to the source, ms. Default 10000. */
   rpcDeadlineMs?: number;
+  /**
+   * Resume: the local replica is already done up to and including this key (a copy from the
+   * chain's previous tail got that far; its rows there equal this snapshot's, or were written by
+   * forwards since, which it applies too), so the copy starts after it. The verification still
+   * covers the whole partition.
+   */
+  startAfter?: Buffer;
   /** Entries per scan batch asked for. Default 1000. */
   batchSize?: number;
+  /**
+   * Called once the source's snapshot is open, with the last chain write it holds: the local
+   * replica applies forwards after it and takes the ones up to it as copied (ChainReplica.startAt).
+   */
+  onSnapshot?: (position: ChainPosition) => CopyGuard | undefined;
+  /** Called just before the snapshot is opened; the function it returns is called if opening fails. */
+  beforeSnapshot?: () => () => void;
   /** Called after every copied batch. */
   onProgress?: (progress: SyncProgress) => void;
   signal?: AbortSignal;
@@ -44,11 +62,12 @@ export interface SyncResult extends SyncProgress {
 
 /**
  * Copies one partition into a local replica from a leased snapshot of a source replica (streaming
- * Scan), then proves the copy by comparing the Checksum (with etags) of the same snapshot with the
- * local replica's. The apply rule keeps live forwarded writes: a copied row never replaces a local
- * row with a higher etag (etags of a partition only grow, at its head), and a local row the snapshot
- * lacks is deleted only when its etag is not above the snapshot's highest (it was deleted at the
- * source before the snapshot, not written after it), by a CAS delete on that etag.
+ * Scan), then proves the copy. Live forwards keep arriving meanwhile, and the replica applies every
+ * one after the snapshot's position (`onSnapshot`); the keys they write are newer than the
+ * snapshot, so (through the replica's CopyGuard) the copy neither writes over them nor deletes them
+ * — a forwarded delete acts as a tombstone — and every other key becomes exactly the snapshot's
+ * row (local rows the snapshot lacks are deleted). The proof: the local replica without the touched
+ * keys digests (etags included) to the snapshot's digest without its rows of those keys.
  *
  * Fails with STORE_SYNC_MISMATCH when the digests differ (the caller starts again).
  */
@@ -57,36 +76,58 @@ export async function syncReplica(options: ReplicaSyncOptions): Promise<SyncResu
   const leaseMs = options.snapshotLeaseMs ?? 60_000;
   const rpcDeadlineMs = options.rpcDeadlineMs ?? 10_000;
   const limits = (): { deadline: number; signal?: AbortSignal } => ({ deadline: Date.now() + rpcDeadlineMs, signal });
-  const opened = await source.unary('openSnapshot', { mapVersion, partitionIds: [partition.id], leaseMs }, limits());
+  const release = options.beforeSnapshot?.();
+  let opened;
+  try {
+    opened = await source.unary('openSnapshot', { mapVersion, partitionIds: [partition.id], leaseMs }, limits());
+  } catch (err) {
+    release?.();
+    throw err;
+  }
   const snapshot = opened.snapshots.find((s) => s.partitionId === partition.id);
-  if (snapshot === undefined) throw new StoreError('STORE_NOT_OWNER', `${source.address} pinned no snapshot of partition ${partition.id}`, { context: { partition: partition.id } });
+  if (snapshot === undefined) {
+    release?.();
+    throw new StoreError('STORE_NOT_OWNER', `${source.address} pinned no snapshot of partition ${partition.id}`, { context: { partition: partition.id } });
+  }
   const snapshotId = snapshot.snapshotId;
+  const guard = options.onSnapshot?.({ stream: snapshot.chainStream, seq: snapshot.chainSeq }) ?? NO_FORWARDS;
   const progress: SyncProgress = { rows: 0, bytes: 0, totalRows: snapshot.count, deleted: 0 };
+  // The snapshot's rows of keys already touched when their batch was read, and where each batch
+  // ended with the guard's clock then: what the verification takes out of the snapshot's digest.
+  const touchedRows = new RangeDigest();
+  const accounted = new Set<string>();
+  const batchEnds: Array<{ lastKey: Buffer; clock: number }> = [];
   let renewedAt = Date.now();
   try {
     // Local rows as they were before the copy wrote anything: a lockstep merge with the source's
     // sorted stream finds the local keys the snapshot lacks.
-    const local = localRows(target, partition, signal);
-    let highestEtag = 0;
-    const stream = source.scan({ mapVersion, start: partition.start, end: partition.end, limit: 0, batchSize: options.batchSize ?? 1000, snapshotId }, { deadline: Infinity, signal });
+    const from = options.startAfter === undefined ? partition.start : Buffer.concat([options.startAfter, Buffer.from([0])]);
+    const local = localRows(target, from, partition.end, guard, signal);
+    const stream = source.scan({ mapVersion, start: from, end: partition.end, limit: 0, batchSize: options.batchSize ?? 1000, snapshotId }, { deadline: Infinity, signal });
     for await (const batch of stream) {
       signal?.throwIfAborted();
       if (batch.entries.length > 0) {
         const entries = batch.entries;
-        for (const e of entries) if (e.etag > highestEtag) highestEtag = e.etag;
         const current = await target.getMany(entries.map((e) => e.key));
+        // From here to the bulkInsert call nothing awaits: no forward is queued in between.
         const rows: BulkRowInput[] = [];
         for (let i = 0; i < entries.length; i++) {
           const e = entries[i]!;
-          const mine = current[i];
-          const equal = mine !== undefined && mine.etag === e.etag && mine.expiresAtMs === e.expiresAtMs && mine.value.equals(e.value);
-          // Apply rule: a newer local row (a live forward) wins over the snapshot's.
-          if (!equal && (mine === undefined || mine.etag <= e.etag)) rows.push({ key: e.key, value: e.value, etag: e.etag, updatedAtMs: e.updatedAtMs, expiresAtMs: e.expiresAtMs });
           progress.bytes += e.key.length + e.value.length;
+          if (guard.touchedAt(e.key) !== undefined) {
+            touchedRows.add(e.key, e.value, e.expiresAtMs, e.etag);
+            accounted.add(e.key.toString('latin1'));
+            continue;
+          }
+          const mine = current[i];
+          const equal = mine !== undefined && mine.etag === e.etag && mine.expiresAtMs === e.expiresAtMs && mine.updatedAtMs === e.updatedAtMs && mine.value.equals(e.value);
+          if (!equal) rows.push({ key: e.key, value: e.value, etag: e.etag, updatedAtMs: e.updatedAtMs, expiresAtMs: e.expiresAtMs });
         }
+        batchEnds.push({ lastKey: entries[entries.length - 1]!.key, clock: guard.clock });
         if (rows.length > 0) await target.bulkInsert(rows);
         progress.rows += entries.length;
-        progress.deleted += await local.dropMissingBefore(entries, highestEtag);
+        progress.deleted += await local.dropMissingBefore(entries);
+        progress.copiedThrough = entries[entries.length - 1]!.key;
         options.onProgress?.({ ...progress });
         if (Date.now() - renewedAt > leaseMs / 3) {
           await source.unary('renewSnapshot', { snapshotIds: [snapshotId], leaseMs }, limits());
@@ -95,32 +136,95 @@ export async function syncReplica(options: ReplicaSyncOptions): Promise<SyncResu
       }
       if (batch.last) break;
     }
-    progress.deleted += await local.dropRest(highestEtag);
+    progress.deleted += await local.dropRest();
     const theirs = await source.unary('checksum', { mapVersion, start: partition.start, end: partition.end, includeEtag: true, snapshotId, replica: false }, limits());
-    const mine = await target.checksum(partition.start, partition.end, { includeEtag: true });
-    if (theirs.digest !== mine.toHex() || theirs.count !== mine.count) {
+    const mine = await untouchedDigest(target, partition, guard);
+    if (guard.overflowed) {
+      throw new StoreError('STORE_SYNC_MISMATCH', `the copy of partition ${partition.id} from ${source.address} cannot be verified: forwards wrote more keys during it than the replica tracks; starting again`, {
+        context: { partition: partition.id },
+      });
+    }
+    // Keys first touched after their batch was read: their snapshot rows (if any) are read back.
+    const expected = RangeDigest.fromHex(theirs.digest, theirs.count).subtract(touchedRows);
+    for (const [id, touchedAt] of mine.touched) {
+      if (accounted.has(id)) continue;
+      const key = Buffer.from(id, 'latin1');
+      const covering = firstEndingAtOrAfter(batchEnds, key);
+      // Past the last row streamed, or touched before the batch that would hold it was read (and
+      // not in it): the snapshot has no row of it.
+      if (covering === undefined || touchedAt <= covering.clock) continue;
+      expected.subtract(await snapshotRow(source, mapVersion, snapshotId, key, limits));
+    }
+    if (expected.toHex() !== mine.digest.toHex() || expected.count !== mine.digest.count) {
       throw new StoreError(
         'STORE_SYNC_MISMATCH',
-        `the copy of partition ${partition.id} from ${source.address} does not match its snapshot: ${mine.count} rows, digest ${mine.toHex().slice(0, 16)}… here vs ${theirs.count} rows, digest ${theirs.digest.slice(0, 16)}… there`,
+        `the copy of partition ${partition.id} from ${source.address} does not match its snapshot: ${mine.digest.count} rows, digest ${mine.digest.toHex().slice(0, 16)}… here vs ${expected.count} rows, digest ${expected.toHex().slice(0, 16)}… there (rows written by forwards during the copy left out of both)`,
         { context: { partition: partition.id } },
       );
     }
     options.onProgress?.({ ...progress });
-    return { ...progress, digest: mine.toHex() };
+    return { ...progress, digest: mine.digest.toHex() };
   } finally {
     await source.unary('releaseSnapshot', { snapshotIds: [snapshotId] }, limits()).catch(() => undefined);
   }
 }
 
+/** The first batch (in key order) whose last key is at or after `key`. */
+function firstEndingAtOrAfter(ends: ReadonlyArray<{ lastKey: Buffer; clock: number }>, key: Buffer): { lastKey: Buffer; clock: number } | undefined {
+  let lo = 0;
+  let hi = ends.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (Buffer.compare(ends[mid]!.lastKey, key) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return ends[lo];
+}
+
+/** A sync without live forwards (no replica to guard): nothing is touched. */
+const NO_FORWARDS: CopyGuard = { touchedAt: () => undefined, clock: 0, overflowed: false, touched: () => new Map<string, number>().entries() };
+
+/**
+ * The digest (etags included) of the local replica without the keys forwards touched, read from one
+ * local snapshot, and the touched keys as of that snapshot (a superset of those it holds writes of).
+ */
+async function untouchedDigest(target: PartitionStore, partition: Partition, guard: CopyGuard): Promise<{ digest: RangeDigest; touched: Map<string, number> }> {
+  const snapshot = await target.openSnapshot();
+  // Taken right after the snapshot: every forward the snapshot holds was marked before it was queued.
+  const touched = new Map(guard.touched());
+  try {
+    const digest = new RangeDigest();
+    for await (const batch of target.scan(partition.start, partition.end, { batchSize: 1000, snapshot })) {
+      for (const e of batch) if (!touched.has(e.key.toString('latin1'))) digest.add(e.key, e.value, e.expiresAtMs, e.etag);
+    }
+    return { digest, touched };
+  } finally {
+    await snapshot.close();
+  }
+}
+
+/** The source snapshot's row of one key, as a digest of zero or one entry. */
+async function snapshotRow(source: NodeConnection, mapVersion: number, snapshotId: string, key: Buffer, limits: () => { deadline: number; signal?: AbortSignal }): Promise<RangeDigest> {
+  const digest = new RangeDigest();
+  const end = Buffer.concat([key, Buffer.from([0])]);
+  const rows = source.scan({ mapVersion, start: key, end, limit: 1, batchSize: 1, snapshotId }, limits());
+  for await (const batch of rows) {
+    for (const e of batch.entries) if (e.key.equals(key)) digest.add(e.key, e.value, e.expiresAtMs, e.etag);
+    if (batch.last) break;
+  }
+  return digest;
+}
+
 /**
  * The local replica's rows in key order, read from one iterator opened before the copy writes, and
- * deleted (CAS on their etag) when the source's stream passes them without holding them.
+ * deleted (CAS on their etag) when the source's stream passes them without holding them — unless a
+ * forward wrote them since the snapshot (they are newer than it).
  */
-function localRows(target: PartitionStore, partition: Partition, signal: AbortSignal | undefined): {
-  dropMissingBefore: (entries: readonly { key: Buffer }[], highestEtag: number) => Promise<number>;
-  dropRest: (highestEtag: number) => Promise<number>;
+function localRows(target: PartitionStore, start: Buffer, end: Buffer, guard: CopyGuard, signal: AbortSignal | undefined): {
+  dropMissingBefore: (entries: readonly { key: Buffer }[]) => Promise<number>;
+  dropRest: () => Promise<number>;
 } {
-  const iterator = target.scan(partition.start, partition.end, { batchSize: 1000, signal });
+  const iterator = target.scan(start, end, { batchSize: 1000, signal });
   let buffered: StoredEntry[] = [];
   let done = false;
   const seen = new Set<string>();
@@ -132,8 +236,8 @@ function localRows(target: PartitionStore, partition: Partition, signal: AbortSi
     }
     return buffered.length > 0;
   };
-  const drop = async (entry: StoredEntry, highestEtag: number): Promise<number> => {
-    if (entry.etag > highestEtag) return 0;
+  const drop = async (entry: StoredEntry): Promise<number> => {
+    if (guard.touchedAt(entry.key) !== undefined) return 0;
     return (await target.delete(entry.key, entry.etag).catch((err: unknown) => {
       // A forward changed it meanwhile: it is newer than the snapshot, so it stays.
       if (err instanceof StoreError && err.code === 'STORE_ETAG_MISMATCH') return false;
@@ -143,7 +247,7 @@ function localRows(target: PartitionStore, partition: Partition, signal: AbortSi
       : 0;
   };
   return {
-    async dropMissingBefore(entries, highestEtag) {
+    async dropMissingBefore(entries) {
       for (const e of entries) seen.add(e.key.toString('latin1'));
       const last = entries[entries.length - 1]!.key;
       let deleted = 0;
@@ -151,17 +255,16 @@ function localRows(target: PartitionStore, partition: Partition, signal: AbortSi
         const head = buffered[0]!;
         if (Buffer.compare(head.key, last) > 0) break;
         buffered.shift();
-        if (!seen.has(head.key.toString('latin1'))) deleted += await drop(head, highestEtag);
+        if (!seen.has(head.key.toString('latin1'))) deleted += await drop(head);
       }
       // Only keys at or after the next batch's first key can still match.
       seen.clear();
       return deleted;
     },
-    async dropRest(highestEtag) {
+    async dropRest() {
       let deleted = 0;
-      while (await fill()) deleted += await drop(buffered.shift()!, highestEtag);
+      while (await fill()) deleted += await drop(buffered.shift()!);
       return deleted;
     },
   };
 }
-

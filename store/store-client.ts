@@ -186,11 +186,12 @@ export class StoreClient implements BulkPutter {
    * node sees them (what `cluster check` compares). One call, no retries: a replica that does not
    * answer is the caller's finding.
    */
-  async replicaChecksum(node: string, partition: Partition, start: Buffer, end: Buffer, options: CallOptions = {}): Promise<{ digest: RangeDigest; state: string; epoch: number }> {
+  async replicaChecksum(node: string, partition: Partition, start: Buffer, end: Buffer, options: CallOptions = {}): Promise<{ digest: RangeDigest; state: string; epoch: number; chain: { stream: string; seq: number } }> {
     const map = await this.map(options);
     const from = Buffer.compare(start, partition.start) < 0 ? partition.start : start;
     const r = await this.router.connection(node).unary('checksum', { mapVersion: map.version, start: from, end, includeEtag: true, snapshotId: '', replica: true }, this.router.limits(this.router.deadline(options), options));
-    return { digest: RangeDigest.fromHex(r.digest, r.count), state: r.replicaState, epoch: r.epoch };
+    // The digest is of one snapshot of the replica: exactly its data at this chain position.
+    return { digest: RangeDigest.fromHex(r.digest, r.count), state: r.replicaState, epoch: r.epoch, chain: { stream: r.chainStream, seq: r.chainSeq } };
   }
 
   /**

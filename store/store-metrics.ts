@@ -51,7 +51,7 @@ export interface StoreNodeMetricsSource {
   /** The node's data folder: the free and total bytes of its file system are reported. */
   dataDir: string;
   /** The replicas the node holds, their state and a syncing one's copy progress. */
-  replicas?: () => ReadonlyArray<{ partitionId: number; state: string; sync: { rows: number; bytes: number; totalRows: number } | undefined }>;
+  replicas?: () => ReadonlyArray<{ partitionId: number; state: string; sync: { rows: number; bytes: number; totalRows: number } | undefined; lagSequences?: number; forwardRetries?: number }>;
 }
 
 type NodeLabels = 'node' | 'partition';
@@ -65,7 +65,9 @@ const nodeSources = new WeakMap<Registry, Set<StoreNodeMetricsSource>>();
  * `shardpipe_store_disk_free_bytes` / `shardpipe_store_disk_total_bytes` (the data folder's file
  * system, as statfs reports it; free = available to the node's user); `shardpipe_replica_state`
  * (1 per replica held, labelled with its state) and, for syncing replicas, `shardpipe_replica_sync_bytes`,
- * `_sync_rows` and `_sync_total_rows` (the current copy's progress).
+ * `_sync_rows` and `_sync_total_rows` (the current copy's progress); `shardpipe_replica_lag_sequences`
+ * (the head's sequence number minus the one this replica holds durably) and
+ * `shardpipe_replica_forward_retries` (forwards sent again since the node started).
  * Several nodes may share one registry; each is labelled with its address.
  */
 export class StoreNodeMetrics {
@@ -163,6 +165,20 @@ function registerNodeGauges(registry: Registry, sources: Set<StoreNodeMetricsSou
       },
     });
   };
+  const replicaGauge = (name: string, help: string, pick: (r: { lagSequences?: number; forwardRetries?: number }) => number): void => {
+    new Gauge<NodeLabels>({
+      name,
+      help,
+      labelNames: ['node', 'partition'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const s of sources) for (const r of s.replicas?.() ?? []) this.set({ node: s.node, partition: String(r.partitionId) }, pick(r));
+      },
+    });
+  };
+  replicaGauge('shardpipe_replica_lag_sequences', "Writes of its chain's head this replica does not hold durably yet: the head's sequence number (as the latest forward carried it) minus this replica's (0 at the head)", (r) => r.lagSequences ?? 0);
+  replicaGauge('shardpipe_replica_forward_retries', 'Forwards this replica sent again (failed or not answered within --forward-timeout) since the node started', (r) => r.forwardRetries ?? 0);
   syncGauge('shardpipe_replica_sync_bytes', 'Key + value bytes a syncing replica has copied so far in its current sync (restarts at 0 when a sync starts again)', (x) => x.bytes);
   syncGauge('shardpipe_replica_sync_rows', 'Rows a syncing replica has copied so far in its current sync', (x) => x.rows);
   syncGauge('shardpipe_replica_sync_total_rows', "Rows in the snapshot a syncing replica copies (0 until it has one)", (x) => x.totalRows);

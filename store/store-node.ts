@@ -6,11 +6,11 @@ import { MAX_KEPT_ETAG, MAX_LEASE_MS, MAX_MAP_VERSION_STEP, MAX_TIME_MS, MAX_TTL
 import { DEFAULT_MAX_KEY_BYTES, Key, displayBytes } from './key.js';
 import { PackedRows } from './packed-rows.js';
 import { PartitionMap, partitionContains, readNodeOf, type Partition } from './partition-map.js';
-import { DEFAULT_SCAN_BATCH_MAX_BYTES, PartitionStore, type PointWrite, type BulkRowInput, type PartitionHealth, type PartitionSnapshot, type PartitionStoreStats, type PutOptions, type StoredEntry, type WriteTiming } from './partition-store.js';
+import { DEFAULT_SCAN_BATCH_MAX_BYTES, PartitionStore, type PointWrite, type BulkRowInput, type PartitionHealth, type ChainPosition, type PartitionSnapshot, type PartitionStoreStats, type PutOptions, type StoredEntry, type WriteTiming } from './partition-store.js';
 import type { StoredRecord } from './record.js';
 import type { RangeDigest } from './range-digest.js';
 import { StoreError } from './store-errors.js';
-import { ChainReplica, type ForwardAck, type ForwardMessage, type ForwardOp, type ForwardTransport, type HopTiming } from './chain-replica.js';
+import { ChainReplica, type CopyGuard, type ForwardAck, type ForwardMessage, type ForwardOp, type ForwardTransport, type HopTiming } from './chain-replica.js';
 
 /** Options of a store node. Sizes in bytes, times in milliseconds. */
 export interface StoreNodeOptions {
@@ -53,6 +53,8 @@ export interface StoreNodeOptions {
 /** Whether one partition of this node takes writes (see PartitionStore.health). */
 export interface PartitionHealthInfo extends PartitionHealth {
   partitionId: number;
+  /** This node answers clients for it: it is the chain's head (writes) or its tail (reads), and the node is not fenced. */
+  servesClients: boolean;
 }
 
 /** A bounded range request, after the node has clamped it to one of its partitions. */
@@ -98,6 +100,8 @@ export interface SnapshotLeaseInfo {
   count: number;
   takenAtMs: number;
   expiresAtMs: number;
+  /** The last chain write the snapshot holds. */
+  chain: ChainPosition;
 }
 
 interface HeldSnapshot {
@@ -208,7 +212,8 @@ export class StoreNode {
     const replica = this.chainOf(partition);
     if (replica === undefined) return store.put(key, value, options);
     replica.checkRoom();
-    const replicated = store.put(key, value, options).then((record) => ({ record, acked: replica.replicate({ kind: 'points', nowMs: record.updatedAtMs, writes: [{ key, record }] }) }));
+    const tag = replica.headTag();
+    const replicated = store.put(key, value, options, tag).then((record) => ({ record, acked: replica.replicate({ kind: 'points', nowMs: record.updatedAtMs, writes: [{ key, record }] }, tag) }));
     const { record, acked } = await replicated;
     await this.chainAck(acked, options.expectedEtag !== undefined, partition);
     return record;
@@ -220,7 +225,8 @@ export class StoreNode {
     const replica = this.chainOf(partition);
     if (replica === undefined) return store.delete(key, expectedEtag);
     replica.checkRoom();
-    const { deleted, acked } = await store.delete(key, expectedEtag).then((deleted) => ({ deleted, acked: replica.replicate({ kind: 'points', nowMs: Date.now(), writes: [{ key, deleted: true }] }) }));
+    const tag = replica.headTag();
+    const { deleted, acked } = await store.delete(key, expectedEtag, tag).then((deleted) => ({ deleted, acked: replica.replicate({ kind: 'points', nowMs: Date.now(), writes: [{ key, deleted: true }] }, tag) }));
     await this.chainAck(acked, expectedEtag !== undefined, partition);
     return deleted;
   }
@@ -262,9 +268,10 @@ export class StoreNode {
       );
     }
     for (const [store, slots] of writes) {
-      const settled = store.writeMany(slots.map((i) => ops[i] as PointWrite & PointOp));
       const partition = this.currentMap.lookup(ops[slots[0]!]!.key);
       const replica = this.chainOf(partition);
+      const tags = slots.map(() => replica?.headTag());
+      const settled = store.writeMany(slots.map((i, j) => ({ ...(ops[i] as PointWrite & PointOp), chain: tags[j] })));
       slots.forEach((slot, j) => {
         const op = ops[slot]!;
         const outcome = settled[j]!.then((r): PointOutcome => (op.kind === 'put' ? { ok: true, kind: 'put', record: r as StoredRecord } : { ok: true, kind: 'delete', deleted: r as boolean }));
@@ -278,7 +285,7 @@ export class StoreNode {
           .then((o) => {
             const applied: ForwardOp =
               o.ok && o.kind === 'put' ? { kind: 'points', nowMs: o.record.updatedAtMs, writes: [{ key: op.key, record: o.record }] } : { kind: 'points', nowMs: Date.now(), writes: [{ key: op.key, deleted: true }] };
-            return { o, acked: replica.replicate(applied) };
+            return { o, acked: replica.replicate(applied, tags[j]!) };
           })
           .then(async ({ o, acked }) => {
             await this.chainAck(acked, cas, partition);
@@ -360,7 +367,8 @@ export class StoreNode {
     const replica = this.chainOf(partition);
     if (replica === undefined) return store.bulkInsert(rows);
     replica.checkRoom();
-    const { timing, acked } = await store.bulkInsert(rows).then((timing) => ({ timing, acked: replica.replicate({ kind: 'bulk', rows, assigned: timing.assigned }) }));
+    const tag = replica.headTag();
+    const { timing, acked } = await store.bulkInsert(rows, undefined, tag).then((timing) => ({ timing, acked: replica.replicate({ kind: 'bulk', rows, assigned: timing.assigned }, tag) }));
     const forwarded = performance.now();
     const hops = await this.chainAck(acked, false, partition);
     return { queueMs: timing.queueMs, writeMs: timing.writeMs, fsyncMs: timing.fsyncMs, forwardMs: performance.now() - forwarded, hops };
@@ -385,7 +393,7 @@ export class StoreNode {
   }
 
   /** Where each replica of this node stands in its chain's write stream, by partition id. */
-  chainProgress(): Array<{ partitionId: number; epoch: number; lastSeq: number; unacked: number; forwardedBytes: number }> {
+  chainProgress(): Array<{ partitionId: number; epoch: number; lastSeq: number; unacked: number; streamId: string; positioned: boolean; touchedKeys: number; forwardedBytes: number }> {
     return [...this.replicas.values()].map((r) => ({ partitionId: r.partitionId, epoch: r.epoch, ...r.progress, forwardedBytes: r.forwardedBytes }));
   }
 
@@ -436,7 +444,8 @@ export class StoreNode {
   partitionHealth(): PartitionHealthInfo[] {
     return this.currentMap.replicasOf(this.address).flatMap((p) => {
       const store = this.stores.get(p.id);
-      return store === undefined ? [] : [{ partitionId: p.id, ...store.health }];
+      const servesClients = this.fencedReason === undefined && (p.node === this.address || readNodeOf(p) === this.address);
+      return store === undefined ? [] : [{ partitionId: p.id, ...store.health, servesClients }];
     });
   }
 
@@ -448,7 +457,7 @@ export class StoreNode {
    * The digest of this node's own replica of the partition owning `start` (clamped to it), whatever
    * the replica's place or state in the chain: what `cluster check` compares across a chain.
    */
-  async replicaChecksum(mapVersion: number, start: Buffer, end: Buffer, options: { includeEtag?: boolean; signal?: AbortSignal } = {}): Promise<{ digest: RangeDigest; partition: Partition; state: string; next: Buffer }> {
+  async replicaChecksum(mapVersion: number, start: Buffer, end: Buffer, options: { includeEtag?: boolean; signal?: AbortSignal } = {}): Promise<{ digest: RangeDigest; partition: Partition; state: string; next: Buffer; chain: ChainPosition }> {
     this.checkVersion(mapVersion);
     const partition = this.currentMap.lookup(start);
     const replica = partition.chain.find((r) => r.node === this.address);
@@ -458,8 +467,14 @@ export class StoreNode {
     }
     const from = Buffer.compare(start, partition.start) < 0 ? partition.start : start;
     const endsInside = partition.end.length === 0 || (end.length > 0 && Buffer.compare(end, partition.end) <= 0);
-    const digest = await store.checksum(from, endsInside ? end : partition.end, options);
-    return { digest, partition, state: replica.state, next: endsInside ? Buffer.alloc(0) : partition.end };
+    // One snapshot: the digest is exactly the data at the chain position it reports.
+    const snapshot = await store.openSnapshot();
+    try {
+      const digest = await store.checksum(from, endsInside ? end : partition.end, { ...options, snapshot });
+      return { digest, partition, state: replica.state, next: endsInside ? Buffer.alloc(0) : partition.end, chain: snapshot.chain };
+    } finally {
+      await snapshot.close();
+    }
   }
 
   /** Records the progress of this node's sync of a partition (undefined: no sync running), for metrics. */
@@ -469,11 +484,32 @@ export class StoreNode {
   }
 
   /** This node's replicas under its map: state, and the progress of a syncing one's copy. */
-  replicaStates(): Array<{ partitionId: number; state: string; sync: { rows: number; bytes: number; totalRows: number } | undefined }> {
+  replicaStates(): Array<{ partitionId: number; epoch: number; state: string; sync: { rows: number; bytes: number; totalRows: number } | undefined; lagSequences: number; forwardRetries: number; lastForwardRetry?: { successor: string; error: string; atMs: number } }> {
     return this.currentMap.replicasOf(this.address).map((p) => {
       const state = p.chain.find((r) => r.node === this.address)!.state;
-      return { partitionId: p.id, state, sync: state === 'syncing' ? (this.syncs.get(p.id) ?? { rows: 0, bytes: 0, totalRows: 0 }) : undefined };
+      const replica = this.replicas.get(p.id);
+      return {
+        partitionId: p.id,
+        epoch: p.epoch,
+        state,
+        sync: state === 'syncing' ? (this.syncs.get(p.id) ?? { rows: 0, bytes: 0, totalRows: 0 }) : undefined,
+        lagSequences: p.chain.length < 2 ? 0 : (replica?.lagSequences ?? 0),
+        forwardRetries: replica?.forwardRetries ?? 0,
+        ...(replica?.lastForwardRetry === undefined ? {} : { lastForwardRetry: replica.lastForwardRetry }),
+      };
     });
+  }
+
+  /** A syncing replica's place in the write stream, from the snapshot its sync copies (ChainReplica.startAt). */
+  /** Holds a replica's forwards while its sync opens a snapshot (ChainReplica.holdForSnapshot); the result lets them go if that fails. */
+  holdReplicaForSnapshot(partitionId: number): () => void {
+    return this.replicas.get(partitionId)?.holdForSnapshot() ?? (() => undefined);
+  }
+
+  positionReplica(partitionId: number, position: ChainPosition): CopyGuard | undefined {
+    const replica = this.replicas.get(partitionId);
+    replica?.startAt(position);
+    return replica?.copyGuard;
   }
 
   /** The local store of a partition this node holds a replica of (any state), for a replica sync. */
@@ -514,7 +550,7 @@ export class StoreNode {
       const snapshotId = `p${wanted[i]!.id}-${randomBytes(8).toString('hex')}`;
       const expiresAtMs = Date.now() + leaseMs;
       this.snapshots.set(snapshotId, { partitionId: wanted[i]!.id, snapshot, expiresAtMs, timer: this.expiryTimer(snapshotId, leaseMs) });
-      return { snapshotId, partitionId: wanted[i]!.id, count: snapshot.count, takenAtMs: snapshot.takenAtMs, expiresAtMs };
+      return { snapshotId, partitionId: wanted[i]!.id, count: snapshot.count, takenAtMs: snapshot.takenAtMs, expiresAtMs, chain: snapshot.chain };
     });
   }
 
@@ -532,7 +568,7 @@ export class StoreNode {
       clearTimeout(h!.timer);
       h!.expiresAtMs = Date.now() + leaseMs;
       h!.timer = this.expiryTimer(snapshotId, leaseMs);
-      return { snapshotId, partitionId: h!.partitionId, count: h!.snapshot.count, takenAtMs: h!.snapshot.takenAtMs, expiresAtMs: h!.expiresAtMs };
+      return { snapshotId, partitionId: h!.partitionId, count: h!.snapshot.count, takenAtMs: h!.snapshot.takenAtMs, expiresAtMs: h!.expiresAtMs, chain: h!.snapshot.chain };
     });
   }
 
@@ -638,12 +674,14 @@ export class StoreNode {
   fence(reason: string): void {
     if (this.fencedReason === undefined) this.logger?.warn({ reason }, 'fenced: refusing reads and writes until the current map is read from etcd again');
     this.fencedReason = reason;
+    this.onHealthChange?.();
   }
 
   /** Ends fencing: called once the node has installed the current map from etcd again. */
   unfence(): void {
     if (this.fencedReason !== undefined) this.logger?.info({ mapVersion: this.currentMap.version }, 'unfenced: serving again');
     this.fencedReason = undefined;
+    this.onHealthChange?.();
   }
 
   get isFenced(): boolean {

@@ -58,8 +58,9 @@ export const DEFAULT_MAX_INFLIGHT_BYTES = 256 * 1024 * 1024;
 export const STORE_SERVICE_NAME = 'shardpipe.store.v1.Store';
 
 /**
- * The grpc.health.v1 service name of one partition: SERVING while it takes writes, NOT_SERVING
- * while it recovers from a write fault, UNKNOWN once the map moved it elsewhere.
+ * The grpc.health.v1 service name of one partition: SERVING while it takes writes and this node
+ * answers clients for it (head or tail of its chain, not fenced), NOT_SERVING while it recovers from
+ * a write fault or the node only forwards, syncs or is fenced, UNKNOWN once the map moved it elsewhere.
  */
 export function partitionHealthService(partitionId: number): string {
   return `${STORE_SERVICE_NAME}/partition-${partitionId}`;
@@ -112,10 +113,11 @@ export class StoreServer {
       known.clear();
       for (const p of partitions) {
         known.add(p.partitionId);
-        health.setStatus(partitionHealthService(p.partitionId), p.serving ? 'SERVING' : 'NOT_SERVING');
+        // A middle or syncing replica (and every replica of a fenced node) answers no client call.
+        health.setStatus(partitionHealthService(p.partitionId), p.serving && p.servesClients ? 'SERVING' : 'NOT_SERVING');
       }
-      // The node as a whole serves only while every partition it owns takes writes.
-      const overall = partitions.every((p) => p.serving) ? 'SERVING' : 'NOT_SERVING';
+      // The node as a whole serves only while it is not fenced and every partition it holds takes writes.
+      const overall = !node.isFenced && partitions.every((p) => p.serving) ? 'SERVING' : 'NOT_SERVING';
       health.setStatus('', overall);
       health.setStatus(STORE_SERVICE_NAME, overall);
     };

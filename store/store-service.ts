@@ -187,11 +187,11 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
     checksum: unary('Checksum', async (req) => {
       if (req.replica) {
         const r = await node.replicaChecksum(req.mapVersion, req.start, req.end, { includeEtag: req.includeEtag });
-        return { digest: r.digest.toHex(), count: r.digest.count, next: r.next, replicaState: r.state, epoch: r.partition.epoch };
+        return { digest: r.digest.toHex(), count: r.digest.count, next: r.next, replicaState: r.state, epoch: r.partition.epoch, chainStream: r.chain.stream, chainSeq: r.chain.seq };
       }
       const range = node.clampRange(req.mapVersion, req.start, req.end);
       const digest = await node.checksum(range, { includeEtag: req.includeEtag, snapshotId: req.snapshotId });
-      return { digest: digest.toHex(), count: digest.count, next: range.next, replicaState: '', epoch: range.partition.epoch };
+      return { digest: digest.toHex(), count: digest.count, next: range.next, replicaState: '', epoch: range.partition.epoch, chainStream: '', chainSeq: 0 };
     }),
     splitKeys: unary('SplitKeys', async (req) => {
       const range = node.clampRange(req.mapVersion, req.start, req.end);
@@ -326,7 +326,7 @@ function scanEntryBytes(e: StoredEntry): number {
 }
 
 function toSnapshotInfo(s: SnapshotLeaseInfo): SnapshotInfo {
-  return { partitionId: s.partitionId, snapshotId: s.snapshotId, count: s.count, expiresAtMs: s.expiresAtMs };
+  return { partitionId: s.partitionId, snapshotId: s.snapshotId, count: s.count, expiresAtMs: s.expiresAtMs, chainStream: s.chain.stream, chainSeq: s.chain.seq };
 }
 
 function toEntry(e: StoredEntry): Entry {

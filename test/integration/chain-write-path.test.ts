@@ -7,6 +7,8 @@ import { PartitionMap, type Replica } from '../../store/partition-map.js';
 import { StoreNode } from '../../store/store-node.js';
 import { StoreError } from '../../store/store-errors.js';
 import type { ForwardAck, ForwardMessage, ForwardTransport } from '../../store/chain-replica.js';
+import type { NodeConnection } from '../../store/node-connection.js';
+import { syncReplica } from '../../store/replica-sync.js';
 
 // Real StoreNodes on real LevelDB folders, linked by an in-process transport that a test can cut
 // (a link that hangs until aborted, as to a SIGKILLed peer): the deterministic protocol cases.
@@ -20,6 +22,8 @@ interface Harness {
   /** Links that hang (never answer) until the sender aborts: a dead peer. */
   cut: Set<string>;
   sent: ForwardMessage[];
+  /** Closes a node (its LevelDB stays) and opens it again on the same folder: a process restarted within its lease. */
+  restart(name: string): Promise<StoreNode>;
   install(chain: readonly (string | Replica)[], epoch: number, version: number): Promise<PartitionMap>;
 }
 
@@ -56,17 +60,27 @@ async function harness(names: readonly string[], forwardTimeoutMs = 2000): Promi
     },
   });
   const initial = mapOf(names, 1, 1);
+  const dirOf = new Map<string, string>();
+  const start = async (name: string): Promise<StoreNode> => {
+    const node = await StoreNode.open({ node: name, dataDir: dirOf.get(name)!, initialMap: initial, transport: transport(name), forwardTimeoutMs, sweepIntervalMs: 0, syncWrites: false });
+    open.push(node);
+    nodes.set(name, node);
+    return node;
+  };
   for (const name of names) {
     const dir = await mkdtemp(join(tmpdir(), 'chain-'));
     dirs.push(dir);
-    const node = await StoreNode.open({ node: name, dataDir: dir, initialMap: initial, transport: transport(name), forwardTimeoutMs, sweepIntervalMs: 0, syncWrites: false });
-    open.push(node);
-    nodes.set(name, node);
+    dirOf.set(name, dir);
+    await start(name);
   }
   return {
     nodes,
     cut,
     sent,
+    async restart(name) {
+      await nodes.get(name)!.close();
+      return start(name);
+    },
     async install(chain, epoch, version) {
       const map = mapOf(chain, epoch, version);
       for (const [name, node] of nodes) if (!cut.has(name)) await node.setMap(map, { force: true });
@@ -219,7 +233,7 @@ describe('chain write path (in-process transport, real LevelDB)', () => {
     expect((await h.nodes.get(C)!.get(2, Buffer.from('acct')))?.etag).toBe(again.etag);
   });
 
-  it('a replica that joined by a sync and was promoted before any forward reached it takes the head\'s stream mid-way (a quiet partition); one from cluster init still needs its beginning', async () => {
+  it('a replica that joined by a sync and was promoted before any forward reached it takes the head\'s stream where its sync\'s snapshot had it (a quiet partition); one from cluster init still needs its beginning', async () => {
     const h = await harness([A, B, C], 300);
     const head = h.nodes.get(A)!;
     // C leaves; the head writes (its stream goes past 1); C comes back syncing and is promoted with nothing written meanwhile.
@@ -227,6 +241,11 @@ describe('chain write path (in-process transport, real LevelDB)', () => {
     expect((await head.bulkInsert(2, rows(0, 100))).accepted).toBe(100);
     await head.put(2, Buffer.from('k0000001'), Buffer.from('before'), {});
     await h.install([A, B, { node: C, state: 'syncing' }], 3, 3);
+    // What C's sync does once it has opened its snapshot of the tail (B): take the snapshot's place in the stream.
+    const [snap] = await h.nodes.get(B)!.openSnapshots(3, [0], 60_000);
+    expect(snap!.chain.seq).toBe(2);
+    h.nodes.get(C)!.positionReplica(0, snap!.chain);
+    await h.nodes.get(B)!.releaseSnapshots([snap!.snapshotId]);
     await h.install([A, B, C], 4, 4);
     const put = await head.put(4, Buffer.from('k0000002'), Buffer.from('after the promotion'), {});
     // Acknowledged means the tail, C, has it: same record as the head's.
@@ -236,6 +255,175 @@ describe('chain write path (in-process transport, real LevelDB)', () => {
     await expect(
       fresh.nodes.get(B)!.receiveForward({ partitionId: 0, epoch: 1, from: A, streamId: 's9', seq: 5, op: { kind: 'points', nowMs: Date.now(), writes: [{ key: Buffer.from('x'), deleted: true }] } }),
     ).rejects.toMatchObject({ code: 'STORE_FORWARD_GAP' });
+  });
+
+  it('fault injection: a syncing replica whose first two forwards arrive out of order, before its sync opened its snapshot, applies both in order from the snapshot\'s position', async () => {
+    const h = await harness([A, B, C], 2000);
+    const head = h.nodes.get(A)!;
+    await h.install([A, B], 2, 2);
+    expect((await head.bulkInsert(2, rows(0, 10))).accepted).toBe(10);
+    await head.put(2, Buffer.from('k0000001'), Buffer.from('before'), {});
+    await h.install([A, B, { node: C, state: 'syncing' }], 3, 3);
+    const tail = h.nodes.get(B)!;
+    const [snap] = await tail.openSnapshots(3, [0], 60_000);
+    const at = snap!.chain;
+    expect(at.seq).toBe(2);
+    // The tail's next two forwards reach C the wrong way round, before C knows where it stands.
+    const syncing = h.nodes.get(C)!;
+    const base = { partitionId: 0, epoch: 3, from: B, streamId: at.stream };
+    const put = (key: string, etag: number) => ({ kind: 'points' as const, nowMs: 5000, writes: [{ key: Buffer.from(key), record: { value: Buffer.from(key), etag, updatedAtMs: 5000, expiresAtMs: 0 } }] });
+    const later = syncing.receiveForward({ ...base, seq: at.seq + 2, op: put('later', 102) });
+    const earlier = syncing.receiveForward({ ...base, seq: at.seq + 1, op: put('earlier', 101) });
+    // Neither is applied on a guess: both wait for the position.
+    await new Promise((r) => setImmediate(r));
+    expect(syncing.chainProgress()[0]).toMatchObject({ positioned: false, lastSeq: 0 });
+    syncing.positionReplica(0, at);
+    await Promise.all([later, earlier]);
+    await tail.releaseSnapshots([snap!.snapshotId]);
+    expect((await syncing.replicaStore(0)!.get(Buffer.from('earlier')))?.etag).toBe(101);
+    expect((await syncing.replicaStore(0)!.get(Buffer.from('later')))?.etag).toBe(102);
+    expect(syncing.chainProgress()[0]).toMatchObject({ positioned: true, lastSeq: at.seq + 2, streamId: at.stream });
+    // Forwards up to the snapshot's position are in the copy: acknowledged, not applied again.
+    await syncing.receiveForward({ ...base, seq: at.seq, op: put('not-applied', 100) });
+    expect(await syncing.replicaStore(0)!.get(Buffer.from('not-applied'))).toBeUndefined();
+  });
+
+  it('fault injection: a middle replica restarted within its lease continues the chain from the position persisted with its writes; what it had not passed on reaches the tail', async () => {
+    const h = await harness([A, B, C], 300);
+    const head = h.nodes.get(A)!;
+    expect((await head.bulkInsert(1, rows(0, 100))).accepted).toBe(100);
+    // B applies the next write, but its forward to C hangs; then B stops and starts again.
+    h.cut.add(C);
+    const pending = head.bulkInsert(1, rows(100, 50));
+    pending.catch(() => undefined);
+    await waitFor(async () => (await h.nodes.get(B)!.replicaDigest(0)).count === 150);
+    h.cut.add(B);
+    const restarted = await h.restart(B);
+    expect(restarted.chainProgress()[0]).toMatchObject({ lastSeq: 2, positioned: true });
+    h.cut.delete(B);
+    h.cut.delete(C);
+    // A's re-send of seq 2 is a duplicate at B, which passes it on to C; the write is acknowledged.
+    expect((await pending).accepted).toBe(50);
+    const put = await head.put(1, Buffer.from('k0000007'), Buffer.from('after the restart'), {});
+    expect(await h.nodes.get(C)!.get(1, Buffer.from('k0000007'))).toEqual(put);
+    const all = await digests(h, [A, B, C]);
+    expect(all[0]!.count).toBe(150);
+    expect(all[1]).toEqual(all[0]);
+    expect(all[2]).toEqual(all[0]);
+    expect(h.nodes.get(C)!.chainProgress()[0]).toMatchObject({ lastSeq: 3 });
+  });
+
+  it('fault injection: forwards during a sync (deletes of keys the copy has passed, has not reached yet, and is reading; puts) win over the snapshot\'s rows: no key is brought back, the copy verifies, every replica equal', async () => {
+    const h = await harness([A, B, C], 2000);
+    const head = h.nodes.get(A)!;
+    expect((await head.bulkInsert(1, rows(0, 3000))).accepted).toBe(3000);
+    // C is away while the chain changes a key and deletes another, then comes back syncing.
+    await h.install([A, B], 2, 2);
+    await head.put(2, Buffer.from('k0000100'), Buffer.from('changed while away'), {});
+    await head.delete(2, Buffer.from('k0000200'));
+    await h.install([A, B, { node: C, state: 'syncing' }], 3, 3);
+    const tail = h.nodes.get(B)!;
+    const syncing = h.nodes.get(C)!;
+    let batches = 0;
+    const duringCopy = async (): Promise<void> => {
+      // Written by the head and acknowledged by C (the syncing tail) while the copy reads batch 3 of 6.
+      await head.delete(3, Buffer.from('k0001200')); // in the batch being read
+      await head.delete(3, Buffer.from('k0000300')); // already copied
+      await head.delete(3, Buffer.from('k0002500')); // not reached yet
+      await head.put(3, Buffer.from('k0000400'), Buffer.from('put during the copy'), {});
+      await head.put(3, Buffer.from('k9999999'), Buffer.from('new key during the copy'), {});
+    };
+    const result = await syncReplica({
+      partition: h.nodes.get(C)!.map.byId(0)!,
+      mapVersion: 3,
+      target: syncing.replicaStore(0)!,
+      source: inProcessSource(tail, async () => {
+        if (++batches === 3) await duringCopy();
+      }),
+      batchSize: 500,
+      onSnapshot: (position) => syncing.positionReplica(0, position),
+    });
+    expect(batches).toBeGreaterThanOrEqual(6);
+    expect(result.rows).toBe(2999);
+    for (const gone of ['k0000200', 'k0000300', 'k0001200', 'k0002500']) expect(await syncing.replicaStore(0)!.get(Buffer.from(gone)), gone).toBeUndefined();
+    expect((await syncing.replicaStore(0)!.get(Buffer.from('k0000400')))?.value.toString()).toBe('put during the copy');
+    expect((await syncing.replicaStore(0)!.get(Buffer.from('k0000100')))?.value.toString()).toBe('changed while away');
+    const all = await digests(h, [A, B, C]);
+    expect(all[0]!.count).toBe(2999 - 3 + 1);
+    expect(all[1]).toEqual(all[0]);
+    expect(all[2]).toEqual(all[0]);
+    // The keys forwards wrote during the copy (its tombstones among them) are tracked until C serves, then dropped.
+    expect(syncing.chainProgress()[0]!.touchedKeys).toBe(5);
+    await h.install([A, B, C], 4, 4);
+    expect(syncing.chainProgress()[0]).toMatchObject({ positioned: true, touchedKeys: 0 });
+  });
+
+  it('fault injection: a replica holding a forward that waits for an earlier one lags by the head\'s sequence number minus its own, and by 0 once it has both', async () => {
+    const h = await harness([A, B]);
+    const tail = h.nodes.get(B)!;
+    const base = { partitionId: 0, epoch: 1, from: A, streamId: 's1' };
+    const put = (key: string, etag: number) => ({ kind: 'points' as const, nowMs: 1000, writes: [{ key: Buffer.from(key), record: { value: Buffer.from(key), etag, updatedAtMs: 1000, expiresAtMs: 0 } }] });
+    await tail.receiveForward({ ...base, seq: 1, headSeq: 1, op: put('one', 1) });
+    expect(tail.replicaStates()[0]!.lagSequences).toBe(0);
+    const third = tail.receiveForward({ ...base, seq: 3, headSeq: 3, op: put('three', 3) });
+    await new Promise((r) => setImmediate(r));
+    // The head is at 3; this replica holds 1 durably.
+    expect(tail.replicaStates()[0]!.lagSequences).toBe(2);
+    await tail.receiveForward({ ...base, seq: 2, headSeq: 3, op: put('two', 2) });
+    await third;
+    expect(tail.replicaStates()[0]!.lagSequences).toBe(0);
+    // The head itself never lags; forwards it sent again are counted.
+    expect(h.nodes.get(A)!.replicaStates()[0]!.lagSequences).toBe(0);
+  });
+
+  it('fault injection: a copy cut off when the chain\'s tail dies resumes from the new tail after the last key it finished, with forwards held while the new snapshot opens; the copy verifies and every replica is equal', async () => {
+    const h = await harness([A, B, C], 2000);
+    const head = h.nodes.get(A)!;
+    expect((await head.bulkInsert(1, rows(0, 3000))).accepted).toBe(3000);
+    await h.install([A, B], 2, 2);
+    await head.delete(2, Buffer.from('k0002000'));
+    await h.install([A, B, { node: C, state: 'syncing' }], 3, 3);
+    const syncing = h.nodes.get(C)!;
+    const first = new AbortController();
+    let copiedThrough: Buffer | undefined;
+    let batches = 0;
+    const cut = syncReplica({
+      partition: syncing.map.byId(0)!,
+      mapVersion: 3,
+      target: syncing.replicaStore(0)!,
+      source: inProcessSource(h.nodes.get(B)!, async () => {
+        // B dies while the copy reads its third batch.
+        if (++batches === 3) first.abort(new Error('the tail died'));
+      }),
+      batchSize: 500,
+      signal: first.signal,
+      beforeSnapshot: () => syncing.holdReplicaForSnapshot(0),
+      onSnapshot: (position) => syncing.positionReplica(0, position),
+      onProgress: (p) => (copiedThrough = p.copiedThrough),
+    });
+    await expect(cut).rejects.toThrow();
+    expect(copiedThrough?.toString()).toBe('k0000999');
+    h.cut.add(B);
+    await h.install([A, { node: C, state: 'syncing' }], 4, 4);
+    // Writes go on to C straight from A: behind and ahead of where the copy stopped.
+    await head.put(4, Buffer.from('k0000010'), Buffer.from('after the tail died'), {});
+    await head.delete(4, Buffer.from('k0002500'));
+    const resumed = await syncReplica({
+      partition: syncing.map.byId(0)!,
+      mapVersion: 4,
+      target: syncing.replicaStore(0)!,
+      source: inProcessSource(head, async () => undefined),
+      batchSize: 500,
+      startAfter: copiedThrough,
+      beforeSnapshot: () => syncing.holdReplicaForSnapshot(0),
+      onSnapshot: (position) => syncing.positionReplica(0, position),
+    });
+    // Only the rows after k0000999 were streamed again (2000 of them, less the two deleted).
+    expect(resumed.rows).toBe(1998);
+    const [a, c] = await digests(h, [A, C]);
+    expect(a!.count).toBe(2998);
+    expect(c).toEqual(a);
+    expect((await syncing.replicaStore(0)!.get(Buffer.from('k0000010')))?.value.toString()).toBe('after the tail died');
   });
 
   it('forwards that arrive out of order are applied in sequence order', async () => {
@@ -255,6 +443,39 @@ describe('chain write path (in-process transport, real LevelDB)', () => {
     expect((await tail.get(1, k))?.value.toString()).toBe('second');
   });
 });
+
+/**
+ * Fault injection: a sync's source (the calls replica-sync makes) served in-process by a node,
+ * running `beforeBatch` before each scanned batch is handed over.
+ */
+function inProcessSource(node: StoreNode, beforeBatch: () => Promise<void>): NodeConnection {
+  const source = {
+    address: node.address,
+    async unary(method: string, req: Record<string, unknown>): Promise<unknown> {
+      const r = req as never as { mapVersion: number; partitionIds: number[]; leaseMs: number; snapshotIds: string[]; start: Buffer; end: Buffer; snapshotId: string };
+      if (method === 'openSnapshot') {
+        const snaps = await node.openSnapshots(r.mapVersion, r.partitionIds, r.leaseMs);
+        return { snapshots: snaps.map((x) => ({ partitionId: x.partitionId, snapshotId: x.snapshotId, count: x.count, expiresAtMs: x.expiresAtMs, chainStream: x.chain.stream, chainSeq: x.chain.seq })) };
+      }
+      if (method === 'renewSnapshot') return { snapshots: node.renewSnapshots(r.snapshotIds, r.leaseMs) };
+      if (method === 'releaseSnapshot') return { released: await node.releaseSnapshots(r.snapshotIds) };
+      if (method === 'checksum') {
+        const digest = await node.checksum(node.clampRange(r.mapVersion, r.start, r.end), { includeEtag: true, snapshotId: r.snapshotId });
+        return { digest: digest.toHex(), count: digest.count };
+      }
+      throw new Error(`unexpected call ${method}`);
+    },
+    async *scan(req: { mapVersion: number; start: Buffer; end: Buffer; limit: number; batchSize: number; snapshotId: string }) {
+      const range = node.clampRange(req.mapVersion, req.start, req.end);
+      for await (const entries of node.scan(range, { snapshotId: req.snapshotId, batchSize: req.batchSize, limit: req.limit })) {
+        if (req.limit !== 1) await beforeBatch();
+        yield { entries, last: false };
+      }
+      yield { entries: [], last: true };
+    },
+  };
+  return source as never as NodeConnection;
+}
 
 async function waitFor(check: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
   const until = Date.now() + timeoutMs;

@@ -3,7 +3,7 @@ import { PassThrough } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Key, StoreClient, type BulkRowInput, type PartitionMap, type StoredRecord } from '../../store/index.js';
+import { Key, StoreClient, checkHealth, type BulkRowInput, type PartitionMap, type StoredRecord } from '../../store/index.js';
 import { EtcdTestCluster } from '../helpers/etcd-cluster.js';
 import { RawStoreClient } from '../helpers/raw-store-call.js';
 
@@ -217,6 +217,8 @@ describe('store nodes on etcd', () => {
     expect((await cluster.cli(['cluster', 'init', '--etcd', cluster.etcd.url, '--partitions', '1'])).code).toBe(0);
     await node.event('ready');
     expect(await rawCode(address, 'Get', { mapVersion: 1n, key: Buffer.from('k') })).toBe('OK');
+    const partitionService = 'shardpipe.store.v1.Store/partition-0';
+    expect(await checkHealth(address, 2000, partitionService)).toBe('SERVING');
 
     let client: StoreClient | undefined;
     let putting: Promise<StoredRecord> | undefined;
@@ -228,6 +230,9 @@ describe('store nodes on etcd', () => {
       expect(Date.now() - stoppedAt).toBeLessThan(2500);
       expect(await rawCode(address, 'Put', { mapVersion: 1n, key: Buffer.from('k'), value: Buffer.from('v') })).toBe('STORE_FENCED');
       expect(await rawCode(address, 'BulkInsert', { mapVersion: 1n, rows: [{ key: Buffer.from('k'), value: Buffer.from('v') }] })).toBe('STORE_FENCED');
+      // Health says so too, for the node and for the partition it no longer serves.
+      expect(await checkHealth(address, 2000)).toBe('NOT_SERVING');
+      expect(await checkHealth(address, 2000, partitionService)).toBe('NOT_SERVING');
       // The thick client retries a fenced node within its budget instead of failing: its put,
       // started while fenced, completes once etcd is back (SIGCONT after its first refusal is logged).
       const lines = new PassThrough();
@@ -245,6 +250,8 @@ describe('store nodes on etcd', () => {
       client?.close();
     }
     expect(node.logged('unfenced: serving again')).toBe(true);
+    expect(await checkHealth(address, 2000, partitionService)).toBe('SERVING');
+    expect(await checkHealth(address, 2000)).toBe('SERVING');
   });
 
   it('fault injection: a revoked lease fences the node, which registers again under a new lease and serves', async () => {

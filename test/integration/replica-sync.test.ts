@@ -15,7 +15,7 @@ afterEach(async () => {
 
 interface CheckJson {
   consistent: boolean;
-  partitions: Array<{ id: number; epoch: number; consistent: boolean; diverging?: string[]; firstDifference?: { start: string; end: string }; replicas: Array<{ node: string; count: number; digest: string; state: string }> }>;
+  partitions: Array<{ id: number; epoch: number; consistent: boolean; seq?: number; attempts: number; diverging?: string[]; firstDifference?: { start: string; end: string }; replicas: Array<{ node: string; count: number; digest: string; state: string; seq: number }> }>;
 }
 
 /** Keys spread over the first-two-bytes space, so both halves of a 2-partition split get some. */
@@ -74,6 +74,54 @@ async function waitOrDump(c: EtcdTestCluster, test: (m: PartitionMap) => boolean
 }
 
 describe('replica sync on etcd', () => {
+  it('a fresh node added while writes keep coming (puts, deletes, bulk upserts) syncs, verifies and becomes tail; cluster check consistent, no deleted key brought back', async () => {
+    const { c, map, client, data } = await forwardedCluster('2s', 3);
+    // One node goes; the chains run on two replicas until a fresh node is synced in under load.
+    const victim = map.partitions[0]!.chain[2]!.node;
+    await c.nodes.get(victim)!.kill('SIGKILL');
+    await waitOrDump(c, (m) => m.partitions.every((p) => allServing(p, 2)));
+    await client.refreshMap();
+    let stop = false;
+    let writes = 0;
+    const deleted = new Set<number>();
+    const load = (async () => {
+      for (let round = 0; !stop; round++) {
+        // Deletes and changes all over the key range (behind and ahead of the copy), and a bulk upsert.
+        const i = (round * 997) % data.length;
+        await client.delete(Key.fromBytes(data[i]!.key));
+        deleted.add(i);
+        const j = (round * 389 + 11) % data.length;
+        if (!deleted.has(j)) await client.put(Key.fromBytes(data[j]!.key), Buffer.from(`changed-${round}`));
+        const from = (round * 211) % (data.length - 50);
+        const batch = data.slice(from, from + 50).filter((_, k) => !deleted.has(from + k));
+        if (batch.length > 0) await client.bulkPutAll([batch.map((r) => ({ key: r.key, value: Buffer.from(`bulk-${round}`) }))]);
+        writes += 3;
+      }
+    })();
+    const fresh = await c.startNode();
+    const promoted = await waitOrDump(c, (m) => m.partitions.every((p) => allServing(p, 3) && p.chain[2]!.node !== victim));
+    // Checked while the writes go on: every replica's digest is taken at one sequence number.
+    const writesBefore = writes;
+    const during = await check(c, promoted.partitions[0]!.node);
+    expect(during.json.consistent, JSON.stringify(during.json)).toBe(true);
+    for (const p of during.json.partitions) {
+      expect(p.seq, `partition ${p.id}`).toBeGreaterThan(0);
+      for (const r of p.replicas) expect(r.seq, `partition ${p.id} on ${r.node}`).toBe(p.seq);
+    }
+    expect(writes, 'writes went on during the check').toBeGreaterThan(writesBefore);
+    stop = true;
+    await load;
+    expect(writes).toBeGreaterThan(0);
+    expect(promoted.partitions.every((p) => p.chain.some((r) => r.node === fresh.args[5]))).toBe(true);
+    const seed = promoted.partitions[0]!.node;
+    const result = await check(c, seed);
+    expect(result.json.consistent, JSON.stringify(result.json)).toBe(true);
+    expect(result.code).toBe(0);
+    await client.refreshMap();
+    for (const i of deleted) expect(await client.get(Key.fromBytes(data[i]!.key))).toBeUndefined();
+    client.close();
+  }, 180_000);
+
   it('writes forwarded down the chains reach every replica (cluster check consistent, no repair); a node SIGKILLed, written around and restarted with its data syncs back from the tail (new, changed and deleted keys) and serves; a fresh fourth node replacing it syncs and becomes tail with equal checksums', async () => {
     const { c, map, client, data } = await forwardedCluster('1s', 3);
     const seed = map.partitions[0]!.node;

@@ -809,3 +809,34 @@ describe('PartitionStore.splitKeys', () => {
   });
 });
 
+
+describe('PartitionStore chain position', () => {
+  it('numbers head writes in commit order and persists the position in the same batch: a snapshot and a reopened partition hold exactly it', async () => {
+    const store = await openStore();
+    expect(store.chainPosition).toEqual({ stream: '', seq: 0 });
+    // Head: the partition numbers what it commits; failed writes (a CAS mismatch) take no number.
+    const tags = [{ stream: 's1', seq: 0 }, { stream: 's1', seq: 0 }, { stream: 's1', seq: 0 }, { stream: 's1', seq: 0 }];
+    const settled = store.writeMany([
+      { kind: 'put', key: b('a'), value: b('1'), options: {}, chain: tags[0] },
+      { kind: 'put', key: b('b'), value: b('2'), options: { expectedEtag: 99 }, chain: tags[1] },
+      { kind: 'delete', key: b('a'), chain: tags[2] },
+    ]);
+    await Promise.allSettled(settled);
+    await store.bulkInsert([{ key: b('c'), value: b('3') }], undefined, tags[3]);
+    expect(tags.map((t) => t.seq)).toEqual([1, 0, 2, 3]);
+    expect(store.chainPosition).toEqual({ stream: 's1', seq: 3 });
+    const snapshot = await store.openSnapshot();
+    // A replica's numbers: an older one (re-applied) leaves the position, a new stream replaces it.
+    await store.put(b('d'), b('4'), {}, { stream: 's1', seq: 2 });
+    expect(store.chainPosition).toEqual({ stream: 's1', seq: 3 });
+    await store.delete(b('d'), undefined, { stream: 's2', seq: 1 });
+    expect(store.chainPosition).toEqual({ stream: 's2', seq: 1 });
+    expect(snapshot.chain).toEqual({ stream: 's1', seq: 3 });
+    await snapshot.close();
+    await store.close();
+    opened.splice(opened.indexOf(store), 1);
+    const reopened = await openStore();
+    expect(reopened.chainPosition).toEqual({ stream: 's2', seq: 1 });
+    expect((await reopened.get(b('c')))?.value.toString()).toBe('3');
+  });
+});

@@ -201,6 +201,12 @@ export interface ChecksumResponse {
   /** With `replica`: this replica's state in the chain (serving, syncing) and the partition's epoch. */
   replicaState: string;
   epoch: number;
+  /**
+   * With `replica`: the last chain write the digest covers (stream and sequence number); the digest
+   * is taken from one snapshot, so it is exactly the replica's data at that sequence number.
+   */
+  chainStream: string;
+  chainSeq: number;
 }
 
 export interface GetPartitionMapRequest {
@@ -262,6 +268,12 @@ export interface SnapshotInfo {
   /** Entries in the partition at the snapshot (expired entries count until swept). */
   count: number;
   expiresAtMs: number;
+  /**
+   * The last chain write the snapshot holds (its head's write stream and sequence number; empty / 0
+   * when the partition never was in a chain of more than one replica). Exact: persisted with that write.
+   */
+  chainStream: string;
+  chainSeq: number;
 }
 
 export interface OpenSnapshotResponse {
@@ -365,6 +377,8 @@ export interface ForwardRequest {
   firstEtag: number;
   nowMs: number;
   points: ForwardPoint[];
+  /** The head's last sequence number when it sent this write (≥ seq): how far behind a replica is. */
+  headSeq: number;
 }
 
 /** A put's stored record (key, value, etag, times) or a delete of `entry.key`. */
@@ -1816,7 +1830,7 @@ export const ChecksumRequest: MessageFns<ChecksumRequest> = {
 };
 
 function createBaseChecksumResponse(): ChecksumResponse {
-  return { digest: "", count: 0, next: Buffer.alloc(0), replicaState: "", epoch: 0 };
+  return { digest: "", count: 0, next: Buffer.alloc(0), replicaState: "", epoch: 0, chainStream: "", chainSeq: 0 };
 }
 
 export const ChecksumResponse: MessageFns<ChecksumResponse> = {
@@ -1835,6 +1849,12 @@ export const ChecksumResponse: MessageFns<ChecksumResponse> = {
     }
     if (message.epoch !== 0) {
       writer.uint32(40).uint64(message.epoch);
+    }
+    if (message.chainStream !== "") {
+      writer.uint32(50).string(message.chainStream);
+    }
+    if (message.chainSeq !== 0) {
+      writer.uint32(56).uint64(message.chainSeq);
     }
     return writer;
   },
@@ -1890,6 +1910,22 @@ export const ChecksumResponse: MessageFns<ChecksumResponse> = {
             }
 
             message.epoch = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.chainStream = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.chainSeq = longToNumber(reader.uint64());
             continue;
           }
         }
@@ -2363,7 +2399,7 @@ export const OpenSnapshotRequest: MessageFns<OpenSnapshotRequest> = {
 };
 
 function createBaseSnapshotInfo(): SnapshotInfo {
-  return { partitionId: 0, snapshotId: "", count: 0, expiresAtMs: 0 };
+  return { partitionId: 0, snapshotId: "", count: 0, expiresAtMs: 0, chainStream: "", chainSeq: 0 };
 }
 
 export const SnapshotInfo: MessageFns<SnapshotInfo> = {
@@ -2379,6 +2415,12 @@ export const SnapshotInfo: MessageFns<SnapshotInfo> = {
     }
     if (message.expiresAtMs !== 0) {
       writer.uint32(32).uint64(message.expiresAtMs);
+    }
+    if (message.chainStream !== "") {
+      writer.uint32(42).string(message.chainStream);
+    }
+    if (message.chainSeq !== 0) {
+      writer.uint32(48).uint64(message.chainSeq);
     }
     return writer;
   },
@@ -2426,6 +2468,22 @@ export const SnapshotInfo: MessageFns<SnapshotInfo> = {
             }
 
             message.expiresAtMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.chainStream = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.chainSeq = longToNumber(reader.uint64());
             continue;
           }
         }
@@ -3166,6 +3224,7 @@ function createBaseForwardRequest(): ForwardRequest {
     firstEtag: 0,
     nowMs: 0,
     points: [],
+    headSeq: 0,
   };
 }
 
@@ -3197,6 +3256,9 @@ export const ForwardRequest: MessageFns<ForwardRequest> = {
     }
     for (const v of message.points) {
       ForwardPoint.encode(v!, writer.uint32(74).fork()).join();
+    }
+    if (message.headSeq !== 0) {
+      writer.uint32(80).uint64(message.headSeq);
     }
     return writer;
   },
@@ -3284,6 +3346,14 @@ export const ForwardRequest: MessageFns<ForwardRequest> = {
             }
 
             message.points.push(ForwardPoint.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.headSeq = longToNumber(reader.uint64());
             continue;
           }
         }
