@@ -86,7 +86,14 @@ export function parquetShardStream(
 
   return {
     async *[Symbol.asyncIterator]() {
-      const bytes = (await pw.transformParquetStream(batches, properties)) as ReadableStream<Uint8Array>;
+      let bytes: ReadableStream<Uint8Array>;
+      try {
+        // It reads the first batch before it answers (for the schema): a source failing there rejects
+        // this call with parquet-wasm's own "Dyn casting error", which must not hide the source's.
+        bytes = (await pw.transformParquetStream(batches, properties)) as ReadableStream<Uint8Array>;
+      } catch (err) {
+        throw failure ? failure.error : err;
+      }
       const reader = bytes.getReader();
       try {
         for (;;) {
