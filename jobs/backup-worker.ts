@@ -3,6 +3,7 @@ import type { Logger } from '../common/index.js';
 import {
   BackupError,
   LeaseKeeper,
+  ShardEncoders,
   applyRetention,
   openBackupTarget,
   writeManifest,
@@ -38,9 +39,12 @@ export interface ScheduledBackupData {
 export class BackupWorkers extends FanOutWorkers<BackupShardData, ShardResult, BackupParentData | ScheduledBackupData, BackupReport | { backupId: string }> {
   static start(options: BackupWorkerOptions): BackupWorkers {
     const logger = options.logger.child({ module: 'backup-worker' });
+    // One encoder thread per shard job at once, so the shards written together encode on as many cores.
+    const encoders = ShardEncoders.available() ? new ShardEncoders({ threads: Math.min(64, Math.max(1, options.concurrency ?? 2)) }) : undefined;
     return new BackupWorkers(options, {
       kind: 'backup',
-      children: { queue: BACKUP_SHARD_QUEUE, process: (job, signal, log) => processShard(job, options, log, signal) },
+      resources: encoders ? [encoders] : [],
+      children: { queue: BACKUP_SHARD_QUEUE, process: (job, signal, log) => processShard(job, options, log, signal, encoders) },
       parents: {
         queue: BACKUP_QUEUE,
         concurrency: 2,
@@ -51,7 +55,7 @@ export class BackupWorkers extends FanOutWorkers<BackupShardData, ShardResult, B
   }
 }
 
-async function processShard(job: Job<BackupShardData, ShardResult>, options: BackupWorkerOptions, logger: Logger, signal?: AbortSignal): Promise<ShardResult> {
+async function processShard(job: Job<BackupShardData, ShardResult>, options: BackupWorkerOptions, logger: Logger, signal: AbortSignal | undefined, encoders: ShardEncoders | undefined): Promise<ShardResult> {
   const data = job.data;
   const log = logger.child({ backupId: data.backupId, shard: data.index });
   const target = openBackupTarget(data.target, options.targetOptions);
@@ -61,7 +65,7 @@ async function processShard(job: Job<BackupShardData, ShardResult>, options: Bac
     keeper = await LeaseKeeper.start(options.client, data.leases, { leaseMs: data.leaseMs, what: `backup ${data.backupId}`, logger: log });
     const stop = signal ? AbortSignal.any([signal, keeper.signal]) : keeper.signal;
     let reported = 0;
-    const result = await writeShardOrLost(options, target, data, stop, keeper, async (rows) => {
+    const result = await writeShardOrLost(options, target, data, stop, keeper, encoders, async (rows) => {
       options.metrics?.addRows('backup', rows - reported);
       reported = rows;
       await job.updateProgress({ rowsDone: rows, rowsTotal: data.approxRows });
@@ -80,6 +84,7 @@ async function writeShardOrLost(
   data: BackupShardData,
   signal: AbortSignal,
   keeper: LeaseKeeper,
+  encoders: ShardEncoders | undefined,
   onProgress: (rows: number) => Promise<void>,
 ): Promise<ShardResult> {
   try {
@@ -87,7 +92,7 @@ async function writeShardOrLost(
       options.client,
       target,
       { backupId: data.backupId, index: data.index, start: Buffer.from(data.start, 'hex'), end: Buffer.from(data.end, 'hex'), leases: data.leases },
-      { rowGroupRows: data.rowGroupRows, signal, onProgress },
+      { rowGroupRows: data.rowGroupRows, signal, onProgress, encoders },
     );
   } catch (err) {
     // Aborted because the heartbeat lost the snapshots: that is the failure to report.
