@@ -244,9 +244,10 @@ export class ShardEncoders {
 /** A packed batch copied once into one buffer to transfer: meta first (its u64 words stay aligned), then lengths, then data. */
 function transferable(rows: PackedRows): Omit<Extract<EncoderRequest, { op: 'batch' }>, 'op' | 'session'> {
   const { lengths, data, meta } = rows.toMessage();
-  const bytes = new Uint8Array(meta.length + lengths.length + data.length);
+  // Its own memory, not zero-filled (allocUnsafeSlow never hands out a slice of the shared pool): it is transferred.
+  const bytes = Buffer.allocUnsafeSlow(meta.length + lengths.length + data.length);
   bytes.set(meta, 0);
   bytes.set(lengths, meta.length);
   bytes.set(data, meta.length + lengths.length);
-  return { buffer: bytes.buffer, count: rows.count, metaBytes: meta.length, lengthsBytes: lengths.length };
+  return { buffer: bytes.buffer as ArrayBuffer, count: rows.count, metaBytes: meta.length, lengthsBytes: lengths.length };
 }
