@@ -20,10 +20,13 @@ export {
   SHARD_METADATA_KEYS,
   shardKeyValueMetadata,
   shardRecordBatch,
+  packedShardRecordBatch,
   shardFooterProblem,
 } from './shard-format.js';
 export type { ShardFileMetadata, ExpectedShardFooter, ShardFooterProblem } from './shard-format.js';
-export { parquetShardStream } from './parquet-shard-stream.js';
+export { parquetShardStream, packedParquetShardStream } from './parquet-shard-stream.js';
+export { ShardEncoders } from './shard-encoders.js';
+export type { ShardEncodersOptions } from './shard-encoders.js';
 export type { ParquetShardStreamOptions, ShardStreamStats } from './parquet-shard-stream.js';
 export { writeShard } from './shard-writer.js';
 export type { ShardTask, ShardResult, WriteShardOptions } from './shard-writer.js';

@@ -1,8 +1,8 @@
 import { createRequire } from 'node:module';
-import { tableToIPC, Table as ArrowTable } from 'apache-arrow';
+import { tableToIPC, Table as ArrowTable, type RecordBatch } from 'apache-arrow';
 import type * as ParquetWasm from 'parquet-wasm';
-import type { RangeDigest, StoredEntry } from '../store/index.js';
-import { MAX_ROW_GROUP_ROWS, shardKeyValueMetadata, shardRecordBatch, type ShardFileMetadata } from './shard-format.js';
+import type { PackedRows, RangeDigest, StoredEntry } from '../store/index.js';
+import { MAX_ROW_GROUP_ROWS, digestPackedRows, packedShardRecordBatch, shardKeyValueMetadata, shardRecordBatch, type ShardFileMetadata } from './shard-format.js';
 
 /** Options of `parquetShardStream`. */
 export interface ParquetShardStreamOptions {
@@ -40,9 +40,28 @@ export function parquetShardStream(
   stats: ShardStreamStats,
   options: ParquetShardStreamOptions = {},
 ): AsyncIterable<Uint8Array> {
-  const rowGroupRows = options.rowGroupRows ?? MAX_ROW_GROUP_ROWS;
+  const rowGroupRows = checkedRowGroupRows(options.rowGroupRows);
+  return encodeShard(rowGroups(source, rowGroupRows, stats, options.signal), metadata, stats, rowGroupRows);
+}
+
+/**
+ * `parquetShardStream` for packed scan batches (`StoreClient.scanAllPacked`): the same file, byte
+ * for byte, for the same rows — columns built from the batches' buffers (packedShardRecordBatch),
+ * the checksum from the same bytes, no object per row.
+ */
+export function packedParquetShardStream(source: AsyncIterable<PackedRows>, metadata: ShardFileMetadata, stats: ShardStreamStats, options: ParquetShardStreamOptions = {}): AsyncIterable<Uint8Array> {
+  const rowGroupRows = checkedRowGroupRows(options.rowGroupRows);
+  return encodeShard(packedRowGroups(source, rowGroupRows, stats, options.signal), metadata, stats, rowGroupRows);
+}
+
+function checkedRowGroupRows(value: number | undefined): number {
+  const rowGroupRows = value ?? MAX_ROW_GROUP_ROWS;
   if (!Number.isInteger(rowGroupRows) || rowGroupRows < 1 || rowGroupRows > MAX_ROW_GROUP_ROWS) throw new RangeError(`rowGroupRows must be 1–${MAX_ROW_GROUP_ROWS}, got ${rowGroupRows}`);
-  const { signal } = options;
+  return rowGroupRows;
+}
+
+/** The Parquet file of a stream of row groups (Arrow record batches of the shard schema). */
+function encodeShard(groups: AsyncGenerator<RecordBatch>, metadata: ShardFileMetadata, stats: ShardStreamStats, rowGroupRows: number): AsyncIterable<Uint8Array> {
   const pw = parquetWasm();
 
   const properties = new pw.WriterPropertiesBuilder()
@@ -52,7 +71,6 @@ export function parquetShardStream(
     .setKeyValueMetadata(shardKeyValueMetadata(metadata))
     .build();
 
-  const groups = rowGroups(source, rowGroupRows, stats, signal);
   let emptyFileSent = false;
   // parquet-wasm ends its output normally when its input stream errors — with the rows so far and
   // a valid footer. A failed scan must fail the file instead: the error is kept and thrown at the end.
@@ -66,7 +84,7 @@ export function parquetShardStream(
             // arrow-rs writes a file's schema only with its first batch: an empty shard still needs one.
             if (stats.rows === 0 && !emptyFileSent) {
               emptyFileSent = true;
-              controller.enqueue(toWasmBatch(pw, []));
+              controller.enqueue(toWasmBatch(pw, shardRecordBatch([])));
             }
             controller.close();
             return;
@@ -86,7 +104,14 @@ export function parquetShardStream(
 
   return {
     async *[Symbol.asyncIterator]() {
-      const bytes = (await pw.transformParquetStream(batches, properties)) as ReadableStream<Uint8Array>;
+      let bytes: ReadableStream<Uint8Array>;
+      try {
+        // It reads the first batch before it answers (for the schema): a source failing there rejects
+        // this call with parquet-wasm's own "Dyn casting error", which must not hide the source's.
+        bytes = (await pw.transformParquetStream(batches, properties)) as ReadableStream<Uint8Array>;
+      } catch (err) {
+        throw failure ? failure.error : err;
+      }
       const reader = bytes.getReader();
       try {
         for (;;) {
@@ -117,7 +142,7 @@ const BATCH_MAX_BYTES = 64 * 1024 * 1024;
  * Regroups scan batches into batches of `rows` rows (the last one shorter; one earlier when its keys
  * and values pass BATCH_MAX_BYTES), digesting each row.
  */
-async function* rowGroups(source: AsyncIterable<readonly StoredEntry[]>, rows: number, stats: ShardStreamStats, signal: AbortSignal | undefined): AsyncGenerator<StoredEntry[]> {
+async function* rowGroups(source: AsyncIterable<readonly StoredEntry[]>, rows: number, stats: ShardStreamStats, signal: AbortSignal | undefined): AsyncGenerator<RecordBatch> {
   let group: StoredEntry[] = [];
   let bytes = 0;
   for await (const batch of source) {
@@ -128,7 +153,7 @@ async function* rowGroups(source: AsyncIterable<readonly StoredEntry[]>, rows: n
       bytes += entry.key.byteLength + entry.value.byteLength;
       if (group.length === rows || bytes >= BATCH_MAX_BYTES) {
         stats.rows += group.length;
-        yield group;
+        yield shardRecordBatch(group);
         group = [];
         bytes = 0;
       }
@@ -137,13 +162,52 @@ async function* rowGroups(source: AsyncIterable<readonly StoredEntry[]>, rows: n
   signal?.throwIfAborted();
   if (group.length > 0) {
     stats.rows += group.length;
-    yield group;
+    yield shardRecordBatch(group);
   }
 }
 
-/** One Arrow record batch of entries, handed to parquet-wasm through the IPC stream format. */
-function toWasmBatch(pw: typeof ParquetWasm, entries: readonly StoredEntry[]): ParquetWasm.RecordBatch {
-  const ipc = tableToIPC(new ArrowTable([shardRecordBatch(entries)]), 'stream');
+/** rowGroups for packed batches: runs of their rows regrouped into batches of `rows` rows (or BATCH_MAX_BYTES), digested. */
+async function* packedRowGroups(source: AsyncIterable<PackedRows>, rows: number, stats: ShardStreamStats, signal: AbortSignal | undefined): AsyncGenerator<RecordBatch> {
+  let parts: Array<{ rows: PackedRows; from: number; to: number }> = [];
+  let count = 0;
+  let bytes = 0;
+  for await (const batch of source) {
+    signal?.throwIfAborted();
+    digestPackedRows(stats.digest, batch);
+    for (let from = 0; from < batch.count; ) {
+      let take = Math.min(batch.count - from, rows - count);
+      while (take > 1 && bytes + batch.bytesBetween(from, from + take) > BATCH_MAX_BYTES) take = Math.max(1, take >> 1);
+      if (count > 0 && bytes + batch.bytesBetween(from, from + take) > BATCH_MAX_BYTES) {
+        stats.rows += count;
+        yield packedShardRecordBatch(parts);
+        parts = [];
+        count = 0;
+        bytes = 0;
+        continue;
+      }
+      parts.push({ rows: batch, from, to: from + take });
+      count += take;
+      bytes += batch.bytesBetween(from, from + take);
+      from += take;
+      if (count === rows || bytes >= BATCH_MAX_BYTES) {
+        stats.rows += count;
+        yield packedShardRecordBatch(parts);
+        parts = [];
+        count = 0;
+        bytes = 0;
+      }
+    }
+  }
+  signal?.throwIfAborted();
+  if (count > 0) {
+    stats.rows += count;
+    yield packedShardRecordBatch(parts);
+  }
+}
+
+/** One Arrow record batch, handed to parquet-wasm through the IPC stream format. */
+function toWasmBatch(pw: typeof ParquetWasm, group: RecordBatch): ParquetWasm.RecordBatch {
+  const ipc = tableToIPC(new ArrowTable([group]), 'stream');
   const table = pw.Table.fromIPCStream(ipc);
   const batch = table.recordBatch(0)!;
   table.free();

@@ -1,7 +1,8 @@
 import { Binary, Field, Int64, RecordBatch, Schema, Struct, makeData } from 'apache-arrow';
 import { asyncBufferFromFile, parquetMetadataAsync, type FileMetaData } from 'hyparquet';
-import { describeCause } from '../common/index.js';
-import type { StoredEntry } from '../store/index.js';
+import { endianness } from 'node:os';
+import { copyBytes, describeCause } from '../common/index.js';
+import type { PackedRows, RangeDigest, StoredEntry } from '../store/index.js';
 
 // The one definition of a backup shard file (FORMAT.md): columns, Arrow schema, key-value metadata
 // and the footer check. The writer (parquet-shard-stream.ts), the reader (shard-reader.ts), restore
@@ -91,6 +92,101 @@ export function shardRecordBatch(entries: readonly StoredEntry[]): RecordBatch {
     makeData({ type: new Int64(), length: n, nullCount: nulls, nullBitmap: nulls === 0 ? null : validity, data: expires }),
   ];
   return new RecordBatch(SHARD_SCHEMA, makeData({ type: new Struct(SHARD_SCHEMA.fields), length: n, nullCount: 0, children }));
+}
+
+const LITTLE_ENDIAN = endianness() === 'LE';
+
+/**
+ * Packed scan batches (or runs of their rows, `[from, to)` of each) as one Arrow record batch of the
+ * shard schema — the same columns `shardRecordBatch` makes of the same entries, built from the
+ * batches' buffers: keys and values copied once into their columns, the etag and times copied word
+ * by word from the packed metadata (u64 little-endian, as Int64 columns are laid out), no object
+ * per row. Rows without metadata get etag and times 0.
+ */
+export function packedShardRecordBatch(parts: ReadonlyArray<{ rows: PackedRows; from: number; to: number }>): RecordBatch {
+  let n = 0;
+  let keyBytes = 0;
+  let valueBytes = 0;
+  for (const { rows, from, to } of parts) {
+    n += to - from;
+    for (let i = from; i < to; i++) {
+      keyBytes += rows.keyLength(i);
+      valueBytes += rows.valueLength(i);
+    }
+  }
+  const keyOffsets = new Int32Array(n + 1);
+  const valueOffsets = new Int32Array(n + 1);
+  const keys = new Uint8Array(keyBytes);
+  const values = new Uint8Array(valueBytes);
+  const etag = new BigInt64Array(n);
+  const updated = new BigInt64Array(n);
+  const expires = new BigInt64Array(n);
+  const etag32 = new Uint32Array(etag.buffer);
+  const updated32 = new Uint32Array(updated.buffer);
+  const expires32 = new Uint32Array(expires.buffer);
+  const validity = new Uint8Array(Math.ceil(n / 8));
+  let nulls = 0;
+  let row = 0;
+  let k = 0;
+  let v = 0;
+  for (const { rows, from, to } of parts) {
+    const message = rows.toMessage();
+    const data = new Uint8Array(message.data.buffer, message.data.byteOffset, message.data.byteLength);
+    const meta = message.meta;
+    // Word views need 4-byte alignment; a batch's metadata inside a received message may have none.
+    const words = meta.length === 0 || !LITTLE_ENDIAN ? undefined : meta.byteOffset % 4 === 0 ? new Uint32Array(meta.buffer, meta.byteOffset, meta.length / 4) : new Uint32Array(new Uint8Array(meta).buffer);
+    for (let i = from; i < to; i++, row++) {
+      const kl = rows.keyLength(i);
+      const vl = rows.valueLength(i);
+      const at = rows.keyOffset(i);
+      copyBytes(data, at, kl, keys, k);
+      copyBytes(data, at + kl, vl, values, v);
+      k += kl;
+      v += vl;
+      keyOffsets[row + 1] = k;
+      valueOffsets[row + 1] = v;
+      let hasExpiry: boolean;
+      if (words !== undefined) {
+        const w = i * 6;
+        etag32[2 * row] = words[w]!;
+        etag32[2 * row + 1] = words[w + 1]!;
+        updated32[2 * row] = words[w + 2]!;
+        updated32[2 * row + 1] = words[w + 3]!;
+        hasExpiry = words[w + 4] !== 0 || words[w + 5] !== 0;
+        if (hasExpiry) {
+          expires32[2 * row] = words[w + 4]!;
+          expires32[2 * row + 1] = words[w + 5]!;
+        }
+      } else {
+        etag[row] = BigInt(rows.metaField(i, 0));
+        updated[row] = BigInt(rows.metaField(i, 1));
+        const e = rows.metaField(i, 2);
+        hasExpiry = e > 0;
+        if (hasExpiry) expires[row] = BigInt(e);
+      }
+      if (hasExpiry) validity[row >> 3]! |= 1 << (row & 7);
+      else nulls++;
+    }
+  }
+  const children = [
+    makeData({ type: new Binary(), length: n, nullCount: 0, valueOffsets: keyOffsets, data: keys }),
+    makeData({ type: new Binary(), length: n, nullCount: 0, valueOffsets: valueOffsets, data: values }),
+    makeData({ type: new Int64(), length: n, data: etag }),
+    makeData({ type: new Int64(), length: n, data: updated }),
+    makeData({ type: new Int64(), length: n, nullCount: nulls, nullBitmap: nulls === 0 ? null : validity, data: expires }),
+  ];
+  return new RecordBatch(SHARD_SCHEMA, makeData({ type: new Struct(SHARD_SCHEMA.fields), length: n, nullCount: 0, children }));
+}
+
+/** Adds every row of a packed batch to `digest` (as RangeDigest.add with etags), from its buffers. */
+export function digestPackedRows(digest: RangeDigest, rows: PackedRows): void {
+  const data = rows.toMessage().data;
+  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  for (let i = 0; i < rows.count; i++) {
+    const kl = rows.keyLength(i);
+    const at = rows.keyOffset(i);
+    digest.addFrom(bytes, at, kl, bytes, at + kl, rows.valueLength(i), rows.metaField(i, 2), rows.metaField(i, 0));
+  }
 }
 
 /** A Binary column from one contiguous value buffer and int32 offsets. */

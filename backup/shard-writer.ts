@@ -1,9 +1,10 @@
-import { RangeDigest, StoreError, type SnapshotLease, type StoreClient, type StoredEntry } from '../store/index.js';
+import { RangeDigest, StoreError, type PackedRows, type SnapshotLease, type StoreClient } from '../store/index.js';
 import { BackupError } from './backup-errors.js';
 import { shardFileName } from './backup-layout.js';
 import type { ManifestShard } from './backup-manifest.js';
 import type { BackupTarget } from './backup-target.js';
-import { parquetShardStream, type ShardStreamStats } from './parquet-shard-stream.js';
+import { packedParquetShardStream, type ShardStreamStats } from './parquet-shard-stream.js';
+import type { ShardEncoders } from './shard-encoders.js';
 
 /** One shard to write: a key range of one backup, read from the backup's snapshots. */
 export interface ShardTask {
@@ -27,6 +28,8 @@ export interface WriteShardOptions {
   onProgress?: (rows: number) => void | Promise<void>;
   /** Default 1000 ms. */
   progressIntervalMs?: number;
+  /** Threads to encode the file on (see ShardEncoders); absent = on this thread. */
+  encoders?: ShardEncoders;
   signal?: AbortSignal;
 }
 
@@ -36,7 +39,8 @@ export interface ShardResult extends ManifestShard {
 }
 
 /**
- * Streams the shard's range from the pinned snapshots (`scanAll`) into one Parquet file written
+ * Streams the shard's range from the pinned snapshots (`scanAllPacked`: packed batches, no object
+ * per entry) into one Parquet file — encoded on one of `encoders`' threads when given — written
  * straight to the target while scanning — no local copy, memory bounded by about two row groups
  * and the target's upload buffers — and returns its rows, file bytes and checksum (RangeDigest
  * with etags, as FORMAT.md defines it). The file appears under its name only once complete, so a
@@ -50,14 +54,14 @@ export async function writeShard(client: StoreClient, target: BackupTarget, task
   const { signal } = options;
   const file = shardFileName(task.index);
   const stats: ShardStreamStats = { rows: 0, digest: new RangeDigest() };
-  const scan = client.scanAll(task.start, task.end, { snapshots: task.leases, batchSize: options.scanBatchSize ?? 1000, signal });
+  // Stops the scan too when the file fails on the target's side.
+  const stop = new AbortController();
+  const scanSignal = signal ? AbortSignal.any([signal, stop.signal]) : stop.signal;
+  const scan = client.scanAllPacked(task.start, task.end, { snapshots: task.leases, batchSize: options.scanBatchSize ?? 1000, signal: scanSignal });
   const source = withProgress(scan, options);
-  const bytes = parquetShardStream(
-    source,
-    { backupId: task.backupId, shard: task.index, rangeStart: task.start, rangeEnd: task.end },
-    stats,
-    { rowGroupRows: options.rowGroupRows, signal },
-  );
+  const metadata = { backupId: task.backupId, shard: task.index, rangeStart: task.start, rangeEnd: task.end };
+  const encode = { rowGroupRows: options.rowGroupRows, signal };
+  const bytes = options.encoders ? options.encoders.encode(source, metadata, stats, encode) : packedParquetShardStream(source, metadata, stats, encode);
   let written: { bytes: number };
   try {
     written = await target.writeFile(task.backupId, file, bytes, { signal });
@@ -69,6 +73,8 @@ export async function writeShard(client: StoreClient, target: BackupTarget, task
       });
     }
     throw err;
+  } finally {
+    stop.abort();
   }
   await options.onProgress?.(stats.rows);
   return {
@@ -83,14 +89,14 @@ export async function writeShard(client: StoreClient, target: BackupTarget, task
   };
 }
 
-async function* withProgress(scan: AsyncIterable<StoredEntry[]>, options: WriteShardOptions): AsyncGenerator<StoredEntry[]> {
+async function* withProgress(scan: AsyncIterable<PackedRows>, options: WriteShardOptions): AsyncGenerator<PackedRows> {
   const { onProgress } = options;
   if (!onProgress) return yield* scan;
   const interval = options.progressIntervalMs ?? 1000;
   let rows = 0;
   let last = performance.now();
   for await (const batch of scan) {
-    rows += batch.length;
+    rows += batch.count;
     yield batch;
     if (performance.now() - last >= interval) {
       last = performance.now();

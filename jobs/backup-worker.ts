@@ -4,6 +4,7 @@ import { activeTraceparent, parseTraceparent, startRootSpan, traceparentOf, type
 import {
   BackupError,
   LeaseKeeper,
+  ShardEncoders,
   applyRetention,
   openBackupTarget,
   writeManifest,
@@ -48,16 +49,18 @@ export class BackupWorkers extends FanOutWorkers<BackupShardData, ShardResult, B
     const redis = new Redis({ ...(options.connection as RedisOptions), maxRetriesPerRequest: 2 });
     redis.on('error', (err: Error) => logger.debug({ err }, 'Redis client of the backup success record: connection error'));
     const successes = new BackupSuccessLog(redis);
+    // One encoder thread per shard job at once, so the shards written together encode on as many cores.
+    const encoders = ShardEncoders.available() ? new ShardEncoders({ threads: Math.min(64, Math.max(1, options.concurrency ?? 2)) }) : undefined;
     const workers = new BackupWorkers(options, {
       kind: 'backup',
-      children: { queue: BACKUP_SHARD_QUEUE, process: (job, signal, log) => processShard(job, options, log, signal) },
+      children: { queue: BACKUP_SHARD_QUEUE, process: (job, signal, log) => processShard(job, options, log, signal, encoders) },
       parents: {
         queue: BACKUP_QUEUE,
         concurrency: 2,
         process: (job, signal, log) =>
           job.name === 'scheduled-backup' ? startScheduled(job as Job<ScheduledBackupData>, options, log, signal) : finishBackup(job as Job<BackupParentData>, options, successes, log, signal),
       },
-      resources: [successes],
+      resources: encoders ? [successes, encoders] : [successes],
     });
     const metrics = options.metrics;
     if (metrics !== undefined) {
@@ -75,7 +78,7 @@ export class BackupWorkers extends FanOutWorkers<BackupShardData, ShardResult, B
   }
 }
 
-async function processShard(job: Job<BackupShardData, ShardResult>, options: BackupWorkerOptions, logger: Logger, signal?: AbortSignal): Promise<ShardResult> {
+async function processShard(job: Job<BackupShardData, ShardResult>, options: BackupWorkerOptions, logger: Logger, signal: AbortSignal | undefined, encoders: ShardEncoders | undefined): Promise<ShardResult> {
   const data = job.data;
   const log = logger.child({ backupId: data.backupId, shard: data.index });
   const target = openBackupTarget(data.target, options.targetOptions);
@@ -85,7 +88,7 @@ async function processShard(job: Job<BackupShardData, ShardResult>, options: Bac
     keeper = await LeaseKeeper.start(options.client, data.leases, { leaseMs: data.leaseMs, what: `backup ${data.backupId}`, logger: log });
     const stop = signal ? AbortSignal.any([signal, keeper.signal]) : keeper.signal;
     let reported = 0;
-    const result = await writeShardOrLost(options, target, data, stop, keeper, async (rows) => {
+    const result = await writeShardOrLost(options, target, data, stop, keeper, encoders, async (rows) => {
       options.metrics?.addRows('backup', rows - reported);
       reported = rows;
       await job.updateProgress({ rowsDone: rows, rowsTotal: data.approxRows });
@@ -104,6 +107,7 @@ async function writeShardOrLost(
   data: BackupShardData,
   signal: AbortSignal,
   keeper: LeaseKeeper,
+  encoders: ShardEncoders | undefined,
   onProgress: (rows: number) => Promise<void>,
 ): Promise<ShardResult> {
   try {
@@ -111,7 +115,7 @@ async function writeShardOrLost(
       options.client,
       target,
       { backupId: data.backupId, index: data.index, start: Buffer.from(data.start, 'hex'), end: Buffer.from(data.end, 'hex'), leases: data.leases },
-      { rowGroupRows: data.rowGroupRows, signal, onProgress },
+      { rowGroupRows: data.rowGroupRows, signal, onProgress, encoders },
     );
   } catch (err) {
     // Aborted because the heartbeat lost the snapshots: that is the failure to report.

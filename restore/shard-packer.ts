@@ -1,3 +1,4 @@
+import { endianness } from 'node:os';
 import type { ShardColumnsChunk } from '../backup/index.js';
 import { copyBytes } from '../common/index.js';
 import { PACKED_ROWS_FORMAT, PackedRows, type RangeDigest } from '../store/index.js';
@@ -36,9 +37,12 @@ export function packShardChunk(chunk: ShardColumnsChunk, options: PackShardChunk
   const { keys, keyOffsets, values, valueOffsets } = c;
   const { digest, selected, now } = options;
   const rows = to - from;
-  const lengths = Buffer.allocUnsafe(rows * 8);
+  // Unpooled (so 4-byte aligned) for the word views below: one store per u32 instead of a checked Buffer write.
+  const lengths = Buffer.allocUnsafeSlow(rows * 8);
   const data = Buffer.allocUnsafe(keyOffsets[to]! - keyOffsets[from]! + valueOffsets[to]! - valueOffsets[from]!);
-  const meta = Buffer.allocUnsafe(rows * 24);
+  const meta = Buffer.allocUnsafeSlow(rows * 24);
+  const lengthWords = LITTLE_ENDIAN ? new Uint32Array(lengths.buffer, 0, rows * 2) : undefined;
+  const metaWords = LITTLE_ENDIAN ? new Uint32Array(meta.buffer, 0, rows * 6) : undefined;
   // Plain Uint8Array views: copies from and into them cost less than through Buffer methods.
   const keyBytes = asBytes(keys);
   const valueBytes = asBytes(values);
@@ -67,15 +71,28 @@ export function packShardChunk(chunk: ShardColumnsChunk, options: PackShardChunk
         continue;
       }
     }
-    lengths.writeUInt32LE(kl, count * 8);
-    lengths.writeUInt32LE(vl, count * 8 + 4);
     copyBytes(keyBytes, ks, kl, dataBytes, used);
     copyBytes(valueBytes, vs, vl, dataBytes, used + kl);
     used += kl + vl;
-    const m = count * 24;
-    writeU64(meta, m, etag);
-    writeU64(meta, m + 8, c.updatedAtMs(i));
-    writeU64(meta, m + 16, expiresAtMs);
+    if (lengthWords !== undefined && metaWords !== undefined) {
+      lengthWords[2 * count] = kl;
+      lengthWords[2 * count + 1] = vl;
+      const w = count * 6;
+      const updatedAtMs = c.updatedAtMs(i);
+      metaWords[w] = etag >>> 0;
+      metaWords[w + 1] = Math.floor(etag / TWO_32);
+      metaWords[w + 2] = updatedAtMs >>> 0;
+      metaWords[w + 3] = Math.floor(updatedAtMs / TWO_32);
+      metaWords[w + 4] = expiresAtMs >>> 0;
+      metaWords[w + 5] = Math.floor(expiresAtMs / TWO_32);
+    } else {
+      lengths.writeUInt32LE(kl, count * 8);
+      lengths.writeUInt32LE(vl, count * 8 + 4);
+      const m = count * 24;
+      writeU64(meta, m, etag);
+      writeU64(meta, m + 8, c.updatedAtMs(i));
+      writeU64(meta, m + 16, expiresAtMs);
+    }
     count++;
   }
   const packed = PackedRows.fromMessage({ format: PACKED_ROWS_FORMAT, count, lengths: lengths.subarray(0, count * 8), data: data.subarray(0, used), meta: meta.subarray(0, count * 24) });
@@ -83,6 +100,7 @@ export function packShardChunk(chunk: ShardColumnsChunk, options: PackShardChunk
 }
 
 const TWO_32 = 2 ** 32;
+const LITTLE_ENDIAN = endianness() === 'LE';
 
 function asBytes(buf: Buffer): Uint8Array {
   return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);

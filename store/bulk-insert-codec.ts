@@ -37,7 +37,8 @@ export function decodePackedBulkInsert(bytes: Buffer): BulkInsertRequest | undef
   return { mapVersion: mapVersion ?? 0, rows: [], packed };
 }
 
-function decodePackedRows(bytes: Buffer): BulkInsertRequest['packed'] {
+/** A PackedRows message with `lengths`, `data` and `meta` as views of `bytes`; undefined for anything non-canonical. */
+export function decodePackedRows(bytes: Buffer): BulkInsertRequest['packed'] {
   const r = { pos: 0 };
   const message: NonNullable<BulkInsertRequest['packed']> = { format: 0, count: 0, lengths: EMPTY, data: EMPTY, meta: EMPTY };
   const seen = new Set<number>();
@@ -69,7 +70,7 @@ function decodePackedRows(bytes: Buffer): BulkInsertRequest['packed'] {
 const EMPTY: Buffer = Buffer.alloc(0);
 
 /** A varint up to 2^53 − 1 at `r.pos` (advancing it); undefined when larger or cut off. */
-function varint(bytes: Buffer, r: { pos: number }): number | undefined {
+export function varint(bytes: Buffer, r: { pos: number }): number | undefined {
   let n = 0;
   let scale = 1;
   for (let i = 0; i < 8; i++) {
@@ -82,7 +83,8 @@ function varint(bytes: Buffer, r: { pos: number }): number | undefined {
   return undefined;
 }
 
-function lengthDelimited(bytes: Buffer, r: { pos: number }): Buffer | undefined {
+/** A length-delimited field's body at `r.pos` as a view (advancing past it); undefined when cut off. */
+export function lengthDelimited(bytes: Buffer, r: { pos: number }): Buffer | undefined {
   const length = varint(bytes, r);
   if (length === undefined || r.pos + length > bytes.length) return undefined;
   const view = bytes.subarray(r.pos, r.pos + length);

@@ -99,6 +99,7 @@ export const FIELD_LIMITS: Readonly<Record<string, Readonly<Record<string, Field
     limit: { kind: 'int', min: 0, max: UINT32_MAX, note: '0 = no limit' },
     batch_size: { kind: 'int', min: 0, max: MAX_SCAN_BATCH, note: '0 = server default' },
     snapshot_id: snapshotId,
+    packed: { kind: 'bool' },
   },
   BulkInsertRequest: {
     map_version: mapVersion,

@@ -288,7 +288,7 @@ export class PartitionStore {
     this.reads++;
     const raw = this.pointRead(dataKey(key));
     if (raw === undefined) return undefined;
-    const record = decodeRecord(raw);
+    const record = this.decode(key, raw);
     return isExpired(record, this.now()) ? undefined : record;
   }
 
@@ -299,7 +299,7 @@ export class PartitionStore {
     return keys.map((key) => {
       const raw = this.pointRead(dataKey(key));
       if (raw === undefined) return undefined;
-      const record = decodeRecord(raw);
+      const record = this.decode(key, raw);
       return isExpired(record, now) ? undefined : record;
     });
   }
@@ -394,7 +394,7 @@ export class PartitionStore {
         if (raw.length === 0) break;
         const now = this.now();
         for (const [k, v] of raw) {
-          const record = decodeRecord(v);
+          const record = this.decode(k.subarray(1), v);
           if (isExpired(record, now)) continue;
           const bytes = k.length - 1 + record.value.length + SCAN_ENTRY_OVERHEAD_BYTES;
           if (out.length > 0 && outBytes + bytes > batchMaxBytes) {
@@ -737,7 +737,7 @@ export class PartitionStore {
     }
     for (let i = 0; i < keys.length; i++) {
       const raw = this.pointRead(keys[i]!);
-      if (raw !== undefined) records.set(ids[i]!, decodeRecord(raw));
+      if (raw !== undefined) records.set(ids[i]!, this.decode(keys[i]!.subarray(1), raw));
     }
     return records;
   }
@@ -1050,7 +1050,20 @@ export class PartitionStore {
 
   private async readRaw(dk: Buffer): Promise<StoredRecord | null> {
     const raw = await this.db.get(dk);
-    return raw === undefined ? null : decodeRecord(raw);
+    return raw === undefined ? null : this.decode(dk.subarray(1), raw);
+  }
+
+  /** decodeRecord, its failure naming this partition and the key (hex), so the caller can find the record. */
+  private decode(key: Buffer, raw: Buffer): StoredRecord {
+    try {
+      return decodeRecord(raw);
+    } catch (err) {
+      if (!(err instanceof StoreError)) throw err;
+      throw new StoreError('STORE_INTERNAL', `${this.name}: ${err.message} at key ${key.toString('hex')} (hex): the record is damaged or in a format this version does not know; other keys stay readable`, {
+        cause: err,
+        context: { partition: this.name, key: key.toString('hex') },
+      });
+    }
   }
 
   private scheduleSweep(): void {

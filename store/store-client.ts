@@ -7,7 +7,8 @@ import { planShards, type PartitionSize, type ShardRange, type ShardTarget } fro
 import type { StoredRecord } from './record.js';
 import { StoreError } from './store-errors.js';
 import { StoreRouter, toStoreError, type CallOptions, type StoreRouterOptions } from './store-router.js';
-import type { ScanRequest } from './proto/gen/shardpipe/store/v1/store.js';
+import type { ScanBatch, ScanRequest } from './proto/gen/shardpipe/store/v1/store.js';
+import { PackedRows } from './packed-rows.js';
 
 /** Options of the thick client: those of its routing core (see StoreRouterOptions). */
 export type StoreClientOptions = StoreRouterOptions;
@@ -114,7 +115,35 @@ export class StoreClient implements BulkPutter {
    * and nodes, until `limit` or the end. Each partition's part reads one snapshot; a failed stream
    * resumes after the last entry received.
    */
-  async *scanAll(start: Buffer, end: Buffer, options: ScanOptions = {}): AsyncGenerator<StoredEntry[]> {
+  scanAll(start: Buffer, end: Buffer, options: ScanOptions = {}): AsyncGenerator<StoredEntry[]> {
+    return this.scanRange(start, end, options, false, (batch) => {
+      if (batch.entries.length === 0) return undefined;
+      const entries = batch.entries.map((e) => ({ key: e.key, ...fromEntry(e) }));
+      return { out: entries, count: entries.length, lastKey: entries[entries.length - 1]!.key };
+    });
+  }
+
+  /**
+   * `scanAll` with each batch as one PackedRows (format 1, with etag, updated_at_ms and
+   * expires_at_ms in its metadata) whose keys and values are views of the received message: no
+   * object per entry. Nodes that answer per entry (from before `ScanRequest.packed`) are packed here.
+   */
+  scanAllPacked(start: Buffer, end: Buffer, options: ScanOptions = {}): AsyncGenerator<PackedRows> {
+    return this.scanRange(start, end, options, true, (batch) => {
+      let rows: PackedRows;
+      if (batch.packed !== undefined) rows = PackedRows.fromMessage(batch.packed, 'ScanBatch.packed');
+      else if (batch.entries.length > 0) rows = PackedRows.fromRows(batch.entries);
+      else return undefined;
+      if (rows.count === 0) return undefined;
+      return { out: rows, count: rows.count, lastKey: rows.key(rows.count - 1) };
+    });
+  }
+
+  /**
+   * The scan loop behind scanAll and scanAllPacked: streams partition after partition, each part
+   * from one snapshot, resuming after the last entry handed out when a stream breaks.
+   */
+  private async *scanRange<T>(start: Buffer, end: Buffer, options: ScanOptions, packed: boolean, take: (batch: ScanBatch) => { out: T; count: number; lastKey: Buffer } | undefined): AsyncGenerator<T> {
     let cursor: Buffer | undefined = start;
     let remaining = options.limit && options.limit > 0 ? options.limit : Infinity;
     // Streams run as long as the reader pulls: no per-RPC deadline unless the caller sets a budget.
@@ -135,17 +164,18 @@ export class StoreClient implements BulkPutter {
           limit: Number.isFinite(remaining) ? remaining : 0,
           batchSize: options.batchSize ?? 1000,
           snapshotId: snapshotFor(options.snapshots, partition),
+          ...(packed ? { packed: true } : {}),
         };
         for await (const batch of this.router.connection(node).scan(request, { deadline: streamDeadline, signal: options.signal })) {
-          if (batch.entries.length > 0) {
-            const entries = batch.entries.map((e) => ({ key: e.key, ...fromEntry(e) }));
+          const got = take(batch);
+          if (got !== undefined) {
             // Resume after what was handed out if the stream breaks.
-            next = successor(entries[entries.length - 1]!.key);
+            next = successor(got.lastKey);
             cursor = next;
-            remaining -= entries.length;
+            remaining -= got.count;
             tries = 0;
             retryDeadline = this.router.deadline(options);
-            yield entries;
+            yield got.out;
           }
           if (batch.last) {
             next = batch.next.length > 0 ? batch.next : undefined;

@@ -4,6 +4,7 @@ import { roleAllows, type Logger, type Role } from '../common/index.js';
 import { StoreService, type Entry, type MultiOp, type MultiRequest, type MultiResult, type ScanBatch, type ScanRequest, type SnapshotInfo, type StoreServer as StoreHandlers } from './proto/gen/shardpipe/store/v1/store.js';
 import { FIELD_LIMITS, MAX_MULTI_OPS, truncateForMessage, type FieldLimitContext } from './field-limits.js';
 import { decodePackedBulkInsert } from './bulk-insert-codec.js';
+import { packEntries } from './scan-batch-codec.js';
 import { POINT_CODECS } from './point-codec.js';
 import { forwardAckToProto, forwardFromProto } from './chain-forwarder.js';
 import { toGrpcStatus } from './grpc-errors.js';
@@ -118,7 +119,7 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
       const pageSize = req.batchSize > 0 ? req.batchSize : 1000;
       const limit = req.limit > 0 ? Math.min(req.limit, pageSize) : pageSize;
       const range = node.clampRange(req.mapVersion, req.start, req.end);
-      const entries: Entry[] = [];
+      const entries: StoredEntry[] = [];
       // A page is bounded by bytes as well as entries; when the bytes run out, the next page starts at the entry left over.
       let bytes = 0;
       let leftOver: Buffer | undefined;
@@ -129,13 +130,13 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
             leftOver = e.key;
             break pages;
           }
-          entries.push(toEntry(e));
+          entries.push(e);
           bytes += size;
         }
       }
       const full = entries.length >= limit;
       const next = leftOver ?? (full ? successor(entries[entries.length - 1]!.key) : range.next);
-      return { entries, last: true, next };
+      return req.packed === true ? { entries: [], last: true, next, packed: packEntries(entries) } : { entries: entries.map(toEntry), last: true, next };
     }),
     scan: (call: ServerWritableStream<ScanRequest, ScanBatch>) => {
       const done = metrics?.start('Scan');
@@ -311,7 +312,8 @@ async function streamScan(node: StoreNode, call: ServerWritableStream<ScanReques
   for await (const batch of node.scan(range, { limit: req.limit, batchSize: req.batchSize || 1000, signal: abort.signal, snapshotId: req.snapshotId })) {
     sent += batch.length;
     lastKey = batch[batch.length - 1]!.key;
-    if (!call.write({ entries: batch.map(toEntry), last: false, next: EMPTY })) {
+    const message: ScanBatch = req.packed === true ? { entries: [], last: false, next: EMPTY, packed: packEntries(batch) } : { entries: batch.map(toEntry), last: false, next: EMPTY };
+    if (!call.write(message)) {
       await once(call, 'drain', { signal: abort.signal });
     }
   }

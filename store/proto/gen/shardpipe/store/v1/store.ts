@@ -89,6 +89,11 @@ export interface ScanRequest {
   batchSize: number;
   /** Read from this snapshot (OpenSnapshot) of the partition owning `start`; empty = the current data. */
   snapshotId: string;
+  /**
+   * Answer with the entries in ScanBatch.packed (format 1, `meta` always set) instead of `entries`.
+   * A node from before this field ignores it and answers per entry: read whichever is set.
+   */
+  packed?: boolean | undefined;
 }
 
 export interface ScanBatch {
@@ -97,6 +102,11 @@ export interface ScanBatch {
   last: boolean;
   /** Where to continue, on the last message: empty when the requested range is exhausted. */
   next: Buffer;
+  /**
+   * The batch's entries packed (when the request asked): keys and values in `data`, etag,
+   * updated_at_ms and expires_at_ms in `meta`. `entries` is then empty.
+   */
+  packed?: PackedRows | undefined;
 }
 
 /** A row of a bulk insert. Optional metadata lets a restore keep etags and expiry. */
@@ -875,7 +885,15 @@ export const DeleteResponse: MessageFns<DeleteResponse> = {
 };
 
 function createBaseScanRequest(): ScanRequest {
-  return { mapVersion: 0, start: Buffer.alloc(0), end: Buffer.alloc(0), limit: 0, batchSize: 0, snapshotId: "" };
+  return {
+    mapVersion: 0,
+    start: Buffer.alloc(0),
+    end: Buffer.alloc(0),
+    limit: 0,
+    batchSize: 0,
+    snapshotId: "",
+    packed: undefined,
+  };
 }
 
 export const ScanRequest: MessageFns<ScanRequest> = {
@@ -897,6 +915,9 @@ export const ScanRequest: MessageFns<ScanRequest> = {
     }
     if (message.snapshotId !== "") {
       writer.uint32(50).string(message.snapshotId);
+    }
+    if (message.packed !== undefined) {
+      writer.uint32(56).bool(message.packed);
     }
     return writer;
   },
@@ -962,6 +983,14 @@ export const ScanRequest: MessageFns<ScanRequest> = {
             message.snapshotId = reader.string();
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.packed = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -976,7 +1005,7 @@ export const ScanRequest: MessageFns<ScanRequest> = {
 };
 
 function createBaseScanBatch(): ScanBatch {
-  return { entries: [], last: false, next: Buffer.alloc(0) };
+  return { entries: [], last: false, next: Buffer.alloc(0), packed: undefined };
 }
 
 export const ScanBatch: MessageFns<ScanBatch> = {
@@ -989,6 +1018,9 @@ export const ScanBatch: MessageFns<ScanBatch> = {
     }
     if (message.next.length !== 0) {
       writer.uint32(26).bytes(message.next);
+    }
+    if (message.packed !== undefined) {
+      PackedRows.encode(message.packed, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -1028,6 +1060,14 @@ export const ScanBatch: MessageFns<ScanBatch> = {
             }
 
             message.next = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.packed = PackedRows.decode(reader, reader.uint32());
             continue;
           }
         }
