@@ -6,6 +6,7 @@ import { RangeDigest } from './range-digest.js';
 import { planShards, type PartitionSize, type ShardRange, type ShardTarget } from './shard-planner.js';
 import type { StoredRecord } from './record.js';
 import { StoreError } from './store-errors.js';
+import { PATCH_MODES, type PatchMode } from './json-document.js';
 import { StoreRouter, toStoreError, type CallOptions, type StoreRouterOptions } from './store-router.js';
 import type { ScanRequest } from './proto/gen/shardpipe/store/v1/store.js';
 
@@ -17,6 +18,34 @@ export interface ClientPutOptions extends CallOptions {
   expectedEtag?: number;
   /** Time to live in ms. */
   ttlMs?: number;
+}
+
+export interface ClientGetOptions extends CallOptions {
+  /**
+   * Partial get of a JSON document: JSON Pointers (RFC 6901, `/a`, `/b/c`, `/tags/0`); the value
+   * read is a JSON document holding only those paths (missing ones left out). Default: the whole value.
+   */
+  fields?: readonly string[];
+}
+
+export interface ClientPatchOptions extends CallOptions {
+  /** `merge` (JSON Merge Patch, RFC 7396) or `json-patch` (JSON Patch, RFC 6902). Default `merge`. */
+  mode?: PatchMode;
+  /** Compare-and-set: patch only if the document's etag is this. */
+  ifEtag?: number;
+  /** Absent = keep the document's expiry; 0 = no expiry; otherwise expire this many ms from now. */
+  ttlMs?: number;
+  /** Also return the patched document. Default false. */
+  returnDocument?: boolean;
+}
+
+/** The outcome of a patch: the new record's etag and times, and the document when asked for. */
+export interface PatchResult {
+  etag: number;
+  updatedAtMs: number;
+  expiresAtMs: number;
+  /** The patched document (UTF-8 JSON), with `returnDocument`. */
+  document?: Buffer;
 }
 
 export interface ScanOptions extends CallOptions {
@@ -83,9 +112,11 @@ export class StoreClient implements BulkPutter {
     return this.router.refreshMap(options);
   }
 
-  async get(key: Key, options: CallOptions = {}): Promise<StoredRecord | undefined> {
+  /** The live record of a key, or undefined; with `fields`, its JSON document reduced to them (STORE_NOT_JSON if it is not JSON). */
+  async get(key: Key, options: ClientGetOptions = {}): Promise<StoredRecord | undefined> {
+    const fields = options.fields === undefined ? [] : [...options.fields];
     const response = await this.router.routed(key.bytes, options, (conn, mapVersion, limits) =>
-      conn.point('get', { mapVersion, key: key.bytes }, limits),
+      conn.point('get', { mapVersion, key: key.bytes, fields }, limits),
       'read',
     );
     return response.found && response.entry ? fromEntry(response.entry) : undefined;
@@ -98,6 +129,28 @@ export class StoreClient implements BulkPutter {
       cas(conn.point('put', { mapVersion, key: key.bytes, value, expectedEtag: options.expectedEtag, ttlMs: options.ttlMs ?? 0 }, limits)),
     );
     return { value, etag: response.etag, updatedAtMs: response.updatedAtMs, expiresAtMs: response.expiresAtMs };
+  }
+
+  /**
+   * Patches the JSON document of a key on its head, atomically (README "JSON documents"); routed
+   * and retried as put is. A JSON Patch without `ifEtag` is not idempotent: if an attempt got no
+   * answer and the retry applied it again, it ran twice — pass `ifEtag` where that matters.
+   */
+  async patch(key: Key, patch: Buffer | string | object, options: ClientPatchOptions = {}): Promise<PatchResult> {
+    const mode = options.mode ?? 'merge';
+    if (!PATCH_MODES.includes(mode)) throw new TypeError(`patch mode must be ${PATCH_MODES.join(' or ')}, got ${String(mode)}`);
+    const body = Buffer.isBuffer(patch) ? patch : Buffer.from(typeof patch === 'string' ? patch : JSON.stringify(patch));
+    const cas = casAttempts(options.ifEtag);
+    const response = await this.router.routed(key.bytes, options, (conn, mapVersion, limits) =>
+      cas(
+        conn.unary(
+          'patch',
+          { mapVersion, key: key.bytes, patch: body, mode: PATCH_MODES.indexOf(mode), ifEtag: options.ifEtag, ttlMs: options.ttlMs, returnDocument: options.returnDocument ?? false },
+          limits,
+        ),
+      ),
+    );
+    return { etag: response.etag, updatedAtMs: response.updatedAtMs, expiresAtMs: response.expiresAtMs, ...(options.returnDocument ? { document: response.document } : {}) };
   }
 
   /** Deletes a key; resolves whether a live entry was deleted. */
