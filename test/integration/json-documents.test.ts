@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Key, StoreClient, StoreError, type Partition } from '../../store/index.js';
 import { rejectionOf } from '../helpers/rejection.js';
-import { StoreCluster } from '../helpers/store-cluster.js';
+import { StoreCluster, runCli } from '../helpers/store-cluster.js';
 
 // JSON documents on real node processes through the thick client: partial get by JSON Pointer,
 // Merge Patch / JSON Patch applied on the node under the partition's write queue.
@@ -196,6 +196,88 @@ describe('JSON documents on a cluster of one replica per partition', () => {
     } finally {
       for (const c of clients) c.close();
     }
+  }, 60_000);
+});
+
+describe('kv get --fields and kv patch (the CLI against real nodes)', () => {
+  let cluster: StoreCluster;
+  let client: StoreClient;
+  let seeds: string[];
+  beforeAll(async () => {
+    cluster = await StoreCluster.start({ nodes: 1, partitions: 2, extraArgs: ['--no-sync'] });
+    client = new StoreClient({ seeds: cluster.seeds });
+    seeds = ['--seeds', cluster.seeds.join(',')];
+  }, 60_000);
+  afterAll(async () => {
+    client?.close();
+    await cluster?.close();
+  });
+
+  it('kv get --fields: dotted names and pointers; --field for names with "." or ","; --json; exit codes', async () => {
+    await client.put(Key.fromUtf8('user:1'), doc({ name: 'Ada', address: { city: 'London', zip: 'N1' }, tags: ['x', 'y'], 'a.b': 1, 'c,d': 2 }));
+    const dotted = await runCli(['kv', 'get', 'user:1', '--fields', 'name,address.city', '--fields', 'tags.1', ...seeds]);
+    expect(dotted.stderr).toBe('');
+    expect(dotted.code).toBe(0);
+    expect(JSON.parse(dotted.stdout)).toEqual({ name: 'Ada', address: { city: 'London' }, tags: ['y'] });
+    const pointers = await runCli(['kv', 'get', 'user:1', '--fields', '/address/zip', '--field', '/a.b', '--field', '/c,d', '--json', ...seeds]);
+    expect(pointers.code).toBe(0);
+    const out = JSON.parse(pointers.stdout) as { key: string; value: string; etag: number };
+    expect(out.key).toBe('user:1');
+    expect(JSON.parse(out.value)).toEqual({ address: { zip: 'N1' }, 'a.b': 1, 'c,d': 2 });
+    expect(out.etag).toBe((await client.get(Key.fromUtf8('user:1')))!.etag);
+
+    const absent = await runCli(['kv', 'get', 'user:none', '--fields', 'a', ...seeds]);
+    expect(absent.code).toBe(3);
+    const badField = await runCli(['kv', 'get', 'user:1', '--fields', 'a..b', ...seeds]);
+    expect(badField.code).toBe(64);
+    expect(badField.stderr).toContain('empty name');
+    const slash = await runCli(['kv', 'get', 'user:1', '--fields', 'a/b', ...seeds]);
+    expect(slash.code).toBe(64);
+    await client.put(Key.fromUtf8('plain'), Buffer.from('hello'));
+    const notJson = await runCli(['kv', 'get', 'plain', '--fields', 'a', ...seeds]);
+    expect(notJson.code).toBe(1);
+    expect(notJson.stderr).toContain('[STORE_NOT_JSON]');
+    expect(notJson.stderr).toContain('key "plain"');
+  }, 60_000);
+
+  it('kv patch: merge patch by default, --json-patch, --if-etag (exit 4 with the current etag), --ttl, --json; exit 3 absent, 64 on a patch that is not JSON', async () => {
+    const k = Key.fromUtf8('doc:1');
+    const put = await client.put(k, doc({ a: 1, b: { c: 2 } }));
+    const merge = await runCli(['kv', 'patch', 'doc:1', '{"a":null,"b":{"d":3}}', ...seeds]);
+    expect(merge.stderr).toBe('');
+    expect(merge.code).toBe(0);
+    const afterMerge = await client.get(k);
+    expect(merge.stdout.trim()).toBe(`etag ${afterMerge!.etag}`);
+    expect(json(afterMerge!.value)).toEqual({ b: { c: 2, d: 3 } });
+
+    const stale = await runCli(['kv', 'patch', 'doc:1', '{"x":1}', '--if-etag', String(put.etag), ...seeds]);
+    expect(stale.code).toBe(4);
+    expect(stale.stderr).toContain(`current etag is ${afterMerge!.etag}`);
+
+    const jp = await runCli(['kv', 'patch', 'doc:1', '[{"op":"add","path":"/list","value":[1]},{"op":"test","path":"/b/c","value":2}]', '--json-patch', '--if-etag', String(afterMerge!.etag), '--ttl', '1h', '--json', ...seeds]);
+    expect(jp.stderr).toBe('');
+    expect(jp.code).toBe(0);
+    const report = JSON.parse(jp.stdout) as { key: string; etag: number; expiresAt: string | null; document: unknown };
+    const read = await client.get(k);
+    expect(report).toMatchObject({ key: 'doc:1', etag: read!.etag, document: { b: { c: 2, d: 3 }, list: [1] } });
+    expect(report.expiresAt).toBe(new Date(read!.expiresAtMs).toISOString());
+    expect(json(read!.value)).toEqual(report.document);
+
+    const failedTest = await runCli(['kv', 'patch', 'doc:1', '[{"op":"test","path":"/b/c","value":9}]', '--json-patch', ...seeds]);
+    expect(failedTest.code).toBe(4);
+    expect(failedTest.stderr).toContain('operation 0 (test "/b/c") failed');
+    const absent = await runCli(['kv', 'patch', 'doc:none', '{"a":1}', ...seeds]);
+    expect(absent.code).toBe(3);
+    const notJson = await runCli(['kv', 'patch', 'doc:1', '{a:1}', ...seeds]);
+    expect(notJson.code).toBe(64);
+    expect(notJson.stderr).toContain('<patch> is not JSON');
+    const notArray = await runCli(['kv', 'patch', 'doc:1', '{"a":1}', '--json-patch', ...seeds]);
+    expect(notArray.code).toBe(64);
+    const missingPath = await runCli(['kv', 'patch', 'doc:1', '[{"op":"remove","path":"/zz"}]', '--json-patch', ...seeds]);
+    expect(missingPath.code).toBe(1);
+    expect(missingPath.stderr).toContain('"/zz" is not in the document');
+    expect(missingPath.stderr).toContain('[STORE_INVALID_ARGUMENT]');
+    expect((await client.get(k))!.etag).toBe(read!.etag);
   }, 60_000);
 });
 
