@@ -286,7 +286,15 @@ describe('gateway driven from Python (gRPC) and curl (Connect JSON)', () => {
     const steps = stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(steps[0]).toMatchObject({ step: 'put-get', value: 'hello' });
     expect(steps[1]).toMatchObject({ step: 'cas', status: 'ABORTED' });
-    expect(steps[2]).toEqual({ step: 'bulk', written: 300, scanned: 300 });
+    const profile = await client.get(Key.fromUtf8('example:profile'));
+    expect(steps[2]).toEqual({
+      step: 'documents',
+      etag: profile!.etag,
+      document: { name: 'Ada', address: { city: 'London' }, langs: ['en', 'fr'], born: 1815 },
+      partial: { address: { city: 'London' }, langs: ['fr'] },
+    });
+    expect(JSON.parse(profile!.value.toString())).toEqual((steps[2] as { document: unknown }).document);
+    expect(steps[3]).toEqual({ step: 'bulk', written: 300, scanned: 300 });
   }, 60_000);
 });
 
