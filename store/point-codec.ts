@@ -410,6 +410,11 @@ function readGetRequest(r: In): GetRequest {
   let seen = 0;
   while (r.more()) {
     const tag = r.tag();
+    // fields (3) is repeated: it may come any number of times.
+    if (tag === 26) {
+      m.fields.push(r.string());
+      continue;
+    }
     seen = once(seen, tag >>> 3);
     if (tag === 8) m.mapVersion = r.varint();
     else if (tag === 18) m.key = r.bytes();
