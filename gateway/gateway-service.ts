@@ -246,7 +246,7 @@ export class GatewayService {
       throw new GatewayError('GATEWAY_INVALID_ARGUMENT', `scan range is empty: start ${Key.preview(start)} is not before end ${Key.preview(end)} (hex)`);
     }
     try {
-      for await (const entries of this.client.scanAll(Buffer.from(start), Buffer.from(end), { signal, limit, batchSize: STREAM_BATCH, timeoutMs: this.retryBudgetMs })) {
+      for await (const entries of this.client.scanAll(Buffer.from(start), Buffer.from(end), { signal, limit, batchSize: STREAM_BATCH, retryBudgetMs: this.retryBudgetMs })) {
         yield create(ScanResponseSchema, { entries: entries.map(toEntry) });
       }
     } catch (err) {

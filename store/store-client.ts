@@ -55,6 +55,12 @@ export interface ScanOptions extends CallOptions {
   batchSize?: number;
   /** Read each partition from its snapshot (see openSnapshots); every partition touched needs one. */
   snapshots?: readonly SnapshotLease[];
+  /**
+   * How long one step may keep failing (retries after a broken stream or a map change) before the
+   * scan gives up, counted again after every batch received; the whole scan is then bounded only by
+   * `timeoutMs`, if set. Default: `timeoutMs`, else the client's operation budget.
+   */
+  retryBudgetMs?: number;
 }
 
 /** A snapshot one node holds of one partition for a lease (see `openSnapshots`). */
@@ -172,7 +178,8 @@ export class StoreClient implements BulkPutter {
     let remaining = options.limit && options.limit > 0 ? options.limit : Infinity;
     // Streams run as long as the reader pulls: no per-RPC deadline unless the caller sets a budget.
     const streamDeadline = options.timeoutMs === undefined ? Infinity : Date.now() + options.timeoutMs;
-    let retryDeadline = this.router.deadline(options);
+    const stepOptions = options.retryBudgetMs === undefined ? options : { ...options, timeoutMs: options.retryBudgetMs };
+    let retryDeadline = this.router.deadline(stepOptions);
     for (let tries = 0; cursor !== undefined && remaining > 0; ) {
       let map: PartitionMap | undefined;
       let node = 'seeds';
@@ -197,7 +204,7 @@ export class StoreClient implements BulkPutter {
             cursor = next;
             remaining -= entries.length;
             tries = 0;
-            retryDeadline = this.router.deadline(options);
+            retryDeadline = this.router.deadline(stepOptions);
             yield entries;
           }
           if (batch.last) {

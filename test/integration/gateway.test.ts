@@ -298,6 +298,31 @@ describe('gateway driven from Python (gRPC) and curl (Connect JSON)', () => {
   }, 60_000);
 });
 
+describe('gateway with a short --retry-budget', () => {
+  it('bounds each scan step by the retry budget, not the whole ScanAll: a scan taking far longer than the budget completes', async () => {
+    const short = await GatewayProcess.start(cluster.seeds, ['--retry-budget', '20ms']);
+    try {
+      const rows = Array.from({ length: 30_000 }, (_, i) => ({ key: Buffer.from(`budget-${String(i).padStart(6, '0')}`), value: valueOf(i) }));
+      await client.bulkPutAll([rows]);
+      const digest = createHash('sha256');
+      let entries = 0;
+      const started = Date.now();
+      for await (const batch of client.scanAll(Buffer.alloc(0), Buffer.alloc(0))) {
+        for (const e of batch) {
+          digest.update(Buffer.concat([e.key, Buffer.from([0]), e.value, Buffer.from('\n')]));
+          entries++;
+        }
+      }
+      const { stdout } = await run('nice', ['-n', '10', PYTHON, DRIVER, short.address, 'scan-all-digest'], { env: { ...process.env, PYTHONPATH: stubs }, maxBuffer: 16 * 1024 * 1024 });
+      // The scan took longer than the budget (the old code failed it with UNAVAILABLE once 20 ms had passed).
+      expect(Date.now() - started).toBeGreaterThan(20);
+      expect(JSON.parse(stdout.trim())).toEqual({ entries, sha256: digest.digest('hex') });
+    } finally {
+      await short.stop();
+    }
+  }, 120_000);
+});
+
 describe('gateway with --auth-token-file', () => {
   let secured: GatewayProcess;
   beforeAll(async () => {
