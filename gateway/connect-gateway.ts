@@ -34,6 +34,7 @@ export function createConnectGatewayHandler(service: GatewayService, limiter: Re
     get: (req, ctx) => run(() => service.get(req, ctx.signal)),
     put: (req, ctx) => run(() => service.put(req, ctx.signal)),
     delete: (req, ctx) => run(() => service.delete(req, ctx.signal)),
+    patch: (req, ctx) => run(() => service.patch(req, ctx.signal)),
     scanPage: (req, ctx) => run(() => service.scanPage(req, ctx.signal)),
     scan: (req, ctx) => stream(() => service.scan(req, ctx.signal)),
     scanAll: (req, ctx) => stream(() => service.scanAll(req, ctx.signal)),

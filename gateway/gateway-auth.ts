@@ -8,6 +8,7 @@ export const GATEWAY_METHOD_ROLES: Readonly<Record<string, Role>> = {
   ScanPage: 'read',
   ScanAll: 'read',
   Put: 'write',
+  Patch: 'write',
   Delete: 'write',
   BulkPut: 'write',
 };

@@ -20,6 +20,8 @@ export const GATEWAY_ERROR_CODES = {
   GATEWAY_UNAUTHENTICATED: { grpc: status.UNAUTHENTICATED, retryable: false },
   /** The caller's token has too weak a role for the method. */
   GATEWAY_PERMISSION_DENIED: { grpc: status.PERMISSION_DENIED, retryable: false },
+  /** A JSON Patch `test` operation did not hold; nothing was written. */
+  GATEWAY_PATCH_TEST_FAILED: { grpc: status.FAILED_PRECONDITION, retryable: false },
   /** The call was cancelled by the caller. */
   GATEWAY_CANCELLED: { grpc: status.CANCELLED, retryable: false },
   /** A failure the gateway cannot hide (its own store token refused, a store bug); the message says which. */
@@ -67,7 +69,10 @@ export function toGatewayError(err: unknown): GatewayError {
       return new GatewayError('GATEWAY_NOT_FOUND', err.message, { cause: err });
     case 'STORE_ETAG_MISMATCH':
       return new GatewayError('GATEWAY_ETAG_MISMATCH', err.message, { cause: err, currentEtag: err.currentEtag ?? 0 });
+    case 'STORE_PATCH_TEST_FAILED':
+      return new GatewayError('GATEWAY_PATCH_TEST_FAILED', err.message, { cause: err });
     case 'STORE_INVALID_KEY':
+    case 'STORE_NOT_JSON':
     case 'STORE_INVALID_ARGUMENT':
     case 'STORE_VALUE_TOO_LARGE':
     case 'STORE_BATCH_TOO_LARGE':

@@ -5,6 +5,8 @@ import {
   DeleteResponseSchema,
   EntrySchema,
   GetResponseSchema,
+  PatchMode,
+  PatchResponseSchema,
   PutResponseSchema,
   ScanPageResponseSchema,
   ScanResponseSchema,
@@ -15,6 +17,8 @@ import {
   type Entry,
   type GetRequest,
   type GetResponse,
+  type PatchRequest,
+  type PatchResponse,
   type PutRequest,
   type PutResponse,
   type ScanPageRequest,
@@ -71,7 +75,7 @@ export class GatewayService {
 
   async get(req: GetRequest, signal?: AbortSignal): Promise<GetResponse> {
     const key = keyOf(req.key, 'GetRequest.key');
-    const record = await this.call(() => this.client.get(key, { signal, timeoutMs: this.retryBudgetMs }));
+    const record = await this.call(() => this.client.get(key, { signal, timeoutMs: this.retryBudgetMs, ...(req.fields.length > 0 ? { fields: req.fields } : {}) }));
     if (record === undefined) throw new GatewayError('GATEWAY_NOT_FOUND', `key ${Key.preview(key.bytes)} (hex) has no value`);
     return create(GetResponseSchema, { value: record.value, etag: BigInt(record.etag), updatedAtMs: BigInt(record.updatedAtMs), expiresAtMs: BigInt(record.expiresAtMs) });
   }
@@ -93,6 +97,30 @@ export class GatewayService {
     const key = keyOf(req.key, 'DeleteRequest.key');
     const deleted = await this.call(() => this.client.delete(key, { signal, timeoutMs: this.retryBudgetMs, expectedEtag: optionalInt(req.expectedEtag, 'DeleteRequest.expected_etag') }));
     return create(DeleteResponseSchema, { deleted });
+  }
+
+  /** Patches a key's JSON document on its store node (merge or JSON Patch), optionally compare-and-set. */
+  async patch(req: PatchRequest, signal?: AbortSignal): Promise<PatchResponse> {
+    const key = keyOf(req.key, 'PatchRequest.key');
+    if (req.mode !== PatchMode.MERGE && req.mode !== PatchMode.JSON_PATCH) {
+      throw new GatewayError('GATEWAY_INVALID_ARGUMENT', `PatchRequest.mode is ${req.mode}: allowed PATCH_MODE_MERGE (0) or PATCH_MODE_JSON_PATCH (1)`);
+    }
+    const result = await this.call(() =>
+      this.client.patch(key, Buffer.from(req.patch, 'utf8'), {
+        signal,
+        timeoutMs: this.retryBudgetMs,
+        mode: req.mode === PatchMode.JSON_PATCH ? 'json-patch' : 'merge',
+        ifEtag: optionalInt(req.ifEtag, 'PatchRequest.if_etag'),
+        ttlMs: optionalInt(req.ttlMs, 'PatchRequest.ttl_ms'),
+        returnDocument: req.returnDocument,
+      }),
+    );
+    return create(PatchResponseSchema, {
+      etag: BigInt(result.etag),
+      updatedAtMs: BigInt(result.updatedAtMs),
+      expiresAtMs: BigInt(result.expiresAtMs),
+      document: result.document?.toString('utf8') ?? '',
+    });
   }
 
   /** A bounded scan: at most `limit` entries (1–100,000; 0 = 100,000). */
@@ -218,7 +246,7 @@ export class GatewayService {
       throw new GatewayError('GATEWAY_INVALID_ARGUMENT', `scan range is empty: start ${Key.preview(start)} is not before end ${Key.preview(end)} (hex)`);
     }
     try {
-      for await (const entries of this.client.scanAll(Buffer.from(start), Buffer.from(end), { signal, limit, batchSize: STREAM_BATCH, timeoutMs: this.retryBudgetMs })) {
+      for await (const entries of this.client.scanAll(Buffer.from(start), Buffer.from(end), { signal, limit, batchSize: STREAM_BATCH, retryBudgetMs: this.retryBudgetMs })) {
         yield create(ScanResponseSchema, { entries: entries.map(toEntry) });
       }
     } catch (err) {

@@ -88,6 +88,7 @@ function implementation(service: GatewayService, limiter: RequestLimiter): Untyp
     Get: unary((req, signal) => service.get(req, signal)),
     Put: unary((req, signal) => service.put(req, signal)),
     Delete: unary((req, signal) => service.delete(req, signal)),
+    Patch: unary((req, signal) => service.patch(req, signal)),
     ScanPage: unary((req, signal) => service.scanPage(req, signal)),
     Scan: serverStream((req, signal) => service.scan(req, signal)),
     ScanAll: serverStream((req, signal) => service.scanAll(req, signal)),

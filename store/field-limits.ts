@@ -47,6 +47,12 @@ export const MAX_MULTI_OPS = 1000;
  * its own plain call. Any Multi is also bounded by the node's receive limit (--max-batch-bytes + 1 MiB).
  */
 export const MULTI_MAX_BYTES = 1024 * 1024;
+/** Most JSON Pointers in one partial get (GetRequest.fields). */
+export const MAX_FIELDS = 100;
+/** Longest JSON Pointer of a partial get, in bytes. */
+export const MAX_POINTER_BYTES = 1024;
+/** Most operations in one JSON Patch. */
+export const MAX_PATCH_OPS = 1000;
 const UINT32_MAX = 0xffff_ffff;
 
 /** Node settings some ranges depend on. */
@@ -83,7 +89,11 @@ const snapshotIds: FieldLimit = { kind: 'list', maxItems: MAX_LIST_ITEMS, item: 
 
 /** Ranges by message and field, with the wire (proto) names. */
 export const FIELD_LIMITS: Readonly<Record<string, Readonly<Record<string, FieldLimit>>>> = {
-  GetRequest: { map_version: mapVersion, key: { kind: 'key' } },
+  GetRequest: {
+    map_version: mapVersion,
+    key: { kind: 'key' },
+    fields: { kind: 'list', maxItems: MAX_FIELDS, item: { kind: 'string', maxBytes: MAX_POINTER_BYTES } },
+  },
   PutRequest: {
     map_version: mapVersion,
     key: { kind: 'key' },
@@ -158,6 +168,15 @@ export const FIELD_LIMITS: Readonly<Record<string, Readonly<Record<string, Field
     head_seq: { kind: 'int', min: 0, max: MAX_ETAG, note: 'the head\'s last sequence number when it sent the write (replica lag); 0 = unknown' },
   },
   ForwardPoint: { entry: { kind: 'message', required: true }, deleted: { kind: 'bool' } },
+  PatchRequest: {
+    map_version: mapVersion,
+    key: { kind: 'key' },
+    patch: { kind: 'value' },
+    mode: { kind: 'int', min: 0, max: 1, note: '0 = JSON Merge Patch, 1 = JSON Patch' },
+    if_etag: { kind: 'int', min: 0, max: MAX_ETAG, note: 'absent = unconditional' },
+    ttl_ms: { kind: 'int', min: 0, max: MAX_TTL_MS, unit: 'ms', note: 'absent = keep the expiry, 0 = no expiry' },
+    return_document: { kind: 'bool' },
+  },
   Entry: { key: { kind: 'key' }, value: { kind: 'value' }, etag: { kind: 'int', min: 0, max: MAX_ETAG }, updated_at_ms: time, expires_at_ms: time },
 };
 

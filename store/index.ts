@@ -12,6 +12,8 @@ export type { EtcdNodeAgentOptions } from './etcd-node-agent.js';
 export { encodeRecord, decodeRecord, isExpired, RECORD_FORMAT_VERSION } from './record.js';
 export type { StoredRecord } from './record.js';
 export { RangeDigest } from './range-digest.js';
+export { PATCH_MODES, parsePointer, projectDocument, patchDocument } from './json-document.js';
+export type { PatchMode } from './json-document.js';
 export {
   FIELD_LIMITS,
   MAX_ETAG,
@@ -22,6 +24,9 @@ export {
   MAX_MULTI_OPS,
   MAX_TIME_MS,
   MAX_TTL_MS,
+  MAX_FIELDS,
+  MAX_POINTER_BYTES,
+  MAX_PATCH_OPS,
   MULTI_MAX_BYTES,
   describeLimit,
 } from './field-limits.js';
@@ -34,6 +39,7 @@ export type { StoreErrorCode, StoreErrorOptions } from './store-errors.js';
 export { PartitionStore, DEFAULT_WRITE_BUFFER_BYTES } from './partition-store.js';
 export { DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES } from './http2-window.js';
 export type { BulkRowInput } from './bulk-row.js';
+export type { UpdateFn, UpdateOptions } from './partition-store.js';
 export type { StoredEntry, WriteTiming, PartitionStoreOptions, PartitionStoreStats, PartitionSnapshot, ReadOptions, PartitionHealth } from './partition-store.js';
 export { planShards, planCoverageProblem, MAX_SPLIT_PARTS, DEFAULT_MAX_PLAN_SHARDS } from './shard-planner.js';
 export type { PartitionSize, PlanShardsOptions, ShardRange, ShardTarget, SplitKeysFn } from './shard-planner.js';
@@ -42,7 +48,7 @@ export type { StoreNodeOptions, SnapshotLeaseInfo, PartitionHealthInfo } from '.
 export { StoreServer, STORE_SERVICE_NAME, DEFAULT_MAX_INFLIGHT_BYTES, partitionHealthService } from './store-server.js';
 export type { StoreServerOptions } from './store-server.js';
 export { StoreClient } from './store-client.js';
-export type { StoreClientOptions, ClientPutOptions, ScanOptions, NodeStats, SnapshotLease, SnapshotSet } from './store-client.js';
+export type { StoreClientOptions, ClientPutOptions, ClientGetOptions, ClientPatchOptions, PatchResult, ScanOptions, NodeStats, SnapshotLease, SnapshotSet } from './store-client.js';
 export { StoreRouter } from './store-router.js';
 export type { StoreRouterOptions, CallOptions } from './store-router.js';
 export { bulkPutAll, bulkPutCheckpointed, DEFAULT_BULK_BATCH_MAX_BYTES, DEFAULT_BULK_BATCH_MAX_ROWS, DEFAULT_BULK_MAX_IN_FLIGHT } from './bulk-writer.js';

@@ -24,6 +24,8 @@ import {
   type PartitionStatsRequest,
   type PartitionStatsResponse,
   type PutRequest,
+  type PatchRequest,
+  type PatchResponse,
   type PutResponse,
   type OpenSnapshotRequest,
   type OpenSnapshotResponse,
@@ -78,6 +80,7 @@ const FastStoreClient = makeGenericClientConstructor(
 interface UnaryMethods {
   get: [GetRequest, GetResponse];
   put: [PutRequest, PutResponse];
+  patch: [PatchRequest, PatchResponse];
   delete: [DeleteRequest, DeleteResponse];
   scanPage: [ScanRequest, ScanBatch];
   bulkInsert: [BulkInsertRequest, BulkInsertResponse];

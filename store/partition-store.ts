@@ -7,6 +7,7 @@ import type { Logger } from '../common/index.js';
 import { MAX_ETAG, MAX_KEPT_ETAG, MAX_TIME_MS } from './field-limits.js';
 import { RECORD_EXPIRY_BYTES, RECORD_HEADER_BYTES, decodeRecord, encodeRecord, encodedRecordLength, isExpired, readU64, writeRecordHeader, writeU64, type StoredRecord } from './record.js';
 import type { BulkRowInput } from './bulk-row.js';
+import { displayBytes } from './key.js';
 
 // Loaded when a partition opens: processes that only talk to nodes (the CLI, ingest workers) skip it.
 const loadClassicLevel = (): typeof import('classic-level') => createRequire(import.meta.url)('classic-level') as typeof import('classic-level');
@@ -54,6 +55,20 @@ export interface PutOptions {
   /** Time to live in ms; 0 or absent = no expiry. */
   ttlMs?: number;
 }
+
+/** Options of an update (see PartitionStore.update). */
+export interface UpdateOptions {
+  /** Compare-and-set: the current etag must equal this. */
+  expectedEtag?: number;
+  /** Absent = keep the entry's expiry; 0 = no expiry; otherwise expire this many ms from now. */
+  ttlMs?: number;
+}
+
+/**
+ * Computes an entry's new value from its live record, inside the partition's write queue (so no
+ * other write of the key comes between the read and the write). Throwing fails only this update.
+ */
+export type UpdateFn = (current: StoredRecord) => Buffer;
 
 /** One put or delete of a group written together (see PartitionStore.writeMany). */
 export type PointWrite =
@@ -197,6 +212,7 @@ type Op =
   | { kind: 'put'; key: Buffer; value: Buffer; options: PutOptions; chain?: ChainTag; resolve: (r: StoredRecord) => void; reject: (e: unknown) => void }
   | { kind: 'delete'; key: Buffer; expectedEtag: number | undefined; chain?: ChainTag; resolve: (deleted: boolean) => void; reject: (e: unknown) => void }
   | { kind: 'bulk'; rows: PackedRows; sorted: boolean; enqueuedAt: number; assigned: BulkAssignment | undefined; chain?: ChainTag; resolve: (t: BulkWriteTiming) => void; reject: (e: unknown) => void }
+  | { kind: 'update'; key: Buffer; change: UpdateFn; options: UpdateOptions; chain?: ChainTag; resolve: (r: StoredRecord) => void; reject: (e: unknown) => void }
   | { kind: 'sweep'; resolve: (swept: number) => void; reject: (e: unknown) => void };
 
 interface WriteFault {
@@ -338,6 +354,16 @@ export class PartitionStore {
   /** Writes `value`; rejects with STORE_ETAG_MISMATCH when `expectedEtag` does not match. `chain`: its place in the chain's stream (ChainTag). */
   put(key: Buffer, value: Buffer, options: PutOptions = {}, chain?: ChainTag): Promise<StoredRecord> {
     return new Promise((resolve, reject) => this.enqueue({ kind: 'put', key, value, options, chain, resolve: this.counted(1, resolve), reject }));
+  }
+
+  /**
+   * Replaces the live value of `key` by `change(current)`, read and written in one turn of the
+   * write queue (ordered with every put, delete and bulk insert of the partition, and group-committed
+   * with them). Rejects with STORE_NOT_FOUND when the key has no live value, STORE_ETAG_MISMATCH when
+   * `expectedEtag` does not match, or whatever `change` throws; nothing is written then.
+   */
+  update(key: Buffer, change: UpdateFn, options: UpdateOptions = {}, chain?: ChainTag): Promise<StoredRecord> {
+    return new Promise((resolve, reject) => this.enqueue({ kind: 'update', key, change, options, chain, resolve: this.counted(1, resolve), reject }));
   }
 
   /** Deletes `key`; resolves whether a live entry was deleted. `chain`: its place in the chain's stream (ChainTag). */
@@ -614,7 +640,7 @@ export class PartitionStore {
         group = this.queue.splice(0, this.disjointBulkRun());
       } else {
         let n = 1;
-        while (n < this.queue.length && (this.queue[n]!.kind === 'put' || this.queue[n]!.kind === 'delete')) n++;
+        while (n < this.queue.length && isPointKind(this.queue[n]!.kind)) n++;
         group = this.queue.splice(0, n);
       }
       try {
@@ -673,8 +699,8 @@ export class PartitionStore {
     const overlay = this.storedRecords(group);
     const settle: Array<() => void> = [];
     for (const op of group) {
-      if (op.kind !== 'put' && op.kind !== 'delete') continue;
-      const problem = op.kind === 'put' ? putProblem(op.options.ttlMs ?? 0, now, next.seq) : undefined;
+      if (op.kind !== 'put' && op.kind !== 'delete' && op.kind !== 'update') continue;
+      const problem = op.kind !== 'delete' ? putProblem(op.options.ttlMs ?? 0, now, next.seq) : undefined;
       if (problem !== undefined) {
         settle.push(() => op.reject(problem));
         continue;
@@ -683,7 +709,7 @@ export class PartitionStore {
       const dk = dataKey(op.key);
       const stored = overlay.get(id)!;
       const live = stored !== null && !isExpired(stored, now) ? stored : null;
-      const expected = op.kind === 'put' ? op.options.expectedEtag : op.expectedEtag;
+      const expected = op.kind === 'delete' ? op.expectedEtag : op.options.expectedEtag;
       if (expected !== undefined && expected !== (live?.etag ?? 0)) {
         const current = live?.etag ?? 0;
         settle.push(() =>
@@ -695,11 +721,35 @@ export class PartitionStore {
         );
         continue;
       }
+      let updated: StoredRecord | undefined;
+      if (op.kind === 'update') {
+        if (live === null) {
+          settle.push(() => op.reject(new StoreError('STORE_NOT_FOUND', `key "${displayBytes(op.key)}" has no value to update: write it first with Put`)));
+          continue;
+        }
+        try {
+          const ttl = op.options.ttlMs;
+          updated = { value: op.change(live), etag: next.seq + 1, updatedAtMs: now, expiresAtMs: ttl === undefined ? live.expiresAtMs : ttl > 0 ? now + ttl : 0 };
+        } catch (err) {
+          settle.push(() => op.reject(err));
+          continue;
+        }
+      }
       if (stored !== null) {
         next.count--;
         next.logicalBytes -= recordBytes(op.key, stored);
       }
-      if (op.kind === 'put') {
+      if (op.kind === 'update') {
+        const record = updated!;
+        next.seq++;
+        batch.put(dk, encodeRecord(record));
+        if (record.expiresAtMs > 0) batch.put(expiryKey(record.expiresAtMs, op.key), EMPTY);
+        next.count++;
+        next.logicalBytes += recordBytes(op.key, record);
+        overlay.set(id, record);
+        numberChainWrite(next, op.chain);
+        settle.push(() => op.resolve(record));
+      } else if (op.kind === 'put') {
         const ttl = op.options.ttlMs ?? 0;
         const record: StoredRecord = { value: op.value, etag: ++next.seq, updatedAtMs: now, expiresAtMs: ttl > 0 ? now + ttl : 0 };
         batch.put(dk, encodeRecord(record));
@@ -718,7 +768,7 @@ export class PartitionStore {
     }
     next.lastWriteMs = now;
     await this.commit(batch, next);
-    for (const op of group) if (op.kind === 'put') this.noteWritten(op.key);
+    for (const op of group) if (op.kind === 'put' || op.kind === 'update') this.noteWritten(op.key);
     for (const s of settle) s();
   }
 
@@ -728,12 +778,13 @@ export class PartitionStore {
     const ids: string[] = [];
     const keys: Buffer[] = [];
     for (const op of group) {
-      if (op.kind !== 'put' && op.kind !== 'delete') continue;
-      const id = op.key.toString('latin1');
+      if (!isPointKind(op.kind)) continue;
+      const key = (op as Extract<Op, { key: Buffer }>).key;
+      const id = key.toString('latin1');
       if (records.has(id)) continue;
       records.set(id, null);
       ids.push(id);
-      keys.push(dataKey(op.key));
+      keys.push(dataKey(key));
     }
     for (let i = 0; i < keys.length; i++) {
       const raw = this.pointRead(keys[i]!);
@@ -1084,6 +1135,11 @@ export class PartitionStore {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** The single-key writes, which share one group (and one batch and fsync). */
+function isPointKind(kind: Op['kind']): boolean {
+  return kind === 'put' || kind === 'delete' || kind === 'update';
+}
 
 /**
  * Why a put cannot be written at `now`: its expiry would pass MAX_TIME_MS, or the partition has

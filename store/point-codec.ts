@@ -80,6 +80,8 @@ class Out {
 // ---- sizes (each also checks its message's field types, throwing FALLBACK) ----
 
 function getRequestSize(m: GetRequest): number {
+  // A partial get (JSON Pointers) is rare: the generated encoder writes it.
+  if (m.fields !== undefined && m.fields.length > 0) throw FALLBACK;
   let s = 0;
   if (u64(m.mapVersion) !== 0) s += 1 + varintSize(m.mapVersion);
   if (bytesOf(m.key).length !== 0) s += lenFieldSize(m.key.length);
@@ -404,10 +406,15 @@ function once(seen: number, field: number): number {
 }
 
 function readGetRequest(r: In): GetRequest {
-  const m: GetRequest = { mapVersion: 0, key: Buffer.alloc(0) };
+  const m: GetRequest = { mapVersion: 0, key: Buffer.alloc(0), fields: [] };
   let seen = 0;
   while (r.more()) {
     const tag = r.tag();
+    // fields (3) is repeated: it may come any number of times.
+    if (tag === 26) {
+      m.fields.push(r.string());
+      continue;
+    }
     seen = once(seen, tag >>> 3);
     if (tag === 8) m.mapVersion = r.varint();
     else if (tag === 18) m.key = r.bytes();

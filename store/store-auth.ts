@@ -18,6 +18,7 @@ export const METHOD_ROLES: Readonly<Record<string, Role>> = {
   RenewSnapshot: 'read',
   ReleaseSnapshot: 'read',
   Put: 'write',
+  Patch: 'write',
   Delete: 'write',
   BulkInsert: 'write',
   SetPartitionMap: 'admin',

@@ -6,6 +6,7 @@ import { RangeDigest } from './range-digest.js';
 import { planShards, type PartitionSize, type ShardRange, type ShardTarget } from './shard-planner.js';
 import type { StoredRecord } from './record.js';
 import { StoreError } from './store-errors.js';
+import { PATCH_MODES, type PatchMode } from './json-document.js';
 import { StoreRouter, toStoreError, type CallOptions, type StoreRouterOptions } from './store-router.js';
 import type { ScanBatch, ScanRequest } from './proto/gen/shardpipe/store/v1/store.js';
 import { PackedRows } from './packed-rows.js';
@@ -20,6 +21,34 @@ export interface ClientPutOptions extends CallOptions {
   ttlMs?: number;
 }
 
+export interface ClientGetOptions extends CallOptions {
+  /**
+   * Partial get of a JSON document: JSON Pointers (RFC 6901, `/a`, `/b/c`, `/tags/0`); the value
+   * read is a JSON document holding only those paths (missing ones left out). Default: the whole value.
+   */
+  fields?: readonly string[];
+}
+
+export interface ClientPatchOptions extends CallOptions {
+  /** `merge` (JSON Merge Patch, RFC 7396) or `json-patch` (JSON Patch, RFC 6902). Default `merge`. */
+  mode?: PatchMode;
+  /** Compare-and-set: patch only if the document's etag is this. */
+  ifEtag?: number;
+  /** Absent = keep the document's expiry; 0 = no expiry; otherwise expire this many ms from now. */
+  ttlMs?: number;
+  /** Also return the patched document. Default false. */
+  returnDocument?: boolean;
+}
+
+/** The outcome of a patch: the new record's etag and times, and the document when asked for. */
+export interface PatchResult {
+  etag: number;
+  updatedAtMs: number;
+  expiresAtMs: number;
+  /** The patched document (UTF-8 JSON), with `returnDocument`. */
+  document?: Buffer;
+}
+
 export interface ScanOptions extends CallOptions {
   /** Most entries in all; 0 or absent = no limit. */
   limit?: number;
@@ -27,6 +56,12 @@ export interface ScanOptions extends CallOptions {
   batchSize?: number;
   /** Read each partition from its snapshot (see openSnapshots); every partition touched needs one. */
   snapshots?: readonly SnapshotLease[];
+  /**
+   * How long one step may keep failing (retries after a broken stream or a map change) before the
+   * scan gives up, counted again after every batch received; the whole scan is then bounded only by
+   * `timeoutMs`, if set. Default: `timeoutMs`, else the client's operation budget.
+   */
+  retryBudgetMs?: number;
 }
 
 /** A snapshot one node holds of one partition for a lease (see `openSnapshots`). */
@@ -84,9 +119,11 @@ export class StoreClient implements BulkPutter {
     return this.router.refreshMap(options);
   }
 
-  async get(key: Key, options: CallOptions = {}): Promise<StoredRecord | undefined> {
+  /** The live record of a key, or undefined; with `fields`, its JSON document reduced to them (STORE_NOT_JSON if it is not JSON). */
+  async get(key: Key, options: ClientGetOptions = {}): Promise<StoredRecord | undefined> {
+    const fields = options.fields === undefined ? [] : [...options.fields];
     const response = await this.router.routed(key.bytes, options, (conn, mapVersion, limits) =>
-      conn.point('get', { mapVersion, key: key.bytes }, limits),
+      conn.point('get', { mapVersion, key: key.bytes, fields }, limits),
       'read',
     );
     return response.found && response.entry ? fromEntry(response.entry) : undefined;
@@ -99,6 +136,28 @@ export class StoreClient implements BulkPutter {
       cas(conn.point('put', { mapVersion, key: key.bytes, value, expectedEtag: options.expectedEtag, ttlMs: options.ttlMs ?? 0 }, limits)),
     );
     return { value, etag: response.etag, updatedAtMs: response.updatedAtMs, expiresAtMs: response.expiresAtMs };
+  }
+
+  /**
+   * Patches the JSON document of a key on its head, atomically (README "JSON documents"); routed
+   * and retried as put is. A JSON Patch without `ifEtag` is not idempotent: if an attempt got no
+   * answer and the retry applied it again, it ran twice — pass `ifEtag` where that matters.
+   */
+  async patch(key: Key, patch: Buffer | string | object, options: ClientPatchOptions = {}): Promise<PatchResult> {
+    const mode = options.mode ?? 'merge';
+    if (!PATCH_MODES.includes(mode)) throw new TypeError(`patch mode must be ${PATCH_MODES.join(' or ')}, got ${String(mode)}`);
+    const body = Buffer.isBuffer(patch) ? patch : Buffer.from(typeof patch === 'string' ? patch : JSON.stringify(patch));
+    const cas = casAttempts(options.ifEtag);
+    const response = await this.router.routed(key.bytes, options, (conn, mapVersion, limits) =>
+      cas(
+        conn.unary(
+          'patch',
+          { mapVersion, key: key.bytes, patch: body, mode: PATCH_MODES.indexOf(mode), ifEtag: options.ifEtag, ttlMs: options.ttlMs, returnDocument: options.returnDocument ?? false },
+          limits,
+        ),
+      ),
+    );
+    return { etag: response.etag, updatedAtMs: response.updatedAtMs, expiresAtMs: response.expiresAtMs, ...(options.returnDocument ? { document: response.document } : {}) };
   }
 
   /** Deletes a key; resolves whether a live entry was deleted. */
@@ -148,7 +207,8 @@ export class StoreClient implements BulkPutter {
     let remaining = options.limit && options.limit > 0 ? options.limit : Infinity;
     // Streams run as long as the reader pulls: no per-RPC deadline unless the caller sets a budget.
     const streamDeadline = options.timeoutMs === undefined ? Infinity : Date.now() + options.timeoutMs;
-    let retryDeadline = this.router.deadline(options);
+    const stepOptions = options.retryBudgetMs === undefined ? options : { ...options, timeoutMs: options.retryBudgetMs };
+    let retryDeadline = this.router.deadline(stepOptions);
     for (let tries = 0; cursor !== undefined && remaining > 0; ) {
       let map: PartitionMap | undefined;
       let node = 'seeds';
@@ -174,7 +234,7 @@ export class StoreClient implements BulkPutter {
             cursor = next;
             remaining -= got.count;
             tries = 0;
-            retryDeadline = this.router.deadline(options);
+            retryDeadline = this.router.deadline(stepOptions);
             yield got.out;
           }
           if (batch.last) {

@@ -52,6 +52,10 @@ export const STORE_ERROR_CODES = {
   STORE_FORWARD_GAP: { grpc: status.FAILED_PRECONDITION, retryable: true },
   /** A CAS write was applied by a head whose chain changed before the tail acknowledged it: it may or may not have taken effect. */
   STORE_AMBIGUOUS: { grpc: status.UNAVAILABLE, retryable: false },
+  /** Partial get or Patch of a value that is not a JSON document (or holds an integer a patch would round). */
+  STORE_NOT_JSON: { grpc: status.INVALID_ARGUMENT, retryable: false },
+  /** A JSON Patch `test` operation did not hold: nothing was written. */
+  STORE_PATCH_TEST_FAILED: { grpc: status.FAILED_PRECONDITION, retryable: false },
 } as const;
 
 export type StoreErrorCode = keyof typeof STORE_ERROR_CODES;

@@ -10,6 +10,7 @@ import { DEFAULT_SCAN_BATCH_MAX_BYTES, PartitionStore, type PointWrite, type Bul
 import type { StoredRecord } from './record.js';
 import type { RangeDigest } from './range-digest.js';
 import { StoreError } from './store-errors.js';
+import { checkPointers, patchDocument, projectDocument, type PatchMode } from './json-document.js';
 import { ChainReplica, type CopyGuard, type ForwardAck, type ForwardMessage, type ForwardOp, type ForwardTransport, type HopTiming } from './chain-replica.js';
 
 /** Options of a store node. Sizes in bytes, times in milliseconds. */
@@ -82,7 +83,7 @@ export interface ChainTiming {
 
 /** One point operation of a Multi, with the caller's map version. */
 export type PointOp =
-  | { kind: 'get'; mapVersion: number; key: Buffer }
+  | { kind: 'get'; mapVersion: number; key: Buffer; fields?: readonly string[] }
   | { kind: 'put'; mapVersion: number; key: Buffer; value: Buffer; options: PutOptions }
   | { kind: 'delete'; mapVersion: number; key: Buffer; expectedEtag?: number };
 
@@ -198,10 +199,42 @@ export class StoreNode {
     return this.currentMap.replicasOf(this.address).filter((p) => this.replicas.get(p.id)?.isReadReplica ?? p.node === this.address);
   }
 
-  async get(mapVersion: number, key: Buffer): Promise<StoredRecord | undefined> {
+  /** The live record of `key`; with `fields` (JSON Pointers) its value is the JSON document reduced to them. */
+  async get(mapVersion: number, key: Buffer, fields: readonly string[] = []): Promise<StoredRecord | undefined> {
     this.checkKey(key);
+    checkPointers(fields);
     const { store } = this.route(mapVersion, key, 'read');
-    return store.get(key);
+    return project(key, await store.get(key), fields);
+  }
+
+  /**
+   * Patches the JSON document of `key` on this head, inside its partition's write queue (ordered
+   * with every other write of the key), and forwards the resulting record down the chain like a
+   * put's. A JSON Patch, or any patch with `ifEtag`, whose ack cannot come is STORE_AMBIGUOUS: sent
+   * again, it could apply twice. A merge patch is idempotent, like an upsert.
+   */
+  async patch(mapVersion: number, key: Buffer, patch: Buffer, options: { mode: PatchMode; ifEtag?: number; ttlMs?: number }): Promise<StoredRecord> {
+    this.checkKey(key);
+    this.checkValue(patch, key);
+    checkTtl(options.ttlMs);
+    const { partition, store } = this.route(mapVersion, key, 'write');
+    const change = (current: StoredRecord): Buffer => {
+      const value = patchDocument(key, current.value, patch, options.mode);
+      if (value.length > this.maxValueBytes) {
+        throw new StoreError('STORE_VALUE_TOO_LARGE', `the patched document of key "${displayBytes(key.subarray(0, 64))}" would be ${value.length} bytes, over the limit of ${this.maxValueBytes} bytes; nothing was written`, {
+          context: { bytes: value.length, limit: this.maxValueBytes },
+        });
+      }
+      return value;
+    };
+    const update = { expectedEtag: options.ifEtag, ttlMs: options.ttlMs };
+    const replica = this.chainOf(partition);
+    if (replica === undefined) return store.update(key, change, update);
+    replica.checkRoom();
+    const tag = replica.headTag();
+    const { record, acked } = await store.update(key, change, update, tag).then((record) => ({ record, acked: replica.replicate({ kind: 'points', nowMs: record.updatedAtMs, writes: [{ key, record }] }, tag) }));
+    await this.chainAck(acked, options.mode === 'json-patch' || options.ifEtag !== undefined, partition);
+    return record;
   }
 
   async put(mapVersion: number, key: Buffer, value: Buffer, options: PutOptions): Promise<StoredRecord> {
@@ -244,6 +277,7 @@ export class StoreNode {
       const op = ops[i]!;
       try {
         this.checkKey(op.key);
+        if (op.kind === 'get' && op.fields !== undefined) checkPointers(op.fields);
         if (op.kind === 'put') {
           this.checkValue(op.value, op.key);
           checkTtl(op.options.ttlMs);
@@ -262,7 +296,15 @@ export class StoreNode {
     for (const [store, slots] of gets) {
       reads.push(
         store.getMany(slots.map((i) => ops[i]!.key)).then(
-          (records) => slots.forEach((slot, j) => (outcomes[slot] = { ok: true, kind: 'get', record: records[j] })),
+          (records) =>
+            slots.forEach((slot, j) => {
+              const op = ops[slot] as Extract<PointOp, { kind: 'get' }>;
+              try {
+                outcomes[slot] = { ok: true, kind: 'get', record: project(op.key, records[j], op.fields ?? []) };
+              } catch (error) {
+                outcomes[slot] = { ok: false, error };
+              }
+            }),
           (error: unknown) => slots.forEach((slot) => (outcomes[slot] = { ok: false, error })),
         ),
       );
@@ -891,6 +933,11 @@ function checkRowField(i: number, name: string, value: number | undefined, max: 
   if (value !== undefined && (!Number.isSafeInteger(value) || value < 0 || value > max)) {
     throw new StoreError('STORE_INVALID_ARGUMENT', `row ${i}: ${name} is ${value}, out of range: allowed 0–${max}`, { context: { row: i, field: name } });
   }
+}
+
+/** A record with its value reduced to `fields` (a partial get); as it is without fields. */
+function project(key: Buffer, record: StoredRecord | undefined, fields: readonly string[]): StoredRecord | undefined {
+  return record === undefined || fields.length === 0 ? record : { ...record, value: projectDocument(key, record.value, fields) };
 }
 
 function checkTtl(ttlMs: number | undefined): void {

@@ -161,7 +161,7 @@ export class StoreServer {
         // forwards elsewhere) could make two nodes wait on each other until both time out.
         if (method === 'Forward') return 0;
         if (method === 'BulkInsert' || method === 'Multi') return receiveLimit;
-        if (method === 'Put') return opened.maxKeyBytes + opened.maxValueBytes + SMALL_REQUEST_BYTES;
+        if (method === 'Put' || method === 'Patch') return opened.maxKeyBytes + opened.maxValueBytes + SMALL_REQUEST_BYTES;
         return SMALL_REQUEST_BYTES;
       };
       // A lagging node fetches a newer map from a peer with the node's own credentials.

@@ -6,6 +6,7 @@ import { FIELD_LIMITS, MAX_MULTI_OPS, truncateForMessage, type FieldLimitContext
 import { decodePackedBulkInsert } from './bulk-insert-codec.js';
 import { packEntries } from './scan-batch-codec.js';
 import { POINT_CODECS } from './point-codec.js';
+import { PATCH_MODES } from './json-document.js';
 import { forwardAckToProto, forwardFromProto } from './chain-forwarder.js';
 import { toGrpcStatus } from './grpc-errors.js';
 import { checkRequest, requestDescOf, undecodableRequestError } from './request-check.js';
@@ -107,7 +108,7 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
 
   return {
     get: unary('Get', async (req) => {
-      const record = await node.get(req.mapVersion, req.key);
+      const record = await node.get(req.mapVersion, req.key, req.fields);
       return record === undefined ? { found: false } : { found: true, entry: toEntry({ key: req.key, ...record }) };
     }),
     put: unary('Put', async (req) => {
@@ -115,6 +116,10 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
       return { etag: record.etag, updatedAtMs: record.updatedAtMs, expiresAtMs: record.expiresAtMs };
     }),
     delete: unary('Delete', async (req) => ({ deleted: await node.delete(req.mapVersion, req.key, req.expectedEtag) })),
+    patch: unary('Patch', async (req) => {
+      const record = await node.patch(req.mapVersion, req.key, req.patch, { mode: PATCH_MODES[req.mode]!, ifEtag: req.ifEtag, ttlMs: req.ttlMs });
+      return { etag: record.etag, updatedAtMs: record.updatedAtMs, expiresAtMs: record.expiresAtMs, document: req.returnDocument ? record.value : EMPTY };
+    }),
     scanPage: unary('ScanPage', async (req) => {
       const pageSize = req.batchSize > 0 ? req.batchSize : 1000;
       const limit = req.limit > 0 ? Math.min(req.limit, pageSize) : pageSize;
@@ -259,7 +264,7 @@ async function runMulti(node: StoreNode, req: MultiRequest, role: Role | undefin
 function admitOp(op: MultiOp, i: number, limits: FieldLimitContext): PointOp {
   if (op.get) {
     checkRequest(requestDescOf('Get'), op.get, limits, `MultiRequest.ops[${i}].get`);
-    return { kind: 'get', mapVersion: op.get.mapVersion, key: op.get.key };
+    return { kind: 'get', mapVersion: op.get.mapVersion, key: op.get.key, fields: op.get.fields };
   }
   if (op.put) {
     checkRequest(requestDescOf('Put'), op.put, limits, `MultiRequest.ops[${i}].put`);

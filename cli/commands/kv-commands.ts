@@ -3,6 +3,7 @@ import { parseDurationMs } from '../../common/index.js';
 import { MAX_TTL_MS, StoreError, type StoredRecord } from '../../store/index.js';
 import { EXIT, decodeArg, encodeOut, parseEncoding, parseKey, parsePositiveInt, withClient, type Encoding } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
+import { CliUsageError } from '../cli-env.js';
 import { SEEDS_HELP } from '../common-options.js';
 
 interface CommonOptions {
@@ -28,10 +29,14 @@ export function registerKvCommands(program: Command, ctx: CliContext): void {
       .option('--json', 'machine-readable output')
       .option('--encoding <enc>', 'how keys and values are given and shown: utf8 or base64', 'utf8');
 
-  common(kv.command('get <key>').description('print a key\'s value (exit 3 when absent)')).action(async (keyText: string, opts: CommonOptions) => {
+  common(kv.command('get <key>').description('print a key\'s value (exit 3 when absent); --fields: only those parts of its JSON document'))
+    .option('--fields <list>', 'partial get of a JSON document: comma-separated fields, dotted (b.c = /b/c, tags.0 = /tags/0) or JSON Pointers (/b/c); repeatable', collect, [])
+    .option('--field <pointer>', 'one JSON Pointer taken as is, for names holding "," or "." (/a.b is member "a.b"); repeatable', collect, [])
+    .action(async (keyText: string, opts: CommonOptions & { fields: string[]; field: string[] }) => {
     const encoding = parseEncoding(opts.encoding);
     const key = parseKey(keyText, encoding);
-    const record = await withClient(ctx.seeds(opts.seeds), ctx, (c) => c.get(key));
+    const fields = [...opts.fields.flatMap((list) => list.split(',')).map(fieldToPointer), ...opts.field.map(checkedPointer)];
+    const record = await withClient(ctx.seeds(opts.seeds), ctx, (c) => c.get(key, fields.length > 0 ? { fields } : {}));
     if (record === undefined) throw new KvOutcomeError(`key "${keyText}" not found`, EXIT.notFound);
     ctx.print(opts.json ? JSON.stringify(entryJson(key.bytes, record, encoding)) : encodeOut(record.value, encoding));
   });
@@ -50,6 +55,45 @@ export function registerKvCommands(program: Command, ctx: CliContext): void {
         c.put(key, value, { ttlMs, expectedEtag }),
       ).catch(conflictToOutcome);
       ctx.print(opts.json ? JSON.stringify(entryJson(key.bytes, record, encoding)) : `etag ${record.etag}`);
+    });
+
+  common(kv.command('patch <key> <patch>').description('change part of a key\'s JSON document on its node, atomically: a JSON Merge Patch (default) or a JSON Patch (--json-patch); exit 3 when absent, 4 on an etag mismatch or a failed JSON Patch test'))
+    .option('--json-patch', 'the patch is a JSON Patch (RFC 6902): an array of operations; default: a JSON Merge Patch (RFC 7396)')
+    .option('--if-etag <n>', 'compare-and-set: patch only if the document\'s current etag is this')
+    .option('--ttl <duration>', 'expire this long from now, e.g. 30s, 5m, 1h (0 = never; at most 36500d); default: keep the document\'s expiry')
+    .action(async (keyText: string, patchText: string, opts: CommonOptions & { jsonPatch?: boolean; ifEtag?: string; ttl?: string }) => {
+      const encoding = parseEncoding(opts.encoding);
+      const key = parseKey(keyText, encoding);
+      // Checked before anything is sent: a bad flag or patch must not reach the node.
+      let patch: unknown;
+      try {
+        patch = JSON.parse(patchText);
+      } catch (err) {
+        throw new CliUsageError(`<patch> is not JSON: ${(err as Error).message}`);
+      }
+      if (opts.jsonPatch && !Array.isArray(patch)) throw new CliUsageError('with --json-patch, <patch> must be a JSON array of operations, e.g. \'[{"op":"add","path":"/a","value":1}]\'');
+      const ttlMs = opts.ttl === undefined ? undefined : parseDurationMs(opts.ttl, { name: '--ttl', maxMs: MAX_TTL_MS });
+      const ifEtag = opts.ifEtag === undefined ? undefined : parsePositiveInt(opts.ifEtag, '--if-etag');
+      const result = await withClient(ctx.seeds(opts.seeds), ctx, (c) =>
+        c.patch(key, Buffer.from(patchText), { mode: opts.jsonPatch ? 'json-patch' : 'merge', ifEtag, ttlMs, returnDocument: opts.json === true }),
+      ).catch((err: unknown) => {
+        if (err instanceof StoreError && err.code === 'STORE_NOT_FOUND') throw new KvOutcomeError(`key "${keyText}" not found`, EXIT.notFound);
+        if (err instanceof StoreError && err.code === 'STORE_PATCH_TEST_FAILED') throw new KvOutcomeError(err.message, EXIT.conflict);
+        return conflictToOutcome(err);
+      });
+      if (!opts.json) {
+        ctx.print(`etag ${result.etag}`);
+        return;
+      }
+      ctx.print(
+        JSON.stringify({
+          key: encodeOut(key.bytes, encoding),
+          etag: result.etag,
+          updatedAt: new Date(result.updatedAtMs).toISOString(),
+          expiresAt: result.expiresAtMs > 0 ? new Date(result.expiresAtMs).toISOString() : null,
+          document: JSON.parse(result.document!.toString('utf8')) as unknown,
+        }),
+      );
     });
 
   common(kv.command('del <key>').description('delete a key (exit 3 when absent; with --etag, exit 4 on mismatch)'))
@@ -81,6 +125,29 @@ export function registerKvCommands(program: Command, ctx: CliContext): void {
         }
       });
     });
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+/**
+ * A --fields item as a JSON Pointer: one starting with "/" is a pointer as is; otherwise dots
+ * separate names (`b.c` → `/b/c`), with "~" escaped as "~0".
+ */
+export function fieldToPointer(field: string): string {
+  const f = field.trim();
+  if (f.startsWith('/')) return checkedPointer(f);
+  if (f.includes('/')) throw new CliUsageError(`--fields item "${f}" holds "/": write a JSON Pointer starting with "/" (e.g. /${f}), or use --field`);
+  const names = f.split('.');
+  if (names.some((n) => n === '')) throw new CliUsageError(`--fields item "${f}" has an empty name: use dotted names (a.b.c) or a JSON Pointer (/a/b)`);
+  return names.map((n) => `/${n.replace(/~/g, '~0')}`).join('');
+}
+
+function checkedPointer(pointer: string): string {
+  if (pointer !== '' && !pointer.startsWith('/')) throw new CliUsageError(`--field "${pointer}" is not a JSON Pointer: start it with "/" (RFC 6901)`);
+  if (/~(?![01])/.test(pointer)) throw new CliUsageError(`JSON Pointer "${pointer}" has a "~" not followed by 0 or 1: write "~" as "~0" and "/" inside a name as "~1"`);
+  return pointer;
 }
 
 function entryJson(key: Buffer, record: StoredRecord, encoding: Encoding): Record<string, unknown> {

@@ -1,4 +1,4 @@
-import { Key, PartitionMap, RangeDigest, StoreClient, StoreNode, StoreRouter, type BulkRowInput, type SnapshotLease, type StoredEntry, type StoredRecord } from '../../store/index.js';
+import { Key, PartitionMap, RangeDigest, StoreClient, StoreNode, StoreRouter, type BulkRowInput, type SnapshotLease, type PatchMode, type StoredEntry, type StoredRecord } from '../../store/index.js';
 import { StoreCluster } from './store-cluster.js';
 import { makeTempDir } from './temp-dir.js';
 
@@ -15,7 +15,10 @@ export interface TargetReadOptions<S> {
 export interface StoreTarget<S = unknown> {
   /** The map served: at least three partitions cut by `PartitionMap.evenlySplit`. */
   readonly map: PartitionMap;
-  get(key: Buffer): Promise<StoredRecord | undefined>;
+  /** With `fields` (JSON Pointers): a partial get of the JSON document. */
+  get(key: Buffer, fields?: readonly string[]): Promise<StoredRecord | undefined>;
+  /** Patches the JSON document of `key` (merge by default); the new record. */
+  patch(key: Buffer, patch: Buffer, options?: { mode?: PatchMode; ifEtag?: number; ttlMs?: number }): Promise<StoredRecord>;
   put(key: Buffer, value: Buffer, options?: { expectedEtag?: number; ttlMs?: number }): Promise<StoredRecord>;
   delete(key: Buffer, options?: { expectedEtag?: number }): Promise<boolean>;
   /** One BulkInsert call: writes the longest prefix of `rows` inside the first row's partition. */
@@ -51,7 +54,8 @@ export async function nodeTarget(): Promise<StoreTarget<Map<number, string>>> {
 
   return {
     map: node.map,
-    get: (key) => node.get(version(), key),
+    get: (key, fields) => node.get(version(), key, fields),
+    patch: (key, patch, options = {}) => node.patch(version(), key, patch, { mode: options.mode ?? 'merge', ifEtag: options.ifEtag, ttlMs: options.ttlMs }),
     put: (key, value, options = {}) => node.put(version(), key, value, options),
     delete: (key, options = {}) => node.delete(version(), key, options.expectedEtag),
     bulkInsert: (rows) => node.bulkInsert(version(), rows),
@@ -103,7 +107,11 @@ export async function clientTarget(start: Promise<Pick<StoreCluster, 'seeds' | '
   const map = await client.map();
   return {
     map,
-    get: (key) => client.get(keyOf(key)),
+    get: (key, fields) => client.get(keyOf(key), fields === undefined ? {} : { fields }),
+    async patch(key, patch, options = {}) {
+      const r = await client.patch(keyOf(key), patch, { ...options, returnDocument: true });
+      return { value: r.document!, etag: r.etag, updatedAtMs: r.updatedAtMs, expiresAtMs: r.expiresAtMs };
+    },
     put: (key, value, options = {}) => client.put(keyOf(key), value, options),
     delete: (key, options = {}) => client.delete(keyOf(key), options),
     bulkInsert: (rows) =>

@@ -181,6 +181,65 @@ describe('gateway driven from Python (gRPC) and curl (Connect JSON)', () => {
     expect(bad.body.message).toContain('ScanPageRequest.limit is 5000, out of range: allowed 1–1000');
   }, 120_000);
 
+  it('Python: Patch (merge, JSON Patch with if_etag and ttl), ABORTED with the current etag, FAILED_PRECONDITION for a failed test, INVALID_ARGUMENT for a non-JSON value; partial Get — each checked against the TypeScript client', async () => {
+    const out = await python('documents');
+    const doc = await client.get(Key.fromUtf8('py:doc'));
+    const stored = JSON.parse(doc!.value.toString()) as unknown;
+    expect(out.merge).toEqual({ etag: expect.any(Number), document: { name: 'Ada', address: { city: 'London' }, tags: ['a', 'b'], age: 36 }, after_put: true });
+    const jp = out.json_patch as { etag: number; expires_at_ms: number; document: string };
+    expect(stored).toEqual({ name: 'Ada L.', address: { city: 'London' }, tags: ['a', 'b', 'c'], age: 36 });
+    expect(jp.etag).toBe(doc!.etag);
+    expect(jp.expires_at_ms).toBe(doc!.expiresAtMs);
+    expect(jp.expires_at_ms).toBeGreaterThan(Date.now() + 3_000_000);
+    expect(jp.document).toBe('');
+    expect(out.stale).toMatchObject({ status: 'ABORTED', code: 'GATEWAY_ETAG_MISMATCH', current_etag: String(doc!.etag) });
+    expect(out.test_failed).toMatchObject({ status: 'FAILED_PRECONDITION', code: 'GATEWAY_PATCH_TEST_FAILED', details: expect.stringContaining('operation 0 (test "/age")') });
+    expect(out.not_json).toMatchObject({ status: 'INVALID_ARGUMENT', code: 'GATEWAY_INVALID_ARGUMENT', details: expect.stringContaining('key "py:plain" is not a JSON document') });
+    expect(out.missing).toMatchObject({ status: 'NOT_FOUND' });
+    expect(out.partial).toEqual({ value: { name: 'Ada L.', tags: ['c'], address: { city: 'London' } }, etag: doc!.etag });
+    const tsPartial = await client.get(Key.fromUtf8('py:doc'), { fields: ['/name', '/tags/2', '/address/city', '/missing'] });
+    expect(JSON.parse(tsPartial!.value.toString())).toEqual((out.partial as { value: unknown }).value);
+    expect(out.partial_not_json).toMatchObject({ status: 'INVALID_ARGUMENT', details: expect.stringContaining('py:plain') });
+    expect(out.bad_pointer).toMatchObject({ status: 'INVALID_ARGUMENT', details: expect.stringContaining('GetRequest.fields[0] "name" is not a JSON Pointer') });
+    expect((await client.get(Key.fromUtf8('py:plain')))!.value.toString()).toBe('plain text');
+  }, 60_000);
+
+  it('curl: Patch (merge and JSON Patch by enum name, returnDocument), 409 with the current etag, 400 failed_precondition; partial Get — checked against the TypeScript client', async () => {
+    const key = b64('curl:doc');
+    await curl(gateway.address, 'Put', { key, value: b64(JSON.stringify({ a: 1, b: { c: 2, d: 3 }, list: [10, 20, 30] })) });
+    const merged = await curl(gateway.address, 'Patch', { key, patch: JSON.stringify({ a: null, b: { d: 4 }, e: 'new' }), returnDocument: true });
+    expect(merged.status).toBe(200);
+    const afterMerge = await client.get(Key.fromUtf8('curl:doc'));
+    expect(merged.body.etag).toBe(String(afterMerge!.etag));
+    expect(JSON.parse(merged.body.document as string)).toEqual(JSON.parse(afterMerge!.value.toString()));
+    expect(JSON.parse(afterMerge!.value.toString())).toEqual({ b: { c: 2, d: 4 }, list: [10, 20, 30], e: 'new' });
+
+    const jp = await curl(gateway.address, 'Patch', { key, patch: JSON.stringify([{ op: 'remove', path: '/list/0' }, { op: 'copy', from: '/e', path: '/f' }]), mode: 'PATCH_MODE_JSON_PATCH', ifEtag: merged.body.etag });
+    expect(jp.status).toBe(200);
+    const afterJp = await client.get(Key.fromUtf8('curl:doc'));
+    expect(jp.body.etag).toBe(String(afterJp!.etag));
+    expect(JSON.parse(afterJp!.value.toString())).toEqual({ b: { c: 2, d: 4 }, list: [20, 30], e: 'new', f: 'new' });
+
+    const stale = await curl(gateway.address, 'Patch', { key, patch: '{"x":1}', ifEtag: merged.body.etag });
+    expect(stale.status).toBe(409);
+    expect(stale.headers).toContain(`shardpipe-current-etag: ${afterJp!.etag}`);
+    const test = await curl(gateway.address, 'Patch', { key, patch: JSON.stringify([{ op: 'test', path: '/e', value: 'old' }]), mode: 'PATCH_MODE_JSON_PATCH' });
+    expect(test.status).toBe(400);
+    expect(test.body.code).toBe('failed_precondition');
+    expect(test.headers).toContain('shardpipe-error-code: GATEWAY_PATCH_TEST_FAILED');
+    const missingPath = await curl(gateway.address, 'Patch', { key, patch: JSON.stringify([{ op: 'replace', path: '/zz/y', value: 1 }]), mode: 'PATCH_MODE_JSON_PATCH' });
+    expect(missingPath.status).toBe(400);
+    expect(missingPath.body.message).toContain('"/zz/y" is not in the document');
+    expect((await client.get(Key.fromUtf8('curl:doc')))!.etag).toBe(afterJp!.etag);
+
+    const partial = await curl(gateway.address, 'Get', { key, fields: ['/b/d', '/list/1', '/nope'] });
+    expect(partial.status).toBe(200);
+    const value = JSON.parse(Buffer.from(partial.body.value as string, 'base64').toString()) as unknown;
+    expect(value).toEqual({ b: { d: 4 }, list: [30] });
+    expect(value).toEqual(JSON.parse((await client.get(Key.fromUtf8('curl:doc'), { fields: ['/b/d', '/list/1', '/nope'] }))!.value.toString()));
+    expect(partial.body.etag).toBe(String(afterJp!.etag));
+  }, 60_000);
+
   it('answers grpc.health.v1 and server reflection (list and file of the Gateway service)', async () => {
     expect(await checkHealth(gateway.address, 5000, '')).toBe('SERVING');
     expect(await checkHealth(gateway.address, 5000, 'shardpipe.gateway.v1.Gateway')).toBe('SERVING');
@@ -227,8 +286,41 @@ describe('gateway driven from Python (gRPC) and curl (Connect JSON)', () => {
     const steps = stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(steps[0]).toMatchObject({ step: 'put-get', value: 'hello' });
     expect(steps[1]).toMatchObject({ step: 'cas', status: 'ABORTED' });
-    expect(steps[2]).toEqual({ step: 'bulk', written: 300, scanned: 300 });
+    const profile = await client.get(Key.fromUtf8('example:profile'));
+    expect(steps[2]).toEqual({
+      step: 'documents',
+      etag: profile!.etag,
+      document: { name: 'Ada', address: { city: 'London' }, langs: ['en', 'fr'], born: 1815 },
+      partial: { address: { city: 'London' }, langs: ['fr'] },
+    });
+    expect(JSON.parse(profile!.value.toString())).toEqual((steps[2] as { document: unknown }).document);
+    expect(steps[3]).toEqual({ step: 'bulk', written: 300, scanned: 300 });
   }, 60_000);
+});
+
+describe('gateway with a short --retry-budget', () => {
+  it('bounds each scan step by the retry budget, not the whole ScanAll: a scan taking far longer than the budget completes', async () => {
+    const short = await GatewayProcess.start(cluster.seeds, ['--retry-budget', '20ms']);
+    try {
+      const rows = Array.from({ length: 30_000 }, (_, i) => ({ key: Buffer.from(`budget-${String(i).padStart(6, '0')}`), value: valueOf(i) }));
+      await client.bulkPutAll([rows]);
+      const digest = createHash('sha256');
+      let entries = 0;
+      const started = Date.now();
+      for await (const batch of client.scanAll(Buffer.alloc(0), Buffer.alloc(0))) {
+        for (const e of batch) {
+          digest.update(Buffer.concat([e.key, Buffer.from([0]), e.value, Buffer.from('\n')]));
+          entries++;
+        }
+      }
+      const { stdout } = await run('nice', ['-n', '10', PYTHON, DRIVER, short.address, 'scan-all-digest'], { env: { ...process.env, PYTHONPATH: stubs }, maxBuffer: 16 * 1024 * 1024 });
+      // The scan took longer than the budget (the old code failed it with UNAVAILABLE once 20 ms had passed).
+      expect(Date.now() - started).toBeGreaterThan(20);
+      expect(JSON.parse(stdout.trim())).toEqual({ entries, sha256: digest.digest('hex') });
+    } finally {
+      await short.stop();
+    }
+  }, 120_000);
 });
 
 describe('gateway with --auth-token-file', () => {

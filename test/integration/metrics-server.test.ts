@@ -162,7 +162,7 @@ describe('metrics server against a real 3-node cluster (partition figures, rates
     const map = await client.map();
     const owned = map.partitionsOf(node.address)[0]!;
     // One refused call: a map version the node does not have yet.
-    await expect(router.connection(node.address).unary('get', { mapVersion: 999, key: Buffer.concat([owned.start, Buffer.from('x')]) }, { deadline: Date.now() + 5000 })).rejects.toMatchObject({
+    await expect(router.connection(node.address).unary('get', { mapVersion: 999, key: Buffer.concat([owned.start, Buffer.from('x')]), fields: [] }, { deadline: Date.now() + 5000 })).rejects.toMatchObject({
       code: 'STORE_NODE_MAP_BEHIND',
     });
     for await (const batch of client.scanAll(owned.start, owned.end, { limit: 10 })) expect(batch.length).toBeGreaterThan(0);

@@ -28,7 +28,7 @@ describe('bad requests get the right status and the node keeps serving', () => {
     const limits = () => ({ deadline: Date.now() + 5000 });
     const failure = (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => e as StoreError);
 
-    const empty = await failure(conn.unary('get', { mapVersion: 1, key: Buffer.alloc(0) }, limits()));
+    const empty = await failure(conn.unary('get', { mapVersion: 1, key: Buffer.alloc(0), fields: [] }, limits()));
     expect(empty?.code).toBe('STORE_INVALID_KEY');
     expect(empty?.message).toContain('key is empty');
     expect((empty?.cause as ServiceError).code).toBe(status.INVALID_ARGUMENT);
@@ -47,13 +47,13 @@ describe('bad requests get the right status and the node keeps serving', () => {
     expect(badRow?.code).toBe('STORE_INVALID_KEY');
     expect(badRow?.message).toContain('BulkInsertRequest.rows[1].key');
 
-    const stale = await failure(conn.unary('get', { mapVersion: 0, key: Buffer.from([0, 1]) }, limits()));
+    const stale = await failure(conn.unary('get', { mapVersion: 0, key: Buffer.from([0, 1]), fields: [] }, limits()));
     expect(stale?.code).toBe('STORE_STALE_MAP');
     expect(stale?.mapVersion).toBe(1);
     expect((stale?.cause as ServiceError).code).toBe(status.FAILED_PRECONDITION);
 
     const foreignKey = map.partitions[1]!.start;
-    const notOwner = await failure(conn.unary('get', { mapVersion: 1, key: foreignKey }, limits()));
+    const notOwner = await failure(conn.unary('get', { mapVersion: 1, key: foreignKey, fields: [] }, limits()));
     expect(notOwner?.code).toBe('STORE_NOT_OWNER');
     expect(notOwner?.mapVersion).toBe(1);
     expect((notOwner?.cause as ServiceError).code).toBe(status.FAILED_PRECONDITION);

@@ -67,6 +67,31 @@ function storeContract<S>(name: string, open: () => Promise<StoreTarget<S>>): vo
       expect(await store.delete(keyIn(parts[2]!, 1, 9))).toBe(false);
     });
 
+    it('JSON documents: partial get by pointer, merge patch and JSON Patch on the node, CAS, a failed test and a non-JSON value write nothing', async () => {
+      const key = keyIn(parts[2]!, 9, 1);
+      const put = await store.put(key, Buffer.from(JSON.stringify({ a: 1, b: { c: 2, d: [1, 2, 3] } })));
+      expect(JSON.parse((await store.get(key, ['/b/d/2', '/a', '/none']))!.value.toString())).toEqual({ a: 1, b: { d: [3] } });
+      const merged = await store.patch(key, Buffer.from('{"a":null,"b":{"e":5}}'), { ifEtag: put.etag });
+      expect(merged.etag).toBeGreaterThan(put.etag);
+      expect(JSON.parse(merged.value.toString())).toEqual({ b: { c: 2, d: [1, 2, 3], e: 5 } });
+      expect(await store.get(key)).toEqual(merged);
+      const stale = await failure(store.patch(key, Buffer.from('{}'), { ifEtag: put.etag }));
+      expect(stale.code).toBe('STORE_ETAG_MISMATCH');
+      expect(stale.currentEtag).toBe(merged.etag);
+      const test = await failure(store.patch(key, Buffer.from('[{"op":"remove","path":"/b/c"},{"op":"test","path":"/b/e","value":6}]'), { mode: 'json-patch' }));
+      expect(test.code).toBe('STORE_PATCH_TEST_FAILED');
+      const jp = await store.patch(key, Buffer.from('[{"op":"remove","path":"/b/c"},{"op":"test","path":"/b/e","value":5}]'), { mode: 'json-patch', ttlMs: 60_000 });
+      expect(JSON.parse(jp.value.toString())).toEqual({ b: { d: [1, 2, 3], e: 5 } });
+      expect(jp.expiresAtMs).toBeGreaterThan(Date.now());
+      expect(await store.get(key)).toEqual(jp);
+      const plain = keyIn(parts[2]!, 9, 2);
+      const raw = await store.put(plain, Buffer.from([0xff, 0x00]));
+      expect((await failure(store.patch(plain, Buffer.from('{}')))).code).toBe('STORE_NOT_JSON');
+      expect((await failure(store.get(plain, ['/a']))).code).toBe('STORE_NOT_JSON');
+      expect(await store.get(plain)).toEqual(raw);
+      expect((await failure(store.patch(keyIn(parts[2]!, 9, 3), Buffer.from('{}')))).code).toBe('STORE_NOT_FOUND');
+    });
+
     it('etag compare-and-set: the current etag wins, a stale one fails naming the current etag, 0 means absent', async () => {
       const key = keyIn(parts[0]!, 2, 1);
       const missing = await failure(store.put(key, Buffer.from('x'), { expectedEtag: 7 }));

@@ -118,7 +118,7 @@ describe('real fault: a full disk heals without a restart', () => {
     );
     expect(refused?.code).toBe('STORE_PARTITION_UNAVAILABLE');
     const probe = rowOf(acknowledged[0]!, 7);
-    const read = await conn.unary('get', { mapVersion: map.version, key: probe.key }, { deadline: Date.now() + 5000 });
+    const read = await conn.unary('get', { mapVersion: map.version, key: probe.key, fields: [] }, { deadline: Date.now() + 5000 });
     expect(read.found && read.entry!.value.equals(probe.value)).toBe(true);
 
     // Free the space; the partition recovers on its own (same process, no restart).

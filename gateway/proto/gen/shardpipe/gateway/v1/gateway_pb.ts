@@ -19,15 +19,15 @@
 // @generated from file shardpipe/gateway/v1/gateway.proto (package shardpipe.gateway.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file shardpipe/gateway/v1/gateway.proto.
  */
 export const file_shardpipe_gateway_v1_gateway: GenFile = /*@__PURE__*/
-  fileDesc("CiJzaGFyZHBpcGUvZ2F0ZXdheS92MS9nYXRld2F5LnByb3RvEhRzaGFyZHBpcGUuZ2F0ZXdheS52MSJfCgVFbnRyeRILCgNrZXkYASABKAwSDQoFdmFsdWUYAiABKAwSDAoEZXRhZxgDIAEoBBIVCg11cGRhdGVkX2F0X21zGAQgASgEEhUKDWV4cGlyZXNfYXRfbXMYBSABKAQiGQoKR2V0UmVxdWVzdBILCgNrZXkYASABKAwiWAoLR2V0UmVzcG9uc2USDQoFdmFsdWUYASABKAwSDAoEZXRhZxgCIAEoBBIVCg11cGRhdGVkX2F0X21zGAMgASgEEhUKDWV4cGlyZXNfYXRfbXMYBCABKAQiZgoKUHV0UmVxdWVzdBILCgNrZXkYASABKAwSDQoFdmFsdWUYAiABKAwSGgoNZXhwZWN0ZWRfZXRhZxgDIAEoBEgAiAEBEg4KBnR0bF9tcxgEIAEoBEIQCg5fZXhwZWN0ZWRfZXRhZyJJCgtQdXRSZXNwb25zZRIMCgRldGFnGAEgASgEEhUKDXVwZGF0ZWRfYXRfbXMYAiABKAQSFQoNZXhwaXJlc19hdF9tcxgDIAEoBCJKCg1EZWxldGVSZXF1ZXN0EgsKA2tleRgBIAEoDBIaCg1leHBlY3RlZF9ldGFnGAIgASgESACIAQFCEAoOX2V4cGVjdGVkX2V0YWciIQoORGVsZXRlUmVzcG9uc2USDwoHZGVsZXRlZBgBIAEoCCI4CgtTY2FuUmVxdWVzdBINCgVzdGFydBgBIAEoDBILCgNlbmQYAiABKAwSDQoFbGltaXQYAyABKA0iPAoMU2NhblJlc3BvbnNlEiwKB2VudHJpZXMYASADKAsyGy5zaGFyZHBpcGUuZ2F0ZXdheS52MS5FbnRyeSI8Cg9TY2FuUGFnZVJlcXVlc3QSDQoFc3RhcnQYASABKAwSCwoDZW5kGAIgASgMEg0KBWxpbWl0GAMgASgNIlQKEFNjYW5QYWdlUmVzcG9uc2USLAoHZW50cmllcxgBIAMoCzIbLnNoYXJkcGlwZS5nYXRld2F5LnYxLkVudHJ5EhIKCm5leHRfc3RhcnQYAiABKAwiJQoHQnVsa1JvdxILCgNrZXkYASABKAwSDQoFdmFsdWUYAiABKAwiPQoOQnVsa1B1dFJlcXVlc3QSKwoEcm93cxgBIAMoCzIdLnNoYXJkcGlwZS5nYXRld2F5LnYxLkJ1bGtSb3ciHwoPQnVsa1B1dFJlc3BvbnNlEgwKBHJvd3MYASABKAQy0AQKB0dhdGV3YXkSSgoDR2V0EiAuc2hhcmRwaXBlLmdhdGV3YXkudjEuR2V0UmVxdWVzdBohLnNoYXJkcGlwZS5nYXRld2F5LnYxLkdldFJlc3BvbnNlEkoKA1B1dBIgLnNoYXJkcGlwZS5nYXRld2F5LnYxLlB1dFJlcXVlc3QaIS5zaGFyZHBpcGUuZ2F0ZXdheS52MS5QdXRSZXNwb25zZRJTCgZEZWxldGUSIy5zaGFyZHBpcGUuZ2F0ZXdheS52MS5EZWxldGVSZXF1ZXN0GiQuc2hhcmRwaXBlLmdhdGV3YXkudjEuRGVsZXRlUmVzcG9uc2USTwoEU2NhbhIhLnNoYXJkcGlwZS5nYXRld2F5LnYxLlNjYW5SZXF1ZXN0GiIuc2hhcmRwaXBlLmdhdGV3YXkudjEuU2NhblJlc3BvbnNlMAESWQoIU2NhblBhZ2USJS5zaGFyZHBpcGUuZ2F0ZXdheS52MS5TY2FuUGFnZVJlcXVlc3QaJi5zaGFyZHBpcGUuZ2F0ZXdheS52MS5TY2FuUGFnZVJlc3BvbnNlElIKB1NjYW5BbGwSIS5zaGFyZHBpcGUuZ2F0ZXdheS52MS5TY2FuUmVxdWVzdBoiLnNoYXJkcGlwZS5nYXRld2F5LnYxLlNjYW5SZXNwb25zZTABElgKB0J1bGtQdXQSJC5zaGFyZHBpcGUuZ2F0ZXdheS52MS5CdWxrUHV0UmVxdWVzdBolLnNoYXJkcGlwZS5nYXRld2F5LnYxLkJ1bGtQdXRSZXNwb25zZSgBQhsKF2lvLnNoYXJkcGlwZS5nYXRld2F5LnYxUAFiBnByb3RvMw");
+  fileDesc("CiJzaGFyZHBpcGUvZ2F0ZXdheS92MS9nYXRld2F5LnByb3RvEhRzaGFyZHBpcGUuZ2F0ZXdheS52MSJfCgVFbnRyeRILCgNrZXkYASABKAwSDQoFdmFsdWUYAiABKAwSDAoEZXRhZxgDIAEoBBIVCg11cGRhdGVkX2F0X21zGAQgASgEEhUKDWV4cGlyZXNfYXRfbXMYBSABKAQiKQoKR2V0UmVxdWVzdBILCgNrZXkYASABKAwSDgoGZmllbGRzGAIgAygJIlgKC0dldFJlc3BvbnNlEg0KBXZhbHVlGAEgASgMEgwKBGV0YWcYAiABKAQSFQoNdXBkYXRlZF9hdF9tcxgDIAEoBBIVCg1leHBpcmVzX2F0X21zGAQgASgEImYKClB1dFJlcXVlc3QSCwoDa2V5GAEgASgMEg0KBXZhbHVlGAIgASgMEhoKDWV4cGVjdGVkX2V0YWcYAyABKARIAIgBARIOCgZ0dGxfbXMYBCABKARCEAoOX2V4cGVjdGVkX2V0YWciSQoLUHV0UmVzcG9uc2USDAoEZXRhZxgBIAEoBBIVCg11cGRhdGVkX2F0X21zGAIgASgEEhUKDWV4cGlyZXNfYXRfbXMYAyABKAQiSgoNRGVsZXRlUmVxdWVzdBILCgNrZXkYASABKAwSGgoNZXhwZWN0ZWRfZXRhZxgCIAEoBEgAiAEBQhAKDl9leHBlY3RlZF9ldGFnIiEKDkRlbGV0ZVJlc3BvbnNlEg8KB2RlbGV0ZWQYASABKAgiOAoLU2NhblJlcXVlc3QSDQoFc3RhcnQYASABKAwSCwoDZW5kGAIgASgMEg0KBWxpbWl0GAMgASgNIjwKDFNjYW5SZXNwb25zZRIsCgdlbnRyaWVzGAEgAygLMhsuc2hhcmRwaXBlLmdhdGV3YXkudjEuRW50cnkiPAoPU2NhblBhZ2VSZXF1ZXN0Eg0KBXN0YXJ0GAEgASgMEgsKA2VuZBgCIAEoDBINCgVsaW1pdBgDIAEoDSJUChBTY2FuUGFnZVJlc3BvbnNlEiwKB2VudHJpZXMYASADKAsyGy5zaGFyZHBpcGUuZ2F0ZXdheS52MS5FbnRyeRISCgpuZXh0X3N0YXJ0GAIgASgMIiUKB0J1bGtSb3cSCwoDa2V5GAEgASgMEg0KBXZhbHVlGAIgASgMIj0KDkJ1bGtQdXRSZXF1ZXN0EisKBHJvd3MYASADKAsyHS5zaGFyZHBpcGUuZ2F0ZXdheS52MS5CdWxrUm93Ih8KD0J1bGtQdXRSZXNwb25zZRIMCgRyb3dzGAEgASgEIrQBCgxQYXRjaFJlcXVlc3QSCwoDa2V5GAEgASgMEg0KBXBhdGNoGAIgASgJEi0KBG1vZGUYAyABKA4yHy5zaGFyZHBpcGUuZ2F0ZXdheS52MS5QYXRjaE1vZGUSFAoHaWZfZXRhZxgEIAEoBEgAiAEBEhMKBnR0bF9tcxgFIAEoBEgBiAEBEhcKD3JldHVybl9kb2N1bWVudBgGIAEoCEIKCghfaWZfZXRhZ0IJCgdfdHRsX21zIl0KDVBhdGNoUmVzcG9uc2USDAoEZXRhZxgBIAEoBBIVCg11cGRhdGVkX2F0X21zGAIgASgEEhUKDWV4cGlyZXNfYXRfbXMYAyABKAQSEAoIZG9jdW1lbnQYBCABKAkqPAoJUGF0Y2hNb2RlEhQKEFBBVENIX01PREVfTUVSR0UQABIZChVQQVRDSF9NT0RFX0pTT05fUEFUQ0gQATKiBQoHR2F0ZXdheRJKCgNHZXQSIC5zaGFyZHBpcGUuZ2F0ZXdheS52MS5HZXRSZXF1ZXN0GiEuc2hhcmRwaXBlLmdhdGV3YXkudjEuR2V0UmVzcG9uc2USSgoDUHV0EiAuc2hhcmRwaXBlLmdhdGV3YXkudjEuUHV0UmVxdWVzdBohLnNoYXJkcGlwZS5nYXRld2F5LnYxLlB1dFJlc3BvbnNlElMKBkRlbGV0ZRIjLnNoYXJkcGlwZS5nYXRld2F5LnYxLkRlbGV0ZVJlcXVlc3QaJC5zaGFyZHBpcGUuZ2F0ZXdheS52MS5EZWxldGVSZXNwb25zZRJPCgRTY2FuEiEuc2hhcmRwaXBlLmdhdGV3YXkudjEuU2NhblJlcXVlc3QaIi5zaGFyZHBpcGUuZ2F0ZXdheS52MS5TY2FuUmVzcG9uc2UwARJZCghTY2FuUGFnZRIlLnNoYXJkcGlwZS5nYXRld2F5LnYxLlNjYW5QYWdlUmVxdWVzdBomLnNoYXJkcGlwZS5nYXRld2F5LnYxLlNjYW5QYWdlUmVzcG9uc2USUgoHU2NhbkFsbBIhLnNoYXJkcGlwZS5nYXRld2F5LnYxLlNjYW5SZXF1ZXN0GiIuc2hhcmRwaXBlLmdhdGV3YXkudjEuU2NhblJlc3BvbnNlMAESWAoHQnVsa1B1dBIkLnNoYXJkcGlwZS5nYXRld2F5LnYxLkJ1bGtQdXRSZXF1ZXN0GiUuc2hhcmRwaXBlLmdhdGV3YXkudjEuQnVsa1B1dFJlc3BvbnNlKAESUAoFUGF0Y2gSIi5zaGFyZHBpcGUuZ2F0ZXdheS52MS5QYXRjaFJlcXVlc3QaIy5zaGFyZHBpcGUuZ2F0ZXdheS52MS5QYXRjaFJlc3BvbnNlQhsKF2lvLnNoYXJkcGlwZS5nYXRld2F5LnYxUAFiBnByb3RvMw");
 
 /**
  * A live entry.
@@ -84,6 +84,15 @@ export type GetRequest = Message<"shardpipe.gateway.v1.GetRequest"> & {
    * @generated from field: bytes key = 1;
    */
   key: Uint8Array;
+
+  /**
+   * Partial get of a JSON document: JSON Pointers (RFC 6901), at most 100 of at most 1024 bytes.
+   * The value is then a JSON document holding only these paths (missing ones left out); INVALID_ARGUMENT
+   * when the value is not JSON. Empty = the value as stored.
+   *
+   * @generated from field: repeated string fields = 2;
+   */
+  fields: string[];
 };
 
 /**
@@ -399,6 +408,117 @@ export const BulkPutResponseSchema: GenMessage<BulkPutResponse> = /*@__PURE__*/
   messageDesc(file_shardpipe_gateway_v1_gateway, 13);
 
 /**
+ * @generated from message shardpipe.gateway.v1.PatchRequest
+ */
+export type PatchRequest = Message<"shardpipe.gateway.v1.PatchRequest"> & {
+  /**
+   * @generated from field: bytes key = 1;
+   */
+  key: Uint8Array;
+
+  /**
+   * The patch as JSON text (a merge patch object, or a JSON Patch array).
+   *
+   * @generated from field: string patch = 2;
+   */
+  patch: string;
+
+  /**
+   * @generated from field: shardpipe.gateway.v1.PatchMode mode = 3;
+   */
+  mode: PatchMode;
+
+  /**
+   * Patch only if the document's etag is this; absent = always. ABORTED with the current etag otherwise.
+   *
+   * @generated from field: optional uint64 if_etag = 4;
+   */
+  ifEtag?: bigint | undefined;
+
+  /**
+   * Absent = keep the document's expiry; 0 = no expiry; otherwise expire this many ms from now (at most 100 years).
+   *
+   * @generated from field: optional uint64 ttl_ms = 5;
+   */
+  ttlMs?: bigint | undefined;
+
+  /**
+   * Return the patched document.
+   *
+   * @generated from field: bool return_document = 6;
+   */
+  returnDocument: boolean;
+};
+
+/**
+ * Describes the message shardpipe.gateway.v1.PatchRequest.
+ * Use `create(PatchRequestSchema)` to create a new message.
+ */
+export const PatchRequestSchema: GenMessage<PatchRequest> = /*@__PURE__*/
+  messageDesc(file_shardpipe_gateway_v1_gateway, 14);
+
+/**
+ * @generated from message shardpipe.gateway.v1.PatchResponse
+ */
+export type PatchResponse = Message<"shardpipe.gateway.v1.PatchResponse"> & {
+  /**
+   * @generated from field: uint64 etag = 1;
+   */
+  etag: bigint;
+
+  /**
+   * @generated from field: uint64 updated_at_ms = 2;
+   */
+  updatedAtMs: bigint;
+
+  /**
+   * @generated from field: uint64 expires_at_ms = 3;
+   */
+  expiresAtMs: bigint;
+
+  /**
+   * The patched document as JSON text, with return_document.
+   *
+   * @generated from field: string document = 4;
+   */
+  document: string;
+};
+
+/**
+ * Describes the message shardpipe.gateway.v1.PatchResponse.
+ * Use `create(PatchResponseSchema)` to create a new message.
+ */
+export const PatchResponseSchema: GenMessage<PatchResponse> = /*@__PURE__*/
+  messageDesc(file_shardpipe_gateway_v1_gateway, 15);
+
+/**
+ * How a Patch changes the document.
+ *
+ * @generated from enum shardpipe.gateway.v1.PatchMode
+ */
+export enum PatchMode {
+  /**
+   * JSON Merge Patch (RFC 7396): members set, objects merged, null removes.
+   *
+   * @generated from enum value: PATCH_MODE_MERGE = 0;
+   */
+  MERGE = 0,
+
+  /**
+   * JSON Patch (RFC 6902): an array of add/remove/replace/move/copy/test operations, all or nothing.
+   *
+   * @generated from enum value: PATCH_MODE_JSON_PATCH = 1;
+   */
+  JSON_PATCH = 1,
+}
+
+/**
+ * Describes the enum shardpipe.gateway.v1.PatchMode.
+ */
+export const PatchModeSchema: GenEnum<PatchMode> = /*@__PURE__*/
+  enumDesc(file_shardpipe_gateway_v1_gateway, 0);
+
+/**
  * @generated from service shardpipe.gateway.v1.Gateway
  */
 export const Gateway: GenService<{
@@ -474,6 +594,19 @@ export const Gateway: GenService<{
     methodKind: "client_streaming";
     input: typeof BulkPutRequestSchema;
     output: typeof BulkPutResponseSchema;
+  },
+  /**
+   * Changes part of a key's JSON document atomically on the store node (JSON Merge Patch or JSON
+   * Patch), optionally compare-and-set on its etag. NOT_FOUND when the key has no value;
+   * INVALID_ARGUMENT when the value is not JSON or the patch cannot apply (the message names key and
+   * path); FAILED_PRECONDITION when a JSON Patch `test` operation does not hold; nothing is written then.
+   *
+   * @generated from rpc shardpipe.gateway.v1.Gateway.Patch
+   */
+  patch: {
+    methodKind: "unary";
+    input: typeof PatchRequestSchema;
+    output: typeof PatchResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_shardpipe_gateway_v1_gateway, 0);

@@ -39,6 +39,11 @@ export interface Entry {
 export interface GetRequest {
   mapVersion: number;
   key: Buffer;
+  /**
+   * Partial get of a JSON document: JSON Pointers (RFC 6901). The answer's value is a JSON document
+   * holding only these paths (a missing path is left out); empty = the whole value as stored.
+   */
+  fields: string[];
 }
 
 export interface GetResponse {
@@ -408,6 +413,33 @@ export interface ForwardResponse {
   hops: ForwardHop[];
 }
 
+export interface PatchRequest {
+  mapVersion: number;
+  key: Buffer;
+  /** The patch document, UTF-8 JSON: a merge patch (mode 0) or an array of JSON Patch operations (mode 1). */
+  patch: Buffer;
+  /** 0 = JSON Merge Patch (RFC 7396), 1 = JSON Patch (RFC 6902). */
+  mode: number;
+  /** Compare-and-set: patch only if the document's current etag equals this. Absent = unconditional. */
+  ifEtag?:
+    | number
+    | undefined;
+  /** Absent = keep the document's expiry; 0 = no expiry; otherwise expire this many ms from now. */
+  ttlMs?:
+    | number
+    | undefined;
+  /** Return the patched document in the response. */
+  returnDocument: boolean;
+}
+
+export interface PatchResponse {
+  etag: number;
+  updatedAtMs: number;
+  expiresAtMs: number;
+  /** The patched document, when asked for (return_document). */
+  document: Buffer;
+}
+
 function createBaseEntry(): Entry {
   return { key: Buffer.alloc(0), value: Buffer.alloc(0), etag: 0, updatedAtMs: 0, expiresAtMs: 0 };
 }
@@ -499,7 +531,7 @@ export const Entry: MessageFns<Entry> = {
 };
 
 function createBaseGetRequest(): GetRequest {
-  return { mapVersion: 0, key: Buffer.alloc(0) };
+  return { mapVersion: 0, key: Buffer.alloc(0), fields: [] };
 }
 
 export const GetRequest: MessageFns<GetRequest> = {
@@ -509,6 +541,9 @@ export const GetRequest: MessageFns<GetRequest> = {
     }
     if (message.key.length !== 0) {
       writer.uint32(18).bytes(message.key);
+    }
+    for (const v of message.fields) {
+      writer.uint32(26).string(v!);
     }
     return writer;
   },
@@ -540,6 +575,14 @@ export const GetRequest: MessageFns<GetRequest> = {
             }
 
             message.key = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.fields.push(reader.string());
             continue;
           }
         }
@@ -3591,6 +3634,205 @@ export const ForwardResponse: MessageFns<ForwardResponse> = {
   },
 };
 
+function createBasePatchRequest(): PatchRequest {
+  return {
+    mapVersion: 0,
+    key: Buffer.alloc(0),
+    patch: Buffer.alloc(0),
+    mode: 0,
+    ifEtag: undefined,
+    ttlMs: undefined,
+    returnDocument: false,
+  };
+}
+
+export const PatchRequest: MessageFns<PatchRequest> = {
+  encode(message: PatchRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.mapVersion !== 0) {
+      writer.uint32(8).uint64(message.mapVersion);
+    }
+    if (message.key.length !== 0) {
+      writer.uint32(18).bytes(message.key);
+    }
+    if (message.patch.length !== 0) {
+      writer.uint32(26).bytes(message.patch);
+    }
+    if (message.mode !== 0) {
+      writer.uint32(32).uint32(message.mode);
+    }
+    if (message.ifEtag !== undefined) {
+      writer.uint32(40).uint64(message.ifEtag);
+    }
+    if (message.ttlMs !== undefined) {
+      writer.uint32(48).uint64(message.ttlMs);
+    }
+    if (message.returnDocument !== false) {
+      writer.uint32(56).bool(message.returnDocument);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PatchRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePatchRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.mapVersion = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.key = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.patch = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.mode = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.ifEtag = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.ttlMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.returnDocument = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBasePatchResponse(): PatchResponse {
+  return { etag: 0, updatedAtMs: 0, expiresAtMs: 0, document: Buffer.alloc(0) };
+}
+
+export const PatchResponse: MessageFns<PatchResponse> = {
+  encode(message: PatchResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.etag !== 0) {
+      writer.uint32(8).uint64(message.etag);
+    }
+    if (message.updatedAtMs !== 0) {
+      writer.uint32(16).uint64(message.updatedAtMs);
+    }
+    if (message.expiresAtMs !== 0) {
+      writer.uint32(24).uint64(message.expiresAtMs);
+    }
+    if (message.document.length !== 0) {
+      writer.uint32(34).bytes(message.document);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PatchResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePatchResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.etag = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.updatedAtMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.expiresAtMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.document = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
 /**
  * One store node. Every data RPC carries the caller's partition map version: a node whose map is
  * newer, or that does not own the key, answers FAILED_PRECONDITION with its own version in the
@@ -3772,6 +4014,20 @@ export const StoreService = {
     responseSerialize: (value: ForwardResponse): Buffer => Buffer.from(ForwardResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ForwardResponse => ForwardResponse.decode(value),
   },
+  /**
+   * Changes part of a JSON document atomically on the partition's head, under its write queue (as
+   * Put): JSON Merge Patch (RFC 7396) or JSON Patch (RFC 6902). Forwarded down a chain as the
+   * resulting record, never as the patch. README "JSON documents".
+   */
+  patch: {
+    path: "/shardpipe.store.v1.Store/Patch" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PatchRequest): Buffer => Buffer.from(PatchRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PatchRequest => PatchRequest.decode(value),
+    responseSerialize: (value: PatchResponse): Buffer => Buffer.from(PatchResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PatchResponse => PatchResponse.decode(value),
+  },
 } as const;
 
 export interface StoreServer extends UntypedServiceImplementation {
@@ -3810,6 +4066,12 @@ export interface StoreServer extends UntypedServiceImplementation {
    * passed from a replica to its successor; answered once the tail has it durably (the ack).
    */
   forward: handleUnaryCall<ForwardRequest, ForwardResponse>;
+  /**
+   * Changes part of a JSON document atomically on the partition's head, under its write queue (as
+   * Put): JSON Merge Patch (RFC 7396) or JSON Patch (RFC 6902). Forwarded down a chain as the
+   * resulting record, never as the patch. README "JSON documents".
+   */
+  patch: handleUnaryCall<PatchRequest, PatchResponse>;
 }
 
 export interface StoreClient extends Client {
@@ -4049,6 +4311,26 @@ export interface StoreClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ForwardResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Changes part of a JSON document atomically on the partition's head, under its write queue (as
+   * Put): JSON Merge Patch (RFC 7396) or JSON Patch (RFC 6902). Forwarded down a chain as the
+   * resulting record, never as the patch. README "JSON documents".
+   */
+  patch(
+    request: PatchRequest,
+    callback: (error: ServiceError | null, response: PatchResponse) => void,
+  ): ClientUnaryCall;
+  patch(
+    request: PatchRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PatchResponse) => void,
+  ): ClientUnaryCall;
+  patch(
+    request: PatchRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PatchResponse) => void,
   ): ClientUnaryCall;
 }
 
