@@ -70,6 +70,8 @@ export class GatewayServer {
     const sockets = new Set<Socket>();
     const route = (socket: Socket): void => {
       sockets.add(socket);
+      // Without it Nagle holds a response's last segment until the previous one is acknowledged.
+      socket.setNoDelay(true);
       socket.once('close', () => sockets.delete(socket));
       socket.on('error', (err) => logger.debug({ err, peer: socket.remoteAddress }, 'gateway connection failed'));
       sniff(socket, (h2) => {

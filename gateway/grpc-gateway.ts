@@ -8,7 +8,8 @@ import { checkGatewayCall, type GatewayAuthOptions } from './gateway-auth.js';
 import { toGatewayError } from './gateway-errors.js';
 import type { GatewayService } from './gateway-service.js';
 import type { RequestLimiter } from './request-limiter.js';
-import { Gateway, file_shardpipe_gateway_v1_gateway } from './proto/gen/shardpipe/gateway/v1/gateway_pb.js';
+import { decodeBulkPutRequest } from './bulk-put-codec.js';
+import { BulkPutRequestSchema, Gateway, file_shardpipe_gateway_v1_gateway } from './proto/gen/shardpipe/gateway/v1/gateway_pb.js';
 
 /** The grpc.health.v1 / reflection paths, open without a token (health) or with role read (reflection). */
 const HEALTH_PREFIX = '/grpc.health.v1.Health/';
@@ -39,7 +40,7 @@ export function serviceDefinition(desc: DescService): ServiceDefinition {
       requestStream: m.methodKind === 'client_streaming' || m.methodKind === 'bidi_streaming',
       responseStream: m.methodKind === 'server_streaming' || m.methodKind === 'bidi_streaming',
       requestSerialize: serializer(m.input),
-      requestDeserialize: deserializer(m.input),
+      requestDeserialize: m.input.typeName === BulkPutRequestSchema.typeName ? (bytes: Buffer) => decodeBulkPutRequest(bytes) : deserializer(m.input),
       responseSerialize: serializer(m.output),
       responseDeserialize: deserializer(m.output),
       originalName: m.localName,
@@ -61,16 +62,22 @@ function implementation(service: GatewayService, limiter: RequestLimiter): Untyp
   const unary =
     (fn: (req: any, signal: AbortSignal) => Promise<any>) =>
     (call: ServerUnaryCall<any, any>, callback: sendUnaryData<any>): void => {
-      const signal = cancelSignal(call);
-      limiter.run(() => fn(call.request, signal)).then(
-        (response) => callback(null, response),
-        (err: unknown) => callback(toStatus(err)),
+      const cancel = cancelSignal(call);
+      limiter.run(() => fn(call.request, cancel.signal)).then(
+        (response) => {
+          cancel.done = true;
+          callback(null, response);
+        },
+        (err: unknown) => {
+          cancel.done = true;
+          callback(toStatus(err));
+        },
       );
     };
   const serverStream =
     (fn: (req: any, signal: AbortSignal) => AsyncGenerator<any>) =>
     (call: ServerWritableStream<any, any>): void => {
-      const signal = cancelSignal(call);
+      const { signal } = cancelSignal(call);
       limiter
         .run(async () => {
           for await (const message of fn(call.request, signal)) {
@@ -92,7 +99,7 @@ function implementation(service: GatewayService, limiter: RequestLimiter): Untyp
     Scan: serverStream((req, signal) => service.scan(req, signal)),
     ScanAll: serverStream((req, signal) => service.scanAll(req, signal)),
     BulkPut: (call: ServerReadableStream<any, any>, callback: sendUnaryData<any>): void => {
-      const signal = cancelSignal(call);
+      const { signal } = cancelSignal(call);
       limiter.run(() => service.bulkPut(call, signal)).then(
         (response) => callback(null, response),
         (err: unknown) => callback(toStatus(err)),
@@ -102,10 +109,18 @@ function implementation(service: GatewayService, limiter: RequestLimiter): Untyp
 }
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
-function cancelSignal(call: { on(event: 'cancelled', fn: () => void): unknown }): AbortSignal {
+/**
+ * A signal aborted when the caller cancels. grpc-js emits 'cancelled' also when the stream of a
+ * finished call closes: once `done` is set, that is ignored (an abort per call costs an event
+ * dispatch to every listener the store client left on the signal).
+ */
+function cancelSignal(call: { on(event: 'cancelled', fn: () => void): unknown }): { signal: AbortSignal; done: boolean } {
   const controller = new AbortController();
-  call.on('cancelled', () => controller.abort(new Error('the caller cancelled the call')));
-  return controller.signal;
+  const cancel = { signal: controller.signal, done: false };
+  call.on('cancelled', () => {
+    if (!cancel.done) controller.abort(new Error('the caller cancelled the call'));
+  });
+  return cancel;
 }
 
 /** A final outcome as a grpc-js status, our code and the current etag in trailing metadata. */
