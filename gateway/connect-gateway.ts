@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import { Code, ConnectError, type ServiceImpl } from '@connectrpc/connect';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import { checkGatewayCall, type GatewayAuthOptions } from './gateway-auth.js';
@@ -18,7 +19,7 @@ const CODE_NAMES: Record<number, string> = {
  * binary, unary as a plain POST), gRPC-Web and gRPC. Calls are checked for a token (or a loopback
  * peer) before connect-node sees them.
  */
-export function createConnectGatewayHandler(service: GatewayService, limiter: RequestLimiter, auth: GatewayAuthOptions, maxMessageBytes: number): (req: IncomingMessage, res: ServerResponse) => void {
+export function createConnectGatewayHandler(service: GatewayService, limiter: RequestLimiter, auth: GatewayAuthOptions, maxMessageBytes: number): (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => void {
   const run = <T>(fn: () => Promise<T>): Promise<T> => limiter.run(fn).catch((err: unknown) => Promise.reject(toConnectError(err)));
   async function* stream<T>(source: () => AsyncGenerator<T>): AsyncGenerator<T> {
     await limiter.acquire().catch((err: unknown) => Promise.reject(toConnectError(err)));
