@@ -4,11 +4,13 @@ import { Http2ServerRequest, Http2ServerResponse, type Http2Server, type Incomin
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import { ServerCredentials, type Server as GrpcServer } from '@grpc/grpc-js';
+import type { Registry } from 'prom-client';
 import { canServeTls, checkBind, type AuthTokens, type Logger, type TlsMaterial } from '../common/index.js';
 import { StoreClient, type StoreCredentials } from '../store/index.js';
 import { createConnectGatewayHandler } from './connect-gateway.js';
 import { GatewayService, type GatewayServiceOptions } from './gateway-service.js';
 import { createGrpcGatewayServer } from './grpc-gateway.js';
+import { GatewayMetrics } from './gateway-metrics.js';
 import { RequestLimiter, type RequestLimiterOptions } from './request-limiter.js';
 
 /** Options of a gateway process. */
@@ -27,6 +29,8 @@ export interface GatewayServerOptions extends GatewayServiceOptions, RequestLimi
   tls?: TlsMaterial;
   /** The gateway's own token and TLS towards the store nodes. */
   storeCredentials?: StoreCredentials;
+  /** Registry for the gateway's metrics (calls by method and code, latency, in flight, waiting); absent: none kept. */
+  registry?: Registry;
   /** Largest request or response message, bytes. Default 8 MiB. */
   maxMessageBytes?: number;
   logger: Logger;
@@ -65,9 +69,10 @@ export class GatewayServer {
     const service = new GatewayService(client, options);
     const limiter = new RequestLimiter(options);
     const auth = { tokens: options.tokens, insecure: options.insecure };
-    const { server: grpc } = createGrpcGatewayServer(service, limiter, auth, maxMessageBytes);
+    const metrics = options.registry === undefined ? undefined : new GatewayMetrics(options.registry, limiter);
+    const { server: grpc } = createGrpcGatewayServer(service, limiter, auth, maxMessageBytes, metrics);
     const injector = grpc.createConnectionInjector(ServerCredentials.createInsecure());
-    const connectHandler = createConnectGatewayHandler(service, limiter, auth, maxMessageBytes);
+    const connectHandler = createConnectGatewayHandler(service, limiter, auth, maxMessageBytes, metrics);
     const http = createHttpServer(connectHandler);
     serveJsonOnHttp2(injectorServer(grpc), connectHandler);
     const sockets = new Set<Socket>();

@@ -6,6 +6,7 @@ import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import { checkGatewayCall, type GatewayAuthOptions } from './gateway-auth.js';
 import { toGatewayError } from './gateway-errors.js';
+import type { GatewayMetrics } from './gateway-metrics.js';
 import type { GatewayService } from './gateway-service.js';
 import type { RequestLimiter } from './request-limiter.js';
 import { decodeBulkPutRequest } from './bulk-put-codec.js';
@@ -19,9 +20,9 @@ const HEALTH_PREFIX = '/grpc.health.v1.Health/';
  * Gateway service from its protobuf-es descriptor, plus grpc.health.v1 and server reflection
  * (v1 and v1alpha) so generic tools (grpcurl, Postman) discover the API.
  */
-export function createGrpcGatewayServer(service: GatewayService, limiter: RequestLimiter, auth: GatewayAuthOptions, maxMessageBytes: number): { server: Server; health: HealthImplementation } {
+export function createGrpcGatewayServer(service: GatewayService, limiter: RequestLimiter, auth: GatewayAuthOptions, maxMessageBytes: number, metrics?: GatewayMetrics): { server: Server; health: HealthImplementation } {
   const server = new Server({ interceptors: [authInterceptor(auth)], 'grpc.max_receive_message_length': maxMessageBytes, 'grpc.max_send_message_length': maxMessageBytes });
-  server.addService(serviceDefinition(Gateway), implementation(service, limiter));
+  server.addService(serviceDefinition(Gateway), implementation(service, limiter, metrics));
   const health = new HealthImplementation({ '': 'SERVING', [Gateway.typeName]: 'SERVING' });
   health.addToServer(server);
   const fileBytes = Buffer.from(toBinary(FileDescriptorProtoSchema, file_shardpipe_gateway_v1_gateway.proto));
@@ -58,12 +59,13 @@ function deserializer(schema: DescMessage) {
 }
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
-function implementation(service: GatewayService, limiter: RequestLimiter): UntypedServiceImplementation {
+function implementation(service: GatewayService, limiter: RequestLimiter, metrics: GatewayMetrics | undefined): UntypedServiceImplementation {
+  const track = metrics === undefined ? <T>(_method: string, call: Promise<T>): Promise<T> => call : <T>(method: string, call: Promise<T>): Promise<T> => metrics.track(method, call);
   const unary =
-    (fn: (req: any, signal: AbortSignal) => Promise<any>) =>
+    (method: string, fn: (req: any, signal: AbortSignal) => Promise<any>) =>
     (call: ServerUnaryCall<any, any>, callback: sendUnaryData<any>): void => {
       const cancel = cancelSignal(call);
-      limiter.run(() => fn(call.request, cancel.signal)).then(
+      track(method, limiter.run(() => fn(call.request, cancel.signal))).then(
         (response) => {
           cancel.done = true;
           callback(null, response);
@@ -75,16 +77,17 @@ function implementation(service: GatewayService, limiter: RequestLimiter): Untyp
       );
     };
   const serverStream =
-    (fn: (req: any, signal: AbortSignal) => AsyncGenerator<any>) =>
+    (method: string, fn: (req: any, signal: AbortSignal) => AsyncGenerator<any>) =>
     (call: ServerWritableStream<any, any>): void => {
       const { signal } = cancelSignal(call);
-      limiter
-        .run(async () => {
+      track(
+        method,
+        limiter.run(async () => {
           for await (const message of fn(call.request, signal)) {
             if (!call.write(message)) await once(call, 'drain', { signal });
           }
-        })
-        .then(
+        }),
+      ).then(
           () => call.end(),
           (err: unknown) => {
             if (!signal.aborted) call.emit('error', toStatus(err));
@@ -92,15 +95,15 @@ function implementation(service: GatewayService, limiter: RequestLimiter): Untyp
         );
     };
   return {
-    Get: unary((req, signal) => service.get(req, signal)),
-    Put: unary((req, signal) => service.put(req, signal)),
-    Delete: unary((req, signal) => service.delete(req, signal)),
-    ScanPage: unary((req, signal) => service.scanPage(req, signal)),
-    Scan: serverStream((req, signal) => service.scan(req, signal)),
-    ScanAll: serverStream((req, signal) => service.scanAll(req, signal)),
+    Get: unary('Get', (req, signal) => service.get(req, signal)),
+    Put: unary('Put', (req, signal) => service.put(req, signal)),
+    Delete: unary('Delete', (req, signal) => service.delete(req, signal)),
+    ScanPage: unary('ScanPage', (req, signal) => service.scanPage(req, signal)),
+    Scan: serverStream('Scan', (req, signal) => service.scan(req, signal)),
+    ScanAll: serverStream('ScanAll', (req, signal) => service.scanAll(req, signal)),
     BulkPut: (call: ServerReadableStream<any, any>, callback: sendUnaryData<any>): void => {
       const { signal } = cancelSignal(call);
-      limiter.run(() => service.bulkPut(call, signal)).then(
+      track('BulkPut', limiter.run(() => service.bulkPut(call, signal))).then(
         (response) => callback(null, response),
         (err: unknown) => callback(toStatus(err)),
       );

@@ -51,6 +51,11 @@ export class RequestLimiter {
     return result.finally(() => this.release());
   }
 
+  /** Calls waiting for a slot now. */
+  get waitingCount(): number {
+    return this.waiting.length;
+  }
+
   /** Takes a slot; pair with release(). */
   acquire(): Promise<void> {
     if (this.running < this.maxInFlight) {

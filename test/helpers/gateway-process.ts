@@ -7,6 +7,8 @@ import { CLI } from './store-cluster.js';
 export class GatewayProcess {
   port = 0;
   stderr = '';
+  /** The gateway's ready line (`url`, `port`, `metricsPort` with --metrics-port). */
+  ready: Record<string, unknown> = {};
   private constructor(private readonly child: ChildProcess) {}
 
   static async start(seeds: string[], extra: string[] = [], env: Record<string, string> = {}): Promise<GatewayProcess> {
@@ -16,7 +18,8 @@ export class GatewayProcess {
     await new Promise<void>((ready, fail) => {
       createInterface({ input: child.stdout! }).on('line', (line) => {
         if (!line.includes('"event":"ready"')) return;
-        gateway.port = (JSON.parse(line) as { port: number }).port;
+        gateway.ready = JSON.parse(line) as Record<string, unknown>;
+        gateway.port = gateway.ready.port as number;
         ready();
       });
       child.once('exit', (code) => fail(new Error(`gateway exited with ${code} before ready: ${gateway.stderr}`)));
