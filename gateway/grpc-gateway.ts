@@ -10,7 +10,8 @@ import type { GatewayMetrics } from './gateway-metrics.js';
 import type { GatewayService } from './gateway-service.js';
 import type { RequestLimiter } from './request-limiter.js';
 import { decodeBulkPutRequest } from './bulk-put-codec.js';
-import { BulkPutRequestSchema, Gateway, file_shardpipe_gateway_v1_gateway } from './proto/gen/shardpipe/gateway/v1/gateway_pb.js';
+import { decodeGetRequest, encodeGetResponse } from './get-codec.js';
+import { BulkPutRequestSchema, GetRequestSchema, GetResponseSchema, Gateway, file_shardpipe_gateway_v1_gateway } from './proto/gen/shardpipe/gateway/v1/gateway_pb.js';
 
 /** The grpc.health.v1 / reflection paths, open without a token (health) or with role read (reflection). */
 const HEALTH_PREFIX = '/grpc.health.v1.Health/';
@@ -41,13 +42,20 @@ export function serviceDefinition(desc: DescService): ServiceDefinition {
       requestStream: m.methodKind === 'client_streaming' || m.methodKind === 'bidi_streaming',
       responseStream: m.methodKind === 'server_streaming' || m.methodKind === 'bidi_streaming',
       requestSerialize: serializer(m.input),
-      requestDeserialize: m.input.typeName === BulkPutRequestSchema.typeName ? (bytes: Buffer) => decodeBulkPutRequest(bytes) : deserializer(m.input),
-      responseSerialize: serializer(m.output),
+      requestDeserialize: requestDecoder(m.input),
+      responseSerialize: m.output.typeName === GetResponseSchema.typeName ? encodeGetResponse : serializer(m.output),
       responseDeserialize: deserializer(m.output),
       originalName: m.localName,
     };
   }
   return def as ServiceDefinition;
+}
+
+/** The hand decoders of the hot requests (bulk-put-codec.ts, get-codec.ts), protobuf-es for the rest. */
+function requestDecoder(schema: DescMessage): (bytes: Buffer) => unknown {
+  if (schema.typeName === BulkPutRequestSchema.typeName) return decodeBulkPutRequest;
+  if (schema.typeName === GetRequestSchema.typeName) return decodeGetRequest;
+  return deserializer(schema);
 }
 
 function serializer(schema: DescMessage) {
