@@ -65,7 +65,8 @@ export class GatewayServer {
     checkBind(host, { what: 'gateway', authenticated: options.tokens !== undefined, insecure: options.insecure, flag: '--listen' });
     const maxMessageBytes = options.maxMessageBytes ?? 8 * 1024 * 1024;
     const logger = options.logger.child({ module: 'gateway' });
-    const client = new StoreClient({ seeds: options.seeds, credentials: options.storeCredentials, logger });
+    // The retry budget bounds the retries of each scan step (a stream itself runs as long as it is read).
+    const client = new StoreClient({ seeds: options.seeds, credentials: options.storeCredentials, logger, operationTimeoutMs: options.retryBudgetMs ?? 2000 });
     const service = new GatewayService(client, options);
     const limiter = new RequestLimiter(options);
     const auth = { tokens: options.tokens, insecure: options.insecure };

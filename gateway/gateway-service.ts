@@ -234,7 +234,9 @@ export class GatewayService {
       throw new GatewayError('GATEWAY_INVALID_ARGUMENT', `scan range is empty: start ${Key.preview(start)} is not before end ${Key.preview(end)} (hex)`);
     }
     try {
-      for await (const entries of this.client.scanAll(Buffer.from(start), Buffer.from(end), { signal, limit, batchSize: STREAM_BATCH, timeoutMs: this.retryBudgetMs })) {
+      // No timeoutMs: the thick client would make it the deadline of the whole stream. Each step's
+      // retries are bounded by the client's operationTimeoutMs, which GatewayServer sets to the retry budget.
+      for await (const entries of this.client.scanAll(Buffer.from(start), Buffer.from(end), { signal, limit, batchSize: STREAM_BATCH })) {
         yield create(ScanResponseSchema, { entries: entries.map(toEntry) });
       }
     } catch (err) {

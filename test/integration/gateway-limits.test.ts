@@ -4,7 +4,7 @@ import { create } from '@bufbuild/protobuf';
 import { credentials, makeGenericClientConstructor, status, type Client, type ClientWritableStream, type ServiceError } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { grpcServiceDefinition, GATEWAY_SERVICE_DESC } from '../../gateway/index.js';
-import { BulkPutRequestSchema, GetRequestSchema, type BulkPutRequest, type GetResponse } from '../../gateway/proto/gen/shardpipe/gateway/v1/gateway_pb.js';
+import { BulkPutRequestSchema, GetRequestSchema, ScanRequestSchema, type BulkPutRequest, type GetResponse, type ScanResponse } from '../../gateway/proto/gen/shardpipe/gateway/v1/gateway_pb.js';
 import { Key, StoreClient } from '../../store/index.js';
 import { StoreCluster } from '../helpers/store-cluster.js';
 import { GatewayProcess } from '../helpers/gateway-process.js';
@@ -12,7 +12,7 @@ import { parsePrometheusText, sampleValue } from '../helpers/prometheus-text.js'
 
 const run = promisify(execFile);
 type Call = (...a: unknown[]) => unknown;
-type GatewayClient = Client & { Get: Call; BulkPut: Call };
+type GatewayClient = Client & { Get: Call; BulkPut: Call; ScanAll: Call };
 const GatewayGrpcClient = makeGenericClientConstructor(grpcServiceDefinition(GATEWAY_SERVICE_DESC), 'Gateway');
 
 function get(client: GatewayClient, key: string): Promise<GetResponse> {
@@ -74,6 +74,32 @@ describe('gateway limits and store restarts, through a real gateway process', ()
       expect((await direct.get(Key.fromBytes(Buffer.from('limits:bulk'))))?.value.toString()).toBe('B');
       const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
       expect(sampleValue(parsePrometheusText(text), 'shardpipe_gateway_requests_total', { method: 'Get', code: 'RESOURCE_EXHAUSTED' })).toBe(2);
+    } finally {
+      client.close();
+      await gateway.stop();
+    }
+  }, 60_000);
+
+  it('a ScanAll that lasts longer than --retry-budget completes (the budget bounds each step, not the stream)', async () => {
+    const rows = Array.from({ length: 40_000 }, (_, i) => ({ key: Buffer.from(`long-scan-${String(i).padStart(6, '0')}`), value: Buffer.alloc(100, i % 251) }));
+    await direct.bulkPutAll([rows]);
+    const gateway = await GatewayProcess.start(cluster.seeds, ['--retry-budget', '500ms']);
+    const client = new GatewayGrpcClient(gateway.address, credentials.createInsecure()) as unknown as GatewayClient;
+    try {
+      // The gateway has its map and channels before the clock matters.
+      await expect.poll(() => get(client, 'long-scan-000000').then(() => true, () => false), { timeout: 20_000 }).toBe(true);
+      let n = 0;
+      let slowed = false;
+      const stream = client.ScanAll(create(ScanRequestSchema, { start: Buffer.from('long-scan-'), end: Buffer.from('long-scan.') })) as AsyncIterable<ScanResponse>;
+      for await (const batch of stream) {
+        n += batch.entries.length;
+        if (!slowed) {
+          // The scenario: a reader slower than the budget (here, twice the budget after the first batch).
+          slowed = true;
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+        }
+      }
+      expect(n).toBe(40_000);
     } finally {
       client.close();
       await gateway.stop();
