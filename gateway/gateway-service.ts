@@ -24,6 +24,7 @@ import {
 } from './proto/gen/shardpipe/gateway/v1/gateway_pb.js';
 import type { BulkPutRows } from './bulk-put-codec.js';
 import { GatewayError, toGatewayError } from './gateway-errors.js';
+import { RequestLimiter } from './request-limiter.js';
 
 /** Options of the gateway's operations. Times in milliseconds. */
 export interface GatewayServiceOptions {
@@ -38,7 +39,7 @@ export interface GatewayServiceOptions {
   bulkPartitionRows?: number;
   /** Rows a BulkPut holds in all; past it the fullest partition is written. Default 100000. */
   bulkMaxBufferedRows?: number;
-  /** BulkInsert calls in flight per written batch (see bulkPutAll). Default 4. */
+  /** Runs of a BulkPut written at once, and BulkInsert calls in flight per run (see bulkPutAll). Default 4. */
   bulkMaxInFlight?: number;
 }
 
@@ -132,6 +133,8 @@ export class GatewayService {
     // receiving of further rows overlap with them.
     const inFlight = new Map<number, Set<WrittenRun>>();
     const writing = new Set<Promise<void>>();
+    // Runs written at once, like the thick client's calls in flight: more only queue at the node.
+    const slots = new RequestLimiter({ maxInFlight: this.bulkMaxInFlight, maxWaiting: 1_000_000 });
     let failure: unknown;
     let held = 0;
     let index = 0;
@@ -146,7 +149,7 @@ export class GatewayService {
       const before = [...runs].filter((r) => Buffer.compare(r.first, run.last) <= 0 && Buffer.compare(run.first, r.last) <= 0).map((r) => r.done);
       const entry: WrittenRun = { first: run.first, last: run.last, done: Promise.resolve() };
       const write = Promise.all(before)
-        .then(() => (failure === undefined ? this.writeRun(run.rows, signal) : undefined))
+        .then(() => slots.run(async () => (failure === undefined ? this.writeRun(run.rows, signal) : undefined)))
         .then(
           () => void (written += run.received),
           (err: unknown) => void (failure ??= err),
