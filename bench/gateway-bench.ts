@@ -147,29 +147,29 @@ try {
 
   // BulkPut of sorted rows: gateway (client stream) then direct, into separate key ranges.
   if (RUN_BULK) {
-  const bulkCpuBefore = await readCpuSeconds(gatewayPid!);
-  const gwStarted = performance.now();
-  await new Promise<void>((resolve, reject) => {
-    const call = gw!.BulkPut((err: ServiceError | null) => (err ? reject(err) : resolve())) as ClientWritableStream<BulkPutRequest>;
-    (async () => {
-      for (let from = 0; from < ROWS; from += 1000) {
-        const message = create(BulkPutRequestSchema, { rows: Array.from({ length: Math.min(1000, ROWS - from) }, (_, j) => ({ key: keyOf(0x80, from + j), value })) });
-        if (!call.write(message)) await once(call, 'drain');
-      }
-      call.end();
-    })().catch(reject);
-  });
-  const gwBulk = ROWS / ((performance.now() - gwStarted) / 1000);
-  const bulkCpuAfter = await readCpuSeconds(gatewayPid!);
-  const bulkCpuPerMRows = bulkCpuBefore === undefined || bulkCpuAfter === undefined ? NaN : ((bulkCpuAfter - bulkCpuBefore) * 1e6) / ROWS;
-  const directStarted = performance.now();
-  await direct.bulkPutAll((function* (): Generator<BulkRowInput[]> {
-    for (let from = 0; from < ROWS; from += 1000) yield Array.from({ length: Math.min(1000, ROWS - from) }, (_, j) => ({ key: keyOf(0xc0, from + j), value }));
-  })(), { maxInFlight: 4 });
-  const directBulk = ROWS / ((performance.now() - directStarted) / 1000);
-  Object.assign(figures, { gateway_bulk_rows_per_sec: gwBulk, direct_bulk_rows_per_sec: directBulk, gateway_cpu_s_per_m_bulk_rows: bulkCpuPerMRows });
-  rows.push([`BulkPut via gateway (${int(ROWS)} sorted rows)`, '-', int(gwBulk), '', fixed(gwBulk / directBulk, 2), `${fixed(bulkCpuPerMRows, 2)} s/1M rows`]);
-  rows.push(['bulkPutAll direct', '-', int(directBulk), '', '', '']);
+    const bulkCpuBefore = await readCpuSeconds(gatewayPid!);
+    const gwStarted = performance.now();
+    await new Promise<void>((resolve, reject) => {
+      const call = gw!.BulkPut((err: ServiceError | null) => (err ? reject(err) : resolve())) as ClientWritableStream<BulkPutRequest>;
+      (async () => {
+        for (let from = 0; from < ROWS; from += 1000) {
+          const message = create(BulkPutRequestSchema, { rows: Array.from({ length: Math.min(1000, ROWS - from) }, (_, j) => ({ key: keyOf(0x80, from + j), value })) });
+          if (!call.write(message)) await once(call, 'drain');
+        }
+        call.end();
+      })().catch(reject);
+    });
+    const gwBulk = ROWS / ((performance.now() - gwStarted) / 1000);
+    const bulkCpuAfter = await readCpuSeconds(gatewayPid!);
+    const bulkCpuPerMRows = bulkCpuBefore === undefined || bulkCpuAfter === undefined ? NaN : ((bulkCpuAfter - bulkCpuBefore) * 1e6) / ROWS;
+    const directStarted = performance.now();
+    await direct.bulkPutAll((function* (): Generator<BulkRowInput[]> {
+      for (let from = 0; from < ROWS; from += 1000) yield Array.from({ length: Math.min(1000, ROWS - from) }, (_, j) => ({ key: keyOf(0xc0, from + j), value }));
+    })(), { maxInFlight: 4 });
+    const directBulk = ROWS / ((performance.now() - directStarted) / 1000);
+    Object.assign(figures, { gateway_bulk_rows_per_sec: gwBulk, direct_bulk_rows_per_sec: directBulk, gateway_cpu_s_per_m_bulk_rows: bulkCpuPerMRows });
+    rows.push([`BulkPut via gateway (${int(ROWS)} sorted rows)`, '-', int(gwBulk), '', fixed(gwBulk / directBulk, 2), `${fixed(bulkCpuPerMRows, 2)} s/1M rows`]);
+    rows.push(['bulkPutAll direct', '-', int(directBulk), '', '', '']);
   }
 
   process.stdout.write(table(['operation', 'concurrency', 'ops/s (rows/s)', '÷ no-op', '÷ direct', 'gateway CPU µs/op'], rows) + '\n');
