@@ -107,8 +107,6 @@ describe('gateway limits and store restarts, through a real gateway process', ()
   }, 60_000);
 
   it('a store node SIGKILLed and restarted under a running gateway: gets keep succeeding (the outage is shorter than --retry-budget)', async () => {
-    const gateway = await GatewayProcess.start(cluster.seeds, ['--retry-budget', '30s']);
-    const client = new GatewayGrpcClient(gateway.address, credentials.createInsecure()) as unknown as GatewayClient;
     const map = await direct.map();
     const victim = cluster.nodes[0]!;
     // First characters 0-9 and a-z: keys in two partitions, on both nodes.
@@ -117,6 +115,8 @@ describe('gateway limits and store restarts, through a real gateway process', ()
     const onVictim = (k: string): boolean => map.lookup(Buffer.from(k)).chain.some((r) => r.node === victim.address);
     expect(keys.filter(onVictim).length).toBeGreaterThan(0);
     expect(keys.filter((k) => !onVictim(k)).length).toBeGreaterThan(0);
+    const gateway = await GatewayProcess.start(cluster.seeds, ['--retry-budget', '30s']);
+    const client = new GatewayGrpcClient(gateway.address, credentials.createInsecure()) as unknown as GatewayClient;
     let phase: 'before' | 'down' | 'after' = 'before';
     let stop = false;
     let beforeKill = 0;
