@@ -13,6 +13,7 @@
  * Prints a table, then one JSON line with every figure.
  *
  * Run after `npx tsc -p tsconfig.json`: node dist/bench/gateway-bench.js [--rows N (default 200000)] [--ops N (default 2000)]
+ *   [--only points|bulk] [--gateway-cpu-prof DIR (the gateway child runs with node --cpu-prof into DIR)]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -27,19 +28,25 @@ import { findFreePort } from '../common/index.js';
 import { grpcServiceDefinition, GATEWAY_SERVICE_DESC } from '../gateway/index.js';
 import { BulkPutRequestSchema, GetRequestSchema, PutRequestSchema, type BulkPutRequest } from '../gateway/proto/gen/shardpipe/gateway/v1/gateway_pb.js';
 import { Key, PartitionMap, StoreClient, type BulkRowInput } from '../store/index.js';
-import { stopChild, waitForReady } from './bench-processes.js';
+import { readCpuSeconds, stopChild, waitForReady } from './bench-processes.js';
 import { fixed, int, table } from './bench-format.js';
 
 const MAIN_JS = join(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
-const { values: args } = parseArgs({ options: { rows: { type: 'string', default: '200000' }, ops: { type: 'string', default: '2000' }, help: { type: 'boolean' } } });
+const { values: args } = parseArgs({ options: { rows: { type: 'string', default: '200000' }, ops: { type: 'string', default: '2000' }, only: { type: 'string' }, 'gateway-cpu-prof': { type: 'string' }, help: { type: 'boolean' } } });
 if (args.help) {
-  process.stdout.write('node dist/bench/gateway-bench.js [--rows N (BulkPut rows, default 200000)] [--ops N (calls per run at concurrency 1; 4× at 32; default 2000)]\n');
+  process.stdout.write(
+    'node dist/bench/gateway-bench.js [--rows N (BulkPut rows, default 200000)] [--ops N (calls per run at concurrency 1; 4× at 32; default 2000)]\n' +
+      '  [--only points|bulk (run only the Get/Put or only the BulkPut part)] [--gateway-cpu-prof DIR (profile the gateway child with node --cpu-prof, written to DIR on exit)]\n',
+  );
   process.exit(0);
 }
 const ROWS = Number(args.rows);
 const OPS = Number(args.ops);
 if (!Number.isSafeInteger(ROWS) || ROWS < 1000) throw new RangeError(`--rows must be a whole number ≥ 1000, got ${args.rows}`);
 if (!Number.isSafeInteger(OPS) || OPS < 10) throw new RangeError(`--ops must be a whole number ≥ 10, got ${args.ops}`);
+if (args.only !== undefined && args.only !== 'points' && args.only !== 'bulk') throw new RangeError(`--only must be points or bulk, got ${args.only}`);
+const RUN_POINTS = args.only !== 'bulk';
+const RUN_BULK = args.only !== 'points';
 
 type Call = (...a: unknown[]) => unknown;
 type GatewayClient = Client & { Check: Call; Get: Call; Put: Call; BulkPut: Call };
@@ -49,8 +56,8 @@ const HealthCheckClient = makeGenericClientConstructor(
   'Health',
 );
 
-function startChild(argv: string[]): { child: ChildProcess; exited: Promise<void> } {
-  const child = spawn(process.execPath, [MAIN_JS, ...argv, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] });
+function startChild(argv: string[], nodeFlags: string[] = []): { child: ChildProcess; exited: Promise<void> } {
+  const child = spawn(process.execPath, [...nodeFlags, MAIN_JS, ...argv, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] });
   return { child, exited: once(child, 'exit').then(() => undefined) };
 }
 
@@ -58,15 +65,23 @@ function unary<T>(fn: (cb: (err: ServiceError | null, value?: T) => void) => voi
   return new Promise((resolve, reject) => fn((err, value) => (err ? reject(err) : resolve(value as T))));
 }
 
-/** Runs `op` `total` times with `concurrency` callers; ops/s. */
+/** The gateway's CPU microseconds per op of the last `measure` (from /proc; NaN where it is not available). */
+let lastGatewayCpuUsPerOp = NaN;
+
+/** Runs `op` `total` times with `concurrency` callers; ops/s. Also sets lastGatewayCpuUsPerOp. */
 async function measure(total: number, concurrency: number, op: (i: number) => Promise<unknown>): Promise<number> {
   let next = 0;
+  const cpuBefore = gatewayPid === undefined ? undefined : await readCpuSeconds(gatewayPid);
   const started = performance.now();
   await Promise.all(Array.from({ length: concurrency }, async () => {
     while (next < total) await op(next++);
   }));
-  return total / ((performance.now() - started) / 1000);
+  const rate = total / ((performance.now() - started) / 1000);
+  const cpuAfter = gatewayPid === undefined ? undefined : await readCpuSeconds(gatewayPid);
+  lastGatewayCpuUsPerOp = cpuBefore === undefined || cpuAfter === undefined ? NaN : ((cpuAfter - cpuBefore) * 1e6) / total;
+  return rate;
 }
+let gatewayPid: number | undefined;
 
 function keyOf(prefix: number, i: number): Buffer {
   const key = Buffer.alloc(16);
@@ -87,8 +102,9 @@ let gw: GatewayClient | undefined;
 let health: GatewayClient | undefined;
 try {
   await waitForReady(node.child);
-  Object.assign(gateway, startChild(['gateway', '--seeds', nodeAddress, '--listen', `127.0.0.1:${gatewayPort}`]));
+  Object.assign(gateway, startChild(['gateway', '--seeds', nodeAddress, '--listen', `127.0.0.1:${gatewayPort}`], args['gateway-cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', args['gateway-cpu-prof']] : []));
   await waitForReady(gateway.child!);
+  gatewayPid = gateway.child!.pid;
   gw = new GatewayGrpcClient(`127.0.0.1:${gatewayPort}`, credentials.createInsecure()) as unknown as GatewayClient;
   health = new HealthCheckClient(`127.0.0.1:${gatewayPort}`, credentials.createInsecure()) as unknown as GatewayClient;
   const value = Buffer.alloc(100, 7);
@@ -102,45 +118,62 @@ try {
 
   const rows: string[][] = [];
   const figures: Record<string, number> = {};
-  for (const concurrency of [1, 32]) {
+  for (const concurrency of RUN_POINTS ? [1, 32] : []) {
     const total = concurrency === 1 ? OPS : OPS * 4;
     const noop = await measure(total, concurrency, () => unary((cb) => health!.Check(Buffer.alloc(0), cb)));
+    const noopCpu = lastGatewayCpuUsPerOp;
     const gwGet = await measure(total, concurrency, (i) => unary((cb) => gw!.Get(create(GetRequestSchema, { key: keyOf(0x40, i % 1000) }), cb)));
+    const gwGetCpu = lastGatewayCpuUsPerOp;
     const directGet = await measure(total, concurrency, (i) => direct.get(Key.fromBytes(keyOf(0x40, i % 1000))));
     const gwPut = await measure(total, concurrency, (i) => unary((cb) => gw!.Put(create(PutRequestSchema, { key: keyOf(0x41, i), value }), cb)));
+    const gwPutCpu = lastGatewayCpuUsPerOp;
     const directPut = await measure(total, concurrency, (i) => direct.put(Key.fromBytes(keyOf(0x42, i)), value));
-    Object.assign(figures, { [`noop_c${concurrency}`]: noop, [`gateway_get_c${concurrency}`]: gwGet, [`direct_get_c${concurrency}`]: directGet, [`gateway_put_c${concurrency}`]: gwPut, [`direct_put_c${concurrency}`]: directPut });
-    rows.push([`no-op (gateway health Check)`, String(concurrency), int(noop), '', '']);
-    rows.push(['Get via gateway', String(concurrency), int(gwGet), fixed(gwGet / noop, 2), fixed(gwGet / directGet, 2)]);
-    rows.push(['Get direct', String(concurrency), int(directGet), fixed(directGet / noop, 2), '']);
-    rows.push(['Put via gateway', String(concurrency), int(gwPut), fixed(gwPut / noop, 2), fixed(gwPut / directPut, 2)]);
-    rows.push(['Put direct', String(concurrency), int(directPut), fixed(directPut / noop, 2), '']);
+    Object.assign(figures, {
+      [`noop_c${concurrency}`]: noop,
+      [`gateway_get_c${concurrency}`]: gwGet,
+      [`direct_get_c${concurrency}`]: directGet,
+      [`gateway_put_c${concurrency}`]: gwPut,
+      [`direct_put_c${concurrency}`]: directPut,
+      [`gateway_cpu_us_noop_c${concurrency}`]: noopCpu,
+      [`gateway_cpu_us_get_c${concurrency}`]: gwGetCpu,
+      [`gateway_cpu_us_put_c${concurrency}`]: gwPutCpu,
+    });
+    rows.push([`no-op (gateway health Check)`, String(concurrency), int(noop), '', '', fixed(noopCpu, 0)]);
+    rows.push(['Get via gateway', String(concurrency), int(gwGet), fixed(gwGet / noop, 2), fixed(gwGet / directGet, 2), fixed(gwGetCpu, 0)]);
+    rows.push(['Get direct', String(concurrency), int(directGet), fixed(directGet / noop, 2), '', '']);
+    rows.push(['Put via gateway', String(concurrency), int(gwPut), fixed(gwPut / noop, 2), fixed(gwPut / directPut, 2), fixed(gwPutCpu, 0)]);
+    rows.push(['Put direct', String(concurrency), int(directPut), fixed(directPut / noop, 2), '', '']);
   }
 
   // BulkPut of sorted rows: gateway (client stream) then direct, into separate key ranges.
-  const gwStarted = performance.now();
-  await new Promise<void>((resolve, reject) => {
-    const call = gw!.BulkPut((err: ServiceError | null) => (err ? reject(err) : resolve())) as ClientWritableStream<BulkPutRequest>;
-    (async () => {
-      for (let from = 0; from < ROWS; from += 1000) {
-        const message = create(BulkPutRequestSchema, { rows: Array.from({ length: Math.min(1000, ROWS - from) }, (_, j) => ({ key: keyOf(0x80, from + j), value })) });
-        if (!call.write(message)) await once(call, 'drain');
-      }
-      call.end();
-    })().catch(reject);
-  });
-  const gwBulk = ROWS / ((performance.now() - gwStarted) / 1000);
-  const directStarted = performance.now();
-  await direct.bulkPutAll((function* (): Generator<BulkRowInput[]> {
-    for (let from = 0; from < ROWS; from += 1000) yield Array.from({ length: Math.min(1000, ROWS - from) }, (_, j) => ({ key: keyOf(0xc0, from + j), value }));
-  })(), { maxInFlight: 4 });
-  const directBulk = ROWS / ((performance.now() - directStarted) / 1000);
-  Object.assign(figures, { gateway_bulk_rows_per_sec: gwBulk, direct_bulk_rows_per_sec: directBulk });
-  rows.push([`BulkPut via gateway (${int(ROWS)} sorted rows)`, '-', int(gwBulk), '', fixed(gwBulk / directBulk, 2)]);
-  rows.push(['bulkPutAll direct', '-', int(directBulk), '', '']);
+  if (RUN_BULK) {
+    const bulkCpuBefore = await readCpuSeconds(gatewayPid!);
+    const gwStarted = performance.now();
+    await new Promise<void>((resolve, reject) => {
+      const call = gw!.BulkPut((err: ServiceError | null) => (err ? reject(err) : resolve())) as ClientWritableStream<BulkPutRequest>;
+      (async () => {
+        for (let from = 0; from < ROWS; from += 1000) {
+          const message = create(BulkPutRequestSchema, { rows: Array.from({ length: Math.min(1000, ROWS - from) }, (_, j) => ({ key: keyOf(0x80, from + j), value })) });
+          if (!call.write(message)) await once(call, 'drain');
+        }
+        call.end();
+      })().catch(reject);
+    });
+    const gwBulk = ROWS / ((performance.now() - gwStarted) / 1000);
+    const bulkCpuAfter = await readCpuSeconds(gatewayPid!);
+    const bulkCpuPerMRows = bulkCpuBefore === undefined || bulkCpuAfter === undefined ? NaN : ((bulkCpuAfter - bulkCpuBefore) * 1e6) / ROWS;
+    const directStarted = performance.now();
+    await direct.bulkPutAll((function* (): Generator<BulkRowInput[]> {
+      for (let from = 0; from < ROWS; from += 1000) yield Array.from({ length: Math.min(1000, ROWS - from) }, (_, j) => ({ key: keyOf(0xc0, from + j), value }));
+    })(), { maxInFlight: 4 });
+    const directBulk = ROWS / ((performance.now() - directStarted) / 1000);
+    Object.assign(figures, { gateway_bulk_rows_per_sec: gwBulk, direct_bulk_rows_per_sec: directBulk, gateway_cpu_s_per_m_bulk_rows: bulkCpuPerMRows });
+    rows.push([`BulkPut via gateway (${int(ROWS)} sorted rows)`, '-', int(gwBulk), '', fixed(gwBulk / directBulk, 2), `${fixed(bulkCpuPerMRows, 2)} s/1M rows`]);
+    rows.push(['bulkPutAll direct', '-', int(directBulk), '', '', '']);
+  }
 
-  process.stdout.write(table(['operation', 'concurrency', 'ops/s (rows/s)', '÷ no-op', '÷ direct'], rows) + '\n');
-  const goals = { getVsNoopC32: figures.gateway_get_c32! / figures.noop_c32!, bulkVsDirect: gwBulk / directBulk };
+  process.stdout.write(table(['operation', 'concurrency', 'ops/s (rows/s)', '÷ no-op', '÷ direct', 'gateway CPU µs/op'], rows) + '\n');
+  const goals = { getVsNoopC32: figures.gateway_get_c32! / figures.noop_c32!, bulkVsDirect: figures.gateway_bulk_rows_per_sec! / figures.direct_bulk_rows_per_sec! };
   process.stdout.write(`goals: gateway Get c32 ÷ no-op = ${fixed(goals.getVsNoopC32, 2)} (goal ≥ 0.70); BulkPut ÷ direct = ${fixed(goals.bulkVsDirect, 2)} (goal ≥ 0.70)\n`);
   process.stdout.write(JSON.stringify({ bench: 'gateway', rows: ROWS, ops: OPS, figures, goals }) + '\n');
 } finally {

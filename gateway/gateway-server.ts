@@ -1,13 +1,16 @@
 import { once } from 'node:events';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { Http2ServerRequest, Http2ServerResponse, type Http2Server, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import { ServerCredentials, type Server as GrpcServer } from '@grpc/grpc-js';
+import type { Registry } from 'prom-client';
 import { canServeTls, checkBind, type AuthTokens, type Logger, type TlsMaterial } from '../common/index.js';
 import { StoreClient, type StoreCredentials } from '../store/index.js';
 import { createConnectGatewayHandler } from './connect-gateway.js';
 import { GatewayService, type GatewayServiceOptions } from './gateway-service.js';
 import { createGrpcGatewayServer } from './grpc-gateway.js';
+import { GatewayMetrics } from './gateway-metrics.js';
 import { RequestLimiter, type RequestLimiterOptions } from './request-limiter.js';
 
 /** Options of a gateway process. */
@@ -26,6 +29,8 @@ export interface GatewayServerOptions extends GatewayServiceOptions, RequestLimi
   tls?: TlsMaterial;
   /** The gateway's own token and TLS towards the store nodes. */
   storeCredentials?: StoreCredentials;
+  /** Registry for the gateway's metrics (calls by method and code, latency, in flight, waiting); absent: none kept. */
+  registry?: Registry;
   /** Largest request or response message, bytes. Default 8 MiB. */
   maxMessageBytes?: number;
   logger: Logger;
@@ -60,16 +65,22 @@ export class GatewayServer {
     checkBind(host, { what: 'gateway', authenticated: options.tokens !== undefined, insecure: options.insecure, flag: '--listen' });
     const maxMessageBytes = options.maxMessageBytes ?? 8 * 1024 * 1024;
     const logger = options.logger.child({ module: 'gateway' });
-    const client = new StoreClient({ seeds: options.seeds, credentials: options.storeCredentials, logger });
+    // The retry budget bounds the retries of each scan step (a stream itself runs as long as it is read).
+    const client = new StoreClient({ seeds: options.seeds, credentials: options.storeCredentials, logger, operationTimeoutMs: options.retryBudgetMs ?? 2000 });
     const service = new GatewayService(client, options);
     const limiter = new RequestLimiter(options);
     const auth = { tokens: options.tokens, insecure: options.insecure };
-    const { server: grpc } = createGrpcGatewayServer(service, limiter, auth, maxMessageBytes);
+    const metrics = options.registry === undefined ? undefined : new GatewayMetrics(options.registry, limiter);
+    const { server: grpc } = createGrpcGatewayServer(service, limiter, auth, maxMessageBytes, metrics);
     const injector = grpc.createConnectionInjector(ServerCredentials.createInsecure());
-    const http = createHttpServer(createConnectGatewayHandler(service, limiter, auth, maxMessageBytes));
+    const connectHandler = createConnectGatewayHandler(service, limiter, auth, maxMessageBytes, metrics);
+    const http = createHttpServer(connectHandler);
+    serveJsonOnHttp2(injectorServer(grpc), connectHandler);
     const sockets = new Set<Socket>();
     const route = (socket: Socket): void => {
       sockets.add(socket);
+      // Without it Nagle holds a response's last segment until the previous one is acknowledged.
+      socket.setNoDelay(true);
       socket.once('close', () => sockets.delete(socket));
       socket.on('error', (err) => logger.debug({ err, peer: socket.remoteAddress }, 'gateway connection failed'));
       sniff(socket, (h2) => {
@@ -116,6 +127,37 @@ export class GatewayServer {
     })();
     return this.closing;
   }
+}
+
+/**
+ * The node HTTP/2 server behind a grpc-js connection injector: grpc-js (1.14) gives no handle to
+ * it, but keeps it in its `http2Servers` map, the injector's the last one added. Fails at start,
+ * not at the first call, if a grpc-js release changes that.
+ */
+function injectorServer(grpc: GrpcServer): Http2Server {
+  const servers = (grpc as unknown as { http2Servers?: Map<Http2Server, unknown> }).http2Servers;
+  const server = servers instanceof Map ? [...servers.keys()].pop() : undefined;
+  if (server === undefined || typeof server.listeners !== 'function') throw new Error('this @grpc/grpc-js version keeps no http2Servers map: the gateway cannot serve JSON over HTTP/2 with it');
+  return server;
+}
+
+/**
+ * Makes an HTTP/2 connection carry JSON too: a stream whose content-type is gRPC goes to grpc-js's
+ * own stream handlers (as before), any other to the connect-node handler through node's HTTP/2
+ * compatibility request/response — what `http2.createServer(handler)` would build. So Connect JSON
+ * works over h2c (prior knowledge) and TLS with ALPN h2 on the same port as gRPC.
+ */
+function serveJsonOnHttp2(server: Http2Server, handler: (req: Http2ServerRequest, res: Http2ServerResponse) => void): void {
+  const grpcHandlers = server.listeners('stream') as Array<(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => void>;
+  server.removeAllListeners('stream');
+  server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
+    const type = headers['content-type'];
+    if (typeof type === 'string' && type.startsWith('application/grpc') && !type.startsWith('application/grpc-web')) {
+      for (const h of grpcHandlers) h.call(server, stream, headers, flags, rawHeaders);
+      return;
+    }
+    handler(new Http2ServerRequest(stream, headers, {}, rawHeaders), new Http2ServerResponse(stream));
+  });
 }
 
 /**

@@ -1,5 +1,5 @@
 import { create } from '@bufbuild/protobuf';
-import { Key, successor, type BulkRowInput, type StoreClient, type StoredEntry } from '../store/index.js';
+import { DEFAULT_BULK_BATCH_MAX_BYTES, Key, successor, type BulkRowInput, type StoreClient, type StoredEntry } from '../store/index.js';
 import {
   BulkPutResponseSchema,
   DeleteResponseSchema,
@@ -26,7 +26,9 @@ import {
   type ScanRequest,
   type ScanResponse,
 } from './proto/gen/shardpipe/gateway/v1/gateway_pb.js';
+import type { BulkPutRows } from './bulk-put-codec.js';
 import { GatewayError, toGatewayError } from './gateway-errors.js';
+import { RequestLimiter } from './request-limiter.js';
 
 /** Options of the gateway's operations. Times in milliseconds. */
 export interface GatewayServiceOptions {
@@ -41,7 +43,7 @@ export interface GatewayServiceOptions {
   bulkPartitionRows?: number;
   /** Rows a BulkPut holds in all; past it the fullest partition is written. Default 100000. */
   bulkMaxBufferedRows?: number;
-  /** BulkInsert calls in flight per written batch (see bulkPutAll). Default 4. */
+  /** Runs of a BulkPut written at once, and BulkInsert calls in flight per run (see bulkPutAll). Default 4. */
   bulkMaxInFlight?: number;
 }
 
@@ -145,36 +147,48 @@ export class GatewayService {
 
   /**
    * Writes rows arriving in any order: buffers them per partition of the current map, and writes a
-   * partition's rows sorted (the last of equal keys wins) once it holds `bulkPartitionRows`, when
-   * the rows held reach `bulkMaxBufferedRows`, and at the end. The map may change meanwhile: the bulk writer cuts each
-   * sorted batch at the partition boundaries of the map it has then.
+   * partition's run sorted (the last of equal keys wins) once it holds `bulkPartitionRows` or one
+   * BulkInsert call's worth of bytes, when the rows held reach `bulkMaxBufferedRows`, and at the
+   * end. Rows arriving sorted skip the sort, and their runs (disjoint key ranges) are written
+   * concurrently; a run overlapping one still being written waits for it. The map may change
+   * meanwhile: the bulk writer cuts each run at the partition boundaries of the map it has then.
    */
-  async bulkPut(requests: AsyncIterable<BulkPutRequest>, signal?: AbortSignal): Promise<BulkPutResponse> {
+  async bulkPut(requests: AsyncIterable<BulkPutRequest | BulkPutRows>, signal?: AbortSignal): Promise<BulkPutResponse> {
     const map = await this.call(() => this.client.map({ signal, timeoutMs: this.retryBudgetMs }));
-    const buffers = new Map<number, IndexedRow[]>();
-    // Writes of one partition run one after another (the last of equal keys wins); partitions and
-    // the receiving of further rows overlap with them.
-    const tails = new Map<number, Promise<void>>();
+    const buffers = new Map<number, RowRun>();
+    // Runs of one partition whose key ranges overlap are written one after another (the last of
+    // equal keys wins); disjoint runs — all of them when the rows arrive sorted — and the
+    // receiving of further rows overlap with them.
+    const inFlight = new Map<number, Set<WrittenRun>>();
     const writing = new Set<Promise<void>>();
+    // Runs written at once, like the thick client's calls in flight: more only queue at the node.
+    const slots = new RequestLimiter({ maxInFlight: this.bulkMaxInFlight, maxWaiting: 1_000_000 });
     let failure: unknown;
     let held = 0;
     let index = 0;
     let written = 0;
     const flush = (id: number): void => {
-      const rows = buffers.get(id);
-      if (rows === undefined || rows.length === 0) return;
+      const run = buffers.get(id);
+      if (run === undefined || run.rows.length === 0) return;
       buffers.delete(id);
-      const write = (tails.get(id) ?? Promise.resolve())
-        .then(() => (failure === undefined ? this.writeSorted(rows, signal) : undefined))
+      if (!run.sorted) sortRun(run);
+      let runs = inFlight.get(id);
+      if (runs === undefined) inFlight.set(id, (runs = new Set()));
+      const before = [...runs].filter((r) => Buffer.compare(r.first, run.last) <= 0 && Buffer.compare(run.first, r.last) <= 0).map((r) => r.done);
+      const entry: WrittenRun = { first: run.first, last: run.last, done: Promise.resolve() };
+      const write = Promise.all(before)
+        .then(() => slots.run(async () => (failure === undefined ? this.writeRun(run.rows, signal) : undefined)))
         .then(
-          () => void (written += rows.length),
+          () => void (written += run.received),
           (err: unknown) => void (failure ??= err),
         )
         .finally(() => {
-          held -= rows.length;
+          held -= run.received;
+          runs.delete(entry);
           writing.delete(write);
         });
-      tails.set(id, write);
+      entry.done = write;
+      runs.add(entry);
       writing.add(write);
     };
     const settle = async (): Promise<void> => {
@@ -189,12 +203,22 @@ export class GatewayService {
             throw new GatewayError('GATEWAY_INVALID_ARGUMENT', `BulkPutRequest row ${index} (counting from 0 over the stream): ${problem}; ${written} rows before it were written, the rows the gateway still held and those from it on were not (send them again without the bad row)`);
           }
           const key = Buffer.from(row.key.buffer, row.key.byteOffset, row.key.byteLength);
+          const bytes = key.length + row.value.byteLength;
           const id = map.lookup(key).id;
-          let rows = buffers.get(id);
-          if (rows === undefined) buffers.set(id, (rows = []));
-          rows.push({ key, value: Buffer.from(row.value.buffer, row.value.byteOffset, row.value.byteLength), index: index++ });
+          let run = buffers.get(id);
+          // A run fits one BulkInsert call where it can: it goes before the row that would overflow it.
+          if (run !== undefined && run.bytes + bytes > DEFAULT_BULK_BATCH_MAX_BYTES) {
+            flush(id);
+            run = undefined;
+          }
+          if (run === undefined) buffers.set(id, (run = { rows: [], received: 0, bytes: 0, sorted: true, first: key, last: key }));
+          else if (run.sorted && Buffer.compare(run.last, key) >= 0) run.sorted = false;
+          run.last = key;
+          run.rows.push({ key, value: Buffer.from(row.value.buffer, row.value.byteOffset, row.value.byteLength), index: index++ });
+          run.received++;
+          run.bytes += bytes;
           held++;
-          if (rows.length >= this.bulkPartitionRows) flush(id);
+          if (run.rows.length >= this.bulkPartitionRows) flush(id);
         }
         // Rows held (buffered and being written) stay bounded: flush the fullest buffer, then wait.
         while (held > this.bulkMaxBufferedRows && failure === undefined) {
@@ -213,13 +237,8 @@ export class GatewayService {
     return create(BulkPutResponseSchema, { rows: BigInt(written) });
   }
 
-  private async writeSorted(rows: IndexedRow[], signal: AbortSignal | undefined): Promise<void> {
-    rows.sort((a, b) => Buffer.compare(a.key, b.key) || a.index - b.index);
-    const unique: BulkRowInput[] = [];
-    for (let i = 0; i < rows.length; i++) {
-      if (i + 1 < rows.length && rows[i + 1]!.key.equals(rows[i]!.key)) continue;
-      unique.push({ key: rows[i]!.key, value: rows[i]!.value });
-    }
+  /** Writes one run of strictly ascending keys (see sortRun) in one bulkPutAll. */
+  private async writeRun(unique: readonly BulkRowInput[], signal: AbortSignal | undefined): Promise<void> {
     let acked = 0;
     try {
       await this.client.bulkPutAll(chunks(unique, STREAM_BATCH), {
@@ -263,6 +282,41 @@ export class GatewayService {
   }
 }
 
+/** Rows of one partition held by a BulkPut, in arrival order until sorted. */
+interface RowRun {
+  rows: IndexedRow[];
+  /** Rows received into it, equal keys included (sorting keeps only the last of them). */
+  received: number;
+  /** Key plus value bytes. */
+  bytes: number;
+  /** Whether every key so far is greater than the one before (rows arriving sorted need no sort). */
+  sorted: boolean;
+  /** Smallest and largest key (first and last in arrival order until sorted). */
+  first: Buffer;
+  last: Buffer;
+}
+
+/** A run being written: its key range, and when it is done. */
+interface WrittenRun {
+  first: Buffer;
+  last: Buffer;
+  done: Promise<void>;
+}
+
+/** Sorts a run by key and keeps the last of equal keys (by arrival), so its keys are strictly ascending. */
+function sortRun(run: RowRun): void {
+  const rows = run.rows.sort((a, b) => Buffer.compare(a.key, b.key) || a.index - b.index);
+  let n = 0;
+  for (let i = 0; i < rows.length; i++) {
+    if (i + 1 < rows.length && rows[i + 1]!.key.equals(rows[i]!.key)) continue;
+    rows[n++] = rows[i]!;
+  }
+  rows.length = n;
+  run.first = rows[0]!.key;
+  run.last = rows[n - 1]!.key;
+  run.sorted = true;
+}
+
 interface IndexedRow {
   key: Buffer;
   value: Buffer;
@@ -301,10 +355,10 @@ function checkInt(value: number, name: string, min: number, max: number): number
   return value;
 }
 
-function fullest(buffers: Map<number, IndexedRow[]>): number {
+function fullest(buffers: Map<number, RowRun>): number {
   let best = -1;
   let size = -1;
-  for (const [id, rows] of buffers) if (rows.length > size) [best, size] = [id, rows.length];
+  for (const [id, run] of buffers) if (run.rows.length > size) [best, size] = [id, run.rows.length];
   return best;
 }
 

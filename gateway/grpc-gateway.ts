@@ -6,9 +6,12 @@ import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import { checkGatewayCall, type GatewayAuthOptions } from './gateway-auth.js';
 import { toGatewayError } from './gateway-errors.js';
+import type { GatewayMetrics } from './gateway-metrics.js';
 import type { GatewayService } from './gateway-service.js';
 import type { RequestLimiter } from './request-limiter.js';
-import { Gateway, file_shardpipe_gateway_v1_gateway } from './proto/gen/shardpipe/gateway/v1/gateway_pb.js';
+import { decodeBulkPutRequest } from './bulk-put-codec.js';
+import { decodeGetRequest, encodeGetResponse } from './get-codec.js';
+import { BulkPutRequestSchema, GetRequestSchema, GetResponseSchema, Gateway, file_shardpipe_gateway_v1_gateway } from './proto/gen/shardpipe/gateway/v1/gateway_pb.js';
 
 /** The grpc.health.v1 / reflection paths, open without a token (health) or with role read (reflection). */
 const HEALTH_PREFIX = '/grpc.health.v1.Health/';
@@ -18,9 +21,9 @@ const HEALTH_PREFIX = '/grpc.health.v1.Health/';
  * Gateway service from its protobuf-es descriptor, plus grpc.health.v1 and server reflection
  * (v1 and v1alpha) so generic tools (grpcurl, Postman) discover the API.
  */
-export function createGrpcGatewayServer(service: GatewayService, limiter: RequestLimiter, auth: GatewayAuthOptions, maxMessageBytes: number): { server: Server; health: HealthImplementation } {
+export function createGrpcGatewayServer(service: GatewayService, limiter: RequestLimiter, auth: GatewayAuthOptions, maxMessageBytes: number, metrics?: GatewayMetrics): { server: Server; health: HealthImplementation } {
   const server = new Server({ interceptors: [authInterceptor(auth)], 'grpc.max_receive_message_length': maxMessageBytes, 'grpc.max_send_message_length': maxMessageBytes });
-  server.addService(serviceDefinition(Gateway), implementation(service, limiter));
+  server.addService(serviceDefinition(Gateway), implementation(service, limiter, metrics));
   const health = new HealthImplementation({ '': 'SERVING', [Gateway.typeName]: 'SERVING' });
   health.addToServer(server);
   const fileBytes = Buffer.from(toBinary(FileDescriptorProtoSchema, file_shardpipe_gateway_v1_gateway.proto));
@@ -39,13 +42,20 @@ export function serviceDefinition(desc: DescService): ServiceDefinition {
       requestStream: m.methodKind === 'client_streaming' || m.methodKind === 'bidi_streaming',
       responseStream: m.methodKind === 'server_streaming' || m.methodKind === 'bidi_streaming',
       requestSerialize: serializer(m.input),
-      requestDeserialize: deserializer(m.input),
-      responseSerialize: serializer(m.output),
+      requestDeserialize: requestDecoder(m.input),
+      responseSerialize: m.output.typeName === GetResponseSchema.typeName ? encodeGetResponse : serializer(m.output),
       responseDeserialize: deserializer(m.output),
       originalName: m.localName,
     };
   }
   return def as ServiceDefinition;
+}
+
+/** The hand decoders of the hot requests (bulk-put-codec.ts, get-codec.ts), protobuf-es for the rest. */
+function requestDecoder(schema: DescMessage): (bytes: Buffer) => unknown {
+  if (schema.typeName === BulkPutRequestSchema.typeName) return decodeBulkPutRequest;
+  if (schema.typeName === GetRequestSchema.typeName) return decodeGetRequest;
+  return deserializer(schema);
 }
 
 function serializer(schema: DescMessage) {
@@ -57,27 +67,35 @@ function deserializer(schema: DescMessage) {
 }
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
-function implementation(service: GatewayService, limiter: RequestLimiter): UntypedServiceImplementation {
+function implementation(service: GatewayService, limiter: RequestLimiter, metrics: GatewayMetrics | undefined): UntypedServiceImplementation {
+  const track = metrics === undefined ? <T>(_method: string, call: Promise<T>): Promise<T> => call : <T>(method: string, call: Promise<T>): Promise<T> => metrics.track(method, call);
   const unary =
-    (fn: (req: any, signal: AbortSignal) => Promise<any>) =>
+    (method: string, fn: (req: any, signal: AbortSignal) => Promise<any>) =>
     (call: ServerUnaryCall<any, any>, callback: sendUnaryData<any>): void => {
-      const signal = cancelSignal(call);
-      limiter.run(() => fn(call.request, signal)).then(
-        (response) => callback(null, response),
-        (err: unknown) => callback(toStatus(err)),
+      const cancel = cancelSignal(call);
+      track(method, limiter.run(() => fn(call.request, cancel.signal))).then(
+        (response) => {
+          cancel.done = true;
+          callback(null, response);
+        },
+        (err: unknown) => {
+          cancel.done = true;
+          callback(toStatus(err));
+        },
       );
     };
   const serverStream =
-    (fn: (req: any, signal: AbortSignal) => AsyncGenerator<any>) =>
+    (method: string, fn: (req: any, signal: AbortSignal) => AsyncGenerator<any>) =>
     (call: ServerWritableStream<any, any>): void => {
-      const signal = cancelSignal(call);
-      limiter
-        .run(async () => {
+      const { signal } = cancelSignal(call);
+      track(
+        method,
+        limiter.run(async () => {
           for await (const message of fn(call.request, signal)) {
             if (!call.write(message)) await once(call, 'drain', { signal });
           }
-        })
-        .then(
+        }),
+      ).then(
           () => call.end(),
           (err: unknown) => {
             if (!signal.aborted) call.emit('error', toStatus(err));
@@ -85,16 +103,16 @@ function implementation(service: GatewayService, limiter: RequestLimiter): Untyp
         );
     };
   return {
-    Get: unary((req, signal) => service.get(req, signal)),
-    Put: unary((req, signal) => service.put(req, signal)),
-    Delete: unary((req, signal) => service.delete(req, signal)),
-    Patch: unary((req, signal) => service.patch(req, signal)),
-    ScanPage: unary((req, signal) => service.scanPage(req, signal)),
-    Scan: serverStream((req, signal) => service.scan(req, signal)),
-    ScanAll: serverStream((req, signal) => service.scanAll(req, signal)),
+    Get: unary('Get', (req, signal) => service.get(req, signal)),
+    Put: unary('Put', (req, signal) => service.put(req, signal)),
+    Delete: unary('Delete', (req, signal) => service.delete(req, signal)),
+    Patch: unary('Patch', (req, signal) => service.patch(req, signal)),
+    ScanPage: unary('ScanPage', (req, signal) => service.scanPage(req, signal)),
+    Scan: serverStream('Scan', (req, signal) => service.scan(req, signal)),
+    ScanAll: serverStream('ScanAll', (req, signal) => service.scanAll(req, signal)),
     BulkPut: (call: ServerReadableStream<any, any>, callback: sendUnaryData<any>): void => {
-      const signal = cancelSignal(call);
-      limiter.run(() => service.bulkPut(call, signal)).then(
+      const { signal } = cancelSignal(call);
+      track('BulkPut', limiter.run(() => service.bulkPut(call, signal))).then(
         (response) => callback(null, response),
         (err: unknown) => callback(toStatus(err)),
       );
@@ -103,10 +121,18 @@ function implementation(service: GatewayService, limiter: RequestLimiter): Untyp
 }
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
-function cancelSignal(call: { on(event: 'cancelled', fn: () => void): unknown }): AbortSignal {
+/**
+ * A signal aborted when the caller cancels. grpc-js emits 'cancelled' also when the stream of a
+ * finished call closes: once `done` is set, that is ignored (an abort per call costs an event
+ * dispatch to every listener the store client left on the signal).
+ */
+function cancelSignal(call: { on(event: 'cancelled', fn: () => void): unknown }): { signal: AbortSignal; done: boolean } {
   const controller = new AbortController();
-  call.on('cancelled', () => controller.abort(new Error('the caller cancelled the call')));
-  return controller.signal;
+  const cancel = { signal: controller.signal, done: false };
+  call.on('cancelled', () => {
+    if (!cancel.done) controller.abort(new Error('the caller cancelled the call'));
+  });
+  return cancel;
 }
 
 /** A final outcome as a grpc-js status, our code and the current etag in trailing metadata. */

@@ -31,13 +31,29 @@ export class RequestLimiter {
   }
 
   /** Runs `fn` in a slot, waiting for one if needed. */
-  async run<T>(fn: () => Promise<T>): Promise<T> {
-    await this.acquire();
-    try {
-      return await fn();
-    } finally {
-      this.release();
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    // A free slot runs `fn` at once, without the extra turns of an awaited acquire.
+    if (this.running < this.maxInFlight) {
+      this.running++;
+      return this.guarded(fn);
     }
+    return this.acquire().then(() => this.guarded(fn));
+  }
+
+  private guarded<T>(fn: () => Promise<T>): Promise<T> {
+    let result: Promise<T>;
+    try {
+      result = fn();
+    } catch (err) {
+      this.release();
+      return Promise.reject(err);
+    }
+    return result.finally(() => this.release());
+  }
+
+  /** Calls waiting for a slot now. */
+  get waitingCount(): number {
+    return this.waiting.length;
   }
 
   /** Takes a slot; pair with release(). */

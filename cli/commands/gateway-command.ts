@@ -3,7 +3,8 @@ import { hostOf, parseDurationMs } from '../../common/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
-import { SEEDS_HELP } from '../common-options.js';
+import { metricsPortOf, SEEDS_HELP } from '../common-options.js';
+import { startMetricsEndpoint } from '../metrics-endpoint.js';
 
 interface GatewayFlags {
   seeds?: string;
@@ -14,13 +15,15 @@ interface GatewayFlags {
   maxWaiting: string;
   authTokenFile?: string;
   insecure?: boolean;
+  metricsPort?: string;
+  metricsHost: string;
 }
 
 export function registerGatewayCommand(program: Command, ctx: CliContext): void {
   program
     .command('gateway')
     .description(
-      'serve the store to any language: one port speaks gRPC (HTTP/2, with server reflection and grpc.health.v1) and JSON over HTTP/1.1 ' +
+      'serve the store to any language: one port speaks gRPC (HTTP/2, with server reflection and grpc.health.v1) and JSON over HTTP/1.1 and HTTP/2 ' +
         '(the Connect protocol: POST /shardpipe.gateway.v1.Gateway/Get {"key":"<base64>"}); stateless, runs until SIGTERM/SIGINT. ' +
         'TLS from SHARDPIPE_TLS_CERT/KEY (and CA for client certificates); the gateway reaches the nodes with SHARDPIPE_TOKEN',
     )
@@ -32,6 +35,8 @@ export function registerGatewayCommand(program: Command, ctx: CliContext): void 
     .option('--max-waiting <n>', 'calls waiting for a slot beyond --max-in-flight; more get RESOURCE_EXHAUSTED', '1024')
     .option('--auth-token-file <file>', 'tokens callers must send ("authorization: Bearer TOKEN"), one "ROLE TOKEN" per line: read for Get/Scan*, write for Put/Delete/BulkPut; without it only loopback clients')
     .option('--insecure', 'without --auth-token-file, still bind a non-loopback address and serve anyone (trusted networks only)')
+    .option('--metrics-port <n>', 'serve Prometheus /metrics of the gateway (calls by method and code, latency, in flight, waiting) on this port (0 = any free port; the ready line says which); needs a read token with --auth-token-file')
+    .option('--metrics-host <host>', 'bind address of /metrics', '127.0.0.1')
     .action(async (opts: GatewayFlags) => {
       ctx.lifecycle.start();
       const match = /^(.+):(\d{1,5})$/.exec(opts.listen);
@@ -45,6 +50,10 @@ export function registerGatewayCommand(program: Command, ctx: CliContext): void 
       if (maxInFlight < 1 || maxInFlight > 100_000) throw new CliUsageError(`--max-in-flight must be 1–100000, got ${maxInFlight}`);
       const maxWaiting = parsePositiveInt(opts.maxWaiting, '--max-waiting');
       if (maxWaiting > 1_000_000) throw new CliUsageError(`--max-waiting must be 0–1000000, got ${maxWaiting}`);
+      const tokens = ctx.serverTokens(opts.authTokenFile);
+      const tls = ctx.serverTls();
+      const insecure = opts.insecure ?? false;
+      const metrics = await startMetricsEndpoint(ctx, { port: metricsPortOf(opts), host: opts.metricsHost, access: () => ({ tokens, tls, insecure }) });
       const { GatewayServer } = await import('../../gateway/index.js');
       const start = GatewayServer.start({
         seeds: ctx.seeds(opts.seeds),
@@ -54,15 +63,16 @@ export function registerGatewayCommand(program: Command, ctx: CliContext): void 
         bulkRetryBudgetMs,
         maxInFlight,
         maxWaiting,
-        tokens: ctx.serverTokens(opts.authTokenFile),
-        tls: ctx.serverTls(),
-        insecure: opts.insecure ?? false,
+        tokens,
+        tls,
+        insecure,
+        registry: metrics.registry,
         storeCredentials: ctx.storeCredentials(),
         logger: ctx.logger,
       });
       const server = ctx.lifecycle.add('gateway', await start, (s) => s.close());
       // Tests and supervisors wait for this line on stdout.
-      ctx.print(JSON.stringify({ event: 'ready', url: server.url, port: server.port }));
+      ctx.print(JSON.stringify({ event: 'ready', url: server.url, port: server.port, ...(metrics.port === undefined ? {} : { metricsPort: metrics.port }) }));
       await ctx.lifecycle.untilSignal();
     });
 }

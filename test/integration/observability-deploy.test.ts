@@ -163,6 +163,7 @@ describe('every metric a rule or dashboard names is exported by a running stack'
   let cluster: StoreCluster;
   const children: ChildProcess[] = [];
   let workerMetricsPort: number;
+  let gateway: { url: string; metricsPort: number };
   let metricsUrl: string;
   let env: Record<string, string>;
   let tokenFile: string;
@@ -212,6 +213,8 @@ describe('every metric a rule or dashboard names is exported by a running stack'
     const port = await findFreePort();
     const server = await startCommand(['metrics-server', '--port', String(port), '--interval', '200ms', '--auth-token-file', tokenFile], { ...env, SHARDPIPE_TOKEN: TOKENS.read });
     metricsUrl = server.url as string;
+    const gw = await startCommand(['gateway', '--listen', '127.0.0.1:0', '--metrics-port', '0', '--auth-token-file', tokenFile], { ...env, SHARDPIPE_TOKEN: TOKENS.write });
+    gateway = { url: gw.url as string, metricsPort: gw.metricsPort as number };
   });
 
   afterAll(async () => {
@@ -255,7 +258,18 @@ describe('every metric a rule or dashboard names is exported by a running stack'
     const nodeScrapes = await Promise.all(cluster.nodes.map((n) => scrape(`http://127.0.0.1:${n.ready.metricsPort as number}/metrics`)));
     const workerScrape = await scrape(`http://127.0.0.1:${workerMetricsPort}/metrics`);
     const serverScrape = await scrape(`${metricsUrl}metrics`);
-    const exported = new Set([...nodeScrapes, workerScrape, serverScrape].flatMap((f) => [...exportedNames(f)]));
+    // One Put and one Get of a missing key through the gateway, then its own /metrics (read token, like every metrics port).
+    const gatewayCall = (method: string, body: unknown) =>
+      fetch(`${gateway.url}/shardpipe.gateway.v1.Gateway/${method}`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKENS.write}` }, body: JSON.stringify(body) });
+    expect((await gatewayCall('Put', { key: Buffer.from('obs-gw').toString('base64'), value: 'eA==' })).status).toBe(200);
+    expect((await gatewayCall('Get', { key: Buffer.from('obs-gw-missing').toString('base64') })).status).toBe(404);
+    expect((await fetch(`http://127.0.0.1:${gateway.metricsPort}/metrics`)).status).toBe(401);
+    const gatewayScrape = await scrape(`http://127.0.0.1:${gateway.metricsPort}/metrics`);
+    expect(sampleValue(gatewayScrape, 'shardpipe_gateway_requests_total', { method: 'Put', code: 'OK' })).toBe(1);
+    expect(sampleValue(gatewayScrape, 'shardpipe_gateway_requests_total', { method: 'Get', code: 'NOT_FOUND' })).toBe(1);
+    expect(sampleValue(gatewayScrape, 'shardpipe_gateway_request_duration_seconds_count', { method: 'Put' })).toBe(1);
+    expect(sampleValue(gatewayScrape, 'shardpipe_gateway_requests_in_flight', {})).toBe(0);
+    const exported = new Set([...nodeScrapes, workerScrape, serverScrape, gatewayScrape].flatMap((f) => [...exportedNames(f)]));
 
     const referenced = new Map<string, string>();
     for (const rule of await alertRules()) for (const name of metricNames(rule.expr)) referenced.set(name, `alerts.yml ${rule.alert}`);
