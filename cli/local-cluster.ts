@@ -194,17 +194,24 @@ export class LocalCluster {
     await writeFile(portsFile, JSON.stringify({ clientPort: this.etcd.clientPort, peerPort: this.etcd.peerPort }));
     const lease = this.options.lease ?? '3s';
     const ready: Array<Promise<void>> = [];
-    for (const [i, address] of this.addresses.entries()) {
-      let readyNow: () => void = () => undefined;
-      ready.push(new Promise<void>((resolve) => (readyNow = resolve)));
-      const node = await this.startNode(address, this.nodeDir(i), ['--etcd', this.etcd.url, '--lease', lease], 'registered', (e) => e.event === 'ready' && readyNow());
-      this.nodes.push(node);
-    }
-    this.coordinator = await startCliChild(['coordinator', '--etcd', this.etcd.url, '--lease', lease], 'coordinator', this.options.logger.child({ coordinator: 1 }), {}, {
-      onEvent: (e) => {
-        if (e.event === 'changed') this.events.emit('change', { version: Number(e.version), changes: e.changes as CoordinatorChange['changes'], atMs: Date.now() });
-      },
-    });
+    const etcdUrl = this.etcd.url;
+    // All at once (each is a Node.js start); a node that fails to start is stopped with the rest.
+    const started = await Promise.allSettled([
+      ...this.addresses.map(async (address, i) => {
+        let readyNow: () => void = () => undefined;
+        ready.push(new Promise<void>((resolve) => (readyNow = resolve)));
+        this.nodes.push(await this.startNode(address, this.nodeDir(i), ['--etcd', etcdUrl, '--lease', lease], 'registered', (e) => e.event === 'ready' && readyNow()));
+      }),
+      (async () => {
+        this.coordinator = await startCliChild(['coordinator', '--etcd', etcdUrl, '--lease', lease], 'coordinator', this.options.logger.child({ coordinator: 1 }), {}, {
+          onEvent: (e) => {
+            if (e.event === 'changed') this.events.emit('change', { version: Number(e.version), changes: e.changes as CoordinatorChange['changes'], atMs: Date.now() });
+          },
+        });
+      })(),
+    ]);
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed !== undefined) throw failed.reason;
     const etcd = connectEtcd({ url: this.etcd.url });
     try {
       const store = new EtcdMapStore(etcd, this.etcd.url);
