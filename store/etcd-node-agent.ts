@@ -6,6 +6,7 @@ import { EtcdMapStore, type NodeRegistration, type StoredMap, type SyncReport } 
 import { NodeConnection, type StoreCredentials } from './node-connection.js';
 import { readNodeOf, type PartitionMap } from './partition-map.js';
 import { syncReplica, type SyncProgress } from './replica-sync.js';
+import { StoreError } from './store-errors.js';
 import type { StoreNode } from './store-node.js';
 
 /** Options of a node's etcd membership. */
@@ -77,6 +78,10 @@ export class EtcdNodeAgent {
         agent.loop = agent.keepAlive();
         return agent;
       } catch (err) {
+        if (err instanceof StoreError && err.code === 'STORE_NODE_DUPLICATE') {
+          etcd.close();
+          throw err;
+        }
         if (Date.now() >= deadline || isEtcdAuthFailure(err)) {
           etcd.close();
           throw etcdFailure(err, display, `registering node ${options.node} (tried for ${timeoutMs} ms)`, options.etcd.callTimeoutMs);
@@ -289,7 +294,9 @@ export class EtcdNodeAgent {
       this.logger.info({ leaseMs }, 'registered in etcd again under a new lease');
       this.confirmed(sentAt);
     } catch (err) {
-      this.logger.debug({ err: (err as Error).message }, 'registering in etcd again failed; retrying');
+      // Someone else took this node's name while its lease was gone: it stays fenced rather than share it.
+      if (err instanceof StoreError && err.code === 'STORE_NODE_DUPLICATE') this.logger.error({ err }, 'registering in etcd again failed: another process holds this node\'s registration; staying fenced');
+      else this.logger.debug({ err: (err as Error).message }, 'registering in etcd again failed; retrying');
     }
   }
 
@@ -331,19 +338,63 @@ interface RunningSync {
   writes: Promise<void>;
 }
 
+/**
+ * Registers `address` under a fresh lease, only if no one holds the registration: two nodes started
+ * with the same --node would otherwise overwrite each other's. A registration left by a node that
+ * died (SIGKILL, restarted at once) goes when its lease runs out, so that one is waited for, up to
+ * its lease and a second more; one still there after that is kept alive by a live process.
+ */
 async function register(etcd: Etcd3, store: EtcdMapStore, address: string, ttl: number): Promise<{ lease: Lease; leaseMs: number }> {
   const lease = etcd.lease(ttl, { autoKeepAlive: false });
+  const key = store.keys.node(address);
   try {
-    await lease.grant();
+    const leaseId = await lease.grant();
     // etcd may grant more than asked (its minimum TTL): fence by what it granted.
     const res = await lease.keepaliveOnce({ deadline: Date.now() + 5000 });
     const leaseMs = Number(res.TTL) * 1000;
     const registration: NodeRegistration = { node: address, registeredAtMs: Date.now(), leaseMs, pid: process.pid };
-    await lease.put(store.keys.node(address)).value(JSON.stringify(registration)).exec();
-    return { lease, leaseMs };
+    let deadline: number | undefined;
+    for (;;) {
+      const put = await etcd.if(key, 'Create', '==', 0).then(etcd.put(key).value(JSON.stringify(registration)).lease(leaseId)).else(etcd.get(key)).commit();
+      if (put.succeeded) return { lease, leaseMs };
+      const held = put.responses[0]?.response_range?.kvs[0];
+      if (held === undefined) continue;
+      const holder = parseRegistration(held.value.toString());
+      deadline ??= Date.now() + (holder?.leaseMs ?? ttl * 1000) + 1000;
+      if (Date.now() >= deadline) {
+        throw new StoreError(
+          'STORE_NODE_DUPLICATE',
+          `another process is registered in etcd as node ${address} (pid ${holder?.pid ?? '?'}, registered ${holder ? new Date(holder.registeredAtMs).toISOString() : 'at an unknown time'}) and keeps its lease alive: every node needs its own --node HOST:PORT; stop the other one or pick another address`,
+        );
+      }
+      await untilChanged(store, put.header.revision, deadline);
+    }
   } catch (err) {
     lease.release();
     throw err;
+  }
+}
+
+function parseRegistration(text: string): NodeRegistration | undefined {
+  try {
+    return JSON.parse(text) as NodeRegistration;
+  } catch {
+    // Not ours to read: wait the default lease for it.
+    return undefined;
+  }
+}
+
+/** Resolves when a registration changes after `revision` (by watch) or at `deadline`. */
+async function untilChanged(store: EtcdMapStore, revision: string, deadline: number): Promise<void> {
+  let wake: () => void = () => undefined;
+  const woken = new Promise<void>((resolve) => (wake = resolve));
+  const watcher = await store.watchNodes(revision, () => wake());
+  const timer = setTimeout(wake, Math.max(0, deadline - Date.now()));
+  try {
+    await woken;
+  } finally {
+    clearTimeout(timer);
+    await watcher.cancel();
   }
 }
 
