@@ -104,11 +104,12 @@ export function registerDemoCommand(program: Command, ctx: CliContext): void {
 
       say('\n== cluster check: every replica of every partition digests it');
       const check = await runStage('check', ['cluster', 'check', '--json'], env, signal, [EXIT.ok, EXIT.failed]);
-      const partitions = check.report.partitions as Array<{ consistent: boolean; replicas: Array<{ count: number; state: string }> }>;
+      const partitions = check.report.partitions as Array<{ consistent: boolean; replicas: Array<{ node: string; count: number; state: string; error?: string }> }>;
+      const checkError = partitions.flatMap((p) => p.replicas.filter((r) => r.error !== undefined).map((r) => `${r.node}: ${r.error}`))[0];
       const stored = partitions.reduce((n, p) => n + (p.replicas.find((r) => r.state === 'serving')?.count ?? 0), 0);
       const rowsLost = rows - stored;
       const replicaCopies = partitions.reduce((n, p) => n + p.replicas.filter((r) => r.state === 'serving').length, 0);
-      stages.push({ ...check.stage, rows: stored, detail: `${check.report.consistent === true ? 'consistent' : 'NOT consistent'}: ${partitions.length} partitions, ${replicaCopies} serving replicas, rows lost ${rowsLost}` });
+      stages.push({ ...check.stage, rows: stored, detail: `${check.report.consistent === true ? 'consistent' : 'NOT consistent'}: ${partitions.length} partitions, ${replicaCopies} serving replicas, rows lost ${rowsLost}${checkError === undefined ? '' : `; ${checkError}`}` });
 
       say('\n== backup');
       const shardRows = String(Math.max(10_000, Math.ceil(rows / 8)));
