@@ -92,7 +92,12 @@ export interface ReplicaView {
   up: boolean | null;
   /** The last write sequence number the replica applied (the head: assigned); null = not reported. */
   lastSeq: number | null;
-  /** The head's lastSeq minus this replica's (0 for the head; ≥ 0); null when either is unknown. Both come from one poll, read at about the same moment. */
+  /**
+   * The head's lastSeq minus this replica's (0 for the head; ≥ 0); null when either is unknown. Both
+   * come from one poll, read at about the same moment. Right after a chain change a replica that
+   * has not received a write under the new epoch reports 0, so a quiet chain may show a lag until
+   * its next write.
+   */
   lagSequences: number | null;
   /** Writes this replica forwarded that the tail has not acknowledged; null = not reported. */
   unacked: number | null;
