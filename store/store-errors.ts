@@ -43,7 +43,7 @@ export const STORE_ERROR_CODES = {
   /** cluster init found a map in etcd already. */
   STORE_CLUSTER_MAP_EXISTS: { grpc: status.FAILED_PRECONDITION, retryable: false },
   /** Another live process holds this node's registration in etcd (two nodes started with one --node). */
-  STORE_NODE_DUPLICATE: { grpc: status.ALREADY_EXISTS, retryable: false },
+  STORE_NODE_DUPLICATE: { grpc: status.FAILED_PRECONDITION, retryable: false },
   /** A replica sync's copy did not match the checksum of the snapshot it copied (the sync starts again). */
   STORE_SYNC_MISMATCH: { grpc: status.ABORTED, retryable: true },
   /** cluster repair was asked for a replica it cannot resync (not in the chain, or the chain's only serving replica). */
