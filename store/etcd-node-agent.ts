@@ -16,6 +16,13 @@ export interface EtcdNodeAgentOptions {
   node: string;
   /** Lease asked for, ms (etcd grants whole seconds, at least its minimum TTL). Default 5000. */
   leaseMs?: number;
+  /**
+   * The identity of the node's data folder (kept in it). A registration under this address with the
+   * same identity is this node's own from an earlier run (restarted within its lease) and is taken
+   * over at once; one with another identity belongs to another process (STORE_NODE_DUPLICATE unless
+   * it goes within its lease). Omitted: every existing registration counts as another process's.
+   */
+  identity?: string;
   /** How long start-up tries to reach etcd before failing with STORE_ETCD_UNAVAILABLE. Default 10000 ms. */
   connectTimeoutMs?: number;
   logger: Logger;
@@ -33,6 +40,7 @@ export class EtcdNodeAgent {
   readonly store: EtcdMapStore;
   private readonly etcd: Etcd3;
   private readonly address: string;
+  private readonly identity: string | undefined;
   private readonly logger: Logger;
   private readonly askedTtlSeconds: number;
   private lease: Lease;
@@ -51,6 +59,7 @@ export class EtcdNodeAgent {
     this.etcd = etcd;
     this.store = store;
     this.address = options.node;
+    this.identity = options.identity;
     this.logger = options.logger.child({ module: 'etcd-membership' });
     this.askedTtlSeconds = ttlSeconds(options.leaseMs ?? 5000);
     this.lease = lease;
@@ -72,7 +81,7 @@ export class EtcdNodeAgent {
     const ttl = ttlSeconds(options.leaseMs ?? 5000);
     for (;;) {
       try {
-        const { lease, leaseMs } = await register(etcd, store, options.node, ttl);
+        const { lease, leaseMs } = await register(etcd, store, options.node, ttl, options.identity);
         const agent = new EtcdNodeAgent(etcd, store, options, lease, leaseMs);
         agent.logger.info({ etcd: display, node: options.node, leaseMs }, 'registered in etcd');
         agent.loop = agent.keepAlive();
@@ -288,7 +297,7 @@ export class EtcdNodeAgent {
     this.lease.release();
     const sentAt = Date.now();
     try {
-      const { lease, leaseMs } = await register(this.etcd, this.store, this.address, this.askedTtlSeconds);
+      const { lease, leaseMs } = await register(this.etcd, this.store, this.address, this.askedTtlSeconds, this.identity);
       this.lease = lease;
       this.grantedLeaseMs = leaseMs;
       this.logger.info({ leaseMs }, 'registered in etcd again under a new lease');
@@ -339,12 +348,13 @@ interface RunningSync {
 }
 
 /**
- * Registers `address` under a fresh lease, only if no one holds the registration: two nodes started
- * with the same --node would otherwise overwrite each other's. A registration left by a node that
- * died (SIGKILL, restarted at once) goes when its lease runs out, so that one is waited for, up to
- * its lease and a second more; one still there after that is kept alive by a live process.
+ * Registers `address` under a fresh lease, only if no one else holds the registration: two nodes
+ * started with the same --node would otherwise overwrite each other's. This node's own registration
+ * from an earlier run (same data-folder identity) is taken over at once. Any other is waited for, up
+ * to its lease and a second more (a node without an identity that died goes with its lease); one
+ * still there after that is kept alive by a live process.
  */
-async function register(etcd: Etcd3, store: EtcdMapStore, address: string, ttl: number): Promise<{ lease: Lease; leaseMs: number }> {
+async function register(etcd: Etcd3, store: EtcdMapStore, address: string, ttl: number, identity: string | undefined): Promise<{ lease: Lease; leaseMs: number }> {
   const lease = etcd.lease(ttl, { autoKeepAlive: false });
   const key = store.keys.node(address);
   try {
@@ -352,7 +362,7 @@ async function register(etcd: Etcd3, store: EtcdMapStore, address: string, ttl: 
     // etcd may grant more than asked (its minimum TTL): fence by what it granted.
     const res = await lease.keepaliveOnce({ deadline: Date.now() + 5000 });
     const leaseMs = Number(res.TTL) * 1000;
-    const registration: NodeRegistration = { node: address, registeredAtMs: Date.now(), leaseMs, pid: process.pid };
+    const registration: NodeRegistration = { node: address, registeredAtMs: Date.now(), leaseMs, pid: process.pid, ...(identity === undefined ? {} : { identity }) };
     let deadline: number | undefined;
     for (;;) {
       const put = await etcd.if(key, 'Create', '==', 0).then(etcd.put(key).value(JSON.stringify(registration)).lease(leaseId)).else(etcd.get(key)).commit();
@@ -360,6 +370,12 @@ async function register(etcd: Etcd3, store: EtcdMapStore, address: string, ttl: 
       const held = put.responses[0]?.response_range?.kvs[0];
       if (held === undefined) continue;
       const holder = parseRegistration(held.value.toString());
+      if (identity !== undefined && holder?.identity === identity) {
+        // This node's own registration from before a restart: take it over, unless it changed meanwhile.
+        const taken = await etcd.if(key, 'Mod', '==', held.mod_revision).then(etcd.put(key).value(JSON.stringify(registration)).lease(leaseId)).commit();
+        if (taken.succeeded) return { lease, leaseMs };
+        continue;
+      }
       deadline ??= Date.now() + (holder?.leaseMs ?? ttl * 1000) + 1000;
       if (Date.now() >= deadline) {
         throw new StoreError(

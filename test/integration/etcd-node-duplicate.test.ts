@@ -9,7 +9,7 @@ afterEach(async () => {
 });
 
 describe('one registration per --node address', () => {
-  it('a second node started with the same --node refuses to start with STORE_NODE_DUPLICATE and leaves the first registered; a node SIGKILLed and restarted at once is not refused', async () => {
+  it('a second node started with the same --node refuses to start with STORE_NODE_DUPLICATE and leaves the first registered; a node SIGKILLed and restarted at once on its data folder takes its registration over', async () => {
     cluster = await EtcdTestCluster.start({ lease: '1s' });
     const first = await cluster.startNode();
     const address = [...cluster.nodes.keys()][0]!;
@@ -24,7 +24,7 @@ describe('one registration per --node address', () => {
     expect(await cluster.waitForLease(address, (l) => l !== undefined)).toBe(leaseBefore);
     expect(first.child!.exitCode).toBeNull();
 
-    // A crash leaves a registration behind until its lease runs out: a restart waits for that, not refuses.
+    // A crash leaves a registration behind until its lease runs out: the same node (its own data folder) takes it over.
     await first.kill('SIGKILL');
     const restarted = await cluster.startNode(address);
     const leaseAfter = await cluster.waitForLease(address, (l) => l !== undefined);
