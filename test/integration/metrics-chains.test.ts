@@ -30,7 +30,7 @@ async function partitionsWhen(url: string, test: (ps: PartitionView[]) => boolea
 }
 
 describe('metrics server on a replicated cluster', () => {
-  it('shows every chain with replica states, sequence numbers and lag (page API and /metrics); a SIGKILLed node leaves the chains there; a fresh node joins every chain as tail, serves, and is at the head's sequence number once written to', async () => {
+  it('shows every chain with replica states, sequence numbers and lag (page API and /metrics); a SIGKILLed node leaves the chains there; a fresh node joins every chain as tail, serves, and is at the head sequence number once written to', async () => {
     cluster = await EtcdTestCluster.start({ lease: '1s' });
     await Promise.all([cluster.startNode(), cluster.startNode(), cluster.startNode()]);
     await cluster.startCoordinator();
