@@ -3,7 +3,11 @@ import { CliProcess, EtcdTestCluster } from '../helpers/etcd-cluster.js';
 
 // Real etcd and real `store start --etcd` processes: two nodes must not share one --node address.
 let cluster: EtcdTestCluster | undefined;
+// Not in the cluster's node list (its address is taken): stopped here if an assertion fails first.
+let impostor: CliProcess | undefined;
 afterEach(async () => {
+  await impostor?.kill();
+  impostor = undefined;
   await cluster?.close();
   cluster = undefined;
 });
@@ -15,7 +19,7 @@ describe('one registration per --node address', () => {
     const address = [...cluster.nodes.keys()][0]!;
     const leaseBefore = await cluster.waitForLease(address, (l) => l !== undefined);
 
-    const second = new CliProcess(['store', 'start', '--etcd', cluster.etcd.url, '--node', address, '--data', cluster.dir.sub('impostor'), '--lease', '1s']).start();
+    const second = (impostor = new CliProcess(['store', 'start', '--etcd', cluster.etcd.url, '--node', address, '--data', cluster.dir.sub('impostor'), '--lease', '1s']).start());
     const [code] = (await new Promise((resolve) => second.child!.once('exit', (...a) => resolve(a)))) as [number | null];
     expect(code).toBe(1);
     expect(second.stderr).toContain('STORE_NODE_DUPLICATE');
