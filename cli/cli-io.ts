@@ -49,8 +49,8 @@ export function parsePositiveInt(value: string, flag: string): number {
 }
 
 /** Runs `fn` with a client for the seeds (with the context's token and TLS) and always closes it. */
-export async function withClient<T>(seeds: string[], ctx: { logger: Logger; storeCredentials(): StoreCredentials }, fn: (client: StoreClient) => Promise<T>): Promise<T> {
-  const client = new StoreClient({ seeds, logger: ctx.logger, credentials: ctx.storeCredentials() });
+export async function withClient<T>(seeds: string[], ctx: { logger: Logger; storeCredentials(): StoreCredentials }, fn: (client: StoreClient) => Promise<T>, rpcDeadlineMs?: number): Promise<T> {
+  const client = new StoreClient({ seeds, logger: ctx.logger, credentials: ctx.storeCredentials(), ...(rpcDeadlineMs === undefined ? {} : { rpcDeadlineMs }) });
   try {
     return await fn(client);
   } finally {

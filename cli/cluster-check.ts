@@ -5,6 +5,8 @@ import { EXIT, formatTable, parsePositiveInt, withClient } from './cli-io.js';
 import type { CliContext } from './cli-context.js';
 import { etcdConnectionOf, type EtcdFlags } from './etcd-options.js';
 
+/** How long one replica's digest of a partition may take. */
+const REPLICA_DIGEST_TIMEOUT_MS = 60_000;
 /** Pieces a diverging range is cut into per round of the search for the first difference. */
 const SEARCH_PARTS = 16;
 /** Rounds of that search (16² pieces at most): enough to name a small range without a full diff. */
@@ -60,7 +62,8 @@ export async function clusterCheck(ctx: CliContext, opts: { seeds?: string; json
     const out: PartitionReport[] = [];
     for (const p of map.partitions) out.push(await checkPartition(client, p));
     return out;
-  });
+    // One Checksum digests a whole replica: a large partition on a busy node needs longer than the client's usual 10 s per call.
+  }, REPLICA_DIGEST_TIMEOUT_MS);
   const consistent = reports.every((r) => r.consistent);
   if (opts.json) {
     ctx.print(JSON.stringify({ consistent, partitions: reports }));
@@ -125,7 +128,7 @@ async function digests(client: StoreClient, p: Partition, start: Buffer, end: Bu
     nodes.map(async (node): Promise<ReplicaReport> => {
       const inMap = p.chain.find((r) => r.node === node)?.state ?? 'unknown';
       try {
-        const r = await client.replicaChecksum(node, p, start, end, { timeoutMs: 60_000 });
+        const r = await client.replicaChecksum(node, p, start, end, { timeoutMs: REPLICA_DIGEST_TIMEOUT_MS });
         return { node, count: r.digest.count, digest: r.digest.toHex(), state: r.state || inMap, stream: r.chain.stream, seq: r.chain.seq };
       } catch (err) {
         return { node, count: 0, digest: '', state: inMap, stream: '', seq: 0, error: err instanceof StoreError ? `${err.code}: ${err.message}` : (err as Error).message };

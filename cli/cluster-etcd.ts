@@ -13,6 +13,7 @@ export interface InitEtcdFlags extends EtcdFlags {
   splitKeys?: string;
   replicas: string;
   wait: string;
+  existsOk?: boolean;
 }
 
 /** Flags of `cluster status`. */
@@ -40,6 +41,10 @@ export async function clusterInitEtcd(ctx: CliContext, opts: InitEtcdFlags & { e
   const store = new EtcdMapStore(etcd, display);
   try {
     const existing = await store.read();
+    if (existing !== undefined && opts.existsOk) {
+      ctx.print(`etcd at ${display} holds a partition map already (version ${existing.map.version}, ${existing.map.partitions.length} partitions, ${existing.map.replicas} replicas each): left as it is`);
+      return;
+    }
     if (existing !== undefined) {
       throw new StoreError('STORE_CLUSTER_MAP_EXISTS', `etcd at ${display} holds a partition map already (version ${existing.map.version}, ${existing.map.partitions.length} partitions): the coordinator changes it from here; see shardpipe cluster status`);
     }

@@ -18,8 +18,12 @@ export interface LocalStackOptions {
   basePort?: number;
   /** Give every store node a Prometheus /metrics port. Default false. */
   nodeMetrics?: boolean;
-  /** The partition map for the nodes' addresses. */
+  /** The partition map for the nodes' addresses (with replicas ≥ 2: its ranges; chains are placed on the registered nodes). */
   map: (addresses: string[]) => PartitionMap;
+  /** Replicas per partition: 1 (default) a static map file, no etcd; 2 or more a private etcd, a coordinator and chains (LocalCluster). */
+  replicas?: number;
+  /** Node and coordinator lease with replicas ≥ 2. Default "3s". */
+  lease?: string;
   /** Use this Redis instead of starting a private one. */
   redisUrl?: string;
   /** Dashboard port; 0 = any free one. Default 0. */
@@ -33,7 +37,7 @@ export interface LocalStackOptions {
 
 /**
  * Everything shardpipe needs on one machine, the shape of docker-compose.yml: Redis, store nodes
- * and workers as child processes, and the metrics server with its dashboard in this process.
+ * (with replicas ≥ 2 also etcd and a coordinator) and workers as child processes, and the metrics server with its dashboard in this process.
  * Locked like a deployment: a token file with fresh tokens (`<dataDir>/tokens`, mode 0600)
  * guards every node, /metrics and the dashboard. Closed in reverse order of start.
  */
@@ -61,7 +65,7 @@ export class LocalStack {
     let cluster: LocalCluster | undefined;
     let metrics: MetricsServer | undefined;
     try {
-      cluster = await LocalCluster.start({ dataDir: join(options.dataDir, 'cluster'), nodes: options.nodes, basePort: options.basePort, metricsPorts: options.nodeMetrics, map: options.map, tokenFile, logger });
+      cluster = await LocalCluster.start({ dataDir: join(options.dataDir, 'cluster'), nodes: options.nodes, basePort: options.basePort, metricsPorts: options.nodeMetrics, map: options.map, replicas: options.replicas, lease: options.lease, tokenFile, logger });
       // Loaded here, not at import: the dashboard (bull-board, express) is a third of the CLI's start-up, and only `up` and `demo` serve it.
       const { MetricsServer } = await import('../metrics-server/index.js');
       metrics = await MetricsServer.start({

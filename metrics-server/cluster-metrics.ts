@@ -1,5 +1,5 @@
 import { Gauge, Histogram, type Registry } from 'prom-client';
-import type { PartitionPoller, PartitionView, PollResult } from './partition-poller.js';
+import type { PartitionPoller, PartitionView, PollResult, ReplicaView } from './partition-poller.js';
 
 export interface ClusterMetricsOptions {
   /** Where the metrics are registered. Required. */
@@ -70,6 +70,51 @@ export class ClusterMetrics {
     perPartition('shardpipe_partition_logical_bytes', 'Sum of key and record sizes per partition, bytes', (p) => p.logicalBytes, 'sum');
     perPartition('shardpipe_partition_disk_bytes', 'LevelDB on-disk size estimate per partition, bytes', (p) => p.diskBytes, 'sum');
     perPartition('shardpipe_partition_figures_age_seconds', 'Age of the partition figures (grows while the node is unreachable); _other: the oldest', (p) => (p.ageMs === null ? null : p.ageMs / 1000), 'max');
+
+    // Chains: one series per replica of the first maxPartitionSeries partitions (no folding: a
+    // state or a lag summed over partitions would say nothing).
+    const perReplica = (name: string, help: string, pick: (r: ReplicaView) => number | null): void => {
+      new Gauge({
+        name,
+        help,
+        labelNames,
+        registers,
+        collect(this: Gauge<'partition' | 'node'>) {
+          this.reset();
+          for (const p of partitions().slice(0, cap)) {
+            for (const r of p.chain) {
+              const value = pick(r);
+              if (value !== null) this.set({ partition: String(p.id), node: r.node }, value);
+            }
+          }
+        },
+      });
+    };
+    new Gauge({
+      name: 'shardpipe_cluster_replica_state',
+      help: "1 for each replica of each partition's chain in its state (serving, syncing), as the partition map has it",
+      labelNames: [...labelNames, 'state'],
+      registers,
+      collect(this: Gauge<'partition' | 'node' | 'state'>) {
+        this.reset();
+        for (const p of partitions().slice(0, cap)) for (const r of p.chain) this.set({ partition: String(p.id), node: r.node, state: r.state }, 1);
+      },
+    });
+    new Gauge({
+      name: 'shardpipe_cluster_chain_replicas',
+      help: "Replicas in each partition's chain (fewer than the map's replicas: a node was dropped and no replacement has synced yet)",
+      labelNames: ['partition'],
+      registers,
+      collect(this: Gauge<'partition'>) {
+        this.reset();
+        for (const p of partitions().slice(0, cap)) this.set({ partition: String(p.id) }, p.chain.length);
+      },
+    });
+    perReplica('shardpipe_cluster_replica_lag_sequences', "Writes a replica is behind its chain's head: the head's last sequence number minus the replica's, from one poll of both (0 on the head)", (r) => r.lagSequences);
+    perReplica('shardpipe_cluster_replica_unacked_writes', "Writes a replica forwarded down its chain that the tail has not acknowledged yet", (r) => r.unacked);
+    perReplica('shardpipe_cluster_replica_sync_rows', 'Rows a syncing replica has copied so far in its current sync', (r) => r.sync?.rows ?? null);
+    perReplica('shardpipe_cluster_replica_sync_bytes', 'Key + value bytes a syncing replica has copied so far in its current sync', (r) => r.sync?.bytes ?? null);
+    perReplica('shardpipe_cluster_replica_sync_total_rows', 'Rows in the snapshot a syncing replica copies (0 until it has one)', (r) => r.sync?.totalRows ?? null);
 
     new Gauge({
       name: 'shardpipe_partition_series_folded',

@@ -1,7 +1,7 @@
 export { MetricsServer } from './metrics-server.js';
 export type { MetricsServerOptions } from './metrics-server.js';
 export { PartitionPoller } from './partition-poller.js';
-export type { PartitionPollerOptions, PollResult, PartitionStatus, PartitionRates, PartitionView, NodeView, ClusterView } from './partition-poller.js';
+export type { PartitionPollerOptions, PollResult, PartitionStatus, PartitionRates, PartitionView, ReplicaView, NodeView, ClusterView } from './partition-poller.js';
 export { ClusterMetrics, OTHER_PARTITIONS } from './cluster-metrics.js';
 export type { ClusterMetricsOptions } from './cluster-metrics.js';
 export { ShardPlanner } from './shard-planner.js';

@@ -1,5 +1,5 @@
 import type { Logger } from '../common/index.js';
-import { displayBytes, type PartitionMap, type StoreClient } from '../store/index.js';
+import { displayBytes, type Partition, type PartitionMap, type StoreClient } from '../store/index.js';
 
 /** Options of the poller. Times in milliseconds. */
 export interface PartitionPollerOptions {
@@ -79,6 +79,30 @@ export interface PartitionView {
   ageMs: number | null;
   /** Null until two samples exist, and while the figures are not current. */
   rates: PartitionRates | null;
+  /** The partition's chain, head first (one entry for a single-replica partition), as the map has it, with what each replica's node last reported. */
+  chain: ReplicaView[];
+}
+
+/** One replica of a partition's chain. */
+export interface ReplicaView {
+  node: string;
+  /** serving or syncing (the map's). */
+  state: string;
+  /** Whether the node answered the last poll; null before the first. */
+  up: boolean | null;
+  /** The last write sequence number the replica applied (the head: assigned); null = not reported. */
+  lastSeq: number | null;
+  /**
+   * The head's lastSeq minus this replica's (0 for the head; ≥ 0); null when either is unknown. Both
+   * come from one poll, read at about the same moment. Right after a chain change a replica that
+   * has not received a write under the new epoch reports 0, so a quiet chain may show a lag until
+   * its next write.
+   */
+  lagSequences: number | null;
+  /** Writes this replica forwarded that the tail has not acknowledged; null = not reported. */
+  unacked: number | null;
+  /** A syncing replica's copy progress; null otherwise. */
+  sync: { rows: number; bytes: number; totalRows: number } | null;
 }
 
 /** One store node of the map. */
@@ -88,7 +112,10 @@ export interface NodeView {
   up: boolean | null;
   /** The map version the node reported; null if it never answered. */
   mapVersion: number | null;
+  /** Partitions whose chain it heads. */
   partitions: number;
+  /** Replicas it holds, any place in a chain. */
+  replicas: number;
   /** Unix ms of the last answer; null = never. */
   lastSeenMs: number | null;
   /** Why the last poll got no answer. */
@@ -125,6 +152,12 @@ interface Sample {
   atMs: number;
 }
 
+interface ReplicaSample {
+  lastSeq: number;
+  unacked: number;
+  sync: { rows: number; bytes: number; totalRows: number } | null;
+}
+
 interface NodeState {
   up: boolean;
   mapVersion: number | null;
@@ -149,6 +182,7 @@ export class PartitionPoller {
   private readonly samples = new Map<number, { current: Sample; previous?: Sample }>();
   /** Partitions read in the last poll. */
   private fresh = new Set<number>();
+  private replicas = new Map<string, ReplicaSample>();
   private readonly nodes = new Map<string, NodeState>();
   private readonly history: ClusterView['history'] = [];
   private lastPoll: PollResult | null = null;
@@ -240,6 +274,7 @@ export class PartitionPoller {
         sampledAtMs: current?.atMs ?? null,
         ageMs: current ? Math.max(0, now - current.atMs) : null,
         rates,
+        chain: this.chainOf(p),
       };
     });
   }
@@ -248,13 +283,14 @@ export class PartitionPoller {
   nodeViews(): NodeView[] {
     const map = this.map;
     if (!map) return [];
-    return map.nodes().map((node) => {
+    return map.replicaNodes().map((node) => {
       const state = this.nodes.get(node);
       return {
         node,
         up: state?.up ?? null,
         mapVersion: state?.mapVersion ?? null,
         partitions: map.partitionsOf(node).length,
+        replicas: map.replicasOf(node).length,
         lastSeenMs: state?.lastSeenMs ?? null,
         error: state?.error ?? null,
       };
@@ -280,6 +316,23 @@ export class PartitionPoller {
       lastPoll: this.lastPoll,
       history: [...this.history],
     };
+  }
+
+  /** A partition's chain with the last poll's figures of each replica. */
+  private chainOf(p: Partition): ReplicaView[] {
+    const head = this.replicas.get(`${p.id}/${p.chain[0]?.node}`);
+    return p.chain.map((r) => {
+      const sample = this.replicas.get(`${p.id}/${r.node}`);
+      return {
+        node: r.node,
+        state: r.state,
+        up: this.nodes.get(r.node)?.up ?? null,
+        lastSeq: sample?.lastSeq ?? null,
+        lagSequences: sample === undefined || head === undefined ? null : Math.max(0, head.lastSeq - sample.lastSeq),
+        unacked: sample?.unacked ?? null,
+        sync: sample?.sync ?? null,
+      };
+    });
   }
 
   /** The current map, if one was ever fetched. */
@@ -311,6 +364,8 @@ export class PartitionPoller {
       const answers = await this.client.stats(options);
       const atMs = this.now();
       const fresh = new Set<number>();
+      // Only this poll's answers: a replica's figures are never mixed with another poll's head figures.
+      const replicas = new Map<string, ReplicaSample>();
       let up = 0;
       for (const answer of answers) {
         const state = this.nodes.get(answer.node) ?? { up: false, mapVersion: null, lastSeenMs: null, error: null };
@@ -323,6 +378,9 @@ export class PartitionPoller {
         }
         up++;
         Object.assign(state, { up: true, mapVersion: answer.result.mapVersion, lastSeenMs: atMs, error: null });
+        for (const r of answer.result.replicas) {
+          replicas.set(`${r.partitionId}/${answer.node}`, { lastSeq: r.lastSeq, unacked: r.unacked, sync: r.state === 'syncing' ? { rows: r.syncRows, bytes: r.syncBytes, totalRows: r.syncTotalRows } : null });
+        }
         for (const s of answer.result.partitions) {
           // Figures belong to the partition id; the range and node shown are the current map's.
           if (!map.byId(s.id)) continue;
@@ -332,8 +390,9 @@ export class PartitionPoller {
         }
       }
       for (const id of this.samples.keys()) if (!map.byId(id)) this.samples.delete(id);
-      for (const node of this.nodes.keys()) if (!map.nodes().includes(node)) this.nodes.delete(node);
+      for (const node of this.nodes.keys()) if (!map.replicaNodes().includes(node)) this.nodes.delete(node);
       this.fresh = fresh;
+      this.replicas = replicas;
       result = { atMs: startedAt, durationMs: round(performance.now() - started), ok: up > 0, nodesUp: up, nodesDown: answers.length - up };
       if (up > 0) this.becomeReady();
       const totals = sumFigures(this.partitions());

@@ -109,9 +109,11 @@ export interface NodeRegistration {
   /** The lease's TTL as granted by etcd, in ms. */
   leaseMs: number;
   pid: number;
+  /** The identity of the node's data folder: a registration with the same one is this node's own, left by an earlier run. */
+  identity?: string;
 }
 
-const registrationSchema = z.object({ node: z.string(), registeredAtMs: z.number(), leaseMs: z.number(), pid: z.number() });
+const registrationSchema = z.object({ node: z.string(), registeredAtMs: z.number(), leaseMs: z.number(), pid: z.number(), identity: z.string().optional() });
 
 /** A map read from etcd with the etcd revision it was read at (a watch continues from there). */
 export interface StoredMap {

@@ -19,6 +19,13 @@ export interface EtcdNodeAgentOptions {
   node: string;
   /** Lease asked for, ms (etcd grants whole seconds, at least its minimum TTL). Default 5000. */
   leaseMs?: number;
+  /**
+   * The identity of the node's data folder (kept in it). A registration under this address with the
+   * same identity is this node's own from an earlier run (restarted within its lease) and is taken
+   * over at once; one with another identity belongs to another process (STORE_NODE_DUPLICATE unless
+   * it goes within its lease). Omitted: every existing registration counts as another process's.
+   */
+  identity?: string;
   /** How long start-up tries to reach etcd before failing with STORE_ETCD_UNAVAILABLE. Default 10000 ms. */
   connectTimeoutMs?: number;
   logger: Logger;
@@ -36,6 +43,7 @@ export class EtcdNodeAgent {
   readonly store: EtcdMapStore;
   private readonly etcd: Etcd3;
   private readonly address: string;
+  private readonly identity: string | undefined;
   private readonly logger: Logger;
   private readonly askedTtlSeconds: number;
   private lease: Lease;
@@ -54,6 +62,7 @@ export class EtcdNodeAgent {
     this.etcd = etcd;
     this.store = store;
     this.address = options.node;
+    this.identity = options.identity;
     this.logger = options.logger.child({ module: 'etcd-membership' });
     this.askedTtlSeconds = ttlSeconds(options.leaseMs ?? 5000);
     this.lease = lease;
@@ -75,12 +84,16 @@ export class EtcdNodeAgent {
     const ttl = ttlSeconds(options.leaseMs ?? 5000);
     for (;;) {
       try {
-        const { lease, leaseMs } = await register(etcd, store, options.node, ttl);
+        const { lease, leaseMs } = await register(etcd, store, options.node, ttl, options.identity);
         const agent = new EtcdNodeAgent(etcd, store, options, lease, leaseMs);
         agent.logger.info({ etcd: display, node: options.node, leaseMs }, 'registered in etcd');
         agent.loop = agent.keepAlive();
         return agent;
       } catch (err) {
+        if (err instanceof StoreError && err.code === 'STORE_NODE_DUPLICATE') {
+          etcd.close();
+          throw err;
+        }
         if (Date.now() >= deadline || isEtcdAuthFailure(err)) {
           etcd.close();
           throw etcdFailure(err, display, `registering node ${options.node} (tried for ${timeoutMs} ms)`, options.etcd.callTimeoutMs);
@@ -321,13 +334,15 @@ export class EtcdNodeAgent {
     this.lease.release();
     const sentAt = Date.now();
     try {
-      const { lease, leaseMs } = await register(this.etcd, this.store, this.address, this.askedTtlSeconds);
+      const { lease, leaseMs } = await register(this.etcd, this.store, this.address, this.askedTtlSeconds, this.identity);
       this.lease = lease;
       this.grantedLeaseMs = leaseMs;
       this.logger.info({ leaseMs }, 'registered in etcd again under a new lease');
       this.confirmed(sentAt);
     } catch (err) {
-      this.logger.debug({ err: (err as Error).message }, 'registering in etcd again failed; retrying');
+      // Someone else took this node's name while its lease was gone: it stays fenced rather than share it.
+      if (err instanceof StoreError && err.code === 'STORE_NODE_DUPLICATE') this.logger.error({ err }, 'registering in etcd again failed: another process holds this node\'s registration; staying fenced');
+      else this.logger.debug({ err: (err as Error).message }, 'registering in etcd again failed; retrying');
     }
   }
 
@@ -371,19 +386,70 @@ interface RunningSync {
   writes: Promise<void>;
 }
 
-async function register(etcd: Etcd3, store: EtcdMapStore, address: string, ttl: number): Promise<{ lease: Lease; leaseMs: number }> {
+/**
+ * Registers `address` under a fresh lease, only if no one else holds the registration: two nodes
+ * started with the same --node would otherwise overwrite each other's. This node's own registration
+ * from an earlier run (same data-folder identity) is taken over at once. Any other is waited for, up
+ * to its lease and a second more (a node without an identity that died goes with its lease); one
+ * still there after that is kept alive by a live process.
+ */
+async function register(etcd: Etcd3, store: EtcdMapStore, address: string, ttl: number, identity: string | undefined): Promise<{ lease: Lease; leaseMs: number }> {
   const lease = etcd.lease(ttl, { autoKeepAlive: false });
+  const key = store.keys.node(address);
   try {
-    await lease.grant();
+    const leaseId = await lease.grant();
     // etcd may grant more than asked (its minimum TTL): fence by what it granted.
     const res = await lease.keepaliveOnce({ deadline: Date.now() + 5000 });
     const leaseMs = Number(res.TTL) * 1000;
-    const registration: NodeRegistration = { node: address, registeredAtMs: Date.now(), leaseMs, pid: process.pid };
-    await lease.put(store.keys.node(address)).value(JSON.stringify(registration)).exec();
-    return { lease, leaseMs };
+    const registration: NodeRegistration = { node: address, registeredAtMs: Date.now(), leaseMs, pid: process.pid, ...(identity === undefined ? {} : { identity }) };
+    let deadline: number | undefined;
+    for (;;) {
+      const put = await etcd.if(key, 'Create', '==', 0).then(etcd.put(key).value(JSON.stringify(registration)).lease(leaseId)).else(etcd.get(key)).commit();
+      if (put.succeeded) return { lease, leaseMs };
+      const held = put.responses[0]?.response_range?.kvs[0];
+      if (held === undefined) continue;
+      const holder = parseRegistration(held.value.toString());
+      if (identity !== undefined && holder?.identity === identity) {
+        // This node's own registration from before a restart: take it over, unless it changed meanwhile.
+        const taken = await etcd.if(key, 'Mod', '==', held.mod_revision).then(etcd.put(key).value(JSON.stringify(registration)).lease(leaseId)).commit();
+        if (taken.succeeded) return { lease, leaseMs };
+        continue;
+      }
+      deadline ??= Date.now() + (holder?.leaseMs ?? ttl * 1000) + 1000;
+      if (Date.now() >= deadline) {
+        throw new StoreError(
+          'STORE_NODE_DUPLICATE',
+          `another process is registered in etcd as node ${address} (pid ${holder?.pid ?? '?'}, registered ${holder ? new Date(holder.registeredAtMs).toISOString() : 'at an unknown time'}) and keeps its lease alive: every node needs its own --node HOST:PORT; stop the other one or pick another address`,
+        );
+      }
+      await untilChanged(store, put.header.revision, deadline);
+    }
   } catch (err) {
     lease.release();
     throw err;
+  }
+}
+
+function parseRegistration(text: string): NodeRegistration | undefined {
+  try {
+    return JSON.parse(text) as NodeRegistration;
+  } catch {
+    // Not ours to read: wait the default lease for it.
+    return undefined;
+  }
+}
+
+/** Resolves when a registration changes after `revision` (by watch) or at `deadline`. */
+async function untilChanged(store: EtcdMapStore, revision: string, deadline: number): Promise<void> {
+  let wake: () => void = () => undefined;
+  const woken = new Promise<void>((resolve) => (wake = resolve));
+  const watcher = await store.watchNodes(revision, () => wake());
+  const timer = setTimeout(wake, Math.max(0, deadline - Date.now()));
+  try {
+    await woken;
+  } finally {
+    clearTimeout(timer);
+    await watcher.cancel();
   }
 }
 

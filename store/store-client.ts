@@ -86,7 +86,13 @@ export interface NodeStats {
   node: string;
   /** The node's answer, or why it gave none. */
   result:
-    | { ok: true; mapVersion: number; partitions: Array<{ id: number; approxCount: number; logicalBytes: number; diskBytes: number; lastWriteMs: number; reads: number; writes: number }> }
+    | {
+        ok: true;
+        mapVersion: number;
+        partitions: Array<{ id: number; approxCount: number; logicalBytes: number; diskBytes: number; lastWriteMs: number; reads: number; writes: number }>;
+        /** Every replica the node holds (any place in its chain): state, epoch, last sequence applied, unacknowledged forwards, sync progress. */
+        replicas: Array<{ partitionId: number; state: string; epoch: number; lastSeq: number; unacked: number; syncRows: number; syncBytes: number; syncTotalRows: number }>;
+      }
     | { ok: false; error: StoreError };
 }
 
@@ -356,10 +362,11 @@ export class StoreClient implements BulkPutter {
   async stats(options: CallOptions = {}): Promise<NodeStats[]> {
     const map = await this.map(options);
     return Promise.all(
-      map.readNodes().map(async (node): Promise<NodeStats> => {
+      // Every replica's node, not only the tails: replica states and sync progress live on each.
+      map.replicaNodes().map(async (node): Promise<NodeStats> => {
         try {
           const r = await this.router.connection(node).unary('partitionStats', { partitionIds: [] }, this.router.limits(this.router.deadline(options), options));
-          return { node, result: { ok: true, mapVersion: r.mapVersion, partitions: r.partitions } };
+          return { node, result: { ok: true, mapVersion: r.mapVersion, partitions: r.partitions, replicas: r.replicas } };
         } catch (err) {
           return { node, result: { ok: false, error: err as StoreError } };
         }

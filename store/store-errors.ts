@@ -42,6 +42,8 @@ export const STORE_ERROR_CODES = {
   STORE_CLUSTER_NODES_MISSING: { grpc: status.FAILED_PRECONDITION, retryable: false },
   /** cluster init found a map in etcd already. */
   STORE_CLUSTER_MAP_EXISTS: { grpc: status.FAILED_PRECONDITION, retryable: false },
+  /** Another live process holds this node's registration in etcd (two nodes started with one --node). */
+  STORE_NODE_DUPLICATE: { grpc: status.FAILED_PRECONDITION, retryable: false },
   /** A replica sync's copy did not match the checksum of the snapshot it copied (the sync starts again). */
   STORE_SYNC_MISMATCH: { grpc: status.ABORTED, retryable: true },
   /** cluster repair was asked for a replica it cannot resync (not in the chain, or the chain's only serving replica). */

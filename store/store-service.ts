@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { status as grpcStatus, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from '@grpc/grpc-js';
 import { roleAllows, type Logger, type Role } from '../common/index.js';
-import { StoreService, type Entry, type MultiOp, type MultiRequest, type MultiResult, type ScanBatch, type ScanRequest, type SnapshotInfo, type StoreServer as StoreHandlers } from './proto/gen/shardpipe/store/v1/store.js';
+import { StoreService, type Entry, type MultiOp, type MultiRequest, type MultiResult, type ReplicaStat, type ScanBatch, type ScanRequest, type SnapshotInfo, type StoreServer as StoreHandlers } from './proto/gen/shardpipe/store/v1/store.js';
 import { FIELD_LIMITS, MAX_MULTI_OPS, truncateForMessage, type FieldLimitContext } from './field-limits.js';
 import { decodePackedBulkInsert } from './bulk-insert-codec.js';
 import { packEntries } from './scan-batch-codec.js';
@@ -188,6 +188,7 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
           reads: s.reads,
           writes: s.writes,
         })),
+        replicas: replicaStats(node),
       };
     }),
     checksum: unary('Checksum', async (req) => {
@@ -358,4 +359,23 @@ function acceptedCounts(rows: readonly { key: Uint8Array; value: Uint8Array }[] 
   let bytes = 0;
   for (let i = 0; i < accepted; i++) bytes += rows instanceof PackedRows ? rows.keyLength(i) + rows.valueLength(i) : rows[i]!.key.length + rows[i]!.value.length;
   return { rows: accepted, bytes };
+}
+
+/** PartitionStatsResponse.replicas: every replica the node holds, its place in its chain's write stream and a sync's progress. */
+function replicaStats(node: StoreNode): ReplicaStat[] {
+  const progress = new Map(node.chainProgress().map((p) => [p.partitionId, p]));
+  const epochs = new Map(node.map.replicasOf(node.address).map((p) => [p.id, p.epoch]));
+  return node.replicaStates().map((r) => {
+    const chain = progress.get(r.partitionId);
+    return {
+      partitionId: r.partitionId,
+      state: r.state,
+      epoch: chain?.epoch ?? epochs.get(r.partitionId) ?? 0,
+      lastSeq: chain?.lastSeq ?? 0,
+      unacked: chain?.unacked ?? 0,
+      syncRows: r.sync?.rows ?? 0,
+      syncBytes: r.sync?.bytes ?? 0,
+      syncTotalRows: r.sync?.totalRows ?? 0,
+    };
+  });
 }

@@ -22,7 +22,8 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
     .option('--map-version <n>', 'version of the map written (file maps only; a map in etcd starts at 1)', '1')
     .option('--out <file>', 'without --etcd (required then): where to write the map (JSON)')
     .option('--replicas <n>', 'with --etcd: replicas per chain, on distinct nodes, heads spread evenly', '1')
-    .option('--wait <duration>', 'with --etcd: how long to wait for --replicas nodes to register', '30s');
+    .option('--wait <duration>', 'with --etcd: how long to wait for --replicas nodes to register', '30s')
+    .option('--exists-ok', 'with --etcd: exit 0 (and change nothing) when etcd holds a map already, for a one-shot init service that runs on every start');
   withEtcdOptions(init, 'write the map to this etcd instead of a file, placing chains on the nodes registered there (store start --etcd). Endpoints http(s)://HOST:PORT[,...]; a user in the URL logs in with etcd user auth (never logged)');
   init.action(async (opts: InitEtcdFlags & { nodes?: string; mapVersion: string; out?: string }) => {
       if (opts.etcd !== undefined) {

@@ -8,6 +8,7 @@ import type { CliContext } from '../cli-context.js';
 import { metricsPortOf, withMetricsEndpointOptions, type MetricsEndpointFlags } from '../common-options.js';
 import { startMetricsEndpoint } from '../metrics-endpoint.js';
 import { etcdConnectionOf, withEtcdOptions, type EtcdFlags } from '../etcd-options.js';
+import { nodeIdentity } from '../node-identity.js';
 
 interface StartOptions extends MetricsEndpointFlags, EtcdFlags {
   map?: string;
@@ -68,7 +69,8 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     let agent: EtcdNodeAgent | undefined;
     let fromEtcd: StoredMap | undefined;
     if (opts.etcd !== undefined) {
-      agent = ctx.lifecycle.add('etcd membership', await EtcdNodeAgent.start({ etcd: await etcdConnectionOf(opts.etcd, opts), node: opts.node, leaseMs: parseDurationMs(opts.lease), logger: ctx.logger }), (a) => a.close());
+      const identity = await nodeIdentity(opts.data);
+      agent = ctx.lifecycle.add('etcd membership', await EtcdNodeAgent.start({ etcd: await etcdConnectionOf(opts.etcd, opts), node: opts.node, leaseMs: parseDurationMs(opts.lease), identity, logger: ctx.logger }), (a) => a.close());
       ctx.print(JSON.stringify({ event: 'registered', node: opts.node, leaseMs: agent.leaseMs }));
       fromEtcd = await agent.waitForMap(ctx.lifecycle.start());
       initialMap = fromEtcd.map;

@@ -195,6 +195,7 @@ function renderNodes() {
       h('td', {}, n.node),
       h('td', { title: n.error || '' }, n.up === null ? badge('unknown', 'not polled yet') : n.up ? badge('up') : badge('down', 'unreachable')),
       h('td', { class: 'num' }, n.partitions),
+      h('td', { class: 'num' }, n.replicas ?? '—'),
       h('td', { class: 'num' }, n.mapVersion ?? '—'),
       h('td', {}, since(n.lastSeenMs), n.error ? h('div', { class: 'muted error-text', title: n.error }, n.error) : null),
     ),
@@ -244,6 +245,20 @@ function renderJobs() {
   );
 }
 
+/** A partition's chain, head first: each replica's node, state, lag behind the head and a sync's progress. */
+function chainCell(p) {
+  const chain = p.chain && p.chain.length ? p.chain : [{ node: p.node, state: 'serving', up: null, lagSequences: null, sync: null }];
+  return chain.map((r, i) => {
+    const notes = [];
+    if (r.state !== 'serving') notes.push(r.state);
+    if (r.sync) notes.push(`${fmtInt(r.sync.rows)}${r.sync.totalRows ? ` / ${fmtInt(r.sync.totalRows)}` : ''} rows, ${fmtBytes(r.sync.bytes)}`);
+    if (r.lagSequences) notes.push(`${fmtInt(r.lagSequences)} behind`);
+    if (r.up === false) notes.push('unreachable');
+    const title = `${i === 0 ? 'head' : i === chain.length - 1 ? 'tail' : 'middle'}: ${r.node} ${r.state}${r.lastSeq !== null && r.lastSeq !== undefined ? `, last sequence ${r.lastSeq}` : ''}${r.unacked ? `, ${r.unacked} forwards unacknowledged` : ''}`;
+    return h('span', { class: `replica ${r.state}${r.up === false ? ' down' : ''}`, title, 'data-node': r.node }, i > 0 ? ' → ' : '', r.node, notes.length ? h('span', { class: 'muted' }, ` (${notes.join(', ')})`) : null);
+  });
+}
+
 function renderPartitionTable() {
   const rows = state.partitions.map((p) => {
     const r = p.rates;
@@ -251,7 +266,7 @@ function renderPartitionTable() {
     return h('tr', { class: p.status === 'ok' ? '' : 'stale', 'data-partition': p.id },
       h('td', { class: 'num' }, p.id),
       h('td', { class: 'range', title: `hex [${p.start || '""'}, ${p.end || '""'})` }, rangeText(p)),
-      h('td', {}, p.node),
+      h('td', { class: 'chain' }, chainCell(p)),
       h('td', { class: 'num' }, fmtInt(p.entries)),
       h('td', { class: 'num' }, fmtBytes(p.logicalBytes)),
       h('td', { class: 'num' }, fmtBytes(p.diskBytes)),

@@ -29,21 +29,47 @@ describe('shardpipe demo and shardpipe up', () => {
     await tmp.remove();
   });
 
-  it('demo --rows 50000 ingests, backs up, wipes, restores into another partitioning, verifies and exits 0', { timeout: 240_000 }, async () => {
-    const r = await runCli(['demo', '--rows', '50000', '--files', '4', '--json'], { SHARDPIPE_REDIS_URL: '', SHARDPIPE_SEEDS: '' });
+  it('demo --rows 60000 runs chains of 3 on a private etcd, SIGKILLs a node during the ingest (rows lost 0, replicas consistent), backs up, wipes, restores into another partitioning, verifies and exits 0', { timeout: 240_000 }, async () => {
+    const r = await runCli(['demo', '--rows', '60000', '--files', '4', '--json'], { SHARDPIPE_REDIS_URL: '', SHARDPIPE_SEEDS: '' });
     expect(r.code, r.stderr.slice(-3000)).toBe(0);
-    const summary = JSON.parse(r.stdout.trim().split('\n').pop()!) as { verified: boolean; dashboard: string; stages: Array<{ stage: string; rows: number; detail: string }> };
+    const summary = JSON.parse(r.stdout.trim().split('\n').pop()!) as {
+      verified: boolean;
+      dashboard: string;
+      replicas: number;
+      rowsLost: number;
+      failover: { node: string; chains: Array<{ partition: number; role: string }>; killedAtRows: number; failoverMs: number; mapVersion: number; chainsChanged: number } | null;
+      stages: Array<{ stage: string; rows: number; detail: string }>;
+    };
     expect(summary.verified).toBe(true);
     expect(summary.dashboard).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/);
-    expect(summary.stages.map((s) => s.stage)).toEqual(['ingest', 'backup', 'wipe', 'restore']);
-    for (const s of summary.stages.filter((x) => x.stage !== 'wipe')) expect(s.rows, s.stage).toBe(50_000);
+    expect(summary.stages.map((s) => s.stage)).toEqual(['ingest', 'check', 'backup', 'wipe', 'restore']);
+    for (const s of summary.stages.filter((x) => x.stage !== 'wipe')) expect(s.rows, s.stage).toBe(60_000);
+    expect(summary.replicas).toBe(3);
+    expect(summary.rowsLost).toBe(0);
+    // The kill happened mid-ingest, to a node that was head, middle and tail of chains, and the coordinator dropped it.
+    const f = summary.failover!;
+    expect(f.node).toMatch(/^127\.0\.0\.1:\d+$/);
+    expect(f.killedAtRows).toBeGreaterThan(0);
+    expect(f.killedAtRows).toBeLessThan(60_000);
+    expect(new Set(f.chains.map((c) => c.role))).toEqual(new Set(['head', 'middle', 'tail']));
+    expect(f.chainsChanged).toBe(6);
+    expect(f.failoverMs).toBeGreaterThan(0);
+    expect(summary.stages.find((s) => s.stage === 'check')!.detail).toMatch(/^consistent: 6 partitions, 12 serving replicas, rows lost 0/);
     expect(summary.stages.find((s) => s.stage === 'restore')!.detail).toMatch(/^verified/);
     // Everything it started is gone: the dashboard no longer answers.
     const port = Number(new URL(summary.dashboard).port);
     expect(await acceptsConnections(port)).toBe(false);
   });
 
-  it('up serves the dashboard and a working cluster, locked with generated tokens, until SIGINT, then stops everything and exits 0', { timeout: 120_000 }, async () => {
+  it('demo --replicas 1 keeps the single-replica mode (static map, no etcd, no kill) and verifies', { timeout: 240_000 }, async () => {
+    const r = await runCli(['demo', '--rows', '20000', '--files', '2', '--replicas', '1', '--json'], { SHARDPIPE_REDIS_URL: '', SHARDPIPE_SEEDS: '' });
+    expect(r.code, r.stderr.slice(-3000)).toBe(0);
+    const summary = JSON.parse(r.stdout.trim().split('\n').pop()!) as { verified: boolean; replicas: number; rowsLost: number; failover: unknown; stages: Array<{ stage: string; detail: string }> };
+    expect(summary).toMatchObject({ verified: true, replicas: 1, rowsLost: 0, failover: null });
+    expect(summary.stages.find((s) => s.stage === 'check')!.detail).toMatch(/^consistent: 6 partitions, 6 serving replicas/);
+  });
+
+  it('up serves the dashboard and a working cluster (2 nodes: chains of 2 on a private etcd), locked with generated tokens, until SIGINT, then stops everything and exits 0', { timeout: 120_000 }, async () => {
     const basePort = await findFreePort();
     const child = spawn(process.execPath, [CLI, 'up', '--base-port', String(basePort), '--metrics-port', '0', '--data-dir', tmp.path, '--nodes', '2'], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -54,13 +80,24 @@ describe('shardpipe demo and shardpipe up', () => {
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     let stdout = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    const ready = await new Promise<{ dashboard: string; nodeMetrics: string[]; tokenFile: string; SHARDPIPE_SEEDS: string; SHARDPIPE_REDIS_URL_FILE: string; SHARDPIPE_TOKEN_FILE: string }>((resolve, reject) => {
+    const ready = await new Promise<{ dashboard: string; nodeMetrics: string[]; tokenFile: string; replicas: number; etcd?: string; SHARDPIPE_SEEDS: string; SHARDPIPE_REDIS_URL_FILE: string; SHARDPIPE_TOKEN_FILE: string }>((resolve, reject) => {
       createInterface({ input: child.stdout }).on('line', (line) => {
         if (line.includes('"event":"ready"')) resolve(JSON.parse(line));
       });
       child.once('exit', (code) => reject(new Error(`up exited ${code}: ${stderr}`)));
     });
     expect(ready.SHARDPIPE_SEEDS).toBe(`127.0.0.1:${basePort},127.0.0.1:${basePort + 1}`);
+    expect(ready.replicas).toBe(2);
+    expect(ready.etcd).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    const status = await runCli(['cluster', 'status', '--etcd', ready.etcd!, '--json'], {});
+    expect(status.code, status.stderr).toBe(0);
+    const chains = (JSON.parse(status.stdout) as { replicas: number; partitions: Array<{ chain: Array<{ node: string; state: string; live: boolean }> }> });
+    expect(chains.replicas).toBe(2);
+    expect(chains.partitions).toHaveLength(6);
+    for (const p of chains.partitions) {
+      expect(p.chain.map((x) => x.state)).toEqual(['serving', 'serving']);
+      expect(p.chain.every((x) => x.live)).toBe(true);
+    }
     // Locked: a generated token file (owner-only) guards nodes, /metrics and the dashboard.
     expect((await stat(ready.tokenFile)).mode & 0o777).toBe(0o600);
     // The secrets are shown as owner-only files holding them, never themselves.
@@ -110,5 +147,6 @@ describe('shardpipe demo and shardpipe up', () => {
     }
     expect(await acceptsConnections(basePort)).toBe(false);
     expect(await acceptsConnections(basePort + 1)).toBe(false);
+    expect(await acceptsConnections(Number(new URL(ready.etcd!).port))).toBe(false);
   });
 });

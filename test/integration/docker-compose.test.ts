@@ -20,8 +20,9 @@ interface Service {
   command?: string[];
   environment?: Record<string, string>;
   ports?: Array<{ published: number; target: number } | string>;
-  healthcheck?: { test: string[] };
+  healthcheck?: { test: string[]; start_period?: string };
   entrypoint?: string[];
+  depends_on?: Record<string, { condition: string }>;
   secrets?: Array<{ source: string; target?: string }>;
   profiles?: string[];
   volumes?: string[];
@@ -77,13 +78,13 @@ describe('docker-compose.yml', () => {
   it('validates with docker-compose config and has every service of the design', () => {
     // docker-compose 1.x lists the services of every profile; the design's run without one.
     const always = Object.entries(services).filter(([, x]) => x.profiles === undefined).map(([name]) => name);
-    expect(always.sort()).toEqual(['azurite', 'gateway', 'init', 'metrics-server', 'redis', 'store-0', 'store-1', 'store-2', 'worker-1', 'worker-2']);
+    expect(always.sort()).toEqual(['azurite', 'coordinator', 'etcd', 'gateway', 'init', 'metrics-server', 'redis', 'store-0', 'store-1', 'store-2', 'worker-1', 'worker-2']);
     expect(services.redis!.command!.join(' ')).toContain('--appendonly yes');
   });
 
   it('every shardpipe service runs a command the CLI has, with options it knows, and health checks it can answer', () => {
     const own = Object.entries(services).filter(([, s]) => s.build !== undefined);
-    expect(own.length).toBe(8);
+    expect(own.length).toBe(9);
     for (const [name, s] of own) {
       expect(s.command, name).toBeDefined();
       expect(checkArgv(program, s.command!), name).toEqual([]);
@@ -107,7 +108,22 @@ describe('docker-compose.yml', () => {
       expect(portOf(flag(argv, '--listen'))).toBe(portOf(node));
       expect(services[name]!.healthcheck!.test).toContain(`127.0.0.1:${portOf(node)}`);
     }
-    expect(flag(services.init!.command!, '--nodes')!.split(',')).toEqual(seeds);
+    // Replicated: nodes register in etcd (the map names them by --node), init writes chains of 3 from them.
+    const etcdUrl = flag(services.coordinator!.command!, '--etcd')!;
+    expect(new URL(etcdUrl).hostname).toBe('etcd');
+    expect(services.etcd!.command).toContain(etcdUrl.replace('etcd:', '0.0.0.0:'));
+    for (const name of ['store-0', 'store-1', 'store-2', 'coordinator', 'init']) {
+      const argv = services[name]!.command!;
+      expect(flag(argv, '--etcd'), name).toBe(etcdUrl);
+      expect(argv, name).not.toContain('--map');
+      expect(services[name]!.depends_on?.etcd?.condition, name).toBe('service_healthy');
+    }
+    const init = services.init!.command!;
+    expect(init.slice(0, 2)).toEqual(['cluster', 'init']);
+    expect(flag(init, '--replicas')).toBe('3');
+    expect(init).toContain('--exists-ok');
+    // Nodes wait for the map before they listen: health failures before init must not count.
+    expect(services['store-0']!.healthcheck!.start_period).toBeDefined();
     const metrics = services['metrics-server']!;
     const port = Number(flag(metrics.command!, '--port'));
     expect(metrics.ports!.map(publishedPort)).toContainEqual(expect.objectContaining({ target: port }));
@@ -174,6 +190,18 @@ describe('docker-compose.yml', () => {
       expect(tokenFile, `${name} binds 0.0.0.0 without --auth-token-file`).toBe('/run/secrets/shardpipe-tokens');
       expect(s.secrets?.map((x) => x.source), name).toContain('shardpipe-tokens');
       expect(s.command, name).not.toContain('--insecure');
+    }
+    // etcd answers only clients with a certificate its CA signed; every shardpipe process that talks to it has one.
+    const etcd = services.etcd!.command!;
+    expect(etcd).toContain('--client-cert-auth');
+    expect(flag(etcd, '--listen-client-urls')).toMatch(/^https:/);
+    expect(services.etcd!.ports ?? []).toEqual([]);
+    for (const [name, s] of Object.entries(services).filter(([, x]) => x.command !== undefined && flag(x.command, '--etcd') !== undefined)) {
+      expect(flag(s.command!, '--etcd'), name).toMatch(/^https:/);
+      for (const [opt, secret] of [['--etcd-ca', 'etcd-ca'], ['--etcd-cert', 'etcd-client-cert'], ['--etcd-key', 'etcd-client-key']] as const) {
+        expect(flag(s.command!, opt), `${name} ${opt}`).toBe(`/run/secrets/${secret}`);
+        expect(s.secrets?.map((x) => x.source), name).toContain(secret);
+      }
     }
     // Clients get a token of the role they need through SHARDPIPE_TOKEN_FILE; none holds admin.
     for (const name of ['worker-1', 'worker-2', 'metrics-server']) {

@@ -190,6 +190,11 @@ export interface PartitionStatsResponse {
   mapVersion: number;
   node: string;
   partitions: PartitionStat[];
+  /**
+   * Every replica this node holds under its map (any place in the chain, syncing ones included):
+   * what the metrics server shows as chains, replica states, lag and sync progress.
+   */
+  replicas: ReplicaStat[];
 }
 
 export interface ChecksumRequest {
@@ -438,6 +443,25 @@ export interface PatchResponse {
   expiresAtMs: number;
   /** The patched document, when asked for (return_document). */
   document: Buffer;
+}
+
+/** One replica a node holds, in PartitionStatsResponse.replicas. */
+export interface ReplicaStat {
+  partitionId: number;
+  /** serving or syncing, as the node's map has it. */
+  state: string;
+  epoch: number;
+  /**
+   * The last write sequence number this replica applied (the head: the last it assigned); 0 for a
+   * chain of one. A replica's lag is the head's last_seq minus its own.
+   */
+  lastSeq: number;
+  /** Writes this replica forwarded that its chain's tail has not acknowledged yet. */
+  unacked: number;
+  /** A syncing replica's copy: rows and key + value bytes copied so far, rows in its snapshot (0 until known). */
+  syncRows: number;
+  syncBytes: number;
+  syncTotalRows: number;
 }
 
 function createBaseEntry(): Entry {
@@ -1737,7 +1761,7 @@ export const PartitionStat: MessageFns<PartitionStat> = {
 };
 
 function createBasePartitionStatsResponse(): PartitionStatsResponse {
-  return { mapVersion: 0, node: "", partitions: [] };
+  return { mapVersion: 0, node: "", partitions: [], replicas: [] };
 }
 
 export const PartitionStatsResponse: MessageFns<PartitionStatsResponse> = {
@@ -1750,6 +1774,9 @@ export const PartitionStatsResponse: MessageFns<PartitionStatsResponse> = {
     }
     for (const v of message.partitions) {
       PartitionStat.encode(v!, writer.uint32(26).fork()).join();
+    }
+    for (const v of message.replicas) {
+      ReplicaStat.encode(v!, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -1789,6 +1816,14 @@ export const PartitionStatsResponse: MessageFns<PartitionStatsResponse> = {
             }
 
             message.partitions.push(PartitionStat.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.replicas.push(ReplicaStat.decode(reader, reader.uint32()));
             continue;
           }
         }
@@ -3818,6 +3853,129 @@ export const PatchResponse: MessageFns<PatchResponse> = {
             }
 
             message.document = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseReplicaStat(): ReplicaStat {
+  return { partitionId: 0, state: "", epoch: 0, lastSeq: 0, unacked: 0, syncRows: 0, syncBytes: 0, syncTotalRows: 0 };
+}
+
+export const ReplicaStat: MessageFns<ReplicaStat> = {
+  encode(message: ReplicaStat, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.partitionId !== 0) {
+      writer.uint32(8).uint32(message.partitionId);
+    }
+    if (message.state !== "") {
+      writer.uint32(18).string(message.state);
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(24).uint64(message.epoch);
+    }
+    if (message.lastSeq !== 0) {
+      writer.uint32(32).uint64(message.lastSeq);
+    }
+    if (message.unacked !== 0) {
+      writer.uint32(40).uint64(message.unacked);
+    }
+    if (message.syncRows !== 0) {
+      writer.uint32(48).uint64(message.syncRows);
+    }
+    if (message.syncBytes !== 0) {
+      writer.uint32(56).uint64(message.syncBytes);
+    }
+    if (message.syncTotalRows !== 0) {
+      writer.uint32(64).uint64(message.syncTotalRows);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplicaStat {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplicaStat();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.partitionId = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.epoch = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.lastSeq = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.unacked = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.syncRows = longToNumber(reader.uint64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.syncBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.syncTotalRows = longToNumber(reader.uint64());
             continue;
           }
         }
