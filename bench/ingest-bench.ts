@@ -213,8 +213,8 @@ function medianRun(runs: EndToEndOne[]): EndToEnd {
 
 /** Redis, a 3-node cluster cut at the split keys, then the ingest CLI as a child; everything stopped before returning. */
 async function measureEndToEnd(rows: number, drop: Drop, workDir: string, delayMs: number, cpuProfDir: string | undefined, nodeWindowBytes?: number): Promise<EndToEndOne> {
-  const nodeArgs = nodeWindowBytes === undefined ? undefined : ['--flow-control-window', String(nodeWindowBytes)];
-  const cluster = await startBenchCluster(workDir, NODES, (nodes) => PartitionMap.fromSplitKeys(1, nodes, splitKeys(rows, PARTITIONS).map((k) => Buffer.from(k))), { delayMs, nodeArgs });
+  const storeArgs = nodeWindowBytes === undefined ? undefined : ['--flow-control-window', String(nodeWindowBytes)];
+  const cluster = await startBenchCluster(workDir, NODES, (nodes) => PartitionMap.fromSplitKeys(1, nodes, splitKeys(rows, PARTITIONS).map((k) => Buffer.from(k))), { delayMs, storeArgs });
   try {
     const nodeCpuBefore = await Promise.all(cluster.nodes.map((n) => n.cpuSeconds()));
     const run = await runIngest(cluster, drop.dir, rows, ['--key-column', KEY_COLUMN, '--value-column', VALUE_COLUMN], {
