@@ -35,6 +35,8 @@ export interface BenchClusterOptions {
   delayMs?: number;
   /** Node.js flags for the node children, before the script (e.g. `--cpu-prof`). Default none. */
   nodeArgs?: readonly string[];
+  /** More `store start` flags for every node (e.g. `--flow-control-window N`). Default none. */
+  storeArgs?: readonly string[];
 }
 
 export interface PartitionRows {
@@ -73,10 +75,10 @@ export async function startBenchCluster(workDir: string, nodeCount: number, mapO
     const delayMs = options.delayMs ?? 0;
     const starts = await Promise.allSettled(
       addresses.map(async (address, i) => {
-        if (delayMs === 0) return startNode(address, mapFile, join(clusterDir, `node-${i}`), undefined, options.nodeArgs);
+        if (delayMs === 0) return startNode(address, mapFile, join(clusterDir, `node-${i}`), undefined, options.nodeArgs, options.storeArgs);
         const listenPort = await findFreePort();
         proxies.push(await DelayProxy.start(Number(address.split(':')[1]), { host: '127.0.0.1', port: listenPort }, delayMs));
-        return startNode(address, mapFile, join(clusterDir, `node-${i}`), `127.0.0.1:${listenPort}`, options.nodeArgs);
+        return startNode(address, mapFile, join(clusterDir, `node-${i}`), `127.0.0.1:${listenPort}`, options.nodeArgs, options.storeArgs);
       }),
     );
     for (const s of starts) if (s.status === 'fulfilled') nodes.push(s.value);
@@ -89,8 +91,8 @@ export async function startBenchCluster(workDir: string, nodeCount: number, mapO
   }
 }
 
-async function startNode(address: string, mapFile: string, dataDir: string, listen?: string, nodeArgs: readonly string[] = []): Promise<NodeProcess> {
-  const args = [...nodeArgs, MAIN_JS, 'store', 'start', '--map', mapFile, '--node', address, '--data', dataDir, '--log-level', 'warn'];
+async function startNode(address: string, mapFile: string, dataDir: string, listen?: string, nodeArgs: readonly string[] = [], storeArgs: readonly string[] = []): Promise<NodeProcess> {
+  const args = [...nodeArgs, MAIN_JS, 'store', 'start', '--map', mapFile, '--node', address, '--data', dataDir, '--log-level', 'warn', ...storeArgs];
   if (listen !== undefined) args.push('--listen', listen);
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));

@@ -30,7 +30,7 @@
  * Prints a table, then one JSON line with every figure.
  *
  * Run: `npm run bench:ingest` (builds first), or after `npx tsc -p tsconfig.json`:
- *   node dist/bench/ingest-bench.js [--rows N] [--reps N] [--delay-ms N] [--no-limit] [--no-redis-pipe] [--cpu-prof DIR]
+ *   node dist/bench/ingest-bench.js [--rows N] [--reps N] [--delay-ms N] [--node-window BYTES] [--no-limit] [--no-redis-pipe] [--cpu-prof DIR]
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -95,7 +95,7 @@ interface RedisPipe {
 }
 
 async function main(): Promise<void> {
-  const { rows, delayMs, limit: withLimit, reps, redisPipe: withRedisPipe, cpuProfDir } = parseCommandLine();
+  const { rows, delayMs, nodeWindowBytes, limit: withLimit, reps, redisPipe: withRedisPipe, cpuProfDir } = parseCommandLine();
   const workDir = await mkdtemp(join(tmpdir(), 'shardpipe-ingest-bench-'));
   try {
     process.stderr.write(`generating the drop: ${rows} rows in ${Math.min(FILES, rows)} snappy part files…\n`);
@@ -103,7 +103,7 @@ async function main(): Promise<void> {
     const runs: EndToEndOne[] = [];
     for (let r = 0; r < reps; r++) {
       process.stderr.write(`end to end (run ${r + 1} of ${reps}): shardpipe ingest into 3 store nodes…\n`);
-      runs.push(await measureEndToEnd(rows, drop, join(workDir, `run-${r}`), delayMs, cpuProfDir));
+      runs.push(await measureEndToEnd(rows, drop, join(workDir, `run-${r}`), delayMs, cpuProfDir, nodeWindowBytes));
     }
     const endToEnd = medianRun(runs);
     let redisPipe: RedisPipe | undefined;
@@ -142,6 +142,8 @@ async function main(): Promise<void> {
 interface Args {
   rows: number;
   delayMs: number;
+  /** The nodes' --flow-control-window; undefined: their default. */
+  nodeWindowBytes: number | undefined;
   limit: boolean;
   reps: number;
   redisPipe: boolean;
@@ -154,6 +156,7 @@ function parseCommandLine(): Args {
       rows: { type: 'string', default: '1000000' },
       reps: { type: 'string', default: '1' },
       'delay-ms': { type: 'string', default: '0' },
+      'node-window': { type: 'string' },
       'no-limit': { type: 'boolean', default: false },
       'no-redis-pipe': { type: 'boolean', default: false },
       'cpu-prof': { type: 'string' },
@@ -161,7 +164,7 @@ function parseCommandLine(): Args {
     },
   });
   if (values.help) {
-    process.stdout.write('usage: node dist/bench/ingest-bench.js [--rows N (default 1000000)] [--reps N (default 1; medians)] [--delay-ms N] [--no-limit] [--no-redis-pipe] [--cpu-prof DIR]\n');
+    process.stdout.write('usage: node dist/bench/ingest-bench.js [--rows N (default 1000000)] [--reps N (default 1; medians)] [--delay-ms N] [--node-window BYTES] [--no-limit] [--no-redis-pipe] [--cpu-prof DIR]\n');
     process.exit(0);
   }
   const rows = Number(values.rows);
@@ -170,7 +173,9 @@ function parseCommandLine(): Args {
   if (!Number.isSafeInteger(reps) || reps < 1 || reps > 20) throw new RangeError(`--reps must be 1–20, got ${values.reps}`);
   const delayMs = Number(values['delay-ms']);
   if (!Number.isFinite(delayMs) || delayMs < 0 || delayMs > 1000) throw new RangeError(`--delay-ms must be 0–1000, got ${values['delay-ms']}`);
-  return { rows, delayMs, limit: !values['no-limit'], reps, redisPipe: !values['no-redis-pipe'], cpuProfDir: values['cpu-prof'] === undefined ? undefined : resolve(values['cpu-prof']) };
+  const nodeWindowBytes = values['node-window'] === undefined ? undefined : Number(values['node-window']);
+  if (nodeWindowBytes !== undefined && (!Number.isSafeInteger(nodeWindowBytes) || nodeWindowBytes < 65_535)) throw new RangeError(`--node-window must be a whole number ≥ 65535, got ${values['node-window']}`);
+  return { rows, delayMs, nodeWindowBytes, limit: !values['no-limit'], reps, redisPipe: !values['no-redis-pipe'], cpuProfDir: values['cpu-prof'] === undefined ? undefined : resolve(values['cpu-prof']) };
 }
 
 /** This process's own peak RSS (VmHWM), not its children's. */
@@ -207,8 +212,9 @@ function medianRun(runs: EndToEndOne[]): EndToEnd {
 }
 
 /** Redis, a 3-node cluster cut at the split keys, then the ingest CLI as a child; everything stopped before returning. */
-async function measureEndToEnd(rows: number, drop: Drop, workDir: string, delayMs: number, cpuProfDir: string | undefined): Promise<EndToEndOne> {
-  const cluster = await startBenchCluster(workDir, NODES, (nodes) => PartitionMap.fromSplitKeys(1, nodes, splitKeys(rows, PARTITIONS).map((k) => Buffer.from(k))), { delayMs });
+async function measureEndToEnd(rows: number, drop: Drop, workDir: string, delayMs: number, cpuProfDir: string | undefined, nodeWindowBytes?: number): Promise<EndToEndOne> {
+  const storeArgs = nodeWindowBytes === undefined ? undefined : ['--flow-control-window', String(nodeWindowBytes)];
+  const cluster = await startBenchCluster(workDir, NODES, (nodes) => PartitionMap.fromSplitKeys(1, nodes, splitKeys(rows, PARTITIONS).map((k) => Buffer.from(k))), { delayMs, storeArgs });
   try {
     const nodeCpuBefore = await Promise.all(cluster.nodes.map((n) => n.cpuSeconds()));
     const run = await runIngest(cluster, drop.dir, rows, ['--key-column', KEY_COLUMN, '--value-column', VALUE_COLUMN], {

@@ -9,13 +9,14 @@ import type { Logger } from '../common/index.js';
 export const DEFAULT_FLOW_CONTROL_WINDOW_BYTES = 16 * 1024 * 1024;
 
 /**
- * The window a node advertises unless `store start --flow-control-window` says otherwise: HTTP/2's
- * 64 KiB. A wider one lets a peer send a 1 MiB BulkInsert in one round trip (at 1 ms of delay the
- * 64 KiB window caps a connection at ~64 MB/s), but grpc-js reads every stream as it arrives, so
- * a burst then lands in memory faster than the in-flight byte budget refuses it: with 16 MiB (and
- * 2 MiB) a 40 × 15 MiB burst grew a node past budget + 150 MiB, with 64 KiB it stays inside.
+ * The window a node advertises unless `store start --flow-control-window` says otherwise: 16 MiB,
+ * so a peer sends a 1 MiB BulkInsert in one round trip (at 1 ms of delay HTTP/2's 64 KiB caps a
+ * stream at ~32 MB/s). Node's http2 grants a stream's window as soon as it opens and keeps receiving
+ * into it while grpc-js has not read it, so the in-flight budget admits a call by the length its
+ * first DATA frame announces, charges a waiting call the window it may fill, and resets a refused
+ * stream (store/budget-interceptor.ts): a 40 × 15 MiB burst stays inside its bound with this window.
  */
-export const DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES = 65_535;
+export const DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES = DEFAULT_FLOW_CONTROL_WINDOW_BYTES;
 /** HTTP/2's largest window (RFC 9113 §6.9.1). */
 const MAX_WINDOW_BYTES = 2 ** 31 - 1;
 /** The RFC's initial window. */

@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import type { HealthImplementation } from 'grpc-health-check';
 import type { Registry } from 'prom-client';
 import { canServeTls, checkBind, hostOf, type AuthTokens, type Logger, type TlsMaterial } from '../common/index.js';
-import { REQUEST_COPIES_HELD, createBudgetInterceptor } from './budget-interceptor.js';
+import { BULK_ROWS_COPIES_HELD, REQUEST_COPIES_HELD, createBudgetInterceptor } from './budget-interceptor.js';
 import { DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES, FLOW_CONTROL_WINDOW_OPTION, checkFlowControlWindow, setServerConnectionWindow, setServerStreamWindow } from './http2-window.js';
 import { InflightBudget } from './inflight-budget.js';
 import { MAX_RESPONSE_MESSAGE_BYTES } from './message-limits.js';
@@ -55,6 +55,8 @@ const MESSAGE_OVERHEAD_BYTES = 1024 * 1024;
 /** Room a call other than BulkInsert/Put takes while its request is read: they carry keys and ids only. */
 const SMALL_REQUEST_BYTES = 64 * 1024;
 export const DEFAULT_MAX_INFLIGHT_BYTES = 256 * 1024 * 1024;
+/** Methods the budget admits by their message's announced length: their sizes range from bytes to the receive limit. */
+const SIZED_METHODS: ReadonlySet<string> = new Set(['BulkInsert', 'Multi']);
 export const STORE_SERVICE_NAME = 'shardpipe.store.v1.Store';
 
 /**
@@ -143,7 +145,10 @@ export class StoreServer {
         throw new RangeError(`maxInflightBytes must be a whole number ≥ twice the largest request (2 × (maxBatchBytes + 1 MiB) = ${REQUEST_COPIES_HELD * receiveLimit}), got ${maxInflightBytes}`);
       }
       const windowBytes = checkFlowControlWindow(options.flowControlWindowBytes ?? DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES);
-      const budget = new InflightBudget({ limitBytes: maxInflightBytes, maxWaitMs: options.inflightWaitMs ?? 2000 });
+      // Waiters hold what their unread streams buffer; leaving the largest lease free of them means
+      // the first waiter always fits once the admitted calls are done.
+      const largestLease = Math.min(maxInflightBytes, BULK_ROWS_COPIES_HELD * receiveLimit);
+      const budget = new InflightBudget({ limitBytes: maxInflightBytes, maxWaitMs: options.inflightWaitMs ?? 2000, waitRoomBytes: maxInflightBytes - largestLease });
       nodeMetrics =
         options.metricsRegistry &&
         new StoreNodeMetrics(options.metricsRegistry, {
@@ -173,7 +178,7 @@ export class StoreServer {
         // Authentication first: an unauthenticated call must not reserve room in the budget.
         interceptors: [
           storeAuthInterceptor({ tokens: options.tokens, insecure: options.insecure ?? false, mapFetcher, logger }),
-          createBudgetInterceptor({ budget, servicePrefix: `/${STORE_SERVICE_NAME}/`, reserveBytes, onRefused: (method) => nodeMetrics?.refused(method) }),
+          createBudgetInterceptor({ budget, servicePrefix: `/${STORE_SERVICE_NAME}/`, reserveBytes, sizedMethods: SIZED_METHODS, streamWindowBytes: windowBytes, logger, onRefused: (method) => nodeMetrics?.refused(method) }),
         ],
       });
       setServerStreamWindow(server, windowBytes, logger);
