@@ -71,7 +71,7 @@ describe('the in-flight budget on HTTP/2 streams', () => {
       expect(bytes).toBeGreaterThanOrEqual(4 * 256 * 1024);
       const conn = new NodeConnection(cluster.seeds[0]!);
       try {
-        const response = await conn.unary('multi', { mapVersion: 1, ops: [{ put: { mapVersion: 1, key: Buffer.from('m'), value: Buffer.from('v'), ttlMs: 0 } }] }, { deadline: Date.now() + 10_000 });
+        const response = await conn.unary('multi', { ops: [{ put: { mapVersion: 1, key: Buffer.from('m'), value: Buffer.from('v'), ttlMs: 0 } }] }, { deadline: Date.now() + 10_000 });
         expect(response.results).toHaveLength(1);
         expect(response.results[0]!.code).toBe(0);
       } finally {
