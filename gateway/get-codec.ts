@@ -4,10 +4,10 @@ import { GetRequestSchema, GetResponseSchema, type GetRequest, type GetResponse 
 /**
  * The gateway's Get messages written and read by hand (the same bytes protobuf-es writes; its
  * reflective codec is a visible share of a Get's CPU on the gateway). Anything not in the one
- * canonical form (`GetRequest` = field 1 once, or empty) goes to protobuf-es.
+ * canonical form (`GetRequest` = field 1 once, or empty; a partial get's `fields` too) goes to protobuf-es.
  */
-export function decodeGetRequest(bytes: Uint8Array): GetRequest | { key: Uint8Array } {
-  if (bytes.length === 0) return { key: new Uint8Array(0) };
+export function decodeGetRequest(bytes: Uint8Array): Pick<GetRequest, 'key' | 'fields'> {
+  if (bytes.length === 0) return { key: new Uint8Array(0), fields: [] };
   if (bytes[0] === 0x0a) {
     let length = 0;
     let pos = 1;
@@ -15,7 +15,7 @@ export function decodeGetRequest(bytes: Uint8Array): GetRequest | { key: Uint8Ar
       const b = bytes[pos++]!;
       length += (b & 0x7f) * 2 ** shift;
       if (b < 0x80) {
-        if (pos + length === bytes.length) return { key: bytes.subarray(pos) };
+        if (pos + length === bytes.length) return { key: bytes.subarray(pos), fields: [] };
         break;
       }
     }

@@ -21,9 +21,13 @@ describe('gateway Get codec', () => {
     for (const key of [Buffer.from('k'), Buffer.alloc(0), Buffer.alloc(300, 9)]) {
       const bytes = Buffer.from(toBinary(GetRequestSchema, create(GetRequestSchema, { key })));
       expect(Buffer.from(decodeGetRequest(bytes).key).toString('hex')).toBe(key.toString('hex'));
+      expect(decodeGetRequest(bytes).fields).toEqual([]);
     }
+    // A partial get (fields, field 2) is decoded by protobuf-es, fields and all.
+    const partial = Buffer.from(toBinary(GetRequestSchema, create(GetRequestSchema, { key: Buffer.from('doc'), fields: ['/a', '/b/c'] })));
+    expect(decodeGetRequest(partial).fields).toEqual(['/a', '/b/c']);
     // The key field twice (the last wins) and an unknown field: protobuf-es decides.
-    const twice = Buffer.from([0x0a, 0x01, 0x61, 0x0a, 0x01, 0x62, 0x10, 0x01]);
+    const twice = Buffer.from([0x0a, 0x01, 0x61, 0x0a, 0x01, 0x62, 0x78, 0x01]);
     expect(Buffer.from(decodeGetRequest(twice).key).toString()).toBe('b');
     expect(() => decodeGetRequest(Buffer.from([0x0a, 0x05, 0x61]))).toThrow();
   });
