@@ -3,7 +3,9 @@
  *
  * Measures, for N sorted rows of 16-byte keys and 100-byte values (default 1,000,000):
  *   1. a baseline in this process: classic-level chained batches of 1000 rows into a fresh LevelDB
- *      (no sync, as classic-level defaults);
+ *      (no sync, as classic-level defaults) — every ratio below is to it; beside it, the same rows in
+ *      batches of one BulkInsert call's rows (1 MiB) with fsync per batch, the raw cost of what the
+ *      fsync node does (its ratio is printed too), and the CPU seconds of each;
  *   2. BulkInsert through gRPC into one store node run as a child process (`store start`, 4
  *      partitions) with `StoreClient.bulkPutAll` of PackedRows batches at its defaults (the path of
  *      ingest and restore), once with fsync per batch (the default) and once with `--no-sync`, and
@@ -56,6 +58,13 @@ interface WriteFigures {
   ms: number;
   rowsPerSec: number;
   mbPerSec: number;
+}
+
+/** A raw classic-level load in this process, with its batch size, sync and CPU seconds. */
+interface BaselineFigures extends WriteFigures {
+  batchRows: number;
+  sync: boolean;
+  cpuSeconds: number;
 }
 
 interface BulkFigures extends WriteFigures {
@@ -126,7 +135,9 @@ async function main(): Promise<void> {
   const workDir = await mkdtemp(join(tmpdir(), 'shardpipe-bench-'));
   try {
     process.stderr.write(`baseline: classic-level, ${rows} rows…\n`);
-    const baseline = await measureBaseline(rows, join(workDir, 'baseline'));
+    const baseline = await measureBaseline(rows, join(workDir, 'baseline'), CHUNK_ROWS, false);
+    process.stderr.write(`baseline with fsync per ${PACKED_CHUNK_ROWS}-row batch…\n`);
+    const syncBaseline = await measureBaseline(rows, join(workDir, 'baseline-sync'), PACKED_CHUNK_ROWS, true);
     const runs: NodeRun[] = [];
     const noop = await startNoopGrpc();
     try {
@@ -143,7 +154,7 @@ async function main(): Promise<void> {
     process.stderr.write('peers: redis-benchmark GET/SET…\n');
     const peers = await measurePointPeers(runs.find((r) => r.sync)!, ops, workDir);
     const benchPeakRssMb = (await selfPeakRssMb()) ?? Number.NaN;
-    printReport(rows, baseline, runs, perRow, peers, benchPeakRssMb);
+    printReport(rows, baseline, syncBaseline, runs, perRow, peers, benchPeakRssMb);
   } finally {
     await rm(workDir, { recursive: true, force: true });
   }
@@ -177,9 +188,9 @@ function valueOf(i: number): Buffer {
 }
 
 /** The benchmark rows in sorted chunks, generated lazily so the rows themselves do not inflate RSS. */
-function* rowChunks(count: number): Generator<BulkRowInput[]> {
-  for (let from = 0; from < count; from += CHUNK_ROWS) {
-    const n = Math.min(CHUNK_ROWS, count - from);
+function* rowChunks(count: number, chunkRows = CHUNK_ROWS): Generator<BulkRowInput[]> {
+  for (let from = 0; from < count; from += chunkRows) {
+    const n = Math.min(chunkRows, count - from);
     const keySlab = Buffer.allocUnsafe(n * KEY_BYTES);
     const chunk: BulkRowInput[] = new Array(n);
     for (let j = 0; j < n; j++) {
@@ -203,17 +214,19 @@ function* packedChunks(count: number): Generator<PackedRows> {
   if (builder.count > 0) yield builder.finish();
 }
 
-async function measureBaseline(rows: number, location: string): Promise<WriteFigures> {
+/** Raw classic-level chained batches of `batchRows` rows (the bench's rows, generated in the timed loop). */
+async function measureBaseline(rows: number, location: string, batchRows: number, sync: boolean): Promise<BaselineFigures> {
   const db = new ClassicLevel<Buffer, Buffer>(location, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
   await db.open();
   try {
+    const cpuBefore = selfCpuSeconds();
     const started = performance.now();
-    for (const chunk of rowChunks(rows)) {
+    for (const chunk of rowChunks(rows, batchRows)) {
       const batch = db.batch();
       for (const row of chunk) batch.put(row.key, row.value);
-      await batch.write();
+      await batch.write({ sync });
     }
-    return writeFigures(rows, performance.now() - started);
+    return { ...writeFigures(rows, performance.now() - started), batchRows, sync, cpuSeconds: selfCpuSeconds() - cpuBefore };
   } finally {
     await db.close();
   }
@@ -410,7 +423,7 @@ function percentile(sorted: Float64Array, q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
 }
 
-function printReport(rows: number, baseline: WriteFigures, runs: NodeRun[], perRow: PerRowRun, peers: PointPeers, benchPeakRssMb: number): void {
+function printReport(rows: number, baseline: BaselineFigures, syncBaseline: BaselineFigures, runs: NodeRun[], perRow: PerRowRun, peers: PointPeers, benchPeakRssMb: number): void {
   const totalMb = (rows * (KEY_BYTES + VALUE_BYTES)) / 1e6;
   const out: string[] = [];
   out.push(`shardpipe store bench: ${int(rows)} rows × (${KEY_BYTES} B key + ${VALUE_BYTES} B value) = ${totalMb.toFixed(1)} MB, 1 node, ${PARTITIONS} partitions`);
@@ -420,6 +433,15 @@ function printReport(rows: number, baseline: WriteFigures, runs: NodeRun[], perR
       ['write path', 'rows/s', 'MB/s', 'vs baseline', 'seconds', 'calls', 'rows stored'],
       [
         ['classic-level chained batch, in-process (baseline)', int(baseline.rowsPerSec), fixed(baseline.mbPerSec, 1), '1.00×', fixed(baseline.ms / 1000, 2), '-', '-'],
+        [
+          `classic-level, in-process, ${int(syncBaseline.batchRows)}-row batches, fsync each`,
+          int(syncBaseline.rowsPerSec),
+          fixed(syncBaseline.mbPerSec, 1),
+          `${fixed(syncBaseline.rowsPerSec / baseline.rowsPerSec, 2)}×`,
+          fixed(syncBaseline.ms / 1000, 2),
+          '-',
+          '-',
+        ],
         ...runs.map((r) => [
           `BulkInsert via gRPC, ${r.label}`,
           int(r.bulk.rowsPerSec),
@@ -441,6 +463,11 @@ function printReport(rows: number, baseline: WriteFigures, runs: NodeRun[], perR
       ],
     ),
   );
+  out.push('');
+  const perMRows = (b: BaselineFigures): string => fixed((b.cpuSeconds / b.rows) * 1e6, 2);
+  out.push(`CPU s per 1M rows of the raw loads (this process, LevelDB's threads included): ${int(baseline.batchRows)}-row batches ${perMRows(baseline)}, ${int(syncBaseline.batchRows)}-row batches with fsync ${perMRows(syncBaseline)}`);
+  const syncRun = runs.find((r) => r.sync);
+  if (syncRun !== undefined) out.push(`BulkInsert fsync per batch ÷ raw classic-level with fsync per ${int(syncBaseline.batchRows)}-row batch: ${fixed(syncRun.bulk.rowsPerSec / syncBaseline.rowsPerSec, 2)}×`);
   out.push('');
   const mib = (mb: number | undefined): string => (mb === undefined ? 'n/a' : `${fixed(mb, 0)} MiB`);
   for (const r of [...runs, { label: `per-row form, ${perRow.label}`, bulk: perRow.bulk }]) {
@@ -478,7 +505,7 @@ function printReport(rows: number, baseline: WriteFigures, runs: NodeRun[], perR
   out.push('');
   const nodeRss = runs.map((r) => `node (${r.label}) ${r.peakRssMb === undefined ? 'n/a' : `${fixed(r.peakRssMb, 0)} MiB`}`).join(', ');
   out.push(`peak RSS: bench process ${fixed(benchPeakRssMb, 0)} MiB, ${nodeRss}`);
-  out.push(JSON.stringify({ bench: 'store', rows, keyBytes: KEY_BYTES, valueBytes: VALUE_BYTES, partitions: PARTITIONS, maxInFlight: MAX_IN_FLIGHT, baseline, nodes: runs, perRow, pointPeers: peers, benchPeakRssMb }, roundNumbers));
+  out.push(JSON.stringify({ bench: 'store', rows, keyBytes: KEY_BYTES, valueBytes: VALUE_BYTES, partitions: PARTITIONS, maxInFlight: MAX_IN_FLIGHT, baseline, syncBaseline, nodes: runs, perRow, pointPeers: peers, benchPeakRssMb }, roundNumbers));
   process.stdout.write(out.join('\n') + '\n');
 }
 

@@ -94,4 +94,53 @@ describe('PartitionStore bulk inserts of packed rows', () => {
     expect(viaPacked.map((e) => view(e, e.key.subarray(1).toString()))).toEqual(viaObjects.map((e) => view(e, e.key.toString())));
     for (const e of viaPacked) if (kept.get(e.key.subarray(1).toString()) === 0) expect(e.etag).toBeGreaterThan(799);
   });
+
+  it('keeps every row its own bytes while rows share scratch memory: key and record lengths inside and beyond the scratch slabs, expiry entries, two partitions at once', async () => {
+    const store = await openStore();
+    const other = await PartitionStore.open(tmp.sub('p1'), { sweepIntervalMs: 0, now: () => NOW });
+    opened.push(other);
+    // Lengths cross the 4 KiB key and 16 KiB record slabs both ways, and repeat (cached views are reused).
+    const keyLengths = [1, 17, 4095, 4096, 30, 4087, 4088, 17, 2];
+    const valueLengths = [0, 100, 16 * 1024 - 18, 16 * 1024 - 17, 20_000, 100, 16 * 1024 - 26, 3, 100];
+    const rowsFor = (prefix: number): Array<{ key: Buffer; value: Buffer; expiresAtMs?: number }> =>
+      keyLengths.map((length, i) => {
+        const key = Buffer.alloc(length, 0x41 + i);
+        key[0] = prefix;
+        if (length > 1) key[1] = i;
+        return { key, value: Buffer.alloc(valueLengths[i]!, (prefix * 16 + i) & 0xff), ...(i % 3 === 1 ? { expiresAtMs: NOW + 1000 + i } : {}) };
+      });
+    const a = rowsFor(0x10);
+    const b = rowsFor(0x20);
+    await Promise.all([store.bulkInsert(PackedRows.fromRows(a)), other.bulkInsert(PackedRows.fromRows(b))]);
+    for (const [partition, rows] of [[store, a], [other, b]] as const) {
+      for (const row of rows) {
+        const got = await partition.get(row.key);
+        expect(got?.value.equals(row.value), `key of ${row.key.length} bytes`).toBe(true);
+        expect(got?.expiresAtMs).toBe(row.expiresAtMs ?? 0);
+      }
+      const entries = await scanAll(partition);
+      expect(entries.length).toBe(new Set(rows.map((r) => r.key.toString('hex'))).size);
+      const stats = await partition.stats();
+      expect({ count: stats.count, logicalBytes: stats.logicalBytes }).toEqual(expectedStats(entries));
+    }
+    // The expiry index entries name the right keys: a sweep after they are due removes exactly those rows.
+    const later = await PartitionStore.open(tmp.sub('p0-later'), { sweepIntervalMs: 0, now: () => NOW + 60_000 });
+    opened.push(later);
+    await later.bulkInsert(PackedRows.fromRows(a.map((r) => ({ ...r, expiresAtMs: r.expiresAtMs === undefined ? undefined : NOW + 60_000 + 5 }))));
+    expect(await later.sweepExpired()).toBe(0);
+    const sweeper = await reopenAt(later, tmp.sub('p0-later'), NOW + 60_010);
+    expect(await sweeper.sweepExpired()).toBe(a.filter((r) => r.expiresAtMs !== undefined).length);
+    expect((await scanAll(sweeper)).map((e) => e.key.toString('hex'))).toEqual(
+      a.filter((r) => r.expiresAtMs === undefined).map((r) => r.key.toString('hex')).sort(),
+    );
+  });
 });
+
+/** Closes `store` and opens its directory again with the clock at `nowMs`. */
+async function reopenAt(store: PartitionStore, dir: string, nowMs: number): Promise<PartitionStore> {
+  await store.close();
+  opened = opened.filter((s) => s !== store);
+  const reopened = await PartitionStore.open(dir, { sweepIntervalMs: 0, now: () => nowMs });
+  opened.push(reopened);
+  return reopened;
+}
