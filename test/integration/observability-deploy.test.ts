@@ -124,7 +124,7 @@ describe('alert rules (deploy/prometheus/alerts.yml)', () => {
 describe('Grafana dashboards (deploy/grafana/*.json)', () => {
   it('are bare dashboard models with top-level panels; every data panel has a datasource and PromQL that promtool parses', async () => {
     const all = await dashboards();
-    expect(all.map((d) => d.file)).toEqual(['cluster.json', 'jobs.json', 'store-rpc.json']);
+    expect(all.map((d) => d.file)).toEqual(['cluster.json', 'jobs.json', 'replication.json', 'store-rpc.json']);
     expect(new Set(all.map((d) => d.model.uid)).size).toBe(all.length);
     const exprs: string[] = [];
     for (const { file, model } of all) {
