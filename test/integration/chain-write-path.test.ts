@@ -45,8 +45,8 @@ async function harness(names: readonly string[], forwardTimeoutMs = 2000): Promi
   const cut = new Set<string>();
   const sent: ForwardMessage[] = [];
   const transport = (from: string): ForwardTransport => ({
-    send(node, message, { signal, timeoutMs }): Promise<ForwardAck> {
-      sent.push(message);
+    send(node, messages, { signal, timeoutMs }): Promise<ForwardAck[]> {
+      sent.push(...messages);
       if (cut.has(node) || cut.has(from)) {
         // No answer: the sender's deadline or its abort (a chain change) ends the call, as over gRPC.
         return new Promise((_, reject) => {
@@ -56,7 +56,7 @@ async function harness(names: readonly string[], forwardTimeoutMs = 2000): Promi
       }
       const target = nodes.get(node);
       if (target === undefined) return Promise.reject(new StoreError('STORE_UNAVAILABLE', `no node ${node}`));
-      return target.receiveForward(message);
+      return target.receiveForwards(messages);
     },
   });
   const initial = mapOf(names, 1, 1);
