@@ -201,7 +201,7 @@ export class ChainReplica {
   private closed = false;
   /** Bytes of forwards this replica sent (payload: keys, values, metadata), for the bench and metrics. */
   forwardedBytes = 0;
-  /** Sends of forwards that failed or timed out (each was sent again), since this replica opened. */
+  /** Forwards whose send failed or timed out (each was sent again; a batched call counts each of its writes), since this replica opened. */
   forwardRetries = 0;
   /** The latest of those: to whom, why, when (Unix ms). */
   lastForwardRetry: { successor: string; error: string; atMs: number } | undefined;
@@ -629,7 +629,8 @@ export class ChainReplica {
         attempt = 0;
       } catch (error) {
         if (this.closed) throw error;
-        this.forwardRetries++;
+        // Counted per write, as before batching: each of them is sent again.
+        this.forwardRetries += sending.length;
         this.lastForwardRetry = { successor, error: error instanceof Error ? error.message.slice(0, 300) : String(error), atMs: Date.now() };
         this.onForwardRetry?.({ partitionId: this.partitionId, seq: pending[0]!.seq, successor, error });
         // Once per batch at warn: a dead successor fails every attempt until the map drops it.
