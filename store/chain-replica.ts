@@ -69,6 +69,11 @@ export interface ChainReplicaOptions {
   transport: ForwardTransport;
   /** A forward not answered within this is sent again to the then-current successor. Default 2000. */
   forwardTimeoutMs?: number;
+  /**
+   * Payload bytes (keys, values, metadata) one Forward call carries at most when it carries several
+   * writes; a larger write goes alone. Capped at 4 MiB. Default 4 MiB.
+   */
+  forwardBatchMaxBytes?: number;
   /** Forwards waiting for their successor's ack at most; more are refused retryable (STORE_OVERLOADED). Default 10000. */
   maxUnacked?: number;
   /** Called when a forward failed or timed out and is sent again (for the coordinator / metrics). */
@@ -153,7 +158,7 @@ const RETRY_PAUSE_MS = 50;
  * two let the successor's fsync of one batch overlap the transfer of the next.
  */
 const MAX_SENDS_IN_FLIGHT = 2;
-/** Payload bytes (opBytes) one Forward call carries at most, beyond its first write (well under a node's receive limit). */
+/** Payload bytes (opBytes) one Forward call of several writes carries at most (a larger write goes alone). */
 const FORWARD_BATCH_MAX_BYTES = 4 * 1024 * 1024;
 
 /**
@@ -170,6 +175,7 @@ export class ChainReplica {
   private readonly transport: ForwardTransport;
   private readonly forwardTimeoutMs: number;
   private readonly maxUnacked: number;
+  private readonly forwardBatchMaxBytes: number;
   private readonly onForwardRetry: ChainReplicaOptions['onForwardRetry'];
   private readonly logger: Logger | undefined;
   private partition: Partition;
@@ -216,6 +222,8 @@ export class ChainReplica {
     this.transport = options.transport;
     this.forwardTimeoutMs = options.forwardTimeoutMs ?? 2000;
     this.maxUnacked = options.maxUnacked ?? 10_000;
+    this.forwardBatchMaxBytes = Math.min(FORWARD_BATCH_MAX_BYTES, options.forwardBatchMaxBytes ?? FORWARD_BATCH_MAX_BYTES);
+    if (!(this.forwardBatchMaxBytes >= 1)) throw new RangeError(`forwardBatchMaxBytes must be ≥ 1, got ${options.forwardBatchMaxBytes}`);
     if (!Number.isSafeInteger(this.forwardTimeoutMs) || this.forwardTimeoutMs < 1) throw new RangeError(`forwardTimeoutMs must be a whole number ≥ 1, got ${this.forwardTimeoutMs}`);
     this.onForwardRetry = options.onForwardRetry;
   }
@@ -588,7 +596,7 @@ export class ChainReplica {
     done(u);
   }
 
-  /** The outbox's first forwards of one stream, in sequence order, within MAX_FORWARD_BATCH and FORWARD_BATCH_MAX_BYTES. */
+  /** The outbox's first forwards of one stream, in sequence order, within MAX_FORWARD_BATCH and forwardBatchMaxBytes (a larger first one alone). */
   private takeBatch(): ForwardMessage[] {
     const first = this.outbox[0]!;
     let n = 1;
@@ -596,7 +604,7 @@ export class ChainReplica {
     while (n < this.outbox.length && n < MAX_FORWARD_BATCH) {
       const next = this.outbox[n]!;
       bytes += opBytes(next.op);
-      if (next.streamId !== first.streamId || bytes > FORWARD_BATCH_MAX_BYTES) break;
+      if (next.streamId !== first.streamId || bytes > this.forwardBatchMaxBytes) break;
       n++;
     }
     return this.outbox.splice(0, n).sort((a, b) => a.seq - b.seq);

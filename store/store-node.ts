@@ -887,6 +887,8 @@ export class StoreNode {
           partition,
           transport: this.transport ?? noTransport(this.address),
           forwardTimeoutMs: this.forwardTimeoutMs,
+          // A batched call stays within what a node configured like this one receives (maxBatchBytes + 1 MiB).
+          forwardBatchMaxBytes: this.maxBatchBytes,
           onForwardRetry: this.onForwardRetry,
           logger: this.logger?.child({ partition: partition.id }),
         }),

@@ -7,7 +7,7 @@ import { PartitionMap, type Replica } from '../../store/partition-map.js';
 import { StoreNode } from '../../store/store-node.js';
 import { StoreError } from '../../store/store-errors.js';
 import type { PartitionStore } from '../../store/partition-store.js';
-import type { ForwardAck, ForwardMessage, ForwardTransport } from '../../store/chain-replica.js';
+import { opBytes, type ForwardAck, type ForwardMessage, type ForwardTransport } from '../../store/chain-replica.js';
 import type { NodeConnection } from '../../store/node-connection.js';
 import { syncReplica } from '../../store/replica-sync.js';
 
@@ -24,7 +24,7 @@ interface Harness {
   cut: Set<string>;
   sent: ForwardMessage[];
   /** Every Forward call: sender, receiver, the sequence numbers it carried. */
-  calls: Array<{ from: string; to: string; seqs: number[] }>;
+  calls: Array<{ from: string; to: string; seqs: number[]; bytes: number }>;
   /** Calls to these nodes are delivered, but their answer is lost (the call hangs until its deadline or abort). */
   dropAnswers: Set<string>;
   /** These nodes take one write per call, as a receiver that does not know ForwardRequest.more: the rest of a batch is not applied, and one ack comes back. */
@@ -47,7 +47,7 @@ function mapOf(chain: readonly (string | Replica)[], epoch: number, version: num
   return PartitionMap.create(version, [{ id: 0, start: Buffer.alloc(0), end: Buffer.alloc(0), chain: replicas, epoch }], { replicas: 3 });
 }
 
-async function harness(names: readonly string[], forwardTimeoutMs = 2000): Promise<Harness> {
+async function harness(names: readonly string[], forwardTimeoutMs = 2000, maxBatchBytes?: number): Promise<Harness> {
   const nodes = new Map<string, StoreNode>();
   const cut = new Set<string>();
   const sent: ForwardMessage[] = [];
@@ -57,7 +57,7 @@ async function harness(names: readonly string[], forwardTimeoutMs = 2000): Promi
   const transport = (from: string): ForwardTransport => ({
     send(node, messages, { signal, timeoutMs }): Promise<ForwardAck[]> {
       sent.push(...messages);
-      calls.push({ from, to: node, seqs: messages.map((m) => m.seq) });
+      calls.push({ from, to: node, seqs: messages.map((m) => m.seq), bytes: messages.reduce((sum, m) => sum + opBytes(m.op), 0) });
       if (dropAnswers.has(node) && nodes.has(node)) nodes.get(node)!.receiveForwards(messages).catch(() => undefined);
       if (cut.has(node) || cut.has(from) || dropAnswers.has(node)) {
         // No answer: the sender's deadline or its abort (a chain change) ends the call, as over gRPC.
@@ -74,7 +74,7 @@ async function harness(names: readonly string[], forwardTimeoutMs = 2000): Promi
   const initial = mapOf(names, 1, 1);
   const dirOf = new Map<string, string>();
   const start = async (name: string): Promise<StoreNode> => {
-    const node = await StoreNode.open({ node: name, dataDir: dirOf.get(name)!, initialMap: initial, transport: transport(name), forwardTimeoutMs, sweepIntervalMs: 0, syncWrites: false });
+    const node = await StoreNode.open({ node: name, dataDir: dirOf.get(name)!, initialMap: initial, transport: transport(name), forwardTimeoutMs, sweepIntervalMs: 0, syncWrites: false, ...(maxBatchBytes === undefined ? {} : { maxBatchBytes }) });
     open.push(node);
     nodes.set(name, node);
     return node;
@@ -595,6 +595,19 @@ describe('chain write path: group commit per hop (several writes in one Forward 
     expect(await writesOf(h, [A, B, C])).toEqual(appliedOnce);
     const all = await digests(h, [A, B, C]);
     expect(all[0]!.count).toBe(41);
+    expect(all[1]).toEqual(all[0]);
+    expect(all[2]).toEqual(all[0]);
+  });
+
+  it('a batched call stays within the node\'s --max-batch-bytes (what a node configured alike receives); a larger write goes alone', async () => {
+    const h = await harness([A, B, C], 2000, 1000);
+    const head = h.nodes.get(A)!;
+    const writes = Array.from({ length: 30 }, (_, i) => head.put(1, Buffer.from(`b${String(i).padStart(2, '0')}`), Buffer.alloc(200, i), {}));
+    await Promise.all([...writes, head.put(1, Buffer.from('big'), Buffer.alloc(900, 1), {})]);
+    expect(h.calls.some((c) => c.seqs.length > 1)).toBe(true);
+    for (const c of h.calls) if (c.seqs.length > 1) expect(c.bytes).toBeLessThanOrEqual(1000);
+    const all = await digests(h, [A, B, C]);
+    expect(all[0]!.count).toBe(31);
     expect(all[1]).toEqual(all[0]);
     expect(all[2]).toEqual(all[0]);
   });
