@@ -3,9 +3,10 @@ import { setMaxListeners } from 'node:events';
 import type { Logger } from '../common/index.js';
 import type { PackedRows } from './packed-rows.js';
 import type { Partition } from './partition-map.js';
-import type { BulkAssignment, ChainPosition, ChainTag, PartitionStore } from './partition-store.js';
+import type { BulkAssignment, ChainPosition, ChainTag, ForwardedWrite, PartitionStore } from './partition-store.js';
 import type { StoredRecord } from './record.js';
 import { PackedRowsBuilder } from './packed-rows.js';
+import { MAX_FORWARD_BATCH } from './field-limits.js';
 import { StoreError } from './store-errors.js';
 
 /**
@@ -48,9 +49,15 @@ export interface ForwardAck {
   hops: HopTiming[];
 }
 
-/** How a replica reaches its successor. The gRPC one is store/chain-forwarder.ts; tests step an in-process one. */
+/**
+ * How a replica reaches its successor. The gRPC one is store/chain-forwarder.ts; tests step an
+ * in-process one. `messages` are consecutive writes of one partition and stream in sequence order
+ * (group commit per hop: one call, one batch and fsync at the receiver); the answer has one ack per
+ * message, in order — or fewer, from a receiver that takes one write per call (the rest are then
+ * sent again, one per call).
+ */
 export interface ForwardTransport {
-  send(node: string, message: ForwardMessage, options: { timeoutMs: number; signal: AbortSignal }): Promise<ForwardAck>;
+  send(node: string, messages: readonly ForwardMessage[], options: { timeoutMs: number; signal: AbortSignal }): Promise<ForwardAck[]>;
 }
 
 export interface ChainReplicaOptions {
@@ -62,6 +69,11 @@ export interface ChainReplicaOptions {
   transport: ForwardTransport;
   /** A forward not answered within this is sent again to the then-current successor. Default 2000. */
   forwardTimeoutMs?: number;
+  /**
+   * Payload bytes (keys, values, metadata) one Forward call carries at most when it carries several
+   * writes; a larger write goes alone. Capped at 4 MiB. Default 4 MiB.
+   */
+  forwardBatchMaxBytes?: number;
   /** Forwards waiting for their successor's ack at most; more are refused retryable (STORE_OVERLOADED). Default 10000. */
   maxUnacked?: number;
   /** Called when a forward failed or timed out and is sent again (for the coordinator / metrics). */
@@ -72,6 +84,15 @@ export interface ChainReplicaOptions {
 interface Unacked {
   message: ForwardMessage;
   acked: Promise<HopTiming[]>;
+  resolve: (hops: HopTiming[]) => void;
+  reject: (error: unknown) => void;
+}
+
+/** A forward's writes collected while a batch of forwards is received, queued on the store together. */
+interface Collected {
+  writes: ForwardedWrite[];
+  resolve: (value: unknown) => void;
+  reject: (error: unknown) => void;
 }
 
 interface Waiting {
@@ -131,6 +152,14 @@ class TouchedKeys implements CopyGuard {
 /** Most out-of-order forwards a replica holds while it waits for the ones before them. */
 const MAX_WAITING = 1024;
 const RETRY_PAUSE_MS = 50;
+/**
+ * Forward calls a replica has in flight to its successor per partition. Writes that become ready
+ * while they are out wait in the outbox and go together in the next call (group commit per hop);
+ * two let the successor's fsync of one batch overlap the transfer of the next.
+ */
+const MAX_SENDS_IN_FLIGHT = 2;
+/** Payload bytes (opBytes) one Forward call of several writes carries at most (a larger write goes alone). */
+const FORWARD_BATCH_MAX_BYTES = 4 * 1024 * 1024;
 
 /**
  * One partition's replica on one node: the chain's write path, without sockets. At the head it
@@ -146,6 +175,7 @@ export class ChainReplica {
   private readonly transport: ForwardTransport;
   private readonly forwardTimeoutMs: number;
   private readonly maxUnacked: number;
+  private readonly forwardBatchMaxBytes: number;
   private readonly onForwardRetry: ChainReplicaOptions['onForwardRetry'];
   private readonly logger: Logger | undefined;
   private partition: Partition;
@@ -164,12 +194,20 @@ export class ChainReplica {
   private guard: TouchedKeys | undefined;
   private readonly unacked = new Map<number, Unacked>();
   private readonly waiting = new Map<number, Waiting>();
+  /** Forwards to pass on that no call carries yet, in the order they became ready. */
+  private readonly outbox: ForwardMessage[] = [];
+  private sendsInFlight = 0;
+  private pumpScheduled = false;
+  /** Successors that answered a batched call with one ack (they take one write per call). */
+  private readonly singleWriteSuccessors = new Set<string>();
+  /** Set while a batch of forwards is received: their writes are queued on the store together. */
+  private collecting: Collected[] | undefined;
   /** Aborted on every chain change, so sends to a removed successor stop at once and go again. */
   private chainChanged = unboundedController();
   private closed = false;
   /** Bytes of forwards this replica sent (payload: keys, values, metadata), for the bench and metrics. */
   forwardedBytes = 0;
-  /** Sends of forwards that failed or timed out (each was sent again), since this replica opened. */
+  /** Forwards whose send failed or timed out (each was sent again; a batched call counts each of its writes), since this replica opened. */
   forwardRetries = 0;
   /** The latest of those: to whom, why, when (Unix ms). */
   lastForwardRetry: { successor: string; error: string; atMs: number } | undefined;
@@ -184,6 +222,8 @@ export class ChainReplica {
     this.transport = options.transport;
     this.forwardTimeoutMs = options.forwardTimeoutMs ?? 2000;
     this.maxUnacked = options.maxUnacked ?? 10_000;
+    this.forwardBatchMaxBytes = Math.min(FORWARD_BATCH_MAX_BYTES, options.forwardBatchMaxBytes ?? FORWARD_BATCH_MAX_BYTES);
+    if (!(this.forwardBatchMaxBytes >= 1)) throw new RangeError(`forwardBatchMaxBytes must be ≥ 1, got ${options.forwardBatchMaxBytes}`);
     if (!Number.isSafeInteger(this.forwardTimeoutMs) || this.forwardTimeoutMs < 1) throw new RangeError(`forwardTimeoutMs must be a whole number ≥ 1, got ${this.forwardTimeoutMs}`);
     this.onForwardRetry = options.onForwardRetry;
   }
@@ -348,6 +388,30 @@ export class ChainReplica {
     }
   }
 
+  /**
+   * Forwards from the predecessor that came in one call: each is handled as `receive` handles it,
+   * but the writes of those that are next in sequence are queued on the partition store together
+   * (one batch, one fsync) and passed on together. Resolves with every ack in order; rejects with
+   * the first failure once all have settled (the sender sends the batch again: what was applied is
+   * a duplicate then, acknowledged without being applied twice).
+   */
+  async receiveMany(messages: readonly ForwardMessage[]): Promise<ForwardAck[]> {
+    if (messages.length === 1) return [await this.receive(messages[0]!)];
+    const collected: Collected[] = [];
+    this.collecting = collected;
+    let results: Array<Promise<ForwardAck>>;
+    try {
+      results = messages.map((m) => this.receive(m));
+    } finally {
+      this.collecting = undefined;
+    }
+    this.queueCollected(collected);
+    const settled = await Promise.allSettled(results);
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed !== undefined) throw failed.reason;
+    return settled.map((r) => (r as PromiseFulfilledResult<ForwardAck>).value);
+  }
+
   /** A forward from the predecessor: checked, applied in sequence order, passed on; resolves with the ack. */
   async receive(message: ForwardMessage): Promise<ForwardAck> {
     this.check(message);
@@ -467,67 +531,119 @@ export class ChainReplica {
       if (op.kind === 'bulk') for (let i = 0; i < op.rows.count; i++) guard.touch(op.rows.key(i));
       else for (const w of op.writes) guard.touch(w.key);
     }
-    if (op.kind === 'bulk') return this.store.bulkInsert(op.rows, op.assigned, tag);
-    const parts: Array<PackedRowsBuilder | Buffer> = [];
-    for (const w of op.writes) {
-      if ('deleted' in w) {
-        parts.push(w.key);
-        continue;
-      }
-      let puts = parts[parts.length - 1];
-      if (!(puts instanceof PackedRowsBuilder)) parts.push((puts = new PackedRowsBuilder()));
-      puts.add(w.key, w.record.value, { etag: w.record.etag, updatedAtMs: w.record.updatedAtMs, expiresAtMs: w.record.expiresAtMs });
-    }
-    return Promise.all(
-      parts.map((part, i) => {
-        const last = i === parts.length - 1 ? tag : undefined;
-        // Kept etags and times: the rows become exactly the head's records.
-        return part instanceof PackedRowsBuilder ? this.store.bulkInsert(part.finish(), { firstEtag: 1, nowMs: op.nowMs }, last) : this.store.delete(part, undefined, last);
-      }),
-    );
+    const writes = forwardedWrites(op, tag);
+    const collecting = this.collecting;
+    if (collecting !== undefined) return new Promise((resolve, reject) => collecting.push({ writes, resolve, reject }));
+    return Promise.all(this.store.applyForwarded(writes));
   }
 
-  /** Sends to the current successor until it acks (none: this is the tail, done). Never drops a forward. */
+  /** Queues the writes of a received batch's forwards on the store in one call (they share a group). */
+  private queueCollected(collected: readonly Collected[]): void {
+    if (collected.length === 0) return;
+    const settled = this.store.applyForwarded(collected.flatMap((c) => c.writes));
+    let at = 0;
+    for (const c of collected) {
+      Promise.all(settled.slice(at, (at += c.writes.length))).then(c.resolve, c.reject);
+    }
+  }
+
+  /**
+   * Sends to the current successor until it acks (none: this is the tail, done). Never drops a
+   * forward. Forwards that become ready together go in one call (see MAX_SENDS_IN_FLIGHT).
+   */
   private passOn(message: ForwardMessage): Promise<HopTiming[]> {
     let resolve!: (hops: HopTiming[]) => void;
     let reject!: (error: unknown) => void;
     const acked = new Promise<HopTiming[]>((res, rej) => ((resolve = res), (reject = rej)));
-    this.unacked.set(message.seq, { message, acked });
-    this.sendUntilAcked(message).then(
-      (hops) => {
-        this.unacked.delete(message.seq);
-        resolve(hops);
-      },
-      (error: unknown) => {
-        this.unacked.delete(message.seq);
-        reject(error);
-      },
-    );
+    this.unacked.set(message.seq, { message, acked, resolve, reject });
+    this.outbox.push(message);
+    // After the current turn: the forwards a group commit made ready all reach the outbox first.
+    if (!this.pumpScheduled) {
+      this.pumpScheduled = true;
+      setImmediate(() => {
+        this.pumpScheduled = false;
+        this.pump();
+      });
+    }
     return acked;
   }
 
-  private async sendUntilAcked(message: ForwardMessage): Promise<HopTiming[]> {
+  /** Starts calls for what waits in the outbox, up to MAX_SENDS_IN_FLIGHT. */
+  private pump(): void {
+    while (this.sendsInFlight < MAX_SENDS_IN_FLIGHT && this.outbox.length > 0) {
+      const batch = this.takeBatch();
+      this.sendsInFlight++;
+      this.sendUntilAcked(batch)
+        .then(
+          (hops) => {
+            for (const m of batch) this.settle(m.seq, (u) => u.resolve(hops.get(m.seq) ?? []));
+          },
+          (error: unknown) => {
+            for (const m of batch) this.settle(m.seq, (u) => u.reject(error));
+          },
+        )
+        .finally(() => {
+          this.sendsInFlight--;
+          this.pump();
+        });
+    }
+  }
+
+  private settle(seq: number, done: (u: Unacked) => void): void {
+    const u = this.unacked.get(seq);
+    if (u === undefined) return;
+    this.unacked.delete(seq);
+    done(u);
+  }
+
+  /** The outbox's first forwards of one stream, in sequence order, within MAX_FORWARD_BATCH and forwardBatchMaxBytes (a larger first one alone). */
+  private takeBatch(): ForwardMessage[] {
+    const first = this.outbox[0]!;
+    let n = 1;
+    let bytes = opBytes(first.op);
+    while (n < this.outbox.length && n < MAX_FORWARD_BATCH) {
+      const next = this.outbox[n]!;
+      bytes += opBytes(next.op);
+      if (next.streamId !== first.streamId || bytes > this.forwardBatchMaxBytes) break;
+      n++;
+    }
+    return this.outbox.splice(0, n).sort((a, b) => a.seq - b.seq);
+  }
+
+  /** Sends a batch until every forward of it is acked; resolves with each one's hops by sequence number. */
+  private async sendUntilAcked(batch: readonly ForwardMessage[]): Promise<Map<number, HopTiming[]>> {
+    const hops = new Map<number, HopTiming[]>();
+    let pending = batch;
     for (let attempt = 1; ; attempt++) {
       if (this.closed) throw new StoreError('STORE_CLOSED', `partition ${this.partitionId} on ${this.node} is closing`);
       if (this.index < 0) {
-        throw new StoreError('STORE_AMBIGUOUS', `partition ${this.partitionId}: ${this.node} left the chain (epoch ${this.partition.epoch}) before write ${message.seq} was acknowledged; it may or may not be on the chain`);
+        throw new StoreError('STORE_AMBIGUOUS', `partition ${this.partitionId}: ${this.node} left the chain (epoch ${this.partition.epoch}) before write ${pending[0]!.seq} was acknowledged; it may or may not be on the chain`);
       }
       const successor = this.successorOf(this.partition);
-      if (successor === undefined) return [];
+      if (successor === undefined) return hops;
       const changed = this.chainChanged.signal;
-      const outgoing: ForwardMessage = { ...message, from: this.node, epoch: this.partition.epoch };
+      const sending = this.singleWriteSuccessors.has(successor) ? pending.slice(0, 1) : pending;
+      const outgoing = sending.map((m): ForwardMessage => ({ ...m, from: this.node, epoch: this.partition.epoch }));
       try {
-        const ack = await this.transport.send(successor, outgoing, { timeoutMs: this.forwardTimeoutMs, signal: changed });
-        this.forwardedBytes += opBytes(message.op);
-        return ack.hops;
+        const acks = await this.transport.send(successor, outgoing, { timeoutMs: this.forwardTimeoutMs, signal: changed });
+        if (acks.length === 0) throw new StoreError('STORE_INTERNAL', `partition ${this.partitionId}: ${successor} answered a forward of ${outgoing.length} write(s) with no ack`);
+        for (let i = 0; i < acks.length && i < sending.length; i++) {
+          hops.set(sending[i]!.seq, acks[i]!.hops);
+          this.forwardedBytes += opBytes(sending[i]!.op);
+        }
+        if (acks.length >= pending.length) return hops;
+        if (sending.length > 1) this.singleWriteSuccessors.add(successor);
+        pending = pending.slice(Math.min(acks.length, sending.length));
+        attempt = 0;
       } catch (error) {
         if (this.closed) throw error;
-        this.forwardRetries++;
+        // Counted per write, as before batching: each of them is sent again.
+        this.forwardRetries += sending.length;
         this.lastForwardRetry = { successor, error: error instanceof Error ? error.message.slice(0, 300) : String(error), atMs: Date.now() };
-        this.onForwardRetry?.({ partitionId: this.partitionId, seq: message.seq, successor, error });
-        // Once per forward at warn: a dead successor fails every attempt until the map drops it.
+        this.onForwardRetry?.({ partitionId: this.partitionId, seq: pending[0]!.seq, successor, error });
+        // Once per batch at warn: a dead successor fails every attempt until the map drops it.
         const level = attempt === 1 ? 'warn' : 'debug';
-        this.logger?.[level]({ err: error, partition: this.partitionId, seq: message.seq, successor, attempt }, 'forward failed; sending it again to the current successor');
+        this.logger?.[level]({ err: error, partition: this.partitionId, seq: pending[0]!.seq, writes: pending.length, successor, attempt }, 'forward failed; sending it again to the current successor');
         if (!changed.aborted) await pause(RETRY_PAUSE_MS, changed);
       }
     }
@@ -537,6 +653,29 @@ export class ChainReplica {
     const index = partition.chain.findIndex((r) => r.node === this.node);
     return index < 0 ? undefined : partition.chain[index + 1]?.node;
   }
+}
+
+/**
+ * The store writes of a forward: a bulk batch as it came, or a points op's puts (as rows keeping
+ * the head's etags and times: they become exactly the head's records) and deletes; the last one
+ * carries the forward's tag, so the position persisted never runs ahead of the data.
+ */
+function forwardedWrites(op: ForwardOp, tag: ChainTag): ForwardedWrite[] {
+  if (op.kind === 'bulk') return [{ kind: 'bulk', rows: op.rows, assigned: op.assigned, chain: tag }];
+  const parts: Array<PackedRowsBuilder | Buffer> = [];
+  for (const w of op.writes) {
+    if ('deleted' in w) {
+      parts.push(w.key);
+      continue;
+    }
+    let puts = parts[parts.length - 1];
+    if (!(puts instanceof PackedRowsBuilder)) parts.push((puts = new PackedRowsBuilder()));
+    puts.add(w.key, w.record.value, { etag: w.record.etag, updatedAtMs: w.record.updatedAtMs, expiresAtMs: w.record.expiresAtMs });
+  }
+  return parts.map((part, i): ForwardedWrite => {
+    const chain = i === parts.length - 1 ? tag : undefined;
+    return part instanceof PackedRowsBuilder ? { kind: 'bulk', rows: part.finish(), assigned: { firstEtag: 1, nowMs: op.nowMs }, chain } : { kind: 'delete', key: part, chain };
+  });
 }
 
 /** Payload bytes of a forward: keys, values and per-row metadata. */

@@ -42,6 +42,8 @@ export const MAX_LIST_ITEMS = 65_536;
 export const MAX_BULK_ROWS = 1_000_000;
 /** Most point operations in one Multi (the thick client also bounds a Multi's key + value bytes, MULTI_MAX_BYTES). */
 export const MAX_MULTI_OPS = 1000;
+/** Most writes one Forward call carries (group commit per hop: the request and its `more`). */
+export const MAX_FORWARD_BATCH = 256;
 /**
  * Key + value bytes the thick client puts into one Multi; a single op at least this large goes as
  * its own plain call. Any Multi is also bounded by the node's receive limit (--max-batch-bytes + 1 MiB).
@@ -160,6 +162,15 @@ export const FIELD_LIMITS: Readonly<Record<string, Readonly<Record<string, Field
     epoch: { kind: 'int', min: 1, max: MAX_MAP_VERSION, note: 'the sender\'s partition epoch; another one than the receiver\'s is STORE_STALE_EPOCH' },
     from: { kind: 'string', maxBytes: MAX_NODE_ADDRESS_BYTES },
     stream_id: { kind: 'string', maxBytes: 64 },
+    seq: { kind: 'int', min: 1, max: MAX_ETAG, note: 'the head\'s sequence number of the write' },
+    packed: { kind: 'message', required: false, note: 'a bulk write: its accepted rows as they arrived; not together with points' },
+    first_etag: { kind: 'int', min: 0, max: MAX_ETAG, note: 'with packed: the first etag the head handed out' },
+    now_ms: time,
+    points: { kind: 'list', maxItems: MAX_MULTI_OPS, item: { kind: 'message', required: true } },
+    head_seq: { kind: 'int', min: 0, max: MAX_ETAG, note: 'the head\'s last sequence number when it sent the write (replica lag); 0 = unknown' },
+    more: { kind: 'list', maxItems: MAX_FORWARD_BATCH - 1, item: { kind: 'message', required: true } },
+  },
+  ForwardWrite: {
     seq: { kind: 'int', min: 1, max: MAX_ETAG, note: 'the head\'s sequence number of the write' },
     packed: { kind: 'message', required: false, note: 'a bulk write: its accepted rows as they arrived; not together with points' },
     first_etag: { kind: 'int', min: 0, max: MAX_ETAG, note: 'with packed: the first etag the head handed out' },

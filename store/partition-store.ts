@@ -86,6 +86,9 @@ export interface ChainTag {
   seq: number;
 }
 
+/** One write of a forward a replica applies (see PartitionStore.applyForwarded). */
+export type ForwardedWrite = { kind: 'bulk'; rows: PackedRows; assigned: BulkAssignment; chain?: ChainTag } | { kind: 'delete'; key: Buffer; chain?: ChainTag };
+
 /** The last chain write a partition (or a snapshot of it) holds; stream '' = none yet. */
 export interface ChainPosition {
   stream: string;
@@ -198,6 +201,8 @@ const SWEEP_BATCH = 1000;
  */
 export const DEFAULT_WRITE_BUFFER_BYTES = 8 * 1024 * 1024;
 const GROUP_MAX_ROWS = 50_000;
+/** Sorted bulk inserts of at most this many rows read what they overwrite key by key (getSync), not by a range iterator. */
+const POINT_READ_MAX_ROWS = 16;
 // One LevelDB batch is built in memory (and copied into LevelDB's): bound its bytes too.
 const GROUP_MAX_BYTES = 16 * 1024 * 1024;
 // Below this many bytes on disk a range is split by counting its keys (LevelDB's size index does
@@ -382,6 +387,24 @@ export class PartitionStore {
     return new Promise((resolve, reject) =>
       this.enqueue({ kind: 'bulk', rows, sorted: rows.isStrictlySorted(), enqueuedAt: performance.now(), assigned, chain, resolve: this.counted(rows.count, resolve), reject }),
     );
+  }
+
+  /**
+   * A chain replica's writes of several forwards, queued in one call so they can share one group
+   * (one LevelDB batch and one fsync) as the head's did: bulk rows with their head's assignments,
+   * and deletes. Each settles on its own, in order.
+   */
+  applyForwarded(writes: readonly ForwardedWrite[]): Array<Promise<unknown>> {
+    const ops: Op[] = [];
+    const settled = writes.map(
+      (w) =>
+        new Promise<unknown>((resolve, reject) => {
+          if (w.kind === 'delete') ops.push({ kind: 'delete', key: w.key, expectedEtag: undefined, chain: w.chain, resolve: this.counted(1, resolve), reject });
+          else ops.push({ kind: 'bulk', rows: w.rows, sorted: w.rows.isStrictlySorted(), enqueuedAt: performance.now(), assigned: w.assigned, chain: w.chain, resolve: this.counted(w.rows.count, resolve), reject });
+        }),
+    );
+    this.enqueue(...ops);
+    return settled;
   }
 
   /** The last chain write this partition holds durably. */
@@ -923,6 +946,15 @@ export class PartitionStore {
     const found = new Map<number, number>();
     if (rows.count === 0) return found;
     if (sorted && (this.maxKey === undefined || rows.compareKeyTo(0, this.maxKey) > 0)) return found;
+    if (sorted && rows.count <= POINT_READ_MAX_ROWS) {
+      // A few rows (a replica's forwarded puts): point reads on the loop beat an iterator's round trips.
+      for (let i = 0; i < rows.count; i++) {
+        const dk = dataKey(rows.key(i));
+        const raw = this.pointRead(dk);
+        if (raw !== undefined) found.set(i, dk.length + raw.length);
+      }
+      return found;
+    }
     if (sorted) {
       // Not worth caching: these blocks are about to be rewritten, and large values would push out hot ones.
       const iterator = this.db.iterator({ gte: dataKey(rows.key(0)), lte: dataKey(rows.key(rows.count - 1)), fillCache: false });

@@ -421,6 +421,15 @@ export class StoreNode {
    * partition's epoch, applied in sequence order, durably, passed on; resolves with the ack.
    */
   async receiveForward(message: ForwardMessage): Promise<ForwardAck> {
+    return (await this.receiveForwards([message]))[0]!;
+  }
+
+  /**
+   * Consecutive forwards of one partition from the predecessor, received in one call (group commit
+   * per hop: their writes share one batch and fsync here and go on together); one ack each, in order.
+   */
+  async receiveForwards(messages: readonly ForwardMessage[]): Promise<ForwardAck[]> {
+    const message = messages[0]!;
     this.checkOpen();
     if (this.fencedReason !== undefined) {
       throw new StoreError('STORE_FENCED', `node ${this.address} is fenced (${this.fencedReason}): it takes forwards again once it has the current partition map from etcd`, { mapVersion: this.currentMap.version });
@@ -431,7 +440,7 @@ export class StoreNode {
         mapVersion: this.currentMap.version,
       });
     }
-    return replica.receive(message);
+    return replica.receiveMany(messages);
   }
 
   /** Where each replica of this node stands in its chain's write stream, by partition id. */
@@ -878,6 +887,8 @@ export class StoreNode {
           partition,
           transport: this.transport ?? noTransport(this.address),
           forwardTimeoutMs: this.forwardTimeoutMs,
+          // A batched call stays within what a node configured like this one receives (maxBatchBytes + 1 MiB).
+          forwardBatchMaxBytes: this.maxBatchBytes,
           onForwardRetry: this.onForwardRetry,
           logger: this.logger?.child({ partition: partition.id }),
         }),

@@ -7,7 +7,7 @@ import { decodePackedBulkInsert } from './bulk-insert-codec.js';
 import { packEntries } from './scan-batch-codec.js';
 import { POINT_CODECS } from './point-codec.js';
 import { PATCH_MODES } from './json-document.js';
-import { forwardAckToProto, forwardFromProto } from './chain-forwarder.js';
+import { forwardAcksToProto, forwardsFromProto } from './chain-forwarder.js';
 import { toGrpcStatus } from './grpc-errors.js';
 import { checkRequest, requestDescOf, undecodableRequestError } from './request-check.js';
 import { successor } from './key.js';
@@ -217,7 +217,7 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
       async (req, call, requestId) => ({ results: await runMulti(node, req, grantedRole(call.metadata.get(METADATA_GRANTED_ROLE)[0]), limits, { logger, requestId }) }),
       false,
     ),
-    forward: unary('Forward', async (req) => forwardAckToProto(await node.receiveForward(forwardFromProto(req)))),
+    forward: unary('Forward', async (req) => forwardAcksToProto(await node.receiveForwards(forwardsFromProto(req)))),
     getPartitionMap: unary('GetPartitionMap', async () => node.map.toProto()),
     setPartitionMap: unary('SetPartitionMap', async (req) => {
       if (req.map === undefined) throw new StoreError('STORE_INVALID_MAP', 'SetPartitionMap needs a map');

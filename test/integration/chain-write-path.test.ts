@@ -6,7 +6,8 @@ import { PackedRowsBuilder } from '../../store/packed-rows.js';
 import { PartitionMap, type Replica } from '../../store/partition-map.js';
 import { StoreNode } from '../../store/store-node.js';
 import { StoreError } from '../../store/store-errors.js';
-import type { ForwardAck, ForwardMessage, ForwardTransport } from '../../store/chain-replica.js';
+import type { PartitionStore } from '../../store/partition-store.js';
+import { opBytes, type ForwardAck, type ForwardMessage, type ForwardTransport } from '../../store/chain-replica.js';
 import type { NodeConnection } from '../../store/node-connection.js';
 import { syncReplica } from '../../store/replica-sync.js';
 
@@ -22,6 +23,12 @@ interface Harness {
   /** Links that hang (never answer) until the sender aborts: a dead peer. */
   cut: Set<string>;
   sent: ForwardMessage[];
+  /** Every Forward call: sender, receiver, the sequence numbers it carried. */
+  calls: Array<{ from: string; to: string; seqs: number[]; bytes: number }>;
+  /** Calls to these nodes are delivered, but their answer is lost (the call hangs until its deadline or abort). */
+  dropAnswers: Set<string>;
+  /** These nodes take one write per call, as a receiver that does not know ForwardRequest.more: the rest of a batch is not applied, and one ack comes back. */
+  singleWrite: Set<string>;
   /** Closes a node (its LevelDB stays) and opens it again on the same folder: a process restarted within its lease. */
   restart(name: string): Promise<StoreNode>;
   install(chain: readonly (string | Replica)[], epoch: number, version: number): Promise<PartitionMap>;
@@ -40,14 +47,19 @@ function mapOf(chain: readonly (string | Replica)[], epoch: number, version: num
   return PartitionMap.create(version, [{ id: 0, start: Buffer.alloc(0), end: Buffer.alloc(0), chain: replicas, epoch }], { replicas: 3 });
 }
 
-async function harness(names: readonly string[], forwardTimeoutMs = 2000): Promise<Harness> {
+async function harness(names: readonly string[], forwardTimeoutMs = 2000, maxBatchBytes?: number): Promise<Harness> {
   const nodes = new Map<string, StoreNode>();
   const cut = new Set<string>();
   const sent: ForwardMessage[] = [];
+  const calls: Harness['calls'] = [];
+  const dropAnswers = new Set<string>();
+  const singleWrite = new Set<string>();
   const transport = (from: string): ForwardTransport => ({
-    send(node, message, { signal, timeoutMs }): Promise<ForwardAck> {
-      sent.push(message);
-      if (cut.has(node) || cut.has(from)) {
+    send(node, messages, { signal, timeoutMs }): Promise<ForwardAck[]> {
+      sent.push(...messages);
+      calls.push({ from, to: node, seqs: messages.map((m) => m.seq), bytes: messages.reduce((sum, m) => sum + opBytes(m.op), 0) });
+      if (dropAnswers.has(node) && nodes.has(node)) nodes.get(node)!.receiveForwards(messages).catch(() => undefined);
+      if (cut.has(node) || cut.has(from) || dropAnswers.has(node)) {
         // No answer: the sender's deadline or its abort (a chain change) ends the call, as over gRPC.
         return new Promise((_, reject) => {
           const timer = setTimeout(() => reject(new StoreError('STORE_DEADLINE_EXCEEDED', `forward to ${node} timed out`)), timeoutMs);
@@ -56,13 +68,13 @@ async function harness(names: readonly string[], forwardTimeoutMs = 2000): Promi
       }
       const target = nodes.get(node);
       if (target === undefined) return Promise.reject(new StoreError('STORE_UNAVAILABLE', `no node ${node}`));
-      return target.receiveForward(message);
+      return target.receiveForwards(singleWrite.has(node) ? messages.slice(0, 1) : messages);
     },
   });
   const initial = mapOf(names, 1, 1);
   const dirOf = new Map<string, string>();
   const start = async (name: string): Promise<StoreNode> => {
-    const node = await StoreNode.open({ node: name, dataDir: dirOf.get(name)!, initialMap: initial, transport: transport(name), forwardTimeoutMs, sweepIntervalMs: 0, syncWrites: false });
+    const node = await StoreNode.open({ node: name, dataDir: dirOf.get(name)!, initialMap: initial, transport: transport(name), forwardTimeoutMs, sweepIntervalMs: 0, syncWrites: false, ...(maxBatchBytes === undefined ? {} : { maxBatchBytes }) });
     open.push(node);
     nodes.set(name, node);
     return node;
@@ -77,6 +89,9 @@ async function harness(names: readonly string[], forwardTimeoutMs = 2000): Promi
     nodes,
     cut,
     sent,
+    calls,
+    dropAnswers,
+    singleWrite,
     async restart(name) {
       await nodes.get(name)!.close();
       return start(name);
@@ -484,3 +499,130 @@ async function waitFor(check: () => Promise<boolean>, timeoutMs = 5000): Promise
     await new Promise((r) => setImmediate(r));
   }
 }
+
+/** Entries each node's replica of partition 0 wrote since it opened (a write applied twice counts twice). */
+async function writesOf(h: Harness, names: readonly string[]): Promise<number[]> {
+  return Promise.all(names.map(async (n) => (h.nodes.get(n)! as unknown as { stores: Map<number, PartitionStore> }).stores.get(0)!.stats().then((s) => s.writes)));
+}
+
+describe('chain write path: group commit per hop (several writes in one Forward call)', () => {
+  it('writes ready together go down the chain in one call per hop, in sequence order; every replica holds the same records with etags, and writes to one key keep their order', async () => {
+    const h = await harness([A, B, C]);
+    const head = h.nodes.get(A)!;
+    const key = (i: number): Buffer => Buffer.from(`p${String(i).padStart(4, '0')}`);
+    // 4 rounds of puts to the same 50 keys, a bulk batch and 10 deletes, all at once.
+    const writes: Array<Promise<unknown>> = [];
+    for (let round = 0; round < 4; round++) for (let i = 0; i < 50; i++) writes.push(head.put(1, key(i), Buffer.from(`v${round}`), {}));
+    writes.push(head.bulkInsert(1, rows(0, 300)));
+    for (let i = 0; i < 10; i++) writes.push(head.delete(1, key(i)));
+    await Promise.all(writes);
+
+    const fromA = h.calls.filter((c) => c.from === A);
+    const fromB = h.calls.filter((c) => c.from === B);
+    expect(fromA.some((c) => c.seqs.length > 1)).toBe(true);
+    expect(fromB.some((c) => c.seqs.length > 1)).toBe(true);
+    for (const c of h.calls) expect(c.seqs).toEqual([...c.seqs].sort((x, y) => x - y));
+    // Each write went once per hop (nothing was re-sent), in fewer calls than writes.
+    for (const hop of [fromA, fromB]) {
+      const seqs = hop.flatMap((c) => c.seqs).sort((x, y) => x - y);
+      expect(seqs).toEqual(Array.from({ length: writes.length }, (_, i) => i + 1));
+      expect(hop.length).toBeLessThan(writes.length / 2);
+    }
+    const all = await digests(h, [A, B, C]);
+    expect(all[0]!.count).toBe(300 + 40);
+    expect(all[1]).toEqual(all[0]);
+    expect(all[2]).toEqual(all[0]);
+    const tail = h.nodes.get(C)!;
+    for (let i = 10; i < 50; i++) expect((await tail.get(1, key(i)))?.value.toString()).toBe('v3');
+    for (let i = 0; i < 10; i++) expect(await tail.get(1, key(i))).toBeUndefined();
+    expect(await writesOf(h, [A, B, C])).toEqual([510, 510, 510]);
+  });
+
+  it('a batched forward is applied in sequence order, acked write by write, its position persisted; sent again, none of it is applied twice', async () => {
+    const h = await harness([A, B]);
+    const tail = h.nodes.get(B)!;
+    const now = Date.now();
+    const put = (key: string, value: string, etag: number): ForwardMessage['op'] => ({ kind: 'points', nowMs: now, writes: [{ key: Buffer.from(key), record: { value: Buffer.from(value), etag, updatedAtMs: now, expiresAtMs: 0 } }] });
+    const base = { partitionId: 0, epoch: 1, from: A, streamId: 'batch-stream' };
+    const batch: ForwardMessage[] = [
+      { ...base, seq: 1, op: put('a', 'first', 1) },
+      { ...base, seq: 2, op: put('b', 'b', 2) },
+      { ...base, seq: 3, op: put('a', 'second', 3) },
+      { ...base, seq: 4, op: { kind: 'points', nowMs: now, writes: [{ key: Buffer.from('b'), deleted: true }] } },
+      { ...base, seq: 5, op: { kind: 'bulk', rows: rows(0, 20), assigned: { firstEtag: 4, nowMs: now } } },
+    ];
+    const acks = await tail.receiveForwards(batch);
+    expect(acks.map((a) => a.seq)).toEqual([1, 2, 3, 4, 5]);
+    expect(await tail.get(1, Buffer.from('a'))).toMatchObject({ value: Buffer.from('second'), etag: 3, updatedAtMs: now });
+    expect(await tail.get(1, Buffer.from('b'))).toBeUndefined();
+    expect((await tail.get(1, Buffer.from('k0000019')))?.etag).toBe(23);
+    expect(tail.chainProgress()[0]).toMatchObject({ lastSeq: 5, streamId: 'batch-stream' });
+    const before = await digests(h, [B]);
+    expect(before[0]!.count).toBe(21);
+    const [written] = await writesOf(h, [B]);
+
+    // Sent again (its answer was lost): all duplicates, acked and not applied — a changed value would show.
+    const again = await tail.receiveForwards(batch.map((m) => (m.seq === 3 ? { ...m, op: put('a', 'changed', 3) } : m)));
+    expect(again.map((a) => a.seq)).toEqual([1, 2, 3, 4, 5]);
+    expect(await digests(h, [B])).toEqual(before);
+    expect(await writesOf(h, [B])).toEqual([written]);
+
+    const restarted = await h.restart(B);
+    expect(restarted.chainProgress()[0]).toMatchObject({ lastSeq: 5, streamId: 'batch-stream' });
+    expect((await restarted.get(1, Buffer.from('a')))?.value.toString()).toBe('second');
+  });
+
+  it('fault injection: a batch whose answer is lost is cut by a chain change and sent again under the new epoch; nothing is lost or applied twice', async () => {
+    const h = await harness([A, B, C], 30_000);
+    const head = h.nodes.get(A)!;
+    await head.put(1, Buffer.from('warm'), Buffer.from('x'), {});
+    h.dropAnswers.add(B);
+    const writes = Array.from({ length: 40 }, (_, i) => head.put(1, Buffer.from(`d${String(i).padStart(2, '0')}`), Buffer.from(`v${i}`), {}));
+    // Delivered to B, which applies it and passes it on to C; A never hears back.
+    await waitFor(async () => (await h.nodes.get(C)!.replicaDigest(0)).count === 41);
+    const batched = h.calls.filter((c) => c.from === A && c.seqs.length > 1);
+    expect(batched.length).toBeGreaterThan(0);
+    const appliedOnce = await writesOf(h, [A, B, C]);
+    expect(appliedOnce).toEqual([41, 41, 41]);
+    const callsBefore = h.calls.length;
+
+    h.dropAnswers.delete(B);
+    await h.install([A, B, C], 2, 2);
+    await Promise.all(writes);
+    // A sent the cut batches again, whole, under epoch 2; B and C acknowledged them without applying any again.
+    const resent = h.calls.slice(callsBefore).filter((c) => c.from === A).flatMap((c) => c.seqs);
+    for (const c of batched) for (const seq of c.seqs) expect(resent).toContain(seq);
+    expect(await writesOf(h, [A, B, C])).toEqual(appliedOnce);
+    const all = await digests(h, [A, B, C]);
+    expect(all[0]!.count).toBe(41);
+    expect(all[1]).toEqual(all[0]);
+    expect(all[2]).toEqual(all[0]);
+  });
+
+  it('a batched call stays within the node\'s --max-batch-bytes (what a node configured alike receives); a larger write goes alone', async () => {
+    const h = await harness([A, B, C], 2000, 1000);
+    const head = h.nodes.get(A)!;
+    const writes = Array.from({ length: 30 }, (_, i) => head.put(1, Buffer.from(`b${String(i).padStart(2, '0')}`), Buffer.alloc(200, i), {}));
+    await Promise.all([...writes, head.put(1, Buffer.from('big'), Buffer.alloc(900, 1), {})]);
+    expect(h.calls.some((c) => c.seqs.length > 1)).toBe(true);
+    for (const c of h.calls) if (c.seqs.length > 1) expect(c.bytes).toBeLessThanOrEqual(1000);
+    const all = await digests(h, [A, B, C]);
+    expect(all[0]!.count).toBe(31);
+    expect(all[1]).toEqual(all[0]);
+    expect(all[2]).toEqual(all[0]);
+  });
+
+  it('fault injection: a successor that takes one write per call (it ignores ForwardRequest.more) gets the rest of a batch one per call; every replica equal', async () => {
+    const h = await harness([A, B, C]);
+    h.singleWrite.add(B);
+    const head = h.nodes.get(A)!;
+    await Promise.all(Array.from({ length: 30 }, (_, i) => head.put(1, Buffer.from(`s${String(i).padStart(2, '0')}`), Buffer.from(`v${i}`), {})));
+    const toB = h.calls.filter((c) => c.to === B);
+    expect(toB.some((c) => c.seqs.length > 1)).toBe(true);
+    const all = await digests(h, [A, B, C]);
+    expect(all[0]!.count).toBe(30);
+    expect(all[1]).toEqual(all[0]);
+    expect(all[2]).toEqual(all[0]);
+    expect(await writesOf(h, [A, B, C])).toEqual([30, 30, 30]);
+  });
+});

@@ -399,6 +399,21 @@ export interface ForwardRequest {
   points: ForwardPoint[];
   /** The head's last sequence number when it sent this write (≥ seq): how far behind a replica is. */
   headSeq: number;
+  /**
+   * Group commit per hop: the writes after this one, of the same partition, epoch, sender and stream,
+   * applied in one batch with it (in `seq` order) and acknowledged each in ForwardResponse.more.
+   */
+  more: ForwardWrite[];
+}
+
+/** One more write of a batched ForwardRequest: its fields mean what the request's own do. */
+export interface ForwardWrite {
+  seq: number;
+  packed?: PackedRows | undefined;
+  firstEtag: number;
+  nowMs: number;
+  points: ForwardPoint[];
+  headSeq: number;
 }
 
 /** A put's stored record (key, value, etag, times) or a delete of `entry.key`. */
@@ -416,6 +431,11 @@ export interface ForwardHop {
 export interface ForwardResponse {
   seq: number;
   hops: ForwardHop[];
+  /**
+   * The acks of ForwardRequest.more, in its order (a receiver that does not know `more` sends none:
+   * the sender then sends those writes again, one per call).
+   */
+  more: ForwardResponse[];
 }
 
 export interface PatchRequest {
@@ -3343,6 +3363,7 @@ function createBaseForwardRequest(): ForwardRequest {
     nowMs: 0,
     points: [],
     headSeq: 0,
+    more: [],
   };
 }
 
@@ -3377,6 +3398,9 @@ export const ForwardRequest: MessageFns<ForwardRequest> = {
     }
     if (message.headSeq !== 0) {
       writer.uint32(80).uint64(message.headSeq);
+    }
+    for (const v of message.more) {
+      ForwardWrite.encode(v!, writer.uint32(90).fork()).join();
     }
     return writer;
   },
@@ -3468,6 +3492,115 @@ export const ForwardRequest: MessageFns<ForwardRequest> = {
           }
           case 10: {
             if (tag !== 80) {
+              break;
+            }
+
+            message.headSeq = longToNumber(reader.uint64());
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.more.push(ForwardWrite.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseForwardWrite(): ForwardWrite {
+  return { seq: 0, packed: undefined, firstEtag: 0, nowMs: 0, points: [], headSeq: 0 };
+}
+
+export const ForwardWrite: MessageFns<ForwardWrite> = {
+  encode(message: ForwardWrite, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.seq !== 0) {
+      writer.uint32(8).uint64(message.seq);
+    }
+    if (message.packed !== undefined) {
+      PackedRows.encode(message.packed, writer.uint32(18).fork()).join();
+    }
+    if (message.firstEtag !== 0) {
+      writer.uint32(24).uint64(message.firstEtag);
+    }
+    if (message.nowMs !== 0) {
+      writer.uint32(32).uint64(message.nowMs);
+    }
+    for (const v of message.points) {
+      ForwardPoint.encode(v!, writer.uint32(42).fork()).join();
+    }
+    if (message.headSeq !== 0) {
+      writer.uint32(48).uint64(message.headSeq);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ForwardWrite {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseForwardWrite();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.seq = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.packed = PackedRows.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.firstEtag = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.nowMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.points.push(ForwardPoint.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
               break;
             }
 
@@ -3613,7 +3746,7 @@ export const ForwardHop: MessageFns<ForwardHop> = {
 };
 
 function createBaseForwardResponse(): ForwardResponse {
-  return { seq: 0, hops: [] };
+  return { seq: 0, hops: [], more: [] };
 }
 
 export const ForwardResponse: MessageFns<ForwardResponse> = {
@@ -3623,6 +3756,9 @@ export const ForwardResponse: MessageFns<ForwardResponse> = {
     }
     for (const v of message.hops) {
       ForwardHop.encode(v!, writer.uint32(18).fork()).join();
+    }
+    for (const v of message.more) {
+      ForwardResponse.encode(v!, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -3654,6 +3790,14 @@ export const ForwardResponse: MessageFns<ForwardResponse> = {
             }
 
             message.hops.push(ForwardHop.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.more.push(ForwardResponse.decode(reader, reader.uint32()));
             continue;
           }
         }
