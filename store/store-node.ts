@@ -11,7 +11,7 @@ import type { StoredRecord } from './record.js';
 import type { RangeDigest } from './range-digest.js';
 import { StoreError } from './store-errors.js';
 import { checkPointers, patchDocument, projectDocument, type PatchMode } from './json-document.js';
-import { ChainReplica, type CopyGuard, type ForwardAck, type ForwardMessage, type ForwardOp, type ForwardTransport, type HopTiming } from './chain-replica.js';
+import { ChainReplica, type CopyGuard, type HeadRestartCheck, type ForwardAck, type ForwardMessage, type ForwardOp, type ForwardTransport, type HopTiming } from './chain-replica.js';
 
 /** Options of a store node. Sizes in bytes, times in milliseconds. */
 export interface StoreNodeOptions {
@@ -551,6 +551,19 @@ export class StoreNode {
     });
   }
 
+  /** Partitions this node heads that restarted on their own data and still wait for, or failed, the comparison with their successor. */
+  headRestartChecks(): Array<{ partition: Partition; check: HeadRestartCheck }> {
+    return this.currentMap.replicasOf(this.address).flatMap((partition) => {
+      const check = this.replicas.get(partition.id)?.restartCheck;
+      return check === undefined ? [] : [{ partition, check }];
+    });
+  }
+
+  /** A restarted head's comparison with its successor's persisted position (ChainReplica.confirmHead). */
+  confirmHead(partitionId: number, successor: string, position: ChainPosition): boolean {
+    return this.replicas.get(partitionId)?.confirmHead(successor, position) ?? true;
+  }
+
   /** A syncing replica's place in the write stream, from the snapshot its sync copies (ChainReplica.startAt). */
   /** Holds a replica's forwards while its sync opens a snapshot (ChainReplica.holdForSnapshot); the result lets them go if that fails. */
   holdReplicaForSnapshot(partitionId: number): () => void {
@@ -890,6 +903,8 @@ export class StoreNode {
           // A batched call stays within what a node configured like this one receives (maxBatchBytes + 1 MiB).
           forwardBatchMaxBytes: this.maxBatchBytes,
           onForwardRetry: this.onForwardRetry,
+          // etcd mode: the agent compares a restarted head with its successor (EtcdNodeAgent).
+          checkRestartAsHead: this.mapFromEtcd,
           logger: this.logger?.child({ partition: partition.id }),
         }),
       );
