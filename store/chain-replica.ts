@@ -8,6 +8,7 @@ import type { StoredRecord } from './record.js';
 import { PackedRowsBuilder } from './packed-rows.js';
 import { MAX_FORWARD_BATCH } from './field-limits.js';
 import { StoreError } from './store-errors.js';
+import { ForwardRetryLog } from './forward-retry-log.js';
 
 /**
  * What a head applied, shipped down its chain as values (never as the command): a bulk batch's
@@ -84,6 +85,8 @@ export interface ChainReplicaOptions {
    * it starts a new write stream at once.
    */
   checkRestartAsHead?: boolean;
+  /** Where failed forwards are logged, throttled per successor; shared by a node's replicas. Default: one of its own on `logger`. */
+  retryLog?: ForwardRetryLog;
   logger?: Logger;
 }
 
@@ -209,6 +212,7 @@ export class ChainReplica {
   /** Set while a restarted head may hold writes its successor lacks (see HeadRestartCheck). */
   private headCheck: HeadRestartCheck | undefined;
   private readonly checkRestartAsHead: boolean;
+  private readonly retryLog: ForwardRetryLog;
   /** The last sequence number taken here (queued for writing; head: assigned), of `streamId`. */
   private lastSeq = 0;
   /** The highest head sequence number forwards of `streamId` carried (the head's own: lastSeq). */
@@ -242,6 +246,7 @@ export class ChainReplica {
     this.partitionId = options.partition.id;
     this.logger = options.logger;
     this.checkRestartAsHead = options.checkRestartAsHead ?? false;
+    this.retryLog = options.retryLog ?? new ForwardRetryLog(options.logger);
     this.resume(options.store.chainPosition);
     this.transport = options.transport;
     this.forwardTimeoutMs = options.forwardTimeoutMs ?? 2000;
@@ -699,7 +704,7 @@ export class ChainReplica {
   private async sendUntilAcked(batch: readonly ForwardMessage[]): Promise<Map<number, HopTiming[]>> {
     const hops = new Map<number, HopTiming[]>();
     let pending = batch;
-    for (let attempt = 1; ; attempt++) {
+    for (;;) {
       if (this.closed) throw new StoreError('STORE_CLOSED', `partition ${this.partitionId} on ${this.node} is closing`);
       if (this.index < 0) {
         throw new StoreError('STORE_AMBIGUOUS', `partition ${this.partitionId}: ${this.node} left the chain (epoch ${this.partition.epoch}) before write ${pending[0]!.seq} was acknowledged; it may or may not be on the chain`);
@@ -712,6 +717,7 @@ export class ChainReplica {
       try {
         const acks = await this.transport.send(successor, outgoing, { timeoutMs: this.forwardTimeoutMs, signal: changed });
         if (acks.length === 0) throw new StoreError('STORE_INTERNAL', `partition ${this.partitionId}: ${successor} answered a forward of ${outgoing.length} write(s) with no ack`);
+        this.retryLog.answered(successor);
         for (let i = 0; i < acks.length && i < sending.length; i++) {
           hops.set(sending[i]!.seq, acks[i]!.hops);
           this.forwardedBytes += opBytes(sending[i]!.op);
@@ -719,16 +725,14 @@ export class ChainReplica {
         if (acks.length >= pending.length) return hops;
         if (sending.length > 1) this.singleWriteSuccessors.add(successor);
         pending = pending.slice(Math.min(acks.length, sending.length));
-        attempt = 0;
       } catch (error) {
         if (this.closed) throw error;
         // Counted per write, as before batching: each of them is sent again.
         this.forwardRetries += sending.length;
         this.lastForwardRetry = { successor, error: error instanceof Error ? error.message.slice(0, 300) : String(error), atMs: Date.now() };
         this.onForwardRetry?.({ partitionId: this.partitionId, seq: pending[0]!.seq, successor, error });
-        // Once per batch at warn: a dead successor fails every attempt until the map drops it.
-        const level = attempt === 1 ? 'warn' : 'debug';
-        this.logger?.[level]({ err: error, partition: this.partitionId, seq: pending[0]!.seq, writes: pending.length, successor, attempt }, 'forward failed; sending it again to the current successor');
+        // A dead successor fails every attempt until the map drops it: first failure, then summaries.
+        this.retryLog.failed(successor, error, { partition: this.partitionId, seq: pending[0]!.seq, writes: pending.length });
         if (!changed.aborted) await pause(RETRY_PAUSE_MS, changed);
       }
     }

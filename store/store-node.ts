@@ -11,6 +11,7 @@ import type { StoredRecord } from './record.js';
 import type { RangeDigest } from './range-digest.js';
 import { StoreError } from './store-errors.js';
 import { checkPointers, patchDocument, projectDocument, type PatchMode } from './json-document.js';
+import { ForwardRetryLog } from './forward-retry-log.js';
 import { ChainReplica, type CopyGuard, type HeadRestartCheck, type ForwardAck, type ForwardMessage, type ForwardOp, type ForwardTransport, type HopTiming } from './chain-replica.js';
 
 /** Options of a store node. Sizes in bytes, times in milliseconds. */
@@ -135,6 +136,8 @@ export class StoreNode {
   private currentMap: PartitionMap;
   private readonly stores = new Map<number, PartitionStore>();
   private readonly replicas = new Map<number, ChainReplica>();
+  /** Failed forwards of every replica here, logged throttled per successor. */
+  private readonly forwardRetryLog: ForwardRetryLog;
   private readonly transport: ForwardTransport | undefined;
   private readonly forwardTimeoutMs: number | undefined;
   private readonly onForwardRetry: StoreNodeOptions['onForwardRetry'];
@@ -162,6 +165,7 @@ export class StoreNode {
     this.writeBufferBytes = options.writeBufferBytes;
     this.logger = options.logger;
     this.mapFromEtcd = options.mapFromEtcd ?? false;
+    this.forwardRetryLog = new ForwardRetryLog(this.logger);
     this.transport = options.transport;
     this.forwardTimeoutMs = options.forwardTimeoutMs;
     this.onForwardRetry = options.onForwardRetry;
@@ -905,6 +909,7 @@ export class StoreNode {
           onForwardRetry: this.onForwardRetry,
           // etcd mode: the agent compares a restarted head with its successor (EtcdNodeAgent).
           checkRestartAsHead: this.mapFromEtcd,
+          retryLog: this.forwardRetryLog,
           logger: this.logger?.child({ partition: partition.id }),
         }),
       );
