@@ -415,6 +415,8 @@ export class EtcdNodeAgent {
       const { lease, leaseMs } = await register(this.etcd, this.store, this.address, this.askedTtlSeconds, this.identity);
       this.lease = lease;
       this.grantedLeaseMs = leaseMs;
+      // Resync requests went with the old lease: ask again with the next map installed.
+      this.resyncAsked.clear();
       this.logger.info({ leaseMs }, 'registered in etcd again under a new lease');
       this.confirmed(sentAt);
     } catch (err) {
