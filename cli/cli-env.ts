@@ -68,6 +68,12 @@ export interface LoadedConfig {
  */
 export interface FaultInjection {
   storeWithoutMulti: boolean;
+  /**
+   * `SHARDPIPE_FAULT_INJECTION_HOLD_FORWARDS=PATH`: while a file exists at PATH, a store node sends
+   * no chain forward (each waits until its chain changes), so a head holds writes it applied but
+   * never forwarded.
+   */
+  holdForwardsFile: string | undefined;
 }
 
 /**
@@ -93,7 +99,7 @@ export function loadCliConfig(processEnv: NodeJS.ProcessEnv, configFile?: string
     sources[name] = name in envParsed.data ? 'env' : name in fromFile ? 'file' : SETTINGS[name].default === undefined ? 'unset' : 'default';
   }
   if (urlFromFile) sources.SHARDPIPE_REDIS_URL = sources.SHARDPIPE_REDIS_URL_FILE;
-  return { env, sources, file: file || undefined, faultInjection: { storeWithoutMulti: processEnv.SHARDPIPE_FAULT_INJECTION_NO_MULTI === '1' } };
+  return { env, sources, file: file || undefined, faultInjection: { storeWithoutMulti: processEnv.SHARDPIPE_FAULT_INJECTION_NO_MULTI === '1', holdForwardsFile: processEnv.SHARDPIPE_FAULT_INJECTION_HOLD_FORWARDS || undefined } };
 }
 
 /** Validates settings given as flags (same rules as the environment). */

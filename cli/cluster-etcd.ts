@@ -160,5 +160,6 @@ function progressText(s: SyncReport | undefined): string {
   const mb = (s.bytes / 1e6).toFixed(1);
   if (s.state === 'copied') return ` (copied ${s.rows} rows, ${mb} MB; verified, awaiting promotion)`;
   if (s.state === 'failed') return ` (sync failed, retrying: ${s.error ?? 'unknown error'})`;
+  if (s.state === 'resync') return ` (restarted head asking to be resynced: ${s.error ?? ''})`;
   return ` (copying ${s.rows}/${s.totalRows} rows, ${mb} MB from ${s.source})`;
 }

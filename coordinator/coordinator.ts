@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Campaign, Etcd3, Watcher } from 'etcd3';
 import type { Logger } from '../common/index.js';
 import { EtcdMapStore, StoreError, connectEtcd, etcdFailure, parseEtcdUrl, type EtcdConnectionOptions, type PartitionMap, type ReplicationReport } from '../store/index.js';
-import { promote, reconcile, type ChainChange, type CopiedReplica } from './chain-plan.js';
+import { promote, reconcile, resync, type ChainChange, type CopiedReplica } from './chain-plan.js';
 
 /** Options of one coordinator process. */
 export interface CoordinatorOptions {
@@ -194,19 +194,47 @@ export class Coordinator {
       if (stored === undefined) return;
       const { nodes } = await this.store.nodes();
       // Membership first; a promotion waits for a pass where no replica is to be removed or added.
-      const plan = reconcile(stored.map, new Set(nodes.keys())) ?? (await this.promotion(stored.map, nodes));
+      const plan = reconcile(stored.map, new Set(nodes.keys())) ?? (await this.resyncs(stored.map, nodes)) ?? (await this.promotion(stored.map, nodes));
       if (plan === undefined) return;
       if (await this.store.replace(stored.map.version, plan.map)) {
         const promoted = 'promoted' in plan ? plan.promoted : undefined;
         const changes = 'changes' in plan ? plan.changes : [];
-        this.logger.info({ version: plan.map.version, ...(promoted ? { promoted } : { changes }) }, promoted ? 'promoted synced replicas to serving' : 'changed chains');
+        const resynced = 'resynced' in plan ? plan.resynced : undefined;
+        if (resynced) this.logger.warn({ version: plan.map.version, resynced }, 'restarted heads held writes their successors lack: made them syncing replicas (their successors head the chains)');
+        else this.logger.info({ version: plan.map.version, ...(promoted ? { promoted } : { changes }) }, promoted ? 'promoted synced replicas to serving' : 'changed chains');
         this.onChange?.({ version: plan.map.version, changes, ...(promoted ? { promoted } : {}) });
+        if (resynced) continue;
         // A promotion can leave another promotion or change due: pass again.
         if (promoted) continue;
         return;
       }
       this.logger.info({ version: stored.map.version }, 'the map changed while planning; planning again');
     }
+  }
+
+  /**
+   * Restarted heads that hold writes their successor lacks (a `resync` report at the current epoch
+   * from a live node that still serves the partition) become syncing replicas, as `cluster repair`
+   * makes them: their successor heads, and their copy from the tail drops the unforwarded writes.
+   */
+  private async resyncs(map: PartitionMap, live: ReadonlyMap<string, unknown>): Promise<{ map: PartitionMap; resynced: Array<{ partition: number; node: string }> } | undefined> {
+    const { reports } = await this.store.syncReports();
+    let next = map;
+    const resynced: Array<{ partition: number; node: string }> = [];
+    for (const r of reports) {
+      if (r.state !== 'resync' || !live.has(r.node)) continue;
+      const p = next.byId(r.partition);
+      if (p === undefined || p.epoch !== r.epoch || p.chain.find((c) => c.node === r.node)?.state !== 'serving') continue;
+      try {
+        next = resync(next, r.partition, r.node);
+        resynced.push({ partition: r.partition, node: r.node });
+        // One per transaction (the map version moves by one); the pass runs again for the next.
+        break;
+      } catch (err) {
+        this.logger.warn({ err: (err as Error).message, partition: r.partition, node: r.node }, 'a restarted head asked for a resync that cannot be made');
+      }
+    }
+    return resynced.length === 0 ? undefined : { map: next, resynced };
   }
 
   /** Promotes syncing replicas whose live node reported a verified copy at the current epoch. */

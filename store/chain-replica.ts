@@ -8,6 +8,7 @@ import type { StoredRecord } from './record.js';
 import { PackedRowsBuilder } from './packed-rows.js';
 import { MAX_FORWARD_BATCH } from './field-limits.js';
 import { StoreError } from './store-errors.js';
+import { ForwardRetryLog } from './forward-retry-log.js';
 
 /**
  * What a head applied, shipped down its chain as values (never as the command): a bulk batch's
@@ -78,7 +79,29 @@ export interface ChainReplicaOptions {
   maxUnacked?: number;
   /** Called when a forward failed or timed out and is sent again (for the coordinator / metrics). */
   onForwardRetry?: (info: { partitionId: number; seq: number; successor: string; error: unknown }) => void;
+  /**
+   * A head opened on data with a write stream (restarted within its lease) takes no write until its
+   * successor's persisted position is compared with its own (`confirmHead`; etcd mode). Default false:
+   * it starts a new write stream at once.
+   */
+  checkRestartAsHead?: boolean;
+  /** Where failed forwards are logged, throttled per successor; shared by a node's replicas. Default: one of its own on `logger`. */
+  retryLog?: ForwardRetryLog;
   logger?: Logger;
+}
+
+/**
+ * A head restarted on its own data, before it takes writes: `checking` until its successor's
+ * persisted position is known; `fenced` when the successor lacks writes this head applied (they are
+ * nowhere else and cannot be re-sent: no log), until the coordinator makes it a syncing replica.
+ */
+export interface HeadRestartCheck {
+  state: 'checking' | 'fenced';
+  /** This head's persisted position when it opened. */
+  persisted: ChainPosition;
+  /** The successor it was compared with, and its position (fenced only). */
+  successor?: string;
+  successorPosition?: ChainPosition;
 }
 
 interface Unacked {
@@ -186,6 +209,10 @@ export class ChainReplica {
    * forwards wait until then, so its position is never guessed from whichever forward came first.
    */
   private positioned = true;
+  /** Set while a restarted head may hold writes its successor lacks (see HeadRestartCheck). */
+  private headCheck: HeadRestartCheck | undefined;
+  private readonly checkRestartAsHead: boolean;
+  private readonly retryLog: ForwardRetryLog;
   /** The last sequence number taken here (queued for writing; head: assigned), of `streamId`. */
   private lastSeq = 0;
   /** The highest head sequence number forwards of `streamId` carried (the head's own: lastSeq). */
@@ -218,6 +245,8 @@ export class ChainReplica {
     this.partition = options.partition;
     this.partitionId = options.partition.id;
     this.logger = options.logger;
+    this.checkRestartAsHead = options.checkRestartAsHead ?? false;
+    this.retryLog = options.retryLog ?? new ForwardRetryLog(options.logger);
     this.resume(options.store.chainPosition);
     this.transport = options.transport;
     this.forwardTimeoutMs = options.forwardTimeoutMs ?? 2000;
@@ -231,8 +260,10 @@ export class ChainReplica {
   /**
    * Where a replica opened on existing data stands: a syncing one waits for its sync's snapshot; a
    * middle or tail continues from the position persisted with its last write (its predecessor
-   * re-sends what it lacks). A head starts a new stream: writes it applied but had not forwarded
-   * before it stopped are nowhere else, so its successors must not take its numbering as theirs.
+   * re-sends what it lacks). A head with a serving successor (etcd mode) first has its position
+   * compared with the successor's (`confirmHead`): writes it applied but had not forwarded before it
+   * stopped are nowhere else. Otherwise a head starts a new stream, so its successors never take its
+   * numbering as theirs.
    */
   private resume(persisted: ChainPosition): void {
     if (this.state === 'syncing') {
@@ -240,6 +271,9 @@ export class ChainReplica {
     } else if (persisted.stream !== '' && !this.isHead) {
       this.streamId = persisted.stream;
       this.lastSeq = persisted.seq;
+    } else if (persisted.stream !== '' && this.checkRestartAsHead && this.hasServingSuccessor) {
+      this.headCheck = { state: 'checking', persisted: { ...persisted } };
+      this.logger?.info({ partition: this.partitionId, stream: persisted.stream, seq: persisted.seq }, 'restarted as the head of its chain: taking no write until its successor\'s position is compared with this one');
     } else if (persisted.stream !== '') {
       this.logger?.warn({ partition: this.partitionId, stream: persisted.stream, seq: persisted.seq }, 'restarted as the head of its chain: starting a new write stream (run `shardpipe cluster check` if it stopped with writes unacknowledged)');
     }
@@ -247,6 +281,44 @@ export class ChainReplica {
 
   private get state(): string | undefined {
     return this.partition.chain[this.index]?.state;
+  }
+
+  private get hasServingSuccessor(): boolean {
+    return this.isHead && this.partition.chain[1]?.state === 'serving';
+  }
+
+  /** A restarted head's check against its successor, while it is due or failed (undefined: none). */
+  get restartCheck(): HeadRestartCheck | undefined {
+    return this.headCheck;
+  }
+
+  /**
+   * A restarted head's verdict, from its successor's persisted position. Every write this head
+   * applied is also on the successor (same stream, position at least this head's): the head goes on
+   * with that stream where it stopped (no resync) → true. Otherwise the head holds writes the chain
+   * lacks and cannot re-send: it stays fenced for this partition (writes refused, retryable) until
+   * the coordinator turns it into a syncing replica, whose copy from the chain's tail drops those
+   * never-acknowledged writes → false. Acknowledged writes are all on the successor either way.
+   */
+  confirmHead(successor: string, position: ChainPosition): boolean {
+    const check = this.headCheck;
+    if (check === undefined) return true;
+    if (check.state === 'fenced') return false;
+    if (successor !== this.partition.chain[1]?.node) return false;
+    const { persisted } = check;
+    if (position.stream === persisted.stream && position.seq >= persisted.seq) {
+      this.headCheck = undefined;
+      this.streamId = persisted.stream;
+      this.lastSeq = persisted.seq;
+      this.logger?.info({ partition: this.partitionId, stream: persisted.stream, seq: persisted.seq, successor }, 'restarted head: its successor holds every write it applied; taking writes again on the same stream');
+      return true;
+    }
+    this.headCheck = { ...check, state: 'fenced', successor, successorPosition: { ...position } };
+    this.logger?.warn(
+      { partition: this.partitionId, stream: persisted.stream, seq: persisted.seq, successor, successorStream: position.stream, successorSeq: position.seq },
+      'restarted head holds writes its successor lacks (applied, never forwarded, never acknowledged): refusing writes for this partition and asking the coordinator to resync this replica',
+    );
+    return false;
   }
 
   /** This replica's position in its chain under the current map. */
@@ -308,6 +380,13 @@ export class ChainReplica {
     // Persisted too (an empty write tagged with it; never moves the position back): a replica whose
     // copy is done but that got no forward since reports the position its data is at.
     if (position.stream !== '') {
+      // Ahead of the snapshot in its own stream (a restarted head made syncing: writes the chain never
+      // got, which the copy drops): the position moves back through another stream first, since
+      // within one stream it never moves back — a later restart must not take them as held here.
+      const persisted = this.store.chainPosition;
+      if (persisted.stream === position.stream && persisted.seq > position.seq) {
+        this.store.bulkInsert(new PackedRowsBuilder().finish(), undefined, { stream: `${position.stream}-dropped`, seq: 1 }).catch((err: unknown) => this.logger?.warn({ err, partition: this.partitionId }, 'moving a resynced replica\'s position back failed; its sync starts again'));
+      }
       this.store.bulkInsert(new PackedRowsBuilder().finish(), undefined, { ...position }).catch((err: unknown) => this.logger?.warn({ err, partition: this.partitionId }, 'persisting the position of a sync\'s snapshot failed; the next forward persists one'));
     }
     // A new snapshot holds every forward up to its position: only keys written after it count.
@@ -348,6 +427,9 @@ export class ChainReplica {
     if (!wasSyncing && this.state === 'syncing') this.positioned = false;
     // Promoted or removed: the copy is over, its tombstones go.
     if (this.state !== 'syncing') this.guard = undefined;
+    // No longer a head with a serving successor (made syncing, or now the only serving replica, whose
+    // data is the partition's then): nothing left to compare; as a head it starts a new stream.
+    if (this.headCheck !== undefined && !this.hasServingSuccessor) this.headCheck = undefined;
     if (partition.epoch !== before.epoch || this.successorOf(partition) !== this.successorOf(before) || this.index < 0) {
       const changed = this.chainChanged;
       this.chainChanged = unboundedController();
@@ -383,6 +465,14 @@ export class ChainReplica {
 
   /** Whether a write that the head applied can still be acknowledged (more room for unacked forwards). */
   checkRoom(): void {
+    const check = this.headCheck;
+    if (check !== undefined) {
+      const why =
+        check.state === 'checking'
+          ? 'it restarted and is comparing its write position with its successor\'s'
+          : `it restarted holding writes its successor ${check.successor ?? ''} lacks (never acknowledged) and waits to be resynced by the coordinator`;
+      throw new StoreError('STORE_FENCED', `partition ${this.partitionId} on ${this.node} takes no writes: ${why}; retry (the client follows the new head)`, { retryAfterMs: 200 });
+    }
     if (this.unacked.size >= this.maxUnacked) {
       throw new StoreError('STORE_OVERLOADED', `partition ${this.partitionId}: ${this.unacked.size} writes wait for the chain's ack (limit ${this.maxUnacked}); retry shortly`, { retryAfterMs: 100 });
     }
@@ -614,7 +704,7 @@ export class ChainReplica {
   private async sendUntilAcked(batch: readonly ForwardMessage[]): Promise<Map<number, HopTiming[]>> {
     const hops = new Map<number, HopTiming[]>();
     let pending = batch;
-    for (let attempt = 1; ; attempt++) {
+    for (;;) {
       if (this.closed) throw new StoreError('STORE_CLOSED', `partition ${this.partitionId} on ${this.node} is closing`);
       if (this.index < 0) {
         throw new StoreError('STORE_AMBIGUOUS', `partition ${this.partitionId}: ${this.node} left the chain (epoch ${this.partition.epoch}) before write ${pending[0]!.seq} was acknowledged; it may or may not be on the chain`);
@@ -627,6 +717,7 @@ export class ChainReplica {
       try {
         const acks = await this.transport.send(successor, outgoing, { timeoutMs: this.forwardTimeoutMs, signal: changed });
         if (acks.length === 0) throw new StoreError('STORE_INTERNAL', `partition ${this.partitionId}: ${successor} answered a forward of ${outgoing.length} write(s) with no ack`);
+        this.retryLog.answered(successor);
         for (let i = 0; i < acks.length && i < sending.length; i++) {
           hops.set(sending[i]!.seq, acks[i]!.hops);
           this.forwardedBytes += opBytes(sending[i]!.op);
@@ -634,16 +725,14 @@ export class ChainReplica {
         if (acks.length >= pending.length) return hops;
         if (sending.length > 1) this.singleWriteSuccessors.add(successor);
         pending = pending.slice(Math.min(acks.length, sending.length));
-        attempt = 0;
       } catch (error) {
         if (this.closed) throw error;
         // Counted per write, as before batching: each of them is sent again.
         this.forwardRetries += sending.length;
         this.lastForwardRetry = { successor, error: error instanceof Error ? error.message.slice(0, 300) : String(error), atMs: Date.now() };
         this.onForwardRetry?.({ partitionId: this.partitionId, seq: pending[0]!.seq, successor, error });
-        // Once per batch at warn: a dead successor fails every attempt until the map drops it.
-        const level = attempt === 1 ? 'warn' : 'debug';
-        this.logger?.[level]({ err: error, partition: this.partitionId, seq: pending[0]!.seq, writes: pending.length, successor, attempt }, 'forward failed; sending it again to the current successor');
+        // A dead successor fails every attempt until the map drops it: first failure, then summaries.
+        this.retryLog.failed(successor, error, { partition: this.partitionId, seq: pending[0]!.seq, writes: pending.length });
         if (!changed.aborted) await pause(RETRY_PAUSE_MS, changed);
       }
     }

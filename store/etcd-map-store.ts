@@ -51,7 +51,8 @@ export interface SyncReport {
   node: string;
   /** The partition's epoch the report is for; the coordinator only acts on the current one. */
   epoch: number;
-  state: 'copying' | 'copied' | 'failed';
+  /** `resync`: not a sync yet but a restarted head asking to become one (it holds writes its successor lacks). */
+  state: 'copying' | 'copied' | 'failed' | 'resync';
   /** The replica copied from. */
   source: string;
   rows: number;
@@ -91,7 +92,7 @@ const syncReportSchema = z.object({
   partition: z.number().int().min(0),
   node: z.string(),
   epoch: z.number().int().min(1),
-  state: z.enum(['copying', 'copied', 'failed']),
+  state: z.enum(['copying', 'copied', 'failed', 'resync']),
   source: z.string(),
   rows: z.number().int().min(0),
   bytes: z.number().int().min(0),

@@ -54,6 +54,10 @@ export class EtcdNodeAgent {
   private resyncing: Promise<void> | undefined;
   private credentials: StoreCredentials = {};
   private readonly syncs = new Map<number, RunningSync>();
+  /** Restarted heads being compared with their successor, by partition. */
+  private readonly headChecks = new Map<number, Promise<void>>();
+  /** The epoch a resync was last asked for, by partition (a fenced restarted head). */
+  private readonly resyncAsked = new Map<number, number>();
   private readonly stop = new AbortController();
   private loop: Promise<void> | undefined;
   private closed: Promise<void> | undefined;
@@ -191,6 +195,80 @@ export class EtcdNodeAgent {
     // etcd is the truth: its map replaces whatever the node holds, whichever version that has.
     if (!node.map.equals(map)) await node.setMap(map, { force: true, fromEtcd: true });
     this.followSyncs(map);
+    this.followHeadChecks();
+  }
+
+  /**
+   * A head restarted on its own data (within its lease: still head) takes no write until its
+   * persisted position is compared with its successor's (store/README.md "The write path"): equal
+   * or behind it, it goes on; ahead (writes applied, never forwarded), it asks the coordinator
+   * (`syncs/P/NODE` state `resync`, under the lease, for the current epoch) to make it a syncing
+   * replica. Called on every map installed: a new epoch gets a new request.
+   */
+  private followHeadChecks(): void {
+    const node = this.node;
+    if (node === undefined || this.stop.signal.aborted) return;
+    for (const { partition, check } of node.headRestartChecks()) {
+      if (check.state === 'checking') {
+        if (this.headChecks.has(partition.id)) continue;
+        const running = this.compareWithSuccessor(partition.id).finally(() => this.headChecks.delete(partition.id));
+        this.headChecks.set(partition.id, running);
+        running.then(() => this.followHeadChecks()).catch((err: unknown) => this.logger.error({ err, partition: partition.id }, 'comparing a restarted head with its successor stopped'));
+      } else if (this.resyncAsked.get(partition.id) !== partition.epoch) {
+        this.resyncAsked.set(partition.id, partition.epoch);
+        const report: SyncReport = {
+          partition: partition.id,
+          node: this.address,
+          epoch: partition.epoch,
+          state: 'resync',
+          source: check.successor ?? '',
+          rows: 0,
+          bytes: 0,
+          totalRows: 0,
+          startedAtMs: Date.now(),
+          updatedAtMs: Date.now(),
+          error: `restarted head at ${check.persisted.stream}:${check.persisted.seq}, successor ${check.successor ?? '?'} at ${check.successorPosition?.stream ?? ''}:${check.successorPosition?.seq ?? 0}`,
+        };
+        this.lease
+          .put(this.store.keys.sync(partition.id, this.address))
+          .value(JSON.stringify(report))
+          .exec()
+          .catch((err: unknown) => {
+            this.resyncAsked.delete(partition.id);
+            this.logger.warn({ err: (err as Error).message, partition: partition.id }, 'asking the coordinator for a resync failed; asking again with the next map');
+          });
+      }
+    }
+  }
+
+  /** Reads the successor's persisted position (a replica Checksum of the partition's first key: one snapshot, no scan) until it answers or the check is moot. */
+  private async compareWithSuccessor(partitionId: number): Promise<void> {
+    const signal = this.stop.signal;
+    let backoffMs = 100;
+    while (!signal.aborted) {
+      const node = this.node!;
+      const map = node.map;
+      const partition = map.byId(partitionId);
+      const check = node.headRestartChecks().find((c) => c.partition.id === partitionId)?.check;
+      if (partition === undefined || check?.state !== 'checking') return;
+      const successor = partition.chain[1]!.node;
+      const connection = new NodeConnection(successor, this.credentials);
+      try {
+        const end = Buffer.concat([partition.start, Buffer.from([0])]);
+        const r = await connection.unary('checksum', { mapVersion: map.version, start: partition.start, end, includeEtag: false, snapshotId: '', replica: true }, { deadline: Date.now() + 2000, signal });
+        if (node.map.version === map.version) {
+          node.confirmHead(partitionId, successor, { stream: r.chainStream, seq: r.chainSeq });
+          return;
+        }
+      } catch (err) {
+        if (signal.aborted) return;
+        this.logger.info({ err: (err as Error).message, partition: partitionId, successor, backoffMs }, 'a restarted head could not read its successor\'s position yet; trying again');
+        await sleep(backoffMs, undefined, { signal }).catch(() => undefined);
+        backoffMs = Math.min(2000, backoffMs * 2);
+      } finally {
+        connection.close();
+      }
+    }
   }
 
   /**
@@ -337,6 +415,8 @@ export class EtcdNodeAgent {
       const { lease, leaseMs } = await register(this.etcd, this.store, this.address, this.askedTtlSeconds, this.identity);
       this.lease = lease;
       this.grantedLeaseMs = leaseMs;
+      // Resync requests went with the old lease: ask again with the next map installed.
+      this.resyncAsked.clear();
       this.logger.info({ leaseMs }, 'registered in etcd again under a new lease');
       this.confirmed(sentAt);
     } catch (err) {

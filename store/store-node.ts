@@ -11,7 +11,8 @@ import type { StoredRecord } from './record.js';
 import type { RangeDigest } from './range-digest.js';
 import { StoreError } from './store-errors.js';
 import { checkPointers, patchDocument, projectDocument, type PatchMode } from './json-document.js';
-import { ChainReplica, type CopyGuard, type ForwardAck, type ForwardMessage, type ForwardOp, type ForwardTransport, type HopTiming } from './chain-replica.js';
+import { ForwardRetryLog } from './forward-retry-log.js';
+import { ChainReplica, type CopyGuard, type HeadRestartCheck, type ForwardAck, type ForwardMessage, type ForwardOp, type ForwardTransport, type HopTiming } from './chain-replica.js';
 
 /** Options of a store node. Sizes in bytes, times in milliseconds. */
 export interface StoreNodeOptions {
@@ -135,6 +136,8 @@ export class StoreNode {
   private currentMap: PartitionMap;
   private readonly stores = new Map<number, PartitionStore>();
   private readonly replicas = new Map<number, ChainReplica>();
+  /** Failed forwards of every replica here, logged throttled per successor. */
+  private readonly forwardRetryLog: ForwardRetryLog;
   private readonly transport: ForwardTransport | undefined;
   private readonly forwardTimeoutMs: number | undefined;
   private readonly onForwardRetry: StoreNodeOptions['onForwardRetry'];
@@ -162,6 +165,7 @@ export class StoreNode {
     this.writeBufferBytes = options.writeBufferBytes;
     this.logger = options.logger;
     this.mapFromEtcd = options.mapFromEtcd ?? false;
+    this.forwardRetryLog = new ForwardRetryLog(this.logger);
     this.transport = options.transport;
     this.forwardTimeoutMs = options.forwardTimeoutMs;
     this.onForwardRetry = options.onForwardRetry;
@@ -551,6 +555,19 @@ export class StoreNode {
     });
   }
 
+  /** Partitions this node heads that restarted on their own data and still wait for, or failed, the comparison with their successor. */
+  headRestartChecks(): Array<{ partition: Partition; check: HeadRestartCheck }> {
+    return this.currentMap.replicasOf(this.address).flatMap((partition) => {
+      const check = this.replicas.get(partition.id)?.restartCheck;
+      return check === undefined ? [] : [{ partition, check }];
+    });
+  }
+
+  /** A restarted head's comparison with its successor's persisted position (ChainReplica.confirmHead). */
+  confirmHead(partitionId: number, successor: string, position: ChainPosition): boolean {
+    return this.replicas.get(partitionId)?.confirmHead(successor, position) ?? true;
+  }
+
   /** A syncing replica's place in the write stream, from the snapshot its sync copies (ChainReplica.startAt). */
   /** Holds a replica's forwards while its sync opens a snapshot (ChainReplica.holdForSnapshot); the result lets them go if that fails. */
   holdReplicaForSnapshot(partitionId: number): () => void {
@@ -890,6 +907,9 @@ export class StoreNode {
           // A batched call stays within what a node configured like this one receives (maxBatchBytes + 1 MiB).
           forwardBatchMaxBytes: this.maxBatchBytes,
           onForwardRetry: this.onForwardRetry,
+          // etcd mode: the agent compares a restarted head with its successor (EtcdNodeAgent).
+          checkRestartAsHead: this.mapFromEtcd,
+          retryLog: this.forwardRetryLog,
           logger: this.logger?.child({ partition: partition.id }),
         }),
       );

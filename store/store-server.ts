@@ -1,4 +1,5 @@
 import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { HealthImplementation } from 'grpc-health-check';
 import type { Registry } from 'prom-client';
@@ -13,6 +14,8 @@ import { STORE_SERVICE_DEFINITION, createStoreHandlers } from './store-service.j
 import { StoreNodeMetrics, StoreRpcMetrics } from './store-metrics.js';
 import { StoreNode, type StoreNodeOptions } from './store-node.js';
 import { ChainForwarder } from './chain-forwarder.js';
+import type { ForwardTransport } from './chain-replica.js';
+import { StoreError } from './store-errors.js';
 
 export interface StoreServerOptions extends StoreNodeOptions {
   /** Address to bind, HOST:PORT. Default: the node address. Port 0 picks a free port. */
@@ -47,6 +50,8 @@ export interface StoreServerOptions extends StoreNodeOptions {
    * UNIMPLEMENTED as from a node that predates it. Default false.
    */
   faultInjectionWithoutMulti?: boolean;
+  /** Fault injection for tests only: while a file exists at this path, no chain forward is sent (each waits for a chain change). */
+  faultInjectionHoldForwardsFile?: string;
   logger: Logger;
 }
 
@@ -126,7 +131,9 @@ export class StoreServer {
     // Chain forwards go out with the node's replica token, over the node's TLS settings.
     const forwarder = new ChainForwarder({ token: options.tokens?.replicaToken, tls: options.tls });
     try {
-      node = await StoreNode.open({ ...options, logger, onHealthChange: reportHealth, transport: options.transport ?? forwarder });
+      const transport = options.transport ?? forwarder;
+      const held = options.faultInjectionHoldForwardsFile;
+      node = await StoreNode.open({ ...options, logger, onHealthChange: reportHealth, transport: held === undefined ? transport : holdingForwards(transport, held, logger) });
     } catch (err) {
       forwarder.close();
       throw err;
@@ -249,4 +256,19 @@ export class StoreServer {
 function serverCredentials(tls: TlsMaterial | undefined): ServerCredentials {
   if (!canServeTls(tls)) return ServerCredentials.createInsecure();
   return ServerCredentials.createSsl(tls.ca ?? null, [{ private_key: tls.key, cert_chain: tls.cert }], tls.ca !== undefined);
+}
+
+/**
+ * Fault injection: a transport that, while `file` exists, sends nothing and waits for the chain to
+ * change (the send's signal) — a head then holds applied writes it never forwarded.
+ */
+function holdingForwards(transport: ForwardTransport, file: string, logger: Logger): ForwardTransport {
+  return {
+    send: async (node, messages, options) => {
+      if (!existsSync(file)) return transport.send(node, messages, options);
+      logger.warn({ successor: node, partition: messages[0]?.partitionId, seq: messages[0]?.seq, writes: messages.length }, 'fault injection: holding a forward (SHARDPIPE_FAULT_INJECTION_HOLD_FORWARDS)');
+      await new Promise<void>((resolve) => (options.signal.aborted ? resolve() : options.signal.addEventListener('abort', () => resolve(), { once: true })));
+      throw new StoreError('STORE_UNAVAILABLE', `fault injection: forward to ${node} held`);
+    },
+  };
 }

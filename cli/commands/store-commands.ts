@@ -106,6 +106,7 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
       tls,
       insecure,
       faultInjectionWithoutMulti: ctx.config.faultInjection.storeWithoutMulti,
+      faultInjectionHoldForwardsFile: ctx.config.faultInjection.holdForwardsFile,
       logger: ctx.logger,
     });
     // Drains on the way out (health NOT_SERVING, new calls refused, calls in flight finished) while /metrics still answers.

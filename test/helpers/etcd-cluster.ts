@@ -14,11 +14,15 @@ export class CliProcess {
   private readonly events: Array<Record<string, unknown>> = [];
   private waiters: Array<{ event: string; resolve: (e: Record<string, unknown>) => void }> = [];
 
-  constructor(readonly args: string[]) {}
+  /** `env`: extra environment variables of the process (fault injection switches). */
+  constructor(
+    readonly args: string[],
+    readonly env: NodeJS.ProcessEnv = {},
+  ) {}
 
   /** Spawns it; resolves at once (wait for an event with `event`). */
   start(): this {
-    const child = spawn(process.execPath, [CLI, ...this.args, '--log-format', 'json', '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, ...this.args, '--log-format', 'json', '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...this.env } });
     this.child = child;
     this.stderr = '';
     this.events.length = 0;
@@ -81,9 +85,9 @@ export class EtcdTestCluster {
   }
 
   /** Starts a store node on a free port (or `address`, to restart with its data); resolves once it registered. */
-  async startNode(address?: string, extraArgs: string[] = [], etcdUrl = this.etcd.url): Promise<CliProcess> {
+  async startNode(address?: string, extraArgs: string[] = [], etcdUrl = this.etcd.url, env: NodeJS.ProcessEnv = {}): Promise<CliProcess> {
     const addr = address ?? `127.0.0.1:${await findFreePort()}`;
-    const node = new CliProcess(['store', 'start', '--etcd', etcdUrl, '--node', addr, '--data', this.dir.sub(`node-${addr.replace(':', '-')}`), '--lease', this.lease, ...extraArgs]).start();
+    const node = new CliProcess(['store', 'start', '--etcd', etcdUrl, '--node', addr, '--data', this.dir.sub(`node-${addr.replace(':', '-')}`), '--lease', this.lease, ...extraArgs], env).start();
     this.nodes.set(addr, node);
     await node.event('registered');
     return node;
