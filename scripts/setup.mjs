@@ -45,7 +45,7 @@ function build() {
   run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json']);
 }
 
-// `--for-tests` adds what only the test suite needs: a headless browser, docker-compose's validator, promtool, and protoc + Python gRPC + curl (gateway).
+// `--for-tests` adds what only the test suite needs: a headless browser, docker-compose's validator, promtool, protoc + Python gRPC + curl (gateway), and openssl (test certificates).
 const forTests = process.argv.includes('--for-tests');
 installPackages();
 ensureCommand('redis-server', ['redis-server'], 'the job queues run on Redis; without it pass --redis URL');
@@ -56,5 +56,6 @@ if (forTests) {
   ensureCommand('promtool', ['prometheus'], 'a test checks and unit-tests deploy/prometheus/alerts.yml');
   ensureCommand('grpc_python_plugin', ['protobuf-compiler', 'protobuf-compiler-grpc', 'python3-grpcio', 'python3-protobuf'], 'the gateway test drives it from Python with stubs made by protoc');
   ensureCommand('curl', ['curl'], 'the gateway test calls its JSON API with curl');
+  ensureCommand('openssl', ['openssl'], 'the TLS tests make their certificates with openssl');
 }
 build();
