@@ -1,4 +1,5 @@
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
+import { varintSize, writeVarint } from '../store/index.js';
 import { GetRequestSchema, GetResponseSchema, type GetRequest, type GetResponse } from './proto/gen/shardpipe/gateway/v1/gateway_pb.js';
 
 /**
@@ -44,22 +45,4 @@ export function encodeGetResponse(m: GetResponse): Buffer {
     pos = writeVarint(out, pos, Number(numbers[i]));
   }
   return out;
-}
-
-function varintSize(n: number): number {
-  let size = 1;
-  while (n >= 0x80) {
-    n = Math.floor(n / 128);
-    size++;
-  }
-  return size;
-}
-
-function writeVarint(out: Buffer, pos: number, n: number): number {
-  while (n >= 0x80) {
-    out[pos++] = (n % 128) | 0x80;
-    n = Math.floor(n / 128);
-  }
-  out[pos++] = n;
-  return pos;
 }

@@ -432,7 +432,8 @@ function grow(buf: Buffer, capacity: number, used: number): Buffer {
   return out;
 }
 
-function writeU64LE(buf: Buffer, at: number, n: number): void {
+/** A row's metadata field (a safe integer ≥ 0, else RangeError) as u64 little-endian, the packed form's layout. */
+export function writeU64LE(buf: Buffer, at: number, n: number): void {
   if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`packed row metadata must be a whole number 0–${Number.MAX_SAFE_INTEGER}, got ${n}`);
   buf.writeUInt32LE(n >>> 0, at);
   buf.writeUInt32LE(Math.floor(n / TWO_32), at + 4);

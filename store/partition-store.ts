@@ -762,19 +762,14 @@ export class PartitionStore {
         next.count--;
         next.logicalBytes -= recordBytes(op.key, stored);
       }
-      if (op.kind === 'update') {
-        const record = updated!;
+      if (op.kind !== 'delete') {
+        let record: StoredRecord;
+        if (op.kind === 'update') record = updated!;
+        else {
+          const ttl = op.options.ttlMs ?? 0;
+          record = { value: op.value, etag: next.seq + 1, updatedAtMs: now, expiresAtMs: ttl > 0 ? now + ttl : 0 };
+        }
         next.seq++;
-        batch.put(dk, encodeRecord(record));
-        if (record.expiresAtMs > 0) batch.put(expiryKey(record.expiresAtMs, op.key), EMPTY);
-        next.count++;
-        next.logicalBytes += recordBytes(op.key, record);
-        overlay.set(id, record);
-        numberChainWrite(next, op.chain);
-        settle.push(() => op.resolve(record));
-      } else if (op.kind === 'put') {
-        const ttl = op.options.ttlMs ?? 0;
-        const record: StoredRecord = { value: op.value, etag: ++next.seq, updatedAtMs: now, expiresAtMs: ttl > 0 ? now + ttl : 0 };
         batch.put(dk, encodeRecord(record));
         if (record.expiresAtMs > 0) batch.put(expiryKey(record.expiresAtMs, op.key), EMPTY);
         next.count++;

@@ -1,12 +1,11 @@
 import { decodePackedRows, lengthDelimited, varint } from './bulk-insert-codec.js';
-import { PACKED_LENGTH_BYTES, PACKED_META_BYTES, PACKED_ROWS_FORMAT, type PackedRowsMessage } from './packed-rows.js';
+import { PACKED_LENGTH_BYTES, PACKED_META_BYTES, PACKED_ROWS_FORMAT, writeU64LE, type PackedRowsMessage } from './packed-rows.js';
 import type { StoredEntry } from './partition-store.js';
 import type { ScanBatch } from './proto/gen/shardpipe/store/v1/store.js';
 
 const WIRE_VARINT = 0;
 const WIRE_LEN = 2;
 const EMPTY: Buffer = Buffer.alloc(0);
-const TWO_32 = 2 ** 32;
 
 /**
  * A scan batch's entries as one PackedRows message (format 1, `meta` always set: etag,
@@ -68,9 +67,4 @@ export function decodePackedScanBatch(bytes: Buffer): ScanBatch | undefined {
   }
   if (packed === undefined) return undefined;
   return { entries: [], last: last ?? false, next: next ?? EMPTY, packed };
-}
-
-function writeU64LE(buf: Buffer, at: number, n: number): void {
-  buf.writeUInt32LE(n >>> 0, at);
-  buf.writeUInt32LE(Math.floor(n / TWO_32), at + 4);
 }

@@ -153,7 +153,9 @@ function registerNodeGauges(registry: Registry, sources: Set<StoreNodeMetricsSou
       for (const s of sources) for (const r of s.replicas?.() ?? []) this.set({ node: s.node, partition: String(r.partitionId), state: r.state }, 1);
     },
   });
-  const syncGauge = (name: string, help: string, pick: (sync: { rows: number; bytes: number; totalRows: number }) => number): void => {
+  type ReplicaFigures = ReturnType<NonNullable<StoreNodeMetricsSource['replicas']>>[number];
+  // One series per replica this node holds; `pick` undefined leaves the replica out (no sync running).
+  const replicaGauge = (name: string, help: string, pick: (r: ReplicaFigures) => number | undefined): void => {
     new Gauge<NodeLabels>({
       name,
       help,
@@ -161,27 +163,20 @@ function registerNodeGauges(registry: Registry, sources: Set<StoreNodeMetricsSou
       registers: [registry],
       collect() {
         this.reset();
-        for (const s of sources) for (const r of s.replicas?.() ?? []) if (r.sync !== undefined) this.set({ node: s.node, partition: String(r.partitionId) }, pick(r.sync));
-      },
-    });
-  };
-  const replicaGauge = (name: string, help: string, pick: (r: { lagSequences?: number; forwardRetries?: number }) => number): void => {
-    new Gauge<NodeLabels>({
-      name,
-      help,
-      labelNames: ['node', 'partition'],
-      registers: [registry],
-      collect() {
-        this.reset();
-        for (const s of sources) for (const r of s.replicas?.() ?? []) this.set({ node: s.node, partition: String(r.partitionId) }, pick(r));
+        for (const s of sources) {
+          for (const r of s.replicas?.() ?? []) {
+            const value = pick(r);
+            if (value !== undefined) this.set({ node: s.node, partition: String(r.partitionId) }, value);
+          }
+        }
       },
     });
   };
   replicaGauge('shardpipe_replica_lag_sequences', "Writes of its chain's head this replica does not hold durably yet: the head's sequence number (as the latest forward carried it) minus this replica's (0 at the head)", (r) => r.lagSequences ?? 0);
   replicaGauge('shardpipe_replica_forward_retries', 'Forwards this replica sent again (failed or not answered within --forward-timeout) since the node started', (r) => r.forwardRetries ?? 0);
-  syncGauge('shardpipe_replica_sync_bytes', 'Key + value bytes a syncing replica has copied so far in its current sync (restarts at 0 when a sync starts again)', (x) => x.bytes);
-  syncGauge('shardpipe_replica_sync_rows', 'Rows a syncing replica has copied so far in its current sync', (x) => x.rows);
-  syncGauge('shardpipe_replica_sync_total_rows', "Rows in the snapshot a syncing replica copies (0 until it has one)", (x) => x.totalRows);
+  replicaGauge('shardpipe_replica_sync_bytes', 'Key + value bytes a syncing replica has copied so far in its current sync (restarts at 0 when a sync starts again)', (r) => r.sync?.bytes);
+  replicaGauge('shardpipe_replica_sync_rows', 'Rows a syncing replica has copied so far in its current sync', (r) => r.sync?.rows);
+  replicaGauge('shardpipe_replica_sync_total_rows', "Rows in the snapshot a syncing replica copies (0 until it has one)", (r) => r.sync?.totalRows);
   const disk = async (pick: (f: { bavail: number; blocks: number; bsize: number }) => number, gauge: Gauge<'node'>): Promise<void> => {
     gauge.reset();
     for (const s of sources) {
