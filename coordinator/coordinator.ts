@@ -3,8 +3,10 @@ import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Campaign, Etcd3, Watcher } from 'etcd3';
 import type { Logger } from '../common/index.js';
-import { EtcdMapStore, StoreError, connectEtcd, etcdFailure, parseEtcdUrl, type EtcdConnectionOptions, type PartitionMap, type ReplicationReport } from '../store/index.js';
+import { EtcdMapStore, EtcdOperationStore, StoreError, connectEtcd, etcdFailure, isFinalOperationState, parseEtcdUrl, type EtcdConnectionOptions, type NodeRegistration, type PartitionMap, type ReplicationReport } from '../store/index.js';
 import { promote, reconcile, resync, type ChainChange, type CopiedReplica } from './chain-plan.js';
+import type { OperationRunner } from './operation-runner.js';
+import { defaultRunners } from './operation-runners.js';
 
 /** Options of one coordinator process. */
 export interface CoordinatorOptions {
@@ -19,6 +21,8 @@ export interface CoordinatorOptions {
   connectTimeoutMs?: number;
   /** Called when this coordinator becomes the leader. */
   onElected?: () => void;
+  /** Who carries out operations of each kind (README "Live data movement"); an operation of a kind none runs waits. */
+  runners?: readonly OperationRunner[];
   logger: Logger;
 }
 
@@ -33,6 +37,10 @@ export class Coordinator {
   readonly id: string;
   private readonly etcd: Etcd3;
   private readonly store: EtcdMapStore;
+  private readonly operations: EtcdOperationStore;
+  private readonly runners: readonly OperationRunner[];
+  /** Operations of a kind no runner carries out, logged once each. */
+  private readonly unrunnable = new Set<string>();
   private readonly logger: Logger;
   private readonly ttlSeconds: number;
   private readonly onChange: CoordinatorOptions['onChange'];
@@ -55,6 +63,8 @@ export class Coordinator {
     const display = parseEtcdUrl(options.etcd.url).display;
     this.etcd = connectEtcd(options.etcd);
     this.store = new EtcdMapStore(this.etcd, display);
+    this.operations = new EtcdOperationStore(this.etcd, display);
+    this.runners = options.runners ?? defaultRunners();
     this.logger = options.logger.child({ module: 'coordinator', coordinator: this.id });
     this.onChange = options.onChange;
     this.onElected = options.onElected;
@@ -133,6 +143,7 @@ export class Coordinator {
         this.watchers.push(await this.store.watch(revision, kick, this.logger));
         this.watchers.push(await this.store.watchSyncs(revision, kick, this.logger));
         this.watchers.push(await this.store.watchReplication(revision, (r) => this.noteReplication(r), this.logger));
+        this.watchers.push(await this.operations.watch(revision, kick, this.logger));
         this.schedule();
         return;
       } catch (err) {
@@ -195,7 +206,11 @@ export class Coordinator {
       const { nodes } = await this.store.nodes();
       // Membership first; a promotion waits for a pass where no replica is to be removed or added.
       const plan = reconcile(stored.map, new Set(nodes.keys())) ?? (await this.resyncs(stored.map, nodes)) ?? (await this.promotion(stored.map, nodes));
-      if (plan === undefined) return;
+      if (plan === undefined) {
+        // Operations go on only from a map that needs no membership change.
+        if (await this.advanceOperations(stored.map, nodes)) continue;
+        return;
+      }
       if (await this.store.replace(stored.map.version, plan.map)) {
         const promoted = 'promoted' in plan ? plan.promoted : undefined;
         const changes = 'changes' in plan ? plan.changes : [];
@@ -235,6 +250,40 @@ export class Coordinator {
       }
     }
     return resynced.length === 0 ? undefined : { map: next, resynced };
+  }
+
+  /**
+   * Advances every operation not in a final state by one step, oldest first. True when a step
+   * changed the map (the pass then plans again from the new map); a lost race on the map or on a
+   * record is left to the next pass, which re-derives the step from what etcd holds.
+   */
+  private async advanceOperations(map: PartitionMap, nodes: ReadonlyMap<string, NodeRegistration>): Promise<boolean> {
+    if (this.runners.length === 0) return false;
+    const { operations } = await this.operations.list();
+    const active = operations.filter((o) => !isFinalOperationState(o.record.state));
+    if (active.length === 0) return false;
+    const { reports: syncs } = await this.store.syncReports();
+    for (const stored of active) {
+      if (!this.leading || this.stop.signal.aborted) return false;
+      const op = stored.record;
+      const runner = this.runners.find((r) => r.kinds.includes(op.args.kind));
+      if (runner === undefined) {
+        if (!this.unrunnable.has(op.id)) this.logger.warn({ operation: op.id, kind: op.args.kind }, 'no runner carries out operations of this kind; it waits');
+        this.unrunnable.add(op.id);
+        continue;
+      }
+      const step = await runner.advance(op, { map, nodes, syncs, maps: this.store, operations: this.operations, logger: this.logger.child({ operation: op.id }), nowMs: Date.now() });
+      if (step === undefined) continue;
+      if (step.map !== undefined) {
+        if (!(await this.store.replace(map.version, step.map))) return true;
+        this.logger.info({ operation: op.id, version: step.map.version, message: step.record.message }, 'operation step changed the map');
+        this.onChange?.({ version: step.map.version, changes: [] });
+      }
+      if (!(await this.operations.replace(stored, step.record))) this.logger.info({ operation: op.id }, 'the operation changed while advancing it; the next pass reads it again');
+      else if (isFinalOperationState(step.record.state)) this.logger.info({ operation: op.id, state: step.record.state, error: step.record.error }, 'operation finished');
+      if (step.map !== undefined) return true;
+    }
+    return false;
   }
 
   /** Promotes syncing replicas whose live node reported a verified copy at the current epoch. */

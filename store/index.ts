@@ -8,6 +8,8 @@ export type { NodeRegistration, ReplicationReport, StoredMap, SyncReport } from 
 export { syncReplica } from './replica-sync.js';
 export type { ReplicaSyncOptions, SyncProgress, SyncResult } from './replica-sync.js';
 export { EtcdNodeAgent } from './etcd-node-agent.js';
+export { EtcdOperationStore, OPERATION_KINDS, OPERATION_STATES, DEFAULT_MAX_MOVEMENTS, DEFAULT_MAX_PAUSE_MS, isFinalOperationState, newOperationId, operationKeys, parseOperationArgs, parseOperationRecord } from './etcd-operations.js';
+export type { OperationArgs, OperationKind, OperationPause, OperationRecord, OperationState, OperationStep, StoredOperation } from './etcd-operations.js';
 export type { EtcdNodeAgentOptions } from './etcd-node-agent.js';
 export { encodeRecord, decodeRecord, isExpired, RECORD_FORMAT_VERSION } from './record.js';
 export type { StoredRecord } from './record.js';
