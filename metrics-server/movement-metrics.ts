@@ -1,0 +1,89 @@
+import { Gauge, type Registry } from 'prom-client';
+import { OPERATION_KINDS } from '../store/index.js';
+import type { MovementPoller } from './movement-poller.js';
+import { nodeDataShares } from './movement-poller.js';
+import type { PartitionPoller } from './partition-poller.js';
+
+/**
+ * Data-movement metrics of the metrics server, filled when scraped: the per-node share of data
+ * (`shardpipe_node_data_bytes` / `shardpipe_node_data_share`, from the partition figures) and,
+ * with etcd (`movement`), `shardpipe_operations_in_progress{kind}`, per running operation
+ * `shardpipe_operation_bytes_moved` / `_bytes_total` / `_rows_moved` / `_stalled_seconds`
+ * `{operation, kind}`, `shardpipe_cluster_gc_pending_bytes{node}` (data awaiting GC, as the
+ * nodes report it) and `shardpipe_movement_etcd_up`.
+ */
+export function registerMovementMetrics(registry: Registry, poller: PartitionPoller, movement: MovementPoller | undefined): void {
+  const registers = [registry];
+  new Gauge({
+    name: 'shardpipe_node_data_bytes',
+    help: "Logical bytes of the replicas a node holds (each serving replica counts its partition's bytes; a syncing one what it copied so far)",
+    labelNames: ['node'],
+    registers,
+    collect(this: Gauge<'node'>) {
+      this.reset();
+      for (const n of nodeDataShares(poller.partitions())) this.set({ node: n.node }, n.bytes);
+    },
+  });
+  new Gauge({
+    name: 'shardpipe_node_data_share',
+    help: "A node's shardpipe_node_data_bytes ÷ their sum over all nodes (0–1): how evenly the data is spread",
+    labelNames: ['node'],
+    registers,
+    collect(this: Gauge<'node'>) {
+      this.reset();
+      for (const n of nodeDataShares(poller.partitions())) this.set({ node: n.node }, n.share);
+    },
+  });
+  if (movement === undefined) return;
+  const view = () => movement.view([]);
+  new Gauge({
+    name: 'shardpipe_movement_etcd_up',
+    help: 'Whether the last read of operations and GC reports from etcd succeeded (1) or not (0)',
+    registers,
+    collect(this: Gauge) {
+      this.set(view().etcd === 'ok' ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'shardpipe_operations_in_progress',
+    help: 'Data-movement operations not finished yet (pending, running, cancelling), by kind',
+    labelNames: ['kind'],
+    registers,
+    collect(this: Gauge<'kind'>) {
+      this.reset();
+      const ops = view().operations;
+      for (const kind of OPERATION_KINDS) this.set({ kind }, ops.filter((o) => o.kind === kind).length);
+    },
+  });
+  const perOperation = (name: string, help: string, pick: (o: ReturnType<typeof view>['operations'][number]) => number | null): void => {
+    new Gauge({
+      name,
+      help,
+      labelNames: ['operation', 'kind'],
+      registers,
+      collect(this: Gauge<'operation' | 'kind'>) {
+        this.reset();
+        for (const o of view().operations) {
+          const value = pick(o);
+          if (value !== null) this.set({ operation: o.id, kind: o.kind }, value);
+        }
+      },
+    });
+  };
+  perOperation('shardpipe_operation_bytes_moved', "Bytes a running operation's steps have moved so far (finished steps whole)", (o) => o.bytesDone);
+  perOperation('shardpipe_operation_bytes_total', "Bytes a running operation's steps move in all (steps that know their size)", (o) => o.bytesTotal);
+  perOperation('shardpipe_operation_rows_moved', "Rows a running operation's steps have moved so far", (o) => o.rowsDone);
+  perOperation('shardpipe_operation_stalled_seconds', "Seconds since a running operation's progress (bytes, rows, steps, phase) last changed", (o) => o.stalledSeconds);
+  new Gauge({
+    name: 'shardpipe_cluster_gc_pending_bytes',
+    help: 'Bytes of partitions that left a node and wait for its GC, as the node reports them in etcd',
+    labelNames: ['node'],
+    registers,
+    collect(this: Gauge<'node'>) {
+      this.reset();
+      const byNode = new Map<string, number>();
+      for (const g of view().gc) byNode.set(g.node, (byNode.get(g.node) ?? 0) + g.bytes);
+      for (const [node, bytes] of byNode) this.set({ node }, bytes);
+    },
+  });
+}
