@@ -5,6 +5,7 @@ import { PassThrough } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { Logger } from '../../common/index.js';
 import { PartitionMap, StoreNode, partitionFolder } from '../../store/index.js';
 import { makeTempDir, type TempDir } from '../helpers/temp-dir.js';
 
@@ -30,14 +31,14 @@ function mapWith(version: number, owner1: string): PartitionMap {
   ]);
 }
 
-function logCapture(): { logger: ReturnType<typeof pino>; lines: () => Array<Record<string, unknown>> } {
+function logCapture(): { logger: Logger; lines: () => Array<Record<string, unknown>> } {
   const stream = new PassThrough();
   let text = '';
   stream.on('data', (d: Buffer) => (text += d.toString()));
   return { logger: pino({ level: 'info' }, stream), lines: () => text.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>) };
 }
 
-async function openNode(dataDir: string, options: { map?: PartitionMap; gcGraceMs: number; logger?: ReturnType<typeof pino> }): Promise<StoreNode> {
+async function openNode(dataDir: string, options: { map?: PartitionMap; gcGraceMs: number; logger?: Logger }): Promise<StoreNode> {
   const node = await StoreNode.open({ node: A, dataDir, initialMap: options.map, gcGraceMs: options.gcGraceMs, sweepIntervalMs: 0, logger: options.logger });
   opened.push(node);
   return node;
