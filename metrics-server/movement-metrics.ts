@@ -1,6 +1,6 @@
 import { Gauge, type Registry } from 'prom-client';
 import { OPERATION_KINDS } from '../store/index.js';
-import type { MovementPoller } from './movement-poller.js';
+import type { MovementPoller, MovementView } from './movement-poller.js';
 import { nodeDataShares } from './movement-poller.js';
 import type { PartitionPoller } from './partition-poller.js';
 
@@ -10,7 +10,8 @@ import type { PartitionPoller } from './partition-poller.js';
  * with etcd (`movement`), `shardpipe_operations_in_progress{kind}`, per running operation
  * `shardpipe_operation_bytes_moved` / `_bytes_total` / `_rows_moved` / `_stalled_seconds`
  * `{operation, kind}`, `shardpipe_cluster_gc_pending_bytes{node}` (data awaiting GC, as the
- * nodes report it) and `shardpipe_movement_etcd_up`.
+ * nodes report it) and `shardpipe_movement_etcd_up`. Without etcd those families are still
+ * registered, with no series: dashboards and alerts find them and show "no data".
  */
 export function registerMovementMetrics(registry: Registry, poller: PartitionPoller, movement: MovementPoller | undefined): void {
   const registers = [registry];
@@ -34,28 +35,30 @@ export function registerMovementMetrics(registry: Registry, poller: PartitionPol
       for (const n of nodeDataShares(poller.partitions())) this.set({ node: n.node }, n.share);
     },
   });
-  if (movement === undefined) return;
-  const view = () => movement.view([]);
+  const empty = { operations: [], gc: [] };
+  const view = (): Pick<MovementView, 'operations' | 'gc'> => movement?.view([]) ?? empty;
   new Gauge({
     name: 'shardpipe_movement_etcd_up',
-    help: 'Whether the last read of operations and GC reports from etcd succeeded (1) or not (0)',
+    help: 'Whether the last read of operations and GC reports from etcd succeeded (1) or not (0); no series without --etcd',
     registers,
     collect(this: Gauge) {
-      this.set(view().etcd === 'ok' ? 1 : 0);
+      this.reset();
+      if (movement !== undefined) this.set(movement.view([]).etcd === 'ok' ? 1 : 0);
     },
   });
   new Gauge({
     name: 'shardpipe_operations_in_progress',
-    help: 'Data-movement operations not finished yet (pending, running, cancelling), by kind',
+    help: 'Data-movement operations not finished yet (pending, running, cancelling), by kind; no series without --etcd',
     labelNames: ['kind'],
     registers,
     collect(this: Gauge<'kind'>) {
       this.reset();
+      if (movement === undefined) return;
       const ops = view().operations;
       for (const kind of OPERATION_KINDS) this.set({ kind }, ops.filter((o) => o.kind === kind).length);
     },
   });
-  const perOperation = (name: string, help: string, pick: (o: ReturnType<typeof view>['operations'][number]) => number | null): void => {
+  const perOperation = (name: string, help: string, pick: (o: MovementView['operations'][number]) => number | null): void => {
     new Gauge({
       name,
       help,
