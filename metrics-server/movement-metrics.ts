@@ -11,7 +11,8 @@ import type { PartitionPoller } from './partition-poller.js';
  * `shardpipe_operation_bytes_moved` / `_bytes_total` / `_rows_moved` / `_stalled_seconds`
  * `{operation, kind}`, `shardpipe_cluster_gc_pending_bytes{node}` (data awaiting GC, as the
  * nodes report it) and `shardpipe_movement_etcd_up`. Without etcd those families are still
- * registered, with no series: dashboards and alerts find them and show "no data".
+ * registered, with no series (dashboards and alerts find them and show "no data"), except
+ * `shardpipe_movement_etcd_up`, which is left out.
  */
 export function registerMovementMetrics(registry: Registry, poller: PartitionPoller, movement: MovementPoller | undefined): void {
   const registers = [registry];
@@ -37,15 +38,16 @@ export function registerMovementMetrics(registry: Registry, poller: PartitionPol
   });
   const empty = { operations: [], gc: [] };
   const view = (): Pick<MovementView, 'operations' | 'gc'> => movement?.view([]) ?? empty;
-  new Gauge({
-    name: 'shardpipe_movement_etcd_up',
-    help: 'Whether the last read of operations and GC reports from etcd succeeded (1) or not (0); no series without --etcd',
-    registers,
-    collect(this: Gauge) {
-      this.reset();
-      if (movement !== undefined) this.set(movement.view([]).etcd === 'ok' ? 1 : 0);
-    },
-  });
+  if (movement !== undefined) {
+    new Gauge({
+      name: 'shardpipe_movement_etcd_up',
+      help: 'Whether the last read of operations and GC reports from etcd succeeded (1) or not (0); only with --etcd',
+      registers,
+      collect(this: Gauge) {
+        this.set(movement.view([]).etcd === 'ok' ? 1 : 0);
+      },
+    });
+  }
   new Gauge({
     name: 'shardpipe_operations_in_progress',
     help: 'Data-movement operations not finished yet (pending, running, cancelling), by kind; no series without --etcd',
