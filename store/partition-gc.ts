@@ -41,6 +41,8 @@ export interface PartitionGcOptions {
   onChange?: () => void;
   /** Clock. Default Date.now. */
   now?: () => number;
+  /** Fault injection for tests only: deletes a folder (default: fs.rm, recursive). */
+  faultInjectionRemoveFolder?: (path: string) => Promise<void>;
   logger?: Logger;
 }
 
@@ -70,6 +72,7 @@ export class PartitionGc {
   private readonly runExclusive: PartitionGcOptions['runExclusive'];
   private readonly onChange: (() => void) | undefined;
   private readonly now: () => number;
+  private readonly removeFolder: (path: string) => Promise<void>;
   private readonly logger: Logger | undefined;
   private readonly entries = new Map<number, { leftAtMs: number; bytes: number }>();
   private timer: NodeJS.Timeout | undefined;
@@ -88,6 +91,7 @@ export class PartitionGc {
     this.runExclusive = options.runExclusive;
     this.onChange = options.onChange;
     this.now = options.now ?? Date.now;
+    this.removeFolder = options.faultInjectionRemoveFolder ?? ((path) => rm(path, { recursive: true, force: true }));
     this.logger = options.logger?.child({ module: 'partition-gc' });
   }
 
@@ -231,7 +235,7 @@ export class PartitionGc {
       const folder = partitionFolder(this.dataDir, partition);
       const bytes = await folderBytes(folder);
       try {
-        await rm(folder, { recursive: true, force: true });
+        await this.removeFolder(folder);
       } catch (err) {
         this.retryAtMs = now + Math.min(RETRY_MS, Math.max(1000, this.graceMs));
         this.logger?.error({ err: (err as Error).message, partition, folder }, 'deleting a partition folder after its GC grace failed; trying again later');

@@ -1,12 +1,12 @@
 import { existsSync } from 'node:fs';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Logger } from '../../common/index.js';
-import { PartitionMap, StoreNode, partitionFolder } from '../../store/index.js';
+import { PartitionGc, PartitionMap, StoreNode, partitionFolder } from '../../store/index.js';
 import { makeTempDir, type TempDir } from '../helpers/temp-dir.js';
 
 // A real StoreNode on real LevelDB folders (static maps installed with setMap, as SetPartitionMap
@@ -171,5 +171,43 @@ describe('object GC on a store node', () => {
     await until(() => third.gcPending(), (p) => p.length === 0, 3000);
     expect(existsSync(partitionFolder(dir.path, 1))).toBe(false);
     expect(third.gcFigures().deletedPartitions).toBe(1);
+  });
+
+  it('fault injection: a deletion that fails is logged, keeps its entry (persisted, still reported), and is tried again a second later (grace 0)', async () => {
+    dir = await makeTempDir('shardpipe-gc-');
+    await mkdir(partitionFolder(dir.path, 7));
+    await writeFile(join(partitionFolder(dir.path, 7), 'data'), Buffer.alloc(4096));
+    const log = logCapture();
+    let attempts = 0;
+    const gc = await PartitionGc.open({
+      dataDir: dir.path,
+      graceMs: 0,
+      isAssigned: () => false,
+      runExclusive: (fn) => fn(),
+      faultInjectionRemoveFolder: async (path) => {
+        attempts++;
+        if (attempts === 1) throw Object.assign(new Error(`EBUSY: resource busy or locked, rmdir '${path}'`), { code: 'EBUSY' });
+        await rm(path, { recursive: true, force: true });
+      },
+      logger: log.logger,
+    });
+    try {
+      await gc.left([7]);
+      expect(gc.pending()[0]).toMatchObject({ partition: 7, bytes: 4096 });
+      await gc.sweep();
+      expect(attempts).toBe(1);
+      expect(gc.pending().map((p) => p.partition)).toEqual([7]);
+      expect(existsSync(partitionFolder(dir.path, 7))).toBe(true);
+      expect(JSON.parse(await readFile(join(dir.path, 'gc-pending.json'), 'utf8')).left).toEqual([expect.objectContaining({ partition: 7 })]);
+      expect(log.lines().find((l) => l.msg === 'deleting a partition folder after its GC grace failed; trying again later')).toMatchObject({ partition: 7, err: expect.stringContaining('EBUSY') });
+      // The timer tries again (retry after max(1 s, grace)).
+      const after = await until(() => gc.pending(), (p) => p.length === 0, 5000);
+      expect(after).toEqual([]);
+      expect(attempts).toBe(2);
+      expect(existsSync(partitionFolder(dir.path, 7))).toBe(false);
+      expect(gc.figures()).toMatchObject({ deletedPartitions: 1, deletedBytes: 4096, pendingBytes: 0 });
+    } finally {
+      await gc.close();
+    }
   });
 });
