@@ -693,7 +693,7 @@ export class StoreNode {
 
   /**
    * Installs a newer map: persists it first, then opens partitions newly assigned here and closes
-   * those no longer assigned (their folders stay on disk). An identical map is a no-op; an older one,
+   * those no longer assigned (their folders stay on disk until object GC deletes them after the grace: store/partition-gc.ts). An identical map is a no-op; an older one,
    * a different one under the same version, or one more than MAX_MAP_VERSION_STEP versions ahead
    * is refused — unless `force` (admin recovery), which installs any other map.
    */
