@@ -138,7 +138,7 @@ describe('metrics server with --etcd: operations in progress, per-node share of 
     const row = page.locator(`#movement-operations [data-operation="${opId}"]`);
     await row.waitFor();
     expect(await row.innerText()).toContain('rows');
-    expect(await row.innerText()).toMatch(/ETA \d+s/);
+    expect(await row.innerText()).toMatch(/ETA (\d+h )?(\d+m )?\d+s/);
     expect(await row.locator('.progress > div').getAttribute('style')).toContain('width: 25%');
     await page.locator(`#movement-gc [data-node="${gcNode}"][data-partition="0"]`, { hasText: `partition 0` }).waitFor();
     await page.locator('#movement-shares .share').nth(2).waitFor();
