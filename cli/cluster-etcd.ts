@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { parseDurationMs } from '../common/index.js';
 import { initialMap } from '../coordinator/index.js';
-import { EtcdMapStore, Key, StoreError, connectEtcd, parseEtcdUrl, type NodeRegistration, type PartitionMap, type ReplicationReport, type SyncReport } from '../store/index.js';
+import { EtcdMapStore, Key, StoreError, connectEtcd, parseEtcdUrl, readGcReports, type GcReport, type NodeRegistration, type PartitionMap, type ReplicationReport, type SyncReport } from '../store/index.js';
 import { CliUsageError } from './cli-env.js';
 import { formatTable, parsePositiveInt, rangeText, withClient } from './cli-io.js';
 import type { CliContext } from './cli-context.js';
@@ -94,6 +94,7 @@ export async function clusterStatus(ctx: CliContext, opts: StatusFlags): Promise
   let live: Map<string, NodeRegistration> | undefined;
   let syncs: SyncReport[] = [];
   let replication: ReplicationReport[] = [];
+  let gc: GcReport[] = [];
   if (opts.etcd !== undefined) {
     const display = parseEtcdUrl(opts.etcd).display;
     const etcd = connectEtcd(await etcdConnectionOf(opts.etcd, opts));
@@ -103,6 +104,7 @@ export async function clusterStatus(ctx: CliContext, opts: StatusFlags): Promise
       live = (await store.nodes()).nodes;
       syncs = (await store.syncReports()).reports;
       replication = await store.replicationReports();
+      gc = await readGcReports(etcd, display);
       if (stored === undefined) throw new StoreError('STORE_INVALID_MAP', `etcd at ${display} holds no partition map yet (${live.size} nodes registered): run shardpipe cluster init --etcd`);
       map = stored.map;
     } finally {
@@ -132,6 +134,7 @@ export async function clusterStatus(ctx: CliContext, opts: StatusFlags): Promise
           chain: p.chain.map((r) => ({ node: r.node, state: r.state, ...(live === undefined ? {} : { live: liveOf(r.node) }), ...syncJson(syncOf(p.id, r.node, r.state)), ...replicationJson(replicationOf(p.id, r.node)) })),
         })),
         ...(live === undefined ? {} : { nodes: [...live.values()].map((n) => ({ node: n.node, leaseMs: n.leaseMs, registeredAtMs: n.registeredAtMs })) }),
+        ...(opts.etcd === undefined ? {} : { gc: gc.flatMap((r) => r.partitions.map((p) => ({ node: r.node, ...p }))) }),
       }),
     );
     return;
@@ -144,6 +147,7 @@ export async function clusterStatus(ctx: CliContext, opts: StatusFlags): Promise
     const idle = [...live.keys()].filter((n) => map.replicasOf(n).length === 0);
     ctx.print(`registered nodes: ${live.size}${idle.length > 0 ? ` (holding no replica: ${idle.join(', ')})` : ''}`);
   }
+  for (const r of gc) for (const p of r.partitions) ctx.print(`data awaiting GC: partition ${p.partition} (${(p.bytes / 1e6).toFixed(1)} MB) on ${r.node}, deleted at ${new Date(p.deleteAtMs).toISOString().slice(11, 19)} UTC`);
 }
 
 /** " (lagging by 12)", " (forwards retried 3×, last to HOST:PORT: …)" from a replica's replication report. */

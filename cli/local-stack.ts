@@ -75,6 +75,8 @@ export class LocalStack {
         redisUrl,
         tokens: AuthTokens.fromFile(tokenFile),
         storeCredentials: { token: tokens.read },
+        // Replicated: the private etcd, for the "Data movement" panel.
+        ...(cluster.etcdUrl === undefined ? {} : { etcd: { url: cluster.etcdUrl } }),
         logger,
       });
       const secretFiles = { adminToken: join(options.dataDir, 'admin-token'), redisUrl: join(options.dataDir, 'redis-url') };

@@ -6,12 +6,15 @@ import { z } from 'zod';
 import { ShardpipeError, checkHttpRequest, type HttpAuthOptions, type Logger } from '../common/index.js';
 import { StoreError } from '../store/index.js';
 import type { JobOverview } from './job-overview.js';
+import { nodeDataShares, type MovementPoller } from './movement-poller.js';
 import { MetricsError } from './metrics-errors.js';
 import type { PartitionPoller } from './partition-poller.js';
 
 /** What the HTTP app serves from. */
 export interface MetricsAppOptions {
   poller: PartitionPoller;
+  /** Operations and GC from etcd; absent: `/api/movement` says `etcd: "not-configured"` (per-node shares are still given). */
+  movement?: MovementPoller;
   planner: { plan(target: { targetRows: number } | { targetBytes: number }, options: { signal?: AbortSignal }): Promise<unknown> };
   registry: Registry;
   /** Absent: no Redis configured (the page and /api/jobs say so). */
@@ -68,6 +71,10 @@ export function createMetricsApp(options: MetricsAppOptions): Express {
   });
   app.get('/api/nodes', (_req, res) => {
     res.json({ nodes: poller.nodeViews() });
+  });
+  app.get('/api/movement', (_req, res) => {
+    const partitions = poller.partitions();
+    res.json(options.movement?.view(partitions) ?? { etcd: 'not-configured', error: null, readAtMs: null, operations: [], finished: [], gc: [], nodes: nodeDataShares(partitions) });
   });
   app.get('/api/jobs', async (_req, res) => {
     res.json(jobs ? await jobs.snapshot() : { redis: 'not-configured', error: null, queues: [] });

@@ -12,3 +12,6 @@ export { createMetricsApp } from './http-app.js';
 export type { MetricsAppOptions } from './http-app.js';
 export { MetricsError, METRICS_ERROR_CODES } from './metrics-errors.js';
 export type { MetricsErrorCode } from './metrics-errors.js';
+export { MovementPoller, nodeDataShares, operationProgress } from './movement-poller.js';
+export type { MovementPollerOptions, MovementView, OperationView, GcView, NodeShareView } from './movement-poller.js';
+export { registerMovementMetrics } from './movement-metrics.js';

@@ -7,11 +7,13 @@ import { ExpressAdapter } from '@bull-board/express';
 import { Router } from 'express';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { canServeTls, checkBind, type AuthTokens, type Logger, type TlsMaterial } from '../common/index.js';
-import { StoreClient, type StoreCredentials } from '../store/index.js';
+import { StoreClient, type EtcdConnectionOptions, type StoreCredentials } from '../store/index.js';
 import { BackupScheduleMetrics } from './backup-schedule-metrics.js';
 import { ClusterMetrics } from './cluster-metrics.js';
 import { createMetricsApp } from './http-app.js';
 import { JobOverview } from './job-overview.js';
+import { registerMovementMetrics } from './movement-metrics.js';
+import { MovementPoller } from './movement-poller.js';
 import { PartitionPoller } from './partition-poller.js';
 import { ShardPlanner } from './shard-planner.js';
 
@@ -45,6 +47,8 @@ export interface MetricsServerOptions {
   insecure?: boolean;
   /** How the poller reaches the store nodes (token, TLS). Default: plaintext, no token. */
   storeCredentials?: StoreCredentials;
+  /** The cluster's etcd: operations in progress and data awaiting GC for the "Data movement" panel and metrics, read every `intervalMs`. Absent: the panel says "no etcd configured". */
+  etcd?: EtcdConnectionOptions;
   logger: Logger;
 }
 
@@ -57,6 +61,7 @@ export class MetricsServer {
   readonly host: string;
   readonly poller: PartitionPoller;
   readonly registry: Registry;
+  readonly movement: MovementPoller | undefined;
   private readonly server: Server;
   private readonly client: StoreClient;
   private readonly jobs: JobOverview | undefined;
@@ -64,8 +69,9 @@ export class MetricsServer {
   private readonly tls: boolean;
   private closing: Promise<void> | undefined;
 
-  private constructor(parts: { server: Server; client: StoreClient; poller: PartitionPoller; jobs: JobOverview | undefined; registry: Registry; logger: Logger; host: string; tls: boolean }) {
+  private constructor(parts: { server: Server; client: StoreClient; poller: PartitionPoller; movement: MovementPoller | undefined; jobs: JobOverview | undefined; registry: Registry; logger: Logger; host: string; tls: boolean }) {
     this.tls = parts.tls;
+    this.movement = parts.movement;
     this.server = parts.server;
     this.client = parts.client;
     this.poller = parts.poller;
@@ -93,6 +99,8 @@ export class MetricsServer {
       logger,
     });
     metrics = new ClusterMetrics({ registry, poller, maxPartitionSeries: options.maxPartitionSeries });
+    const movement = options.etcd === undefined ? undefined : new MovementPoller({ etcd: options.etcd, intervalMs: options.intervalMs, logger });
+    registerMovementMetrics(registry, poller, movement);
 
     let jobs: JobOverview | undefined;
     let queuesRouter: Router | undefined;
@@ -117,7 +125,7 @@ export class MetricsServer {
         );
       }, serverAdapter.getRouter() as Router);
     }
-    const app = createMetricsApp({ poller, planner: new ShardPlanner({ poller, client, maxShards: options.maxPlanShards }), registry, jobs, queuesRouter, auth, logger });
+    const app = createMetricsApp({ poller, movement, planner: new ShardPlanner({ poller, client, maxShards: options.maxPlanShards }), registry, jobs, queuesRouter, auth, logger });
     const tls = options.tls;
 
     let server: Server | undefined;
@@ -136,11 +144,13 @@ export class MetricsServer {
       });
     } catch (err) {
       await jobs?.close();
+      await movement?.close();
       client.close();
       throw err;
     }
     poller.start();
-    const started = new MetricsServer({ server, client, poller, jobs, registry, logger, host, tls: canServeTls(tls) });
+    movement?.start();
+    const started = new MetricsServer({ server, client, poller, movement, jobs, registry, logger, host, tls: canServeTls(tls) });
     logger.info({ url: started.url, intervalMs: poller.intervalMs, redis: jobs !== undefined, tokens: auth.tokens !== undefined }, 'metrics server listening');
     return started;
   }
@@ -158,7 +168,7 @@ export class MetricsServer {
         this.server.close((err) => (err ? reject(err) : resolve()));
         this.server.closeIdleConnections();
       });
-      const results = await Promise.allSettled([closeHttp, this.poller.close(), this.jobs?.close()]);
+      const results = await Promise.allSettled([closeHttp, this.poller.close(), this.jobs?.close(), this.movement?.close()]);
       this.client.close();
       const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed.length > 0) throw new AggregateError(failed.map((f) => f.reason), 'closing the metrics server failed');

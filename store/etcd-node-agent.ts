@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Etcd3, Lease, Watcher } from 'etcd3';
 import type { Logger } from '../common/index.js';
 import { connectEtcd, etcdFailure, isEtcdAuthFailure, loadEtcd3, parseEtcdUrl, type EtcdConnectionOptions } from './etcd-connection.js';
+import { operationKeys } from './etcd-operations.js';
 import { EtcdMapStore, type NodeRegistration, type StoredMap, type SyncReport } from './etcd-map-store.js';
 import { NodeConnection, type StoreCredentials } from './node-connection.js';
 import { readNodeOf, type PartitionMap } from './partition-map.js';
@@ -147,6 +148,36 @@ export class EtcdNodeAgent {
       this.install(map).catch((err: unknown) => this.logger.error({ err, mapVersion: map.version }, 'installing the partition map from etcd failed'));
     }, this.logger);
     void this.reportReplication();
+    void this.reportGc();
+  }
+
+  /**
+   * Every second, writes the partitions awaiting GC on this node under `gc/HOST:PORT` (under the
+   * lease: `[{partition, leftAtMs, deleteAtMs, bytes}]`) when they changed or the lease is new;
+   * removes the key once nothing waits. `cluster status --etcd` and the metrics server read it.
+   */
+  private async reportGc(): Promise<void> {
+    const signal = this.stop.signal;
+    const key = operationKeys().gcOf(this.address);
+    let written: { text: string; lease: Lease } | undefined;
+    while (!signal.aborted) {
+      const node = this.node;
+      if (node !== undefined && !node.isFenced) {
+        const pending = node.gcPending();
+        const text = JSON.stringify(pending);
+        const lease = this.lease;
+        if (written?.text !== text || written.lease !== lease) {
+          try {
+            if (pending.length > 0) await lease.put(key).value(text).exec();
+            else if (written !== undefined) await this.etcd.delete().key(key).exec();
+            written = { text, lease };
+          } catch (err) {
+            this.logger.debug({ err: (err as Error).message }, 'writing the GC report to etcd failed; trying again in a second');
+          }
+        }
+      }
+      await sleep(REPLICATION_REPORT_MS, undefined, { signal }).catch(() => undefined);
+    }
   }
 
   /**

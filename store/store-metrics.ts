@@ -52,6 +52,8 @@ export interface StoreNodeMetricsSource {
   dataDir: string;
   /** The replicas the node holds, their state and a syncing one's copy progress. */
   replicas?: () => ReadonlyArray<{ partitionId: number; state: string; sync: { rows: number; bytes: number; totalRows: number } | undefined; lagSequences?: number; forwardRetries?: number }>;
+  /** Object GC: data of partitions that left the node, awaiting deletion, and what was deleted (store/partition-gc.ts). */
+  gc?: () => { graceMs: number; pendingPartitions: number; pendingBytes: number; oldestPendingMs: number; deletedPartitions: number; deletedBytes: number };
 }
 
 type NodeLabels = 'node' | 'partition';
@@ -177,6 +179,7 @@ function registerNodeGauges(registry: Registry, sources: Set<StoreNodeMetricsSou
   replicaGauge('shardpipe_replica_sync_bytes', 'Key + value bytes a syncing replica has copied so far in its current sync (restarts at 0 when a sync starts again)', (r) => r.sync?.bytes);
   replicaGauge('shardpipe_replica_sync_rows', 'Rows a syncing replica has copied so far in its current sync', (r) => r.sync?.rows);
   replicaGauge('shardpipe_replica_sync_total_rows', "Rows in the snapshot a syncing replica copies (0 until it has one)", (r) => r.sync?.totalRows);
+  registerGcMetrics(registry, sources);
   const disk = async (pick: (f: { bavail: number; blocks: number; bsize: number }) => number, gauge: Gauge<'node'>): Promise<void> => {
     gauge.reset();
     for (const s of sources) {
@@ -205,4 +208,33 @@ function registerNodeGauges(registry: Registry, sources: Set<StoreNodeMetricsSou
       await disk((f) => f.blocks * f.bsize, this);
     },
   });
+}
+
+/**
+ * Object GC of each node: `shardpipe_gc_pending_bytes` / `_pending_partitions` (folders of
+ * partitions that left the node, kept until the grace passed), `shardpipe_gc_oldest_pending_seconds`,
+ * `shardpipe_gc_grace_seconds` (the alert compares the two), and `shardpipe_gc_deleted_bytes_total` /
+ * `_deleted_partitions_total` since the node started.
+ */
+function registerGcMetrics(registry: Registry, sources: Set<StoreNodeMetricsSource>): void {
+  type Figures = ReturnType<NonNullable<StoreNodeMetricsSource['gc']>>;
+  const metric = (kind: 'gauge' | 'counter', name: string, help: string, pick: (f: Figures) => number): void => {
+    const collect = function (this: Gauge<'node'> | Counter<'node'>): void {
+      this.reset();
+      for (const s of sources) {
+        const f = s.gc?.();
+        if (f === undefined) continue;
+        if (this instanceof Gauge) this.set({ node: s.node }, pick(f));
+        else this.inc({ node: s.node }, pick(f));
+      }
+    };
+    if (kind === 'gauge') new Gauge<'node'>({ name, help, labelNames: ['node'], registers: [registry], collect });
+    else new Counter<'node'>({ name, help, labelNames: ['node'], registers: [registry], collect });
+  };
+  metric('gauge', 'shardpipe_gc_pending_bytes', 'Bytes on disk of partitions that left this node (moved, drained, fewer replicas, merged away) and wait for GC after --gc-grace', (f) => f.pendingBytes);
+  metric('gauge', 'shardpipe_gc_pending_partitions', 'Partitions that left this node whose folders wait for GC', (f) => f.pendingPartitions);
+  metric('gauge', 'shardpipe_gc_oldest_pending_seconds', 'Seconds since the oldest partition awaiting GC left this node (0 when none)', (f) => f.oldestPendingMs / 1000);
+  metric('gauge', 'shardpipe_gc_grace_seconds', 'The node\'s --gc-grace: how long a partition that left stays on disk', (f) => f.graceMs / 1000);
+  metric('counter', 'shardpipe_gc_deleted_bytes_total', 'Bytes of partition folders GC deleted since the node started', (f) => f.deletedBytes);
+  metric('counter', 'shardpipe_gc_deleted_partitions_total', 'Partition folders GC deleted since the node started', (f) => f.deletedPartitions);
 }

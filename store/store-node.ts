@@ -12,6 +12,7 @@ import type { RangeDigest } from './range-digest.js';
 import { StoreError } from './store-errors.js';
 import { checkPointers, patchDocument, projectDocument, type PatchMode } from './json-document.js';
 import { ForwardRetryLog } from './forward-retry-log.js';
+import { PartitionGc, partitionFolder, type GcFigures, type GcPendingPartition } from './partition-gc.js';
 import { ChainReplica, type CopyGuard, type HeadRestartCheck, type ForwardAck, type ForwardMessage, type ForwardOp, type ForwardTransport, type HopTiming } from './chain-replica.js';
 
 /** Options of a store node. Sizes in bytes, times in milliseconds. */
@@ -49,6 +50,10 @@ export interface StoreNodeOptions {
   forwardTimeoutMs?: number;
   /** Called when a forward is sent again (timed out or failed), to be reported. */
   onForwardRetry?: (info: { partitionId: number; seq: number; successor: string; error: unknown }) => void;
+  /** How long the folder of a partition that left this node stays on disk before GC deletes it (store/partition-gc.ts). Default 600000 (10 min). */
+  gcGraceMs?: number;
+  /** Called when the list of partitions awaiting GC changed (the etcd agent reports it). */
+  onGcChange?: () => void;
   logger?: Logger;
 }
 
@@ -147,6 +152,7 @@ export class StoreNode {
   private draining = false;
   private fencedReason: string | undefined;
   private closed: Promise<void> | undefined;
+  private gc!: PartitionGc;
   /** True when the map comes from etcd (SetPartitionMap is refused). */
   readonly mapFromEtcd: boolean;
 
@@ -186,8 +192,21 @@ export class StoreNode {
       options.logger?.warn({ given: initial.version, persisted: persisted.version }, 'ignoring the given partition map: the persisted one is newer');
     }
     const node = new StoreNode(options, map);
+    node.gc = await PartitionGc.open({
+      dataDir: options.dataDir,
+      graceMs: options.gcGraceMs,
+      isAssigned: (id) => node.currentMap.replicasOf(node.address).some((p) => p.id === id),
+      runExclusive: (fn) => node.exclusive(fn),
+      onChange: options.onGcChange,
+      logger: options.logger,
+    });
+    // Only a map installed over the persisted one moves partitions away (README "Object GC").
+    if (persisted !== undefined && map !== persisted) await node.gc.left(leftBetween(persisted, map, node.address));
     if (map !== persisted) await node.persistMap(map);
     await node.openOwnedPartitions(map);
+    await node.gc.reconcile();
+    await node.gc.logUnexplainedFolders();
+    node.gc.start();
     if (map.partitionsOf(node.address).length === 0) {
       options.logger?.warn({ node: node.address, mapVersion: map.version }, 'this node owns no partition in the map');
     }
@@ -674,7 +693,7 @@ export class StoreNode {
 
   /**
    * Installs a newer map: persists it first, then opens partitions newly assigned here and closes
-   * those no longer assigned (their folders stay on disk). An identical map is a no-op; an older one,
+   * those no longer assigned (their folders stay on disk until object GC deletes them after the grace: store/partition-gc.ts). An identical map is a no-op; an older one,
    * a different one under the same version, or one more than MAX_MAP_VERSION_STEP versions ahead
    * is refused — unless `force` (admin recovery), which installs any other map.
    */
@@ -709,9 +728,12 @@ export class StoreNode {
           { mapVersion: current.version },
         );
       }
+      // Recorded before the map is persisted: a crash in between leaves an entry the map explains, never an unexplained folder.
+      await this.gc.left(leftBetween(current, next, this.address));
       await this.persistMap(next);
       await this.openOwnedPartitions(next);
       this.currentMap = next;
+      await this.gc.reconcile();
       for (const p of next.replicasOf(this.address)) this.replicas.get(p.id)?.setPartition(p);
       const keep = new Set(next.replicasOf(this.address).map((p) => p.id));
       for (const [id, store] of this.stores) {
@@ -771,6 +793,7 @@ export class StoreNode {
     this.closed ??= (async () => {
       await this.mapChange;
       const errors: unknown[] = [];
+      await this.gc.close().catch((err: unknown) => errors.push(err));
       await this.dropSnapshotsOf(undefined).catch((err: unknown) => errors.push(err));
       for (const replica of this.replicas.values()) replica.close();
       this.replicas.clear();
@@ -819,6 +842,27 @@ export class StoreNode {
       });
     }
     return { partition, store };
+  }
+
+  /** Partitions that left this node and wait for GC (store/partition-gc.ts), oldest first. */
+  gcPending(): GcPendingPartition[] {
+    return this.gc.pending();
+  }
+
+  gcFigures(): GcFigures {
+    return this.gc.figures();
+  }
+
+  /** Deletes what is due for GC now (the GC's own timer does this too). */
+  sweepGc(): Promise<void> {
+    return this.gc.sweep();
+  }
+
+  /** Runs `fn` in turn with map changes. */
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.mapChange.then(fn);
+    this.mapChange = run.catch(() => undefined);
+    return run;
   }
 
   private storeOf(partition: Partition): PartitionStore {
@@ -885,7 +929,7 @@ export class StoreNode {
   private async openOwnedPartitions(map: PartitionMap): Promise<void> {
     for (const partition of map.replicasOf(this.address)) {
       if (this.stores.has(partition.id)) continue;
-      const store = await PartitionStore.open(join(this.dataDir, `partition-${partition.id}`), {
+      const store = await PartitionStore.open(partitionFolder(this.dataDir, partition.id), {
         syncWrites: this.syncWrites,
         sweepIntervalMs: this.sweepIntervalMs,
         writeBufferBytes: this.writeBufferBytes,
@@ -944,6 +988,12 @@ async function readMapFile(path: string): Promise<PartitionMap | undefined> {
     const reason = err instanceof Error ? err.message : String(err);
     throw new StoreError('STORE_INVALID_MAP', `the persisted partition map ${path} is unreadable (${reason}): restore it or start with --map FILE after moving it away`, { cause: err });
   }
+}
+
+/** Partitions `from` gave `node` that `to` does not. */
+function leftBetween(from: PartitionMap, to: PartitionMap, node: string): number[] {
+  const kept = new Set(to.replicasOf(node).map((p) => p.id));
+  return from.replicasOf(node).map((p) => p.id).filter((id) => !kept.has(id));
 }
 
 /** A node started without a transport (a static map of one replica per chain) cannot forward. */

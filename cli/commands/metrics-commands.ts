@@ -1,11 +1,13 @@
 import type { Command } from 'commander';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { parseDurationMs } from '../../common/index.js';
+import { CliUsageError } from '../cli-env.js';
 import { parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
 import { SEEDS_HELP } from '../common-options.js';
+import { etcdConnectionOf, withEtcdOptions, type EtcdFlags } from '../etcd-options.js';
 
-interface MetricsServerFlags {
+interface MetricsServerFlags extends EtcdFlags {
   seeds?: string;
   port: string;
   host: string;
@@ -18,7 +20,7 @@ interface MetricsServerFlags {
 }
 
 export function registerMetricsCommands(program: Command, ctx: CliContext): void {
-  program
+  const command = program
     .command('metrics-server')
     .description('poll every store node\'s partition stats and serve them: a web page at /, JSON under /api, Prometheus /metrics, shard plans, and the job queues (Bull Board at /queues); runs until SIGTERM/SIGINT')
     .option('--seeds <list>', SEEDS_HELP)
@@ -29,9 +31,11 @@ export function registerMetricsCommands(program: Command, ctx: CliContext): void
     .option('--max-partition-series <n>', 'partitions exported with their own label in /metrics; the rest are summed per node into partition="_other"', '200')
     .option('--allow-queue-actions', 'let Bull Board retry, promote and remove jobs (default: read-only); needs an admin token')
     .option('--auth-token-file <file>', 'tokens the page, API and /metrics accept (role read; queue actions admin), one "ROLE TOKEN" per line; without it only loopback clients')
-    .option('--insecure', 'without --auth-token-file, still bind a non-loopback address and serve anyone')
+    .option('--insecure', 'without --auth-token-file, still bind a non-loopback address and serve anyone');
+  withEtcdOptions(command, 'the cluster\'s etcd (a replicated cluster): the page\'s "Data movement" panel and /metrics then show operations in progress and data awaiting GC, read every --interval. Endpoints http(s)://HOST:PORT[,...]; a user in the URL logs in with etcd user auth (never logged)')
     .action(async (opts: MetricsServerFlags) => {
       ctx.lifecycle.start();
+      if (opts.etcd === undefined && (opts.etcdCa !== undefined || opts.etcdCert !== undefined || opts.etcdKey !== undefined)) throw new CliUsageError('--etcd-ca/--etcd-cert/--etcd-key need --etcd');
       const intervalMs = parseDurationMs(opts.interval);
       if (intervalMs < 1) throw new RangeError(`--interval must be at least 1ms, got "${opts.interval}"`);
       // Loaded here, not at the top: express and Bull Board would slow every other command's start.
@@ -51,6 +55,7 @@ export function registerMetricsCommands(program: Command, ctx: CliContext): void
         tls: ctx.serverTls(),
         insecure: opts.insecure ?? false,
         storeCredentials: ctx.storeCredentials(),
+        ...(opts.etcd === undefined ? {} : { etcd: await etcdConnectionOf(opts.etcd, opts) }),
         logger: ctx.logger,
       });
       const server = ctx.lifecycle.add('metrics server', await start, (s) => s.close());

@@ -27,6 +27,7 @@ interface StartOptions extends MetricsEndpointFlags, EtcdFlags {
   sweepInterval: string;
   shutdownGrace: string;
   forwardTimeout: string;
+  gcGrace: string;
 }
 
 export function registerStoreCommands(program: Command, ctx: CliContext): void {
@@ -48,7 +49,8 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     .option('--inflight-wait <duration>', 'how long a call waits for room in --max-inflight-bytes before it is refused', '2s')
     .option('--sweep-interval <duration>', 'how often expired entries are deleted (0 = never)', '5s')
     .option('--shutdown-grace <duration>', 'how long shutdown waits for in-flight calls', '10s')
-    .option('--forward-timeout <duration>', 'in a chain of replicas: a write forwarded to the next replica and not acknowledged within this is sent again to the then-current successor (and logged), never dropped', '2s');
+    .option('--forward-timeout <duration>', 'in a chain of replicas: a write forwarded to the next replica and not acknowledged within this is sent again to the then-current successor (and logged), never dropped', '2s')
+    .option('--gc-grace <duration>', 'how long the data of a partition that left this node (moved, drained, fewer replicas, merged away by a newer map) stays on disk, untouched and readable for repair, before it is deleted (s/m/h); a partition that comes back within it reuses its data', '10m');
   withEtcdOptions(start, 'take the partition map from etcd instead of --map: register under a lease, wait for a map (shardpipe cluster init), follow every change; SetPartitionMap is refused. Endpoints http(s)://HOST:PORT[,...]; a user in the URL logs in with etcd user auth (never logged)')
     .option('--lease <duration>', 'with --etcd: the node\'s lease; a node that cannot renew it for this long is fenced (STORE_FENCED) and the coordinator drops it from its chains', '5s');
   withMetricsEndpointOptions(start, {
@@ -101,6 +103,7 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
       sweepIntervalMs: parseDurationMs(opts.sweepInterval),
       shutdownGraceMs: parseDurationMs(opts.shutdownGrace),
       forwardTimeoutMs: parseDurationMs(opts.forwardTimeout),
+      gcGraceMs: parseDurationMs(opts.gcGrace, { name: '--gc-grace', maxMs: 365 * 24 * 3_600_000 }),
       metricsRegistry: metrics.registry,
       tokens,
       tls,

@@ -5,7 +5,7 @@
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
 const PALETTE = ['#2e5aac', '#e07b39', '#3a9a6a', '#9b59b6', '#c0392b', '#16a2b8', '#8c6d1f', '#d6336c', '#5c7cfa', '#2f9e44'];
-const state = { cluster: null, partitions: [], nodes: [], jobs: null, lastOk: 0, timer: undefined };
+const state = { cluster: null, partitions: [], nodes: [], jobs: null, movement: null, lastOk: 0, timer: undefined };
 
 /** Element builder; text children become text nodes, so store data is never parsed as HTML. */
 function h(tag, attrs, ...children) {
@@ -53,8 +53,8 @@ async function getJson(path) {
 
 async function refresh() {
   try {
-    const [cluster, partitions, nodes, jobs] = await Promise.all([getJson('api/cluster'), getJson('api/partitions'), getJson('api/nodes'), getJson('api/jobs')]);
-    Object.assign(state, { cluster, partitions: partitions.partitions, nodes: nodes.nodes, jobs, lastOk: Date.now() });
+    const [cluster, partitions, nodes, jobs, movement] = await Promise.all([getJson('api/cluster'), getJson('api/partitions'), getJson('api/nodes'), getJson('api/jobs'), getJson('api/movement')]);
+    Object.assign(state, { cluster, partitions: partitions.partitions, nodes: nodes.nodes, jobs, movement, lastOk: Date.now() });
     render();
     setBanner(null);
   } catch (err) {
@@ -82,7 +82,55 @@ function render() {
   renderChart();
   renderNodes();
   renderJobs();
+  renderMovement();
   renderPartitionTable();
+}
+
+function fmtSeconds(s) {
+  if (s === null || s === undefined) return '—';
+  if (s < 60) return `${Math.round(s)}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${Math.round(s % 60)}s`;
+  return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+}
+const clock = (unixMs) => new Date(unixMs).toISOString().slice(11, 19);
+
+/** Operations with progress bars (bytes, rows, ETA), the per-node share of data, and data awaiting GC (GET api/movement). */
+function renderMovement() {
+  const m = state.movement;
+  if (!m) return;
+  const note = document.getElementById('movement-note');
+  note.textContent = m.etcd === 'not-configured'
+    ? 'No etcd configured: start the metrics server with --etcd URL to see operations and data awaiting GC (per-node shares come from the partition figures).'
+    : m.etcd === 'unreachable' ? `etcd unreachable (${m.error}); showing what was read ${since(m.readAtMs)}.` : `Operations and GC reports read from etcd ${since(m.readAtMs)}.`;
+  const ops = m.operations.map((o) => {
+    const fraction = o.bytesTotal ? Math.min(1, o.bytesDone / o.bytesTotal) : null;
+    const bar = fraction === null ? h('div', {}, badge(o.state)) : h('div', { class: 'progress', title: `${Math.round(fraction * 100)}%` }, h('div', { style: { width: `${Math.round(fraction * 100)}%` } }));
+    const figures = [
+      `${fmtBytes(o.bytesDone)}${o.bytesTotal !== null ? ` / ${fmtBytes(o.bytesTotal)}` : ''}`,
+      `${fmtInt(o.rowsDone)}${o.rowsTotal !== null ? ` / ${fmtInt(o.rowsTotal)}` : ''} rows`,
+      `step ${Math.min(o.stepsDone + 1, o.steps)} of ${o.steps}`,
+      `ETA ${fmtSeconds(o.etaSeconds)}`,
+    ];
+    return h('div', { class: 'job operation', 'data-operation': o.id },
+      h('div', { class: 'id', title: o.id }, badge(o.state === 'running' ? 'active' : o.state, o.state), ' ', o.kind, ' ', h('span', { class: 'muted' }, o.id)),
+      bar,
+      h('div', { class: 'muted' }, figures.join(' · ') + (o.stalledSeconds >= 60 ? ` · no progress for ${fmtSeconds(o.stalledSeconds)}` : '')),
+      h('div', {}),
+      o.current ? h('div', { class: 'muted wide', title: o.current }, o.current) : null,
+    );
+  });
+  document.getElementById('movement-operations').replaceChildren(...(ops.length ? ops : [h('p', { class: 'muted' }, m.etcd === 'not-configured' ? '—' : 'None running.')]));
+  const gc = m.gc.map((g) => h('div', { class: 'gc-row', 'data-node': g.node, 'data-partition': g.partition }, `partition ${g.partition} (${fmtBytes(g.bytes)}) on ${g.node}, deleted at ${clock(g.deleteAtMs)} UTC`));
+  document.getElementById('movement-gc').replaceChildren(...(gc.length ? gc : [h('p', { class: 'muted' }, m.etcd === 'not-configured' ? '—' : 'Nothing waiting.')]));
+  const colours = nodeColours(m.nodes);
+  const shares = m.nodes.map((n) =>
+    h('div', { class: 'share', 'data-node': n.node },
+      h('div', { class: 'share-label' }, n.node),
+      h('div', { class: 'share-bar', title: `${(n.share * 100).toFixed(1)}% · ${fmtBytes(n.bytes)} in ${n.replicas} replicas` }, h('div', { style: { width: `${(n.share * 100).toFixed(1)}%`, background: colours.get(n.node) } })),
+      h('div', { class: 'share-value' }, `${(n.share * 100).toFixed(1)}% · ${fmtBytes(n.bytes)}`),
+    ),
+  );
+  document.getElementById('movement-shares').replaceChildren(...(shares.length ? shares : [h('p', { class: 'muted' }, 'No partition figures yet.')]));
 }
 
 function card(label, value, sub, extra) {

@@ -133,6 +133,10 @@ describe('shardpipe demo and shardpipe up', () => {
       if (entries < 1) await new Promise((r) => setTimeout(r, 500));
     }
     expect(entries).toBe(1);
+    // The dashboard reads the private etcd for its "Data movement" panel.
+    const movement = (await (await fetch(new URL('api/movement', ready.dashboard), auth)).json()) as { etcd: string; nodes: unknown[] };
+    expect(movement.etcd).toBe('ok');
+    expect(movement.nodes).toHaveLength(2);
     child.kill('SIGINT');
     const [code] = (await once(child, 'exit')) as [number | null];
     expect(code, stderr).toBe(0);

@@ -106,7 +106,7 @@ describe('alert rules (deploy/prometheus/alerts.yml)', () => {
     const fired = new Set(tests.tests.flatMap((t) => t.alert_rule_test.filter((a) => a.exp_alerts.length > 0).map((a) => a.alertname)));
     const silent = new Set(tests.tests.flatMap((t) => t.alert_rule_test.filter((a) => a.exp_alerts.length === 0).map((a) => a.alertname)));
     expect(rules.map((r) => r.alert).sort()).toEqual(
-      ['ShardpipeBackupFailing', 'ShardpipeBackupTooOld', 'ShardpipeDiskNearlyFull', 'ShardpipeIngestFailing', 'ShardpipeIngestRejectsHigh', 'ShardpipeMetricsPollFailing', 'ShardpipePartitionNotServing', 'ShardpipeReplicaLagging', 'ShardpipeReplicaSyncStuck', 'ShardpipeStoreNodeDown'],
+      ['ShardpipeBackupFailing', 'ShardpipeBackupTooOld', 'ShardpipeDiskNearlyFull', 'ShardpipeGcOverdue', 'ShardpipeIngestFailing', 'ShardpipeIngestRejectsHigh', 'ShardpipeMetricsPollFailing', 'ShardpipeOperationStuck', 'ShardpipePartitionNotServing', 'ShardpipeReplicaLagging', 'ShardpipeReplicaSyncStuck', 'ShardpipeStoreNodeDown'],
     );
     for (const rule of rules) {
       expect(['critical', 'warning'], rule.alert).toContain(rule.labels?.severity);
