@@ -9,6 +9,7 @@ import { formatTable, parsePositiveInt, rangeText, withClient } from '../cli-io.
 import type { CliContext } from '../cli-context.js';
 import { SEEDS_HELP } from '../common-options.js';
 import { generateRoleTokens, writeTokenFile } from '../token-file.js';
+import { registerOperationCommands } from './operation-commands.js';
 
 export function registerClusterCommands(program: Command, ctx: CliContext): void {
   const cluster = program.command('cluster').description('partition map administration');
@@ -111,4 +112,6 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
       }
       ctx.print(`wrote tokens for admin, write, read and replica to ${opts.out}${opts.roleFiles ? ` and ${opts.out}.{admin,write,read,replica}` : ''} (mode 0600); give it to servers as --auth-token-file, and each client its token as SHARDPIPE_TOKEN or SHARDPIPE_TOKEN_FILE`);
     });
+
+  registerOperationCommands(cluster, ctx);
 }
