@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Watcher } from 'etcd3';
 import { createLogUpdate } from 'log-update';
 import { parseDurationMs } from '../common/index.js';
-import { OperationAdmin, OperationClient, StoreError, connectEtcd, isFinalOperationState, parseEtcdUrl, type OperationRecord, type OperationsApi } from '../store/index.js';
+import { OperationAdmin, OperationClient, StoreError, checkOperationLimits, connectEtcd, isFinalOperationState, parseEtcdUrl, type OperationRecord, type OperationsApi } from '../store/index.js';
 import { CliUsageError } from './cli-env.js';
 import { EXIT } from './cli-io.js';
 import type { CliContext } from './cli-context.js';
@@ -108,15 +108,24 @@ async function withOperations<T>(ctx: CliContext, flags: OperationsFlags, fn: (s
   }
 }
 
-/** The limits of the flags; a malformed flag is a usage error, an out-of-range one is checked where the record is made. */
+/**
+ * The limits of the flags, checked here as well as where the record is made: over RPC a 0 means
+ * "the default", so `--max-movements 0` must be refused before it is sent.
+ */
 function limitsOf(flags: SubmitFlags): { maxBytesPerSecond?: number; maxMovements: number; maxPauseMs: number } {
   const maxMovements = Number(flags.maxMovements);
   if (!Number.isSafeInteger(maxMovements)) throw new CliUsageError(`--max-movements must be a whole number, got "${flags.maxMovements}"`);
-  return {
+  const limits = {
     ...(flags.maxBytesPerSecond === undefined ? {} : { maxBytesPerSecond: parseByteRate(flags.maxBytesPerSecond) }),
     maxMovements,
     maxPauseMs: parseDurationMs(flags.maxPause, { name: '--max-pause' }),
   };
+  try {
+    checkOperationLimits(limits);
+  } catch (err) {
+    throw asUsage(err);
+  }
+  return limits;
 }
 
 const BYTE_UNITS: Readonly<Record<string, number>> = { '': 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 };

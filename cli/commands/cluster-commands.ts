@@ -61,9 +61,9 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
 
   const status = cluster
     .command('status')
-    .description('show every partition\'s chain (head first), epoch and replica states (serving, syncing); with --etcd also whether each replica\'s node holds a live lease. Exit 0 when shown, 1 when etcd or the nodes do not answer')
+    .description('show every partition\'s chain (head first), epoch and replica states (serving, syncing); with --etcd also whether each replica\'s node holds a live lease; then active operations (one line each) and nodes being drained ("drained: … can be stopped" once one holds nothing; with --seeds when the node lists operations). Exit 0 when shown, 1 when etcd or the nodes do not answer')
     .option('--seeds <list>', `${SEEDS_HELP}; asked when --etcd is not given`)
-    .option('--json', 'print {version, replicas, partitions: [{id, start, end, epoch, chain: [{node, state, live?}]}], nodes?} as JSON');
+    .option('--json', 'print {version, replicas, partitions: [{id, start, end, epoch, chain: [{node, state, live?}]}], nodes?, operations?: [record with progress], draining?: [{node, replicas, drained}]} as JSON');
   withEtcdOptions(status, 'read the map and the node leases from this etcd instead of asking the nodes. Endpoints http(s)://HOST:PORT[,...]');
   status.action(async (opts: StatusFlags) => clusterStatus(ctx, opts));
 
