@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Watcher } from 'etcd3';
 import { createLogUpdate } from 'log-update';
 import { parseDurationMs } from '../common/index.js';
-import { OperationAdmin, OperationClient, StoreError, checkOperationLimits, connectEtcd, isFinalOperationState, parseEtcdUrl, type OperationRecord, type OperationsApi } from '../store/index.js';
+import { OperationAdmin, OperationClient, StoreError, checkOperationLimits, connectEtcd, isFinalOperationState, newOperationId, parseEtcdUrl, type OperationRecord, type OperationsApi } from '../store/index.js';
 import { CliUsageError } from './cli-env.js';
 import { EXIT } from './cli-io.js';
 import type { CliContext } from './cli-context.js';
@@ -156,7 +156,7 @@ export async function submitOperation(ctx: CliContext, flags: SubmitFlags, args:
   await withOperations(ctx, flags, async (session) => {
     let record: OperationRecord;
     try {
-      record = await session.api.submit({ args, limits, requestedBy: requestedBy() });
+      record = await session.api.submit({ args, limits, requestedBy: requestedBy(), id: newOperationId() });
     } catch (err) {
       throw asUsage(err);
     }

@@ -205,6 +205,7 @@ export const FIELD_LIMITS: Readonly<Record<string, Readonly<Record<string, Field
     max_movements: { kind: 'int', min: 0, max: MAX_OPERATION_MOVEMENTS, note: '0 = 2' },
     max_pause_ms: { kind: 'int', min: 0, max: MAX_OPERATION_PAUSE_MS, unit: 'ms', note: '0 = 2000' },
     requested_by: { kind: 'string', maxBytes: MAX_REQUESTED_BY_CHARS },
+    id: { kind: 'string', maxBytes: MAX_OPERATION_ID_CHARS },
   },
   ListOperationsRequest: { all: { kind: 'bool' } },
   GetOperationRequest: { id: { kind: 'string', maxBytes: MAX_OPERATION_ID_CHARS } },

@@ -14,6 +14,11 @@ export interface OperationSubmission {
   limits?: OperationLimitsInput;
   /** "cli HOST:PID", "rpc PEER"; at most 200 printable characters. */
   requestedBy: string;
+  /**
+   * The id, chosen by the submitter (newOperationId) so a retry after a lost answer finds the record
+   * its first attempt made rather than submitting twice. Default: a fresh one.
+   */
+  id?: string;
 }
 
 /** What `cluster …` commands need of operations, through etcd (OperationAdmin) or a node (OperationClient). */
@@ -45,17 +50,26 @@ export class OperationAdmin implements OperationsApi {
     this.operations = new EtcdOperationStore(etcd, display, prefix);
   }
 
-  /** Checks the submission against the map and registrations, then creates its record (state pending). */
+  /**
+   * Checks the submission against the map and registrations, then creates its record (state
+   * pending). A submission whose id exists with the same arguments and limits is a retry: it gets
+   * that record back, unchecked (the map may have moved on because of it).
+   */
   async submit(submission: OperationSubmission, nowMs = Date.now()): Promise<OperationRecord> {
     const args = checkedOperationArgs(submission.args);
     const limits = checkOperationLimits(submission.limits ?? {});
     const requestedBy = checkRequestedBy(submission.requestedBy);
+    const chosenId = submission.id === undefined ? undefined : checkOperationId(submission.id);
+    if (chosenId !== undefined) {
+      const earlier = await this.retried(chosenId, args, limits);
+      if (earlier !== undefined) return earlier;
+    }
     const stored = await this.maps.read();
     if (stored === undefined) throw new StoreError('STORE_OPERATION_INVALID', `etcd at ${this.display} holds no partition map yet: run shardpipe cluster init --etcd first`);
     const { nodes } = await this.maps.nodes();
     checkOperation(args, { map: stored.map, nodes: new Set(nodes.keys()), draining: await this.draining() });
     const record: OperationRecord = {
-      id: newOperationId(nowMs),
+      id: chosenId ?? newOperationId(nowMs),
       args,
       state: 'pending',
       createdAtMs: nowMs,
@@ -70,12 +84,33 @@ export class OperationAdmin implements OperationsApi {
       pauses: [],
       message: `submitted against map version ${stored.map.version}`,
     };
+    if (chosenId !== undefined) {
+      if (await this.operations.create(record)) return record;
+      // Created meanwhile: by this submission's first attempt (same arguments), or it is another's id.
+      const earlier = await this.retried(chosenId, args, limits);
+      if (earlier !== undefined) return earlier;
+      throw new StoreError('STORE_OPERATION_INVALID', `operation id ${chosenId} belongs to another operation: submit again with a fresh id`, { context: { operation: chosenId } });
+    }
     // Ids carry 24 random bits: a clash within one second is retried with a fresh id, never overwritten.
     for (let attempt = 0; attempt < 3; attempt++) {
       const candidate = attempt === 0 ? record : { ...record, id: newOperationId(nowMs) };
       if (await this.operations.create(candidate)) return candidate;
     }
     throw new StoreError('STORE_INTERNAL', `could not find a free operation id in etcd at ${this.display}`);
+  }
+
+  /** The record `id` when it holds these arguments and limits (an earlier attempt of the same submission); undefined when there is none. */
+  private async retried(id: string, args: OperationRecord['args'], limits: OperationLimitsInput): Promise<OperationRecord | undefined> {
+    const existing = await this.operations.get(id);
+    if (existing === undefined) return undefined;
+    const r = existing.record;
+    const same =
+      JSON.stringify(r.args) === JSON.stringify(args) &&
+      r.limits.maxBytesPerSecond === limits.maxBytesPerSecond &&
+      r.limits.maxMovements === (limits.maxMovements ?? DEFAULT_MAX_MOVEMENTS) &&
+      r.limits.maxPauseMs === (limits.maxPauseMs ?? DEFAULT_MAX_PAUSE_MS);
+    if (!same) throw new StoreError('STORE_OPERATION_INVALID', `operation id ${id} belongs to another operation: submit again with a fresh id`, { context: { operation: id } });
+    return r;
   }
 
   /** Unfinished operations and the most recently finished ones (every one with `all`), oldest first. */

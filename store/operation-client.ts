@@ -1,4 +1,4 @@
-import { parseOperationRecord, type OperationRecord } from './etcd-operations.js';
+import { newOperationId, parseOperationRecord, type OperationRecord } from './etcd-operations.js';
 import { NodeConnection, type StoreCredentials } from './node-connection.js';
 import type { OperationSubmission, OperationsApi } from './operation-admin.js';
 import { StoreError } from './store-errors.js';
@@ -31,10 +31,12 @@ export class OperationClient implements OperationsApi {
     this.deadlineMs = options.rpcDeadlineMs ?? 10_000;
   }
 
+  /** Another seed is asked only with the same id: a submission whose answer was lost is found, never made twice. */
   async submit(submission: OperationSubmission): Promise<OperationRecord> {
     const limits = submission.limits ?? {};
+    const id = submission.id ?? newOperationId();
     const reply = await this.call((c) =>
-      c.unary('submitOperation', { argsJson: JSON.stringify(submission.args), maxBytesPerSecond: limits.maxBytesPerSecond ?? 0, maxMovements: limits.maxMovements ?? 0, maxPauseMs: limits.maxPauseMs ?? 0, requestedBy: submission.requestedBy }, this.limits()),
+      c.unary('submitOperation', { argsJson: JSON.stringify(submission.args), maxBytesPerSecond: limits.maxBytesPerSecond ?? 0, maxMovements: limits.maxMovements ?? 0, maxPauseMs: limits.maxPauseMs ?? 0, requestedBy: submission.requestedBy, id }, this.limits()),
     );
     return recordOf(reply.recordJson, reply.node);
   }

@@ -31,7 +31,7 @@ export class OperationService {
       ...(req.maxPauseMs > 0 ? { maxPauseMs: req.maxPauseMs } : {}),
     };
     const requestedBy = req.requestedBy ? `${req.requestedBy} via ${this.node}` : `rpc ${peer} via ${this.node}`;
-    return reply(await this.adminOf('SubmitOperation').submit({ args, limits, requestedBy: requestedBy.slice(0, MAX_REQUESTED_BY_CHARS) }));
+    return reply(await this.adminOf('SubmitOperation').submit({ args, limits, requestedBy: requestedBy.slice(0, MAX_REQUESTED_BY_CHARS), ...(req.id ? { id: req.id } : {}) }));
   }
 
   async list(req: ListOperationsRequest): Promise<ListOperationsResponse> {

@@ -4,7 +4,7 @@ import { writeFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findFreePort } from '../../common/index.js';
-import { EtcdOperationStore, NodeConnection, OperationAdmin, StoreError, operationKeys, type OperationRecord } from '../../store/index.js';
+import { EtcdOperationStore, NodeConnection, OperationAdmin, StoreError, newOperationId, operationKeys, type OperationRecord } from '../../store/index.js';
 import { generateRoleTokens, writeTokenFile, type RoleTokens } from '../../cli/token-file.js';
 import { CliProcess, EtcdTestCluster } from '../helpers/etcd-cluster.js';
 import { CLI, NodeProcess } from '../helpers/store-cluster.js';
@@ -334,6 +334,43 @@ describe('cluster operation commands (real etcd, real node processes)', () => {
       conn.close();
     }
     expect(await recordCount()).toBe(before);
+  }, 30_000);
+
+  it('a submission retried with its id after a lost answer (on another node) returns the first record: nothing is submitted twice', async () => {
+    const map = (await cluster.store.read())!.map;
+    const from = map.byId(0)!.chain[0]!.node;
+    const first = new NodeConnection(nodes[0]!, { token: tokens.admin });
+    const second = new NodeConnection(nodes[2]!, { token: tokens.admin });
+    const id = newOperationId();
+    const request = { argsJson: JSON.stringify({ kind: 'move', partition: 0, from, to: spare }), maxBytesPerSecond: 0, maxMovements: 0, maxPauseMs: 0, requestedBy: 'test', id };
+    const deadline = (): { deadline: number } => ({ deadline: Date.now() + 5000 });
+    try {
+      const before = await recordCount();
+      const made = JSON.parse((await first.unary('submitOperation', request, deadline())).recordJson) as OperationRecord;
+      expect(made.id).toBe(id);
+      // In place of the coordinator: the operation runs, and the cluster changed so that a fresh
+      // submission of these arguments would be refused (--to is being drained).
+      await advance(id, (r) => ({ ...r, state: 'running', message: 'syncing' }));
+      const mark = operationKeys().drainingOf(spare);
+      await cluster.etcdClient.put(mark).value('{}');
+      try {
+        const fresh = await second.unary('submitOperation', { ...request, id: newOperationId() }, deadline()).catch((err: StoreError) => err);
+        expect((fresh as StoreError).message).toMatch(/is being drained/);
+        const again = JSON.parse((await second.unary('submitOperation', request, deadline())).recordJson) as OperationRecord;
+        expect(again).toMatchObject({ id, state: 'running', message: 'syncing' });
+      } finally {
+        await cluster.etcdClient.delete().key(mark);
+      }
+      expect(await recordCount()).toBe(before + 1);
+      const other = await second.unary('submitOperation', { ...request, argsJson: JSON.stringify({ kind: 'rebalance' }) }, deadline()).catch((err: StoreError) => err);
+      expect((other as StoreError).code).toBe('STORE_OPERATION_INVALID');
+      expect((other as StoreError).message).toMatch(new RegExp(`operation id ${id} belongs to another operation`));
+      expect(await recordCount()).toBe(before + 1);
+    } finally {
+      first.close();
+      second.close();
+      await admin.cancel(id, 'test cleanup');
+    }
   }, 30_000);
 
   it('waits with JSON progress lines and exits 0 once the record completes (the test advances it in place of the coordinator)', async () => {

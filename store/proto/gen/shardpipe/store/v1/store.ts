@@ -495,6 +495,11 @@ export interface SubmitOperationRequest {
   maxPauseMs: number;
   /** Who asked, for the record ("cli HOST:PID"). */
   requestedBy: string;
+  /**
+   * The operation's id, chosen by the client (op-…) so that a retry on another node after a lost
+   * answer returns the record the first attempt made instead of submitting twice; empty = the node picks one.
+   */
+  id: string;
 }
 
 /** One operation record as JSON (store/etcd-operations.ts OperationRecord). */
@@ -4175,7 +4180,7 @@ export const ReplicaStat: MessageFns<ReplicaStat> = {
 };
 
 function createBaseSubmitOperationRequest(): SubmitOperationRequest {
-  return { argsJson: "", maxBytesPerSecond: 0, maxMovements: 0, maxPauseMs: 0, requestedBy: "" };
+  return { argsJson: "", maxBytesPerSecond: 0, maxMovements: 0, maxPauseMs: 0, requestedBy: "", id: "" };
 }
 
 export const SubmitOperationRequest: MessageFns<SubmitOperationRequest> = {
@@ -4194,6 +4199,9 @@ export const SubmitOperationRequest: MessageFns<SubmitOperationRequest> = {
     }
     if (message.requestedBy !== "") {
       writer.uint32(42).string(message.requestedBy);
+    }
+    if (message.id !== "") {
+      writer.uint32(50).string(message.id);
     }
     return writer;
   },
@@ -4249,6 +4257,14 @@ export const SubmitOperationRequest: MessageFns<SubmitOperationRequest> = {
             }
 
             message.requestedBy = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.id = reader.string();
             continue;
           }
         }
