@@ -41,7 +41,8 @@ const PROGRESS_EVERY_MS = 1000;
 
 /** Who submits, for the record: "cli HOST:PID". */
 function requestedBy(): string {
-  return `cli ${hostname()}:${process.pid}`.slice(0, 200);
+  // The record keeps printable ASCII only; a host name beyond it is shown with '?'.
+  return `cli ${hostname().replace(/[^\x20-\x7e]/g, '?')}:${process.pid}`.slice(0, 200);
 }
 
 /** Opens the way the flags name: --etcd wins; otherwise --seeds (or SHARDPIPE_SEEDS). */
@@ -185,14 +186,14 @@ function operationFailed(record: OperationRecord): StoreError {
 async function waitForOperation(ctx: CliContext, session: OperationsSession, first: OperationRecord): Promise<OperationRecord> {
   const signal = ctx.lifecycle.start();
   const tty = process.stderr.isTTY === true;
-  const draw = tty ? createLogUpdate(process.stderr, { defaultWidth: 100 }) : undefined;
+  const draw = tty ? createLogUpdate(terminal() as unknown as NodeJS.WritableStream, { defaultWidth: 100 }) : undefined;
   let lastKey = '';
   let lastAtMs = 0;
   const show = (record: OperationRecord): void => {
     const now = Date.now();
     if (draw !== undefined) {
       const line = operationLine(record, now);
-      const columns = process.stderr.columns ?? 100;
+      const columns = terminal().columns;
       draw(line.length <= columns ? line : `${line.slice(0, columns - 1)}…`);
       return;
     }
@@ -213,16 +214,33 @@ async function waitForOperation(ctx: CliContext, session: OperationsSession, fir
     }
     return record;
   } catch (err) {
-    if (signal.aborted) {
-      draw?.done();
-      process.stderr.write(
-        `shardpipe: stopped waiting; operation ${record.id} goes on (${record.state}). Watch it: shardpipe cluster operations ${record.id}; cancel it: shardpipe cluster cancel ${record.id}\n`,
-      );
-    }
+    draw?.done();
+    // Interrupted, or etcd / the node stopped answering: the operation is the coordinator's either way.
+    process.stderr.write(
+      `shardpipe: stopped waiting; operation ${record.id} goes on (${record.state} when last seen). Watch it: shardpipe cluster operations ${record.id}; cancel it: shardpipe cluster cancel ${record.id}\n`,
+    );
     throw err;
   } finally {
     draw?.done();
   }
+}
+
+/**
+ * stderr as log-update draws on it. A terminal that reports 0 columns (a pty nobody sized, as
+ * script(1) makes) would get nothing drawn at all: it counts as 100 columns, 24 rows.
+ */
+function terminal(): { readonly isTTY: true; readonly columns: number; readonly rows: number; write: (text: string) => boolean } {
+  return {
+    isTTY: true,
+    // Read at every drawing: a resized terminal is followed.
+    get columns() {
+      return process.stderr.columns || 100;
+    },
+    get rows() {
+      return process.stderr.rows || 24;
+    },
+    write: (text) => process.stderr.write(text),
+  };
 }
 
 /** Flags of `cluster operations`. */

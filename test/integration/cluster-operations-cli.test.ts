@@ -392,6 +392,33 @@ describe('cluster operation commands (real etcd, real node processes)', () => {
     expect(waiting.stdout).toMatch(new RegExp(`^${id} completed: move partition 1 from .* to .* \\(\\d+\\.\\d s\\)\\n$`));
   }, 60_000);
 
+  it('on a terminal (a real pty through script(1)) the wait is one live line, not JSON lines (the test advances the record in place of the coordinator)', async () => {
+    const command = [process.execPath, CLI, 'cluster', 'set-replicas', '1', '--partitions', '2', '--etcd', cluster.etcd.url, '--log-format', 'json', '--log-level', 'warn'].map((a) => `'${a}'`).join(' ');
+    const child = spawn('script', ['-qfec', command, '/dev/null'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, COLUMNS: '200' } });
+    let screen = '';
+    let seen: () => void = () => undefined;
+    child.stdout!.on('data', (d: Buffer) => {
+      screen += d.toString();
+      seen();
+    });
+    const exited = once(child, 'exit').then(([code]) => code as number | null);
+    const until = (test: () => boolean): Promise<void> =>
+      new Promise((resolve, reject) => {
+        if (test()) return resolve();
+        seen = () => test() && resolve();
+        exited.then((code) => reject(new Error(`script exited (${code}) first: ${screen.slice(-2000)}`)));
+      });
+    await until(() => /op-\d{8}-\d{6}-[0-9a-f]{6} pending/.test(screen));
+    const id = /(op-\d{8}-\d{6}-[0-9a-f]{6}) pending/.exec(screen)![1]!;
+    expect((await ops.get(id))!.record.args).toEqual({ kind: 'set-replicas', replicas: 1, partitions: [2] });
+    await advance(id, (r) => ({ ...r, state: 'running', steps: [{ description: 'remove a replica of partition 2', partition: 2, state: 'running', phase: 'removing', bytesDone: 0, bytesTotal: 1000, startedAtMs: Date.now() }] }));
+    await until(() => screen.includes(`${id} running  step 1/1 removing  0 B/1 kB`));
+    await advance(id, (r) => ({ ...r, state: 'completed', finishedAtMs: Date.now(), steps: r.steps.map((st) => ({ ...st, state: 'done' as const })) }));
+    expect(await exited, screen).toBe(0);
+    expect(screen).toMatch(new RegExp(`${id} completed: set replicas to 1 on partitions 2`));
+    expect(screen).not.toContain('operation-progress');
+  }, 60_000);
+
   it('through --seeds a wait for a failed operation exits 1 with its error (the test fails it in place of the coordinator)', async () => {
     const waiting = new Waiting(['cluster', 'rebalance', '--poll-interval', '100ms', '--json', ...seedArgs()]);
     const first = await waiting.progress((e) => e.state === 'pending');
@@ -408,7 +435,7 @@ describe('cluster operation commands (real etcd, real node processes)', () => {
     const id = first.operation as string;
     waiting.child.kill('SIGINT');
     expect(await waiting.exited).toBe(64);
-    expect(waiting.stderr).toContain(`stopped waiting; operation ${id} goes on (pending). Watch it: shardpipe cluster operations ${id}; cancel it: shardpipe cluster cancel ${id}`);
+    expect(waiting.stderr).toContain(`stopped waiting; operation ${id} goes on (pending when last seen). Watch it: shardpipe cluster operations ${id}; cancel it: shardpipe cluster cancel ${id}`);
     expect((await ops.get(id))!.record.state).toBe('pending');
     await admin.cancel(id, 'test cleanup');
   }, 60_000);
