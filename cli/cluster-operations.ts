@@ -29,7 +29,7 @@ export interface SubmitFlags extends OperationsFlags {
 /** An open way to operations, and how to wait for the next change. */
 interface OperationsSession {
   api: OperationsApi;
-  /** Resolves on the next change of any record (etcd: the watch; seeds: after the poll interval), or after `fallbackMs`. */
+  /** Resolves on the next change of any record (etcd: the watch, or WATCH_FALLBACK_MS at the latest; seeds: after the poll interval). */
   changed(signal: AbortSignal): Promise<void>;
   close(): Promise<void>;
 }
