@@ -1,11 +1,12 @@
 import { readFile } from 'node:fs/promises';
 import { parseDurationMs } from '../common/index.js';
 import { initialMap } from '../coordinator/index.js';
-import { EtcdMapStore, Key, StoreError, connectEtcd, parseEtcdUrl, readGcReports, type GcReport, type NodeRegistration, type PartitionMap, type ReplicationReport, type SyncReport } from '../store/index.js';
+import { EtcdMapStore, Key, OperationAdmin, OperationClient, StoreError, connectEtcd, isFinalOperationState, parseEtcdUrl, readGcReports, type GcReport, type NodeRegistration, type OperationRecord, type OperationsApi, type PartitionMap, type ReplicationReport, type SyncReport } from '../store/index.js';
 import { CliUsageError } from './cli-env.js';
 import { formatTable, parsePositiveInt, rangeText, withClient } from './cli-io.js';
 import type { CliContext } from './cli-context.js';
 import { etcdConnectionOf, type EtcdFlags } from './etcd-options.js';
+import { operationJson, operationLine } from './operation-view.js';
 
 /** Flags of `cluster init --etcd`. */
 export interface InitEtcdFlags extends EtcdFlags {
@@ -95,6 +96,7 @@ export async function clusterStatus(ctx: CliContext, opts: StatusFlags): Promise
   let syncs: SyncReport[] = [];
   let replication: ReplicationReport[] = [];
   let gc: GcReport[] = [];
+  let movement: Movement | undefined;
   if (opts.etcd !== undefined) {
     const display = parseEtcdUrl(opts.etcd).display;
     const etcd = connectEtcd(await etcdConnectionOf(opts.etcd, opts));
@@ -107,13 +109,30 @@ export async function clusterStatus(ctx: CliContext, opts: StatusFlags): Promise
       gc = await readGcReports(etcd, display);
       if (stored === undefined) throw new StoreError('STORE_INVALID_MAP', `etcd at ${display} holds no partition map yet (${live.size} nodes registered): run shardpipe cluster init --etcd`);
       map = stored.map;
+      // The chains are shown even when the operation keys cannot be read (an etcd user without access to them).
+      movement = await movementOf(new OperationAdmin(etcd, display)).catch((err: unknown) => {
+        ctx.logger.warn({ err: (err as Error).message }, 'operations not shown: reading them from etcd failed');
+        return undefined;
+      });
     } finally {
       etcd.close();
     }
   } else {
     if (opts.etcdCa !== undefined || opts.etcdCert !== undefined) throw new CliUsageError('--etcd-ca/--etcd-cert/--etcd-key need --etcd');
-    map = await withClient(ctx.seeds(opts.seeds), ctx, (client) => client.refreshMap());
+    const seeds = ctx.seeds(opts.seeds);
+    map = await withClient(seeds, ctx, (client) => client.refreshMap());
+    // Where it can: a static-map node has no operations, and a token below admin may not list them.
+    const client = new OperationClient({ seeds, credentials: ctx.storeCredentials() });
+    try {
+      movement = await movementOf(client);
+    } catch (err) {
+      ctx.logger.debug({ err }, 'operations not shown: the node did not list them');
+    } finally {
+      client.close();
+    }
   }
+  const drainingJson = (): object =>
+    movement === undefined ? {} : { operations: movement.active.map((r) => operationJson(r)), draining: [...movement.draining].sort().map((node) => ({ node, replicas: map.replicasOf(node).length, drained: map.replicasOf(node).length === 0 })) };
   const liveOf = (node: string): boolean | undefined => (live === undefined ? undefined : live.has(node));
   const syncOf = (partition: number, node: string, state: string): SyncReport | undefined => (state === 'syncing' ? syncs.find((s) => s.partition === partition && s.node === node) : undefined);
   const replicationOf = (partition: number, node: string): ReplicationReport | undefined => replication.find((r) => r.partition === partition && r.node === node);
@@ -135,6 +154,7 @@ export async function clusterStatus(ctx: CliContext, opts: StatusFlags): Promise
         })),
         ...(live === undefined ? {} : { nodes: [...live.values()].map((n) => ({ node: n.node, leaseMs: n.leaseMs, registeredAtMs: n.registeredAtMs })) }),
         ...(opts.etcd === undefined ? {} : { gc: gc.flatMap((r) => r.partitions.map((p) => ({ node: r.node, ...p }))) }),
+        ...drainingJson(),
       }),
     );
     return;
@@ -148,6 +168,32 @@ export async function clusterStatus(ctx: CliContext, opts: StatusFlags): Promise
     ctx.print(`registered nodes: ${live.size}${idle.length > 0 ? ` (holding no replica: ${idle.join(', ')})` : ''}`);
   }
   for (const r of gc) for (const p of r.partitions) ctx.print(`data awaiting GC: partition ${p.partition} (${(p.bytes / 1e6).toFixed(1)} MB) on ${r.node}, deleted at ${new Date(p.deleteAtMs).toISOString().slice(11, 19)} UTC`);
+  if (movement !== undefined) for (const line of movementLines(movement, map)) ctx.print(line);
+}
+
+/** What `cluster status` shows of data movement: unfinished operations and draining marks. */
+interface Movement {
+  active: OperationRecord[];
+  draining: Set<string>;
+}
+
+async function movementOf(api: OperationsApi): Promise<Movement> {
+  const active = (await api.list()).filter((r) => !isFinalOperationState(r.state));
+  return { active, draining: await api.draining() };
+}
+
+/** "operations: 1 active" then one line each; "drained: …; can be stopped" / "draining: …" per marked node. */
+export function movementLines(movement: Movement, map: PartitionMap, nowMs = Date.now()): string[] {
+  const lines: string[] = [];
+  if (movement.active.length > 0) {
+    lines.push(`operations: ${movement.active.length} active`);
+    for (const r of movement.active) lines.push(`  ${operationLine(r, nowMs)}`);
+  }
+  for (const node of [...movement.draining].sort()) {
+    const held = map.replicasOf(node).length;
+    lines.push(held === 0 ? `drained: ${node} holds no replicas; can be stopped` : `draining: ${node} still holds ${held} replica${held === 1 ? '' : 's'}`);
+  }
+  return lines;
 }
 
 /** " (lagging by 12)", " (forwards retried 3×, last to HOST:PORT: …)" from a replica's replication report. */

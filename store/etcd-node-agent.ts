@@ -74,6 +74,11 @@ export class EtcdNodeAgent {
     this.grantedLeaseMs = grantedLeaseMs;
   }
 
+  /** The agent's etcd connection, for the node's operation RPCs (OperationAdmin); closed with the agent. */
+  get etcdClient(): Etcd3 {
+    return this.etcd;
+  }
+
   /** The lease etcd granted, ms. */
   get leaseMs(): number {
     return this.grantedLeaseMs;

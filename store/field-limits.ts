@@ -55,6 +55,16 @@ export const MAX_FIELDS = 100;
 export const MAX_POINTER_BYTES = 1024;
 /** Most operations in one JSON Patch. */
 export const MAX_PATCH_OPS = 1000;
+/** Longest SubmitOperationRequest.args_json, bytes (a set-replicas over every partition of a large map fits). */
+export const MAX_OPERATION_ARGS_BYTES = 1024 * 1024;
+/** Most movements one operation may ask for at once (`--max-movements`). */
+export const MAX_OPERATION_MOVEMENTS = 64;
+/** Longest pause one step may ask for (`--max-pause`), ms: 10 minutes. */
+export const MAX_OPERATION_PAUSE_MS = 600_000;
+/** Longest `requestedBy` a record keeps, characters. */
+export const MAX_REQUESTED_BY_CHARS = 200;
+/** Longest operation id accepted from outside. */
+export const MAX_OPERATION_ID_CHARS = 64;
 const UINT32_MAX = 0xffff_ffff;
 
 /** Node settings some ranges depend on. */
@@ -189,6 +199,17 @@ export const FIELD_LIMITS: Readonly<Record<string, Readonly<Record<string, Field
     return_document: { kind: 'bool' },
   },
   Entry: { key: { kind: 'key' }, value: { kind: 'value' }, etag: { kind: 'int', min: 0, max: MAX_ETAG }, updated_at_ms: time, expires_at_ms: time },
+  SubmitOperationRequest: {
+    args_json: { kind: 'string', maxBytes: MAX_OPERATION_ARGS_BYTES },
+    max_bytes_per_second: { kind: 'int', min: 0, max: Number.MAX_SAFE_INTEGER, unit: 'bytes/s', note: '0 = unthrottled' },
+    max_movements: { kind: 'int', min: 0, max: MAX_OPERATION_MOVEMENTS, note: '0 = 2' },
+    max_pause_ms: { kind: 'int', min: 0, max: MAX_OPERATION_PAUSE_MS, unit: 'ms', note: '0 = 2000' },
+    requested_by: { kind: 'string', maxBytes: MAX_REQUESTED_BY_CHARS },
+    id: { kind: 'string', maxBytes: MAX_OPERATION_ID_CHARS },
+  },
+  ListOperationsRequest: { all: { kind: 'bool' } },
+  GetOperationRequest: { id: { kind: 'string', maxBytes: MAX_OPERATION_ID_CHARS } },
+  CancelOperationRequest: { id: { kind: 'string', maxBytes: MAX_OPERATION_ID_CHARS }, requested_by: { kind: 'string', maxBytes: MAX_REQUESTED_BY_CHARS } },
 };
 
 /** The allowed range of a field as text, for error messages and the README table. */

@@ -40,6 +40,12 @@ import {
   type SetPartitionMapRequest,
   type SetPartitionMapResponse,
   type StoreClient as GeneratedStoreClientType,
+  type CancelOperationRequest,
+  type GetOperationRequest,
+  type ListOperationsRequest,
+  type ListOperationsResponse,
+  type OperationReply,
+  type SubmitOperationRequest,
 } from './proto/gen/shardpipe/store/v1/store.js';
 import { encodeBulkInsert } from './bulk-insert-codec.js';
 import { decodePackedScanBatch } from './scan-batch-codec.js';
@@ -94,6 +100,10 @@ interface UnaryMethods {
   splitKeys: [SplitKeysRequest, SplitKeysResponse];
   multi: [MultiRequest, MultiResponse];
   forward: [ForwardRequest, ForwardResponse];
+  submitOperation: [SubmitOperationRequest, OperationReply];
+  listOperations: [ListOperationsRequest, ListOperationsResponse];
+  getOperation: [GetOperationRequest, OperationReply];
+  cancelOperation: [CancelOperationRequest, OperationReply];
 }
 type UnaryMethodName = keyof UnaryMethods;
 type RequestOf<K extends UnaryMethodName> = UnaryMethods[K][0];

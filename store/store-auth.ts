@@ -27,6 +27,11 @@ export const METHOD_ROLES: Readonly<Record<string, Role>> = {
   Multi: 'read',
   // Node to node only: no client token holds this role (common/auth-tokens.ts).
   Forward: 'replica',
+  // Data movement changes the cluster's layout: admin only, listing included (records name nodes and keys).
+  SubmitOperation: 'admin',
+  ListOperations: 'admin',
+  GetOperation: 'admin',
+  CancelOperation: 'admin',
 };
 
 /**

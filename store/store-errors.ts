@@ -58,6 +58,16 @@ export const STORE_ERROR_CODES = {
   STORE_NOT_JSON: { grpc: status.INVALID_ARGUMENT, retryable: false },
   /** A JSON Patch `test` operation did not hold: nothing was written. */
   STORE_PATCH_TEST_FAILED: { grpc: status.FAILED_PRECONDITION, retryable: false },
+  /** A data-movement operation (`cluster move`, `drain-node`, …) refused before it was recorded: its arguments do not fit the map or the registrations. */
+  STORE_OPERATION_INVALID: { grpc: status.INVALID_ARGUMENT, retryable: false },
+  /** No operation record with that id. */
+  STORE_OPERATION_NOT_FOUND: { grpc: status.NOT_FOUND, retryable: false },
+  /** `cluster cancel` of an operation that finished already (completed, failed or cancelled). */
+  STORE_OPERATION_FINISHED: { grpc: status.FAILED_PRECONDITION, retryable: false },
+  /** An operation RPC on a node whose map is a static file: operations exist only in etcd-managed clusters. */
+  STORE_OPERATIONS_NEED_ETCD: { grpc: status.FAILED_PRECONDITION, retryable: false },
+  /** Client side: the operation a command waited for ended failed or cancelled. */
+  STORE_OPERATION_FAILED: { grpc: status.ABORTED, retryable: false },
 } as const;
 
 export type StoreErrorCode = keyof typeof STORE_ERROR_CODES;

@@ -16,6 +16,8 @@ import { StoreNode, type StoreNodeOptions } from './store-node.js';
 import { ChainForwarder } from './chain-forwarder.js';
 import type { ForwardTransport } from './chain-replica.js';
 import { StoreError } from './store-errors.js';
+import { OperationService } from './operation-service.js';
+import type { OperationAdmin } from './operation-admin.js';
 
 export interface StoreServerOptions extends StoreNodeOptions {
   /** Address to bind, HOST:PORT. Default: the node address. Port 0 picks a free port. */
@@ -52,6 +54,8 @@ export interface StoreServerOptions extends StoreNodeOptions {
   faultInjectionWithoutMulti?: boolean;
   /** Fault injection for tests only: while a file exists at this path, no chain forward is sent (each waits for a chain change). */
   faultInjectionHoldForwardsFile?: string;
+  /** Serves the operation RPCs (SubmitOperation & co.) through this etcd connection; absent (a static map): they answer STORE_OPERATIONS_NEED_ETCD. */
+  operations?: OperationAdmin;
   logger: Logger;
 }
 
@@ -196,7 +200,7 @@ export class StoreServer {
       forwarder.close();
       throw err;
     }
-    const handlers = createStoreHandlers(opened, logger, options.metricsRegistry && new StoreRpcMetrics(options.metricsRegistry));
+    const handlers = createStoreHandlers(opened, logger, options.metricsRegistry && new StoreRpcMetrics(options.metricsRegistry), new OperationService(options.operations, options.node));
     if (options.faultInjectionWithoutMulti) {
       logger.warn('fault injection: serving the Store service without Multi');
       const { multi: _definition, ...withoutMulti } = STORE_SERVICE_DEFINITION;

@@ -18,6 +18,7 @@ import { METADATA_GRANTED_ROLE } from './store-auth.js';
 import type { PointOp, PointOutcome, SnapshotLeaseInfo, StoreNode } from './store-node.js';
 import { StoreError } from './store-errors.js';
 import type { StoreRpcMetrics } from './store-metrics.js';
+import { OperationService } from './operation-service.js';
 import { recordWriteSpans, requestIdOf, requestIdTrailer, startServerSpan } from './request-tracing.js';
 
 const EMPTY = Buffer.alloc(0);
@@ -75,7 +76,8 @@ function admit<Req>(method: string, request: Req, limits: FieldLimitContext, che
 }
 
 /** The gRPC handlers of the Store service, translating between messages and StoreNode calls. */
-export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: StoreRpcMetrics): StoreHandlers {
+/** `operations`: the operation RPCs; default, as on a static-map node, refusing them (STORE_OPERATIONS_NEED_ETCD). */
+export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: StoreRpcMetrics, operations: OperationService = new OperationService(undefined, node.address)): StoreHandlers {
   const limits: FieldLimitContext = { maxKeyBytes: node.maxKeyBytes, maxValueBytes: node.maxValueBytes };
   const unary =
     <Req, Res>(method: string, fn: (request: Req, call: ServerUnaryCall<Req, Res>, requestId: string) => Promise<Res>, checkFields = true) =>
@@ -224,6 +226,10 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
       const installed = await node.setMap(PartitionMap.fromProto(req.map), { force: req.force });
       return { version: node.map.version, installed };
     }),
+    submitOperation: unary('SubmitOperation', async (req, call) => operations.submit(req, call.getPeer())),
+    listOperations: unary('ListOperations', async (req) => operations.list(req)),
+    getOperation: unary('GetOperation', async (req) => operations.get(req)),
+    cancelOperation: unary('CancelOperation', async (req, call) => operations.cancel(req, call.getPeer())),
   };
 }
 

@@ -9,6 +9,7 @@ import { formatTable, parsePositiveInt, rangeText, withClient } from '../cli-io.
 import type { CliContext } from '../cli-context.js';
 import { SEEDS_HELP } from '../common-options.js';
 import { generateRoleTokens, writeTokenFile } from '../token-file.js';
+import { registerOperationCommands } from './operation-commands.js';
 
 export function registerClusterCommands(program: Command, ctx: CliContext): void {
   const cluster = program.command('cluster').description('partition map administration');
@@ -60,9 +61,9 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
 
   const status = cluster
     .command('status')
-    .description('show every partition\'s chain (head first), epoch and replica states (serving, syncing); with --etcd also whether each replica\'s node holds a live lease. Exit 0 when shown, 1 when etcd or the nodes do not answer')
+    .description('show every partition\'s chain (head first), epoch and replica states (serving, syncing); with --etcd also whether each replica\'s node holds a live lease; then active operations (one line each) and nodes being drained ("drained: … can be stopped" once one holds nothing; with --seeds when the node lists operations). Exit 0 when shown, 1 when etcd or the nodes do not answer')
     .option('--seeds <list>', `${SEEDS_HELP}; asked when --etcd is not given`)
-    .option('--json', 'print {version, replicas, partitions: [{id, start, end, epoch, chain: [{node, state, live?}]}], nodes?} as JSON');
+    .option('--json', 'print {version, replicas, partitions: [{id, start, end, epoch, chain: [{node, state, live?}]}], nodes?, operations?: [record with progress], draining?: [{node, replicas, drained}]} as JSON');
   withEtcdOptions(status, 'read the map and the node leases from this etcd instead of asking the nodes. Endpoints http(s)://HOST:PORT[,...]');
   status.action(async (opts: StatusFlags) => clusterStatus(ctx, opts));
 
@@ -111,4 +112,6 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
       }
       ctx.print(`wrote tokens for admin, write, read and replica to ${opts.out}${opts.roleFiles ? ` and ${opts.out}.{admin,write,read,replica}` : ''} (mode 0600); give it to servers as --auth-token-file, and each client its token as SHARDPIPE_TOKEN or SHARDPIPE_TOKEN_FILE`);
     });
+
+  registerOperationCommands(cluster, ctx);
 }

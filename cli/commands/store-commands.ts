@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { checkBind, parseDurationMs } from '../../common/index.js';
-import { DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES, DEFAULT_WRITE_BUFFER_BYTES, EtcdNodeAgent, PartitionMap, StoreServer, checkHealth, partitionHealthService, type StoredMap } from '../../store/index.js';
+import { DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES, DEFAULT_WRITE_BUFFER_BYTES, EtcdNodeAgent, OperationAdmin, PartitionMap, StoreServer, checkHealth, partitionHealthService, type StoredMap } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { EXIT, parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
@@ -110,6 +110,8 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
       insecure,
       faultInjectionWithoutMulti: ctx.config.faultInjection.storeWithoutMulti,
       faultInjectionHoldForwardsFile: ctx.config.faultInjection.holdForwardsFile,
+      // Operation RPCs (cluster … --seeds) go to etcd through the membership's connection.
+      operations: agent && new OperationAdmin(agent.etcdClient, agent.store.display),
       logger: ctx.logger,
     });
     // Drains on the way out (health NOT_SERVING, new calls refused, calls in flight finished) while /metrics still answers.

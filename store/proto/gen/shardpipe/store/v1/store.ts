@@ -484,6 +484,50 @@ export interface ReplicaStat {
   syncTotalRows: number;
 }
 
+/** A new operation: its arguments as `cluster …` submits them (JSON of OperationArgs: {"kind": "move", …}). */
+export interface SubmitOperationRequest {
+  argsJson: string;
+  /** Copy rate of each movement's sync, bytes/s; 0 = unthrottled. */
+  maxBytesPerSecond: number;
+  /** Movements at once, cluster-wide; 0 = the default (2). */
+  maxMovements: number;
+  /** The longest a step may hold reads or writes, ms; 0 = the default (2000). */
+  maxPauseMs: number;
+  /** Who asked, for the record ("cli HOST:PID"). */
+  requestedBy: string;
+  /**
+   * The operation's id, chosen by the client (op-…) so that a retry on another node after a lost
+   * answer returns the record the first attempt made instead of submitting twice; empty = the node picks one.
+   */
+  id: string;
+}
+
+/** One operation record as JSON (store/etcd-operations.ts OperationRecord). */
+export interface OperationReply {
+  recordJson: string;
+}
+
+export interface ListOperationsRequest {
+  /** Every record; otherwise the unfinished ones and the ten most recently finished. */
+  all: boolean;
+}
+
+export interface ListOperationsResponse {
+  recordsJson: string[];
+  /** Nodes with a `draining/` mark (being drained, or drained: holding nothing), for `cluster status`. */
+  drainingNodes: string[];
+}
+
+export interface GetOperationRequest {
+  id: string;
+}
+
+export interface CancelOperationRequest {
+  id: string;
+  /** Who asked, for the record. */
+  requestedBy: string;
+}
+
 function createBaseEntry(): Entry {
   return { key: Buffer.alloc(0), value: Buffer.alloc(0), etag: 0, updatedAtMs: 0, expiresAtMs: 0 };
 }
@@ -4135,6 +4179,359 @@ export const ReplicaStat: MessageFns<ReplicaStat> = {
   },
 };
 
+function createBaseSubmitOperationRequest(): SubmitOperationRequest {
+  return { argsJson: "", maxBytesPerSecond: 0, maxMovements: 0, maxPauseMs: 0, requestedBy: "", id: "" };
+}
+
+export const SubmitOperationRequest: MessageFns<SubmitOperationRequest> = {
+  encode(message: SubmitOperationRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.argsJson !== "") {
+      writer.uint32(10).string(message.argsJson);
+    }
+    if (message.maxBytesPerSecond !== 0) {
+      writer.uint32(16).uint64(message.maxBytesPerSecond);
+    }
+    if (message.maxMovements !== 0) {
+      writer.uint32(24).uint32(message.maxMovements);
+    }
+    if (message.maxPauseMs !== 0) {
+      writer.uint32(32).uint32(message.maxPauseMs);
+    }
+    if (message.requestedBy !== "") {
+      writer.uint32(42).string(message.requestedBy);
+    }
+    if (message.id !== "") {
+      writer.uint32(50).string(message.id);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SubmitOperationRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSubmitOperationRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.argsJson = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.maxBytesPerSecond = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.maxMovements = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.maxPauseMs = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.requestedBy = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseOperationReply(): OperationReply {
+  return { recordJson: "" };
+}
+
+export const OperationReply: MessageFns<OperationReply> = {
+  encode(message: OperationReply, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.recordJson !== "") {
+      writer.uint32(10).string(message.recordJson);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OperationReply {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOperationReply();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.recordJson = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseListOperationsRequest(): ListOperationsRequest {
+  return { all: false };
+}
+
+export const ListOperationsRequest: MessageFns<ListOperationsRequest> = {
+  encode(message: ListOperationsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.all !== false) {
+      writer.uint32(8).bool(message.all);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListOperationsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListOperationsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.all = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseListOperationsResponse(): ListOperationsResponse {
+  return { recordsJson: [], drainingNodes: [] };
+}
+
+export const ListOperationsResponse: MessageFns<ListOperationsResponse> = {
+  encode(message: ListOperationsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.recordsJson) {
+      writer.uint32(10).string(v!);
+    }
+    for (const v of message.drainingNodes) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListOperationsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListOperationsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.recordsJson.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.drainingNodes.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseGetOperationRequest(): GetOperationRequest {
+  return { id: "" };
+}
+
+export const GetOperationRequest: MessageFns<GetOperationRequest> = {
+  encode(message: GetOperationRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetOperationRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetOperationRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseCancelOperationRequest(): CancelOperationRequest {
+  return { id: "", requestedBy: "" };
+}
+
+export const CancelOperationRequest: MessageFns<CancelOperationRequest> = {
+  encode(message: CancelOperationRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.requestedBy !== "") {
+      writer.uint32(18).string(message.requestedBy);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CancelOperationRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCancelOperationRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestedBy = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
 /**
  * One store node. Every data RPC carries the caller's partition map version: a node whose map is
  * newer, or that does not own the key, answers FAILED_PRECONDITION with its own version in the
@@ -4330,6 +4727,53 @@ export const StoreService = {
     responseSerialize: (value: PatchResponse): Buffer => Buffer.from(PatchResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): PatchResponse => PatchResponse.decode(value),
   },
+  /**
+   * Data movement (README "Live data movement"), role `admin`: for clients that reach the cluster
+   * through `--seeds` only. An etcd-mode node checks the request against the current map and
+   * registrations and writes the operation record to etcd; a static-map node answers
+   * FAILED_PRECONDITION (STORE_OPERATIONS_NEED_ETCD). Records travel as JSON (store/etcd-operations.ts).
+   */
+  submitOperation: {
+    path: "/shardpipe.store.v1.Store/SubmitOperation" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SubmitOperationRequest): Buffer =>
+      Buffer.from(SubmitOperationRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SubmitOperationRequest => SubmitOperationRequest.decode(value),
+    responseSerialize: (value: OperationReply): Buffer => Buffer.from(OperationReply.encode(value).finish()),
+    responseDeserialize: (value: Buffer): OperationReply => OperationReply.decode(value),
+  },
+  listOperations: {
+    path: "/shardpipe.store.v1.Store/ListOperations" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListOperationsRequest): Buffer =>
+      Buffer.from(ListOperationsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListOperationsRequest => ListOperationsRequest.decode(value),
+    responseSerialize: (value: ListOperationsResponse): Buffer =>
+      Buffer.from(ListOperationsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListOperationsResponse => ListOperationsResponse.decode(value),
+  },
+  getOperation: {
+    path: "/shardpipe.store.v1.Store/GetOperation" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetOperationRequest): Buffer => Buffer.from(GetOperationRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetOperationRequest => GetOperationRequest.decode(value),
+    responseSerialize: (value: OperationReply): Buffer => Buffer.from(OperationReply.encode(value).finish()),
+    responseDeserialize: (value: Buffer): OperationReply => OperationReply.decode(value),
+  },
+  /** Asks the coordinator to stop the operation (state `cancelling`, by compare-and-swap); refused for a finished one. */
+  cancelOperation: {
+    path: "/shardpipe.store.v1.Store/CancelOperation" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CancelOperationRequest): Buffer =>
+      Buffer.from(CancelOperationRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CancelOperationRequest => CancelOperationRequest.decode(value),
+    responseSerialize: (value: OperationReply): Buffer => Buffer.from(OperationReply.encode(value).finish()),
+    responseDeserialize: (value: Buffer): OperationReply => OperationReply.decode(value),
+  },
 } as const;
 
 export interface StoreServer extends UntypedServiceImplementation {
@@ -4374,6 +4818,17 @@ export interface StoreServer extends UntypedServiceImplementation {
    * resulting record, never as the patch. README "JSON documents".
    */
   patch: handleUnaryCall<PatchRequest, PatchResponse>;
+  /**
+   * Data movement (README "Live data movement"), role `admin`: for clients that reach the cluster
+   * through `--seeds` only. An etcd-mode node checks the request against the current map and
+   * registrations and writes the operation record to etcd; a static-map node answers
+   * FAILED_PRECONDITION (STORE_OPERATIONS_NEED_ETCD). Records travel as JSON (store/etcd-operations.ts).
+   */
+  submitOperation: handleUnaryCall<SubmitOperationRequest, OperationReply>;
+  listOperations: handleUnaryCall<ListOperationsRequest, ListOperationsResponse>;
+  getOperation: handleUnaryCall<GetOperationRequest, OperationReply>;
+  /** Asks the coordinator to stop the operation (state `cancelling`, by compare-and-swap); refused for a finished one. */
+  cancelOperation: handleUnaryCall<CancelOperationRequest, OperationReply>;
 }
 
 export interface StoreClient extends Client {
@@ -4633,6 +5088,73 @@ export interface StoreClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: PatchResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Data movement (README "Live data movement"), role `admin`: for clients that reach the cluster
+   * through `--seeds` only. An etcd-mode node checks the request against the current map and
+   * registrations and writes the operation record to etcd; a static-map node answers
+   * FAILED_PRECONDITION (STORE_OPERATIONS_NEED_ETCD). Records travel as JSON (store/etcd-operations.ts).
+   */
+  submitOperation(
+    request: SubmitOperationRequest,
+    callback: (error: ServiceError | null, response: OperationReply) => void,
+  ): ClientUnaryCall;
+  submitOperation(
+    request: SubmitOperationRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: OperationReply) => void,
+  ): ClientUnaryCall;
+  submitOperation(
+    request: SubmitOperationRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: OperationReply) => void,
+  ): ClientUnaryCall;
+  listOperations(
+    request: ListOperationsRequest,
+    callback: (error: ServiceError | null, response: ListOperationsResponse) => void,
+  ): ClientUnaryCall;
+  listOperations(
+    request: ListOperationsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListOperationsResponse) => void,
+  ): ClientUnaryCall;
+  listOperations(
+    request: ListOperationsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListOperationsResponse) => void,
+  ): ClientUnaryCall;
+  getOperation(
+    request: GetOperationRequest,
+    callback: (error: ServiceError | null, response: OperationReply) => void,
+  ): ClientUnaryCall;
+  getOperation(
+    request: GetOperationRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: OperationReply) => void,
+  ): ClientUnaryCall;
+  getOperation(
+    request: GetOperationRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: OperationReply) => void,
+  ): ClientUnaryCall;
+  /** Asks the coordinator to stop the operation (state `cancelling`, by compare-and-swap); refused for a finished one. */
+  cancelOperation(
+    request: CancelOperationRequest,
+    callback: (error: ServiceError | null, response: OperationReply) => void,
+  ): ClientUnaryCall;
+  cancelOperation(
+    request: CancelOperationRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: OperationReply) => void,
+  ): ClientUnaryCall;
+  cancelOperation(
+    request: CancelOperationRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: OperationReply) => void,
   ): ClientUnaryCall;
 }
 
