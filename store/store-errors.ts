@@ -58,6 +58,10 @@ export const STORE_ERROR_CODES = {
   STORE_NOT_JSON: { grpc: status.INVALID_ARGUMENT, retryable: false },
   /** A JSON Patch `test` operation did not hold: nothing was written. */
   STORE_PATCH_TEST_FAILED: { grpc: status.FAILED_PRECONDITION, retryable: false },
+  /** A data-movement operation was refused before any step (partition missing, `from` not in the chain, `to` in it already or draining, too few nodes). */
+  STORE_OPERATION_REFUSED: { grpc: status.FAILED_PRECONDITION, retryable: false },
+  /** A step of a data-movement operation failed (its destination left, or its sync kept failing) and was rolled back. */
+  STORE_MOVE_FAILED: { grpc: status.ABORTED, retryable: false },
 } as const;
 
 export type StoreErrorCode = keyof typeof STORE_ERROR_CODES;
