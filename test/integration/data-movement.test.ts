@@ -215,9 +215,16 @@ describe('live data movement (real etcd, real node processes)', () => {
     expect(chain0.every((r) => r.state === 'serving')).toBe(true);
 
     // Drain a node: every replica it holds moves off, then it holds none; its mark stays.
-    const victim = [...cluster.nodes.keys()].find((n) => n !== to && now.replicasOf(n).length > 0)!;
-    const drain = await submit(cluster, { kind: 'drain-node', node: victim });
+    // One movement at a time (maxMovements 1): no map ever holds two syncing replicas.
+    const victim = [...cluster.nodes.keys()].find((n) => n !== to && now.replicasOf(n).length > 1)!;
+    let mostSyncing = 0;
+    const mapWatch = await cluster.store.watch(undefined, (m) => {
+      mostSyncing = Math.max(mostSyncing, m.partitions.reduce((n, p) => n + p.chain.filter((r) => r.state === 'syncing').length, 0));
+    });
+    const drain = await submit(cluster, { kind: 'drain-node', node: victim }, { maxMovements: 1 });
     const drained = await waitForOperation(cluster, drain);
+    await mapWatch.cancel();
+    expect(mostSyncing).toBe(1);
     expect(drained.state, drained.error).toBe('completed');
     expect(drained.steps.length).toBeGreaterThan(0);
     expect(drained.steps.every((s) => s.state === 'done' && s.from === victim && s.to !== undefined && s.to !== victim)).toBe(true);
@@ -338,6 +345,31 @@ describe('live data movement (real etcd, real node processes)', () => {
     expect(now.byId(0)!.chain.map((r) => `${r.node} ${r.state}`)).toEqual([`${p.node} serving`, `${from} serving`]);
     await client.refreshMap();
     expect((await client.checksum(Buffer.alloc(0), Buffer.alloc(0))).count).toBe(60_000);
+  }, 180_000);
+
+  it('cancel mid-drain: the step in hand is rolled back (its syncing destination removed), the rest skipped, the operation cancelled', async () => {
+    cluster = await EtcdTestCluster.start({ lease: '1s' });
+    await Promise.all([cluster.startNode(), cluster.startNode(), cluster.startNode()]);
+    await startCoordinator(cluster, ['--no-auto-rebalance']);
+    const map = await init(cluster, 2, 2);
+    client = new StoreClient({ seeds: [...cluster.nodes.keys()], operationTimeoutMs: 30_000 });
+    await load(client, 60_000);
+    const victim = [...cluster.nodes.keys()].find((n) => map.replicasOf(n).length === 2)!;
+    const id = await submit(cluster, { kind: 'drain-node', node: victim }, { maxMovements: 1 });
+    const syncing = await cluster.waitForMap((m) => m.partitions.some((p) => p.chain.some((r) => r.state === 'syncing')));
+    const moving = syncing.partitions.find((p) => p.chain.some((r) => r.state === 'syncing'))!;
+    const dest = moving.chain.find((r) => r.state === 'syncing')!.node;
+    await operationsOf(cluster).update(id, (r) => (r.state === 'running' ? { ...r, state: 'cancelling' } : undefined));
+    const cancelled = await waitForOperation(cluster, id);
+    expect(cancelled.state).toBe('cancelled');
+    expect(cancelled.finishedAtMs).toBeGreaterThan(0);
+    expect(cancelled.steps.map((s) => s.state).sort()).toEqual(['rolled-back', 'skipped']);
+    expect(cancelled.steps.find((s) => s.state === 'rolled-back')).toMatchObject({ partition: moving.id, to: dest });
+    const now = (await cluster.store.read())!.map;
+    for (const p of now.partitions) expect(p.chain.map((r) => `${r.node} ${r.state}`)).toEqual(map.byId(p.id)!.chain.map((r) => `${r.node} ${r.state}`));
+    await client.refreshMap();
+    expect((await client.checksum(Buffer.alloc(0), Buffer.alloc(0))).count).toBe(60_000);
+    await check(cluster);
   }, 180_000);
 
   it('a fourth node that registers holding nothing: the coordinator rebalances by itself until every node is within 20 % of a fair share by bytes', async () => {
