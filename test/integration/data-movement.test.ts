@@ -201,8 +201,14 @@ describe('live data movement (real etcd, real node processes)', () => {
     const watcher = await cluster.etcdClient.watch().prefix(marks.keys.throttle).create();
     watcher.on('put', (kv) => throttles.push({ key: kv.key.toString(), value: kv.value.toString() }));
     const move = await submit(cluster, { kind: 'move', partition: 0, from, to }, { maxBytesPerSecond: 50_000_000 });
+    // A bulk load through the thick client while the move copies (keys of its own: the tag 'b').
+    const bulk = client.bulkPutAll(
+      [Array.from({ length: 10_000 }, (_, i) => ({ key: Buffer.from(keyOf(i, 'b').bytes), value: Buffer.from(`bulk-${i}`) })).sort((x, y) => Buffer.compare(x.key, y.key))],
+      { maxInFlight: 2, batchMaxRows: 500 },
+    );
     const moved = await waitForOperation(cluster, move);
     await watcher.cancel();
+    expect((await bulk).rows).toBe(10_000);
     expect(moved.state, moved.error).toBe('completed');
     expect(moved.finishedAtMs).toBeGreaterThan(0);
     expect(moved.steps).toMatchObject([{ partition: 0, from, to, state: 'done' }]);
@@ -241,7 +247,8 @@ describe('live data movement (real etcd, real node processes)', () => {
     expect(work.reads).toBeGreaterThan(10);
     await client.refreshMap();
     await work.verify();
-    expect((await client.checksum(Buffer.alloc(0), Buffer.alloc(0))).count).toBe(20_000 + work.acked.size + 1);
+    expect((await client.checksum(Buffer.alloc(0), Buffer.alloc(0))).count).toBe(20_000 + 10_000 + work.acked.size + 1);
+    for (const i of [0, 4_321, 9_999]) expect((await client.get(keyOf(i, 'b')))?.value.toString()).toBe(`bulk-${i}`);
     await check(cluster);
 
     // Nothing is placed on the drained node while it runs; started again on a new data folder it is a new node: the mark goes.
