@@ -81,6 +81,12 @@ export class MovementRunner implements OperationRunner {
         continue;
       }
       if (adds) {
+        if (rec.args.kind === 'rebalance' && step.to !== undefined && (!view.live.has(step.to) || view.draining.has(step.to))) {
+          // Planned when it was eligible; a rebalance does not insist on a node that left or is draining.
+          step.state = 'skipped';
+          step.error = `${step.to} is no longer a live node that is not draining`;
+          continue;
+        }
         if (step.to !== undefined && p.chain.some((r) => r.node === step.to)) {
           step.state = 'skipped';
           step.error = `${step.to} holds a replica of partition ${step.partition} already`;

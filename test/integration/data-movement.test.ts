@@ -354,6 +354,30 @@ describe('live data movement (real etcd, real node processes)', () => {
     expect((await client.checksum(Buffer.alloc(0), Buffer.alloc(0))).count).toBe(60_000);
   }, 180_000);
 
+  it('SIGKILL of the source mid-move (the chain\'s tail, which the destination copies from): the copy starts again from the new tail and the move completes', async () => {
+    cluster = await EtcdTestCluster.start({ lease: '1s' });
+    await Promise.all([cluster.startNode(), cluster.startNode(), cluster.startNode()]);
+    await startCoordinator(cluster, ['--no-auto-rebalance']);
+    const map = await init(cluster, 1, 2);
+    client = new StoreClient({ seeds: [...cluster.nodes.keys()], operationTimeoutMs: 30_000 });
+    await load(client, 60_000);
+    const p = map.byId(0)!;
+    const from = p.chain[1]!.node;
+    const to = [...cluster.nodes.keys()].find((n) => !p.chain.some((r) => r.node === n))!;
+    const id = await submit(cluster, { kind: 'move', partition: 0, from, to });
+    await cluster.waitForMap((m) => m.byId(0)!.chain.some((r) => r.node === to && r.state === 'syncing'));
+    await cluster.nodes.get(from)!.kill('SIGKILL');
+    const done = await waitForOperation(cluster, id);
+    expect(done.state, done.error).toBe('completed');
+    expect(done.steps[0]!.state).toBe('done');
+    const now = (await cluster.store.read())!.map;
+    expect(now.byId(0)!.chain.map((r) => `${r.node} ${r.state}`)).toEqual([`${p.node} serving`, `${to} serving`]);
+    cluster.nodes.delete(from);
+    await client.refreshMap();
+    expect((await client.checksum(Buffer.alloc(0), Buffer.alloc(0))).count).toBe(60_000);
+    await check(cluster);
+  }, 180_000);
+
   it('cancel mid-drain: the step in hand is rolled back (its syncing destination removed), the rest skipped, the operation cancelled', async () => {
     cluster = await EtcdTestCluster.start({ lease: '1s' });
     await Promise.all([cluster.startNode(), cluster.startNode(), cluster.startNode()]);
