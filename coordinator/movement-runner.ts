@@ -127,6 +127,12 @@ export class MovementRunner implements OperationRunner {
           return { record: rec };
         }
       }
+      if (rec.args.kind === 'set-replicas' && rec.args.partitions !== undefined) {
+        // Chains that had R already (no step) still take it as their own, one map change per pass.
+        const R = rec.args.replicas;
+        const unset = rec.args.partitions.map((id) => ctx.map.byId(id)).find((p) => p !== undefined && p.replicas !== R);
+        if (unset !== undefined) return { map: setPartitionReplicas(ctx.map, unset.id, R), record: withMessage(rec) };
+      }
       rec.state = 'completed';
       rec.finishedAtMs = now;
       rec.message = summary(rec);
