@@ -326,6 +326,8 @@ describe('live data movement (real etcd, real node processes)', () => {
     expect(done.state, done.error).toBe('completed');
     const now = (await cluster.store.read())!.map;
     expect(now.byId(0)!.chain.map((r) => `${r.node} ${r.state}`)).toEqual([`${p.node} serving`, `${to} serving`]);
+    // --no-auto-rebalance: the node that held nothing since init got no rebalance of its own.
+    expect((await operationsOf(cluster).list()).operations.map((o) => o.record.id)).toEqual([id]);
     await client.refreshMap();
     expect((await client.checksum(Buffer.alloc(0), Buffer.alloc(0))).count).toBe(30_000);
     await check(cluster);
