@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../common/index.js';
-import { MAX_SYNC_FAILURES, MovementRunner, PrivateEtcd, promote, type OperationContext } from '../../coordinator/index.js';
+import { MAX_SYNC_FAILURES, MovementRunner, PrivateEtcd, promote, removeReplica, type OperationContext } from '../../coordinator/index.js';
 import { DEFAULT_MAX_PAUSE_MS, EtcdMapStore, EtcdMovementMarks, EtcdOperationStore, PartitionMap, connectEtcd, newOperationId, type NodeRegistration, type OperationArgs, type OperationRecord, type SyncReport } from '../../store/index.js';
 import { makeTempDir, type TempDir } from '../helpers/temp-dir.js';
 
@@ -102,6 +102,37 @@ describe('MovementRunner pass by pass (real etcd)', () => {
     expect(finished.record.state).toBe('completed');
     expect(finished.record.finishedAtMs).toBeGreaterThan(0);
     expect((await maps.read())!.map.byId(0)!.chain.map((r) => r.node)).toEqual([B, D]);
+  });
+
+  it('cancel: a destination still syncing is removed again (rolled-back); a step whose source is gone already counts as finished (done)', async () => {
+    const { maps, ops, marks, map } = setup();
+    await maps.create(map);
+    const advance = async (id: string): Promise<OperationRecord> => {
+      const stored = (await ops.get(id))!;
+      const step = await new MovementRunner().advance(stored.record, { map: (await maps.read())!.map, nodes, syncs: [], maps, operations: ops, marks, logger, nowMs: Date.now() });
+      if (step?.map !== undefined) expect(await maps.replace((await maps.read())!.map.version, step.map)).toBe(true);
+      if (step !== undefined) expect(await ops.replace(stored, step.record)).toBe(true);
+      return (await ops.get(id))!.record;
+    };
+    const cancel = (id: string) => ops.update(id, (r) => ({ ...r, state: 'cancelling' }));
+    const syncingMove = await submit(ops, { kind: 'move', partition: 0, from: A, to: D });
+    for (let i = 0; i < 3; i++) await advance(syncingMove);
+    expect((await maps.read())!.map.byId(0)!.chain.map((r) => r.node)).toEqual([A, B, D]);
+    await cancel(syncingMove);
+    expect((await advance(syncingMove)).steps[0]!.state).toBe('rolled-back');
+    expect((await maps.read())!.map.byId(0)!.chain.map((r) => r.node)).toEqual([A, B]);
+    expect(await advance(syncingMove)).toMatchObject({ state: 'cancelled', steps: [{ state: 'rolled-back' }] });
+
+    const lateMove = await submit(ops, { kind: 'move', partition: 1, from: C, to: D });
+    for (let i = 0; i < 3; i++) await advance(lateMove);
+    // D serves and C has left the chain (its node died, say) before the cancel is seen.
+    const current = (await maps.read())!.map;
+    const promoted = promote(current, [{ partition: 1, node: D, epoch: current.byId(1)!.epoch }])!.map;
+    await maps.replace(current.version, promoted);
+    await maps.replace(promoted.version, removeReplica(promoted, 1, C));
+    await cancel(lateMove);
+    expect(await advance(lateMove)).toMatchObject({ state: 'cancelled', steps: [{ state: 'done' }] });
+    expect((await maps.read())!.map.byId(1)!.chain.map((r) => r.node)).toEqual([B, D]);
   });
 
   it('movements are limited cluster-wide: a second operation waits while the first holds the only one', async () => {
