@@ -47,6 +47,9 @@ export class Coordinator {
   private readonly autoRebalance: boolean;
   /** Registrations (`node@registeredAtMs`) an automatic rebalance was considered for. */
   private readonly autoRebalanced = new Set<string>();
+  /** When this coordinator first saw each registration hold no replica (its clock, ms). */
+  private readonly emptySince = new Map<string, number>();
+  private autoTimer: NodeJS.Timeout | undefined;
   private readonly runners: readonly OperationRunner[];
   /** Operations of a kind no runner carries out, logged once each. */
   private readonly unrunnable = new Set<string>();
@@ -114,6 +117,7 @@ export class Coordinator {
   close(): Promise<void> {
     this.closed ??= (async () => {
       this.stop.abort();
+      clearTimeout(this.autoTimer);
       this.leading = false;
       await this.running;
       await this.cancelWatches();
@@ -318,15 +322,35 @@ export class Coordinator {
     return draining;
   }
 
-  /** A rebalance when a live node that is not draining holds no replica (once per registration), unless one runs or it is off. */
+  /**
+   * A rebalance when a live node that is not draining has held no replica for a whole lease (once
+   * per registration), unless one runs or it is off. The lease's wait lets a dead node's lease run
+   * out first: a node started to replace it then joins the short chains by reconcile, not by moves.
+   */
   private async startAutoRebalance(map: PartitionMap, nodes: ReadonlyMap<string, NodeRegistration>, draining: ReadonlySet<string>): Promise<void> {
     if (!this.autoRebalance) return;
-    const fresh = [...nodes.values()].filter((r) => !draining.has(r.node) && map.replicasOf(r.node).length === 0 && !this.autoRebalanced.has(`${r.node}@${r.registeredAtMs}`));
+    const now = Date.now();
+    const empty = [...nodes.values()].filter((r) => !draining.has(r.node) && map.replicasOf(r.node).length === 0 && !this.autoRebalanced.has(`${r.node}@${r.registeredAtMs}`));
+    const seen = new Set(empty.map((r) => `${r.node}@${r.registeredAtMs}`));
+    for (const key of this.emptySince.keys()) if (!seen.has(key)) this.emptySince.delete(key);
+    for (const key of seen) if (!this.emptySince.has(key)) this.emptySince.set(key, now);
+    const waitMs = (r: NodeRegistration): number => this.emptySince.get(`${r.node}@${r.registeredAtMs}`)! + r.leaseMs - now;
+    const young = empty.filter((r) => waitMs(r) > 0);
+    if (young.length > 0 && this.autoTimer === undefined) {
+      this.autoTimer = setTimeout(() => {
+        this.autoTimer = undefined;
+        this.schedule();
+      }, Math.min(...young.map(waitMs)) + 50);
+      this.autoTimer.unref();
+    }
+    const fresh = empty.filter((r) => waitMs(r) <= 0);
     if (fresh.length === 0) return;
-    for (const r of fresh) this.autoRebalanced.add(`${r.node}@${r.registeredAtMs}`);
+    for (const r of fresh) {
+      this.autoRebalanced.add(`${r.node}@${r.registeredAtMs}`);
+      this.emptySince.delete(`${r.node}@${r.registeredAtMs}`);
+    }
     const { operations } = await this.operations.list();
     if (operations.some((o) => o.record.args.kind === 'rebalance' && !isFinalOperationState(o.record.state))) return;
-    const now = Date.now();
     const id = newOperationId(now);
     const names = fresh.map((r) => r.node);
     await this.operations.create({

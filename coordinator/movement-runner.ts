@@ -1,4 +1,4 @@
-import { isFinalOperationState, type EtcdMovementMarks, type OperationKind, type OperationRecord, type OperationStep, type PartitionMap } from '../store/index.js';
+import { isFinalOperationState, targetReplicas, type EtcdMovementMarks, type OperationKind, type OperationRecord, type OperationStep, type PartitionMap } from '../store/index.js';
 import { addSyncingTail, isMovement, movementsInFlight, partitionBytes, pickTarget, planDrain, planRebalance, planSetReplicas, refusal, removeReplica, setMapReplicas, setPartitionReplicas, type ClusterView, type PlannedStep } from './movement-plan.js';
 import type { OperationAdvance, OperationContext, OperationRunner } from './operation-runner.js';
 
@@ -226,6 +226,12 @@ export class MovementRunner implements OperationRunner {
       step.finishedAtMs = ctx.nowMs;
       step.phase = undefined;
       if (replicaOf(from) !== undefined) {
+        if (rec.args.kind === 'rebalance' && p.chain.length - 1 < targetReplicas(ctx.map, p)) {
+          // Another replica left while this one copied: removing the source would only make reconcile add one back.
+          step.phase = undefined;
+          step.description = `${step.description} (kept ${from}: the chain lost another replica meanwhile)`;
+          return undefined;
+        }
         if (!p.chain.some((r) => r.node !== from && r.state === 'serving')) {
           step.state = 'running';
           step.finishedAtMs = undefined;
