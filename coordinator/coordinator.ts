@@ -24,8 +24,9 @@ export interface CoordinatorOptions {
   /** Who carries out operations of each kind (README "Live data movement"); an operation of a kind none runs waits. */
   runners?: readonly OperationRunner[];
   /**
-   * Start a `rebalance` (`auto: true`) by itself when a node registers that holds no replica and no
-   * rebalance is running (once per registration). Default true; `coordinator --no-auto-rebalance`.
+   * Start a `rebalance` (`auto: true`) by itself when a registered node has held no replica for a
+   * whole lease (its registration's `leaseMs`) and no rebalance is running (once per registration).
+   * Default true; `coordinator --no-auto-rebalance`.
    */
   autoRebalance?: boolean;
   logger: Logger;
