@@ -135,6 +135,37 @@ describe('MovementRunner pass by pass (real etcd)', () => {
     expect((await maps.read())!.map.byId(1)!.chain.map((r) => r.node)).toEqual([B, D]);
   });
 
+  it('rebalance: plans from the sizes nodes report, moves a non-head replica off the most loaded node, and keeps its source when the chain lost another replica during the copy', async () => {
+    const { maps, ops, marks, map } = setup();
+    await maps.create(map);
+    // Each replica's size, as nodes report it (B holds both partitions: 200 of 400 bytes on 4 nodes).
+    for (const [partition, node] of [[0, A], [0, B], [1, B], [1, C]] as const) {
+      await client.put(maps.keys.replicationOf(partition, node)).value(JSON.stringify({ partition, node, epoch: 1, lagSequences: 0, forwardRetries: 0, bytes: 100, rows: 10, updatedAtMs: 0 })).exec();
+    }
+    const id = await submit(ops, { kind: 'rebalance' });
+    const advance = async (): Promise<OperationRecord> => {
+      const stored = (await ops.get(id))!;
+      const step = await new MovementRunner().advance(stored.record, { map: (await maps.read())!.map, nodes, syncs: [], maps, operations: ops, marks, logger, nowMs: Date.now() });
+      if (step?.map !== undefined) expect(await maps.replace((await maps.read())!.map.version, step.map)).toBe(true);
+      if (step !== undefined) expect(await ops.replace(stored, step.record)).toBe(true);
+      return (await ops.get(id))!.record;
+    };
+    expect((await advance()).steps).toMatchObject([{ partition: 0, from: B, to: D, state: 'pending' }]);
+    await advance();
+    await advance();
+    expect((await maps.read())!.map.byId(0)!.chain.map((r) => r.node)).toEqual([A, B, D]);
+    // A dies during the copy (the coordinator drops it), then D is promoted.
+    let current = (await maps.read())!.map;
+    await maps.replace(current.version, removeReplica(current, 0, A));
+    current = (await maps.read())!.map;
+    await maps.replace(current.version, promote(current, [{ partition: 0, node: D, epoch: current.byId(0)!.epoch }])!.map);
+    const kept = await advance();
+    expect(kept.steps[0]).toMatchObject({ state: 'done' });
+    expect(kept.steps[0]!.description).toContain(`kept ${B}`);
+    expect((await maps.read())!.map.byId(0)!.chain.map((r) => `${r.node} ${r.state}`)).toEqual([`${B} serving`, `${D} serving`]);
+    expect((await advance()).state).toBe('completed');
+  });
+
   it('movements are limited cluster-wide: a second operation waits while the first holds the only one', async () => {
     const { maps, ops, marks, map } = setup();
     await maps.create(map);
