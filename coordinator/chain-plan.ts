@@ -1,4 +1,4 @@
-import { PartitionMap, StoreError, type Partition, type PartitionSpec, type Replica } from '../store/index.js';
+import { PartitionMap, StoreError, targetReplicas, type Partition, type PartitionSpec, type Replica } from '../store/index.js';
 
 /** How the first map cuts the keyspace: evenly into `partitions`, or at sorted, distinct split keys. */
 export type InitialRanges = { partitions: number } | { splitKeys: readonly Buffer[] };
@@ -40,13 +40,14 @@ export interface ChainChange {
  * "Transitions the coordinator makes"):
  * - a replica on a node that is not `live` leaves its chain, except the chain's last serving replica
  *   (the only copy there is; the partition waits for that node to return);
- * - a chain with fewer than `map.replicas` replicas gets live nodes that do not hold it as syncing
- *   tails, the nodes with the fewest replicas first (then by address);
+ * - a chain with fewer than its replicas (the partition's own `replicas`, else the map's) gets live
+ *   nodes that do not hold it and are not in `excluded` (draining) as syncing tails, the nodes with
+ *   the fewest replicas first (then by address);
  * - each partition touched gets epoch + 1, and the map version + 1, all in the one map returned.
  */
-export function reconcile(map: PartitionMap, live: ReadonlySet<string>): { map: PartitionMap; changes: ChainChange[] } | undefined {
+export function reconcile(map: PartitionMap, live: ReadonlySet<string>, excluded: ReadonlySet<string> = new Set()): { map: PartitionMap; changes: ChainChange[] } | undefined {
   const load = new Map<string, number>();
-  for (const node of live) load.set(node, 0);
+  for (const node of live) if (!excluded.has(node)) load.set(node, 0);
   const kept = map.partitions.map((p) => {
     const survivors = p.chain.filter((r) => live.has(r.node));
     // No serving replica left alive: keep the head (every serving replica holds every acknowledged
@@ -59,7 +60,7 @@ export function reconcile(map: PartitionMap, live: ReadonlySet<string>): { map: 
   const specs: PartitionSpec[] = kept.map(({ partition, chain }) => {
     const removed = partition.chain.filter((r) => !chain.includes(r)).map((r) => r.node);
     const added: string[] = [];
-    while (chain.length < map.replicas) {
+    while (chain.length < targetReplicas(map, partition)) {
       const candidate = [...load.entries()]
         .filter(([node]) => !chain.some((r) => r.node === node))
         .sort(([a, la], [b, lb]) => la - lb || (a < b ? -1 : a > b ? 1 : 0))[0];
@@ -77,7 +78,7 @@ export function reconcile(map: PartitionMap, live: ReadonlySet<string>): { map: 
 }
 
 function specOf(p: Partition, chain: readonly Replica[], epoch: number): PartitionSpec {
-  return { id: p.id, start: p.start, end: p.end, chain, epoch };
+  return { id: p.id, start: p.start, end: p.end, chain, epoch, ...(p.replicas === undefined ? {} : { replicas: p.replicas }) };
 }
 
 /** A syncing replica that finished its copy at an epoch (from its `syncs/` report in etcd). */

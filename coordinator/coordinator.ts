@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Campaign, Etcd3, Watcher } from 'etcd3';
 import type { Logger } from '../common/index.js';
-import { EtcdMapStore, EtcdOperationStore, StoreError, connectEtcd, etcdFailure, isFinalOperationState, parseEtcdUrl, type EtcdConnectionOptions, type NodeRegistration, type PartitionMap, type ReplicationReport } from '../store/index.js';
+import { DEFAULT_MAX_MOVEMENTS, DEFAULT_MAX_PAUSE_MS, EtcdMapStore, EtcdMovementMarks, EtcdOperationStore, StoreError, connectEtcd, etcdFailure, isFinalOperationState, newOperationId, parseEtcdUrl, type EtcdConnectionOptions, type NodeRegistration, type PartitionMap, type ReplicationReport } from '../store/index.js';
 import { promote, reconcile, resync, type ChainChange, type CopiedReplica } from './chain-plan.js';
 import type { OperationRunner } from './operation-runner.js';
 import { defaultRunners } from './operation-runners.js';
@@ -23,6 +23,12 @@ export interface CoordinatorOptions {
   onElected?: () => void;
   /** Who carries out operations of each kind (README "Live data movement"); an operation of a kind none runs waits. */
   runners?: readonly OperationRunner[];
+  /**
+   * Start a `rebalance` (`auto: true`) by itself when a registered node has held no replica for a
+   * whole lease (its registration's `leaseMs`) and no rebalance is running (once per registration).
+   * Default true; `coordinator --no-auto-rebalance`.
+   */
+  autoRebalance?: boolean;
   logger: Logger;
 }
 
@@ -38,6 +44,13 @@ export class Coordinator {
   private readonly etcd: Etcd3;
   private readonly store: EtcdMapStore;
   private readonly operations: EtcdOperationStore;
+  private readonly marks: EtcdMovementMarks;
+  private readonly autoRebalance: boolean;
+  /** Registrations (`node@registeredAtMs`) an automatic rebalance was considered for. */
+  private readonly autoRebalanced = new Set<string>();
+  /** When this coordinator first saw each registration hold no replica (its clock, ms). */
+  private readonly emptySince = new Map<string, number>();
+  private autoTimer: NodeJS.Timeout | undefined;
   private readonly runners: readonly OperationRunner[];
   /** Operations of a kind no runner carries out, logged once each. */
   private readonly unrunnable = new Set<string>();
@@ -64,6 +77,8 @@ export class Coordinator {
     this.etcd = connectEtcd(options.etcd);
     this.store = new EtcdMapStore(this.etcd, display);
     this.operations = new EtcdOperationStore(this.etcd, display);
+    this.marks = new EtcdMovementMarks(this.etcd, display);
+    this.autoRebalance = options.autoRebalance ?? true;
     this.runners = options.runners ?? defaultRunners();
     this.logger = options.logger.child({ module: 'coordinator', coordinator: this.id });
     this.onChange = options.onChange;
@@ -103,6 +118,7 @@ export class Coordinator {
   close(): Promise<void> {
     this.closed ??= (async () => {
       this.stop.abort();
+      clearTimeout(this.autoTimer);
       this.leading = false;
       await this.running;
       await this.cancelWatches();
@@ -204,11 +220,13 @@ export class Coordinator {
       // Before `cluster init` there is nothing to do: the map watch runs the next pass.
       if (stored === undefined) return;
       const { nodes } = await this.store.nodes();
+      const draining = await this.drainingNodes(nodes);
       // Membership first; a promotion waits for a pass where no replica is to be removed or added.
-      const plan = reconcile(stored.map, new Set(nodes.keys())) ?? (await this.resyncs(stored.map, nodes)) ?? (await this.promotion(stored.map, nodes));
+      const plan = reconcile(stored.map, new Set(nodes.keys()), draining) ?? (await this.resyncs(stored.map, nodes)) ?? (await this.promotion(stored.map, nodes));
       if (plan === undefined) {
         // Operations go on only from a map that needs no membership change.
         if (await this.advanceOperations(stored.map, nodes)) continue;
+        await this.startAutoRebalance(stored.map, nodes, draining);
         return;
       }
       if (await this.store.replace(stored.map.version, plan.map)) {
@@ -272,7 +290,7 @@ export class Coordinator {
         this.unrunnable.add(op.id);
         continue;
       }
-      const step = await runner.advance(op, { map, nodes, syncs, maps: this.store, operations: this.operations, logger: this.logger.child({ operation: op.id }), nowMs: Date.now() });
+      const step = await runner.advance(op, { map, nodes, syncs, maps: this.store, operations: this.operations, marks: this.marks, logger: this.logger.child({ operation: op.id }), nowMs: Date.now() });
       if (step === undefined) continue;
       if (step.map !== undefined) {
         if (!(await this.store.replace(map.version, step.map))) return true;
@@ -284,6 +302,71 @@ export class Coordinator {
       if (step.map !== undefined) return true;
     }
     return false;
+  }
+
+  /**
+   * Nodes with a drain mark (nothing is placed on them). A mark whose node registered again with
+   * another data-folder identity is a new, empty node at that address: the mark is deleted.
+   */
+  private async drainingNodes(nodes: ReadonlyMap<string, NodeRegistration>): Promise<Set<string>> {
+    const marks = await this.marks.drainMarks();
+    const draining = new Set<string>();
+    for (const [address, mark] of marks) {
+      const identity = nodes.get(address)?.identity;
+      if (mark.identity !== undefined && identity !== undefined && identity !== mark.identity) {
+        await this.marks.clearDraining(address);
+        this.logger.info({ node: address, operation: mark.operation }, 'a drained node registered with a new data folder: its drain mark is cleared');
+        continue;
+      }
+      draining.add(address);
+    }
+    return draining;
+  }
+
+  /**
+   * A rebalance when a live node that is not draining has held no replica for a whole lease (once
+   * per registration), unless one runs or it is off. The lease's wait lets a dead node's lease run
+   * out first: a node started to replace it then joins the short chains by reconcile, not by moves.
+   */
+  private async startAutoRebalance(map: PartitionMap, nodes: ReadonlyMap<string, NodeRegistration>, draining: ReadonlySet<string>): Promise<void> {
+    if (!this.autoRebalance) return;
+    const now = Date.now();
+    const empty = [...nodes.values()].filter((r) => !draining.has(r.node) && map.replicasOf(r.node).length === 0 && !this.autoRebalanced.has(`${r.node}@${r.registeredAtMs}`));
+    const seen = new Set(empty.map((r) => `${r.node}@${r.registeredAtMs}`));
+    for (const key of this.emptySince.keys()) if (!seen.has(key)) this.emptySince.delete(key);
+    for (const key of seen) if (!this.emptySince.has(key)) this.emptySince.set(key, now);
+    const waitMs = (r: NodeRegistration): number => this.emptySince.get(`${r.node}@${r.registeredAtMs}`)! + r.leaseMs - now;
+    const young = empty.filter((r) => waitMs(r) > 0);
+    if (young.length > 0 && this.autoTimer === undefined) {
+      this.autoTimer = setTimeout(() => {
+        this.autoTimer = undefined;
+        this.schedule();
+      }, Math.min(...young.map(waitMs)) + 50);
+      this.autoTimer.unref();
+    }
+    const fresh = empty.filter((r) => waitMs(r) <= 0);
+    if (fresh.length === 0) return;
+    for (const r of fresh) {
+      this.autoRebalanced.add(`${r.node}@${r.registeredAtMs}`);
+      this.emptySince.delete(`${r.node}@${r.registeredAtMs}`);
+    }
+    const { operations } = await this.operations.list();
+    if (operations.some((o) => o.record.args.kind === 'rebalance' && !isFinalOperationState(o.record.state))) return;
+    const id = newOperationId(now);
+    const names = fresh.map((r) => r.node);
+    await this.operations.create({
+      id,
+      args: { kind: 'rebalance', auto: true },
+      state: 'pending',
+      createdAtMs: now,
+      updatedAtMs: now,
+      requestedBy: `coordinator ${this.id}`,
+      limits: { maxMovements: DEFAULT_MAX_MOVEMENTS, maxPauseMs: DEFAULT_MAX_PAUSE_MS },
+      steps: [],
+      pauses: [],
+      message: `started by the coordinator: ${names.join(', ')} registered holding no replica`,
+    });
+    this.logger.info({ operation: id, nodes: names }, 'nodes holding no replica registered: started a rebalance');
   }
 
   /** Promotes syncing replicas whose live node reported a verified copy at the current epoch. */

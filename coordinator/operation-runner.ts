@@ -1,5 +1,5 @@
 import type { Logger } from '../common/index.js';
-import type { EtcdMapStore, EtcdOperationStore, NodeRegistration, OperationKind, OperationRecord, PartitionMap, SyncReport } from '../store/index.js';
+import type { EtcdMapStore, EtcdMovementMarks, EtcdOperationStore, NodeRegistration, OperationKind, OperationRecord, PartitionMap, SyncReport } from '../store/index.js';
 
 /** What one pass of the leading coordinator knows when it advances an operation. */
 export interface OperationContext {
@@ -11,6 +11,8 @@ export interface OperationContext {
   syncs: readonly SyncReport[];
   maps: EtcdMapStore;
   operations: EtcdOperationStore;
+  /** Drain and throttle marks (`draining/`, `throttle/`); the leading coordinator always passes them. */
+  marks?: EtcdMovementMarks;
   logger: Logger;
   nowMs: number;
 }

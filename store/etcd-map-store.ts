@@ -75,6 +75,9 @@ export interface ReplicationReport {
   lagSequences: number;
   forwardRetries: number;
   lastForwardRetry?: { successor: string; error: string; atMs: number };
+  /** The replica's logical bytes and row count (PartitionStats logicalBytes / count): what rebalance weighs. Absent from nodes of before. */
+  bytes?: number;
+  rows?: number;
   updatedAtMs: number;
 }
 
@@ -85,6 +88,8 @@ const replicationReportSchema = z.object({
   lagSequences: z.number().int().min(0),
   forwardRetries: z.number().int().min(0),
   lastForwardRetry: z.object({ successor: z.string(), error: z.string(), atMs: z.number() }).optional(),
+  bytes: z.number().int().min(0).optional(),
+  rows: z.number().int().min(0).optional(),
   updatedAtMs: z.number(),
 });
 

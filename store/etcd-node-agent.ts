@@ -197,7 +197,15 @@ export class EtcdNodeAgent {
       const node = this.node;
       if (signal.aborted || node === undefined || node.isFenced) continue;
       for (const r of node.replicaStates()) {
-        const body = { partition: r.partitionId, node: this.address, epoch: r.epoch, lagSequences: r.lagSequences, forwardRetries: r.forwardRetries, ...(r.lastForwardRetry === undefined ? {} : { lastForwardRetry: r.lastForwardRetry }) };
+        const size = await node
+          .replicaStore(r.partitionId)
+          ?.stats()
+          .catch((err: unknown) => {
+            // A replica closing under a map change: its report goes without a size this time.
+            this.logger.debug({ err: (err as Error).message, partition: r.partitionId }, 'reading the replica size failed');
+            return undefined;
+          });
+        const body = { partition: r.partitionId, node: this.address, epoch: r.epoch, lagSequences: r.lagSequences, forwardRetries: r.forwardRetries, ...(r.lastForwardRetry === undefined ? {} : { lastForwardRetry: r.lastForwardRetry }), ...(size === undefined ? {} : { bytes: size.logicalBytes, rows: size.count }) };
         const text = JSON.stringify(body);
         if (written.get(r.partitionId) === text) continue;
         try {

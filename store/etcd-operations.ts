@@ -264,3 +264,92 @@ function parseStored(value: Buffer): OperationRecord | undefined {
   const parsed = recordSchema.safeParse(json);
   return parsed.success ? parsed.data : undefined;
 }
+
+/** `draining/HOST:PORT`: a node being drained or drained; nothing is placed on it while the mark is there. */
+export interface DrainMark {
+  node: string;
+  /** The drain-node operation that set it. */
+  operation: string;
+  /** The registration's data-folder identity when it was marked: a node that registers with another one is a new node, and the mark goes. */
+  identity?: string;
+  markedAtMs: number;
+}
+
+const drainMarkSchema = z.object({ node, operation: z.string(), identity: z.string().optional(), markedAtMs: z.number() });
+
+/** `throttle/P/HOST:PORT`: the copy rate the sync of P's replica on that node keeps to. */
+export interface ThrottleMark {
+  maxBytesPerSecond: number;
+  operation: string;
+}
+
+/**
+ * The marks operations leave beside their records (drains, throttles), in the same etcd. Puts are
+ * plain (no lease): a mark outlives the coordinator that wrote it, and writing one twice is harmless.
+ */
+export class EtcdMovementMarks {
+  readonly keys: ReturnType<typeof operationKeys>;
+
+  constructor(
+    private readonly etcd: Etcd3,
+    readonly display: string,
+    prefix = ETCD_PREFIX,
+  ) {
+    this.keys = operationKeys(prefix);
+  }
+
+  /** Every drain mark, by node. Unreadable marks count as marks without an identity (the node stays excluded). */
+  async drainMarks(): Promise<Map<string, DrainMark>> {
+    let res;
+    try {
+      res = await this.etcd.getAll().prefix(this.keys.draining).exec();
+    } catch (err) {
+      throw etcdFailure(err, this.display, 'reading drain marks');
+    }
+    const marks = new Map<string, DrainMark>();
+    for (const kv of res.kvs) {
+      const address = kv.key.toString('utf8').slice(this.keys.draining.length);
+      let json: unknown;
+      try {
+        json = JSON.parse(kv.value.toString('utf8'));
+      } catch {
+        json = undefined;
+      }
+      const parsed = drainMarkSchema.safeParse(json);
+      marks.set(address, parsed.success ? parsed.data : { node: address, operation: 'unknown', markedAtMs: 0 });
+    }
+    return marks;
+  }
+
+  async markDraining(mark: DrainMark): Promise<void> {
+    await this.put(this.keys.drainingOf(mark.node), JSON.stringify(drainMarkSchema.parse(mark)), `marking ${mark.node} draining`);
+  }
+
+  async clearDraining(address: string): Promise<void> {
+    await this.del(this.keys.drainingOf(address), `clearing the drain mark of ${address}`);
+  }
+
+  async setThrottle(partition: number, address: string, mark: ThrottleMark): Promise<void> {
+    await this.put(this.keys.throttleOf(partition, address), JSON.stringify(mark), `writing the throttle of partition ${partition} on ${address}`);
+  }
+
+  async clearThrottle(partition: number, address: string): Promise<void> {
+    await this.del(this.keys.throttleOf(partition, address), `clearing the throttle of partition ${partition} on ${address}`);
+  }
+
+  private async put(key: string, value: string, what: string): Promise<void> {
+    try {
+      await this.etcd.put(key).value(value).exec();
+    } catch (err) {
+      throw etcdFailure(err, this.display, what);
+    }
+  }
+
+  private async del(key: string, what: string): Promise<void> {
+    try {
+      await this.etcd.delete().key(key).exec();
+    } catch (err) {
+      throw etcdFailure(err, this.display, what);
+    }
+  }
+}

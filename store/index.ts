@@ -1,5 +1,5 @@
 export { Key, DEFAULT_MAX_KEY_BYTES, displayBytes, successor } from './key.js';
-export { PartitionMap, partitionContains } from './partition-map.js';
+export { PartitionMap, partitionContains, targetReplicas } from './partition-map.js';
 export type { Partition, PartitionMapJson, PartitionMapOptions, PartitionSpec, Replica, ReplicaState } from './partition-map.js';
 export { connectEtcd, parseEtcdUrl, etcdFailure, isEtcdAuthFailure, DEFAULT_ETCD_CALL_TIMEOUT_MS } from './etcd-connection.js';
 export type { EtcdConnectionOptions, EtcdEndpoints } from './etcd-connection.js';
@@ -8,8 +8,8 @@ export type { NodeRegistration, ReplicationReport, StoredMap, SyncReport } from 
 export { syncReplica } from './replica-sync.js';
 export type { ReplicaSyncOptions, SyncProgress, SyncResult } from './replica-sync.js';
 export { EtcdNodeAgent } from './etcd-node-agent.js';
-export { EtcdOperationStore, OPERATION_KINDS, OPERATION_STATES, DEFAULT_MAX_MOVEMENTS, DEFAULT_MAX_PAUSE_MS, isFinalOperationState, newOperationId, operationKeys, parseOperationArgs, parseOperationRecord } from './etcd-operations.js';
-export type { OperationArgs, OperationKind, OperationPause, OperationRecord, OperationState, OperationStep, StoredOperation } from './etcd-operations.js';
+export { EtcdMovementMarks, EtcdOperationStore, OPERATION_KINDS, OPERATION_STATES, DEFAULT_MAX_MOVEMENTS, DEFAULT_MAX_PAUSE_MS, isFinalOperationState, newOperationId, operationKeys, parseOperationArgs, parseOperationRecord } from './etcd-operations.js';
+export type { DrainMark, OperationArgs, OperationKind, ThrottleMark, OperationPause, OperationRecord, OperationState, OperationStep, StoredOperation } from './etcd-operations.js';
 export type { EtcdNodeAgentOptions } from './etcd-node-agent.js';
 export { PartitionGc, DEFAULT_GC_GRACE_MS, folderBytes, partitionFolder } from './partition-gc.js';
 export type { GcFigures, GcPendingPartition, PartitionGcOptions } from './partition-gc.js';

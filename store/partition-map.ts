@@ -25,6 +25,13 @@ export interface Partition {
   readonly chain: readonly Replica[];
   /** Changes whenever the chain or the range changes; 1 in a static map. */
   readonly epoch: number;
+  /** Replicas this chain should have when it differs from the map's (`cluster set-replicas --partitions`); absent = the map's. */
+  readonly replicas?: number;
+}
+
+/** The replicas `partition`'s chain should have: its own setting, else the map's. */
+export function targetReplicas(map: PartitionMap, partition: Partition): number {
+  return partition.replicas ?? map.replicas;
 }
 
 /** The replica reads of a partition go to: the last serving one of its chain (a syncing tail serves no reads). */
@@ -43,6 +50,8 @@ export interface PartitionSpec {
   readonly chain?: readonly Replica[];
   /** Default 1. */
   readonly epoch?: number;
+  /** Replicas this chain should have, 1–16; absent = the map's. Kept in the JSON form only (the proto map does not carry it: only the coordinator uses it). */
+  readonly replicas?: number;
 }
 
 /** Map-wide settings beside the partitions. */
@@ -72,6 +81,7 @@ const mapFileSchema = z.object({
           .max(MAX_CHAIN_REPLICAS)
           .optional(),
         epoch: z.number().int().min(1).max(MAX_MAP_VERSION).optional(),
+        replicas: z.number().int().min(1).max(MAX_CHAIN_REPLICAS).optional(),
       }),
     )
     .min(1, 'a map needs at least one partition'),
@@ -136,7 +146,7 @@ export class PartitionMap {
       replicas,
       sorted.map((p) => {
         const chain = Object.freeze((p.chain ?? [{ node: p.node!, state: 'serving' as const }]).map((r) => Object.freeze({ node: r.node, state: r.state })));
-        return Object.freeze({ id: p.id, start: Buffer.from(p.start), end: Buffer.from(p.end), node: chain[0]!.node, chain, epoch: p.epoch ?? 1 });
+        return Object.freeze({ id: p.id, start: Buffer.from(p.start), end: Buffer.from(p.end), node: chain[0]!.node, chain, epoch: p.epoch ?? 1, ...(p.replicas === undefined ? {} : { replicas: p.replicas }) });
       }),
     );
   }
@@ -150,7 +160,7 @@ export class PartitionMap {
     }
     return PartitionMap.create(
       parsed.data.version,
-      parsed.data.partitions.map((p) => ({ id: p.id, start: Buffer.from(p.start, 'hex'), end: Buffer.from(p.end, 'hex'), node: p.node, chain: p.chain, epoch: p.epoch })),
+      parsed.data.partitions.map((p) => ({ id: p.id, start: Buffer.from(p.start, 'hex'), end: Buffer.from(p.end, 'hex'), node: p.node, chain: p.chain, epoch: p.epoch, replicas: p.replicas })),
       { replicas: parsed.data.replicas ?? 1 },
     );
   }
@@ -249,6 +259,7 @@ export class PartitionMap {
         return (
           p.id === q.id &&
           p.epoch === q.epoch &&
+          p.replicas === q.replicas &&
           p.start.equals(q.start) &&
           p.end.equals(q.end) &&
           p.chain.length === q.chain.length &&
@@ -265,7 +276,7 @@ export class PartitionMap {
 
   /** A static single-replica map writes the file form it always had; chains and epochs appear otherwise. */
   toJson(): PartitionMapJson {
-    const plain = this.replicas === 1 && this.partitions.every((p) => p.chain.length === 1 && p.epoch === 1);
+    const plain = this.replicas === 1 && this.partitions.every((p) => p.chain.length === 1 && p.epoch === 1 && p.replicas === undefined);
     return {
       version: this.version,
       ...(plain ? {} : { replicas: this.replicas }),
@@ -275,6 +286,7 @@ export class PartitionMap {
         end: p.end.toString('hex'),
         node: p.node,
         ...(plain ? {} : { chain: p.chain.map((r) => ({ node: r.node, state: r.state })), epoch: p.epoch }),
+        ...(p.replicas === undefined ? {} : { replicas: p.replicas }),
       })),
     };
   }
@@ -304,6 +316,7 @@ function checkChain(p: PartitionSpec): void {
     if (r.state === 'serving' && chain[i - 1]?.state === 'syncing') invalid(`partition ${p.id}: serving replica ${r.node} comes after a syncing one (syncing replicas are the tail)`);
   });
   if (p.epoch !== undefined && (!Number.isSafeInteger(p.epoch) || p.epoch < 1)) invalid(`partition ${p.id}: epoch must be a whole number of 1 or more, got ${p.epoch}`);
+  if (p.replicas !== undefined && (!Number.isInteger(p.replicas) || p.replicas < 1 || p.replicas > MAX_CHAIN_REPLICAS)) invalid(`partition ${p.id}: replicas must be 1–${MAX_CHAIN_REPLICAS}, got ${p.replicas}`);
 }
 
 function replicaFromProto(r: ReplicaProto): Replica {

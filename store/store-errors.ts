@@ -68,6 +68,10 @@ export const STORE_ERROR_CODES = {
   STORE_OPERATIONS_NEED_ETCD: { grpc: status.FAILED_PRECONDITION, retryable: false },
   /** Client side: the operation a command waited for ended failed or cancelled. */
   STORE_OPERATION_FAILED: { grpc: status.ABORTED, retryable: false },
+  /** A data-movement operation was refused before any step (partition missing, `from` not in the chain, `to` in it already or draining, too few nodes). */
+  STORE_OPERATION_REFUSED: { grpc: status.FAILED_PRECONDITION, retryable: false },
+  /** A step of a data-movement operation failed (its destination left, or its sync kept failing) and was rolled back. */
+  STORE_MOVE_FAILED: { grpc: status.ABORTED, retryable: false },
 } as const;
 
 export type StoreErrorCode = keyof typeof STORE_ERROR_CODES;
