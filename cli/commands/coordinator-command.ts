@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { parseDurationMs } from '../../common/index.js';
-import { Coordinator } from '../../coordinator/index.js';
+import type { Coordinator } from '../../coordinator/index.js';
 import type { CliContext } from '../cli-context.js';
 import { ETCD_HELP, etcdConnectionOf, withEtcdOptions, type EtcdFlags } from '../etcd-options.js';
 
@@ -12,6 +12,7 @@ export function registerCoordinatorCommand(program: Command, ctx: CliContext): v
     .option('--lease <duration>', 'election lease: how long a dead leader holds off the next one', '5s');
   withEtcdOptions(cmd, false).action(async (opts: EtcdFlags & { etcd: string; lease: string }) => {
     ctx.lifecycle.start();
+    const { Coordinator } = await import('../../coordinator/index.js');
     const coordinator: Coordinator = await Coordinator.start({
       etcd: await etcdConnectionOf(opts.etcd, opts),
       leaseMs: parseDurationMs(opts.lease),

@@ -1,10 +1,10 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { openBackupTarget, type BackupManifest } from '../../backup/index.js';
+import type { BackupManifest } from '../../backup/index.js';
 import { parseDurationMs } from '../../common/index.js';
-import { RestoreWorkers, submitRestore, watchRestore, type RestoreReport } from '../../jobs/index.js';
-import { RestoreError, parseKeyRange, partitionRanges, planRestore, readRestoreManifest, verifyRestore, type KeyRange, type RestorePlan, type VerifyReport } from '../../restore/index.js';
-import { StoreClient, type PartitionMap } from '../../store/index.js';
+import type { RestoreReport } from '../../jobs/index.js';
+import type { KeyRange, RestorePlan, VerifyReport } from '../../restore/index.js';
+import type { PartitionMap } from '../../store/index.js';
 import { targetUrlOf } from '../backup-flags.js';
 import { CliUsageError } from '../cli-env.js';
 import { EXIT, formatTable, parsePositiveInt, rangeText } from '../cli-io.js';
@@ -12,8 +12,8 @@ import type { CliContext } from '../cli-context.js';
 import { withLocalWorkerOptions } from '../common-options.js';
 import { dataDirOf, openJobRedis } from '../job-redis.js';
 import { operationSpan } from '../operation-span.js';
-import { ProgressView, restoreSnapshot } from '../progress-view.js';
-import { entriesInCluster, shardRowsAgain } from '../restore-sources.js';
+
+type RestoreApi = typeof import('../../restore/index.js');
 
 interface RestoreOptions {
   target?: string;
@@ -63,6 +63,16 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
     'shards the local worker restores at once',
   )
     .action(async (backupId: string, opts: RestoreOptions) => {
+      // Loaded by the command that runs them: `--help` and other commands start without them.
+      const [{ openBackupTarget }, { RestoreWorkers, submitRestore, watchRestore }, restoreApi, { StoreClient }, { ProgressView, restoreSnapshot }, { entriesInCluster, shardRowsAgain }] = await Promise.all([
+        import('../../backup/index.js'),
+        import('../../jobs/index.js'),
+        import('../../restore/index.js'),
+        import('../../store/index.js'),
+        import('../progress-view.js'),
+        import('../restore-sources.js'),
+      ]);
+      const { RestoreError, planRestore, readRestoreManifest, verifyRestore } = restoreApi;
       const dataDir = dataDirOf(ctx, opts.dataDir);
       const targetUrl = targetUrlOf(ctx, opts);
       const seeds = ctx.seeds(opts.seeds);
@@ -85,7 +95,7 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
         throw err;
       }
       const map = await client.refreshMap({ signal });
-      const plan = planRestore(manifest, map, selectionOf(opts, map));
+      const plan = planRestore(manifest, map, selectionOf(opts, map, restoreApi));
       const targetEntries = await entriesInCluster(client, plan.shards.flatMap((s) => s.targetPartitions));
       if (opts.dryRun) {
         if (opts.json) ctx.print(JSON.stringify({ ...plan, target: target.url, targetEntries }));
@@ -136,7 +146,7 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
  * The key ranges of --partitions and --range (undefined = neither: a full restore). Bad values are
  * usage errors naming them.
  */
-function selectionOf(opts: RestoreOptions, map: PartitionMap): KeyRange[] | undefined {
+function selectionOf(opts: RestoreOptions, map: PartitionMap, { RestoreError, parseKeyRange, partitionRanges }: RestoreApi): KeyRange[] | undefined {
   if (opts.partitions === undefined && opts.range === undefined) return undefined;
   try {
     const ranges: KeyRange[] = [];
