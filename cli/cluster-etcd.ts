@@ -3,7 +3,8 @@ import { parseDurationMs } from '../common/index.js';
 import { initialMap } from '../coordinator/index.js';
 import { EtcdMapStore, Key, StoreError, connectEtcd, parseEtcdUrl, type NodeRegistration, type PartitionMap, type ReplicationReport, type SyncReport } from '../store/index.js';
 import { CliUsageError } from './cli-env.js';
-import { formatTable, parsePositiveInt, rangeText, withClient } from './cli-io.js';
+import { formatTable, parsePositiveInt } from './cli-io.js';
+import { rangeText, withClient } from './store-io.js';
 import type { CliContext } from './cli-context.js';
 import { etcdConnectionOf, type EtcdFlags } from './etcd-options.js';
 

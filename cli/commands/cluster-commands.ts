@@ -1,10 +1,10 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { PartitionMap } from '../../store/index.js';
+import type { PartitionMap } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
 import type { InitEtcdFlags, StatusFlags } from '../cluster-etcd.js';
 import { withEtcdOptions, type EtcdFlags } from '../etcd-options.js';
-import { formatTable, parsePositiveInt, rangeText, withClient } from '../cli-io.js';
+import { formatTable, parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
 import { SEEDS_HELP } from '../common-options.js';
 import { generateRoleTokens, writeTokenFile } from '../token-file.js';
@@ -35,6 +35,7 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
       if (opts.nodes === undefined || opts.out === undefined) throw new CliUsageError('cluster init needs --nodes and --out (a map file), or --etcd URL (a map in etcd)');
       const nodes = opts.nodes.split(',').map((n) => n.trim()).filter(Boolean);
       const version = parsePositiveInt(opts.mapVersion, '--map-version');
+      const { PartitionMap } = await import('../../store/index.js');
       let map: PartitionMap;
       if (opts.splitKeys) {
         const { readSplitKeys } = await import('../cluster-etcd.js');
@@ -52,6 +53,7 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
     .option('--seeds <list>', SEEDS_HELP)
     .option('--json', 'print the map file form')
     .action(async (opts: { seeds?: string; json?: boolean }) => {
+      const { rangeText, withClient } = await import('../store-io.js');
       const map = await withClient(ctx.seeds(opts.seeds), ctx, (client) => client.refreshMap());
       if (opts.json) ctx.print(JSON.stringify(map.toJson()));
       else {
@@ -94,6 +96,7 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
     .option('--seeds <list>', 'store nodes HOST:PORT[,...] (env SHARDPIPE_SEEDS); default: the map\'s nodes')
     .option('--force', 'admin recovery: install even if the version moves back or more than 1000 ahead of a node\'s (see README "recover a node whose map version is wrong")')
     .action(async (opts: { map: string; seeds?: string; force?: boolean }) => {
+      const [{ PartitionMap }, { withClient }] = await Promise.all([import('../../store/index.js'), import('../store-io.js')]);
       const map = PartitionMap.fromJson(JSON.parse(await readFile(opts.map, 'utf8')));
       const seeds = opts.seeds || ctx.env.SHARDPIPE_SEEDS ? ctx.seeds(opts.seeds) : map.nodes();
       const results = await withClient(seeds, ctx, (client) => client.installMap(map, { force: opts.force ?? false }));

@@ -6,11 +6,10 @@ import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-// A command loads only what it runs: `--help` and commands that do not move data start without the
-// job queues (BullMQ, ioredis), backup/restore/ingest (Parquet, Arrow, zstd), the coordinator or the
-// progress view. (store/ still loads at start, prom-client with it: `store start --help` shows
-// defaults from store/index.ts.) The modules are counted by bench/module-census.js (module hooks
-// plus the CommonJS cache), in the real CLI child.
+// A command loads only what it runs: `--help` and commands that need no store node start without
+// the store client (gRPC, protobuf), the job queues (BullMQ, ioredis), backup/restore/ingest
+// (Parquet, Arrow, zstd), the coordinator, prom-client or the progress view. The modules are
+// counted by bench/module-census.js (module hooks plus the CommonJS cache), in the real CLI child.
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const BIN = join(ROOT, 'bin', 'shardpipe.js');
@@ -18,8 +17,8 @@ const CENSUS = pathToFileURL(join(ROOT, 'dist', 'bench', 'module-census.js')).hr
 
 /** Loaded by commands that move data, never by the ones below. */
 const HEAVY = [
-  /\/dist\/(jobs|backup|restore|ingest|files|coordinator|metrics-server|gateway)\//,
-  /\/node_modules\/(bullmq|ioredis|apache-arrow|hyparquet|parquet-wasm|log-update|@azure)\//,
+  /\/dist\/(store|jobs|backup|restore|ingest|files|coordinator|metrics-server|gateway)\//,
+  /\/node_modules\/(@grpc|@bufbuild|classic-level|bullmq|ioredis|prom-client|apache-arrow|hyparquet|parquet-wasm|log-update|@azure)\//,
 ];
 
 let dir: string;
@@ -48,8 +47,9 @@ describe('CLI start-up loads only what the command runs', { timeout: 60_000 }, (
     ['restore --help', ['restore', '--help']],
     ['worker --help', ['worker', '--help']],
     ['kv get --help', ['kv', 'get', '--help']],
+    ['store start --help', ['store', 'start', '--help']],
     ['config print', ['config', 'print']],
-  ])('%s loads no job queue, Parquet, backup, restore or coordinator module', async (name, args) => {
+  ])('%s loads no store, job queue, Parquet, backup, restore or coordinator module', async (name, args) => {
     const { code, modules } = await modulesOf(args, name.replace(/\W+/g, '-'));
     expect(code).toBe(0);
     // The census saw the CLI itself: an empty list would prove nothing.
@@ -63,5 +63,6 @@ describe('CLI start-up loads only what the command runs', { timeout: 60_000 }, (
     const { modules } = await modulesOf(['ingest', join(dir, 'no-such-drop'), '--key-column', 'k', '--redis', 'redis://127.0.0.1:1', '--no-local-worker'], 'ingest-run');
     expect(modules.some((m) => /\/dist\/jobs\/index\.js$/.test(m))).toBe(true);
     expect(modules.some((m) => m.includes('/node_modules/bullmq/'))).toBe(true);
+    expect(modules.some((m) => /\/dist\/store\/index\.js$/.test(m))).toBe(true);
   });
 });
