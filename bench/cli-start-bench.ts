@@ -14,8 +14,10 @@
  *     ingest/, files/, coordinator/) and prom-client, log-update imported before the CLI starts
  *     (`--import`) — the modules the CLI loaded up front before its commands loaded them in their
  *     action handlers. Ratio = eager ÷ CLI.
+ *   - with `--other-bin FILE`: another build's `bin/shardpipe.js` (e.g. an older commit's, built in
+ *     its own checkout) run the same way. Ratio = other ÷ CLI.
  *
- * Run after `npx tsc -p tsconfig.json`: node dist/bench/cli-start-bench.js [--reps N]
+ * Run after `npx tsc -p tsconfig.json`: node dist/bench/cli-start-bench.js [--reps N] [--other-bin FILE]
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -40,8 +42,16 @@ interface Sample {
   wallMs: number;
 }
 
+interface Peer {
+  esm: number;
+  cjs: number;
+  cpuSeconds: number[];
+  wallMs: number[];
+}
+
 interface Row {
   command: string;
+  other?: Peer;
   esm: number;
   cjs: number;
   cpuSeconds: number[];
@@ -77,7 +87,10 @@ async function census(nodeArgs: string[], args: string[], workDir: string, n: nu
 }
 
 async function main(): Promise<void> {
-  const { values } = parseBenchArgs('node dist/bench/cli-start-bench.js [--reps N (default 5)]', { options: { reps: { type: 'string', default: '5' } } });
+  const { values } = parseBenchArgs('node dist/bench/cli-start-bench.js [--reps N (default 5)] [--other-bin FILE (another build\'s bin/shardpipe.js, run as a peer)]', {
+    options: { reps: { type: 'string', default: '5' }, 'other-bin': { type: 'string' } },
+  });
+  const otherBin = values['other-bin'];
   const reps = Number(values.reps);
   if (!Number.isSafeInteger(reps) || reps < 1) throw new RangeError(`--reps must be a whole number ≥ 1, got ${values.reps}`);
   const workDir = await mkdtemp(join(tmpdir(), 'shardpipe-cli-start-bench-'));
@@ -98,7 +111,8 @@ async function main(): Promise<void> {
     for (const c of commands) {
       const own = await census([], [BIN_JS, ...c.args], workDir, n++);
       const eager = await census(['--import', EAGER_PRELOAD], [BIN_JS, ...c.args], workDir, n++);
-      rows.push({ command: c.name, esm: own.esm, cjs: own.cjs, eagerEsm: eager.esm, eagerCjs: eager.cjs, cpuSeconds: [], wallMs: [], eagerCpuSeconds: [], eagerWallMs: [] });
+      const other = otherBin === undefined ? undefined : { ...(await census([], [otherBin, ...c.args], workDir, n++)), cpuSeconds: [], wallMs: [] };
+      rows.push({ command: c.name, esm: own.esm, cjs: own.cjs, eagerEsm: eager.esm, eagerCjs: eager.cjs, cpuSeconds: [], wallMs: [], eagerCpuSeconds: [], eagerWallMs: [], other });
     }
     process.stderr.write(`${reps} repetitions of ${commands.length} commands, the eager peer and a bare node start, interleaved…\n`);
     for (let r = 0; r < reps; r++) {
@@ -111,9 +125,14 @@ async function main(): Promise<void> {
         const eager = await runOnce(['--import', EAGER_PRELOAD], [BIN_JS, ...c.args]);
         row.eagerCpuSeconds.push(eager.cpuSeconds);
         row.eagerWallMs.push(eager.wallMs);
+        if (row.other !== undefined) {
+          const other = await runOnce([], [otherBin!, ...c.args]);
+          row.other.cpuSeconds.push(other.cpuSeconds);
+          row.other.wallMs.push(other.wallMs);
+        }
       }
     }
-    printReport(reps, rows, bare);
+    printReport(reps, rows, bare, otherBin);
   } finally {
     await cluster.stop();
     await rm(workDir, { recursive: true, force: true });
@@ -124,7 +143,7 @@ function spread(values: readonly number[], digits: number): string {
   return `${fixed(Math.min(...values), digits)}–${fixed(Math.max(...values), digits)}`;
 }
 
-function printReport(reps: number, rows: Row[], bare: Sample[]): void {
+function printReport(reps: number, rows: Row[], bare: Sample[], otherBin: string | undefined): void {
   const bareCpu = median(bare.map((b) => b.cpuSeconds));
   const bareWall = median(bare.map((b) => b.wallMs));
   process.stdout.write(
@@ -154,8 +173,22 @@ function printReport(reps: number, rows: Row[], bare: Sample[]): void {
       ) +
       '\n',
   );
+  if (otherBin !== undefined) {
+    process.stdout.write(
+      `\nother build: ${otherBin}\n` +
+        table(
+          ['command', 'modules ESM + CJS', 'CPU s', 'wall ms', 'other ÷ CLI, CPU', 'other ÷ CLI, wall'],
+          rows.map((r) => {
+            const o = r.other!;
+            return [r.command, `${int(o.esm)} + ${int(o.cjs)}`, `${fixed(median(o.cpuSeconds), 2)} (${spread(o.cpuSeconds, 2)})`, `${int(median(o.wallMs))} (${spread(o.wallMs, 0)})`, `${fixed(median(o.cpuSeconds) / median(r.cpuSeconds), 2)}×`, `${fixed(median(o.wallMs) / median(r.wallMs), 2)}×`];
+          }),
+        ) +
+        '\n',
+    );
+  }
   const figures = {
     reps,
+    otherBin,
     baseline: { cpuSeconds: bareCpu, wallMs: bareWall },
     commands: rows.map((r) => ({
       command: r.command,
@@ -165,6 +198,7 @@ function printReport(reps: number, rows: Row[], bare: Sample[]): void {
       eager: { modules: { esm: r.eagerEsm, cjs: r.eagerCjs }, cpuSeconds: median(r.eagerCpuSeconds), wallMs: median(r.eagerWallMs) },
       eagerToCliCpu: median(r.eagerCpuSeconds) / median(r.cpuSeconds),
       eagerToCliWall: median(r.eagerWallMs) / median(r.wallMs),
+      ...(r.other === undefined ? {} : { other: { modules: { esm: r.other.esm, cjs: r.other.cjs }, cpuSeconds: median(r.other.cpuSeconds), wallMs: median(r.other.wallMs) }, otherToCliCpu: median(r.other.cpuSeconds) / median(r.cpuSeconds), otherToCliWall: median(r.other.wallMs) / median(r.wallMs) }),
     })),
   };
   process.stdout.write(`${JSON.stringify(figures, roundNumbers)}\n`);
