@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { openBackupTarget, type BackupTarget, type OpenBackupTargetOptions } from '../backup/index.js';
+import type { BackupTarget, OpenBackupTargetOptions } from '../backup/index.js';
 import { parseDurationMs } from '../common/index.js';
 import type { BackupSpec } from '../jobs/index.js';
 import type { ShardTarget } from '../store/index.js';
@@ -43,6 +43,7 @@ export function targetUrlOf(ctx: CliContext, opts: TargetOptions): string {
 
 /** Runs `fn` with the target of the flags open and always closes it. */
 export async function withTarget(ctx: CliContext, opts: TargetOptions, fn: (target: BackupTarget) => Promise<void>): Promise<void> {
+  const { openBackupTarget } = await import('../backup/index.js');
   const target = openBackupTarget(targetUrlOf(ctx, opts), targetOptionsOf(ctx));
   try {
     await fn(target);
@@ -52,7 +53,7 @@ export async function withTarget(ctx: CliContext, opts: TargetOptions, fn: (targ
 }
 
 /** The backup spec of the flags; every bad value is a usage error naming its flag. */
-export function specOf(ctx: CliContext, opts: TargetOptions & PlanOptions): BackupSpec {
+export async function specOf(ctx: CliContext, opts: TargetOptions & PlanOptions): Promise<BackupSpec> {
   if (opts.shardRows !== undefined && opts.shardBytes !== undefined) throw new CliUsageError('give --shard-rows or --shard-bytes, not both');
   const shardTarget: ShardTarget = opts.shardBytes !== undefined ? { targetBytes: atLeastOne(opts.shardBytes, '--shard-bytes') } : { targetRows: atLeastOne(opts.shardRows ?? '1000000', '--shard-rows') };
   const leaseMs = parseDurationMs(opts.lease);
@@ -61,6 +62,7 @@ export function specOf(ctx: CliContext, opts: TargetOptions & PlanOptions): Back
   if (rowGroupRows !== undefined && rowGroupRows > 65_536) throw new CliUsageError(`--row-group-rows must be 1–65536, got ${rowGroupRows}`);
   const target = targetUrlOf(ctx, opts);
   // Refuses a malformed URL as a usage error before anything starts.
+  const { openBackupTarget } = await import('../backup/index.js');
   openBackupTarget(target, targetOptionsOf(ctx));
   return { target, shardTarget, metricsUrl: opts.metricsUrl ?? ctx.env.SHARDPIPE_METRICS_URL, leaseMs, rowGroupRows };
 }

@@ -1,6 +1,7 @@
-import type { Logger } from '../common/index.js';
-import { Key, StoreClient, displayBytes, type StoreCredentials } from '../store/index.js';
 import { CliUsageError } from './cli-env.js';
+
+// Light on purpose: every command imports it while the command tree is built. What needs store/
+// is in store-io.ts, which commands load in their actions.
 
 /** Exit codes scripts can rely on (README: "Exit codes"). */
 export const EXIT = { ok: 0, failed: 1, incomplete: 2, notFound: 3, conflict: 4, usage: 64 } as const;
@@ -24,14 +25,6 @@ export function encodeOut(bytes: Buffer, encoding: Encoding): string {
   return encoding === 'base64' ? bytes.toString('base64') : bytes.toString('utf8');
 }
 
-export function parseKey(text: string, encoding: Encoding): Key {
-  try {
-    return Key.fromBytes(decodeArg(text, encoding, 'key'));
-  } catch (err) {
-    throw new CliUsageError(`invalid key: ${(err as Error).message}`);
-  }
-}
-
 export function parseSeeds(flag: string | undefined, env: string | undefined): string[] {
   const text = flag ?? env;
   if (!text) throw new CliUsageError('no store nodes given: pass --seeds HOST:PORT[,HOST:PORT...] or set SHARDPIPE_SEEDS');
@@ -48,23 +41,10 @@ export function parsePositiveInt(value: string, flag: string): number {
   return n;
 }
 
-/** Runs `fn` with a client for the seeds (with the context's token and TLS) and always closes it. */
-export async function withClient<T>(seeds: string[], ctx: { logger: Logger; storeCredentials(): StoreCredentials }, fn: (client: StoreClient) => Promise<T>, rpcDeadlineMs?: number): Promise<T> {
-  const client = new StoreClient({ seeds, logger: ctx.logger, credentials: ctx.storeCredentials(), ...(rpcDeadlineMs === undefined ? {} : { rpcDeadlineMs }) });
-  try {
-    return await fn(client);
-  } finally {
-    client.close();
-  }
-}
 
 /** Plain left-aligned text table. */
 export function formatTable(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
   return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
-}
-
-export function rangeText(start: Buffer, end: Buffer): string {
-  return `[${start.length ? displayBytes(start) : '-∞'}, ${end.length ? displayBytes(end) : '+∞'})`;
 }

@@ -1,7 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { resync } from '../coordinator/index.js';
 import { EtcdMapStore, StoreError, connectEtcd, parseEtcdUrl, type Partition, type StoreClient } from '../store/index.js';
-import { EXIT, formatTable, parsePositiveInt, withClient } from './cli-io.js';
+import { EXIT, formatTable, parsePositiveInt } from './cli-io.js';
+import { withClient } from './store-io.js';
 import type { CliContext } from './cli-context.js';
 import { etcdConnectionOf, type EtcdFlags } from './etcd-options.js';
 

@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import { PrivateRedis, checkRedisCredentials, connectionFromUrl } from '../jobs/index.js';
+import type { connectionFromUrl } from '../jobs/index.js';
 import type { CliContext } from './cli-context.js';
 
 /** BullMQ connection options, as `connectionFromUrl` makes them. */
@@ -11,6 +11,7 @@ export type JobConnection = ReturnType<typeof connectionFromUrl>;
  * checked before anything is submitted.
  */
 export async function openJobRedis(ctx: CliContext, url: string | undefined, dataDir: string): Promise<JobConnection> {
+  const { PrivateRedis, checkRedisCredentials, connectionFromUrl } = await import('../jobs/index.js');
   const redisUrl = url ?? ctx.lifecycle.add('private redis', await PrivateRedis.start({ dataDir: resolve(dataDir, 'redis'), logger: ctx.logger }), (r) => r.stop()).url;
   const connection = connectionFromUrl(redisUrl);
   await checkRedisCredentials(connection, redisUrl);

@@ -1,4 +1,4 @@
-import { Registry, collectDefaultMetrics } from 'prom-client';
+import type { Registry } from 'prom-client';
 import { MetricsHttpServer } from '../common/index.js';
 import type { MetricsHttpServerOptions } from '../common/index.js';
 import type { CliContext } from './cli-context.js';
@@ -18,6 +18,8 @@ export interface MetricsEndpointOptions {
  */
 export async function startMetricsEndpoint(ctx: CliContext, options: MetricsEndpointOptions): Promise<{ registry?: Registry; port?: number }> {
   if (options.port === undefined) return {};
+  // prom-client is loaded only by a process that serves /metrics.
+  const { Registry, collectDefaultMetrics } = await import('prom-client');
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const start = MetricsHttpServer.start({ registry, port: options.port, host: options.host, ...options.access(), logger: ctx.logger });

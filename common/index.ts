@@ -38,3 +38,4 @@ export { BatchBufferPool } from './batch-buffer-pool.js';
 export type { BatchBufferPoolOptions } from './batch-buffer-pool.js';
 export { activeTraceId, activeTraceparent, contextOf, inSpan, parseTraceparent, startRootSpan, startTracing, traceparentOf, tracer, tracingActive, tracingWanted } from './tracing.js';
 export type { TracingHandle } from './tracing.js';
+export { DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES, DEFAULT_WRITE_BUFFER_BYTES } from './store-node-defaults.js';

@@ -1,6 +1,6 @@
 import type { Http2Server, Http2Session } from 'node:http2';
 import type { Server } from '@grpc/grpc-js';
-import type { Logger } from '../common/index.js';
+import { DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES, type Logger } from '../common/index.js';
 
 /**
  * HTTP/2 flow-control window (per stream and per connection) clients advertise toward nodes: 16 MiB,
@@ -8,15 +8,8 @@ import type { Logger } from '../common/index.js';
  */
 export const DEFAULT_FLOW_CONTROL_WINDOW_BYTES = 16 * 1024 * 1024;
 
-/**
- * The window a node advertises unless `store start --flow-control-window` says otherwise: 16 MiB,
- * so a peer sends a 1 MiB BulkInsert in one round trip (at 1 ms of delay HTTP/2's 64 KiB caps a
- * stream at ~32 MB/s). Node's http2 grants a stream's window as soon as it opens and keeps receiving
- * into it while grpc-js has not read it, so the in-flight budget admits a call by the length its
- * first DATA frame announces, charges a waiting call the window it may fill, and resets a refused
- * stream (store/budget-interceptor.ts): a 40 × 15 MiB burst stays inside its bound with this window.
- */
-export const DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES = DEFAULT_FLOW_CONTROL_WINDOW_BYTES;
+/** The window a node advertises by default: 16 MiB, as clients (common/store-node-defaults.ts says why). */
+export { DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES };
 /** HTTP/2's largest window (RFC 9113 §6.9.1). */
 const MAX_WINDOW_BYTES = 2 ** 31 - 1;
 /** The RFC's initial window. */

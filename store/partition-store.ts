@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createRequire } from 'node:module';
 import type { ClassicLevel } from 'classic-level';
-import type { Logger } from '../common/index.js';
+import { DEFAULT_WRITE_BUFFER_BYTES, type Logger } from '../common/index.js';
 import { MAX_ETAG, MAX_KEPT_ETAG, MAX_TIME_MS } from './field-limits.js';
 import { RECORD_EXPIRY_BYTES, RECORD_HEADER_BYTES, decodeRecord, encodeRecord, encodedRecordLength, isExpired, readU64, writeRecordHeader, writeU64, type StoredRecord } from './record.js';
 import type { BulkRowInput } from './bulk-row.js';
@@ -193,13 +193,8 @@ const META_STATE = Buffer.from([NS_META, 0x73]); // 'ms'
 const META_PROBE = Buffer.from([NS_META, 0x70]); // 'mp'
 const DATA_END = Buffer.from([NS_DATA + 1]);
 const SWEEP_BATCH = 1000;
-/**
- * Default LevelDB memtable size per partition. Twice LevelDB's 4 MiB default: bulk loads write
- * about 1.8× faster (fewer memtable switches and level-0 files under the same rows), for up to
- * 2 × 4 MiB more memory per partition (the memtable and the one being flushed). 16 MiB gained
- * nothing more in bench:store and cost memory.
- */
-export const DEFAULT_WRITE_BUFFER_BYTES = 8 * 1024 * 1024;
+/** Default LevelDB memtable size per partition (8 MiB; common/store-node-defaults.ts says why). */
+export { DEFAULT_WRITE_BUFFER_BYTES };
 const GROUP_MAX_ROWS = 50_000;
 /** Sorted bulk inserts of at most this many rows read what they overwrite key by key (getSync), not by a range iterator. */
 const POINT_READ_MAX_ROWS = 16;

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { HealthImplementation } from 'grpc-health-check';
 import type { Registry } from 'prom-client';
-import { canServeTls, checkBind, hostOf, type AuthTokens, type Logger, type TlsMaterial } from '../common/index.js';
+import { DEFAULT_MAX_INFLIGHT_BYTES, canServeTls, checkBind, hostOf, type AuthTokens, type Logger, type TlsMaterial } from '../common/index.js';
 import { BULK_ROWS_COPIES_HELD, REQUEST_COPIES_HELD, createBudgetInterceptor } from './budget-interceptor.js';
 import { DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES, FLOW_CONTROL_WINDOW_OPTION, checkFlowControlWindow, setServerConnectionWindow, setServerStreamWindow } from './http2-window.js';
 import { InflightBudget } from './inflight-budget.js';
@@ -63,7 +63,7 @@ export interface StoreServerOptions extends StoreNodeOptions {
 const MESSAGE_OVERHEAD_BYTES = 1024 * 1024;
 /** Room a call other than BulkInsert/Put takes while its request is read: they carry keys and ids only. */
 const SMALL_REQUEST_BYTES = 64 * 1024;
-export const DEFAULT_MAX_INFLIGHT_BYTES = 256 * 1024 * 1024;
+export { DEFAULT_MAX_INFLIGHT_BYTES };
 /** Methods the budget admits by their message's announced length: their sizes range from bytes to the receive limit. */
 const SIZED_METHODS: ReadonlySet<string> = new Set(['BulkInsert', 'Multi']);
 export const STORE_SERVICE_NAME = 'shardpipe.store.v1.Store';

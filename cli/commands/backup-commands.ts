@@ -1,8 +1,6 @@
 import type { Command } from 'commander';
-import { BackupError, applyRetention, listBackups, readManifest, verifyBackup } from '../../backup/index.js';
 import { parseDurationMs } from '../../common/index.js';
-import { BackupWorkers, connectionFromUrl, listBackupSchedules, removeBackupSchedule, submitBackup, upsertBackupSchedule, watchBackup, type BackupReport, type BackupSpec } from '../../jobs/index.js';
-import { StoreClient } from '../../store/index.js';
+import type { BackupReport, BackupSpec } from '../../jobs/index.js';
 import { atLeastOne, keepOf, scheduleNameOf, sharedRedis, specOf, targetOptionsOf, withTarget, type PlanOptions, type TargetOptions } from '../backup-flags.js';
 import { CliUsageError } from '../cli-env.js';
 import { EXIT, formatTable } from '../cli-io.js';
@@ -10,7 +8,6 @@ import type { CliContext } from '../cli-context.js';
 import { SEEDS_HELP, withLocalWorkerOptions } from '../common-options.js';
 import { dataDirOf, openJobRedis } from '../job-redis.js';
 import { operationSpan } from '../operation-span.js';
-import { ProgressView, backupSnapshot } from '../progress-view.js';
 
 interface RunOptions extends TargetOptions, PlanOptions {
   seeds?: string;
@@ -65,7 +62,9 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     'shards the local worker writes at once',
   )
     .action(async (opts: RunOptions) => {
-      const spec: BackupSpec = { ...specOf(ctx, opts), keep: opts.keep === undefined ? undefined : keepOf(opts.keep) };
+      // Loaded by the command that runs them: `--help` and other commands start without them.
+      const [{ BackupWorkers, submitBackup, watchBackup }, { StoreClient }, { ProgressView, backupSnapshot }] = await Promise.all([import('../../jobs/index.js'), import('../../store/index.js'), import('../progress-view.js')]);
+      const spec: BackupSpec = { ...(await specOf(ctx, opts)), keep: opts.keep === undefined ? undefined : keepOf(opts.keep) };
       const seeds = ctx.seeds(opts.seeds);
       const lockDurationMs = parseDurationMs(opts.lockDuration);
       const signal = ctx.lifecycle.start();
@@ -91,6 +90,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
   targetCommand('list', 'list the backups in a target: complete (restorable), incomplete (no manifest) or unreadable')
     .option('--json', 'print one JSON object')
     .action(async (opts: TargetOptions) => {
+      const { listBackups } = await import('../../backup/index.js');
       await withTarget(ctx, opts, async (target) => {
         const backups = await listBackups(target);
         if (opts.json) {
@@ -109,6 +109,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
   targetCommand('show <backupId>', "print a complete backup's manifest summary (--json: the manifest itself)")
     .option('--json', 'print the manifest as JSON')
     .action(async (backupId: string, opts: TargetOptions) => {
+      const { readManifest } = await import('../../backup/index.js');
       await withTarget(ctx, opts, async (target) => {
         const m = await readManifest(target, backupId);
         if (opts.json) {
@@ -124,6 +125,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
   targetCommand('verify <backupId>', 're-read every shard file and check rows, bytes and checksum against the manifest, naming every bad file; exit 0 all good, 2 bad files, 1 unreadable manifest')
     .option('--json', 'print the report as one JSON object')
     .action(async (backupId: string, opts: TargetOptions) => {
+      const { BackupError, verifyBackup } = await import('../../backup/index.js');
       await withTarget(ctx, opts, async (target) => {
         const report = await verifyBackup(target, backupId, {
           onShard: (shard, problems) => ctx.logger.debug({ shard: shard.index, problems: problems.length }, 'shard verified'),
@@ -144,6 +146,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
   targetCommand('delete <backupId>', 'delete a backup (manifest first, so a cut-short delete never leaves a backup that looks complete)')
     .option('--json', 'print one JSON object')
     .action(async (backupId: string, opts: TargetOptions) => {
+      const { BackupError } = await import('../../backup/index.js');
       await withTarget(ctx, opts, async (target) => {
         const files = await target.deleteBackup(backupId);
         if (files === 0) throw new BackupError('BACKUP_NOT_FOUND', `backup ${backupId} is not in ${target.url} (\`backup list\` shows the ones that are)`);
@@ -157,6 +160,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     .option('--dry-run', 'only print what would be deleted')
     .option('--json', 'print one JSON object')
     .action(async (opts: TargetOptions & { keep: string; incompleteGrace: string; dryRun?: boolean }) => {
+      const { applyRetention } = await import('../../backup/index.js');
       await withTarget(ctx, opts, async (target) => {
         const report = await applyRetention(target, { keep: keepOf(opts.keep), incompleteGraceMs: parseDurationMs(opts.incompleteGrace), dryRun: opts.dryRun });
         if (opts.json) ctx.print(JSON.stringify(report));
@@ -179,7 +183,8 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     .option('--json', 'print one JSON object')
     .action(async (opts: ScheduleOptions) => {
       if (!opts.cron) throw new CliUsageError('backup schedule needs --cron "PATTERN" (or use `backup schedule list` / `backup schedule remove NAME`)');
-      const spec: BackupSpec = { ...specOf(ctx, opts), keep: keepOf(opts.keep), incompleteGraceMs: parseDurationMs(opts.incompleteGrace) };
+      const { connectionFromUrl, upsertBackupSchedule } = await import('../../jobs/index.js');
+      const spec: BackupSpec = { ...(await specOf(ctx, opts)), keep: keepOf(opts.keep), incompleteGraceMs: parseDurationMs(opts.incompleteGrace) };
       const name = opts.name ?? scheduleNameOf(spec.target);
       const registered = await upsertBackupSchedule(connectionFromUrl(sharedRedis(ctx, opts.redis)), { name, cron: opts.cron, tz: opts.tz, spec });
       ctx.print(
@@ -197,6 +202,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     .action(async (_opts: unknown, cmd: Command) => {
       // `schedule` has the same options: whichever level they were typed at, they count.
       const opts = cmd.optsWithGlobals<{ redis?: string; json?: boolean }>();
+      const { connectionFromUrl, listBackupSchedules } = await import('../../jobs/index.js');
       const schedules = await listBackupSchedules(connectionFromUrl(sharedRedis(ctx, opts.redis)));
       if (opts.json) {
         ctx.print(JSON.stringify({ schedules }));
@@ -216,6 +222,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     .option('--redis <url>', 'the shared Redis (env SHARDPIPE_REDIS_URL); required')
     .action(async (name: string, _opts: unknown, cmd: Command) => {
       const opts = cmd.optsWithGlobals<{ redis?: string }>();
+      const { connectionFromUrl, removeBackupSchedule } = await import('../../jobs/index.js');
       await removeBackupSchedule(connectionFromUrl(sharedRedis(ctx, opts.redis)), name);
       ctx.print(`removed schedule ${name}`);
     });

@@ -1,11 +1,10 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { PartitionMap } from '../../store/index.js';
+import type { PartitionMap } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
-import { clusterInitEtcd, clusterStatus, readSplitKeys, type InitEtcdFlags, type StatusFlags } from '../cluster-etcd.js';
+import type { InitEtcdFlags, StatusFlags } from '../cluster-etcd.js';
 import { withEtcdOptions, type EtcdFlags } from '../etcd-options.js';
-import { clusterCheck, clusterRepair } from '../cluster-check.js';
-import { formatTable, parsePositiveInt, rangeText, withClient } from '../cli-io.js';
+import { formatTable, parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
 import { SEEDS_HELP } from '../common-options.js';
 import { generateRoleTokens, writeTokenFile } from '../token-file.js';
@@ -29,14 +28,18 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
   init.action(async (opts: InitEtcdFlags & { nodes?: string; mapVersion: string; out?: string }) => {
       if (opts.etcd !== undefined) {
         if (opts.nodes !== undefined || opts.out !== undefined) throw new CliUsageError('--nodes and --out are for file maps: with --etcd the nodes are the registered ones and the map goes to etcd');
+        // etcd and coordinator code is loaded by the commands that use it (here and below), not at start-up.
+        const { clusterInitEtcd } = await import('../cluster-etcd.js');
         await clusterInitEtcd(ctx, { ...opts, etcd: opts.etcd });
         return;
       }
       if (opts.nodes === undefined || opts.out === undefined) throw new CliUsageError('cluster init needs --nodes and --out (a map file), or --etcd URL (a map in etcd)');
       const nodes = opts.nodes.split(',').map((n) => n.trim()).filter(Boolean);
       const version = parsePositiveInt(opts.mapVersion, '--map-version');
+      const { PartitionMap } = await import('../../store/index.js');
       let map: PartitionMap;
       if (opts.splitKeys) {
+        const { readSplitKeys } = await import('../cluster-etcd.js');
         map = PartitionMap.fromSplitKeys(version, nodes, await readSplitKeys(opts.splitKeys));
       } else {
         map = PartitionMap.evenlySplit(version, nodes, parsePositiveInt(opts.partitions, '--partitions'));
@@ -51,6 +54,7 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
     .option('--seeds <list>', SEEDS_HELP)
     .option('--json', 'print the map file form')
     .action(async (opts: { seeds?: string; json?: boolean }) => {
+      const { rangeText, withClient } = await import('../store-io.js');
       const map = await withClient(ctx.seeds(opts.seeds), ctx, (client) => client.refreshMap());
       if (opts.json) ctx.print(JSON.stringify(map.toJson()));
       else {
@@ -65,14 +69,14 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
     .option('--seeds <list>', `${SEEDS_HELP}; asked when --etcd is not given`)
     .option('--json', 'print {version, replicas, partitions: [{id, start, end, epoch, chain: [{node, state, live?}]}], nodes?, operations?: [record with progress], draining?: [{node, replicas, drained}]} as JSON');
   withEtcdOptions(status, 'read the map and the node leases from this etcd instead of asking the nodes. Endpoints http(s)://HOST:PORT[,...]');
-  status.action(async (opts: StatusFlags) => clusterStatus(ctx, opts));
+  status.action(async (opts: StatusFlags) => (await import('../cluster-etcd.js')).clusterStatus(ctx, opts));
 
   cluster
     .command('check')
     .description('every replica of every partition digests its copy (keys, values, expiries, etags); reports each partition as consistent or names the diverging replica and the first differing key range. Syncing replicas are shown but not judged. Exit 0 only when every partition is consistent, 1 otherwise')
     .option('--seeds <list>', SEEDS_HELP)
     .option('--json', 'print {consistent, partitions: [{id, epoch, replicas: [{node, count, digest, state, error?}], consistent, diverging?, firstDifference?: {start, end}}]} (keys hex)')
-    .action(async (opts: { seeds?: string; json?: boolean }) => clusterCheck(ctx, opts));
+    .action(async (opts: { seeds?: string; json?: boolean }) => (await import('../cluster-check.js')).clusterCheck(ctx, opts));
 
   const repair = cluster
     .command('repair')
@@ -82,6 +86,7 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
   withEtcdOptions(repair, 'the etcd holding the map (the map changes only there). Endpoints http(s)://HOST:PORT[,...]');
   repair.action(async (partition: string, opts: EtcdFlags & { replica: string }) => {
     if (opts.etcd === undefined) throw new CliUsageError('cluster repair needs --etcd URL: replicas exist only in etcd-managed clusters');
+    const { clusterRepair } = await import('../cluster-check.js');
     await clusterRepair(ctx, partition, { ...opts, etcd: opts.etcd });
   });
 
@@ -92,6 +97,7 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
     .option('--seeds <list>', 'store nodes HOST:PORT[,...] (env SHARDPIPE_SEEDS); default: the map\'s nodes')
     .option('--force', 'admin recovery: install even if the version moves back or more than 1000 ahead of a node\'s (see README "recover a node whose map version is wrong")')
     .action(async (opts: { map: string; seeds?: string; force?: boolean }) => {
+      const [{ PartitionMap }, { withClient }] = await Promise.all([import('../../store/index.js'), import('../store-io.js')]);
       const map = PartitionMap.fromJson(JSON.parse(await readFile(opts.map, 'utf8')));
       const seeds = opts.seeds || ctx.env.SHARDPIPE_SEEDS ? ctx.seeds(opts.seeds) : map.nodes();
       const results = await withClient(seeds, ctx, (client) => client.installMap(map, { force: opts.force ?? false }));

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { parseDurationMs } from '../../common/index.js';
-import { Coordinator } from '../../coordinator/index.js';
+import type { Coordinator } from '../../coordinator/index.js';
 import type { CliContext } from '../cli-context.js';
 import { ETCD_HELP, etcdConnectionOf, withEtcdOptions, type EtcdFlags } from '../etcd-options.js';
 
@@ -13,6 +13,7 @@ export function registerCoordinatorCommand(program: Command, ctx: CliContext): v
     .option('--no-auto-rebalance', 'do not start a rebalance by itself when a node registers that holds no replica');
   withEtcdOptions(cmd, false).action(async (opts: EtcdFlags & { etcd: string; lease: string; autoRebalance: boolean }) => {
     ctx.lifecycle.start();
+    const { Coordinator } = await import('../../coordinator/index.js');
     const coordinator: Coordinator = await Coordinator.start({
       etcd: await etcdConnectionOf(opts.etcd, opts),
       leaseMs: parseDurationMs(opts.lease),

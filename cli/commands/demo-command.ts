@@ -5,13 +5,10 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Command } from 'commander';
 import { redactUrl } from '../../common/index.js';
-import { writeSampleDrop } from '../../ingest/index.js';
-import { PartitionMap } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { EXIT, formatTable, parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
-import { killDuringIngest, type FailoverReport } from '../demo-failover.js';
-import { LocalStack } from '../local-stack.js';
+import type { FailoverReport } from '../demo-failover.js';
 
 const CLI_ENTRY = fileURLToPath(new URL('../main.js', import.meta.url));
 
@@ -62,6 +59,13 @@ export function registerDemoCommand(program: Command, ctx: CliContext): void {
         if (!opts.json) process.stderr.write(`${line}\n`);
       };
       const signal = ctx.lifecycle.start();
+      // Loaded by the command that runs them: `--help` and other commands start without them.
+      const [{ writeSampleDrop }, { PartitionMap }, { killDuringIngest }, { LocalStack }] = await Promise.all([
+        import('../../ingest/index.js'),
+        import('../../store/index.js'),
+        import('../demo-failover.js'),
+        import('../local-stack.js'),
+      ]);
       // Registered first, so it runs last: after the stack has stopped using the folder.
       if (!opts.dataDir) ctx.lifecycle.add('demo folder', dataDir, (dir) => rm(dir, { recursive: true, force: true }));
       say(`generating a sorted drop of ${rows} rows in ${files} part files…`);

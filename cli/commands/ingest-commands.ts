@@ -1,15 +1,12 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { isAzureUrl, parseDurationMs } from '../../common/index.js';
-import { IngestError } from '../../ingest/index.js';
-import { IngestWorkers, submitIngest, watchIngest, type IngestReport, type KeyOverlaps } from '../../jobs/index.js';
-import { StoreClient } from '../../store/index.js';
+import type { IngestReport, KeyOverlaps } from '../../jobs/index.js';
 import { EXIT, formatTable, parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
 import { SEEDS_HELP, withLocalWorkerOptions } from '../common-options.js';
 import { dataDirOf, openJobRedis } from '../job-redis.js';
 import { operationSpan } from '../operation-span.js';
-import { ProgressView, ingestSnapshot } from '../progress-view.js';
 
 interface IngestOptions {
   keyColumn: string;
@@ -55,6 +52,13 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
   )
     .option('--rows-per-task <n>', 'split files into child jobs of about this many rows (whole row groups)', '2000000')
     .action(async (source: string, opts: IngestOptions) => {
+      // Loaded by the command that runs them: `--help` and other commands start without them.
+      const [{ IngestError }, { IngestWorkers, submitIngest, watchIngest }, { StoreClient }, { ProgressView, ingestSnapshot }] = await Promise.all([
+        import('../../ingest/index.js'),
+        import('../../jobs/index.js'),
+        import('../../store/index.js'),
+        import('../progress-view.js'),
+      ]);
       const dataDir = dataDirOf(ctx, opts.dataDir);
       const seeds = opts.localWorker ? ctx.seeds(opts.seeds) : [];
       const lockDurationMs = parseDurationMs(opts.lockDuration);

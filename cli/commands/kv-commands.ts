@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { parseDurationMs } from '../../common/index.js';
-import { MAX_TTL_MS, StoreError, type StoredRecord } from '../../store/index.js';
-import { EXIT, decodeArg, encodeOut, parseEncoding, parseKey, parsePositiveInt, withClient, type Encoding } from '../cli-io.js';
+import type { StoreError, StoredRecord } from '../../store/index.js';
+import { EXIT, decodeArg, encodeOut, parseEncoding, parsePositiveInt, type Encoding } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
 import { CliUsageError } from '../cli-env.js';
 import { SEEDS_HELP } from '../common-options.js';
@@ -33,6 +33,7 @@ export function registerKvCommands(program: Command, ctx: CliContext): void {
     .option('--fields <list>', 'partial get of a JSON document: comma-separated fields, dotted (b.c = /b/c, tags.0 = /tags/0) or JSON Pointers (/b/c); repeatable', collect, [])
     .option('--field <pointer>', 'one JSON Pointer taken as is, for names holding "," or "." (/a.b is member "a.b"); repeatable', collect, [])
     .action(async (keyText: string, opts: CommonOptions & { fields: string[]; field: string[] }) => {
+    const { parseKey, withClient } = await storeApi();
     const encoding = parseEncoding(opts.encoding);
     const key = parseKey(keyText, encoding);
     const fields = [...opts.fields.flatMap((list) => list.split(',')).map(fieldToPointer), ...opts.field.map(checkedPointer)];
@@ -45,6 +46,7 @@ export function registerKvCommands(program: Command, ctx: CliContext): void {
     .option('--ttl <duration>', 'expire after this long, e.g. 30s, 5m, 1h (at most 36500d)')
     .option('--etag <n>', 'compare-and-set: the current etag (0 = the key must not exist)')
     .action(async (keyText: string, valueText: string, opts: CommonOptions & { ttl?: string; etag?: string }) => {
+      const { MAX_TTL_MS, StoreError, parseKey, withClient } = await storeApi();
       const encoding = parseEncoding(opts.encoding);
       const key = parseKey(keyText, encoding);
       const value = decodeArg(valueText, encoding, 'value');
@@ -53,7 +55,7 @@ export function registerKvCommands(program: Command, ctx: CliContext): void {
       const expectedEtag = opts.etag === undefined ? undefined : parsePositiveInt(opts.etag, '--etag');
       const record = await withClient(ctx.seeds(opts.seeds), ctx, (c) =>
         c.put(key, value, { ttlMs, expectedEtag }),
-      ).catch(conflictToOutcome);
+      ).catch((err: unknown) => conflictToOutcome(err, StoreError));
       ctx.print(opts.json ? JSON.stringify(entryJson(key.bytes, record, encoding)) : `etag ${record.etag}`);
     });
 
@@ -62,6 +64,7 @@ export function registerKvCommands(program: Command, ctx: CliContext): void {
     .option('--if-etag <n>', 'compare-and-set: patch only if the document\'s current etag is this')
     .option('--ttl <duration>', 'expire this long from now, e.g. 30s, 5m, 1h (0 = never; at most 36500d); default: keep the document\'s expiry')
     .action(async (keyText: string, patchText: string, opts: CommonOptions & { jsonPatch?: boolean; ifEtag?: string; ttl?: string }) => {
+      const { MAX_TTL_MS, StoreError, parseKey, withClient } = await storeApi();
       const encoding = parseEncoding(opts.encoding);
       const key = parseKey(keyText, encoding);
       // Checked before anything is sent: a bad flag or patch must not reach the node.
@@ -79,7 +82,7 @@ export function registerKvCommands(program: Command, ctx: CliContext): void {
       ).catch((err: unknown) => {
         if (err instanceof StoreError && err.code === 'STORE_NOT_FOUND') throw new KvOutcomeError(`key "${keyText}" not found`, EXIT.notFound);
         if (err instanceof StoreError && err.code === 'STORE_PATCH_TEST_FAILED') throw new KvOutcomeError(err.message, EXIT.conflict);
-        return conflictToOutcome(err);
+        return conflictToOutcome(err, StoreError);
       });
       if (!opts.json) {
         ctx.print(`etag ${result.etag}`);
@@ -99,11 +102,12 @@ export function registerKvCommands(program: Command, ctx: CliContext): void {
   common(kv.command('del <key>').description('delete a key (exit 3 when absent; with --etag, exit 4 on mismatch)'))
     .option('--etag <n>', 'delete only if the key\'s etag still matches')
     .action(async (keyText: string, opts: CommonOptions & { etag?: string }) => {
+      const { StoreError, parseKey, withClient } = await storeApi();
       const encoding = parseEncoding(opts.encoding);
       const key = parseKey(keyText, encoding);
       const deleted = await withClient(ctx.seeds(opts.seeds), ctx, (c) =>
         c.delete(key, { expectedEtag: opts.etag === undefined ? undefined : parsePositiveInt(opts.etag, '--etag') }),
-      ).catch(conflictToOutcome);
+      ).catch((err: unknown) => conflictToOutcome(err, StoreError));
       if (!deleted) throw new KvOutcomeError(`key "${keyText}" not found`, EXIT.notFound);
       ctx.print(opts.json ? JSON.stringify({ key: keyText, deleted }) : 'deleted');
     });
@@ -113,6 +117,7 @@ export function registerKvCommands(program: Command, ctx: CliContext): void {
     .option('--end <key>', 'end key (exclusive); default: the end')
     .option('--limit <n>', 'most entries to print (0 = all)', '100')
     .action(async (opts: CommonOptions & { start?: string; end?: string; limit: string }) => {
+      const { parseKey, withClient } = await storeApi();
       const encoding = parseEncoding(opts.encoding);
       const start = opts.start === undefined ? Buffer.alloc(0) : parseKey(opts.start, encoding).bytes;
       const end = opts.end === undefined ? Buffer.alloc(0) : parseKey(opts.end, encoding).bytes;
@@ -125,6 +130,12 @@ export function registerKvCommands(program: Command, ctx: CliContext): void {
         }
       });
     });
+}
+
+/** store/ and the CLI's helpers on it, loaded by the kv action that runs, not when the command tree is built. */
+async function storeApi(): Promise<typeof import('../../store/index.js') & typeof import('../store-io.js')> {
+  const [store, io] = await Promise.all([import('../../store/index.js'), import('../store-io.js')]);
+  return { ...store, ...io };
 }
 
 function collect(value: string, previous: string[]): string[] {
@@ -160,8 +171,8 @@ function entryJson(key: Buffer, record: StoredRecord, encoding: Encoding): Recor
   };
 }
 
-function conflictToOutcome(err: unknown): never {
-  if (err instanceof StoreError && err.code === 'STORE_ETAG_MISMATCH') {
+function conflictToOutcome(err: unknown, storeError: typeof StoreError): never {
+  if (err instanceof storeError && err.code === 'STORE_ETAG_MISMATCH') {
     throw new KvOutcomeError(`etag mismatch: the key's current etag is ${err.currentEtag ?? 'unknown'}`, EXIT.conflict);
   }
   throw err;

@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { Registry, collectDefaultMetrics } from 'prom-client';
 import { parseDurationMs } from '../../common/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { parsePositiveInt } from '../cli-io.js';
@@ -39,7 +38,7 @@ export function registerMetricsCommands(program: Command, ctx: CliContext): void
       const intervalMs = parseDurationMs(opts.interval);
       if (intervalMs < 1) throw new RangeError(`--interval must be at least 1ms, got "${opts.interval}"`);
       // Loaded here, not at the top: express and Bull Board would slow every other command's start.
-      const { MetricsServer } = await import('../../metrics-server/index.js');
+      const [{ MetricsServer }, { Registry, collectDefaultMetrics }] = await Promise.all([import('../../metrics-server/index.js'), import('prom-client')]);
       const registry = new Registry();
       collectDefaultMetrics({ register: registry });
       const start = MetricsServer.start({

@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
-import { Key } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
 import type { CliContext } from '../cli-context.js';
-import { cancelOperation, listOperations, submitOperation, type CancelFlags, type ListFlags, type SubmitFlags } from '../cluster-operations.js';
+import type { CancelFlags, ListFlags, SubmitFlags } from '../cluster-operations.js';
 import { SEEDS_HELP } from '../common-options.js';
 import { withEtcdOptions } from '../etcd-options.js';
 
@@ -26,6 +25,11 @@ function withSubmit(cmd: Command): Command {
     .option('--max-movements <n>', 'movements (syncing replicas) at once, cluster-wide with other operations\' (1–64)', '2')
     .option('--max-pause <duration>', 'the longest a step may hold reads or writes (a split\'s final cut, a head hand-over); a step that would hold them longer backs off and tries again (1ms–10m)', '2s');
 }
+
+// The operation code needs store/ and etcd: loaded when a command runs, not for --help.
+const submitOperation: typeof import('../cluster-operations.js').submitOperation = async (...args) => (await import('../cluster-operations.js')).submitOperation(...args);
+const listOperations: typeof import('../cluster-operations.js').listOperations = async (...args) => (await import('../cluster-operations.js')).listOperations(...args);
+const cancelOperation: typeof import('../cluster-operations.js').cancelOperation = async (...args) => (await import('../cluster-operations.js')).cancelOperation(...args);
 
 function example(text: string, lines: string[]): string {
   return `${text}.\n\nExample:\n${lines.map((l) => `  ${l}`).join('\n')}`;
@@ -102,6 +106,7 @@ export function registerOperationCommands(cluster: Command, ctx: CliContext): vo
       at = Buffer.from(opts.at, 'utf8').toString('hex');
     }
     if (at !== undefined) {
+      const { Key } = await import('../../store/index.js');
       try {
         Key.fromBytes(Buffer.from(at, 'hex'));
       } catch (err) {

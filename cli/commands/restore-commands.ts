@@ -1,19 +1,20 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { openBackupTarget, type BackupManifest } from '../../backup/index.js';
+import type { BackupManifest } from '../../backup/index.js';
 import { parseDurationMs } from '../../common/index.js';
-import { RestoreWorkers, submitRestore, watchRestore, type RestoreReport } from '../../jobs/index.js';
-import { RestoreError, parseKeyRange, partitionRanges, planRestore, readRestoreManifest, verifyRestore, type KeyRange, type RestorePlan, type VerifyReport } from '../../restore/index.js';
-import { StoreClient, type PartitionMap } from '../../store/index.js';
+import type { RestoreReport } from '../../jobs/index.js';
+import type { KeyRange, RestorePlan, VerifyReport } from '../../restore/index.js';
+import type { PartitionMap } from '../../store/index.js';
 import { targetUrlOf } from '../backup-flags.js';
 import { CliUsageError } from '../cli-env.js';
-import { EXIT, formatTable, parsePositiveInt, rangeText } from '../cli-io.js';
+import { EXIT, formatTable, parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
 import { withLocalWorkerOptions } from '../common-options.js';
 import { dataDirOf, openJobRedis } from '../job-redis.js';
 import { operationSpan } from '../operation-span.js';
-import { ProgressView, restoreSnapshot } from '../progress-view.js';
-import { entriesInCluster, shardRowsAgain } from '../restore-sources.js';
+
+type RestoreApi = typeof import('../../restore/index.js');
+type RangeText = typeof import('../store-io.js').rangeText;
 
 interface RestoreOptions {
   target?: string;
@@ -63,6 +64,17 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
     'shards the local worker restores at once',
   )
     .action(async (backupId: string, opts: RestoreOptions) => {
+      // Loaded by the command that runs them: `--help` and other commands start without them.
+      const [{ openBackupTarget }, { RestoreWorkers, submitRestore, watchRestore }, restoreApi, { StoreClient }, { ProgressView, restoreSnapshot }, { entriesInCluster, shardRowsAgain }, { rangeText }] = await Promise.all([
+        import('../../backup/index.js'),
+        import('../../jobs/index.js'),
+        import('../../restore/index.js'),
+        import('../../store/index.js'),
+        import('../progress-view.js'),
+        import('../restore-sources.js'),
+        import('../store-io.js'),
+      ]);
+      const { RestoreError, planRestore, readRestoreManifest, verifyRestore } = restoreApi;
       const dataDir = dataDirOf(ctx, opts.dataDir);
       const targetUrl = targetUrlOf(ctx, opts);
       const seeds = ctx.seeds(opts.seeds);
@@ -85,14 +97,14 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
         throw err;
       }
       const map = await client.refreshMap({ signal });
-      const plan = planRestore(manifest, map, selectionOf(opts, map));
+      const plan = planRestore(manifest, map, selectionOf(opts, map, restoreApi));
       const targetEntries = await entriesInCluster(client, plan.shards.flatMap((s) => s.targetPartitions));
       if (opts.dryRun) {
         if (opts.json) ctx.print(JSON.stringify({ ...plan, target: target.url, targetEntries }));
-        else printPlan((line) => ctx.print(line), plan, target.url, targetEntries);
+        else printPlan((line) => ctx.print(line), plan, target.url, targetEntries, rangeText);
         return;
       }
-      if (!opts.json) printPlan((line) => process.stderr.write(line + '\n'), plan, target.url, targetEntries);
+      if (!opts.json) printPlan((line) => process.stderr.write(line + '\n'), plan, target.url, targetEntries, rangeText);
 
       const connection = await openJobRedis(ctx, opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL, dataDir);
       const spec = { backupId, target: target.url, maxRowsPerSecond: parsePositiveInt(opts.maxRowsPerSecond, '--max-rows-per-second'), ...(plan.selection ? { ranges: plan.selection } : {}) };
@@ -127,7 +139,7 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
         });
         verifyMs = Math.round(performance.now() - started);
       }
-      printReport(ctx, report, verification, verifyMs, opts.json ?? false, operation.traceId);
+      printReport(ctx, report, verification, verifyMs, opts.json ?? false, operation.traceId, rangeText);
       if (report.shardsFailed > 0 || (verification?.mismatches.length ?? 0) > 0) process.exitCode = EXIT.incomplete;
     });
 }
@@ -136,7 +148,7 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
  * The key ranges of --partitions and --range (undefined = neither: a full restore). Bad values are
  * usage errors naming them.
  */
-function selectionOf(opts: RestoreOptions, map: PartitionMap): KeyRange[] | undefined {
+function selectionOf(opts: RestoreOptions, map: PartitionMap, { RestoreError, parseKeyRange, partitionRanges }: RestoreApi): KeyRange[] | undefined {
   if (opts.partitions === undefined && opts.range === undefined) return undefined;
   try {
     const ranges: KeyRange[] = [];
@@ -155,7 +167,7 @@ function selectionOf(opts: RestoreOptions, map: PartitionMap): KeyRange[] | unde
   }
 }
 
-function printPlan(out: (line: string) => void, plan: RestorePlan, target: string, targetEntries: number): void {
+function printPlan(out: (line: string) => void, plan: RestorePlan, target: string, targetEntries: number, rangeText: RangeText): void {
   const hex = (h: string): Buffer => Buffer.from(h, 'hex');
   const ranges = (rs: readonly KeyRange[]): string => rs.map((r) => rangeText(hex(r.start), hex(r.end))).join(' ');
   if (plan.selection) {
@@ -178,7 +190,7 @@ function printPlan(out: (line: string) => void, plan: RestorePlan, target: strin
   );
 }
 
-function printReport(ctx: CliContext, report: RestoreReport, verification: VerifyReport | undefined, verifyMs: number, json: boolean, traceId: string): void {
+function printReport(ctx: CliContext, report: RestoreReport, verification: VerifyReport | undefined, verifyMs: number, json: boolean, traceId: string, rangeText: RangeText): void {
   const mismatches = verification?.mismatches ?? [];
   if (json) {
     ctx.print(

@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
-import { displayBytes } from '../../store/index.js';
-import { formatTable, rangeText, withClient } from '../cli-io.js';
+import { formatTable } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
 import { SEEDS_HELP } from '../common-options.js';
 
@@ -11,6 +10,8 @@ export function registerStatsCommand(program: Command, ctx: CliContext): void {
     .option('--seeds <list>', SEEDS_HELP)
     .option('--json', '{"mapVersion", "partitions": [{"id","start","end","node","approxCount","bytes"}]}')
     .action(async (opts: { seeds?: string; json?: boolean }) => {
+      // Loaded by the command that runs them: `--help` and other commands start without them.
+      const [{ displayBytes }, { rangeText, withClient }] = await Promise.all([import('../../store/index.js'), import('../store-io.js')]);
       const { map, nodes } = await withClient(ctx.seeds(opts.seeds), ctx, async (c) => ({ map: await c.refreshMap(), nodes: await c.stats() }));
       const byId = new Map<number, { approxCount: number; bytes: number }>();
       const down = new Map<string, string>();

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { checkBind, parseDurationMs } from '../../common/index.js';
-import { DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES, DEFAULT_WRITE_BUFFER_BYTES, EtcdNodeAgent, OperationAdmin, PartitionMap, StoreServer, checkHealth, partitionHealthService, type StoredMap } from '../../store/index.js';
+import { DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES, DEFAULT_WRITE_BUFFER_BYTES, checkBind, parseDurationMs } from '../../common/index.js';
+import type { EtcdNodeAgent, StoredMap } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { EXIT, parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
@@ -67,6 +67,8 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     // Fail before the node opens its data, not after.
     if (opts.metricsPort !== undefined) checkBind(opts.metricsHost, { what: '/metrics endpoint', authenticated: tokens !== undefined, insecure, flag: '--metrics-host' });
     if (opts.etcd !== undefined && opts.map !== undefined) throw new CliUsageError('--map and --etcd exclude each other: with --etcd the map comes from etcd');
+    // Loaded by the command that runs it: `--help` and other commands start without store/.
+    const { EtcdNodeAgent, OperationAdmin, PartitionMap, StoreServer } = await import('../../store/index.js');
     let initialMap = opts.map ? PartitionMap.fromJson(JSON.parse(await readFile(opts.map, 'utf8'))) : undefined;
     let agent: EtcdNodeAgent | undefined;
     let fromEtcd: StoredMap | undefined;
@@ -131,6 +133,7 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     .option('--timeout <duration>', 'how long to wait for the answer', '2s')
     .action(async (opts: { node: string; partition?: string; timeout: string }) => {
       const partition = opts.partition === undefined ? undefined : parsePositiveInt(opts.partition, '--partition');
+      const { checkHealth, partitionHealthService } = await import('../../store/index.js');
       const status = await checkHealth(opts.node, parseDurationMs(opts.timeout), partition === undefined ? '' : partitionHealthService(partition), ctx.clientTls());
       ctx.print(JSON.stringify({ node: opts.node, ...(partition === undefined ? {} : { partition }), status }));
       if (status !== 'SERVING') process.exitCode = EXIT.failed;

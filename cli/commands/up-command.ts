@@ -1,10 +1,8 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { PartitionMap } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
-import { LocalStack } from '../local-stack.js';
 
 interface UpOptions {
   nodes: string;
@@ -40,6 +38,8 @@ export function registerUpCommand(program: Command, ctx: CliContext): void {
       if (replicas > nodes) throw new CliUsageError(`--replicas (${replicas}) cannot exceed --nodes (${nodes}): the replicas of a partition sit on distinct nodes`);
       // A Ctrl-C during start-up still stops every child once they are up.
       ctx.lifecycle.start();
+      // Loaded by the command that runs them: `--help` and other commands start without them.
+      const [{ PartitionMap }, { LocalStack }] = await Promise.all([import('../../store/index.js'), import('../local-stack.js')]);
       const start = LocalStack.start({
         dataDir,
         nodes,

@@ -1,7 +1,5 @@
 import type { Command } from 'commander';
 import { parseDurationMs } from '../../common/index.js';
-import { BackupWorkers, IngestWorkers, JobMetrics, RestoreWorkers, checkRedisCredentials, connectionFromUrl } from '../../jobs/index.js';
-import { StoreClient } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
@@ -27,6 +25,8 @@ export function registerWorkerCommand(program: Command, ctx: CliContext): void {
     const url = opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL;
     if (!url) throw new CliUsageError('a worker needs the shared Redis: pass --redis URL or set SHARDPIPE_REDIS_URL');
     ctx.lifecycle.start();
+    // Loaded by the command that runs them: `--help` and other commands start without them.
+    const [{ BackupWorkers, IngestWorkers, JobMetrics, RestoreWorkers, checkRedisCredentials, connectionFromUrl }, { StoreClient }] = await Promise.all([import('../../jobs/index.js'), import('../../store/index.js')]);
     const { registry, port: metricsServerPort } = await startMetricsEndpoint(ctx, {
       port: metricsPortOf(opts),
       host: opts.metricsHost,
