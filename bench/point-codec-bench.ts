@@ -22,13 +22,16 @@ const KEY_BYTES = 16;
 const VALUE_BYTES = 100;
 const NOW = Date.now();
 const key = (i: number): Buffer => Buffer.from(`k${String(i).padStart(KEY_BYTES - 1, '0')}`);
-const gets = { ops: Array.from({ length: perMulti }, (_, i) => ({ get: { mapVersion: 7, key: key(i) } })) };
+const gets = { ops: Array.from({ length: perMulti }, (_, i) => ({ get: { mapVersion: 7, key: key(i), fields: [] } })) };
 const puts = { ops: Array.from({ length: perMulti }, (_, i) => ({ put: { mapVersion: 7, key: key(i), value: randomBytes(VALUE_BYTES), ttlMs: 0 } })) };
 const ok = { code: 0, errorCode: '', message: '' };
 const getResults = {
   results: gets.ops.map((op, i) => ({ ...ok, get: { found: true, entry: { key: op.get.key, value: randomBytes(VALUE_BYTES), etag: 1_000_000 + i, updatedAtMs: NOW, expiresAtMs: 0 } } })),
 };
 const putResults = { results: puts.ops.map((_, i) => ({ ...ok, put: { etag: 1_000_000 + i, updatedAtMs: NOW, expiresAtMs: 0 } })) };
+// What nodes answer since write replies carry timing: a chain of one (the head's write time), and of three (two hops).
+const timing = (hops: number): object => ({ queueMs: 0, writeMs: 1.2345, fsyncMs: 0, forwardMs: hops === 0 ? 0 : 2.345, hops: Array.from({ length: hops }, (_, h) => ({ node: `127.0.0.1:${7001 + h}`, writeMs: 0.987, forwardMs: h === hops - 1 ? 0 : 1.01 })) });
+const putResultsTimed = (hops: number): object => ({ results: puts.ops.map((_, i) => ({ ...ok, put: { etag: 1_000_000 + i, updatedAtMs: NOW, expiresAtMs: 0, timing: timing(hops) } })) });
 
 interface Side {
   encodeRequest(m: never): Buffer;
@@ -61,6 +64,8 @@ const rows: string[][] = [];
 for (const [label, request, response] of [
   ['Multi of gets', gets, getResults],
   ['Multi of puts', puts, putResults],
+  ['Multi of puts, replies timed (RF=1)', puts, putResultsTimed(0)],
+  ['Multi of puts, replies timed (RF=3, 2 hops)', puts, putResultsTimed(2)],
 ] as const) {
   // Warm up both before the clock, then alternate rounds so noise from other work hits both.
   measure(hand, request, response, CALLS);

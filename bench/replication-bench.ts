@@ -12,6 +12,15 @@
  * - Failover: three `store start --etcd` nodes (lease 2 s) with a coordinator and a private etcd,
  *   R=3: SIGKILL the head of a partition, then time one thick-client put to that partition (its own
  *   retries included) until the successor accepts it. Goal: under 2 × the lease.
+ * - Full sync vs a plain scan, and the write pause during a sync: the same kind of etcd cluster
+ *   (fsync on), one partition of R=3 holding ROWS rows. A plain scan of it (the thick client's packed
+ *   scan, served by the tail) gives MB/s; then `cluster repair 0 --replica TAIL` makes the tail a
+ *   syncing replica, which copies the partition from the new tail while live writes are forwarded to
+ *   it, and is promoted by the coordinator: sync MB/s is the partition's key + value bytes over the
+ *   time from the repair to the promotion (the coordinator's promotion included), and the same-run
+ *   ratio to the scan. Meanwhile one caller puts one key at a time to the chain's head (every put
+ *   waits for the syncing tail's ack too): its p50 / p99 / longest put during the sync against the
+ *   same figures while idle just before — the longest put is the write pause.
  *
  * Run after `npx tsc -p tsconfig.json`:
  *   node dist/bench/replication-bench.js [--rows 1000000] [--ops 20000] [--concurrency 32]
@@ -24,6 +33,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Key, PackedRowsBuilder, PartitionMap, StoreClient, forwardWireBytes, type PackedRows } from '../store/index.js';
+import { median } from './bench-stats.js';
 import { findFreePort } from '../common/index.js';
 import { PrivateEtcd } from '../coordinator/index.js';
 import { MAIN_JS, startBenchCluster, type BenchCluster } from './bench-cluster.js';
@@ -37,7 +47,7 @@ const { values } = parseArgs({
   },
 });
 if (values.help) {
-  console.log('node dist/bench/replication-bench.js [--rows N (default 1000000)] [--ops N (default 20000)] [--concurrency N (default 32)]\nBulk load, Put and Get at RF=1 vs RF=3 on the same 3 store nodes; bytes forwarded per row.');
+  console.log('node dist/bench/replication-bench.js [--rows N (default 1000000)] [--ops N (default 20000)] [--concurrency N (default 32)]\nBulk load, Put and Get at RF=1 vs RF=3 on the same 3 store nodes; bytes forwarded per row; head failover; full sync MB/s vs a plain scan and the write pause during a sync.');
   process.exit(0);
 }
 const ROWS = wholeNumber('--rows', values.rows);
@@ -189,6 +199,92 @@ async function failoverMs(workDir: string): Promise<number> {
   }
 }
 
+interface SyncFigures {
+  mb: number;
+  scanMBPerSec: number;
+  syncMBPerSec: number;
+  syncSeconds: number;
+  idle: Latencies;
+  during: Latencies;
+}
+
+interface Latencies {
+  puts: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+}
+
+/** Sequential puts (one at a time) to keys outside the loaded ones while `going()` holds (at least `min`). */
+async function putLatencies(client: StoreClient, tag: string, going: () => boolean, min: number): Promise<Latencies> {
+  const latencies: number[] = [];
+  const value = Buffer.alloc(VALUE_BYTES, 0x63);
+  for (let i = 0; going() || latencies.length < min; i++) {
+    const t = performance.now();
+    await client.put(Key.fromUtf8(`put-${tag}-${i}`), value);
+    latencies.push(performance.now() - t);
+  }
+  latencies.sort((a, b) => a - b);
+  return { puts: latencies.length, p50Ms: median(latencies), p99Ms: latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * 0.99))]!, maxMs: latencies[latencies.length - 1]! };
+}
+
+/** A full sync of a replica (cluster repair of a chain's tail) against a plain scan, with the puts' latency during it. */
+async function syncFigures(workDir: string): Promise<SyncFigures> {
+  const etcd = await PrivateEtcd.start({ dataDir: join(workDir, 'sync-etcd') });
+  const children: ChildProcess[] = [];
+  try {
+    const addresses = await Promise.all([0, 1, 2].map(async () => `127.0.0.1:${await findFreePort()}`));
+    const nodes = addresses.map((a, i) => cliChild(['store', 'start', '--etcd', etcd.url, '--node', a, '--data', join(workDir, `sync-node-${i}`), '--lease', `${LEASE_MS / 1000}s`], 'ready'));
+    children.push(...nodes.map((n) => n.child));
+    const coordinator = cliChild(['coordinator', '--etcd', etcd.url, '--lease', `${LEASE_MS / 1000}s`], 'ready');
+    children.push(coordinator.child);
+    await coordinator.ready;
+    await cliRun(['cluster', 'init', '--etcd', etcd.url, '--partitions', '1', '--replicas', '3']);
+    await Promise.all(nodes.map((n) => n.ready));
+    const client = new StoreClient({ seeds: addresses, operationTimeoutMs: 120_000 });
+    try {
+      const loaded = await client.bulkPutAll(chunks(ROWS));
+      if (loaded.rows !== ROWS) throw new Error(`sync: bulk load stored ${loaded.rows} of ${ROWS} rows`);
+      const started = performance.now();
+      let bytes = 0;
+      for await (const batch of client.scanAllPacked(Buffer.alloc(0), Buffer.alloc(0))) bytes += batch.bytes;
+      const scanSeconds = (performance.now() - started) / 1000;
+      const idleUntil = performance.now() + Math.max(2000, scanSeconds * 1000);
+      const idle = await putLatencies(client, 'idle', () => performance.now() < idleUntil, 50);
+
+      const chain = (await client.refreshMap()).partitions[0]!.chain;
+      const tail = chain[chain.length - 1]!.node;
+      let syncing = true;
+      const syncStarted = performance.now();
+      const during = putLatencies(client, 'sync', () => syncing, 20);
+      await cliRun(['cluster', 'repair', '0', '--replica', tail, '--etcd', etcd.url]);
+      // Syncing once the repair is in; done when the coordinator promoted the verified copy.
+      for (let sawSyncing = false; ; await new Promise((r) => setTimeout(r, 20))) {
+        const now = (await client.refreshMap()).partitions[0]!.chain;
+        if (now.some((r) => r.state === 'syncing')) sawSyncing = true;
+        else if (sawSyncing && now.length === 3) break;
+      }
+      const syncSeconds = (performance.now() - syncStarted) / 1000;
+      syncing = false;
+      const pause = await during;
+      return { mb: bytes / 1e6, scanMBPerSec: bytes / 1e6 / scanSeconds, syncMBPerSec: bytes / 1e6 / syncSeconds, syncSeconds, idle, during: pause };
+    } finally {
+      client.close();
+    }
+  } finally {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    await Promise.all(children.map((c) => (c.exitCode === null && c.signalCode === null ? once(c, 'exit') : undefined)));
+    await etcd.stop();
+  }
+}
+
+/** Runs a CLI command to its end; throws unless it exits 0. */
+async function cliRun(args: string[]): Promise<void> {
+  const child = spawn(process.execPath, [MAIN_JS, ...args, '--log-level', 'error'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const [code] = (await once(child, 'exit')) as [number | null];
+  if (code !== 0) throw new Error(`shardpipe ${args.slice(0, 2).join(' ')} exited ${code}`);
+}
+
 /** Wire bytes of the Forward of one full bulk chunk, per row, over the two hops of a chain of three. */
 function forwardedBytesPerRow(): { perHop: number; perRow: number; payloadPerRow: number } {
   const rows = chunks(CHUNK_ROWS).next().value as PackedRows;
@@ -202,7 +298,9 @@ try {
   const rf3 = await measure(3, workDir);
   const fwd = forwardedBytesPerRow();
   const failover = await failoverMs(workDir);
+  const sync = await syncFigures(workDir);
   const round = (n: number): number => Math.round(n * 100) / 100;
+  const roundAll = (l: Latencies): Latencies => ({ puts: l.puts, p50Ms: round(l.p50Ms), p99Ms: round(l.p99Ms), maxMs: round(l.maxMs) });
   console.log(
     JSON.stringify(
       {
@@ -220,6 +318,18 @@ try {
         },
         forwardedBytesPerRow: { perHop: round(fwd.perHop), chainOfThree: round(fwd.perRow), rowPayload: fwd.payloadPerRow },
         failover: { leaseMs: LEASE_MS, sigkillToFirstAcceptedWriteMs: Math.round(failover), overLease: round(failover / LEASE_MS), goal: '< 2 × lease' },
+        sync: {
+          partitionMB: round(sync.mb),
+          plainScanMBPerSec: round(sync.scanMBPerSec),
+          fullSyncMBPerSec: round(sync.syncMBPerSec),
+          syncOverScan: round(sync.syncMBPerSec / sync.scanMBPerSec),
+          syncSeconds: round(sync.syncSeconds),
+          putIdle: roundAll(sync.idle),
+          putDuringSync: roundAll(sync.during),
+          p99DuringOverIdle: round(sync.during.p99Ms / sync.idle.p99Ms),
+          writePauseMs: round(sync.during.maxMs),
+          longestPutDuringOverIdle: round(sync.during.maxMs / sync.idle.maxMs),
+        },
       },
       null,
       2,

@@ -8,8 +8,9 @@
  *   reads, the writes (fsynced) and the checksum of both sides (MB/s, and the ratio to the scan);
  * - write pause: Put latency on the source, one put at a time, while idle and while a sync copies
  *   from it (p50 and p99 in ms, and the p99 ratio).
- * Key + value bytes count as MB (1e6). The chain write path (forwards into the syncing replica) is
- * not in this build, so the pause is that of the source serving the snapshot scan.
+ * Key + value bytes count as MB (1e6). The sync here runs in this process with no chain around it,
+ * so the pause is that of the source serving the snapshot scan; bench/replication-bench.ts measures
+ * a real one (etcd, a repaired tail of a chain of three, live writes forwarded into it).
  *
  * Run after `npx tsc -p tsconfig.json`:
  *   node dist/bench/replication-sync-bench.js [--rows 200000] [--value-bytes 100] [--reps 2]

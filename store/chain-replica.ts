@@ -219,11 +219,14 @@ export class ChainReplica {
   private headSeq = 0;
   /** While a sync copies into this replica: keys forwards wrote since its snapshot (dropped once it serves). */
   private guard: TouchedKeys | undefined;
-  private readonly unacked = new Map<number, Unacked>();
+  /** Forwards sent on and not yet acked, by stream and sequence number (unackedKey). */
+  private readonly unacked = new Map<string, Unacked>();
   private readonly waiting = new Map<number, Waiting>();
   /** Forwards to pass on that no call carries yet, in the order they became ready. */
   private readonly outbox: ForwardMessage[] = [];
   private sendsInFlight = 0;
+  /** The write stream of the calls in flight (see pump: a later stream waits for them). */
+  private sendingStream: string | undefined;
   private pumpScheduled = false;
   /** Successors that answered a batched call with one ack (they take one write per call). */
   private readonly singleWriteSuccessors = new Set<string>();
@@ -316,7 +319,7 @@ export class ChainReplica {
     this.headCheck = { ...check, state: 'fenced', successor, successorPosition: { ...position } };
     this.logger?.warn(
       { partition: this.partitionId, stream: persisted.stream, seq: persisted.seq, successor, successorStream: position.stream, successorSeq: position.seq },
-      'restarted head holds writes its successor lacks (applied, never forwarded, never acknowledged): refusing writes for this partition and asking the coordinator to resync this replica',
+      'restarted head holds writes its successor lacks (applied, never forwarded, never acknowledged): refusing writes for this partition and asking the coordinator to resync this replica (none running? start `shardpipe coordinator --etcd URL`)',
     );
     return false;
   }
@@ -470,7 +473,7 @@ export class ChainReplica {
       const why =
         check.state === 'checking'
           ? 'it restarted and is comparing its write position with its successor\'s'
-          : `it restarted holding writes its successor ${check.successor ?? ''} lacks (never acknowledged) and waits to be resynced by the coordinator`;
+          : `it restarted holding writes its successor ${check.successor ?? ''} lacks (never acknowledged) and waits to be resynced by the coordinator (if none runs, start one: \`shardpipe coordinator --etcd URL\`; it makes this replica syncing, its successor the head, and promotes the copy; \`shardpipe cluster repair ${this.partitionId} --replica ${this.node} --etcd URL\` does the first step by hand)`;
       throw new StoreError('STORE_FENCED', `partition ${this.partitionId} on ${this.node} takes no writes: ${why}; retry (the client follows the new head)`, { retryAfterMs: 200 });
     }
     if (this.unacked.size >= this.maxUnacked) {
@@ -518,7 +521,7 @@ export class ChainReplica {
     if (message.seq <= this.lastSeq) {
       // Already written here (sent again after a chain change, or in the snapshot a sync copied, or
       // before a restart): ack it once it is below us too, passing it on if no send of it is pending.
-      const pending = this.unacked.get(message.seq);
+      const pending = this.unacked.get(unackedKey(message));
       if (pending !== undefined) return { seq: message.seq, hops: await pending.acked };
       return { seq: message.seq, hops: await this.passOn({ ...message, from: this.node, epoch: this.partition.epoch }) };
     }
@@ -645,7 +648,7 @@ export class ChainReplica {
     let resolve!: (hops: HopTiming[]) => void;
     let reject!: (error: unknown) => void;
     const acked = new Promise<HopTiming[]>((res, rej) => ((resolve = res), (reject = rej)));
-    this.unacked.set(message.seq, { message, acked, resolve, reject });
+    this.unacked.set(unackedKey(message), { message, acked, resolve, reject });
     this.outbox.push(message);
     // After the current turn: the forwards a group commit made ready all reach the outbox first.
     if (!this.pumpScheduled) {
@@ -658,18 +661,28 @@ export class ChainReplica {
     return acked;
   }
 
-  /** Starts calls for what waits in the outbox, up to MAX_SENDS_IN_FLIGHT. */
+  /**
+   * Starts calls for what waits in the outbox, up to MAX_SENDS_IN_FLIGHT. A **stream barrier**: the
+   * writes of a new stream (a head restarted on a static map starts one) go to the successor only
+   * once every call of the stream before it is answered, i.e. acked there. A successor that gets
+   * seq 1 of a new stream from its predecessor then holds every earlier write its predecessor
+   * passed on, and takes the new stream; otherwise the new stream could overtake the old one's
+   * re-sends, and the successor would refuse those for ever (STORE_FORWARD_GAP). store/README.md
+   * "The write path" has the rule.
+   */
   private pump(): void {
     while (this.sendsInFlight < MAX_SENDS_IN_FLIGHT && this.outbox.length > 0) {
+      if (this.sendsInFlight > 0 && this.outbox[0]!.streamId !== this.sendingStream) break;
       const batch = this.takeBatch();
+      this.sendingStream = batch[0]!.streamId;
       this.sendsInFlight++;
       this.sendUntilAcked(batch)
         .then(
           (hops) => {
-            for (const m of batch) this.settle(m.seq, (u) => u.resolve(hops.get(m.seq) ?? []));
+            for (const m of batch) this.settle(m, (u) => u.resolve(hops.get(m.seq) ?? []));
           },
           (error: unknown) => {
-            for (const m of batch) this.settle(m.seq, (u) => u.reject(error));
+            for (const m of batch) this.settle(m, (u) => u.reject(error));
           },
         )
         .finally(() => {
@@ -679,10 +692,11 @@ export class ChainReplica {
     }
   }
 
-  private settle(seq: number, done: (u: Unacked) => void): void {
-    const u = this.unacked.get(seq);
+  private settle(message: ForwardMessage, done: (u: Unacked) => void): void {
+    const key = unackedKey(message);
+    const u = this.unacked.get(key);
     if (u === undefined) return;
-    this.unacked.delete(seq);
+    this.unacked.delete(key);
     done(u);
   }
 
@@ -765,6 +779,11 @@ function forwardedWrites(op: ForwardOp, tag: ChainTag): ForwardedWrite[] {
     const chain = i === parts.length - 1 ? tag : undefined;
     return part instanceof PackedRowsBuilder ? { kind: 'bulk', rows: part.finish(), assigned: { firstEtag: 1, nowMs: op.nowMs }, chain } : { kind: 'delete', key: part, chain };
   });
+}
+
+/** A forward's key among the unacknowledged: sequence numbers restart with a new stream. */
+function unackedKey(message: ForwardMessage): string {
+  return `${message.seq}/${message.streamId}`;
 }
 
 /** Payload bytes of a forward: keys, values and per-row metadata. */

@@ -55,7 +55,7 @@ export type { StoreNodeOptions, SnapshotLeaseInfo, PartitionHealthInfo } from '.
 export { StoreServer, STORE_SERVICE_NAME, DEFAULT_MAX_INFLIGHT_BYTES, partitionHealthService } from './store-server.js';
 export type { StoreServerOptions } from './store-server.js';
 export { StoreClient } from './store-client.js';
-export type { StoreClientOptions, ClientPutOptions, ClientGetOptions, ClientPatchOptions, PatchResult, ScanOptions, NodeStats, SnapshotLease, SnapshotSet } from './store-client.js';
+export type { StoreClientOptions, ClientPutOptions, ClientGetOptions, ClientPatchOptions, PatchResult, PutResult, WriteReplyTiming, ScanOptions, NodeStats, SnapshotLease, SnapshotSet } from './store-client.js';
 export { StoreRouter } from './store-router.js';
 export type { StoreRouterOptions, CallOptions } from './store-router.js';
 export { bulkPutAll, bulkPutCheckpointed, DEFAULT_BULK_BATCH_MAX_BYTES, DEFAULT_BULK_BATCH_MAX_ROWS, DEFAULT_BULK_MAX_IN_FLIGHT } from './bulk-writer.js';

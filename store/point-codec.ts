@@ -8,13 +8,15 @@ import {
   type DeleteRequest,
   type DeleteResponse,
   type Entry,
+  type ForwardHop,
   type MultiOp,
   type MultiResult,
+  type ServerTiming,
 } from './proto/gen/shardpipe/store/v1/store.js';
 import { varintSize, writeVarint } from './wire-varint.js';
 
 /*
- * Hand codecs for the point-operation messages (Get, Put, Multi), byte for byte the generated
+ * Hand codecs for the point-operation messages (Get, Put, Multi; with the writes' ServerTiming), byte for byte the generated
  * ones' wire form (test/unit/point-codec.test.ts compares both ways with random messages). They
  * exist because the generated code goes through a BinaryWriter with a fork per sub-message, turns
  * every uint64 into a string and back, and copies every bytes field: here a message is sized first
@@ -75,6 +77,16 @@ class Out {
     this.buf[this.pos++] = tag;
     this.varint(n);
   }
+  double(tag: number, n: number): void {
+    this.buf[this.pos++] = tag;
+    this.buf.writeDoubleLE(n, this.pos);
+    this.pos += 8;
+  }
+  string(tag: number, s: string, byteLength: number): void {
+    this.buf[this.pos++] = tag;
+    this.varint(byteLength);
+    this.pos += this.buf.write(s, this.pos, byteLength, 'utf8');
+  }
 }
 
 // ---- sizes (each also checks its message's field types, throwing FALLBACK) ----
@@ -124,17 +136,44 @@ function getResponseSize(m: GetResponse): number {
   return s;
 }
 
+function doubleOf(n: unknown): number {
+  if (typeof n !== 'number') throw FALLBACK;
+  return n;
+}
+
+/** A field the generated encoder writes when `n !== 0` (so not -0 either): tag + 8 bytes. */
+function doubleFieldSize(n: unknown): number {
+  return doubleOf(n) !== 0 ? 9 : 0;
+}
+
+function forwardHopSize(m: ForwardHop): number {
+  if (typeof m.node !== 'string') throw FALLBACK;
+  let s = 0;
+  if (m.node !== '') s += lenFieldSize(Buffer.byteLength(m.node, 'utf8'));
+  return s + doubleFieldSize(m.writeMs) + doubleFieldSize(m.forwardMs);
+}
+
+function serverTimingSize(m: ServerTiming): number {
+  if (!Array.isArray(m.hops)) throw FALLBACK;
+  let s = doubleFieldSize(m.queueMs) + doubleFieldSize(m.writeMs) + doubleFieldSize(m.fsyncMs) + doubleFieldSize(m.forwardMs);
+  for (const hop of m.hops) s += lenFieldSize(forwardHopSize(hop));
+  return s;
+}
+
 function putResponseSize(m: PutResponse): number {
   let s = 0;
   if (u64(m.etag) !== 0) s += 1 + varintSize(m.etag);
   if (u64(m.updatedAtMs) !== 0) s += 1 + varintSize(m.updatedAtMs);
   if (u64(m.expiresAtMs) !== 0) s += 1 + varintSize(m.expiresAtMs);
+  if (m.timing !== undefined) s += lenFieldSize(serverTimingSize(m.timing));
   return s;
 }
 
 function deleteResponseSize(m: DeleteResponse): number {
   if (typeof m.deleted !== 'boolean') throw FALLBACK;
-  return m.deleted ? 2 : 0;
+  let s = m.deleted ? 2 : 0;
+  if (m.timing !== undefined) s += lenFieldSize(serverTimingSize(m.timing));
+  return s;
 }
 
 function multiOpSize(m: MultiOp): number {
@@ -207,10 +246,30 @@ function writeGetResponse(o: Out, m: GetResponse): void {
   }
 }
 
+function writeServerTiming(o: Out, m: ServerTiming): void {
+  if (m.queueMs !== 0) o.double(9, m.queueMs);
+  if (m.writeMs !== 0) o.double(17, m.writeMs);
+  if (m.fsyncMs !== 0) o.double(25, m.fsyncMs);
+  if (m.forwardMs !== 0) o.double(33, m.forwardMs);
+  for (const hop of m.hops) {
+    o.u(42, forwardHopSize(hop));
+    if (hop.node !== '') o.string(10, hop.node, Buffer.byteLength(hop.node, 'utf8'));
+    if (hop.writeMs !== 0) o.double(17, hop.writeMs);
+    if (hop.forwardMs !== 0) o.double(25, hop.forwardMs);
+  }
+}
+
+function writeTimingField(o: Out, tag: number, m: ServerTiming | undefined): void {
+  if (m === undefined) return;
+  o.u(tag, serverTimingSize(m));
+  writeServerTiming(o, m);
+}
+
 function writePutResponse(o: Out, m: PutResponse): void {
   if (m.etag !== 0) o.u(8, m.etag);
   if (m.updatedAtMs !== 0) o.u(16, m.updatedAtMs);
   if (m.expiresAtMs !== 0) o.u(24, m.expiresAtMs);
+  writeTimingField(o, 34, m.timing);
 }
 
 function writeMultiOp(o: Out, m: MultiOp): void {
@@ -245,6 +304,7 @@ function writeMultiResult(o: Out, m: MultiResult, strings: ResultStrings): void 
   if (m.delete !== undefined) {
     o.u(66, deleteResponseSize(m.delete));
     if (m.delete.deleted) o.u(8, 1);
+    writeTimingField(o, 18, m.delete.timing);
   }
   if (m.retryAfterMs !== undefined) o.u(72, m.retryAfterMs);
 }
@@ -396,6 +456,12 @@ class In {
     if (n > 0xffffffff) throw FALLBACK;
     return n;
   }
+  double(): number {
+    if (this.end - this.pos < 8) throw FALLBACK;
+    const n = this.buf.readDoubleLE(this.pos);
+    this.pos += 8;
+    return n;
+  }
 }
 
 /** Marks field `field` seen in `seen` (a bit set); a field seen twice is not canonical. */
@@ -482,8 +548,42 @@ function readGetResponse(r: In): GetResponse {
   return m;
 }
 
+function readForwardHop(r: In): ForwardHop {
+  const m: ForwardHop = { node: '', writeMs: 0, forwardMs: 0 };
+  let seen = 0;
+  while (r.more()) {
+    const tag = r.tag();
+    seen = once(seen, tag >>> 3);
+    if (tag === 10) m.node = r.string();
+    else if (tag === 17) m.writeMs = r.double();
+    else if (tag === 25) m.forwardMs = r.double();
+    else throw FALLBACK;
+  }
+  return m;
+}
+
+function readServerTiming(r: In): ServerTiming {
+  const m: ServerTiming = { queueMs: 0, writeMs: 0, fsyncMs: 0, forwardMs: 0, hops: [] };
+  let seen = 0;
+  while (r.more()) {
+    const tag = r.tag();
+    // hops (5) is repeated: it may come any number of times.
+    if (tag === 42) {
+      m.hops.push(readForwardHop(r.sub()));
+      continue;
+    }
+    seen = once(seen, tag >>> 3);
+    if (tag === 9) m.queueMs = r.double();
+    else if (tag === 17) m.writeMs = r.double();
+    else if (tag === 25) m.fsyncMs = r.double();
+    else if (tag === 33) m.forwardMs = r.double();
+    else throw FALLBACK;
+  }
+  return m;
+}
+
 function readPutResponse(r: In): PutResponse {
-  const m: PutResponse = { etag: 0, updatedAtMs: 0, expiresAtMs: 0 };
+  const m: PutResponse = { etag: 0, updatedAtMs: 0, expiresAtMs: 0, timing: undefined };
   let seen = 0;
   while (r.more()) {
     const tag = r.tag();
@@ -491,18 +591,20 @@ function readPutResponse(r: In): PutResponse {
     if (tag === 8) m.etag = r.varint();
     else if (tag === 16) m.updatedAtMs = r.varint();
     else if (tag === 24) m.expiresAtMs = r.varint();
+    else if (tag === 34) m.timing = readServerTiming(r.sub());
     else throw FALLBACK;
   }
   return m;
 }
 
 function readDeleteResponse(r: In): DeleteResponse {
-  const m: DeleteResponse = { deleted: false };
+  const m: DeleteResponse = { deleted: false, timing: undefined };
   let seen = 0;
   while (r.more()) {
     const tag = r.tag();
     seen = once(seen, tag >>> 3);
     if (tag === 8) m.deleted = r.bool();
+    else if (tag === 18) m.timing = readServerTiming(r.sub());
     else throw FALLBACK;
   }
   return m;

@@ -8,7 +8,7 @@ import type { StoredRecord } from './record.js';
 import { StoreError } from './store-errors.js';
 import { PATCH_MODES, type PatchMode } from './json-document.js';
 import { StoreRouter, toStoreError, type CallOptions, type StoreRouterOptions } from './store-router.js';
-import type { ScanBatch, ScanRequest } from './proto/gen/shardpipe/store/v1/store.js';
+import type { ScanBatch, ScanRequest, ServerTiming } from './proto/gen/shardpipe/store/v1/store.js';
 import { PackedRows } from './packed-rows.js';
 
 /** Options of the thick client: those of its routing core (see StoreRouterOptions). */
@@ -40,6 +40,24 @@ export interface ClientPatchOptions extends CallOptions {
   returnDocument?: boolean;
 }
 
+/**
+ * Where a write's time went, as its head reported it (absent when the node predates the field).
+ * In a chain the head answers only after the tail's ack: `forwardMs` is that wait, `hops` each
+ * replica below the head (nearest first) with its own durable write and its wait for the rest.
+ */
+export interface WriteReplyTiming {
+  /** The head's write, from queued to durable (ms). */
+  writeMs: number;
+  /** From the head's write being durable to the tail's ack (ms; 0 for a chain of one). */
+  forwardMs: number;
+  hops: Array<{ node: string; writeMs: number; forwardMs: number }>;
+}
+
+/** The outcome of a put: the stored record, and the write's timing. */
+export interface PutResult extends StoredRecord {
+  timing?: WriteReplyTiming;
+}
+
 /** The outcome of a patch: the new record's etag and times, and the document when asked for. */
 export interface PatchResult {
   etag: number;
@@ -47,6 +65,7 @@ export interface PatchResult {
   expiresAtMs: number;
   /** The patched document (UTF-8 JSON), with `returnDocument`. */
   document?: Buffer;
+  timing?: WriteReplyTiming;
 }
 
 export interface ScanOptions extends CallOptions {
@@ -136,12 +155,14 @@ export class StoreClient implements BulkPutter {
   }
 
   /** Writes a value; rejects with STORE_ETAG_MISMATCH (carrying `currentEtag`) when a CAS fails. */
-  async put(key: Key, value: Buffer, options: ClientPutOptions = {}): Promise<StoredRecord> {
+  async put(key: Key, value: Buffer, options: ClientPutOptions = {}): Promise<PutResult> {
     const cas = casAttempts(options.expectedEtag);
     const response = await this.router.routed(key.bytes, options, (conn, mapVersion, limits) =>
       cas(conn.point('put', { mapVersion, key: key.bytes, value, expectedEtag: options.expectedEtag, ttlMs: options.ttlMs ?? 0 }, limits)),
     );
-    return { value, etag: response.etag, updatedAtMs: response.updatedAtMs, expiresAtMs: response.expiresAtMs };
+    const result: PutResult = { value, etag: response.etag, updatedAtMs: response.updatedAtMs, expiresAtMs: response.expiresAtMs };
+    if (response.timing !== undefined) result.timing = replyTiming(response.timing);
+    return result;
   }
 
   /**
@@ -163,7 +184,13 @@ export class StoreClient implements BulkPutter {
         ),
       ),
     );
-    return { etag: response.etag, updatedAtMs: response.updatedAtMs, expiresAtMs: response.expiresAtMs, ...(options.returnDocument ? { document: response.document } : {}) };
+    return {
+      etag: response.etag,
+      updatedAtMs: response.updatedAtMs,
+      expiresAtMs: response.expiresAtMs,
+      ...(options.returnDocument ? { document: response.document } : {}),
+      ...(response.timing === undefined ? {} : { timing: replyTiming(response.timing) }),
+    };
   }
 
   /** Deletes a key; resolves whether a live entry was deleted. */
@@ -447,4 +474,8 @@ function groupByNode(leases: readonly SnapshotLease[]): Map<string, string[]> {
 
 function fromEntry(e: { value: Buffer; etag: number; updatedAtMs: number; expiresAtMs: number }): StoredRecord {
   return { value: e.value, etag: e.etag, updatedAtMs: e.updatedAtMs, expiresAtMs: e.expiresAtMs };
+}
+
+function replyTiming(t: ServerTiming): WriteReplyTiming {
+  return { writeMs: t.writeMs, forwardMs: t.forwardMs, hops: t.hops.map((h) => ({ node: h.node, writeMs: h.writeMs, forwardMs: h.forwardMs })) };
 }

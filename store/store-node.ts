@@ -96,9 +96,20 @@ export type PointOp =
 /** The outcome of one point operation: what get/put/delete would resolve, or why it failed. */
 export type PointOutcome =
   | { ok: true; kind: 'get'; record: StoredRecord | undefined }
-  | { ok: true; kind: 'put'; record: StoredRecord }
-  | { ok: true; kind: 'delete'; deleted: boolean }
+  | { ok: true; kind: 'put'; record: StoredRecord; timing: PointWriteTiming }
+  | { ok: true; kind: 'delete'; deleted: boolean; timing: PointWriteTiming }
   | { ok: false; error: unknown };
+
+/**
+ * A point write's timing at its head (the ServerTiming of Put, Delete, Patch and a Multi's writes):
+ * `writeMs` from the write being queued to durable (its queue, batch and fsync together: a point
+ * write shares its group's); `forwardMs` and `hops` as a bulk write's (0 and none for a chain of one).
+ */
+export interface PointWriteTiming {
+  writeMs: number;
+  forwardMs: number;
+  hops: HopTiming[];
+}
 
 /** A snapshot the node holds for a caller until its lease runs out. */
 export interface SnapshotLeaseInfo {
@@ -236,7 +247,7 @@ export class StoreNode {
    * put's. A JSON Patch, or any patch with `ifEtag`, whose ack cannot come is STORE_AMBIGUOUS: sent
    * again, it could apply twice. A merge patch is idempotent, like an upsert.
    */
-  async patch(mapVersion: number, key: Buffer, patch: Buffer, options: { mode: PatchMode; ifEtag?: number; ttlMs?: number }): Promise<StoredRecord> {
+  async patch(mapVersion: number, key: Buffer, patch: Buffer, options: { mode: PatchMode; ifEtag?: number; ttlMs?: number }, timing?: PointWriteTiming): Promise<StoredRecord> {
     this.checkKey(key);
     this.checkValue(patch, key);
     checkTtl(options.ttlMs);
@@ -252,38 +263,49 @@ export class StoreNode {
     };
     const update = { expectedEtag: options.ifEtag, ttlMs: options.ttlMs };
     const replica = this.chainOf(partition);
-    if (replica === undefined) return store.update(key, change, update);
+    const started = performance.now();
+    if (replica === undefined) return timing === undefined ? store.update(key, change, update) : store.update(key, change, update).then((record) => (timedLocally(timing, started), record));
     replica.checkRoom();
     const tag = replica.headTag();
-    const { record, acked } = await store.update(key, change, update, tag).then((record) => ({ record, acked: replica.replicate({ kind: 'points', nowMs: record.updatedAtMs, writes: [{ key, record }] }, tag) }));
-    await this.chainAck(acked, options.mode === 'json-patch' || options.ifEtag !== undefined, partition);
+    let durable = 0;
+    const { record, acked } = await store.update(key, change, update, tag).then((record) => ((durable = performance.now()), { record, acked: replica.replicate({ kind: 'points', nowMs: record.updatedAtMs, writes: [{ key, record }] }, tag) }));
+    const hops = await this.chainAck(acked, options.mode === 'json-patch' || options.ifEtag !== undefined, partition);
+    if (timing !== undefined) timedInChain(timing, started, durable, hops);
     return record;
   }
 
-  async put(mapVersion: number, key: Buffer, value: Buffer, options: PutOptions): Promise<StoredRecord> {
+  /** Writes a value at the head; `timing`, when given, is filled in with the write's PointWriteTiming. */
+  async put(mapVersion: number, key: Buffer, value: Buffer, options: PutOptions, timing?: PointWriteTiming): Promise<StoredRecord> {
     this.checkKey(key);
     this.checkValue(value, key);
     checkTtl(options.ttlMs);
     const { partition, store } = this.route(mapVersion, key, 'write');
     const replica = this.chainOf(partition);
-    if (replica === undefined) return store.put(key, value, options);
+    const started = performance.now();
+    if (replica === undefined) return timing === undefined ? store.put(key, value, options) : store.put(key, value, options).then((record) => (timedLocally(timing, started), record));
     replica.checkRoom();
     const tag = replica.headTag();
-    const replicated = store.put(key, value, options, tag).then((record) => ({ record, acked: replica.replicate({ kind: 'points', nowMs: record.updatedAtMs, writes: [{ key, record }] }, tag) }));
+    let durable = 0;
+    const replicated = store.put(key, value, options, tag).then((record) => ((durable = performance.now()), { record, acked: replica.replicate({ kind: 'points', nowMs: record.updatedAtMs, writes: [{ key, record }] }, tag) }));
     const { record, acked } = await replicated;
-    await this.chainAck(acked, options.expectedEtag !== undefined, partition);
+    const hops = await this.chainAck(acked, options.expectedEtag !== undefined, partition);
+    if (timing !== undefined) timedInChain(timing, started, durable, hops);
     return record;
   }
 
-  async delete(mapVersion: number, key: Buffer, expectedEtag?: number): Promise<boolean> {
+  /** Deletes a key at the head; `timing` as put's. */
+  async delete(mapVersion: number, key: Buffer, expectedEtag?: number, timing?: PointWriteTiming): Promise<boolean> {
     this.checkKey(key);
     const { partition, store } = this.route(mapVersion, key, 'write');
     const replica = this.chainOf(partition);
-    if (replica === undefined) return store.delete(key, expectedEtag);
+    const started = performance.now();
+    if (replica === undefined) return timing === undefined ? store.delete(key, expectedEtag) : store.delete(key, expectedEtag).then((deleted) => (timedLocally(timing, started), deleted));
     replica.checkRoom();
     const tag = replica.headTag();
-    const { deleted, acked } = await store.delete(key, expectedEtag, tag).then((deleted) => ({ deleted, acked: replica.replicate({ kind: 'points', nowMs: Date.now(), writes: [{ key, deleted: true }] }, tag) }));
-    await this.chainAck(acked, expectedEtag !== undefined, partition);
+    let durable = 0;
+    const { deleted, acked } = await store.delete(key, expectedEtag, tag).then((deleted) => ((durable = performance.now()), { deleted, acked: replica.replicate({ kind: 'points', nowMs: Date.now(), writes: [{ key, deleted: true }] }, tag) }));
+    const hops = await this.chainAck(acked, expectedEtag !== undefined, partition);
+    if (timing !== undefined) timedInChain(timing, started, durable, hops);
     return deleted;
   }
 
@@ -336,10 +358,16 @@ export class StoreNode {
       const partition = this.currentMap.lookup(ops[slots[0]!]!.key);
       const replica = this.chainOf(partition);
       const tags = slots.map(() => replica?.headTag());
+      const started = performance.now();
       const settled = store.writeMany(slots.map((i, j) => ({ ...(ops[i] as PointWrite & PointOp), chain: tags[j] })));
       slots.forEach((slot, j) => {
         const op = ops[slot]!;
-        const outcome = settled[j]!.then((r): PointOutcome => (op.kind === 'put' ? { ok: true, kind: 'put', record: r as StoredRecord } : { ok: true, kind: 'delete', deleted: r as boolean }));
+        // Filled in as it becomes durable, and (in a chain) once the tail acked it.
+        const timing: PointWriteTiming = { writeMs: 0, forwardMs: 0, hops: [] };
+        const outcome = settled[j]!.then((r): PointOutcome => {
+          timing.writeMs = performance.now() - started;
+          return op.kind === 'put' ? { ok: true, kind: 'put', record: r as StoredRecord, timing } : { ok: true, kind: 'delete', deleted: r as boolean, timing };
+        });
         if (replica === undefined) {
           outcomes[slot] = outcome.catch((error: unknown): PointOutcome => ({ ok: false, error }));
           return;
@@ -353,7 +381,9 @@ export class StoreNode {
             return { o, acked: replica.replicate(applied, tags[j]!) };
           })
           .then(async ({ o, acked }) => {
-            await this.chainAck(acked, cas, partition);
+            const durable = performance.now();
+            timing.hops = await this.chainAck(acked, cas, partition);
+            timing.forwardMs = performance.now() - durable;
             return o;
           })
           .catch((error: unknown): PointOutcome => ({ ok: false, error }));
@@ -1036,4 +1066,18 @@ function checkLease(leaseMs: number): void {
 function positive(name: string, value: number): number {
   if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`${name} must be a whole number ≥ 1, got ${value}`);
   return value;
+}
+
+/** A point write's timing in a chain of one: durable is done. */
+function timedLocally(timing: PointWriteTiming, startedMs: number): void {
+  timing.writeMs = performance.now() - startedMs;
+  timing.forwardMs = 0;
+  timing.hops = [];
+}
+
+/** A point write's timing at a head: queued → durable, then durable → the tail's ack. */
+function timedInChain(timing: PointWriteTiming, startedMs: number, durableMs: number, hops: HopTiming[]): void {
+  timing.writeMs = durableMs - startedMs;
+  timing.forwardMs = performance.now() - durableMs;
+  timing.hops = hops;
 }

@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { status as grpcStatus, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from '@grpc/grpc-js';
 import { roleAllows, type Logger, type Role } from '../common/index.js';
-import { StoreService, type Entry, type MultiOp, type MultiRequest, type MultiResult, type ReplicaStat, type ScanBatch, type ScanRequest, type SnapshotInfo, type StoreServer as StoreHandlers } from './proto/gen/shardpipe/store/v1/store.js';
+import { StoreService, type Entry, type ServerTiming, type MultiOp, type MultiRequest, type MultiResult, type ReplicaStat, type ScanBatch, type ScanRequest, type SnapshotInfo, type StoreServer as StoreHandlers } from './proto/gen/shardpipe/store/v1/store.js';
 import { FIELD_LIMITS, MAX_MULTI_OPS, truncateForMessage, type FieldLimitContext } from './field-limits.js';
 import { decodePackedBulkInsert } from './bulk-insert-codec.js';
 import { packEntries } from './scan-batch-codec.js';
@@ -15,7 +15,7 @@ import { PackedRows } from './packed-rows.js';
 import { PartitionMap } from './partition-map.js';
 import { SCAN_ENTRY_OVERHEAD_BYTES, type StoredEntry } from './partition-store.js';
 import { METADATA_GRANTED_ROLE } from './store-auth.js';
-import type { PointOp, PointOutcome, SnapshotLeaseInfo, StoreNode } from './store-node.js';
+import type { PointOp, PointOutcome, PointWriteTiming, SnapshotLeaseInfo, StoreNode } from './store-node.js';
 import { StoreError } from './store-errors.js';
 import type { StoreRpcMetrics } from './store-metrics.js';
 import { OperationService } from './operation-service.js';
@@ -114,13 +114,19 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
       return record === undefined ? { found: false } : { found: true, entry: toEntry({ key: req.key, ...record }) };
     }),
     put: unary('Put', async (req) => {
-      const record = await node.put(req.mapVersion, req.key, req.value, { expectedEtag: req.expectedEtag, ttlMs: req.ttlMs });
-      return { etag: record.etag, updatedAtMs: record.updatedAtMs, expiresAtMs: record.expiresAtMs };
+      const timing = newPointTiming();
+      const record = await node.put(req.mapVersion, req.key, req.value, { expectedEtag: req.expectedEtag, ttlMs: req.ttlMs }, timing);
+      return { etag: record.etag, updatedAtMs: record.updatedAtMs, expiresAtMs: record.expiresAtMs, timing: toServerTiming(timing) };
     }),
-    delete: unary('Delete', async (req) => ({ deleted: await node.delete(req.mapVersion, req.key, req.expectedEtag) })),
+    delete: unary('Delete', async (req) => {
+      const timing = newPointTiming();
+      const deleted = await node.delete(req.mapVersion, req.key, req.expectedEtag, timing);
+      return { deleted, timing: toServerTiming(timing) };
+    }),
     patch: unary('Patch', async (req) => {
-      const record = await node.patch(req.mapVersion, req.key, req.patch, { mode: PATCH_MODES[req.mode]!, ifEtag: req.ifEtag, ttlMs: req.ttlMs });
-      return { etag: record.etag, updatedAtMs: record.updatedAtMs, expiresAtMs: record.expiresAtMs, document: req.returnDocument ? record.value : EMPTY };
+      const timing = newPointTiming();
+      const record = await node.patch(req.mapVersion, req.key, req.patch, { mode: PATCH_MODES[req.mode]!, ifEtag: req.ifEtag, ttlMs: req.ttlMs }, timing);
+      return { etag: record.etag, updatedAtMs: record.updatedAtMs, expiresAtMs: record.expiresAtMs, document: req.returnDocument ? record.value : EMPTY, timing: toServerTiming(timing) };
     }),
     scanPage: unary('ScanPage', async (req) => {
       const pageSize = req.batchSize > 0 ? req.batchSize : 1000;
@@ -288,9 +294,9 @@ function answeredSlot(outcome: PointOutcome, key: Buffer, log: RequestLog): Mult
     case 'get':
       return { ...ok, get: outcome.record === undefined ? { found: false } : { found: true, entry: toEntry({ key, ...outcome.record }) } };
     case 'put':
-      return { ...ok, put: { etag: outcome.record.etag, updatedAtMs: outcome.record.updatedAtMs, expiresAtMs: outcome.record.expiresAtMs } };
+      return { ...ok, put: { etag: outcome.record.etag, updatedAtMs: outcome.record.updatedAtMs, expiresAtMs: outcome.record.expiresAtMs, timing: toServerTiming(outcome.timing) } };
     case 'delete':
-      return { ...ok, delete: { deleted: outcome.deleted } };
+      return { ...ok, delete: { deleted: outcome.deleted, timing: toServerTiming(outcome.timing) } };
   }
 }
 
@@ -384,4 +390,13 @@ function replicaStats(node: StoreNode): ReplicaStat[] {
       syncTotalRows: r.sync?.totalRows ?? 0,
     };
   });
+}
+
+function newPointTiming(): PointWriteTiming {
+  return { writeMs: 0, forwardMs: 0, hops: [] };
+}
+
+/** A point write's reply timing: the head's write (queued to durable) in write_ms, then the chain's part. */
+function toServerTiming(t: PointWriteTiming): ServerTiming {
+  return { queueMs: 0, writeMs: t.writeMs, fsyncMs: 0, forwardMs: t.forwardMs, hops: t.hops };
 }

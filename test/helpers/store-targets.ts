@@ -112,7 +112,11 @@ export async function clientTarget(start: Promise<Pick<StoreCluster, 'seeds' | '
       const r = await client.patch(keyOf(key), patch, { ...options, returnDocument: true });
       return { value: r.document!, etag: r.etag, updatedAtMs: r.updatedAtMs, expiresAtMs: r.expiresAtMs };
     },
-    put: (key, value, options = {}) => client.put(keyOf(key), value, options),
+    async put(key, value, options = {}) {
+      // The stored record only (the contract compares it with reads); the reply's timing is not part of it.
+      const { timing: _timing, ...record } = await client.put(keyOf(key), value, options);
+      return record;
+    },
     delete: (key, options = {}) => client.delete(keyOf(key), options),
     bulkInsert: (rows) =>
       router.routed(rows[0]!.key, {}, (conn, mapVersion, limits) =>

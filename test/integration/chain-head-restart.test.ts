@@ -2,6 +2,7 @@ import { writeFile, rm } from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Key, StoreClient, type BulkRowInput, type PartitionMap } from '../../store/index.js';
 import { EtcdTestCluster, type CliProcess } from '../helpers/etcd-cluster.js';
+import { RawStoreClient } from '../helpers/raw-store-call.js';
 
 // Real etcd, three real `store start --etcd` processes and a coordinator. The chain's head is
 // SIGKILLed and restarted with its data within its lease, so the coordinator never drops it.
@@ -46,12 +47,12 @@ async function check(c: EtcdTestCluster, seed: string): Promise<{ code: number |
 }
 
 /** One partition on a chain of three; every node runs with the hold-forwards fault switch on `holdFile`. */
-async function chainOfThree(holdFile: string): Promise<{ c: EtcdTestCluster; map: PartitionMap; client: StoreClient }> {
+async function chainOfThree(holdFile: string, options: { coordinator?: boolean } = {}): Promise<{ c: EtcdTestCluster; map: PartitionMap; client: StoreClient }> {
   const c = await EtcdTestCluster.start({ lease: LEASE });
   cluster = c;
   const env = { SHARDPIPE_FAULT_INJECTION_HOLD_FORWARDS: holdFile };
   await Promise.all([0, 1, 2].map(() => c.startNode(undefined, [], c.etcd.url, env)));
-  await c.startCoordinator();
+  if (options.coordinator !== false) await c.startCoordinator();
   const init = await c.cli(['cluster', 'init', '--etcd', c.etcd.url, '--partitions', '1', '--replicas', '3']);
   expect(init.code).toBe(0);
   await Promise.all([...c.nodes.values()].map((n) => n.event('ready')));
@@ -105,6 +106,47 @@ describe('a chain head restarted within its lease', () => {
     const again = await check(c, head);
     expect(again.json.partitions[0]!.replicas.map((r) => r.count)).toEqual([ROWS + 1, ROWS + 1, ROWS + 1]);
     expect(again.code).toBe(0);
+  }, 180_000);
+
+  it('fault injection (forwards held): with no coordinator running, the fenced restarted head refuses writes saying to start one (or cluster repair); once a coordinator starts, the chain takes writes again', async () => {
+    const holdFile = `${process.env.TMPDIR ?? '/tmp'}/shardpipe-hold-${process.pid}-${Date.now()}-nocoord`;
+    const { c, map, client } = await chainOfThree(holdFile, { coordinator: false });
+    const head = map.partitions[0]!.node;
+    expect((await client.bulkPutAll([rows(ROWS, 'acked')])).rows).toBe(ROWS);
+
+    await writeFile(holdFile, '');
+    const unackedClient = new StoreClient({ seeds: [head] });
+    clients.push(unackedClient);
+    const pending = unackedClient.bulkPutAll([rows(50, 'never-acked').map((r) => ({ ...r, key: Buffer.concat([Buffer.from('zz'), r.key]) }))], { maxInFlight: 1 }).catch(() => undefined);
+    await logged(c.nodes.get(head)!, 'fault injection: holding a forward');
+    await c.nodes.get(head)!.kill('SIGKILL');
+    unackedClient.close();
+    await pending;
+    await rm(holdFile);
+
+    const restarted = await c.startNode(head, [], c.etcd.url, { SHARDPIPE_FAULT_INJECTION_HOLD_FORWARDS: holdFile });
+    await restarted.event('ready');
+    await logged(restarted, 'restarted head holds writes its successor lacks');
+    expect(restarted.stderr).toContain('none running? start `shardpipe coordinator --etcd URL`');
+    const raw = new RawStoreClient(head);
+    try {
+      const put = await raw.call('Put', { mapVersion: BigInt(map.version), key: Buffer.from('while-fenced'), value: Buffer.from('x') });
+      expect(put.ok).toBe(false);
+      if (!put.ok) {
+        expect(put.code).toBe('STORE_FENCED');
+        expect(put.error.details).toContain('if none runs, start one: `shardpipe coordinator --etcd URL`');
+        expect(put.error.details).toContain(`shardpipe cluster repair 0 --replica ${head} --etcd URL`);
+      }
+    } finally {
+      raw.close();
+    }
+
+    // Doing what the message says: a coordinator resyncs the head, and writes flow again.
+    await c.startCoordinator();
+    await c.waitForMap((m) => m.partitions[0]!.node !== head && m.partitions[0]!.chain.some((r) => r.node === head), 30_000);
+    await client.refreshMap();
+    await client.put(Key.fromBytes(Buffer.from('after-coordinator')), Buffer.from('ok'));
+    expect((await client.get(Key.fromBytes(Buffer.from('after-coordinator'))))?.value.toString()).toBe('ok');
   }, 180_000);
 
   it('a quiet head (everything it applied was acknowledged) restarted within its lease keeps its place and its stream: no resync, writes flow, cluster check consistent', async () => {

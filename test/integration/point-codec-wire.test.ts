@@ -46,7 +46,8 @@ describe('point codecs on the wire', () => {
       if (!r.ok) throw new Error(`Put failed: ${r.error.message}`);
       const put = canonical(r.bytes, PutResponse);
       // An independent decoder reads the same answer.
-      expect(toJson(output('Put'), fromBinary(output('Put'), r.bytes))).toEqual({ etag: String(put.etag), updatedAtMs: String(put.updatedAtMs), ...(i === 2 ? { expiresAtMs: String(put.expiresAtMs) } : {}) });
+      // The head's write time (a chain of one: no forward, no hops).
+      expect(toJson(output('Put'), fromBinary(output('Put'), r.bytes))).toEqual({ etag: String(put.etag), updatedAtMs: String(put.updatedAtMs), ...(i === 2 ? { expiresAtMs: String(put.expiresAtMs) } : {}), timing: { writeMs: put.timing!.writeMs } });
       expect(put.etag).toBeGreaterThan(0);
       expect(put.expiresAtMs > 0).toBe(i === 2);
       puts.push(put);
@@ -81,7 +82,7 @@ describe('point codecs on the wire', () => {
     expect(results[1]!.get).toEqual({ found: false, entry: undefined });
     expect(results[2]!.put!.etag).toBeGreaterThan(puts[0]!.etag);
     expect(results[3]).toMatchObject({ errorCode: 'STORE_ETAG_MISMATCH', currentEtag: puts[1]!.etag });
-    expect(results[4]!.delete).toEqual({ deleted: true });
+    expect(results[4]!.delete).toEqual({ deleted: true, timing: { queueMs: 0, writeMs: expect.any(Number), fsyncMs: 0, forwardMs: 0, hops: [] } });
     expect(results[5]!.errorCode).toBe('STORE_INVALID_KEY');
     expect(results[5]!.message).toMatch(/key/);
     // An independent decoder reads the slots the same way.

@@ -37,7 +37,11 @@ const putRequest = fc.record({ mapVersion: u64, key: bytes, value: bytes, expect
 const deleteRequest = fc.record({ mapVersion: u64, key: bytes, expectedEtag: opt(u64) });
 const entry = fc.record({ key: bytes, value: bytes, etag: u64, updatedAtMs: u64, expiresAtMs: u64 });
 const getResponse = fc.record({ found: fc.boolean(), entry: opt(entry) });
-const putResponse = fc.record({ etag: u64, updatedAtMs: u64, expiresAtMs: u64 });
+// Doubles of every kind the generated writer meets: 0 and -0 (both left out), NaN, infinities, tiny and huge.
+const double = fc.oneof(fc.constant(0), fc.constant(-0), fc.double(), fc.double({ min: 0, max: 10_000, noNaN: true }));
+const forwardHop = fc.record({ node: text, writeMs: double, forwardMs: double });
+const serverTiming = fc.record({ queueMs: double, writeMs: double, fsyncMs: double, forwardMs: double, hops: fc.array(forwardHop, { maxLength: 4 }) });
+const putResponse = fc.record({ etag: u64, updatedAtMs: u64, expiresAtMs: u64, timing: opt(serverTiming) });
 const multiOp = fc.record({ get: opt(getRequest), put: opt(putRequest), delete: opt(deleteRequest) });
 const multiRequest = fc.record({ ops: fc.array(multiOp, { maxLength: 12 }) });
 const multiResult = fc.record({
@@ -48,7 +52,7 @@ const multiResult = fc.record({
   mapVersion: opt(u64),
   get: opt(getResponse),
   put: opt(putResponse),
-  delete: opt(fc.record({ deleted: fc.boolean() })),
+  delete: opt(fc.record({ deleted: fc.boolean(), timing: opt(serverTiming) })),
   retryAfterMs: opt(u64),
 });
 const multiResponse = fc.record({ results: fc.array(multiResult, { maxLength: 12 }) });

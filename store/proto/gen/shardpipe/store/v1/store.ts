@@ -70,6 +70,11 @@ export interface PutResponse {
   etag: number;
   updatedAtMs: number;
   expiresAtMs: number;
+  /**
+   * The head's durable write (write_ms: queued to durable; queue_ms and fsync_ms 0), its wait for
+   * the chain (forward_ms) and each replica below it (hops). Absent from a node before this field.
+   */
+  timing?: ServerTiming | undefined;
 }
 
 export interface DeleteRequest {
@@ -80,6 +85,8 @@ export interface DeleteRequest {
 
 export interface DeleteResponse {
   deleted: boolean;
+  /** As PutResponse.timing. */
+  timing?: ServerTiming | undefined;
 }
 
 export interface ScanRequest {
@@ -463,6 +470,8 @@ export interface PatchResponse {
   expiresAtMs: number;
   /** The patched document, when asked for (return_document). */
   document: Buffer;
+  /** As PutResponse.timing. */
+  timing?: ServerTiming | undefined;
 }
 
 /** One replica a node holds, in PartitionStatsResponse.replicas. */
@@ -834,7 +843,7 @@ export const PutRequest: MessageFns<PutRequest> = {
 };
 
 function createBasePutResponse(): PutResponse {
-  return { etag: 0, updatedAtMs: 0, expiresAtMs: 0 };
+  return { etag: 0, updatedAtMs: 0, expiresAtMs: 0, timing: undefined };
 }
 
 export const PutResponse: MessageFns<PutResponse> = {
@@ -847,6 +856,9 @@ export const PutResponse: MessageFns<PutResponse> = {
     }
     if (message.expiresAtMs !== 0) {
       writer.uint32(24).uint64(message.expiresAtMs);
+    }
+    if (message.timing !== undefined) {
+      ServerTiming.encode(message.timing, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -886,6 +898,14 @@ export const PutResponse: MessageFns<PutResponse> = {
             }
 
             message.expiresAtMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.timing = ServerTiming.decode(reader, reader.uint32());
             continue;
           }
         }
@@ -970,13 +990,16 @@ export const DeleteRequest: MessageFns<DeleteRequest> = {
 };
 
 function createBaseDeleteResponse(): DeleteResponse {
-  return { deleted: false };
+  return { deleted: false, timing: undefined };
 }
 
 export const DeleteResponse: MessageFns<DeleteResponse> = {
   encode(message: DeleteResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.deleted !== false) {
       writer.uint32(8).bool(message.deleted);
+    }
+    if (message.timing !== undefined) {
+      ServerTiming.encode(message.timing, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -1000,6 +1023,14 @@ export const DeleteResponse: MessageFns<DeleteResponse> = {
             }
 
             message.deleted = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.timing = ServerTiming.decode(reader, reader.uint32());
             continue;
           }
         }
@@ -3978,7 +4009,7 @@ export const PatchRequest: MessageFns<PatchRequest> = {
 };
 
 function createBasePatchResponse(): PatchResponse {
-  return { etag: 0, updatedAtMs: 0, expiresAtMs: 0, document: Buffer.alloc(0) };
+  return { etag: 0, updatedAtMs: 0, expiresAtMs: 0, document: Buffer.alloc(0), timing: undefined };
 }
 
 export const PatchResponse: MessageFns<PatchResponse> = {
@@ -3994,6 +4025,9 @@ export const PatchResponse: MessageFns<PatchResponse> = {
     }
     if (message.document.length !== 0) {
       writer.uint32(34).bytes(message.document);
+    }
+    if (message.timing !== undefined) {
+      ServerTiming.encode(message.timing, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -4041,6 +4075,14 @@ export const PatchResponse: MessageFns<PatchResponse> = {
             }
 
             message.document = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.timing = ServerTiming.decode(reader, reader.uint32());
             continue;
           }
         }
