@@ -321,6 +321,24 @@ export class PackedRowsBuilder {
     this.used += size;
   }
 
+  /**
+   * Appends a row without metadata whose key and value lie in `source` (`[keyStart, +keyLength)`,
+   * `[valueStart, +valueLength)`), copying them: for rows decoded as spans of a received message,
+   * without a view per row.
+   */
+  addSpan(source: Uint8Array, keyStart: number, keyLength: number, valueStart: number, valueLength: number): void {
+    const size = keyLength + valueLength;
+    this.reserve(this.rows + 1, this.used + size);
+    this.lens[2 * this.rows] = keyLength;
+    this.lens[2 * this.rows + 1] = valueLength;
+    copyBytes(source, keyStart, keyLength, this.data, this.used);
+    copyBytes(source, valueStart, valueLength, this.data, this.used + keyLength);
+    this.offsets[this.rows] = this.used;
+    if (this.withMeta) this.metaBuf.fill(0, this.rows * PACKED_META_BYTES, (this.rows + 1) * PACKED_META_BYTES);
+    this.rows++;
+    this.used += size;
+  }
+
   /** The rows added so far as a batch; the builder starts empty again. */
   finish(): PackedRows {
     const offsets = this.rows === 0 ? new Float64Array(1) : this.offsets.subarray(0, this.rows + 1);
@@ -396,7 +414,7 @@ function setBytes(target: Buffer, at: number, source: Uint8Array): void {
 }
 
 /** Bytewise comparison of `a[aStart, aEnd)` and `b[bStart, bEnd)`: a loop for short keys, native for long ones. */
-function compareBytes(a: Uint8Array, aStart: number, aEnd: number, b: Uint8Array, bStart: number, bEnd: number): number {
+export function compareBytes(a: Uint8Array, aStart: number, aEnd: number, b: Uint8Array, bStart: number, bEnd: number): number {
   const aLength = aEnd - aStart;
   const bLength = bEnd - bStart;
   const n = Math.min(aLength, bLength);
@@ -416,7 +434,7 @@ const LOOP_COPY_MAX_BYTES = 32;
 /** Up to this many bytes keys are compared in a loop (it stops at the first difference). */
 const LOOP_COMPARE_MAX_BYTES = 64;
 
-function copyBytes(source: Buffer, start: number, length: number, target: Buffer, at: number): number {
+function copyBytes(source: Uint8Array, start: number, length: number, target: Buffer, at: number): number {
   if (length <= LOOP_COPY_MAX_BYTES) {
     for (let b = 0; b < length; b++) target[at + b] = source[start + b]!;
   } else {
