@@ -27,6 +27,7 @@ import {
   type ScanResponse,
 } from './proto/gen/shardpipe/gateway/v1/gateway_pb.js';
 import { bulkPutSpans, type BulkPutSpans } from './bulk-put-codec.js';
+import type { DeleteFields, PutFields, WireInt } from './point-codec.js';
 import { GatewayError, toGatewayError } from './gateway-errors.js';
 import { RequestLimiter } from './request-limiter.js';
 
@@ -82,7 +83,7 @@ export class GatewayService {
     return create(GetResponseSchema, { value: record.value, etag: BigInt(record.etag), updatedAtMs: BigInt(record.updatedAtMs), expiresAtMs: BigInt(record.expiresAtMs) });
   }
 
-  async put(req: PutRequest, signal?: AbortSignal): Promise<PutResponse> {
+  async put(req: PutRequest | PutFields, signal?: AbortSignal): Promise<PutResponse> {
     const key = keyOf(req.key, 'PutRequest.key');
     const record = await this.call(() =>
       this.client.put(key, Buffer.from(req.value.buffer, req.value.byteOffset, req.value.byteLength), {
@@ -95,7 +96,7 @@ export class GatewayService {
     return create(PutResponseSchema, { etag: BigInt(record.etag), updatedAtMs: BigInt(record.updatedAtMs), expiresAtMs: BigInt(record.expiresAtMs) });
   }
 
-  async delete(req: DeleteRequest, signal?: AbortSignal): Promise<DeleteResponse> {
+  async delete(req: DeleteRequest | DeleteFields, signal?: AbortSignal): Promise<DeleteResponse> {
     const key = keyOf(req.key, 'DeleteRequest.key');
     const deleted = await this.call(() => this.client.delete(key, { signal, timeoutMs: this.retryBudgetMs, expectedEtag: optionalInt(req.expectedEtag, 'DeleteRequest.expected_etag') }));
     return create(DeleteResponseSchema, { deleted });
@@ -347,12 +348,14 @@ function keyOf(bytes: Uint8Array, field: string): Key {
 }
 
 /** A 64-bit field as a number; beyond 2^53 − 1 no store value can match, so it is refused by name. */
-function int(value: bigint, field: string): number {
+function int(value: WireInt, field: string): number {
+  // The hand decoders give numbers only for safe integers (point-codec.ts).
+  if (typeof value === 'number') return value;
   if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw new GatewayError('GATEWAY_INVALID_ARGUMENT', `${field} is ${value}, out of range: allowed 0–${Number.MAX_SAFE_INTEGER}`);
   return Number(value);
 }
 
-function optionalInt(value: bigint | undefined, field: string): number | undefined {
+function optionalInt(value: WireInt | undefined, field: string): number | undefined {
   return value === undefined ? undefined : int(value, field);
 }
 
