@@ -90,6 +90,25 @@ describe('PackedRows', () => {
     expect(() => head.key(20)).toThrow(RangeError);
   });
 
+  it('addSpan copies rows out of a shared buffer (short keys by loop, long values natively), interleaved with add and metadata rows', () => {
+    const source = Buffer.concat([Buffer.from('xxkey-a'), Buffer.alloc(100, 5), Buffer.from('key-b'), Buffer.from('v')]);
+    const builder = new PackedRowsBuilder({ rowsHint: 1, bytesHint: 8 });
+    builder.addSpan(source, 2, 5, 7, 100);
+    builder.add(Buffer.from('key-m'), Buffer.from('mv'), { etag: 9 });
+    builder.addSpan(source, 107, 5, 112, 1);
+    builder.addSpan(source, 107, 5, 0, 0);
+    const rows = PackedRows.fromMessage(builder.finish().toMessage());
+    expect(rows.count).toBe(4);
+    expect([0, 1, 2, 3].map((i) => [rows.key(i).toString(), rows.value(i).toString('hex')])).toEqual([
+      ['key-a', Buffer.alloc(100, 5).toString('hex')],
+      ['key-m', Buffer.from('mv').toString('hex')],
+      ['key-b', Buffer.from('v').toString('hex')],
+      ['key-b', ''],
+    ]);
+    // A span row after the first row with metadata has zeros (unset), the metadata row keeps its own.
+    expect([0, 1, 2, 3].map((i) => rows.metaField(i, 0))).toEqual([0, 9, 0, 0]);
+  });
+
   it('refuses a message whose parts do not fit together, naming the field', () => {
     const good = PackedRows.fromRows(rowsOf(4)).toMessage();
     expect(refusal(() => PackedRows.fromMessage({ ...good, format: 2 }, 'BulkInsertRequest.packed')).message).toMatch(/^BulkInsertRequest\.packed\.format is 2, a packed batch format this node does not know/);
