@@ -233,7 +233,7 @@ export class GatewayService {
             flush(id);
             run = undefined;
           }
-          if (run === undefined) buffers.set(id, (run = { builder: this.runBuilder(buffers.size), received: 0, sorted: true, lastBytes: bytes, lastStart: keyStart, lastEnd: keyEnd }));
+          if (run === undefined) buffers.set(id, (run = { builder: this.runBuilder(buffers.size, size), received: 0, sorted: true, lastBytes: bytes, lastStart: keyStart, lastEnd: keyEnd }));
           else if (run.sorted && compareBytes(run.lastBytes, run.lastStart, run.lastEnd, bytes, keyStart, keyEnd) >= 0) run.sorted = false;
           run.lastBytes = bytes;
           run.lastStart = keyStart;
@@ -263,12 +263,15 @@ export class GatewayService {
 
   /**
    * The builder of a new run. With few runs open (sorted input fills one partition's run after
-   * another) it starts at a whole call's bytes: growing it from small would allocate about four
+   * another) it starts at a whole run's bytes: growing it from small would allocate about four
    * times that per run, and that garbage, not the rows, was most of a BulkPut's CPU on the gateway.
    * With many open (unsorted input) each starts small, so memory stays near the rows held.
    */
-  private runBuilder(openRuns: number): PackedRowsBuilder {
-    return openRuns < PREALLOCATED_RUNS ? new PackedRowsBuilder({ rowsHint: Math.min(this.bulkPartitionRows, 16_384), bytesHint: DEFAULT_BULK_BATCH_MAX_BYTES }) : new PackedRowsBuilder();
+  private runBuilder(openRuns: number, rowBytes: number): PackedRowsBuilder {
+    if (openRuns >= PREALLOCATED_RUNS) return new PackedRowsBuilder();
+    // As many rows as a run takes, of the first row's size, up to one call's bytes.
+    const rows = Math.min(this.bulkPartitionRows, 16_384);
+    return new PackedRowsBuilder({ rowsHint: rows, bytesHint: Math.min(DEFAULT_BULK_BATCH_MAX_BYTES, Math.max(1024, rows * rowBytes)) });
   }
 
   /** Writes one run of strictly ascending keys (see sortRows) in one bulkPutAll, as views of its packed batch. */
