@@ -1,4 +1,5 @@
 import { create } from '@bufbuild/protobuf';
+import { BatchBufferPool } from '../common/index.js';
 import { DEFAULT_BULK_BATCH_MAX_BYTES, DEFAULT_MAX_KEY_BYTES, Key, PackedRowsBuilder, compareBytes, successor, type PackedRows, type Partition, type StoreClient, type StoredEntry } from '../store/index.js';
 import {
   BulkPutResponseSchema,
@@ -66,6 +67,11 @@ export class GatewayService {
   private readonly bulkPartitionRows: number;
   private readonly bulkMaxBufferedRows: number;
   private readonly bulkMaxInFlight: number;
+  /**
+   * Buffers of BulkPut runs, reused once a run is written (see BatchBufferPool: a fresh ~1 MiB
+   * buffer per run waits for a full collection). Runs in flight per BulkPut are few (bulkMaxInFlight).
+   */
+  private readonly runBuffers = new BatchBufferPool({ maxFree: 16, maxBytes: 2 * DEFAULT_BULK_BATCH_MAX_BYTES });
 
   constructor(
     private readonly client: StoreClient,
@@ -184,7 +190,9 @@ export class GatewayService {
       const run = buffers.get(id);
       if (run === undefined || run.builder.count === 0) return;
       buffers.delete(id);
-      const rows = run.sorted ? run.builder.finish() : sortRows(run.builder.finish());
+      const packed = run.builder.finish();
+      const rows = run.sorted ? packed : sortRows(packed);
+      if (rows !== packed) this.runBuffers.give(packed.toMessage().data);
       let runs = inFlight.get(id);
       if (runs === undefined) inFlight.set(id, (runs = new Set()));
       const first = rows.key(0);
@@ -201,6 +209,8 @@ export class GatewayService {
           held -= run.received;
           runs.delete(entry);
           writing.delete(write);
+          // The write has settled (bulkPutAll lets every call of it finish first): nothing reads the rows now.
+          this.runBuffers.give(rows.toMessage().data);
         });
       entry.done = write;
       runs.add(entry);
@@ -271,7 +281,7 @@ export class GatewayService {
     if (openRuns >= PREALLOCATED_RUNS) return new PackedRowsBuilder();
     // As many rows as a run takes, of the first row's size, up to one call's bytes.
     const rows = Math.min(this.bulkPartitionRows, 16_384);
-    return new PackedRowsBuilder({ rowsHint: rows, bytesHint: Math.min(DEFAULT_BULK_BATCH_MAX_BYTES, Math.max(1024, rows * rowBytes)) });
+    return new PackedRowsBuilder({ rowsHint: rows, bytesHint: Math.min(DEFAULT_BULK_BATCH_MAX_BYTES, Math.max(1024, rows * rowBytes)), pool: this.runBuffers });
   }
 
   /** Writes one run of strictly ascending keys (see sortRows) in one bulkPutAll, as views of its packed batch. */

@@ -1,4 +1,5 @@
 import { endianness } from 'node:os';
+import type { BatchBufferPool } from '../common/index.js';
 import type { BulkRowInput } from './bulk-row.js';
 import { StoreError } from './store-errors.js';
 
@@ -275,6 +276,7 @@ export class PackedRows {
 export class PackedRowsBuilder {
   private readonly rowsHint: number;
   private readonly bytesHint: number;
+  private readonly pool: BatchBufferPool | undefined;
   private lens = new Uint32Array(0);
   private data: Buffer = EMPTY;
   private metaBuf: Buffer = EMPTY;
@@ -283,10 +285,15 @@ export class PackedRowsBuilder {
   private used = 0;
   private withMeta = false;
 
-  /** `rowsHint` and `bytesHint`: the rows and key + value bytes expected, to size the buffers once. */
-  constructor(options: { rowsHint?: number; bytesHint?: number } = {}) {
+  /**
+   * `rowsHint` and `bytesHint`: the rows and key + value bytes expected, to size the buffers once.
+   * `pool`: the key and value bytes go into a buffer taken from it (outgrown ones are given back);
+   * the caller gives the finished batch's `toMessage().data` back once nothing reads it.
+   */
+  constructor(options: { rowsHint?: number; bytesHint?: number; pool?: BatchBufferPool } = {}) {
     this.rowsHint = Math.max(1, Math.floor(options.rowsHint ?? 1024));
     this.bytesHint = Math.max(1, Math.floor(options.bytesHint ?? 64 * 1024));
+    this.pool = options.pool;
   }
 
   /** Rows added since the last finish. */
@@ -375,7 +382,15 @@ export class PackedRowsBuilder {
       if (this.withMeta) this.metaBuf = grow(this.metaBuf, capacity * PACKED_META_BYTES, this.rows * PACKED_META_BYTES);
     }
     if (bytes > this.data.length) {
-      this.data = grow(this.data, Math.max(bytes, this.data.length === 0 ? this.bytesHint : this.data.length * 2), this.used);
+      const capacity = Math.max(bytes, this.data.length === 0 ? this.bytesHint : this.data.length * 2);
+      if (this.pool === undefined) {
+        this.data = grow(this.data, capacity, this.used);
+      } else {
+        const data = this.pool.take(capacity);
+        this.data.copy(data, 0, 0, this.used);
+        this.pool.give(this.data);
+        this.data = data;
+      }
     }
   }
 
