@@ -8,7 +8,9 @@
  *   2. Get and Put ops/s through the gateway (gRPC) and with the thick client direct, at concurrency
  *      1 and 32; ratios gateway/no-op and gateway/direct;
  *   3. BulkPut of N sorted rows (client stream, 1000 rows a message) vs StoreClient.bulkPutAll direct
- *      (separate key ranges, same node): rows/s and the ratio.
+ *      (separate key ranges, same node, both paths warmed first): rows/s and the ratio.
+ * Beside each rate: the CPU per op (per 1M rows for BulkPut) of the bench client, the gateway and
+ * the node (from /proc): the three share the machine's cores, so their sum bounds the rates.
  * Goals (issue 14): gateway Get at 32 ≥ 0.7× the no-op; BulkPut of sorted rows ≥ 0.7× direct.
  * Prints a table, then one JSON line with every figure.
  *
@@ -65,23 +67,35 @@ function unary<T>(fn: (cb: (err: ServiceError | null, value?: T) => void) => voi
   return new Promise((resolve, reject) => fn((err, value) => (err ? reject(err) : resolve(value as T))));
 }
 
-/** The gateway's CPU microseconds per op of the last `measure` (from /proc; NaN where it is not available). */
-let lastGatewayCpuUsPerOp = NaN;
+/** CPU microseconds per op of the last `measure`, per process (from /proc and process.cpuUsage; NaN where not available). */
+let lastCpu = { gateway: NaN, node: NaN, client: NaN };
 
-/** Runs `op` `total` times with `concurrency` callers; ops/s. Also sets lastGatewayCpuUsPerOp. */
+/** CPU seconds of a child so far (from /proc), undefined without one. */
+async function childCpu(pid: number | undefined): Promise<number | undefined> {
+  return pid === undefined ? undefined : readCpuSeconds(pid);
+}
+
+/**
+ * Runs `op` `total` times with `concurrency` callers; ops/s. Also sets lastCpu (the bench client,
+ * the gateway and the node: all three share the machine's cores, so each one's share bounds the rate).
+ */
 async function measure(total: number, concurrency: number, op: (i: number) => Promise<unknown>): Promise<number> {
   let next = 0;
-  const cpuBefore = gatewayPid === undefined ? undefined : await readCpuSeconds(gatewayPid);
+  const [gatewayBefore, nodeBefore] = [await childCpu(gatewayPid), await childCpu(nodePid)];
+  const clientBefore = process.cpuUsage();
   const started = performance.now();
   await Promise.all(Array.from({ length: concurrency }, async () => {
     while (next < total) await op(next++);
   }));
   const rate = total / ((performance.now() - started) / 1000);
-  const cpuAfter = gatewayPid === undefined ? undefined : await readCpuSeconds(gatewayPid);
-  lastGatewayCpuUsPerOp = cpuBefore === undefined || cpuAfter === undefined ? NaN : ((cpuAfter - cpuBefore) * 1e6) / total;
+  const client = process.cpuUsage(clientBefore);
+  const [gatewayAfter, nodeAfter] = [await childCpu(gatewayPid), await childCpu(nodePid)];
+  const perOp = (before: number | undefined, after: number | undefined): number => (before === undefined || after === undefined ? NaN : ((after - before) * 1e6) / total);
+  lastCpu = { gateway: perOp(gatewayBefore, gatewayAfter), node: perOp(nodeBefore, nodeAfter), client: (client.user + client.system) / total };
   return rate;
 }
 let gatewayPid: number | undefined;
+let nodePid: number | undefined;
 
 function keyOf(prefix: number, i: number): Buffer {
   const key = Buffer.alloc(16);
@@ -102,6 +116,7 @@ let gw: GatewayClient | undefined;
 let health: GatewayClient | undefined;
 try {
   await waitForReady(node.child);
+  nodePid = node.child.pid;
   Object.assign(gateway, startChild(['gateway', '--seeds', nodeAddress, '--listen', `127.0.0.1:${gatewayPort}`], args['gateway-cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', args['gateway-cpu-prof']] : []));
   await waitForReady(gateway.child!);
   gatewayPid = gateway.child!.pid;
@@ -118,61 +133,72 @@ try {
 
   const rows: string[][] = [];
   const figures: Record<string, number> = {};
+  /** Measures one op; with a `name`, records its rate and each process's CPU per op under it. */
+  const run = async (name: string | undefined, total: number, concurrency: number, op: (i: number) => Promise<unknown>): Promise<{ rate: number; cpu: typeof lastCpu }> => {
+    const rate = await measure(total, concurrency, op);
+    const cpu = lastCpu;
+    if (name !== undefined) {
+      Object.assign(figures, { [`${name}_c${concurrency}`]: rate, [`client_cpu_us_${name}_c${concurrency}`]: cpu.client, [`node_cpu_us_${name}_c${concurrency}`]: cpu.node });
+      if (!name.startsWith('direct_')) figures[`gateway_cpu_us_${name.replace('gateway_', '')}_c${concurrency}`] = cpu.gateway;
+    }
+    return { rate, cpu };
+  };
+  const cpuCells = (cpu: typeof lastCpu, viaGateway: boolean): string[] => [viaGateway ? fixed(cpu.gateway, 0) : '', fixed(cpu.client, 0), fixed(cpu.node, 0)];
   for (const concurrency of RUN_POINTS ? [1, 32] : []) {
     const total = concurrency === 1 ? OPS : OPS * 4;
-    const noop = await measure(total, concurrency, () => unary((cb) => health!.Check(Buffer.alloc(0), cb)));
-    const noopCpu = lastGatewayCpuUsPerOp;
-    const gwGet = await measure(total, concurrency, (i) => unary((cb) => gw!.Get(create(GetRequestSchema, { key: keyOf(0x40, i % 1000) }), cb)));
-    const gwGetCpu = lastGatewayCpuUsPerOp;
-    const directGet = await measure(total, concurrency, (i) => direct.get(Key.fromBytes(keyOf(0x40, i % 1000))));
-    const gwPut = await measure(total, concurrency, (i) => unary((cb) => gw!.Put(create(PutRequestSchema, { key: keyOf(0x41, i), value }), cb)));
-    const gwPutCpu = lastGatewayCpuUsPerOp;
-    const directPut = await measure(total, concurrency, (i) => direct.put(Key.fromBytes(keyOf(0x42, i)), value));
-    Object.assign(figures, {
-      [`noop_c${concurrency}`]: noop,
-      [`gateway_get_c${concurrency}`]: gwGet,
-      [`direct_get_c${concurrency}`]: directGet,
-      [`gateway_put_c${concurrency}`]: gwPut,
-      [`direct_put_c${concurrency}`]: directPut,
-      [`gateway_cpu_us_noop_c${concurrency}`]: noopCpu,
-      [`gateway_cpu_us_get_c${concurrency}`]: gwGetCpu,
-      [`gateway_cpu_us_put_c${concurrency}`]: gwPutCpu,
-    });
-    rows.push([`no-op (gateway health Check)`, String(concurrency), int(noop), '', '', fixed(noopCpu, 0)]);
-    rows.push(['Get via gateway', String(concurrency), int(gwGet), fixed(gwGet / noop, 2), fixed(gwGet / directGet, 2), fixed(gwGetCpu, 0)]);
-    rows.push(['Get direct', String(concurrency), int(directGet), fixed(directGet / noop, 2), '', '']);
-    rows.push(['Put via gateway', String(concurrency), int(gwPut), fixed(gwPut / noop, 2), fixed(gwPut / directPut, 2), fixed(gwPutCpu, 0)]);
-    rows.push(['Put direct', String(concurrency), int(directPut), fixed(directPut / noop, 2), '', '']);
+    const noop = await run('noop', total, concurrency, () => unary((cb) => health!.Check(Buffer.alloc(0), cb)));
+    const gwGet = await run('gateway_get', total, concurrency, (i) => unary((cb) => gw!.Get(create(GetRequestSchema, { key: keyOf(0x40, i % 1000) }), cb)));
+    const directGet = await run('direct_get', total, concurrency, (i) => direct.get(Key.fromBytes(keyOf(0x40, i % 1000))));
+    const gwPut = await run('gateway_put', total, concurrency, (i) => unary((cb) => gw!.Put(create(PutRequestSchema, { key: keyOf(0x41, i), value }), cb)));
+    const directPut = await run('direct_put', total, concurrency, (i) => direct.put(Key.fromBytes(keyOf(0x42, i)), value));
+    rows.push([`no-op (gateway health Check)`, String(concurrency), int(noop.rate), '', '', ...cpuCells(noop.cpu, true)]);
+    rows.push(['Get via gateway', String(concurrency), int(gwGet.rate), fixed(gwGet.rate / noop.rate, 2), fixed(gwGet.rate / directGet.rate, 2), ...cpuCells(gwGet.cpu, true)]);
+    rows.push(['Get direct', String(concurrency), int(directGet.rate), fixed(directGet.rate / noop.rate, 2), '', ...cpuCells(directGet.cpu, false)]);
+    rows.push(['Put via gateway', String(concurrency), int(gwPut.rate), fixed(gwPut.rate / noop.rate, 2), fixed(gwPut.rate / directPut.rate, 2), ...cpuCells(gwPut.cpu, true)]);
+    rows.push(['Put direct', String(concurrency), int(directPut.rate), fixed(directPut.rate / noop.rate, 2), '', ...cpuCells(directPut.cpu, false)]);
   }
 
   // BulkPut of sorted rows: gateway (client stream) then direct, into separate key ranges.
   if (RUN_BULK) {
-    const bulkCpuBefore = await readCpuSeconds(gatewayPid!);
-    const gwStarted = performance.now();
-    await new Promise<void>((resolve, reject) => {
-      const call = gw!.BulkPut((err: ServiceError | null) => (err ? reject(err) : resolve())) as ClientWritableStream<BulkPutRequest>;
-      (async () => {
-        for (let from = 0; from < ROWS; from += 1000) {
-          const message = create(BulkPutRequestSchema, { rows: Array.from({ length: Math.min(1000, ROWS - from) }, (_, j) => ({ key: keyOf(0x80, from + j), value })) });
-          if (!call.write(message)) await once(call, 'drain');
-        }
-        call.end();
-      })().catch(reject);
+    const gatewayBulk = (prefix: number, n: number): Promise<void> =>
+      new Promise<void>((resolve, reject) => {
+        const call = gw!.BulkPut((err: ServiceError | null) => (err ? reject(err) : resolve())) as ClientWritableStream<BulkPutRequest>;
+        (async () => {
+          for (let from = 0; from < n; from += 1000) {
+            const message = create(BulkPutRequestSchema, { rows: Array.from({ length: Math.min(1000, n - from) }, (_, j) => ({ key: keyOf(prefix, from + j), value })) });
+            if (!call.write(message)) await once(call, 'drain');
+          }
+          call.end();
+        })().catch(reject);
+      });
+    const directBulkPut = (prefix: number, n: number) =>
+      direct.bulkPutAll((function* (): Generator<BulkRowInput[]> {
+        for (let from = 0; from < n; from += 1000) yield Array.from({ length: Math.min(1000, n - from) }, (_, j) => ({ key: keyOf(prefix, from + j), value }));
+      })(), { maxInFlight: 4 });
+    // Warm both bulk paths (the gateway's and the node's BulkInsert JIT) before the clock, each into
+    // the partition its measured rows go to: otherwise the first measured load pays the warm-up.
+    const warmRows = Math.min(ROWS, 50_000);
+    await gatewayBulk(0x81, warmRows);
+    await directBulkPut(0xc1, warmRows);
+    const gwBulk = await run(undefined, 1, 1, () => gatewayBulk(0x80, ROWS));
+    const directBulk = await run(undefined, 1, 1, () => directBulkPut(0xc0, ROWS));
+    // One "op" above is the whole load: per 1M rows, CPU s = µs per load ÷ rows.
+    const perMRows = (us: number): number => us / ROWS;
+    Object.assign(figures, {
+      gateway_bulk_rows_per_sec: gwBulk.rate * ROWS,
+      direct_bulk_rows_per_sec: directBulk.rate * ROWS,
+      gateway_cpu_s_per_m_bulk_rows: perMRows(gwBulk.cpu.gateway),
+      client_cpu_s_per_m_bulk_rows_gateway: perMRows(gwBulk.cpu.client),
+      node_cpu_s_per_m_bulk_rows_gateway: perMRows(gwBulk.cpu.node),
+      client_cpu_s_per_m_bulk_rows_direct: perMRows(directBulk.cpu.client),
+      node_cpu_s_per_m_bulk_rows_direct: perMRows(directBulk.cpu.node),
     });
-    const gwBulk = ROWS / ((performance.now() - gwStarted) / 1000);
-    const bulkCpuAfter = await readCpuSeconds(gatewayPid!);
-    const bulkCpuPerMRows = bulkCpuBefore === undefined || bulkCpuAfter === undefined ? NaN : ((bulkCpuAfter - bulkCpuBefore) * 1e6) / ROWS;
-    const directStarted = performance.now();
-    await direct.bulkPutAll((function* (): Generator<BulkRowInput[]> {
-      for (let from = 0; from < ROWS; from += 1000) yield Array.from({ length: Math.min(1000, ROWS - from) }, (_, j) => ({ key: keyOf(0xc0, from + j), value }));
-    })(), { maxInFlight: 4 });
-    const directBulk = ROWS / ((performance.now() - directStarted) / 1000);
-    Object.assign(figures, { gateway_bulk_rows_per_sec: gwBulk, direct_bulk_rows_per_sec: directBulk, gateway_cpu_s_per_m_bulk_rows: bulkCpuPerMRows });
-    rows.push([`BulkPut via gateway (${int(ROWS)} sorted rows)`, '-', int(gwBulk), '', fixed(gwBulk / directBulk, 2), `${fixed(bulkCpuPerMRows, 2)} s/1M rows`]);
-    rows.push(['bulkPutAll direct', '-', int(directBulk), '', '', '']);
+    const s = (us: number): string => `${fixed(perMRows(us), 2)} s/1M`;
+    rows.push([`BulkPut via gateway (${int(ROWS)} sorted rows)`, '-', int(gwBulk.rate * ROWS), '', fixed(gwBulk.rate / directBulk.rate, 2), s(gwBulk.cpu.gateway), s(gwBulk.cpu.client), s(gwBulk.cpu.node)]);
+    rows.push(['bulkPutAll direct', '-', int(directBulk.rate * ROWS), '', '', '', s(directBulk.cpu.client), s(directBulk.cpu.node)]);
   }
 
-  process.stdout.write(table(['operation', 'concurrency', 'ops/s (rows/s)', '÷ no-op', '÷ direct', 'gateway CPU µs/op'], rows) + '\n');
+  process.stdout.write(table(['operation', 'concurrency', 'ops/s (rows/s)', '÷ no-op', '÷ direct', 'gateway CPU µs/op', 'bench client CPU µs/op', 'node CPU µs/op'], rows) + '\n');
   const goals = { getVsNoopC32: figures.gateway_get_c32! / figures.noop_c32!, bulkVsDirect: figures.gateway_bulk_rows_per_sec! / figures.direct_bulk_rows_per_sec! };
   process.stdout.write(`goals: gateway Get c32 ÷ no-op = ${fixed(goals.getVsNoopC32, 2)} (goal ≥ 0.70); BulkPut ÷ direct = ${fixed(goals.bulkVsDirect, 2)} (goal ≥ 0.70)\n`);
   process.stdout.write(JSON.stringify({ bench: 'gateway', rows: ROWS, ops: OPS, figures, goals }) + '\n');

@@ -1,5 +1,6 @@
 import { create } from '@bufbuild/protobuf';
-import { DEFAULT_BULK_BATCH_MAX_BYTES, Key, successor, type BulkRowInput, type StoreClient, type StoredEntry } from '../store/index.js';
+import { BatchBufferPool } from '../common/index.js';
+import { DEFAULT_BULK_BATCH_MAX_BYTES, DEFAULT_MAX_KEY_BYTES, Key, PackedRowsBuilder, compareBytes, successor, type PackedRows, type Partition, type StoreClient, type StoredEntry } from '../store/index.js';
 import {
   BulkPutResponseSchema,
   DeleteResponseSchema,
@@ -26,7 +27,8 @@ import {
   type ScanRequest,
   type ScanResponse,
 } from './proto/gen/shardpipe/gateway/v1/gateway_pb.js';
-import type { BulkPutRows } from './bulk-put-codec.js';
+import { bulkPutSpans, type BulkPutSpans } from './bulk-put-codec.js';
+import type { DeleteFields, PutFields, WireInt } from './point-codec.js';
 import { GatewayError, toGatewayError } from './gateway-errors.js';
 import { RequestLimiter } from './request-limiter.js';
 
@@ -51,6 +53,8 @@ export interface GatewayServiceOptions {
 const SCAN_MAX_LIMIT = 100_000;
 const PAGE_MAX_LIMIT = 1000;
 const STREAM_BATCH = 1000;
+/** Runs of a BulkPut open at once whose buffers start at a whole call's bytes (see runBuilder). */
+const PREALLOCATED_RUNS = 4;
 
 /**
  * The gateway's operations over the thick client, independent of the wire: requests in, responses
@@ -63,6 +67,11 @@ export class GatewayService {
   private readonly bulkPartitionRows: number;
   private readonly bulkMaxBufferedRows: number;
   private readonly bulkMaxInFlight: number;
+  /**
+   * Buffers of BulkPut runs, reused once a run is written (see BatchBufferPool: a fresh ~1 MiB
+   * buffer per run waits for a full collection). Runs in flight per BulkPut are few (bulkMaxInFlight).
+   */
+  private readonly runBuffers = new BatchBufferPool({ maxFree: 16, maxBytes: 2 * DEFAULT_BULK_BATCH_MAX_BYTES });
 
   constructor(
     private readonly client: StoreClient,
@@ -75,29 +84,39 @@ export class GatewayService {
     this.bulkMaxInFlight = checkInt(options.bulkMaxInFlight ?? 4, 'bulkMaxInFlight', 1, 64);
   }
 
-  async get(req: GetRequest, signal?: AbortSignal): Promise<GetResponse> {
+  async get(req: Pick<GetRequest, 'key' | 'fields'>, signal?: AbortSignal): Promise<GetResponse> {
     const key = keyOf(req.key, 'GetRequest.key');
-    const record = await this.call(() => this.client.get(key, { signal, timeoutMs: this.retryBudgetMs, ...(req.fields.length > 0 ? { fields: req.fields } : {}) }));
+    let record;
+    try {
+      record = await this.client.get(key, req.fields.length > 0 ? { signal, timeoutMs: this.retryBudgetMs, fields: req.fields } : { signal, timeoutMs: this.retryBudgetMs });
+    } catch (err) {
+      throw toGatewayError(err);
+    }
     if (record === undefined) throw new GatewayError('GATEWAY_NOT_FOUND', `key ${Key.preview(key.bytes)} (hex) has no value`);
     return create(GetResponseSchema, { value: record.value, etag: BigInt(record.etag), updatedAtMs: BigInt(record.updatedAtMs), expiresAtMs: BigInt(record.expiresAtMs) });
   }
 
-  async put(req: PutRequest, signal?: AbortSignal): Promise<PutResponse> {
+  async put(req: PutRequest | PutFields, signal?: AbortSignal): Promise<PutResponse> {
     const key = keyOf(req.key, 'PutRequest.key');
-    const record = await this.call(() =>
-      this.client.put(key, Buffer.from(req.value.buffer, req.value.byteOffset, req.value.byteLength), {
-        signal,
-        timeoutMs: this.retryBudgetMs,
-        expectedEtag: optionalInt(req.expectedEtag, 'PutRequest.expected_etag'),
-        ttlMs: int(req.ttlMs, 'PutRequest.ttl_ms'),
-      }),
-    );
+    const options = { signal, timeoutMs: this.retryBudgetMs, expectedEtag: optionalInt(req.expectedEtag, 'PutRequest.expected_etag'), ttlMs: int(req.ttlMs, 'PutRequest.ttl_ms') };
+    let record;
+    try {
+      record = await this.client.put(key, Buffer.from(req.value.buffer, req.value.byteOffset, req.value.byteLength), options);
+    } catch (err) {
+      throw toGatewayError(err);
+    }
     return create(PutResponseSchema, { etag: BigInt(record.etag), updatedAtMs: BigInt(record.updatedAtMs), expiresAtMs: BigInt(record.expiresAtMs) });
   }
 
-  async delete(req: DeleteRequest, signal?: AbortSignal): Promise<DeleteResponse> {
+  async delete(req: DeleteRequest | DeleteFields, signal?: AbortSignal): Promise<DeleteResponse> {
     const key = keyOf(req.key, 'DeleteRequest.key');
-    const deleted = await this.call(() => this.client.delete(key, { signal, timeoutMs: this.retryBudgetMs, expectedEtag: optionalInt(req.expectedEtag, 'DeleteRequest.expected_etag') }));
+    const options = { signal, timeoutMs: this.retryBudgetMs, expectedEtag: optionalInt(req.expectedEtag, 'DeleteRequest.expected_etag') };
+    let deleted;
+    try {
+      deleted = await this.client.delete(key, options);
+    } catch (err) {
+      throw toGatewayError(err);
+    }
     return create(DeleteResponseSchema, { deleted });
   }
 
@@ -153,7 +172,7 @@ export class GatewayService {
    * concurrently; a run overlapping one still being written waits for it. The map may change
    * meanwhile: the bulk writer cuts each run at the partition boundaries of the map it has then.
    */
-  async bulkPut(requests: AsyncIterable<BulkPutRequest | BulkPutRows>, signal?: AbortSignal): Promise<BulkPutResponse> {
+  async bulkPut(requests: AsyncIterable<BulkPutRequest | BulkPutSpans>, signal?: AbortSignal): Promise<BulkPutResponse> {
     const map = await this.call(() => this.client.map({ signal, timeoutMs: this.retryBudgetMs }));
     const buffers = new Map<number, RowRun>();
     // Runs of one partition whose key ranges overlap are written one after another (the last of
@@ -169,15 +188,19 @@ export class GatewayService {
     let written = 0;
     const flush = (id: number): void => {
       const run = buffers.get(id);
-      if (run === undefined || run.rows.length === 0) return;
+      if (run === undefined || run.builder.count === 0) return;
       buffers.delete(id);
-      if (!run.sorted) sortRun(run);
+      const packed = run.builder.finish();
+      const rows = run.sorted ? packed : sortRows(packed);
+      if (rows !== packed) this.runBuffers.give(packed.toMessage().data);
       let runs = inFlight.get(id);
       if (runs === undefined) inFlight.set(id, (runs = new Set()));
-      const before = [...runs].filter((r) => Buffer.compare(r.first, run.last) <= 0 && Buffer.compare(run.first, r.last) <= 0).map((r) => r.done);
-      const entry: WrittenRun = { first: run.first, last: run.last, done: Promise.resolve() };
+      const first = rows.key(0);
+      const last = rows.key(rows.count - 1);
+      const before = [...runs].filter((r) => Buffer.compare(r.first, last) <= 0 && Buffer.compare(first, r.last) <= 0).map((r) => r.done);
+      const entry: WrittenRun = { first, last, done: Promise.resolve() };
       const write = Promise.all(before)
-        .then(() => slots.run(async () => (failure === undefined ? this.writeRun(run.rows, signal) : undefined)))
+        .then(() => slots.run(async () => (failure === undefined ? this.writeRun(rows, signal) : undefined)))
         .then(
           () => void (written += run.received),
           (err: unknown) => void (failure ??= err),
@@ -186,6 +209,8 @@ export class GatewayService {
           held -= run.received;
           runs.delete(entry);
           writing.delete(write);
+          // The write has settled (bulkPutAll lets every call of it finish first): nothing reads the rows now.
+          this.runBuffers.give(rows.toMessage().data);
         });
       entry.done = write;
       runs.add(entry);
@@ -194,31 +219,40 @@ export class GatewayService {
     const settle = async (): Promise<void> => {
       while (writing.size > 0) await Promise.all([...writing]);
     };
+    // The partition of the row before: sorted input stays in it for many rows, so most rows cost
+    // one or two key comparisons instead of a lookup (and a view of the key).
+    let partition: Partition | undefined;
     try {
       for await (const req of requests) {
-        for (const row of req.rows) {
-          const problem = Key.problem(row.key);
-          if (problem !== undefined) {
+        const { bytes, count, spans } = bulkPutSpans(req);
+        for (let r = 0; r < count; r++) {
+          const keyStart = spans[4 * r]!;
+          const keyLength = spans[4 * r + 1]!;
+          const valueLength = spans[4 * r + 3]!;
+          if (keyLength === 0 || keyLength > DEFAULT_MAX_KEY_BYTES) {
             await settle();
-            throw new GatewayError('GATEWAY_INVALID_ARGUMENT', `BulkPutRequest row ${index} (counting from 0 over the stream): ${problem}; ${written} rows before it were written, the rows the gateway still held and those from it on were not (send them again without the bad row)`);
+            throw new GatewayError('GATEWAY_INVALID_ARGUMENT', `BulkPutRequest row ${index} (counting from 0 over the stream): ${Key.problem(bytes.subarray(keyStart, keyStart + keyLength))}; ${written} rows before it were written, the rows the gateway still held and those from it on were not (send them again without the bad row)`);
           }
-          const key = Buffer.from(row.key.buffer, row.key.byteOffset, row.key.byteLength);
-          const bytes = key.length + row.value.byteLength;
-          const id = map.lookup(key).id;
+          const keyEnd = keyStart + keyLength;
+          if (partition === undefined || !spanInPartition(partition, bytes, keyStart, keyEnd)) partition = map.lookup(bytes.subarray(keyStart, keyEnd));
+          const id = partition.id;
+          const size = keyLength + valueLength;
           let run = buffers.get(id);
           // A run fits one BulkInsert call where it can: it goes before the row that would overflow it.
-          if (run !== undefined && run.bytes + bytes > DEFAULT_BULK_BATCH_MAX_BYTES) {
+          if (run !== undefined && run.builder.bytes + size > DEFAULT_BULK_BATCH_MAX_BYTES) {
             flush(id);
             run = undefined;
           }
-          if (run === undefined) buffers.set(id, (run = { rows: [], received: 0, bytes: 0, sorted: true, first: key, last: key }));
-          else if (run.sorted && Buffer.compare(run.last, key) >= 0) run.sorted = false;
-          run.last = key;
-          run.rows.push({ key, value: Buffer.from(row.value.buffer, row.value.byteOffset, row.value.byteLength), index: index++ });
+          if (run === undefined) buffers.set(id, (run = { builder: this.runBuilder(buffers.size, size), received: 0, sorted: true, lastBytes: bytes, lastStart: keyStart, lastEnd: keyEnd }));
+          else if (run.sorted && compareBytes(run.lastBytes, run.lastStart, run.lastEnd, bytes, keyStart, keyEnd) >= 0) run.sorted = false;
+          run.lastBytes = bytes;
+          run.lastStart = keyStart;
+          run.lastEnd = keyEnd;
+          run.builder.addSpan(bytes, keyStart, keyLength, spans[4 * r + 2]!, valueLength);
+          index++;
           run.received++;
-          run.bytes += bytes;
           held++;
-          if (run.rows.length >= this.bulkPartitionRows) flush(id);
+          if (run.builder.count >= this.bulkPartitionRows) flush(id);
         }
         // Rows held (buffered and being written) stay bounded: flush the fullest buffer, then wait.
         while (held > this.bulkMaxBufferedRows && failure === undefined) {
@@ -237,11 +271,24 @@ export class GatewayService {
     return create(BulkPutResponseSchema, { rows: BigInt(written) });
   }
 
-  /** Writes one run of strictly ascending keys (see sortRun) in one bulkPutAll. */
-  private async writeRun(unique: readonly BulkRowInput[], signal: AbortSignal | undefined): Promise<void> {
+  /**
+   * The builder of a new run. With few runs open (sorted input fills one partition's run after
+   * another) it starts at a whole run's bytes: growing it from small would allocate about four
+   * times that per run, and that garbage, not the rows, was most of a BulkPut's CPU on the gateway.
+   * With many open (unsorted input) each starts small, so memory stays near the rows held.
+   */
+  private runBuilder(openRuns: number, rowBytes: number): PackedRowsBuilder {
+    if (openRuns >= PREALLOCATED_RUNS) return new PackedRowsBuilder();
+    // As many rows as a run takes, of the first row's size, up to one call's bytes.
+    const rows = Math.min(this.bulkPartitionRows, 16_384);
+    return new PackedRowsBuilder({ rowsHint: rows, bytesHint: Math.min(DEFAULT_BULK_BATCH_MAX_BYTES, Math.max(1024, rows * rowBytes)), pool: this.runBuffers });
+  }
+
+  /** Writes one run of strictly ascending keys (see sortRows) in one bulkPutAll, as views of its packed batch. */
+  private async writeRun(rows: PackedRows, signal: AbortSignal | undefined): Promise<void> {
     let acked = 0;
     try {
-      await this.client.bulkPutAll(chunks(unique, STREAM_BATCH), {
+      await this.client.bulkPutAll([rows], {
         signal,
         timeoutMs: this.bulkRetryBudgetMs,
         maxInFlight: this.bulkMaxInFlight,
@@ -250,10 +297,10 @@ export class GatewayService {
     } catch (err) {
       const cause = toGatewayError(err);
       if (cause.code === 'GATEWAY_CANCELLED' || cause.code === 'GATEWAY_INVALID_ARGUMENT') throw cause;
-      const failed = unique.slice(acked);
+      const failed = rows.count - acked;
       throw new GatewayError(
         'GATEWAY_BULK_PUT_FAILED',
-        `BulkPut: ${failed.length} row(s) with keys ${Key.preview(failed[0]!.key, 16)} … ${Key.preview(failed[failed.length - 1]!.key, 16)} (hex, sorted) may not be written: ${cause.message}. ` +
+        `BulkPut: ${failed} row(s) with keys ${Key.preview(rows.key(acked), 16)} … ${Key.preview(rows.key(rows.count - 1), 16)} (hex, sorted) may not be written: ${cause.message}. ` +
           `Rows sent before were written except those still buffered; send the failed rows again (writes are idempotent)`,
         { cause },
       );
@@ -282,18 +329,17 @@ export class GatewayService {
   }
 }
 
-/** Rows of one partition held by a BulkPut, in arrival order until sorted. */
+/** Rows of one partition held by a BulkPut, packed in arrival order. */
 interface RowRun {
-  rows: IndexedRow[];
+  builder: PackedRowsBuilder;
   /** Rows received into it, equal keys included (sorting keeps only the last of them). */
   received: number;
-  /** Key plus value bytes. */
-  bytes: number;
   /** Whether every key so far is greater than the one before (rows arriving sorted need no sort). */
   sorted: boolean;
-  /** Smallest and largest key (first and last in arrival order until sorted). */
-  first: Buffer;
-  last: Buffer;
+  /** The last key received: `lastBytes[lastStart, lastEnd)`. */
+  lastBytes: Uint8Array;
+  lastStart: number;
+  lastEnd: number;
 }
 
 /** A run being written: its key range, and when it is done. */
@@ -303,25 +349,27 @@ interface WrittenRun {
   done: Promise<void>;
 }
 
-/** Sorts a run by key and keeps the last of equal keys (by arrival), so its keys are strictly ascending. */
-function sortRun(run: RowRun): void {
-  const rows = run.rows.sort((a, b) => Buffer.compare(a.key, b.key) || a.index - b.index);
-  let n = 0;
-  for (let i = 0; i < rows.length; i++) {
-    if (i + 1 < rows.length && rows[i + 1]!.key.equals(rows[i]!.key)) continue;
-    rows[n++] = rows[i]!;
+/**
+ * A run's rows sorted by key, keeping the last of equal keys (a run holds its rows in arrival
+ * order), so its keys are strictly ascending: a new packed batch (rows arriving sorted skip this).
+ */
+function sortRows(rows: PackedRows): PackedRows {
+  const order = Array.from({ length: rows.count }, (_, i) => i).sort((a, b) => rows.compareKeys(a, b) || a - b);
+  const builder = new PackedRowsBuilder({ rowsHint: rows.count, bytesHint: rows.bytes });
+  for (let n = 0; n < order.length; n++) {
+    const i = order[n]!;
+    if (n + 1 < order.length && rows.compareKeys(order[n + 1]!, i) === 0) continue;
+    builder.add(rows.key(i), rows.value(i));
   }
-  rows.length = n;
-  run.first = rows[0]!.key;
-  run.last = rows[n - 1]!.key;
-  run.sorted = true;
+  return builder.finish();
 }
 
-interface IndexedRow {
-  key: Buffer;
-  value: Buffer;
-  /** Position in the request stream: the last of equal keys wins. */
-  index: number;
+/** Whether the key `bytes[start, end)` lies in `partition`. */
+function spanInPartition(partition: Partition, bytes: Uint8Array, start: number, end: number): boolean {
+  const p = partition.start;
+  if (compareBytes(p, 0, p.length, bytes, start, end) > 0) return false;
+  const e = partition.end;
+  return e.length === 0 || compareBytes(bytes, start, end, e, 0, e.length) < 0;
 }
 
 function toEntry(e: StoredEntry): Entry {
@@ -335,12 +383,14 @@ function keyOf(bytes: Uint8Array, field: string): Key {
 }
 
 /** A 64-bit field as a number; beyond 2^53 − 1 no store value can match, so it is refused by name. */
-function int(value: bigint, field: string): number {
+function int(value: WireInt, field: string): number {
+  // The hand decoders give numbers only for safe integers (point-codec.ts).
+  if (typeof value === 'number') return value;
   if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw new GatewayError('GATEWAY_INVALID_ARGUMENT', `${field} is ${value}, out of range: allowed 0–${Number.MAX_SAFE_INTEGER}`);
   return Number(value);
 }
 
-function optionalInt(value: bigint | undefined, field: string): number | undefined {
+function optionalInt(value: WireInt | undefined, field: string): number | undefined {
   return value === undefined ? undefined : int(value, field);
 }
 
@@ -358,10 +408,6 @@ function checkInt(value: number, name: string, min: number, max: number): number
 function fullest(buffers: Map<number, RowRun>): number {
   let best = -1;
   let size = -1;
-  for (const [id, run] of buffers) if (run.rows.length > size) [best, size] = [id, run.rows.length];
+  for (const [id, run] of buffers) if (run.builder.count > size) [best, size] = [id, run.builder.count];
   return best;
-}
-
-function* chunks<T>(items: readonly T[], size: number): Generator<T[]> {
-  for (let i = 0; i < items.length; i += size) yield items.slice(i, i + size);
 }

@@ -10,8 +10,18 @@ import type { GatewayMetrics } from './gateway-metrics.js';
 import type { GatewayService } from './gateway-service.js';
 import type { RequestLimiter } from './request-limiter.js';
 import { decodeBulkPutRequest } from './bulk-put-codec.js';
-import { decodeGetRequest, encodeGetResponse } from './get-codec.js';
-import { BulkPutRequestSchema, GetRequestSchema, GetResponseSchema, Gateway, file_shardpipe_gateway_v1_gateway } from './proto/gen/shardpipe/gateway/v1/gateway_pb.js';
+import { decodeDeleteRequest, decodeGetRequest, decodePutRequest, encodeDeleteResponse, encodeGetResponse, encodePutResponse } from './point-codec.js';
+import {
+  BulkPutRequestSchema,
+  DeleteRequestSchema,
+  DeleteResponseSchema,
+  GetRequestSchema,
+  GetResponseSchema,
+  Gateway,
+  PutRequestSchema,
+  PutResponseSchema,
+  file_shardpipe_gateway_v1_gateway,
+} from './proto/gen/shardpipe/gateway/v1/gateway_pb.js';
 
 /** The grpc.health.v1 / reflection paths, open without a token (health) or with role read (reflection). */
 const HEALTH_PREFIX = '/grpc.health.v1.Health/';
@@ -43,7 +53,7 @@ export function serviceDefinition(desc: DescService): ServiceDefinition {
       responseStream: m.methodKind === 'server_streaming' || m.methodKind === 'bidi_streaming',
       requestSerialize: serializer(m.input),
       requestDeserialize: requestDecoder(m.input),
-      responseSerialize: m.output.typeName === GetResponseSchema.typeName ? encodeGetResponse : serializer(m.output),
+      responseSerialize: responseEncoder(m.output),
       responseDeserialize: deserializer(m.output),
       originalName: m.localName,
     };
@@ -51,12 +61,28 @@ export function serviceDefinition(desc: DescService): ServiceDefinition {
   return def as ServiceDefinition;
 }
 
-/** The hand decoders of the hot requests (bulk-put-codec.ts, get-codec.ts), protobuf-es for the rest. */
+/** The hand decoders of the hot requests (bulk-put-codec.ts, point-codec.ts), protobuf-es for the rest. */
 function requestDecoder(schema: DescMessage): (bytes: Buffer) => unknown {
-  if (schema.typeName === BulkPutRequestSchema.typeName) return decodeBulkPutRequest;
-  if (schema.typeName === GetRequestSchema.typeName) return decodeGetRequest;
-  return deserializer(schema);
+  return HAND_DECODERS[schema.typeName] ?? deserializer(schema);
 }
+
+/** The hand encoders of the point responses (point-codec.ts), protobuf-es for the rest. */
+function responseEncoder(schema: DescMessage): (message: unknown) => Buffer {
+  return HAND_ENCODERS[schema.typeName] ?? (serializer(schema) as (message: unknown) => Buffer);
+}
+
+const HAND_DECODERS: Record<string, (bytes: Buffer) => unknown> = {
+  [BulkPutRequestSchema.typeName]: decodeBulkPutRequest,
+  [GetRequestSchema.typeName]: decodeGetRequest,
+  [PutRequestSchema.typeName]: decodePutRequest,
+  [DeleteRequestSchema.typeName]: decodeDeleteRequest,
+};
+
+const HAND_ENCODERS: Record<string, (message: unknown) => Buffer> = {
+  [GetResponseSchema.typeName]: encodeGetResponse as (message: unknown) => Buffer,
+  [PutResponseSchema.typeName]: encodePutResponse as (message: unknown) => Buffer,
+  [DeleteResponseSchema.typeName]: encodeDeleteResponse as (message: unknown) => Buffer,
+};
 
 function serializer(schema: DescMessage) {
   return (message: Parameters<typeof toBinary>[1]): Buffer => Buffer.from(toBinary(schema, message));

@@ -17,6 +17,8 @@ export class RequestLimiter {
   readonly maxWaiting: number;
   private running = 0;
   private readonly waiting: Array<() => void> = [];
+  /** release(), bound once: a closure per call is garbage per call. */
+  private readonly releaseSlot = (): void => this.release();
 
   constructor(options: RequestLimiterOptions = {}) {
     this.maxInFlight = options.maxInFlight ?? 256;
@@ -48,7 +50,7 @@ export class RequestLimiter {
       this.release();
       return Promise.reject(err);
     }
-    return result.finally(() => this.release());
+    return result.finally(this.releaseSlot);
   }
 
   /** Calls waiting for a slot now. */

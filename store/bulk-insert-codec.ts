@@ -1,6 +1,6 @@
 import { BulkInsertRequest as BulkInsertRequestCodec, type BulkInsertRequest } from './proto/gen/shardpipe/store/v1/store.js';
 import type { BatchBufferPool } from '../common/index.js';
-import { varintSize, writeVarint } from './wire-varint.js';
+import { readVarint, varintSize, writeVarint } from './wire-varint.js';
 
 const WIRE_VARINT = 0;
 const WIRE_LEN = 2;
@@ -70,18 +70,7 @@ export function decodePackedRows(bytes: Buffer): BulkInsertRequest['packed'] {
 const EMPTY: Buffer = Buffer.alloc(0);
 
 /** A varint up to 2^53 − 1 at `r.pos` (advancing it); undefined when larger or cut off. */
-export function varint(bytes: Buffer, r: { pos: number }): number | undefined {
-  let n = 0;
-  let scale = 1;
-  for (let i = 0; i < 8; i++) {
-    if (r.pos >= bytes.length) return undefined;
-    const b = bytes[r.pos++]!;
-    n += (b & 0x7f) * scale;
-    if (b < 0x80) return Number.isSafeInteger(n) ? n : undefined;
-    scale *= 128;
-  }
-  return undefined;
-}
+export const varint = readVarint;
 
 /** A length-delimited field's body at `r.pos` as a view (advancing past it); undefined when cut off. */
 export function lengthDelimited(bytes: Buffer, r: { pos: number }): Buffer | undefined {

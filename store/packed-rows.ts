@@ -1,4 +1,5 @@
 import { endianness } from 'node:os';
+import type { BatchBufferPool } from '../common/index.js';
 import type { BulkRowInput } from './bulk-row.js';
 import { StoreError } from './store-errors.js';
 
@@ -275,6 +276,7 @@ export class PackedRows {
 export class PackedRowsBuilder {
   private readonly rowsHint: number;
   private readonly bytesHint: number;
+  private readonly pool: BatchBufferPool | undefined;
   private lens = new Uint32Array(0);
   private data: Buffer = EMPTY;
   private metaBuf: Buffer = EMPTY;
@@ -283,10 +285,15 @@ export class PackedRowsBuilder {
   private used = 0;
   private withMeta = false;
 
-  /** `rowsHint` and `bytesHint`: the rows and key + value bytes expected, to size the buffers once. */
-  constructor(options: { rowsHint?: number; bytesHint?: number } = {}) {
+  /**
+   * `rowsHint` and `bytesHint`: the rows and key + value bytes expected, to size the buffers once.
+   * `pool`: the key and value bytes go into a buffer taken from it (outgrown ones are given back);
+   * the caller gives the finished batch's `toMessage().data` back once nothing reads it.
+   */
+  constructor(options: { rowsHint?: number; bytesHint?: number; pool?: BatchBufferPool } = {}) {
     this.rowsHint = Math.max(1, Math.floor(options.rowsHint ?? 1024));
     this.bytesHint = Math.max(1, Math.floor(options.bytesHint ?? 64 * 1024));
+    this.pool = options.pool;
   }
 
   /** Rows added since the last finish. */
@@ -317,6 +324,24 @@ export class PackedRowsBuilder {
     } else if (this.withMeta) {
       this.metaBuf.fill(0, this.rows * PACKED_META_BYTES, (this.rows + 1) * PACKED_META_BYTES);
     }
+    this.rows++;
+    this.used += size;
+  }
+
+  /**
+   * Appends a row without metadata whose key and value lie in `source` (`[keyStart, +keyLength)`,
+   * `[valueStart, +valueLength)`), copying them: for rows decoded as spans of a received message,
+   * without a view per row.
+   */
+  addSpan(source: Uint8Array, keyStart: number, keyLength: number, valueStart: number, valueLength: number): void {
+    const size = keyLength + valueLength;
+    this.reserve(this.rows + 1, this.used + size);
+    this.lens[2 * this.rows] = keyLength;
+    this.lens[2 * this.rows + 1] = valueLength;
+    copyBytes(source, keyStart, keyLength, this.data, this.used);
+    copyBytes(source, valueStart, valueLength, this.data, this.used + keyLength);
+    this.offsets[this.rows] = this.used;
+    if (this.withMeta) this.metaBuf.fill(0, this.rows * PACKED_META_BYTES, (this.rows + 1) * PACKED_META_BYTES);
     this.rows++;
     this.used += size;
   }
@@ -357,7 +382,15 @@ export class PackedRowsBuilder {
       if (this.withMeta) this.metaBuf = grow(this.metaBuf, capacity * PACKED_META_BYTES, this.rows * PACKED_META_BYTES);
     }
     if (bytes > this.data.length) {
-      this.data = grow(this.data, Math.max(bytes, this.data.length === 0 ? this.bytesHint : this.data.length * 2), this.used);
+      const capacity = Math.max(bytes, this.data.length === 0 ? this.bytesHint : this.data.length * 2);
+      if (this.pool === undefined) {
+        this.data = grow(this.data, capacity, this.used);
+      } else {
+        const data = this.pool.take(capacity);
+        this.data.copy(data, 0, 0, this.used);
+        this.pool.give(this.data);
+        this.data = data;
+      }
     }
   }
 
@@ -396,7 +429,7 @@ function setBytes(target: Buffer, at: number, source: Uint8Array): void {
 }
 
 /** Bytewise comparison of `a[aStart, aEnd)` and `b[bStart, bEnd)`: a loop for short keys, native for long ones. */
-function compareBytes(a: Uint8Array, aStart: number, aEnd: number, b: Uint8Array, bStart: number, bEnd: number): number {
+export function compareBytes(a: Uint8Array, aStart: number, aEnd: number, b: Uint8Array, bStart: number, bEnd: number): number {
   const aLength = aEnd - aStart;
   const bLength = bEnd - bStart;
   const n = Math.min(aLength, bLength);
@@ -416,7 +449,7 @@ const LOOP_COPY_MAX_BYTES = 32;
 /** Up to this many bytes keys are compared in a loop (it stops at the first difference). */
 const LOOP_COMPARE_MAX_BYTES = 64;
 
-function copyBytes(source: Buffer, start: number, length: number, target: Buffer, at: number): number {
+function copyBytes(source: Uint8Array, start: number, length: number, target: Buffer, at: number): number {
   if (length <= LOOP_COPY_MAX_BYTES) {
     for (let b = 0; b < length; b++) target[at + b] = source[start + b]!;
   } else {

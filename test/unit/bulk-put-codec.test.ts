@@ -1,9 +1,14 @@
-import { create, toBinary } from '@bufbuild/protobuf';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { describe, expect, it } from 'vitest';
-import { decodeBulkPutRequest } from '../../gateway/bulk-put-codec.js';
+import { bulkPutSpans, decodeBulkPutRequest } from '../../gateway/bulk-put-codec.js';
 import { BulkPutRequestSchema, BulkRowSchema } from '../../gateway/proto/gen/shardpipe/gateway/v1/gateway_pb.js';
 
-const rowsOf = (decoded: ReturnType<typeof decodeBulkPutRequest>) => decoded.rows.map((r) => [Buffer.from(r.key).toString('hex'), Buffer.from(r.value).toString('hex')]);
+/** The rows of a decoded request (spans or a protobuf-es message) as [key hex, value hex]. */
+const rowsOf = (decoded: ReturnType<typeof decodeBulkPutRequest>) => {
+  const { bytes, count, spans } = bulkPutSpans(decoded);
+  const hex = (start: number, length: number) => Buffer.from(bytes.subarray(start, start + length)).toString('hex');
+  return Array.from({ length: count }, (_, i) => [hex(spans[4 * i]!, spans[4 * i + 1]!), hex(spans[4 * i + 2]!, spans[4 * i + 3]!)]);
+};
 
 describe('decodeBulkPutRequest', () => {
   it('reads what protobuf-es writes: empty, empty values, long keys and values (multi-byte lengths)', () => {
@@ -13,9 +18,12 @@ describe('decodeBulkPutRequest', () => {
       { key: Buffer.from('zz'), value: Buffer.from('v') },
     ];
     const bytes = toBinary(BulkPutRequestSchema, create(BulkPutRequestSchema, { rows: rows.map((r) => create(BulkRowSchema, r)) }));
-    const decoded = decodeBulkPutRequest(Buffer.from(bytes));
+    const message = Buffer.from(bytes);
+    const decoded = decodeBulkPutRequest(message);
+    // The canonical form is read by hand, as spans of the message (no copy).
+    expect('spans' in decoded && decoded.bytes === message).toBe(true);
     expect(rowsOf(decoded)).toEqual(rows.map((r) => [r.key.toString('hex'), r.value.toString('hex')]));
-    expect(decodeBulkPutRequest(new Uint8Array(0)).rows).toEqual([]);
+    expect(rowsOf(decodeBulkPutRequest(new Uint8Array(0)))).toEqual([]);
   });
 
   it('hands anything else to protobuf-es: an unknown field is skipped, a truncated row is an error', () => {
@@ -25,5 +33,23 @@ describe('decodeBulkPutRequest', () => {
     expect(rowsOf(decodeBulkPutRequest(withUnknown))).toEqual([[Buffer.from('k').toString('hex'), Buffer.from('v').toString('hex')]]);
     const truncated = Buffer.concat([Buffer.from([0x0a, row.length + 5]), row]);
     expect(() => decodeBulkPutRequest(truncated)).toThrow();
+  });
+
+  it('keeps the last of a repeated key or value field, as protobuf-es does, and reads 2,000 rows (its span table grows)', () => {
+    const twice = Buffer.from([0x0a, 0x0c, 0x0a, 0x01, 0x61, 0x12, 0x01, 0x31, 0x0a, 0x01, 0x62, 0x12, 0x01, 0x32]);
+    expect(rowsOf(decodeBulkPutRequest(twice))).toEqual([[Buffer.from('b').toString('hex'), Buffer.from('2').toString('hex')]]);
+    expect(rowsOf(decodeBulkPutRequest(twice))).toEqual(rowsOf(fromBinary(BulkPutRequestSchema, twice)));
+    const many = Array.from({ length: 2000 }, (_, i) => ({ key: Buffer.from(`k${i}`), value: Buffer.from(`v${i}`) }));
+    const bytes = toBinary(BulkPutRequestSchema, create(BulkPutRequestSchema, { rows: many }));
+    expect(rowsOf(decodeBulkPutRequest(Buffer.from(bytes)))).toEqual(many.map((r) => [r.key.toString('hex'), r.value.toString('hex')]));
+  });
+});
+
+describe('bulkPutSpans', () => {
+  it('packs a protobuf-es message (the Connect path) into one buffer with the same rows', () => {
+    const rows = [{ key: Buffer.from('a'), value: Buffer.alloc(0) }, { key: Buffer.alloc(0), value: Buffer.from('x') }, { key: Buffer.from('zz'), value: Buffer.alloc(40, 3) }];
+    const spans = bulkPutSpans(create(BulkPutRequestSchema, { rows }));
+    expect(spans.count).toBe(3);
+    expect(rowsOf(spans)).toEqual(rows.map((r) => [r.key.toString('hex'), r.value.toString('hex')]));
   });
 });

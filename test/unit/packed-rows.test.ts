@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { BatchBufferPool } from '../../common/index.js';
 import { MAX_KEPT_ETAG, MAX_TIME_MS, PACKED_ROWS_FORMAT, PackedRows, PackedRowsBuilder, StoreError, checkPackedRows, checkRequest, requestDescOf, type BulkRowInput } from '../../store/index.js';
 import { BulkInsertRequest } from '../../store/proto/gen/shardpipe/store/v1/store.js';
 import { thrownBy } from '../helpers/rejection.js';
@@ -88,6 +89,42 @@ describe('PackedRows', () => {
     expect(packed.slice(0, packed.count)).toBe(packed);
     expect(packed.slice(60, 70).count).toBe(0);
     expect(() => head.key(20)).toThrow(RangeError);
+  });
+
+  it('addSpan copies rows out of a shared buffer (short keys by loop, long values natively), interleaved with add and metadata rows', () => {
+    const source = Buffer.concat([Buffer.from('xxkey-a'), Buffer.alloc(100, 5), Buffer.from('key-b'), Buffer.from('v')]);
+    const builder = new PackedRowsBuilder({ rowsHint: 1, bytesHint: 8 });
+    builder.addSpan(source, 2, 5, 7, 100);
+    builder.add(Buffer.from('key-m'), Buffer.from('mv'), { etag: 9 });
+    builder.addSpan(source, 107, 5, 112, 1);
+    builder.addSpan(source, 107, 5, 0, 0);
+    const rows = PackedRows.fromMessage(builder.finish().toMessage());
+    expect(rows.count).toBe(4);
+    expect([0, 1, 2, 3].map((i) => [rows.key(i).toString(), rows.value(i).toString('hex')])).toEqual([
+      ['key-a', Buffer.alloc(100, 5).toString('hex')],
+      ['key-m', Buffer.from('mv').toString('hex')],
+      ['key-b', Buffer.from('v').toString('hex')],
+      ['key-b', ''],
+    ]);
+    // A span row after the first row with metadata has zeros (unset), the metadata row keeps its own.
+    expect([0, 1, 2, 3].map((i) => rows.metaField(i, 0))).toEqual([0, 9, 0, 0]);
+  });
+
+  it('with a pool, builds in pooled buffers: an outgrown one goes back, the finished batch keeps its rows until given back', () => {
+    const pool = new BatchBufferPool();
+    const builder = new PackedRowsBuilder({ rowsHint: 2, bytesHint: 16, pool });
+    const want = rowsOf(40);
+    for (const row of want) builder.add(row.key, row.value);
+    // 16 bytes, then 32, 64, 128, 256: each outgrown buffer was given back (the pool keeps 8).
+    expect(pool.freeCount).toBeGreaterThan(0);
+    const rows = builder.finish();
+    expect(rows.toRows().map((r) => [r.key.toString(), r.value.toString('hex')])).toEqual(want.map((r) => [r.key.toString(), r.value.toString('hex')]));
+    const data = rows.toMessage().data;
+    const before = pool.freeCount;
+    pool.give(data);
+    expect(pool.freeCount).toBe(before + 1);
+    // Taken again by a later batch of the same size: the same memory.
+    expect(pool.take(data.byteLength).buffer).toBe(data.buffer);
   });
 
   it('refuses a message whose parts do not fit together, naming the field', () => {
