@@ -6,3 +6,5 @@ export { PrivateEtcd } from './etcd-server-process.js';
 export type { PrivateEtcdOptions } from './etcd-server-process.js';
 export type { OperationAdvance, OperationContext, OperationRunner } from './operation-runner.js';
 export { defaultRunners } from './operation-runners.js';
+export { SplitRunner } from './split-runner.js';
+export { lowestUnusedId, splitMap, splitProblem, splitCommitted, cutBackoffMs } from './split-plan.js';

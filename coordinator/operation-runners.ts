@@ -1,6 +1,7 @@
 import type { OperationRunner } from './operation-runner.js';
+import { SplitRunner } from './split-runner.js';
 
 /** The runners a coordinator uses unless told otherwise: one per family of operation kinds. */
 export function defaultRunners(): OperationRunner[] {
-  return [];
+  return [new SplitRunner()];
 }

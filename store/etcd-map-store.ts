@@ -172,13 +172,16 @@ export class EtcdMapStore {
 
   /**
    * Replaces the map at version `expectedVersion` by `next` (whose version must be one higher) in
-   * one transaction; false when the stored version is no longer `expectedVersion` (someone else won).
+   * one transaction; false when the stored version is no longer `expectedVersion` (someone else won)
+   * or `guard`'s key changed since it was read at `guard.modRevision`.
    */
-  async replace(expectedVersion: number, next: PartitionMap): Promise<boolean> {
+  async replace(expectedVersion: number, next: PartitionMap, guard?: { key: string; modRevision: string }): Promise<boolean> {
     if (next.version !== expectedVersion + 1) throw new RangeError(`a map change moves the version by one: expected ${expectedVersion + 1}, got ${next.version}`);
     try {
-      const res = await this.etcd
-        .if(this.keys.mapVersion, 'Value', '==', String(expectedVersion))
+      let txn = this.etcd.if(this.keys.mapVersion, 'Value', '==', String(expectedVersion));
+      // `guard`: also only while that key is as read (a split's cut: the head's `paused` report).
+      if (guard !== undefined) txn = txn.and(guard.key, 'Mod', '==', guard.modRevision);
+      const res = await txn
         .then(this.etcd.put(this.keys.map).value(JSON.stringify(next.toJson())), this.etcd.put(this.keys.mapVersion).value(String(next.version)))
         .commit();
       return res.succeeded;
