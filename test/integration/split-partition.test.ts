@@ -100,6 +100,94 @@ describe('split of a partition on a live RF=3 cluster', () => {
   });
 });
 
+describe('split: --auto, refusals', () => {
+  it('refuses a key at the bounds, a missing partition, a used id and (not built yet) a merge, each with a clear error; --auto splits at the median', async () => {
+    const { c, client: cl } = await liveCluster();
+    const failures: Array<[Parameters<typeof submit>[1], RegExp]> = [
+      [{ kind: 'split', partition: 0, at: '8000' }, /not strictly inside partition 0/],
+      [{ kind: 'split', partition: 1, at: '80' }, /not strictly inside partition 1/],
+      [{ kind: 'split', partition: 9, at: '4000' }, /partition 9 is not in the map/],
+      [{ kind: 'split', partition: 0, at: '4000', newPartition: 1 }, /partition id 1 is in use/],
+      [{ kind: 'split', partition: 0 }, /needs a key \(--at KEY\) or --auto/],
+      [{ kind: 'merge', partitions: [0, 1] }, /merging partitions is not built yet/],
+    ];
+    for (const [args, error] of failures) {
+      const id = await submit(c, args);
+      const r = await waitForOperation(c, id, (x) => x.state === 'failed' || x.state === 'completed');
+      expect(r.state).toBe('failed');
+      expect(r.error).toMatch(error);
+    }
+    expect((await c.store.read())!.map.partitions.map((p) => p.id)).toEqual([0, 1]);
+
+    const id = await submit(c, { kind: 'split', partition: 0, auto: true });
+    const done = await waitForOperation(c, id, (x) => x.state === 'failed' || x.state === 'completed');
+    expect(done.error).toBeUndefined();
+    const map = (await c.store.read())!.map;
+    const median = map.byId(2)!.start;
+    // The rows are spread evenly over [0000, 8000): the median lies near the middle.
+    expect(median.readUInt16BE(0)).toBeGreaterThan(0x3000);
+    expect(median.readUInt16BE(0)).toBeLessThan(0x5000);
+    await cl.refreshMap();
+    expect((await cl.checksum(Buffer.alloc(0), Buffer.alloc(0))).count).toBe(ROWS);
+    expect((await clusterCheck(c)).consistent).toBe(true);
+  });
+});
+
+describe('split with processes killed (fault injection by SIGKILL)', () => {
+  it('SIGKILL of the head while the replicas prepare, restarted within its lease: its half-made copy is discarded and made again; the split completes; nothing lost', async () => {
+    const { c, client: cl } = await liveCluster('4s');
+    writer = new SteadyWriter(cl, writerKeys(64)).start();
+    await writer.more(100);
+    const head = (await c.store.read())!.map.byId(0)!.node;
+    const id = await submit(c, { kind: 'split', partition: 0, at: AT.toString('hex') }, 5000);
+    await waitForOperation(c, id, (r) => r.steps[0]?.phase?.startsWith('preparing') === true || r.state === 'completed');
+    await c.nodes.get(head)!.kill('SIGKILL');
+    await c.startNode(head);
+    const done = await waitForOperation(c, id, (r) => r.state === 'completed' || r.state === 'failed', 90_000);
+    expect(done.error).toBeUndefined();
+    await writer.more(100);
+    await writer.stop();
+    await expectNothingLost(cl, writer, ROWS);
+    expect((await clusterCheck(c)).consistent).toBe(true);
+  });
+
+  it('SIGKILL of the head during the cut (not restarted): the split completes on the surviving chain; nothing acknowledged is lost', async () => {
+    const { c, client: cl } = await liveCluster('1s');
+    writer = new SteadyWriter(cl, writerKeys(64)).start();
+    await writer.more(100);
+    const head = (await c.store.read())!.map.byId(0)!.node;
+    const id = await submit(c, { kind: 'split', partition: 0, at: AT.toString('hex') });
+    await waitForOperation(c, id, (r) => r.steps[0]?.phase?.startsWith('cutting') === true || r.state === 'completed');
+    await c.nodes.get(head)!.kill('SIGKILL');
+    c.nodes.delete(head);
+    const done = await waitForOperation(c, id, (r) => r.state === 'completed' || r.state === 'failed', 90_000);
+    expect(done.error).toBeUndefined();
+    const map = await c.waitForMap((m) => m.byId(2) !== undefined && m.partitions.every((p) => !p.chain.some((r) => r.node === head)));
+    expect(map.byId(2)!.chain).toHaveLength(2);
+    await writer.more(100);
+    await writer.stop();
+    await expectNothingLost(cl, writer, ROWS);
+    expect((await clusterCheck(c)).consistent).toBe(true);
+  });
+
+  it('SIGKILL of the leading coordinator mid-split: the other one takes over from the map and the records and completes it', async () => {
+    const { c, client: cl } = await liveCluster('1s');
+    const second = await c.startCoordinator();
+    writer = new SteadyWriter(cl, writerKeys(64)).start();
+    await writer.more(100);
+    const id = await submit(c, { kind: 'split', partition: 0, at: AT.toString('hex') });
+    await waitForOperation(c, id, (r) => r.state !== 'pending');
+    await c.coordinators[0]!.kill('SIGKILL');
+    await second.event('elected');
+    const done = await waitForOperation(c, id, (r) => r.state === 'completed' || r.state === 'failed', 90_000);
+    expect(done.error).toBeUndefined();
+    await writer.more(100);
+    await writer.stop();
+    await expectNothingLost(cl, writer, ROWS);
+    expect((await clusterCheck(c)).consistent).toBe(true);
+  });
+});
+
 /** Resolves once the process logged `msg` (its stderr grows as it logs). */
 async function waitLogged(p: CliProcess, msg: string, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
