@@ -134,7 +134,7 @@ describe('split: --auto, refusals', () => {
 });
 
 describe('split with processes killed (fault injection by SIGKILL)', () => {
-  it('SIGKILL of the head while the replicas prepare, restarted within its lease: its half-made copy is discarded and made again; the split completes; nothing lost', async () => {
+  it('SIGKILL of the head once the replicas prepare, restarted at once: the split completes; nothing acknowledged is lost; every replica consistent', async () => {
     const { c, client: cl } = await liveCluster('4s');
     writer = new SteadyWriter(cl, writerKeys(64)).start();
     await writer.more(100);
@@ -142,16 +142,18 @@ describe('split with processes killed (fault injection by SIGKILL)', () => {
     const id = await submit(c, { kind: 'split', partition: 0, at: AT.toString('hex') }, 5000);
     await waitForOperation(c, id, (r) => r.steps[0]?.phase?.startsWith('preparing') === true || r.state === 'completed');
     await c.nodes.get(head)!.kill('SIGKILL');
-    await c.startNode(head);
+    const restarted = await c.startNode(head);
     const done = await waitForOperation(c, id, (r) => r.state === 'completed' || r.state === 'failed', 90_000);
     expect(done.error).toBeUndefined();
+    // Whether it prepared again, copied at the commit (it had reported before the kill) or left the chain (lease ran out) depends on timing; each keeps the data.
+    expect(restarted.logged('registered in etcd')).toBe(true);
     await writer.more(100);
     await writer.stop();
     await expectNothingLost(cl, writer, ROWS);
     expect((await clusterCheck(c)).consistent).toBe(true);
   });
 
-  it('SIGKILL of the head during the cut (not restarted): the split completes on the surviving chain; nothing acknowledged is lost', async () => {
+  it('SIGKILL of the head once the cut started (not restarted): the split completes on the surviving chain; nothing acknowledged is lost', async () => {
     const { c, client: cl } = await liveCluster('1s');
     writer = new SteadyWriter(cl, writerKeys(64)).start();
     await writer.more(100);
