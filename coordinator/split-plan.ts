@@ -56,6 +56,32 @@ export function splitCommitted(map: PartitionMap, partition: number, at: Buffer,
   return q !== undefined && q.start.equals(at) && map.byId(partition)?.end.equals(at) === true;
 }
 
+/**
+ * The lower and upper partition of a merge of `partitions` (any order), or why they cannot merge
+ * now: both must exist, be neighbours (one ends where the other starts) and have the same chain
+ * (same nodes in the same order, every replica serving on a live node).
+ */
+export function mergePlan(map: PartitionMap, live: ReadonlySet<string>, partitions: readonly [number, number]): { lower: Partition; upper: Partition } | { problem: string } {
+  const [a, b] = partitions.map((id) => map.byId(id));
+  if (a === undefined || b === undefined) return { problem: `partition ${a === undefined ? partitions[0] : partitions[1]} is not in the map (version ${map.version}): pick two of ${map.partitions.map((x) => x.id).join(', ')}` };
+  if (a.id === b.id) return { problem: `a merge needs two different partitions, got ${a.id} twice` };
+  const [lower, upper] = a.end.equals(b.start) && a.end.length > 0 ? [a, b] : b.end.equals(a.start) && b.end.length > 0 ? [b, a] : [undefined, undefined];
+  if (lower === undefined || upper === undefined) return { problem: `partitions ${a.id} and ${b.id} are not neighbours (one must end where the other starts): merge neighbours only` };
+  const chainOf = (p: Partition): string => p.chain.map((r) => `${r.node}:${r.state}`).join(',');
+  if (chainOf(lower) !== chainOf(upper)) return { problem: `partitions ${lower.id} and ${upper.id} have different chains (${lower.chain.map((r) => r.node).join(' → ')} vs ${upper.chain.map((r) => r.node).join(' → ')}): move replicas first so both chains are the same` };
+  const problem = splitProblem(map, live, { partition: lower.id });
+  return problem === undefined ? { lower, upper } : { problem };
+}
+
+/** The map that commits a merge: `lower` takes [lower.start, upper.end) at the larger epoch + 1; `upper` is gone; version + 1. */
+export function mergeMap(map: PartitionMap, lower: number, upper: number): PartitionMap {
+  const p = map.byId(lower);
+  const q = map.byId(upper);
+  if (p === undefined || q === undefined || !p.end.equals(q.start)) throw new RangeError(`cannot merge partitions ${lower} and ${upper}`);
+  const specs: PartitionSpec[] = map.partitions.flatMap((x): PartitionSpec[] => (x.id === upper ? [] : x.id === lower ? [{ id: x.id, start: x.start, end: q.end, chain: x.chain, epoch: Math.max(p.epoch, q.epoch) + 1 }] : [x]));
+  return PartitionMap.create(map.version + 1, specs, { replicas: map.replicas });
+}
+
 /** Back-off before the next cut after `attempts` cuts that ran out of time, ms: 200 doubling to 5 s. */
 export function cutBackoffMs(attempts: number): number {
   return Math.min(5000, 200 * 2 ** Math.max(0, attempts - 1));

@@ -11,15 +11,14 @@ type SplitArgs = Extract<OperationRecord['args'], { kind: 'split' }>;
  * where it is from etcd: the `prepare/P` request it wrote (which names the new partition and the
  * key), the nodes' `prepared/P/NODE` reports, the `pause/P` request and the head's `paused/P/HEAD`
  * answer, and the map (a committed split is in it). So a coordinator killed at any point leaves
- * enough for the next leader to go on. `merge` is refused for now (not built).
+ * enough for the next leader to go on.
  */
 export class SplitRunner implements OperationRunner {
-  readonly kinds = ['split', 'merge'] as const;
+  readonly kinds = ['split'] as const;
   readonly watchPrefixes = ['prepared/', 'paused/'] as const;
   private readonly keys = { ...splitEtcdKeys(), ...operationKeys() };
 
   async advance(op: OperationRecord, ctx: OperationContext): Promise<OperationAdvance | undefined> {
-    if (op.args.kind === 'merge') return this.fail(ctx, op, undefined, 'merging partitions is not built yet: the partitions stay as they are');
     const args = op.args as SplitArgs;
     const P = args.partition;
     const prepare = await readJson(ctx.etcd, this.keys.prepareOf(P), splitValues.prepare);
@@ -164,14 +163,14 @@ export class SplitRunner implements OperationRunner {
   }
 }
 
-async function readJson<T>(etcd: Etcd3, key: string, parse: (v: Buffer) => T | undefined): Promise<{ value: T; modRevision: string } | undefined> {
+export async function readJson<T>(etcd: Etcd3, key: string, parse: (v: Buffer) => T | undefined): Promise<{ value: T; modRevision: string } | undefined> {
   const res = await etcd.get(key).exec();
   const kv = res.kvs[0];
   const value = kv === undefined ? undefined : parse(kv.value);
   return value === undefined ? undefined : { value, modRevision: kv!.mod_revision };
 }
 
-async function readAllJson<T>(etcd: Etcd3, prefix: string, parse: (v: Buffer) => T | undefined): Promise<Map<string, { value: T; modRevision: string }>> {
+export async function readAllJson<T>(etcd: Etcd3, prefix: string, parse: (v: Buffer) => T | undefined): Promise<Map<string, { value: T; modRevision: string }>> {
   const res = await etcd.getAll().prefix(prefix).exec();
   const out = new Map<string, { value: T; modRevision: string }>();
   for (const kv of res.kvs) {

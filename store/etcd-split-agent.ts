@@ -2,7 +2,7 @@ import type { Etcd3, Lease, Watcher } from 'etcd3';
 import type { Logger } from '../common/index.js';
 import { etcdKeys } from './etcd-map-store.js';
 import { operationKeys } from './etcd-operations.js';
-import { splitEtcdKeys, splitValues, type PausedReport, type PauseRequest, type SplitPreparedReport, type SplitPrepareRequest } from './etcd-split.js';
+import { splitEtcdKeys, splitValues, type MergePrepareRequest, type PausedReport, type PauseRequest, type SplitPreparedReport, type SplitPrepareRequest } from './etcd-split.js';
 import { readNodeOf } from './partition-map.js';
 import type { StoreNode } from './store-node.js';
 import type { WritePauseRecord } from './write-pause.js';
@@ -78,7 +78,7 @@ export class EtcdSplitAgent {
     for (const key of stale) if (key.endsWith(`/${this.address}`)) await this.etcd.delete().key(key).exec();
     const { header } = await this.etcd.get(this.keys.prepare).exec();
     const from = String(BigInt(header.revision) + 1n);
-    for (const prefix of [this.keys.prepare, this.keys.pause]) {
+    for (const prefix of [this.keys.prepare, this.keys.merge, this.keys.pause]) {
       const watcher = await this.etcd.watch().prefix(prefix).startRevision(from).create();
       watcher.on('put', () => this.kick());
       watcher.on('delete', () => this.kick());
@@ -120,7 +120,7 @@ export class EtcdSplitAgent {
   }
 
   private async reconcile(): Promise<void> {
-    const [prepares, pauses] = await Promise.all([this.readAll(this.keys.prepare, splitValues.prepare), this.readAll(this.keys.pause, splitValues.pause)]);
+    const [prepares, merges, pauses] = await Promise.all([this.readAll(this.keys.prepare, splitValues.prepare), this.readAll(this.keys.merge, splitValues.merge), this.readAll(this.keys.pause, splitValues.pause)]);
     const map = this.node.map;
     const keep = new Map<number, string>();
     for (const r of prepares.values()) if (r.at !== undefined) keep.set(r.newPartition, r.operation);
@@ -137,6 +137,18 @@ export class EtcdSplitAgent {
       if (this.preparing.get(partition) === id) continue;
       this.preparing.set(partition, id);
       void this.prepare(request).finally(() => {
+        if (this.preparing.get(partition) === id) this.preparing.delete(partition);
+      });
+    }
+    this.node.forgetMergesExcept(new Map([...merges].map(([partition, r]) => [partition, r.operation])));
+    for (const [partition, request] of merges) {
+      const p = map.byId(partition);
+      const q = map.byId(request.other);
+      if (p === undefined || q === undefined || p.epoch !== request.epoch || q.epoch !== request.otherEpoch) continue;
+      const id = `merge/${request.operation}`;
+      if (this.preparing.get(partition) === id) continue;
+      this.preparing.set(partition, id);
+      void this.prepareMerge(request).finally(() => {
         if (this.preparing.get(partition) === id) this.preparing.delete(partition);
       });
     }
@@ -185,6 +197,19 @@ export class EtcdSplitAgent {
       report = { operation: request.operation, node: this.address, epoch: request.epoch, state: 'failed', at: request.at, error: (err as Error).message, updatedAtMs: Date.now() };
     }
     await this.report(this.keys.preparedOf(request.partition, this.address), report).catch((err: unknown) => this.logger.warn({ err: (err as Error).message }, 'writing a split report failed; writing it again with the next change'));
+  }
+
+  private async prepareMerge(request: MergePrepareRequest): Promise<void> {
+    let report: SplitPreparedReport;
+    try {
+      const rows = await this.node.prepareMerge(request);
+      report = { operation: request.operation, node: this.address, epoch: request.epoch, state: 'prepared', rows, updatedAtMs: Date.now() };
+    } catch (err) {
+      if (this.closed) return;
+      this.logger.warn({ err, partition: request.partition, operation: request.operation }, 'preparing a merge failed');
+      report = { operation: request.operation, node: this.address, epoch: request.epoch, state: 'failed', error: (err as Error).message, updatedAtMs: Date.now() };
+    }
+    await this.report(this.keys.preparedOf(request.partition, this.address), report).catch((err: unknown) => this.logger.warn({ err: (err as Error).message }, 'writing a merge report failed; writing it again with the next change'));
   }
 
   /** Holds P's writes for the cut; reports `paused` once the chain is at one sequence number. */

@@ -21,6 +21,20 @@ const prepareSchema = z.object({
 export type SplitPrepareRequest = z.infer<typeof prepareSchema>;
 
 /**
+ * `merge/P` (no lease; the coordinator's): every replica of P and its upper neighbour `other` copies
+ * `other`'s rows into P's LevelDB and tracks the keys written to `other` since.
+ */
+const mergeSchema = z.object({
+  operation: z.string(),
+  partition: partitionId,
+  epoch: z.number().int().min(1),
+  other: partitionId,
+  otherEpoch: z.number().int().min(1),
+  requestedAtMs: z.number(),
+});
+export type MergePrepareRequest = z.infer<typeof mergeSchema>;
+
+/**
  * `prepared/P/NODE` (under the node's lease): `key` (the read replica's median of P, for an auto
  * split), `prepared` (the copy is done and writes are tracked), or `failed`.
  */
@@ -73,12 +87,16 @@ export function splitEtcdKeys(prefix = ETCD_PREFIX): {
   prepareOf: (partition: number) => string;
   prepared: string;
   preparedOf: (partition: number, node: string) => string;
+  merge: string;
+  mergeOf: (partition: number) => string;
 } {
   return {
     prepare: `${prefix}/prepare/`,
     prepareOf: (partition) => `${prefix}/prepare/${partition}`,
     prepared: `${prefix}/prepared/`,
     preparedOf: (partition, node) => `${prefix}/prepared/${partition}/${node}`,
+    merge: `${prefix}/merge/`,
+    mergeOf: (partition) => `${prefix}/merge/${partition}`,
   };
 }
 
@@ -96,6 +114,7 @@ function parse<T>(schema: z.ZodType<T>, value: Buffer | string): T | undefined {
 /** Parsers of the values under those keys; undefined for anything unreadable (left alone). */
 export const splitValues = {
   prepare: (v: Buffer | string): SplitPrepareRequest | undefined => parse(prepareSchema, v),
+  merge: (v: Buffer | string): MergePrepareRequest | undefined => parse(mergeSchema, v),
   prepared: (v: Buffer | string): SplitPreparedReport | undefined => parse(preparedSchema, v),
   pause: (v: Buffer | string): PauseRequest | undefined => parse(pauseSchema, v),
   paused: (v: Buffer | string): PausedReport | undefined => parse(pausedSchema, v),

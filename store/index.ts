@@ -70,5 +70,5 @@ export { MAX_RESPONSE_MESSAGE_BYTES } from './message-limits.js';
 export { ChainReplica, type ChainReplicaOptions, type ForwardAck, type ForwardMessage, type ForwardOp, type ForwardTransport, type HopTiming, type PointApplied } from './chain-replica.js';
 export { ChainForwarder, forwardWireBytes } from './chain-forwarder.js';
 export { splitEtcdKeys, splitValues } from './etcd-split.js';
-export type { PausedReport, PauseRequest, SplitPreparedReport, SplitPrepareRequest } from './etcd-split.js';
+export type { MergePrepareRequest, PausedReport, PauseRequest, SplitPreparedReport, SplitPrepareRequest } from './etcd-split.js';
 export type { WritePauseRecord } from './write-pause.js';

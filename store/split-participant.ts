@@ -28,6 +28,19 @@ interface PreparedSplit {
   rows: number;
 }
 
+/** A prepared merge of Q into P: Q's rows copied into P's LevelDB, Q's later writes tracked. */
+interface PreparedMerge {
+  operation: string;
+  into: number;
+  from: number;
+  start: Buffer;
+  end: Buffer;
+  target: PartitionStore;
+  source: PartitionStore;
+  tracker: WriteTracker;
+  rows: number;
+}
+
 /** `split-Q.json`: which split made Q's folder, and whether it is complete (safe to serve). */
 interface SplitMarker {
   operation: string;
@@ -56,6 +69,9 @@ export class SplitParticipant {
   /** By the new partition's id. */
   private readonly prepared = new Map<number, PreparedSplit>();
   private readonly preparing = new Map<number, { operation: string; done: Promise<number> }>();
+  /** Merges prepared here, by the lower partition's id (the one that takes the other's range). */
+  private readonly merges = new Map<number, PreparedMerge>();
+  private readonly mergesPreparing = new Map<number, { operation: string; done: Promise<number> }>();
   /** Q's stores, complete, handed to the node when it opens Q. */
   private readonly ready = new Map<number, PartitionStore>();
 
@@ -111,6 +127,51 @@ export class SplitParticipant {
     return done;
   }
 
+  /**
+   * Copies the rows of `other` (P's upper neighbour, same chain) into P's LevelDB and tracks the
+   * keys written to `other` from its snapshot on. P's LevelDB must hold nothing of `other`'s range
+   * first (a split's leftovers are deleted before: `beforeCopy`); rows copied there stay invisible
+   * (every read of P is clamped to P's range) until the merge commits. Idempotent per operation.
+   */
+  prepareMerge(request: { operation: string; into: Partition; target: PartitionStore; other: Partition; source: PartitionStore; beforeCopy: () => Promise<void> }): Promise<number> {
+    const { operation, into, other } = request;
+    const held = this.merges.get(into.id);
+    if (held !== undefined && held.operation === operation && held.from === other.id) return Promise.resolve(held.rows);
+    const running = this.mergesPreparing.get(into.id);
+    if (running !== undefined && running.operation === operation) return running.done;
+    const done = (async () => {
+      await running?.done.catch(() => undefined);
+      this.dropMerge(into.id);
+      const startedAt = Date.now();
+      await request.beforeCopy();
+      const tracked = await request.source.openTrackedSnapshot(other.start, other.end);
+      let rows = 0;
+      try {
+        for await (const batch of request.source.scan(other.start, other.end, { batchSize: COPY_BATCH_ROWS, snapshot: tracked.snapshot })) {
+          await request.target.bulkInsert(batch.map(exactRow));
+          rows += batch.length;
+        }
+      } catch (err) {
+        request.source.stopTracking(tracked.tracker);
+        throw err;
+      } finally {
+        await tracked.snapshot.close();
+      }
+      this.merges.set(into.id, { operation, into: into.id, from: other.id, start: other.start, end: other.end, target: request.target, source: request.source, tracker: tracked.tracker, rows });
+      this.logger?.info({ partition: into.id, other: other.id, operation, rows, ms: Date.now() - startedAt }, 'merge prepared: copied the neighbour\'s rows into this partition\'s LevelDB; tracking the keys written to it since');
+      return rows;
+    })().finally(() => {
+      if (this.mergesPreparing.get(into.id)?.done === done) this.mergesPreparing.delete(into.id);
+    });
+    this.mergesPreparing.set(into.id, { operation, done });
+    return done;
+  }
+
+  /** Whether a merge into `partitionId` is prepared or being prepared: its LevelDB holds rows outside its range on purpose. */
+  isMergeTarget(partitionId: number): boolean {
+    return this.merges.has(partitionId) || this.mergesPreparing.has(partitionId);
+  }
+
   /** Whether `to` is prepared (in memory) for `operation`. */
   isPrepared(to: number, operation: string): boolean {
     return this.prepared.get(to)?.operation === operation;
@@ -121,7 +182,17 @@ export class SplitParticipant {
    * `current` lacks and that a split of one of its partitions made (its range is the end of that
    * partition's), makes Q's LevelDB complete and marks it so (persisted before the map is).
    */
-  async beforeInstall(current: PartitionMap, next: PartitionMap, node: string, storeOf: (id: number) => PartitionStore | undefined): Promise<void> {
+  async beforeInstall(current: PartitionMap, next: PartitionMap, node: string, storeOf: (id: number) => PartitionStore | undefined, clear: (id: number, start: Buffer, end: Buffer) => Promise<void>): Promise<void> {
+    // Merges: P's range grew over Q's, and Q is gone.
+    for (const p of next.replicasOf(node)) {
+      const before = current.byId(p.id);
+      if (before === undefined || before.end.equals(p.end)) continue;
+      const q = current.replicasOf(node).find((c) => c.start.equals(before.end) && c.end.equals(p.end) && next.byId(c.id) === undefined);
+      const target = storeOf(p.id);
+      const source = q === undefined ? undefined : storeOf(q.id);
+      if (q === undefined || target === undefined || source === undefined) continue;
+      await this.finishMerge(p.id, q, target, source, clear);
+    }
     for (const q of next.replicasOf(node)) {
       if (current.byId(q.id) !== undefined) continue;
       const p = current.replicasOf(node).find((c) => c.start.compare(q.start) < 0 && c.end.equals(q.end) && next.byId(c.id)?.end.equals(q.start) === true);
@@ -138,6 +209,15 @@ export class SplitParticipant {
     return store;
   }
 
+  /** Drops every prepared merge not named in `keep` (by the lower partition's id → operation). */
+  forgetMergesExcept(keep: ReadonlyMap<number, string>): void {
+    for (const [into, held] of [...this.merges]) {
+      if (keep.get(into) === held.operation) continue;
+      this.logger?.info({ partition: into, operation: held.operation }, 'merge no longer asked for: its copied rows are deleted in the background');
+      this.dropMerge(into);
+    }
+  }
+
   /** Drops every prepared split not named in `keep` (by new partition id → operation). */
   async forgetExcept(keep: ReadonlyMap<number, string>): Promise<void> {
     for (const [to, held] of [...this.prepared]) {
@@ -149,6 +229,7 @@ export class SplitParticipant {
 
   /** Closes prepared copies (their folders stay; a restart prepares again). Idempotent. */
   async close(): Promise<void> {
+    for (const into of [...this.merges.keys()]) this.dropMerge(into);
     for (const held of this.prepared.values()) {
       held.source.stopTracking(held.tracker);
       await held.store.close().catch((err: unknown) => this.logger?.warn({ err }, 'closing a prepared split copy failed'));
@@ -156,6 +237,37 @@ export class SplitParticipant {
     this.prepared.clear();
     for (const store of this.ready.values()) await store.close().catch((err: unknown) => this.logger?.warn({ err }, 'closing a split copy failed'));
     this.ready.clear();
+  }
+
+  private dropMerge(into: number): void {
+    const held = this.merges.get(into);
+    if (held === undefined) return;
+    this.merges.delete(into);
+    held.source.stopTracking(held.tracker);
+  }
+
+  /**
+   * At the install of a merge: Q's tracked keys are copied into P; without a tracker (restarted),
+   * P's rows of Q's range are deleted and Q's whole range copied from Q's own LevelDB, which holds
+   * Q at the cut. Q's LevelDB is left on disk (closed by the node: GC's to remove).
+   */
+  private async finishMerge(into: number, q: Partition, target: PartitionStore, source: PartitionStore, clear: (id: number, start: Buffer, end: Buffer) => Promise<void>): Promise<void> {
+    const startedAt = Date.now();
+    const held = this.merges.get(into);
+    if (held !== undefined && held.from === q.id) {
+      this.dropMerge(into);
+      const keys = [...held.tracker.keys.values()];
+      for (let i = 0; i < keys.length; i += TRACKED_BATCH_KEYS) await copyKeys(source, target, keys.slice(i, i + TRACKED_BATCH_KEYS));
+      this.logger?.info({ partition: into, other: q.id, trackedKeys: keys.length, ms: Date.now() - startedAt }, 'merge committed: copied the keys written since the prepared copy');
+      return;
+    }
+    await clear(into, q.start, q.end);
+    let rows = 0;
+    for await (const batch of source.scan(q.start, q.end, { batchSize: COPY_BATCH_ROWS })) {
+      await target.bulkInsert(batch.map(exactRow));
+      rows += batch.length;
+    }
+    this.logger?.warn({ partition: into, other: q.id, rows, ms: Date.now() - startedAt }, 'merge committed without a prepared copy here (restarted since): copied the whole range from the neighbour\'s own LevelDB');
   }
 
   private async finish(p: Partition, q: Partition, source: PartitionStore): Promise<void> {

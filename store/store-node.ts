@@ -628,6 +628,39 @@ export class StoreNode {
     return this.splits.forgetExcept(keep);
   }
 
+  /** Drops prepared merges no `merge/` request asks for any more (by lower partition id → operation); their copied rows are cleaned up. */
+  forgetMergesExcept(keep: ReadonlyMap<number, string>): void {
+    this.splits.forgetMergesExcept(keep);
+    this.cleanOutsideRanges();
+  }
+
+  /**
+   * Prepares merging `other` (P's upper neighbour on the same chain) into `partition`
+   * (SplitParticipant.prepareMerge). Refused unless this node holds serving replicas of both at
+   * the given epochs, they are neighbours and have the same head.
+   */
+  async prepareMerge(request: { operation: string; partition: number; epoch: number; other: number; otherEpoch: number }): Promise<number> {
+    this.checkOpen();
+    const map = this.currentMap;
+    const p = map.byId(request.partition);
+    const q = map.byId(request.other);
+    const target = p === undefined ? undefined : this.stores.get(p.id);
+    const source = q === undefined ? undefined : this.stores.get(q.id);
+    const serving = (x: Partition | undefined): boolean => x?.chain.find((r) => r.node === this.address)?.state === 'serving';
+    if (p === undefined || q === undefined || target === undefined || source === undefined || !serving(p) || !serving(q)) {
+      throw new StoreError('STORE_NOT_OWNER', `partitions ${request.partition} and ${request.other} do not both have a serving replica on ${this.address} at map version ${map.version}`, { mapVersion: map.version });
+    }
+    if (p.epoch !== request.epoch || q.epoch !== request.otherEpoch) throw new StoreError('STORE_STALE_EPOCH', `partitions ${p.id} and ${q.id} are at epochs ${p.epoch} and ${q.epoch} here, the merge was asked at ${request.epoch} and ${request.otherEpoch}`, { mapVersion: map.version });
+    if (!p.end.equals(q.start) || p.node !== q.node) throw new StoreError('STORE_INVALID_ARGUMENT', `partition ${q.id} does not start where ${p.id} ends on the same head: only neighbours on one chain merge`);
+    return this.splits.prepareMerge({ operation: request.operation, into: p, target, other: q, source, beforeCopy: () => this.clearNow(p.id, q.start, q.end) });
+  }
+
+  /** Deletes a range of a partition's LevelDB now, after any clean-up of it running. */
+  private async clearNow(partitionId: number, start: Buffer, end: Buffer): Promise<void> {
+    await this.cleanups.get(partitionId);
+    await this.stores.get(partitionId)?.clearRange(start, end);
+  }
+
   /** The median key of a partition this node holds (SplitKeys in two parts), undefined when it has too few rows. */
   async medianKey(partitionId: number): Promise<Buffer | undefined> {
     const p = this.currentMap.byId(partitionId);
@@ -672,7 +705,8 @@ export class StoreNode {
   private cleanOutsideRanges(): void {
     for (const p of this.currentMap.replicasOf(this.address)) {
       const store = this.stores.get(p.id);
-      if (store === undefined || this.cleanups.has(p.id)) continue;
+      // A merge target holds its neighbour's rows outside its range on purpose until the merge commits.
+      if (store === undefined || this.cleanups.has(p.id) || this.splits.isMergeTarget(p.id)) continue;
       const run = (async () => {
         let deleted = 0;
         const signal = this.cleanupStop.signal;
@@ -813,7 +847,7 @@ export class StoreNode {
         );
       }
       // A split this map commits: the new partition's LevelDB is made complete before the map is persisted.
-      await this.splits.beforeInstall(current, next, this.address, (id) => this.stores.get(id));
+      await this.splits.beforeInstall(current, next, this.address, (id) => this.stores.get(id), (id, start, end) => this.clearNow(id, start, end));
       await this.persistMap(next);
       await this.openOwnedPartitions(next);
       this.currentMap = next;

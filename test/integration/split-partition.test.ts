@@ -100,8 +100,39 @@ describe('split of a partition on a live RF=3 cluster', () => {
   });
 });
 
+describe('merge back after a split', () => {
+  it('merges the two halves again while the writer goes on: the lower partition serves both ranges from its own LevelDB, nothing acknowledged is lost, the other folder stays on disk', async () => {
+    const { c, client: cl } = await liveCluster();
+    writer = new SteadyWriter(cl, writerKeys(64)).start();
+    await writer.more(100);
+    const split = await waitForOperation(c, await submit(c, { kind: 'split', partition: 0, at: AT.toString('hex') }), (r) => r.state === 'completed' || r.state === 'failed');
+    expect(split.error).toBeUndefined();
+    await writer.more(100);
+    const merge = await waitForOperation(c, await submit(c, { kind: 'merge', partitions: [2, 0] }), (r) => r.state === 'completed' || r.state === 'failed');
+    expect(merge.error).toBeUndefined();
+    expect(merge.pauses.some((p) => p.partition === 0 && p.reason.startsWith('merge cut'))).toBe(true);
+    await writer.more(100);
+    await writer.stop();
+    const map = (await c.store.read())!.map;
+    expect(map.partitions.map((p) => p.id)).toEqual([0, 1]);
+    expect(map.byId(0)!.end.toString('hex')).toBe('8000');
+    await expectNothingLost(cl, writer, ROWS);
+    const check = await clusterCheck(c);
+    expect(check.consistent).toBe(true);
+    for (const n of c.nodes.values()) await n.kill();
+    const low = lowRows(ROWS).length;
+    const digests = await Promise.all([...c.nodes.keys()].map(async (a) => ({ p: await folderDigest(nodeDir(c, a), 0, Buffer.alloc(0), Buffer.from('8000', 'hex')), q: await folderDigest(nodeDir(c, a), 2) })));
+    for (const d of digests) {
+      expect(d.p.count).toBeGreaterThanOrEqual(low + writer.acked.size);
+      expect(d.p.digest).toBe(digests[0]!.p.digest);
+      // The merged partition's folder is left for GC, untouched.
+      expect(d.q.count).toBeGreaterThan(0);
+    }
+  });
+});
+
 describe('split: --auto, refusals', () => {
-  it('refuses a key at the bounds, a missing partition, a used id and (not built yet) a merge, each with a clear error; --auto splits at the median', async () => {
+  it('refuses a key at the bounds, a missing partition, a used id, a merge of different chains, each with a clear error; --auto splits at the median', async () => {
     const { c, client: cl } = await liveCluster();
     const failures: Array<[Parameters<typeof submit>[1], RegExp]> = [
       [{ kind: 'split', partition: 0, at: '8000' }, /not strictly inside partition 0/],
@@ -109,7 +140,8 @@ describe('split: --auto, refusals', () => {
       [{ kind: 'split', partition: 9, at: '4000' }, /partition 9 is not in the map/],
       [{ kind: 'split', partition: 0, at: '4000', newPartition: 1 }, /partition id 1 is in use/],
       [{ kind: 'split', partition: 0 }, /needs a key \(--at KEY\) or --auto/],
-      [{ kind: 'merge', partitions: [0, 1] }, /merging partitions is not built yet/],
+      [{ kind: 'merge', partitions: [0, 1] }, /different chains .*move replicas first/],
+      [{ kind: 'merge', partitions: [0, 9] }, /partition 9 is not in the map/],
     ];
     for (const [args, error] of failures) {
       const id = await submit(c, args);
