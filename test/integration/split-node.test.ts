@@ -134,4 +134,24 @@ describe('a node\'s side of a split', () => {
     // P never took the held write (its old copy of x was a leftover, deleted in the background).
     expect((await contents(dir, 0)).find((e) => e.startsWith('x='))).toBeUndefined();
   });
+  it('merges the upper neighbour back: its rows and the writes it took after the prepare end up in the lower partition\'s LevelDB; the upper folder stays on disk', async () => {
+    const dir = tmp.sub('node');
+    node = await StoreNode.open({ node: NODE, dataDir: dir, initialMap: whole(1), sweepIntervalMs: 0 });
+    await load(node);
+    await node.prepareSplit({ operation: 'op-1', partition: 0, epoch: 1, newPartition: 1, at: AT });
+    await node.setMap(split(2));
+    await node.put(2, Buffer.from('n'), Buffer.from('in-q'), {});
+    expect(await node.prepareMerge({ operation: 'op-2', partition: 0, epoch: 2, other: 1, otherEpoch: 2 })).toBe(14);
+    await node.put(2, Buffer.from('o'), Buffer.from('after-prepare'), {});
+    await node.delete(2, Buffer.from('p'));
+    const merged = PartitionMap.create(3, [{ id: 0, start: Buffer.alloc(0), end: Buffer.alloc(0), node: NODE, epoch: 3 }]);
+    await node.setMap(merged);
+    expect((await node.get(3, Buffer.from('o')))?.value.toString()).toBe('after-prepare');
+    expect(await node.get(3, Buffer.from('p'))).toBeUndefined();
+    await node.close();
+    node = undefined;
+    const p = await contents(dir, 0);
+    expect(p).toEqual([...letters('a', 'm'), 'n=in-q', 'o=after-prepare', ...letters('q', 'z')]);
+    expect((await contents(dir, 1)).length).toBe(13);
+  });
 });
