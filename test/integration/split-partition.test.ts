@@ -1,6 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Key, StoreClient } from '../../store/index.js';
+import { PrivateRedis } from '../../jobs/index.js';
 import { EtcdTestCluster, type CliProcess } from '../helpers/etcd-cluster.js';
+import { StoreCluster, runCli } from '../helpers/store-cluster.js';
 import { SteadyWriter, folderDigest, lowRows, submit, waitForOperation, writerKeys } from '../helpers/split-workload.js';
 
 // Real etcd, three real `store start --etcd` processes (RF=3) and a coordinator; operation records
@@ -132,7 +134,7 @@ describe('merge back after a split', () => {
 });
 
 describe('split: --auto, refusals', () => {
-  it('refuses a key at the bounds, a missing partition, a used id, a merge of different chains, each with a clear error; --auto splits at the median', async () => {
+  it('refuses a key at the bounds, a missing partition, a used id, a merge of different chains, each with a clear error; --auto splits at the median; backup and restore work with the new partition id', async () => {
     const { c, client: cl } = await liveCluster();
     const failures: Array<[Parameters<typeof submit>[1], RegExp]> = [
       [{ kind: 'split', partition: 0, at: '8000' }, /not strictly inside partition 0/],
@@ -162,6 +164,23 @@ describe('split: --auto, refusals', () => {
     await cl.refreshMap();
     expect((await cl.checksum(Buffer.alloc(0), Buffer.alloc(0))).count).toBe(ROWS);
     expect((await clusterCheck(c)).consistent).toBe(true);
+
+    // Backup and restore work with the new partition id (the backup plans by the map's partitions).
+    const redis = await PrivateRedis.start({ dataDir: c.dir.sub('redis') });
+    const target = await StoreCluster.start({ nodes: 2, partitions: 3 });
+    try {
+      const folder = c.dir.sub('backup');
+      const backup = await runCli(['backup', 'run', '--target', folder, '--seeds', [...c.nodes.keys()].join(','), '--redis', redis.url, '--json', '--log-level', 'warn']);
+      expect(backup.code, backup.stderr).toBe(0);
+      const report = JSON.parse(backup.stdout) as { backupId: string; rows: number };
+      expect(report.rows).toBe(ROWS);
+      const restore = await runCli(['restore', report.backupId, '--target', folder, '--seeds', target.seeds.join(','), '--redis', redis.url, '--verify', '--json', '--log-level', 'warn']);
+      expect(restore.code, restore.stderr).toBe(0);
+      expect(JSON.parse(restore.stdout)).toMatchObject({ rowsRestored: ROWS, verified: true });
+    } finally {
+      await target.close();
+      await redis.stop();
+    }
   });
 });
 
