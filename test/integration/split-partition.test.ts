@@ -22,10 +22,10 @@ afterEach(async () => {
 const ROWS = 20_000;
 const AT = Buffer.from('4000', 'hex');
 
-async function liveCluster(lease = '1s'): Promise<{ c: EtcdTestCluster; client: StoreClient }> {
+async function liveCluster(lease = '1s', nodeArgs: string[] = []): Promise<{ c: EtcdTestCluster; client: StoreClient }> {
   const c = await EtcdTestCluster.start({ lease });
   cluster = c;
-  await Promise.all([c.startNode(), c.startNode(), c.startNode()]);
+  await Promise.all([c.startNode(undefined, nodeArgs), c.startNode(undefined, nodeArgs), c.startNode(undefined, nodeArgs)]);
   await c.startCoordinator();
   const init = await c.cli(['cluster', 'init', '--etcd', c.etcd.url, '--partitions', '2', '--replicas', '3']);
   expect(init.stderr).toBe('');
@@ -64,7 +64,7 @@ async function clusterCheck(c: EtcdTestCluster): Promise<{ consistent: boolean; 
 
 describe('split of a partition on a live RF=3 cluster', () => {
   it('splits partition 0 at 0x4000 while a writer does puts and CAS: nothing acknowledged is lost, cluster check is consistent, the new partition has its own LevelDB, the pause is recorded', async () => {
-    const { c, client: cl } = await liveCluster();
+    const { c, client: cl } = await liveCluster('1s', ['--metrics-port', '0']);
     const keys = writerKeys(64);
     writer = new SteadyWriter(cl, keys).start();
     await writer.more(200);
@@ -82,6 +82,11 @@ describe('split of a partition on a live RF=3 cluster', () => {
     expect(map.byId(0)!.end.equals(AT)).toBe(true);
     expect(q.chain.map((r) => r.node)).toEqual(map.byId(0)!.chain.map((r) => r.node));
     expect(done.pauses.some((p) => p.partition === 0 && p.reason.startsWith('split cut'))).toBe(true);
+    // The head measured the pause on its /metrics too.
+    const head = map.byId(0)!.node;
+    const { metricsPort } = (await c.nodes.get(head)!.event('ready')) as { metricsPort: number };
+    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    expect(metrics).toMatch(new RegExp(`shardpipe_write_pause_seconds_count\\{node="${head.replaceAll('.', '\\.')}"\\} [1-9]\\d*\\b`));
 
     await expectNothingLost(cl, writer, ROWS);
     const check = await clusterCheck(c);
