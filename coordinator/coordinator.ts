@@ -148,6 +148,8 @@ export class Coordinator {
           const watcher = await this.etcd.watch().prefix(`${ETCD_PREFIX}/${prefix}`).startRevision(String(BigInt(revision) + 1n)).create();
           watcher.on('put', kick);
           watcher.on('delete', kick);
+          watcher.on('connected', kick);
+          watcher.on('error', (err) => this.logger.warn({ err: err.message, prefix }, 'etcd watch of operation answers failed'));
           this.watchers.push(watcher);
         }
         this.schedule();

@@ -47,4 +47,23 @@ describe('PartitionStore for splits', () => {
     expect(await store.sweepExpired()).toBe(0);
     expect(await store.clearRange(b('k01000'), Buffer.alloc(0))).toBe(0);
   });
+  it('while a range is being cleared, stats never count its rows: before the count is taken they are all there, after it none of them is', async () => {
+    const fast = await PartitionStore.open(tmp.sub('fast'), { sweepIntervalMs: 0, syncWrites: false });
+    try {
+      await fast.bulkInsert(Array.from({ length: 3000 }, (_, i) => ({ key: b(`k${String(i).padStart(5, '0')}`), value: b('v') })));
+      let finished = false;
+      const clearing = fast.clearRange(b('k01000'), Buffer.alloc(0), { batchRows: 10 }).finally(() => (finished = true));
+      const seen = new Set<number>();
+      while (!finished) {
+        seen.add((await fast.stats()).count);
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      expect(await clearing).toBe(2000);
+      expect([...seen].every((n) => n === 3000 || n === 1000)).toBe(true);
+      expect(seen.has(1000)).toBe(true);
+      expect((await fast.stats()).count).toBe(1000);
+    } finally {
+      await fast.close();
+    }
+  });
 });
