@@ -140,7 +140,7 @@ export class EtcdSplitAgent {
         if (this.preparing.get(partition) === id) this.preparing.delete(partition);
       });
     }
-    this.node.forgetMergesExcept(new Map([...merges].map(([partition, r]) => [partition, r.operation])));
+    await this.node.forgetMergesExcept(new Map([...merges].map(([partition, r]) => [partition, r.operation])));
     for (const [partition, request] of merges) {
       const p = map.byId(partition);
       const q = map.byId(request.other);

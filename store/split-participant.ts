@@ -74,6 +74,12 @@ export class SplitParticipant {
   private readonly mergesPreparing = new Map<number, { operation: string; done: Promise<number> }>();
   /** Q's stores, complete, handed to the node when it opens Q. */
   private readonly ready = new Map<number, PartitionStore>();
+  /**
+   * Discarding a copy and finishing one run one at a time: a request removed (the coordinator is
+   * done) can reach a node while it installs the committed map, and must not delete the folder
+   * the install is making.
+   */
+  private serial: Promise<unknown> = Promise.resolve();
 
   constructor(options: SplitParticipantOptions) {
     this.dataDir = options.dataDir;
@@ -94,7 +100,7 @@ export class SplitParticipant {
     if (running !== undefined && running.operation === operation) return running.done;
     const done = (async () => {
       await running?.done.catch(() => undefined);
-      await this.discard(to);
+      await this.exclusive(() => this.discard(to));
       const log = this.logger?.child({ partition: partition.id, newPartition: to, operation });
       const startedAt = Date.now();
       const store = await this.openStore(to);
@@ -198,7 +204,7 @@ export class SplitParticipant {
       const p = current.replicasOf(node).find((c) => c.start.compare(q.start) < 0 && c.end.equals(q.end) && next.byId(c.id)?.end.equals(q.start) === true);
       const source = p === undefined ? undefined : storeOf(p.id);
       if (p === undefined || source === undefined) continue;
-      await this.finish(p, q, source);
+      await this.exclusive(() => this.finish(p, q, source));
     }
   }
 
@@ -222,8 +228,12 @@ export class SplitParticipant {
   async forgetExcept(keep: ReadonlyMap<number, string>): Promise<void> {
     for (const [to, held] of [...this.prepared]) {
       if (keep.get(to) === held.operation) continue;
-      this.logger?.info({ newPartition: to, operation: held.operation }, 'split no longer asked for: dropping its prepared copy');
-      await this.discard(to);
+      await this.exclusive(async () => {
+        // Finished meanwhile (the install took it): nothing to drop.
+        if (this.prepared.get(to) !== held) return;
+        this.logger?.info({ newPartition: to, operation: held.operation }, 'split no longer asked for: dropping its prepared copy');
+        await this.discard(to);
+      });
     }
   }
 
@@ -237,6 +247,12 @@ export class SplitParticipant {
     this.prepared.clear();
     for (const store of this.ready.values()) await store.close().catch((err: unknown) => this.logger?.warn({ err }, 'closing a split copy failed'));
     this.ready.clear();
+  }
+
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.serial.then(fn);
+    this.serial = run.catch(() => undefined);
+    return run;
   }
 
   private dropMerge(into: number): void {

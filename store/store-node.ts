@@ -625,13 +625,26 @@ export class StoreNode {
 
   /** Drops prepared split copies no `prepare/` request asks for any more (by new partition id → operation). */
   forgetSplitsExcept(keep: ReadonlyMap<number, string>): Promise<void> {
-    return this.splits.forgetExcept(keep);
+    return this.betweenMapChanges(() => this.splits.forgetExcept(keep));
   }
 
   /** Drops prepared merges no `merge/` request asks for any more (by lower partition id → operation); their copied rows are cleaned up. */
-  forgetMergesExcept(keep: ReadonlyMap<number, string>): void {
-    this.splits.forgetMergesExcept(keep);
-    this.cleanOutsideRanges();
+  forgetMergesExcept(keep: ReadonlyMap<number, string>): Promise<void> {
+    return this.betweenMapChanges(async () => {
+      this.splits.forgetMergesExcept(keep);
+      this.cleanOutsideRanges();
+    });
+  }
+
+  /**
+   * Runs `fn` between two map installs, never during one: dropping a prepared split or merge (and
+   * starting the clean-up of a dropped merge's rows, by the map then installed) while an install
+   * finishes that split or merge would delete what the install is completing.
+   */
+  private betweenMapChanges<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.mapChange.then(fn);
+    this.mapChange = run.catch(() => undefined);
+    return run;
   }
 
   /**

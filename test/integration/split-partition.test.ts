@@ -22,7 +22,7 @@ afterEach(async () => {
 const ROWS = 20_000;
 const AT = Buffer.from('4000', 'hex');
 
-async function liveCluster(lease = '1s', nodeArgs: string[] = []): Promise<{ c: EtcdTestCluster; client: StoreClient }> {
+async function liveCluster(lease = '2s', nodeArgs: string[] = []): Promise<{ c: EtcdTestCluster; client: StoreClient }> {
   const c = await EtcdTestCluster.start({ lease });
   cluster = c;
   await Promise.all([c.startNode(undefined, nodeArgs), c.startNode(undefined, nodeArgs), c.startNode(undefined, nodeArgs)]);
@@ -32,7 +32,13 @@ async function liveCluster(lease = '1s', nodeArgs: string[] = []): Promise<{ c: 
   await Promise.all([...c.nodes.values()].map((n) => n.event('ready')));
   client = new StoreClient({ seeds: [...c.nodes.keys()] });
   await client.bulkPutAll([lowRows(ROWS)], { maxInFlight: 2, batchMaxRows: 1000 });
+  // A split refuses a chain that is not whole: on a busy machine a node may have missed a keep-alive and synced back in.
+  await allServing(c);
   return { c, client };
+}
+
+async function allServing(c: EtcdTestCluster): Promise<void> {
+  await c.waitForMap((m) => m.partitions.every((p) => p.chain.length === 3 && p.chain.every((r) => r.state === 'serving')), 60_000);
 }
 
 function nodeDir(c: EtcdTestCluster, address: string): string {
@@ -64,7 +70,7 @@ async function clusterCheck(c: EtcdTestCluster): Promise<{ consistent: boolean; 
 
 describe('split of a partition on a live RF=3 cluster', () => {
   it('splits partition 0 at 0x4000 while a writer does puts and CAS: nothing acknowledged is lost, cluster check is consistent, the new partition has its own LevelDB, the pause is recorded', async () => {
-    const { c, client: cl } = await liveCluster('1s', ['--metrics-port', '0']);
+    const { c, client: cl } = await liveCluster('2s', ['--metrics-port', '0']);
     const keys = writerKeys(64);
     writer = new SteadyWriter(cl, keys).start();
     await writer.more(200);
@@ -115,6 +121,7 @@ describe('merge back after a split', () => {
     const split = await waitForOperation(c, await submit(c, { kind: 'split', partition: 0, at: AT.toString('hex') }), (r) => r.state === 'completed' || r.state === 'failed');
     expect(split.error).toBeUndefined();
     await writer.more(100);
+    await allServing(c);
     const merge = await waitForOperation(c, await submit(c, { kind: 'merge', partitions: [2, 0] }), (r) => r.state === 'completed' || r.state === 'failed');
     expect(merge.error).toBeUndefined();
     expect(merge.pauses.some((p) => p.partition === 0 && p.reason.startsWith('merge cut'))).toBe(true);
@@ -229,7 +236,7 @@ describe('split with processes killed (fault injection by SIGKILL)', () => {
   });
 
   it('SIGKILL of the leading coordinator mid-split: the other one takes over from the map and the records and completes it', async () => {
-    const { c, client: cl } = await liveCluster('1s');
+    const { c, client: cl } = await liveCluster('2s');
     const second = await c.startCoordinator();
     writer = new SteadyWriter(cl, writerKeys(64)).start();
     await writer.more(100);
