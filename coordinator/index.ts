@@ -8,5 +8,5 @@ export type { OperationAdvance, OperationContext, OperationRunner } from './oper
 export { defaultRunners } from './operation-runners.js';
 export { SplitRunner } from './split-runner.js';
 export { lowestUnusedId, splitMap, splitProblem, splitCommitted, cutBackoffMs } from './split-plan.js';
-export { mergePlan, mergeMap } from './split-plan.js';
+export { chainNotWhole, mergePlan, mergeMap } from './split-plan.js';
 export { MergeRunner } from './merge-runner.js';

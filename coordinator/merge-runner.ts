@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Etcd3 } from 'etcd3';
 import { operationKeys, splitEtcdKeys, splitValues, type MergePrepareRequest, type OperationRecord, type OperationStep, type PausedReport } from '../store/index.js';
 import type { OperationAdvance, OperationContext, OperationRunner } from './operation-runner.js';
-import { MAX_CUT_ATTEMPTS, cutBackoffMs, mergeMap, mergePlan } from './split-plan.js';
+import { MAX_CUT_ATTEMPTS, chainNotWhole, cutBackoffMs, mergeMap, mergePlan } from './split-plan.js';
 import { readAllJson, readJson } from './split-runner.js';
 
 type MergeArgs = Extract<OperationRecord['args'], { kind: 'merge' }>;
@@ -34,6 +34,8 @@ export class MergeRunner implements OperationRunner {
     }
     if (ours === undefined) {
       if (other !== undefined) return this.fail(ctx, op, undefined, `partition ${other.partition} is being merged by ${other.operation}: try again once it finished`);
+      const recovering = op.state === 'running' ? args.partitions.map((id) => chainNotWhole(ctx.map, new Set(ctx.nodes.keys()), id)).find((x) => x !== undefined) : undefined;
+      if (recovering !== undefined) return op.steps[0]?.phase === 'waiting' ? undefined : { record: this.step(op, ctx, { phase: 'waiting' }, recovering) };
       const plan = mergePlan(ctx.map, new Set(ctx.nodes.keys()), args.partitions);
       if ('problem' in plan) return this.fail(ctx, op, undefined, plan.problem);
       const split = await readJson(ctx.etcd, this.keys.prepareOf(plan.lower.id), splitValues.prepare);

@@ -27,6 +27,17 @@ export function splitProblem(map: PartitionMap, live: ReadonlySet<string>, args:
   return undefined;
 }
 
+/**
+ * Why the chain of `partition` cannot be cut now though it may soon (a syncing replica, a node
+ * without a live lease): an operation that was already running waits for it rather than fail.
+ */
+export function chainNotWhole(map: PartitionMap, live: ReadonlySet<string>, partition: number): string | undefined {
+  const p = map.byId(partition);
+  if (p === undefined) return undefined;
+  const waiting = p.chain.filter((r) => r.state !== 'serving' || !live.has(r.node)).map((r) => r.node);
+  return waiting.length === 0 ? undefined : `waiting for the chain of partition ${p.id} to recover (${waiting.join(', ')} syncing or not live)`;
+}
+
 export function strictlyInside(p: Partition, key: Buffer): boolean {
   return key.compare(p.start) > 0 && (p.end.length === 0 || key.compare(p.end) < 0);
 }

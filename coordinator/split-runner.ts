@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Etcd3 } from 'etcd3';
 import { displayBytes, operationKeys, splitEtcdKeys, splitValues, type OperationRecord, type OperationStep, type Partition, type SplitPrepareRequest, type SplitPreparedReport } from '../store/index.js';
 import type { OperationAdvance, OperationContext, OperationRunner } from './operation-runner.js';
-import { MAX_CUT_ATTEMPTS, cutBackoffMs, lowestUnusedId, splitCommitted, splitMap, splitProblem, strictlyInside } from './split-plan.js';
+import { MAX_CUT_ATTEMPTS, chainNotWhole, cutBackoffMs, lowestUnusedId, splitCommitted, splitMap, splitProblem, strictlyInside } from './split-plan.js';
 
 type SplitArgs = Extract<OperationRecord['args'], { kind: 'split' }>;
 
@@ -53,9 +53,12 @@ export class SplitRunner implements OperationRunner {
     return this.cut(ctx, op, ours, p.node, Math.max(...ready.map((r) => mine.get(r.node)?.rows ?? 0)));
   }
 
-  private async start(ctx: OperationContext, op: OperationRecord, args: SplitArgs): Promise<OperationAdvance> {
+  private async start(ctx: OperationContext, op: OperationRecord, args: SplitArgs): Promise<OperationAdvance | undefined> {
     const at = args.at === undefined ? undefined : Buffer.from(args.at, 'hex');
     if (at === undefined && args.auto !== true) return this.fail(ctx, op, undefined, 'a split needs a key (--at KEY) or --auto');
+    // Started again after its chain changed: a chain that is recovering is waited for, not refused.
+    const recovering = op.state === 'running' ? chainNotWhole(ctx.map, new Set(ctx.nodes.keys()), args.partition) : undefined;
+    if (recovering !== undefined) return op.steps[0]?.phase === 'waiting' ? undefined : { record: this.step(op, ctx, { phase: 'waiting' }, recovering) };
     const problem = splitProblem(ctx.map, new Set(ctx.nodes.keys()), { partition: args.partition, at, newPartition: args.newPartition });
     if (problem !== undefined) return this.fail(ctx, op, undefined, problem);
     const p = ctx.map.byId(args.partition)!;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { cutBackoffMs, lowestUnusedId, splitCommitted, splitMap, splitProblem } from '../../coordinator/index.js';
+import { chainNotWhole, cutBackoffMs, lowestUnusedId, mergeMap, mergePlan, splitCommitted, splitMap, splitProblem } from '../../coordinator/index.js';
 import { PartitionMap, type Replica } from '../../store/index.js';
 
 const A = '127.0.0.1:7001';
@@ -63,5 +63,27 @@ describe('split planning', () => {
 
   it('backs off 200 ms doubling to 5 s between cuts', () => {
     expect([1, 2, 3, 4, 5, 6, 10].map(cutBackoffMs)).toEqual([200, 400, 800, 1600, 3200, 5000, 5000]);
+  });
+  it('a running split waits for a chain that is recovering (syncing replica, node not live) instead of failing', () => {
+    expect(chainNotWhole(mapOf([s(A), s(B), s(C)]), live, 0)).toBeUndefined();
+    expect(chainNotWhole(mapOf([s(A), s(B), y(C)]), live, 0)).toMatch(/waiting for the chain of partition 0 to recover \(127.0.0.1:7003/);
+    expect(chainNotWhole(mapOf([s(A), s(B), s(C)]), new Set([A, C]), 0)).toMatch(/127.0.0.1:7002/);
+  });
+
+  it('merges neighbours on the same chain, in either order; refuses others naming what to do', () => {
+    const split = splitMap(mapOf([s(A), s(B), s(C)]), 0, hex('40'), 1);
+    const plan = mergePlan(split, live, [1, 0]);
+    expect('problem' in plan ? plan.problem : [plan.lower.id, plan.upper.id]).toEqual([0, 1]);
+    const merged = mergeMap(split, 0, 1);
+    expect(merged.version).toBe(split.version + 1);
+    expect(merged.partitions.map((p) => [p.id, p.start.toString('hex'), p.end.toString('hex'), p.epoch])).toEqual([
+      [0, '', '80', 6],
+      [3, '80', '', 4],
+    ]);
+    expect(mergePlan(split, live, [0, 3])).toEqual({ problem: expect.stringMatching(/not neighbours/) });
+    expect(mergePlan(mapOf([s(A), s(B), s(C)]), live, [0, 3])).toEqual({ problem: expect.stringMatching(/different chains .*move replicas first/) });
+    expect(mergePlan(split, live, [0, 0])).toEqual({ problem: expect.stringMatching(/two different partitions/) });
+    expect(mergePlan(split, live, [0, 7])).toEqual({ problem: expect.stringMatching(/partition 7 is not in the map/) });
+    expect(mergePlan(split, new Set([A, B]), [0, 1])).toEqual({ problem: expect.stringMatching(/not live/) });
   });
 });
