@@ -299,6 +299,8 @@ export class PartitionStore {
   private sweepTimer: NodeJS.Timeout | undefined;
   private closing: Promise<void> | undefined;
   private readonly trackers = new Set<WriteTracker>();
+  /** Data writes queued and not settled yet (isIdle). */
+  private pendingWrites = 0;
   /** Entries and bytes of a range being cleared (a split's leftovers), left out of `stats` until they are deleted. */
   private clearing: { count: number; logicalBytes: number } | undefined;
 
@@ -432,9 +434,13 @@ export class PartitionStore {
     return settled;
   }
 
-  /** No write queued, being built or committing (what a write pause waits for, with the chain's acks). */
+  /**
+   * No data write (put, delete, update, bulk insert) queued, being built or committing: what a
+   * write pause waits for, with the chain's acks. Sweeps and range clean-ups do not count (they
+   * are this replica's own, never forwarded).
+   */
   get isIdle(): boolean {
-    return this.queue.length === 0 && this.draining === undefined && this.committing === undefined;
+    return this.pendingWrites === 0;
   }
 
   /** The last chain write this partition holds durably. */
@@ -728,6 +734,7 @@ export class PartitionStore {
         else op.reject(this.fault.error);
       } else {
         if (this.trackers.size > 0) this.track(op);
+        if (op.kind !== 'sweep' && op.kind !== 'barrier' && op.kind !== 'clear') this.countPending(op);
         this.queue.push(op);
       }
     }
@@ -1118,6 +1125,25 @@ export class PartitionStore {
     op.resolve(swept);
     // More may be due than one sweep takes.
     if (entries.length === SWEEP_BATCH) void this.sweepExpired().catch((err: unknown) => this.logSweepError(err));
+  }
+
+  /** Counts a data write as pending until it settles (isIdle). */
+  private countPending(op: { resolve: (value: never) => void; reject: (e: unknown) => void }): void {
+    this.pendingWrites++;
+    const { resolve, reject } = op;
+    let settled = false;
+    const done = (): void => {
+      if (!settled) this.pendingWrites--;
+      settled = true;
+    };
+    op.resolve = (value: never) => {
+      done();
+      resolve(value);
+    };
+    op.reject = (e: unknown) => {
+      done();
+      reject(e);
+    };
   }
 
   /** Notes the keys an op queued now will write, for every tracker (openTrackedSnapshot). */
