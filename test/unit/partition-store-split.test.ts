@@ -66,4 +66,24 @@ describe('PartitionStore for splits', () => {
       await fast.close();
     }
   });
+  it('isIdle counts data writes only: false while a put is pending, true while only a range clean-up runs (a write pause must not wait for it)', async () => {
+    await store.bulkInsert(Array.from({ length: 3000 }, (_, i) => ({ key: b(`k${String(i).padStart(5, '0')}`), value: b('v') })));
+    expect(store.isIdle).toBe(true);
+    const put = store.put(b('a'), b('1'));
+    expect(store.isIdle).toBe(false);
+    await put;
+    expect(store.isIdle).toBe(true);
+    let finished = false;
+    const clearing = store.clearRange(b('k00000'), Buffer.alloc(0), { batchRows: 10 }).finally(() => (finished = true));
+    let idleWhileClearing = 0;
+    while (!finished) {
+      if (store.isIdle) idleWhileClearing++;
+      else throw new Error('isIdle was false while only a clean-up ran');
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(await clearing).toBe(3000);
+    expect(idleWhileClearing).toBeGreaterThan(0);
+    await expect(store.put(b('x'), b('y'), { expectedEtag: 99 })).rejects.toThrow(/etag mismatch/);
+    expect(store.isIdle).toBe(true);
+  });
 });
