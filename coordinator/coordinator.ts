@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Campaign, Etcd3, Watcher } from 'etcd3';
 import type { Logger } from '../common/index.js';
-import { DEFAULT_MAX_MOVEMENTS, DEFAULT_MAX_PAUSE_MS, EtcdMapStore, EtcdMovementMarks, EtcdOperationStore, StoreError, connectEtcd, etcdFailure, isFinalOperationState, newOperationId, parseEtcdUrl, type EtcdConnectionOptions, type NodeRegistration, type PartitionMap, type ReplicationReport } from '../store/index.js';
+import { DEFAULT_MAX_MOVEMENTS, DEFAULT_MAX_PAUSE_MS, ETCD_PREFIX, EtcdMapStore, EtcdMovementMarks, EtcdOperationStore, StoreError, connectEtcd, etcdFailure, isFinalOperationState, newOperationId, parseEtcdUrl, type EtcdConnectionOptions, type NodeRegistration, type PartitionMap, type ReplicationReport } from '../store/index.js';
 import { promote, reconcile, resync, type ChainChange, type CopiedReplica } from './chain-plan.js';
 import type { OperationRunner } from './operation-runner.js';
 import { defaultRunners } from './operation-runners.js';
@@ -160,6 +160,14 @@ export class Coordinator {
         this.watchers.push(await this.store.watchSyncs(revision, kick, this.logger));
         this.watchers.push(await this.store.watchReplication(revision, (r) => this.noteReplication(r), this.logger));
         this.watchers.push(await this.operations.watch(revision, kick, this.logger));
+        for (const prefix of new Set(this.runners.flatMap((r) => r.watchPrefixes ?? []))) {
+          const watcher = await this.etcd.watch().prefix(`${ETCD_PREFIX}/${prefix}`).startRevision(String(BigInt(revision) + 1n)).create();
+          watcher.on('put', kick);
+          watcher.on('delete', kick);
+          watcher.on('connected', kick);
+          watcher.on('error', (err) => this.logger.warn({ err: err.message, prefix }, 'etcd watch of operation answers failed'));
+          this.watchers.push(watcher);
+        }
         this.schedule();
         return;
       } catch (err) {
@@ -290,7 +298,7 @@ export class Coordinator {
         this.unrunnable.add(op.id);
         continue;
       }
-      const step = await runner.advance(op, { map, nodes, syncs, maps: this.store, operations: this.operations, marks: this.marks, logger: this.logger.child({ operation: op.id }), nowMs: Date.now() });
+      const step = await runner.advance(op, { map, nodes, syncs, maps: this.store, operations: this.operations, marks: this.marks, etcd: this.etcd, logger: this.logger.child({ operation: op.id }), nowMs: Date.now() });
       if (step === undefined) continue;
       if (step.map !== undefined) {
         if (!(await this.store.replace(map.version, step.map))) return true;

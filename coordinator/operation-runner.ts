@@ -1,3 +1,4 @@
+import type { Etcd3 } from 'etcd3';
 import type { Logger } from '../common/index.js';
 import type { EtcdMapStore, EtcdMovementMarks, EtcdOperationStore, NodeRegistration, OperationKind, OperationRecord, PartitionMap, SyncReport } from '../store/index.js';
 
@@ -13,6 +14,8 @@ export interface OperationContext {
   operations: EtcdOperationStore;
   /** Drain and throttle marks (`draining/`, `throttle/`); the leading coordinator always passes them. */
   marks?: EtcdMovementMarks;
+  /** The coordinator's etcd client, for the keys a runner exchanges with nodes (`prepare/`, `pause/`, …). */
+  etcd: Etcd3;
   logger: Logger;
   nowMs: number;
 }
@@ -32,6 +35,8 @@ export interface OperationAdvance {
  */
 export interface OperationRunner {
   readonly kinds: readonly OperationKind[];
+  /** etcd key prefixes (below the cluster prefix, e.g. `paused/`) whose changes start a pass: the nodes' answers to the runner. */
+  readonly watchPrefixes?: readonly string[];
   /** One step of `op` (not in a final state), or undefined while there is nothing to do (a sync copying, say). */
   advance(op: OperationRecord, ctx: OperationContext): Promise<OperationAdvance | undefined>;
 }

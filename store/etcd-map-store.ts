@@ -177,13 +177,16 @@ export class EtcdMapStore {
 
   /**
    * Replaces the map at version `expectedVersion` by `next` (whose version must be one higher) in
-   * one transaction; false when the stored version is no longer `expectedVersion` (someone else won).
+   * one transaction; false when the stored version is no longer `expectedVersion` (someone else won)
+   * or a `guard` key changed since it was read at its `modRevision`.
    */
-  async replace(expectedVersion: number, next: PartitionMap): Promise<boolean> {
+  async replace(expectedVersion: number, next: PartitionMap, guard?: { key: string; modRevision: string } | ReadonlyArray<{ key: string; modRevision: string }>): Promise<boolean> {
     if (next.version !== expectedVersion + 1) throw new RangeError(`a map change moves the version by one: expected ${expectedVersion + 1}, got ${next.version}`);
     try {
-      const res = await this.etcd
-        .if(this.keys.mapVersion, 'Value', '==', String(expectedVersion))
+      let txn = this.etcd.if(this.keys.mapVersion, 'Value', '==', String(expectedVersion));
+      // `guard`: also only while these keys are as read (a split's cut: the head's `paused` report).
+      for (const g of guard === undefined ? [] : 'key' in guard ? [guard] : guard) txn = txn.and(g.key, 'Mod', '==', g.modRevision);
+      const res = await txn
         .then(this.etcd.put(this.keys.map).value(JSON.stringify(next.toJson())), this.etcd.put(this.keys.mapVersion).value(String(next.version)))
         .commit();
       return res.succeeded;

@@ -8,6 +8,7 @@ import { NodeConnection, type StoreCredentials } from './node-connection.js';
 import { readNodeOf, type PartitionMap } from './partition-map.js';
 import { syncReplica, type SyncProgress } from './replica-sync.js';
 import { StoreError } from './store-errors.js';
+import { EtcdSplitAgent } from './etcd-split-agent.js';
 import type { StoreNode } from './store-node.js';
 
 /** How often a node reports its replicas' lag and forward retries to etcd, ms. */
@@ -51,6 +52,8 @@ export class EtcdNodeAgent {
   private grantedLeaseMs: number;
   private node: StoreNode | undefined;
   private watcher: Watcher | undefined;
+  /** Splits: prepares and the cut's write pause (store/etcd-split-agent.ts). */
+  private splits: EtcdSplitAgent | undefined;
   private fenceTimer: NodeJS.Timeout | undefined;
   private resyncing: Promise<void> | undefined;
   private credentials: StoreCredentials = {};
@@ -147,6 +150,8 @@ export class EtcdNodeAgent {
   async follow(node: StoreNode, from: StoredMap, credentials: StoreCredentials = {}): Promise<void> {
     this.node = node;
     this.credentials = credentials;
+    this.splits = new EtcdSplitAgent({ etcd: this.etcd, node, address: this.address, lease: () => this.lease, logger: this.logger });
+    await this.splits.start();
     await this.install(from.map);
     this.armFence(Date.now());
     this.watcher = await this.store.watch(from.revision, (map) => {
@@ -225,6 +230,7 @@ export class EtcdNodeAgent {
       clearTimeout(this.fenceTimer);
       await Promise.all([...this.syncs.values()].map((s) => s.done));
       await this.loop;
+      await this.splits?.close();
       await this.watcher?.cancel().catch((err: unknown) => this.logger.debug({ err }, 'cancelling the map watch failed'));
       await this.lease.revoke().catch((err: unknown) => this.logger.warn({ err: (err as Error).message }, 'could not revoke the etcd lease; it runs out by itself'));
       this.etcd.close();
@@ -238,6 +244,7 @@ export class EtcdNodeAgent {
     if (node === undefined || node.isDraining) return;
     // etcd is the truth: its map replaces whatever the node holds, whichever version that has.
     if (!node.map.equals(map)) await node.setMap(map, { force: true, fromEtcd: true });
+    this.splits?.kick();
     this.followSyncs(map);
     this.followHeadChecks();
   }

@@ -79,3 +79,6 @@ export { OperationClient } from './operation-client.js';
 export type { OperationClientOptions } from './operation-client.js';
 export { checkOperation, checkOperationId, checkOperationLimits, checkedOperationArgs } from './operation-validation.js';
 export type { OperationCheckContext, OperationLimitsInput } from './operation-validation.js';
+export { splitEtcdKeys, splitValues } from './etcd-split.js';
+export type { MergePrepareRequest, PausedReport, PauseRequest, SplitPreparedReport, SplitPrepareRequest } from './etcd-split.js';
+export type { WritePauseRecord } from './write-pause.js';

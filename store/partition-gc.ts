@@ -173,6 +173,18 @@ export class PartitionGc {
   }
 
   /**
+   * Drops the entry of a partition whose folder is about to be replaced (a split making a new
+   * partition under an id this node left earlier): that folder is then no longer the left data.
+   */
+  async forget(partition: number): Promise<void> {
+    if (!this.entries.delete(partition)) return;
+    this.logger?.info({ partition }, 'a split reuses the id of a partition waiting for GC here: its old folder is replaced, not deleted by GC');
+    await this.persist();
+    this.schedule();
+    this.onChange?.();
+  }
+
+  /**
    * At start: logs every `partition-ID` folder that neither the current map assigns here nor the
    * ledger accounts for. Such a folder is left alone (a map lost by mistake must not delete data).
    */

@@ -213,7 +213,29 @@ type Op =
   | { kind: 'delete'; key: Buffer; expectedEtag: number | undefined; chain?: ChainTag; resolve: (deleted: boolean) => void; reject: (e: unknown) => void }
   | { kind: 'bulk'; rows: PackedRows; sorted: boolean; enqueuedAt: number; assigned: BulkAssignment | undefined; chain?: ChainTag; resolve: (t: BulkWriteTiming) => void; reject: (e: unknown) => void }
   | { kind: 'update'; key: Buffer; change: UpdateFn; options: UpdateOptions; chain?: ChainTag; resolve: (r: StoredRecord) => void; reject: (e: unknown) => void }
-  | { kind: 'sweep'; resolve: (swept: number) => void; reject: (e: unknown) => void };
+  | { kind: 'sweep'; resolve: (swept: number) => void; reject: (e: unknown) => void }
+  | { kind: 'barrier'; resolve: (snapshot: PartitionSnapshot) => void; reject: (e: unknown) => void }
+  | { kind: 'clear'; start: Buffer; end: Buffer; limit: number; resolve: (deleted: number) => void; reject: (e: unknown) => void };
+
+/**
+ * The keys of `[start, end)` (empty end = unbounded) that writes queued after a tracked snapshot
+ * touch (PartitionStore.openTrackedSnapshot): a split copies the snapshot, then these keys' current
+ * values. A superset: a write that then fails is noted too (copying its key again is harmless).
+ */
+export class WriteTracker {
+  /** By latin1 key. */
+  readonly keys = new Map<string, Buffer>();
+  constructor(
+    readonly start: Buffer,
+    readonly end: Buffer,
+  ) {}
+
+  note(key: Buffer): void {
+    if (Buffer.compare(key, this.start) < 0 || (this.end.length > 0 && Buffer.compare(key, this.end) >= 0)) return;
+    const id = key.toString('latin1');
+    if (!this.keys.has(id)) this.keys.set(id, Buffer.from(key));
+  }
+}
 
 interface WriteFault {
   error: StoreError;
@@ -271,6 +293,11 @@ export class PartitionStore {
   private tip: State | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
   private closing: Promise<void> | undefined;
+  private readonly trackers = new Set<WriteTracker>();
+  /** Data writes queued and not settled yet (isIdle). */
+  private pendingWrites = 0;
+  /** Entries and bytes of a range being cleared (a split's leftovers), left out of `stats` until they are deleted. */
+  private clearing: { count: number; logicalBytes: number } | undefined;
 
   private constructor(location: string, options: PartitionStoreOptions) {
     this.location = location;
@@ -402,6 +429,15 @@ export class PartitionStore {
     return settled;
   }
 
+  /**
+   * No data write (put, delete, update, bulk insert) queued, being built or committing: what a
+   * write pause waits for, with the chain's acks. Sweeps and range clean-ups do not count (they
+   * are this replica's own, never forwarded).
+   */
+  get isIdle(): boolean {
+    return this.pendingWrites === 0;
+  }
+
   /** The last chain write this partition holds durably. */
   get chainPosition(): ChainPosition {
     return { stream: this.state.chainStream, seq: this.state.chainSeq };
@@ -479,7 +515,66 @@ export class PartitionStore {
 
   async stats(): Promise<PartitionStoreStats> {
     const diskBytes = await this.db.approximateSize(Buffer.from([NS_DATA]), DATA_END);
-    return { count: this.state.count, logicalBytes: this.state.logicalBytes, diskBytes, lastWriteMs: this.state.lastWriteMs, reads: this.reads, writes: this.writes };
+    const left = this.clearing ?? { count: 0, logicalBytes: 0 };
+    return { count: this.state.count - left.count, logicalBytes: this.state.logicalBytes - left.logicalBytes, diskBytes, lastWriteMs: this.state.lastWriteMs, reads: this.reads, writes: this.writes };
+  }
+
+  /**
+   * A snapshot that holds every write queued before this call, and a tracker of the keys of
+   * `[start, end)` that writes queued from now on touch (what the snapshot may lack). The snapshot
+   * is taken in the write queue, once every earlier write has committed. `stopTracking` ends it.
+   */
+  async openTrackedSnapshot(start: Buffer, end: Buffer): Promise<{ snapshot: PartitionSnapshot; tracker: WriteTracker }> {
+    const tracker = new WriteTracker(start, end);
+    this.trackers.add(tracker);
+    try {
+      const snapshot = await new Promise<PartitionSnapshot>((resolve, reject) => this.enqueue({ kind: 'barrier', resolve, reject }));
+      return { snapshot, tracker };
+    } catch (err) {
+      this.trackers.delete(tracker);
+      throw err;
+    }
+  }
+
+  stopTracking(tracker: WriteTracker): void {
+    this.trackers.delete(tracker);
+  }
+
+  /**
+   * Deletes every entry of `[start, end)` (a split's leftovers: keys this partition no longer owns)
+   * in batches of `batchRows` through the write queue, counts kept exact. From the call on they are
+   * left out of `stats` (counted first, in the queue). Resolves with how many were deleted.
+   */
+  async clearRange(start: Buffer, end: Buffer, options: { batchRows?: number; signal?: AbortSignal } = {}): Promise<number> {
+    const limit = Math.max(1, Math.min(options.batchRows ?? 1000, 10_000));
+    const left = { count: 0, logicalBytes: 0 };
+    const iterator = this.db.iterator(dataRange(start, end));
+    try {
+      for (;;) {
+        const page = await iterator.nextv(1000);
+        if (page.length === 0) break;
+        for (const [k, v] of page) {
+          left.count++;
+          left.logicalBytes += recordBytes(k.subarray(1), decodeRecord(v));
+        }
+      }
+    } finally {
+      await iterator.close();
+    }
+    if (left.count === 0) return 0;
+    this.clearing = left;
+    let deleted = 0;
+    try {
+      for (;;) {
+        options.signal?.throwIfAborted();
+        const n = await new Promise<number>((resolve, reject) => this.enqueue({ kind: 'clear', start, end, limit, resolve, reject }));
+        deleted += n;
+        if (n < limit) break;
+      }
+    } finally {
+      this.clearing = undefined;
+    }
+    return deleted;
   }
 
   /** Pins the current state for later reads; the caller closes it. */
@@ -633,6 +728,8 @@ export class PartitionStore {
         if (op.kind === 'sweep') op.resolve(0);
         else op.reject(this.fault.error);
       } else {
+        if (this.trackers.size > 0) this.track(op);
+        if (op.kind !== 'sweep' && op.kind !== 'barrier' && op.kind !== 'clear') this.countPending(op);
         this.queue.push(op);
       }
     }
@@ -652,7 +749,7 @@ export class PartitionStore {
       // over disjoint key ranges (pipelined batches of a sorted load). A sweep runs alone.
       const first = this.queue[0]!;
       let group: Op[];
-      if (first.kind === 'sweep') {
+      if (first.kind === 'sweep' || first.kind === 'barrier' || first.kind === 'clear') {
         group = this.queue.splice(0, 1);
       } else if (first.kind === 'bulk') {
         group = this.queue.splice(0, this.disjointBulkRun());
@@ -705,6 +802,8 @@ export class PartitionStore {
   private async runGroup(group: Op[]): Promise<void> {
     const op = group[0]!;
     if (op.kind === 'sweep') return this.runSweep(op);
+    if (op.kind === 'barrier') return op.resolve(await this.openSnapshot());
+    if (op.kind === 'clear') return this.runClear(op);
     return this.runSingles(group);
   }
 
@@ -1021,6 +1120,53 @@ export class PartitionStore {
     op.resolve(swept);
     // More may be due than one sweep takes.
     if (entries.length === SWEEP_BATCH) void this.sweepExpired().catch((err: unknown) => this.logSweepError(err));
+  }
+
+  /** Counts a data write as pending until it settles (isIdle). */
+  private countPending(op: { resolve: (value: never) => void; reject: (e: unknown) => void }): void {
+    this.pendingWrites++;
+    const { resolve, reject } = op;
+    let settled = false;
+    const done = (): void => {
+      if (!settled) this.pendingWrites--;
+      settled = true;
+    };
+    op.resolve = (value: never) => {
+      done();
+      resolve(value);
+    };
+    op.reject = (e: unknown) => {
+      done();
+      reject(e);
+    };
+  }
+
+  /** Notes the keys an op queued now will write, for every tracker (openTrackedSnapshot). */
+  private track(op: Op): void {
+    for (const tracker of this.trackers) {
+      if (op.kind === 'put' || op.kind === 'delete' || op.kind === 'update') tracker.note(op.key);
+      else if (op.kind === 'bulk') for (let i = 0; i < op.rows.count; i++) tracker.note(op.rows.key(i));
+    }
+  }
+
+  private async runClear(op: Extract<Op, { kind: 'clear' }>): Promise<void> {
+    const entries = await this.db.iterator({ ...dataRange(op.start, op.end), limit: op.limit }).all();
+    if (entries.length === 0) return op.resolve(0);
+    const batch = new WriteOps();
+    const next = { ...this.state };
+    let bytes = 0;
+    for (const [dk, raw] of entries) {
+      const key = dk.subarray(1);
+      const record = decodeRecord(raw);
+      batch.del(dk);
+      if (record.expiresAtMs > 0) batch.del(expiryKey(record.expiresAtMs, key));
+      next.count--;
+      next.logicalBytes -= recordBytes(key, record);
+      bytes += recordBytes(key, record);
+    }
+    await this.commit(batch, next);
+    if (this.clearing !== undefined) this.clearing = { count: Math.max(0, this.clearing.count - entries.length), logicalBytes: Math.max(0, this.clearing.logicalBytes - bytes) };
+    op.resolve(entries.length);
   }
 
   private async commit(batch: WriteOps, next: State): Promise<void> {

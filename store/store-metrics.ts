@@ -74,6 +74,7 @@ const nodeSources = new WeakMap<Registry, Set<StoreNodeMetricsSource>>();
  */
 export class StoreNodeMetrics {
   private readonly overloaded: Counter<'node' | 'method'>;
+  private readonly pauses: Histogram<'node'>;
   private readonly sources: Set<StoreNodeMetricsSource>;
 
   constructor(
@@ -91,6 +92,20 @@ export class StoreNodeMetrics {
     this.overloaded =
       (registry.getSingleMetric('shardpipe_store_overloaded_total') as Counter<'node' | 'method'> | undefined) ??
       new Counter({ name: 'shardpipe_store_overloaded_total', help: 'Calls refused with STORE_OVERLOADED (in-flight request budget full), by method', labelNames: ['node', 'method'], registers: [registry] });
+    this.pauses =
+      (registry.getSingleMetric('shardpipe_write_pause_seconds') as Histogram<'node'> | undefined) ??
+      new Histogram({
+        name: 'shardpipe_write_pause_seconds',
+        help: "How long a head held a partition's writes for a split's cut, from the pause request to the release",
+        labelNames: ['node'],
+        buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10],
+        registers: [registry],
+      });
+  }
+
+  /** Records one write pause (WritePause release), seconds. */
+  writePause(seconds: number): void {
+    this.pauses.observe({ node: this.source.node }, seconds);
   }
 
   /** Counts one call refused for overload. */

@@ -13,6 +13,8 @@ import { StoreError } from './store-errors.js';
 import { checkPointers, patchDocument, projectDocument, type PatchMode } from './json-document.js';
 import { ForwardRetryLog } from './forward-retry-log.js';
 import { PartitionGc, partitionFolder, type GcFigures, type GcPendingPartition } from './partition-gc.js';
+import { WritePause, type WritePauseRecord } from './write-pause.js';
+import { SplitParticipant } from './split-participant.js';
 import { ChainReplica, type CopyGuard, type HeadRestartCheck, type ForwardAck, type ForwardMessage, type ForwardOp, type ForwardTransport, type HopTiming } from './chain-replica.js';
 
 /** Options of a store node. Sizes in bytes, times in milliseconds. */
@@ -160,6 +162,12 @@ export class StoreNode {
   private readonly snapshots = new Map<string, HeldSnapshot>();
   private readonly syncs = new Map<number, { rows: number; bytes: number; totalRows: number }>();
   private mapChange: Promise<unknown> = Promise.resolve();
+  /** Held writes of partitions this node heads (a split's or merge's cut). */
+  readonly writePause = new WritePause();
+  private readonly splits: SplitParticipant;
+  /** Background deletes of rows outside a partition's range (a split's leftovers), by partition. */
+  private readonly cleanups = new Map<number, Promise<void>>();
+  private readonly cleanupStop = new AbortController();
   private draining = false;
   private fencedReason: string | undefined;
   private closed: Promise<void> | undefined;
@@ -187,6 +195,7 @@ export class StoreNode {
     this.forwardTimeoutMs = options.forwardTimeoutMs;
     this.onForwardRetry = options.onForwardRetry;
     this.currentMap = map;
+    this.splits = new SplitParticipant({ dataDir: this.dataDir, open: (id) => this.openStore(id), logger: this.logger });
   }
 
   /** Loads the persisted map (or the initial one, whichever is newer) and opens this node's partitions. */
@@ -207,7 +216,7 @@ export class StoreNode {
       dataDir: options.dataDir,
       graceMs: options.gcGraceMs,
       isAssigned: (id) => node.currentMap.replicasOf(node.address).some((p) => p.id === id),
-      runExclusive: (fn) => node.exclusive(fn),
+      runExclusive: (fn) => node.betweenMapChanges(fn),
       onChange: options.onGcChange,
       logger: options.logger,
     });
@@ -218,6 +227,7 @@ export class StoreNode {
     await node.gc.reconcile();
     await node.gc.logUnexplainedFolders();
     node.gc.start();
+    node.cleanOutsideRanges();
     if (map.partitionsOf(node.address).length === 0) {
       options.logger?.warn({ node: node.address, mapVersion: map.version }, 'this node owns no partition in the map');
     }
@@ -251,7 +261,8 @@ export class StoreNode {
     this.checkKey(key);
     this.checkValue(patch, key);
     checkTtl(options.ttlMs);
-    const { partition, store } = this.route(mapVersion, key, 'write');
+    const admitted = this.admit(mapVersion, key);
+    const { partition, store } = this.route(typeof admitted === 'number' ? admitted : await admitted, key, 'write');
     const change = (current: StoredRecord): Buffer => {
       const value = patchDocument(key, current.value, patch, options.mode);
       if (value.length > this.maxValueBytes) {
@@ -279,7 +290,8 @@ export class StoreNode {
     this.checkKey(key);
     this.checkValue(value, key);
     checkTtl(options.ttlMs);
-    const { partition, store } = this.route(mapVersion, key, 'write');
+    const admitted = this.admit(mapVersion, key);
+    const { partition, store } = this.route(typeof admitted === 'number' ? admitted : await admitted, key, 'write');
     const replica = this.chainOf(partition);
     const started = performance.now();
     if (replica === undefined) return timing === undefined ? store.put(key, value, options) : store.put(key, value, options).then((record) => (timedLocally(timing, started), record));
@@ -296,7 +308,8 @@ export class StoreNode {
   /** Deletes a key at the head; `timing` as put's. */
   async delete(mapVersion: number, key: Buffer, expectedEtag?: number, timing?: PointWriteTiming): Promise<boolean> {
     this.checkKey(key);
-    const { partition, store } = this.route(mapVersion, key, 'write');
+    const admitted = this.admit(mapVersion, key);
+    const { partition, store } = this.route(typeof admitted === 'number' ? admitted : await admitted, key, 'write');
     const replica = this.chainOf(partition);
     const started = performance.now();
     if (replica === undefined) return timing === undefined ? store.delete(key, expectedEtag) : store.delete(key, expectedEtag).then((deleted) => (timedLocally(timing, started), deleted));
@@ -314,7 +327,8 @@ export class StoreNode {
    * checks, routing, CAS and errors). Gets read each partition with one multi-get; the puts and
    * deletes of each partition are queued together, so they share one batch and one fsync.
    */
-  async multi(ops: readonly PointOp[]): Promise<PointOutcome[]> {
+  async multi(given: readonly PointOp[]): Promise<PointOutcome[]> {
+    const ops = this.writePause.active ? await this.admitMulti(given) : given;
     const outcomes: Array<PointOutcome | Promise<PointOutcome>> = new Array(ops.length);
     const gets = new Map<PartitionStore, number[]>();
     const writes = new Map<PartitionStore, number[]>();
@@ -416,7 +430,8 @@ export class StoreNode {
         context: { bytes, limit: this.maxBatchBytes },
       });
     }
-    const { partition, store } = this.route(mapVersion, rows[0]!.key, 'write');
+    const admitted = this.admit(mapVersion, rows[0]!.key);
+    const { partition, store } = this.route(typeof admitted === 'number' ? admitted : await admitted, rows[0]!.key, 'write');
     let accepted = 1;
     while (accepted < rows.length && partitionContains(partition, rows[accepted]!.key)) accepted++;
     const timing = await this.replicatedBulk(partition, store, PackedRows.fromRows(accepted === rows.length ? rows : rows.slice(0, accepted)));
@@ -444,7 +459,8 @@ export class StoreNode {
         context: { bytes: rows.bytes, limit: this.maxBatchBytes },
       });
     }
-    const { partition, store } = this.route(mapVersion, rows.key(0), 'write');
+    const admitted = this.admit(mapVersion, rows.key(0));
+    const { partition, store } = this.route(typeof admitted === 'number' ? admitted : await admitted, rows.key(0), 'write');
     let accepted = 1;
     const { start, end } = partition;
     if (rows.isStrictlySorted()) {
@@ -634,6 +650,142 @@ export class StoreNode {
     return this.stores.get(partitionId);
   }
 
+  /**
+   * Prepares splitting `partitionId` at `at` into a new partition `newPartition` on the same chain
+   * (SplitParticipant.prepare): copies its rows of [at, end) into the new partition's own LevelDB
+   * and tracks later writes there. Refused unless this node holds a serving replica of the partition
+   * at `epoch`, `at` lies strictly inside its range and the map has no partition `newPartition`.
+   */
+  async prepareSplit(request: { operation: string; partition: number; epoch: number; newPartition: number; at: Buffer }): Promise<number> {
+    this.checkOpen();
+    const map = this.currentMap;
+    const p = map.byId(request.partition);
+    const store = p === undefined ? undefined : this.stores.get(p.id);
+    if (p === undefined || store === undefined || p.chain.find((r) => r.node === this.address)?.state !== 'serving') {
+      throw new StoreError('STORE_NOT_OWNER', `partition ${request.partition} has no serving replica on ${this.address} at map version ${map.version}`, { mapVersion: map.version });
+    }
+    if (p.epoch !== request.epoch) throw new StoreError('STORE_STALE_EPOCH', `partition ${p.id} is at epoch ${p.epoch} here, the split was asked at epoch ${request.epoch}`, { mapVersion: map.version });
+    if (map.byId(request.newPartition) !== undefined) throw new StoreError('STORE_INVALID_ARGUMENT', `partition ${request.newPartition} exists already: a split needs an unused id`);
+    if (request.at.compare(p.start) <= 0 || (p.end.length > 0 && request.at.compare(p.end) >= 0)) {
+      throw new StoreError('STORE_INVALID_ARGUMENT', `split key "${displayBytes(request.at)}" is not strictly inside partition ${p.id} ["${displayBytes(p.start)}", "${displayBytes(p.end)}")`);
+    }
+    // The id may be one this node left earlier and still holds for GC: the split's copy replaces that folder, and GC must not delete it.
+    await this.betweenMapChanges(() => this.gc.forget(request.newPartition));
+    return this.splits.prepare({ operation: request.operation, partition: p, to: request.newPartition, at: request.at, source: store });
+  }
+
+  /** Drops prepared split copies no `prepare/` request asks for any more (by new partition id → operation). */
+  forgetSplitsExcept(keep: ReadonlyMap<number, string>): Promise<void> {
+    return this.betweenMapChanges(() => this.splits.forgetExcept(keep));
+  }
+
+  /** Drops prepared merges no `merge/` request asks for any more (by lower partition id → operation); their copied rows are cleaned up. */
+  forgetMergesExcept(keep: ReadonlyMap<number, string>): Promise<void> {
+    return this.betweenMapChanges(async () => {
+      this.splits.forgetMergesExcept(keep);
+      this.cleanOutsideRanges();
+    });
+  }
+
+  /**
+   * Runs `fn` between two map installs, never during one: a GC sweep, or dropping a prepared split
+   * or merge (and starting the clean-up of a dropped merge's rows, by the map then installed), while
+   * an install assigns that partition or finishes that split or merge would delete what it installs.
+   */
+  private betweenMapChanges<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.mapChange.then(fn);
+    this.mapChange = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Prepares merging `other` (P's upper neighbour on the same chain) into `partition`
+   * (SplitParticipant.prepareMerge). Refused unless this node holds serving replicas of both at
+   * the given epochs, they are neighbours and have the same head.
+   */
+  async prepareMerge(request: { operation: string; partition: number; epoch: number; other: number; otherEpoch: number }): Promise<number> {
+    this.checkOpen();
+    const map = this.currentMap;
+    const p = map.byId(request.partition);
+    const q = map.byId(request.other);
+    const target = p === undefined ? undefined : this.stores.get(p.id);
+    const source = q === undefined ? undefined : this.stores.get(q.id);
+    const serving = (x: Partition | undefined): boolean => x?.chain.find((r) => r.node === this.address)?.state === 'serving';
+    if (p === undefined || q === undefined || target === undefined || source === undefined || !serving(p) || !serving(q)) {
+      throw new StoreError('STORE_NOT_OWNER', `partitions ${request.partition} and ${request.other} do not both have a serving replica on ${this.address} at map version ${map.version}`, { mapVersion: map.version });
+    }
+    if (p.epoch !== request.epoch || q.epoch !== request.otherEpoch) throw new StoreError('STORE_STALE_EPOCH', `partitions ${p.id} and ${q.id} are at epochs ${p.epoch} and ${q.epoch} here, the merge was asked at ${request.epoch} and ${request.otherEpoch}`, { mapVersion: map.version });
+    if (!p.end.equals(q.start) || p.node !== q.node) throw new StoreError('STORE_INVALID_ARGUMENT', `partition ${q.id} does not start where ${p.id} ends on the same head: only neighbours on one chain merge`);
+    return this.splits.prepareMerge({ operation: request.operation, into: p, target, other: q, source, beforeCopy: () => this.clearNow(p.id, q.start, q.end) });
+  }
+
+  /** Deletes a range of a partition's LevelDB now, after any clean-up of it running. */
+  private async clearNow(partitionId: number, start: Buffer, end: Buffer): Promise<void> {
+    await this.cleanups.get(partitionId);
+    await this.stores.get(partitionId)?.clearRange(start, end);
+  }
+
+  /** The median key of a partition this node holds (SplitKeys in two parts), undefined when it has too few rows. */
+  async medianKey(partitionId: number): Promise<Buffer | undefined> {
+    const p = this.currentMap.byId(partitionId);
+    const store = this.stores.get(partitionId);
+    if (p === undefined || store === undefined) return undefined;
+    const { keys } = await store.splitKeys(p.start, p.end, 2);
+    return keys[0];
+  }
+
+  /**
+   * Holds new writes of a partition this node heads (WritePause) and resolves with the chain
+   * position once every write it applied is acknowledged by the whole chain (all replicas at one
+   * sequence number); undefined if that takes longer than `timeoutMs` (the writes stay held: the
+   * caller releases them). Polls every millisecond: the wait is bounded by the pause.
+   */
+  async holdWrites(partitionId: number, timeoutMs: number, signal?: AbortSignal): Promise<ChainPosition | undefined> {
+    const p = this.currentMap.byId(partitionId);
+    const store = this.stores.get(partitionId);
+    if (p === undefined || store === undefined || p.node !== this.address) {
+      throw new StoreError('STORE_NOT_OWNER', `partition ${partitionId} is not headed by ${this.address}`, { mapVersion: this.currentMap.version });
+    }
+    this.writePause.hold(partitionId);
+    const deadline = (this.writePause.heldSince(partitionId) ?? Date.now()) + timeoutMs;
+    const replica = this.replicas.get(partitionId);
+    while (!(store.isIdle && (replica === undefined || p.chain.length < 2 || replica.progress.unacked === 0))) {
+      if (Date.now() >= deadline || signal?.aborted || !this.writePause.isHeld(partitionId)) return undefined;
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    return store.chainPosition;
+  }
+
+  /** Lets a partition's held writes go on; the pause measured (undefined: it was not held). */
+  releaseWrites(partitionId: number, reason: string): WritePauseRecord | undefined {
+    return this.writePause.release(partitionId, reason);
+  }
+
+  /**
+   * Deletes, in the background, rows a partition's LevelDB holds outside its range (what a split
+   * left in the partition it cut: keys the new partition owns now), in bounded batches. Scans,
+   * checksums and backups never see them (they are clamped to the range); `stats` leaves them out.
+   */
+  private cleanOutsideRanges(): void {
+    for (const p of this.currentMap.replicasOf(this.address)) {
+      const store = this.stores.get(p.id);
+      // A merge target holds its neighbour's rows outside its range on purpose until the merge commits.
+      if (store === undefined || this.cleanups.has(p.id) || this.splits.isMergeTarget(p.id)) continue;
+      const run = (async () => {
+        let deleted = 0;
+        const signal = this.cleanupStop.signal;
+        if (p.start.length > 0) deleted += await store.clearRange(Buffer.alloc(0), p.start, { signal });
+        if (p.end.length > 0) deleted += await store.clearRange(p.end, Buffer.alloc(0), { signal });
+        if (deleted > 0) this.logger?.info({ partition: p.id, deleted }, 'deleted the rows outside the partition\'s range (a split\'s leftovers)');
+      })()
+        .catch((err: unknown) => {
+          if (!this.cleanupStop.signal.aborted && !(err instanceof StoreError && err.code === 'STORE_CLOSED')) this.logger?.warn({ err, partition: p.id }, 'deleting rows outside the partition\'s range failed; it runs again with the next map installed or at restart');
+        })
+        .finally(() => this.cleanups.delete(p.id));
+      this.cleanups.set(p.id, run);
+    }
+  }
+
   /** Split keys of the clamped range (see PartitionStore.splitKeys); `parts` is 2–1000. */
   async splitKeys(range: ClampedRange, parts: number, signal?: AbortSignal): Promise<{ keys: Buffer[]; approxCount: number }> {
     if (!Number.isSafeInteger(parts) || parts < MIN_SPLIT_PARTS || parts > MAX_SPLIT_PARTS) {
@@ -760,11 +912,18 @@ export class StoreNode {
       }
       // Recorded before the map is persisted: a crash in between leaves an entry the map explains, never an unexplained folder.
       await this.gc.left(leftBetween(current, next, this.address));
+      // A split this map commits: the new partition's LevelDB is made complete before the map is persisted.
+      await this.splits.beforeInstall(current, next, this.address, (id) => this.stores.get(id), (id, start, end) => this.clearNow(id, start, end));
       await this.persistMap(next);
       await this.openOwnedPartitions(next);
       this.currentMap = next;
       await this.gc.reconcile();
       for (const p of next.replicasOf(this.address)) this.replicas.get(p.id)?.setPartition(p);
+      // Writes held for a cut go on under the new map (routed by it: see admit).
+      for (const p of current.partitions) {
+        const now = next.byId(p.id);
+        if (this.writePause.isHeld(p.id) && (now === undefined || now.epoch !== p.epoch || now.node !== this.address)) this.writePause.release(p.id, 'the map changed');
+      }
       const keep = new Set(next.replicasOf(this.address).map((p) => p.id));
       for (const [id, store] of this.stores) {
         if (!keep.has(id)) {
@@ -780,6 +939,7 @@ export class StoreNode {
         }
       }
       this.logger?.info({ from: current.version, to: next.version }, 'installed partition map');
+      this.cleanOutsideRanges();
       this.onHealthChange?.();
       return true;
     });
@@ -825,6 +985,10 @@ export class StoreNode {
       const errors: unknown[] = [];
       await this.gc.close().catch((err: unknown) => errors.push(err));
       await this.dropSnapshotsOf(undefined).catch((err: unknown) => errors.push(err));
+      for (const p of this.writePause.heldPartitions()) this.writePause.release(p, 'the node is closing');
+      this.cleanupStop.abort();
+      await Promise.all(this.cleanups.values());
+      await this.splits.close().catch((err: unknown) => errors.push(err));
       for (const replica of this.replicas.values()) replica.close();
       this.replicas.clear();
       for (const store of this.stores.values()) {
@@ -854,6 +1018,36 @@ export class StoreNode {
         mapVersion: map.version,
       });
     }
+  }
+
+  /**
+   * The map version a write routes by. While its partition's writes are held (a split's cut,
+   * WritePause), it waits; once released it routes by the map current then, not the caller's: it
+   * was sent to the right head, and the map changed under it while it waited (held writes of keys a
+   * split moved go to the new partition, which this node heads too, or get STORE_NOT_OWNER).
+   */
+  private admit(mapVersion: number, key: Buffer): number | Promise<number> {
+    if (!this.writePause.active) return mapVersion;
+    const { partition } = this.route(mapVersion, key, 'write');
+    const wait = this.writePause.wait(partition.id);
+    if (wait === undefined) return mapVersion;
+    return wait.then(() => this.admit(this.currentMap.version, key));
+  }
+
+  /** The ops of a Multi with the map version each routes by (admit), once none of their partitions is held. */
+  private async admitMulti(ops: readonly PointOp[]): Promise<readonly PointOp[]> {
+    const out = [...ops];
+    for (let i = 0; i < out.length; i++) {
+      const op = out[i]!;
+      if (op.kind === 'get') continue;
+      try {
+        const admitted = this.admit(op.mapVersion, op.key);
+        if (typeof admitted !== 'number') out[i] = { ...op, mapVersion: await admitted };
+      } catch {
+        // Refused: the op's own routing below says why.
+      }
+    }
+    return out;
   }
 
   /** Writes go to the chain head, reads to its last serving replica (its tail); anything else is STORE_NOT_OWNER (retryable: refresh the map). */
@@ -886,13 +1080,6 @@ export class StoreNode {
   /** Deletes what is due for GC now (the GC's own timer does this too). */
   sweepGc(): Promise<void> {
     return this.gc.sweep();
-  }
-
-  /** Runs `fn` in turn with map changes. */
-  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.mapChange.then(fn);
-    this.mapChange = run.catch(() => undefined);
-    return run;
   }
 
   private storeOf(partition: Partition): PartitionStore {
@@ -955,20 +1142,25 @@ export class StoreNode {
     }
   }
 
+  private openStore(id: number): Promise<PartitionStore> {
+    return PartitionStore.open(join(this.dataDir, `partition-${id}`), {
+      syncWrites: this.syncWrites,
+      sweepIntervalMs: this.sweepIntervalMs,
+      writeBufferBytes: this.writeBufferBytes,
+      name: `partition ${id}`,
+      faultRetryBaseMs: this.faultRetryBaseMs,
+      faultRetryMaxMs: this.faultRetryMaxMs,
+      onServingChange: () => this.onHealthChange?.(),
+      logger: this.logger?.child({ partition: id }),
+    });
+  }
+
   // Every replica this node holds gets its LevelDB (a syncing one copies into it; see replica-sync.ts).
   private async openOwnedPartitions(map: PartitionMap): Promise<void> {
     for (const partition of map.replicasOf(this.address)) {
       if (this.stores.has(partition.id)) continue;
-      const store = await PartitionStore.open(partitionFolder(this.dataDir, partition.id), {
-        syncWrites: this.syncWrites,
-        sweepIntervalMs: this.sweepIntervalMs,
-        writeBufferBytes: this.writeBufferBytes,
-        name: `partition ${partition.id}`,
-        faultRetryBaseMs: this.faultRetryBaseMs,
-        faultRetryMaxMs: this.faultRetryMaxMs,
-        onServingChange: () => this.onHealthChange?.(),
-        logger: this.logger?.child({ partition: partition.id }),
-      });
+      // A partition a split just made here comes complete from the split (SplitParticipant).
+      const store = this.splits.take(partition.id) ?? (await this.openStore(partition.id));
       this.stores.set(partition.id, store);
       this.replicas.set(
         partition.id,

@@ -171,6 +171,8 @@ export class StoreServer {
           replicas: () => opened.replicaStates(),
           gc: () => opened.gcFigures(),
         });
+      const pauseMetrics = nodeMetrics;
+      if (pauseMetrics) opened.writePause.onRelease((r) => pauseMetrics.writePause(r.ms / 1000));
       const reserveBytes = (method: string): number => {
         // A Multi may carry many puts: as large as any request the node takes.
         // A forward's bytes were admitted by its head's budget, and each replica holds at most

@@ -55,7 +55,7 @@ describe('MovementRunner pass by pass (real etcd)', () => {
     const { maps, ops, marks, map: first } = setup();
     expect(await maps.create(first)).toBe(true);
     const id = await submit(ops, { kind: 'move', partition: 0, from: A, to: D });
-    const ctx = async (syncs: SyncReport[] = []): Promise<OperationContext> => ({ map: (await maps.read())!.map, nodes, syncs, maps, operations: ops, marks, logger, nowMs: Date.now() });
+    const ctx = async (syncs: SyncReport[] = []): Promise<OperationContext> => ({ map: (await maps.read())!.map, nodes, syncs, maps, operations: ops, marks, etcd: client, logger, nowMs: Date.now() });
     /** One coordinator pass: the map by CAS, then the record (unless `crash`). */
     const pass = async (crash = false, syncs: SyncReport[] = []): Promise<{ map?: PartitionMap; record: OperationRecord } | undefined> => {
       const stored = (await ops.get(id))!;
@@ -109,7 +109,7 @@ describe('MovementRunner pass by pass (real etcd)', () => {
     await maps.create(map);
     const advance = async (id: string): Promise<OperationRecord> => {
       const stored = (await ops.get(id))!;
-      const step = await new MovementRunner().advance(stored.record, { map: (await maps.read())!.map, nodes, syncs: [], maps, operations: ops, marks, logger, nowMs: Date.now() });
+      const step = await new MovementRunner().advance(stored.record, { map: (await maps.read())!.map, nodes, syncs: [], maps, operations: ops, marks, etcd: client, logger, nowMs: Date.now() });
       if (step?.map !== undefined) expect(await maps.replace((await maps.read())!.map.version, step.map)).toBe(true);
       if (step !== undefined) expect(await ops.replace(stored, step.record)).toBe(true);
       return (await ops.get(id))!.record;
@@ -145,7 +145,7 @@ describe('MovementRunner pass by pass (real etcd)', () => {
     const id = await submit(ops, { kind: 'rebalance' });
     const advance = async (): Promise<OperationRecord> => {
       const stored = (await ops.get(id))!;
-      const step = await new MovementRunner().advance(stored.record, { map: (await maps.read())!.map, nodes, syncs: [], maps, operations: ops, marks, logger, nowMs: Date.now() });
+      const step = await new MovementRunner().advance(stored.record, { map: (await maps.read())!.map, nodes, syncs: [], maps, operations: ops, marks, etcd: client, logger, nowMs: Date.now() });
       if (step?.map !== undefined) expect(await maps.replace((await maps.read())!.map.version, step.map)).toBe(true);
       if (step !== undefined) expect(await ops.replace(stored, step.record)).toBe(true);
       return (await ops.get(id))!.record;
@@ -173,7 +173,7 @@ describe('MovementRunner pass by pass (real etcd)', () => {
     const two = await submit(ops, { kind: 'move', partition: 1, from: C, to: A }, 1);
     const advance = async (id: string): Promise<OperationRecord> => {
       const stored = (await ops.get(id))!;
-      const step = await new MovementRunner().advance(stored.record, { map: (await maps.read())!.map, nodes, syncs: [], maps, operations: ops, marks, logger, nowMs: Date.now() });
+      const step = await new MovementRunner().advance(stored.record, { map: (await maps.read())!.map, nodes, syncs: [], maps, operations: ops, marks, etcd: client, logger, nowMs: Date.now() });
       if (step?.map !== undefined) await maps.replace((await maps.read())!.map.version, step.map);
       if (step !== undefined) await ops.replace(stored, step.record);
       return (await ops.get(id))!.record;
@@ -192,7 +192,7 @@ describe('MovementRunner pass by pass (real etcd)', () => {
     const id = await submit(ops, { kind: 'move', partition: 1, from: C, to: D });
     const advance = async (syncs: SyncReport[] = []): Promise<OperationRecord> => {
       const stored = (await ops.get(id))!;
-      const step = await runner.advance(stored.record, { map: (await maps.read())!.map, nodes, syncs, maps, operations: ops, marks, logger, nowMs: Date.now() });
+      const step = await runner.advance(stored.record, { map: (await maps.read())!.map, nodes, syncs, maps, operations: ops, marks, etcd: client, logger, nowMs: Date.now() });
       if (step?.map !== undefined) expect(await maps.replace((await maps.read())!.map.version, step.map)).toBe(true);
       if (step !== undefined) await ops.replace(stored, step.record);
       return (await ops.get(id))!.record;
