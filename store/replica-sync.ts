@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Partition } from './partition-map.js';
 import type { CopyGuard } from './chain-replica.js';
 import type { ChainPosition, PartitionStore, StoredEntry } from './partition-store.js';
@@ -52,6 +53,8 @@ export interface ReplicaSyncOptions {
   beforeSnapshot?: () => () => void;
   /** Called after every copied batch. */
   onProgress?: (progress: SyncProgress) => void;
+  /** Copy rate to keep to, bytes/s (an operation's `throttle/P/NODE` mark); absent = as fast as it goes. */
+  maxBytesPerSecond?: number;
   signal?: AbortSignal;
 }
 
@@ -98,6 +101,7 @@ export async function syncReplica(options: ReplicaSyncOptions): Promise<SyncResu
   const accounted = new Set<string>();
   const batchEnds: Array<{ lastKey: Buffer; clock: number }> = [];
   let renewedAt = Date.now();
+  const copyStartedAtMs = Date.now();
   try {
     // Local rows as they were before the copy wrote anything: a lockstep merge with the source's
     // sorted stream finds the local keys the snapshot lacks.
@@ -129,9 +133,15 @@ export async function syncReplica(options: ReplicaSyncOptions): Promise<SyncResu
         progress.deleted += await local.dropMissingBefore(entries);
         progress.copiedThrough = entries[entries.length - 1]!.key;
         options.onProgress?.({ ...progress });
-        if (Date.now() - renewedAt > leaseMs / 3) {
-          await source.unary('renewSnapshot', { snapshotIds: [snapshotId], leaseMs }, limits());
-          renewedAt = Date.now();
+        for (;;) {
+          if (Date.now() - renewedAt > leaseMs / 3) {
+            await source.unary('renewSnapshot', { snapshotIds: [snapshotId], leaseMs }, limits());
+            renewedAt = Date.now();
+          }
+          // Throttled: the next batch waits until the bytes copied so far fit the rate (the lease renewed meanwhile).
+          const aheadMs = options.maxBytesPerSecond === undefined ? 0 : (progress.bytes * 1000) / options.maxBytesPerSecond - (Date.now() - copyStartedAtMs);
+          if (aheadMs <= 0) break;
+          await sleep(Math.min(aheadMs, leaseMs / 3), undefined, { signal });
         }
       }
       if (batch.last) break;
