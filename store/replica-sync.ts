@@ -3,6 +3,7 @@ import type { Partition } from './partition-map.js';
 import type { CopyGuard } from './chain-replica.js';
 import type { ChainPosition, PartitionStore, StoredEntry } from './partition-store.js';
 import { RangeDigest } from './range-digest.js';
+import { RECORD_EXPIRY_BYTES, RECORD_HEADER_BYTES } from './record.js';
 import type { BulkRowInput } from './bulk-row.js';
 import type { NodeConnection } from './node-connection.js';
 import { StoreError } from './store-errors.js';
@@ -11,7 +12,10 @@ import { StoreError } from './store-errors.js';
 export interface SyncProgress {
   /** Rows copied (written or already equal) so far. */
   rows: number;
-  /** Key + value bytes copied so far. */
+  /**
+   * Bytes copied so far, counted as PartitionStats `logicalBytes` counts a stored row (key, record
+   * header, expiry, value): an operation's step shows them against the partition's size.
+   */
   bytes: number;
   /** Rows in the source's snapshot (expired ones count until swept). */
   totalRows: number;
@@ -117,7 +121,7 @@ export async function syncReplica(options: ReplicaSyncOptions): Promise<SyncResu
         const rows: BulkRowInput[] = [];
         for (let i = 0; i < entries.length; i++) {
           const e = entries[i]!;
-          progress.bytes += e.key.length + e.value.length;
+          progress.bytes += e.key.length + 1 + RECORD_HEADER_BYTES + (e.expiresAtMs > 0 ? RECORD_EXPIRY_BYTES : 0) + e.value.length;
           if (guard.touchedAt(e.key) !== undefined) {
             touchedRows.add(e.key, e.value, e.expiresAtMs, e.etag);
             accounted.add(e.key.toString('latin1'));
