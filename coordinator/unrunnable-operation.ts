@@ -13,6 +13,6 @@ export function endUnrunnable(op: OperationRecord, runners: readonly OperationRu
   const kinds = [...new Set(runners.flatMap((r) => r.kinds))].join(', ');
   const why = `the leading coordinator carries out no ${op.args.kind} operations (it runs ${kinds})`;
   if (op.state === 'pending') return { ...op, state: 'failed', error: `STORE_OPERATION_REFUSED: ${why}`, message: `refused: ${why}`, updatedAtMs: nowMs, finishedAtMs: nowMs };
-  if (op.state === 'cancelling') return { ...op, state: 'cancelled', message: `cancelled before any step: ${why}; nothing was changed`, updatedAtMs: nowMs, finishedAtMs: nowMs };
+  if (op.state === 'cancelling') return { ...op, state: 'cancelled', message: `nothing was changed: ${why}`, updatedAtMs: nowMs, finishedAtMs: nowMs };
   return undefined;
 }

@@ -132,7 +132,7 @@ describe('data movement end to end (real etcd, nodes, coordinator, CLI and metri
 
     const cancelled = await run(['cluster', 'cancel', id, ...etcdArgs()]);
     expect(cancelled.code, cancelled.stderr).toBe(0);
-    expect(cancelled.stdout).toMatch(new RegExp(`^${id} cancelled: `));
+    expect(cancelled.stdout).toBe(`${id} cancelled: 0/1 steps done, 1 rolled back\n`);
     expect((await operations().get(id))!.record.state).toBe('cancelled');
     const after = await cluster.waitForMap((m) => !chainOf(m, 2).includes(to));
     expect(chainOf(after, 2)).toEqual(chainOf(before, 2));
@@ -162,11 +162,10 @@ describe('data movement end to end (real etcd, nodes, coordinator, CLI and metri
     const now = Date.now();
     const id = newOperationId(now);
     expect(await operations().create({ id, args: { kind: 'merge', partitions: [0, 1] }, state: 'cancelling', createdAtMs: now, updatedAtMs: now, requestedBy: 'test', limits: { maxMovements: 2, maxPauseMs: 2000 }, steps: [], pauses: [] })).toBe(true);
-    const waited = await run(['cluster', 'cancel', id, ...etcdArgs()]);
-    // The record is final already when the cancel runs, or becomes so while it waits.
+    // The coordinator's next pass ends it: nothing is left for a cancel to wait on for ever.
+    await vi.waitFor(async () => expect((await operations().get(id))!.record.state).toBe('cancelled'), { timeout: 15_000, interval: 200 });
     const record = (await operations().get(id))!.record;
-    expect(record.state, waited.stderr).toBe('cancelled');
-    expect(record.message).toMatch(/no merge operations/);
+    expect(record.message).toBe('nothing was changed: the leading coordinator carries out no merge operations (it runs move, drain-node, set-replicas, rebalance)');
   }, 60_000);
 
   it('cluster drain-node exits 0; cluster status says the node is drained and can be stopped and lists its data awaiting GC; after --gc-grace its partition folders are gone', async () => {
