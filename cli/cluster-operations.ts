@@ -283,7 +283,8 @@ export async function cancelOperation(ctx: CliContext, id: string, flags: Cancel
     const final = await waitForOperation(ctx, session, record);
     if (final.state === 'completed') throw new StoreError('STORE_OPERATION_FINISHED', `operation ${final.id} completed before the coordinator acted on the cancel: ${operationSummary(final.args)} stays done`, { context: { operation: final.id } });
     if (final.state === 'failed') throw operationFailed(final);
-    ctx.print(flags.json ? JSON.stringify(operationJson(final)) : `${final.id} cancelled: ${final.message ?? operationSummary(final.args)}`);
+    // The runner's message says "cancelled: …" itself.
+    ctx.print(flags.json ? JSON.stringify(operationJson(final)) : `${final.id} cancelled: ${final.message?.replace(/^cancelled: /, '') ?? operationSummary(final.args)}`);
   });
 }
 

@@ -7,6 +7,7 @@ import { DEFAULT_MAX_MOVEMENTS, DEFAULT_MAX_PAUSE_MS, ETCD_PREFIX, EtcdMapStore,
 import { promote, reconcile, resync, type ChainChange, type CopiedReplica } from './chain-plan.js';
 import type { OperationRunner } from './operation-runner.js';
 import { defaultRunners } from './operation-runners.js';
+import { endUnrunnable } from './unrunnable-operation.js';
 
 /** Options of one coordinator process. */
 export interface CoordinatorOptions {
@@ -294,6 +295,11 @@ export class Coordinator {
       const op = stored.record;
       const runner = this.runners.find((r) => r.kinds.includes(op.args.kind));
       if (runner === undefined) {
+        const ended = endUnrunnable(op, this.runners, Date.now());
+        if (ended !== undefined) {
+          if (await this.operations.replace(stored, ended)) this.logger.warn({ operation: op.id, kind: op.args.kind, state: ended.state }, 'no runner carries out operations of this kind: ended it before any step');
+          continue;
+        }
         if (!this.unrunnable.has(op.id)) this.logger.warn({ operation: op.id, kind: op.args.kind }, 'no runner carries out operations of this kind; it waits');
         this.unrunnable.add(op.id);
         continue;

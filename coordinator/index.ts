@@ -6,6 +6,7 @@ export { PrivateEtcd } from './etcd-server-process.js';
 export type { PrivateEtcdOptions } from './etcd-server-process.js';
 export type { OperationAdvance, OperationContext, OperationRunner } from './operation-runner.js';
 export { defaultRunners } from './operation-runners.js';
+export { endUnrunnable } from './unrunnable-operation.js';
 export { MovementRunner, MAX_SYNC_FAILURES } from './movement-runner.js';
 export { REBALANCE_TOLERANCE, addSyncingTail, eligibleNodes, fairShare, movementsInFlight, nodeLoads, partitionBytes, pickReplicaToRemove, pickTarget, planDrain, planRebalance, planSetReplicas, refusal, removeReplica, setMapReplicas, setPartitionReplicas } from './movement-plan.js';
 export type { ClusterView, PlannedStep } from './movement-plan.js';

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Etcd3, Lease, Watcher } from 'etcd3';
 import type { Logger } from '../common/index.js';
 import { connectEtcd, etcdFailure, isEtcdAuthFailure, loadEtcd3, parseEtcdUrl, type EtcdConnectionOptions } from './etcd-connection.js';
-import { operationKeys } from './etcd-operations.js';
+import { EtcdMovementMarks, operationKeys } from './etcd-operations.js';
 import { EtcdMapStore, type NodeRegistration, type StoredMap, type SyncReport } from './etcd-map-store.js';
 import { NodeConnection, type StoreCredentials } from './node-connection.js';
 import { readNodeOf, type PartitionMap } from './partition-map.js';
@@ -389,8 +389,13 @@ export class EtcdNodeAgent {
       let last: SyncProgress = { rows: 0, bytes: 0, totalRows: 0, deleted: 0 };
       let reportedAt = 0;
       const connection = new NodeConnection(running.source, this.credentials);
+      // An operation's copy rate for this replica (written before the map change that added it).
+      const throttle = await new EtcdMovementMarks(this.etcd, this.store.display).throttle(partitionId, this.address).catch((err: unknown) => {
+        log.warn({ err: (err as Error).message }, 'reading the sync throttle failed: copying unthrottled');
+        return undefined;
+      });
       try {
-        log.info({ epoch: partition.epoch, ...(running.copiedThrough === undefined ? {} : { resumedAfter: running.copiedThrough.toString('hex') }) }, 'replica sync started: copying the partition from a snapshot of the chain\'s tail');
+        log.info({ epoch: partition.epoch, ...(running.copiedThrough === undefined ? {} : { resumedAfter: running.copiedThrough.toString('hex') }), ...(throttle === undefined ? {} : { maxBytesPerSecond: throttle.maxBytesPerSecond, operation: throttle.operation }) }, 'replica sync started: copying the partition from a snapshot of the chain\'s tail');
         this.report(at(last, 'copying'), running);
         const result = await syncReplica({
           partition,
@@ -401,6 +406,7 @@ export class EtcdNodeAgent {
           beforeSnapshot: () => node.holdReplicaForSnapshot(partitionId),
           onSnapshot: (position) => node.positionReplica(partitionId, position),
           ...(running.copiedThrough === undefined ? {} : { startAfter: running.copiedThrough }),
+          ...(throttle === undefined ? {} : { maxBytesPerSecond: throttle.maxBytesPerSecond }),
           onProgress: (progress) => {
             last = progress;
             if (progress.copiedThrough !== undefined) running.copiedThrough = progress.copiedThrough;

@@ -1,7 +1,9 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Partition } from './partition-map.js';
 import type { CopyGuard } from './chain-replica.js';
 import type { ChainPosition, PartitionStore, StoredEntry } from './partition-store.js';
 import { RangeDigest } from './range-digest.js';
+import { RECORD_EXPIRY_BYTES, RECORD_HEADER_BYTES } from './record.js';
 import type { BulkRowInput } from './bulk-row.js';
 import type { NodeConnection } from './node-connection.js';
 import { StoreError } from './store-errors.js';
@@ -10,7 +12,10 @@ import { StoreError } from './store-errors.js';
 export interface SyncProgress {
   /** Rows copied (written or already equal) so far. */
   rows: number;
-  /** Key + value bytes copied so far. */
+  /**
+   * Bytes copied so far, counted as PartitionStats `logicalBytes` counts a stored row (key, record
+   * header, expiry, value): an operation's step shows them against the partition's size.
+   */
   bytes: number;
   /** Rows in the source's snapshot (expired ones count until swept). */
   totalRows: number;
@@ -52,6 +57,8 @@ export interface ReplicaSyncOptions {
   beforeSnapshot?: () => () => void;
   /** Called after every copied batch. */
   onProgress?: (progress: SyncProgress) => void;
+  /** Copy rate to keep to, bytes/s (an operation's `throttle/P/NODE` mark); absent = as fast as it goes. */
+  maxBytesPerSecond?: number;
   signal?: AbortSignal;
 }
 
@@ -98,6 +105,7 @@ export async function syncReplica(options: ReplicaSyncOptions): Promise<SyncResu
   const accounted = new Set<string>();
   const batchEnds: Array<{ lastKey: Buffer; clock: number }> = [];
   let renewedAt = Date.now();
+  const copyStartedAtMs = Date.now();
   try {
     // Local rows as they were before the copy wrote anything: a lockstep merge with the source's
     // sorted stream finds the local keys the snapshot lacks.
@@ -113,7 +121,7 @@ export async function syncReplica(options: ReplicaSyncOptions): Promise<SyncResu
         const rows: BulkRowInput[] = [];
         for (let i = 0; i < entries.length; i++) {
           const e = entries[i]!;
-          progress.bytes += e.key.length + e.value.length;
+          progress.bytes += e.key.length + 1 + RECORD_HEADER_BYTES + (e.expiresAtMs > 0 ? RECORD_EXPIRY_BYTES : 0) + e.value.length;
           if (guard.touchedAt(e.key) !== undefined) {
             touchedRows.add(e.key, e.value, e.expiresAtMs, e.etag);
             accounted.add(e.key.toString('latin1'));
@@ -129,9 +137,15 @@ export async function syncReplica(options: ReplicaSyncOptions): Promise<SyncResu
         progress.deleted += await local.dropMissingBefore(entries);
         progress.copiedThrough = entries[entries.length - 1]!.key;
         options.onProgress?.({ ...progress });
-        if (Date.now() - renewedAt > leaseMs / 3) {
-          await source.unary('renewSnapshot', { snapshotIds: [snapshotId], leaseMs }, limits());
-          renewedAt = Date.now();
+        for (;;) {
+          if (Date.now() - renewedAt > leaseMs / 3) {
+            await source.unary('renewSnapshot', { snapshotIds: [snapshotId], leaseMs }, limits());
+            renewedAt = Date.now();
+          }
+          // Throttled: the next batch waits until the bytes copied so far fit the rate (the lease renewed meanwhile).
+          const aheadMs = options.maxBytesPerSecond === undefined ? 0 : (progress.bytes * 1000) / options.maxBytesPerSecond - (Date.now() - copyStartedAtMs);
+          if (aheadMs <= 0) break;
+          await sleep(Math.min(aheadMs, leaseMs / 3), undefined, { signal });
         }
       }
       if (batch.last) break;

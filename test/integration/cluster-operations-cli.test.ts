@@ -1,7 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
-import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findFreePort } from '../../common/index.js';
 import { EtcdOperationStore, NodeConnection, OperationAdmin, StoreError, newOperationId, operationKeys, type OperationRecord } from '../../store/index.js';
@@ -9,6 +8,7 @@ import { generateRoleTokens, writeTokenFile, type RoleTokens } from '../../cli/t
 import { CliProcess, EtcdTestCluster } from '../helpers/etcd-cluster.js';
 import { CLI, NodeProcess } from '../helpers/store-cluster.js';
 import { RawStoreClient } from '../helpers/raw-store-call.js';
+import { Waiting, runCli, type Run } from '../helpers/cli-waiting.js';
 
 // The data-movement commands a user types, against a real private etcd and real `store start --etcd`
 // node processes with tokens. No coordinator runner exists on this branch: where a test needs an
@@ -21,64 +21,8 @@ let nodes: string[];
 /** Registered after `cluster init`: in no chain. */
 let spare: string;
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs a CLI command to completion with `token` (default: the admin token; null: none). */
-async function run(args: string[], token: string | null = tokens.admin): Promise<Run> {
-  const child = spawnCli(args, token);
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const [code] = (await once(child, 'exit')) as [number | null];
-  return { code, stdout, stderr };
-}
-
-function spawnCli(args: string[], token: string | null = tokens.admin): ChildProcess {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  delete env.SHARDPIPE_TOKEN;
-  delete env.SHARDPIPE_TOKEN_FILE;
-  if (token !== null) env.SHARDPIPE_TOKEN = token;
-  return spawn(process.execPath, [CLI, ...args, '--log-format', 'json', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'], env });
-}
-
-/** A waiting CLI command whose JSON progress lines on stderr can be awaited. */
-class Waiting {
-  readonly child: ChildProcess;
-  stdout = '';
-  stderr = '';
-  readonly events: Array<Record<string, unknown>> = [];
-  private waiters: Array<{ test: (e: Record<string, unknown>) => boolean; resolve: (e: Record<string, unknown>) => void }> = [];
-  readonly exited: Promise<number | null>;
-
-  constructor(args: string[]) {
-    this.child = spawnCli(args);
-    this.exited = once(this.child, 'exit').then(([code]) => code as number | null);
-    this.child.stdout!.on('data', (d: Buffer) => (this.stdout += d.toString()));
-    createInterface({ input: this.child.stderr! }).on('line', (line) => {
-      this.stderr += `${line}\n`;
-      if (!line.includes('"event":"operation-progress"')) return;
-      const e = JSON.parse(line) as Record<string, unknown>;
-      this.events.push(e);
-      for (const w of this.waiters.filter((x) => x.test(e))) w.resolve(e);
-      this.waiters = this.waiters.filter((x) => !x.test(e));
-    });
-  }
-
-  /** The first progress line for which `test` holds; rejects if the command exits first. */
-  progress(test: (e: Record<string, unknown>) => boolean): Promise<Record<string, unknown>> {
-    const seen = this.events.find(test);
-    if (seen) return Promise.resolve(seen);
-    return new Promise((resolve, reject) => {
-      this.waiters.push({ test, resolve });
-      this.exited.then((code) => reject(new Error(`the command exited (${code}) before the progress line: ${this.stderr.slice(-2000)}`)));
-    });
-  }
-}
+const run = (args: string[], token: string | null = tokens.admin): Promise<Run> => runCli(args, token);
 
 /** In place of the coordinator: changes the record by compare-and-swap, as a runner's step would. */
 async function advance(id: string, change: (r: OperationRecord) => OperationRecord): Promise<void> {
@@ -250,7 +194,7 @@ describe('cluster operation commands (real etcd, real node processes)', () => {
   it('a waiting cancel ends when the record is cancelled (the test acts in place of the coordinator)', async () => {
     const map = (await cluster.store.read())!.map;
     const id = (await run(['cluster', 'move', '2', '--from', map.byId(2)!.chain[0]!.node, '--to', spare, '--no-wait', ...etcdArgs()])).stdout.trim();
-    const waiting = new Waiting(['cluster', 'cancel', id, '--poll-interval', '100ms', ...seedArgs()]);
+    const waiting = new Waiting(tokens.admin, ['cluster', 'cancel', id, '--poll-interval', '100ms', ...seedArgs()]);
     await waiting.progress((e) => e.state === 'cancelling');
     await advance(id, (r) => ({ ...r, state: 'cancelled', finishedAtMs: Date.now(), message: 'rolled back: nothing had moved' }));
     expect(await waiting.exited, waiting.stderr).toBe(0);
@@ -376,7 +320,7 @@ describe('cluster operation commands (real etcd, real node processes)', () => {
   it('waits with JSON progress lines and exits 0 once the record completes (the test advances it in place of the coordinator)', async () => {
     const map = (await cluster.store.read())!.map;
     const from = map.byId(1)!.chain[1]!.node;
-    const waiting = new Waiting(['cluster', 'move', '1', '--from', from, '--to', spare, ...etcdArgs()]);
+    const waiting = new Waiting(tokens.admin, ['cluster', 'move', '1', '--from', from, '--to', spare, ...etcdArgs()]);
     const first = await waiting.progress((e) => e.state === 'pending');
     const id = first.operation as string;
     expect(first).toMatchObject({ kind: 'move', step: 0, steps: 0, bytesDone: 0 });
@@ -420,7 +364,7 @@ describe('cluster operation commands (real etcd, real node processes)', () => {
   }, 60_000);
 
   it('through --seeds a wait for a failed operation exits 1 with its error (the test fails it in place of the coordinator)', async () => {
-    const waiting = new Waiting(['cluster', 'rebalance', '--poll-interval', '100ms', '--json', ...seedArgs()]);
+    const waiting = new Waiting(tokens.admin, ['cluster', 'rebalance', '--poll-interval', '100ms', '--json', ...seedArgs()]);
     const first = await waiting.progress((e) => e.state === 'pending');
     const id = first.operation as string;
     await advance(id, (r) => ({ ...r, state: 'failed', finishedAtMs: Date.now(), error: 'the destination ran out of disk' }));
@@ -430,7 +374,7 @@ describe('cluster operation commands (real etcd, real node processes)', () => {
   }, 60_000);
 
   it('Ctrl-C while waiting stops the waiting only: the operation stays, and the command says how to watch or cancel it', async () => {
-    const waiting = new Waiting(['cluster', 'rebalance', ...etcdArgs()]);
+    const waiting = new Waiting(tokens.admin, ['cluster', 'rebalance', ...etcdArgs()]);
     const first = await waiting.progress((e) => e.state === 'pending');
     const id = first.operation as string;
     waiting.child.kill('SIGINT');
