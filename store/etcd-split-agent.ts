@@ -1,9 +1,11 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Etcd3, Lease, Watcher } from 'etcd3';
 import type { Logger } from '../common/index.js';
 import { etcdKeys } from './etcd-map-store.js';
 import { operationKeys } from './etcd-operations.js';
 import { splitEtcdKeys, splitValues, type MergePrepareRequest, type PausedReport, type PauseRequest, type SplitPreparedReport, type SplitPrepareRequest } from './etcd-split.js';
 import { readNodeOf } from './partition-map.js';
+import { StoreError } from './store-errors.js';
 import type { StoreNode } from './store-node.js';
 import type { WritePauseRecord } from './write-pause.js';
 
@@ -37,6 +39,10 @@ interface HeldPause {
  * only by a transaction that succeeds while the map is still the one it paused under, so a split
  * committed from that `paused` report can never meet writes the head let go on).
  */
+/** How long a prepare waits for this node's map to catch up with the request: 25 × 200 ms. */
+const CATCH_UP_ATTEMPTS = 25;
+const CATCH_UP_PAUSE_MS = 200;
+
 export class EtcdSplitAgent {
   private readonly etcd: Etcd3;
   private readonly node: StoreNode;
@@ -189,7 +195,7 @@ export class EtcdSplitAgent {
     const at = Buffer.from(request.at!, 'hex');
     let report: SplitPreparedReport;
     try {
-      const rows = await this.node.prepareSplit({ operation: request.operation, partition: request.partition, epoch: request.epoch, newPartition: request.newPartition, at });
+      const rows = await this.whileMapCatchesUp(() => this.node.prepareSplit({ operation: request.operation, partition: request.partition, epoch: request.epoch, newPartition: request.newPartition, at }));
       report = { operation: request.operation, node: this.address, epoch: request.epoch, state: 'prepared', at: request.at, rows, updatedAtMs: Date.now() };
     } catch (err) {
       if (this.closed) return;
@@ -202,7 +208,7 @@ export class EtcdSplitAgent {
   private async prepareMerge(request: MergePrepareRequest): Promise<void> {
     let report: SplitPreparedReport;
     try {
-      const rows = await this.node.prepareMerge(request);
+      const rows = await this.whileMapCatchesUp(() => this.node.prepareMerge(request));
       report = { operation: request.operation, node: this.address, epoch: request.epoch, state: 'prepared', rows, updatedAtMs: Date.now() };
     } catch (err) {
       if (this.closed) return;
@@ -210,6 +216,23 @@ export class EtcdSplitAgent {
       report = { operation: request.operation, node: this.address, epoch: request.epoch, state: 'failed', error: (err as Error).message, updatedAtMs: Date.now() };
     }
     await this.report(this.keys.preparedOf(request.partition, this.address), report).catch((err: unknown) => this.logger.warn({ err: (err as Error).message }, 'writing a merge report failed; writing it again with the next change'));
+  }
+
+  /**
+   * A request can reach this node before the map it was planned from (or before the install that
+   * gives it the partitions asked about has finished): a refusal for ownership or epoch is tried
+   * again for a few seconds before it is reported as a failure that ends the operation.
+   */
+  private async whileMapCatchesUp<T>(fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        const transient = err instanceof StoreError && (err.code === 'STORE_NOT_OWNER' || err.code === 'STORE_STALE_EPOCH');
+        if (!transient || this.closed || attempt >= CATCH_UP_ATTEMPTS) throw err;
+        await sleep(CATCH_UP_PAUSE_MS);
+      }
+    }
   }
 
   /** Holds P's writes for the cut; reports `paused` once the chain is at one sequence number. */
