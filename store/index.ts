@@ -40,6 +40,8 @@ export type { PackedRowsMessage, RowMeta } from './packed-rows.js';
 export { StoreError, STORE_ERROR_CODES } from './store-errors.js';
 export type { StoreErrorCode, StoreErrorOptions } from './store-errors.js';
 export { PartitionStore, DEFAULT_WRITE_BUFFER_BYTES } from './partition-store.js';
+export { ChangeLog, DEFAULT_CHANGE_LOG_RETENTION, MAX_CHANGE_LOG_KEYS, parseChangeLogRetention } from './change-log.js';
+export type { ChangeLogRetention, ChangesSince } from './change-log.js';
 export { DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES } from './http2-window.js';
 export type { BulkRowInput } from './bulk-row.js';
 export type { UpdateFn, UpdateOptions } from './partition-store.js';
