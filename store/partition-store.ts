@@ -420,6 +420,19 @@ export class PartitionStore {
     return settled;
   }
 
+  /** The live records of `keys` as `snapshot` holds them (undefined where absent or expired then): a fast sync's copy. */
+  async snapshotRecords(keys: readonly Buffer[], snapshot: PartitionSnapshot): Promise<Array<StoredRecord | undefined>> {
+    const handle = this.snapshotHandle(snapshot);
+    this.reads += keys.length;
+    const raws = await this.db.getMany(keys.map(dataKey), { snapshot: handle }).catch((err: unknown) => this.readFailed(err));
+    const now = this.now();
+    return raws.map((raw, i) => {
+      if (raw === undefined) return undefined;
+      const record = this.decode(keys[i]!, raw);
+      return isExpired(record, now) ? undefined : record;
+    });
+  }
+
   /** The last chain write this partition holds durably. */
   get chainPosition(): ChainPosition {
     return { stream: this.state.chainStream, seq: this.state.chainSeq };

@@ -27,6 +27,8 @@ export const METHOD_ROLES: Readonly<Record<string, Role>> = {
   Multi: 'read',
   // Node to node only: no client token holds this role (common/auth-tokens.ts).
   Forward: 'replica',
+  // A fast sync's read of a snapshot's change log: node to node, like Forward.
+  ChangedKeys: 'replica',
 };
 
 /**

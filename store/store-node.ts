@@ -12,6 +12,8 @@ import type { RangeDigest } from './range-digest.js';
 import { StoreError } from './store-errors.js';
 import { checkPointers, patchDocument, projectDocument, type PatchMode } from './json-document.js';
 import { ForwardRetryLog } from './forward-retry-log.js';
+import type { ChangeLogRetention } from './change-log.js';
+import type { SyncMode } from './replica-sync.js';
 import { ChainReplica, type CopyGuard, type HeadRestartCheck, type ForwardAck, type ForwardMessage, type ForwardOp, type ForwardTransport, type HopTiming } from './chain-replica.js';
 
 /** Options of a store node. Sizes in bytes, times in milliseconds. */
@@ -49,6 +51,8 @@ export interface StoreNodeOptions {
   forwardTimeoutMs?: number;
   /** Called when a forward is sent again (timed out or failed), to be reported. */
   onForwardRetry?: (info: { partitionId: number; seq: number; successor: string; error: unknown }) => void;
+  /** How much of each partition's change log (for fast sync) is kept. Default 1,000,000 keys or 1 h (store/change-log.ts). */
+  changeLogRetention?: ChangeLogRetention;
   logger?: Logger;
 }
 
@@ -143,6 +147,9 @@ export class StoreNode {
   private readonly onForwardRetry: StoreNodeOptions['onForwardRetry'];
   private readonly snapshots = new Map<string, HeldSnapshot>();
   private readonly syncs = new Map<number, { rows: number; bytes: number; totalRows: number }>();
+  private readonly changeLogRetention: ChangeLogRetention | undefined;
+  /** Keys and bytes this node's syncs copied since it started, by mode (for metrics); the sync agent adds to it. */
+  readonly syncCopied: Record<SyncMode, { keys: number; bytes: number }> = { fast: { keys: 0, bytes: 0 }, full: { keys: 0, bytes: 0 } };
   private mapChange: Promise<unknown> = Promise.resolve();
   private draining = false;
   private fencedReason: string | undefined;
@@ -169,6 +176,7 @@ export class StoreNode {
     this.transport = options.transport;
     this.forwardTimeoutMs = options.forwardTimeoutMs;
     this.onForwardRetry = options.onForwardRetry;
+    this.changeLogRetention = options.changeLogRetention;
     this.currentMap = map;
   }
 
@@ -580,6 +588,16 @@ export class StoreNode {
     return replica?.copyGuard;
   }
 
+  /** A snapshot this node holds and its partition's store: what ChangedKeys reads (the log and rows as the snapshot sees them). */
+  snapshotSource(snapshotId: string): { store: PartitionStore; snapshot: PartitionSnapshot; partitionId: number } {
+    const held = this.snapshots.get(snapshotId);
+    const store = held === undefined ? undefined : this.stores.get(held.partitionId);
+    if (held === undefined || store === undefined) {
+      throw new StoreError('STORE_SNAPSHOT_NOT_FOUND', `snapshot ${truncateForMessage(snapshotId)} is not held by ${this.address}: its lease ran out, it was released, or the node restarted`);
+    }
+    return { store, snapshot: held.snapshot, partitionId: held.partitionId };
+  }
+
   /** The local store of a partition this node holds a replica of (any state), for a replica sync. */
   replicaStore(partitionId: number): PartitionStore | undefined {
     return this.stores.get(partitionId);
@@ -892,6 +910,7 @@ export class StoreNode {
         name: `partition ${partition.id}`,
         faultRetryBaseMs: this.faultRetryBaseMs,
         faultRetryMaxMs: this.faultRetryMaxMs,
+        ...(this.changeLogRetention === undefined ? {} : { changeLogRetention: this.changeLogRetention }),
         onServingChange: () => this.onHealthChange?.(),
         logger: this.logger?.child({ partition: partition.id }),
       });

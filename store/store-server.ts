@@ -165,6 +165,7 @@ export class StoreServer {
           waitingBytes: () => budget.waitingBytes,
           dataDir: options.dataDir,
           replicas: () => opened.replicaStates(),
+          syncCopied: () => opened.syncCopied,
         });
       const reserveBytes = (method: string): number => {
         // A Multi may carry many puts: as large as any request the node takes.

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { checkBind, parseDurationMs } from '../../common/index.js';
-import { DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES, DEFAULT_WRITE_BUFFER_BYTES, EtcdNodeAgent, PartitionMap, StoreServer, checkHealth, partitionHealthService, type StoredMap } from '../../store/index.js';
+import { DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES, DEFAULT_WRITE_BUFFER_BYTES, EtcdNodeAgent, PartitionMap, parseChangeLogRetention, StoreServer, checkHealth, partitionHealthService, type StoredMap } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { EXIT, parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
@@ -27,6 +27,7 @@ interface StartOptions extends MetricsEndpointFlags, EtcdFlags {
   sweepInterval: string;
   shutdownGrace: string;
   forwardTimeout: string;
+  changeLogRetention: string;
 }
 
 export function registerStoreCommands(program: Command, ctx: CliContext): void {
@@ -48,7 +49,8 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     .option('--inflight-wait <duration>', 'how long a call waits for room in --max-inflight-bytes before it is refused', '2s')
     .option('--sweep-interval <duration>', 'how often expired entries are deleted (0 = never)', '5s')
     .option('--shutdown-grace <duration>', 'how long shutdown waits for in-flight calls', '10s')
-    .option('--forward-timeout <duration>', 'in a chain of replicas: a write forwarded to the next replica and not acknowledged within this is sent again to the then-current successor (and logged), never dropped', '2s');
+    .option('--forward-timeout <duration>', 'in a chain of replicas: a write forwarded to the next replica and not acknowledged within this is sent again to the then-current successor (and logged), never dropped', '2s')
+    .option('--change-log-retention <keys,duration>', 'per partition, the keys of recent writes kept for fast sync (a replica back from a short outage copies only what changed since its last write): at most KEYS keys and DURATION old, whichever is reached first; 0 keys = no log (every sync copies the whole partition)', '1000000,1h');
   withEtcdOptions(start, 'take the partition map from etcd instead of --map: register under a lease, wait for a map (shardpipe cluster init), follow every change; SetPartitionMap is refused. Endpoints http(s)://HOST:PORT[,...]; a user in the URL logs in with etcd user auth (never logged)')
     .option('--lease <duration>', 'with --etcd: the node\'s lease; a node that cannot renew it for this long is fenced (STORE_FENCED) and the coordinator drops it from its chains', '5s');
   withMetricsEndpointOptions(start, {
@@ -65,6 +67,7 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     // Fail before the node opens its data, not after.
     if (opts.metricsPort !== undefined) checkBind(opts.metricsHost, { what: '/metrics endpoint', authenticated: tokens !== undefined, insecure, flag: '--metrics-host' });
     if (opts.etcd !== undefined && opts.map !== undefined) throw new CliUsageError('--map and --etcd exclude each other: with --etcd the map comes from etcd');
+    const changeLogRetention = parseChangeLogRetention(opts.changeLogRetention);
     let initialMap = opts.map ? PartitionMap.fromJson(JSON.parse(await readFile(opts.map, 'utf8'))) : undefined;
     let agent: EtcdNodeAgent | undefined;
     let fromEtcd: StoredMap | undefined;
@@ -101,6 +104,7 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
       sweepIntervalMs: parseDurationMs(opts.sweepInterval),
       shutdownGraceMs: parseDurationMs(opts.shutdownGrace),
       forwardTimeoutMs: parseDurationMs(opts.forwardTimeout),
+      changeLogRetention,
       metricsRegistry: metrics.registry,
       tokens,
       tls,
@@ -112,7 +116,8 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     // Drains on the way out (health NOT_SERVING, new calls refused, calls in flight finished) while /metrics still answers.
     const server = ctx.lifecycle.add('store node', await starting, (s) => s.shutdown());
     // Syncs copy from peers with the node's own credentials, as map catch-up does.
-    if (agent !== undefined && fromEtcd !== undefined) await agent.follow(server.node, fromEtcd, { token: tokens?.peerToken, tls });
+    // A fast sync's ChangedKeys is node to node (role replica), like a chain forward.
+    if (agent !== undefined && fromEtcd !== undefined) await agent.follow(server.node, fromEtcd, { token: tokens?.peerToken, tls }, tokens === undefined ? undefined : { token: tokens.replicaToken, tls });
     // Tests and supervisors wait for this line on stdout before sending traffic.
     ctx.print(JSON.stringify({ event: 'ready', node: opts.node, port: server.port, mapVersion: server.node.map.version, ...(metrics.port === undefined ? {} : { metricsPort: metrics.port }) }));
     await ctx.lifecycle.untilSignal();
