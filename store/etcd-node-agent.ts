@@ -330,8 +330,11 @@ export class EtcdNodeAgent {
       ...(copiedThrough === undefined ? {} : { copiedThrough }),
     };
     this.syncs.set(partitionId, running);
-    const synced = this.runSync(partitionId, running).then(() => running.writes);
-    running.done = Promise.all([synced, this.followThrottle(partitionId, running, synced)])
+    let throttleRead: () => void = () => undefined;
+    const throttled = new Promise<void>((resolve) => (throttleRead = resolve));
+    // The copy starts once the throttle has been read (it never runs faster than asked, even briefly).
+    const synced = throttled.then(() => this.runSync(partitionId, running)).then(() => running.writes);
+    running.done = Promise.all([synced, this.followThrottle(partitionId, running, synced, throttleRead)])
       .then(() => undefined)
       .catch((err: unknown) => this.logger.error({ err, partition: partitionId }, 'replica sync stopped'));
   }
@@ -340,7 +343,7 @@ export class EtcdNodeAgent {
    * Keeps a sync's copy rate at what `throttle/P/NODE` in etcd says (`{maxBytesPerSecond}`, written
    * by the operation that started the movement): read at the start, then by watch until the sync ends.
    */
-  private async followThrottle(partitionId: number, running: RunningSync, synced: Promise<unknown>): Promise<void> {
+  private async followThrottle(partitionId: number, running: RunningSync, synced: Promise<unknown>, read: () => void): Promise<void> {
     const key = operationKeys().throttleOf(partitionId, this.address);
     const log = this.logger.child({ partition: partitionId });
     const apply = (text: string | undefined): void => {
@@ -356,6 +359,7 @@ export class EtcdNodeAgent {
     try {
       const got = await this.etcd.get(key).exec();
       apply(got.kvs[0]?.value.toString('utf8'));
+      read();
       if (signal.aborted) return;
       watcher = await this.etcd.watch().key(key).startRevision(String(BigInt(got.header.revision) + 1n)).create();
       watcher.on('put', (kv) => apply(kv.value.toString('utf8')));
@@ -366,6 +370,7 @@ export class EtcdNodeAgent {
     } catch (err) {
       if (!signal.aborted) log.warn({ err: (err as Error).message }, 'reading the sync throttle from etcd failed; the copy runs unthrottled');
     } finally {
+      read();
       await watcher?.cancel().catch(() => undefined);
     }
   }
@@ -392,12 +397,13 @@ export class EtcdNodeAgent {
         bytes: progress.bytes,
         totalRows: progress.totalRows,
         mode: progress.mode,
-        ...(progress.fastSkipped === undefined ? {} : { fastSkipped: progress.fastSkipped }),
+        ...(running.fastSkipped === undefined ? {} : { fastSkipped: running.fastSkipped }),
         ...(running.throttle.bytesPerSecond === undefined ? {} : { maxBytesPerSecond: running.throttle.bytesPerSecond }),
         updatedAtMs: Date.now(),
         ...(error === undefined ? {} : { error }),
       });
-      let last: SyncProgress = { rows: 0, bytes: 0, totalRows: 0, deleted: 0, mode: fastFrom === undefined ? 'full' : 'fast' };
+      // A resumed copy (after a source change or a failed call) goes on in key order: a full one.
+      let last: SyncProgress = { rows: 0, bytes: 0, totalRows: 0, deleted: 0, mode: fastFrom !== undefined && running.copiedThrough === undefined ? 'fast' : 'full' };
       let counted = { rows: 0, bytes: 0 };
       const count = (progress: SyncProgress): void => {
         const by = node.syncCopied[progress.mode];
@@ -428,6 +434,7 @@ export class EtcdNodeAgent {
           ...(changes === undefined ? {} : { changesSource: changes }),
           onProgress: (progress) => {
             if (progress.mode !== last.mode) counted = { rows: 0, bytes: 0 };
+            if (progress.fastSkipped !== undefined) running.fastSkipped = progress.fastSkipped;
             last = progress;
             count(progress);
             if (progress.copiedThrough !== undefined) running.copiedThrough = progress.copiedThrough;
@@ -438,7 +445,7 @@ export class EtcdNodeAgent {
           },
         });
         log.info(
-          { mode: result.mode, rows: result.rows, bytes: result.bytes, deleted: result.deleted, ms: Date.now() - startedAtMs, ...(result.fastSkipped === undefined ? {} : { fastSkipped: result.fastSkipped }), throttledMs: Math.round(running.throttle.waitedMs) },
+          { mode: result.mode, rows: result.rows, bytes: result.bytes, deleted: result.deleted, ms: Date.now() - startedAtMs, ...(running.fastSkipped === undefined ? {} : { fastSkipped: running.fastSkipped }), throttledMs: Math.round(running.throttle.waitedMs) },
           'replica sync copied and verified the partition; waiting for the coordinator to make it serving',
         );
         this.report(at(result, 'copied'), running);
@@ -547,6 +554,8 @@ interface RunningSync {
   fastFrom: ChainPosition | undefined;
   /** A fast copy failed its verification: copy the whole partition. */
   forceFull: boolean;
+  /** Why the source's change log could not be used, once a fast copy was tried (kept for the reports of later attempts). */
+  fastSkipped?: string;
   throttle: SyncThrottle;
   /** Where this replica's copy got to (kept when the chain's tail changes: the copy from the new one resumes after it). */
   copiedThrough?: Buffer;
