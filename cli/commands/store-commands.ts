@@ -50,7 +50,7 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     .option('--sweep-interval <duration>', 'how often expired entries are deleted (0 = never)', '5s')
     .option('--shutdown-grace <duration>', 'how long shutdown waits for in-flight calls', '10s')
     .option('--forward-timeout <duration>', 'in a chain of replicas: a write forwarded to the next replica and not acknowledged within this is sent again to the then-current successor (and logged), never dropped', '2s')
-    .option('--change-log-retention <keys,duration>', 'per partition, the keys of recent writes kept for fast sync (a replica back from a short outage copies only what changed since its last write): at most KEYS keys and DURATION old, whichever is reached first; 0 keys = no log (every sync copies the whole partition)', '1000000,1h');
+    .option('--change-log-retention <spec>', 'KEYS,DURATION: per partition, the keys of recent writes kept for fast sync (a replica back from a short outage copies only what changed since its last write): at most KEYS keys and DURATION old, whichever is reached first; 0 keys = no log (every sync copies the whole partition)', '1000000,1h');
   withEtcdOptions(start, 'take the partition map from etcd instead of --map: register under a lease, wait for a map (shardpipe cluster init), follow every change; SetPartitionMap is refused. Endpoints http(s)://HOST:PORT[,...]; a user in the URL logs in with etcd user auth (never logged)')
     .option('--lease <duration>', 'with --etcd: the node\'s lease; a node that cannot renew it for this long is fenced (STORE_FENCED) and the coordinator drops it from its chains', '5s');
   withMetricsEndpointOptions(start, {
