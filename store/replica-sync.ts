@@ -129,8 +129,7 @@ export async function syncReplica(options: ReplicaSyncOptions): Promise<SyncResu
   try {
     if (options.fastFrom !== undefined && options.startAfter === undefined) {
       const skipped = await copyChanged({ ...options, source, snapshotId, guard, progress, touchedRows, accounted, renew, fastFrom: options.fastFrom });
-      if (skipped === undefined) progress.mode = 'fast';
-      else progress.fastSkipped = skipped;
+      if (skipped !== undefined) progress.fastSkipped = skipped;
     }
     if (progress.mode === 'full') await copyAll();
     const theirs = await source.unary('checksum', { mapVersion, start: partition.start, end: partition.end, includeEtag: true, snapshotId, replica: false }, limits());
@@ -263,6 +262,7 @@ async function copyChanged(o: ReplicaSyncOptions & {
     return opening.value.reason || 'the source\'s change log does not cover the replica\'s position';
   }
   progress.totalRows = opening.value.changedKeys;
+  progress.mode = 'fast';
   const batches = async function* (): AsyncGenerator<ChangedKeysBatch> {
     yield opening.value as ChangedKeysBatch;
     for (;;) {
