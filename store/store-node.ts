@@ -6,7 +6,7 @@ import { MAX_KEPT_ETAG, MAX_LEASE_MS, MAX_MAP_VERSION_STEP, MAX_TIME_MS, MAX_TTL
 import { DEFAULT_MAX_KEY_BYTES, Key, displayBytes } from './key.js';
 import { PackedRows } from './packed-rows.js';
 import { PartitionMap, partitionContains, readNodeOf, type Partition } from './partition-map.js';
-import { DEFAULT_SCAN_BATCH_MAX_BYTES, PartitionStore, type PointWrite, type BulkRowInput, type PartitionHealth, type ChainPosition, type PartitionSnapshot, type PartitionStoreStats, type PutOptions, type StoredEntry, type WriteTiming } from './partition-store.js';
+import { DEFAULT_SCAN_BATCH_MAX_BYTES, PartitionStore, type ChainTag, type PointWrite, type BulkRowInput, type PartitionHealth, type ChainPosition, type PartitionSnapshot, type PartitionStoreStats, type PutOptions, type StoredEntry, type WriteTiming } from './partition-store.js';
 import type { StoredRecord } from './record.js';
 import type { RangeDigest } from './range-digest.js';
 import { StoreError } from './store-errors.js';
@@ -241,7 +241,7 @@ export class StoreNode {
     };
     const update = { expectedEtag: options.ifEtag, ttlMs: options.ttlMs };
     const replica = this.chainOf(partition);
-    if (replica === undefined) return store.update(key, change, update);
+    if (replica === undefined) return store.update(key, change, update, this.loneTag(partition));
     replica.checkRoom();
     const tag = replica.headTag();
     const { record, acked } = await store.update(key, change, update, tag).then((record) => ({ record, acked: replica.replicate({ kind: 'points', nowMs: record.updatedAtMs, writes: [{ key, record }] }, tag) }));
@@ -255,7 +255,7 @@ export class StoreNode {
     checkTtl(options.ttlMs);
     const { partition, store } = this.route(mapVersion, key, 'write');
     const replica = this.chainOf(partition);
-    if (replica === undefined) return store.put(key, value, options);
+    if (replica === undefined) return store.put(key, value, options, this.loneTag(partition));
     replica.checkRoom();
     const tag = replica.headTag();
     const replicated = store.put(key, value, options, tag).then((record) => ({ record, acked: replica.replicate({ kind: 'points', nowMs: record.updatedAtMs, writes: [{ key, record }] }, tag) }));
@@ -268,7 +268,7 @@ export class StoreNode {
     this.checkKey(key);
     const { partition, store } = this.route(mapVersion, key, 'write');
     const replica = this.chainOf(partition);
-    if (replica === undefined) return store.delete(key, expectedEtag);
+    if (replica === undefined) return store.delete(key, expectedEtag, this.loneTag(partition));
     replica.checkRoom();
     const tag = replica.headTag();
     const { deleted, acked } = await store.delete(key, expectedEtag, tag).then((deleted) => ({ deleted, acked: replica.replicate({ kind: 'points', nowMs: Date.now(), writes: [{ key, deleted: true }] }, tag) }));
@@ -324,7 +324,7 @@ export class StoreNode {
     for (const [store, slots] of writes) {
       const partition = this.currentMap.lookup(ops[slots[0]!]!.key);
       const replica = this.chainOf(partition);
-      const tags = slots.map(() => replica?.headTag());
+      const tags = slots.map(() => replica?.headTag() ?? this.loneTag(partition));
       const settled = store.writeMany(slots.map((i, j) => ({ ...(ops[i] as PointWrite & PointOp), chain: tags[j] })));
       slots.forEach((slot, j) => {
         const op = ops[slot]!;
@@ -419,7 +419,7 @@ export class StoreNode {
   /** Writes an accepted prefix at the head and, in a chain, forwards it as it arrived with the head's assignments. */
   private async replicatedBulk(partition: Partition, store: PartitionStore, rows: PackedRows): Promise<WriteTiming & ChainTiming> {
     const replica = this.chainOf(partition);
-    if (replica === undefined) return store.bulkInsert(rows);
+    if (replica === undefined) return store.bulkInsert(rows, undefined, this.loneTag(partition));
     replica.checkRoom();
     const tag = replica.headTag();
     const { timing, acked } = await store.bulkInsert(rows, undefined, tag).then((timing) => ({ timing, acked: replica.replicate({ kind: 'bulk', rows, assigned: timing.assigned }, tag) }));
@@ -471,6 +471,16 @@ export class StoreNode {
   private chainOf(partition: Partition): ChainReplica | undefined {
     if (partition.chain.length < 2) return undefined;
     return this.replicas.get(partition.id);
+  }
+
+  /**
+   * A write's place in the stream at the head of a chain of one in etcd mode (its other replicas
+   * are gone for now and come back by a sync): still numbered, so its position and change log
+   * name it and a returning replica can fast-sync from it. Static maps number nothing.
+   */
+  private loneTag(partition: Partition): ChainTag | undefined {
+    if (!this.mapFromEtcd || partition.chain.length !== 1) return undefined;
+    return this.replicas.get(partition.id)?.headTag();
   }
 
   /**
