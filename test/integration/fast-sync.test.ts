@@ -75,15 +75,16 @@ async function check(c: EtcdTestCluster, seed: string): Promise<{ code: number |
 }
 
 /** 3 nodes, 2 partitions, RF 3, `data` written through the heads (forwarded to every replica). */
-async function loadedCluster(nodeArgs: string[], count: number): Promise<{ c: EtcdTestCluster; map: PartitionMap; client: StoreClient; data: BulkRowInput[] }> {
+async function loadedCluster(nodeArgs: string[], count: number, shape = { nodes: 3, partitions: 2, replicas: 3 }): Promise<{ c: EtcdTestCluster; map: PartitionMap; client: StoreClient; data: BulkRowInput[] }> {
   const c = await EtcdTestCluster.start({ lease: '1s' });
   cluster = c;
-  const nodes = [await c.startNode(undefined, nodeArgs), await c.startNode(undefined, nodeArgs), await c.startNode(undefined, nodeArgs)];
+  const nodes: CliProcess[] = [];
+  for (let i = 0; i < shape.nodes; i++) nodes.push(await c.startNode(undefined, nodeArgs));
   await c.startCoordinator();
-  expect((await c.cli(['cluster', 'init', '--etcd', c.etcd.url, '--partitions', '2', '--replicas', '3'])).code).toBe(0);
+  expect((await c.cli(['cluster', 'init', '--etcd', c.etcd.url, '--partitions', String(shape.partitions), '--replicas', String(shape.replicas)])).code).toBe(0);
   await Promise.all(nodes.map((n) => n.event('ready')));
   const map = (await c.store.read())!.map;
-  expect(map.partitions.every((p) => allServing(p, 3))).toBe(true);
+  expect(map.partitions.every((p) => allServing(p, shape.replicas))).toBe(true);
   const client = new StoreClient({ seeds: [map.partitions[0]!.node], operationTimeoutMs: 20_000 });
   const data = rows(count);
   for (let i = 0; i < data.length; i += 2000) expect((await client.bulkPutAll([data.slice(i, i + 2000)])).rows).toBe(Math.min(2000, data.length - i));
@@ -273,6 +274,34 @@ describe('fast sync on etcd', () => {
       expect(checked.json.consistent, JSON.stringify(checked.json)).toBe(true);
       await client.refreshMap();
       expect((await client.get(Key.fromBytes(data[untouched]!.key)))?.value.toString()).toBe(data[untouched]!.value.toString());
+    } finally {
+      await syncs.stop();
+      client.close();
+    }
+  }, 240_000);
+
+  it('a chain of two: the tail SIGKILLed beyond its lease leaves its head alone in the chain, which still numbers and logs its writes; the tail restarted fast-syncs from it', async () => {
+    const { c, map, client, data } = await loadedCluster([], 10_000, { nodes: 2, partitions: 1, replicas: 2 });
+    const victim = map.partitions[0]!.chain[1]!.node;
+    const size = data.reduce((n, r) => n + r.key.length + r.value.length, 0);
+    const syncs = await recordSyncReports(c);
+    try {
+      await c.nodes.get(victim)!.kill('SIGKILL');
+      const load = writer(client, data);
+      await c.waitForMap((m) => m.partitions[0]!.chain.length === 1, 30_000);
+      await load.more(100);
+      const restarted = await c.startNode(victim);
+      await restarted.event('ready');
+      const back = await c.waitForMap((m) => allServing(m.partitions[0], 2) && m.partitions[0]!.chain[1]!.node === victim, 60_000);
+      await load.stop();
+      const report = syncs.reports.filter((r) => r.node === victim && r.state === 'copied').at(-1)!;
+      expect(report.mode, JSON.stringify(syncs.reports)).toBe('fast');
+      expect(report.bytes).toBeGreaterThan(0);
+      expect(report.bytes).toBeLessThan(size / 10);
+      const checked = await check(c, back.partitions[0]!.node);
+      expect(checked.json.consistent, JSON.stringify(checked.json)).toBe(true);
+      await client.refreshMap();
+      for (const i of load.deleted) expect(await client.get(Key.fromBytes(data[i]!.key)), `deleted key ${i}`).toBeUndefined();
     } finally {
       await syncs.stop();
       client.close();
