@@ -6,7 +6,8 @@ export type { EtcdConnectionOptions, EtcdEndpoints } from './etcd-connection.js'
 export { EtcdMapStore, ETCD_PREFIX, etcdKeys } from './etcd-map-store.js';
 export type { NodeRegistration, ReplicationReport, StoredMap, SyncReport } from './etcd-map-store.js';
 export { syncReplica } from './replica-sync.js';
-export type { ReplicaSyncOptions, SyncProgress, SyncResult } from './replica-sync.js';
+export { SyncThrottle } from './sync-throttle.js';
+export type { ReplicaSyncOptions, SyncMode, SyncProgress, SyncResult } from './replica-sync.js';
 export { EtcdNodeAgent } from './etcd-node-agent.js';
 export { EtcdOperationStore, OPERATION_KINDS, OPERATION_STATES, DEFAULT_MAX_MOVEMENTS, DEFAULT_MAX_PAUSE_MS, isFinalOperationState, newOperationId, operationKeys, parseOperationArgs, parseOperationRecord } from './etcd-operations.js';
 export type { OperationArgs, OperationKind, OperationPause, OperationRecord, OperationState, OperationStep, StoredOperation } from './etcd-operations.js';
