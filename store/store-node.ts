@@ -474,12 +474,13 @@ export class StoreNode {
   }
 
   /**
-   * A write's place in the stream at the head of a chain of one in etcd mode (its other replicas
-   * are gone for now and come back by a sync): still numbered, so its position and change log
-   * name it and a returning replica can fast-sync from it. Static maps number nothing.
+   * A write's place in the stream at the head of a chain of one in etcd mode whose map asks for
+   * more replicas (the others are gone for now and come back by a sync): still numbered, so its
+   * position and change log name it and a returning replica can fast-sync from it. Static maps and
+   * maps of one replica per chain number nothing.
    */
   private loneTag(partition: Partition): ChainTag | undefined {
-    if (!this.mapFromEtcd || partition.chain.length !== 1) return undefined;
+    if (!this.mapFromEtcd || partition.chain.length !== 1 || this.currentMap.replicas < 2) return undefined;
     return this.replicas.get(partition.id)?.headTag();
   }
 
