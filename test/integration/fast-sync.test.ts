@@ -152,11 +152,17 @@ describe('fast sync on etcd', () => {
       await c.waitForMap((m) => m.replicasOf(victim).length === 0, 30_000);
       // Beyond its lease: out of both chains; writes go on past that for a while.
       await load.more(150);
-      const restarted = await c.startNode(victim);
-      await restarted.event('ready');
+      const restarted = await c.startNode(victim, ['--metrics-port', '0']);
+      const ready = await restarted.event('ready');
       const back = await c.waitForMap((m) => m.partitions.every((p) => allServing(p, 3) && p.chain[2]!.node === victim), 60_000);
       await load.stop();
       expect(load.deleted.size).toBeGreaterThan(150);
+      // The node's metrics count what its syncs copied, by mode.
+      const metrics = await (await fetch(`http://127.0.0.1:${ready.metricsPort as number}/metrics`)).text();
+      const copiedBytes = (mode: string): number => Number(new RegExp(`^shardpipe_replica_sync_copied_bytes_total\\{node="${victim}",mode="${mode}"\\} (\\d+)`, 'm').exec(metrics)?.[1] ?? NaN);
+      expect(copiedBytes('fast')).toBeGreaterThan(0);
+      expect(copiedBytes('full')).toBe(0);
+      expect(metrics).toMatch(new RegExp(`^shardpipe_replica_sync_copied_keys_total\\{node="${victim}",mode="fast"\\} [1-9]`, 'm'));
 
       const copied = syncs.reports.filter((r) => r.node === victim && r.state === 'copied');
       for (const p of back.partitions) {
