@@ -38,6 +38,14 @@ const LOG_END = Buffer.from([NS_CHANGES + 1]);
 // atMs, seq, keysBefore (u64 each), keyCount (u32), flags (u8), stream length (u8); then the stream, then each key as u32 length + bytes.
 const HEADER_BYTES = 30;
 const FLAG_GAP = 1;
+// The entry holds the first and last key of a sorted bulk batch instead of its keys.
+const FLAG_RANGE = 2;
+/**
+ * A strictly sorted bulk batch of at least this many rows is logged as its key range (two keys),
+ * not its keys: a bulk load then writes one small entry per batch (its keys again would cost the
+ * write path about a fifth more CPU), and a fast sync copies every snapshot row of the range.
+ */
+export const RANGE_ENTRY_MIN_ROWS = 64;
 // Entries read per trimming step: a bulk batch's entry holds all its keys, so pages stay small.
 const TRIM_BATCH = 64;
 
@@ -55,7 +63,7 @@ export interface ChangeEntryHeader {
 
 /** What a partition's log covers, for a sync from a replica at `after`. */
 export type ChangesSince =
-  | { covered: true; keys: Buffer[]; entries: number }
+  | { covered: true; keys: Buffer[]; ranges: KeyRange[]; entries: number }
   | { covered: false; reason: string };
 
 function logKey(index: number): Buffer {
@@ -87,6 +95,12 @@ function entryKeys(raw: Buffer): Buffer[] {
     at += 4 + length;
   }
   return keys;
+}
+
+/** Keys from `first` to `last`, both included. */
+export interface KeyRange {
+  first: Buffer;
+  last: Buffer;
 }
 
 /** The keys one write changed: a bulk batch's rows, or point keys. */
@@ -153,21 +167,24 @@ export class ChangeLog {
     if (stream.length > 255) throw new RangeError(`a write stream id is at most 255 bytes, got ${stream.length}`);
     const packed = !Array.isArray(keys);
     const rows = keys as PackedRows;
-    const list = keys as readonly Buffer[];
-    const count = packed ? rows.count : list.length;
-    let bytes = HEADER_BYTES + stream.length + 4 * count;
-    for (let i = 0; i < count; i++) bytes += packed ? rows.keyLength(i) : list[i]!.length;
+    const count = packed ? rows.count : (keys as readonly Buffer[]).length;
+    const range = packed && count >= RANGE_ENTRY_MIN_ROWS && rows.isStrictlySorted();
+    // As a range, the entry holds two keys: the batch's first and last.
+    const list = range ? [rows.key(0), rows.key(count - 1)] : (keys as readonly Buffer[]);
+    const listed = range ? 2 : count;
+    let bytes = HEADER_BYTES + stream.length + 4 * listed;
+    for (let i = 0; i < listed; i++) bytes += packed && !range ? rows.keyLength(i) : list[i]!.length;
     const out = Buffer.allocUnsafe(bytes);
     writeU64(out, 0, atMs);
     writeU64(out, 8, position.seq);
     writeU64(out, 16, this.keysTotal);
     out.writeUInt32BE(count, 24);
-    out[28] = gap ? FLAG_GAP : 0;
+    out[28] = (gap ? FLAG_GAP : 0) | (range ? FLAG_RANGE : 0);
     out[29] = stream.length;
     stream.copy(out, HEADER_BYTES);
     let at = HEADER_BYTES + stream.length;
-    for (let i = 0; i < count; i++) {
-      if (packed) {
+    for (let i = 0; i < listed; i++) {
+      if (packed && !range) {
         out.writeUInt32BE(rows.keyLength(i), at);
         at += 4 + rows.copyKey(i, out, at + 4);
       } else {
@@ -234,9 +251,10 @@ export class ChangeLog {
     if (after.seq > upTo.seq) return { covered: false, reason: `the replica is ahead of the source (${after.seq} > ${upTo.seq})` };
     const seen = new Set<string>();
     const keys: Buffer[] = [];
+    const ranges: KeyRange[] = [];
     let expected = upTo.seq;
     let entries = 0;
-    if (expected === after.seq) return { covered: true, keys, entries };
+    if (expected === after.seq) return { covered: true, keys, ranges, entries };
     const iterator = this.db.iterator({ gte: Buffer.from([NS_CHANGES]), lt: LOG_END, reverse: true, snapshot });
     try {
       for (;;) {
@@ -246,7 +264,10 @@ export class ChangeLog {
           const h = decodeHeader(v);
           if (h.stream !== upTo.stream || h.seq !== expected) return { covered: false, reason: `the log has no entry for sequence ${expected} of the stream (found ${h.stream}:${h.seq})` };
           if (h.gap) return { covered: false, reason: `sequence ${expected} follows a jump in the source's stream (its own sync)` };
-          for (const key of entryKeys(v)) {
+          if ((v[28]! & FLAG_RANGE) !== 0) {
+            const [first, last] = entryKeys(v);
+            ranges.push({ first: Buffer.from(first!), last: Buffer.from(last!) });
+          } else for (const key of entryKeys(v)) {
             const id = key.toString('latin1');
             if (seen.has(id)) continue;
             seen.add(id);
@@ -254,7 +275,7 @@ export class ChangeLog {
           }
           entries++;
           expected--;
-          if (expected === after.seq) return { covered: true, keys, entries };
+          if (expected === after.seq) return { covered: true, keys, ranges, entries };
         }
       }
     } finally {

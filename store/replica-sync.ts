@@ -273,6 +273,8 @@ async function copyChanged(o: ReplicaSyncOptions & {
   };
   for await (const batch of batches()) {
     signal?.throwIfAborted();
+    // A piece of a range a bulk batch changed: the local rows in it that the snapshot lacks go.
+    const absent = batch.rangeEnd.length > 0 ? await localOnly(target, batch.rangeStart, batch.rangeEnd, batch.entries, signal) : batch.absent;
     const rows: BulkRowInput[] = [];
     const deletes: Buffer[] = [];
     let bytes = 0;
@@ -286,7 +288,7 @@ async function copyChanged(o: ReplicaSyncOptions & {
       }
       rows.push({ key: e.key, value: e.value, etag: e.etag, updatedAtMs: e.updatedAtMs, expiresAtMs: e.expiresAtMs });
     }
-    for (const key of batch.absent) {
+    for (const key of absent) {
       bytes += key.length;
       if (guard.touchedAt(key) !== undefined) o.accounted.add(key.toString('latin1'));
       else deletes.push(key);
@@ -295,13 +297,21 @@ async function copyChanged(o: ReplicaSyncOptions & {
     await o.throttle?.take(bytes, signal);
     const outcomes = await Promise.all(written);
     progress.deleted += outcomes.filter((d) => d === true).length;
-    progress.rows += batch.entries.length + batch.absent.length;
+    progress.rows += batch.entries.length + absent.length;
     progress.bytes += bytes;
     o.onProgress?.({ ...progress });
     await o.renew();
     if (batch.last) break;
   }
   return undefined;
+}
+
+/** The keys of the local rows in `[start, end)` that are not among `entries` (the snapshot's rows there). */
+async function localOnly(target: PartitionStore, start: Buffer, end: Buffer, entries: readonly { key: Buffer }[], signal: AbortSignal | undefined): Promise<Buffer[]> {
+  const theirs = new Set(entries.map((e) => e.key.toString('latin1')));
+  const out: Buffer[] = [];
+  for await (const batch of target.scan(start, end, { batchSize: 1000, signal })) for (const e of batch) if (!theirs.has(e.key.toString('latin1'))) out.push(e.key);
+  return out;
 }
 
 /** The first batch (in key order) whose last key is at or after `key`. */

@@ -114,8 +114,10 @@ function writer(client: StoreClient, data: BulkRowInput[]): { stop: () => Promis
       }
       await client.put(Key.fromBytes(Buffer.concat([data[(round * 131) % data.length]!.key, Buffer.from(`+new${round}`)])), Buffer.from(`new-${round}`));
       if (round % 5 === 0) {
-        const from = (round * 211) % (data.length - 20);
-        const batch = data.slice(from, from + 20).map((r, k) => ({ key: r.key, value: Buffer.from(`bulk-${round}`), k: from + k })).filter((r) => !deleted.has(r.k));
+        // Every 25th round a batch of 100 (logged as its key range), else of 20 (logged key by key).
+        const size = round % 25 === 0 ? 100 : 20;
+        const from = (round * 211) % (data.length - size);
+        const batch = data.slice(from, from + size).map((r, k) => ({ key: r.key, value: Buffer.from(`bulk-${round}`), k: from + k })).filter((r) => !deleted.has(r.k));
         if (batch.length > 0) await client.bulkPutAll([batch.map(({ key, value }) => ({ key, value }))]);
         for (const r of batch) changed.set(r.k, `bulk-${round}`);
       }
@@ -172,7 +174,7 @@ describe('fast sync on etcd', () => {
         // Only the keys changed while it was away (and during the copy): far less than the partition.
         expect(report!.bytes).toBeGreaterThan(0);
         expect(report!.bytes).toBeLessThan(sizes[p.id]! / 10);
-        expect(report!.rows).toBeLessThan(data.filter((r) => inPartition(p, r.key)).length / 10);
+        expect(report!.rows).toBeLessThan(data.filter((r) => inPartition(p, r.key)).length / 5);
         expect(copiedLines(restarted).get(p.id)?.mode).toBe('fast');
       }
       const checked = await check(c, back.partitions[0]!.node);

@@ -50,12 +50,29 @@ describe('change log', () => {
     expect(await store.changesSince({ stream: 's1', seq: 0 })).toMatchObject({ covered: false });
     expect(sortedKeys(await store.changesSince({ stream: 's1', seq: 2 }))).toEqual(['a', 'c', 'zz']);
     const four = await store.changesSince({ stream: 's1', seq: 4 });
-    expect(four).toEqual({ covered: true, keys: [b('c')], entries: 1 });
-    expect(await store.changesSince({ stream: 's1', seq: 5 })).toEqual({ covered: true, keys: [], entries: 0 });
+    expect(four).toEqual({ covered: true, keys: [b('c')], ranges: [], entries: 1 });
+    expect(await store.changesSince({ stream: 's1', seq: 5 })).toEqual({ covered: true, keys: [], ranges: [], entries: 0 });
     // Another stream, or ahead of the source: not covered.
     expect((await store.changesSince({ stream: 's0', seq: 1 })).covered).toBe(false);
     expect((await store.changesSince({ stream: 's1', seq: 6 })).covered).toBe(false);
     expect((await store.changesSince({ stream: '', seq: 0 })).covered).toBe(false);
+  });
+
+  it('logs a sorted bulk batch of 64 rows or more as its key range (two keys), a smaller or unsorted one key by key', async () => {
+    const store = await openStore();
+    const big = Array.from({ length: 100 }, (_, i) => ({ key: b(`r${String(i).padStart(3, '0')}`), value: b('v') }));
+    await store.bulkInsert(big, undefined, head()); // seq 1
+    await store.bulkInsert(big.slice(0, 10), undefined, head()); // seq 2: 10 rows
+    await store.bulkInsert([...big.slice(0, 70)].reverse(), undefined, head()); // seq 3: unsorted
+    await store.bulkInsert(big.slice(20, 90), undefined, head()); // seq 4: a range
+    expect(store.changeLog.size).toMatchObject({ entries: 4, keys: 250 });
+    const since2 = await store.changesSince({ stream: 's1', seq: 2 });
+    expect(since2.covered).toBe(true);
+    if (!since2.covered) return;
+    expect(since2.ranges).toEqual([{ first: b('r020'), last: b('r089') }]);
+    expect(since2.keys).toHaveLength(70);
+    const since3 = await store.changesSince({ stream: 's1', seq: 3 });
+    expect(since3).toEqual({ covered: true, keys: [], ranges: [{ first: b('r020'), last: b('r089') }], entries: 1 });
   });
 
   it('lives in its own key space: scans, counts, checksums, split keys and stats never see it', async () => {

@@ -515,6 +515,13 @@ export interface ChangedKeysBatch {
   changedKeys: number;
   logEntries: number;
   last: boolean;
+  /**
+   * Set (range_end not empty) for a range a sorted bulk batch changed (logged as its first and last
+   * key): `entries` are every row the snapshot holds in [range_start, range_end), and the replica
+   * deletes its other rows there. `absent` is empty then.
+   */
+  rangeStart: Buffer;
+  rangeEnd: Buffer;
 }
 
 function createBaseEntry(): Entry {
@@ -4270,7 +4277,17 @@ export const ChangedKeysRequest: MessageFns<ChangedKeysRequest> = {
 };
 
 function createBaseChangedKeysBatch(): ChangedKeysBatch {
-  return { covered: false, reason: "", entries: [], absent: [], changedKeys: 0, logEntries: 0, last: false };
+  return {
+    covered: false,
+    reason: "",
+    entries: [],
+    absent: [],
+    changedKeys: 0,
+    logEntries: 0,
+    last: false,
+    rangeStart: Buffer.alloc(0),
+    rangeEnd: Buffer.alloc(0),
+  };
 }
 
 export const ChangedKeysBatch: MessageFns<ChangedKeysBatch> = {
@@ -4295,6 +4312,12 @@ export const ChangedKeysBatch: MessageFns<ChangedKeysBatch> = {
     }
     if (message.last !== false) {
       writer.uint32(56).bool(message.last);
+    }
+    if (message.rangeStart.length !== 0) {
+      writer.uint32(66).bytes(message.rangeStart);
+    }
+    if (message.rangeEnd.length !== 0) {
+      writer.uint32(74).bytes(message.rangeEnd);
     }
     return writer;
   },
@@ -4366,6 +4389,22 @@ export const ChangedKeysBatch: MessageFns<ChangedKeysBatch> = {
             }
 
             message.last = reader.bool();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.rangeStart = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.rangeEnd = Buffer.from(reader.bytes());
             continue;
           }
         }
