@@ -1,7 +1,8 @@
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Key, StoreClient, decodeRecord, encodeRecord, operationKeys, type BulkRowInput, type Partition, type PartitionMap, type SyncReport } from '../../store/index.js';
+import { Key, StoreClient, StoreRouter, decodeRecord, encodeRecord, operationKeys, type BulkRowInput, type Partition, type PartitionMap, type SyncReport } from '../../store/index.js';
 import { EtcdTestCluster, type CliProcess } from '../helpers/etcd-cluster.js';
 
 // Fast sync (store/README.md "Sync of a syncing replica") on real etcd, real `store start --etcd`
@@ -75,9 +76,15 @@ async function check(c: EtcdTestCluster, seed: string): Promise<{ code: number |
 }
 
 /** 3 nodes, 2 partitions, RF 3, `data` written through the heads (forwarded to every replica). */
-async function loadedCluster(nodeArgs: string[], count: number, shape = { nodes: 3, partitions: 2, replicas: 3 }): Promise<{ c: EtcdTestCluster; map: PartitionMap; client: StoreClient; data: BulkRowInput[] }> {
+async function loadedCluster(
+  nodeArgs: string[] | ((c: EtcdTestCluster) => Promise<string[]>),
+  count: number,
+  shape = { nodes: 3, partitions: 2, replicas: 3 },
+  token?: string,
+): Promise<{ c: EtcdTestCluster; map: PartitionMap; client: StoreClient; data: BulkRowInput[] }> {
   const c = await EtcdTestCluster.start({ lease: '1s' });
   cluster = c;
+  if (typeof nodeArgs === 'function') nodeArgs = await nodeArgs(c);
   const nodes: CliProcess[] = [];
   for (let i = 0; i < shape.nodes; i++) nodes.push(await c.startNode(undefined, nodeArgs));
   await c.startCoordinator();
@@ -85,7 +92,7 @@ async function loadedCluster(nodeArgs: string[], count: number, shape = { nodes:
   await Promise.all(nodes.map((n) => n.event('ready')));
   const map = (await c.store.read())!.map;
   expect(map.partitions.every((p) => allServing(p, shape.replicas))).toBe(true);
-  const client = new StoreClient({ seeds: [map.partitions[0]!.node], operationTimeoutMs: 20_000 });
+  const client = new StoreClient(new StoreRouter({ seeds: [map.partitions[0]!.node], credentials: token === undefined ? {} : { token }, operationTimeoutMs: 20_000 }));
   const data = rows(count);
   for (let i = 0; i < data.length; i += 2000) expect((await client.bulkPutAll([data.slice(i, i + 2000)])).rows).toBe(Math.min(2000, data.length - i));
   return { c, map, client, data };
@@ -310,6 +317,40 @@ describe('fast sync on etcd', () => {
       expect(checked.json.consistent, JSON.stringify(checked.json)).toBe(true);
       await client.refreshMap();
       for (const i of load.deleted) expect(await client.get(Key.fromBytes(data[i]!.key)), `deleted key ${i}`).toBeUndefined();
+    } finally {
+      await syncs.stop();
+      client.close();
+    }
+  }, 240_000);
+
+  it('with --auth-token-file, the node asks ChangedKeys with its replica token (a read token may not): the returning replica fast-syncs', async () => {
+    const write = 'w'.repeat(64);
+    const tokens = async (c: EtcdTestCluster): Promise<string[]> => {
+      const file = c.dir.sub('tokens');
+      // The node presents its weakest client token (read) to peers, and the replica token for node-to-node calls.
+      await writeFile(file, `read ${'r'.repeat(64)}\nwrite ${write}\nreplica ${'p'.repeat(64)}\n`, { mode: 0o600 });
+      return ['--auth-token-file', file];
+    };
+    const { c, map, client, data } = await loadedCluster(tokens, 6000, { nodes: 3, partitions: 2, replicas: 3 }, write);
+    const victim = nonHead(c, map);
+    const args = ['--auth-token-file', c.dir.sub('tokens')];
+    const syncs = await recordSyncReports(c);
+    try {
+      await c.nodes.get(victim)!.kill('SIGKILL');
+      const load = writer(client, data);
+      await c.waitForMap((m) => m.replicasOf(victim).length === 0, 30_000);
+      await load.more(40);
+      const restarted = await c.startNode(victim, args);
+      await restarted.event('ready');
+      await c.waitForMap((m) => m.partitions.every((p) => allServing(p, 3) && p.chain[2]!.node === victim), 60_000);
+      await load.stop();
+      for (const p of map.partitions) {
+        const report = syncs.reports.filter((r) => r.node === victim && r.partition === p.id && r.state === 'copied').at(-1)!;
+        expect(report.mode, JSON.stringify(syncs.reports.filter((r) => r.node === victim))).toBe('fast');
+        expect(report.fastSkipped).toBeUndefined();
+      }
+      await client.refreshMap();
+      for (const i of [...load.deleted].slice(0, 50)) expect(await client.get(Key.fromBytes(data[i]!.key))).toBeUndefined();
     } finally {
       await syncs.stop();
       client.close();
