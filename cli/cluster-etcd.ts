@@ -140,7 +140,7 @@ export async function clusterStatus(ctx: CliContext, opts: StatusFlags): Promise
   const replicationJson = (r: ReplicationReport | undefined): object =>
     r === undefined ? {} : { lagSequences: r.lagSequences, forwardRetries: r.forwardRetries, ...(r.lastForwardRetry ? { lastForwardRetry: r.lastForwardRetry } : {}) };
   const syncJson = (s: SyncReport | undefined): object =>
-    s === undefined ? {} : { sync: { state: s.state, source: s.source, rows: s.rows, bytes: s.bytes, totalRows: s.totalRows, epoch: s.epoch, updatedAtMs: s.updatedAtMs, ...(s.error ? { error: s.error } : {}) } };
+    s === undefined ? {} : { sync: { state: s.state, source: s.source, rows: s.rows, bytes: s.bytes, totalRows: s.totalRows, epoch: s.epoch, updatedAtMs: s.updatedAtMs, ...(s.mode ? { mode: s.mode } : {}), ...(s.fastSkipped ? { fastSkipped: s.fastSkipped } : {}), ...(s.maxBytesPerSecond ? { maxBytesPerSecond: s.maxBytesPerSecond } : {}), ...(s.error ? { error: s.error } : {}) } };
   if (opts.json) {
     ctx.print(
       JSON.stringify({
@@ -209,8 +209,12 @@ function replicationText(r: ReplicationReport | undefined): string {
 function progressText(s: SyncReport | undefined): string {
   if (s === undefined) return '';
   const mb = (s.bytes / 1e6).toFixed(1);
-  if (s.state === 'copied') return ` (copied ${s.rows} rows, ${mb} MB; verified, awaiting promotion)`;
-  if (s.state === 'failed') return ` (sync failed, retrying: ${s.error ?? 'unknown error'})`;
+  // A fast sync copies the keys changed since the replica's last write; a full one, every row.
+  const what = s.mode === 'fast' ? 'changed keys' : 'rows';
+  const mode = s.mode === undefined ? '' : `${s.mode} sync, `;
+  const rate = s.maxBytesPerSecond === undefined ? '' : `, throttled to ${(s.maxBytesPerSecond / 1e6).toFixed(1)} MB/s`;
+  if (s.state === 'copied') return ` (${mode}copied ${s.rows} ${what}, ${mb} MB; verified, awaiting promotion)`;
+  if (s.state === 'failed') return ` (${mode}sync failed, retrying: ${s.error ?? 'unknown error'})`;
   if (s.state === 'resync') return ` (restarted head asking to be resynced: ${s.error ?? ''})`;
-  return ` (copying ${s.rows}/${s.totalRows} rows, ${mb} MB from ${s.source})`;
+  return ` (${mode}copying ${s.rows}/${s.totalRows} ${what}, ${mb} MB from ${s.source}${rate})`;
 }

@@ -58,6 +58,12 @@ export interface SyncReport {
   rows: number;
   bytes: number;
   totalRows: number;
+  /** `fast`: the keys changed since the replica's position (rows = keys copied, totalRows = keys changed); `full`: the whole partition. Absent in reports of older nodes. */
+  mode?: 'fast' | 'full';
+  /** Why a fast sync was not possible (the source's change log did not reach back to the replica's position), when it was tried. */
+  fastSkipped?: string;
+  /** The copy rate the sync keeps to (throttle/P/NODE), bytes/s; absent = unthrottled. */
+  maxBytesPerSecond?: number;
   startedAtMs: number;
   updatedAtMs: number;
   error?: string;
@@ -102,6 +108,9 @@ const syncReportSchema = z.object({
   rows: z.number().int().min(0),
   bytes: z.number().int().min(0),
   totalRows: z.number().int().min(0),
+  mode: z.enum(['fast', 'full']).optional(),
+  fastSkipped: z.string().optional(),
+  maxBytesPerSecond: z.number().min(0).optional(),
   startedAtMs: z.number(),
   updatedAtMs: z.number(),
   error: z.string().optional(),

@@ -2,11 +2,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Etcd3, Lease, Watcher } from 'etcd3';
 import type { Logger } from '../common/index.js';
 import { connectEtcd, etcdFailure, isEtcdAuthFailure, loadEtcd3, parseEtcdUrl, type EtcdConnectionOptions } from './etcd-connection.js';
-import { EtcdMovementMarks, operationKeys } from './etcd-operations.js';
 import { EtcdMapStore, type NodeRegistration, type StoredMap, type SyncReport } from './etcd-map-store.js';
 import { NodeConnection, type StoreCredentials } from './node-connection.js';
 import { readNodeOf, type PartitionMap } from './partition-map.js';
 import { syncReplica, type SyncProgress } from './replica-sync.js';
+import { SyncThrottle } from './sync-throttle.js';
+import { operationKeys } from './etcd-operations.js';
+import type { ChainPosition } from './partition-store.js';
 import { StoreError } from './store-errors.js';
 import { EtcdSplitAgent } from './etcd-split-agent.js';
 import type { StoreNode } from './store-node.js';
@@ -57,6 +59,8 @@ export class EtcdNodeAgent {
   private fenceTimer: NodeJS.Timeout | undefined;
   private resyncing: Promise<void> | undefined;
   private credentials: StoreCredentials = {};
+  /** What a fast sync's ChangedKeys (role replica) presents; undefined: `credentials`. */
+  private replicaCredentials: StoreCredentials | undefined;
   private readonly syncs = new Map<number, RunningSync>();
   /** Restarted heads being compared with their successor, by partition. */
   private readonly headChecks = new Map<number, Promise<void>>();
@@ -147,11 +151,12 @@ export class EtcdNodeAgent {
    * when the lease cannot be confirmed. Every replica the map gives this node as `syncing` is
    * copied from its chain's tail (with `credentials`) and reported under `syncs/` in etcd.
    */
-  async follow(node: StoreNode, from: StoredMap, credentials: StoreCredentials = {}): Promise<void> {
+  async follow(node: StoreNode, from: StoredMap, credentials: StoreCredentials = {}, replicaCredentials?: StoreCredentials): Promise<void> {
     this.node = node;
     this.credentials = credentials;
     this.splits = new EtcdSplitAgent({ etcd: this.etcd, node, address: this.address, lease: () => this.lease, logger: this.logger });
     await this.splits.start();
+    this.replicaCredentials = replicaCredentials;
     await this.install(from.map);
     this.armFence(Date.now());
     this.watcher = await this.store.watch(from.revision, (map) => {
@@ -344,7 +349,7 @@ export class EtcdNodeAgent {
       running?.abort.abort();
       // The tail changed: the new tail is ahead of the old one in the chain and holds everything it
       // held, so the copy resumes after the last key done (the verification still covers it all).
-      this.startSync(p.id, source, running?.copiedThrough);
+      this.startSync(p.id, source, running?.copiedThrough, running === undefined ? undefined : { fastFrom: running.fastFrom, forceFull: running.forceFull });
     }
     for (const [id, running] of this.syncs) {
       if (wanted.has(id)) continue;
@@ -356,11 +361,68 @@ export class EtcdNodeAgent {
     }
   }
 
-  private startSync(partitionId: number, source: string, copiedThrough?: Buffer): void {
+  private startSync(partitionId: number, source: string, copiedThrough?: Buffer, before?: { fastFrom: ChainPosition | undefined; forceFull: boolean }): void {
     const abort = new AbortController();
-    const running: RunningSync = { source, abort, done: Promise.resolve(), report: undefined, writes: Promise.resolve(), ...(copiedThrough === undefined ? {} : { copiedThrough }) };
+    // The position the replica's data is at before this sync writes anything (a returning node's,
+    // persisted with its last write): a fast sync copies only what changed after it. Kept across
+    // attempts and source changes: every attempt only moves the data toward the stream's later state.
+    const persisted = this.node?.replicaStore(partitionId)?.chainPosition;
+    const fastFrom = before !== undefined ? before.fastFrom : persisted !== undefined && persisted.stream !== '' ? persisted : undefined;
+    const running: RunningSync = {
+      source,
+      abort,
+      done: Promise.resolve(),
+      report: undefined,
+      writes: Promise.resolve(),
+      throttle: new SyncThrottle(),
+      fastFrom,
+      forceFull: before?.forceFull ?? false,
+      ...(copiedThrough === undefined ? {} : { copiedThrough }),
+    };
     this.syncs.set(partitionId, running);
-    running.done = this.runSync(partitionId, running).then(() => running.writes).catch((err: unknown) => this.logger.error({ err, partition: partitionId }, 'replica sync stopped'));
+    let throttleRead: () => void = () => undefined;
+    const throttled = new Promise<void>((resolve) => (throttleRead = resolve));
+    // The copy starts once the throttle has been read (it never runs faster than asked, even briefly).
+    const synced = throttled.then(() => this.runSync(partitionId, running)).then(() => running.writes);
+    running.done = Promise.all([synced, this.followThrottle(partitionId, running, synced, throttleRead)])
+      .then(() => undefined)
+      .catch((err: unknown) => this.logger.error({ err, partition: partitionId }, 'replica sync stopped'));
+  }
+
+  /**
+   * Keeps a sync's copy rate at what `throttle/P/NODE` in etcd says (`{maxBytesPerSecond}`, written
+   * by the operation that started the movement): read at the start, then by watch until the sync ends.
+   */
+  private async followThrottle(partitionId: number, running: RunningSync, synced: Promise<unknown>, read: () => void): Promise<void> {
+    const key = operationKeys().throttleOf(partitionId, this.address);
+    const log = this.logger.child({ partition: partitionId });
+    const apply = (text: string | undefined): void => {
+      const rate = parseThrottle(text);
+      if (rate.error !== undefined) log.warn({ key, error: rate.error }, 'ignoring a malformed sync throttle in etcd');
+      if (rate.error === undefined && rate.bytesPerSecond !== running.throttle.bytesPerSecond) {
+        running.throttle.setRate(rate.bytesPerSecond);
+        log.info({ maxBytesPerSecond: rate.bytesPerSecond ?? null, operation: rate.operation }, rate.bytesPerSecond === undefined ? 'replica sync unthrottled' : 'replica sync throttled');
+      }
+    };
+    const signal = AbortSignal.any([this.stop.signal, running.abort.signal]);
+    let watcher: Watcher | undefined;
+    try {
+      const got = await this.etcd.get(key).exec();
+      apply(got.kvs[0]?.value.toString('utf8'));
+      read();
+      if (signal.aborted) return;
+      watcher = await this.etcd.watch().key(key).startRevision(String(BigInt(got.header.revision) + 1n)).create();
+      watcher.on('put', (kv) => apply(kv.value.toString('utf8')));
+      watcher.on('delete', () => apply(undefined));
+      watcher.on('error', (err: unknown) => log.debug({ err: (err as Error).message }, 'the sync throttle watch failed; it reconnects'));
+      // Until the sync is over (done, stopped, or the node closes).
+      await Promise.race([synced.catch(() => undefined), new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }))]);
+    } catch (err) {
+      if (!signal.aborted) log.warn({ err: (err as Error).message }, 'reading the sync throttle from etcd failed; the copy runs unthrottled');
+    } finally {
+      read();
+      await watcher?.cancel().catch(() => undefined);
+    }
   }
 
   private async runSync(partitionId: number, running: RunningSync): Promise<void> {
@@ -375,6 +437,7 @@ export class EtcdNodeAgent {
       if (partition === undefined || target === undefined) return;
       const startedAtMs = Date.now();
       node.reportSync(partitionId, { rows: 0, bytes: 0, totalRows: 0 });
+      const fastFrom = running.forceFull ? undefined : running.fastFrom;
       const base = { partition: partitionId, node: this.address, source: running.source, startedAtMs };
       const at = (progress: SyncProgress, state: SyncReport['state'], error?: string): SyncReport => ({
         ...base,
@@ -383,19 +446,29 @@ export class EtcdNodeAgent {
         rows: progress.rows,
         bytes: progress.bytes,
         totalRows: progress.totalRows,
+        mode: progress.mode,
+        ...(running.fastSkipped === undefined ? {} : { fastSkipped: running.fastSkipped }),
+        ...(running.throttle.bytesPerSecond === undefined ? {} : { maxBytesPerSecond: running.throttle.bytesPerSecond }),
         updatedAtMs: Date.now(),
         ...(error === undefined ? {} : { error }),
       });
-      let last: SyncProgress = { rows: 0, bytes: 0, totalRows: 0, deleted: 0 };
+      // A resumed copy (after a source change or a failed call) goes on in key order: a full one.
+      let last: SyncProgress = { rows: 0, bytes: 0, totalRows: 0, deleted: 0, mode: fastFrom !== undefined && running.copiedThrough === undefined ? 'fast' : 'full' };
+      let counted = { rows: 0, bytes: 0 };
+      const count = (progress: SyncProgress): void => {
+        const by = node.syncCopied[progress.mode];
+        by.keys += Math.max(0, progress.rows - counted.rows);
+        by.bytes += Math.max(0, progress.bytes - counted.bytes);
+        counted = { rows: progress.rows, bytes: progress.bytes };
+      };
       let reportedAt = 0;
       const connection = new NodeConnection(running.source, this.credentials);
-      // An operation's copy rate for this replica (written before the map change that added it).
-      const throttle = await new EtcdMovementMarks(this.etcd, this.store.display).throttle(partitionId, this.address).catch((err: unknown) => {
-        log.warn({ err: (err as Error).message }, 'reading the sync throttle failed: copying unthrottled');
-        return undefined;
-      });
+      const changes = this.replicaCredentials === undefined ? undefined : new NodeConnection(running.source, this.replicaCredentials);
       try {
-        log.info({ epoch: partition.epoch, ...(running.copiedThrough === undefined ? {} : { resumedAfter: running.copiedThrough.toString('hex') }), ...(throttle === undefined ? {} : { maxBytesPerSecond: throttle.maxBytesPerSecond, operation: throttle.operation }) }, 'replica sync started: copying the partition from a snapshot of the chain\'s tail');
+        log.info(
+          { epoch: partition.epoch, ...(running.copiedThrough === undefined ? {} : { resumedAfter: running.copiedThrough.toString('hex') }), ...(fastFrom === undefined ? {} : { fastFrom: `${fastFrom.stream}:${fastFrom.seq}` }) },
+          'replica sync started: copying the partition from a snapshot of the chain\'s tail',
+        );
         this.report(at(last, 'copying'), running);
         const result = await syncReplica({
           partition,
@@ -406,9 +479,14 @@ export class EtcdNodeAgent {
           beforeSnapshot: () => node.holdReplicaForSnapshot(partitionId),
           onSnapshot: (position) => node.positionReplica(partitionId, position),
           ...(running.copiedThrough === undefined ? {} : { startAfter: running.copiedThrough }),
-          ...(throttle === undefined ? {} : { maxBytesPerSecond: throttle.maxBytesPerSecond }),
+          ...(fastFrom === undefined ? {} : { fastFrom }),
+          throttle: running.throttle,
+          ...(changes === undefined ? {} : { changesSource: changes }),
           onProgress: (progress) => {
+            if (progress.mode !== last.mode) counted = { rows: 0, bytes: 0 };
+            if (progress.fastSkipped !== undefined) running.fastSkipped = progress.fastSkipped;
             last = progress;
+            count(progress);
             if (progress.copiedThrough !== undefined) running.copiedThrough = progress.copiedThrough;
             node.reportSync(partitionId, progress);
             if (Date.now() - reportedAt < 500) return;
@@ -416,19 +494,26 @@ export class EtcdNodeAgent {
             this.report(at(progress, 'copying'), running);
           },
         });
-        log.info({ rows: result.rows, bytes: result.bytes, deleted: result.deleted, ms: Date.now() - startedAtMs }, 'replica sync copied and verified the partition; waiting for the coordinator to make it serving');
+        log.info(
+          { mode: result.mode, rows: result.rows, bytes: result.bytes, deleted: result.deleted, ms: Date.now() - startedAtMs, ...(running.fastSkipped === undefined ? {} : { fastSkipped: running.fastSkipped }), throttledMs: Math.round(running.throttle.waitedMs) },
+          'replica sync copied and verified the partition; waiting for the coordinator to make it serving',
+        );
         this.report(at(result, 'copied'), running);
         return;
       } catch (err) {
         if (signal.aborted) return;
         // A copy that did not verify starts from the first key; one cut off (source gone) resumes.
         if (err instanceof StoreError && err.code === 'STORE_SYNC_MISMATCH') running.copiedThrough = undefined;
+        // A fast copy that did not verify (the replica's data was not the stream's at its position:
+        // it stopped mid-copy, or held writes the chain never got) copies the whole partition next.
+        if (err instanceof StoreError && err.code === 'STORE_SYNC_MISMATCH' && last.mode === 'fast') running.forceFull = true;
         log.warn({ err: (err as Error).message, backoffMs }, 'replica sync failed; starting it again');
         this.report(at(last, 'failed', (err as Error).message), running);
         await sleep(backoffMs, undefined, { signal }).catch(() => undefined);
         backoffMs = Math.min(5000, backoffMs * 2);
       } finally {
         connection.close();
+        changes?.close();
       }
     }
   }
@@ -515,6 +600,13 @@ export class EtcdNodeAgent {
 
 interface RunningSync {
   source: string;
+  /** The replica's position before the sync (undefined: none, a fresh replica): where a fast sync copies from. */
+  fastFrom: ChainPosition | undefined;
+  /** A fast copy failed its verification: copy the whole partition. */
+  forceFull: boolean;
+  /** Why the source's change log could not be used, once a fast copy was tried (kept for the reports of later attempts). */
+  fastSkipped?: string;
+  throttle: SyncThrottle;
   /** Where this replica's copy got to (kept when the chain's tail changes: the copy from the new one resumes after it). */
   copiedThrough?: Buffer;
   abort: AbortController;
@@ -564,6 +656,21 @@ async function register(etcd: Etcd3, store: EtcdMapStore, address: string, ttl: 
   } catch (err) {
     lease.release();
     throw err;
+  }
+}
+
+/** `throttle/P/NODE` as written by an operation: `{maxBytesPerSecond, operation}`; absent = unthrottled. */
+function parseThrottle(text: string | undefined): { bytesPerSecond?: number; operation?: string; error?: string } {
+  if (text === undefined) return {};
+  try {
+    const value = JSON.parse(text) as { maxBytesPerSecond?: unknown; operation?: unknown };
+    const rate = value.maxBytesPerSecond;
+    const operation = typeof value.operation === 'string' ? value.operation : undefined;
+    if (rate === undefined || rate === null) return { ...(operation === undefined ? {} : { operation }) };
+    if (typeof rate !== 'number' || !Number.isFinite(rate) || rate < 1) return { error: `maxBytesPerSecond must be a number ≥ 1, got ${JSON.stringify(rate)}` };
+    return { bytesPerSecond: rate, ...(operation === undefined ? {} : { operation }) };
+  } catch (err) {
+    return { error: (err as Error).message };
   }
 }
 

@@ -332,26 +332,7 @@ export class EtcdMovementMarks {
   }
 
   async setThrottle(partition: number, address: string, mark: ThrottleMark): Promise<void> {
-    await this.put(this.keys.throttleOf(partition, address), JSON.stringify(mark), `writing the throttle of partition ${partition} on ${address}`);
-  }
-
-  /** The throttle of P's replica on `address`, or undefined (none, or unreadable: unthrottled). */
-  async throttle(partition: number, address: string): Promise<ThrottleMark | undefined> {
-    let value: string | null;
-    try {
-      value = await this.etcd.get(this.keys.throttleOf(partition, address)).string();
-    } catch (err) {
-      throw etcdFailure(err, this.display, `reading the throttle of partition ${partition} on ${address}`);
-    }
-    if (value === null) return undefined;
-    let json: unknown;
-    try {
-      json = JSON.parse(value);
-    } catch {
-      return undefined;
-    }
-    const parsed = throttleMarkSchema.safeParse(json);
-    return parsed.success ? parsed.data : undefined;
+    await this.put(this.keys.throttleOf(partition, address), JSON.stringify(throttleMarkSchema.parse(mark)), `writing the throttle of partition ${partition} on ${address}`);
   }
 
   async clearThrottle(partition: number, address: string): Promise<void> {

@@ -210,6 +210,14 @@ export const FIELD_LIMITS: Readonly<Record<string, Readonly<Record<string, Field
   ListOperationsRequest: { all: { kind: 'bool' } },
   GetOperationRequest: { id: { kind: 'string', maxBytes: MAX_OPERATION_ID_CHARS } },
   CancelOperationRequest: { id: { kind: 'string', maxBytes: MAX_OPERATION_ID_CHARS }, requested_by: { kind: 'string', maxBytes: MAX_REQUESTED_BY_CHARS } },
+  ChangedKeysRequest: {
+    map_version: mapVersion,
+    snapshot_id: snapshotId,
+    after_stream: { kind: 'string', maxBytes: 64 },
+    after_seq: { kind: 'int', min: 0, max: MAX_ETAG, note: 'the replica\'s last sequence number in it' },
+    keys: { kind: 'list', maxItems: MAX_SCAN_BATCH, item: { kind: 'key' } },
+    batch_size: { kind: 'int', min: 0, max: MAX_SCAN_BATCH, note: '0 = server default (1000)' },
+  },
 };
 
 /** The allowed range of a field as text, for error messages and the README table. */

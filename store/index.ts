@@ -6,7 +6,8 @@ export type { EtcdConnectionOptions, EtcdEndpoints } from './etcd-connection.js'
 export { EtcdMapStore, ETCD_PREFIX, etcdKeys } from './etcd-map-store.js';
 export type { NodeRegistration, ReplicationReport, StoredMap, SyncReport } from './etcd-map-store.js';
 export { syncReplica } from './replica-sync.js';
-export type { ReplicaSyncOptions, SyncProgress, SyncResult } from './replica-sync.js';
+export { SyncThrottle } from './sync-throttle.js';
+export type { ReplicaSyncOptions, SyncMode, SyncProgress, SyncResult } from './replica-sync.js';
 export { EtcdNodeAgent } from './etcd-node-agent.js';
 export { EtcdMovementMarks, EtcdOperationStore, OPERATION_KINDS, OPERATION_STATES, DEFAULT_MAX_MOVEMENTS, DEFAULT_MAX_PAUSE_MS, isFinalOperationState, newOperationId, operationKeys, parseOperationArgs, parseOperationRecord } from './etcd-operations.js';
 export type { DrainMark, OperationArgs, OperationKind, ThrottleMark, OperationPause, OperationRecord, OperationState, OperationStep, StoredOperation } from './etcd-operations.js';
@@ -44,6 +45,8 @@ export type { PackedRowsMessage, RowMeta } from './packed-rows.js';
 export { StoreError, STORE_ERROR_CODES } from './store-errors.js';
 export type { StoreErrorCode, StoreErrorOptions } from './store-errors.js';
 export { PartitionStore, DEFAULT_WRITE_BUFFER_BYTES } from './partition-store.js';
+export { ChangeLog, DEFAULT_CHANGE_LOG_RETENTION, MAX_CHANGE_LOG_KEYS, parseChangeLogRetention } from './change-log.js';
+export type { ChangeLogRetention, ChangesSince } from './change-log.js';
 export { DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES } from './http2-window.js';
 export type { BulkRowInput } from './bulk-row.js';
 export type { UpdateFn, UpdateOptions } from './partition-store.js';

@@ -36,6 +36,8 @@ import {
   type ScanBatch,
   type ScanRequest,
   type SplitKeysRequest,
+  type ChangedKeysBatch,
+  type ChangedKeysRequest,
   type SplitKeysResponse,
   type SetPartitionMapRequest,
   type SetPartitionMapResponse,
@@ -252,6 +254,21 @@ export class NodeConnection {
       limits.signal?.removeEventListener('abort', onAbort);
       call.cancel();
       span?.end();
+    }
+  }
+
+  /** A fast sync's ChangedKeys stream (role `replica`: these credentials must hold a replica token when the node has tokens). */
+  async *changedKeys(request: ChangedKeysRequest, limits: CallLimits): AsyncGenerator<ChangedKeysBatch> {
+    const call = this.client.changedKeys(request, this.plainMetadata, { deadline: limits.deadline });
+    const onAbort = (): void => call.cancel();
+    limits.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      for await (const batch of call as AsyncIterable<ChangedKeysBatch>) yield batch;
+    } catch (err) {
+      throw fromGrpcError(err, { node: this.address, method: 'changedKeys' });
+    } finally {
+      limits.signal?.removeEventListener('abort', onAbort);
+      call.cancel();
     }
   }
 

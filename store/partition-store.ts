@@ -13,6 +13,7 @@ import { displayBytes } from './key.js';
 const loadClassicLevel = (): typeof import('classic-level') => createRequire(import.meta.url)('classic-level') as typeof import('classic-level');
 import { PackedRows } from './packed-rows.js';
 import { RangeDigest } from './range-digest.js';
+import { ChangeLog, DEFAULT_CHANGE_LOG_RETENTION, type ChangeLogRetention, type ChangesSince } from './change-log.js';
 import { StoreError } from './store-errors.js';
 
 export type { BulkRowInput } from './bulk-row.js';
@@ -166,6 +167,10 @@ export interface PartitionStoreOptions {
   faultRetryMaxMs?: number;
   /** Free bytes the disk needs, beyond the size of LevelDB's logs, before a stuck LevelDB is reopened (reopening turns the logs into tables). Default 1 MiB. */
   reopenSpareBytes?: number;
+  /** How much of the change log (the keys each chain write changed, for fast sync) is kept. Default 1,000,000 keys or 1 h. */
+  changeLogRetention?: ChangeLogRetention;
+  /** How often the change log is trimmed to its retention, ms. Default 1000. */
+  changeLogTrimIntervalMs?: number;
   /** Called when the partition stops or starts accepting writes (with the write error when it stops). */
   onServingChange?: (serving: boolean, error: Error | undefined) => void;
   logger?: Logger;
@@ -292,6 +297,10 @@ export class PartitionStore {
   /** The state once `committing` lands: what the next group builds on. */
   private tip: State | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
+  /** The keys each chain write changed (store/change-log.ts), written in the write's own batch. */
+  readonly changeLog: ChangeLog;
+  private readonly changeLogTrimIntervalMs: number;
+  private trimTimer: NodeJS.Timeout | undefined;
   private closing: Promise<void> | undefined;
   private readonly trackers = new Set<WriteTracker>();
   /** Data writes queued and not settled yet (isIdle). */
@@ -311,6 +320,8 @@ export class PartitionStore {
     this.faultRetryMaxMs = options.faultRetryMaxMs ?? 5000;
     this.reopenSpareBytes = options.reopenSpareBytes ?? 1024 * 1024;
     this.onServingChange = options.onServingChange;
+    this.changeLog = new ChangeLog(this.db, options.changeLogRetention ?? DEFAULT_CHANGE_LOG_RETENTION, this.now);
+    this.changeLogTrimIntervalMs = options.changeLogTrimIntervalMs ?? 1000;
   }
 
   /** Opens (creating if needed) the partition at `location` and starts its expiry sweeper. */
@@ -322,7 +333,9 @@ export class PartitionStore {
     if (store.state.seq > MAX_KEPT_ETAG) await store.rebaseSequence();
     const [last] = await store.db.keys({ gte: Buffer.from([NS_DATA]), lt: DATA_END, reverse: true, limit: 1 }).all();
     store.maxKey = last?.subarray(1);
+    await store.changeLog.load();
     if (store.sweepIntervalMs > 0) store.scheduleSweep();
+    if (store.changeLogTrimIntervalMs > 0) store.scheduleTrim();
     return store;
   }
 
@@ -436,6 +449,19 @@ export class PartitionStore {
    */
   get isIdle(): boolean {
     return this.pendingWrites === 0;
+  }
+
+  /** The live records of `keys` as `snapshot` holds them (undefined where absent or expired then): a fast sync's copy. */
+  async snapshotRecords(keys: readonly Buffer[], snapshot: PartitionSnapshot): Promise<Array<StoredRecord | undefined>> {
+    const handle = this.snapshotHandle(snapshot);
+    this.reads += keys.length;
+    const raws = await this.db.getMany(keys.map(dataKey), { snapshot: handle }).catch((err: unknown) => this.readFailed(err));
+    const now = this.now();
+    return raws.map((raw, i) => {
+      if (raw === undefined) return undefined;
+      const record = this.decode(keys[i]!, raw);
+      return isExpired(record, now) ? undefined : record;
+    });
   }
 
   /** The last chain write this partition holds durably. */
@@ -662,6 +688,8 @@ export class PartitionStore {
     this.closing ??= (async () => {
       clearTimeout(this.sweepTimer);
       this.sweepTimer = undefined;
+      clearTimeout(this.trimTimer);
+      this.trimTimer = undefined;
       this.stopRecovery.abort();
       await this.idle();
       await this.recovery;
@@ -869,12 +897,12 @@ export class PartitionStore {
         next.count++;
         next.logicalBytes += recordBytes(op.key, record);
         overlay.set(id, record);
-        numberChainWrite(next, op.chain);
+        this.logChange(batch, next, numberChainWrite(next, op.chain), [op.key], now);
         settle.push(() => op.resolve(record));
       } else {
         if (stored !== null) batch.del(dk);
         overlay.set(id, null);
-        numberChainWrite(next, op.chain);
+        this.logChange(batch, next, numberChainWrite(next, op.chain), [op.key], now);
         settle.push(() => op.resolve(live !== null));
       }
     }
@@ -987,7 +1015,7 @@ export class PartitionStore {
           next.logicalBytes += 1 + keyLength + recordLength;
         }
         next.seq = Math.max(next.seq, seq);
-        numberChainWrite(next, group[g]!.chain);
+        this.logChange(batch, next, numberChainWrite(next, group[g]!.chain), rows, now);
       }
     } catch (err) {
       await batch.discard();
@@ -1252,6 +1280,7 @@ export class PartitionStore {
     // What the failed write did is what disk says: reload the counts from there.
     const raw = await this.db.get(META_STATE);
     if (raw !== undefined) this.state = decodeState(raw);
+    await this.changeLog.load();
   }
 
   /** A read that failed because recovery has LevelDB closed says so, retryably; a released snapshot says so too. */
@@ -1287,6 +1316,43 @@ export class PartitionStore {
         });
     }, this.sweepIntervalMs);
     this.sweepTimer.unref();
+  }
+
+  /** Puts the change log's entry for a chain write that moved the partition's position (`moved`) into its batch. */
+  private logChange(batch: WriteOps, next: State, moved: ChainMove, keys: Buffer[] | PackedRows, atMs: number): void {
+    if (moved === 'none' || !this.changeLog.enabled) return;
+    const [key, value] = this.changeLog.entry({ stream: next.chainStream, seq: next.chainSeq }, moved === 'jump', keys, atMs);
+    batch.put(key, value);
+  }
+
+  /**
+   * The keys this partition changed after `after` in its write stream, up to the position of
+   * `snapshot` (absent: the current data), from its change log as the snapshot sees it; not
+   * covered when the log does not reach back that far (trimmed, or a jump or another stream in
+   * between). What a fast sync copies.
+   */
+  async changesSince(after: ChainPosition, snapshot?: PartitionSnapshot): Promise<ChangesSince> {
+    const handle = this.snapshotHandle(snapshot);
+    const upTo = snapshot?.chain ?? this.chainPosition;
+    try {
+      return await this.changeLog.changesSince(after, upTo, handle);
+    } catch (err) {
+      return this.readFailed(err);
+    }
+  }
+
+  private scheduleTrim(): void {
+    this.trimTimer = setTimeout(() => {
+      this.changeLog
+        .trim()
+        .catch((err: unknown) => {
+          if (this.closing === undefined && this.fault === undefined) this.logger?.warn({ err, location: this.location }, 'trimming the change log failed; will retry');
+        })
+        .finally(() => {
+          if (this.closing === undefined) this.scheduleTrim();
+        });
+    }, this.changeLogTrimIntervalMs);
+    this.trimTimer.unref();
   }
 
   private logSweepError(err: unknown): void {
@@ -1559,13 +1625,18 @@ function decodeState(raw: Buffer): State {
  * back into the tag), or the number a replica was given. A replica's re-applied older forward
  * leaves the position where it is; a new stream replaces it.
  */
-function numberChainWrite(next: State, tag: ChainTag | undefined): void {
-  if (tag === undefined) return;
+function numberChainWrite(next: State, tag: ChainTag | undefined): ChainMove {
+  if (tag === undefined) return 'none';
   if (tag.seq === 0) {
     tag.seq = next.chainStream === tag.stream ? next.chainSeq + 1 : 1;
   } else if (next.chainStream === tag.stream && tag.seq <= next.chainSeq) {
-    return;
+    return 'none';
   }
+  const follows = next.chainStream === tag.stream && tag.seq === next.chainSeq + 1;
   next.chainStream = tag.stream;
   next.chainSeq = tag.seq;
+  return follows ? 'next' : 'jump';
 }
+
+/** How a write moved the partition's chain position: not at all, to the next sequence number, or elsewhere (a new stream, a sync's snapshot position). */
+type ChainMove = 'none' | 'next' | 'jump';

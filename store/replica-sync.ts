@@ -7,6 +7,11 @@ import { RECORD_EXPIRY_BYTES, RECORD_HEADER_BYTES } from './record.js';
 import type { BulkRowInput } from './bulk-row.js';
 import type { NodeConnection } from './node-connection.js';
 import { StoreError } from './store-errors.js';
+import type { SyncThrottle } from './sync-throttle.js';
+import type { ChangedKeysBatch } from './proto/gen/shardpipe/store/v1/store.js';
+
+/** Keys per ChangedKeys call when a verification reads back the snapshot rows of keys forwards touched. */
+const READ_BACK_KEYS = 5000;
 
 /** Progress of one replica sync, as reported to etcd and shown by `cluster status`. */
 export interface SyncProgress {
@@ -23,7 +28,14 @@ export interface SyncProgress {
   deleted: number;
   /** The last key up to which the local replica is done (copied, and local extras deleted): where a copy from another source can resume. */
   copiedThrough?: Buffer;
+  /** `fast`: only the keys the source's change log holds as changed since the replica's position; `full`: the whole partition. */
+  mode: SyncMode;
+  /** Fast mode: why the source's log could not be used (the sync then copied the whole partition). */
+  fastSkipped?: string;
 }
+
+/** How a sync copies: the keys changed since the replica's position (its source's change log), or the whole partition. */
+export type SyncMode = 'fast' | 'full';
 
 /** Options of one sync of a local replica from a source replica. */
 export interface ReplicaSyncOptions {
@@ -49,6 +61,17 @@ export interface ReplicaSyncOptions {
   /** Entries per scan batch asked for. Default 1000. */
   batchSize?: number;
   /**
+   * Fast sync: the local replica's persisted position from before this sync (its data is the
+   * stream's at that position). When the source's change log covers every write after it up to the
+   * snapshot, only the keys those writes changed are copied (their snapshot rows, or deleted when
+   * the snapshot lacks them); the verification is the full one either way. Ignored with `startAfter`.
+   */
+  fastFrom?: ChainPosition;
+  /** Keeps the bytes applied at or under a rate (throttle/P/NODE in etcd). Default: unthrottled. */
+  throttle?: SyncThrottle;
+  /** The connection ChangedKeys goes over (role `replica`: the node's replica token when it has tokens). Default: `source`. */
+  changesSource?: NodeConnection;
+  /**
    * Called once the source's snapshot is open, with the last chain write it holds: the local
    * replica applies forwards after it and takes the ones up to it as copied (ChainReplica.startAt).
    */
@@ -57,8 +80,6 @@ export interface ReplicaSyncOptions {
   beforeSnapshot?: () => () => void;
   /** Called after every copied batch. */
   onProgress?: (progress: SyncProgress) => void;
-  /** Copy rate to keep to, bytes/s (an operation's `throttle/P/NODE` mark); absent = as fast as it goes. */
-  maxBytesPerSecond?: number;
   signal?: AbortSignal;
 }
 
@@ -98,15 +119,72 @@ export async function syncReplica(options: ReplicaSyncOptions): Promise<SyncResu
   }
   const snapshotId = snapshot.snapshotId;
   const guard = options.onSnapshot?.({ stream: snapshot.chainStream, seq: snapshot.chainSeq }) ?? NO_FORWARDS;
-  const progress: SyncProgress = { rows: 0, bytes: 0, totalRows: snapshot.count, deleted: 0 };
+  const progress: SyncProgress = { rows: 0, bytes: 0, totalRows: snapshot.count, deleted: 0, mode: 'full' };
   // The snapshot's rows of keys already touched when their batch was read, and where each batch
   // ended with the guard's clock then: what the verification takes out of the snapshot's digest.
   const touchedRows = new RangeDigest();
   const accounted = new Set<string>();
   const batchEnds: Array<{ lastKey: Buffer; clock: number }> = [];
   let renewedAt = Date.now();
-  const copyStartedAtMs = Date.now();
+  const renew = async (): Promise<void> => {
+    if (Date.now() - renewedAt <= leaseMs / 3) return;
+    await source.unary('renewSnapshot', { snapshotIds: [snapshotId], leaseMs }, limits());
+    renewedAt = Date.now();
+  };
   try {
+    if (options.fastFrom !== undefined && options.startAfter === undefined) {
+      const skipped = await copyChanged({ ...options, source, snapshotId, guard, progress, touchedRows, accounted, renew, fastFrom: options.fastFrom });
+      if (skipped !== undefined) progress.fastSkipped = skipped;
+    }
+    if (progress.mode === 'full') await copyAll();
+    const theirs = await source.unary('checksum', { mapVersion, start: partition.start, end: partition.end, includeEtag: true, snapshotId, replica: false }, limits());
+    const mine = await untouchedDigest(target, partition, guard);
+    if (guard.overflowed) {
+      throw new StoreError('STORE_SYNC_MISMATCH', `the copy of partition ${partition.id} from ${source.address} cannot be verified: forwards wrote more keys during it than the replica tracks; starting again`, {
+        context: { partition: partition.id },
+      });
+    }
+    // Keys first touched after their batch was read: their snapshot rows (if any) are read back.
+    const expected = RangeDigest.fromHex(theirs.digest, theirs.count).subtract(touchedRows);
+    const readBack: Buffer[] = [];
+    for (const [id, touchedAt] of mine.touched) {
+      if (accounted.has(id)) continue;
+      const key = Buffer.from(id, 'latin1');
+      if (progress.mode === 'fast') {
+        // A fast copy read no batch in key order: every touched key it did not see is read back.
+        readBack.push(key);
+        continue;
+      }
+      const covering = firstEndingAtOrAfter(batchEnds, key);
+      // Past the last row streamed, or touched before the batch that would hold it was read (and
+      // not in it): the snapshot has no row of it.
+      if (covering === undefined || touchedAt <= covering.clock) continue;
+      expected.subtract(await snapshotRow(source, mapVersion, snapshotId, key, limits));
+    }
+    const readRows = new RangeDigest();
+    for (let at = 0; at < readBack.length; at += READ_BACK_KEYS) {
+      const keys = readBack.slice(at, at + READ_BACK_KEYS);
+      for await (const batch of (options.changesSource ?? source).changedKeys({ mapVersion, snapshotId, afterStream: '', afterSeq: 0, keys, batchSize: 0 }, { deadline: Date.now() + rpcDeadlineMs, signal })) {
+        for (const e of batch.entries) readRows.add(e.key, e.value, e.expiresAtMs, e.etag);
+        if (batch.last) break;
+      }
+    }
+    expected.subtract(readRows);
+    if (expected.toHex() !== mine.digest.toHex() || expected.count !== mine.digest.count) {
+      throw new StoreError(
+        'STORE_SYNC_MISMATCH',
+        `the ${progress.mode} copy of partition ${partition.id} from ${source.address} does not match its snapshot: ${mine.digest.count} rows, digest ${mine.digest.toHex().slice(0, 16)}… here vs ${expected.count} rows, digest ${expected.toHex().slice(0, 16)}… there (rows written by forwards during the copy left out of both)`,
+        { context: { partition: partition.id } },
+      );
+    }
+    options.onProgress?.({ ...progress });
+    return { ...progress, digest: mine.digest.toHex() };
+  } finally {
+    await source.unary('releaseSnapshot', { snapshotIds: [snapshotId] }, limits()).catch(() => undefined);
+  }
+
+  /** The full copy: the whole partition streamed from the snapshot, local extras deleted. */
+  async function copyAll(): Promise<void> {
     // Local rows as they were before the copy wrote anything: a lockstep merge with the source's
     // sorted stream finds the local keys the snapshot lacks.
     const from = options.startAfter === undefined ? partition.start : Buffer.concat([options.startAfter, Buffer.from([0])]);
@@ -132,55 +210,113 @@ export async function syncReplica(options: ReplicaSyncOptions): Promise<SyncResu
           if (!equal) rows.push({ key: e.key, value: e.value, etag: e.etag, updatedAtMs: e.updatedAtMs, expiresAtMs: e.expiresAtMs });
         }
         batchEnds.push({ lastKey: entries[entries.length - 1]!.key, clock: guard.clock });
-        if (rows.length > 0) await target.bulkInsert(rows);
+        const written = rows.length > 0 ? target.bulkInsert(rows) : undefined;
+        await options.throttle?.take(batchBytes(entries), signal);
+        await written;
         progress.rows += entries.length;
         progress.deleted += await local.dropMissingBefore(entries);
         progress.copiedThrough = entries[entries.length - 1]!.key;
         options.onProgress?.({ ...progress });
-        for (;;) {
-          if (Date.now() - renewedAt > leaseMs / 3) {
-            await source.unary('renewSnapshot', { snapshotIds: [snapshotId], leaseMs }, limits());
-            renewedAt = Date.now();
-          }
-          // Throttled: the next batch waits until the bytes copied so far fit the rate (the lease renewed meanwhile).
-          const aheadMs = options.maxBytesPerSecond === undefined ? 0 : (progress.bytes * 1000) / options.maxBytesPerSecond - (Date.now() - copyStartedAtMs);
-          if (aheadMs <= 0) break;
-          await sleep(Math.min(aheadMs, leaseMs / 3), undefined, { signal });
-        }
+        await renew();
       }
       if (batch.last) break;
     }
     progress.deleted += await local.dropRest();
-    const theirs = await source.unary('checksum', { mapVersion, start: partition.start, end: partition.end, includeEtag: true, snapshotId, replica: false }, limits());
-    const mine = await untouchedDigest(target, partition, guard);
-    if (guard.overflowed) {
-      throw new StoreError('STORE_SYNC_MISMATCH', `the copy of partition ${partition.id} from ${source.address} cannot be verified: forwards wrote more keys during it than the replica tracks; starting again`, {
-        context: { partition: partition.id },
-      });
-    }
-    // Keys first touched after their batch was read: their snapshot rows (if any) are read back.
-    const expected = RangeDigest.fromHex(theirs.digest, theirs.count).subtract(touchedRows);
-    for (const [id, touchedAt] of mine.touched) {
-      if (accounted.has(id)) continue;
-      const key = Buffer.from(id, 'latin1');
-      const covering = firstEndingAtOrAfter(batchEnds, key);
-      // Past the last row streamed, or touched before the batch that would hold it was read (and
-      // not in it): the snapshot has no row of it.
-      if (covering === undefined || touchedAt <= covering.clock) continue;
-      expected.subtract(await snapshotRow(source, mapVersion, snapshotId, key, limits));
-    }
-    if (expected.toHex() !== mine.digest.toHex() || expected.count !== mine.digest.count) {
-      throw new StoreError(
-        'STORE_SYNC_MISMATCH',
-        `the copy of partition ${partition.id} from ${source.address} does not match its snapshot: ${mine.digest.count} rows, digest ${mine.digest.toHex().slice(0, 16)}… here vs ${expected.count} rows, digest ${expected.toHex().slice(0, 16)}… there (rows written by forwards during the copy left out of both)`,
-        { context: { partition: partition.id } },
-      );
-    }
-    options.onProgress?.({ ...progress });
-    return { ...progress, digest: mine.digest.toHex() };
-  } finally {
-    await source.unary('releaseSnapshot', { snapshotIds: [snapshotId] }, limits()).catch(() => undefined);
   }
+}
+
+/** Key and value bytes of a batch: what the throttle counts. */
+function batchBytes(entries: readonly { key: Buffer; value: Buffer }[]): number {
+  let bytes = 0;
+  for (const e of entries) bytes += e.key.length + e.value.length;
+  return bytes;
+}
+
+/**
+ * The fast copy: asks the source for the keys its change log (as the snapshot sees it) holds as
+ * changed after `fastFrom`, with their snapshot rows, and applies each batch (rows written exactly,
+ * absent keys deleted) except keys forwards wrote since the snapshot (newer; their snapshot rows
+ * leave the verification, as in the full copy). Resolves undefined when done, or why the log could
+ * not be used (nothing was copied then).
+ */
+async function copyChanged(o: ReplicaSyncOptions & {
+  snapshotId: string;
+  guard: CopyGuard;
+  progress: SyncProgress;
+  touchedRows: RangeDigest;
+  accounted: Set<string>;
+  renew: () => Promise<void>;
+  fastFrom: ChainPosition;
+}): Promise<string | undefined> {
+  const { target, guard, progress, signal } = o;
+  const changes = o.changesSource ?? o.source;
+  const stream = changes.changedKeys({ mapVersion: o.mapVersion, snapshotId: o.snapshotId, afterStream: o.fastFrom.stream, afterSeq: o.fastFrom.seq, keys: [], batchSize: o.batchSize ?? 1000 }, { deadline: Infinity, signal });
+  const iterator = (stream as AsyncGenerator<ChangedKeysBatch>)[Symbol.asyncIterator]();
+  let opening: IteratorResult<ChangedKeysBatch>;
+  try {
+    opening = await iterator.next();
+  } catch (err) {
+    signal?.throwIfAborted();
+    // Nothing copied yet: a source that cannot answer (an older node, a token without role
+    // replica) is copied in full instead; if it is gone, the full copy fails and the sync retries.
+    return `the source did not answer ChangedKeys: ${(err as Error).message}`;
+  }
+  if (opening.done === true) return 'the source sent no ChangedKeys answer';
+  if (!opening.value.covered) {
+    await iterator.return?.(undefined);
+    return opening.value.reason || 'the source\'s change log does not cover the replica\'s position';
+  }
+  progress.totalRows = opening.value.changedKeys;
+  progress.mode = 'fast';
+  const batches = async function* (): AsyncGenerator<ChangedKeysBatch> {
+    yield opening.value as ChangedKeysBatch;
+    for (;;) {
+      const next = await iterator.next();
+      if (next.done === true) return;
+      yield next.value;
+    }
+  };
+  for await (const batch of batches()) {
+    signal?.throwIfAborted();
+    // A piece of a range a bulk batch changed: the local rows in it that the snapshot lacks go.
+    const absent = batch.rangeEnd.length > 0 ? await localOnly(target, batch.rangeStart, batch.rangeEnd, batch.entries, signal) : batch.absent;
+    const rows: BulkRowInput[] = [];
+    const deletes: Buffer[] = [];
+    let bytes = 0;
+    // From the guard checks to the queued writes nothing awaits: no forward is queued in between.
+    for (const e of batch.entries) {
+      bytes += e.key.length + e.value.length;
+      if (guard.touchedAt(e.key) !== undefined) {
+        o.touchedRows.add(e.key, e.value, e.expiresAtMs, e.etag);
+        o.accounted.add(e.key.toString('latin1'));
+        continue;
+      }
+      rows.push({ key: e.key, value: e.value, etag: e.etag, updatedAtMs: e.updatedAtMs, expiresAtMs: e.expiresAtMs });
+    }
+    for (const key of absent) {
+      bytes += key.length;
+      if (guard.touchedAt(key) !== undefined) o.accounted.add(key.toString('latin1'));
+      else deletes.push(key);
+    }
+    const written = [rows.length > 0 ? target.bulkInsert(rows) : undefined, ...target.writeMany(deletes.map((key) => ({ kind: 'delete' as const, key })))];
+    await o.throttle?.take(bytes, signal);
+    const outcomes = await Promise.all(written);
+    progress.deleted += outcomes.filter((d) => d === true).length;
+    progress.rows += batch.entries.length + absent.length;
+    progress.bytes += bytes;
+    o.onProgress?.({ ...progress });
+    await o.renew();
+    if (batch.last) break;
+  }
+  return undefined;
+}
+
+/** The keys of the local rows in `[start, end)` that are not among `entries` (the snapshot's rows there). */
+async function localOnly(target: PartitionStore, start: Buffer, end: Buffer, entries: readonly { key: Buffer }[], signal: AbortSignal | undefined): Promise<Buffer[]> {
+  const theirs = new Set(entries.map((e) => e.key.toString('latin1')));
+  const out: Buffer[] = [];
+  for await (const batch of target.scan(start, end, { batchSize: 1000, signal })) for (const e of batch) if (!theirs.has(e.key.toString('latin1'))) out.push(e.key);
+  return out;
 }
 
 /** The first batch (in key order) whose last key is at or after `key`. */

@@ -32,6 +32,8 @@ export const METHOD_ROLES: Readonly<Record<string, Role>> = {
   ListOperations: 'admin',
   GetOperation: 'admin',
   CancelOperation: 'admin',
+  // A fast sync's read of a snapshot's change log: node to node, like Forward.
+  ChangedKeys: 'replica',
 };
 
 /**

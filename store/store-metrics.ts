@@ -54,6 +54,8 @@ export interface StoreNodeMetricsSource {
   replicas?: () => ReadonlyArray<{ partitionId: number; state: string; sync: { rows: number; bytes: number; totalRows: number } | undefined; lagSequences?: number; forwardRetries?: number }>;
   /** Object GC: data of partitions that left the node, awaiting deletion, and what was deleted (store/partition-gc.ts). */
   gc?: () => { graceMs: number; pendingPartitions: number; pendingBytes: number; oldestPendingMs: number; deletedPartitions: number; deletedBytes: number };
+  /** Keys and key + value bytes this node's syncs copied since it started, by mode (fast: changed keys only; full: the whole partition). */
+  syncCopied?: () => Readonly<Record<'fast' | 'full', { keys: number; bytes: number }>>;
 }
 
 type NodeLabels = 'node' | 'partition';
@@ -195,6 +197,24 @@ function registerNodeGauges(registry: Registry, sources: Set<StoreNodeMetricsSou
   replicaGauge('shardpipe_replica_sync_rows', 'Rows a syncing replica has copied so far in its current sync', (r) => r.sync?.rows);
   replicaGauge('shardpipe_replica_sync_total_rows', "Rows in the snapshot a syncing replica copies (0 until it has one)", (r) => r.sync?.totalRows);
   registerGcMetrics(registry, sources);
+  const copied = (name: string, help: string, pick: (c: { keys: number; bytes: number }) => number): void => {
+    new Counter<'node' | 'mode'>({
+      name,
+      help,
+      labelNames: ['node', 'mode'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const s of sources) {
+          const by = s.syncCopied?.();
+          if (by === undefined) continue;
+          for (const mode of ['fast', 'full'] as const) this.inc({ node: s.node, mode }, pick(by[mode]));
+        }
+      },
+    });
+  };
+  copied('shardpipe_replica_sync_copied_bytes_total', 'Key + value bytes the syncs of this node copied, by mode (fast: the keys changed since the replica\'s position, from its source\'s change log; full: the whole partition)', (c) => c.bytes);
+  copied('shardpipe_replica_sync_copied_keys_total', 'Keys the syncs of this node copied (written or deleted), by mode', (c) => c.keys);
   const disk = async (pick: (f: { bavail: number; blocks: number; bsize: number }) => number, gauge: Gauge<'node'>): Promise<void> => {
     gauge.reset();
     for (const s of sources) {

@@ -6,7 +6,7 @@ import { MAX_KEPT_ETAG, MAX_LEASE_MS, MAX_MAP_VERSION_STEP, MAX_TIME_MS, MAX_TTL
 import { DEFAULT_MAX_KEY_BYTES, Key, displayBytes } from './key.js';
 import { PackedRows } from './packed-rows.js';
 import { PartitionMap, partitionContains, readNodeOf, type Partition } from './partition-map.js';
-import { DEFAULT_SCAN_BATCH_MAX_BYTES, PartitionStore, type PointWrite, type BulkRowInput, type PartitionHealth, type ChainPosition, type PartitionSnapshot, type PartitionStoreStats, type PutOptions, type StoredEntry, type WriteTiming } from './partition-store.js';
+import { DEFAULT_SCAN_BATCH_MAX_BYTES, PartitionStore, type ChainTag, type PointWrite, type BulkRowInput, type PartitionHealth, type ChainPosition, type PartitionSnapshot, type PartitionStoreStats, type PutOptions, type StoredEntry, type WriteTiming } from './partition-store.js';
 import type { StoredRecord } from './record.js';
 import type { RangeDigest } from './range-digest.js';
 import { StoreError } from './store-errors.js';
@@ -15,6 +15,8 @@ import { ForwardRetryLog } from './forward-retry-log.js';
 import { PartitionGc, partitionFolder, type GcFigures, type GcPendingPartition } from './partition-gc.js';
 import { WritePause, type WritePauseRecord } from './write-pause.js';
 import { SplitParticipant } from './split-participant.js';
+import type { ChangeLogRetention } from './change-log.js';
+import type { SyncMode } from './replica-sync.js';
 import { ChainReplica, type CopyGuard, type HeadRestartCheck, type ForwardAck, type ForwardMessage, type ForwardOp, type ForwardTransport, type HopTiming } from './chain-replica.js';
 
 /** Options of a store node. Sizes in bytes, times in milliseconds. */
@@ -56,6 +58,8 @@ export interface StoreNodeOptions {
   gcGraceMs?: number;
   /** Called when the list of partitions awaiting GC changed (the etcd agent reports it). */
   onGcChange?: () => void;
+  /** How much of each partition's change log (for fast sync) is kept. Default 1,000,000 keys or 1 h (store/change-log.ts). */
+  changeLogRetention?: ChangeLogRetention;
   logger?: Logger;
 }
 
@@ -161,6 +165,9 @@ export class StoreNode {
   private readonly onForwardRetry: StoreNodeOptions['onForwardRetry'];
   private readonly snapshots = new Map<string, HeldSnapshot>();
   private readonly syncs = new Map<number, { rows: number; bytes: number; totalRows: number }>();
+  private readonly changeLogRetention: ChangeLogRetention | undefined;
+  /** Keys and bytes this node's syncs copied since it started, by mode (for metrics); the sync agent adds to it. */
+  readonly syncCopied: Record<SyncMode, { keys: number; bytes: number }> = { fast: { keys: 0, bytes: 0 }, full: { keys: 0, bytes: 0 } };
   private mapChange: Promise<unknown> = Promise.resolve();
   /** Held writes of partitions this node heads (a split's or merge's cut). */
   readonly writePause = new WritePause();
@@ -194,6 +201,7 @@ export class StoreNode {
     this.transport = options.transport;
     this.forwardTimeoutMs = options.forwardTimeoutMs;
     this.onForwardRetry = options.onForwardRetry;
+    this.changeLogRetention = options.changeLogRetention;
     this.currentMap = map;
     this.splits = new SplitParticipant({ dataDir: this.dataDir, open: (id) => this.openStore(id), logger: this.logger });
   }
@@ -275,7 +283,7 @@ export class StoreNode {
     const update = { expectedEtag: options.ifEtag, ttlMs: options.ttlMs };
     const replica = this.chainOf(partition);
     const started = performance.now();
-    if (replica === undefined) return timing === undefined ? store.update(key, change, update) : store.update(key, change, update).then((record) => (timedLocally(timing, started), record));
+    if (replica === undefined) return timing === undefined ? store.update(key, change, update, this.loneTag(partition)) : store.update(key, change, update, this.loneTag(partition)).then((record) => (timedLocally(timing, started), record));
     replica.checkRoom();
     const tag = replica.headTag();
     let durable = 0;
@@ -294,7 +302,7 @@ export class StoreNode {
     const { partition, store } = this.route(typeof admitted === 'number' ? admitted : await admitted, key, 'write');
     const replica = this.chainOf(partition);
     const started = performance.now();
-    if (replica === undefined) return timing === undefined ? store.put(key, value, options) : store.put(key, value, options).then((record) => (timedLocally(timing, started), record));
+    if (replica === undefined) return timing === undefined ? store.put(key, value, options, this.loneTag(partition)) : store.put(key, value, options, this.loneTag(partition)).then((record) => (timedLocally(timing, started), record));
     replica.checkRoom();
     const tag = replica.headTag();
     let durable = 0;
@@ -312,7 +320,7 @@ export class StoreNode {
     const { partition, store } = this.route(typeof admitted === 'number' ? admitted : await admitted, key, 'write');
     const replica = this.chainOf(partition);
     const started = performance.now();
-    if (replica === undefined) return timing === undefined ? store.delete(key, expectedEtag) : store.delete(key, expectedEtag).then((deleted) => (timedLocally(timing, started), deleted));
+    if (replica === undefined) return timing === undefined ? store.delete(key, expectedEtag, this.loneTag(partition)) : store.delete(key, expectedEtag, this.loneTag(partition)).then((deleted) => (timedLocally(timing, started), deleted));
     replica.checkRoom();
     const tag = replica.headTag();
     let durable = 0;
@@ -371,7 +379,7 @@ export class StoreNode {
     for (const [store, slots] of writes) {
       const partition = this.currentMap.lookup(ops[slots[0]!]!.key);
       const replica = this.chainOf(partition);
-      const tags = slots.map(() => replica?.headTag());
+      const tags = slots.map(() => replica?.headTag() ?? this.loneTag(partition));
       const started = performance.now();
       const settled = store.writeMany(slots.map((i, j) => ({ ...(ops[i] as PointWrite & PointOp), chain: tags[j] })));
       slots.forEach((slot, j) => {
@@ -476,7 +484,7 @@ export class StoreNode {
   /** Writes an accepted prefix at the head and, in a chain, forwards it as it arrived with the head's assignments. */
   private async replicatedBulk(partition: Partition, store: PartitionStore, rows: PackedRows): Promise<WriteTiming & ChainTiming> {
     const replica = this.chainOf(partition);
-    if (replica === undefined) return store.bulkInsert(rows);
+    if (replica === undefined) return store.bulkInsert(rows, undefined, this.loneTag(partition));
     replica.checkRoom();
     const tag = replica.headTag();
     const { timing, acked } = await store.bulkInsert(rows, undefined, tag).then((timing) => ({ timing, acked: replica.replicate({ kind: 'bulk', rows, assigned: timing.assigned }, tag) }));
@@ -528,6 +536,17 @@ export class StoreNode {
   private chainOf(partition: Partition): ChainReplica | undefined {
     if (partition.chain.length < 2) return undefined;
     return this.replicas.get(partition.id);
+  }
+
+  /**
+   * A write's place in the stream at the head of a chain of one in etcd mode whose map asks for
+   * more replicas (the others are gone for now and come back by a sync): still numbered, so its
+   * position and change log name it and a returning replica can fast-sync from it. Static maps and
+   * maps of one replica per chain number nothing.
+   */
+  private loneTag(partition: Partition): ChainTag | undefined {
+    if (!this.mapFromEtcd || partition.chain.length !== 1 || this.currentMap.replicas < 2) return undefined;
+    return this.replicas.get(partition.id)?.headTag();
   }
 
   /**
@@ -643,6 +662,16 @@ export class StoreNode {
     const replica = this.replicas.get(partitionId);
     replica?.startAt(position);
     return replica?.copyGuard;
+  }
+
+  /** A snapshot this node holds and its partition's store: what ChangedKeys reads (the log and rows as the snapshot sees them). */
+  snapshotSource(snapshotId: string): { store: PartitionStore; snapshot: PartitionSnapshot; partitionId: number } {
+    const held = this.snapshots.get(snapshotId);
+    const store = held === undefined ? undefined : this.stores.get(held.partitionId);
+    if (held === undefined || store === undefined) {
+      throw new StoreError('STORE_SNAPSHOT_NOT_FOUND', `snapshot ${truncateForMessage(snapshotId)} is not held by ${this.address}: its lease ran out, it was released, or the node restarted`);
+    }
+    return { store, snapshot: held.snapshot, partitionId: held.partitionId };
   }
 
   /** The local store of a partition this node holds a replica of (any state), for a replica sync. */
@@ -1143,13 +1172,14 @@ export class StoreNode {
   }
 
   private openStore(id: number): Promise<PartitionStore> {
-    return PartitionStore.open(join(this.dataDir, `partition-${id}`), {
+    return PartitionStore.open(partitionFolder(this.dataDir, id), {
       syncWrites: this.syncWrites,
       sweepIntervalMs: this.sweepIntervalMs,
       writeBufferBytes: this.writeBufferBytes,
       name: `partition ${id}`,
       faultRetryBaseMs: this.faultRetryBaseMs,
       faultRetryMaxMs: this.faultRetryMaxMs,
+      ...(this.changeLogRetention === undefined ? {} : { changeLogRetention: this.changeLogRetention }),
       onServingChange: () => this.onHealthChange?.(),
       logger: this.logger?.child({ partition: id }),
     });

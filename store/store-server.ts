@@ -170,6 +170,7 @@ export class StoreServer {
           dataDir: options.dataDir,
           replicas: () => opened.replicaStates(),
           gc: () => opened.gcFigures(),
+          syncCopied: () => opened.syncCopied,
         });
       const pauseMetrics = nodeMetrics;
       if (pauseMetrics) opened.writePause.onRelease((r) => pauseMetrics.writePause(r.ms / 1000));

@@ -1,10 +1,11 @@
 import { once } from 'node:events';
 import { status as grpcStatus, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from '@grpc/grpc-js';
 import { roleAllows, type Logger, type Role } from '../common/index.js';
-import { StoreService, type Entry, type ServerTiming, type MultiOp, type MultiRequest, type MultiResult, type ReplicaStat, type ScanBatch, type ScanRequest, type SnapshotInfo, type StoreServer as StoreHandlers } from './proto/gen/shardpipe/store/v1/store.js';
+import { StoreService, type ChangedKeysBatch, type ChangedKeysRequest, type Entry, type ServerTiming, type MultiOp, type MultiRequest, type MultiResult, type ReplicaStat, type ScanBatch, type ScanRequest, type SnapshotInfo, type StoreServer as StoreHandlers } from './proto/gen/shardpipe/store/v1/store.js';
 import { FIELD_LIMITS, MAX_MULTI_OPS, truncateForMessage, type FieldLimitContext } from './field-limits.js';
 import { decodePackedBulkInsert } from './bulk-insert-codec.js';
 import { packEntries } from './scan-batch-codec.js';
+import { changedKeyBatches } from './changed-keys.js';
 import { POINT_CODECS } from './point-codec.js';
 import { PATCH_MODES } from './json-document.js';
 import { forwardAcksToProto, forwardsFromProto } from './chain-forwarder.js';
@@ -163,6 +164,17 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
         if (status.metadata) requestIdTrailer(requestId, status.metadata);
         if (!call.cancelled) call.emit('error', status);
       }).finally(() => span?.end());
+    },
+    changedKeys: (call: ServerWritableStream<ChangedKeysRequest, ChangedKeysBatch>) => {
+      const done = metrics?.start('ChangedKeys');
+      const requestId = requestIdOf(call.metadata);
+      streamChangedKeys(node, call, limits, requestId).then(() => done?.(grpcStatus.OK), (err: unknown) => {
+        const status = toGrpcStatus(err);
+        done?.(call.cancelled ? grpcStatus.CANCELLED : status.code);
+        logFailure(logger, 'ChangedKeys', status.code, err, requestId);
+        if (status.metadata) requestIdTrailer(requestId, status.metadata);
+        if (!call.cancelled) call.emit('error', status);
+      });
     },
     bulkInsert: unary('BulkInsert', async (req, call, requestId) => {
       const rows = req.packed === undefined ? req.rows : PackedRows.fromMessage(req.packed, 'BulkInsertRequest.packed');
@@ -337,6 +349,19 @@ async function streamScan(node: StoreNode, call: ServerWritableStream<ScanReques
   }
   const limitReached = req.limit > 0 && sent >= req.limit;
   call.write({ entries: [], last: true, next: limitReached && lastKey ? successor(lastKey) : range.next });
+  call.end(requestIdTrailer(requestId));
+}
+
+/** Streams a fast sync's changed keys from one held snapshot (store/changed-keys.ts), waiting for the caller to drain. */
+async function streamChangedKeys(node: StoreNode, call: ServerWritableStream<ChangedKeysRequest, ChangedKeysBatch>, limits: FieldLimitContext, requestId: string): Promise<void> {
+  const req = admit('ChangedKeys', call.request, limits);
+  const abort = new AbortController();
+  call.once('cancelled', () => abort.abort());
+  const { store, snapshot } = node.snapshotSource(req.snapshotId);
+  const batches = changedKeyBatches(store, snapshot, { after: { stream: req.afterStream, seq: req.afterSeq }, keys: req.keys, batchSize: req.batchSize, maxBytes: node.scanBatchMaxBytes }, abort.signal);
+  for await (const batch of batches) {
+    if (!call.write(batch)) await once(call, 'drain', { signal: abort.signal });
+  }
   call.end(requestIdTrailer(requestId));
 }
 

@@ -28,6 +28,7 @@ interface StartOptions extends MetricsEndpointFlags, EtcdFlags {
   shutdownGrace: string;
   forwardTimeout: string;
   gcGrace: string;
+  changeLogRetention: string;
 }
 
 export function registerStoreCommands(program: Command, ctx: CliContext): void {
@@ -50,7 +51,8 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     .option('--sweep-interval <duration>', 'how often expired entries are deleted (0 = never)', '5s')
     .option('--shutdown-grace <duration>', 'how long shutdown waits for in-flight calls', '10s')
     .option('--forward-timeout <duration>', 'in a chain of replicas: a write forwarded to the next replica and not acknowledged within this is sent again to the then-current successor (and logged), never dropped', '2s')
-    .option('--gc-grace <duration>', 'how long the data of a partition that left this node (moved, drained, fewer replicas, merged away by a newer map) stays on disk, untouched and readable for repair, before it is deleted (s/m/h); a partition that comes back within it reuses its data', '10m');
+    .option('--gc-grace <duration>', 'how long the data of a partition that left this node (moved, drained, fewer replicas, merged away by a newer map) stays on disk, untouched and readable for repair, before it is deleted (s/m/h); a partition that comes back within it reuses its data', '10m')
+    .option('--change-log-retention <spec>', 'KEYS,DURATION: per partition, the keys of recent writes kept for fast sync (a replica back from a short outage copies only what changed since its last write): at most KEYS keys and DURATION old, whichever is reached first; 0 keys = no log (every sync copies the whole partition)', '1000000,1h');
   withEtcdOptions(start, 'take the partition map from etcd instead of --map: register under a lease, wait for a map (shardpipe cluster init), follow every change; SetPartitionMap is refused. Endpoints http(s)://HOST:PORT[,...]; a user in the URL logs in with etcd user auth (never logged)')
     .option('--lease <duration>', 'with --etcd: the node\'s lease; a node that cannot renew it for this long is fenced (STORE_FENCED) and the coordinator drops it from its chains', '5s');
   withMetricsEndpointOptions(start, {
@@ -68,7 +70,8 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     if (opts.metricsPort !== undefined) checkBind(opts.metricsHost, { what: '/metrics endpoint', authenticated: tokens !== undefined, insecure, flag: '--metrics-host' });
     if (opts.etcd !== undefined && opts.map !== undefined) throw new CliUsageError('--map and --etcd exclude each other: with --etcd the map comes from etcd');
     // Loaded by the command that runs it: `--help` and other commands start without store/.
-    const { EtcdNodeAgent, OperationAdmin, PartitionMap, StoreServer } = await import('../../store/index.js');
+    const { EtcdNodeAgent, OperationAdmin, PartitionMap, StoreServer, parseChangeLogRetention } = await import('../../store/index.js');
+    const changeLogRetention = parseChangeLogRetention(opts.changeLogRetention);
     let initialMap = opts.map ? PartitionMap.fromJson(JSON.parse(await readFile(opts.map, 'utf8'))) : undefined;
     let agent: EtcdNodeAgent | undefined;
     let fromEtcd: StoredMap | undefined;
@@ -106,6 +109,7 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
       shutdownGraceMs: parseDurationMs(opts.shutdownGrace),
       forwardTimeoutMs: parseDurationMs(opts.forwardTimeout),
       gcGraceMs: parseDurationMs(opts.gcGrace, { name: '--gc-grace', maxMs: 365 * 24 * 3_600_000 }),
+      changeLogRetention,
       metricsRegistry: metrics.registry,
       tokens,
       tls,
@@ -119,7 +123,8 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     // Drains on the way out (health NOT_SERVING, new calls refused, calls in flight finished) while /metrics still answers.
     const server = ctx.lifecycle.add('store node', await starting, (s) => s.shutdown());
     // Syncs copy from peers with the node's own credentials, as map catch-up does.
-    if (agent !== undefined && fromEtcd !== undefined) await agent.follow(server.node, fromEtcd, { token: tokens?.peerToken, tls });
+    // A fast sync's ChangedKeys is node to node (role replica), like a chain forward.
+    if (agent !== undefined && fromEtcd !== undefined) await agent.follow(server.node, fromEtcd, { token: tokens?.peerToken, tls }, tokens === undefined ? undefined : { token: tokens.replicaToken, tls });
     // Tests and supervisors wait for this line on stdout before sending traffic.
     ctx.print(JSON.stringify({ event: 'ready', node: opts.node, port: server.port, mapVersion: server.node.map.version, ...(metrics.port === undefined ? {} : { metricsPort: metrics.port }) }));
     await ctx.lifecycle.untilSignal();

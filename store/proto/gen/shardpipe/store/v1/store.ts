@@ -537,6 +537,46 @@ export interface CancelOperationRequest {
   requestedBy: string;
 }
 
+export interface ChangedKeysRequest {
+  mapVersion: number;
+  /** The snapshot (OpenSnapshot) whose change log and data are read. */
+  snapshotId: string;
+  /**
+   * The replica's persisted position: keys changed by the writes after it, up to the snapshot's
+   * position, are sent (covered only when the log holds every one of them).
+   */
+  afterStream: string;
+  afterSeq: number;
+  /** Instead of the log: the snapshot's rows of exactly these keys. */
+  keys: Buffer[];
+  /** Keys per streamed batch; 0 = server default (1000). */
+  batchSize: number;
+}
+
+export interface ChangedKeysBatch {
+  /**
+   * On the first message: whether the log covers every write after the position. When not, the
+   * stream ends with that message (`reason` says why) and the replica copies the whole partition.
+   */
+  covered: boolean;
+  reason: string;
+  /** Changed keys the snapshot holds, with their rows. */
+  entries: Entry[];
+  /** Changed keys the snapshot does not hold (deleted, or expired): the replica deletes them. */
+  absent: Buffer[];
+  /** On the first message: distinct keys changed, and log entries (writes) read. */
+  changedKeys: number;
+  logEntries: number;
+  last: boolean;
+  /**
+   * Set (range_end not empty) for a range a sorted bulk batch changed (logged as its first and last
+   * key): `entries` are every row the snapshot holds in [range_start, range_end), and the replica
+   * deletes its other rows there. `absent` is empty then.
+   */
+  rangeStart: Buffer;
+  rangeEnd: Buffer;
+}
+
 function createBaseEntry(): Entry {
   return { key: Buffer.alloc(0), value: Buffer.alloc(0), etag: 0, updatedAtMs: 0, expiresAtMs: 0 };
 }
@@ -4574,6 +4614,251 @@ export const CancelOperationRequest: MessageFns<CancelOperationRequest> = {
   },
 };
 
+function createBaseChangedKeysRequest(): ChangedKeysRequest {
+  return { mapVersion: 0, snapshotId: "", afterStream: "", afterSeq: 0, keys: [], batchSize: 0 };
+}
+
+export const ChangedKeysRequest: MessageFns<ChangedKeysRequest> = {
+  encode(message: ChangedKeysRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.mapVersion !== 0) {
+      writer.uint32(8).uint64(message.mapVersion);
+    }
+    if (message.snapshotId !== "") {
+      writer.uint32(18).string(message.snapshotId);
+    }
+    if (message.afterStream !== "") {
+      writer.uint32(26).string(message.afterStream);
+    }
+    if (message.afterSeq !== 0) {
+      writer.uint32(32).uint64(message.afterSeq);
+    }
+    for (const v of message.keys) {
+      writer.uint32(42).bytes(v!);
+    }
+    if (message.batchSize !== 0) {
+      writer.uint32(48).uint32(message.batchSize);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ChangedKeysRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseChangedKeysRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.mapVersion = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.snapshotId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.afterStream = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.afterSeq = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.keys.push(Buffer.from(reader.bytes()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.batchSize = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseChangedKeysBatch(): ChangedKeysBatch {
+  return {
+    covered: false,
+    reason: "",
+    entries: [],
+    absent: [],
+    changedKeys: 0,
+    logEntries: 0,
+    last: false,
+    rangeStart: Buffer.alloc(0),
+    rangeEnd: Buffer.alloc(0),
+  };
+}
+
+export const ChangedKeysBatch: MessageFns<ChangedKeysBatch> = {
+  encode(message: ChangedKeysBatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.covered !== false) {
+      writer.uint32(8).bool(message.covered);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    for (const v of message.entries) {
+      Entry.encode(v!, writer.uint32(26).fork()).join();
+    }
+    for (const v of message.absent) {
+      writer.uint32(34).bytes(v!);
+    }
+    if (message.changedKeys !== 0) {
+      writer.uint32(40).uint64(message.changedKeys);
+    }
+    if (message.logEntries !== 0) {
+      writer.uint32(48).uint64(message.logEntries);
+    }
+    if (message.last !== false) {
+      writer.uint32(56).bool(message.last);
+    }
+    if (message.rangeStart.length !== 0) {
+      writer.uint32(66).bytes(message.rangeStart);
+    }
+    if (message.rangeEnd.length !== 0) {
+      writer.uint32(74).bytes(message.rangeEnd);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ChangedKeysBatch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseChangedKeysBatch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.covered = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.entries.push(Entry.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.absent.push(Buffer.from(reader.bytes()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.changedKeys = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.logEntries = longToNumber(reader.uint64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.last = reader.bool();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.rangeStart = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.rangeEnd = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
 /**
  * One store node. Every data RPC carries the caller's partition map version: a node whose map is
  * newer, or that does not own the key, answers FAILED_PRECONDITION with its own version in the
@@ -4816,6 +5101,20 @@ export const StoreService = {
     responseSerialize: (value: OperationReply): Buffer => Buffer.from(OperationReply.encode(value).finish()),
     responseDeserialize: (value: Buffer): OperationReply => OperationReply.decode(value),
   },
+  /**
+   * Node to node (role `replica`), for a fast sync: the keys a snapshot's change log holds as
+   * changed after a replica's persisted position, each with the snapshot's row or as absent; or,
+   * with `keys`, the snapshot's rows of exactly those keys. store/README.md "Sync of a syncing replica".
+   */
+  changedKeys: {
+    path: "/shardpipe.store.v1.Store/ChangedKeys" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: ChangedKeysRequest): Buffer => Buffer.from(ChangedKeysRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ChangedKeysRequest => ChangedKeysRequest.decode(value),
+    responseSerialize: (value: ChangedKeysBatch): Buffer => Buffer.from(ChangedKeysBatch.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ChangedKeysBatch => ChangedKeysBatch.decode(value),
+  },
 } as const;
 
 export interface StoreServer extends UntypedServiceImplementation {
@@ -4871,6 +5170,12 @@ export interface StoreServer extends UntypedServiceImplementation {
   getOperation: handleUnaryCall<GetOperationRequest, OperationReply>;
   /** Asks the coordinator to stop the operation (state `cancelling`, by compare-and-swap); refused for a finished one. */
   cancelOperation: handleUnaryCall<CancelOperationRequest, OperationReply>;
+  /**
+   * Node to node (role `replica`), for a fast sync: the keys a snapshot's change log holds as
+   * changed after a replica's persisted position, each with the snapshot's row or as absent; or,
+   * with `keys`, the snapshot's rows of exactly those keys. store/README.md "Sync of a syncing replica".
+   */
+  changedKeys: handleServerStreamingCall<ChangedKeysRequest, ChangedKeysBatch>;
 }
 
 export interface StoreClient extends Client {
@@ -5198,6 +5503,17 @@ export interface StoreClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: OperationReply) => void,
   ): ClientUnaryCall;
+  /**
+   * Node to node (role `replica`), for a fast sync: the keys a snapshot's change log holds as
+   * changed after a replica's persisted position, each with the snapshot's row or as absent; or,
+   * with `keys`, the snapshot's rows of exactly those keys. store/README.md "Sync of a syncing replica".
+   */
+  changedKeys(request: ChangedKeysRequest, options?: Partial<CallOptions>): ClientReadableStream<ChangedKeysBatch>;
+  changedKeys(
+    request: ChangedKeysRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<ChangedKeysBatch>;
 }
 
 export const StoreClient = makeGenericClientConstructor(StoreService, "shardpipe.store.v1.Store") as unknown as {
