@@ -199,7 +199,7 @@ export async function syncReplica(options: ReplicaSyncOptions): Promise<SyncResu
         const rows: BulkRowInput[] = [];
         for (let i = 0; i < entries.length; i++) {
           const e = entries[i]!;
-          progress.bytes += e.key.length + 1 + RECORD_HEADER_BYTES + (e.expiresAtMs > 0 ? RECORD_EXPIRY_BYTES : 0) + e.value.length;
+          progress.bytes += storedBytes(e);
           if (guard.touchedAt(e.key) !== undefined) {
             touchedRows.add(e.key, e.value, e.expiresAtMs, e.etag);
             accounted.add(e.key.toString('latin1'));
@@ -225,10 +225,18 @@ export async function syncReplica(options: ReplicaSyncOptions): Promise<SyncResu
   }
 }
 
-/** Key and value bytes of a batch: what the throttle counts. */
-function batchBytes(entries: readonly { key: Buffer; value: Buffer }[]): number {
+/**
+ * A row's size as PartitionStats counts it (key, separator, record header, expiry, value): what
+ * progress and the throttle count, so bytes done compare with the bytes total a movement reads
+ * from the source's stats, and the rate a throttle keeps is the rate the report shows.
+ */
+function storedBytes(e: { key: Buffer; value: Buffer; expiresAtMs: number }): number {
+  return e.key.length + 1 + RECORD_HEADER_BYTES + (e.expiresAtMs > 0 ? RECORD_EXPIRY_BYTES : 0) + e.value.length;
+}
+
+function batchBytes(entries: readonly { key: Buffer; value: Buffer; expiresAtMs: number }[]): number {
   let bytes = 0;
-  for (const e of entries) bytes += e.key.length + e.value.length;
+  for (const e of entries) bytes += storedBytes(e);
   return bytes;
 }
 
@@ -285,7 +293,7 @@ async function copyChanged(o: ReplicaSyncOptions & {
     let bytes = 0;
     // From the guard checks to the queued writes nothing awaits: no forward is queued in between.
     for (const e of batch.entries) {
-      bytes += e.key.length + e.value.length;
+      bytes += storedBytes(e);
       if (guard.touchedAt(e.key) !== undefined) {
         o.touchedRows.add(e.key, e.value, e.expiresAtMs, e.etag);
         o.accounted.add(e.key.toString('latin1'));

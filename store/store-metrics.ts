@@ -54,7 +54,7 @@ export interface StoreNodeMetricsSource {
   replicas?: () => ReadonlyArray<{ partitionId: number; state: string; sync: { rows: number; bytes: number; totalRows: number } | undefined; lagSequences?: number; forwardRetries?: number }>;
   /** Object GC: data of partitions that left the node, awaiting deletion, and what was deleted (store/partition-gc.ts). */
   gc?: () => { graceMs: number; pendingPartitions: number; pendingBytes: number; oldestPendingMs: number; deletedPartitions: number; deletedBytes: number };
-  /** Keys and key + value bytes this node's syncs copied since it started, by mode (fast: changed keys only; full: the whole partition). */
+  /** Keys and bytes (as PartitionStats counts them) this node's syncs copied since it started, by mode (fast: changed keys only; full: the whole partition). */
   syncCopied?: () => Readonly<Record<'fast' | 'full', { keys: number; bytes: number }>>;
 }
 
@@ -193,7 +193,7 @@ function registerNodeGauges(registry: Registry, sources: Set<StoreNodeMetricsSou
   };
   replicaGauge('shardpipe_replica_lag_sequences', "Writes of its chain's head this replica does not hold durably yet: the head's sequence number (as the latest forward carried it) minus this replica's (0 at the head)", (r) => r.lagSequences ?? 0);
   replicaGauge('shardpipe_replica_forward_retries', 'Forwards this replica sent again (failed or not answered within --forward-timeout) since the node started', (r) => r.forwardRetries ?? 0);
-  replicaGauge('shardpipe_replica_sync_bytes', 'Key + value bytes a syncing replica has copied so far in its current sync (restarts at 0 when a sync starts again)', (r) => r.sync?.bytes);
+  replicaGauge('shardpipe_replica_sync_bytes', 'Bytes (key, record header and value, as PartitionStats counts them) a syncing replica has copied so far in its current sync (restarts at 0 when a sync starts again)', (r) => r.sync?.bytes);
   replicaGauge('shardpipe_replica_sync_rows', 'Rows a syncing replica has copied so far in its current sync', (r) => r.sync?.rows);
   replicaGauge('shardpipe_replica_sync_total_rows', "Rows in the snapshot a syncing replica copies (0 until it has one)", (r) => r.sync?.totalRows);
   registerGcMetrics(registry, sources);
@@ -213,7 +213,7 @@ function registerNodeGauges(registry: Registry, sources: Set<StoreNodeMetricsSou
       },
     });
   };
-  copied('shardpipe_replica_sync_copied_bytes_total', 'Key + value bytes the syncs of this node copied, by mode (fast: the keys changed since the replica\'s position, from its source\'s change log; full: the whole partition)', (c) => c.bytes);
+  copied('shardpipe_replica_sync_copied_bytes_total', 'Bytes (as PartitionStats counts them) the syncs of this node copied, by mode (fast: the keys changed since the replica\'s position, from its source\'s change log; full: the whole partition)', (c) => c.bytes);
   copied('shardpipe_replica_sync_copied_keys_total', 'Keys the syncs of this node copied (written or deleted), by mode', (c) => c.keys);
   const disk = async (pick: (f: { bavail: number; blocks: number; bsize: number }) => number, gauge: Gauge<'node'>): Promise<void> => {
     gauge.reset();

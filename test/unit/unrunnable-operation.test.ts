@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { defaultRunners, endUnrunnable } from '../../coordinator/index.js';
+import { MovementRunner, endUnrunnable } from '../../coordinator/index.js';
 import type { OperationRecord } from '../../store/index.js';
 
 const base: OperationRecord = {
@@ -14,14 +14,17 @@ const base: OperationRecord = {
   pauses: [],
 };
 
+// A coordinator started with only the movement runner (CoordinatorOptions.runners), as an older build would be.
+const runners = [new MovementRunner()];
+
 describe('endUnrunnable: an operation of a kind no runner of the leading coordinator carries out', () => {
   it('pending with no steps: failed with STORE_OPERATION_REFUSED naming the kinds this coordinator runs', () => {
-    const ended = endUnrunnable(base, defaultRunners(), 5000)!;
+    const ended = endUnrunnable(base, runners, 5000)!;
     expect(ended).toMatchObject({ state: 'failed', finishedAtMs: 5000, error: 'STORE_OPERATION_REFUSED: the leading coordinator carries out no split operations (it runs move, drain-node, set-replicas, rebalance)' });
   });
 
   it('cancelling with no steps: cancelled, saying nothing was changed', () => {
-    const ended = endUnrunnable({ ...base, state: 'cancelling' }, defaultRunners(), 5000)!;
+    const ended = endUnrunnable({ ...base, state: 'cancelling' }, runners, 5000)!;
     expect(ended.state).toBe('cancelled');
     expect(ended.error).toBeUndefined();
     expect(ended.message).toMatch(/^nothing was changed: /);
@@ -29,7 +32,7 @@ describe('endUnrunnable: an operation of a kind no runner of the leading coordin
 
   it('one with steps (started by a coordinator that had the runner) is left for a leader that has one', () => {
     const started: OperationRecord = { ...base, state: 'running', steps: [{ description: 'cut partition 1', partition: 1, state: 'running' }] };
-    expect(endUnrunnable(started, defaultRunners(), 5000)).toBeUndefined();
-    expect(endUnrunnable({ ...started, state: 'cancelling' }, defaultRunners(), 5000)).toBeUndefined();
+    expect(endUnrunnable(started, runners, 5000)).toBeUndefined();
+    expect(endUnrunnable({ ...started, state: 'cancelling' }, runners, 5000)).toBeUndefined();
   });
 });
