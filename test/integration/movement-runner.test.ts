@@ -101,6 +101,18 @@ describe('MovementRunner pass by pass (real etcd)', () => {
     // No answer from the head yet: nothing to do, the map stays.
     expect(await pass()).toBeUndefined();
     const promoted = (await maps.read())!.map;
+    // The first attempt: A could not settle within the pause and released (by its map-guarded transaction); recorded, keys removed, asked again after a back-off.
+    const epoch = promoted.byId(0)!.epoch;
+    await client.put(keys.pausedOf(0, A)).value(JSON.stringify({ operation: id, node: A, epoch, state: 'released', mapVersion: promoted.version, heldAtMs: 500, ms: 50, reason: 'the chain did not acknowledge every write within the pause' } satisfies PausedReport));
+    const released = (await pass())!;
+    expect(released.map).toBeUndefined();
+    expect(released.record.pauses).toEqual([{ partition: 0, ms: 50, atMs: 500, reason: 'head hand-over released: the chain did not acknowledge every write within the pause' }]);
+    expect(released.record.steps[0]!.description).toContain('attempt 1 released');
+    expect(await client.get(keys.pausedOf(0, A)).string()).toBeNull();
+    expect(await client.get(keys.pauseOf(0)).string()).toBeNull();
+    const again2 = (await pass())!;
+    expect(again2.record.steps[0]!.description).toContain('attempt 2');
+    expect(await client.get(keys.pauseOf(0)).string()).not.toBeNull();
     // A answers `paused` (every forward acknowledged) at the current map; the removal is committed guarded by that answer — and the coordinator dies again.
     const paused: PausedReport = { operation: id, node: A, epoch: promoted.byId(0)!.epoch, state: 'paused', stream: 's', seq: 9, mapVersion: promoted.version, heldAtMs: 1000 };
     await client.put(keys.pausedOf(0, A)).value(JSON.stringify(paused));
@@ -115,7 +127,7 @@ describe('MovementRunner pass by pass (real etcd)', () => {
     const after = (await pass())!;
     expect(after.map).toBeUndefined();
     expect(after.record.steps[0]!.state).toBe('done');
-    expect(after.record.pauses).toEqual([{ partition: 0, ms: 12, atMs: 1000, reason: 'head hand-over (3 writes held)' }]);
+    expect(after.record.pauses).toEqual([...released.record.pauses, { partition: 0, ms: 12, atMs: 1000, reason: 'head hand-over (3 writes held)' }]);
     expect(await client.getAll().prefix(`${keys.paused}0/`).keys()).toEqual([]);
     expect(await client.get(keys.pauseOf(0)).string()).toBeNull();
     const finished = (await pass())!;
