@@ -177,14 +177,14 @@ describe('head hand-over (real etcd, real node processes)', () => {
     expect(done.steps).toMatchObject([{ partition: P, from, to, state: 'done' }]);
     const now = (await c.store.read())!.map.byId(P)!;
     expect(now.chain.map((r) => r.node)).toEqual([p.chain[1]!.node, to]);
+    // No in-flight CAS was cut off: none is ambiguous, no write failed at all.
+    expect(Object.fromEntries(hammer.codes)).toEqual({});
     // The hand-over: one pause, measured by the old head, within --max-pause.
     const handovers = done.pauses.filter((x) => x.reason.startsWith('head hand-over ('));
     expect(handovers, JSON.stringify(done.pauses)).toHaveLength(1);
     expect(handovers[0]!.partition).toBe(P);
     expect(handovers[0]!.ms).toBeLessThanOrEqual(2000);
     expect(handovers[0]!.reason).toMatch(/^head hand-over \(\d+ writes held\)$/);
-    // No in-flight CAS was cut off: none is ambiguous, no write failed at all.
-    expect(Object.fromEntries(hammer.codes)).toEqual({});
     expect(work.problems).toEqual([]);
     expect(work.ambiguous).toBe(0);
     await client.refreshMap();
