@@ -9,8 +9,12 @@
  * pause the head measured; the pauses' p50/p99 over all splits; the writer's puts/s and put latency
  * p50/p99 before the first split vs during the splits (the same-run ratio).
  *
+ * `--handover`: a fourth node, and instead of splits SPLITS `move`s of partition 0's head to the
+ * node outside its chain (README "Live data movement", the head hand-over): per move its duration
+ * and the hand-over pause the old head measured, the same p50/p99 and before/during writer figures.
+ *
  * Run after `npx tsc -p tsconfig.json`:
- *   node dist/bench/split-bench.js [--rows 200000] [--splits 3] [--writers 4] [--max-pause-ms 2000]
+ *   node dist/bench/split-bench.js [--rows 200000] [--splits 3] [--writers 4] [--max-pause-ms 2000] [--handover]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -20,23 +24,25 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { findFreePort } from '../common/index.js';
 import { PrivateEtcd } from '../coordinator/index.js';
-import { DEFAULT_MAX_MOVEMENTS, EtcdOperationStore, Key, PackedRowsBuilder, StoreClient, connectEtcd, newOperationId, type OperationRecord, type PackedRows } from '../store/index.js';
+import { DEFAULT_MAX_MOVEMENTS, EtcdMapStore, EtcdOperationStore, Key, PackedRowsBuilder, StoreClient, connectEtcd, newOperationId, type OperationRecord, type PackedRows } from '../store/index.js';
 import { parseBenchArgs } from './bench-args.js';
 import { MAIN_JS } from './bench-cluster.js';
 
-const USAGE = 'node dist/bench/split-bench.js [--rows N (default 200000)] [--splits N (default 3)] [--writers N (default 4)] [--max-pause-ms MS (default 2000)]\nSplits partition 0 of a live 3-node RF=3 cluster under a steady writer; prints each split\'s duration, rows/s and write pause, the pauses\' p50/p99, and the writer\'s throughput and latency before vs during.';
+const USAGE = 'node dist/bench/split-bench.js [--rows N (default 200000)] [--splits N (default 3)] [--writers N (default 4)] [--max-pause-ms MS (default 2000)] [--handover]\nSplits partition 0 of a live 3-node RF=3 cluster under a steady writer; prints each split\'s duration, rows/s and write pause, the pauses\' p50/p99, and the writer\'s throughput and latency before vs during.\n--handover: 4 nodes, and N moves of partition 0\'s head (the head hand-over pause) instead of splits.';
 const { values } = parseBenchArgs(USAGE, {
   options: {
     rows: { type: 'string', default: '200000' },
     splits: { type: 'string', default: '3' },
     writers: { type: 'string', default: '4' },
     'max-pause-ms': { type: 'string', default: '2000' },
+    handover: { type: 'boolean', default: false },
   },
 });
 const ROWS = wholeNumber('--rows', values.rows);
 const SPLITS = wholeNumber('--splits', values.splits);
 const WRITERS = wholeNumber('--writers', values.writers);
 const MAX_PAUSE_MS = wholeNumber('--max-pause-ms', values['max-pause-ms']);
+const HANDOVER = values.handover === true;
 if (SPLITS > 12) throw new RangeError(`--splits must be 1–12 (each halves partition 0), got ${SPLITS}`);
 const LEASE = '2s';
 const VALUE = Buffer.alloc(100, 0x61);
@@ -152,7 +158,7 @@ async function main(): Promise<void> {
   const etcdClient = connectEtcd({ url: etcd.url });
   let client: StoreClient | undefined;
   try {
-    const addresses = await Promise.all([0, 1, 2].map(async () => `127.0.0.1:${await findFreePort()}`));
+    const addresses = await Promise.all((HANDOVER ? [0, 1, 2, 3] : [0, 1, 2]).map(async () => `127.0.0.1:${await findFreePort()}`));
     const nodes = addresses.map((a, i) => cliChild(['store', 'start', '--etcd', etcd.url, '--node', a, '--data', join(workDir, `node-${i}`), '--lease', LEASE], 'ready'));
     children.push(...nodes.map((n) => n.child));
     const coordinator = cliChild(['coordinator', '--etcd', etcd.url, '--lease', LEASE], 'ready');
@@ -174,7 +180,23 @@ async function main(): Promise<void> {
     writer.enter('during');
     const ops = new EtcdOperationStore(etcdClient, etcd.url);
     const pauses: number[] = [];
-    for (let s = 0; s < SPLITS; s++) {
+    const maps = new EtcdMapStore(etcdClient, etcd.url);
+    for (let s = 0; HANDOVER && s < SPLITS; s++) {
+      const p = (await maps.read())!.map.byId(0)!;
+      const to = addresses.find((a) => !p.chain.some((r) => r.node === a))!;
+      const now = Date.now();
+      const record: OperationRecord = { id: newOperationId(now), args: { kind: 'move', partition: 0, from: p.node, to }, state: 'pending', createdAtMs: now, updatedAtMs: now, requestedBy: 'split-bench', limits: { maxMovements: DEFAULT_MAX_MOVEMENTS, maxPauseMs: MAX_PAUSE_MS }, steps: [], pauses: [] };
+      const started = performance.now();
+      await ops.create(record);
+      const done = await waitFinished(ops, record.id);
+      const seconds = (performance.now() - started) / 1000;
+      if (done.state !== 'completed') throw new Error(`move ${s + 1} ${done.state}: ${done.error ?? done.message}`);
+      const held = done.pauses.filter((x) => x.reason.startsWith('head hand-over (')).map((x) => x.ms);
+      const retries = done.pauses.filter((x) => x.reason.startsWith('head hand-over released')).length;
+      pauses.push(...held);
+      process.stdout.write(`move ${s + 1} of partition 0's head ${p.node} → ${to}: ${seconds.toFixed(2)} s, ${done.steps[0]?.rowsTotal ?? 0} rows copied, hand-over pause ${held.join('/') || '?'} ms${retries > 0 ? `, ${retries} attempts released` : ''}\n`);
+    }
+    for (let s = 0; !HANDOVER && s < SPLITS; s++) {
       const at = Buffer.alloc(2);
       at.writeUInt16BE(0x4000 >> s);
       const now = Date.now();
@@ -197,8 +219,9 @@ async function main(): Promise<void> {
       return `p50 ${quantile(sorted, 0.5).toFixed(1)} ms, p99 ${quantile(sorted, 0.99).toFixed(1)} ms`;
     };
     const rate = (phase: 'before' | 'during'): number => writer.latencies[phase].length / (writer.ms[phase] / 1000);
-    process.stdout.write(`write pause over ${pauses.length} splits: p50 ${quantile(sortedPauses, 0.5)} ms, p99 ${quantile(sortedPauses, 0.99)} ms, max ${sortedPauses[sortedPauses.length - 1]} ms\n`);
-    process.stdout.write(`writer (${WRITERS} callers): before ${Math.round(rate('before'))} puts/s (${lat(writer.latencies.before)}); during the splits ${Math.round(rate('during'))} puts/s (${lat(writer.latencies.during)}); during/before ${(rate('during') / rate('before')).toFixed(2)}; ${writer.errors} errors\n`);
+    const what = HANDOVER ? 'head hand-overs' : 'splits';
+    process.stdout.write(`write pause over ${pauses.length} ${what}: p50 ${quantile(sortedPauses, 0.5)} ms, p99 ${quantile(sortedPauses, 0.99)} ms, max ${sortedPauses[sortedPauses.length - 1]} ms\n`);
+    process.stdout.write(`writer (${WRITERS} callers): before ${Math.round(rate('before'))} puts/s (${lat(writer.latencies.before)}); during the ${what} ${Math.round(rate('during'))} puts/s (${lat(writer.latencies.during)}); during/before ${(rate('during') / rate('before')).toFixed(2)}; ${writer.errors} errors\n`);
   } finally {
     client?.close();
     etcdClient.close();

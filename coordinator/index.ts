@@ -11,6 +11,6 @@ export { MovementRunner, MAX_SYNC_FAILURES } from './movement-runner.js';
 export { REBALANCE_TOLERANCE, addSyncingTail, eligibleNodes, fairShare, movementsInFlight, nodeLoads, partitionBytes, pickReplicaToRemove, pickTarget, planDrain, planRebalance, planSetReplicas, refusal, removeReplica, setMapReplicas, setPartitionReplicas } from './movement-plan.js';
 export type { ClusterView, PlannedStep } from './movement-plan.js';
 export { SplitRunner } from './split-runner.js';
-export { lowestUnusedId, splitMap, splitProblem, splitCommitted, cutBackoffMs } from './split-plan.js';
+export { lowestUnusedId, splitMap, splitProblem, splitCommitted, cutBackoffMs, MAX_CUT_ATTEMPTS } from './split-plan.js';
 export { chainNotWhole, mergePlan, mergeMap } from './split-plan.js';
 export { MergeRunner } from './merge-runner.js';

@@ -3,7 +3,7 @@ import type { Etcd3 } from 'etcd3';
 import { operationKeys, splitEtcdKeys, splitValues, type MergePrepareRequest, type OperationRecord, type OperationStep, type PausedReport } from '../store/index.js';
 import type { OperationAdvance, OperationContext, OperationRunner } from './operation-runner.js';
 import { MAX_CUT_ATTEMPTS, chainNotWhole, cutBackoffMs, mergeMap, mergePlan } from './split-plan.js';
-import { readAllJson, readJson } from './split-runner.js';
+import { readAllJson, readJson } from './head-pause.js';
 
 type MergeArgs = Extract<OperationRecord['args'], { kind: 'merge' }>;
 

@@ -1,5 +1,7 @@
 import { isFinalOperationState, targetReplicas, type EtcdMovementMarks, type OperationKind, type OperationRecord, type OperationStep, type PartitionMap } from '../store/index.js';
 import { addSyncingTail, isMovement, movementsInFlight, partitionBytes, pickTarget, planDrain, planRebalance, planSetReplicas, refusal, removeReplica, setMapReplicas, setPartitionReplicas, type ClusterView, type PlannedStep } from './movement-plan.js';
+import { MAX_CUT_ATTEMPTS } from './split-plan.js';
+import { clearPause, pauseAfterCommit, pauseHead, type HeadPauseTarget } from './head-pause.js';
 import type { OperationAdvance, OperationContext, OperationRunner } from './operation-runner.js';
 
 /** A destination whose sync reported `failed` this many times (distinct attempts) fails its step. */
@@ -13,12 +15,17 @@ export const MAX_SYNC_FAILURES = 5;
  *   chain → it is added as a syncing tail (epoch + 1); it is → the step goes on to `syncing`;
  * - `syncing`: waits until the existing sync and promotion made `to` serving (progress from its
  *   `syncs/P/NODE` report); `to` leaving the chain, or its sync failing MAX_SYNC_FAILURES times, fails the step;
- * - `removing`: `from` is in the chain → removed (epoch + 1; its successor heads if it was head).
+ * - `removing`: `from` is in the chain → removed (epoch + 1); a `from` that heads the chain goes
+ *   through `handing over` first: the head hand-over pause (head-pause.ts, as a split's cut) —
+ *   `pause/P`, the head's `paused` answer, the removal committed guarded by that answer, the
+ *   measured pause recorded once the old head released its held writes (they answer STORE_NOT_OWNER
+ *   and go to the new head); a released pause is retried after a back-off, MAX_CUT_ATTEMPTS times.
  * A failed or cancelled operation rolls back its running steps: a `to` this operation added is
  * removed unless `from` is gone already (then the step had finished), the rest are `skipped`.
  */
 export class MovementRunner implements OperationRunner {
   readonly kinds: readonly OperationKind[] = ['move', 'drain-node', 'set-replicas', 'rebalance'];
+  readonly watchPrefixes = ['paused/'] as const;
   /** Failed sync attempts seen per step (`op/partition/node`), by the attempt's start time. */
   private readonly syncFailures = new Map<string, Set<number>>();
 
@@ -58,6 +65,7 @@ export class MovementRunner implements OperationRunner {
         rec.message = `failed: ${step.error}; rolling back`;
         return { record: rec };
       }
+      if (map === 'changed') return { record: withMessage(rec) };
       if (map !== undefined) return { map, record: withMessage(rec) };
     }
 
@@ -163,7 +171,7 @@ export class MovementRunner implements OperationRunner {
   }
 
   /** One sub-step of a running step; the map it needs, if any. Sets `step.error` when the step fails. */
-  private async advanceStep(step: OperationStep, rec: OperationRecord, ctx: OperationContext, view: ClusterView, marks: EtcdMovementMarks): Promise<PartitionMap | undefined> {
+  private async advanceStep(step: OperationStep, rec: OperationRecord, ctx: OperationContext, view: ClusterView, marks: EtcdMovementMarks): Promise<PartitionMap | 'changed' | undefined> {
     const p = ctx.map.byId(step.partition);
     const fail = (why: string): undefined => {
       step.error = why;
@@ -219,6 +227,7 @@ export class MovementRunner implements OperationRunner {
       }
       step.phase = 'removing';
     }
+    if (step.phase === 'handing over') return this.handOver(step, rec, ctx);
     if (step.phase === 'removing') {
       const from = step.from!;
       const R = rec.args.kind === 'set-replicas' ? rec.args.replicas : undefined;
@@ -237,11 +246,77 @@ export class MovementRunner implements OperationRunner {
           step.finishedAtMs = undefined;
           return fail(`partition ${p.id}: ${from} holds its only serving replica, which cannot be removed`);
         }
+        if (p.node === from) {
+          // The head goes: hand over with a bounded write pause instead of cutting off its writes in flight.
+          step.state = 'running';
+          step.finishedAtMs = undefined;
+          step.phase = 'handing over';
+          return this.handOver(step, rec, ctx);
+        }
         return removeReplica(ctx.map, p.id, from, R !== undefined && p.replicas !== R ? R : undefined);
       }
       if (R !== undefined && p.replicas !== R) return setPartitionReplicas(ctx.map, p.id, R);
     }
     return undefined;
+  }
+
+  /**
+   * The removal of a source that heads the chain (README "Live data movement"): the head holds
+   * writes of P until every forward is acknowledged and answers `paused`; the removal is committed
+   * guarded by that answer (so it never meets a write the head let go on); once the old head
+   * installed the map and released its held writes (STORE_NOT_OWNER: the clients go to the new
+   * head), the measured pause goes into `pauses` and the step is done.
+   */
+  private async handOver(step: OperationStep, rec: OperationRecord, ctx: OperationContext): Promise<PartitionMap | 'changed' | undefined> {
+    const p = ctx.map.byId(step.partition)!;
+    const from = step.from!;
+    const R = rec.args.kind === 'set-replicas' ? rec.args.replicas : undefined;
+    if (!p.chain.some((r) => r.node === from)) {
+      // Committed (by this step, or `from` left by itself): wait for the old head's measured release, then done.
+      const released = await pauseAfterCommit(ctx.etcd, rec, p.id);
+      if (released === 'held' && ctx.nodes.has(from)) return undefined;
+      if (released !== undefined && released !== 'held') rec.pauses = [...rec.pauses, { partition: p.id, ms: released.ms ?? 0, atMs: released.heldAtMs, reason: `head hand-over (${released.heldWrites ?? 0} writes held)` }];
+      await clearPause(ctx.etcd, p.id, rec.id);
+      step.state = 'done';
+      step.finishedAtMs = ctx.nowMs;
+      step.phase = undefined;
+      if (R !== undefined && p.replicas !== R) return setPartitionReplicas(ctx.map, p.id, R);
+      return 'changed';
+    }
+    if (p.node !== from) {
+      // The chain changed under the hand-over (its head left or moved): `from` is no longer head, a plain removal follows.
+      await clearPause(ctx.etcd, p.id, rec.id);
+      step.phase = 'removing';
+      return 'changed';
+    }
+    const target: HeadPauseTarget = { partition: p.id, epoch: p.epoch, head: from, reason: 'head hand-over', releasedPrefix: 'head hand-over released' };
+    const state = await pauseHead(ctx, rec, target);
+    switch (state.kind) {
+      case 'asked':
+        step.description = `${describe(rec.args.kind, step)} (head hand-over, attempt ${state.attempt}: ${from} holds writes at most ${rec.limits.maxPauseMs} ms)`;
+        return 'changed';
+      case 'paused': {
+        const next = removeReplica(ctx.map, p.id, from, R !== undefined && p.replicas !== R ? R : undefined);
+        if (!(await ctx.maps.replace(ctx.map.version, next, state.guard))) return undefined;
+        ctx.logger.info({ partition: p.id, from, version: next.version, seq: state.answer.seq }, 'head hand-over committed');
+        step.description = `${describe(rec.args.kind, step)} (head hand-over committed at map version ${next.version})`;
+        return 'changed';
+      }
+      case 'released':
+        rec.pauses = state.pauses;
+        if (state.exhausted) {
+          step.error = `partition ${p.id}: the head hand-over from ${from} ran out of time ${state.attempts} times (--max-pause ${rec.limits.maxPauseMs} ms, at most ${MAX_CUT_ATTEMPTS} attempts): the chain did not settle; raise --max-pause or move when writes are lighter`;
+          step.phase = 'rolling back';
+          return undefined;
+        }
+        step.description = `${describe(rec.args.kind, step)} (head hand-over attempt ${state.attempts} released after ${state.answer.ms ?? 0} ms; trying again)`;
+        return 'changed';
+      case 'busy':
+        step.description = `${describe(rec.args.kind, step)} (waiting: ${state.operation} holds writes of partition ${p.id})`;
+        return 'changed';
+      default:
+        return undefined;
+    }
   }
 
   /** One rollback sub-step of a cancelled or failed operation; the final record once every running step is rolled back. */
@@ -250,6 +325,8 @@ export class MovementRunner implements OperationRunner {
       const p = ctx.map.byId(step.partition);
       if (step.to !== undefined && rec.limits.maxBytesPerSecond !== undefined) await marks.clearThrottle(step.partition, step.to);
       const undone: OperationStep['state'] = step.error !== undefined ? 'failed' : 'rolled-back';
+      // A hand-over's pause request goes first: the head lets its held writes go on.
+      if (step.phase === 'handing over') await clearPause(ctx.etcd, step.partition, rec.id);
       step.finishedAtMs = ctx.nowMs;
       step.phase = undefined;
       const inChain = (node: string | undefined) => node !== undefined && p !== undefined && p.chain.some((r) => r.node === node);

@@ -1,8 +1,8 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Etcd3 } from 'etcd3';
 import { displayBytes, operationKeys, splitEtcdKeys, splitValues, type OperationRecord, type OperationStep, type Partition, type SplitPrepareRequest, type SplitPreparedReport } from '../store/index.js';
 import type { OperationAdvance, OperationContext, OperationRunner } from './operation-runner.js';
-import { MAX_CUT_ATTEMPTS, chainNotWhole, cutBackoffMs, lowestUnusedId, splitCommitted, splitMap, splitProblem, strictlyInside } from './split-plan.js';
+import { pauseAfterCommit, pauseHead, readAllJson, readJson } from './head-pause.js';
+import { chainNotWhole, lowestUnusedId, splitCommitted, splitMap, splitProblem, strictlyInside } from './split-plan.js';
 
 type SplitArgs = Extract<OperationRecord['args'], { kind: 'split' }>;
 
@@ -85,42 +85,34 @@ export class SplitRunner implements OperationRunner {
   /** The cut: pause the head, and commit the split map once it answers `paused` (guarded by that answer). */
   private async cut(ctx: OperationContext, op: OperationRecord, request: SplitPrepareRequest, head: string, rows: number): Promise<OperationAdvance | undefined> {
     const P = request.partition;
-    const pauseKey = this.keys.pauseOf(P);
-    const pause = await readJson(ctx.etcd, pauseKey, splitValues.pause);
-    const paused = await readJson(ctx.etcd, this.keys.pausedOf(P, head), splitValues.paused);
-    const attempts = op.pauses.filter((x) => x.reason.startsWith('cut released')).length;
-    if (pause === undefined || pause.value.operation !== op.id || pause.value.epoch !== request.epoch) {
-      if (paused !== undefined) await ctx.etcd.delete().key(this.keys.pausedOf(P, head)).exec();
-      await ctx.etcd.put(pauseKey).value(JSON.stringify({ operation: op.id, epoch: request.epoch, reason: 'split cut', maxPauseMs: op.limits.maxPauseMs, requestedAtMs: ctx.nowMs })).exec();
-      return { record: this.step(op, ctx, { phase: `cutting (attempt ${attempts + 1})`, rowsDone: rows, rowsTotal: rows }, `every replica copied ${rows} rows; asked ${head} to hold writes of partition ${P} (at most ${op.limits.maxPauseMs} ms)`) };
+    const state = await pauseHead(ctx, op, { partition: P, epoch: request.epoch, head, reason: 'split cut', releasedPrefix: 'cut released' });
+    switch (state.kind) {
+      case 'asked':
+        return { record: this.step(op, ctx, { phase: `cutting (attempt ${state.attempt})`, rowsDone: rows, rowsTotal: rows }, `every replica copied ${rows} rows; asked ${head} to hold writes of partition ${P} (at most ${op.limits.maxPauseMs} ms)`) };
+      case 'paused': {
+        const next = splitMap(ctx.map, P, Buffer.from(request.at!, 'hex'), request.newPartition);
+        if (!(await ctx.maps.replace(ctx.map.version, next, state.guard))) return undefined;
+        ctx.logger.info({ partition: P, newPartition: request.newPartition, version: next.version, seq: state.answer.seq }, 'split committed');
+        return { record: this.step(op, ctx, { phase: 'committed' }, `committed map version ${next.version}: partition ${P} and ${request.newPartition} (the chain was at ${state.answer.stream}:${state.answer.seq})`) };
+      }
+      case 'released': {
+        // The head let the writes go on before a commit: the pause is recorded, the cut tried again after a back-off.
+        const pauses = state.pauses;
+        if (state.exhausted) return this.fail(ctx, { ...op, pauses }, request, `the cut ran out of time ${state.attempts} times (--max-pause ${op.limits.maxPauseMs} ms): the chain did not settle; raise --max-pause or split when writes are lighter`);
+        return { record: this.step({ ...op, pauses }, ctx, { phase: 'cutting (backing off)' }, `cut attempt ${state.attempts} released after ${state.answer.ms ?? 0} ms (${state.answer.reason ?? ''}); trying again`) };
+      }
+      case 'busy':
+        return op.steps[0]?.phase === 'cutting (waiting)' ? undefined : { record: this.step(op, ctx, { phase: 'cutting (waiting)' }, `partition ${P}'s head holds writes for ${state.operation}: cutting once that ends`) };
+      default:
+        return undefined;
     }
-    const answer = paused?.value;
-    if (answer === undefined || answer.operation !== op.id || answer.epoch !== request.epoch) return undefined;
-    if (answer.state === 'paused' && answer.mapVersion === ctx.map.version) {
-      const next = splitMap(ctx.map, P, Buffer.from(request.at!, 'hex'), request.newPartition);
-      if (!(await ctx.maps.replace(ctx.map.version, next, { key: this.keys.pausedOf(P, head), modRevision: paused!.modRevision }))) return undefined;
-      ctx.logger.info({ partition: P, newPartition: request.newPartition, version: next.version, seq: answer.seq }, 'split committed');
-      return { record: this.step(op, ctx, { phase: 'committed' }, `committed map version ${next.version}: partition ${P} and ${request.newPartition} (the chain was at ${answer.stream}:${answer.seq})`) };
-    }
-    if (answer.state === 'released') {
-      // The head let the writes go on before a commit: record the pause, back off, try again.
-      const pauses = [...op.pauses, { partition: P, ms: answer.ms ?? 0, atMs: answer.heldAtMs, reason: `cut released: ${answer.reason ?? 'no reason given'}` }];
-      await ctx.etcd.delete().key(pauseKey).exec();
-      await ctx.etcd.delete().key(this.keys.pausedOf(P, head)).exec();
-      if (attempts + 1 >= MAX_CUT_ATTEMPTS) return this.fail(ctx, { ...op, pauses }, request, `the cut ran out of time ${attempts + 1} times (--max-pause ${op.limits.maxPauseMs} ms): the chain did not settle; raise --max-pause or split when writes are lighter`);
-      await sleep(cutBackoffMs(attempts + 1));
-      return { record: this.step({ ...op, pauses }, ctx, { phase: 'cutting (backing off)' }, `cut attempt ${attempts + 1} released after ${answer.ms ?? 0} ms (${answer.reason ?? ''}); trying again`) };
-    }
-    return undefined;
   }
 
   /** After the commit: record the head's measured pause once it released, remove the keys, done. */
   private async finish(ctx: OperationContext, op: OperationRecord, request: SplitPrepareRequest): Promise<OperationAdvance | undefined> {
     const P = request.partition;
-    const reports = await readAllJson(ctx.etcd, `${this.keys.paused}${P}/`, splitValues.paused);
-    const answers = [...reports.values()].map((r) => r.value).filter((r) => r.operation === op.id && r.epoch === request.epoch);
-    if (answers.some((a) => a.state === 'paused')) return undefined;
-    const released = answers.find((a) => a.state === 'released');
+    const released = await pauseAfterCommit(ctx.etcd, op, P, request.epoch);
+    if (released === 'held') return undefined;
     const pauses = released === undefined ? op.pauses : [...op.pauses, { partition: P, ms: released.ms ?? 0, atMs: released.heldAtMs, reason: `split cut (${released.heldWrites ?? 0} writes held)` }];
     await this.clear(ctx.etcd, P, op.id);
     const measured = released === undefined ? 'the head went before it reported its pause' : `writes paused ${released.ms ?? 0} ms`;
@@ -164,23 +156,6 @@ export class SplitRunner implements OperationRunner {
     const first: OperationStep = op.steps[0] ?? { description: `split partition ${P}`, partition: P, state: 'pending', startedAtMs: ctx.nowMs };
     return [{ ...first, ...change }, ...op.steps.slice(1)];
   }
-}
-
-export async function readJson<T>(etcd: Etcd3, key: string, parse: (v: Buffer) => T | undefined): Promise<{ value: T; modRevision: string } | undefined> {
-  const res = await etcd.get(key).exec();
-  const kv = res.kvs[0];
-  const value = kv === undefined ? undefined : parse(kv.value);
-  return value === undefined ? undefined : { value, modRevision: kv!.mod_revision };
-}
-
-export async function readAllJson<T>(etcd: Etcd3, prefix: string, parse: (v: Buffer) => T | undefined): Promise<Map<string, { value: T; modRevision: string }>> {
-  const res = await etcd.getAll().prefix(prefix).exec();
-  const out = new Map<string, { value: T; modRevision: string }>();
-  for (const kv of res.kvs) {
-    const value = parse(kv.value);
-    if (value !== undefined) out.set(kv.key.toString(), { value, modRevision: kv.mod_revision });
-  }
-  return out;
 }
 
 /** The replica reads go to: the chain's last serving one. */

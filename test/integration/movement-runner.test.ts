@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../common/index.js';
 import { MAX_SYNC_FAILURES, MovementRunner, PrivateEtcd, promote, removeReplica, type OperationContext } from '../../coordinator/index.js';
-import { DEFAULT_MAX_PAUSE_MS, EtcdMapStore, EtcdMovementMarks, EtcdOperationStore, PartitionMap, connectEtcd, newOperationId, type NodeRegistration, type OperationArgs, type OperationRecord, type SyncReport } from '../../store/index.js';
+import { DEFAULT_MAX_PAUSE_MS, EtcdMapStore, EtcdMovementMarks, EtcdOperationStore, PartitionMap, connectEtcd, newOperationId, operationKeys, splitValues, type NodeRegistration, type OperationArgs, type OperationRecord, type PausedReport, type SyncReport } from '../../store/index.js';
 import { makeTempDir, type TempDir } from '../helpers/temp-dir.js';
 
 // The runner against a real (private) etcd, driven pass by pass the way the leading coordinator
@@ -88,16 +88,48 @@ describe('MovementRunner pass by pass (real etcd)', () => {
     expect(copying.record.steps[0]).toMatchObject({ rowsDone: 40, bytesDone: 4000, rowsTotal: 100 });
     expect(copying.record.message).toContain('40/100 rows');
     expect(await pass(false, [report])).toBeUndefined();
-    // Promoted by the coordinator's promotion pass; the step removes A (the head: B heads) — and the coordinator dies again.
+    // Promoted by the coordinator's promotion pass; A is the head, so the step asks it to hold writes first (the head hand-over).
     const current = (await maps.read())!.map;
     expect(current.version).toBe(version);
     expect(await maps.replace(current.version, promote(current, [{ partition: 0, node: D, epoch: current.byId(0)!.epoch }])!.map)).toBe(true);
-    const removed = (await pass(true))!;
-    expect(removed.map!.byId(0)!.chain.map((r) => r.node)).toEqual([B, D]);
-    expect(removed.map!.byId(0)!.node).toBe(B);
+    const asking = (await pass())!;
+    expect(asking.map).toBeUndefined();
+    expect(asking.record.steps[0]).toMatchObject({ state: 'running', phase: 'handing over' });
+    const keys = operationKeys();
+    const request = splitValues.pause((await client.get(keys.pauseOf(0)).buffer())!)!;
+    expect(request).toMatchObject({ operation: id, reason: 'head hand-over', maxPauseMs: DEFAULT_MAX_PAUSE_MS });
+    // No answer from the head yet: nothing to do, the map stays.
+    expect(await pass()).toBeUndefined();
+    const promoted = (await maps.read())!.map;
+    // The first attempt: A could not settle within the pause and released (by its map-guarded transaction); recorded, keys removed, asked again after a back-off.
+    const epoch = promoted.byId(0)!.epoch;
+    await client.put(keys.pausedOf(0, A)).value(JSON.stringify({ operation: id, node: A, epoch, state: 'released', mapVersion: promoted.version, heldAtMs: 500, ms: 50, reason: 'the chain did not acknowledge every write within the pause' } satisfies PausedReport));
+    const released = (await pass())!;
+    expect(released.map).toBeUndefined();
+    expect(released.record.pauses).toEqual([{ partition: 0, ms: 50, atMs: 500, reason: 'head hand-over released: the chain did not acknowledge every write within the pause' }]);
+    expect(released.record.steps[0]!.description).toContain('attempt 1 released');
+    expect(await client.get(keys.pausedOf(0, A)).string()).toBeNull();
+    expect(await client.get(keys.pauseOf(0)).string()).toBeNull();
+    const again2 = (await pass())!;
+    expect(again2.record.steps[0]!.description).toContain('attempt 2');
+    expect(await client.get(keys.pauseOf(0)).string()).not.toBeNull();
+    // A answers `paused` (every forward acknowledged) at the current map; the removal is committed guarded by that answer — and the coordinator dies again.
+    const paused: PausedReport = { operation: id, node: A, epoch: promoted.byId(0)!.epoch, state: 'paused', stream: 's', seq: 9, mapVersion: promoted.version, heldAtMs: 1000 };
+    await client.put(keys.pausedOf(0, A)).value(JSON.stringify(paused));
+    const removed = await pass(true);
+    expect(removed!.map).toBeUndefined();
+    const handed = (await maps.read())!.map;
+    expect(handed.byId(0)!.chain.map((r) => r.node)).toEqual([B, D]);
+    expect(handed.byId(0)!.node).toBe(B);
+    // The old head still says `paused` (it has not installed the map): the step waits for its release.
+    expect(await pass()).toBeUndefined();
+    await client.put(keys.pausedOf(0, A)).value(JSON.stringify({ ...paused, state: 'released', ms: 12, heldWrites: 3, reason: 'the map changed' }));
     const after = (await pass())!;
     expect(after.map).toBeUndefined();
     expect(after.record.steps[0]!.state).toBe('done');
+    expect(after.record.pauses).toEqual([...released.record.pauses, { partition: 0, ms: 12, atMs: 1000, reason: 'head hand-over (3 writes held)' }]);
+    expect(await client.getAll().prefix(`${keys.paused}0/`).keys()).toEqual([]);
+    expect(await client.get(keys.pauseOf(0)).string()).toBeNull();
     const finished = (await pass())!;
     expect(finished.record.state).toBe('completed');
     expect(finished.record.finishedAtMs).toBeGreaterThan(0);
