@@ -43,6 +43,9 @@ export interface EtcdNodeAgentOptions {
  * The fence deadline counts from when the last confirmed keep-alive was *sent*: etcd renewed the
  * lease no earlier than that, so the lease cannot have run out in etcd before this node fences.
  */
+/** Pause before a sync report that etcd refused is written again. */
+const REPORT_RETRY_MS = 1000;
+
 export class EtcdNodeAgent {
   readonly store: EtcdMapStore;
   private readonly etcd: Etcd3;
@@ -526,7 +529,15 @@ export class EtcdNodeAgent {
       .then(() => this.lease.put(this.store.keys.sync(report.partition, this.address)).value(JSON.stringify(report)).exec())
       .then(
         () => undefined,
-        (err: unknown) => this.logger.warn({ err: (err as Error).message, partition: report.partition }, 'writing the sync report to etcd failed'),
+        (err: unknown) => {
+          this.logger.warn({ err: (err as Error).message, partition: report.partition }, 'writing the sync report to etcd failed; writing it again in 1 s');
+          // The report must reach etcd in the end: a `copied` lost while etcd was down would leave the
+          // replica syncing for ever (the coordinator promotes only what it reads). Only the latest
+          // report of a sync still running is written again.
+          setTimeout(() => {
+            if (!this.stop.signal.aborted && running.report === report && this.syncs.get(report.partition) === running) this.report(report, running);
+          }, REPORT_RETRY_MS).unref();
+        },
       );
   }
 

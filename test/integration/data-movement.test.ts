@@ -228,6 +228,30 @@ describe('live data movement (real etcd, real node processes)', () => {
     await check(cluster);
   }, 180_000);
 
+  it('SIGKILL of etcd mid-move (restarted from its data folder): the record and the map survive, the coordinator and nodes reconnect and the move completes', async () => {
+    cluster = await EtcdTestCluster.start({ lease: '3s' });
+    await Promise.all([cluster.startNode(), cluster.startNode(), cluster.startNode()]);
+    await startCoordinator(cluster, ['--no-auto-rebalance']);
+    const map = await init(cluster, 1, 2);
+    client = new StoreClient({ seeds: [...cluster.nodes.keys()], operationTimeoutMs: 30_000 });
+    await load(client, 30_000);
+    const p = map.byId(0)!;
+    const to = [...cluster.nodes.keys()].find((n) => !p.chain.some((r) => r.node === n))!;
+    // Throttled so that the copy is still running when etcd dies.
+    const id = await submit(cluster, { kind: 'move', partition: 0, from: p.chain[1]!.node, to }, { maxBytesPerSecond: 1_000_000 });
+    await cluster.waitForMap((m) => m.byId(0)!.chain.some((r) => r.node === to && r.state === 'syncing'));
+    await cluster.etcd.kill();
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await cluster.etcd.restart();
+    const done = await waitForOperation(cluster, id, undefined, 120_000);
+    expect(done.state, done.error).toBe('completed');
+    const now = (await cluster.store.read())!.map;
+    expect(now.byId(0)!.chain.map((r) => `${r.node} ${r.state}`)).toEqual([`${p.node} serving`, `${to} serving`]);
+    await client.refreshMap();
+    expect((await client.checksum(Buffer.alloc(0), Buffer.alloc(0))).count).toBe(30_000);
+    await check(cluster);
+  }, 240_000);
+
   it('SIGKILL of the destination mid-sync: once its lease runs out the move fails, is rolled back and names the partition and node; the source keeps serving', async () => {
     cluster = await EtcdTestCluster.start({ lease: '1s' });
     await Promise.all([cluster.startNode(), cluster.startNode(), cluster.startNode()]);
