@@ -83,34 +83,42 @@ describe('replica sync on etcd', () => {
     await client.refreshMap();
     let stop = false;
     let writes = 0;
+    // When each write was sent and answered: the check below must overlap at least one of them.
+    const spans: Array<[number, number]> = [];
+    const timed = async (write: Promise<unknown>, startedAt: number): Promise<void> => {
+      await write;
+      spans.push([startedAt, Date.now()]);
+      writes++;
+    };
     const deleted = new Set<number>();
     const load = (async () => {
       for (let round = 0; !stop; round++) {
         // Deletes and changes all over the key range (behind and ahead of the copy), and a bulk upsert.
         const i = (round * 997) % data.length;
-        await client.delete(Key.fromBytes(data[i]!.key));
+        await timed(client.delete(Key.fromBytes(data[i]!.key)), Date.now());
         deleted.add(i);
         const j = (round * 389 + 11) % data.length;
-        if (!deleted.has(j)) await client.put(Key.fromBytes(data[j]!.key), Buffer.from(`changed-${round}`));
+        if (!deleted.has(j)) await timed(client.put(Key.fromBytes(data[j]!.key), Buffer.from(`changed-${round}`)), Date.now());
         const from = (round * 211) % (data.length - 50);
         const batch = data.slice(from, from + 50).filter((_, k) => !deleted.has(from + k));
-        if (batch.length > 0) await client.bulkPutAll([batch.map((r) => ({ key: r.key, value: Buffer.from(`bulk-${round}`) }))]);
-        writes += 3;
+        if (batch.length > 0) await timed(client.bulkPutAll([batch.map((r) => ({ key: r.key, value: Buffer.from(`bulk-${round}`) }))]), Date.now());
       }
     })();
     const fresh = await c.startNode();
     const promoted = await waitOrDump(c, (m) => m.partitions.every((p) => allServing(p, 3) && p.chain[2]!.node !== victim));
     // Checked while the writes go on: every replica's digest is taken at one sequence number.
-    const writesBefore = writes;
+    const checkStartedAt = Date.now();
     const during = await check(c, promoted.partitions[0]!.node);
+    const checkEndedAt = Date.now();
     expect(during.json.consistent, JSON.stringify(during.json)).toBe(true);
     for (const p of during.json.partitions) {
       expect(p.seq, `partition ${p.id}`).toBeGreaterThan(0);
       for (const r of p.replicas) expect(r.seq, `partition ${p.id} on ${r.node}`).toBe(p.seq);
     }
-    expect(writes, 'writes went on during the check').toBeGreaterThan(writesBefore);
     stop = true;
     await load;
+    // A write answered during the check, or sent before it and answered after it.
+    expect(spans.some(([sent, answered]) => answered >= checkStartedAt && sent <= checkEndedAt), 'writes went on during the check').toBe(true);
     expect(writes).toBeGreaterThan(0);
     expect(promoted.partitions.every((p) => p.chain.some((r) => r.node === fresh.args[5]))).toBe(true);
     const seed = promoted.partitions[0]!.node;
