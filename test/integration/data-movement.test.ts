@@ -75,6 +75,29 @@ async function check(c: EtcdTestCluster): Promise<void> {
   expect((JSON.parse(out.stdout) as { consistent: boolean }).consistent).toBe(true);
 }
 
+/**
+ * The scene of the kill tests: 3 nodes, one partition on a chain of two loaded with `rows` rows, a
+ * move of its tail (`from`) to the third node (`to`) about to be submitted. `coordinators` starts
+ * them (default: one, without automatic rebalance).
+ */
+async function chainOfTwo(lease: string, rows: number, coordinators: (c: EtcdTestCluster) => Promise<unknown> = (c) => startCoordinator(c, ['--no-auto-rebalance'])): Promise<{ c: EtcdTestCluster; head: string; from: string; to: string; client: StoreClient }> {
+  const c = await EtcdTestCluster.start({ lease });
+  cluster = c;
+  await Promise.all([c.startNode(), c.startNode(), c.startNode()]);
+  await coordinators(c);
+  const p = (await init(c, 1, 2)).byId(0)!;
+  const loaded = new StoreClient({ seeds: [...c.nodes.keys()], operationTimeoutMs: 30_000 });
+  client = loaded;
+  await load(loaded, rows);
+  const to = [...c.nodes.keys()].find((n) => !p.chain.some((r) => r.node === n))!;
+  return { c, head: p.node, from: p.chain[1]!.node, to, client: loaded };
+}
+
+/** Partition 0's chain as "NODE state" lines. */
+async function chainOf0(c: EtcdTestCluster): Promise<string[]> {
+  return (await c.store.read())!.map.byId(0)!.chain.map((r) => `${r.node} ${r.state}`);
+}
+
 const allServing = (m: PartitionMap): boolean => m.partitions.every((p) => p.chain.every((r) => r.state === 'serving'));
 
 describe('live data movement (real etcd, real node processes)', () => {
@@ -202,101 +225,71 @@ describe('live data movement (real etcd, real node processes)', () => {
   }, 240_000);
 
   it('SIGKILL of the leading coordinator mid-move: the second one finishes the move', async () => {
-    cluster = await EtcdTestCluster.start({ lease: '1s' });
-    await Promise.all([cluster.startNode(), cluster.startNode(), cluster.startNode()]);
-    const first = await startCoordinator(cluster, ['--no-auto-rebalance']);
-    await first.event('elected');
-    const second = await startCoordinator(cluster, ['--no-auto-rebalance']);
-    const map = await init(cluster, 1, 2);
-    client = new StoreClient({ seeds: [...cluster.nodes.keys()], operationTimeoutMs: 30_000 });
-    await load(client, 30_000);
-    const p = map.byId(0)!;
-    const to = [...cluster.nodes.keys()].find((n) => !p.chain.some((r) => r.node === n))!;
-    const id = await submit(cluster, { kind: 'move', partition: 0, from: p.chain[1]!.node, to });
+    let first: CliProcess | undefined;
+    let second: CliProcess | undefined;
+    const { c, head, from, to, client } = await chainOfTwo('1s', 30_000, async (c) => {
+      first = await startCoordinator(c, ['--no-auto-rebalance']);
+      await first.event('elected');
+      second = await startCoordinator(c, ['--no-auto-rebalance']);
+    });
+    const id = await submit(c, { kind: 'move', partition: 0, from, to });
     // The moment the map holds the syncing destination the leader dies: before it writes the step's record, or just after.
-    await cluster.waitForMap((m) => m.byId(0)!.chain.some((r) => r.node === to));
-    await first.kill('SIGKILL');
-    await second.event('elected');
-    const done = await waitForOperation(cluster, id);
+    await c.waitForMap((m) => m.byId(0)!.chain.some((r) => r.node === to));
+    await first!.kill('SIGKILL');
+    await second!.event('elected');
+    const done = await waitForOperation(c, id);
     expect(done.state, done.error).toBe('completed');
-    const now = (await cluster.store.read())!.map;
-    expect(now.byId(0)!.chain.map((r) => `${r.node} ${r.state}`)).toEqual([`${p.node} serving`, `${to} serving`]);
+    expect(await chainOf0(c)).toEqual([`${head} serving`, `${to} serving`]);
     // --no-auto-rebalance: the node that held nothing since init got no rebalance of its own.
-    expect((await operationsOf(cluster).list()).operations.map((o) => o.record.id)).toEqual([id]);
+    expect((await operationsOf(c).list()).operations.map((o) => o.record.id)).toEqual([id]);
     await client.refreshMap();
     expect((await client.checksum(Buffer.alloc(0), Buffer.alloc(0))).count).toBe(30_000);
-    await check(cluster);
+    await check(c);
   }, 180_000);
 
   it('SIGKILL of etcd mid-move (restarted from its data folder): the record and the map survive, the coordinator and nodes reconnect and the move completes', async () => {
-    cluster = await EtcdTestCluster.start({ lease: '3s' });
-    await Promise.all([cluster.startNode(), cluster.startNode(), cluster.startNode()]);
-    await startCoordinator(cluster, ['--no-auto-rebalance']);
-    const map = await init(cluster, 1, 2);
-    client = new StoreClient({ seeds: [...cluster.nodes.keys()], operationTimeoutMs: 30_000 });
-    await load(client, 30_000);
-    const p = map.byId(0)!;
-    const to = [...cluster.nodes.keys()].find((n) => !p.chain.some((r) => r.node === n))!;
+    const { c, head, from, to, client } = await chainOfTwo('3s', 30_000);
     // Throttled so that the copy is still running when etcd dies.
-    const id = await submit(cluster, { kind: 'move', partition: 0, from: p.chain[1]!.node, to }, { maxBytesPerSecond: 1_000_000 });
-    await cluster.waitForMap((m) => m.byId(0)!.chain.some((r) => r.node === to && r.state === 'syncing'));
-    await cluster.etcd.kill();
+    const id = await submit(c, { kind: 'move', partition: 0, from, to }, { maxBytesPerSecond: 1_000_000 });
+    await c.waitForMap((m) => m.byId(0)!.chain.some((r) => r.node === to && r.state === 'syncing'));
+    await c.etcd.kill();
     await new Promise((resolve) => setTimeout(resolve, 1000));
-    await cluster.etcd.restart();
-    const done = await waitForOperation(cluster, id, undefined, 120_000);
+    await c.etcd.restart();
+    const done = await waitForOperation(c, id, undefined, 120_000);
     expect(done.state, done.error).toBe('completed');
-    const now = (await cluster.store.read())!.map;
-    expect(now.byId(0)!.chain.map((r) => `${r.node} ${r.state}`)).toEqual([`${p.node} serving`, `${to} serving`]);
+    expect(await chainOf0(c)).toEqual([`${head} serving`, `${to} serving`]);
     await client.refreshMap();
     expect((await client.checksum(Buffer.alloc(0), Buffer.alloc(0))).count).toBe(30_000);
-    await check(cluster);
+    await check(c);
   }, 240_000);
 
   it('SIGKILL of the destination mid-sync: once its lease runs out the move fails, is rolled back and names the partition and node; the source keeps serving', async () => {
-    cluster = await EtcdTestCluster.start({ lease: '1s' });
-    await Promise.all([cluster.startNode(), cluster.startNode(), cluster.startNode()]);
-    await startCoordinator(cluster, ['--no-auto-rebalance']);
-    const map = await init(cluster, 1, 2);
-    client = new StoreClient({ seeds: [...cluster.nodes.keys()], operationTimeoutMs: 30_000 });
-    await load(client, 60_000);
-    const p = map.byId(0)!;
-    const from = p.chain[1]!.node;
-    const to = [...cluster.nodes.keys()].find((n) => !p.chain.some((r) => r.node === n))!;
-    const id = await submit(cluster, { kind: 'move', partition: 0, from, to });
-    await cluster.waitForMap((m) => m.byId(0)!.chain.some((r) => r.node === to && r.state === 'syncing'));
-    await cluster.nodes.get(to)!.kill('SIGKILL');
-    const failed = await waitForOperation(cluster, id);
+    const { c, head, from, to, client } = await chainOfTwo('1s', 60_000);
+    const id = await submit(c, { kind: 'move', partition: 0, from, to });
+    await c.waitForMap((m) => m.byId(0)!.chain.some((r) => r.node === to && r.state === 'syncing'));
+    await c.nodes.get(to)!.kill('SIGKILL');
+    const failed = await waitForOperation(c, id);
     expect(failed.state).toBe('failed');
     expect(failed.error).toMatch(new RegExp(`^STORE_MOVE_FAILED: partition 0: destination ${to.replaceAll('.', '\\.')} (left the chain|is not registered)`));
     expect(failed.steps[0]!.state).toBe('failed');
-    const now = (await cluster.store.read())!.map;
-    expect(now.byId(0)!.chain.map((r) => `${r.node} ${r.state}`)).toEqual([`${p.node} serving`, `${from} serving`]);
+    expect(await chainOf0(c)).toEqual([`${head} serving`, `${from} serving`]);
     await client.refreshMap();
     expect((await client.checksum(Buffer.alloc(0), Buffer.alloc(0))).count).toBe(60_000);
   }, 180_000);
 
   it('SIGKILL of the source mid-move (the chain\'s tail, which the destination copies from): the copy starts again from the new tail and the move completes', async () => {
-    cluster = await EtcdTestCluster.start({ lease: '1s' });
-    await Promise.all([cluster.startNode(), cluster.startNode(), cluster.startNode()]);
-    await startCoordinator(cluster, ['--no-auto-rebalance']);
-    const map = await init(cluster, 1, 2);
-    client = new StoreClient({ seeds: [...cluster.nodes.keys()], operationTimeoutMs: 30_000 });
-    await load(client, 60_000);
-    const p = map.byId(0)!;
-    const from = p.chain[1]!.node;
-    const to = [...cluster.nodes.keys()].find((n) => !p.chain.some((r) => r.node === n))!;
-    const id = await submit(cluster, { kind: 'move', partition: 0, from, to });
-    await cluster.waitForMap((m) => m.byId(0)!.chain.some((r) => r.node === to && r.state === 'syncing'));
-    await cluster.nodes.get(from)!.kill('SIGKILL');
-    const done = await waitForOperation(cluster, id);
+    const { c, head, from, to, client } = await chainOfTwo('1s', 60_000);
+    const id = await submit(c, { kind: 'move', partition: 0, from, to });
+    await c.waitForMap((m) => m.byId(0)!.chain.some((r) => r.node === to && r.state === 'syncing'));
+    await c.nodes.get(from)!.kill('SIGKILL');
+    const done = await waitForOperation(c, id);
     expect(done.state, done.error).toBe('completed');
     expect(done.steps[0]!.state).toBe('done');
-    const now = (await cluster.store.read())!.map;
-    expect(now.byId(0)!.chain.map((r) => `${r.node} ${r.state}`)).toEqual([`${p.node} serving`, `${to} serving`]);
-    cluster.nodes.delete(from);
+    expect(await chainOf0(c)).toEqual([`${head} serving`, `${to} serving`]);
+    c.nodes.delete(from);
     await client.refreshMap();
     expect((await client.checksum(Buffer.alloc(0), Buffer.alloc(0))).count).toBe(60_000);
-    await check(cluster);
+    await check(c);
   }, 180_000);
 
   it('cancel mid-drain: the step in hand is rolled back (its syncing destination removed), the rest skipped, the operation cancelled', async () => {
