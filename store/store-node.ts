@@ -255,8 +255,8 @@ export class StoreNode {
   async get(mapVersion: number, key: Buffer, fields: readonly string[] = []): Promise<StoredRecord | undefined> {
     this.checkKey(key);
     checkPointers(fields);
-    const { store } = this.route(mapVersion, key, 'read');
-    return project(key, await store.get(key), fields);
+    const { partition, store } = this.route(mapVersion, key, 'read');
+    return project(key, await store.get(key).catch((err: unknown) => this.readCutShort(partition, store, err)), fields);
   }
 
   /**
@@ -571,12 +571,17 @@ export class StoreNode {
    * Streams live entries of the part of `[start, end)` inside the partition owning `start`, from
    * the named snapshot of that partition when `snapshotId` is given.
    */
-  scan(range: ClampedRange, options: { limit?: number; batchSize?: number; signal?: AbortSignal; snapshotId?: string }): AsyncGenerator<StoredEntry[]> {
-    return this.storeOf(range.partition).scan(range.start, range.end, {
-      ...options,
-      batchMaxBytes: this.scanBatchMaxBytes,
-      snapshot: this.heldSnapshot(options.snapshotId, range.partition),
-    });
+  async *scan(range: ClampedRange, options: { limit?: number; batchSize?: number; signal?: AbortSignal; snapshotId?: string }): AsyncGenerator<StoredEntry[]> {
+    const store = this.storeOf(range.partition);
+    try {
+      yield* store.scan(range.start, range.end, {
+        ...options,
+        batchMaxBytes: this.scanBatchMaxBytes,
+        snapshot: this.heldSnapshot(options.snapshotId, range.partition),
+      });
+    } catch (err) {
+      this.readCutShort(range.partition, store, err);
+    }
   }
 
   /** Whether each partition this node serves takes writes, in key order. */
@@ -589,7 +594,21 @@ export class StoreNode {
   }
 
   async checksum(range: ClampedRange, options: { includeEtag?: boolean; signal?: AbortSignal; snapshotId?: string }): Promise<RangeDigest> {
-    return this.storeOf(range.partition).checksum(range.start, range.end, { ...options, snapshot: this.heldSnapshot(options.snapshotId, range.partition) });
+    const store = this.storeOf(range.partition);
+    return store.checksum(range.start, range.end, { ...options, snapshot: this.heldSnapshot(options.snapshotId, range.partition) }).catch((err: unknown) => this.readCutShort(range.partition, store, err));
+  }
+
+  /**
+   * A read that a newer map cut short by closing its partition here (moved, drained, merged away:
+   * setMap drops the store before closing it) answers the retryable STORE_NOT_OWNER, so the client
+   * reads again where the map now has the partition; any other failure is passed on.
+   */
+  private readCutShort(partition: Partition, store: PartitionStore, err: unknown): never {
+    if (this.stores.get(partition.id) === store) throw err;
+    throw new StoreError('STORE_NOT_OWNER', `partition ${partition.id} left ${this.address} while it was being read (map version ${this.currentMap.version}): read it again where the current map has it`, {
+      mapVersion: this.currentMap.version,
+      cause: err,
+    });
   }
 
   /**
