@@ -34,7 +34,7 @@ export class MergeRunner implements OperationRunner {
     }
     if (ours === undefined) {
       if (other !== undefined) return this.fail(ctx, op, undefined, `partition ${other.partition} is being merged by ${other.operation}: try again once it finished`);
-      const recovering = op.state === 'running' ? args.partitions.map((id) => chainNotWhole(ctx.map, new Set(ctx.nodes.keys()), id)).find((x) => x !== undefined) : undefined;
+      const recovering = args.partitions.map((id) => chainNotWhole(ctx.map, new Set(ctx.nodes.keys()), id)).find((x) => x !== undefined);
       if (recovering !== undefined) return op.steps[0]?.phase === 'waiting' ? undefined : { record: this.step(op, ctx, { phase: 'waiting' }, recovering) };
       const plan = mergePlan(ctx.map, new Set(ctx.nodes.keys()), args.partitions);
       if ('problem' in plan) return this.fail(ctx, op, undefined, plan.problem);

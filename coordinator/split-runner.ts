@@ -56,8 +56,9 @@ export class SplitRunner implements OperationRunner {
   private async start(ctx: OperationContext, op: OperationRecord, args: SplitArgs): Promise<OperationAdvance | undefined> {
     const at = args.at === undefined ? undefined : Buffer.from(args.at, 'hex');
     if (at === undefined && args.auto !== true) return this.fail(ctx, op, undefined, 'a split needs a key (--at KEY) or --auto');
-    // Started again after its chain changed: a chain that is recovering is waited for, not refused.
-    const recovering = op.state === 'running' ? chainNotWhole(ctx.map, new Set(ctx.nodes.keys()), args.partition) : undefined;
+    // A chain that is mid-move or recovering is waited for, not refused: a split submitted while a
+    // drain or move copies a replica of the partition runs once that replica serves.
+    const recovering = chainNotWhole(ctx.map, new Set(ctx.nodes.keys()), args.partition);
     if (recovering !== undefined) return op.steps[0]?.phase === 'waiting' ? undefined : { record: this.step(op, ctx, { phase: 'waiting' }, recovering) };
     const problem = splitProblem(ctx.map, new Set(ctx.nodes.keys()), { partition: args.partition, at, newPartition: args.newPartition });
     if (problem !== undefined) return this.fail(ctx, op, undefined, problem);

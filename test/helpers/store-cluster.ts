@@ -116,14 +116,21 @@ export class StoreCluster {
 }
 
 /** Runs the CLI to completion: exit code, stdout, stderr. */
-export async function runCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+/**
+ * Runs the CLI to its exit. `timeoutMs`: SIGKILL it after that long and answer code null with what
+ * it printed so far (a test that waits on several commands can then say which one hung, and where).
+ */
+export async function runCli(args: string[], env: Record<string, string> = {}, opts: { timeoutMs?: number } = {}): Promise<{ code: number | null; stdout: string; stderr: string; timedOut: boolean }> {
   const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let stdout = '';
   let stderr = '';
+  let timedOut = false;
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const timer = opts.timeoutMs === undefined ? undefined : setTimeout(() => ((timedOut = true), child.kill('SIGKILL')), opts.timeoutMs);
   const [code] = (await once(child, 'exit')) as [number | null];
-  return { code, stdout, stderr };
+  clearTimeout(timer);
+  return { code, stdout, stderr, timedOut };
 }
 
 /** Sorted 16-byte keys spread over the keyspace with 100-byte values, in chunks. */

@@ -19,6 +19,8 @@ afterEach(async () => {
 });
 
 const ROWS = 60_000;
+/** Each command is killed after this (below the test's timeout, so the failure shows where they stood). */
+const DEADLINE_MS = 220_000;
 
 describe('data movement during a real ingest', () => {
   it('drain-node and split while `shardpipe ingest` writes: the ingest finishes with every row, both operations complete, the tails hold every row and cluster check is consistent', async () => {
@@ -35,17 +37,24 @@ describe('data movement during a real ingest', () => {
 
     const drop = await writeSampleDrop(c.dir.sub('drop'), { rows: ROWS, files: 6, prefix: 'k-', rowGroupRows: 2000 });
     const env = { SHARDPIPE_SEEDS: seeds.join(','), SHARDPIPE_REDIS_URL: redis.url, SHARDPIPE_TOKEN: '' };
-    const ingest = runCli(['ingest', drop.dir, '--key-column', 'id', '--value-column', 'payload', '--wait', '--json', '--log-format', 'json', '--log-level', 'warn'], env);
+    const ingest = runCli(['ingest', drop.dir, '--key-column', 'id', '--value-column', 'payload', '--wait', '--json', '--log-format', 'json', '--log-level', 'warn'], env, { timeoutMs: DEADLINE_MS });
 
     // Both operations are submitted while the ingest runs; each command waits for its operation.
     const victim = [...seeds].sort().find((n) => map.replicasOf(n).length > 0)!;
-    const drain = runCli(['cluster', 'drain-node', victim, '--etcd', c.etcd.url, '--max-movements', '2']);
+    const drain = runCli(['cluster', 'drain-node', victim, '--etcd', c.etcd.url, '--max-movements', '2', '--json'], {}, { timeoutMs: DEADLINE_MS });
     const hot = map.partitions.find((p) => p.end.length > 0 && p.end[0]! - (p.start[0] ?? 0) >= 2)!;
     const at = Buffer.from([((hot.start[0] ?? 0) + hot.end[0]!) >> 1]).toString('hex');
-    const split = runCli(['cluster', 'split', String(hot.id), '--at-hex', at, '--etcd', c.etcd.url]);
+    const split = runCli(['cluster', 'split', String(hot.id), '--at-hex', at, '--etcd', c.etcd.url, '--json'], {}, { timeoutMs: DEADLINE_MS });
 
     const [ingested, drained, splitDone] = await Promise.all([ingest, drain, split]);
-    expect(ingested.code, ingested.stderr.slice(-3000)).toBe(0);
+    if (ingested.code !== 0 || drained.code !== 0 || splitDone.code !== 0) {
+      // Say which command did not finish and where each operation and node stood.
+      const ops = await runCli(['cluster', 'operations', '--all', '--json', '--etcd', c.etcd.url]);
+      const nodeLogs = [...c.nodes.entries()].map(([n, p]) => `${n}: ${p.stderr.split('\n').filter((l) => /"level":(40|50|60)/.test(l)).slice(-15).join('\n')}`);
+      const tail = (r: { code: number | null; stdout: string; stderr: string; timedOut: boolean }): string => `code ${r.code}${r.timedOut ? ' (killed at the deadline)' : ''}\n${r.stdout.slice(-2500)}\n${r.stderr.slice(-2500)}`;
+      const coordinator = c.coordinators.map((p) => p.stderr.split('\n').filter((l) => /"level":(40|50|60)/.test(l)).slice(-20).join('\n'));
+      expect.fail(`ingest: ${tail(ingested)}\n\ndrain-node: ${tail(drained)}\n\nsplit: ${tail(splitDone)}\n\noperations: ${ops.stdout}${ops.stderr}\n\ncoordinator warnings: ${coordinator.join('\n')}\n\nnode warnings:\n${nodeLogs.join('\n')}`);
+    }
     const report = JSON.parse(ingested.stdout.trim().split('\n').pop()!) as { rowsIngested: number; rowsRejected: number };
     expect(report.rowsIngested).toBe(ROWS);
     expect(report.rowsRejected).toBe(0);
