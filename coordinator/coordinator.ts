@@ -55,6 +55,8 @@ export class Coordinator {
   private readonly runners: readonly OperationRunner[];
   /** Operations of a kind no runner carries out, logged once each. */
   private readonly unrunnable = new Set<string>();
+  /** Operations backing off (OperationAdvance.retryAfterMs): skipped until then; the timer runs the pass when due. */
+  private readonly backingOff = new Map<string, { untilMs: number; timer: NodeJS.Timeout }>();
   private readonly logger: Logger;
   private readonly ttlSeconds: number;
   private readonly onChange: CoordinatorOptions['onChange'];
@@ -120,6 +122,8 @@ export class Coordinator {
     this.closed ??= (async () => {
       this.stop.abort();
       clearTimeout(this.autoTimer);
+      for (const b of this.backingOff.values()) clearTimeout(b.timer);
+      this.backingOff.clear();
       this.leading = false;
       await this.running;
       await this.cancelWatches();
@@ -293,6 +297,8 @@ export class Coordinator {
     for (const stored of active) {
       if (!this.leading || this.stop.signal.aborted) return false;
       const op = stored.record;
+      const backoff = this.backingOff.get(op.id);
+      if (backoff !== undefined && backoff.untilMs > Date.now() && op.state !== 'cancelling') continue;
       const runner = this.runners.find((r) => r.kinds.includes(op.args.kind));
       if (runner === undefined) {
         const ended = endUnrunnable(op, this.runners, Date.now());
@@ -311,11 +317,21 @@ export class Coordinator {
         this.logger.info({ operation: op.id, version: step.map.version, message: step.record.message }, 'operation step changed the map');
         this.onChange?.({ version: step.map.version, changes: [] });
       }
+      if (step.retryAfterMs !== undefined) this.backOff(op.id, step.retryAfterMs);
       if (!(await this.operations.replace(stored, step.record))) this.logger.info({ operation: op.id }, 'the operation changed while advancing it; the next pass reads it again');
       else if (isFinalOperationState(step.record.state)) this.logger.info({ operation: op.id, state: step.record.state, error: step.record.error }, 'operation finished');
       if (step.map !== undefined) return true;
     }
     return false;
+  }
+
+  private backOff(operation: string, ms: number): void {
+    clearTimeout(this.backingOff.get(operation)?.timer);
+    const timer = setTimeout(() => {
+      this.backingOff.delete(operation);
+      this.schedule();
+    }, ms);
+    this.backingOff.set(operation, { untilMs: Date.now() + ms, timer });
   }
 
   /**

@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Etcd3 } from 'etcd3';
 import { operationKeys, splitValues, type OperationPause, type OperationRecord, type PausedReport } from '../store/index.js';
 import type { OperationContext } from './operation-runner.js';
@@ -25,15 +24,15 @@ export type HeadPauseState =
   | { kind: 'busy'; operation: string }
   /** The head holds the writes and every replica acknowledged them: commit guarded by `guard`. */
   | { kind: 'paused'; answer: PausedReport; guard: { key: string; modRevision: string } }
-  /** The head let the writes go on before a commit (it ran out of --max-pause): recorded in `pauses`, keys removed, backed off. */
-  | { kind: 'released'; answer: PausedReport; pauses: OperationPause[]; attempts: number; exhausted: boolean };
+  /** The head let the writes go on before a commit (it ran out of --max-pause): recorded in `pauses`, keys removed; ask again after `backoffMs`. */
+  | { kind: 'released'; answer: PausedReport; pauses: OperationPause[]; attempts: number; exhausted: boolean; backoffMs: number };
 
 /**
  * One pass of pausing a head before a map change (store/README.md "Split and merge", the cut;
  * README "Live data movement", the head hand-over): writes `pause/P` unless this operation's request
  * at this epoch is there, reads the head's `paused/P/HEAD` answer, and on a release records the
- * attempt in `pauses`, removes the keys and backs off (cutBackoffMs, blocking the pass) — after
- * MAX_CUT_ATTEMPTS released attempts `exhausted` is set and the caller fails.
+ * attempt in `pauses`, removes the keys and answers the back-off (cutBackoffMs) the caller returns
+ * as its `retryAfterMs` — after MAX_CUT_ATTEMPTS released attempts `exhausted` is set and the caller fails.
  */
 export async function pauseHead(ctx: OperationContext, op: OperationRecord, target: HeadPauseTarget): Promise<HeadPauseState> {
   const keys = operationKeys();
@@ -56,8 +55,7 @@ export async function pauseHead(ctx: OperationContext, op: OperationRecord, targ
   await ctx.etcd.delete().key(pauseKey).exec();
   await ctx.etcd.delete().key(keys.pausedOf(P, head)).exec();
   const exhausted = attempts + 1 >= MAX_CUT_ATTEMPTS;
-  if (!exhausted) await sleep(cutBackoffMs(attempts + 1));
-  return { kind: 'released', answer, pauses, attempts: attempts + 1, exhausted };
+  return { kind: 'released', answer, pauses, attempts: attempts + 1, exhausted, backoffMs: exhausted ? 0 : cutBackoffMs(attempts + 1) };
 }
 
 /** Released attempts of `target`'s pause this operation recorded (per partition: a drain pauses several heads). */

@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Etcd3 } from 'etcd3';
 import { operationKeys, splitEtcdKeys, splitValues, type MergePrepareRequest, type OperationRecord, type OperationStep, type PausedReport } from '../store/index.js';
 import type { OperationAdvance, OperationContext, OperationRunner } from './operation-runner.js';
@@ -93,8 +92,8 @@ export class MergeRunner implements OperationRunner {
         await ctx.etcd.delete().key(this.keys.pausedOf(part.id, head)).exec();
       }
       if (attempts + 1 >= MAX_CUT_ATTEMPTS) return this.fail(ctx, { ...op, pauses }, request, `the cut ran out of time ${attempts + 1} times (--max-pause ${op.limits.maxPauseMs} ms): raise --max-pause or merge when writes are lighter`);
-      await sleep(cutBackoffMs(attempts + 1));
-      return { record: this.step({ ...op, pauses }, ctx, { phase: 'cutting (backing off)' }, `cut attempt ${attempts + 1} released (${released.value.reason ?? ''}); trying again`) };
+      const backoffMs = cutBackoffMs(attempts + 1);
+      return { record: this.step({ ...op, pauses }, ctx, { phase: 'cutting (backing off)' }, `cut attempt ${attempts + 1} released (${released.value.reason ?? ''}); trying again in ${backoffMs} ms`), retryAfterMs: backoffMs };
     }
     if (!answers.every((a) => a?.value.state === 'paused' && a.value.mapVersion === ctx.map.version)) return undefined;
     const next = mergeMap(ctx.map, request.partition, request.other);

@@ -7,6 +7,11 @@ import type { OperationAdvance, OperationContext, OperationRunner } from './oper
 /** A destination whose sync reported `failed` this many times (distinct attempts) fails its step. */
 export const MAX_SYNC_FAILURES = 5;
 
+/** A step that asks to be advanced again after a back-off (a released head hand-over). */
+interface Backoff {
+  retryAfterMs: number;
+}
+
 /**
  * Carries out `move`, `drain-node`, `set-replicas` and `rebalance` (README "Live data movement").
  * Every step is add → wait → remove, each sub-step derived from the map so a coordinator killed
@@ -66,6 +71,7 @@ export class MovementRunner implements OperationRunner {
         return { record: rec };
       }
       if (map === 'changed') return { record: withMessage(rec) };
+      if (map !== undefined && 'retryAfterMs' in map) return { record: withMessage(rec), retryAfterMs: map.retryAfterMs };
       if (map !== undefined) return { map, record: withMessage(rec) };
     }
 
@@ -171,7 +177,7 @@ export class MovementRunner implements OperationRunner {
   }
 
   /** One sub-step of a running step; the map it needs, if any. Sets `step.error` when the step fails. */
-  private async advanceStep(step: OperationStep, rec: OperationRecord, ctx: OperationContext, view: ClusterView, marks: EtcdMovementMarks): Promise<PartitionMap | 'changed' | undefined> {
+  private async advanceStep(step: OperationStep, rec: OperationRecord, ctx: OperationContext, view: ClusterView, marks: EtcdMovementMarks): Promise<PartitionMap | 'changed' | Backoff | undefined> {
     const p = ctx.map.byId(step.partition);
     const fail = (why: string): undefined => {
       step.error = why;
@@ -267,7 +273,7 @@ export class MovementRunner implements OperationRunner {
    * installed the map and released its held writes (STORE_NOT_OWNER: the clients go to the new
    * head), the measured pause goes into `pauses` and the step is done.
    */
-  private async handOver(step: OperationStep, rec: OperationRecord, ctx: OperationContext): Promise<PartitionMap | 'changed' | undefined> {
+  private async handOver(step: OperationStep, rec: OperationRecord, ctx: OperationContext): Promise<PartitionMap | 'changed' | Backoff | undefined> {
     const p = ctx.map.byId(step.partition)!;
     const from = step.from!;
     const R = rec.args.kind === 'set-replicas' ? rec.args.replicas : undefined;
@@ -309,8 +315,8 @@ export class MovementRunner implements OperationRunner {
           step.phase = 'rolling back';
           return undefined;
         }
-        step.description = `${describe(rec.args.kind, step)} (head hand-over attempt ${state.attempts} released after ${state.answer.ms ?? 0} ms; trying again)`;
-        return 'changed';
+        step.description = `${describe(rec.args.kind, step)} (head hand-over attempt ${state.attempts} released after ${state.answer.ms ?? 0} ms; trying again in ${state.backoffMs} ms)`;
+        return { retryAfterMs: state.backoffMs };
       case 'busy':
         step.description = `${describe(rec.args.kind, step)} (waiting: ${state.operation} holds writes of partition ${p.id})`;
         return 'changed';

@@ -26,6 +26,12 @@ export interface OperationAdvance {
   map?: PartitionMap;
   /** The record after the step (progress, step states, final state); written by CAS on the record. */
   record: OperationRecord;
+  /**
+   * A back-off: advance this operation again no sooner than this many ms from now. The coordinator
+   * skips it until then and runs a pass when it is due; a runner never sleeps inside a pass, which
+   * would hold up membership changes and every other operation.
+   */
+  retryAfterMs?: number;
 }
 
 /**
