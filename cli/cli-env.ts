@@ -74,6 +74,11 @@ export interface FaultInjection {
    * never forwarded.
    */
   holdForwardsFile: string | undefined;
+  /**
+   * `SHARDPIPE_FAULT_INJECTION_HOLD_PREPARES=PATH`: while a file exists at PATH, a store node's
+   * split and merge prepares wait before they start (so a test can change the chain under them).
+   */
+  holdPreparesFile: string | undefined;
 }
 
 /**
@@ -99,7 +104,7 @@ export function loadCliConfig(processEnv: NodeJS.ProcessEnv, configFile?: string
     sources[name] = name in envParsed.data ? 'env' : name in fromFile ? 'file' : SETTINGS[name].default === undefined ? 'unset' : 'default';
   }
   if (urlFromFile) sources.SHARDPIPE_REDIS_URL = sources.SHARDPIPE_REDIS_URL_FILE;
-  return { env, sources, file: file || undefined, faultInjection: { storeWithoutMulti: processEnv.SHARDPIPE_FAULT_INJECTION_NO_MULTI === '1', holdForwardsFile: processEnv.SHARDPIPE_FAULT_INJECTION_HOLD_FORWARDS || undefined } };
+  return { env, sources, file: file || undefined, faultInjection: { storeWithoutMulti: processEnv.SHARDPIPE_FAULT_INJECTION_NO_MULTI === '1', holdForwardsFile: processEnv.SHARDPIPE_FAULT_INJECTION_HOLD_FORWARDS || undefined, holdPreparesFile: processEnv.SHARDPIPE_FAULT_INJECTION_HOLD_PREPARES || undefined } };
 }
 
 /** Validates settings given as flags (same rules as the environment). */

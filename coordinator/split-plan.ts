@@ -54,11 +54,16 @@ export function splitMap(map: PartitionMap, partition: number, at: Buffer, newPa
     x.id !== partition
       ? [x]
       : [
-          { id: x.id, start: x.start, end: at, chain: x.chain, epoch: x.epoch + 1 },
-          { id: newPartition, start: at, end: x.end, chain: x.chain, epoch: x.epoch + 1 },
+          { id: x.id, start: x.start, end: at, chain: x.chain, epoch: x.epoch + 1, ...replicasOf(x) },
+          { id: newPartition, start: at, end: x.end, chain: x.chain, epoch: x.epoch + 1, ...replicasOf(x) },
         ],
   );
   return PartitionMap.create(map.version + 1, specs, { replicas: map.replicas });
+}
+
+/** A partition's own replication factor (`set-replicas --partitions`), kept by both halves of a split and by a merge. */
+function replicasOf(p: Partition): { replicas?: number } {
+  return p.replicas === undefined ? {} : { replicas: p.replicas };
 }
 
 /** Whether `map` holds the split already: `newPartition` starts at `at` and `partition` ends there. */
@@ -89,7 +94,7 @@ export function mergeMap(map: PartitionMap, lower: number, upper: number): Parti
   const p = map.byId(lower);
   const q = map.byId(upper);
   if (p === undefined || q === undefined || !p.end.equals(q.start)) throw new RangeError(`cannot merge partitions ${lower} and ${upper}`);
-  const specs: PartitionSpec[] = map.partitions.flatMap((x): PartitionSpec[] => (x.id === upper ? [] : x.id === lower ? [{ id: x.id, start: x.start, end: q.end, chain: x.chain, epoch: Math.max(p.epoch, q.epoch) + 1 }] : [x]));
+  const specs: PartitionSpec[] = map.partitions.flatMap((x): PartitionSpec[] => (x.id === upper ? [] : x.id === lower ? [{ id: x.id, start: x.start, end: q.end, chain: x.chain, epoch: Math.max(p.epoch, q.epoch) + 1, ...replicasOf(x) }] : [x]));
   return PartitionMap.create(map.version + 1, specs, { replicas: map.replicas });
 }
 

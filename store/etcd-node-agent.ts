@@ -33,6 +33,8 @@ export interface EtcdNodeAgentOptions {
   /** How long start-up tries to reach etcd before failing with STORE_ETCD_UNAVAILABLE. Default 10000 ms. */
   connectTimeoutMs?: number;
   logger: Logger;
+  /** Test-only (SHARDPIPE_FAULT_INJECTION_HOLD_PREPARES): while a file exists here, split and merge prepares wait before they start. */
+  faultInjectionHoldPreparesFile?: string;
 }
 
 /**
@@ -51,6 +53,7 @@ export class EtcdNodeAgent {
   private readonly etcd: Etcd3;
   private readonly address: string;
   private readonly identity: string | undefined;
+  private readonly holdPreparesFile: string | undefined;
   private readonly logger: Logger;
   private readonly askedTtlSeconds: number;
   private lease: Lease;
@@ -78,6 +81,7 @@ export class EtcdNodeAgent {
     this.store = store;
     this.address = options.node;
     this.identity = options.identity;
+    this.holdPreparesFile = options.faultInjectionHoldPreparesFile;
     this.logger = options.logger.child({ module: 'etcd-membership' });
     this.askedTtlSeconds = ttlSeconds(options.leaseMs ?? 5000);
     this.lease = lease;
@@ -157,7 +161,7 @@ export class EtcdNodeAgent {
   async follow(node: StoreNode, from: StoredMap, credentials: StoreCredentials = {}, replicaCredentials?: StoreCredentials): Promise<void> {
     this.node = node;
     this.credentials = credentials;
-    this.splits = new EtcdSplitAgent({ etcd: this.etcd, node, address: this.address, lease: () => this.lease, logger: this.logger });
+    this.splits = new EtcdSplitAgent({ etcd: this.etcd, node, address: this.address, lease: () => this.lease, logger: this.logger, ...(this.holdPreparesFile === undefined ? {} : { holdPreparesFile: this.holdPreparesFile }) });
     await this.splits.start();
     this.replicaCredentials = replicaCredentials;
     await this.install(from.map);

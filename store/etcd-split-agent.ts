@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Etcd3, Lease, Watcher } from 'etcd3';
 import type { Logger } from '../common/index.js';
@@ -19,6 +20,8 @@ export interface EtcdSplitAgentOptions {
   lease: () => Lease;
   prefix?: string;
   logger: Logger;
+  /** Test-only fault injection: while a file exists at this path, prepares wait before they start. */
+  holdPreparesFile?: string;
 }
 
 interface HeldPause {
@@ -49,12 +52,16 @@ export class EtcdSplitAgent {
   private readonly address: string;
   private readonly lease: () => Lease;
   private readonly logger: Logger;
+  private readonly holdPreparesFile: string | undefined;
   private readonly keys: ReturnType<typeof splitEtcdKeys> & ReturnType<typeof operationKeys>;
   private readonly mapVersionKey: string;
   private watchers: Watcher[] = [];
   /** Reports written, by key: the same one is not written again. */
   private readonly reported = new Map<string, string>();
-  private readonly preparing = new Map<number, string>();
+  /** The prepare in flight per partition: its operation/key (or merge/operation) and the epoch it was asked at. */
+  private readonly preparing = new Map<number, { id: string; epoch: number }>();
+  /** Partitions whose request was made again at another epoch while a prepare was in flight: looked at again when it ends. */
+  private readonly superseded = new Set<number>();
   private readonly pauses = new Map<number, HeldPause>();
   /** The pause request (its `requestedAtMs`) last acted on, by partition: one request, one hold. */
   private readonly handled = new Map<number, number>();
@@ -69,6 +76,7 @@ export class EtcdSplitAgent {
     this.address = options.address;
     this.lease = options.lease;
     this.logger = options.logger.child({ module: 'split' });
+    this.holdPreparesFile = options.holdPreparesFile;
     this.keys = { ...splitEtcdKeys(options.prefix), ...operationKeys(options.prefix) };
     this.mapVersionKey = etcdKeys(options.prefix).mapVersion;
     this.stopRelease = this.node.writePause.onRelease((r) => this.released(r));
@@ -140,11 +148,10 @@ export class EtcdSplitAgent {
         continue;
       }
       const id = `${request.operation}/${request.at}`;
-      if (this.preparing.get(partition) === id) continue;
-      this.preparing.set(partition, id);
-      void this.prepare(request).finally(() => {
-        if (this.preparing.get(partition) === id) this.preparing.delete(partition);
-      });
+      if (this.stillPreparing(partition, id, request.epoch)) continue;
+      const flight = { id, epoch: request.epoch };
+      this.preparing.set(partition, flight);
+      void this.prepare(request).finally(() => this.prepared(partition, flight));
     }
     await this.node.forgetMergesExcept(new Map([...merges].map(([partition, r]) => [partition, r.operation])));
     for (const [partition, request] of merges) {
@@ -152,11 +159,10 @@ export class EtcdSplitAgent {
       const q = map.byId(request.other);
       if (p === undefined || q === undefined || p.epoch !== request.epoch || q.epoch !== request.otherEpoch) continue;
       const id = `merge/${request.operation}`;
-      if (this.preparing.get(partition) === id) continue;
-      this.preparing.set(partition, id);
-      void this.prepareMerge(request).finally(() => {
-        if (this.preparing.get(partition) === id) this.preparing.delete(partition);
-      });
+      if (this.stillPreparing(partition, id, request.epoch)) continue;
+      const flight = { id, epoch: request.epoch };
+      this.preparing.set(partition, flight);
+      void this.prepareMerge(request).finally(() => this.prepared(partition, flight));
     }
     for (const [partition, request] of pauses) {
       const p = map.byId(partition);
@@ -169,6 +175,23 @@ export class EtcdSplitAgent {
     for (const partition of [...this.pauses.keys()]) {
       if (!pauses.has(partition) && this.node.writePause.isHeld(partition)) this.node.releaseWrites(partition, 'the pause request was removed');
     }
+  }
+
+  /**
+   * Whether this request's prepare is in flight already. The coordinator asks again at a new epoch
+   * when the chain changed under a split; that request waits for the one in flight (one prepare of
+   * P at a time), which is then looked at again: without that it waited for an unrelated change.
+   */
+  private stillPreparing(partition: number, id: string, epoch: number): boolean {
+    const flight = this.preparing.get(partition);
+    if (flight?.id !== id) return false;
+    if (flight.epoch !== epoch) this.superseded.add(partition);
+    return true;
+  }
+
+  private prepared(partition: number, flight: { id: string; epoch: number }): void {
+    if (this.preparing.get(partition) === flight) this.preparing.delete(partition);
+    if (this.superseded.delete(partition)) this.kick();
   }
 
   private async readAll<T>(prefix: string, parse: (v: Buffer) => T | undefined): Promise<Map<number, T>> {
@@ -195,7 +218,8 @@ export class EtcdSplitAgent {
     const at = Buffer.from(request.at!, 'hex');
     let report: SplitPreparedReport;
     try {
-      const rows = await this.whileMapCatchesUp(() => this.node.prepareSplit({ operation: request.operation, partition: request.partition, epoch: request.epoch, newPartition: request.newPartition, at }));
+      await this.whileHeld(request);
+      const rows = await this.whileMapCatchesUp(request, () => this.node.prepareSplit({ operation: request.operation, partition: request.partition, epoch: request.epoch, newPartition: request.newPartition, at }));
       report = { operation: request.operation, node: this.address, epoch: request.epoch, state: 'prepared', at: request.at, rows, updatedAtMs: Date.now() };
     } catch (err) {
       if (this.closed) return;
@@ -208,7 +232,8 @@ export class EtcdSplitAgent {
   private async prepareMerge(request: MergePrepareRequest): Promise<void> {
     let report: SplitPreparedReport;
     try {
-      const rows = await this.whileMapCatchesUp(() => this.node.prepareMerge(request));
+      await this.whileHeld(request);
+      const rows = await this.whileMapCatchesUp(request, () => this.node.prepareMerge(request));
       report = { operation: request.operation, node: this.address, epoch: request.epoch, state: 'prepared', rows, updatedAtMs: Date.now() };
     } catch (err) {
       if (this.closed) return;
@@ -218,18 +243,29 @@ export class EtcdSplitAgent {
     await this.report(this.keys.preparedOf(request.partition, this.address), report).catch((err: unknown) => this.logger.warn({ err: (err as Error).message }, 'writing a merge report failed; writing it again with the next change'));
   }
 
+  /** Fault injection (SHARDPIPE_FAULT_INJECTION_HOLD_PREPARES): waits while the hold file exists. */
+  private async whileHeld(request: { partition: number; epoch: number; operation: string }): Promise<void> {
+    const file = this.holdPreparesFile;
+    if (file === undefined || !existsSync(file)) return;
+    this.logger.warn({ partition: request.partition, epoch: request.epoch, operation: request.operation }, 'fault injection: holding a prepare (SHARDPIPE_FAULT_INJECTION_HOLD_PREPARES)');
+    while (existsSync(file) && !this.closed) await sleep(50);
+  }
+
   /**
    * A request can reach this node before the map it was planned from (or before the install that
    * gives it the partitions asked about has finished): a refusal for ownership or epoch is tried
-   * again for a few seconds before it is reported as a failure that ends the operation.
+   * again for a few seconds before it is reported as a failure that ends the operation. A request
+   * this node's map is past (the partition is at a newer epoch here) is not waited for: the
+   * coordinator asks again at the new epoch.
    */
-  private async whileMapCatchesUp<T>(fn: () => Promise<T>): Promise<T> {
+  private async whileMapCatchesUp<T>(request: { partition: number; epoch: number }, fn: () => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await fn();
       } catch (err) {
         const transient = err instanceof StoreError && (err.code === 'STORE_NOT_OWNER' || err.code === 'STORE_STALE_EPOCH');
-        if (!transient || this.closed || attempt >= CATCH_UP_ATTEMPTS) throw err;
+        const outdated = (this.node.map.byId(request.partition)?.epoch ?? -1) > request.epoch;
+        if (!transient || outdated || this.closed || attempt >= CATCH_UP_ATTEMPTS) throw err;
         await sleep(CATCH_UP_PAUSE_MS);
       }
     }

@@ -77,7 +77,7 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     let fromEtcd: StoredMap | undefined;
     if (opts.etcd !== undefined) {
       const identity = await nodeIdentity(opts.data);
-      agent = ctx.lifecycle.add('etcd membership', await EtcdNodeAgent.start({ etcd: await etcdConnectionOf(opts.etcd, opts), node: opts.node, leaseMs: parseDurationMs(opts.lease), identity, logger: ctx.logger }), (a) => a.close());
+      agent = ctx.lifecycle.add('etcd membership', await EtcdNodeAgent.start({ etcd: await etcdConnectionOf(opts.etcd, opts), node: opts.node, leaseMs: parseDurationMs(opts.lease), identity, logger: ctx.logger, faultInjectionHoldPreparesFile: ctx.config.faultInjection.holdPreparesFile }), (a) => a.close());
       ctx.print(JSON.stringify({ event: 'registered', node: opts.node, leaseMs: agent.leaseMs }));
       fromEtcd = await agent.waitForMap(ctx.lifecycle.start());
       initialMap = fromEtcd.map;

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { Key, StoreClient } from '../../store/index.js';
+import { Key, StoreClient, splitEtcdKeys, splitValues } from '../../store/index.js';
 import { PrivateRedis } from '../../jobs/index.js';
 import { EtcdTestCluster, type CliProcess } from '../helpers/etcd-cluster.js';
 import { StoreCluster, runCli } from '../helpers/store-cluster.js';
@@ -22,10 +22,10 @@ afterEach(async () => {
 const ROWS = 20_000;
 const AT = Buffer.from('4000', 'hex');
 
-async function liveCluster(lease = '2s', nodeArgs: string[] = []): Promise<{ c: EtcdTestCluster; client: StoreClient }> {
+async function liveCluster(lease = '2s', nodeArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<{ c: EtcdTestCluster; client: StoreClient }> {
   const c = await EtcdTestCluster.start({ lease });
   cluster = c;
-  await Promise.all([c.startNode(undefined, nodeArgs), c.startNode(undefined, nodeArgs), c.startNode(undefined, nodeArgs)]);
+  await Promise.all([0, 1, 2].map(() => c.startNode(undefined, nodeArgs, c.etcd.url, env)));
   await c.startCoordinator();
   const init = await c.cli(['cluster', 'init', '--etcd', c.etcd.url, '--partitions', '2', '--replicas', '3']);
   expect(init.stderr).toBe('');
@@ -194,6 +194,43 @@ describe('split: --auto, refusals', () => {
       await redis.stop();
     }
   });
+});
+
+describe('split while the chain changes', () => {
+  it('fault injection (prepares held): a replica removed while every replica\'s prepare waits; the split is asked again at the new epoch and each node, once its stale prepare ends, prepares that one: the split completes', async () => {
+    const { mkdtemp, writeFile, rm } = await import('node:fs/promises');
+    const hold = `${await mkdtemp('/tmp/hold-prepares-')}/hold`;
+    await writeFile(hold, '');
+    const { c, client: cl } = await liveCluster('2s', [], { SHARDPIPE_FAULT_INJECTION_HOLD_PREPARES: hold });
+    writer = new SteadyWriter(cl, writerKeys(64)).start();
+    await writer.more(50);
+    const id = await submit(c, { kind: 'split', partition: 0, at: AT.toString('hex') });
+    const first = (await c.store.read())!.map.byId(0)!.epoch;
+    await waitForOperation(c, id, (r) => r.steps[0]?.phase?.startsWith('preparing') === true);
+    for (const n of c.nodes.values()) await waitLogged(n, 'fault injection: holding a prepare');
+    // The chain changes under the held prepares: partition 0 goes to 2 replicas (epoch + 1).
+    const shrink = await submit(c, { kind: 'set-replicas', replicas: 2, partitions: [0] });
+    expect((await waitForOperation(c, shrink, (r) => r.state === 'completed' || r.state === 'failed')).state).toBe('completed');
+    const epoch = (await c.store.read())!.map.byId(0)!.epoch;
+    expect(epoch).toBeGreaterThan(first);
+    // The coordinator asks again at the new epoch; the nodes' prepares of the old request still wait.
+    const asked = async (): Promise<number | undefined> => splitValues.prepare((await c.etcdClient.get(splitEtcdKeys().prepareOf(0)).buffer()) ?? Buffer.alloc(0))?.epoch;
+    for (const deadline = Date.now() + 30_000; (await asked()) !== epoch; ) {
+      if (Date.now() > deadline) throw new Error(`the split was not asked again at epoch ${epoch} (asked: ${await asked()})`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await rm(hold);
+    const done = await waitForOperation(c, id, (r) => r.state === 'completed' || r.state === 'failed', 60_000);
+    expect(done.error).toBeUndefined();
+    expect(done.state).toBe('completed');
+    const map = (await c.store.read())!.map;
+    expect(map.byId(2)!.start).toEqual(AT);
+    expect(map.byId(2)!.chain).toHaveLength(2);
+    await writer.more(50);
+    await writer.stop();
+    await expectNothingLost(cl, writer, ROWS);
+    expect((await clusterCheck(c)).consistent).toBe(true);
+  }, 180_000);
 });
 
 describe('split with processes killed (fault injection by SIGKILL)', () => {

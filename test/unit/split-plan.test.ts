@@ -61,6 +61,21 @@ describe('split planning', () => {
     expect(() => splitMap(map, 0, hex('80'), 1)).toThrow(RangeError);
   });
 
+  it('both halves of a split, and a merge, keep the partition\'s own replication factor (set-replicas --partitions)', () => {
+    const map = PartitionMap.create(
+      9,
+      [
+        { id: 0, start: Buffer.alloc(0), end: hex('80'), chain: [s(A), s(B)], epoch: 4, replicas: 2 },
+        { id: 3, start: hex('80'), end: Buffer.alloc(0), chain: [s(B), s(C), s(A)], epoch: 4 },
+      ],
+      { replicas: 3 },
+    );
+    const split = splitMap(map, 0, hex('40'), 1);
+    expect([split.byId(0)!.replicas, split.byId(1)!.replicas, split.byId(3)!.replicas]).toEqual([2, 2, undefined]);
+    expect(mergeMap(split, 0, 1).byId(0)!.replicas).toBe(2);
+    expect(splitMap(map, 3, hex('c0'), 1).byId(1)!.replicas).toBeUndefined();
+  });
+
   it('backs off 200 ms doubling to 5 s between cuts', () => {
     expect([1, 2, 3, 4, 5, 6, 10].map(cutBackoffMs)).toEqual([200, 400, 800, 1600, 3200, 5000, 5000]);
   });
