@@ -251,7 +251,7 @@ describe('split with processes killed (fault injection by SIGKILL)', () => {
     await writer.stop();
     await expectNothingLost(cl, writer, ROWS);
     expect((await clusterCheck(c)).consistent).toBe(true);
-  });
+  }, 150_000);
 
   it('SIGKILL of the head once the cut started (not restarted): the split completes on the surviving chain; nothing acknowledged is lost', async () => {
     const { c, client: cl } = await liveCluster('1s');
@@ -270,7 +270,7 @@ describe('split with processes killed (fault injection by SIGKILL)', () => {
     await writer.stop();
     await expectNothingLost(cl, writer, ROWS);
     expect((await clusterCheck(c)).consistent).toBe(true);
-  });
+  }, 150_000);
 
   it('SIGKILL of the leading coordinator mid-split: the other one takes over from the map and the records and completes it', async () => {
     const { c, client: cl } = await liveCluster('2s');
@@ -287,7 +287,7 @@ describe('split with processes killed (fault injection by SIGKILL)', () => {
     await writer.stop();
     await expectNothingLost(cl, writer, ROWS);
     expect((await clusterCheck(c)).consistent).toBe(true);
-  });
+  }, 150_000);
 });
 
 /** Resolves once the process logged `msg` (its stderr grows as it logs). */
