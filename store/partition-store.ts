@@ -341,6 +341,11 @@ export class PartitionStore {
 
   /** The live record of `key`, or undefined when absent or expired. */
   async get(key: Buffer): Promise<StoredRecord | undefined> {
+    return this.getNow(key);
+  }
+
+  /** `get`, answered on the event loop (pointRead): the node's Get handler answers in the same turn. */
+  getNow(key: Buffer): StoredRecord | undefined {
     this.reads++;
     const raw = this.pointRead(dataKey(key));
     if (raw === undefined) return undefined;

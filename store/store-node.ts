@@ -253,10 +253,21 @@ export class StoreNode {
 
   /** The live record of `key`; with `fields` (JSON Pointers) its value is the JSON document reduced to them. */
   async get(mapVersion: number, key: Buffer, fields: readonly string[] = []): Promise<StoredRecord | undefined> {
+    return this.getNow(mapVersion, key, fields);
+  }
+
+  /** `get` without a promise: the read is on the event loop (PartitionStore.getNow), so the Get RPC is answered in the turn it arrived in. */
+  getNow(mapVersion: number, key: Buffer, fields: readonly string[] = []): StoredRecord | undefined {
     this.checkKey(key);
     checkPointers(fields);
     const { partition, store } = this.route(mapVersion, key, 'read');
-    return project(key, await store.get(key).catch((err: unknown) => this.readCutShort(partition, store, err)), fields);
+    let record: StoredRecord | undefined;
+    try {
+      record = store.getNow(key);
+    } catch (err) {
+      this.readCutShort(partition, store, err);
+    }
+    return project(key, record, fields);
   }
 
   /**

@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { status as grpcStatus, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from '@grpc/grpc-js';
 import { roleAllows, type Logger, type Role } from '../common/index.js';
-import { StoreService, type ChangedKeysBatch, type ChangedKeysRequest, type Entry, type ServerTiming, type MultiOp, type MultiRequest, type MultiResult, type ReplicaStat, type ScanBatch, type ScanRequest, type SnapshotInfo, type StoreServer as StoreHandlers } from './proto/gen/shardpipe/store/v1/store.js';
+import { StoreService, type ChangedKeysBatch, type DeleteResponse, type GetResponse, type PutResponse, type ChangedKeysRequest, type Entry, type ServerTiming, type MultiOp, type MultiRequest, type MultiResult, type ReplicaStat, type ScanBatch, type ScanRequest, type SnapshotInfo, type StoreServer as StoreHandlers } from './proto/gen/shardpipe/store/v1/store.js';
 import { FIELD_LIMITS, MAX_MULTI_OPS, truncateForMessage, type FieldLimitContext } from './field-limits.js';
 import { decodePackedBulkInsert } from './bulk-insert-codec.js';
 import { packEntries } from './scan-batch-codec.js';
@@ -17,6 +17,7 @@ import { PartitionMap } from './partition-map.js';
 import { SCAN_ENTRY_OVERHEAD_BYTES, type StoredEntry } from './partition-store.js';
 import { METADATA_GRANTED_ROLE } from './store-auth.js';
 import type { PointOp, PointOutcome, PointWriteTiming, SnapshotLeaseInfo, StoreNode } from './store-node.js';
+import type { StoredRecord } from './record.js';
 import { StoreError } from './store-errors.js';
 import type { StoreRpcMetrics } from './store-metrics.js';
 import { OperationService } from './operation-service.js';
@@ -81,38 +82,45 @@ function admit<Req>(method: string, request: Req, limits: FieldLimitContext, che
 export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: StoreRpcMetrics, operations: OperationService = new OperationService(undefined, node.address)): StoreHandlers {
   const limits: FieldLimitContext = { maxKeyBytes: node.maxKeyBytes, maxValueBytes: node.maxValueBytes };
   const unary =
-    <Req, Res>(method: string, fn: (request: Req, call: ServerUnaryCall<Req, Res>, requestId: string) => Promise<Res>, checkFields = true) =>
+    <Req, Res>(method: string, fn: (request: Req, call: ServerUnaryCall<Req, Res>, requestId: string) => Res | Promise<Res>, checkFields = true) =>
     (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
       const done = metrics?.start(method);
       const requestId = requestIdOf(call.metadata);
       // Point calls get their server span here (BulkInsert makes its own, with the write phases).
       const span = POINT_SPAN_METHODS.has(method) ? startServerSpan(method, call.metadata, requestId) : undefined;
-      Promise.resolve()
-        .then(() => fn(admit(method, call.request, limits, checkFields), call, requestId))
-        .then(
-        (response) => {
-          done?.(grpcStatus.OK);
-          span?.end();
-          callback(null, response, requestIdTrailer(requestId));
-        },
-        (err: unknown) => {
-          const status = toGrpcStatus(err);
-          done?.(status.code);
-          if (span !== undefined) {
-            span.recordException(err as Error);
-            span.end();
-          }
-          logFailure(logger, method, status.code, err, requestId);
-          if (status.metadata) requestIdTrailer(requestId, status.metadata);
-          callback(status, null);
-        },
-      );
+      const answered = (response: Res): void => {
+        done?.(grpcStatus.OK);
+        span?.end();
+        callback(null, response, requestIdTrailer(requestId));
+      };
+      const failed = (err: unknown): void => {
+        const status = toGrpcStatus(err);
+        done?.(status.code);
+        if (span !== undefined) {
+          span.recordException(err as Error);
+          span.end();
+        }
+        logFailure(logger, method, status.code, err, requestId);
+        if (status.metadata) requestIdTrailer(requestId, status.metadata);
+        callback(status, null);
+      };
+      // A handler that answers without waiting (Get) is answered in this turn: grpc-js then sends
+      // the reply with the frames it is writing anyway, which costs both sides less than a reply a
+      // turn later. Every other handler is async and answers when its promise settles.
+      let response: Res | Promise<Res>;
+      try {
+        response = fn(admit(method, call.request, limits, checkFields), call, requestId);
+      } catch (err) {
+        failed(err);
+        return;
+      }
+      if (response instanceof Promise) response.then(answered, failed);
+      else answered(response);
     };
 
   return {
-    get: unary('Get', async (req) => {
-      const record = await node.get(req.mapVersion, req.key, req.fields);
-      return record === undefined ? { found: false } : { found: true, entry: toEntry({ key: req.key, ...record }) };
+    get: unary('Get', (req) => {
+      return getResponse(req.key, node.getNow(req.mapVersion, req.key, req.fields));
     }),
     put: unary('Put', async (req) => {
       const timing = newPointTiming();
@@ -301,15 +309,29 @@ function admitOp(op: MultiOp, i: number, limits: FieldLimitContext): PointOp {
 
 function answeredSlot(outcome: PointOutcome, key: Buffer, log: RequestLog): MultiResult {
   if (!outcome.ok) return failedSlot(outcome.error, log);
-  const ok = { code: grpcStatus.OK, errorCode: '', message: '' };
   switch (outcome.kind) {
     case 'get':
-      return { ...ok, get: outcome.record === undefined ? { found: false } : { found: true, entry: toEntry({ key, ...outcome.record }) } };
+      return okSlot(getResponse(key, outcome.record), undefined, undefined);
     case 'put':
-      return { ...ok, put: { etag: outcome.record.etag, updatedAtMs: outcome.record.updatedAtMs, expiresAtMs: outcome.record.expiresAtMs, timing: toServerTiming(outcome.timing) } };
+      return okSlot(undefined, { etag: outcome.record.etag, updatedAtMs: outcome.record.updatedAtMs, expiresAtMs: outcome.record.expiresAtMs, timing: toServerTiming(outcome.timing) }, undefined);
     case 'delete':
-      return { ...ok, delete: { deleted: outcome.deleted, timing: toServerTiming(outcome.timing) } };
+      return okSlot(undefined, undefined, { deleted: outcome.deleted, timing: toServerTiming(outcome.timing) });
   }
+}
+
+/**
+ * A slot's result with every field in one order, as failedSlot and the client's decoder make them:
+ * the codec reads the same fields of every slot, which stays fast only while all have one shape.
+ */
+function okSlot(get: GetResponse | undefined, put: PutResponse | undefined, del: DeleteResponse | undefined): MultiResult {
+  return { code: grpcStatus.OK, errorCode: '', message: '', currentEtag: undefined, mapVersion: undefined, get, put, delete: del, retryAfterMs: undefined };
+}
+
+/** A Get's answer (of a plain Get or a Multi slot): the record with its key, or not found. */
+function getResponse(key: Buffer, record: StoredRecord | undefined): GetResponse {
+  return record === undefined
+    ? { found: false, entry: undefined }
+    : { found: true, entry: { key, value: record.value, etag: record.etag, updatedAtMs: record.updatedAtMs, expiresAtMs: record.expiresAtMs } };
 }
 
 /** A failed op's slot: what toGrpcStatus would put in a plain call's status and trailers. */
@@ -323,6 +345,9 @@ function failedSlot(err: unknown, log: RequestLog): MultiResult {
     message: truncateForMessage(status.details ?? '', MAX_SLOT_MESSAGE_CHARS),
     currentEtag: error?.currentEtag,
     mapVersion: error?.mapVersion,
+    get: undefined,
+    put: undefined,
+    delete: undefined,
     retryAfterMs: error?.retryAfterMs,
   };
 }
