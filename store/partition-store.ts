@@ -355,6 +355,11 @@ export class PartitionStore {
 
   /** The live records of `keys` (undefined where absent or expired). */
   async getMany(keys: readonly Buffer[]): Promise<Array<StoredRecord | undefined>> {
+    return this.getManyNow(keys);
+  }
+
+  /** `getMany`, answered on the event loop (pointRead). */
+  getManyNow(keys: readonly Buffer[]): Array<StoredRecord | undefined> {
     this.reads += keys.length;
     const now = this.now();
     return keys.map((key) => {

@@ -242,7 +242,10 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
     releaseSnapshot: unary('ReleaseSnapshot', async (req) => ({ released: await node.releaseSnapshots(req.snapshotIds) })),
     multi: unary(
       'Multi',
-      async (req, call, requestId) => ({ results: await runMulti(node, req, grantedRole(call.metadata.get(METADATA_GRANTED_ROLE)[0]), limits, { logger, requestId }) }),
+      (req, call, requestId) => {
+        const results = runMulti(node, req, grantedRole(call.metadata.get(METADATA_GRANTED_ROLE)[0]), limits, { logger, requestId });
+        return results instanceof Promise ? results.then((r) => ({ results: r })) : { results };
+      },
       false,
     ),
     forward: unary('Forward', async (req) => forwardAcksToProto(await node.receiveForwards(forwardsFromProto(req)))),
@@ -262,9 +265,10 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
 /**
  * Answers a Multi slot by slot. The request's shape (op count, exactly one kind per op) is the
  * caller's contract and fails the whole call; everything about one op — its field ranges, its role,
- * routing, CAS, the write itself — is answered in its own slot, as its plain call would be.
+ * routing, CAS, the write itself — is answered in its own slot, as its plain call would be. A Multi
+ * of gets only is answered without a promise (StoreNode.multiGetsNow).
  */
-async function runMulti(node: StoreNode, req: MultiRequest, role: Role | undefined, limits: FieldLimitContext, log: RequestLog): Promise<MultiResult[]> {
+function runMulti(node: StoreNode, req: MultiRequest, role: Role | undefined, limits: FieldLimitContext, log: RequestLog): MultiResult[] | Promise<MultiResult[]> {
   const opsLimit = FIELD_LIMITS.MultiRequest!.ops!;
   if (req.ops.length < 1 || req.ops.length > MAX_MULTI_OPS) {
     throw new StoreError('STORE_INVALID_ARGUMENT', `MultiRequest.ops has ${req.ops.length} items, out of range: allowed 1–${MAX_MULTI_OPS}`, {
@@ -288,9 +292,13 @@ async function runMulti(node: StoreNode, req: MultiRequest, role: Role | undefin
       results[i] = failedSlot(err, log);
     }
   }
-  const outcomes = ops.length === 0 ? [] : await node.multi(ops);
-  outcomes.forEach((outcome, j) => (results[slots[j]!] = answeredSlot(outcome, ops[j]!.key, log)));
-  return results as MultiResult[];
+  const fill = (outcomes: readonly PointOutcome[]): MultiResult[] => {
+    outcomes.forEach((outcome, j) => (results[slots[j]!] = answeredSlot(outcome, ops[j]!.key, log)));
+    return results as MultiResult[];
+  };
+  if (ops.length === 0) return fill([]);
+  const now = node.multiGetsNow(ops);
+  return now === undefined ? node.multi(ops).then(fill) : fill(now);
 }
 
 /** One op of a Multi as a node operation, after the field checks of its plain call's request. */
