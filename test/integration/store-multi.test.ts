@@ -37,7 +37,12 @@ function raw(address: string): RawStoreClient {
 }
 
 /** Multi calls a node has answered, by gRPC status (`shardpipe_store_rpc_total`). */
-async function multiCalls(node: NodeProcess, method = 'Multi'): Promise<number> {
+function multiCalls(node: NodeProcess): Promise<number> {
+  return rpcCalls(node, 'Multi');
+}
+
+/** Calls of `method` a node has answered with OK (`shardpipe_store_rpc_total`). */
+async function rpcCalls(node: NodeProcess, method: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${String(node.ready.metricsPort)}/metrics`)).text();
   return sampleValue(parsePrometheusText(text), 'shardpipe_store_rpc_total', { method, code: 'OK' }) ?? 0;
 }
@@ -126,7 +131,7 @@ describe('Multi: coalesced point operations', () => {
     const keys = Array.from({ length: 64 }, (_, i) => keyOf('even', i));
     for (const key of keys) await writer.put(key, Buffer.from(`v-${key.bytes.toString('hex')}`));
     const node = c.nodes[0]!;
-    const [getsBefore, multisBefore] = [await multiCalls(node, 'Get'), await multiCalls(node)];
+    const [getsBefore, multisBefore] = [await rpcCalls(node, 'Get'), await multiCalls(node)];
     const reader = client(c.seeds, 2);
     const rounds = 20;
     await Promise.all(
@@ -137,7 +142,7 @@ describe('Multi: coalesced point operations', () => {
         }
       }),
     );
-    const plainGets = (await multiCalls(node, 'Get')) - getsBefore;
+    const plainGets = (await rpcCalls(node, 'Get')) - getsBefore;
     const multis = (await multiCalls(node)) - multisBefore;
     // Before, the callers split into one that went alone and 31 that went together, round after
     // round: as many plain Gets as Multis. Even shares leave plain calls to the start and the end.
