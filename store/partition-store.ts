@@ -341,6 +341,11 @@ export class PartitionStore {
 
   /** The live record of `key`, or undefined when absent or expired. */
   async get(key: Buffer): Promise<StoredRecord | undefined> {
+    return this.getNow(key);
+  }
+
+  /** `get`, answered on the event loop (pointRead): the node's Get handler answers in the same turn. */
+  getNow(key: Buffer): StoredRecord | undefined {
     this.reads++;
     const raw = this.pointRead(dataKey(key));
     if (raw === undefined) return undefined;
@@ -350,6 +355,11 @@ export class PartitionStore {
 
   /** The live records of `keys` (undefined where absent or expired). */
   async getMany(keys: readonly Buffer[]): Promise<Array<StoredRecord | undefined>> {
+    return this.getManyNow(keys);
+  }
+
+  /** `getMany`, answered on the event loop (pointRead). */
+  getManyNow(keys: readonly Buffer[]): Array<StoredRecord | undefined> {
     this.reads += keys.length;
     const now = this.now();
     return keys.map((key) => {

@@ -57,30 +57,36 @@ export interface PointCoalescerOptions {
  * DataLoader does. A request that finds fewer than `maxInFlight` point calls in flight and none
  * waiting goes at once as its plain Get/Put/Delete, so a lone caller pays nothing extra; the
  * others wait for a call to finish and go together as one Multi (at most MAX_MULTI_OPS ops and
- * MULTI_MAX_BYTES key + value bytes; a larger op goes alone). Every request gets the answer of its own slot,
+ * MULTI_MAX_BYTES key + value bytes; a larger op goes alone). With other calls in flight a Multi
+ * takes an even share of the ops pending on the channel (theirs and the waiting), the rest going
+ * with the next free slot, so concurrent callers settle into calls of equal size instead of one
+ * call per op beside one carrying all the others. Every request gets the answer of its own slot,
  * as its plain call would answer it. A node that answers UNIMPLEMENTED for Multi (it predates it)
  * gets plain calls from then on.
  */
 export class PointCoalescer {
   private readonly maxInFlight: number;
   private inFlight = 0;
+  /** Ops carried by the calls in flight. */
+  private inFlightOps = 0;
   private waiting: Pending[] = [];
   private waitingBytes = 0;
   private multiSupported = true;
   private flushScheduled = false;
   private readonly flushNow = (): void => {
     this.flushScheduled = false;
-    this.flush();
+    this.flush(true);
   };
-  private readonly plainDone = (): void => this.callDone(false);
+  private readonly plainDone = (): void => this.callDone(1, false);
 
   /**
    * A call finished. What waits goes out once the callers just answered have sent their next
    * requests (process.nextTick runs after the promise continuations of this turn): sending at
    * once would split the batch, the earliest of them going alone.
    */
-  private callDone(wasMulti: boolean): void {
+  private callDone(ops: number, wasMulti: boolean): void {
     this.inFlight--;
+    this.inFlightOps -= ops;
     if (!this.flushScheduled && this.inFlight < this.maxInFlight && (wasMulti || this.waiting.length > 0)) {
       this.flushScheduled = true;
       process.nextTick(this.flushNow);
@@ -125,30 +131,45 @@ export class PointCoalescer {
 
   private plain<K extends PointKind>(kind: K, request: PointMethods[K][0], limits: CallLimits, traceparent: string | undefined): Promise<PointMethods[K][1]> {
     this.inFlight++;
+    this.inFlightOps++;
     const call = this.transport.plain(kind, request, limits, traceparent);
     // Registered before the caller's own continuation, so a caller that sends again at once finds the slot free.
     call.then(this.plainDone, this.plainDone);
     return call;
   }
 
-  /** Sends what is waiting: one op as its plain call, more as one Multi. */
-  private flush(): void {
-    const batch = this.waiting.filter((p) => !p.settled);
+  /**
+   * Sends what is waiting: one op as its plain call, more as one Multi. `share`: only an even
+   * share with the calls in flight (a flush because the batch is full sends all of it).
+   */
+  private flush(share = false): void {
+    let batch = this.waiting.filter((p) => !p.settled);
     this.waiting = [];
     this.waitingBytes = 0;
     if (batch.length === 0) return;
+    if (share && this.inFlight > 0 && this.inFlight < this.maxInFlight && this.multiSupported) {
+      // An even share with the calls in flight; the rest waits for the next call to finish.
+      const even = Math.ceil((batch.length + this.inFlightOps) / (this.inFlight + 1));
+      if (even < batch.length) {
+        this.waiting = batch.slice(even);
+        for (const p of this.waiting) this.waitingBytes += p.bytes;
+        batch = batch.slice(0, even);
+      }
+    }
     if (batch.length === 1 || !this.multiSupported) {
       for (const p of batch) this.sendPlain(p);
       return;
     }
     let deadline = Infinity;
     for (const p of batch) deadline = Math.min(deadline, p.limits.deadline);
+    const ops = batch.length;
     this.inFlight++;
+    this.inFlightOps += ops;
     // Tracing is on or off for the whole process: the first op says whether the ops carry trace context.
     const traceparents = batch[0]!.traceparent === undefined ? undefined : batch.map((p) => p.traceparent);
     this.transport.multi({ ops: batch.map(toOp) }, { deadline }, traceparents).then(
       (response) => {
-        this.callDone(true);
+        this.callDone(ops, true);
         if (response.results.length !== batch.length) {
           const error = new StoreError('STORE_INTERNAL', `store node ${this.transport.address} answered a Multi of ${batch.length} ops with ${response.results.length} results`);
           for (const p of batch) settle(p, undefined, error);
@@ -157,7 +178,7 @@ export class PointCoalescer {
         batch.forEach((p, i) => answer(p, response.results[i]!, this.transport.address));
       },
       (error: unknown) => {
-        this.callDone(true);
+        this.callDone(ops, true);
         if (isUnimplemented(error)) {
           // A node older than Multi: plain calls from now on, starting with these.
           this.multiSupported = false;

@@ -253,10 +253,21 @@ export class StoreNode {
 
   /** The live record of `key`; with `fields` (JSON Pointers) its value is the JSON document reduced to them. */
   async get(mapVersion: number, key: Buffer, fields: readonly string[] = []): Promise<StoredRecord | undefined> {
+    return this.getNow(mapVersion, key, fields);
+  }
+
+  /** `get` without a promise: the read is on the event loop (PartitionStore.getNow), so the Get RPC is answered in the turn it arrived in. */
+  getNow(mapVersion: number, key: Buffer, fields: readonly string[] = []): StoredRecord | undefined {
     this.checkKey(key);
     checkPointers(fields);
     const { partition, store } = this.route(mapVersion, key, 'read');
-    return project(key, await store.get(key).catch((err: unknown) => this.readCutShort(partition, store, err)), fields);
+    let record: StoredRecord | undefined;
+    try {
+      record = store.getNow(key);
+    } catch (err) {
+      this.readCutShort(partition, store, err);
+    }
+    return project(key, record, fields);
   }
 
   /**
@@ -359,23 +370,7 @@ export class StoreNode {
         outcomes[i] = { ok: false, error };
       }
     }
-    const reads: Array<Promise<void>> = [];
-    for (const [store, slots] of gets) {
-      reads.push(
-        store.getMany(slots.map((i) => ops[i]!.key)).then(
-          (records) =>
-            slots.forEach((slot, j) => {
-              const op = ops[slot] as Extract<PointOp, { kind: 'get' }>;
-              try {
-                outcomes[slot] = { ok: true, kind: 'get', record: project(op.key, records[j], op.fields ?? []) };
-              } catch (error) {
-                outcomes[slot] = { ok: false, error };
-              }
-            }),
-          (error: unknown) => slots.forEach((slot) => (outcomes[slot] = { ok: false, error })),
-        ),
-      );
-    }
+    for (const [store, slots] of gets) readSlots(store, slots, ops, outcomes);
     for (const [store, slots] of writes) {
       const partition = this.currentMap.lookup(ops[slots[0]!]!.key);
       const replica = this.chainOf(partition);
@@ -411,8 +406,33 @@ export class StoreNode {
           .catch((error: unknown): PointOutcome => ({ ok: false, error }));
       });
     }
-    await Promise.all(reads);
     return Promise.all(outcomes);
+  }
+
+  /**
+   * `multi` of gets only, answered without a promise (every read is on the event loop, as in
+   * `getNow`): the Multi RPC of a reader is answered in the turn it arrived in. Undefined when an
+   * op is not a get (use `multi`).
+   */
+  multiGetsNow(ops: readonly PointOp[]): PointOutcome[] | undefined {
+    for (const op of ops) if (op.kind !== 'get') return undefined;
+    const outcomes: PointOutcome[] = new Array(ops.length);
+    const gets = new Map<PartitionStore, number[]>();
+    for (let i = 0; i < ops.length; i++) {
+      const op = ops[i] as Extract<PointOp, { kind: 'get' }>;
+      try {
+        this.checkKey(op.key);
+        if (op.fields !== undefined) checkPointers(op.fields);
+        const { store } = this.route(op.mapVersion, op.key, 'read');
+        const slots = gets.get(store);
+        if (slots === undefined) gets.set(store, [i]);
+        else slots.push(i);
+      } catch (error) {
+        outcomes[i] = { ok: false, error };
+      }
+    }
+    for (const [store, slots] of gets) readSlots(store, slots, ops, outcomes);
+    return outcomes;
   }
 
   /**
@@ -1288,6 +1308,25 @@ function checkRowField(i: number, name: string, value: number | undefined, max: 
 }
 
 /** A record with its value reduced to `fields` (a partial get); as it is without fields. */
+/** The gets of a Multi in `slots` of one partition, read with one getManyNow, each outcome in its slot. */
+function readSlots(store: PartitionStore, slots: readonly number[], ops: readonly PointOp[], outcomes: Array<PointOutcome | Promise<PointOutcome>>): void {
+  let records: Array<StoredRecord | undefined>;
+  try {
+    records = store.getManyNow(slots.map((i) => ops[i]!.key));
+  } catch (error) {
+    for (const slot of slots) outcomes[slot] = { ok: false, error };
+    return;
+  }
+  slots.forEach((slot, j) => {
+    const op = ops[slot] as Extract<PointOp, { kind: 'get' }>;
+    try {
+      outcomes[slot] = { ok: true, kind: 'get', record: project(op.key, records[j], op.fields ?? []) };
+    } catch (error) {
+      outcomes[slot] = { ok: false, error };
+    }
+  });
+}
+
 function project(key: Buffer, record: StoredRecord | undefined, fields: readonly string[]): StoredRecord | undefined {
   return record === undefined || fields.length === 0 ? record : { ...record, value: projectDocument(key, record.value, fields) };
 }

@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { status as grpcStatus, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from '@grpc/grpc-js';
 import { roleAllows, type Logger, type Role } from '../common/index.js';
-import { StoreService, type ChangedKeysBatch, type ChangedKeysRequest, type Entry, type ServerTiming, type MultiOp, type MultiRequest, type MultiResult, type ReplicaStat, type ScanBatch, type ScanRequest, type SnapshotInfo, type StoreServer as StoreHandlers } from './proto/gen/shardpipe/store/v1/store.js';
+import { StoreService, type ChangedKeysBatch, type DeleteResponse, type GetResponse, type PutResponse, type ChangedKeysRequest, type Entry, type ServerTiming, type MultiOp, type MultiRequest, type MultiResult, type ReplicaStat, type ScanBatch, type ScanRequest, type SnapshotInfo, type StoreServer as StoreHandlers } from './proto/gen/shardpipe/store/v1/store.js';
 import { FIELD_LIMITS, MAX_MULTI_OPS, truncateForMessage, type FieldLimitContext } from './field-limits.js';
 import { decodePackedBulkInsert } from './bulk-insert-codec.js';
 import { packEntries } from './scan-batch-codec.js';
@@ -17,6 +17,7 @@ import { PartitionMap } from './partition-map.js';
 import { SCAN_ENTRY_OVERHEAD_BYTES, type StoredEntry } from './partition-store.js';
 import { METADATA_GRANTED_ROLE } from './store-auth.js';
 import type { PointOp, PointOutcome, PointWriteTiming, SnapshotLeaseInfo, StoreNode } from './store-node.js';
+import type { StoredRecord } from './record.js';
 import { StoreError } from './store-errors.js';
 import type { StoreRpcMetrics } from './store-metrics.js';
 import { OperationService } from './operation-service.js';
@@ -81,38 +82,45 @@ function admit<Req>(method: string, request: Req, limits: FieldLimitContext, che
 export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: StoreRpcMetrics, operations: OperationService = new OperationService(undefined, node.address)): StoreHandlers {
   const limits: FieldLimitContext = { maxKeyBytes: node.maxKeyBytes, maxValueBytes: node.maxValueBytes };
   const unary =
-    <Req, Res>(method: string, fn: (request: Req, call: ServerUnaryCall<Req, Res>, requestId: string) => Promise<Res>, checkFields = true) =>
+    <Req, Res>(method: string, fn: (request: Req, call: ServerUnaryCall<Req, Res>, requestId: string) => Res | Promise<Res>, checkFields = true) =>
     (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
       const done = metrics?.start(method);
       const requestId = requestIdOf(call.metadata);
       // Point calls get their server span here (BulkInsert makes its own, with the write phases).
       const span = POINT_SPAN_METHODS.has(method) ? startServerSpan(method, call.metadata, requestId) : undefined;
-      Promise.resolve()
-        .then(() => fn(admit(method, call.request, limits, checkFields), call, requestId))
-        .then(
-        (response) => {
-          done?.(grpcStatus.OK);
-          span?.end();
-          callback(null, response, requestIdTrailer(requestId));
-        },
-        (err: unknown) => {
-          const status = toGrpcStatus(err);
-          done?.(status.code);
-          if (span !== undefined) {
-            span.recordException(err as Error);
-            span.end();
-          }
-          logFailure(logger, method, status.code, err, requestId);
-          if (status.metadata) requestIdTrailer(requestId, status.metadata);
-          callback(status, null);
-        },
-      );
+      const answered = (response: Res): void => {
+        done?.(grpcStatus.OK);
+        span?.end();
+        callback(null, response, requestIdTrailer(requestId));
+      };
+      const failed = (err: unknown): void => {
+        const status = toGrpcStatus(err);
+        done?.(status.code);
+        if (span !== undefined) {
+          span.recordException(err as Error);
+          span.end();
+        }
+        logFailure(logger, method, status.code, err, requestId);
+        if (status.metadata) requestIdTrailer(requestId, status.metadata);
+        callback(status, null);
+      };
+      // A handler that answers without waiting (Get) is answered in this turn: grpc-js then sends
+      // the reply with the frames it is writing anyway, which costs both sides less than a reply a
+      // turn later. Every other handler is async and answers when its promise settles.
+      let response: Res | Promise<Res>;
+      try {
+        response = fn(admit(method, call.request, limits, checkFields), call, requestId);
+      } catch (err) {
+        failed(err);
+        return;
+      }
+      if (response instanceof Promise) response.then(answered, failed);
+      else answered(response);
     };
 
   return {
-    get: unary('Get', async (req) => {
-      const record = await node.get(req.mapVersion, req.key, req.fields);
-      return record === undefined ? { found: false } : { found: true, entry: toEntry({ key: req.key, ...record }) };
+    get: unary('Get', (req) => {
+      return getResponse(req.key, node.getNow(req.mapVersion, req.key, req.fields));
     }),
     put: unary('Put', async (req) => {
       const timing = newPointTiming();
@@ -234,7 +242,10 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
     releaseSnapshot: unary('ReleaseSnapshot', async (req) => ({ released: await node.releaseSnapshots(req.snapshotIds) })),
     multi: unary(
       'Multi',
-      async (req, call, requestId) => ({ results: await runMulti(node, req, grantedRole(call.metadata.get(METADATA_GRANTED_ROLE)[0]), limits, { logger, requestId }) }),
+      (req, call, requestId) => {
+        const results = runMulti(node, req, grantedRole(call.metadata.get(METADATA_GRANTED_ROLE)[0]), limits, { logger, requestId });
+        return results instanceof Promise ? results.then((r) => ({ results: r })) : { results };
+      },
       false,
     ),
     forward: unary('Forward', async (req) => forwardAcksToProto(await node.receiveForwards(forwardsFromProto(req)))),
@@ -254,9 +265,10 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
 /**
  * Answers a Multi slot by slot. The request's shape (op count, exactly one kind per op) is the
  * caller's contract and fails the whole call; everything about one op — its field ranges, its role,
- * routing, CAS, the write itself — is answered in its own slot, as its plain call would be.
+ * routing, CAS, the write itself — is answered in its own slot, as its plain call would be. A Multi
+ * of gets only is answered without a promise (StoreNode.multiGetsNow).
  */
-async function runMulti(node: StoreNode, req: MultiRequest, role: Role | undefined, limits: FieldLimitContext, log: RequestLog): Promise<MultiResult[]> {
+function runMulti(node: StoreNode, req: MultiRequest, role: Role | undefined, limits: FieldLimitContext, log: RequestLog): MultiResult[] | Promise<MultiResult[]> {
   const opsLimit = FIELD_LIMITS.MultiRequest!.ops!;
   if (req.ops.length < 1 || req.ops.length > MAX_MULTI_OPS) {
     throw new StoreError('STORE_INVALID_ARGUMENT', `MultiRequest.ops has ${req.ops.length} items, out of range: allowed 1–${MAX_MULTI_OPS}`, {
@@ -280,9 +292,13 @@ async function runMulti(node: StoreNode, req: MultiRequest, role: Role | undefin
       results[i] = failedSlot(err, log);
     }
   }
-  const outcomes = ops.length === 0 ? [] : await node.multi(ops);
-  outcomes.forEach((outcome, j) => (results[slots[j]!] = answeredSlot(outcome, ops[j]!.key, log)));
-  return results as MultiResult[];
+  const fill = (outcomes: readonly PointOutcome[]): MultiResult[] => {
+    outcomes.forEach((outcome, j) => (results[slots[j]!] = answeredSlot(outcome, ops[j]!.key, log)));
+    return results as MultiResult[];
+  };
+  if (ops.length === 0) return fill([]);
+  const now = node.multiGetsNow(ops);
+  return now === undefined ? node.multi(ops).then(fill) : fill(now);
 }
 
 /** One op of a Multi as a node operation, after the field checks of its plain call's request. */
@@ -301,15 +317,29 @@ function admitOp(op: MultiOp, i: number, limits: FieldLimitContext): PointOp {
 
 function answeredSlot(outcome: PointOutcome, key: Buffer, log: RequestLog): MultiResult {
   if (!outcome.ok) return failedSlot(outcome.error, log);
-  const ok = { code: grpcStatus.OK, errorCode: '', message: '' };
   switch (outcome.kind) {
     case 'get':
-      return { ...ok, get: outcome.record === undefined ? { found: false } : { found: true, entry: toEntry({ key, ...outcome.record }) } };
+      return okSlot(getResponse(key, outcome.record), undefined, undefined);
     case 'put':
-      return { ...ok, put: { etag: outcome.record.etag, updatedAtMs: outcome.record.updatedAtMs, expiresAtMs: outcome.record.expiresAtMs, timing: toServerTiming(outcome.timing) } };
+      return okSlot(undefined, { etag: outcome.record.etag, updatedAtMs: outcome.record.updatedAtMs, expiresAtMs: outcome.record.expiresAtMs, timing: toServerTiming(outcome.timing) }, undefined);
     case 'delete':
-      return { ...ok, delete: { deleted: outcome.deleted, timing: toServerTiming(outcome.timing) } };
+      return okSlot(undefined, undefined, { deleted: outcome.deleted, timing: toServerTiming(outcome.timing) });
   }
+}
+
+/**
+ * A slot's result with every field in one order, as failedSlot and the client's decoder make them:
+ * the codec reads the same fields of every slot, which stays fast only while all have one shape.
+ */
+function okSlot(get: GetResponse | undefined, put: PutResponse | undefined, del: DeleteResponse | undefined): MultiResult {
+  return { code: grpcStatus.OK, errorCode: '', message: '', currentEtag: undefined, mapVersion: undefined, get, put, delete: del, retryAfterMs: undefined };
+}
+
+/** A Get's answer (of a plain Get or a Multi slot): the record with its key, or not found. */
+function getResponse(key: Buffer, record: StoredRecord | undefined): GetResponse {
+  return record === undefined
+    ? { found: false, entry: undefined }
+    : { found: true, entry: { key, value: record.value, etag: record.etag, updatedAtMs: record.updatedAtMs, expiresAtMs: record.expiresAtMs } };
 }
 
 /** A failed op's slot: what toGrpcStatus would put in a plain call's status and trailers. */
@@ -323,6 +353,9 @@ function failedSlot(err: unknown, log: RequestLog): MultiResult {
     message: truncateForMessage(status.details ?? '', MAX_SLOT_MESSAGE_CHARS),
     currentEtag: error?.currentEtag,
     mapVersion: error?.mapVersion,
+    get: undefined,
+    put: undefined,
+    delete: undefined,
     retryAfterMs: error?.retryAfterMs,
   };
 }

@@ -37,9 +37,14 @@ function raw(address: string): RawStoreClient {
 }
 
 /** Multi calls a node has answered, by gRPC status (`shardpipe_store_rpc_total`). */
-async function multiCalls(node: NodeProcess): Promise<number> {
+function multiCalls(node: NodeProcess): Promise<number> {
+  return rpcCalls(node, 'Multi');
+}
+
+/** Calls of `method` a node has answered with OK (`shardpipe_store_rpc_total`). */
+async function rpcCalls(node: NodeProcess, method: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${String(node.ready.metricsPort)}/metrics`)).text();
-  return sampleValue(parsePrometheusText(text), 'shardpipe_store_rpc_total', { method: 'Multi', code: 'OK' }) ?? 0;
+  return sampleValue(parsePrometheusText(text), 'shardpipe_store_rpc_total', { method, code: 'OK' }) ?? 0;
 }
 
 async function multi(address: string, ops: unknown[]): Promise<MultiResult[]> {
@@ -118,6 +123,32 @@ describe('Multi: coalesced point operations', () => {
     for (let i = 0; i < keys; i++) {
       expect((await sequential.get(keyOf('con', i)))?.value.toString('latin1')).toBe(`${keyOf('con', i).bytes.toString('latin1')}:4`);
     }
+  }, 60_000);
+
+  it('with two calls in flight, 32 concurrent callers share Multi calls of even size rather than one plain call per op beside each Multi', async () => {
+    const c = await cluster(1, 4);
+    const writer = client(c.seeds);
+    const keys = Array.from({ length: 64 }, (_, i) => keyOf('even', i));
+    for (const key of keys) await writer.put(key, Buffer.from(`v-${key.bytes.toString('hex')}`));
+    const node = c.nodes[0]!;
+    const [getsBefore, multisBefore] = [await rpcCalls(node, 'Get'), await multiCalls(node)];
+    const reader = client(c.seeds, 2);
+    const rounds = 20;
+    await Promise.all(
+      Array.from({ length: 32 }, async (_, w) => {
+        for (let r = 0; r < rounds; r++) {
+          const key = keys[(w * 7 + r) % keys.length]!;
+          expect((await reader.get(key))?.value.toString()).toBe(`v-${key.bytes.toString('hex')}`);
+        }
+      }),
+    );
+    const plainGets = (await rpcCalls(node, 'Get')) - getsBefore;
+    const multis = (await multiCalls(node)) - multisBefore;
+    // Before, the callers split into one that went alone and 31 that went together, round after
+    // round: as many plain Gets as Multis. Even shares leave plain calls to the start and the end.
+    expect(multis).toBeGreaterThan(0);
+    expect(plainGets + multis).toBeLessThan((32 * rounds) / 8);
+    expect(plainGets).toBeLessThan(multis / 3);
   }, 60_000);
 
   it('a failed CAS in a Multi fails only its own slot, with the current etag; the other writes are applied in the same batch', async () => {
