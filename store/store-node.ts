@@ -1307,7 +1307,6 @@ function checkRowField(i: number, name: string, value: number | undefined, max: 
   }
 }
 
-/** A record with its value reduced to `fields` (a partial get); as it is without fields. */
 /** The gets of a Multi in `slots` of one partition, read with one getManyNow, each outcome in its slot. */
 function readSlots(store: PartitionStore, slots: readonly number[], ops: readonly PointOp[], outcomes: Array<PointOutcome | Promise<PointOutcome>>): void {
   let records: Array<StoredRecord | undefined>;
@@ -1327,6 +1326,7 @@ function readSlots(store: PartitionStore, slots: readonly number[], ops: readonl
   });
 }
 
+/** A record with its value reduced to `fields` (a partial get); as it is without fields. */
 function project(key: Buffer, record: StoredRecord | undefined, fields: readonly string[]): StoredRecord | undefined {
   return record === undefined || fields.length === 0 ? record : { ...record, value: projectDocument(key, record.value, fields) };
 }
