@@ -17,8 +17,11 @@ export interface PackedShardChunk {
 }
 
 export interface PackShardChunkOptions {
-  /** Every row of the chunk is added to it, skipped ones included (the file's checksum covers them). */
-  digest: RangeDigest;
+  /**
+   * Every row of the chunk is added to it, skipped ones included (the file's checksum covers them).
+   * Absent when the file is checked by its content hash instead (manifest format 2).
+   */
+  digest?: RangeDigest;
   /** Rows outside it are skipped; absent = every row is inside. */
   selected?: SortedRangeFilter;
   /** Rows whose expiry is at or before this (Unix ms) are skipped. */
@@ -30,7 +33,7 @@ export interface PackShardChunkOptions {
 /**
  * One chunk of a shard file's columns → the packed batch of its rows to restore, straight from the
  * decoded column buffers: one copy of each kept key and value into the batch, no object per row.
- * The digest is computed from the same column bytes.
+ * The digest (when asked for) is computed from the same column bytes.
  */
 export function packShardChunk(chunk: ShardColumnsChunk, options: PackShardChunkOptions): PackedShardChunk {
   const { columns: c, from, to } = chunk;
@@ -59,7 +62,7 @@ export function packShardChunk(chunk: ShardColumnsChunk, options: PackShardChunk
     const vl = valueOffsets[i + 1]! - vs;
     const etag = c.etag(i);
     const expiresAtMs = c.expiresAtMs(i);
-    digest.addFrom(keyBytes, ks, kl, valueBytes, vs, vl, expiresAtMs, etag);
+    digest?.addFrom(keyBytes, ks, kl, valueBytes, vs, vl, expiresAtMs, etag);
     if (selected !== undefined && !selected.contains(keys.subarray(ks, ks + kl))) {
       outside++;
       continue;

@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { ShardContentHash } from '../backup/index.js';
 import type { DataFile } from '../files/index.js';
 import { RangeDigest, bulkPutCheckpointed, type CheckpointedChunk, type StoreClient } from '../store/index.js';
 import { RestoreError } from './restore-errors.js';
@@ -25,7 +26,11 @@ export interface ShardCheckpoint {
   rowsOutsideRange: number;
   /** Key plus value bytes written. */
   bytesRestored: number;
-  /** RangeDigest (hex) of every row read, expired ones included: must end equal to the manifest checksum. */
+  /**
+   * RangeDigest (hex) of every row read, expired ones included: must end equal to the manifest
+   * checksum. Format-1 manifests only; with a content hash (format 2) it stays the empty digest and
+   * a resumed shard hashes the rows before its checkpoint again (the hash's state is not kept).
+   */
   fileDigest: string;
   /** Earliest expiry among the rows read inside the task's ranges (Unix ms), 0 = none expires. Verification needs it. */
   firstExpiresAtMs: number;
@@ -77,8 +82,9 @@ export interface ShardRestoreOptions {
  * Restores one shard file: rows → skip the expired → bulkPutAll (which cuts at the cluster's current
  * partition boundaries), keeping etags, update times and expiries. A checkpoint follows every
  * acknowledged stretch; resuming re-sends at most what was in flight. At the end the rows read must
- * match the manifest's count and checksum, else RESTORE_SHARD_CHECKSUM_MISMATCH (the rows are
- * written by then: the report names the shard).
+ * match the manifest: with a content hash (format 2) its row count and hash, else
+ * RESTORE_SHARD_HASH_MISMATCH; without one (format 1) its count and checksum (each row's digest),
+ * else RESTORE_SHARD_CHECKSUM_MISMATCH. The rows are written by then: the report names the shard.
  */
 export async function restoreShard(client: StoreClient, task: ShardTask, options: ShardRestoreOptions = {}): Promise<ShardCheckpoint> {
   const { shard } = task;
@@ -98,14 +104,28 @@ export async function restoreShard(client: StoreClient, task: ShardTask, options
     fileDigest: new RangeDigest().toHex(),
     firstExpiresAtMs: 0,
   };
+  // Format 2: the file is checked by its ordered content hash, which needs every row from the first.
+  const contentHash = shard.contentHash === undefined ? undefined : new ShardContentHash();
   async function* chunks(): AsyncGenerator<CheckpointedChunk<ShardCheckpoint>> {
-    const digest = RangeDigest.fromHex(current.fileDigest, current.rowsDone);
+    const digest = contentHash === undefined ? RangeDigest.fromHex(current.fileDigest, current.rowsDone) : undefined;
     let counts = { ...current };
     let read = 0;
     const started = performance.now();
     const selected = task.ranges === undefined ? undefined : new SortedRangeFilter(task.ranges);
-    for await (const chunk of readShardColumns(task.file, shard, { rowGroup: current.rowGroup, rowOffset: current.rowOffset, chunkRows: options.chunkRows ?? DEFAULT_CHUNK_ROWS, signal: options.signal })) {
+    // Rows before `resumeAt` were written before: with a content hash they are read again, hashed and not sent.
+    const resumeAt = contentHash !== undefined && current.rowsDone > 0 ? { rowGroup: current.rowGroup, rowOffset: current.rowOffset } : undefined;
+    const readFrom = resumeAt === undefined ? { rowGroup: current.rowGroup, rowOffset: current.rowOffset } : { rowGroup: 0, rowOffset: 0 };
+    for await (let chunk of readShardColumns(task.file, shard, { ...readFrom, chunkRows: options.chunkRows ?? DEFAULT_CHUNK_ROWS, signal: options.signal })) {
+      if (resumeAt !== undefined) {
+        const before = chunk.rowGroup < resumeAt.rowGroup ? chunk.to - chunk.from : chunk.rowGroup > resumeAt.rowGroup ? 0 : Math.min(chunk.to - chunk.from, Math.max(0, resumeAt.rowOffset - chunk.rowOffset));
+        if (before > 0) {
+          contentHash!.add(chunk.columns, chunk.from, chunk.from + before);
+          if (before === chunk.to - chunk.from) continue;
+          chunk = { ...chunk, from: chunk.from + before, rowOffset: chunk.rowOffset + before };
+        }
+      }
       const rows = chunk.to - chunk.from;
+      contentHash?.add(chunk.columns, chunk.from, chunk.to);
       const { packed, expired, outside, firstExpiresAtMs } = packShardChunk(chunk, { digest, selected, now: now(), firstExpiresAtMs: counts.firstExpiresAtMs });
       const end = chunk.rowOffset + rows;
       const groupDone = end >= chunk.groupRows;
@@ -118,7 +138,7 @@ export async function restoreShard(client: StoreClient, task: ShardTask, options
         rowsExpired: counts.rowsExpired + expired,
         rowsOutsideRange: counts.rowsOutsideRange + outside,
         bytesRestored: counts.bytesRestored + packed.bytes,
-        fileDigest: digest.toHex(),
+        fileDigest: digest === undefined ? counts.fileDigest : digest.toHex(),
         firstExpiresAtMs,
       };
       yield { rows: packed, checkpoint: counts };
@@ -143,6 +163,18 @@ export async function restoreShard(client: StoreClient, task: ShardTask, options
     // RPC fails as CANCELLED, and may be first when the abort lands while calls are in flight).
     if (options.signal?.aborted) throw options.signal.reason;
     throw err;
+  }
+  if (contentHash !== undefined) {
+    const computedHash = contentHash.toHex();
+    if (contentHash.rows !== shard.rows || current.rowsDone !== shard.rows || computedHash !== shard.contentHash) {
+      throw new RestoreError(
+        'RESTORE_SHARD_HASH_MISMATCH',
+        `shard ${shard.index} (${shard.file}): the file's ${contentHash.rows} rows have content hash ${computedHash}, the manifest says ${shard.rows} rows with ${shard.contentHash}; ` +
+          'the file was damaged or replaced after the backup — its rows were written, restore this range from another backup',
+        { context: { shard: shard.index, file: shard.file, expectedHash: shard.contentHash, computedHash, expectedRows: shard.rows, rows: contentHash.rows } },
+      );
+    }
+    return current;
   }
   if (current.rowsDone !== shard.rows || current.fileDigest !== shard.checksum) {
     throw new RestoreError(
