@@ -189,6 +189,7 @@ describe('restore against the per-shard content hash (manifest format 2)', () =>
       const first = restoreShard(client, task, {
         chunkRows: 700,
         maxInFlight: 1,
+        checkpointIntervalMs: 0,
         signal: stop.signal,
         onCheckpoint: async (checkpoint) => {
           if (checkpoint.rowsDone < 2000 || checkpoint.rowOffset === 0) return;
@@ -203,6 +204,25 @@ describe('restore against the per-shard content hash (manifest format 2)', () =>
       expect(done).toMatchObject({ rowsDone: shard.rows, rowsRestored: shard.rows });
       const inShard = source.filter((e) => e.key.toString('hex') >= shard.start && (shard.end === '' || e.key.toString('hex') < shard.end));
       expect((await scanAll(client)).map(plain)).toEqual(inShard.map(plain));
+    });
+    await local.release();
+    await target.close();
+  });
+
+  it('checkpoints are written at most once per checkpointIntervalMs, and the newest always at the end', async () => {
+    const shard = manifest.shards.reduce((a, b) => (b.rows > a.rows ? b : a));
+    const target = openBackupTarget(targetUrl);
+    const local = await openLocalShard(target, backupId, shard, { stagingDir: stack.sub('staging') });
+    const task = { file: local.file, shard, fingerprint: local.fingerprint };
+    await intoFreshCluster(async (_cluster, client) => {
+      const every: ShardCheckpoint[] = [];
+      await restoreShard(client, task, { chunkRows: 500, maxInFlight: 1, checkpointIntervalMs: 0, onCheckpoint: async (c) => void every.push(c) });
+      expect(every.length).toBeGreaterThan(4);
+      const spaced: ShardCheckpoint[] = [];
+      const done = await restoreShard(client, task, { chunkRows: 500, maxInFlight: 1, checkpointIntervalMs: 3_600_000, onCheckpoint: async (c) => void spaced.push(c) });
+      // The first one (nothing written before it), then nothing for an hour but the last, at the end.
+      expect(spaced.map((c) => c.rowsDone)).toEqual([500, shard.rows]);
+      expect(spaced.at(-1)).toEqual(done);
     });
     await local.release();
     await target.close();
