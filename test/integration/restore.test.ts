@@ -165,7 +165,7 @@ describe('shardpipe restore: a FORMAT.md backup into a differently partitioned c
     const report = JSON.parse(r.stdout);
     expect(report.shardsFailed).toBe(1);
     expect(report.failures[0]).toMatchObject({ shard: 2, file: 'shard-00002.parquet' });
-    expect(report.failures[0].reason).toMatch(/RESTORE_(CORRUPT_SHARD|SHARD_CHECKSUM_MISMATCH)/);
+    expect(report.failures[0].reason).toMatch(/RESTORE_(CORRUPT_SHARD|SHARD_HASH_MISMATCH)/);
     expect(report.verified).toBe(false);
     expect(report.mismatches.map((m: { shard: number }) => m.shard)).toEqual([2]);
     expect(report.mismatches[0]).toMatchObject({ file: 'shard-00002.parquet', start: '6000', end: 'a000' });
