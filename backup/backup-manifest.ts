@@ -4,8 +4,11 @@ import { BACKUP_ID_PATTERN } from './backup-id.js';
 import { MANIFEST_FILE, shardFileName } from './backup-layout.js';
 import type { BackupTarget, TargetCallOptions } from './backup-target.js';
 
-/** The manifest format this build writes and the only one it reads (FORMAT.md). */
-export const MANIFEST_FORMAT_VERSION = 1;
+/** The manifest format this build writes (FORMAT.md): 2 adds each shard's `contentHash`. */
+export const MANIFEST_FORMAT_VERSION = 2;
+
+/** The manifest formats this build reads: 1 (no content hash; restore checks each row's digest) and 2. */
+export const READABLE_MANIFEST_VERSIONS: readonly number[] = [1, 2];
 
 const hexKey = z.string().regex(/^(?:[0-9a-f]{2})*$/, 'keys are lowercase hex bytes ("" = start or end of the keyspace)');
 const count = z.number().int().min(0);
@@ -13,7 +16,7 @@ const isoTime = z.iso.datetime({ offset: false });
 
 const manifestSchema = z
   .object({
-    formatVersion: z.literal(MANIFEST_FORMAT_VERSION),
+    formatVersion: z.union([z.literal(1), z.literal(2)]),
     backupId: z.string().regex(BACKUP_ID_PATTERN, 'backupId must look like YYYYMMDDTHHMMSSZ-xxxxxx'),
     startedAt: isoTime,
     finishedAt: isoTime,
@@ -30,6 +33,8 @@ const manifestSchema = z
           rows: count,
           bytes: count,
           checksum: z.string().regex(/^[0-9a-f]{64}$/, 'checksum must be 64 lowercase hex characters'),
+          /** Format 2: the ordered content hash of the file's rows (ShardContentHash, FORMAT.md). */
+          contentHash: z.string().regex(/^[0-9a-f]{64}$/, 'contentHash must be 64 lowercase hex characters').optional(),
         }),
       )
       .min(1),
@@ -38,6 +43,8 @@ const manifestSchema = z
   .superRefine((m, ctx) => {
     const problem = (message: string): void => ctx.addIssue({ code: 'custom', message });
     m.shards.forEach((s, i) => {
+      if (m.formatVersion >= 2 && s.contentHash === undefined) problem(`shards[${i}] has no contentHash (format ${m.formatVersion} gives every shard one)`);
+      if (m.formatVersion === 1 && s.contentHash !== undefined) problem(`shards[${i}] has a contentHash, which format 1 does not have (format 2 does)`);
       if (s.index !== i) problem(`shards[${i}] has index ${s.index}; shards are listed by index from 0`);
       if (s.file !== shardFileName(s.index)) problem(`shards[${i}].file is ${s.file}, expected ${shardFileName(s.index)}`);
       const expectedStart = i === 0 ? '' : m.shards[i - 1]!.end;
@@ -58,7 +65,7 @@ export type ManifestPartition = BackupManifest['partitions'][number];
 
 /**
  * Parses manifest text. Throws BackupError BACKUP_UNSUPPORTED_VERSION for a `formatVersion` other
- * than 1 (checked before anything else, so a newer format is refused as such, not as invalid) and
+ * than 1 or 2 (checked before anything else, so a newer format is refused as such, not as invalid) and
  * BACKUP_MANIFEST_INVALID for anything else wrong, naming the first problems. With `backupId`, the
  * manifest must be that backup's.
  */
@@ -72,17 +79,17 @@ export function parseManifest(text: string, expect: { backupId?: string; target?
     throw new BackupError('BACKUP_MANIFEST_INVALID', `${where} is not JSON: ${err instanceof Error ? err.message : String(err)}`, { cause: err, context });
   }
   const version = typeof json === 'object' && json !== null ? (json as { formatVersion?: unknown }).formatVersion : undefined;
-  if (version !== MANIFEST_FORMAT_VERSION) {
+  if (typeof version !== 'number' || !READABLE_MANIFEST_VERSIONS.includes(version)) {
     throw new BackupError(
       'BACKUP_UNSUPPORTED_VERSION',
-      `${where} has formatVersion ${JSON.stringify(version)}; this shardpipe reads only version ${MANIFEST_FORMAT_VERSION}. Use a shardpipe that knows that version.`,
+      `${where} has formatVersion ${JSON.stringify(version)}; this shardpipe reads only versions ${READABLE_MANIFEST_VERSIONS.join(' and ')}. Use a shardpipe that knows that version.`,
       { context },
     );
   }
   const result = manifestSchema.safeParse(json);
   if (!result.success) {
     const issues = result.error.issues.slice(0, 3).map((i) => `${i.path.length ? i.path.join('.') + ': ' : ''}${i.message}`);
-    throw new BackupError('BACKUP_MANIFEST_INVALID', `${where} does not match format ${MANIFEST_FORMAT_VERSION}: ${issues.join('; ')}`, { cause: result.error, context });
+    throw new BackupError('BACKUP_MANIFEST_INVALID', `${where} does not match format ${String(version)}: ${issues.join('; ')}`, { cause: result.error, context });
   }
   if (expect.backupId !== undefined && result.data.backupId !== expect.backupId) {
     throw new BackupError('BACKUP_MANIFEST_INVALID', `${where} names backup ${result.data.backupId}; it was copied from another backup`, { context });

@@ -2,6 +2,8 @@ import { RangeDigest } from '../store/index.js';
 import { describeCause } from '../common/index.js';
 import { readManifest, type ManifestShard } from './backup-manifest.js';
 import type { BackupTarget } from './backup-target.js';
+import { ShardContentHash } from './shard-content-hash.js';
+import { shardRecordBatch } from './shard-format.js';
 import { readShardFile } from './shard-reader.js';
 
 /** One thing wrong with one shard file. */
@@ -37,7 +39,8 @@ export interface VerifyBackupOptions {
 /**
  * Re-reads every shard file of a complete backup and checks it against the manifest: the file
  * exists with the manifest's byte size, decodes, holds exactly the manifest's row count of keys
- * sorted ascending inside the shard's range, and its checksum (RangeDigest with etags) matches.
+ * sorted ascending inside the shard's range, and its checksum (RangeDigest with etags) and, in
+ * format 2, its content hash (ShardContentHash) match.
  * Every bad file is named; the report is `ok` only when none is. Reads one file at a time.
  *
  * Throws (instead of reporting) only when the manifest itself cannot be read: BackupError
@@ -65,10 +68,12 @@ export async function verifyBackup(target: BackupTarget, backupId: string, optio
       const start = Buffer.from(shard.start, 'hex');
       const end = Buffer.from(shard.end, 'hex');
       const digest = new RangeDigest();
+      const hash = shard.contentHash === undefined ? undefined : new ShardContentHash();
       let previous: Buffer | undefined;
       let misplaced = 0;
       try {
         for await (const entries of readShardFile(target, backupId, shard.file, { tempDir: options.tempDir, signal })) {
+          hash?.addRecordBatch(shardRecordBatch(entries));
           for (const e of entries) {
             if ((previous !== undefined && Buffer.compare(previous, e.key) >= 0) || Buffer.compare(e.key, start) < 0 || (end.length > 0 && Buffer.compare(e.key, end) >= 0)) misplaced++;
             previous = e.key;
@@ -79,6 +84,7 @@ export async function verifyBackup(target: BackupTarget, backupId: string, optio
         if (misplaced > 0) problem(`${misplaced} row(s) out of key order or outside the shard's range`);
         if (digest.count !== shard.rows) problem(`the file has ${digest.count} rows, the manifest says ${shard.rows}`);
         else if (digest.toHex() !== shard.checksum) problem(`the checksum is ${digest.toHex()}, the manifest says ${shard.checksum}`);
+        else if (hash !== undefined && hash.toHex() !== shard.contentHash) problem(`the content hash is ${hash.toHex()}, the manifest says ${shard.contentHash}`);
       } catch (err) {
         if (signal?.aborted) throw err;
         problem(`the file cannot be read: ${describeCause(err)}`);

@@ -9,7 +9,7 @@ export { AzureTarget } from './azure-target.js';
 export type { AzureTargetOptions } from './azure-target.js';
 export { openBackupTarget } from './open-backup-target.js';
 export type { OpenBackupTargetOptions } from './open-backup-target.js';
-export { MANIFEST_FORMAT_VERSION, parseManifest, serializeManifest, readManifest, writeManifest } from './backup-manifest.js';
+export { MANIFEST_FORMAT_VERSION, READABLE_MANIFEST_VERSIONS, parseManifest, serializeManifest, readManifest, writeManifest } from './backup-manifest.js';
 export type { BackupManifest, ManifestShard, ManifestPartition } from './backup-manifest.js';
 // The shard file format (FORMAT.md): one definition for the writer, the reader, restore and tests.
 export {
@@ -25,6 +25,8 @@ export {
 } from './shard-format.js';
 export type { ShardFileMetadata, ExpectedShardFooter, ShardFooterProblem } from './shard-format.js';
 export { parquetShardStream, packedParquetShardStream } from './parquet-shard-stream.js';
+export { ShardContentHash } from './shard-content-hash.js';
+export type { HashableColumns } from './shard-content-hash.js';
 export { ShardEncoders } from './shard-encoders.js';
 export type { ShardEncodersOptions } from './shard-encoders.js';
 export type { ParquetShardStreamOptions, ShardStreamStats } from './parquet-shard-stream.js';

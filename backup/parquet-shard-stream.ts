@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import { tableToIPC, Table as ArrowTable, type RecordBatch } from 'apache-arrow';
 import type * as ParquetWasm from 'parquet-wasm';
 import type { PackedRows, RangeDigest, StoredEntry } from '../store/index.js';
+import { ShardContentHash } from './shard-content-hash.js';
 import { MAX_ROW_GROUP_ROWS, digestPackedRows, packedShardRecordBatch, shardKeyValueMetadata, shardRecordBatch, type ShardFileMetadata } from './shard-format.js';
 
 /** Options of `parquetShardStream`. */
@@ -16,6 +17,8 @@ export interface ShardStreamStats {
   rows: number;
   /** Order-independent digest with etags, as the store's Checksum with include_etag (FORMAT.md). */
   digest: RangeDigest;
+  /** The shard's content hash (ShardContentHash hex, manifest format 2), set once the stream has ended. */
+  contentHash?: string;
 }
 
 let wasm: typeof ParquetWasm | undefined;
@@ -72,6 +75,7 @@ function encodeShard(groups: AsyncGenerator<RecordBatch>, metadata: ShardFileMet
     .build();
 
   let emptyFileSent = false;
+  const contentHash = new ShardContentHash();
   // parquet-wasm ends its output normally when its input stream errors — with the rows so far and
   // a valid footer. A failed scan must fail the file instead: the error is kept and thrown at the end.
   let failure: { error: unknown } | undefined;
@@ -86,9 +90,11 @@ function encodeShard(groups: AsyncGenerator<RecordBatch>, metadata: ShardFileMet
               emptyFileSent = true;
               controller.enqueue(toWasmBatch(pw, shardRecordBatch([])));
             }
+            stats.contentHash = contentHash.toHex();
             controller.close();
             return;
           }
+          contentHash.addRecordBatch(next.value);
           controller.enqueue(toWasmBatch(pw, next.value));
         } catch (error) {
           failure = { error };

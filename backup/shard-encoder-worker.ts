@@ -89,7 +89,7 @@ async function run(session: Session, m: Extract<EncoderRequest, { op: 'start' }>
       while (session.unacked > OUTPUT_WINDOW_BYTES && !session.aborted) await session.wait();
       if (session.aborted) throw new Error('the shard was stopped by its writer');
     }
-    post({ op: 'done', session: session.id, rows: stats.rows, digest: stats.digest.toHex(), count: stats.digest.count });
+    post({ op: 'done', session: session.id, rows: stats.rows, digest: stats.digest.toHex(), count: stats.digest.count, contentHash: stats.contentHash });
   } catch (err) {
     post({ op: 'error', session: session.id, message: err instanceof Error ? err.message : String(err), stack: err instanceof Error ? err.stack : undefined });
   } finally {

@@ -21,7 +21,7 @@ export type EncoderReply =
   /** An input batch the encoder has taken (its bytes leave the writer's window). */
   | { op: 'taken'; session: number; bytes: number }
   | { op: 'chunk'; session: number; buffer: ArrayBuffer }
-  | { op: 'done'; session: number; rows: number; digest: string; count: number }
+  | { op: 'done'; session: number; rows: number; digest: string; count: number; contentHash: string | undefined }
   | { op: 'error'; session: number; message: string; stack: string | undefined };
 
 /** Options of `ShardEncoders`. */
@@ -185,6 +185,7 @@ export class ShardEncoders {
         if (finished) {
           stats.rows = finished.rows;
           stats.digest.merge(RangeDigest.fromHex(finished.digest, finished.count));
+          stats.contentHash = finished.contentHash;
           return;
         }
         await new Promise<void>((resolve) => (wake = resolve));

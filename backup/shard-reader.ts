@@ -8,6 +8,7 @@ import { FileError, readFooter, readRecordBatches, statDataFile, type DataFile }
 import type { StoredEntry } from '../store/index.js';
 import { BackupError, type BackupErrorContext } from './backup-errors.js';
 import type { BackupTarget } from './backup-target.js';
+import type { HashableColumns } from './shard-content-hash.js';
 
 /** A run of entries of a shard file and where it sits. */
 export interface ShardChunk {
@@ -44,7 +45,7 @@ export interface ReadShardRowsOptions {
  * `keys[keyOffsets[i], keyOffsets[i + 1])`, its value likewise; `expiresAtMs` is 0 for null.
  * Buffers are views into the decoded batch, valid while the caller keeps the chunk.
  */
-export interface ShardColumns {
+export interface ShardColumns extends HashableColumns {
   keys: Buffer;
   keyOffsets: ArrayLike<number>;
   values: Buffer;
@@ -210,9 +211,12 @@ function shardColumns(batch: RecordBatch, rowGroup: number, corrupt: Corrupt): S
     // A view, not a copy: the batch stays alive until its rows are written.
     return { bytes: Buffer.from(values.buffer, values.byteOffset, values.byteLength), offsets };
   };
-  const int64 = (name: string, nullable: boolean): ((i: number) => number) => {
+  const words = (name: string, nullable: boolean): Data => {
     const d = data(name, nullable);
     if (!DataType.isInt(d.type) || d.type.bitWidth !== 64) throw corrupt(`row group ${rowGroup}: column ${name} decoded as ${String(d.type)}, not a 64-bit integer`, undefined, rowGroup);
+    return d;
+  };
+  const int64 = (d: Data, name: string): ((i: number) => number) => {
     const values = d.values as BigInt64Array | BigUint64Array;
     // Little-endian 32-bit halves: reading them is much cheaper than a BigInt per row.
     const words = new Uint32Array(values.buffer, values.byteOffset, values.length * 2);
@@ -226,14 +230,21 @@ function shardColumns(batch: RecordBatch, rowGroup: number, corrupt: Corrupt): S
   };
   const key = binary('key');
   const value = binary('value');
+  const etag = words('etag', false);
+  const updated = words('updated_at_ms', false);
+  const expires = words('expires_at_ms', true);
   return {
     keys: key.bytes,
     keyOffsets: key.offsets,
     values: value.bytes,
     valueOffsets: value.offsets,
-    etag: int64('etag', false),
-    updatedAtMs: int64('updated_at_ms', false),
-    expiresAtMs: int64('expires_at_ms', true),
+    etag: int64(etag, 'etag'),
+    updatedAtMs: int64(updated, 'updated_at_ms'),
+    expiresAtMs: int64(expires, 'expires_at_ms'),
+    etagWords: etag.values as BigInt64Array,
+    updatedAtWords: updated.values as BigInt64Array,
+    expiresAtWords: expires.values as BigInt64Array,
+    expiresAtValid: expires.nullCount > 0 ? (expires.nullBitmap ?? undefined) : undefined,
   };
 }
 

@@ -85,6 +85,7 @@ export async function writeShard(client: StoreClient, target: BackupTarget, task
     rows: stats.rows,
     bytes: written.bytes,
     checksum: stats.digest.toHex(),
+    contentHash: contentHashOf(stats, task),
     durationMs: Math.round(performance.now() - started),
   };
 }
@@ -103,4 +104,10 @@ async function* withProgress(scan: AsyncIterable<PackedRows>, options: WriteShar
       await onProgress(rows);
     }
   }
+}
+
+/** The content hash the stream set at its end; a stream that ended without one is a defect, never a manifest without it. */
+function contentHashOf(stats: ShardStreamStats, task: ShardTask): string {
+  if (stats.contentHash === undefined) throw new TypeError(`shard ${task.index} of backup ${task.backupId}: the shard stream ended without its content hash`);
+  return stats.contentHash;
 }

@@ -2,7 +2,8 @@
  * Restore benchmark (a measurement, not a test).
  *
  * Writes a backup of N rows (default 1,000,000) into a temp `file://` target with backup's own
- * writer (parquetShardStream: zstd, 65,536-row row groups, FORMAT.md metadata; manifest last): 8
+ * writer (parquetShardStream: zstd, 65,536-row row groups, FORMAT.md metadata; manifest last, in
+ * the format this build writes — 2, with each shard's content hash): 8
  * shards of sorted 16-byte keys and 100-byte values (incompressible base64 text), etags in the
  * millions, every third row with a TTL a day out. Then measures:
  *   1. end to end: `shardpipe restore ID --target file://… --json` as a child process (local worker
@@ -28,7 +29,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ClassicLevel } from 'classic-level';
-import { newBackupId, openBackupTarget, parquetShardStream, shardFileName, writeManifest, type BackupManifest, type ShardStreamStats } from '../backup/index.js';
+import { MANIFEST_FORMAT_VERSION, newBackupId, openBackupTarget, parquetShardStream, shardFileName, writeManifest, type BackupManifest, type ShardStreamStats } from '../backup/index.js';
 import { statDataFile } from '../files/index.js';
 import { readShardRows, type ShardSpec } from '../restore/index.js';
 import { PartitionMap, RangeDigest, encodeRecord, type StoredEntry } from '../store/index.js';
@@ -103,11 +104,11 @@ async function writeBackup(dir: string, rows: number): Promise<BackupManifest> {
       };
       const stats: ShardStreamStats = { rows: 0, digest: new RangeDigest() };
       const written = await target.writeFile(backupId, shardFileName(s), parquetShardStream(source(), { backupId, shard: s, rangeStart: start, rangeEnd: end }, stats));
-      shards.push({ index: s, start: start.toString('hex'), end: end.toString('hex'), file: shardFileName(s), rows: stats.rows, bytes: written.bytes, checksum: stats.digest.toHex() });
+      shards.push({ index: s, start: start.toString('hex'), end: end.toString('hex'), file: shardFileName(s), rows: stats.rows, bytes: written.bytes, checksum: stats.digest.toHex(), contentHash: stats.contentHash });
     }
     const at = new Date().toISOString();
     const manifest: BackupManifest = {
-      formatVersion: 1,
+      formatVersion: MANIFEST_FORMAT_VERSION,
       backupId,
       startedAt: at,
       finishedAt: at,

@@ -4,6 +4,7 @@ import { activeTraceparent, parseTraceparent, startRootSpan, traceparentOf, type
 import {
   BackupError,
   LeaseKeeper,
+  MANIFEST_FORMAT_VERSION,
   ShardEncoders,
   applyRetention,
   openBackupTarget,
@@ -162,15 +163,18 @@ async function finishBackup(job: Job<BackupParentData>, options: BackupWorkerOpt
     const finishedAt = new Date();
     const rows = results.reduce((s, r) => s + r.rows, 0);
     const bytes = results.reduce((s, r) => s + r.bytes, 0);
+    // A shard written by an older worker (during an upgrade) has no content hash: then the whole
+    // manifest is format 1, which restore checks row by row.
+    const hashed = results.every((r) => r.contentHash !== undefined);
     const manifest: BackupManifest = {
-      formatVersion: 1,
+      formatVersion: hashed ? MANIFEST_FORMAT_VERSION : 1,
       backupId: data.backupId,
       startedAt: new Date(data.startedAtMs).toISOString(),
       finishedAt: finishedAt.toISOString(),
       mapVersion: data.mapVersion,
       snapshotAt: new Date(data.snapshotAtMs).toISOString(),
       partitions: data.partitions,
-      shards: results.map(({ index, start, end, file, rows, bytes, checksum }) => ({ index, start, end, file, rows, bytes, checksum })),
+      shards: results.map(({ index, start, end, file, rows, bytes, checksum, contentHash }) => ({ index, start, end, file, rows, bytes, checksum, ...(hashed ? { contentHash } : {}) })),
       totals: { rows, bytes },
     };
     await writeManifest(target, manifest, { signal });

@@ -18,6 +18,8 @@ export const RESTORE_ERROR_CODES = {
   RESTORE_CORRUPT_SHARD: { retryable: false },
   /** A shard file's rows do not add up to the manifest's row count and checksum. */
   RESTORE_SHARD_CHECKSUM_MISMATCH: { retryable: false },
+  /** A shard file's rows do not hash to the manifest's content hash and row count (manifest format 2). */
+  RESTORE_SHARD_HASH_MISMATCH: { retryable: false },
   /** The backup target could not be read (network, throttling, server error) after the client's retries. */
   RESTORE_TARGET_UNAVAILABLE: { retryable: true },
   /** A shard could not be copied to the local staging folder (disk full, permissions). */
@@ -38,6 +40,11 @@ export interface RestoreErrorContext {
   file?: string;
   rowGroup?: number;
   row?: number;
+  /** RESTORE_SHARD_HASH_MISMATCH: the manifest's content hash and row count, and what the file's rows gave. */
+  expectedHash?: string;
+  computedHash?: string;
+  expectedRows?: number;
+  rows?: number;
 }
 
 export type RestoreErrorOptions = CodedErrorOptions<RestoreErrorContext>;

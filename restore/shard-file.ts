@@ -17,6 +17,11 @@ export interface ShardSpec {
   bytes: number;
   /** RangeDigest hex of every row, etag included (FORMAT.md "Checksum"). */
   checksum: string;
+  /**
+   * The ordered content hash of the file's rows (FORMAT.md "Content hash"), in manifests of format 2.
+   * Absent (format 1): the restore checks the file with each row's digest against `checksum`.
+   */
+  contentHash?: string;
 }
 
 /** A run of rows of a shard file and where it sits (backup's reader). */

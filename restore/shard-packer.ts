@@ -14,33 +14,54 @@ export interface PackedShardChunk {
   outside: number;
   /** Earliest expiry among the rows inside the selection, folded into `firstExpiresAtMs` (0 = none). */
   firstExpiresAtMs: number;
+  /** The buffers `packed` lives in: pass them to a later call once nothing reads `packed` any more. */
+  buffers: PackBuffers;
+}
+
+/** The three buffers of a packed batch, kept to be filled again (see PackShardChunkOptions.reuse). */
+export interface PackBuffers {
+  /** Unpooled (4-byte aligned): u32 key and value lengths per row. */
+  lengths: Buffer;
+  data: Buffer;
+  /** Unpooled (4-byte aligned): three u64 per row. */
+  meta: Buffer;
 }
 
 export interface PackShardChunkOptions {
-  /** Every row of the chunk is added to it, skipped ones included (the file's checksum covers them). */
-  digest: RangeDigest;
+  /**
+   * Every row of the chunk is added to it, skipped ones included (the file's checksum covers them).
+   * Absent when the file is checked by its content hash instead (manifest format 2).
+   */
+  digest?: RangeDigest;
   /** Rows outside it are skipped; absent = every row is inside. */
   selected?: SortedRangeFilter;
   /** Rows whose expiry is at or before this (Unix ms) are skipped. */
   now: number;
   /** The earliest expiry so far (0 = none). */
   firstExpiresAtMs: number;
+  /**
+   * Buffers of an earlier batch nothing reads any more, filled again when large enough (else new
+   * ones are made): a restore then allocates no new megabyte per chunk, which the GC paid for.
+   */
+  reuse?: PackBuffers;
 }
 
 /**
  * One chunk of a shard file's columns → the packed batch of its rows to restore, straight from the
  * decoded column buffers: one copy of each kept key and value into the batch, no object per row.
- * The digest is computed from the same column bytes.
+ * The digest (when asked for) is computed from the same column bytes.
  */
 export function packShardChunk(chunk: ShardColumnsChunk, options: PackShardChunkOptions): PackedShardChunk {
   const { columns: c, from, to } = chunk;
   const { keys, keyOffsets, values, valueOffsets } = c;
   const { digest, selected, now } = options;
   const rows = to - from;
+  const { reuse } = options;
+  const needed = keyOffsets[to]! - keyOffsets[from]! + valueOffsets[to]! - valueOffsets[from]!;
   // Unpooled (so 4-byte aligned) for the word views below: one store per u32 instead of a checked Buffer write.
-  const lengths = Buffer.allocUnsafeSlow(rows * 8);
-  const data = Buffer.allocUnsafe(keyOffsets[to]! - keyOffsets[from]! + valueOffsets[to]! - valueOffsets[from]!);
-  const meta = Buffer.allocUnsafeSlow(rows * 24);
+  const lengths = reuse !== undefined && reuse.lengths.length >= rows * 8 ? reuse.lengths : Buffer.allocUnsafeSlow(rows * 8);
+  const data = reuse !== undefined && reuse.data.length >= needed ? reuse.data : Buffer.allocUnsafeSlow(needed);
+  const meta = reuse !== undefined && reuse.meta.length >= rows * 24 ? reuse.meta : Buffer.allocUnsafeSlow(rows * 24);
   const lengthWords = LITTLE_ENDIAN ? new Uint32Array(lengths.buffer, 0, rows * 2) : undefined;
   const metaWords = LITTLE_ENDIAN ? new Uint32Array(meta.buffer, 0, rows * 6) : undefined;
   // Plain Uint8Array views: copies from and into them cost less than through Buffer methods.
@@ -59,7 +80,7 @@ export function packShardChunk(chunk: ShardColumnsChunk, options: PackShardChunk
     const vl = valueOffsets[i + 1]! - vs;
     const etag = c.etag(i);
     const expiresAtMs = c.expiresAtMs(i);
-    digest.addFrom(keyBytes, ks, kl, valueBytes, vs, vl, expiresAtMs, etag);
+    digest?.addFrom(keyBytes, ks, kl, valueBytes, vs, vl, expiresAtMs, etag);
     if (selected !== undefined && !selected.contains(keys.subarray(ks, ks + kl))) {
       outside++;
       continue;
@@ -96,7 +117,7 @@ export function packShardChunk(chunk: ShardColumnsChunk, options: PackShardChunk
     count++;
   }
   const packed = PackedRows.fromMessage({ format: PACKED_ROWS_FORMAT, count, lengths: lengths.subarray(0, count * 8), data: data.subarray(0, used), meta: meta.subarray(0, count * 24) });
-  return { packed, expired, outside, firstExpiresAtMs: firstExpiry };
+  return { packed, expired, outside, firstExpiresAtMs: firstExpiry, buffers: { lengths, data, meta } };
 }
 
 const TWO_32 = 2 ** 32;

@@ -1,10 +1,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { ShardContentHash } from '../backup/index.js';
 import type { DataFile } from '../files/index.js';
 import { RangeDigest, bulkPutCheckpointed, type CheckpointedChunk, type StoreClient } from '../store/index.js';
 import { RestoreError } from './restore-errors.js';
 import { SortedRangeFilter, type KeyRange } from './restore-selection.js';
 import { readShardColumns, type ShardSpec } from './shard-file.js';
-import { packShardChunk } from './shard-packer.js';
+import { packShardChunk, type PackBuffers } from './shard-packer.js';
 
 /**
  * Where a shard's restore stands: the next row to read and what was done before it. Bound to the
@@ -25,13 +26,18 @@ export interface ShardCheckpoint {
   rowsOutsideRange: number;
   /** Key plus value bytes written. */
   bytesRestored: number;
-  /** RangeDigest (hex) of every row read, expired ones included: must end equal to the manifest checksum. */
+  /**
+   * RangeDigest (hex) of every row read, expired ones included: must end equal to the manifest
+   * checksum. Format-1 manifests only; with a content hash (format 2) it stays the empty digest and
+   * a resumed shard hashes the rows before its checkpoint again (the hash's state is not kept).
+   */
   fileDigest: string;
   /** Earliest expiry among the rows read inside the task's ranges (Unix ms), 0 = none expires. Verification needs it. */
   firstExpiresAtMs: number;
 }
 
 const DEFAULT_CHUNK_ROWS = 8192;
+const DEFAULT_CHECKPOINT_INTERVAL_MS = 500;
 
 /** A shard to restore from a local copy of its file. */
 export interface ShardTask {
@@ -66,10 +72,18 @@ export interface ShardRestoreOptions {
   /** Clock deciding which rows have expired. Default Date.now. */
   now?: () => number;
   /**
-   * Called (one at a time, newest wins) whenever the durably written prefix of the shard grows:
-   * the place to persist the checkpoint.
+   * Called (one at a time, newest wins) whenever the durably written prefix of the shard grows,
+   * at most once per `checkpointIntervalMs`: the place to persist the checkpoint.
    */
   onCheckpoint?: (checkpoint: ShardCheckpoint) => Promise<void>;
+  /**
+   * Least time between two `onCheckpoint` calls, in ms. A checkpoint reached sooner waits for the
+   * next one to supersede it, and the newest is always written when the shard ends or fails; so a
+   * resume re-sends at most about this much more than what was in flight. Default 500. Each call
+   * costs the caller Redis round trips (job data and progress): one per 8192-row chunk was a tenth
+   * of the restore process's CPU.
+   */
+  checkpointIntervalMs?: number;
   signal?: AbortSignal;
 }
 
@@ -77,8 +91,9 @@ export interface ShardRestoreOptions {
  * Restores one shard file: rows → skip the expired → bulkPutAll (which cuts at the cluster's current
  * partition boundaries), keeping etags, update times and expiries. A checkpoint follows every
  * acknowledged stretch; resuming re-sends at most what was in flight. At the end the rows read must
- * match the manifest's count and checksum, else RESTORE_SHARD_CHECKSUM_MISMATCH (the rows are
- * written by then: the report names the shard).
+ * match the manifest: with a content hash (format 2) its row count and hash, else
+ * RESTORE_SHARD_HASH_MISMATCH; without one (format 1) its count and checksum (each row's digest),
+ * else RESTORE_SHARD_CHECKSUM_MISMATCH. The rows are written by then: the report names the shard.
  */
 export async function restoreShard(client: StoreClient, task: ShardTask, options: ShardRestoreOptions = {}): Promise<ShardCheckpoint> {
   const { shard } = task;
@@ -98,15 +113,31 @@ export async function restoreShard(client: StoreClient, task: ShardTask, options
     fileDigest: new RangeDigest().toHex(),
     firstExpiresAtMs: 0,
   };
+  // Format 2: the file is checked by its ordered content hash, which needs every row from the first.
+  const contentHash = shard.contentHash === undefined ? undefined : new ShardContentHash();
   async function* chunks(): AsyncGenerator<CheckpointedChunk<ShardCheckpoint>> {
-    const digest = RangeDigest.fromHex(current.fileDigest, current.rowsDone);
+    const digest = contentHash === undefined ? RangeDigest.fromHex(current.fileDigest, current.rowsDone) : undefined;
     let counts = { ...current };
     let read = 0;
     const started = performance.now();
     const selected = task.ranges === undefined ? undefined : new SortedRangeFilter(task.ranges);
-    for await (const chunk of readShardColumns(task.file, shard, { rowGroup: current.rowGroup, rowOffset: current.rowOffset, chunkRows: options.chunkRows ?? DEFAULT_CHUNK_ROWS, signal: options.signal })) {
+    // Buffers of acknowledged chunks, filled again by later ones: at most maxInFlight + 2 sets are ever made.
+    const spare: PackBuffers[] = [];
+    // Rows before `resumeAt` were written before: with a content hash they are read again, hashed and not sent.
+    const resumeAt = contentHash !== undefined && current.rowsDone > 0 ? { rowGroup: current.rowGroup, rowOffset: current.rowOffset } : undefined;
+    const readFrom = resumeAt === undefined ? { rowGroup: current.rowGroup, rowOffset: current.rowOffset } : { rowGroup: 0, rowOffset: 0 };
+    for await (let chunk of readShardColumns(task.file, shard, { ...readFrom, chunkRows: options.chunkRows ?? DEFAULT_CHUNK_ROWS, signal: options.signal })) {
+      if (resumeAt !== undefined) {
+        const before = chunk.rowGroup < resumeAt.rowGroup ? chunk.to - chunk.from : chunk.rowGroup > resumeAt.rowGroup ? 0 : Math.min(chunk.to - chunk.from, Math.max(0, resumeAt.rowOffset - chunk.rowOffset));
+        if (before > 0) {
+          contentHash!.add(chunk.columns, chunk.from, chunk.from + before);
+          if (before === chunk.to - chunk.from) continue;
+          chunk = { ...chunk, from: chunk.from + before, rowOffset: chunk.rowOffset + before };
+        }
+      }
       const rows = chunk.to - chunk.from;
-      const { packed, expired, outside, firstExpiresAtMs } = packShardChunk(chunk, { digest, selected, now: now(), firstExpiresAtMs: counts.firstExpiresAtMs });
+      contentHash?.add(chunk.columns, chunk.from, chunk.to);
+      const { packed, expired, outside, firstExpiresAtMs, buffers } = packShardChunk(chunk, { digest, selected, now: now(), firstExpiresAtMs: counts.firstExpiresAtMs, reuse: spare.pop() });
       const end = chunk.rowOffset + rows;
       const groupDone = end >= chunk.groupRows;
       counts = {
@@ -118,10 +149,10 @@ export async function restoreShard(client: StoreClient, task: ShardTask, options
         rowsExpired: counts.rowsExpired + expired,
         rowsOutsideRange: counts.rowsOutsideRange + outside,
         bytesRestored: counts.bytesRestored + packed.bytes,
-        fileDigest: digest.toHex(),
+        fileDigest: digest === undefined ? counts.fileDigest : digest.toHex(),
         firstExpiresAtMs,
       };
-      yield { rows: packed, checkpoint: counts };
+      yield { rows: packed, checkpoint: counts, release: () => void spare.push(buffers) };
       read += rows;
       if (options.maxRowsPerSecond && options.maxRowsPerSecond > 0) {
         const aheadMs = (read / options.maxRowsPerSecond) * 1000 - (performance.now() - started);
@@ -130,19 +161,51 @@ export async function restoreShard(client: StoreClient, task: ShardTask, options
     }
   }
 
+  const { onCheckpoint } = options;
+  const intervalMs = options.checkpointIntervalMs ?? DEFAULT_CHECKPOINT_INTERVAL_MS;
+  let lastWriteAt = Number.NEGATIVE_INFINITY;
+  // The newest checkpoint not written because one was written less than intervalMs before.
+  let held: ShardCheckpoint | undefined;
+  const persist =
+    onCheckpoint &&
+    (async (checkpoint: ShardCheckpoint): Promise<void> => {
+      if (performance.now() - lastWriteAt < intervalMs) {
+        held = checkpoint;
+        return;
+      }
+      held = undefined;
+      lastWriteAt = performance.now();
+      await onCheckpoint(checkpoint);
+    });
   try {
     current = await bulkPutCheckpointed(client, chunks(), {
       start: current,
-      persist: options.onCheckpoint,
+      persist,
       maxInFlight: options.maxInFlight,
       batchMaxRows: options.batchMaxRows,
       signal: options.signal,
     });
   } catch (err) {
+    // What was acknowledged before the failure stays counted (as bulkPutCheckpointed does); a
+    // checkpoint that cannot be written only makes the retry resend more, and the failure thrown is the first one.
+    if (held !== undefined) await onCheckpoint!(held).catch((writeErr: unknown) => void writeErr);
     // Stopped by the caller: its reason, not whichever call in flight noticed first (a cancelled
     // RPC fails as CANCELLED, and may be first when the abort lands while calls are in flight).
     if (options.signal?.aborted) throw options.signal.reason;
     throw err;
+  }
+  if (held !== undefined) await onCheckpoint!(held);
+  if (contentHash !== undefined) {
+    const computedHash = contentHash.toHex();
+    if (contentHash.rows !== shard.rows || current.rowsDone !== shard.rows || computedHash !== shard.contentHash) {
+      throw new RestoreError(
+        'RESTORE_SHARD_HASH_MISMATCH',
+        `shard ${shard.index} (${shard.file}): the file's ${contentHash.rows} rows have content hash ${computedHash}, the manifest says ${shard.rows} rows with ${shard.contentHash}; ` +
+          'the file was damaged or replaced after the backup — its rows were written, restore this range from another backup',
+        { context: { shard: shard.index, file: shard.file, expectedHash: shard.contentHash, computedHash, expectedRows: shard.rows, rows: contentHash.rows } },
+      );
+    }
+    return current;
   }
   if (current.rowsDone !== shard.rows || current.fileDigest !== shard.checksum) {
     throw new RestoreError(

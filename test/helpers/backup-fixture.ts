@@ -2,7 +2,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Table, tableToIPC } from 'apache-arrow';
 import * as parquet from 'parquet-wasm';
-import { serializeManifest, shardFileName, shardKeyValueMetadata, shardRecordBatch, type BackupManifest } from '../../backup/index.js';
+import { ShardContentHash, serializeManifest, shardFileName, shardKeyValueMetadata, shardRecordBatch, type BackupManifest } from '../../backup/index.js';
 import { RangeDigest } from '../../store/index.js';
 
 /** One entry as a backup holds it. Times in Unix ms; expiresAtMs 0 = none. */
@@ -23,16 +23,19 @@ export interface BackupFixtureOptions {
   /** The backed-up cluster's partitions, for the manifest. Default one partition. */
   partitions?: BackupManifest['partitions'];
   mapVersion?: number;
+  /** Manifest format: 2 (default) gives every shard its content hash, 1 is the older format without. */
+  formatVersion?: 1 | 2;
 }
 
 /**
  * Writes a complete backup of `entries` (sorted, distinct keys) into `<targetDir>/<backupId>/` the
  * way backup/FORMAT.md describes it — zstd shard files by parquet-wasm's whole-table writer with the
- * format's schema and key-value metadata (backup/shard-format.ts), checksums by RangeDigest, the
- * manifest last — so restore can be tested without backup's streaming writer or a cluster.
+ * format's schema and key-value metadata (backup/shard-format.ts), checksums by RangeDigest, content
+ * hashes by ShardContentHash (format 2), the manifest last — so restore can be tested without backup's streaming writer or a cluster.
  */
 export async function writeBackupFixture(targetDir: string, entries: readonly FixtureEntry[], options: BackupFixtureOptions): Promise<BackupManifest> {
   const folder = join(targetDir, options.backupId);
+  const formatVersion = options.formatVersion ?? 2;
   await mkdir(folder, { recursive: true });
   const bounds = ['', ...options.splits, ''];
   const shards: BackupManifest['shards'] = [];
@@ -46,11 +49,12 @@ export async function writeBackupFixture(targetDir: string, entries: readonly Fi
     const bytes = shardParquet(rows, { backupId: options.backupId, shard: i, start: bounds[i]!, end }, options.rowGroupRows ?? 1000);
     const file = shardFileName(i);
     await writeFile(join(folder, file), bytes);
-    shards.push({ index: i, start: bounds[i]!, end, file, rows: rows.length, bytes: bytes.byteLength, checksum: digest.toHex() });
+    const hashed = formatVersion === 2 ? { contentHash: shardContentHash(rows) } : {};
+    shards.push({ index: i, start: bounds[i]!, end, file, rows: rows.length, bytes: bytes.byteLength, checksum: digest.toHex(), ...hashed });
   }
   const now = new Date().toISOString();
   const manifest: BackupManifest = {
-    formatVersion: 1,
+    formatVersion,
     backupId: options.backupId,
     startedAt: now,
     finishedAt: now,
@@ -62,6 +66,13 @@ export async function writeBackupFixture(targetDir: string, entries: readonly Fi
   };
   await writeFile(join(folder, 'manifest.json'), serializeManifest(manifest));
   return manifest;
+}
+
+/** The content hash (FORMAT.md) of rows as one shard holds them. */
+export function shardContentHash(rows: readonly FixtureEntry[]): string {
+  const hash = new ShardContentHash();
+  hash.addRecordBatch(shardRecordBatch(rows));
+  return hash.toHex();
 }
 
 /** Parquet bytes of one shard file in the FORMAT.md layout. */

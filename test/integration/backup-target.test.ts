@@ -96,7 +96,7 @@ function contract(name: string, open: () => Promise<BackupTarget>): void {
       expect((await failure(readManifest(target, id))).code).toBe('BACKUP_INCOMPLETE');
       await writeManifest(target, manifestFor(id));
       expect(await readManifest(target, id)).toEqual(manifestFor(id));
-      await target.writeText(id, MANIFEST_FILE, JSON.stringify({ ...manifestFor(id), formatVersion: 2 }));
+      await target.writeText(id, MANIFEST_FILE, JSON.stringify({ ...manifestFor(id), formatVersion: 3 }));
       expect((await failure(readManifest(target, id))).code).toBe('BACKUP_UNSUPPORTED_VERSION');
       await target.writeText(id, MANIFEST_FILE, JSON.stringify(manifestFor(newBackupId(new Date(0)))));
       expect((await failure(readManifest(target, id))).code).toBe('BACKUP_MANIFEST_INVALID');

@@ -2,7 +2,7 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { newBackupId, openBackupTarget, parquetShardStream, shardFileName, writeManifest, type BackupManifest, type BackupTarget, type ShardStreamStats } from '../../backup/index.js';
+import { MANIFEST_FORMAT_VERSION, newBackupId, openBackupTarget, parquetShardStream, shardFileName, writeManifest, type BackupManifest, type BackupTarget, type ShardStreamStats } from '../../backup/index.js';
 import { RangeDigest, StoreClient, type StoredEntry } from '../../store/index.js';
 import { Azurite } from '../helpers/azurite.js';
 import { StoreCluster, runCli, sortedRows } from '../helpers/store-cluster.js';
@@ -32,11 +32,11 @@ async function backUp(client: StoreClient, target: BackupTarget, splits: string[
     const stats: ShardStreamStats = { rows: 0, digest: new RangeDigest() };
     const bytes = parquetShardStream(client.scanAll(start, end), { backupId, shard: i, rangeStart: start, rangeEnd: end }, stats, { rowGroupRows: 4000 });
     const written = await target.writeFile(backupId, shardFileName(i), bytes);
-    shards.push({ index: i, start: bounds[i]!, end: bounds[i + 1]!, file: shardFileName(i), rows: stats.rows, bytes: written.bytes, checksum: stats.digest.toHex() });
+    shards.push({ index: i, start: bounds[i]!, end: bounds[i + 1]!, file: shardFileName(i), rows: stats.rows, bytes: written.bytes, checksum: stats.digest.toHex(), contentHash: stats.contentHash });
   }
   const map = await client.map();
   const manifest: BackupManifest = {
-    formatVersion: 1,
+    formatVersion: MANIFEST_FORMAT_VERSION,
     backupId,
     startedAt,
     finishedAt: new Date().toISOString(),

@@ -25,7 +25,7 @@ describe('restore: a shard chunk packed straight from its columns', () => {
     await tmp?.remove();
   });
 
-  it('keeps the live rows inside the selection with etag, update time and expiry; counts the skipped; digests every row read', async () => {
+  it('keeps the live rows inside the selection with etag, update time and expiry; counts the skipped; digests every row read; into reused buffers', async () => {
     const entries = Array.from({ length: 200 }, (_, i) => entry(i));
     const path = tmp.sub('shard.parquet');
     const written = { rows: 0, digest: new RangeDigest() };
@@ -40,14 +40,19 @@ describe('restore: a shard chunk packed straight from its columns', () => {
     let expired = 0;
     let outside = 0;
     let first = 0;
+    // Each chunk is packed into the buffers of the one before (copied out below): reused when large enough.
+    let spare: ReturnType<typeof packShardChunk>['buffers'] | undefined;
+    let reused = 0;
     for await (const chunk of readShardColumns(await statDataFile(path, 'parquet'), { chunkRows: 30 })) {
-      const out = packShardChunk(chunk, { digest, selected, now: NOW, firstExpiresAtMs: first });
+      const out = packShardChunk(chunk, { digest, selected, now: NOW, firstExpiresAtMs: first, reuse: spare });
+      if (spare !== undefined && out.buffers.data === spare.data) reused++;
+      spare = out.buffers;
       expired += out.expired;
       outside += out.outside;
       first = out.firstExpiresAtMs;
       expect(out.packed.count + out.expired + out.outside).toBe(chunk.to - chunk.from);
       for (let i = 0; i < out.packed.count; i++) {
-        kept.push({ key: out.packed.key(i), value: out.packed.value(i), etag: out.packed.metaField(i, 0), updatedAtMs: out.packed.metaField(i, 1), expiresAtMs: out.packed.metaField(i, 2) });
+        kept.push({ key: Buffer.from(out.packed.key(i)), value: Buffer.from(out.packed.value(i)), etag: out.packed.metaField(i, 0), updatedAtMs: out.packed.metaField(i, 1), expiresAtMs: out.packed.metaField(i, 2) });
       }
     }
     const inside = entries.filter((e) => e.key.toString() >= 'k00050' && e.key.toString() < 'k00120');
@@ -59,5 +64,6 @@ describe('restore: a shard chunk packed straight from its columns', () => {
     expect(first).toBe(Math.min(...inside.filter((e) => e.expiresAtMs > 0).map((e) => e.expiresAtMs)));
     expect(digest.count).toBe(entries.length);
     expect(digest.toHex()).toBe(written.digest.toHex());
+    expect(reused).toBeGreaterThan(0);
   });
 });

@@ -56,10 +56,20 @@ describe('manifest schema (FORMAT.md)', () => {
   });
 
   it('refuses an unknown formatVersion as such, before anything else', () => {
-    const err = refusal(JSON.stringify({ formatVersion: 2, anything: true }));
+    const err = refusal(JSON.stringify({ formatVersion: 3, anything: true }));
     expect(err.code).toBe('BACKUP_UNSUPPORTED_VERSION');
-    expect(err.message).toContain('formatVersion 2');
+    expect(err.message).toContain('formatVersion 3');
     expect(refusal('{}').code).toBe('BACKUP_UNSUPPORTED_VERSION');
+  });
+
+  it('format 2: every shard has a content hash; format 1 has none; both round-trip', () => {
+    const v2 = { ...manifest(), formatVersion: 2 as const, shards: manifest().shards.map((s, i) => ({ ...s, contentHash: String(i).repeat(64) })) };
+    expect(parseManifest(serializeManifest(v2), { backupId: ID })).toEqual(v2);
+    const missing = { ...v2, shards: [v2.shards[0], manifest().shards[1]] };
+    expect(refusal(JSON.stringify(missing)).message).toMatch(/shards\[1\] has no contentHash/);
+    const extra = { ...manifest(), shards: [v2.shards[0], manifest().shards[1]] };
+    expect(refusal(JSON.stringify(extra)).message).toMatch(/shards\[0\] has a contentHash, which format 1 does not have/);
+    expect(refusal(JSON.stringify({ ...v2, shards: [{ ...v2.shards[0], contentHash: 'ABC' }, v2.shards[1]] })).message).toMatch(/contentHash must be 64 lowercase hex/);
   });
 
   it.each([
