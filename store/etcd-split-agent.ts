@@ -175,6 +175,13 @@ export class EtcdSplitAgent {
     for (const partition of [...this.pauses.keys()]) {
       if (!pauses.has(partition) && this.node.writePause.isHeld(partition)) this.node.releaseWrites(partition, 'the pause request was removed');
     }
+    // A pause held under a map version etcd has moved past, P unchanged (another partition's step
+    // was committed meanwhile): the commit needs the version the pause was reported under, so no
+    // commit can use it any more. Its writes go on now (not held until P changes) and the
+    // coordinator, seeing `released`, asks again.
+    for (const [partition, held] of [...this.pauses]) {
+      if (held.mapVersion < map.version && this.node.writePause.isHeld(partition)) this.node.releaseWrites(partition, `the map changed under the pause (version ${held.mapVersion} → ${map.version}) without a change to partition ${partition}: the cut is asked again`);
+    }
   }
 
   /**
@@ -312,7 +319,7 @@ export class EtcdSplitAgent {
       const leaseId = await lease.grant();
       const res = await this.etcd.if(this.mapVersionKey, 'Value', '==', String(held.mapVersion)).then(this.etcd.put(this.keys.pausedOf(partition, this.address)).value(JSON.stringify(report)).lease(leaseId)).commit();
       if (!res.succeeded) {
-        this.logger.info({ partition }, 'the map changed while the pause ran out: the split committed; the writes go on once it is installed');
+        this.logger.info({ partition }, 'the map changed while the pause ran out (the cut committed, or another partition changed): the writes go on once this node installs it');
         return;
       }
     } catch (err) {
