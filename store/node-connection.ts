@@ -50,6 +50,7 @@ import {
   type SubmitOperationRequest,
 } from './proto/gen/shardpipe/store/v1/store.js';
 import { encodeBulkInsert } from './bulk-insert-codec.js';
+import { decodeForwardResponse, encodeForwardRequest } from './forward-codec.js';
 import { decodePackedScanBatch } from './scan-batch-codec.js';
 import { fromGrpcError } from './grpc-errors.js';
 import { DEFAULT_FLOW_CONTROL_WINDOW_BYTES, FLOW_CONTROL_WINDOW_OPTION } from './http2-window.js';
@@ -61,13 +62,14 @@ type Callback<Res> = (error: ServiceError | null, response: Res) => void;
 /**
  * The generated client, with the hot messages written and read by hand — the same bytes on the wire,
  * less CPU per call: BulkInsert requests (bulk-insert-codec.ts: sized first and written once instead
- * of copied about five times), the point messages Get, Put, Multi (point-codec.ts) and packed Scan
- * batches (scan-batch-codec.ts: views instead of copies).
+ * of copied about five times), the point messages Get, Put, Multi (point-codec.ts), the chain's
+ * Forward (forward-codec.ts) and packed Scan batches (scan-batch-codec.ts: views instead of copies).
  */
 const FastStoreClient = makeGenericClientConstructor(
   Object.fromEntries(
     Object.entries(StoreService).map(([name, method]) => {
       if (name === 'bulkInsert') return [name, { ...method, requestSerialize: encodeBulkInsert }];
+      if (name === 'forward') return [name, { ...method, requestSerialize: encodeForwardRequest, responseDeserialize: (bytes: Buffer) => decodeForwardResponse(bytes) ?? method.responseDeserialize(bytes) }];
       if (name === 'scan' || name === 'scanPage') return [name, { ...method, responseDeserialize: (bytes: Buffer) => decodePackedScanBatch(bytes) ?? method.responseDeserialize(bytes) }];
       const point = POINT_CODECS[name as keyof typeof POINT_CODECS] as (typeof POINT_CODECS)[keyof typeof POINT_CODECS] | undefined;
       if (point === undefined) return [name, method];

@@ -28,6 +28,7 @@ import { varintSize, writeVarint } from './wire-varint.js';
  * form — each field once, known fields with their wire type, integers within 2^53 − 1, bools 0/1 —
  * and return undefined for anything else, so the generated decoder answers odd or malformed
  * messages exactly as before (including the errors the node turns into INVALID_ARGUMENT).
+ * forward-codec.ts builds the chain's Forward codec from the exported pieces below.
  */
 
 const TEXT_ENCODER = new TextEncoder();
@@ -35,34 +36,35 @@ const TEXT_DECODER = new TextDecoder();
 const EMPTY = Buffer.alloc(0);
 
 /** Thrown inside an encoder or decoder to hand the message to the generated code. */
-const FALLBACK = Symbol('point codec fallback');
+export const FALLBACK = Symbol('point codec fallback');
 
-function u64(n: unknown): number {
+export function u64(n: unknown): number {
   if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) throw FALLBACK;
   return n;
 }
 
-function u32(n: unknown): number {
+export function u32(n: unknown): number {
   if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > 0xffffffff) throw FALLBACK;
   return n;
 }
 
-function bytesOf(b: unknown): Uint8Array {
+export function bytesOf(b: unknown): Uint8Array {
   if (!(b instanceof Uint8Array)) throw FALLBACK;
   return b;
 }
 
 /** Size of a length-delimited field of `len` bytes with a one-byte tag. */
-function lenFieldSize(len: number): number {
+export function lenFieldSize(len: number): number {
   return 1 + varintSize(len) + len;
 }
 
 /** An output buffer written front to back. */
-class Out {
+export class Out {
   readonly buf: Buffer;
   pos = 0;
-  constructor(size: number) {
-    this.buf = Buffer.allocUnsafe(size);
+  /** `into`: a buffer of exactly `size` bytes to write into instead of a new one. */
+  constructor(size: number, into?: Buffer) {
+    this.buf = into ?? Buffer.allocUnsafe(size);
   }
   varint(n: number): void {
     this.pos = writeVarint(this.buf, this.pos, n);
@@ -118,7 +120,7 @@ function deleteRequestSize(m: DeleteRequest): number {
   return s;
 }
 
-function entrySize(m: Entry): number {
+export function entrySize(m: Entry): number {
   let s = 0;
   if (bytesOf(m.key).length !== 0) s += lenFieldSize(m.key.length);
   if (bytesOf(m.value).length !== 0) s += lenFieldSize(m.value.length);
@@ -142,11 +144,11 @@ function doubleOf(n: unknown): number {
 }
 
 /** A field the generated encoder writes when `n !== 0` (so not -0 either): tag + 8 bytes. */
-function doubleFieldSize(n: unknown): number {
+export function doubleFieldSize(n: unknown): number {
   return doubleOf(n) !== 0 ? 9 : 0;
 }
 
-function forwardHopSize(m: ForwardHop): number {
+export function forwardHopSize(m: ForwardHop): number {
   if (typeof m.node !== 'string') throw FALLBACK;
   let s = 0;
   if (m.node !== '') s += lenFieldSize(Buffer.byteLength(m.node, 'utf8'));
@@ -230,7 +232,7 @@ function writeDeleteRequest(o: Out, m: DeleteRequest): void {
   if (m.expectedEtag !== undefined) o.u(24, m.expectedEtag);
 }
 
-function writeEntry(o: Out, m: Entry): void {
+export function writeEntry(o: Out, m: Entry): void {
   if (m.key.length !== 0) o.bytes(10, m.key);
   if (m.value.length !== 0) o.bytes(18, m.value);
   if (m.etag !== 0) o.u(24, m.etag);
@@ -310,7 +312,7 @@ function writeMultiResult(o: Out, m: MultiResult, strings: ResultStrings): void 
 }
 
 /** Runs a hand encoder; the generated encoder takes over when it throws FALLBACK. */
-function encodeWith<T>(fast: (m: T) => Buffer, generated: { encode(m: T): { finish(): Uint8Array } }, m: T): Buffer {
+export function encodeWith<T>(fast: (m: T) => Buffer, generated: { encode(m: T): { finish(): Uint8Array } }, m: T): Buffer {
   try {
     return fast(m);
   } catch (err) {
@@ -388,7 +390,7 @@ export const encodeMultiResponse = (m: MultiResponse): Buffer => encodeWith(fast
 // ---- decoders ----
 
 /** A cursor over a received message; every read throws FALLBACK on anything non-canonical. */
-class In {
+export class In {
   pos: number;
   constructor(
     readonly buf: Buffer,
@@ -465,7 +467,7 @@ class In {
 }
 
 /** Marks field `field` seen in `seen` (a bit set); a field seen twice is not canonical. */
-function once(seen: number, field: number): number {
+export function once(seen: number, field: number): number {
   const bit = 1 << field;
   if (seen & bit) throw FALLBACK;
   return seen | bit;
@@ -519,7 +521,7 @@ function readDeleteRequest(r: In): DeleteRequest {
   return m;
 }
 
-function readEntry(r: In): Entry {
+export function readEntry(r: In): Entry {
   const m: Entry = { key: Buffer.alloc(0), value: Buffer.alloc(0), etag: 0, updatedAtMs: 0, expiresAtMs: 0 };
   let seen = 0;
   while (r.more()) {
@@ -548,7 +550,7 @@ function readGetResponse(r: In): GetResponse {
   return m;
 }
 
-function readForwardHop(r: In): ForwardHop {
+export function readForwardHop(r: In): ForwardHop {
   const m: ForwardHop = { node: '', writeMs: 0, forwardMs: 0 };
   let seen = 0;
   while (r.more()) {
@@ -672,7 +674,7 @@ function readMultiResponse(r: In): MultiResponse {
   return { results };
 }
 
-function decodeWith<T>(read: (r: In) => T): (bytes: Buffer) => T | undefined {
+export function decodeWith<T>(read: (r: In) => T): (bytes: Buffer) => T | undefined {
   return (bytes) => {
     try {
       return read(new In(bytes, 0, bytes.length));

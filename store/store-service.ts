@@ -4,6 +4,7 @@ import { roleAllows, type Logger, type Role } from '../common/index.js';
 import { StoreService, type ChangedKeysBatch, type DeleteResponse, type GetResponse, type PutResponse, type ChangedKeysRequest, type Entry, type ServerTiming, type MultiOp, type MultiRequest, type MultiResult, type ReplicaStat, type ScanBatch, type ScanRequest, type SnapshotInfo, type StoreServer as StoreHandlers } from './proto/gen/shardpipe/store/v1/store.js';
 import { FIELD_LIMITS, MAX_MULTI_OPS, truncateForMessage, type FieldLimitContext } from './field-limits.js';
 import { decodePackedBulkInsert } from './bulk-insert-codec.js';
+import { decodeForwardRequest, encodeForwardResponse } from './forward-codec.js';
 import { packEntries } from './scan-batch-codec.js';
 import { changedKeyBatches } from './changed-keys.js';
 import { POINT_CODECS } from './point-codec.js';
@@ -51,6 +52,8 @@ export const STORE_SERVICE_DEFINITION: typeof StoreService = Object.fromEntries(
           try {
             // A packed batch is decoded into views of the received message, not copies.
             if (name === 'bulkInsert') return decodePackedBulkInsert(bytes) ?? method.requestDeserialize(bytes);
+            // A forwarded batch too (store/forward-codec.ts): a replica passes it on as it came.
+            if (name === 'forward') return decodeForwardRequest(bytes) ?? method.requestDeserialize(bytes);
             // Point messages by hand (store/point-codec.ts); the generated decoder takes what it does not.
             if (point !== undefined) return point.decodeRequest(bytes) ?? method.requestDeserialize(bytes);
             return method.requestDeserialize(bytes);
@@ -59,6 +62,7 @@ export const STORE_SERVICE_DEFINITION: typeof StoreService = Object.fromEntries(
           }
         },
         ...(point === undefined ? {} : { responseSerialize: point.encodeResponse }),
+        ...(name === 'forward' ? { responseSerialize: encodeForwardResponse } : {}),
       },
     ];
   }),
