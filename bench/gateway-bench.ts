@@ -10,12 +10,15 @@
  *   3. BulkPut of N sorted rows (client stream, 1000 rows a message) vs StoreClient.bulkPutAll direct
  *      (separate key ranges, same node, both paths warmed first): rows/s and the ratio.
  * Beside each rate: the CPU per op (per 1M rows for BulkPut) of the bench client, the gateway and
- * the node (from /proc): the three share the machine's cores, so their sum bounds the rates.
+ * the node (from /proc): the three share the machine's cores, so their sum bounds the rates; and
+ * the calls the node answered per op (from its /metrics: below 1 where the thick client merged
+ * concurrent point ops into Multi calls).
  * Goals (issue 14): gateway Get at 32 ≥ 0.7× the no-op; BulkPut of sorted rows ≥ 0.7× direct.
  * Prints a table, then one JSON line with every figure.
  *
  * Run after `npx tsc -p tsconfig.json`: node dist/bench/gateway-bench.js [--rows N (default 200000)] [--ops N (default 2000)]
  *   [--only points|bulk] [--gateway-cpu-prof DIR (the gateway child runs with node --cpu-prof into DIR)]
+ *   [--node-cpu-prof DIR (the same for the store node child)]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -34,11 +37,12 @@ import { readCpuSeconds, stopChild, waitForReady } from './bench-processes.js';
 import { fixed, int, table } from './bench-format.js';
 
 const MAIN_JS = join(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
-const { values: args } = parseArgs({ options: { rows: { type: 'string', default: '200000' }, ops: { type: 'string', default: '2000' }, only: { type: 'string' }, 'gateway-cpu-prof': { type: 'string' }, help: { type: 'boolean' } } });
+const { values: args } = parseArgs({ options: { rows: { type: 'string', default: '200000' }, ops: { type: 'string', default: '2000' }, only: { type: 'string' }, 'gateway-cpu-prof': { type: 'string' }, 'node-cpu-prof': { type: 'string' }, help: { type: 'boolean' } } });
 if (args.help) {
   process.stdout.write(
     'node dist/bench/gateway-bench.js [--rows N (BulkPut rows, default 200000)] [--ops N (calls per run at concurrency 1; 4× at 32; default 2000)]\n' +
-      '  [--only points|bulk (run only the Get/Put or only the BulkPut part)] [--gateway-cpu-prof DIR (profile the gateway child with node --cpu-prof, written to DIR on exit)]\n',
+      '  [--only points|bulk (run only the Get/Put or only the BulkPut part)] [--gateway-cpu-prof DIR (profile the gateway child with node --cpu-prof, written to DIR on exit)]\n' +
+      '  [--node-cpu-prof DIR (the same for the store node child)]\n',
   );
   process.exit(0);
 }
@@ -67,8 +71,23 @@ function unary<T>(fn: (cb: (err: ServiceError | null, value?: T) => void) => voi
   return new Promise((resolve, reject) => fn((err, value) => (err ? reject(err) : resolve(value as T))));
 }
 
-/** CPU microseconds per op of the last `measure`, per process (from /proc and process.cpuUsage; NaN where not available). */
-let lastCpu = { gateway: NaN, node: NaN, client: NaN };
+/**
+ * CPU microseconds per op of the last `measure`, per process (from /proc and process.cpuUsage; NaN
+ * where not available), and the calls the node answered per op (`nodeCalls`, from its /metrics).
+ */
+let lastCpu = { gateway: NaN, node: NaN, client: NaN, nodeCalls: NaN };
+
+/** Calls the node has answered so far (every method and code of `shardpipe_store_rpc_total`), NaN if /metrics fails. */
+async function nodeCallCount(): Promise<number> {
+  try {
+    const text = await (await fetch(`http://127.0.0.1:${nodeMetricsPort}/metrics`)).text();
+    let sum = 0;
+    for (const m of text.matchAll(/^shardpipe_store_rpc_total\{[^}]*\} (\S+)$/gm)) sum += Number(m[1]);
+    return sum;
+  } catch {
+    return NaN;
+  }
+}
 
 /** CPU seconds of a child so far (from /proc), undefined without one. */
 async function childCpu(pid: number | undefined): Promise<number | undefined> {
@@ -81,6 +100,8 @@ async function childCpu(pid: number | undefined): Promise<number | undefined> {
  */
 async function measure(total: number, concurrency: number, op: (i: number) => Promise<unknown>): Promise<number> {
   let next = 0;
+  // Read outside the CPU window: the scrape's own CPU on the node is not counted.
+  const callsBefore = await nodeCallCount();
   const [gatewayBefore, nodeBefore] = [await childCpu(gatewayPid), await childCpu(nodePid)];
   const clientBefore = process.cpuUsage();
   const started = performance.now();
@@ -90,8 +111,9 @@ async function measure(total: number, concurrency: number, op: (i: number) => Pr
   const rate = total / ((performance.now() - started) / 1000);
   const client = process.cpuUsage(clientBefore);
   const [gatewayAfter, nodeAfter] = [await childCpu(gatewayPid), await childCpu(nodePid)];
+  const nodeCalls = ((await nodeCallCount()) - callsBefore) / total;
   const perOp = (before: number | undefined, after: number | undefined): number => (before === undefined || after === undefined ? NaN : ((after - before) * 1e6) / total);
-  lastCpu = { gateway: perOp(gatewayBefore, gatewayAfter), node: perOp(nodeBefore, nodeAfter), client: (client.user + client.system) / total };
+  lastCpu = { gateway: perOp(gatewayBefore, gatewayAfter), node: perOp(nodeBefore, nodeAfter), client: (client.user + client.system) / total, nodeCalls };
   return rate;
 }
 let gatewayPid: number | undefined;
@@ -107,9 +129,10 @@ function keyOf(prefix: number, i: number): Buffer {
 const dir = await mkdtemp(join(tmpdir(), 'shardpipe-gateway-bench-'));
 const nodeAddress = `127.0.0.1:${await findFreePort()}`;
 const gatewayPort = await findFreePort();
+const nodeMetricsPort = await findFreePort();
 const mapFile = join(dir, 'map.json');
 await writeFile(mapFile, JSON.stringify(PartitionMap.evenlySplit(1, [nodeAddress], 4).toJson()));
-const node = startChild(['store', 'start', '--map', mapFile, '--node', nodeAddress, '--data', join(dir, 'node'), '--no-sync']);
+const node = startChild(['store', 'start', '--map', mapFile, '--node', nodeAddress, '--data', join(dir, 'node'), '--no-sync', '--metrics-port', String(nodeMetricsPort)], args['node-cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', args['node-cpu-prof']] : []);
 const gateway = { child: undefined as ChildProcess | undefined, exited: Promise.resolve() };
 const direct = new StoreClient({ seeds: [nodeAddress] });
 let gw: GatewayClient | undefined;
@@ -138,12 +161,12 @@ try {
     const rate = await measure(total, concurrency, op);
     const cpu = lastCpu;
     if (name !== undefined) {
-      Object.assign(figures, { [`${name}_c${concurrency}`]: rate, [`client_cpu_us_${name}_c${concurrency}`]: cpu.client, [`node_cpu_us_${name}_c${concurrency}`]: cpu.node });
+      Object.assign(figures, { [`${name}_c${concurrency}`]: rate, [`client_cpu_us_${name}_c${concurrency}`]: cpu.client, [`node_cpu_us_${name}_c${concurrency}`]: cpu.node, [`node_calls_per_op_${name}_c${concurrency}`]: cpu.nodeCalls });
       if (!name.startsWith('direct_')) figures[`gateway_cpu_us_${name.replace('gateway_', '')}_c${concurrency}`] = cpu.gateway;
     }
     return { rate, cpu };
   };
-  const cpuCells = (cpu: typeof lastCpu, viaGateway: boolean): string[] => [viaGateway ? fixed(cpu.gateway, 0) : '', fixed(cpu.client, 0), fixed(cpu.node, 0)];
+  const cpuCells = (cpu: typeof lastCpu, viaGateway: boolean): string[] => [viaGateway ? fixed(cpu.gateway, 0) : '', fixed(cpu.client, 0), fixed(cpu.node, 0), fixed(cpu.nodeCalls, 3)];
   for (const concurrency of RUN_POINTS ? [1, 32] : []) {
     const total = concurrency === 1 ? OPS : OPS * 4;
     const noop = await run('noop', total, concurrency, () => unary((cb) => health!.Check(Buffer.alloc(0), cb)));
@@ -194,11 +217,11 @@ try {
       node_cpu_s_per_m_bulk_rows_direct: perMRows(directBulk.cpu.node),
     });
     const s = (us: number): string => `${fixed(perMRows(us), 2)} s/1M`;
-    rows.push([`BulkPut via gateway (${int(ROWS)} sorted rows)`, '-', int(gwBulk.rate * ROWS), '', fixed(gwBulk.rate / directBulk.rate, 2), s(gwBulk.cpu.gateway), s(gwBulk.cpu.client), s(gwBulk.cpu.node)]);
-    rows.push(['bulkPutAll direct', '-', int(directBulk.rate * ROWS), '', '', '', s(directBulk.cpu.client), s(directBulk.cpu.node)]);
+    rows.push([`BulkPut via gateway (${int(ROWS)} sorted rows)`, '-', int(gwBulk.rate * ROWS), '', fixed(gwBulk.rate / directBulk.rate, 2), s(gwBulk.cpu.gateway), s(gwBulk.cpu.client), s(gwBulk.cpu.node), '']);
+    rows.push(['bulkPutAll direct', '-', int(directBulk.rate * ROWS), '', '', '', s(directBulk.cpu.client), s(directBulk.cpu.node), '']);
   }
 
-  process.stdout.write(table(['operation', 'concurrency', 'ops/s (rows/s)', '÷ no-op', '÷ direct', 'gateway CPU µs/op', 'bench client CPU µs/op', 'node CPU µs/op'], rows) + '\n');
+  process.stdout.write(table(['operation', 'concurrency', 'ops/s (rows/s)', '÷ no-op', '÷ direct', 'gateway CPU µs/op', 'bench client CPU µs/op', 'node CPU µs/op', 'node calls/op'], rows) + '\n');
   const goals = { getVsNoopC32: figures.gateway_get_c32! / figures.noop_c32!, bulkVsDirect: figures.gateway_bulk_rows_per_sec! / figures.direct_bulk_rows_per_sec! };
   process.stdout.write(`goals: gateway Get c32 ÷ no-op = ${fixed(goals.getVsNoopC32, 2)} (goal ≥ 0.70); BulkPut ÷ direct = ${fixed(goals.bulkVsDirect, 2)} (goal ≥ 0.70)\n`);
   process.stdout.write(JSON.stringify({ bench: 'gateway', rows: ROWS, ops: OPS, figures, goals }) + '\n');

@@ -66,7 +66,9 @@ export class GatewayServer {
     const maxMessageBytes = options.maxMessageBytes ?? 8 * 1024 * 1024;
     const logger = options.logger.child({ module: 'gateway' });
     // The retry budget bounds the retries of each scan step (a stream itself runs as long as it is read).
-    const client = new StoreClient({ seeds: options.seeds, credentials: options.storeCredentials, logger, operationTimeoutMs: options.retryBudgetMs ?? 2000 });
+    // Callers' requests reach the gateway spread over socket reads: gathered to the end of each I/O
+    // phase, a concurrent burst goes to its node as one Multi instead of two plain calls and a Multi.
+    const client = new StoreClient({ seeds: options.seeds, credentials: options.storeCredentials, logger, operationTimeoutMs: options.retryBudgetMs ?? 2000, gatherPointCalls: true });
     const service = new GatewayService(client, options);
     const limiter = new RequestLimiter(options);
     const auth = { tokens: options.tokens, insecure: options.insecure };

@@ -136,6 +136,8 @@ export function channelCredentials(tls: TlsMaterial | undefined): ChannelCredent
 export interface NodeConnectionOptions {
   /** Point RPCs in flight on the channel before concurrent Get/Put/Delete are merged into Multi calls (see PointCoalescer). Default 2. */
   pointCallsInFlight?: number;
+  /** Gather Get/Put/Delete until the end of the event loop's I/O phase before sending (see PointCoalescerOptions.gatherIo). Default false. */
+  gatherPointCalls?: boolean;
 }
 
 /** One channel to one store node, with typed promise calls. Errors arrive as StoreError. */
@@ -157,7 +159,7 @@ export class NodeConnection {
         plain: (kind, request, limits, traceparent) => this.unary(kind, request as never, limits, traceparent === undefined ? undefined : { traceparent }),
         multi: (request, limits, traceparents) => (traceparents === undefined ? this.unary('multi', request, limits) : this.tracedMulti(request, limits, traceparents)),
       },
-      { maxInFlight: options.pointCallsInFlight },
+      { maxInFlight: options.pointCallsInFlight, gatherIo: options.gatherPointCalls },
     );
     // Requests are bounded by each node's own receive limit (it answers RESOURCE_EXHAUSTED, and the
     // bulk writer splits); responses by the nodes' scan batch bound.

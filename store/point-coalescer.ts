@@ -50,6 +50,14 @@ interface Pending {
 export interface PointCoalescerOptions {
   /** Point RPCs (plain or Multi) in flight on the channel before requests wait to be merged. Default 2. */
   maxInFlight?: number;
+  /**
+   * Hold every request until the end of the event loop's current I/O phase (setImmediate), so the
+   * requests that arrive in the same socket reads go together: for a server fronting many callers
+   * (the gateway), whose requests come in over several reads rather than in one turn. A lone request
+   * still goes as its plain call, one loop turn later. Default false: a request that finds fewer
+   * than `maxInFlight` calls in flight and none waiting goes at once.
+   */
+  gatherIo?: boolean;
 }
 
 /**
@@ -66,6 +74,7 @@ export interface PointCoalescerOptions {
  */
 export class PointCoalescer {
   private readonly maxInFlight: number;
+  private readonly gatherIo: boolean;
   private inFlight = 0;
   /** Ops carried by the calls in flight. */
   private inFlightOps = 0;
@@ -100,6 +109,7 @@ export class PointCoalescer {
     const maxInFlight = options.maxInFlight ?? 2;
     if (!Number.isSafeInteger(maxInFlight) || maxInFlight < 1 || maxInFlight > 64) throw new RangeError(`pointCallsInFlight must be 1–64, got ${maxInFlight}`);
     this.maxInFlight = maxInFlight;
+    this.gatherIo = options.gatherIo ?? false;
   }
 
   /** Whether Multi is still used (false once the node answered UNIMPLEMENTED). */
@@ -110,7 +120,7 @@ export class PointCoalescer {
   /** Sends one op; `traceparent` (the caller's span, tracing on) goes with its call, plain or Multi. */
   call<K extends PointKind>(kind: K, request: PointMethods[K][0], limits: CallLimits, traceparent?: string): Promise<PointMethods[K][1]> {
     const bytes = opBytes(kind, request);
-    if (!this.multiSupported || bytes >= MULTI_MAX_BYTES || (this.inFlight < this.maxInFlight && this.waiting.length === 0 && !this.flushScheduled)) {
+    if (!this.multiSupported || bytes >= MULTI_MAX_BYTES || (!this.gatherIo && this.inFlight < this.maxInFlight && this.waiting.length === 0 && !this.flushScheduled)) {
       return this.plain(kind, request, limits, traceparent);
     }
     if (limits.signal?.aborted) return Promise.reject(cancelled(kind, this.transport.address, limits.signal));
@@ -126,6 +136,11 @@ export class PointCoalescer {
       this.waiting.push(pending);
       this.waitingBytes += bytes;
       if (this.waiting.length >= MAX_MULTI_OPS) this.flush();
+      else if (this.gatherIo && !this.flushScheduled && this.inFlight < this.maxInFlight) {
+        // With calls in flight at the limit, the next one to finish sends what waits (callDone).
+        this.flushScheduled = true;
+        setImmediate(this.flushNow);
+      }
     });
   }
 

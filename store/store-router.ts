@@ -25,6 +25,12 @@ export interface StoreRouterOptions {
    * (1–64). A request that finds fewer in flight goes at once as its plain call. Default 2.
    */
   pointCallsInFlight?: number;
+  /**
+   * Hold each Get/Put/Delete until the end of the event loop's current I/O phase, so that requests
+   * arriving in the same socket reads go in one Multi call: for a server fronting many callers (the
+   * gateway). A lone request still goes as its plain call, one loop turn later. Default false.
+   */
+  gatherPointCalls?: boolean;
   logger?: Logger;
 }
 
@@ -65,6 +71,7 @@ export class StoreRouter {
   readonly logger: Logger | undefined;
   private readonly credentials: StoreCredentials;
   private readonly pointCallsInFlight: number | undefined;
+  private readonly gatherPointCalls: boolean;
   private readonly connections = new Map<string, NodeConnection>();
   private readonly maps: MapCache;
   private closed = false;
@@ -80,6 +87,7 @@ export class StoreRouter {
     const inFlight = options.pointCallsInFlight;
     if (inFlight !== undefined && (!Number.isSafeInteger(inFlight) || inFlight < 1 || inFlight > 64)) throw new RangeError(`pointCallsInFlight must be 1–64, got ${inFlight}`);
     this.pointCallsInFlight = inFlight;
+    this.gatherPointCalls = options.gatherPointCalls ?? false;
     this.maps = new MapCache({ seeds: options.seeds, logger: options.logger, ask: (address, limits) => this.connection(address).unary('getPartitionMap', {}, limits) });
   }
 
@@ -103,7 +111,7 @@ export class StoreRouter {
     if (this.closed) throw new StoreError('STORE_CLOSED', 'the store client is closed');
     let conn = this.connections.get(address);
     if (!conn) {
-      conn = new NodeConnection(address, this.credentials, { pointCallsInFlight: this.pointCallsInFlight });
+      conn = new NodeConnection(address, this.credentials, { pointCallsInFlight: this.pointCallsInFlight, gatherPointCalls: this.gatherPointCalls });
       this.connections.set(address, conn);
     }
     return conn;
