@@ -8,6 +8,7 @@ import { PrivateRedis } from '../jobs/index.js';
 import { PartitionMap, StoreClient, displayBytes } from '../store/index.js';
 import { readCpuSeconds, readPeakRssMb, readRssMb, reapedChildrenCpuSeconds, stopChild, waitForReady } from './bench-processes.js';
 import { DelayProxy } from './delay-proxy.js';
+import { MemorySampler, type MemoryAtPeak } from './bench-memory.js';
 
 // What the ingest benchmarks share: a private Redis and a local cluster of store node children, and
 // `shardpipe ingest` run as a child process whose memory is sampled.
@@ -22,6 +23,8 @@ export interface NodeProcess {
   dataDir: string;
   pid: number;
   peakRssMb(): Promise<number | undefined>;
+  /** Anonymous and file-backed memory at the node's largest RSS so far (bench-memory.ts). */
+  memoryAtPeak(): MemoryAtPeak | undefined;
   /** User + system CPU seconds the node has used so far. */
   cpuSeconds(): Promise<number | undefined>;
   stop(): Promise<void>;
@@ -104,13 +107,18 @@ async function startNode(address: string, mapFile: string, dataDir: string, list
     await exited;
     throw err;
   }
+  const memory = MemorySampler.start(child.pid!);
   return {
     address,
     dataDir,
     pid: child.pid!,
     peakRssMb: () => readPeakRssMb(child.pid!),
+    memoryAtPeak: () => memory.peak,
     cpuSeconds: () => readCpuSeconds(child.pid!),
-    stop: () => stopChild(child, exited),
+    stop: async () => {
+      await memory.stop();
+      await stopChild(child, exited);
+    },
   };
 }
 
@@ -183,6 +191,8 @@ export function parseReport(stdout: string): IngestJsonReport | undefined {
 }
 
 export interface IngestRun extends RssSamples {
+  /** The ingest child's anonymous and file-backed memory at its largest sampled RSS. */
+  memoryAtPeak: MemoryAtPeak | undefined;
   ms: number;
   /** User + system CPU seconds of the ingest child, from exit to exit. */
   cpuSeconds: number;
@@ -213,8 +223,10 @@ export async function runIngest(cluster: BenchCluster, source: string, rows: num
   const cpuBefore = await reapedChildrenCpuSeconds();
   const started = performance.now();
   const child = spawn(process.execPath, args, { cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
+  const memory = child.pid === undefined ? undefined : MemorySampler.start(child.pid);
   const [result, rss] = await Promise.all([collect(child), sampleRss(child)]);
   const ms = performance.now() - started;
+  const memoryAtPeak = await memory?.stop();
   const cpuSeconds = (await reapedChildrenCpuSeconds()) - cpuBefore;
   const warnings = result.stderr.split('\n').filter((line) => line.trim() !== '' && !isQuietLogLine(line));
   if (warnings.length > 0) process.stderr.write(`[ingest] ${warnings.join('\n[ingest] ')}\n`);
@@ -224,7 +236,7 @@ export async function runIngest(cluster: BenchCluster, source: string, rows: num
     throw new Error(`ingest reports rowsIngested ${report.rowsIngested}, expected ${rows} (exit code ${result.code}, rejected ${report.rowsRejected}, files failed ${report.filesFailed}): ${JSON.stringify(report)}`);
   }
   if (result.code !== 0) throw new Error(`ingest exited with code ${result.code} although it reports all ${rows} rows ingested: ${JSON.stringify(report)}`);
-  return { ...rss, ms, cpuSeconds, code: result.code, report };
+  return { ...rss, memoryAtPeak, ms, cpuSeconds, code: result.code, report };
 }
 
 /** A JSON log line below warn (pino levels: 30 = info): the default log level prints those, the bench need not echo them. */

@@ -28,6 +28,7 @@ import { PartitionMap } from '../store/index.js';
 import { partitionRows, runIngest, startBenchCluster, type IngestRun } from './bench-cluster.js';
 import { KEY_BYTES, KEY_COLUMN, ROW_GROUP_ROWS, VALUE_BYTES, VALUE_COLUMN, measureInProcess, splitKeys, warmUp, writeFigures, writeParquetStreamed, type InProcess, type WriteFigures } from './bench-drop.js';
 import { fixed, int, roundNumbers, table } from './bench-format.js';
+import { describeMemoryAtPeak, type MemoryAtPeak } from './bench-memory.js';
 import { selfPeakRssMb } from './bench-processes.js';
 
 const NODES = 3;
@@ -48,6 +49,8 @@ interface Args {
 interface EndToEnd extends WriteFigures, IngestRun {
   ratioToLimit: number | undefined;
   nodePeakRssMb: Array<number | undefined>;
+  /** Each node's anonymous and file-backed memory at its largest sampled RSS. */
+  nodeMemoryAtPeak: Array<MemoryAtPeak | undefined>;
   storedRows: number;
 }
 
@@ -103,7 +106,8 @@ async function measureEndToEnd(rows: number, drop: string, workDir: string, extr
     const storedRows = (await partitionRows(cluster)).reduce((s, p) => s + p.rows, 0);
     if (storedRows !== rows) process.stderr.write(`WARNING: the nodes report ${storedRows} rows stored, expected ${rows}\n`);
     const nodePeakRssMb = await Promise.all(cluster.nodes.map((n) => n.peakRssMb()));
-    return { ...run, ...writeFigures(rows, run.ms), ratioToLimit: undefined, nodePeakRssMb, storedRows };
+    const nodeMemoryAtPeak = cluster.nodes.map((n) => n.memoryAtPeak());
+    return { ...run, ...writeFigures(rows, run.ms), ratioToLimit: undefined, nodePeakRssMb, nodeMemoryAtPeak, storedRows };
   } finally {
     await cluster.stop();
   }
@@ -127,6 +131,7 @@ function printReport(rows: number, fileBytes: number, sizeOnDisk: number, genera
   out.push('');
   out.push(`ingest child RSS, largest in each tenth of the run (MiB): ${e2e.peakRssMbByTenth.map((mb) => fixed(mb, 0)).join(' ')}`);
   out.push(`peak RSS: ingest child ${rss(e2e.peakRssMb)} MiB (goal: under ${RSS_BAR_MIB} MiB), ${e2e.nodePeakRssMb.map((mb, i) => `node ${i} ${rss(mb)} MiB`).join(', ')}`);
+  out.push(`at the sampled peak, MiB: ingest child ${describeMemoryAtPeak(e2e.memoryAtPeak)}; ${e2e.nodeMemoryAtPeak.map((m, i) => `node ${i} ${describeMemoryAtPeak(m)}`).join('; ')}`);
   out.push(`CPU s per 1M rows: ingest child ${fixed((e2e.cpuSeconds * 1e6) / rows, 2)} (store nodes: see bench:ingest)`);
   out.push(`nodes hold ${int(e2e.storedRows)} rows; ingest report: ${int(e2e.report.rowsIngested)} ingested, ${int(e2e.report.rowsRejected)} rejected, ${fixed(e2e.report.durationMs / 1000, 1)} s from submit to report`);
   out.push(

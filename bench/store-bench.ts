@@ -38,6 +38,7 @@ import { DEFAULT_BULK_BATCH_MAX_BYTES, Key, PartitionMap, PackedRows, PackedRows
 import { measureRedisBenchmark, runCalls, startNoopGrpc, type NoopGrpc, type RedisBenchmarkFigures } from './bench-peers.js';
 import { readCpuSeconds, readPeakRssMb, selfCpuSeconds, selfPeakRssMb, stopChild, waitForReady } from './bench-processes.js';
 import { fixed, int, roundNumbers, table } from './bench-format.js';
+import { MemorySampler, describeMemoryAtPeak, type MemoryAtPeak } from './bench-memory.js';
 import { parseBenchArgs } from './bench-args.js';
 
 const KEY_BYTES = 16;
@@ -120,12 +121,16 @@ interface NodeRun {
   bulk: BulkFigures;
   ops: OpFigures[];
   peakRssMb: number | undefined;
+  /** The split of the node's largest sampled RSS over the whole run (load and ops). */
+  memoryAtPeak: MemoryAtPeak | undefined;
 }
 
 interface NodeProcess {
   address: string;
   pid: number;
   peakRssMb(): Promise<number | undefined>;
+  /** Anonymous and file-backed memory at the node's largest sampled RSS so far (bench-memory.ts). */
+  memoryAtPeak(): MemoryAtPeak | undefined;
   cpuSeconds(): Promise<number | undefined>;
   stop(): Promise<void>;
 }
@@ -257,7 +262,7 @@ async function measureNode(
     for (const op of ['get', 'put'] as const) {
       for (const concurrency of OP_CONCURRENCY) ops.push(await measureOps(client, node, noop, op, concurrency, concurrency === 1 ? opCount : 4 * opCount, rows));
     }
-    return { label, sync, bulk, ops, peakRssMb: await node.peakRssMb() };
+    return { label, sync, bulk, ops, peakRssMb: await node.peakRssMb(), memoryAtPeak: node.memoryAtPeak() };
   } finally {
     client.close();
     await node.stop();
@@ -280,12 +285,17 @@ async function startNode(dataDir: string, sync: boolean, cpuProfDir: string | un
     await exited;
     throw err;
   }
+  const memory = MemorySampler.start(child.pid!);
   return {
     address,
     pid: child.pid!,
     peakRssMb: () => readPeakRssMb(child.pid!),
+    memoryAtPeak: () => memory.peak,
     cpuSeconds: () => readCpuSeconds(child.pid!),
-    stop: () => stopChild(child, exited),
+    stop: async () => {
+      await memory.stop();
+      await stopChild(child, exited);
+    },
   };
 }
 
@@ -505,6 +515,7 @@ function printReport(rows: number, baseline: BaselineFigures, syncBaseline: Base
   out.push('');
   const nodeRss = runs.map((r) => `node (${r.label}) ${r.peakRssMb === undefined ? 'n/a' : `${fixed(r.peakRssMb, 0)} MiB`}`).join(', ');
   out.push(`peak RSS: bench process ${fixed(benchPeakRssMb, 0)} MiB, ${nodeRss}`);
+  out.push(`nodes at their sampled peak, MiB: ${runs.map((r) => `${r.label} ${describeMemoryAtPeak(r.memoryAtPeak)}`).join('; ')}`);
   out.push(JSON.stringify({ bench: 'store', rows, keyBytes: KEY_BYTES, valueBytes: VALUE_BYTES, partitions: PARTITIONS, maxInFlight: MAX_IN_FLIGHT, baseline, syncBaseline, nodes: runs, perRow, pointPeers: peers, benchPeakRssMb }, roundNumbers));
   process.stdout.write(out.join('\n') + '\n');
 }

@@ -68,7 +68,7 @@ const FIGURES: FigureSpec[] = [
   { id: 'redis.pipe.everysec.cpuPerM', label: 'peer: CPU of redis-server under --pipe (everysec)', unit: cpuPerM, better: 'lower', process: 'redis-server' },
   { id: 'ingest.child.peakRssMb', label: 'ingest: peak RSS of the ingest child', unit: mib, better: 'lower', process: 'ingest child' },
   { id: 'ingest.nodes.peakRssMb', label: 'ingest: peak RSS of the largest store node', unit: mib, better: 'lower', process: 'store node' },
-  { id: 'ingest.bench.peakRssMb', label: 'ingest: peak RSS of the bench process (in-process limit)', unit: mib, better: 'lower', process: 'bench' },
+  { id: 'ingest.bench.peakRssMb', label: 'ingest: peak RSS of the bench process (generator and in-process limit)', unit: mib, better: 'lower', process: 'bench' },
   { id: 'store.baseline.rowsPerSec', label: 'store baseline: classic-level chained batches in-process', unit: rowsPerSec, better: 'higher', process: 'bench' },
   { id: 'store.bulk.sync.rowsPerSec', label: 'BulkInsert into one node, fsync per batch', unit: rowsPerSec, better: 'higher', baseline: 'store.baseline.rowsPerSec' },
   { id: 'store.bulk.nosync.rowsPerSec', label: 'BulkInsert into one node, --no-sync', unit: rowsPerSec, better: 'higher', baseline: 'store.baseline.rowsPerSec' },

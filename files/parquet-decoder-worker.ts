@@ -20,12 +20,14 @@
  *   → { op: 'read', id, path, patch?, rowGroup, batchSize } ← { op: 'batch', rowGroup, ipc }* then { op: 'done', rowGroup, memoryBytes }
  *   → { op: 'close', id }                                (no reply; frees the file)
  *   any failure                                          ← { op: 'error', rowGroup?, message }
+ *   a read finding the file changed since it was opened  ← { op: 'changed', message } (the thread then waits to be stopped)
  * memoryBytes is the size of the wasm memory, which only grows.
  */
 export const PARQUET_DECODER_WORKER_SOURCE = String.raw`
 'use strict';
 const { parentPort, workerData } = require('node:worker_threads');
 const { openAsBlob } = require('node:fs');
+const { open } = require('node:fs/promises');
 
 let pw;
 const files = new Map(); // id → { file, rows }
@@ -36,17 +38,78 @@ function freeFile(id) {
   if (entry !== undefined) {
     files.delete(id);
     entry.file.free();
+    if (entry.handle !== undefined) void entry.handle.close().catch(() => {});
+  }
+}
+
+// What parquet-wasm's ParquetFile.fromFile uses of a Blob (size, slice, arrayBuffer), read straight
+// from a file handle: each range is one read into one buffer of its size. A Blob from openAsBlob
+// reads in chunks joined into another copy, which kept a second malloc arena of 17–49 MiB of file
+// bytes in bench:ingest-memory (files/README.md). Like that Blob, it refuses a file modified since
+// it was opened: each read checks size and modification time against the open's.
+class FileRanges {
+  constructor(handle, start, end, opened) {
+    this.handle = handle;
+    this.start = start;
+    this.end = end;
+    this.opened = opened;
+  }
+  get size() {
+    return this.end - this.start;
+  }
+  slice(from, to) {
+    const size = this.end - this.start;
+    // Blob.slice semantics: negative offsets count from the end; both are clamped to the range.
+    const a = from === undefined ? 0 : from < 0 ? Math.max(0, size + from) : Math.min(from, size);
+    const b = to === undefined ? size : to < 0 ? Math.max(0, size + to) : Math.min(to, size);
+    return new FileRanges(this.handle, this.start + a, this.start + Math.max(a, b), this.opened);
+  }
+  async arrayBuffer() {
+    const now = await this.handle.stat();
+    if (now.size !== this.opened.size || now.mtimeMs !== this.opened.mtimeMs) {
+      const message = 'size ' + this.opened.size + ' → ' + now.size + ' bytes, modified ' + new Date(this.opened.mtimeMs).toISOString() + ' → ' + new Date(now.mtimeMs).toISOString();
+      // parquet-wasm would turn a failed read into a trap reported as a corrupt file: tell the pool
+      // instead, which fails the request with FILE_CHANGED and stops this thread, and never answer.
+      parentPort.postMessage({ op: 'changed', message });
+      return new Promise(() => {});
+    }
+    const bytes = this.end - this.start;
+    const buffer = new ArrayBuffer(bytes);
+    for (let done = 0; done < bytes; ) {
+      const { bytesRead } = await this.handle.read(new Uint8Array(buffer, done), 0, bytes - done, this.start + done);
+      if (bytesRead === 0) throw new Error('the file ended early: it changed while being read');
+      done += bytesRead;
+    }
+    return buffer;
   }
 }
 
 async function openFile(msg) {
   const known = files.get(msg.id);
   if (known !== undefined) return known;
-  // A Blob backed by the file: parquet-wasm reads the footer and each row group's byte ranges
-  // from it on demand, never the whole file.
-  let blob = await openAsBlob(msg.path);
-  if (msg.patch) blob = new Blob([blob.slice(0, msg.patch.footerStart), msg.patch.tail]);
-  const file = await pw.ParquetFile.fromFile(blob);
+  // parquet-wasm reads the footer and each row group's byte ranges on demand, never the whole file.
+  let blob;
+  let handle;
+  if (msg.patch) {
+    const whole = await openAsBlob(msg.path);
+    blob = new Blob([whole.slice(0, msg.patch.footerStart), msg.patch.tail]);
+  } else {
+    handle = await open(msg.path, 'r');
+    try {
+      const opened = await handle.stat();
+      blob = new FileRanges(handle, 0, opened.size, opened);
+    } catch (err) {
+      void handle.close().catch(() => {});
+      throw err;
+    }
+  }
+  let file;
+  try {
+    file = await pw.ParquetFile.fromFile(blob);
+  } catch (err) {
+    if (handle !== undefined) void handle.close().catch(() => {});
+    throw err;
+  }
   let rows = 0;
   try {
     const fileMetadata = file.metadata().fileMetadata();
@@ -54,9 +117,10 @@ async function openFile(msg) {
     fileMetadata.free();
   } catch (err) {
     file.free();
+    if (handle !== undefined) void handle.close().catch(() => {});
     throw err;
   }
-  const entry = { file, rows };
+  const entry = { file, rows, handle };
   files.set(msg.id, entry);
   return entry;
 }

@@ -47,7 +47,8 @@ type Reply =
   | { op: 'opened'; rowGroups: ParquetRowGroupInfo[]; memoryBytes: number }
   | { op: 'batch'; rowGroup: number; ipc: Uint8Array }
   | { op: 'done'; rowGroup: number; memoryBytes: number }
-  | { op: 'error'; rowGroup?: number; message: string };
+  | { op: 'error'; rowGroup?: number; message: string }
+  | { op: 'changed'; message: string };
 
 const DEFAULT_STALL_TIMEOUT_MS = 60_000;
 /**
@@ -102,6 +103,8 @@ interface Job {
   readonly reject: (err: unknown) => void;
   thread: DecoderThread | undefined;
   settled: boolean;
+  /** What changed, when the thread found the file changed since it opened it (size or mtime). */
+  changed: string | undefined;
   onAbort: (() => void) | undefined;
 }
 
@@ -150,7 +153,7 @@ class DecoderPool {
       }
       const job: Job = {
         file, message, rowGroup: message.rowGroup, stallTimeoutMs, signal, buffers: [], resolve, reject,
-        thread: undefined, settled: false, onAbort: undefined,
+        thread: undefined, settled: false, onAbort: undefined, changed: undefined,
       };
       if (signal !== undefined) {
         job.onAbort = () => this.#abort(job);
@@ -184,6 +187,7 @@ class DecoderPool {
       job.buffers.push(reply.ipc);
       return;
     }
+    if (reply.op === 'changed') job.changed = reply.message;
     let outcome: JobResult | Error;
     let retire = false;
     if (reply.op === 'opened' && job.message.op === 'open') {
@@ -192,6 +196,10 @@ class DecoderPool {
     } else if (reply.op === 'done' && reply.rowGroup === job.rowGroup && job.message.op === 'read') {
       outcome = { buffers: job.buffers };
       retire = reply.memoryBytes > MAX_RETAINED_WASM_BYTES;
+    } else if (reply.op === 'changed') {
+      outcome = changedError(job);
+      // The thread waits on a read that never ends: stop it.
+      retire = true;
     } else if (reply.op === 'error') {
       outcome = job.rowGroup === undefined
         ? corrupt(job.file.path, `cannot read the Parquet footer: ${reply.message}`)
@@ -404,6 +412,10 @@ export class ParquetDecoder {
     this.#pending = undefined;
     pool.close(this.#ref);
   }
+}
+
+function changedError(job: Job): FileError {
+  return new FileError('FILE_CHANGED', `${job.file.path} changed while it was being read (${job.changed})`, { context: { file: job.file.path, rowGroup: job.rowGroup } });
 }
 
 function corrupt(path: string, problem: string, rowGroup?: number): FileError {

@@ -1,9 +1,11 @@
-import { appendFile, copyFile, readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import { appendFile, copyFile, readFile, rm, truncate, utimes, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BackupError, readShardRows } from '../../backup/index.js';
 import { FileError, readFooter, readRecordBatches, statDataFile, type DataFile } from '../../files/index.js';
 import { IngestError, encodeIntKey, readFileFooter, readRecordBatches as readDropFileBatches, scanDrop, type DropFile } from '../../ingest/index.js';
+import { tableFromArrays } from 'apache-arrow';
+import { writeParquetFile } from '../helpers/ingest-files.js';
 import { rejectionOf } from '../helpers/rejection.js';
 import { makeTempDir, type TempDir } from '../helpers/temp-dir.js';
 
@@ -72,6 +74,41 @@ describe('files/: its own errors; ingest and backup translate them at their boun
     const ingestError = await rejectionOf(readFileFooter(drop), IngestError);
     expect(ingestError).toMatchObject({ code: 'INGEST_INPUT_CHANGED', message: `${fileError.message}; scan the drop again` });
     expect(await rejectionOf(drain(readDropFileBatches(drop)), IngestError)).toMatchObject({ code: 'INGEST_INPUT_CHANGED' });
+  });
+
+  it('a file modified while its row groups are read: FILE_CHANGED (INGEST_INPUT_CHANGED) at the next row group read, not after handing out the rest', async () => {
+    const groups = 6;
+    const rowsPerGroup = 1000;
+    for (const [name, read] of [
+      ['changed-mid-read.parquet', (file: DataFile) => readRecordBatches(file)],
+      ['changed-mid-ingest.parquet', (file: DataFile) => readDropFileBatches(file as DropFile)],
+    ] as const) {
+      const path = tmp.sub(name);
+      await writeParquetFile(path, tableFromArrays({ k: Int32Array.from({ length: groups * rowsPerGroup }, (_, i) => i) }), { rowGroupRows: rowsPerGroup });
+      const drop = (await scanDrop(path, { requireSuccess: false })).files[0]!;
+      const batches = read(name.includes('ingest') ? drop : await statDataFile(path, 'parquet'))[Symbol.asyncIterator]();
+      let rows = ((await batches.next()).value as { batch: { numRows: number } }).batch.numRows;
+      // Same bytes, a new modification time: a rewrite as the decoder's reads see it.
+      await utimes(path, new Date(), new Date(Date.now() + 60_000));
+      const failure = await (async () => {
+        try {
+          for (let next = await batches.next(); !next.done; next = await batches.next()) rows += next.value.batch.numRows;
+        } catch (err) {
+          return err;
+        }
+        return undefined;
+      })();
+      if (name.includes('ingest')) {
+        expect(failure).toBeInstanceOf(IngestError);
+        expect(failure).toMatchObject({ code: 'INGEST_INPUT_CHANGED' });
+      } else {
+        expect(failure).toBeInstanceOf(FileError);
+        expect(failure).toMatchObject({ code: 'FILE_CHANGED', context: { file: path } });
+        expect((failure as Error).message).toContain('changed while it was being read');
+      }
+      // The row group decoded ahead may still come; the ones after the change never do.
+      expect(rows).toBeLessThanOrEqual(2 * rowsPerGroup);
+    }
   });
 
   it('a file gone after it was described: FILE_NOT_FOUND, INGEST_SOURCE_NOT_FOUND, BACKUP_NOT_FOUND', async () => {
