@@ -108,7 +108,7 @@ describe('gathered point calls', () => {
     cleanups.push(() => gateway.stop());
     type Unary<Req, Res> = (req: Req, cb: (err: ServiceError | null, res?: Res) => void) => void;
     const GatewayClient = makeGenericClientConstructor(grpcServiceDefinition(GATEWAY_SERVICE_DESC), 'Gateway');
-    const gw = new GatewayClient(gateway.address, credentials.createInsecure()) as Client & { Get: Unary<unknown, GetResponse>; Put: Unary<unknown, PutResponse> };
+    const gw = new GatewayClient(gateway.address, credentials.createInsecure()) as unknown as Client & { Get: Unary<unknown, GetResponse>; Put: Unary<unknown, PutResponse> };
     cleanups.push(() => gw.close());
     const call = <Res>(fn: (cb: (err: ServiceError | null, res?: Res) => void) => void): Promise<Res> => new Promise((resolve, reject) => fn((err, res) => (err ? reject(err) : resolve(res!))));
     // Warm the gateway's map and channel.
