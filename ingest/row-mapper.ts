@@ -351,13 +351,6 @@ function packBytesColumns(options: RowMapper['options'], where: BatchLocation, c
     const data = slab.subarray(n * 8);
     // Only where aligned: a small unpooled allocation comes from Node's shared pool at any offset.
     const lengths32 = LITTLE_ENDIAN && lengths.byteOffset % 4 === 0 ? new Uint32Array(lengths.buffer, lengths.byteOffset, n * 2) : undefined;
-    // The value column goes behind all key bytes of `data` in one copy, and each long value moves
-    // from there to its row by copyWithin (a copy from another buffer makes a view per row, about
-    // twice the time). Rows are written from the front and never reach a value not yet moved: before
-    // row i, what is written is at most the keys before it plus the values before it.
-    const stagedAt = kOff[n]! - kOff[0]!;
-    const vBase = vOff[0]!;
-    data.set(vBuf.subarray(vBase, vOff[n]!), stagedAt);
     const order = new KeyOrder(previousKey);
     const rejects: Reject[] = [];
     let count = 0;
@@ -398,7 +391,7 @@ function packBytesColumns(options: RowMapper['options'], where: BatchLocation, c
       else kBuf.copy(data, at, ks, ke);
       at += kLen;
       if (vLen <= LOOP_COPY_BYTES) for (let j = 0; j < vLen; j++) data[at + j] = vBuf[vs + j]!;
-      else data.copyWithin(at, stagedAt + vs - vBase, stagedAt + ve - vBase);
+      else vBuf.copy(data, at, vs, ve);
       at += vLen;
       count++;
     }

@@ -233,12 +233,6 @@ export class PackedRows {
     return copyBytes(this.data, this.keyOffset(i) + this.keyLength(i), this.valueLength(i), target, at);
   }
 
-  /** Copies the key and value bytes of all rows (row i's key at `at + keyOffset(i)`) into `target`; returns the bytes copied. */
-  copyDataTo(target: Buffer, at: number): number {
-    target.set(this.data, at);
-    return this.data.length;
-  }
-
   /** Rows `[start, end)` as views of this batch's buffers. */
   slice(start: number, end: number = this.count): PackedRows {
     const s = Math.max(0, Math.min(start, this.count));

@@ -979,7 +979,6 @@ export class PartitionStore {
     try {
       for (let g = 0; g < group.length; g++) {
         const { rows, assigned } = group[g]!;
-        putScratch.stage(rows);
         const old = overwritten[g]!;
         const opNow = assigned?.nowMs ?? now;
         // A replica counts from its head's first etag; the head from its own sequence.
@@ -1003,7 +1002,7 @@ export class PartitionStore {
           rows.copyKey(i, key, 1);
           const recordLength = RECORD_HEADER_BYTES + (expiresAtMs > 0 ? RECORD_EXPIRY_BYTES : 0) + rows.valueLength(i);
           const record = putScratch.value(recordLength);
-          putScratch.copyValue(rows, i, record, writeRecordHeader(record, 0, etag, rows.metaField(i, 1) || opNow, expiresAtMs));
+          rows.copyValue(i, record, writeRecordHeader(record, 0, etag, rows.metaField(i, 1) || opNow, expiresAtMs));
           batch.putCopied(key, record);
           if (expiresAtMs > 0) {
             const index = putScratch.key(9 + keyLength);
@@ -1021,8 +1020,6 @@ export class PartitionStore {
     } catch (err) {
       await batch.discard();
       throw err;
-    } finally {
-      putScratch.unstage();
     }
     next.lastWriteMs = now;
     const built = performance.now();
@@ -1516,69 +1513,28 @@ function encodeProbe(ms: number): Buffer {
  * both into LevelDB's batch before it returns (and nothing awaits in between), so the next row
  * reuses the same bytes. The views are cached per length: a fresh view per key and per record
  * (two Buffer objects per row, and the garbage) cost about a tenth of the node's CPU per bulk row.
- * Keys and records longer than the scratch get a buffer of their own.
- *
- * The batch being written is first copied behind the scratch in the same buffer (`stage`, one
- * native copy of ~1 MiB), so each value moves into the record by `copyWithin`: a copy from another
- * buffer needs a view object per row (TypedArray#set, Buffer#copy), about twice the time.
+ * Keys and records longer than the slabs get a buffer of their own.
  */
 class PutScratch {
-  private slab = Buffer.allocUnsafe(STAGE_AT);
-  private keyViews: Buffer[] = [];
-  private valueViews: Buffer[] = [];
-  /** The rows copied into the slab at STAGE_AT, if any. */
-  private staged: PackedRows | undefined;
+  private readonly keySlab = Buffer.allocUnsafe(SCRATCH_KEY_BYTES);
+  private readonly valueSlab = Buffer.allocUnsafe(SCRATCH_VALUE_BYTES);
+  private readonly keyViews: Buffer[] = [];
+  private readonly valueViews: Buffer[] = [];
 
   key(length: number): Buffer {
     if (length > SCRATCH_KEY_BYTES) return Buffer.allocUnsafe(length);
-    return (this.keyViews[length] ??= this.slab.subarray(0, length));
+    return (this.keyViews[length] ??= this.keySlab.subarray(0, length));
   }
 
   value(length: number): Buffer {
     if (length > SCRATCH_VALUE_BYTES) return Buffer.allocUnsafe(length);
-    return (this.valueViews[length] ??= this.slab.subarray(SCRATCH_KEY_BYTES, SCRATCH_KEY_BYTES + length));
-  }
-
-  /** Copies the bytes of `rows` into the slab for copyValue (not for batches over STAGE_MAX_BYTES). */
-  stage(rows: PackedRows): void {
-    this.staged = undefined;
-    if (rows.bytes > STAGE_MAX_BYTES) return;
-    if (STAGE_AT + rows.bytes > this.slab.length) {
-      // Views of the old slab would go on pointing into it.
-      this.slab = Buffer.allocUnsafe(Math.min(STAGE_AT + STAGE_MAX_BYTES, Math.max(STAGE_AT + rows.bytes, 2 * this.slab.length)));
-      this.keyViews = [];
-      this.valueViews = [];
-    }
-    rows.copyDataTo(this.slab, STAGE_AT);
-    this.staged = rows;
-  }
-
-  /** Drops the staged rows (the slab keeps their bytes until the next stage). */
-  unstage(): void {
-    this.staged = undefined;
-  }
-
-  /** Row i's value into `target` at `at`: by copyWithin when both are in the slab, else by PackedRows.copyValue. */
-  copyValue(rows: PackedRows, i: number, target: Buffer, at: number): void {
-    const length = rows.valueLength(i);
-    if (rows !== this.staged || length <= STAGE_MIN_VALUE_BYTES || target.buffer !== this.slab.buffer) {
-      rows.copyValue(i, target, at);
-      return;
-    }
-    const from = STAGE_AT + rows.keyOffset(i) + rows.keyLength(i);
-    this.slab.copyWithin(target.byteOffset - this.slab.byteOffset + at, from, from + length);
+    return (this.valueViews[length] ??= this.valueSlab.subarray(0, length));
   }
 }
 
-/** Data keys and expiry index entries up to this many bytes, and records up to the next, use PutScratch's slab. */
+/** Data keys and expiry index entries up to this many bytes, and records up to the next, use PutScratch's slabs. */
 const SCRATCH_KEY_BYTES = 4096;
 const SCRATCH_VALUE_BYTES = 16 * 1024;
-/** Where a staged batch starts in the slab: after the key and record scratch. */
-const STAGE_AT = SCRATCH_KEY_BYTES + SCRATCH_VALUE_BYTES;
-/** Larger batches are not staged (the slab would stay that large): their values are copied as before. */
-const STAGE_MAX_BYTES = 4 * 1024 * 1024;
-/** Values up to this long are copied by PackedRows' byte loop, as fast as copyWithin. */
-const STAGE_MIN_VALUE_BYTES = 32;
 const putScratch = new PutScratch();
 
 /** A read of a snapshot released meanwhile (its lease ran out) fails with our code, not LevelDB's. */

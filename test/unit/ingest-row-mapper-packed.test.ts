@@ -75,7 +75,7 @@ describe('RowMapper.mapBatchPacked', () => {
     );
   });
 
-  it('moves values over 32 bytes into their rows from the staged value column: same rows as mapBatch with rejects (nulls, over-large values) between them, also sliced', () => {
+  it('copies values over 32 bytes (a native copy, not the byte loop) into their rows: same rows as mapBatch with rejects (nulls, over-large values) between them, also sliced', () => {
     fc.assert(
       fc.property(
         fc.array(fc.tuple(fc.option(fc.uint8Array({ minLength: 1, maxLength: 12 }), { freq: 8 }), fc.option(fc.uint8Array({ maxLength: 120, size: 'max' }), { freq: 8 })), { minLength: 2, maxLength: 60 }),

@@ -135,7 +135,7 @@ describe('PartitionStore bulk inserts of packed rows', () => {
     );
   });
 
-  it('values over 32 bytes, moved within the staging copy of their batch, come back byte for byte: batches that grow it, one over its 4 MiB limit, grouped queued batches, a slice, expiring rows', async () => {
+  it('values over 32 bytes come back byte for byte: batches of growing size, one over 4 MiB, grouped queued batches, a slice, expiring rows', async () => {
     const store = await openStore();
     const written = new Map<string, { value: Buffer; expiresAtMs: number }>();
     // Every value distinct in every byte position, so a value taken from another row, another batch or a stale copy shows.
@@ -157,9 +157,9 @@ describe('PartitionStore bulk inserts of packed rows', () => {
       return builder.finish();
     };
     await store.bulkInsert(batch(0, 10, () => 100));
-    // Grows the staging copy far beyond the first batch (its cached views must follow).
+    // Far larger than the first batch (scratch views cached per length are reused across batches).
     await store.bulkInsert(batch(100, 5000, (i) => 33 + (i % 400)));
-    // Over 4 MiB: not staged, copied row by row as before.
+    // Over 4 MiB of rows in one batch.
     await store.bulkInsert(batch(10_000, 21_000, () => 200));
     // A slice of a batch (its offsets start past 0), and rows with an expiry (a longer record header).
     const whole = batch(40_000, 300, (i) => 40 + i, (i) => (i % 4 === 0 ? NOW + 10_000 + i : 0));
