@@ -49,8 +49,8 @@ export async function watchFlow<ParentData, Report, ChildData>(connection: Conne
   const pollMs = options.pollMs ?? 500;
   const finishPollMs = Math.min(pollMs, options.finishPollMs ?? 50);
   let childrenReadAt = Number.NEGATIVE_INFINITY;
-  // Followed from before the first look, so a finish after it is never missed; the look stays the truth.
-  const finished = await followFinish(connection, watch.parentQueue, watch.parentId);
+  // The look stays the truth; the events only end a wait early (see followFinish).
+  const finished = followFinish(connection, watch.parentQueue, watch.parentId);
   try {
     for (;;) {
       // The state alone is one small call; the job (its data and outcome) is read when needed.
@@ -88,32 +88,48 @@ interface FinishFollower {
   close(): Promise<void>;
 }
 
-async function followFinish(connection: ConnectionOptions, queue: string, jobId: string): Promise<FinishFollower> {
+/**
+ * Until the events connection is ready the watch looks every `finishPollMs`, as without it (its
+ * start stays off the command's path); once it is, the wait in hand ends so that one more look
+ * catches a finish from before, and every later finish comes as an event.
+ */
+function followFinish(connection: ConnectionOptions, queue: string, jobId: string): FinishFollower {
   let wake: (() => void) | undefined;
-  let done = false;
+  // Set when the next wait should end at once: a finish event, or the events just became ready.
+  let lookNow = false;
   const events = new QueueEvents(queue, { connection });
   const onFinish = ({ jobId: id }: { jobId: string }): void => {
     if (id !== jobId) return;
-    done = true;
+    lookNow = true;
     wake?.();
   };
   events.on('completed', onFinish);
   events.on('failed', onFinish);
-  let following = true;
+  let following = false;
+  let broken = false;
   // A failed events connection (after the start too) only costs the fast polling back.
   events.on('error', () => {
+    broken = true;
     following = false;
     wake?.();
   });
-  await events.waitUntilReady().catch(() => {
-    following = false;
-  });
+  events.waitUntilReady().then(
+    () => {
+      if (broken) return;
+      following = true;
+      lookNow = true;
+      wake?.();
+    },
+    () => {
+      broken = true;
+    },
+  );
   return {
     get following() {
       return following;
     },
     async wait(ms, signal) {
-      if (!done) {
+      if (!lookNow) {
         const woken = new AbortController();
         wake = () => woken.abort();
         try {
@@ -124,7 +140,7 @@ async function followFinish(connection: ConnectionOptions, queue: string, jobId:
           wake = undefined;
         }
       }
-      done = false;
+      lookNow = false;
     },
     close: () => events.close(),
   };

@@ -226,10 +226,11 @@ describe('the fan-out skeleton on a real Redis', () => {
       const started = performance.now();
       const done = watchFlow<{ parentFails?: boolean }, ParentReport, ChildData>(connection, { ...watch, parentId: 'woken' }, { pollMs: 20_000 });
       const failed = watchFlow(connection, { ...watch, parentId: 'woken-bad' }, { pollMs: 20_000 }).catch((e: unknown) => e);
-      // No worker runs for a second: a look every 50 ms would be about 40 over both watches.
+      // No worker runs for 2 s: a look every 50 ms would be about 80 over both watches. With the
+      // events followed there are only the 50 ms looks until their connection is ready, and one more.
       const before = await lookups();
-      await new Promise((resolve) => setTimeout(resolve, 1000));
-      expect((await lookups()) - before).toBeLessThanOrEqual(4);
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+      expect((await lookups()) - before).toBeLessThanOrEqual(20);
       workers = TestWorkers.start(connection, queues);
       expect(await done).toEqual({ sum: 4, failures: [] });
       expect(await failed).toMatchObject({ code: 'JOBS_FAILED', context: { jobId: 'woken-bad' } });
