@@ -13,6 +13,9 @@ export interface IngestWorkerOptions extends FanOutWorkerOptions {
   maxInFlight?: number;
 }
 
+/** Least time between two progress updates of a file child, in ms (the watch reads them every 500). */
+const PROGRESS_INTERVAL_MS = 250;
+
 /** The workers of one process: file children and the parents that report on them. */
 export class IngestWorkers extends FanOutWorkers<IngestFileData, IngestFileResult, IngestParentData, IngestReport> {
   static start(options: IngestWorkerOptions): IngestWorkers {
@@ -41,6 +44,7 @@ async function processFile(job: Job<IngestFileData, IngestFileResult>, options: 
   let rowsCounted = data.checkpoint?.rowsIngested ?? 0;
   let rejectsCounted = data.checkpoint?.rowsRejected ?? 0;
   let overBudget: IngestError | undefined;
+  let progressAt = Number.NEGATIVE_INFINITY;
   let final;
   try {
     if (data.checkpoint) log.info({ rowGroup: data.checkpoint.rowGroup, rowOffset: data.checkpoint.rowOffset, rowsDone: data.checkpoint.rowsDone }, 'resuming file from checkpoint');
@@ -62,7 +66,12 @@ async function processFile(job: Job<IngestFileData, IngestFileResult>, options: 
           options.metrics?.addRejected('ingest', checkpoint.rowsRejected - rejectsCounted);
           rejectsCounted = checkpoint.rowsRejected;
           await job.updateData({ ...data, checkpoint });
-          await job.updateProgress(childProgress(data, checkpoint));
+          // The checkpoint (what a resume needs) is kept at every acknowledged batch; the progress
+          // only feeds views that read it every 500 ms or more, and the final one is always written.
+          if (performance.now() - progressAt >= PROGRESS_INTERVAL_MS) {
+            progressAt = performance.now();
+            await job.updateProgress(childProgress(data, checkpoint));
+          }
           if (data.spec.maxRejects === undefined || overBudget !== undefined) return;
           // Not thrown here: batches in flight still land, and the file stops at the next batch so
           // that the last checkpoint counts them (see stopWhen).

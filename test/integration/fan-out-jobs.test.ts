@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Job, Queue, type ConnectionOptions } from 'bullmq';
+import { Redis, type RedisOptions } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BackupError } from '../../backup/index.js';
 import { createLogger, ShardpipeError } from '../../common/index.js';
@@ -209,6 +210,35 @@ describe('the fan-out skeleton on a real Redis', () => {
       expect((err as Error).message).toContain('test gone is not in Redis');
     } finally {
       await parents.close();
+    }
+  });
+
+  it('the watch loop looks at the parent rarely while it runs and wakes at its completed or failed event, not at the next look', { timeout: 60_000 }, async () => {
+    const queues = names();
+    await submit(connection, queues, 'woken', [{ outcome: 'ok', value: 4 }]);
+    await submit(connection, queues, 'woken-bad', [{ outcome: 'ok', value: 1 }], { parentFails: true });
+    const redisClient = new Redis(connection as RedisOptions);
+    // Every look at the parent is one EVALSHA (getState); nothing else runs on this Redis meanwhile.
+    const lookups = async (): Promise<number> => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await redisClient.info('commandstats'))?.[1] ?? 0);
+    let workers: TestWorkers | undefined;
+    try {
+      const watch = { kind: 'test', parentQueue: queues.parent, childQueue: queues.child };
+      const started = performance.now();
+      const done = watchFlow<{ parentFails?: boolean }, ParentReport, ChildData>(connection, { ...watch, parentId: 'woken' }, { pollMs: 20_000 });
+      const failed = watchFlow(connection, { ...watch, parentId: 'woken-bad' }, { pollMs: 20_000 }).catch((e: unknown) => e);
+      // No worker runs for 2 s: a look every 50 ms would be about 80 over both watches. With the
+      // events followed there are only the 50 ms looks until their connection is ready, and one more.
+      const before = await lookups();
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+      expect((await lookups()) - before).toBeLessThanOrEqual(20);
+      workers = TestWorkers.start(connection, queues);
+      expect(await done).toEqual({ sum: 4, failures: [] });
+      expect(await failed).toMatchObject({ code: 'JOBS_FAILED', context: { jobId: 'woken-bad' } });
+      // Both well before their next look (20 s after the first).
+      expect(performance.now() - started).toBeLessThan(15_000);
+    } finally {
+      await workers?.close();
+      redisClient.disconnect();
     }
   });
 

@@ -75,6 +75,22 @@ describe('RowMapper.mapBatchPacked', () => {
     );
   });
 
+  it('copies values over 32 bytes (a native copy, not the byte loop) into their rows: same rows as mapBatch with rejects (nulls, over-large values) between them, also sliced', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.option(fc.uint8Array({ minLength: 1, maxLength: 12 }), { freq: 8 }), fc.option(fc.uint8Array({ maxLength: 120, size: 'max' }), { freq: 8 })), { minLength: 2, maxLength: 60 }),
+        fc.nat(),
+        (rows, cut) => {
+          const batch = batchOf({ k: vectorFromArray(rows.map((r) => r[0]), new Binary()), v: vectorFromArray(rows.map((r) => r[1]), new Binary()) });
+          const options = { keyColumn: 'k', valueColumn: 'v', maxKeyBytes: MAX_KEY_BYTES, maxValueBytes: 90 };
+          expectSame(batch, options);
+          expectSame(batch.slice(cut % rows.length), options);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
   it('counts keys out of order the same for long keys sharing a long prefix (compared natively beyond 64 bytes)', () => {
     fc.assert(
       fc.property(fc.array(fc.tuple(fc.integer({ min: 60, max: 70 }), fc.string({ unit: fc.constantFrom('a', 'b'), maxLength: 3 })), { minLength: 1, maxLength: 40 }), (keys) => {

@@ -134,6 +134,54 @@ describe('PartitionStore bulk inserts of packed rows', () => {
       a.filter((r) => r.expiresAtMs === undefined).map((r) => r.key.toString('hex')).sort(),
     );
   });
+
+  it('values over 32 bytes come back byte for byte: batches of growing size, one over 4 MiB, grouped queued batches, a slice, expiring rows', async () => {
+    const store = await openStore();
+    const written = new Map<string, { value: Buffer; expiresAtMs: number }>();
+    // Every value distinct in every byte position, so a value taken from another row, another batch or a stale copy shows.
+    let seed = 1;
+    const valueOf = (length: number): Buffer => {
+      const value = Buffer.allocUnsafe(length);
+      for (let b = 0; b < length; b++) value[b] = (seed = (seed * 1103515245 + 12345) >>> 0) >>> 24;
+      return value;
+    };
+    const batch = (from: number, count: number, length: (i: number) => number, expiresAtMs?: (i: number) => number): PackedRows => {
+      const builder = new PackedRowsBuilder();
+      for (let i = 0; i < count; i++) {
+        const key = Buffer.from(`r${String(from + i).padStart(8, '0')}`);
+        const value = valueOf(length(i));
+        const expires = expiresAtMs?.(i) ?? 0;
+        builder.add(key, value, expires > 0 ? { expiresAtMs: expires } : undefined);
+        written.set(key.toString('latin1'), { value, expiresAtMs: expires });
+      }
+      return builder.finish();
+    };
+    await store.bulkInsert(batch(0, 10, () => 100));
+    // Far larger than the first batch (scratch views cached per length are reused across batches).
+    await store.bulkInsert(batch(100, 5000, (i) => 33 + (i % 400)));
+    // Over 4 MiB of rows in one batch.
+    await store.bulkInsert(batch(10_000, 21_000, () => 200));
+    // A slice of a batch (its offsets start past 0), and rows with an expiry (a longer record header).
+    const whole = batch(40_000, 300, (i) => 40 + i, (i) => (i % 4 === 0 ? NOW + 10_000 + i : 0));
+    await store.bulkInsert(whole.slice(17, 260));
+    for (let i = 0; i < 300; i++) if (i < 17 || i >= 260) written.delete(`r${String(40_000 + i).padStart(8, '0')}`);
+    // Queued together, so they share one group; lengths around the loop bound and past the record scratch.
+    await Promise.all([
+      store.bulkInsert(batch(50_000, 200, (i) => [32, 33, 64, 1000][i % 4]!)),
+      store.bulkInsert(batch(51_000, 3, () => 17_000)),
+      store.bulkInsert(batch(52_000, 400, (i) => 100 + (i % 7))),
+    ]);
+    const entries = await scanAll(store);
+    expect(entries.length).toBe(written.size);
+    let mismatches = 0;
+    for (const e of entries) {
+      const want = written.get(e.key.toString('latin1'));
+      if (want === undefined || !want.value.equals(e.value) || want.expiresAtMs !== e.expiresAtMs) mismatches++;
+    }
+    expect(mismatches).toBe(0);
+    const stats = await store.stats();
+    expect({ count: stats.count, logicalBytes: stats.logicalBytes }).toEqual(expectedStats(entries));
+  });
 });
 
 /** Closes `store` and opens its directory again with the clock at `nowMs`. */
