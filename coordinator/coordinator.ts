@@ -34,13 +34,6 @@ export interface CoordinatorOptions {
 }
 
 /**
- * The leader passes this often even when no watch event came: passes are driven by etcd watches,
- * and an event a watch lost (or a report a node wrote once, in a window the watch missed) must not
- * leave an operation or a promotion waiting for the next unrelated event.
- */
-const RESYNC_PASS_MS = 5_000;
-
-/**
  * Keeps chains in step with node registrations. Any number run against one etcd; one leads
  * (etcd3 Election). The leader watches registrations and the map and, after every event, runs one
  * reconcile pass (coordinator/chain-plan.ts) written as one compare-and-swap transaction; a lost
@@ -64,8 +57,6 @@ export class Coordinator {
   private readonly unrunnable = new Set<string>();
   /** Operations backing off (OperationAdvance.retryAfterMs): skipped until then; the timer runs the pass when due. */
   private readonly backingOff = new Map<string, { untilMs: number; timer: NodeJS.Timeout }>();
-  /** The leader's periodic pass (RESYNC_PASS_MS), set while leading. */
-  private resyncTimer: NodeJS.Timeout | undefined;
   private readonly logger: Logger;
   private readonly ttlSeconds: number;
   private readonly onChange: CoordinatorOptions['onChange'];
@@ -182,8 +173,6 @@ export class Coordinator {
           watcher.on('error', (err) => this.logger.warn({ err: err.message, prefix }, 'etcd watch of operation answers failed'));
           this.watchers.push(watcher);
         }
-        clearInterval(this.resyncTimer);
-        this.resyncTimer = setInterval(() => this.schedule(), RESYNC_PASS_MS);
         this.schedule();
         return;
       } catch (err) {
@@ -417,8 +406,6 @@ export class Coordinator {
   }
 
   private async cancelWatches(): Promise<void> {
-    clearInterval(this.resyncTimer);
-    this.resyncTimer = undefined;
     const watchers = this.watchers;
     this.watchers = [];
     await Promise.all(watchers.map((w) => w.cancel().catch((err: unknown) => this.logger.debug({ err }, 'cancelling a watch failed'))));
