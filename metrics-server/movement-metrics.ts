@@ -78,7 +78,7 @@ export function registerMovementMetrics(registry: Registry, poller: PartitionPol
   perOperation('shardpipe_operation_bytes_moved', "Bytes a running operation's steps have moved so far (finished steps whole)", (o) => o.bytesDone);
   perOperation('shardpipe_operation_bytes_total', "Bytes a running operation's steps move in all (steps that know their size)", (o) => o.bytesTotal);
   perOperation('shardpipe_operation_rows_moved', "Rows a running operation's steps have moved so far", (o) => o.rowsDone);
-  perOperation('shardpipe_operation_stalled_seconds', "Seconds since a running operation's progress (bytes, rows, steps, phase) last changed", (o) => o.stalledSeconds);
+  perOperation('shardpipe_operation_stalled_seconds', "Seconds since a running operation's progress (bytes, rows, steps, phase) last changed; 0 while its steps wait for a movement slot", (o) => o.stalledSeconds);
   new Gauge({
     name: 'shardpipe_cluster_gc_pending_bytes',
     help: 'Bytes of partitions that left a node and wait for its GC, as the node reports them in etcd',

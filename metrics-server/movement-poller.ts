@@ -239,7 +239,15 @@ export class MovementPoller {
     if (seen === undefined || seen.fingerprint !== fingerprint) {
       this.progressSeen.set(record.id, { fingerprint, changedAtMs: seen === undefined ? Math.min(now, record.updatedAtMs) : now });
     }
+    // Queued behind other operations' movements (the cluster-wide --max-movements): not stalled
+    // itself; the operation holding the slot is the one that shows a stall if there is one.
+    if (waitsForMovementSlot(record)) this.progressSeen.set(record.id, { fingerprint, changedAtMs: now });
     const changedAtMs = this.progressSeen.get(record.id)!.changedAtMs;
     return { ...progress, stalledSeconds: Math.max(0, Math.round((now - changedAtMs) / 1000)) };
   }
+}
+
+/** A running operation with steps still to start and none running: the coordinator holds them until a movement slot frees. */
+function waitsForMovementSlot(record: OperationRecord): boolean {
+  return record.state === 'running' && record.steps.some((s) => s.state === 'pending') && !record.steps.some((s) => s.state === 'running');
 }

@@ -81,6 +81,32 @@ describe('MovementPoller', () => {
     }
   });
 
+  it('a running operation whose steps wait for a movement slot (others hold --max-movements) is not stalled; once a step runs and stands still, it is', async () => {
+    let clock = Date.now();
+    const poller = new MovementPoller({ etcd: { url: etcd.url }, intervalMs: 60_000, now: () => clock, logger: pino({ level: 'silent' }) });
+    const ops = new EtcdOperationStore(client, etcd.url);
+    try {
+      const id = newOperationId(clock);
+      const queued = running(id, clock, 0);
+      queued.steps = [{ description: 'add a replica of partition 1', partition: 1, state: 'pending' }];
+      expect(await ops.create(queued)).toBe(true);
+      await poller.poll();
+      clock += 900_000;
+      await poller.poll();
+      expect(poller.view([]).operations.find((o) => o.id === id)!.stalledSeconds).toBe(0);
+
+      // The slot frees and its step starts: from then on it counts.
+      await ops.update(id, (r) => ({ ...r, steps: r.steps.map((s) => ({ ...s, state: 'running' as const, phase: 'syncing', bytesTotal: 1000, bytesDone: 0, startedAtMs: clock })) }));
+      await poller.poll();
+      clock += 700_000;
+      await poller.poll();
+      expect(poller.view([]).operations.find((o) => o.id === id)!.stalledSeconds).toBe(700);
+      await ops.update(id, (r) => ({ ...r, state: 'completed', finishedAtMs: clock, steps: r.steps.map((s) => ({ ...s, state: 'done' as const })) }));
+    } finally {
+      await poller.close();
+    }
+  });
+
   it('etcd gone: the view keeps the last figures, marked unreachable with the error, and recovers when etcd is back', async () => {
     const ownDir = await makeTempDir('shardpipe-movement-down-');
     let own = await PrivateEtcd.start({ dataDir: ownDir.sub('etcd') });
