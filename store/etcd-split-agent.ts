@@ -147,22 +147,14 @@ export class EtcdSplitAgent {
         if (readNodeOf(p) === this.address) await this.reportMedian(request);
         continue;
       }
-      const id = `${request.operation}/${request.at}`;
-      if (this.stillPreparing(partition, id, request.epoch)) continue;
-      const flight = { id, epoch: request.epoch };
-      this.preparing.set(partition, flight);
-      void this.prepare(request).finally(() => this.prepared(partition, flight));
+      this.startPrepare(partition, `${request.operation}/${request.at}`, request.epoch, () => this.prepare(request));
     }
     await this.node.forgetMergesExcept(new Map([...merges].map(([partition, r]) => [partition, r.operation])));
     for (const [partition, request] of merges) {
       const p = map.byId(partition);
       const q = map.byId(request.other);
       if (p === undefined || q === undefined || p.epoch !== request.epoch || q.epoch !== request.otherEpoch) continue;
-      const id = `merge/${request.operation}`;
-      if (this.stillPreparing(partition, id, request.epoch)) continue;
-      const flight = { id, epoch: request.epoch };
-      this.preparing.set(partition, flight);
-      void this.prepareMerge(request).finally(() => this.prepared(partition, flight));
+      this.startPrepare(partition, `merge/${request.operation}`, request.epoch, () => this.prepareMerge(request));
     }
     for (const [partition, request] of pauses) {
       const p = map.byId(partition);
@@ -189,6 +181,13 @@ export class EtcdSplitAgent {
    * when the chain changed under a split; that request waits for the one in flight (one prepare of
    * P at a time), which is then looked at again: without that it waited for an unrelated change.
    */
+  private startPrepare(partition: number, id: string, epoch: number, run: () => Promise<void>): void {
+    if (this.stillPreparing(partition, id, epoch)) return;
+    const flight = { id, epoch };
+    this.preparing.set(partition, flight);
+    void run().finally(() => this.prepared(partition, flight));
+  }
+
   private stillPreparing(partition: number, id: string, epoch: number): boolean {
     const flight = this.preparing.get(partition);
     if (flight?.id !== id) return false;
