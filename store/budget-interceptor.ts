@@ -14,7 +14,7 @@ export interface BudgetInterceptorOptions {
   reserveBytes: (method: string) => number;
   /**
    * Methods admitted by their message's length prefix (the first 5 bytes of the first DATA frame)
-   * rather than at `reserveBytes` up front: requests whose size varies widely (BulkInsert, Multi).
+   * rather than at `reserveBytes` up front: requests whose size varies widely (BulkInsert, Multi, Put, Patch).
    */
   sizedMethods?: ReadonlySet<string>;
   /**
@@ -42,7 +42,7 @@ export const REQUEST_COPIES_HELD = 2;
 
 /**
  * Bounds the request bytes a node holds at once. A call is admitted before its body is read:
- * a sized method (BulkInsert, Multi) by the length its first DATA frame announces, any other at
+ * a sized method (BulkInsert, Multi, Put, Patch) by the length its first DATA frame announces, any other at
  * the largest request of its method, each counted REQUEST_COPIES_HELD times; the lease shrinks to
  * the decoded request's real size (once for a packed BulkInsert, whose rows are views of the
  * received message) and is given back when the call ends. A call without room waits, holding the

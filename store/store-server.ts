@@ -64,8 +64,12 @@ const MESSAGE_OVERHEAD_BYTES = 1024 * 1024;
 /** Room a call other than BulkInsert/Put takes while its request is read: they carry keys and ids only. */
 const SMALL_REQUEST_BYTES = 64 * 1024;
 export { DEFAULT_MAX_INFLIGHT_BYTES };
-/** Methods the budget admits by their message's announced length: their sizes range from bytes to the receive limit. */
-const SIZED_METHODS: ReadonlySet<string> = new Set(['BulkInsert', 'Multi']);
+/**
+ * Methods the budget admits by their message's announced length: their sizes range from bytes to
+ * the receive limit (Put and Patch: a 100-byte value or a 4 MiB one; charged at the largest, a few
+ * dozen small Puts from a plain client filled the whole budget).
+ */
+const SIZED_METHODS: ReadonlySet<string> = new Set(['BulkInsert', 'Multi', 'Put', 'Patch']);
 export const STORE_SERVICE_NAME = 'shardpipe.store.v1.Store';
 
 /**
