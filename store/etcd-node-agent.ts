@@ -318,7 +318,7 @@ export class EtcdNodeAgent {
       const connection = new NodeConnection(successor, this.credentials);
       try {
         const end = Buffer.concat([partition.start, Buffer.from([0])]);
-        const r = await connection.unary('checksum', { mapVersion: map.version, start: partition.start, end, includeEtag: false, snapshotId: '', replica: true }, { deadline: Date.now() + 2000, signal });
+        const r = await connection.unary('checksum', { mapVersion: map.version, start: partition.start, end, includeEtag: false, snapshotId: '', replica: true, maxEntries: 0 }, { deadline: Date.now() + 2000, signal });
         if (node.map.version === map.version) {
           node.confirmHead(partitionId, successor, { stream: r.chainStream, seq: r.chainSeq });
           return;

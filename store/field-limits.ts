@@ -143,7 +143,15 @@ export const FIELD_LIMITS: Readonly<Record<string, Readonly<Record<string, Field
     expires_at_ms: time,
   },
   PartitionStatsRequest: { partition_ids: partitionIds },
-  ChecksumRequest: { map_version: mapVersion, start: bound, end: bound, include_etag: { kind: 'bool' }, snapshot_id: snapshotId, replica: { kind: 'bool' } },
+  ChecksumRequest: {
+    map_version: mapVersion,
+    start: bound,
+    end: bound,
+    include_etag: { kind: 'bool' },
+    snapshot_id: snapshotId,
+    replica: { kind: 'bool' },
+    max_entries: { kind: 'int', min: 0, max: UINT32_MAX, note: '0 = the whole range in one call; ignored with replica' },
+  },
   GetPartitionMapRequest: {},
   SetPartitionMapRequest: { map: { kind: 'message', required: true }, force: { kind: 'bool' } },
   PartitionMapProto: {

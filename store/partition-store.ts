@@ -197,6 +197,8 @@ const META_STATE = Buffer.from([NS_META, 0x73]); // 'ms'
 // Written by recovery to learn whether LevelDB takes writes again; touches no user data or count.
 const META_PROBE = Buffer.from([NS_META, 0x70]); // 'mp'
 const DATA_END = Buffer.from([NS_DATA + 1]);
+/** Appended to a key: the smallest key after it. */
+const ZERO_BYTE = Buffer.from([0]);
 const SWEEP_BATCH = 1000;
 /** Default LevelDB memtable size per partition (8 MiB; common/store-node-defaults.ts says why). */
 export { DEFAULT_WRITE_BUFFER_BYTES };
@@ -542,11 +544,22 @@ export class PartitionStore {
 
   /** Order-independent digest and count of the live entries of `[start, end)`. */
   async checksum(start: Buffer, end: Buffer, options: ReadOptions & { includeEtag?: boolean } = {}): Promise<RangeDigest> {
+    return (await this.checksumPage(start, end, 0, options)).digest;
+  }
+
+  /**
+   * The digest of the first `maxEntries` live entries of `[start, end)` (0 = all of them), and
+   * where the rest begins when it stopped there (`undefined` = the range is done).
+   */
+  async checksumPage(start: Buffer, end: Buffer, maxEntries: number, options: ReadOptions & { includeEtag?: boolean } = {}): Promise<{ digest: RangeDigest; next: Buffer | undefined }> {
     const digest = new RangeDigest();
-    for await (const batch of this.scan(start, end, { batchSize: 1000, signal: options.signal, snapshot: options.snapshot })) {
+    let last: Buffer | undefined;
+    for await (const batch of this.scan(start, end, { batchSize: 1000, limit: maxEntries, signal: options.signal, snapshot: options.snapshot })) {
       for (const e of batch) digest.add(e.key, e.value, e.expiresAtMs, options.includeEtag ? e.etag : undefined);
+      last = batch[batch.length - 1]?.key ?? last;
     }
-    return digest;
+    const cut = maxEntries > 0 && digest.count >= maxEntries;
+    return { digest, next: cut && last !== undefined ? Buffer.concat([last, ZERO_BYTE]) : undefined };
   }
 
   async stats(): Promise<PartitionStoreStats> {

@@ -3,6 +3,7 @@ import type { Partition } from './partition-map.js';
 import type { CopyGuard } from './chain-replica.js';
 import type { ChainPosition, PartitionStore, StoredEntry } from './partition-store.js';
 import { RangeDigest } from './range-digest.js';
+import { CHECKSUM_PAGE_ENTRIES } from './checksum-page.js';
 import { RECORD_EXPIRY_BYTES, RECORD_HEADER_BYTES } from './record.js';
 import type { BulkRowInput } from './bulk-row.js';
 import type { NodeConnection } from './node-connection.js';
@@ -60,6 +61,8 @@ export interface ReplicaSyncOptions {
   startAfter?: Buffer;
   /** Entries per scan batch asked for. Default 1000. */
   batchSize?: number;
+  /** Entries per Checksum call of the verification. Default CHECKSUM_PAGE_ENTRIES. */
+  checksumPageEntries?: number;
   /**
    * Fast sync: the local replica's persisted position from before this sync (its data is the
    * stream's at that position). When the source's change log covers every write after it up to the
@@ -137,7 +140,7 @@ export async function syncReplica(options: ReplicaSyncOptions): Promise<SyncResu
       if (skipped !== undefined) progress.fastSkipped = skipped;
     }
     if (progress.mode === 'full') await copyAll();
-    const theirs = await source.unary('checksum', { mapVersion, start: partition.start, end: partition.end, includeEtag: true, snapshotId, replica: false }, limits());
+    const theirs = await snapshotDigest(source, { mapVersion, partition, snapshotId, pageEntries: options.checksumPageEntries ?? CHECKSUM_PAGE_ENTRIES }, limits);
     const mine = await untouchedDigest(target, partition, guard);
     if (guard.overflowed) {
       throw new StoreError('STORE_SYNC_MISMATCH', `the copy of partition ${partition.id} from ${source.address} cannot be verified: forwards wrote more keys during it than the replica tracks; starting again`, {
@@ -145,7 +148,7 @@ export async function syncReplica(options: ReplicaSyncOptions): Promise<SyncResu
       });
     }
     // Keys first touched after their batch was read: their snapshot rows (if any) are read back.
-    const expected = RangeDigest.fromHex(theirs.digest, theirs.count).subtract(touchedRows);
+    const expected = theirs.subtract(touchedRows);
     const readBack: Buffer[] = [];
     for (const [id, touchedAt] of mine.touched) {
       if (accounted.has(id)) continue;
@@ -425,4 +428,20 @@ function localRows(target: PartitionStore, start: Buffer, end: Buffer, guard: Co
       return deleted;
     },
   };
+}
+
+/** The digest (with etags) of the source's snapshot of the whole partition, a page per call. */
+async function snapshotDigest(
+  source: NodeConnection,
+  { mapVersion, partition, snapshotId, pageEntries }: { mapVersion: number; partition: Partition; snapshotId: string; pageEntries: number },
+  limits: () => { deadline: number; signal?: AbortSignal },
+): Promise<RangeDigest> {
+  const total = new RangeDigest();
+  let start = partition.start;
+  for (;;) {
+    const page = await source.unary('checksum', { mapVersion, start, end: partition.end, includeEtag: true, snapshotId, replica: false, maxEntries: pageEntries }, limits());
+    total.merge(RangeDigest.fromHex(page.digest, page.count));
+    if (page.next.length === 0 || (partition.end.length > 0 && Buffer.compare(page.next, partition.end) >= 0)) return total;
+    start = Buffer.from(page.next);
+  }
 }

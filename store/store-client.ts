@@ -10,6 +10,7 @@ import { PATCH_MODES, type PatchMode } from './json-document.js';
 import { StoreRouter, toStoreError, type CallOptions, type StoreRouterOptions } from './store-router.js';
 import type { ScanBatch, ScanRequest, ServerTiming } from './proto/gen/shardpipe/store/v1/store.js';
 import { PackedRows } from './packed-rows.js';
+import { CHECKSUM_PAGE_ENTRIES } from './checksum-page.js';
 
 /** Options of the thick client: those of its routing core (see StoreRouterOptions). */
 export type StoreClientOptions = StoreRouterOptions;
@@ -288,13 +289,13 @@ export class StoreClient implements BulkPutter {
   }
 
   /** Order-independent digest and count of `[start, end)` across partitions (see RangeDigest). */
-  async checksum(start: Buffer, end: Buffer, options: CallOptions & { includeEtag?: boolean; snapshots?: readonly SnapshotLease[] } = {}): Promise<RangeDigest> {
+  async checksum(start: Buffer, end: Buffer, options: CallOptions & { includeEtag?: boolean; snapshots?: readonly SnapshotLease[]; pageEntries?: number } = {}): Promise<RangeDigest> {
     const total = new RangeDigest();
     let cursor: Buffer | undefined = start;
     while (cursor !== undefined) {
       const from: Buffer = cursor;
       const response = await this.router.routed(from, options, (conn, mapVersion, limits, partition) =>
-        conn.unary('checksum', { mapVersion, start: from, end, includeEtag: options.includeEtag ?? false, snapshotId: snapshotFor(options.snapshots, partition), replica: false }, limits),
+        conn.unary('checksum', { mapVersion, start: from, end, includeEtag: options.includeEtag ?? false, snapshotId: snapshotFor(options.snapshots, partition), replica: false, maxEntries: options.pageEntries ?? CHECKSUM_PAGE_ENTRIES }, limits),
         'read',
       );
       total.merge(RangeDigest.fromHex(response.digest, response.count));
@@ -312,7 +313,7 @@ export class StoreClient implements BulkPutter {
   async replicaChecksum(node: string, partition: Partition, start: Buffer, end: Buffer, options: CallOptions = {}): Promise<{ digest: RangeDigest; state: string; epoch: number; chain: { stream: string; seq: number } }> {
     const map = await this.map(options);
     const from = Buffer.compare(start, partition.start) < 0 ? partition.start : start;
-    const r = await this.router.connection(node).unary('checksum', { mapVersion: map.version, start: from, end, includeEtag: true, snapshotId: '', replica: true }, this.router.limits(this.router.deadline(options), options));
+    const r = await this.router.connection(node).unary('checksum', { mapVersion: map.version, start: from, end, includeEtag: true, snapshotId: '', replica: true, maxEntries: 0 }, this.router.limits(this.router.deadline(options), options));
     // The digest is of one snapshot of the replica: exactly its data at this chain position.
     return { digest: RangeDigest.fromHex(r.digest, r.count), state: r.replicaState, epoch: r.epoch, chain: { stream: r.chainStream, seq: r.chainSeq } };
   }

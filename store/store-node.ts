@@ -614,8 +614,17 @@ export class StoreNode {
   }
 
   async checksum(range: ClampedRange, options: { includeEtag?: boolean; signal?: AbortSignal; snapshotId?: string }): Promise<RangeDigest> {
+    return (await this.checksumPage(range, 0, options)).digest;
+  }
+
+  /**
+   * The digest of up to about `maxEntries` entries of the range (0 = all) and where the caller goes
+   * on: past the last entry digested when it stopped early, else the range's own `next`.
+   */
+  async checksumPage(range: ClampedRange, maxEntries: number, options: { includeEtag?: boolean; signal?: AbortSignal; snapshotId?: string }): Promise<{ digest: RangeDigest; next: Buffer }> {
     const store = this.storeOf(range.partition);
-    return store.checksum(range.start, range.end, { ...options, snapshot: this.heldSnapshot(options.snapshotId, range.partition) }).catch((err: unknown) => this.readCutShort(range.partition, store, err));
+    const page = await store.checksumPage(range.start, range.end, maxEntries, { ...options, snapshot: this.heldSnapshot(options.snapshotId, range.partition) }).catch((err: unknown) => this.readCutShort(range.partition, store, err));
+    return { digest: page.digest, next: page.next ?? range.next };
   }
 
   /**

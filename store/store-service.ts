@@ -229,8 +229,8 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
         return { digest: r.digest.toHex(), count: r.digest.count, next: r.next, replicaState: r.state, epoch: r.partition.epoch, chainStream: r.chain.stream, chainSeq: r.chain.seq };
       }
       const range = node.clampRange(req.mapVersion, req.start, req.end);
-      const digest = await node.checksum(range, { includeEtag: req.includeEtag, snapshotId: req.snapshotId });
-      return { digest: digest.toHex(), count: digest.count, next: range.next, replicaState: '', epoch: range.partition.epoch, chainStream: '', chainSeq: 0 };
+      const { digest, next } = await node.checksumPage(range, req.maxEntries, { includeEtag: req.includeEtag, snapshotId: req.snapshotId });
+      return { digest: digest.toHex(), count: digest.count, next, replicaState: '', epoch: range.partition.epoch, chainStream: '', chainSeq: 0 };
     }),
     splitKeys: unary('SplitKeys', async (req) => {
       const range = node.clampRange(req.mapVersion, req.start, req.end);

@@ -356,6 +356,8 @@ describe('chain write path (in-process transport, real LevelDB)', () => {
         if (++batches === 3) await duringCopy();
       }),
       batchSize: 500,
+      // The verification's digest of the snapshot in pages, written to meanwhile: still equal.
+      checksumPageEntries: 700,
       onSnapshot: (position) => syncing.positionReplica(0, position),
     });
     expect(batches).toBeGreaterThanOrEqual(6);
@@ -475,8 +477,9 @@ function inProcessSource(node: StoreNode, beforeBatch: () => Promise<void>): Nod
       if (method === 'renewSnapshot') return { snapshots: node.renewSnapshots(r.snapshotIds, r.leaseMs) };
       if (method === 'releaseSnapshot') return { released: await node.releaseSnapshots(r.snapshotIds) };
       if (method === 'checksum') {
-        const digest = await node.checksum(node.clampRange(r.mapVersion, r.start, r.end), { includeEtag: true, snapshotId: r.snapshotId });
-        return { digest: digest.toHex(), count: digest.count };
+        const { maxEntries } = req as { maxEntries: number };
+        const { digest, next } = await node.checksumPage(node.clampRange(r.mapVersion, r.start, r.end), maxEntries, { includeEtag: true, snapshotId: r.snapshotId });
+        return { digest: digest.toHex(), count: digest.count, next };
       }
       throw new Error(`unexpected call ${method}`);
     },

@@ -217,6 +217,12 @@ export interface ChecksumRequest {
    * (head, middle, syncing tail): what `cluster check` compares. Ignores snapshot_id.
    */
   replica: boolean;
+  /**
+   * Without `replica`: digest at most about this many entries (the node stops after the batch that
+   * reaches it) and answer `next` = where to go on, so one call stays short however large the
+   * range; 0 = the whole range in one call (clients before this field).
+   */
+  maxEntries: number;
 }
 
 export interface ChecksumResponse {
@@ -1982,6 +1988,7 @@ function createBaseChecksumRequest(): ChecksumRequest {
     includeEtag: false,
     snapshotId: "",
     replica: false,
+    maxEntries: 0,
   };
 }
 
@@ -2004,6 +2011,9 @@ export const ChecksumRequest: MessageFns<ChecksumRequest> = {
     }
     if (message.replica !== false) {
       writer.uint32(48).bool(message.replica);
+    }
+    if (message.maxEntries !== 0) {
+      writer.uint32(56).uint32(message.maxEntries);
     }
     return writer;
   },
@@ -2067,6 +2077,14 @@ export const ChecksumRequest: MessageFns<ChecksumRequest> = {
             }
 
             message.replica = reader.bool();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.maxEntries = reader.uint32();
             continue;
           }
         }
