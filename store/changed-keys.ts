@@ -6,6 +6,14 @@ import { successor } from './key.js';
 /** Keys per ChangedKeys batch when the request names none. */
 export const DEFAULT_CHANGED_KEYS_BATCH = 1000;
 
+/** What a ChangedKeys call asks for: the changes after `after`, or the rows of `keys`; batches of `batchSize` keys (0 = default) and at most `maxBytes`. */
+export interface ChangedKeysRequestOptions {
+  after: ChainPosition;
+  keys: readonly Buffer[];
+  batchSize: number;
+  maxBytes: number;
+}
+
 /**
  * The messages of one ChangedKeys call (node to node, for a fast sync), read from one held
  * snapshot: with `keys`, the snapshot's rows of exactly those keys; otherwise the keys its change
@@ -16,7 +24,7 @@ export const DEFAULT_CHANGED_KEYS_BATCH = 1000;
 export async function* changedKeyBatches(
   store: PartitionStore,
   snapshot: PartitionSnapshot,
-  request: { after: ChainPosition; keys: readonly Buffer[]; batchSize: number; maxBytes: number },
+  request: ChangedKeysRequestOptions,
   signal?: AbortSignal,
 ): AsyncGenerator<ChangedKeysBatch> {
   const batchSize = request.batchSize > 0 ? request.batchSize : DEFAULT_CHANGED_KEYS_BATCH;

@@ -12,6 +12,8 @@ import type { RangeDigest } from './range-digest.js';
 import { StoreError } from './store-errors.js';
 import { checkPointers, patchDocument, projectDocument, type PatchMode } from './json-document.js';
 import { ForwardRetryLog } from './forward-retry-log.js';
+import { changedKeyBatches, type ChangedKeysRequestOptions } from './changed-keys.js';
+import type { ChangedKeysBatch } from './proto/gen/shardpipe/store/v1/store.js';
 import { PartitionGc, partitionFolder, type GcFigures, type GcPendingPartition } from './partition-gc.js';
 import { WritePause, type WritePauseRecord } from './write-pause.js';
 import { SplitParticipant } from './split-participant.js';
@@ -265,7 +267,7 @@ export class StoreNode {
     try {
       record = store.getNow(key);
     } catch (err) {
-      this.readCutShort(partition, store, err);
+      this.readCutShort(partition.id, store, err);
     }
     return project(key, record, fields);
   }
@@ -600,7 +602,7 @@ export class StoreNode {
         snapshot: this.heldSnapshot(options.snapshotId, range.partition),
       });
     } catch (err) {
-      this.readCutShort(range.partition, store, err);
+      this.readCutShort(range.partition.id, store, err);
     }
   }
 
@@ -623,7 +625,7 @@ export class StoreNode {
    */
   async checksumPage(range: ClampedRange, maxEntries: number, options: { includeEtag?: boolean; signal?: AbortSignal; snapshotId?: string }): Promise<{ digest: RangeDigest; next: Buffer }> {
     const store = this.storeOf(range.partition);
-    const page = await store.checksumPage(range.start, range.end, maxEntries, { ...options, snapshot: this.heldSnapshot(options.snapshotId, range.partition) }).catch((err: unknown) => this.readCutShort(range.partition, store, err));
+    const page = await store.checksumPage(range.start, range.end, maxEntries, { ...options, snapshot: this.heldSnapshot(options.snapshotId, range.partition) }).catch((err: unknown) => this.readCutShort(range.partition.id, store, err));
     return { digest: page.digest, next: page.next ?? range.next };
   }
 
@@ -632,9 +634,9 @@ export class StoreNode {
    * setMap drops the store before closing it) answers the retryable STORE_NOT_OWNER, so the client
    * reads again where the map now has the partition; any other failure is passed on.
    */
-  private readCutShort(partition: Partition, store: PartitionStore, err: unknown): never {
-    if (this.stores.get(partition.id) === store) throw err;
-    throw new StoreError('STORE_NOT_OWNER', `partition ${partition.id} left ${this.address} while it was being read (map version ${this.currentMap.version}): read it again where the current map has it`, {
+  private readCutShort(partitionId: number, store: PartitionStore, err: unknown): never {
+    if (this.stores.get(partitionId) === store) throw err;
+    throw new StoreError('STORE_NOT_OWNER', `partition ${partitionId} left ${this.address} while it was being read (map version ${this.currentMap.version}): read it again where the current map has it`, {
       mapVersion: this.currentMap.version,
       cause: err,
     });
@@ -712,8 +714,21 @@ export class StoreNode {
     return replica?.copyGuard;
   }
 
+  /**
+   * The messages of a ChangedKeys call on a snapshot this node holds (see changedKeyBatches); one
+   * whose partition a newer map closed here mid-read ends with the retryable STORE_NOT_OWNER.
+   */
+  async *changedKeys(snapshotId: string, request: Omit<ChangedKeysRequestOptions, 'maxBytes'>, signal?: AbortSignal): AsyncGenerator<ChangedKeysBatch> {
+    const { store, snapshot, partitionId } = this.snapshotSource(snapshotId);
+    try {
+      yield* changedKeyBatches(store, snapshot, { ...request, maxBytes: this.scanBatchMaxBytes }, signal);
+    } catch (err) {
+      this.readCutShort(partitionId, store, err);
+    }
+  }
+
   /** A snapshot this node holds and its partition's store: what ChangedKeys reads (the log and rows as the snapshot sees them). */
-  snapshotSource(snapshotId: string): { store: PartitionStore; snapshot: PartitionSnapshot; partitionId: number } {
+  private snapshotSource(snapshotId: string): { store: PartitionStore; snapshot: PartitionSnapshot; partitionId: number } {
     const held = this.snapshots.get(snapshotId);
     const store = held === undefined ? undefined : this.stores.get(held.partitionId);
     if (held === undefined || store === undefined) {

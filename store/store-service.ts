@@ -6,7 +6,6 @@ import { FIELD_LIMITS, MAX_MULTI_OPS, truncateForMessage, type FieldLimitContext
 import { decodePackedBulkInsert } from './bulk-insert-codec.js';
 import { decodeForwardRequest, encodeForwardResponse } from './forward-codec.js';
 import { packEntries } from './scan-batch-codec.js';
-import { changedKeyBatches } from './changed-keys.js';
 import { POINT_CODECS } from './point-codec.js';
 import { PATCH_MODES } from './json-document.js';
 import { forwardAcksToProto, forwardsFromProto } from './chain-forwarder.js';
@@ -394,8 +393,7 @@ async function streamChangedKeys(node: StoreNode, call: ServerWritableStream<Cha
   const req = admit('ChangedKeys', call.request, limits);
   const abort = new AbortController();
   call.once('cancelled', () => abort.abort());
-  const { store, snapshot } = node.snapshotSource(req.snapshotId);
-  const batches = changedKeyBatches(store, snapshot, { after: { stream: req.afterStream, seq: req.afterSeq }, keys: req.keys, batchSize: req.batchSize, maxBytes: node.scanBatchMaxBytes }, abort.signal);
+  const batches = node.changedKeys(req.snapshotId, { after: { stream: req.afterStream, seq: req.afterSeq }, keys: req.keys, batchSize: req.batchSize }, abort.signal);
   for await (const batch of batches) {
     if (!call.write(batch)) await once(call, 'drain', { signal: abort.signal });
   }

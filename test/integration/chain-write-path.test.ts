@@ -443,6 +443,25 @@ describe('chain write path (in-process transport, real LevelDB)', () => {
     expect((await syncing.replicaStore(0)!.get(Buffer.from('k0000010')))?.value.toString()).toBe('after the tail died');
   });
 
+  it('a ChangedKeys read of a held snapshot whose partition a newer map closes on that node mid-read ends with the retryable STORE_NOT_OWNER, not an internal error', async () => {
+    const h = await harness([A, B, C]);
+    expect((await h.nodes.get(A)!.bulkInsert(1, rows(0, 3000))).accepted).toBe(3000);
+    const source = h.nodes.get(C)!;
+    const [snap] = await source.openSnapshots(1, [0], 60_000);
+    const keys = Array.from({ length: 3000 }, (_, i) => Buffer.from(`k${String(i).padStart(7, '0')}`));
+    const reading = source.changedKeys(snap!.snapshotId, { after: { stream: '', seq: 0 }, keys, batchSize: 100 });
+    const first = await reading.next();
+    expect(first.done).toBe(false);
+    // C leaves the chain: its copy of partition 0 is closed under the read.
+    await h.install([A, B], 2, 2);
+    const err = await (async () => {
+      for (;;) if ((await reading.next()).done === true) return undefined;
+    })().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StoreError);
+    expect((err as StoreError).code).toBe('STORE_NOT_OWNER');
+    expect((err as StoreError).message).toMatch(/partition 0 left .* while it was being read/);
+  });
+
   it('forwards that arrive out of order are applied in sequence order', async () => {
     const h = await harness([A, B]);
     const tail = h.nodes.get(B)!;
