@@ -108,7 +108,8 @@ describe('BulkPutRequest.packed', () => {
   it('setting both rows and packed in one message is refused; a truncated packed field is a decoding error', () => {
     const both = Buffer.from(toBinary(BulkPutRequestSchema, create(BulkPutRequestSchema, { rows: [{ key: Buffer.from('k'), value: Buffer.from('v') }], packed: packBulkRows(rows) })));
     expect(refusal(both)).toMatchObject({ code: 'GATEWAY_INVALID_ARGUMENT', message: expect.stringContaining('BulkPutRequest sets both rows (1) and packed') });
-    const whole = encode({ format: 1, count: 3, ...packBulkRows(rows) });
+    const { lengths, data } = packBulkRows(rows);
+    const whole = encode({ format: 1, count: 3, lengths, data });
     expect(() => decodeBulkPutRequest(whole.subarray(0, whole.length - 1))).toThrow();
   });
 });
