@@ -1,5 +1,9 @@
-import { fromBinary } from '@bufbuild/protobuf';
-import { BulkPutRequestSchema, type BulkPutRequest } from './proto/gen/shardpipe/gateway/v1/gateway_pb.js';
+import { create, fromBinary } from '@bufbuild/protobuf';
+import { GatewayError } from './gateway-errors.js';
+import { BulkPutRequestSchema, PackedBulkRowsSchema, type BulkPutRequest, type PackedBulkRows } from './proto/gen/shardpipe/gateway/v1/gateway_pb.js';
+
+/** The packed row format this gateway reads (gateway.proto `PackedBulkRows.format`); a new layout gets a new number. */
+export const PACKED_BULK_ROWS_FORMAT = 1;
 
 /**
  * A BulkPutRequest's rows as spans of one buffer (the received message, or the rows packed into
@@ -22,6 +26,7 @@ export interface BulkPutSpans {
  */
 export function decodeBulkPutRequest(bytes: Uint8Array): BulkPutSpans | BulkPutRequest {
   const end = bytes.length;
+  if (end > 0 && bytes[0] === 0x12) return decodePacked(bytes) ?? fromBinary(BulkPutRequestSchema, bytes);
   // A row takes at least 2 bytes (tag and length), so this bounds the row count.
   let spans: Uint32Array = new Uint32Array(4 * Math.min(1024, (end >>> 1) + 1));
   let count = 0;
@@ -67,9 +72,71 @@ export function decodeBulkPutRequest(bytes: Uint8Array): BulkPutSpans | BulkPutR
   return { bytes, count, spans: spans.subarray(0, 4 * count) };
 }
 
-/** The rows of a request as spans: a decoded one as it is, a protobuf-es message's rows copied into one buffer. */
+/**
+ * A message that is one `packed` field (`PackedBulkRows`, fields in any order, each at most once)
+ * whose parts fit together, as spans of `bytes`; undefined for anything else (protobuf-es then
+ * decodes it, and bulkPutSpans names what is wrong).
+ */
+function decodePacked(bytes: Uint8Array): BulkPutSpans | undefined {
+  const r = { pos: 1 };
+  const length = varint(bytes, r);
+  if (length < 0 || r.pos + length !== bytes.length) return undefined;
+  // Proto3 leaves zeros out: an absent field is 0 (format 0 is refused below, by protobuf-es's decoding).
+  let format = 0;
+  let count = 0;
+  let lengthsStart = 0;
+  let lengthsLength = 0;
+  let dataStart = 0;
+  let dataLength = 0;
+  let seen = 0;
+  while (r.pos < bytes.length) {
+    const tag = bytes[r.pos++]!;
+    const field = tag >>> 3;
+    // Each field once, with its own wire type: anything else goes to protobuf-es.
+    if (field < 1 || field > 4 || seen & (1 << field) || (tag & 7) !== (field <= 2 ? 0 : 2)) return undefined;
+    seen |= 1 << field;
+    const n = varint(bytes, r);
+    if (n < 0) return undefined;
+    if (field === 1) format = n;
+    else if (field === 2) count = n;
+    else {
+      if (r.pos + n > bytes.length) return undefined;
+      if (field === 3) [lengthsStart, lengthsLength] = [r.pos, n];
+      else [dataStart, dataLength] = [r.pos, n];
+      r.pos += n;
+    }
+  }
+  if (format !== PACKED_BULK_ROWS_FORMAT || lengthsLength !== 8 * count) return undefined;
+  const spans = new Uint32Array(4 * count);
+  let at = dataStart;
+  const dataEnd = at + dataLength;
+  for (let i = 0; i < count; i++) {
+    const l = lengthsStart + 8 * i;
+    const keyLength = u32le(bytes, l);
+    const valueLength = u32le(bytes, l + 4);
+    if (at + keyLength + valueLength > dataEnd) return undefined;
+    spans[4 * i] = at;
+    spans[4 * i + 1] = keyLength;
+    spans[4 * i + 2] = at + keyLength;
+    spans[4 * i + 3] = valueLength;
+    at += keyLength + valueLength;
+  }
+  return at === dataEnd ? { bytes, count, spans } : undefined;
+}
+
+/**
+ * The rows of a request as spans: a decoded one as it is, a protobuf-es message's rows copied into
+ * one buffer, its packed rows as spans of their buffer. GatewayError GATEWAY_INVALID_ARGUMENT
+ * naming the field when the message sets both forms or its packed parts do not fit together.
+ */
 export function bulkPutSpans(request: BulkPutRequest | BulkPutSpans): BulkPutSpans {
   if ('spans' in request) return request;
+  if (request.packed !== undefined) {
+    if (request.rows.length > 0) {
+      throw new GatewayError('GATEWAY_INVALID_ARGUMENT', `BulkPutRequest sets both rows (${request.rows.length}) and packed: send each message's rows in one form`);
+    }
+    return packedSpans(request.packed);
+  }
   const rows = request.rows;
   let total = 0;
   for (const row of rows) total += row.key.byteLength + row.value.byteLength;
@@ -87,6 +154,54 @@ export function bulkPutSpans(request: BulkPutRequest | BulkPutSpans): BulkPutSpa
     at += row.value.byteLength;
   });
   return { bytes, count: rows.length, spans };
+}
+
+/**
+ * Rows packed for `BulkPutRequest.packed` (format 1): their lengths and one buffer of their bytes,
+ * for a TypeScript caller of the gateway. Any language builds the same two buffers by hand.
+ */
+export function packBulkRows(rows: readonly { key: Uint8Array; value: Uint8Array }[]): PackedBulkRows {
+  let total = 0;
+  for (const row of rows) total += row.key.byteLength + row.value.byteLength;
+  const lengths = Buffer.allocUnsafe(8 * rows.length);
+  const data = Buffer.allocUnsafe(total);
+  let at = 0;
+  rows.forEach((row, i) => {
+    lengths.writeUInt32LE(row.key.byteLength, 8 * i);
+    lengths.writeUInt32LE(row.value.byteLength, 8 * i + 4);
+    data.set(row.key, at);
+    at += row.key.byteLength;
+    data.set(row.value, at);
+    at += row.value.byteLength;
+  });
+  return create(PackedBulkRowsSchema, { format: PACKED_BULK_ROWS_FORMAT, count: rows.length, lengths, data });
+}
+
+/** Checks a decoded PackedBulkRows (format, count against lengths, lengths against data) and gives its rows as spans. */
+function packedSpans(packed: PackedBulkRows): BulkPutSpans {
+  const { format, count, lengths, data } = packed;
+  const invalid = (message: string): GatewayError => new GatewayError('GATEWAY_INVALID_ARGUMENT', `BulkPutRequest.packed.${message}`);
+  if (format !== PACKED_BULK_ROWS_FORMAT) {
+    throw invalid(`format is ${format}, a packed row format this gateway does not know: it reads format ${PACKED_BULK_ROWS_FORMAT} (send format ${PACKED_BULK_ROWS_FORMAT}, or per-row \`rows\`)`);
+  }
+  if (lengths.length !== 8 * count) throw invalid(`lengths is ${lengths.length} bytes, but count ${count} needs ${8 * count} (8 per row)`);
+  const spans = new Uint32Array(4 * count);
+  let at = 0;
+  for (let i = 0; i < count; i++) {
+    const keyLength = u32le(lengths, 8 * i);
+    const valueLength = u32le(lengths, 8 * i + 4);
+    spans[4 * i] = at;
+    spans[4 * i + 1] = keyLength;
+    spans[4 * i + 2] = at + keyLength;
+    spans[4 * i + 3] = valueLength;
+    at += keyLength + valueLength;
+  }
+  if (at !== data.length) throw invalid(`data is ${data.length} bytes, but the lengths of its ${count} rows add up to ${at}`);
+  return { bytes: data, count, spans };
+}
+
+function u32le(bytes: Uint8Array, at: number): number {
+  return (bytes[at]! | (bytes[at + 1]! << 8) | (bytes[at + 2]! << 16)) + bytes[at + 3]! * 0x1000000;
 }
 
 function grow(spans: Uint32Array, length: number): Uint32Array {

@@ -223,8 +223,18 @@ export class GatewayService {
     // one or two key comparisons instead of a lookup (and a view of the key).
     let partition: Partition | undefined;
     try {
+      let message = 0;
       for await (const req of requests) {
-        const { bytes, count, spans } = bulkPutSpans(req);
+        let rowSpans;
+        try {
+          rowSpans = bulkPutSpans(req);
+        } catch (err) {
+          await settle();
+          const e = toGatewayError(err);
+          throw new GatewayError(e.code, `BulkPutRequest message ${message} (counting from 0 over the stream; rows ${index} on): ${e.message}; ${written} rows before it were written, the rows the gateway still held and those from it on were not (send them again)`);
+        }
+        message++;
+        const { bytes, count, spans } = rowSpans;
         for (let r = 0; r < count; r++) {
           const keyStart = spans[4 * r]!;
           const keyLength = spans[4 * r + 1]!;

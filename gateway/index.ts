@@ -9,3 +9,4 @@ export { RequestLimiter } from './request-limiter.js';
 export type { RequestLimiterOptions } from './request-limiter.js';
 export { Gateway as GATEWAY_SERVICE_DESC, file_shardpipe_gateway_v1_gateway as GATEWAY_PROTO_FILE } from './proto/gen/shardpipe/gateway/v1/gateway_pb.js';
 export { serviceDefinition as grpcServiceDefinition } from './grpc-gateway.js';
+export { packBulkRows, PACKED_BULK_ROWS_FORMAT } from './bulk-put-codec.js';
