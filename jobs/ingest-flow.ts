@@ -145,9 +145,10 @@ export interface SubmitOptions {
   /**
    * Where the rows land and how many children run at once: the children are then queued so that
    * those running together write to different nodes (spreadOverNodes). Their ids, rejects files and
-   * the report keep the plan order. Absent: queued in plan order.
+   * the report keep the plan order. Absent (or resolving to undefined): queued in plan order. A
+   * promise is awaited once the drop is planned, so finding it can overlap the scan.
    */
-  placement?: ChildPlacement;
+  placement?: ChildPlacement | Promise<ChildPlacement | undefined>;
 }
 
 export interface Submitted {
@@ -163,7 +164,8 @@ export interface Submitted {
  */
 export async function submitIngest(connection: ConnectionOptions, spec: IngestSpec, options: SubmitOptions = {}): Promise<Submitted> {
   const { plan, keyRanges } = await planIngest(spec, options);
-  const queued = options.placement === undefined ? plan.children.map((_, i) => i) : spreadOverNodes(keyRanges, options.placement);
+  const placement = await options.placement;
+  const queued = placement === undefined ? plan.children.map((_, i) => i) : spreadOverNodes(keyRanges, placement);
   const state = await addFanOut(
     connection,
     {

@@ -68,10 +68,11 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
       const lockDurationMs = parseDurationMs(opts.lockDuration);
       const signal = ctx.lifecycle.start();
       const operation = operationSpan(ctx, 'shardpipe ingest');
-      const connection = await openJobRedis(ctx, opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL, dataDir);
       const concurrency = opts.localWorker ? parsePositiveInt(opts.concurrency, '--concurrency') : 0;
       const client = opts.localWorker ? ctx.lifecycle.add('store client', new StoreClient({ seeds, logger: ctx.logger, credentials: ctx.storeCredentials() }), (c) => c.close()) : undefined;
-      const placement = client === undefined ? undefined : await childPlacement(client, concurrency, ctx);
+      // Fetched while Redis is opened and the drop scanned; submitIngest waits for it after planning.
+      const placement = client === undefined ? undefined : childPlacement(client, concurrency, ctx);
+      const connection = await openJobRedis(ctx, opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL, dataDir);
       let submitted;
       try {
         submitted = await submitIngest(
