@@ -24,13 +24,14 @@
  * Both in-process figures follow an unmeasured read of the first file (decoder thread, wasm, JIT
  * warm); the ingest child is measured cold, as a user runs it.
  * With `--delay-ms N` every node sits behind a TCP proxy adding N ms of one-way delay (the
- * distributed benchmark); `--no-limit` skips the in-process figures; `--cpu-prof DIR` runs the ingest
+ * distributed benchmark); `--ingest-flags="FLAGS"` (with `=`: the flags start with a dash) adds flags to the ingest command (space-separated,
+ * e.g. `--concurrency 4`: for experiments, not the default-flags figure); `--no-limit` skips the in-process figures; `--cpu-prof DIR` runs the ingest
  * child under `node --cpu-prof --cpu-prof-dir DIR` (a .cpuprofile per run, for a flame graph).
  * CPU seconds (user + system) of the ingest child and of each node are in the JSON line.
  * Prints a table, then one JSON line with every figure.
  *
  * Run: `npm run bench:ingest` (builds first), or after `npx tsc -p tsconfig.json`:
- *   node dist/bench/ingest-bench.js [--rows N] [--reps N] [--delay-ms N] [--node-window BYTES] [--no-limit] [--no-redis-pipe] [--cpu-prof DIR]
+ *   node dist/bench/ingest-bench.js [--rows N] [--reps N] [--delay-ms N] [--node-window BYTES] [--ingest-flags "FLAGS"] [--no-limit] [--no-redis-pipe] [--cpu-prof DIR]
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -95,7 +96,7 @@ interface RedisPipe {
 }
 
 async function main(): Promise<void> {
-  const { rows, delayMs, nodeWindowBytes, limit: withLimit, reps, redisPipe: withRedisPipe, cpuProfDir } = parseCommandLine();
+  const { rows, delayMs, nodeWindowBytes, limit: withLimit, reps, redisPipe: withRedisPipe, cpuProfDir, ingestFlags } = parseCommandLine();
   const workDir = await mkdtemp(join(tmpdir(), 'shardpipe-ingest-bench-'));
   try {
     process.stderr.write(`generating the drop: ${rows} rows in ${Math.min(FILES, rows)} snappy part files…\n`);
@@ -103,7 +104,7 @@ async function main(): Promise<void> {
     const runs: EndToEndOne[] = [];
     for (let r = 0; r < reps; r++) {
       process.stderr.write(`end to end (run ${r + 1} of ${reps}): shardpipe ingest into 3 store nodes…\n`);
-      runs.push(await measureEndToEnd(rows, drop, join(workDir, `run-${r}`), delayMs, cpuProfDir, nodeWindowBytes));
+      runs.push(await measureEndToEnd(rows, drop, join(workDir, `run-${r}`), delayMs, cpuProfDir, nodeWindowBytes, ingestFlags));
     }
     const endToEnd = medianRun(runs);
     let redisPipe: RedisPipe | undefined;
@@ -148,6 +149,8 @@ interface Args {
   reps: number;
   redisPipe: boolean;
   cpuProfDir: string | undefined;
+  /** Extra flags for the ingest command (experiments); empty: every flag at its default. */
+  ingestFlags: string[];
 }
 
 function parseCommandLine(): Args {
@@ -160,11 +163,12 @@ function parseCommandLine(): Args {
       'no-limit': { type: 'boolean', default: false },
       'no-redis-pipe': { type: 'boolean', default: false },
       'cpu-prof': { type: 'string' },
+      'ingest-flags': { type: 'string', default: '' },
       help: { type: 'boolean', default: false },
     },
   });
   if (values.help) {
-    process.stdout.write('usage: node dist/bench/ingest-bench.js [--rows N (default 1000000)] [--reps N (default 1; medians)] [--delay-ms N] [--node-window BYTES] [--no-limit] [--no-redis-pipe] [--cpu-prof DIR]\n');
+    process.stdout.write('usage: node dist/bench/ingest-bench.js [--rows N (default 1000000)] [--reps N (default 1; medians)] [--delay-ms N] [--node-window BYTES] [--ingest-flags "FLAGS" (extra ingest flags, for experiments)] [--no-limit] [--no-redis-pipe] [--cpu-prof DIR]\n');
     process.exit(0);
   }
   const rows = Number(values.rows);
@@ -175,7 +179,7 @@ function parseCommandLine(): Args {
   if (!Number.isFinite(delayMs) || delayMs < 0 || delayMs > 1000) throw new RangeError(`--delay-ms must be 0–1000, got ${values['delay-ms']}`);
   const nodeWindowBytes = values['node-window'] === undefined ? undefined : Number(values['node-window']);
   if (nodeWindowBytes !== undefined && (!Number.isSafeInteger(nodeWindowBytes) || nodeWindowBytes < 65_535)) throw new RangeError(`--node-window must be a whole number ≥ 65535, got ${values['node-window']}`);
-  return { rows, delayMs, nodeWindowBytes, limit: !values['no-limit'], reps, redisPipe: !values['no-redis-pipe'], cpuProfDir: values['cpu-prof'] === undefined ? undefined : resolve(values['cpu-prof']) };
+  return { rows, delayMs, nodeWindowBytes, limit: !values['no-limit'], reps, redisPipe: !values['no-redis-pipe'], cpuProfDir: values['cpu-prof'] === undefined ? undefined : resolve(values['cpu-prof']), ingestFlags: values['ingest-flags'].split(' ').filter((f) => f !== '') };
 }
 
 /** This process's own peak RSS (VmHWM), not its children's. */
@@ -212,12 +216,12 @@ function medianRun(runs: EndToEndOne[]): EndToEnd {
 }
 
 /** Redis, a 3-node cluster cut at the split keys, then the ingest CLI as a child; everything stopped before returning. */
-async function measureEndToEnd(rows: number, drop: Drop, workDir: string, delayMs: number, cpuProfDir: string | undefined, nodeWindowBytes?: number): Promise<EndToEndOne> {
+async function measureEndToEnd(rows: number, drop: Drop, workDir: string, delayMs: number, cpuProfDir: string | undefined, nodeWindowBytes: number | undefined, ingestFlags: string[]): Promise<EndToEndOne> {
   const storeArgs = nodeWindowBytes === undefined ? undefined : ['--flow-control-window', String(nodeWindowBytes)];
   const cluster = await startBenchCluster(workDir, NODES, (nodes) => PartitionMap.fromSplitKeys(1, nodes, splitKeys(rows, PARTITIONS).map((k) => Buffer.from(k))), { delayMs, storeArgs });
   try {
     const nodeCpuBefore = await Promise.all(cluster.nodes.map((n) => n.cpuSeconds()));
-    const run = await runIngest(cluster, drop.dir, rows, ['--key-column', KEY_COLUMN, '--value-column', VALUE_COLUMN], {
+    const run = await runIngest(cluster, drop.dir, rows, ['--key-column', KEY_COLUMN, '--value-column', VALUE_COLUMN, ...ingestFlags], {
       cwd: join(workDir, 'ingest-cwd'),
       nodeArgs: cpuProfDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', cpuProfDir],
     });

@@ -8,5 +8,5 @@ export { readFooter } from './file-footer.js';
 export type { Footer, FooterColumn, FooterRowGroup, ReadFooterOptions } from './file-footer.js';
 export { readRecordBatches } from './record-batch-reader.js';
 export type { ReadRecordBatchesOptions, RecordBatchChunk } from './record-batch-reader.js';
-export { configureParquetDecoderPool } from './parquet-decoder.js';
+export { configureParquetDecoderPool, prestartParquetDecoders } from './parquet-decoder.js';
 export type { ParquetDecoderPoolOptions } from './parquet-decoder.js';

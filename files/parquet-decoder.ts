@@ -164,6 +164,15 @@ class DecoderPool {
     });
   }
 
+  /** Starts idle threads up to `threads` (each stops after idleCloseMs without a request, like any idle thread). */
+  prestart(): void {
+    while (this.#live.length < this.threads) {
+      const thread = new DecoderThread(this);
+      this.#live.push(thread);
+      this.#goIdle(thread);
+    }
+  }
+
   /** A request nobody waits for any more: dropped if queued; if running, it finishes and is discarded. */
   abandon(job: Promise<JobResult>, file: FileRef): void {
     void job.catch(() => {});
@@ -319,6 +328,17 @@ export function configureParquetDecoderPool(options: ParquetDecoderPoolOptions):
     if (!Number.isFinite(options.idleCloseMs) || options.idleCloseMs < 0) throw new RangeError(`idleCloseMs must be ≥ 0, got ${options.idleCloseMs}`);
     pool.idleCloseMs = options.idleCloseMs;
   }
+}
+
+/**
+ * Starts the decoder threads now, idle, instead of at the first request: a thread's start (its
+ * isolate, compiling parquet-wasm: ~0.3 s here) then runs beside the caller's own start-up (a CLI
+ * loading its modules, connecting, planning) rather than before the first row group. Threads that
+ * get no request stop after the pool's idle time. Never blocks; a thread that fails to start is
+ * replaced at the first request, which then reports its failure as usual.
+ */
+export function prestartParquetDecoders(): void {
+  pool.prestart();
 }
 
 /**

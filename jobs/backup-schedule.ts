@@ -1,4 +1,5 @@
-import { Queue, type ConnectionOptions } from 'bullmq';
+import type { ConnectionOptions } from 'bullmq';
+import { Queue } from './commonjs-libraries.js';
 import { BackupError, parseBackupUrl } from '../backup/index.js';
 import { BACKUP_QUEUE, type BackupSpec } from './backup-flow.js';
 import type { ScheduledBackupData } from './backup-worker.js';

@@ -1,5 +1,6 @@
 import type { Job } from 'bullmq';
-import { Redis, type RedisOptions } from 'ioredis';
+import type { RedisOptions } from 'ioredis';
+import { Redis } from './commonjs-libraries.js';
 import { activeTraceparent, parseTraceparent, startRootSpan, traceparentOf, type Logger } from '../common/index.js';
 import {
   BackupError,

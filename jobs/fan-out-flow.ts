@@ -1,4 +1,5 @@
-import { FlowProducer, Job, Queue, type ConnectionOptions, type JobsOptions, type KeepJobs } from 'bullmq';
+import type { ConnectionOptions, JobsOptions, KeepJobs } from 'bullmq';
+import { FlowProducer, Job, Queue } from './commonjs-libraries.js';
 
 /** A flow to create: one parent job and its children, which carry references, never rows. */
 export interface FanOut<ParentData, ChildData> {

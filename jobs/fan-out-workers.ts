@@ -1,4 +1,5 @@
-import { Worker, type ConnectionOptions, type Job } from 'bullmq';
+import type { ConnectionOptions } from 'bullmq';
+import { Worker, type Job } from './commonjs-libraries.js';
 import { contextOf, inSpan, isUnexpectedError, type Logger } from '../common/index.js';
 import type { StoreClient } from '../store/index.js';
 import type { TracedJobData } from './fan-out-flow.js';

@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Job, Queue, QueueEvents, type ConnectionOptions } from 'bullmq';
+import type { ConnectionOptions } from 'bullmq';
+import { Job, Queue, QueueEvents } from './commonjs-libraries.js';
 import { decodeJobFailure, formatJobFailure, type JobFailure } from './job-failure.js';
 import { JobsError } from './jobs-errors.js';
 

@@ -22,6 +22,8 @@ export type { RowsKind } from './job-metrics.js';
 export { ProgressTracker, childProgress } from './ingest-progress.js';
 export type { ChildProgress, ChildSnapshot, GroupSize, IngestProgress, RunningChild } from './ingest-progress.js';
 export { findKeyOverlaps, fileKeyRange } from './key-overlaps.js';
+export { spreadOverNodes } from './child-order.js';
+export type { ChildKeyRange, ChildPlacement } from './child-order.js';
 export type { FileKeyRange, KeyOverlaps } from './key-overlaps.js';
 // The fan-out skeleton the three families share: flow creation, workers, the watch loop, the failure codec.
 export { addFanOut, childJobOptions } from './fan-out-flow.js';

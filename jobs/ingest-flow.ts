@@ -4,6 +4,7 @@ import type { ConnectionOptions } from 'bullmq';
 import { isAzureUrl } from '../common/index.js';
 import { IngestError, assertFileNotEmpty, readFileFooter, scanAzureDrop, scanDrop, type DropFile, type FileCheckpoint } from '../ingest/index.js';
 import { ProgressTracker, type ChildProgress, type ChildSnapshot, type GroupSize, type IngestProgress } from './ingest-progress.js';
+import { spreadOverNodes, type ChildKeyRange, type ChildPlacement } from './child-order.js';
 import { addFanOut } from './fan-out-flow.js';
 import { childState, watchFlow, type WatchFlowOptions } from './flow-watch.js';
 import { jobFailureOf, type JobFailure } from './job-failure.js';
@@ -141,6 +142,13 @@ export interface SubmitOptions {
   signal?: AbortSignal;
   /** W3C `traceparent` of the operation's span: every job's span is its child (see TracedJobData). */
   traceparent?: string;
+  /**
+   * Where the rows land and how many children run at once: the children are then queued so that
+   * those running together write to different nodes (spreadOverNodes). Their ids, rejects files and
+   * the report keep the plan order. Absent (or resolving to undefined): queued in plan order. A
+   * promise is awaited once the drop is planned, so finding it can overlap the scan.
+   */
+  placement?: ChildPlacement | Promise<ChildPlacement | undefined>;
 }
 
 export interface Submitted {
@@ -155,7 +163,9 @@ export interface Submitted {
  * drop's files and the mapping, so submitting the same drop again finds the running ingest.
  */
 export async function submitIngest(connection: ConnectionOptions, spec: IngestSpec, options: SubmitOptions = {}): Promise<Submitted> {
-  const plan = await planIngest(spec, options);
+  const { plan, keyRanges } = await planIngest(spec, options);
+  const placement = await options.placement;
+  const queued = placement === undefined ? plan.children.map((_, i) => i) : spreadOverNodes(keyRanges, placement);
   const state = await addFanOut(
     connection,
     {
@@ -165,7 +175,7 @@ export async function submitIngest(connection: ConnectionOptions, spec: IngestSp
         id: plan.ingestId,
         data: { ingestId: plan.ingestId, spec, files: plan.files.length, rowsTotal: plan.rowsTotal, submittedAt: Date.now(), keyOverlaps: plan.keyOverlaps } satisfies IngestParentData,
       },
-      children: { name: 'ingest-file', queue: INGEST_FILE_QUEUE, attempts: options.attempts, jobs: plan.children.map((child, i) => ({ id: childJobId(plan.ingestId, i), data: child })) },
+      children: { name: 'ingest-file', queue: INGEST_FILE_QUEUE, attempts: options.attempts, jobs: queued.map((i) => ({ id: childJobId(plan.ingestId, i), data: plan.children[i]! })) },
       traceparent: options.traceparent,
     },
     { resume: true },
@@ -217,7 +227,8 @@ export function childJobId(ingestId: string, index: number): string {
   return `${ingestId}-f${index}`;
 }
 
-async function planIngest(spec: IngestSpec, options: SubmitOptions): Promise<IngestPlan> {
+/** The plan, and each child's key range (for the queue order). */
+async function planIngest(spec: IngestSpec, options: SubmitOptions): Promise<{ plan: IngestPlan; keyRanges: ChildKeyRange[] }> {
   const rowsPerTask = options.rowsPerTask ?? 2_000_000;
   const requireSuccess = options.requireSuccess ?? true;
   const azure = isAzureUrl(spec.source);
@@ -238,6 +249,7 @@ async function planIngest(spec: IngestSpec, options: SubmitOptions): Promise<Ing
   const ingestId = options.restart ? `ingest-${identity}-${Date.now().toString(36)}` : `ingest-${identity}`;
   const rejectsFolder = rejectsPartsDirOf(spec, ingestId);
   const children: IngestFileData[] = [];
+  const keyRanges: ChildKeyRange[] = [];
   let rowsTotal = 0;
   let bytesTotal = 0;
   const ranges: FileKeyRange[] = [];
@@ -250,6 +262,7 @@ async function planIngest(spec: IngestSpec, options: SubmitOptions): Promise<Ing
       // One unreadable file must not stop the drop: its child fails and the report names it.
       if (!(err instanceof IngestError)) throw err;
       children.push({ ingestId, spec, file, rowGroupStart: 0, rowGroupEnd: 0, rowsTotal: 0, rejectsPath: rejectsPathOf(rejectsFolder, children.length), plannedFailure: jobFailureOf(err) });
+      keyRanges.push({});
       continue;
     }
     rowsTotal += footer.rows;
@@ -275,10 +288,11 @@ async function planIngest(spec: IngestSpec, options: SubmitOptions): Promise<Ing
         groupSizes,
         rejectsPath: rejectsPathOf(rejectsFolder, index),
       });
+      keyRanges.push(fileKeyRange(file.relativePath, footer.rowGroups.slice(start, end)));
       start = end;
     }
   }
-  return { ingestId, files: scan.files, skipped: scan.skipped, children, rowsTotal, bytesTotal, keyOverlaps: findKeyOverlaps(ranges) };
+  return { plan: { ingestId, files: scan.files, skipped: scan.skipped, children, rowsTotal, bytesTotal, keyOverlaps: findKeyOverlaps(ranges) }, keyRanges };
 }
 
 /** Where the children of an ingest write their rejects, one NDJSON file each. */

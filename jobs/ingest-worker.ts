@@ -1,5 +1,5 @@
-import { Redis, type RedisOptions } from 'ioredis';
-import { Job, Queue } from 'bullmq';
+import type { RedisOptions } from 'ioredis';
+import { Job, Queue, Redis } from './commonjs-libraries.js';
 import type { Logger } from '../common/index.js';
 import { IngestError, RejectsWriter, assertFileUnchanged, assertStagedBlobUnchanged, ingestFile, mergeRejects, type FileCheckpoint } from '../ingest/index.js';
 import { INGEST_FILE_QUEUE, INGEST_QUEUE, rejectsFileOf, rejectsPartsDirOf, type IngestFileData, type IngestFileReport, type IngestFileResult, type IngestParentData, type IngestReport } from './ingest-flow.js';

@@ -1,4 +1,4 @@
-import { UnrecoverableError } from 'bullmq';
+import { UnrecoverableError } from './commonjs-libraries.js';
 import { z } from 'zod';
 import { ShardpipeError, type ErrorContext } from '../common/index.js';
 

@@ -1,5 +1,6 @@
 import type { ConnectionOptions } from 'bullmq';
-import { Redis, type RedisOptions } from 'ioredis';
+import type { RedisOptions } from 'ioredis';
+import { Redis } from './commonjs-libraries.js';
 import { redactUrl } from '../common/index.js';
 import { JobsError } from './jobs-errors.js';
 

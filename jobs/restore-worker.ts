@@ -1,6 +1,6 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Job, Queue } from 'bullmq';
+import { Job, Queue } from './commonjs-libraries.js';
 import { openBackupTarget, type AzureTargetOptions, type BackupTarget } from '../backup/index.js';
 import type { Logger } from '../common/index.js';
 import { checkShardFooter, intersectRanges, openLocalShard, restoreShard, type ShardCheckpoint } from '../restore/index.js';

@@ -82,7 +82,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
         const concurrency = atLeastOne(opts.concurrency, '--concurrency');
         ctx.lifecycle.add('backup workers', BackupWorkers.start({ connection, client, targetOptions: targetOptionsOf(ctx), concurrency, lockDurationMs, logger: ctx.logger }), (w) => w.close());
       }
-      const view = new ProgressView(process.stderr, ctx.logger, { what: 'backup' });
+      const view = await ProgressView.open(process.stderr, ctx.logger, { what: 'backup' });
       const report = await watchBackup(connection, submitted.backupId, { onProgress: (p) => view.show(backupSnapshot(p)), signal }).finally(() => view.done());
       printRunReport(ctx, report, opts.json ?? false, operation.traceId);
     });

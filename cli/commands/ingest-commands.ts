@@ -1,7 +1,8 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { isAzureUrl, parseDurationMs } from '../../common/index.js';
-import type { IngestReport, KeyOverlaps } from '../../jobs/index.js';
+import type { ChildPlacement, IngestReport, KeyOverlaps } from '../../jobs/index.js';
+import type { StoreClient } from '../../store/index.js';
 import { EXIT, formatTable, parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
 import { SEEDS_HELP, withLocalWorkerOptions } from '../common-options.js';
@@ -52,6 +53,9 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
   )
     .option('--rows-per-task <n>', 'split files into child jobs of about this many rows (whole row groups)', '2000000')
     .action(async (source: string, opts: IngestOptions) => {
+      // The local worker's Parquet decoder thread starts first, so that its own start-up (~0.3 s)
+      // runs on the other core while this thread loads the modules below, connects and plans.
+      if (opts.localWorker) (await import('../../files/index.js')).prestartParquetDecoders();
       // Loaded by the command that runs them: `--help` and other commands start without them.
       const [{ IngestError }, { IngestWorkers, submitIngest, watchIngest }, { StoreClient }, { ProgressView, ingestSnapshot }] = await Promise.all([
         import('../../ingest/index.js'),
@@ -64,6 +68,10 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
       const lockDurationMs = parseDurationMs(opts.lockDuration);
       const signal = ctx.lifecycle.start();
       const operation = operationSpan(ctx, 'shardpipe ingest');
+      const concurrency = opts.localWorker ? parsePositiveInt(opts.concurrency, '--concurrency') : 0;
+      const client = opts.localWorker ? ctx.lifecycle.add('store client', new StoreClient({ seeds, logger: ctx.logger, credentials: ctx.storeCredentials() }), (c) => c.close()) : undefined;
+      // Fetched while Redis is opened and the drop scanned; submitIngest waits for it after planning.
+      const placement = client === undefined ? undefined : childPlacement(client, concurrency, ctx);
       const connection = await openJobRedis(ctx, opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL, dataDir);
       let submitted;
       try {
@@ -88,6 +96,7 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
             azureConnectionString: ctx.env.AZURE_STORAGE_CONNECTION_STRING,
             signal,
             traceparent: operation.traceparent,
+            placement,
           },
         );
       } catch (err) {
@@ -111,18 +120,36 @@ export function registerIngestCommands(program: Command, ctx: CliContext): void 
         ctx.print(opts.json ? JSON.stringify({ id: plan.ingestId, state: submitted.state, traceId: operation.traceId }) : plan.ingestId);
         return;
       }
-      if (opts.localWorker) {
-        const client = ctx.lifecycle.add('store client', new StoreClient({ seeds, logger: ctx.logger, credentials: ctx.storeCredentials() }), (c) => c.close());
-        const concurrency = parsePositiveInt(opts.concurrency, '--concurrency');
+      if (client !== undefined) {
         ctx.lifecycle.add('ingest workers', IngestWorkers.start({ connection, client, concurrency, lockDurationMs, logger: ctx.logger }), (w) => w.close());
       }
-      const view = new ProgressView(process.stderr, ctx.logger, { what: 'ingest' });
+      const view = await ProgressView.open(process.stderr, ctx.logger, { what: 'ingest' });
       const report = await watchIngest(connection, plan, { onProgress: (p) => view.show(ingestSnapshot(p)), signal }).finally(() => view.done());
       printReport(ctx, report, opts.json ?? false, operation.traceId);
       // Over --max-rejects the ingest as a whole has failed; otherwise failures are per file.
       if (report.failures.some((f) => f.code === 'INGEST_TOO_MANY_REJECTS')) process.exitCode = EXIT.failed;
       else if (report.filesFailed > 0 || report.rowsRejected > 0) process.exitCode = EXIT.incomplete;
     });
+}
+
+/**
+ * The local worker's placement of keys, from the cluster's map: the children are queued so that the
+ * files running at once write to different nodes (see spreadOverNodes). Without the map (the nodes
+ * not answering within 2 s) the children go in plan order, and the worker meets the nodes as before.
+ */
+async function childPlacement(client: StoreClient, concurrency: number, ctx: CliContext): Promise<ChildPlacement | undefined> {
+  let map;
+  try {
+    map = await client.map({ timeoutMs: 2000 });
+  } catch (err) {
+    ctx.logger.debug({ err }, 'no partition map before submitting: children queued in plan order');
+    return undefined;
+  }
+  const partitions = map.partitions;
+  return {
+    concurrency,
+    nodesOf: (keyMin, keyMax) => [...new Set(partitions.filter((p) => Buffer.compare(p.start, keyMax) <= 0 && (p.end.length === 0 || Buffer.compare(p.end, keyMin) > 0)).map((p) => p.node))],
+  };
 }
 
 function printReport(ctx: CliContext, report: IngestReport, json: boolean, traceId: string): void {

@@ -120,7 +120,7 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
       if (opts.localWorker) {
         ctx.lifecycle.add('restore workers', RestoreWorkers.start({ connection, client, azure, stagingDir, concurrency, lockDurationMs, logger: ctx.logger }), (w) => w.close());
       }
-      const view = new ProgressView(process.stderr, ctx.logger, { what: 'restore' });
+      const view = await ProgressView.open(process.stderr, ctx.logger, { what: 'restore' });
       const report = await watchRestore(
         connection,
         { restoreId: submitted.restoreId, shards: plan.shards.length, rowsTotal: plan.rows, shardIndexes: plan.shards.map((s) => s.index) },

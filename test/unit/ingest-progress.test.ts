@@ -86,9 +86,9 @@ describe('progress lines', () => {
     expect([formatEta(undefined), formatEta(45), formatEta(185), formatEta(7620)]).toEqual(['?', '45s', '3m05s', '2h07m']);
   });
 
-  it('on a terminal redraws in place: the first drawing as it is, then only what changed, over the old lines', () => {
+  it('on a terminal redraws in place: the first drawing as it is, then only what changed, over the old lines', async () => {
     const written: string[] = [];
-    const view = new ProgressView({ isTTY: true, columns: 200, rows: 40, write: (t: string) => written.push(t) }, createLogger({ level: 'silent', pretty: false }), { what: 'ingest' });
+    const view = await ProgressView.open({ isTTY: true, columns: 200, rows: 40, write: (t: string) => written.push(t) }, createLogger({ level: 'silent', pretty: false }), { what: 'ingest' });
     view.show(ingestSnapshot(progress));
     view.show(ingestSnapshot({ ...progress, rowsDone: 5_000_000, running: [] }));
     view.done();
@@ -113,19 +113,19 @@ describe('progress lines', () => {
     expect(restore).toBe(`total ${progressBar(0.25, 30)}  25.0%  250/1.00k rows  50 rows/s  ETA 15s  shards 2/4 (1 failed)`);
   });
 
-  it('logs backup progress off a terminal with the fields it always had', () => {
+  it('logs backup progress off a terminal with the fields it always had', async () => {
     const logged: Array<[unknown, unknown]> = [];
     const logger = createLogger({ level: 'silent', pretty: false });
     logger.info = ((obj: unknown, msg: unknown) => logged.push([obj, msg])) as unknown as typeof logger.info;
-    new ProgressView({ isTTY: false, write: () => 0 }, logger, { what: 'backup' }).show(backupSnapshot({ rowsDone: 5, rowsTotal: 10, shardsDone: 1, shardsFailed: 0, shards: 2, rowsPerSecond: 5, etaSeconds: 1 }), 0);
+    (await ProgressView.open({ isTTY: false, write: () => 0 }, logger, { what: 'backup' })).show(backupSnapshot({ rowsDone: 5, rowsTotal: 10, shardsDone: 1, shardsFailed: 0, shards: 2, rowsPerSecond: 5, etaSeconds: 1 }), 0);
     expect(logged).toEqual([[{ rowsDone: 5, rowsTotal: 10, shardsDone: 1, shardsFailed: 0, shards: 2, rowsPerSecond: 5, etaSeconds: 1 }, 'backup progress']]);
   });
 
-  it('elsewhere logs structured lines, at most one per interval', () => {
+  it('elsewhere logs structured lines, at most one per interval', async () => {
     const logged: unknown[] = [];
     const logger = createLogger({ level: 'silent', pretty: false });
     logger.info = ((obj: unknown) => logged.push(obj)) as typeof logger.info;
-    const view = new ProgressView({ isTTY: false, write: () => { throw new Error('no drawing off a terminal'); } }, logger, { what: 'ingest', logIntervalMs: 5000 });
+    const view = await ProgressView.open({ isTTY: false, write: () => { throw new Error('no drawing off a terminal'); } }, logger, { what: 'ingest', logIntervalMs: 5000 });
     view.show(ingestSnapshot(progress), 0);
     view.show(ingestSnapshot(progress), 1000);
     view.show(ingestSnapshot(progress), 6000);
