@@ -219,11 +219,21 @@ export class PackedRows {
   isStrictlySorted(): boolean {
     if (this.sorted === undefined) {
       this.sorted = true;
+      // Neighbours are compared four bytes at a time (big-endian words order as bytes do): sorted
+      // keys share long prefixes (a restore's "k000000…"), which a byte loop walks one at a time.
+      const data = this.data;
+      const words = new DataView(data.buffer, data.byteOffset, data.byteLength);
+      let prevStart = this.keyOffset(0);
+      let prevLength = this.keyLength(0);
       for (let i = 1; i < this.count; i++) {
-        if (this.compareKeys(i - 1, i) >= 0) {
+        const start = this.keyOffset(i);
+        const length = this.keyLength(i);
+        if (compareWords(words, data, prevStart, prevLength, start, length) >= 0) {
           this.sorted = false;
           break;
         }
+        prevStart = start;
+        prevLength = length;
       }
     }
     return this.sorted;
@@ -478,6 +488,22 @@ export function compareBytes(a: Uint8Array, aStart: number, aEnd: number, b: Uin
   if (n > LOOP_COMPARE_MAX_BYTES) return Buffer.compare(a.subarray(aStart, aEnd), b.subarray(bStart, bEnd));
   for (let k = 0; k < n; k++) {
     const d = a[aStart + k]! - b[bStart + k]!;
+    if (d !== 0) return d < 0 ? -1 : 1;
+  }
+  return aLength === bLength ? 0 : aLength < bLength ? -1 : 1;
+}
+
+/** Bytewise comparison of `bytes[a, a + aLength)` and `bytes[b, b + bLength)`, a word (`words`, the same memory) at a time. */
+function compareWords(words: DataView, bytes: Uint8Array, a: number, aLength: number, b: number, bLength: number): number {
+  const n = Math.min(aLength, bLength);
+  let k = 0;
+  for (; k + 4 <= n; k += 4) {
+    const x = words.getUint32(a + k);
+    const y = words.getUint32(b + k);
+    if (x !== y) return x < y ? -1 : 1;
+  }
+  for (; k < n; k++) {
+    const d = bytes[a + k]! - bytes[b + k]!;
     if (d !== 0) return d < 0 ? -1 : 1;
   }
   return aLength === bLength ? 0 : aLength < bLength ? -1 : 1;

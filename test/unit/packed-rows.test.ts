@@ -151,6 +151,26 @@ describe('PackedRows', () => {
     expect([none.metaField(0, 0), none.slice(1).metaField(1, 2)]).toEqual([0, 0]);
   });
 
+  it('isStrictlySorted agrees with Buffer.compare on neighbours of every length: shared prefixes, one key a prefix of the next, duplicates, a slice', () => {
+    const sortedOf = (keys: Buffer[]): boolean => keys.every((k, i) => i === 0 || Buffer.compare(keys[i - 1]!, k) < 0);
+    const packedOf = (keys: Buffer[]): PackedRows => PackedRows.fromRows(keys.map((key) => ({ key, value: Buffer.from('v') })));
+    let seed = 7;
+    const next = (n: number): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+    for (let trial = 0; trial < 400; trial++) {
+      const prefix = Buffer.alloc(next(12), 0x6b);
+      const keys = Array.from({ length: 2 + next(6) }, () => Buffer.concat([prefix, Buffer.from(Array.from({ length: next(7) }, () => 0x30 + next(3)))]));
+      if (keys.some((k) => k.length === 0)) continue;
+      if (trial % 2 === 0) keys.sort(Buffer.compare);
+      expect(packedOf(keys).isStrictlySorted()).toBe(sortedOf(keys));
+    }
+    const shared = Array.from({ length: 9 }, (_, i) => Buffer.from(`k${String(i).padStart(15, '0')}`));
+    expect(packedOf(shared).isStrictlySorted()).toBe(true);
+    expect(packedOf([shared[0]!, shared[0]!.subarray(0, 12), shared[1]!]).isStrictlySorted()).toBe(false);
+    expect(packedOf([shared[0]!.subarray(0, 12), shared[0]!, shared[1]!]).isStrictlySorted()).toBe(true);
+    expect(packedOf([shared[3]!, shared[3]!]).isStrictlySorted()).toBe(false);
+    expect(packedOf([shared[4]!, shared[2]!, shared[5]!]).slice(1).isStrictlySorted()).toBe(true);
+  });
+
   it('refuses a message whose parts do not fit together, naming the field', () => {
     const good = PackedRows.fromRows(rowsOf(4)).toMessage();
     expect(refusal(() => PackedRows.fromMessage({ ...good, format: 2 }, 'BulkInsertRequest.packed')).message).toMatch(/^BulkInsertRequest\.packed\.format is 2, a packed batch format this node does not know/);
