@@ -225,6 +225,10 @@ interface WaitingBulk {
   open: boolean;
   /** Set when a joining group failed half-way: the batch is not written, its ops all fail. */
   failed: unknown;
+  /** The first and last key of each sorted insert in it (views of the requests, held until it settles). */
+  ranges: Array<[Buffer, Buffer]>;
+  /** An insert in it is not sorted (it has no range): it may touch any key below the largest. */
+  unsorted: boolean;
 }
 
 type Op =
@@ -310,6 +314,8 @@ export class PartitionStore {
   private committing: Promise<boolean> | undefined;
   /** The bulk batch built last, while it waits for the write before it (runBulk): appending groups join it. */
   private waiting: WaitingBulk | undefined;
+  /** Every bulk batch built and not settled yet (written or failed): the key ranges still in flight. */
+  private readonly unwritten = new Set<WaitingBulk>();
   /** The state once `committing` lands: what the next group builds on. */
   private tip: State | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
@@ -813,10 +819,13 @@ export class PartitionStore {
         group = this.queue.splice(0, n);
       }
       try {
-        // A group that only appends past every key written (or being written) reads nothing, so
-        // it is built while the group before it is being written; everything else waits for that
-        // write first. Writes still reach LevelDB one at a time, in order.
-        const appending = first.kind === 'bulk' && this.appendsOnly(group as BulkOp[]);
+        // A sorted group whose keys no write still in flight touches (it appends past every key
+        // written, or its range misses every batch not written yet: another stream's rows, as a
+        // restore or an ingest of several files sends) reads what it overwrites from the data as
+        // written, which those writes do not change; so it is built while the group before it is
+        // being written. Everything else waits for that write first. Writes still reach LevelDB
+        // one at a time, in order.
+        const appending = first.kind === 'bulk' && this.clearOfUnwritten(group as BulkOp[]);
         if (!appending) {
           await this.committing;
           // The write awaited may have failed meanwhile.
@@ -848,10 +857,22 @@ export class PartitionStore {
     }
   }
 
-  /** Whether every insert of the group is sorted and lies above the largest key written or being written. */
-  private appendsOnly(group: BulkOp[]): boolean {
+  /**
+   * Whether every insert of the group is sorted and either lies above the largest key written or
+   * being written, or has a key range that overlaps no batch built and not written yet.
+   */
+  private clearOfUnwritten(group: BulkOp[]): boolean {
     const maxKey = this.maxKey;
-    return group.every((op) => op.sorted && op.rows.count > 0 && (maxKey === undefined || op.rows.compareKeyTo(0, maxKey) > 0));
+    return group.every((op) => {
+      const { rows } = op;
+      if (!op.sorted || rows.count === 0) return false;
+      if (maxKey === undefined || rows.compareKeyTo(0, maxKey) > 0) return true;
+      for (const batch of this.unwritten) {
+        if (batch.unsorted) return false;
+        for (const [lo, hi] of batch.ranges) if (rows.compareKeyTo(0, hi) <= 0 && rows.compareKeyTo(rows.count - 1, lo) >= 0) return false;
+      }
+      return true;
+    });
   }
 
   private async runGroup(group: Op[]): Promise<void> {
@@ -989,7 +1010,7 @@ export class PartitionStore {
    * the native batch at once: no buffer per row. Builds the group's batch on the state the previous write leaves (`tip`), then commits it once
    * that write has landed — without waiting here: resolves when the batch is built, and the group's
    * ops settle when it is written. A group built on a write that then fails is not written.
-   * `appending` (the group only appends past every key written, see drain): while the batch built
+   * `appending` (the group touches no key of a write in flight, see drain): while the batch built
    * last still waits for the write before it, the group joins that batch instead of making its
    * own, so one LevelDB write and one fsync cover both (group commit across calls; every op is
    * still settled only once the batch holding it is written).
@@ -1073,15 +1094,18 @@ export class PartitionStore {
     for (const op of group) this.noteWritten(op.rows);
     this.tip = next;
     const timings = group.map((op, g) => ({ op, queueMs: started - op.enqueuedAt, writeMs: built - started, assigned: assignments[g]! }));
+    const ranges = group.filter((op) => op.sorted && op.rows.count > 0).map(({ rows }): [Buffer, Buffer] => [rows.key(0), rows.key(rows.count - 1)]);
     if (join) {
       waiting.next = next;
       waiting.ops.push(...timings);
+      waiting.ranges.push(...ranges);
       waiting.rows += rowCount;
       waiting.bytes += total;
       return;
     }
-    const pending: WaitingBulk = { batch, next, ops: timings, rows: rowCount, bytes: total, open: true, failed: undefined };
+    const pending: WaitingBulk = { batch, next, ops: timings, rows: rowCount, bytes: total, open: true, failed: undefined, ranges, unsorted: group.some((op) => !op.sorted) };
     this.waiting = pending;
+    this.unwritten.add(pending);
     const previous = this.committing;
     let committing: Promise<boolean> | undefined = undefined;
     committing = (async (): Promise<boolean> => {
@@ -1102,6 +1126,7 @@ export class PartitionStore {
         for (const t of pending.ops) t.op.reject(err);
         return false;
       } finally {
+        this.unwritten.delete(pending);
         if (this.waiting === pending) this.waiting = undefined;
         if (this.committing === committing) {
           this.committing = undefined;

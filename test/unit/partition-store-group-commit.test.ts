@@ -24,9 +24,9 @@ afterEach(async () => {
 });
 
 /** The rows k<from>…k<to − 1>, sorted, with values naming them. */
-function rowsOf(from: number, to: number): PackedRows {
+function rowsOf(from: number, to: number, tag = 'value'): PackedRows {
   const builder = new PackedRowsBuilder();
-  for (let k = from; k < to; k++) builder.add(Buffer.from(`k${String(k).padStart(5, '0')}`), Buffer.from(`value-${k}`));
+  for (let k = from; k < to; k++) builder.add(Buffer.from(`k${String(k).padStart(5, '0')}`), Buffer.from(`${tag}-${k}`));
   return builder.finish();
 }
 
@@ -110,6 +110,35 @@ describe('PartitionStore group commit across bulk calls', () => {
     opened.push(reopened);
     expect((await reopened.stats()).count).toBe(40);
     expect((await reopened.bulkInsert(rowsOf(40, 41))).assigned.firstEtag).toBe(41);
+  });
+
+  it('fault injection (the first write held): another stream below the largest key, clear of the keys in flight, is built and shares a write meanwhile; one that overlaps them waits; counts stay exact', async () => {
+    const store = await PartitionStore.open(tmp.sub('p0'), { sweepIntervalMs: 0, now: () => NOW });
+    opened.push(store);
+    await store.bulkInsert(rowsOf(0, 100, 'stored'));
+    const held = await holdFirstWrite();
+    const calls = [store.bulkInsert(rowsOf(200, 210, 'a'))];
+    await held.started;
+    // A second stream, over keys stored before (below the largest key, clear of k200–k209 in flight).
+    for (const [from, to] of [[50, 60], [60, 70]] as const) {
+      calls.push(store.bulkInsert(rowsOf(from, to, 'b')));
+      await turn();
+    }
+    // Overlaps the held write's keys: must wait for it, then read what it overwrites.
+    calls.push(store.bulkInsert(rowsOf(205, 216, 'c')));
+    await turn();
+    expect(held.writes()).toBe(1);
+    held.release();
+    const timings = await Promise.all(calls);
+    // The held write, the second stream's two calls in one (the code before this waited, writing each alone: 4), the overlapping call.
+    expect(held.writes()).toBe(3);
+    expect(timings[1]!.fsyncMs).toBe(timings[2]!.fsyncMs);
+    const entries = await scanAll(store);
+    const valueOf = (k: number): string | undefined => entries.find((e) => e.key.toString() === `k${String(k).padStart(5, '0')}`)?.value.toString();
+    expect(entries.length).toBe(100 + 10 + 6);
+    expect([valueOf(49), valueOf(50), valueOf(69), valueOf(70), valueOf(204), valueOf(205), valueOf(215)]).toEqual(['stored-49', 'b-50', 'b-69', 'stored-70', 'a-204', 'c-205', 'c-215']);
+    const stats = await store.stats();
+    expect({ count: stats.count, logicalBytes: stats.logicalBytes }).toEqual({ count: 116, logicalBytes: entries.reduce((n, e) => n + e.key.length + 1 + encodedRecordLength(e), 0) });
   });
 
   it('fault injection (the first write fails): the calls that joined the batch behind it fail too and none of their rows is written', async () => {
