@@ -63,6 +63,8 @@ export class PackedRows {
    */
   private metaNumbers: Float64Array | null | undefined;
   private metaFirst = 0;
+  /** The largest etag in `metaNumbers` (of the batch it was decoded for: a slice shares its parent's). */
+  private metaEtagMax = 0;
   /** The key and value limits checkPackedRows found every row within (noteChecked). */
   private checkedKeyBytes = -1;
   private checkedValueBytes = -1;
@@ -177,6 +179,12 @@ export class PackedRows {
     return numbers[3 * (this.metaFirst + i) + field]!;
   }
 
+  /** No row's kept etag is larger than this (0 without metadata); a slice may answer its whole batch's largest. */
+  etagUpperBound(): number {
+    const numbers = this.metaNumbers === undefined ? this.decodeMeta() : this.metaNumbers;
+    return numbers === null ? 0 : this.metaEtagMax;
+  }
+
   /**
    * @internal Records that checkPackedRows found every row's key, value and metadata in range,
    * with these key and value limits (request-check.ts), so the node need not loop over them again.
@@ -281,6 +289,7 @@ export class PackedRows {
     if (this.metaNumbers !== undefined) {
       slice.metaNumbers = this.metaNumbers;
       slice.metaFirst = this.metaFirst + s;
+      slice.metaEtagMax = this.metaEtagMax;
     }
     return slice;
   }
@@ -315,8 +324,14 @@ export class PackedRows {
     if (meta.length === 0) return (this.metaNumbers = null);
     const words = decodeU32s(meta);
     const numbers = new Float64Array(words.length >>> 1);
-    for (let k = 0; k < numbers.length; k++) numbers[k] = words[2 * k + 1]! * TWO_32 + words[2 * k]!;
+    let etagMax = 0;
+    for (let k = 0; k < numbers.length; k++) {
+      const n = words[2 * k + 1]! * TWO_32 + words[2 * k]!;
+      numbers[k] = n;
+      if (k % 3 === 0 && n > etagMax) etagMax = n;
+    }
     this.metaFirst = 0;
+    this.metaEtagMax = etagMax;
     return (this.metaNumbers = numbers);
   }
 }

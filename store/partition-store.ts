@@ -1474,8 +1474,7 @@ function etagBound(group: readonly BulkOp[], seq: number, rows: number): number 
   let start = seq;
   for (const { rows: packed, assigned } of group) {
     if (assigned !== undefined) start = Math.max(start, assigned.firstEtag - 1);
-    if (!packed.hasMeta) continue;
-    for (let i = 0; i < packed.count; i++) start = Math.max(start, packed.metaField(i, 0));
+    start = Math.max(start, packed.etagUpperBound());
   }
   return start + rows;
 }

@@ -147,8 +147,12 @@ describe('PackedRows', () => {
     check(after, 9);
     check(after.slice(1, 4), 10);
     expect(fresh.metaField(11, 2)).toBe(2 ** 64);
+    const etags = rows.map((r) => r.etag!);
+    expect(fresh.etagUpperBound()).toBe(Math.max(...etags));
+    expect(after.etagUpperBound()).toBeGreaterThanOrEqual(Math.max(...etags.slice(9, 20)));
+    expect(PackedRows.fromMessage({ ...message, meta }).slice(20, 30).etagUpperBound()).toBe(Math.max(...etags.slice(20, 30)));
     const none = PackedRows.fromRows(rowsOf(3));
-    expect([none.metaField(0, 0), none.slice(1).metaField(1, 2)]).toEqual([0, 0]);
+    expect([none.metaField(0, 0), none.slice(1).metaField(1, 2), none.etagUpperBound()]).toEqual([0, 0, 0]);
   });
 
   it('isStrictlySorted agrees with Buffer.compare on neighbours of every length: shared prefixes, one key a prefix of the next, duplicates, a slice', () => {
