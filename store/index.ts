@@ -38,7 +38,7 @@ export {
   describeLimit,
 } from './field-limits.js';
 export type { FieldLimit, FieldLimitContext } from './field-limits.js';
-export { STORE_SERVICE_DESC, checkPackedRows, checkRequest, requestDescOf } from './request-check.js';
+export { STORE_SERVICE_DESC, checkPackedRows, checkRequest, checkedPackedRows, requestDescOf } from './request-check.js';
 export { PACKED_ROWS_FORMAT, PackedRows, PackedRowsBuilder, compareBytes } from './packed-rows.js';
 export { readVarint, varintSize, writeVarint } from './wire-varint.js';
 export type { PackedRowsMessage, RowMeta } from './packed-rows.js';

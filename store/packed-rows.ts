@@ -55,6 +55,19 @@ export class PackedRows {
   private readonly base: number;
   /** Whether the keys strictly increase, once asked (slices of a sorted batch are sorted). */
   private sorted: boolean | undefined;
+  /**
+   * `metaBytes` as numbers, 3 per row (row i's at `3 × (metaFirst + i)`), decoded on the first
+   * metaField; null when the batch carries no metadata. Shared by slices, like `offsets`: a bulk
+   * row's fields are read 6–9 times between the request check and the write, and two
+   * readUInt32LE per read were the largest JS item of a restore's node after LevelDB's own put.
+   */
+  private metaNumbers: Float64Array | null | undefined;
+  private metaFirst = 0;
+  /** The largest etag in `metaNumbers` (of the batch it was decoded for: a slice shares its parent's). */
+  private metaEtagMax = 0;
+  /** The key and value limits checkPackedRows found every row within (noteChecked). */
+  private checkedKeyBytes = -1;
+  private checkedValueBytes = -1;
 
   /** @internal Use PackedRowsBuilder, fromRows or fromMessage. */
   constructor(count: number, lengths: Buffer, data: Buffer, meta: Buffer, offsets: Float64Array, lens: Uint32Array, first: number, sorted?: boolean) {
@@ -101,7 +114,7 @@ export class PackedRows {
       throw invalid(`${path}.meta`, `${path}.meta is ${meta.length} bytes, but must be empty or ${count * PACKED_META_BYTES} for count ${count} (24 per row)`, meta.length);
     }
     const offsets = new Float64Array(count + 1);
-    const lens = decodeLengths(lengths);
+    const lens = decodeU32s(lengths);
     let at = 0;
     for (let i = 0; i < count; i++) {
       offsets[i] = at;
@@ -161,8 +174,29 @@ export class PackedRows {
    * metadata. Values beyond 2^53 read inexactly but still beyond every range the store accepts.
    */
   metaField(i: number, field: 0 | 1 | 2): number {
-    if (this.metaBytes.length === 0) return 0;
-    return this.metaU64(i * PACKED_META_BYTES + field * 8);
+    const numbers = this.metaNumbers === undefined ? this.decodeMeta() : this.metaNumbers;
+    if (numbers === null) return 0;
+    return numbers[3 * (this.metaFirst + i) + field]!;
+  }
+
+  /** No row's kept etag is larger than this (0 without metadata); a slice may answer its whole batch's largest. */
+  etagUpperBound(): number {
+    const numbers = this.metaNumbers === undefined ? this.decodeMeta() : this.metaNumbers;
+    return numbers === null ? 0 : this.metaEtagMax;
+  }
+
+  /**
+   * @internal Records that checkPackedRows found every row's key, value and metadata in range,
+   * with these key and value limits (request-check.ts), so the node need not loop over them again.
+   */
+  noteChecked(maxKeyBytes: number, maxValueBytes: number): void {
+    this.checkedKeyBytes = maxKeyBytes;
+    this.checkedValueBytes = maxValueBytes;
+  }
+
+  /** Whether checkPackedRows passed this batch under limits at most these (see noteChecked). */
+  checkedWithin(maxKeyBytes: number, maxValueBytes: number): boolean {
+    return this.checkedKeyBytes >= 0 && this.checkedKeyBytes <= maxKeyBytes && this.checkedValueBytes <= maxValueBytes;
   }
 
   /** Row i's metadata field exactly, for error messages. */
@@ -193,11 +227,21 @@ export class PackedRows {
   isStrictlySorted(): boolean {
     if (this.sorted === undefined) {
       this.sorted = true;
+      // Neighbours are compared four bytes at a time (big-endian words order as bytes do): sorted
+      // keys share long prefixes (a restore's "k000000…"), which a byte loop walks one at a time.
+      const data = this.data;
+      const words = new DataView(data.buffer, data.byteOffset, data.byteLength);
+      let prevStart = this.keyOffset(0);
+      let prevLength = this.keyLength(0);
       for (let i = 1; i < this.count; i++) {
-        if (this.compareKeys(i - 1, i) >= 0) {
+        const start = this.keyOffset(i);
+        const length = this.keyLength(i);
+        if (compareWords(words, data, prevStart, prevLength, start, length) >= 0) {
           this.sorted = false;
           break;
         }
+        prevStart = start;
+        prevLength = length;
       }
     }
     return this.sorted;
@@ -241,7 +285,13 @@ export class PackedRows {
     const data = this.data.subarray(this.offsets[this.first + s]! - this.base, this.offsets[this.first + e]! - this.base);
     const meta = this.metaBytes.length === 0 ? EMPTY : this.metaBytes.subarray(s * PACKED_META_BYTES, e * PACKED_META_BYTES);
     const lengths = this.lengths.subarray(s * PACKED_LENGTH_BYTES, e * PACKED_LENGTH_BYTES);
-    return new PackedRows(e - s, lengths, data, meta, this.offsets, this.lens, this.first + s, this.sorted === true ? true : undefined);
+    const slice = new PackedRows(e - s, lengths, data, meta, this.offsets, this.lens, this.first + s, this.sorted === true ? true : undefined);
+    if (this.metaNumbers !== undefined) {
+      slice.metaNumbers = this.metaNumbers;
+      slice.metaFirst = this.metaFirst + s;
+      slice.metaEtagMax = this.metaEtagMax;
+    }
+    return slice;
   }
 
   /** The rows as objects (views of the keys and values); for callers of the per-row API. */
@@ -266,6 +316,23 @@ export class PackedRows {
 
   private metaU64(at: number): number {
     return this.metaBytes.readUInt32LE(at + 4) * TWO_32 + this.metaBytes.readUInt32LE(at);
+  }
+
+  /** Decodes `metaBytes` once (metaNumbers): the same numbers metaU64 reads, high word × 2^32 + low word. */
+  private decodeMeta(): Float64Array | null {
+    const meta = this.metaBytes;
+    if (meta.length === 0) return (this.metaNumbers = null);
+    const words = decodeU32s(meta);
+    const numbers = new Float64Array(words.length >>> 1);
+    let etagMax = 0;
+    for (let k = 0; k < numbers.length; k++) {
+      const n = words[2 * k + 1]! * TWO_32 + words[2 * k]!;
+      numbers[k] = n;
+      if (k % 3 === 0 && n > etagMax) etagMax = n;
+    }
+    this.metaFirst = 0;
+    this.metaEtagMax = etagMax;
+    return (this.metaNumbers = numbers);
   }
 }
 
@@ -411,12 +478,12 @@ function lengthsBytes(lens: Uint32Array): Buffer {
   return out;
 }
 
-/** `lengths` as u32s: one copy into aligned memory (and a byte swap on big-endian machines). */
-function decodeLengths(lengths: Buffer): Uint32Array {
-  const lens = new Uint32Array(lengths.length / 4);
-  if (LITTLE_ENDIAN) new Uint8Array(lens.buffer).set(lengths);
-  else for (let i = 0; i < lens.length; i++) lens[i] = lengths.readUInt32LE(i * 4);
-  return lens;
+/** Little-endian u32s (`lengths`, `meta`) copied into aligned memory (and byte-swapped on big-endian machines). */
+function decodeU32s(bytes: Buffer): Uint32Array {
+  const words = new Uint32Array(bytes.length / 4);
+  if (LITTLE_ENDIAN) new Uint8Array(words.buffer).set(bytes);
+  else for (let i = 0; i < words.length; i++) words[i] = bytes.readUInt32LE(i * 4);
+  return words;
 }
 
 function setBytes(target: Buffer, at: number, source: Uint8Array): void {
@@ -436,6 +503,22 @@ export function compareBytes(a: Uint8Array, aStart: number, aEnd: number, b: Uin
   if (n > LOOP_COMPARE_MAX_BYTES) return Buffer.compare(a.subarray(aStart, aEnd), b.subarray(bStart, bEnd));
   for (let k = 0; k < n; k++) {
     const d = a[aStart + k]! - b[bStart + k]!;
+    if (d !== 0) return d < 0 ? -1 : 1;
+  }
+  return aLength === bLength ? 0 : aLength < bLength ? -1 : 1;
+}
+
+/** Bytewise comparison of `bytes[a, a + aLength)` and `bytes[b, b + bLength)`, a word (`words`, the same memory) at a time. */
+function compareWords(words: DataView, bytes: Uint8Array, a: number, aLength: number, b: number, bLength: number): number {
+  const n = Math.min(aLength, bLength);
+  let k = 0;
+  for (; k + 4 <= n; k += 4) {
+    const x = words.getUint32(a + k);
+    const y = words.getUint32(b + k);
+    if (x !== y) return x < y ? -1 : 1;
+  }
+  for (; k < n; k++) {
+    const d = bytes[a + k]! - bytes[b + k]!;
     if (d !== 0) return d < 0 ? -1 : 1;
   }
   return aLength === bLength ? 0 : aLength < bLength ? -1 : 1;

@@ -215,6 +215,24 @@ const MIDPOINT_EXTRA_BYTES = 8;
 
 type BulkOp = Extract<Op, { kind: 'bulk' }>;
 
+/** A built bulk batch not written yet, with the ops it settles (runBulk). */
+interface WaitingBulk {
+  batch: WriteOps;
+  /** The state once it is written. */
+  next: State;
+  ops: Array<{ op: BulkOp; queueMs: number; writeMs: number; assigned: BulkAssignment }>;
+  rows: number;
+  bytes: number;
+  /** Until its write starts: groups may still join. */
+  open: boolean;
+  /** Set when a joining group failed half-way: the batch is not written, its ops all fail. */
+  failed: unknown;
+  /** The first and last key of each sorted insert in it (views of the requests, held until it settles). */
+  ranges: Array<[Buffer, Buffer]>;
+  /** An insert in it is not sorted (it has no range): it may touch any key below the largest. */
+  unsorted: boolean;
+}
+
 type Op =
   | { kind: 'put'; key: Buffer; value: Buffer; options: PutOptions; chain?: ChainTag; resolve: (r: StoredRecord) => void; reject: (e: unknown) => void }
   | { kind: 'delete'; key: Buffer; expectedEtag: number | undefined; chain?: ChainTag; resolve: (deleted: boolean) => void; reject: (e: unknown) => void }
@@ -296,6 +314,10 @@ export class PartitionStore {
   private draining: Promise<void> | undefined;
   /** The bulk write being committed, if any: resolves whether it was (never rejects). */
   private committing: Promise<boolean> | undefined;
+  /** The bulk batch built last, while it waits for the write before it (runBulk): appending groups join it. */
+  private waiting: WaitingBulk | undefined;
+  /** Every bulk batch built and not settled yet (written or failed): the key ranges still in flight. */
+  private readonly unwritten = new Set<WaitingBulk>();
   /** The state once `committing` lands: what the next group builds on. */
   private tip: State | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
@@ -810,10 +832,14 @@ export class PartitionStore {
         group = this.queue.splice(0, n);
       }
       try {
-        // A group that only appends past every key written (or being written) reads nothing, so
-        // it is built while the group before it is being written; everything else waits for that
-        // write first. Writes still reach LevelDB one at a time, in order.
-        if (first.kind !== 'bulk' || !this.appendsOnly(group as BulkOp[])) {
+        // A sorted group whose keys no write still in flight touches (it appends past every key
+        // written, or its range misses every batch not written yet: another stream's rows, as a
+        // restore or an ingest of several files sends) reads what it overwrites from the data as
+        // written, which those writes do not change; so it is built while the group before it is
+        // being written. Everything else waits for that write first. Writes still reach LevelDB
+        // one at a time, in order.
+        const appending = first.kind === 'bulk' && this.clearOfUnwritten(group as BulkOp[]);
+        if (!appending) {
           await this.committing;
           // The write awaited may have failed meanwhile.
           const fault = this.fault as WriteFault | undefined;
@@ -825,7 +851,7 @@ export class PartitionStore {
             continue;
           }
         }
-        if (first.kind === 'bulk') await this.runBulk(group as BulkOp[]);
+        if (first.kind === 'bulk') await this.runBulk(group as BulkOp[], appending);
         else await this.runGroup(group);
       } catch (err) {
         for (const op of group) op.reject(err);
@@ -844,10 +870,22 @@ export class PartitionStore {
     }
   }
 
-  /** Whether every insert of the group is sorted and lies above the largest key written or being written. */
-  private appendsOnly(group: BulkOp[]): boolean {
+  /**
+   * Whether every insert of the group is sorted and either lies above the largest key written or
+   * being written, or has a key range that overlaps no batch built and not written yet.
+   */
+  private clearOfUnwritten(group: BulkOp[]): boolean {
     const maxKey = this.maxKey;
-    return group.every((op) => op.sorted && op.rows.count > 0 && (maxKey === undefined || op.rows.compareKeyTo(0, maxKey) > 0));
+    return group.every((op) => {
+      const { rows } = op;
+      if (!op.sorted || rows.count === 0) return false;
+      if (maxKey === undefined || rows.compareKeyTo(0, maxKey) > 0) return true;
+      for (const batch of this.unwritten) {
+        if (batch.unsorted) return false;
+        for (const [lo, hi] of batch.ranges) if (rows.compareKeyTo(0, hi) <= 0 && rows.compareKeyTo(rows.count - 1, lo) >= 0) return false;
+      }
+      return true;
+    });
   }
 
   private async runGroup(group: Op[]): Promise<void> {
@@ -985,20 +1023,35 @@ export class PartitionStore {
    * the native batch at once: no buffer per row. Builds the group's batch on the state the previous write leaves (`tip`), then commits it once
    * that write has landed — without waiting here: resolves when the batch is built, and the group's
    * ops settle when it is written. A group built on a write that then fails is not written.
+   * `appending` (the group touches no key of a write in flight, see drain): while the batch built
+   * last still waits for the write before it, the group joins that batch instead of making its
+   * own, so one LevelDB write and one fsync cover both (group commit across calls; every op is
+   * still settled only once the batch holding it is written).
    */
-  private async runBulk(group: BulkOp[]): Promise<void> {
+  private async runBulk(group: BulkOp[], appending = false): Promise<void> {
     const started = performance.now();
-    const next = { ...(this.tip ?? this.state) };
     const now = this.now();
     const overwritten: Array<Map<number, number>> = [];
-    const assignments: BulkAssignment[] = [];
     let total = 0;
+    let rowCount = 0;
     for (const op of group) {
       const opNow = op.assigned?.nowMs ?? now;
       overwritten.push(await this.overwrittenBytes(op.rows, op.sorted, opNow));
       total += op.rows.bytes;
+      rowCount += op.rows.count;
     }
-    const batch = new WriteOps(this.db, total);
+    // Checked after the reads above: the waiting batch may have started its write meanwhile.
+    const waiting = this.waiting;
+    const join =
+      appending &&
+      waiting !== undefined &&
+      waiting.open &&
+      waiting.rows + rowCount <= GROUP_MAX_ROWS &&
+      waiting.bytes + total <= GROUP_MAX_BYTES &&
+      etagBound(group, waiting.next.seq, rowCount) < MAX_ETAG;
+    const next = { ...(join ? waiting.next : (this.tip ?? this.state)) };
+    const assignments: BulkAssignment[] = [];
+    const batch = join ? waiting.batch : new WriteOps(this.db, total);
     try {
       for (let g = 0; g < group.length; g++) {
         const { rows, assigned } = group[g]!;
@@ -1010,7 +1063,7 @@ export class PartitionStore {
         for (let i = 0; i < rows.count; i++) {
           const expiresAtMs = rows.metaField(i, 2);
           if (expiresAtMs > 0 && expiresAtMs <= opNow) continue;
-          const oldBytes = old.get(i);
+          const oldBytes = old.size === 0 ? undefined : old.get(i);
           if (oldBytes !== undefined) {
             next.count--;
             next.logicalBytes -= oldBytes;
@@ -1041,7 +1094,10 @@ export class PartitionStore {
         this.logChange(batch, next, numberChainWrite(next, group[g]!.chain), rows, now);
       }
     } catch (err) {
-      await batch.discard();
+      // etagBound keeps a joining group from failing half-way; were it to, the shared batch holds
+      // part of it, so none of the batch is written and every op in it fails.
+      if (join) waiting.failed ??= err;
+      else await batch.discard();
       throw err;
     }
     next.lastWriteMs = now;
@@ -1050,6 +1106,19 @@ export class PartitionStore {
     // appends only if it lies above these rows too.
     for (const op of group) this.noteWritten(op.rows);
     this.tip = next;
+    const timings = group.map((op, g) => ({ op, queueMs: started - op.enqueuedAt, writeMs: built - started, assigned: assignments[g]! }));
+    const ranges = group.filter((op) => op.sorted && op.rows.count > 0).map(({ rows }): [Buffer, Buffer] => [rows.key(0), rows.key(rows.count - 1)]);
+    if (join) {
+      waiting.next = next;
+      waiting.ops.push(...timings);
+      waiting.ranges.push(...ranges);
+      waiting.rows += rowCount;
+      waiting.bytes += total;
+      return;
+    }
+    const pending: WaitingBulk = { batch, next, ops: timings, rows: rowCount, bytes: total, open: true, failed: undefined, ranges, unsorted: group.some((op) => !op.sorted) };
+    this.waiting = pending;
+    this.unwritten.add(pending);
     const previous = this.committing;
     let committing: Promise<boolean> | undefined = undefined;
     committing = (async (): Promise<boolean> => {
@@ -1057,16 +1126,21 @@ export class PartitionStore {
         if (previous !== undefined && !(await previous)) {
           throw this.fault?.error ?? new StoreError('STORE_CLOSED', `partition at ${this.location} is closed`);
         }
+        pending.open = false;
+        if (pending.failed !== undefined) throw pending.failed;
         const writing = performance.now();
-        await this.commit(batch, next);
+        await this.commit(pending.batch, pending.next);
         const fsyncMs = performance.now() - writing;
-        group.forEach((op, g) => op.resolve({ queueMs: started - op.enqueuedAt, writeMs: built - started, fsyncMs, assigned: assignments[g]! }));
+        for (const t of pending.ops) t.op.resolve({ queueMs: t.queueMs, writeMs: t.writeMs, fsyncMs, assigned: t.assigned });
         return true;
       } catch (err) {
-        await batch.discard().catch(() => undefined);
-        for (const op of group) op.reject(err);
+        pending.open = false;
+        await pending.batch.discard().catch(() => undefined);
+        for (const t of pending.ops) t.op.reject(err);
         return false;
       } finally {
+        this.unwritten.delete(pending);
+        if (this.waiting === pending) this.waiting = undefined;
         if (this.committing === committing) {
           this.committing = undefined;
           this.tip = undefined;
@@ -1402,6 +1476,20 @@ function putProblem(ttlMs: number, now: number, seq: number): StoreError | undef
     });
   }
   return seq >= MAX_ETAG ? etagsExhausted(seq) : undefined;
+}
+
+/**
+ * A bound on every etag a group of bulk inserts can reach when built on sequence `seq`: the largest
+ * starting point (the partition's sequence, a replica's assigned first etag, a kept etag) plus one
+ * per row. Below MAX_ETAG the build cannot fail with STORE_ETAG_EXHAUSTED.
+ */
+function etagBound(group: readonly BulkOp[], seq: number, rows: number): number {
+  let start = seq;
+  for (const { rows: packed, assigned } of group) {
+    if (assigned !== undefined) start = Math.max(start, assigned.firstEtag - 1);
+    start = Math.max(start, packed.etagUpperBound());
+  }
+  return start + rows;
 }
 
 function etagsExhausted(seq: number): StoreError {

@@ -105,7 +105,23 @@ function checkMessage(desc: DescMessage, message: Record<string, unknown>, path:
       throw new TypeError(`${pathOf(path, field.name)}: ${field.fieldKind} fields have no range check`);
     }
   }
-  if (desc.name === 'PackedRows') checkPackedRows(PackedRows.fromMessage(asPackedMessage(message), path), ctx, path);
+  if (desc.name === 'PackedRows') {
+    const packed = PackedRows.fromMessage(asPackedMessage(message), path);
+    checkPackedRows(packed, ctx, path);
+    checkedBatches.set(message, packed);
+  }
+}
+
+/** The batch each checked PackedRows message decoded to (checkedPackedRows). */
+const checkedBatches = new WeakMap<object, PackedRows>();
+
+/**
+ * The batch checkRequest decoded and checked for this PackedRows message (undefined when it did not
+ * check this very object): the handler takes it instead of decoding the message a second time, and
+ * the node skips its own row checks (PackedRows.checkedWithin). The message must not change between.
+ */
+export function checkedPackedRows(message: object): PackedRows | undefined {
+  return checkedBatches.get(message);
 }
 
 /** A BulkInsert carries its rows one way: per-row `rows` or one `packed` batch. */
@@ -152,7 +168,10 @@ export function checkPackedRows(packed: PackedRows, ctx: FieldLimitContext, path
       fail('STORE_VALUE_TOO_LARGE', `${path}[${i}].value`, `: value is ${valueLength} bytes, over the limit of ${ctx.maxValueBytes} bytes`, valueLength, BULK_ROW_LIMITS.value!, ctx);
     }
   }
-  if (!packed.hasMeta) return;
+  if (!packed.hasMeta) {
+    packed.noteChecked(ctx.maxKeyBytes, ctx.maxValueBytes);
+    return;
+  }
   for (let i = 0; i < count; i++) {
     for (let f = 0; f < 3; f++) {
       const { name, limit } = PACKED_META_FIELDS[f]!;
@@ -162,6 +181,7 @@ export function checkPackedRows(packed: PackedRows, ctx: FieldLimitContext, path
       }
     }
   }
+  packed.noteChecked(ctx.maxKeyBytes, ctx.maxValueBytes);
 }
 
 function checkScalar(limit: FieldLimit, value: unknown, path: string, name: string, index: number | undefined, ctx: FieldLimitContext): void {

@@ -472,14 +472,16 @@ export class StoreNode {
   private async bulkInsertPacked(mapVersion: number, rows: PackedRows): Promise<BulkInsertResult> {
     const count = rows.count;
     if (count === 0) return { accepted: 0, nextKey: undefined, timing: { queueMs: 0, writeMs: 0, fsyncMs: 0 } };
-    for (let i = 0; i < count; i++) {
+    // A batch the gRPC request check passed under these limits (the same ranges) is not looped over again.
+    const checked = rows.checkedWithin(this.maxKeyBytes, this.maxValueBytes);
+    for (let i = 0; !checked && i < count; i++) {
       const keyLength = rows.keyLength(i);
       if (keyLength === 0 || keyLength > this.maxKeyBytes) {
         throw new StoreError('STORE_INVALID_KEY', `row ${i}: ${Key.problem(rows.key(i), this.maxKeyBytes)}`, { context: { row: i } });
       }
       if (rows.valueLength(i) > this.maxValueBytes) this.checkValue(rows.value(i), rows.key(i), i);
     }
-    if (rows.hasMeta) {
+    if (rows.hasMeta && !checked) {
       for (let i = 0; i < count; i++) {
         if (rows.metaField(i, 0) > MAX_KEPT_ETAG || rows.metaField(i, 1) > MAX_TIME_MS || rows.metaField(i, 2) > MAX_TIME_MS) checkRowMetadata(rows.meta(i)!, i);
       }

@@ -10,7 +10,7 @@ import { POINT_CODECS } from './point-codec.js';
 import { PATCH_MODES } from './json-document.js';
 import { forwardAcksToProto, forwardsFromProto } from './chain-forwarder.js';
 import { toGrpcStatus } from './grpc-errors.js';
-import { checkRequest, requestDescOf, undecodableRequestError } from './request-check.js';
+import { checkRequest, checkedPackedRows, requestDescOf, undecodableRequestError } from './request-check.js';
 import { successor } from './key.js';
 import { PackedRows } from './packed-rows.js';
 import { PartitionMap } from './partition-map.js';
@@ -188,7 +188,7 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
       });
     },
     bulkInsert: unary('BulkInsert', async (req, call, requestId) => {
-      const rows = req.packed === undefined ? req.rows : PackedRows.fromMessage(req.packed, 'BulkInsertRequest.packed');
+      const rows = req.packed === undefined ? req.rows : (checkedPackedRows(req.packed) ?? PackedRows.fromMessage(req.packed, 'BulkInsertRequest.packed'));
       const span = startServerSpan('BulkInsert', call.metadata, requestId);
       const startedAt = Date.now();
       try {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { BatchBufferPool } from '../../common/index.js';
-import { MAX_KEPT_ETAG, MAX_TIME_MS, PACKED_ROWS_FORMAT, PackedRows, PackedRowsBuilder, StoreError, checkPackedRows, checkRequest, requestDescOf, type BulkRowInput } from '../../store/index.js';
+import { MAX_KEPT_ETAG, MAX_TIME_MS, PACKED_ROWS_FORMAT, PackedRows, PackedRowsBuilder, StoreError, checkPackedRows, checkRequest, checkedPackedRows, requestDescOf, type BulkRowInput } from '../../store/index.js';
 import { BulkInsertRequest } from '../../store/proto/gen/shardpipe/store/v1/store.js';
 import { thrownBy } from '../helpers/rejection.js';
 
@@ -127,6 +127,54 @@ describe('PackedRows', () => {
     expect(pool.take(data.byteLength).buffer).toBe(data.buffer);
   });
 
+  it('metaField reads the u64s of the wire bytes, in slices cut before and after the first read too, beyond 2^53 as a rounded number', () => {
+    const rows = rowsOf(40, true);
+    rows[7]!.etag = MAX_KEPT_ETAG;
+    rows[9]!.updatedAtMs = 2 ** 40 + 12345;
+    const message = PackedRows.fromRows(rows).toMessage();
+    const meta = Buffer.from(message.meta);
+    meta.writeBigUInt64LE(2n ** 64n - 3n, 11 * 24 + 16);
+    const expected = (i: number, f: number): number => Number(meta.readBigUInt64LE(i * 24 + f * 8));
+    const check = (packed: PackedRows, from: number): void => {
+      for (let i = 0; i < packed.count; i++) for (const f of [0, 1, 2] as const) expect(packed.metaField(i, f)).toBe(expected(from + i, f));
+    };
+    const fresh = PackedRows.fromMessage({ ...message, meta });
+    const before = fresh.slice(5, 30);
+    check(before, 5);
+    check(before.slice(2, 10), 7);
+    check(fresh, 0);
+    const after = fresh.slice(9, 20);
+    check(after, 9);
+    check(after.slice(1, 4), 10);
+    expect(fresh.metaField(11, 2)).toBe(2 ** 64);
+    const etags = rows.map((r) => r.etag!);
+    expect(fresh.etagUpperBound()).toBe(Math.max(...etags));
+    expect(after.etagUpperBound()).toBeGreaterThanOrEqual(Math.max(...etags.slice(9, 20)));
+    expect(PackedRows.fromMessage({ ...message, meta }).slice(20, 30).etagUpperBound()).toBe(Math.max(...etags.slice(20, 30)));
+    const none = PackedRows.fromRows(rowsOf(3));
+    expect([none.metaField(0, 0), none.slice(1).metaField(1, 2), none.etagUpperBound()]).toEqual([0, 0, 0]);
+  });
+
+  it('isStrictlySorted agrees with Buffer.compare on neighbours of every length: shared prefixes, one key a prefix of the next, duplicates, a slice', () => {
+    const sortedOf = (keys: Buffer[]): boolean => keys.every((k, i) => i === 0 || Buffer.compare(keys[i - 1]!, k) < 0);
+    const packedOf = (keys: Buffer[]): PackedRows => PackedRows.fromRows(keys.map((key) => ({ key, value: Buffer.from('v') })));
+    let seed = 7;
+    const next = (n: number): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+    for (let trial = 0; trial < 400; trial++) {
+      const prefix = Buffer.alloc(next(12), 0x6b);
+      const keys = Array.from({ length: 2 + next(6) }, () => Buffer.concat([prefix, Buffer.from(Array.from({ length: next(7) }, () => 0x30 + next(3)))]));
+      if (keys.some((k) => k.length === 0)) continue;
+      if (trial % 2 === 0) keys.sort(Buffer.compare);
+      expect(packedOf(keys).isStrictlySorted()).toBe(sortedOf(keys));
+    }
+    const shared = Array.from({ length: 9 }, (_, i) => Buffer.from(`k${String(i).padStart(15, '0')}`));
+    expect(packedOf(shared).isStrictlySorted()).toBe(true);
+    expect(packedOf([shared[0]!, shared[0]!.subarray(0, 12), shared[1]!]).isStrictlySorted()).toBe(false);
+    expect(packedOf([shared[0]!.subarray(0, 12), shared[0]!, shared[1]!]).isStrictlySorted()).toBe(true);
+    expect(packedOf([shared[3]!, shared[3]!]).isStrictlySorted()).toBe(false);
+    expect(packedOf([shared[4]!, shared[2]!, shared[5]!]).slice(1).isStrictlySorted()).toBe(true);
+  });
+
   it('refuses a message whose parts do not fit together, naming the field', () => {
     const good = PackedRows.fromRows(rowsOf(4)).toMessage();
     expect(refusal(() => PackedRows.fromMessage({ ...good, format: 2 }, 'BulkInsertRequest.packed')).message).toMatch(/^BulkInsertRequest\.packed\.format is 2, a packed batch format this node does not know/);
@@ -165,6 +213,22 @@ describe('checkPackedRows', () => {
     expect(err.message).toMatch(/^BulkInsertRequest\.packed\[1\]\.expires_at_ms is 253402300800000, out of range/);
   });
 
+  it('marks a batch it passed as checked under its limits, which tighter limits do not trust; a batch it refused or never saw is not marked', () => {
+    const fresh = one(Buffer.alloc(16, 1), Buffer.alloc(100), { etag: 5 });
+    expect(fresh.checkedWithin(ctx.maxKeyBytes, ctx.maxValueBytes)).toBe(false);
+    checkPackedRows(fresh, ctx);
+    expect(fresh.checkedWithin(ctx.maxKeyBytes, ctx.maxValueBytes)).toBe(true);
+    expect(fresh.checkedWithin(ctx.maxKeyBytes + 1, ctx.maxValueBytes * 2)).toBe(true);
+    expect(fresh.checkedWithin(ctx.maxKeyBytes - 1, ctx.maxValueBytes)).toBe(false);
+    expect(fresh.checkedWithin(ctx.maxKeyBytes, ctx.maxValueBytes - 1)).toBe(false);
+    const plain = one(Buffer.from('k'), Buffer.from('v'));
+    checkPackedRows(plain, ctx);
+    expect(plain.checkedWithin(ctx.maxKeyBytes, ctx.maxValueBytes)).toBe(true);
+    const refused = one(Buffer.from('k'), Buffer.from('v'), { expiresAtMs: MAX_TIME_MS + 1 });
+    refusal(() => checkPackedRows(refused, ctx));
+    expect(refused.checkedWithin(ctx.maxKeyBytes, ctx.maxValueBytes)).toBe(false);
+  });
+
   it('reports a u64 beyond 2^53 exactly', () => {
     const packed = one(Buffer.from('k'), Buffer.from('v'), { etag: 1 });
     const message = packed.toMessage();
@@ -184,5 +248,18 @@ describe('checkPackedRows', () => {
     expect(bad.message).toMatch(/^BulkInsertRequest\.packed\.format is 9/);
     const badKey = PackedRows.fromRows([{ key: Buffer.alloc(20), value: Buffer.alloc(0) }]).toMessage();
     expect(refusal(() => checkRequest(requestDescOf('BulkInsert'), { mapVersion: 1, rows: [], packed: badKey }, ctx)).message).toMatch(/^BulkInsertRequest\.packed\[0\]\.key: key is 20 bytes/);
+    expect(checkedPackedRows(badKey)).toBeUndefined();
+  });
+
+  it('checkRequest hands the batch it decoded and checked to the handler, for that very message only', () => {
+    const rows = rowsOf(5, true);
+    const packed = PackedRows.fromRows(rows).toMessage();
+    expect(checkedPackedRows(packed)).toBeUndefined();
+    checkRequest(requestDescOf('BulkInsert'), { mapVersion: 1, rows: [], packed }, ctx);
+    const batch = checkedPackedRows(packed)!;
+    expectRows(batch, rows);
+    expect(batch.checkedWithin(ctx.maxKeyBytes, ctx.maxValueBytes)).toBe(true);
+    expect(batch.metaField(3, 1)).toBe(rows[3]!.updatedAtMs);
+    expect(checkedPackedRows({ ...packed })).toBeUndefined();
   });
 });
