@@ -99,7 +99,8 @@ async function chainOf0(c: EtcdTestCluster): Promise<string[]> {
 }
 
 /**
- * The lease of the tests that do not wait for one to run out (the nodes' default). With 1 s, on this
+ * The lease of the tests that need none to run out soon (the nodes' default; the first test's drained
+ * node, restarted on a new data folder, waits for its old one to go). With 1 s, on this
  * machine at load 10-16 (two CPU burners beside other work) nodes missed keep-alives, fenced, lost
  * their lease and were dropped from chains and refilled elsewhere: replicas moved that no operation
  * asked for (a move failed; the rebalance test's placement was not the rebalance's).
