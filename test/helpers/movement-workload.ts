@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'vitest';
-import { Key, StoreClient, StoreError } from '../../store/index.js';
+import { Key, StoreClient, StoreError, type StoredRecord } from '../../store/index.js';
 
 // The live workload of the data-movement tests: keys spread over the key space, a bulk load, and
 // point puts + a CAS counter + a reader that checks the counter never goes back.
@@ -23,6 +23,14 @@ export async function load(c: StoreClient, rows: number): Promise<void> {
   });
   const result = await c.bulkPutAll([data], { maxInFlight: 2, batchMaxRows: 1000 });
   expect(result.rows).toBe(rows);
+}
+
+/**
+ * The client was closed under a running workload (a test that failed before its stop, then its
+ * afterEach): the workload ends instead of failing again and again.
+ */
+function closed(err: unknown): boolean {
+  return err instanceof StoreError && err.code === 'STORE_CLOSED';
 }
 
 /**
@@ -58,6 +66,7 @@ export class Workload {
         await this.c.put(keyOf(i, 'w'), Buffer.from(value));
         this.acked.set(i, value);
       } catch (err) {
+        if (closed(err)) return;
         this.problems.push(`put ${i}: ${(err as Error).message}`);
       }
       await sleep(5);
@@ -73,18 +82,27 @@ export class Workload {
         this.counter += 1;
         etag = next.etag;
       } catch (err) {
+        if (closed(err)) return;
         if (!(err instanceof StoreError) || (err.code !== 'STORE_AMBIGUOUS' && err.code !== 'STORE_ETAG_MISMATCH')) {
           this.problems.push(`cas: ${(err as Error).message}`);
-          continue;
+        } else {
+          // Read it back and decide: the value says whether that attempt took effect.
+          this.ambiguous += 1;
+          let seen: StoredRecord | undefined;
+          try {
+            seen = await this.c.get(this.counterKey);
+          } catch (e) {
+            if (closed(e)) return;
+            throw e;
+          }
+          if (seen === undefined) throw new Error('cas: the counter key is gone');
+          const value = Number(seen.value.toString());
+          if (value !== this.counter && value !== this.counter + 1) this.problems.push(`cas: counter ${value} after ${this.counter} acknowledged`);
+          this.counter = value;
+          etag = seen.etag;
         }
-        // Read it back and decide: the value says whether that attempt took effect.
-        this.ambiguous += 1;
-        const seen = (await this.c.get(this.counterKey))!;
-        const value = Number(seen.value.toString());
-        if (value !== this.counter && value !== this.counter + 1) this.problems.push(`cas: counter ${value} after ${this.counter} acknowledged`);
-        this.counter = value;
-        etag = seen.etag;
       }
+      // Also after a failure: a loop that only fails in microtasks would starve the event loop.
       await sleep(5);
     }
   }
@@ -99,6 +117,7 @@ export class Workload {
         last = Math.max(last, value);
         this.reads += 1;
       } catch (err) {
+        if (closed(err)) return;
         this.problems.push(`read: ${(err as Error).message}`);
       }
       await sleep(5);
