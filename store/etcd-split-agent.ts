@@ -228,7 +228,7 @@ export class EtcdSplitAgent {
       const rows = await this.whileMapCatchesUp(request, () => this.node.prepareSplit({ operation: request.operation, partition: request.partition, epoch: request.epoch, newPartition: request.newPartition, at }));
       report = { operation: request.operation, node: this.address, epoch: request.epoch, state: 'prepared', at: request.at, rows, updatedAtMs: Date.now() };
     } catch (err) {
-      if (this.closed) return;
+      if (this.closed || this.outdatedPrepare(request, err)) return;
       this.logger.warn({ err, partition: request.partition, operation: request.operation }, 'preparing a split failed');
       report = { operation: request.operation, node: this.address, epoch: request.epoch, state: 'failed', at: request.at, error: (err as Error).message, updatedAtMs: Date.now() };
     }
@@ -242,11 +242,24 @@ export class EtcdSplitAgent {
       const rows = await this.whileMapCatchesUp(request, () => this.node.prepareMerge(request));
       report = { operation: request.operation, node: this.address, epoch: request.epoch, state: 'prepared', rows, updatedAtMs: Date.now() };
     } catch (err) {
-      if (this.closed) return;
+      if (this.closed || this.outdatedPrepare(request, err)) return;
       this.logger.warn({ err, partition: request.partition, operation: request.operation }, 'preparing a merge failed');
       report = { operation: request.operation, node: this.address, epoch: request.epoch, state: 'failed', error: (err as Error).message, updatedAtMs: Date.now() };
     }
     await this.report(this.keys.preparedOf(request.partition, this.address), report).catch((err: unknown) => this.logger.warn({ err: (err as Error).message }, 'writing a merge report failed; writing it again with the next change'));
+  }
+
+  /**
+   * Whether a prepare that failed was for an epoch this node's map is past (the chain changed under
+   * it: a drain moved the partition away and closed its store here, a replica was removed). No
+   * `failed` report then: one at the old epoch could still be taken by a coordinator that has not
+   * seen the change yet and end the operation; the coordinator asks again at the new epoch instead.
+   */
+  private outdatedPrepare(request: { partition: number; epoch: number; operation: string }, err: unknown): boolean {
+    const epoch = this.node.map.byId(request.partition)?.epoch ?? -1;
+    if (epoch <= request.epoch) return false;
+    this.logger.info({ err: (err as Error).message, partition: request.partition, operation: request.operation, requestEpoch: request.epoch, epoch }, 'a prepare for an older epoch ended without a report: the operation is asked again at the new one');
+    return true;
   }
 
   /** Fault injection (SHARDPIPE_FAULT_INJECTION_HOLD_PREPARES): waits while the hold file exists. */

@@ -223,6 +223,10 @@ describe('split while the chain changes', () => {
     const done = await waitForOperation(c, id, (r) => r.state === 'completed' || r.state === 'failed', 60_000);
     expect(done.error).toBeUndefined();
     expect(done.state).toBe('completed');
+    // The stale prepares ended without a `failed` report at the old epoch (a coordinator that had
+    // not seen the new map yet could have taken it and ended the split).
+    for (const [address, n] of c.nodes) expect(n.logged('preparing a split failed'), address).toBe(false);
+    expect([...c.nodes.values()].some((n) => n.logged('a prepare for an older epoch ended without a report'))).toBe(true);
     const map = (await c.store.read())!.map;
     expect(map.byId(2)!.start).toEqual(AT);
     expect(map.byId(2)!.chain).toHaveLength(2);
