@@ -107,21 +107,29 @@ function decodePacked(bytes: Uint8Array): BulkPutSpans | undefined {
     }
   }
   if (format !== PACKED_BULK_ROWS_FORMAT || lengthsLength !== 8 * count) return undefined;
+  const { spans, end } = spansFromLengths(bytes, lengthsStart, count, dataStart);
+  return end === dataStart + dataLength ? { bytes, count, spans } : undefined;
+}
+
+/**
+ * Spans of `count` rows whose key and value lengths are u32 LE pairs at `lengths[lengthsAt…]` and
+ * whose bytes follow one another from `dataAt`; `end` is where the last row ends (the caller checks
+ * it against the data it has: a span past it is never read).
+ */
+function spansFromLengths(lengths: Uint8Array, lengthsAt: number, count: number, dataAt: number): { spans: Uint32Array; end: number } {
   const spans = new Uint32Array(4 * count);
-  let at = dataStart;
-  const dataEnd = at + dataLength;
+  let at = dataAt;
   for (let i = 0; i < count; i++) {
-    const l = lengthsStart + 8 * i;
-    const keyLength = u32le(bytes, l);
-    const valueLength = u32le(bytes, l + 4);
-    if (at + keyLength + valueLength > dataEnd) return undefined;
+    const l = lengthsAt + 8 * i;
+    const keyLength = u32le(lengths, l);
+    const valueLength = u32le(lengths, l + 4);
     spans[4 * i] = at;
     spans[4 * i + 1] = keyLength;
     spans[4 * i + 2] = at + keyLength;
     spans[4 * i + 3] = valueLength;
     at += keyLength + valueLength;
   }
-  return at === dataEnd ? { bytes, count, spans } : undefined;
+  return { spans, end: at };
 }
 
 /**
@@ -185,18 +193,8 @@ function packedSpans(packed: PackedBulkRows): BulkPutSpans {
     throw invalid(`format is ${format}, a packed row format this gateway does not know: it reads format ${PACKED_BULK_ROWS_FORMAT} (send format ${PACKED_BULK_ROWS_FORMAT}, or per-row \`rows\`)`);
   }
   if (lengths.length !== 8 * count) throw invalid(`lengths is ${lengths.length} bytes, but count ${count} needs ${8 * count} (8 per row)`);
-  const spans = new Uint32Array(4 * count);
-  let at = 0;
-  for (let i = 0; i < count; i++) {
-    const keyLength = u32le(lengths, 8 * i);
-    const valueLength = u32le(lengths, 8 * i + 4);
-    spans[4 * i] = at;
-    spans[4 * i + 1] = keyLength;
-    spans[4 * i + 2] = at + keyLength;
-    spans[4 * i + 3] = valueLength;
-    at += keyLength + valueLength;
-  }
-  if (at !== data.length) throw invalid(`data is ${data.length} bytes, but the lengths of its ${count} rows add up to ${at}`);
+  const { spans, end } = spansFromLengths(lengths, 0, count, 0);
+  if (end !== data.length) throw invalid(`data is ${data.length} bytes, but the lengths of its ${count} rows add up to ${end}`);
   return { bytes: data, count, spans };
 }
 

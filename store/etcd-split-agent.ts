@@ -176,11 +176,7 @@ export class EtcdSplitAgent {
     }
   }
 
-  /**
-   * Whether this request's prepare is in flight already. The coordinator asks again at a new epoch
-   * when the chain changed under a split; that request waits for the one in flight (one prepare of
-   * P at a time), which is then looked at again: without that it waited for an unrelated change.
-   */
+  /** Runs a split's or merge's prepare of `partition` unless one of that request is in flight (see stillPreparing). */
   private startPrepare(partition: number, id: string, epoch: number, run: () => Promise<void>): void {
     if (this.stillPreparing(partition, id, epoch)) return;
     const flight = { id, epoch };
@@ -188,6 +184,11 @@ export class EtcdSplitAgent {
     void run().finally(() => this.prepared(partition, flight));
   }
 
+  /**
+   * Whether this request's prepare is in flight already. The coordinator asks again at a new epoch
+   * when the chain changed under a split; that request waits for the one in flight (one prepare of
+   * P at a time), which is then looked at again: without that it waited for an unrelated change.
+   */
   private stillPreparing(partition: number, id: string, epoch: number): boolean {
     const flight = this.preparing.get(partition);
     if (flight?.id !== id) return false;
@@ -256,10 +257,14 @@ export class EtcdSplitAgent {
    * seen the change yet and end the operation; the coordinator asks again at the new epoch instead.
    */
   private outdatedPrepare(request: { partition: number; epoch: number; operation: string }, err: unknown): boolean {
-    const epoch = this.node.map.byId(request.partition)?.epoch ?? -1;
-    if (epoch <= request.epoch) return false;
-    this.logger.info({ err: (err as Error).message, partition: request.partition, operation: request.operation, requestEpoch: request.epoch, epoch }, 'a prepare for an older epoch ended without a report: the operation is asked again at the new one');
+    if (!this.mapIsPast(request)) return false;
+    this.logger.info({ err: (err as Error).message, partition: request.partition, operation: request.operation, requestEpoch: request.epoch, epoch: this.node.map.byId(request.partition)?.epoch }, 'a prepare for an older epoch ended without a report: the operation is asked again at the new one');
     return true;
+  }
+
+  /** Whether this node's map has the request's partition at a newer epoch than the request's. */
+  private mapIsPast(request: { partition: number; epoch: number }): boolean {
+    return (this.node.map.byId(request.partition)?.epoch ?? -1) > request.epoch;
   }
 
   /** Fault injection (SHARDPIPE_FAULT_INJECTION_HOLD_PREPARES): waits while the hold file exists. */
@@ -283,8 +288,7 @@ export class EtcdSplitAgent {
         return await fn();
       } catch (err) {
         const transient = err instanceof StoreError && (err.code === 'STORE_NOT_OWNER' || err.code === 'STORE_STALE_EPOCH');
-        const outdated = (this.node.map.byId(request.partition)?.epoch ?? -1) > request.epoch;
-        if (!transient || outdated || this.closed || attempt >= CATCH_UP_ATTEMPTS) throw err;
+        if (!transient || this.mapIsPast(request) || this.closed || attempt >= CATCH_UP_ATTEMPTS) throw err;
         await sleep(CATCH_UP_PAUSE_MS);
       }
     }

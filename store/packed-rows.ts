@@ -175,8 +175,7 @@ export class PackedRows {
    */
   metaField(i: number, field: 0 | 1 | 2): number {
     const numbers = this.metaNumbers === undefined ? this.decodeMeta() : this.metaNumbers;
-    if (numbers === null) return 0;
-    return numbers[3 * (this.metaFirst + i) + field]!;
+    return numbers === null ? 0 : numbers[3 * (this.metaFirst + i) + field]!;
   }
 
   /** No row's kept etag is larger than this (0 without metadata); a slice may answer its whole batch's largest. */
@@ -517,11 +516,8 @@ function compareWords(words: DataView, bytes: Uint8Array, a: number, aLength: nu
     const y = words.getUint32(b + k);
     if (x !== y) return x < y ? -1 : 1;
   }
-  for (; k < n; k++) {
-    const d = bytes[a + k]! - bytes[b + k]!;
-    if (d !== 0) return d < 0 ? -1 : 1;
-  }
-  return aLength === bLength ? 0 : aLength < bLength ? -1 : 1;
+  // The first k bytes are equal: the rest (under 4 in common) orders the two.
+  return compareBytes(bytes, a + k, a + aLength, bytes, b + k, b + bLength);
 }
 
 /**
