@@ -1,13 +1,16 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { resync } from '../coordinator/index.js';
-import { EtcdMapStore, StoreError, connectEtcd, parseEtcdUrl, type Partition, type StoreClient } from '../store/index.js';
+import { CHECKSUM_PAGE_ENTRIES, EtcdMapStore, RangeDigest, StoreError, connectEtcd, parseEtcdUrl, type Partition, type StoreClient } from '../store/index.js';
+import { CliUsageError } from './cli-env.js';
 import { EXIT, formatTable, parsePositiveInt } from './cli-io.js';
 import { withClient } from './store-io.js';
 import type { CliContext } from './cli-context.js';
 import { etcdConnectionOf, type EtcdFlags } from './etcd-options.js';
 
-/** How long one replica's digest of a partition may take. */
+/** How long one replica's digest of one page of a partition may take. */
 const REPLICA_DIGEST_TIMEOUT_MS = 60_000;
+/** Pages a partition is cut into at most (SplitKeys' limit). */
+const MAX_PAGES = 1000;
 /** Pieces a diverging range is cut into per round of the search for the first difference. */
 const SEARCH_PARTS = 16;
 /** Rounds of that search (16² pieces at most): enough to name a small range without a full diff. */
@@ -35,10 +38,12 @@ interface PartitionReport {
   epoch: number;
   replicas: ReplicaReport[];
   consistent: boolean;
-  /** The chain sequence number every serving replica's digest is at; absent when they never reported one (writes kept coming). */
+  /** The chain sequence number every serving replica's digest of the last page is at; absent when a page never had one (writes kept coming). */
   seq?: number;
-  /** Rounds of digests it took for the serving replicas to report one position. */
+  /** Rounds of digests it took, over all pages, for the serving replicas to report one position per page. */
   attempts: number;
+  /** Pages (key ranges of about `--page-entries` entries) compared, each at one chain position of its own. */
+  pages: { checked: number; total: number };
   /** Replicas whose digest differs from the reference (the digest most serving replicas hold; the head's on a tie). */
   diverging?: string[];
   /** The first key range (hex, end exclusive, "" = open) where a diverging replica differs. */
@@ -57,13 +62,16 @@ interface PartitionReport {
  * range where they differ. Syncing replicas are shown but not judged (they are still copying).
  * Exit 0 only when every partition is consistent.
  */
-export async function clusterCheck(ctx: CliContext, opts: { seeds?: string; json?: boolean }): Promise<void> {
+export async function clusterCheck(ctx: CliContext, opts: { seeds?: string; json?: boolean; pageEntries?: string }): Promise<void> {
+  const pageEntries = opts.pageEntries === undefined ? CHECKSUM_PAGE_ENTRIES : parsePositiveInt(opts.pageEntries, '--page-entries');
+  if (pageEntries < 1) throw new CliUsageError(`--page-entries must be at least 1, got ${pageEntries}`);
   const reports = await withClient(ctx.seeds(opts.seeds), ctx, async (client) => {
     const map = await client.refreshMap();
+    const entries = await partitionEntries(client);
     const out: PartitionReport[] = [];
-    for (const p of map.partitions) out.push(await checkPartition(client, p));
+    for (const p of map.partitions) out.push(await checkPartition(client, p, entries.get(p.id) ?? 0, pageEntries));
     return out;
-    // One Checksum digests a whole replica: a large partition on a busy node needs longer than the client's usual 10 s per call.
+    // A page's digest on a busy node can need longer than the client's usual 10 s per call.
   }, REPLICA_DIGEST_TIMEOUT_MS);
   const consistent = reports.every((r) => r.consistent);
   if (opts.json) {
@@ -75,7 +83,7 @@ export async function clusterCheck(ctx: CliContext, opts: { seeds?: string; json
         reports.map((r) => [
           String(r.id),
           String(r.epoch),
-          r.consistent ? `consistent at seq ${r.seq ?? 0}` : r.error !== undefined ? r.error : `DIVERGES${r.diverging?.length ? `: ${r.diverging.join(', ')}` : ''}${r.firstDifference ? ` first in [${r.firstDifference.start}, ${r.firstDifference.end})` : ''}`,
+          r.consistent ? (r.pages.total > 1 ? `consistent in ${r.pages.total} pages` : `consistent at seq ${r.seq ?? 0}`) : r.error !== undefined ? r.error : `DIVERGES${r.diverging?.length ? `: ${r.diverging.join(', ')}` : ''}${r.firstDifference ? ` first in [${r.firstDifference.start}, ${r.firstDifference.end})` : ''}`,
           r.replicas.map((x) => (x.error ? `${x.node} ${x.state} error: ${x.error}` : `${x.node} ${x.state} ${x.count} ${x.digest.slice(0, 12)}`)).join(' | '),
         ]),
       ),
@@ -85,7 +93,15 @@ export async function clusterCheck(ctx: CliContext, opts: { seeds?: string; json
   if (!consistent) process.exitCode = EXIT.failed;
 }
 
-async function checkPartition(client: StoreClient, p: Partition): Promise<PartitionReport> {
+/** One page's digests of every replica, asked until the serving ones report one chain position. */
+interface PageDigests {
+  replicas: ReplicaReport[];
+  serving: ReplicaReport[];
+  attempts: number;
+  atOne: boolean;
+}
+
+async function digestPage(client: StoreClient, p: Partition, start: Buffer, end: Buffer): Promise<PageDigests> {
   let replicas: ReplicaReport[] = [];
   let serving: ReplicaReport[] = [];
   let attempts = 0;
@@ -93,23 +109,69 @@ async function checkPartition(client: StoreClient, p: Partition): Promise<Partit
   for (let pauseMs = POSITION_PAUSE_MS; attempts < POSITION_ATTEMPTS; pauseMs = Math.min(1000, pauseMs * 2)) {
     if (attempts > 0) await sleep(pauseMs);
     attempts++;
-    replicas = await digests(client, p, p.start, p.end);
+    replicas = await digests(client, p, start, end);
     serving = replicas.filter((r) => r.state === 'serving');
     atOne = serving.every((r) => r.error === undefined && r.stream === serving[0]!.stream && r.seq === serving[0]!.seq);
     if (atOne || replicas.some((r) => r.error !== undefined)) break;
   }
-  const failed = replicas.filter((r) => r.error !== undefined);
-  if (!atOne && failed.length === 0) {
-    const where = serving.map((r) => `${r.node} at ${r.seq}`).join(', ');
-    return { id: p.id, epoch: p.epoch, replicas, consistent: false, attempts, error: `not checked: its serving replicas were never at one sequence number in ${attempts} rounds (${where}); writes keep coming — run the check again in a quieter moment` };
+  return { replicas, serving, attempts, atOne };
+}
+
+/**
+ * Cuts the partition into pages of about `pageEntries` entries (SplitKeys' estimate from its
+ * entry count), so one replica's digest of a page stays far inside the call's timeout however
+ * large the partition is.
+ */
+async function pageBounds(client: StoreClient, p: Partition, entries: number, pageEntries: number): Promise<Buffer[]> {
+  const parts = Math.min(MAX_PAGES, Math.ceil(entries / pageEntries));
+  const keys = parts < 2 ? [] : await client.splitKeys(p.start, p.end, parts);
+  return [p.start, ...keys.filter((k) => Buffer.compare(k, p.start) > 0 && (p.end.length === 0 || Buffer.compare(k, p.end) < 0)), p.end];
+}
+
+/** Each partition's entry count as its replicas estimate it (the largest), to cut it into pages. */
+async function partitionEntries(client: StoreClient): Promise<Map<number, number>> {
+  const entries = new Map<number, number>();
+  for (const { result } of await client.stats()) {
+    // A node that does not answer shows up in the digests; its partitions are cut by the others' counts.
+    if (result.ok) for (const p of result.partitions) entries.set(p.id, Math.max(entries.get(p.id) ?? 0, p.approxCount));
   }
-  const reference = referenceDigest(p, serving);
-  const diverging = serving.filter((r) => r.error === undefined && r.digest !== reference).map((r) => r.node);
-  const report: PartitionReport = { id: p.id, epoch: p.epoch, replicas, consistent: failed.length === 0 && diverging.length === 0, attempts, ...(atOne ? { seq: serving[0]?.seq ?? 0 } : {}) };
-  if (diverging.length > 0) {
-    report.diverging = diverging;
-    const good = serving.find((r) => r.error === undefined && r.digest === reference)!.node;
-    report.firstDifference = await firstDifference(client, p, good, diverging[0]!);
+  return entries;
+}
+
+async function checkPartition(client: StoreClient, p: Partition, entries: number, pageEntries: number): Promise<PartitionReport> {
+  const bounds = await pageBounds(client, p, entries, pageEntries);
+  const pages = bounds.length - 1;
+  // Each page is compared at one chain position of its own; a replica's figures add up its pages.
+  const totals = new Map<string, RangeDigest>();
+  const diverging = new Set<string>();
+  let firstDifference: { start: string; end: string } | undefined;
+  let attempts = 0;
+  let replicas: ReplicaReport[] = [];
+  let seq = 0;
+  for (let i = 0; i < pages; i++) {
+    const page = await digestPage(client, p, bounds[i]!, bounds[i + 1]!);
+    attempts += page.attempts;
+    for (const r of page.replicas) if (r.error === undefined) (totals.get(r.node) ?? totals.set(r.node, new RangeDigest()).get(r.node)!).merge(RangeDigest.fromHex(r.digest, r.count));
+    replicas = page.replicas.map((r) => (r.error === undefined ? { ...r, count: totals.get(r.node)!.count, digest: totals.get(r.node)!.toHex() } : r));
+    const at = pages > 1 ? ` (page ${i + 1} of ${pages})` : '';
+    if (page.replicas.some((r) => r.error !== undefined)) return { id: p.id, epoch: p.epoch, replicas, consistent: false, attempts, pages: { checked: i, total: pages } };
+    if (!page.atOne) {
+      const where = page.serving.map((r) => `${r.node} at ${r.seq}`).join(', ');
+      return { id: p.id, epoch: p.epoch, replicas, consistent: false, attempts, pages: { checked: i, total: pages }, error: `not checked${at}: its serving replicas were never at one sequence number in ${page.attempts} rounds (${where}); writes keep coming — run the check again in a quieter moment` };
+    }
+    seq = page.serving[0]?.seq ?? 0;
+    const reference = referenceDigest(p, page.serving);
+    const differ = page.serving.filter((r) => r.digest !== reference);
+    for (const r of differ) diverging.add(r.node);
+    if (differ.length > 0 && firstDifference === undefined) {
+      const good = page.serving.find((r) => r.digest === reference)!.node;
+      firstDifference = await firstDifferenceIn(client, p, bounds[i]!, bounds[i + 1]!, good, differ[0]!.node);
+    }
+  }
+  const report: PartitionReport = { id: p.id, epoch: p.epoch, replicas, consistent: diverging.size === 0, seq, attempts, pages: { checked: pages, total: pages } };
+  if (diverging.size > 0) {
+    report.diverging = [...diverging];
+    report.firstDifference = firstDifference;
   }
   return report;
 }
@@ -138,10 +200,10 @@ async function digests(client: StoreClient, p: Partition, start: Buffer, end: Bu
   );
 }
 
-/** Narrows `[p.start, p.end)` to the first SplitKeys piece where `bad` differs from `good`, SEARCH_ROUNDS times. */
-async function firstDifference(client: StoreClient, p: Partition, good: string, bad: string): Promise<{ start: string; end: string }> {
-  let start = p.start;
-  let end = p.end;
+/** Narrows `[from, to)` to the first SplitKeys piece where `bad` differs from `good`, SEARCH_ROUNDS times. */
+async function firstDifferenceIn(client: StoreClient, p: Partition, from: Buffer, to: Buffer, good: string, bad: string): Promise<{ start: string; end: string }> {
+  let start = from;
+  let end = to;
   for (let round = 0; round < SEARCH_ROUNDS; round++) {
     const keys = await client.splitKeys(start, end, SEARCH_PARTS).catch(() => [] as Buffer[]);
     const bounds = [start, ...keys.filter((k) => Buffer.compare(k, start) > 0 && (end.length === 0 || Buffer.compare(k, end) < 0)), end];

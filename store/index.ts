@@ -19,6 +19,7 @@ export type { GcReport } from './etcd-gc-reports.js';
 export { encodeRecord, decodeRecord, isExpired, RECORD_FORMAT_VERSION } from './record.js';
 export type { StoredRecord } from './record.js';
 export { RangeDigest } from './range-digest.js';
+export { CHECKSUM_PAGE_ENTRIES } from './checksum-page.js';
 export { PATCH_MODES, parsePointer, projectDocument, patchDocument } from './json-document.js';
 export type { PatchMode } from './json-document.js';
 export {

@@ -75,8 +75,9 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
     .command('check')
     .description('every replica of every partition digests its copy (keys, values, expiries, etags); reports each partition as consistent or names the diverging replica and the first differing key range. Syncing replicas are shown but not judged. Exit 0 only when every partition is consistent, 1 otherwise')
     .option('--seeds <list>', SEEDS_HELP)
-    .option('--json', 'print {consistent, partitions: [{id, epoch, replicas: [{node, count, digest, state, error?}], consistent, diverging?, firstDifference?: {start, end}}]} (keys hex)')
-    .action(async (opts: { seeds?: string; json?: boolean }) => (await import('../cluster-check.js')).clusterCheck(ctx, opts));
+    .option('--page-entries <n>', 'entries of a partition one digest call covers, about: a larger partition is compared page by page, each page at one sequence number of its own (default 200000, about a second of a loaded node\'s work)')
+    .option('--json', 'print {consistent, partitions: [{id, epoch, replicas: [{node, count, digest, state, error?}], consistent, pages: {checked, total}, diverging?, firstDifference?: {start, end}}]} (keys hex)')
+    .action(async (opts: { seeds?: string; json?: boolean; pageEntries?: string }) => (await import('../cluster-check.js')).clusterCheck(ctx, opts));
 
   const repair = cluster
     .command('repair')

@@ -15,7 +15,7 @@ afterEach(async () => {
 
 interface CheckJson {
   consistent: boolean;
-  partitions: Array<{ id: number; epoch: number; consistent: boolean; seq?: number; attempts: number; diverging?: string[]; firstDifference?: { start: string; end: string }; replicas: Array<{ node: string; count: number; digest: string; state: string; seq: number }> }>;
+  partitions: Array<{ id: number; epoch: number; consistent: boolean; seq?: number; attempts: number; pages: { checked: number; total: number }; diverging?: string[]; firstDifference?: { start: string; end: string }; replicas: Array<{ node: string; count: number; digest: string; state: string; seq: number }> }>;
 }
 
 /** Keys spread over the first-two-bytes space, so both halves of a 2-partition split get some. */
@@ -30,8 +30,8 @@ function rows(count: number, tag = 'v'): BulkRowInput[] {
 
 const allServing = (p: Partition | undefined, size: number): boolean => p !== undefined && p.chain.length === size && p.chain.every((r) => r.state === 'serving');
 
-async function check(c: EtcdTestCluster, seed: string): Promise<{ code: number | null; json: CheckJson; stderr: string }> {
-  const out = await c.cli(['cluster', 'check', '--seeds', seed, '--json']);
+async function check(c: EtcdTestCluster, seed: string, flags: string[] = []): Promise<{ code: number | null; json: CheckJson; stderr: string }> {
+  const out = await c.cli(['cluster', 'check', '--seeds', seed, '--json', ...flags]);
   return { code: out.code, json: JSON.parse(out.stdout) as CheckJson, stderr: out.stderr };
 }
 
@@ -253,6 +253,23 @@ describe('replica sync on etcd', () => {
       expect(text.code).toBe(1);
       expect(text.stdout).toContain(`DIVERGES: ${tail}`);
 
+      // Page by page (~3,000 rows in pages of ~400): the same verdict, the same sums, the difference found inside its page.
+      const paged = await check(c, head, ['--page-entries', '400']);
+      expect(paged.code).toBe(1);
+      const p1Paged = paged.json.partitions.find((p) => p.id === 1)!;
+      expect(p1Paged.pages.total).toBeGreaterThan(3);
+      expect(p1Paged.pages.checked).toBe(p1Paged.pages.total);
+      expect(p1Check.pages).toEqual({ checked: 1, total: 1 });
+      expect(p1Paged.diverging).toEqual([tail]);
+      expect(p1Paged.replicas.map((r) => [r.count, r.digest])).toEqual(p1Check.replicas.map((r) => [r.count, r.digest]));
+      expect(paged.json.partitions.find((p) => p.id === 0)!.consistent).toBe(true);
+      const pagedRange = p1Paged.firstDifference!;
+      expect(Buffer.compare(victimKey, Buffer.from(pagedRange.start, 'hex'))).toBeGreaterThanOrEqual(0);
+      expect(pagedRange.end === '' || Buffer.compare(victimKey, Buffer.from(pagedRange.end, 'hex')) < 0).toBe(true);
+      const inRange = data.filter((r) => Buffer.compare(r.key, Buffer.from(pagedRange.start, 'hex')) >= 0 && (pagedRange.end === '' || Buffer.compare(r.key, Buffer.from(pagedRange.end, 'hex')) < 0)).length;
+      expect(inRange).toBeLessThan(400);
+      expect((await c.cli(['cluster', 'check', '--seeds', head, '--page-entries', '0'])).code).toBe(64);
+
       const refusedHead = await c.cli(['cluster', 'repair', '1', '--replica', '127.0.0.1:1', '--etcd', c.etcd.url]);
       expect(refusedHead.code).toBe(1);
       expect(refusedHead.stderr).toMatch(/partition 1 has no replica on 127\.0\.0\.1:1.*\[STORE_REPAIR_REFUSED\]/);
@@ -265,6 +282,9 @@ describe('replica sync on etcd', () => {
       const p1Good = good.json.partitions.find((p) => p.id === 1)!;
       expect(p1Good.replicas[1]!.digest).toBe(p1Good.replicas[0]!.digest);
       expect(p1Good.replicas[1]!.digest).not.toBe(p1Check.replicas[1]!.digest);
+      const pagedGood = await check(c, head, ['--page-entries', '400']);
+      expect(pagedGood.code).toBe(0);
+      expect(pagedGood.json.partitions.find((p) => p.id === 1)!.replicas.map((r) => r.digest)).toEqual(p1Good.replicas.map((r) => r.digest));
     } finally {
       client.close();
     }
