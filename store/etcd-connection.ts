@@ -99,6 +99,15 @@ export function etcdFailure(err: unknown, display: string, doing: string, timeou
   return new StoreError('STORE_ETCD_UNAVAILABLE', `etcd at ${display} did not answer while ${doing} (each call has ${timeoutMs} ms): ${reason}`, { cause: err });
 }
 
+/** Runs one etcd call; its failure becomes `etcdFailure`'s error for `doing`. */
+export async function etcdCall<T>(display: string, doing: string, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    throw etcdFailure(err, display, doing);
+  }
+}
+
 /** etcd refused who we are (wrong user or password, unknown user, no permission): retrying will not help. */
 export function isEtcdAuthFailure(err: unknown): boolean {
   const { EtcdAuthenticationFailedError, EtcdPermissionDeniedError, EtcdUserNotFoundError, GRPCUnauthenticatedError } = loadEtcd3();

@@ -1,6 +1,6 @@
 import type { Etcd3 } from 'etcd3';
 import { z } from 'zod';
-import { etcdFailure } from './etcd-connection.js';
+import { etcdCall } from './etcd-connection.js';
 import { ETCD_PREFIX } from './etcd-map-store.js';
 import { operationKeys } from './etcd-operations.js';
 import type { GcPendingPartition } from './partition-gc.js';
@@ -20,12 +20,7 @@ export interface GcReport {
  */
 export async function readGcReports(etcd: Etcd3, display: string, prefix = ETCD_PREFIX): Promise<GcReport[]> {
   const keys = operationKeys(prefix);
-  let res;
-  try {
-    res = await etcd.getAll().prefix(keys.gc).exec();
-  } catch (err) {
-    throw etcdFailure(err, display, 'reading GC reports');
-  }
+  const res = await etcdCall(display, 'reading GC reports', () => etcd.getAll().prefix(keys.gc).exec());
   const reports: GcReport[] = [];
   for (const kv of res.kvs) {
     const node = kv.key.toString('utf8').slice(keys.gc.length);

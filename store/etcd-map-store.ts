@@ -1,7 +1,7 @@
 import type { Etcd3, Watcher } from 'etcd3';
 import { z } from 'zod';
 import type { Logger } from '../common/index.js';
-import { etcdFailure } from './etcd-connection.js';
+import { etcdCall } from './etcd-connection.js';
 import { PartitionMap } from './partition-map.js';
 import { StoreError } from './store-errors.js';
 
@@ -161,27 +161,20 @@ export class EtcdMapStore {
 
   /** The current map (if any) and the etcd revision of the read, to watch from. */
   async readAt(): Promise<{ map: PartitionMap | undefined; revision: string }> {
-    let res;
-    try {
-      res = await this.etcd.get(this.keys.map).exec();
-    } catch (err) {
-      throw etcdFailure(err, this.display, 'reading the partition map');
-    }
+    const res = await etcdCall(this.display, 'reading the partition map', () => this.etcd.get(this.keys.map).exec());
     const kv = res.kvs[0];
     return { map: kv === undefined ? undefined : this.parse(kv.value), revision: res.header.revision };
   }
 
   /** Writes the first map; false when a map exists already. */
   async create(map: PartitionMap): Promise<boolean> {
-    try {
-      const res = await this.etcd
+    const res = await etcdCall(this.display, 'writing the first partition map', () =>
+      this.etcd
         .if(this.keys.mapVersion, 'Create', '==', 0)
         .then(this.etcd.put(this.keys.map).value(JSON.stringify(map.toJson())), this.etcd.put(this.keys.mapVersion).value(String(map.version)))
-        .commit();
-      return res.succeeded;
-    } catch (err) {
-      throw etcdFailure(err, this.display, 'writing the first partition map');
-    }
+        .commit(),
+    );
+    return res.succeeded;
   }
 
   /**
@@ -191,17 +184,13 @@ export class EtcdMapStore {
    */
   async replace(expectedVersion: number, next: PartitionMap, guard?: { key: string; modRevision: string } | ReadonlyArray<{ key: string; modRevision: string }>): Promise<boolean> {
     if (next.version !== expectedVersion + 1) throw new RangeError(`a map change moves the version by one: expected ${expectedVersion + 1}, got ${next.version}`);
-    try {
-      let txn = this.etcd.if(this.keys.mapVersion, 'Value', '==', String(expectedVersion));
-      // `guard`: also only while these keys are as read (a split's cut: the head's `paused` report).
-      for (const g of guard === undefined ? [] : 'key' in guard ? [guard] : guard) txn = txn.and(g.key, 'Mod', '==', g.modRevision);
-      const res = await txn
-        .then(this.etcd.put(this.keys.map).value(JSON.stringify(next.toJson())), this.etcd.put(this.keys.mapVersion).value(String(next.version)))
-        .commit();
-      return res.succeeded;
-    } catch (err) {
-      throw etcdFailure(err, this.display, `writing partition map version ${next.version}`);
-    }
+    let txn = this.etcd.if(this.keys.mapVersion, 'Value', '==', String(expectedVersion));
+    // `guard`: also only while these keys are as read (a split's cut: the head's `paused` report).
+    for (const g of guard === undefined ? [] : 'key' in guard ? [guard] : guard) txn = txn.and(g.key, 'Mod', '==', g.modRevision);
+    const res = await etcdCall(this.display, `writing partition map version ${next.version}`, () =>
+      txn.then(this.etcd.put(this.keys.map).value(JSON.stringify(next.toJson())), this.etcd.put(this.keys.mapVersion).value(String(next.version))).commit(),
+    );
+    return res.succeeded;
   }
 
   /**
@@ -226,12 +215,7 @@ export class EtcdMapStore {
 
   /** Registered (live) nodes, by address, with the etcd revision they were read at. */
   async nodes(): Promise<{ nodes: Map<string, NodeRegistration>; revision: string }> {
-    let res;
-    try {
-      res = await this.etcd.getAll().prefix(this.keys.nodes).exec();
-    } catch (err) {
-      throw etcdFailure(err, this.display, 'reading node registrations');
-    }
+    const res = await etcdCall(this.display, 'reading node registrations', () => this.etcd.getAll().prefix(this.keys.nodes).exec());
     const nodes = new Map<string, NodeRegistration>();
     for (const kv of res.kvs) {
       const parsed = registrationSchema.safeParse(safeJson(kv.value.toString('utf8')));
@@ -254,12 +238,7 @@ export class EtcdMapStore {
 
   /** Every sync report (syncing replicas' progress), with the revision read at. */
   async syncReports(): Promise<{ reports: SyncReport[]; revision: string }> {
-    let res;
-    try {
-      res = await this.etcd.getAll().prefix(this.keys.syncs).exec();
-    } catch (err) {
-      throw etcdFailure(err, this.display, 'reading sync reports');
-    }
+    const res = await etcdCall(this.display, 'reading sync reports', () => this.etcd.getAll().prefix(this.keys.syncs).exec());
     const reports: SyncReport[] = [];
     for (const kv of res.kvs) {
       const parsed = syncReportSchema.safeParse(safeJson(kv.value.toString('utf8')));
@@ -270,12 +249,7 @@ export class EtcdMapStore {
 
   /** Every replication report (replicas' lag and forward retries). */
   async replicationReports(): Promise<ReplicationReport[]> {
-    let res;
-    try {
-      res = await this.etcd.getAll().prefix(this.keys.replication).exec();
-    } catch (err) {
-      throw etcdFailure(err, this.display, 'reading replication reports');
-    }
+    const res = await etcdCall(this.display, 'reading replication reports', () => this.etcd.getAll().prefix(this.keys.replication).exec());
     const reports: ReplicationReport[] = [];
     for (const kv of res.kvs) {
       const parsed = replicationReportSchema.safeParse(safeJson(kv.value.toString('utf8')));

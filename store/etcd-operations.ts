@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Etcd3, Watcher } from 'etcd3';
 import { z } from 'zod';
 import type { Logger } from '../common/index.js';
-import { etcdFailure } from './etcd-connection.js';
+import { etcdCall, etcdFailure } from './etcd-connection.js';
 import { ETCD_PREFIX } from './etcd-map-store.js';
 
 /**
@@ -176,21 +176,12 @@ export class EtcdOperationStore {
   async create(record: OperationRecord): Promise<boolean> {
     const checked = recordSchema.parse(record);
     const key = this.keys.operation(checked.id);
-    try {
-      const res = await this.etcd.if(key, 'Create', '==', 0).then(this.etcd.put(key).value(JSON.stringify(checked))).commit();
-      return res.succeeded;
-    } catch (err) {
-      throw etcdFailure(err, this.display, `writing operation ${checked.id}`);
-    }
+    const res = await etcdCall(this.display, `writing operation ${checked.id}`, () => this.etcd.if(key, 'Create', '==', 0).then(this.etcd.put(key).value(JSON.stringify(checked))).commit());
+    return res.succeeded;
   }
 
   async get(id: string): Promise<StoredOperation | undefined> {
-    let res;
-    try {
-      res = await this.etcd.get(this.keys.operation(id)).exec();
-    } catch (err) {
-      throw etcdFailure(err, this.display, `reading operation ${id}`);
-    }
+    const res = await etcdCall(this.display, `reading operation ${id}`, () => this.etcd.get(this.keys.operation(id)).exec());
     const kv = res.kvs[0];
     if (kv === undefined) return undefined;
     const record = parseStored(kv.value);
@@ -199,12 +190,7 @@ export class EtcdOperationStore {
 
   /** Every record, oldest first (ids sort by submission time), and the revision read at. Unreadable records are left out. */
   async list(): Promise<{ operations: StoredOperation[]; revision: string }> {
-    let res;
-    try {
-      res = await this.etcd.getAll().prefix(this.keys.operations).exec();
-    } catch (err) {
-      throw etcdFailure(err, this.display, 'reading operations');
-    }
+    const res = await etcdCall(this.display, 'reading operations', () => this.etcd.getAll().prefix(this.keys.operations).exec());
     const operations: StoredOperation[] = [];
     for (const kv of res.kvs) {
       const record = parseStored(kv.value);
@@ -218,12 +204,8 @@ export class EtcdOperationStore {
   async replace(stored: StoredOperation, next: OperationRecord): Promise<boolean> {
     const checked = recordSchema.parse({ ...next, updatedAtMs: Date.now() });
     const key = this.keys.operation(checked.id);
-    try {
-      const res = await this.etcd.if(key, 'Mod', '==', stored.modRevision).then(this.etcd.put(key).value(JSON.stringify(checked))).commit();
-      return res.succeeded;
-    } catch (err) {
-      throw etcdFailure(err, this.display, `updating operation ${checked.id}`);
-    }
+    const res = await etcdCall(this.display, `updating operation ${checked.id}`, () => this.etcd.if(key, 'Mod', '==', stored.modRevision).then(this.etcd.put(key).value(JSON.stringify(checked))).commit());
+    return res.succeeded;
   }
 
   /**
@@ -302,12 +284,7 @@ export class EtcdMovementMarks {
 
   /** Every drain mark, by node. Unreadable marks count as marks without an identity (the node stays excluded). */
   async drainMarks(): Promise<Map<string, DrainMark>> {
-    let res;
-    try {
-      res = await this.etcd.getAll().prefix(this.keys.draining).exec();
-    } catch (err) {
-      throw etcdFailure(err, this.display, 'reading drain marks');
-    }
+    const res = await etcdCall(this.display, 'reading drain marks', () => this.etcd.getAll().prefix(this.keys.draining).exec());
     const marks = new Map<string, DrainMark>();
     for (const kv of res.kvs) {
       const address = kv.key.toString('utf8').slice(this.keys.draining.length);
@@ -340,18 +317,10 @@ export class EtcdMovementMarks {
   }
 
   private async put(key: string, value: string, what: string): Promise<void> {
-    try {
-      await this.etcd.put(key).value(value).exec();
-    } catch (err) {
-      throw etcdFailure(err, this.display, what);
-    }
+    await etcdCall(this.display, what, () => this.etcd.put(key).value(value).exec());
   }
 
   private async del(key: string, what: string): Promise<void> {
-    try {
-      await this.etcd.delete().key(key).exec();
-    } catch (err) {
-      throw etcdFailure(err, this.display, what);
-    }
+    await etcdCall(this.display, what, () => this.etcd.delete().key(key).exec());
   }
 }

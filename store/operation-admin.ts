@@ -1,5 +1,5 @@
 import type { Etcd3 } from 'etcd3';
-import { etcdFailure } from './etcd-connection.js';
+import { etcdCall } from './etcd-connection.js';
 import { EtcdMapStore, ETCD_PREFIX } from './etcd-map-store.js';
 import { DEFAULT_MAX_MOVEMENTS, DEFAULT_MAX_PAUSE_MS, EtcdOperationStore, isFinalOperationState, newOperationId, type OperationRecord } from './etcd-operations.js';
 import { checkOperation, checkOperationId, checkOperationLimits, checkRequestedBy, checkedOperationArgs, type OperationLimitsInput } from './operation-validation.js';
@@ -157,12 +157,8 @@ export class OperationAdmin implements OperationsApi {
   /** Nodes with a `draining/HOST:PORT` mark (being drained, or drained and holding nothing). */
   async draining(): Promise<Set<string>> {
     const prefix = this.operations.keys.draining;
-    try {
-      const keys = await this.etcd.getAll().prefix(prefix).keys();
-      return new Set(keys.map((k) => k.slice(prefix.length)));
-    } catch (err) {
-      throw etcdFailure(err, this.display, 'reading draining marks');
-    }
+    const keys = await etcdCall(this.display, 'reading draining marks', () => this.etcd.getAll().prefix(prefix).keys());
+    return new Set(keys.map((k) => k.slice(prefix.length)));
   }
 }
 
