@@ -84,16 +84,29 @@ export class GatewayService {
     this.bulkMaxInFlight = checkInt(options.bulkMaxInFlight ?? 4, 'bulkMaxInFlight', 1, 64);
   }
 
-  async get(req: Pick<GetRequest, 'key' | 'fields'>, signal?: AbortSignal): Promise<GetResponse> {
-    const key = keyOf(req.key, 'GetRequest.key');
-    let record;
+  /**
+   * `budgetMs` cuts the retry budget (the caller's deadline); without `signal` a caller's cancel
+   * does not stop the store call (grpc-gateway.ts, callerBudgetMs). A promise chain, not an async
+   * function: this runs once per Get.
+   */
+  get(req: Pick<GetRequest, 'key' | 'fields'>, signal?: AbortSignal, budgetMs?: number): Promise<GetResponse> {
+    let key: Key;
     try {
-      record = await this.client.get(key, req.fields.length > 0 ? { signal, timeoutMs: this.retryBudgetMs, fields: req.fields } : { signal, timeoutMs: this.retryBudgetMs });
+      key = keyOf(req.key, 'GetRequest.key');
     } catch (err) {
-      throw toGatewayError(err);
+      return Promise.reject(err as Error);
     }
-    if (record === undefined) throw new GatewayError('GATEWAY_NOT_FOUND', `key ${Key.preview(key.bytes)} (hex) has no value`);
-    return create(GetResponseSchema, { value: record.value, etag: BigInt(record.etag), updatedAtMs: BigInt(record.updatedAtMs), expiresAtMs: BigInt(record.expiresAtMs) });
+    const timeoutMs = budgetMs === undefined ? this.retryBudgetMs : Math.min(budgetMs, this.retryBudgetMs);
+    const options = req.fields.length > 0 ? { signal, timeoutMs, fields: req.fields } : { signal, timeoutMs };
+    return this.client.get(key, options).then(
+      (record) => {
+        if (record === undefined) throw new GatewayError('GATEWAY_NOT_FOUND', `key ${Key.preview(key.bytes)} (hex) has no value`);
+        return create(GetResponseSchema, { value: record.value, etag: BigInt(record.etag), updatedAtMs: BigInt(record.updatedAtMs), expiresAtMs: BigInt(record.expiresAtMs) });
+      },
+      (err: unknown) => {
+        throw toGatewayError(err);
+      },
+    );
   }
 
   async put(req: PutRequest | PutFields, signal?: AbortSignal): Promise<PutResponse> {

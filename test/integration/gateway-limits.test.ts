@@ -157,4 +157,30 @@ describe('gateway limits and store restarts, through a real gateway process', ()
       await gateway.stop();
     }
   }, 120_000);
+
+  it("a Get held for a node that is down ends by the caller's deadline, shorter than --retry-budget, and frees its slot then", async () => {
+    const map = await direct.map();
+    const victim = cluster.nodes[0]!;
+    const key = Array.from({ length: 36 }, (_, i) => `${'0123456789abcdefghijklmnopqrstuvwxyz'[i]}-deadline`).find((k) => map.lookup(Buffer.from(k)).chain.some((r) => r.node === victim.address))!;
+    await direct.put(Key.fromBytes(Buffer.from(key)), Buffer.from('D'));
+    const gateway = await GatewayProcess.start(cluster.seeds, ['--retry-budget', '30s', '--max-in-flight', '1', '--max-waiting', '0', '--metrics-port', '0']);
+    const metricsPort = gateway.ready.metricsPort as number;
+    const client = new GatewayGrpcClient(gateway.address, credentials.createInsecure()) as unknown as GatewayClient;
+    try {
+      expect(Buffer.from((await get(client, key)).value).toString()).toBe('D');
+      await victim.kill();
+      const started = Date.now();
+      const err = await new Promise<ServiceError | undefined>((resolve) =>
+        client.Get(create(GetRequestSchema, { key: Buffer.from(key) }), { deadline: Date.now() + 1000 }, (e: ServiceError | null) => resolve(e ?? undefined)),
+      );
+      expect(err?.code).toBe(status.DEADLINE_EXCEEDED);
+      // The store call ends with the caller's deadline, not the 30 s budget: the one slot is free again.
+      await expect.poll(() => gauge(metricsPort, 'shardpipe_gateway_requests_in_flight'), { timeout: 5000, interval: 50 }).toBe(0);
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      client.close();
+      await gateway.stop();
+      await victim.start();
+    }
+  }, 60_000);
 });
