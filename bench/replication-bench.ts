@@ -23,7 +23,10 @@
  *   same figures while idle just before — the longest put is the write pause.
  *
  * Run after `npx tsc -p tsconfig.json`:
- *   node dist/bench/replication-bench.js [--rows 1000000] [--ops 20000] [--concurrency 32]
+ *   node dist/bench/replication-bench.js [--rows 1000000] [--ops 20000] [--concurrency 32] [--cpu-prof DIR] [--load-only]
+ * `--cpu-prof DIR` has the store nodes of the RF=1 and RF=3 phases write V8 CPU profiles into
+ * DIR/rf1 and DIR/rf3; `--load-only` runs only the bulk loads of those two phases (no Put, Get,
+ * failover or sync figures).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -43,16 +46,20 @@ const { values } = parseArgs({
     rows: { type: 'string', default: '1000000' },
     ops: { type: 'string', default: '20000' },
     concurrency: { type: 'string', default: '32' },
+    'cpu-prof': { type: 'string' },
+    'load-only': { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
 if (values.help) {
-  console.log('node dist/bench/replication-bench.js [--rows N (default 1000000)] [--ops N (default 20000)] [--concurrency N (default 32)]\nBulk load, Put and Get at RF=1 vs RF=3 on the same 3 store nodes; bytes forwarded per row; head failover; full sync MB/s vs a plain scan and the write pause during a sync.');
+  console.log('node dist/bench/replication-bench.js [--rows N (default 1000000)] [--ops N (default 20000)] [--concurrency N (default 32)] [--cpu-prof DIR] [--load-only]\nBulk load, Put and Get at RF=1 vs RF=3 on the same 3 store nodes; bytes forwarded per row; head failover; full sync MB/s vs a plain scan and the write pause during a sync.');
   process.exit(0);
 }
 const ROWS = wholeNumber('--rows', values.rows);
 const OPS = wholeNumber('--ops', values.ops);
 const CONCURRENCY = wholeNumber('--concurrency', values.concurrency);
+const PROFILE_DIR = values['cpu-prof'];
+const LOAD_ONLY = values['load-only'] === true;
 const KEY_BYTES = 16;
 const VALUE_BYTES = 100;
 const CHUNK_ROWS = 4096;
@@ -127,7 +134,8 @@ async function ops(count: number, op: (i: number) => Promise<unknown>): Promise<
 }
 
 async function measure(replicas: 1 | 3, workDir: string): Promise<Figures> {
-  const cluster = await startBenchCluster(join(workDir, `rf${replicas}`), 3, mapOf(replicas));
+  const nodeArgs = PROFILE_DIR === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${join(PROFILE_DIR, `rf${replicas}`)}`];
+  const cluster = await startBenchCluster(join(workDir, `rf${replicas}`), 3, mapOf(replicas), { nodeArgs });
   const client = new StoreClient({ seeds: cluster.addresses });
   try {
     const cpuBefore = await cpu(cluster);
@@ -138,6 +146,7 @@ async function measure(replicas: 1 | 3, workDir: string): Promise<Figures> {
     const cpuSeconds = (await cpu(cluster)) - cpuBefore;
     const digest = await client.checksum(Buffer.alloc(0), Buffer.alloc(0));
     if (digest.count !== ROWS) throw new Error(`RF=${replicas}: the tails hold ${digest.count} of ${ROWS} rows`);
+    if (LOAD_ONLY) return { loadRowsPerSec: ROWS / seconds, cpuSecondsPer1M: (cpuSeconds / ROWS) * 1e6, putOpsPerSec: NaN, getOpsPerSec: NaN };
     const value = Buffer.alloc(VALUE_BYTES, 0x62);
     const putOpsPerSec = await ops(OPS, (i) => client.put(Key.fromBytes(keyOf(i * 7919, OPS * 7919)), value));
     const getOpsPerSec = await ops(OPS, (i) => client.get(Key.fromBytes(keyOf(i, ROWS))));
@@ -297,10 +306,10 @@ try {
   const rf1 = await measure(1, workDir);
   const rf3 = await measure(3, workDir);
   const fwd = forwardedBytesPerRow();
-  const failover = await failoverMs(workDir);
-  const sync = await syncFigures(workDir);
   const round = (n: number): number => Math.round(n * 100) / 100;
   const roundAll = (l: Latencies): Latencies => ({ puts: l.puts, p50Ms: round(l.p50Ms), p99Ms: round(l.p99Ms), maxMs: round(l.maxMs) });
+  const failover = LOAD_ONLY ? undefined : await failoverMs(workDir);
+  const sync = LOAD_ONLY ? undefined : await syncFigures(workDir);
   console.log(
     JSON.stringify(
       {
@@ -317,8 +326,8 @@ try {
           cpuRf3OverRf1: round(rf3.cpuSecondsPer1M / rf1.cpuSecondsPer1M),
         },
         forwardedBytesPerRow: { perHop: round(fwd.perHop), chainOfThree: round(fwd.perRow), rowPayload: fwd.payloadPerRow },
-        failover: { leaseMs: LEASE_MS, sigkillToFirstAcceptedWriteMs: Math.round(failover), overLease: round(failover / LEASE_MS), goal: '< 2 × lease' },
-        sync: {
+        failover: failover === undefined ? 'not run (--load-only)' : { leaseMs: LEASE_MS, sigkillToFirstAcceptedWriteMs: Math.round(failover), overLease: round(failover / LEASE_MS), goal: '< 2 × lease' },
+        sync: sync === undefined ? 'not run (--load-only)' : {
           partitionMB: round(sync.mb),
           plainScanMBPerSec: round(sync.scanMBPerSec),
           fullSyncMBPerSec: round(sync.syncMBPerSec),

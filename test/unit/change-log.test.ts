@@ -160,7 +160,7 @@ describe('change log', () => {
     expect(store.changeLog.size.entries).toBe(0);
   });
 
-  it('trims in the background on its own timer, and the entries are written in the same LevelDB batch as the write (on disk, under the c prefix)', async () => {
+  it('trims in the background on its own timer, and the entries are written in the same LevelDB batch as the write (on disk, under the n prefix: above every data key and the state key)', async () => {
     const store = await openStore({ changeLogRetention: { maxKeys: 2, maxAgeMs: 3_600_000 }, changeLogTrimIntervalMs: 20 });
     for (let i = 0; i < 5; i++) await store.put(b(`k${i}`), b('v'), {}, head());
     const deadline = Date.now() + 5000;
@@ -171,11 +171,47 @@ describe('change log', () => {
     const db = new ClassicLevel<Buffer, Buffer>(tmp.sub('p0'), { keyEncoding: 'buffer', valueEncoding: 'buffer' });
     await db.open();
     try {
-      const logKeys = await db.keys({ gte: Buffer.from('c'), lt: Buffer.from('d') }).all();
+      const logKeys = await db.keys({ gte: Buffer.from('n'), lt: Buffer.from('o') }).all();
       expect(logKeys).toHaveLength(2);
       expect(logKeys.every((k) => k.length === 9)).toBe(true);
+      // A sorted load's level-0 files then start at its lowest new data key, not below all data
+      // (so LevelDB compacts them into level 1 without rewriting it whole).
+      const all = await db.keys().all();
+      const lastNonLog = all.filter((k) => k[0] !== 0x6e && k[0] !== 0x78).pop()!;
+      expect(Buffer.compare(lastNonLog, logKeys[0]!)).toBeLessThan(0);
+      expect(all.filter((k) => k[0] === 0x63)).toEqual([]);
     } finally {
       await db.close();
+    }
+  });
+
+  it('drops a log kept under the earlier c prefix when it opens: the log starts empty (a sync from it copies the partition whole once) and new entries go under n', async () => {
+    const store = await openStore({}, 'legacy');
+    await store.put(b('a'), b('1'), {}, head());
+    await store.close();
+    opened = [];
+    const db = new ClassicLevel<Buffer, Buffer>(tmp.sub('legacy'), { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+    await db.open();
+    // What an earlier version left: its entries (here: the entry just written, moved) under 'c'.
+    const [entry] = await db.iterator({ gte: Buffer.from('n'), lt: Buffer.from('o') }).all();
+    await db.batch([{ type: 'del', key: entry![0] }, { type: 'put', key: Buffer.concat([Buffer.from('c'), entry![0].subarray(1)]), value: entry![1] }]);
+    await db.close();
+
+    const reopened = await openStore({}, 'legacy');
+    expect(reopened.changeLog.size.entries).toBe(0);
+    expect((await reopened.changesSince({ stream: 's1', seq: 0 })).covered).toBe(false);
+    await reopened.put(b('b'), b('2'), {}, head());
+    expect(sortedKeys(await reopened.changesSince({ stream: 's1', seq: 1 }))).toEqual(['b']);
+    expect(await reopened.get(b('a'))).toMatchObject({ value: b('1') });
+    await reopened.close();
+    opened = [];
+    const raw = new ClassicLevel<Buffer, Buffer>(tmp.sub('legacy'), { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+    await raw.open();
+    try {
+      expect(await raw.keys({ gte: Buffer.from('c'), lt: Buffer.from('d') }).all()).toEqual([]);
+      expect(await raw.keys({ gte: Buffer.from('n'), lt: Buffer.from('o') }).all()).toHaveLength(1);
+    } finally {
+      await raw.close();
     }
   });
 
