@@ -110,7 +110,7 @@ export async function ingestFile(client: StoreClient, task: FileTask, options: F
     const started = performance.now();
     let groupOffset = 0;
     let group = -1;
-    for await (const { rowGroup, batch } of readRecordBatches(file, { rowGroupStart: current.rowGroup, rowGroupEnd: task.rowGroupEnd, signal: options.signal })) {
+    for await (const { rowGroup, batch } of readRecordBatches(file, { rowGroupStart: current.rowGroup, rowGroupEnd: task.rowGroupEnd, signal: options.signal, releaseBatches: true, readAhead: 'lastBatch' })) {
       const stop = options.stopWhen?.();
       if (stop !== undefined) throw stop;
       if (rowGroup !== group) {
