@@ -1,13 +1,12 @@
 import { setFlagsFromString } from 'node:v8';
 
-// V8 grows a busy isolate's young generation to 2 × 16 MiB semi-spaces, 32 MiB resident in every
-// long-running command (an ingest or backup worker, a store node). Our hot paths allocate few
-// objects per row (rows travel in packed buffers), so a small young generation costs little CPU,
-// and it frees short-lived large buffers sooner (a young ArrayBuffer that dies is freed at the next
-// scavenge). Node cannot cap the semi-space once the process runs, but V8 reads the growth factor
-// at every growth: at 1 the semi-space stays at the size it has (1 MiB at start; module loading
-// before the first statement can run may have grown it to 4 MiB). Measured with
-// bench:ingest-memory and bench:store (README "Memory").
+// V8 grows a busy isolate's young generation to 2 × 16 MiB semi-spaces, 32 MiB resident in a
+// long-running process. A path that allocates few objects per row (rows travel in packed buffers)
+// loses little CPU to a small one, and frees short-lived large buffers sooner (a young ArrayBuffer
+// that dies is freed at the next scavenge). Node cannot cap the semi-space once the process runs,
+// but V8 reads the growth factor at every growth: at 1 the semi-space stays at the size it has
+// (1 MiB at start; loading the entry's modules, before its first statement runs, grows it to about
+// 4 MiB). Measured with bench:ingest-memory and bench:store (README "Memory").
 
 let capped = false;
 
