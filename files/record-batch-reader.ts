@@ -41,12 +41,13 @@ export interface ReadRecordBatchesOptions {
   releaseBatches?: boolean;
   /**
    * Parquet only: when the next row group is decoded. `'rowGroup'` (default): as soon as this one is
-   * handed out, so two whole row groups are decoded in memory at once. `'lastBatch'`: once the
-   * caller asks for this row group's last batch, so at most one row group plus one batch is; for a
-   * caller much slower than the decoder (ingest maps and writes ~50k rows/s per file, the decoder
-   * decodes 2M+), whose last batch still outlasts the next row group's decoding.
+   * handed out, so two whole row groups are decoded in memory at once. `'late'`: once the
+   * caller asks for the first batch of this row group's last two decoded buffers (of `batchRows`
+   * rows each), so at most one row group plus two buffers are; for a caller much slower than the
+   * decoder (ingest maps and writes ~50k rows/s per file, the decoder decodes 2M+), whose last two
+   * buffers outlast the next row group's decoding, also while another file's waits before it.
    */
-  readAhead?: 'rowGroup' | 'lastBatch';
+  readAhead?: 'rowGroup' | 'late';
 }
 
 /** One decoded batch and where it sits in the file. */
@@ -112,7 +113,7 @@ async function* readParquet(
     const end = Math.min(endRequested, decoder.rowGroups.length);
     const fits = (g: number): boolean => decoder.rowGroups[g]!.bytes <= maxRowGroupBytes;
     let requested = -1;
-    const lastBatchReadAhead = options.readAhead === 'lastBatch';
+    const lateReadAhead = options.readAhead === 'late';
     for (let g = start; g < end; g++) {
       if (requested !== g) {
         if (!fits(g)) {
@@ -134,11 +135,11 @@ async function* readParquet(
         }
       };
       requested = g;
-      if (!lastBatchReadAhead) readAhead();
+      if (!lateReadAhead) readAhead();
       let rowOffset = 0;
       // Taken off the list as they are handed out, so a mapped batch's memory can go before the row group's end.
       for (let ipc = buffers.shift(); ipc !== undefined; ipc = buffers.shift()) {
-        if (buffers.length === 0) readAhead();
+        if (buffers.length <= 1) readAhead();
         let batches: RecordBatch[];
         try {
           batches = RecordBatchReader.from(ipc).readAll();

@@ -11,7 +11,7 @@ function backing(batch: RecordBatch): ArrayBufferLike {
   return batch.getChildAt(0)!.data[0]!.values.buffer;
 }
 
-describe('readRecordBatches releaseBatches and readAhead: each Parquet batch freed once the next is asked for, the next row group decoded at the last batch', () => {
+describe('readRecordBatches releaseBatches and readAhead: each Parquet batch freed once the next is asked for, the next row group decoded near the last batch', () => {
   let tmp: TempDir;
   let file: DataFile;
   beforeAll(async () => {
@@ -26,7 +26,7 @@ describe('readRecordBatches releaseBatches and readAhead: each Parquet batch fre
     await tmp?.remove();
   });
 
-  async function read(releaseBatches: boolean, readAhead?: 'rowGroup' | 'lastBatch', range: { rowGroupStart?: number; rowGroupEnd?: number } = {}): Promise<{ ids: number[]; names: string[]; held: Array<{ batch: RecordBatch; buffer: ArrayBufferLike; bytes: number }> }> {
+  async function read(releaseBatches: boolean, readAhead?: 'rowGroup' | 'late', range: { rowGroupStart?: number; rowGroupEnd?: number } = {}): Promise<{ ids: number[]; names: string[]; held: Array<{ batch: RecordBatch; buffer: ArrayBufferLike; bytes: number }> }> {
     const ids: number[] = [];
     const names: string[] = [];
     const held: Array<{ batch: RecordBatch; buffer: ArrayBufferLike; bytes: number }> = [];
@@ -56,18 +56,18 @@ describe('readRecordBatches releaseBatches and readAhead: each Parquet batch fre
     for (const h of kept.held) expect(h.buffer.byteLength).toBe(h.bytes);
   });
 
-  it("readAhead 'lastBatch' (what ingest uses, with releaseBatches) hands out the same rows, whole files and row-group ranges, with batches as large as a row group too", async () => {
+  it("readAhead 'late' (what ingest uses, with releaseBatches) hands out the same rows, whole files and row-group ranges, with batches as large as a row group too", async () => {
     for (const range of [{}, { rowGroupStart: 1 }, { rowGroupStart: 1, rowGroupEnd: 3 }, { rowGroupStart: 3 }]) {
       const kept = await read(false, 'rowGroup', range);
-      const late = await read(true, 'lastBatch', range);
+      const late = await read(true, 'late', range);
       expect(late.ids).toEqual(kept.ids);
       expect(late.names).toEqual(kept.names);
     }
     const first = (range: { rowGroupStart?: number; rowGroupEnd?: number }): number => (range.rowGroupStart ?? 0) * 6000;
-    expect((await read(true, 'lastBatch', { rowGroupStart: 1, rowGroupEnd: 3 })).ids).toEqual(Array.from({ length: 12_000 }, (_, i) => first({ rowGroupStart: 1 }) + i));
+    expect((await read(true, 'late', { rowGroupStart: 1, rowGroupEnd: 3 })).ids).toEqual(Array.from({ length: 12_000 }, (_, i) => first({ rowGroupStart: 1 }) + i));
     // One batch per row group: the next one is asked for as soon as this one is handed out.
     const whole: number[] = [];
-    for await (const { batch } of readRecordBatches(file, { batchRows: 6000, releaseBatches: true, readAhead: 'lastBatch' })) for (const v of batch.getChild('id')!) whole.push(v as number);
+    for await (const { batch } of readRecordBatches(file, { batchRows: 6000, releaseBatches: true, readAhead: 'late' })) for (const v of batch.getChild('id')!) whole.push(v as number);
     expect(whole).toEqual(Array.from({ length: ROWS }, (_, i) => i));
   });
 });
