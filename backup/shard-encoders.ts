@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { reapplyYoungGenerationCap } from '../common/index.js';
 import { RangeDigest, type PackedRows } from '../store/index.js';
 import type { ShardStreamStats } from './parquet-shard-stream.js';
 import type { ShardFileMetadata } from './shard-format.js';
@@ -45,6 +46,8 @@ class EncoderThread {
   constructor(url: URL) {
     this.worker = new Worker(url);
     this.worker.unref();
+    // A worker's start sets V8's flags back to the command line's, the main thread's young-generation cap too.
+    this.worker.once('online', reapplyYoungGenerationCap);
     this.ready = new Promise((resolve, reject) => {
       const onMessage = (m: EncoderReply): void => {
         if (m.op !== 'ready') return;

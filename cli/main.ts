@@ -1,3 +1,5 @@
+// First: sets V8's young generation before any other module allocates (see young-generation.ts).
+import './young-generation.js';
 import { readFileSync } from 'node:fs';
 import { CommanderError, type Command } from 'commander';
 import { ConfigError, ShardpipeError, startErrorReporting, startTracing, tracingWanted } from '../common/index.js';

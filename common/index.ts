@@ -35,6 +35,8 @@ export type { HttpAuthOptions, HttpRefusal } from './http-auth.js';
 export { redactUrl } from './redact-url.js';
 export { copyBytes } from './copy-bytes.js';
 export { BatchBufferPool } from './batch-buffer-pool.js';
+export { releaseArrayBuffer } from './array-buffer-release.js';
+export { capYoungGeneration, reapplyYoungGenerationCap, youngGenerationCapped } from './young-generation.js';
 export type { BatchBufferPoolOptions } from './batch-buffer-pool.js';
 export { activeTraceId, activeTraceparent, contextOf, inSpan, parseTraceparent, startRootSpan, startTracing, traceparentOf, tracer, tracingActive, tracingWanted } from './tracing.js';
 export type { TracingHandle } from './tracing.js';

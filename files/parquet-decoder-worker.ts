@@ -25,12 +25,35 @@
  */
 export const PARQUET_DECODER_WORKER_SOURCE = String.raw`
 'use strict';
-const { parentPort, workerData } = require('node:worker_threads');
+const { parentPort, workerData, MessageChannel } = require('node:worker_threads');
 const { openAsBlob } = require('node:fs');
 const { open } = require('node:fs/promises');
 
+// This thread's start set V8's flags back to the command line's: set the main thread's
+// young-generation cap again (common/young-generation.ts) before the main thread grows it.
+if (workerData.capYoungGeneration) require('node:v8').setFlagsFromString('--semi-space-growth-factor=1');
+
 let pw;
 const files = new Map(); // id → { file, rows }
+
+// File ranges read for the request running now. parquet-wasm copies each into wasm memory, so once
+// the request is done they are dead: they are freed then (transferred to a port whose peer is
+// closed, which detaches and drops them, common/array-buffer-release.ts) rather than at this
+// isolate's next full collection, which its few small objects put off until ~64 MiB of them piled up.
+let reads = [];
+const sink = new MessageChannel();
+sink.port2.close();
+sink.port1.unref();
+function releaseReads() {
+  for (const buffer of reads) {
+    try {
+      sink.port1.postMessage(null, [buffer]);
+    } catch (err) {
+      // Not transferable any more: the GC frees it as before.
+    }
+  }
+  reads = [];
+}
 const ready = import(workerData.wasmUrl).then((m) => { pw = m; });
 
 function freeFile(id) {
@@ -75,6 +98,7 @@ class FileRanges {
     }
     const bytes = this.end - this.start;
     const buffer = new ArrayBuffer(bytes);
+    reads.push(buffer);
     for (let done = 0; done < bytes; ) {
       const { bytesRead } = await this.handle.read(new Uint8Array(buffer, done), 0, bytes - done, this.start + done);
       if (bytesRead === 0) throw new Error('the file ended early: it changed while being read');
@@ -141,6 +165,7 @@ async function handle(msg) {
       rg.free();
     }
     metadata.free();
+    releaseReads();
     parentPort.postMessage({ op: 'opened', rowGroups, memoryBytes: memoryBytes() });
   } else if (msg.op === 'read') {
     const { file, rows } = await openFile(msg);
@@ -152,6 +177,7 @@ async function handle(msg) {
       const ipc = batch.intoIPCStream(); // a copy out of wasm memory: safe to transfer
       parentPort.postMessage({ op: 'batch', rowGroup: msg.rowGroup, ipc }, [ipc.buffer]);
     }
+    releaseReads();
     parentPort.postMessage({ op: 'done', rowGroup: msg.rowGroup, memoryBytes: memoryBytes() });
   } else if (msg.op === 'close') {
     freeFile(msg.id);

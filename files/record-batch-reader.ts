@@ -1,6 +1,6 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { RecordBatchReader, type RecordBatch } from 'apache-arrow';
-import { describeCause } from '../common/index.js';
+import { describeCause, releaseArrayBuffer } from '../common/index.js';
 import { arrowBatchProblem } from './arrow-batch-check.js';
 import { verifyArrowMetadata } from './arrow-message-walker.js';
 import { assertUnchanged, type DataFile } from './data-file.js';
@@ -31,6 +31,23 @@ export interface ReadRecordBatchesOptions {
    * where each starts). Smaller batches keep less in memory at once. Default 8192.
    */
   batchRows?: number;
+  /**
+   * Parquet only: free each decoded batch's memory as soon as the caller asks for the next batch
+   * (its Arrow vectors are views of it), instead of when the garbage collector finds it dead. The
+   * caller must not keep the batch, its vectors or views into them past that point; copies are
+   * fine. Default false. Without it, dead batches of ~1 MiB wait for a full collection, which V8
+   * starts only after ~64 MiB of them (bench:ingest-memory, README "Memory").
+   */
+  releaseBatches?: boolean;
+  /**
+   * Parquet only: when the next row group is decoded. `'rowGroup'` (default): as soon as this one is
+   * handed out, so two whole row groups are decoded in memory at once. `'late'`: once the
+   * caller asks for the first batch of this row group's last two decoded buffers (of `batchRows`
+   * rows each), so at most one row group plus two buffers are; for a caller much slower than the
+   * decoder (ingest maps and writes ~50k rows/s per file, the decoder decodes 2M+), whose last two
+   * buffers outlast the next row group's decoding, also while another file's waits before it.
+   */
+  readAhead?: 'rowGroup' | 'late';
 }
 
 /** One decoded batch and where it sits in the file. */
@@ -96,6 +113,7 @@ async function* readParquet(
     const end = Math.min(endRequested, decoder.rowGroups.length);
     const fits = (g: number): boolean => decoder.rowGroups[g]!.bytes <= maxRowGroupBytes;
     let requested = -1;
+    const lateReadAhead = options.readAhead === 'late';
     for (let g = start; g < end; g++) {
       if (requested !== g) {
         if (!fits(g)) {
@@ -109,14 +127,19 @@ async function* readParquet(
         decoder.request(g);
       }
       const buffers = await decoder.collect();
-      // Let the worker decode the next row group while the caller maps this one.
-      if (g + 1 < end && fits(g + 1)) {
-        decoder.request(g + 1);
-        requested = g + 1;
-      }
+      // Let the worker decode the next row group while the caller maps this one (or its last batch).
+      const readAhead = (): void => {
+        if (requested === g && g + 1 < end && fits(g + 1)) {
+          decoder.request(g + 1);
+          requested = g + 1;
+        }
+      };
+      requested = g;
+      if (!lateReadAhead) readAhead();
       let rowOffset = 0;
       // Taken off the list as they are handed out, so a mapped batch's memory can go before the row group's end.
       for (let ipc = buffers.shift(); ipc !== undefined; ipc = buffers.shift()) {
+        if (buffers.length <= 1) readAhead();
         let batches: RecordBatch[];
         try {
           batches = RecordBatchReader.from(ipc).readAll();
@@ -127,6 +150,8 @@ async function* readParquet(
           yield { rowGroup: g, rowOffset, batch };
           rowOffset += batch.numRows;
         }
+        // The caller asked for the next batch: nothing reads this buffer's batches any more.
+        if (options.releaseBatches) releaseArrayBuffer(ipc.buffer);
       }
       const expected = decoder.rowGroups[g]!.rows;
       if (rowOffset !== expected) throw corrupt(file, g, `row group ${g} decoded to ${rowOffset} rows, but the footer says ${expected}`);

@@ -110,7 +110,9 @@ export async function ingestFile(client: StoreClient, task: FileTask, options: F
     const started = performance.now();
     let groupOffset = 0;
     let group = -1;
-    for await (const { rowGroup, batch } of readRecordBatches(file, { rowGroupStart: current.rowGroup, rowGroupEnd: task.rowGroupEnd, signal: options.signal })) {
+    // The mapper copies what it keeps (rows into pooled buffers, keys, rejects): each decoded batch's
+    // memory can go as soon as the next is asked for, and the next row group can wait for this one's end.
+    for await (const { rowGroup, batch } of readRecordBatches(file, { rowGroupStart: current.rowGroup, rowGroupEnd: task.rowGroupEnd, signal: options.signal, releaseBatches: true, readAhead: 'late' })) {
       const stop = options.stopWhen?.();
       if (stop !== undefined) throw stop;
       if (rowGroup !== group) {
