@@ -404,6 +404,9 @@ async function measureOps(client: StoreClient, node: NodeProcess, noop: NoopGrpc
       latencies[n] = performance.now() - started;
     }
   };
+  // The monotonic clock is the one --cpu-prof profiles are stamped with: it cuts them to this run.
+  const monotonicUs = (): string => String(process.hrtime.bigint() / 1000n);
+  process.stderr.write(`${op} at concurrency ${concurrency}, ${ops} ops: from ${monotonicUs()} µs (monotonic)…\n`);
   for (let round = 0; round < OP_ROUNDS; round++) {
     const end = Math.round(((round + 1) * ops) / OP_ROUNDS);
     const calls = end - next;
@@ -419,6 +422,7 @@ async function measureOps(client: StoreClient, node: NodeProcess, noop: NoopGrpc
     const nodeCpuAfter = await node.cpuSeconds();
     nodeCpu = nodeCpu === undefined || nodeCpuBefore === undefined || nodeCpuAfter === undefined ? undefined : nodeCpu + nodeCpuAfter - nodeCpuBefore;
   }
+  process.stderr.write(`${op} at concurrency ${concurrency}: done at ${monotonicUs()} µs (monotonic)\n`);
   latencies.sort();
   noopP50s.sort((a, b) => a - b);
   const opsPerSec = ops / (opMs / 1000);

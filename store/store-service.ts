@@ -1,7 +1,7 @@
 import { once } from 'node:events';
-import { status as grpcStatus, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from '@grpc/grpc-js';
+import { status as grpcStatus, type ServerDuplexStream, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from '@grpc/grpc-js';
 import { roleAllows, type Logger, type Role } from '../common/index.js';
-import { StoreService, type ChangedKeysBatch, type DeleteResponse, type GetResponse, type PutResponse, type ChangedKeysRequest, type Entry, type ServerTiming, type MultiOp, type MultiRequest, type MultiResult, type ReplicaStat, type ScanBatch, type ScanRequest, type SnapshotInfo, type StoreServer as StoreHandlers } from './proto/gen/shardpipe/store/v1/store.js';
+import { StoreService, type ChangedKeysBatch, type DeleteResponse, type GetResponse, type PutResponse, type ChangedKeysRequest, type Entry, type ServerTiming, type MultiOp, type MultiRequest, type MultiResponse, type MultiResult, type ReplicaStat, type ScanBatch, type ScanRequest, type SnapshotInfo, type StoreServer as StoreHandlers } from './proto/gen/shardpipe/store/v1/store.js';
 import { FIELD_LIMITS, MAX_MULTI_OPS, truncateForMessage, type FieldLimitContext } from './field-limits.js';
 import { decodePackedBulkInsert } from './bulk-insert-codec.js';
 import { decodeForwardRequest, encodeForwardResponse } from './forward-codec.js';
@@ -21,6 +21,7 @@ import type { StoredRecord } from './record.js';
 import { StoreError } from './store-errors.js';
 import type { StoreRpcMetrics } from './store-metrics.js';
 import { OperationService } from './operation-service.js';
+import { MultiStreams } from './multi-stream.js';
 import { recordWriteSpans, requestIdOf, requestIdTrailer, startServerSpan } from './request-tracing.js';
 
 const EMPTY = Buffer.alloc(0);
@@ -42,7 +43,8 @@ interface Undecodable {
  */
 export const STORE_SERVICE_DEFINITION: typeof StoreService = Object.fromEntries(
   Object.entries(StoreService).map(([name, method]) => {
-    const point = POINT_CODECS[name as keyof typeof POINT_CODECS] as (typeof POINT_CODECS)[keyof typeof POINT_CODECS] | undefined;
+    // MultiStream carries Multi's messages.
+    const point = POINT_CODECS[(name === 'multiStream' ? 'multi' : name) as keyof typeof POINT_CODECS] as (typeof POINT_CODECS)[keyof typeof POINT_CODECS] | undefined;
     return [
       name,
       {
@@ -82,7 +84,14 @@ function admit<Req>(method: string, request: Req, limits: FieldLimitContext, che
 
 /** The gRPC handlers of the Store service, translating between messages and StoreNode calls. */
 /** `operations`: the operation RPCs; default, as on a static-map node, refusing them (STORE_OPERATIONS_NEED_ETCD). */
-export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: StoreRpcMetrics, operations: OperationService = new OperationService(undefined, node.address)): StoreHandlers {
+/** `streams`: where the node keeps its open MultiStream calls (StoreServer ends them when it stops). */
+export function createStoreHandlers(
+  node: StoreNode,
+  logger: Logger,
+  metrics?: StoreRpcMetrics,
+  operations: OperationService = new OperationService(undefined, node.address),
+  streams: MultiStreams = new MultiStreams({ logger }),
+): StoreHandlers {
   const limits: FieldLimitContext = { maxKeyBytes: node.maxKeyBytes, maxValueBytes: node.maxValueBytes };
   const unary =
     <Req, Res>(method: string, fn: (request: Req, call: ServerUnaryCall<Req, Res>, requestId: string) => Res | Promise<Res>, checkFields = true) =>
@@ -251,6 +260,32 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
       },
       false,
     ),
+    multiStream: (call: ServerDuplexStream<MultiRequest, MultiResponse>) => {
+      // The role is granted once, when the stream opens (store-auth.ts); each put or delete in it is checked against it, as in Multi.
+      const role = grantedRole(call.metadata.get(METADATA_GRANTED_ROLE)[0]);
+      const log: RequestLog = { logger, requestId: requestIdOf(call.metadata) };
+      streams.serve(call, {
+        answer: (req) => {
+          const done = metrics?.start('MultiStream');
+          let results: MultiResult[] | Promise<MultiResult[]>;
+          try {
+            results = runMulti(node, admit('Multi', req, limits, false), role, limits, log);
+          } catch (err) {
+            done?.(toGrpcStatus(err).code);
+            throw err;
+          }
+          if (!(results instanceof Promise)) {
+            done?.(grpcStatus.OK);
+            return { results };
+          }
+          return results.then((r) => (done?.(grpcStatus.OK), { results: r }));
+        },
+        failAll: (req, err) => {
+          const slot = failedSlot(err, log);
+          return { results: (req.ops ?? []).map(() => slot) };
+        },
+      });
+    },
     forward: unary('Forward', async (req) => forwardAcksToProto(await node.receiveForwards(forwardsFromProto(req)))),
     getPartitionMap: unary('GetPartitionMap', async () => node.map.toProto()),
     setPartitionMap: unary('SetPartitionMap', async (req) => {
