@@ -1,4 +1,4 @@
-import { status } from '@grpc/grpc-js';
+import { Metadata, status } from '@grpc/grpc-js';
 import type { CallLimits } from './call-limits.js';
 import { MAX_MULTI_OPS, MULTI_MAX_BYTES } from './field-limits.js';
 import { storeErrorOf } from './grpc-errors.js';
@@ -265,6 +265,7 @@ function settle(p: Pending, response: PointMethods[PointKind][1] | undefined, er
 function answer(p: Pending, result: MultiResult, node: string): void {
   if (result.code !== status.OK) {
     const error = storeErrorOf(result.code, result.errorCode, result.message, {
+      cause: slotStatus(result),
       context: { node, method: p.kind },
       mapVersion: result.mapVersion,
       currentEtag: result.currentEtag,
@@ -276,6 +277,14 @@ function answer(p: Pending, result: MultiResult, node: string): void {
   const response = result[p.kind];
   if (response === undefined) settle(p, undefined, new StoreError('STORE_INTERNAL', `store node ${node} answered a ${p.kind} op of a Multi without a ${p.kind} result`));
   else settle(p, response, undefined);
+}
+
+/**
+ * A failed slot's status as grpc-js gives a failed call's (an Error with `code`, `details` and
+ * `metadata`), the cause of its StoreError: an op answered in a slot fails as its plain call would.
+ */
+function slotStatus(result: MultiResult): Error & { code: number; details: string; metadata: Metadata } {
+  return Object.assign(new Error(`${result.code} ${status[result.code] ?? 'UNKNOWN'}: ${result.message}`), { code: result.code, details: result.message, metadata: new Metadata() });
 }
 
 function toOp(p: Pending): MultiOp {

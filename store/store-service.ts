@@ -269,7 +269,7 @@ export function createStoreHandlers(
           const done = metrics?.start('MultiStream');
           let results: MultiResult[] | Promise<MultiResult[]>;
           try {
-            results = runMulti(node, admit('Multi', req, limits, false), role, limits, log);
+            results = runMulti(node, admit('Multi', req, limits, false), role, limits, log, true);
           } catch (err) {
             done?.(toGrpcStatus(err).code);
             throw err;
@@ -306,7 +306,7 @@ export function createStoreHandlers(
  * routing, CAS, the write itself — is answered in its own slot, as its plain call would be. A Multi
  * of gets only is answered without a promise (StoreNode.multiGetsNow).
  */
-function runMulti(node: StoreNode, req: MultiRequest, role: Role | undefined, limits: FieldLimitContext, log: RequestLog): MultiResult[] | Promise<MultiResult[]> {
+function runMulti(node: StoreNode, req: MultiRequest, role: Role | undefined, limits: FieldLimitContext, log: RequestLog, plainNames = false): MultiResult[] | Promise<MultiResult[]> {
   const opsLimit = FIELD_LIMITS.MultiRequest!.ops!;
   if (req.ops.length < 1 || req.ops.length > MAX_MULTI_OPS) {
     throw new StoreError('STORE_INVALID_ARGUMENT', `MultiRequest.ops has ${req.ops.length} items, out of range: allowed 1–${MAX_MULTI_OPS}`, {
@@ -322,7 +322,7 @@ function runMulti(node: StoreNode, req: MultiRequest, role: Role | undefined, li
     const kinds = (op.get ? 1 : 0) + (op.put ? 1 : 0) + (op.delete ? 1 : 0);
     if (kinds !== 1) throw new StoreError('STORE_INVALID_ARGUMENT', `MultiRequest.ops[${i}] sets ${kinds} of get, put, delete: exactly one is needed`, { context: { field: `MultiRequest.ops[${i}]` } });
     try {
-      const point = admitOp(op, i, limits);
+      const point = admitOp(op, i, limits, plainNames);
       if (point.kind !== 'get' && !mayWrite) throw new StoreError('STORE_PERMISSION_DENIED', `${point.kind === 'put' ? 'Put' : 'Delete'} needs role write; the token has role ${role ?? 'none'}`);
       ops.push(point);
       slots.push(i);
@@ -339,17 +339,22 @@ function runMulti(node: StoreNode, req: MultiRequest, role: Role | undefined, li
   return now === undefined ? node.multi(ops).then(fill) : fill(now);
 }
 
-/** One op of a Multi as a node operation, after the field checks of its plain call's request. */
-function admitOp(op: MultiOp, i: number, limits: FieldLimitContext): PointOp {
+/**
+ * One op of a Multi as a node operation, after the field checks of its plain call's request.
+ * `plainNames` (MultiStream, whose every op is a client's own get, put or delete): errors name
+ * fields as the plain request's (`PutRequest.ttl_ms`), not by their place in the batch.
+ */
+function admitOp(op: MultiOp, i: number, limits: FieldLimitContext, plainNames: boolean): PointOp {
+  const at = (kind: string): string | undefined => (plainNames ? undefined : `MultiRequest.ops[${i}].${kind}`);
   if (op.get) {
-    checkRequest(requestDescOf('Get'), op.get, limits, `MultiRequest.ops[${i}].get`);
+    checkRequest(requestDescOf('Get'), op.get, limits, at('get'));
     return { kind: 'get', mapVersion: op.get.mapVersion, key: op.get.key, fields: op.get.fields };
   }
   if (op.put) {
-    checkRequest(requestDescOf('Put'), op.put, limits, `MultiRequest.ops[${i}].put`);
+    checkRequest(requestDescOf('Put'), op.put, limits, at('put'));
     return { kind: 'put', mapVersion: op.put.mapVersion, key: op.put.key, value: op.put.value, options: { expectedEtag: op.put.expectedEtag, ttlMs: op.put.ttlMs } };
   }
-  checkRequest(requestDescOf('Delete'), op.delete!, limits, `MultiRequest.ops[${i}].delete`);
+  checkRequest(requestDescOf('Delete'), op.delete!, limits, at('delete'));
   return { kind: 'delete', mapVersion: op.delete!.mapVersion, key: op.delete!.key, expectedEtag: op.delete!.expectedEtag };
 }
 
