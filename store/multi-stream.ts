@@ -14,9 +14,9 @@ export interface MultiStreamsOptions {
 
 /** How one stream's requests are answered (store-service.ts: as Multi answers them). */
 export interface MultiStreamHandler {
-  /** The request's answer; throws or rejects only for a request that cannot be answered slot by slot. */
+  /** The request's answer; throws only for a request that cannot be answered slot by slot (the stream then ends with the error). */
   answer(request: MultiRequest): MultiResponse | Promise<MultiResponse>;
-  /** The answer of a request whose every slot fails with `error` (its shape is wrong, the node is overloaded or draining). */
+  /** The answer of a request whose every slot fails with `error` (the node has no room for it, or is stopping). */
   failAll(request: MultiRequest, error: unknown): MultiResponse;
   /** Called once per request answered (metrics). */
   answered?: () => void;
@@ -67,6 +67,8 @@ export class MultiStreams {
 interface Entry {
   response: MultiResponse | undefined;
   lease: BudgetLease | undefined;
+  /** The stream ends with this error once the answers before it are written. */
+  fatal?: unknown;
 }
 
 /** The answer of an entry whose stream is gone: never written, it only lets the entries behind it go. */
@@ -78,6 +80,8 @@ class ServedStream {
   private paused = false;
   private writeBlocked = false;
   private ending = false;
+  /** A request ended the stream: nothing after it runs. */
+  private failed = false;
   private closed = false;
 
   constructor(
@@ -107,7 +111,7 @@ class ServedStream {
   private receive(request: MultiRequest): void {
     const entry: Entry = { response: undefined, lease: undefined };
     this.entries.push(entry);
-    if (this.closed) return this.settle(entry, DROPPED);
+    if (this.closed || this.failed) return this.settle(entry, DROPPED);
     if (this.ending) {
       // Received after the node began to stop: not run, so the client may send it elsewhere.
       return this.settle(entry, this.handler.failAll(request, new StoreError('STORE_UNAVAILABLE', 'the store node is stopping: send the request again')));
@@ -131,9 +135,9 @@ class ServedStream {
     try {
       answer = this.handler.answer(request);
     } catch (err) {
-      // Not even decodable (no ops to answer one by one): the stream ends with the error, as a call would.
-      if (!Array.isArray(request.ops)) return this.fail(entry, err);
-      return this.settle(entry, this.handler.failAll(request, err));
+      // Not decodable, or a shape that is the caller's contract (op count, kinds per op): the stream
+      // ends with the error, as Multi's call does; everything about one op is answered in its slot.
+      return this.fail(entry, err);
     }
     if (answer instanceof Promise) {
       answer.then(
@@ -154,6 +158,11 @@ class ServedStream {
       const entry = this.entries.shift()!;
       entry.lease?.release();
       if (this.closed) continue;
+      if (entry.fatal !== undefined) {
+        this.call.emit('error', toGrpcStatus(entry.fatal));
+        this.close();
+        continue;
+      }
       if (!this.call.write(entry.response!)) {
         // The client does not read its answers as fast as they come: read no more requests until it does.
         this.writeBlocked = true;
@@ -178,9 +187,10 @@ class ServedStream {
     this.call.pause();
   }
 
+  /** `entry` ends the stream with `err`, after the answers before it. */
   private fail(entry: Entry, err: unknown): void {
-    if (!this.closed) this.call.emit('error', toGrpcStatus(err));
-    this.close();
+    this.failed = true;
+    entry.fatal = err;
     this.settle(entry, DROPPED);
   }
 

@@ -1,8 +1,11 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Client, Metadata, credentials, status, type ServiceError } from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { findFreePort } from '../../common/index.js';
 import { Key, PartitionMap, StoreClient, StoreError } from '../../store/index.js';
+import { METADATA_ERROR_CODE } from '../../store/grpc-errors.js';
+import { MultiRequest, MultiResponse } from '../../store/proto/gen/shardpipe/store/v1/store.js';
 import { parsePrometheusText, sampleValue } from '../helpers/prometheus-text.js';
 import { NodeProcess, StoreCluster } from '../helpers/store-cluster.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
@@ -93,6 +96,39 @@ describe('MultiStream: point operations pipelined on one stream per node', () =>
     expect((await plain.get(keyOf(100)))?.value).toEqual(valueOf(0));
     // Every request's bytes were given back to the node's budget once answered, with the stream still open.
     expect(sampleValue(await metrics(node), 'shardpipe_store_inflight_bytes', {})).toBe(0);
+  }, 60_000);
+
+  it('a raw MultiStream: requests answered in the order sent, slot by slot; a request of the wrong shape ends the stream with INVALID_ARGUMENT and our code', async () => {
+    const c = await oneNode();
+    const map = await client(c.seeds).map();
+    const raw = new Client(c.seeds[0]!, credentials.createInsecure());
+    cleanups.push(() => raw.close());
+    const id = (b: Buffer): Buffer => b;
+    const stream = raw.makeBidiStreamRequest('/shardpipe.store.v1.Store/MultiStream', id, id, new Metadata(), {});
+    const answers: MultiResponse[] = [];
+    stream.on('data', (b: Buffer) => answers.push(MultiResponse.decode(b)));
+    const ended = new Promise<ServiceError | undefined>((resolve) => {
+      stream.on('error', (err: ServiceError) => resolve(err));
+      stream.on('end', () => resolve(undefined));
+    });
+    const send = (m: MultiRequest): boolean => stream.write(Buffer.from(MultiRequest.encode(m).finish()));
+    const mapVersion = map.version;
+    send({ ops: [{ put: { mapVersion, key: keyOf(7).bytes, value: valueOf(7), expectedEtag: undefined, ttlMs: 0 } }] });
+    // Answered in order, but run as they come: the get below must not overtake the put it reads.
+    await new Promise<void>((resolve) => stream.once('data', () => resolve()));
+    send({ ops: [{ get: { mapVersion, key: keyOf(7).bytes, fields: [] } }, { put: { mapVersion, key: keyOf(8).bytes, value: valueOf(8), expectedEtag: undefined, ttlMs: 2 ** 52 } }] });
+    send({ ops: [{ get: { mapVersion, key: keyOf(7).bytes, fields: [] }, delete: { mapVersion, key: keyOf(7).bytes, expectedEtag: undefined } }] });
+    const error = await ended;
+    // The first two answered in order (the out-of-range TTL in its own slot), the third ended the stream.
+    expect(answers).toHaveLength(2);
+    expect(answers[0]!.results[0]!.code).toBe(status.OK);
+    const etag = answers[0]!.results[0]!.put!.etag;
+    expect(answers[1]!.results[0]!.get!.entry!.etag).toBe(etag);
+    expect(answers[1]!.results[1]!.code).toBe(status.INVALID_ARGUMENT);
+    expect(answers[1]!.results[1]!.message).toContain('PutRequest.ttl_ms');
+    expect(error?.code).toBe(status.INVALID_ARGUMENT);
+    expect(error?.metadata.get(METADATA_ERROR_CODE)[0]).toBe('STORE_INVALID_ARGUMENT');
+    expect(error?.details).toContain('MultiRequest.ops[0] sets 2 of get, put, delete');
   }, 60_000);
 
   it('falls back to calls against a node without MultiStream (fault injection: SHARDPIPE_FAULT_INJECTION_NO_MULTI)', async () => {

@@ -5140,7 +5140,7 @@ export const StoreService = {
    * the node answers each with its MultiResponse, in the order they came (response i answers
    * request i), each slot as Multi answers it. Saves a call per batch (HTTP/2 stream, headers,
    * status): the thick client sends its point operations through it (store/multi-stream.ts).
-   * A request whose shape is wrong (op count, kinds per op) gets every slot failed.
+   * A request whose shape is wrong (op count, kinds per op) ends the stream with INVALID_ARGUMENT, as Multi's call.
    */
   multiStream: {
     path: "/shardpipe.store.v1.Store/MultiStream" as const,
@@ -5217,7 +5217,7 @@ export interface StoreServer extends UntypedServiceImplementation {
    * the node answers each with its MultiResponse, in the order they came (response i answers
    * request i), each slot as Multi answers it. Saves a call per batch (HTTP/2 stream, headers,
    * status): the thick client sends its point operations through it (store/multi-stream.ts).
-   * A request whose shape is wrong (op count, kinds per op) gets every slot failed.
+   * A request whose shape is wrong (op count, kinds per op) ends the stream with INVALID_ARGUMENT, as Multi's call.
    */
   multiStream: handleBidiStreamingCall<MultiRequest, MultiResponse>;
 }
@@ -5563,7 +5563,7 @@ export interface StoreClient extends Client {
    * the node answers each with its MultiResponse, in the order they came (response i answers
    * request i), each slot as Multi answers it. Saves a call per batch (HTTP/2 stream, headers,
    * status): the thick client sends its point operations through it (store/multi-stream.ts).
-   * A request whose shape is wrong (op count, kinds per op) gets every slot failed.
+   * A request whose shape is wrong (op count, kinds per op) ends the stream with INVALID_ARGUMENT, as Multi's call.
    */
   multiStream(): ClientDuplexStream<MultiRequest, MultiResponse>;
   multiStream(options: Partial<CallOptions>): ClientDuplexStream<MultiRequest, MultiResponse>;
