@@ -52,11 +52,6 @@ export class MultiStreams {
     if (this.ending) served.end();
   }
 
-  /** Streams open now. */
-  get size(): number {
-    return this.open.size;
-  }
-
   /** Ends every stream once what it has received is answered; streams opened later end at once. Idempotent. */
   endAll(): void {
     this.ending = true;
