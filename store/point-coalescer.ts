@@ -71,7 +71,8 @@ export interface PointCoalescerOptions {
  * as a message of the node's MultiStream instead of a call of its own: a message costs both sides
  * a fraction of a unary call (no HTTP/2 stream, headers or status per batch); a node that answers
  * UNIMPLEMENTED for MultiStream gets calls from then on. Batching is the same either way. A
- * request that finds fewer than `maxInFlight` point calls in flight and none waiting goes at once as its plain Get/Put/Delete, so a lone caller pays nothing extra; the
+ * request that finds fewer than `maxInFlight` point calls in flight and none waiting goes at
+ * once (without a stream as its plain Get/Put/Delete), so a lone caller pays nothing extra; the
  * others wait for a call to finish and go together as one Multi (at most MAX_MULTI_OPS ops and
  * MULTI_MAX_BYTES key + value bytes; a larger op goes alone). With other calls in flight a Multi
  * takes an even share of the ops pending on the channel (theirs and the waiting), the rest going
