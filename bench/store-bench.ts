@@ -25,6 +25,7 @@
  *   node dist/bench/store-bench.js [--rows N] [--ops N (Get/Put calls per run at concurrency 1; 4× that at 32)]
  *     [--node-cpu-prof DIR (run the node children with node --cpu-prof, profiles into DIR)]
  *     [--point-calls-in-flight N (StoreClient pointCallsInFlight for the Get/Put runs; default: the client's)]
+ *     [--points-only (only the fsync node's Get/Put phases, after a bulk load of --rows, and redis-benchmark: for profiling them)]
  */
 import { spawn } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
@@ -136,9 +137,13 @@ interface NodeProcess {
 }
 
 async function main(): Promise<void> {
-  const { rows, ops, nodeCpuProfDir, pointCallsInFlight } = parseCommandLine();
+  const { rows, ops, nodeCpuProfDir, pointCallsInFlight, pointsOnly } = parseCommandLine();
   const workDir = await mkdtemp(join(tmpdir(), 'shardpipe-bench-'));
   try {
+    if (pointsOnly) {
+      await measurePointsOnly(rows, ops, workDir, nodeCpuProfDir, pointCallsInFlight);
+      return;
+    }
     process.stderr.write(`baseline: classic-level, ${rows} rows…\n`);
     const baseline = await measureBaseline(rows, join(workDir, 'baseline'), CHUNK_ROWS, false);
     process.stderr.write(`baseline with fsync per ${PACKED_CHUNK_ROWS}-row batch…\n`);
@@ -165,10 +170,10 @@ async function main(): Promise<void> {
   }
 }
 
-function parseCommandLine(): { rows: number; ops: number; nodeCpuProfDir: string | undefined; pointCallsInFlight: number | undefined } {
+function parseCommandLine(): { rows: number; ops: number; nodeCpuProfDir: string | undefined; pointCallsInFlight: number | undefined; pointsOnly: boolean } {
   const { values } = parseBenchArgs(
-    'node dist/bench/store-bench.js [--rows N (default 1000000)] [--ops N (Get/Put calls per run at concurrency 1; 4× that at 32; default 5000)] [--node-cpu-prof DIR] [--point-calls-in-flight N (1–64)]',
-    { options: { rows: { type: 'string', default: '1000000' }, ops: { type: 'string', default: '5000' }, 'node-cpu-prof': { type: 'string' }, 'point-calls-in-flight': { type: 'string' } } },
+    'node dist/bench/store-bench.js [--rows N (default 1000000)] [--ops N (Get/Put calls per run at concurrency 1; 4× that at 32; default 5000)] [--node-cpu-prof DIR] [--point-calls-in-flight N (1–64)] [--points-only (only the fsync node\'s bulk load, Get/Put runs and redis-benchmark)]',
+    { options: { rows: { type: 'string', default: '1000000' }, ops: { type: 'string', default: '5000' }, 'node-cpu-prof': { type: 'string' }, 'point-calls-in-flight': { type: 'string' }, 'points-only': { type: 'boolean', default: false } } },
   );
   const inFlight = values['point-calls-in-flight'] === undefined ? undefined : Number(values['point-calls-in-flight']);
   if (inFlight !== undefined && (!Number.isSafeInteger(inFlight) || inFlight < 1 || inFlight > 64)) throw new RangeError(`--point-calls-in-flight must be 1–64, got ${values['point-calls-in-flight']}`);
@@ -176,7 +181,26 @@ function parseCommandLine(): { rows: number; ops: number; nodeCpuProfDir: string
   if (!Number.isSafeInteger(rows) || rows < 1) throw new RangeError(`--rows must be a whole number ≥ 1, got ${values.rows}`);
   const ops = Number(values.ops);
   if (!Number.isSafeInteger(ops) || ops < 1) throw new RangeError(`--ops must be a whole number ≥ 1, got ${values.ops}`);
-  return { rows, ops, nodeCpuProfDir: values['node-cpu-prof'], pointCallsInFlight: inFlight };
+  return { rows, ops, nodeCpuProfDir: values['node-cpu-prof'], pointCallsInFlight: inFlight, pointsOnly: values['points-only'] === true };
+}
+
+/** `--points-only`: the fsync node's Get/Put runs (after its bulk load) and redis-benchmark, with the ops table alone. */
+async function measurePointsOnly(rows: number, ops: number, workDir: string, cpuProfDir: string | undefined, pointCallsInFlight: number | undefined): Promise<void> {
+  // The bulk load's ratio needs a baseline; these runs do not print it.
+  const noBaseline: WriteFigures = { rows, ms: Number.NaN, rowsPerSec: Number.NaN, mbPerSec: Number.NaN };
+  const noop = await startNoopGrpc();
+  let run: NodeRun;
+  try {
+    process.stderr.write('store node (fsync per batch): bulk load and ops…\n');
+    run = await measureNode(rows, ops, true, 'fsync per batch', noBaseline, join(workDir, 'node-sync'), noop, cpuProfDir, pointCallsInFlight);
+  } finally {
+    await noop.close();
+  }
+  process.stderr.write('peers: redis-benchmark GET/SET…\n');
+  const peers = await measurePointPeers(run, ops, workDir);
+  const out = [opsTable([run], peers)];
+  out.push(JSON.stringify({ bench: 'store', pointsOnly: true, rows, ops: run.ops, pointPeers: peers }, roundNumbers));
+  process.stdout.write(out.join('\n') + '\n');
 }
 
 /** The i-th of `count` sorted keys, spread over the whole keyspace so every partition gets a share. */
@@ -380,6 +404,9 @@ async function measureOps(client: StoreClient, node: NodeProcess, noop: NoopGrpc
       latencies[n] = performance.now() - started;
     }
   };
+  // The monotonic clock is the one --cpu-prof profiles are stamped with: it cuts them to this run.
+  const monotonicUs = (): string => String(process.hrtime.bigint() / 1000n);
+  process.stderr.write(`${op} at concurrency ${concurrency}, ${ops} ops: from ${monotonicUs()} µs (monotonic)…\n`);
   for (let round = 0; round < OP_ROUNDS; round++) {
     const end = Math.round(((round + 1) * ops) / OP_ROUNDS);
     const calls = end - next;
@@ -395,6 +422,7 @@ async function measureOps(client: StoreClient, node: NodeProcess, noop: NoopGrpc
     const nodeCpuAfter = await node.cpuSeconds();
     nodeCpu = nodeCpu === undefined || nodeCpuBefore === undefined || nodeCpuAfter === undefined ? undefined : nodeCpu + nodeCpuAfter - nodeCpuBefore;
   }
+  process.stderr.write(`${op} at concurrency ${concurrency}: done at ${monotonicUs()} µs (monotonic)\n`);
   latencies.sort();
   noopP50s.sort((a, b) => a - b);
   const opsPerSec = ops / (opMs / 1000);
@@ -487,8 +515,18 @@ function printReport(rows: number, baseline: BaselineFigures, syncBaseline: Base
     out.push(`CPU s per 1M rows loaded (${r.label}): node ${perM(r.bulk.nodeCpuSeconds)}, client (this process) ${perM(r.bulk.clientCpuSeconds)}; node peak RSS after the load ${mib(r.bulk.nodePeakRssMb)}`);
   }
   out.push('');
-  out.push(
-    table(
+  out.push(opsTable(runs, peers));
+  out.push('');
+  const nodeRss = runs.map((r) => `node (${r.label}) ${r.peakRssMb === undefined ? 'n/a' : `${fixed(r.peakRssMb, 0)} MiB`}`).join(', ');
+  out.push(`peak RSS: bench process ${fixed(benchPeakRssMb, 0)} MiB, ${nodeRss}`);
+  out.push(`nodes at their sampled peak, MiB: ${runs.map((r) => `${r.label} ${describeMemoryAtPeak(r.memoryAtPeak)}`).join('; ')}`);
+  out.push(JSON.stringify({ bench: 'store', rows, keyBytes: KEY_BYTES, valueBytes: VALUE_BYTES, partitions: PARTITIONS, maxInFlight: MAX_IN_FLIGHT, baseline, syncBaseline, nodes: runs, perRow, pointPeers: peers, benchPeakRssMb }, roundNumbers));
+  process.stdout.write(out.join('\n') + '\n');
+}
+
+/** The Get/Put table: each op run against its no-op call, then redis-benchmark. */
+function opsTable(runs: NodeRun[], peers: PointPeers): string {
+  return table(
       ['op', 'node', 'concurrency', 'ops', 'ops/s', 'no-op calls/s', 'vs no-op call', 'p50 ms', 'no-op p50 ms', 'p99 ms', 'misses', 'node CPU s/1M ops', 'client CPU s/1M ops'],
       [
         ...runs.flatMap((r) =>
@@ -510,15 +548,7 @@ function printReport(rows: number, baseline: BaselineFigures, syncBaseline: Base
         ),
         ...peers.redisBenchmark.map((b) => [`redis-benchmark ${b.test} (peer${b.test === 'SET' ? ', AOF always' : ''})`, '-', String(b.concurrency), int(b.requests), int(b.opsPerSec), '-', '-', '-', '-', '-', '-', '-', '-']),
       ],
-    ),
-  );
-  out.push('');
-  const nodeRss = runs.map((r) => `node (${r.label}) ${r.peakRssMb === undefined ? 'n/a' : `${fixed(r.peakRssMb, 0)} MiB`}`).join(', ');
-  out.push(`peak RSS: bench process ${fixed(benchPeakRssMb, 0)} MiB, ${nodeRss}`);
-  out.push(`nodes at their sampled peak, MiB: ${runs.map((r) => `${r.label} ${describeMemoryAtPeak(r.memoryAtPeak)}`).join('; ')}`);
-  out.push(JSON.stringify({ bench: 'store', rows, keyBytes: KEY_BYTES, valueBytes: VALUE_BYTES, partitions: PARTITIONS, maxInFlight: MAX_IN_FLIGHT, baseline, syncBaseline, nodes: runs, perRow, pointPeers: peers, benchPeakRssMb }, roundNumbers));
-  process.stdout.write(out.join('\n') + '\n');
+    );
 }
-
 
 await main();

@@ -1,7 +1,8 @@
-import { Metadata, credentials, makeGenericClientConstructor, type CallOptions, type ChannelCredentials, type ClientUnaryCall, type ServiceError } from '@grpc/grpc-js';
+import { Metadata, credentials, makeGenericClientConstructor, type CallOptions, type ChannelCredentials, type ClientDuplexStream, type ClientUnaryCall, type ServiceError } from '@grpc/grpc-js';
 import { SpanKind, SpanStatusCode, type Link, type Span } from '@opentelemetry/api';
 import { contextOf, inSpan, parseTraceparent, tracer, traceparentOf, tracingActive, type TlsMaterial } from '../common/index.js';
 import type { CallLimits } from './call-limits.js';
+import { MultiStreamChannel } from './multi-stream-channel.js';
 import { PointCoalescer, type PointKind, type PointMethods } from './point-coalescer.js';
 import { POINT_CODECS } from './point-codec.js';
 import {
@@ -75,7 +76,8 @@ const FastStoreClient = makeGenericClientConstructor(
       if (name === 'bulkInsert') return [name, { ...method, requestSerialize: encodeBulkInsert }];
       if (name === 'forward') return [name, { ...method, requestSerialize: encodeForwardRequest, responseDeserialize: (bytes: Buffer) => decodeForwardResponse(bytes) ?? method.responseDeserialize(bytes) }];
       if (name === 'scan' || name === 'scanPage') return [name, { ...method, responseDeserialize: (bytes: Buffer) => decodePackedScanBatch(bytes) ?? method.responseDeserialize(bytes) }];
-      const point = POINT_CODECS[name as keyof typeof POINT_CODECS] as (typeof POINT_CODECS)[keyof typeof POINT_CODECS] | undefined;
+      // MultiStream carries Multi's messages.
+      const point = POINT_CODECS[(name === 'multiStream' ? 'multi' : name) as keyof typeof POINT_CODECS] as (typeof POINT_CODECS)[keyof typeof POINT_CODECS] | undefined;
       if (point === undefined) return [name, method];
       return [
         name,
@@ -142,6 +144,8 @@ export interface NodeConnectionOptions {
   pointCallsInFlight?: number;
   /** Gather Get/Put/Delete until the end of the event loop's I/O phase before sending (see PointCoalescerOptions.gatherIo). Default false. */
   gatherPointCalls?: boolean;
+  /** Send untraced Get/Put/Delete as messages of the node's MultiStream rather than calls (see PointCoalescer). Default true. */
+  pointStreams?: boolean;
 }
 
 /** One channel to one store node, with typed promise calls. Errors arrive as StoreError. */
@@ -152,16 +156,23 @@ export class NodeConnection {
   // grpc-js copies a call's metadata before adding to it, so calls without extra headers share one.
   private readonly plainMetadata: Metadata;
   private readonly points: PointCoalescer;
+  // Reads and writes on streams of their own: a read is not answered behind a write's fsync.
+  private readonly readStream: MultiStreamChannel;
+  private readonly writeStream: MultiStreamChannel;
 
   constructor(address: string, creds: StoreCredentials = {}, options: NodeConnectionOptions = {}) {
     this.address = address;
     this.token = creds.token;
     this.plainMetadata = this.metadata();
+    const openStream = (): ClientDuplexStream<MultiRequest, MultiResponse> => this.client.multiStream(this.plainMetadata);
+    this.readStream = new MultiStreamChannel(address, openStream);
+    this.writeStream = new MultiStreamChannel(address, openStream);
     this.points = new PointCoalescer(
       {
         address,
         plain: (kind, request, limits, traceparent) => this.unary(kind, request as never, limits, traceparent === undefined ? undefined : { traceparent }),
         multi: (request, limits, traceparents) => (traceparents === undefined ? this.unary('multi', request, limits) : this.tracedMulti(request, limits, traceparents)),
+        ...(options.pointStreams === false ? {} : { stream: (request: MultiRequest, limits: CallLimits, writes: boolean) => (writes ? this.writeStream : this.readStream).send(request, limits) }),
       },
       { maxInFlight: options.pointCallsInFlight, gatherIo: options.gatherPointCalls },
     );
@@ -286,6 +297,8 @@ export class NodeConnection {
   }
 
   close(): void {
+    this.readStream.close();
+    this.writeStream.close();
     this.client.close();
   }
 }

@@ -1,4 +1,4 @@
-import { status } from '@grpc/grpc-js';
+import { Metadata, status } from '@grpc/grpc-js';
 import type { CallLimits } from './call-limits.js';
 import { MAX_MULTI_OPS, MULTI_MAX_BYTES } from './field-limits.js';
 import { storeErrorOf } from './grpc-errors.js';
@@ -32,6 +32,11 @@ export interface PointTransport {
   readonly address: string;
   plain<K extends PointKind>(kind: K, request: PointMethods[K][0], limits: CallLimits, traceparent?: string): Promise<PointMethods[K][1]>;
   multi(request: MultiRequest, limits: CallLimits, traceparents?: ReadonlyArray<string | undefined>): Promise<MultiResponse>;
+  /**
+   * The same request as the next message of the node's MultiStream (store/multi-stream-channel.ts),
+   * `writes` when it holds a put or delete. Absent: every op goes as a plain call or a Multi.
+   */
+  stream?(request: MultiRequest, limits: CallLimits, writes: boolean): Promise<MultiResponse>;
 }
 
 interface Pending {
@@ -62,8 +67,12 @@ export interface PointCoalescerOptions {
 
 /**
  * Merges concurrent point requests to one node into Multi calls, as Redis pipelining or a
- * DataLoader does. A request that finds fewer than `maxInFlight` point calls in flight and none
- * waiting goes at once as its plain Get/Put/Delete, so a lone caller pays nothing extra; the
+ * DataLoader does. With a stream transport (untraced ops), every batch, a lone op included, goes
+ * as a message of the node's MultiStream instead of a call of its own: a message costs both sides
+ * a fraction of a unary call (no HTTP/2 stream, headers or status per batch); a node that answers
+ * UNIMPLEMENTED for MultiStream gets calls from then on. Batching is the same either way. A
+ * request that finds fewer than `maxInFlight` point calls in flight and none waiting goes at
+ * once (without a stream as its plain Get/Put/Delete), so a lone caller pays nothing extra; the
  * others wait for a call to finish and go together as one Multi (at most MAX_MULTI_OPS ops and
  * MULTI_MAX_BYTES key + value bytes; a larger op goes alone). With other calls in flight a Multi
  * takes an even share of the ops pending on the channel (theirs and the waiting), the rest going
@@ -81,6 +90,7 @@ export class PointCoalescer {
   private waiting: Pending[] = [];
   private waitingBytes = 0;
   private multiSupported = true;
+  private streamSupported: boolean;
   private flushScheduled = false;
   private readonly flushNow = (): void => {
     this.flushScheduled = false;
@@ -110,6 +120,7 @@ export class PointCoalescer {
     if (!Number.isSafeInteger(maxInFlight) || maxInFlight < 1 || maxInFlight > 64) throw new RangeError(`pointCallsInFlight must be 1–64, got ${maxInFlight}`);
     this.maxInFlight = maxInFlight;
     this.gatherIo = options.gatherIo ?? false;
+    this.streamSupported = transport.stream !== undefined;
   }
 
   /** Whether Multi is still used (false once the node answered UNIMPLEMENTED). */
@@ -120,9 +131,9 @@ export class PointCoalescer {
   /** Sends one op; `traceparent` (the caller's span, tracing on) goes with its call, plain or Multi. */
   call<K extends PointKind>(kind: K, request: PointMethods[K][0], limits: CallLimits, traceparent?: string): Promise<PointMethods[K][1]> {
     const bytes = opBytes(kind, request);
-    if (!this.multiSupported || bytes >= MULTI_MAX_BYTES || (!this.gatherIo && this.inFlight < this.maxInFlight && this.waiting.length === 0 && !this.flushScheduled)) {
-      return this.plain(kind, request, limits, traceparent);
-    }
+    const goesNow = !this.gatherIo && this.inFlight < this.maxInFlight && this.waiting.length === 0 && !this.flushScheduled;
+    const streamed = this.streamSupported && traceparent === undefined && bytes < MULTI_MAX_BYTES;
+    if (!streamed && (!this.multiSupported || bytes >= MULTI_MAX_BYTES || goesNow)) return this.plain(kind, request, limits, traceparent);
     if (limits.signal?.aborted) return Promise.reject(cancelled(kind, this.transport.address, limits.signal));
     return new Promise((resolve, reject) => {
       const pending: Pending = { kind, request, limits, traceparent, bytes, settled: false, resolve: resolve as Pending['resolve'], reject, onAbort: undefined };
@@ -131,6 +142,10 @@ export class PointCoalescer {
         // Aborted while waiting: it leaves the batch. Aborted in flight: its outcome is unknown, as for a cancelled plain call.
         pending.onAbort = () => settle(pending, undefined, cancelled(kind, this.transport.address, signal));
         signal.addEventListener('abort', pending.onAbort, { once: true });
+      }
+      if (streamed && goesNow) {
+        this.send([pending]);
+        return;
       }
       if (this.waitingBytes + bytes > MULTI_MAX_BYTES) this.flush();
       this.waiting.push(pending);
@@ -171,7 +186,17 @@ export class PointCoalescer {
         batch = batch.slice(0, even);
       }
     }
-    if (batch.length === 1 || !this.multiSupported) {
+    this.send(batch);
+  }
+
+  /**
+   * Sends a batch: over the node's MultiStream when it has one (untraced ops), else one op as its
+   * plain call and more as one Multi.
+   */
+  private send(batch: Pending[]): void {
+    // Tracing is on or off for the whole process: the first op says whether the ops carry trace context.
+    const streamed = this.streamSupported && batch[0]!.traceparent === undefined;
+    if (!streamed && (batch.length === 1 || !this.multiSupported)) {
       for (const p of batch) this.sendPlain(p);
       return;
     }
@@ -180,11 +205,19 @@ export class PointCoalescer {
     const ops = batch.length;
     this.inFlight++;
     this.inFlightOps += ops;
-    // Tracing is on or off for the whole process: the first op says whether the ops carry trace context.
-    const traceparents = batch[0]!.traceparent === undefined ? undefined : batch.map((p) => p.traceparent);
-    this.transport.multi({ ops: batch.map(toOp) }, { deadline }, traceparents).then(
+    const request: MultiRequest = { ops: batch.map(toOp) };
+    let call: Promise<MultiResponse>;
+    if (streamed) {
+      let writes = false;
+      for (const p of batch) if (p.kind !== 'get') writes = true;
+      call = this.transport.stream!(request, { deadline }, writes);
+    } else {
+      const traceparents = batch[0]!.traceparent === undefined ? undefined : batch.map((p) => p.traceparent);
+      call = this.transport.multi(request, { deadline }, traceparents);
+    }
+    call.then(
       (response) => {
-        this.callDone(ops, true);
+        this.callDone(ops, ops > 1);
         if (response.results.length !== batch.length) {
           const error = new StoreError('STORE_INTERNAL', `store node ${this.transport.address} answered a Multi of ${batch.length} ops with ${response.results.length} results`);
           for (const p of batch) settle(p, undefined, error);
@@ -193,11 +226,13 @@ export class PointCoalescer {
         batch.forEach((p, i) => answer(p, response.results[i]!, this.transport.address));
       },
       (error: unknown) => {
-        this.callDone(ops, true);
+        this.callDone(ops, ops > 1);
         if (isUnimplemented(error)) {
-          // A node older than Multi: plain calls from now on, starting with these.
-          this.multiSupported = false;
-          for (const p of batch) if (!p.settled) this.sendPlain(p);
+          // A node older than MultiStream (then calls from now on, starting with these), or older than Multi (plain calls).
+          if (streamed) this.streamSupported = false;
+          else this.multiSupported = false;
+          const left = batch.filter((p) => !p.settled);
+          if (left.length > 0) this.send(left);
           return;
         }
         if (error instanceof StoreError && error.code === 'STORE_BATCH_TOO_LARGE') {
@@ -231,6 +266,7 @@ function settle(p: Pending, response: PointMethods[PointKind][1] | undefined, er
 function answer(p: Pending, result: MultiResult, node: string): void {
   if (result.code !== status.OK) {
     const error = storeErrorOf(result.code, result.errorCode, result.message, {
+      cause: slotStatus(result),
       context: { node, method: p.kind },
       mapVersion: result.mapVersion,
       currentEtag: result.currentEtag,
@@ -242,6 +278,14 @@ function answer(p: Pending, result: MultiResult, node: string): void {
   const response = result[p.kind];
   if (response === undefined) settle(p, undefined, new StoreError('STORE_INTERNAL', `store node ${node} answered a ${p.kind} op of a Multi without a ${p.kind} result`));
   else settle(p, response, undefined);
+}
+
+/**
+ * A failed slot's status as grpc-js gives a failed call's (an Error with `code`, `details` and
+ * `metadata`), the cause of its StoreError: an op answered in a slot fails as its plain call would.
+ */
+function slotStatus(result: MultiResult): Error & { code: number; details: string; metadata: Metadata } {
+  return Object.assign(new Error(`${result.code} ${status[result.code] ?? 'UNKNOWN'}: ${result.message}`), { code: result.code, details: result.message, metadata: new Metadata() });
 }
 
 function toOp(p: Pending): MultiOp {

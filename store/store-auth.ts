@@ -25,6 +25,8 @@ export const METHOD_ROLES: Readonly<Record<string, Role>> = {
   // Point ops in one call: reading is enough to be let in; each put or delete in it needs write,
   // checked per op by the service against the role this gate grants (METADATA_GRANTED_ROLE).
   Multi: 'read',
+  // Multi's requests on one stream: checked per op as in Multi.
+  MultiStream: 'read',
   // Node to node only: no client token holds this role (common/auth-tokens.ts).
   Forward: 'replica',
   // Data movement changes the cluster's layout: admin only, listing included (records name nodes and keys).

@@ -31,6 +31,12 @@ export interface StoreRouterOptions {
    * gateway). A lone request still goes as its plain call, one loop turn later. Default false.
    */
   gatherPointCalls?: boolean;
+  /**
+   * Send untraced Get/Put/Delete as messages of one long-lived MultiStream per node (reads and
+   * writes each on their own) instead of a call per op or batch: a message costs client and node a
+   * fraction of a unary call. A node that predates MultiStream gets calls. Default true.
+   */
+  pointStreams?: boolean;
   logger?: Logger;
 }
 
@@ -72,6 +78,7 @@ export class StoreRouter {
   private readonly credentials: StoreCredentials;
   private readonly pointCallsInFlight: number | undefined;
   private readonly gatherPointCalls: boolean;
+  private readonly pointStreams: boolean;
   private readonly connections = new Map<string, NodeConnection>();
   private readonly maps: MapCache;
   private closed = false;
@@ -88,6 +95,7 @@ export class StoreRouter {
     if (inFlight !== undefined && (!Number.isSafeInteger(inFlight) || inFlight < 1 || inFlight > 64)) throw new RangeError(`pointCallsInFlight must be 1–64, got ${inFlight}`);
     this.pointCallsInFlight = inFlight;
     this.gatherPointCalls = options.gatherPointCalls ?? false;
+    this.pointStreams = options.pointStreams ?? true;
     this.maps = new MapCache({ seeds: options.seeds, logger: options.logger, ask: (address, limits) => this.connection(address).unary('getPartitionMap', {}, limits) });
   }
 
@@ -111,7 +119,7 @@ export class StoreRouter {
     if (this.closed) throw new StoreError('STORE_CLOSED', 'the store client is closed');
     let conn = this.connections.get(address);
     if (!conn) {
-      conn = new NodeConnection(address, this.credentials, { pointCallsInFlight: this.pointCallsInFlight, gatherPointCalls: this.gatherPointCalls });
+      conn = new NodeConnection(address, this.credentials, { pointCallsInFlight: this.pointCallsInFlight, gatherPointCalls: this.gatherPointCalls, pointStreams: this.pointStreams });
       this.connections.set(address, conn);
     }
     return conn;

@@ -17,6 +17,7 @@ import { ChainForwarder } from './chain-forwarder.js';
 import type { ForwardTransport } from './chain-replica.js';
 import { StoreError } from './store-errors.js';
 import { OperationService } from './operation-service.js';
+import { MultiStreams } from './multi-stream.js';
 import type { OperationAdmin } from './operation-admin.js';
 
 export interface StoreServerOptions extends StoreNodeOptions {
@@ -101,6 +102,7 @@ export class StoreServer {
     nodeMetrics: StoreNodeMetrics | undefined,
     options: StoreServerOptions,
     private readonly forwarder: ChainForwarder,
+    private readonly streams: MultiStreams,
   ) {
     this.node = node;
     this.server = server;
@@ -149,6 +151,7 @@ export class StoreServer {
     const opened = node;
     let nodeMetrics: StoreNodeMetrics | undefined;
     let server: Server;
+    let streams: MultiStreams;
     try {
       const receiveLimit = opened.maxBatchBytes + MESSAGE_OVERHEAD_BYTES;
       const largestEntry = opened.maxKeyBytes + opened.maxValueBytes + MESSAGE_OVERHEAD_BYTES;
@@ -164,6 +167,7 @@ export class StoreServer {
       // the first waiter always fits once the admitted calls are done.
       const largestLease = Math.min(maxInflightBytes, BULK_ROWS_COPIES_HELD * receiveLimit);
       const budget = new InflightBudget({ limitBytes: maxInflightBytes, maxWaitMs: options.inflightWaitMs ?? 2000, waitRoomBytes: maxInflightBytes - largestLease });
+      streams = new MultiStreams({ budget, logger });
       nodeMetrics =
         options.metricsRegistry &&
         new StoreNodeMetrics(options.metricsRegistry, {
@@ -184,6 +188,8 @@ export class StoreServer {
         // maxUnacked of them: queueing it here behind the node's own head writes (which wait for
         // forwards elsewhere) could make two nodes wait on each other until both time out.
         if (method === 'Forward') return 0;
+        // A MultiStream lives as long as its client: each of its requests holds its own bytes of the budget (store/multi-stream.ts).
+        if (method === 'MultiStream') return 0;
         if (method === 'BulkInsert' || method === 'Multi') return receiveLimit;
         if (method === 'Put' || method === 'Patch') return opened.maxKeyBytes + opened.maxValueBytes + SMALL_REQUEST_BYTES;
         return SMALL_REQUEST_BYTES;
@@ -207,11 +213,12 @@ export class StoreServer {
       forwarder.close();
       throw err;
     }
-    const handlers = createStoreHandlers(opened, logger, options.metricsRegistry && new StoreRpcMetrics(options.metricsRegistry), new OperationService(options.operations, options.node));
+    const handlers = createStoreHandlers(opened, logger, options.metricsRegistry && new StoreRpcMetrics(options.metricsRegistry), new OperationService(options.operations, options.node), streams);
     if (options.faultInjectionWithoutMulti) {
       logger.warn('fault injection: serving the Store service without Multi');
-      const { multi: _definition, ...withoutMulti } = STORE_SERVICE_DEFINITION;
-      const { multi: _handler, ...handlersWithoutMulti } = handlers;
+      // A node older than Multi has no MultiStream either.
+      const { multi: _definition, multiStream: _streamDefinition, ...withoutMulti } = STORE_SERVICE_DEFINITION;
+      const { multi: _handler, multiStream: _streamHandler, ...handlersWithoutMulti } = handlers;
       server.addService(withoutMulti, handlersWithoutMulti);
     } else {
       server.addService(STORE_SERVICE_DEFINITION, handlers);
@@ -231,7 +238,7 @@ export class StoreServer {
     }
     setServerConnectionWindow(server, options.flowControlWindowBytes ?? DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES, logger);
     logger.info({ port, tls: options.tls !== undefined, mutualTls: options.tls?.ca !== undefined, tokens: options.tokens !== undefined, mapVersion: opened.map.version, partitions: opened.ownedPartitions().map((p) => p.id), maxInflightBytes: options.maxInflightBytes ?? DEFAULT_MAX_INFLIGHT_BYTES }, 'store node serving');
-    return new StoreServer(opened, server, health, port, nodeMetrics, options, forwarder);
+    return new StoreServer(opened, server, health, port, nodeMetrics, options, forwarder, streams);
   }
 
   /**
@@ -242,6 +249,8 @@ export class StoreServer {
     this.stopping ??= (async () => {
       this.logger.info('store node draining');
       this.node.startDraining();
+      // Clients keep their MultiStreams open: end them once answered, or the stop waits out its grace period.
+      this.streams.endAll();
       this.health.setStatus('', 'NOT_SERVING');
       this.health.setStatus(STORE_SERVICE_NAME, 'NOT_SERVING');
       for (const p of this.node.partitionHealth()) this.health.setStatus(partitionHealthService(p.partitionId), 'NOT_SERVING');

@@ -1,7 +1,7 @@
 import { once } from 'node:events';
-import { status as grpcStatus, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from '@grpc/grpc-js';
+import { status as grpcStatus, type ServerDuplexStream, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from '@grpc/grpc-js';
 import { roleAllows, type Logger, type Role } from '../common/index.js';
-import { StoreService, type ChangedKeysBatch, type DeleteResponse, type GetResponse, type PutResponse, type ChangedKeysRequest, type Entry, type ServerTiming, type MultiOp, type MultiRequest, type MultiResult, type ReplicaStat, type ScanBatch, type ScanRequest, type SnapshotInfo, type StoreServer as StoreHandlers } from './proto/gen/shardpipe/store/v1/store.js';
+import { StoreService, type ChangedKeysBatch, type DeleteResponse, type GetResponse, type PutResponse, type ChangedKeysRequest, type Entry, type ServerTiming, type MultiOp, type MultiRequest, type MultiResponse, type MultiResult, type ReplicaStat, type ScanBatch, type ScanRequest, type SnapshotInfo, type StoreServer as StoreHandlers } from './proto/gen/shardpipe/store/v1/store.js';
 import { FIELD_LIMITS, MAX_MULTI_OPS, truncateForMessage, type FieldLimitContext } from './field-limits.js';
 import { decodePackedBulkInsert } from './bulk-insert-codec.js';
 import { decodeForwardRequest, encodeForwardResponse } from './forward-codec.js';
@@ -21,6 +21,7 @@ import type { StoredRecord } from './record.js';
 import { StoreError } from './store-errors.js';
 import type { StoreRpcMetrics } from './store-metrics.js';
 import { OperationService } from './operation-service.js';
+import { MultiStreams } from './multi-stream.js';
 import { recordWriteSpans, requestIdOf, requestIdTrailer, startServerSpan } from './request-tracing.js';
 
 const EMPTY = Buffer.alloc(0);
@@ -42,7 +43,8 @@ interface Undecodable {
  */
 export const STORE_SERVICE_DEFINITION: typeof StoreService = Object.fromEntries(
   Object.entries(StoreService).map(([name, method]) => {
-    const point = POINT_CODECS[name as keyof typeof POINT_CODECS] as (typeof POINT_CODECS)[keyof typeof POINT_CODECS] | undefined;
+    // MultiStream carries Multi's messages.
+    const point = POINT_CODECS[(name === 'multiStream' ? 'multi' : name) as keyof typeof POINT_CODECS] as (typeof POINT_CODECS)[keyof typeof POINT_CODECS] | undefined;
     return [
       name,
       {
@@ -82,7 +84,14 @@ function admit<Req>(method: string, request: Req, limits: FieldLimitContext, che
 
 /** The gRPC handlers of the Store service, translating between messages and StoreNode calls. */
 /** `operations`: the operation RPCs; default, as on a static-map node, refusing them (STORE_OPERATIONS_NEED_ETCD). */
-export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: StoreRpcMetrics, operations: OperationService = new OperationService(undefined, node.address)): StoreHandlers {
+/** `streams`: where the node keeps its open MultiStream calls (StoreServer ends them when it stops). */
+export function createStoreHandlers(
+  node: StoreNode,
+  logger: Logger,
+  metrics?: StoreRpcMetrics,
+  operations: OperationService = new OperationService(undefined, node.address),
+  streams: MultiStreams = new MultiStreams({ logger }),
+): StoreHandlers {
   const limits: FieldLimitContext = { maxKeyBytes: node.maxKeyBytes, maxValueBytes: node.maxValueBytes };
   const unary =
     <Req, Res>(method: string, fn: (request: Req, call: ServerUnaryCall<Req, Res>, requestId: string) => Res | Promise<Res>, checkFields = true) =>
@@ -251,6 +260,32 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
       },
       false,
     ),
+    multiStream: (call: ServerDuplexStream<MultiRequest, MultiResponse>) => {
+      // The role is granted once, when the stream opens (store-auth.ts); each put or delete in it is checked against it, as in Multi.
+      const role = grantedRole(call.metadata.get(METADATA_GRANTED_ROLE)[0]);
+      const log: RequestLog = { logger, requestId: requestIdOf(call.metadata) };
+      streams.serve(call, {
+        answer: (req) => {
+          const done = metrics?.start('MultiStream');
+          let results: MultiResult[] | Promise<MultiResult[]>;
+          try {
+            results = runMulti(node, admit('Multi', req, limits, false), role, limits, log, true);
+          } catch (err) {
+            done?.(toGrpcStatus(err).code);
+            throw err;
+          }
+          if (!(results instanceof Promise)) {
+            done?.(grpcStatus.OK);
+            return { results };
+          }
+          return results.then((r) => (done?.(grpcStatus.OK), { results: r }));
+        },
+        failAll: (req, err) => {
+          const slot = failedSlot(err, log);
+          return { results: (req.ops ?? []).map(() => slot) };
+        },
+      });
+    },
     forward: unary('Forward', async (req) => forwardAcksToProto(await node.receiveForwards(forwardsFromProto(req)))),
     getPartitionMap: unary('GetPartitionMap', async () => node.map.toProto()),
     setPartitionMap: unary('SetPartitionMap', async (req) => {
@@ -271,7 +306,7 @@ export function createStoreHandlers(node: StoreNode, logger: Logger, metrics?: S
  * routing, CAS, the write itself — is answered in its own slot, as its plain call would be. A Multi
  * of gets only is answered without a promise (StoreNode.multiGetsNow).
  */
-function runMulti(node: StoreNode, req: MultiRequest, role: Role | undefined, limits: FieldLimitContext, log: RequestLog): MultiResult[] | Promise<MultiResult[]> {
+function runMulti(node: StoreNode, req: MultiRequest, role: Role | undefined, limits: FieldLimitContext, log: RequestLog, plainNames = false): MultiResult[] | Promise<MultiResult[]> {
   const opsLimit = FIELD_LIMITS.MultiRequest!.ops!;
   if (req.ops.length < 1 || req.ops.length > MAX_MULTI_OPS) {
     throw new StoreError('STORE_INVALID_ARGUMENT', `MultiRequest.ops has ${req.ops.length} items, out of range: allowed 1–${MAX_MULTI_OPS}`, {
@@ -287,7 +322,7 @@ function runMulti(node: StoreNode, req: MultiRequest, role: Role | undefined, li
     const kinds = (op.get ? 1 : 0) + (op.put ? 1 : 0) + (op.delete ? 1 : 0);
     if (kinds !== 1) throw new StoreError('STORE_INVALID_ARGUMENT', `MultiRequest.ops[${i}] sets ${kinds} of get, put, delete: exactly one is needed`, { context: { field: `MultiRequest.ops[${i}]` } });
     try {
-      const point = admitOp(op, i, limits);
+      const point = admitOp(op, i, limits, plainNames);
       if (point.kind !== 'get' && !mayWrite) throw new StoreError('STORE_PERMISSION_DENIED', `${point.kind === 'put' ? 'Put' : 'Delete'} needs role write; the token has role ${role ?? 'none'}`);
       ops.push(point);
       slots.push(i);
@@ -304,17 +339,22 @@ function runMulti(node: StoreNode, req: MultiRequest, role: Role | undefined, li
   return now === undefined ? node.multi(ops).then(fill) : fill(now);
 }
 
-/** One op of a Multi as a node operation, after the field checks of its plain call's request. */
-function admitOp(op: MultiOp, i: number, limits: FieldLimitContext): PointOp {
+/**
+ * One op of a Multi as a node operation, after the field checks of its plain call's request.
+ * `plainNames` (MultiStream, whose every op is a client's own get, put or delete): errors name
+ * fields as the plain request's (`PutRequest.ttl_ms`), not by their place in the batch.
+ */
+function admitOp(op: MultiOp, i: number, limits: FieldLimitContext, plainNames: boolean): PointOp {
+  const at = (kind: string): string | undefined => (plainNames ? undefined : `MultiRequest.ops[${i}].${kind}`);
   if (op.get) {
-    checkRequest(requestDescOf('Get'), op.get, limits, `MultiRequest.ops[${i}].get`);
+    checkRequest(requestDescOf('Get'), op.get, limits, at('get'));
     return { kind: 'get', mapVersion: op.get.mapVersion, key: op.get.key, fields: op.get.fields };
   }
   if (op.put) {
-    checkRequest(requestDescOf('Put'), op.put, limits, `MultiRequest.ops[${i}].put`);
+    checkRequest(requestDescOf('Put'), op.put, limits, at('put'));
     return { kind: 'put', mapVersion: op.put.mapVersion, key: op.put.key, value: op.put.value, options: { expectedEtag: op.put.expectedEtag, ttlMs: op.put.ttlMs } };
   }
-  checkRequest(requestDescOf('Delete'), op.delete!, limits, `MultiRequest.ops[${i}].delete`);
+  checkRequest(requestDescOf('Delete'), op.delete!, limits, at('delete'));
   return { kind: 'delete', mapVersion: op.delete!.mapVersion, key: op.delete!.key, expectedEtag: op.delete!.expectedEtag };
 }
 

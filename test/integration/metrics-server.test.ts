@@ -30,7 +30,8 @@ describe('metrics server against a real 3-node cluster (partition figures, rates
   beforeAll(async () => {
     // A short sweep interval so expired entries leave the counts quickly.
     cluster = await StoreCluster.start({ nodes: 3, partitions: 6, extraArgs: ['--sweep-interval', '200ms', '--metrics-port', '0'] });
-    router = new StoreRouter({ seeds: cluster.seeds });
+    // Plain calls, so the node's RPC counts name Get and Put (not MultiStream).
+    router = new StoreRouter({ seeds: cluster.seeds, pointStreams: false });
     client = new StoreClient(router);
     // Polled by hand (the first poll runs at start), so every test knows which samples exist.
     server = await MetricsServer.start({ seeds: cluster.seeds, port: 0, intervalMs: 3_600_000, logger });

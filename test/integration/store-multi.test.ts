@@ -24,8 +24,9 @@ async function cluster(nodes: number, partitions: number, extraArgs: string[] = 
   return c;
 }
 
+// Multi calls, not MultiStream messages (test/integration/multi-stream.test.ts): the path of traced ops and of nodes before MultiStream.
 function client(seeds: string[], pointCallsInFlight = 1): StoreClient {
-  const c = new StoreClient({ seeds, pointCallsInFlight, operationTimeoutMs: 20_000 });
+  const c = new StoreClient({ seeds, pointCallsInFlight, operationTimeoutMs: 20_000, pointStreams: false });
   cleanups.push(() => c.close());
   return c;
 }

@@ -10,9 +10,11 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
   type ClientReadableStream,
   type ClientUnaryCall,
+  type handleBidiStreamingCall,
   type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
@@ -5133,6 +5135,22 @@ export const StoreService = {
     responseSerialize: (value: ChangedKeysBatch): Buffer => Buffer.from(ChangedKeysBatch.encode(value).finish()),
     responseDeserialize: (value: Buffer): ChangedKeysBatch => ChangedKeysBatch.decode(value),
   },
+  /**
+   * Multi, pipelined: one long-lived stream per client and node carries many MultiRequests, and
+   * the node answers each with its MultiResponse, in the order they came (response i answers
+   * request i), each slot as Multi answers it. Saves a call per batch (HTTP/2 stream, headers,
+   * status): the thick client sends its point operations through it (store/multi-stream.ts).
+   * A request whose shape is wrong (op count, kinds per op) ends the stream with INVALID_ARGUMENT, as Multi's call.
+   */
+  multiStream: {
+    path: "/shardpipe.store.v1.Store/MultiStream" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: MultiRequest): Buffer => Buffer.from(MultiRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): MultiRequest => MultiRequest.decode(value),
+    responseSerialize: (value: MultiResponse): Buffer => Buffer.from(MultiResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): MultiResponse => MultiResponse.decode(value),
+  },
 } as const;
 
 export interface StoreServer extends UntypedServiceImplementation {
@@ -5194,6 +5212,14 @@ export interface StoreServer extends UntypedServiceImplementation {
    * with `keys`, the snapshot's rows of exactly those keys. store/README.md "Sync of a syncing replica".
    */
   changedKeys: handleServerStreamingCall<ChangedKeysRequest, ChangedKeysBatch>;
+  /**
+   * Multi, pipelined: one long-lived stream per client and node carries many MultiRequests, and
+   * the node answers each with its MultiResponse, in the order they came (response i answers
+   * request i), each slot as Multi answers it. Saves a call per batch (HTTP/2 stream, headers,
+   * status): the thick client sends its point operations through it (store/multi-stream.ts).
+   * A request whose shape is wrong (op count, kinds per op) ends the stream with INVALID_ARGUMENT, as Multi's call.
+   */
+  multiStream: handleBidiStreamingCall<MultiRequest, MultiResponse>;
 }
 
 export interface StoreClient extends Client {
@@ -5532,6 +5558,16 @@ export interface StoreClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<ChangedKeysBatch>;
+  /**
+   * Multi, pipelined: one long-lived stream per client and node carries many MultiRequests, and
+   * the node answers each with its MultiResponse, in the order they came (response i answers
+   * request i), each slot as Multi answers it. Saves a call per batch (HTTP/2 stream, headers,
+   * status): the thick client sends its point operations through it (store/multi-stream.ts).
+   * A request whose shape is wrong (op count, kinds per op) ends the stream with INVALID_ARGUMENT, as Multi's call.
+   */
+  multiStream(): ClientDuplexStream<MultiRequest, MultiResponse>;
+  multiStream(options: Partial<CallOptions>): ClientDuplexStream<MultiRequest, MultiResponse>;
+  multiStream(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<MultiRequest, MultiResponse>;
 }
 
 export const StoreClient = makeGenericClientConstructor(StoreService, "shardpipe.store.v1.Store") as unknown as {
