@@ -327,11 +327,11 @@ function runMulti(node: StoreNode, req: MultiRequest, role: Role | undefined, li
       ops.push(point);
       slots.push(i);
     } catch (err) {
-      results[i] = failedSlot(err, log);
+      results[i] = failedSlot(err, log, POINT_METHODS[op.get ? 'get' : op.put ? 'put' : 'delete']);
     }
   }
   const fill = (outcomes: readonly PointOutcome[]): MultiResult[] => {
-    outcomes.forEach((outcome, j) => (results[slots[j]!] = answeredSlot(outcome, ops[j]!.key, log)));
+    outcomes.forEach((outcome, j) => (results[slots[j]!] = answeredSlot(outcome, ops[j]!, log)));
     return results as MultiResult[];
   };
   if (ops.length === 0) return fill([]);
@@ -358,8 +358,9 @@ function admitOp(op: MultiOp, i: number, limits: FieldLimitContext, plainNames: 
   return { kind: 'delete', mapVersion: op.delete!.mapVersion, key: op.delete!.key, expectedEtag: op.delete!.expectedEtag };
 }
 
-function answeredSlot(outcome: PointOutcome, key: Buffer, log: RequestLog): MultiResult {
-  if (!outcome.ok) return failedSlot(outcome.error, log);
+function answeredSlot(outcome: PointOutcome, op: PointOp, log: RequestLog): MultiResult {
+  const key = op.key;
+  if (!outcome.ok) return failedSlot(outcome.error, log, POINT_METHODS[op.kind]);
   switch (outcome.kind) {
     case 'get':
       return okSlot(getResponse(key, outcome.record), undefined, undefined);
@@ -386,9 +387,13 @@ function getResponse(key: Buffer, record: StoredRecord | undefined): GetResponse
 }
 
 /** A failed op's slot: what toGrpcStatus would put in a plain call's status and trailers. */
-function failedSlot(err: unknown, log: RequestLog): MultiResult {
+/** The plain call each kind of op stands for: a failed slot is logged and reported under it (the op that failed, not the batch that carried it). */
+const POINT_METHODS = { get: 'Get', put: 'Put', delete: 'Delete' } as const;
+
+/** A failed slot's answer; `method` names the failed op's plain call, or Multi for a request that failed whole. */
+function failedSlot(err: unknown, log: RequestLog, method = 'Multi'): MultiResult {
   const status = toGrpcStatus(err);
-  logFailure(log.logger, 'Multi', status.code, err, log.requestId);
+  logFailure(log.logger, method, status.code, err, log.requestId);
   const error = err instanceof StoreError ? err : undefined;
   return {
     code: status.code ?? grpcStatus.INTERNAL,
