@@ -36,7 +36,7 @@ export { redactUrl } from './redact-url.js';
 export { copyBytes } from './copy-bytes.js';
 export { BatchBufferPool } from './batch-buffer-pool.js';
 export { releaseArrayBuffer } from './array-buffer-release.js';
-export { capYoungGeneration, reapplyYoungGenerationCap, youngGenerationCapped } from './young-generation.js';
+export { capYoungGeneration, reapplyYoungGenerationCap, youngGenerationCapFlags } from './young-generation.js';
 export type { BatchBufferPoolOptions } from './batch-buffer-pool.js';
 export { activeTraceId, activeTraceparent, contextOf, inSpan, parseTraceparent, startRootSpan, startTracing, traceparentOf, tracer, tracingActive, tracingWanted } from './tracing.js';
 export type { TracingHandle } from './tracing.js';

@@ -8,6 +8,7 @@ import { setFlagsFromString } from 'node:v8';
 // (1 MiB at start; loading the entry's modules, before its first statement runs, grows it to about
 // 4 MiB). Measured with bench:ingest-memory and bench:store (README "Memory").
 
+const CAP_FLAGS = '--semi-space-growth-factor=1';
 let capped = false;
 
 /**
@@ -17,15 +18,15 @@ let capped = false;
  */
 export function capYoungGeneration(): void {
   capped = true;
-  setFlagsFromString('--semi-space-growth-factor=1');
+  setFlagsFromString(CAP_FLAGS);
 }
 
-/** Whether `capYoungGeneration` ran: a worker thread can set the cap again as its first statement. */
-export function youngGenerationCapped(): boolean {
-  return capped;
+/** The V8 flags of the cap once `capYoungGeneration` ran (undefined before): a worker thread sets them again as its first statement. */
+export function youngGenerationCapFlags(): string | undefined {
+  return capped ? CAP_FLAGS : undefined;
 }
 
 /** Sets the cap again after a worker thread started (a no-op unless `capYoungGeneration` ran). */
 export function reapplyYoungGenerationCap(): void {
-  if (capped) setFlagsFromString('--semi-space-growth-factor=1');
+  if (capped) setFlagsFromString(CAP_FLAGS);
 }

@@ -31,7 +31,7 @@ const { open } = require('node:fs/promises');
 
 // This thread's start set V8's flags back to the command line's: set the main thread's
 // young-generation cap again (common/young-generation.ts) before the main thread grows it.
-if (workerData.capYoungGeneration) require('node:v8').setFlagsFromString('--semi-space-growth-factor=1');
+if (workerData.youngGenerationFlags) require('node:v8').setFlagsFromString(workerData.youngGenerationFlags);
 
 let pw;
 const files = new Map(); // id → { file, rows }

@@ -2,7 +2,7 @@ import { open } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { describeCause, reapplyYoungGenerationCap, youngGenerationCapped } from '../common/index.js';
+import { describeCause, reapplyYoungGenerationCap, youngGenerationCapFlags } from '../common/index.js';
 import type { DataFile } from './data-file.js';
 import { FileError } from './file-errors.js';
 import { repairLegacyChunkSizes, type FooterPatch } from './legacy-chunk-sizes.js';
@@ -119,7 +119,7 @@ class DecoderThread {
   idleTimer: NodeJS.Timeout | undefined;
 
   constructor(readonly pool: DecoderPool) {
-    this.worker = new Worker(PARQUET_DECODER_WORKER_SOURCE, { eval: true, workerData: { wasmUrl: parquetWasmUrl(), capYoungGeneration: youngGenerationCapped() }, resourceLimits: DECODER_RESOURCE_LIMITS });
+    this.worker = new Worker(PARQUET_DECODER_WORKER_SOURCE, { eval: true, workerData: { wasmUrl: parquetWasmUrl(), youngGenerationFlags: youngGenerationCapFlags() }, resourceLimits: DECODER_RESOURCE_LIMITS });
     this.worker.unref();
     // A worker's start sets V8's flags back to the command line's, the main thread's young-generation
     // cap too: the thread sets it again as its first statement, and again here once it runs.

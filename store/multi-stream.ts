@@ -1,5 +1,4 @@
 import type { ServerDuplexStream } from '@grpc/grpc-js';
-import type { Logger } from '../common/index.js';
 import type { BudgetLease, InflightBudget } from './inflight-budget.js';
 import { toGrpcStatus } from './grpc-errors.js';
 import type { MultiRequest, MultiResponse } from './proto/gen/shardpipe/store/v1/store.js';
@@ -9,7 +8,6 @@ import { StoreError } from './store-errors.js';
 export interface MultiStreamsOptions {
   /** The node's in-flight budget: each request holds its bytes (twice, as a call's) until it is answered. Default: none. */
   budget?: InflightBudget;
-  logger: Logger;
 }
 
 /** How one stream's requests are answered (store-service.ts: as Multi answers them). */
@@ -18,8 +16,6 @@ export interface MultiStreamHandler {
   answer(request: MultiRequest): MultiResponse | Promise<MultiResponse>;
   /** The answer of a request whose every slot fails with `error` (the node has no room for it, or is stopping). */
   failAll(request: MultiRequest, error: unknown): MultiResponse;
-  /** Called once per request answered (metrics). */
-  answered?: () => void;
 }
 
 /**
@@ -43,7 +39,7 @@ export class MultiStreams {
   private readonly open = new Set<ServedStream>();
   private ending = false;
 
-  constructor(private readonly options: MultiStreamsOptions) {}
+  constructor(private readonly options: MultiStreamsOptions = {}) {}
 
   /** Serves one MultiStream call until the client half-closes it, it is cancelled or `endAll`. */
   serve(call: ServerDuplexStream<MultiRequest, MultiResponse>, handler: MultiStreamHandler): void {
@@ -163,7 +159,6 @@ class ServedStream {
         this.writeBlocked = true;
         this.pause();
       }
-      this.handler.answered?.();
     }
     if (this.closed) return;
     if (this.paused && !this.writeBlocked && this.entries.length < MAX_UNANSWERED / 2) {

@@ -167,7 +167,7 @@ export class StoreServer {
       // the first waiter always fits once the admitted calls are done.
       const largestLease = Math.min(maxInflightBytes, BULK_ROWS_COPIES_HELD * receiveLimit);
       const budget = new InflightBudget({ limitBytes: maxInflightBytes, maxWaitMs: options.inflightWaitMs ?? 2000, waitRoomBytes: maxInflightBytes - largestLease });
-      streams = new MultiStreams({ budget, logger });
+      streams = new MultiStreams({ budget });
       nodeMetrics =
         options.metricsRegistry &&
         new StoreNodeMetrics(options.metricsRegistry, {

@@ -90,7 +90,7 @@ export function createStoreHandlers(
   logger: Logger,
   metrics?: StoreRpcMetrics,
   operations: OperationService = new OperationService(undefined, node.address),
-  streams: MultiStreams = new MultiStreams({ logger }),
+  streams: MultiStreams = new MultiStreams(),
 ): StoreHandlers {
   const limits: FieldLimitContext = { maxKeyBytes: node.maxKeyBytes, maxValueBytes: node.maxValueBytes };
   const unary =
