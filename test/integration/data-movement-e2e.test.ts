@@ -179,62 +179,68 @@ describe('data movement end to end (real etcd, nodes, coordinator, CLI and metri
     const before = await currentMap();
     const victim = [...cluster.nodes.keys()].sort().find((n) => before.replicasOf(n).length > 0)!;
     const held = before.replicasOf(victim).map((p) => p.id);
-    const drained = await run(['cluster', 'drain-node', victim, '--max-movements', '1', ...etcdArgs()]);
-    expect(drained.code, drained.stderr).toBe(0);
-    expect((await currentMap()).replicasOf(victim)).toEqual([]);
+    // A drained node stays drained: stopped even when this test fails, so that the next test does not pick it as a destination.
+    try {
+      const drained = await run(['cluster', 'drain-node', victim, '--max-movements', '1', ...etcdArgs()]);
+      expect(drained.code, drained.stderr).toBe(0);
+      expect((await currentMap()).replicasOf(victim)).toEqual([]);
 
-    // A node reports what left it once it installs the map that removed it, which can come after
-    // drain-node returns, and the first may be deleted (GC grace) before the last is reported: so
-    // each held partition is looked for across polls (other partitions' GC, from earlier tests,
-    // may be listed too).
-    // Kept until their grace ends: looked at in every poll, from the moment drain-node returns. (Looked
-    // at only after the polls and one more CLI run, 3.8 s of the 12 s grace had gone by here at load
-    // 4, too close to the end on a machine 2-3x slower.) A folder gone before its deadline is
-    // collected, not expected, so that the next poll cannot hide it.
-    const kept = new Map<number, number>();
-    const goneEarly: string[] = [];
-    const reported = new Set<number>();
-    let status = '';
-    await vi.waitFor(
-      async () => {
-        const listed = (await readGcReports(cluster.etcdClient, cluster.etcd.url)).find((r) => r.node === victim)?.partitions ?? [];
-        for (const g of listed.filter((x) => held.includes(x.partition))) {
-          const margin = g.deleteAtMs - Date.now();
-          if (margin <= 500) continue; // one whose end is near may go while this looks
-          if (await exists(join(dataDir(victim), `partition-${g.partition}`))) kept.set(g.partition, g.deleteAtMs);
-          else goneEarly.push(`partition-${g.partition} gone ${margin} ms before its GC deadline`);
-        }
-        const s = await run(['cluster', 'status', ...etcdArgs()]);
-        expect(s.code, s.stderr).toBe(0);
-        status = s.stdout;
-        for (const p of held) {
-          if (new RegExp(`data awaiting GC: partition ${p} \\(\\d+\\.\\d MB\\) on ${victim.replace(/\./g, '\\.')}, deleted at \\d\\d:\\d\\d:\\d\\d UTC`).test(status)) reported.add(p);
-        }
-        expect([...reported].sort()).toEqual([...held].sort());
-      },
-      { timeout: 20_000, interval: 200 },
-    );
-    expect(goneEarly).toEqual([]);
-    expect(kept.size, 'a held partition seen awaiting GC with its folder still there').toBeGreaterThan(0);
-    expect(status).toContain(`drained: ${victim} holds no replicas; can be stopped`);
-    const json = JSON.parse((await run(['cluster', 'status', '--json', ...etcdArgs()])).stdout) as { draining: unknown[]; gc: Array<{ node: string; partition: number; deleteAtMs: number }> };
-    expect(json.draining).toEqual([{ node: victim, replicas: 0, drained: true }]);
-    // --json lists the same deadlines etcd had (those not deleted yet).
-    for (const g of json.gc.filter((x) => x.node === victim && kept.has(x.partition))) expect(g.deleteAtMs, `partition ${g.partition}`).toBe(kept.get(g.partition));
+      // A node reports what left it once it installs the map that removed it, which can come after
+      // drain-node returns, and the first may be deleted (GC grace) before the last is reported: so
+      // each held partition is looked for across polls (other partitions' GC, from earlier tests,
+      // may be listed too).
+      // Kept until their grace ends: looked at in every poll, from the moment drain-node returns. (Looked
+      // at only after the polls and one more CLI run, 3.8 s of the 12 s grace had gone by here at load
+      // 4, too close to the end on a machine 2-3x slower.) A folder gone before its deadline is
+      // collected, not expected, so that the next poll cannot hide it.
+      const kept = new Map<number, number>();
+      const goneEarly: string[] = [];
+      const reported = new Set<number>();
+      let status = '';
+      await vi.waitFor(
+        async () => {
+          const listed = (await readGcReports(cluster.etcdClient, cluster.etcd.url)).find((r) => r.node === victim)?.partitions ?? [];
+          for (const g of listed.filter((x) => held.includes(x.partition))) {
+            const margin = g.deleteAtMs - Date.now();
+            if (margin <= 500) continue; // one whose end is near may go while this looks
+            if (await exists(join(dataDir(victim), `partition-${g.partition}`))) kept.set(g.partition, g.deleteAtMs);
+            else goneEarly.push(`partition-${g.partition} gone ${margin} ms before its GC deadline`);
+          }
+          const s = await run(['cluster', 'status', ...etcdArgs()]);
+          expect(s.code, s.stderr).toBe(0);
+          status = s.stdout;
+          for (const p of held) {
+            if (new RegExp(`data awaiting GC: partition ${p} \\(\\d+\\.\\d MB\\) on ${victim.replace(/\./g, '\\.')}, deleted at \\d\\d:\\d\\d:\\d\\d UTC`).test(status)) reported.add(p);
+          }
+          expect([...reported].sort()).toEqual([...held].sort());
+          // Part of the wait, not after it: the node may publish its report between this poll's read of
+          // etcd and its status run (CI: status listed every partition in the first poll, read found none).
+          expect(kept.size, 'a held partition seen awaiting GC with its folder still there').toBeGreaterThan(0);
+        },
+        { timeout: 20_000, interval: 200 },
+      );
+      expect(goneEarly).toEqual([]);
+      expect(status).toContain(`drained: ${victim} holds no replicas; can be stopped`);
+      const json = JSON.parse((await run(['cluster', 'status', '--json', ...etcdArgs()])).stdout) as { draining: unknown[]; gc: Array<{ node: string; partition: number; deleteAtMs: number }> };
+      expect(json.draining).toEqual([{ node: victim, replicas: 0, drained: true }]);
+      // --json lists the same deadlines etcd had (those not deleted yet).
+      for (const g of json.gc.filter((x) => x.node === victim && kept.has(x.partition))) expect(g.deleteAtMs, `partition ${g.partition}`).toBe(kept.get(g.partition));
 
-    await vi.waitFor(
-      async () => {
-        for (const p of held) expect(await exists(join(dataDir(victim), `partition-${p}`)), `partition-${p}`).toBe(false);
-      },
-      { timeout: (GC_GRACE_S + 30) * 1000, interval: 500 },
-    );
-    await vi.waitFor(
-      async () => expect((await run(['cluster', 'status', ...etcdArgs()])).stdout).not.toMatch(new RegExp(`awaiting GC: .* on ${victim.replace(/\./g, '\\.')}`)),
-      { timeout: 10_000, interval: 300 },
-    );
-    // Stopped: nothing it held is missed.
-    await cluster.nodes.get(victim)!.kill('SIGTERM');
-    cluster.nodes.delete(victim);
+      await vi.waitFor(
+        async () => {
+          for (const p of held) expect(await exists(join(dataDir(victim), `partition-${p}`)), `partition-${p}`).toBe(false);
+        },
+        { timeout: (GC_GRACE_S + 30) * 1000, interval: 500 },
+      );
+      await vi.waitFor(
+        async () => expect((await run(['cluster', 'status', ...etcdArgs()])).stdout).not.toMatch(new RegExp(`awaiting GC: .* on ${victim.replace(/\./g, '\\.')}`)),
+        { timeout: 10_000, interval: 300 },
+      );
+    } finally {
+      // Stopped: nothing it held is missed.
+      await cluster.nodes.get(victim)!.kill('SIGTERM');
+      cluster.nodes.delete(victim);
+    }
   }, 180_000);
 
   it('a failing move exits 1 with the runner\'s error: the destination SIGKILLed mid-copy (fault injection by SIGKILL); the source keeps its replica', async () => {
