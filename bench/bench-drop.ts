@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { open } from 'node:fs/promises';
+import { mkdir, open, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Table, Utf8, makeData, makeVector, tableToIPC } from 'apache-arrow';
 import { ClassicLevel } from 'classic-level';
 import * as parquet from 'parquet-wasm';
@@ -43,6 +44,16 @@ export function splitKeys(rows: number, partitions: number): string[] {
   return keys;
 }
 
+/** Part files of the benches' drop (`writeDrop`). */
+export const DROP_FILES = 8;
+
+/** A drop `writeDrop` wrote. */
+export interface Drop {
+  dir: string;
+  files: number;
+  bytesOnDisk: number;
+}
+
 /** Rows [from, to) as Arrow IPC stream bytes: plain Utf8 columns, as Spark's strings read back. */
 function rowsIpc(from: number, to: number): Uint8Array {
   const n = to - from;
@@ -75,6 +86,24 @@ export function parquetBytes(from: number, to: number): Uint8Array {
  * Writes rows [0, rows) as one snappy Parquet file, a row group at a time: memory stays at a few row
  * groups whatever the file size. Resolves the bytes written.
  */
+/** Rows [0, rows) as DROP_FILES sorted part files the way Spark writes them (keys ascending across files), `.crc` files, `_SUCCESS`. */
+export async function writeDrop(dir: string, rows: number): Promise<Drop> {
+  await mkdir(dir, { recursive: true });
+  const files = Math.min(DROP_FILES, rows);
+  let bytesOnDisk = 0;
+  for (let f = 0; f < files; f++) {
+    const from = Math.floor((f * rows) / files);
+    const to = Math.floor(((f + 1) * rows) / files);
+    const name = `part-${String(f).padStart(5, '0')}-5b2e9c1d-0000-4000-8000-000000000000-c000.snappy.parquet`;
+    const bytes = parquetBytes(from, to);
+    await writeFile(join(dir, name), bytes);
+    await writeFile(join(dir, `.${name}.crc`), 'crc');
+    bytesOnDisk += bytes.byteLength;
+  }
+  await writeFile(join(dir, '_SUCCESS'), '');
+  return { dir, files, bytesOnDisk };
+}
+
 export async function writeParquetStreamed(path: string, rows: number): Promise<number> {
   let next = 0;
   // parquet-wasm pulls its input as fast as it can; the output, written one chunk after another

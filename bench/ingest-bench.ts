@@ -33,7 +33,7 @@
  * Run: `npm run bench:ingest` (builds first), or after `npx tsc -p tsconfig.json`:
  *   node dist/bench/ingest-bench.js [--rows N] [--reps N] [--delay-ms N] [--node-window BYTES] [--ingest-flags "FLAGS"] [--no-limit] [--no-redis-pipe] [--cpu-prof DIR]
  */
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -41,23 +41,16 @@ import { scanDrop } from '../ingest/index.js';
 import { PartitionMap } from '../store/index.js';
 import { partitionRows, runIngest, startBenchCluster, type IngestJsonReport, type PartitionRows } from './bench-cluster.js';
 import {
-  KEY_BYTES, KEY_COLUMN, ROW_GROUP_ROWS, VALUE_BYTES, VALUE_COLUMN, measureInProcess, parquetBytes, splitKeys, warmUp, writeFigures,
-  type InProcess, type WriteFigures,
+  DROP_FILES, KEY_BYTES, KEY_COLUMN, ROW_GROUP_ROWS, VALUE_BYTES, VALUE_COLUMN, measureInProcess, splitKeys, warmUp, writeDrop, writeFigures,
+  type Drop, type InProcess, type WriteFigures,
 } from './bench-drop.js';
 import { fixed, int, roundNumbers, table } from './bench-format.js';
 import { measureRedisPipe, writeRespFile, type PipeFigures } from './bench-peers.js';
 import { selfPeakRssMb } from './bench-processes.js';
 import { median } from './bench-stats.js';
 
-const FILES = 8;
 const NODES = 3;
 const PARTITIONS = 6;
-
-interface Drop {
-  dir: string;
-  files: number;
-  bytesOnDisk: number;
-}
 
 /** One end to end run. */
 interface EndToEndRun {
@@ -99,7 +92,7 @@ async function main(): Promise<void> {
   const { rows, delayMs, nodeWindowBytes, limit: withLimit, reps, redisPipe: withRedisPipe, cpuProfDir, ingestFlags } = parseCommandLine();
   const workDir = await mkdtemp(join(tmpdir(), 'shardpipe-ingest-bench-'));
   try {
-    process.stderr.write(`generating the drop: ${rows} rows in ${Math.min(FILES, rows)} snappy part files…\n`);
+    process.stderr.write(`generating the drop: ${rows} rows in ${Math.min(DROP_FILES, rows)} snappy part files…\n`);
     const drop = await writeDrop(join(workDir, 'drop'), rows);
     const runs: EndToEndOne[] = [];
     for (let r = 0; r < reps; r++) {
@@ -185,24 +178,6 @@ function parseCommandLine(): Args {
 /** This process's own peak RSS (VmHWM), not its children's. */
 async function benchPeakRssMb(): Promise<number> {
   return (await selfPeakRssMb()) ?? Number.NaN;
-}
-
-/** Sorted part files the way Spark writes them (keys ascending across files), `.crc` files, `_SUCCESS`. */
-async function writeDrop(dir: string, rows: number): Promise<Drop> {
-  await mkdir(dir, { recursive: true });
-  const files = Math.min(FILES, rows);
-  let bytesOnDisk = 0;
-  for (let f = 0; f < files; f++) {
-    const from = Math.floor((f * rows) / files);
-    const to = Math.floor(((f + 1) * rows) / files);
-    const name = `part-${String(f).padStart(5, '0')}-5b2e9c1d-0000-4000-8000-000000000000-c000.snappy.parquet`;
-    const bytes = parquetBytes(from, to);
-    await writeFile(join(dir, name), bytes);
-    await writeFile(join(dir, `.${name}.crc`), 'crc');
-    bytesOnDisk += bytes.byteLength;
-  }
-  await writeFile(join(dir, '_SUCCESS'), '');
-  return { dir, files, bytesOnDisk };
 }
 
 /** One run's figures, before the runs are reduced to their median. */

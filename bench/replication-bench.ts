@@ -5,6 +5,12 @@
  * - Ingest-like bulk load: ROWS rows (16-byte keys spread over the keyspace, 100-byte values) in
  *   sorted PackedRows chunks through `StoreClient.bulkPutAll` at its defaults; rows/s and node CPU
  *   seconds per 1M rows, RF=3 / RF=1.
+ * - `shardpipe ingest` end to end, as a user would time it: the plain command (CLI start included, default
+ *   flags) of a drop of ROWS rows in 8 snappy Parquet files (bench-drop.ts, as `bench:ingest` writes
+ *   it) into three fresh nodes, six partitions cut at its split keys, chains of one and of three;
+ *   `--ingest-runs` runs of each, alternated, medians and their ratio. Beside the bulk load above it
+ *   has the ingest child's own work (Parquet decoding, mapping) on the same two cores: the bulk load
+ *   is the harder ratio, since the nodes' three writes per row are almost all the work there.
  * - Put and Get ops/s: CONCURRENCY callers for OPS operations each, through the thick client.
  * - Bytes forwarded per row: the wire size of the Forward message a bulk chunk becomes (encoded by
  *   the node's own forwarder code), per row, times the hops of a chain of three (2).
@@ -23,10 +29,10 @@
  *   same figures while idle just before — the longest put is the write pause.
  *
  * Run after `npx tsc -p tsconfig.json`:
- *   node dist/bench/replication-bench.js [--rows 1000000] [--ops 20000] [--concurrency 32] [--cpu-prof DIR] [--load-only]
+ *   node dist/bench/replication-bench.js [--rows 1000000] [--ops 20000] [--concurrency 32] [--cpu-prof DIR] [--load-only] [--ingest-runs 3]
  * `--cpu-prof DIR` has the store nodes of the RF=1 and RF=3 phases write V8 CPU profiles into
- * DIR/rf1 and DIR/rf3; `--load-only` runs only the bulk loads of those two phases (no Put, Get,
- * failover or sync figures).
+ * DIR/rf1 and DIR/rf3; `--load-only` runs only the bulk loads of those two phases (no ingest, Put,
+ * Get, failover or sync figures).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -39,7 +45,8 @@ import { Key, PackedRowsBuilder, PartitionMap, StoreClient, forwardWireBytes, ty
 import { median } from './bench-stats.js';
 import { findFreePort } from '../common/index.js';
 import { PrivateEtcd } from '../coordinator/index.js';
-import { MAIN_JS, startBenchCluster, type BenchCluster } from './bench-cluster.js';
+import { MAIN_JS, runIngest, startBenchCluster, type BenchCluster } from './bench-cluster.js';
+import { DROP_FILES, KEY_COLUMN, VALUE_COLUMN, splitKeys, writeDrop, type Drop } from './bench-drop.js';
 
 const { values } = parseArgs({
   options: {
@@ -48,11 +55,12 @@ const { values } = parseArgs({
     concurrency: { type: 'string', default: '32' },
     'cpu-prof': { type: 'string' },
     'load-only': { type: 'boolean', default: false },
+    'ingest-runs': { type: 'string', default: '3' },
     help: { type: 'boolean', default: false },
   },
 });
 if (values.help) {
-  console.log('node dist/bench/replication-bench.js [--rows N (default 1000000)] [--ops N (default 20000)] [--concurrency N (default 32)] [--cpu-prof DIR] [--load-only]\nBulk load, Put and Get at RF=1 vs RF=3 on the same 3 store nodes; bytes forwarded per row; head failover; full sync MB/s vs a plain scan and the write pause during a sync.');
+  console.log('node dist/bench/replication-bench.js [--rows N (default 1000000)] [--ops N (default 20000)] [--concurrency N (default 32)] [--cpu-prof DIR] [--load-only] [--ingest-runs N (default 3; 0 = none)]\nBulk load, `shardpipe ingest` of a Parquet drop, Put and Get at RF=1 vs RF=3 on the same 3 store nodes; bytes forwarded per row; head failover; full sync MB/s vs a plain scan and the write pause during a sync.');
   process.exit(0);
 }
 const ROWS = wholeNumber('--rows', values.rows);
@@ -60,6 +68,7 @@ const OPS = wholeNumber('--ops', values.ops);
 const CONCURRENCY = wholeNumber('--concurrency', values.concurrency);
 const PROFILE_DIR = values['cpu-prof'];
 const LOAD_ONLY = values['load-only'] === true;
+const INGEST_RUNS = values['ingest-runs'] === '0' ? 0 : wholeNumber('--ingest-runs', values['ingest-runs']);
 const KEY_BYTES = 16;
 const VALUE_BYTES = 100;
 const CHUNK_ROWS = 4096;
@@ -92,21 +101,23 @@ function* chunks(count: number): Generator<PackedRows> {
 }
 
 function mapOf(replicas: 1 | 3): (addresses: string[]) => PartitionMap {
-  return (addresses) => {
-    const even = PartitionMap.evenlySplit(1, addresses, 3);
-    if (replicas === 1) return even;
-    return PartitionMap.create(
-      1,
-      even.partitions.map((p, i) => ({
-        id: p.id,
-        start: p.start,
-        end: p.end,
-        chain: [0, 1, 2].map((k) => ({ node: addresses[(i + k) % 3]!, state: 'serving' as const })),
-        epoch: 1,
-      })),
-      { replicas: 3 },
-    );
-  };
+  return (addresses) => chained(PartitionMap.evenlySplit(1, addresses, 3), addresses, replicas);
+}
+
+/** `base` (chains of one) with chains of `replicas`: partition i's chain starts at node i mod 3, so heads are spread. */
+function chained(base: PartitionMap, addresses: string[], replicas: 1 | 3): PartitionMap {
+  if (replicas === 1) return base;
+  return PartitionMap.create(
+    1,
+    base.partitions.map((p, i) => ({
+      id: p.id,
+      start: p.start,
+      end: p.end,
+      chain: [0, 1, 2].map((k) => ({ node: addresses[(i + k) % 3]!, state: 'serving' as const })),
+      epoch: 1,
+    })),
+    { replicas: 3 },
+  );
 }
 
 interface Figures {
@@ -157,6 +168,53 @@ async function measure(replicas: 1 | 3, workDir: string): Promise<Figures> {
   }
 }
 
+/** Partitions of the ingest phase, as `bench:ingest` cuts its drop: 3 nodes × 6 partitions. */
+const INGEST_PARTITIONS = 6;
+
+interface IngestFigures {
+  rowsPerSec: number;
+  nodeCpuSecondsPer1M: number;
+}
+
+/**
+ * The plain `shardpipe ingest DROP --key-column id --value-column payload --seeds … --redis …
+ * --wait --json` (CLI start included, default flags) into three fresh nodes whose six partitions
+ * are cut at the drop's split keys, with chains of `replicas`.
+ */
+async function ingestOnce(replicas: 1 | 3, drop: Drop, workDir: string): Promise<IngestFigures> {
+  const keys = splitKeys(ROWS, INGEST_PARTITIONS).map((k) => Buffer.from(k));
+  const cluster = await startBenchCluster(workDir, 3, (addresses) => chained(PartitionMap.fromSplitKeys(1, addresses, keys), addresses, replicas));
+  try {
+    const cpuBefore = await cpu(cluster);
+    const run = await runIngest(cluster, drop.dir, ROWS, ['--key-column', KEY_COLUMN, '--value-column', VALUE_COLUMN], { cwd: join(workDir, 'ingest-cwd') });
+    const cpuSeconds = (await cpu(cluster)) - cpuBefore;
+    const client = new StoreClient({ seeds: cluster.addresses });
+    try {
+      const digest = await client.checksum(Buffer.alloc(0), Buffer.alloc(0));
+      if (digest.count !== ROWS) throw new Error(`ingest at RF=${replicas}: the tails hold ${digest.count} of ${ROWS} rows`);
+    } finally {
+      client.close();
+    }
+    return { rowsPerSec: ROWS / (run.ms / 1000), nodeCpuSecondsPer1M: (cpuSeconds / ROWS) * 1e6 };
+  } finally {
+    await cluster.stop();
+  }
+}
+
+/** INGEST_RUNS runs at each RF, alternated (RF=1, RF=3, RF=1, …) so that drift hits both; medians and every run. */
+async function ingestFigures(workDir: string): Promise<{ rf1: IngestFigures[]; rf3: IngestFigures[]; drop: Drop }> {
+  process.stderr.write(`generating the drop: ${ROWS} rows in ${Math.min(DROP_FILES, ROWS)} snappy part files…\n`);
+  const drop = await writeDrop(join(workDir, 'drop'), ROWS);
+  const rf1: IngestFigures[] = [];
+  const rf3: IngestFigures[] = [];
+  for (let i = 0; i < INGEST_RUNS; i++) {
+    process.stderr.write(`shardpipe ingest, run ${i + 1} of ${INGEST_RUNS}: RF=1, then RF=3…\n`);
+    rf1.push(await ingestOnce(1, drop, join(workDir, `ingest-rf1-${i}`)));
+    rf3.push(await ingestOnce(3, drop, join(workDir, `ingest-rf3-${i}`)));
+  }
+  return { rf1, rf3, drop };
+}
+
 const LEASE_MS = 2000;
 
 /** A CLI child; resolves once it printed `{"event": name}` on stdout. */
@@ -182,9 +240,8 @@ async function failoverMs(workDir: string): Promise<number> {
     const coordinator = cliChild(['coordinator', '--etcd', etcd.url, '--lease', `${LEASE_MS / 1000}s`], 'ready');
     children.push(coordinator.child);
     await coordinator.ready;
-    const init = spawn(process.execPath, [MAIN_JS, 'cluster', 'init', '--etcd', etcd.url, '--partitions', '3', '--replicas', '3', '--log-level', 'error'], { stdio: 'inherit' });
-    const [code] = (await once(init, 'exit')) as [number | null];
-    if (code !== 0) throw new Error(`cluster init exited ${code}`);
+    // Its "wrote map version 1" line is not printed: the bench's stdout is its JSON alone.
+    await cliRun(['cluster', 'init', '--etcd', etcd.url, '--partitions', '3', '--replicas', '3']);
     await Promise.all(nodes.map((n) => n.ready));
     const client = new StoreClient({ seeds: addresses, operationTimeoutMs: 60_000 });
     try {
@@ -287,6 +344,23 @@ async function syncFigures(workDir: string): Promise<SyncFigures> {
   }
 }
 
+/** The ingest phase's JSON: medians of each RF, their ratio (the goal's figure) and every run. */
+function ingestReport(figures: { rf1: IngestFigures[]; rf3: IngestFigures[]; drop: Drop }, round: (n: number) => number): Record<string, unknown> {
+  const of = (runs: IngestFigures[]): Record<string, unknown> => ({
+    rowsPerSec: Math.round(median(runs.map((r) => r.rowsPerSec))),
+    nodeCpuSecondsPer1MRows: round(median(runs.map((r) => r.nodeCpuSecondsPer1M))),
+    runs: runs.map((r) => Math.round(r.rowsPerSec)),
+  });
+  return {
+    command: `shardpipe ingest DROP --key-column ${KEY_COLUMN} --value-column ${VALUE_COLUMN} --seeds A,B,C --redis URL --wait --json`,
+    drop: { files: figures.drop.files, mb: round(figures.drop.bytesOnDisk / 1e6), partitions: INGEST_PARTITIONS },
+    rf1: of(figures.rf1),
+    rf3: of(figures.rf3),
+    rf3OverRf1: round(median(figures.rf3.map((r) => r.rowsPerSec)) / median(figures.rf1.map((r) => r.rowsPerSec))),
+    goal: '≥ 0.5',
+  };
+}
+
 /** Runs a CLI command to its end; throws unless it exits 0. */
 async function cliRun(args: string[]): Promise<void> {
   const child = spawn(process.execPath, [MAIN_JS, ...args, '--log-level', 'error'], { stdio: ['ignore', 'ignore', 'inherit'] });
@@ -310,6 +384,7 @@ try {
   const roundAll = (l: Latencies): Latencies => ({ puts: l.puts, p50Ms: round(l.p50Ms), p99Ms: round(l.p99Ms), maxMs: round(l.maxMs) });
   const failover = LOAD_ONLY ? undefined : await failoverMs(workDir);
   const sync = LOAD_ONLY ? undefined : await syncFigures(workDir);
+  const ingest = LOAD_ONLY || INGEST_RUNS === 0 ? undefined : await ingestFigures(workDir);
   console.log(
     JSON.stringify(
       {
@@ -325,6 +400,7 @@ try {
           getRf3OverRf1: round(rf3.getOpsPerSec / rf1.getOpsPerSec),
           cpuRf3OverRf1: round(rf3.cpuSecondsPer1M / rf1.cpuSecondsPer1M),
         },
+        ingest: ingest === undefined ? 'not run (--load-only or --ingest-runs 0)' : ingestReport(ingest, round),
         forwardedBytesPerRow: { perHop: round(fwd.perHop), chainOfThree: round(fwd.perRow), rowPayload: fwd.payloadPerRow },
         failover: failover === undefined ? 'not run (--load-only)' : { leaseMs: LEASE_MS, sigkillToFirstAcceptedWriteMs: Math.round(failover), overLease: round(failover / LEASE_MS), goal: '< 2 × lease' },
         sync: sync === undefined ? 'not run (--load-only)' : {
