@@ -31,8 +31,9 @@
  * Run after `npx tsc -p tsconfig.json`:
  *   node dist/bench/replication-bench.js [--rows 1000000] [--ops 20000] [--concurrency 32] [--cpu-prof DIR] [--load-only] [--ingest-runs 3]
  * `--cpu-prof DIR` has the store nodes of the RF=1 and RF=3 phases write V8 CPU profiles into
- * DIR/rf1 and DIR/rf3; `--load-only` runs only the bulk loads of those two phases (no ingest, Put,
- * Get, failover or sync figures).
+ * DIR/rf1 and DIR/rf3, the ingest runs' nodes into DIR/ingest-rf1-0, DIR/ingest-rf3-0, …;
+ * `--load-only` runs only the bulk loads of those two phases (no ingest, Put, Get, failover or
+ * sync figures).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -181,9 +182,10 @@ interface IngestFigures {
  * --wait --json` (CLI start included, default flags) into three fresh nodes whose six partitions
  * are cut at the drop's split keys, with chains of `replicas`.
  */
-async function ingestOnce(replicas: 1 | 3, drop: Drop, workDir: string): Promise<IngestFigures> {
+async function ingestOnce(replicas: 1 | 3, drop: Drop, workDir: string, runIndex: number): Promise<IngestFigures> {
   const keys = splitKeys(ROWS, INGEST_PARTITIONS).map((k) => Buffer.from(k));
-  const cluster = await startBenchCluster(workDir, 3, (addresses) => chained(PartitionMap.fromSplitKeys(1, addresses, keys), addresses, replicas));
+  const nodeArgs = PROFILE_DIR === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${join(PROFILE_DIR, `ingest-rf${replicas}-${runIndex}`)}`];
+  const cluster = await startBenchCluster(workDir, 3, (addresses) => chained(PartitionMap.fromSplitKeys(1, addresses, keys), addresses, replicas), { nodeArgs });
   try {
     const cpuBefore = await cpu(cluster);
     const run = await runIngest(cluster, drop.dir, ROWS, ['--key-column', KEY_COLUMN, '--value-column', VALUE_COLUMN], { cwd: join(workDir, 'ingest-cwd') });
@@ -209,8 +211,8 @@ async function ingestFigures(workDir: string): Promise<{ rf1: IngestFigures[]; r
   const rf3: IngestFigures[] = [];
   for (let i = 0; i < INGEST_RUNS; i++) {
     process.stderr.write(`shardpipe ingest, run ${i + 1} of ${INGEST_RUNS}: RF=1, then RF=3…\n`);
-    rf1.push(await ingestOnce(1, drop, join(workDir, `ingest-rf1-${i}`)));
-    rf3.push(await ingestOnce(3, drop, join(workDir, `ingest-rf3-${i}`)));
+    rf1.push(await ingestOnce(1, drop, join(workDir, `ingest-rf1-${i}`), i));
+    rf3.push(await ingestOnce(3, drop, join(workDir, `ingest-rf3-${i}`), i));
   }
   return { rf1, rf3, drop };
 }
