@@ -145,9 +145,13 @@ async function ops(count: number, op: (i: number) => Promise<unknown>): Promise<
   return count / ((performance.now() - started) / 1000);
 }
 
+/** The store nodes' flags for `--cpu-prof DIR`: profiles into DIR/`name`. */
+function profileArgs(name: string): string[] {
+  return PROFILE_DIR === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${join(PROFILE_DIR, name)}`];
+}
+
 async function measure(replicas: 1 | 3, workDir: string): Promise<Figures> {
-  const nodeArgs = PROFILE_DIR === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${join(PROFILE_DIR, `rf${replicas}`)}`];
-  const cluster = await startBenchCluster(join(workDir, `rf${replicas}`), 3, mapOf(replicas), { nodeArgs });
+  const cluster = await startBenchCluster(join(workDir, `rf${replicas}`), 3, mapOf(replicas), { nodeArgs: profileArgs(`rf${replicas}`) });
   const client = new StoreClient({ seeds: cluster.addresses });
   try {
     const cpuBefore = await cpu(cluster);
@@ -184,8 +188,7 @@ interface IngestFigures {
  */
 async function ingestOnce(replicas: 1 | 3, drop: Drop, workDir: string, runIndex: number): Promise<IngestFigures> {
   const keys = splitKeys(ROWS, INGEST_PARTITIONS).map((k) => Buffer.from(k));
-  const nodeArgs = PROFILE_DIR === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${join(PROFILE_DIR, `ingest-rf${replicas}-${runIndex}`)}`];
-  const cluster = await startBenchCluster(workDir, 3, (addresses) => chained(PartitionMap.fromSplitKeys(1, addresses, keys), addresses, replicas), { nodeArgs });
+  const cluster = await startBenchCluster(workDir, 3, (addresses) => chained(PartitionMap.fromSplitKeys(1, addresses, keys), addresses, replicas), { nodeArgs: profileArgs(`ingest-rf${replicas}-${runIndex}`) });
   try {
     const cpuBefore = await cpu(cluster);
     const run = await runIngest(cluster, drop.dir, ROWS, ['--key-column', KEY_COLUMN, '--value-column', VALUE_COLUMN], { cwd: join(workDir, 'ingest-cwd') });
