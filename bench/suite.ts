@@ -104,6 +104,7 @@ const FIGURES: FigureSpec[] = [
   { id: 'memory.limit.rowsPerSec', label: 'one large file: in-process limit', unit: rowsPerSec, better: 'higher', process: 'bench' },
   { id: 'memory.e2e.rowsPerSec', label: 'one large file: shardpipe ingest end to end', unit: rowsPerSec, better: 'higher', baseline: 'memory.limit.rowsPerSec' },
   { id: 'memory.child.peakRssMb', label: 'one large file: peak RSS of the ingest child (goal < 256)', unit: mib, better: 'lower', process: 'ingest child' },
+  { id: 'memory.arenas.peakRssMb', label: 'one large file: peak RSS of the ingest child with MALLOC_ARENA_MAX=2 (as up, demo and the image run it)', unit: mib, better: 'lower', process: 'ingest child', baseline: 'memory.child.peakRssMb' },
   { id: 'memory.nodes.peakRssMb', label: 'one large file: peak RSS of the largest store node', unit: mib, better: 'lower', process: 'store node' },
   { id: 'memory.child.cpuPerM', label: 'one large file: CPU of the ingest child', unit: cpuPerM, better: 'lower', process: 'ingest child' },
 ];
@@ -208,6 +209,7 @@ async function repetition(samples: Samples, sizes: Sizes, workDir: string, respF
     add(samples, 'memory.limit.rowsPerSec', memory.limit?.rowsPerSec);
     add(samples, 'memory.e2e.rowsPerSec', memory.endToEnd.rowsPerSec);
     add(samples, 'memory.child.peakRssMb', memory.endToEnd.peakRssMb);
+    add(samples, 'memory.arenas.peakRssMb', memory.arenas?.peakRssMb);
     add(samples, 'memory.nodes.peakRssMb', max(memory.endToEnd.nodePeakRssMb));
     add(samples, 'memory.child.cpuPerM', perM(memory.endToEnd.cpuSeconds, memory.rows));
   }

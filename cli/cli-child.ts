@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import type { Logger } from '../common/index.js';
+import { childProcessEnv, type Logger } from '../common/index.js';
 
 const CLI_ENTRY = fileURLToPath(new URL('./main.js', import.meta.url));
 
@@ -20,7 +20,7 @@ export interface CliChildEvents {
  */
 export async function startCliChild(args: readonly string[], what: string, logger: Logger, env: Readonly<Record<string, string>> = {}, events: CliChildEvents = {}): Promise<ChildProcess> {
   // Secrets go in the environment, never in argv (which `ps` shows).
-  const child = spawn(process.execPath, [CLI_ENTRY, ...args, '--log-format', 'json', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  const child = spawn(process.execPath, [CLI_ENTRY, ...args, '--log-format', 'json', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'], env: childProcessEnv(env) });
   let stderr = '';
   createInterface({ input: child.stderr! }).on('line', (line) => {
     stderr = (stderr + line + '\n').slice(-4000);

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Command } from 'commander';
-import { redactUrl } from '../../common/index.js';
+import { childProcessEnv, redactUrl } from '../../common/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { EXIT, formatTable, parsePositiveInt } from '../cli-io.js';
 import type { CliContext } from '../cli-context.js';
@@ -160,7 +160,7 @@ async function runStage(
   accept: readonly number[] = [EXIT.ok],
 ): Promise<{ stage: Omit<Stage, 'rows' | 'detail'>; report: Record<string, unknown> }> {
   const started = performance.now();
-  const child = spawn(process.execPath, [CLI_ENTRY, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env }, signal });
+  const child = spawn(process.execPath, [CLI_ENTRY, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: childProcessEnv(env), signal });
   let stdout = '';
   child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
   const code = await new Promise<number | null>((done, fail) => {

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, readdir, stat } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { acceptsConnections, findFreePort } from '../../common/index.js';
@@ -73,7 +73,7 @@ describe('shardpipe demo and shardpipe up', () => {
     const basePort = await findFreePort();
     const child = spawn(process.execPath, [CLI, 'up', '--base-port', String(basePort), '--metrics-port', '0', '--data-dir', tmp.path, '--nodes', '2'], {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, SHARDPIPE_REDIS_URL: '' },
+      env: { ...process.env, SHARDPIPE_REDIS_URL: '', MALLOC_ARENA_MAX: undefined },
     });
     running = child;
     let stderr = '';
@@ -89,6 +89,11 @@ describe('shardpipe demo and shardpipe up', () => {
     expect(ready.SHARDPIPE_SEEDS).toBe(`127.0.0.1:${basePort},127.0.0.1:${basePort + 1}`);
     expect(ready.replicas).toBe(2);
     expect(ready.etcd).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    // The processes up starts get two glibc malloc arenas (common/malloc-arenas.ts).
+    const started = await childrenOf(child.pid!);
+    const nodes = started.filter((c) => c.argv.includes('store') && c.argv.includes('start'));
+    expect(nodes, JSON.stringify(started.map((c) => c.argv.slice(1, 3)))).toHaveLength(2);
+    for (const n of nodes) expect(n.env.get('MALLOC_ARENA_MAX'), n.argv.join(' ')).toBe('2');
     const status = await runCli(['cluster', 'status', '--etcd', ready.etcd!, '--json'], {});
     expect(status.code, status.stderr).toBe(0);
     const chains = (JSON.parse(status.stdout) as { replicas: number; partitions: Array<{ chain: Array<{ node: string; state: string; live: boolean }> }> });
@@ -154,3 +159,22 @@ describe('shardpipe demo and shardpipe up', () => {
     expect(await acceptsConnections(Number(new URL(ready.etcd!).port))).toBe(false);
   });
 });
+
+/** The live child processes of `pid`, with their argv and environment (from /proc). */
+async function childrenOf(pid: number): Promise<Array<{ argv: string[]; env: Map<string, string> }>> {
+  const found: Array<{ argv: string[]; env: Map<string, string> }> = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      // Field 4 of stat is the parent pid; the command name (field 2) may hold spaces, so split after its ')'.
+      const stat = await readFile(`/proc/${entry}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) !== pid) continue;
+      const argv = (await readFile(`/proc/${entry}/cmdline`, 'utf8')).split('\0').filter(Boolean);
+      const env = new Map((await readFile(`/proc/${entry}/environ`, 'utf8')).split('\0').filter(Boolean).map((kv): [string, string] => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+      found.push({ argv, env });
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return found;
+}
