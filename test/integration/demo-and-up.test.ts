@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { acceptsConnections, findFreePort } from '../../common/index.js';
@@ -160,21 +160,14 @@ describe('shardpipe demo and shardpipe up', () => {
   });
 });
 
-/** The live child processes of `pid`, with their argv and environment (from /proc). */
+/** The live child processes of `pid`, with their argv and environment (from /proc, as cli-lifecycle finds Redis). */
 async function childrenOf(pid: number): Promise<Array<{ argv: string[]; env: Map<string, string> }>> {
+  const pids = (await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8')).trim().split(/\s+/).filter(Boolean);
   const found: Array<{ argv: string[]; env: Map<string, string> }> = [];
-  for (const entry of await readdir('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      // Field 4 of stat is the parent pid; the command name (field 2) may hold spaces, so split after its ')'.
-      const stat = await readFile(`/proc/${entry}/stat`, 'utf8');
-      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) !== pid) continue;
-      const argv = (await readFile(`/proc/${entry}/cmdline`, 'utf8')).split('\0').filter(Boolean);
-      const env = new Map((await readFile(`/proc/${entry}/environ`, 'utf8')).split('\0').filter(Boolean).map((kv): [string, string] => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
-      found.push({ argv, env });
-    } catch {
-      // Gone meanwhile.
-    }
+  for (const child of pids) {
+    const argv = (await readFile(`/proc/${child}/cmdline`, 'utf8')).split('\0').filter(Boolean);
+    const env = new Map((await readFile(`/proc/${child}/environ`, 'utf8')).split('\0').filter(Boolean).map((kv): [string, string] => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+    found.push({ argv, env });
   }
   return found;
 }
