@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { DataType, type Data, type RecordBatch } from 'apache-arrow';
+import { compareBytes } from '../common/index.js';
 import { FileError, readFooter, readRecordBatches, statDataFile, type DataFile } from '../files/index.js';
 import type { StoredEntry } from '../store/index.js';
 import { BackupError, type BackupErrorContext } from './backup-errors.js';
@@ -133,8 +134,8 @@ function checkKeys(c: ShardColumns, from: number, to: number, range: { start: Bu
   for (let i = from; i < to && ok; i++) {
     const s = keyOffsets[i]!;
     const e = keyOffsets[i + 1]!;
-    // > 0 when key i is above the one before (source `keys[s, e)` against the target range).
-    const order = i > from ? keys.compare(keys, keyOffsets[i - 1]!, s, s, e) : previous === undefined ? 1 : -previous.compare(keys, s, e);
+    // > 0 when key i is above the one before.
+    const order = i > from ? compareBytes(keys, s, e, keys, keyOffsets[i - 1]!, s) : previous === undefined ? 1 : compareBytes(keys, s, e, previous, 0, previous.length);
     ok = e > s && order > 0 && c.etag(i) >= 1;
   }
   const last = to - 1;

@@ -33,6 +33,7 @@ export { checkBind, hostOf, isLoopback, protectedModeMessage } from './protected
 export { checkHttpRequest } from './http-auth.js';
 export type { HttpAuthOptions, HttpRefusal } from './http-auth.js';
 export { redactUrl } from './redact-url.js';
+export { compareBytes } from './compare-bytes.js';
 export { copyBytes } from './copy-bytes.js';
 export { BatchBufferPool } from './batch-buffer-pool.js';
 export { releaseArrayBuffer } from './array-buffer-release.js';

@@ -1,6 +1,6 @@
 import { create } from '@bufbuild/protobuf';
-import { BatchBufferPool } from '../common/index.js';
-import { DEFAULT_BULK_BATCH_MAX_BYTES, DEFAULT_MAX_KEY_BYTES, Key, PackedRowsBuilder, compareBytes, successor, type PackedRows, type Partition, type StoreClient, type StoredEntry } from '../store/index.js';
+import { BatchBufferPool, compareBytes } from '../common/index.js';
+import { DEFAULT_BULK_BATCH_MAX_BYTES, DEFAULT_MAX_KEY_BYTES, Key, PackedRowsBuilder, successor, type PackedRows, type Partition, type StoreClient, type StoredEntry } from '../store/index.js';
 import {
   BulkPutResponseSchema,
   DeleteResponseSchema,

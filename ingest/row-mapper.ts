@@ -1,7 +1,7 @@
 import { endianness } from 'node:os';
 import { DataType, makeVector, type Data, type RecordBatch } from 'apache-arrow';
 import { DEFAULT_MAX_KEY_BYTES, Key, PACKED_ROWS_FORMAT, PackedRows, PackedRowsBuilder, type BulkRowInput } from '../store/index.js';
-import type { BatchBufferPool } from '../common/index.js';
+import { compareBytes, type BatchBufferPool } from '../common/index.js';
 import { IngestError } from './ingest-errors.js';
 import { arrowKeyEncoding, writeIntKey, type KeyEncoding } from './key-encoding.js';
 import { jsonRenderer, type JsonRenderer } from './value-json.js';
@@ -281,7 +281,7 @@ class KeyOrder {
 
   next(buf: Buffer, start: number, end: number): void {
     const prev = this.#buf;
-    if (prev !== undefined && compareRanges(buf, start, end, prev, this.#start, this.#end) < 0) {
+    if (prev !== undefined && compareBytes(buf, start, end, prev, this.#start, this.#end) < 0) {
       this.outOfOrder++;
       this.#first ??= { key: Buffer.from(buf.subarray(start, end)), previousKey: Buffer.from(prev.subarray(this.#start, this.#end)) };
     }
@@ -298,22 +298,6 @@ class KeyOrder {
     this.#start = start;
     this.#end = end;
   }
-}
-
-/** Keys up to this long are compared in a loop: a native Buffer.compare call costs more than comparing 64 bytes. */
-const LOOP_COMPARE_BYTES = 64;
-
-/** Bytewise order of a[as, ae) and b[bs, be), like Buffer.compare. */
-function compareRanges(a: Buffer, as: number, ae: number, b: Buffer, bs: number, be: number): number {
-  const la = ae - as;
-  const lb = be - bs;
-  const n = la < lb ? la : lb;
-  if (n > LOOP_COMPARE_BYTES) return a.compare(b, bs, be, as, ae);
-  for (let i = 0; i < n; i++) {
-    const d = a[as + i]! - b[bs + i]!;
-    if (d !== 0) return d;
-  }
-  return la - lb;
 }
 
 const NO_META = Buffer.alloc(0);

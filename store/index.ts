@@ -40,7 +40,7 @@ export {
 } from './field-limits.js';
 export type { FieldLimit, FieldLimitContext } from './field-limits.js';
 export { STORE_SERVICE_DESC, checkPackedRows, checkRequest, checkedPackedRows, requestDescOf } from './request-check.js';
-export { PACKED_ROWS_FORMAT, PackedRows, PackedRowsBuilder, compareBytes } from './packed-rows.js';
+export { PACKED_ROWS_FORMAT, PackedRows, PackedRowsBuilder } from './packed-rows.js';
 export { readVarint, varintSize, writeVarint } from './wire-varint.js';
 export type { PackedRowsMessage, RowMeta } from './packed-rows.js';
 export { StoreError, STORE_ERROR_CODES } from './store-errors.js';

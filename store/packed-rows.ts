@@ -1,5 +1,5 @@
 import { endianness } from 'node:os';
-import { copyBytes, type BatchBufferPool } from '../common/index.js';
+import { compareBytes, copyBytes, type BatchBufferPool } from '../common/index.js';
 import type { BulkRowInput } from './bulk-row.js';
 import { StoreError } from './store-errors.js';
 
@@ -485,19 +485,6 @@ function decodeU32s(bytes: Buffer): Uint32Array {
   return words;
 }
 
-/** Bytewise comparison of `a[aStart, aEnd)` and `b[bStart, bEnd)`: a loop for short keys, native for long ones. */
-export function compareBytes(a: Uint8Array, aStart: number, aEnd: number, b: Uint8Array, bStart: number, bEnd: number): number {
-  const aLength = aEnd - aStart;
-  const bLength = bEnd - bStart;
-  const n = Math.min(aLength, bLength);
-  if (n > LOOP_COMPARE_MAX_BYTES) return Buffer.compare(a.subarray(aStart, aEnd), b.subarray(bStart, bEnd));
-  for (let k = 0; k < n; k++) {
-    const d = a[aStart + k]! - b[bStart + k]!;
-    if (d !== 0) return d < 0 ? -1 : 1;
-  }
-  return aLength === bLength ? 0 : aLength < bLength ? -1 : 1;
-}
-
 /** Bytewise comparison of `bytes[a, a + aLength)` and `bytes[b, b + bLength)`, a word (`words`, the same memory) at a time. */
 function compareWords(words: DataView, bytes: Uint8Array, a: number, aLength: number, b: number, bLength: number): number {
   const n = Math.min(aLength, bLength);
@@ -510,9 +497,6 @@ function compareWords(words: DataView, bytes: Uint8Array, a: number, aLength: nu
   // The first k bytes are equal: the rest (under 4 in common) orders the two.
   return compareBytes(bytes, a + k, a + aLength, bytes, b + k, b + bLength);
 }
-
-/** Up to this many bytes keys are compared in a loop (it stops at the first difference). */
-const LOOP_COMPARE_MAX_BYTES = 64;
 
 function grow(buf: Buffer, capacity: number, used: number): Buffer {
   const out = Buffer.allocUnsafe(capacity);
