@@ -103,6 +103,18 @@ export class ShardEncoders {
     return { [Symbol.asyncIterator]: () => this.run(source, metadata, stats, options) };
   }
 
+  /**
+   * Starts every thread now, to wait idle: a thread's start-up (its modules and parquet-wasm, about
+   * 0.3 s) then runs while the caller plans and submits, not before the first shard's scan. For a
+   * process that backs up right away; a long-running worker starts them as shards come.
+   */
+  prestart(): void {
+    while (!this.closed && this.live < this.threads) {
+      this.live++;
+      this.idle.push(new EncoderThread(this.url));
+    }
+  }
+
   /** Stops the idle threads and, as they come back, the busy ones. Idempotent. */
   async close(): Promise<void> {
     this.closed = true;
@@ -214,20 +226,24 @@ export class ShardEncoders {
   private async acquire(): Promise<EncoderThread> {
     if (this.closed) throw new Error('the backup encoders are closed');
     const idle = this.idle.pop();
-    if (idle !== undefined) return idle;
+    if (idle !== undefined) return this.whenReady(idle);
     if (this.live < this.threads) {
       this.live++;
-      const thread = new EncoderThread(this.url);
-      try {
-        await thread.ready;
-      } catch (err) {
-        this.live--;
-        void thread.worker.terminate();
-        throw err;
-      }
-      return thread;
+      return this.whenReady(new EncoderThread(this.url));
     }
     return new Promise((resolve, reject) => this.waiting.push({ resolve, reject }));
+  }
+
+  /** The thread once its modules are loaded (a prestarted one may still be loading); one that failed to start is let go. */
+  private async whenReady(thread: EncoderThread): Promise<EncoderThread> {
+    try {
+      await thread.ready;
+    } catch (err) {
+      this.live--;
+      void thread.worker.terminate();
+      throw err;
+    }
+    return thread;
   }
 
   private release(thread: EncoderThread): void {

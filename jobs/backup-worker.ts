@@ -28,6 +28,11 @@ export interface BackupWorkerOptions extends FanOutWorkerOptions {
   targetOptions?: OpenBackupTargetOptions;
   /** Token for a spec's `metricsUrl` (this process's own; jobs never carry it). Default: none. */
   metricsToken?: string;
+  /**
+   * Start the encoder threads at once rather than at the first shard (ShardEncoders.prestart): for
+   * a process about to back up (the CLI's local worker). Default false.
+   */
+  prestartEncoders?: boolean;
 }
 
 /** Data of a job scheduler's job: start a backup with this spec. */
@@ -53,6 +58,7 @@ export class BackupWorkers extends FanOutWorkers<BackupShardData, ShardResult, B
     const successes = new BackupSuccessLog(redis);
     // One encoder thread per shard job at once, so the shards written together encode on as many cores.
     const encoders = ShardEncoders.available() ? new ShardEncoders({ threads: Math.min(64, Math.max(1, options.concurrency ?? 2)) }) : undefined;
+    if (options.prestartEncoders) encoders?.prestart();
     const workers = new BackupWorkers(options, {
       kind: 'backup',
       children: { queue: BACKUP_SHARD_QUEUE, process: (job, signal, log) => processShard(job, options, log, signal, encoders) },

@@ -71,16 +71,18 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       const operation = operationSpan(ctx, 'shardpipe backup run');
       const client = ctx.lifecycle.add('store client', new StoreClient({ seeds, logger: ctx.logger, credentials: ctx.storeCredentials() }), (c) => c.close());
       const connection = await openJobRedis(ctx, opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL, dataDirOf(ctx, opts.dataDir));
+      if (opts.localWorker) {
+        // Started before the backup is submitted: its encoder threads load (about 0.3 s each, on the
+        // other core) while this thread plans the shards and takes the snapshots.
+        const concurrency = atLeastOne(opts.concurrency, '--concurrency');
+        ctx.lifecycle.add('backup workers', BackupWorkers.start({ connection, client, targetOptions: targetOptionsOf(ctx), concurrency, lockDurationMs, logger: ctx.logger, prestartEncoders: true }), (w) => w.close());
+      }
       const submitted = await submitBackup(connection, client, spec, { targetOptions: targetOptionsOf(ctx), metricsToken: ctx.token(), logger: ctx.logger, signal, traceparent: operation.traceparent });
       operation.setAttribute('shardpipe.backup_id', submitted.backupId);
       if (!opts.json) process.stderr.write(`backup ${submitted.backupId}: ${submitted.shards.length} shards, about ${submitted.approxRows} rows, snapshots of map version ${submitted.mapVersion} → ${spec.target}\n`);
       if (!opts.localWorker && !opts.wait) {
         ctx.print(opts.json ? JSON.stringify({ backupId: submitted.backupId, traceId: operation.traceId, shards: submitted.shards.length, target: spec.target }) : submitted.backupId);
         return;
-      }
-      if (opts.localWorker) {
-        const concurrency = atLeastOne(opts.concurrency, '--concurrency');
-        ctx.lifecycle.add('backup workers', BackupWorkers.start({ connection, client, targetOptions: targetOptionsOf(ctx), concurrency, lockDurationMs, logger: ctx.logger }), (w) => w.close());
       }
       const view = await ProgressView.open(process.stderr, ctx.logger, { what: 'backup' });
       const report = await watchBackup(connection, submitted.backupId, { onProgress: (p) => view.show(backupSnapshot(p)), signal }).finally(() => view.done());

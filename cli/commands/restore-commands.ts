@@ -64,6 +64,9 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
     'shards the local worker restores at once',
   )
     .action(async (backupId: string, opts: RestoreOptions) => {
+      // As in ingest: the local worker's decoder thread starts first, so its start-up runs on the
+      // other core while this thread loads the modules below, reads the manifest and submits.
+      if (opts.localWorker && !opts.dryRun) (await import('../../files/index.js')).prestartParquetDecoders();
       // Loaded by the command that runs them: `--help` and other commands start without them.
       const [{ openBackupTarget }, { RestoreWorkers, submitRestore, watchRestore }, restoreApi, { StoreClient }, { ProgressView, restoreSnapshot }, { entriesInCluster, shardRowsAgain }, { rangeText }] = await Promise.all([
         import('../../backup/index.js'),

@@ -1,5 +1,6 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { ClassicLevel } from 'classic-level';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalTarget, ShardEncoders, newBackupId, readShardFile, shardFileName, writeShard, type ShardTask } from '../../backup/index.js';
@@ -116,6 +117,34 @@ describe('packed Scan responses and the backup shard writer over a real node', (
       for await (const batch of client.scanAll(split, EMPTY, { snapshots: snapshots.leases })) scanned.push(...batch);
       expect(restored).toEqual(scanned);
     } finally {
+      await client.releaseSnapshots(snapshots.leases);
+    }
+  });
+
+  it('prestarted encoder threads write the same shard as threads started on demand; threads that fail to start fail each shard with their error, and the pool starts new ones', async () => {
+    const backupId = newBackupId();
+    const snapshots = await client.openSnapshots({ leaseMs: 60_000 });
+    const prestarted = new ShardEncoders({ threads: 2, workerUrl: WORKER_URL });
+    const broken = join(dir.path, 'broken-encoder.mjs');
+    await writeFile(broken, "throw new Error('broken encoder script');\n");
+    const failing = new ShardEncoders({ threads: 1, workerUrl: pathToFileURL(broken) });
+    try {
+      prestarted.prestart();
+      prestarted.prestart();
+      const task = (index: number, start: Buffer, end: Buffer): ShardTask => ({ backupId, index, start, end, leases: snapshots.leases });
+      const target = new LocalTarget(join(dir.path, 'prestarted'));
+      const [a, b] = await Promise.all([writeShard(client, target, task(0, EMPTY, split), { encoders: prestarted }), writeShard(client, target, task(1, split, EMPTY), { encoders: prestarted })]);
+      expect(a.checksum).toBe((await client.checksum(EMPTY, split, { includeEtag: true, snapshots: snapshots.leases })).toHex());
+      expect(b.checksum).toBe((await client.checksum(split, EMPTY, { includeEtag: true, snapshots: snapshots.leases })).toHex());
+      expect(a.rows + b.rows).toBe(6021);
+
+      failing.prestart();
+      // The prestarted thread's failure reaches the first shard; each later shard gets a new thread (which fails the same way) instead of waiting for one.
+      for (const index of [0, 1, 2]) {
+        await expect(writeShard(client, new LocalTarget(join(dir.path, 'failing')), task(index, EMPTY, split), { encoders: failing })).rejects.toThrow(/broken encoder script/);
+      }
+    } finally {
+      await Promise.all([prestarted.close(), failing.close()]);
       await client.releaseSnapshots(snapshots.leases);
     }
   });
