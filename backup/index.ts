@@ -24,7 +24,7 @@ export {
   shardFooterProblem,
 } from './shard-format.js';
 export type { ShardFileMetadata, ExpectedShardFooter, ShardFooterProblem } from './shard-format.js';
-export { parquetShardStream, packedParquetShardStream } from './parquet-shard-stream.js';
+export { PLAIN_SHARD_COLUMNS, parquetShardStream, packedParquetShardStream } from './parquet-shard-stream.js';
 export { ShardContentHash } from './shard-content-hash.js';
 export type { HashableColumns } from './shard-content-hash.js';
 export { ShardEncoders } from './shard-encoders.js';

@@ -9,8 +9,23 @@ import { MAX_ROW_GROUP_ROWS, digestPackedRows, packedShardRecordBatch, shardKeyV
 export interface ParquetShardStreamOptions {
   /** Rows per row group, 1–65,536. Memory is about two row groups of rows. Default 65,536. */
   rowGroupRows?: number;
+  /**
+   * Dictionary-encode every column, as files were written before PLAIN_SHARD_COLUMNS: for
+   * bench/parquet-encode-bench.ts, which measures both in one run. Default false.
+   */
+  dictionaryEverywhere?: boolean;
   signal?: AbortSignal;
 }
+
+/**
+ * Columns written without a dictionary. Keys are unique in a shard and etags nearly so, and values
+ * are mostly distinct: arrow-rs hashes each into a dictionary per column chunk that either
+ * outgrows its page limit (1 MiB) and falls back to plain (keys, values) or holds every value
+ * (etags) — CPU for nothing, and a larger file (measured by bench/parquet-encode-bench.ts). The two
+ * timestamps keep theirs (few distinct values are common). Readers need nothing: which encoding a
+ * page has is in the page header.
+ */
+export const PLAIN_SHARD_COLUMNS = ['key', 'value', 'etag'] as const;
 
 /** Filled in while the stream is consumed; final once it has ended. */
 export interface ShardStreamStats {
@@ -44,7 +59,7 @@ export function parquetShardStream(
   options: ParquetShardStreamOptions = {},
 ): AsyncIterable<Uint8Array> {
   const rowGroupRows = checkedRowGroupRows(options.rowGroupRows);
-  return encodeShard(rowGroups(source, rowGroupRows, stats, options.signal), metadata, stats, rowGroupRows);
+  return encodeShard(rowGroups(source, rowGroupRows, stats, options.signal), metadata, stats, rowGroupRows, options.dictionaryEverywhere ?? false);
 }
 
 /**
@@ -54,7 +69,7 @@ export function parquetShardStream(
  */
 export function packedParquetShardStream(source: AsyncIterable<PackedRows>, metadata: ShardFileMetadata, stats: ShardStreamStats, options: ParquetShardStreamOptions = {}): AsyncIterable<Uint8Array> {
   const rowGroupRows = checkedRowGroupRows(options.rowGroupRows);
-  return encodeShard(packedRowGroups(source, rowGroupRows, stats, options.signal), metadata, stats, rowGroupRows);
+  return encodeShard(packedRowGroups(source, rowGroupRows, stats, options.signal), metadata, stats, rowGroupRows, options.dictionaryEverywhere ?? false);
 }
 
 function checkedRowGroupRows(value: number | undefined): number {
@@ -64,15 +79,16 @@ function checkedRowGroupRows(value: number | undefined): number {
 }
 
 /** The Parquet file of a stream of row groups (Arrow record batches of the shard schema). */
-function encodeShard(groups: AsyncGenerator<RecordBatch>, metadata: ShardFileMetadata, stats: ShardStreamStats, rowGroupRows: number): AsyncIterable<Uint8Array> {
+function encodeShard(groups: AsyncGenerator<RecordBatch>, metadata: ShardFileMetadata, stats: ShardStreamStats, rowGroupRows: number, dictionaryEverywhere: boolean): AsyncIterable<Uint8Array> {
   const pw = parquetWasm();
 
-  const properties = new pw.WriterPropertiesBuilder()
+  let builder = new pw.WriterPropertiesBuilder()
     .setCompression(pw.Compression.ZSTD)
     .setMaxRowGroupSize(rowGroupRows)
     .setCreatedBy('shardpipe backup')
-    .setKeyValueMetadata(shardKeyValueMetadata(metadata))
-    .build();
+    .setKeyValueMetadata(shardKeyValueMetadata(metadata));
+  if (!dictionaryEverywhere) for (const column of PLAIN_SHARD_COLUMNS) builder = builder.setColumnDictionaryEnabled(column, false);
+  const properties = builder.build();
 
   let emptyFileSent = false;
   const contentHash = new ShardContentHash();
