@@ -6,7 +6,7 @@
  * pool at distinct offsets, etags in the millions, update times repeating per 1,024 rows, every
  * third row with a TTL a day out) with backup's writer (packedParquetShardStream: zstd, 65,536-row
  * row groups, from 8,192-row packed batches as a scan hands them over) on this thread, twice per
- * repetition, alternating:
+ * repetition, after one unmeasured run of each, in ABBA order (neither always runs first):
  *   - now: PLAIN_SHARD_COLUMNS (key, value, etag) without a dictionary;
  *   - before: a dictionary on every column (`dictionaryEverywhere`), as files were written before.
  * Then reads each file back with restore's reader (readShardColumns: the decoder thread, every
@@ -55,10 +55,13 @@ async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'shardpipe-parquet-encode-bench-'));
   const samples = VARIANTS.map(() => [] as Sample[]);
   try {
-    // Unmeasured: wasm instantiation, the decoder thread's start and JIT warm-up.
-    await measure(batches.slice(0, 4), false, join(dir, 'warm-up.parquet'));
+    // Unmeasured: wasm instantiation, the decoder thread's start and JIT warm-up, for both writers.
+    for (const variant of VARIANTS) await measure(batches.slice(0, 8), variant.dictionaryEverywhere, join(dir, 'warm-up.parquet'));
     for (let r = 0; r < reps; r++) {
-      for (const [v, variant] of VARIANTS.entries()) {
+      // ABBA: neither writer always runs first.
+      const order = r % 2 === 0 ? [0, 1] : [1, 0];
+      for (const v of order) {
+        const variant = VARIANTS[v]!;
         process.stderr.write(`repetition ${r + 1} of ${reps}: ${variant.name}…\n`);
         samples[v]!.push(await measure(batches, variant.dictionaryEverywhere, join(dir, `shard-${v}.parquet`)));
       }

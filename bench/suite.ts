@@ -8,8 +8,9 @@
  * The data set (fixed): sorted rows of 16-byte text keys `k000000000000042` and 100-byte
  * incompressible base64 values; ingest reads them from 8 snappy Parquet files into 3 nodes × 6
  * partitions cut at split keys; backup and restore move the same shape of rows through 3 nodes × 6
- * partitions; bench:store loads one node with 4 partitions; the memory bench ingests one large
- * Parquet file. `--quick` uses 50k rows and a 16 MB memory file (run in 2 of the 3 repetitions),
+ * partitions; bench:store loads one node with 4 partitions; the encode bench writes backup shard
+ * files of the same rows on one thread, beside the former writer (a dictionary on every column);
+ * the memory bench ingests one large Parquet file. `--quick` uses 50k rows and a 16 MB memory file (run in 2 of the 3 repetitions),
  * full uses 1M rows and a 1 GB file (run once).
  *
  * Peers, measured here: `redis-cli --pipe` of the same rows as SET commands into a redis-server with
@@ -101,6 +102,12 @@ const FIGURES: FigureSpec[] = [
   { id: 'backup.nodes.peakRssMb', label: 'backup: peak RSS of the largest store node', unit: mib, better: 'lower', process: 'store node' },
   { id: 'restore.limit.cpuPerM', label: 'restore in-process limit: CPU of the bench process', unit: cpuPerM, better: 'lower', process: 'bench' },
   { id: 'restore.nodes.peakRssMb', label: 'restore: peak RSS of the largest store node', unit: mib, better: 'lower', process: 'store node' },
+  { id: 'encode.before.rowsPerSec', label: 'backup file encoding, former writer (a dictionary on every column), one thread', unit: rowsPerSec, better: 'higher', process: 'bench' },
+  { id: 'encode.now.rowsPerSec', label: 'backup file encoding (no dictionary on key, value, etag), one thread', unit: rowsPerSec, better: 'higher', baseline: 'encode.before.rowsPerSec', process: 'bench' },
+  { id: 'encode.before.cpuPerM', label: 'backup file encoding, former writer: CPU', unit: cpuPerM, better: 'lower', process: 'bench' },
+  { id: 'encode.now.cpuPerM', label: 'backup file encoding: CPU', unit: cpuPerM, better: 'lower', baseline: 'encode.before.cpuPerM', process: 'bench' },
+  { id: 'encode.before.fileMb', label: 'backup file encoding, former writer: file size', unit: 'MB', better: 'lower', process: 'bench' },
+  { id: 'encode.now.fileMb', label: 'backup file encoding: file size', unit: 'MB', better: 'lower', baseline: 'encode.before.fileMb', process: 'bench' },
   { id: 'memory.limit.rowsPerSec', label: 'one large file: in-process limit', unit: rowsPerSec, better: 'higher', process: 'bench' },
   { id: 'memory.e2e.rowsPerSec', label: 'one large file: shardpipe ingest end to end', unit: rowsPerSec, better: 'higher', baseline: 'memory.limit.rowsPerSec' },
   { id: 'memory.child.peakRssMb', label: 'one large file: peak RSS of the ingest child (goal < 256)', unit: mib, better: 'lower', process: 'ingest child' },
@@ -203,6 +210,13 @@ async function repetition(samples: Samples, sizes: Sizes, workDir: string, respF
   add(samples, 'restore.child.peakRssMb', restore.endToEnd.peakRssMb);
   add(samples, 'restore.limit.cpuPerM', perM(restore.limit.cpuSeconds, sizes.rows));
   add(samples, 'restore.nodes.peakRssMb', max(restore.endToEnd.nodePeakRssMb));
+
+  const encode = await runBench('parquet-encode-bench', ['--rows', rows, '--reps', '2']);
+  for (const variant of ['now', 'before'] as const) {
+    add(samples, `encode.${variant}.rowsPerSec`, encode[variant].encodeRowsPerSec);
+    add(samples, `encode.${variant}.cpuPerM`, encode[variant].encodeCpuPer1M);
+    add(samples, `encode.${variant}.fileMb`, encode[variant].fileMb);
+  }
 
   if (withMemory) {
     const memory = await runBench('ingest-memory-bench', ['--size-mb', String(sizes.memorySizeMb)]);
