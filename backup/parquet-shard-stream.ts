@@ -44,6 +44,11 @@ function parquetWasm(): typeof ParquetWasm {
   return wasm;
 }
 
+/** Loads and compiles parquet-wasm now rather than at the first shard (an encoder thread does, before it reports ready). */
+export function loadParquetWasm(): void {
+  parquetWasm();
+}
+
 /**
  * Turns a stream of sorted entry batches (as `StoreClient.scanAll` yields them) into the bytes of
  * ONE Parquet file in the FORMAT.md layout: parquet-wasm's streaming writer (arrow-rs

@@ -1,6 +1,6 @@
 import { parentPort } from 'node:worker_threads';
 import { PACKED_ROWS_FORMAT, PackedRows, RangeDigest } from '../store/index.js';
-import { packedParquetShardStream, type ShardStreamStats } from './parquet-shard-stream.js';
+import { loadParquetWasm, packedParquetShardStream, type ShardStreamStats } from './parquet-shard-stream.js';
 import type { EncoderReply, EncoderRequest } from './shard-encoders.js';
 
 // One thread of the backup's Parquet encoders (shard-encoders.ts): takes the packed scan batches of
@@ -97,5 +97,7 @@ async function run(session: Session, m: Extract<EncoderRequest, { op: 'start' }>
   }
 }
 
-// parquet-wasm is loaded and compiled once the thread starts, before its first shard.
+// parquet-wasm is loaded and compiled once the thread starts, before its first shard: a prestarted
+// thread (ShardEncoders.prestart) has it done by the time the backup's first scan batch comes.
+loadParquetWasm();
 post({ op: 'ready' });
