@@ -10,8 +10,8 @@
  * partitions cut at split keys; backup and restore move the same shape of rows through 3 nodes × 6
  * partitions; bench:store loads one node with 4 partitions; the encode bench writes backup shard
  * files of the same rows on one thread, beside the former writer (a dictionary on every column);
- * the memory bench ingests one large Parquet file. `--quick` uses 50k rows and a 16 MB memory file (run in 2 of the 3 repetitions),
- * full uses 1M rows and a 1 GB file (run once).
+ * the memory bench ingests one large Parquet file. `--quick` uses 50k rows and a 16 MB memory file
+ * (run in 2 of the 3 repetitions), full uses 1M rows and a 1 GB file (run once).
  *
  * Peers, measured here: `redis-cli --pipe` of the same rows as SET commands into a redis-server with
  * AOF (everysec, always); redis-benchmark GET/SET (AOF always); a no-op grpc-js server (raw bytes)
