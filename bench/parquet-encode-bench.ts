@@ -25,6 +25,7 @@ import { statDataFile } from '../files/index.js';
 import { PACKED_ROWS_FORMAT, PackedRows, RangeDigest } from '../store/index.js';
 import { parseBenchArgs } from './bench-args.js';
 import { fixed, int, roundNumbers, table } from './bench-format.js';
+import { selfCpuSeconds } from './bench-processes.js';
 import { median } from './bench-stats.js';
 
 const KEY_BYTES = 16;
@@ -105,28 +106,24 @@ async function measure(batches: readonly PackedRows[], dictionaryEverywhere: boo
   }
   const stats: ShardStreamStats = { rows: 0, digest: new RangeDigest() };
   const chunks: Uint8Array[] = [];
-  let cpu = process.cpuUsage();
+  let cpu = selfCpuSeconds();
   let started = performance.now();
   for await (const chunk of packedParquetShardStream(source(), { backupId: 'bench', shard: 0, rangeStart: Buffer.alloc(0), rangeEnd: Buffer.alloc(0) }, stats, { dictionaryEverywhere })) chunks.push(chunk);
   const encodeMs = performance.now() - started;
-  const encodeCpuS = cpuSeconds(process.cpuUsage(cpu));
+  const encodeCpuS = selfCpuSeconds() - cpu;
   const file = Buffer.concat(chunks);
   await writeFile(path, file);
   const rows = batches.reduce((n, b) => n + b.count, 0);
   if (stats.rows !== rows) throw new Error(`encoded ${stats.rows} rows, expected ${rows}`);
 
-  cpu = process.cpuUsage();
+  cpu = selfCpuSeconds();
   started = performance.now();
   let read = 0;
   for await (const chunk of readShardColumns(await statDataFile(path, 'parquet'), { range: { start: Buffer.alloc(0), end: Buffer.alloc(0) }, chunkRows: 8192 })) read += chunk.to - chunk.from;
   const decodeMs = performance.now() - started;
-  const decodeCpuS = cpuSeconds(process.cpuUsage(cpu));
+  const decodeCpuS = selfCpuSeconds() - cpu;
   if (read !== rows) throw new Error(`read back ${read} rows, expected ${rows}`);
   return { encodeMs, encodeCpuS, bytes: file.length, decodeMs, decodeCpuS };
-}
-
-function cpuSeconds(usage: NodeJS.CpuUsage): number {
-  return (usage.user + usage.system) / 1e6;
 }
 
 function printReport(rows: number, reps: number, samples: Sample[][]): void {

@@ -72,8 +72,8 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
       const client = ctx.lifecycle.add('store client', new StoreClient({ seeds, logger: ctx.logger, credentials: ctx.storeCredentials() }), (c) => c.close());
       const connection = await openJobRedis(ctx, opts.redis ?? ctx.env.SHARDPIPE_REDIS_URL, dataDirOf(ctx, opts.dataDir));
       if (opts.localWorker) {
-        // Started before the backup is submitted: its encoder threads load (about 0.3 s each, on the
-        // other core) while this thread plans the shards and takes the snapshots.
+        // Started before the backup is submitted: its encoder threads load (their modules and
+        // parquet-wasm, up to 1.5 s on a busy machine) while this thread plans and takes the snapshots.
         const concurrency = atLeastOne(opts.concurrency, '--concurrency');
         ctx.lifecycle.add('backup workers', BackupWorkers.start({ connection, client, targetOptions: targetOptionsOf(ctx), concurrency, lockDurationMs, logger: ctx.logger, prestartEncoders: true }), (w) => w.close());
       }

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { childPids } from '../helpers/proc-children.js';
 import { CLI, StoreCluster, runCli } from '../helpers/store-cluster.js';
 import { writeSparkDrop } from '../helpers/spark-drop.js';
 
@@ -120,9 +121,8 @@ describe('shardpipe ingest: lifecycle and progress view', () => {
     const submitted = new Promise<void>((done) => child.stderr!.on('data', (d: Buffer) => ((stderr += d.toString()), /ingest \S+ \(/.test(stderr) && done())));
     await submitted;
     // The private redis-server is the command's child (it renames its process, so find it by parent).
-    const children = (await readFile(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8')).trim().split(/\s+/).filter(Boolean);
     const redisPids: number[] = [];
-    for (const pid of children) if ((await readFile(`/proc/${pid}/cmdline`, 'utf8')).startsWith('redis-server')) redisPids.push(Number(pid));
+    for (const pid of await childPids(child.pid!)) if ((await readFile(`/proc/${pid}/cmdline`, 'utf8')).startsWith('redis-server')) redisPids.push(pid);
     expect(redisPids).toHaveLength(1);
     const exited = once(child, 'exit');
     child.kill('SIGINT');

@@ -4,6 +4,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { acceptsConnections, findFreePort } from '../../common/index.js';
+import { childPids } from '../helpers/proc-children.js';
 import { CLI, runCli } from '../helpers/store-cluster.js';
 import { makeTempDir, type TempDir } from '../helpers/temp-dir.js';
 
@@ -162,9 +163,8 @@ describe('shardpipe demo and shardpipe up', () => {
 
 /** The live child processes of `pid`, with their argv and environment (from /proc, as cli-lifecycle finds Redis). */
 async function childrenOf(pid: number): Promise<Array<{ argv: string[]; env: Map<string, string> }>> {
-  const pids = (await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8')).trim().split(/\s+/).filter(Boolean);
   const found: Array<{ argv: string[]; env: Map<string, string> }> = [];
-  for (const child of pids) {
+  for (const child of await childPids(pid)) {
     const argv = (await readFile(`/proc/${child}/cmdline`, 'utf8')).split('\0').filter(Boolean);
     const env = new Map((await readFile(`/proc/${child}/environ`, 'utf8')).split('\0').filter(Boolean).map((kv): [string, string] => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
     found.push({ argv, env });
