@@ -91,7 +91,7 @@ export class MergeRunner implements OperationRunner {
         await ctx.etcd.delete().key(this.keys.pauseOf(part.id)).exec();
         await ctx.etcd.delete().key(this.keys.pausedOf(part.id, head)).exec();
       }
-      if (attempts + 1 >= MAX_CUT_ATTEMPTS) return this.fail(ctx, { ...op, pauses }, request, `the cut ran out of time ${attempts + 1} times (--max-pause ${op.limits.maxPauseMs} ms): raise --max-pause or merge when writes are lighter`);
+      if (attempts + 1 >= MAX_CUT_ATTEMPTS) return this.fail(ctx, { ...op, pauses }, request, `the cut ran out of time ${attempts + 1} times (--max-pause ${op.limits.maxPauseMs} ms; the last: ${released.value.reason ?? 'no reason given'}); raise --max-pause or merge when writes are lighter`);
       const backoffMs = cutBackoffMs(attempts + 1);
       return { record: this.step({ ...op, pauses }, ctx, { phase: 'cutting (backing off)' }, `cut attempt ${attempts + 1} released (${released.value.reason ?? ''}); trying again in ${backoffMs} ms`), retryAfterMs: backoffMs };
     }

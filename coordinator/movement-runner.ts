@@ -311,11 +311,11 @@ export class MovementRunner implements OperationRunner {
       case 'released':
         rec.pauses = state.pauses;
         if (state.exhausted) {
-          step.error = `partition ${p.id}: the head hand-over from ${from} ran out of time ${state.attempts} times (--max-pause ${rec.limits.maxPauseMs} ms, at most ${MAX_CUT_ATTEMPTS} attempts): the chain did not settle; raise --max-pause or move when writes are lighter`;
+          step.error = `partition ${p.id}: the head hand-over from ${from} ran out of time ${state.attempts} times (--max-pause ${rec.limits.maxPauseMs} ms, at most ${MAX_CUT_ATTEMPTS} attempts; the last: ${state.answer.reason ?? 'no reason given'}); raise --max-pause or move when writes are lighter`;
           step.phase = 'rolling back';
           return undefined;
         }
-        step.description = `${describe(rec.args.kind, step)} (head hand-over attempt ${state.attempts} released after ${state.answer.ms ?? 0} ms; trying again in ${state.backoffMs} ms)`;
+        step.description = `${describe(rec.args.kind, step)} (head hand-over attempt ${state.attempts} released after ${state.answer.ms ?? 0} ms: ${state.answer.reason ?? 'no reason given'}; trying again in ${state.backoffMs} ms)`;
         return { retryAfterMs: state.backoffMs };
       case 'busy':
         step.description = `${describe(rec.args.kind, step)} (waiting: ${state.operation} holds writes of partition ${p.id})`;

@@ -99,7 +99,7 @@ export class SplitRunner implements OperationRunner {
       case 'released': {
         // The head let the writes go on before a commit: the pause is recorded, the cut tried again after a back-off.
         const pauses = state.pauses;
-        if (state.exhausted) return this.fail(ctx, { ...op, pauses }, request, `the cut ran out of time ${state.attempts} times (--max-pause ${op.limits.maxPauseMs} ms): the chain did not settle; raise --max-pause or split when writes are lighter`);
+        if (state.exhausted) return this.fail(ctx, { ...op, pauses }, request, `the cut ran out of time ${state.attempts} times (--max-pause ${op.limits.maxPauseMs} ms; the last: ${state.answer.reason ?? 'no reason given'}); raise --max-pause or split when writes are lighter`);
         return { record: this.step({ ...op, pauses }, ctx, { phase: 'cutting (backing off)' }, `cut attempt ${state.attempts} released after ${state.answer.ms ?? 0} ms (${state.answer.reason ?? ''}); trying again in ${state.backoffMs} ms`), retryAfterMs: state.backoffMs };
       }
       case 'busy':

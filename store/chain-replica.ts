@@ -363,6 +363,20 @@ export class ChainReplica {
   }
 
   /**
+   * What keeps this head's forwards from being acknowledged, for a pause that ran out: how many
+   * wait, the oldest, the successor and its last failure (within the last 10 s); undefined when none wait.
+   */
+  unackedSummary(nowMs = Date.now()): string | undefined {
+    if (this.unacked.size === 0) return undefined;
+    let oldest = Number.POSITIVE_INFINITY;
+    for (const u of this.unacked.values()) oldest = Math.min(oldest, u.message.seq);
+    const successor = this.successorOf(this.partition) ?? 'no successor';
+    const retry = this.lastForwardRetry;
+    const failure = retry !== undefined && nowMs - retry.atMs <= 10_000 ? `; its last failure ${nowMs - retry.atMs} ms ago, from ${retry.successor}: ${retry.error}` : '; no forward failed in the last 10 s';
+    return `${this.unacked.size} forward(s) from sequence ${oldest} not acknowledged through ${successor}${failure}`;
+  }
+
+  /**
    * A syncing replica's place in the write stream, from the snapshot its sync copies: every forward
    * up to `position.seq` is in the snapshot, every later one is applied here. Forwards that arrived
    * before (they waited) go on at once. Called again by a restarted sync, it never moves back.

@@ -306,7 +306,7 @@ export class EtcdSplitAgent {
     held.heldAtMs = this.node.writePause.heldSince(partition) ?? held.heldAtMs;
     if (this.pauses.get(partition) !== held || !this.node.writePause.isHeld(partition)) return;
     if (position === undefined) {
-      await this.releaseUnlessCommitted(partition, held, 'the chain did not acknowledge every write within the pause');
+      await this.releaseUnlessCommitted(partition, held, `the chain did not acknowledge every write within the pause (${this.node.unsettledWrites(partition)})`);
       return;
     }
     const report: PausedReport = { operation: request.operation, node: this.address, epoch: request.epoch, state: 'paused', stream: position.stream, seq: position.seq, mapVersion, heldAtMs: held.heldAtMs };

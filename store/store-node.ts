@@ -850,6 +850,16 @@ export class StoreNode {
     return store.chainPosition;
   }
 
+  /** Why a held partition is not settled yet (see holdWrites), for the reason a pause gives when it runs out. */
+  unsettledWrites(partitionId: number): string {
+    const store = this.stores.get(partitionId);
+    const parts: string[] = [];
+    if (store !== undefined && !store.isIdle) parts.push('writes of the head not yet durable here');
+    const forwards = this.replicas.get(partitionId)?.unackedSummary();
+    if (forwards !== undefined) parts.push(forwards);
+    return parts.length > 0 ? parts.join('; ') : 'settled just as the pause ran out';
+  }
+
   /** Lets a partition's held writes go on; the pause measured (undefined: it was not held). */
   releaseWrites(partitionId: number, reason: string): WritePauseRecord | undefined {
     return this.writePause.release(partitionId, reason);

@@ -230,8 +230,11 @@ describe('head hand-over (real etcd, real node processes)', () => {
       expect(r.partition).toBe(0);
       expect(r.ms).toBeGreaterThanOrEqual(50);
       expect(r.reason).toContain('did not acknowledge every write');
+      // It names what it waited for: the held forward (and any queued behind it), and the successor they go to.
+      expect(r.reason).toMatch(/\(\d+ forward\(s\) from sequence \d+ not acknowledged through 127\.0\.0\.1:\d+; /);
     }
     expect(failed.error).toContain(`ran out of time ${MAX_CUT_ATTEMPTS} times`);
+    expect(failed.error).toContain('the last: the chain did not acknowledge every write within the pause (');
     expect(failed.steps[0]!.state).toBe('failed');
     // Rolled back: the destination added is removed again; the head still heads.
     await expect.poll(async () => (await c.store.read())!.map.byId(0)!.chain.map((r) => r.node), { timeout: 20_000, interval: 100 }).toEqual(p.chain.map((r) => r.node));
