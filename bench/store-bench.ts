@@ -101,6 +101,12 @@ interface OpFigures {
   noopP50Ms: number;
   /** opsPerSec / noopCallsPerSec. */
   ratioToNoop: number;
+  /**
+   * Put at concurrency 1 only: one-row classic-level batches with fsync, in-process, one at a time,
+   * in rounds alternating with these ops (what the disk gives a lone writer), and the ceiling of a
+   * lone Put — a no-op call and such a write back to back, 1 / (1/no-op + 1/write) — with the ratio.
+   */
+  syncWrite?: { writesPerSec: number; p50Ms: number; ceilingOpsPerSec: number; ratioToCeiling: number };
   /** User + system CPU seconds per 1M ops of the node and of this process (the client). */
   nodeCpuPerMOps: number | undefined;
   clientCpuPerMOps: number;
@@ -283,8 +289,15 @@ async function measureNode(
   try {
     const bulk = await measureBulk(client, node, rows, baseline);
     const ops: OpFigures[] = [];
-    for (const op of ['get', 'put'] as const) {
-      for (const concurrency of OP_CONCURRENCY) ops.push(await measureOps(client, node, noop, op, concurrency, concurrency === 1 ? opCount : 4 * opCount, rows));
+    // A lone Put waits for one fsync: beside its rounds, the same writes straight into a classic-level of this disk.
+    const syncPeer = sync ? new ClassicLevel<Buffer, Buffer>(`${dataDir}-fsync-peer`, { keyEncoding: 'buffer', valueEncoding: 'buffer' }) : undefined;
+    await syncPeer?.open();
+    try {
+      for (const op of ['get', 'put'] as const) {
+        for (const concurrency of OP_CONCURRENCY) ops.push(await measureOps(client, node, noop, op, concurrency, concurrency === 1 ? opCount : 4 * opCount, rows, op === 'put' && concurrency === 1 ? syncPeer : undefined));
+      }
+    } finally {
+      await syncPeer?.close();
     }
     return { label, sync, bulk, ops, peakRssMb: await node.peakRssMb(), memoryAtPeak: node.memoryAtPeak() };
   } finally {
@@ -381,9 +394,11 @@ async function storedRowCount(client: StoreClient): Promise<number> {
  * StoreClient (map cache, routing, coalescing), with the CPU time of node and client; in
  * OP_ROUNDS rounds, each after as many no-op grpc-js calls at the same concurrency.
  */
-async function measureOps(client: StoreClient, node: NodeProcess, noop: NoopGrpc, op: 'get' | 'put', concurrency: number, ops: number, rows: number): Promise<OpFigures> {
+async function measureOps(client: StoreClient, node: NodeProcess, noop: NoopGrpc, op: 'get' | 'put', concurrency: number, ops: number, rows: number, syncPeer?: ClassicLevel<Buffer, Buffer>): Promise<OpFigures> {
   const latencies = new Float64Array(ops);
   const noopP50s: number[] = [];
+  const syncLatencies = syncPeer === undefined ? undefined : new Float64Array(ops);
+  let syncMs = 0;
   let next = 0;
   let misses = 0;
   let opMs = 0;
@@ -413,6 +428,7 @@ async function measureOps(client: StoreClient, node: NodeProcess, noop: NoopGrpc
     const noopRound = await runCalls(noop.call, concurrency, calls);
     noopMs += (calls / noopRound.callsPerSec) * 1000;
     noopP50s.push(noopRound.p50Ms);
+    if (syncPeer !== undefined) syncMs += await syncWrites(syncPeer, next, end, rows, syncLatencies!);
     const nodeCpuBefore = await node.cpuSeconds();
     const clientCpuBefore = selfCpuSeconds();
     const started = performance.now();
@@ -427,7 +443,15 @@ async function measureOps(client: StoreClient, node: NodeProcess, noop: NoopGrpc
   noopP50s.sort((a, b) => a - b);
   const opsPerSec = ops / (opMs / 1000);
   const noopCallsPerSec = ops / (noopMs / 1000);
+  let syncWrite: OpFigures['syncWrite'];
+  if (syncLatencies !== undefined) {
+    syncLatencies.sort();
+    const writesPerSec = ops / (syncMs / 1000);
+    const ceilingOpsPerSec = 1 / (1 / noopCallsPerSec + 1 / writesPerSec);
+    syncWrite = { writesPerSec, p50Ms: percentile(syncLatencies, 0.5), ceilingOpsPerSec, ratioToCeiling: opsPerSec / ceilingOpsPerSec };
+  }
   return {
+    ...(syncWrite === undefined ? {} : { syncWrite }),
     op,
     concurrency,
     ops,
@@ -441,6 +465,18 @@ async function measureOps(client: StoreClient, node: NodeProcess, noop: NoopGrpc
     nodeCpuPerMOps: nodeCpu === undefined ? undefined : (nodeCpu / ops) * 1e6,
     clientCpuPerMOps: (clientCpu / ops) * 1e6,
   };
+}
+
+/** Writes ops `from`..`end` as one-row batches with fsync into `db`, one at a time; their latencies go to `into`; the ms they took. */
+async function syncWrites(db: ClassicLevel<Buffer, Buffer>, from: number, end: number, rows: number, into: Float64Array): Promise<number> {
+  const started = performance.now();
+  for (let n = from; n < end; n++) {
+    const i = randomInt(rows);
+    const t = performance.now();
+    await db.batch().put(keyOf(i, rows), valueOf(i + 1)).write({ sync: true });
+    into[n] = performance.now() - t;
+  }
+  return performance.now() - started;
 }
 
 /** The no-op call rates of the fsync node's op runs per concurrency, and redis-benchmark GET/SET (AOF always) at both concurrencies. */
@@ -547,8 +583,23 @@ function opsTable(runs: NodeRun[], peers: PointPeers): string {
           ]),
         ),
         ...peers.redisBenchmark.map((b) => [`redis-benchmark ${b.test} (peer${b.test === 'SET' ? ', AOF always' : ''})`, '-', String(b.concurrency), int(b.requests), int(b.opsPerSec), '-', '-', '-', '-', '-', '-', '-', '-']),
+        ...runs.flatMap((r) =>
+          r.ops.flatMap((o) => (o.syncWrite === undefined ? [] : [['classic-level one-row batch + fsync, in-process (peer)', r.label, String(o.concurrency), int(o.ops), int(o.syncWrite.writesPerSec), '-', '-', fixed(o.syncWrite.p50Ms, 3), '-', '-', '-', '-', '-']])),
+        ),
       ],
-    );
+    ) + ceilingLines(runs);
+}
+
+/** The lone Put against its ceiling: a no-op call and one fsync'd write back to back (OpFigures.syncWrite). */
+function ceilingLines(runs: NodeRun[]): string {
+  const lines = runs.flatMap((r) =>
+    r.ops.flatMap((o) =>
+      o.syncWrite === undefined
+        ? []
+        : [`Put at concurrency ${o.concurrency} (${r.label}) ÷ its ceiling here (a no-op call, then a one-row fsync'd write: 1 / (1/${int(o.noopCallsPerSec)} + 1/${int(o.syncWrite.writesPerSec)}) = ${int(o.syncWrite.ceilingOpsPerSec)} ops/s): ${fixed(o.syncWrite.ratioToCeiling, 2)}×; the ceiling is ${fixed(o.syncWrite.ceilingOpsPerSec / o.noopCallsPerSec, 2)}× the no-op call`],
+    ),
+  );
+  return lines.length === 0 ? '' : `\n${lines.join('\n')}`;
 }
 
 await main();

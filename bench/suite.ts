@@ -83,6 +83,9 @@ const FIGURES: FigureSpec[] = [
   { id: 'store.get.c1.opsPerSec', label: 'Get, concurrency 1', unit: opsPerSec, better: 'higher', baseline: 'noop.c1.callsPerSec' },
   { id: 'store.get.c32.opsPerSec', label: 'Get, concurrency 32', unit: opsPerSec, better: 'higher', baseline: 'noop.c32.callsPerSec' },
   { id: 'store.put.c1.opsPerSec', label: 'Put (fsync), concurrency 1', unit: opsPerSec, better: 'higher', baseline: 'noop.c1.callsPerSec' },
+  { id: 'store.syncwrite.c1.writesPerSec', label: 'peer: classic-level one-row batch with fsync, in-process, one at a time', unit: 'writes/s', better: 'higher', process: 'bench' },
+  { id: 'store.putceiling.c1.opsPerSec', label: 'peer: ceiling of a lone Put here (a no-op call and a one-row fsync\'d write back to back)', unit: opsPerSec, better: 'higher', baseline: 'noop.c1.callsPerSec' },
+  { id: 'store.put.c1.vsCeiling', label: 'Put (fsync), concurrency 1, vs its ceiling', unit: opsPerSec, better: 'higher', baseline: 'store.putceiling.c1.opsPerSec' },
   { id: 'store.put.c32.opsPerSec', label: 'Put (fsync), concurrency 32', unit: opsPerSec, better: 'higher', baseline: 'noop.c32.callsPerSec' },
   { id: 'redisbench.get.c1.opsPerSec', label: 'peer: redis-benchmark GET, concurrency 1', unit: opsPerSec, better: 'higher' },
   { id: 'redisbench.get.c32.opsPerSec', label: 'peer: redis-benchmark GET, concurrency 32', unit: opsPerSec, better: 'higher' },
@@ -179,6 +182,11 @@ async function repetition(samples: Samples, sizes: Sizes, workDir: string, respF
   add(samples, 'store.client.cpuPerM', perM(sync.bulk.clientCpuSeconds, sync.bulk.rows));
   add(samples, 'store.node.peakRssMb', sync.peakRssMb);
   for (const o of sync.ops) add(samples, `store.${o.op}.c${o.concurrency}.opsPerSec`, o.opsPerSec);
+  for (const o of sync.ops.filter((x: any) => x.syncWrite !== undefined)) {
+    add(samples, `store.syncwrite.c${o.concurrency}.writesPerSec`, o.syncWrite.writesPerSec);
+    add(samples, `store.putceiling.c${o.concurrency}.opsPerSec`, o.syncWrite.ceilingOpsPerSec);
+    add(samples, `store.put.c${o.concurrency}.vsCeiling`, o.opsPerSec);
+  }
 
   // The no-op call in rounds alternating with the Get/Put runs above (bench:store), so both see the same load.
   for (const r of store.pointPeers.noop) add(samples, `noop.c${r.concurrency}.callsPerSec`, r.callsPerSec);
