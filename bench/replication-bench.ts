@@ -11,7 +11,9 @@
  *   `--ingest-runs` runs of each, alternated, medians and their ratio. Beside the bulk load above it
  *   has the ingest child's own work (Parquet decoding, mapping) on the same two cores: the bulk load
  *   is the harder ratio, since the nodes' three writes per row are almost all the work there.
- * - Put and Get ops/s: CONCURRENCY callers for OPS operations each, through the thick client.
+ * - Put and Get ops/s: CONCURRENCY callers for OPS operations each, through the thick client; and
+ *   where a Put's time goes (PutTiming, from the replies' timing per hop): the head's write, the
+ *   writes down the chain, and the transit of the forwards and acks between them.
  * - Bytes forwarded per row: the wire size of the Forward message a bulk chunk becomes (encoded by
  *   the node's own forwarder code), per row, times the hops of a chain of three (2).
  *
@@ -42,7 +44,7 @@ import { createInterface } from 'node:readline';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { Key, PackedRowsBuilder, PartitionMap, StoreClient, forwardWireBytes, type PackedRows } from '../store/index.js';
+import { Key, PackedRowsBuilder, PartitionMap, StoreClient, forwardWireBytes, type PackedRows, type WriteReplyTiming } from '../store/index.js';
 import { median } from './bench-stats.js';
 import { findFreePort } from '../common/index.js';
 import { PrivateEtcd } from '../coordinator/index.js';
@@ -61,7 +63,7 @@ const { values } = parseArgs({
   },
 });
 if (values.help) {
-  console.log('node dist/bench/replication-bench.js [--rows N (default 1000000)] [--ops N (default 20000)] [--concurrency N (default 32)] [--cpu-prof DIR] [--load-only] [--ingest-runs N (default 3; 0 = none)]\nBulk load, `shardpipe ingest` of a Parquet drop, Put and Get at RF=1 vs RF=3 on the same 3 store nodes; bytes forwarded per row; head failover; full sync MB/s vs a plain scan and the write pause during a sync.');
+  console.log('node dist/bench/replication-bench.js [--rows N (default 1000000)] [--ops N (default 20000)] [--concurrency N (default 32)] [--cpu-prof DIR] [--load-only] [--ingest-runs N (default 3; 0 = none)]\nBulk load, `shardpipe ingest` of a Parquet drop, Put and Get at RF=1 vs RF=3 on the same 3 store nodes (and where the time of a Put goes); bytes forwarded per row; head failover; full sync MB/s vs a plain scan and the write pause during a sync.');
   process.exit(0);
 }
 const ROWS = wholeNumber('--rows', values.rows);
@@ -126,12 +128,45 @@ interface Figures {
   cpuSecondsPer1M: number;
   putOpsPerSec: number;
   getOpsPerSec: number;
+  putTiming?: PutTiming;
+}
+
+/**
+ * Where a Put's time goes, from its reply's timing (medians over the run's puts, ms): the
+ * caller's wait; the head's write (queued to durable); the writes down the chain (every other
+ * hop's, queued to durable, summed); and the rest of the head's wait for the tail's ack — the
+ * forward calls' transit both ways and each hop's turn on its event loop.
+ */
+interface PutTiming {
+  latencyP50Ms: number;
+  latencyP99Ms: number;
+  headWriteP50Ms: number;
+  chainWritesP50Ms: number;
+  transitP50Ms: number;
 }
 
 async function cpu(cluster: BenchCluster): Promise<number> {
   let total = 0;
   for (const n of cluster.nodes) total += (await n.cpuSeconds()) ?? 0;
   return total;
+}
+
+/** The value at fraction `q` of the sorted values (q = 0.99: the p99). */
+function quantile(values: readonly number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
+}
+
+/** The medians (and the latency's p99) of PutTiming over the puts' latencies and reply timings. */
+function putTiming(latencies: readonly number[], timings: readonly WriteReplyTiming[]): PutTiming {
+  const chainWrites = timings.map((t) => t.hops.reduce((sum, h) => sum + h.writeMs, 0));
+  return {
+    latencyP50Ms: median(latencies),
+    latencyP99Ms: quantile(latencies, 0.99),
+    headWriteP50Ms: median(timings.map((t) => t.writeMs)),
+    chainWritesP50Ms: median(chainWrites),
+    transitP50Ms: median(timings.map((t, i) => t.forwardMs - chainWrites[i]!)),
+  };
 }
 
 async function ops(count: number, op: (i: number) => Promise<unknown>): Promise<number> {
@@ -164,9 +199,16 @@ async function measure(replicas: 1 | 3, workDir: string): Promise<Figures> {
     if (digest.count !== ROWS) throw new Error(`RF=${replicas}: the tails hold ${digest.count} of ${ROWS} rows`);
     if (LOAD_ONLY) return { loadRowsPerSec: ROWS / seconds, cpuSecondsPer1M: (cpuSeconds / ROWS) * 1e6, putOpsPerSec: NaN, getOpsPerSec: NaN };
     const value = Buffer.alloc(VALUE_BYTES, 0x62);
-    const putOpsPerSec = await ops(OPS, (i) => client.put(Key.fromBytes(keyOf(i * 7919, OPS * 7919)), value));
+    const latencies: number[] = [];
+    const timings: WriteReplyTiming[] = [];
+    const putOpsPerSec = await ops(OPS, async (i) => {
+      const sent = performance.now();
+      const result = await client.put(Key.fromBytes(keyOf(i * 7919, OPS * 7919)), value);
+      latencies.push(performance.now() - sent);
+      if (result.timing !== undefined) timings.push(result.timing);
+    });
     const getOpsPerSec = await ops(OPS, (i) => client.get(Key.fromBytes(keyOf(i, ROWS))));
-    return { loadRowsPerSec: ROWS / seconds, cpuSecondsPer1M: (cpuSeconds / ROWS) * 1e6, putOpsPerSec, getOpsPerSec };
+    return { loadRowsPerSec: ROWS / seconds, cpuSecondsPer1M: (cpuSeconds / ROWS) * 1e6, putOpsPerSec, getOpsPerSec, putTiming: putTiming(latencies, timings) };
   } finally {
     client.close();
     await cluster.stop();
@@ -296,7 +338,7 @@ async function putLatencies(client: StoreClient, tag: string, going: () => boole
     latencies.push(performance.now() - t);
   }
   latencies.sort((a, b) => a - b);
-  return { puts: latencies.length, p50Ms: median(latencies), p99Ms: latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * 0.99))]!, maxMs: latencies[latencies.length - 1]! };
+  return { puts: latencies.length, p50Ms: median(latencies), p99Ms: quantile(latencies, 0.99), maxMs: latencies[latencies.length - 1]! };
 }
 
 /** A full sync of a replica (cluster repair of a chain's tail) against a plain scan, with the puts' latency during it. */
@@ -380,6 +422,10 @@ function forwardedBytesPerRow(): { perHop: number; perRow: number; payloadPerRow
   return { perHop: wire / rows.count, perRow: (2 * wire) / rows.count, payloadPerRow: KEY_BYTES + VALUE_BYTES };
 }
 
+function roundTiming(t: PutTiming, round: (n: number) => number): PutTiming {
+  return { latencyP50Ms: round(t.latencyP50Ms), latencyP99Ms: round(t.latencyP99Ms), headWriteP50Ms: round(t.headWriteP50Ms), chainWritesP50Ms: round(t.chainWritesP50Ms), transitP50Ms: round(t.transitP50Ms) };
+}
+
 const workDir = await mkdtemp(join(tmpdir(), 'shardpipe-replication-bench-'));
 try {
   const rf1 = await measure(1, workDir);
@@ -405,6 +451,7 @@ try {
           getRf3OverRf1: round(rf3.getOpsPerSec / rf1.getOpsPerSec),
           cpuRf3OverRf1: round(rf3.cpuSecondsPer1M / rf1.cpuSecondsPer1M),
         },
+        putTimingMs: rf1.putTiming === undefined || rf3.putTiming === undefined ? 'not run (--load-only)' : { rf1: roundTiming(rf1.putTiming, round), rf3: roundTiming(rf3.putTiming, round) },
         ingest: ingest === undefined ? 'not run (--load-only or --ingest-runs 0)' : ingestReport(ingest, round),
         forwardedBytesPerRow: { perHop: round(fwd.perHop), chainOfThree: round(fwd.perRow), rowPayload: fwd.payloadPerRow },
         failover: failover === undefined ? 'not run (--load-only)' : { leaseMs: LEASE_MS, sigkillToFirstAcceptedWriteMs: Math.round(failover), overLease: round(failover / LEASE_MS), goal: '< 2 × lease' },
