@@ -1,6 +1,6 @@
 /**
  * The bench suite (a measurement, not a test): `npm run bench` runs the store, ingest, backup,
- * restore and memory benches and the peers beside them, each several times, and prints one table:
+ * restore, encode, replication and memory benches and the peers beside them, each several times, and prints one table:
  * every figure's median, spread (max − min) and, where it has one, its baseline from the same run
  * and the ratio. Results go to bench/history/ (JSON + Markdown); `npm run bench:compare` compares
  * the newest run with the previous one.
@@ -10,7 +10,9 @@
  * partitions cut at split keys; backup and restore move the same shape of rows through 3 nodes × 6
  * partitions; bench:store loads one node with 4 partitions; the encode bench writes backup shard
  * files of the same rows on one thread, beside the former writer (a dictionary on every column);
- * the memory bench ingests one large Parquet file. `--quick` uses 50k rows and a 16 MB memory file
+ * the memory bench ingests one large Parquet file; the replication bench loads and ingests the
+ * same rows into 3 nodes with chains of one and of three, and times a head's failover and a
+ * replica's full sync. `--quick` uses 50k rows and a 16 MB memory file
  * (run in 2 of the 3 repetitions), full uses 1M rows and a 1 GB file (run once).
  *
  * Peers, measured here: `redis-cli --pipe` of the same rows as SET commands into a redis-server with
@@ -53,6 +55,8 @@ const rowsPerSec = 'rows/s';
 const opsPerSec = 'ops/s';
 const cpuPerM = 'CPU s/1M rows';
 const mib = 'MiB';
+const ms = 'ms';
+const mbPerSec = 'MB/s';
 
 /** Every figure of the suite, in table order. */
 const FIGURES: FigureSpec[] = [
@@ -117,6 +121,27 @@ const FIGURES: FigureSpec[] = [
   { id: 'memory.arenas.peakRssMb', label: 'one large file: peak RSS of the ingest child with MALLOC_ARENA_MAX=2 (as up, demo and the image run it)', unit: mib, better: 'lower', process: 'ingest child', baseline: 'memory.child.peakRssMb' },
   { id: 'memory.nodes.peakRssMb', label: 'one large file: peak RSS of the largest store node', unit: mib, better: 'lower', process: 'store node' },
   { id: 'memory.child.cpuPerM', label: 'one large file: CPU of the ingest child', unit: cpuPerM, better: 'lower', process: 'ingest child' },
+  { id: 'repl.rf1.ingest.rowsPerSec', label: 'replication: shardpipe ingest, chains of one (RF=1), 3 nodes × 6 partitions', unit: rowsPerSec, better: 'higher' },
+  { id: 'repl.rf3.ingest.rowsPerSec', label: 'replication: shardpipe ingest, chains of three (RF=3; goal ≥ 0.5× RF=1)', unit: rowsPerSec, better: 'higher', baseline: 'repl.rf1.ingest.rowsPerSec' },
+  { id: 'repl.rf1.ingest.nodes.cpuPerM', label: 'replication: CPU of the 3 store nodes, ingest at RF=1', unit: cpuPerM, better: 'lower', process: 'store nodes' },
+  { id: 'repl.rf3.ingest.nodes.cpuPerM', label: 'replication: CPU of the 3 store nodes, ingest at RF=3', unit: cpuPerM, better: 'lower', process: 'store nodes', baseline: 'repl.rf1.ingest.nodes.cpuPerM' },
+  { id: 'repl.rf1.load.rowsPerSec', label: 'replication: bulk load through the thick client, RF=1, 3 partitions', unit: rowsPerSec, better: 'higher' },
+  { id: 'repl.rf3.load.rowsPerSec', label: 'replication: bulk load through the thick client, RF=3', unit: rowsPerSec, better: 'higher', baseline: 'repl.rf1.load.rowsPerSec' },
+  { id: 'repl.rf1.put.c32.opsPerSec', label: 'replication: Put, concurrency 32, RF=1', unit: opsPerSec, better: 'higher' },
+  { id: 'repl.rf3.put.c32.opsPerSec', label: 'replication: Put, concurrency 32, RF=3', unit: opsPerSec, better: 'higher', baseline: 'repl.rf1.put.c32.opsPerSec' },
+  { id: 'repl.rf1.get.c32.opsPerSec', label: 'replication: Get, concurrency 32, RF=1', unit: opsPerSec, better: 'higher' },
+  { id: 'repl.rf3.get.c32.opsPerSec', label: 'replication: Get, concurrency 32, RF=3 (served by the tails)', unit: opsPerSec, better: 'higher', baseline: 'repl.rf1.get.c32.opsPerSec' },
+  { id: 'repl.rf3.put.latencyP50Ms', label: 'replication: Put latency p50 at RF=3, concurrency 32', unit: ms, better: 'lower' },
+  { id: 'repl.rf3.put.headWriteP50Ms', label: 'replication: of it, the head\'s write (p50)', unit: ms, better: 'lower', baseline: 'repl.rf3.put.latencyP50Ms' },
+  { id: 'repl.rf3.put.chainWritesP50Ms', label: 'replication: of it, the two replicas\' writes (p50)', unit: ms, better: 'lower', baseline: 'repl.rf3.put.latencyP50Ms' },
+  { id: 'repl.rf3.put.transitP50Ms', label: 'replication: of it, forwards\' and acks\' transit and event-loop waits (p50)', unit: ms, better: 'lower', baseline: 'repl.rf3.put.latencyP50Ms' },
+  { id: 'repl.lease.ms', label: 'replication: the nodes\' lease in the failover run (a setting)', unit: ms, better: 'lower' },
+  { id: 'repl.failover.ms', label: 'replication: SIGKILL of a head → first write accepted by its successor (goal < 2× the lease)', unit: ms, better: 'lower', baseline: 'repl.lease.ms' },
+  { id: 'repl.scan.mbPerSec', label: 'replication: plain scan of a partition (the tail)', unit: mbPerSec, better: 'higher' },
+  { id: 'repl.sync.mbPerSec', label: 'replication: full sync of a replica under live writes', unit: mbPerSec, better: 'higher', baseline: 'repl.scan.mbPerSec' },
+  { id: 'repl.sync.idle.putP99Ms', label: 'replication: Put p99 to the chain, idle', unit: ms, better: 'lower' },
+  { id: 'repl.sync.during.putP99Ms', label: 'replication: Put p99 to the chain during its sync', unit: ms, better: 'lower', baseline: 'repl.sync.idle.putP99Ms' },
+  { id: 'repl.sync.writePauseMs', label: 'replication: the longest Put during the sync (the write pause)', unit: ms, better: 'lower' },
 ];
 
 type Samples = Map<string, number[]>;
@@ -139,12 +164,17 @@ async function runBench(name: string, args: string[]): Promise<Record<string, an
   const child = spawn(process.execPath, [join(BENCH_DIR, `${name}.js`), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const result = await collect(child);
   if (result.code !== 0) throw new Error(`${name} exited with code ${result.code}:\n${result.stderr.slice(-4000)}`);
-  const line = result.stdout.trim().split('\n').at(-1) ?? '';
-  try {
-    return JSON.parse(line) as Record<string, any>;
-  } catch {
-    throw new Error(`${name} printed no JSON line last: ${line}`);
+  const out = result.stdout.trim();
+  const line = out.split('\n').at(-1) ?? '';
+  // A table then one JSON line; or (replication-bench) nothing but an indented JSON document.
+  for (const text of [line, out]) {
+    try {
+      return JSON.parse(text) as Record<string, any>;
+    } catch {
+      // the next form
+    }
   }
+  throw new Error(`${name} printed no JSON line last, nor only JSON: ${line}`);
 }
 
 async function repetition(samples: Samples, sizes: Sizes, workDir: string, respFile: string, withMemory: boolean): Promise<void> {
@@ -226,6 +256,27 @@ async function repetition(samples: Samples, sizes: Sizes, workDir: string, respF
     add(samples, `encode.${variant}.fileMb`, encode[variant].fileMb);
   }
 
+  const repl = await runBench('replication-bench', ['--rows', rows, '--ops', String(sizes.storeOps), '--ingest-runs', '1']);
+  for (const rf of ['rf1', 'rf3'] as const) {
+    add(samples, `repl.${rf}.ingest.rowsPerSec`, repl.ingest[rf].rowsPerSec);
+    add(samples, `repl.${rf}.ingest.nodes.cpuPerM`, repl.ingest[rf].nodeCpuSecondsPer1MRows);
+    add(samples, `repl.${rf}.load.rowsPerSec`, repl[rf].loadRowsPerSec);
+    add(samples, `repl.${rf}.put.c32.opsPerSec`, repl[rf].putOpsPerSec);
+    add(samples, `repl.${rf}.get.c32.opsPerSec`, repl[rf].getOpsPerSec);
+  }
+  const putTiming = repl.putTimingMs.rf3;
+  add(samples, 'repl.rf3.put.latencyP50Ms', putTiming.latencyP50Ms);
+  add(samples, 'repl.rf3.put.headWriteP50Ms', putTiming.headWriteP50Ms);
+  add(samples, 'repl.rf3.put.chainWritesP50Ms', putTiming.chainWritesP50Ms);
+  add(samples, 'repl.rf3.put.transitP50Ms', putTiming.transitP50Ms);
+  add(samples, 'repl.lease.ms', repl.failover.leaseMs);
+  add(samples, 'repl.failover.ms', repl.failover.sigkillToFirstAcceptedWriteMs);
+  add(samples, 'repl.scan.mbPerSec', repl.sync.plainScanMBPerSec);
+  add(samples, 'repl.sync.mbPerSec', repl.sync.fullSyncMBPerSec);
+  add(samples, 'repl.sync.idle.putP99Ms', repl.sync.putIdle.p99Ms);
+  add(samples, 'repl.sync.during.putP99Ms', repl.sync.putDuringSync.p99Ms);
+  add(samples, 'repl.sync.writePauseMs', repl.sync.writePauseMs);
+
   if (withMemory) {
     const memory = await runBench('ingest-memory-bench', ['--size-mb', String(sizes.memorySizeMb)]);
     add(samples, 'memory.limit.rowsPerSec', memory.limit?.rowsPerSec);
@@ -240,6 +291,7 @@ async function repetition(samples: Samples, sizes: Sizes, workDir: string, respF
 function formatValue(value: number, unit: string): string {
   if (!Number.isFinite(value)) return 'n/a';
   if (unit === cpuPerM) return fixed(value, 2);
+  if (unit === ms || unit === mbPerSec) return value >= 100 ? int(value) : fixed(value, 2);
   return int(value);
 }
 
@@ -326,6 +378,7 @@ async function main(): Promise<void> {
       naiveLoaderRows: sizes.naiveRows,
       redisBenchmarkRequests: sizes.redisBenchmarkRequests,
       noopCallsAtConcurrency1: "as many as the store ops, in 5 rounds alternating with them",
+      replication: '3 nodes, chains of 1 then 3: bulk load 3 partitions, one ingest of the 8-file drop into 6 partitions per repetition, Put/Get at concurrency 32 (as many as the store ops), failover with 2 s leases, full sync of one partition',
     },
     repetitions: reps,
     figures,
