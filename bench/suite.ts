@@ -139,9 +139,9 @@ const FIGURES: FigureSpec[] = [
   { id: 'repl.failover.ms', label: 'replication: SIGKILL of a head → first write accepted by its successor (goal < 2× the lease)', unit: ms, better: 'lower', baseline: 'repl.lease.ms' },
   { id: 'repl.scan.mbPerSec', label: 'replication: plain scan of a partition (the tail)', unit: mbPerSec, better: 'higher' },
   { id: 'repl.sync.mbPerSec', label: 'replication: full sync of a replica under live writes', unit: mbPerSec, better: 'higher', baseline: 'repl.scan.mbPerSec' },
-  { id: 'repl.sync.idle.putP99Ms', label: 'replication: Put p99 to the chain, idle', unit: ms, better: 'lower' },
-  { id: 'repl.sync.during.putP99Ms', label: 'replication: Put p99 to the chain during its sync', unit: ms, better: 'lower', baseline: 'repl.sync.idle.putP99Ms' },
-  { id: 'repl.sync.writePauseMs', label: 'replication: the longest Put during the sync (the write pause)', unit: ms, better: 'lower' },
+  { id: 'repl.sync.idle.putP99Ms', label: 'replication: Put p99, one caller to a chain\'s head, idle just before its sync', unit: ms, better: 'lower' },
+  { id: 'repl.sync.during.putP99Ms', label: 'replication: Put p99, one caller to a chain\'s head, during its sync', unit: ms, better: 'lower', baseline: 'repl.sync.idle.putP99Ms' },
+  { id: 'repl.sync.writePauseMs', label: 'replication: the longest of those Puts during the sync (the write pause)', unit: ms, better: 'lower' },
 ];
 
 type Samples = Map<string, number[]>;
