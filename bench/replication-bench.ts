@@ -31,11 +31,13 @@
  *   same figures while idle just before — the longest put is the write pause.
  *
  * Run after `npx tsc -p tsconfig.json`:
- *   node dist/bench/replication-bench.js [--rows 1000000] [--ops 20000] [--concurrency 32] [--cpu-prof DIR] [--load-only] [--ingest-runs 3]
+ *   node dist/bench/replication-bench.js [--rows 1000000] [--ops 20000] [--concurrency 32] [--cpu-prof DIR] [--load-only] [--ingest-runs 3] [--node-arg FLAG …]
  * `--cpu-prof DIR` has the store nodes of the RF=1 and RF=3 phases write V8 CPU profiles into
  * DIR/rf1 and DIR/rf3, the ingest runs' nodes into DIR/ingest-rf1-0, DIR/ingest-rf3-0, …;
  * `--load-only` runs only the bulk loads of those two phases (no ingest, Put, Get, failover or
- * sync figures).
+ * sync figures). `--node-arg FLAG` (repeatable) starts every store node with that node flag, e.g.
+ * `--node-arg=--heap-growing-percent=0` for V8's own old-generation growth instead of the store
+ * node's (common/old-generation.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -59,11 +61,12 @@ const { values } = parseArgs({
     'cpu-prof': { type: 'string' },
     'load-only': { type: 'boolean', default: false },
     'ingest-runs': { type: 'string', default: '3' },
+    'node-arg': { type: 'string', multiple: true, default: [] },
     help: { type: 'boolean', default: false },
   },
 });
 if (values.help) {
-  console.log('node dist/bench/replication-bench.js [--rows N (default 1000000)] [--ops N (default 20000)] [--concurrency N (default 32)] [--cpu-prof DIR] [--load-only] [--ingest-runs N (default 3; 0 = none)]\nBulk load, `shardpipe ingest` of a Parquet drop, Put and Get at RF=1 vs RF=3 on the same 3 store nodes (and where the time of a Put goes); bytes forwarded per row; head failover; full sync MB/s vs a plain scan and the write pause during a sync.');
+  console.log('node dist/bench/replication-bench.js [--rows N (default 1000000)] [--ops N (default 20000)] [--concurrency N (default 32)] [--cpu-prof DIR] [--load-only] [--ingest-runs N (default 3; 0 = none)] [--node-arg FLAG (repeatable: a node flag for every store node)]\nBulk load, `shardpipe ingest` of a Parquet drop, Put and Get at RF=1 vs RF=3 on the same 3 store nodes (and where the time of a Put goes); bytes forwarded per row; head failover; full sync MB/s vs a plain scan and the write pause during a sync.');
   process.exit(0);
 }
 const ROWS = wholeNumber('--rows', values.rows);
@@ -72,6 +75,7 @@ const CONCURRENCY = wholeNumber('--concurrency', values.concurrency);
 const PROFILE_DIR = values['cpu-prof'];
 const LOAD_ONLY = values['load-only'] === true;
 const INGEST_RUNS = values['ingest-runs'] === '0' ? 0 : wholeNumber('--ingest-runs', values['ingest-runs']);
+const NODE_ARGS = values['node-arg'];
 const KEY_BYTES = 16;
 const VALUE_BYTES = 100;
 const CHUNK_ROWS = 4096;
@@ -180,13 +184,13 @@ async function ops(count: number, op: (i: number) => Promise<unknown>): Promise<
   return count / ((performance.now() - started) / 1000);
 }
 
-/** The store nodes' flags for `--cpu-prof DIR`: profiles into DIR/`name`. */
-function profileArgs(name: string): string[] {
-  return PROFILE_DIR === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${join(PROFILE_DIR, name)}`];
+/** The store nodes' flags: `--node-arg`s, and for `--cpu-prof DIR` profiles into DIR/`name`. */
+function nodeArgs(name: string): string[] {
+  return PROFILE_DIR === undefined ? NODE_ARGS : [...NODE_ARGS, '--cpu-prof', `--cpu-prof-dir=${join(PROFILE_DIR, name)}`];
 }
 
 async function measure(replicas: 1 | 3, workDir: string): Promise<Figures> {
-  const cluster = await startBenchCluster(join(workDir, `rf${replicas}`), 3, mapOf(replicas), { nodeArgs: profileArgs(`rf${replicas}`) });
+  const cluster = await startBenchCluster(join(workDir, `rf${replicas}`), 3, mapOf(replicas), { nodeArgs: nodeArgs(`rf${replicas}`) });
   const client = new StoreClient({ seeds: cluster.addresses });
   try {
     const cpuBefore = await cpu(cluster);
@@ -230,7 +234,7 @@ interface IngestFigures {
  */
 async function ingestOnce(replicas: 1 | 3, drop: Drop, workDir: string, runIndex: number): Promise<IngestFigures> {
   const keys = splitKeys(ROWS, INGEST_PARTITIONS).map((k) => Buffer.from(k));
-  const cluster = await startBenchCluster(workDir, 3, (addresses) => chained(PartitionMap.fromSplitKeys(1, addresses, keys), addresses, replicas), { nodeArgs: profileArgs(`ingest-rf${replicas}-${runIndex}`) });
+  const cluster = await startBenchCluster(workDir, 3, (addresses) => chained(PartitionMap.fromSplitKeys(1, addresses, keys), addresses, replicas), { nodeArgs: nodeArgs(`ingest-rf${replicas}-${runIndex}`) });
   try {
     const cpuBefore = await cpu(cluster);
     const run = await runIngest(cluster, drop.dir, ROWS, ['--key-column', KEY_COLUMN, '--value-column', VALUE_COLUMN], { cwd: join(workDir, 'ingest-cwd') });
@@ -264,9 +268,9 @@ async function ingestFigures(workDir: string): Promise<{ rf1: IngestFigures[]; r
 
 const LEASE_MS = 2000;
 
-/** A CLI child; resolves once it printed `{"event": name}` on stdout. */
+/** A CLI child (a store node with the `--node-arg`s); resolves once it printed `{"event": name}` on stdout. */
 function cliChild(args: string[], event: string | undefined): { child: ChildProcess; ready: Promise<void> } {
-  const child = spawn(process.execPath, [MAIN_JS, ...args, '--log-level', 'error'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [...(args[0] === 'store' ? NODE_ARGS : []), MAIN_JS, ...args, '--log-level', 'error'], { stdio: ['ignore', 'pipe', 'inherit'] });
   const ready = new Promise<void>((resolve, reject) => {
     child.once('exit', (code) => reject(new Error(`${args.slice(0, 2).join(' ')} exited (${code}) before "${event}"`)));
     createInterface({ input: child.stdout! }).on('line', (line) => {

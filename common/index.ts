@@ -38,6 +38,7 @@ export { copyBytes } from './copy-bytes.js';
 export { BatchBufferPool } from './batch-buffer-pool.js';
 export { releaseArrayBuffer } from './array-buffer-release.js';
 export { capYoungGeneration, reapplyYoungGenerationCap, youngGenerationCapFlags } from './young-generation.js';
+export { STORE_HEAP_GROWING_PERCENT, heapGrowthFlagGiven, widenOldGenerationGrowth } from './old-generation.js';
 export { DEFAULT_MALLOC_ARENA_MAX, childProcessEnv } from './malloc-arenas.js';
 export type { BatchBufferPoolOptions } from './batch-buffer-pool.js';
 export { activeTraceId, activeTraceparent, contextOf, inSpan, parseTraceparent, startRootSpan, startTracing, traceparentOf, tracer, tracingActive, tracingWanted } from './tracing.js';

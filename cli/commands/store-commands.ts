@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES, DEFAULT_WRITE_BUFFER_BYTES, checkBind, parseDurationMs } from '../../common/index.js';
+import { DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_NODE_FLOW_CONTROL_WINDOW_BYTES, DEFAULT_WRITE_BUFFER_BYTES, checkBind, parseDurationMs, widenOldGenerationGrowth } from '../../common/index.js';
 import type { EtcdNodeAgent, StoredMap } from '../../store/index.js';
 import { CliUsageError } from '../cli-env.js';
 import { EXIT, parsePositiveInt } from '../cli-io.js';
@@ -62,6 +62,8 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
   }).action(async (opts: StartOptions) => {
     // From here a SIGTERM, even during start-up, ends in a drain rather than a kill.
     ctx.lifecycle.start();
+    // A process-wide V8 setting (common/old-generation.ts), so here: tests run StoreServer inside the test runner.
+    widenOldGenerationGrowth();
     ctx.errors.setContext({ node: opts.node });
     const tokens = ctx.serverTokens(opts.authTokenFile);
     const tls = ctx.serverTls();
