@@ -6,7 +6,7 @@ import { setFlagsFromString } from 'node:v8';
 // (`--trace-incremental-marking`: "Start (task): 21MB / 44MB"): an RF=3 node under a bulk load ran
 // a mark-compact every ~200 ms (14–21 per 1M-row load, against 1–5 at RF=1), marked partly on its
 // four V8 helper threads. A fixed growth factor of 3 (V8's own dynamic one ranges from 1.1 to 4)
-// brought that to 4–6 and the RF=3 nodes' CPU per row down by 8 %, for ~25 MiB more peak RSS
+// brought that to 4–6 and the RF=3 nodes' CPU per row down by 8 %, for 25–60 MiB more peak RSS
 // (README "Store nodes' old generation"). V8 reads the flag at every limit it computes, so it can
 // be set once the process runs. A worker thread's start sets V8's flags back to the command
 // line's (young-generation.ts); a store node starts none.
