@@ -42,6 +42,13 @@ export function median(values: readonly number[]): number {
   return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
+/** The value at fraction `q` of the sorted values (q = 0.99: the p99; 1: the largest); NaN when there are none. */
+export function quantile(values: readonly number[], q: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
 /** Medians, spreads and ratios of the figures; samples that are not finite numbers are dropped. */
 export function summarize(specs: readonly FigureSpec[], samples: ReadonlyMap<string, readonly number[]>): Figure[] {
   const figures = specs.map((spec): Figure => {

@@ -47,7 +47,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Key, PackedRowsBuilder, PartitionMap, StoreClient, forwardWireBytes, type PackedRows, type WriteReplyTiming } from '../store/index.js';
-import { median } from './bench-stats.js';
+import { median, quantile } from './bench-stats.js';
 import { findFreePort } from '../common/index.js';
 import { PrivateEtcd } from '../coordinator/index.js';
 import { MAIN_JS, runIngest, startBenchCluster, type BenchCluster } from './bench-cluster.js';
@@ -153,12 +153,6 @@ async function cpu(cluster: BenchCluster): Promise<number> {
   let total = 0;
   for (const n of cluster.nodes) total += (await n.cpuSeconds()) ?? 0;
   return total;
-}
-
-/** The value at fraction `q` of the sorted values (q = 0.99: the p99). */
-function quantile(values: readonly number[], q: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
 }
 
 /** The medians (and the latency's p99) of PutTiming over the puts' latencies and reply timings. */

@@ -23,7 +23,7 @@ import { join } from 'node:path';
 import { findFreePort } from '../common/index.js';
 import { Key, NodeConnection, PartitionMap, PartitionStore, StoreClient, syncReplica, type BulkRowInput } from '../store/index.js';
 import { fixed, table } from './bench-format.js';
-import { median } from './bench-stats.js';
+import { median, quantile } from './bench-stats.js';
 import { MAIN_JS } from './bench-cluster.js';
 import { stopChild, waitForReady } from './bench-processes.js';
 import { parseBenchArgs } from './bench-args.js';
@@ -133,6 +133,5 @@ async function putLatencies(forMs: () => number): Promise<{ p50: number; p99: nu
     await client.put(Key.fromUtf8(`w${i}`), Buffer.alloc(valueBytes, 1));
     latencies.push(performance.now() - t);
   }
-  latencies.sort((a, b) => a - b);
-  return { p50: latencies[Math.floor(latencies.length * 0.5)]!, p99: latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * 0.99))]! };
+  return { p50: quantile(latencies, 0.5), p99: quantile(latencies, 0.99) };
 }

@@ -27,6 +27,7 @@ import { PrivateEtcd } from '../coordinator/index.js';
 import { DEFAULT_MAX_MOVEMENTS, EtcdMapStore, EtcdOperationStore, Key, PackedRowsBuilder, StoreClient, connectEtcd, newOperationId, type OperationRecord, type PackedRows } from '../store/index.js';
 import { parseBenchArgs } from './bench-args.js';
 import { MAIN_JS } from './bench-cluster.js';
+import { quantile } from './bench-stats.js';
 
 const USAGE = 'node dist/bench/split-bench.js [--rows N (default 200000)] [--splits N (default 3)] [--writers N (default 4)] [--max-pause-ms MS (default 2000)] [--handover]\nSplits partition 0 of a live 3-node RF=3 cluster under a steady writer; prints each split\'s duration, rows/s and write pause, the pauses\' p50/p99, and the writer\'s throughput and latency before vs during.\n--handover: 4 nodes, and N moves of partition 0\'s head (the head hand-over pause) instead of splits.';
 const { values } = parseBenchArgs(USAGE, {
@@ -82,11 +83,6 @@ function cliChild(args: string[], event: string): { child: ChildProcess; ready: 
     });
   });
   return { child, ready };
-}
-
-function quantile(sorted: readonly number[], q: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 }
 
 /** A steady writer: WRITERS callers putting random keys of partition 0; latencies by phase. */
@@ -213,14 +209,10 @@ async function main(): Promise<void> {
       process.stdout.write(`split ${s + 1} at 0x${at.toString('hex')}: ${seconds.toFixed(2)} s, ${rows} rows moved (${Math.round(rows / seconds)} rows/s), write pause ${cut.join('/') || '?'} ms${retries > 0 ? `, ${retries} cut attempts released` : ''}\n`);
     }
     await writer.stop();
-    const sortedPauses = [...pauses].sort((a, b) => a - b);
-    const lat = (xs: number[]): string => {
-      const sorted = [...xs].sort((a, b) => a - b);
-      return `p50 ${quantile(sorted, 0.5).toFixed(1)} ms, p99 ${quantile(sorted, 0.99).toFixed(1)} ms`;
-    };
+    const lat = (xs: number[]): string => `p50 ${quantile(xs, 0.5).toFixed(1)} ms, p99 ${quantile(xs, 0.99).toFixed(1)} ms`;
     const rate = (phase: 'before' | 'during'): number => writer.latencies[phase].length / (writer.ms[phase] / 1000);
     const what = HANDOVER ? 'head hand-overs' : 'splits';
-    process.stdout.write(`write pause over ${pauses.length} ${what}: p50 ${quantile(sortedPauses, 0.5)} ms, p99 ${quantile(sortedPauses, 0.99)} ms, max ${sortedPauses[sortedPauses.length - 1]} ms\n`);
+    process.stdout.write(`write pause over ${pauses.length} ${what}: p50 ${quantile(pauses, 0.5)} ms, p99 ${quantile(pauses, 0.99)} ms, max ${quantile(pauses, 1)} ms\n`);
     process.stdout.write(`writer (${WRITERS} callers): before ${Math.round(rate('before'))} puts/s (${lat(writer.latencies.before)}); during the ${what} ${Math.round(rate('during'))} puts/s (${lat(writer.latencies.during)}); during/before ${(rate('during') / rate('before')).toFixed(2)}; ${writer.errors} errors\n`);
   } finally {
     client?.close();
